@@ -1,0 +1,34 @@
+"""nnlite: a from-scratch CPU convolution engine on NumPy with Cython/C kernels.
+
+>>> import nnlite, nnlite.nn as nn, nnlite.nn.functional as F
+>>> x = nnlite.tensor(np.random.rand(1, 3, 32, 32).astype("float32"), requires_grad=True)
+>>> y = nn.Conv2d(3, 8, 3, padding=1)(x).relu().sum(); y.backward()
+"""
+__version__ = "0.1.0"
+
+from ._config import (  # noqa: F401
+    available_backends,
+    backend,
+    get_num_threads,
+    set_num_threads,
+    using_backend,
+)
+from ._random import manual_seed  # noqa: F401
+from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
+from .tensor import Tensor, cat, stack, tensor  # noqa: F401
+from . import kernels  # noqa: F401,E402
+from . import functional  # noqa: F401,E402
+from . import nn  # noqa: F401,E402
+from . import ops  # noqa: F401,E402
+from . import optim  # noqa: F401,E402
+
+
+def _apply_env_threads():
+    # NNLITE_NUM_THREADS applies to the BLAS too; otherwise the BLAS keeps its own default
+    import os
+
+    if os.environ.get("NNLITE_NUM_THREADS"):
+        set_num_threads(get_num_threads())
+
+
+_apply_env_threads()

@@ -1,0 +1,127 @@
+"""Backend selection and thread control.
+
+Resolution order for the backend of an op call:
+``nnlite.using_backend(...)`` context (innermost wins) -> ``NNLITE_BACKEND`` env var
+(read once at import) -> ``'auto'`` (cython when the extension is built, else numpy).
+``'reference'`` (the naive loops) is selectable explicitly and never chosen automatically.
+"""
+import contextlib
+import os
+import threading
+
+BACKENDS = ("cython", "numpy", "reference")
+
+_local = threading.local()
+_cython_error = None
+_cython_ok = None
+
+
+def cython_built():
+    """True when the compiled extension modules import."""
+    global _cython_ok, _cython_error
+    if _cython_ok is None:
+        if os.environ.get("NNLITE_NO_EXT", "") not in ("", "0"):
+            _cython_ok, _cython_error = False, "NNLITE_NO_EXT is set"
+        else:
+            try:
+                from . import _info  # noqa: F401  (smallest extension; built with the others)
+
+                _cython_ok = True
+            except ImportError as exc:  # pragma: no cover - depends on the build
+                _cython_ok, _cython_error = False, str(exc)
+    return _cython_ok
+
+
+def available_backends():
+    """Backends usable in this installation, fastest first."""
+    return (["cython"] if cython_built() else []) + ["numpy", "reference"]
+
+
+def _check_name(name):
+    if not isinstance(name, str) or name not in BACKENDS + ("auto",):
+        raise ValueError(
+            f"unknown backend {name!r}; expected one of {BACKENDS + ('auto',)}"
+        )
+    if name == "cython" and not cython_built():
+        raise RuntimeError(
+            "nnlite was built without its Cython extension "
+            f"({_cython_error}); reinstall without NNLITE_NO_EXT=1, or use backend 'numpy'"
+        )
+    return name
+
+
+def _resolve(name):
+    if name == "auto":
+        return "cython" if cython_built() else "numpy"
+    return name
+
+
+_default = os.environ.get("NNLITE_BACKEND", "auto") or "auto"
+if _default not in BACKENDS + ("auto",):
+    raise ValueError(f"NNLITE_BACKEND={_default!r} is not one of {BACKENDS + ('auto',)}")
+
+
+def backend():
+    """The backend that an op called now would use: 'cython', 'numpy' or 'reference'."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    global _default
+    if _default == "cython" and not cython_built():
+        _check_name("cython")
+    return _resolve(_default)
+
+
+@contextlib.contextmanager
+def using_backend(name):
+    """Context manager selecting the backend for op calls made in this thread.
+
+    >>> with nnlite.using_backend("reference"):
+    ...     y = F.conv2d(x, w)        # naive loops, for study
+    """
+    name = _resolve(_check_name(name))
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(name)
+    try:
+        yield name
+    finally:
+        stack.pop()
+
+
+# --------------------------------------------------------------------- threads
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+_num_threads = None
+
+
+def get_num_threads():
+    """Threads used by nnlite's OpenMP kernels and by the BLAS that nnlite calls."""
+    global _num_threads
+    if _num_threads is None:
+        env = os.environ.get("NNLITE_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        try:
+            n = int(env) if env else _cpu_count()
+        except ValueError:
+            n = _cpu_count()
+        _num_threads = max(1, n)
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Set the thread count for nnlite's OpenMP kernels and for the BLAS (OpenBLAS/MKL)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads expects an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads expects n >= 1, got {n}")
+    _num_threads = n
+    from . import _blas
+
+    _blas.set_threads(n)

@@ -1,0 +1,169 @@
+"""Reverse-mode autograd core: the ``Function`` base class and grad-mode switches.
+
+An op is a ``Function`` subclass with ``forward(*arrays, **params) -> ndarray`` and
+``backward(gy) -> gradient | tuple of gradients`` working on NumPy arrays (no double backward,
+deliberately). ``Fn.apply(*inputs, **params)`` runs forward on the raw arrays and, when grad mode
+is on and some input requires grad, attaches the Function to the result as its ``_ctx``.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_state, "enabled", True)
+
+
+def set_grad_enabled(mode):
+    _state.enabled = bool(mode)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context in which ops build no graph and keep no saved arrays."""
+    prev = is_grad_enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = prev
+
+
+@contextlib.contextmanager
+def enable_grad():
+    prev = is_grad_enabled()
+    _state.enabled = True
+    try:
+        yield
+    finally:
+        _state.enabled = prev
+
+
+class Function:
+    """Base class of differentiable ops.
+
+    Subclasses implement ``forward`` and ``backward``. ``forward`` may return a tuple whose first
+    entry is the differentiable output and the rest are auxiliary outputs (indices, ...) returned
+    as plain tensors. ``backward`` returns one entry per input (``None`` where
+    ``needs_input_grad[i]`` is false; it must do no work for those).
+    """
+
+    __slots__ = ("needs_input_grad", "saved_tensors", "parents", "__dict__")
+
+    def __init__(self):
+        self.needs_input_grad = ()
+        self.saved_tensors = ()
+        self.parents = ()
+
+    def save_for_backward(self, *arrays):
+        self.saved_tensors = arrays
+
+    @property
+    def requires_grad(self):
+        """True when backward will be called: forward may skip saving anything otherwise."""
+        return any(self.needs_input_grad)
+
+    def forward(self, *arrays, **params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, gy):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        from .tensor import Tensor, as_tensor
+
+        tensors = tuple(as_tensor(t) for t in inputs)
+        ctx = cls()
+        grad_on = is_grad_enabled()
+        ctx.needs_input_grad = tuple(grad_on and t.requires_grad for t in tensors)
+        out = ctx.forward(*(t.data for t in tensors), **params)
+        aux = ()
+        if isinstance(out, tuple):
+            out, aux = out[0], out[1:]
+        track = any(ctx.needs_input_grad)
+        result = Tensor(out, requires_grad=track)
+        if track:
+            result._ctx = ctx
+            ctx.parents = tensors
+        else:
+            ctx.saved_tensors = ()
+        if aux:
+            return (result,) + tuple(Tensor(a) for a in aux)
+        return result
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape`` (the adjoint of NumPy broadcasting)."""
+    if grad.shape == tuple(shape):
+        return grad
+    ndiff = grad.ndim - len(shape)
+    if ndiff > 0:
+        grad = grad.sum(axis=tuple(range(ndiff)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def backward(root, grad):
+    """Propagate ``grad`` from ``root`` through the graph (iterative topological order)."""
+    order = []
+    visited = set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        ctx = node._ctx
+        if ctx is not None:
+            for p in ctx.parents:
+                if p.requires_grad and id(p) not in visited:
+                    stack.append((p, False))
+    grads = {id(root): grad}
+    for node in reversed(order):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        ctx = node._ctx
+        if ctx is None:
+            # leaf: accumulate into .grad
+            if node.grad is None:
+                node.grad = np.array(g, dtype=node.data.dtype, copy=True)
+            else:
+                node.grad += g
+            continue
+        if node._retain_grad:
+            node.grad = g.copy() if node.grad is None else node.grad + g
+        gins = ctx.backward(g)
+        if not isinstance(gins, tuple):
+            gins = (gins,)
+        if len(gins) != len(ctx.parents):  # pragma: no cover - programming error
+            raise RuntimeError(
+                f"{type(ctx).__name__}.backward returned {len(gins)} gradients "
+                f"for {len(ctx.parents)} inputs"
+            )
+        for p, gp, need in zip(ctx.parents, gins, ctx.needs_input_grad):
+            if not need or gp is None:
+                continue
+            gp = np.asarray(gp)
+            if gp.shape != p.data.shape:  # pragma: no cover - programming error
+                raise RuntimeError(
+                    f"{type(ctx).__name__}.backward gave a gradient of shape {gp.shape} "
+                    f"for an input of shape {p.data.shape}"
+                )
+            if gp.dtype != p.data.dtype:
+                gp = gp.astype(p.data.dtype)
+            key = id(p)
+            if key in grads:
+                grads[key] = grads[key] + gp
+            else:
+                grads[key] = gp

@@ -1,0 +1,2 @@
+"""Convolution modules (filled by the conv work)."""
+__all__ = []

@@ -1,0 +1,1 @@
+"""Parameter initialisers (filled by the nn-basics work)."""

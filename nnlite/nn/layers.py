@@ -1,0 +1,2 @@
+"""Basic layers (filled by the nn-basics work)."""
+__all__ = []

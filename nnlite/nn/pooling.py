@@ -1,0 +1,2 @@
+"""Pooling modules (filled by the pooling work)."""
+__all__ = []

@@ -1,0 +1,1 @@
+"""Optimisers (filled by the nn-basics work)."""

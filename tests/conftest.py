@@ -1,0 +1,52 @@
+"""Shared test configuration: hypothesis profiles, the backend fixture, tolerances.
+
+Profiles: ``dev`` (default, fast) and ``ci`` (more examples; chosen automatically when the
+environment has CI=true, or explicitly with HYPOTHESIS_PROFILE=ci).
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import nnlite
+
+settings.register_profile(
+    "dev", max_examples=25, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "ci", max_examples=80, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+_default_profile = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default_profile))
+
+FAST_BACKENDS = [b for b in ("cython", "numpy")]
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def backend(request):
+    """Run the test under each fast backend; the cython case skips when the extension is not built."""
+    if request.param not in nnlite.available_backends():
+        pytest.skip("nnlite was built without its Cython extension (NNLITE_NO_EXT=1)")
+    with nnlite.using_backend(request.param):
+        yield request.param
+
+
+def tolerance(dtype, k=1, scale=1.0):
+    """(rtol, atol) for comparing a fast result with the float64 reference.
+
+    k is the reduction length (e.g. Cg*kH*kW for conv) and scale the magnitude of the products.
+    """
+    if np.dtype(dtype) == np.float64:
+        return 1e-10, 1e-10 * k * scale
+    eps = np.finfo(np.float32).eps
+    return 1e-5, 10 * eps * k * scale
+
+
+def assert_close(actual, expected, dtype=None, k=1, scale=1.0):
+    actual = np.asarray(getattr(actual, "data", actual))
+    expected = np.asarray(getattr(expected, "data", expected))
+    rtol, atol = tolerance(dtype or actual.dtype, k, scale)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)

@@ -3,5 +3,6 @@
 Import as ``import nnlite.nn.functional as F``.
 """
 from .basic import *  # noqa: F401,F403
+from .padding import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403

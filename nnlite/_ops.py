@@ -126,17 +126,15 @@ class MatMul(Function):
             raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} "
                              "cannot be broadcast") from None
         self.save_for_backward(a, b)
-        return np.matmul(a, b)
+        return np.asarray(np.matmul(a, b))
 
     def backward(self, gy):
         a, b = self.saved_tensors
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = gy
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
+        # gradient in the 2-D-operand form: (..., M, N), re-inserting the dims a 1-D operand dropped
+        g2 = gy.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+                        + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = np.matmul(g2, np.swapaxes(b2, -1, -2))  # (..., M, N) @ (..., N, K) -> (..., M, K)

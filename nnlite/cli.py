@@ -1,0 +1,129 @@
+"""The ``nnlite`` command line: ``nnlite info``, ``nnlite demo`` (more subcommands register here)."""
+import argparse
+import os
+import platform
+import sys
+
+import numpy as np
+
+import nnlite
+
+_SIMD = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+         "neon", "asimd", "sve")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features():
+    """SIMD features this CPU reports (from /proc/cpuinfo, else NumPy's CPU dispatch table)."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if not flags:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as feats
+        except ImportError:  # pragma: no cover - older NumPy
+            feats = {}
+        flags = {k.lower() for k, v in feats.items() if v}
+    return [f for f in _SIMD if f in flags]
+
+
+def info_lines():
+    """The facts ``nnlite info`` prints, as (label, value) pairs."""
+    from . import _blas
+
+    built = nnlite._config.cython_built()
+    if built:
+        from . import _info
+
+        omp = "on" if _info.openmp_enabled() else "off (kernels run serially)"
+    else:
+        omp = "n/a (extension not built)"
+    lines = [
+        ("nnlite", nnlite.__version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("numpy", np.__version__),
+        ("backend", nnlite.backend()),
+        ("available backends", ", ".join(nnlite.available_backends())),
+        ("extension", "built" if built else f"not built ({nnlite._config._cython_error})"),
+        ("OpenMP", omp),
+        ("threads", str(nnlite.get_num_threads())),
+        ("BLAS", _blas.info()),
+        ("CPU", f"{cpu_name()}, {os.cpu_count()} logical cores"),
+        ("SIMD", ", ".join(cpu_features()) or "none detected"),
+    ]
+    try:
+        from . import onnx as _onnx  # optional, grows with the ONNX importer
+
+        lines.append(("ONNX import", _onnx.support_summary()))
+    except Exception:  # noqa: BLE001 - the importer is optional
+        pass
+    return lines
+
+
+def cmd_info(args):
+    rows = info_lines()
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_demo(args):
+    from .demo import run
+
+    return run(quick=args.quick)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="nnlite", description="nnlite: a from-scratch CPU "
+                                "convolution engine on NumPy with Cython/C kernels")
+    p.add_argument("--version", action="version", version=f"nnlite {nnlite.__version__}")
+    p.add_argument("--threads", type=int, default=None, help="threads for kernels and BLAS")
+    p.add_argument("--backend", choices=["auto", "cython", "numpy", "reference"], default=None)
+    sub = p.add_subparsers(dest="command")
+    s = sub.add_parser("info", help="version, backend, OpenMP, threads, BLAS, CPU SIMD features")
+    s.set_defaults(func=cmd_info)
+    s = sub.add_parser("demo", help="what nnlite does: 1x1 vs 3x3 cost, a model summary, timing")
+    s.add_argument("--quick", action="store_true", help="smaller sizes")
+    s.set_defaults(func=cmd_demo)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# later features append functions taking the subparsers object and adding their commands
+_EXTRA_COMMANDS = []
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        nnlite.set_num_threads(args.threads)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    if args.backend and args.backend != "auto":
+        with nnlite.using_backend(args.backend):
+            return args.func(args)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -102,13 +102,23 @@ def build_parser():
     s = sub.add_parser("demo", help="what nnlite does: 1x1 vs 3x3 cost, a model summary, timing")
     s.add_argument("--quick", action="store_true", help="smaller sizes")
     s.set_defaults(func=cmd_demo)
-    for register in _EXTRA_COMMANDS:
+    for register in _command_registrars():
         register(sub)
     return p
 
 
-# later features append functions taking the subparsers object and adding their commands
-_EXTRA_COMMANDS = []
+def _command_registrars():
+    """``register`` of every module in nnlite/commands/ (run, bench, summary, ...)."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    out = []
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            out.append(importlib.import_module(f"{commands.__name__}.{info.name}").register)
+    return out
 
 
 def main(argv=None):

@@ -1,0 +1,2 @@
+"""Subcommands of the ``nnlite`` CLI beyond info/demo: each module here defines
+``register(subparsers)`` adding its parser (with ``set_defaults(func=...)``)."""

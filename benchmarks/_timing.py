@@ -1,0 +1,111 @@
+"""Shared benchmark helpers: machine header, interleaved timing, medians, GFLOP/s, tables, CSV.
+
+Protocol (STYLE §4.8): every candidate is warmed up, then the candidates run round-robin
+(interleaved) ``repeat`` times so that noise from other processes on a shared machine hits all of
+them alike; report the median (and the best) per candidate. Benchmarks never assert.
+
+    from _timing import header, interleave, median, gflops, print_table
+"""
+import argparse
+import csv
+import statistics
+import sys
+import time
+
+
+def header(extra=()):
+    """Lines describing the machine and the build (nnlite info + OpenMP/BLAS threads)."""
+    import nnlite.cli
+
+    rows = [(k, v) for k, v in nnlite.cli.info_lines()
+            if k in ("nnlite", "numpy", "backend", "extension", "OpenMP", "threads", "BLAS", "CPU",
+                     "SIMD")]
+    rows += list(extra)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"# {k:<{width}}  {v}" for k, v in rows)
+
+
+def time_once(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleave(candidates, repeat=7, warmup=1, min_time=0.0):
+    """Time ``candidates`` (dict name -> zero-argument callable) round-robin.
+
+    Each round calls every candidate once (in a fixed order); a call that takes less than
+    ``min_time`` seconds is repeated inside the round and its mean is recorded. Returns dict
+    name -> list of ``repeat`` times in seconds.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    loops = {}
+    for name, fn in candidates.items():
+        t = time_once(fn)
+        loops[name] = max(1, int(min_time / t)) if t > 0 and min_time > 0 else 1
+    times = {name: [] for name in candidates}
+    for _ in range(repeat):
+        for name, fn in candidates.items():
+            k = loops[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            times[name].append((time.perf_counter() - t0) / k)
+    return times
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def best(xs):
+    return min(xs)
+
+
+def gflops(flops, seconds):
+    return flops / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+def fmt_time(seconds):
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def print_table(rows, columns, file=None):
+    """Print ``rows`` (list of dicts) as an aligned text table with the given column order."""
+    file = file or sys.stdout
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)), file=file)
+
+
+def write_csv(path, rows, columns):
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def base_parser(description):
+    """argparse parser with the common options: --repeat, --threads, --csv, --quick."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--repeat", type=int, default=7, help="interleaved rounds (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="nnlite + BLAS threads")
+    p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    return p
+
+
+def apply_threads(args):
+    if args.threads is not None:
+        import nnlite
+
+        nnlite.set_num_threads(args.threads)

@@ -32,3 +32,4 @@ def _apply_env_threads():
 
 
 _apply_env_threads()
+from .io import load, save  # noqa: E402

@@ -1,0 +1,266 @@
+"""Pooling kernels: max / avg / adaptive pools forward and backward, max-unpool.
+
+Memory contract: every array is C-contiguous and planes-first, x (P, H, W) with P = N*C;
+outputs are preallocated by the caller (nnlite/kernels/pool_cython.py), and the scatter
+outputs (gradients, unpool) arrive zero-filled. Geometry is validated in Python before these
+run. Every loop below is bounded by the plane (taps are clipped to [0, H) x [0, W), indices
+are tested with an unsigned compare), so no kernel reads or writes outside its plane.
+
+Parallelism: prange over planes; a plane is owned by one thread in forward and backward, so
+the backward scatter-adds have no races.
+"""
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport int64_t
+
+from cython cimport floating
+
+from _common cimport imax, imin, in_range
+
+
+cdef inline Py_ssize_t _first_in(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
+    # first tap start + t*d that is >= 0 (t >= 0)
+    if start < 0:
+        start += (-start + d - 1) // d * d
+    return start
+
+
+# ----------------------------------------------------------------------------- max pool
+cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
+                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1, arg
+    cdef floating v, best
+    for i in range(OH):
+        h0 = i * sh - ph
+        h1 = imin(h0 + (kh - 1) * dh + 1, H)
+        h0 = _first_in(h0, dh)
+        for j in range(OW):
+            w0 = j * sw - pw
+            w1 = imin(w0 + (kw - 1) * dw + 1, W)
+            w0 = _first_in(w0, dw)
+            best = -INFINITY
+            # a window wholly in padding keeps -inf and index -1 (SPEC §3.6 divergence)
+            arg = h0 * W + w0 if (h0 < h1 and w0 < w1) else -1
+            h = h0
+            while h < h1:
+                w = w0
+                while w < w1:
+                    v = x[h * W + w]
+                    if v > best or isnan(v):  # first max in row-major order, last NaN
+                        best = v
+                        arg = h * W + w
+                    w = w + dw
+                h = h + dh
+            y[i * OW + j] = best
+            idx[i * OW + j] = arg
+
+
+def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                       int64_t[:, :, ::1] idx, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       int num_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
+    if y.shape[0] != P or idx.shape[0] != P or idx.shape[1] != OH or idx.shape[2] != OW:
+        raise ValueError("max_pool2d_forward: output shapes do not match the input")
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        _max_plane(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], H, W, OH, OW,
+                   kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,
+                     floating[:, ::1] gx, int num_threads):
+    """gx[p, idx[p, l]] += gy[p, l] for every valid index (max pools' backward)."""
+    cdef Py_ssize_t P = gy.shape[0], L = gy.shape[1], HW = gx.shape[1], p, l, a
+    if idx.shape[0] != P or idx.shape[1] != L or gx.shape[0] != P:
+        raise ValueError("scatter_by_index: shapes do not match")
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        for l in range(L):
+            a = idx[p, l]
+            if in_range(a, HW):  # -1 (no in-bounds tap) contributes nothing
+                gx[p, a] += gy[p, l]
+
+
+# ----------------------------------------------------------------------------- avg pool
+cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floating* gy,
+                     bint backward, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
+                     Py_ssize_t divisor) noexcept nogil:
+    # forward: y = window sum / divisor; backward: gx[window] += gy / divisor (SPEC §4.3-4.4)
+    cdef Py_ssize_t i, j, h, w, hs, he, ws, we, h0, h1, w0, w1, pool, div
+    cdef floating acc, g
+    for i in range(OH):
+        hs = i * sh - ph
+        he = imin(hs + kh, H + ph)  # the padded extent: a ceil overhang beyond it is not counted
+        for j in range(OW):
+            ws = j * sw - pw
+            we = imin(ws + kw, W + pw)
+            pool = (he - hs) * (we - ws)
+            h0 = imax(hs, 0)
+            h1 = imin(he, H)
+            w0 = imax(ws, 0)
+            w1 = imin(we, W)
+            if h0 >= h1 or w0 >= w1:
+                if not backward:
+                    y[i * OW + j] = 0
+                continue
+            if divisor != 0:
+                div = divisor
+            elif count_include_pad:
+                div = pool
+            else:
+                div = (h1 - h0) * (w1 - w0)
+            if backward:
+                g = gy[i * OW + j] / <floating>div
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        gx[h * W + w] += g
+            else:
+                acc = 0
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        acc = acc + x[h * W + w]
+                y[i * OW + j] = acc / <floating>div
+
+
+def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, Py_ssize_t kh,
+                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                       bint count_include_pad, Py_ssize_t divisor, int num_threads):
+    """divisor 0 means no override."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
+    if y.shape[0] != P:
+        raise ValueError("avg_pool2d_forward: output shape does not match the input")
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        _avg_plane(&x[p, 0, 0], &y[p, 0, 0], NULL, NULL, False, H, W, OH, OW,
+                   kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
+
+
+def avg_pool2d_backward(const floating[:, :, ::1] gy, floating[:, :, ::1] gx, Py_ssize_t kh,
+                        Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                        Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor,
+                        int num_threads):
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
+    cdef Py_ssize_t OH = gy.shape[1], OW = gy.shape[2], p
+    if gy.shape[0] != P:
+        raise ValueError("avg_pool2d_backward: gradient shapes do not match")
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        _avg_plane(NULL, NULL, &gx[p, 0, 0], &gy[p, 0, 0], True, H, W, OH, OW,
+                   kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
+
+
+# ------------------------------------------------------------------------ adaptive pools
+cdef inline Py_ssize_t _bin_start(Py_ssize_t i, Py_ssize_t I, Py_ssize_t O) noexcept nogil:
+    return (i * I) // O
+
+
+cdef inline Py_ssize_t _bin_end(Py_ssize_t i, Py_ssize_t I, Py_ssize_t O) noexcept nogil:
+    return ((i + 1) * I + O - 1) // O
+
+
+def adaptive_avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                                int num_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p, i, j, h, w, h0, h1, w0, w1
+    cdef floating acc
+    if y.shape[0] != P:
+        raise ValueError("adaptive_avg_pool2d_forward: output shape does not match the input")
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        for i in range(OH):
+            h0 = _bin_start(i, H, OH)
+            h1 = _bin_end(i, H, OH)
+            for j in range(OW):
+                w0 = _bin_start(j, W, OW)
+                w1 = _bin_end(j, W, OW)
+                acc = 0
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        acc = acc + x[p, h, w]
+                y[p, i, j] = acc / <floating>((h1 - h0) * (w1 - w0))
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, ::1] gy, floating[:, :, ::1] gx,
+                                 int num_threads):
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
+    cdef Py_ssize_t OH = gy.shape[1], OW = gy.shape[2], p, i, j, h, w, h0, h1, w0, w1
+    cdef floating g
+    if gy.shape[0] != P:
+        raise ValueError("adaptive_avg_pool2d_backward: gradient shapes do not match")
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        for i in range(OH):
+            h0 = _bin_start(i, H, OH)
+            h1 = _bin_end(i, H, OH)
+            for j in range(OW):
+                w0 = _bin_start(j, W, OW)
+                w1 = _bin_end(j, W, OW)
+                g = gy[p, i, j] / <floating>((h1 - h0) * (w1 - w0))
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        gx[p, h, w] += g
+
+
+def adaptive_max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                                int64_t[:, :, ::1] idx, int num_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p, i, j, h, w, h0, h1, w0, w1, arg
+    cdef floating v, best
+    if y.shape[0] != P or idx.shape[0] != P or idx.shape[1] != OH or idx.shape[2] != OW:
+        raise ValueError("adaptive_max_pool2d_forward: output shapes do not match the input")
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        for i in range(OH):
+            h0 = _bin_start(i, H, OH)
+            h1 = _bin_end(i, H, OH)
+            for j in range(OW):
+                w0 = _bin_start(j, W, OW)
+                w1 = _bin_end(j, W, OW)
+                best = -INFINITY
+                arg = h0 * W + w0
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        v = x[p, h, w]
+                        if v > best or isnan(v):
+                            best = v
+                            arg = h * W + w
+                y[p, i, j] = best
+                idx[p, i, j] = arg
+
+
+# ----------------------------------------------------------------------------- unpool
+def max_unpool2d_forward(const floating[:, ::1] x, const int64_t[:, ::1] idx,
+                         floating[:, ::1] y, int num_threads):
+    """y[p, idx[p, l]] = x[p, l] in order (a repeated index keeps the last value)."""
+    cdef Py_ssize_t P = x.shape[0], L = x.shape[1], HW = y.shape[1], p, l, a
+    if idx.shape[0] != P or idx.shape[1] != L or y.shape[0] != P:
+        raise ValueError("max_unpool2d_forward: shapes do not match")
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        for l in range(L):
+            a = idx[p, l]
+            if in_range(a, HW):
+                y[p, a] = x[p, l]
+
+
+def max_unpool2d_backward(const floating[:, ::1] gy, const int64_t[:, ::1] idx,
+                          floating[:, ::1] gx, int num_threads):
+    """gx[p, l] = gy[p, idx[p, l]] (0 where the index is -1)."""
+    cdef Py_ssize_t P = gx.shape[0], L = gx.shape[1], HW = gy.shape[1], p, l, a
+    if idx.shape[0] != P or idx.shape[1] != L or gy.shape[0] != P:
+        raise ValueError("max_unpool2d_backward: shapes do not match")
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        for l in range(L):
+            a = idx[p, l]
+            gx[p, l] = gy[p, a] if in_range(a, HW) else 0

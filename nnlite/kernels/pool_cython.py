@@ -1,0 +1,118 @@
+"""Cython pooling kernels (``nnlite._pool``): thin wrappers that enforce the memory contract.
+
+Each wrapper makes its inputs C-contiguous, computes the output size with ``nnlite._poolgeom``,
+allocates the outputs (zero-filled where the kernel scatters) and calls the OpenMP kernel.
+Registered only when the extension imports.
+"""
+import numpy as np
+
+from .. import _poolgeom as geo
+from .._config import get_num_threads
+from . import register
+
+try:
+    from .. import _pool
+except ImportError:  # pragma: no cover - depends on the build
+    _pool = None
+
+
+def _c(a, dtype=None):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
+    x = _c(x)
+    P, H, W = x.shape
+    oh = geo.pool_output_size(H, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = geo.pool_output_size(W, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    y = np.empty((P, oh, ow), dtype=x.dtype)
+    idx = np.empty((P, oh, ow), dtype=np.int64)
+    _pool.max_pool2d_forward(x, y, idx, *kernel, *stride, *padding, *dilation, get_num_threads())
+    return y, idx
+
+
+def _scatter_by_index(gy, idx, in_hw):
+    P = gy.shape[0]
+    gy2 = _c(gy).reshape(P, -1)  # (P, OH*OW)
+    idx2 = _c(idx, np.int64).reshape(P, -1)
+    gx = np.zeros((P, in_hw[0] * in_hw[1]), dtype=gy.dtype)
+    _pool.scatter_by_index(gy2, idx2, gx, get_num_threads())
+    return gx.reshape(P, in_hw[0], in_hw[1])
+
+
+def max_pool2d_backward(gy, idx, in_hw):
+    return _scatter_by_index(gy, idx, in_hw)
+
+
+def _avg_args(kernel, stride, padding, count_include_pad, divisor_override):
+    return (*kernel, *stride, *padding, bool(count_include_pad),
+            0 if divisor_override is None else int(divisor_override), get_num_threads())
+
+
+def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override):
+    x = _c(x)
+    P, H, W = x.shape
+    oh = geo.pool_output_size(H, kernel[0], stride[0], padding[0], 1, ceil_mode)
+    ow = geo.pool_output_size(W, kernel[1], stride[1], padding[1], 1, ceil_mode)
+    y = np.empty((P, oh, ow), dtype=x.dtype)
+    _pool.avg_pool2d_forward(x, y, *_avg_args(kernel, stride, padding, count_include_pad,
+                                              divisor_override))
+    return y
+
+
+def avg_pool2d_backward(gy, in_hw, kernel, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override):
+    gy = _c(gy)
+    gx = np.zeros((gy.shape[0],) + tuple(in_hw), dtype=gy.dtype)
+    _pool.avg_pool2d_backward(gy, gx, *_avg_args(kernel, stride, padding, count_include_pad,
+                                                 divisor_override))
+    return gx
+
+
+def adaptive_avg_pool2d_forward(x, out_hw):
+    x = _c(x)
+    y = np.empty((x.shape[0],) + tuple(out_hw), dtype=x.dtype)
+    _pool.adaptive_avg_pool2d_forward(x, y, get_num_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(gy, in_hw):
+    gy = _c(gy)
+    gx = np.zeros((gy.shape[0],) + tuple(in_hw), dtype=gy.dtype)
+    _pool.adaptive_avg_pool2d_backward(gy, gx, get_num_threads())
+    return gx
+
+
+def adaptive_max_pool2d_forward(x, out_hw):
+    x = _c(x)
+    y = np.empty((x.shape[0],) + tuple(out_hw), dtype=x.dtype)
+    idx = np.empty(y.shape, dtype=np.int64)
+    _pool.adaptive_max_pool2d_forward(x, y, idx, get_num_threads())
+    return y, idx
+
+
+def adaptive_max_pool2d_backward(gy, idx, in_hw):
+    return _scatter_by_index(gy, idx, in_hw)
+
+
+def max_unpool2d_forward(x, idx, out_hw):
+    P = x.shape[0]
+    y = np.zeros((P, out_hw[0] * out_hw[1]), dtype=x.dtype)
+    _pool.max_unpool2d_forward(_c(x).reshape(P, -1), _c(idx, np.int64).reshape(P, -1), y,
+                               get_num_threads())
+    return y.reshape((P,) + tuple(out_hw))
+
+
+def max_unpool2d_backward(gy, idx):
+    P = gy.shape[0]
+    gx = np.empty((P, idx[0].size), dtype=gy.dtype)
+    _pool.max_unpool2d_backward(_c(gy).reshape(P, -1), _c(idx, np.int64).reshape(P, -1), gx,
+                                get_num_threads())
+    return gx.reshape(idx.shape)
+
+
+if _pool is not None:
+    for _name, _fn in list(globals().items()):
+        if _name.endswith(("_forward", "_backward")) and callable(_fn):
+            register(_name, "cython")(_fn)

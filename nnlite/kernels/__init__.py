@@ -53,3 +53,4 @@ def _load_families():
 
 
 _load_families()
+from .gemm_ops import gemm, gemm_batched  # noqa: E402

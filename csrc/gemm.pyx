@@ -1,0 +1,153 @@
+"""Blocked GEMM (BLIS-style packing + register micro-kernels) for float32/float64.
+
+Computes, per batch item b, ``c[b] = act(alpha * a[b] @ b_[b] + beta * c[b] + bias[b])`` with
+the hand-written C kernels of ``csrc/gemm_*.c`` (see gemm_kernels.h for the contract).
+
+Memory contract: ``a`` (B, M, K) and ``b_`` (B, K, N) may have any element strides (a
+transposed operand is a transposed view, no copy); ``c`` (B, M, N) is preallocated by the
+caller, has unit stride along N and overlaps neither input. ``bias`` is (B or 1, M) for
+``bias_kind=1`` (per row) or (B or 1, N) for ``bias_kind=2`` (per column). All shapes, dtypes
+and strides are validated by ``nnlite.kernels.gemm_ops`` before the call; the GIL is released
+while the kernel runs.
+
+Cache and register blocks (MC, KC, NC, MR x NR) are chosen per micro-kernel family in the C
+files (gemm_avx512.c, gemm_avx2.c, gemm_generic.c); ``blocking()`` reports them.
+"""
+from cython cimport floating
+
+cdef extern from "gemm_kernels.h" nogil:
+    ctypedef Py_ssize_t nnl_idx
+    int NNL_OK, NNL_ENOMEM, NNL_EINVAL
+    int NNL_ISA_AUTO, NNL_ISA_GENERIC, NNL_ISA_AVX2, NNL_ISA_AVX512, NNL_ISA_COUNT
+    int nnl_sgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                  const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                  const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                  float beta, float *C, nnl_idx bsc, nnl_idx rsc,
+                  const float *bias, nnl_idx bsbias, int bias_kind, int act,
+                  int nthreads, int isa)
+    int nnl_dgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                  const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                  const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                  double beta, double *C, nnl_idx bsc, nnl_idx rsc,
+                  const double *bias, nnl_idx bsbias, int bias_kind, int act,
+                  int nthreads, int isa)
+    int nnl_gemm_isa_available(int isa)
+    int nnl_gemm_best_isa()
+    const char *nnl_gemm_isa_name(int isa)
+    int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+
+cdef extern from *:
+    """
+    #if NNLITE_OPENMP
+    static int nnl_gemm_openmp(void) { return 1; }
+    #else
+    static int nnl_gemm_openmp(void) { return 0; }
+    #endif
+    """
+    int nnl_gemm_openmp() noexcept nogil
+
+
+def isa_names():
+    """Names of all micro-kernel families, indexed by their isa code."""
+    return [nnl_gemm_isa_name(i).decode() for i in range(NNL_ISA_COUNT)]
+
+
+def available_isas():
+    """Families this build can run on this CPU, best last (e.g. ['generic', 'avx2', 'avx512'])."""
+    return [nnl_gemm_isa_name(i).decode() for i in range(NNL_ISA_COUNT)
+            if nnl_gemm_isa_available(i)]
+
+
+def best_isa():
+    return nnl_gemm_isa_name(nnl_gemm_best_isa()).decode()
+
+
+def isa_code(name):
+    """isa code of a family name ('auto' -> -1); ValueError for an unknown or unusable name."""
+    if name is None or name == "auto":
+        return NNL_ISA_AUTO
+    names = isa_names()
+    if name not in names:
+        raise ValueError(f"unknown GEMM micro-kernel {name!r}; expected 'auto' or one of {names}")
+    code = names.index(name)
+    if not nnl_gemm_isa_available(code):
+        raise ValueError(f"GEMM micro-kernel {name!r} is not usable on this CPU/build; "
+                         f"available: {available_isas()}")
+    return code
+
+
+def blocking(isa, elsize):
+    """Dict mr, nr, mc, kc, nc of family ``isa`` (code) for elements of ``elsize`` bytes."""
+    cdef int mr = 0, nr = 0, mc = 0, kc = 0, nc = 0
+    if nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
+        raise ValueError(f"no GEMM micro-kernel for isa={isa}, elsize={elsize}")
+    return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc}
+
+
+def openmp_enabled():
+    return bool(nnl_gemm_openmp())
+
+
+def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[:, :, :] c,
+                 double alpha, double beta, const floating[:, :] bias, int bias_kind, int act,
+                 int num_threads, int isa):
+    """c = act(alpha * a @ b + beta * c + bias) for every batch item (shapes validated by caller).
+
+    Shape:
+        a (B, M, K), b (B, K, N), c (B, M, N) with c.strides[2] == itemsize;
+        bias (1 or B, M) when bias_kind == 1, (1 or B, N) when bias_kind == 2, else None.
+    """
+    cdef Py_ssize_t nb = c.shape[0], M = c.shape[1], N = c.shape[2], K = a.shape[2]
+    cdef Py_ssize_t es = sizeof(floating)
+    cdef const floating *pbias = NULL
+    cdef Py_ssize_t bsbias = 0
+    cdef int rc
+    if (a.shape[0] != nb or b.shape[0] != nb or a.shape[1] != M or b.shape[1] != K
+            or b.shape[2] != N):
+        raise ValueError(f"gemm_strided: shapes a={tuple(a.shape)[:3]}, b={tuple(b.shape)[:3]}, "
+                         f"c={tuple(c.shape)[:3]} do not chain")
+    if nb > 0 and M > 0 and N > 0 and c.strides[2] != es:
+        raise ValueError("gemm_strided: c must have unit stride along its last axis")
+    if nb == 0 or M == 0 or N == 0:
+        return
+    if bias_kind != 0:
+        if bias is None or bias.shape[0] not in (1, nb) or (
+                bias.shape[1] != (M if bias_kind == 1 else N)) or bias.strides[1] != es:
+            raise ValueError("gemm_strided: bias shape/stride does not match bias_kind")
+        pbias = &bias[0, 0]
+        bsbias = bias.strides[0] // es if bias.shape[0] == nb else 0
+    if K == 0:
+        # no element of a or b is addressed; pass any valid pointer
+        with nogil:
+            if floating is float:
+                rc = nnl_sgemm(nb, M, N, 0, <float>alpha, &c[0, 0, 0], 0, 0, 0, &c[0, 0, 0],
+                               0, 0, 0, <float>beta, &c[0, 0, 0], c.strides[0] // es,
+                               c.strides[1] // es, pbias, bsbias, bias_kind, act,
+                               num_threads, isa)
+            else:
+                rc = nnl_dgemm(nb, M, N, 0, alpha, &c[0, 0, 0], 0, 0, 0, &c[0, 0, 0],
+                               0, 0, 0, beta, &c[0, 0, 0], c.strides[0] // es,
+                               c.strides[1] // es, pbias, bsbias, bias_kind, act,
+                               num_threads, isa)
+    else:
+        with nogil:
+            if floating is float:
+                rc = nnl_sgemm(nb, M, N, K, <float>alpha,
+                               &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
+                               a.strides[2] // es,
+                               &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
+                               b.strides[2] // es,
+                               <float>beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
+                               pbias, bsbias, bias_kind, act, num_threads, isa)
+            else:
+                rc = nnl_dgemm(nb, M, N, K, alpha,
+                               &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
+                               a.strides[2] // es,
+                               &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
+                               b.strides[2] // es,
+                               beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
+                               pbias, bsbias, bias_kind, act, num_threads, isa)
+    if rc == NNL_ENOMEM:
+        raise MemoryError("gemm: could not allocate the packing buffers")
+    if rc != NNL_OK:
+        raise ValueError(f"gemm: invalid arguments (isa={isa}, act={act}, bias_kind={bias_kind})")

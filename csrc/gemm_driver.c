@@ -1,0 +1,166 @@
+/* nnlite GEMM driver: BLIS-style blocking, packing and OpenMP threading around a register
+ * micro-kernel (gemm_generic.c / gemm_avx2.c / gemm_avx512.c), for float32 and float64.
+ *
+ * Loop nest (row-major C[M, N] = A[M, K] @ B[K, N], per batch item):
+ *
+ *   for jc in N by NC:                      B block KC x NC packed once, shared by the team
+ *     for pc in K by KC:
+ *       pack B[pc:+KC, jc:+NC] -> Bp          (NR-wide micro-panels, split over the threads)
+ *       barrier
+ *       for ic in (this thread's rows) by MC:
+ *         pack A[ic:+MC, pc:+KC] -> Ap        (MR-tall micro-panels, private to the thread)
+ *         for jr in (this thread's NR panels of the block):
+ *           for ir in MC by MR:  micro-kernel: C[ic+ir:+MR, jc+jr:+NR] (+)= Ap_ir @ Bp_jr
+ *       barrier
+ *
+ * The team is split into a tm x tn grid over (MR row panels) x (NR column panels), chosen to
+ * balance the work; K blocks are always reduced in the same order, so the result does not
+ * depend on the thread count. Packing buffers are malloc'd per call: one B block per team and
+ * one A block per thread (never static); partial tiles are zero-padded inside the packed
+ * panels only, and the micro-kernel writes just the valid m x n corner.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "gemm_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Below this many multiply-adds a call runs on one thread (team start-up would dominate). */
+#define NNL_MIN_PARALLEL_MACS (64.0 * 64.0 * 64.0)
+
+static void *nnl_alloc64(size_t bytes)
+{
+    void *raw = malloc(bytes + 64 + sizeof(void *));
+    if (raw == NULL)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void nnl_free64(void *p)
+{
+    if (p != NULL)
+        free(((void **)p)[-1]);
+}
+
+static nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
+{
+    return (a + b - 1) / b;
+}
+
+static nnl_idx nnl_min(nnl_idx a, nnl_idx b)
+{
+    return a < b ? a : b;
+}
+
+int nnl_gemm_isa_available(int isa)
+{
+    switch (isa) {
+    case NNL_ISA_GENERIC:
+        return 1;
+#if NNL_X86_DISPATCH
+    case NNL_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case NNL_ISA_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
+    default:
+        return 0;
+    }
+}
+
+int nnl_gemm_best_isa(void)
+{
+    for (int isa = NNL_ISA_COUNT - 1; isa > 0; isa--)
+        if (nnl_gemm_isa_available(isa))
+            return isa;
+    return NNL_ISA_GENERIC;
+}
+
+const char *nnl_gemm_isa_name(int isa)
+{
+    switch (isa) {
+    case NNL_ISA_GENERIC:
+        return "generic";
+    case NNL_ISA_AVX2:
+        return "avx2";
+    case NNL_ISA_AVX512:
+        return "avx512";
+    default:
+        return "unknown";
+    }
+}
+
+/* Team split: tm x tn == nt threads over P row panels and Q column panels; the smallest
+ * per-thread tile count wins, ties go to more row groups (they share the packed B block). */
+static void nnl_grid(int nt, nnl_idx P, nnl_idx Q, int *tm, int *tn)
+{
+    nnl_idx best = -1;
+    *tm = nt;
+    *tn = 1;
+    for (int m = nt; m >= 1; m--) {
+        if (nt % m)
+            continue;
+        int n = nt / m;
+        nnl_idx cost = nnl_cdiv(P, m) * nnl_cdiv(Q, n);
+        if (best < 0 || cost < best) {
+            best = cost;
+            *tm = m;
+            *tn = n;
+        }
+    }
+}
+
+/* float32 */
+#define T float
+#define EPI_T nnl_epi_s
+#define KERNEL_T nnl_kernel_s
+#define FN(name) name##_s
+#define GEMM_NAME nnl_sgemm
+#include "gemm_driver_tmpl.h"
+#undef T
+#undef EPI_T
+#undef KERNEL_T
+#undef FN
+#undef GEMM_NAME
+
+/* float64 */
+#define T double
+#define EPI_T nnl_epi_d
+#define KERNEL_T nnl_kernel_d
+#define FN(name) name##_d
+#define GEMM_NAME nnl_dgemm
+#include "gemm_driver_tmpl.h"
+#undef T
+#undef EPI_T
+#undef KERNEL_T
+#undef FN
+#undef GEMM_NAME
+
+int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+{
+    if (isa == NNL_ISA_AUTO)
+        isa = nnl_gemm_best_isa();
+    if (elsize == 4) {
+        const nnl_kernel_s *k = nnl_select_s(isa);
+        if (k == NULL)
+            return NNL_EINVAL;
+        *mr = k->mr, *nr = k->nr, *mc = k->mc, *kc = k->kc, *nc = k->nc;
+        return NNL_OK;
+    }
+    if (elsize == 8) {
+        const nnl_kernel_d *k = nnl_select_d(isa);
+        if (k == NULL)
+            return NNL_EINVAL;
+        *mr = k->mr, *nr = k->nr, *mc = k->mc, *kc = k->kc, *nc = k->nc;
+        return NNL_OK;
+    }
+    return NNL_EINVAL;
+}

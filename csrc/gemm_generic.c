@@ -1,0 +1,37 @@
+/* nnlite GEMM: the plain-C micro-kernels (float32 and float64). They always compile, on any
+ * platform, and are the reference family for the SIMD ones; the C compiler vectorises the
+ * MR x NR accumulator loops as far as the build flags allow. Layouts: see gemm_internal.h. */
+#include "gemm_internal.h"
+
+/* float32: MR x NR = 4 x 16 (a 4 x 16 accumulator block fits 16 SIMD registers of 4+ lanes) */
+#define T float
+#define EPI_T nnl_epi_s
+#define KERNEL_T nnl_kernel_s
+#define G_MR 4
+#define G_NR 16
+#define G_MC 128
+#define G_KC 256
+#define G_NC 2048
+#define FN(name) name##_s
+#include "gemm_generic_tmpl.h"
+#undef T
+#undef EPI_T
+#undef KERNEL_T
+#undef G_MR
+#undef G_NR
+#undef G_MC
+#undef G_KC
+#undef G_NC
+#undef FN
+
+/* float64: MR x NR = 4 x 8 */
+#define T double
+#define EPI_T nnl_epi_d
+#define KERNEL_T nnl_kernel_d
+#define G_MR 4
+#define G_NR 8
+#define G_MC 128
+#define G_KC 256
+#define G_NC 2048
+#define FN(name) name##_d
+#include "gemm_generic_tmpl.h"

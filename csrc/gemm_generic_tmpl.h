@@ -1,0 +1,45 @@
+/* Template body of gemm_generic.c, included once per dtype with T, EPI_T, KERNEL_T, G_MR,
+ * G_NR, G_MC, G_KC, G_NC and FN(name) defined. No include guard on purpose. */
+
+/* One m x n tile (m <= G_MR, n <= G_NR): the full G_MR x G_NR product is always accumulated
+ * (the packed panels are zero-padded), only the m x n corner is written. */
+static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_RESTRICT bp,
+                            T *NNL_RESTRICT c, nnl_idx ldc, int m, int n, const EPI_T *e)
+{
+    T acc[G_MR][G_NR];
+    for (int i = 0; i < G_MR; i++)
+        for (int j = 0; j < G_NR; j++)
+            acc[i][j] = 0;
+    for (nnl_idx k = 0; k < kc; k++) {
+        for (int i = 0; i < G_MR; i++) {
+            const T a = ap[i];
+            for (int j = 0; j < G_NR; j++)
+                acc[i][j] += a * bp[j];
+        }
+        ap += G_MR;
+        bp += G_NR;
+    }
+    for (int i = 0; i < m; i++) {
+        T *ci = c + i * ldc;
+        for (int j = 0; j < n; j++) {
+            T v = e->load_c ? acc[i][j] * e->alpha + e->beta * ci[j] : acc[i][j] * e->alpha;
+            if (e->bias_row)
+                v += e->bias_row[i];
+            if (e->bias_col)
+                v += e->bias_col[j];
+            if (e->act != NNL_ACT_NONE) {
+                v = ((T)0 > v) ? (T)0 : v;            /* NaN stays NaN */
+                if (e->act == NNL_ACT_RELU6)
+                    v = (v > (T)6) ? (T)6 : v;
+            }
+            ci[j] = v;
+        }
+    }
+}
+
+static const KERNEL_T FN(generic_kernel) = {G_MR, G_NR, G_MC, G_KC, G_NC, FN(generic_ukr)};
+
+const KERNEL_T *FN(nnl_generic_kernel)(void)
+{
+    return &FN(generic_kernel);
+}

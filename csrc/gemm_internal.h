@@ -1,0 +1,78 @@
+/* nnlite GEMM internals shared by the driver (gemm_driver.c) and the micro-kernel files
+ * (gemm_generic.c, gemm_avx2.c, gemm_avx512.c). Not part of the Python-facing interface.
+ *
+ * Packed layouts (row-major convention everywhere):
+ *   A micro-panel: MR rows x kc, stored k-major:  ap[k*MR + i]   (rows >= m are zero)
+ *   B micro-panel: kc x NR columns, row-major:    bp[k*NR + j]   (columns >= n are zero)
+ * A micro-kernel call computes the m x n tile (m <= MR, n <= NR) at c (row stride ldc):
+ *   acc = sum_k ap[k*MR + i] * bp[k*NR + j]       (k ascending, one fused multiply-add each)
+ *   load_c ? c = fma(acc, alpha, beta * c) : c = acc * alpha
+ *   c += bias_row[i] (if given); c += bias_col[j] (if given); c = act(c)
+ * Every element goes through exactly this sequence whatever the tile size, so results do not
+ * depend on how the matrix was cut into tiles (or threads).
+ */
+#ifndef NNLITE_GEMM_INTERNAL_H
+#define NNLITE_GEMM_INTERNAL_H
+
+#include "gemm_kernels.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define NNL_X86_DISPATCH 1
+#else
+#define NNL_X86_DISPATCH 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NNL_RESTRICT __restrict__
+#define NNL_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define NNL_RESTRICT
+#define NNL_ALWAYS_INLINE inline
+#endif
+
+typedef struct {
+    float alpha, beta;
+    int load_c;               /* 0: C is not read (first K block with beta == 0) */
+    int act;                  /* NNL_ACT_* (last K block only, else NONE) */
+    const float *bias_row;    /* bias of the tile's first row, or NULL */
+    const float *bias_col;    /* bias of the tile's first column, or NULL */
+} nnl_epi_s;
+
+typedef struct {
+    double alpha, beta;
+    int load_c;
+    int act;
+    const double *bias_row;
+    const double *bias_col;
+} nnl_epi_d;
+
+typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,
+                          int m, int n, const nnl_epi_s *e);
+typedef void (*nnl_ukr_d)(nnl_idx kc, const double *ap, const double *bp, double *c, nnl_idx ldc,
+                          int m, int n, const nnl_epi_d *e);
+
+/* One micro-kernel family for one dtype: register tile MR x NR and the cache blocks.
+ *   KC: depth of a packed panel; a KC x NR micro-panel of B stays in L1 across the MR loop.
+ *   MC: rows of A packed at once; the MC x KC block stays in L2 across the NR loop.
+ *   NC: columns of B packed at once; the KC x NC block lives in L3 (shared by the threads).
+ * MC is a multiple of MR and NC a multiple of NR. */
+typedef struct {
+    int mr, nr, mc, kc, nc;
+    nnl_ukr_s ukr;
+} nnl_kernel_s;
+
+typedef struct {
+    int mr, nr, mc, kc, nc;
+    nnl_ukr_d ukr;
+} nnl_kernel_d;
+
+const nnl_kernel_s *nnl_generic_kernel_s(void);
+const nnl_kernel_d *nnl_generic_kernel_d(void);
+#if NNL_X86_DISPATCH
+const nnl_kernel_s *nnl_avx2_kernel_s(void);
+const nnl_kernel_d *nnl_avx2_kernel_d(void);
+const nnl_kernel_s *nnl_avx512_kernel_s(void);
+const nnl_kernel_d *nnl_avx512_kernel_d(void);
+#endif
+
+#endif

@@ -1,0 +1,72 @@
+/* nnlite GEMM: public C interface (cdef extern'ed by csrc/gemm.pyx).
+ *
+ * Computes, for every batch index b < batch (row-major, strides in ELEMENTS, any sign):
+ *
+ *     C_b[M, N] = act( alpha * A_b[M, K] @ B_b[K, N] + beta * C_b + bias_b )
+ *
+ *   A_b(i, k) = A[b*bsa + i*rsa + k*csa]      (a transposed operand is just swapped strides)
+ *   B_b(k, j) = B[b*bsb + k*rsb + j*csb]
+ *   C_b(i, j) = C[b*bsc + i*rsc + j]          (C rows must have unit column stride)
+ *   bias_b    = bias[b*bsbias + i]  (NNL_BIAS_ROW, per row)  or  bias[b*bsbias + j]  (NNL_BIAS_COL)
+ *   act       = identity | max(0, x) | min(max(0, x), 6)   (NaN propagates)
+ *
+ * beta == 0 means C is never read (it may hold garbage or NaN), as in the BLAS.
+ * Any M, N, K, batch >= 0 is valid (K == 0 gives act(beta * C + bias)). The caller guarantees
+ * that every addressed element lies inside its buffer and that C overlaps neither A, B nor bias.
+ * The functions never touch Python; packing buffers are malloc'd per call (one per thread).
+ * Results do not depend on the thread count: every C element is reduced in the same order.
+ *
+ * Return value: NNL_OK, or NNL_ENOMEM when a packing buffer could not be allocated (C is then
+ * left partially written), or NNL_EINVAL for a negative size, an unknown isa/act/bias kind.
+ */
+#ifndef NNLITE_GEMM_KERNELS_H
+#define NNLITE_GEMM_KERNELS_H
+
+#include <stddef.h>
+
+typedef ptrdiff_t nnl_idx;
+
+#define NNL_OK 0
+#define NNL_ENOMEM 1
+#define NNL_EINVAL 2
+
+#define NNL_ACT_NONE 0
+#define NNL_ACT_RELU 1
+#define NNL_ACT_RELU6 2
+
+#define NNL_BIAS_NONE 0
+#define NNL_BIAS_ROW 1
+#define NNL_BIAS_COL 2
+
+/* Micro-kernel families; NNL_ISA_AUTO picks the best one the CPU supports. */
+#define NNL_ISA_AUTO (-1)
+#define NNL_ISA_GENERIC 0
+#define NNL_ISA_AVX2 1
+#define NNL_ISA_AVX512 2
+#define NNL_ISA_COUNT 3
+
+int nnl_sgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+              const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+              const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+              float beta, float *C, nnl_idx bsc, nnl_idx rsc,
+              const float *bias, nnl_idx bsbias, int bias_kind, int act,
+              int nthreads, int isa);
+
+int nnl_dgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+              const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+              const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+              double beta, double *C, nnl_idx bsc, nnl_idx rsc,
+              const double *bias, nnl_idx bsbias, int bias_kind, int act,
+              int nthreads, int isa);
+
+/* 1 when the micro-kernel family was compiled in and this CPU (and OS) can run it. */
+int nnl_gemm_isa_available(int isa);
+/* The family NNL_ISA_AUTO resolves to. */
+int nnl_gemm_best_isa(void);
+/* "generic", "avx2", "avx512" (or "unknown"). */
+const char *nnl_gemm_isa_name(int isa);
+/* Register and cache blocking of a family for float (elsize 4) or double (elsize 8);
+ * returns NNL_EINVAL when the family is not available. */
+int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc);
+
+#endif

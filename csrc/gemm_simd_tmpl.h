@@ -1,0 +1,132 @@
+/* Template of an x86 SIMD micro-kernel family (included by gemm_avx2.c and gemm_avx512.c once
+ * per dtype). The including file defines:
+ *   T, EPI_T, KERNEL_T, FN(name)          element type, epilogue/kernel structs, name suffix
+ *   TGT                                   __attribute__((target(...))) for every function
+ *   VEC, LANES, MASK_T                    vector type, its lane count, tail-mask type
+ *   V_ZERO(), V_SET1(x), V_LOADU(p), V_STOREU(p, v), V_FMA(a, b, c) (= a*b+c, fused),
+ *   V_MUL, V_ADD, V_MAX, V_MIN            (max/min return the 2nd operand when either is NaN)
+ *   V_MASK(r)                             mask of the first r lanes (1 <= r <= LANES)
+ *   V_LOADM(mask, p), V_STOREM(p, mask, v) masked load/store (masked lanes are not touched)
+ *   UKR_MR, UKR_NV                        register tile: MR = UKR_MR rows, NR = UKR_NV * LANES
+ *   UKR_MC, UKR_KC, UKR_NC                cache blocks (see gemm_internal.h)
+ * UKR_MR <= 16 and UKR_NV <= 4. No include guard on purpose. */
+
+#define UKR_NR (UKR_NV * LANES)
+
+/* The m x (nv vectors) tile; mr and nv are compile-time constants after inlining, so the
+ * accumulators live in registers and the loops unroll completely. */
+static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx kc,
+                                           const T *NNL_RESTRICT ap, const T *NNL_RESTRICT bp,
+                                           T *NNL_RESTRICT c, nnl_idx ldc, int tail_full,
+                                           MASK_T tail, const EPI_T *e)
+{
+    VEC acc[UKR_MR][UKR_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nv; j++)
+            acc[i][j] = V_ZERO();
+    for (nnl_idx k = 0; k < kc; k++) {
+        VEC b[UKR_NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < nv; j++)
+            b[j] = V_LOADU(bp + j * LANES);
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; i++) {
+            const VEC a = V_SET1(ap[i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nv; j++)
+                acc[i][j] = V_FMA(a, b[j], acc[i][j]);
+        }
+        ap += UKR_MR;
+        bp += UKR_NR;
+    }
+
+    /* write-out epilogue: alpha/beta, bias, activation; the last vector may be partial */
+    const VEC valpha = V_SET1(e->alpha), vbeta = V_SET1(e->beta);
+    const VEC zero = V_ZERO(), six = V_SET1((T)6);
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++) {
+        T *ci = c + i * ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < nv; j++) {
+            const int masked = j == nv - 1 && !tail_full;
+            VEC v;
+            if (e->load_c) {
+                const VEC old = masked ? V_LOADM(tail, ci + j * LANES) : V_LOADU(ci + j * LANES);
+                v = V_FMA(acc[i][j], valpha, V_MUL(vbeta, old));
+            } else {
+                v = V_MUL(acc[i][j], valpha);
+            }
+            if (e->bias_row)
+                v = V_ADD(v, V_SET1(e->bias_row[i]));
+            if (e->bias_col)
+                v = V_ADD(v, masked ? V_LOADM(tail, e->bias_col + j * LANES)
+                                    : V_LOADU(e->bias_col + j * LANES));
+            if (e->act != NNL_ACT_NONE) {
+                v = V_MAX(zero, v);
+                if (e->act == NNL_ACT_RELU6)
+                    v = V_MIN(six, v);
+            }
+            if (masked)
+                V_STOREM(ci + j * LANES, tail, v);
+            else
+                V_STOREU(ci + j * LANES, v);
+        }
+    }
+}
+
+#define NNL_TILE(M, NV)                                                                   \
+    do {                                                                                  \
+        if ((M) <= UKR_MR && (NV) <= UKR_NV)                                              \
+            FN(tile)((M), (NV), kc, ap, bp, c, ldc, tail_full, tail, e);                  \
+    } while (0)
+
+#define NNL_ROWS(M)                                                                       \
+    case M:                                                                               \
+        switch (nv) {                                                                     \
+        case 1: NNL_TILE(M, 1); break;                                                    \
+        case 2: NNL_TILE(M, 2); break;                                                    \
+        case 3: NNL_TILE(M, 3); break;                                                    \
+        default: NNL_TILE(M, 4); break;                                                   \
+        }                                                                                 \
+        break;
+
+static TGT void FN(ukr)(nnl_idx kc, const T *ap, const T *bp, T *c, nnl_idx ldc, int m, int n,
+                        const EPI_T *e)
+{
+    const int nv = (n + LANES - 1) / LANES;
+    const int rem = n - (nv - 1) * LANES;
+    const int tail_full = rem == LANES;
+    const MASK_T tail = V_MASK(rem);
+    if (m == UKR_MR && nv == UKR_NV) {
+        FN(tile)(UKR_MR, UKR_NV, kc, ap, bp, c, ldc, tail_full, tail, e);
+        return;
+    }
+    switch (m) {
+        NNL_ROWS(1)
+        NNL_ROWS(2)
+        NNL_ROWS(3)
+        NNL_ROWS(4)
+        NNL_ROWS(5)
+        NNL_ROWS(6)
+        NNL_ROWS(7)
+        NNL_ROWS(8)
+        NNL_ROWS(9)
+        NNL_ROWS(10)
+        NNL_ROWS(11)
+        NNL_ROWS(12)
+        NNL_ROWS(13)
+        NNL_ROWS(14)
+        NNL_ROWS(15)
+        NNL_ROWS(16)
+    default:
+        break;
+    }
+}
+
+#undef NNL_TILE
+#undef NNL_ROWS
+
+static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr)};
+#undef UKR_NR

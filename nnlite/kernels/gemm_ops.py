@@ -1,0 +1,261 @@
+"""nnlite's own GEMM: ``gemm`` / ``gemm_batched`` over NumPy arrays (no autograd).
+
+    out = act(alpha * op(a) @ op(b) + beta * out + bias)
+
+with ``op(x) = x.T`` when ``trans_x``, a per-row (``bias_axis=0``) or per-column
+(``bias_axis=1``) bias and ``activation`` None | 'relu' | 'relu6' fused into the write-out (the
+convolution epilogue). The work runs in the blocked C kernels of ``csrc/gemm_*.c`` (packing +
+AVX-512/AVX2/plain-C register micro-kernels, OpenMP over blocks, GIL released). Without the
+compiled extension the same API runs on ``numpy.matmul`` plus the epilogue in NumPy.
+
+Conventions (as in the BLAS): ``beta == 0`` never reads ``out`` (garbage/NaN there is ignored);
+``beta != 0`` needs ``out``. A transposed or otherwise strided operand is passed to the kernel
+as strides, without a copy; a copy is made only when a stride is not a whole number of elements.
+Results are bit-identical for every ``num_threads``.
+
+Study switches: ``using_microkernel('generic' | 'avx2' | 'avx512')`` (thread-local) or the
+environment variable ``NNLITE_GEMM_ISA`` select the micro-kernel family; ``info()`` reports the
+family and its blocking.
+"""
+import contextlib
+import numbers
+import os
+import threading
+
+import numpy as np
+
+from .._config import cython_built, get_num_threads
+
+try:
+    if not cython_built():
+        raise ImportError("nnlite built without extensions")
+    from .. import _gemm
+except ImportError:  # pragma: no cover - depends on the build
+    _gemm = None
+
+__all__ = ["gemm", "gemm_batched", "using_microkernel", "info"]
+
+_ACTS = {None: 0, "relu": 1, "relu6": 2}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_local = threading.local()
+_default_isa = os.environ.get("NNLITE_GEMM_ISA", "auto") or "auto"
+
+
+# ------------------------------------------------------------------------------ study switches
+@contextlib.contextmanager
+def using_microkernel(name):
+    """Select the micro-kernel family ('auto', 'generic', 'avx2', 'avx512') in this thread."""
+    if _gemm is None:
+        raise RuntimeError("the GEMM extension nnlite._gemm is not built")
+    code = _gemm.isa_code(name)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(code)
+    try:
+        yield name
+    finally:
+        stack.pop()
+
+
+def _isa():
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else _gemm.isa_code(_default_isa)
+
+
+def info():
+    """Dict describing the GEMM in use: extension, OpenMP, micro-kernel family and blocking."""
+    if _gemm is None:
+        return {"extension": False, "engine": "numpy.matmul"}
+    code = _isa()
+    name = _gemm.best_isa() if code < 0 else _gemm.isa_names()[code]
+    return {"extension": True, "openmp": _gemm.openmp_enabled(), "microkernel": name,
+            "available": _gemm.available_isas(),
+            "float32": _gemm.blocking(code, 4), "float64": _gemm.blocking(code, 8)}
+
+
+# ---------------------------------------------------------------------------------- validation
+def _as_operand(x, name, ndim, fn):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D, got shape {x.shape}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{fn}: {name} has dtype {x.dtype}; expected float32 or float64")
+    return x
+
+
+def _kernel_ready(x):
+    """x itself when every stride is a whole number of elements, else a C-contiguous copy."""
+    if all(s % x.itemsize == 0 for s in x.strides):
+        return x
+    return np.ascontiguousarray(x)
+
+
+def _scalar(value, name, fn):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _threads(num_threads, fn):
+    if num_threads is None:
+        return get_num_threads()
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(f"{fn}: num_threads must be an int or None, got {num_threads!r}")
+    if num_threads < 1:
+        raise ValueError(f"{fn}: num_threads must be >= 1, got {num_threads}")
+    return int(num_threads)
+
+
+def _check_bias(bias, bias_axis, batch, M, N, dtype, fn, batched):
+    """bias -> (1 or batch, M or N) array of ``dtype`` (or None)."""
+    if bias_axis not in (0, 1) or isinstance(bias_axis, bool):
+        raise ValueError(f"{fn}: bias_axis must be 0 (per row of out) or 1 (per column), "
+                         f"got {bias_axis!r}")
+    if bias is None:
+        return None
+    bias = np.asarray(bias)
+    if bias.dtype.kind not in "fiu":
+        raise TypeError(f"{fn}: bias has dtype {bias.dtype}; expected a real numeric dtype")
+    length = M if bias_axis == 0 else N
+    what = "M (rows of out)" if bias_axis == 0 else "N (columns of out)"
+    if bias.ndim == 1 and bias.shape[0] == length:
+        bias = bias[None, :]
+    elif batched and bias.ndim == 2 and bias.shape == (batch, length):
+        pass
+    else:
+        allowed = f"({length},)" + (f" or ({batch}, {length})" if batched else "")
+        raise ValueError(f"{fn}: bias has shape {bias.shape}; with bias_axis={bias_axis} it must "
+                         f"be {allowed}, the length {what}")
+    return np.ascontiguousarray(bias, dtype=dtype)
+
+
+def _check_out(out, shape, dtype, fn):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{fn}: out has shape {out.shape}; expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{fn}: out has dtype {out.dtype}; expected {dtype} (the dtype of a, b)")
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
+
+
+# ---------------------------------------------------------------------------------- public API
+def gemm(a, b, out=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bias=None,
+         bias_axis=0, activation=None, num_threads=None):
+    """``out = act(alpha * op(a) @ op(b) + beta * out + bias)`` for 2-D float32/float64 arrays.
+
+    Args:
+        a, b: float arrays of the same dtype; ``op(a) = a.T`` if ``trans_a`` (same for b).
+        out: optional preallocated result (any strides); read only when ``beta != 0``.
+        alpha, beta: real scalars.
+        bias: optional 1-D array, length M for ``bias_axis=0`` (added to every row i of out:
+            ``bias[i]``) or length N for ``bias_axis=1`` (``bias[j]`` to every column j).
+        activation: None, 'relu' or 'relu6', applied last (NaN propagates).
+        num_threads: OpenMP threads (default ``nnlite.get_num_threads()``).
+
+    Returns:
+        ``out`` (a new C-contiguous array when not given).
+
+    Shape:
+        op(a) (M, K), op(b) (K, N) -> out (M, N).
+    """
+    fn = "gemm"
+    a = _as_operand(a, "a", 2, fn)
+    b = _as_operand(b, "b", 2, fn)
+    return _gemm_impl(a[None], b[None], out, alpha, beta, trans_a, trans_b, bias, bias_axis,
+                      activation, num_threads, fn, batched=False)
+
+
+def gemm_batched(a, b, out=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False,
+                 bias=None, bias_axis=0, activation=None, num_threads=None):
+    """Batched ``gemm``: ``out[i] = act(alpha * op(a[i]) @ op(b[i]) + beta * out[i] + bias[i])``.
+
+    A batch of 1 in ``a`` or ``b`` is broadcast (no copy). ``bias`` is 1-D (shared by all
+    items) or 2-D (one row per item). Threads split the batch (when it divides evenly or is
+    large) or the blocks of each item. Used by grouped convolution (one item per group).
+
+    Shape:
+        op(a[i]) (M, K), op(b[i]) (K, N) with a (B or 1, ...), b (B or 1, ...) -> out (B, M, N);
+        bias (M,) | (B, M) for bias_axis=0, (N,) | (B, N) for bias_axis=1.
+    """
+    fn = "gemm_batched"
+    a = _as_operand(a, "a", 3, fn)
+    b = _as_operand(b, "b", 3, fn)
+    return _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activation,
+                      num_threads, fn, batched=True)
+
+
+def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activation,
+               num_threads, fn, batched):
+    if a.dtype != b.dtype:
+        raise TypeError(f"{fn}: a has dtype {a.dtype} and b has dtype {b.dtype}; they must match")
+    dtype = a.dtype
+    alpha = _scalar(alpha, "alpha", fn)
+    beta = _scalar(beta, "beta", fn)
+    if activation not in _ACTS:
+        raise ValueError(f"{fn}: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    nthreads = _threads(num_threads, fn)
+    opa = a.swapaxes(1, 2) if trans_a else a          # (Ba, M, K)
+    opb = b.swapaxes(1, 2) if trans_b else b          # (Bb, K, N)
+    (ba, M, K), (bb, K2, N) = opa.shape, opb.shape
+    if K != K2:
+        sa = "a.T" if trans_a else "a"
+        sb = "b.T" if trans_b else "b"
+        raise ValueError(f"{fn}: op(a)={sa} has shape {opa.shape[-2:]} and op(b)={sb} has shape "
+                         f"{opb.shape[-2:]}; inner sizes {K} and {K2} differ")
+    if ba != bb and 1 not in (ba, bb):
+        raise ValueError(f"{fn}: batch sizes of a ({ba}) and b ({bb}) differ")
+    batch = max(ba, bb) if min(ba, bb) > 0 else 0
+    shape = (batch, M, N) if batched else (M, N)
+    bias2 = _check_bias(bias, bias_axis, batch, M, N, dtype, fn, batched)
+    if out is None:
+        if beta != 0.0:
+            raise ValueError(f"{fn}: beta={beta} needs out= (the matrix it scales)")
+        out = np.empty(shape, dtype=dtype)
+    else:
+        _check_out(out, shape, dtype, fn)
+    out3 = out if batched else out[None]               # (B, M, N)
+    opa = np.broadcast_to(opa, (batch, M, K)) if ba != batch else opa
+    opb = np.broadcast_to(opb, (batch, K, N)) if bb != batch else opb
+    if out3.size == 0:
+        return out
+
+    if _gemm is None:
+        _gemm_numpy(opa, opb, out3, alpha, beta, bias2, bias_axis, activation)
+        return out
+
+    # The kernel writes rows with unit stride and must not write over its own inputs.
+    target = out3
+    if (out3.strides[2] != out3.itemsize or any(s % out3.itemsize for s in out3.strides)
+            or (out3.shape[0] > 1 and out3.strides[0] == 0)
+            or any(np.may_share_memory(out3, x) for x in (opa, opb, bias2) if x is not None)):
+        target = np.empty(out3.shape, dtype=dtype)
+        if beta != 0.0:
+            target[...] = out3
+    _gemm.gemm_strided(_kernel_ready(opa), _kernel_ready(opb), target, alpha, beta, bias2,
+                       0 if bias2 is None else 1 + bias_axis, _ACTS[activation], nthreads, _isa())
+    if target is not out3:
+        out3[...] = target
+    return out
+
+
+def _gemm_numpy(a, b, out, alpha, beta, bias, bias_axis, activation):
+    """The same contract on numpy.matmul (the fallback without the extension, and a test oracle).
+
+    Shape: a (B, M, K), b (B, K, N), out (B, M, N), bias (1 or B, M or N) or None.
+    """
+    acc = np.matmul(a, b)                              # (B, M, N)
+    if alpha != 1.0:
+        acc *= alpha
+    if beta != 0.0:
+        acc += beta * out
+    if bias is not None:
+        acc += bias[:, :, None] if bias_axis == 0 else bias[:, None, :]
+    if activation is not None:
+        np.maximum(acc, 0, out=acc)                    # NaN propagates
+        if activation == "relu6":
+            np.minimum(acc, 6, out=acc)
+    out[...] = acc

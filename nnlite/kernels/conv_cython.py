@@ -1,0 +1,56 @@
+"""Cython conv kernels: im2col/col2im from ``nnlite._im2col`` (typed memoryviews, nogil, OpenMP
+over the N*C image planes) and the three conv routines of ``_conv_gemm`` on top of them.
+
+Registered only when the extension imports; otherwise the 'cython' backend falls back to NumPy.
+"""
+import numpy as np
+
+from .._config import get_num_threads
+from . import _conv_gemm, register
+
+try:
+    from .. import _im2col
+except ImportError:  # pragma: no cover - depends on the build
+    _im2col = None
+
+
+def _args(geom):
+    return (geom.kh, geom.kw, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh, geom.dw,
+            geom.oh, geom.ow)
+
+
+def im2col(x, geom, out=None):
+    """cols (N, C*KH*KW, OH*OW) of x (N, C, H, W); written into ``out`` when given."""
+    x = np.ascontiguousarray(x)
+    cols = np.empty(geom.col_shape(x.shape[0]), dtype=x.dtype) if out is None else out
+    _im2col.im2col(x, cols, *_args(geom), num_threads=get_num_threads())
+    return cols
+
+
+def col2im(cols, geom, out=None):
+    """x (N, C, H, W) += scatter-add of cols (N, C*KH*KW, OH*OW) (zeros when ``out`` is None)."""
+    cols = np.ascontiguousarray(cols)
+    if out is None:
+        out = np.zeros((cols.shape[0], geom.c, geom.h, geom.w), dtype=cols.dtype)
+    _im2col.col2im(cols, out, *_args(geom), num_threads=get_num_threads())
+    return out
+
+
+def conv2d_forward(x, w, b, geom, general=False):
+    return _conv_gemm.forward(x, w, b, geom, im2col, general)
+
+
+def conv2d_backward_input(gy, w, geom, general=False):
+    return _conv_gemm.backward_input(gy, w, geom, col2im, general)
+
+
+def conv2d_backward_weight(gy, x, geom, general=False):
+    return _conv_gemm.backward_weight(gy, x, geom, im2col, general)
+
+
+if _im2col is not None:
+    for _name, _fn in (("im2col", im2col), ("col2im", col2im),
+                       ("conv2d_forward", conv2d_forward),
+                       ("conv2d_backward_input", conv2d_backward_input),
+                       ("conv2d_backward_weight", conv2d_backward_weight)):
+        register(_name, "cython")(_fn)

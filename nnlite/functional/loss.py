@@ -225,8 +225,8 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     y = float_tensor(target, "mse_loss", "target")
     same_dtype("mse_loss", input=x, target=y)
     if y.shape != x.shape:
-        warnings.warn(f"Using a target size ({y.shape}) that is different to the input size "
-                      f"({x.shape}). This will likely lead to incorrect results due to "
+        warnings.warn(f"Using a target size {y.shape} that is different to the input size "
+                      f"{x.shape}. This will likely lead to incorrect results due to "
                       "broadcasting. Please ensure they have the same size.", stacklevel=2)
     reduction = reduction_string(size_average, reduce, reduction)
     try:

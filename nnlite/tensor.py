@@ -272,8 +272,8 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s = start_dim % self.ndim
-        e = end_dim % self.ndim
+        s = _ops._norm_axis(start_dim, self.ndim, "flatten")[0]
+        e = _ops._norm_axis(end_dim, self.ndim, "flatten")[0]
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         shape = self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:]

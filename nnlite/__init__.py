@@ -33,3 +33,5 @@ def _apply_env_threads():
 
 _apply_env_threads()
 from .io import load, save  # noqa: E402
+from .summary import summary  # noqa: E402
+from . import models  # noqa: E402

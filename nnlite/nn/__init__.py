@@ -4,3 +4,4 @@ from .module import Identity, Module, ModuleList, Parameter, Sequential  # noqa:
 from .layers import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .blocks import *  # noqa: F401,F403

@@ -1,0 +1,513 @@
+"""The classic CNN building blocks, composed from nnlite modules (no hand-written backward).
+
+Module and attribute names follow torchvision wherever torchvision has the block
+(``BasicConv2d``/``Inception`` from GoogLeNet, ``BasicBlock``/``Bottleneck`` from ResNet,
+``InvertedResidual``/``Conv2dNormActivation`` from MobileNetV2), so state_dict keys match.
+
+# N batch, C in-ch, F out-ch, H/W in, OH/OW out
+"""
+from ..tensor import cat
+from . import conv as _conv
+from . import layers as _layers
+from . import pooling as _pooling
+from .module import Module, Sequential
+
+__all__ = [
+    "BasicConv2d", "Inception", "InceptionA",
+    "StackedConv3x3", "AsymmetricConv2d", "GridReduction",
+    "BasicBlock", "Bottleneck", "ResNeXtBlock",
+    "DepthwiseSeparableConv2d", "XceptionBlock",
+    "Conv2dNormActivation", "InvertedResidual",
+]
+
+
+# The layer classes are looked up when a block is built, not at import time, so that this module
+# imports whatever state the layer files are in.
+def _Conv2d(*args, **kwargs):
+    return _conv.Conv2d(*args, **kwargs)
+
+
+def _BatchNorm2d(*args, **kwargs):
+    return _layers.BatchNorm2d(*args, **kwargs)
+
+
+def _ReLU():
+    return _layers.ReLU()
+
+
+def _MaxPool2d(*args, **kwargs):
+    return _pooling.MaxPool2d(*args, **kwargs)
+
+
+def _AvgPool2d(*args, **kwargs):
+    return _pooling.AvgPool2d(*args, **kwargs)
+
+
+def _check_positive(block, **values):
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{block}: {name} must be a positive int, got {v!r}")
+
+
+def _relu6():
+    return _layers.ReLU6()
+
+
+# --------------------------------------------------------------------------- GoogLeNet / Inception
+class BasicConv2d(Module):
+    """Conv2d (no bias) -> BatchNorm2d(eps=0.001) -> ReLU, as torchvision's GoogLeNet.
+
+    Keyword arguments go to ``Conv2d``. The ReLU is applied functionally (torchvision has no
+    ReLU child here), so the state_dict keys are ``conv.weight`` and ``bn.*``.
+
+    Shape: (N, C, H, W) -> (N, F, OH, OW) with Conv2d's output size.
+    """
+
+    def __init__(self, in_channels, out_channels, **kwargs):
+        super().__init__()
+        self.conv = _Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = _BatchNorm2d(out_channels, eps=0.001)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).relu()
+
+
+class Inception(Module):
+    """GoogLeNet's Inception module: four parallel branches concatenated on channels.
+
+    With ``reduce=True`` (torchvision's layout, same names and keys):
+      branch1: 1x1 -> ch1x1;  branch2: 1x1 -> ch3x3red, 3x3 -> ch3x3;
+      branch3: 1x1 -> ch5x5red, k x k -> ch5x5;  branch4: 3x3/1 max-pool, 1x1 -> pool_proj.
+    ``branch3_kernel_size`` is k: torchvision uses 3 (its known deviation from the paper) and
+    that is the default; pass 5 for the paper's 5x5. ``pool_proj`` of 0 or None drops the pool
+    projection (branch4 then passes ``in_channels`` channels through).
+
+    With ``reduce=False`` it is the naive module of the paper's figure (a): 1x1, 3x3 and 5x5 convs
+    straight on the input plus the bare 3x3 max-pool; ``ch3x3red``, ``ch5x5red`` and ``pool_proj``
+    are ignored and ``branch3_kernel_size`` defaults to 5.
+
+    ``conv_block(cin, cout, kernel_size=..., padding=...)`` builds each conv (default
+    ``BasicConv2d``). ``out_channels`` is the concatenated channel count.
+
+    Shape: (N, C, H, W) -> (N, out_channels, H, W) for any H, W >= 1.
+    """
+
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
+                 conv_block=None, reduce=True, branch3_kernel_size=None):
+        super().__init__()
+        conv_block = BasicConv2d if conv_block is None else conv_block
+        k5 = (3 if reduce else 5) if branch3_kernel_size is None else branch3_kernel_size
+        if isinstance(k5, bool) or not isinstance(k5, int) or k5 < 1 or k5 % 2 == 0:
+            raise ValueError(f"Inception: branch3_kernel_size must be a positive odd int "
+                             f"(same-size output), got {k5!r}")
+        _check_positive("Inception", in_channels=in_channels, ch1x1=ch1x1, ch3x3=ch3x3,
+                        ch5x5=ch5x5)
+        self.branch1 = conv_block(in_channels, ch1x1, kernel_size=1)
+        pool = _MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True)
+        if reduce:
+            _check_positive("Inception", ch3x3red=ch3x3red, ch5x5red=ch5x5red)
+            self.branch2 = Sequential(
+                conv_block(in_channels, ch3x3red, kernel_size=1),
+                conv_block(ch3x3red, ch3x3, kernel_size=3, padding=1))
+            self.branch3 = Sequential(
+                conv_block(in_channels, ch5x5red, kernel_size=1),
+                conv_block(ch5x5red, ch5x5, kernel_size=k5, padding=k5 // 2))
+            if pool_proj:
+                _check_positive("Inception", pool_proj=pool_proj)
+                self.branch4 = Sequential(pool, conv_block(in_channels, pool_proj, kernel_size=1))
+                pool_out = pool_proj
+            else:
+                self.branch4 = Sequential(pool)
+                pool_out = in_channels
+        else:
+            self.branch2 = conv_block(in_channels, ch3x3, kernel_size=3, padding=1)
+            self.branch3 = conv_block(in_channels, ch5x5, kernel_size=k5, padding=k5 // 2)
+            self.branch4 = Sequential(pool)
+            pool_out = in_channels
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_out
+
+    def forward(self, x):
+        outs = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+        return cat(outs, 1)  # (N, ch1x1 + ch3x3 + ch5x5 + pool_out, H, W)
+
+
+class InceptionA(Module):
+    """The Inception block of the widely used PyTorch tutorial (plain convs with bias, no ReLU).
+
+    Branches: 1x1 -> 16; 1x1 -> 16, 5x5 -> 24; 1x1 -> 16, 3x3 -> 24, 3x3 -> 24;
+    3x3/1 avg-pool (padding 1, count_include_pad) then 1x1 -> 24. Concatenated in that order:
+    88 channels for any ``in_channels``.
+
+    Shape: (N, C, H, W) -> (N, 88, H, W).
+    """
+
+    out_channels = 88
+
+    def __init__(self, in_channels):
+        super().__init__()
+        _check_positive("InceptionA", in_channels=in_channels)
+        self.branch1x1 = _Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_1 = _Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_2 = _Conv2d(16, 24, kernel_size=5, padding=2)
+        self.branch3x3dbl_1 = _Conv2d(in_channels, 16, kernel_size=1)
+        self.branch3x3dbl_2 = _Conv2d(16, 24, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = _Conv2d(24, 24, kernel_size=3, padding=1)
+        self.avg_pool = _AvgPool2d(kernel_size=3, stride=1, padding=1)
+        self.branch_pool = _Conv2d(in_channels, 24, kernel_size=1)
+
+    def forward(self, x):
+        b1 = self.branch1x1(x)
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        bp = self.branch_pool(self.avg_pool(x))
+        return cat([b1, b5, b3, bp], 1)  # (N, 16 + 24 + 24 + 24, H, W)
+
+
+# ----------------------------------------------------------------- Inception v2/v3 factorizations
+class StackedConv3x3(Module):
+    """A 5x5 conv factorized into two stacked 3x3 convs (same 5x5 receptive field).
+
+    ``conv1``: 3x3, padding 1, C -> mid (default ``out_channels``); ``conv2``: 3x3, padding 1,
+    stride ``stride``, mid -> F. Each is ``conv_block`` (default ``BasicConv2d``).
+
+    Shape: (N, C, H, W) -> (N, F, OH, OW), OH = (H - 1) // stride + 1 — the size a 5x5 conv with
+    padding 2 and the same stride gives.
+    """
+
+    def __init__(self, in_channels, out_channels, mid_channels=None, stride=1, conv_block=None):
+        super().__init__()
+        conv_block = BasicConv2d if conv_block is None else conv_block
+        mid = out_channels if mid_channels is None else mid_channels
+        _check_positive("StackedConv3x3", in_channels=in_channels, out_channels=out_channels,
+                        mid_channels=mid, stride=stride)
+        self.conv1 = conv_block(in_channels, mid, kernel_size=3, padding=1)
+        self.conv2 = conv_block(mid, out_channels, kernel_size=3, padding=1, stride=stride)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+class AsymmetricConv2d(Module):
+    """An n x n conv factorized into a 1 x n conv then an n x 1 conv (7x7 -> 1x7 + 7x1).
+
+    ``conv1``: kernel (1, n), padding (0, n // 2), C -> mid (default ``out_channels``);
+    ``conv2``: kernel (n, 1), padding (n // 2, 0), mid -> F. ``n`` must be odd.
+
+    Shape: (N, C, H, W) -> (N, F, H, W).
+    """
+
+    def __init__(self, in_channels, out_channels, n=7, mid_channels=None, conv_block=None):
+        super().__init__()
+        conv_block = BasicConv2d if conv_block is None else conv_block
+        mid = out_channels if mid_channels is None else mid_channels
+        _check_positive("AsymmetricConv2d", in_channels=in_channels, out_channels=out_channels,
+                        mid_channels=mid, n=n)
+        if n % 2 == 0:
+            raise ValueError(f"AsymmetricConv2d: n must be odd (same-size output), got {n}")
+        self.conv1 = conv_block(in_channels, mid, kernel_size=(1, n), padding=(0, n // 2))
+        self.conv2 = conv_block(mid, out_channels, kernel_size=(n, 1), padding=(n // 2, 0))
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+class GridReduction(Module):
+    """Inception-v3 grid-size reduction: stride-2 conv branches and a pool branch, concatenated.
+
+    ``branch3x3``: 3x3 stride-2 conv C -> ``ch3x3``. If ``ch3x3dbl`` is given, ``branch3x3dbl``:
+    1x1 -> ``ch3x3dbl_red`` (default ``ch3x3dbl``), 3x3 padding 1, 3x3 stride 2. ``branch_pool``:
+    3x3 stride-2 max-pool (``pool='max'``) or avg-pool (``pool='avg'``). No padding on any
+    stride-2 layer, so every branch has OH = (H - 3) // 2 + 1 for odd and even H alike.
+
+    Shape: (N, C, H, W) -> (N, ch3x3 + ch3x3dbl + C, (H - 3) // 2 + 1, (W - 3) // 2 + 1), H, W >= 3.
+    """
+
+    def __init__(self, in_channels, ch3x3, ch3x3dbl=None, ch3x3dbl_red=None, pool="max",
+                 conv_block=None):
+        super().__init__()
+        conv_block = BasicConv2d if conv_block is None else conv_block
+        _check_positive("GridReduction", in_channels=in_channels, ch3x3=ch3x3)
+        if pool not in ("max", "avg"):
+            raise ValueError(f"GridReduction: pool must be 'max' or 'avg', got {pool!r}")
+        self.branch3x3 = conv_block(in_channels, ch3x3, kernel_size=3, stride=2)
+        self.out_channels = ch3x3 + in_channels
+        if ch3x3dbl:
+            red = ch3x3dbl if ch3x3dbl_red is None else ch3x3dbl_red
+            _check_positive("GridReduction", ch3x3dbl=ch3x3dbl, ch3x3dbl_red=red)
+            self.branch3x3dbl = Sequential(
+                conv_block(in_channels, red, kernel_size=1),
+                conv_block(red, ch3x3dbl, kernel_size=3, padding=1),
+                conv_block(ch3x3dbl, ch3x3dbl, kernel_size=3, stride=2))
+            self.out_channels += ch3x3dbl
+        else:
+            self.branch3x3dbl = None
+        self.branch_pool = (_MaxPool2d(3, stride=2) if pool == "max" else _AvgPool2d(3, stride=2))
+
+    def forward(self, x):
+        outs = [self.branch3x3(x)]
+        if self.branch3x3dbl is not None:
+            outs.append(self.branch3x3dbl(x))
+        outs.append(self.branch_pool(x))
+        return cat(outs, 1)  # (N, out_channels, (H - 3) // 2 + 1, (W - 3) // 2 + 1)
+
+
+# ---------------------------------------------------------------------------------------- ResNet
+def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1):
+    """3x3 conv, padding = dilation, no bias (torchvision's helper)."""
+    return _Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation,
+                   groups=groups, bias=False, dilation=dilation)
+
+
+def conv1x1(in_planes, out_planes, stride=1):
+    """1x1 conv, no bias (torchvision's helper)."""
+    return _Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+def _projection(inplanes, outplanes, stride, norm_layer):
+    return Sequential(conv1x1(inplanes, outplanes, stride), norm_layer(outplanes))
+
+
+class BasicBlock(Module):
+    """ResNet basic block: 3x3 -> BN -> ReLU -> 3x3 -> BN, plus the shortcut, then ReLU.
+
+    Arguments and names as torchvision. When ``downsample`` is None but the shortcut cannot be
+    the identity (stride != 1 or inplanes != planes), a projection ``downsample`` =
+    Sequential(1x1 conv with the stride, BN) is built — exactly the one torchvision's ResNet
+    passes in, so keys agree.
+
+    Shape: (N, inplanes, H, W) -> (N, planes, (H - 1) // stride + 1, (W - 1) // stride + 1).
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm_layer=None):
+        super().__init__()
+        norm_layer = _BatchNorm2d if norm_layer is None else norm_layer
+        if groups != 1 or base_width != 64:
+            raise ValueError(f"BasicBlock only supports groups=1 and base_width=64, got "
+                             f"groups={groups}, base_width={base_width}")
+        if dilation > 1:
+            raise ValueError(f"BasicBlock does not support dilation > 1, got {dilation}")
+        _check_positive("BasicBlock", inplanes=inplanes, planes=planes, stride=stride)
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = _ReLU()
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        if downsample is None and (stride != 1 or inplanes != planes):
+            downsample = _projection(inplanes, planes, stride, norm_layer)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(Module):
+    """ResNet bottleneck (v1.5): 1x1 reduce -> 3x3 (stride here, grouped for ResNeXt) -> 1x1
+    expand to planes * 4, each followed by BN (ReLU after the first two), plus the shortcut.
+
+    width = int(planes * base_width / 64) * groups. Arguments and names as torchvision; a
+    projection shortcut is built when needed and ``downsample`` is None (see ``BasicBlock``).
+
+    Shape: (N, inplanes, H, W) -> (N, 4 * planes, (H - 1) // stride + 1, (W - 1) // stride + 1).
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm_layer=None):
+        super().__init__()
+        norm_layer = _BatchNorm2d if norm_layer is None else norm_layer
+        _check_positive("Bottleneck", inplanes=inplanes, planes=planes, stride=stride,
+                        groups=groups, base_width=base_width, dilation=dilation)
+        width = int(planes * (base_width / 64.0)) * groups
+        if width == 0:
+            raise ValueError(f"Bottleneck: width int(planes * base_width / 64) * groups is 0 "
+                             f"(planes={planes}, base_width={base_width})")
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = _ReLU()
+        if downsample is None and (stride != 1 or inplanes != planes * self.expansion):
+            downsample = _projection(inplanes, planes * self.expansion, stride, norm_layer)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNeXtBlock(Bottleneck):
+    """ResNeXt block: a ``Bottleneck`` whose 3x3 is grouped (``cardinality`` groups of
+    ``base_width`` channels each at planes = 64). ``ResNeXtBlock(256, 64)`` is the 32x4d block
+    of ResNeXt-50's first stage (256 -> 128 (1x1) -> 128 (3x3, 32 groups) -> 256).
+
+    Shape: as ``Bottleneck``.
+    """
+
+    def __init__(self, inplanes, planes, stride=1, cardinality=32, base_width=4,
+                 downsample=None, norm_layer=None):
+        super().__init__(inplanes, planes, stride, downsample, groups=cardinality,
+                         base_width=base_width, norm_layer=norm_layer)
+
+
+# ---------------------------------------------------------------------- depthwise separable convs
+class DepthwiseSeparableConv2d(Module):
+    """A k x k conv factorized as a depthwise k x k conv (groups = C) and a pointwise 1x1 conv.
+
+    ``depthwise`` = Conv2d(C, C * depth_multiplier, kernel_size, stride, padding, dilation,
+    groups=C, bias=bias, padding_mode=padding_mode); ``pointwise`` = Conv2d(C * depth_multiplier,
+    F, 1, bias=bias). With the defaults nothing sits in between — Xception found no intermediate
+    nonlinearity best, and the block then equals the two convs in sequence. ``mid_norm=True``
+    inserts ``bn`` (BatchNorm2d) and ``mid_activation=True`` inserts ``relu`` between them
+    (MobileNet v1 style).
+
+    Params: C*m*kH*kW (+ C*m bias) + C*m*F (+ F bias), versus C*F*kH*kW for the full conv.
+
+    Shape: (N, C, H, W) -> (N, F, OH, OW) with the Conv2d output size of the depthwise conv.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, depth_multiplier=1, padding_mode="zeros", mid_norm=False,
+                 mid_activation=False):
+        super().__init__()
+        _check_positive("DepthwiseSeparableConv2d", in_channels=in_channels,
+                        out_channels=out_channels, depth_multiplier=depth_multiplier)
+        mid = in_channels * depth_multiplier
+        self.depthwise = _Conv2d(in_channels, mid, kernel_size, stride=stride, padding=padding,
+                                 dilation=dilation, groups=in_channels, bias=bias,
+                                 padding_mode=padding_mode)
+        self.bn = _BatchNorm2d(mid) if mid_norm else None
+        self.relu = _ReLU() if mid_activation else None
+        self.pointwise = _Conv2d(mid, out_channels, 1, bias=bias)
+
+    def forward(self, x):
+        x = self.depthwise(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        if self.relu is not None:
+            x = self.relu(x)
+        return self.pointwise(x)
+
+
+class XceptionBlock(Module):
+    """An Xception module: ``reps`` x (ReLU -> 3x3 separable conv -> BN), then a 3x3 stride-2
+    max-pool when ``stride`` is 2, added to a shortcut (1x1 conv with the stride + BN when the
+    shape changes, else the identity).
+
+    ``start_with_relu=False`` drops the first ReLU (the entry-flow block after the stem);
+    ``grow_first`` puts the channel change in the first separable conv (else in the last).
+    Separable convs have no bias and no nonlinearity between depthwise and pointwise.
+
+    Shape: (N, C, H, W) -> (N, F, (H - 1) // stride + 1, (W - 1) // stride + 1).
+    """
+
+    def __init__(self, in_channels, out_channels, reps=2, stride=1, start_with_relu=True,
+                 grow_first=True):
+        super().__init__()
+        _check_positive("XceptionBlock", in_channels=in_channels, out_channels=out_channels,
+                        reps=reps)
+        if stride not in (1, 2):
+            raise ValueError(f"XceptionBlock: stride must be 1 or 2, got {stride!r}")
+        if out_channels != in_channels or stride != 1:
+            self.skip = Sequential(_Conv2d(in_channels, out_channels, 1, stride=stride,
+                                           bias=False), _BatchNorm2d(out_channels))
+        else:
+            self.skip = None
+        layers = []
+        for i in range(reps):
+            if grow_first:  # in -> out, then out -> out
+                cin, cout = (in_channels if i == 0 else out_channels), out_channels
+            else:  # in -> in, ..., then in -> out
+                cin, cout = in_channels, (out_channels if i == reps - 1 else in_channels)
+            if i > 0 or start_with_relu:
+                layers.append(_ReLU())
+            layers.append(DepthwiseSeparableConv2d(cin, cout, 3, padding=1, bias=False))
+            layers.append(_BatchNorm2d(cout))
+        if stride != 1:
+            layers.append(_MaxPool2d(3, stride=stride, padding=1))
+        self.rep = Sequential(*layers)
+
+    def forward(self, x):
+        identity = x if self.skip is None else self.skip(x)
+        return self.rep(x) + identity
+
+
+# ------------------------------------------------------------------------------------ MobileNetV2
+class Conv2dNormActivation(Sequential):
+    """Sequential(Conv2d, BatchNorm2d, activation) as torchvision.ops.Conv2dNormActivation
+    (children "0", "1", "2"). padding defaults to (kernel_size - 1) // 2 * dilation; the conv has
+    a bias only when ``norm_layer`` is None. ``activation_layer=None`` omits the activation.
+
+    Shape: (N, C, H, W) -> (N, F, OH, OW) with the Conv2d output size.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None,
+                 groups=1, norm_layer="default", activation_layer="default", dilation=1,
+                 bias=None):
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
+        norm_layer = _BatchNorm2d if norm_layer == "default" else norm_layer
+        activation_layer = _ReLU if activation_layer == "default" else activation_layer
+        if bias is None:
+            bias = norm_layer is None
+        layers = [_Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                          dilation=dilation, groups=groups, bias=bias)]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        if activation_layer is not None:
+            layers.append(activation_layer())
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+class InvertedResidual(Module):
+    """MobileNetV2 block: 1x1 expand (x ``expand_ratio``) -> BN -> ReLU6, depthwise 3x3 (stride)
+    -> BN -> ReLU6, linear 1x1 projection -> BN; plus the input when stride == 1 and inp == oup.
+
+    Names as torchvision (``conv`` = Sequential of Conv2dNormActivation(s), Conv2d, BatchNorm2d);
+    the expansion layer is omitted when ``expand_ratio`` is 1.
+
+    Shape: (N, inp, H, W) -> (N, oup, (H - 1) // stride + 1, (W - 1) // stride + 1).
+    """
+
+    def __init__(self, inp, oup, stride, expand_ratio, norm_layer=None):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"InvertedResidual: stride should be 1 or 2, got {stride!r}")
+        _check_positive("InvertedResidual", inp=inp, oup=oup)
+        if not expand_ratio > 0:
+            raise ValueError(f"InvertedResidual: expand_ratio must be > 0, got {expand_ratio!r}")
+        norm_layer = _BatchNorm2d if norm_layer is None else norm_layer
+        self.stride = stride
+        hidden_dim = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = []
+        if expand_ratio != 1:
+            layers.append(Conv2dNormActivation(inp, hidden_dim, kernel_size=1,
+                                               norm_layer=norm_layer, activation_layer=_relu6))
+        layers += [
+            Conv2dNormActivation(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim,
+                                 norm_layer=norm_layer, activation_layer=_relu6),
+            _Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
+            norm_layer(oup),
+        ]
+        self.conv = Sequential(*layers)
+        self.out_channels = oup
+
+    def forward(self, x):
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)

@@ -1,0 +1,56 @@
+"""Cython roi_pool / roi_align (``nnlite._roi``): wrappers enforcing the memory contract.
+
+x (N, C, H, W) and rois (K, 5) are made C-contiguous in x's dtype; outputs are allocated here
+(gradients zero-filled). Registered only when the extension imports.
+"""
+import numpy as np
+
+from .._config import get_num_threads
+from . import register
+
+try:
+    from .. import _roi
+except ImportError:  # pragma: no cover - depends on the build
+    _roi = None
+
+
+def _c(a, dtype=None):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def roi_pool_forward(x, rois, out_hw, spatial_scale):
+    x = _c(x)
+    K, C = rois.shape[0], x.shape[1]
+    y = np.empty((K, C) + tuple(out_hw), dtype=x.dtype)
+    arg = np.empty(y.shape, dtype=np.int64)
+    _roi.roi_pool_forward(x, _c(rois, x.dtype), float(spatial_scale), y, arg,
+                          get_num_threads())
+    return y, arg
+
+
+def roi_pool_backward(gy, rois, argmax, in_shape):
+    gy = _c(gy)
+    gx = np.zeros(in_shape, dtype=gy.dtype)
+    _roi.roi_pool_backward(gy, _c(rois, gy.dtype), _c(argmax, np.int64), gx, get_num_threads())
+    return gx
+
+
+def roi_align_forward(x, rois, out_hw, spatial_scale, sampling_ratio, aligned):
+    x = _c(x)
+    y = np.empty((rois.shape[0], x.shape[1]) + tuple(out_hw), dtype=x.dtype)
+    _roi.roi_align_forward(x, _c(rois, x.dtype), float(spatial_scale), int(sampling_ratio),
+                           bool(aligned), y, get_num_threads())
+    return y
+
+
+def roi_align_backward(gy, rois, in_shape, spatial_scale, sampling_ratio, aligned):
+    gy = _c(gy)
+    gx = np.zeros(in_shape, dtype=gy.dtype)
+    _roi.roi_align_backward(gy, _c(rois, gy.dtype), float(spatial_scale), int(sampling_ratio),
+                            bool(aligned), gx, get_num_threads())
+    return gx
+
+
+if _roi is not None:
+    for _fn in (roi_pool_forward, roi_pool_backward, roi_align_forward, roi_align_backward):
+        register(_fn.__name__, "cython")(_fn)

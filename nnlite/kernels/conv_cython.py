@@ -14,6 +14,15 @@ except ImportError:  # pragma: no cover - depends on the build
     _im2col = None
 
 
+# Below this many column entries a call runs on one thread: starting an OpenMP team costs more
+# than the copy, and on a loaded machine idle-spinning team threads slow everyone down.
+_PARALLEL_MIN = 1 << 15
+
+
+def _threads(size):
+    return get_num_threads() if size >= _PARALLEL_MIN else 1
+
+
 def _args(geom):
     return (geom.kh, geom.kw, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh, geom.dw,
             geom.oh, geom.ow)
@@ -23,7 +32,7 @@ def im2col(x, geom, out=None):
     """cols (N, C*KH*KW, OH*OW) of x (N, C, H, W); written into ``out`` when given."""
     x = np.ascontiguousarray(x)
     cols = np.empty(geom.col_shape(x.shape[0]), dtype=x.dtype) if out is None else out
-    _im2col.im2col(x, cols, *_args(geom), num_threads=get_num_threads())
+    _im2col.im2col(x, cols, *_args(geom), num_threads=_threads(cols.size))
     return cols
 
 
@@ -32,7 +41,7 @@ def col2im(cols, geom, out=None):
     cols = np.ascontiguousarray(cols)
     if out is None:
         out = np.zeros((cols.shape[0], geom.c, geom.h, geom.w), dtype=cols.dtype)
-    _im2col.col2im(cols, out, *_args(geom), num_threads=get_num_threads())
+    _im2col.col2im(cols, out, *_args(geom), num_threads=_threads(cols.size))
     return out
 
 

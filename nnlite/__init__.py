@@ -35,3 +35,4 @@ _apply_env_threads()
 from .io import load, save  # noqa: E402
 from .summary import summary  # noqa: E402
 from . import models  # noqa: E402
+from .inference import optimize_for_inference  # noqa: E402

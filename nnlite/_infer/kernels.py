@@ -1,0 +1,552 @@
+"""Array kernels of the inference plan: every step writes into a preallocated ``out`` view.
+
+``make_kernel(node, metas, consts, opset)`` returns a ``Kernel`` with ``scratch_bytes`` and
+``bind(ins, outs, scratch) -> callable``: binding happens once per thread arena, so the hot loop
+is a list of zero-argument calls on fixed arrays. ``out`` may be a strided view (a channel slice
+of a concatenation buffer): kernels write it per image or through ufunc ``out=``.
+
+Conv: BatchNorm already folded into (weight, bias); bias, a residual operand (``beta = 1`` with
+the operand pre-copied into ``out`` unless it already lives there) and ReLU/ReLU6 are applied in
+the GEMM write-out of ``nnlite.kernels.gemm`` (NumPy fallback without the extension).
+Depthwise convs run as KH*KW multiply-adds over whole (N, C, OH, OW) tap views. Ops without a
+dedicated kernel run the Tensor executor under no_grad and copy into ``out``.
+
+Legend: N batch, C in-channels, F out-channels, G groups, K = C/G*KH*KW, L = OH*OW.
+"""
+import numpy as np
+
+from .. import kernels as _kernels
+from ..autograd import no_grad
+from ..onnx import geometry as G
+from ..onnx.ops import avg_divisor, run_node
+from ..tensor import Tensor
+from .trace import GENERIC
+
+try:
+    from ..kernels.gemm_ops import gemm as _gemm, gemm_batched as _gemm_batched
+    from ..kernels.gemm_ops import _gemm as _gemm_ext
+except ImportError:  # pragma: no cover - depends on the checkout
+    _gemm = _gemm_batched = _gemm_ext = None
+
+try:
+    from .._convgeom import ConvGeometry
+except ImportError:  # pragma: no cover
+    ConvGeometry = None
+
+__all__ = ["make_kernel", "Kernel", "FUSABLE"]
+
+# producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
+FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
+
+_ITEM = {np.dtype(np.float32): 4, np.dtype(np.float64): 8}
+
+
+class Kernel:
+    scratch_bytes = 0
+
+    def bind(self, ins, outs, scratch):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _scratch(scratch, shape, dtype, offset=0):
+    """A view of ``shape`` in the scratch bytes, starting at byte ``offset`` (64-aligned)."""
+    n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return scratch[offset:offset + n].view(dtype).reshape(shape)
+
+
+def _align(n):
+    return (int(n) + 63) // 64 * 64
+
+
+def _activate(y, act):
+    if act == "relu":
+        np.maximum(y, 0, out=y)
+    elif act == "relu6":
+        np.clip(y, 0, 6, out=y)
+
+
+# ------------------------------------------------------------------------------ GEMM
+def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=False):
+    """out = act(a @ op(b) + beta*out + bias) through nnlite's GEMM (NumPy without it).
+
+    Shape: a (M, K), op(b) (K, N), out (M, N) (any row stride), bias (M,) or (N,).
+    """
+    if _gemm is not None and (_gemm_ext is not None or beta == 0.0):
+        _gemm(a, b, out, beta=beta, trans_b=trans_b, bias=bias, bias_axis=bias_axis,
+              activation=act)
+        return
+    bb = b.T if trans_b else b
+    if beta == 0.0:
+        np.matmul(a, bb, out=out)
+    else:
+        out += a @ bb
+    if bias is not None:
+        out += bias[:, None] if bias_axis == 0 else bias[None, :]
+    _activate(out, act)
+
+
+# ------------------------------------------------------------------------------ convolution
+class ConvKernel(Kernel):
+    """Conv2d with folded BN, bias, residual and activation fused into the GEMM write-out."""
+
+    def __init__(self, x_shape, w, b, attrs, residual, dtype):
+        N, C, H, W = x_shape
+        F, cg, kh, kw = w.shape
+        k, s, d = G.window(attrs, (kh, kw))
+        pads = G.conv_pads(attrs, (H, W), k, s, d)
+        self.g = g = int(attrs.get("group", 1))
+        oh = (H + pads[0] + pads[2] - d[0] * (kh - 1) - 1) // s[0] + 1
+        ow = (W + pads[1] + pads[3] - d[1] * (kw - 1) - 1) // s[1] + 1
+        self.shape = (N, C, H, W, F, oh, ow)
+        self.k, self.s, self.d, self.pads = k, s, d, pads
+        self.act = attrs.get("activation")
+        self.residual = residual
+        self.dtype = dtype
+        self.bias = None if b is None else np.ascontiguousarray(b, dtype)
+        self.pointwise = (kh, kw) == (1, 1) and s == (1, 1) and not any(pads)
+        self.depthwise = g == C and cg == 1 and F == C and not self.pointwise
+        if self.depthwise:
+            self.w_taps = np.ascontiguousarray(w.reshape(C, kh * kw).T, dtype)  # (KH*KW, C)
+            hp = max(H + pads[0] + pads[2], (oh - 1) * s[0] + d[0] * (kh - 1) + 1)
+            wp = max(W + pads[1] + pads[3], (ow - 1) * s[1] + d[1] * (kw - 1) + 1)
+            self.padded = (N, C, hp, wp) if any(pads) else None
+            pad_bytes = _align(N * C * hp * wp * dtype.itemsize) if any(pads) else 0
+            self.scratch_bytes = pad_bytes + _align(N * C * oh * ow * dtype.itemsize)
+            self.tmp_offset = pad_bytes
+        else:
+            kk = cg * kh * kw
+            self.wg = np.ascontiguousarray(w.reshape(g, F // g, kk), dtype)   # (G, FG, K)
+            self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
+            self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
+                                                                * dtype.itemsize)
+            self.geom = None
+            if not self.pointwise and ConvGeometry is not None:
+                self.geom = ConvGeometry(n=1, c=C, h=H, w=W, f=F, g=g, kh=kh, kw=kw, sh=s[0],
+                                         sw=s[1], dh=d[0], dw=d[1], pt=pads[0], pb=pads[2],
+                                         pl=pads[1], pr=pads[3], oh=oh, ow=ow)
+
+    # -- im2col of one image into cols (C*KH*KW, OH*OW)
+    def _im2col(self, x1, cols):
+        if self.geom is not None:
+            _kernels.impl("im2col")(x1, self.geom, out=cols[None])
+            return
+        N, C, H, W, F, oh, ow = self.shape
+        (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = self.k, self.s, self.d, self.pads
+        xp = np.zeros((C, H + pt + pb, W + pl + pr), x1.dtype)
+        xp[:, pt:pt + H, pl:pl + W] = x1[0]
+        c5 = cols.reshape(C, kh, kw, oh, ow)
+        for a in range(kh):
+            for b in range(kw):
+                c5[:, a, b] = xp[:, a * dh:a * dh + sh * (oh - 1) + 1:sh,
+                                 b * dw:b * dw + sw * (ow - 1) + 1:sw]
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        r = ins[-1] if self.residual else None
+        if self.depthwise:
+            return self._bind_depthwise(x, y, r, scratch)
+        N, C, H, W, F, oh, ow = self.shape
+        g, L, act, bias = self.g, oh * ow, self.act, self.bias
+        wg = self.wg
+        same = r is not None and np.shares_memory(r, y)
+        beta = 1.0 if r is not None else 0.0
+        cols = None if self.pointwise else _scratch(scratch, self.cols, self.dtype)
+        xs = [x[n:n + 1] for n in range(N)]
+        ys = [y[n].reshape(F, L) for n in range(N)]                   # (F, L) views
+        rs = [None if r is None or same else r[n].reshape(F, L) for n in range(N)]
+        if self.pointwise:
+            bs = [x[n].reshape(C, L) for n in range(N)]               # (C, L) views
+        else:
+            bs = [cols] * N
+        im2col = self._im2col
+        pointwise = self.pointwise
+
+        if g == 1:
+            w2 = wg[0]                                                # (F, K)
+
+            def run():
+                for n in range(N):
+                    if not pointwise:
+                        im2col(xs[n], cols)
+                    if rs[n] is not None:
+                        np.copyto(ys[n], rs[n])
+                    # (F, K) @ (K, L) -> (F, L)
+                    gemm_into(w2, bs[n], ys[n], bias, 0, act, beta)
+            return run
+
+        fg = F // g
+        bias_g = None if bias is None else bias.reshape(g, fg)
+
+        def run_grouped():
+            for n in range(N):
+                if not pointwise:
+                    im2col(xs[n], cols)
+                if rs[n] is not None:
+                    np.copyto(ys[n], rs[n])
+                b3 = bs[n].reshape(g, -1, L)                          # (G, K, L)
+                y3 = ys[n].reshape(g, fg, L)                          # (G, FG, L)
+                if _gemm_batched is not None and (_gemm_ext is not None or beta == 0.0):
+                    # (G, FG, K) @ (G, K, L) -> (G, FG, L)
+                    _gemm_batched(wg, b3, y3, beta=beta, bias=bias_g, activation=act)
+                else:
+                    acc = np.matmul(wg, b3)
+                    if beta:
+                        acc += y3
+                    if bias_g is not None:
+                        acc += bias_g[:, :, None]
+                    _activate(acc, act)
+                    y3[...] = acc
+        return run_grouped
+
+    def _bind_depthwise(self, x, y, r, scratch):
+        N, C, H, W, F, oh, ow = self.shape
+        (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = self.k, self.s, self.d, self.pads
+        dt, act, bias = self.dtype, self.act, self.bias
+        same = r is not None and np.shares_memory(r, y)
+        if self.padded is not None:
+            xp = _scratch(scratch, self.padded, dt)
+            inner = xp[:, :, pt:pt + H, pl:pl + W]
+            hp, wp = self.padded[2:]
+            borders = [v for v in (xp[:, :, :pt], xp[:, :, pt + H:], xp[:, :, pt:pt + H, :pl],
+                                   xp[:, :, pt:pt + H, pl + W:]) if v.size]
+        else:
+            xp, inner, borders = x, None, []
+        tmp = _scratch(scratch, (N, C, oh, ow), dt, self.tmp_offset)
+        taps = [xp[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh, b * dw:b * dw + sw * (ow - 1) + 1:sw]
+                for a in range(kh) for b in range(kw)]
+        wt = [self.w_taps[t][:, None, None] for t in range(kh * kw)]  # (C, 1, 1) each
+        b4 = None if bias is None else bias[:, None, None]
+
+        def run():
+            if inner is not None:
+                for v in borders:
+                    v[...] = 0
+                np.copyto(inner, x)
+            if r is not None and not same:
+                np.copyto(y, r)
+            if r is None:
+                np.multiply(taps[0], wt[0], out=y)
+                start = 1
+            else:
+                start = 0
+            for t in range(start, len(taps)):
+                np.multiply(taps[t], wt[t], out=tmp)
+                np.add(y, tmp, out=y)
+            if b4 is not None:
+                np.add(y, b4, out=y)
+            _activate(y, act)
+        return run
+
+
+# ------------------------------------------------------------------------------ pooling
+class PoolKernel(Kernel):
+    """MaxPool (padding = -inf, NaN propagates) / AveragePool (zero padding, divisor map)."""
+
+    def __init__(self, op, x_shape, attrs, dtype):
+        N, C, H, W = x_shape
+        k, s, d, pads, out = G.pool_geometry(attrs, (H, W))
+        self.op, self.k, self.s, self.d, self.pads, self.out = op, k, s, d, pads, out
+        self.dtype = dtype
+        hp = max(H + pads[0], (out[0] - 1) * s[0] + d[0] * (k[0] - 1) + 1)
+        wp = max(W + pads[1], (out[1] - 1) * s[1] + d[1] * (k[1] - 1) + 1)
+        self.need_pad = (hp, wp) != (H, W) or pads[0] or pads[1]
+        self.padded = (N, C, hp, wp)
+        self.scratch_bytes = _align(N * C * hp * wp * dtype.itemsize) if self.need_pad else 0
+        if op == "AveragePool":
+            cip = bool(int(attrs.get("count_include_pad", 0)))
+            div = avg_divisor((H, W), k, s, pads, out, cip)
+            self.inv = (1.0 / div).astype(dtype)
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        N, C, H, W = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
+        pt, pl = self.pads[0], self.pads[1]
+        oh, ow = self.out
+        fill = -np.inf if self.op == "MaxPool" else 0.0
+        if self.need_pad:
+            xp = _scratch(scratch, self.padded, self.dtype)
+            inner = xp[:, :, pt:pt + H, pl:pl + W]
+            borders = [v for v in (xp[:, :, :pt], xp[:, :, pt + H:], xp[:, :, pt:pt + H, :pl],
+                                   xp[:, :, pt:pt + H, pl + W:]) if v.size]
+        else:
+            xp, inner, borders = x, None, []
+        taps = [xp[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh, b * dw:b * dw + sw * (ow - 1) + 1:sw]
+                for a in range(kh) for b in range(kw)]
+        combine = np.maximum if self.op == "MaxPool" else np.add
+        inv = getattr(self, "inv", None)
+
+        def run():
+            if inner is not None:
+                for v in borders:
+                    v[...] = fill
+                np.copyto(inner, x)
+            np.copyto(y, taps[0])
+            for t in taps[1:]:
+                combine(y, t, out=y)
+            if inv is not None:
+                np.multiply(y, inv, out=y)
+        return run
+
+
+class GlobalPoolKernel(Kernel):
+    def __init__(self, op):
+        self.reduce = np.mean if op == "GlobalAveragePool" else np.max
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        axes = tuple(range(2, x.ndim))
+        reduce = self.reduce
+        return lambda: np.copyto(y, reduce(x, axis=axes, keepdims=True))
+
+
+# ------------------------------------------------------------------------------ elementwise
+class AffineKernel(Kernel):
+    """Standalone (inference) BatchNorm: y = act(x * scale[c] + shift[c])."""
+
+    def __init__(self, scale, shift, ndim, act):
+        shape = (1, -1) + (1,) * (ndim - 2)
+        self.scale, self.shift, self.act = scale.reshape(shape), shift.reshape(shape), act
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        scale, shift, act = self.scale, self.shift, self.act
+
+        def run():
+            np.multiply(x, scale, out=y)
+            np.add(y, shift, out=y)
+            _activate(y, act)
+        return run
+
+
+_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+class BinaryKernel(Kernel):
+    def __init__(self, op, act):
+        self.fn, self.act = _UFUNCS[op], act
+
+    def bind(self, ins, outs, scratch):
+        a, b, y = ins[0], ins[1], outs[0]
+        fn, act = self.fn, self.act
+
+        def run():
+            fn(a, b, out=y)
+            _activate(y, act)
+        return run
+
+
+class UnaryKernel(Kernel):
+    def __init__(self, op, lo=None, hi=None):
+        self.op, self.lo, self.hi = op, lo, hi
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        op, lo, hi = self.op, self.lo, self.hi
+        if op == "Relu":
+            return lambda: np.maximum(x, 0, out=y)
+        if op == "Clip":
+            if lo is not None and hi is not None:
+                return lambda: np.clip(x, lo, hi, out=y)
+            if lo is not None:
+                return lambda: np.maximum(x, lo, out=y)
+            if hi is not None:
+                return lambda: np.minimum(x, hi, out=y)
+            return lambda: np.copyto(y, x)
+        if op == "Tanh":
+            return lambda: np.tanh(x, out=y)
+        if op == "Sigmoid":
+            def sigmoid():
+                # 1 / (1 + exp(-x)) without overflow warnings on either tail
+                with np.errstate(over="ignore"):
+                    np.negative(x, out=y)
+                    np.exp(y, out=y)
+                    np.add(y, 1, out=y)
+                    np.reciprocal(y, out=y)
+            return sigmoid
+        raise KeyError(op)
+
+
+class SoftmaxKernel(Kernel):
+    def __init__(self, axis, ndim, opset):
+        self.axis, self.flat = axis, opset < 13 and axis != ndim - 1
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        axis = self.axis
+        if self.flat:  # pre-13: softmax over the flattened trailing block
+            lead = int(np.prod(x.shape[:axis], dtype=np.int64))
+            x, y2 = x.reshape(lead, -1), y.reshape(lead, -1)
+            axis = 1
+        else:
+            y2 = y
+
+        def run():
+            np.subtract(x, x.max(axis=axis, keepdims=True), out=y2)
+            np.exp(y2, out=y2)
+            np.divide(y2, y2.sum(axis=axis, keepdims=True), out=y2)
+        return run
+
+
+# ------------------------------------------------------------------------------ dense
+class GemmKernel(Kernel):
+    """ONNX Gemm: act(alpha * op(A) @ op(B) + beta * C), bias-vector C fused in the write-out."""
+
+    def __init__(self, attrs, c, act, n_inputs):
+        self.alpha = float(attrs.get("alpha", 1.0))
+        self.beta = float(attrs.get("beta", 1.0))
+        self.ta, self.tb = bool(int(attrs.get("transA", 0))), bool(int(attrs.get("transB", 0)))
+        self.act = act
+        self.c = c  # static C, or None when C is a runtime input
+        self.has_c = n_inputs > 2
+
+    def bind(self, ins, outs, scratch):
+        a, b, y = ins[0], ins[1], outs[0]
+        a2 = a.T if self.ta else a
+        b2 = b.T if self.tb else b
+        alpha, beta, act = self.alpha, self.beta, self.act
+        c = ins[2] if self.has_c else None
+        bias = None
+        if c is not None and c.ndim == 1 and c.shape[0] == y.shape[1] and self.c is not None:
+            bias = np.ascontiguousarray(c * beta, dtype=y.dtype)
+            c = None
+        use_gemm = _gemm is not None and alpha == 1.0 and c is None and y.shape[0] >= 4
+
+        def run():
+            if use_gemm:
+                _gemm(a2, b2, y, bias=bias, bias_axis=1, activation=act)
+                return
+            np.matmul(a2, b2, out=y)
+            if alpha != 1.0:
+                np.multiply(y, alpha, out=y)
+            if bias is not None:
+                np.add(y, bias, out=y)
+            if c is not None:
+                np.add(y, c * beta if beta != 1.0 else c, out=y)
+            _activate(y, act)
+        return run
+
+
+class MatMulKernel(Kernel):
+    def bind(self, ins, outs, scratch):
+        a, b, y = ins[0], ins[1], outs[0]
+        return lambda: np.matmul(a, b, out=y)
+
+
+# ------------------------------------------------------------------------------ data movement
+class CopyKernel(Kernel):
+    """Reshape/Flatten/Squeeze/Unsqueeze/Identity that could not alias, and Transpose."""
+
+    def __init__(self, perm=None):
+        self.perm = perm
+
+    def bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        if self.perm is not None:
+            src = x.transpose(self.perm)
+        else:
+            src = x.reshape(y.shape) if x.flags.c_contiguous else None
+        if src is None:
+            return lambda: np.copyto(y, x.reshape(y.shape))
+        return lambda: np.copyto(y, src)
+
+
+class ConcatKernel(Kernel):
+    """Copies the inputs that producers did not already write into their slice."""
+
+    def __init__(self, axis, copy_mask):
+        self.axis, self.copy_mask = axis, copy_mask
+
+    def bind(self, ins, outs, scratch):
+        y = outs[0]
+        jobs, start = [], 0
+        for x, copy in zip(ins, self.copy_mask):
+            size = x.shape[self.axis]
+            index = (slice(None),) * self.axis + (slice(start, start + size),)
+            if copy:
+                jobs.append((y[index], x))
+            start += size
+
+        def run():
+            for dst, src in jobs:
+                np.copyto(dst, src)
+        return run
+
+
+class FallbackKernel(Kernel):
+    """Any other op: the Tensor executor (or the traced Function) under no_grad, then a copy."""
+
+    def __init__(self, node, opset):
+        self.node, self.opset = node, opset
+
+    def bind(self, ins, outs, scratch):
+        node, opset = self.node, self.opset
+        if node.op == GENERIC:
+            fn, params = node.attrs["fn"], node.attrs["params"]
+
+            def compute():
+                ctx = fn()
+                ctx.needs_input_grad = (False,) * len(ins)
+                res = ctx.forward(*ins, **params)
+                return list(res) if isinstance(res, tuple) else [res]
+        else:
+            def compute():
+                with no_grad():
+                    res = run_node(node, [None if a is None else Tensor(a) for a in ins], opset)
+                return [r.data for r in res]
+        pairs = [(i, o) for i, o in enumerate(outs) if o is not None]
+
+        def run():
+            res = compute()
+            for i, o in pairs:
+                np.copyto(o, res[i])
+        return run
+
+
+# ------------------------------------------------------------------------------ factory
+def make_kernel(node, in_metas, consts, opset):
+    """The Kernel for ``node``; ``in_metas`` are (shape, dtype) per input, ``consts`` the static
+    input arrays (None where the input is computed at run time)."""
+    op, at = node.op, node.attrs
+    act = at.get("activation")
+    if op == "Conv" and len(in_metas[0][0]) == 4:
+        w = consts[1]
+        b = consts[2] if len(consts) > 2 and node.inputs[2] else None
+        if w is not None and (len(consts) < 3 or not node.inputs[2] or b is not None):
+            dt = np.dtype(in_metas[0][1])
+            return ConvKernel(in_metas[0][0], w, b, at, bool(at.get("residual")), dt)
+    if op in ("MaxPool", "AveragePool") and len(in_metas[0][0]) == 4:
+        return PoolKernel(op, in_metas[0][0], at, np.dtype(in_metas[0][1]))
+    if op in ("GlobalAveragePool", "GlobalMaxPool"):
+        return GlobalPoolKernel(op)
+    if op == "nnlite.Affine":
+        return AffineKernel(consts[1], consts[2], len(in_metas[0][0]), act)
+    if op in _UFUNCS and in_metas[0][1] == in_metas[1][1] and np.dtype(in_metas[0][1]).kind == "f":
+        return BinaryKernel(op, act)
+    if op in ("Relu", "Tanh", "Sigmoid"):
+        return UnaryKernel(op)
+    if op == "Clip" and np.dtype(in_metas[0][1]).kind == "f":
+        if opset < 11:
+            lo, hi = at.get("min"), at.get("max")
+        else:
+            lo = consts[1].item() if len(consts) > 1 and consts[1] is not None else None
+            hi = consts[2].item() if len(consts) > 2 and consts[2] is not None else None
+            if any(node.inputs[i] and consts[i] is None for i in (1, 2) if i < len(consts)):
+                return FallbackKernel(node, opset)
+        return UnaryKernel("Clip", lo, hi)
+    if op == "Softmax":
+        ndim = len(in_metas[0][0])
+        axis = int(at.get("axis", -1 if opset >= 13 else 1)) % ndim
+        return SoftmaxKernel(axis, ndim, opset)
+    if op == "Gemm" and all(len(m[0]) == 2 for m in in_metas[:2]):
+        return GemmKernel(at, consts[2] if len(consts) > 2 else None, act, len(node.inputs))
+    if op == "MatMul":
+        return MatMulKernel()
+    if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"):
+        return CopyKernel()
+    if op == "Transpose":
+        ndim = len(in_metas[0][0])
+        return CopyKernel(tuple(int(p) for p in at.get("perm", range(ndim)[::-1])))
+    if op == "Concat":
+        return ConcatKernel(int(at["axis"]) % len(in_metas[0][0]), at.get("copy_mask"))
+    return FallbackKernel(node, opset)

@@ -1,0 +1,309 @@
+"""Compile a ``Graph`` for fixed input shapes into a ``Plan``: kernels + a memory plan.
+
+1. dry run: the Tensor executor (no_grad) runs the graph once on the real inputs, giving every
+   value's shape/dtype, folding every value that depends only on constants and ``Shape``, and
+   the reference outputs the finished plan is checked against;
+2. ``passes.simplify``: BN folding, residual/activation fusion, aliases, dead code;
+3. storage: Reshape-like nodes become views of their input; a Concat along channels whose
+   inputs are written by nodes read by nothing else hands each producer its channel slice of
+   the output buffer (no copy); a residual conv accumulates in place into the operand it adds
+   when that operand dies there;
+4. liveness: every root buffer lives from its first write to its last read and is packed into
+   reusable arena slots (best fit), so layers reuse activation memory;
+5. ``Plan.bind`` (once per thread) allocates the slots and a scratch area and binds each kernel
+   to fixed views: a call is then a copy-in, a list of zero-argument calls, and a copy-out.
+"""
+import numpy as np
+
+from ..autograd import no_grad
+from ..onnx.ops import OPS, run_node
+from ..tensor import Tensor
+from .kernels import make_kernel
+from .passes import simplify
+from .trace import GENERIC
+
+__all__ = ["compile_plan", "Plan", "PlanMismatch"]
+
+_VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+class PlanMismatch(RuntimeError):
+    """The optimized plan disagrees with the plain execution (a planner bug)."""
+
+
+def _generic(node, args, opset):
+    out = node.attrs["fn"].apply(*args, **node.attrs["params"])
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+OPS.setdefault(GENERIC, _generic)
+
+
+def dry_run(graph, arrays, constants):
+    """(metas, static values, reference outputs): one plain run of ``graph`` on ``arrays``."""
+    metas = {n: (tuple(a.shape), a.dtype) for n, a in constants.items()}
+    static = dict(constants)
+    env = {vi.name: Tensor(a) for vi, a in zip(graph.inputs, arrays)}
+    for vi, a in zip(graph.inputs, arrays):
+        metas[vi.name] = (tuple(a.shape), a.dtype)
+    last = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last[v] = i
+    for v in graph.outputs:
+        last[v] = len(graph.nodes)
+    with no_grad():
+        for i, node in enumerate(graph.nodes):
+            args = [None if not v else (env[v] if v in env else Tensor(static[v]))
+                    for v in node.inputs]
+            try:
+                outs = run_node(node, args, graph.opset)
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise type(exc)(f"{node.label()}: {exc}") from exc
+            is_static = node.op == "Shape" or all(not v or v in static for v in node.inputs)
+            for name, val in zip(node.outputs, outs):
+                if not name:
+                    continue
+                metas[name] = (tuple(val.shape), val.dtype)
+                if is_static and node.op != GENERIC:
+                    static[name] = np.asarray(val.data)
+                elif last.get(name, -1) > i:
+                    env[name] = val
+            for v in node.inputs:
+                if v in env and last.get(v, -1) <= i:
+                    del env[v]
+    ref = [np.array(env[v].data if v in env else static[v]) for v in graph.outputs]
+    return metas, static, ref
+
+
+class _Storage:
+    """Value -> (root buffer, view chain); roots carry shape, dtype and live range."""
+
+    def __init__(self):
+        self.root = {}     # value -> root name
+        self.chain = {}    # value -> [("reshape", shape) | ("slice", axis, start, stop)]
+        self.meta = {}     # root -> (shape, dtype)
+
+    def own(self, v, meta):
+        self.root[v], self.chain[v], self.meta[v] = v, [], meta
+
+    def alias(self, v, base, step):
+        self.root[v] = self.root[base]
+        self.chain[v] = self.chain[base] + [step]
+        self.meta.pop(v, None)
+
+    def owner(self, v):
+        return self.root.get(v) == v and not self.chain[v]
+
+
+class Plan:
+    """Kernels, memory plan and I/O of one input signature (immutable; bind per thread)."""
+
+    def __init__(self, inputs, outputs, steps, storage, slots, slot_of, scratch, consts):
+        self.inputs, self.outputs, self.steps = inputs, outputs, steps
+        self.storage, self.slots, self.slot_of = storage, slots, slot_of
+        self.scratch, self.consts = scratch, consts
+
+    def bind(self):
+        """Fresh arena for the calling thread: (input arrays, output arrays, run list)."""
+        arena = [np.empty(n, np.uint8) for n in self.slots]
+        scratch = np.empty(max(self.scratch, 64), np.uint8)
+        st = self.storage
+        roots = {}
+        for r, (shape, dtype) in st.meta.items():
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            roots[r] = arena[self.slot_of[r]][:nbytes].view(dtype).reshape(shape)
+        cache = {}
+
+        def arr(v):
+            if v in self.consts:
+                return self.consts[v]
+            a = cache.get(v)
+            if a is None:
+                a = roots[st.root[v]]
+                for step in st.chain[v]:
+                    if step[0] == "reshape":
+                        b = a.reshape(step[1])
+                        assert np.shares_memory(a, b), "alias reshape must be a view"
+                        a = b
+                    else:
+                        _, axis, start, stop = step
+                        a = a[(slice(None),) * axis + (slice(start, stop),)]
+                cache[v] = a
+            return a
+        calls = []
+        for node, kernel, used in self.steps:
+            ins = [arr(v) if v else None for v in node.inputs]
+            outs = [arr(o) if u else None for o, u in zip(node.outputs, used)]
+            calls.append(kernel.bind(ins, outs, scratch))
+        return [arr(v) for v in self.inputs], [arr(v) for v in self.outputs], calls
+
+
+def _plan_storage(nodes, inputs, outputs, consts, metas):
+    st = _Storage()
+    for v in inputs:
+        st.own(v, metas[v])
+    skip = set()
+    for n in nodes:
+        for o in n.outputs:
+            if o:
+                st.own(o, metas[o])
+        x = n.inputs[0] if n.inputs else ""
+        if (n.op in _VIEW_OPS and x and x not in consts and x in st.root
+                and all(s[0] == "reshape" for s in st.chain[x])
+                and metas[x][1] == metas[n.outputs[0]][1]):
+            st.alias(n.outputs[0], x, ("reshape", metas[n.outputs[0]][0]))
+            skip.add(id(n))
+    consumers = {}
+    for n in nodes:
+        if id(n) in skip:
+            continue
+        for v in n.inputs:
+            if v:
+                consumers.setdefault(v, []).append(n)
+    producer = {o: n for n in nodes for o in n.outputs if o}
+    # channel concatenation: producers write straight into their slice of the output
+    masks = {}
+    for n in reversed(nodes):
+        if n.op != "Concat" or id(n) in skip or n.outputs[0] in consts:
+            continue
+        ndim = len(metas[n.outputs[0]][0])
+        axis = int(n.attrs["axis"]) % ndim
+        mask, start = [], 0
+        for v in n.inputs:
+            size = metas[v][0][axis]
+            p = producer.get(v)
+            ok = (axis == 1 and ndim >= 2 and p is not None and id(p) not in skip
+                  and p.op != "Concat" and st.owner(v) and v not in outputs
+                  and len(consumers.get(v, ())) == 1 and n.inputs.count(v) == 1
+                  and metas[v][1] == metas[n.outputs[0]][1])
+            if ok:
+                st.alias(v, n.outputs[0], ("slice", axis, start, start + size))
+            mask.append(not ok)
+            start += size
+        masks[id(n)] = mask
+    # residual convs accumulate in place when the operand dies at the conv
+    last = _last_use(nodes, outputs, skip)
+    for i, n in enumerate(nodes):
+        if n.op != "Conv" or not n.attrs.get("residual"):
+            continue
+        r, o, x = n.inputs[-1], n.outputs[0], n.inputs[0]
+        if (r in consts or r in inputs or not st.owner(r) or not st.owner(o)
+                or st.root.get(x) == r or metas[r] != metas[o]):
+            continue
+        group = [v for v, root in st.root.items() if root == r]
+        if max(last.get(v, -1) for v in group) <= i:
+            st.root[o] = r
+            st.meta.pop(o, None)
+    return st, skip, masks
+
+
+def _last_use(nodes, outputs, skip):
+    last = {}
+    for i, n in enumerate(nodes):
+        for v in n.inputs:
+            if v:
+                last[v] = i
+    for v in outputs:
+        last[v] = len(nodes)
+    return last
+
+
+def _assign_slots(nodes, st, inputs, outputs, skip):
+    """Pack roots into arena slots by live range (best fit; a slot may grow)."""
+    first, last = {}, {}
+    for v in inputs:
+        first[st.root[v]] = -1
+    for i, n in enumerate(nodes):
+        for o in n.outputs:
+            if o in st.root:
+                r = st.root[o]
+                first[r] = min(first.get(r, i), i)
+        for v in n.inputs:
+            if v in st.root:
+                r = st.root[v]
+                last[r] = max(last.get(r, i), i)
+    for v in list(outputs) + list(inputs):
+        if v in st.root:
+            last[st.root[v]] = len(nodes)
+    roots = list(st.meta)
+    size = {r: int(np.prod(st.meta[r][0], dtype=np.int64)) * np.dtype(st.meta[r][1]).itemsize
+            for r in roots}
+    by_first = {}
+    for r in roots:
+        by_first.setdefault(first.get(r, last.get(r, -1)), []).append(r)
+    by_last = {}
+    for r in roots:
+        by_last.setdefault(last.get(r, len(nodes)), []).append(r)
+    slots, free, slot_of = [], [], {}
+    for step in range(-1, len(nodes) + 1):
+        for r in by_first.get(step, ()):
+            need = max(size[r], 1)
+            fits = [s for s in free if slots[s] >= need]
+            if fits:
+                s = min(fits, key=lambda k: slots[k])
+            elif free:
+                s = max(free, key=lambda k: slots[k])
+                slots[s] = need
+            else:
+                slots.append(need)
+                s = len(slots) - 1
+            if s in free:
+                free.remove(s)
+            slot_of[r] = s
+        for r in by_last.get(step, ()):
+            if r in slot_of:
+                free.append(slot_of[r])
+    return slots, slot_of
+
+
+def compile_plan(graph, arrays, constants, folded, check=True):
+    """The Plan of ``graph`` for the shapes/dtypes of ``arrays`` (checked against a plain run)."""
+    metas, static, ref = dry_run(graph, arrays, constants)
+    consts = dict(static)
+    nodes, outputs = simplify(list(graph.nodes), list(graph.outputs), consts, metas,
+                              graph.opset, folded)
+    for k, v in consts.items():
+        metas.setdefault(k, (tuple(np.shape(v)), np.asarray(v).dtype))
+    inputs = [vi.name for vi in graph.inputs]
+    st, skip, masks = _plan_storage(nodes, inputs, outputs, consts, metas)
+    slots, slot_of = _assign_slots(nodes, st, inputs, outputs, skip)
+    used = set(outputs) | {v for n in nodes for v in n.inputs}
+    steps, scratch = [], 0
+    for n in nodes:
+        if id(n) in skip:
+            continue
+        if n.op == "Concat" and id(n) in masks:
+            if not any(masks[id(n)]):
+                continue  # every producer wrote its own slice
+            n = type(n)(n.op, n.inputs, n.outputs, dict(n.attrs, copy_mask=masks[id(n)]),
+                        n.name)
+        kernel = make_kernel(n, [metas[v] if v else None for v in n.inputs],
+                             [consts.get(v) if v else None for v in n.inputs], graph.opset)
+        scratch = max(scratch, kernel.scratch_bytes)
+        steps.append((n, kernel, [bool(o) and o in used for o in n.outputs]))
+    plan = Plan(inputs, outputs, steps, st, slots, slot_of, scratch, consts)
+    plan.reference = ref
+    return plan
+
+
+def check_outputs(got, ref, rtol=1e-4):
+    """Raise PlanMismatch when an output differs from the plain run by more than ``rtol``
+    relative to that output's largest magnitude."""
+    for i, (a, b) in enumerate(zip(got, ref)):
+        if a.shape != b.shape:
+            raise PlanMismatch(f"output {i}: shape {a.shape} vs plain {b.shape}")
+        if a.dtype.kind != "f":
+            if not np.array_equal(a, b):
+                raise PlanMismatch(f"output {i} differs from the plain run")
+            continue
+        finite = np.isfinite(b)
+        if not np.array_equal(finite, np.isfinite(a)) and not np.array_equal(
+                np.isnan(a), np.isnan(b)):
+            raise PlanMismatch(f"output {i}: non-finite values differ from the plain run")
+        if finite.any():
+            scale = float(np.abs(b[finite]).max())
+            err = float(np.abs(a[finite] - b[finite]).max())
+            if err > rtol * max(scale, 1e-30) + 1e-6:
+                raise PlanMismatch(f"output {i}: max |optimized - plain| = {err:.3g} exceeds "
+                                   f"{rtol:g} x max|plain| = {rtol * scale:.3g}")

@@ -1,0 +1,180 @@
+"""``nnlite.optimize_for_inference(model)``: a frozen, fused, buffer-reusing inference module.
+
+The returned ``InferenceModule`` computes the same outputs as ``model`` in eval mode (within
+1e-4 relative) and:
+
+- folds each BatchNorm into the preceding conv (float64 arithmetic, then cast);
+- fuses bias, a residual add and ReLU/ReLU6 into the conv's GEMM write-out;
+- makes Inception-style branches write straight into their channel slice of the concatenated
+  buffer (no concat copy);
+- reuses activation buffers between layers (liveness-packed arena slots);
+- keeps no autograd state: the hot path is NumPy arrays and nnlite kernels only.
+
+It accepts nnlite models (traced once per input signature through their Function calls) and
+modules returned by ``nnlite.onnx.load`` (their graph is used directly). A plan is compiled per
+input shape/dtype signature on first use (one plain run, whose result the plan must match) and
+weights are frozen then: later changes to ``model`` are not seen (optimize again). Concurrent
+calls are safe: plans are immutable and every thread binds its own buffer arena.
+
+Shape:
+    the model's inputs (Tensors or ndarrays) -> the model's outputs as Tensors (no grad).
+"""
+import copy
+import threading
+
+import numpy as np
+
+from ._infer import plan as _plan
+from ._infer.passes import Folded
+from ._infer.trace import trace
+from .nn.module import Module
+from .tensor import Tensor
+
+__all__ = ["optimize_for_inference", "InferenceModule"]
+
+
+def optimize_for_inference(model):
+    """Return an ``InferenceModule`` computing ``model``'s eval-mode outputs (see module doc).
+
+    Args:
+        model: an nnlite ``Module`` (e.g. ``nnlite.models.resnet50()``) or a module returned by
+            ``nnlite.onnx.load``. The model is snapshotted: later weight changes are not seen.
+
+    Examples:
+        >>> fast = nnlite.optimize_for_inference(model)
+        >>> logits = fast(x)          # x: (N, 3, 224, 224) float32 ndarray or Tensor
+    """
+    if isinstance(model, InferenceModule):
+        return model
+    if not isinstance(model, Module):
+        raise TypeError(f"optimize_for_inference expects an nnlite Module, got "
+                        f"{type(model).__name__}")
+    return InferenceModule(model)
+
+
+class InferenceModule(Module):
+    """The optimized module (see ``optimize_for_inference``). ``plans`` lists the compiled
+    input signatures; ``describe(*inputs)`` summarises the plan for those inputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        from .onnx.module import OnnxModule
+
+        graph = None
+        if isinstance(model, OnnxModule):
+            g = model.graph
+            consts = {k: np.array(model._constant(k).data) for k in g.constants}
+            graph = type(g)(g.nodes, g.inputs, g.outputs, consts, g.opset, g.name)
+            frozen = None
+        else:
+            frozen = copy.deepcopy(model).eval()
+        object.__setattr__(self, "_graph", graph)
+        object.__setattr__(self, "_frozen", frozen)
+        object.__setattr__(self, "_name", type(model).__name__)
+        object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_local", threading.local())
+        object.__setattr__(self, "_folded", Folded())
+        self.train(False)
+
+    def train(self, mode=True):
+        object.__setattr__(self, "training", False)  # inference only
+        return self
+
+    @property
+    def plans(self):
+        return list(self._plans)
+
+    # ------------------------------------------------------------------ compile
+    def _arrays(self, inputs):
+        arrays = []
+        for i, x in enumerate(inputs):
+            a = x.data if isinstance(x, Tensor) else np.asarray(x)
+            if a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
+                raise TypeError(f"input {i} has dtype {a.dtype}; nnlite computes in float32 "
+                                "or float64")
+            arrays.append(a)
+        if self._graph is not None:
+            g = self._graph
+            if len(arrays) != len(g.inputs):
+                raise TypeError(f"this model takes {len(g.inputs)} input(s) "
+                                f"{[vi.name for vi in g.inputs]}, got {len(arrays)}")
+            for vi, a in zip(g.inputs, arrays):
+                vi.check(a)
+        return arrays
+
+    def _compile(self, key, arrays):
+        with self._lock:
+            entry = self._plans.get(key)
+            if entry is not None:
+                return entry
+            if self._graph is not None:
+                graph, single = self._graph, len(self._graph.outputs) == 1
+            else:
+                graph, single = trace(self._frozen, arrays)
+            plan = _plan.compile_plan(graph, arrays, graph.constants, self._folded)
+            entry = (plan, single)
+            got = self._run(entry, key, arrays)
+            _plan.check_outputs(got, plan.reference, rtol=1e-3)
+            plan.reference = None
+            self._plans[key] = entry
+            return entry
+
+    # -------------------------------------------------------------------- run
+    def _frame(self, plan, key):
+        frames = getattr(self._local, "frames", None)
+        if frames is None:
+            frames = self._local.frames = {}
+        frame = frames.get(key)
+        if frame is None or frame[0] is not plan:
+            frame = frames[key] = (plan,) + plan.bind()
+        return frame
+
+    def _run(self, entry, key, arrays):
+        plan = entry[0]
+        _, ins, outs, calls = self._frame(plan, key)
+        for dst, src in zip(ins, arrays):
+            np.copyto(dst, src)
+        for call in calls:
+            call()
+        return [np.array(o) for o in outs]
+
+    def forward(self, *inputs):
+        arrays = self._arrays(inputs)
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        entry = self._plans.get(key)
+        if entry is None:
+            entry = self._compile(key, arrays)
+        outs = self._run(entry, key, arrays)
+        if entry[1]:
+            return Tensor(outs[0])
+        return tuple(Tensor(o) for o in outs)
+
+    def run_arrays(self, *arrays):
+        """Like ``forward`` but with ndarrays in and a list of ndarrays out."""
+        arrays = self._arrays(arrays)
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        entry = self._plans.get(key) or self._compile(key, arrays)
+        return self._run(entry, key, arrays)
+
+    def describe(self, *inputs):
+        """Text summary of the plan for these inputs: steps by op, fusions, arena size."""
+        arrays = self._arrays(inputs)
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        plan = (self._plans.get(key) or self._compile(key, arrays))[0]
+        counts = {}
+        for node, kernel, _ in plan.steps:
+            tag = node.op
+            if node.attrs.get("residual"):
+                tag += "+add"
+            if node.attrs.get("activation"):
+                tag += "+" + node.attrs["activation"]
+            counts[tag] = counts.get(tag, 0) + 1
+        copies = sum(sum(n.attrs["copy_mask"]) for n, _, _ in plan.steps if n.op == "Concat")
+        mb = sum(plan.slots) / 2 ** 20
+        return (f"{len(plan.steps)} steps ({', '.join(f'{k}×{v}' for k, v in sorted(counts.items()))}); "
+                f"{copies} concat input copies; arena {len(plan.slots)} slots, {mb:.1f} MiB; "
+                f"scratch {plan.scratch / 2 ** 20:.1f} MiB")
+
+    def extra_repr(self):
+        return f"{self._name}, {len(self._plans)} compiled input signature(s)"

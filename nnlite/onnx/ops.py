@@ -159,7 +159,7 @@ def global_max_pool(node, args, opset):
     if x.ndim < 3:
         raise ValueError(f"{node.label()}: expects (N, C, ...) input, got {tuple(x.shape)}")
     n, c = x.shape[:2]
-    y = x.reshape(n, c, -1).max(dim=2, keepdim=True)
+    y = x.reshape(n, c, -1).max(axis=2, keepdim=True)
     return [y.reshape((n, c) + (1,) * (x.ndim - 2))]
 
 

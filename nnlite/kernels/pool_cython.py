@@ -20,6 +20,18 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+# below this many inner-loop steps a call runs on one thread: waking a second OpenMP thread
+# costs microseconds idle and milliseconds on a loaded machine
+_SERIAL_WORK = 1 << 15
+
+
+def _threads(planes, work):
+    """Threads for a kernel parallel over ``planes`` doing about ``work`` inner steps."""
+    if work < _SERIAL_WORK:
+        return 1
+    return max(1, min(get_num_threads(), planes))
+
+
 def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     x = _c(x)
     P, H, W = x.shape
@@ -27,7 +39,8 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     ow = geo.pool_output_size(W, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
     y = np.empty((P, oh, ow), dtype=x.dtype)
     idx = np.empty((P, oh, ow), dtype=np.int64)
-    _pool.max_pool2d_forward(x, y, idx, *kernel, *stride, *padding, *dilation, get_num_threads())
+    _pool.max_pool2d_forward(x, y, idx, *kernel, *stride, *padding, *dilation,
+                             _threads(P, y.size * kernel[0] * kernel[1]))
     return y, idx
 
 
@@ -36,7 +49,7 @@ def _scatter_by_index(gy, idx, in_hw):
     gy2 = _c(gy).reshape(P, -1)  # (P, OH*OW)
     idx2 = _c(idx, np.int64).reshape(P, -1)
     gx = np.zeros((P, in_hw[0] * in_hw[1]), dtype=gy.dtype)
-    _pool.scatter_by_index(gy2, idx2, gx, get_num_threads())
+    _pool.scatter_by_index(gy2, idx2, gx, _threads(P, gy2.size))
     return gx.reshape(P, in_hw[0], in_hw[1])
 
 
@@ -44,9 +57,10 @@ def max_pool2d_backward(gy, idx, in_hw):
     return _scatter_by_index(gy, idx, in_hw)
 
 
-def _avg_args(kernel, stride, padding, count_include_pad, divisor_override):
+def _avg_args(kernel, stride, padding, count_include_pad, divisor_override, out):
     return (*kernel, *stride, *padding, bool(count_include_pad),
-            0 if divisor_override is None else int(divisor_override), get_num_threads())
+            0 if divisor_override is None else int(divisor_override),
+            _threads(out.shape[0], out.size * kernel[0] * kernel[1]))
 
 
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad,
@@ -57,7 +71,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad,
     ow = geo.pool_output_size(W, kernel[1], stride[1], padding[1], 1, ceil_mode)
     y = np.empty((P, oh, ow), dtype=x.dtype)
     _pool.avg_pool2d_forward(x, y, *_avg_args(kernel, stride, padding, count_include_pad,
-                                              divisor_override))
+                                              divisor_override, y))
     return y
 
 
@@ -66,21 +80,21 @@ def avg_pool2d_backward(gy, in_hw, kernel, stride, padding, ceil_mode, count_inc
     gy = _c(gy)
     gx = np.zeros((gy.shape[0],) + tuple(in_hw), dtype=gy.dtype)
     _pool.avg_pool2d_backward(gy, gx, *_avg_args(kernel, stride, padding, count_include_pad,
-                                                 divisor_override))
+                                                 divisor_override, gy))
     return gx
 
 
 def adaptive_avg_pool2d_forward(x, out_hw):
     x = _c(x)
     y = np.empty((x.shape[0],) + tuple(out_hw), dtype=x.dtype)
-    _pool.adaptive_avg_pool2d_forward(x, y, get_num_threads())
+    _pool.adaptive_avg_pool2d_forward(x, y, _threads(x.shape[0], x.size + y.size))
     return y
 
 
 def adaptive_avg_pool2d_backward(gy, in_hw):
     gy = _c(gy)
     gx = np.zeros((gy.shape[0],) + tuple(in_hw), dtype=gy.dtype)
-    _pool.adaptive_avg_pool2d_backward(gy, gx, get_num_threads())
+    _pool.adaptive_avg_pool2d_backward(gy, gx, _threads(gx.shape[0], gx.size + gy.size))
     return gx
 
 
@@ -88,7 +102,7 @@ def adaptive_max_pool2d_forward(x, out_hw):
     x = _c(x)
     y = np.empty((x.shape[0],) + tuple(out_hw), dtype=x.dtype)
     idx = np.empty(y.shape, dtype=np.int64)
-    _pool.adaptive_max_pool2d_forward(x, y, idx, get_num_threads())
+    _pool.adaptive_max_pool2d_forward(x, y, idx, _threads(x.shape[0], x.size + y.size))
     return y, idx
 
 
@@ -100,7 +114,7 @@ def max_unpool2d_forward(x, idx, out_hw):
     P = x.shape[0]
     y = np.zeros((P, out_hw[0] * out_hw[1]), dtype=x.dtype)
     _pool.max_unpool2d_forward(_c(x).reshape(P, -1), _c(idx, np.int64).reshape(P, -1), y,
-                               get_num_threads())
+                               _threads(P, x.size))
     return y.reshape((P,) + tuple(out_hw))
 
 
@@ -108,7 +122,7 @@ def max_unpool2d_backward(gy, idx):
     P = gy.shape[0]
     gx = np.empty((P, idx[0].size), dtype=gy.dtype)
     _pool.max_unpool2d_backward(_c(gy).reshape(P, -1), _c(idx, np.int64).reshape(P, -1), gx,
-                                get_num_threads())
+                                _threads(P, gx.size))
     return gx.reshape(idx.shape)
 
 

@@ -18,20 +18,29 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def _threads(items, work):
+    """One thread for small calls (waking OpenMP threads costs more than it saves)."""
+    if work < (1 << 15):
+        return 1
+    return max(1, min(get_num_threads(), items))
+
+
 def roi_pool_forward(x, rois, out_hw, spatial_scale):
     x = _c(x)
     K, C = rois.shape[0], x.shape[1]
     y = np.empty((K, C) + tuple(out_hw), dtype=x.dtype)
     arg = np.empty(y.shape, dtype=np.int64)
+    # work: the bins' areas are unknown here; the output size is a fair proxy
     _roi.roi_pool_forward(x, _c(rois, x.dtype), float(spatial_scale), y, arg,
-                          get_num_threads())
+                          _threads(K * C, y.size * 16))
     return y, arg
 
 
 def roi_pool_backward(gy, rois, argmax, in_shape):
     gy = _c(gy)
     gx = np.zeros(in_shape, dtype=gy.dtype)
-    _roi.roi_pool_backward(gy, _c(rois, gy.dtype), _c(argmax, np.int64), gx, get_num_threads())
+    _roi.roi_pool_backward(gy, _c(rois, gy.dtype), _c(argmax, np.int64), gx,
+                          _threads(gx.shape[1], gy.size))
     return gx
 
 
@@ -39,7 +48,7 @@ def roi_align_forward(x, rois, out_hw, spatial_scale, sampling_ratio, aligned):
     x = _c(x)
     y = np.empty((rois.shape[0], x.shape[1]) + tuple(out_hw), dtype=x.dtype)
     _roi.roi_align_forward(x, _c(rois, x.dtype), float(spatial_scale), int(sampling_ratio),
-                           bool(aligned), y, get_num_threads())
+                           bool(aligned), y, _threads(y.shape[0] * y.shape[1], y.size * 16))
     return y
 
 
@@ -47,7 +56,7 @@ def roi_align_backward(gy, rois, in_shape, spatial_scale, sampling_ratio, aligne
     gy = _c(gy)
     gx = np.zeros(in_shape, dtype=gy.dtype)
     _roi.roi_align_backward(gy, _c(rois, gy.dtype), float(spatial_scale), int(sampling_ratio),
-                            bool(aligned), gx, get_num_threads())
+                            bool(aligned), gx, _threads(gx.shape[1], gy.size * 16))
     return gx
 
 

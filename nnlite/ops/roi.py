@@ -110,7 +110,7 @@ def _validate(input, boxes, output_size, spatial_scale, name):
     out = (b < 0) | (b >= x.shape[0])
     if out.any():
         k = int(np.flatnonzero(out)[0])
-        raise ValueError(f"{name}: box {k} has batch index {rois[k, 0]!r}, out of range for "
+        raise ValueError(f"{name}: box {k} has batch index {float(rois[k, 0])}, out of range for "
                          f"an input batch of {x.shape[0]}")
     scaled = rois[:, 1:].astype(np.float64) * scale
     big = (np.abs(scaled) > _COORD_LIMIT).any(axis=1)

@@ -1,0 +1,149 @@
+"""adaptive_avg_pool2d / adaptive_max_pool2d: vs the reference over overlapping and repeated
+bins (sizes not divisible, output larger than input), equality with plain pools when the
+sizes divide, None/0 output entries, NaN, gradients, modules, errors (SPEC §5)."""
+import numpy as np
+import pytest
+from conftest import assert_close
+from gradcheck import check_grad
+from hypothesis import given
+from hypothesis import strategies as st
+from pool_cases import DTYPES, inputs, make_input, with_fixture
+
+import nnlite
+import nnlite.functional as F
+import nnlite.nn as nn
+from nnlite import kernels
+
+sides = st.integers(1, 9)
+outs = st.integers(1, 11)  # often larger than the input: repeated bins
+
+
+def _planes(x):
+    return x.reshape((-1,) + x.shape[-2:])
+
+
+@with_fixture
+@given(H=sides, W=sides, OH=outs, OW=outs, C=st.integers(1, 4), inp=inputs)
+def test_adaptive_max_pool2d_matches_reference(backend, H, W, OH, OW, C, inp):
+    kind, dtype, seed = inp
+    x = make_input((2, C, H, W), kind, dtype, seed)
+    xt = nnlite.tensor(x, requires_grad=True)
+    y, idx = F.adaptive_max_pool2d(xt, (OH, OW), return_indices=True)
+    y_ref, idx_ref = kernels.impl("adaptive_max_pool2d_forward", "reference")(_planes(x),
+                                                                              (OH, OW))
+    np.testing.assert_array_equal(y.data, y_ref.reshape(y.shape))
+    np.testing.assert_array_equal(idx.data, idx_ref.reshape(y.shape))
+    gy = make_input(y.shape, "float", dtype, seed + 1)
+    y.backward(gy)
+    g_ref = kernels.impl("adaptive_max_pool2d_backward", "reference")(
+        _planes(gy), idx_ref, (H, W))
+    assert_close(xt.grad, g_ref.reshape(x.shape), dtype, k=OH * OW)
+
+
+@with_fixture
+@given(H=sides, W=sides, OH=outs, OW=outs, C=st.integers(1, 4), inp=inputs)
+def test_adaptive_avg_pool2d_matches_reference(backend, H, W, OH, OW, C, inp):
+    kind, dtype, seed = inp
+    x = make_input((2, C, H, W), kind, dtype, seed)
+    xt = nnlite.tensor(x, requires_grad=True)
+    y = F.adaptive_avg_pool2d(xt, (OH, OW))
+    y_ref = kernels.impl("adaptive_avg_pool2d_forward", "reference")(_planes(x), (OH, OW))
+    assert_close(y, y_ref.reshape(y.shape), dtype, k=H * W, scale=3)
+    gy = make_input(y.shape, "float", dtype, seed + 1)
+    y.backward(gy)
+    g_ref = kernels.impl("adaptive_avg_pool2d_backward", "reference")(_planes(gy), (H, W))
+    assert_close(xt.grad, g_ref.reshape(x.shape), dtype, k=OH * OW, scale=3)
+
+
+@with_fixture
+@given(oh=st.integers(1, 4), ow=st.integers(1, 4), kh=st.integers(1, 3), kw=st.integers(1, 3),
+       inp=inputs)
+def test_adaptive_pools_equal_plain_pools_when_sizes_divide(backend, oh, ow, kh, kw, inp):
+    kind, dtype, seed = inp
+    x = make_input((1, 3, oh * kh, ow * kw), kind, dtype, seed)
+    xt = nnlite.tensor(x)
+    a, ai = F.adaptive_max_pool2d(xt, (oh, ow), return_indices=True)
+    m, mi = F.max_pool2d(xt, (kh, kw), return_indices=True)
+    np.testing.assert_array_equal(a.data, m.data)
+    np.testing.assert_array_equal(ai.data, mi.data)
+    assert_close(F.adaptive_avg_pool2d(xt, (oh, ow)), F.avg_pool2d(xt, (kh, kw)).data, dtype,
+                 k=kh * kw, scale=3)
+
+
+def test_adaptive_bins_overlap_and_repeat(backend):
+    # I=5, O=3: bins [0,2), [1,4), [3,5) overlap; I=2, O=3: bins [0,1), [0,2), [1,2)
+    x = np.arange(5.0).reshape(1, 1, 1, 5)
+    np.testing.assert_allclose(F.adaptive_avg_pool2d(nnlite.tensor(x), (1, 3)).data.ravel(),
+                               [0.5, 2.0, 3.5])
+    y, idx = F.adaptive_max_pool2d(nnlite.tensor(x[..., :2]), (1, 3), return_indices=True)
+    np.testing.assert_array_equal(y.data.ravel(), [0, 1, 1])
+    np.testing.assert_array_equal(idx.data.ravel(), [0, 1, 1])
+    xt = nnlite.tensor(x[..., :2].copy(), requires_grad=True)
+    F.adaptive_avg_pool2d(xt, (1, 3)).sum().backward()
+    np.testing.assert_allclose(xt.grad.ravel(), [1.5, 1.5])
+
+
+def test_adaptive_max_pool2d_ties_and_nan(backend):
+    x = np.array([[3, 1, 3], [3, 2, 0]], dtype=np.float32)[None, None]
+    y, idx = F.adaptive_max_pool2d(nnlite.tensor(x), 1, return_indices=True)
+    assert y.data.item() == 3 and idx.data.item() == 0
+    x = np.array([[np.nan, 1, 3], [3, np.nan, 0]], dtype=np.float32)[None, None]
+    y, idx = F.adaptive_max_pool2d(nnlite.tensor(x), 1, return_indices=True)
+    assert np.isnan(y.data.item()) and idx.data.item() == 4  # the last NaN in row-major order
+    assert np.isnan(F.adaptive_avg_pool2d(nnlite.tensor(x), 1).data.item())
+    y = F.adaptive_avg_pool2d(nnlite.tensor(x), (1, 3)).data.ravel()
+    assert np.isnan(y[:2]).all() and y[2] == 1.5
+
+
+def test_adaptive_output_size_none_zero_and_unbatched(backend):
+    x = nnlite.tensor(make_input((2, 7, 9), "float", np.float32, 0))
+    assert F.adaptive_avg_pool2d(x, (None, 3)).shape == (2, 7, 3)
+    assert F.adaptive_max_pool2d(x, (4, None)).shape == (2, 4, 9)
+    assert F.adaptive_avg_pool2d(x, 0).shape == (2, 0, 0)
+    y, idx = F.adaptive_max_pool2d(x, (0, 3), return_indices=True)
+    assert y.shape == (2, 0, 3) and idx.shape == (2, 0, 3)
+    e = F.adaptive_avg_pool2d(nnlite.tensor(np.zeros((0, 2, 4, 4), np.float32)), 2)
+    assert e.shape == (0, 2, 2, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adaptive_pools_global_pool_matches_mean_and_max(backend, dtype):
+    x = make_input((2, 5, 7, 6), "float", dtype, 3)
+    assert_close(F.adaptive_avg_pool2d(nnlite.tensor(x), 1).data[..., 0, 0],
+                 x.mean(axis=(2, 3)), dtype, k=42)
+    np.testing.assert_array_equal(F.adaptive_max_pool2d(nnlite.tensor(x), 1).data[..., 0, 0],
+                                  x.max(axis=(2, 3)))
+
+
+@given(H=sides, W=sides, OH=outs, OW=outs, seed=st.integers(0, 2 ** 31 - 1))
+def test_adaptive_pools_gradcheck(H, W, OH, OW, seed):
+    x = make_input((1, 2, H, W), "distinct", np.float64, seed)
+    check_grad(lambda t: F.adaptive_avg_pool2d(t, (OH, OW)), [x])
+    check_grad(lambda t: F.adaptive_max_pool2d(t, (OH, OW)), [x])
+
+
+def test_adaptive_modules_attributes_and_repr():
+    m = nn.AdaptiveAvgPool2d((None, 7))
+    assert m.output_size == (None, 7) and repr(m) == "AdaptiveAvgPool2d(output_size=(None, 7))"
+    m = nn.AdaptiveMaxPool2d(3, return_indices=True)
+    assert m.output_size == 3 and m.return_indices is True
+    assert repr(m) == "AdaptiveMaxPool2d(output_size=3)"
+    y, idx = m(nnlite.tensor(np.zeros((1, 1, 5, 5), np.float32)))
+    assert y.shape == idx.shape == (1, 1, 3, 3)
+
+
+@pytest.mark.parametrize("fn", [F.adaptive_avg_pool2d, F.adaptive_max_pool2d])
+def test_adaptive_pools_reject_bad_arguments(fn):
+    x = nnlite.tensor(np.zeros((1, 2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"\{-1, 3\}"):
+        fn(x, (-1, 3))
+    with pytest.raises(ValueError, match="output_size must be 2"):
+        fn(x, (1, 2, 3))
+    with pytest.raises(TypeError, match="output_size"):
+        fn(x, 2.0)
+    with pytest.raises(TypeError, match="output_size"):
+        fn(x, (2, "a"))
+    with pytest.raises(ValueError, match=r"\[1, 2, 0, 4\] with dimension 2 being empty"):
+        fn(nnlite.tensor(np.zeros((1, 2, 0, 4), np.float32)), 2)
+    with pytest.raises(ValueError, match=r"3D or 4D.*\(4, 4\)"):
+        fn(nnlite.tensor(np.zeros((4, 4), np.float32)), 2)

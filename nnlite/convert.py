@@ -60,7 +60,9 @@ def _read(path, torch, trust_pickle):
     except Exception as exc:  # noqa: BLE001 - classify torch's many failure modes below
         first = exc
     try:  # TorchScript archives are read without unpickling Python objects
-        return torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(path, map_location="cpu")
     except Exception:  # noqa: BLE001
         pass
     reason = re.sub(r"\x1b\[[0-9;]*m", "", str(first)).strip().splitlines()

@@ -97,7 +97,7 @@ const nnl_kernel_s *nnl_avx512_kernel_s(void)
 #define NNL_AVX512_D_NV 3
 #define NNL_AVX512_D_MC 192
 #define NNL_AVX512_D_KC 256
-#define NNL_AVX512_D_NC 2048
+#define NNL_AVX512_D_NC 2016
 #endif
 #define UKR_MR NNL_AVX512_D_MR
 #define UKR_NV NNL_AVX512_D_NV

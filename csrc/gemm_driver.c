@@ -47,6 +47,102 @@ static void nnl_free64(void *p)
         free(((void **)p)[-1]);
 }
 
+/* Workspace recycling. Each call takes ONE block for all its packing buffers (the team's B
+ * block + one A block per thread) and owns it exclusively until it returns; the block then goes
+ * back to a small mutex-protected free list instead of to free(). Without it, glibc returns
+ * blocks of a few hundred KB to the kernel at every free (mmap threshold / heap trimming), and
+ * the next call pays ~100 page faults: about half the time of a 256^3 product. Concurrent
+ * calls never share a block. nnl_gemm_release_buffers() empties the list. */
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define NNL_WS_SLOTS 4
+#define NNL_WS_MAX_BYTES ((size_t)64 << 20) /* larger blocks are freed, not cached */
+static pthread_mutex_t nnl_ws_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *nnl_ws_ptr[NNL_WS_SLOTS];
+static size_t nnl_ws_size[NNL_WS_SLOTS];
+
+static void *nnl_ws_get(size_t bytes, size_t *got)
+{
+    void *p = NULL;
+    int best = -1;
+    pthread_mutex_lock(&nnl_ws_lock);
+    for (int i = 0; i < NNL_WS_SLOTS; i++)
+        if (nnl_ws_ptr[i] != NULL && nnl_ws_size[i] >= bytes &&
+            (best < 0 || nnl_ws_size[i] < nnl_ws_size[best]))
+            best = i;
+    if (best >= 0) {
+        p = nnl_ws_ptr[best];
+        *got = nnl_ws_size[best];
+        nnl_ws_ptr[best] = NULL;
+    }
+    pthread_mutex_unlock(&nnl_ws_lock);
+    if (p == NULL) {
+        p = nnl_alloc64(bytes);
+        *got = bytes;
+    }
+    return p;
+}
+
+static void nnl_ws_put(void *p, size_t bytes)
+{
+    void *drop = p;
+    if (p == NULL)
+        return;
+    if (bytes <= NNL_WS_MAX_BYTES) {
+        int slot = -1;
+        pthread_mutex_lock(&nnl_ws_lock);
+        for (int i = 0; i < NNL_WS_SLOTS && slot < 0; i++)
+            if (nnl_ws_ptr[i] == NULL)
+                slot = i;
+        if (slot < 0) {                       /* full: evict the smallest if it is smaller */
+            slot = 0;
+            for (int i = 1; i < NNL_WS_SLOTS; i++)
+                if (nnl_ws_size[i] < nnl_ws_size[slot])
+                    slot = i;
+            if (nnl_ws_size[slot] >= bytes)
+                slot = -1;
+        }
+        if (slot >= 0) {
+            drop = nnl_ws_ptr[slot];
+            nnl_ws_ptr[slot] = p;
+            nnl_ws_size[slot] = bytes;
+        }
+        pthread_mutex_unlock(&nnl_ws_lock);
+    }
+    nnl_free64(drop);
+}
+
+void nnl_gemm_release_buffers(void)
+{
+    void *drop[NNL_WS_SLOTS];
+    pthread_mutex_lock(&nnl_ws_lock);
+    for (int i = 0; i < NNL_WS_SLOTS; i++) {
+        drop[i] = nnl_ws_ptr[i];
+        nnl_ws_ptr[i] = NULL;
+        nnl_ws_size[i] = 0;
+    }
+    pthread_mutex_unlock(&nnl_ws_lock);
+    for (int i = 0; i < NNL_WS_SLOTS; i++)
+        nnl_free64(drop[i]);
+}
+#else /* no pthreads: plain per-call allocation */
+static void *nnl_ws_get(size_t bytes, size_t *got)
+{
+    *got = bytes;
+    return nnl_alloc64(bytes);
+}
+
+static void nnl_ws_put(void *p, size_t bytes)
+{
+    (void)bytes;
+    nnl_free64(p);
+}
+
+void nnl_gemm_release_buffers(void)
+{
+}
+#endif
+
 static nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
 {
     return (a + b - 1) / b;
@@ -55,6 +151,13 @@ static nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
 static nnl_idx nnl_min(nnl_idx a, nnl_idx b)
 {
     return a < b ? a : b;
+}
+
+/* n elements of elsize bytes rounded up to a whole number of 64-byte lines (in elements) */
+static size_t nnl_round64(size_t n, size_t elsize)
+{
+    const size_t per_line = 64 / elsize;
+    return (n + per_line - 1) / per_line * per_line;
 }
 
 int nnl_gemm_isa_available(int isa)

@@ -140,11 +140,11 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
 
 /* ------------------------------------------------------------------------------- the nest */
 
-/* Run one item on thread tid of an nt-thread team (nt == 1: no barriers, callable anywhere).
- * bp holds kcb_max x ncb_max, ap holds mc x kcb_max (this thread's). All team members must
- * call this with the same arguments except tid and ap. */
-static void FN(run)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max, nnl_idx ncb_max,
-                    T *bp, T *ap, int tid, int nt)
+/* Shared-B nest: run one item on thread tid of an nt-thread team (nt == 1: no barriers,
+ * callable anywhere). bp holds kcb_max x ncb_max (shared by the team), ap holds mc x kcb_max
+ * (this thread's). Every team member calls this with the same arguments except tid and ap. */
+static void FN(run_shared)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
+                           nnl_idx ncb_max, T *bp, T *ap, int tid, int nt)
 {
     const int mr = kd->mr, nr = kd->nr;
     const nnl_idx mc = kd->mc;
@@ -200,6 +200,43 @@ static void FN(run)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max, 
     }
 }
 
+/* Private-B nest for short A (M <= MC): thread tid of nt owns a slice of the NR column panels
+ * of the whole item, packs all of A (M x KC) and then each of its B micro-panels (KC x NR,
+ * into bp) right before the MR loop consumes it from L1/L2. No barriers, no shared buffer. */
+static void FN(run_private)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
+                            T *bp, T *ap, int tid, int nt)
+{
+    const int mr = kd->mr, nr = kd->nr;
+    const nnl_idx M = p->M, N = p->N, K = p->K;
+    const nnl_idx Q = nnl_cdiv(N, nr);
+    const nnl_idx q0 = Q * tid / nt, q1 = Q * (tid + 1) / nt;
+    EPI_T e;
+    e.alpha = p->alpha;
+    if (q0 >= q1)
+        return;
+    for (nnl_idx pc = 0; pc < K; pc += kcb_max) {
+        const nnl_idx kcb = nnl_min(kcb_max, K - pc);
+        const int first = pc == 0, last = pc + kcb == K;
+        e.load_c = !first || p->beta != 0;
+        e.beta = first ? p->beta : (T)1;
+        e.act = last ? p->act : NNL_ACT_NONE;
+        FN(pack_a)(M, kcb, p->A + pc * p->csa, p->rsa, p->csa, mr, ap);
+        for (nnl_idx q = q0; q < q1; q++) {
+            const nnl_idx jr = q * nr;
+            const int n = (int)nnl_min(nr, N - jr);
+            /* the single panel q of the block B[pc:+kcb, jr:+n], packed at bp */
+            FN(pack_b)(kcb, n, p->B + pc * p->rsb + jr * p->csb, p->rsb, p->csb, nr, 0, 1, bp);
+            e.bias_col = (last && p->bias_kind == NNL_BIAS_COL) ? p->bias + jr : NULL;
+            for (nnl_idx ir = 0; ir < M; ir += mr) {
+                const int m = (int)nnl_min(mr, M - ir);
+                e.bias_row = (last && p->bias_kind == NNL_BIAS_ROW) ? p->bias + ir : NULL;
+                kd->ukr(kcb, ap + (ir / mr) * kcb * mr, bp, p->C + ir * p->rsc + jr, p->rsc, m, n,
+                        &e);
+            }
+        }
+    }
+}
+
 int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
               const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
               const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
@@ -236,9 +273,10 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 
     /* Balanced blocks: K split into equal KC-ish slices, N into equal NR-multiple slices. The
      * block sizes depend on the shape only (never on the thread count). */
+    const int mr = kd->mr, nr = kd->nr;
     const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
-    const nnl_idx ncb_max = nnl_cdiv(nnl_cdiv(N, nnl_cdiv(N, kd->nc)), kd->nr) * kd->nr;
-    const nnl_idx mc_alloc = nnl_min(kd->mc, nnl_cdiv(M, kd->mr) * kd->mr);
+    const nnl_idx ncb_max = nnl_cdiv(nnl_cdiv(N, nnl_cdiv(N, kd->nc)), nr) * nr;
+    const nnl_idx mc_alloc = nnl_min(kd->mc, nnl_cdiv(M, mr) * mr);
 
     int nt = nthreads < 1 ? 1 : nthreads;
 #ifndef _OPENMP
@@ -248,23 +286,38 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
         nt = 1;
     /* Whole items per thread when the batch divides evenly (or is large): no barriers. */
     const int per_item = nt > 1 && (batch % nt == 0 || batch >= 4 * nt);
-    const int nbp = per_item ? nt : 1;
-    const size_t bp_elems = (size_t)kcb_max * (size_t)ncb_max;
-    const size_t ap_elems = (size_t)mc_alloc * (size_t)kcb_max;
-    T *bps = (T *)nnl_alloc64(sizeof(T) * bp_elems * nbp);
-    T *aps = (T *)nnl_alloc64(sizeof(T) * ap_elems * nt);
-    if (bps == NULL || aps == NULL) {
-        nnl_free64(bps);
-        nnl_free64(aps);
-        return NNL_ENOMEM;
+    const int team = per_item ? 1 : nt;
+    /* Short A (one MC block): threads split the columns and pack B privately, unless the
+     * shared nest balances the work better. */
+    int private_b = nnl_cdiv(M, mr) * mr <= kd->mc;
+    if (private_b && team > 1) {
+        const nnl_idx P = nnl_cdiv(M, mr), Qb = nnl_cdiv(nnl_min(N, ncb_max), nr);
+        int tm, tn;
+        nnl_grid(team, P, Qb, &tm, &tn);
+        const nnl_idx shared_cost = nnl_cdiv(P, tm) * nnl_cdiv(Qb, tn) * nnl_cdiv(N, ncb_max);
+        const nnl_idx private_cost = P * nnl_cdiv(nnl_cdiv(N, nr), team);
+        private_b = private_cost <= shared_cost;
     }
+    /* One workspace block: nbp B buffers, then nt A buffers (each a multiple of 64 bytes). */
+    const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(private_b ? nr : ncb_max),
+                                        sizeof(T));
+    const size_t ap_elems = nnl_round64((size_t)mc_alloc * (size_t)kcb_max, sizeof(T));
+    const int nbp = (per_item || private_b) ? nt : 1;
+    size_t ws_bytes = sizeof(T) * (bp_elems * nbp + ap_elems * nt);
+    T *ws = (T *)nnl_ws_get(ws_bytes, &ws_bytes);
+    if (ws == NULL)
+        return NNL_ENOMEM;
+    T *bps = ws, *aps = ws + bp_elems * nbp;
 
     if (nt == 1) {
         for (nnl_idx b = 0; b < batch; b++) {
             FN(nnl_prob) pb = p0;
             pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
             pb.bias = bias ? bias + b * bsbias : NULL;
-            FN(run)(&pb, kd, kcb_max, ncb_max, bps, aps, 0, 1);
+            if (private_b)
+                FN(run_private)(&pb, kd, kcb_max, bps, aps, 0, 1);
+            else
+                FN(run_shared)(&pb, kd, kcb_max, ncb_max, bps, aps, 0, 1);
         }
     }
 #ifdef _OPENMP
@@ -272,29 +325,27 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num();
-            const int team = omp_get_num_threads();
+            const int size = omp_get_num_threads();
             T *ap = aps + (size_t)tid * ap_elems;
+            T *bp = nbp > 1 ? bps + (size_t)tid * bp_elems : bps;
+            nnl_idx b0 = 0, b1 = batch;
+            int t = tid, n = size;
             if (per_item) {
-                T *bp = bps + (size_t)tid * bp_elems;
-                const nnl_idx b0 = batch * tid / team, b1 = batch * (tid + 1) / team;
-                for (nnl_idx b = b0; b < b1; b++) {
-                    FN(nnl_prob) pb = p0;
-                    pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
-                    pb.bias = bias ? bias + b * bsbias : NULL;
-                    FN(run)(&pb, kd, kcb_max, ncb_max, bp, ap, 0, 1);
-                }
-            } else {
-                for (nnl_idx b = 0; b < batch; b++) {
-                    FN(nnl_prob) pb = p0;
-                    pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
-                    pb.bias = bias ? bias + b * bsbias : NULL;
-                    FN(run)(&pb, kd, kcb_max, ncb_max, bps, ap, tid, team);
-                }
+                b0 = batch * tid / size, b1 = batch * (tid + 1) / size;
+                t = 0, n = 1;
+            }
+            for (nnl_idx b = b0; b < b1; b++) {
+                FN(nnl_prob) pb = p0;
+                pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
+                pb.bias = bias ? bias + b * bsbias : NULL;
+                if (private_b)
+                    FN(run_private)(&pb, kd, kcb_max, bp, ap, t, n);
+                else
+                    FN(run_shared)(&pb, kd, kcb_max, ncb_max, bp, ap, t, n);
             }
         }
     }
 #endif
-    nnl_free64(bps);
-    nnl_free64(aps);
+    nnl_ws_put(ws, ws_bytes);
     return NNL_OK;
 }

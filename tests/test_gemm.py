@@ -1,0 +1,365 @@
+"""nnlite.kernels.gemm / gemm_batched against numpy.matmul in float64 (the oracle).
+
+Covers every micro-kernel family this CPU runs (generic C, AVX2, AVX-512), ragged sizes
+(0, 1, primes, sizes straddling MR/NR/MC/KC/NC), both dtypes, alpha/beta, transposes, strided
+and aliased operands, the bias/ReLU epilogue, bit-identical results for 1/2/3 threads and for
+concurrent calls from Python threads, the NumPy fallback, and the error messages.
+"""
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import assert_close
+
+import nnlite
+from nnlite.kernels import gemm, gemm_batched
+from nnlite.kernels import gemm_ops
+
+BUILT = gemm_ops._gemm is not None
+ISAS = gemm_ops._gemm.available_isas() if BUILT else []
+needs_ext = pytest.mark.skipif(not BUILT, reason="nnlite._gemm not built")
+DTYPES = [np.float32, np.float64]
+
+
+def rand(shape, dtype, seed):
+    return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype(dtype)
+
+
+def oracle(a, b, alpha=1.0, beta=0.0, c=None, bias=None, bias_axis=0, activation=None):
+    """float64 result of act(alpha * a @ b + beta * c + bias) for 2-D a, b."""
+    r = alpha * np.matmul(a.astype(np.float64), b.astype(np.float64))
+    if beta != 0.0:
+        r = r + beta * c.astype(np.float64)
+    if bias is not None:
+        bias = bias.astype(np.float64)
+        r = r + (bias[:, None] if bias_axis == 0 else bias[None, :])
+    if activation is not None:
+        r = np.maximum(r, 0)
+        if activation == "relu6":
+            r = np.minimum(r, 6)
+    return r
+
+
+def check(actual, expected, dtype, k):
+    assert actual.dtype == dtype
+    assert_close(actual, expected, dtype, k=max(k, 1), scale=1.0)
+
+
+@pytest.fixture(params=ISAS or ["numpy"])
+def isa(request):
+    """Run under each micro-kernel family (or the NumPy fallback when the extension is absent)."""
+    if request.param == "numpy":
+        yield "numpy"
+        return
+    with gemm_ops.using_microkernel(request.param):
+        yield request.param
+
+
+# ------------------------------------------------------------------------------ hand example
+def test_hand_computed_2x2():
+    a = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    b = np.array([[5.0, 6.0], [7.0, 8.0]], dtype=np.float32)
+    np.testing.assert_array_equal(gemm(a, b), [[19.0, 22.0], [43.0, 50.0]])
+    out = np.ones((2, 2), np.float32)
+    gemm(a, b, out, alpha=2.0, beta=-1.0, bias=np.array([100.0, -200.0]), bias_axis=0,
+         activation="relu")
+    np.testing.assert_array_equal(out, [[137.0, 143.0], [0.0, 0.0]])
+
+
+def test_kernels_gemm_is_the_function():
+    assert nnlite.kernels.gemm is gemm_ops.gemm
+    assert nnlite.kernels.gemm_batched is gemm_ops.gemm_batched
+
+
+# ---------------------------------------------------------------------------- ragged sizes
+RAGGED = [(0, 5, 7), (5, 0, 7), (5, 7, 0), (1, 1, 1), (1, 300, 1), (300, 1, 1), (1, 1, 300),
+          (2, 3, 5), (7, 11, 13), (17, 47, 31), (31, 97, 67), (64, 64, 64), (97, 5, 211),
+          (101, 257, 103), (256, 300, 53), (293, 97, 277)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ragged_sizes_match_numpy(isa, dtype):
+    for i, (m, n, k) in enumerate(RAGGED):
+        a, b = rand((m, k), dtype, i), rand((k, n), dtype, 100 + i)
+        check(gemm(a, b, num_threads=2), oracle(a, b), dtype, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_transposes_alpha_beta(isa, dtype, trans_a, trans_b):
+    for i, (m, n, k) in enumerate([(1, 1, 1), (13, 29, 37), (67, 101, 130)]):
+        a, b = rand((m, k), dtype, i), rand((k, n), dtype, 10 + i)
+        c = rand((m, n), dtype, 20 + i)
+        out = c.copy()
+        r = gemm(a.T.copy() if trans_a else a, b.T.copy() if trans_b else b, out, alpha=-0.75,
+                 beta=1.5, trans_a=trans_a, trans_b=trans_b, num_threads=2)
+        assert r is out
+        check(out, oracle(a, b, -0.75, 1.5, c), dtype, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias_axis", [0, 1])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+def test_epilogue_bias_activation(isa, dtype, bias_axis, activation):
+    for i, (m, n, k) in enumerate([(1, 1, 1), (9, 33, 17), (70, 50, 400)]):
+        a, b = rand((m, k), dtype, i) * 3, rand((k, n), dtype, 10 + i) * 3
+        bias = rand((m if bias_axis == 0 else n,), dtype, 30 + i) * 4
+        c = rand((m, n), dtype, 40 + i)
+        for beta in (0.0, 0.5):
+            out = c.copy()
+            gemm(a, b, out, beta=beta, bias=bias, bias_axis=bias_axis, activation=activation)
+            check(out, oracle(a, b, 1.0, beta, c, bias, bias_axis, activation), dtype, k * 9)
+
+
+def test_beta_zero_never_reads_out_and_relu_keeps_nan(isa):
+    a = rand((20, 30), np.float32, 0)
+    b = rand((30, 40), np.float32, 1)
+    out = np.full((20, 40), np.nan, np.float32)
+    gemm(a, b, out)                                    # beta == 0: the NaNs are not read
+    check(out, oracle(a, b), np.float32, 30)
+    a[3, 5] = np.nan                                   # row 3 of the product becomes NaN
+    gemm(a, b, out, activation="relu6")
+    assert np.isnan(out[3]).all() and not np.isnan(np.delete(out, 3, axis=0)).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_k_zero_is_beta_out_plus_bias(isa, dtype):
+    a, b = np.zeros((4, 0), dtype), np.zeros((0, 6), dtype)
+    c = rand((4, 6), dtype, 0)
+    bias = rand((6,), dtype, 1)
+    out = c.copy()
+    gemm(a, b, out, beta=2.0, bias=bias, bias_axis=1, activation="relu")
+    np.testing.assert_allclose(out, np.maximum(2.0 * c + bias, 0), rtol=1e-6)
+    np.testing.assert_array_equal(gemm(a, b), np.zeros((4, 6), dtype))
+
+
+# --------------------------------------------------------------- blocks, threads, determinism
+def _multi_block_shape(dtype):
+    """A shape that spans several MC, KC and NC blocks plus ragged MR/NR edges."""
+    if not BUILT:
+        return 130, 333, 150
+    blk = gemm_ops.info()[np.dtype(dtype).name]
+    return blk["mc"] + blk["mr"] + 3, blk["nc"] + blk["nr"] + 5, 2 * blk["kc"] + 7
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_independent_of_thread_count(isa, dtype):
+    shapes = [_multi_block_shape(dtype), (64, 1000, 200), (37, 77, 500), (5, 3, 2)]
+    for i, (m, n, k) in enumerate(shapes):
+        a, b = rand((m, k), dtype, i), rand((k, n), dtype, 50 + i)
+        bias = rand((m,), dtype, 60 + i)
+        c = rand((m, n), dtype, 70 + i)
+        outs = []
+        for nt in (1, 2, 3):
+            out = c.copy()
+            gemm(a, b, out, alpha=0.5, beta=0.25, bias=bias, activation="relu", num_threads=nt)
+            outs.append(out)
+        check(outs[0], oracle(a, b, 0.5, 0.25, c, bias, 0, "relu"), dtype, k)
+        for o in outs[1:]:
+            np.testing.assert_array_equal(o, outs[0])
+
+
+def test_concurrent_calls_from_python_threads():
+    dtype = np.float32
+    jobs = [(rand((m, k), dtype, i), rand((k, n), dtype, 9 + i))
+            for i, (m, n, k) in enumerate([(300, 290, 280), (64, 900, 300), (129, 257, 513),
+                                           (7, 11, 13)])]
+    expected = [gemm(a, b, num_threads=2) for a, b in jobs]
+    results = [[None] * 3 for _ in jobs]
+    errors = []
+
+    def work(i):
+        try:
+            for r in range(3):
+                a, b = jobs[i]
+                results[i][r] = gemm(a, b, num_threads=2)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, exp in enumerate(expected):
+        check(exp, oracle(*jobs[i]), dtype, jobs[i][0].shape[1])
+        for r in results[i]:
+            np.testing.assert_array_equal(r, exp)
+
+
+# ------------------------------------------------------------------------- strides, aliasing
+def test_strided_and_negative_stride_operands(isa):
+    base_a = rand((90, 160), np.float64, 1)
+    base_b = rand((170, 140), np.float64, 2)
+    a = base_a[::2, ::-3]                              # (45, 54), negative column stride
+    b = base_b[5:5 + 54 * 3:3, 1::2]                   # (54, 70)
+    check(gemm(a, b), oracle(a, b), np.float64, 54)
+    f = np.asfortranarray(rand((33, 44), np.float32, 3))
+    g = np.asfortranarray(rand((44, 55), np.float32, 4))
+    check(gemm(f, g), oracle(f, g), np.float32, 44)
+    z = np.broadcast_to(np.float32(0.5), (44, 55))     # zero strides
+    check(gemm(f, z), oracle(f, np.asarray(z)), np.float32, 44)
+    odd = np.frombuffer(np.zeros(33 * 44 * 4 + 1, np.uint8)[1:].tobytes(), np.float32)
+    odd = odd.reshape(33, 44)                          # may be unaligned; still correct
+    check(gemm(odd, g), oracle(odd, g), np.float32, 44)
+
+
+def test_out_as_slice_and_aliasing(isa):
+    a = rand((30, 40), np.float32, 1)
+    b = rand((40, 50), np.float32, 2)
+    big = rand((40, 120), np.float32, 3)
+    before = big.copy()
+    view = big[5:35, 10:60]                            # row stride 120: written in place
+    gemm(a, b, view, beta=1.0)
+    check(big[5:35, 10:60], oracle(a, b, 1.0, 1.0, before[5:35, 10:60]), np.float32, 40)
+    big[5:35, 10:60] = before[5:35, 10:60]
+    np.testing.assert_array_equal(big, before)         # nothing outside the view moved
+    colstep = big[:30, ::2][:, :50]                    # non-unit column stride
+    ref = oracle(a, b, 1.0, 2.0, colstep.copy())
+    gemm(a, b, colstep, beta=2.0)
+    check(colstep, ref, np.float32, 40)
+    sq = rand((40, 40), np.float64, 4)
+    expect = oracle(sq, sq, 1.0, 1.0, sq)
+    gemm(sq, sq, sq, beta=1.0)                         # out aliases both inputs
+    check(sq, expect, np.float64, 40)
+
+
+@given(data=st.data())
+def test_property_random_layouts(data):
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    m = data.draw(st.integers(0, 40), label="M")
+    n = data.draw(st.integers(0, 70), label="N")
+    k = data.draw(st.integers(0, 50), label="K")
+    ta = data.draw(st.booleans(), label="trans_a")
+    tb = data.draw(st.booleans(), label="trans_b")
+    alpha = data.draw(st.sampled_from([1.0, -2.0, 0.5]), label="alpha")
+    beta = data.draw(st.sampled_from([0.0, 1.0, -0.5]), label="beta")
+    axis = data.draw(st.sampled_from([None, 0, 1]), label="bias_axis")
+    act = data.draw(st.sampled_from([None, "relu", "relu6"]), label="activation")
+    nt = data.draw(st.integers(1, 3), label="num_threads")
+    isa_name = data.draw(st.sampled_from(ISAS or [None]), label="isa")
+    a, b = rand((m, k), dtype, 1), rand((k, n), dtype, 2)
+    c = rand((m, n), dtype, 3)
+    bias = None if axis is None else rand((m if axis == 0 else n,), dtype, 4)
+    out = c.copy()
+    args = (a.T.copy().T if not ta else a.T.copy(), b if not tb else b.T.copy())
+    kw = dict(alpha=alpha, beta=beta, trans_a=ta, trans_b=tb, bias=bias,
+              bias_axis=axis or 0, activation=act, num_threads=nt)
+    if isa_name is None:
+        gemm(*args, out, **kw)
+    else:
+        with gemm_ops.using_microkernel(isa_name):
+            gemm(*args, out, **kw)
+    check(out, oracle(a, b, alpha, beta, c, bias, axis or 0, act), dtype, k)
+
+
+# -------------------------------------------------------------------------------- batched
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_batched_matches_loop(isa, dtype, batch):
+    m, n, k = 19, 45, 37
+    a, b = rand((batch, m, k), dtype, 1), rand((batch, k, n), dtype, 2)
+    bias = rand((batch, m), dtype, 3)
+    c = rand((batch, m, n), dtype, 4)
+    out = c.copy()
+    gemm_batched(a, b, out, alpha=2.0, beta=-1.0, bias=bias, activation="relu", num_threads=2)
+    for i in range(batch):
+        check(out[i], oracle(a[i], b[i], 2.0, -1.0, c[i], bias[i], 0, "relu"), dtype, k)
+    one = gemm_batched(a, b, num_threads=1)
+    two = gemm_batched(a, b, num_threads=2)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_batched_broadcast_and_shared_bias(isa):
+    a = rand((1, 8, 12), np.float32, 1)                # shared by every item
+    b = rand((5, 12, 30), np.float32, 2)
+    bias = rand((30,), np.float32, 3)
+    out = gemm_batched(a, b, bias=bias, bias_axis=1, trans_a=False)
+    for i in range(5):
+        check(out[i], oracle(a[0], b[i], bias=bias, bias_axis=1), np.float32, 12)
+    bt = gemm_batched(b, a, trans_a=True, trans_b=True)     # (5, 30, 8)
+    for i in range(5):
+        check(bt[i], oracle(b[i].T, a[0].T), np.float32, 12)
+
+
+# ------------------------------------------------------------------------- fallback & info
+def test_numpy_fallback_matches_kernel(monkeypatch):
+    a, b = rand((23, 31), np.float64, 1), rand((31, 17), np.float64, 2)
+    bias = rand((17,), np.float64, 3)
+    c = rand((23, 17), np.float64, 4)
+    fast = gemm(a, b, c.copy(), alpha=0.5, beta=2.0, bias=bias, bias_axis=1, activation="relu6")
+    monkeypatch.setattr(gemm_ops, "_gemm", None)
+    slow = gemm(a, b, c.copy(), alpha=0.5, beta=2.0, bias=bias, bias_axis=1,
+                activation="relu6")
+    check(slow, oracle(a, b, 0.5, 2.0, c, bias, 1, "relu6"), np.float64, 31)
+    check(fast, slow, np.float64, 31)
+    batched = gemm_batched(a[None], b[None], bias=bias[None], bias_axis=1)
+    check(batched[0], oracle(a, b, bias=bias, bias_axis=1), np.float64, 31)
+    assert gemm_ops.info()["extension"] is False
+
+
+@needs_ext
+def test_info_and_microkernel_switch():
+    info = gemm_ops.info()
+    assert info["microkernel"] in ISAS and "generic" in info["available"]
+    for dt in ("float32", "float64"):
+        blk = info[dt]
+        assert blk["mc"] % blk["mr"] == 0 and blk["nc"] % blk["nr"] == 0
+    with gemm_ops.using_microkernel("generic"):
+        assert gemm_ops.info()["microkernel"] == "generic"
+    with pytest.raises(ValueError, match="unknown GEMM micro-kernel 'sse9'"):
+        with gemm_ops.using_microkernel("sse9"):
+            pass
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_error_messages():
+    a = np.zeros((3, 4), np.float32)
+    b = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"a must be 2-D, got shape \(3, 4, 1\)"):
+        gemm(a[..., None], b)
+    with pytest.raises(TypeError, match="a has dtype int64"):
+        gemm(np.zeros((3, 4), np.int64), b)
+    with pytest.raises(TypeError, match="a has dtype float32 and b has dtype float64"):
+        gemm(a, b.astype(np.float64))
+    with pytest.raises(ValueError, match=r"op\(a\)=a has shape \(3, 4\) and op\(b\)=b.T has "
+                                         r"shape \(5, 4\); inner sizes 4 and 5 differ"):
+        gemm(a, b, trans_b=True)
+    with pytest.raises(ValueError, match=r"bias has shape \(4,\); with bias_axis=0 it must be "
+                                         r"\(3,\)"):
+        gemm(a, b, bias=np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="bias_axis must be 0"):
+        gemm(a, b, bias=np.zeros(5, np.float32), bias_axis=2)
+    with pytest.raises(TypeError, match="bias has dtype complex128"):
+        gemm(a, b, bias=np.zeros(3, complex))
+    with pytest.raises(ValueError, match="activation must be None, 'relu' or 'relu6', got 'gelu'"):
+        gemm(a, b, activation="gelu")
+    with pytest.raises(ValueError, match="beta=1.0 needs out="):
+        gemm(a, b, beta=1.0)
+    with pytest.raises(ValueError, match=r"out has shape \(5, 3\); expected \(3, 5\)"):
+        gemm(a, b, np.zeros((5, 3), np.float32))
+    with pytest.raises(TypeError, match="out has dtype float64; expected float32"):
+        gemm(a, b, np.zeros((3, 5), np.float64))
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray, got list"):
+        gemm(a, b, [[0.0] * 5] * 3)
+    ro = np.zeros((3, 5), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        gemm(a, b, ro)
+    with pytest.raises(ValueError, match="num_threads must be >= 1, got 0"):
+        gemm(a, b, num_threads=0)
+    with pytest.raises(TypeError, match="num_threads must be an int or None, got True"):
+        gemm(a, b, num_threads=True)
+    with pytest.raises(TypeError, match="alpha must be a real number, got 'x'"):
+        gemm(a, b, alpha="x")
+    with pytest.raises(ValueError, match=r"gemm_batched: a must be 3-D, got shape \(3, 4\)"):
+        gemm_batched(a, b)
+    with pytest.raises(ValueError, match=r"batch sizes of a \(2\) and b \(3\) differ"):
+        gemm_batched(np.zeros((2, 3, 4)), np.zeros((3, 4, 5)))
+    with pytest.raises(ValueError, match=r"bias has shape \(2, 3\); with bias_axis=0 it must be "
+                                         r"\(3,\) or \(4, 3\)"):
+        gemm_batched(np.zeros((4, 3, 4)), np.zeros((4, 4, 5)), bias=np.zeros((2, 3)))

@@ -51,3 +51,36 @@ inputs = st.tuples(st.sampled_from(("int", "float")), st.sampled_from(DTYPES),
 # the ``backend`` fixture is entered once per test, which is what these tests want
 with_fixture = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+_quarter = st.integers(-16, 48).map(lambda v: v / 4)  # exact halves: rounding ties
+_coord = st.one_of(_quarter, st.floats(-4, 12, allow_nan=False, allow_infinity=False))
+SCALES = (1.0, 0.5, 0.25, 2.0, 1 / 3, 0.0625)
+
+
+@st.composite
+def roi_cases(draw):
+    """A feature map shape and (K, 5) boxes: partly outside, zero-width, inverted, on any
+    image; plus spatial_scale, output size and dtype."""
+    N = draw(st.integers(1, 2), label="N")
+    C = draw(st.integers(1, 3), label="C")
+    H = draw(st.integers(1, 8), label="H")
+    W = draw(st.integers(1, 8), label="W")
+    K = draw(st.integers(0, 4), label="K")
+    dtype = draw(st.sampled_from(DTYPES), label="dtype")
+    rows = []
+    for _ in range(K):
+        b = draw(st.integers(0, N - 1))
+        x1, y1, x2, y2 = (draw(_coord) for _ in range(4))
+        kind = draw(st.sampled_from(["any", "ordered", "zero-width", "inverted"]))
+        if kind == "ordered":
+            x1, x2, y1, y2 = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)
+        elif kind == "zero-width":
+            x2 = x1
+        elif kind == "inverted":
+            x1, x2, y1, y2 = max(x1, x2), min(x1, x2), max(y1, y2), min(y1, y2)
+        rows.append((b, x1, y1, x2, y2))
+    rois = np.array(rows, dtype=dtype).reshape(K, 5)
+    out = (draw(st.integers(1, 4), label="PH"), draw(st.integers(1, 4), label="PW"))
+    scale = draw(st.sampled_from(SCALES), label="spatial_scale")
+    return dict(shape=(N, C, H, W), rois=rois, out=out, scale=scale, dtype=dtype)

@@ -155,8 +155,8 @@ class Optimizer:
 
     @staticmethod
     def _cast_state(key, value, p):
-        if key == "step":
-            return copy.deepcopy(value)
+        if key == "step":                       # PyTorch saves it as a 0-d float tensor
+            return value if isinstance(value, (int, float)) else float(value)
         arr = value.data if isinstance(value, Tensor) else value
         if hasattr(arr, "detach") and hasattr(arr, "numpy"):     # a torch tensor
             arr = arr.detach().cpu().numpy()

@@ -89,15 +89,13 @@ def test_batch_norm_train_gradients_match_central_differences(shape, affine):
     rng = np.random.default_rng(11)
     x = rng.normal(size=shape) * 2 + 1
     c = shape[1]
-    args = [x]
-    if affine == "both":
-        fn = lambda t, w, b: F.batch_norm(t, None, None, w, b, training=True, eps=1e-3)  # noqa: E731
-        args += [rng.normal(size=c), rng.normal(size=c)]
-    elif affine == "weight":
-        fn = lambda t, w: F.batch_norm(t, None, None, w, training=True, eps=1e-3)  # noqa: E731
-        args += [rng.normal(size=c)]
-    else:
-        fn = lambda t: F.batch_norm(t, None, None, training=True, eps=1e-3)  # noqa: E731
+    params = {"both": ["w", "b"], "weight": ["w"], "none": []}[affine]
+
+    def fn(t, *wb):
+        kw = dict(zip(params, wb))
+        return F.batch_norm(t, None, None, kw.get("w"), kw.get("b"), training=True, eps=1e-3)
+
+    args = [x] + [rng.normal(size=c) for _ in params]
     check_grad(fn, args, rtol=1e-5, atol=1e-6)
 
 

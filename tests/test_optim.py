@@ -295,3 +295,24 @@ def test_schedulers_match_torch():
             sn.step()
             st.step()
             assert sn.get_last_lr() == pytest.approx(st.get_last_lr(), rel=1e-14)
+
+
+@pytest.mark.torch
+def test_adam_continues_from_a_torch_optimizer_state_dict():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    pt = torch.nn.Parameter(torch.tensor(rng.normal(size=3)))
+    ot = torch.optim.Adam([pt], lr=0.1, amsgrad=True)
+    for _ in range(3):
+        pt.grad = torch.tensor(rng.normal(size=3))
+        ot.step()
+    pn = Parameter(pt.detach().numpy().copy())
+    on = optim.Adam([pn], lr=0.5)
+    on.load_state_dict(ot.state_dict())               # torch tensors, float 'step'
+    assert on.param_groups[0]["lr"] == 0.1 and on.state[pn]["step"] == 3
+    for _ in range(3):
+        g = rng.normal(size=3)
+        pt.grad, pn.grad = torch.tensor(g), g.copy()
+        ot.step()
+        on.step()
+    np.testing.assert_allclose(pn.data, pt.detach().numpy(), rtol=1e-13, atol=1e-15)

@@ -207,7 +207,7 @@ class LinearFn(Function):
                 gx = np.multiply.outer(g2, w)            # (M,) x (I,) -> (M, I)
             gx = gx.reshape(self.x_shape)
         if need[1]:
-            gw = g2.T @ x2                               # (O, M) @ (M, I) -> (O, I) | (M,) @ (M, I) -> (I,)
+            gw = g2.T @ x2                               # (O, M) @ (M, I) -> (O, I); 1-d: (I,)
         if len(need) == 3 and need[2]:
             gb = unbroadcast(gy, self.b_shape)
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)

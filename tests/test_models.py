@@ -42,6 +42,17 @@ def test_googlenet_paper_5x5_option():
     assert models.googlenet().inception3a.branch3[1].conv.kernel_size == (3, 3)
 
 
+# torchvision's documented compute (its weights tables list "GFLOPS", which are multiply-adds)
+TORCHVISION_GMACS = {"googlenet": 1.50, "resnet18": 1.81, "resnet50": 4.09, "mobilenet_v2": 0.30}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_summary_macs_at_224_match_torchvision_docs(built, name):
+    rep = nnlite.summary(built[name], (1, 3, 224, 224))
+    assert round(rep.macs / 1e9, 2) == TORCHVISION_GMACS[name]
+    assert rep.params == TORCHVISION_PARAMS[name]
+
+
 # ----------------------------------------------------------------- state_dict keys and shapes
 def test_googlenet_keys(built):
     sd = built["googlenet"].state_dict()

@@ -333,8 +333,8 @@ class Sigmoid(Function):
 
 
 class Clamp(Function):
-    """clamp(min, max); relu = clamp(min=0), relu6 = clamp(0, 6). Gradient passes where
-    min <= x <= max (PyTorch's convention at the boundaries)."""
+    """clamp(min, max). Gradient passes where min <= x <= max (torch.clamp's convention at the
+    boundaries; F.relu6 is hardtanh instead, whose gradient is 0 at exactly 0 and 6)."""
 
     def forward(self, a, min=None, max=None):
         if self.requires_grad:

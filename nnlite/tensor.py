@@ -262,7 +262,10 @@ class Tensor:
     def permute(self, *dims):
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = tuple(dims[0])
-        dims = tuple(int(d) % max(self.ndim, 1) for d in dims)
+        if len(dims) != self.ndim:
+            raise ValueError(f"permute: got {len(dims)} dims {tuple(dims)} for a tensor of "
+                             f"{self.ndim} dims")
+        dims = tuple(_ops._norm_axis(d, self.ndim, "permute")[0] for d in dims)
         return _ops.Permute.apply(self, axes=dims)
 
     @property
@@ -280,13 +283,13 @@ class Tensor:
         return self.reshape(shape)
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = _ops._norm_axis(dim, self.ndim + 1, "unsqueeze")[0]
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        d = dim % max(self.ndim, 1)
+        d = _ops._norm_axis(dim, self.ndim, "squeeze")[0]
         if self.shape[d] != 1:
             return self
         return self.reshape(self.shape[:d] + self.shape[d + 1:])
@@ -299,23 +302,27 @@ class Tensor:
         return _ops.GetItem.apply(self, index=index)
 
     # ------------------------------------------------------------ elementwise
+    def _floating(self):
+        """Integer/bool tensors promote to float32 for transcendental ops (as torch does)."""
+        return self if self.dtype.kind == "f" else Tensor(self.data.astype(np.float32))
+
     def exp(self):
-        return _ops.Exp.apply(self)
+        return _ops.Exp.apply(self._floating())
 
     def log(self):
-        return _ops.Log.apply(self)
+        return _ops.Log.apply(self._floating())
 
     def sqrt(self):
-        return _ops.Sqrt.apply(self)
+        return _ops.Sqrt.apply(self._floating())
 
     def abs(self):
         return _ops.Abs.apply(self)
 
     def tanh(self):
-        return _ops.Tanh.apply(self)
+        return _ops.Tanh.apply(self._floating())
 
     def sigmoid(self):
-        return _ops.Sigmoid.apply(self)
+        return _ops.Sigmoid.apply(self._floating())
 
     def relu(self):
         return _ops.ReLU.apply(self)

@@ -204,3 +204,22 @@ def test_tensor_factory_dtypes():
     x = nnlite.tensor(np.ones((2, 2)), requires_grad=True)
     assert x.detach().requires_grad is False and x.numpy() is x.data
     assert nnlite.tensor(3.0).item() == 3.0
+
+
+def test_dim_arguments_are_validated_not_wrapped():
+    t = nnlite.tensor(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="2 dims"):
+        t.permute(0, 3)
+    with pytest.raises(ValueError, match="dim 3 is out of range"):
+        t.unsqueeze(3)
+    with pytest.raises(ValueError, match="dim 2 is out of range"):
+        t.squeeze(2)
+    assert t.unsqueeze(-1).shape == (2, 3, 1) and t.unsqueeze(2).shape == (2, 3, 1)
+    assert t.permute(-1, 0).shape == (3, 2)
+
+
+def test_transcendental_ops_promote_integer_tensors():
+    t = nnlite.tensor(np.array([0, 1, 2]))
+    np.testing.assert_allclose(t.sigmoid().data, 1 / (1 + np.exp(-np.array([0.0, 1, 2]))),
+                               rtol=1e-6)
+    assert t.exp().dtype == np.float32

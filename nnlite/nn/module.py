@@ -249,6 +249,9 @@ class Module:
         for k, v in arrays.items():
             t = own[k]
             t.data = np.array(v, dtype=t.data.dtype, copy=True)
+        for k in own:  # legacy checkpoint without num_batches_tracked: reset to 0 (SPEC §9.3)
+            if k.endswith("num_batches_tracked") and k not in state_dict:
+                own[k].data = np.zeros_like(own[k].data)
         return missing, unexpected
 
     # ----------------------------------------------------------------- call

@@ -118,7 +118,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t p, P = N * C, rows = kh * kw * oh * ow, plane = H * W
     cdef int nt = max(1, num_threads)
-    _check(N, C, H, W, (cols.shape[0], cols.shape[1], cols.shape[2]), kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    _check(N, C, H, W, (cols.shape[0], cols.shape[1], cols.shape[2]),
+           kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     if P == 0 or rows == 0:
         return
     if plane == 0:  # an empty image: every column entry is padding
@@ -140,7 +141,8 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t p, P = N * C, rows = kh * kw * oh * ow, plane = H * W
     cdef int nt = max(1, num_threads)
-    _check(N, C, H, W, (cols.shape[0], cols.shape[1], cols.shape[2]), kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    _check(N, C, H, W, (cols.shape[0], cols.shape[1], cols.shape[2]),
+           kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     if P == 0 or rows == 0 or plane == 0:
         return
     cdef const floating* cp = &cols[0, 0, 0]

@@ -125,6 +125,7 @@ def _positive_int(value, name):
 
 
 def _check_common(op, x_shape, w_shape, stride, dilation, groups):
+    """ndim checks, then the parsed (sh, sw, dh, dw, g); the range checks are ``_check_ranges``."""
     if len(x_shape) not in (3, 4):
         raise ValueError(f"Expected 3D (unbatched) or 4D (batched) input to {op}, but got input "
                          f"of size: {_sizes(x_shape)}")
@@ -135,14 +136,51 @@ def _check_common(op, x_shape, w_shape, stride, dilation, groups):
                          f"{_sizes(w_shape)}")
     sh, sw = pair(stride, "stride")
     dh, dw = pair(dilation, "dilation")
-    g = _positive_int(groups, "groups")
+    return sh, sw, dh, dw, _positive_int(groups, "groups")
+
+
+def _check_ranges(pads, sh, sw, dh, dw, ops=None):
+    """torch's early checks, in its order: padding, output_padding, stride, negative dilation."""
+    if min(pads) < 0:
+        raise ValueError(f"negative padding is not supported, got padding={tuple(pads)}")
+    if ops is not None and min(ops) < 0:
+        raise ValueError(f"negative output_padding is not supported, got "
+                         f"output_padding={tuple(ops)}")
     if sh <= 0 or sw <= 0:
         raise ValueError(f"non-positive stride is not supported, got stride=({sh}, {sw})")
-    if dh <= 0 or dw <= 0:
+    if dh < 0 or dw < 0:
         raise ValueError(f"dilation should be greater than zero, but got [{dh}, {dw}]")
+
+
+def _check_groups(g):
     if g <= 0:
         raise ValueError(f"non-positive groups is not supported, got groups={g}")
-    return sh, sw, dh, dw, g
+
+
+def _check_weight_rows(g, rows, w_shape):
+    if rows < g:
+        raise ValueError(f"Given groups={g}, expected weight to be at least {g} at dimension 0, "
+                         f"but got weight of size {_sizes(w_shape)} instead")
+    if rows % g:
+        raise ValueError(f"Given groups={g}, expected weight to be divisible by {g} at dimension "
+                         f"0, but got weight of size [{_sizes(w_shape)}] instead")
+
+
+def _check_zero_dilation(dh, dw):
+    if dh == 0 or dw == 0:
+        raise ValueError(f"dilation should be greater than zero, but got [{dh}, {dw}]")
+
+
+def _check_kernel(op, w_shape):
+    if w_shape[2] < 1 or w_shape[3] < 1:
+        raise ValueError(f"{op}: kernel size must be positive, got weight of size "
+                         f"{_sizes(w_shape)}")
+
+
+def _check_empty(n, c, h, w, x_shape):
+    if (h == 0 or w == 0) and n and c:
+        raise ValueError("Only zero batch or zero channel inputs are supported, but got input "
+                         f"shape: {_sizes(_batched(x_shape))}")
 
 
 def same_padding(kernel_size, dilation):
@@ -156,21 +194,23 @@ def same_padding(kernel_size, dilation):
     return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
 
 
+def _check_padding_string(padding):
+    if isinstance(padding, str) and padding not in ("valid", "same"):
+        raise ValueError(f"Invalid padding string: {padding!r}, should be one of "
+                         "{'valid', 'same'}")
+
+
 def conv_padding(padding, kernel_size, stride, dilation):
     """int | (ph, pw) | 'valid' | 'same' -> (top, bottom, left, right), validated (SPEC §1.5)."""
     if isinstance(padding, str):
+        _check_padding_string(padding)
         if padding == "valid":
             return (0, 0, 0, 0)
-        if padding != "same":
-            raise ValueError(f"Invalid padding string: {padding!r}, should be one of "
-                             "{'valid', 'same'}")
         if tuple(stride) != (1, 1):
             raise ValueError("padding='same' is not supported for strided convolutions "
                              f"(got stride={tuple(stride)})")
         return same_padding(kernel_size, dilation)
     ph, pw = pair(padding, "padding")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"negative padding is not supported, got padding=({ph}, {pw})")
     return (ph, ph, pw, pw)
 
 
@@ -207,31 +247,26 @@ def conv2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=0, dilatio
     if dtypes is not None:
         _check_dtypes(op, *dtypes)
     sh, sw, dh, dw, g = _check_common(op, x_shape, w_shape, stride, dilation, groups)
+    _check_padding_string(padding)
+    _check_groups(g)
     f, cg, kh, kw = (int(s) for s in w_shape)
     pt, pb, pl, pr = conv_padding(padding, (kh, kw), (sh, sw), (dh, dw))
+    _check_ranges((pt, pl), sh, sw, dh, dw)
     n, c, h, w = _batched(x_shape)
-    if f < 1:
-        raise ValueError(f"Given groups={g}, expected weight to be at least 1 at dimension 0, "
-                         f"but got weight of size {_sizes(w_shape)} instead")
-    if f % g:
-        raise ValueError(f"Given groups={g}, expected weight to be divisible by {g} at dimension "
-                         f"0, but got weight of size [{_sizes(w_shape)}] instead")
+    _check_weight_rows(g, f, w_shape)
     if c != cg * g:
         raise ValueError(f"Given groups={g}, weight of size {_sizes(w_shape)}, expected "
                          f"input{_sizes(_batched(x_shape))} to have {cg * g} channels, but got "
                          f"{c} channels instead")
     _check_bias(b_shape, w_shape, f, False)
-    if kh < 1 or kw < 1:
-        raise ValueError(f"conv2d: kernel size must be positive, got weight of size "
-                         f"{_sizes(w_shape)}")
-    if h == 0 or w == 0:
-        raise ValueError("Only zero batch or zero channel inputs are supported, but got input "
-                         f"shape: {_sizes(_batched(x_shape))}")
+    _check_kernel(op, w_shape)
     eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     hp, wp = h + pt + pb, w + pl + pr
     if hp < eh or wp < ew:
         raise ValueError(f"Calculated padded input size per channel: ({hp} x {wp}). Kernel size: "
                          f"({eh} x {ew}). Kernel size can't be greater than actual input size")
+    _check_zero_dilation(dh, dw)
+    _check_empty(n, c, h, w, x_shape)
     oh = (hp - eh) // sh + 1
     ow = (wp - ew) // sw + 1
     return ConvGeometry(n, c, h, w, f, g, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow)
@@ -248,41 +283,30 @@ def conv_transpose2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=
     if dtypes is not None:
         _check_dtypes(op, *dtypes)
     sh, sw, dh, dw, g = _check_common(op, x_shape, w_shape, stride, dilation, groups)
+    _check_groups(g)
     if isinstance(padding, str):
         raise TypeError(f"conv_transpose2d: padding must be an int or a pair of ints, got "
                         f"{padding!r} (string padding is not defined for transposed conv)")
     ph, pw = pair(padding, "padding")
     oph, opw = pair(output_padding, "output_padding")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"negative padding is not supported, got padding=({ph}, {pw})")
-    if oph < 0 or opw < 0:
-        raise ValueError(f"negative output_padding is not supported, got "
-                         f"output_padding=({oph}, {opw})")
-    if not (oph < max(sh, dh) and opw < max(sw, dw)):
-        raise ValueError(f"output padding must be smaller than either stride or dilation, but "
-                         f"got output_padding_height: {oph} output_padding_width: {opw} "
-                         f"stride_height: {sh} stride_width: {sw} dilation_height: {dh} "
-                         f"dilation_width: {dw}")
+    _check_ranges((ph, pw), sh, sw, dh, dw, (oph, opw))
     cin, coutg, kh, kw = (int(s) for s in w_shape)
     n, c_in, h, w = _batched(x_shape)
-    if cin < 1:
-        raise ValueError(f"Given groups={g}, expected weight to be at least 1 at dimension 0, "
-                         f"but got weight of size {_sizes(w_shape)} instead")
-    if cin % g:
-        raise ValueError(f"Given groups={g}, expected weight to be divisible by {g} at dimension "
-                         f"0, but got weight of size [{_sizes(w_shape)}] instead")
+    _check_weight_rows(g, cin, w_shape)
     if c_in != cin:
         raise ValueError(f"Given transposed=1, weight of size {_sizes(w_shape)}, expected "
                          f"input{_sizes(_batched(x_shape))} to have {cin} channels, but got "
                          f"{c_in} channels instead")
     cout = coutg * g
     _check_bias(b_shape, w_shape, cout, True)
-    if kh < 1 or kw < 1:
-        raise ValueError(f"conv_transpose2d: kernel size must be positive, got weight of size "
-                         f"{_sizes(w_shape)}")
-    if h == 0 or w == 0:
-        raise ValueError("Only zero batch or zero channel inputs are supported, but got input "
-                         f"shape: {_sizes(_batched(x_shape))}")
+    _check_kernel(op, w_shape)
+    _check_zero_dilation(dh, dw)
+    _check_empty(n, c_in, h, w, x_shape)
+    if not (oph < max(sh, dh) and opw < max(sw, dw)):
+        raise ValueError(f"output padding must be smaller than either stride or dilation, but "
+                         f"got output_padding_height: {oph} output_padding_width: {opw} "
+                         f"stride_height: {sh} stride_width: {sw} dilation_height: {dh} "
+                         f"dilation_width: {dw}")
     hout = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
     wout = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
     if hout <= 0 or wout <= 0:

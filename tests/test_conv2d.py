@@ -349,6 +349,16 @@ ERRORS = [
      "input must be float32 or float64, got dtype int64"),
     (dict(x=(1, 1, 5, 5), w=(1, 1, 3, 3), stride=1.5), TypeError, "stride must be an int"),
     (dict(x=(1, 1, 5, 5), w=(1, 1, 3, 3), groups=1.0), TypeError, "groups must be an int"),
+    # several faults at once: the first error is the one torch raises first
+    (dict(x=(1, 4, 5, 5), w=(6, 2, 3, 3), stride=0, padding=-1), ValueError, "negative padding"),
+    (dict(x=(1, 4, 5, 5), w=(6, 4, 3, 3), stride=0, dilation=0, groups=0), ValueError,
+     "non-positive groups"),
+    (dict(x=(1, 4, 5, 5), w=(6, 4, 3, 3), padding="foo", groups=0), ValueError,
+     "Invalid padding string"),
+    (dict(x=(1, 4, 5, 5), w=(6, 4, 3, 3), padding="same", stride=2, groups=0), ValueError,
+     "non-positive groups"),
+    (dict(x=(1, 3, 5, 5), w=(6, 4, 3, 3), dilation=0), ValueError, "expected input"),
+    (dict(x=(1, 4, 2, 2), w=(6, 3, 3, 3), groups=2, b=(4,)), ValueError, "to have 6 channels"),
 ]
 
 

@@ -193,6 +193,11 @@ ERRORS = [
      "must be float32 or float64"),
     (dict(x=(1, 2, 3, 3), w=(2, 2, 3, 3), groups=0), ValueError,
      "non-positive groups is not supported"),
+    # several faults at once: the first error is the one torch raises first
+    (dict(x=(1, 2, 3, 3), w=(2, 2, 3, 3), stride=0, output_padding=-1), ValueError,
+     "negative output_padding"),
+    (dict(x=(1, 3, 3, 3), w=(2, 2, 3, 3), stride=1, output_padding=2), ValueError,
+     "expected input"),
 ]
 
 

@@ -34,7 +34,8 @@ def _pad4(padding):
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """y[n,o,i,j] = b[o] + Σ_{c',a,b} w[o,c',a,b]·xp[n, grp(o)·Cg+c', i·sH+a·dH, j·sW+b·dW]."""
+    """Gather form (SPEC §1.3):
+    y[n,o,i,j] = b[o] + Σ_{c',a,b} w[o,c',a,b]·xp[n, grp(o)·Cg+c', i·sH+a·dH, j·sW+b·dW]."""
     dtype = x.dtype
     x, w = x.astype(np.float64), w.astype(np.float64)
     n, c, h, wd = x.shape
@@ -72,7 +73,7 @@ def conv2d_grads(x, w, gy, stride=1, padding=0, dilation=1, groups=1):
 
 
 def _conv2d_adjoints(gy, w, x, input_size, w_shape, stride, padding, dilation, groups):
-    """gx (needs w; image size ``input_size``) and gw (needs x, shape ``w_shape``); None if absent."""
+    """gx (needs w; image size ``input_size``) and gw (needs x; shape ``w_shape``), else None."""
     dtype = gy.dtype
     gy = gy.astype(np.float64)
     n, f, oh, ow = gy.shape
@@ -107,8 +108,9 @@ def _conv2d_adjoints(gy, w, x, input_size, w_shape, stride, padding, dilation, g
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """Scatter form (SPEC §2.3): full[n, grp·Cout_g+co', h·s+a·d, ...] += x[n,ci,h,w]·W[ci,co',a,b],
-    then crop ``padding`` from both ends and add bias. W is (Cin, Cout/groups, kH, kW)."""
+    """Scatter form (SPEC §2.3):
+    full[n, grp·Cout_g+co', h·s+a·d, ...] += x[n,ci,h,w]·W[ci,co',a,b], then crop ``padding``
+    from both ends and add bias. W is (Cin, Cout/groups, kH, kW)."""
     dtype = x.dtype
     x, w = x.astype(np.float64), w.astype(np.float64)
     n, cin, h, wd = x.shape

@@ -8,6 +8,10 @@ them and split train/test (stratified, 80/20). The network is ``nnlite.models.sm
 BasicConv2d stem, two Inception modules around a 2x2 max-pool, global average pool, dropout and
 a linear classifier. Training: Adam, cross-entropy, mini-batches, random 1-pixel shifts as
 augmentation, cosine learning-rate decay. Pixels are scaled to [0, 1].
+
+Threads: each op here works on a few kilobytes, far too little to split across threads, so the
+run uses one thread by default (``--threads``); on a busy machine two threads were 10x slower
+(every parallel region waits for a second core).
 """
 import argparse
 import sys
@@ -67,12 +71,24 @@ def _progress(epoch, epochs, done, total, loss, width=24):
 
 
 def train(epochs=15, batch_size=32, lr=3e-3, width=16, seed=0, train_limit=None,
-          verbose=True):
+          verbose=True, threads=1):
     """Train and return a dict with ``test_accuracy``, ``train_accuracy``, ``seconds``,
     ``history`` (per-epoch mean loss and test accuracy) and the ``model``.
 
-    ``train_limit`` uses only the first that many training images (for quick runs).
+    ``train_limit`` uses only the first that many training images (for quick runs); ``threads``
+    is nnlite's thread count during the run (restored afterwards; None leaves it alone).
     """
+    previous = nnlite.get_num_threads()
+    if threads is not None:
+        nnlite.set_num_threads(threads)
+    try:
+        return _train(epochs, batch_size, lr, width, seed, train_limit, verbose)
+    finally:
+        if threads is not None:
+            nnlite.set_num_threads(previous)
+
+
+def _train(epochs, batch_size, lr, width, seed, train_limit, verbose):
     nnlite.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x_tr, y_tr, x_te, y_te = load_digits(seed)
@@ -84,7 +100,8 @@ def train(epochs=15, batch_size=32, lr=3e-3, width=16, seed=0, train_limit=None,
     if verbose:
         n_params = sum(p.data.size for p in model.parameters())
         print(f"digits: {len(x_tr)} train / {len(x_te)} test images (8x8); small_cnn with "
-              f"{n_params:,} parameters; backend {nnlite.backend()}")
+              f"{n_params:,} parameters; backend {nnlite.backend()}, "
+              f"{nnlite.get_num_threads()} thread(s)")
     history = []
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -129,8 +146,10 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--width", type=int, default=16, help="stem channels (multiple of 4)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    res = train(args.epochs, args.batch_size, args.lr, args.width, args.seed)
+    res = train(args.epochs, args.batch_size, args.lr, args.width, args.seed,
+                threads=args.threads)
     return 0 if res["test_accuracy"] >= 0.97 else 1
 
 

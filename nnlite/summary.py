@@ -135,7 +135,12 @@ def _counter_for(module):
 
 # ------------------------------------------------------------------------------------ report
 class LayerCost:
-    """One row of a ``CostReport``. ``flops`` follows the report's switches."""
+    """One row of a ``CostReport``: ``name`` (qualified module name; ``parent:op`` for inline
+    work), ``type``, ``output_shape`` (of the last call), ``params`` (the module's own),
+    ``macs``, ``flops`` (following the report's switches), ``parts`` (the non-MAC counts by
+    category: bias, bn, pool, act, elementwise — all of them, whether switched on or not),
+    ``activation_bytes``, ``bytes_moved``, ``arithmetic_intensity``, ``calls`` and ``time_s``
+    (None unless measured). Counts sum over all calls."""
 
     __slots__ = ("name", "type", "output_shape", "params", "macs", "parts", "flops",
                  "activation_bytes", "bytes_moved", "calls", "time_s")
@@ -447,6 +452,9 @@ def summary(model, input_shape, *, dtype=None, count_bias=False, count_bn=False,
 
     The pass runs under ``nnlite.no_grad()`` in eval mode (BatchNorm uses and keeps its running
     statistics, dropout is the identity); every module's training flag is restored afterwards.
+    To observe the pass, the modules' ``forward`` and ``Function.apply`` are wrapped for its
+    duration (restored even if the forward raises): do not run other nnlite work in another
+    thread meanwhile.
 
     Returns:
         ``CostReport`` with ``rows`` and integer totals ``.params``, ``.macs``, ``.flops``.

@@ -118,7 +118,7 @@ def _sizes(shape):
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def _positive_int(value, name):
+def _int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
     return int(value)
@@ -136,7 +136,7 @@ def _check_common(op, x_shape, w_shape, stride, dilation, groups):
                          f"{_sizes(w_shape)}")
     sh, sw = pair(stride, "stride")
     dh, dw = pair(dilation, "dilation")
-    return sh, sw, dh, dw, _positive_int(groups, "groups")
+    return sh, sw, dh, dw, _int(groups, "groups")
 
 
 def _check_ranges(pads, sh, sw, dh, dw, ops=None):
@@ -313,6 +313,16 @@ def conv_transpose2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=
         raise ValueError(f"Given input size per channel: ({h} x {w}). Calculated output size per "
                          f"channel: ({hout} x {wout}). Output size is too small")
     return ConvGeometry(n, cout, hout, wout, cin, g, kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, h, w)
+
+
+def conv2d_workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
+                           dtype=np.float32):
+    """Bytes of the column workspace F.conv2d (forward, or each backward routine) allocates for
+    these arguments: 0 for a pointwise conv, else C*KH*KW*OH*OW*itemsize per image times the
+    images per chunk (capped by ``COL_BUDGET_BYTES``). Validates like F.conv2d.
+    """
+    geom = conv2d_geometry(input_shape, weight_shape, None, stride, padding, dilation, groups)
+    return geom.workspace_bytes(dtype)
 
 
 def transpose_output_padding(input_hw, output_size, kernel_size, stride, padding, dilation):

@@ -271,9 +271,17 @@ def test_conv2d_empty_batch(backend):
     assert y.shape == (0, 4, 3, 3)
     y.sum().backward()
     assert x.grad.shape == (0, 3, 5, 5) and not w.grad.any() and not b.grad.any()
+    # with an empty batch a zero spatial size is allowed too (as torch)
+    x0 = nnlite.tensor(np.zeros((0, 1, 0, 3), np.float32), requires_grad=True)
+    y0 = F.conv2d(x0, nnlite.tensor(np.ones((2, 1, 1, 1), np.float32)), padding=1)
+    assert y0.shape == (0, 2, 2, 5)
+    y0.sum().backward()
+    assert x0.grad.shape == (0, 1, 0, 3)
 
 
 def test_conv2d_zero_input_channels(backend):
+    # an empty reduction: y = bias. (torch returns (N, 0, OH, OW) here, dropping the output
+    # channels; nnlite keeps the F channels the weight asks for.)
     y = F.conv2d(nnlite.tensor(np.zeros((1, 0, 4, 4))), nnlite.tensor(np.zeros((2, 0, 3, 3))),
                  nnlite.tensor(np.array([1.0, 2.0])))
     assert y.shape == (1, 2, 2, 2)

@@ -181,6 +181,9 @@ def test_workspace_bytes_reports_the_column_buffer():
     assert g.workspace_bytes(np.float32, budget=1) == per_image * 4       # >= one image
     pointwise = conv2d_geometry((4, 3, 10, 12), (8, 3, 1, 1))
     assert pointwise.is_pointwise and pointwise.workspace_bytes(np.float32) == 0
+    assert _convgeom.conv2d_workspace_bytes((4, 3, 10, 12), (8, 3, 3, 5), 1, (1, 2),
+                                            dtype=np.float64) == 4 * per_image * 8
+    assert _convgeom.conv2d_workspace_bytes((4, 3, 10, 12), (8, 3, 1, 1)) == 0
 
 
 def test_im2col_writes_into_given_buffer_without_copies(backend):

@@ -584,17 +584,37 @@ def header_lines(cfg):
 
     keep = ("nnlite", "numpy", "backend", "OpenMP", "threads", "BLAS", "CPU", "SIMD")
     rows = [(k, v) for k, v in info_lines() if k in keep]
+    warning = None
     try:
-        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-        rows.append(("load average", f"{load} (1/5/15 min) at start"))
+        loads = os.getloadavg()
+        rows.append(("load average", ", ".join(f"{v:.1f}" for v in loads)
+                     + " (1/5/15 min) at start"))
+        warning = oversubscription_warning(loads[0])
     except OSError:  # pragma: no cover - not on Linux
         pass
     rows.append(("timing", f"{cfg.warmup} warm-up, {cfg.repeat} interleaved rounds, median; "
                            f"spread = IQR/median; ratios = median of per-round ratios"))
     rows.append(("sizes", f"batch {cfg.batch}, spatial scale {cfg.scale:g}"
                           + (" (--quick)" if cfg.quick else "") + ", float32"))
+    if warning:
+        rows.append(("WARNING", warning))
     width = max(len(k) for k, _ in rows)
     return [f"# {k:<{width}}  {v}" for k, v in rows]
+
+
+def oversubscription_warning(load, cores=None, threads=None):
+    """A warning when other processes keep more CPUs busy than there are cores and nnlite uses
+    several threads (multi-threaded BLAS/OpenMP calls then wait for descheduled threads); else
+    None."""
+    from ._config import _cpu_count, get_num_threads
+
+    cores = _cpu_count() if cores is None else cores
+    threads = get_num_threads() if threads is None else threads
+    if threads > 1 and load > cores:
+        return (f"load average {load:.1f} > {cores} cores with {threads} threads: "
+                "multi-threaded kernels wait for descheduled threads, so times are inflated "
+                "and noisy; compare ratios, or rerun with --threads 1 / on an idle machine")
+    return None
 
 
 def total_steps(cfg, algorithms):
@@ -608,7 +628,7 @@ def total_steps(cfg, algorithms):
         n += len(vs) * (1 + 2 * per)
     if cfg.wants("channels"):
         vs = channel_sweep_variants(cfg)
-        n += len(vs) * (1 + 2 * per)
+        n += len(vs) * (1 + per)
     if cfg.wants("algorithms") and len(algorithms) > 1:
         vs = algorithm_variants(cfg, algorithms)
         n += len(vs) * (1 + 2 * per)
@@ -635,7 +655,7 @@ def run(config=None, progress_stream=None):
             study.k_sweep = measure_sweep("k-sweep", k_sweep_variants(cfg), cfg, progress)
         if cfg.wants("channels"):
             study.channels = measure_sweep("channels", channel_sweep_variants(cfg), cfg,
-                                           progress)
+                                           progress, with_im2col=False)
         if cfg.wants("algorithms") and len(algorithms) > 1:
             study.algorithms = measure_sweep("algorithms", algorithm_variants(cfg, algorithms),
                                              cfg, progress)

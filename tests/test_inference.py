@@ -1,0 +1,313 @@
+"""optimize_for_inference vs the plain model: every built-in model and block, the fusions it
+claims, buffer reuse, thread safety, snapshot semantics and the generic fallbacks."""
+import threading
+
+import numpy as np
+import pytest
+
+import nnlite
+import nnlite.nn.functional as F
+from nnlite import models, nn
+from nnlite.nn import blocks
+
+RTOL = 1e-4  # max |optimized - plain| <= RTOL * max |plain|
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Correctness only: one kernel thread keeps these tests fast on a busy machine."""
+    prev = nnlite.get_num_threads()
+    nnlite.set_num_threads(1)
+    yield
+    nnlite.set_num_threads(prev)
+
+
+def randomize_bn(model, seed=0):
+    """Non-trivial BN statistics and affine parameters, so that BN folding is exercised."""
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.data[:] = 0.2 * rng.standard_normal(c)
+            m.running_var.data[:] = 0.5 + rng.random(c)
+            if m.weight is not None:
+                m.weight.data[:] = 1 + 0.2 * rng.standard_normal(c)
+                m.bias.data[:] = 0.2 * rng.standard_normal(c)
+    return model.eval()
+
+
+def plain(model, *xs):
+    with nnlite.no_grad():
+        out = model(*[nnlite.tensor(x) for x in xs])
+    return out
+
+
+def assert_same(got, ref, rtol=RTOL):
+    got = np.asarray(getattr(got, "data", got))
+    ref = np.asarray(getattr(ref, "data", ref))
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    err = float(np.abs(got.astype(np.float64) - ref).max())
+    assert err <= rtol * scale, f"max abs error {err:.3g} vs max |ref| {scale:.3g}"
+
+
+def check_model(model, shape, seed=0):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    ref = plain(model, x)
+    fast = nnlite.optimize_for_inference(model)
+    got = fast(x)
+    assert_same(got, ref)
+    return fast, x
+
+
+MODELS = [
+    ("googlenet", 64), ("resnet18", 32), ("resnet34", 32), ("resnet50", 64), ("resnet101", 32),
+    ("resnet152", 32), ("resnext50_32x4d", 32), ("mobilenet_v2", 64),
+]
+
+
+@pytest.mark.parametrize("name, size", MODELS)
+def test_builtin_models_match_plain(name, size):
+    nnlite.manual_seed(0)
+    model = randomize_bn(getattr(models, name)())
+    fast, x = check_model(model, (2, 3, size, size))
+    text = fast.describe(x)
+    assert "BatchNormalization" not in text and "Affine" not in text, text  # all folded
+    if name.startswith("res"):
+        assert "Conv+add+relu" in text, text
+    if name == "mobilenet_v2":
+        assert "Conv+relu6" in text and "Conv+add" in text, text
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: models.SmallInceptionNet(), (2, 1, 28, 28)),
+    (lambda: models.small_cnn(), (2, 1, 28, 28)),
+    (lambda: models.TutorialInceptionNet(), (2, 1, 28, 28)),
+])
+def test_small_models_match_plain(make, shape):
+    nnlite.manual_seed(0)
+    check_model(randomize_bn(make()), shape)
+
+
+def test_googlenet_branches_write_into_the_concat_buffer():
+    nnlite.manual_seed(0)
+    fast, x = check_model(randomize_bn(models.googlenet()), (1, 3, 64, 64))
+    text = fast.describe(x)
+    assert "0 concat input copies" in text and "Concat" not in text.split(";")[0], text
+
+
+def test_resnet50_plan_fuses_every_bn_and_residual():
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.resnet50())
+    fast, x = check_model(model, (1, 3, 64, 64))
+    plan = fast._plans[next(iter(fast._plans))][0]
+    ops = [n.op for n, _, _ in plan.steps]
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert ops.count("Conv") == convs                                  # one step per conv
+    assert sum(bool(n.attrs.get("residual")) for n, _, _ in plan.steps) == 16
+    assert "Add" not in ops and "Relu" not in ops
+    # liveness packing: a handful of slots, far less than all activations together
+    assert len(plan.slots) <= 6 and sum(plan.slots) < plan.value_bytes / 4
+
+
+BLOCKS = [
+    (lambda: blocks.BasicConv2d(3, 5, kernel_size=3, padding=1), (2, 3, 7, 6)),
+    (lambda: blocks.Inception(6, 4, 3, 5, 2, 3, 2), (2, 6, 7, 5)),
+    (lambda: blocks.Inception(6, 4, 3, 5, 2, 3, 0), (1, 6, 5, 5)),          # bare pool branch
+    (lambda: blocks.Inception(6, 4, 3, 5, 2, 3, 2, reduce=False), (2, 6, 6, 7)),
+    (lambda: blocks.InceptionA(5), (2, 5, 7, 7)),
+    (lambda: blocks.StackedConv3x3(4, 6, stride=2), (2, 4, 9, 8)),
+    (lambda: blocks.AsymmetricConv2d(4, 6, n=5), (1, 4, 7, 9)),
+    (lambda: blocks.GridReduction(4, 6, ch3x3dbl=5), (2, 4, 9, 8)),
+    (lambda: blocks.GridReduction(4, 6, pool="avg"), (1, 4, 8, 9)),
+    (lambda: blocks.BasicBlock(4, 4), (2, 4, 6, 5)),
+    (lambda: blocks.BasicBlock(4, 6, stride=2, downsample=nn.Sequential(
+        blocks.conv1x1(4, 6, 2), nn.BatchNorm2d(6))), (2, 4, 7, 6)),
+    (lambda: blocks.Bottleneck(8, 2), (2, 8, 5, 5)),
+    (lambda: blocks.ResNeXtBlock(32, 16, cardinality=4, base_width=16, downsample=nn.Sequential(
+        blocks.conv1x1(32, 64), nn.BatchNorm2d(64))), (1, 32, 5, 4)),
+    (lambda: blocks.DepthwiseSeparableConv2d(4, 6, 3, padding=1), (2, 4, 6, 7)),
+    (lambda: blocks.DepthwiseSeparableConv2d(3, 5, (3, 2), stride=2, padding=(2, 1),
+                                             dilation=2, depth_multiplier=2, mid_norm=True,
+                                             mid_activation=True), (2, 3, 9, 8)),
+    (lambda: blocks.DepthwiseSeparableConv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+     (1, 3, 5, 6)),
+    (lambda: blocks.XceptionBlock(4, 6, reps=2, stride=2), (2, 4, 8, 7)),
+    (lambda: blocks.XceptionBlock(4, 4, reps=2, start_with_relu=False), (1, 4, 5, 5)),
+    (lambda: blocks.Conv2dNormActivation(4, 6, 3, stride=2, groups=2), (2, 4, 7, 7)),
+    (lambda: blocks.InvertedResidual(4, 4, 1, 6), (2, 4, 6, 5)),
+    (lambda: blocks.InvertedResidual(4, 6, 2, 1), (1, 4, 7, 7)),
+]
+
+
+@pytest.mark.parametrize("make, shape", BLOCKS)
+def test_blocks_match_plain(make, shape):
+    nnlite.manual_seed(0)
+    check_model(randomize_bn(make()), shape)
+
+
+# ------------------------------------------------------------------ special structures
+class _ResidualStillNeeded(nn.Module):
+    """The residual operand stays alive after the add: the conv must copy it, not overwrite."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = x.relu()
+        z = self.bn(self.conv(y)) + y
+        return (z.relu() + y) * 0.5
+
+
+class _BranchAlsoUsedElsewhere(nn.Module):
+    """A concat input read by another node too: that input is copied, the others not."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 1)
+        self.b = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        cat = nnlite.cat([a, b, x], 1)
+        return cat.mean((2, 3), keepdim=True) + b.sum()
+
+
+class _GenericOps(nn.Module):
+    """Functions without a dedicated kernel run through the generic fallback."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x):
+        y = F.pad(x, (1, 2, 0, 1), mode="reflect")
+        y = self.conv(y).exp().clamp(max=3.0)
+        y = self.bn(self.up(y))                    # standalone BN -> per-channel affine
+        y = y[:, :1] * F.sigmoid(y[:, 1:]) - y.tanh().abs()
+        p, idx = F.max_pool2d(y, 2, return_indices=True)
+        return F.max_unpool2d(p, idx, 2, output_size=y.shape[-2:]), F.softmax(y.flatten(1), 1)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (_ResidualStillNeeded, (2, 3, 5, 4)),
+    (_BranchAlsoUsedElsewhere, (2, 2, 4, 5)),
+])
+def test_special_structures(make, shape):
+    nnlite.manual_seed(0)
+    check_model(randomize_bn(make()), shape)
+
+
+def test_generic_fallback_and_tuple_outputs():
+    nnlite.manual_seed(0)
+    model = randomize_bn(_GenericOps())
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 5)).astype(np.float32)
+    ref = plain(model, x)
+    got = nnlite.optimize_for_inference(model)(x)
+    assert isinstance(got, tuple) and len(got) == 2
+    for g, r in zip(got, ref):
+        assert_same(g, r)
+
+
+def test_float64_model():
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.small_cnn()).double()
+    x = np.random.default_rng(2).standard_normal((2, 1, 28, 28))
+    ref = plain(model, x)
+    got = nnlite.optimize_for_inference(model)(x)
+    assert got.dtype == np.float64
+    assert_same(got, ref, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ semantics
+def test_no_autograd_state_and_tensor_or_array_inputs():
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.small_cnn())
+    fast = nnlite.optimize_for_inference(model)
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    xt = nnlite.tensor(x, requires_grad=True)
+    y1, y2 = fast(x), fast(xt)
+    assert not y1.requires_grad and y1._ctx is None and y2._ctx is None
+    np.testing.assert_array_equal(y1.data, y2.data)
+    assert list(fast.state_dict()) == [] and list(fast.parameters()) == []
+
+
+def test_results_are_fresh_arrays_not_views_into_the_arena():
+    nnlite.manual_seed(0)
+    fast = nnlite.optimize_for_inference(randomize_bn(models.small_cnn()))
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.standard_normal((1, 1, 28, 28)).astype(np.float32) for _ in range(2))
+    y1 = fast(x1).data.copy()
+    keep = fast(x1)
+    fast(x2)
+    np.testing.assert_array_equal(keep.data, y1)
+
+
+def test_weights_are_snapshotted_and_training_mode_restored():
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.small_cnn()).train()
+    fast = nnlite.optimize_for_inference(model)
+    assert model.training  # the user's model is untouched
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    before = fast(x).data.copy()
+    for p in model.parameters():
+        p.data *= 2
+    np.testing.assert_array_equal(fast(x).data, before)
+    model.eval()
+    assert not np.allclose(plain(model, x).data, before)
+
+
+def test_batch_sizes_get_their_own_plans():
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.small_cnn())
+    fast = nnlite.optimize_for_inference(model)
+    rng = np.random.default_rng(3)
+    for n in (1, 3, 1, 2):
+        x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+        assert_same(fast(x), plain(model, x))
+    assert len(fast.plans) == 3
+
+
+def test_concurrent_calls_from_threads():
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.SmallInceptionNet())
+    fast = nnlite.optimize_for_inference(model)
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((2, 1, 28, 28)).astype(np.float32) for _ in range(6)]
+    expected = [plain(model, x).data for x in xs]
+    errors = []
+
+    def worker(k):
+        try:
+            for rep in range(4):
+                i = (k + rep) % len(xs)
+                assert_same(fast(xs[i]), expected[i])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_optimize_onnx_free_errors():
+    with pytest.raises(TypeError, match="nnlite Module"):
+        nnlite.optimize_for_inference(lambda x: x)
+
+    class ReturnsDict(nn.Module):
+        def forward(self, x):
+            return {"y": x.relu()}
+    fast = nnlite.optimize_for_inference(ReturnsDict())
+    with pytest.raises(TypeError, match="Tensor or a tuple/list"):
+        fast(np.ones((1, 2), np.float32))
+    fast = nnlite.optimize_for_inference(models.small_cnn())
+    with pytest.raises(TypeError, match="float16"):
+        fast(np.ones((1, 1, 28, 28), np.float16))
+    same = nnlite.optimize_for_inference(fast)
+    assert same is fast

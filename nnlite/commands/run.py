@@ -100,7 +100,8 @@ def _softmax(z):
     return e / e.sum()
 
 
-def _report_topk(y, k, out=sys.stdout):
+def _report_topk(y, k, out=None):
+    out = sys.stdout if out is None else out
     flat = y.reshape(y.shape[0], -1) if y.ndim > 1 else y[None]
     k = min(k, flat.shape[1])
     for i, row in enumerate(flat[:4]):

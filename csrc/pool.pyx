@@ -9,7 +9,7 @@ are tested with an unsigned compare), so no kernel reads or writes outside its p
 Parallelism: prange over planes; a plane is owned by one thread in forward and backward, so
 the backward scatter-adds have no races.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t
 
@@ -26,13 +26,32 @@ cdef inline Py_ssize_t _first_in(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
 
 
 # ----------------------------------------------------------------------------- max pool
+cdef inline void _tap_cols(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw, Py_ssize_t dw,
+                           Py_ssize_t W, Py_ssize_t OW, Py_ssize_t* off, Py_ssize_t* jlo,
+                           Py_ssize_t* jhi) noexcept nogil:
+    # tap column b of output column j sits at w = j*sw + off; [jlo, jhi) are the j with
+    # 0 <= w < W (the other taps of that column are padding)
+    off[0] = b * dw - pw
+    jlo[0] = 0 if off[0] >= 0 else (-off[0] + sw - 1) // sw
+    jhi[0] = imin(OW, (W - 1 - off[0]) // sw + 1) if W - 1 - off[0] >= 0 else 0
+
+
 cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
-    cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1, arg
-    cdef floating v, best
+    # Loop order: output row, tap row h, tap column b, output column j. Every output still
+    # sees its taps in row-major window order, and the j loop streams along one input row
+    # without branches (the compiler can vectorise it for stride 1).
+    cdef Py_ssize_t i, j, b, h, h0, h1, w0, w1, off, jlo, jhi
+    cdef floating v
+    cdef floating* yrow
+    cdef int64_t* arow
+    cdef const floating* xrow
+    cdef bint take
     for i in range(OH):
+        yrow = y + i * OW
+        arow = idx + i * OW
         h0 = i * sh - ph
         h1 = imin(h0 + (kh - 1) * dh + 1, H)
         h0 = _first_in(h0, dh)
@@ -40,21 +59,20 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
             w0 = j * sw - pw
             w1 = imin(w0 + (kw - 1) * dw + 1, W)
             w0 = _first_in(w0, dw)
-            best = -INFINITY
-            # a window wholly in padding keeps -inf and index -1 (SPEC §3.6 divergence)
-            arg = h0 * W + w0 if (h0 < h1 and w0 < w1) else -1
-            h = h0
-            while h < h1:
-                w = w0
-                while w < w1:
-                    v = x[h * W + w]
-                    if v > best or isnan(v):  # first max in row-major order, last NaN
-                        best = v
-                        arg = h * W + w
-                    w = w + dw
-                h = h + dh
-            y[i * OW + j] = best
-            idx[i * OW + j] = arg
+            yrow[j] = -INFINITY
+            # the first in-bounds tap; -1 for a window wholly in padding (SPEC §3.6)
+            arow[j] = h0 * W + w0 if (h0 < h1 and w0 < w1) else -1
+        h = h0
+        while h < h1:
+            xrow = x + h * W
+            for b in range(kw):
+                _tap_cols(b, sw, pw, dw, W, OW, &off, &jlo, &jhi)
+                for j in range(jlo, jhi):
+                    v = xrow[j * sw + off]
+                    take = (v > yrow[j]) | (v != v)  # first max; NaN always taken
+                    yrow[j] = v if take else yrow[j]
+                    arow[j] = h * W + j * sw + off if take else arow[j]
+            h = h + dh
 
 
 def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
@@ -86,46 +104,62 @@ def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,
 
 
 # ----------------------------------------------------------------------------- avg pool
+cdef inline Py_ssize_t _avg_div(Py_ssize_t i, Py_ssize_t j, Py_ssize_t H, Py_ssize_t W,
+                                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
+                                Py_ssize_t divisor) noexcept nogil:
+    # SPEC §4.3: the window clipped to the padded extent (a ceil overhang beyond the right
+    # padding is not counted), or to the input; 0 when no cell is inside the input
+    cdef Py_ssize_t hs = i * sh - ph, ws = j * sw - pw
+    cdef Py_ssize_t he = imin(hs + kh, H + ph), we = imin(ws + kw, W + pw)
+    cdef Py_ssize_t inside = (imin(he, H) - imax(hs, 0)) * (imin(we, W) - imax(ws, 0))
+    if imin(he, H) <= imax(hs, 0) or imin(we, W) <= imax(ws, 0):
+        return 0
+    if divisor != 0:
+        return divisor
+    if count_include_pad:
+        return (he - hs) * (we - ws)
+    return inside
+
+
 cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floating* gy,
                      bint backward, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
-                     Py_ssize_t divisor) noexcept nogil:
-    # forward: y = window sum / divisor; backward: gx[window] += gy / divisor (SPEC §4.3-4.4)
-    cdef Py_ssize_t i, j, h, w, hs, he, ws, we, h0, h1, w0, w1, pool, div
-    cdef floating acc, g
+                     Py_ssize_t divisor, floating* g) noexcept nogil:
+    # forward: y = window sum / divisor; backward: gx[window] += gy / divisor (SPEC §4.3-4.4).
+    # Loop order as _max_plane: output row, tap row, tap column, output column, so each sum
+    # runs in row-major window order. g is an OW scratch row (the backward's gy / divisor).
+    cdef Py_ssize_t i, j, b, h, h0, h1, off, jlo, jhi, div
+    cdef floating* yrow
+    cdef floating* grow
+    cdef const floating* xrow
     for i in range(OH):
-        hs = i * sh - ph
-        he = imin(hs + kh, H + ph)  # the padded extent: a ceil overhang beyond it is not counted
-        for j in range(OW):
-            ws = j * sw - pw
-            we = imin(ws + kw, W + pw)
-            pool = (he - hs) * (we - ws)
-            h0 = imax(hs, 0)
-            h1 = imin(he, H)
-            w0 = imax(ws, 0)
-            w1 = imin(we, W)
-            if h0 >= h1 or w0 >= w1:
-                if not backward:
-                    y[i * OW + j] = 0
-                continue
-            if divisor != 0:
-                div = divisor
-            elif count_include_pad:
-                div = pool
-            else:
-                div = (h1 - h0) * (w1 - w0)
-            if backward:
-                g = gy[i * OW + j] / <floating>div
-                for h in range(h0, h1):
-                    for w in range(w0, w1):
-                        gx[h * W + w] += g
-            else:
-                acc = 0
-                for h in range(h0, h1):
-                    for w in range(w0, w1):
-                        acc = acc + x[h * W + w]
-                y[i * OW + j] = acc / <floating>div
+        h0 = imax(i * sh - ph, 0)
+        h1 = imin(i * sh - ph + kh, H)
+        if backward:
+            for j in range(OW):
+                div = _avg_div(i, j, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
+                g[j] = gy[i * OW + j] / <floating>div if div != 0 else 0
+            for h in range(h0, h1):
+                grow = gx + h * W
+                for b in range(kw):
+                    _tap_cols(b, sw, pw, 1, W, OW, &off, &jlo, &jhi)
+                    for j in range(jlo, jhi):
+                        grow[j * sw + off] += g[j]
+        else:
+            yrow = y + i * OW
+            for j in range(OW):
+                yrow[j] = 0
+            for h in range(h0, h1):
+                xrow = x + h * W
+                for b in range(kw):
+                    _tap_cols(b, sw, pw, 1, W, OW, &off, &jlo, &jhi)
+                    for j in range(jlo, jhi):
+                        yrow[j] = yrow[j] + xrow[j * sw + off]
+            for j in range(OW):
+                div = _avg_div(i, j, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
+                yrow[j] = yrow[j] / <floating>div if div != 0 else 0
 
 
 def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, Py_ssize_t kh,
@@ -140,22 +174,24 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, Py_ss
         return
     for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
         _avg_plane(&x[p, 0, 0], &y[p, 0, 0], NULL, NULL, False, H, W, OH, OW,
-                   kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
+                   kh, kw, sh, sw, ph, pw, count_include_pad, divisor, NULL)
 
 
-def avg_pool2d_backward(const floating[:, :, ::1] gy, floating[:, :, ::1] gx, Py_ssize_t kh,
-                        Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                        Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor,
-                        int num_threads):
+def avg_pool2d_backward(const floating[:, :, ::1] gy, floating[:, :, ::1] gx,
+                        floating[:, ::1] scratch, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                        Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
+                        Py_ssize_t divisor, int num_threads):
+    """scratch: (num_threads, OW), one row of gy / divisor per thread."""
     cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
     cdef Py_ssize_t OH = gy.shape[1], OW = gy.shape[2], p
-    if gy.shape[0] != P:
-        raise ValueError("avg_pool2d_backward: gradient shapes do not match")
+    if gy.shape[0] != P or scratch.shape[0] < num_threads or scratch.shape[1] != OW:
+        raise ValueError("avg_pool2d_backward: gradient or scratch shapes do not match")
     if P == 0 or OH == 0 or OW == 0:
         return
     for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
         _avg_plane(NULL, NULL, &gx[p, 0, 0], &gy[p, 0, 0], True, H, W, OH, OW,
-                   kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
+                   kh, kw, sh, sw, ph, pw, count_include_pad, divisor,
+                   &scratch[threadid(), 0])
 
 
 # ------------------------------------------------------------------------ adaptive pools

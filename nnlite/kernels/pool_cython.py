@@ -79,8 +79,9 @@ def avg_pool2d_backward(gy, in_hw, kernel, stride, padding, ceil_mode, count_inc
                         divisor_override):
     gy = _c(gy)
     gx = np.zeros((gy.shape[0],) + tuple(in_hw), dtype=gy.dtype)
-    _pool.avg_pool2d_backward(gy, gx, *_avg_args(kernel, stride, padding, count_include_pad,
-                                                 divisor_override, gy))
+    args = _avg_args(kernel, stride, padding, count_include_pad, divisor_override, gy)
+    scratch = np.empty((args[-1], gy.shape[2]), dtype=gy.dtype)  # a row per thread
+    _pool.avg_pool2d_backward(gy, gx, scratch, *args)
     return gx
 
 

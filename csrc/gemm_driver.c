@@ -28,6 +28,18 @@
 #include <omp.h>
 #endif
 
+/* Work units (see GEMM_NAME in gemm_driver_tmpl.h). */
+#define NNL_UNIT_B_BYTES ((size_t)256 << 10) /* B chunk packed at once: half of a 1-2 MB L2 */
+#define NNL_UNITS_PER_THREAD 3               /* dynamic scheduling granularity */
+#define NNL_MIN_UNIT_PANELS 4                /* narrowest unit, in NR panels */
+
+/* GCC turns the packing copies into one memcpy call per 100-200 byte row; keep them inline. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNL_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NNL_NO_MEMCPY_IDIOM
+#endif
+
 /* Below this many multiply-adds a call runs on one thread (team start-up would dominate). */
 #define NNL_MIN_PARALLEL_MACS (64.0 * 64.0 * 64.0)
 
@@ -198,26 +210,6 @@ const char *nnl_gemm_isa_name(int isa)
         return "avx512";
     default:
         return "unknown";
-    }
-}
-
-/* Team split: tm x tn == nt threads over P row panels and Q column panels; the smallest
- * per-thread tile count wins, ties go to more row groups (they share the packed B block). */
-static void nnl_grid(int nt, nnl_idx P, nnl_idx Q, int *tm, int *tn)
-{
-    nnl_idx best = -1;
-    *tm = nt;
-    *tn = 1;
-    for (int m = nt; m >= 1; m--) {
-        if (nt % m)
-            continue;
-        int n = nt / m;
-        nnl_idx cost = nnl_cdiv(P, m) * nnl_cdiv(Q, n);
-        if (best < 0 || cost < best) {
-            best = cost;
-            *tm = m;
-            *tn = n;
-        }
     }
 }
 

@@ -67,7 +67,7 @@ static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx 
 }
 
 /* kc rows of NR contiguous elements; NR is a compile-time constant after inlining. */
-static NNL_ALWAYS_INLINE void FN(copy_rows)(nnl_idx kc, const T *NNL_RESTRICT src, nnl_idx rs,
+static NNL_ALWAYS_INLINE NNL_NO_MEMCPY_IDIOM void FN(copy_rows)(nnl_idx kc, const T *NNL_RESTRICT src, nnl_idx rs,
                                             T *NNL_RESTRICT dst, const int nr)
 {
     for (nnl_idx k = 0; k < kc; k++)
@@ -76,7 +76,7 @@ static NNL_ALWAYS_INLINE void FN(copy_rows)(nnl_idx kc, const T *NNL_RESTRICT sr
 }
 
 /* Micro-panels q0 <= q < q1 of the block B[0:kc, 0:nc] -> bp[q][k][j], zero columns past nc. */
-static void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb, nnl_idx csb, int nr,
+static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb, nnl_idx csb, int nr,
                        nnl_idx q0, nnl_idx q1, T *NNL_RESTRICT bp)
 {
     for (nnl_idx q = q0; q < q1; q++) {
@@ -140,98 +140,45 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
 
 /* ------------------------------------------------------------------------------- the nest */
 
-/* Shared-B nest: run one item on thread tid of an nt-thread team (nt == 1: no barriers,
- * callable anywhere). bp holds kcb_max x ncb_max (shared by the team), ap holds mc x kcb_max
- * (this thread's). Every team member calls this with the same arguments except tid and ap. */
-static void FN(run_shared)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
-                           nnl_idx ncb_max, T *bp, T *ap, int tid, int nt)
+/* One work unit: rows r0..r1 (at most MC of them, r0 a multiple of MR) by columns c0..c1 (c0 a
+ * multiple of NR) of one item, computed by one thread with its private buffers:
+ *
+ *   for pc in K by KC:
+ *     pack A[r0:r1, pc:+KC] -> ap                        (MC x KC block, stays in L2)
+ *     for jc in c0..c1 by chunk*NR:
+ *       pack B[pc:+KC, jc:+chunk*NR] -> bp               (KC x chunk*NR block, L2-sized)
+ *       for each NR panel of the chunk:                  (KC x NR micro-panel, L1/L2)
+ *         for ir in r0..r1 by MR: micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
+ */
+static void FN(run_unit)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
+                         nnl_idx chunk, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1, T *bp,
+                         T *ap)
 {
     const int mr = kd->mr, nr = kd->nr;
-    const nnl_idx mc = kd->mc;
-    const nnl_idx M = p->M, N = p->N, K = p->K;
-    int tm, tn;
-    nnl_grid(nt, nnl_cdiv(M, mr), nnl_cdiv(nnl_min(N, ncb_max), nr), &tm, &tn);
-    const int ti = tid / tn, tj = tid % tn;
-    const nnl_idx P = nnl_cdiv(M, mr);
-    const nnl_idx r0 = (P * ti / tm) * mr;
-    const nnl_idx r1 = nnl_min(M, (P * (ti + 1) / tm) * mr);
+    const nnl_idx K = p->K;
     EPI_T e;
     e.alpha = p->alpha;
-
-    for (nnl_idx jc = 0; jc < N; jc += ncb_max) {
-        const nnl_idx ncb = nnl_min(ncb_max, N - jc);
-        const nnl_idx Q = nnl_cdiv(ncb, nr);
-        const nnl_idx q0 = Q * tj / tn, q1 = Q * (tj + 1) / tn;
-        for (nnl_idx pc = 0; pc < K; pc += kcb_max) {
-            const nnl_idx kcb = nnl_min(kcb_max, K - pc);
-            const int first = pc == 0, last = pc + kcb == K;
-            FN(pack_b)(kcb, ncb, p->B + pc * p->rsb + jc * p->csb, p->rsb, p->csb, nr,
-                       Q * tid / nt, Q * (tid + 1) / nt, bp);
-#ifdef _OPENMP
-            if (nt > 1) {
-#pragma omp barrier
-            }
-#endif
-            e.load_c = !first || p->beta != 0;
-            e.beta = first ? p->beta : (T)1;
-            e.act = last ? p->act : NNL_ACT_NONE;
-            for (nnl_idx ic = r0; ic < r1; ic += mc) {
-                const nnl_idx mcb = nnl_min(mc, r1 - ic);
-                FN(pack_a)(mcb, kcb, p->A + ic * p->rsa + pc * p->csa, p->rsa, p->csa, mr, ap);
-                for (nnl_idx q = q0; q < q1; q++) {
-                    const nnl_idx jr = q * nr;
-                    const int n = (int)nnl_min(nr, ncb - jr);
-                    e.bias_col = (last && p->bias_kind == NNL_BIAS_COL) ? p->bias + jc + jr : NULL;
-                    for (nnl_idx ir = 0; ir < mcb; ir += mr) {
-                        const int m = (int)nnl_min(mr, mcb - ir);
-                        e.bias_row = (last && p->bias_kind == NNL_BIAS_ROW) ? p->bias + ic + ir
-                                                                             : NULL;
-                        kd->ukr(kcb, ap + (ir / mr) * kcb * mr, bp + q * kcb * nr,
-                                p->C + (ic + ir) * p->rsc + jc + jr, p->rsc, m, n, &e);
-                    }
-                }
-            }
-#ifdef _OPENMP
-            if (nt > 1) {
-#pragma omp barrier
-            }
-#endif
-        }
-    }
-}
-
-/* Private-B nest for short A (M <= MC): thread tid of nt owns a slice of the NR column panels
- * of the whole item, packs all of A (M x KC) and then each of its B micro-panels (KC x NR,
- * into bp) right before the MR loop consumes it from L1/L2. No barriers, no shared buffer. */
-static void FN(run_private)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
-                            T *bp, T *ap, int tid, int nt)
-{
-    const int mr = kd->mr, nr = kd->nr;
-    const nnl_idx M = p->M, N = p->N, K = p->K;
-    const nnl_idx Q = nnl_cdiv(N, nr);
-    const nnl_idx q0 = Q * tid / nt, q1 = Q * (tid + 1) / nt;
-    EPI_T e;
-    e.alpha = p->alpha;
-    if (q0 >= q1)
-        return;
     for (nnl_idx pc = 0; pc < K; pc += kcb_max) {
         const nnl_idx kcb = nnl_min(kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
         e.load_c = !first || p->beta != 0;
         e.beta = first ? p->beta : (T)1;
         e.act = last ? p->act : NNL_ACT_NONE;
-        FN(pack_a)(M, kcb, p->A + pc * p->csa, p->rsa, p->csa, mr, ap);
-        for (nnl_idx q = q0; q < q1; q++) {
-            const nnl_idx jr = q * nr;
-            const int n = (int)nnl_min(nr, N - jr);
-            /* the single panel q of the block B[pc:+kcb, jr:+n], packed at bp */
-            FN(pack_b)(kcb, n, p->B + pc * p->rsb + jr * p->csb, p->rsb, p->csb, nr, 0, 1, bp);
-            e.bias_col = (last && p->bias_kind == NNL_BIAS_COL) ? p->bias + jr : NULL;
-            for (nnl_idx ir = 0; ir < M; ir += mr) {
-                const int m = (int)nnl_min(mr, M - ir);
-                e.bias_row = (last && p->bias_kind == NNL_BIAS_ROW) ? p->bias + ir : NULL;
-                kd->ukr(kcb, ap + (ir / mr) * kcb * mr, bp, p->C + ir * p->rsc + jr, p->rsc, m, n,
-                        &e);
+        FN(pack_a)(r1 - r0, kcb, p->A + r0 * p->rsa + pc * p->csa, p->rsa, p->csa, mr, ap);
+        for (nnl_idx jc = c0; jc < c1; jc += chunk * nr) {
+            const nnl_idx ncb = nnl_min(chunk * nr, c1 - jc);
+            const nnl_idx nq = nnl_cdiv(ncb, nr);
+            FN(pack_b)(kcb, ncb, p->B + pc * p->rsb + jc * p->csb, p->rsb, p->csb, nr, 0, nq, bp);
+            for (nnl_idx q = 0; q < nq; q++) {
+                const nnl_idx jr = jc + q * nr;
+                const int n = (int)nnl_min(nr, c1 - jr);
+                e.bias_col = (last && p->bias_kind == NNL_BIAS_COL) ? p->bias + jr : NULL;
+                for (nnl_idx ir = r0; ir < r1; ir += mr) {
+                    const int m = (int)nnl_min(mr, r1 - ir);
+                    e.bias_row = (last && p->bias_kind == NNL_BIAS_ROW) ? p->bias + ir : NULL;
+                    kd->ukr(kcb, ap + ((ir - r0) / mr) * kcb * mr, bp + q * kcb * nr,
+                            p->C + ir * p->rsc + jr, p->rsc, m, n, &e);
+                }
             }
         }
     }
@@ -271,81 +218,73 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
         return NNL_OK;
     }
 
-    /* Balanced blocks: K split into equal KC-ish slices, N into equal NR-multiple slices. The
-     * block sizes depend on the shape only (never on the thread count). */
     const int mr = kd->mr, nr = kd->nr;
-    const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
-    const nnl_idx ncb_max = nnl_cdiv(nnl_cdiv(N, nnl_cdiv(N, kd->nc)), nr) * nr;
-    const nnl_idx mc_alloc = nnl_min(kd->mc, nnl_cdiv(M, mr) * mr);
-
     int nt = nthreads < 1 ? 1 : nthreads;
 #ifndef _OPENMP
     nt = 1;
 #endif
     if ((double)batch * M * N * K < NNL_MIN_PARALLEL_MACS)
         nt = 1;
-    /* Whole items per thread when the batch divides evenly (or is large): no barriers. */
-    const int per_item = nt > 1 && (batch % nt == 0 || batch >= 4 * nt);
-    const int team = per_item ? 1 : nt;
-    /* Short A (one MC block): threads split the columns and pack B privately, unless the
-     * shared nest balances the work better. */
-    int private_b = nnl_cdiv(M, mr) * mr <= kd->mc;
-    if (private_b && team > 1) {
-        const nnl_idx P = nnl_cdiv(M, mr), Qb = nnl_cdiv(nnl_min(N, ncb_max), nr);
-        int tm, tn;
-        nnl_grid(team, P, Qb, &tm, &tn);
-        const nnl_idx shared_cost = nnl_cdiv(P, tm) * nnl_cdiv(Qb, tn) * nnl_cdiv(N, ncb_max);
-        const nnl_idx private_cost = P * nnl_cdiv(nnl_cdiv(N, nr), team);
-        private_b = private_cost <= shared_cost;
+
+    /* K is cut into equal slices of at most KC. This and the MR x NR tile grid (anchored at
+     * row 0 / column 0) fix the arithmetic of every element; the work units below only decide
+     * who computes which tiles, so the result never depends on the thread count. */
+    const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
+    /* Row groups: at most MC rows each (their packed A block stays in L2), balanced. */
+    nnl_idx ru = nnl_cdiv(M, kd->mc);
+    const nnl_idx mu = nnl_cdiv(nnl_cdiv(M, ru), mr) * mr;
+    ru = nnl_cdiv(M, mu);
+    /* Column groups: one when serial; else enough units (about NNL_UNITS_PER_THREAD per
+     * thread, handed out dynamically) to keep the threads busy even when another process takes
+     * a core for a while, but no narrower than NNL_MIN_UNIT_PANELS panels. */
+    nnl_idx cu = 1;
+    if (nt > 1) {
+        const nnl_idx want = nnl_cdiv((nnl_idx)NNL_UNITS_PER_THREAD * nt, batch * ru);
+        const nnl_idx most = nnl_cdiv(N, (nnl_idx)NNL_MIN_UNIT_PANELS * nr);
+        cu = want < most ? want : most;
+        cu = cu < 1 ? 1 : cu;
     }
-    /* One workspace block: nbp B buffers, then nt A buffers (each a multiple of 64 bytes). */
-    const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(private_b ? nr : ncb_max),
-                                        sizeof(T));
-    const size_t ap_elems = nnl_round64((size_t)mc_alloc * (size_t)kcb_max, sizeof(T));
-    const int nbp = (per_item || private_b) ? nt : 1;
-    size_t ws_bytes = sizeof(T) * (bp_elems * nbp + ap_elems * nt);
+    const nnl_idx nu = nnl_cdiv(nnl_cdiv(N, cu), nr) * nr;
+    cu = nnl_cdiv(N, nu);
+    const nnl_idx units = batch * ru * cu;
+    if ((nnl_idx)nt > units)
+        nt = (int)units;
+    /* B chunk of a unit: about NNL_UNIT_B_BYTES (half an L2), whole NR panels. */
+    nnl_idx chunk = (nnl_idx)(NNL_UNIT_B_BYTES / (sizeof(T) * (size_t)kcb_max * nr));
+    chunk = chunk < 1 ? 1 : nnl_min(chunk, nnl_cdiv(nu, nr));
+
+    /* One workspace block: per thread, an A block (mu x kcb) then a B chunk (kcb x chunk*nr),
+     * each a whole number of 64-byte lines. */
+    const size_t ap_elems = nnl_round64((size_t)mu * (size_t)kcb_max, sizeof(T));
+    const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(chunk * nr), sizeof(T));
+    size_t ws_bytes = sizeof(T) * (ap_elems + bp_elems) * (size_t)nt;
     T *ws = (T *)nnl_ws_get(ws_bytes, &ws_bytes);
     if (ws == NULL)
         return NNL_ENOMEM;
-    T *bps = ws, *aps = ws + bp_elems * nbp;
 
-    if (nt == 1) {
-        for (nnl_idx b = 0; b < batch; b++) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
+        T *bp = ap + ap_elems;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (nnl_idx u = 0; u < units; u++) {
+            const nnl_idx b = u / (ru * cu), r = (u / cu) % ru, c = u % cu;
             FN(nnl_prob) pb = p0;
             pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
             pb.bias = bias ? bias + b * bsbias : NULL;
-            if (private_b)
-                FN(run_private)(&pb, kd, kcb_max, bps, aps, 0, 1);
-            else
-                FN(run_shared)(&pb, kd, kcb_max, ncb_max, bps, aps, 0, 1);
+            FN(run_unit)(&pb, kd, kcb_max, chunk, r * mu, nnl_min(M, (r + 1) * mu), c * nu,
+                         nnl_min(N, (c + 1) * nu), bp, ap);
         }
     }
-#ifdef _OPENMP
-    else {
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num();
-            const int size = omp_get_num_threads();
-            T *ap = aps + (size_t)tid * ap_elems;
-            T *bp = nbp > 1 ? bps + (size_t)tid * bp_elems : bps;
-            nnl_idx b0 = 0, b1 = batch;
-            int t = tid, n = size;
-            if (per_item) {
-                b0 = batch * tid / size, b1 = batch * (tid + 1) / size;
-                t = 0, n = 1;
-            }
-            for (nnl_idx b = b0; b < b1; b++) {
-                FN(nnl_prob) pb = p0;
-                pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
-                pb.bias = bias ? bias + b * bsbias : NULL;
-                if (private_b)
-                    FN(run_private)(&pb, kd, kcb_max, bp, ap, t, n);
-                else
-                    FN(run_shared)(&pb, kd, kcb_max, ncb_max, bp, ap, t, n);
-            }
-        }
-    }
-#endif
     nnl_ws_put(ws, ws_bytes);
     return NNL_OK;
 }

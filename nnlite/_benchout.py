@@ -392,11 +392,9 @@ def _plot_channels(ax, study):
         sel = [m for m in ms if m.variant.label.startswith(kind + " ")]
         cs = [m.variant.channels for m in sel]
         gf = [m.gflops for m in sel]
-        ax.plot(cs, gf, "o-", color=color, label=kind)
-        if sel:
-            m = sel[-1]
-            ax.annotate(f"{_ai(m):.1f} FLOP/B", (cs[-1], gf[-1]), textcoords="offset points",
-                        xytext=(-40, 5), fontsize=7, color=color)
+        ais = [_ai(m) for m in sel]
+        label = f"{kind}: {min(ais):.1f}-{max(ais):.1f} FLOP/B" if ais else kind
+        ax.plot(cs, gf, "o-", color=color, label=label)
     ax.set_xscale("log", base=2)
     chans = sorted({m.variant.channels for m in ms})
     ax.set_xticks(chans)
@@ -408,6 +406,13 @@ def _plot_channels(ax, study):
     side = ms[0].report.input_shape[-1]
     ax.set_title(f"Achieved GFLOP/s as channels grow ({side}x{side})", fontsize=10)
     ax.legend(fontsize=7)
+
+
+def _threads_text():
+    import nnlite
+
+    n = nnlite.get_num_threads()
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def plot(study, path):
@@ -422,10 +427,12 @@ def plot(study, path):
     _plot_channels(axes[1][1], study)
     import nnlite
 
-    fig.suptitle(f"nnlite {nnlite.__version__} bench: theory vs measured "
-                 f"(backend {nnlite.backend()}, {nnlite.get_num_threads()} threads, batch "
-                 f"{study.config.batch}, median of {study.config.repeat} interleaved rounds)",
-                 fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    title = (f"nnlite {nnlite.__version__} bench: theory vs measured (backend "
+             f"{nnlite.backend()}, {_threads_text()}, batch "
+             f"{study.config.batch}, median of {study.config.repeat} interleaved rounds)")
+    if any("# WARNING" in line for line in study.header):
+        title += "\nmachine busier than its cores during the run: times inflated and noisy"
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path)
     return path

@@ -4,7 +4,6 @@ Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks" (2018).
 ``nnlite.nn.InvertedResidual`` and ``nnlite.nn.Conv2dNormActivation``.
 """
 from .. import nn
-from ..nn.blocks import _relu6
 
 __all__ = ["MobileNetV2", "mobilenet_v2"]
 
@@ -49,7 +48,7 @@ class MobileNetV2(nn.Module):
         input_channel = _make_divisible(input_channel * width_mult, round_nearest)
         self.last_channel = _make_divisible(last_channel * max(1.0, width_mult), round_nearest)
         features = [nn.Conv2dNormActivation(3, input_channel, stride=2, norm_layer=norm_layer,
-                                            activation_layer=_relu6)]
+                                            activation_layer=nn.ReLU6)]
         for t, c, n, s in inverted_residual_setting:
             output_channel = _make_divisible(c * width_mult, round_nearest)
             for i in range(n):
@@ -57,7 +56,7 @@ class MobileNetV2(nn.Module):
                                       expand_ratio=t, norm_layer=norm_layer))
                 input_channel = output_channel
         features.append(nn.Conv2dNormActivation(input_channel, self.last_channel, kernel_size=1,
-                                                norm_layer=norm_layer, activation_layer=_relu6))
+                                                norm_layer=norm_layer, activation_layer=nn.ReLU6))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(dropout),
                                         nn.Linear(self.last_channel, num_classes))

@@ -45,11 +45,12 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], 2, replace_stride_with_dilation[2])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
-        if zero_init_residual:
+        if zero_init_residual:  # each residual branch starts as zero: the block is the identity
             for m in self.modules():
-                last_bn = getattr(m, "bn3" if isinstance(m, nn.Bottleneck) else "bn2", None)
-                if isinstance(m, (nn.Bottleneck, nn.BasicBlock)) and last_bn is not None:
-                    last_bn.weight.data[...] = 0
+                if isinstance(m, nn.Bottleneck):
+                    m.bn3.weight.data[...] = 0
+                elif isinstance(m, nn.BasicBlock):
+                    m.bn2.weight.data[...] = 0
 
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
         norm_layer = self._norm_layer

@@ -6,11 +6,13 @@ Module and attribute names follow torchvision wherever torchvision has the block
 
 # N batch, C in-ch, F out-ch, H/W in, OH/OW out
 """
+import numbers
+
 from ..tensor import cat
-from . import conv as _conv
-from . import layers as _layers
-from . import pooling as _pooling
+from .conv import Conv2d
+from .layers import BatchNorm2d, ReLU, ReLU6
 from .module import Module, Sequential
+from .pooling import AvgPool2d, MaxPool2d
 
 __all__ = [
     "BasicConv2d", "Inception", "InceptionA",
@@ -21,36 +23,10 @@ __all__ = [
 ]
 
 
-# The layer classes are looked up when a block is built, not at import time, so that this module
-# imports whatever state the layer files are in.
-def _Conv2d(*args, **kwargs):
-    return _conv.Conv2d(*args, **kwargs)
-
-
-def _BatchNorm2d(*args, **kwargs):
-    return _layers.BatchNorm2d(*args, **kwargs)
-
-
-def _ReLU():
-    return _layers.ReLU()
-
-
-def _MaxPool2d(*args, **kwargs):
-    return _pooling.MaxPool2d(*args, **kwargs)
-
-
-def _AvgPool2d(*args, **kwargs):
-    return _pooling.AvgPool2d(*args, **kwargs)
-
-
 def _check_positive(block, **values):
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
             raise ValueError(f"{block}: {name} must be a positive int, got {v!r}")
-
-
-def _relu6():
-    return _layers.ReLU6()
 
 
 # --------------------------------------------------------------------------- GoogLeNet / Inception
@@ -65,8 +41,8 @@ class BasicConv2d(Module):
 
     def __init__(self, in_channels, out_channels, **kwargs):
         super().__init__()
-        self.conv = _Conv2d(in_channels, out_channels, bias=False, **kwargs)
-        self.bn = _BatchNorm2d(out_channels, eps=0.001)
+        self.conv = Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x):
         return self.bn(self.conv(x)).relu()
@@ -103,7 +79,7 @@ class Inception(Module):
         _check_positive("Inception", in_channels=in_channels, ch1x1=ch1x1, ch3x3=ch3x3,
                         ch5x5=ch5x5)
         self.branch1 = conv_block(in_channels, ch1x1, kernel_size=1)
-        pool = _MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True)
+        pool = MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True)
         if reduce:
             _check_positive("Inception", ch3x3red=ch3x3red, ch5x5red=ch5x5red)
             self.branch2 = Sequential(
@@ -146,14 +122,14 @@ class InceptionA(Module):
     def __init__(self, in_channels):
         super().__init__()
         _check_positive("InceptionA", in_channels=in_channels)
-        self.branch1x1 = _Conv2d(in_channels, 16, kernel_size=1)
-        self.branch5x5_1 = _Conv2d(in_channels, 16, kernel_size=1)
-        self.branch5x5_2 = _Conv2d(16, 24, kernel_size=5, padding=2)
-        self.branch3x3dbl_1 = _Conv2d(in_channels, 16, kernel_size=1)
-        self.branch3x3dbl_2 = _Conv2d(16, 24, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = _Conv2d(24, 24, kernel_size=3, padding=1)
-        self.avg_pool = _AvgPool2d(kernel_size=3, stride=1, padding=1)
-        self.branch_pool = _Conv2d(in_channels, 24, kernel_size=1)
+        self.branch1x1 = Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_1 = Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_2 = Conv2d(16, 24, kernel_size=5, padding=2)
+        self.branch3x3dbl_1 = Conv2d(in_channels, 16, kernel_size=1)
+        self.branch3x3dbl_2 = Conv2d(16, 24, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = Conv2d(24, 24, kernel_size=3, padding=1)
+        self.avg_pool = AvgPool2d(kernel_size=3, stride=1, padding=1)
+        self.branch_pool = Conv2d(in_channels, 24, kernel_size=1)
 
     def forward(self, x):
         b1 = self.branch1x1(x)
@@ -241,7 +217,7 @@ class GridReduction(Module):
             self.out_channels += ch3x3dbl
         else:
             self.branch3x3dbl = None
-        self.branch_pool = (_MaxPool2d(3, stride=2) if pool == "max" else _AvgPool2d(3, stride=2))
+        self.branch_pool = (MaxPool2d(3, stride=2) if pool == "max" else AvgPool2d(3, stride=2))
 
     def forward(self, x):
         outs = [self.branch3x3(x)]
@@ -254,13 +230,13 @@ class GridReduction(Module):
 # ---------------------------------------------------------------------------------------- ResNet
 def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1):
     """3x3 conv, padding = dilation, no bias (torchvision's helper)."""
-    return _Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation,
+    return Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation,
                    groups=groups, bias=False, dilation=dilation)
 
 
 def conv1x1(in_planes, out_planes, stride=1):
     """1x1 conv, no bias (torchvision's helper)."""
-    return _Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+    return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
 def _projection(inplanes, outplanes, stride, norm_layer):
@@ -283,7 +259,7 @@ class BasicBlock(Module):
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
                  dilation=1, norm_layer=None):
         super().__init__()
-        norm_layer = _BatchNorm2d if norm_layer is None else norm_layer
+        norm_layer = BatchNorm2d if norm_layer is None else norm_layer
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock only supports groups=1 and base_width=64, got "
                              f"groups={groups}, base_width={base_width}")
@@ -292,7 +268,7 @@ class BasicBlock(Module):
         _check_positive("BasicBlock", inplanes=inplanes, planes=planes, stride=stride)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = norm_layer(planes)
-        self.relu = _ReLU()
+        self.relu = ReLU()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
         if downsample is None and (stride != 1 or inplanes != planes):
@@ -322,7 +298,7 @@ class Bottleneck(Module):
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
                  dilation=1, norm_layer=None):
         super().__init__()
-        norm_layer = _BatchNorm2d if norm_layer is None else norm_layer
+        norm_layer = BatchNorm2d if norm_layer is None else norm_layer
         _check_positive("Bottleneck", inplanes=inplanes, planes=planes, stride=stride,
                         groups=groups, base_width=base_width, dilation=dilation)
         width = int(planes * (base_width / 64.0)) * groups
@@ -335,7 +311,7 @@ class Bottleneck(Module):
         self.bn2 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = norm_layer(planes * self.expansion)
-        self.relu = _ReLU()
+        self.relu = ReLU()
         if downsample is None and (stride != 1 or inplanes != planes * self.expansion):
             downsample = _projection(inplanes, planes * self.expansion, stride, norm_layer)
         self.downsample = downsample
@@ -386,12 +362,12 @@ class DepthwiseSeparableConv2d(Module):
         _check_positive("DepthwiseSeparableConv2d", in_channels=in_channels,
                         out_channels=out_channels, depth_multiplier=depth_multiplier)
         mid = in_channels * depth_multiplier
-        self.depthwise = _Conv2d(in_channels, mid, kernel_size, stride=stride, padding=padding,
+        self.depthwise = Conv2d(in_channels, mid, kernel_size, stride=stride, padding=padding,
                                  dilation=dilation, groups=in_channels, bias=bias,
                                  padding_mode=padding_mode)
-        self.bn = _BatchNorm2d(mid) if mid_norm else None
-        self.relu = _ReLU() if mid_activation else None
-        self.pointwise = _Conv2d(mid, out_channels, 1, bias=bias)
+        self.bn = BatchNorm2d(mid) if mid_norm else None
+        self.relu = ReLU() if mid_activation else None
+        self.pointwise = Conv2d(mid, out_channels, 1, bias=bias)
 
     def forward(self, x):
         x = self.depthwise(x)
@@ -422,8 +398,8 @@ class XceptionBlock(Module):
         if stride not in (1, 2):
             raise ValueError(f"XceptionBlock: stride must be 1 or 2, got {stride!r}")
         if out_channels != in_channels or stride != 1:
-            self.skip = Sequential(_Conv2d(in_channels, out_channels, 1, stride=stride,
-                                           bias=False), _BatchNorm2d(out_channels))
+            self.skip = Sequential(Conv2d(in_channels, out_channels, 1, stride=stride,
+                                           bias=False), BatchNorm2d(out_channels))
         else:
             self.skip = None
         layers = []
@@ -433,11 +409,11 @@ class XceptionBlock(Module):
             else:  # in -> in, ..., then in -> out
                 cin, cout = in_channels, (out_channels if i == reps - 1 else in_channels)
             if i > 0 or start_with_relu:
-                layers.append(_ReLU())
+                layers.append(ReLU())
             layers.append(DepthwiseSeparableConv2d(cin, cout, 3, padding=1, bias=False))
-            layers.append(_BatchNorm2d(cout))
+            layers.append(BatchNorm2d(cout))
         if stride != 1:
-            layers.append(_MaxPool2d(3, stride=stride, padding=1))
+            layers.append(MaxPool2d(3, stride=stride, padding=1))
         self.rep = Sequential(*layers)
 
     def forward(self, x):
@@ -459,11 +435,11 @@ class Conv2dNormActivation(Sequential):
                  bias=None):
         if padding is None:
             padding = (kernel_size - 1) // 2 * dilation
-        norm_layer = _BatchNorm2d if norm_layer == "default" else norm_layer
-        activation_layer = _ReLU if activation_layer == "default" else activation_layer
+        norm_layer = BatchNorm2d if norm_layer == "default" else norm_layer
+        activation_layer = ReLU if activation_layer == "default" else activation_layer
         if bias is None:
             bias = norm_layer is None
-        layers = [_Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+        layers = [Conv2d(in_channels, out_channels, kernel_size, stride, padding,
                           dilation=dilation, groups=groups, bias=bias)]
         if norm_layer is not None:
             layers.append(norm_layer(out_channels))
@@ -490,18 +466,18 @@ class InvertedResidual(Module):
         _check_positive("InvertedResidual", inp=inp, oup=oup)
         if not expand_ratio > 0:
             raise ValueError(f"InvertedResidual: expand_ratio must be > 0, got {expand_ratio!r}")
-        norm_layer = _BatchNorm2d if norm_layer is None else norm_layer
+        norm_layer = BatchNorm2d if norm_layer is None else norm_layer
         self.stride = stride
         hidden_dim = int(round(inp * expand_ratio))
         self.use_res_connect = stride == 1 and inp == oup
         layers = []
         if expand_ratio != 1:
             layers.append(Conv2dNormActivation(inp, hidden_dim, kernel_size=1,
-                                               norm_layer=norm_layer, activation_layer=_relu6))
+                                               norm_layer=norm_layer, activation_layer=ReLU6))
         layers += [
             Conv2dNormActivation(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim,
-                                 norm_layer=norm_layer, activation_layer=_relu6),
-            _Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
+                                 norm_layer=norm_layer, activation_layer=ReLU6),
+            Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
             norm_layer(oup),
         ]
         self.conv = Sequential(*layers)

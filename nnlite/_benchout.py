@@ -87,20 +87,31 @@ def _ratio_rows(study):
 
 
 def _reading(study):
-    """Computed lines for the pairs whose measured forward saving is under 60% of the theory."""
-    lines = []
+    """Computed lines for the pairs whose measured forward saving is under 60% or over 150% of
+    the MAC ratio, with each side's FLOP/B and GFLOP/s (and a flag when the timings are noisy)."""
+    short, beyond = [], []
     for p in study.pairs:
         th, fw = p.theory_ratio, p.fwd_ratio
-        if not (_finite(th) and _finite(fw)) or fw >= 0.6 * th:
+        if not (_finite(th) and _finite(fw)) or 0.6 * th <= fw <= 1.5 * th:
             continue
-        lines.append(f"- {p.pair.key}: {th:.1f}x fewer MACs, {fw:.2f}x less forward time; "
-                     f"FLOP/B {_ai(p.base):.1f} -> {_ai(p.alt):.1f}, achieved GFLOP/s "
-                     f"{p.base.gflops:.1f} -> {p.alt.gflops:.1f}.")
-    if lines:
-        lines.insert(0, "Where FLOPs do not predict time (measured saving < 60% of the MAC "
-                        "ratio): the alternative runs at fewer GFLOP/s. 1x1, depthwise and thin "
-                        "convs do few FLOPs per byte moved (memory-bound) and more, smaller "
-                        "kernel calls (fixed per-call cost).")
+        line = (f"- {p.pair.key}: {th:.1f}x fewer MACs, {fw:.2f}x less forward time; "
+                f"FLOP/B {_ai(p.base):.1f} -> {_ai(p.alt):.1f}, achieved GFLOP/s "
+                f"{p.base.gflops:.1f} -> {p.alt.gflops:.1f}.")
+        noise = max(_spread(p.base.fwd), _spread(p.alt.fwd))
+        if _finite(noise) and noise > 0.5:
+            line += f" Noisy (spread up to {100 * noise:.0f}%): rerun before trusting it."
+        (short if fw < 0.6 * th else beyond).append(line)
+    lines = []
+    if short:
+        lines.append("Where FLOPs do not predict time (measured saving < 60% of the MAC ratio): "
+                     "the alternative runs at fewer GFLOP/s. 1x1, depthwise and thin convs do "
+                     "few FLOPs per byte moved (memory-bound) and more, smaller kernel calls "
+                     "(fixed per-call cost).")
+        lines += short
+    if beyond:
+        lines.append("Measured saving > 150% of the MAC ratio: the baseline runs at fewer "
+                     "GFLOP/s than the alternative.")
+        lines += beyond
     return lines
 
 

@@ -328,6 +328,24 @@ def _empty(ax, title, why):
     ax.set_yticks([])
 
 
+def _log_y(ax, values):
+    """Log y axis with plain 1-2-5 tick labels spanning ``values`` (finite, > 0)."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter, NullLocator
+
+    ax.set_yscale("log")
+    vals = [v for v in values if _finite(v) and v > 0]
+    if not vals:
+        return
+    lo, hi = min(vals) / 1.5, max(vals) * 1.5
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    ax.set_ylim(lo, hi)
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _plot_pairs(ax, study):
     title = "Classic pairs: saving of the alternative (baseline / alternative)"
     if not study.pairs:
@@ -343,7 +361,7 @@ def _plot_pairs(ax, study):
         for x, v in zip(xs, vals):
             if _finite(v):
                 ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=6)
-    ax.set_yscale("log")
+    _log_y(ax, [v for _, vals, _ in series for v in vals] + [1.0])
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels(keys, rotation=30, ha="right", fontsize=8)
@@ -366,7 +384,7 @@ def _plot_k(ax, study):
         if _finite(t):
             ax.annotate(f"{t:.1f}x", (k, t), textcoords="offset points", xytext=(4, -10),
                         fontsize=7)
-    ax.set_yscale("log")
+    _log_y(ax, macs + times)
     ax.set_xticks(ks)
     ax.set_xlabel("kernel size k")
     ax.set_ylabel("relative to 1x1 (log)")
@@ -395,23 +413,27 @@ def _plot_split(ax, study):
 
 
 def _plot_channels(ax, study):
+    from matplotlib.ticker import NullLocator
+
     ms = study.channels
     if not ms:
         return _empty(ax, "GFLOP/s vs channels", "channel sweep not run")
     kinds = [("1x1", "#4c72b0"), ("3x3", "#dd8452"), ("depthwise 3x3", "#55a868")]
+    _log_y(ax, [m.gflops for m in ms])
     for kind, color in kinds:
         sel = [m for m in ms if m.variant.label.startswith(kind + " ")]
         cs = [m.variant.channels for m in sel]
         gf = [m.gflops for m in sel]
         ais = [_ai(m) for m in sel]
-        label = f"{kind}: {min(ais):.1f}-{max(ais):.1f} FLOP/B" if ais else kind
+        span = (f"{min(ais):.1f}" if ais and f"{min(ais):.1f}" == f"{max(ais):.1f}"
+                else f"{min(ais, default=0):.1f}-{max(ais, default=0):.1f}")
+        label = f"{kind}: {span} FLOP/B" if ais else kind
         ax.plot(cs, gf, "o-", color=color, label=label)
     ax.set_xscale("log", base=2)
     chans = sorted({m.variant.channels for m in ms})
     ax.set_xticks(chans)
     ax.set_xticklabels([str(c) for c in chans])
-    ax.minorticks_off()
-    ax.set_yscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("channels C (C -> C)")
     ax.set_ylabel("achieved GFLOP/s (log)")
     side = ms[0].report.input_shape[-1]

@@ -174,31 +174,88 @@ cdef inline floating _sample(floating start, Py_ssize_t p, floating bin_size, Py
     return start + <floating>p * bin_size + <floating>(i + 0.5) * bin_size / <floating>grid
 
 
-cdef void _align_plane(const floating* roi, floating scale, bint aligned,
-                       Py_ssize_t sampling_ratio, const floating* plane, floating* y,
-                       floating* gx, const floating* gy, bint backward, Py_ssize_t H,
-                       Py_ssize_t W, Py_ssize_t PH, Py_ssize_t PW) noexcept nogil:
-    # one (box, channel) plane: forward y = mean of the bilinear samples of each bin, or
-    # backward gx[taps] += gy * weight / count (SPEC §8.3-8.5)
+cdef void _axis_table(floating start, floating bin_size, Py_ssize_t pooled, Py_ssize_t grid,
+                      Py_ssize_t n, Py_ssize_t* taps, floating* weights) noexcept nogil:
+    # the pooled*grid samples of one axis of one box: (lo, hi) taps and their weights, in
+    # torchvision's arithmetic; lo = -1 marks a sample outside [-1, n]
+    cdef Py_ssize_t p, g, s, lo, hi
+    cdef floating w_lo, w_hi
+    for p in range(pooled):
+        for g in range(grid):
+            s = 2 * (p * grid + g)
+            if _tap(_sample(start, p, bin_size, g, grid), n, &lo, &hi, &w_lo, &w_hi):
+                taps[s] = lo
+                taps[s + 1] = hi
+                weights[s] = w_lo
+                weights[s + 1] = w_hi
+            else:
+                taps[s] = -1
+                taps[s + 1] = -1
+                weights[s] = 0
+                weights[s + 1] = 0
+
+
+cdef inline Py_ssize_t _table_len(Box* box, Py_ssize_t PH, Py_ssize_t PW) noexcept nogil:
+    return PH * imax(box.gh, 0) + PW * imax(box.gw, 0)
+
+
+cdef void _fill_tables(const floating* roi, floating scale, bint aligned,
+                       Py_ssize_t sampling_ratio, Py_ssize_t H, Py_ssize_t W, Py_ssize_t PH,
+                       Py_ssize_t PW, Py_ssize_t* taps, floating* weights) noexcept nogil:
+    # one box: its PH*gh row samples, then its PW*gw column samples
     cdef floating start[2]
     cdef floating size[2]
     cdef Box box
-    cdef Py_ssize_t i, j, iy, ix, yl, yh, xl, xh
-    cdef floating yy, xx, ly, hy, lx, hx, acc, g, w1, w2, w3, w4, count
     _align_box(roi, scale, aligned, PH, PW, sampling_ratio, start, size, &box)
-    count = <floating>box.count
+    if box.gh > 0 and box.gw > 0:
+        _axis_table(start[0], size[0], PH, box.gh, H, taps, weights)
+        _axis_table(start[1], size[1], PW, box.gw, W, taps + 2 * PH * box.gh,
+                    weights + 2 * PH * box.gh)
+
+
+cdef void _align_apply(const floating* roi, floating scale, bint aligned,
+                       Py_ssize_t sampling_ratio, const floating* plane, floating* y,
+                       floating* gx, const floating* gy, bint backward, const Py_ssize_t* ty,
+                       const floating* wy, Py_ssize_t W, Py_ssize_t PH,
+                       Py_ssize_t PW) noexcept nogil:
+    # one (box, channel) plane: forward y = mean of the bilinear samples of each bin, or
+    # backward gx[taps] += gy * weight / count (SPEC §8.3-8.5). ty/wy: the box's tables.
+    # (Called inside prange: every per-box quantity lives on this function's stack.)
+    cdef floating start[2]
+    cdef floating size[2]
+    cdef Box box
+    _align_box(roi, scale, aligned, PH, PW, sampling_ratio, start, size, &box)
+    cdef Py_ssize_t gh = box.gh, gw = box.gw
+    cdef const Py_ssize_t* tx = ty + 2 * PH * imax(gh, 0)
+    cdef const floating* wx = wy + 2 * PH * imax(gh, 0)
+    cdef Py_ssize_t i, j, iy, ix, r, s, yl, yh, xl, xh
+    cdef floating ly, hy, lx, hx, acc, g, w1, w2, w3, w4
+    cdef floating count = <floating>imax(gh * gw, 1)
+    if gh <= 0 or gw <= 0:  # no samples: output 0, no gradient
+        if not backward:
+            for i in range(PH * PW):
+                y[i] = 0
+        return
     for i in range(PH):
         for j in range(PW):
             acc = 0
             g = gy[i * PW + j] if backward else 0
-            for iy in range(box.gh):
-                yy = _sample(start[0], i, size[0], iy, box.gh)
-                if not _tap(yy, H, &yl, &yh, &hy, &ly):
+            for iy in range(gh):
+                r = 2 * (i * gh + iy)
+                yl = ty[r]
+                if yl < 0:
                     continue
-                for ix in range(box.gw):
-                    xx = _sample(start[1], j, size[1], ix, box.gw)
-                    if not _tap(xx, W, &xl, &xh, &hx, &lx):
+                yh = ty[r + 1]
+                hy = wy[r]
+                ly = wy[r + 1]
+                for ix in range(gw):
+                    s = 2 * (j * gw + ix)
+                    xl = tx[s]
+                    if xl < 0:
                         continue
+                    xh = tx[s + 1]
+                    hx = wx[s]
+                    lx = wx[s + 1]
                     w1 = hy * hx
                     w2 = hy * lx
                     w3 = ly * hx
@@ -215,42 +272,92 @@ cdef void _align_plane(const floating* roi, floating scale, bint aligned,
                 y[i * PW + j] = acc / count
 
 
+def roi_align_grids(const floating[:, ::1] rois, double spatial_scale, Py_ssize_t PH,
+                    Py_ssize_t PW, Py_ssize_t sampling_ratio, bint aligned,
+                    Py_ssize_t[:, ::1] grids):
+    """grids[k] = (gh, gw): box k's sampling grid per bin, in the kernels' own arithmetic."""
+    cdef floating scale = <floating>spatial_scale
+    cdef floating start[2]
+    cdef floating size[2]
+    cdef Box box
+    cdef Py_ssize_t k
+    if rois.shape[1] != 5 or grids.shape[0] != rois.shape[0] or grids.shape[1] != 2:
+        raise ValueError("roi_align_grids: array shapes do not match")
+    for k in range(rois.shape[0]):
+        _align_box(&rois[k, 0], scale, aligned, PH, PW, sampling_ratio, start, size, &box)
+        grids[k, 0] = box.gh
+        grids[k, 1] = box.gw
+
+
+cdef _check_tables(const floating[:, ::1] rois, floating scale, bint aligned,
+                   Py_ssize_t sampling_ratio, Py_ssize_t N, Py_ssize_t PH, Py_ssize_t PW,
+                   const Py_ssize_t[::1] offsets, Py_ssize_t n_taps, Py_ssize_t n_weights,
+                   str name):
+    # the tables were sized in Python from roi_align_grids: verify before writing into them
+    cdef floating start[2]
+    cdef floating size[2]
+    cdef Box box
+    cdef Py_ssize_t k, K = rois.shape[0]
+    if rois.shape[1] != 5 or offsets.shape[0] != K + 1 or offsets[0] != 0:
+        raise ValueError(f"{name}: rois/offsets shapes do not match")
+    for k in range(K):
+        _align_box(&rois[k, 0], scale, aligned, PH, PW, sampling_ratio, start, size, &box)
+        if not in_range(box.b, N):
+            raise ValueError(f"{name}: batch index {rois[k, 0]} out of range")
+        if offsets[k + 1] - offsets[k] != _table_len(&box, PH, PW):
+            raise ValueError(f"{name}: sample tables do not match box {k}")
+    if 2 * offsets[K] > n_taps or 2 * offsets[K] > n_weights:
+        raise ValueError(f"{name}: sample tables are too small")
+
+
 def roi_align_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] rois,
                       double spatial_scale, Py_ssize_t sampling_ratio, bint aligned,
-                      floating[:, :, :, ::1] y, int num_threads):
+                      const Py_ssize_t[::1] offsets, Py_ssize_t[::1] taps,
+                      floating[::1] weights, floating[:, :, :, ::1] y, int num_threads):
+    """offsets (K+1,): box k's samples are [offsets[k], offsets[k+1]) in the (2*S,) tables."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = rois.shape[0], PH = y.shape[2], PW = y.shape[3], kc, k, c, b
+    cdef Py_ssize_t K = rois.shape[0], PH = y.shape[2], PW = y.shape[3], kc, k, c, b, o
     cdef floating scale = <floating>spatial_scale
-    if rois.shape[1] != 5 or y.shape[0] != K or y.shape[1] != C:
+    if y.shape[0] != K or y.shape[1] != C:
         raise ValueError("roi_align_forward: array shapes do not match")
-    for k in range(K):
-        if not in_range(<Py_ssize_t>rois[k, 0], N):
-            raise ValueError(f"roi_align_forward: batch index {rois[k, 0]} out of range")
     if K == 0 or C == 0 or PH == 0 or PW == 0:
         return
+    _check_tables(rois, scale, aligned, sampling_ratio, N, PH, PW, offsets, taps.shape[0],
+                  weights.shape[0], "roi_align_forward")
+    for k in prange(K, nogil=True, schedule="static", num_threads=num_threads):
+        o = 2 * offsets[k]
+        _fill_tables(&rois[k, 0], scale, aligned, sampling_ratio, H, W, PH, PW, &taps[o],
+                     &weights[o])
     for kc in prange(K * C, nogil=True, schedule="static", num_threads=num_threads):
         k = kc // C
         c = kc % C
         b = <Py_ssize_t>rois[k, 0]
-        _align_plane(&rois[k, 0], scale, aligned, sampling_ratio, &x[b, c, 0, 0],
-                     &y[k, c, 0, 0], NULL, NULL, False, H, W, PH, PW)
+        o = 2 * offsets[k]
+        _align_apply(&rois[k, 0], scale, aligned, sampling_ratio, &x[b, c, 0, 0],
+                     &y[k, c, 0, 0], NULL, NULL, False, &taps[o], &weights[o], W, PH, PW)
 
 
 def roi_align_backward(const floating[:, :, :, ::1] gy, const floating[:, ::1] rois,
                        double spatial_scale, Py_ssize_t sampling_ratio, bint aligned,
-                       floating[:, :, :, ::1] gx, int num_threads):
+                       const Py_ssize_t[::1] offsets, Py_ssize_t[::1] taps,
+                       floating[::1] weights, floating[:, :, :, ::1] gx, int num_threads):
     cdef Py_ssize_t N = gx.shape[0], C = gx.shape[1], H = gx.shape[2], W = gx.shape[3]
-    cdef Py_ssize_t K = gy.shape[0], PH = gy.shape[2], PW = gy.shape[3], k, c, b
+    cdef Py_ssize_t K = gy.shape[0], PH = gy.shape[2], PW = gy.shape[3], k, c, b, o
     cdef floating scale = <floating>spatial_scale
-    if rois.shape[1] != 5 or rois.shape[0] != K or gy.shape[1] != C:
+    if gy.shape[1] != C:
         raise ValueError("roi_align_backward: array shapes do not match")
-    for k in range(K):
-        if not in_range(<Py_ssize_t>rois[k, 0], N):
-            raise ValueError(f"roi_align_backward: batch index {rois[k, 0]} out of range")
     if K == 0 or C == 0 or PH == 0 or PW == 0:
         return
+    _check_tables(rois, scale, aligned, sampling_ratio, N, PH, PW, offsets, taps.shape[0],
+                  weights.shape[0], "roi_align_backward")
+    for k in prange(K, nogil=True, schedule="static", num_threads=num_threads):
+        o = 2 * offsets[k]
+        _fill_tables(&rois[k, 0], scale, aligned, sampling_ratio, H, W, PH, PW, &taps[o],
+                     &weights[o])
     for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
         for k in range(K):
             b = <Py_ssize_t>rois[k, 0]
-            _align_plane(&rois[k, 0], scale, aligned, sampling_ratio, NULL, NULL,
-                         &gx[b, c, 0, 0], &gy[k, c, 0, 0], True, H, W, PH, PW)
+            o = 2 * offsets[k]
+            _align_apply(&rois[k, 0], scale, aligned, sampling_ratio, NULL, NULL,
+                         &gx[b, c, 0, 0], &gy[k, c, 0, 0], True, &taps[o], &weights[o], W,
+                         PH, PW)

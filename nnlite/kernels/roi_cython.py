@@ -44,19 +44,36 @@ def roi_pool_backward(gy, rois, argmax, in_shape):
     return gx
 
 
+def _align_tables(rois, dtype, out_hw, spatial_scale, sampling_ratio, aligned):
+    """Per-box sample tables for the kernel: offsets (K+1,), taps and weights (2*S,)."""
+    grids = np.empty((rois.shape[0], 2), dtype=np.intp)
+    _roi.roi_align_grids(rois, float(spatial_scale), out_hw[0], out_hw[1], int(sampling_ratio),
+                         bool(aligned), grids)
+    g = np.maximum(grids, 0)
+    sizes = out_hw[0] * g[:, 0] + out_hw[1] * g[:, 1]  # samples per box (rows + columns)
+    offsets = np.zeros(rois.shape[0] + 1, dtype=np.intp)
+    np.cumsum(sizes, out=offsets[1:])
+    n = 2 * int(offsets[-1])
+    return offsets, np.empty(n, dtype=np.intp), np.empty(n, dtype=dtype)
+
+
 def roi_align_forward(x, rois, out_hw, spatial_scale, sampling_ratio, aligned):
     x = _c(x)
+    rois = _c(rois, x.dtype)
     y = np.empty((rois.shape[0], x.shape[1]) + tuple(out_hw), dtype=x.dtype)
-    _roi.roi_align_forward(x, _c(rois, x.dtype), float(spatial_scale), int(sampling_ratio),
-                           bool(aligned), y, _threads(y.shape[0] * y.shape[1], y.size * 16))
+    tables = _align_tables(rois, x.dtype, out_hw, spatial_scale, sampling_ratio, aligned)
+    _roi.roi_align_forward(x, rois, float(spatial_scale), int(sampling_ratio), bool(aligned),
+                           *tables, y, _threads(y.shape[0] * y.shape[1], y.size * 16))
     return y
 
 
 def roi_align_backward(gy, rois, in_shape, spatial_scale, sampling_ratio, aligned):
     gy = _c(gy)
+    rois = _c(rois, gy.dtype)
     gx = np.zeros(in_shape, dtype=gy.dtype)
-    _roi.roi_align_backward(gy, _c(rois, gy.dtype), float(spatial_scale), int(sampling_ratio),
-                            bool(aligned), gx, _threads(gx.shape[1], gy.size * 16))
+    tables = _align_tables(rois, gy.dtype, gy.shape[2:], spatial_scale, sampling_ratio, aligned)
+    _roi.roi_align_backward(gy, rois, float(spatial_scale), int(sampling_ratio), bool(aligned),
+                            *tables, gx, _threads(gx.shape[1], gy.size * 16))
     return gx
 
 

@@ -151,8 +151,8 @@ def _channel_rows(study):
 
 
 def _algorithm_rows(study):
-    cols = ["Conv", "Algorithm", "Fwd ms", "spread", "GFLOP/s", f"time vs {study.algorithm_names[0]}",
-            "im2col share", "note"]
+    cols = ["Conv", "Algorithm", "Fwd ms", "spread", "GFLOP/s",
+            f"time vs {study.algorithm_names[0]}", "im2col share", "note"]
     rows = []
     ms = study.algorithms
     for m in ms:

@@ -22,8 +22,8 @@ from _common cimport in_range, imin, imax
 
 
 cdef inline Py_ssize_t _ceil_div_pos(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    # ceil(a / b) for a >= 0, b > 0 (C division truncates, which is floor for a >= 0)
-    return (a + b - 1) // b
+    # ceil(a / b) for a >= 0, b > 0; written so that it cannot overflow for any b
+    return 0 if a == 0 else (a - 1) // b + 1
 
 
 cdef inline void _col_range(Py_ssize_t off, Py_ssize_t W, Py_ssize_t sw, Py_ssize_t ow,

@@ -288,6 +288,23 @@ def test_conv2d_zero_input_channels(backend):
     np.testing.assert_array_equal(y.data[0, :, 0, 0], [1.0, 2.0])
 
 
+@pytest.mark.parametrize("big", [2 ** 31, 2 ** 63 - 1, 2 ** 63, 2 ** 70])
+def test_conv2d_huge_stride_no_overflow(backend, big):
+    # one output pixel: the stride never multiplies a nonzero index (no int64 overflow in C)
+    x, w = np.ones((1, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32)
+    y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), stride=big)
+    np.testing.assert_array_equal(y.data, np.full((1, 1, 1, 1), 9, np.float32))
+    yt = F.conv_transpose2d(nnlite.tensor(x[:, :, :1, :1]), nnlite.tensor(w), stride=big)
+    np.testing.assert_array_equal(yt.data, np.ones((1, 1, 3, 3), np.float32))
+    # absurd padding with a matching stride: a correct small result or a clean error
+    try:
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), stride=big, padding=big)
+    except (ValueError, MemoryError):
+        return
+    np.testing.assert_array_equal(y.data, ref.conv2d(x.astype(np.float64), w.astype(np.float64),
+                                                      None, big, big))
+
+
 # ------------------------------------------------------------------ memory
 def test_conv2d_no_hidden_column_copies(backend):
     # forward: output + ONE column workspace (+ an image-sized padded copy on numpy);

@@ -129,19 +129,30 @@ def test_max_pool2d_unbatched_and_empty_batch(backend):
     assert e.shape == (0, 2, 2, 2)
 
 
-def test_max_pool2d_parallel_backward_matches_numpy():
-    # many planes, overlapping windows: the threaded scatter must equal the NumPy one
+@pytest.mark.parametrize("op", [
+    lambda t: F.max_pool2d(t, 3, stride=1, padding=1),
+    lambda t: F.max_pool2d(t, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True),
+    lambda t: F.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False),
+    lambda t: F.adaptive_max_pool2d(t, (5, 7)),
+    lambda t: F.adaptive_avg_pool2d(t, (5, 7)),
+], ids=["max", "max-dilated-ceil", "avg", "adaptive-max", "adaptive-avg"])
+def test_pools_threaded_match_numpy(monkeypatch, op):
+    # many planes, overlapping windows, ties: the threaded kernels (forward, and backward
+    # scatter-adds) must equal the NumPy ones
     if "cython" not in nnlite.available_backends():
         pytest.skip("Cython extension not built")
-    x = make_input((4, 32, 23, 29), "int", np.float32, 3)  # ties on purpose; big enough to thread
-    grads = []
+    monkeypatch.setattr(kernels.pool_cython, "_SERIAL_WORK", 0)  # force the threaded path
+    x = make_input((4, 32, 23, 29), "int", np.float32, 3)
+    outs, grads = [], []
     for b in ("cython", "numpy"):
         with nnlite.using_backend(b):
             xt = nnlite.tensor(x, requires_grad=True)
-            y = F.max_pool2d(xt, 3, stride=1, padding=1)
+            y = op(xt)
             y.backward(np.ones(y.shape, np.float32))
+            outs.append(y.data)
             grads.append(xt.grad)
-    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-6)
 
 
 def test_maxpool2d_module_attributes_and_repr():

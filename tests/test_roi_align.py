@@ -118,9 +118,10 @@ def test_roi_align_box_formats_and_empty(backend):
         (0, 3, 2, 2)
 
 
-def test_roi_align_parallel_backward_matches_numpy():
+def test_roi_align_parallel_backward_matches_numpy(monkeypatch):
     if "cython" not in nnlite.available_backends():
         pytest.skip("Cython extension not built")
+    monkeypatch.setattr(kernels.roi_cython, "_SERIAL_WORK", 0)  # force the threaded path
     rng = np.random.default_rng(0)
     x = make_input((2, 64, 20, 20), "float", np.float64, 1)
     lo = rng.uniform(-2, 14, (50, 2))

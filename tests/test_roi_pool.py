@@ -111,9 +111,10 @@ def test_roi_pool_box_list_format_and_batch_index(backend):
         (0, 3, 2, 3)
 
 
-def test_roi_pool_parallel_backward_matches_numpy():
+def test_roi_pool_parallel_backward_matches_numpy(monkeypatch):
     if "cython" not in nnlite.available_backends():
         pytest.skip("Cython extension not built")
+    monkeypatch.setattr(kernels.roi_cython, "_SERIAL_WORK", 0)  # force the threaded path
     rng = np.random.default_rng(0)
     x = make_input((2, 64, 16, 16), "int", np.float32, 1)  # ties on purpose
     xy = rng.uniform(0, 16, (60, 4))

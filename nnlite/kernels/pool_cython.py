@@ -22,7 +22,7 @@ def _c(a, dtype=None):
 
 # below this many inner-loop steps a call runs on one thread: waking a second OpenMP thread
 # costs microseconds idle and milliseconds on a loaded machine
-_SERIAL_WORK = 1 << 15
+_SERIAL_WORK = 1 << 18
 
 
 def _threads(planes, work):

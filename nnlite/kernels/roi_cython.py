@@ -18,9 +18,13 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+# below this many inner-loop steps a call runs on one thread (as in pool_cython)
+_SERIAL_WORK = 1 << 18
+
+
 def _threads(items, work):
     """One thread for small calls (waking OpenMP threads costs more than it saves)."""
-    if work < (1 << 15):
+    if work < _SERIAL_WORK:
         return 1
     return max(1, min(get_num_threads(), items))
 

@@ -182,7 +182,9 @@ def _sections(study):
         out.append(("Theory ratio vs measured ratio (baseline / alternative)",
                     _ratio_rows(study), _reading(study)))
     if study.k_sweep:
-        out.append(("Conv time vs kernel size (forward, fixed channels)", _k_rows(study),
+        algo = study.k_sweep[0].variant.algorithm
+        out.append(("Conv time vs kernel size (forward, fixed channels"
+                    + (f", {algo} algorithm)" if algo else ")"), _k_rows(study),
                     ["im2col share = median per-round (im2col kernel alone / whole conv); the "
                      "rest is the GEMM and the output write. 1x1 skips im2col."]))
     if study.channels:

@@ -189,10 +189,11 @@ def pairs(cfg):
     return [p for p in out if cfg.wants(p.key)]
 
 
-def k_sweep_variants(cfg):
+def k_sweep_variants(cfg, algorithm=None):
+    """k x k convs 64 -> 64 for k in 1, 3, 5, 7 (under ``algorithm`` when given)."""
     s, c = cfg.hw(56), 64
     return [Variant(f"{k}x{k} {c}->{c}", (lambda k=k: _conv(c, c, k)), (c, s, s), kernel=k,
-                    channels=c) for k in (1, 3, 5, 7)]
+                    channels=c, algorithm=algorithm) for k in (1, 3, 5, 7)]
 
 
 def channel_sweep_variants(cfg):
@@ -251,7 +252,7 @@ def _algorithm_context(name):
     import nnlite
 
     ctx = getattr(nnlite, "conv_algorithm", None)
-    return contextlib.nullcontext() if ctx is None else ctx(name)
+    return contextlib.nullcontext() if ctx is None or name is None else ctx(name)
 
 
 def algorithm_variants(cfg, algorithms):
@@ -652,7 +653,9 @@ def run(config=None, progress_stream=None):
         for pair in pairs(cfg):
             study.pairs.append(measure_pair(pair, cfg, progress))
         if cfg.wants("k-sweep"):
-            study.k_sweep = measure_sweep("k-sweep", k_sweep_variants(cfg), cfg, progress)
+            # with selectable algorithms, pin im2col so that its share is the share of this conv
+            algo = "im2col" if len(algorithms) > 1 and "im2col" in algorithms else None
+            study.k_sweep = measure_sweep("k-sweep", k_sweep_variants(cfg, algo), cfg, progress)
         if cfg.wants("channels"):
             study.channels = measure_sweep("channels", channel_sweep_variants(cfg), cfg,
                                            progress, with_im2col=False)

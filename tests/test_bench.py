@@ -238,14 +238,20 @@ def test_algorithm_sweep_picks_up_selectable_algorithms(monkeypatch, restore_thr
 
     monkeypatch.setattr(nnlite, "conv_algorithm", conv_algorithm, raising=False)
     assert bench.conv_algorithms() == ["im2col", "direct"]
-    study = bench.run(bench.Config(quick=True, scale=0.2, repeat=1, only=("algorithms",),
-                                   min_time=0, progress=False))
+    study = bench.run(bench.Config(quick=True, scale=0.2, repeat=1,
+                                   only=("algorithms", "k-sweep", "dwsep"), min_time=0,
+                                   progress=False))
     algos = [(m.variant.label, m.variant.algorithm) for m in study.algorithms]
     assert ("3x3 64->64", "direct") in algos and ("3x3 64->64", "im2col") in algos
     assert {"im2col", "direct"} <= set(used)
     assert "Per conv algorithm (forward)" in study.to_text()
+    # the k-sweep pins im2col (its im2col share is then the share of that algorithm); the pairs
+    # run with the default algorithm (no selector call with None)
+    assert {m.variant.algorithm for m in study.k_sweep} == {"im2col"}
+    assert "fixed channels, im2col algorithm" in study.to_text()
+    assert study.pairs[0].base.fwd and study.pairs[0].alt.fwdbwd
     rows = [r for r in csv.DictReader(io.StringIO(study.to_csv()))]
-    assert {r["algorithm"] for r in rows} == {"im2col", "direct"}
+    assert {r["algorithm"] for r in rows if r["section"] == "algorithms"} == {"im2col", "direct"}
 
 
 def test_without_a_selector_the_one_algorithm_is_reported():

@@ -1,23 +1,25 @@
-/* nnlite GEMM driver: BLIS-style blocking, packing and OpenMP threading around a register
- * micro-kernel (gemm_generic.c / gemm_avx2.c / gemm_avx512.c), for float32 and float64.
+/* nnlite GEMM driver: BLIS-style blocking and packing around a register micro-kernel
+ * (gemm_generic.c / gemm_avx2.c / gemm_avx512.c), OpenMP over work units, float32 and float64.
  *
- * Loop nest (row-major C[M, N] = A[M, K] @ B[K, N], per batch item):
+ * C[M, N] (row-major, every batch item) is cut into work units: at most MC rows (an MR
+ * multiple) by a range of NR column panels. A thread computes a whole unit alone, with its own
+ * packing buffers (see run_unit in gemm_driver_tmpl.h):
  *
- *   for jc in N by NC:                      B block KC x NC packed once, shared by the team
- *     for pc in K by KC:
- *       pack B[pc:+KC, jc:+NC] -> Bp          (NR-wide micro-panels, split over the threads)
- *       barrier
- *       for ic in (this thread's rows) by MC:
- *         pack A[ic:+MC, pc:+KC] -> Ap        (MR-tall micro-panels, private to the thread)
- *         for jr in (this thread's NR panels of the block):
- *           for ir in MC by MR:  micro-kernel: C[ic+ir:+MR, jc+jr:+NR] (+)= Ap_ir @ Bp_jr
- *       barrier
+ *   for pc in K by KC:
+ *     pack A[rows, pc:+KC] -> Ap                       MR-tall micro-panels, L2-resident
+ *     for each chunk of the unit's columns:
+ *       pack B[pc:+KC, chunk] -> Bp                    NR-wide micro-panels, L2-resident
+ *       for jr in the chunk by NR:                     a KC x NR micro-panel, L1/L2
+ *         for ir in rows by MR:  micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
  *
- * The team is split into a tm x tn grid over (MR row panels) x (NR column panels), chosen to
- * balance the work; K blocks are always reduced in the same order, so the result does not
- * depend on the thread count. Packing buffers are malloc'd per call: one B block per team and
- * one A block per thread (never static); partial tiles are zero-padded inside the packed
- * panels only, and the micro-kernel writes just the valid m x n corner.
+ * Units are handed out dynamically (several per thread) and nothing is shared between threads,
+ * so there is no barrier inside a call: when another process takes a core for a few ms, the
+ * other thread simply takes more units instead of spinning at a barrier. B is packed once per
+ * row group and A once per unit; with MC >= ~128 rows and units >= 4 panels wide that costs a
+ * few percent. K slices and the MR x NR tile grid are fixed by the shape alone, so every
+ * element is reduced in the same order whatever the thread count or unit split. Partial tiles
+ * are zero-padded inside the packed panels only; the micro-kernel writes just the valid m x n
+ * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -58,102 +60,6 @@ static void nnl_free64(void *p)
     if (p != NULL)
         free(((void **)p)[-1]);
 }
-
-/* Workspace recycling. Each call takes ONE block for all its packing buffers (the team's B
- * block + one A block per thread) and owns it exclusively until it returns; the block then goes
- * back to a small mutex-protected free list instead of to free(). Without it, glibc returns
- * blocks of a few hundred KB to the kernel at every free (mmap threshold / heap trimming), and
- * the next call pays ~100 page faults: about half the time of a 256^3 product. Concurrent
- * calls never share a block. nnl_gemm_release_buffers() empties the list. */
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define NNL_WS_SLOTS 4
-#define NNL_WS_MAX_BYTES ((size_t)64 << 20) /* larger blocks are freed, not cached */
-static pthread_mutex_t nnl_ws_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *nnl_ws_ptr[NNL_WS_SLOTS];
-static size_t nnl_ws_size[NNL_WS_SLOTS];
-
-static void *nnl_ws_get(size_t bytes, size_t *got)
-{
-    void *p = NULL;
-    int best = -1;
-    pthread_mutex_lock(&nnl_ws_lock);
-    for (int i = 0; i < NNL_WS_SLOTS; i++)
-        if (nnl_ws_ptr[i] != NULL && nnl_ws_size[i] >= bytes &&
-            (best < 0 || nnl_ws_size[i] < nnl_ws_size[best]))
-            best = i;
-    if (best >= 0) {
-        p = nnl_ws_ptr[best];
-        *got = nnl_ws_size[best];
-        nnl_ws_ptr[best] = NULL;
-    }
-    pthread_mutex_unlock(&nnl_ws_lock);
-    if (p == NULL) {
-        p = nnl_alloc64(bytes);
-        *got = bytes;
-    }
-    return p;
-}
-
-static void nnl_ws_put(void *p, size_t bytes)
-{
-    void *drop = p;
-    if (p == NULL)
-        return;
-    if (bytes <= NNL_WS_MAX_BYTES) {
-        int slot = -1;
-        pthread_mutex_lock(&nnl_ws_lock);
-        for (int i = 0; i < NNL_WS_SLOTS && slot < 0; i++)
-            if (nnl_ws_ptr[i] == NULL)
-                slot = i;
-        if (slot < 0) {                       /* full: evict the smallest if it is smaller */
-            slot = 0;
-            for (int i = 1; i < NNL_WS_SLOTS; i++)
-                if (nnl_ws_size[i] < nnl_ws_size[slot])
-                    slot = i;
-            if (nnl_ws_size[slot] >= bytes)
-                slot = -1;
-        }
-        if (slot >= 0) {
-            drop = nnl_ws_ptr[slot];
-            nnl_ws_ptr[slot] = p;
-            nnl_ws_size[slot] = bytes;
-        }
-        pthread_mutex_unlock(&nnl_ws_lock);
-    }
-    nnl_free64(drop);
-}
-
-void nnl_gemm_release_buffers(void)
-{
-    void *drop[NNL_WS_SLOTS];
-    pthread_mutex_lock(&nnl_ws_lock);
-    for (int i = 0; i < NNL_WS_SLOTS; i++) {
-        drop[i] = nnl_ws_ptr[i];
-        nnl_ws_ptr[i] = NULL;
-        nnl_ws_size[i] = 0;
-    }
-    pthread_mutex_unlock(&nnl_ws_lock);
-    for (int i = 0; i < NNL_WS_SLOTS; i++)
-        nnl_free64(drop[i]);
-}
-#else /* no pthreads: plain per-call allocation */
-static void *nnl_ws_get(size_t bytes, size_t *got)
-{
-    *got = bytes;
-    return nnl_alloc64(bytes);
-}
-
-static void nnl_ws_put(void *p, size_t bytes)
-{
-    (void)bytes;
-    nnl_free64(p);
-}
-
-void nnl_gemm_release_buffers(void)
-{
-}
-#endif
 
 static nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
 {

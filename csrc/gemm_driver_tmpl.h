@@ -253,12 +253,13 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     nnl_idx chunk = (nnl_idx)(NNL_UNIT_B_BYTES / (sizeof(T) * (size_t)kcb_max * nr));
     chunk = chunk < 1 ? 1 : nnl_min(chunk, nnl_cdiv(nu, nr));
 
-    /* One workspace block: per thread, an A block (mu x kcb) then a B chunk (kcb x chunk*nr),
-     * each a whole number of 64-byte lines. */
+    /* The packing buffers of this call: per thread, an A block (mu x kcb) then a B chunk
+     * (kcb x chunk*nr), each a whole number of 64-byte lines, all in ONE malloc'd block that
+     * is freed on return (one block: glibc then keeps reusing the same heap memory from call
+     * to call instead of trimming it, which would cost a page fault per 4 KB on every call). */
     const size_t ap_elems = nnl_round64((size_t)mu * (size_t)kcb_max, sizeof(T));
     const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(chunk * nr), sizeof(T));
-    size_t ws_bytes = sizeof(T) * (ap_elems + bp_elems) * (size_t)nt;
-    T *ws = (T *)nnl_ws_get(ws_bytes, &ws_bytes);
+    T *ws = (T *)nnl_alloc64(sizeof(T) * (ap_elems + bp_elems) * (size_t)nt);
     if (ws == NULL)
         return NNL_ENOMEM;
 
@@ -285,6 +286,6 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                          nnl_min(N, (c + 1) * nu), bp, ap);
         }
     }
-    nnl_ws_put(ws, ws_bytes);
+    nnl_free64(ws);
     return NNL_OK;
 }

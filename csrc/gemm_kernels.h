@@ -13,8 +13,8 @@
  * beta == 0 means C is never read (it may hold garbage or NaN), as in the BLAS.
  * Any M, N, K, batch >= 0 is valid (K == 0 gives act(beta * C + bias)). The caller guarantees
  * that every addressed element lies inside its buffer and that C overlaps neither A, B nor bias.
- * The functions never touch Python. Each call owns its packing buffers (the team's B block and
- * one A block per thread), taken from a small recycled-block cache and given back on return.
+ * The functions never touch Python. Each call mallocs its packing buffers (an A block and a B
+ * chunk per thread, never static) and frees them before returning.
  * Results do not depend on the thread count: every C element is reduced in the same order.
  *
  * Return value: NNL_OK, or NNL_ENOMEM when a packing buffer could not be allocated (C is then
@@ -66,8 +66,6 @@ int nnl_gemm_isa_available(int isa);
 int nnl_gemm_best_isa(void);
 /* "generic", "avx2", "avx512" (or "unknown"). */
 const char *nnl_gemm_isa_name(int isa);
-/* Free the cached packing workspaces (blocks recycled between calls; see gemm_driver.c). */
-void nnl_gemm_release_buffers(void);
 /* Register and cache blocking of a family for float (elsize 4) or double (elsize 8);
  * returns NNL_EINVAL when the family is not available. */
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc);

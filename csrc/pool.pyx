@@ -145,8 +145,12 @@ cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floatin
                 grow = gx + h * W
                 for b in range(kw):
                     _tap_cols(b, sw, pw, 1, W, OW, &off, &jlo, &jhi)
-                    for j in range(jlo, jhi):
-                        grow[j * sw + off] += g[j]
+                    if sw == 1:  # contiguous: lets the compiler vectorise
+                        for j in range(jlo, jhi):
+                            grow[j + off] += g[j]
+                    else:
+                        for j in range(jlo, jhi):
+                            grow[j * sw + off] += g[j]
         else:
             yrow = y + i * OW
             for j in range(OW):
@@ -155,8 +159,12 @@ cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floatin
                 xrow = x + h * W
                 for b in range(kw):
                     _tap_cols(b, sw, pw, 1, W, OW, &off, &jlo, &jhi)
-                    for j in range(jlo, jhi):
-                        yrow[j] = yrow[j] + xrow[j * sw + off]
+                    if sw == 1:
+                        for j in range(jlo, jhi):
+                            yrow[j] = yrow[j] + xrow[j + off]
+                    else:
+                        for j in range(jlo, jhi):
+                            yrow[j] = yrow[j] + xrow[j * sw + off]
             for j in range(OW):
                 div = _avg_div(i, j, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
                 yrow[j] = yrow[j] / <floating>div if div != 0 else 0

@@ -47,22 +47,30 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
                  ph, pw, -np.inf)
     h0, hok = _first_tap(oh, sh, ph, dh, kh, H)
     w0, wok = _first_tap(ow, sw, pw, dw, kw, W)
-    # initial index: the first in-bounds tap; -1 for a window wholly in padding
-    idx = np.where(hok[:, None] & wok[None, :], h0[:, None] * W + w0[None, :], -1)  # (OH, OW)
-    idx = np.broadcast_to(idx, (P, oh, ow)).copy()
+    # track the winning tap number a*kw + b (small ints), turned into flat indices at the end;
+    # the initial tap is the first in-bounds one, -1 for a window wholly in padding
+    first = ((h0 - (np.arange(oh) * sh - ph)) // dh)[:, None] * kw + \
+        ((w0 - (np.arange(ow) * sw - pw)) // dw)[None, :]  # (OH, OW)
+    first = np.where(hok[:, None] & wok[None, :], first, -1)
+    tap = np.broadcast_to(first.astype(np.int32), (P, oh, ow)).copy()
     y = np.full((P, oh, ow), -np.inf, dtype=x.dtype)
-    rows = np.arange(oh, dtype=np.int64) * sh - ph
-    cols = np.arange(ow, dtype=np.int64) * sw - pw
+    has_nan = bool(np.isnan(x).any())
     take = np.empty((P, oh, ow), dtype=bool)
     for a in range(kh):
         for b in range(kw):
             v = _tap_view(xp, a * dh, b * dw, (oh, ow), (sh, sw))
             # row-major scan: take v if v > best or isnan(v) (first max, last NaN)
             np.greater(v, y, out=take)
-            take |= np.isnan(v)
-            np.copyto(y, v, where=take)
-            tap = (rows[:, None] + a * dh) * W + (cols[None, :] + b * dw)  # (OH, OW)
-            np.copyto(idx, tap, where=take)
+            if has_nan:
+                take |= np.isnan(v)
+                np.copyto(y, v, where=take)
+            else:
+                np.maximum(y, v, out=y)
+            np.copyto(tap, a * kw + b, where=take)
+    # tap t of window (i, j) -> flat index (i*sh - ph + (t // kw)*dh) * W + j*sw - pw + ...
+    rows = (np.arange(oh) * sh - ph)[None, :, None] + (tap // kw) * dh
+    cols = (np.arange(ow) * sw - pw)[None, None, :] + (tap % kw) * dw
+    idx = np.where(tap >= 0, rows.astype(np.int64) * W + cols, -1)
     return y, idx
 
 

@@ -311,3 +311,85 @@ def test_optimize_onnx_free_errors():
         fast(np.ones((1, 1, 28, 28), np.float16))
     same = nnlite.optimize_for_inference(fast)
     assert same is fast
+
+
+# ------------------------------------------------------------------ nnlite._planops kernels
+def _planops():
+    try:
+        from nnlite import _planops
+    except ImportError:
+        pytest.skip("nnlite built without its Cython extensions")
+    return _planops
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_planops_depthwise_matches_conv2d(dtype):
+    """Random geometries (stride, dilation, padding, odd sizes), every epilogue, strided out."""
+    ops = _planops()
+    rng = np.random.default_rng(5)
+    done = 0
+    while done < 60:
+        n, c = rng.integers(1, 3), rng.integers(1, 5)
+        (kh, kw), (sh, sw), (dh, dw) = (rng.integers(1, 5, 2), rng.integers(1, 4, 2),
+                                        rng.integers(1, 3, 2))
+        (ph, pw), (h, w) = rng.integers(0, 4, 2), rng.integers(1, 10, 2)
+        if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
+            continue
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        wt = rng.standard_normal((c, 1, kh, kw)).astype(dtype)
+        b = rng.standard_normal(c).astype(dtype)
+        ref = F.conv2d(nnlite.tensor(x), nnlite.tensor(wt), nnlite.tensor(b), (sh, sw),
+                       (ph, pw), (dh, dw), c).data
+        act = int(rng.integers(0, 3))
+        big = np.full((n, c + 2) + ref.shape[2:], 7.0, dtype)
+        y = big[:, 1:c + 1]                                   # a channel slice: strided out
+        r = rng.standard_normal(ref.shape).astype(dtype)
+        accumulate = bool(rng.integers(0, 2))
+        if accumulate:
+            y[...] = r
+        ops.depthwise_conv2d(x, wt.reshape(c, -1), b, y, kh, kw, sh, sw, ph, pw, dh, dw, act,
+                             accumulate, 2)
+        want = ref + r if accumulate else ref
+        want = {0: want, 1: np.maximum(want, 0), 2: np.clip(want, 0, 6)}[act]
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        assert (big[:, 0] == 7).all() and (big[:, -1] == 7).all()
+        done += 1
+
+
+def test_planops_max_pool_matches_max_pool2d_with_ties_and_nan():
+    ops = _planops()
+    rng = np.random.default_rng(6)
+    done = 0
+    while done < 80:
+        n, c = rng.integers(1, 3), rng.integers(1, 4)
+        (kh, kw), (sh, sw), (dh, dw) = (rng.integers(1, 5, 2), rng.integers(1, 4, 2),
+                                        rng.integers(1, 3, 2))
+        ph, pw = rng.integers(0, kh // 2 + 1), rng.integers(0, kw // 2 + 1)
+        (h, w), ceil = rng.integers(1, 10, 2), bool(rng.integers(0, 2))
+        x = rng.integers(-3, 3, (n, c, h, w)).astype(np.float32)
+        if done % 4 == 0:
+            x.flat[rng.integers(0, x.size)] = np.nan
+        try:
+            ref = F.max_pool2d(nnlite.tensor(x), (kh, kw), (sh, sw), (ph, pw), (dh, dw),
+                               ceil).data
+        except ValueError:
+            continue
+        y = np.empty(ref.shape, np.float32)
+        ops.max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw, 2)
+        np.testing.assert_array_equal(y, ref)
+        done += 1
+
+
+def test_planops_rejects_bad_arguments():
+    ops = _planops()
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="same N and C"):
+        ops.max_pool2d(x, np.zeros((1, 3, 2, 2), np.float32), 2, 2, 2, 2, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="unit stride"):
+        ops.max_pool2d(x[..., ::2], np.zeros((1, 2, 1, 1), np.float32), 2, 2, 2, 2, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match=r"w must be \(2, 9\)"):
+        ops.depthwise_conv2d(x, np.zeros((2, 4), np.float32), np.zeros(2, np.float32),
+                             np.zeros((1, 2, 2, 2), np.float32), 3, 3, 1, 1, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="stride"):
+        ops.depthwise_conv2d(x, np.zeros((2, 9), np.float32), np.zeros(2, np.float32),
+                             np.zeros((1, 2, 2, 2), np.float32), 3, 3, 0, 1, 0, 0, 1, 1)

@@ -33,6 +33,24 @@ try:
 except ImportError:  # pragma: no cover
     ConvGeometry = None
 
+try:
+    from .._config import cython_built as _built, get_num_threads
+    if not _built():
+        raise ImportError("nnlite built without extensions")
+    from .. import _planops
+except ImportError:  # pragma: no cover - depends on the build
+    _planops = None
+    from .._config import get_num_threads
+
+_ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
+
+
+def _native(*arrays):
+    """True when nnlite._planops can take these 4-D arrays (unit stride along W)."""
+    if _planops is None:
+        return False
+    return all(a.ndim == 4 and a.dtype in _ITEM and a.strides[3] == a.itemsize for a in arrays)
+
 __all__ = ["make_kernel", "Kernel", "FUSABLE"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
@@ -203,6 +221,17 @@ class ConvKernel(Kernel):
         (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = self.k, self.s, self.d, self.pads
         dt, act, bias = self.dtype, self.act, self.bias
         same = r is not None and np.shares_memory(r, y)
+        if _native(x, y) and (r is None or same or _native(r)):
+            w2 = np.ascontiguousarray(self.w_taps.T)                   # (C, KH*KW)
+            b = np.zeros(C, dt) if bias is None else bias
+            code = _ACT_CODE[act]
+
+            def run_native():
+                if r is not None and not same:
+                    np.copyto(y, r)
+                _planops.depthwise_conv2d(x, w2, b, y, kh, kw, sh, sw, pt, pl, dh, dw, code,
+                                          r is not None, get_num_threads())
+            return run_native
         if self.padded is not None:
             xp = _scratch(scratch, self.padded, dt)
             inner = xp[:, :, pt:pt + H, pl:pl + W]
@@ -263,6 +292,9 @@ class PoolKernel(Kernel):
         (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
         pt, pl = self.pads[0], self.pads[1]
         oh, ow = self.out
+        if self.op == "MaxPool" and _native(x, y):
+            return lambda: _planops.max_pool2d(x, y, kh, kw, sh, sw, pt, pl, dh, dw,
+                                               get_num_threads())
         fill = -np.inf if self.op == "MaxPool" else 0.0
         if self.need_pad:
             xp = _scratch(scratch, self.padded, self.dtype)

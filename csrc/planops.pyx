@@ -17,11 +17,12 @@ with out-of-image taps skipped (zero padding); act 0 = none, 1 = ReLU, 2 = ReLU6
 max_pool2d: y[n, c, i, j] = max over the in-image taps of the (dilated) window, -inf when the
 window holds none (padding never wins); NaN propagates (a NaN tap makes the output NaN).
 
-Memory contract: x and y are 4-D with unit stride along W (any other strides: channel slices
-of a larger buffer are fine; checked); w is (C, KH*KW) C-contiguous; the wrappers check every shape, so the nogil
-loops never index outside x or y: each source row is range-checked and each source column
-range [j0, j1) is clipped to the image before the inner loop. OpenMP over the N*C planes (each
-plane of y is written by exactly one iteration).
+Memory contract: x and y are 4-D with unit stride along W (other strides are free, so channel
+slices of a larger buffer are fine; checked); w is (C, KH*KW) C-contiguous; the wrappers check
+every shape, so the nogil loops never index outside x or y: each source row is range-checked
+and each source column range [j0, j1) is clipped to the image before the inner loop. OpenMP
+over the N*C planes (each plane of y is written by exactly one iteration; each thread owns
+one row of the phase buffer).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid

@@ -172,7 +172,8 @@ class InferenceModule(Module):
             counts[tag] = counts.get(tag, 0) + 1
         copies = sum(sum(n.attrs["copy_mask"]) for n, _, _ in plan.steps if n.op == "Concat")
         mb = sum(plan.slots) / 2 ** 20
-        return (f"{len(plan.steps)} steps ({', '.join(f'{k}×{v}' for k, v in sorted(counts.items()))}); "
+        ops = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items()))
+        return (f"{len(plan.steps)} steps ({ops}); "
                 f"{copies} concat input copies; arena {len(plan.slots)} slots, {mb:.1f} MiB; "
                 f"scratch {plan.scratch / 2 ** 20:.1f} MiB")
 

@@ -218,7 +218,7 @@ class ConvKernel(Kernel):
 
     def _bind_depthwise(self, x, y, r, scratch):
         N, C, H, W, F, oh, ow = self.shape
-        (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = self.k, self.s, self.d, self.pads
+        (kh, kw), (sh, sw), (dh, dw), (pt, pl, _, _) = self.k, self.s, self.d, self.pads
         dt, act, bias = self.dtype, self.act, self.bias
         same = r is not None and np.shares_memory(r, y)
         if _native(x, y) and (r is None or same or _native(r)):

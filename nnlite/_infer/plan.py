@@ -283,8 +283,8 @@ def compile_plan(graph, arrays, constants, folded, check=True):
         scratch = max(scratch, kernel.scratch_bytes)
         steps.append((n, kernel, [bool(o) and o in used for o in n.outputs]))
     plan = Plan(inputs, outputs, steps, st, slots, slot_of, scratch, consts)
-    plan.value_bytes = sum(int(np.prod(metas[v][0], dtype=np.int64)) * np.dtype(metas[v][1]).itemsize
-                           for v in st.root)
+    plan.value_bytes = sum(int(np.prod(metas[v][0], dtype=np.int64))
+                           * np.dtype(metas[v][1]).itemsize for v in st.root)
     plan.reference = ref
     return plan
 

@@ -62,8 +62,8 @@ def pool_geometry(attrs, hw):
 def conv_transpose_geometry(attrs, hw, k, s, d):
     """(pads, output_padding, out_hw) of an ONNX ConvTranspose on spatial size ``hw``.
 
-    ``out = s·(L−1) + op + keff − pad_begin − pad_end``; with ``output_shape`` or SAME auto_pad
-    the total padding is derived from the requested size (ONNX's split rule).
+    ``out = s·(L−1) + op + keff − pad_begin − pad_end``; with ``output_shape`` or SAME
+    auto_pad the total padding is derived from the requested size (ONNX's split rule).
     """
     op = tuple(int(v) for v in attrs.get("output_padding", (0, 0)))
     full = [s[i] * (hw[i] - 1) + op[i] + d[i] * (k[i] - 1) + 1 for i in (0, 1)]

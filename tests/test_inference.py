@@ -393,3 +393,23 @@ def test_planops_rejects_bad_arguments():
     with pytest.raises(ValueError, match="stride"):
         ops.depthwise_conv2d(x, np.zeros((2, 9), np.float32), np.zeros(2, np.float32),
                              np.zeros((1, 2, 2, 2), np.float32), 3, 3, 0, 1, 0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: blocks.InvertedResidual(4, 4, 1, 6), (2, 4, 6, 5)),
+    (lambda: blocks.DepthwiseSeparableConv2d(3, 5, 3, stride=2, padding=1), (1, 3, 7, 6)),
+    (lambda: blocks.Inception(6, 4, 3, 5, 2, 3, 0), (2, 6, 5, 5)),
+    (lambda: blocks.BasicBlock(4, 4), (2, 4, 6, 5)),
+    (lambda: blocks.ResNeXtBlock(32, 16, cardinality=4, base_width=16, downsample=nn.Sequential(
+        blocks.conv1x1(32, 64), nn.BatchNorm2d(64))), (1, 32, 5, 4)),
+])
+def test_numpy_fallback_kernels(monkeypatch, make, shape):
+    """Without the compiled extensions (NNLITE_NO_EXT builds) the plan runs NumPy kernels."""
+    from nnlite._infer import kernels as K
+
+    monkeypatch.setattr(K, "_planops", None)
+    monkeypatch.setattr(K, "_gemm", None)
+    monkeypatch.setattr(K, "_gemm_batched", None)
+    monkeypatch.setattr(K, "ConvGeometry", None)
+    nnlite.manual_seed(0)
+    check_model(randomize_bn(make()), shape)

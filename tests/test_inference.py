@@ -413,3 +413,22 @@ def test_numpy_fallback_kernels(monkeypatch, make, shape):
     monkeypatch.setattr(K, "ConvGeometry", None)
     nnlite.manual_seed(0)
     check_model(randomize_bn(make()), shape)
+
+
+class _ConcatInputAlsoReshaped(nn.Module):
+    """A concat input that is also viewed (flatten) elsewhere must keep its own buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 1)
+        self.b = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        y = nnlite.cat([a, b], 1)
+        return y.flatten(1).sum(1, keepdim=True) * a.flatten(1)
+
+
+def test_concat_input_with_a_view_elsewhere():
+    nnlite.manual_seed(0)
+    check_model(_ConcatInputAlsoReshaped().eval(), (2, 2, 3, 4))

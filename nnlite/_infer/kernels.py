@@ -179,6 +179,17 @@ class ConvKernel(Kernel):
         im2col = self._im2col
         pointwise = self.pointwise
 
+        if g == 1 and pointwise and N > 1 and _gemm_batched is not None and (
+                _gemm_ext is not None or beta == 0.0):
+            x3, y3 = x.reshape(N, C, L), y.reshape(N, F, L)           # views (checked)
+            r3 = None if r is None or same else r.reshape(N, F, L)
+            if np.shares_memory(x3, x) and np.shares_memory(y3, y):
+                def run_batched():
+                    if r3 is not None:
+                        np.copyto(y3, r3)
+                    # (1, F, C) @ (N, C, L) -> (N, F, L): one call, threads split the batch
+                    _gemm_batched(wg, x3, y3, beta=beta, bias=bias, activation=act)
+                return run_batched
         if g == 1:
             w2 = wg[0]                                                # (F, K)
 

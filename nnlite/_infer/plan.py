@@ -154,10 +154,8 @@ def _plan_storage(nodes, inputs, outputs, consts, metas):
                 and metas[x][1] == metas[n.outputs[0]][1]):
             st.alias(n.outputs[0], x, ("reshape", metas[n.outputs[0]][0]))
             skip.add(id(n))
-    consumers = {}
+    consumers = {}  # alias (skipped) nodes count too: a value viewed elsewhere keeps its root
     for n in nodes:
-        if id(n) in skip:
-            continue
         for v in n.inputs:
             if v:
                 consumers.setdefault(v, []).append(n)

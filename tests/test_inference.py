@@ -432,3 +432,21 @@ class _ConcatInputAlsoReshaped(nn.Module):
 def test_concat_input_with_a_view_elsewhere():
     nnlite.manual_seed(0)
     check_model(_ConcatInputAlsoReshaped().eval(), (2, 2, 3, 4))
+
+
+class _ResidualThenView(nn.Module):
+    """The in-place residual conv's output is then viewed (flatten): the view follows it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        a, b = x.relu(), x.sigmoid()
+        z = (self.conv(a) + b).relu()            # b dies here: the conv accumulates into it
+        return z.flatten(1) * 2.0
+
+
+def test_residual_output_viewed_afterwards():
+    nnlite.manual_seed(0)
+    check_model(_ResidualThenView().eval(), (2, 3, 4, 5))

@@ -191,7 +191,9 @@ def _plan_storage(nodes, inputs, outputs, consts, metas):
             continue
         group = [v for v, root in st.root.items() if root == r]
         if max(last.get(v, -1) for v in group) <= i:
-            st.root[o] = r
+            for v, root in list(st.root.items()):
+                if root == o:  # o and its reshape views now live in r's buffer
+                    st.root[v] = r
             st.meta.pop(o, None)
     return st, skip, masks
 

@@ -72,6 +72,15 @@ def _scratch(scratch, shape, dtype, offset=0):
     return scratch[offset:offset + n].view(dtype).reshape(shape)
 
 
+def _view(a, shape):
+    """``a.reshape(shape)`` that must be a view (a copy would silently drop the writes)."""
+    v = a.reshape(shape)
+    if v.size and not np.shares_memory(v, a):
+        raise RuntimeError(f"inference plan: a {a.shape} buffer with strides {a.strides} cannot "
+                           f"be viewed as {shape}")
+    return v
+
+
 def _align(n):
     return (int(n) + 63) // 64 * 64
 
@@ -170,10 +179,10 @@ class ConvKernel(Kernel):
         beta = 1.0 if r is not None else 0.0
         cols = None if self.pointwise else _scratch(scratch, self.cols, self.dtype)
         xs = [x[n:n + 1] for n in range(N)]
-        ys = [y[n].reshape(F, L) for n in range(N)]                   # (F, L) views
+        ys = [_view(y[n], (F, L)) for n in range(N)]
         rs = [None if r is None or same else r[n].reshape(F, L) for n in range(N)]
         if self.pointwise:
-            bs = [x[n].reshape(C, L) for n in range(N)]               # (C, L) views
+            bs = [_view(x[n], (C, L)) for n in range(N)]
         else:
             bs = [cols] * N
         im2col = self._im2col
@@ -181,15 +190,15 @@ class ConvKernel(Kernel):
 
         if g == 1 and pointwise and N > 1 and _gemm_batched is not None and (
                 _gemm_ext is not None or beta == 0.0):
-            x3, y3 = x.reshape(N, C, L), y.reshape(N, F, L)           # views (checked)
+            x3, y3 = _view(x, (N, C, L)), _view(y, (N, F, L))
             r3 = None if r is None or same else r.reshape(N, F, L)
-            if np.shares_memory(x3, x) and np.shares_memory(y3, y):
-                def run_batched():
-                    if r3 is not None:
-                        np.copyto(y3, r3)
-                    # (1, F, C) @ (N, C, L) -> (N, F, L): one call, threads split the batch
-                    _gemm_batched(wg, x3, y3, beta=beta, bias=bias, activation=act)
-                return run_batched
+
+            def run_batched():
+                if r3 is not None:
+                    np.copyto(y3, r3)
+                # (1, F, C) @ (N, C, L) -> (N, F, L): one call, threads split the batch
+                _gemm_batched(wg, x3, y3, beta=beta, bias=bias, activation=act)
+            return run_batched
         if g == 1:
             w2 = wg[0]                                                # (F, K)
 

@@ -27,11 +27,11 @@
 #define V_MASK(r) _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define V_LOADM(m, p) _mm256_maskload_ps((p), (m))
 #define V_STOREM(p, m, v) _mm256_maskstore_ps((p), (m), (v))
-#define UKR_MR 6
+#define UKR_MR 6   /* 12 ymm accumulators */
 #define UKR_NV 2
-#define UKR_MC 144
-#define UKR_KC 256
-#define UKR_NC 3072
+#define UKR_MC 192 /* A block 192 x 256 x 4 B = 192 KB: L2 */
+#define UKR_KC 256 /* B micro-panel 256 x 16 x 4 B = 16 KB: L1 */
+#define UKR_NC 256 /* B block 256 x 256 x 4 B = 256 KB: L2 */
 #include "gemm_simd_tmpl.h"
 
 const nnl_kernel_s *nnl_avx2_kernel_s(void)
@@ -86,9 +86,9 @@ const nnl_kernel_s *nnl_avx2_kernel_s(void)
 #define V_STOREM(p, m, v) _mm256_maskstore_pd((p), (m), (v))
 #define UKR_MR 6
 #define UKR_NV 2
-#define UKR_MC 144
-#define UKR_KC 256
-#define UKR_NC 2048
+#define UKR_MC 192 /* A block 192 x 256 x 8 B = 384 KB: L2 */
+#define UKR_KC 256 /* B micro-panel 256 x 8 x 8 B = 16 KB: L1 */
+#define UKR_NC 128 /* B block 256 x 128 x 8 B = 256 KB: L2 */
 #include "gemm_simd_tmpl.h"
 
 const nnl_kernel_d *nnl_avx2_kernel_d(void)

@@ -8,7 +8,7 @@
 
 #define TGT __attribute__((target("avx512f,avx2,fma")))
 
-/* ---- float32: 16 lanes; MR x NR = 8 x 48 -> 24 accumulators + 3 B vectors of 32 registers */
+/* ---- float32: 16 lanes, 32 zmm registers */
 #define T float
 #define EPI_T nnl_epi_s
 #define KERNEL_T nnl_kernel_s
@@ -28,12 +28,12 @@
 #define V_MASK(r) ((__mmask16)((1u << (r)) - 1u))
 #define V_LOADM(m, p) _mm512_maskz_loadu_ps((m), (p))
 #define V_STOREM(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
-#ifndef NNL_AVX512_S_MR
-#define NNL_AVX512_S_MR 8
+#ifndef NNL_AVX512_S_MR /* (override all five with -D to tune) */
+#define NNL_AVX512_S_MR 8   /* MR x NR = 8 x 48: 24 accumulators, 3 B vectors, 1 broadcast */
 #define NNL_AVX512_S_NV 3
-#define NNL_AVX512_S_MC 192
-#define NNL_AVX512_S_KC 384
-#define NNL_AVX512_S_NC 3072
+#define NNL_AVX512_S_MC 256 /* A block 256 x 384 x 4 B = 384 KB: L2 (1 MB on Zen 4/5) */
+#define NNL_AVX512_S_KC 384 /* B micro-panel 384 x 48 x 4 B = 72 KB: L1 + L2 */
+#define NNL_AVX512_S_NC 144 /* B block 384 x 144 x 4 B = 216 KB: L2, next to the A block */
 #endif
 #define UKR_MR NNL_AVX512_S_MR
 #define UKR_NV NNL_AVX512_S_NV
@@ -72,7 +72,7 @@ const nnl_kernel_s *nnl_avx512_kernel_s(void)
 #undef UKR_KC
 #undef UKR_NC
 
-/* ---- float64: 8 lanes; MR x NR = 8 x 24 */
+/* ---- float64: 8 lanes */
 #define T double
 #define EPI_T nnl_epi_d
 #define KERNEL_T nnl_kernel_d
@@ -93,11 +93,11 @@ const nnl_kernel_s *nnl_avx512_kernel_s(void)
 #define V_LOADM(m, p) _mm512_maskz_loadu_pd((m), (p))
 #define V_STOREM(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
 #ifndef NNL_AVX512_D_MR
-#define NNL_AVX512_D_MR 8
+#define NNL_AVX512_D_MR 8   /* MR x NR = 8 x 24 */
 #define NNL_AVX512_D_NV 3
-#define NNL_AVX512_D_MC 192
-#define NNL_AVX512_D_KC 256
-#define NNL_AVX512_D_NC 2016
+#define NNL_AVX512_D_MC 256 /* A block 256 x 256 x 8 B = 512 KB: L2 */
+#define NNL_AVX512_D_KC 256 /* B micro-panel 256 x 24 x 8 B = 48 KB: L1 + L2 */
+#define NNL_AVX512_D_NC 120 /* B block 256 x 120 x 8 B = 240 KB: L2 */
 #endif
 #define UKR_MR NNL_AVX512_D_MR
 #define UKR_NV NNL_AVX512_D_NV

@@ -7,9 +7,9 @@
  *
  *   for pc in K by KC:
  *     pack A[rows, pc:+KC] -> Ap                       MR-tall micro-panels, L2-resident
- *     for each chunk of the unit's columns:
- *       pack B[pc:+KC, chunk] -> Bp                    NR-wide micro-panels, L2-resident
- *       for jr in the chunk by NR:                     a KC x NR micro-panel, L1/L2
+ *     for jc in the unit's columns by NC:
+ *       pack B[pc:+KC, jc:+NC] -> Bp                   NR-wide micro-panels, L2-resident
+ *       for jr in the block by NR:                     a KC x NR micro-panel, L1/L2
  *         for ir in rows by MR:  micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
  *
  * Units are handed out dynamically (several per thread) and nothing is shared between threads,
@@ -31,9 +31,12 @@
 #endif
 
 /* Work units (see GEMM_NAME in gemm_driver_tmpl.h). */
-#define NNL_UNIT_B_BYTES ((size_t)256 << 10) /* B chunk packed at once: half of a 1-2 MB L2 */
+#ifndef NNL_UNITS_PER_THREAD
 #define NNL_UNITS_PER_THREAD 3               /* dynamic scheduling granularity */
+#endif
+#ifndef NNL_MIN_UNIT_PANELS
 #define NNL_MIN_UNIT_PANELS 4                /* narrowest unit, in NR panels */
+#endif
 
 /* GCC turns the packing copies into one memcpy call per 100-200 byte row; keep them inline. */
 #if defined(__GNUC__) && !defined(__clang__)

@@ -249,9 +249,8 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     const nnl_idx units = batch * ru * cu;
     if ((nnl_idx)nt > units)
         nt = (int)units;
-    /* B chunk of a unit: about NNL_UNIT_B_BYTES (half an L2), whole NR panels. */
-    nnl_idx chunk = (nnl_idx)(NNL_UNIT_B_BYTES / (sizeof(T) * (size_t)kcb_max * nr));
-    chunk = chunk < 1 ? 1 : nnl_min(chunk, nnl_cdiv(nu, nr));
+    /* B chunk of a unit: NC columns (whole NR panels), so KC x NC stays in L2. */
+    const nnl_idx chunk = nnl_min(kd->nc / nr, nnl_cdiv(nu, nr));
 
     /* The packing buffers of this call: per thread, an A block (mu x kcb) then a B chunk
      * (kcb x chunk*nr), each a whole number of 64-byte lines, all in ONE malloc'd block that

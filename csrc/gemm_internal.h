@@ -52,9 +52,11 @@ typedef void (*nnl_ukr_d)(nnl_idx kc, const double *ap, const double *bp, double
                           int m, int n, const nnl_epi_d *e);
 
 /* One micro-kernel family for one dtype: register tile MR x NR and the cache blocks.
- *   KC: depth of a packed panel; a KC x NR micro-panel of B stays in L1 across the MR loop.
- *   MC: rows of A packed at once; the MC x KC block stays in L2 across the NR loop.
- *   NC: columns of B packed at once; the KC x NC block lives in L3 (shared by the threads).
+ *   MR x NR: the C tile held in registers by the micro-kernel.
+ *   KC: depth of the packed panels; a KC x NR micro-panel of B is reused (from L1/L2) by every
+ *       MR row panel, a MR x KC micro-panel of A streams from L2.
+ *   MC: rows of A packed at once (the rows of one work unit); the MC x KC block stays in L2.
+ *   NC: columns of B packed at once; the KC x NC block stays in L2 next to the A block.
  * MC is a multiple of MR and NC a multiple of NR. */
 typedef struct {
     int mr, nr, mc, kc, nc;

@@ -1,0 +1,176 @@
+"""Whole-network inference: nnlite plain and optimized vs ONNX Runtime and PyTorch, same weights.
+
+    python benchmarks/bench_inference.py [--models googlenet,resnet50,mobilenet_v2]
+        [--batches 1,8] [--size 224] [--threads 2] [--repeat 7] [--quick] [--csv out.csv]
+
+For each model: nnlite's torchvision-compatible model with seeded random weights and non-trivial
+BatchNorm statistics; the same state_dict loaded into the torchvision architecture rebuilt in
+plain torch (``tests/test_models.py``), exported with torch.onnx (TorchScript exporter, dynamic
+batch) for ONNX Runtime (default graph optimizations). Candidates, all on the same input:
+
+    nnlite-plain   model(x) under no_grad (autograd-free eager nnlite ops)
+    nnlite-opt     nnlite.optimize_for_inference(model)
+    nnlite-onnx    nnlite.optimize_for_inference(nnlite.onnx.load(exported file))
+    onnxruntime    InferenceSession, intra_op_num_threads = --threads
+    torch          eval + no_grad, torch.set_num_threads(--threads)
+
+Each row is timed round-robin with the other candidates (interleaved, warm-up first), median and
+best of --repeat rounds; "err" is max |out - torch| / max |torch| (vs nnlite-plain without
+torch). Ratios are median latency over ONNX Runtime's and over PyTorch's. Never asserts.
+
+On a busy machine (other processes on the cores) OpenMP's default spin-waiting makes every
+OpenMP runtime (nnlite's kernels and PyTorch alike) many times slower; ONNX Runtime has its own
+thread pool. Run with ``OMP_WAIT_POLICY=passive`` there; the header prints the policy in use.
+"""
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import _timing  # noqa: E402
+import nnlite  # noqa: E402
+import nnlite.onnx  # noqa: E402
+from nnlite import models  # noqa: E402
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    try:
+        from test_models import _torchvision_architectures
+    except Exception as exc:  # noqa: BLE001 - the rebuilds need pytest/hypothesis too
+        print(f"# torch architectures unavailable ({exc}); torch/onnxruntime rows skipped")
+        return None, None
+    return torch, _torchvision_architectures(torch)
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
+def build_nnlite(name, seed=0):
+    nnlite.manual_seed(seed)
+    model = getattr(models, name)()
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nnlite.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.data[:] = 0.1 * rng.standard_normal(c)
+            m.running_var.data[:] = 0.5 + rng.random(c)
+            m.weight.data[:] = 1 + 0.1 * rng.standard_normal(c)
+            m.bias.data[:] = 0.1 * rng.standard_normal(c)
+    return model.eval()
+
+
+def export_onnx(torch, tmodel, size, path):
+    x = torch.zeros(1, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tmodel, x, path, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
+
+
+def candidates(name, model, args, torch, archs, ort, tmpdir):
+    """dict name -> callable(x) -> ndarray, plus the reference candidate's name."""
+    out = {}
+
+    def plain(x):
+        with nnlite.no_grad():
+            return model(nnlite.tensor(x)).data
+    out["nnlite-plain"] = plain
+    fast = nnlite.optimize_for_inference(model)
+    out["nnlite-opt"] = lambda x: fast(x).data
+    ref = "nnlite-plain"
+    if torch is not None:
+        tmodel = archs[name]().eval()
+        tmodel.load_state_dict({k: torch.from_numpy(v.copy())
+                                for k, v in model.state_dict().items()})
+        path = os.path.join(tmpdir, f"{name}.onnx")
+        export_onnx(torch, tmodel, args.size, path)
+        fast_onnx = nnlite.optimize_for_inference(nnlite.onnx.load(path))
+        out["nnlite-onnx"] = lambda x: fast_onnx(x).data
+        if ort is not None:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            out["onnxruntime"] = lambda x: sess.run(None, {"input": x})[0]
+
+        def run_torch(x):
+            with torch.no_grad():
+                return tmodel(torch.from_numpy(x)).numpy()
+        out["torch"] = run_torch
+        ref = "torch"
+    return out, ref
+
+
+def main(argv=None):
+    p = _timing.base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="googlenet,resnet50,mobilenet_v2")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--size", type=int, default=224)
+    p.set_defaults(threads=2)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.repeat, args.batches = 112, 3, "1"
+    _timing.apply_threads(args)
+    torch, archs = _torch()
+    ort = _ort() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(1)
+    extra = [("input", f"3x{args.size}x{args.size} float32"),
+             ("torch", torch.__version__ if torch else "not installed"),
+             ("onnxruntime", ort.__version__ if ort else "not installed"),
+             ("threads", f"{args.threads} (nnlite, BLAS, torch, onnxruntime)"),
+             ("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "(unset: spin, then sleep)")),
+             ("load average", " ".join(f"{v:.2f}" for v in os.getloadavg()))]
+    print(_timing.header(extra))
+    rows = []
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for name in args.models.split(","):
+            model = build_nnlite(name)
+            cands, ref_name = candidates(name, model, args, torch, archs, ort, tmpdir)
+            for batch in (int(b) for b in args.batches.split(",")):
+                x = rng.standard_normal((batch, 3, args.size, args.size)).astype(np.float32)
+                outs = {k: fn(x) for k, fn in cands.items()}   # also the warm-up/compile
+                ref = outs[ref_name]
+                scale = float(np.abs(ref).max())
+                times = _timing.interleave({k: (lambda fn=fn: fn(x)) for k, fn in cands.items()},
+                                           repeat=args.repeat, warmup=1)
+                med = {k: _timing.median(v) for k, v in times.items()}
+                for k, ts in times.items():
+                    row = {"model": name, "batch": batch, "candidate": k,
+                           "median ms": f"{med[k] * 1e3:.1f}",
+                           "min ms": f"{_timing.best(ts) * 1e3:.1f}",
+                           "img/s": f"{batch / med[k]:.1f}",
+                           "err": f"{np.abs(outs[k] - ref).max() / scale:.1e}"}
+                    for base in ("onnxruntime", "torch"):
+                        if base in med:
+                            row[f"/{base}"] = f"{med[k] / med[base]:.2f}"
+                    rows.append(row)
+                    print(f"# {name} b{batch} {k}: {row['median ms']} ms", flush=True)
+    cols = ["model", "batch", "candidate", "median ms", "min ms", "img/s", "err",
+            "/onnxruntime", "/torch"]
+    print()
+    _timing.print_table(rows, cols)
+    if args.csv:
+        _timing.write_csv(args.csv, rows, cols)
+
+
+if __name__ == "__main__":
+    main()

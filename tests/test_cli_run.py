@@ -103,6 +103,10 @@ def test_bad_input_array(tmp_path, capsys):
     code, _, err = run(["run", "resnet18", "--random-init", "--input",
                         str(tmp_path / "bad.npy")], capsys)
     assert code == 2 and "(C, H, W) or (N, C, H, W)" in err
+    (tmp_path / "empty.npy").write_bytes(b"")
+    code, _, err = run(["run", "resnet18", "--random-init", "--input",
+                        str(tmp_path / "empty.npy")], capsys)
+    assert code == 2 and "not a readable .npy" in err
     (tmp_path / "junk.npy").write_bytes(b"junk")
     code, _, err = run(["run", "resnet18", "--random-init", "--input",
                         str(tmp_path / "junk.npy")], capsys)

@@ -512,3 +512,19 @@ def test_support_summary_and_import_without_onnx():
     assert r.returncode == 0, r.stderr
     assert "not installed (pip install nnlite[onnx])" in r.stdout or "available" in r.stdout
     assert "ERR" in r.stdout and "pip install nnlite[onnx]" in r.stdout
+
+
+def test_multiple_outputs_and_output_that_is_an_input():
+    inits = {"w": rand(3, 3)}
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("Relu", ["m"], ["r"]),
+             oh.make_node("Sigmoid", ["m"], ["s"])]
+    x = rand(2, 3)
+    model = build(nodes, [("x", x)], inits, outputs=("r", "s", "x"))
+    mod = nxo.load(model.SerializeToString())
+    fast = nnlite.optimize_for_inference(mod)
+    m = x @ inits["w"]
+    for out in (mod(x), fast(x)):
+        assert isinstance(out, tuple) and len(out) == 3
+        np.testing.assert_allclose(out[0].data, np.maximum(m, 0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(out[1].data, 1 / (1 + np.exp(-m)), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(out[2].data, x)

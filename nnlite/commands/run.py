@@ -44,8 +44,9 @@ def _load_input(path, batch):
         raise RunError(f"--input: no such file: {path!r}")
     try:
         x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise RunError(f"--input {path!r} is not a readable .npy array ({exc})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise RunError(f"--input {path!r} is not a readable .npy array "
+                       f"({exc or type(exc).__name__})") from None
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
         raise RunError(f"--input {path!r} must hold one numeric array")
     if x.ndim == 3:

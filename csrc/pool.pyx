@@ -36,6 +36,16 @@ cdef inline void _tap_cols(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw, Py_ssize_
     jhi[0] = imin(OW, (W - 1 - off[0]) // sw + 1) if W - 1 - off[0] >= 0 else 0
 
 
+cdef inline void _useful_taps(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d,
+                              Py_ssize_t L, Py_ssize_t O, Py_ssize_t* lo,
+                              Py_ssize_t* hi) noexcept nogil:
+    # taps t in [lo, hi) that land inside [0, L) for at least one of the O windows; the
+    # others only see padding, so a huge kernel with huge padding costs nothing extra
+    cdef Py_ssize_t n = p - (O - 1) * s
+    lo[0] = imax(0, (n + d - 1) // d if n > 0 else -((-n) // d))
+    hi[0] = imin(k, (L - 1 + p) // d + 1)
+
+
 cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -43,12 +53,13 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
     # Loop order: output row, tap row h, tap column b, output column j. Every output still
     # sees its taps in row-major window order, and the j loop streams along one input row
     # without branches (the compiler can vectorise it for stride 1).
-    cdef Py_ssize_t i, j, b, h, h0, h1, w0, w1, off, jlo, jhi
+    cdef Py_ssize_t i, j, b, h, h0, h1, w0, w1, off, jlo, jhi, b_lo, b_hi
     cdef floating v
     cdef floating* yrow
     cdef int64_t* arow
     cdef const floating* xrow
     cdef bint take
+    _useful_taps(kw, sw, pw, dw, W, OW, &b_lo, &b_hi)
     for i in range(OH):
         yrow = y + i * OW
         arow = idx + i * OW
@@ -65,7 +76,7 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
         h = h0
         while h < h1:
             xrow = x + h * W
-            for b in range(kw):
+            for b in range(b_lo, b_hi):
                 _tap_cols(b, sw, pw, dw, W, OW, &off, &jlo, &jhi)
                 for j in range(jlo, jhi):
                     v = xrow[j * sw + off]
@@ -104,7 +115,7 @@ def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,
 
 
 # ----------------------------------------------------------------------------- avg pool
-cdef inline Py_ssize_t _avg_div(Py_ssize_t i, Py_ssize_t j, Py_ssize_t H, Py_ssize_t W,
+cdef inline double _avg_div(Py_ssize_t i, Py_ssize_t j, Py_ssize_t H, Py_ssize_t W,
                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                 Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
                                 Py_ssize_t divisor) noexcept nogil:
@@ -118,7 +129,7 @@ cdef inline Py_ssize_t _avg_div(Py_ssize_t i, Py_ssize_t j, Py_ssize_t H, Py_ssi
     if divisor != 0:
         return divisor
     if count_include_pad:
-        return (he - hs) * (we - ws)
+        return <double>(he - hs) * <double>(we - ws)  # double: a huge kernel overflows int64
     return inside
 
 
@@ -130,10 +141,12 @@ cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floatin
     # forward: y = window sum / divisor; backward: gx[window] += gy / divisor (SPEC §4.3-4.4).
     # Loop order as _max_plane: output row, tap row, tap column, output column, so each sum
     # runs in row-major window order. g is an OW scratch row (the backward's gy / divisor).
-    cdef Py_ssize_t i, j, b, h, h0, h1, off, jlo, jhi, div
+    cdef Py_ssize_t i, j, b, h, h0, h1, off, jlo, jhi, b_lo, b_hi
+    cdef double div
     cdef floating* yrow
     cdef floating* grow
     cdef const floating* xrow
+    _useful_taps(kw, sw, pw, 1, W, OW, &b_lo, &b_hi)
     for i in range(OH):
         h0 = imax(i * sh - ph, 0)
         h1 = imin(i * sh - ph + kh, H)
@@ -143,7 +156,7 @@ cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floatin
                 g[j] = gy[i * OW + j] / <floating>div if div != 0 else 0
             for h in range(h0, h1):
                 grow = gx + h * W
-                for b in range(kw):
+                for b in range(b_lo, b_hi):
                     _tap_cols(b, sw, pw, 1, W, OW, &off, &jlo, &jhi)
                     if sw == 1:  # contiguous: lets the compiler vectorise
                         for j in range(jlo, jhi):
@@ -157,7 +170,7 @@ cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floatin
                 yrow[j] = 0
             for h in range(h0, h1):
                 xrow = x + h * W
-                for b in range(kw):
+                for b in range(b_lo, b_hi):
                     _tap_cols(b, sw, pw, 1, W, OW, &off, &jlo, &jhi)
                     if sw == 1:
                         for j in range(jlo, jhi):

@@ -1,7 +1,8 @@
 """Vectorised NumPy pooling kernels (the fallback backend).
 
 P planes (= N*C), H/W input, OH/OW output, KH/KW kernel. Arrays are planes: x (P, H, W).
-Max/avg pools loop over the KH*KW taps, each a strided (P, OH, OW) view of a padded copy; the
+Max/avg pools loop over the taps that can reach the input, each a strided (P, OH, OW) view of a
+padded copy (padded only as far as those taps reach, so huge kernels/padding cost nothing); the
 adaptive pools loop over the output bins of one axis at a time (a bin of a 2-D adaptive pool is
 a product of a row interval and a column interval, so max/sum separate by axis). Backward
 scatters accumulate (bincount, or += on strided views that never alias within one tap).
@@ -12,19 +13,35 @@ from .. import _poolgeom as geo
 from . import register
 
 
-def _padded(x, rows, cols, top, left, fill):
-    """(P, rows, cols) array of ``fill`` with x placed at (top, left), cropped to fit."""
+def _tap_range(o, L, k, s, p, d):
+    """Taps t in [lo, hi] that land inside [0, L) for at least one of the o windows.
+
+    The other taps only ever see padding (never selected by max, zero for avg), so the
+    kernels skip them: a huge kernel with huge padding costs no more than the input.
+    """
+    lo = max(0, -((p - (o - 1) * s) // -d))  # ceil((p - (o-1)*s) / d)
+    hi = min(k - 1, (L - 1 + p) // d)
+    return lo, hi
+
+
+def _frame(L, o, s, p, d, lo, hi):
+    """[top, bottom) in input coordinates covering taps lo..hi of every window and the input."""
+    return min(0, lo * d - p), max(L, (o - 1) * s - p + hi * d + 1)
+
+
+def _framed(x, rows, cols, fill):
+    """(P, bottom-top, right-left) array of ``fill`` with x placed at input coordinates."""
+    (top, bottom), (left, right) = rows, cols
     P, H, W = x.shape
-    out = np.full((P, rows, cols), fill, dtype=x.dtype)
-    hc, wc = min(H, rows - top), min(W, cols - left)
-    out[:, top:top + hc, left:left + wc] = x[:, :hc, :wc]
+    out = np.full((P, bottom - top, right - left), fill, dtype=x.dtype)
+    out[:, -top:-top + H, -left:-left + W] = x
     return out
 
 
-def _tap_view(xp, a, b, out_hw, stride):
-    """(P, OH, OW) view of padded xp at tap offset (a, b) for every window."""
+def _tap_view(xp, r0, c0, out_hw, stride):
+    """(P, OH, OW) view of framed xp: the tap at frame offset (r0, c0) of every window."""
     (oh, ow), (sh, sw) = out_hw, stride
-    return xp[:, a:a + (oh - 1) * sh + 1:sh, b:b + (ow - 1) * sw + 1:sw]
+    return xp[:, r0:r0 + (oh - 1) * sh + 1:sh, c0:c0 + (ow - 1) * sw + 1:sw]
 
 
 def _first_tap(o, s, p, d, k, L):
@@ -42,35 +59,41 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     oh = geo.pool_output_size(H, kh, sh, ph, dh, ceil_mode)
     ow = geo.pool_output_size(W, kw, sw, pw, dw, ceil_mode)
-    # padded copy with -inf: padding is never selected (SPEC §3.4)
-    xp = _padded(x, (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1,
-                 ph, pw, -np.inf)
+    a_lo, a_hi = _tap_range(oh, H, kh, sh, ph, dh)
+    b_lo, b_hi = _tap_range(ow, W, kw, sw, pw, dw)
+    nb = max(b_hi - b_lo + 1, 1)
     h0, hok = _first_tap(oh, sh, ph, dh, kh, H)
     w0, wok = _first_tap(ow, sw, pw, dw, kw, W)
-    # track the winning tap number a*kw + b (small ints), turned into flat indices at the end;
-    # the initial tap is the first in-bounds one, -1 for a window wholly in padding
-    first = ((h0 - (np.arange(oh) * sh - ph)) // dh)[:, None] * kw + \
-        ((w0 - (np.arange(ow) * sw - pw)) // dw)[None, :]  # (OH, OW)
+    # track the winning tap as a small number (a - a_lo)*nb + (b - b_lo), turned into flat
+    # indices at the end; it starts at the first in-bounds tap, -1 for a window wholly in
+    # padding (SPEC §3.6)
+    first = ((h0 - (np.arange(oh) * sh - ph)) // dh - a_lo)[:, None] * nb + \
+        ((w0 - (np.arange(ow) * sw - pw)) // dw - b_lo)[None, :]  # (OH, OW)
     first = np.where(hok[:, None] & wok[None, :], first, -1)
-    tap = np.broadcast_to(first.astype(np.int32), (P, oh, ow)).copy()
+    tap = np.broadcast_to(first, (P, oh, ow)).copy()
     y = np.full((P, oh, ow), -np.inf, dtype=x.dtype)
-    has_nan = bool(np.isnan(x).any())
-    take = np.empty((P, oh, ow), dtype=bool)
-    for a in range(kh):
-        for b in range(kw):
-            v = _tap_view(xp, a * dh, b * dw, (oh, ow), (sh, sw))
-            # row-major scan: take v if v > best or isnan(v) (first max, last NaN)
-            np.greater(v, y, out=take)
-            if has_nan:
-                take |= np.isnan(v)
-                np.copyto(y, v, where=take)
-            else:
-                np.maximum(y, v, out=y)
-            np.copyto(tap, a * kw + b, where=take)
-    # tap t of window (i, j) -> flat index (i*sh - ph + (t // kw)*dh) * W + j*sw - pw + ...
-    rows = (np.arange(oh) * sh - ph)[None, :, None] + (tap // kw) * dh
-    cols = (np.arange(ow) * sw - pw)[None, None, :] + (tap % kw) * dw
-    idx = np.where(tap >= 0, rows.astype(np.int64) * W + cols, -1)
+    if a_lo <= a_hi and b_lo <= b_hi:
+        rows = _frame(H, oh, sh, ph, dh, a_lo, a_hi)
+        cols = _frame(W, ow, sw, pw, dw, b_lo, b_hi)
+        xp = _framed(x, rows, cols, -np.inf)  # padding as -inf: never selected
+        has_nan = bool(np.isnan(x).any())
+        take = np.empty((P, oh, ow), dtype=bool)
+        for a in range(a_lo, a_hi + 1):
+            for b in range(b_lo, b_hi + 1):
+                v = _tap_view(xp, a * dh - ph - rows[0], b * dw - pw - cols[0], (oh, ow),
+                              (sh, sw))
+                # row-major scan: take v if v > best or isnan(v) (first max, last NaN)
+                np.greater(v, y, out=take)
+                if has_nan:
+                    take |= np.isnan(v)
+                    np.copyto(y, v, where=take)
+                else:
+                    np.maximum(y, v, out=y)
+                np.copyto(tap, (a - a_lo) * nb + (b - b_lo), where=take)
+    # tap number -> flat index h*W + w of the tap of window (i, j)
+    r = (np.arange(oh) * sh - ph)[None, :, None] + (tap // nb + a_lo) * dh
+    c = (np.arange(ow) * sw - pw)[None, None, :] + (tap % nb + b_lo) * dw
+    idx = np.where(tap >= 0, r * W + c, -1)
     return y, idx
 
 
@@ -99,41 +122,48 @@ def _avg_divisor(out_hw, in_hw, kernel, stride, padding, count_include_pad, divi
     for o, L, k, s, p in zip(out_hw, in_hw, kernel, stride, padding):
         start = np.arange(o, dtype=np.int64) * s - p
         end = np.minimum(start + k, L + p)  # clipped to the padded extent
-        pool = end - start
+        pool = (end - start).astype(np.float64)  # float: a huge kernel's area overflows int64
         inside = np.minimum(end, L) - np.maximum(start, 0)
         per_axis.append((pool, np.maximum(inside, 0)))
     (pool_h, in_h), (pool_w, in_w) = per_axis
     empty = (in_h[:, None] == 0) | (in_w[None, :] == 0)
     if divisor is not None:
-        div = np.full(out_hw, divisor, dtype=np.int64)
+        div = np.full(out_hw, divisor, dtype=np.float64)
     elif count_include_pad:
         div = pool_h[:, None] * pool_w[None, :]
     else:
-        div = in_h[:, None] * in_w[None, :]
+        div = (in_h[:, None] * in_w[None, :]).astype(np.float64)
     return np.where(empty, 0, div).astype(dtype)
 
 
 def _avg_setup(in_hw, kernel, stride, padding, ceil_mode):
+    """Output size, the useful tap ranges and the frame of rows/columns they touch."""
     (H, W), (kh, kw), (sh, sw), (ph, pw) = in_hw, kernel, stride, padding
     oh = geo.pool_output_size(H, kh, sh, ph, 1, ceil_mode)
     ow = geo.pool_output_size(W, kw, sw, pw, 1, ceil_mode)
-    # padded extent touched by the windows, and at least the input itself
-    rows = max((oh - 1) * sh + kh, ph + H)
-    cols = max((ow - 1) * sw + kw, pw + W)
-    return (oh, ow), rows, cols
+    taps = (_tap_range(oh, H, kh, sh, ph, 1), _tap_range(ow, W, kw, sw, pw, 1))
+    frame = (_frame(H, oh, sh, ph, 1, *taps[0]), _frame(W, ow, sw, pw, 1, *taps[1]))
+    return (oh, ow), taps, frame
+
+
+def _avg_taps(taps, frame, padding):
+    """Frame offsets (r0, c0) of the useful taps, in row-major window order."""
+    ((a_lo, a_hi), (b_lo, b_hi)), ((top, _), (left, _)) = taps, frame
+    for a in range(a_lo, a_hi + 1):
+        for b in range(b_lo, b_hi + 1):
+            yield a - padding[0] - top, b - padding[1] - left
 
 
 @register("avg_pool2d_forward", "numpy")
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad,
                        divisor_override):
     P, H, W = x.shape
-    out_hw, rows, cols = _avg_setup((H, W), kernel, stride, padding, ceil_mode)
-    xp = _padded(x, rows, cols, padding[0], padding[1], 0)
+    out_hw, taps, frame = _avg_setup((H, W), kernel, stride, padding, ceil_mode)
+    xp = _framed(x, frame[0], frame[1], 0)
     acc = np.zeros((P,) + out_hw, dtype=x.dtype)
     # taps in row-major order; the padding zeros leave the in-bounds sum exact
-    for a in range(kernel[0]):
-        for b in range(kernel[1]):
-            acc += _tap_view(xp, a, b, out_hw, stride)
+    for r0, c0 in _avg_taps(taps, frame, padding):
+        acc += _tap_view(xp, r0, c0, out_hw, stride)
     div = _avg_divisor(out_hw, (H, W), kernel, stride, padding, count_include_pad,
                        divisor_override, x.dtype)
     safe = np.where(div == 0, 1, div)
@@ -145,17 +175,16 @@ def avg_pool2d_backward(gy, in_hw, kernel, stride, padding, ceil_mode, count_inc
                         divisor_override):
     P = gy.shape[0]
     H, W = in_hw
-    out_hw, rows, cols = _avg_setup(in_hw, kernel, stride, padding, ceil_mode)
+    out_hw, taps, frame = _avg_setup(in_hw, kernel, stride, padding, ceil_mode)
     div = _avg_divisor(out_hw, in_hw, kernel, stride, padding, count_include_pad,
                        divisor_override, gy.dtype)
     g = np.where(div == 0, 0, gy / np.where(div == 0, 1, div)).astype(gy.dtype, copy=False)
-    gxp = np.zeros((P, rows, cols), dtype=gy.dtype)
-    for a in range(kernel[0]):
-        for b in range(kernel[1]):
-            # one tap's windows never share a cell, so += on the strided view is exact
-            _tap_view(gxp, a, b, out_hw, stride)[...] += g
-    ph, pw = padding
-    return np.ascontiguousarray(gxp[:, ph:ph + H, pw:pw + W])
+    (top, bottom), (left, right) = frame
+    gxp = np.zeros((P, bottom - top, right - left), dtype=gy.dtype)
+    for r0, c0 in _avg_taps(taps, frame, padding):
+        # one tap's windows never share a cell, so += on the strided view is exact
+        _tap_view(gxp, r0, c0, out_hw, stride)[...] += g
+    return np.ascontiguousarray(gxp[:, -top:-top + H, -left:-left + W])
 
 
 @register("adaptive_avg_pool2d_forward", "numpy")

@@ -18,6 +18,8 @@ PoolGeom = namedtuple("PoolGeom", "kernel stride padding dilation ceil_mode out"
 PoolGeom.__doc__ = "Validated pool geometry: (h, w) pairs and the output size (oh, ow)."
 
 _FLOAT_DTYPES = (np.float32, np.float64)
+# geometry values beyond this would overflow the kernels' 64-bit index arithmetic
+LIMIT = 2 ** 62
 
 
 def pool_output_size(L, k, s, p, d, ceil_mode):
@@ -71,6 +73,10 @@ def pool_geometry(shape, kernel_size, stride, padding, dilation, ceil_mode, name
     ph, pw = pair(padding, "padding")
     dh, dw = pair(dilation, "dilation")
     ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+    for arg, (vh, vw) in (("kernel_size", (kh, kw)), ("stride", (sh, sw)),
+                          ("padding", (ph, pw)), ("dilation", (dh, dw))):
+        if max(abs(vh), abs(vw)) > LIMIT:
+            raise ValueError(f"{name}: {arg}=({vh}, {vw}) is out of range (|value| <= 2**62)")
     if sh == 0 or sw == 0:
         raise ValueError(f"{name}: stride should not be zero, got stride=({sh}, {sw})")
     if kh <= 0 or kw <= 0:

@@ -147,3 +147,11 @@ def test_adaptive_pools_reject_bad_arguments(fn):
         fn(nnlite.tensor(np.zeros((1, 2, 0, 4), np.float32)), 2)
     with pytest.raises(ValueError, match=r"3D or 4D.*\(4, 4\)"):
         fn(nnlite.tensor(np.zeros((4, 4), np.float32)), 2)
+
+
+def test_adaptive_pools_backward_through_empty_output(backend):
+    for fn in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+        x = nnlite.tensor(make_input((2, 3, 4, 5), "float", np.float32, 0), requires_grad=True)
+        y = fn(x, (0, 3))
+        y.backward(np.zeros(y.shape, np.float32))
+        np.testing.assert_array_equal(x.grad, 0)

@@ -195,3 +195,26 @@ def test_max_pool2d_rejects_bad_inputs():
         F.max_pool2d(nnlite.tensor(np.zeros((1, 1, 4, 4), np.float32)), 2.5)
     with pytest.raises(TypeError, match="stride"):
         F.max_pool2d(nnlite.tensor(np.zeros((1, 1, 4, 4), np.float32)), 2, stride=(1, 2, 3))
+
+
+@pytest.mark.parametrize("fn, want", [(F.max_pool2d, 24.0), (F.avg_pool2d, None)])
+def test_pools_with_huge_kernel_and_padding_are_fast_and_exact(backend, fn, want):
+    # only the taps that reach the input are visited: a 2**32+1 kernel costs nothing
+    x = np.arange(25, dtype=np.float64).reshape(1, 1, 5, 5)
+    y = fn(nnlite.tensor(x), kernel_size=2 ** 32 + 1, padding=2 ** 31)
+    assert y.shape == (1, 1, 1, 1)
+    if want is not None:
+        assert y.data.item() == want
+    else:  # count_include_pad: the whole (2**32+1)**2 window divides
+        np.testing.assert_allclose(y.data.item(), 300 / float(2 ** 32 + 1) ** 2, rtol=1e-12)
+    y = fn(nnlite.tensor(x), kernel_size=3, stride=2 ** 62)
+    assert y.data.item() == (12.0 if fn is F.max_pool2d else 6.0)
+
+
+@pytest.mark.parametrize("arg", ["kernel_size", "stride", "padding", "dilation"])
+def test_max_pool2d_rejects_values_beyond_int64_arithmetic(arg):
+    x = nnlite.tensor(np.zeros((1, 1, 5, 5), np.float32))
+    kwargs = dict(kernel_size=3)
+    kwargs[arg] = 2 ** 63
+    with pytest.raises(ValueError, match=rf"{arg}=\(9223372036854775808, "):
+        F.max_pool2d(x, **kwargs)

@@ -80,3 +80,15 @@ def test_max_unpool2d_rejects_bad_input():
         F.max_unpool2d(y, np.zeros((1, 1, 4), np.int64), 2)
     with pytest.raises(ValueError, match=r"dim 0 must be between 2 and 6"):
         F.max_unpool2d(y, idx, 2, output_size=(6, 4))
+
+
+def test_max_unpool2d_empty_batch(backend):
+    x = nnlite.tensor(np.zeros((0, 2, 4, 4), np.float32), requires_grad=True)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    yt = nnlite.tensor(y.data, requires_grad=True)
+    u = F.max_unpool2d(yt, idx, 2)
+    assert u.shape == (0, 2, 4, 4)
+    u.backward(np.zeros(u.shape, np.float32))
+    assert yt.grad.shape == (0, 2, 2, 2)
+    y.backward(np.zeros(y.shape, np.float32))
+    assert x.grad.shape == (0, 2, 4, 4)

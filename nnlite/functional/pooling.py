@@ -26,7 +26,7 @@ __all__ = [
 
 def _planes(a):
     """(..., H, W) -> (P, H, W) C-contiguous view or copy."""
-    return np.ascontiguousarray(a).reshape((-1,) + a.shape[-2:])
+    return np.ascontiguousarray(a).reshape((int(np.prod(a.shape[:-2])),) + a.shape[-2:])
 
 
 class MaxPool2dFn(Function):

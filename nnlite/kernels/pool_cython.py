@@ -16,6 +16,11 @@ except ImportError:  # pragma: no cover - depends on the build
     _pool = None
 
 
+def _rows(a):
+    """(P, ...) -> (P, rest) without -1 (an empty batch has no size to infer from)."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+
+
 def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
@@ -46,8 +51,8 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
 
 def _scatter_by_index(gy, idx, in_hw):
     P = gy.shape[0]
-    gy2 = _c(gy).reshape(P, -1)  # (P, OH*OW)
-    idx2 = _c(idx, np.int64).reshape(P, -1)
+    gy2 = _rows(_c(gy))  # (P, OH*OW)
+    idx2 = _rows(_c(idx, np.int64))
     gx = np.zeros((P, in_hw[0] * in_hw[1]), dtype=gy.dtype)
     _pool.scatter_by_index(gy2, idx2, gx, _threads(P, gy2.size))
     return gx.reshape(P, in_hw[0], in_hw[1])
@@ -114,15 +119,15 @@ def adaptive_max_pool2d_backward(gy, idx, in_hw):
 def max_unpool2d_forward(x, idx, out_hw):
     P = x.shape[0]
     y = np.zeros((P, out_hw[0] * out_hw[1]), dtype=x.dtype)
-    _pool.max_unpool2d_forward(_c(x).reshape(P, -1), _c(idx, np.int64).reshape(P, -1), y,
+    _pool.max_unpool2d_forward(_rows(_c(x)), _rows(_c(idx, np.int64)), y,
                                _threads(P, x.size))
     return y.reshape((P,) + tuple(out_hw))
 
 
 def max_unpool2d_backward(gy, idx):
     P = gy.shape[0]
-    gx = np.empty((P, idx[0].size), dtype=gy.dtype)
-    _pool.max_unpool2d_backward(_c(gy).reshape(P, -1), _c(idx, np.int64).reshape(P, -1), gx,
+    gx = np.empty((P, idx.shape[1] * idx.shape[2]), dtype=gy.dtype)
+    _pool.max_unpool2d_backward(_rows(_c(gy)), _rows(_c(idx, np.int64)), gx,
                                 _threads(P, gx.size))
     return gx.reshape(idx.shape)
 

@@ -13,6 +13,11 @@ from .. import _poolgeom as geo
 from . import register
 
 
+def _rows(a):
+    """(P, ...) -> (P, rest) without -1 (an empty batch has no size to infer from)."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+
+
 def _tap_range(o, L, k, s, p, d):
     """Taps t in [lo, hi] that land inside [0, L) for at least one of the o windows.
 
@@ -101,9 +106,9 @@ def _scatter_by_index(gy, idx, in_hw):
     """gx (P, H, W) with gx[p].flat[idx[p, l]] += gy[p, l]; index -1 contributes nothing."""
     P = gy.shape[0]
     hw = in_hw[0] * in_hw[1]
-    flat = idx.reshape(P, -1)
+    flat = _rows(idx)
     offs = np.arange(P, dtype=np.int64)[:, None] * hw + flat  # (P, L) offsets into gx
-    g = gy.reshape(P, -1)
+    g = _rows(gy)
     valid = flat >= 0
     if not valid.all():
         offs, g = offs[valid], g[valid]
@@ -270,17 +275,17 @@ def adaptive_max_pool2d_backward(gy, idx, in_hw):
 def max_unpool2d_forward(x, idx, out_hw):
     P = x.shape[0]
     y = np.zeros((P, out_hw[0] * out_hw[1]), dtype=x.dtype)
-    flat = idx.reshape(P, -1)
+    flat = _rows(idx)
     valid = flat >= 0
     plane = np.broadcast_to(np.arange(P)[:, None], flat.shape)
-    y[plane[valid], flat[valid]] = x.reshape(P, -1)[valid]
+    y[plane[valid], flat[valid]] = _rows(x)[valid]
     return y.reshape((P,) + tuple(out_hw))
 
 
 @register("max_unpool2d_backward", "numpy")
 def max_unpool2d_backward(gy, idx):
     P = gy.shape[0]
-    flat = idx.reshape(P, -1)
+    flat = _rows(idx)
     valid = flat >= 0
-    g = np.take_along_axis(gy.reshape(P, -1), np.where(valid, flat, 0), axis=1)
+    g = np.take_along_axis(_rows(gy), np.where(valid, flat, 0), axis=1)
     return np.where(valid, g, 0).astype(gy.dtype, copy=False).reshape(idx.shape)

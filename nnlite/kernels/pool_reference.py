@@ -15,6 +15,11 @@ import numpy as np
 from . import register
 
 
+def _rows(a):
+    """(P, ...) -> (P, rest) without -1 (an empty batch has no size to infer from)."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+
+
 def _n_windows(L, k, s, p, d, ceil_mode):
     """Count pooling windows by testing each candidate window in turn."""
     keff = d * (k - 1) + 1
@@ -218,7 +223,7 @@ def max_unpool2d_forward(x, idx, out_hw):
 @register("max_unpool2d_backward", "reference")
 def max_unpool2d_backward(gy, idx):
     P = gy.shape[0]
-    flat = gy.reshape(P, -1)
+    flat = _rows(gy)
     gx = np.zeros(idx.shape, dtype=gy.dtype)
     for p in range(P):
         for i in range(idx.shape[1]):

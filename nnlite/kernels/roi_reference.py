@@ -99,7 +99,7 @@ def _align_box(T, roi, scale, out_hw, sampling_ratio, aligned):
     return int(roi[0]), sy, sx, bin_h, bin_w, gh, gw, max(gh * gw, 1)
 
 
-def _samples(T, b_start, bin_size, p, grid, ):
+def _samples(T, b_start, bin_size, p, grid):
     """Sample coordinates of bin p along one axis, in T and in torchvision's order."""
     return [b_start + T(p) * bin_size + (T(i + 0.5) * bin_size) / T(grid) for i in range(grid)]
 

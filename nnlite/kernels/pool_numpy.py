@@ -75,7 +75,9 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     first = ((h0 - (np.arange(oh) * sh - ph)) // dh - a_lo)[:, None] * nb + \
         ((w0 - (np.arange(ow) * sw - pw)) // dw - b_lo)[None, :]  # (OH, OW)
     first = np.where(hok[:, None] & wok[None, :], first, -1)
-    tap = np.broadcast_to(first, (P, oh, ow)).copy()
+    na = max(a_hi - a_lo + 1, 1)
+    small = np.int16 if na * nb < 2 ** 15 else np.int64  # less memory traffic per tap
+    tap = np.broadcast_to(first.astype(small), (P, oh, ow)).copy()
     y = np.full((P, oh, ow), -np.inf, dtype=x.dtype)
     if a_lo <= a_hi and b_lo <= b_hi:
         rows = _frame(H, oh, sh, ph, dh, a_lo, a_hi)
@@ -96,6 +98,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
                     np.maximum(y, v, out=y)
                 np.copyto(tap, (a - a_lo) * nb + (b - b_lo), where=take)
     # tap number -> flat index h*W + w of the tap of window (i, j)
+    tap = tap.astype(np.int64)
     r = (np.arange(oh) * sh - ph)[None, :, None] + (tap // nb + a_lo) * dh
     c = (np.arange(ow) * sw - pw)[None, None, :] + (tap % nb + b_lo) * dw
     idx = np.where(tap >= 0, r * W + c, -1)

@@ -1,17 +1,29 @@
 """Cython conv kernels: im2col/col2im from ``nnlite._im2col`` (typed memoryviews, nogil, OpenMP
-over the N*C image planes) and the three conv routines of ``_conv_gemm`` on top of them.
+over the N*C image planes), the implicit-GEMM and direct depthwise forward kernels of
+``nnlite._convfast``, and the three conv routines of ``_conv_gemm`` on nnlite's own GEMM.
+
+conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the layer:
+'implicit' (no column matrix), 'direct' (depthwise) or 'im2col' (chunked columns + GEMM; a
+pointwise conv multiplies the image directly). Backward always uses explicit columns (chunked)
+and nnlite's GEMM; col2im owns whole image planes per thread, so it has no write races.
 
 Registered only when the extension imports; otherwise the 'cython' backend falls back to NumPy.
 """
 import numpy as np
 
+from .._algorithms import resolve
 from .._config import get_num_threads
-from . import _conv_gemm, conv_numpy, register
+from . import _conv_gemm, conv_numpy, gemm_ops, register
 
 try:
     from .. import _im2col
 except ImportError:  # pragma: no cover - depends on the build
     _im2col = None
+
+try:
+    from .. import _convfast
+except ImportError:  # pragma: no cover - depends on the build
+    _convfast = None
 
 
 # Below this many column entries a call runs on one thread: starting an OpenMP team costs more
@@ -64,16 +76,80 @@ def col2im(cols, geom, out=None):
     return out
 
 
-def conv2d_forward(x, w, b, geom, general=False):
-    return _conv_gemm.forward(x, w, b, geom, im2col, general)
+# ------------------------------------------------------------------------------- GEMM hook
+def _mm(a, b, out, bias=None, accumulate=False, reduce=False):
+    """``_conv_gemm.numpy_mm``'s contract on nnlite's GEMM (bias and accumulation fused):
+
+        out (+)= a @ b (+ bias[..., None])    or, with ``reduce``, out (+)= Σ_i a[i] @ b[i]
+
+    Shape: a (..., M, K), b (..., K, N), out (..., M, N) with leading axes broadcast as in
+    np.matmul (at most one beyond the GEMM's batch axis); bias (..., M) or None.
+    """
+    if reduce:
+        for i in range(a.shape[0]):
+            _mm(a[i], b[i], out, None, accumulate or i > 0)
+        return out
+    if out.ndim == 4 and out.shape[1] == 1:
+        # one group: the image axis becomes the GEMM's batch axis (one call, no Python loop)
+        def one(t):
+            return t[:, 0] if t is not None and t.ndim == 4 else t
+        return _mm(one(a), one(b), out[:, 0], bias, accumulate)
+    if out.ndim == 4:
+        for i in range(out.shape[0]):
+            _mm(a[i] if a.ndim == 4 else a, b[i] if b.ndim == 4 else b, out[i],
+                None if bias is None else (bias[i] if bias.ndim == 3 else bias), accumulate)
+        return out
+    a3 = a if a.ndim == 3 else a[None]
+    b3 = b if b.ndim == 3 else b[None]
+    if bias is not None and bias.ndim == 2 and bias.shape[0] == 1:
+        bias = bias[0]
+    gemm_ops.gemm_batched(a3, b3, out, beta=1.0 if accumulate else 0.0, bias=bias,
+                          bias_axis=0)
+    return out
+
+
+# ------------------------------------------------------------------------ forward algorithms
+def _implicit(x, w, b, geom, args):
+    """y (N, F, OH, OW) = conv2d(x, w) + b by the implicit GEMM (no column matrix)."""
+    kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
+    y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype)
+    w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    _convfast.conv2d_implicit(np.ascontiguousarray(x), w2, bias, y, geom.g, kh, kw, sh, sw,
+                              pt, pl, dh, dw, oh, ow, num_threads=get_num_threads(),
+                              isa=gemm_ops._isa())
+    return y.reshape(geom.n, geom.f, oh, ow)
+
+
+def _direct_depthwise(x, w, b, geom, args):
+    """y (N, F, OH, OW) = depthwise conv2d(x, w) + b (groups == C) by the direct kernel."""
+    kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
+    y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype)
+    w2 = np.ascontiguousarray(w).reshape(geom.f, kh * kw)         # (F, KH*KW)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    _convfast.conv2d_depthwise(np.ascontiguousarray(x), w2, bias, y, kh, kw, sh, sw, pt, pl,
+                               dh, dw, oh, ow, num_threads=get_num_threads())
+    return y.reshape(geom.n, geom.f, oh, ow)
+
+
+def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
+    """conv2d forward by ``algorithm`` (default: the active ``nnlite.conv_algorithm``, resolved
+    per layer); 'im2col' with ``general`` skips the pointwise shortcut (for tests)."""
+    algo = resolve(geom, algorithm) if _convfast is not None else "im2col"
+    args = _args(geom) if algo != "im2col" else None
+    if args is not None and algo == "direct":
+        return _direct_depthwise(x, w, b, geom, args)
+    if args is not None and algo == "implicit":
+        return _implicit(x, w, b, geom, args)
+    return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 
 def conv2d_backward_input(gy, w, geom, general=False):
-    return _conv_gemm.backward_input(gy, w, geom, col2im, general)
+    return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 
 def conv2d_backward_weight(gy, x, geom, general=False):
-    return _conv_gemm.backward_weight(gy, x, geom, im2col, general)
+    return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
 
 
 if _im2col is not None:

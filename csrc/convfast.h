@@ -1,0 +1,70 @@
+/* nnlite fast convolution: C interface of nnlite._convfast (cdef extern'ed by csrc/convfast.pyx).
+ *
+ * Implicit-GEMM conv2d: per image n and group g, the conv is the GEMM
+ *
+ *     y[n, g*FG:(g+1)*FG, :] (FG x L) = W_g (FG x K) @ cols_g (K x L)     K = CG*KH*KW, L = OH*OW
+ *
+ * but the column matrix cols_g is never built: the B panels the micro-kernel reads (KC x NR
+ * strips) are packed straight from the image with the im2col index arithmetic (padding -> 0):
+ *
+ *     cols_g[(c*KH + a)*KW + b, i*OW + j] = x[n, g*CG + c, i*SH - PT + a*DH, j*SW - PL + b*DW]
+ *
+ * The register micro-kernels, their packed layouts and the epilogue (alpha/beta, per-row bias,
+ * ReLU/ReLU6) are the GEMM's own (csrc/gemm_internal.h, gemm_{generic,avx2,avx512}.c, compiled
+ * a second time into this extension under the names below so that the two extensions share no
+ * symbols).
+ *
+ * Strides are in ELEMENTS: x(n, c, r, q) = x[n*xsn + c*xsc + r*xsr + q] and
+ * y(n, f, l) = y[n*ysn + f*ysf + l] (l = i*OW + j, unit stride). The caller guarantees that
+ * every addressed element lies inside its buffer, that y overlaps neither x, w nor bias, and
+ * that kh, kw, sh, sw, dh, dw >= 1, pt, pl >= 0 (checked again here: NNL_EINVAL).
+ */
+#ifndef NNLITE_CONVFAST_H
+#define NNLITE_CONVFAST_H
+
+/* Rename the micro-kernel families compiled into this extension (see convfast_ukr.c). */
+#define nnl_generic_kernel_s nnl_cf_generic_kernel_s
+#define nnl_generic_kernel_d nnl_cf_generic_kernel_d
+#define nnl_avx2_kernel_s nnl_cf_avx2_kernel_s
+#define nnl_avx2_kernel_d nnl_cf_avx2_kernel_d
+#define nnl_avx512_kernel_s nnl_cf_avx512_kernel_s
+#define nnl_avx512_kernel_d nnl_cf_avx512_kernel_d
+
+#include "gemm_internal.h"
+
+typedef struct {
+    nnl_idx n, c, h, w;          /* image batch, channels, height, width */
+    nnl_idx xsn, xsc, xsr;       /* image strides (unit stride along w) */
+    nnl_idx f, g;                /* output channels, groups */
+    nnl_idx kh, kw, sh, sw, pt, pl, dh, dw;
+    nnl_idx oh, ow;              /* output grid */
+    nnl_idx ysn, ysf;            /* output strides (unit stride along l) */
+} nnl_conv_geom;
+
+/* y = act(alpha * conv(x, w) + beta * y + bias[f]); w is (F, CG*KH*KW) C-contiguous, bias (F,)
+ * or NULL. beta == 0 never reads y. Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL. The result does
+ * not depend on nthreads (every element is reduced in the same order). */
+int nnl_conv_implicit_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                        const float *bias, float alpha, float beta, float *y, int act,
+                        int nthreads, int isa);
+int nnl_conv_implicit_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                        const double *bias, double alpha, double beta, double *y, int act,
+                        int nthreads, int isa);
+
+/* Direct depthwise conv2d (groups == C, F = M*C; output channel f reads input channel f / M):
+ * y = act(conv(x, w) + beta * y + bias[f]) with w (F, KH*KW) C-contiguous, bias (F,) or NULL and
+ * y planes contiguous (ysf >= OH*OW). No work memory. Returns NNL_OK or NNL_EINVAL. */
+int nnl_conv_depthwise_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                         const float *bias, float beta, float *y, int act, int nthreads);
+int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                         const double *bias, double beta, double *y, int act, int nthreads);
+
+/* Bytes of work memory nnl_conv_implicit_* would allocate (packed weights + per-thread B
+ * chunks), or -1 for invalid arguments. */
+nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads, int isa);
+
+/* 1 when the micro-kernel family runs on this CPU; the family NNL_ISA_AUTO resolves to. */
+int nnl_cf_isa_available(int isa);
+int nnl_cf_best_isa(void);
+
+#endif

@@ -1,0 +1,207 @@
+"""Fast conv2d forward kernels (-> nnlite._convfast): implicit GEMM (no im2col matrix) and a
+direct depthwise kernel.
+
+``conv2d_implicit`` computes, for every image n and group g,
+
+    y[n, g*FG + f, i*OW + j] = act(alpha * sum_{c, a, b} w[g*FG + f, (c*KH + a)*KW + b]
+                                   * x[n, g*CG + c, i*SH - PT + a*DH, j*SW - PL + b*DW]
+                                   + beta * y[...] + bias[g*FG + f])
+
+(0 for taps in the padding) with nnlite's GEMM micro-kernels, packing their B panels straight
+from the image (csrc/convfast_implicit.c). ``conv2d_depthwise`` computes the same for
+groups == C (F = M*C, output channel f reads input channel f // M) with register-blocked
+vector loops over each output row (csrc/convfast_direct.c), no work memory. Memory contract: x (N, C, H, W) and y (N, F, OH*OW)
+have unit stride along their last axis (other strides are free: channel slices of a larger
+buffer are fine), w is (F, CG*KH*KW) C-contiguous, bias (F,) or None; y overlaps none of them.
+The wrapper checks every shape and stride, so the nogil C code never addresses outside the
+arrays. The GIL is released while the kernel runs.
+"""
+from cython cimport floating
+
+cdef extern from "convfast.h" nogil:
+    ctypedef Py_ssize_t nnl_idx
+    int NNL_OK, NNL_ENOMEM, NNL_EINVAL
+    ctypedef struct nnl_conv_geom:
+        nnl_idx n, c, h, w
+        nnl_idx xsn, xsc, xsr
+        nnl_idx f, g
+        nnl_idx kh, kw, sh, sw, pt, pl, dh, dw
+        nnl_idx oh, ow
+        nnl_idx ysn, ysf
+    int nnl_conv_implicit_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                            const float *bias, float alpha, float beta, float *y, int act,
+                            int nthreads, int isa)
+    int nnl_conv_implicit_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                            const double *bias, double alpha, double beta, double *y, int act,
+                            int nthreads, int isa)
+    int nnl_conv_depthwise_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                             const float *bias, float beta, float *y, int act, int nthreads)
+    int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                             const double *bias, double beta, double *y, int act,
+                             int nthreads)
+    nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads,
+                                        int isa)
+    int nnl_cf_isa_available(int isa)
+
+
+cdef int _fill(nnl_conv_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+               Py_ssize_t f, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+               Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+               Py_ssize_t oh, Py_ssize_t ow) except -1:
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1 or pt < 0 or pl < 0:
+        raise ValueError(f"conv2d_implicit: kernel ({kh}, {kw}), stride ({sh}, {sw}) and "
+                         f"dilation ({dh}, {dw}) must be >= 1 and padding ({pt}, {pl}) >= 0")
+    if groups < 1 or c % groups or f % groups:
+        raise ValueError(f"conv2d_implicit: groups={groups} must divide C={c} and F={f}")
+    gm.n, gm.c, gm.h, gm.w, gm.f, gm.g = n, c, h, w, f, groups
+    gm.kh, gm.kw, gm.sh, gm.sw, gm.pt, gm.pl, gm.dh, gm.dw = kh, kw, sh, sw, pt, pl, dh, dw
+    gm.oh, gm.ow = oh, ow
+    gm.xsn = gm.xsc = gm.xsr = gm.ysn = gm.ysf = 0
+    return 0
+
+
+def _check_strides(x, y, Py_ssize_t es, Py_ssize_t L, str fn):
+    # x (N, C, H, W) and y (N, F, L): non-negative whole-element strides, unit stride along the
+    # last axis, and no two rows of y (one per (n, f)) overlapping
+    xs, ys = tuple(x.strides[:4]), tuple(y.strides[:3])
+    if any(s < 0 or s % es for s in xs + ys):
+        raise ValueError(f"{fn}: strides {xs} / {ys} must be non-negative multiples of {es}")
+    if (x.shape[3] > 1 and xs[3] != es) or (L > 1 and ys[2] != es):
+        raise ValueError(f"{fn}: x and y need unit stride along their last axis")
+    N, F = y.shape[0], y.shape[1]
+    if (F > 1 and ys[1] < L * es) or (N > 1 and ys[0] < ((F - 1) * ys[1] + L * es)):
+        raise ValueError(f"{fn}: the rows of y overlap (strides {ys}, row length {L})")
+
+
+def _check_reach(Py_ssize_t size, Py_ssize_t first, Py_ssize_t last, str what):
+    # every source coordinate a tap may form lies in [first, last]: in the image, or padding
+    if first < -(1 << 40) or last > (1 << 40) + size:
+        raise ValueError(f"conv2d kernels: {what} tap coordinates [{first}, {last}] are out of "
+                         "the supported index range")
+
+
+def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
+                    floating[:, :, :] y, Py_ssize_t groups,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                    Py_ssize_t oh, Py_ssize_t ow, int act=0, double alpha=1.0, double beta=0.0,
+                    int num_threads=1, int isa=-1):
+    """y (N, F, OH*OW) = act(alpha * conv2d(x, w) + beta * y + bias) without an im2col matrix.
+
+    Shape:
+        x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW);
+        act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last). ``isa``: GEMM micro-kernel family
+        code (-1 = best available).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    cdef int rc
+    _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if w.shape[1] != (C // groups) * kh * kw:
+        raise ValueError(f"conv2d_implicit: w has {w.shape[1]} columns; expected "
+                         f"C/groups*KH*KW = {(C // groups) * kh * kw}")
+    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, oh * ow):
+        raise ValueError(f"conv2d_implicit: y has shape {(y.shape[0], y.shape[1], y.shape[2])}; "
+                         f"expected {(N, F, oh * ow)}")
+    if act not in (0, 1, 2):
+        raise ValueError(f"conv2d_implicit: act must be 0, 1 or 2, got {act}")
+    if N == 0 or F == 0 or oh == 0 or ow == 0:
+        return
+    if C > 0 and (H == 0 or W == 0):
+        raise ValueError(f"conv2d_implicit: empty image plane ({H}, {W})")
+    _check_strides(x, y, es, oh * ow, "conv2d_implicit")
+    if oh > 0 and ow > 0:
+        _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
+        _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
+    if bias is not None:
+        bv = bias
+        if bv.shape[0] != F:
+            raise ValueError(f"conv2d_implicit: bias has {bv.shape[0]} entries; expected {F}")
+        pb = &bv[0]
+    if not nnl_cf_isa_available(isa) and isa != -1:
+        raise ValueError(f"conv2d_implicit: micro-kernel family {isa} is not available")
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_implicit_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
+                                     if w.shape[1] > 0 else NULL, pb, <float>alpha,
+                                     <float>beta, &y[0, 0, 0], act, num_threads, isa)
+        else:
+            rc = nnl_conv_implicit_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
+                                     if w.shape[1] > 0 else NULL, pb, alpha, beta,
+                                     &y[0, 0, 0], act, num_threads, isa)
+    if rc == NNL_ENOMEM:
+        raise MemoryError("conv2d_implicit: could not allocate the packing buffers")
+    if rc != NNL_OK:
+        raise ValueError("conv2d_implicit: invalid arguments")
+
+
+def implicit_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                             Py_ssize_t f, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                             int elsize, int num_threads=1, int isa=-1):
+    """Bytes of work memory one conv2d_implicit call allocates (packed weights + B chunks)."""
+    cdef nnl_conv_geom gm
+    _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    cdef nnl_idx r = nnl_conv_implicit_workspace(&gm, elsize, num_threads, isa)
+    if r < 0:
+        raise ValueError("implicit_workspace_bytes: invalid arguments")
+    return r
+
+
+def conv2d_depthwise(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
+                     floating[:, :, :] y, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                     Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                     Py_ssize_t oh, Py_ssize_t ow, int act=0, double beta=0.0,
+                     int num_threads=1):
+    """y (N, F, OH*OW) = act(depthwise conv2d(x, w) + beta * y + bias), groups == C.
+
+    Shape:
+        x (N, C, H, W), w (F, KH*KW) with F a multiple of C, bias (F,) or None,
+        y (N, F, OH*OW) whose planes are contiguous (stride of axis 1 >= OH*OW).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    cdef int rc
+    if C < 1 or F % C:
+        raise ValueError(f"conv2d_depthwise: F={F} must be a positive multiple of C={C}")
+    _fill(&gm, N, C, H, W, F, C, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if w.shape[1] != kh * kw:
+        raise ValueError(f"conv2d_depthwise: w has {w.shape[1]} columns; expected KH*KW = "
+                         f"{kh * kw}")
+    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, oh * ow):
+        raise ValueError(f"conv2d_depthwise: y has shape {(y.shape[0], y.shape[1], y.shape[2])}"
+                         f"; expected {(N, F, oh * ow)}")
+    if act not in (0, 1, 2):
+        raise ValueError(f"conv2d_depthwise: act must be 0, 1 or 2, got {act}")
+    if N == 0 or F == 0 or oh == 0 or ow == 0:
+        return
+    if H == 0 or W == 0:
+        raise ValueError(f"conv2d_depthwise: empty image plane ({H}, {W})")
+    _check_strides(x, y, es, oh * ow, "conv2d_depthwise")
+    _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
+    _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
+    if bias is not None:
+        bv = bias
+        if bv.shape[0] != F:
+            raise ValueError(f"conv2d_depthwise: bias has {bv.shape[0]} entries; expected {F}")
+        pb = &bv[0]
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_depthwise_s(&gm, &x[0, 0, 0, 0], &w[0, 0], pb, <float>beta,
+                                      &y[0, 0, 0], act, num_threads)
+        else:
+            rc = nnl_conv_depthwise_d(&gm, &x[0, 0, 0, 0], &w[0, 0], pb, beta, &y[0, 0, 0],
+                                      act, num_threads)
+    if rc != NNL_OK:
+        raise ValueError("conv2d_depthwise: invalid arguments")

@@ -1,0 +1,80 @@
+/* Direct depthwise conv2d (groups == C, F = M*C: output channel f reads input channel f / M):
+ *
+ *     y[n, f, i, j] = act(beta * y[n, f, i, j] + bias[f]
+ *                         + sum_{a, b} w[f, a*KW + b] * x[n, f/M, i*SH - PT + a*DH, j*SW - PL + b*DW])
+ *
+ * (taps in the padding skipped). One output row at a time: the tap rows inside the image are
+ * found once per row; the interior columns (every tap inside the image) run in blocks of
+ * NNL_DW_BLOCK vectors whose accumulators stay in registers (one vector load and one FMA per
+ * tap and vector, one store per vector), the few border columns in a scalar loop with checks.
+ * Vectors are GCC/Clang vector extensions sized to the widest unit the build targets
+ * (AVX-512: 64 bytes), so the kernel is portable C. OpenMP over the N*F planes (each plane of
+ * y is written by one thread only); nothing is allocated. No tap ever reads outside the image
+ * plane: rows are range-checked, interior columns are proven in range by [j0, j1), border
+ * columns are checked one by one.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "convfast.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX512F__)
+#define NNL_DW_VBYTES 64
+#elif defined(__AVX__)
+#define NNL_DW_VBYTES 32
+#else
+#define NNL_DW_VBYTES 16
+#endif
+#ifndef NNL_DW_BLOCK
+#define NNL_DW_BLOCK 4 /* vectors per register block */
+#endif
+/* Planes whose wide layout needs more elements than this run the row kernel (no buffer). */
+#ifndef NNL_DW_WIDE_MAX
+#define NNL_DW_WIDE_MAX ((nnl_idx)1 << 20)
+#endif
+/* Below this many multiply-adds a call runs on one thread. */
+#ifndef NNL_DW_MIN_PARALLEL_MACS
+#define NNL_DW_MIN_PARALLEL_MACS (1.0 * (1 << 18))
+#endif
+
+static nnl_idx dw_min(nnl_idx a, nnl_idx b)
+{
+    return a < b ? a : b;
+}
+
+static nnl_idx dw_max(nnl_idx a, nnl_idx b)
+{
+    return a > b ? a : b;
+}
+
+/* smallest t >= 0 with t*s >= v (v may be negative) */
+static nnl_idx dw_ceil_pos(nnl_idx v, nnl_idx s)
+{
+    return v <= 0 ? 0 : (v - 1) / s + 1;
+}
+
+static int dw_geom_ok(const nnl_conv_geom *g)
+{
+    if (g->n < 0 || g->c < 1 || g->h < 0 || g->w < 0 || g->f < 0 || g->oh < 0 || g->ow < 0)
+        return 0;
+    if (g->kh < 1 || g->kw < 1 || g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 ||
+        g->pt < 0 || g->pl < 0)
+        return 0;
+    return g->g == g->c && g->f % g->c == 0;
+}
+
+#define T float
+#define FN(name) name##_s
+#include "convfast_direct_tmpl.h"
+#undef T
+#undef FN
+
+#define T double
+#define FN(name) name##_d
+#include "convfast_direct_tmpl.h"
+#undef T
+#undef FN

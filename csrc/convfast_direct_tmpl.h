@@ -1,0 +1,289 @@
+/* Template body of convfast_direct.c, included once per dtype with T and FN(name) defined.
+ * No include guard on purpose. */
+
+typedef T FN(dw_vec) __attribute__((vector_size(NNL_DW_VBYTES)));
+#define DW_VEC FN(dw_vec)
+#define DW_VL ((nnl_idx)(NNL_DW_VBYTES / sizeof(T)))
+
+static inline DW_VEC FN(dw_load)(const T *p)
+{
+    DW_VEC v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void FN(dw_store)(T *p, DW_VEC v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static inline DW_VEC FN(dw_set1)(T s)
+{
+    DW_VEC v = {0};
+    return v + s;
+}
+
+static inline T FN(dw_act)(T v, int act)
+{
+    if (act != NNL_ACT_NONE) {
+        v = ((T)0 > v) ? (T)0 : v;          /* NaN stays NaN */
+        if (act == NNL_ACT_RELU6)
+            v = (v > (T)6) ? (T)6 : v;
+    }
+    return v;
+}
+
+/* act over n contiguous elements (the compiler vectorises this loop) */
+static inline void FN(dw_act_row)(T *p, nnl_idx n, int act)
+{
+    if (act != NNL_ACT_NONE)
+        for (nnl_idx e = 0; e < n; e++)
+            p[e] = FN(dw_act)(p[e], act);
+}
+
+/* One output column j of row i, every tap checked (the border columns). */
+static T FN(dw_one)(const nnl_conv_geom *g, const T *xp, const T *wf, nnl_idx i, nnl_idx j,
+                    nnl_idx a0, nnl_idx a1, T acc)
+{
+    for (nnl_idx a = a0; a < a1; a++) {
+        const T *xr = xp + (i * g->sh - g->pt + a * g->dh) * g->xsr;
+        for (nnl_idx b = 0; b < g->kw; b++) {
+            const nnl_idx q = j * g->sw - g->pl + b * g->dw;
+            if ((size_t)q < (size_t)g->w)
+                acc += wf[a * g->kw + b] * xr[q];
+        }
+    }
+    return acc;
+}
+
+/* One plane: xp (H, W) with row stride xsr, yp (OH, OW) contiguous rows, wf (KH*KW). */
+static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bias, T beta,
+                         T *yp, int act, nnl_idx j0, nnl_idx j1)
+{
+    const nnl_idx kw = g->kw, ow = g->ow, sw = g->sw, xsr = g->xsr;
+    for (nnl_idx i = 0; i < g->oh; i++) {
+        T *yr = yp + i * ow;
+        /* tap rows a in [a0, a1) read image rows i*sh - pt + a*dh inside [0, H) */
+        const nnl_idx r0 = i * g->sh - g->pt;
+        const nnl_idx a0 = dw_min(g->kh, dw_ceil_pos(-r0, g->dh));
+        const nnl_idx a1 = dw_max(a0, g->h - r0 > 0 ? dw_min(g->kh, (g->h - r0 - 1) / g->dh + 1)
+                                                    : 0);
+        for (nnl_idx j = 0; j < j0; j++) {
+            const T v = FN(dw_one)(g, xp, wf, i, j, a0, a1, bias);
+            yr[j] = FN(dw_act)(beta == 0 ? v : v + beta * yr[j], act);
+        }
+        nnl_idx j = j0;
+        if (sw == 1) {
+            /* interior columns: j - pl + b*dw lies in [0, W) for every tap b */
+            const DW_VEC vb = FN(dw_set1)(bias), vbeta = FN(dw_set1)(beta);
+            for (; j + NNL_DW_BLOCK * DW_VL <= j1; j += NNL_DW_BLOCK * DW_VL) {
+                DW_VEC acc[NNL_DW_BLOCK];
+#pragma GCC unroll 8
+                for (int u = 0; u < NNL_DW_BLOCK; u++)
+                    acc[u] = vb;
+                for (nnl_idx a = a0; a < a1; a++) {
+                    const T *xr = xp + (r0 + a * g->dh) * xsr + j - g->pl;
+                    const T *wa = wf + a * kw;
+                    for (nnl_idx b = 0; b < kw; b++) {
+                        const DW_VEC wv = FN(dw_set1)(wa[b]);
+                        const T *s = xr + b * g->dw;
+#pragma GCC unroll 8
+                        for (int u = 0; u < NNL_DW_BLOCK; u++)
+                            acc[u] += wv * FN(dw_load)(s + u * DW_VL);
+                    }
+                }
+#pragma GCC unroll 8
+                for (int u = 0; u < NNL_DW_BLOCK; u++) {
+                    DW_VEC v = acc[u];
+                    if (beta != 0)
+                        v += vbeta * FN(dw_load)(yr + j + u * DW_VL);
+                    FN(dw_store)(yr + j + u * DW_VL, v);
+                }
+                FN(dw_act_row)(yr + j, NNL_DW_BLOCK * DW_VL, act);
+            }
+            for (; j + DW_VL <= j1; j += DW_VL) {
+                DW_VEC acc = vb;
+                for (nnl_idx a = a0; a < a1; a++) {
+                    const T *xr = xp + (r0 + a * g->dh) * xsr + j - g->pl;
+                    for (nnl_idx b = 0; b < kw; b++)
+                        acc += FN(dw_set1)(wf[a * kw + b]) * FN(dw_load)(xr + b * g->dw);
+                }
+                if (beta != 0)
+                    acc += vbeta * FN(dw_load)(yr + j);
+                FN(dw_store)(yr + j, acc);
+                FN(dw_act_row)(yr + j, DW_VL, act);
+            }
+        }
+        /* the rest of the interior (strided, or shorter than a vector): taps unchecked */
+        for (; j < j1; j++) {
+            T acc = bias;
+            for (nnl_idx a = a0; a < a1; a++) {
+                const T *xr = xp + (r0 + a * g->dh) * xsr + j * sw - g->pl;
+                for (nnl_idx b = 0; b < kw; b++)
+                    acc += wf[a * kw + b] * xr[b * g->dw];
+            }
+            yr[j] = FN(dw_act)(beta == 0 ? acc : acc + beta * yr[j], act);
+        }
+        for (j = dw_max(j0, j1); j < ow; j++) {
+            const T v = FN(dw_one)(g, xp, wf, i, j, a0, a1, bias);
+            yr[j] = FN(dw_act)(beta == 0 ? v : v + beta * yr[j], act);
+        }
+    }
+}
+
+/* The stride-phase "wide" layout (as in nnlite._planops): the zero-padded plane is split into
+ * its SH*SW stride phases, phase (ra, rb) holding ph[u, v] = x[u*SH + ra - PT, v*SW + rb - PL]
+ * (0 outside the image), HQ x WQ each. Tap (a, b), with a*DH = qa*SH + ra and
+ * b*DW = qb*SW + rb, reads phase (ra, rb) at (i + qa, j + qb): over the wide output
+ * yw[t], t = i*WQ + j < (OH - 1)*WQ + OW, every tap is one contiguous stream
+ * ph_ab[t + qa*WQ + qb], so the whole plane is one register-blocked vector loop. */
+typedef struct {
+    nnl_idx hq, wq, phase, len, slack, need;   /* sizes in elements */
+} FN(dw_wide);
+
+static void FN(dw_wide_sizes)(const nnl_conv_geom *g, FN(dw_wide) *s)
+{
+    s->hq = g->oh + ((g->kh - 1) * g->dh) / g->sh;
+    s->wq = g->ow + ((g->kw - 1) * g->dw) / g->sw;
+    s->len = (g->oh - 1) * s->wq + g->ow;
+    s->slack = NNL_DW_BLOCK * DW_VL;             /* reads/writes past len stay in the buffer */
+    s->phase = s->hq * s->wq + s->slack;
+    s->need = g->sh * g->sw * s->phase + s->len + s->slack;
+}
+
+/* offs[k] = where tap k = a*KW + b reads in the phase buffers, relative to t */
+static void FN(dw_wide_offsets)(const nnl_conv_geom *g, const FN(dw_wide) *s, nnl_idx *offs)
+{
+    for (nnl_idx a = 0; a < g->kh; a++)
+        for (nnl_idx b = 0; b < g->kw; b++) {
+            const nnl_idx ea = a * g->dh, eb = b * g->dw;
+            offs[a * g->kw + b] = ((ea % g->sh) * g->sw + eb % g->sw) * s->phase
+                                  + (ea / g->sh) * s->wq + eb / g->sw;
+        }
+}
+
+static void FN(dw_plane_wide)(const nnl_conv_geom *g, const FN(dw_wide) *s, const nnl_idx *offs,
+                              const T *xp, const T *wf, T bias, T beta, T *yp, int act, T *buf)
+{
+    const nnl_idx wq = s->wq, sh = g->sh, sw = g->sw;
+    T *yw = buf + sh * sw * s->phase;
+    for (nnl_idx ra = 0; ra < sh; ra++)
+        for (nnl_idx rb = 0; rb < sw; rb++) {
+            T *ph = buf + (ra * sw + rb) * s->phase;
+            /* columns v in [v0, v1) read image columns v*sw + rb - pl inside [0, W) */
+            const nnl_idx off = rb - g->pl;
+            const nnl_idx v0 = dw_min(wq, dw_ceil_pos(-off, sw));
+            const nnl_idx v1 = dw_max(v0, g->w - off > 0 ? dw_min(wq, (g->w - off - 1) / sw + 1)
+                                                         : 0);
+            for (nnl_idx u = 0; u < s->hq; u++) {
+                T *row = ph + u * wq;
+                const nnl_idx r = u * sh + ra - g->pt;
+                if ((size_t)r >= (size_t)g->h) {
+                    memset(row, 0, sizeof(T) * (size_t)wq);
+                    continue;
+                }
+                const T *xr = xp + r * g->xsr;
+                for (nnl_idx v = 0; v < v0; v++)
+                    row[v] = 0;
+                if (sw == 1)
+                    memcpy(row + v0, xr + v0 + off, sizeof(T) * (size_t)(v1 - v0));
+                else
+                    for (nnl_idx v = v0; v < v1; v++)
+                        row[v] = xr[v * sw + off];
+                for (nnl_idx v = v1; v < wq; v++)
+                    row[v] = 0;
+            }
+            memset(ph + s->hq * wq, 0, sizeof(T) * (size_t)s->slack);
+        }
+    const nnl_idx taps = g->kh * g->kw;
+    const DW_VEC vb = FN(dw_set1)(bias);
+    for (nnl_idx t = 0; t < s->len; t += NNL_DW_BLOCK * DW_VL) {
+        DW_VEC acc[NNL_DW_BLOCK];
+#pragma GCC unroll 8
+        for (int u = 0; u < NNL_DW_BLOCK; u++)
+            acc[u] = vb;
+        for (nnl_idx k = 0; k < taps; k++) {
+            const T *src = buf + offs[k] + t;
+            const DW_VEC wv = FN(dw_set1)(wf[k]);
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++)
+                acc[u] += wv * FN(dw_load)(src + u * DW_VL);
+        }
+#pragma GCC unroll 8
+        for (int u = 0; u < NNL_DW_BLOCK; u++)
+            FN(dw_store)(yw + t + u * DW_VL, acc[u]);
+    }
+    for (nnl_idx i = 0; i < g->oh; i++) {
+        T *yr = yp + i * g->ow;
+        const T *src = yw + i * wq;
+        if (beta == 0 && act == NNL_ACT_NONE) {
+            memcpy(yr, src, sizeof(T) * (size_t)g->ow);
+        } else {
+            for (nnl_idx j = 0; j < g->ow; j++)
+                yr[j] = FN(dw_act)(beta == 0 ? src[j] : src[j] + beta * yr[j], act);
+        }
+    }
+}
+
+/* y (N, F, OH*OW) with strides (ysn, ysf) and contiguous planes; w (F, KH*KW); bias (F,) or
+ * NULL. Returns NNL_OK or NNL_EINVAL. */
+int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias,
+                           T beta, T *y, int act, int nthreads)
+{
+    if (!dw_geom_ok(g) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
+        return NNL_EINVAL;
+    if (g->n == 0 || g->f == 0 || g->oh == 0 || g->ow == 0)
+        return NNL_OK;
+    const nnl_idx mult = g->f / g->c, planes = g->n * g->f, taps = g->kh * g->kw;
+    /* interior columns [j0, j1): every tap column j*sw - pl + b*dw inside [0, W) */
+    const nnl_idx j0 = dw_min(g->ow, dw_ceil_pos(g->pl, g->sw));
+    const nnl_idx last = g->w - 1 + g->pl - (g->kw - 1) * g->dw;   /* j*sw <= last */
+    const nnl_idx j1 = dw_max(j0, last >= 0 ? dw_min(g->ow, last / g->sw + 1) : 0);
+    int nt = nthreads < 1 ? 1 : nthreads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    if ((double)planes * g->oh * g->ow * taps < NNL_DW_MIN_PARALLEL_MACS)
+        nt = 1;
+    if ((nnl_idx)nt > planes)
+        nt = (int)planes;
+    FN(dw_wide) ws;
+    FN(dw_wide_sizes)(g, &ws);
+    /* one block: the tap offsets, then a wide-layout buffer per thread (row kernel without) */
+    T *bufs = NULL;
+    nnl_idx *offs = NULL;
+    const size_t head = ((size_t)taps * sizeof(nnl_idx) + 63) / 64 * 64;
+    if (ws.need <= NNL_DW_WIDE_MAX) {
+        offs = (nnl_idx *)malloc(head + sizeof(T) * (size_t)ws.need * (size_t)nt);
+        if (offs != NULL) {
+            bufs = (T *)((char *)offs + head);
+            FN(dw_wide_offsets)(g, &ws, offs);
+        }
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+        T *buf = bufs ? bufs + (size_t)omp_get_thread_num() * (size_t)ws.need : NULL;
+#pragma omp for schedule(dynamic, 1)
+#else
+        T *buf = bufs;
+#endif
+        for (nnl_idx p = 0; p < planes; p++) {
+            const nnl_idx n = p / g->f, f = p % g->f;
+            const T *xp = x + n * g->xsn + (f / mult) * g->xsc;
+            T *yp = y + n * g->ysn + f * g->ysf;
+            const T b = bias ? bias[f] : (T)0;
+            if (buf)
+                FN(dw_plane_wide)(g, &ws, offs, xp, w + f * taps, b, beta, yp, act, buf);
+            else
+                FN(dw_plane)(g, xp, w + f * taps, b, beta, yp, act, j0, j1);
+        }
+    }
+    free(offs);
+    return NNL_OK;
+}
+
+#undef DW_VEC
+#undef DW_VL

@@ -1,0 +1,239 @@
+/* Implicit-GEMM conv2d driver (see convfast.h for the contract).
+ *
+ * Work units, as in the GEMM driver: (image n, group g, at most MC output channels, a range of
+ * NR-wide column panels). A thread computes a unit alone, with its own packing buffers:
+ *
+ *   for pc in K by KC:
+ *     pack W_g[rows, pc:+KC] -> Ap                       MR-tall micro-panels, L2-resident
+ *     for jc in the unit's columns by CHUNK*NR:
+ *       pack cols_g[pc:+KC, jc:+CHUNK*NR] -> Bp          straight from the image (no im2col)
+ *       for each NR panel q of the chunk:                KC x NR micro-panel, L1/L2
+ *         for ir in rows by MR:  micro-kernel y[ir:+MR, q] (+)= Ap[ir] @ Bp[q]
+ *
+ * Extra memory: per thread one MC x KC block of weights and one KC x CHUNK*NR block of columns
+ * (a few hundred KB whatever the layer), instead of the C*KH*KW*OH*OW column matrix per image.
+ * The K slices and the MR x NR tile grid (anchored at row 0 / column 0 of each (n, g) product)
+ * are fixed by the shape alone, so every element is reduced in the same order for any thread
+ * count. Units are handed out dynamically: no barrier inside a call, so a core taken by another
+ * process for a while only means the other thread takes more units. Nothing is static; the
+ * one work buffer is malloc'd per call and freed before returning.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "convfast.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef NNL_CF_CHUNK_BYTES
+#define NNL_CF_CHUNK_BYTES ((size_t)96 << 10)  /* B chunk packed at once: beside the A block */
+#endif
+#ifndef NNL_CF_UNITS_PER_THREAD
+#define NNL_CF_UNITS_PER_THREAD 4              /* dynamic scheduling granularity */
+#endif
+#ifndef NNL_CF_MIN_UNIT_PANELS
+#define NNL_CF_MIN_UNIT_PANELS 2               /* narrowest unit, in NR panels */
+#endif
+/* Below this many multiply-adds a call runs on one thread (team start-up would dominate). */
+#ifndef NNL_CF_MIN_PARALLEL_MACS
+#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 19))
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNL_CF_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NNL_CF_NO_MEMCPY_IDIOM
+#endif
+
+static void *cf_alloc64(size_t bytes)
+{
+    void *raw = malloc(bytes + 64 + sizeof(void *));
+    if (raw == NULL)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void cf_free64(void *p)
+{
+    if (p != NULL)
+        free(((void **)p)[-1]);
+}
+
+static nnl_idx cf_cdiv(nnl_idx a, nnl_idx b)
+{
+    return (a + b - 1) / b;
+}
+
+static nnl_idx cf_min(nnl_idx a, nnl_idx b)
+{
+    return a < b ? a : b;
+}
+
+static nnl_idx cf_max(nnl_idx a, nnl_idx b)
+{
+    return a > b ? a : b;
+}
+
+static nnl_idx cf_clamp(nnl_idx v, nnl_idx lo, nnl_idx hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* n elements of elsize bytes rounded up to whole 64-byte lines (in elements) */
+static size_t cf_round64(size_t n, size_t elsize)
+{
+    const size_t per_line = 64 / elsize;
+    return (n + per_line - 1) / per_line * per_line;
+}
+
+/* [lo, hi) = the output columns j < ow whose source column j*sw + off lies in [0, w) */
+static void cf_col_range(nnl_idx off, nnl_idx w, nnl_idx sw, nnl_idx ow, nnl_idx *lo,
+                         nnl_idx *hi)
+{
+    nnl_idx a = off >= 0 ? 0 : (-off - 1) / sw + 1;
+    nnl_idx b = w - off > 0 ? (w - off - 1) / sw + 1 : 0;
+    a = cf_min(a, ow);
+    *lo = a;
+    *hi = cf_max(a, cf_min(b, ow));
+}
+
+int nnl_cf_isa_available(int isa)
+{
+    switch (isa) {
+    case NNL_ISA_GENERIC:
+        return 1;
+#if NNL_X86_DISPATCH
+    case NNL_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case NNL_ISA_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
+    default:
+        return 0;
+    }
+}
+
+int nnl_cf_best_isa(void)
+{
+    for (int isa = NNL_ISA_COUNT - 1; isa > 0; isa--)
+        if (nnl_cf_isa_available(isa))
+            return isa;
+    return NNL_ISA_GENERIC;
+}
+
+static int cf_geom_ok(const nnl_conv_geom *g)
+{
+    if (g->n < 0 || g->c < 0 || g->h < 0 || g->w < 0 || g->f < 0 || g->g < 1 || g->oh < 0 ||
+        g->ow < 0)
+        return 0;
+    if (g->kh < 1 || g->kw < 1 || g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 ||
+        g->pt < 0 || g->pl < 0)
+        return 0;
+    return g->c % g->g == 0 && g->f % g->g == 0;
+}
+
+/* The blocking of one call, shared by the driver and the workspace query. */
+typedef struct {
+    int mr, nr;
+    nnl_idx fg, k, l;            /* GEMM sizes per (n, g): M = FG, K, N = L */
+    nnl_idx kcb_max;             /* K slices of at most kcb_max (all but the last full) */
+    nnl_idx ru, mu;              /* row groups per (n, g), rows per group (an MR multiple) */
+    nnl_idx cu, nu;              /* column units per (n, g), columns per unit (an NR multiple) */
+    nnl_idx units, chunk;        /* all units; NR panels packed at once */
+    int nt;
+    size_t a_elems, b_elems;     /* one thread's A block and B chunk */
+} cf_plan;
+
+static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
+                         int nthreads, cf_plan *p)
+{
+    p->mr = mr, p->nr = nr;
+    p->fg = g->f / g->g;
+    p->k = (g->c / g->g) * g->kh * g->kw;
+    p->l = g->oh * g->ow;
+    p->kcb_max = cf_cdiv(p->k, cf_cdiv(p->k, kc));
+    /* row groups: at most MC rows each, balanced */
+    nnl_idx ru = cf_cdiv(p->fg, mc);
+    p->mu = cf_cdiv(cf_cdiv(p->fg, ru), mr) * mr;
+    p->ru = cf_cdiv(p->fg, p->mu);
+    int nt = nthreads < 1 ? 1 : nthreads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    if ((double)g->n * g->f * p->k * p->l < NNL_CF_MIN_PARALLEL_MACS)
+        nt = 1;
+    const nnl_idx items = g->n * g->g * p->ru;
+    const nnl_idx panels = cf_cdiv(p->l, nr);
+    nnl_idx cu = 1;
+    if (nt > 1) {
+        /* about NNL_CF_UNITS_PER_THREAD units per thread, none narrower than
+         * NNL_CF_MIN_UNIT_PANELS panels */
+        const nnl_idx want = cf_cdiv((nnl_idx)NNL_CF_UNITS_PER_THREAD * nt, items);
+        const nnl_idx most = cf_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
+        cu = cf_min(want, most);
+    }
+    p->nu = cf_cdiv(panels, cu) * nr;
+    p->cu = cf_cdiv(p->l, p->nu);
+    p->units = items * p->cu;
+    p->nt = (nnl_idx)nt > p->units ? (int)p->units : nt;
+    if (p->nt < 1)
+        p->nt = 1;
+    nnl_idx chunk = (nnl_idx)(NNL_CF_CHUNK_BYTES / (elsize * (size_t)p->kcb_max * (size_t)nr));
+    p->chunk = chunk < 1 ? 1 : cf_min(chunk, p->nu / nr);
+    p->a_elems = cf_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
+    p->b_elems = cf_round64((size_t)p->kcb_max * (size_t)(p->chunk * nr), elsize);
+}
+
+/* float32 */
+#define T float
+#define EPI_T nnl_epi_s
+#define KERNEL_T nnl_kernel_s
+#define FN(name) name##_s
+#include "convfast_implicit_tmpl.h"
+#undef T
+#undef EPI_T
+#undef KERNEL_T
+#undef FN
+
+/* float64 */
+#define T double
+#define EPI_T nnl_epi_d
+#define KERNEL_T nnl_kernel_d
+#define FN(name) name##_d
+#include "convfast_implicit_tmpl.h"
+#undef T
+#undef EPI_T
+#undef KERNEL_T
+#undef FN
+
+nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads, int isa)
+{
+    int mr, nr, mc, kc;
+    if (!cf_geom_ok(geom))
+        return -1;
+    if (elsize == 4) {
+        const nnl_kernel_s *kd = cf_select_s(isa);
+        if (kd == NULL)
+            return -1;
+        mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
+    } else if (elsize == 8) {
+        const nnl_kernel_d *kd = cf_select_d(isa);
+        if (kd == NULL)
+            return -1;
+        mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
+    } else {
+        return -1;
+    }
+    if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0 || geom->c == 0)
+        return 0;
+    cf_plan p;
+    cf_make_plan(geom, mr, nr, mc, kc, (size_t)elsize, nthreads, &p);
+    return (nnl_idx)((p.a_elems + p.b_elems) * (size_t)p.nt * (size_t)elsize + 64);
+}

@@ -1,0 +1,102 @@
+"""Conv algorithm selection (a study switch, like ``nnlite.using_backend``).
+
+    'im2col'    explicit column matrix (C*KH*KW x OH*OW per image, chunked) + one GEMM
+    'implicit'  implicit GEMM: the GEMM's B panels are packed straight from the image, so a
+                k x k conv needs a few panels of extra memory instead of the column matrix
+    'direct'    direct loops without a GEMM: the depthwise kernel (groups == in_channels);
+                a conv that is not depthwise has no direct kernel and runs 'implicit'
+    'auto'      per layer: depthwise -> 'direct', every other conv -> 'implicit'
+
+Only the 'cython' backend has 'implicit' and 'direct'; under the 'numpy' backend every choice
+runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
+its naive loops. conv_transpose2d's forward (a GEMM then col2im) and the backward routines
+(explicit columns + nnlite's GEMM) do not depend on the choice, except that the input gradient
+of conv_transpose2d is a conv2d forward and follows it.
+
+Resolution: innermost ``nnlite.conv_algorithm(...)`` context in this thread, then the
+``NNLITE_CONV_ALGORITHM`` environment variable (read once at import), then 'auto'.
+"""
+import contextlib
+import os
+import threading
+
+ALGORITHMS = ("auto", "im2col", "implicit", "direct")
+
+_local = threading.local()
+
+
+def _fast_built():
+    """True when the extension with the implicit and direct kernels (nnlite._convfast) imports."""
+    from ._config import cython_built
+
+    if not cython_built():
+        return False
+    try:
+        from . import _convfast  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the build
+        return False
+    return True
+
+
+def _check(name):
+    if not isinstance(name, str) or name not in ALGORITHMS:
+        raise ValueError(f"unknown conv algorithm {name!r}; expected one of {ALGORITHMS}")
+    if name in ("implicit", "direct") and not _fast_built():
+        raise RuntimeError(f"conv algorithm {name!r} needs nnlite's compiled extension "
+                           "(nnlite._convfast), which this installation does not have")
+    return name
+
+
+_default = os.environ.get("NNLITE_CONV_ALGORITHM", "auto") or "auto"
+if _default not in ALGORITHMS:
+    raise ValueError(f"NNLITE_CONV_ALGORITHM={_default!r} is not one of {ALGORITHMS}")
+
+
+def available_conv_algorithms():
+    """Algorithm names this installation accepts ('auto' first)."""
+    return list(ALGORITHMS) if _fast_built() else ["auto", "im2col"]
+
+
+def get_conv_algorithm():
+    """The conv algorithm a conv2d called now would be asked to use (before per-layer 'auto')."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    return _default if _default in ("auto", "im2col") or _fast_built() else "auto"
+
+
+@contextlib.contextmanager
+def conv_algorithm(name):
+    """Context manager selecting the conv algorithm for conv2d calls made in this thread.
+
+    ``name``: 'auto' (per layer), 'im2col', 'implicit' or 'direct' (see ``nnlite._algorithms``).
+    Raises ValueError for an unknown name and RuntimeError for 'implicit'/'direct' without the
+    compiled extension.
+
+    >>> with nnlite.conv_algorithm("im2col"):
+    ...     y = F.conv2d(x, w, padding=1)      # explicit column matrix + GEMM, for study
+    """
+    name = _check(name)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(name)
+    try:
+        yield name
+    finally:
+        stack.pop()
+
+
+def is_depthwise(geom):
+    """groups == in_channels (each filter sees one channel; F may be a multiple of C)."""
+    return geom.g == geom.c and geom.g > 0 and geom.cg == 1
+
+
+def resolve(geom, name=None):
+    """The algorithm a conv2d with geometry ``geom`` runs under the cython backend."""
+    name = get_conv_algorithm() if name is None else name
+    if name == "auto":
+        return "direct" if is_depthwise(geom) else "implicit"
+    if name == "direct" and not is_depthwise(geom):
+        return "implicit"
+    return name

@@ -1,0 +1,313 @@
+"""Every conv algorithm ('im2col', 'implicit', 'direct', 'auto') against the naive-loop reference
+on the same inputs; the selector (nnlite.conv_algorithm); the kernels of nnlite._convfast on
+their own (epilogue, strided operands, every GEMM micro-kernel family, the row fallback of the
+depthwise kernel); the extra-memory claim of the implicit GEMM.
+
+Oracles: ``nnlite.kernels.conv_reference`` (loops, shares no code with the fast paths) and, for
+planes too large for the loops, a shifted-slice sum written here.
+"""
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import nnlite
+import nnlite.nn.functional as F
+from nnlite import bench
+from nnlite._algorithms import ALGORITHMS, resolve
+from nnlite._convgeom import conv2d_geometry
+from nnlite.kernels import conv_cython, conv_reference as ref
+
+from conftest import assert_close
+from conv_cases import conv2d_case, conv_transpose2d_case, with_fixture
+
+convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
+needs_ext = pytest.mark.skipif(convfast is None, reason="nnlite built without its extension")
+
+FAST = ("im2col", "implicit", "direct", "auto")
+
+
+def _conv_data(case, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)
+    w = rng.standard_normal((case["f"], case["c"] // case["g"], case["kh"],
+                             case["kw"])).astype(dtype)
+    b = rng.standard_normal(case["f"]).astype(dtype)
+    return x, w, b
+
+
+def _kw(case):
+    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"],
+                groups=case["g"])
+
+
+def _shifted_depthwise(x, w, b, stride, pad, dilation):
+    """Independent oracle for large planes: depthwise conv as a sum of KH*KW strided slices of
+    the zero-padded image (float64). w (F, 1, KH, KW) with F = M*C."""
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    m = f // c
+    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilation
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xm = np.repeat(xp, m, axis=1)                                  # channel f reads f // M
+    y = np.zeros((n, f, oh, ow)) + b.astype(np.float64)[None, :, None, None]
+    for a in range(kh):
+        for q in range(kw):
+            tap = xm[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh,
+                     q * dw:q * dw + sw * (ow - 1) + 1:sw]
+            y += w[:, 0, a, q].astype(np.float64)[None, :, None, None] * tap
+    return y
+
+
+# ----------------------------------------------------------------------------- F.conv2d
+@needs_ext
+@with_fixture
+@given(case=conv2d_case(), dtype=st.sampled_from([np.float32, np.float64]),
+       algo=st.sampled_from(FAST))
+def test_every_algorithm_matches_reference(case, dtype, algo):
+    x, w, b = _conv_data(case, dtype)
+    expect = ref.conv2d(x, w, b, **_kw(case))
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm(algo):
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), nnlite.tensor(b), **_kw(case))
+    k = case["c"] // case["g"] * case["kh"] * case["kw"]
+    assert_close(y, expect, dtype, k=k, scale=4)
+
+
+@needs_ext
+@with_fixture
+@given(case=conv2d_case(), dtype=st.sampled_from([np.float32, np.float64]),
+       algo=st.sampled_from(("im2col", "implicit", "direct")))
+def test_every_algorithm_kernel_matches_reference(case, dtype, algo):
+    # the kernel entry with the algorithm forced (no per-layer resolution): 'direct' on a
+    # depthwise conv, 'implicit' on every conv, 'im2col' without the pointwise shortcut
+    x, w, b = _conv_data(case, dtype, seed=1)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, case["stride"], case["padding"],
+                           case["dilation"], case["g"])
+    if algo == "direct" and not (geom.g == geom.c):
+        algo = "implicit"
+    y = conv_cython.conv2d_forward(x, w, b, geom, general=True, algorithm=algo)
+    k = geom.k
+    assert_close(y, ref.conv2d(x, w, b, **_kw(case)), dtype, k=k, scale=4)
+
+
+@needs_ext
+@with_fixture
+@given(case=conv2d_case(), algo=st.sampled_from(FAST))
+def test_backward_matches_reference_under_every_algorithm(case, algo):
+    x, w, b = _conv_data(case, np.float64, seed=2)
+    gy = np.random.default_rng(3).standard_normal(ref.conv2d(x, w, b, **_kw(case)).shape)
+    gx, gw, gb = ref.conv2d_grads(x, w, gy, **_kw(case))
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm(algo):
+        xt, wt, bt = (nnlite.tensor(a, requires_grad=True) for a in (x, w, b))
+        (F.conv2d(xt, wt, bt, **_kw(case)) * nnlite.tensor(gy)).sum().backward()
+    for got, expect in ((xt.grad, gx), (wt.grad, gw), (bt.grad, gb)):
+        assert_close(got, expect, np.float64, k=64, scale=4)
+
+
+@needs_ext
+@with_fixture
+@given(case=conv_transpose2d_case(), algo=st.sampled_from(FAST))
+def test_conv_transpose2d_and_its_input_gradient_under_every_algorithm(case, algo):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((case["n"], case["cin"], case["h"], case["w"]))
+    w = rng.standard_normal((case["cin"], case["cout"] // case["g"], case["kh"], case["kw"]))
+    kw = dict(stride=case["stride"], padding=case["padding"],
+              output_padding=case["output_padding"], groups=case["g"],
+              dilation=case["dilation"])
+    y_ref = ref.conv_transpose2d(x, w, None, **kw)
+    gy = rng.standard_normal(y_ref.shape)
+    gx_ref, gw_ref, _ = ref.conv_transpose2d_grads(x, w, gy, **kw)
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm(algo):
+        xt, wt = nnlite.tensor(x, requires_grad=True), nnlite.tensor(w, requires_grad=True)
+        y = F.conv_transpose2d(xt, wt, None, **kw)
+        (y * nnlite.tensor(gy)).sum().backward()
+    assert_close(y, y_ref, np.float64, k=64)
+    assert_close(xt.grad, gx_ref, np.float64, k=64)
+    assert_close(wt.grad, gw_ref, np.float64, k=64)
+
+
+@needs_ext
+@pytest.mark.parametrize("algo", FAST)
+def test_zero_input_channels_and_empty_batch(algo):
+    w = np.ones((3, 0, 2, 2), np.float32)
+    b = np.arange(3, dtype=np.float32)
+    with nnlite.conv_algorithm(algo):
+        y = F.conv2d(nnlite.tensor(np.ones((2, 0, 4, 4), np.float32)), nnlite.tensor(w),
+                     nnlite.tensor(b)).data
+        assert y.shape == (2, 3, 3, 3)
+        np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], y.shape))
+        y0 = F.conv2d(nnlite.tensor(np.ones((0, 4, 5, 5))), nnlite.tensor(np.ones((2, 4, 3, 3))))
+        assert y0.shape == (0, 2, 3, 3)
+
+
+# ----------------------------------------------------------------------------- direct kernel
+@needs_ext
+@pytest.mark.parametrize("shape, mult, k, stride, pad, dil", [
+    ((2, 3, 40, 37), 1, (3, 3), (1, 1), (1, 1), (1, 1)),      # vector blocks + border columns
+    ((1, 2, 33, 70), 2, (3, 5), (1, 2), (2, 0), (2, 1)),      # channel multiplier, strided
+    ((1, 4, 19, 23), 1, (5, 5), (2, 2), (4, 6), (1, 1)),      # padding wider than the kernel
+    ((1, 1, 1100, 1000), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # too large: the row kernel
+    ((1, 2, 300, 260), 1, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 2, 1030, 1030), 1, (3, 2), (2, 1), (1, 0), (1, 3)),  # row kernel, strided
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_depthwise_large_planes(shape, mult, k, stride, pad, dil, dtype):
+    rng = np.random.default_rng(5)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((c * mult, 1) + k).astype(dtype)
+    b = rng.standard_normal(c * mult).astype(dtype)
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("direct"):
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), nnlite.tensor(b), stride, pad, dil,
+                     groups=c).data
+    assert_close(y, _shifted_depthwise(x, w, b, stride, pad, dil), dtype, k=k[0] * k[1],
+                 scale=4)
+
+
+def _epilogue(v, act):
+    if act >= 1:
+        v = np.where(v < 0, 0, v)
+    if act == 2:
+        v = np.where(v > 6, 6, v)
+    return v
+
+
+@needs_ext
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("kernel", ["implicit", "depthwise"])
+def test_fused_epilogue_on_strided_operands(kernel, act):
+    # y = act(conv + beta*y + bias) written into a channel slice of a larger buffer, reading a
+    # channel slice of a larger image: the inference-plan use (concat slices, residual adds)
+    rng = np.random.default_rng(6)
+    big_x = rng.standard_normal((2, 9, 30, 31)).astype(np.float32) * 4
+    x = big_x[:, 2:8]                                          # (2, 6, 30, 31), strided
+    c, f, g = 6, (12 if kernel == "depthwise" else 10), (6 if kernel == "depthwise" else 2)
+    w = rng.standard_normal((f, c // g, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, 1, 1, 1, g)
+    big_y = rng.standard_normal((2, f + 5, geom.l)).astype(np.float32)
+    before = big_y.copy()
+    y = big_y[:, 3:3 + f]
+    beta = 1.0
+    conv = ref.conv2d(np.ascontiguousarray(x), w, b, 1, 1, 1, g).reshape(2, f, -1)
+    expect = _epilogue(conv.astype(np.float64) + beta * y, act)
+    args = (3, 3, 1, 1, 1, 1, 1, 1, geom.oh, geom.ow)          # kh kw sh sw pt pl dh dw oh ow
+    if kernel == "depthwise":
+        convfast.conv2d_depthwise(x, w.reshape(f, 9), b, y, *args, act=act,
+                                  beta=beta, num_threads=2)
+    else:
+        convfast.conv2d_implicit(x, w.reshape(f, -1), b, y, g, *args, act=act, beta=beta,
+                                 num_threads=2)
+    assert_close(y, expect, np.float32, k=27, scale=8)
+    np.testing.assert_array_equal(big_y[:, :3], before[:, :3])   # neighbours untouched
+    np.testing.assert_array_equal(big_y[:, 3 + f:], before[:, 3 + f:])
+
+
+@needs_ext
+def test_implicit_same_result_for_every_microkernel_family():
+    from nnlite.kernels import gemm_ops
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 10, 17, 15)).astype(np.float32)
+    w = rng.standard_normal((20, 5, 3, 2)).astype(np.float32)
+    expect = ref.conv2d(x, w, None, (2, 1), (1, 2), (1, 2), 2)
+    for isa in gemm_ops._gemm.available_isas():
+        with gemm_ops.using_microkernel(isa), nnlite.conv_algorithm("implicit"):
+            y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), None, (2, 1), (1, 2), (1, 2), 2)
+        assert_close(y, expect, np.float32, k=30, scale=4)
+
+
+@needs_ext
+def test_kernel_argument_errors():
+    x = np.zeros((1, 4, 6, 6), np.float32)
+    y = np.zeros((1, 4, 16), np.float32)
+    with pytest.raises(ValueError, match="groups=3"):
+        convfast.conv2d_implicit(x, np.zeros((4, 12), np.float32), None, y, 3, 3, 1, 1, 1, 1,
+                                 1, 1, 1, 4, 4)
+    with pytest.raises(ValueError, match="columns"):
+        convfast.conv2d_implicit(x, np.zeros((4, 35), np.float32), None, y, 1, 3, 3, 1, 1, 0,
+                                 0, 1, 1, 4, 4)
+    with pytest.raises(ValueError, match="y has shape"):
+        convfast.conv2d_depthwise(x, np.zeros((4, 9), np.float32), None, y, 3, 3, 1, 1, 0, 0,
+                                  1, 1, 3, 3)
+    with pytest.raises(ValueError, match="multiple of C"):
+        convfast.conv2d_depthwise(x, np.zeros((6, 9), np.float32), None,
+                                  np.zeros((1, 6, 16), np.float32), 3, 3, 1, 1, 1, 1, 1, 1, 4, 4)
+    with pytest.raises(ValueError, match="stride"):
+        convfast.conv2d_implicit(x, np.zeros((4, 36), np.float32), None, y, 1, 3, 3, 0, 1, 1,
+                                 1, 1, 1, 4, 4)
+    with pytest.raises(ValueError, match="act"):
+        convfast.conv2d_depthwise(x, np.zeros((4, 9), np.float32), None, y, 3, 3, 1, 1, 1, 1,
+                                  1, 1, 4, 4, act=3)
+
+
+# ----------------------------------------------------------------------------- selector
+def test_selector_names_nesting_and_errors():
+    assert nnlite.get_conv_algorithm() in ALGORITHMS
+    with pytest.raises(ValueError, match="unknown conv algorithm 'fft'"):
+        with nnlite.conv_algorithm("fft"):
+            pass
+    with pytest.raises(ValueError):
+        with nnlite.conv_algorithm(None):
+            pass
+    avail = nnlite.available_conv_algorithms()
+    assert avail[0] == "auto" and "im2col" in avail
+    with nnlite.conv_algorithm("im2col"):
+        assert nnlite.get_conv_algorithm() == "im2col"
+        with nnlite.conv_algorithm(avail[-1]):
+            assert nnlite.get_conv_algorithm() == avail[-1]
+        assert nnlite.get_conv_algorithm() == "im2col"
+
+
+def test_selector_is_thread_local():
+    seen = []
+    with nnlite.conv_algorithm("im2col"):
+        t = threading.Thread(target=lambda: seen.append(nnlite.get_conv_algorithm()))
+        t.start()
+        t.join()
+    assert seen == ["auto"] or seen == [nnlite._algorithms._default]
+
+
+def test_auto_resolves_per_layer():
+    dw = conv2d_geometry((1, 8, 9, 9), (16, 1, 3, 3), None, 1, 1, 1, 8)
+    dense = conv2d_geometry((1, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)
+    assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "implicit"
+    assert resolve(dense, "direct") == "implicit" and resolve(dw, "im2col") == "im2col"
+
+
+@needs_ext
+def test_bench_discovers_the_algorithms():
+    assert bench.conv_algorithms() == ["im2col", "implicit", "direct"]
+
+
+def test_numpy_backend_runs_im2col_under_every_algorithm(monkeypatch):
+    if convfast is not None:
+        def boom(*a, **k):
+            raise AssertionError("the numpy backend must not call nnlite._convfast")
+        monkeypatch.setattr(convfast, "conv2d_implicit", boom)
+        monkeypatch.setattr(convfast, "conv2d_depthwise", boom)
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((2, 4, 7, 7)), rng.standard_normal((4, 1, 3, 3))
+    for algo in nnlite.available_conv_algorithms():
+        with nnlite.using_backend("numpy"), nnlite.conv_algorithm(algo):
+            y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), None, 1, 1, 1, 4)
+        assert_close(y, ref.conv2d(x, w, None, 1, 1, 1, 4), np.float64, k=9)
+
+
+# ----------------------------------------------------------------------------- memory
+@needs_ext
+@pytest.mark.parametrize("n", [1, 16])
+@pytest.mark.parametrize("c, hw, f, k, s, p, d, g", [
+    (96, 28, 128, 3, 1, 1, 1, 1), (16, 28, 32, 5, 1, 2, 1, 1), (192, 28, 128, 3, 1, 1, 1, 1),
+    (192, 28, 32, 5, 1, 2, 1, 1), (64, 56, 64, 3, 1, 1, 1, 1), (256, 56, 256, 3, 1, 1, 1, 1),
+    (3, 224, 64, 7, 2, 3, 1, 1), (256, 28, 256, 3, 1, 2, 2, 1), (256, 56, 256, 3, 1, 1, 1, 32),
+])
+def test_implicit_extra_memory_is_a_fraction_of_the_column_matrix(n, c, hw, f, k, s, p, d, g):
+    geom = conv2d_geometry((n, c, hw, hw), (f, c // g, k, k), None, s, p, d, g)
+    cols = n * c * k * k * geom.l * 4                             # explicit im2col, whole batch
+    extra = convfast.implicit_workspace_bytes(n, c, hw, hw, f, g, k, k, s, s, p, p, d, d,
+                                              geom.oh, geom.ow, 4, num_threads=2)
+    assert 0 < extra <= cols / 4, (extra, cols)

@@ -58,9 +58,16 @@ def using_microkernel(name):
         stack.pop()
 
 
+_default_code = []
+
+
 def _isa():
     stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else _gemm.isa_code(_default_isa)
+    if stack:
+        return stack[-1]
+    if not _default_code:                              # NNLITE_GEMM_ISA, checked on first use
+        _default_code.append(_gemm.isa_code(_default_isa))
+    return _default_code[0]
 
 
 def info():
@@ -87,12 +94,16 @@ def _as_operand(x, name, ndim, fn):
 
 def _kernel_ready(x):
     """x itself when every stride is a whole number of elements, else a C-contiguous copy."""
-    if all(s % x.itemsize == 0 for s in x.strides):
+    size = x.itemsize
+    s0, s1, s2 = x.strides
+    if s0 % size == 0 and s1 % size == 0 and s2 % size == 0:
         return x
     return np.ascontiguousarray(x)
 
 
 def _scalar(value, name, fn):
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {value!r}")
     return float(value)
@@ -101,6 +112,8 @@ def _scalar(value, name, fn):
 def _threads(num_threads, fn):
     if num_threads is None:
         return get_num_threads()
+    if type(num_threads) is int and num_threads >= 1:
+        return num_threads
     if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
         raise TypeError(f"{fn}: num_threads must be an int or None, got {num_threads!r}")
     if num_threads < 1:
@@ -229,9 +242,11 @@ def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activa
 
     # The kernel writes rows with unit stride and must not write over its own inputs.
     target = out3
-    if (out3.strides[2] != out3.itemsize or any(s % out3.itemsize for s in out3.strides)
+    size = out3.itemsize
+    if (out3.strides[2] != size or out3.strides[1] % size or out3.strides[0] % size
             or (out3.shape[0] > 1 and out3.strides[0] == 0)
-            or any(np.may_share_memory(out3, x) for x in (opa, opb, bias2) if x is not None)):
+            or np.may_share_memory(out3, opa) or np.may_share_memory(out3, opb)
+            or (bias2 is not None and np.may_share_memory(out3, bias2))):
         target = np.empty(out3.shape, dtype=dtype)
         if beta != 0.0:
             target[...] = out3

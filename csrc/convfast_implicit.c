@@ -20,6 +20,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "convfast.h"
 
@@ -139,16 +140,28 @@ static int cf_geom_ok(const nnl_conv_geom *g)
     return g->c % g->g == 0 && g->f % g->g == 0;
 }
 
+/* Where the B panels come from (see the file comment). */
+#define CF_SEGMENTS 0   /* packed from the image with the im2col index arithmetic */
+#define CF_SELF 1       /* the image is its own wide layout (stride 1, no padding, whole rows) */
+#define CF_WIDE 2       /* from a zero-padded, stride-phase-split copy of a band of rows */
+
 /* The blocking of one call, shared by the driver and the workspace query. */
 typedef struct {
     int mr, nr;
-    nnl_idx fg, k, l;            /* GEMM sizes per (n, g): M = FG, K, N = L */
+    nnl_idx fg, cg, k, l;        /* GEMM sizes per (n, g): M = FG, K = CG*KH*KW; L = OH*OW */
+    int mode;                    /* CF_SEGMENTS, CF_SELF or CF_WIDE */
+    nnl_idx hq, wq;              /* wide layout: phase rows, row length */
+    nnl_idx band, pstride;       /* CF_WIDE: phase rows per band copy, elements per band phase */
+    nnl_idx ncols;               /* GEMM N: L, or the wide length (OH-1)*WQ + OW */
+    int scatter;                 /* wide columns j >= OW are dropped on the way to y */
     nnl_idx kcb_max;             /* K slices of at most kcb_max (all but the last full) */
     nnl_idx ru, mu;              /* row groups per (n, g), rows per group (an MR multiple) */
     nnl_idx cu, nu;              /* column units per (n, g), columns per unit (an NR multiple) */
     nnl_idx units, chunk;        /* all units; NR panels packed at once */
     int nt;
-    size_t a_elems, b_elems;     /* one thread's A block and B chunk */
+    size_t a_elems, b_elems;     /* per thread: A block, B chunk */
+    size_t t_elems, w_elems;     /* per thread: MR x NR tile, band copy */
+    size_t koff_elems;           /* K tap offsets (nnl_idx) */
 } cf_plan;
 
 static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
@@ -156,7 +169,8 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 {
     p->mr = mr, p->nr = nr;
     p->fg = g->f / g->g;
-    p->k = (g->c / g->g) * g->kh * g->kw;
+    p->cg = g->c / g->g;
+    p->k = p->cg * g->kh * g->kw;
     p->l = g->oh * g->ow;
     p->kcb_max = cf_cdiv(p->k, cf_cdiv(p->k, kc));
     /* row groups: at most MC rows each, balanced */
@@ -169,26 +183,58 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #endif
     if ((double)g->n * g->f * p->k * p->l < NNL_CF_MIN_PARALLEL_MACS)
         nt = 1;
-    const nnl_idx items = g->n * g->g * p->ru;
-    const nnl_idx panels = cf_cdiv(p->l, nr);
+    const nnl_idx items = g->n * g->g;
+
+    /* B source: the wide layout when a copy of the padded image costs at most a quarter of
+     * its column matrix (the unit copies only its band of rows) */
+    p->hq = g->oh + ((g->kh - 1) * g->dh) / g->sh;
+    p->wq = g->ow + ((g->kw - 1) * g->dw) / g->sw;
+    if (g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 && p->wq == g->w &&
+        p->hq <= g->h && g->xsr == g->w)
+        p->mode = CF_SELF;
+    else if ((double)g->sh * g->sw * p->hq * p->wq * 4 <= (double)g->kh * g->kw * p->l)
+        p->mode = CF_WIDE;
+    else
+        p->mode = CF_SEGMENTS;
+    p->ncols = p->mode == CF_SEGMENTS ? p->l : (g->oh - 1) * p->wq + g->ow;
+    p->scatter = p->mode != CF_SEGMENTS && p->wq != g->ow;
+
+    const nnl_idx panels = cf_cdiv(p->ncols, nr);
     nnl_idx cu = 1;
     if (nt > 1) {
         /* about NNL_CF_UNITS_PER_THREAD units per thread, none narrower than
          * NNL_CF_MIN_UNIT_PANELS panels */
-        const nnl_idx want = cf_cdiv((nnl_idx)NNL_CF_UNITS_PER_THREAD * nt, items);
+        const nnl_idx want = cf_cdiv((nnl_idx)NNL_CF_UNITS_PER_THREAD * nt, items * p->ru);
         const nnl_idx most = cf_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
         cu = cf_min(want, most);
     }
     p->nu = cf_cdiv(panels, cu) * nr;
-    p->cu = cf_cdiv(p->l, p->nu);
-    p->units = items * p->cu;
+    p->cu = cf_cdiv(p->ncols, p->nu);
+    p->units = items * p->ru * p->cu;
     p->nt = (nnl_idx)nt > p->units ? (int)p->units : nt;
     if (p->nt < 1)
         p->nt = 1;
     nnl_idx chunk = (nnl_idx)(NNL_CF_CHUNK_BYTES / (elsize * (size_t)p->kcb_max * (size_t)nr));
     p->chunk = chunk < 1 ? 1 : cf_min(chunk, p->nu / nr);
+    /* a unit's columns span at most this many output rows, plus the kernel's reach */
+    p->band = cf_min(p->hq, cf_min(p->nu, p->ncols) / p->wq + 2 +
+                     ((g->kh - 1) * g->dh) / g->sh);
+    p->pstride = p->band * p->wq;
     p->a_elems = cf_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
     p->b_elems = cf_round64((size_t)p->kcb_max * (size_t)(p->chunk * nr), elsize);
+    p->t_elems = p->scatter ? cf_round64((size_t)mr * (size_t)nr, elsize) : 0;
+    /* + WQ: reads for the dropped columns of a band's last row may run past its end */
+    p->w_elems = p->mode == CF_WIDE
+                 ? cf_round64((size_t)p->cg * g->sh * g->sw * p->pstride + p->wq, elsize) : 0;
+    p->koff_elems = p->mode == CF_SEGMENTS ? 0 : (size_t)p->k;
+}
+
+/* Bytes of the one work block: tap offsets, then per thread A block, B chunk, tile and band
+ * copy (64-byte aligned pieces). */
+static size_t cf_work_bytes(const cf_plan *p, size_t elsize)
+{
+    const size_t head = (p->koff_elems * sizeof(nnl_idx) + 63) / 64 * 64;
+    return head + elsize * (p->a_elems + p->b_elems + p->t_elems + p->w_elems) * (size_t)p->nt;
 }
 
 /* float32 */
@@ -235,5 +281,5 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
         return 0;
     cf_plan p;
     cf_make_plan(geom, mr, nr, mc, kc, (size_t)elsize, nthreads, &p);
-    return (nnl_idx)((p.a_elems + p.b_elems) * (size_t)p.nt * (size_t)elsize + 64);
+    return (nnl_idx)(cf_work_bytes(&p, (size_t)elsize) + 64);
 }

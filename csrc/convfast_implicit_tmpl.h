@@ -143,42 +143,189 @@ static void FN(cf_scale_only)(const nnl_conv_geom *g, const T *bias, T beta, T *
         }
 }
 
-/* One unit: image n, group gi, output channels [r0, r1) of the group (r0 a multiple of MR),
- * output columns [c0, c1) (c0 a multiple of NR). */
-static void FN(cf_run_unit)(const nnl_conv_geom *g, const cf_plan *p, const KERNEL_T *kd,
-                            const T *x, const T *w, const T *bias, T alpha, T beta, T *y,
-                            int act, nnl_idx n, nnl_idx gi, nnl_idx r0, nnl_idx r1, nnl_idx c0,
-                            nnl_idx c1, T *ap, T *bp)
+/* ---------------------------------------------------------------------------- wide layout */
+
+/* Phase rows [u0, u0 + rows) of one channel plane -> its SH*SW stride phases (pstride apart,
+ * zero padding): ph[(ra*SW + rb)*pstride + (u - u0)*WQ + v] = x[u*SH + ra - PT, v*SW + rb - PL]
+ * (0 outside the image). */
+static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, const cf_plan *p,
+                                                    const T *xp, nnl_idx u0, nnl_idx rows,
+                                                    T *NNL_RESTRICT dst)
+{
+    const nnl_idx wq = p->wq, sh = g->sh, sw = g->sw;
+    for (nnl_idx ra = 0; ra < sh; ra++)
+        for (nnl_idx rb = 0; rb < sw; rb++) {
+            T *ph = dst + (ra * sw + rb) * p->pstride;
+            nnl_idx v0, v1;   /* columns v whose source v*sw + rb - pl lies in [0, W) */
+            cf_col_range(rb - g->pl, g->w, sw, wq, &v0, &v1);
+            for (nnl_idx u = 0; u < rows; u++) {
+                T *row = ph + u * wq;
+                const nnl_idx r = (u0 + u) * sh + ra - g->pt;
+                if ((size_t)r >= (size_t)g->h) {
+                    memset(row, 0, sizeof(T) * (size_t)wq);
+                    continue;
+                }
+                const T *xr = xp + r * g->xsr;     /* x column v*sw + rb - pl for v in [v0, v1) */
+                const nnl_idx off = rb - g->pl;
+                for (nnl_idx v = 0; v < v0; v++)
+                    row[v] = 0;
+                if (sw == 1) {
+                    for (nnl_idx v = v0; v < v1; v++)
+                        row[v] = xr[v + off];
+                } else {
+                    for (nnl_idx v = v0; v < v1; v++)
+                        row[v] = xr[v * sw + off];
+                }
+                for (nnl_idx v = v1; v < wq; v++)
+                    row[v] = 0;
+            }
+        }
+}
+
+/* koff[k] for every row k = (c*KH + a)*KW + b of cols_g: where B row k starts in the wide
+ * source of the group (wide column t of row k is src[koff[k] + t], src = the image for
+ * CF_SELF, the band copy shifted back by its first row for CF_WIDE). */
+static void FN(cf_tap_offsets)(const nnl_conv_geom *g, const cf_plan *p, nnl_idx *koff)
+{
+    const int self = p->mode == CF_SELF;
+    const nnl_idx cstride = self ? g->xsc : g->sh * g->sw * p->pstride;
+    nnl_idx k = 0;
+    for (nnl_idx c = 0; c < p->cg; c++)
+        for (nnl_idx a = 0; a < g->kh; a++)
+            for (nnl_idx b = 0; b < g->kw; b++, k++) {
+                const nnl_idx ea = a * g->dh, eb = b * g->dw;
+                koff[k] = c * cstride + (self ? ea * g->xsr + eb
+                                              : ((ea % g->sh) * g->sw + eb % g->sw) * p->pstride
+                                                + (ea / g->sh) * p->wq + eb / g->sw);
+            }
+}
+
+/* B rows k0..k0+kcb, wide columns j0..j0+ncb -> micro-panels bp[q][k][j], wide column t of
+ * row k being src[koff[k] + t - tbase]: one contiguous copy per row and panel (columns at or past the wide length are zero; nothing past it is read). */
+static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_pack_wide)(const T *src, nnl_idx tbase,
+                                                    const nnl_idx *koff,
+                                                    nnl_idx k0, nnl_idx kcb, nnl_idx j0,
+                                                    nnl_idx ncb, nnl_idx ncols, int nr,
+                                                    T *NNL_RESTRICT bp)
+{
+    for (nnl_idx q = 0; q * nr < ncb; q++) {
+        const nnl_idx t0 = j0 + q * nr;
+        const int n = (int)cf_min(nr, ncols - t0);
+        T *dst = bp + q * kcb * nr;
+        if (n == nr && nr == 48) {
+            for (nnl_idx kk = 0; kk < kcb; kk++) {
+                const T *s = src + (koff[k0 + kk] + t0 - tbase);
+                for (int j = 0; j < 48; j++)
+                    dst[kk * 48 + j] = s[j];
+            }
+        } else {
+            for (nnl_idx kk = 0; kk < kcb; kk++) {
+                const T *s = src + (koff[k0 + kk] + t0 - tbase);
+                for (int j = 0; j < n; j++)
+                    dst[kk * nr + j] = s[j];
+                for (int j = n; j < nr; j++)
+                    dst[kk * nr + j] = 0;
+            }
+        }
+    }
+}
+
+/* Add a tile (m rows, wide columns t0..t0+n of row stride nr) into y rows yr (row stride ysf),
+ * dropping the wide columns j >= OW: first K slice y = alpha*tile + beta*y, later ones
+ * y += alpha*tile; the last one also adds the bias and applies act. */
+static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *tile, int m,
+                           int n, nnl_idx t0, T *yr, nnl_idx ysf, T alpha, T beta, int first,
+                           int last, const T *bias, int act)
+{
+    nnl_idx e = 0, t = t0;
+    while (e < n) {
+        const nnl_idx i = t / p->wq, j = t - i * p->wq;
+        const nnl_idx run = cf_min(n - e, p->wq - j);
+        const nnl_idx len = j < g->ow ? cf_min(run, g->ow - j) : 0;
+        for (int r = 0; r < m; r++) {
+            const T *s = tile + r * p->nr + e;
+            T *d = yr + r * ysf + i * g->ow + j;
+            const T b = (last && bias) ? bias[r] : (T)0;
+            for (nnl_idx c = 0; c < len; c++) {
+                T v = alpha * s[c];
+                if (!first)
+                    v += d[c];
+                else if (beta != 0)
+                    v += beta * d[c];
+                if (last) {
+                    v += b;
+                    if (act != NNL_ACT_NONE) {
+                        v = ((T)0 > v) ? (T)0 : v;          /* NaN stays NaN */
+                        if (act == NNL_ACT_RELU6)
+                            v = (v > (T)6) ? (T)6 : v;
+                    }
+                }
+                d[c] = v;
+            }
+        }
+        e += run, t += run;
+    }
+}
+
+/* ------------------------------------------------------------------------------ the units */
+
+typedef struct {
+    const T *x, *w, *bias;
+    T alpha, beta;
+    T *y;
+    int act;
+    const nnl_idx *koff;
+} FN(cf_args);
+
+/* Output channels [r0, r1) (r0 a multiple of MR) x GEMM columns [c0, c1) (c0 a multiple of
+ * NR) of item (n, gi), B read from ``src`` less ``tbase`` columns (the item's wide source;
+ * unused for CF_SEGMENTS). */
+static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KERNEL_T *kd,
+                             const FN(cf_args) *A, nnl_idx n, nnl_idx gi, const T *src,
+                             nnl_idx tbase, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1, T *ap, T *bp,
+                             T *tile)
 {
     const int mr = p->mr, nr = p->nr;
-    const nnl_idx K = p->k, FG = p->fg, cg = g->c / g->g;
-    const T *xg = x + n * g->xsn + gi * cg * g->xsc;
-    const T *wg = w + (gi * FG + r0) * K;
-    T *yg = y + n * g->ysn + (gi * FG + r0) * g->ysf;
-    const T *bg = bias ? bias + gi * FG + r0 : NULL;
+    const nnl_idx K = p->k, FG = p->fg;
+    const T *xg = A->x + n * g->xsn + gi * p->cg * g->xsc;
+    const T *wg = A->w + (gi * FG + r0) * K;
+    T *yg = A->y + n * g->ysn + (gi * FG + r0) * g->ysf;
+    const T *bg = A->bias ? A->bias + gi * FG + r0 : NULL;
     const nnl_idx rows = r1 - r0;
-    EPI_T e;
-    e.alpha = alpha;
+    EPI_T e, et;
+    e.alpha = A->alpha;
     e.bias_col = NULL;
+    et.alpha = 1, et.beta = 0, et.load_c = 0, et.act = NNL_ACT_NONE;
+    et.bias_row = et.bias_col = NULL;
     for (nnl_idx pc = 0; pc < K; pc += p->kcb_max) {
         const nnl_idx kcb = cf_min(p->kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
-        e.load_c = !first || beta != 0;
-        e.beta = first ? beta : (T)1;
-        e.act = last ? act : NNL_ACT_NONE;
+        e.load_c = !first || A->beta != 0;
+        e.beta = first ? A->beta : (T)1;
+        e.act = last ? A->act : NNL_ACT_NONE;
         FN(cf_pack_a)(rows, kcb, wg + pc, K, mr, ap);
         for (nnl_idx jc = c0; jc < c1; jc += p->chunk * nr) {
             const nnl_idx ncb = cf_min(p->chunk * nr, c1 - jc);
             const nnl_idx nq = cf_cdiv(ncb, nr);
-            FN(cf_pack_cols)(g, xg, pc, kcb, jc, ncb, nr, bp);
+            if (p->mode == CF_SEGMENTS)
+                FN(cf_pack_cols)(g, xg, pc, kcb, jc, ncb, nr, bp);
+            else
+                FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc, ncb, p->ncols, nr, bp);
             for (nnl_idx q = 0; q < nq; q++) {
                 const nnl_idx jr = jc + q * nr;
                 const int nn = (int)cf_min(nr, c1 - jr);
                 for (nnl_idx ir = 0; ir < rows; ir += mr) {
                     const int m = (int)cf_min(mr, rows - ir);
-                    e.bias_row = (last && bg) ? bg + ir : NULL;
-                    kd->ukr(kcb, ap + ir * kcb, bp + q * kcb * nr, yg + ir * g->ysf + jr,
-                            g->ysf, m, nn, &e);
+                    const T *api = ap + ir * kcb, *bpq = bp + q * kcb * nr;
+                    if (p->scatter) {
+                        kd->ukr(kcb, api, bpq, tile, nr, m, nn, &et);
+                        FN(cf_scatter)(g, p, tile, m, nn, jr, yg + ir * g->ysf, g->ysf,
+                                       A->alpha, A->beta, first, last, bg ? bg + ir : NULL,
+                                       A->act);
+                    } else {
+                        e.bias_row = (last && bg) ? bg + ir : NULL;
+                        kd->ukr(kcb, api, bpq, yg + ir * g->ysf + jr, g->ysf, m, nn, &e);
+                    }
                 }
             }
         }
@@ -191,7 +338,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     if (!cf_geom_ok(geom) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
         return NNL_EINVAL;
     const KERNEL_T *kd = FN(cf_select)(isa);
-    if (kd == NULL)
+    if (kd == NULL || kd->nr > 64)
         return NNL_EINVAL;
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0)
         return NNL_OK;
@@ -201,11 +348,16 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     }
     cf_plan p;
     cf_make_plan(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, &p);
-    /* per thread: an A block (mu x kcb_max) then a B chunk (kcb_max x chunk*NR) */
-    T *ws = (T *)cf_alloc64(sizeof(T) * (p.a_elems + p.b_elems) * (size_t)p.nt);
-    if (ws == NULL)
+    char *work = (char *)cf_alloc64(cf_work_bytes(&p, sizeof(T)));
+    if (work == NULL)
         return NNL_ENOMEM;
-    const nnl_idx cu = p.cu, ru = p.ru, units = p.units;
+    nnl_idx *koff = (nnl_idx *)work;
+    T *per_thread = (T *)(work + (p.koff_elems * sizeof(nnl_idx) + 63) / 64 * 64);
+    const size_t thread_elems = p.a_elems + p.b_elems + p.t_elems + p.w_elems;
+    if (p.mode != CF_SEGMENTS)
+        FN(cf_tap_offsets)(geom, &p, koff);
+    FN(cf_args) A = {x, w, bias, alpha, beta, y, act, koff};
+    const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, units = p.units;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(p.nt) if (p.nt > 1)
@@ -216,18 +368,34 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
 #else
         const int tid = 0;
 #endif
-        T *ap = ws + (size_t)tid * (p.a_elems + p.b_elems);
+        T *ap = per_thread + (size_t)tid * thread_elems;
         T *bp = ap + p.a_elems;
+        T *tile = bp + p.b_elems;
+        T *band = tile + p.t_elems;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
         for (nnl_idx u = 0; u < units; u++) {
             const nnl_idx c = u % cu, r = (u / cu) % ru, item = u / (cu * ru);
-            FN(cf_run_unit)(geom, &p, kd, x, w, bias, alpha, beta, y, act, item / geom->g,
-                            item % geom->g, r * p.mu, cf_min(p.fg, (r + 1) * p.mu), c * p.nu,
-                            cf_min(p.l, (c + 1) * p.nu), ap, bp);
+            const nnl_idx n = item / G, gi = item % G;
+            const nnl_idx c0 = c * p.nu, c1 = cf_min(p.ncols, (c + 1) * p.nu);
+            const T *xg = x + n * geom->xsn + gi * p.cg * geom->xsc;
+            const T *src = xg;
+            nnl_idx tbase = 0;
+            if (p.mode == CF_WIDE) {
+                /* this unit's band: phase rows i0 .. (last output row) + the kernel's reach */
+                const nnl_idx i0 = c0 / p.wq;
+                const nnl_idx rows = cf_min(p.hq, (c1 - 1) / p.wq + 1 +
+                                            ((geom->kh - 1) * geom->dh) / geom->sh) - i0;
+                for (nnl_idx ch = 0; ch < p.cg; ch++)
+                    FN(cf_wide_rows)(geom, &p, xg + ch * geom->xsc, i0, rows,
+                                     band + ch * geom->sh * geom->sw * p.pstride);
+                src = band, tbase = i0 * p.wq;   /* column t of row k: band[koff[k] + t - tbase] */
+            }
+            FN(cf_run_block)(geom, &p, kd, &A, n, gi, src, tbase, r * p.mu,
+                             cf_min(p.fg, (r + 1) * p.mu), c0, c1, ap, bp, tile);
         }
     }
-    cf_free64(ws);
+    cf_free64(work);
     return NNL_OK;
 }

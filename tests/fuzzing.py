@@ -34,7 +34,8 @@ def budget(dev_examples):
 def fuzz_settings(dev_examples):
     return settings(max_examples=budget(dev_examples), deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+                                           HealthCheck.filter_too_much,
+                                           HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(autouse=True)

@@ -110,7 +110,7 @@ def max_avg_cases(draw, avg):
 
 @fuzz_settings(150)
 @given(case=max_avg_cases(avg=False))
-def test_fuzz_max_pool2d(case):
+def test_fuzz_max_pool2d(case, memory_cap):
     x, kwargs, rng, valid = case
     ri = kwargs.get("return_indices") is True
     _check(F.max_pool2d, x, kwargs, rng, valid, f"max_pool2d{kwargs}", with_indices=ri)
@@ -118,7 +118,7 @@ def test_fuzz_max_pool2d(case):
 
 @fuzz_settings(150)
 @given(case=max_avg_cases(avg=True))
-def test_fuzz_avg_pool2d(case):
+def test_fuzz_avg_pool2d(case, memory_cap):
     x, kwargs, rng, valid = case
     _check(F.avg_pool2d, x, kwargs, rng, valid, f"avg_pool2d{kwargs}")
 
@@ -146,7 +146,7 @@ def adaptive_cases(draw):
 
 @fuzz_settings(120)
 @given(case=adaptive_cases(), mode=st.sampled_from(["avg", "max", "max_idx"]))
-def test_fuzz_adaptive_pools(case, mode):
+def test_fuzz_adaptive_pools(case, mode, memory_cap):
     x, size, rng, valid = case
     fn = F.adaptive_avg_pool2d if mode == "avg" else F.adaptive_max_pool2d
     kwargs = dict(output_size=size)
@@ -169,7 +169,7 @@ def unpool_cases(draw):
 
 @fuzz_settings(100)
 @given(case=unpool_cases())
-def test_fuzz_max_unpool2d(case):
+def test_fuzz_max_unpool2d(case, memory_cap):
     x, k, s, p, how, rng = case
     with nnlite.using_backend("reference"):
         y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
@@ -200,7 +200,7 @@ def test_fuzz_max_unpool2d(case):
     st.lists(st.integers(1, 4), min_size=1, max_size=3),
     st.sampled_from([[], [0], [-1], 3, "4", [1.5], [True], [2 ** 40]])),
     mode=st.sampled_from(["max", "avg", "min"]))
-def test_fuzz_spp(case, levels, mode):
+def test_fuzz_spp(case, levels, mode, memory_cap):
     x, _, rng, valid = case
     valid = valid and isinstance(levels, list) and levels and mode != "min" and all(
         type(v) is int and 1 <= v < 100 for v in levels)
@@ -211,7 +211,7 @@ def test_fuzz_spp(case, levels, mode):
 @fuzz_settings(80)
 @given(case=max_avg_cases(avg=False), kind=st.sampled_from(["max", "avg", "amax", "aavg",
                                                              "spp"]))
-def test_fuzz_pool_modules(case, kind):
+def test_fuzz_pool_modules(case, kind, memory_cap):
     x, kwargs, rng, valid = case
     if kind == "max":
         ctor = lambda: nn.MaxPool2d(kwargs["kernel_size"], kwargs["stride"],  # noqa: E731
@@ -232,7 +232,8 @@ def test_fuzz_pool_modules(case, kind):
         return
     if kind in ("amax", "aavg", "spp"):
         valid = None  # adaptive sizes from a kernel draw: only the no-crash invariant
-    res = {b: outcome(on_backend, b, _run_pool, mod, x, {}, 0, False) for b in ALL}
+    res = {b: outcome(on_backend, b, _run_pool, mod, x, {}, 0, False, memory_ok=not valid)
+           for b in ALL}
     agree(res, *tol(np.float64 if getattr(x, "dtype", None) == np.float64 else np.float32,
                     49, 4.0), f"{type(mod).__name__}", exact_nonfinite=ALL, valid=bool(valid))
 

@@ -91,14 +91,14 @@ def _check(fn, case, **kwargs):
 
 @fuzz_settings(150)
 @given(case=roi_cases())
-def test_fuzz_roi_pool(case):
+def test_fuzz_roi_pool(case, memory_cap):
     _check(ops.roi_pool, case)
 
 
 @fuzz_settings(150)
 @given(case=roi_cases(), sampling_ratio=st.sampled_from([-1, 0, 1, 2, 3]),
        aligned=st.booleans())
-def test_fuzz_roi_align(case, sampling_ratio, aligned):
+def test_fuzz_roi_align(case, sampling_ratio, aligned, memory_cap):
     _check(ops.roi_align, case, sampling_ratio=sampling_ratio, aligned=aligned)
 
 
@@ -126,7 +126,7 @@ def test_roi_ops_huge_boxes(backend_name, coord, memory_cap):
 
 @fuzz_settings(40)
 @given(case=roi_cases(), kind=st.sampled_from(["pool", "align"]))
-def test_fuzz_roi_modules(case, kind):
+def test_fuzz_roi_modules(case, kind, memory_cap):
     x, boxes, output_size, scale, valid, rng = case
     mod = ops.RoIPool(output_size, scale) if kind == "pool" else \
         ops.RoIAlign(output_size, scale, 2)

@@ -180,6 +180,7 @@ cdef void _max_plane_wide(const floating* x, Py_ssize_t xrs, floating* y, Py_ssi
     cdef Py_ssize_t plane = hq * wq, L = (oh - 1) * wq + ow
     cdef Py_ssize_t ra, rb, u, v, r, v0, v1, a, b, i, j, t
     cdef floating m, val
+    cdef bint take
     cdef floating ninf = -1.0 / 0.0
     cdef floating* row
     cdef floating* yw = buf + sh * sw * plane
@@ -214,7 +215,10 @@ cdef void _max_plane_wide(const floating* x, Py_ssize_t xrs, floating* y, Py_ssi
             for t in range(L):
                 m = yw[t]
                 val = xs[t]
-                yw[t] = val if (val > m or val != val) and m == m else m
+                # bitwise | keeps the loop branch-free (vectorisable); a NaN val is taken, and
+                # a NaN m is never replaced (val > NaN is false), so NaN propagates
+                take = (val > m) | (val != val)
+                yw[t] = val if take else m
     for i in range(oh):
         row = y + i * yrs
         xs = yw + i * wq

@@ -46,7 +46,7 @@
 #endif
 
 /* Below this many multiply-adds a call runs on one thread (team start-up would dominate). */
-#define NNL_MIN_PARALLEL_MACS (64.0 * 64.0 * 64.0)
+#define NNL_MIN_PARALLEL_MACS (128.0 * 128.0 * 64.0)
 
 static void *nnl_alloc64(size_t bytes)
 {

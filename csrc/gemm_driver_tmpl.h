@@ -230,21 +230,27 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
      * row 0 / column 0) fix the arithmetic of every element; the work units below only decide
      * who computes which tiles, so the result never depends on the thread count. */
     const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
-    /* Row groups: at most MC rows each (their packed A block stays in L2), balanced. */
-    nnl_idx ru = nnl_cdiv(M, kd->mc);
-    const nnl_idx mu = nnl_cdiv(nnl_cdiv(M, ru), mr) * mr;
-    ru = nnl_cdiv(M, mu);
-    /* Column groups: one when serial; else enough units (about NNL_UNITS_PER_THREAD per
-     * thread, handed out dynamically) to keep the threads busy even when another process takes
-     * a core for a while, but no narrower than NNL_MIN_UNIT_PANELS panels. */
-    nnl_idx cu = 1;
+    /* Work units: row groups of at most MC rows (their packed A block stays in L2) times
+     * column groups of whole NR panels. Serial: one column group. Threaded: aim at
+     * NNL_UNITS_PER_THREAD units per thread (handed out dynamically, so a thread that loses its
+     * core for a while is covered by the others), at least NNL_MIN_UNIT_PANELS panels wide
+     * (each unit re-packs its A rows); if that still leaves a thread idle, use narrower units,
+     * then split the rows further. */
+    const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
+    nnl_idx ru = nnl_cdiv(M, kd->mc), cu = 1;
     if (nt > 1) {
-        const nnl_idx want = nnl_cdiv((nnl_idx)NNL_UNITS_PER_THREAD * nt, batch * ru);
-        const nnl_idx most = nnl_cdiv(N, (nnl_idx)NNL_MIN_UNIT_PANELS * nr);
-        cu = want < most ? want : most;
-        cu = cu < 1 ? 1 : cu;
+        const nnl_idx want = nnl_cdiv((nnl_idx)NNL_UNITS_PER_THREAD * nt, batch);
+        const nnl_idx need = nnl_cdiv((nnl_idx)nt, batch);
+        if (ru * cu < want)
+            cu = nnl_min(nnl_cdiv(want, ru), nnl_cdiv(Q, NNL_MIN_UNIT_PANELS));
+        if (ru * cu < need)
+            cu = nnl_min(nnl_cdiv(need, ru), Q);
+        if (ru * cu < need)
+            ru = nnl_min(nnl_cdiv(need, cu), P);
     }
+    const nnl_idx mu = nnl_cdiv(nnl_cdiv(M, ru), mr) * mr;
     const nnl_idx nu = nnl_cdiv(nnl_cdiv(N, cu), nr) * nr;
+    ru = nnl_cdiv(M, mu);
     cu = nnl_cdiv(N, nu);
     const nnl_idx units = batch * ru * cu;
     if ((nnl_idx)nt > units)

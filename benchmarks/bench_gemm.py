@@ -9,11 +9,22 @@ of the medians (nnlite / numpy). nnlite and the BLAS use the same thread count (
 default ``nnlite.get_num_threads()``). ``maxdiff`` is max |nnlite - float64 matmul| scaled by
 1/K (once per size). The conv rows are the im2col GEMMs of typical layers:
 M = out channels, K = in channels * kh * kw, N = output pixels (batch 1).
+
+Idle threads: by default this script sets OMP_WAIT_POLICY=PASSIVE (nnlite's libgomp threads)
+and OPENBLAS_THREAD_TIMEOUT=4 (OpenBLAS's threads) unless they are already set, before either
+library loads. With the libraries' defaults, the idle threads of one library keep spinning on
+the 2 cores (libgomp for a while, OpenBLAS for ~0.1 s) while the other one runs, and
+interleaved medians measure that oversubscription instead of the GEMMs. ``--library-defaults``
+keeps the defaults.
 """
 import os
 import sys
 
-import numpy as np
+if "--library-defaults" not in sys.argv:              # must precede the NumPy/nnlite imports
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,6 +80,8 @@ def main():
     p = _timing.base_parser(__doc__.splitlines()[0])
     p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
     p.add_argument("--isa", default="auto", help="micro-kernel family (auto, generic, avx2, avx512)")
+    p.add_argument("--library-defaults", action="store_true",
+                   help="keep libgomp's and OpenBLAS's default spin-waiting of idle threads")
     args = p.parse_args()
     _timing.apply_threads(args)
     nthreads = nnlite.get_num_threads()
@@ -83,6 +96,10 @@ def main():
             ("blocking f64", str(info["float64"])),
             ("threads used", f"nnlite {nthreads}, BLAS {_blas.get_threads()} "
                              f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"),
+            ("idle threads", "OMP_WAIT_POLICY="
+                             f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, OPENBLAS_THREAD_TIMEOUT="
+                             f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"),
+            ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
             ("BLAS info", _blas.info()),
             ("protocol", f"interleaved, {repeat} rounds, median (best), ratio = numpy/nnlite "
                          "time"),

@@ -79,7 +79,8 @@ def bench_one(label, m, k, n, dtype, nthreads, repeat):
 def main():
     p = _timing.base_parser(__doc__.splitlines()[0])
     p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
-    p.add_argument("--isa", default="auto", help="micro-kernel family (auto, generic, avx2, avx512)")
+    p.add_argument("--isa", default="auto",
+                   help="micro-kernel family (auto, generic, avx2, avx512)")
     p.add_argument("--library-defaults", action="store_true",
                    help="keep libgomp's and OpenBLAS's default spin-waiting of idle threads")
     args = p.parse_args()
@@ -96,8 +97,8 @@ def main():
             ("blocking f64", str(info["float64"])),
             ("threads used", f"nnlite {nthreads}, BLAS {_blas.get_threads()} "
                              f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"),
-            ("idle threads", "OMP_WAIT_POLICY="
-                             f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, OPENBLAS_THREAD_TIMEOUT="
+            ("idle threads", f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+                             "OPENBLAS_THREAD_TIMEOUT="
                              f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"),
             ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
             ("BLAS info", _blas.info()),

@@ -24,7 +24,8 @@
 #define V_ADD(a, b) _mm256_add_ps((a), (b))
 #define V_MAX(a, b) _mm256_max_ps((a), (b))
 #define V_MIN(a, b) _mm256_min_ps((a), (b))
-#define V_MASK(r) _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define V_MASK(r) \
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define V_LOADM(m, p) _mm256_maskload_ps((p), (m))
 #define V_STOREM(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #define UKR_MR 6   /* 12 ymm accumulators */

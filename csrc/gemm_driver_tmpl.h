@@ -67,8 +67,10 @@ static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx 
 }
 
 /* kc rows of NR contiguous elements; NR is a compile-time constant after inlining. */
-static NNL_ALWAYS_INLINE NNL_NO_MEMCPY_IDIOM void FN(copy_rows)(nnl_idx kc, const T *NNL_RESTRICT src, nnl_idx rs,
-                                            T *NNL_RESTRICT dst, const int nr)
+static NNL_ALWAYS_INLINE NNL_NO_MEMCPY_IDIOM void FN(copy_rows)(nnl_idx kc,
+                                                                const T *NNL_RESTRICT src,
+                                                                nnl_idx rs, T *NNL_RESTRICT dst,
+                                                                const int nr)
 {
     for (nnl_idx k = 0; k < kc; k++)
         for (int j = 0; j < nr; j++)
@@ -76,8 +78,9 @@ static NNL_ALWAYS_INLINE NNL_NO_MEMCPY_IDIOM void FN(copy_rows)(nnl_idx kc, cons
 }
 
 /* Micro-panels q0 <= q < q1 of the block B[0:kc, 0:nc] -> bp[q][k][j], zero columns past nc. */
-static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb, nnl_idx csb, int nr,
-                       nnl_idx q0, nnl_idx q1, T *NNL_RESTRICT bp)
+static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb,
+                                           nnl_idx csb, int nr, nnl_idx q0, nnl_idx q1,
+                                           T *NNL_RESTRICT bp)
 {
     for (nnl_idx q = q0; q < q1; q++) {
         const nnl_idx j0 = q * nr;

@@ -17,6 +17,7 @@ the 2 cores (libgomp for a while, OpenBLAS for ~0.1 s) while the other one runs,
 interleaved medians measure that oversubscription instead of the GEMMs. ``--library-defaults``
 keeps the defaults.
 """
+import contextlib
 import os
 import sys
 
@@ -88,13 +89,19 @@ def main():
     nthreads = nnlite.get_num_threads()
     repeat = min(args.repeat, 5) if args.quick else args.repeat
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
-    with gemm_ops.using_microkernel(args.isa):
+    built = gemm_ops._gemm is not None
+    with gemm_ops.using_microkernel(args.isa) if built else contextlib.nullcontext():
         info = gemm_ops.info()
-        extra = [
-            ("gemm", f"micro-kernel {info['microkernel']} (available {info['available']}), "
-                     f"OpenMP {'on' if info['openmp'] else 'off'}"),
-            ("blocking f32", str(info["float32"])),
-            ("blocking f64", str(info["float64"])),
+        if built:
+            extra = [
+                ("gemm", f"micro-kernel {info['microkernel']} (available {info['available']}),"
+                         f" OpenMP {'on' if info['openmp'] else 'off'}"),
+                ("blocking f32", str(info["float32"])),
+                ("blocking f64", str(info["float64"])),
+            ]
+        else:
+            extra = [("gemm", "extension not built: nnlite.kernels.gemm runs numpy.matmul")]
+        extra += [
             ("threads used", f"nnlite {nthreads}, BLAS {_blas.get_threads()} "
                              f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"),
             ("idle threads", f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "

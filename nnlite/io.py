@@ -86,6 +86,35 @@ def _write(fh, arrays):
                 np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
+def _check_member_size(fh, file_size):
+    """ValueError unless the .npy header's shape x itemsize equals the bytes the member holds.
+
+    Checked before ``read_array`` allocates: a corrupt or hostile header claiming terabytes
+    must not reach the allocator (numpy allocates the claimed size before reading).
+    """
+    if fh.read(len(_MAGIC)) != _MAGIC:
+        raise ValueError("missing .npy header")
+    version = tuple(fh.read(2))
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = readers[version](fh)
+    if dtype.hasobject:
+        raise ValueError("the array holds pickled Python objects")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = file_size - (len(_MAGIC) + 2) - _header_length(fh)
+    if need != have:
+        raise ValueError(f"its header declares shape {tuple(shape)} of {dtype} ({need} bytes) "
+                         f"but the member holds {have} bytes of data")
+
+
+def _header_length(fh):
+    # bytes consumed by the header-length field and the header itself (fh is positioned just
+    # after the header; ZipExtFile.tell() counts from the member's start)
+    return fh.tell() - (len(_MAGIC) + 2)
+
+
 def load(path):
     """Read a ``.npz`` written by ``nnlite.save`` (or ``np.savez``) into an OrderedDict.
 
@@ -120,8 +149,7 @@ def load(path):
             key = member[:-4]
             try:
                 with zf.open(member) as fh:
-                    if fh.read(len(_MAGIC)) != _MAGIC:
-                        raise ValueError("missing .npy header")
+                    _check_member_size(fh, zf.getinfo(member).file_size)
                 with zf.open(member) as fh:
                     arr = np.lib.format.read_array(fh, allow_pickle=False)
             except ValueError as exc:

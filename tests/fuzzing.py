@@ -102,8 +102,22 @@ def outcome(fn, *args, memory_ok=False, **kwargs):
                              f"(only ValueError/TypeError are allowed): {exc}") from exc
 
 
+def _conv_variants():
+    """Backends plus the Cython conv algorithms, as 'cython:implicit' etc."""
+    out = list(FAST)
+    if "cython" in FAST:
+        out += [f"cython:{a}" for a in nnlite.available_conv_algorithms()
+                if a not in ("auto", "im2col")]
+    return out + ["reference"]
+
+
+CONV_VARIANTS = _conv_variants()
+
+
 def on_backend(name, fn, *args, **kwargs):
-    with nnlite.using_backend(name):
+    """Run fn under backend ``name`` ('cython', 'numpy', 'reference', or 'cython:<algorithm>')."""
+    backend, _, algorithm = name.partition(":")
+    with nnlite.using_backend(backend), nnlite.conv_algorithm(algorithm or "auto"):
         return fn(*args, **kwargs)
 
 
@@ -148,7 +162,10 @@ def assert_same(actual, expected, rtol, atol, what="", nonfinite=True):
         np.testing.assert_allclose(a[fin], b[fin], rtol=rtol, atol=atol, err_msg=f"{what}[{i}]")
 
 
-def agree(results, rtol, atol, what="", exact_nonfinite=("cython", "numpy"), valid=False):
+EXACT = ("cython", "numpy", "cython:implicit", "cython:direct")
+
+
+def agree(results, rtol, atol, what="", exact_nonfinite=EXACT, valid=False):
     """The fuzz invariant over several backends' outcomes (dict name -> result or Failed).
 
     Each backend either raised an allowed exception (``Failed``; not allowed when ``valid``,

@@ -7,9 +7,11 @@ of a concatenation buffer): kernels write it per image or through ufunc ``out=``
 
 Conv: BatchNorm already folded into (weight, bias); bias, a residual operand (``beta = 1`` with
 the operand pre-copied into ``out`` unless it already lives there) and ReLU/ReLU6 are applied in
-the GEMM write-out of ``nnlite.kernels.gemm`` (NumPy fallback without the extension).
-Depthwise convs run as KH*KW multiply-adds over whole (N, C, OH, OW) tap views. Ops without a
-dedicated kernel run the Tensor executor under no_grad and copy into ``out``.
+the GEMM write-out of ``nnlite.kernels.gemm`` (NumPy fallback without the extension); at
+batch > 1 a pointwise conv is one ``gemm_batched`` call. Depthwise convs and max pools run in
+``nnlite._planops`` (csrc/planops.pyx; fused bias/residual/ReLU6, no pool indices), or, without
+the extension, as KH*KW NumPy multiply-adds / maxima over whole (N, C, OH, OW) tap views. Ops
+without a dedicated kernel run the Tensor executor under no_grad and copy into ``out``.
 
 Legend: N batch, C in-channels, F out-channels, G groups, K = C/G*KH*KW, L = OH*OW.
 """

@@ -11,7 +11,9 @@ The returned ``InferenceModule`` computes the same outputs as ``model`` in eval 
 - keeps no autograd state: the hot path is NumPy arrays and nnlite kernels only.
 
 It accepts nnlite models (traced once per input signature through their Function calls) and
-modules returned by ``nnlite.onnx.load`` (their graph is used directly). A plan is compiled per
+modules returned by ``nnlite.onnx.load`` (their graph is used directly). Tracing records what
+``forward`` computes with nnlite ops; values it derives from ``.data``/NumPy directly become
+constants of the trace, and Python control flow is frozen at the traced branch. A plan is compiled per
 input shape/dtype signature on first use (one plain run, whose result the plan must match) and
 weights are frozen then: later changes to ``model`` are not seen (optimize again). Concurrent
 calls are safe: plans are immutable and every thread binds its own buffer arena.

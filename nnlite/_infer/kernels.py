@@ -59,6 +59,7 @@ __all__ = ["make_kernel", "Kernel", "FUSABLE"]
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
 
 _ITEM = {np.dtype(np.float32): 4, np.dtype(np.float64): 8}
+_NARROW = 64  # GEMMs with fewer output columns (and at least this many rows) run transposed
 
 
 class Kernel:
@@ -101,6 +102,13 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
     Shape: a (M, K), op(b) (K, N), out (M, N) (any row stride), bias (M,) or (N,).
     """
     if _gemm is not None and (_gemm_ext is not None or beta == 0.0):
+        if (not trans_b and bias_axis == 0 and out.shape[1] < _NARROW
+                and out.shape[0] >= _NARROW):
+            # a narrow product (few columns, e.g. a 7x7 map) blocks better transposed:
+            # out.T (N, M) = b.T (N, K) @ a.T (K, M), the bias now per column
+            _gemm(b, a, out.T, beta=beta, trans_a=True, trans_b=True, bias=bias, bias_axis=1,
+                  activation=act)
+            return
         _gemm(a, b, out, beta=beta, trans_b=trans_b, bias=bias, bias_axis=bias_axis,
               activation=act)
         return

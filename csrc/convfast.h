@@ -53,11 +53,15 @@ int nnl_conv_implicit_d(const nnl_conv_geom *geom, const double *x, const double
 
 /* Direct depthwise conv2d (groups == C, F = M*C; output channel f reads input channel f / M):
  * y = act(conv(x, w) + beta * y + bias[f]) with w (F, KH*KW) C-contiguous, bias (F,) or NULL and
- * y planes contiguous (ysf >= OH*OW). No work memory. Returns NNL_OK or NNL_EINVAL. */
+ * y planes contiguous (ysf >= OH*OW). Work memory: one padded plane per thread (none for
+ * planes too large, which run a row-by-row kernel). Returns NNL_OK or NNL_EINVAL. */
 int nnl_conv_depthwise_s(const nnl_conv_geom *geom, const float *x, const float *w,
                          const float *bias, float beta, float *y, int act, int nthreads);
 int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const double *w,
                          const double *bias, double beta, double *y, int act, int nthreads);
+
+/* Bytes of work memory nnl_conv_depthwise_* allocates (per-thread plane buffers). */
+nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 
 /* Bytes of work memory nnl_conv_implicit_* would allocate (packed weights + per-thread B
  * chunks), or -1 for invalid arguments. */

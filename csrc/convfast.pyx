@@ -41,6 +41,7 @@ cdef extern from "convfast.h" nogil:
                              int nthreads)
     nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads,
                                         int isa)
+    nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
     int nnl_cf_isa_available(int isa)
 
 
@@ -148,6 +149,7 @@ def implicit_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     """Bytes of work memory one conv2d_implicit call allocates (packed weights + B chunks)."""
     cdef nnl_conv_geom gm
     _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = w, h * w, c * h * w    # a C-contiguous image
     cdef nnl_idx r = nnl_conv_implicit_workspace(&gm, elsize, num_threads, isa)
     if r < 0:
         raise ValueError("implicit_workspace_bytes: invalid arguments")
@@ -205,3 +207,15 @@ def conv2d_depthwise(const floating[:, :, :, :] x, const floating[:, ::1] w, bia
                                       act, num_threads)
     if rc != NNL_OK:
         raise ValueError("conv2d_depthwise: invalid arguments")
+
+
+def depthwise_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                              Py_ssize_t f, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                              int elsize, int num_threads=1):
+    """Bytes of work memory one conv2d_depthwise call allocates (per-thread plane buffers)."""
+    cdef nnl_conv_geom gm
+    _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = w, h * w, c * h * w    # a C-contiguous image
+    return nnl_conv_depthwise_workspace(&gm, elsize, num_threads)

@@ -38,7 +38,7 @@
 #endif
 /* Below this many multiply-adds a call runs on one thread. */
 #ifndef NNL_DW_MIN_PARALLEL_MACS
-#define NNL_DW_MIN_PARALLEL_MACS (1.0 * (1 << 18))
+#define NNL_DW_MIN_PARALLEL_MACS (1.0 * (1 << 20))
 #endif
 
 static nnl_idx dw_min(nnl_idx a, nnl_idx b)
@@ -67,6 +67,18 @@ static int dw_geom_ok(const nnl_conv_geom *g)
     return g->g == g->c && g->f % g->c == 0;
 }
 
+/* threads for a call: 1 below NNL_DW_MIN_PARALLEL_MACS or without OpenMP */
+static int dw_threads(const nnl_conv_geom *g, int nthreads)
+{
+    int nt = nthreads < 1 ? 1 : nthreads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    if ((double)g->n * g->f * g->oh * g->ow * g->kh * g->kw < NNL_DW_MIN_PARALLEL_MACS)
+        nt = 1;
+    return nt;
+}
+
 #define T float
 #define FN(name) name##_s
 #include "convfast_direct_tmpl.h"
@@ -78,3 +90,8 @@ static int dw_geom_ok(const nnl_conv_geom *g)
 #include "convfast_direct_tmpl.h"
 #undef T
 #undef FN
+
+nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
+{
+    return elsize == 8 ? dw_workspace_d(geom, nthreads) : dw_workspace_s(geom, nthreads);
+}

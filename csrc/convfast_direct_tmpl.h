@@ -239,12 +239,7 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
     const nnl_idx j0 = dw_min(g->ow, dw_ceil_pos(g->pl, g->sw));
     const nnl_idx last = g->w - 1 + g->pl - (g->kw - 1) * g->dw;   /* j*sw <= last */
     const nnl_idx j1 = dw_max(j0, last >= 0 ? dw_min(g->ow, last / g->sw + 1) : 0);
-    int nt = nthreads < 1 ? 1 : nthreads;
-#ifndef _OPENMP
-    nt = 1;
-#endif
-    if ((double)planes * g->oh * g->ow * taps < NNL_DW_MIN_PARALLEL_MACS)
-        nt = 1;
+    int nt = dw_threads(g, nthreads);
     if ((nnl_idx)nt > planes)
         nt = (int)planes;
     FN(dw_wide) ws;
@@ -283,6 +278,22 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
     }
     free(offs);
     return NNL_OK;
+}
+
+/* Bytes of work memory FN(nnl_conv_depthwise) allocates (0 when it runs the row kernel). */
+static nnl_idx FN(dw_workspace)(const nnl_conv_geom *g, int nthreads)
+{
+    if (!dw_geom_ok(g) || g->n == 0 || g->f == 0 || g->oh == 0 || g->ow == 0)
+        return 0;
+    FN(dw_wide) ws;
+    FN(dw_wide_sizes)(g, &ws);
+    if (ws.need > NNL_DW_WIDE_MAX)
+        return 0;
+    const nnl_idx planes = g->n * g->f;
+    nnl_idx nt = dw_threads(g, nthreads);
+    nt = nt > planes ? planes : nt;
+    const nnl_idx head = (g->kh * g->kw * (nnl_idx)sizeof(nnl_idx) + 63) / 64 * 64;
+    return head + (nnl_idx)sizeof(T) * ws.need * nt;
 }
 
 #undef DW_VEC

@@ -31,6 +31,9 @@
 #ifndef NNL_CF_CHUNK_BYTES
 #define NNL_CF_CHUNK_BYTES ((size_t)96 << 10)  /* B chunk packed at once: beside the A block */
 #endif
+#ifndef NNL_CF_KC_WIDE
+#define NNL_CF_KC_WIDE 2   /* K slices up to this many times the GEMM's KC (see cf_plan_call) */
+#endif
 #ifndef NNL_CF_UNITS_PER_THREAD
 #define NNL_CF_UNITS_PER_THREAD 4              /* dynamic scheduling granularity */
 #endif
@@ -39,7 +42,7 @@
 #endif
 /* Below this many multiply-adds a call runs on one thread (team start-up would dominate). */
 #ifndef NNL_CF_MIN_PARALLEL_MACS
-#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 19))
+#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 22))
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -237,6 +240,26 @@ static size_t cf_work_bytes(const cf_plan *p, size_t elsize)
     return head + elsize * (p->a_elems + p->b_elems + p->t_elems + p->w_elems) * (size_t)p->nt;
 }
 
+/* The plan of a call. K slices NNL_CF_KC_WIDE times deeper than the GEMM's KC halve the
+ * number of passes over y (each pass reloads the output tiles, and in the wide layout goes
+ * through the tile scatter): 5-10% faster on 3x3 convs. They are used when the work memory of
+ * a 2-thread call stays within a quarter of the call's column matrix (the smallest layers keep
+ * the GEMM's KC). The choice depends on the geometry only, never on the thread count, so the
+ * K slicing (the summation order) is the same for every nthreads. */
+static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
+                         int nthreads, cf_plan *p)
+{
+    int kc_call = kc;
+    if (NNL_CF_KC_WIDE > 1) {
+        const double cols = (double)g->n * g->c * g->kh * g->kw * g->oh * g->ow * elsize;
+        const int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1;
+        cf_make_plan(g, mr, nr, mc, kc * NNL_CF_KC_WIDE, elsize, 2, p);
+        if (pointwise || (double)cf_work_bytes(p, elsize) <= cols / 4)
+            kc_call = kc * NNL_CF_KC_WIDE;
+    }
+    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, p);
+}
+
 /* float32 */
 #define T float
 #define EPI_T nnl_epi_s
@@ -280,6 +303,6 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0 || geom->c == 0)
         return 0;
     cf_plan p;
-    cf_make_plan(geom, mr, nr, mc, kc, (size_t)elsize, nthreads, &p);
+    cf_plan_call(geom, mr, nr, mc, kc, (size_t)elsize, nthreads, &p);
     return (nnl_idx)(cf_work_bytes(&p, (size_t)elsize) + 64);
 }

@@ -237,33 +237,55 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
                            int n, nnl_idx t0, T *yr, nnl_idx ysf, T alpha, T beta, int first,
                            int last, const T *bias, int act)
 {
-    nnl_idx e = 0, t = t0;
-    while (e < n) {
+    /* the tile's columns as runs [e, e + len) -> y columns [ycol, ycol + len) */
+    nnl_idx seg_e[130], seg_y[130], seg_len[130];
+    int ns = 0;
+    for (nnl_idx e = 0, t = t0; e < n && ns < 130;) {
         const nnl_idx i = t / p->wq, j = t - i * p->wq;
         const nnl_idx run = cf_min(n - e, p->wq - j);
-        const nnl_idx len = j < g->ow ? cf_min(run, g->ow - j) : 0;
-        for (int r = 0; r < m; r++) {
-            const T *s = tile + r * p->nr + e;
-            T *d = yr + r * ysf + i * g->ow + j;
-            const T b = (last && bias) ? bias[r] : (T)0;
-            for (nnl_idx c = 0; c < len; c++) {
-                T v = alpha * s[c];
-                if (!first)
-                    v += d[c];
-                else if (beta != 0)
-                    v += beta * d[c];
-                if (last) {
-                    v += b;
+        if (j < g->ow) {
+            seg_e[ns] = e, seg_y[ns] = i * g->ow + j, seg_len[ns] = cf_min(run, g->ow - j);
+            ns++;
+        }
+        e += run, t += run;
+    }
+    const int plain = alpha == (T)1;
+    for (int r = 0; r < m; r++) {
+        const T *s = tile + r * p->nr;
+        T *d = yr + r * ysf;
+        for (int q = 0; q < ns; q++) {
+            const T *NNL_RESTRICT ss = s + seg_e[q];
+            T *NNL_RESTRICT dd = d + seg_y[q];
+            const nnl_idx len = seg_len[q];
+            if (!first && plain) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] += ss[c];
+            } else if (first && beta == 0 && plain) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = ss[c];
+            } else if (first && beta == 0) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = alpha * ss[c];
+            } else if (first) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = alpha * ss[c] + beta * dd[c];
+            } else {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] += alpha * ss[c];
+            }
+            if (last && (bias || act != NNL_ACT_NONE)) {
+                const T b = bias ? bias[r] : (T)0;
+                for (nnl_idx c = 0; c < len; c++) {
+                    T v = dd[c] + b;
                     if (act != NNL_ACT_NONE) {
                         v = ((T)0 > v) ? (T)0 : v;          /* NaN stays NaN */
                         if (act == NNL_ACT_RELU6)
                             v = (v > (T)6) ? (T)6 : v;
                     }
+                    dd[c] = v;
                 }
-                d[c] = v;
             }
         }
-        e += run, t += run;
     }
 }
 
@@ -347,7 +369,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
         return NNL_OK;
     }
     cf_plan p;
-    cf_make_plan(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, &p);
+    cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, &p);
     char *work = (char *)cf_alloc64(cf_work_bytes(&p, sizeof(T)));
     if (work == NULL)
         return NNL_ENOMEM;

@@ -6,6 +6,21 @@
 """
 __version__ = "0.1.0"
 
+
+def _thread_policy():
+    # OpenMP workers sleep (futex) instead of spin-waiting between parallel regions: on a loaded
+    # or shared machine a spinning team turns a 1 ms 2-thread conv into 10-40 ms (measurements
+    # in README, "Backends and threads"). libgomp reads this once, when the first extension
+    # loads it, so it is set here before any extension import; an explicit OMP_WAIT_POLICY or
+    # GOMP_SPINCOUNT in the environment is left alone.
+    import os
+
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+_thread_policy()
+
 from ._config import (  # noqa: F401
     available_backends,
     backend,

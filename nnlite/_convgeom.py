@@ -237,12 +237,51 @@ def _batched(x_shape):
     return tuple(x_shape) if len(x_shape) == 4 else (1,) + tuple(x_shape)
 
 
+# Validated geometries by argument tuple: a network calls the same few convs over and over, and
+# the checks below cost ~10 us per call. Only successful validations are stored (errors are
+# raised again every time); unhashable arguments simply bypass the cache.
+_CACHE_SIZE = 512
+_cache = {}
+
+
+def _key(v):
+    # 1, 1.0 and True compare (and hash) equal, but only 1 is valid: keep the type of anything
+    # that is not a plain int or str
+    t = type(v)
+    if t is int or t is str:
+        return v
+    if t is tuple or t is list:
+        return tuple(_key(e) for e in v)
+    return (t, v)
+
+
+def _cached(fn, x_shape, w_shape, b_shape, *params):
+    """fn(x_shape, w_shape, b_shape, *params), from the cache when the same arguments were
+    validated before (shapes are tuples of ints; ``params`` are the user's stride, padding...)."""
+    try:
+        key = (fn, x_shape, w_shape, b_shape) + tuple(_key(a) for a in params)
+        hit = _cache.get(key)
+    except TypeError:
+        return fn(x_shape, w_shape, b_shape, *params)
+    if hit is None:
+        hit = fn(x_shape, w_shape, b_shape, *params)
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        _cache[key] = hit
+    return hit
+
+
 def conv2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=0, dilation=1, groups=1,
                     dtypes=None):
     """Validate F.conv2d's arguments (torch's order) and return its ``ConvGeometry``.
 
     ``dtypes``: optional (x_dtype, w_dtype, b_dtype-or-None), checked first.
     """
+    return _cached(_conv2d_geometry, x_shape, w_shape, b_shape, stride, padding, dilation, groups,
+                   dtypes)
+
+
+def _conv2d_geometry(x_shape, w_shape, b_shape, stride, padding, dilation, groups, dtypes):
     op = "conv2d"
     if dtypes is not None:
         _check_dtypes(op, *dtypes)
@@ -279,6 +318,12 @@ def conv_transpose2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=
     Image side = the transposed conv's OUTPUT (N, Cout, Hout, Wout); column side = its input
     (N, Cin, H, W); Hout = (H-1)*s - 2p + d*(k-1) + op + 1 (SPEC §2.2).
     """
+    return _cached(_conv_transpose2d_geometry, x_shape, w_shape, b_shape, stride, padding,
+                   output_padding, groups, dilation, dtypes)
+
+
+def _conv_transpose2d_geometry(x_shape, w_shape, b_shape, stride, padding, output_padding,
+                               groups, dilation, dtypes):
     op = "conv_transpose2d"
     if dtypes is not None:
         _check_dtypes(op, *dtypes)

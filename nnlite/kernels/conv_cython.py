@@ -26,9 +26,9 @@ except ImportError:  # pragma: no cover - depends on the build
     _convfast = None
 
 
-# Below this many column entries a call runs on one thread: starting an OpenMP team costs more
-# than the copy, and on a loaded machine idle-spinning team threads slow everyone down.
-_PARALLEL_MIN = 1 << 15
+# Below this many column entries a call runs on one thread: waking an OpenMP team (passive
+# waiting, see nnlite/__init__.py) costs about 10 us, the copy of 2**17 floats about as long.
+_PARALLEL_MIN = 1 << 17
 
 
 def _threads(size):

@@ -518,3 +518,12 @@ def test_multiple_outputs_and_output_that_is_an_input():
         np.testing.assert_allclose(out[0].data, np.maximum(m, 0), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(out[1].data, 1 / (1 + np.exp(-m)), rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(out[2].data, x)
+
+
+def test_reshape_rejects_a_float_shape_tensor():
+    x = rand(2, 3)
+    node = oh.make_node("Reshape", ["x", "t"], ["y"])
+    mod = nxo.load(build([node], [("x", x)], {"t": np.array([3.0, 2.0], np.float32)})
+                   .SerializeToString())
+    with pytest.raises(TypeError, match="shape input must be int64, got float32"):
+        mod(x)

@@ -264,6 +264,8 @@ def reshape_target(shape_in, target, allowzero):
 @_op("Reshape")
 def reshape(node, args, opset):
     x = args[0]
+    if "shape" not in node.attrs and _arr(args[1]).dtype.kind not in "iu":
+        raise TypeError(f"Reshape: the shape input must be int64, got {_arr(args[1]).dtype}")
     target = node.attrs["shape"] if "shape" in node.attrs else _ints(args[1])
     shape = reshape_target(x.shape, target, int(node.attrs.get("allowzero", 0)))
     return [x.reshape(*shape)]

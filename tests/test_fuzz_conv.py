@@ -288,13 +288,21 @@ def module_cases(draw):
             kwargs[key] = bad
     hw = (draw(st.integers(1, 7), label="h"), draw(st.integers(1, 7), label="w"))
     n = draw(st.sampled_from([0, 1, 2]), label="n")
-    return transposed, cin, cout, kwargs, hw, n, rng
+    size = None
+    if transposed and draw(st.booleans(), label="output_size?"):
+        # around the natural size: some legal (within +stride), some not; 2 or 4 entries
+        size = [draw(st.integers(0, 2 * v + 4), label="size") for v in hw]
+        if draw(st.booleans(), label="with N, C"):
+            size = [n, cout] + size
+        if draw(st.integers(0, 9), label="bad size?") == 0:
+            size = draw(st.sampled_from([[1], [1, 2, 3], "77", [2 ** 62, 2 ** 62], [-3, 4]]))
+    return transposed, cin, cout, kwargs, hw, n, size, rng
 
 
 @fuzz_settings(80)
 @given(case=module_cases())
 def test_fuzz_conv_modules(case, memory_cap):
-    transposed, cin, cout, kwargs, hw, n, rng = case
+    transposed, cin, cout, kwargs, hw, n, draw_size, rng = case
     cls = nn.ConvTranspose2d if transposed else nn.Conv2d
     mod = outcome(cls, cin, cout, **kwargs, memory_ok=True)
     if isinstance(mod, Failed):
@@ -302,9 +310,13 @@ def test_fuzz_conv_modules(case, memory_cap):
     dtype = mod.weight.dtype
     x = make_array(rng, (n, cin) + hw, dtype, "c")
 
+    out_size = None
+    if transposed and draw_size is not None:
+        out_size = draw_size
+
     def run():
         t = nnlite.tensor(x, requires_grad=True)
-        y = mod(t)
+        y = mod(t) if out_size is None else mod(t, output_size=out_size)
         y.backward(np.ones(y.shape, y.dtype))
         return y.data, t.grad
 

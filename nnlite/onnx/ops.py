@@ -27,8 +27,11 @@ def _arr(t):
     return t.data if isinstance(t, Tensor) else np.asarray(t)
 
 
-def _ints(t):
-    return [int(v) for v in np.asarray(_arr(t)).reshape(-1)]
+def _ints(t, what="an index input"):
+    a = np.asarray(_arr(t))
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be int64, got {a.dtype}")
+    return [int(v) for v in a.reshape(-1)]
 
 
 def _axis(axis, rank, what):
@@ -264,9 +267,8 @@ def reshape_target(shape_in, target, allowzero):
 @_op("Reshape")
 def reshape(node, args, opset):
     x = args[0]
-    if "shape" not in node.attrs and _arr(args[1]).dtype.kind not in "iu":
-        raise TypeError(f"Reshape: the shape input must be int64, got {_arr(args[1]).dtype}")
-    target = node.attrs["shape"] if "shape" in node.attrs else _ints(args[1])
+    target = (node.attrs["shape"] if "shape" in node.attrs
+              else _ints(args[1], "Reshape: the shape input"))
     shape = reshape_target(x.shape, target, int(node.attrs.get("allowzero", 0)))
     return [x.reshape(*shape)]
 
@@ -290,7 +292,7 @@ def shape(node, args, opset):
 def gather(node, args, opset):
     x, idx = args
     axis = _axis(node.attrs.get("axis", 0), x.ndim, node.label())
-    ind = np.asarray(_arr(idx)).astype(np.int64)
+    ind = np.asarray(_ints(idx, "Gather: indices"), np.int64).reshape(np.shape(_arr(idx)))
     n = x.shape[axis]
     if ind.size and (ind.min() < -n or ind.max() >= n):
         raise ValueError(f"{node.label()}: indices {ind.tolist()} out of range for axis "
@@ -304,7 +306,8 @@ def gather(node, args, opset):
 def _axes_arg(node, args, opset, since):
     if opset < since or "axes" in node.attrs:
         return node.attrs.get("axes")
-    return _ints(args[1]) if len(args) > 1 and args[1] is not None else None
+    return (_ints(args[1], f"{node.op}: axes") if len(args) > 1 and args[1] is not None
+            else None)
 
 
 @_op("Unsqueeze")
@@ -398,7 +401,7 @@ def pad(node, args, opset):
     if opset < 11:
         pads, value = node.attrs["pads"], float(node.attrs.get("value", 0.0))
     else:
-        pads = _ints(args[1])
+        pads = _ints(args[1], "Pad: pads")
         value = float(_arr(args[2]).item()) if len(args) > 2 and args[2] is not None else 0.0
     mode = _PAD_MODES[node.attrs.get("mode", "constant")]
     tp = G.onnx_pads_to_torch(pads, x.ndim)

@@ -46,6 +46,16 @@ except ImportError:  # pragma: no cover - depends on the build
 
 _ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
 
+# planops kernels below this much work (taps x outputs, or planes) run on one thread: waking a
+# second OpenMP thread (passive waiting) costs ~0.1 ms, more than a small layer takes
+_PAR_WORK, _PAR_PLANES = 10_000_000, 4096
+
+
+def _threads_for(planes, work):
+    if planes >= _PAR_PLANES or work >= _PAR_WORK:
+        return get_num_threads
+    return lambda: 1
+
 
 def _native(*arrays):
     """True when nnlite._planops can take these 4-D arrays (unit stride along W)."""
@@ -255,12 +265,13 @@ class ConvKernel(Kernel):
             w2 = np.ascontiguousarray(self.w_taps.T)                   # (C, KH*KW)
             b = np.zeros(C, dt) if bias is None else bias
             code = _ACT_CODE[act]
+            threads = _threads_for(N * C, N * C * oh * ow * kh * kw)
 
             def run_native():
                 if r is not None and not same:
                     np.copyto(y, r)
                 _planops.depthwise_conv2d(x, w2, b, y, kh, kw, sh, sw, pt, pl, dh, dw, code,
-                                          r is not None, get_num_threads())
+                                          r is not None, threads())
             return run_native
         if self.padded is not None:
             xp = _scratch(scratch, self.padded, dt)
@@ -323,8 +334,8 @@ class PoolKernel(Kernel):
         pt, pl = self.pads[0], self.pads[1]
         oh, ow = self.out
         if self.op == "MaxPool" and _native(x, y):
-            return lambda: _planops.max_pool2d(x, y, kh, kw, sh, sw, pt, pl, dh, dw,
-                                               get_num_threads())
+            threads = _threads_for(N * C, N * C * oh * ow * kh * kw)
+            return lambda: _planops.max_pool2d(x, y, kh, kw, sh, sw, pt, pl, dh, dw, threads())
         fill = -np.inf if self.op == "MaxPool" else 0.0
         if self.need_pad:
             xp = _scratch(scratch, self.padded, self.dtype)

@@ -11,9 +11,11 @@ pointwise projections, a dilated 3x3 (d=2), a grouped 3x3 (g=32), a transposed 4
 Per layer and batch, every candidate runs in this process on the same input, interleaved
 round-robin (``_timing.interleave``: median of ``--repeat`` rounds, calls shorter than 20 ms
 repeated within a round): nnlite's F.conv2d (F.conv_transpose2d, F.max_pool2d) under each
-``nnlite.conv_algorithm`` it accepts and under the default ('auto', per layer), and PyTorch's
-functional op. Columns:
+``nnlite.conv_algorithm`` that is distinct for the layer, and PyTorch's functional op. Columns:
 
+    algorithm the conv algorithm (``nnlite.conv_algorithm``); "(auto)" marks the one the default
+              'auto' picks for the layer, which the /torch summary uses. 'direct' is listed
+              only for depthwise layers (elsewhere it runs 'implicit')
     ms        median time of the call (Tensor in, Tensor out, no autograd graph)
     GF/s      2*N*F*(C/G)*KH*KW*OH*OW / time (max pool: one op per window tap)
     %peak     GF/s / the GEMM peak measured at the start (nnlite.kernels.gemm, 2048^2 x 2048
@@ -96,10 +98,16 @@ def gemm_peak(nthreads, repeat, quick):
     return _timing.gflops(2.0 * s ** 3, _timing.median(t["gemm"]))
 
 
-def _algorithms(kind):
+def _algorithms(kind, geom):
+    """The distinct algorithms of a layer: each name the selector accepts, except those that
+    resolve to another one for this layer ('direct' on a conv that is not depthwise)."""
     if kind != "conv":
         return ["auto"]
-    return ["auto"] + [a for a in nnlite.available_conv_algorithms() if a != "auto"]
+    out = []
+    for a in nnlite.available_conv_algorithms():
+        if a != "auto" and nnlite._algorithms.resolve(geom, a) == a:
+            out.append(a)
+    return out
 
 
 def _extra_bytes(kind, algo, geom, nthreads):
@@ -165,7 +173,9 @@ def _cases(layer, n, rng):
 def bench_layer(layer, n, nthreads, repeat, peak, rng):
     name, kind = layer[0], layer[1]
     geom, flops, ours, theirs = _cases(layer, n, rng)
-    cands = {a: ours(a) for a in _algorithms(kind)}
+    algos = _algorithms(kind, geom)
+    default = algos[0] if kind != "conv" else nnlite._algorithms.resolve(geom, "auto")
+    cands = {a: ours(a) for a in algos}
     if theirs is not None:
         cands["torch"] = theirs
     with nnlite.no_grad():
@@ -176,21 +186,17 @@ def bench_layer(layer, n, nthreads, repeat, peak, rng):
             times = _timing.interleave(cands, repeat=repeat, warmup=2, min_time=0.02)
     t_torch = _timing.median(times["torch"]) if "torch" in times else None
     rows = []
-    for algo in cands:
-        if algo == "torch":
-            continue
+    for algo in algos:
         t = _timing.median(times[algo])
         gf = _timing.gflops(flops, t)
-        label = algo if kind == "conv" else "-"
-        if algo == "auto" and kind == "conv":
-            label = f"auto={nnlite._algorithms.resolve(geom, 'auto')}"
+        extra = _extra_bytes(kind, algo, geom, nthreads)
+        label = "-" if kind != "conv" else (algo + " (auto)" if algo == default else algo)
         rows.append({
             "batch": n, "layer": name, "algorithm": label, "kind": kind, "algo": algo,
-            "t": t, "t_torch": t_torch,
+            "default": algo == default, "t": t, "t_torch": t_torch,
             "ms": f"{t * 1e3:.3f}", "best ms": f"{_timing.best(times[algo]) * 1e3:.3f}",
             "GF/s": f"{gf:.1f}", "%peak": f"{100 * gf / peak:.0f}" if kind != "maxpool" else "",
-            "extra MB": f"{_extra_bytes(kind, algo, geom, nthreads) / 2 ** 20:.2f}",
-            "extra": _extra_bytes(kind, algo, geom, nthreads), "gf": gf,
+            "extra MB": f"{extra / 2 ** 20:.2f}", "extra": extra, "gf": gf,
             "im2col": geom.workspace_bytes(np.float32) if kind == "conv" else 0,
             "torch ms": "" if t_torch is None else f"{t_torch * 1e3:.3f}",
             "/torch": "" if t_torch is None else f"{t / t_torch:.2f}",
@@ -202,7 +208,7 @@ def summary(rows, peak):
     """Target lines (see the module docstring) per batch, from the default-algorithm rows."""
     out = []
     for n in sorted({r["batch"] for r in rows}):
-        auto = [r for r in rows if r["batch"] == n and r["algo"] == "auto"]
+        auto = [r for r in rows if r["batch"] == n and r["default"]]
         ratios = [r["t"] / r["t_torch"] for r in auto if r["t_torch"]]
         line = f"batch {n}:"
         if ratios:
@@ -259,7 +265,7 @@ def main():
     for n in args.batch:
         for layer in layers:
             rows += bench_layer(layer, n, nthreads, repeat, peak, rng)
-            last = [r for r in rows if r["algo"] == "auto"][-1]
+            last = [r for r in rows if r["default"]][-1]
             print(f"  ... batch {n} {layer[0]}: {last['ms']} ms (torch {last['torch ms']})",
                   file=sys.stderr, flush=True)
     print()

@@ -3,15 +3,21 @@
  *     y[n, f, i, j] = act(beta * y[n, f, i, j] + bias[f]
  *                         + sum_{a, b} w[f, a*KW + b] * x[n, f/M, i*SH - PT + a*DH, j*SW - PL + b*DW])
  *
- * (taps in the padding skipped). One output row at a time: the tap rows inside the image are
- * found once per row; the interior columns (every tap inside the image) run in blocks of
- * NNL_DW_BLOCK vectors whose accumulators stay in registers (one vector load and one FMA per
- * tap and vector, one store per vector), the few border columns in a scalar loop with checks.
+ * (taps in the padding contribute 0). Per plane, the zero-padded plane is copied into its
+ * stride-phase "wide" layout (as nnlite._planops does, see dw_plane_wide): every tap then reads
+ * one contiguous stream, and the whole plane is ONE loop over blocks of NNL_DW_BLOCK vectors
+ * whose accumulators stay in registers (a vector load and an FMA per tap and vector, one store
+ * per vector), instead of one pass over the output per tap. The valid columns are copied out
+ * through the epilogue. Planes whose wide layout would exceed NNL_DW_WIDE_MAX elements (or when
+ * the buffer cannot be allocated) run dw_plane: the same register blocks over each output
+ * row's interior columns, a checked scalar loop for the border columns.
+ *
  * Vectors are GCC/Clang vector extensions sized to the widest unit the build targets
- * (AVX-512: 64 bytes), so the kernel is portable C. OpenMP over the N*F planes (each plane of
- * y is written by one thread only); nothing is allocated. No tap ever reads outside the image
- * plane: rows are range-checked, interior columns are proven in range by [j0, j1), border
- * columns are checked one by one.
+ * (AVX-512: 64 bytes), so the kernel is portable C. OpenMP over the N*F planes (each plane of y
+ * is written by one thread only; one plane buffer per thread, malloc'd per call). No tap ever
+ * reads outside the image plane: the wide copy range-checks rows and clips columns; in the row
+ * kernel rows are range-checked, interior columns proven in range by [j0, j1), border columns
+ * checked one by one.
  */
 #include <stdlib.h>
 #include <string.h>

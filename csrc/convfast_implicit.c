@@ -1,18 +1,34 @@
 /* Implicit-GEMM conv2d driver (see convfast.h for the contract).
  *
  * Work units, as in the GEMM driver: (image n, group g, at most MC output channels, a range of
- * NR-wide column panels). A thread computes a unit alone, with its own packing buffers:
+ * NR-wide GEMM columns). A thread computes a unit alone, with its own buffers:
  *
- *   for pc in K by KC:
+ *   [copy the unit's band of image rows, zero-padded and stride-phase split]   (CF_WIDE)
+ *   for pc in K by KC (up to NNL_CF_KC_WIDE * KC, see cf_plan_call):
  *     pack W_g[rows, pc:+KC] -> Ap                       MR-tall micro-panels, L2-resident
  *     for jc in the unit's columns by CHUNK*NR:
- *       pack cols_g[pc:+KC, jc:+CHUNK*NR] -> Bp          straight from the image (no im2col)
+ *       pack cols_g[pc:+KC, jc:+CHUNK*NR] -> Bp          from the image, never an im2col matrix
  *       for each NR panel q of the chunk:                KC x NR micro-panel, L1/L2
  *         for ir in rows by MR:  micro-kernel y[ir:+MR, q] (+)= Ap[ir] @ Bp[q]
  *
- * Extra memory: per thread one MC x KC block of weights and one KC x CHUNK*NR block of columns
- * (a few hundred KB whatever the layer), instead of the C*KH*KW*OH*OW column matrix per image.
- * The K slices and the MR x NR tile grid (anchored at row 0 / column 0 of each (n, g) product)
+ * Where the B panels come from (cf_make_plan picks one per call):
+ *   CF_WIDE     the "wide" layout of nnlite._planops: per channel, the zero-padded image split
+ *               into its SH*SW stride phases (HQ x WQ each, WQ = OW + (KW-1)*DW/SW). GEMM column
+ *               t = i*WQ + j is output pixel (i, j) for j < OW (the WQ - OW others are computed
+ *               and dropped), and B row k = (c, a, b) is ONE contiguous run of the phase of tap
+ *               (a, b), so a panel row is a single 48-float copy. A unit copies only the band
+ *               of phase rows its columns read; the micro-kernel writes an MR x NR tile that
+ *               cf_scatter adds into y without the dropped columns. Chosen when the padded
+ *               image is at most a quarter of the column matrix (3x3 stride 1: 1/9).
+ *   CF_SELF     stride 1, no padding, whole rows: the image itself is the wide layout (no copy;
+ *               for a pointwise conv the GEMM runs on the image directly, writing y in place).
+ *   CF_SEGMENTS otherwise (e.g. a strided conv whose kernel is not wider than the stride): the
+ *               panels are packed from the image with the im2col index arithmetic, zeros for
+ *               the padding (cf_pack_cols).
+ *
+ * Extra memory: per thread one A block, one B chunk, a tile and the band copy: a few hundred KB
+ * (at most a quarter of the column matrix) instead of the C*KH*KW*OH*OW column matrix per
+ * image. The K slices and the MR x NR tile grid (anchored at column 0 of each (n, g) product)
  * are fixed by the shape alone, so every element is reduced in the same order for any thread
  * count. Units are handed out dynamically: no barrier inside a call, so a core taken by another
  * process for a while only means the other thread takes more units. Nothing is static; the

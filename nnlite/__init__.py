@@ -8,15 +8,20 @@ __version__ = "0.1.0"
 
 
 def _thread_policy():
-    # OpenMP workers sleep (futex) instead of spin-waiting between parallel regions: on a loaded
-    # or shared machine a spinning team turns a 1 ms 2-thread conv into 10-40 ms (measurements
-    # in README, "Backends and threads"). libgomp reads this once, when the first extension
-    # loads it, so it is set here before any extension import; an explicit OMP_WAIT_POLICY or
-    # GOMP_SPINCOUNT in the environment is left alone.
+    # No two thread pools spinning on the same cores (README, "Backends and threads"):
+    # - OpenMP workers sleep (futex) between parallel regions instead of spin-waiting: on a
+    #   loaded or shared machine a spinning team turns a 1 ms 2-thread conv into 10-40 ms.
+    #   libgomp reads this once, when the first extension loads it, so it is set before any
+    #   extension import.
+    # - OpenBLAS workers spin ~0.1 s after every BLAS call (2**28 cycles) and halve the speed of
+    #   the OpenMP conv that follows; 4 makes them sleep at once. OpenBLAS reads it when NumPy
+    #   loads it: effective when nnlite is imported before NumPy (else export it).
+    # Values already in the environment are left alone.
     import os
 
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 _thread_policy()

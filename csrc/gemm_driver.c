@@ -37,6 +37,9 @@
 #ifndef NNL_MIN_UNIT_PANELS
 #define NNL_MIN_UNIT_PANELS 4                /* narrowest unit, in NR panels */
 #endif
+#ifndef NNL_MIN_UNIT_ROWS
+#define NNL_MIN_UNIT_ROWS 64                 /* shortest unit (rows) when splitting for balance */
+#endif
 
 /* GCC turns the packing copies into one memcpy call per 100-200 byte row; keep them inline. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -72,6 +75,11 @@ static nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
 static nnl_idx nnl_min(nnl_idx a, nnl_idx b)
 {
     return a < b ? a : b;
+}
+
+static nnl_idx nnl_max(nnl_idx a, nnl_idx b)
+{
+    return a > b ? a : b;
 }
 
 /* n elements of elsize bytes rounded up to a whole number of 64-byte lines (in elements) */

@@ -237,8 +237,8 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
      * column groups of whole NR panels. Serial: one column group. Threaded: aim at
      * NNL_UNITS_PER_THREAD units per thread (handed out dynamically, so a thread that loses its
      * core for a while is covered by the others), at least NNL_MIN_UNIT_PANELS panels wide
-     * (each unit re-packs its A rows); if that still leaves a thread idle, use narrower units,
-     * then split the rows further. */
+     * (each unit re-packs its A rows) and NNL_MIN_UNIT_ROWS rows tall (each row group re-packs
+     * B); if that still leaves a thread idle, use narrower units, then shorter ones. */
     const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
     nnl_idx ru = nnl_cdiv(M, kd->mc), cu = 1;
     if (nt > 1) {
@@ -246,6 +246,8 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
         const nnl_idx need = nnl_cdiv((nnl_idx)nt, batch);
         if (ru * cu < want)
             cu = nnl_min(nnl_cdiv(want, ru), nnl_cdiv(Q, NNL_MIN_UNIT_PANELS));
+        if (ru * cu < want)
+            ru = nnl_max(ru, nnl_min(nnl_cdiv(want, cu), M / NNL_MIN_UNIT_ROWS));
         if (ru * cu < need)
             cu = nnl_min(nnl_cdiv(need, ru), Q);
         if (ru * cu < need)

@@ -210,11 +210,7 @@ BAD_ONNX = {
 }
 
 
-KNOWN = {"reshape to float": "F7: Reshape accepts a float shape tensor (ONNX requires int64)"}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN[c]))
-                                  if c in KNOWN else c for c in sorted(BAD_ONNX)])
+@pytest.mark.parametrize("case", sorted(BAD_ONNX))
 def test_onnx_invalid_attributes_shapes_and_references(case, memory_cap):  # noqa: F811
     res = _import_and_run(_model(**BAD_ONNX[case]).SerializeToString())
     assert isinstance(res, (ValueError, TypeError)), f"{case}: accepted, gave {res!r}"

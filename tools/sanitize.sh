@@ -43,7 +43,9 @@ TESTS=(tests/test_im2col.py tests/test_gemm.py tests/test_conv2d.py
        tests/test_conv_transpose2d.py tests/test_pad.py tests/test_pool_max.py
        tests/test_pool_avg.py tests/test_pool_geometry.py tests/test_pool_unpool.py
        tests/test_adaptive_pool.py tests/test_spp.py tests/test_roi_pool.py
-       tests/test_roi_align.py tests/test_concurrency.py)
+       tests/test_roi_align.py tests/test_concurrency.py tests/test_numerics.py
+       tests/test_untrusted_files.py tests/test_inference.py tests/test_onnx_import.py
+       tests/test_conv_algorithms.py)
 for f in "$DST"/tests/test_fuzz_*.py; do [ -e "$f" ] && TESTS+=("tests/$(basename "$f")"); done
 present=()
 for t in "${TESTS[@]}"; do [ -e "$DST/$t" ] && present+=("$t"); done
@@ -56,8 +58,13 @@ echo 'raise ImportError("torch is hidden in the sanitizer run (tools/sanitize.sh
 
 cd "$DST"
 export PYTHONPATH="$DST:$DST/.san_shims${PYTHONPATH:+:$PYTHONPATH}"
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+# Reports go to files (pytest captures fd 2, and an aborting process loses the capture).
+# allocator_may_return_null=1: an impossible allocation returns NULL (numpy then raises
+# MemoryError, as with glibc) instead of being reported as allocation-size-too-big.
+LOGS="$DST/sanitizer-reports"
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:allocator_may_return_null=1:log_path=$LOGS/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$LOGS/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export NNLITE_SANITIZED=1
 # the copy, not the editable install, must be the nnlite under test
 LD_PRELOAD="$LIBASAN" python - <<PY
@@ -67,5 +74,16 @@ assert m.__file__.startswith("$DST/"), m.__file__
 print("sanitize.sh: testing", nnlite.__file__, "backends", nnlite.available_backends())
 PY
 echo "sanitize.sh: pytest ${present[*]} $*"
+status=0
 LD_PRELOAD="$LIBASAN" python -m pytest -q -p no:cacheprovider -o addopts="" -m "not torch" \
-    "${present[@]}" "$@"
+    "${present[@]}" "$@" || status=$?
+# report files also hold harmless "failed to allocate" warnings (impossible sizes -> NULL)
+if compgen -G "$LOGS/*" > /dev/null && grep -lE "ERROR: |runtime error:" "$LOGS"/* > /dev/null
+then
+    echo "sanitize.sh: SANITIZER REPORTS:"
+    cat "$LOGS"/*
+    [ "$status" -eq 0 ] && status=1
+else
+    echo "sanitize.sh: no AddressSanitizer/UndefinedBehaviorSanitizer reports"
+fi
+exit "$status"

@@ -19,6 +19,7 @@
  * kernel rows are range-checked, interior columns proven in range by [j0, j1), border columns
  * checked one by one.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,14 @@
 /* Below this many multiply-adds a call runs on one thread. */
 #ifndef NNL_DW_MIN_PARALLEL_MACS
 #define NNL_DW_MIN_PARALLEL_MACS (1.0 * (1 << 20))
+#endif
+
+/* GCC turns short copy loops into memcpy/memset calls; the per-call cost dominates 200-byte
+ * rows, so the plane copy keeps its loops inline. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNL_DW_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NNL_DW_NO_MEMCPY_IDIOM
 #endif
 
 static nnl_idx dw_min(nnl_idx a, nnl_idx b)

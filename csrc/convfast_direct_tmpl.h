@@ -139,6 +139,7 @@ static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bia
  * ph_ab[t + qa*WQ + qb], so the whole plane is one register-blocked vector loop. */
 typedef struct {
     nnl_idx hq, wq, phase, len, slack, need;   /* sizes in elements */
+    nnl_idx nslots;                            /* output vectors of a plane (0: OW < VL) */
 } FN(dw_wide);
 
 static void FN(dw_wide_sizes)(const nnl_conv_geom *g, FN(dw_wide) *s)
@@ -148,7 +149,8 @@ static void FN(dw_wide_sizes)(const nnl_conv_geom *g, FN(dw_wide) *s)
     s->len = (g->oh - 1) * s->wq + g->ow;
     s->slack = NNL_DW_BLOCK * DW_VL;             /* reads/writes past len stay in the buffer */
     s->phase = s->hq * s->wq + s->slack;
-    s->need = g->sh * g->sw * s->phase + s->len + s->slack;
+    s->need = g->sh * g->sw * s->phase;
+    s->nslots = g->ow >= DW_VL ? g->oh * ((g->ow + DW_VL - 1) / DW_VL) : 0;
 }
 
 /* offs[k] = where tap k = a*KW + b reads in the phase buffers, relative to t */
@@ -162,11 +164,127 @@ static void FN(dw_wide_offsets)(const nnl_conv_geom *g, const FN(dw_wide) *s, nn
         }
 }
 
-static void FN(dw_plane_wide)(const nnl_conv_geom *g, const FN(dw_wide) *s, const nnl_idx *offs,
+/* The output rows of one plane from its wide layout in buf: y[i, j] = bias + sum_k w[k] *
+ * buf[offs[k] + i*WQ + j] (+ beta*y, act), register blocks of NNL_DW_BLOCK vectors along each
+ * row, then single vectors; the last partial vector is recomputed overlapping the one before
+ * (same values) when beta == 0, else done element by element. ``taps`` is a compile-time
+ * constant after inlining for the common 3x3 kernel, so the weights stay in registers. */
+/* slots[2q], slots[2q+1] = wide and y offsets of output vector q: row i, vector u of
+ * ceil(OW/VL) starting at min(u*VL, OW - VL) (OW >= VL). */
+static void FN(dw_wide_slots)(const nnl_conv_geom *g, const FN(dw_wide) *s, int32_t *slots)
+{
+    const nnl_idx npos = (g->ow + DW_VL - 1) / DW_VL;
+    nnl_idx q = 0;
+    for (nnl_idx i = 0; i < g->oh; i++)
+        for (nnl_idx u = 0; u < npos; u++, q++) {
+            const nnl_idx j = u * DW_VL < g->ow - DW_VL ? u * DW_VL : g->ow - DW_VL;
+            slots[2 * q] = (int32_t)(i * s->wq + j);
+            slots[2 * q + 1] = (int32_t)(i * g->ow + j);
+        }
+}
+
+static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(dw_wide) *s,
+                                               const nnl_idx *offs, const int32_t *slots,
+                                               const T *wf, T bias,
+                                               T beta, T *yp, int act, const T *buf,
+                                               const nnl_idx taps)
+{
+    DW_VEC wv[32];
+    const T *src[32];
+    const nnl_idx nk = taps < 32 ? taps : 32;   /* taps beyond 32 are read from wf/offs */
+    for (nnl_idx k = 0; k < nk; k++) {
+        wv[k] = FN(dw_set1)(wf[k]);
+        src[k] = buf + offs[k];
+    }
+    const DW_VEC vb = FN(dw_set1)(bias), vbeta = FN(dw_set1)(beta);
+    const nnl_idx ow = g->ow, wq = s->wq;
+    if (slots != NULL) {
+        /* beta == 0 and OW >= VL: the plane's output vectors, listed in ``slots`` as (wide
+         * offset, y offset) pairs (each row's vectors start at u*VL, its last one at OW - VL,
+         * overlapping a neighbour: same values), in groups of NNL_DW_BLOCK independent
+         * accumulators across row ends (the last group repeats its last vector). */
+        const nnl_idx nslots = s->nslots;
+        for (nnl_idx q0 = 0; q0 < nslots; q0 += NNL_DW_BLOCK) {
+            nnl_idx tt[NNL_DW_BLOCK], yy[NNL_DW_BLOCK];
+            DW_VEC acc[NNL_DW_BLOCK];
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++) {
+                const nnl_idx q = q0 + u < nslots ? q0 + u : nslots - 1;
+                tt[u] = slots[2 * q];
+                yy[u] = slots[2 * q + 1];
+                acc[u] = vb;
+            }
+            for (nnl_idx k = 0; k < taps; k++) {
+                const T *sk = k < nk ? src[k] : buf + offs[k];
+                const DW_VEC w = k < nk ? wv[k] : FN(dw_set1)(wf[k]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NNL_DW_BLOCK; u++)
+                    acc[u] += w * FN(dw_load)(sk + tt[u]);
+            }
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++)
+                FN(dw_store)(yp + yy[u], acc[u]);
+            if (act != NNL_ACT_NONE)
+                for (int u = 0; u < NNL_DW_BLOCK; u++)
+                    FN(dw_act_row)(yp + yy[u], DW_VL, act);
+        }
+        return;
+    }
+    for (nnl_idx i = 0; i < g->oh; i++) {
+        T *yr = yp + i * ow;
+        const nnl_idx t0 = i * wq;
+        nnl_idx j = 0;
+        for (; j + NNL_DW_BLOCK * DW_VL <= ow; j += NNL_DW_BLOCK * DW_VL) {
+            DW_VEC acc[NNL_DW_BLOCK];
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++)
+                acc[u] = vb;
+            for (nnl_idx k = 0; k < taps; k++) {
+                const T *sk = (k < nk ? src[k] : buf + offs[k]) + t0 + j;
+                const DW_VEC w = k < nk ? wv[k] : FN(dw_set1)(wf[k]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NNL_DW_BLOCK; u++)
+                    acc[u] += w * FN(dw_load)(sk + u * DW_VL);
+            }
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++) {
+                if (beta != 0)
+                    acc[u] += vbeta * FN(dw_load)(yr + j + u * DW_VL);
+                FN(dw_store)(yr + j + u * DW_VL, acc[u]);
+            }
+            FN(dw_act_row)(yr + j, NNL_DW_BLOCK * DW_VL, act);
+        }
+        for (;;) {
+            nnl_idx jv = j;
+            if (j + DW_VL > ow) {
+                if (j >= ow || beta != 0 || ow < DW_VL)
+                    break;
+                jv = ow - DW_VL;   /* overlaps columns already written: same values */
+            }
+            DW_VEC acc = vb;
+            for (nnl_idx k = 0; k < taps; k++) {
+                const T *sk = (k < nk ? src[k] : buf + offs[k]) + t0 + jv;
+                acc += (k < nk ? wv[k] : FN(dw_set1)(wf[k])) * FN(dw_load)(sk);
+            }
+            if (beta != 0)
+                acc += vbeta * FN(dw_load)(yr + jv);
+            FN(dw_store)(yr + jv, acc);
+            FN(dw_act_row)(yr + jv, DW_VL, act);
+            j = jv + DW_VL;
+        }
+        for (; j < ow; j++) {
+            T acc = bias;
+            for (nnl_idx k = 0; k < taps; k++)
+                acc += wf[k] * buf[offs[k] + t0 + j];
+            yr[j] = FN(dw_act)(beta == 0 ? acc : acc + beta * yr[j], act);
+        }
+    }
+}
+
+static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g, const FN(dw_wide) *s, const nnl_idx *offs, const int32_t *slots,
                               const T *xp, const T *wf, T bias, T beta, T *yp, int act, T *buf)
 {
     const nnl_idx wq = s->wq, sh = g->sh, sw = g->sw;
-    T *yw = buf + sh * sw * s->phase;
     for (nnl_idx ra = 0; ra < sh; ra++)
         for (nnl_idx rb = 0; rb < sw; rb++) {
             T *ph = buf + (ra * sw + rb) * s->phase;
@@ -179,50 +297,37 @@ static void FN(dw_plane_wide)(const nnl_conv_geom *g, const FN(dw_wide) *s, cons
                 T *row = ph + u * wq;
                 const nnl_idx r = u * sh + ra - g->pt;
                 if ((size_t)r >= (size_t)g->h) {
-                    memset(row, 0, sizeof(T) * (size_t)wq);
+                    for (nnl_idx v = 0; v < wq; v++)
+                        row[v] = 0;
                     continue;
                 }
                 const T *xr = xp + r * g->xsr;
                 for (nnl_idx v = 0; v < v0; v++)
                     row[v] = 0;
                 if (sw == 1)
-                    memcpy(row + v0, xr + v0 + off, sizeof(T) * (size_t)(v1 - v0));
+                    for (nnl_idx v = v0; v < v1; v++)   /* inline: a memcpy call per row costs */
+                        row[v] = xr[v + off];
                 else
                     for (nnl_idx v = v0; v < v1; v++)
                         row[v] = xr[v * sw + off];
                 for (nnl_idx v = v1; v < wq; v++)
                     row[v] = 0;
             }
-            memset(ph + s->hq * wq, 0, sizeof(T) * (size_t)s->slack);
+            for (nnl_idx v = 0; v < s->slack; v++)
+                ph[s->hq * wq + v] = 0;
         }
-    const nnl_idx taps = g->kh * g->kw;
-    const DW_VEC vb = FN(dw_set1)(bias);
-    for (nnl_idx t = 0; t < s->len; t += NNL_DW_BLOCK * DW_VL) {
-        DW_VEC acc[NNL_DW_BLOCK];
-#pragma GCC unroll 8
-        for (int u = 0; u < NNL_DW_BLOCK; u++)
-            acc[u] = vb;
-        for (nnl_idx k = 0; k < taps; k++) {
-            const T *src = buf + offs[k] + t;
-            const DW_VEC wv = FN(dw_set1)(wf[k]);
-#pragma GCC unroll 8
-            for (int u = 0; u < NNL_DW_BLOCK; u++)
-                acc[u] += wv * FN(dw_load)(src + u * DW_VL);
-        }
-#pragma GCC unroll 8
-        for (int u = 0; u < NNL_DW_BLOCK; u++)
-            FN(dw_store)(yw + t + u * DW_VL, acc[u]);
-    }
-    for (nnl_idx i = 0; i < g->oh; i++) {
-        T *yr = yp + i * g->ow;
-        const T *src = yw + i * wq;
-        if (beta == 0 && act == NNL_ACT_NONE) {
-            memcpy(yr, src, sizeof(T) * (size_t)g->ow);
-        } else {
-            for (nnl_idx j = 0; j < g->ow; j++)
-                yr[j] = FN(dw_act)(beta == 0 ? src[j] : src[j] + beta * yr[j], act);
-        }
-    }
+    if (g->kh * g->kw == 9)
+        FN(dw_wide_rows)(g, s, offs, beta == 0 ? slots : NULL, wf, bias, beta, yp, act, buf, 9);
+    else
+        FN(dw_wide_rows)(g, s, offs, beta == 0 ? slots : NULL, wf, bias, beta, yp, act, buf,
+                         g->kh * g->kw);
+}
+
+/* the call's shared table: tap offsets, then the output vector slots (64-byte aligned) */
+static size_t FN(dw_head_bytes)(const nnl_conv_geom *g, const FN(dw_wide) *s)
+{
+    return ((size_t)g->kh * g->kw * sizeof(nnl_idx) + 63) / 64 * 64 +
+           ((size_t)s->nslots * 2 * sizeof(int32_t) + 63) / 64 * 64;
 }
 
 /* y (N, F, OH*OW) with strides (ysn, ysf) and contiguous planes; w (F, KH*KW); bias (F,) or
@@ -247,12 +352,18 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
     /* one block: the tap offsets, then a wide-layout buffer per thread (row kernel without) */
     T *bufs = NULL;
     nnl_idx *offs = NULL;
-    const size_t head = ((size_t)taps * sizeof(nnl_idx) + 63) / 64 * 64;
+    int32_t *slots = NULL;
+    const size_t head = FN(dw_head_bytes)(g, &ws);
     if (ws.need <= NNL_DW_WIDE_MAX) {
         offs = (nnl_idx *)malloc(head + sizeof(T) * (size_t)ws.need * (size_t)nt);
         if (offs != NULL) {
             bufs = (T *)((char *)offs + head);
             FN(dw_wide_offsets)(g, &ws, offs);
+            if (ws.nslots) {
+                slots = (int32_t *)((char *)offs + ((size_t)taps * sizeof(nnl_idx) + 63) / 64
+                                    * 64);
+                FN(dw_wide_slots)(g, &ws, slots);
+            }
         }
     }
 #ifdef _OPENMP
@@ -271,7 +382,7 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
             T *yp = y + n * g->ysn + f * g->ysf;
             const T b = bias ? bias[f] : (T)0;
             if (buf)
-                FN(dw_plane_wide)(g, &ws, offs, xp, w + f * taps, b, beta, yp, act, buf);
+                FN(dw_plane_wide)(g, &ws, offs, slots, xp, w + f * taps, b, beta, yp, act, buf);
             else
                 FN(dw_plane)(g, xp, w + f * taps, b, beta, yp, act, j0, j1);
         }
@@ -292,8 +403,7 @@ static nnl_idx FN(dw_workspace)(const nnl_conv_geom *g, int nthreads)
     const nnl_idx planes = g->n * g->f;
     nnl_idx nt = dw_threads(g, nthreads);
     nt = nt > planes ? planes : nt;
-    const nnl_idx head = (g->kh * g->kw * (nnl_idx)sizeof(nnl_idx) + 63) / 64 * 64;
-    return head + (nnl_idx)sizeof(T) * ws.need * nt;
+    return (nnl_idx)FN(dw_head_bytes)(g, &ws) + (nnl_idx)sizeof(T) * ws.need * nt;
 }
 
 #undef DW_VEC

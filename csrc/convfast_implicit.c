@@ -221,11 +221,28 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     const nnl_idx panels = cf_cdiv(p->ncols, nr);
     nnl_idx cu = 1;
     if (nt > 1) {
-        /* about NNL_CF_UNITS_PER_THREAD units per thread, none narrower than
-         * NNL_CF_MIN_UNIT_PANELS panels */
-        const nnl_idx want = cf_cdiv((nnl_idx)NNL_CF_UNITS_PER_THREAD * nt, items * p->ru);
-        const nnl_idx most = cf_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
-        cu = cf_min(want, most);
+        /* About NNL_CF_UNITS_PER_THREAD units per thread, cut by output channels (each unit
+         * packs its own rows of A: a strided gather, rows x K) and by columns (each unit packs
+         * its own columns of B: contiguous copies, K x columns). Of the cuts that give enough
+         * units, take the one that repacks least (A elements counted 4 times dearer); row
+         * groups keep at least 2*MR rows, column units at least NNL_CF_MIN_UNIT_PANELS panels.
+         * The cut never changes the arithmetic: row groups start at multiples of MR. */
+        const nnl_idx target = (nnl_idx)NNL_CF_UNITS_PER_THREAD * nt;
+        const nnl_idx most_c = cf_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
+        const nnl_idx most_r = cf_max(p->ru, p->fg / (2 * mr));
+        nnl_idx best_r = p->ru, best_c = 1, best_units = 0;
+        double best_cost = 0;
+        for (nnl_idx r = p->ru; r <= most_r; r++) {
+            const nnl_idx c = cf_min(most_c, cf_max(1, cf_cdiv(target, items * r)));
+            const nnl_idx units = cf_min(target, items * r * c);
+            const double cost = 4.0 * (double)c * p->fg + (double)r * p->ncols;
+            if (units > best_units || (units == best_units && cost < best_cost)) {
+                best_r = r, best_c = c, best_units = units, best_cost = cost;
+            }
+        }
+        p->mu = cf_cdiv(cf_cdiv(p->fg, best_r), mr) * mr;
+        p->ru = cf_cdiv(p->fg, p->mu);
+        cu = best_c;
     }
     p->nu = cf_cdiv(panels, cu) * nr;
     p->cu = cf_cdiv(p->ncols, p->nu);

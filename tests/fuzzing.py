@@ -6,9 +6,10 @@ never another exception, a crash or a hang. ``outcome`` classifies one call; ``a
 the outcomes of several backends; ``hang_guard`` turns a hang into a traceback and a failure.
 
 Budget: ``fuzz_settings(n)`` runs n examples in the ``dev`` profile and 2n in ``ci`` (the whole
-suite stays under 1 min / 2 min on the 2-core CI machine).
+suite stays under 1 min / 2 min on the 2-core CI machine); NNLITE_FUZZ_SCALE multiplies both.
 """
 import faulthandler
+import os
 import resource
 import sys
 
@@ -27,8 +28,10 @@ ALL = FAST + ["reference"]
 
 
 def budget(dev_examples):
-    """Examples for this profile: ``dev_examples`` (dev), twice that in ci."""
-    return dev_examples if settings.default.max_examples <= 25 else 2 * dev_examples
+    """Examples for this profile: ``dev_examples`` (dev), twice that in ci; times
+    NNLITE_FUZZ_SCALE (default 1) for a longer bug hunt, e.g. NNLITE_FUZZ_SCALE=20."""
+    n = dev_examples if settings.default.max_examples <= 25 else 2 * dev_examples
+    return max(1, int(n * float(os.environ.get("NNLITE_FUZZ_SCALE", "1"))))
 
 
 def fuzz_settings(dev_examples):

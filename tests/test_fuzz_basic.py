@@ -203,7 +203,8 @@ def test_fuzz_dropout(case, p, training):
     if not training or p == 0.0:
         np.testing.assert_array_equal(y.data, x)
     elif p == 1.0:
-        assert not np.any(y.data)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(y.data, x * 0)  # as PyTorch: NaN/inf * 0 = NaN
 
 
 # ------------------------------------------------------------------- modules and blocks

@@ -108,7 +108,7 @@ def max_avg_cases(draw, avg):
     return x, kwargs, rng, valid
 
 
-@fuzz_settings(150)
+@fuzz_settings(300)
 @given(case=max_avg_cases(avg=False))
 def test_fuzz_max_pool2d(case, memory_cap):
     x, kwargs, rng, valid = case
@@ -116,7 +116,7 @@ def test_fuzz_max_pool2d(case, memory_cap):
     _check(F.max_pool2d, x, kwargs, rng, valid, f"max_pool2d{kwargs}", with_indices=ri)
 
 
-@fuzz_settings(150)
+@fuzz_settings(300)
 @given(case=max_avg_cases(avg=True))
 def test_fuzz_avg_pool2d(case, memory_cap):
     x, kwargs, rng, valid = case
@@ -144,7 +144,7 @@ def adaptive_cases(draw):
     return x, size, rng, valid
 
 
-@fuzz_settings(120)
+@fuzz_settings(240)
 @given(case=adaptive_cases(), mode=st.sampled_from(["avg", "max", "max_idx"]))
 def test_fuzz_adaptive_pools(case, mode, memory_cap):
     x, size, rng, valid = case
@@ -167,7 +167,7 @@ def unpool_cases(draw):
     return x, k, s, p, how, rng
 
 
-@fuzz_settings(100)
+@fuzz_settings(200)
 @given(case=unpool_cases())
 def test_fuzz_max_unpool2d(case, memory_cap):
     x, k, s, p, how, rng = case
@@ -195,7 +195,7 @@ def test_fuzz_max_unpool2d(case, memory_cap):
           exact_nonfinite=ALL, valid=valid)
 
 
-@fuzz_settings(60)
+@fuzz_settings(120)
 @given(case=adaptive_cases(), levels=st.one_of(
     st.lists(st.integers(1, 4), min_size=1, max_size=3),
     st.sampled_from([[], [0], [-1], 3, "4", [1.5], [True], [2 ** 40]])),
@@ -208,7 +208,7 @@ def test_fuzz_spp(case, levels, mode, memory_cap):
            f"spp({levels}, {mode})", k=x.shape[-1] * x.shape[-2] if x.ndim >= 2 else 1)
 
 
-@fuzz_settings(80)
+@fuzz_settings(160)
 @given(case=max_avg_cases(avg=False), kind=st.sampled_from(["max", "avg", "amax", "aavg",
                                                              "spp"]))
 def test_fuzz_pool_modules(case, kind, memory_cap):

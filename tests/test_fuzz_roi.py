@@ -89,13 +89,13 @@ def _check(fn, case, **kwargs):
           exact_nonfinite=ALL, valid=valid)
 
 
-@fuzz_settings(150)
+@fuzz_settings(300)
 @given(case=roi_cases())
 def test_fuzz_roi_pool(case, memory_cap):
     _check(ops.roi_pool, case)
 
 
-@fuzz_settings(150)
+@fuzz_settings(300)
 @given(case=roi_cases(), sampling_ratio=st.sampled_from([-1, 0, 1, 2, 3]),
        aligned=st.booleans())
 def test_fuzz_roi_align(case, sampling_ratio, aligned, memory_cap):
@@ -124,7 +124,7 @@ def test_roi_ops_huge_boxes(backend_name, coord, memory_cap):
         outcome(on_backend, backend_name, fn, x, rois, 2, memory_ok=True, **kwargs)
 
 
-@fuzz_settings(40)
+@fuzz_settings(80)
 @given(case=roi_cases(), kind=st.sampled_from(["pool", "align"]))
 def test_fuzz_roi_modules(case, kind, memory_cap):
     x, boxes, output_size, scale, valid, rng = case

@@ -67,6 +67,13 @@ nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int 
  * chunks), or -1 for invalid arguments. */
 nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads, int isa);
 
+/* The implicit conv's B-direct micro-kernel (convfast_bdirect.c): tile (8 x 48, row stride 48)
+ * = ap (packed 8-row panel, kc deep) @ B, B row k = base[koff[k] .. koff[k] + 48). */
+void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base, const nnl_idx *koff,
+                           float *tile);
+/* 1 when that kernel matches the float32 GEMM family ``isa`` (AVX-512, 8 x 48) on this CPU. */
+int nnl_cf_bdirect_ok(int isa, int mr, int nr);
+
 /* 1 when the micro-kernel family runs on this CPU; the family NNL_ISA_AUTO resolves to. */
 int nnl_cf_isa_available(int isa);
 int nnl_cf_best_isa(void);

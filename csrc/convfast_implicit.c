@@ -47,6 +47,9 @@
 #ifndef NNL_CF_CHUNK_BYTES
 #define NNL_CF_CHUNK_BYTES ((size_t)96 << 10)  /* B chunk packed at once: beside the A block */
 #endif
+#ifndef NNL_CF_SELF_SCATTER_FG
+#define NNL_CF_SELF_SCATTER_FG 96  /* CF_SELF with at most this many rows: B-direct + scatter */
+#endif
 #ifndef NNL_CF_KC_WIDE
 #define NNL_CF_KC_WIDE 2   /* K slices up to this many times the GEMM's KC (see cf_plan_call) */
 #endif
@@ -184,7 +187,7 @@ typedef struct {
 } cf_plan;
 
 static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
-                         int nthreads, cf_plan *p)
+                         int nthreads, int bdirect, cf_plan *p)
 {
     p->mr = mr, p->nr = nr;
     p->fg = g->f / g->g;
@@ -216,7 +219,11 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     else
         p->mode = CF_SEGMENTS;
     p->ncols = p->mode == CF_SEGMENTS ? p->l : (g->oh - 1) * p->wq + g->ow;
-    p->scatter = p->mode != CF_SEGMENTS && p->wq != g->ow;
+    /* In the wide layouts the tile goes through cf_scatter when wide columns are dropped, and
+     * also for a short A (few output channels) when the B-direct kernel exists: packing B
+     * then costs more than the scatter, as every packed panel serves few rows. */
+    p->scatter = p->mode != CF_SEGMENTS &&
+                 (p->wq != g->ow || (bdirect && p->fg <= NNL_CF_SELF_SCATTER_FG));
 
     const nnl_idx panels = cf_cdiv(p->ncols, nr);
     nnl_idx cu = 1;
@@ -280,17 +287,17 @@ static size_t cf_work_bytes(const cf_plan *p, size_t elsize)
  * the GEMM's KC). The choice depends on the geometry only, never on the thread count, so the
  * K slicing (the summation order) is the same for every nthreads. */
 static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
-                         int nthreads, cf_plan *p)
+                         int nthreads, int bdirect, cf_plan *p)
 {
     int kc_call = kc;
     if (NNL_CF_KC_WIDE > 1) {
         const double cols = (double)g->n * g->c * g->kh * g->kw * g->oh * g->ow * elsize;
         const int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1;
-        cf_make_plan(g, mr, nr, mc, kc * NNL_CF_KC_WIDE, elsize, 2, p);
+        cf_make_plan(g, mr, nr, mc, kc * NNL_CF_KC_WIDE, elsize, 2, bdirect, p);
         if (pointwise || (double)cf_work_bytes(p, elsize) <= cols / 4)
             kc_call = kc * NNL_CF_KC_WIDE;
     }
-    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, p);
+    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, bdirect, p);
 }
 
 /* float32 */
@@ -298,7 +305,9 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define EPI_T nnl_epi_s
 #define KERNEL_T nnl_kernel_s
 #define FN(name) name##_s
+#define CF_BDIRECT 1
 #include "convfast_implicit_tmpl.h"
+#undef CF_BDIRECT
 #undef T
 #undef EPI_T
 #undef KERNEL_T
@@ -309,7 +318,9 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define EPI_T nnl_epi_d
 #define KERNEL_T nnl_kernel_d
 #define FN(name) name##_d
+#define CF_BDIRECT 0
 #include "convfast_implicit_tmpl.h"
+#undef CF_BDIRECT
 #undef T
 #undef EPI_T
 #undef KERNEL_T
@@ -336,6 +347,7 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0 || geom->c == 0)
         return 0;
     cf_plan p;
-    cf_plan_call(geom, mr, nr, mc, kc, (size_t)elsize, nthreads, &p);
+    cf_plan_call(geom, mr, nr, mc, kc, (size_t)elsize, nthreads,
+                 elsize == 4 && nnl_cf_bdirect_ok(isa, mr, nr), &p);
     return (nnl_idx)(cf_work_bytes(&p, (size_t)elsize) + 64);
 }

@@ -297,6 +297,7 @@ typedef struct {
     T *y;
     int act;
     const nnl_idx *koff;
+    int bdirect;                 /* full wide panels read by nnl_cf_bdirect_8x48_s, unpacked */
 } FN(cf_args);
 
 /* Output channels [r0, r1) (r0 a multiple of MR) x GEMM columns [c0, c1) (c0 a multiple of
@@ -331,8 +332,11 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
             const nnl_idx nq = cf_cdiv(ncb, nr);
             if (p->mode == CF_SEGMENTS)
                 FN(cf_pack_cols)(g, xg, pc, kcb, jc, ncb, nr, bp);
-            else
+            else if (!A->bdirect)
                 FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc, ncb, p->ncols, nr, bp);
+            else if (ncb % nr)   /* B-direct: only a partial last panel is packed */
+                FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc + (nq - 1) * nr,
+                                 ncb - (nq - 1) * nr, p->ncols, nr, bp + (nq - 1) * kcb * nr);
             for (nnl_idx q = 0; q < nq; q++) {
                 const nnl_idx jr = jc + q * nr;
                 const int nn = (int)cf_min(nr, c1 - jr);
@@ -340,6 +344,12 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
                     const int m = (int)cf_min(mr, rows - ir);
                     const T *api = ap + ir * kcb, *bpq = bp + q * kcb * nr;
                     if (p->scatter) {
+#if CF_BDIRECT
+                        if (A->bdirect && nn == nr)
+                            nnl_cf_bdirect_8x48_s(kcb, api, src + (jr - tbase), A->koff + pc,
+                                                  tile);
+                        else
+#endif
                         kd->ukr(kcb, api, bpq, tile, nr, m, nn, &et);
                         FN(cf_scatter)(g, p, tile, m, nn, jr, yg + ir * g->ysf, g->ysf,
                                        A->alpha, A->beta, first, last, bg ? bg + ir : NULL,
@@ -369,7 +379,8 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
         return NNL_OK;
     }
     cf_plan p;
-    cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, &p);
+    const int bdirect = CF_BDIRECT && nnl_cf_bdirect_ok(isa, kd->mr, kd->nr);
+    cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, bdirect, &p);
     char *work = (char *)cf_alloc64(cf_work_bytes(&p, sizeof(T)));
     if (work == NULL)
         return NNL_ENOMEM;
@@ -378,7 +389,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     const size_t thread_elems = p.a_elems + p.b_elems + p.t_elems + p.w_elems;
     if (p.mode != CF_SEGMENTS)
         FN(cf_tap_offsets)(geom, &p, koff);
-    FN(cf_args) A = {x, w, bias, alpha, beta, y, act, koff};
+    FN(cf_args) A = {x, w, bias, alpha, beta, y, act, koff, bdirect && p.scatter};
     const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, units = p.units;
 
 #ifdef _OPENMP

@@ -9,7 +9,9 @@
 
 Both read one ``ConvGeometry`` (nnlite/_convgeom.py) in image -> column direction: for conv2d
 the image is the input; for conv_transpose2d it is the output. The routines come from the kernel
-table for the backend active at forward time ('cython', 'numpy' or the naive 'reference').
+table for the backend active at forward time ('cython', 'numpy' or the naive 'reference'); under
+'cython', conv2d_forward runs the algorithm of ``nnlite.conv_algorithm`` ('auto': implicit GEMM,
+or the direct kernel for depthwise convs; see nnlite/_algorithms.py).
 """
 import numpy as np
 

@@ -329,3 +329,49 @@ def test_fuzz_conv_modules(case, memory_cap):
     k = int(np.prod(mod.weight.shape[1:]))
     rtol, atol = tol(dtype, 9 * k, 4.0)
     agree(results, rtol, atol, f"{cls.__name__}{(cin, cout, kwargs)} on {x.shape}")
+
+
+# ----------------------------------------------------- medium sizes: full micro-kernel tiles
+@st.composite
+def medium_conv_cases(draw):
+    """Sizes that fill the compiled kernels' register tiles and thread splits (up to 48
+    channels, 40-pixel sides); the NumPy backend (strided copies + BLAS) is the oracle."""
+    rng = draw(rngs())
+    g = draw(st.sampled_from([1, 1, 2, 4, "dw"]), label="groups")
+    c = draw(st.sampled_from([1, 3, 8, 16, 17, 32, 48]), label="C")
+    if g == "dw":
+        g, f = c, c * draw(st.sampled_from([1, 2]), label="multiplier")
+    else:
+        c = max(g, c - c % g)
+        f = g * draw(st.integers(1, 12), label="F/g")
+    k = (draw(st.sampled_from([1, 3, 5, 7]), label="kh"), draw(st.sampled_from([1, 3, 5]),
+                                                                label="kw"))
+    s = (draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw"))
+    d = (draw(st.integers(1, 2), label="dh"), draw(st.integers(1, 2), label="dw"))
+    p = (draw(st.integers(0, k[0]), label="ph"), draw(st.integers(0, k[1]), label="pw"))
+    hw = tuple(max(d[i] * (k[i] - 1) + 1 - 2 * p[i], draw(st.integers(1, 40), label="side"))
+               for i in range(2))
+    n = draw(st.integers(1, 3), label="N")
+    dtype = draw(st.sampled_from(DTYPES), label="dtype")
+    x = make_array(rng, (n, c) + hw, dtype, draw(st.sampled_from(LAYOUTS), label="layout"))
+    w = make_array(rng, (f, c // g, *k), dtype)
+    b = rng.uniform(-1, 1, f).astype(dtype) if draw(st.booleans(), label="bias") else None
+    threads = draw(st.sampled_from([1, 2]), label="threads")
+    return x, w, b, dict(stride=s, padding=p, dilation=d, groups=g), threads
+
+
+@fuzz_settings(25)
+@given(case=medium_conv_cases())
+def test_fuzz_conv2d_medium_sizes(case, memory_cap):  # noqa: F811
+    x, w, b, kwargs, threads = case
+    saved = nnlite.get_num_threads()
+    nnlite.set_num_threads(threads)
+    try:
+        seed = 1
+        results = {v: outcome(on_backend, v, _run, F.conv2d, dict(x=x, w=w, b=b, **kwargs),
+                              seed, False) for v in CONV_VARIANTS if v != "reference"}
+    finally:
+        nnlite.set_num_threads(saved)
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    rtol, atol = tol(x.dtype, 4 * k, 4.0)
+    agree(results, rtol, atol, f"conv2d {x.shape} {w.shape} {kwargs}", valid=True)

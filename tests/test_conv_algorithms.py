@@ -175,6 +175,36 @@ def _epilogue(v, act):
     return v
 
 
+# (x shape, w shape, stride, padding, dilation, groups): planes large enough for whole 48-wide
+# GEMM panels, so every B source of the implicit GEMM runs, with its B-direct kernel (float32,
+# AVX-512) and the packed path (float64, and the last partial panel)
+IMPLICIT_PATHS = {
+    "wide, padded 3x3": ((1, 5, 26, 29), (9, 5, 3, 3), 1, 1, 1, 1),
+    "wide, K in 2-3 slices": ((1, 90, 12, 20), (6, 90, 3, 3), 1, 1, 1, 1),
+    "wide, dilated": ((1, 4, 21, 25), (5, 4, 3, 2), 1, (2, 1), (2, 3), 1),
+    "wide, 7x7 stride 2 phases": ((1, 3, 40, 37), (8, 3, 7, 7), 2, 3, 1, 1),
+    "wide, grouped": ((2, 8, 24, 26), (12, 2, 3, 3), 1, 1, 1, 4),
+    "self, valid 3x3": ((1, 3, 22, 30), (6, 3, 3, 3), 1, 0, 1, 1),
+    "self, pointwise few rows": ((2, 7, 20, 19), (10, 7, 1, 1), 1, 0, 1, 1),
+    "self, pointwise many rows": ((1, 7, 14, 15), (100, 7, 1, 1), 1, 0, 1, 1),
+    "segments, 3x3 stride 2": ((1, 6, 33, 35), (7, 6, 3, 3), 2, 1, 1, 1),
+}
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", sorted(IMPLICIT_PATHS))
+def test_implicit_paths_match_reference(path, dtype):
+    xs, ws, s, p, d, g = IMPLICIT_PATHS[path]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("implicit"):
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), nnlite.tensor(b), s, p, d, g)
+    assert_close(y, ref.conv2d(x, w, b, s, p, d, g), dtype, k=ws[1] * ws[2] * ws[3], scale=4)
+
+
 @needs_ext
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("kernel", ["implicit", "depthwise"])

@@ -1,6 +1,8 @@
 /* nnlite GEMM: the plain-C micro-kernels (float32 and float64). They always compile, on any
  * platform, and are the reference family for the SIMD ones; the C compiler vectorises the
  * MR x NR accumulator loops as far as the build flags allow. Layouts: see gemm_internal.h. */
+#include <string.h>
+
 #include "gemm_internal.h"
 
 /* float32: MR x NR = 4 x 16 (a 4 x 16 accumulator block fits 16 SIMD registers of 4+ lanes) */

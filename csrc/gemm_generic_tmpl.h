@@ -2,11 +2,31 @@
  * G_NR, G_MC, G_KC, G_NC and FN(name) defined. No include guard on purpose. */
 
 /* One m x n tile (m <= G_MR, n <= G_NR): the full G_MR x G_NR product is always accumulated
- * (the packed panels are zero-padded), only the m x n corner is written. */
+ * (the packed panels are zero-padded), only the m x n corner is written. With GCC/Clang a row
+ * of accumulators is one generic vector (G_NR lanes; the compiler maps it onto SSE/AVX/NEON/
+ * SVE registers); otherwise plain loops. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef T FN(generic_row) __attribute__((vector_size(G_NR * sizeof(T))));
+#endif
+
 static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_RESTRICT bp,
                             T *NNL_RESTRICT c, nnl_idx ldc, int m, int n, const EPI_T *e)
 {
     T acc[G_MR][G_NR];
+#if defined(__GNUC__) || defined(__clang__)
+    FN(generic_row) rows[G_MR];
+    for (int i = 0; i < G_MR; i++)
+        rows[i] = (FN(generic_row)){0};
+    for (nnl_idx k = 0; k < kc; k++) {
+        FN(generic_row) b;
+        memcpy(&b, bp, sizeof b);
+        for (int i = 0; i < G_MR; i++)
+            rows[i] += ap[i] * b;
+        ap += G_MR;
+        bp += G_NR;
+    }
+    memcpy(acc, rows, sizeof acc);
+#else
     for (int i = 0; i < G_MR; i++)
         for (int j = 0; j < G_NR; j++)
             acc[i][j] = 0;
@@ -19,6 +39,7 @@ static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_R
         ap += G_MR;
         bp += G_NR;
     }
+#endif
     for (int i = 0; i < m; i++) {
         T *ci = c + i * ldc;
         for (int j = 0; j < n; j++) {

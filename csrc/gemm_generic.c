@@ -1,6 +1,7 @@
 /* nnlite GEMM: the plain-C micro-kernels (float32 and float64). They always compile, on any
- * platform, and are the reference family for the SIMD ones; the C compiler vectorises the
- * MR x NR accumulator loops as far as the build flags allow. Layouts: see gemm_internal.h. */
+ * platform (no intrinsics), and are the fallback family for the x86 SIMD ones. Each row of the
+ * MR x NR accumulator block is a GNU C generic vector that the compiler maps onto whatever SIMD
+ * the build targets (plain loops without GCC/Clang). Layouts: see gemm_internal.h. */
 #include <string.h>
 
 #include "gemm_internal.h"

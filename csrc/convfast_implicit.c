@@ -167,6 +167,21 @@ static int cf_geom_ok(const nnl_conv_geom *g)
 #define CF_SELF 1       /* the image is its own wide layout (stride 1, no padding, whole rows) */
 #define CF_WIDE 2       /* from a zero-padded, stride-phase-split copy of a band of rows */
 
+#define CF_MAXK 64       /* CF_WIDE for kernels up to this size per axis */
+
+/* The distinct (a*d) % s for a < k, ascending, into out (at most CF_MAXK); their count. */
+static int cf_phases(nnl_idx k, nnl_idx d, nnl_idx s, nnl_idx *out)
+{
+    int n = 0;
+    for (nnl_idx r = 0; r < s && n < CF_MAXK; r++)
+        for (nnl_idx a = 0; a < k; a++)
+            if ((a * d) % s == r) {
+                out[n++] = r;
+                break;
+            }
+    return n;
+}
+
 /* The blocking of one call, shared by the driver and the workspace query. */
 typedef struct {
     int mr, nr;
@@ -174,6 +189,8 @@ typedef struct {
     int mode;                    /* CF_SEGMENTS, CF_SELF or CF_WIDE */
     nnl_idx hq, wq;              /* wide layout: phase rows, row length */
     nnl_idx band, pstride;       /* CF_WIDE: phase rows per band copy, elements per band phase */
+    int nrph, ncph;              /* CF_WIDE: stride phases the taps use (rows, columns) ... */
+    nnl_idx rph[CF_MAXK], cph[CF_MAXK];   /* ... (a*DH) % SH and (b*DW) % SW, ascending */
     nnl_idx ncols;               /* GEMM N: L, or the wide length (OH-1)*WQ + OW */
     int scatter;                 /* wide columns j >= OW are dropped on the way to y */
     nnl_idx kcb_max;             /* K slices of at most kcb_max (all but the last full) */
@@ -187,7 +204,7 @@ typedef struct {
 } cf_plan;
 
 static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
-                         int nthreads, int bdirect, cf_plan *p)
+                         int nthreads, int bdirect, int wide, cf_plan *p)
 {
     p->mr = mr, p->nr = nr;
     p->fg = g->f / g->g;
@@ -207,17 +224,22 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
         nt = 1;
     const nnl_idx items = g->n * g->g;
 
-    /* B source: the wide layout when a copy of the padded image costs at most a quarter of
-     * its column matrix (the unit copies only its band of rows) */
+    /* B source (see the file comment); ``wide`` asks for CF_WIDE where CF_SELF does not apply */
     p->hq = g->oh + ((g->kh - 1) * g->dh) / g->sh;
     p->wq = g->ow + ((g->kw - 1) * g->dw) / g->sw;
+    p->nrph = p->ncph = 1;
+    p->rph[0] = p->cph[0] = 0;
     if (g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 && p->wq == g->w &&
         p->hq <= g->h && g->xsr == g->w)
         p->mode = CF_SELF;
-    else if ((double)g->sh * g->sw * p->hq * p->wq * 4 <= (double)g->kh * g->kw * p->l)
+    else if (wide && g->kh <= CF_MAXK && g->kw <= CF_MAXK)
         p->mode = CF_WIDE;
     else
         p->mode = CF_SEGMENTS;
+    if (p->mode == CF_WIDE) {
+        p->nrph = cf_phases(g->kh, g->dh, g->sh, p->rph);
+        p->ncph = cf_phases(g->kw, g->dw, g->sw, p->cph);
+    }
     p->ncols = p->mode == CF_SEGMENTS ? p->l : (g->oh - 1) * p->wq + g->ow;
     /* In the wide layouts the tile goes through cf_scatter when wide columns are dropped, and
      * also for a short A (few output channels) when the B-direct kernel exists: packing B
@@ -268,7 +290,8 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     p->t_elems = p->scatter ? cf_round64((size_t)mr * (size_t)nr, elsize) : 0;
     /* + WQ: reads for the dropped columns of a band's last row may run past its end */
     p->w_elems = p->mode == CF_WIDE
-                 ? cf_round64((size_t)p->cg * g->sh * g->sw * p->pstride + p->wq, elsize) : 0;
+                 ? cf_round64((size_t)p->cg * p->nrph * p->ncph * p->pstride + p->wq, elsize)
+                 : 0;
     p->koff_elems = p->mode == CF_SEGMENTS ? 0 : (size_t)p->k;
 }
 
@@ -280,24 +303,39 @@ static size_t cf_work_bytes(const cf_plan *p, size_t elsize)
     return head + elsize * (p->a_elems + p->b_elems + p->t_elems + p->w_elems) * (size_t)p->nt;
 }
 
-/* The plan of a call. K slices NNL_CF_KC_WIDE times deeper than the GEMM's KC halve the
- * number of passes over y (each pass reloads the output tiles, and in the wide layout goes
- * through the tile scatter): 5-10% faster on 3x3 convs. They are used when the work memory of
- * a 2-thread call stays within a quarter of the call's column matrix (the smallest layers keep
- * the GEMM's KC). The choice depends on the geometry only, never on the thread count, so the
- * K slicing (the summation order) is the same for every nthreads. */
+/* The plan of a call: the B source and the K slicing, chosen by the work memory of a 2-thread
+ * call against the call's column matrix (N*C*KH*KW*OH*OW elements):
+ *   - K slices NNL_CF_KC_WIDE times deeper than the GEMM's KC when the call fits in a quarter
+ *     of it: they halve the passes over y (each reloads the output tiles, and in the wide
+ *     layout goes through the tile scatter), 5-10% faster on 3x3 convs;
+ *   - else the GEMM's KC, CF_WIDE (a band copy per unit) while the call fits in a quarter,
+ *     or in half of it for a strided conv (the stride phases of 3x3/2 make the padded copy
+ *     4/9 of its columns; the im2col-arithmetic packer costs 30% more time there);
+ *   - else CF_SEGMENTS.
+ * A pointwise conv (CF_SELF, no copy) always takes the deep slices. The choice depends on the
+ * geometry only, never on the thread count, so the K slicing (the summation order) is the
+ * same for every nthreads. */
 static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
                          int nthreads, int bdirect, cf_plan *p)
 {
-    int kc_call = kc;
-    if (NNL_CF_KC_WIDE > 1) {
-        const double cols = (double)g->n * g->c * g->kh * g->kw * g->oh * g->ow * elsize;
-        const int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1;
-        cf_make_plan(g, mr, nr, mc, kc * NNL_CF_KC_WIDE, elsize, 2, bdirect, p);
-        if (pointwise || (double)cf_work_bytes(p, elsize) <= cols / 4)
-            kc_call = kc * NNL_CF_KC_WIDE;
+    const double cols = (double)g->n * g->c * g->kh * g->kw * g->oh * g->ow * elsize;
+    const double wide_budget = (g->sh > 1 || g->sw > 1) ? cols / 2 : cols / 4;
+    const int deep = kc * NNL_CF_KC_WIDE;
+    int wide = 1, kc_call = kc;
+    cf_make_plan(g, mr, nr, mc, deep, elsize, 2, bdirect, 1, p);
+    if ((p->mode == CF_SELF && g->kh == 1 && g->kw == 1) ||
+        (double)cf_work_bytes(p, elsize) <= cols / 4) {
+        kc_call = deep;
+    } else {
+        cf_make_plan(g, mr, nr, mc, kc, elsize, 2, bdirect, 1, p);
+        if ((double)cf_work_bytes(p, elsize) > wide_budget) {
+            wide = 0;
+            cf_make_plan(g, mr, nr, mc, deep, elsize, 2, bdirect, 0, p);
+            if ((double)cf_work_bytes(p, elsize) <= cols / 4)
+                kc_call = deep;
+        }
     }
-    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, bdirect, p);
+    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, bdirect, wide, p);
 }
 
 /* float32 */

@@ -145,24 +145,27 @@ static void FN(cf_scale_only)(const nnl_conv_geom *g, const T *bias, T beta, T *
 
 /* ---------------------------------------------------------------------------- wide layout */
 
-/* Phase rows [u0, u0 + rows) of one channel plane -> its SH*SW stride phases (pstride apart,
- * zero padding): ph[(ra*SW + rb)*pstride + (u - u0)*WQ + v] = x[u*SH + ra - PT, v*SW + rb - PL]
+/* Phase rows [u0, u0 + rows) of one channel plane -> the stride phases the taps use (pstride
+ * apart, in the order of p->rph x p->cph; zero padding):
+ * ph[(ri*ncph + ci)*pstride + (u - u0)*WQ + v] = x[u*SH + rph[ri] - PT, v*SW + cph[ci] - PL]
  * (0 outside the image). */
 static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, const cf_plan *p,
                                                     const T *xp, nnl_idx u0, nnl_idx rows,
                                                     T *NNL_RESTRICT dst)
 {
     const nnl_idx wq = p->wq, sh = g->sh, sw = g->sw;
-    for (nnl_idx ra = 0; ra < sh; ra++)
-        for (nnl_idx rb = 0; rb < sw; rb++) {
-            T *ph = dst + (ra * sw + rb) * p->pstride;
+    for (int ri = 0; ri < p->nrph; ri++)
+        for (int ci = 0; ci < p->ncph; ci++) {
+            const nnl_idx ra = p->rph[ri], rb = p->cph[ci];
+            T *ph = dst + (ri * p->ncph + ci) * p->pstride;
             nnl_idx v0, v1;   /* columns v whose source v*sw + rb - pl lies in [0, W) */
             cf_col_range(rb - g->pl, g->w, sw, wq, &v0, &v1);
             for (nnl_idx u = 0; u < rows; u++) {
                 T *row = ph + u * wq;
                 const nnl_idx r = (u0 + u) * sh + ra - g->pt;
                 if ((size_t)r >= (size_t)g->h) {
-                    memset(row, 0, sizeof(T) * (size_t)wq);
+                    for (nnl_idx v = 0; v < wq; v++)
+                        row[v] = 0;
                     continue;
                 }
                 const T *xr = xp + r * g->xsr;     /* x column v*sw + rb - pl for v in [v0, v1) */
@@ -188,15 +191,23 @@ static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, cons
 static void FN(cf_tap_offsets)(const nnl_conv_geom *g, const cf_plan *p, nnl_idx *koff)
 {
     const int self = p->mode == CF_SELF;
-    const nnl_idx cstride = self ? g->xsc : g->sh * g->sw * p->pstride;
+    const nnl_idx cstride = self ? g->xsc : p->nrph * p->ncph * p->pstride;
     nnl_idx k = 0;
     for (nnl_idx c = 0; c < p->cg; c++)
         for (nnl_idx a = 0; a < g->kh; a++)
             for (nnl_idx b = 0; b < g->kw; b++, k++) {
                 const nnl_idx ea = a * g->dh, eb = b * g->dw;
-                koff[k] = c * cstride + (self ? ea * g->xsr + eb
-                                              : ((ea % g->sh) * g->sw + eb % g->sw) * p->pstride
-                                                + (ea / g->sh) * p->wq + eb / g->sw);
+                if (self) {
+                    koff[k] = c * cstride + ea * g->xsr + eb;
+                    continue;
+                }
+                int ri = 0, ci = 0;   /* the slots of this tap's phases */
+                while (p->rph[ri] != ea % g->sh)
+                    ri++;
+                while (p->cph[ci] != eb % g->sw)
+                    ci++;
+                koff[k] = c * cstride + (ri * p->ncph + ci) * p->pstride + (ea / g->sh) * p->wq +
+                          eb / g->sw;
             }
 }
 
@@ -422,7 +433,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
                                             ((geom->kh - 1) * geom->dh) / geom->sh) - i0;
                 for (nnl_idx ch = 0; ch < p.cg; ch++)
                     FN(cf_wide_rows)(geom, &p, xg + ch * geom->xsc, i0, rows,
-                                     band + ch * geom->sh * geom->sw * p.pstride);
+                                     band + ch * p.nrph * p.ncph * p.pstride);
                 src = band, tbase = i0 * p.wq;   /* column t of row k: band[koff[k] + t - tbase] */
             }
             FN(cf_run_block)(geom, &p, kd, &A, n, gi, src, tbase, r * p.mu,

@@ -8,7 +8,8 @@
  * (gemm_simd_tmpl.h, 8 x 48 tile, alpha = 1, no epilogue) on the packed panel, so both paths
  * give the same bits. The tile (row stride 48) is then added into y by cf_scatter. Used only
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
- * through nnl_cf_bdirect_ok). */
+ * through nnl_cf_bdirect_ok). Also here: nnl_cf_pack8_s, the 8-row A packing through AVX 8 x 8
+ * transposes (an exact copy, so any path gives the same packed panel). */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH
@@ -45,6 +46,51 @@ TGT void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base,
     }
 }
 
+/* 8 x 8 transpose of rows r[0..7] (8 floats each, any stride) into out[j*8 + i] = r[i][j]. */
+static inline __attribute__((target("avx"), always_inline)) void
+cf_t8x8(const float *src, nnl_idx ld, float *out)
+{
+    const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld);
+    const __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+    const __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
+    const __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(out + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* Eight full rows w[i*K + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] (what the scalar
+ * loop of cf_pack_a writes), eight columns at a time through an 8 x 8 register transpose. */
+__attribute__((target("avx"))) void nnl_cf_pack8_s(nnl_idx kcb, const float *w, nnl_idx K,
+                                                   float *ap)
+{
+    nnl_idx k = 0;
+    for (; k + 8 <= kcb; k += 8)
+        cf_t8x8(w + k, K, ap + k * 8);
+    for (; k < kcb; k++)
+        for (int i = 0; i < 8; i++)
+            ap[k * 8 + i] = w[i * K + k];
+}
+
+int nnl_cf_pack8_ok(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx");
+}
+
 int nnl_cf_bdirect_ok(int isa, int mr, int nr)
 {
     if (isa == NNL_ISA_AUTO)
@@ -63,6 +109,16 @@ void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base, const
 int nnl_cf_bdirect_ok(int isa, int mr, int nr)
 {
     (void)isa, (void)mr, (void)nr;
+    return 0;
+}
+
+void nnl_cf_pack8_s(nnl_idx kcb, const float *w, nnl_idx K, float *ap)
+{
+    (void)kcb, (void)w, (void)K, (void)ap;
+}
+
+int nnl_cf_pack8_ok(void)
+{
     return 0;
 }
 

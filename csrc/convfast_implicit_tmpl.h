@@ -24,11 +24,20 @@ static const KERNEL_T *FN(cf_select)(int isa)
 /* Rows [0, m) x columns [0, kcb) of w (row stride K) -> MR-tall micro-panels ap[p][k][i]
  * (k-major; rows >= m zero), as the GEMM's pack_a. */
 static void FN(cf_pack_a)(nnl_idx m, nnl_idx kcb, const T *w, nnl_idx K, int mr,
-                          T *NNL_RESTRICT ap)
+                          T *NNL_RESTRICT ap, int fast8)
 {
     for (nnl_idx ip = 0; ip < m; ip += mr) {
         const int mm = (int)cf_min(mr, m - ip);
         const T *src = w + ip * K;
+#if CF_BDIRECT
+        if (fast8 && mm == 8 && mr == 8) {
+            nnl_cf_pack8_s(kcb, src, K, ap);
+            ap += kcb * mr;
+            continue;
+        }
+#else
+        (void)fast8;
+#endif
         for (nnl_idx k = 0; k < kcb; k++) {
             for (int i = 0; i < mm; i++)
                 ap[k * mr + i] = src[i * K + k];
@@ -309,6 +318,7 @@ typedef struct {
     int act;
     const nnl_idx *koff;
     int bdirect;                 /* full wide panels read by nnl_cf_bdirect_8x48_s, unpacked */
+    int pack8;                   /* A packed by nnl_cf_pack8_s (AVX transposes) */
 } FN(cf_args);
 
 /* Output channels [r0, r1) (r0 a multiple of MR) x GEMM columns [c0, c1) (c0 a multiple of
@@ -337,7 +347,7 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
         e.load_c = !first || A->beta != 0;
         e.beta = first ? A->beta : (T)1;
         e.act = last ? A->act : NNL_ACT_NONE;
-        FN(cf_pack_a)(rows, kcb, wg + pc, K, mr, ap);
+        FN(cf_pack_a)(rows, kcb, wg + pc, K, mr, ap, A->pack8);
         for (nnl_idx jc = c0; jc < c1; jc += p->chunk * nr) {
             const nnl_idx ncb = cf_min(p->chunk * nr, c1 - jc);
             const nnl_idx nq = cf_cdiv(ncb, nr);
@@ -400,7 +410,8 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     const size_t thread_elems = p.a_elems + p.b_elems + p.t_elems + p.w_elems;
     if (p.mode != CF_SEGMENTS)
         FN(cf_tap_offsets)(geom, &p, koff);
-    FN(cf_args) A = {x, w, bias, alpha, beta, y, act, koff, bdirect && p.scatter};
+    FN(cf_args) A = {x, w, bias, alpha, beta, y, act, koff, bdirect && p.scatter,
+                     CF_BDIRECT && kd->mr == 8 && nnl_cf_pack8_ok()};
     const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, units = p.units;
 
 #ifdef _OPENMP

@@ -113,6 +113,9 @@ def check_divisor(divisor_override, name="avg_pool2d"):
                         f"got {divisor_override!r}")
     if divisor_override == 0:
         raise ValueError(f"{name}: divisor must be not zero, got divisor_override=0")
+    if abs(divisor_override) > LIMIT:
+        raise ValueError(f"{name}: divisor_override={divisor_override} is out of range "
+                         f"(|divisor| <= 2**62)")
     return int(divisor_override)
 
 
@@ -141,6 +144,8 @@ def adaptive_output_size(output_size, in_hw, name):
     if sizes[0] < 0 or sizes[1] < 0:
         raise ValueError(f"{name}: elements of output_size must be greater than or equal to 0 "
                          f"but received {{{sizes[0]}, {sizes[1]}}}")
+    if max(sizes) > LIMIT:
+        raise ValueError(f"{name}: output_size {sizes} is out of range (entries <= 2**62)")
     return sizes
 
 

@@ -232,10 +232,10 @@ def rngs(draw):
     return np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1), label="seed"))
 
 
-# Values >= 2**63 in magnitude do not fit the kernels' Py_ssize_t: OverflowError today (routed, see
-# test_*_huge_arguments); they join BAD_INTS once every op validates them.
+# includes values beyond int64 (2**63, 2**70): they must be ValueErrors too, not OverflowError
 BAD_INTS = [-1, 2 ** 62, 2 ** 40, 0, 1.5, "2", None, (1, 2, 3), (1,), True,
-            (1.0, 1), np.float32(2), [2, -1], (2 ** 62, 1), -(2 ** 62)]
+            (1.0, 1), np.float32(2), [2, -1], (2 ** 62, 1), -(2 ** 62), 2 ** 63, 2 ** 70,
+            -(2 ** 70), (2 ** 64, 1)]
 
 
 def bad_int(draw, label):

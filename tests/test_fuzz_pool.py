@@ -284,3 +284,19 @@ def test_max_unpool2d_empty_batch(backend_name):
         y, idx = F.max_pool2d(np.zeros((0, 2, 2, 2), np.float32), 1, return_indices=True)
         out = F.max_unpool2d(y, idx, 1)
     assert out.shape == (0, 2, 2, 2)
+
+
+@pytest.mark.parametrize("backend_name", ALL)
+@pytest.mark.parametrize("call", [
+    lambda x: F.avg_pool2d(x, 1, divisor_override=2 ** 63),
+    lambda x: F.avg_pool2d(x, 1, divisor_override=-(2 ** 70)),
+    lambda x: F.adaptive_max_pool2d(x, 2 ** 63),
+    lambda x: F.adaptive_avg_pool2d(x, (1, 2 ** 70)),
+    lambda x: F.spatial_pyramid_pool2d(x, (2 ** 63,)),
+    lambda x: nn.AdaptiveMaxPool2d(2 ** 63)(x),
+], ids=["divisor", "neg-divisor", "adaptive-max", "adaptive-avg", "spp", "module"])
+def test_pool_arguments_beyond_int64_are_value_errors(backend_name, call, memory_cap):
+    """Found by the fuzz suite: these raised OverflowError (C ssize_t / long) before."""
+    for x in (np.zeros((0, 1, 1, 1), np.float32), np.ones((1, 1, 2, 2), np.float32)):
+        with nnlite.using_backend(backend_name), pytest.raises(ValueError):
+            call(x)

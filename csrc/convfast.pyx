@@ -7,12 +7,14 @@ direct depthwise kernel.
                                    * x[n, g*CG + c, i*SH - PT + a*DH, j*SW - PL + b*DW]
                                    + beta * y[...] + bias[g*FG + f])
 
-(0 for taps in the padding) with nnlite's GEMM micro-kernels, packing their B panels straight
-from the image (csrc/convfast_implicit.c). ``conv2d_depthwise`` computes the same for
-groups == C (F = M*C, output channel f reads input channel f // M) with register-blocked
-vector loops over each output row (csrc/convfast_direct.c), no work memory. Memory contract: x (N, C, H, W) and y (N, F, OH*OW)
-have unit stride along their last axis (other strides are free: channel slices of a larger
-buffer are fine), w is (F, CG*KH*KW) C-contiguous, bias (F,) or None; y overlaps none of them.
+(0 for taps in the padding) with nnlite's GEMM micro-kernels, their B panels read from the
+image, never from an im2col matrix (csrc/convfast_implicit.c). ``conv2d_depthwise`` computes
+the same for groups == C (F = M*C, output channel f reads input channel f // M) with
+register-blocked vector loops over a padded copy of each plane (csrc/convfast_direct.c).
+
+Memory contract: x (N, C, H, W) and y (N, F, OH*OW) have non-negative strides and unit stride
+along their last axis (channel slices of a larger buffer are fine), w is (F, CG*KH*KW)
+C-contiguous, bias (F,) or None; y overlaps none of them and its rows do not overlap.
 The wrapper checks every shape and stride, so the nogil C code never addresses outside the
 arrays. The GIL is released while the kernel runs.
 """

@@ -1,7 +1,7 @@
 /* Direct depthwise conv2d (groups == C, F = M*C: output channel f reads input channel f / M):
  *
- *     y[n, f, i, j] = act(beta * y[n, f, i, j] + bias[f]
- *                         + sum_{a, b} w[f, a*KW + b] * x[n, f/M, i*SH - PT + a*DH, j*SW - PL + b*DW])
+ *     y[n, f, i, j] = act(beta * y[n, f, i, j] + bias[f] + sum_{a, b} w[f, a*KW + b]
+ *                                            * x[n, f/M, i*SH - PT + a*DH, j*SW - PL + b*DW])
  *
  * (taps in the padding contribute 0). Per plane, the zero-padded plane is copied into its
  * stride-phase "wide" layout (as nnlite._planops does, see dw_plane_wide): every tap then reads

@@ -281,7 +281,9 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
     }
 }
 
-static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g, const FN(dw_wide) *s, const nnl_idx *offs, const int32_t *slots,
+static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g,
+                                                     const FN(dw_wide) *s, const nnl_idx *offs,
+                                                     const int32_t *slots,
                               const T *xp, const T *wf, T bias, T beta, T *yp, int act, T *buf)
 {
     const nnl_idx wq = s->wq, sh = g->sh, sw = g->sw;

@@ -221,7 +221,8 @@ static void FN(cf_tap_offsets)(const nnl_conv_geom *g, const cf_plan *p, nnl_idx
 }
 
 /* B rows k0..k0+kcb, wide columns j0..j0+ncb -> micro-panels bp[q][k][j], wide column t of
- * row k being src[koff[k] + t - tbase]: one contiguous copy per row and panel (columns at or past the wide length are zero; nothing past it is read). */
+ * row k being src[koff[k] + t - tbase]: one contiguous copy per row and panel (columns at or
+ * past the wide length are zero; nothing past it is read). */
 static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_pack_wide)(const T *src, nnl_idx tbase,
                                                     const nnl_idx *koff,
                                                     nnl_idx k0, nnl_idx kcb, nnl_idx j0,
@@ -326,7 +327,8 @@ typedef struct {
  * unused for CF_SEGMENTS). */
 static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KERNEL_T *kd,
                              const FN(cf_args) *A, nnl_idx n, nnl_idx gi, const T *src,
-                             nnl_idx tbase, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1, T *ap, T *bp,
+                             nnl_idx tbase, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1,
+                             T *ap, T *bp,
                              T *tile)
 {
     const int mr = p->mr, nr = p->nr;

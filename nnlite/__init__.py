@@ -34,7 +34,7 @@ from ._config import (  # noqa: F401
     using_backend,
 )
 from ._random import manual_seed  # noqa: F401
-from ._algorithms import available_conv_algorithms, conv_algorithm, get_conv_algorithm  # noqa: F401
+from ._algorithms import available_conv_algorithms, conv_algorithm, get_conv_algorithm  # noqa
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .tensor import Tensor, cat, stack, tensor  # noqa: F401
 from . import kernels  # noqa: F401,E402

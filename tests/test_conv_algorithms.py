@@ -274,6 +274,53 @@ def test_kernel_argument_errors():
                                   1, 1, 4, 4, act=3)
 
 
+@needs_ext
+def test_backward_follows_the_forward_algorithm(monkeypatch):
+    # the input gradient of a stride-1 conv is a flipped-weight conv, except under 'im2col'
+    # (col2im); backward runs outside the forward's context and must still follow its choice
+    def flipped_called(*a, **k):
+        raise LookupError("flipped-weight conv")
+
+    monkeypatch.setattr(conv_cython, "_flipped", flipped_called)
+    rng = np.random.default_rng(10)
+    x = nnlite.tensor(rng.standard_normal((1, 3, 8, 8)), requires_grad=True)
+    w = nnlite.tensor(rng.standard_normal((4, 3, 3, 3)))
+    with nnlite.using_backend("cython"):
+        with nnlite.conv_algorithm("im2col"):
+            y = F.conv2d(x, w, padding=1)
+        y.sum().backward()                                   # col2im: no flipped conv
+        with nnlite.conv_algorithm("implicit"):
+            y = F.conv2d(x, w, padding=1)
+        with pytest.raises(LookupError):
+            y.sum().backward()
+
+
+@needs_ext
+@pytest.mark.parametrize("pad, dil, op", [((1, 2), (1, 1), 0), ((4, 0), (1, 2), 0),
+                                          ((0, 1), (2, 2), 1)])
+def test_input_gradient_paths_agree(pad, dil, op):
+    # stride 1: padding inside and beyond the dilated kernel (flipped conv, col2im fallback);
+    # conv_transpose2d with output_padding (its image is larger than the conv covers)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 9, 7))
+    w = rng.standard_normal((6, 2, 3, 2))
+    gy_shape = ref.conv2d(x, w, None, 1, pad, dil, 2).shape
+    gy = rng.standard_normal(gy_shape)
+    gx, gw, _ = ref.conv2d_grads(x, w, gy, 1, pad, dil, 2)
+    for algo in FAST:
+        with nnlite.using_backend("cython"), nnlite.conv_algorithm(algo):
+            xt, wt = nnlite.tensor(x, requires_grad=True), nnlite.tensor(w, requires_grad=True)
+            (F.conv2d(xt, wt, None, 1, pad, dil, 2) * nnlite.tensor(gy)).sum().backward()
+        assert_close(xt.grad, gx, np.float64, k=12)
+        assert_close(wt.grad, gw, np.float64, k=64)
+    wt_shape = (4, 3, 3, 3)
+    wT = rng.standard_normal(wt_shape)
+    y_ref = ref.conv_transpose2d(x, wT, None, 1, 1, op, 1, 2)
+    with nnlite.conv_algorithm("auto"):
+        y = F.conv_transpose2d(nnlite.tensor(x), nnlite.tensor(wT), None, 1, 1, op, 1, 2)
+    assert_close(y, y_ref, np.float64, k=36)
+
+
 # ----------------------------------------------------------------------------- selector
 def test_selector_names_nesting_and_errors():
     assert nnlite.get_conv_algorithm() in ALGORITHMS

@@ -16,6 +16,7 @@ or the direct kernel for depthwise convs; see nnlite/_algorithms.py).
 import numpy as np
 
 from .. import kernels
+from .._algorithms import conv_algorithm, get_conv_algorithm
 from .._config import backend as _active_backend
 from .._convgeom import conv2d_geometry, conv_transpose2d_geometry
 from ..autograd import Function
@@ -39,7 +40,7 @@ class Conv2dFn(Function):
 
     def forward(self, x, w, b=None, geom=None):
         self.geom, self.unbatched, self.has_bias = geom, x.ndim == 3, b is not None
-        self.backend = _active_backend()
+        self.backend, self.algorithm = _active_backend(), get_conv_algorithm()
         x4 = x.reshape(geom.n, geom.c, geom.h, geom.w)
         y = kernels.impl("conv2d_forward", self.backend)(x4, w, b, geom)
         assert y.shape == (geom.n, geom.f, geom.oh, geom.ow), (y.shape, geom)
@@ -53,11 +54,12 @@ class Conv2dFn(Function):
         x4, w = self.saved_tensors
         gy = gy.reshape(geom.n, geom.f, geom.oh, geom.ow)
         gx = gw = gb = None
-        if self.needs_input_grad[0]:
-            gx = kernels.impl("conv2d_backward_input", self.backend)(gy, w, geom)
-            gx = gx[0] if self.unbatched else gx
-        if self.needs_input_grad[1]:
-            gw = kernels.impl("conv2d_backward_weight", self.backend)(gy, x4, geom)
+        with conv_algorithm(self.algorithm):      # the forward's choice, wherever backward runs
+            if self.needs_input_grad[0]:
+                gx = kernels.impl("conv2d_backward_input", self.backend)(gy, w, geom)
+                gx = gx[0] if self.unbatched else gx
+            if self.needs_input_grad[1]:
+                gw = kernels.impl("conv2d_backward_weight", self.backend)(gy, x4, geom)
         if self.has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return (gx, gw, gb) if self.has_bias else (gx, gw)
@@ -68,7 +70,7 @@ class ConvTranspose2dFn(Function):
 
     def forward(self, x, w, b=None, geom=None):
         self.geom, self.unbatched, self.has_bias = geom, x.ndim == 3, b is not None
-        self.backend = _active_backend()
+        self.backend, self.algorithm = _active_backend(), get_conv_algorithm()
         x4 = x.reshape(geom.n, geom.f, geom.oh, geom.ow)             # convT input = columns side
         y = kernels.impl("conv2d_backward_input", self.backend)(x4, w, geom)  # (N, C, H, W)
         assert y.shape == (geom.n, geom.c, geom.h, geom.w), (y.shape, geom)
@@ -84,13 +86,14 @@ class ConvTranspose2dFn(Function):
         x4, w = self.saved_tensors
         gy = gy.reshape(geom.n, geom.c, geom.h, geom.w)
         gx = gw = gb = None
-        if self.needs_input_grad[0]:
-            gx = kernels.impl("conv2d_forward", self.backend)(gy, w, None, geom)
-            # the conv may see op // s extra rows/cols when output_padding >= stride: crop
-            gx = np.ascontiguousarray(gx[:, :, :geom.oh, :geom.ow])
-            gx = gx[0] if self.unbatched else gx
-        if self.needs_input_grad[1]:
-            gw = kernels.impl("conv2d_backward_weight", self.backend)(x4, gy, geom)
+        with conv_algorithm(self.algorithm):      # the forward's choice, wherever backward runs
+            if self.needs_input_grad[0]:
+                gx = kernels.impl("conv2d_forward", self.backend)(gy, w, None, geom)
+                # the conv may see op // s extra rows/cols when output_padding >= stride: crop
+                gx = np.ascontiguousarray(gx[:, :, :geom.oh, :geom.ow])
+                gx = gx[0] if self.unbatched else gx
+            if self.needs_input_grad[1]:
+                gw = kernels.impl("conv2d_backward_weight", self.backend)(x4, gy, geom)
         if self.has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return (gx, gw, gb) if self.has_bias else (gx, gw)

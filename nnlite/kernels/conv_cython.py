@@ -4,8 +4,10 @@ over the N*C image planes), the implicit-GEMM and direct depthwise forward kerne
 
 conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the layer:
 'implicit' (no column matrix), 'direct' (depthwise) or 'im2col' (chunked columns + GEMM; a
-pointwise conv multiplies the image directly). Backward always uses explicit columns (chunked)
-and nnlite's GEMM; col2im owns whole image planes per thread, so it has no write races.
+pointwise conv multiplies the image directly). The input gradient of a stride-1 conv is the
+forward conv of gy with the flipped weight (same algorithm choice, no col2im); otherwise it
+is nnlite's GEMM then col2im (whole image planes per thread: no write races). The weight
+gradient is explicit columns (chunked) times gy on nnlite's GEMM.
 
 Registered only when the extension imports; otherwise the 'cython' backend falls back to NumPy.
 """
@@ -13,6 +15,7 @@ import numpy as np
 
 from .._algorithms import resolve
 from .._config import get_num_threads
+from .._convgeom import ConvGeometry
 from . import _conv_gemm, conv_numpy, gemm_ops, register
 
 try:
@@ -144,7 +147,38 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
     return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 
+def _flipped(w, geom):
+    """conv2d's weight as the weight of its input-gradient conv: (C, FG, KH, KW), each group's
+    in/out channels swapped and every kernel rotated by 180 degrees."""
+    g, fg, cg, kh, kw = geom.g, geom.fg, geom.cg, geom.kh, geom.kw
+    wg = np.asarray(w).reshape(g, fg, cg, kh, kw)[:, :, :, ::-1, ::-1]   # (G, FG, CG, KH, KW)
+    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4)).reshape(geom.c, fg, kh, kw)
+
+
+def _input_grad_geometry(geom):
+    """For a stride-1 conv, the geometry of gx = conv2d(gy, _flipped(w)) ('full' correlation:
+    padding D*(K-1) - P per side), or None when that does not hold (stride > 1, padding wider
+    than the dilated kernel, or an image larger than the conv covers)."""
+    if (geom.oh > 1 and geom.sh != 1) or (geom.ow > 1 and geom.sw != 1):
+        return None
+    eh, ew = geom.dh * (geom.kh - 1), geom.dw * (geom.kw - 1)
+    pads = (eh - geom.pt, eh - geom.pb, ew - geom.pl, ew - geom.pr)
+    if min(pads) < 0 or geom.oh + pads[0] + pads[1] - eh != geom.h or \
+            geom.ow + pads[2] + pads[3] - ew != geom.w:
+        return None
+    return ConvGeometry(n=geom.n, c=geom.f, h=geom.oh, w=geom.ow, f=geom.c, g=geom.g,
+                        kh=geom.kh, kw=geom.kw, sh=1, sw=1, dh=geom.dh, dw=geom.dw,
+                        pt=pads[0], pb=pads[1], pl=pads[2], pr=pads[3], oh=geom.h, ow=geom.w)
+
+
 def conv2d_backward_input(gy, w, geom, general=False):
+    """gx = col2im(Wᵀ gy); for a stride-1 conv outside 'im2col', the same gradient as a conv2d
+    of gy with the flipped weight (implicit GEMM or the direct depthwise kernel: no column
+    buffer, no col2im)."""
+    if _convfast is not None and not general and resolve(geom) != "im2col":
+        ggeom = _input_grad_geometry(geom)
+        if ggeom is not None:
+            return conv2d_forward(gy, _flipped(w, geom), None, ggeom)
     return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 

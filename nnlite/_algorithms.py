@@ -12,9 +12,10 @@
 
 Only the 'cython' backend has 'implicit' and 'direct'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
-its naive loops. conv_transpose2d's forward (a GEMM then col2im) and the backward routines
-(explicit columns + nnlite's GEMM) do not depend on the choice, except that the input gradient
-of conv_transpose2d is a conv2d forward and follows it.
+its naive loops. Backward runs under the choice made at forward time: the input gradient of a
+stride-1 conv is a conv2d forward (of gy with the flipped weight) and follows it, like the
+input gradient of conv_transpose2d; other input gradients (GEMM + col2im), the weight
+gradient (explicit columns + nnlite's GEMM) and conv_transpose2d's forward do not depend on it.
 
 Resolution: innermost ``nnlite.conv_algorithm(...)`` context in this thread, then the
 ``NNLITE_CONV_ALGORITHM`` environment variable (read once at import), then 'auto'.

@@ -169,16 +169,22 @@ static int cf_geom_ok(const nnl_conv_geom *g)
 
 #define CF_MAXK 64       /* CF_WIDE for kernels up to this size per axis */
 
-/* The distinct (a*d) % s for a < k, ascending, into out (at most CF_MAXK); their count. */
+/* The distinct (a*d) % s for a < k (k <= CF_MAXK), ascending, into out; their count. */
 static int cf_phases(nnl_idx k, nnl_idx d, nnl_idx s, nnl_idx *out)
 {
     int n = 0;
-    for (nnl_idx r = 0; r < s && n < CF_MAXK; r++)
-        for (nnl_idx a = 0; a < k; a++)
-            if ((a * d) % s == r) {
-                out[n++] = r;
-                break;
-            }
+    for (nnl_idx a = 0; a < k && a < CF_MAXK; a++) {
+        const nnl_idx r = (a * d) % s;
+        int i = n;
+        while (i > 0 && out[i - 1] > r)   /* insertion sort, skipping duplicates */
+            i--;
+        if (i > 0 && out[i - 1] == r)
+            continue;
+        for (int j = n; j > i; j--)
+            out[j] = out[j - 1];
+        out[i] = r;
+        n++;
+    }
     return n;
 }
 

@@ -150,6 +150,8 @@ static void FN(dw_wide_sizes)(const nnl_conv_geom *g, FN(dw_wide) *s)
     s->slack = NNL_DW_BLOCK * DW_VL;             /* reads/writes past len stay in the buffer */
     s->phase = s->hq * s->wq + s->slack;
     s->need = g->sh * g->sw * s->phase;
+    if (g->ow < DW_VL)   /* narrow planes: a wide output (len + slack) after the phases */
+        s->need += s->len + s->slack;
     s->nslots = g->ow >= DW_VL ? g->oh * ((g->ow + DW_VL - 1) / DW_VL) : 0;
 }
 
@@ -186,7 +188,7 @@ static void FN(dw_wide_slots)(const nnl_conv_geom *g, const FN(dw_wide) *s, int3
 static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(dw_wide) *s,
                                                const nnl_idx *offs, const int32_t *slots,
                                                const T *wf, T bias,
-                                               T beta, T *yp, int act, const T *buf,
+                                               T beta, T *yp, int act, T *buf,
                                                const nnl_idx taps)
 {
     DW_VEC wv[32];
@@ -198,6 +200,35 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
     }
     const DW_VEC vb = FN(dw_set1)(bias), vbeta = FN(dw_set1)(beta);
     const nnl_idx ow = g->ow, wq = s->wq;
+    if (ow < DW_VL) {
+        /* rows narrower than a vector: the whole plane as one wide stream, t < (OH-1)*WQ + OW
+         * in blocks of independent accumulators, into the wide output after the phases (its
+         * slack takes the overrun), then the valid OW columns of each row out */
+        T *yw = buf + g->sh * g->sw * s->phase;
+        for (nnl_idx t = 0; t < s->len; t += NNL_DW_BLOCK * DW_VL) {
+            DW_VEC acc[NNL_DW_BLOCK];
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++)
+                acc[u] = vb;
+            for (nnl_idx k = 0; k < taps; k++) {
+                const T *sk = (k < nk ? src[k] : buf + offs[k]) + t;
+                const DW_VEC w = k < nk ? wv[k] : FN(dw_set1)(wf[k]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NNL_DW_BLOCK; u++)
+                    acc[u] += w * FN(dw_load)(sk + u * DW_VL);
+            }
+#pragma GCC unroll 8
+            for (int u = 0; u < NNL_DW_BLOCK; u++)
+                FN(dw_store)(yw + t + u * DW_VL, acc[u]);
+        }
+        for (nnl_idx i = 0; i < g->oh; i++) {
+            T *yr = yp + i * ow;
+            const T *wr = yw + i * wq;
+            for (nnl_idx j = 0; j < ow; j++)
+                yr[j] = FN(dw_act)(beta == 0 ? wr[j] : wr[j] + beta * yr[j], act);
+        }
+        return;
+    }
     if (slots != NULL) {
         /* beta == 0 and OW >= VL: the plane's output vectors, listed in ``slots`` as (wide
          * offset, y offset) pairs (each row's vectors start at u*VL, its last one at OW - VL,
@@ -309,6 +340,9 @@ static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g,
                 if (sw == 1)
                     for (nnl_idx v = v0; v < v1; v++)   /* inline: a memcpy call per row costs */
                         row[v] = xr[v + off];
+                else if (sw == 2)                       /* constant stride: vectorised */
+                    for (nnl_idx v = v0; v < v1; v++)
+                        row[v] = xr[2 * v + off];
                 else
                     for (nnl_idx v = v0; v < v1; v++)
                         row[v] = xr[v * sw + off];

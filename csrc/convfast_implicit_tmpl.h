@@ -184,6 +184,9 @@ static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, cons
                 if (sw == 1) {
                     for (nnl_idx v = v0; v < v1; v++)
                         row[v] = xr[v + off];
+                } else if (sw == 2) {                   /* constant stride: vectorised */
+                    for (nnl_idx v = v0; v < v1; v++)
+                        row[v] = xr[2 * v + off];
                 } else {
                     for (nnl_idx v = v0; v < v1; v++)
                         row[v] = xr[v * sw + off];

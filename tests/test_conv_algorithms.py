@@ -206,14 +206,17 @@ def test_implicit_paths_match_reference(path, dtype):
 
 
 @needs_ext
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("hw", [(30, 31), (9, 7)])
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("kernel", ["implicit", "depthwise"])
-def test_fused_epilogue_on_strided_operands(kernel, act):
+def test_fused_epilogue_on_strided_operands(kernel, act, hw, beta):
     # y = act(conv + beta*y + bias) written into a channel slice of a larger buffer, reading a
-    # channel slice of a larger image: the inference-plan use (concat slices, residual adds)
+    # channel slice of a larger image: the inference-plan use (concat slices, residual adds);
+    # rows wider and narrower than a vector
     rng = np.random.default_rng(6)
-    big_x = rng.standard_normal((2, 9, 30, 31)).astype(np.float32) * 4
-    x = big_x[:, 2:8]                                          # (2, 6, 30, 31), strided
+    big_x = rng.standard_normal((2, 9) + hw).astype(np.float32) * 4
+    x = big_x[:, 2:8]                                          # (2, 6, H, W), strided
     c, f, g = 6, (12 if kernel == "depthwise" else 10), (6 if kernel == "depthwise" else 2)
     w = rng.standard_normal((f, c // g, 3, 3)).astype(np.float32)
     b = rng.standard_normal(f).astype(np.float32)
@@ -221,7 +224,6 @@ def test_fused_epilogue_on_strided_operands(kernel, act):
     big_y = rng.standard_normal((2, f + 5, geom.l)).astype(np.float32)
     before = big_y.copy()
     y = big_y[:, 3:3 + f]
-    beta = 1.0
     conv = ref.conv2d(np.ascontiguousarray(x), w, b, 1, 1, 1, g).reshape(2, f, -1)
     expect = _epilogue(conv.astype(np.float64) + beta * y, act)
     args = (3, 3, 1, 1, 1, 1, 1, 1, geom.oh, geom.ow)          # kh kw sh sw pt pl dh dw oh ow

@@ -48,8 +48,13 @@
 #define NNL_NO_MEMCPY_IDIOM
 #endif
 
-/* Below this many multiply-adds a call runs on one thread (team start-up would dominate). */
-#define NNL_MIN_PARALLEL_MACS (128.0 * 128.0 * 64.0)
+/* Below this many multiply-adds a call runs on one thread. Sized for passive OpenMP waiting
+ * (nnlite's default, see nnlite/__init__.py): waking a sleeping worker took ~50 us on the
+ * 2-core VM, the time of ~10M multiply-adds on one core; measured 1 vs 2 threads: 192^3 (7M)
+ * 80 vs 115 us, 256^3 (17M) 176 vs 141-218 us, 384^3 550 vs 372 us. */
+#ifndef NNL_MIN_PARALLEL_MACS
+#define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
+#endif
 
 static void *nnl_alloc64(size_t bytes)
 {

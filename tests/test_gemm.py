@@ -148,7 +148,7 @@ def _multi_block_shape(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_independent_of_thread_count(isa, dtype):
     # multi-block; column-split units; row-split units (one NR panel); serial (tiny)
-    shapes = [_multi_block_shape(dtype), (64, 1000, 200), (37, 77, 500), (200, 7, 800),
+    shapes = [_multi_block_shape(dtype), (64, 1000, 200), (37, 77, 500), (250, 7, 5000),
               (256, 200, 300), (5, 3, 2)]
     for i, (m, n, k) in enumerate(shapes):
         a, b = rand((m, k), dtype, i), rand((k, n), dtype, 50 + i)

@@ -10,27 +10,21 @@ default ``nnlite.get_num_threads()``). ``maxdiff`` is max |nnlite - float64 matm
 1/K (once per size). The conv rows are the im2col GEMMs of typical layers:
 M = out channels, K = in channels * kh * kw, N = output pixels (batch 1).
 
-Idle threads: by default this script sets OMP_WAIT_POLICY=PASSIVE (nnlite's libgomp threads)
-and OPENBLAS_THREAD_TIMEOUT=4 (OpenBLAS's threads) unless they are already set, before either
-library loads. With the libraries' defaults, the idle threads of one library keep spinning on
-the 2 cores (libgomp for a while, OpenBLAS for ~0.1 s) while the other one runs, and
-interleaved medians measure that oversubscription instead of the GEMMs. ``--library-defaults``
-keeps the defaults.
+Idle threads: nnlite's import sets OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 unless
+they are already set (nnlite/__init__.py), so that neither library's idle threads keep spinning
+on the 2 cores while the other one runs; this script imports nnlite before NumPy so that the
+OpenBLAS setting takes effect. The header prints both; export other values to compare.
 """
 import contextlib
 import os
 import sys
 
-if "--library-defaults" not in sys.argv:              # must precede the NumPy/nnlite imports
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-import numpy as np  # noqa: E402
+import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # noqa: E402
-import nnlite  # noqa: E402
 from nnlite import _blas  # noqa: E402
 from nnlite.kernels import gemm, gemm_ops  # noqa: E402
 
@@ -82,8 +76,6 @@ def main():
     p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
     p.add_argument("--isa", default="auto",
                    help="micro-kernel family (auto, generic, avx2, avx512)")
-    p.add_argument("--library-defaults", action="store_true",
-                   help="keep libgomp's and OpenBLAS's default spin-waiting of idle threads")
     args = p.parse_args()
     _timing.apply_threads(args)
     nthreads = nnlite.get_num_threads()

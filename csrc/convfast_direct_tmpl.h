@@ -155,22 +155,19 @@ static void FN(dw_wide_sizes)(const nnl_conv_geom *g, FN(dw_wide) *s)
     s->nslots = g->ow >= DW_VL ? g->oh * ((g->ow + DW_VL - 1) / DW_VL) : 0;
 }
 
-/* offs[k] = where tap k = a*KW + b reads in the phase buffers, relative to t */
-static void FN(dw_wide_offsets)(const nnl_conv_geom *g, const FN(dw_wide) *s, nnl_idx *offs)
+/* offs[k] = where tap k = a*KW + b reads in the phase buffers (phases ``pstride`` apart),
+ * relative to the output position t = i*WQ + j */
+static void FN(dw_wide_offsets)(const nnl_conv_geom *g, const FN(dw_wide) *s, nnl_idx pstride,
+                                nnl_idx *offs)
 {
     for (nnl_idx a = 0; a < g->kh; a++)
         for (nnl_idx b = 0; b < g->kw; b++) {
             const nnl_idx ea = a * g->dh, eb = b * g->dw;
-            offs[a * g->kw + b] = ((ea % g->sh) * g->sw + eb % g->sw) * s->phase
+            offs[a * g->kw + b] = ((ea % g->sh) * g->sw + eb % g->sw) * pstride
                                   + (ea / g->sh) * s->wq + eb / g->sw;
         }
 }
 
-/* The output rows of one plane from its wide layout in buf: y[i, j] = bias + sum_k w[k] *
- * buf[offs[k] + i*WQ + j] (+ beta*y, act), register blocks of NNL_DW_BLOCK vectors along each
- * row, then single vectors; the last partial vector is recomputed overlapping the one before
- * (same values) when beta == 0, else done element by element. ``taps`` is a compile-time
- * constant after inlining for the common 3x3 kernel, so the weights stay in registers. */
 /* slots[2q], slots[2q+1] = wide and y offsets of output vector q: row i, vector u of
  * ceil(OW/VL) starting at min(u*VL, OW - VL) (OW >= VL). */
 static void FN(dw_wide_slots)(const nnl_conv_geom *g, const FN(dw_wide) *s, int32_t *slots)
@@ -359,6 +356,113 @@ static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g,
                          g->kh * g->kw);
 }
 
+/* ------------------------------------------------------- small planes: channels in lanes */
+
+/* Planes narrower than a vector waste most of each vector and pay a per-plane cost that
+ * exceeds their arithmetic, so they are done VL output channels at a time with the channels
+ * in the vector lanes: each plane's wide layout (as dw_plane_wide) is interleaved into
+ * xcl[pos*VL + lane], every tap is then one full-vector multiply-add per output pixel, and the
+ * result ycl[p*VL + lane] is de-interleaved into the VL output planes. Lanes past F read and
+ * weigh zeros and are never stored. */
+typedef struct {
+    nnl_idx pos;                 /* positions of the interleaved wide layout: SH*SW*HQ*WQ */
+    nnl_idx need;                /* elements per thread: xcl, ycl, weights */
+} FN(dw_cl);
+
+static void FN(dw_cl_sizes)(const nnl_conv_geom *g, const FN(dw_wide) *s, FN(dw_cl) *c)
+{
+    c->pos = g->sh * g->sw * s->hq * s->wq;
+    c->need = DW_VL * (c->pos + g->oh * g->ow + g->kh * g->kw);
+}
+
+static NNL_DW_NO_MEMCPY_IDIOM NNL_ALWAYS_INLINE void FN(dw_cl_block)(
+    const nnl_conv_geom *g, const FN(dw_wide) *s, const FN(dw_cl) *cs, const nnl_idx *offs,
+    const T *xn, const T *w, const T *bias, T beta, T *yn, int act, nnl_idx f0, T *buf,
+    const nnl_idx taps)
+{
+    const nnl_idx mult = g->f / g->c, lanes = dw_min(DW_VL, g->f - f0), wq = s->wq;
+    const nnl_idx plane = s->hq * s->wq, L = g->oh * g->ow;
+    T *xcl = buf, *ycl = buf + DW_VL * cs->pos, *wcl = ycl + DW_VL * L;
+    /* weights and bias, lane l = output channel f0 + l (zeros past F) */
+    for (nnl_idx k = 0; k < taps; k++)
+        for (nnl_idx l = 0; l < DW_VL; l++)
+            wcl[k * DW_VL + l] = l < lanes ? w[(f0 + l) * taps + k] : (T)0;
+    T bl[DW_VL];
+    for (nnl_idx l = 0; l < DW_VL; l++)
+        bl[l] = (l < lanes && bias) ? bias[f0 + l] : (T)0;
+    /* the zero-padded stride phases of each lane's input plane, interleaved */
+    for (nnl_idx l = 0; l < DW_VL; l++) {
+        const T *xp = l < lanes ? xn + ((f0 + l) / mult) * g->xsc : NULL;
+        for (nnl_idx ra = 0; ra < g->sh; ra++)
+            for (nnl_idx rb = 0; rb < g->sw; rb++) {
+                T *ph = xcl + (ra * g->sw + rb) * plane * DW_VL + l;
+                const nnl_idx off = rb - g->pl;
+                const nnl_idx v0 = dw_min(wq, dw_ceil_pos(-off, g->sw));
+                const nnl_idx v1 = dw_max(v0, g->w - off > 0
+                                                  ? dw_min(wq, (g->w - off - 1) / g->sw + 1) : 0);
+                for (nnl_idx u = 0; u < s->hq; u++) {
+                    T *row = ph + u * wq * DW_VL;
+                    const nnl_idx r = u * g->sh + ra - g->pt;
+                    if (xp == NULL || (size_t)r >= (size_t)g->h) {
+                        for (nnl_idx v = 0; v < wq; v++)
+                            row[v * DW_VL] = 0;
+                        continue;
+                    }
+                    const T *xr = xp + r * g->xsr + off;
+                    for (nnl_idx v = 0; v < v0; v++)
+                        row[v * DW_VL] = 0;
+                    for (nnl_idx v = v0; v < v1; v++)
+                        row[v * DW_VL] = xr[v * g->sw];
+                    for (nnl_idx v = v1; v < wq; v++)
+                        row[v * DW_VL] = 0;
+                }
+            }
+    }
+    /* one vector per output pixel, four pixels of a row in flight */
+    DW_VEC wv[32];
+    const nnl_idx nk = taps < 32 ? taps : 32;
+    for (nnl_idx k = 0; k < nk; k++)
+        wv[k] = FN(dw_load)(wcl + k * DW_VL);
+    const DW_VEC vb = FN(dw_load)(bl);
+    for (nnl_idx i = 0; i < g->oh; i++) {
+        nnl_idx j = 0;
+        for (; j + 4 <= g->ow; j += 4) {
+            DW_VEC acc[4] = {vb, vb, vb, vb};
+            for (nnl_idx k = 0; k < taps; k++) {
+                const T *src = xcl + (offs[k] + i * wq + j) * DW_VL;
+                const DW_VEC wk = k < nk ? wv[k] : FN(dw_load)(wcl + k * DW_VL);
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    acc[u] += wk * FN(dw_load)(src + u * DW_VL);
+            }
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+                FN(dw_store)(ycl + (i * g->ow + j + u) * DW_VL, acc[u]);
+        }
+        for (; j < g->ow; j++) {
+            DW_VEC acc = vb;
+            for (nnl_idx k = 0; k < taps; k++)
+                acc += (k < nk ? wv[k] : FN(dw_load)(wcl + k * DW_VL)) *
+                       FN(dw_load)(xcl + (offs[k] + i * wq + j) * DW_VL);
+            FN(dw_store)(ycl + (i * g->ow + j) * DW_VL, acc);
+        }
+    }
+    /* de-interleave into the output planes, with the epilogue */
+    for (nnl_idx l = 0; l < lanes; l++) {
+        T *yp = yn + (f0 + l) * g->ysf;
+        for (nnl_idx q = 0; q < L; q++) {
+            const T v = ycl[q * DW_VL + l];
+            yp[q] = FN(dw_act)(beta == 0 ? v : v + beta * yp[q], act);
+        }
+    }
+}
+
+/* channels-in-lanes for planes narrower than a vector whose buffer fits */
+static int FN(dw_use_cl)(const nnl_conv_geom *g, const FN(dw_cl) *c)
+{
+    return g->ow < DW_VL && c->need <= NNL_DW_WIDE_MAX;
+}
+
 /* the call's shared table: tap offsets, then the output vector slots (64-byte aligned) */
 static size_t FN(dw_head_bytes)(const nnl_conv_geom *g, const FN(dw_wide) *s)
 {
@@ -385,17 +489,23 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
         nt = (int)planes;
     FN(dw_wide) ws;
     FN(dw_wide_sizes)(g, &ws);
-    /* one block: the tap offsets, then a wide-layout buffer per thread (row kernel without) */
+    FN(dw_cl) cs;
+    FN(dw_cl_sizes)(g, &ws, &cs);
+    const int cl = FN(dw_use_cl)(g, &cs);
+    const nnl_idx blocks = g->n * ((g->f + DW_VL - 1) / DW_VL), need = cl ? cs.need : ws.need;
+    if (cl && (nnl_idx)nt > blocks)
+        nt = (int)blocks;
+    /* one block: the tap offsets (and slots), then a buffer per thread (row kernel without) */
     T *bufs = NULL;
     nnl_idx *offs = NULL;
     int32_t *slots = NULL;
     const size_t head = FN(dw_head_bytes)(g, &ws);
-    if (ws.need <= NNL_DW_WIDE_MAX) {
-        offs = (nnl_idx *)malloc(head + sizeof(T) * (size_t)ws.need * (size_t)nt);
+    if (need <= NNL_DW_WIDE_MAX) {
+        offs = (nnl_idx *)malloc(head + sizeof(T) * (size_t)need * (size_t)nt);
         if (offs != NULL) {
             bufs = (T *)((char *)offs + head);
-            FN(dw_wide_offsets)(g, &ws, offs);
-            if (ws.nslots) {
+            FN(dw_wide_offsets)(g, &ws, cl ? ws.hq * ws.wq : ws.phase, offs);
+            if (ws.nslots && !cl) {
                 slots = (int32_t *)((char *)offs + ((size_t)taps * sizeof(nnl_idx) + 63) / 64
                                     * 64);
                 FN(dw_wide_slots)(g, &ws, slots);
@@ -407,10 +517,26 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
 #endif
     {
 #ifdef _OPENMP
-        T *buf = bufs ? bufs + (size_t)omp_get_thread_num() * (size_t)ws.need : NULL;
-#pragma omp for schedule(dynamic, 1)
+        T *buf = bufs ? bufs + (size_t)omp_get_thread_num() * (size_t)need : NULL;
 #else
         T *buf = bufs;
+#endif
+        if (cl && buf) {
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (nnl_idx q = 0; q < blocks; q++) {
+                const nnl_idx nb = (g->f + DW_VL - 1) / DW_VL, n = q / nb, f0 = (q % nb) * DW_VL;
+                if (taps == 9)
+                    FN(dw_cl_block)(g, &ws, &cs, offs, x + n * g->xsn, w, bias, beta,
+                                    y + n * g->ysn, act, f0, buf, 9);
+                else
+                    FN(dw_cl_block)(g, &ws, &cs, offs, x + n * g->xsn, w, bias, beta,
+                                    y + n * g->ysn, act, f0, buf, taps);
+            }
+        } else {
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
 #endif
         for (nnl_idx p = 0; p < planes; p++) {
             const nnl_idx n = p / g->f, f = p % g->f;
@@ -421,6 +547,7 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
                 FN(dw_plane_wide)(g, &ws, offs, slots, xp, w + f * taps, b, beta, yp, act, buf);
             else
                 FN(dw_plane)(g, xp, w + f * taps, b, beta, yp, act, j0, j1);
+        }
         }
     }
     free(offs);
@@ -434,12 +561,16 @@ static nnl_idx FN(dw_workspace)(const nnl_conv_geom *g, int nthreads)
         return 0;
     FN(dw_wide) ws;
     FN(dw_wide_sizes)(g, &ws);
-    if (ws.need > NNL_DW_WIDE_MAX)
+    FN(dw_cl) cs;
+    FN(dw_cl_sizes)(g, &ws, &cs);
+    const int cl = FN(dw_use_cl)(g, &cs);
+    const nnl_idx need = cl ? cs.need : ws.need;
+    if (need > NNL_DW_WIDE_MAX)
         return 0;
-    const nnl_idx planes = g->n * g->f;
+    const nnl_idx units = cl ? g->n * ((g->f + DW_VL - 1) / DW_VL) : g->n * g->f;
     nnl_idx nt = dw_threads(g, nthreads);
-    nt = nt > planes ? planes : nt;
-    return (nnl_idx)FN(dw_head_bytes)(g, &ws) + (nnl_idx)sizeof(T) * ws.need * nt;
+    nt = nt > units ? units : nt;
+    return (nnl_idx)FN(dw_head_bytes)(g, &ws) + (nnl_idx)sizeof(T) * need * nt;
 }
 
 #undef DW_VEC

@@ -8,7 +8,9 @@
  * one contiguous stream, and the whole plane is ONE loop over blocks of NNL_DW_BLOCK vectors
  * whose accumulators stay in registers (a vector load and an FMA per tap and vector, one store
  * per vector), instead of one pass over the output per tap. The valid columns are copied out
- * through the epilogue. Planes whose wide layout would exceed NNL_DW_WIDE_MAX elements (or when
+ * through the epilogue. Planes narrower than a vector run NNL_DW_VBYTES/sizeof(T) channels at
+ * a time with the channels in the vector lanes (dw_cl_block). Planes whose wide layout would
+ * exceed NNL_DW_WIDE_MAX elements (or when
  * the buffer cannot be allocated) run dw_plane: the same register blocks over each output
  * row's interior columns, a checked scalar loop for the border columns.
  *

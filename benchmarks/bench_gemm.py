@@ -100,7 +100,6 @@ def main():
                              "OPENBLAS_THREAD_TIMEOUT="
                              f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"),
             ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
-            ("BLAS info", _blas.info()),
             ("protocol", f"interleaved, {repeat} rounds, median (best), ratio = numpy/nnlite "
                          "time"),
         ]

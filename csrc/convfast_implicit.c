@@ -199,6 +199,7 @@ typedef struct {
     nnl_idx rph[CF_MAXK], cph[CF_MAXK];   /* ... (a*DH) % SH and (b*DW) % SW, ascending */
     nnl_idx ncols;               /* GEMM N: L, or the wide length (OH-1)*WQ + OW */
     int scatter;                 /* wide columns j >= OW are dropped on the way to y */
+    int bdirect_all;             /* every panel read in place by the B-direct kernel */
     nnl_idx kcb_max;             /* K slices of at most kcb_max (all but the last full) */
     nnl_idx ru, mu;              /* row groups per (n, g), rows per group (an MR multiple) */
     nnl_idx cu, nu;              /* column units per (n, g), columns per unit (an NR multiple) */
@@ -292,11 +293,17 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
                      ((g->kh - 1) * g->dh) / g->sh);
     p->pstride = p->band * p->wq;
     p->a_elems = cf_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
-    p->b_elems = cf_round64((size_t)p->kcb_max * (size_t)(p->chunk * nr), elsize);
+    /* CF_WIDE with the B-direct kernel reads every panel, the last partial one too, in place
+     * from the band (no B buffer); its reads past the wide length land in slack at the band's
+     * end and only fill tile columns that cf_scatter drops */
+    p->bdirect_all = bdirect && p->scatter && p->mode == CF_WIDE;
+    p->b_elems = p->bdirect_all ? 0
+                 : cf_round64((size_t)p->kcb_max * (size_t)(p->chunk * nr), elsize);
     p->t_elems = p->scatter ? cf_round64((size_t)mr * (size_t)nr, elsize) : 0;
     /* + WQ: reads for the dropped columns of a band's last row may run past its end */
     p->w_elems = p->mode == CF_WIDE
-                 ? cf_round64((size_t)p->cg * p->nrph * p->ncph * p->pstride + p->wq, elsize)
+                 ? cf_round64((size_t)p->cg * p->nrph * p->ncph * p->pstride + p->wq +
+                              (p->bdirect_all ? nr : 0), elsize)
                  : 0;
     p->koff_elems = p->mode == CF_SEGMENTS ? 0 : (size_t)p->k;
 }

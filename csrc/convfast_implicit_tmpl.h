@@ -360,7 +360,7 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
                 FN(cf_pack_cols)(g, xg, pc, kcb, jc, ncb, nr, bp);
             else if (!A->bdirect)
                 FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc, ncb, p->ncols, nr, bp);
-            else if (ncb % nr)   /* B-direct: only a partial last panel is packed */
+            else if (ncb % nr && !p->bdirect_all)   /* B-direct: a partial last panel */
                 FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc + (nq - 1) * nr,
                                  ncb - (nq - 1) * nr, p->ncols, nr, bp + (nq - 1) * kcb * nr);
             for (nnl_idx q = 0; q < nq; q++) {
@@ -371,7 +371,7 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
                     const T *api = ap + ir * kcb, *bpq = bp + q * kcb * nr;
                     if (p->scatter) {
 #if CF_BDIRECT
-                        if (A->bdirect && nn == nr)
+                        if (A->bdirect && (nn == nr || p->bdirect_all))
                             nnl_cf_bdirect_8x48_s(kcb, api, src + (jr - tbase), A->koff + pc,
                                                   tile);
                         else

@@ -5,10 +5,11 @@
                 k x k conv needs a few panels of extra memory instead of the column matrix
     'direct'    direct loops without a GEMM: the depthwise kernel (groups == in_channels);
                 a conv that is not depthwise has no direct kernel and runs 'implicit'
-    'auto'      per layer: depthwise -> 'direct'; a 1x1 conv with stride or padding -> 'im2col'
-                (its columns are a strided copy no larger than the image, made once, while the
-                implicit GEMM would gather them again for every block of output channels);
-                every other conv -> 'implicit'
+    'auto'      per layer: depthwise -> 'direct'; 1x1 -> 'im2col' (stride 1, no padding: the
+                GEMM runs on the image itself, no columns at all; otherwise its columns are a
+                strided copy no larger than the image, made once, while the implicit GEMM would
+                gather them again for every block of output channels); every other conv ->
+                'implicit'
 
 Only the 'cython' backend has 'implicit' and 'direct'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
@@ -102,7 +103,7 @@ def resolve(geom, name=None):
     if name == "auto":
         if is_depthwise(geom):
             return "direct"
-        if geom.kh == geom.kw == 1 and not geom.is_pointwise:
+        if geom.kh == geom.kw == 1:
             return "im2col"
         return "implicit"
     if name == "direct" and not is_depthwise(geom):

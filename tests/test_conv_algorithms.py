@@ -356,7 +356,7 @@ def test_auto_resolves_per_layer():
     strided_1x1 = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 2, 0, 1, 1)
     pointwise = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 1, 0, 1, 1)
     assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "implicit"
-    assert resolve(strided_1x1, "auto") == "im2col" and resolve(pointwise, "auto") == "implicit"
+    assert resolve(strided_1x1, "auto") == "im2col" and resolve(pointwise, "auto") == "im2col"
     assert resolve(dense, "direct") == "implicit" and resolve(dw, "im2col") == "im2col"
 
 

@@ -156,20 +156,30 @@ def test_conv2d_depthwise_matches_reference(backend):
 
 
 def test_conv2d_no_python_loop_over_groups(backend, monkeypatch):
-    # grouped and depthwise convs: ONE batched GEMM call per batch chunk, not one per group
-    from nnlite.kernels import _conv_gemm
+    # grouped and depthwise convs: the group axis is a batch axis of the GEMM, never a Python
+    # loop of per-group GEMM calls
+    from nnlite.kernels import _conv_gemm, gemm_ops
 
-    calls = []
+    calls, batches = [], []
     real = _conv_gemm.matmul
     monkeypatch.setattr(_conv_gemm, "matmul", lambda a, b, out=None: calls.append(1) or
                         real(a, b, out=out))
+    real_batched = gemm_ops.gemm_batched
+    monkeypatch.setattr(gemm_ops, "gemm_batched", lambda a, b, *args, **kw: batches.append(
+                        a.shape[0] if a.ndim == 3 else b.shape[0]) or
+                        real_batched(a, b, *args, **kw))
     rng = np.random.default_rng(6)
     x = nnlite.tensor(rng.standard_normal((3, 8, 6, 6)), requires_grad=True)
     w = nnlite.tensor(rng.standard_normal((8, 1, 3, 3)), requires_grad=True)
     # pinned to im2col + GEMM: under 'auto' the cython backend runs depthwise on a direct kernel
     with nnlite.conv_algorithm("im2col"):
         F.conv2d(x, w, None, 1, 1, 1, 8).sum().backward()
-    assert len(calls) == 3                   # forward, input-gradient, weight-gradient
+    if backend == "numpy":
+        assert len(calls) == 3               # forward, input-gradient, weight-gradient
+    else:
+        # nnlite's GEMM: every call batches all 8 groups (per image at most, never per group)
+        assert batches and set(batches) == {8}, batches
+        assert len(batches) <= 3 * 3         # 3 routines x 3 images
 
 
 # ------------------------------------------------------------------ padding

@@ -193,3 +193,16 @@ def test_conv_backward_too_big_for_columns_fails_cleanly(memory_cap):  # noqa: F
     # a backward that fits (e.g. an implicit weight gradient) must be right: d(sum y)/dx
     np.testing.assert_array_equal(np.asarray(getattr(xt.grad, "data", xt.grad))[0, 0],
                                   _ones_conv_expected() / C)
+
+
+def test_column_workspace_larger_than_available_memory_raises_before_allocating(monkeypatch):
+    # F8: an explicit column matrix bigger than MemAvailable must fail cleanly (MemoryError naming
+    # the bytes), not be allocated lazily and OOM-kill the process later
+    import nnlite.nn.functional as F
+    from nnlite.kernels import _conv_gemm
+
+    monkeypatch.setattr(_conv_gemm, "_available_bytes", lambda: 1000)
+    x = nnlite.tensor(np.ones((1, 2, 8, 8)), requires_grad=True)
+    w = nnlite.tensor(np.ones((3, 2, 3, 3)), requires_grad=True)
+    with nnlite.using_backend("numpy"), pytest.raises(MemoryError, match=r"needs 1,296 bytes"):
+        F.conv2d(x, w, None, 2)

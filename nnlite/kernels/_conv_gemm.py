@@ -58,9 +58,30 @@ def _chunks(geom, itemsize):
         yield n0, min(n0 + nb, geom.n)
 
 
+def _available_bytes():
+    """MemAvailable from /proc/meminfo (None where the platform does not say)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _workspace(geom, dtype):
     nb = geom.batch_chunk(np.dtype(dtype).itemsize)
-    return np.empty(geom.col_shape(nb), dtype=dtype)  # (NB, C*KH*KW, L)
+    shape = geom.col_shape(nb)                                    # (NB, C*KH*KW, L)
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    avail = _available_bytes()
+    if avail is not None and nbytes > avail:
+        # refuse before allocating: an allocation that succeeds lazily would be OOM-killed later
+        raise MemoryError(
+            f"conv2d: the column matrix for one chunk of {nb} image(s) needs {nbytes:,} bytes "
+            f"{shape} but only {avail:,} bytes are available; use "
+            "nnlite.conv_algorithm('implicit') (no column matrix) or a smaller input")
+    return np.empty(shape, dtype=dtype)
 
 
 def forward(x, w, b, geom, im2col, general=False, mm=numpy_mm):

@@ -7,7 +7,7 @@
 
 #define TGT __attribute__((target("avx2,fma")))
 
-/* ---- float32: 8 lanes; MR x NR = 6 x 16 -> 12 accumulators + 2 B + 1 A of 16 registers */
+/* ---- float32: 8 lanes, 16 ymm registers */
 #define T float
 #define EPI_T nnl_epi_s
 #define KERNEL_T nnl_kernel_s
@@ -28,11 +28,18 @@
     _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define V_LOADM(m, p) _mm256_maskload_ps((p), (m))
 #define V_STOREM(p, m, v) _mm256_maskstore_ps((p), (m), (v))
-#define UKR_MR 6   /* 12 ymm accumulators */
-#define UKR_NV 2
-#define UKR_MC 192 /* A block 192 x 256 x 4 B = 192 KB: L2 */
-#define UKR_KC 256 /* B micro-panel 256 x 16 x 4 B = 16 KB: L1 */
-#define UKR_NC 256 /* B block 256 x 256 x 4 B = 256 KB: L2 */
+#ifndef NNL_AVX2_S_MR /* (override all five with -D to tune) */
+#define NNL_AVX2_S_MR 6   /* MR x NR = 6 x 16: 12 ymm accumulators, 2 B vectors, 1 broadcast */
+#define NNL_AVX2_S_NV 2
+#define NNL_AVX2_S_MC 192 /* A block 192 x 256 x 4 B = 192 KB: L2 */
+#define NNL_AVX2_S_KC 256 /* B micro-panel 256 x 16 x 4 B = 16 KB: L1 */
+#define NNL_AVX2_S_NC 256 /* B block 256 x 256 x 4 B = 256 KB: L2 */
+#endif
+#define UKR_MR NNL_AVX2_S_MR
+#define UKR_NV NNL_AVX2_S_NV
+#define UKR_MC NNL_AVX2_S_MC
+#define UKR_KC NNL_AVX2_S_KC
+#define UKR_NC NNL_AVX2_S_NC
 #include "gemm_simd_tmpl.h"
 
 const nnl_kernel_s *nnl_avx2_kernel_s(void)
@@ -65,7 +72,7 @@ const nnl_kernel_s *nnl_avx2_kernel_s(void)
 #undef UKR_KC
 #undef UKR_NC
 
-/* ---- float64: 4 lanes; MR x NR = 6 x 8 */
+/* ---- float64: 4 lanes */
 #define T double
 #define EPI_T nnl_epi_d
 #define KERNEL_T nnl_kernel_d
@@ -85,11 +92,18 @@ const nnl_kernel_s *nnl_avx2_kernel_s(void)
 #define V_MASK(r) _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3))
 #define V_LOADM(m, p) _mm256_maskload_pd((p), (m))
 #define V_STOREM(p, m, v) _mm256_maskstore_pd((p), (m), (v))
-#define UKR_MR 6
-#define UKR_NV 2
-#define UKR_MC 192 /* A block 192 x 256 x 8 B = 384 KB: L2 */
-#define UKR_KC 256 /* B micro-panel 256 x 8 x 8 B = 16 KB: L1 */
-#define UKR_NC 128 /* B block 256 x 128 x 8 B = 256 KB: L2 */
+#ifndef NNL_AVX2_D_MR
+#define NNL_AVX2_D_MR 6   /* MR x NR = 6 x 8 */
+#define NNL_AVX2_D_NV 2
+#define NNL_AVX2_D_MC 192 /* A block 192 x 256 x 8 B = 384 KB: L2 */
+#define NNL_AVX2_D_KC 256 /* B micro-panel 256 x 8 x 8 B = 16 KB: L1 */
+#define NNL_AVX2_D_NC 128 /* B block 256 x 128 x 8 B = 256 KB: L2 */
+#endif
+#define UKR_MR NNL_AVX2_D_MR
+#define UKR_NV NNL_AVX2_D_NV
+#define UKR_MC NNL_AVX2_D_MC
+#define UKR_KC NNL_AVX2_D_KC
+#define UKR_NC NNL_AVX2_D_NC
 #include "gemm_simd_tmpl.h"
 
 const nnl_kernel_d *nnl_avx2_kernel_d(void)

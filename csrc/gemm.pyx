@@ -11,7 +11,9 @@ and strides are validated by ``nnlite.kernels.gemm_ops`` before the call; the GI
 while the kernel runs.
 
 Cache and register blocks (MC, KC, NC, MR x NR) are chosen per micro-kernel family in the C
-files (gemm_avx512.c, gemm_avx2.c, gemm_generic.c); ``blocking()`` reports them.
+files (gemm_avx512.c, gemm_avx2.c, gemm_generic.c); ``blocking()`` reports them. Threads take
+work units (MC-row x NR-panel rectangles) dynamically; packing buffers are malloc'd per call,
+one pair per thread, never static (gemm_driver.c).
 """
 from cython cimport floating
 

@@ -11,7 +11,8 @@ compiled extension the same API runs on ``numpy.matmul`` plus the epilogue in Nu
 Conventions (as in the BLAS): ``beta == 0`` never reads ``out`` (garbage/NaN there is ignored);
 ``beta != 0`` needs ``out``. A transposed or otherwise strided operand is passed to the kernel
 as strides, without a copy; a copy is made only when a stride is not a whole number of elements.
-Results are bit-identical for every ``num_threads``.
+Results are bit-identical for every ``num_threads``; products under 8M multiply-adds run on one
+thread (waking a sleeping OpenMP worker costs more).
 
 Study switches: ``using_microkernel('generic' | 'avx2' | 'avx512')`` (thread-local) or the
 environment variable ``NNLITE_GEMM_ISA`` select the micro-kernel family; ``info()`` reports the

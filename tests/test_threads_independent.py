@@ -3,8 +3,8 @@ gradients and conv_transpose2d give bit-identical arrays for 1, 2 and 3 threads.
 
 The kernels promise this (every output element is reduced in the same order whoever computes
 it: the K slices and register tiles are fixed by the shape; col2im gives each image plane to
-one thread). The layers are large enough to pass every serial cut-off (implicit GEMM 2**22
-multiply-adds, depthwise 2**20, GEMM 64**3, im2col/col2im), and cover the implicit GEMM's three
+one thread). The layers are large enough to pass every serial cut-off (implicit GEMM 2**24
+multiply-adds, depthwise 3*2**20, GEMM 2**20, im2col/col2im), and cover the implicit GEMM's three
 B sources: the padded band copy (3x3, pad 1), the image itself (pointwise; unpadded 3x3) and the
 im2col-arithmetic packer (3x3 stride 2).
 """
@@ -19,10 +19,10 @@ THREADS = (1, 2, 3)
 # name: (x shape, w shape, stride, padding, dilation, groups)
 LAYERS = {
     "3x3 pad 1": ((2, 32, 24, 24), (64, 32, 3, 3), 1, 1, 1, 1),
-    "3x3 valid": ((2, 32, 26, 20), (48, 32, 3, 3), 1, 0, 1, 1),
-    "3x3 stride 2": ((2, 48, 33, 31), (64, 48, 3, 3), 2, 1, 1, 1),
-    "pointwise": ((2, 96, 20, 20), (80, 96, 1, 1), 1, 0, 1, 1),
-    "5x3 dilated grouped": ((2, 32, 22, 25), (64, 8, 5, 3), 1, (4, 2), (2, 1), 4),
+    "3x3 valid": ((2, 32, 34, 30), (48, 32, 3, 3), 1, 0, 1, 1),
+    "3x3 stride 2": ((2, 48, 41, 39), (64, 48, 3, 3), 2, 1, 1, 1),
+    "pointwise": ((2, 96, 40, 40), (80, 96, 1, 1), 1, 0, 1, 1),
+    "5x3 dilated grouped": ((4, 32, 22, 25), (64, 8, 5, 3), 1, (4, 2), (2, 1), 4),
     "depthwise x2": ((4, 32, 48, 40), (64, 1, 3, 3), 1, 1, 1, 32),
     "depthwise small planes": ((16, 256, 12, 11), (256, 1, 3, 3), 1, 1, 1, 256),
 }

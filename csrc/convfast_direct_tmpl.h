@@ -148,6 +148,14 @@ static void FN(dw_wide_sizes)(const nnl_conv_geom *g, FN(dw_wide) *s)
     s->wq = g->ow + ((g->kw - 1) * g->dw) / g->sw;
     s->len = (g->oh - 1) * s->wq + g->ow;
     s->slack = NNL_DW_BLOCK * DW_VL;             /* reads/writes past len stay in the buffer */
+    /* absurd strides or dilations (huge phases or many of them) would overflow the sizes:
+     * no buffer then, the row kernel */
+    if ((double)g->sh * g->sw * ((double)s->hq * s->wq + s->slack) > (double)NNL_DW_WIDE_MAX) {
+        s->phase = 0;
+        s->need = NNL_DW_WIDE_MAX + 1;
+        s->nslots = 0;
+        return;
+    }
     s->phase = s->hq * s->wq + s->slack;
     s->need = g->sh * g->sw * s->phase;
     if (g->ow < DW_VL)   /* narrow planes: a wide output (len + slack) after the phases */
@@ -371,6 +379,12 @@ typedef struct {
 
 static void FN(dw_cl_sizes)(const nnl_conv_geom *g, const FN(dw_wide) *s, FN(dw_cl) *c)
 {
+    if (s->need > NNL_DW_WIDE_MAX ||
+        (double)DW_VL * ((double)g->oh * g->ow + (double)g->kh * g->kw) > NNL_DW_WIDE_MAX) {
+        c->pos = 0;
+        c->need = NNL_DW_WIDE_MAX + 1;   /* (sizes that could overflow) */
+        return;
+    }
     c->pos = g->sh * g->sw * s->hq * s->wq;
     c->need = DW_VL * (c->pos + g->oh * g->ow + g->kh * g->kw);
 }

@@ -253,6 +253,27 @@ def test_implicit_same_result_for_every_microkernel_family():
 
 
 @needs_ext
+@pytest.mark.parametrize("s, p, d", [(2 ** 31, 2 ** 31, 1), (2 ** 33, 2 ** 33, 1),
+                                     (1, 2 ** 31, 2 ** 31), (3, 2 ** 30, 2 ** 30)])
+def test_kernels_survive_absurd_strides_paddings_dilations(s, p, d):
+    # called directly (nnlite.functional routes such layers to im2col): no size overflow, no
+    # out-of-bounds access, the loop reference's values
+    x = (np.arange(25, dtype=np.float32) + 1).reshape(1, 1, 5, 5)
+    w = (np.arange(9, dtype=np.float32) + 1).reshape(1, 1, 3, 3)
+    geom = conv2d_geometry(x.shape, w.shape, None, s, p, d, 1)
+    expect = ref.conv2d(x.astype(np.float64), w.astype(np.float64), None, s, p, d)
+    sh, sw = (s if geom.oh > 1 else 1), (s if geom.ow > 1 else 1)
+    args = (3, 3, sh, sw, p, p, d, d, geom.oh, geom.ow)
+    for kernel in ("depthwise", "implicit"):
+        y = np.full((1, 1, geom.l), np.nan, np.float32)
+        if kernel == "depthwise":
+            convfast.conv2d_depthwise(x, w.reshape(1, 9), None, y, *args)
+        else:
+            convfast.conv2d_implicit(x, w.reshape(1, 9), None, y, 1, *args)
+        np.testing.assert_array_equal(y.reshape(expect.shape), expect.astype(np.float32))
+
+
+@needs_ext
 def test_kernel_argument_errors():
     x = np.zeros((1, 4, 6, 6), np.float32)
     y = np.zeros((1, 4, 16), np.float32)

@@ -19,30 +19,7 @@
 #include "gemm_avx2.c"
 #if NNL_X86_DISPATCH
 #undef TGT
-#undef T
-#undef EPI_T
-#undef KERNEL_T
-#undef FN
-#undef VEC
-#undef LANES
-#undef MASK_T
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOADU
-#undef V_STOREU
-#undef V_FMA
-#undef V_MUL
-#undef V_ADD
-#undef V_MAX
-#undef V_MIN
-#undef V_MASK
-#undef V_LOADM
-#undef V_STOREM
-#undef UKR_MR
-#undef UKR_NV
-#undef UKR_MC
-#undef UKR_KC
-#undef UKR_NC
+#include "gemm_simd_undef.h"
 #endif
 
 #include "gemm_avx512.c"

@@ -47,30 +47,7 @@ const nnl_kernel_s *nnl_avx2_kernel_s(void)
     return &simd_kernel_avx2_s;
 }
 
-#undef T
-#undef EPI_T
-#undef KERNEL_T
-#undef FN
-#undef VEC
-#undef LANES
-#undef MASK_T
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOADU
-#undef V_STOREU
-#undef V_FMA
-#undef V_MUL
-#undef V_ADD
-#undef V_MAX
-#undef V_MIN
-#undef V_MASK
-#undef V_LOADM
-#undef V_STOREM
-#undef UKR_MR
-#undef UKR_NV
-#undef UKR_MC
-#undef UKR_KC
-#undef UKR_NC
+#include "gemm_simd_undef.h"
 
 /* ---- float64: 4 lanes */
 #define T double

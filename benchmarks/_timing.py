@@ -18,8 +18,8 @@ def header(extra=()):
     import nnlite.cli
 
     rows = [(k, v) for k, v in nnlite.cli.info_lines()
-            if k in ("nnlite", "numpy", "backend", "extension", "OpenMP", "threads", "BLAS", "CPU",
-                     "SIMD")]
+            if k in ("nnlite", "numpy", "backend", "extension", "OpenMP", "threads", "BLAS",
+                     "BLAS idle", "CPU", "SIMD")]
     rows += list(extra)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"# {k:<{width}}  {v}" for k, v in rows)

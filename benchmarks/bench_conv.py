@@ -16,12 +16,12 @@ use the medians. "ws MiB" is the column buffer: nnlite's chunked workspace
 import os
 import sys
 
+import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # noqa: E402
-import nnlite  # noqa: E402
 from nnlite import kernels  # noqa: E402
 from nnlite._convgeom import conv2d_geometry  # noqa: E402
 

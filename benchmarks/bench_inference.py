@@ -27,13 +27,13 @@ import sys
 import tempfile
 import warnings
 
+import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _timing  # noqa: E402
-import nnlite  # noqa: E402
 import nnlite.onnx  # noqa: E402
 from nnlite import models  # noqa: E402
 

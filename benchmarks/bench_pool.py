@@ -19,13 +19,13 @@ the max |cython - baseline| of the forward output.
 import os
 import sys
 
+import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # noqa: E402
-import nnlite  # noqa: E402
 from nnlite import kernels  # noqa: E402
 
 # name, N, C, H, W, k, s, p, ceil_mode

@@ -35,12 +35,12 @@ import os
 import platform
 import sys
 
+import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # noqa: E402
-import nnlite  # noqa: E402
 import nnlite.nn.functional as F  # noqa: E402
 from nnlite import _blas  # noqa: E402
 from nnlite._convgeom import conv2d_geometry, conv_transpose2d_geometry  # noqa: E402

@@ -20,6 +20,7 @@
  * element is reduced in the same order whatever the thread count or unit split. Partial tiles
  * are zero-padded inside the packed panels only; the micro-kernel writes just the valid m x n
  * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
+ * Products of at most NNL_SKINNY_M rows (matrix-vector shapes) skip packing altogether.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,6 +56,15 @@
 #ifndef NNL_MIN_PARALLEL_MACS
 #define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
 #endif
+
+/* Products with at most this many rows skip packing (see skinny_cols in gemm_driver_tmpl.h);
+ * LANES partial sums per dot product, JB columns per block (the accumulator tile of a block,
+ * NNL_SKINNY_M x JB, stays in L1). */
+#ifndef NNL_SKINNY_M
+#define NNL_SKINNY_M 4
+#endif
+#define NNL_SKINNY_LANES 16
+#define NNL_SKINNY_JB 128
 
 static void *nnl_alloc64(size_t bytes)
 {

@@ -187,6 +187,99 @@ static void FN(run_unit)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_
     }
 }
 
+/* ------------------------------------------------------------------ few-row products */
+
+/* C[0:M, j0:j1] of one item for M <= NNL_SKINNY_M rows, without packing (a matrix-vector
+ * product such as a classifier at batch 1 would otherwise spend most of its time packing B,
+ * which it reads only once). Each element is still one fixed-order sum whatever the thread
+ * count: op(B)'s columns contiguous (rsb == 1, e.g. x @ W.T): NNL_SKINNY_LANES interleaved
+ * partial sums per element, added pairwise at the end; otherwise (rows of op(B) along j):
+ * k ascending, one multiply-add per k. Then the epilogue of gemm_internal.h. */
+static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
+{
+    enum { L = NNL_SKINNY_LANES, JB = NNL_SKINNY_JB };
+    const nnl_idx M = p->M, K = p->K;
+    T acc[NNL_SKINNY_M][JB];
+    for (nnl_idx jb = j0; jb < j1; jb += JB) {
+        const nnl_idx nb = nnl_min(JB, j1 - jb);
+        if (p->rsb == 1 && p->csb != 1) {
+            for (nnl_idx j = 0; j < nb; j++) {
+                const T *b = p->B + (jb + j) * p->csb;
+                for (nnl_idx i = 0; i < M; i++) {
+                    const T *a = p->A + i * p->rsa;
+                    T s[L];
+                    for (int u = 0; u < L; u++)
+                        s[u] = 0;
+                    nnl_idx k = 0;
+                    if (p->csa == 1) {
+                        for (; k + L <= K; k += L)
+                            for (int u = 0; u < L; u++)
+                                s[u] += a[k + u] * b[k + u];
+                    }
+                    for (; k < K; k++)
+                        s[k % L] += a[k * p->csa] * b[k];
+                    for (int w = L / 2; w > 0; w /= 2)
+                        for (int u = 0; u < w; u++)
+                            s[u] += s[u + w];
+                    acc[i][j] = s[0];
+                }
+            }
+        } else {
+            for (nnl_idx i = 0; i < M; i++)
+                for (nnl_idx j = 0; j < nb; j++)
+                    acc[i][j] = 0;
+            for (nnl_idx k = 0; k < K; k++) {
+                const T *b = p->B + k * p->rsb + jb * p->csb;
+                for (nnl_idx i = 0; i < M; i++) {
+                    const T a = p->A[i * p->rsa + k * p->csa];
+                    T *NNL_RESTRICT r = acc[i];
+                    if (p->csb == 1)
+                        for (nnl_idx j = 0; j < nb; j++)
+                            r[j] += a * b[j];
+                    else
+                        for (nnl_idx j = 0; j < nb; j++)
+                            r[j] += a * b[j * p->csb];
+                }
+            }
+        }
+        for (nnl_idx i = 0; i < M; i++) {
+            T *c = p->C + i * p->rsc + jb;
+            for (nnl_idx j = 0; j < nb; j++) {
+                T v = p->beta != 0 ? acc[i][j] * p->alpha + p->beta * c[j] : acc[i][j] * p->alpha;
+                if (p->bias_kind == NNL_BIAS_ROW)
+                    v += p->bias[i];
+                else if (p->bias_kind == NNL_BIAS_COL)
+                    v += p->bias[jb + j];
+                if (p->act != NNL_ACT_NONE) {
+                    v = ((T)0 > v) ? (T)0 : v;
+                    if (p->act == NNL_ACT_RELU6)
+                        v = (v > (T)6) ? (T)6 : v;
+                }
+                c[j] = v;
+            }
+        }
+    }
+}
+
+static void FN(skinny)(const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa, nnl_idx bsb,
+                       nnl_idx bsc, nnl_idx bsbias, int nt)
+{
+    /* work units: (item, block of NNL_SKINNY_JB columns) */
+    const nnl_idx per = nnl_cdiv(p0->N, NNL_SKINNY_JB), units = batch * per;
+    if ((nnl_idx)nt > units)
+        nt = (int)units;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#endif
+    for (nnl_idx u = 0; u < units; u++) {
+        const nnl_idx b = u / per, j0 = (u % per) * NNL_SKINNY_JB;
+        FN(nnl_prob) pb = *p0;
+        pb.A = p0->A + b * bsa, pb.B = p0->B + b * bsb, pb.C = p0->C + b * bsc;
+        pb.bias = p0->bias ? p0->bias + b * bsbias : NULL;
+        FN(skinny_cols)(&pb, j0, nnl_min(p0->N, j0 + NNL_SKINNY_JB));
+    }
+}
+
 int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
               const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
               const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
@@ -228,6 +321,10 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 #endif
     if ((double)batch * M * N * K < NNL_MIN_PARALLEL_MACS)
         nt = 1;
+    if (M <= NNL_SKINNY_M) {
+        FN(skinny)(&p0, batch, bsa, bsb, bsc, bsbias, nt);
+        return NNL_OK;
+    }
 
     /* K is cut into equal slices of at most KC. This and the MR x NR tile grid (anchored at
      * row 0 / column 0) fix the arithmetic of every element; the work units below only decide

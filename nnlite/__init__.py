@@ -16,15 +16,24 @@ def _thread_policy():
     # - OpenBLAS workers spin ~0.1 s after every BLAS call (2**28 cycles) and halve the speed of
     #   the OpenMP conv that follows; 4 makes them sleep at once. OpenBLAS reads it when NumPy
     #   loads it: effective when nnlite is imported before NumPy (else export it).
-    # Values already in the environment are left alone.
+    # Values already in the environment are left alone. Returns the OpenBLAS idle policy in
+    # effect, for ``nnlite info``.
     import os
+    import sys
 
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    preset = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    if preset is not None:
+        return f"OPENBLAS_THREAD_TIMEOUT={preset} (from the environment)"
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+    if "numpy" in sys.modules:
+        return ("OpenBLAS default (workers spin ~0.1 s after each threaded call): NumPy was "
+                "imported before nnlite; import nnlite first or export OPENBLAS_THREAD_TIMEOUT=4")
+    return "OPENBLAS_THREAD_TIMEOUT=4 (set by nnlite: idle workers sleep at once)"
 
 
-_thread_policy()
+_BLAS_IDLE = _thread_policy()
 
 from ._config import (  # noqa: F401
     available_backends,

@@ -64,6 +64,7 @@ def info_lines():
         ("OpenMP", omp),
         ("threads", str(nnlite.get_num_threads())),
         ("BLAS", _blas.info()),
+        ("BLAS idle", nnlite._BLAS_IDLE),
         ("CPU", f"{cpu_name()}, {os.cpu_count()} logical cores"),
         ("SIMD", ", ".join(cpu_features()) or "none detected"),
     ]

@@ -164,6 +164,34 @@ def test_results_independent_of_thread_count(isa, dtype):
             np.testing.assert_array_equal(o, outs[0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_few_rows_unpacked_path(isa, dtype, trans_a, trans_b):
+    # M <= 4 runs without packing (a classifier at batch 1): both layouts of op(B), K not a
+    # multiple of the 16 partial sums, N spanning several 128-column blocks, full epilogue,
+    # column-bias and row-bias, threads split columns without changing any element
+    for i, (m, n, k) in enumerate([(1, 1000, 1024), (2, 129, 17), (3, 300, 5), (4, 257, 1),
+                                   (1, 1, 300), (4, 5000, 40)]):
+        a = rand((k, m) if trans_a else (m, k), dtype, i)
+        b = rand((n, k) if trans_b else (k, n), dtype, 20 + i)
+        A, B = (a.T if trans_a else a), (b.T if trans_b else b)
+        c = rand((m, n), dtype, 40 + i)
+        for bias_axis, bias in ((1, rand((n,), dtype, 60 + i)), (0, rand((m,), dtype, 80 + i))):
+            outs = []
+            for nt in (1, 2, 3):
+                out = c.copy()
+                gemm(a, b, out, alpha=0.5, beta=-1.5, trans_a=trans_a, trans_b=trans_b,
+                     bias=bias, bias_axis=bias_axis, activation="relu6", num_threads=nt)
+                outs.append(out)
+            check(outs[0], oracle(A, B, 0.5, -1.5, c, bias, bias_axis, "relu6"), dtype, k)
+            for o in outs[1:]:
+                np.testing.assert_array_equal(o, outs[0])
+    # batched few-row products, one call
+    a, b = rand((3, 2, 70), dtype, 1), rand((3, 70, 300), dtype, 2)
+    check(gemm_batched(a, b), np.stack([oracle(a[j], b[j]) for j in range(3)]), dtype, 70)
+
+
 def test_concurrent_calls_from_python_threads():
     dtype = np.float32
     jobs = [(rand((m, k), dtype, i), rand((k, n), dtype, 9 + i))

@@ -483,7 +483,7 @@ class GemmKernel(Kernel):
         if c is not None and c.ndim == 1 and c.shape[0] == y.shape[1] and self.c is not None:
             bias = np.ascontiguousarray(c * beta, dtype=y.dtype)
             c = None
-        use_gemm = _gemm is not None and alpha == 1.0 and c is None and y.shape[0] >= 4
+        use_gemm = _gemm is not None and alpha == 1.0 and c is None
 
         def run():
             if use_gemm:

@@ -408,11 +408,31 @@ def test_numpy_fallback_kernels(monkeypatch, make, shape):
     from nnlite._infer import kernels as K
 
     monkeypatch.setattr(K, "_planops", None)
+    monkeypatch.setattr(K, "_convfast", None)
     monkeypatch.setattr(K, "_gemm", None)
     monkeypatch.setattr(K, "_gemm_batched", None)
     monkeypatch.setattr(K, "ConvGeometry", None)
     nnlite.manual_seed(0)
     check_model(randomize_bn(make()), shape)
+
+
+def test_large_maps_run_the_implicit_gemm_and_depthwise_kernel():
+    """k x k convs on >= 784-pixel maps take nnlite._convfast's implicit GEMM (writing concat
+    slices and fusing the residual add and ReLU); depthwise convs its direct kernel."""
+    from nnlite._infer import kernels as K
+
+    if K._convfast is None:
+        pytest.skip("nnlite._convfast not built")
+    nnlite.manual_seed(0)
+    model = nn.Sequential(blocks.Inception(4, 4, 3, 5, 2, 3, 2, branch3_kernel_size=5),
+                          blocks.BasicBlock(14, 14),
+                          blocks.InvertedResidual(14, 14, 1, 2))
+    fast, x = check_model(randomize_bn(model), (2, 4, 31, 29))
+    (plan, _), = fast._plans.values()
+    kernels = [k for _, k, _ in plan.steps if isinstance(k, K.ConvKernel)]
+    assert sum(k.implicit for k in kernels) == 4, [k.shape for k in kernels]
+    assert sum(k.depthwise for k in kernels) == 1
+    assert "Conv+add+relu" in fast.describe(x)
 
 
 class _ConcatInputAlsoReshaped(nn.Module):

@@ -36,6 +36,15 @@ except ImportError:  # pragma: no cover
     ConvGeometry = None
 
 try:
+    from ..kernels import conv_cython as _conv_cython
+    from ..kernels.gemm_ops import _isa
+    if _conv_cython._convfast is None:
+        raise ImportError("nnlite._convfast not built")
+    _convfast = _conv_cython._convfast
+except ImportError:  # pragma: no cover - depends on the build
+    _convfast = _conv_cython = None
+
+try:
     from .._config import cython_built as _built, get_num_threads
     if not _built():
         raise ImportError("nnlite built without extensions")
@@ -57,11 +66,14 @@ def _threads_for(planes, work):
     return lambda: 1
 
 
-def _native(*arrays):
-    """True when nnlite._planops can take these 4-D arrays (unit stride along W)."""
-    if _planops is None:
-        return False
+def _unit_w(*arrays):
+    """True for 4-D float32/float64 arrays with unit stride along W (what the C kernels take)."""
     return all(a.ndim == 4 and a.dtype in _ITEM and a.strides[3] == a.itemsize for a in arrays)
+
+
+def _native(*arrays):
+    """True when nnlite._planops can take these 4-D arrays."""
+    return _planops is not None and _unit_w(*arrays)
 
 __all__ = ["make_kernel", "Kernel", "FUSABLE"]
 
@@ -70,6 +82,10 @@ FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
 
 _ITEM = {np.dtype(np.float32): 4, np.dtype(np.float64): 8}
 _NARROW = 64  # GEMMs with fewer output columns (and at least this many rows) run transposed
+# k x k convs with at least this many output pixels per image run the implicit GEMM (no column
+# matrix); smaller maps run im2col + GEMM, which the implicit kernel's panel split does not beat
+# there (measured batch 1, 2 threads: 28x28 maps 0.5-0.85x the im2col time, 14x14 1.1-3x)
+_IMPLICIT_MIN_PIXELS = 784
 
 
 class Kernel:
@@ -152,6 +168,19 @@ class ConvKernel(Kernel):
         self.bias = None if b is None else np.ascontiguousarray(b, dtype)
         self.pointwise = (kh, kw) == (1, 1) and s == (1, 1) and not any(pads)
         self.depthwise = g == C and cg == 1 and F == C and not self.pointwise
+        self.fast_args = None  # kernel integers of nnlite._convfast when it can run this conv
+        if (_convfast is not None and ConvGeometry is not None and dtype in _ITEM
+                and not self.pointwise):
+            geom = ConvGeometry(n=N, c=C, h=H, w=W, f=F, g=g, kh=kh, kw=kw, sh=s[0], sw=s[1],
+                                dh=d[0], dw=d[1], pt=pads[0], pb=pads[2], pl=pads[1],
+                                pr=pads[3], oh=oh, ow=ow)
+            if _conv_cython._fast_extent_ok(geom):
+                self.fast_args = _conv_cython._args(geom)
+        self.implicit = (self.fast_args is not None and not self.depthwise
+                         and oh * ow >= _IMPLICIT_MIN_PIXELS)
+        # the layouts below also serve the NumPy/planops fallbacks (bind picks at run time;
+        # their scratch is np.empty pages the fast path never touches)
+        self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
         if self.depthwise:
             self.w_taps = np.ascontiguousarray(w.reshape(C, kh * kw).T, dtype)  # (KH*KW, C)
             hp = max(H + pads[0] + pads[2], (oh - 1) * s[0] + d[0] * (kh - 1) + 1)
@@ -190,6 +219,8 @@ class ConvKernel(Kernel):
     def bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         r = ins[-1] if self.residual else None
+        if (self.depthwise or self.implicit) and self.fast_args is not None and _unit_w(x, y):
+            return self._bind_convfast(x, y, r)
         if self.depthwise:
             return self._bind_depthwise(x, y, r, scratch)
         N, C, H, W, F, oh, ow = self.shape
@@ -255,6 +286,32 @@ class ConvKernel(Kernel):
                     _activate(acc, act)
                     y3[...] = acc
         return run_grouped
+
+    def _bind_convfast(self, x, y, r):
+        """nnlite._convfast: the implicit GEMM (k x k) or the direct depthwise kernel, with
+        bias, residual (beta = 1 on the operand copied into y) and activation fused."""
+        N, C, H, W, F, oh, ow = self.shape
+        y3 = _view(y, (N, F, oh * ow))
+        r3 = None if r is None or np.shares_memory(r, y) else r
+        beta = 0.0 if r is None else 1.0
+        act, bias, args = _ACT_CODE[self.act], self.bias, self.fast_args
+        if self.depthwise:
+            w2 = self.w_flat                                           # (C, KH*KW)
+
+            def run_depthwise():
+                if r3 is not None:
+                    np.copyto(y, r3)
+                _convfast.conv2d_depthwise(x, w2, bias, y3, *args, act=act, beta=beta,
+                                           num_threads=get_num_threads())
+            return run_depthwise
+        w2, g, isa = self.w_flat, self.g, _isa()
+
+        def run_implicit():
+            if r3 is not None:
+                np.copyto(y, r3)
+            _convfast.conv2d_implicit(x, w2, bias, y3, g, *args, act=act, beta=beta,
+                                      num_threads=get_num_threads(), isa=isa)
+        return run_implicit
 
     def _bind_depthwise(self, x, y, r, scratch):
         N, C, H, W, F, oh, ow = self.shape

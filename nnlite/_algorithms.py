@@ -9,7 +9,11 @@
                 GEMM runs on the image itself, no columns at all; otherwise its columns are a
                 strided copy no larger than the image, made once, while the implicit GEMM would
                 gather them again for every block of output channels); every other conv ->
-                'implicit'
+                'implicit', except small single images (batch < 4 and fewer than 392 output
+                pixels over the batch, e.g. one 14x14 map): there the implicit GEMM's panel
+                split loses to the column matrix (measured on 2 threads, batch 1: 14x14 maps
+                1.1-3x slower, 28x28 maps 0.5-0.85x the im2col time; batch 2 at 14x14 and
+                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'
 
 Only the 'cython' backend has 'implicit' and 'direct'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
@@ -26,6 +30,8 @@ import os
 import threading
 
 ALGORITHMS = ("auto", "im2col", "implicit", "direct")
+# 'auto' runs a dense k x k conv as im2col + GEMM below both of these (see the module docstring)
+_IMPLICIT_MIN_BATCH, _IMPLICIT_MIN_PIXELS = 4, 392
 
 _local = threading.local()
 
@@ -103,7 +109,8 @@ def resolve(geom, name=None):
     if name == "auto":
         if is_depthwise(geom):
             return "direct"
-        if geom.kh == geom.kw == 1:
+        if geom.kh == geom.kw == 1 or (geom.n < _IMPLICIT_MIN_BATCH
+                                        and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS):
             return "im2col"
         return "implicit"
     if name == "direct" and not is_depthwise(geom):

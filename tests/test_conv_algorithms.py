@@ -376,7 +376,13 @@ def test_auto_resolves_per_layer():
     dense = conv2d_geometry((1, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)
     strided_1x1 = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 2, 0, 1, 1)
     pointwise = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 1, 0, 1, 1)
-    assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "implicit"
+    assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "im2col"  # 81 px
+    big = conv2d_geometry((1, 8, 28, 14), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 392 px
+    batch4 = conv2d_geometry((4, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1)
+    assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "implicit"
+    assert resolve(conv2d_geometry((3, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
+                   "auto") == "im2col"
+    assert resolve(dense, "implicit") == "implicit"
     assert resolve(strided_1x1, "auto") == "im2col" and resolve(pointwise, "auto") == "im2col"
     assert resolve(dense, "direct") == "implicit" and resolve(dw, "im2col") == "im2col"
 

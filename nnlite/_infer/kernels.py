@@ -34,6 +34,7 @@ try:
     from .._convgeom import ConvGeometry
 except ImportError:  # pragma: no cover
     ConvGeometry = None
+from .._algorithms import resolve as _resolve
 
 try:
     from ..kernels import conv_cython as _conv_cython
@@ -82,10 +83,6 @@ FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
 
 _ITEM = {np.dtype(np.float32): 4, np.dtype(np.float64): 8}
 _NARROW = 64  # GEMMs with fewer output columns (and at least this many rows) run transposed
-# k x k convs with at least this many output pixels per image run the implicit GEMM (no column
-# matrix); smaller maps run im2col + GEMM, which the implicit kernel's panel split does not beat
-# there (measured batch 1, 2 threads: 28x28 maps 0.5-0.85x the im2col time, 14x14 1.1-3x)
-_IMPLICIT_MIN_PIXELS = 784
 
 
 class Kernel:
@@ -176,8 +173,10 @@ class ConvKernel(Kernel):
                                 pr=pads[3], oh=oh, ow=ow)
             if _conv_cython._fast_extent_ok(geom):
                 self.fast_args = _conv_cython._args(geom)
+        # dense k x k convs: the implicit GEMM where nnlite.conv_algorithm's 'auto' rule picks
+        # it (large maps or batches), else im2col + GEMM below
         self.implicit = (self.fast_args is not None and not self.depthwise
-                         and oh * ow >= _IMPLICIT_MIN_PIXELS)
+                         and _resolve(geom, "auto") == "implicit")
         # the layouts below also serve the NumPy/planops fallbacks (bind picks at run time;
         # their scratch is np.empty pages the fast path never touches)
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)

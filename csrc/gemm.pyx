@@ -33,6 +33,22 @@ cdef extern from "gemm_kernels.h" nogil:
                   double beta, double *C, nnl_idx bsc, nnl_idx rsc,
                   const double *bias, nnl_idx bsbias, int bias_kind, int act,
                   int nthreads, int isa)
+    int nnl_sgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                     const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                     const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                     float beta, float *C, nnl_idx bsc, nnl_idx rsc,
+                     const float *bias, nnl_idx bsbias, int bias_kind, int act,
+                     int nthreads, int isa, const float *apk, const float *bpk)
+    int nnl_dgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                     const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                     const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                     double beta, double *C, nnl_idx bsc, nnl_idx rsc,
+                     const double *bias, nnl_idx bsbias, int bias_kind, int act,
+                     int nthreads, int isa, const double *apk, const double *bpk)
+    int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs,
+                       nnl_idx cs, int isa, float *out)
+    int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
+                       nnl_idx cs, int isa, double *out)
     int nnl_gemm_isa_available(int isa)
     int nnl_gemm_best_isa()
     const char *nnl_gemm_isa_name(int isa)
@@ -90,20 +106,70 @@ def openmp_enabled():
     return bool(nnl_gemm_openmp())
 
 
+def packed_size(int side, Py_ssize_t rows, Py_ssize_t cols, int isa, int elsize):
+    """Elements ``pack`` writes for op(X) of rows x cols (side 0: A, M x K; 1: B, K x N)."""
+    blk = blocking(isa, elsize)
+    if side == 0:
+        return -(-rows // blk["mr"]) * blk["mr"] * cols
+    return -(-cols // blk["nr"]) * blk["nr"] * rows
+
+
+def pack(const floating[:, :] x, int side, int isa, floating[::1] out):
+    """Pack op(X) = x (rows x cols, any element strides) whole into ``out`` in the panel
+    layout of family ``isa`` (a code, not -1): side 0 as the A operand, 1 as the B operand."""
+    cdef Py_ssize_t es = sizeof(floating)
+    cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
+    cdef int rc
+    if isa < 0 or not nnl_gemm_isa_available(isa) or side not in (0, 1):
+        raise ValueError(f"gemm pack: side {side} / isa {isa} is not usable")
+    if out.shape[0] != packed_size(side, rows, cols, isa, es):
+        raise ValueError(f"gemm pack: out has {out.shape[0]} elements; expected "
+                         f"{packed_size(side, rows, cols, isa, es)}")
+    if rows == 0 or cols == 0:
+        return
+    if x.strides[0] % es or x.strides[1] % es or x.strides[0] < 0 or x.strides[1] < 0:
+        raise ValueError("gemm pack: strides must be non-negative whole elements")
+    with nogil:
+        if floating is float:
+            rc = nnl_sgemm_pack(side, rows, cols, &x[0, 0], x.strides[0] // es,
+                                x.strides[1] // es, isa, &out[0])
+        else:
+            rc = nnl_dgemm_pack(side, rows, cols, &x[0, 0], x.strides[0] // es,
+                                x.strides[1] // es, isa, &out[0])
+    if rc != NNL_OK:
+        raise ValueError("gemm pack: invalid arguments")
+
+
 def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[:, :, :] c,
                  double alpha, double beta, const floating[:, :] bias, int bias_kind, int act,
-                 int num_threads, int isa):
+                 int num_threads, int isa, const floating[::1] apk=None,
+                 const floating[::1] bpk=None):
     """c = act(alpha * a @ b + beta * c + bias) for every batch item (shapes validated by caller).
 
     Shape:
         a (B, M, K), b (B, K, N), c (B, M, N) with c.strides[2] == itemsize;
-        bias (1 or B, M) when bias_kind == 1, (1 or B, N) when bias_kind == 2, else None.
+        bias (1 or B, M) when bias_kind == 1, (1 or B, N) when bias_kind == 2, else None;
+        apk / bpk: ``pack`` of a[0] (side 0) / b[0] (side 1) for family ``isa`` (a code, not
+        -1), used for every batch item, or None.
     """
     cdef Py_ssize_t nb = c.shape[0], M = c.shape[1], N = c.shape[2], K = a.shape[2]
     cdef Py_ssize_t es = sizeof(floating)
     cdef const floating *pbias = NULL
+    cdef const floating *pa = NULL
+    cdef const floating *pb = NULL
     cdef Py_ssize_t bsbias = 0
     cdef int rc
+    if apk is not None or bpk is not None:
+        if isa < 0 or not nnl_gemm_isa_available(isa):
+            raise ValueError(f"gemm_strided: packed operands need a usable isa code, got {isa}")
+        if apk is not None and apk.shape[0] != packed_size(0, M, K, isa, es):
+            raise ValueError("gemm_strided: packed A does not match M, K and the isa")
+        if bpk is not None and bpk.shape[0] != packed_size(1, K, N, isa, es):
+            raise ValueError("gemm_strided: packed B does not match K, N and the isa")
+        if apk is not None and apk.shape[0] > 0:
+            pa = &apk[0]
+        if bpk is not None and bpk.shape[0] > 0:
+            pb = &bpk[0]
     if (a.shape[0] != nb or b.shape[0] != nb or a.shape[1] != M or b.shape[1] != K
             or b.shape[2] != N):
         raise ValueError(f"gemm_strided: shapes a={tuple(a.shape)[:3]}, b={tuple(b.shape)[:3]}, "
@@ -134,21 +200,22 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
     else:
         with nogil:
             if floating is float:
-                rc = nnl_sgemm(nb, M, N, K, <float>alpha,
-                               &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
-                               a.strides[2] // es,
-                               &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
-                               b.strides[2] // es,
-                               <float>beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
-                               pbias, bsbias, bias_kind, act, num_threads, isa)
+                rc = nnl_sgemm_pk(nb, M, N, K, <float>alpha,
+                                  &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
+                                  a.strides[2] // es,
+                                  &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
+                                  b.strides[2] // es,
+                                  <float>beta, &c[0, 0, 0], c.strides[0] // es,
+                                  c.strides[1] // es, pbias, bsbias, bias_kind, act, num_threads,
+                                  isa, pa, pb)
             else:
-                rc = nnl_dgemm(nb, M, N, K, alpha,
-                               &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
-                               a.strides[2] // es,
-                               &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
-                               b.strides[2] // es,
-                               beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
-                               pbias, bsbias, bias_kind, act, num_threads, isa)
+                rc = nnl_dgemm_pk(nb, M, N, K, alpha,
+                                  &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
+                                  a.strides[2] // es,
+                                  &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
+                                  b.strides[2] // es,
+                                  beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
+                                  pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
     if rc == NNL_ENOMEM:
         raise MemoryError("gemm: could not allocate the packing buffers")
     if rc != NNL_OK:

@@ -151,12 +151,16 @@ const char *nnl_gemm_isa_name(int isa)
 #define KERNEL_T nnl_kernel_s
 #define FN(name) name##_s
 #define GEMM_NAME nnl_sgemm
+#define GEMM_PK nnl_sgemm_pk
+#define PACK_NAME nnl_sgemm_pack
 #include "gemm_driver_tmpl.h"
 #undef T
 #undef EPI_T
 #undef KERNEL_T
 #undef FN
 #undef GEMM_NAME
+#undef GEMM_PK
+#undef PACK_NAME
 
 /* float64 */
 #define T double
@@ -164,12 +168,16 @@ const char *nnl_gemm_isa_name(int isa)
 #define KERNEL_T nnl_kernel_d
 #define FN(name) name##_d
 #define GEMM_NAME nnl_dgemm
+#define GEMM_PK nnl_dgemm_pk
+#define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
 #undef T
 #undef EPI_T
 #undef KERNEL_T
 #undef FN
 #undef GEMM_NAME
+#undef GEMM_PK
+#undef PACK_NAME
 
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
 {

@@ -154,24 +154,34 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
  *         for ir in r0..r1 by MR: micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
  */
 static void FN(run_unit)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
-                         nnl_idx chunk, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1, T *bp,
-                         T *ap)
+                         nnl_idx chunk, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1, T *bpw,
+                         T *apw, const T *apk, const T *bpk)
 {
     const int mr = kd->mr, nr = kd->nr;
     const nnl_idx K = p->K;
+    const nnl_idx Pm = nnl_cdiv(p->M, mr) * mr, Qn = nnl_cdiv(p->N, nr) * nr;
     EPI_T e;
     e.alpha = p->alpha;
     for (nnl_idx pc = 0; pc < K; pc += kcb_max) {
         const nnl_idx kcb = nnl_min(kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
+        const T *ap = apw;
         e.load_c = !first || p->beta != 0;
         e.beta = first ? p->beta : (T)1;
         e.act = last ? p->act : NNL_ACT_NONE;
-        FN(pack_a)(r1 - r0, kcb, p->A + r0 * p->rsa + pc * p->csa, p->rsa, p->csa, mr, ap);
+        if (apk != NULL)  /* pre-packed (FN(pack_whole)): K slice pc, then row panel r0 / MR */
+            ap = apk + Pm * pc + (r0 / mr) * kcb * mr;
+        else
+            FN(pack_a)(r1 - r0, kcb, p->A + r0 * p->rsa + pc * p->csa, p->rsa, p->csa, mr, apw);
         for (nnl_idx jc = c0; jc < c1; jc += chunk * nr) {
             const nnl_idx ncb = nnl_min(chunk * nr, c1 - jc);
             const nnl_idx nq = nnl_cdiv(ncb, nr);
-            FN(pack_b)(kcb, ncb, p->B + pc * p->rsb + jc * p->csb, p->rsb, p->csb, nr, 0, nq, bp);
+            const T *bp = bpw;
+            if (bpk != NULL)
+                bp = bpk + Qn * pc + (jc / nr) * kcb * nr;
+            else
+                FN(pack_b)(kcb, ncb, p->B + pc * p->rsb + jc * p->csb, p->rsb, p->csb, nr, 0, nq,
+                           bpw);
             for (nnl_idx q = 0; q < nq; q++) {
                 const nnl_idx jr = jc + q * nr;
                 const int n = (int)nnl_min(nr, c1 - jr);
@@ -280,12 +290,52 @@ static void FN(skinny)(const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa, nnl_i
     }
 }
 
+/* The K-sliced panel layout of a whole operand, as the units of GEMM_PK read it: for each K
+ * slice pc (the call's slicing: kcb_max from K and KC), the MR-tall row panels of op(A)
+ * (side 0; pack_a layout, rows >= M zero) or the NR-wide column panels of op(B) (side 1;
+ * pack_b layout, columns >= N zero). Element count: ceil(M/MR)*MR*K (side 0) or
+ * ceil(N/NR)*NR*K (side 1). op(X) is rows x cols = M x K (side 0) or K x N (side 1) with
+ * strides rs, cs. */
+int PACK_NAME(int side, nnl_idx rows, nnl_idx cols, const T *X, nnl_idx rs, nnl_idx cs, int isa,
+              T *out)
+{
+    const KERNEL_T *kd = FN(nnl_select)(isa);
+    if (kd == NULL || rows < 0 || cols < 0 || (side != 0 && side != 1))
+        return NNL_EINVAL;
+    const nnl_idx K = side == 0 ? cols : rows;
+    if (K == 0 || rows == 0 || cols == 0)
+        return NNL_OK;
+    const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
+    if (side == 0) {
+        const nnl_idx Pm = nnl_cdiv(rows, kd->mr) * kd->mr;
+        for (nnl_idx pc = 0; pc < K; pc += kcb_max)
+            FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X + pc * cs, rs, cs, kd->mr, out + Pm * pc);
+    } else {
+        const nnl_idx Q = nnl_cdiv(cols, kd->nr);
+        for (nnl_idx pc = 0; pc < K; pc += kcb_max)
+            FN(pack_b)(nnl_min(kcb_max, K - pc), cols, X + pc * rs, rs, cs, kd->nr, 0, Q,
+                       out + Q * kd->nr * pc);
+    }
+    return NNL_OK;
+}
+
 int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
               const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
               const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
               T beta, T *C, nnl_idx bsc, nnl_idx rsc,
               const T *bias, nnl_idx bsbias, int bias_kind, int act,
               int nthreads, int isa)
+{
+    return GEMM_PK(batch, M, N, K, alpha, A, bsa, rsa, csa, B, bsb, rsb, csb, beta, C, bsc, rsc,
+                   bias, bsbias, bias_kind, act, nthreads, isa, NULL, NULL);
+}
+
+int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
+            const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+            const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+            T beta, T *C, nnl_idx bsc, nnl_idx rsc,
+            const T *bias, nnl_idx bsbias, int bias_kind, int act,
+            int nthreads, int isa, const T *apk, const T *bpk)
 {
     if (batch < 0 || M < 0 || N < 0 || K < 0)
         return NNL_EINVAL;
@@ -390,7 +440,7 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
             pb.bias = bias ? bias + b * bsbias : NULL;
             FN(run_unit)(&pb, kd, kcb_max, chunk, r * mu, nnl_min(M, (r + 1) * mu), c * nu,
-                         nnl_min(N, (c + 1) * nu), bp, ap);
+                         nnl_min(N, (c + 1) * nu), bp, ap, apk, bpk);
         }
     }
     nnl_free64(ws);

@@ -60,6 +60,29 @@ int nnl_dgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
               const double *bias, nnl_idx bsbias, int bias_kind, int act,
               int nthreads, int isa);
 
+/* nnl_sgemm/nnl_dgemm with operands packed once by nnl_sgemm_pack/nnl_dgemm_pack (apk for
+ * op(A), bpk for op(B); NULL = pack per call, as nnl_sgemm does). A pre-packed operand is
+ * shared by every batch item and must have been packed for the same isa; A and B must still
+ * point at the unpacked operands (products of <= 4 rows read those). */
+int nnl_sgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                 const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                 const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                 float beta, float *C, nnl_idx bsc, nnl_idx rsc,
+                 const float *bias, nnl_idx bsbias, int bias_kind, int act,
+                 int nthreads, int isa, const float *apk, const float *bpk);
+int nnl_dgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                 const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                 const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                 double beta, double *C, nnl_idx bsc, nnl_idx rsc,
+                 const double *bias, nnl_idx bsbias, int bias_kind, int act,
+                 int nthreads, int isa, const double *apk, const double *bpk);
+/* Pack op(X) (rows x cols, strides rs/cs) whole: side 0 = the A operand (M x K), 1 = the B
+ * operand (K x N); out holds ceil(M/MR)*MR*K or ceil(N/NR)*NR*K elements of the family isa. */
+int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs, nnl_idx cs,
+                   int isa, float *out);
+int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
+                   nnl_idx cs, int isa, double *out);
+
 /* 1 when the micro-kernel family was compiled in and this CPU (and OS) can run it. */
 int nnl_gemm_isa_available(int isa);
 /* The family NNL_ISA_AUTO resolves to. */

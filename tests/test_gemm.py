@@ -192,6 +192,55 @@ def test_few_rows_unpacked_path(isa, dtype, trans_a, trans_b):
     check(gemm_batched(a, b), np.stack([oracle(a[j], b[j]) for j in range(3)]), dtype, 70)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packed_operands_match_per_call_packing(isa, dtype):
+    # an operand packed once (constant weights) gives bit-identical results to per-call packing
+    # (same panels, same K slices) for any side, thread count and ragged/multi-block shape;
+    # a packed B from a transposed source; shared by every item of a batched call
+    mb = _multi_block_shape(dtype)
+    for i, (m, n, k) in enumerate([(5, 7, 3), (49, 384, 1000), (130, 97, 500), mb]):
+        a, b = rand((m, k), dtype, i), rand((k, n), dtype, 10 + i)
+        bias, c = rand((m,), dtype, 20 + i), rand((m, n), dtype, 30 + i)
+        want = []
+        for nt in (1, 2):
+            out = c.copy()
+            gemm(a, b, out, alpha=0.5, beta=0.25, bias=bias, activation="relu", num_threads=nt)
+            want.append(out)
+        check(want[0], oracle(a, b, 0.5, 0.25, c, bias, 0, "relu"), dtype, k)
+        bt = np.ascontiguousarray(b.T)
+        for pa, pb in ((gemm_ops.pack(a, "a"), b), (a, gemm_ops.pack(b, "b")),
+                       (gemm_ops.pack(a, "a"), gemm_ops.pack(bt, "b", trans=True))):
+            for nt, w in zip((1, 2), want):
+                out = c.copy()
+                gemm(pa, pb, out, alpha=0.5, beta=0.25, bias=bias, activation="relu",
+                     num_threads=nt)
+                if isinstance(pb, gemm_ops.PackedOperand) and pb.matrix.strides != b.strides:
+                    check(out, w, dtype, k)       # few rows read the (transposed) source
+                else:
+                    np.testing.assert_array_equal(out, w)
+    a, b = rand((64, 70), dtype, 1), rand((3, 70, 90), dtype, 2)
+    got = gemm_batched(gemm_ops.pack(a, "a"), b)
+    np.testing.assert_array_equal(got, gemm_batched(a[None], b))
+
+
+@needs_ext
+def test_packed_operand_errors_and_other_family():
+    a, b = rand((20, 30), np.float32, 0), rand((30, 40), np.float32, 1)
+    pa = gemm_ops.pack(a, "a")
+    with pytest.raises(ValueError, match="side 'a' passed as 'b'"):
+        gemm(b.T.copy(), pa)
+    with pytest.raises(ValueError, match="trans_a must be False"):
+        gemm(pa, b, trans_a=True)
+    with pytest.raises(ValueError, match="side must be"):
+        gemm_ops.pack(a, "c")
+    with pytest.raises(ValueError, match="inner sizes"):
+        gemm(pa, rand((31, 4), np.float32, 2))
+    # packed for one micro-kernel family, called under another: packs per call instead
+    for name in ISAS:
+        with gemm_ops.using_microkernel(name):
+            check(gemm(pa, b), oracle(a, b), np.float32, 30)
+
+
 def test_concurrent_calls_from_python_threads():
     dtype = np.float32
     jobs = [(rand((m, k), dtype, i), rand((k, n), dtype, 9 + i))

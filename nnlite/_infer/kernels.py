@@ -26,9 +26,9 @@ from .trace import GENERIC
 
 try:
     from ..kernels.gemm_ops import gemm as _gemm, gemm_batched as _gemm_batched
-    from ..kernels.gemm_ops import _gemm as _gemm_ext
+    from ..kernels.gemm_ops import _gemm as _gemm_ext, pack as _pack
 except ImportError:  # pragma: no cover - depends on the checkout
-    _gemm = _gemm_batched = _gemm_ext = None
+    _gemm = _gemm_batched = _gemm_ext = _pack = None
 
 try:
     from .._convgeom import ConvGeometry
@@ -119,21 +119,40 @@ def _activate(y, act):
 
 
 # ------------------------------------------------------------------------------ GEMM
-def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=False):
-    """out = act(a @ op(b) + beta*out + bias) through nnlite's GEMM (NumPy without it).
+def _narrow(m, n):
+    """True when an (m, n) product with a constant left operand runs transposed (see gemm_into)."""
+    return n < _NARROW and m >= _NARROW
+
+
+def pack_weights(w, n):
+    """The constant left operand w (M, K) of products with n columns, packed once for nnlite's
+    GEMM in the role ``gemm_into`` gives it (None without the extension)."""
+    if _gemm_ext is None:
+        return None
+    w = np.ascontiguousarray(w)
+    return _pack(w, "b", trans=True) if _narrow(w.shape[0], n) else _pack(w, "a")
+
+
+def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=False,
+              packed=None):
+    """out = act(a @ op(b) + beta*out + bias) through nnlite's GEMM (NumPy without it);
+    ``packed`` is ``pack_weights(a, N)``, used in place of a.
 
     Shape: a (M, K), op(b) (K, N), out (M, N) (any row stride), bias (M,) or (N,).
     """
     if _gemm is not None and (_gemm_ext is not None or beta == 0.0):
-        if (not trans_b and bias_axis == 0 and out.shape[1] < _NARROW
-                and out.shape[0] >= _NARROW):
+        if not trans_b and bias_axis == 0 and _narrow(*out.shape):
             # a narrow product (few columns, e.g. a 7x7 map) blocks better transposed:
             # out.T (N, M) = b.T (N, K) @ a.T (K, M), the bias now per column
-            _gemm(b, a, out.T, beta=beta, trans_a=True, trans_b=True, bias=bias, bias_axis=1,
-                  activation=act)
+            if packed is not None:
+                _gemm(b, packed, out.T, beta=beta, trans_a=True, bias=bias, bias_axis=1,
+                      activation=act)
+            else:
+                _gemm(b, a, out.T, beta=beta, trans_a=True, trans_b=True, bias=bias,
+                      bias_axis=1, activation=act)
             return
-        _gemm(a, b, out, beta=beta, trans_b=trans_b, bias=bias, bias_axis=bias_axis,
-              activation=act)
+        _gemm(a if packed is None or trans_b or bias_axis != 0 else packed, b, out, beta=beta,
+              trans_b=trans_b, bias=bias, bias_axis=bias_axis, activation=act)
         return
     bb = b.T if trans_b else b
     if beta == 0.0:
@@ -194,6 +213,9 @@ class ConvKernel(Kernel):
             self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
             self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
                                                                 * dtype.itemsize)
+            # one-group weights packed once for the GEMM (see pack_weights)
+            self.w_packed = (pack_weights(self.wg[0], oh * ow)
+                             if g == 1 and not self.implicit else None)
             self.geom = None
             if not self.pointwise and ConvGeometry is not None:
                 self.geom = ConvGeometry(n=1, c=C, h=H, w=W, f=F, g=g, kh=kh, kw=kw, sh=s[0],
@@ -247,10 +269,11 @@ class ConvKernel(Kernel):
                 if r3 is not None:
                     np.copyto(y3, r3)
                 # (1, F, C) @ (N, C, L) -> (N, F, L): one call, threads split the batch
-                _gemm_batched(wg, x3, y3, beta=beta, bias=bias, activation=act)
+                _gemm_batched(wpk, x3, y3, beta=beta, bias=bias, activation=act)
+            wpk = wg if self.w_packed is None or _narrow(F, L) else self.w_packed
             return run_batched
         if g == 1:
-            w2 = wg[0]                                                # (F, K)
+            w2, wpk = wg[0], self.w_packed                            # (F, K)
 
             def run():
                 for n in range(N):
@@ -259,7 +282,7 @@ class ConvKernel(Kernel):
                     if rs[n] is not None:
                         np.copyto(ys[n], rs[n])
                     # (F, K) @ (K, L) -> (F, L)
-                    gemm_into(w2, bs[n], ys[n], bias, 0, act, beta)
+                    gemm_into(w2, bs[n], ys[n], bias, 0, act, beta, packed=wpk)
             return run
 
         fg = F // g

@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _gemm = None
 
-__all__ = ["gemm", "gemm_batched", "using_microkernel", "info"]
+__all__ = ["gemm", "gemm_batched", "pack", "PackedOperand", "using_microkernel", "info"]
 
 _ACTS = {None: 0, "relu": 1, "relu6": 2}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -80,6 +80,65 @@ def info():
     return {"extension": True, "openmp": _gemm.openmp_enabled(), "microkernel": name,
             "available": _gemm.available_isas(),
             "float32": _gemm.blocking(code, 4), "float64": _gemm.blocking(code, 8)}
+
+
+# ------------------------------------------------------------------------- packed operands
+class PackedOperand:
+    """A GEMM operand packed once into the micro-kernel's panel layout, for reuse across calls
+    (the constant weights of an inference plan): ``gemm``/``gemm_batched`` accept it in place of
+    ``a`` (side 'a') or ``b`` (side 'b') and skip that operand's per-call packing.
+
+    ``matrix`` is op(x) itself (kept: products of <= 4 rows, another micro-kernel family and the
+    NumPy fallback read it); ``data`` the packed panels of family ``isa`` (None without the
+    extension). Shared by every item of a batched call.
+    """
+    __slots__ = ("matrix", "side", "data", "isa")
+
+    def __init__(self, matrix, side, data, isa):
+        self.matrix, self.side, self.data, self.isa = matrix, side, data, isa
+
+    @property
+    def shape(self):
+        return self.matrix.shape
+
+    @property
+    def dtype(self):
+        return self.matrix.dtype
+
+
+def pack(x, side, trans=False):
+    """Pack ``op(x)`` (``x.T`` when ``trans``) once as operand ``side`` ('a' or 'b') for the
+    micro-kernel family active in this thread; see ``PackedOperand``.
+
+    Shape: op(x) (M, K) for side 'a', (K, N) for side 'b'.
+    """
+    fn = "pack"
+    if side not in ("a", "b"):
+        raise ValueError(f"{fn}: side must be 'a' or 'b', got {side!r}")
+    x = _as_operand(x, "x", 2, fn)
+    m = x.T if trans else x
+    if _gemm is None:
+        return PackedOperand(m, side, None, None)
+    code = _isa()
+    code = _gemm.isa_code(_gemm.best_isa()) if code < 0 else code
+    code_side = 0 if side == "a" else 1
+    data = np.empty(_gemm.packed_size(code_side, m.shape[0], m.shape[1], code, m.itemsize),
+                    m.dtype)
+    whole = all(st % m.itemsize == 0 and st >= 0 for st in m.strides)
+    src = m if whole else np.ascontiguousarray(m)
+    _gemm.pack(src, code_side, code, data)
+    return PackedOperand(m, side, data, code)
+
+
+def _unpack(x, side, trans, fn):
+    """(array for validation, packed data or None) of a gemm argument."""
+    if not isinstance(x, PackedOperand):
+        return x, None
+    if x.side != side:
+        raise ValueError(f"{fn}: operand packed as side {x.side!r} passed as {side!r}")
+    if trans:
+        raise ValueError(f"{fn}: a packed operand is already op(x); trans_{side} must be False")
+    return x.matrix, x
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -177,10 +236,12 @@ def gemm(a, b, out=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, b
         op(a) (M, K), op(b) (K, N) -> out (M, N).
     """
     fn = "gemm"
+    a, pa = _unpack(a, "a", trans_a, fn)
+    b, pb = _unpack(b, "b", trans_b, fn)
     a = _as_operand(a, "a", 2, fn)
     b = _as_operand(b, "b", 2, fn)
     return _gemm_impl(a[None], b[None], out, alpha, beta, trans_a, trans_b, bias, bias_axis,
-                      activation, num_threads, fn, batched=False)
+                      activation, num_threads, fn, batched=False, packed=(pa, pb))
 
 
 def gemm_batched(a, b, out=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False,
@@ -196,14 +257,16 @@ def gemm_batched(a, b, out=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=
         bias (M,) | (B, M) for bias_axis=0, (N,) | (B, N) for bias_axis=1.
     """
     fn = "gemm_batched"
-    a = _as_operand(a, "a", 3, fn)
-    b = _as_operand(b, "b", 3, fn)
+    a, pa = _unpack(a, "a", trans_a, fn)
+    b, pb = _unpack(b, "b", trans_b, fn)
+    a = _as_operand(a if pa is None else a[None], "a", 3, fn)
+    b = _as_operand(b if pb is None else b[None], "b", 3, fn)
     return _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activation,
-                      num_threads, fn, batched=True)
+                      num_threads, fn, batched=True, packed=(pa, pb))
 
 
 def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activation,
-               num_threads, fn, batched):
+               num_threads, fn, batched, packed=(None, None)):
     if a.dtype != b.dtype:
         raise TypeError(f"{fn}: a has dtype {a.dtype} and b has dtype {b.dtype}; they must match")
     dtype = a.dtype
@@ -251,8 +314,18 @@ def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activa
         target = np.empty(out3.shape, dtype=dtype)
         if beta != 0.0:
             target[...] = out3
+    isa = _isa()
+    apk = bpk = None
+    if packed[0] is not None or packed[1] is not None:
+        # packed data serve only the family they were packed for (else: pack per call)
+        code = _gemm.isa_code(_gemm.best_isa()) if isa < 0 else isa
+        apk = packed[0].data if packed[0] is not None and packed[0].isa == code else None
+        bpk = packed[1].data if packed[1] is not None and packed[1].isa == code else None
+        if apk is not None or bpk is not None:
+            isa = code
     _gemm.gemm_strided(_kernel_ready(opa), _kernel_ready(opb), target, alpha, beta, bias2,
-                       0 if bias2 is None else 1 + bias_axis, _ACTS[activation], nthreads, _isa())
+                       0 if bias2 is None else 1 + bias_axis, _ACTS[activation], nthreads, isa,
+                       apk, bpk)
     if target is not out3:
         out3[...] = target
     return out

@@ -101,8 +101,30 @@ def _cpu_count():
 _num_threads = None
 
 
+_budget = threading.local()
+
+
+@contextlib.contextmanager
+def thread_budget(n):
+    """Within this block (this thread only) nnlite's kernels use at most ``n`` threads: the
+    inference plan runs independent branches side by side, each on one core."""
+    old = getattr(_budget, "n", None)
+    _budget.n = n
+    try:
+        yield
+    finally:
+        _budget.n = old
+
+
 def get_num_threads():
     """Threads used by nnlite's OpenMP kernels and by the BLAS that nnlite calls."""
+    cap = getattr(_budget, "n", None)
+    if cap is not None:
+        return min(cap, _num_threads if _num_threads is not None else _get_global())
+    return _get_global()
+
+
+def _get_global():
     global _num_threads
     if _num_threads is None:
         env = os.environ.get("NNLITE_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")

@@ -296,6 +296,103 @@ def test_concurrent_calls_from_threads():
     assert not errors, errors[0]
 
 
+# ------------------------------------------------------------------ branch lanes (2 threads)
+@pytest.fixture
+def two_threads():
+    prev = nnlite.get_num_threads()
+    nnlite.set_num_threads(2)
+    yield
+    nnlite.set_num_threads(prev)
+
+
+def _groups(fast):
+    (plan, _), = fast._plans.values()
+    return plan.groups
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: models.googlenet(), (1, 3, 96, 96)),
+    (lambda: models.SmallInceptionNet(), (3, 1, 28, 28)),
+    (lambda: blocks.Inception(8, 4, 3, 6, 2, 3, 0), (2, 8, 9, 7)),   # pool branch unprojected
+])
+def test_branch_lanes_match_plain_on_two_threads(two_threads, make, shape):
+    nnlite.manual_seed(0)
+    model = randomize_bn(make())
+    fast, x = check_model(model, shape)
+    groups = _groups(fast)
+    assert groups, "the Inception branches should run as lanes"
+    (plan, _), = fast._plans.values()
+    for first, last, (a, b) in groups:
+        assert a and b and sorted(a + b) == list(range(first, last + 1))
+    for _ in range(3):  # repeated calls reuse the bound lanes
+        assert_same(fast(x), plain(model, x))
+    nnlite.set_num_threads(1)  # the same plan, lanes run one after the other
+    assert_same(fast(x), plain(model, x))
+
+
+def test_branch_lanes_from_concurrent_callers(two_threads):
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.SmallInceptionNet())
+    fast = nnlite.optimize_for_inference(model)
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((2, 1, 28, 28)).astype(np.float32) for _ in range(4)]
+    expected = [plain(model, x).data for x in xs]
+    fast(xs[0])
+    assert _groups(fast)
+    errors = []
+
+    def worker(k):
+        try:
+            for rep in range(6):
+                i = (k + rep) % len(xs)
+                assert_same(fast(xs[i]), expected[i])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_lane_errors_reach_the_caller_and_lanes_recover(two_threads):
+    from nnlite._infer.plan import _group_call, _LaneWorker
+
+    seen = []
+
+    def boom():
+        raise ZeroDivisionError("lane 1 failed")
+
+    worker = _LaneWorker()
+    run = _group_call([lambda: seen.append(("a", nnlite.get_num_threads()))], [boom], worker)
+    with pytest.raises(ZeroDivisionError, match="lane 1 failed"):
+        run()
+    run = _group_call([lambda: seen.append("a2")],
+                      [lambda: seen.append(("b", nnlite.get_num_threads()))], worker)
+    run()
+    assert ("a", 1) in seen and ("b", 1) in seen and "a2" in seen  # each lane on one thread
+    assert nnlite.get_num_threads() == 2                             # budget restored
+
+
+def test_lane_threads_end_with_their_module(two_threads):
+    import gc
+
+    def lanes():
+        return {t for t in threading.enumerate() if t.name == "nnlite-plan-lane"}
+    before = lanes()
+    nnlite.manual_seed(0)
+    fast = nnlite.optimize_for_inference(models.SmallInceptionNet())
+    fast(np.zeros((1, 1, 28, 28), np.float32))
+    mine = lanes() - before
+    assert len(mine) == 1
+    (thread,) = mine
+    del fast
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
 def test_optimize_onnx_free_errors():
     with pytest.raises(TypeError, match="nnlite Module"):
         nnlite.optimize_for_inference(lambda x: x)

@@ -10,11 +10,21 @@
    when that operand dies there;
 4. liveness: every root buffer lives from its first write to its last read and is packed into
    reusable arena slots (best fit), so layers reuse activation memory;
-5. ``Plan.bind`` (once per thread) allocates the slots and a scratch area and binds each kernel
-   to fixed views: a call is then a copy-in, a list of zero-argument calls, and a copy-out.
+5. branches: the independent chains feeding a concatenation (Inception's four branches) form a
+   group run on two lanes side by side, each lane's kernels on one thread (small 14x14 / 7x7
+   layers gain almost nothing from a second OpenMP thread, two branches at once nearly 2x);
+   chains are balanced by multiply-adds (longest first) and every value of a group stays
+   live for the whole group;
+6. ``Plan.bind`` (once per thread) allocates the slots and a scratch area (one more per second
+   lane) and binds each kernel to fixed views: a call is then a copy-in, a list of
+   zero-argument calls, and a copy-out.
 """
+import threading
+import weakref
+
 import numpy as np
 
+from .._config import get_num_threads, thread_budget
 from ..autograd import no_grad
 from ..onnx.ops import OPS, run_node
 from ..tensor import Tensor
@@ -99,10 +109,12 @@ class _Storage:
 class Plan:
     """Kernels, memory plan and I/O of one input signature (immutable; bind per thread)."""
 
-    def __init__(self, inputs, outputs, steps, storage, slots, slot_of, scratch, consts):
+    def __init__(self, inputs, outputs, steps, storage, slots, slot_of, scratch, consts,
+                 groups=()):
         self.inputs, self.outputs, self.steps = inputs, outputs, steps
         self.storage, self.slots, self.slot_of = storage, slots, slot_of
         self.scratch, self.consts = scratch, consts
+        self.groups = list(groups)  # [(first step, last step, (lane 0 steps, lane 1 steps))]
 
     def bind(self):
         """Fresh arena for the calling thread: (input arrays, output arrays, run list)."""
@@ -131,12 +143,106 @@ class Plan:
                         a = a[(slice(None),) * axis + (slice(start, stop),)]
                 cache[v] = a
             return a
-        calls = []
-        for node, kernel, used in self.steps:
+        second = {i for _, _, lanes in self.groups for i in lanes[1]}
+        lane_scratch = None
+        if second:
+            need = max(self.steps[i][1].scratch_bytes for i in second)
+            lane_scratch = np.empty(max(need, 64), np.uint8)
+        bound = []
+        for i, (node, kernel, used) in enumerate(self.steps):
             ins = [arr(v) if v else None for v in node.inputs]
             outs = [arr(o) if u else None for o, u in zip(node.outputs, used)]
-            calls.append(kernel.bind(ins, outs, scratch))
+            bound.append(kernel.bind(ins, outs, lane_scratch if i in second else scratch))
+        calls, worker, start = [], None, {g[0]: g for g in self.groups}
+        i = 0
+        while i < len(bound):
+            g = start.get(i)
+            if g is None:
+                calls.append(bound[i])
+                i += 1
+                continue
+            worker = worker or _LaneWorker()
+            calls.append(_group_call([bound[j] for j in g[2][0]], [bound[j] for j in g[2][1]],
+                                     worker))
+            i = g[1] + 1
         return [arr(v) for v in self.inputs], [arr(v) for v in self.outputs], calls
+
+
+class _LaneState:
+    """What the lane thread shares with its owner (the thread holds no reference to the owner,
+    so a dropped binding lets the thread end)."""
+
+    def __init__(self):
+        self.go, self.done = threading.Event(), threading.Event()
+        self.job, self.error, self.closed = None, None, False
+
+
+def _lane_loop(state):
+    while True:
+        state.go.wait()
+        state.go.clear()
+        if state.closed:
+            return
+        try:
+            with thread_budget(1):
+                for call in state.job:
+                    call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            state.error = exc
+        finally:
+            state.job = None
+            state.done.set()
+
+
+class _LaneWorker:
+    """The second lane of a bound plan: one daemon thread, started on first use."""
+
+    def __init__(self):
+        self.state = _LaneState()
+        self.thread = None
+        weakref.finalize(self, _close_lane, self.state)
+
+    def submit(self, calls):
+        st = self.state
+        if self.thread is None:
+            self.thread = threading.Thread(target=_lane_loop, args=(st,), daemon=True,
+                                           name="nnlite-plan-lane")
+            self.thread.start()
+        st.job, st.error = calls, None
+        st.done.clear()
+        st.go.set()
+
+    def wait(self):
+        st = self.state
+        st.done.wait()
+        if st.error is not None:
+            err, st.error = st.error, None
+            raise err
+
+
+def _close_lane(state):
+    state.closed = True
+    state.go.set()
+
+
+def _group_call(lane0, lane1, worker):
+    """Run two independent lists of calls side by side (one thread each), or one after the
+    other when nnlite may use a single thread."""
+    def run():
+        if get_num_threads() < 2:
+            for call in lane0:
+                call()
+            for call in lane1:
+                call()
+            return
+        worker.submit(lane1)
+        try:
+            with thread_budget(1):
+                for call in lane0:
+                    call()
+        finally:
+            worker.wait()
+    return run
 
 
 def _plan_storage(nodes, inputs, outputs, consts, metas):
@@ -180,10 +286,13 @@ def _plan_storage(nodes, inputs, outputs, consts, metas):
             mask.append(not ok)
             start += size
         masks[id(n)] = mask
-    # residual convs accumulate in place when the operand dies at the conv
+    groups = _find_groups(nodes, skip, consumers, producer, outputs, metas)
+    grouped = {id(n) for g in groups for n in g["nodes"]}
+    # residual convs accumulate in place when the operand dies at the conv (not inside a group:
+    # the other lane may still read the operand)
     last = _last_use(nodes, outputs, skip)
     for i, n in enumerate(nodes):
-        if n.op != "Conv" or not n.attrs.get("residual"):
+        if n.op != "Conv" or not n.attrs.get("residual") or id(n) in grouped:
             continue
         r, o, x = n.inputs[-1], n.outputs[0], n.inputs[0]
         if (r in consts or r in inputs or not st.owner(r) or not st.owner(o)
@@ -195,7 +304,72 @@ def _plan_storage(nodes, inputs, outputs, consts, metas):
                 if root == o:  # o and its reshape views now live in r's buffer
                     st.root[v] = r
             st.meta.pop(o, None)
-    return st, skip, masks
+    return st, skip, masks, groups
+
+
+# ops a lane may run (array kernels without Python-level state)
+_LANE_OPS = ("Conv", "MaxPool", "AveragePool", "Relu", "Clip", "Add", "Mul", "nnlite.Affine",
+             "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+_MIN_LANE_SHARE = 0.15  # a group whose lighter lane has less of the work is not worth a sync
+
+
+def _cost(n, metas):
+    """Rough work of a node for balancing lanes: multiply-adds of a conv, else its outputs."""
+    out = n.outputs[0] if n.outputs else ""
+    size = int(np.prod(metas[out][0], dtype=np.int64)) if out in metas else 0
+    if n.op == "Conv" and len(n.inputs) > 1 and n.inputs[1] in metas:
+        w = metas[n.inputs[1]][0]
+        return size * int(np.prod(w[1:], dtype=np.int64))
+    return size
+
+
+def _find_groups(nodes, skip, consumers, producer, outputs, metas):
+    """Branch groups: for a concatenation, the chain behind each of its inputs (walking back
+    through producers whose values only that chain and the concatenation read), when those
+    chains are exactly the nodes right before the concatenation; balanced over two lanes by
+    ``_cost`` (longest chain first). Returns [{nodes, lo, hi, lanes: (ids, ids)}]."""
+    pos = {id(n): i for i, n in enumerate(nodes)}
+    groups, taken = [], -1
+    for ci, c in enumerate(nodes):
+        if c.op != "Concat" or id(c) in skip:
+            continue
+        chains, members = [], {id(c)}
+        for v in dict.fromkeys(c.inputs):
+            chain, todo = [], [producer.get(v)]
+            while todo:
+                p = todo.pop()
+                if (p is None or id(p) in members or pos[id(p)] <= taken
+                        or p.op not in _LANE_OPS or any(o in outputs for o in p.outputs if o)):
+                    continue
+                mine = {id(q) for q in chain} | {id(p), id(c)}
+                if not all(id(u) in mine for o in p.outputs if o for u in consumers.get(o, ())):
+                    continue
+                chain.append(p)
+                todo.extend(producer.get(u) for u in p.inputs if u)
+            members.update(id(p) for p in chain)
+            if chain:
+                chains.append(chain)
+        members.discard(id(c))
+        if len(chains) < 2 or not members:
+            continue
+        lo = min(pos[k] for k in members)
+        if {id(n) for n in nodes[lo:ci]} != members:
+            continue  # not one contiguous run right before the concatenation
+        load, lanes = [0, 0], ([], [])
+        for chain in sorted(chains, key=lambda ch: -sum(_cost(n, metas) for n in ch)):
+            k = 0 if load[0] <= load[1] else 1
+            load[k] += sum(_cost(n, metas) for n in chain)
+            lanes[k].extend(chain)
+        if min(load) < _MIN_LANE_SHARE * sum(load):
+            continue
+        made = [{o for n in lane for o in n.outputs if o} for lane in lanes]
+        if any(v in made[1 - k] for k in (0, 1) for n in lanes[k] for v in n.inputs):
+            continue  # a value crosses lanes (cannot happen for disjoint chains; be sure)
+        order = [sorted(lane, key=lambda n: pos[id(n)]) for lane in lanes]
+        groups.append({"nodes": nodes[lo:ci], "lo": lo, "hi": ci - 1,
+                       "lanes": tuple([id(n) for n in lane] for lane in order)})
+        taken = ci
+    return groups
 
 
 def _last_use(nodes, outputs, skip):
@@ -209,20 +383,23 @@ def _last_use(nodes, outputs, skip):
     return last
 
 
-def _assign_slots(nodes, st, inputs, outputs, skip):
-    """Pack roots into arena slots by live range (best fit; a slot may grow)."""
+def _assign_slots(nodes, st, inputs, outputs, skip, groups=()):
+    """Pack roots into arena slots by live range (best fit; a slot may grow). A node of a
+    branch group writes at the group's first step and reads until its last (lanes overlap)."""
+    span = {id(n): (g["lo"], g["hi"]) for g in groups for n in g["nodes"]}
     first, last = {}, {}
     for v in inputs:
         first[st.root[v]] = -1
     for i, n in enumerate(nodes):
+        lo, hi = span.get(id(n), (i, i))
         for o in n.outputs:
             if o in st.root:
                 r = st.root[o]
-                first[r] = min(first.get(r, i), i)
+                first[r] = min(first.get(r, lo), lo)
         for v in n.inputs:
             if v in st.root:
                 r = st.root[v]
-                last[r] = max(last.get(r, i), i)
+                last[r] = max(last.get(r, hi), hi)
     for v in list(outputs) + list(inputs):
         if v in st.root:
             last[st.root[v]] = len(nodes)
@@ -266,13 +443,14 @@ def compile_plan(graph, arrays, constants, folded, check=True):
     for k, v in consts.items():
         metas.setdefault(k, (tuple(np.shape(v)), np.asarray(v).dtype))
     inputs = [vi.name for vi in graph.inputs]
-    st, skip, masks = _plan_storage(nodes, inputs, outputs, consts, metas)
-    slots, slot_of = _assign_slots(nodes, st, inputs, outputs, skip)
+    st, skip, masks, groups = _plan_storage(nodes, inputs, outputs, consts, metas)
+    slots, slot_of = _assign_slots(nodes, st, inputs, outputs, skip, groups)
     used = set(outputs) | {v for n in nodes for v in n.inputs}
-    steps, scratch = [], 0
+    steps, scratch, step_of = [], 0, {}
     for n in nodes:
         if id(n) in skip:
             continue
+        step_of[id(n)] = len(steps)
         if n.op == "Concat" and id(n) in masks:
             if not any(masks[id(n)]):
                 continue  # every producer wrote its own slice
@@ -282,7 +460,15 @@ def compile_plan(graph, arrays, constants, folded, check=True):
                              [consts.get(v) if v else None for v in n.inputs], graph.opset)
         scratch = max(scratch, kernel.scratch_bytes)
         steps.append((n, kernel, [bool(o) and o in used for o in n.outputs]))
-    plan = Plan(inputs, outputs, steps, st, slots, slot_of, scratch, consts)
+    plan_groups = []
+    for g in groups:
+        lanes = tuple([step_of[k] for k in lane if k in step_of] for lane in g["lanes"])
+        member_steps = sorted(step_of[id(n)] for n in g["nodes"] if id(n) in step_of)
+        # lanes of whole contiguous steps (alias nodes have none); both lanes non-empty
+        if (all(lanes) and member_steps == list(range(member_steps[0], member_steps[-1] + 1))
+                and sorted(lanes[0] + lanes[1]) == member_steps):
+            plan_groups.append((member_steps[0], member_steps[-1], lanes))
+    plan = Plan(inputs, outputs, steps, st, slots, slot_of, scratch, consts, plan_groups)
     plan.value_bytes = sum(int(np.prod(metas[v][0], dtype=np.int64))
                            * np.dtype(metas[v][1]).itemsize for v in st.root)
     plan.reference = ref

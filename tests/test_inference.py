@@ -322,12 +322,31 @@ def test_branch_lanes_match_plain_on_two_threads(two_threads, make, shape):
     groups = _groups(fast)
     assert groups, "the Inception branches should run as lanes"
     (plan, _), = fast._plans.values()
-    for first, last, (a, b) in groups:
-        assert a and b and sorted(a + b) == list(range(first, last + 1))
+    for first, last, (a, b), syncs in groups:
+        # every step of the range on exactly one lane; second parts of split convs (appended
+        # steps) only on lane 1, each after a sync set by lane 0
+        assert a and b and sorted(i for i in a + b if i <= last) == list(range(first, last + 1))
+        assert all(i in b for i in a + b if i > last)
+        assert all(x in a and w in b and w > last for x, w in syncs)
     for _ in range(3):  # repeated calls reuse the bound lanes
         assert_same(fast(x), plain(model, x))
     nnlite.set_num_threads(1)  # the same plan, lanes run one after the other
     assert_same(fast(x), plain(model, x))
+
+
+def test_heavy_branch_conv_is_split_across_lanes(two_threads):
+    # one 3x3 branch far heavier than the others, on a map large enough for the implicit GEMM:
+    # its output channels are split between the lanes (the second part waits for the reduce)
+    nnlite.manual_seed(0)
+    model = randomize_bn(blocks.Inception(8, 4, 8, 64, 2, 4, 4))
+    fast, x = check_model(model, (1, 8, 30, 29))
+    (plan, _), = fast._plans.values()
+    (first, last, (a, b), syncs), = plan.groups
+    parts = [plan.steps[i][1] for i in a + b if type(plan.steps[i][1]).__name__ == "ConvPart"]
+    assert len(parts) == 2 and sorted((p.f0, p.f1) for p in parts)[0][0] == 0
+    assert sum(p.f1 - p.f0 for p in parts) == 64 and len(syncs) == 1
+    for _ in range(5):
+        assert_same(fast(x), plain(model, x))
 
 
 def test_branch_lanes_from_concurrent_callers(two_threads):

@@ -76,7 +76,7 @@ def _native(*arrays):
     """True when nnlite._planops can take these 4-D arrays."""
     return _planops is not None and _unit_w(*arrays)
 
-__all__ = ["make_kernel", "Kernel", "FUSABLE"]
+__all__ = ["make_kernel", "split_conv", "Kernel", "FUSABLE"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -385,6 +385,34 @@ class ConvKernel(Kernel):
                 np.add(y, b4, out=y)
             _activate(y, act)
         return run
+
+
+class ConvPart(Kernel):
+    """Output channels [f0, f1) of a one-group Conv (no residual): a ConvKernel on those
+    filters writing that channel slice of the conv's output. Two parts of one conv run on the
+    two lanes of a branch group (plan.py) to balance them."""
+
+    def __init__(self, x_shape, w, b, attrs, dtype, f0, f1):
+        self.f0, self.f1 = f0, f1
+        self.inner = ConvKernel(x_shape, w[f0:f1], None if b is None else b[f0:f1], attrs,
+                                False, dtype)
+        self.scratch_bytes = self.inner.scratch_bytes
+        self.shape = self.inner.shape
+
+    def bind(self, ins, outs, scratch):
+        return self.inner.bind(ins, [outs[0][:, self.f0:self.f1]], scratch)
+
+
+def split_conv(node, in_metas, consts, f0, f1):
+    """ConvPart of ``node`` for channels [f0, f1), or None when the conv cannot be split."""
+    at = node.attrs
+    if (node.op != "Conv" or at.get("residual") or int(at.get("group", 1)) != 1
+            or len(in_metas[0][0]) != 4 or consts[1] is None):
+        return None
+    b = consts[2] if len(consts) > 2 and node.inputs[2] else None
+    if len(consts) > 2 and node.inputs[2] and b is None:
+        return None
+    return ConvPart(in_metas[0][0], consts[1], b, at, np.dtype(in_metas[0][1]), f0, f1)
 
 
 # ------------------------------------------------------------------------------ pooling

@@ -28,7 +28,7 @@ from .._config import get_num_threads, thread_budget
 from ..autograd import no_grad
 from ..onnx.ops import OPS, run_node
 from ..tensor import Tensor
-from .kernels import make_kernel
+from .kernels import ConvKernel, make_kernel, split_conv
 from .passes import simplify
 from .trace import GENERIC
 
@@ -114,7 +114,8 @@ class Plan:
         self.inputs, self.outputs, self.steps = inputs, outputs, steps
         self.storage, self.slots, self.slot_of = storage, slots, slot_of
         self.scratch, self.consts = scratch, consts
-        self.groups = list(groups)  # [(first step, last step, (lane 0 steps, lane 1 steps))]
+        # [(first step, last step, (lane 0 steps, lane 1 steps), [(set after, wait before)])]
+        self.groups = list(groups)
 
     def bind(self):
         """Fresh arena for the calling thread: (input arrays, output arrays, run list)."""
@@ -143,7 +144,7 @@ class Plan:
                         a = a[(slice(None),) * axis + (slice(start, stop),)]
                 cache[v] = a
             return a
-        second = {i for _, _, lanes in self.groups for i in lanes[1]}
+        second = {i for g in self.groups for i in g[2][1]}
         lane_scratch = None
         if second:
             need = max(self.steps[i][1].scratch_bytes for i in second)
@@ -153,18 +154,28 @@ class Plan:
             ins = [arr(v) if v else None for v in node.inputs]
             outs = [arr(o) if u else None for o, u in zip(node.outputs, used)]
             bound.append(kernel.bind(ins, outs, lane_scratch if i in second else scratch))
-        calls, worker, start = [], None, {g[0]: g for g in self.groups}
-        i = 0
-        while i < len(bound):
+        calls, worker = [], None
+        start = {g[0]: g for g in self.groups}
+        in_group = {i for g in self.groups for lane in g[2] for i in lane}
+        for i in range(len(bound)):
             g = start.get(i)
-            if g is None:
+            if g is not None:
+                worker = worker or _LaneWorker()
+                events = [threading.Event() for _ in g[3]]
+                after = {a: e for (a, _), e in zip(g[3], events)}
+                before = {b: e for (_, b), e in zip(g[3], events)}
+                lane0, lane1 = [], []
+                for j in g[2][0]:
+                    lane0.append(bound[j])
+                    if j in after:
+                        lane0.append(after[j].set)
+                for j in g[2][1]:
+                    if j in before:
+                        lane1.append(before[j].wait)
+                    lane1.append(bound[j])
+                calls.append(_group_call(lane0, lane1, worker, events))
+            elif i not in in_group:
                 calls.append(bound[i])
-                i += 1
-                continue
-            worker = worker or _LaneWorker()
-            calls.append(_group_call([bound[j] for j in g[2][0]], [bound[j] for j in g[2][1]],
-                                     worker))
-            i = g[1] + 1
         return [arr(v) for v in self.inputs], [arr(v) for v in self.outputs], calls
 
 
@@ -225,10 +236,13 @@ def _close_lane(state):
     state.go.set()
 
 
-def _group_call(lane0, lane1, worker):
-    """Run two independent lists of calls side by side (one thread each), or one after the
-    other when nnlite may use a single thread."""
+def _group_call(lane0, lane1, worker, events=()):
+    """Run two lists of calls side by side (one thread each), or lane 0 then lane 1 when nnlite
+    may use a single thread. ``events``: lane 0 sets each (after the producer of a split conv's
+    input), lane 1 waits for it; all are set when lane 0 stops early, so lane 1 never hangs."""
     def run():
+        for e in events:
+            e.clear()
         if get_num_threads() < 2:
             for call in lane0:
                 call()
@@ -241,6 +255,8 @@ def _group_call(lane0, lane1, worker):
                 for call in lane0:
                     call()
         finally:
+            for e in events:
+                e.set()
             worker.wait()
     return run
 
@@ -360,8 +376,6 @@ def _find_groups(nodes, skip, consumers, producer, outputs, metas):
             k = 0 if load[0] <= load[1] else 1
             load[k] += sum(_cost(n, metas) for n in chain)
             lanes[k].extend(chain)
-        if min(load) < _MIN_LANE_SHARE * sum(load):
-            continue
         made = [{o for n in lane for o in n.outputs if o} for lane in lanes]
         if any(v in made[1 - k] for k in (0, 1) for n in lanes[k] for v in n.inputs):
             continue  # a value crosses lanes (cannot happen for disjoint chains; be sure)
@@ -370,6 +384,57 @@ def _find_groups(nodes, skip, consumers, producer, outputs, metas):
                        "lanes": tuple([id(n) for n in lane] for lane in order)})
         taken = ci
     return groups
+
+
+_SPLIT_ALIGN = 16  # channels of a split conv's second part: a multiple of this (GEMM rows)
+
+
+def _balance(first, last, lanes, steps, metas, consts, st):
+    """The group (first, last, (lane 0, lane 1), syncs) with lane 0 the heavier; when it is
+    heavier by more than 10 % of the group, its largest one-group implicit-GEMM conv is split by
+    output channels and the second part appended (as a new step) to lane 1, after a sync on
+    the lane-0 steps that write the conv's input. Mutates ``steps`` (part kernels). Convs on
+    im2col are not split: each part would gather the columns again (measured GoogLeNet b1:
+    13.9 ms splitting those too vs 13.2 ms without; 13.8 ms with no split at all)."""
+    def cost(i):
+        return _cost(steps[i][0], metas)
+    lanes = [list(lanes[0]), list(lanes[1])]
+    load = [sum(cost(i) for i in lane) for lane in lanes]
+    if load[1] > load[0]:
+        lanes, load = lanes[::-1], load[::-1]
+    gap, syncs, total = load[0] - load[1], [], sum(load)
+    cands = [i for i in lanes[0] if isinstance(steps[i][1], ConvKernel)
+             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual
+             and steps[i][1].implicit]
+    parts = None
+    if gap > 0.1 * total and cands:
+        pick = max(cands, key=cost)
+        node, _, used = steps[pick]
+        F = steps[pick][1].shape[4]
+        moved = int(F * min(gap / 2, cost(pick) / 2) / max(cost(pick), 1))
+        moved = moved // _SPLIT_ALIGN * _SPLIT_ALIGN
+        if moved >= _SPLIT_ALIGN:
+            in_metas = [metas[v] if v else None for v in node.inputs]
+            cs = [consts.get(v) if v else None for v in node.inputs]
+            a = split_conv(node, in_metas, cs, 0, F - moved)
+            b = split_conv(node, in_metas, cs, F - moved, F)
+            if a is not None and b is not None:
+                parts = (pick, node, used, a, b)
+                shift = cost(pick) * moved / F
+                load = [load[0] - shift, load[1] + shift]
+    if min(load) < _MIN_LANE_SHARE * total:
+        return None  # too lopsided to be worth a lane handover
+    if parts is not None:
+        pick, node, used, a, b = parts
+        steps[pick] = (node, a, used)
+        steps.append((node, b, used))
+        lanes[1].append(len(steps) - 1)
+        need = {st.root.get(v) for v in node.inputs if v} - {None}
+        made = [i for i in lanes[0] if i != pick and any(
+            st.root.get(o) in need for o in steps[i][0].outputs if o)]
+        if made:
+            syncs.append((max(made, key=lanes[0].index), len(steps) - 1))
+    return first, last, (lanes[0], lanes[1]), syncs
 
 
 def _last_use(nodes, outputs, skip):
@@ -467,7 +532,10 @@ def compile_plan(graph, arrays, constants, folded, check=True):
         # lanes of whole contiguous steps (alias nodes have none); both lanes non-empty
         if (all(lanes) and member_steps == list(range(member_steps[0], member_steps[-1] + 1))
                 and sorted(lanes[0] + lanes[1]) == member_steps):
-            plan_groups.append((member_steps[0], member_steps[-1], lanes))
+            g = _balance(member_steps[0], member_steps[-1], lanes, steps, metas, consts, st)
+            if g is not None:
+                plan_groups.append(g)
+    scratch = max([scratch] + [k.scratch_bytes for _, k, _ in steps])
     plan = Plan(inputs, outputs, steps, st, slots, slot_of, scratch, consts, plan_groups)
     plan.value_bytes = sum(int(np.prod(metas[v][0], dtype=np.int64))
                            * np.dtype(metas[v][1]).itemsize for v in st.root)

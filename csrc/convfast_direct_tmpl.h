@@ -17,6 +17,28 @@ static inline void FN(dw_store)(T *p, DW_VEC v)
     memcpy(p, &v, sizeof v);
 }
 
+typedef TI FN(dw_ivec) __attribute__((vector_size(NNL_DW_VBYTES)));
+
+/* ReLU / ReLU6 on a register vector as compare masks + bitwise select (no branches, and the
+ * same results as dw_act: v < 0 -> +0, NaN kept, v > 6 -> 6 for ReLU6). Applying the
+ * activation to stored rows instead left data-dependent branches in the compiled loop:
+ * ReLU6 on mixed-sign outputs made a 56x56 depthwise conv 6x slower. */
+static inline DW_VEC FN(dw_act_vec)(DW_VEC v, int act)
+{
+    typedef FN(dw_ivec) IV;
+    if (act == NNL_ACT_NONE)
+        return v;
+    const DW_VEC zero = {0};
+    const IV neg = (IV)(v < zero);
+    v = (DW_VEC)((IV)v & ~neg);
+    if (act == NNL_ACT_RELU6) {
+        const DW_VEC six = zero + (T)6;
+        const IV big = (IV)(v > six);
+        v = (DW_VEC)(((IV)v & ~big) | ((IV)six & big));
+    }
+    return v;
+}
+
 static inline DW_VEC FN(dw_set1)(T s)
 {
     DW_VEC v = {0};
@@ -33,12 +55,17 @@ static inline T FN(dw_act)(T v, int act)
     return v;
 }
 
-/* act over n contiguous elements (the compiler vectorises this loop) */
+
+/* act over n contiguous elements: whole vectors through dw_act_vec, then the tail */
 static inline void FN(dw_act_row)(T *p, nnl_idx n, int act)
 {
-    if (act != NNL_ACT_NONE)
-        for (nnl_idx e = 0; e < n; e++)
-            p[e] = FN(dw_act)(p[e], act);
+    if (act == NNL_ACT_NONE)
+        return;
+    nnl_idx e = 0;
+    for (; e + DW_VL <= n; e += DW_VL)
+        FN(dw_store)(p + e, FN(dw_act_vec)(FN(dw_load)(p + e), act));
+    for (; e < n; e++)
+        p[e] = FN(dw_act)(p[e], act);
 }
 
 /* One output column j of row i, every tap checked (the border columns). */
@@ -97,9 +124,8 @@ static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bia
                     DW_VEC v = acc[u];
                     if (beta != 0)
                         v += vbeta * FN(dw_load)(yr + j + u * DW_VL);
-                    FN(dw_store)(yr + j + u * DW_VL, v);
+                    FN(dw_store)(yr + j + u * DW_VL, FN(dw_act_vec)(v, act));
                 }
-                FN(dw_act_row)(yr + j, NNL_DW_BLOCK * DW_VL, act);
             }
             for (; j + DW_VL <= j1; j += DW_VL) {
                 DW_VEC acc = vb;
@@ -110,8 +136,7 @@ static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bia
                 }
                 if (beta != 0)
                     acc += vbeta * FN(dw_load)(yr + j);
-                FN(dw_store)(yr + j, acc);
-                FN(dw_act_row)(yr + j, DW_VL, act);
+                FN(dw_store)(yr + j, FN(dw_act_vec)(acc, act));
             }
         }
         /* the rest of the interior (strided, or shorter than a vector): taps unchecked */
@@ -229,8 +254,15 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
         for (nnl_idx i = 0; i < g->oh; i++) {
             T *yr = yp + i * ow;
             const T *wr = yw + i * wq;
-            for (nnl_idx j = 0; j < ow; j++)
-                yr[j] = FN(dw_act)(beta == 0 ? wr[j] : wr[j] + beta * yr[j], act);
+            /* copy, then one branch-free activation pass (per-element act/beta tests here
+             * made ReLU6 on mixed-sign outputs 6x slower than the whole convolution) */
+            if (beta == 0)
+                for (nnl_idx j = 0; j < ow; j++)
+                    yr[j] = wr[j];
+            else
+                for (nnl_idx j = 0; j < ow; j++)
+                    yr[j] = wr[j] + beta * yr[j];
+            FN(dw_act_row)(yr, ow, act);
         }
         return;
     }
@@ -259,10 +291,7 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
             }
 #pragma GCC unroll 8
             for (int u = 0; u < NNL_DW_BLOCK; u++)
-                FN(dw_store)(yp + yy[u], acc[u]);
-            if (act != NNL_ACT_NONE)
-                for (int u = 0; u < NNL_DW_BLOCK; u++)
-                    FN(dw_act_row)(yp + yy[u], DW_VL, act);
+                FN(dw_store)(yp + yy[u], FN(dw_act_vec)(acc[u], act));
         }
         return;
     }
@@ -286,9 +315,8 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
             for (int u = 0; u < NNL_DW_BLOCK; u++) {
                 if (beta != 0)
                     acc[u] += vbeta * FN(dw_load)(yr + j + u * DW_VL);
-                FN(dw_store)(yr + j + u * DW_VL, acc[u]);
+                FN(dw_store)(yr + j + u * DW_VL, FN(dw_act_vec)(acc[u], act));
             }
-            FN(dw_act_row)(yr + j, NNL_DW_BLOCK * DW_VL, act);
         }
         for (;;) {
             nnl_idx jv = j;
@@ -304,8 +332,7 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
             }
             if (beta != 0)
                 acc += vbeta * FN(dw_load)(yr + jv);
-            FN(dw_store)(yr + jv, acc);
-            FN(dw_act_row)(yr + jv, DW_VL, act);
+            FN(dw_store)(yr + jv, FN(dw_act_vec)(acc, act));
             j = jv + DW_VL;
         }
         for (; j < ow; j++) {
@@ -464,10 +491,13 @@ static NNL_DW_NO_MEMCPY_IDIOM NNL_ALWAYS_INLINE void FN(dw_cl_block)(
     /* de-interleave into the output planes, with the epilogue */
     for (nnl_idx l = 0; l < lanes; l++) {
         T *yp = yn + (f0 + l) * g->ysf;
-        for (nnl_idx q = 0; q < L; q++) {
-            const T v = ycl[q * DW_VL + l];
-            yp[q] = FN(dw_act)(beta == 0 ? v : v + beta * yp[q], act);
-        }
+        if (beta == 0)
+            for (nnl_idx q = 0; q < L; q++)
+                yp[q] = ycl[q * DW_VL + l];
+        else
+            for (nnl_idx q = 0; q < L; q++)
+                yp[q] = ycl[q * DW_VL + l] + beta * yp[q];
+        FN(dw_act_row)(yp, L, act);
     }
 }
 

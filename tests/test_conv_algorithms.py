@@ -239,6 +239,35 @@ def test_fused_epilogue_on_strided_operands(kernel, act, hw, beta):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw, stride", [((40, 37), 1), ((7, 7), 1), ((30, 29), 2), ((5, 3), 1)])
+@pytest.mark.parametrize("act", [1, 2])
+def test_depthwise_activation_keeps_nan_and_signs(dtype, hw, stride, act):
+    # the vector ReLU/ReLU6 (compare masks + bitwise select) vs the float64 reference on
+    # mixed-sign outputs with NaN and +-inf inputs, over every kernel path (wide rows, narrow
+    # planes in vector lanes, strided)
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((1, 5) + hw) * 5).astype(dtype)
+    x[0, 1, 2, 1] = np.nan
+    x[0, 2, 0, 0] = np.inf
+    x[0, 3, -1, -1] = -np.inf
+    w = rng.standard_normal((5, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, stride, 1, 1, 5)
+    with np.errstate(invalid="ignore"):
+        conv = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          stride, 1, 1, 5).reshape(1, 5, -1)
+        expect = _epilogue(conv, act)
+    y = np.empty((1, 5, geom.l), dtype)
+    convfast.conv2d_depthwise(x, w.reshape(5, 9), b, y, 3, 3, stride, stride, 1, 1, 1, 1,
+                              geom.oh, geom.ow, act=act, num_threads=2)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expect))
+    finite = ~np.isnan(expect)
+    assert np.isnan(expect).any() and (expect[finite] == 0).any()
+    assert_close(y[finite], expect[finite], dtype, k=9, scale=40)
+
+
+@needs_ext
 def test_implicit_same_result_for_every_microkernel_family():
     from nnlite.kernels import gemm_ops
 

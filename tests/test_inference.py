@@ -272,28 +272,37 @@ def test_batch_sizes_get_their_own_plans():
     assert len(fast.plans) == 3
 
 
-def test_concurrent_calls_from_threads():
+def _concurrent_callers(seed, n_inputs, n_threads, reps, check_fast=None):
+    """SmallInceptionNet's plan called from n_threads Python threads at once, each output
+    compared with the plain model's."""
     nnlite.manual_seed(0)
     model = randomize_bn(models.SmallInceptionNet())
     fast = nnlite.optimize_for_inference(model)
-    rng = np.random.default_rng(4)
-    xs = [rng.standard_normal((2, 1, 28, 28)).astype(np.float32) for _ in range(6)]
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((2, 1, 28, 28)).astype(np.float32) for _ in range(n_inputs)]
     expected = [plain(model, x).data for x in xs]
+    if check_fast is not None:
+        fast(xs[0])
+        check_fast(fast)
     errors = []
 
     def worker(k):
         try:
-            for rep in range(4):
+            for rep in range(reps):
                 i = (k + rep) % len(xs)
                 assert_same(fast(xs[i]), expected[i])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_concurrent_calls_from_threads():
+    _concurrent_callers(4, 6, 4, 4)
 
 
 # ------------------------------------------------------------------ branch lanes (2 threads)
@@ -350,29 +359,9 @@ def test_heavy_branch_conv_is_split_across_lanes(two_threads):
 
 
 def test_branch_lanes_from_concurrent_callers(two_threads):
-    nnlite.manual_seed(0)
-    model = randomize_bn(models.SmallInceptionNet())
-    fast = nnlite.optimize_for_inference(model)
-    rng = np.random.default_rng(5)
-    xs = [rng.standard_normal((2, 1, 28, 28)).astype(np.float32) for _ in range(4)]
-    expected = [plain(model, x).data for x in xs]
-    fast(xs[0])
-    assert _groups(fast)
-    errors = []
-
-    def worker(k):
-        try:
-            for rep in range(6):
-                i = (k + rep) % len(xs)
-                assert_same(fast(xs[i]), expected[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    def has_lanes(fast):
+        assert _groups(fast)
+    _concurrent_callers(5, 4, 3, 6, has_lanes)
 
 
 def test_lane_errors_reach_the_caller_and_lanes_recover(two_threads):

@@ -1,28 +1,34 @@
 """Inference-plan kernels (-> nnlite._planops): direct depthwise conv2d with a fused epilogue,
 and max pooling without indices. Used by ``nnlite.optimize_for_inference``.
 
-Both use a "wide" layout per plane: the zero- (or -inf-) padded plane is split into its SH*SW
-stride phases, so that every kernel tap becomes ONE long contiguous loop over a wide output of
-row length WQ (vectorised by the compiler), instead of OH short row loops; the valid OW columns
-of each wide row are then copied out through the epilogue. Planes too large for the per-thread
-buffer fall back to the direct row-by-row loops.
-
 depthwise_conv2d (one filter per channel, groups == C == F):
 
     y[n, c, i, j] = act(bias[c] + (y[n, c, i, j] if accumulate) +
                         sum_{a, b} w[c, a*KW + b] * x[n, c, i*SH - PT + a*DH, j*SW - PL + b*DW])
 
-with out-of-image taps skipped (zero padding); act 0 = none, 1 = ReLU, 2 = ReLU6.
+with out-of-image taps skipped (zero padding); act 0 = none, 1 = ReLU, 2 = ReLU6. It uses a
+"wide" layout per plane: the zero-padded plane is split into its SH*SW stride phases, so that
+every kernel tap becomes ONE long contiguous loop over a wide output of row length WQ
+(vectorised by the compiler), instead of OH short row loops; the valid OW columns of each wide
+row are then copied out through the epilogue. Planes too large for the per-thread buffer fall
+back to the direct row-by-row loops.
 
 max_pool2d: y[n, c, i, j] = max over the in-image taps of the (dilated) window, -inf when the
-window holds none (padding never wins); NaN propagates (a NaN tap makes the output NaN).
+window holds none (padding never wins); NaN propagates (a NaN tap makes the output NaN); ties
+keep the first tap. The planes run csrc/planops_pool.c (separable: per output row the max over
+its row taps, then over the column taps, on AVX-512 in registers with permutes or through a
+-inf-padded row buffer; the plain vmaxps max, with a NaN test of the input rows that switches a
+plane holding a NaN to the exact NaN-propagating select). Geometries whose row buffer would be
+absurdly long (strides, paddings or dilations along W beyond ~4M elements) run the direct
+row-by-row loop (_max_plane); coordinates beyond 2**60 are rejected (ValueError).
 
 Memory contract: x and y are 4-D with unit stride along W (other strides are free, so channel
 slices of a larger buffer are fine; checked); w is (C, KH*KW) C-contiguous; the wrappers check
 every shape, so the nogil loops never index outside x or y: each source row is range-checked
-and each source column range [j0, j1) is clipped to the image before the inner loop. OpenMP
-over the N*C planes (each plane of y is written by exactly one iteration; each thread owns
-one row of the phase buffer).
+and each source column range [j0, j1) is clipped to the image before the inner loop (the C max
+pool kernel masks its row tails). OpenMP over the N*C planes (each plane of y is written by
+exactly one iteration, so results do not depend on the thread count; each thread owns one row
+of the buffer).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -30,6 +36,19 @@ from cython.parallel cimport prange, threadid
 import numpy as np
 
 from _common cimport in_range, imin, imax
+
+
+cdef extern from "planops_pool.h" nogil:
+    ctypedef struct nnl_pool_plan:
+        Py_ssize_t need
+    int nnl_pool_plan_init(nnl_pool_plan* p, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                           Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                           Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                           Py_ssize_t ow, size_t itemsize)
+    void nnl_maxpool_plane_s(const nnl_pool_plan* p, const float* x, Py_ssize_t xrs, float* y,
+                             Py_ssize_t yrs, float* buf)
+    void nnl_maxpool_plane_d(const nnl_pool_plan* p, const double* x, Py_ssize_t xrs, double* y,
+                             Py_ssize_t yrs, double* buf)
 
 
 cdef enum:
@@ -170,62 +189,6 @@ cdef void _dw_plane_wide(const floating* x, Py_ssize_t xrs, floating* y, Py_ssiz
             row[j] = val
 
 
-cdef void _max_plane_wide(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
-                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
-                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                          Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
-                          floating* buf) noexcept nogil:
-    # the stride-phase "wide" layout of _dw_plane_wide with -inf padding and a running max
-    cdef Py_ssize_t hq = oh + ((kh - 1) * dh) // sh, wq = ow + ((kw - 1) * dw) // sw
-    cdef Py_ssize_t plane = hq * wq, L = (oh - 1) * wq + ow
-    cdef Py_ssize_t ra, rb, u, v, r, v0, v1, a, b, i, j, t
-    cdef floating m, val
-    cdef bint take
-    cdef floating ninf = -1.0 / 0.0
-    cdef floating* row
-    cdef floating* yw = buf + sh * sw * plane
-    cdef const floating* xs
-    for ra in range(sh):
-        for rb in range(sw):
-            _cols(rb - pl, W, sw, wq, &v0, &v1)
-            for u in range(hq):
-                row = buf + (ra * sw + rb) * plane + u * wq
-                r = u * sh + ra - pt
-                if not in_range(r, H):
-                    for v in range(wq):
-                        row[v] = ninf
-                    continue
-                xs = x + r * xrs + rb - pl
-                for v in range(v0):
-                    row[v] = ninf
-                if sw == 1:
-                    for v in range(v0, v1):
-                        row[v] = xs[v]
-                else:
-                    for v in range(v0, v1):
-                        row[v] = xs[v * sw]
-                for v in range(v1, wq):
-                    row[v] = ninf
-    for t in range(L):
-        yw[t] = ninf
-    for a in range(kh):
-        for b in range(kw):
-            xs = (buf + (((a * dh) % sh) * sw + (b * dw) % sw) * plane
-                  + ((a * dh) // sh) * wq + (b * dw) // sw)
-            for t in range(L):
-                m = yw[t]
-                val = xs[t]
-                # bitwise | keeps the loop branch-free (vectorisable); a NaN val is taken, and
-                # a NaN m is never replaced (val > NaN is false), so NaN propagates
-                take = (val > m) | (val != val)
-                yw[t] = val if take else m
-    for i in range(oh):
-        row = y + i * yrs
-        xs = yw + i * wq
-        for j in range(ow):
-            row[j] = xs[j]
-
-
 cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
@@ -258,6 +221,11 @@ cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t 
                     v = xrow[j * sw + off]
                     best = yrow[j]
                     yrow[j] = v if (v > best or v != v) and best == best else best
+
+
+def _fits(o, s, k, d, pad):
+    # Python ints: no overflow while checking
+    return (o + 1) * s + (k - 1) * d + pad < 2 ** 60
 
 
 def _check(xs, ys, unit, what):
@@ -318,7 +286,11 @@ def depthwise_conv2d(const floating[:, :, :, :] x, const floating[:, ::1] w,
 def max_pool2d(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, int num_threads=1):
-    """y = max over each window of x (padding never selected; NaN propagates)."""
+    """y = max over each window of x (padding never selected; NaN propagates).
+
+    x (N, C, H, W) and y (N, C, OH, OW) with unit stride along W; the window of y[n, c, i, j]
+    is x[n, c, i*sh - pt + a*dh, j*sw - pl + b*dw], a < kh, b < kw (taps outside x skipped,
+    -inf when none is inside). Raises ValueError on bad arguments."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t oh = y.shape[2], ow = y.shape[3]
     cdef Py_ssize_t p, n, c, P = N * C
@@ -332,21 +304,26 @@ def max_pool2d(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                                                            sizeof(floating)), "max_pool2d")
     if P == 0 or oh == 0 or ow == 0:
         return
-    cdef Py_ssize_t hq = oh + ((kh - 1) * dh) // sh, wq = ow + ((kw - 1) * dw) // sw
-    cdef Py_ssize_t need = (sh * sw * hq + oh) * wq
+    # every source coordinate (and the kernel's phase arithmetic) must fit in 64 bits
+    if not (_fits(oh, sh, kh, dh, pt) and _fits(ow, sw, kw, dw, pl)):
+        raise ValueError("max_pool2d: stride, padding or dilation too large for this output")
+    cdef nnl_pool_plan plan
     cdef floating[:, ::1] bufs
     cdef floating* buf
     cdef int tid
-    if need <= _WIDE_MAX:
+    if nnl_pool_plan_init(&plan, H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, sizeof(floating)):
         nt = <int> min(nt, P)
-        bufs = np.empty((nt, need), dtype=np.float32 if floating is float else np.float64)
+        bufs = np.full((nt, plan.need), -np.inf,
+                       dtype=np.float32 if floating is float else np.float64)
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
             tid = threadid()
             buf = &bufs[tid, 0]
             n = p // C
             c = p % C
-            _max_plane_wide(&x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs, H, W, kh, kw, sh, sw,
-                            pt, pl, dh, dw, oh, ow, buf)
+            if floating is float:
+                nnl_maxpool_plane_s(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs, buf)
+            else:
+                nnl_maxpool_plane_d(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs, buf)
         return
     for p in prange(P, nogil=True, schedule="static", num_threads=nt):
         n = p // C

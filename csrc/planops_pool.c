@@ -1,0 +1,197 @@
+/* Max pooling of one plane for nnlite._planops (see planops_pool.h for the contract).
+ *
+ * Separable, vertical first: for each output row i, the max over its in-image row taps
+ * (x rows i*SH - PT + a*DH, contiguous loads, no shuffles) gives one row v; the output row is
+ * then y[i, j] = max over the column taps b of v[j*SW - PL + b*DW] (-inf outside the image).
+ *
+ * Two ways to run the second step (AVX-512 builds; others run the row buffer path with plain
+ * loops the compiler vectorises):
+ *   - register path (rows of y at most 2 vectors; rows of x at most 2 vectors, or 4 at
+ *     stride 2): v stays in registers and each column tap of an output vector is one
+ *     two-source permute (vpermt2ps/pd) with precomputed indices and lane mask. At stride 2
+ *     the 4 vectors are first split into even and odd columns. No buffer, no border loop.
+ *   - row buffer path: v is stored into a row buffer that holds -inf around the image columns
+ *     (filled once by the caller), so the column taps are unmasked loads: stride 1 a load per
+ *     tap, stride 2 a load pair and one permute per tap pair (taps b, b + 1 are the even and
+ *     odd elements of the same pair when DW == 1), larger strides a gather. 4 row buffers
+ *     rotate and the vertical pass runs 2 rows ahead, as reloading a row buffer right after
+ *     its (masked, unaligned) stores stalls on store forwarding.
+ *
+ * NaN: the hot loops use the plain max (v > m ? v : m, one vmaxps), which drops a NaN tap, so
+ * the planes are tested for NaN: small ones (register path) in one pass first, others row by
+ * row by the first output row that reads the row (in its vertical pass when it can: one
+ * unordered compare of two loaded vectors tests both). A NaN switches the plane (from that
+ * output row on) to the exact select ((v > m) | (v != v) ? v : m: a NaN tap is taken, a NaN
+ * max kept). Results are the same for every input whatever the thread count (each plane is
+ * computed by one thread, in a fixed order); ties keep the first tap in row-major order.
+ *
+ * Memory: every load of x is inside the plane's rows (masked tails), every store into y inside
+ * its rows; the row buffer reads stay inside plan.rowlen.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "planops_pool.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+typedef ptrdiff_t nnl_idx;
+
+#define NNL_INLINE static inline __attribute__((always_inline))
+
+static nnl_idx pool_ceil_div(nnl_idx a, nnl_idx b) { return (a + b - 1) / b; }
+static nnl_idx pool_min(nnl_idx a, nnl_idx b) { return a < b ? a : b; }
+static nnl_idx pool_max(nnl_idx a, nnl_idx b) { return a > b ? a : b; }
+
+/* [a0, a1): the row taps a of the output row whose first tap row is r0 (= i*sh - pt) that
+ * read rows r0 + a*dh inside [0, H); returns a0 < a1 */
+NNL_INLINE int pool_row_taps(nnl_idx H, nnl_idx kh, nnl_idx dh, nnl_idx r0, nnl_idx *a0,
+                             nnl_idx *a1)
+{
+    *a0 = 0;
+    *a1 = kh;
+    if (r0 < 0 || r0 + (kh - 1) * dh >= H) {
+        *a0 = r0 >= 0 ? 0 : pool_ceil_div(-r0, dh);
+        *a1 = H - r0 > 0 ? pool_min(kh, pool_ceil_div(H - r0, dh)) : 0;
+    }
+    return *a0 < *a1;
+}
+
+int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw,
+                       nnl_idx sh, nnl_idx sw, nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw,
+                       nnl_idx oh, nnl_idx ow, size_t itemsize)
+{
+    memset(p, 0, sizeof *p);
+    p->H = H; p->W = W; p->kh = kh; p->kw = kw; p->sh = sh; p->sw = sw;
+    p->pt = pt; p->pl = pl; p->dh = dh; p->dw = dw; p->oh = oh; p->ow = ow;
+    if (oh < 1 || ow < 1)
+        return 0;
+    /* row buffer: image columns at [pl, pl + W), -inf around; the last vector block of
+     * outputs (16 lanes, whatever the dtype) reads below (ceil(ow/16)*16)*sw + (kw-1)*dw + 32 */
+    const double blk = (double)pool_ceil_div(ow, 16) * 16.0;
+    const double need = fmax((double)pl + (double)W,
+                             blk * (double)sw + (double)(kw - 1) * (double)dw + 32.0);
+    if (need > (double)NNL_POOL_ROW_MAX)
+        return 0;
+    p->rowlen = (nnl_idx)need;
+    p->need = NNL_POOL_NROW * p->rowlen;
+    for (int k = 0; k < 16; k++)
+        p->gidx[k] = (int32_t)(k * sw);   /* < 16*sw <= rowlen: fits */
+#if defined(__AVX512F__)
+    const nnl_idx vl = 64 / (nnl_idx)itemsize;
+    p->vl = vl;
+    p->nvo = pool_ceil_div(ow, vl);
+    p->reg = 0;
+    if (p->nvo <= 2 && kw <= NNL_POOL_KREG)
+        p->reg = W <= 2 * vl ? 1 : sw == 2 && W <= 4 * vl ? 2 : 0;
+    for (nnl_idx o = 0; p->reg && o < p->nvo; o++) {
+        for (nnl_idx b = 0; b < kw; b++) {
+            int32_t *i32 = (int32_t *)p->ridx[o][b];
+            int64_t *i64 = p->ridx[o][b];
+            p->rpar[o][b] = (int)((b * dw - pl) & 1);    /* the parity of every column of tap b */
+            for (nnl_idx l = 0; l < vl; l++) {
+                const nnl_idx j = o * vl + l, c = j * sw + b * dw - pl;
+                const int ok = j < ow && c >= 0 && c < W;
+                const nnl_idx at = ok ? (p->reg == 1 ? c : c >> 1) : 0;  /* < 2*vl */
+                if (vl == 16)
+                    i32[l] = (int32_t)at;
+                else
+                    i64[l] = at;
+                if (ok)
+                    p->rmask[o][b] |= 1u << l;
+            }
+        }
+    }
+#else
+    (void)itemsize;
+#endif
+    return 1;
+}
+
+#if defined(__AVX512F__)
+
+#define T float
+#define FN(name) name##_s
+#define V __m512
+#define VL 16
+#define MASK __mmask16
+#define V_LOAD _mm512_loadu_ps
+#define V_ZLOAD _mm512_maskz_loadu_ps
+#define V_STORE _mm512_storeu_ps
+#define V_MSTORE _mm512_mask_storeu_ps
+#define V_SET1 _mm512_set1_ps
+#define V_MAX _mm512_max_ps
+#define V_CMP _mm512_cmp_ps_mask
+#define V_BLEND _mm512_mask_blend_ps
+#define V_EVEN(lo, hi) _mm512_permutex2var_ps( \
+    lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi)
+#define V_ODD(lo, hi) _mm512_permutex2var_ps( \
+    lo, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), hi)
+#define V_IDX __m512i
+#define V_GIDX(g) _mm512_loadu_si512((const void *)(g))
+#define V_GATHER(gi, s) _mm512_i32gather_ps(gi, s, 4)
+#define V_PERM2 _mm512_permutex2var_ps
+#define V_MASK_MAX _mm512_mask_max_ps
+#define V_MASK_CMP _mm512_mask_cmp_ps_mask
+#include "planops_pool_tmpl.h"
+#undef T
+#undef FN
+#undef V
+#undef VL
+#undef MASK
+#undef V_LOAD
+#undef V_ZLOAD
+#undef V_STORE
+#undef V_MSTORE
+#undef V_SET1
+#undef V_MAX
+#undef V_CMP
+#undef V_BLEND
+#undef V_EVEN
+#undef V_ODD
+#undef V_IDX
+#undef V_GIDX
+#undef V_GATHER
+#undef V_PERM2
+#undef V_MASK_MAX
+#undef V_MASK_CMP
+
+#define T double
+#define FN(name) name##_d
+#define V __m512d
+#define VL 8
+#define MASK __mmask8
+#define V_LOAD _mm512_loadu_pd
+#define V_ZLOAD _mm512_maskz_loadu_pd
+#define V_STORE _mm512_storeu_pd
+#define V_MSTORE _mm512_mask_storeu_pd
+#define V_SET1 _mm512_set1_pd
+#define V_MAX _mm512_max_pd
+#define V_CMP _mm512_cmp_pd_mask
+#define V_BLEND _mm512_mask_blend_pd
+#define V_EVEN(lo, hi) _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi)
+#define V_ODD(lo, hi) _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi)
+#define V_IDX __m256i
+#define V_GIDX(g) _mm256_loadu_si256((const __m256i *)(g))
+#define V_GATHER(gi, s) _mm512_i32gather_pd(gi, s, 8)
+#define V_PERM2 _mm512_permutex2var_pd
+#define V_MASK_MAX _mm512_mask_max_pd
+#define V_MASK_CMP _mm512_mask_cmp_pd_mask
+#include "planops_pool_tmpl.h"
+
+#else /* portable C */
+
+#define T float
+#define FN(name) name##_s
+#include "planops_pool_tmpl.h"
+#undef T
+#undef FN
+
+#define T double
+#define FN(name) name##_d
+#include "planops_pool_tmpl.h"
+
+#endif

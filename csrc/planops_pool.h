@@ -1,0 +1,56 @@
+/* nnlite._planops max pooling: C interface of csrc/planops_pool.c (cdef extern'ed by
+ * csrc/planops.pyx).
+ *
+ *     y[i, j] = max over the in-image taps (a, b) of x[i*SH - PT + a*DH, j*SW - PL + b*DW]
+ *
+ * per (H, W) plane; -inf when no tap is in the image (padding never wins); NaN propagates (any
+ * NaN tap gives NaN). The plan (nnl_pool_plan_init, once per call and dtype) holds what does
+ * not depend on the plane. Strides are in elements; rows have unit stride. The caller
+ * guarantees that x holds H rows of W elements at row stride xrs, that y holds OH rows of OW at
+ * row stride yrs, that buf holds plan.need elements set to -inf before the first plane (the
+ * kernel only ever writes the image columns of its row buffers, so one buffer serves any
+ * number of planes of one plan), and that every coordinate (OH+1)*SH + (KH-1)*DH + PT (and
+ * along W) is below 2**60.
+ */
+#ifndef NNLITE_PLANOPS_POOL_H
+#define NNLITE_PLANOPS_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NNL_POOL_ROW_MAX (1 << 22)  /* row buffer limit in elements (else the row-by-row loop) */
+#define NNL_POOL_KREG 8             /* register path: kernels up to this wide */
+#define NNL_POOL_NROW 4             /* rotating row buffers */
+
+typedef struct {
+    ptrdiff_t H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
+    /* the row buffer holds image column c at c + pl and -inf elsewhere, so that output
+     * column j's tap b reads it at j*sw + b*dw */
+    int32_t gidx[16];               /* sw >= 3: lane k reads k*sw (a gather) */
+    ptrdiff_t rowlen;               /* elements of one row buffer */
+    ptrdiff_t need;                 /* buffer elements per thread: NNL_POOL_NROW row buffers */
+    /* register path (AVX-512, OW at most 2 vectors, KW <= NNL_POOL_KREG). reg == 1: W at most
+     * 2 vectors, which hold the vertical maxima; lane l of output vector o takes tap b from lane
+     * ridx[o][b][l] of them when bit l of rmask[o][b] is set. reg == 2 (SW == 2, W at most 4
+     * vectors): the maxima are split into their even and odd columns (2 vectors each) and tap b
+     * reads the odd ones when rpar[o][b]. Indices in the dtype's lane width. */
+    int reg;
+    ptrdiff_t vl, nvo;
+    int64_t ridx[2][NNL_POOL_KREG][8];  /* 64 bytes each: 16 int32 or 8 int64 indices */
+    uint32_t rmask[2][NNL_POOL_KREG];
+    int rpar[2][NNL_POOL_KREG];
+} nnl_pool_plan;
+
+/* Fills p for elements of itemsize bytes (4 or 8); returns 1 when the planes can run
+ * nnl_maxpool_plane_*, 0 when the geometry needs the caller's row-by-row loop (a row buffer
+ * above NNL_POOL_ROW_MAX elements: absurd strides, paddings or dilations along W). */
+int nnl_pool_plan_init(nnl_pool_plan *p, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw,
+                       ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
+                       ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, size_t itemsize);
+
+void nnl_maxpool_plane_s(const nnl_pool_plan *p, const float *x, ptrdiff_t xrs, float *y,
+                         ptrdiff_t yrs, float *buf);
+void nnl_maxpool_plane_d(const nnl_pool_plan *p, const double *x, ptrdiff_t xrs, double *y,
+                         ptrdiff_t yrs, double *buf);
+
+#endif

@@ -1,0 +1,476 @@
+/* Template body of planops_pool.c, included once per dtype with T and FN(name) defined (and,
+ * in AVX-512 builds, the vector macros V, VL, MASK, V_*). No include guard on purpose.
+ *
+ * kind: the row buffer path's column access, 1 (sw == 1), 2 (sw == 2, dw == 1: the taps pair
+ * up on one load pair), 3 (sw == 2, dw > 1), 0 (sw >= 3, a gather). exact: the NaN-exact
+ * select instead of the plain max. NK: the kernel width when fixed at compile time (0: p->kw).
+ * NA: the number of row taps when fixed at compile time (0: na). TWO: a row of x needs the
+ * second vector (register path). */
+
+#if defined(__AVX512F__)
+
+/* lanes [0, n) of a vector, 0 <= n <= VL */
+NNL_INLINE MASK FN(lanes)(nnl_idx n)
+{
+    return (MASK)((1u << n) - 1u);
+}
+
+/* max(m, v): plain (v > m ? v : m, one vmaxps; a NaN v is dropped) or exact (a NaN v is
+ * taken, a NaN m is kept) */
+NNL_INLINE V FN(vmax)(V m, V v, const int exact)
+{
+    if (!exact)
+        return V_MAX(v, m);
+    const MASK t = (MASK)(V_CMP(v, m, _CMP_GT_OQ) | V_CMP(v, v, _CMP_UNORD_Q));
+    return V_BLEND(t, m, v);
+}
+
+/* the same on the lanes k only (the others keep m) */
+NNL_INLINE V FN(kmax)(V m, MASK k, V v, const int exact)
+{
+    if (!exact)
+        return V_MASK_MAX(m, k, v, m);
+    const MASK t = (MASK)(V_MASK_CMP(k, v, m, _CMP_GT_OQ) | V_MASK_CMP(k, v, v, _CMP_UNORD_Q));
+    return V_BLEND(t, m, v);
+}
+
+/* whether x[0 .. n) holds a NaN (one compare per 2 vectors; masked tail) */
+static int FN(has_nan)(const T *x, nnl_idx n)
+{
+    MASK k = 0;
+    nnl_idx j = 0;
+    for (; j + 2 * VL <= n; j += 2 * VL)
+        k |= V_CMP(V_LOAD(x + j), V_LOAD(x + j + VL), _CMP_UNORD_Q);
+    if (j < n) {
+        const V a = V_ZLOAD(FN(lanes)(pool_min(VL, n - j)), x + j);
+        const V b = V_ZLOAD(FN(lanes)(pool_max(0, n - j - VL)), x + j + VL);
+        k |= V_CMP(a, b, _CMP_UNORD_Q);
+    }
+    return k != 0;
+}
+
+static void FN(fill_ninf)(T *d, nnl_idx n)
+{
+    const V ninf = V_SET1(-INFINITY);
+    nnl_idx j = 0;
+    for (; j + VL <= n; j += VL)
+        V_STORE(d + j, ninf);
+    if (j < n)
+        V_MSTORE(d + j, FN(lanes)(n - j), ninf);
+}
+
+/* v[c] = max over a < na of r[a*step + c], c < W (na >= 1); the tail is masked: nothing is
+ * read past a row's end, nothing written past v[W - 1]. NEW (with NA == 3, plain max): the
+ * last NEW taps' rows are read for the first time and tested for NaN on the way (one
+ * unordered compare covers two of them); returns whether one holds a NaN. */
+NNL_INLINE int FN(vcol_k)(T *v, const T *r, nnl_idx step, nnl_idx na, nnl_idx W,
+                          const int exact, const int NA, const int NEW)
+{
+    const nnl_idx n = NA ? NA : na;
+    MASK bad = 0;
+    nnl_idx c = 0;
+    for (; c + VL <= W; c += VL) {
+        if (NEW) {
+            const V t0 = V_LOAD(r + c), t1 = V_LOAD(r + step + c), t2 = V_LOAD(r + 2 * step + c);
+            bad |= NEW == 1 ? V_CMP(t2, t2, _CMP_UNORD_Q) : V_CMP(t1, t2, _CMP_UNORD_Q);
+            if (NEW == 3)
+                bad |= V_CMP(t0, t0, _CMP_UNORD_Q);
+            V_STORE(v + c, FN(vmax)(FN(vmax)(t0, t1, 0), t2, 0));
+            continue;
+        }
+        V m = V_LOAD(r + c);
+        for (nnl_idx a = 1; a < n; a++)
+            m = FN(vmax)(m, V_LOAD(r + a * step + c), exact);
+        V_STORE(v + c, m);
+    }
+    if (c < W) {
+        const MASK k = FN(lanes)(W - c);
+        V m = V_ZLOAD(k, r + c);
+        for (nnl_idx a = 1; a < n; a++) {
+            const V t = V_ZLOAD(k, r + a * step + c);
+            if (NEW && a >= 3 - NEW)
+                bad |= V_CMP(t, t, _CMP_UNORD_Q);
+            m = FN(vmax)(m, t, exact);
+        }
+        if (NEW == 3)
+            bad |= V_CMP(V_ZLOAD(k, r + c), V_ZLOAD(k, r + c), _CMP_UNORD_Q);
+        V_MSTORE(v + c, k, m);
+    }
+    return bad != 0;
+}
+
+/* d[j] = max over b < kw of buf[j*sw + b*dw], j < ow: every read lies in the row buffer
+ * (-inf around the image columns), so only the last store is masked */
+NNL_INLINE void FN(hrow_k)(const nnl_pool_plan *p, const T *buf, T *d, const int kind,
+                           const int exact, const int NK)
+{
+    const nnl_idx ow = p->ow, dw = p->dw, sw = p->sw, kw = NK ? NK : p->kw;
+    const V_IDX gi = V_GIDX(p->gidx);
+    (void)gi;
+    for (nnl_idx j0 = 0; j0 < ow; j0 += VL) {
+        V m;
+        if (kind == 1) {
+            const T *s = buf + j0;
+            m = V_LOAD(s);
+            for (nnl_idx b = 1; b < kw; b++)
+                m = FN(vmax)(m, V_LOAD(s + b * dw), exact);
+        } else if (kind == 2) {
+            /* taps b and b + 1 are the even and odd elements of one load pair */
+            const T *s = buf + 2 * j0;
+            m = V_SET1(-INFINITY);
+            for (nnl_idx b = 0; b < kw; b += 2) {
+                const V lo = V_LOAD(s + b), hi = V_LOAD(s + b + VL);
+                const V e = V_EVEN(lo, hi);
+                m = b == 0 ? e : FN(vmax)(m, e, exact);
+                if (b + 1 < kw)
+                    m = FN(vmax)(m, V_ODD(lo, hi), exact);
+            }
+        } else if (kind == 3) {
+            const T *s = buf + 2 * j0;
+            m = V_EVEN(V_LOAD(s), V_LOAD(s + VL));
+            for (nnl_idx b = 1; b < kw; b++)
+                m = FN(vmax)(m, V_EVEN(V_LOAD(s + b * dw), V_LOAD(s + b * dw + VL)), exact);
+        } else {
+            const T *s = buf + j0 * sw;
+            m = V_GATHER(gi, s);
+            for (nnl_idx b = 1; b < kw; b++)
+                m = FN(vmax)(m, V_GATHER(gi, s + b * dw), exact);
+        }
+        if (j0 + VL <= ow)
+            V_STORE(d + j0, m);
+        else
+            V_MSTORE(d + j0, FN(lanes)(ow - j0), m);
+    }
+}
+
+/* The register path (p->reg): per output row, the vertical max of the row taps stays in
+ * registers (masked loads, nothing read past the row) and each column tap of an output vector
+ * is one two-source permute of it under the tap's lane mask: no row buffer, no store/reload.
+ * reg == 1: the row in v0 (and v1 when TWO). */
+NNL_INLINE void FN(plane_reg_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
+                                nnl_idx yrs, const int exact, const int NK, const int TWO)
+{
+    const nnl_idx H = p->H, W = p->W, kh = p->kh, sh = p->sh, pt = p->pt, dh = p->dh;
+    const nnl_idx oh = p->oh, ow = p->ow, nvo = p->nvo, kw = NK ? NK : p->kw;
+    __m512i idx[2][NNL_POOL_KREG];
+    MASK km[2][NNL_POOL_KREG];
+    for (nnl_idx o = 0; o < nvo; o++) {
+        for (nnl_idx b = 0; b < kw; b++) {
+            idx[o][b] = _mm512_loadu_si512((const void *)p->ridx[o][b]);
+            km[o][b] = (MASK)p->rmask[o][b];
+        }
+    }
+    const MASK kin0 = FN(lanes)(pool_min(W, VL)), kin1 = FN(lanes)(pool_max(W - VL, 0));
+    const MASK kout[2] = {FN(lanes)(pool_min(ow, VL)), FN(lanes)(pool_max(ow - VL, 0))};
+    const V ninf = V_SET1(-INFINITY);
+    for (nnl_idx i = 0; i < oh; i++) {
+        T *yr = y + i * yrs;
+        nnl_idx a0, a1;
+        if (!pool_row_taps(H, kh, dh, i * sh - pt, &a0, &a1)) {
+            for (nnl_idx o = 0; o < nvo; o++)
+                V_MSTORE(yr + o * VL, kout[o], ninf);
+            continue;
+        }
+        const T *r = x + (i * sh - pt + a0 * dh) * xrs;
+        const nnl_idx step = dh * xrs, na = a1 - a0;
+        V v0 = V_ZLOAD(kin0, r), v1 = TWO ? V_ZLOAD(kin1, r + VL) : v0;
+        for (nnl_idx a = 1; a < na; a++) {
+            v0 = FN(vmax)(v0, V_ZLOAD(kin0, r + a * step), exact);
+            if (TWO)
+                v1 = FN(vmax)(v1, V_ZLOAD(kin1, r + a * step + VL), exact);
+        }
+        for (nnl_idx o = 0; o < nvo; o++) {
+            V m = ninf;
+            for (nnl_idx b = 0; b < kw; b++)
+                m = FN(kmax)(m, km[o][b], V_PERM2(v0, idx[o][b], v1), exact);
+            V_MSTORE(yr + o * VL, kout[o], m);
+        }
+    }
+}
+
+/* reg == 2 (stride 2): the row in v0 .. v3, split into its even columns (e0, e1) and odd ones
+ * (d0, d1); tap b permutes the pair of its parity */
+NNL_INLINE void FN(plane_reg2_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
+                                 nnl_idx yrs, const int exact, const int NK)
+{
+    const nnl_idx H = p->H, W = p->W, kh = p->kh, sh = p->sh, pt = p->pt, dh = p->dh;
+    const nnl_idx oh = p->oh, ow = p->ow, nvo = p->nvo, kw = NK ? NK : p->kw;
+    __m512i idx[2][NNL_POOL_KREG];
+    MASK km[2][NNL_POOL_KREG];
+    int par[2][NNL_POOL_KREG];
+    for (nnl_idx o = 0; o < nvo; o++) {
+        for (nnl_idx b = 0; b < kw; b++) {
+            idx[o][b] = _mm512_loadu_si512((const void *)p->ridx[o][b]);
+            km[o][b] = (MASK)p->rmask[o][b];
+            par[o][b] = p->rpar[o][b];
+        }
+    }
+    MASK kin[4];
+    for (nnl_idx q = 0; q < 4; q++)
+        kin[q] = FN(lanes)(pool_min(VL, pool_max(W - q * VL, 0)));
+    const MASK kout[2] = {FN(lanes)(pool_min(ow, VL)), FN(lanes)(pool_max(ow - VL, 0))};
+    const V ninf = V_SET1(-INFINITY);
+    for (nnl_idx i = 0; i < oh; i++) {
+        T *yr = y + i * yrs;
+        nnl_idx a0, a1;
+        if (!pool_row_taps(H, kh, dh, i * sh - pt, &a0, &a1)) {
+            for (nnl_idx o = 0; o < nvo; o++)
+                V_MSTORE(yr + o * VL, kout[o], ninf);
+            continue;
+        }
+        const T *r = x + (i * sh - pt + a0 * dh) * xrs;
+        const nnl_idx step = dh * xrs, na = a1 - a0;
+        V v0 = V_ZLOAD(kin[0], r), v1 = V_ZLOAD(kin[1], r + VL);
+        V v2 = V_ZLOAD(kin[2], r + 2 * VL), v3 = V_ZLOAD(kin[3], r + 3 * VL);
+        for (nnl_idx a = 1; a < na; a++) {
+            const T *ra = r + a * step;
+            v0 = FN(vmax)(v0, V_ZLOAD(kin[0], ra), exact);
+            v1 = FN(vmax)(v1, V_ZLOAD(kin[1], ra + VL), exact);
+            v2 = FN(vmax)(v2, V_ZLOAD(kin[2], ra + 2 * VL), exact);
+            v3 = FN(vmax)(v3, V_ZLOAD(kin[3], ra + 3 * VL), exact);
+        }
+        const V e0 = V_EVEN(v0, v1), e1 = V_EVEN(v2, v3);
+        const V d0 = V_ODD(v0, v1), d1 = V_ODD(v2, v3);
+        for (nnl_idx o = 0; o < nvo; o++) {
+            V m = ninf;
+            for (nnl_idx b = 0; b < kw; b++) {
+                const V src = par[o][b] ? V_PERM2(d0, idx[o][b], d1)
+                                        : V_PERM2(e0, idx[o][b], e1);
+                m = FN(kmax)(m, km[o][b], src, exact);
+            }
+            V_MSTORE(yr + o * VL, kout[o], m);
+        }
+    }
+}
+
+static void FN(plane_reg)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y, nnl_idx yrs,
+                          int exact)
+{
+    if (p->reg == 2) {
+        if (exact)
+            FN(plane_reg2_k)(p, x, xrs, y, yrs, 1, 0);
+        else if (p->kw == 3)
+            FN(plane_reg2_k)(p, x, xrs, y, yrs, 0, 3);
+        else
+            FN(plane_reg2_k)(p, x, xrs, y, yrs, 0, 0);
+        return;
+    }
+    const int two = p->W > VL;
+    if (exact) {
+        if (two)
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 1, 0, 1);
+        else
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 1, 0, 0);
+    } else if (p->kw == 3) {
+        if (two)
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 0, 3, 1);
+        else
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 0, 3, 0);
+    } else if (p->kw == 2) {
+        if (two)
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 0, 2, 1);
+        else
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 0, 2, 0);
+    } else {
+        if (two)
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 0, 0, 1);
+        else
+            FN(plane_reg_k)(p, x, xrs, y, yrs, 0, 0, 0);
+    }
+}
+
+#else /* portable C: plain loops, vectorised by the compiler */
+
+NNL_INLINE T FN(smax)(T m, T v, const int exact)
+{
+    return (exact ? ((v > m) | (v != v)) : (v > m)) ? v : m;
+}
+
+static int FN(has_nan)(const T *x, nnl_idx n)
+{
+    int f = 0;
+    for (nnl_idx j = 0; j < n; j++)
+        f |= x[j] != x[j];
+    return f;
+}
+
+static void FN(fill_ninf)(T *d, nnl_idx n)
+{
+    for (nnl_idx j = 0; j < n; j++)
+        d[j] = (T)-INFINITY;
+}
+
+NNL_INLINE int FN(vcol_k)(T *restrict v, const T *r, nnl_idx step, nnl_idx na, nnl_idx W,
+                          const int exact, const int NA, const int NEW)
+{
+    const nnl_idx n = NA ? NA : na;
+    int nan = 0;
+    for (nnl_idx a = n - NEW; a < n; a++)
+        nan |= FN(has_nan)(r + a * step, W);
+    for (nnl_idx c = 0; c < W; c++)
+        v[c] = r[c];
+    for (nnl_idx a = 1; a < n; a++) {
+        const T *ra = r + a * step;
+        for (nnl_idx c = 0; c < W; c++)
+            v[c] = FN(smax)(v[c], ra[c], exact);
+    }
+    return nan;
+}
+
+NNL_INLINE void FN(hrow_k)(const nnl_pool_plan *p, const T *buf, T *restrict d, const int kind,
+                           const int exact, const int NK)
+{
+    const nnl_idx ow = p->ow, dw = p->dw, kw = NK ? NK : p->kw;
+    const nnl_idx sw = kind == 1 ? 1 : (kind == 2 || kind == 3) ? 2 : p->sw;
+    for (nnl_idx j = 0; j < ow; j++)
+        d[j] = buf[j * sw];
+    for (nnl_idx b = 1; b < kw; b++) {
+        const T *s = buf + b * dw;
+        for (nnl_idx j = 0; j < ow; j++)
+            d[j] = FN(smax)(d[j], s[j * sw], exact);
+    }
+}
+
+#endif
+
+static int FN(plane_has_nan)(const T *x, nnl_idx xrs, nnl_idx H, nnl_idx W)
+{
+    if (xrs == W || H == 1)
+        return FN(has_nan)(x, H * W);
+    for (nnl_idx r = 0; r < H; r++)
+        if (FN(has_nan)(x + r * xrs, W))
+            return 1;
+    return 0;
+}
+
+/* Output rows [i0, OH) on the row buffer path. The vertical pass of a row runs 2 rows ahead of
+ * its horizontal pass (NNL_POOL_NROW = 4 rotating row buffers, -inf outside the image
+ * columns), so that the horizontal loads never wait on the vertical pass's (masked, unaligned)
+ * stores to the same row buffer. Plain max (exact == 0): every image row is tested for NaN
+ * by the first output row that reads it (rows 0 .. last row read so far, a superset of the
+ * rows read; for 3 contiguous row taps inside the vertical pass, else just before it); at the
+ * first NaN the rows before are finished and the output row index is returned, for the caller
+ * to go on from there with exact == 1. Returns OH when done. */
+NNL_INLINE nnl_idx FN(plane_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
+                               nnl_idx yrs, T *buf, nnl_idx i0, const int kind, const int exact,
+                               const int NK)
+{
+    const nnl_idx H = p->H, W = p->W, kh = p->kh, sh = p->sh, pt = p->pt, dh = p->dh;
+    const nnl_idx oh = p->oh, ow = p->ow, pl = p->pl, rl = p->rowlen;
+    int have[NNL_POOL_NROW] = {0};
+    nnl_idx checked = -1;                             /* rows 0 .. checked hold no NaN */
+    for (nnl_idx i = i0; i < oh + 2; i++) {
+        if (i < oh) {
+            const nnl_idx r0 = i * sh - pt;
+            nnl_idx a0, a1;
+            have[i % NNL_POOL_NROW] = pool_row_taps(H, kh, dh, r0, &a0, &a1);
+            if (a0 < a1) {
+                const nnl_idx first = r0 + a0 * dh, last = r0 + (a1 - 1) * dh, na = a1 - a0;
+                /* the rows not tested yet: with 3 contiguous row taps (dh == 1) the new ones
+                 * are the last 1 .. 3 taps, tested by the vertical pass; else here */
+                const nnl_idx fresh = last > checked ? last - pool_max(checked, first - 1) : 0;
+                const int inpass = !exact && na == 3 && dh == 1 && checked >= first - 1;
+                int nan = 0;
+                if (!exact && last > checked && !inpass) {
+                    if (xrs == W)                     /* adjacent rows: one loop */
+                        nan = FN(has_nan)(x + (checked + 1) * W, (last - checked) * W);
+                    else
+                        for (nnl_idx r = checked + 1; r <= last; r++)
+                            nan |= FN(has_nan)(x + r * xrs, W);
+                }
+                checked = pool_max(checked, last);
+                /* long rows (>= 8 cache lines): the rows the next output row reads first,
+                 * into the cache meanwhile (measured on 112-wide float64 rows: the stream has
+                 * too few loads in flight without; on shorter rows it costs more than it
+                 * brings) */
+                if (W * (nnl_idx)sizeof(T) >= 512)
+                    for (nnl_idx q = last + 1; q <= pool_min(last + sh, H - 1); q++)
+                        for (nnl_idx c = 0; c < W; c += 64 / (nnl_idx)sizeof(T))
+                            __builtin_prefetch(x + q * xrs + c);
+                /* 1. vertical: the row buffer gets the max over the in-image row taps */
+                T *v = buf + (i % NNL_POOL_NROW) * rl + pl;
+                const T *r = x + first * xrs;
+                if (exact)
+                    FN(vcol_k)(v, r, dh * xrs, na, W, 1, 0, 0);
+                else if (inpass && fresh == 1)
+                    nan |= FN(vcol_k)(v, r, xrs, na, W, 0, 3, 1);
+                else if (inpass && fresh == 2)
+                    nan |= FN(vcol_k)(v, r, xrs, na, W, 0, 3, 2);
+                else if (inpass && fresh == 3)
+                    nan |= FN(vcol_k)(v, r, xrs, na, W, 0, 3, 3);
+                else if (na == 3)
+                    FN(vcol_k)(v, r, dh * xrs, na, W, 0, 3, 0);
+                else if (na == 2)
+                    FN(vcol_k)(v, r, dh * xrs, na, W, 0, 2, 0);
+                else
+                    FN(vcol_k)(v, r, dh * xrs, na, W, 0, 0, 0);
+                if (nan) {
+                    /* finish the rows before with the plain max, let the caller go on */
+                    for (nnl_idx k = pool_max(i - 2, i0); k < i; k++) {
+                        if (have[k % NNL_POOL_NROW])
+                            FN(hrow_k)(p, buf + (k % NNL_POOL_NROW) * rl, y + k * yrs, kind, 0,
+                                       NK);
+                        else
+                            FN(fill_ninf)(y + k * yrs, ow);
+                    }
+                    return i;
+                }
+            }
+        }
+        /* 2. horizontal: output row k from its row buffer */
+        const nnl_idx k = i - 2;
+        if (k >= i0) {
+            if (have[k % NNL_POOL_NROW])
+                FN(hrow_k)(p, buf + (k % NNL_POOL_NROW) * rl, y + k * yrs, kind, exact, NK);
+            else
+                FN(fill_ninf)(y + k * yrs, ow);
+        }
+    }
+    return oh;
+}
+
+static nnl_idx FN(plane_buf)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y, nnl_idx yrs,
+                             T *buf, nnl_idx i0, int exact)
+{
+    const int kind = p->sw == 1 ? 1 : p->sw == 2 ? (p->dw == 1 ? 2 : 3) : 0;
+    const nnl_idx kw = p->kw;
+    if (exact) {
+        if (kind == 1)
+            return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 1, 1, 0);
+        if (kind == 2)
+            return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 2, 1, 0);
+        if (kind == 3)
+            return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 3, 1, 0);
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 0, 1, 0);
+    }
+    if (kind == 1 && kw == 3)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 1, 0, 3);
+    if (kind == 1 && kw == 2)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 1, 0, 2);
+    if (kind == 1)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 1, 0, 0);
+    if (kind == 2 && kw == 3)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 2, 0, 3);
+    if (kind == 2 && kw == 2)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 2, 0, 2);
+    if (kind == 2)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 2, 0, 0);
+    if (kind == 3)
+        return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 3, 0, 0);
+    return FN(plane_k)(p, x, xrs, y, yrs, buf, i0, 0, 0, 0);
+}
+
+void FN(nnl_maxpool_plane)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y, nnl_idx yrs,
+                           T *buf)
+{
+#if defined(__AVX512F__)
+    if (p->reg) {
+        /* a plane holding a NaN (rare) runs the exact select everywhere */
+        FN(plane_reg)(p, x, xrs, y, yrs, FN(plane_has_nan)(x, xrs, p->H, p->W));
+        return;
+    }
+#endif
+    const nnl_idx i = FN(plane_buf)(p, x, xrs, y, yrs, buf, 0, 0);
+    if (i < p->oh)
+        FN(plane_buf)(p, x, xrs, y, yrs, buf, i, 1);
+}

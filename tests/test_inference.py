@@ -485,6 +485,165 @@ def test_planops_max_pool_matches_max_pool2d_with_ties_and_nan():
         done += 1
 
 
+def _naive_max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """The SPEC's definition, one output at a time (shares nothing with the kernel): the max
+    over the in-image taps, NaN if one of them is NaN, -inf if there is none."""
+    N, C, H, W = x.shape
+    y = np.full((N, C, oh, ow), -np.inf, x.dtype)
+    for i in range(oh):
+        rows = [i * sh - pt + a * dh for a in range(kh) if 0 <= i * sh - pt + a * dh < H]
+        for j in range(ow):
+            cols = [j * sw - pl + b * dw for b in range(kw) if 0 <= j * sw - pl + b * dw < W]
+            if rows and cols:
+                y[:, :, i, j] = x[:, :, rows][:, :, :, cols].max(axis=(2, 3))  # NaN wins
+    return y
+
+
+def _pool_out(size, k, s, p, d, ceil):
+    span = size + 2 * p - d * (k - 1) - 1
+    return max(1, (-(-span // s) if ceil else span // s) + 1)
+
+
+def _pool_input(rng, shape, dtype, specials):
+    """Values with ties (small integers) and, when specials, +-inf in some planes and NaN in
+    about a third of the planes (at random spots, possibly outside every window)."""
+    x = rng.integers(-4, 4, shape).astype(dtype)
+    if specials:
+        planes = x.reshape(-1, shape[2] * shape[3])
+        for q in range(planes.shape[0]):
+            kind = rng.integers(0, 6)
+            if kind <= 1:
+                planes[q, rng.integers(0, planes.shape[1], 1 + kind)] = np.nan
+            elif kind == 2:
+                planes[q, rng.integers(0, planes.shape[1], 2)] = [np.inf, -np.inf]
+            elif kind == 3:
+                planes[q] = -np.inf
+    return x
+
+
+def _run_pool_case(ops, rng, dtype, shape, k, s, p, d, out, specials=True, slices=False):
+    (kh, kw), (sh, sw), (pt, pl), (dh, dw), (oh, ow) = k, s, p, d, out
+    n, c, h, w = shape
+    x = _pool_input(rng, shape, dtype, specials)
+    want = _naive_max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if slices:   # channel slices of bigger buffers (C stride and, for y, row stride too)
+        big = np.full((n, c + 3, h, w + 2), 5.0, dtype)
+        big[:, 1:c + 1, :, :w] = x
+        x = big[:, 1:c + 1, :, :w]
+        bigy = np.full((n, c + 2, oh, ow + 3), 7.0, dtype)
+    ys = []
+    for threads in (1, 2):
+        if slices:
+            bigy[...] = 7.0
+            y = bigy[:, 1:c + 1, :, :ow]
+        else:
+            y = np.full((n, c, oh, ow), 7.0, dtype)
+        ops.max_pool2d(x, y, kh, kw, sh, sw, pt, pl, dh, dw, threads)
+        np.testing.assert_array_equal(y, want, err_msg=f"{shape} k{k} s{s} p{p} d{d} o{out}")
+        if slices:
+            assert (bigy[:, [0, c + 1]] == 7).all() and (bigy[..., ow:] == 7).all()
+        ys.append(np.ascontiguousarray(y).tobytes())
+    assert ys[0] == ys[1]  # bit-identical whatever the thread count
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_planops_max_pool_matches_naive_loop_on_odd_geometries(dtype):
+    """Random geometries: non-square kernels, strides and dilations (stride != dilation),
+    padding up to kernel // 2, sizes the stride does not tile, ceil mode and even larger
+    outputs (windows wholly in the padding give -inf), 1x1 planes, rows from 1 to 3 vectors
+    wide (both kernel paths), channel-slice views; NaN, +-inf and all -inf planes."""
+    ops = _planops()
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        (kh, kw), (sh, sw), (dh, dw) = (rng.integers(1, 6, 2), rng.integers(1, 4, 2),
+                                        rng.integers(1, 3, 2))
+        pt, pl = rng.integers(0, kh // 2 + 1), rng.integers(0, kw // 2 + 1)
+        h, w = rng.integers(1, 12), int(rng.choice([1, 2, 5, 9, 15, 16, 17, 23, 33, 40, 70]))
+        if case % 10 == 0:
+            h, w = 1, 1
+        ceil = bool(rng.integers(0, 2))
+        oh = _pool_out(h, kh, sh, pt, dh, ceil) + int(rng.integers(0, 2) * (case % 7 == 0))
+        ow = _pool_out(w, kw, sw, pl, dw, ceil) + int(rng.integers(0, 2) * (case % 7 == 0))
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), h, w)
+        _run_pool_case(ops, rng, dtype, shape, (kh, kw), (sh, sw), (pt, pl), (dh, dw),
+                       (oh, ow), slices=case % 3 == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, s, p, d, hw", [
+    ((3, 3), (2, 2), (0, 0), (1, 1), (30, 60)),     # stride 2, rows of 2-4 vectors
+    ((3, 3), (2, 2), (1, 1), (1, 1), (13, 75)),     # stride 2 pairs, odd width
+    ((2, 2), (2, 2), (0, 0), (1, 1), (8, 130)),     # 2x2/2: one load pair
+    ((3, 2), (2, 2), (1, 1), (1, 2), (9, 101)),     # stride 2, dilation 2 (no pairs)
+    ((3, 3), (1, 1), (1, 1), (1, 1), (7, 150)),     # stride 1, long rows
+    ((1, 5), (1, 1), (0, 2), (1, 1), (3, 97)),      # 1x5 "same"
+    ((2, 3), (3, 3), (1, 1), (2, 1), (17, 64)),     # stride 3: gathers
+    ((3, 3), (3, 1), (1, 1), (1, 3), (20, 50)),     # stride 3 rows, dilation 3 columns
+    ((1, 1), (2, 3), (0, 0), (1, 1), (11, 200)),    # subsampling
+    ((2, 11), (1, 2), (1, 5), (1, 1), (5, 90)),     # wider than the register path allows
+    ((3, 3), (2, 2), (0, 0), (1, 1), (112, 112)),   # GoogLeNet's first pool
+    ((3, 3), (1, 1), (1, 1), (1, 1), (14, 14)),
+])
+def test_planops_max_pool_fixed_geometries(dtype, k, s, p, d, hw):
+    """Each column-access pattern of the kernel, on planes from tiny to 112x112, with
+    specials, and as slices; outputs one row/column larger than ceil mode too."""
+    ops = _planops()
+    rng = np.random.default_rng(12)
+    h, w = hw
+    for ceil, extra in ((False, 0), (True, 0), (True, 1)):
+        out = (_pool_out(h, k[0], s[0], p[0], d[0], ceil) + extra,
+               _pool_out(w, k[1], s[1], p[1], d[1], ceil) + extra)
+        _run_pool_case(ops, rng, dtype, (1, 3, h, w), k, s, p, d, out)
+        _run_pool_case(ops, rng, dtype, (2, 2, h, w), k, s, p, d, out, slices=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_planops_max_pool_nan_exactness(dtype):
+    """A NaN counts only where a window reads it: NaN in rows/columns that no window reads
+    (stride > kernel) leaves the output NaN-free, a NaN late in a large plane makes exactly
+    the outputs whose windows hold it NaN (the kernel switches to the exact select mid-plane),
+    and planes with reversed rows (negative row stride) work."""
+    ops = _planops()
+    for h, w in ((9, 9), (70, 70), (200, 33)):
+        x = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w) % 17
+        x = np.repeat(x, 3, axis=1)
+        x[0, 0, 1::3, :] = np.nan      # rows that a 1x1 stride-3 pool never reads
+        x[0, 1, :, 2::3] = np.nan      # columns likewise
+        x[0, 2, h - 2, w // 2] = np.nan
+        for k, s in ((1, 3), (2, 3), (3, 2), (3, 1)):
+            oh, ow = _pool_out(h, k, s, 0, 1, False), _pool_out(w, k, s, 0, 1, False)
+            want = _naive_max_pool(x, k, k, s, s, 0, 0, 1, 1, oh, ow)
+            for xv, wv in ((x, want), (x[:, :, ::-1], None)):
+                if wv is None:
+                    wv = _naive_max_pool(xv, k, k, s, s, 0, 0, 1, 1, oh, ow)
+                y = np.empty((1, 3, oh, ow), dtype)
+                ops.max_pool2d(xv, y, k, k, s, s, 0, 0, 1, 1, 1)
+                np.testing.assert_array_equal(y, wv)
+            if k == 1:
+                assert not np.isnan(want[0, :2]).any()
+            if s <= k:   # the windows cover the plane: the late NaN shows
+                assert np.isnan(want[0, 2]).any() and not np.isnan(want[0, 2]).all()
+
+
+def test_planops_max_pool_absurd_geometry():
+    """Strides/paddings/dilations making a row buffer absurd run the row-by-row loop, absurd
+    ones along H the kernel (same values); coordinates past 2**60 are refused before any
+    arithmetic could overflow."""
+    ops = _planops()
+    x = (np.arange(30, dtype=np.float32) - 10).reshape(1, 1, 5, 6)
+    for (sh, sw), (pt, pl), (dh, dw), out in [((2 ** 31, 2 ** 31), (1, 1), (1, 1), (2, 2)),
+                                              ((1, 3), (2, 2 ** 33), (1, 2 ** 33), (3, 2)),
+                                              ((2, 2), (1, 1), (2 ** 31, 2 ** 31), (3, 3)),
+                                              ((2 ** 33, 1), (2 ** 32, 1), (2 ** 31, 1), (2, 4))]:
+        y = np.full((1, 1) + out, 9.0, np.float32)
+        ops.max_pool2d(x, y, 3, 3, sh, sw, pt, pl, dh, dw, 2)
+        np.testing.assert_array_equal(y, _naive_max_pool(x, 3, 3, sh, sw, pt, pl, dh, dw, *out))
+    with pytest.raises(ValueError, match="too large"):
+        ops.max_pool2d(x, np.zeros((1, 1, 2, 2), np.float32), 3, 3, 2 ** 61, 1, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="too large"):
+        ops.max_pool2d(x, np.zeros((1, 1, 2, 2), np.float32), 3, 3, 1, 1, 0, 2 ** 60, 1, 1)
+
+
 def test_planops_rejects_bad_arguments():
     ops = _planops()
     x = np.zeros((1, 2, 4, 4), np.float32)

@@ -14,13 +14,14 @@ row are then copied out through the epilogue. Planes too large for the per-threa
 back to the direct row-by-row loops.
 
 max_pool2d: y[n, c, i, j] = max over the in-image taps of the (dilated) window, -inf when the
-window holds none (padding never wins); NaN propagates (a NaN tap makes the output NaN); ties
-keep the first tap. The planes run csrc/planops_pool.c (separable: per output row the max over
-its row taps, then over the column taps, on AVX-512 in registers with permutes or through a
--inf-padded row buffer; the plain vmaxps max, with a NaN test of the input rows that switches a
-plane holding a NaN to the exact NaN-propagating select). Geometries whose row buffer would be
-absurdly long (strides, paddings or dilations along W beyond ~4M elements) run the direct
-row-by-row loop (_max_plane); coordinates beyond 2**60 are rejected (ValueError).
+window holds none (padding never wins); NaN propagates (a NaN tap makes the output NaN); of
+tied -0/+0 taps the first in vertical-then-horizontal order is kept. The planes run
+csrc/planops_pool.c (separable: per output row the max over its row taps, then over the
+column taps, on AVX-512 in registers with permutes or through a -inf-padded row buffer; the
+plain vmaxps max, with a NaN test of the input rows that switches a plane holding a NaN to the
+exact NaN-propagating select). Geometries whose row buffer would be absurdly long (strides,
+paddings or dilations along W beyond ~4M elements) run the direct row-by-row loop
+(_max_plane); coordinates beyond 2**60 are rejected (ValueError).
 
 Memory contract: x and y are 4-D with unit stride along W (other strides are free, so channel
 slices of a larger buffer are fine; checked); w is (C, KH*KW) C-contiguous; the wrappers check

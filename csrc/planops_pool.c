@@ -23,7 +23,9 @@
  * unordered compare of two loaded vectors tests both). A NaN switches the plane (from that
  * output row on) to the exact select ((v > m) | (v != v) ? v : m: a NaN tap is taken, a NaN
  * max kept). Results are the same for every input whatever the thread count (each plane is
- * computed by one thread, in a fixed order); ties keep the first tap in row-major order.
+ * computed by one thread, in a fixed order). Equal taps give that value; only which of -0/+0
+ * (or which NaN payload) comes out can differ from a row-major scan: the first in the
+ * vertical-then-horizontal order is kept.
  *
  * Memory: every load of x is inside the plane's rows (masked tails), every store into y inside
  * its rows; the row buffer reads stay inside plan.rowlen.

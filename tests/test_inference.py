@@ -358,6 +358,28 @@ def test_heavy_branch_conv_is_split_across_lanes(two_threads):
         assert_same(fast(x), plain(model, x))
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_heavy_im2col_conv_is_split_over_shared_columns(two_threads, n):
+    # the same lopsided block on a small map (im2col + GEMM): one gather of the columns in lane
+    # 0, the filters split between the lanes, lane 1 waiting for the gather only
+    from nnlite._infer.kernels import SharedColumns
+
+    nnlite.manual_seed(0)
+    model = randomize_bn(blocks.Inception(8, 4, 8, 64, 2, 4, 4))
+    fast, x = check_model(model, (n, 8, 12, 11))
+    (plan, _), = fast._plans.values()
+    (first, last, (a, b), syncs), = plan.groups
+    parts = [plan.steps[i][1] for i in a + b if hasattr(plan.steps[i][1], "pair")]
+    assert len(parts) == 2 and parts[0].pair is parts[1].pair
+    assert isinstance(parts[0].pair, SharedColumns) and 16 <= parts[0].pair.f < 64
+    (after, before), = syncs
+    assert plan.steps[after][1] is parts[0] and plan.steps[before][1] is parts[1]
+    xs = [np.random.default_rng(k).standard_normal(x.shape).astype(np.float32)
+          for k in range(4)]
+    for xk in xs:  # lane 1 must read this call's columns, not the previous call's
+        assert_same(fast(xk), plain(model, xk))
+
+
 def test_branch_lanes_from_concurrent_callers(two_threads):
     def has_lanes(fast):
         assert _groups(fast)

@@ -15,6 +15,8 @@ without a dedicated kernel run the Tensor executor under no_grad and copy into `
 
 Legend: N batch, C in-channels, F out-channels, G groups, K = C/G*KH*KW, L = OH*OW.
 """
+import threading
+
 import numpy as np
 
 from .. import kernels as _kernels
@@ -76,7 +78,7 @@ def _native(*arrays):
     """True when nnlite._planops can take these 4-D arrays."""
     return _planops is not None and _unit_w(*arrays)
 
-__all__ = ["make_kernel", "split_conv", "Kernel", "FUSABLE"]
+__all__ = ["make_kernel", "split_conv", "SharedColumns", "Kernel", "FUSABLE"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -401,6 +403,62 @@ class ConvPart(Kernel):
 
     def bind(self, ins, outs, scratch):
         return self.inner.bind(ins, [outs[0][:, self.f0:self.f1]], scratch)
+
+
+class SharedColumns:
+    """An im2col conv (one group, no residual) split by output channels over two lanes that
+    share one column matrix: part 'a' gathers the columns of every image (``stages``: gather,
+    then its rows' GEMM) and part 'b' multiplies its rows once the gather is done (the plan
+    sets an event between part a's stages). Filters [0, f) go to part a, [f, F) to part b."""
+
+    def __init__(self, conv, f):
+        N, C, H, W, F, oh, ow = conv.shape
+        self.conv, self.f = conv, f
+        w2 = conv.wg[0]
+        self.w = (w2[:f], w2[f:])
+        self.packed = (pack_weights(w2[:f], oh * ow), pack_weights(w2[f:], oh * ow))
+        b = conv.bias
+        self.bias = (None, None) if b is None else (b[:f], b[f:])
+        self.cols_shape = (N, C * conv.k[0] * conv.k[1], oh * ow)
+        self._tl = threading.local()  # the column buffer of the Plan.bind in progress
+        self.parts = (_ColumnsPart(self, 0), _ColumnsPart(self, 1))
+
+
+class _ColumnsPart(Kernel):
+    scratch_bytes = 0
+
+    def __init__(self, pair, side):
+        self.pair, self.side = pair, side
+        self.shape = pair.conv.shape
+
+    def bind(self, ins, outs, scratch):
+        pair, side = self.pair, self.side
+        conv = pair.conv
+        N, C, H, W, F, oh, ow = conv.shape
+        if side == 0:  # bound first (lower step index): owns the columns of this binding
+            pair._tl.cols = np.empty(pair.cols_shape, conv.dtype)
+        cols = pair._tl.cols
+        rows = slice(0, pair.f) if side == 0 else slice(pair.f, F)
+        x, y = ins[0], outs[0]
+        xs = [x[n:n + 1] for n in range(N)]
+        ys = [_view(y[n], (F, oh * ow))[rows] for n in range(N)]
+        w, wpk, bias, act = pair.w[side], pair.packed[side], pair.bias[side], conv.act
+
+        def gemm():
+            for n in range(N):
+                gemm_into(w, cols[n], ys[n], bias, 0, act, 0.0, packed=wpk)
+        if side == 1:
+            return gemm
+
+        def gather():
+            for n in range(N):
+                conv._im2col(xs[n], cols[n])
+
+        def run():
+            gather()
+            gemm()
+        run.stages = (gather, gemm)
+        return run
 
 
 def split_conv(node, in_metas, consts, f0, f1):

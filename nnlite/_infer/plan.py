@@ -13,7 +13,8 @@
 5. branches: the independent chains feeding a concatenation (Inception's four branches) form a
    group run on two lanes side by side, each lane's kernels on one thread (small 14x14 / 7x7
    layers gain almost nothing from a second OpenMP thread, two branches at once nearly 2x);
-   chains are balanced by multiply-adds (longest first) and every value of a group stays
+   chains are balanced by multiply-adds (longest first; the heaviest conv of a lopsided
+   group is split by output channels across the lanes) and every value of a group stays
    live for the whole group;
 6. ``Plan.bind`` (once per thread) allocates the slots and a scratch area (one more per second
    lane) and binds each kernel to fixed views: a call is then a copy-in, a list of
@@ -28,7 +29,7 @@ from .._config import get_num_threads, thread_budget
 from ..autograd import no_grad
 from ..onnx.ops import OPS, run_node
 from ..tensor import Tensor
-from .kernels import ConvKernel, make_kernel, split_conv
+from .kernels import ConvKernel, SharedColumns, make_kernel, split_conv
 from .passes import simplify
 from .trace import GENERIC
 
@@ -166,6 +167,10 @@ class Plan:
                 before = {b: e for (_, b), e in zip(g[3], events)}
                 lane0, lane1 = [], []
                 for j in g[2][0]:
+                    stages = getattr(bound[j], "stages", None)
+                    if j in after and stages is not None:   # set between a call's stages
+                        lane0.extend([stages[0], after[j].set, stages[1]])
+                        continue
                     lane0.append(bound[j])
                     if j in after:
                         lane0.append(after[j].set)
@@ -391,11 +396,15 @@ _SPLIT_ALIGN = 16  # channels of a split conv's second part: a multiple of this 
 
 def _balance(first, last, lanes, steps, metas, consts, st):
     """The group (first, last, (lane 0, lane 1), syncs) with lane 0 the heavier; when it is
-    heavier by more than 10 % of the group, its largest one-group implicit-GEMM conv is split by
-    output channels and the second part appended (as a new step) to lane 1, after a sync on
-    the lane-0 steps that write the conv's input. Mutates ``steps`` (part kernels). Convs on
-    im2col are not split: each part would gather the columns again (measured GoogLeNet b1:
-    13.9 ms splitting those too vs 13.2 ms without; 13.8 ms with no split at all)."""
+    heavier by more than 10 % of the group, its largest one-group conv is split by output
+    channels and the second part appended (as a new step) to lane 1. An implicit-GEMM or
+    pointwise conv splits into two independent convs (lane 1 syncs on the lane-0 steps that
+    write the input); an im2col conv into ``SharedColumns`` parts: lane 0 gathers the columns
+    once and sets the sync between its gather and its GEMM, lane 1 multiplies its filters on
+    the same columns (gathering twice instead made GoogLeNet b1 slower: 13.9 vs 13.2 ms).
+    Measured GoogLeNet b1, interleaved: 11.2 ms with these splits, 12.6 ms without.
+    Mutates ``steps`` (part kernels); None when the group stays too lopsided.
+    """
     def cost(i):
         return _cost(steps[i][0], metas)
     lanes = [list(lanes[0]), list(lanes[1])]
@@ -404,24 +413,26 @@ def _balance(first, last, lanes, steps, metas, consts, st):
         lanes, load = lanes[::-1], load[::-1]
     gap, syncs, total = load[0] - load[1], [], sum(load)
     cands = [i for i in lanes[0] if isinstance(steps[i][1], ConvKernel)
-             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual
-             and steps[i][1].implicit]
+             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual]
     parts = None
     if gap > 0.1 * total and cands:
         pick = max(cands, key=cost)
-        node, _, used = steps[pick]
-        F = steps[pick][1].shape[4]
+        node, conv, used = steps[pick]
+        F = conv.shape[4]
         moved = int(F * min(gap / 2, cost(pick) / 2) / max(cost(pick), 1))
         moved = moved // _SPLIT_ALIGN * _SPLIT_ALIGN
-        if moved >= _SPLIT_ALIGN:
+        a = b = None
+        if moved >= _SPLIT_ALIGN and (conv.implicit or conv.pointwise):
             in_metas = [metas[v] if v else None for v in node.inputs]
             cs = [consts.get(v) if v else None for v in node.inputs]
             a = split_conv(node, in_metas, cs, 0, F - moved)
             b = split_conv(node, in_metas, cs, F - moved, F)
-            if a is not None and b is not None:
-                parts = (pick, node, used, a, b)
-                shift = cost(pick) * moved / F
-                load = [load[0] - shift, load[1] + shift]
+        elif moved >= _SPLIT_ALIGN and conv.cols is not None:
+            a, b = SharedColumns(conv, F - moved).parts   # one gather, two GEMMs
+        if a is not None and b is not None:
+            parts = (pick, node, used, a, b)
+            shift = cost(pick) * moved / F
+            load = [load[0] - shift, load[1] + shift]
     if min(load) < _MIN_LANE_SHARE * total:
         return None  # too lopsided to be worth a lane handover
     if parts is not None:
@@ -429,11 +440,14 @@ def _balance(first, last, lanes, steps, metas, consts, st):
         steps[pick] = (node, a, used)
         steps.append((node, b, used))
         lanes[1].append(len(steps) - 1)
-        need = {st.root.get(v) for v in node.inputs if v} - {None}
-        made = [i for i in lanes[0] if i != pick and any(
-            st.root.get(o) in need for o in steps[i][0].outputs if o)]
-        if made:
-            syncs.append((max(made, key=lanes[0].index), len(steps) - 1))
+        if isinstance(a, ConvKernel) or not hasattr(a, "pair"):
+            need = {st.root.get(v) for v in node.inputs if v} - {None}
+            made = [i for i in lanes[0] if i != pick and any(
+                st.root.get(o) in need for o in steps[i][0].outputs if o)]
+            if made:
+                syncs.append((max(made, key=lanes[0].index), len(steps) - 1))
+        else:  # shared columns: part b waits for part a's gather (set between its stages)
+            syncs.append((pick, len(steps) - 1))
     return first, last, (lanes[0], lanes[1]), syncs
 
 

@@ -160,3 +160,11 @@ def test_pad_torch_parity(mode, data):
                 ("too small" in str(exc) and 0 in expect.shape)), (shape, pad, exc)
         return
     np.testing.assert_array_equal(y.data, expect.numpy())
+
+
+def test_circular_pad_longer_than_input_raises_even_when_the_result_is_empty():
+    # found by test_pad_torch_parity: torch refuses a pad longer than the input before noticing
+    # that the negative pad on the other side leaves nothing; nnlite returned an empty array
+    with pytest.raises(ValueError, match="wrapping around more than once"):
+        F.pad(nnlite.tensor(np.zeros((1, 1))), (2, -3), mode="circular")
+    assert F.pad(nnlite.tensor(np.zeros((1, 1))), (1, -2), mode="circular").shape == (1, 0)

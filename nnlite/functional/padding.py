@@ -50,6 +50,10 @@ def _source_index(mode, length, before, after, axis, shape):
             raise ValueError(f"Negative padding value is resulting in an empty dimension "
                              f"(padding ({before}, {after}) at dimension {axis} of input "
                              f"{_sizes(shape)})")
+        if max(before, 0) > length or max(after, 0) > length:
+            # torch's own check (before an empty result): a pad longer than the input
+            raise ValueError(f"Padding value causes wrapping around more than once: padding "
+                             f"({before}, {after}) at dimension {axis} of input {_sizes(shape)}")
         if out_len == 0:
             return np.zeros(0, dtype=np.intp)
         if max(before, 0) > kept or max(after, 0) > kept:

@@ -147,32 +147,55 @@ NNL_INLINE void FN(hrow_k)(const nnl_pool_plan *p, const T *buf, T *d, const int
  * registers (masked loads, nothing read past the row) and each column tap of an output vector
  * is one two-source permute of it under the tap's lane mask: no row buffer, no store/reload.
  * reg == 1: the row in v0 (and v1 when TWO). */
-NNL_INLINE void FN(plane_reg_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
-                                nnl_idx yrs, const int exact, const int NK, const int TWO)
+/* What both register kernels start with: the column-tap permute tables and masks of the
+ * plan (par: each tap's column parity, stride 2 only; may be NULL) ... */
+NNL_INLINE void FN(reg_tables)(const nnl_pool_plan *p, nnl_idx kw,
+                               __m512i idx[2][NNL_POOL_KREG], MASK km[2][NNL_POOL_KREG],
+                               int par[2][NNL_POOL_KREG])
 {
-    const nnl_idx H = p->H, W = p->W, kh = p->kh, sh = p->sh, pt = p->pt, dh = p->dh;
-    const nnl_idx oh = p->oh, ow = p->ow, nvo = p->nvo, kw = NK ? NK : p->kw;
-    __m512i idx[2][NNL_POOL_KREG];
-    MASK km[2][NNL_POOL_KREG];
-    for (nnl_idx o = 0; o < nvo; o++) {
+    for (nnl_idx o = 0; o < p->nvo; o++) {
         for (nnl_idx b = 0; b < kw; b++) {
             idx[o][b] = _mm512_loadu_si512((const void *)p->ridx[o][b]);
             km[o][b] = (MASK)p->rmask[o][b];
+            if (par != NULL)
+                par[o][b] = p->rpar[o][b];
         }
     }
+}
+
+/* ... and per output row i: the first in-image source row and the number of row taps (*na),
+ * or NULL after writing the row's -inf (a window without in-image rows) */
+NNL_INLINE const T *FN(reg_row)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *yr,
+                                nnl_idx i, const MASK kout[2], nnl_idx *na)
+{
+    nnl_idx a0, a1;
+    if (!pool_row_taps(p->H, p->kh, p->dh, i * p->sh - p->pt, &a0, &a1)) {
+        const V ninf = V_SET1(-INFINITY);
+        for (nnl_idx o = 0; o < p->nvo; o++)
+            V_MSTORE(yr + o * VL, kout[o], ninf);
+        return NULL;
+    }
+    *na = a1 - a0;
+    return x + (i * p->sh - p->pt + a0 * p->dh) * xrs;
+}
+
+NNL_INLINE void FN(plane_reg_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
+                                nnl_idx yrs, const int exact, const int NK, const int TWO)
+{
+    const nnl_idx W = p->W, oh = p->oh, ow = p->ow, nvo = p->nvo, kw = NK ? NK : p->kw;
+    const nnl_idx step = p->dh * xrs;
+    __m512i idx[2][NNL_POOL_KREG];
+    MASK km[2][NNL_POOL_KREG];
+    FN(reg_tables)(p, kw, idx, km, NULL);
     const MASK kin0 = FN(lanes)(pool_min(W, VL)), kin1 = FN(lanes)(pool_max(W - VL, 0));
     const MASK kout[2] = {FN(lanes)(pool_min(ow, VL)), FN(lanes)(pool_max(ow - VL, 0))};
     const V ninf = V_SET1(-INFINITY);
     for (nnl_idx i = 0; i < oh; i++) {
         T *yr = y + i * yrs;
-        nnl_idx a0, a1;
-        if (!pool_row_taps(H, kh, dh, i * sh - pt, &a0, &a1)) {
-            for (nnl_idx o = 0; o < nvo; o++)
-                V_MSTORE(yr + o * VL, kout[o], ninf);
+        nnl_idx na;
+        const T *r = FN(reg_row)(p, x, xrs, yr, i, kout, &na);
+        if (r == NULL)
             continue;
-        }
-        const T *r = x + (i * sh - pt + a0 * dh) * xrs;
-        const nnl_idx step = dh * xrs, na = a1 - a0;
         V v0 = V_ZLOAD(kin0, r), v1 = TWO ? V_ZLOAD(kin1, r + VL) : v0;
         for (nnl_idx a = 1; a < na; a++) {
             v0 = FN(vmax)(v0, V_ZLOAD(kin0, r + a * step), exact);
@@ -193,18 +216,12 @@ NNL_INLINE void FN(plane_reg_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs,
 NNL_INLINE void FN(plane_reg2_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
                                  nnl_idx yrs, const int exact, const int NK)
 {
-    const nnl_idx H = p->H, W = p->W, kh = p->kh, sh = p->sh, pt = p->pt, dh = p->dh;
-    const nnl_idx oh = p->oh, ow = p->ow, nvo = p->nvo, kw = NK ? NK : p->kw;
+    const nnl_idx W = p->W, oh = p->oh, ow = p->ow, nvo = p->nvo, kw = NK ? NK : p->kw;
+    const nnl_idx step = p->dh * xrs;
     __m512i idx[2][NNL_POOL_KREG];
     MASK km[2][NNL_POOL_KREG];
     int par[2][NNL_POOL_KREG];
-    for (nnl_idx o = 0; o < nvo; o++) {
-        for (nnl_idx b = 0; b < kw; b++) {
-            idx[o][b] = _mm512_loadu_si512((const void *)p->ridx[o][b]);
-            km[o][b] = (MASK)p->rmask[o][b];
-            par[o][b] = p->rpar[o][b];
-        }
-    }
+    FN(reg_tables)(p, kw, idx, km, par);
     MASK kin[4];
     for (nnl_idx q = 0; q < 4; q++)
         kin[q] = FN(lanes)(pool_min(VL, pool_max(W - q * VL, 0)));
@@ -212,14 +229,10 @@ NNL_INLINE void FN(plane_reg2_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs
     const V ninf = V_SET1(-INFINITY);
     for (nnl_idx i = 0; i < oh; i++) {
         T *yr = y + i * yrs;
-        nnl_idx a0, a1;
-        if (!pool_row_taps(H, kh, dh, i * sh - pt, &a0, &a1)) {
-            for (nnl_idx o = 0; o < nvo; o++)
-                V_MSTORE(yr + o * VL, kout[o], ninf);
+        nnl_idx na;
+        const T *r = FN(reg_row)(p, x, xrs, yr, i, kout, &na);
+        if (r == NULL)
             continue;
-        }
-        const T *r = x + (i * sh - pt + a0 * dh) * xrs;
-        const nnl_idx step = dh * xrs, na = a1 - a0;
         V v0 = V_ZLOAD(kin[0], r), v1 = V_ZLOAD(kin[1], r + VL);
         V v2 = V_ZLOAD(kin[2], r + 2 * VL), v3 = V_ZLOAD(kin[3], r + 3 * VL);
         for (nnl_idx a = 1; a < na; a++) {

@@ -27,13 +27,14 @@ Resolution: innermost ``nnlite.conv_algorithm(...)`` context in this thread, the
 """
 import contextlib
 import os
-import threading
+
+from ._config import ThreadSetting
 
 ALGORITHMS = ("auto", "im2col", "implicit", "direct")
 # 'auto' runs a dense k x k conv as im2col + GEMM below both of these (see the module docstring)
 _IMPLICIT_MIN_BATCH, _IMPLICIT_MIN_PIXELS = 4, 392
 
-_local = threading.local()
+_chosen = ThreadSetting()
 
 
 def _fast_built():
@@ -70,9 +71,9 @@ def available_conv_algorithms():
 
 def get_conv_algorithm():
     """The conv algorithm a conv2d called now would be asked to use (before per-layer 'auto')."""
-    stack = getattr(_local, "stack", None)
-    if stack:
-        return stack[-1]
+    chosen = _chosen.get()
+    if chosen is not None:
+        return chosen
     return _default if _default in ("auto", "im2col") or _fast_built() else "auto"
 
 
@@ -87,15 +88,8 @@ def conv_algorithm(name):
     >>> with nnlite.conv_algorithm("im2col"):
     ...     y = F.conv2d(x, w, padding=1)      # explicit column matrix + GEMM, for study
     """
-    name = _check(name)
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(name)
-    try:
-        yield name
-    finally:
-        stack.pop()
+    with _chosen.use(_check(name)) as chosen:
+        yield chosen
 
 
 def is_depthwise(geom):

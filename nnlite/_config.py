@@ -11,7 +11,32 @@ import threading
 
 BACKENDS = ("cython", "numpy", "reference")
 
-_local = threading.local()
+
+
+class ThreadSetting:
+    """A setting each thread overrides for a block: ``with setting.use(value):`` pushes it on
+    this thread's stack (innermost wins); ``setting.get()`` is the innermost value or None."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def use(self, value):
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        stack.append(value)
+        try:
+            yield value
+        finally:
+            stack.pop()
+
+    def get(self):
+        stack = getattr(self._local, "stack", None)
+        return stack[-1] if stack else None
+
+
+_backend = ThreadSetting()
 _cython_error = None
 _cython_ok = None
 
@@ -63,9 +88,9 @@ if _default not in BACKENDS + ("auto",):
 
 def backend():
     """The backend that an op called now would use: 'cython', 'numpy' or 'reference'."""
-    stack = getattr(_local, "stack", None)
-    if stack:
-        return stack[-1]
+    chosen = _backend.get()
+    if chosen is not None:
+        return chosen
     global _default
     if _default == "cython" and not cython_built():
         _check_name("cython")
@@ -79,15 +104,8 @@ def using_backend(name):
     >>> with nnlite.using_backend("reference"):
     ...     y = F.conv2d(x, w)        # naive loops, for study
     """
-    name = _resolve(_check_name(name))
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(name)
-    try:
-        yield name
-    finally:
-        stack.pop()
+    with _backend.use(_resolve(_check_name(name))) as chosen:
+        yield chosen
 
 
 # --------------------------------------------------------------------- threads
@@ -101,24 +119,18 @@ def _cpu_count():
 _num_threads = None
 
 
-_budget = threading.local()
+_budget = ThreadSetting()
 
 
-@contextlib.contextmanager
 def thread_budget(n):
     """Within this block (this thread only) nnlite's kernels use at most ``n`` threads: the
     inference plan runs independent branches side by side, each on one core."""
-    old = getattr(_budget, "n", None)
-    _budget.n = n
-    try:
-        yield
-    finally:
-        _budget.n = old
+    return _budget.use(n)
 
 
 def get_num_threads():
     """Threads used by nnlite's OpenMP kernels and by the BLAS that nnlite calls."""
-    cap = getattr(_budget, "n", None)
+    cap = _budget.get()
     if cap is not None:
         return min(cap, _num_threads if _num_threads is not None else _get_global())
     return _get_global()

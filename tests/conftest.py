@@ -3,6 +3,7 @@
 Profiles: ``dev`` (default, fast) and ``ci`` (more examples; chosen automatically when the
 environment has CI=true, or explicitly with HYPOTHESIS_PROFILE=ci).
 """
+import contextlib
 import os
 
 import numpy as np
@@ -50,3 +51,14 @@ def assert_close(actual, expected, dtype=None, k=1, scale=1.0):
     expected = np.asarray(getattr(expected, "data", expected))
     rtol, atol = tolerance(dtype or actual.dtype, k, scale)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+@contextlib.contextmanager
+def kernel_threads(n):
+    """nnlite.set_num_threads(n) for a block, restoring the previous count after it."""
+    prev = nnlite.get_num_threads()
+    nnlite.set_num_threads(n)
+    try:
+        yield
+    finally:
+        nnlite.set_num_threads(prev)

@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import kernel_threads
 
 import nnlite
 import nnlite.nn.functional as F
@@ -16,10 +17,8 @@ RTOL = 1e-4  # max |optimized - plain| <= RTOL * max |plain|
 @pytest.fixture(autouse=True)
 def one_thread():
     """Correctness only: one kernel thread keeps these tests fast on a busy machine."""
-    prev = nnlite.get_num_threads()
-    nnlite.set_num_threads(1)
-    yield
-    nnlite.set_num_threads(prev)
+    with kernel_threads(1):
+        yield
 
 
 def randomize_bn(model, seed=0):
@@ -308,10 +307,8 @@ def test_concurrent_calls_from_threads():
 # ------------------------------------------------------------------ branch lanes (2 threads)
 @pytest.fixture
 def two_threads():
-    prev = nnlite.get_num_threads()
-    nnlite.set_num_threads(2)
-    yield
-    nnlite.set_num_threads(prev)
+    with kernel_threads(2):
+        yield
 
 
 def _groups(fast):

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import kernel_threads
 
 import nnlite
 
@@ -66,10 +67,8 @@ def _architectures():
 @pytest.fixture(autouse=True)
 def one_thread():
     """Correctness only: one kernel thread keeps these tests fast on a busy machine."""
-    prev = nnlite.get_num_threads()
-    nnlite.set_num_threads(1)
-    yield
-    nnlite.set_num_threads(prev)
+    with kernel_threads(1):
+        yield
 
 
 @pytest.mark.parametrize("name, fold", [("googlenet", False), ("resnet50", True),

@@ -21,11 +21,10 @@ family and its blocking.
 import contextlib
 import numbers
 import os
-import threading
 
 import numpy as np
 
-from .._config import cython_built, get_num_threads
+from .._config import ThreadSetting, cython_built, get_num_threads
 
 try:
     if not cython_built():
@@ -38,7 +37,7 @@ __all__ = ["gemm", "gemm_batched", "pack", "PackedOperand", "using_microkernel",
 
 _ACTS = {None: 0, "relu": 1, "relu6": 2}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_local = threading.local()
+_microkernel = ThreadSetting()
 _default_isa = os.environ.get("NNLITE_GEMM_ISA", "auto") or "auto"
 
 
@@ -48,24 +47,17 @@ def using_microkernel(name):
     """Select the micro-kernel family ('auto', 'generic', 'avx2', 'avx512') in this thread."""
     if _gemm is None:
         raise RuntimeError("the GEMM extension nnlite._gemm is not built")
-    code = _gemm.isa_code(name)
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(code)
-    try:
+    with _microkernel.use(_gemm.isa_code(name)):
         yield name
-    finally:
-        stack.pop()
 
 
 _default_code = []
 
 
 def _isa():
-    stack = getattr(_local, "stack", None)
-    if stack:
-        return stack[-1]
+    code = _microkernel.get()
+    if code is not None:
+        return code
     if not _default_code:                              # NNLITE_GEMM_ISA, checked on first use
         _default_code.append(_gemm.isa_code(_default_isa))
     return _default_code[0]

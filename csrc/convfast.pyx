@@ -83,6 +83,32 @@ def _check_reach(Py_ssize_t size, Py_ssize_t first, Py_ssize_t last, str what):
                          "the supported index range")
 
 
+def _check_call(str fn, x, y, Py_ssize_t w_cols, Py_ssize_t want_cols, str cols_name, bias,
+                Py_ssize_t F, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
+                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                Py_ssize_t dw, int act, Py_ssize_t es):
+    """The argument checks both kernels share (before any nogil code); True when the output
+    is empty and there is nothing to compute."""
+    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    if w_cols != want_cols:
+        raise ValueError(f"{fn}: w has {w_cols} columns; expected {cols_name} = {want_cols}")
+    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, oh * ow):
+        raise ValueError(f"{fn}: y has shape {(y.shape[0], y.shape[1], y.shape[2])}; expected "
+                         f"{(N, F, oh * ow)}")
+    if act not in (0, 1, 2):
+        raise ValueError(f"{fn}: act must be 0, 1 or 2, got {act}")
+    if bias is not None and len(bias) != F:
+        raise ValueError(f"{fn}: bias has {len(bias)} entries; expected {F}")
+    if N == 0 or F == 0 or oh == 0 or ow == 0:
+        return True
+    if C > 0 and (H == 0 or W == 0):
+        raise ValueError(f"{fn}: empty image plane ({H}, {W})")
+    _check_strides(x, y, es, oh * ow, fn)
+    _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
+    _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
+    return False
+
+
 def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
                     floating[:, :, :] y, Py_ssize_t groups,
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -103,26 +129,11 @@ def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias
     cdef const floating *pb = NULL
     cdef int rc
     _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    if w.shape[1] != (C // groups) * kh * kw:
-        raise ValueError(f"conv2d_implicit: w has {w.shape[1]} columns; expected "
-                         f"C/groups*KH*KW = {(C // groups) * kh * kw}")
-    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, oh * ow):
-        raise ValueError(f"conv2d_implicit: y has shape {(y.shape[0], y.shape[1], y.shape[2])}; "
-                         f"expected {(N, F, oh * ow)}")
-    if act not in (0, 1, 2):
-        raise ValueError(f"conv2d_implicit: act must be 0, 1 or 2, got {act}")
-    if N == 0 or F == 0 or oh == 0 or ow == 0:
+    if _check_call("conv2d_implicit", x, y, w.shape[1], (C // groups) * kh * kw,
+                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es):
         return
-    if C > 0 and (H == 0 or W == 0):
-        raise ValueError(f"conv2d_implicit: empty image plane ({H}, {W})")
-    _check_strides(x, y, es, oh * ow, "conv2d_implicit")
-    if oh > 0 and ow > 0:
-        _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
-        _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
     if bias is not None:
         bv = bias
-        if bv.shape[0] != F:
-            raise ValueError(f"conv2d_implicit: bias has {bv.shape[0]} entries; expected {F}")
         pb = &bv[0]
     if not nnl_cf_isa_available(isa) and isa != -1:
         raise ValueError(f"conv2d_implicit: micro-kernel family {isa} is not available")
@@ -178,25 +189,11 @@ def conv2d_depthwise(const floating[:, :, :, :] x, const floating[:, ::1] w, bia
     if C < 1 or F % C:
         raise ValueError(f"conv2d_depthwise: F={F} must be a positive multiple of C={C}")
     _fill(&gm, N, C, H, W, F, C, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    if w.shape[1] != kh * kw:
-        raise ValueError(f"conv2d_depthwise: w has {w.shape[1]} columns; expected KH*KW = "
-                         f"{kh * kw}")
-    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, oh * ow):
-        raise ValueError(f"conv2d_depthwise: y has shape {(y.shape[0], y.shape[1], y.shape[2])}"
-                         f"; expected {(N, F, oh * ow)}")
-    if act not in (0, 1, 2):
-        raise ValueError(f"conv2d_depthwise: act must be 0, 1 or 2, got {act}")
-    if N == 0 or F == 0 or oh == 0 or ow == 0:
+    if _check_call("conv2d_depthwise", x, y, w.shape[1], kh * kw, "KH*KW", bias, F, oh, ow,
+                   kh, kw, sh, sw, pt, pl, dh, dw, act, es):
         return
-    if H == 0 or W == 0:
-        raise ValueError(f"conv2d_depthwise: empty image plane ({H}, {W})")
-    _check_strides(x, y, es, oh * ow, "conv2d_depthwise")
-    _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
-    _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
     if bias is not None:
         bv = bias
-        if bv.shape[0] != F:
-            raise ValueError(f"conv2d_depthwise: bias has {bv.shape[0]} entries; expected {F}")
         pb = &bv[0]
     gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
     gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es

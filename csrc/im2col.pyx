@@ -18,22 +18,7 @@ plane of ``x`` belong to exactly one iteration, so col2im has no write races).
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _common cimport in_range, imin, imax
-
-
-cdef inline Py_ssize_t _ceil_div_pos(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    # ceil(a / b) for a >= 0, b > 0; written so that it cannot overflow for any b
-    return 0 if a == 0 else (a - 1) // b + 1
-
-
-cdef inline void _col_range(Py_ssize_t off, Py_ssize_t W, Py_ssize_t sw, Py_ssize_t ow,
-                            Py_ssize_t* j0, Py_ssize_t* j1) noexcept nogil:
-    # [j0, j1) = the output columns j whose source column j*sw + off lies in [0, W)
-    cdef Py_ssize_t lo = 0 if off >= 0 else _ceil_div_pos(-off, sw)
-    cdef Py_ssize_t hi = _ceil_div_pos(W - off, sw) if W - off > 0 else 0
-    lo = imin(lo, ow)
-    j0[0] = lo
-    j1[0] = imax(lo, imin(hi, ow))
+from _common cimport col_range, in_range, imin, imax
 
 
 cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssize_t W,
@@ -47,7 +32,7 @@ cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssiz
     for a in range(kh):
         for b in range(kw):
             off = b * dw - pl
-            _col_range(off, W, sw, ow, &j0, &j1)
+            col_range(off, W, sw, ow, &j0, &j1)
             for i in range(oh):
                 row = i * sh - pt + a * dh
                 dst = cols + ((a * kw + b) * oh + i) * ow
@@ -80,7 +65,7 @@ cdef void _col2im_plane(const floating* cols, floating* x, Py_ssize_t H, Py_ssiz
     for a in range(kh):
         for b in range(kw):
             off = b * dw - pl
-            _col_range(off, W, sw, ow, &j0, &j1)
+            col_range(off, W, sw, ow, &j0, &j1)
             for i in range(oh):
                 row = i * sh - pt + a * dh
                 if not in_range(row, H):

@@ -36,7 +36,7 @@ from cython.parallel cimport prange, threadid
 
 import numpy as np
 
-from _common cimport in_range, imin, imax
+from _common cimport col_range, in_range, imin, imax
 
 
 cdef extern from "planops_pool.h" nogil:
@@ -57,20 +57,6 @@ cdef enum:
     _WIDE_MAX = 4194304   # per-thread buffers up to this many elements use the wide layout
 
 
-cdef inline Py_ssize_t _ceil_div_pos(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return (a + b - 1) // b
-
-
-cdef inline void _cols(Py_ssize_t off, Py_ssize_t W, Py_ssize_t sw, Py_ssize_t ow,
-                       Py_ssize_t* j0, Py_ssize_t* j1) noexcept nogil:
-    # [j0, j1) = the output columns j whose source column j*sw + off lies in [0, W)
-    cdef Py_ssize_t lo = 0 if off >= 0 else _ceil_div_pos(-off, sw)
-    cdef Py_ssize_t hi = _ceil_div_pos(W - off, sw) if W - off > 0 else 0
-    lo = imin(lo, ow)
-    j0[0] = lo
-    j1[0] = imax(lo, imin(hi, ow))
-
-
 cdef void _dw_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
                     const floating* w, floating bias, Py_ssize_t H, Py_ssize_t W,
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -84,7 +70,7 @@ cdef void _dw_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t y
     cdef Py_ssize_t lo[_MAXK]
     cdef Py_ssize_t hi[_MAXK]
     for b in range(imin(kw, _MAXK)):  # column ranges per tap column, hoisted out of the rows
-        _cols(b * dw - pl, W, sw, ow, &lo[b], &hi[b])
+        col_range(b * dw - pl, W, sw, ow, &lo[b], &hi[b])
     for i in range(oh):
         yrow = y + i * yrs
         if accumulate:
@@ -104,7 +90,7 @@ cdef void _dw_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t y
                 if b < _MAXK:
                     j0, j1 = lo[b], hi[b]
                 else:
-                    _cols(off, W, sw, ow, &j0, &j1)
+                    col_range(off, W, sw, ow, &j0, &j1)
                 if sw == 1:
                     for j in range(j0, j1):
                         yrow[j] = yrow[j] + wv * xrow[j + off]
@@ -145,7 +131,7 @@ cdef void _dw_plane_wide(const floating* x, Py_ssize_t xrs, floating* y, Py_ssiz
     cdef const floating* xs
     for ra in range(sh):
         for rb in range(sw):
-            _cols(rb - pl, W, sw, wq, &v0, &v1)
+            col_range(rb - pl, W, sw, wq, &v0, &v1)
             for u in range(hq):
                 row = buf + (ra * sw + rb) * plane + u * wq
                 r = u * sh + ra - pt
@@ -202,7 +188,7 @@ cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t 
     cdef Py_ssize_t lo[_MAXK]
     cdef Py_ssize_t hi[_MAXK]
     for b in range(imin(kw, _MAXK)):
-        _cols(b * dw - pl, W, sw, ow, &lo[b], &hi[b])
+        col_range(b * dw - pl, W, sw, ow, &lo[b], &hi[b])
     for i in range(oh):
         yrow = y + i * yrs
         for j in range(ow):
@@ -217,7 +203,7 @@ cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t 
                 if b < _MAXK:
                     j0, j1 = lo[b], hi[b]
                 else:
-                    _cols(off, W, sw, ow, &j0, &j1)
+                    col_range(off, W, sw, ow, &j0, &j1)
                 for j in range(j0, j1):
                     v = xrow[j * sw + off]
                     best = yrow[j]

@@ -210,8 +210,7 @@ class ConvKernel(Kernel):
             self.scratch_bytes = pad_bytes + _align(N * C * oh * ow * dtype.itemsize)
             self.tmp_offset = pad_bytes
         else:
-            kk = cg * kh * kw
-            self.wg = np.ascontiguousarray(w.reshape(g, F // g, kk), dtype)   # (G, FG, K)
+            self.wg = self.w_flat.reshape(g, F // g, cg * kh * kw)          # (G, FG, K) view
             self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
             self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
                                                                 * dtype.itemsize)
@@ -437,7 +436,9 @@ class _ColumnsPart(Kernel):
         N, C, H, W, F, oh, ow = conv.shape
         if side == 0:  # bound first (lower step index): owns the columns of this binding
             pair._tl.cols = np.empty(pair.cols_shape, conv.dtype)
-        cols = pair._tl.cols
+            cols = pair._tl.cols
+        else:          # part b takes them over (the pair keeps no buffer between bindings)
+            cols = pair._tl.__dict__.pop("cols")
         rows = slice(0, pair.f) if side == 0 else slice(pair.f, F)
         x, y = ins[0], outs[0]
         xs = [x[n:n + 1] for n in range(N)]

@@ -13,9 +13,13 @@ weight counts the classic write-ups quote):
 - **k-sweep** — conv time vs kernel size k ∈ {1, 3, 5, 7} at fixed channels, with the time of the
   im2col step alone (the ``im2col`` kernel on the same geometry) and its share of the conv.
 - **channels** — 1×1 vs 3×3 vs depthwise 3×3 as the channel count grows.
-- **algorithms** — the same convs under each conv algorithm the build offers
-  (``nnlite.conv_algorithm(name)`` when it exists); without it, the one algorithm (im2col + GEMM)
-  and its im2col share, which the k-sweep already measures.
+- **algorithms** — the same convs under each conv algorithm the build offers that really runs
+  for the layer (``nnlite.conv_algorithm(name)``; 'direct' only for the depthwise conv); a build
+  without the compiled extension has one algorithm (im2col + GEMM), which the k-sweep measures.
+
+``quick`` keeps every input of the classic comparisons at the write-ups' own sizes (so the table
+shows their exact params and MACs); it only shortens the timing (fewer rounds, shorter samples)
+and the sweeps (fewer points).
 
 Timing protocol: every callable is warmed up, calibrated (repeated inside a sample until a sample
 lasts ``min_time``), then the variants of one comparison run round-robin (interleaved) for
@@ -42,7 +46,8 @@ from .autograd import no_grad
 from .summary import summary
 from .tensor import Tensor
 
-__all__ = ["Config", "Study", "run", "SECTIONS", "PAIR_KEYS", "SWEEP_KEYS", "conv_algorithms"]
+__all__ = ["Config", "Study", "run", "SECTIONS", "PAIR_KEYS", "SWEEP_KEYS", "conv_algorithms",
+           "runs_as"]
 
 PAIR_KEYS = ("inception3a", "5x5-via-1x1", "5x5-branch", "bottleneck", "dwsep", "5x5-vs-3x3",
              "7x7-factorized", "grouped")
@@ -58,8 +63,9 @@ FLOPS_DEFINITION = ("FLOPs = 2 x MACs + one per bias add, BN output (x2), pool t
 class Config:
     """Sizes and timing of one study run.
 
-    ``scale`` multiplies every spatial size (default 1.0, ``quick`` 0.5); ``repeat`` interleaved
-    rounds (default 5, ``quick`` 3); ``only`` a tuple of section keys (``SECTIONS``) to run;
+    ``scale`` multiplies every spatial size (default 1.0, also with ``quick``: the classic
+    comparisons keep the write-ups' geometries); ``repeat`` interleaved rounds (default 5,
+    ``quick`` 3); ``only`` a tuple of section keys (``SECTIONS``) to run;
     ``min_time`` seconds per timed sample (short calls are looped to reach it).
     """
 
@@ -78,7 +84,7 @@ class Config:
         cfg = replace(
             self,
             repeat=self.repeat if self.repeat is not None else (3 if self.quick else 5),
-            scale=self.scale if self.scale is not None else (0.5 if self.quick else 1.0),
+            scale=self.scale if self.scale is not None else 1.0,
             min_time=self.min_time if self.min_time is not None
             else (0.01 if self.quick else 0.02),
             only=tuple(self.only or ()))
@@ -209,63 +215,46 @@ def channel_sweep_variants(cfg):
 
 
 # ------------------------------------------------------------------- conv algorithms
-_ALGORITHM_CANDIDATES = ("im2col", "implicit", "direct")
-
-
 def conv_algorithms():
-    """Conv algorithms selectable in this build, as a list of names.
+    """The conv algorithms this build can select (``nnlite.available_conv_algorithms()`` without
+    'auto'): ``['im2col', 'implicit', 'direct']`` with the compiled extension, else ``['im2col']``."""
+    from ._algorithms import available_conv_algorithms
 
-    Uses ``nnlite.conv_algorithm(name)`` (a context manager) when nnlite has it, trying the names
-    it lists (``nnlite.conv_algorithms()`` / ``available_conv_algorithms()`` when present) or
-    'im2col', 'implicit', 'direct'; an algorithm whose context raises is left out. Without the
-    selector the build has exactly one algorithm: ``['im2col']`` (im2col + GEMM).
-    """
-    import nnlite
-
-    ctx = getattr(nnlite, "conv_algorithm", None)
-    if ctx is None:
-        return ["im2col"]
-    names = None
-    for attr in ("available_conv_algorithms", "conv_algorithms"):
-        fn = getattr(nnlite, attr, None)
-        if callable(fn):
-            try:
-                names = [str(n) for n in fn()]
-                break
-            except Exception:  # noqa: BLE001 - a listing helper we do not own
-                names = None
-    names = [n for n in (names or _ALGORITHM_CANDIDATES) if n != "auto"]
-    ok = []
-    for name in names:
-        try:
-            with ctx(name):
-                pass
-        except Exception:  # noqa: BLE001 - unknown/unavailable algorithm
-            continue
-        ok.append(name)
-    return ok or ["im2col"]
+    return [a for a in available_conv_algorithms() if a != "auto"]
 
 
 def _algorithm_context(name):
     import contextlib
 
-    import nnlite
+    from ._algorithms import conv_algorithm
 
-    ctx = getattr(nnlite, "conv_algorithm", None)
-    return contextlib.nullcontext() if ctx is None or name is None else ctx(name)
+    return contextlib.nullcontext() if name is None else conv_algorithm(name)
+
+
+def runs_as(conv, chw, batch, algorithm):
+    """The algorithm a bias-free ``conv`` (an ``nn.Conv2d``) really runs on a (batch, *chw) input
+    when ``algorithm`` is asked for ('direct' exists only for depthwise convs; any other conv
+    asked for 'direct' runs 'implicit')."""
+    from ._algorithms import resolve
+
+    geom = conv2d_geometry((batch,) + tuple(chw), conv.weight.shape, None, conv.stride,
+                           conv.padding, conv.dilation, conv.groups)
+    return resolve(geom, algorithm)
 
 
 def algorithm_variants(cfg, algorithms):
+    """Each conv of the algorithm sweep under each algorithm that really runs for it (an
+    algorithm the layer would silently replace by another is not listed twice)."""
     s, c = cfg.hw(56), 64
     ks = (1, 3, 5) if cfg.quick else (1, 3, 5, 7)
+    builds = [(f"{k}x{k} {c}->{c}", (lambda k=k: _conv(c, c, k)), k) for k in ks]
+    builds.append((f"depthwise 3x3 {c}", (lambda: _conv(c, c, 3, groups=c)), 3))
     out = []
-    for k in ks:
+    for label, build, k in builds:
+        conv = build()
         for a in algorithms:
-            out.append(Variant(f"{k}x{k} {c}->{c}", (lambda k=k: _conv(c, c, k)), (c, s, s),
-                               kernel=k, channels=c, algorithm=a))
-    for a in algorithms:
-        out.append(Variant(f"depthwise 3x3 {c}", (lambda: _conv(c, c, 3, groups=c)), (c, s, s),
-                           kernel=3, channels=c, algorithm=a))
+            if runs_as(conv, (c, s, s), cfg.batch, a) == a:
+                out.append(Variant(label, build, (c, s, s), kernel=k, channels=c, algorithm=a))
     return out
 
 

@@ -28,6 +28,11 @@ calls. Work a non-leaf module does in its own ``forward`` (inline relu, residual
 named ``parent:op``. Parents of leaves never get a row of their own, so nothing is counted twice.
 Counts come from the module attributes (kernel_size, groups, in/out channels/features) and the
 tensor shapes observed during the pass, so they scale with the batch.
+
+An imported ONNX graph (``nnlite.onnx.load``) gets one row per node (named by the node, else
+``Op:first_output``), counted by the same formulas on the node's tensors (``ONNX_COUNTERS``):
+Conv from its weight (F, C/group, kH, kW), ConvTranspose from its input, Gemm/MatMul as
+rows x K x columns; each initializer's parameters count in the row of the first node using it.
 """
 import csv
 import io
@@ -122,6 +127,72 @@ _INLINE = {
     "ReLU": "act", "Clamp": "act", "Sigmoid": "act", "Tanh": "act", "HardtanhFn": "act",
     "Add": "elementwise", "Sub": "elementwise", "Mul": "elementwise", "Div": "elementwise",
     "Mean": "pool", "Sum": "pool",
+}
+
+
+#: ONNX ops (an imported graph, ``nnlite.onnx.load``): one row per node, same formulas as the
+#: layers above written on the node's tensors. ``ins`` are the input arrays (None for an absent
+#: optional input), ``out`` the first output array.
+def _onnx_conv(node, ins, out):
+    # W (F, C/group, kH[, kW]): each output element takes (C/group)*kH*kW products
+    w = ins[1]
+    return out.size * int(np.prod(w.shape[1:])), {"bias": _onnx_bias(ins, 2, out)}
+
+
+def _onnx_conv_transpose(node, ins, out):
+    # W (C, F/group, kH[, kW]): each input element is scattered through (F/group)*kH*kW taps
+    w = ins[1]
+    return ins[0].size * int(np.prod(w.shape[1:])), {"bias": _onnx_bias(ins, 2, out)}
+
+
+def _onnx_gemm(node, ins, out):
+    a = ins[0]
+    k = a.shape[0] if node.attrs.get("transA", 0) else a.shape[-1]
+    return out.size * int(k), {"bias": _onnx_bias(ins, 2, out)}
+
+
+def _onnx_matmul(node, ins, out):
+    return out.size * int(ins[0].shape[-1]), {}
+
+
+def _onnx_bias(ins, i, out):
+    return out.size if len(ins) > i and ins[i] is not None else 0
+
+
+def _onnx_pool(node, ins, out):
+    return 0, {"pool": out.size * int(np.prod(node.attrs.get("kernel_shape", (1,))))}
+
+
+def _onnx_global_pool(node, ins, out):
+    return 0, {"pool": ins[0].size}
+
+
+def _onnx_category(category, per="out"):
+    def count(node, ins, out):
+        return 0, {category: ins[0].size if per == "in" else out.size}
+    return count
+
+
+_ONNX_ACT = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid",
+             "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu", "Mish", "Erf",
+             "ThresholdedRelu", "Clip", "Softmax", "LogSoftmax")
+_ONNX_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Sum", "Mean", "Max", "Min")
+
+#: data movement and shape arithmetic: 0 FLOPs, like Flatten/Dropout/concatenation above
+_ONNX_FREE = frozenset((
+    "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
+    "Gather", "GatherElements", "Expand", "Tile", "Shape", "Size", "Constant", "ConstantOfShape",
+    "Identity", "Dropout", "Cast", "CastLike", "Range", "Pad", "DepthToSpace", "SpaceToDepth"))
+
+ONNX_COUNTERS = {
+    "Conv": _onnx_conv, "ConvTranspose": _onnx_conv_transpose, "Gemm": _onnx_gemm,
+    "MatMul": _onnx_matmul, "BatchNormalization": lambda n, i, o: (0, {"bn": 2 * o.size}),
+    "MaxPool": _onnx_pool, "AveragePool": _onnx_pool, "LpPool": _onnx_pool,
+    "GlobalAveragePool": _onnx_global_pool, "GlobalMaxPool": _onnx_global_pool,
+    "GlobalLpPool": _onnx_global_pool, "ReduceMean": _onnx_global_pool,
+    "ReduceSum": _onnx_global_pool,
+    **{op: _onnx_category("act") for op in _ONNX_ACT},
+    **{op: _onnx_category("elementwise") for op in _ONNX_ELEMENTWISE},
 }
 
 
@@ -342,6 +413,7 @@ class _Recorder:
         self.rows = {}      # key -> LayerCost, in first-call order
         self.stack = []     # (name, module, is_leaf) of the modules currently running
         self.uncounted = set()
+        self.seen_params = set()
 
     def _row(self, key, type_, params):
         row = self.rows.get(key)
@@ -364,6 +436,29 @@ class _Recorder:
         self._add(row, macs, parts, _tensors(args), outs, _nbytes(params))
         if dt is not None:
             row.time_s = (row.time_s or 0.0) + dt
+
+    def onnx_node(self, module, prefix, node, args, outs):
+        """A row for one node of an imported ONNX graph (``module`` an ``OnnxModule``)."""
+        label = node.name or f"{node.op}:{node.outputs[0] if node.outputs else ''}"
+        key = f"{prefix}.{label}" if prefix else label
+        new = [v for v in node.inputs
+               if v and v in module._parameters and v not in self.seen_params]
+        self.seen_params.update(new)
+        params = [module._parameters[v] for v in new]
+        row = self._row(key, node.op, sum(int(p.data.size) for p in params))
+        ins = [a for a in args if isinstance(a, Tensor)]
+        outs = _tensors(list(outs))
+        counter = ONNX_COUNTERS.get(node.op)
+        if counter is None or not outs:
+            macs, parts = 0, {}
+            if counter is None and node.op not in _ONNX_FREE:
+                self.uncounted.add(node.op)
+        else:
+            arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+            macs, parts = counter(node, arrays, outs[0].data)
+        param_ins = [a for a, v in zip(args, node.inputs) if v in module._parameters]
+        acts = [t for t in ins if not any(t is p for p in param_ins)]
+        self._add(row, macs, parts, acts, outs, _nbytes(param_ins))
 
     def inline(self, parent, op, category, inputs, out):
         key = f"{parent or '(model)'}:{op.lower()}"
@@ -395,14 +490,22 @@ def _instrument(model, rec):
         orig = mod.forward
         saved.append((mod, had, mod.__dict__.get("forward")))
 
-        def wrapped(*args, _orig=orig, _name=name, _mod=mod, _leaf=is_leaf, **kwargs):
+        graph_nodes = is_leaf and hasattr(mod, "node_observer")   # an imported ONNX graph
+
+        def wrapped(*args, _orig=orig, _name=name, _mod=mod, _leaf=is_leaf, _nodes=graph_nodes,
+                    **kwargs):
             rec.stack.append((_name, _mod, _leaf))
+            if _nodes:
+                object.__setattr__(_mod, "node_observer", lambda node, a, o: rec.onnx_node(
+                    _mod, _name, node, a, o))
             t0 = time.perf_counter()
             try:
                 out = _orig(*args, **kwargs)
             finally:
                 rec.stack.pop()
-            if _leaf:
+                if _nodes:
+                    object.__setattr__(_mod, "node_observer", None)
+            if _leaf and not _nodes:
                 dt = time.perf_counter() - t0 if rec.measure else None
                 rec.leaf(_name, _mod, (args, kwargs), out, dt)
             return out
@@ -501,7 +604,8 @@ def summary(model, input_shape, *, dtype=None, count_bias=False, count_bn=False,
 
     # leaves never called still get a row (their parameters, no cost)
     for name, mod in model.named_modules():
-        if not any(True for _ in mod.children()) and (name or "(model)") not in rec.rows:
+        if (not any(True for _ in mod.children()) and (name or "(model)") not in rec.rows
+                and not hasattr(mod, "node_observer")):   # an ONNX graph has its node rows
             params = sum(int(p.data.size) for p in mod._parameters.values() if p is not None)
             rec._row(name or "(model)", type(mod).__name__, params)
     rows = list(rec.rows.values())

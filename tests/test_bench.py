@@ -6,6 +6,7 @@ import io
 import re
 import sys
 
+import numpy as np
 import pytest
 
 import nnlite
@@ -223,41 +224,101 @@ def test_progress_line_counts_every_step(monkeypatch, restore_threads):
     assert text.count("\r") >= 2 and "nnlite bench [" in text and text.endswith("\r")
 
 
-def test_algorithm_sweep_picks_up_selectable_algorithms(monkeypatch, restore_threads):
+# the write-ups' own numbers (GoogLeNet's Inception 3a and its 5x5 branch on 28x28x192, the
+# 1x1-convolution article's 5x5 on 100x100x128, the ResNet bottleneck on 56x56x256), typed in as
+# the articles and docs/classic_costs.md print them; depthwise-separable 16->32 on the bench's
+# 112x112 map by the closed-form count (standard: H*W*F*C*9; separable: H*W*C*9 + H*W*C*F)
+WRITEUPS = {
+    "inception3a": (303_464_448, 128_049_152),
+    "5x5-via-1x1": (8_192_000_000, 2_088_960_000),
+    "5x5-branch": (120_422_400, 12_443_648),
+    "bottleneck": (1_849_688_064, 218_365_952),
+    "dwsep": (112 * 112 * 32 * 16 * 9, 112 * 112 * 16 * 9 + 112 * 112 * 16 * 32),
+}
+
+
+def test_quick_config_keeps_the_writeups_geometries():
+    cfg = bench.Config(quick=True).resolved()
+    assert cfg.scale == 1.0 and cfg.repeat == 3
+    chw = {p.key: p.base.chw for p in bench.pairs(cfg)}
+    assert chw["inception3a"] == chw["5x5-branch"] == (192, 28, 28)
+    assert chw["5x5-via-1x1"] == (128, 100, 100)
+    assert chw["bottleneck"] == (256, 56, 56)
+    assert chw["dwsep"] == (16, 112, 112)
+    for pair in bench.pairs(bench.Config(quick=True, only=tuple(WRITEUPS)).resolved()):
+        macs = tuple(nnlite.summary(v.build(), (1,) + v.chw).macs for v in (pair.base, pair.alt))
+        assert macs == WRITEUPS[pair.key], pair.key
+
+
+def test_quick_cli_table_and_csv_carry_the_writeups_numbers(tmp_path, capsys, restore_threads):
+    path = tmp_path / "q.csv"
+    assert main(["bench", "--quick", "--repeat", "1", "--no-progress", "--only",
+                 ",".join(WRITEUPS), "--csv", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = {(r["case"], r["role"]): r for r in csv.DictReader(open(path, newline=""))}
+    for case, (base, alt) in WRITEUPS.items():
+        assert int(rows[(case, "baseline")]["macs"]) == base
+        assert int(rows[(case, "alternative")]["macs"]) == alt
+        assert f"{base:,}" in out and f"{alt:,}" in out
+
+
+def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore_threads):
+    """'direct' only for the depthwise conv; each listed (conv, algorithm) really calls that
+    algorithm's kernel (spied on at the kernel entry points, not through the resolver)."""
+    if "direct" not in nnlite.available_conv_algorithms():
+        pytest.skip("this build has no implicit/direct kernels")
+    from nnlite.kernels import _conv_gemm, conv_cython
+
     nnlite.set_num_threads(1)
-    import contextlib
+    cfg = bench.Config(quick=True, scale=0.2, repeat=1, min_time=0, progress=False,
+                       only=("algorithms",)).resolved()
+    variants = bench.algorithm_variants(cfg, bench.conv_algorithms())
+    listed = {(v.label, v.algorithm) for v in variants}
+    assert {a for lab, a in listed if lab.startswith("depthwise")} == {"im2col", "implicit",
+                                                                       "direct"}
+    assert {a for lab, a in listed if not lab.startswith("depthwise")} == {"im2col", "implicit"}
+    assert len(listed) == len(variants)
 
-    used = []
+    called = []
+    fast = conv_cython._convfast
 
-    @contextlib.contextmanager
-    def conv_algorithm(name):
-        if name not in ("im2col", "direct"):
-            raise ValueError(f"unknown conv algorithm {name!r}")
-        used.append(name)
-        yield
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(fast, name)
 
-    monkeypatch.setattr(nnlite, "conv_algorithm", conv_algorithm, raising=False)
-    assert bench.conv_algorithms() == ["im2col", "direct"]
-    study = bench.run(bench.Config(quick=True, scale=0.2, repeat=1,
-                                   only=("algorithms", "k-sweep", "dwsep"), min_time=0,
-                                   progress=False))
-    algos = [(m.variant.label, m.variant.algorithm) for m in study.algorithms]
-    assert ("3x3 64->64", "direct") in algos and ("3x3 64->64", "im2col") in algos
-    assert {"im2col", "direct"} <= set(used)
-    assert "Per conv algorithm (forward)" in study.to_text()
-    # the k-sweep pins im2col (its im2col share is then the share of that algorithm); the pairs
-    # run with the default algorithm (no selector call with None)
-    assert {m.variant.algorithm for m in study.k_sweep} == {"im2col"}
-    assert "fixed channels, im2col algorithm" in study.to_text()
-    assert study.pairs[0].base.fwd and study.pairs[0].alt.fwdbwd
-    rows = [r for r in csv.DictReader(io.StringIO(study.to_csv()))]
-    assert {r["algorithm"] for r in rows if r["section"] == "algorithms"} == {"im2col", "direct"}
+        def conv2d_implicit(self, *a, **k):
+            called.append("implicit")
+            return fast.conv2d_implicit(*a, **k)
+
+        def conv2d_depthwise(self, *a, **k):
+            called.append("direct")
+            return fast.conv2d_depthwise(*a, **k)
+
+    gemm_forward = _conv_gemm.forward
+
+    def im2col_forward(*a, **k):
+        called.append("im2col")
+        return gemm_forward(*a, **k)
+
+    monkeypatch.setattr(conv_cython, "_convfast", Spy())
+    monkeypatch.setattr(_conv_gemm, "forward", im2col_forward)
+    for v in variants:
+        called.clear()
+        model = v.build().eval()
+        x = nnlite.tensor(np.ones((1,) + v.chw, np.float32))
+        with nnlite.conv_algorithm(v.algorithm), nnlite.no_grad():
+            model(x)
+        assert called == [v.algorithm], (v.label, v.algorithm, called)
+
+    study = bench.run(cfg)
+    assert [(m.variant.label, m.variant.algorithm) for m in study.algorithms] == [
+        (v.label, v.algorithm) for v in variants]
+    assert all(not m.error for m in study.algorithms)
 
 
-def test_without_a_selector_the_one_algorithm_is_reported():
-    if hasattr(nnlite, "conv_algorithm"):
-        pytest.skip("this build has nnlite.conv_algorithm")
-    assert bench.conv_algorithms() == ["im2col"]
+def test_conv_algorithms_are_the_builds_selectable_ones():
+    assert bench.conv_algorithms() == [a for a in nnlite.available_conv_algorithms()
+                                       if a != "auto"]
 
 
 def test_oversubscription_warning():
@@ -320,7 +381,73 @@ def test_summary_cli_onnx_file(tmp_path, capsys):
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out
     assert "1x4x8x8" in out and "params 108" in out
-    assert "counts its parameters exactly but not its MACs" in out
+    # 'same' 3x3 conv 3->4 on 8x8: 64 pixels x 4 filters x 27 taps
+    assert f"MACs {64 * 4 * 27:,}" in out
+    assert re.search(r"^Conv_0 +Conv +1x4x8x8 +108 +6,912 ", out, flags=re.M)
+
+
+def test_summary_of_an_onnx_graph_counts_every_node():
+    """Per-node MACs/FLOPs of an imported graph against closed-form counts, and against
+    nnlite.summary of the same network built from nnlite layers (the module-level formulas)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import nnlite.nn as nn
+    import nnlite.onnx as nnonnx
+
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    inits = [init("w1", 6, 1, 3, 5), init("b1", 6),                     # grouped 3->6, 3x5
+             init("g", 6), init("be", 6), init("mu", 6), init("var", 6),
+             init("wt", 6, 2, 2, 3),                                    # ConvTranspose 6->4, g=2
+             init("wf", 10, 4), init("bf", 10), init("wm", 10, 7)]
+    inits[5] = numpy_helper.from_array(np.abs(numpy_helper.to_array(inits[5])) + 0.5, "var")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=3, strides=[2, 1],
+                         pads=[1, 2, 1, 2], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "g", "be", "mu", "var"], ["bn"],
+                         name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("ConvTranspose", ["r", "wt"], ["ct"], group=2, strides=[2, 2],
+                         name="deconv"),
+        helper.make_node("GlobalAveragePool", ["ct"], ["gp"], name="gap"),
+        helper.make_node("Flatten", ["gp"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["fc"], transB=1, name="fc"),
+        helper.make_node("MatMul", ["fc", "wm"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [2, 3, 9, 7])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [2, 7])], inits)
+    model = nnonnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+                        .SerializeToString())
+    rep = nnlite.summary(model, (2, 3, 9, 7), count_all=True)
+    rows = {r.name: r for r in rep.rows}
+    assert list(rows) == ["conv1", "bn", "relu", "deconv", "gap", "flat", "fc", "mm"]
+    # conv1: out (2, 6, 5, 7); each output element takes (3/3)*3*5 products
+    assert rows["conv1"].output_shape == (2, 6, 5, 7)
+    assert rows["conv1"].macs == 2 * 6 * 5 * 7 * 15 and rows["conv1"].params == 6 * 15 + 6
+    # deconv: every input element (2*6*5*7) scattered through (4/2)*2*3 taps
+    assert rows["deconv"].output_shape == (2, 4, 10, 15)
+    assert rows["deconv"].macs == 2 * 6 * 5 * 7 * 12
+    assert rows["fc"].macs == 2 * 4 * 10 and rows["mm"].macs == 2 * 10 * 7
+    assert rows["bn"].params == 24 and rows["bn"].flops == 2 * 2 * 6 * 5 * 7
+    assert rows["gap"].flops == 2 * 4 * 10 * 15 and rows["flat"].flops == 0
+    assert rep.macs == sum(r.macs for r in rows.values()) and rep.params == sum(
+        int(np.prod(numpy_helper.to_array(t).shape)) for t in inits)
+
+    # the same network from nnlite layers: the module formulas agree
+    net = nn.Sequential(nn.Conv2d(3, 6, (3, 5), stride=(2, 1), padding=(1, 2), groups=3),
+                        nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.ConvTranspose2d(6, 4, (2, 3), stride=2, groups=2, bias=False),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10),
+                        nn.Linear(10, 7, bias=False))
+    ref = nnlite.summary(net, (2, 3, 9, 7), count_all=True)
+    assert (ref.macs, ref.output_shape) == (rep.macs, rep.output_shape)
+    assert rep.params == ref.params + 2 * 6    # ONNX holds BN's running mean/var as initializers
+    assert ref.flops == rep.flops
 
 
 def test_summary_cli_onnx_without_the_onnx_package(tmp_path, monkeypatch, capsys):

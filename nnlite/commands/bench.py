@@ -13,7 +13,8 @@ def register(subparsers):
                     "sweeps over kernel size, channels and conv algorithms. Times are medians of "
                     "interleaved rounds; on a shared machine they are noisy.")
     p.add_argument("--quick", action="store_true",
-                   help="half the spatial sizes, 3 rounds, fewer sweep points (under a minute)")
+                   help="3 rounds, shorter samples, fewer sweep points (under a minute); the classic "
+                        "comparisons keep the write-ups' input sizes")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N", dest="bench_threads",
                    help="threads for nnlite's kernels and the BLAS")
@@ -21,7 +22,8 @@ def register(subparsers):
                    help="interleaved timing rounds (default 5, --quick 3)")
     p.add_argument("--warmup", type=int, default=1, metavar="W", help="warm-up calls (default 1)")
     p.add_argument("--scale", type=float, default=None, metavar="S",
-                   help="multiply every spatial size by S (default 1, --quick 0.5)")
+                   help="multiply every spatial size by S (default 1; other values change the "
+                        "write-ups' geometries and so their MAC counts)")
     p.add_argument("--only", default=None, metavar="KEYS",
                    help="comma-separated sections to run: " + ", ".join(SECTIONS))
     p.add_argument("--csv", default=None, metavar="PATH",

@@ -102,9 +102,6 @@ def cmd_summary(args):
     except (ValueError, TypeError) as exc:
         return _fail(f"{name} with input shape {shape}: {exc}")
     print(report.to_markdown() if args.markdown else report, end="" if args.markdown else "\n")
-    if is_file and report.macs == 0 and any(r.type == "OnnxModule" for r in report.rows):
-        print("Note: an imported ONNX graph runs as one module whose nodes are not nnlite "
-              "layers, so nnlite.summary counts its parameters exactly but not its MACs.")
     if args.csv:
         report.to_csv(args.csv)
         print(f"CSV: {args.csv}")

@@ -29,6 +29,10 @@ class OnnxModule(Module):
     tuple when the graph has several outputs.
     """
 
+    #: called as ``node_observer(node, args, outputs)`` after each node when set (``nnlite.summary``
+    #: counts the graph per node through it)
+    node_observer = None
+
     def __init__(self, graph, source="<onnx>"):
         super().__init__()
         object.__setattr__(self, "graph", graph)
@@ -77,6 +81,8 @@ class OnnxModule(Module):
                 outs = run_node(node, args, g.opset)
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise type(exc)(f"{node.label()}: {exc}") from exc
+            if self.node_observer is not None:
+                self.node_observer(node, args, outs)
             for name, val in zip(node.outputs, outs):
                 if name:
                     env[name] = val

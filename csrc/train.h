@@ -35,4 +35,11 @@ void nnl_bn_bwd_gx_s(const float* gy, const float* x, float* gx, nnl_tidx n, nnl
 void nnl_bn_bwd_gx_d(const double* gy, const double* x, double* gx, nnl_tidx n, nnl_tidx s,
                      nnl_tidx sn, double a, double b, double d);
 
+/* ReLU on n contiguous elements: y = x <= 0 ? 0 : x (NaN passes, -0.0 -> +0.0);
+ * gx = y > 0 ? gy : 0. */
+void nnl_relu_fwd_s(const float* x, float* y, nnl_tidx n);
+void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n);
+void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n);
+void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n);
+
 #endif

@@ -1,4 +1,4 @@
-"""Training kernels (-> nnlite._train): one-pass BatchNorm forward and backward.
+"""Training kernels (-> nnlite._train): one-pass BatchNorm forward and backward, ReLU.
 
 x, y, gy, gx are C-contiguous (N, C, S) views (S = product of the spatial sizes). OpenMP runs
 over the channels; each channel's reductions run in one thread in a fixed order (train_bn.c), so
@@ -33,6 +33,10 @@ cdef extern from "train.h" nogil:
                          nnl_tidx sn, float a, float b, float d)
     void nnl_bn_bwd_gx_d(const double* gy, const double* x, double* gx, nnl_tidx n,
                          nnl_tidx s, nnl_tidx sn, double a, double b, double d)
+    void nnl_relu_fwd_s(const float* x, float* y, nnl_tidx n)
+    void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n)
+    void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n)
+    void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n)
 
 
 def _check3(name, tuple got, tuple want):
@@ -109,3 +113,43 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                                 <float>k2, <float>k3)
             else:
                 nnl_bn_bwd_gx_d(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
+
+
+# ---------------------------------------------------------------------------------- ReLU
+# Elementwise, in blocks of _RELU_BLOCK per OpenMP iteration (every element is computed alone:
+# results cannot depend on the thread count).
+cdef enum:
+    _RELU_BLOCK = 16384
+
+
+def relu_forward(const floating[::1] x, floating[::1] y, int num_threads=1):
+    """y = max(x, 0) with NaN propagated (as torch.relu) and -0.0 -> +0.0 (as np.maximum)."""
+    cdef Py_ssize_t n = x.shape[0], nb, blk, i0, i1
+    cdef int nt = max(1, num_threads)
+    if y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} elements; expected {n}")
+    nb = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
+    for blk in prange(nb, nogil=True, schedule="static", num_threads=nt):
+        i0 = blk * _RELU_BLOCK
+        i1 = min(i0 + _RELU_BLOCK, n)
+        if floating is float:
+            nnl_relu_fwd_s(&x[i0], &y[i0], i1 - i0)
+        else:
+            nnl_relu_fwd_d(&x[i0], &y[i0], i1 - i0)
+
+
+def relu_backward(const floating[::1] gy, const floating[::1] y, floating[::1] gx,
+                  int num_threads=1):
+    """gx = gy where y > 0, else 0 (y = relu's output: y > 0 exactly where its input was)."""
+    cdef Py_ssize_t n = gy.shape[0], nb, blk, i0, i1
+    cdef int nt = max(1, num_threads)
+    if y.shape[0] != n or gx.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} and gx {gx.shape[0]} elements; expected {n}")
+    nb = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
+    for blk in prange(nb, nogil=True, schedule="static", num_threads=nt):
+        i0 = blk * _RELU_BLOCK
+        i1 = min(i0 + _RELU_BLOCK, n)
+        if floating is float:
+            nnl_relu_bwd_s(&gy[i0], &y[i0], &gx[i0], i1 - i0)
+        else:
+            nnl_relu_bwd_d(&gy[i0], &y[i0], &gx[i0], i1 - i0)

@@ -214,3 +214,53 @@ def test_batched_weight_gradient_matches_reference(case, budget, monkeypatch):
     got = kernels.impl("conv2d_backward_weight", "cython")(gy, x, geom)
     want = kernels.impl("conv2d_backward_weight", "reference")(gy, x, geom)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------- ReLU
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 17, 19), (5000,), (2, 3, 1, 700)], ids=str)
+def test_relu_native_matches_naive_loop(shape, dtype):
+    from nnlite import _ops
+
+    assert np.prod(shape) >= _ops.ReLU._NATIVE_MIN                 # the native path runs
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[:4] = [np.nan, -0.0, 0.0, -np.inf]
+    gy = rng.standard_normal(shape).astype(dtype)
+    xt = nnlite.tensor(x, requires_grad=True)
+    y = F.relu(xt)
+    y.backward(gy)
+    want_y = np.array([v if (v > 0 or v != v) else 0.0 for v in flat], dtype).reshape(shape)
+    want_g = np.array([g if v > 0 else 0.0 for v, g in zip(flat, gy.reshape(-1))],
+                      dtype).reshape(shape)
+    np.testing.assert_array_equal(y.data, want_y)
+    assert not np.signbit(y.data.reshape(-1)[1])                   # -0.0 -> +0.0 (np.maximum)
+    np.testing.assert_array_equal(xt.grad, want_g)
+    assert y.dtype == xt.grad.dtype == dtype
+
+
+def test_relu_native_non_contiguous_and_threads():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 40, 30, 30))[:, ::2]               # strided, > 2**17 elements
+    gy = rng.standard_normal(x.shape)
+    results = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            xt = nnlite.tensor(x, requires_grad=True)
+            y = F.relu(xt)
+            y.backward(gy)
+            results.append((y.data, xt.grad))
+    np.testing.assert_array_equal(results[0][0], np.maximum(x, 0))
+    np.testing.assert_array_equal(results[0][1], np.where(x > 0, gy, 0))
+    for y, g in results[1:]:
+        assert np.array_equal(y, results[0][0]) and np.array_equal(g, results[0][1])
+
+
+def test_relu_native_raises_on_size_mismatch():
+    from nnlite import _train
+
+    with pytest.raises(ValueError, match="expected 4"):
+        _train.relu_forward(np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="expected 4"):
+        _train.relu_backward(np.zeros(4), np.zeros(4), np.zeros(5))

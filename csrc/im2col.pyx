@@ -24,8 +24,9 @@ from _common cimport col_range, in_range, imin, imax
 cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
-                        Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    # x: one (H, W) plane; cols: this plane's KH*KW rows of OH*OW columns
+                        Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t tap_stride) noexcept nogil:
+    # x: one (H, W) plane; cols: this plane's KH*KW rows of OH*OW columns, consecutive rows
+    # ``tap_stride`` entries apart (OH*OW in the (N, C*KH*KW, L) layout)
     cdef Py_ssize_t a, b, i, j, row, off, j0, j1
     cdef const floating* src
     cdef floating* dst
@@ -35,7 +36,7 @@ cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssiz
             col_range(off, W, sw, ow, &j0, &j1)
             for i in range(oh):
                 row = i * sh - pt + a * dh
-                dst = cols + ((a * kw + b) * oh + i) * ow
+                dst = cols + (a * kw + b) * tap_stride + i * ow
                 if not in_range(row, H):
                     # a fully padded source row: a row of zeros, no per-element test
                     for j in range(ow):
@@ -115,7 +116,34 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     cdef floating* cp = &cols[0, 0, 0]
     for p in prange(P, nogil=True, schedule="static", num_threads=nt):
         _im2col_plane(xp + p * plane, cp + p * rows, H, W, kh, kw, sh, sw, pt, pl, dh, dw,
-                      oh, ow)
+                      oh, ow, oh * ow)
+
+
+def im2col_rows(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
+                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                Py_ssize_t oh, Py_ssize_t ow, int num_threads=1):
+    """Fill ``cols`` (C*KH*KW, N, OH*OW) from ``x`` (N, C, H, W): the columns of all N images
+    side by side in each row (cols[r, n] = im2col(x)[n, r]), so that a weight gradient over the
+    whole batch is ONE GEMM with inner size N*OH*OW. Padding entries become 0."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t p, n, c, P = N * C, L = oh * ow, plane = H * W
+    cdef int nt = max(1, num_threads)
+    _check(N, C, H, W, (cols.shape[1], cols.shape[0], cols.shape[2]),
+           kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if P == 0 or L == 0:
+        return
+    if plane == 0:  # an empty image: every column entry is padding
+        cols[:, :, :] = 0
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* cp = &cols[0, 0, 0]
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        n = p // C
+        c = p - n * C
+        # plane (n, c): rows c*KH*KW .. of image n, each row N*L entries apart
+        _im2col_plane(xp + p * plane, cp + (c * kh * kw * N + n) * L, H, W, kh, kw, sh, sw,
+                      pt, pl, dh, dw, oh, ow, N * L)
 
 
 def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,

@@ -355,8 +355,34 @@ class Clamp(Function):
         return gy * self.saved_tensors[0]
 
 
+def _train_kernels():
+    """nnlite._train when built (native one-pass ReLU), else None."""
+    try:
+        from . import _train
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+    return _train
+
+
 class ReLU(Function):
+    # float32/64 under the 'cython' backend: one native pass each way, and backward reads the
+    # saved OUTPUT (y > 0 exactly where a > 0) instead of a separate boolean mask
+    _NATIVE_MIN = 1 << 12
+
     def forward(self, a):
+        from ._config import backend, get_num_threads
+
+        k = _train_kernels()
+        self.native = (k is not None and a.dtype in (np.float32, np.float64)
+                       and a.size >= self._NATIVE_MIN and backend() == "cython")
+        if self.native:
+            a = np.ascontiguousarray(a)
+            y = np.empty(a.shape, dtype=a.dtype)
+            k.relu_forward(a.reshape(-1), y.reshape(-1),
+                           num_threads=get_num_threads() if a.size >= 1 << 17 else 1)
+            if self.requires_grad:
+                self.save_for_backward(y)
+            return y
         y = np.maximum(a, 0)
         # NaN propagates through np.maximum, as torch.relu
         if self.requires_grad:
@@ -364,6 +390,16 @@ class ReLU(Function):
         return y
 
     def backward(self, gy):
+        if self.native:
+            from ._config import get_num_threads
+
+            y = self.saved_tensors[0]
+            gy = np.ascontiguousarray(gy, dtype=y.dtype)
+            gx = np.empty(y.shape, dtype=y.dtype)
+            _train_kernels().relu_backward(gy.reshape(-1), y.reshape(-1), gx.reshape(-1),
+                                           num_threads=get_num_threads() if y.size >= 1 << 17
+                                           else 1)
+            return gx
         return gy * self.saved_tensors[0]
 
 

@@ -5,10 +5,33 @@
 """
 import numpy as np
 
+from .._config import backend as _active_backend
+from .._config import get_num_threads
 from ..autograd import Function
 from ._checks import float_tensor, same_dtype
 
+try:
+    from .. import _train          # native one-pass kernels (csrc/train.pyx, train_bn.c)
+except ImportError:  # pragma: no cover - depends on the build
+    _train = None
+
 __all__ = ["batch_norm"]
+
+
+# Below this many elements a BatchNorm kernel runs on one thread (an OpenMP team wake-up costs
+# about as much as a pass over 2**15 floats).
+_PARALLEL_MIN = 1 << 15
+
+
+def _native(x):
+    """True when the training path can run the native kernels (float32/64, nonempty)."""
+    return (_train is not None and x.dtype in (np.float32, np.float64) and x.size > 0
+            and _active_backend() == "cython")
+
+
+def _as3(a, n, c):
+    """(N, C, *spatial) -> a C-contiguous (N, C, S) view (a copy only when not contiguous)."""
+    return np.ascontiguousarray(a).reshape(n, c, -1)
 
 
 def _axes_and_shape(x):
@@ -34,6 +57,22 @@ class BatchNormFn(Function):
         self.axes, self.shape = axes, shape
         n = x.size // x.shape[1] if x.shape[1] else 0
         self.n = n
+        self.native = training and _native(x)
+        if self.native:
+            # one pass for the statistics (double accumulation), one for y; saves x (the
+            # input, already alive) instead of a normalised copy
+            nb, c = x.shape[0], x.shape[1]
+            x3 = _as3(x, nb, c)
+            y = np.empty(x.shape, dtype=x.dtype)
+            w1 = np.ascontiguousarray(w) if w is not None else np.ones(c, x.dtype)
+            b1 = np.ascontiguousarray(b) if b is not None else np.zeros(c, x.dtype)
+            mean64, m2, inv64 = np.empty(c), np.empty(c), np.empty(c)
+            _train.bn_train_forward(x3, y.reshape(nb, c, -1), w1, b1, float(eps), mean64, m2,
+                                    inv64, num_threads=self._threads(x.size))
+            if self.requires_grad:
+                self.save_for_backward(x3, (mean64, inv64), w1)
+            var_unbiased = m2 / (n - 1) if n > 1 else m2 / n
+            return y, mean64.astype(x.dtype), var_unbiased.astype(x.dtype)
         if training:
             if n == 0:
                 mean = np.full(x.shape[1], np.nan, dtype=x.dtype)
@@ -67,7 +106,29 @@ class BatchNormFn(Function):
             return y, mean, var_unbiased
         return y
 
+    @staticmethod
+    def _threads(size):
+        return get_num_threads() if size >= _PARALLEL_MIN else 1
+
+    def _backward_native(self, gy):
+        x3, (mean64, inv64), w1 = self.saved_tensors
+        need = self.needs_input_grad
+        nb, c = x3.shape[0], x3.shape[1]
+        gx = np.empty(gy.shape, dtype=gy.dtype) if need[0] else None
+        sgy, sgxm = np.empty(c), np.empty(c)
+        _train.bn_backward(_as3(gy, nb, c), x3, None if gx is None else gx.reshape(nb, c, -1),
+                           mean64, inv64, w1, True, sgy, sgxm,
+                           num_threads=self._threads(x3.size))
+        out = (gx,)
+        if self.has_weight:
+            out += ((sgxm * inv64).astype(gy.dtype) if need[1] else None,)
+        if self.has_bias:
+            out += (sgy.astype(gy.dtype) if need[-1] else None,)
+        return out
+
     def backward(self, gy):
+        if self.native:
+            return self._backward_native(gy)
         xhat, invstd, w = self.saved_tensors
         axes, shape, need = self.axes, self.shape, self.needs_input_grad
         gx = gw = gb = None

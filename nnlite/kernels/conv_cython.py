@@ -7,7 +7,8 @@ conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the l
 pointwise conv multiplies the image directly). The input gradient of a stride-1 conv is the
 forward conv of gy with the flipped weight (same algorithm choice, no col2im); otherwise it
 is nnlite's GEMM then col2im (whole image planes per thread: no write races). The weight
-gradient is explicit columns (chunked) times gy on nnlite's GEMM.
+gradient is one GEMM per chunk of images over explicit columns laid out channel-row-major
+(inner size = images x OH*OW), not one GEMM per image.
 
 Registered only when the extension imports; otherwise the 'cython' backend falls back to NumPy.
 """
@@ -194,8 +195,42 @@ def conv2d_backward_input(gy, w, geom, general=False):
     return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 
+def _rows_first(a, n, c, l):
+    """(N, C, ...) -> a new C-contiguous (C, N*L): every channel's values of all images in one
+    row (the layout that makes a batch reduction one GEMM's inner dimension)."""
+    out = np.empty((c, n, l), dtype=a.dtype)
+    out[...] = a.reshape(n, c, l).transpose(1, 0, 2)
+    return out.reshape(c, n * l)
+
+
 def conv2d_backward_weight(gy, x, geom, general=False):
-    return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
+    """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per chunk of images (inner size M*OH*OW):
+    the columns are written channel-row-major over the chunk (``_im2col.im2col_rows``) and gy is
+    regrouped to (F, M*OH*OW); a pointwise conv multiplies the regrouped image directly."""
+    args = _args(geom)
+    if general or args is None or geom.n == 0:
+        return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
+    n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
+    gy = np.ascontiguousarray(gy)
+    x = np.ascontiguousarray(x)
+    gw = np.empty((g, fg, k), dtype=gy.dtype)
+    if geom.is_pointwise:
+        a = _rows_first(gy, n, geom.f, l).reshape(g, fg, n * l)
+        b = _rows_first(x, n, geom.c, l).reshape(g, k, n * l)
+        gemm_ops.gemm_batched(a, b, gw, trans_b=True)
+        return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
+    nb = geom.batch_chunk(x.dtype.itemsize)
+    rows = geom.c * geom.kh * geom.kw
+    ws = np.empty(rows * nb * l, dtype=x.dtype)
+    for n0 in range(0, n, nb):
+        n1 = min(n0 + nb, n)
+        m = n1 - n0
+        cols = ws[:rows * m * l].reshape(rows, m, l)
+        _im2col.im2col_rows(x[n0:n1], cols, *args, num_threads=_threads(cols.size))
+        a = _rows_first(gy[n0:n1], m, geom.f, l).reshape(g, fg, m * l)
+        gemm_ops.gemm_batched(a, cols.reshape(g, k, m * l), gw, trans_b=True,
+                              beta=1.0 if n0 else 0.0)
+    return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
 
 
 if _im2col is not None:

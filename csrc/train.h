@@ -1,0 +1,45 @@
+/* nnlite training kernels: C interface of nnlite._train (cdef extern'ed by csrc/train.pyx).
+ *
+ * BatchNorm over x viewed as (N, C, S) (S = product of the spatial sizes, 1 for (N, C) input),
+ * C-contiguous. Every routine handles ONE channel c; the caller runs channels in parallel. A
+ * channel's reductions run in a fixed order (8 interleaved double partial sums over each
+ * contiguous S-run, runs in image order, partials combined in a fixed tree), so results do not
+ * depend on the thread count.
+ *
+ *   stats:     mean = Σx / cnt;  m2 = Σ(x - mean)²      (two passes, double accumulation)
+ *   affine:    y = x * scale + shift                    (scale, shift per channel)
+ *   bwd_sums:  sgy = Σ gy;  sgxm = Σ gy * (x - mean)    (double accumulation)
+ *   bwd_gx:    gx = a * gy + b * x + d                  (a, b, d per channel)
+ */
+#ifndef NNLITE_TRAIN_H
+#define NNLITE_TRAIN_H
+
+#include <stddef.h>
+
+typedef ptrdiff_t nnl_tidx;
+
+void nnl_bn_stats_s(const float* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,
+                    double* m2);
+void nnl_bn_stats_d(const double* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,
+                    double* m2);
+void nnl_bn_affine_s(const float* x, float* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
+                     float scale, float shift);
+void nnl_bn_affine_d(const double* x, double* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
+                     double scale, double shift);
+void nnl_bn_bwd_sums_s(const float* gy, const float* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
+                       double mean, double* sgy, double* sgxm);
+void nnl_bn_bwd_sums_d(const double* gy, const double* x, nnl_tidx n, nnl_tidx s,
+                       nnl_tidx sn, double mean, double* sgy, double* sgxm);
+void nnl_bn_bwd_gx_s(const float* gy, const float* x, float* gx, nnl_tidx n, nnl_tidx s,
+                     nnl_tidx sn, float a, float b, float d);
+void nnl_bn_bwd_gx_d(const double* gy, const double* x, double* gx, nnl_tidx n, nnl_tidx s,
+                     nnl_tidx sn, double a, double b, double d);
+
+/* ReLU on n contiguous elements: y = x <= 0 ? 0 : x (NaN passes, -0.0 -> +0.0);
+ * gx = y > 0 ? gy : 0. */
+void nnl_relu_fwd_s(const float* x, float* y, nnl_tidx n);
+void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n);
+void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n);
+void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n);
+
+#endif

@@ -1,0 +1,155 @@
+"""Training kernels (-> nnlite._train): one-pass BatchNorm forward and backward, ReLU.
+
+x, y, gy, gx are C-contiguous (N, C, S) views (S = product of the spatial sizes). OpenMP runs
+over the channels; each channel's reductions run in one thread in a fixed order (train_bn.c), so
+the results are bit-identical for every thread count. Statistics accumulate in double.
+
+    bn_train_forward   mean, m2 = per-channel mean and Σ(x - mean)²; y = (x - mean) * invstd *
+                       w + b with invstd = 1 / sqrt(m2 / (N*S) + eps) (biased variance)
+    bn_backward        sgy = Σ gy, sgxm = Σ gy * (x - mean); and, when gx is given,
+                       training: gx = w*invstd * (gy - sgy/cnt - (x - mean) * invstd² * sgxm/cnt)
+                       eval:     gx = w*invstd * gy
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+
+
+cdef extern from "train.h" nogil:
+    ctypedef Py_ssize_t nnl_tidx
+    void nnl_bn_stats_s(const float* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,
+                        double* m2)
+    void nnl_bn_stats_d(const double* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,
+                        double* m2)
+    void nnl_bn_affine_s(const float* x, float* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
+                         float scale, float shift)
+    void nnl_bn_affine_d(const double* x, double* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
+                         double scale, double shift)
+    void nnl_bn_bwd_sums_s(const float* gy, const float* x, nnl_tidx n, nnl_tidx s,
+                           nnl_tidx sn, double mean, double* sgy, double* sgxm)
+    void nnl_bn_bwd_sums_d(const double* gy, const double* x, nnl_tidx n, nnl_tidx s,
+                           nnl_tidx sn, double mean, double* sgy, double* sgxm)
+    void nnl_bn_bwd_gx_s(const float* gy, const float* x, float* gx, nnl_tidx n, nnl_tidx s,
+                         nnl_tidx sn, float a, float b, float d)
+    void nnl_bn_bwd_gx_d(const double* gy, const double* x, double* gx, nnl_tidx n,
+                         nnl_tidx s, nnl_tidx sn, double a, double b, double d)
+    void nnl_relu_fwd_s(const float* x, float* y, nnl_tidx n)
+    void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n)
+    void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n)
+    void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n)
+
+
+def _check3(name, tuple got, tuple want):
+    if got != want:
+        raise ValueError(f"{name} has shape {got}; expected {want}")
+
+
+def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                     const floating[::1] weight, const floating[::1] bias, double eps,
+                     double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1):
+    """Batch statistics and the normalised, scaled and shifted output of x (N, C, S)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    cdef Py_ssize_t sn = C * S
+    cdef double cnt = <double>N * <double>S, inv, scale
+    cdef int nt = max(1, num_threads)
+    _check3("y", (y.shape[0], y.shape[1], y.shape[2]), (N, C, S))
+    for name, arr in (("weight", weight), ("bias", bias), ("mean", mean), ("m2", m2),
+                      ("invstd", invstd)):
+        if arr.shape[0] != C:
+            raise ValueError(f"{name} has {arr.shape[0]} entries; expected {C} (channels)")
+    if N == 0 or C == 0 or S == 0:
+        raise ValueError(f"bn_train_forward: empty input of shape {(N, C, S)}")
+    for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+        if floating is float:
+            nnl_bn_stats_s(&x[0, c, 0], N, S, sn, &mean[c], &m2[c])
+        else:
+            nnl_bn_stats_d(&x[0, c, 0], N, S, sn, &mean[c], &m2[c])
+        inv = 1.0 / sqrt(m2[c] / cnt + eps)
+        invstd[c] = inv
+        scale = inv * weight[c]
+        if floating is float:
+            nnl_bn_affine_s(&x[0, c, 0], &y[0, c, 0], N, S, sn, <float>scale,
+                            <float>(bias[c] - mean[c] * scale))
+        else:
+            nnl_bn_affine_d(&x[0, c, 0], &y[0, c, 0], N, S, sn, scale,
+                            bias[c] - mean[c] * scale)
+
+
+def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
+                floating[:, :, ::1] gx, const double[::1] mean, const double[::1] invstd,
+                const floating[::1] weight, bint training, double[::1] sgy, double[::1] sgxm,
+                int num_threads=1):
+    """Per-channel sums Σgy and Σgy*(x - mean); gx (None: skipped) from them in one write."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    cdef Py_ssize_t sn = C * S
+    cdef double cnt = <double>N * <double>S, k1, k2, k3, inv
+    cdef int nt = max(1, num_threads)
+    cdef bint want_gx = gx is not None
+    _check3("gy", (gy.shape[0], gy.shape[1], gy.shape[2]), (N, C, S))
+    if want_gx:
+        _check3("gx", (gx.shape[0], gx.shape[1], gx.shape[2]), (N, C, S))
+    for name, arr in (("weight", weight), ("mean", mean), ("invstd", invstd), ("sgy", sgy),
+                      ("sgxm", sgxm)):
+        if arr.shape[0] != C:
+            raise ValueError(f"{name} has {arr.shape[0]} entries; expected {C} (channels)")
+    if N == 0 or C == 0 or S == 0:
+        raise ValueError(f"bn_backward: empty input of shape {(N, C, S)}")
+    for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+        if floating is float:
+            nnl_bn_bwd_sums_s(&gy[0, c, 0], &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
+        else:
+            nnl_bn_bwd_sums_d(&gy[0, c, 0], &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
+        if want_gx:
+            inv = invstd[c]
+            k1 = weight[c] * inv
+            if training:
+                k2 = -k1 * inv * inv * sgxm[c] / cnt
+                k3 = -k1 * sgy[c] / cnt - k2 * mean[c]
+            else:
+                k2 = 0.0
+                k3 = 0.0
+            if floating is float:
+                nnl_bn_bwd_gx_s(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, <float>k1,
+                                <float>k2, <float>k3)
+            else:
+                nnl_bn_bwd_gx_d(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
+
+
+# ---------------------------------------------------------------------------------- ReLU
+# Elementwise, in blocks of _RELU_BLOCK per OpenMP iteration (every element is computed alone:
+# results cannot depend on the thread count).
+cdef enum:
+    _RELU_BLOCK = 16384
+
+
+def relu_forward(const floating[::1] x, floating[::1] y, int num_threads=1):
+    """y = max(x, 0) with NaN propagated (as torch.relu) and -0.0 -> +0.0 (as np.maximum)."""
+    cdef Py_ssize_t n = x.shape[0], nb, blk, i0, i1
+    cdef int nt = max(1, num_threads)
+    if y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} elements; expected {n}")
+    nb = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
+    for blk in prange(nb, nogil=True, schedule="static", num_threads=nt):
+        i0 = blk * _RELU_BLOCK
+        i1 = min(i0 + _RELU_BLOCK, n)
+        if floating is float:
+            nnl_relu_fwd_s(&x[i0], &y[i0], i1 - i0)
+        else:
+            nnl_relu_fwd_d(&x[i0], &y[i0], i1 - i0)
+
+
+def relu_backward(const floating[::1] gy, const floating[::1] y, floating[::1] gx,
+                  int num_threads=1):
+    """gx = gy where y > 0, else 0 (y = relu's output: y > 0 exactly where its input was)."""
+    cdef Py_ssize_t n = gy.shape[0], nb, blk, i0, i1
+    cdef int nt = max(1, num_threads)
+    if y.shape[0] != n or gx.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} and gx {gx.shape[0]} elements; expected {n}")
+    nb = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
+    for blk in prange(nb, nogil=True, schedule="static", num_threads=nt):
+        i0 = blk * _RELU_BLOCK
+        i1 = min(i0 + _RELU_BLOCK, n)
+        if floating is float:
+            nnl_relu_bwd_s(&gy[i0], &y[i0], &gx[i0], i1 - i0)
+        else:
+            nnl_relu_bwd_d(&gy[i0], &y[i0], &gx[i0], i1 - i0)

@@ -1,0 +1,266 @@
+"""Training kernels of issue #17 against independent oracles.
+
+- BatchNorm training forward/backward (nnlite._train, csrc/train_bn.c): a naive per-channel
+  float64 loop reference (math.fsum statistics, the textbook backward formula), float64 central
+  differences, PyTorch (skipped without it), bit-identity for 1, 2 and 3 threads.
+- The batched conv weight gradient (one GEMM per chunk of images, ``_im2col.im2col_rows``):
+  the column layout against the per-image im2col, the gradient against the naive reference
+  conv routines, with several chunks (a budget that does not tile the batch).
+"""
+import math
+
+import numpy as np
+import pytest
+from conftest import kernel_threads
+from gradcheck import check_grad
+
+import nnlite
+import nnlite.nn.functional as F
+from nnlite import kernels
+from nnlite._convgeom import conv2d_geometry
+from nnlite.functional import normalization
+
+pytestmark = pytest.mark.skipif(normalization._train is None,
+                                reason="native extension nnlite._train not built")
+
+# (N, C, *spatial): odd sizes, batch 1 with spatial extent, one channel, 1-D and 0-D spatial
+BN_SHAPES = [(5, 3, 7, 6), (1, 4, 3, 5), (6, 1, 9, 2), (7, 5), (3, 6, 11), (2, 3, 1, 1)]
+
+
+def _bn_reference(x, w, b, eps, gy):
+    """Per-channel loops in float64: y, batch mean, unbiased var, gx, gw, gb."""
+    x = x.astype(np.float64)
+    gy = gy.astype(np.float64)
+    c = x.shape[1]
+    y = np.empty_like(x)
+    gx = np.empty_like(x)
+    mean, var_u, gw, gb = (np.empty(c) for _ in range(4))
+    for ch in range(c):
+        xc = x[:, ch].ravel()
+        gc = gy[:, ch].ravel()
+        m = len(xc)
+        mu = math.fsum(xc) / m
+        var = math.fsum((v - mu) ** 2 for v in xc) / m
+        inv = 1.0 / math.sqrt(var + eps)
+        xhat = [(v - mu) * inv for v in xc]
+        wc = 1.0 if w is None else float(w[ch])
+        bc = 0.0 if b is None else float(b[ch])
+        y[:, ch] = (np.array(xhat) * wc + bc).reshape(y[:, ch].shape)
+        mean[ch] = mu
+        var_u[ch] = var * m / (m - 1)
+        gb[ch] = math.fsum(gc)
+        gw[ch] = math.fsum(g * h for g, h in zip(gc, xhat))
+        # dL/dx_i = w*inv/m * (m*g_i - Σg - xhat_i * Σ g*xhat)
+        gxc = [wc * inv / m * (m * g - gb[ch] - h * gw[ch]) for g, h in zip(gc, xhat)]
+        gx[:, ch] = np.array(gxc).reshape(gx[:, ch].shape)
+    return y, mean, var_u, gx, gw, gb
+
+
+def _bn_native(x, w, b, eps, gy, rm=None, rv=None):
+    xt = nnlite.tensor(x, requires_grad=True)
+    wt = None if w is None else nnlite.tensor(w, requires_grad=True)
+    bt = None if b is None else nnlite.tensor(b, requires_grad=True)
+    y = F.batch_norm(xt, rm, rv, wt, bt, training=True, momentum=1.0, eps=eps)
+    y.backward(gy)
+    return y.data, xt.grad, None if wt is None else wt.grad, None if bt is None else bt.grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+def test_bn_native_matches_naive_reference(shape, dtype, affine):
+    rng = np.random.default_rng(sum(shape))
+    x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)      # offset mean: tests centring
+    gy = rng.standard_normal(shape).astype(dtype)
+    c = shape[1]
+    w = None if affine == "none" else (1 + 0.5 * rng.standard_normal(c)).astype(dtype)
+    b = (0.3 * rng.standard_normal(c)).astype(dtype) if affine == "both" else None
+    rm, rv = nnlite.tensor(np.zeros(c, dtype)), nnlite.tensor(np.ones(c, dtype))
+    y, gx, gw, gb = _bn_native(x, w, b, 1e-3, gy, rm, rv)
+    ry, rmean, rvar, rgx, rgw, rgb = _bn_reference(x, w, b, 1e-3, gy)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    assert y.dtype == gx.dtype == dtype
+    np.testing.assert_allclose(y, ry, **tol)
+    np.testing.assert_allclose(rm.data, rmean, **tol)            # momentum 1: the batch stats
+    np.testing.assert_allclose(rv.data, rvar, **tol)
+    np.testing.assert_allclose(gx, rgx, **tol)
+    if w is not None:
+        np.testing.assert_allclose(gw, rgw, **tol)
+    if b is not None:
+        np.testing.assert_allclose(gb, rgb, **tol)
+
+
+def test_bn_native_non_contiguous_input():
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((4, 6, 5, 8))
+    x = base[:, ::2, :, ::2]                                     # strided view
+    gy = rng.standard_normal(x.shape)
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    y, gx, gw, gb = _bn_native(x, w, b, 1e-5, gy)
+    ry, _, _, rgx, rgw, rgb = _bn_reference(np.ascontiguousarray(x), w, b, 1e-5, gy)
+    for got, want in ((y, ry), (gx, rgx), (gw, rgw), (gb, rgb)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4, 3), (4, 3), (2, 2, 5)], ids=str)
+def test_bn_native_central_differences(shape):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape)
+    w, b = 1 + 0.3 * rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+
+    def fn(xt, wt, bt):
+        return F.batch_norm(xt, None, None, wt, bt, training=True, eps=1e-3)
+    check_grad(fn, [x, w, b], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bn_native_bit_identical_for_every_thread_count(dtype):
+    # large enough to pass the serial cut-off (normalization._PARALLEL_MIN)
+    shape = (6, 12, 23, 29)
+    assert np.prod(shape) >= normalization._PARALLEL_MIN
+    rng = np.random.default_rng(5)
+    x = (1 + rng.standard_normal(shape)).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    w, b = rng.standard_normal(12).astype(dtype), rng.standard_normal(12).astype(dtype)
+    results = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            results.append(_bn_native(x, w, b, 1e-5, gy))
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert np.array_equal(a, c)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("shape", [(8, 5, 6, 7), (9, 4), (1, 3, 2, 5)], ids=str)
+def test_bn_native_matches_torch(shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x = (2 + rng.standard_normal(shape)).astype(np.float32)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(shape[1]).astype(np.float32)
+    b = rng.standard_normal(shape[1]).astype(np.float32)
+    rm, rv = nnlite.tensor(np.zeros(shape[1], np.float32)), nnlite.tensor(np.ones(shape[1],
+                                                                                  np.float32))
+    y, gx, gw, gb = _bn_native(x, w, b, 1e-5, gy, rm, rv)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    trm, trv = torch.zeros(shape[1]), torch.ones(shape[1])
+    ty = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=True, momentum=1.0)
+    ty.backward(torch.from_numpy(gy))
+    for got, want in ((y, ty), (gx, tx.grad), (gw, tw.grad), (gb, tb.grad), (rm.data, trm),
+                      (rv.data, trv)):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_bn_native_raises_on_bad_buffers():
+    from nnlite import _train
+
+    x = np.zeros((2, 3, 4), np.float32)
+    c3 = np.zeros(3)
+    with pytest.raises(ValueError, match="y has shape"):
+        _train.bn_train_forward(x, np.zeros((2, 3, 5), np.float32), np.ones(3, np.float32),
+                                np.zeros(3, np.float32), 1e-5, c3, c3.copy(), c3.copy())
+    with pytest.raises(ValueError, match="weight has 2 entries"):
+        _train.bn_train_forward(x, np.zeros_like(x), np.ones(2, np.float32),
+                                np.zeros(3, np.float32), 1e-5, c3, c3.copy(), c3.copy())
+    with pytest.raises(ValueError, match="empty input"):
+        e = np.zeros((0, 3, 4), np.float32)
+        _train.bn_backward(e, e, None, c3, c3, np.ones(3, np.float32), True, c3.copy(),
+                           c3.copy())
+
+
+# ------------------------------------------------------------------ batched weight gradient
+# (x shape, w shape, stride, padding, dilation, groups)
+WGRAD = [
+    ((5, 6, 9, 7), (4, 3, 3, 2), (2, 1), (1, 2), (1, 2), 2),
+    ((3, 8, 10, 10), (8, 1, 3, 3), 1, 1, 1, 8),                   # depthwise
+    ((4, 6, 5, 5), (9, 6, 1, 1), 1, 0, 1, 1),                     # pointwise
+    ((1, 1, 4, 4), (2, 1, 5, 5), 1, 3, 1, 1),                     # padding > kernel, batch 1
+    ((7, 3, 8, 6), (5, 3, 2, 3), (3, 2), 0, 1, 1),                # stride does not tile
+]
+
+
+@pytest.mark.parametrize("case", WGRAD, ids=str)
+def test_im2col_rows_is_the_per_image_layout_transposed(case):
+    im2col_mod = pytest.importorskip("nnlite._im2col")
+    from nnlite.kernels import conv_cython
+
+    xs, ws, s, p, d, g = case
+    x = np.random.default_rng(1).standard_normal(xs)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    per_image = np.zeros(geom.col_shape(geom.n))                   # naive loops, (N, K, L)
+    for n, c, a, bb, i, j in np.ndindex(geom.n, geom.c, geom.kh, geom.kw, geom.oh, geom.ow):
+        r = i * geom.sh - geom.pt + a * geom.dh
+        q = j * geom.sw - geom.pl + bb * geom.dw
+        if 0 <= r < geom.h and 0 <= q < geom.w:
+            per_image[n, (c * geom.kh + a) * geom.kw + bb, i * geom.ow + j] = x[n, c, r, q]
+    rows = np.empty((per_image.shape[1], xs[0], per_image.shape[2]))
+    im2col_mod.im2col_rows(x, rows, *conv_cython._args(geom), num_threads=2)
+    assert np.array_equal(rows, per_image.transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("budget", [None, 1], ids=["one chunk", "one image per chunk"])
+@pytest.mark.parametrize("case", WGRAD, ids=str)
+def test_batched_weight_gradient_matches_reference(case, budget, monkeypatch):
+    from nnlite import _convgeom
+
+    if budget is not None:
+        monkeypatch.setattr(_convgeom, "COL_BUDGET_BYTES", budget)
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(xs)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow))
+    got = kernels.impl("conv2d_backward_weight", "cython")(gy, x, geom)
+    want = kernels.impl("conv2d_backward_weight", "reference")(gy, x, geom)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------- ReLU
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 17, 19), (5000,), (2, 3, 1, 700)], ids=str)
+def test_relu_native_matches_naive_loop(shape, dtype):
+    from nnlite import _ops
+
+    assert np.prod(shape) >= _ops.ReLU._NATIVE_MIN                 # the native path runs
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[:4] = [np.nan, -0.0, 0.0, -np.inf]
+    gy = rng.standard_normal(shape).astype(dtype)
+    xt = nnlite.tensor(x, requires_grad=True)
+    y = F.relu(xt)
+    y.backward(gy)
+    want_y = np.array([v if (v > 0 or v != v) else 0.0 for v in flat], dtype).reshape(shape)
+    want_g = np.array([g if v > 0 else 0.0 for v, g in zip(flat, gy.reshape(-1))],
+                      dtype).reshape(shape)
+    np.testing.assert_array_equal(y.data, want_y)
+    assert not np.signbit(y.data.reshape(-1)[1])                   # -0.0 -> +0.0 (np.maximum)
+    np.testing.assert_array_equal(xt.grad, want_g)
+    assert y.dtype == xt.grad.dtype == dtype
+
+
+def test_relu_native_non_contiguous_and_threads():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 40, 30, 30))[:, ::2]               # strided, > 2**17 elements
+    gy = rng.standard_normal(x.shape)
+    results = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            xt = nnlite.tensor(x, requires_grad=True)
+            y = F.relu(xt)
+            y.backward(gy)
+            results.append((y.data, xt.grad))
+    np.testing.assert_array_equal(results[0][0], np.maximum(x, 0))
+    np.testing.assert_array_equal(results[0][1], np.where(x > 0, gy, 0))
+    for y, g in results[1:]:
+        assert np.array_equal(y, results[0][0]) and np.array_equal(g, results[0][1])
+
+
+def test_relu_native_raises_on_size_mismatch():
+    from nnlite import _train
+
+    with pytest.raises(ValueError, match="expected 4"):
+        _train.relu_forward(np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="expected 4"):
+        _train.relu_backward(np.zeros(4), np.zeros(4), np.zeros(5))

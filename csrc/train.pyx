@@ -44,6 +44,13 @@ def _check3(name, tuple got, tuple want):
         raise ValueError(f"{name} has shape {got}; expected {want}")
 
 
+def _check_channels(Py_ssize_t C, tuple named):
+    """Every (name, vector) in ``named`` has one entry per channel."""
+    for name, arr in named:
+        if arr.shape[0] != C:
+            raise ValueError(f"{name} has {arr.shape[0]} entries; expected {C} (channels)")
+
+
 def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                      const floating[::1] weight, const floating[::1] bias, double eps,
                      double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1):
@@ -53,10 +60,8 @@ def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     cdef double cnt = <double>N * <double>S, inv, scale
     cdef int nt = max(1, num_threads)
     _check3("y", (y.shape[0], y.shape[1], y.shape[2]), (N, C, S))
-    for name, arr in (("weight", weight), ("bias", bias), ("mean", mean), ("m2", m2),
-                      ("invstd", invstd)):
-        if arr.shape[0] != C:
-            raise ValueError(f"{name} has {arr.shape[0]} entries; expected {C} (channels)")
+    _check_channels(C, (("weight", weight), ("bias", bias), ("mean", mean), ("m2", m2),
+                        ("invstd", invstd)))
     if N == 0 or C == 0 or S == 0:
         raise ValueError(f"bn_train_forward: empty input of shape {(N, C, S)}")
     for c in prange(C, nogil=True, schedule="static", num_threads=nt):
@@ -88,10 +93,8 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
     _check3("gy", (gy.shape[0], gy.shape[1], gy.shape[2]), (N, C, S))
     if want_gx:
         _check3("gx", (gx.shape[0], gx.shape[1], gx.shape[2]), (N, C, S))
-    for name, arr in (("weight", weight), ("mean", mean), ("invstd", invstd), ("sgy", sgy),
-                      ("sgxm", sgxm)):
-        if arr.shape[0] != C:
-            raise ValueError(f"{name} has {arr.shape[0]} entries; expected {C} (channels)")
+    _check_channels(C, (("weight", weight), ("mean", mean), ("invstd", invstd), ("sgy", sgy),
+                        ("sgxm", sgxm)))
     if N == 0 or C == 0 or S == 0:
         raise ValueError(f"bn_backward: empty input of shape {(N, C, S)}")
     for c in prange(C, nogil=True, schedule="static", num_threads=nt):

@@ -1,6 +1,6 @@
 """im2col / col2im for 2-D convolution (-> nnlite._im2col).
 
-Layout (Caffe's, which matches PyTorch's weight.reshape(F, -1) row order, SPEC §1.4):
+Layout (Caffe's, which matches PyTorch's weight.reshape(F, -1) row order, docs/semantics.md §1.4):
 
     cols[n, (c*KH + a)*KW + b, i*OW + j] = x[n, c, i*SH - PT + a*DH, j*SW - PL + b*DW]
 

@@ -71,7 +71,7 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
             w1 = imin(w0 + (kw - 1) * dw + 1, W)
             w0 = _first_in(w0, dw)
             yrow[j] = -INFINITY
-            # the first in-bounds tap; -1 for a window wholly in padding (SPEC §3.6)
+            # the first in-bounds tap; -1 for a window wholly in padding (docs/semantics.md §3.6)
             arow[j] = h0 * W + w0 if (h0 < h1 and w0 < w1) else -1
         h = h0
         while h < h1:
@@ -119,8 +119,8 @@ cdef inline double _avg_div(Py_ssize_t i, Py_ssize_t j, Py_ssize_t H, Py_ssize_t
                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                 Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
                                 Py_ssize_t divisor) noexcept nogil:
-    # SPEC §4.3: the window clipped to the padded extent (a ceil overhang beyond the right
-    # padding is not counted), or to the input; 0 when no cell is inside the input
+    # docs/semantics.md §4.3: the window clipped to the padded extent (a ceil overhang beyond the
+    # right padding is not counted), or to the input; 0 when no cell is inside the input
     cdef Py_ssize_t hs = i * sh - ph, ws = j * sw - pw
     cdef Py_ssize_t he = imin(hs + kh, H + ph), we = imin(ws + kw, W + pw)
     cdef Py_ssize_t inside = (imin(he, H) - imax(hs, 0)) * (imin(we, W) - imax(ws, 0))
@@ -138,9 +138,9 @@ cdef void _avg_plane(const floating* x, floating* y, floating* gx, const floatin
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
                      Py_ssize_t divisor, floating* g) noexcept nogil:
-    # forward: y = window sum / divisor; backward: gx[window] += gy / divisor (SPEC §4.3-4.4).
-    # Loop order as _max_plane: output row, tap row, tap column, output column, so each sum
-    # runs in row-major window order. g is an OW scratch row (the backward's gy / divisor).
+    # forward: y = window sum / divisor; backward: gx[window] += gy / divisor (docs/semantics.md
+    # §4.3-4.4). Loop order as _max_plane: output row, tap row, tap column, output column, so each
+    # sum runs in row-major window order. g is an OW scratch row (the backward's gy / divisor).
     cdef Py_ssize_t i, j, b, h, h0, h1, off, jlo, jhi, b_lo, b_hi
     cdef double div
     cdef floating* yrow

@@ -1,4 +1,5 @@
-"""ROI kernels: torchvision's roi_pool and roi_align, forward and backward (SPEC §7-§8).
+"""ROI kernels: torchvision's roi_pool and roi_align, forward and backward
+(docs/semantics.md §7-§8).
 
 Memory contract: x (N, C, H, W), rois (K, 5), outputs (K, C, PH, PW) all C-contiguous and of
 one float dtype T; gradient outputs arrive zero-filled. Batch indices, coordinates and sample
@@ -39,7 +40,7 @@ cdef inline Py_ssize_t _clamp(Py_ssize_t v, Py_ssize_t n) noexcept nogil:
 cdef void _roi_pool_one(const floating* plane, const floating* roi, floating scale,
                         floating* y, int64_t* arg, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t PH, Py_ssize_t PW) noexcept nogil:
-    # round() is C's round-half-away-from-zero; products in T (SPEC §7.2)
+    # round() is C's round-half-away-from-zero; products in T (docs/semantics.md §7.2)
     cdef Py_ssize_t x1 = <Py_ssize_t>round(roi[1] * scale)
     cdef Py_ssize_t y1 = <Py_ssize_t>round(roi[2] * scale)
     cdef Py_ssize_t x2 = <Py_ssize_t>round(roi[3] * scale)
@@ -124,7 +125,7 @@ cdef struct Box:
 cdef inline void _align_box(const floating* roi, floating scale, bint aligned,
                             Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t sampling_ratio,
                             floating* start, floating* bin_size, Box* box) noexcept nogil:
-    # start = (y, x), bin_size = (h, w) in T (SPEC §8.2)
+    # start = (y, x), bin_size = (h, w) in T (docs/semantics.md §8.2)
     cdef floating off = <floating>0.5 if aligned else <floating>0
     cdef floating sx = roi[1] * scale - off
     cdef floating sy = roi[2] * scale - off
@@ -151,7 +152,8 @@ cdef inline void _align_box(const floating* roi, floating scale, bint aligned,
 
 cdef inline bint _tap(floating c, Py_ssize_t n, Py_ssize_t* lo, Py_ssize_t* hi,
                       floating* w_lo, floating* w_hi) noexcept nogil:
-    # one axis of the bilinear rule (SPEC §8.4); False when the sample is outside [-1, n]
+    # one axis of the bilinear rule (docs/semantics.md §8.4); False when the sample is outside
+    # [-1, n]
     if not (c >= -1 and c <= n):  # NaN is outside too
         return False
     if c <= 0:
@@ -219,8 +221,8 @@ cdef void _align_apply(const floating* roi, floating scale, bint aligned,
                        const floating* wy, Py_ssize_t W, Py_ssize_t PH,
                        Py_ssize_t PW) noexcept nogil:
     # one (box, channel) plane: forward y = mean of the bilinear samples of each bin, or
-    # backward gx[taps] += gy * weight / count (SPEC §8.3-8.5). ty/wy: the box's tables.
-    # (Called inside prange: every per-box quantity lives on this function's stack.)
+    # backward gx[taps] += gy * weight / count (docs/semantics.md §8.3-8.5). ty/wy: the box's
+    # tables. (Called inside prange: every per-box quantity lives on this function's stack.)
     cdef floating start[2]
     cdef floating size[2]
     cdef Box box

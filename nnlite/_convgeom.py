@@ -1,5 +1,5 @@
 """Conv geometry: the ONLY place that computes output sizes and validates conv arguments for the
-fast paths (SPEC §1.2, §1.5, §1.7, §2.2, §2.6).
+fast paths (docs/semantics.md §1.2, §1.5, §1.7, §2.2, §2.6).
 
 A ``ConvGeometry`` describes one conv2d in "image -> columns" direction:
 
@@ -201,7 +201,8 @@ def _check_padding_string(padding):
 
 
 def conv_padding(padding, kernel_size, stride, dilation):
-    """int | (ph, pw) | 'valid' | 'same' -> (top, bottom, left, right), validated (SPEC §1.5)."""
+    """int | (ph, pw) | 'valid' | 'same' -> (top, bottom, left, right), validated
+    (docs/semantics.md §1.5)."""
     if isinstance(padding, str):
         _check_padding_string(padding)
         if padding == "valid":
@@ -316,7 +317,7 @@ def conv_transpose2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=
     """Validate F.conv_transpose2d's arguments and return the geometry of its adjoint conv2d.
 
     Image side = the transposed conv's OUTPUT (N, Cout, Hout, Wout); column side = its input
-    (N, Cin, H, W); Hout = (H-1)*s - 2p + d*(k-1) + op + 1 (SPEC §2.2).
+    (N, Cin, H, W); Hout = (H-1)*s - 2p + d*(k-1) + op + 1 (docs/semantics.md §2.2).
     """
     return _cached(_conv_transpose2d_geometry, x_shape, w_shape, b_shape, stride, padding,
                    output_padding, groups, dilation, dtypes)
@@ -371,7 +372,7 @@ def conv2d_workspace_bytes(input_shape, weight_shape, stride=1, padding=0, dilat
 
 
 def transpose_output_padding(input_hw, output_size, kernel_size, stride, padding, dilation):
-    """nn.ConvTranspose2d.forward(output_size=...) -> output_padding (SPEC §2.5).
+    """nn.ConvTranspose2d.forward(output_size=...) -> output_padding (docs/semantics.md §2.5).
 
     ``output_size`` holds the 2 spatial sizes (already stripped of N/C).
     """

@@ -1,8 +1,8 @@
 """Pooling and ROI geometry: argument normalisation, output sizes, adaptive bins, every check.
 
 This is the only place (besides the independent reference loops) that computes pooled output
-sizes. Checks follow PyTorch's order (SPEC §3.3, §4.2, §5.5, §11) but raise ValueError (bad
-values) or TypeError (bad types) with the offending numbers in the message.
+sizes. Checks follow PyTorch's order (docs/semantics.md §3.3, §4.2, §5.5, §11) but raise ValueError
+(bad values) or TypeError (bad types) with the offending numbers in the message.
 
 Per axis: L input length, k kernel, s stride, p padding, d dilation, keff = d·(k−1)+1.
 """
@@ -23,7 +23,8 @@ LIMIT = 2 ** 62
 
 
 def pool_output_size(L, k, s, p, d, ceil_mode):
-    """Output length of a max/avg pool along one axis (SPEC §3.2, ceil-mode drop rule)."""
+    """Output length of a max/avg pool along one axis (docs/semantics.md §3.2, ceil-mode drop
+    rule included)."""
     out = (L + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= L + p:
         # the last window would start in the right padding: PyTorch drops it
@@ -32,7 +33,7 @@ def pool_output_size(L, k, s, p, d, ceil_mode):
 
 
 def adaptive_bins(in_len, out_len):
-    """(starts, ends) int64 arrays of the adaptive bins, end exclusive (SPEC §5.2)."""
+    """(starts, ends) int64 arrays of the adaptive bins, end exclusive (docs/semantics.md §5.2)."""
     i = np.arange(out_len, dtype=np.int64)
     starts = (i * in_len) // out_len
     ends = ((i + 1) * in_len + out_len - 1) // out_len
@@ -120,7 +121,8 @@ def check_divisor(divisor_override, name="avg_pool2d"):
 
 
 def adaptive_output_size(output_size, in_hw, name):
-    """int, or (oh, ow) with None = keep that input size -> (oh, ow); entries >= 0 (SPEC §5.1)."""
+    """int, or (oh, ow) with None = keep that input size -> (oh, ow); entries >= 0
+    (docs/semantics.md §5.1)."""
     if isinstance(output_size, bool):
         raise TypeError(f"{name}: output_size must be an int or a pair, got {output_size!r}")
     if isinstance(output_size, numbers.Integral):

@@ -1,6 +1,6 @@
 """adaptive_avg_pool2d / adaptive_max_pool2d: vs the reference over overlapping and repeated
 bins (sizes not divisible, output larger than input), equality with plain pools when the
-sizes divide, None/0 output entries, NaN, gradients, modules, errors (SPEC §5)."""
+sizes divide, None/0 output entries, NaN, gradients, modules, errors (docs/semantics.md §5)."""
 import numpy as np
 import pytest
 from conftest import assert_close

@@ -1,6 +1,6 @@
-"""BatchNorm1d/2d and F.batch_norm vs the SPEC §9.2 formulas (NumPy), float64 gradchecks,
-running-stat updates (momentum, momentum=None, unbiased variance), state_dict, errors and
-optional PyTorch parity."""
+"""BatchNorm1d/2d and F.batch_norm vs the docs/semantics.md §9.2 formulas (NumPy), float64
+gradchecks, running-stat updates (momentum, momentum=None, unbiased variance), state_dict, errors
+and optional PyTorch parity."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,7 +14,8 @@ from gradcheck import check_grad
 
 
 def _ref_train(x, w, b, eps):
-    """SPEC §9.2 in float64: stats over every axis but 1, biased var for normalisation."""
+    """docs/semantics.md §9.2 in float64: stats over every axis but 1, biased var for
+    normalisation."""
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     x = x.astype(np.float64)

@@ -35,7 +35,8 @@ def _args(case):
 
 # ------------------------------------------------------------------ values
 def test_conv2d_hand_example_no_kernel_flip(backend):
-    # SPEC §1.3: x = delta at (0, 0), w = arange(9), padding 1 -> y[0,0] = w[1,1], y[0,1] = w[1,0]
+    # docs/semantics.md §1.3: x = delta at (0, 0), w = arange(9), padding 1
+    # -> y[0,0] = w[1,1], y[0,1] = w[1,0]
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 0, 0] = 1
     w = np.arange(9.0).reshape(1, 1, 3, 3)

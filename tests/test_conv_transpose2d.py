@@ -36,7 +36,8 @@ def _out_size(case):
 
 
 def test_conv_transpose2d_hand_example(backend):
-    # SPEC §2.3: x = 1s (2x2), W = 1s (2x2), s = 2, op = 1, bias 0.5 -> last row/col = 0.5
+    # docs/semantics.md §2.3: x = 1s (2x2), W = 1s (2x2), s = 2, op = 1, bias 0.5
+    # -> last row/col = 0.5
     x = nnlite.tensor(np.ones((1, 1, 2, 2)))
     w = nnlite.tensor(np.ones((1, 1, 2, 2)))
     y = F.conv_transpose2d(x, w, nnlite.tensor(np.array([0.5])), stride=2, output_padding=1)
@@ -88,7 +89,8 @@ def test_conv_transpose2d_reference_backend_is_the_loop_reference(case):
 @with_fixture
 @given(case=conv2d_case())
 def test_conv2d_conv_transpose2d_adjoint(backend, case):
-    # <conv2d(x), y> = <x, conv_transpose2d(y)> with op = (L + 2p - keff) mod s  (SPEC §2.4)
+    # <conv2d(x), y> = <x, conv_transpose2d(y)> with op = (L + 2p - keff) mod s
+    # (docs/semantics.md §2.4)
     rng = np.random.default_rng(3)
     s, p, d, g = case["stride"], case["padding"], case["dilation"], case["g"]
     x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"]))
@@ -111,7 +113,7 @@ def test_conv2d_conv_transpose2d_adjoint(backend, case):
                                                  (2, 3, (2, 1))])
 def test_conv_transpose2d_output_padding_beyond_stride_crops(backend, stride, dilation, op):
     # op >= stride is legal when op < dilation; the adjoint conv then sees op // s extra rows,
-    # which backward must crop (SPEC §2.4)
+    # which backward must crop (docs/semantics.md §2.4)
     rng = np.random.default_rng(4)
     x, w, b = rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((2, 3, 2, 3)), np.zeros(3)
     args = (stride, 1, op, 1, dilation)

@@ -1,9 +1,9 @@
 """Fuzz: max/avg/adaptive pools, max_unpool2d, spatial pyramid pooling and their modules.
 
-Valid calls (geometry drawn so that the SPEC §3.2 output size is >= 1, computed here from the
-formula, independently of nnlite) must match the naive-loop reference on every backend, values,
-int64 indices and gradients, including ties (integer inputs), NaN/inf, empty batches, unbatched
-and non-contiguous inputs. Invalid calls (a bad value or type in one argument) must raise
+Valid calls (geometry drawn so that the docs/semantics.md §3.2 output size is >= 1, computed here
+from the formula, independently of nnlite) must match the naive-loop reference on every backend,
+values, int64 indices and gradients, including ties (integer inputs), NaN/inf, empty batches,
+unbatched and non-contiguous inputs. Invalid calls (a bad value or type in one argument) must raise
 ValueError/TypeError.
 """
 import numpy as np
@@ -23,7 +23,7 @@ DTYPES = (np.float32, np.float64)
 
 
 def _out(L, k, s, p, d, ceil):
-    """SPEC §3.2 (written out again here, not nnlite's helper)."""
+    """docs/semantics.md §3.2 (written out again here, not nnlite's helper)."""
     o = (L + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
     if ceil and (o - 1) * s >= L + p:
         o -= 1

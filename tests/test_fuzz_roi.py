@@ -116,7 +116,8 @@ def test_roi_align_huge_sampling_ratio(backend_name, sampling_ratio, memory_cap)
 @pytest.mark.parametrize("backend_name", ALL)
 @pytest.mark.parametrize("coord", [2.0 ** 23, 2.0 ** 24 + 2, 2.0 ** 40, 3e38])
 def test_roi_ops_huge_boxes(backend_name, coord, memory_cap):
-    """Boxes far off the map: zeros / -FLT_MAX per SPEC, or ValueError; never a hang."""
+    """Boxes far off the map: zeros / -FLT_MAX (docs/semantics.md §7-§8), or ValueError;
+    never a hang."""
     x = np.ones((1, 1, 4, 4), np.float32)
     rois = np.array([[0, 0, 0, coord, coord]], np.float32)
     for fn in (ops.roi_pool, ops.roi_align):

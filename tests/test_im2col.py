@@ -63,7 +63,8 @@ def test_im2col_matches_loop_definition(backend, case, dtype):
 @given(case=conv_transpose2d_case(), dtype=st.sampled_from(DTYPES))
 def test_im2col_transpose_geometry_matches_loop(backend, case, dtype):
     # the adjoint conv of a transposed conv may have output_padding >= stride: the column grid
-    # is then smaller than the natural conv output (SPEC §2.4 crop); the kernel must follow it
+    # is then smaller than the natural conv output (docs/semantics.md §2.4 crop); the kernel must
+    # follow it
     g = conv_transpose2d_geometry((case["n"], case["cin"], case["h"], case["w"]),
                                   (case["cin"], case["cout"] // case["g"], case["kh"], case["kw"]),
                                   None, case["stride"], case["padding"], case["output_padding"],

@@ -505,8 +505,8 @@ def test_planops_max_pool_matches_max_pool2d_with_ties_and_nan():
 
 
 def _naive_max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """The SPEC's definition, one output at a time (shares nothing with the kernel): the max
-    over the in-image taps, NaN if one of them is NaN, -inf if there is none."""
+    """The definition in docs/semantics.md, one output at a time (shares nothing with the kernel):
+    the max over the in-image taps, NaN if one of them is NaN, -inf if there is none."""
     N, C, H, W = x.shape
     y = np.full((N, C, oh, ow), -np.inf, x.dtype)
     for i in range(oh):

@@ -157,7 +157,7 @@ def test_sequential_state_dict_keys_order_shapes():
 
 
 def test_conv_bn_relu_flatten_linear_state_dict_keys():
-    # SPEC §9.3's example; needs nn.Conv2d (written by the conv engineer)
+    # docs/semantics.md §9.3's example; needs nn.Conv2d (written by the conv engineer)
     if not hasattr(nn, "Conv2d"):
         pytest.skip("nnlite.nn.Conv2d is not available yet")
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),

@@ -2,13 +2,14 @@
 everywhere (values, dtypes, gradients).
 
 Oracles: a dense zero-padded conv written here (every tap multiplies the padded zeros, as
-PyTorch's dense CPU conv does: 0 * inf = NaN), the SPEC §3-§8 scan rules on hand-made inputs,
-and PyTorch itself when installed (marker ``torch``).
+PyTorch's dense CPU conv does: 0 * inf = NaN), the docs/semantics.md §3-§8 scan rules on hand-made
+inputs, and PyTorch itself when installed (marker ``torch``).
 
-Documented divergence (SPEC-consistent, not PyTorch-consistent): a non-finite WEIGHT next to zero
-padding gives NaN in every nnlite conv algorithm (0 * inf, SPEC §1.3); PyTorch gives NaN on its
-dense path but a finite value on its depthwise path, which skips padded taps. The naive
-'reference' backend also skips padded taps, so it is compared where both results are finite.
+Documented divergence (consistent with docs/semantics.md, not with PyTorch): a non-finite WEIGHT
+next to zero padding gives NaN in every nnlite conv algorithm (0 * inf, docs/semantics.md §1.3);
+PyTorch gives NaN on its dense path but a finite value on its depthwise path, which skips padded
+taps. The naive 'reference' backend also skips padded taps, so it is compared where both results are
+finite.
 """
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def test_conv2d_nan_inf_like_dense_zero_padded_conv(backend, algorithm, geom, dt
 @pytest.mark.parametrize("backend, algorithm", VARIANTS)
 def test_conv2d_nan_outside_every_window_does_not_propagate(backend, algorithm):
     """A NaN in a row that no window reaches (stride does not tile) leaves y and gW finite
-    and its own input gradient 0 (SPEC §1.8)."""
+    and its own input gradient 0 (docs/semantics.md §1.8)."""
     x = np.ones((1, 1, 7, 7))
     x[0, 0, 6, :] = np.nan  # rows 0..5 are read; row 6 never
     w = np.ones((1, 1, 2, 2))
@@ -109,8 +110,8 @@ def _a(g):
 # ------------------------------------------------------------------------------ pools
 @pytest.mark.parametrize("backend", ["cython", "numpy", "reference"])
 def test_max_pool_nan_and_inf_rules(backend):
-    """SPEC §3.4: NaN wins (index of the LAST NaN), ties go to the first, -inf windows keep
-    the first tap, +inf is an ordinary maximum; gradients go to those indices."""
+    """docs/semantics.md §3.4: NaN wins (index of the LAST NaN), ties go to the first, -inf windows
+    keep the first tap, +inf is an ordinary maximum; gradients go to those indices."""
     if backend not in nnlite.available_backends():
         pytest.skip("not built")
     nan, inf = np.nan, np.inf
@@ -139,7 +140,7 @@ def test_max_pool_all_neg_inf_and_empty_window(backend):
     x = np.full((1, 1, 3, 3), -np.inf, np.float32)
     with nnlite.using_backend(backend):
         y, idx = F.max_pool2d(x, 2, stride=1, return_indices=True)
-        # SPEC §3.6: H=1, k=2, d=3, p=1, ceil -> a window with no in-bounds tap
+        # docs/semantics.md §3.6: H=1, k=2, d=3, p=1, ceil -> a window with no in-bounds tap
         y2, idx2 = F.max_pool2d(np.ones((1, 1, 1, 7), np.float32), 2, stride=2, padding=1,
                                 dilation=3, ceil_mode=True, return_indices=True)
     np.testing.assert_array_equal(y.data, np.full((1, 1, 2, 2), -np.inf))
@@ -168,7 +169,7 @@ def test_avg_and_adaptive_pools_propagate_nan_inf(backend):
 @pytest.mark.parametrize("backend", ["cython", "numpy", "reference"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_roi_pool_never_selects_nan(backend, dtype):
-    """SPEC §7.4: strict v > best from -FLT_MAX: NaN skipped; an all-NaN/-inf bin gives
+    """docs/semantics.md §7.4: strict v > best from -FLT_MAX: NaN skipped; an all-NaN/-inf bin gives
     -FLT_MAX with argmax -1 and no gradient; +inf is selected."""
     if backend not in nnlite.available_backends():
         pytest.skip("not built")

@@ -1,8 +1,9 @@
 """nnlite.onnx.load on models built with the onnx helper API, op by op.
 
 Oracle: onnx's own pure-Python ReferenceEvaluator (shipped with ``onnx``), plus ONNX Runtime
-when installed; MaxRoiPool against SPEC §7.6's worked values. Every model runs both as the plain
-OnnxModule (nnlite Tensor ops) and through ``nnlite.optimize_for_inference`` (array kernels).
+when installed; MaxRoiPool against docs/semantics.md §7.6's worked values. Every model runs both as
+the plain OnnxModule (nnlite Tensor ops) and through ``nnlite.optimize_for_inference`` (array
+kernels).
 """
 
 import numpy as np
@@ -121,7 +122,7 @@ CONVT_CASES = [
 
 
 def conv_transpose_scatter(x, w, b, s, d, pads, out_hw, g):
-    """Naive scatter definition (SPEC §2.3) cropped by the ONNX begin pads."""
+    """Naive scatter definition (docs/semantics.md §2.3) cropped by the ONNX begin pads."""
     n, cin, h, wd = x.shape
     cout_g = w.shape[1]
     kh, kw = w.shape[2:]
@@ -389,7 +390,7 @@ def test_roi_align(mode, sampling_ratio):
 
 
 def test_roi_align_spec_vector():
-    """SPEC §8.7: x = arange(36) on 6x6, box (0.5,0.5,3.6,4.4), 2x2, aligned=False."""
+    """docs/semantics.md §8.7: x = arange(36) on 6x6, box (0.5,0.5,3.6,4.4), 2x2, aligned=False."""
     x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
     rois, bidx = np.array([[0.5, 0.5, 3.6, 4.4]], np.float32), np.array([0], np.int64)
     node = oh.make_node("RoiAlign", ["x", "rois", "bi"], ["y"], output_height=2,
@@ -401,7 +402,7 @@ def test_roi_align_spec_vector():
 
 
 def test_max_roi_pool_spec_vectors():
-    """SPEC §7.6 worked values (x = arange(36) on 6x6, output 2x2)."""
+    """docs/semantics.md §7.6 worked values (x = arange(36) on 6x6, output 2x2)."""
     x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
     rois = np.array([[0, 0.5, 0.5, 3.6, 4.4], [0, 4, 4, 2, 2], [0, 10, 10, 12, 12],
                      [0, 0, 0, 4, 4]], np.float32)

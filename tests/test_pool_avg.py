@@ -1,5 +1,5 @@
 """avg_pool2d: vs the naive-loop reference over ceil overhangs, count_include_pad and
-divisor_override; SPEC §4.3 golden values; gradients; module; errors."""
+divisor_override; docs/semantics.md §4.3 golden values; gradients; module; errors."""
 import numpy as np
 import pytest
 from conftest import assert_close

@@ -1,4 +1,4 @@
-"""Pool geometry: the output-size formula (SPEC §3.2 ceil-mode drop rule) against the
+"""Pool geometry: the output-size formula (docs/semantics.md §3.2 ceil-mode drop rule) against the
 reference's window-by-window count, and adaptive bins against their float definition."""
 import math
 

@@ -1,5 +1,5 @@
 """max_pool2d: vs the naive-loop reference (values and indices exact), tie/NaN/padding rules,
-the wholly-padded dilated window, gradients, modules and errors (SPEC §3)."""
+the wholly-padded dilated window, gradients, modules and errors (docs/semantics.md §3)."""
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -76,7 +76,8 @@ def test_max_pool2d_all_minus_inf_window_keeps_first_tap_index(backend):
 
 
 def test_max_pool2d_window_wholly_in_padding_gives_minus_inf_and_no_gradient(backend):
-    # H=1, k=2, d=3, p=1, ceil: the window's taps are at -1 and 2, both outside (SPEC §3.6)
+    # H=1, k=2, d=3, p=1, ceil: the window's taps are at -1 and 2, both outside
+    # (docs/semantics.md §3.6)
     x = nnlite.tensor(np.arange(7, dtype=np.float64).reshape(1, 1, 1, 7), requires_grad=True)
     y, idx = F.max_pool2d(x, (2, 1), stride=(2, 1), padding=(1, 0), dilation=(3, 1),
                           ceil_mode=True, return_indices=True)
@@ -88,7 +89,7 @@ def test_max_pool2d_window_wholly_in_padding_gives_minus_inf_and_no_gradient(bac
 
 
 def test_max_pool2d_ceil_mode_last_window_rule():
-    # SPEC §3.2 worked sizes
+    # docs/semantics.md §3.2 worked sizes
     x = nnlite.tensor(np.zeros((1, 1, 5, 5), np.float32))
     assert F.max_pool2d(x, 2, 2, 1, ceil_mode=True).shape[-1] == 3
     x = nnlite.tensor(np.zeros((1, 1, 6, 6), np.float32))

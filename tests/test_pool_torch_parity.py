@@ -34,7 +34,7 @@ def test_max_pool2d_matches_torch(backend, case, kind, dtype, seed):
     args = (case["kernel"], case["stride"], case["padding"], case["dilation"], case["ceil_mode"],
             True)
     if (F.max_pool2d(nnlite.tensor(x), *args)[1].data == -1).any():
-        return  # a wholly-padded window: torch's index is garbage there (SPEC §3.6)
+        return  # a wholly-padded window: torch's index is garbage there (docs/semantics.md §3.6)
     (y, idx), (ty, ti), g, tg = _pair(x, lambda t: F.max_pool2d(t, *args),
                                       lambda t: torch.nn.functional.max_pool2d(t, *args), seed)
     np.testing.assert_array_equal(y.data, ty.detach().numpy())

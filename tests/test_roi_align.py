@@ -1,6 +1,7 @@
 """roi_align: vs the loop transcription of torchvision's C++ kernel over boxes partly outside,
 zero-width and inverted boxes, spatial scales, sampling_ratio -1/0/1/2 and aligned on/off,
-both dtypes; SPEC §8.6-8.7 golden values; adjoint/partition properties; gradchecks; errors."""
+both dtypes; docs/semantics.md §8.6-8.7 golden values; adjoint/partition properties; gradchecks;
+errors."""
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -55,7 +56,8 @@ def test_roi_align_spec_golden_values(backend, box, out, scale, sr, aligned, exp
 
 
 def test_roi_align_drops_samples_beyond_minus_one_like_the_cpp_kernel(backend):
-    # SPEC §8.6: torchvision's Python fallback clamps these and would give [0, .1875, .75, ...]
+    # docs/semantics.md §8.6: torchvision's Python fallback clamps these and would give
+    # [0, .1875, .75, ...]
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     y = ops.roi_align(nnlite.tensor(x), np.array([[0, -4, -4, 1, 1.0]]), 2, 1.0, 2)
     np.testing.assert_allclose(y.data.ravel(), [0, 0, 0, 0.9375])

@@ -1,6 +1,6 @@
 """roi_pool: vs the loop transcription of torchvision's kernel (values and argmax exact, both
-dtypes), SPEC §7.6 golden values, dtype-specific bin arithmetic, gradients, box formats,
-modules and errors."""
+dtypes), docs/semantics.md §7.6 golden values, dtype-specific bin arithmetic, gradients, box
+formats, modules and errors."""
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -62,7 +62,7 @@ def test_roi_pool_spec_golden_values(backend, box, scale, out, values, argmax, d
 
 def test_roi_pool_bin_edges_follow_the_input_dtype(backend):
     # roi 7 rows, 13 bins: 13 * float32(7/13) = 7.0000005 -> the last bin ends at row 8 in
-    # float32 but at row 7 in float64 (SPEC §7.3)
+    # float32 but at row 7 in float64 (docs/semantics.md §7.3)
     x = np.arange(10.0).reshape(1, 1, 10, 1)
     for dtype, last in ((np.float32, 7.0), (np.float64, 6.0)):
         y = ops.roi_pool(nnlite.tensor(x.astype(dtype)), np.array([[0, 0, 0, 0, 6]], dtype),

@@ -42,7 +42,7 @@ def test_spp_equals_concatenated_adaptive_pools_in_level_then_channel_order(back
 
 
 def test_spp_gets_every_paper_size_right(backend):
-    # sizes where the paper's ceil/floor window gives the wrong bin count (SPEC §6.2)
+    # sizes where the paper's ceil/floor window gives the wrong bin count (docs/semantics.md §6.2)
     for a, n in [(5, 3), (6, 4), (7, 4), (8, 6), (10, 6), (11, 4), (29, 6)]:
         x = nnlite.tensor(make_input((1, 2, a, a), "float", np.float32, a))
         assert F.spatial_pyramid_pool2d(x, (n,)).shape == (1, 2 * n * n)

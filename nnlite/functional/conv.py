@@ -1,10 +1,11 @@
-"""conv2d and conv_transpose2d (PyTorch semantics, SPEC §1-§2) over three shared array routines.
+"""conv2d and conv_transpose2d (PyTorch semantics, docs/semantics.md §1-§2) over three shared
+array routines.
 
     Conv2dFn           forward  = conv2d_forward(x, w, b)
                        gx       = conv2d_backward_input(gy, w)      (col2im of Wᵀ gy)
                        gw       = conv2d_backward_weight(gy, x)     (gy @ im2col(x)ᵀ)
     ConvTranspose2dFn  forward  = conv2d_backward_input(x, w) + b
-                       gx       = conv2d_forward(gy, w)  cropped to x's size (SPEC §2.4)
+                       gx       = conv2d_forward(gy, w)  cropped to x (docs/semantics.md §2.4)
                        gw       = conv2d_backward_weight(x, gy)     (roles swapped)
 
 Both read one ``ConvGeometry`` (nnlite/_convgeom.py) in image -> column direction: for conv2d

@@ -1,4 +1,4 @@
-"""F.batch_norm: one Function with an analytic backward for both modes (SPEC §9.2).
+"""F.batch_norm: one Function with an analytic backward for both modes (docs/semantics.md §9.2).
 
 # N batch, C channels, "spatial" = every axis after 1 (none for (N, C), L for (N, C, L),
 # H, W for (N, C, H, W)); statistics are per channel over axis 0 and the spatial axes.

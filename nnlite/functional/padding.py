@@ -1,8 +1,8 @@
 """F.pad with PyTorch's modes (constant, reflect, replicate, circular) and its backward.
 
-Index map of a padded coordinate i (input length L) for the non-constant modes (SPEC §1.6):
-reflect -i / 2(L-1)-i, replicate clamp, circular wrap. The forward is one gather over the padded
-axes; the backward is its adjoint: each output cell's gradient is ADDED to the source it was
+Index map of a padded coordinate i (input length L) for the non-constant modes (docs/semantics.md
+§1.6): reflect -i / 2(L-1)-i, replicate clamp, circular wrap. The forward is one gather over the
+padded axes; the backward is its adjoint: each output cell's gradient is ADDED to the source it was
 copied from (np.add.at along one axis at a time; the modes are separable per axis).
 """
 import numbers

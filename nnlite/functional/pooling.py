@@ -1,4 +1,5 @@
-"""Pooling ops: max / avg / adaptive pools, max-unpool and spatial pyramid pooling (SPEC §3-§6).
+"""Pooling ops: max / avg / adaptive pools, max-unpool and spatial pyramid pooling
+(docs/semantics.md §3-§6).
 
 Every op accepts (N, C, H, W) or unbatched (C, H, W) input and returns the same rank. Kernels
 see planes: (N*C, H, W) -> (N*C, OH, OW). Arguments are validated here (``nnlite._poolgeom``),
@@ -6,8 +7,8 @@ before any kernel runs; bad values raise ValueError, bad types TypeError.
 
 Documented divergence from PyTorch: a dilated max-pool window that holds no in-bounds tap (e.g.
 H=1, k=2, d=3, p=1, ceil_mode) gives -inf with index -1 and no gradient; PyTorch returns an
-out-of-range index there and its backward writes out of bounds (SPEC §3.6). ``max_unpool2d``
-skips index -1.
+out-of-range index there and its backward writes out of bounds (docs/semantics.md §3.6).
+``max_unpool2d`` skips index -1.
 """
 import numbers
 
@@ -30,7 +31,8 @@ def _planes(a):
 
 
 class MaxPool2dFn(Function):
-    """y, idx = max over each window; backward scatter-adds gy at idx (SPEC §3.4-3.5)."""
+    """y, idx = max over each window; backward scatter-adds gy at idx (docs/semantics.md
+    §3.4-3.5)."""
 
     def forward(self, x, geom):
         lead = x.shape[:-2]
@@ -48,7 +50,7 @@ class MaxPool2dFn(Function):
 
 
 class AvgPool2dFn(Function):
-    """Window sums divided by the SPEC §4.3 divisor; backward spreads gy/divisor."""
+    """Window sums divided by the docs/semantics.md §4.3 divisor; backward spreads gy/divisor."""
 
     def forward(self, x, geom, count_include_pad, divisor_override):
         self.args = (geom.kernel, geom.stride, geom.padding, geom.ceil_mode, count_include_pad,
@@ -63,7 +65,7 @@ class AvgPool2dFn(Function):
 
 
 class AdaptiveAvgPool2dFn(Function):
-    """Mean over adaptive bins (SPEC §5.2-5.3)."""
+    """Mean over adaptive bins (docs/semantics.md §5.2-5.3)."""
 
     def forward(self, x, out_hw):
         self.in_shape = x.shape
@@ -76,7 +78,7 @@ class AdaptiveAvgPool2dFn(Function):
 
 
 class AdaptiveMaxPool2dFn(Function):
-    """Max over adaptive bins with max_pool2d's tie/NaN rule (SPEC §5.4)."""
+    """Max over adaptive bins with max_pool2d's tie/NaN rule (docs/semantics.md §5.4)."""
 
     def forward(self, x, out_hw):
         lead = x.shape[:-2]
@@ -138,7 +140,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
-    """2-D average pooling (SPEC §4.3).
+    """2-D average pooling (docs/semantics.md §4.3).
 
     The divisor is divisor_override if given, else the window size clipped to the padded input
     (count_include_pad=True; a ceil-mode overhang past the right padding is not counted), else
@@ -279,13 +281,13 @@ def _levels(levels):
 
 
 def spatial_pyramid_pool2d(input, levels=(4, 2, 1), mode="max"):
-    """Spatial pyramid pooling (He et al. 2014) with adaptive bins (SPEC §6.3).
+    """Spatial pyramid pooling (He et al. 2014) with adaptive bins (docs/semantics.md §6.3).
 
     Level n pools the map into n x n adaptive bins (``adaptive_{max,avg}_pool2d``); each level
     is flattened channel-major (C, n, n) and the levels are concatenated in the given order. The
     paper's window ceil(a/n) / stride floor(a/n) formula gives the wrong bin count for many map
-    sizes (e.g. a=10, n=6 -> 9 bins; SPEC §6.2); adaptive bins give exactly n x n for every
-    size (inputs smaller than n repeat cells).
+    sizes (e.g. a=10, n=6 -> 9 bins; docs/semantics.md §6.2); adaptive bins give exactly n x n for
+    every size (inputs smaller than n repeat cells).
 
     Args: levels (sequence of positive ints), mode 'max' or 'avg'.
 

@@ -3,7 +3,7 @@ pixels), and the three conv routines of ``_conv_gemm`` on top of them.
 
 Legend: N batch (of the chunk), C channels, H/W image, HP/WP padded image, OH/OW column grid,
 KH/KW kernel. Tap (a, b) reads the strided view
-xp[:, :, a*DH : a*DH + SH*(OH-1)+1 : SH, b*DW : b*DW + SW*(OW-1)+1 : SW]   (SPEC §1.4).
+xp[:, :, a*DH : a*DH + SH*(OH-1)+1 : SH, b*DW : b*DW + SW*(OW-1)+1 : SW]   (docs/semantics.md §1.4).
 """
 import numpy as np
 

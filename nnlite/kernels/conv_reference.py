@@ -2,9 +2,9 @@
 study mode (``nnlite.using_backend("reference")``).
 
 Shares NO code with the fast paths: imports only NumPy, computes its own output sizes from the raw
-arguments, and follows the per-element definitions of SPEC §1.3 (gather form) and §2.3 (scatter
-form) literally, one output pixel and one kernel tap at a time (only the channel contraction of
-one group is a small vectorised dot product). Computes in float64 and casts back.
+arguments, and follows the per-element definitions of docs/semantics.md §1.3 (gather form) and §2.3
+(scatter form) literally, one output pixel and one kernel tap at a time (only the channel
+contraction of one group is a small vectorised dot product). Computes in float64 and casts back.
 
 Two layers:
 - plain functions with PyTorch's arguments (``conv2d``, ``conv2d_grads``, ``conv_transpose2d``,
@@ -34,7 +34,7 @@ def _pad4(padding):
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """Gather form (SPEC §1.3):
+    """Gather form (docs/semantics.md §1.3):
     y[n,o,i,j] = b[o] + Σ_{c',a,b} w[o,c',a,b]·xp[n, grp(o)·Cg+c', i·sH+a·dH, j·sW+b·dW]."""
     dtype = x.dtype
     x, w = x.astype(np.float64), w.astype(np.float64)
@@ -108,7 +108,7 @@ def _conv2d_adjoints(gy, w, x, input_size, w_shape, stride, padding, dilation, g
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """Scatter form (SPEC §2.3):
+    """Scatter form (docs/semantics.md §2.3):
     full[n, grp·Cout_g+co', h·s+a·d, ...] += x[n,ci,h,w]·W[ci,co',a,b], then crop ``padding``
     from both ends and add bias. W is (Cin, Cout/groups, kH, kW)."""
     dtype = x.dtype

@@ -50,7 +50,8 @@ def _tap_view(xp, r0, c0, out_hw, stride):
 
 
 def _first_tap(o, s, p, d, k, L):
-    """Per window: the first in-bounds tap and whether the window has one (SPEC §3.4)."""
+    """Per window: the first in-bounds tap and whether the window has one (docs/semantics.md
+    §3.4)."""
     start = np.arange(o, dtype=np.int64) * s - p
     end = np.minimum(start + (k - 1) * d + 1, L)
     neg = start < 0
@@ -71,7 +72,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     w0, wok = _first_tap(ow, sw, pw, dw, kw, W)
     # track the winning tap as a small number (a - a_lo)*nb + (b - b_lo), turned into flat
     # indices at the end; it starts at the first in-bounds tap, -1 for a window wholly in
-    # padding (SPEC §3.6)
+    # padding (docs/semantics.md §3.6)
     first = ((h0 - (np.arange(oh) * sh - ph)) // dh - a_lo)[:, None] * nb + \
         ((w0 - (np.arange(ow) * sw - pw)) // dw - b_lo)[None, :]  # (OH, OW)
     first = np.where(hok[:, None] & wok[None, :], first, -1)
@@ -125,7 +126,7 @@ def max_pool2d_backward(gy, idx, in_hw):
 
 
 def _avg_divisor(out_hw, in_hw, kernel, stride, padding, count_include_pad, divisor, dtype):
-    """(OH, OW) divisors (SPEC §4.3); 0 marks a window with no in-bounds cell."""
+    """(OH, OW) divisors (docs/semantics.md §4.3); 0 marks a window with no in-bounds cell."""
     per_axis = []
     for o, L, k, s, p in zip(out_hw, in_hw, kernel, stride, padding):
         start = np.arange(o, dtype=np.int64) * s - p

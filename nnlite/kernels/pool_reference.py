@@ -1,12 +1,12 @@
 """Naive loop oracles for the pooling kernels (the test oracle and a study mode).
 
-Written straight from SPEC §3-§5, one output element at a time, in float64, cast back at the
-end. Imports nothing from the fast paths or from ``nnlite._poolgeom``: output sizes and adaptive
-bins are computed here again, in a different form (the ceil-mode count as a window-enumeration
-test, the adaptive bins as float floor/ceil).
+Written straight from docs/semantics.md §3-§5, one output element at a time, in float64, cast back
+at the end. Imports nothing from the fast paths or from ``nnlite._poolgeom``: output sizes and
+adaptive bins are computed here again, in a different form (the ceil-mode count as a
+window-enumeration test, the adaptive bins as float floor/ceil).
 
 Arrays are planes: x (P, H, W) with P = N*C. Indices are flat h*W + w inside a plane, -1 for a
-window with no in-bounds tap (SPEC §3.6, nnlite's documented divergence).
+window with no in-bounds tap (docs/semantics.md §3.6, nnlite's documented divergence).
 """
 import math
 
@@ -31,7 +31,7 @@ def _n_windows(L, k, s, p, d, ceil_mode):
             ok = start + keff <= span
         else:
             # ceil: window n exists while window n-1 did not already reach the padded end,
-            # and it does not start in the right padding (SPEC §3.2)
+            # and it does not start in the right padding (docs/semantics.md §3.2)
             ok = (n - 1) * s + keff < span and start - p < L
         if not ok:
             return n

@@ -1,4 +1,4 @@
-"""Vectorised NumPy roi_pool / roi_align (the fallback backend), SPEC §7-§8.
+"""Vectorised NumPy roi_pool / roi_align (the fallback backend), docs/semantics.md §7-§8.
 
 K boxes, C channels, H/W map, PH/PW pooled output, SY/SX sample rows/columns of one box
 (PH*gh, PW*gw). Box geometry is computed for all boxes at once in the input dtype T (the

@@ -1,9 +1,9 @@
-"""Naive loop oracles for roi_pool / roi_align, transcribed from SPEC §7-§8.
+"""Naive loop oracles for roi_pool / roi_align, transcribed from docs/semantics.md §7-§8.
 
 One output element at a time. Box and sample coordinates are computed in the input dtype T
 (numpy scalars of T), because torchvision's floor/ceil/round/int decisions depend on T's
-rounding (SPEC §7.3, §11); values are accumulated in float64 and cast back. Imports nothing from
-the fast paths or from ``nnlite._poolgeom``.
+rounding (docs/semantics.md §7.3, §11); values are accumulated in float64 and cast back. Imports
+nothing from the fast paths or from ``nnlite._poolgeom``.
 
 x (N, C, H, W); rois (K, 5) rows (batch index, x1, y1, x2, y2), already validated.
 """
@@ -105,7 +105,7 @@ def _samples(T, b_start, bin_size, p, grid):
 
 
 def _bilinear_taps(y, x, H, W):
-    """[(h, w, weight)] of one sample (SPEC §8.4), or [] when it lies outside."""
+    """[(h, w, weight)] of one sample (docs/semantics.md §8.4), or [] when it lies outside."""
     y, x = float(y), float(x)
     if not (-1.0 <= y <= H and -1.0 <= x <= W):
         return []

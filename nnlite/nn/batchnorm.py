@@ -1,4 +1,5 @@
-"""BatchNorm1d / BatchNorm2d with PyTorch 2.13's arguments, buffers and state_dict (SPEC §9.2-9.3).
+"""BatchNorm1d / BatchNorm2d with PyTorch 2.13's arguments, buffers and state_dict
+(docs/semantics.md §9.2-9.3).
 
 state_dict keys, in order: weight, bias (when affine; bias also needs ``bias=True``),
 running_mean, running_var, num_batches_tracked (int64, 0-d) (when track_running_stats).
@@ -105,7 +106,8 @@ class BatchNorm1d(_BatchNorm):
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch normalisation over (N, H, W) per channel (formulas as BatchNorm1d, SPEC §9.2).
+    """Batch normalisation over (N, H, W) per channel (formulas as BatchNorm1d,
+    docs/semantics.md §9.2).
 
     Shape: input (N, C, H, W) -> same.
     """

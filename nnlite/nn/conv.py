@@ -3,7 +3,7 @@
 Attributes (as torch's ``_ConvNd``): in_channels, out_channels, kernel_size, stride, padding
 (tuple, or the string 'same'/'valid'), dilation, output_padding, groups, padding_mode, weight,
 bias (None when ``bias=False``). Init: weight and bias ~ U(+-1/sqrt(fan_in)) with
-fan_in = weight.size(1) * KH * KW (SPEC §9.1; Cout/groups for the transposed conv).
+fan_in = weight.size(1) * KH * KW (docs/semantics.md §9.1; Cout/groups for the transposed conv).
 """
 import numpy as np
 

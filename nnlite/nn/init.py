@@ -1,4 +1,5 @@
-"""Parameter initialisers with PyTorch's formulas (SPEC §9.1), drawing from nnlite's generator.
+"""Parameter initialisers with PyTorch's formulas (docs/semantics.md §9.1), drawing from nnlite's
+generator.
 
 Each ``*_`` function fills a Tensor/Parameter in place (keeping its dtype) and returns it.
 """

@@ -41,7 +41,7 @@ class Linear(Module):
     """y = x @ weight.T + bias.
 
     weight (out_features, in_features) and bias (out_features,) ~ U(-1/sqrt(in_features),
-    +1/sqrt(in_features)) (PyTorch's default init, SPEC §9.1).
+    +1/sqrt(in_features)) (PyTorch's default init, docs/semantics.md §9.1).
 
     Shape: input (*, in_features) -> output (*, out_features).
     """

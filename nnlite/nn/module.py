@@ -1,7 +1,7 @@
 """``Module``, ``Parameter`` and the containers, with PyTorch's naming and state_dict rules.
 
-state_dict order (SPEC §9.3): depth-first; a module's own parameters, then its own buffers, then
-its children; nested names join attribute names with '.'.
+state_dict order (docs/semantics.md §9.3): depth-first; a module's own parameters, then its own
+buffers, then its children; nested names join attribute names with '.'.
 """
 from collections import OrderedDict
 
@@ -217,7 +217,8 @@ class Module:
         own = OrderedDict(self._state_items(""))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        # legacy BatchNorm checkpoints: a missing num_batches_tracked is filled with 0 (SPEC §9.3)
+        # legacy BatchNorm checkpoints: a missing num_batches_tracked is filled with 0
+        # (docs/semantics.md §9.3)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         errors = []
         arrays = {}
@@ -249,7 +250,8 @@ class Module:
         for k, v in arrays.items():
             t = own[k]
             t.data = np.array(v, dtype=t.data.dtype, copy=True)
-        for k in own:  # legacy checkpoint without num_batches_tracked: reset to 0 (SPEC §9.3)
+        # legacy checkpoint without num_batches_tracked: reset to 0 (docs/semantics.md §9.3)
+        for k in own:
             if k.endswith("num_batches_tracked") and k not in state_dict:
                 own[k].data = np.zeros_like(own[k].data)
         return missing, unexpected

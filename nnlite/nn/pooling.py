@@ -139,7 +139,8 @@ class MaxUnpool2d(Module):
 
 
 class SpatialPyramidPooling(Module):
-    """Spatial pyramid pooling: a fixed-length vector from a map of any size (SPEC §6.3).
+    """Spatial pyramid pooling: a fixed-length vector from a map of any size
+    (docs/semantics.md §6.3).
 
     Args: levels (bins per side of each pyramid level, in output order), mode 'max' or 'avg'.
     ``num_features(C)`` gives the output length C * sum(n**2).

@@ -137,7 +137,7 @@ def avg_pool(node, args, opset):
 
 def avg_divisor(hw, k, s, pads, out, count_include_pad):
     """(OH, OW) divisors: windows clipped to the padded extent (count_include_pad) or to the
-    input (SPEC §4.3)."""
+    input (docs/semantics.md §4.3)."""
     axes = []
     for i in (0, 1):
         start = np.arange(out[i]) * s[i] - pads[i]

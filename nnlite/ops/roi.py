@@ -28,7 +28,7 @@ _SAMPLE_LIMIT = 2 ** 24
 
 
 class RoIPoolFn(Function):
-    """Max over each box bin (SPEC §7); backward adds gy at the argmax."""
+    """Max over each box bin (docs/semantics.md §7); backward adds gy at the argmax."""
 
     def forward(self, x, rois, out_hw, spatial_scale):
         y, argmax = kernels.impl("roi_pool_forward")(x, rois, out_hw, spatial_scale)
@@ -44,7 +44,8 @@ class RoIPoolFn(Function):
 
 
 class RoIAlignFn(Function):
-    """Mean of bilinear samples per box bin (SPEC §8); backward is its exact adjoint."""
+    """Mean of bilinear samples per box bin (docs/semantics.md §8); backward is its exact
+    adjoint."""
 
     def forward(self, x, rois, out_hw, spatial_scale, sampling_ratio, aligned):
         self.args = (spatial_scale, sampling_ratio, aligned)
@@ -122,7 +123,7 @@ def _validate(input, boxes, output_size, spatial_scale, name):
 
 
 def roi_pool(input, boxes, output_size, spatial_scale=1.0):
-    """Fast R-CNN RoI max pooling with torchvision's exact arithmetic (SPEC §7).
+    """Fast R-CNN RoI max pooling with torchvision's exact arithmetic (docs/semantics.md §7).
 
     Box corners are rounded half away from zero after scaling; the box is inclusive
     (width x2 - x1 + 1, at least 1); bin p spans [floor(p*bin), ceil((p+1)*bin)) in the input
@@ -163,7 +164,7 @@ def _check_sampling(rois, out_hw, scale, sampling_ratio, aligned, name):
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
-    """Mask R-CNN RoIAlign with torchvision's exact arithmetic (SPEC §8).
+    """Mask R-CNN RoIAlign with torchvision's exact arithmetic (docs/semantics.md §8).
 
     Each bin averages gh x gw bilinear samples (gh = sampling_ratio if > 0, else
     ceil(roi_h / PH) per box); samples outside [-1, H] x [-1, W] count as 0, samples in

@@ -630,6 +630,7 @@ def predict_to_file(model, paths, out, client, batch_size=32, topk=5, softmax=Tr
     if not keep_shards:
         shutil.rmtree(directory, ignore_errors=True)
     return {"images": len(paths), "errors": int(bad.size), "shards_computed": len(todo),
+            "workers": len(client.scheduler_info().get("workers", {})),
             "shards_done_before": len(done), "seconds": time.perf_counter() - t0}
 
 

@@ -35,19 +35,17 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     raise ImportError("nnlite.vision needs Pillow: pip install nnlite[images]") from None
 
+from ._imagefiles import IMAGE_EXTENSIONS, is_image_path  # noqa: F401
 from .tensor import Tensor
 
 __all__ = ["load_image", "UnreadableImageError", "Resize", "CenterCrop", "ToTensor",
            "Normalize", "Compose", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_transform",
-           "IMAGE_EXTENSIONS"]
+           "IMAGE_EXTENSIONS", "is_image_path", "load_batch", "resized_size"]
 
 #: Per-channel mean and std of ImageNet RGB images in [0, 1] (torchvision's pretrained models).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: File name endings treated as images by ``nnlite run --input`` and ``nnlite predict``.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm", ".pbm", ".pnm")
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -387,6 +385,8 @@ def imagenet_transform(size=224, resize_size=None):
                     Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def is_image_path(path):
-    """True when ``path`` ends in one of ``IMAGE_EXTENSIONS`` (case-insensitive)."""
-    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+def load_batch(path, size=224):
+    """The image file ``path`` as a (1, 3, size, size) float32 batch, prepared like torchvision's
+    ImageNet classifiers expect (``imagenet_transform(size)`` on ``load_image(path)``)."""
+    x = imagenet_transform(size)(load_image(path))
+    return x.data[None]

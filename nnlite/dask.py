@@ -67,6 +67,9 @@ class ModelPayload:
         h.update(self.data)
         self.key = h.hexdigest()
 
+    def __dask_tokenize__(self):
+        return ("nnlite.dask.ModelPayload", self.key)
+
     def build(self):
         """The nnlite module (not yet optimized)."""
         if self.kind == "onnx":
@@ -575,12 +578,14 @@ def predict_to_file(model, paths, out, client, batch_size=32, topk=5, softmax=Tr
     if todo:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ll]arge.*")
-            model_future = client.submit(_identity, payload, key=f"nnlite-model-{payload.key}",
-                                         pure=False)
+            # keys unique to this run: a key cancelled by an interrupted run may still be
+            # being released on the scheduler when a rerun starts
+            run = uuid.uuid4().hex[:12]
+            model_future = client.submit(_identity, payload, pure=False,
+                                         key=f"nnlite-model-{payload.key[:16]}-{run}")
             futures = [client.submit(_shard_task, model_future, i,
                                      [absolute[r] for r in rows], transform, shape, batch_size,
-                                     topk, softmax, key=f"nnlite-shard-{job['images'][:10]}-"
-                                     f"{payload.key[:10]}-{i}", pure=False)
+                                     topk, softmax, key=f"nnlite-shard-{run}-{i}", pure=False)
                        for i, rows in todo]
         finished = len(done)
         try:

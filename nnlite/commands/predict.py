@@ -75,7 +75,7 @@ def _client(args):
     workers = args.workers if args.workers is not None else max(1, cores // 2)
     threads = args.threads_per_worker or max(1, cores // workers)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     return Client(cluster), cluster
 
 

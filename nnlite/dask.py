@@ -118,15 +118,19 @@ def as_payload(model, weights=None):
             raise FileNotFoundError(f"no such ONNX file: {name!r}")
         with open(name, "rb") as fh:
             data = fh.read()
-        from . import onnx as nx_onnx
 
-        module = nx_onnx.load(name)
-        if len(module.graph.inputs) != 1 or len(module.graph.outputs) != 1:
-            raise PredictError(f"{name!r} has {len(module.graph.inputs)} inputs and "
-                               f"{len(module.graph.outputs)} outputs; predict needs one of each")
-        dtype = module.graph.inputs[0].dtype or np.dtype(np.float32)
-        return ModelPayload("onnx", data, name=os.path.basename(name), dtype=dtype,
-                            description=f"{name} (ONNX)"), module
+        def make():
+            from . import onnx as nx_onnx
+
+            module = nx_onnx.load(name)
+            if len(module.graph.inputs) != 1 or len(module.graph.outputs) != 1:
+                raise PredictError(f"{name!r} has {len(module.graph.inputs)} inputs and "
+                                   f"{len(module.graph.outputs)} outputs; predict needs one of "
+                                   "each")
+            dtype = module.graph.inputs[0].dtype or np.dtype(np.float32)
+            return ModelPayload("onnx", data, name=os.path.basename(name), dtype=dtype,
+                                description=f"{name} (ONNX)"), module
+        return _client_model(("onnx", data), make)
     if name not in _BUILTIN:
         raise PredictError(f"unknown model {name!r}: give an .onnx path, an nnlite Module, or "
                            f"one of {', '.join(_BUILTIN)} with weights")
@@ -135,10 +139,31 @@ def as_payload(model, weights=None):
                            "`python -m nnlite.convert`)")
     with open(os.fspath(weights), "rb") as fh:
         data = fh.read()
-    module = getattr(nnlite.models, name)()
-    module.load_state_dict(nnlite.load(io.BytesIO(data)))
-    return ModelPayload("builtin", data, name=name,
-                        description=f"{name} (weights {os.fspath(weights)})"), module.eval()
+
+    def make():
+        module = getattr(nnlite.models, name)()
+        module.load_state_dict(nnlite.load(io.BytesIO(data)))
+        return ModelPayload("builtin", data, name=name,
+                            description=f"{name} (weights {os.fspath(weights)})"), module.eval()
+    return _client_model(("builtin", name, data), make)
+
+
+_client_models = collections.OrderedDict()     # (kind, name, bytes hash) -> (payload, module)
+_probes = {}                                   # (payload key, shape, dtype) -> output info
+
+
+def _client_model(ident, make):
+    """(payload, module) of a model file, built once per content in this (client) process."""
+    h = hashlib.sha256(ident[-1]).hexdigest()
+    ident = ident[:-1] + (h,)
+    hit = _client_models.get(ident)
+    if hit is None:
+        hit = _client_models[ident] = make()
+        while len(_client_models) > 2:
+            _client_models.popitem(last=False)
+    else:
+        _client_models.move_to_end(ident)
+    return hit
 
 
 # ------------------------------------------------------------------ worker-side state
@@ -284,13 +309,19 @@ def _shard_task(payload, index, paths, transform, shape, batch_size, topk, softm
 
 
 # ------------------------------------------------------------------------- probe
-def _output_info(module, shape, dtype):
-    """Output shape per image and dtype, from one plain call on a zero image."""
+def _output_info(module, shape, dtype, key=None):
+    """Output shape per image and dtype, from one plain call on a zero image (remembered per
+    payload ``key``)."""
+    probe = (key, tuple(shape), np.dtype(dtype).str)
+    if key is not None and probe in _probes:
+        return _probes[probe]
     with nnlite.no_grad():
         y = module(np.zeros((1,) + tuple(shape), dtype))
     if isinstance(y, (tuple, list)):
         raise PredictError(f"the model returned {len(y)} outputs; predict needs one")
     y = np.asarray(y.data if hasattr(y, "data") else y)
+    if key is not None:
+        _probes[probe] = (y.shape[1:], y.dtype)
     return y.shape[1:], y.dtype
 
 
@@ -350,7 +381,7 @@ def predict(model, images, batch_size=32, topk=None, softmax=True, weights=None,
         if any(len(c) != 1 for c in images.chunks[1:]):
             images = images.rechunk({1: -1, 2: -1, 3: -1})
         shape = images.shape[1:]
-        out_shape, out_dtype = _output_info(module, shape, dtype)
+        out_shape, out_dtype = _output_info(module, shape, dtype, payload.key)
         model_node = dask.delayed(payload, pure=True)
         nd = len(out_shape)
         kw = {}
@@ -365,7 +396,7 @@ def predict(model, images, batch_size=32, topk=None, softmax=True, weights=None,
         paths = [os.path.abspath(os.fspath(p)) for p in images]
         transform = _default_transform(transform, size)
         shape = _transform_shape(transform)
-        out_shape, out_dtype = _output_info(module, shape, dtype)
+        out_shape, out_dtype = _output_info(module, shape, dtype, payload.key)
         model_node = dask.delayed(payload, pure=True)
         blocks = []
         for s in range(0, len(paths), batch_size):
@@ -541,7 +572,7 @@ def predict_to_file(model, paths, out, client, batch_size=32, topk=5, softmax=Tr
     payload, module = as_payload(model, weights)
     transform = _default_transform(transform, size)
     shape = _transform_shape(transform)
-    out_shape, _ = _output_info(module, shape, np.dtype(payload.dtype))
+    out_shape, _ = _output_info(module, shape, np.dtype(payload.dtype), payload.key)
     per_image = int(np.prod(out_shape))
     if fmt == "npy":
         topk = 0

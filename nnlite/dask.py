@@ -266,7 +266,9 @@ def _load_transformed(path, transform, shape):
 
 
 # ----------------------------------------------------------------------- tasks
-def _block_task(block, payload, batch_size):
+def _block_task(block, payload, batch_size, out_shape, out_dtype):
+    if block.shape[0] == 0:
+        return np.zeros((0,) + tuple(out_shape), out_dtype)
     return _infer(payload, block, batch_size)
 
 
@@ -389,7 +391,8 @@ def predict(model, images, batch_size=32, topk=None, softmax=True, weights=None,
             kw["drop_axis"] = list(range(1 + nd, 4))
         elif nd > 3:
             kw["new_axis"] = list(range(4, nd + 1))
-        out = images.map_blocks(_block_task, model_node, batch_size, dtype=out_dtype,
+        out = images.map_blocks(_block_task, model_node, batch_size, tuple(out_shape),
+                                np.dtype(out_dtype).str, dtype=out_dtype,
                                 chunks=(images.chunks[0],) + tuple((d,) for d in out_shape),
                                 name=f"nnlite-predict-{payload.key[:12]}", **kw)
     elif isinstance(images, (list, tuple)):
@@ -538,10 +541,11 @@ class _Progress:
         self.stream.flush()
 
 
-def predict_to_file(model, paths, out, client, batch_size=32, topk=5, softmax=True,
+def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softmax=True,
                     weights=None, transform=None, size=224, restart=False, progress=True,
                     keep_shards=False, timeout=None, on_shard=None):
-    """Predict ``paths`` (image files) on the Dask ``client`` and write ``out``.
+    """Predict ``paths`` (image files) on the Dask ``client`` (default: the current one) and
+    write ``out``.
 
     ``out`` ends in ``.csv`` or ``.parquet`` (columns ``path, class_1, score_1, ...,
     class_k, score_k``: the top-``topk`` classes and their softmax probabilities, or raw
@@ -560,8 +564,14 @@ def predict_to_file(model, paths, out, client, batch_size=32, topk=5, softmax=Tr
     ``on_shard(index, finished, total)`` is called after each shard is saved. Returns a dict:
     images, errors, shards computed now, shards found done, seconds.
     """
-    from distributed import as_completed
+    from distributed import as_completed, default_client
 
+    if client is None:
+        try:
+            client = default_client()
+        except ValueError:
+            raise PredictError("predict_to_file needs a Dask client: pass client=, or create "
+                               "one first (distributed.Client(...))") from None
     _check_batch(batch_size)
     out = os.fspath(out)
     fmt = _out_format(out)

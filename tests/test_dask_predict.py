@@ -182,6 +182,14 @@ def test_lazy_predict_on_dask_arrays_and_paths(client, images, model_and_referen
     order = np.argsort(-want, axis=1, kind="stable")[:, :2]
     assert np.array_equal(cls, order)
     np.testing.assert_allclose(score, np.take_along_axis(want, order, 1), rtol=1e-4, atol=1e-5)
+    # one channel, a chunk of one image and an empty chunk
+    gray = nn.Sequential(nn.Conv2d(1, 4, kernel_size=(1, 3), stride=(2, 1)), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).eval()
+    g = np.random.default_rng(4).standard_normal((4, 1, 5, 5)).astype(np.float32)
+    with nnlite.no_grad():
+        want = gray(g).data
+    y = nd.predict(gray, da.from_array(g, chunks=((1, 0, 3), 1, 5, 5)), batch_size=2)
+    np.testing.assert_allclose(y.compute(), want, rtol=1e-4, atol=1e-6)
     # a list of paths: one task per batch_size images
     y = nd.predict(model, good[:13], batch_size=5, size=SIZE)
     assert y.numblocks == (3, 1)

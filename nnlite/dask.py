@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -495,7 +496,7 @@ def _read_shard(directory, index, n, fmt_key):
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PredictError(f"shard file {path!r} is unreadable ({exc}); delete it and rerun to "
                            "recompute that shard") from None
     if int(data["index"]) != index or len(data["ok"]) != n or fmt_key not in data and \
@@ -611,7 +612,15 @@ def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softm
         _atomic_write(manifest, lambda fh: fh.write(json.dumps(job, indent=1).encode()))
 
     shards = shard_paths(list(range(len(paths))), batch_size)
-    done = {i for i, _ in shards if os.path.exists(_shard_file(directory, i))}
+    key = "classes" if topk else "outputs"
+    done = set()
+    for i, rows in shards:                   # a damaged shard file is recomputed
+        if os.path.exists(_shard_file(directory, i)):
+            try:
+                _read_shard(directory, i, len(rows), key)
+                done.add(i)
+            except (PredictError, KeyError):
+                os.unlink(_shard_file(directory, i))
     todo = [(i, rows) for i, rows in shards if i not in done]
     bar = _Progress(len(paths), sum(len(rows) for i, rows in shards if i in done),
                     enabled=progress)
@@ -646,7 +655,6 @@ def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softm
             model_future.cancel()
     bar.update(0, final=True)
     # assemble the final file from the shards, by shard index
-    key = "classes" if topk else "outputs"
     ok = np.zeros(len(paths), bool)
     reasons = [""] * len(paths)
     if topk:

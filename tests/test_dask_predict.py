@@ -405,3 +405,39 @@ def test_parquet_output(client, images, tmp_path, model_and_reference):
     assert t["path"] == good
     assert np.array_equal(np.array([t["class_1"], t["class_2"]]).T,
                           np.argsort(-ref, axis=1, kind="stable")[:, :2])
+
+
+def test_onnx_model_file_against_onnxruntime(client, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import dask.array as da
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((6, 3, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    fc = rng.standard_normal((5, 6)).astype(np.float32)
+    nodes = [oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 0, 1, 0], strides=[2, 1]),
+             oh.make_node("Relu", ["c"], ["r"]),
+             oh.make_node("GlobalAveragePool", ["r"], ["g"]),
+             oh.make_node("Flatten", ["g"], ["f"]),
+             oh.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = oh.make_graph(nodes, "tiny", [oh.make_tensor_value_info("x", TP.FLOAT,
+                                                                    ["n", 3, 9, 7])],
+                          [oh.make_tensor_value_info("y", TP.FLOAT, None)],
+                          [onh.from_array(w, "w"), onh.from_array(b, "b"),
+                           onh.from_array(fc, "fc")])
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+                     .SerializeToString())
+    x = rng.standard_normal((11, 3, 9, 7)).astype(np.float32)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    y = nd.predict(str(path), da.from_array(x, chunks=4), batch_size=3)
+    np.testing.assert_allclose(y.compute(), ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="weights= applies to built-in"):
+        nd.predict(str(path), da.from_array(x, chunks=4), weights="w.npz")
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        nd.predict(str(tmp_path / "missing.onnx"), da.from_array(x, chunks=4))

@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 import nnlite
 
 __all__ = ["predict", "predict_to_file", "ModelPayload", "as_payload", "compile_counts",
+           "plan_batches", "errors_path", "shards_dir",
            "topk_scores", "shard_paths", "PredictError"]
 
 _BUILTIN = ("googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -181,6 +182,12 @@ def compile_counts():
     return dict(_compiles)
 
 
+def plan_batches():
+    """{payload key: sorted batch sizes this process has compiled a plan for}."""
+    with _cache_lock:
+        return {k: sorted(sig[0][0][0] for sig in fast.plans) for k, fast in _cache.items()}
+
+
 def _worker_threads():
     """The Dask worker's thread count when called inside a worker, else None."""
     try:
@@ -212,12 +219,13 @@ def _compiled(payload):
 
 
 def _infer(payload, x, batch_size):
-    """Run the compiled model on ``x`` (n, C, H, W) in batches of ``min(batch_size, n)``
-    (the last one zero-padded to that size, so one plan serves every batch)."""
+    """Run the compiled model on ``x`` (n, C, H, W) in batches of exactly ``batch_size``, the
+    last one zero-padded: every task of a job calls the model with one input shape, so each
+    worker compiles one plan (a plan is compiled per input shape)."""
     fast = _compiled(payload)
     x = np.asarray(x, dtype=np.dtype(payload.dtype))
     n = x.shape[0]
-    b = max(1, min(batch_size, n))
+    b = batch_size
     outs = []
     nthreads = _worker_threads()
     with _run_lock:
@@ -363,7 +371,8 @@ def predict(model, images, batch_size=32, topk=None, softmax=True, weights=None,
         images: a ``dask.array`` (N, C, H, W) chunked along N (one task per chunk; chunks along
             C, H, W are merged), or a list of image file paths (one task per ``batch_size``
             images, each read with ``nnlite.vision.load_image`` and ``transform``).
-        batch_size: images per model call (the last call of a task is zero-padded to it).
+        batch_size: images per model call (at most the largest chunk; every call is padded
+            to it, so the model is compiled for one input shape).
         topk: None for the raw outputs, else k: returns ``(classes, scores)``.
         softmax: with ``topk``, scores are softmax probabilities (else raw outputs).
         transform: for paths: PIL image -> (C, H, W); default
@@ -385,6 +394,7 @@ def predict(model, images, batch_size=32, topk=None, softmax=True, weights=None,
             images = images.rechunk({1: -1, 2: -1, 3: -1})
         shape = images.shape[1:]
         out_shape, out_dtype = _output_info(module, shape, dtype, payload.key)
+        batch_size = max(1, min(batch_size, max(images.chunks[0], default=1)))
         model_node = dask.delayed(payload, pure=True)
         nd = len(out_shape)
         kw = {}
@@ -398,6 +408,7 @@ def predict(model, images, batch_size=32, topk=None, softmax=True, weights=None,
                                 name=f"nnlite-predict-{payload.key[:12]}", **kw)
     elif isinstance(images, (list, tuple)):
         paths = [os.path.abspath(os.fspath(p)) for p in images]
+        batch_size = max(1, min(batch_size, len(paths)))
         transform = _default_transform(transform, size)
         shape = _transform_shape(transform)
         out_shape, out_dtype = _output_info(module, shape, dtype, payload.key)
@@ -578,6 +589,7 @@ def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softm
     fmt = _out_format(out)
     if not paths:
         raise PredictError("no images given")
+    batch_size = min(batch_size, len(paths))
     shown = [os.fspath(p) for p in paths]
     absolute = [os.path.abspath(p) for p in shown]
     payload, module = as_payload(model, weights)

@@ -211,9 +211,12 @@ def test_model_compiled_once_per_worker_and_threads_follow_worker(client, images
     assert y.numblocks[0] == 22
     y.compute()
     nd.predict_to_file(model, good, str(os.path.dirname(good[0]) + "/again.csv"), client,
-                       batch_size=3, size=SIZE, progress=False, timeout=TIMEOUT)  # 22 more
+                       batch_size=4, size=SIZE, progress=False, timeout=TIMEOUT)  # 17 more
     counts = {w: c.get(payload.key, 0) for w, c in client.run(nd.compile_counts).items()}
     assert len(counts) == 2 and set(counts.values()) <= {0, 1} and sum(counts.values()) >= 1
+    # one plan per batch size: the last shard (66 = 16 * 4 + 2) is padded to 4, not planned
+    plans = [b.get(payload.key, []) for b in client.run(nd.plan_batches).values()]
+    assert all(set(p) <= {3, 4} for p in plans) and {3, 4} <= set(sum(plans, [])), plans
     # the model bytes are one graph node, not part of each task
     graph = dict(nd.predict(model, good, batch_size=3, size=SIZE).__dask_graph__())
     import pickle

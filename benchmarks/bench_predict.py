@@ -198,10 +198,18 @@ def main():
             print(f"\nbatch sweep, dask 2w x 1t, {name} (median of {args.repeat} interleaved "
                   "runs):")
             _timing.print_table(sweep, ["model", "batch", "tasks", "images/s", "range"])
+            if len(times) >= 2:
+                # wall time = tasks * c + images * t: two sweep points give c, the cost of a
+                # task beyond its images as seen end to end (scheduler, transfer, shard file)
+                (b1, t1), (b2, t2) = sorted(times.items())[0], sorted(times.items())[-1]
+                n1, n2 = -(-len(paths) // b1), -(-len(paths) // b2)
+                c = (_timing.median(t1) - _timing.median(t2)) / (n1 - n2) if n1 != n2 else 0
+                print(f"  end-to-end cost per task from batch {b1} vs {b2}: {c * 1e3:.1f} ms of "
+                      "wall time on this 2-worker cluster")
         finally:
-            for cluster, client in clusters.values():
-                client.close()
-                cluster.close()
+            for cluster, client in reversed(list(clusters.values())):   # each restores
+                client.close()                                          # the log level it
+                cluster.close()                                         # found at start
         for line in machine_lines():
             print(line.replace("# load", "# at the end: load"))
     finally:

@@ -562,8 +562,8 @@ def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softm
     ``out`` ends in ``.csv`` or ``.parquet`` (columns ``path, class_1, score_1, ...,
     class_k, score_k``: the top-``topk`` classes and their softmax probabilities, or raw
     outputs with ``softmax=False``, one row per readable image in ``paths`` order) or ``.npy``
-    (the model's full outputs (N, ...) float32 in ``paths`` order, NaN rows for unreadable
-    images). Unreadable images (missing, corrupt, truncated, not images) are listed with the
+    (the model's full outputs (N, ...) in ``paths`` order, in the model's float dtype, NaN
+    rows for unreadable images). Unreadable images (missing, corrupt, truncated, not images) are listed with the
     reason in ``errors_path(out)`` (``path, reason``) and the run goes on.
 
     Each task handles one shard of ``batch_size`` images and the client saves each finished
@@ -595,7 +595,8 @@ def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softm
     payload, module = as_payload(model, weights)
     transform = _default_transform(transform, size)
     shape = _transform_shape(transform)
-    out_shape, _ = _output_info(module, shape, np.dtype(payload.dtype), payload.key)
+    out_shape, out_dtype = _output_info(module, shape, np.dtype(payload.dtype), payload.key)
+    out_dtype = out_dtype if np.dtype(out_dtype).kind == "f" else np.dtype(np.float32)
     per_image = int(np.prod(out_shape))
     if fmt == "npy":
         topk = 0
@@ -673,7 +674,7 @@ def predict_to_file(model, paths, out, client=None, batch_size=32, topk=5, softm
         classes = np.zeros((len(paths), topk), np.int64)
         scores = np.zeros((len(paths), topk), np.float32)
     else:
-        outputs = np.full((len(paths),) + tuple(out_shape), np.nan, np.float32)
+        outputs = np.full((len(paths),) + tuple(out_shape), np.nan, out_dtype)
     for i, rows in shards:
         data = _read_shard(directory, i, len(rows), key)
         sl = slice(rows[0], rows[-1] + 1)

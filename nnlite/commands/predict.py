@@ -120,5 +120,5 @@ def cmd_predict(args):
     print(f"wrote {args.out}: {stats['images'] - stats['errors']} images predicted, "
           f"{stats['errors']} unreadable (listed in {nd.errors_path(args.out)}); "
           f"{stats['shards_computed']} shards computed, {stats['shards_done_before']} found "
-          f"done; {stats['seconds']:.1f} s" + (f" on {nworkers} workers" if nworkers else ""))
+          f"done; {stats['seconds']:.1f} s" + (f" on {nworkers} worker{'s' if nworkers != 1 else ''}" if nworkers else ""))
     return 0

@@ -15,7 +15,7 @@ Semantics follow torchvision's ``transforms`` on PIL images:
 - ``Resize(256)`` scales the shorter side to 256 and the longer one to
   ``int(256 * long / short)`` (truncation), capped by ``max_size``; ``Resize((h, w))`` sets both.
   Resampling is Pillow's ``Image.resize`` (bilinear by default), which always antialiases when
-  shrinking: ``antialias`` is accepted for compatibility and must stay True.
+  shrinking: ``antialias=False`` is ignored with a warning, as in torchvision.
 - ``CenterCrop`` starts the crop at ``int(round((H - h) / 2.0))`` (Python rounds halves to even)
   and first pads with zeros, split ``(d // 2, (d + 1) // 2)``, when the crop is larger.
 - ``ToTensor`` maps 8-bit modes (1, L, LA, P, RGB, RGBA, CMYK, YCbCr, ...) to float32 in [0, 1]
@@ -27,6 +27,7 @@ Semantics follow torchvision's ``transforms`` on PIL images:
 import numbers
 import os
 import struct
+import warnings
 
 import numpy as np
 
@@ -159,7 +160,9 @@ class Resize:
             ``"hamming"``, ``"lanczos"``, or a ``PIL.Image.Resampling`` value.
         max_size: the longer side is capped at this (only with an int/``[s]``/None size);
             must exceed ``s``.
-        antialias: must be True: Pillow always antialiases (as torchvision on PIL images).
+        antialias: kept for torchvision compatibility; Pillow always antialiases when
+            shrinking, so anything but True is ignored with a warning (as torchvision does
+            for PIL images).
 
     An image already at the target size is returned as is.
     """
@@ -190,10 +193,11 @@ class Resize:
                 raise ValueError(f"Resize: unknown interpolation {interpolation!r}") from None
             self.interpolation = self._resample.name.lower()
         if antialias is not True:
-            raise ValueError("Resize: Pillow always antialiases when shrinking; antialias must "
-                             f"be True, got {antialias!r}")
+            warnings.warn("Resize: Pillow always antialiases when shrinking; antialias="
+                          f"{antialias!r} is ignored (as torchvision does for PIL images)",
+                          UserWarning, stacklevel=2)
         self.max_size = None if max_size is None else int(max_size)
-        self.antialias = True
+        self.antialias = antialias
         self._size_arg = size
 
     def __call__(self, img):

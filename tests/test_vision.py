@@ -68,8 +68,10 @@ def test_resize_bad_arguments():
         V.Resize(10, max_size=10)
     with pytest.raises(ValueError, match="max_size applies only"):
         V.Resize((3, 4), max_size=20)
-    with pytest.raises(ValueError, match="antialias"):
-        V.Resize(8, antialias=False)
+    with pytest.warns(UserWarning, match="antialias=False is ignored"):
+        r = V.Resize(8, antialias=False)
+    img = rgb(20, 30)
+    assert np.array_equal(np.asarray(r(img)), np.asarray(V.Resize(8)(img)))
     with pytest.raises(ValueError, match="positive"):
         V.Resize(0)
     with pytest.raises(TypeError, match="size must be an int"):

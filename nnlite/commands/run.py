@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from .._imagefiles import is_image_path
+
 _BUILTIN = ("googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
             "resnext50_32x4d", "mobilenet_v2")
 
@@ -26,7 +28,10 @@ def register(subparsers):
         description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="path to an .onnx file, or a built-in model name "
                    f"({', '.join(_BUILTIN)})")
-    p.add_argument("--input", required=True, help=".npy array, (C, H, W) or (N, C, H, W)")
+    p.add_argument("--input", required=True, help=".npy array, (C, H, W) or (N, C, H, W), or "
+                   "an image file (.jpg, .png, ...: ImageNet preprocessing, needs Pillow)")
+    p.add_argument("--size", type=int, default=224, help="crop size for an image --input: "
+                   "shorter side to int(S*256/224), centre crop S (default 224)")
     p.add_argument("--weights", help=".npz weights for a built-in model (nnlite.save format)")
     p.add_argument("--random-init", action="store_true",
                    help="allow a built-in model without --weights (random weights)")
@@ -39,14 +44,21 @@ def register(subparsers):
     p.set_defaults(func=cmd_run)
 
 
-def _load_input(path, batch):
+def _load_input(path, batch, size=224):
     if not os.path.exists(path):
         raise RunError(f"--input: no such file: {path!r}")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise RunError(f"--input {path!r} is not a readable .npy array "
-                       f"({exc or type(exc).__name__})") from None
+    if is_image_path(path):
+        try:
+            from ..vision import load_batch
+        except ImportError as exc:
+            raise RunError(f"--input {path!r}: {exc}") from None
+        x = load_batch(path, size)            # UnreadableImageError (ValueError) names the file
+    else:
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise RunError(f"--input {path!r} is not a readable .npy array "
+                           f"({exc or type(exc).__name__})") from None
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
         raise RunError(f"--input {path!r} must hold one numeric array")
     if x.ndim == 3:
@@ -125,7 +137,7 @@ def cmd_run(args):
         if args.repeat < 1:
             raise RunError(f"--repeat must be >= 1, got {args.repeat}")
         model, desc, dtype = _load_model(args)
-        x = _load_input(args.input, args.batch).astype(dtype, copy=False)
+        x = _load_input(args.input, args.batch, args.size).astype(dtype, copy=False)
         runner = model if args.plain else nnlite.optimize_for_inference(model)
 
         def once():

@@ -20,7 +20,7 @@ from ..tensor import Tensor, as_tensor, cat
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "max_unpool2d",
-    "spatial_pyramid_pool2d",
+    "spatial_pyramid_pool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
 ]
 
 
@@ -306,3 +306,57 @@ def spatial_pyramid_pool2d(input, levels=(4, 2, 1), mode="max"):
     start = x.ndim - 3  # flatten (C, n, n)
     parts = [pool(x, (n, n)).flatten(start_dim=start) for n in levels]
     return parts[0] if len(parts) == 1 else cat(parts, dim=start)
+
+
+# ------------------------------------------------------------------------------ 1-D pools
+# Each 1-D pool is its 2-D counterpart on (..., 1, L): a unit height axis is inserted before the
+# pool and removed after it (both differentiable reshapes); geometry and checks stay in
+# nnlite/_poolgeom.py, called with the 1-D op's name.
+
+
+def _input_1d(input, name):
+    x = as_tensor(input)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{name}: Expected 2D or 3D input (C, L) or (N, C, L), but got shape "
+                         f"{tuple(x.shape)} ({x.ndim}-D)")
+    return x
+
+
+def _single(value, name, op):
+    """int or 1-sequence of ints -> int (PyTorch's ``_single``)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{op}: {name} must be an int or a tuple of one int, got {value!r}")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of one int, got {value!r}")
+    return int(value)
+
+
+def _adaptive_1d(input, output_size, name):
+    x = _input_1d(input, name)
+    o = _single(output_size, "output_size", name)
+    return x.unsqueeze(-2), o
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """Average over adaptive bins [floor(i*L/O), ceil((i+1)*L/O)) (see adaptive_avg_pool2d).
+
+    Shape: (N, C, L) or (C, L) -> (N, C, O) or (C, O).
+
+    Examples:
+        >>> F.adaptive_avg_pool1d(x, 1)    # global average over L
+    """
+    x4, o = _adaptive_1d(input, output_size, "adaptive_avg_pool1d")
+    return adaptive_avg_pool2d(x4, (1, o)).squeeze(-2)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """Max over adaptive bins; indices (int64) index L.
+
+    Shape: (N, C, L) or (C, L) -> (N, C, O) or (C, O).
+    """
+    x4, o = _adaptive_1d(input, output_size, "adaptive_max_pool1d")
+    y, idx = adaptive_max_pool2d(x4, (1, o), return_indices=True)
+    y = y.squeeze(-2)
+    return (y, Tensor(idx.data.reshape(y.shape))) if return_indices else y

@@ -4,6 +4,7 @@ from .module import Identity, Module, ModuleList, Parameter, Sequential  # noqa:
 from .layers import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .upsampling import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .blocks import *  # noqa: F401,F403

@@ -350,3 +350,35 @@ def test_squeeze_excitation_model_exported_from_pytorch(gate):
     adds = [n for n, _, _ in plan.steps if n.op == "Add"]
     assert not [n for n in adds if made & set(n.inputs)]
     assert len(adds) == (2 if gate == "Clip" else 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 8, 8), (2, 1, 1), (2, 8, 8)])
+def test_traced_nnlite_module_with_a_constant_add(shape):
+    """The same pattern written as an nnlite module (traced, not imported): conv without bias
+    + a (1, C, 1, 1) parameter, and a (1, C, H, W) buffer-like constant on a second conv."""
+    from nnlite import nn
+
+    n, h, w = shape
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 5, 1, bias=False)
+            self.b = nn.Conv2d(5, 5, 3, padding=1, bias=False)
+            self.k = nn.Parameter(nnlite.tensor(rand(1, 5, 1, 1)))
+            self.full = nn.Parameter(nnlite.tensor(rand(1, 5, h, w)))
+
+        def forward(self, x):
+            return nnlite.functional.relu(self.b(self.a(x) + self.k) + self.full)
+
+    nnlite.manual_seed(0)
+    model = Block().eval()
+    x = rand(n, 3, h, w)
+    want = model(nnlite.tensor(x)).data
+    fast = nnlite.optimize_for_inference(model)
+    np.testing.assert_allclose(fast(x).data, want, rtol=1e-5, atol=1e-5)
+    (plan, _), = fast._plans.values()
+    ops = step_ops(plan)
+    assert ops[0] == "Conv"
+    assert ops[1:] == (["Conv+relu"] if h == 1 else ["Conv+add+relu"] if n == 1
+                       else ["Conv", "Add+relu"])

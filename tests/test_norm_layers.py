@@ -231,7 +231,7 @@ def test_torch_parity_modules_train_and_eval():
             yt.backward(torch.tensor(g))
             np.testing.assert_allclose(xn.grad, xt.grad.numpy(), rtol=1e-4, atol=5e-5)
             for k, v in theirs.state_dict().items():
-                np.testing.assert_allclose(ours.state_dict()[k].data, v.numpy(), rtol=1e-5,
+                np.testing.assert_allclose(ours.state_dict()[k], v.numpy(), rtol=1e-5,
                                            atol=1e-6, err_msg=f"{ours!r} {k}")
 
 

@@ -192,6 +192,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             axes whose size does not change are copied.
 
     Nearest modes on 4-D input reproduce PyTorch's CPU kernel choice (``_nearest_rule``).
+    The backward is always the exact transpose of the forward. Where PyTorch 2.13's CPU
+    kernels contradict themselves, nnlite keeps the forward and its transpose:
+    - antialias with an output width of 1 while the height changes: PyTorch's vertical pass
+      gives every output row the first row's filter (all rows come out equal); nnlite filters
+      each row (what PyTorch itself gives for the transposed image);
+    - nearest with a scale factor on 3-D input or large 4-D outputs (OH + OW > 128): PyTorch's
+      backward indexes with ``nearest_idx`` while its forward used the generic rule (they differ
+      when out == in or out == 2*in under a scale factor != 1, 2);
+    - bicubic / antialias when an axis keeps its size under a scale factor != 1: PyTorch's
+      backward copies (bicubic) or filters (antialias) where its forward did the opposite.
 
     Shape:
         (N, C, L) -> (N, C, L_out); (N, C, H, W) -> (N, C, H_out, W_out).

@@ -9,8 +9,8 @@ weights ``w[o, k]``. This module computes those (out, K) tables with PyTorch's c
     backward = the adjoint, H first then W: each column of gy is added to its taps' sources.
 
 Short axes (in <= 64 K) use the equivalent dense (out, in) matrix and one BLAS product per
-axis; long axes use one gather per tap forward and, backward, one ``np.add.reduceat`` per tap
-(``idx[:, k]`` never decreases with o, so equal indices are runs; no np.add.at).
+axis. Long axes use one gather per tap; backward gathers too, from the transposed table (for
+each input position the outputs that read it, padded with weight-0 taps), so no scatter-add.
 
 Coordinate rules (in = input length, out = output length, sf = the user's scale factor when it
 is used for the coordinates, i = output index):
@@ -193,7 +193,7 @@ def _bcast(v, axis, ndim):
 
 
 def _gather(x, axis, idx, w):
-    """y[..., o, ...] = sum_k w[o, k] * x[..., idx[o, k], ...] along ``axis``."""
+    """y[..., o, ...] = sum_k w[o, k] * x[..., idx[o, k], ...] along ``axis`` (w None: 1)."""
     out = None
     for k in range(idx.shape[1]):
         term = np.take(x, idx[:, k], axis=axis)
@@ -206,24 +206,24 @@ def _gather(x, axis, idx, w):
     return out
 
 
-def _scatter(g, axis, idx, w, in_len):
-    """The adjoint of ``_gather``: gx[..., idx[o, k], ...] += w[o, k] * g[..., o, ...]."""
-    shape = list(g.shape)
-    shape[axis] = in_len
-    acc = np.zeros(shape, dtype=g.dtype)
-    lead = (slice(None),) * axis
-    for k in range(idx.shape[1]):
-        ik = idx[:, k]
-        c = g if w is None else g * _bcast(w[:, k], axis, g.ndim)
-        if np.any(ik[1:] < ik[:-1]):          # not produced by the rules above; stay correct
-            order = np.argsort(ik, kind="stable")
-            ik, c = ik[order], np.take(c, order, axis=axis)
-        starts = np.flatnonzero(np.r_[True, ik[1:] != ik[:-1]])
-        if len(starts) == len(ik):            # no repeated index: a plain scatter
-            acc[lead + (ik,)] += c
-        else:
-            acc[lead + (ik[starts],)] += np.add.reduceat(c, starts, axis=axis)
-    return acc
+def _transpose_taps(idx, w, in_len, dtype):
+    """The tap table of the adjoint: for each input position i, the outputs o that read it and
+    their weights, as an (in, KT) table padded with weight-0 taps (KT = the largest count)."""
+    out_len, k = idx.shape
+    src = idx.ravel()
+    dst = np.repeat(np.arange(out_len), k)
+    wts = np.ones(src.size, dtype=dtype) if w is None else w.ravel().astype(dtype, copy=False)
+    order = np.argsort(src, kind="stable")
+    src, dst, wts = src[order], dst[order], wts[order]
+    counts = np.bincount(src, minlength=in_len)
+    kt = max(int(counts.max()), 1) if src.size else 1
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(src.size) - starts[src]                # position within its input's list
+    idx_t = np.zeros((in_len, kt), dtype=np.int64)
+    w_t = np.zeros((in_len, kt), dtype=dtype)
+    idx_t[src, slot] = dst
+    w_t[src, slot] = wts
+    return idx_t, w_t
 
 
 # Dense path: for short axes one matrix product beats K gathers/scatters (BLAS does ~in_len
@@ -256,7 +256,7 @@ def _resample(x, axis, idx, w, in_len, adjoint):
             return np.matmul(x, m)
         return np.matmul(m.T, x)                           # axis -2: (new, old) @ (..., old, W)
     if adjoint:
-        return _scatter(x, axis, idx, w, in_len)
+        return _gather(x, axis, *_transpose_taps(idx, w, in_len, x.dtype))
     return _gather(x, axis, idx, w)
 
 

@@ -38,6 +38,12 @@ ORACLES = {
     "softsign": (F.softsign, lambda x: x / (1 + abs(x))),
     "silu": (F.silu, lambda x: x * _logistic(x)),
     "erf": (F.erf, math.erf),
+    "hardshrink": (lambda t: F.hardshrink(t, 0.7), lambda x: x if abs(x) > 0.7 else 0.0),
+    "softshrink": (lambda t: F.softshrink(t, 0.7),
+                   lambda x: x - 0.7 if x > 0.7 else (x + 0.7 if x < -0.7 else 0.0)),
+    "tanhshrink": (F.tanhshrink, lambda x: x - math.tanh(x)),
+    "logsigmoid": (F.logsigmoid, lambda x: -math.log1p(math.exp(-x)) if x >= 0
+                   else x - math.log1p(math.exp(x))),
 }
 
 # points that avoid every kink by > 1e-3 (for finite differences)
@@ -52,6 +58,11 @@ def test_matches_scalar_oracle(name, dtype):
     y = fn(nnlite.tensor(x))
     assert y.dtype == dtype and y.shape == x.shape
     want = np.array([oracle(float(v)) for v in x])
+    if name == "tanhshrink":
+        # x - tanh(x) cancels for small x (as PyTorch's formula): absolute error ~eps * |x|
+        np.testing.assert_allclose(y.data, want, rtol=1e-6,
+                                   atol=4 * np.finfo(dtype).eps * np.abs(x).max())
+        return
     if dtype == np.float64:
         np.testing.assert_allclose(y.data, want, rtol=1e-13, atol=1e-300)
         return
@@ -130,6 +141,11 @@ TORCH_OPS = {
     "softplus_negbeta": ("softplus", {"beta": -1.5, "threshold": 3.0}),
     "softsign": ("softsign", {}),
     "silu": ("silu", {}),
+    "hardshrink": ("hardshrink", {}),
+    "hardshrink_lambd": ("hardshrink", {"lambd": 3.0}),
+    "softshrink": ("softshrink", {"lambd": 2.0}),
+    "tanhshrink": ("tanhshrink", {}),
+    "logsigmoid": ("logsigmoid", {}),
 }
 
 
@@ -157,6 +173,8 @@ def test_torch_parity_forward_backward(key, dtype):
     # float32 softsign differentiates x / (|x| + 1) by the quotient rule (cancellation)
     if name == "gelu":
         atol = 1e-14 if dtype == np.float64 else 1e-6
+    if name == "tanhshrink":      # both compute x - tanh(x): a 1-ulp tanh difference, amplified
+        atol = 4 * np.finfo(dtype).eps * np.abs(x).max()
     gtol = {("celu", np.float64): 3e-6, ("hardsigmoid", np.float64): 1e-7,
             ("softsign", np.float32): 1e-5}.get((name, dtype), rtol)
     np.testing.assert_allclose(yn.data, yt.detach().numpy(), rtol=rtol, atol=atol)
@@ -203,6 +221,9 @@ def test_modules_match_torch_modules():
              (nn.Softsign(), torch.nn.Softsign()), (nn.SiLU(), torch.nn.SiLU()),
              (nn.PReLU(), torch.nn.PReLU()), (nn.PReLU(3, 0.1), torch.nn.PReLU(3, 0.1)),
              (nn.LeakyReLU(inplace=True), torch.nn.LeakyReLU(inplace=True)),
+             (nn.Hardshrink(), torch.nn.Hardshrink()),
+             (nn.Softshrink(0.3), torch.nn.Softshrink(0.3)),
+             (nn.Tanhshrink(), torch.nn.Tanhshrink()), (nn.LogSigmoid(), torch.nn.LogSigmoid()),
              (nn.Hardswish(inplace=True), torch.nn.Hardswish(inplace=True))]
     x = np.random.default_rng(4).normal(scale=3, size=(2, 3, 5)).astype(np.float32)
     for ours, theirs in pairs:
@@ -238,6 +259,9 @@ def test_bad_arguments_name_the_values():
         nn.GELU("fast")
     with pytest.raises(ValueError, match="celu: alpha cannot be 0"):
         F.celu(x, alpha=0.0)
+    with pytest.raises(ValueError, match="softshrink: lambda must be greater or equal to 0, but "
+                                         "found to be -0.5"):
+        F.softshrink(x, -0.5)
     with pytest.raises(ValueError, match="softplus: beta must be non-zero"):
         F.softplus(x, beta=0)
     with pytest.raises(TypeError, match="leaky_relu: negative_slope must be a number, got 'a'"):

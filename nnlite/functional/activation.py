@@ -7,7 +7,7 @@ compatibility and ignored: nnlite never overwrites an input.
 
 Gradients at the kinks (as PyTorch): leaky_relu/prelu x == 0 -> negative slope; elu/selu/celu
 x == 0 -> the exponential branch (alpha * scale); hardsigmoid 0 at x == +-3; hardswish 0 at
-x == -3 and 1 at x == 3 (the outer branches).
+x == -3 and 1 at x == 3 (the outer branches); hardshrink/softshrink 0 at |x| == lambd.
 """
 import math
 
@@ -19,7 +19,8 @@ from ._checks import float_tensor, same_dtype
 from ._special import erf_array, erfc_array
 
 __all__ = ["leaky_relu", "elu", "selu", "celu", "gelu", "mish", "hardsigmoid", "hardswish",
-           "softplus", "softsign", "silu", "prelu", "erf"]
+           "softplus", "softsign", "silu", "prelu", "erf", "hardshrink", "softshrink",
+           "tanhshrink", "logsigmoid"]
 
 # SELU constants (Klambauer et al. 2017), as PyTorch spells them
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -382,3 +383,87 @@ def prelu(input, weight):
     if x.ndim > 1:
         w_shape[1] = w.data.size
     return PreluFn.apply(x, w, w_shape=tuple(w_shape))
+
+
+# ------------------------------------------------------------------------------ shrinkage
+class ShrinkFn(Function):
+    """hard: y = x where |x| > lambd else 0; soft: y = x - lambd*sign(x) where |x| > lambd
+    else 0. dy/dx = 1 where |x| > lambd, 0 on [-lambd, lambd] (boundaries included)."""
+
+    def forward(self, x, lambd, soft):
+        dt = x.dtype
+        lam = _c(lambd, dt)
+        outside = (x < -lam) | (x > lam)
+        if self.requires_grad:
+            self.save_for_backward(outside)
+        if soft:
+            y = np.where(x > lam, x - lam, np.where(x < -lam, x + lam, _c(0.0, dt)))
+        else:
+            y = np.where(outside, x, _c(0.0, dt))
+        return np.where(np.isnan(x), x, y)
+
+    def backward(self, gy):
+        (outside,) = self.saved_tensors
+        return np.where(outside, gy, np.zeros((), gy.dtype))
+
+
+def hardshrink(input, lambd=0.5):
+    """x where |x| > lambd, else 0 (ONNX Shrink with bias 0).
+
+    Shape: any; output has the input's shape and dtype.
+    """
+    lam = _number(lambd, "hardshrink", "lambd")
+    return ShrinkFn.apply(float_tensor(input, "hardshrink"), lambd=lam, soft=False)
+
+
+def softshrink(input, lambd=0.5):
+    """x - lambd for x > lambd, x + lambd for x < -lambd, else 0; lambd >= 0 (ONNX Shrink with
+    bias = lambd).
+
+    Shape: any; output has the input's shape and dtype.
+    """
+    lam = _number(lambd, "softshrink", "lambd")
+    if lam < 0:
+        raise ValueError(f"softshrink: lambda must be greater or equal to 0, but found to be "
+                         f"{lambd}")
+    return ShrinkFn.apply(float_tensor(input, "softshrink"), lambd=lam, soft=True)
+
+
+class TanhshrinkFn(Function):
+    """y = x - tanh(x); dy/dx = tanh(x)**2."""
+
+    def forward(self, x):
+        t = np.tanh(x)
+        if self.requires_grad:
+            self.save_for_backward(t)
+        return x - t
+
+    def backward(self, gy):
+        (t,) = self.saved_tensors
+        return gy * t * t
+
+
+def tanhshrink(input):
+    """x - tanh(x). Shape: any; output has the input's shape and dtype."""
+    return TanhshrinkFn.apply(float_tensor(input, "tanhshrink"))
+
+
+class LogsigmoidFn(Function):
+    """y = log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)) (no overflow); dy/dx = sigmoid(-x)."""
+
+    def forward(self, x):
+        if self.requires_grad:
+            self.save_for_backward(x)
+        return np.minimum(x, _c(0.0, x.dtype)) - np.log1p(np.exp(-np.abs(x)))
+
+    def backward(self, gy):
+        (x,) = self.saved_tensors
+        return gy * _sigmoid(-x)
+
+
+def logsigmoid(input):
+    """log(1 / (1 + exp(-x))), evaluated without overflow on both tails.
+
+    Shape: any; output has the input's shape and dtype.
+    """
+    return LogsigmoidFn.apply(float_tensor(input, "logsigmoid"))

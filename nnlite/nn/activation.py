@@ -9,7 +9,8 @@ from .. import functional as F
 from .module import Module, Parameter
 
 __all__ = ["LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "Mish", "Hardsigmoid",
-           "Hardswish", "Softplus", "Softsign", "SiLU"]
+           "Hardswish", "Softplus", "Softsign", "SiLU", "Hardshrink", "Softshrink", "Tanhshrink",
+           "LogSigmoid"]
 
 
 def _inplace_repr(inplace):
@@ -162,3 +163,38 @@ class Softsign(Module):
 
     def forward(self, input):
         return F.softsign(input)
+
+
+class Hardshrink(Module):
+    """x where |x| > lambd, else 0. Shape: any -> same."""
+
+    def __init__(self, lambd=0.5):
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, input):
+        return F.hardshrink(input, self.lambd)
+
+    def extra_repr(self):
+        return f"{self.lambd}"
+
+
+class Softshrink(Hardshrink):
+    """x -+ lambd outside [-lambd, lambd], 0 inside. Shape: any -> same."""
+
+    def forward(self, input):
+        return F.softshrink(input, self.lambd)
+
+
+class Tanhshrink(Module):
+    """x - tanh(x). Shape: any -> same."""
+
+    def forward(self, input):
+        return F.tanhshrink(input)
+
+
+class LogSigmoid(Module):
+    """log(sigmoid(x)). Shape: any -> same."""
+
+    def forward(self, input):
+        return F.logsigmoid(input)

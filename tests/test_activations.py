@@ -1,6 +1,8 @@
-"""Activations and erf: scalar-math oracles, float64 finite differences, PyTorch parity
-(forward and backward, float32 and float64, including the kinks), modules and bad arguments."""
+"""Activations and erf: the scalar-math oracles of nnlite/kernels/activation_reference.py,
+float64 finite differences, PyTorch parity (forward and backward, float32 and float64, including
+the kinks), modules and bad arguments."""
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,41 +11,29 @@ import nnlite
 import nnlite.nn as nn
 import nnlite.nn.functional as F
 from gradcheck import check_grad
-
-SELU_A, SELU_S = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-
-
-def _logistic(z):
-    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+from nnlite.kernels import activation_reference as A
 
 
-def _softplus(x, beta=1.0, threshold=20.0):
-    return x if beta * x > threshold else math.log1p(math.exp(beta * x)) / beta
-
-
-# name -> (nnlite call, scalar oracle written from the textbook formula with the math module)
+# name -> (nnlite call, scalar oracle from nnlite/kernels/activation_reference.py)
 ORACLES = {
-    "leaky_relu": (lambda t: F.leaky_relu(t, 0.2), lambda x: x if x > 0 else 0.2 * x),
-    "elu": (lambda t: F.elu(t, 0.7), lambda x: x if x > 0 else 0.7 * math.expm1(x)),
-    "selu": (F.selu, lambda x: SELU_S * (x if x > 0 else SELU_A * math.expm1(x))),
-    "celu": (lambda t: F.celu(t, 1.3), lambda x: max(0.0, x) + min(0.0, 1.3 * math.expm1(x / 1.3))),
-    "gelu": (F.gelu, lambda x: 0.5 * x * math.erfc(-x / math.sqrt(2))),
-    # 0.5 x (1 + tanh(u)) written as x * logistic(2u) (the same function, no cancellation)
-    "gelu_tanh": (lambda t: F.gelu(t, approximate="tanh"),
-                  lambda x: x * _logistic(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
-    "mish": (F.mish, lambda x: x * math.tanh(_softplus(x))),
-    "hardsigmoid": (F.hardsigmoid, lambda x: min(max(x / 6 + 0.5, 0.0), 1.0)),
-    "hardswish": (F.hardswish, lambda x: x * min(max(x + 3, 0.0), 6.0) / 6),
-    "softplus": (lambda t: F.softplus(t, 2.0, 10.0), lambda x: _softplus(x, 2.0, 10.0)),
-    "softsign": (F.softsign, lambda x: x / (1 + abs(x))),
-    "silu": (F.silu, lambda x: x * _logistic(x)),
-    "erf": (F.erf, math.erf),
-    "hardshrink": (lambda t: F.hardshrink(t, 0.7), lambda x: x if abs(x) > 0.7 else 0.0),
-    "softshrink": (lambda t: F.softshrink(t, 0.7),
-                   lambda x: x - 0.7 if x > 0.7 else (x + 0.7 if x < -0.7 else 0.0)),
-    "tanhshrink": (F.tanhshrink, lambda x: x - math.tanh(x)),
-    "logsigmoid": (F.logsigmoid, lambda x: -math.log1p(math.exp(-x)) if x >= 0
-                   else x - math.log1p(math.exp(x))),
+    "leaky_relu": (lambda t: F.leaky_relu(t, 0.2), partial(A.leaky_relu, negative_slope=0.2)),
+    "elu": (lambda t: F.elu(t, 0.7), partial(A.elu, alpha=0.7)),
+    "selu": (F.selu, A.selu),
+    "celu": (lambda t: F.celu(t, 1.3), partial(A.celu, alpha=1.3)),
+    "gelu": (F.gelu, A.gelu),
+    "gelu_tanh": (lambda t: F.gelu(t, approximate="tanh"), partial(A.gelu, approximate="tanh")),
+    "mish": (F.mish, A.mish),
+    "hardsigmoid": (F.hardsigmoid, A.hardsigmoid),
+    "hardswish": (F.hardswish, A.hardswish),
+    "softplus": (lambda t: F.softplus(t, 2.0, 10.0), partial(A.softplus, beta=2.0,
+                                                             threshold=10.0)),
+    "softsign": (F.softsign, A.softsign),
+    "silu": (F.silu, A.silu),
+    "erf": (F.erf, A.erf),
+    "hardshrink": (lambda t: F.hardshrink(t, 0.7), partial(A.hardshrink, lambd=0.7)),
+    "softshrink": (lambda t: F.softshrink(t, 0.7), partial(A.softshrink, lambd=0.7)),
+    "tanhshrink": (F.tanhshrink, A.tanhshrink),
+    "logsigmoid": (F.logsigmoid, A.logsigmoid),
 }
 
 # points that avoid every kink by > 1e-3 (for finite differences)
@@ -80,10 +70,14 @@ def test_gradient_finite_differences(name):
     check_grad(fn, [x], rtol=1e-6, atol=1e-8)
 
 
-def test_prelu_gradients_finite_differences():
+def test_prelu_gradients_finite_differences_and_reference():
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(2, 3, 4))
     x[np.abs(x) < 1e-2] = 0.5
+    for w in (np.array([0.1, -0.3, 0.7]), np.array([0.25])):
+        np.testing.assert_allclose(F.prelu(nnlite.tensor(x), nnlite.tensor(w)).data,
+                                   A.prelu(x, w), rtol=1e-15)
+    np.testing.assert_allclose(F.gelu(nnlite.tensor(x)).data, A.apply("gelu", x), rtol=1e-13)
     check_grad(F.prelu, [x, np.array([0.1, -0.3, 0.7])], rtol=1e-6)
     check_grad(F.prelu, [x, np.array([0.25])], rtol=1e-6)
     check_grad(F.prelu, [x[0, 0], np.array(0.25)], rtol=1e-6)

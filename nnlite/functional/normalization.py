@@ -337,7 +337,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
     use_input_stats=True: statistics of each instance; when given, running_mean/running_var
     (shape (C,)) are updated in place with r = (1 - momentum) * r + momentum * s, s being the
-    batch mean of the instance means / of the UNBIASED instance variances (as PyTorch).
+    batch mean of the instance means / of the UNBIASED instance variances (as PyTorch); an
+    empty batch leaves them unchanged (PyTorch would average zero instances into NaN).
     use_input_stats=False: normalise with the running statistics (batch_norm's eval mode).
 
     Shape: input (N, C, *) with at least 2 spatial elements when use_input_stats -> same.

@@ -326,3 +326,17 @@ W3 = nnlite.tensor(np.zeros((6, 4, 3)))
 def test_bad_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_empty_batch_shapes_and_gradients():
+    x = nnlite.tensor(np.zeros((0, 4, 9)), requires_grad=True)
+    cases = [(F.conv1d, (nnlite.tensor(np.zeros((6, 4, 3))),), (0, 6, 7)),
+             (F.conv_transpose1d, (nnlite.tensor(np.zeros((4, 3, 3))),), (0, 3, 11)),
+             (F.max_pool1d, (3,), (0, 4, 3)), (F.avg_pool1d, (3, 2), (0, 4, 4)),
+             (F.lp_pool1d, (2, 3), (0, 4, 3)), (F.adaptive_max_pool1d, (4,), (0, 4, 4))]
+    for fn, args, shape in cases:
+        y = fn(x, *args)
+        assert y.shape == shape, fn.__name__
+        y.sum().backward()
+        assert x.grad.shape == (0, 4, 9)
+        x.grad = None

@@ -8,11 +8,12 @@ pipeline), and a long 1-D linear resample (audio-like, 4096 -> 3001 samples). Fo
 backward (gradient w.r.t. the input) are timed at the kernel level on planes (N*C, ...), all
 candidates of a row interleaved (round-robin, median and best of --repeat rounds).
 
-Candidates: "dense" (one (out, in) matrix product per axis, what nnlite uses for axes with
-in <= 64 * taps), "taps" (one gather per filter tap; backward gathers from the transposed
-tap table; what it uses for longer axes) and PyTorch's CPU kernel (torch.nn.functional
-.interpolate / its autograd backward) with as many threads as nnlite. "diff" is the max
-|dense - torch| (else |dense - taps|) of the forward output.
+Candidates: "nnlite" (the default choice per axis), "dense" (one (out, in) matrix product
+per axis, the default for weighted filters on axes with in <= 64 * taps while the matrix has
+<= 2**20 entries; nearest and larger axes fall back to taps even here), "taps" (one gather per
+filter tap; backward gathers from the transposed tap table) and PyTorch's CPU kernel
+(torch.nn.functional.interpolate / its autograd backward) with as many threads as nnlite.
+"diff" is the max |nnlite - torch| (else |nnlite - taps|) of the forward output.
 """
 import os
 import sys
@@ -73,11 +74,14 @@ def bench(case, repeat, torch):
     planes = x.reshape((-1,) + shape[2:])
     in_size = shape[2:]
     gy = rng.standard_normal((planes.shape[0],) + tuple(out)).astype(np.float32)
-    fwd = {"dense": _with_threshold(10 ** 9, lambda: K.interpolate_forward(planes, out, *args)),
-           "taps": _with_threshold(0, lambda: K.interpolate_forward(planes, out, *args))}
-    bwd = {"dense": _with_threshold(10 ** 9, lambda: K.interpolate_backward(gy, in_size, *args)),
-           "taps": _with_threshold(0, lambda: K.interpolate_backward(gy, in_size, *args))}
-    y_dense = fwd["dense"]()
+    default = K._DENSE_PER_TAP
+    fwd, bwd = {}, {}
+    for label, threshold in (("nnlite", default), ("dense", 10 ** 9), ("taps", 0)):
+        fwd[label] = _with_threshold(threshold,
+                                     lambda: K.interpolate_forward(planes, out, *args))
+        bwd[label] = _with_threshold(threshold,
+                                     lambda: K.interpolate_backward(gy, in_size, *args))
+    y_dense = fwd["nnlite"]()
     y_other = fwd["taps"]()
     if torch is not None:
         xt = torch.tensor(x, requires_grad=True)

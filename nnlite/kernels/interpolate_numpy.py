@@ -8,8 +8,8 @@ weights ``w[o, k]``. This module computes those (out, K) tables with PyTorch's c
     forward  = along W, then along H:   y[..., o] = sum_k w[o, k] x[..., idx[o, k]]
     backward = the adjoint, H first then W: each column of gy is added to its taps' sources.
 
-Short axes (in <= 64 K) use the equivalent dense (out, in) matrix and one BLAS product per
-axis. Long axes use one gather per tap; backward gathers too, from the transposed table (for
+Short axes (in <= 64 K, not nearest) use the equivalent dense (out, in) matrix and one BLAS
+product per axis. Long axes use one gather per tap; backward gathers too, from the transposed table (for
 each input position the outputs that read it, padded with weight-0 taps), so no scatter-add.
 
 Coordinate rules (in = input length, out = output length, sf = the user's scale factor when it
@@ -226,9 +226,10 @@ def _transpose_taps(idx, w, in_len, dtype):
     return idx_t, w_t
 
 
-# Dense path: for short axes one matrix product beats K gathers/scatters (BLAS does ~in_len
-# multiply-adds per output in the time NumPy does one fancy-indexed pass). Used while
-# in_len <= _DENSE_PER_TAP * K and the (out, in) matrix stays small.
+# Dense path: for short axes one matrix product beats K gathers (BLAS does ~in_len
+# multiply-adds per output in the time NumPy does one fancy-indexed pass). Used for weighted
+# taps while in_len <= _DENSE_PER_TAP * K and the (out, in) matrix stays small; nearest (one
+# unweighted tap) always gathers.
 _DENSE_PER_TAP = 64
 _DENSE_MAX_ENTRIES = 2 ** 20
 
@@ -241,20 +242,21 @@ def _dense(idx, w, in_len, dtype):
     return a
 
 
-def _use_dense(idx, in_len):
-    return (in_len <= _DENSE_PER_TAP * idx.shape[1]
+def _use_dense(idx, w, in_len):
+    """Dense for weighted short axes; nearest (one unweighted tap) is a plain gather."""
+    return (w is not None and in_len <= _DENSE_PER_TAP * idx.shape[1]
             and idx.shape[0] * in_len <= _DENSE_MAX_ENTRIES)
 
 
 def _resample(x, axis, idx, w, in_len, adjoint):
     """Apply one axis' tap table (``adjoint``: its transpose) along ``axis`` (last or
     second to last) of x."""
-    if _use_dense(idx, in_len):
+    if _use_dense(idx, w, in_len):
         a = _dense(idx, w, in_len, x.dtype)                # (out, in)
-        m = a if adjoint else a.T                          # maps along the axis: x @ m
-        if axis == x.ndim - 1:
-            return np.matmul(x, m)
-        return np.matmul(m.T, x)                           # axis -2: (new, old) @ (..., old, W)
+        m = a if adjoint else a.T                          # (old, new): contracts the axis
+        # one 2-D GEMM (np.matmul on stacked operands loops over small products instead)
+        y = np.tensordot(x, m, axes=([axis], [0]))         # the new axis comes last
+        return y if axis == x.ndim - 1 else np.moveaxis(y, -1, axis)
     if adjoint:
         return _gather(x, axis, *_transpose_taps(idx, w, in_len, x.dtype))
     return _gather(x, axis, idx, w)
@@ -270,7 +272,7 @@ def interpolate_forward(x, out_size, mode, align_corners, scales, antialias, nea
     for axis in reversed(range(len(plan))):
         if plan[axis] is not None:
             y = _resample(y, axis + 1, *plan[axis], in_size[axis], adjoint=False)
-    return np.array(y, copy=y is x)
+    return np.array(y, copy=y is x) if y is x else np.ascontiguousarray(y)
 
 
 @register("interpolate_backward", "numpy")
@@ -282,4 +284,4 @@ def interpolate_backward(gy, in_size, mode, align_corners, scales, antialias, ne
     for axis in range(len(plan)):
         if plan[axis] is not None:
             g = _resample(g, axis + 1, *plan[axis], in_size[axis], adjoint=True)
-    return np.array(g, copy=g is gy)
+    return np.array(g, copy=g is gy) if g is gy else np.ascontiguousarray(g)

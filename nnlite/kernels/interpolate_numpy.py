@@ -5,7 +5,7 @@ Every mode is separable: along one axis each output position o reads K taps ``id
 weights ``w[o, k]``. This module computes those (out, K) tables with PyTorch's coordinate rules
 (CPU kernels of PyTorch 2.x, including the dtype each step is rounded to), then
 
-    forward  = along W, then along H:   y[..., o] = sum_k w[o, k] x[..., idx[o, k]]
+    forward  = along W, then along H: y[..., o] = sum_k w[o, k] x[..., idx[o, k]]
     backward = the adjoint, H first then W: each column of gy is added to its taps' sources.
 
 Short axes (in <= 64 K, not nearest) use the equivalent dense (out, in) matrix and one BLAS

@@ -9,8 +9,9 @@ weights ``w[o, k]``. This module computes those (out, K) tables with PyTorch's c
     backward = the adjoint, H first then W: each column of gy is added to its taps' sources.
 
 Short axes (in <= 64 K, not nearest) use the equivalent dense (out, in) matrix and one BLAS
-product per axis. Long axes use one gather per tap; backward gathers too, from the transposed table (for
-each input position the outputs that read it, padded with weight-0 taps), so no scatter-add.
+product per axis. Long axes use one gather per tap; backward gathers too, from the transposed
+table (for each input position the outputs that read it, padded with weight-0 taps), so no
+scatter-add.
 
 Coordinate rules (in = input length, out = output length, sf = the user's scale factor when it
 is used for the coordinates, i = output index):

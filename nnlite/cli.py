@@ -72,16 +72,31 @@ def info_lines():
         from . import onnx as _onnx  # optional, grows with the ONNX importer
 
         lines.append(("ONNX import", _onnx.support_summary()))
+        lines.append(("ONNX ops", ", ".join(_onnx.supported_ops())))
     except Exception:  # noqa: BLE001 - the importer is optional
         pass
     return lines
 
 
+def _wrapped(label, value, width, columns):
+    """``label`` padded to ``width``, then ``value`` wrapped at ``columns`` (continuation lines
+    indented under the value; words such as op names are never split)."""
+    import textwrap
+
+    lead = f"{label:<{width}}  "
+    return textwrap.fill(value, width=max(columns, len(lead) + 20), initial_indent=lead,
+                         subsequent_indent=" " * len(lead), break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def cmd_info(args):
+    import shutil
+
     rows = info_lines()
     width = max(len(k) for k, _ in rows)
+    columns = min(shutil.get_terminal_size((100, 24)).columns, 100)
     for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+        print(_wrapped(k, v, width, columns))
     return 0
 
 
@@ -98,7 +113,8 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None, help="threads for kernels and BLAS")
     p.add_argument("--backend", choices=["auto", "cython", "numpy", "reference"], default=None)
     sub = p.add_subparsers(dest="command")
-    s = sub.add_parser("info", help="version, backend, OpenMP, threads, BLAS, CPU SIMD features")
+    s = sub.add_parser("info", help="version, backend, OpenMP, threads, BLAS, CPU SIMD features, "
+                       "the ONNX ops nnlite imports")
     s.set_defaults(func=cmd_info)
     s = sub.add_parser("demo", help="what nnlite does: 1x1 vs 3x3 cost, a model summary, timing")
     s.add_argument("--quick", action="store_true", help="smaller sizes")

@@ -13,9 +13,17 @@ batch > 1 a pointwise conv is one ``gemm_batched`` call. Depthwise convs and max
 the extension, as KH*KW NumPy multiply-adds / maxima over whole (N, C, OH, OW) tap views. Ops
 without a dedicated kernel run the Tensor executor under no_grad and copy into ``out``.
 
+The inputs of a planner Conv node are read by role (``conv_inputs``), never by position: the
+ONNX form is (x, weight[, bias]); a conv that absorbed a residual Add has exactly four,
+(x, weight, bias or "", residual).
+
+Errors while building or binding a kernel are ``PlanError``s naming the node.
+
 Legend: N batch, C in-channels, F out-channels, G groups, K = C/G*KH*KW, L = OH*OW.
 """
 import threading
+from collections import namedtuple
+from dataclasses import replace
 
 import numpy as np
 
@@ -78,7 +86,8 @@ def _native(*arrays):
     """True when nnlite._planops can take these 4-D arrays."""
     return _planops is not None and _unit_w(*arrays)
 
-__all__ = ["make_kernel", "split_conv", "SharedColumns", "Kernel", "FUSABLE"]
+__all__ = ["make_kernel", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
+           "ConvInputs", "conv_inputs"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -87,10 +96,71 @@ _ITEM = {np.dtype(np.float32): 4, np.dtype(np.float64): 8}
 _NARROW = 64  # GEMMs with fewer output columns (and at least this many rows) run transposed
 
 
-class Kernel:
-    scratch_bytes = 0
+class PlanError(ValueError):
+    """The inference plan cannot run a node it was given (a planner or kernel limitation; the
+    unoptimized module still runs the model). ``node`` is the node's label."""
 
-    def bind(self, ins, outs, scratch):  # pragma: no cover - abstract
+    def __init__(self, node, message):
+        super().__init__(f"{node}: {message}")
+        self.node = node
+
+
+# ------------------------------------------------------------------------------ conv roles
+ConvInputs = namedtuple("ConvInputs", "x weight bias residual")
+_RESIDUAL = ConvInputs._fields.index("residual")  # the slot of a fused residual
+
+
+def conv_inputs(node, values=None):
+    """The inputs of a planner Conv node by role, ``ConvInputs(x, weight, bias, residual)``:
+    taken from ``values`` (a sequence aligned with ``node.inputs``: metas, constants, bound
+    arrays), by default the value names; an absent role is None. Raises PlanError for a
+    layout that is neither the ONNX form (x, w[, b]) nor the fused one (x, w, b or "", r)."""
+    ins, fused = node.inputs, bool(node.attrs.get("residual"))
+    if (len(ins) != 4) if fused else not 2 <= len(ins) <= 3:
+        form = "(x, weight, bias or '', residual)" if fused else "(x, weight[, bias])"
+        raise PlanError(node.label(), f"a{' residual' if fused else ''} Conv of the plan takes "
+                        f"inputs {form}, got {tuple(ins)}")
+    values = ins if values is None else values
+
+    def at(i):
+        return values[i] if i < len(ins) and ins[i] else None
+    return ConvInputs(at(0), at(1), at(2), at(_RESIDUAL) if fused else None)
+
+
+def with_conv_inputs(node, output, weight=None, bias=None, residual=None):
+    """``node`` (a Conv) writing ``output``, with the values named ``weight`` / ``bias`` /
+    ``residual`` in those roles (None keeps what the node has; a residual sets the fused
+    layout and ``attrs['residual']``)."""
+    r = conv_inputs(node)
+    weight = r.weight if weight is None else weight
+    bias = r.bias if bias is None else bias
+    residual = r.residual if residual is None else residual
+    attrs = dict(node.attrs)
+    if residual is None:
+        inputs = (r.x, weight) + ((bias,) if bias else ())
+    else:
+        inputs = (r.x, weight, bias or "", residual)
+        attrs["residual"] = True
+    return replace(node, inputs=inputs, outputs=(output,), attrs=attrs)
+
+
+class Kernel:
+    """A node's array kernel; subclasses implement ``_bind``. ``label`` names the node (set by
+    ``make_kernel``) in the PlanError of a failed bind."""
+
+    scratch_bytes = 0
+    label = "inference plan step"
+
+    def bind(self, ins, outs, scratch):
+        """The zero-argument call computing ``outs`` from ``ins`` (fixed arrays)."""
+        try:
+            return self._bind(ins, outs, scratch)
+        except PlanError:
+            raise
+        except (ValueError, TypeError, IndexError) as exc:
+            raise PlanError(self.label, f"cannot bind its kernel: {exc}") from exc
+
+    def _bind(self, ins, outs, scratch):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -179,6 +249,9 @@ class ConvKernel(Kernel):
         oh = (H + pads[0] + pads[2] - d[0] * (kh - 1) - 1) // s[0] + 1
         ow = (W + pads[1] + pads[3] - d[1] * (kw - 1) - 1) // s[1] + 1
         self.shape = (N, C, H, W, F, oh, ow)
+        if b is not None and np.shape(b) != (F,):
+            raise ValueError(f"the conv bias has shape {np.shape(b)}; it must be ({F},), one "
+                             f"value per output channel of the {tuple(w.shape)} weight")
         self.k, self.s, self.d, self.pads = k, s, d, pads
         self.act = attrs.get("activation")
         self.residual = residual
@@ -238,9 +311,16 @@ class ConvKernel(Kernel):
                 c5[:, a, b] = xp[:, a * dh:a * dh + sh * (oh - 1) + 1:sh,
                                  b * dw:b * dw + sw * (ow - 1) + 1:sw]
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
-        r = ins[-1] if self.residual else None
+        N, C, H, W, F, oh, ow = self.shape
+        if tuple(x.shape) != (N, C, H, W) or tuple(y.shape) != (N, F, oh, ow):
+            raise ValueError(f"conv kernel for input {(N, C, H, W)} -> output {(N, F, oh, ow)} "
+                             f"bound to arrays of shape {tuple(x.shape)} -> {tuple(y.shape)}")
+        r = ins[_RESIDUAL] if self.residual else None
+        if r is not None and (r.shape != y.shape or r.dtype != y.dtype):
+            raise ValueError(f"the residual operand ({tuple(r.shape)}, {r.dtype}) must have the "
+                             f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if (self.depthwise or self.implicit) and self.fast_args is not None and _unit_w(x, y):
             return self._bind_convfast(x, y, r)
         if self.depthwise:
@@ -400,7 +480,7 @@ class ConvPart(Kernel):
         self.scratch_bytes = self.inner.scratch_bytes
         self.shape = self.inner.shape
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         return self.inner.bind(ins, [outs[0][:, self.f0:self.f1]], scratch)
 
 
@@ -421,6 +501,8 @@ class SharedColumns:
         self.cols_shape = (N, C * conv.k[0] * conv.k[1], oh * ow)
         self._tl = threading.local()  # the column buffer of the Plan.bind in progress
         self.parts = (_ColumnsPart(self, 0), _ColumnsPart(self, 1))
+        for part in self.parts:
+            part.label = conv.label
 
 
 class _ColumnsPart(Kernel):
@@ -430,7 +512,7 @@ class _ColumnsPart(Kernel):
         self.pair, self.side = pair, side
         self.shape = pair.conv.shape
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         pair, side = self.pair, self.side
         conv = pair.conv
         N, C, H, W, F, oh, ow = conv.shape
@@ -466,12 +548,14 @@ def split_conv(node, in_metas, consts, f0, f1):
     """ConvPart of ``node`` for channels [f0, f1), or None when the conv cannot be split."""
     at = node.attrs
     if (node.op != "Conv" or at.get("residual") or int(at.get("group", 1)) != 1
-            or len(in_metas[0][0]) != 4 or consts[1] is None):
+            or len(in_metas[0][0]) != 4):
         return None
-    b = consts[2] if len(consts) > 2 and node.inputs[2] else None
-    if len(consts) > 2 and node.inputs[2] and b is None:
+    names, cs = conv_inputs(node), conv_inputs(node, consts)
+    if cs.weight is None or (names.bias is not None and cs.bias is None):
         return None
-    return ConvPart(in_metas[0][0], consts[1], b, at, np.dtype(in_metas[0][1]), f0, f1)
+    part = ConvPart(in_metas[0][0], cs.weight, cs.bias, at, np.dtype(in_metas[0][1]), f0, f1)
+    part.label = part.inner.label = node.label()
+    return part
 
 
 # ------------------------------------------------------------------------------ pooling
@@ -493,7 +577,7 @@ class PoolKernel(Kernel):
             div = avg_divisor((H, W), k, s, pads, out, cip)
             self.inv = (1.0 / div).astype(dtype)
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         N, C, H, W = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
@@ -532,7 +616,7 @@ class GlobalPoolKernel(Kernel):
     def __init__(self, op):
         self.reduce = np.mean if op == "GlobalAveragePool" else np.max
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         axes = tuple(range(2, x.ndim))
         reduce = self.reduce
@@ -547,7 +631,7 @@ class AffineKernel(Kernel):
         shape = (1, -1) + (1,) * (ndim - 2)
         self.scale, self.shift, self.act = scale.reshape(shape), shift.reshape(shape), act
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         scale, shift, act = self.scale, self.shift, self.act
 
@@ -565,7 +649,7 @@ class BinaryKernel(Kernel):
     def __init__(self, op, act):
         self.fn, self.act = _UFUNCS[op], act
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         a, b, y = ins[0], ins[1], outs[0]
         fn, act = self.fn, self.act
 
@@ -579,7 +663,7 @@ class UnaryKernel(Kernel):
     def __init__(self, op, lo=None, hi=None):
         self.op, self.lo, self.hi = op, lo, hi
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         op, lo, hi = self.op, self.lo, self.hi
         if op == "Relu":
@@ -610,7 +694,7 @@ class SoftmaxKernel(Kernel):
     def __init__(self, axis, ndim, opset):
         self.axis, self.flat = axis, opset < 13 and axis != ndim - 1
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         axis = self.axis
         if self.flat:  # pre-13: softmax over the flattened trailing block
@@ -639,7 +723,7 @@ class GemmKernel(Kernel):
         self.c = c  # static C, or None when C is a runtime input
         self.has_c = n_inputs > 2
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         a, b, y = ins[0], ins[1], outs[0]
         a2 = a.T if self.ta else a
         b2 = b.T if self.tb else b
@@ -667,7 +751,7 @@ class GemmKernel(Kernel):
 
 
 class MatMulKernel(Kernel):
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         a, b, y = ins[0], ins[1], outs[0]
         return lambda: np.matmul(a, b, out=y)
 
@@ -679,7 +763,7 @@ class CopyKernel(Kernel):
     def __init__(self, perm=None):
         self.perm = perm
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
         if self.perm is not None:
             src = x.transpose(self.perm)
@@ -696,7 +780,7 @@ class ConcatKernel(Kernel):
     def __init__(self, axis, copy_mask):
         self.axis, self.copy_mask = axis, copy_mask
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         y = outs[0]
         jobs, start = [], 0
         for x, copy in zip(ins, self.copy_mask):
@@ -718,7 +802,7 @@ class FallbackKernel(Kernel):
     def __init__(self, node, opset):
         self.node, self.opset = node, opset
 
-    def bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch):
         node, opset = self.node, self.opset
         if node.op == GENERIC:
             fn, params = node.attrs["fn"], node.attrs["params"]
@@ -745,15 +829,30 @@ class FallbackKernel(Kernel):
 # ------------------------------------------------------------------------------ factory
 def make_kernel(node, in_metas, consts, opset):
     """The Kernel for ``node``; ``in_metas`` are (shape, dtype) per input, ``consts`` the static
-    input arrays (None where the input is computed at run time)."""
+    input arrays (None where the input is computed at run time). Raises PlanError naming the
+    node when its kernel cannot be built."""
+    label = node.label()
+    try:
+        kernel = _make_kernel(node, in_metas, consts, opset)
+    except PlanError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise PlanError(label, f"cannot build its kernel: {exc}") from exc
+    kernel.label = label
+    return kernel
+
+
+def _make_kernel(node, in_metas, consts, opset):
     op, at = node.op, node.attrs
     act = at.get("activation")
     if op == "Conv" and len(in_metas[0][0]) == 4:
-        w = consts[1]
-        b = consts[2] if len(consts) > 2 and node.inputs[2] else None
-        if w is not None and (len(consts) < 3 or not node.inputs[2] or b is not None):
-            dt = np.dtype(in_metas[0][1])
-            return ConvKernel(in_metas[0][0], w, b, at, bool(at.get("residual")), dt)
+        names, cs = conv_inputs(node), conv_inputs(node, consts)
+        if cs.weight is not None and (names.bias is None or cs.bias is not None):
+            return ConvKernel(in_metas[0][0], cs.weight, cs.bias, at,
+                              names.residual is not None, np.dtype(in_metas[0][1]))
+        if names.residual is not None:
+            raise PlanError(node.label(), "a conv fused with a residual needs a constant weight "
+                            "and bias")
     if op in ("MaxPool", "AveragePool") and len(in_metas[0][0]) == 4:
         return PoolKernel(op, in_metas[0][0], at, np.dtype(in_metas[0][1]))
     if op in ("GlobalAveragePool", "GlobalMaxPool"):

@@ -4,14 +4,20 @@
 - Identity / Dropout / same-dtype Cast become aliases;
 - BatchNormalization after a Conv whose output only it reads is folded into the conv weights
   (float64 arithmetic, then cast); other inference BatchNorms become per-channel affines;
-- Add(conv(x), r) -> the conv accumulates into r (GEMM ``beta = 1``) when r is ready earlier;
+- Add(conv(x), c) with a constant c that adds one value per output channel ((1, F, 1, 1),
+  (F, 1, 1), a scalar, ...) -> c folds into the conv bias (float64 sum, then cast);
+- Add(conv(x), r), any other r of the output's shape (a constant too) -> the conv accumulates
+  into r (GEMM ``beta = 1``) when r is ready earlier;
 - Relu / Clip(0, 6) / Clip(0, inf) after Conv, Gemm, affine or Add fuse into its write-out.
+
+A rewritten Conv keeps explicit roles (``kernels.conv_inputs`` / ``with_conv_inputs``): weight,
+bias and residual are never told apart by how many inputs the node has.
 """
 from dataclasses import replace
 
 import numpy as np
 
-from .kernels import FUSABLE
+from .kernels import FUSABLE, conv_inputs, with_conv_inputs
 
 __all__ = ["simplify"]
 
@@ -29,6 +35,15 @@ class Folded:
             hit = (make(), key_arrays)  # keep the sources alive so ids stay unique
             self.cache[key] = hit
         return hit[0]
+
+
+def _fresh(consts, metas, base):
+    """A value name starting with ``base`` that names nothing yet."""
+    name, k = base, 1
+    while name in consts or name in metas:
+        k += 1
+        name = f"{base}{k}"
+    return name
 
 
 def _consumers(nodes):
@@ -92,22 +107,26 @@ def _fold_batchnorm(nodes, outputs, consts, metas, folded):
         p = prod.get(x)
         dt = np.dtype(metas[n.outputs[0]][1])
         if (p is not None and p[1].op == "Conv" and len(cons.get(x, ())) == 1
-                and x not in outputs and p[1].inputs[1] in consts
-                and (len(p[1].inputs) < 3 or not p[1].inputs[2] or p[1].inputs[2] in consts)):
+                and x not in outputs and not p[1].attrs.get("residual")
+                and _has_const_weights(p[1], consts)):
             conv = p[1]
-            w = consts[conv.inputs[1]]
-            b = consts[conv.inputs[2]] if len(conv.inputs) > 2 and conv.inputs[2] else None
+            roles = conv_inputs(conv)
+            w = consts[roles.weight]
+            b = None if roles.bias is None else consts[roles.bias]
             srcs = params + [w] + ([b] if b is not None else [])
 
             def make(params=params, eps=eps, w=w, b=b, dt=dt):
                 s, t = _bn_affine(params, eps)
-                w2 = (np.asarray(w, np.float64) * s[:, None, None, None]).astype(dt)
+                w2 = (np.asarray(w, np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1)))
+                w2 = w2.astype(dt)
                 b2 = t if b is None else np.asarray(b, np.float64) * s + t
                 return w2, b2.astype(dt)
             w2, b2 = folded.get(srcs, f"bnfold{eps}", make)
-            wn, bn = f"{conv.outputs[0]}:w", f"{conv.outputs[0]}:b"
-            consts[wn], consts[bn] = w2, b2
-            new = replace(conv, inputs=(conv.inputs[0], wn, bn), outputs=(n.outputs[0],))
+            wn = _fresh(consts, metas, f"{conv.outputs[0]}:w")
+            consts[wn] = w2
+            bn = _fresh(consts, metas, f"{conv.outputs[0]}:b")
+            consts[bn] = b2
+            new = with_conv_inputs(conv, n.outputs[0], weight=wn, bias=bn)
             idx = next(k for k, m in enumerate(out) if m is conv)
             out[idx] = new
             continue
@@ -116,48 +135,95 @@ def _fold_batchnorm(nodes, outputs, consts, metas, folded):
             s, t = _bn_affine(params, eps)
             return s.astype(dt), t.astype(dt)
         s, t = folded.get(params, f"affine{eps}", make_affine)
-        sn, tn = f"{n.outputs[0]}:scale", f"{n.outputs[0]}:shift"
-        consts[sn], consts[tn] = s, t
+        sn = _fresh(consts, metas, f"{n.outputs[0]}:scale")
+        consts[sn] = s
+        tn = _fresh(consts, metas, f"{n.outputs[0]}:shift")
+        consts[tn] = t
         out.append(replace(n, op="nnlite.Affine", inputs=(x, sn, tn), attrs={}))
     return out
 
 
+def _has_const_weights(n, consts):
+    """A Conv whose weight (and bias, when it has one) are constants."""
+    roles = conv_inputs(n)
+    return roles.weight in consts and (roles.bias is None or roles.bias in consts)
+
+
 def _is_conv_kernel(n, consts, metas):
-    return (n.op == "Conv" and len(metas[n.inputs[0]][0]) == 4 and n.inputs[1] in consts
-            and (len(n.inputs) < 3 or not n.inputs[2] or n.inputs[2] in consts))
+    return n.op == "Conv" and len(metas[n.inputs[0]][0]) == 4 and _has_const_weights(n, consts)
 
 
-def _fuse_residual(nodes, outputs, consts, metas):
+def _per_channel(c, shape):
+    """The (F,) vector that adding the constant ``c`` to an (N, F, ...) value of ``shape`` adds
+    to each channel, or None when ``c`` varies along another axis (or would widen ``shape``)."""
+    c = np.asarray(c)
+    if c.ndim > len(shape) or len(shape) < 2:
+        return None
+    full = (1,) * (len(shape) - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, shape[1]):
+        return None
+    return np.broadcast_to(c.reshape(-1), (shape[1],))
+
+
+def _fuse_residual(nodes, outputs, consts, metas, folded):
+    """Fold per-channel constant Adds into the conv bias; fuse other same-shape Adds as the
+    conv's residual operand. A conv may take several (a chain of Adds on its output)."""
     cons = _consumers(nodes)
-    pos = {o: i for i, n in enumerate(nodes) for o in n.outputs if o}
-    remove, swap = set(), {}
-    for n in nodes:
+    current = list(nodes)
+    at = {o: i for i, n in enumerate(nodes) for o in n.outputs if o}  # value -> producer index
+    removed = set()
+    for j, n in enumerate(nodes):
         if n.op != "Add" or "activation" in n.attrs:
             continue
-        a, b = n.inputs
-        if metas[a] != metas[b] or metas[a] != metas[n.outputs[0]]:
-            continue
+        (a, b), y = n.inputs, n.outputs[0]
         best = None
         for conv_v, other in ((a, b), (b, a)):
-            if conv_v not in pos or conv_v == other:
+            if (conv_v not in at or conv_v == other or conv_v in outputs
+                    or len(cons.get(conv_v, ())) != 1 or metas[conv_v] != metas[y]):
                 continue
-            p = nodes[pos[conv_v]]
-            p = swap.get(id(p), p)
-            if (not _is_conv_kernel(p, consts, metas) or p.attrs.get("residual")
-                    or "activation" in p.attrs or len(cons.get(conv_v, ())) != 1
-                    or conv_v in outputs):
+            k = at[conv_v]
+            p = current[k]
+            if not _is_conv_kernel(p, consts, metas) or "activation" in p.attrs:
                 continue
-            ready = other in consts or other not in pos or pos[other] < pos[conv_v]
-            if ready and (best is None or pos[conv_v] > pos[best[0]]):
-                best = (conv_v, other, p)
+            if other in consts and metas[other][1] == metas[y][1]:
+                vec = _per_channel(consts[other], metas[y][0])
+                if vec is not None:
+                    best = ("bias", k, p, other)
+                    break
+            if p.attrs.get("residual") or metas[other] != metas[y]:
+                continue
+            ready = other in consts or other not in at or at[other] < k
+            if ready and (best is None or k > best[1]):
+                best = ("residual", k, p, other)
         if best is None:
             continue
-        conv_v, other, p = best
-        attrs = dict(p.attrs, residual=True)
-        swap[id(nodes[pos[conv_v]])] = replace(p, inputs=p.inputs + (other,),
-                                                outputs=(n.outputs[0],), attrs=attrs)
-        remove.add(id(n))
-    return [swap.get(id(n), n) for n in nodes if id(n) not in remove]
+        how, k, p, other = best
+        if how == "bias":
+            current[k] = with_conv_inputs(p, y, bias=_add_to_bias(p, other, y, consts, metas,
+                                                                 folded))
+        else:
+            current[k] = with_conv_inputs(p, y, residual=other)
+        at[y] = k
+        removed.add(j)
+    return [n for i, n in enumerate(current) if i not in removed]
+
+
+def _add_to_bias(conv, c_name, y, consts, metas, folded):
+    """Name of a new constant: ``conv``'s bias (zeros without one) plus the per-channel
+    constant ``c_name`` (float64 sum, cast to the output dtype)."""
+    bias = conv_inputs(conv, [consts.get(v) if v else None for v in conv.inputs]).bias
+    c, (shape, dt) = consts[c_name], metas[y]
+    dt = np.dtype(dt)
+
+    def make(bias=bias, c=c, shape=shape, dt=dt):
+        vec = _per_channel(c, shape).astype(np.float64)
+        if bias is not None:
+            vec = vec + np.asarray(bias, np.float64)
+        return vec.astype(dt)
+    srcs = [c] if bias is None else [c, bias]
+    name = _fresh(consts, metas, f"{y}:b")
+    consts[name] = folded.get(srcs, f"bias+{dt.str}{tuple(shape[1:2])}", make)
+    return name
 
 
 def _activation_of(n, consts, opset):
@@ -224,6 +290,6 @@ def simplify(nodes, outputs, consts, metas, opset, folded):
     nodes, outputs = _rename(kept, outputs, alias)
     nodes = _dce(nodes, outputs)
     nodes = _fold_batchnorm(nodes, outputs, consts, metas, folded)
-    nodes = _fuse_residual(nodes, outputs, consts, metas)
+    nodes = _fuse_residual(nodes, outputs, consts, metas, folded)
     nodes = _fuse_activations(nodes, outputs, consts, metas, opset)
     return _dce(nodes, outputs), outputs

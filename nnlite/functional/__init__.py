@@ -6,3 +6,6 @@ from .basic import *  # noqa: F401,F403
 from .padding import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .activation import *  # noqa: F401,F403
+from .vision import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403

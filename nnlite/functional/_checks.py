@@ -1,4 +1,5 @@
-"""Argument checks shared by the activation, normalisation and loss functionals."""
+"""Argument checks shared by the activation, normalisation, loss and 1-D conv/pool functionals."""
+import numbers
 import warnings
 
 import numpy as np
@@ -64,3 +65,14 @@ def index_array(target, op):
         raise TypeError(f"{op}: expected target to hold integer class indices, got dtype "
                         f"{arr.dtype} with shape {arr.shape}")
     return arr
+
+
+def single(value, name, op):
+    """int or 1-sequence of ints -> int (PyTorch's ``_single`` for 1-D ops), else TypeError."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{op}: {name} must be an int or a tuple of one int, got {value!r}")
+        value = value[0]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of one int, got {value!r}")
+    return int(value)

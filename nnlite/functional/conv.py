@@ -22,8 +22,9 @@ from .._config import backend as _active_backend
 from .._convgeom import conv2d_geometry, conv_transpose2d_geometry
 from ..autograd import Function
 from ..tensor import as_tensor
+from ._checks import single
 
-__all__ = ["conv2d", "conv_transpose2d"]
+__all__ = ["conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d"]
 
 # Legend: N batch, C image channels, F column-side channels, H/W image, OH/OW column grid.
 
@@ -155,3 +156,83 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if b is None:
         return ConvTranspose2dFn.apply(x, w, geom=geom)
     return ConvTranspose2dFn.apply(x, w, b, geom=geom)
+
+
+# ------------------------------------------------------------------------------ 1-D
+# conv1d / conv_transpose1d are the 2-D ops on a height-1 image: (N, C, L) -> (N, C, 1, L),
+# weight (F, C/G, K) -> (F, C/G, 1, K), stride/padding/dilation (1, s) / (0, p) / (1, d). The
+# reshapes are differentiable views; all geometry checks run in nnlite/_convgeom.py, and their
+# messages are prefixed with the 1-D op's name.
+
+
+def _sizes(shape):
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _check_1d(op, x, w, weight_layout):
+    if x.ndim not in (2, 3):
+        raise ValueError(f"Expected 2D (unbatched) or 3D (batched) input to {op}, but got input "
+                         f"of size: {_sizes(x.shape)}")
+    if w.ndim != 3:
+        raise ValueError(f"{op}: weight must be 3-dimensional {weight_layout}, got weight of "
+                         f"size {_sizes(w.shape)}")
+
+
+def _as_2d(op, fn, x, *args, **kwargs):
+    """fn on the height-1 view of x, squeezed back; 2-D error messages renamed for ``op``."""
+    try:
+        y = fn(x.unsqueeze(-2), *args, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{op} (computed as a 2-D op over (N, C, 1, L)): {e}") from None
+    except TypeError as e:
+        raise TypeError(f"{op}: {e}") from None
+    return y.squeeze(-2)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D cross-correlation, PyTorch's ``F.conv1d``.
+
+    Args:
+        input: (N, C, L) or unbatched (C, L). weight: (F, C/groups, K). bias: (F,) or None.
+        stride, dilation: int or (s,). padding: int, (p,), 'valid' or 'same' (stride 1; the
+            extra element of an odd total goes right).
+
+    Shape:
+        output (N, F, L_out) (or (F, L_out)), L_out = (L + 2p - d*(K-1) - 1) // s + 1.
+
+    Examples:
+        >>> y = F.conv1d(x, w, b, stride=2, padding=1)
+    """
+    x, w = as_tensor(input), as_tensor(weight)
+    _check_1d("conv1d", x, w, "(out_channels, in_channels/groups, kW)")
+    s = single(stride, "stride", "conv1d")
+    d = single(dilation, "dilation", "conv1d")
+    p = padding if isinstance(padding, str) else (0, single(padding, "padding", "conv1d"))
+    return _as_2d("conv1d", conv2d, x, w.unsqueeze(2), bias, (1, s), p, (1, d), groups)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 1-D convolution (the adjoint of conv1d), PyTorch's ``F.conv_transpose1d``.
+
+    Args:
+        input: (N, Cin, L) or (Cin, L). weight: (Cin, Cout/groups, K). bias: (Cout,) or None.
+        output_padding: < max(stride, dilation); appended at the right.
+
+    Shape:
+        output (N, Cout, L_out), L_out = (L-1)*s - 2p + d*(K-1) + output_padding + 1.
+
+    Examples:
+        >>> y = F.conv_transpose1d(x, w, stride=2, padding=1, output_padding=1)
+    """
+    x, w = as_tensor(input), as_tensor(weight)
+    _check_1d("conv_transpose1d", x, w, "(in_channels, out_channels/groups, kW)")
+    s = single(stride, "stride", "conv_transpose1d")
+    d = single(dilation, "dilation", "conv_transpose1d")
+    if isinstance(padding, str):
+        raise TypeError(f"conv_transpose1d: padding must be an int or a tuple of one int, got "
+                        f"{padding!r} (string padding is not defined for transposed conv)")
+    p = single(padding, "padding", "conv_transpose1d")
+    op = single(output_padding, "output_padding", "conv_transpose1d")
+    return _as_2d("conv_transpose1d", conv_transpose2d, x, w.unsqueeze(2), bias, (1, s),
+                  (0, p), (0, op), groups, (1, d))

@@ -1,21 +1,34 @@
-"""F.batch_norm: one Function with an analytic backward for both modes (docs/semantics.md §9.2).
+"""Normalisation functionals with PyTorch's semantics.
+
+F.batch_norm: one Function with an analytic backward for both modes (docs/semantics.md §9.2);
+training mode runs native one-pass kernels under the 'cython' backend (csrc/train.pyx).
+F.layer_norm, F.group_norm, F.instance_norm: one Function (``GroupStandardizeFn``) that
+standardises equal contiguous groups of the input and applies a broadcast affine; instance_norm
+in eval mode (running statistics) is batch_norm's eval path.
+F.local_response_norm (``LocalResponseNormFn``) and F.normalize (``VectorNormFn`` composed with
+clamp and division, as PyTorch composes it).
 
 # N batch, C channels, "spatial" = every axis after 1 (none for (N, C), L for (N, C, L),
-# H, W for (N, C, H, W)); statistics are per channel over axis 0 and the spatial axes.
+# H, W for (N, C, H, W)); batch_norm statistics are per channel over axis 0 and the spatial
+# axes.
 """
+import numbers
+
 import numpy as np
 
 from .._config import backend as _active_backend
 from .._config import get_num_threads
-from ..autograd import Function
-from ._checks import float_tensor, same_dtype
+from ..autograd import Function, unbroadcast
+from ..tensor import Tensor
+from ._checks import float_tensor, norm_dim, same_dtype
 
 try:
     from .. import _train          # native one-pass kernels (csrc/train.pyx, train_bn.c)
 except ImportError:  # pragma: no cover - depends on the build
     _train = None
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm",
+           "normalize"]
 
 
 # Below this many elements a BatchNorm kernel runs on one thread (an OpenMP team wake-up costs
@@ -221,3 +234,359 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             rv.data[...] = (np.asarray(m, dtype) * var_unbiased.data
                             + np.asarray(1 - m, dtype) * rv.data)
     return y
+
+
+# ------------------------------------------------------------------------------ group stats
+class GroupStandardizeFn(Function):
+    """y = (x - mean_g) / sqrt(var_g + eps) * w + b.
+
+    x (any shape, C-contiguous order) is split into ``rows`` equal consecutive groups of
+    K = x.size / rows elements; mean_g and the biased var_g are per group (two passes). w and b
+    are reshaped to ``affine_shape`` and broadcast against x. Auxiliary outputs: mean and var
+    per group (length ``rows``), for running statistics.
+
+    backward: gb = sum of gy over the broadcast axes, gw = the same of gy * xhat, and with
+    g = gy * w per group: gx = invstd * (g - mean(g) - xhat * mean(g * xhat)).
+    """
+
+    def forward(self, x, *wb, rows, affine_shape, has_weight, has_bias, eps):
+        w = wb[0] if has_weight else None
+        b = wb[-1] if has_bias else None
+        self.has_weight, self.has_bias = has_weight, has_bias
+        self.affine_shape, self.rows = affine_shape, rows
+        self.w_shape = None if w is None else w.shape
+        self.b_shape = None if b is None else b.shape
+        k = x.size // rows if rows else 0
+        self.k = k
+        xr = x.reshape(rows, k)
+        if k == 0:
+            mean = np.full(rows, np.nan, dtype=x.dtype)
+            var = mean
+            invstd = mean
+            xhat = np.zeros_like(x)
+        else:
+            mean = xr.mean(axis=1)
+            xc = xr - mean[:, None]
+            var = np.mean(xc * xc, axis=1)
+            invstd = 1.0 / np.sqrt(var + np.asarray(eps, x.dtype))
+            xhat = (xc * invstd[:, None]).reshape(x.shape)
+        y = xhat * w.reshape(affine_shape) if w is not None else xhat.copy()
+        if b is not None:
+            y += b.reshape(affine_shape)
+        if self.requires_grad:
+            self.save_for_backward(xhat, invstd, w)
+        return y, mean, var
+
+    def backward(self, gy):
+        xhat, invstd, w = self.saved_tensors
+        need = self.needs_input_grad
+        gx = gw = gb = None
+        if self.has_bias and need[-1]:
+            gb = unbroadcast(gy, self.affine_shape).reshape(self.b_shape)
+        if self.has_weight and need[1]:
+            gw = unbroadcast(gy * xhat, self.affine_shape).reshape(self.w_shape)
+        if need[0]:
+            if self.k == 0:
+                gx = np.zeros_like(gy)
+            else:
+                g = gy * w.reshape(self.affine_shape) if w is not None else gy
+                g = g.reshape(self.rows, self.k)
+                xh = xhat.reshape(self.rows, self.k)
+                gx = (g - g.mean(axis=1, keepdims=True)
+                      - xh * np.mean(g * xh, axis=1, keepdims=True)) * invstd[:, None]
+                gx = gx.reshape(gy.shape)
+        out = (gx,)
+        if self.has_weight:
+            out += (gw,)
+        if self.has_bias:
+            out += (gb,)
+        return out
+
+
+def _affine_args(op, x, weight, bias, shape, what):
+    """weight/bias as float Tensors of exactly ``shape`` (or None), same dtype as x."""
+    named = {}
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            named[name] = None
+            continue
+        t = float_tensor(t, op, name)
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{op}: Expected {name} to be {what} {list(shape)}, but got {name} "
+                             f"of shape {list(t.shape)} (input shape {list(x.shape)})")
+        named[name] = t
+    same_dtype(op, input=x, **named)
+    return named["weight"], named["bias"]
+
+
+def _standardize(x, rows, affine_shape, w, b, eps):
+    wb = tuple(t for t in (w, b) if t is not None)
+    return GroupStandardizeFn.apply(x, *wb, rows=rows, affine_shape=tuple(affine_shape),
+                                    has_weight=w is not None, has_bias=b is not None,
+                                    eps=float(eps))
+
+
+def _int_arg(value, op, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    return int(value)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing ``len(normalized_shape)`` dims (mean, biased variance), then
+    y = xhat * weight + bias elementwise (weight/bias of shape normalized_shape).
+
+    Shape: input (*, *normalized_shape) -> same.
+
+    Examples:
+        >>> F.layer_norm(x, x.shape[-1:])
+    """
+    x = float_tensor(input, "layer_norm")
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        normalized_shape = (normalized_shape,)
+    if not isinstance(normalized_shape, (tuple, list)):
+        raise TypeError(f"layer_norm: normalized_shape must be an int or a sequence of ints, got "
+                        f"{normalized_shape!r}")
+    shape = tuple(_int_arg(v, "layer_norm", "normalized_shape entries")
+                  for v in normalized_shape)
+    if not shape:
+        raise ValueError("layer_norm: Expected normalized_shape to be at least 1-dimensional, "
+                         "i.e., containing at least one element, but got normalized_shape = []")
+    w, b = _affine_args("layer_norm", x, weight, bias, shape, "of same shape as normalized_shape")
+    k = len(shape)
+    if x.ndim < k or tuple(x.shape[-k:]) != shape:
+        raise ValueError(f"layer_norm: Given normalized_shape={list(shape)}, expected input with "
+                         f"shape [*, {', '.join(str(v) for v in shape)}], but got input of size "
+                         f"{list(x.shape)}")
+    rows = int(np.prod(x.shape[:-k], dtype=np.int64))
+    y, _, _ = _standardize(x, rows, shape, w, b, eps)
+    return y
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Split the C channels into ``num_groups`` groups; normalise each group of each sample over
+    its channels and spatial positions; then a per-channel affine (weight, bias of shape (C,)).
+
+    Shape: input (N, C, *) -> same.
+
+    Examples:
+        >>> F.group_norm(x, 4, gamma, beta)
+    """
+    x = float_tensor(input, "group_norm")
+    g = _int_arg(num_groups, "group_norm", "num_groups")
+    if x.ndim < 2:
+        raise ValueError(f"group_norm: Expected at least 2 dimensions for input tensor but "
+                         f"received {x.ndim} (shape {tuple(x.shape)})")
+    n, c = x.shape[:2]
+    if g <= 0:
+        raise ValueError(f"group_norm: num_groups must be positive, got num_groups={g}")
+    if c % g:
+        raise ValueError(f"group_norm: Expected number of channels in input to be divisible by "
+                         f"num_groups, but got input of shape {list(x.shape)} and "
+                         f"num_groups={g}")
+    _verify_batch_size([n * c // g, g] + list(x.shape[2:]))
+    w, b = _affine_args("group_norm", x, weight, bias, (c,),
+                        "a vector of size equal to the number of channels in input, shape")
+    affine = (1, c) + (1,) * (x.ndim - 2)
+    y, _, _ = _standardize(x, n * g, affine, w, b, eps)
+    return y
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Normalise each channel of each sample over its spatial positions, then a per-channel
+    affine (weight, bias of shape (C,)).
+
+    use_input_stats=True: statistics of each instance; when given, running_mean/running_var
+    (shape (C,)) are updated in place with r = (1 - momentum) * r + momentum * s, s being the
+    batch mean of the instance means / of the UNBIASED instance variances (as PyTorch); an
+    empty batch leaves them unchanged (PyTorch would average zero instances into NaN).
+    use_input_stats=False: normalise with the running statistics (batch_norm's eval mode).
+
+    Shape: input (N, C, *) with at least 2 spatial elements when use_input_stats -> same.
+    """
+    x = float_tensor(input, "instance_norm")
+    if x.ndim < 2:
+        raise ValueError(f"instance_norm: expected an input of shape (N, C, ...), got shape "
+                         f"{tuple(x.shape)}")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError("instance_norm: Expected running_mean and running_var to be defined "
+                             "when use_input_stats is false")
+        return batch_norm(x, running_mean, running_var, weight, bias, training=False, eps=eps)
+    spatial = int(np.prod(x.shape[2:], dtype=np.int64))
+    if spatial == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                         f"{list(x.shape)}")
+    n, c = x.shape[:2]
+    stats = {}
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None:
+            t = float_tensor(t, "instance_norm", name)
+            if tuple(t.shape) != (c,):
+                raise ValueError(f"instance_norm: {name} should contain {c} elements not "
+                                 f"{t.data.size} (shape {tuple(t.shape)}; input shape "
+                                 f"{tuple(x.shape)})")
+            if t.requires_grad:
+                raise ValueError(f"instance_norm is not differentiable with respect to {name}; "
+                                 "it cannot have requires_grad=True")
+        stats[name] = t
+    w, b = _affine_args("instance_norm", x, weight, bias, (c,),
+                        "a vector of size equal to the number of channels in input, shape")
+    same_dtype("instance_norm", input=x, **stats)
+    affine = (1, c) + (1,) * (x.ndim - 2)
+    y, mean, var = _standardize(x, n * c, affine, w, b, eps)
+    rm, rv = stats["running_mean"], stats["running_var"]
+    if n > 0 and (rm is not None or rv is not None):
+        m = np.asarray(momentum, x.dtype)
+        keep = np.asarray(1 - momentum, x.dtype)
+        if rm is not None:
+            rm.data[...] = keep * rm.data + m * mean.data.reshape(n, c).mean(axis=0)
+        if rv is not None:
+            unbiased = var.data * np.asarray(spatial / (spatial - 1), x.dtype)
+            rv.data[...] = keep * rv.data + m * unbiased.reshape(n, c).mean(axis=0)
+    return y
+
+
+# ------------------------------------------------------------------------------ LRN
+def _channel_window_sum(a, lo, hi):
+    """s[:, c] = sum of a[:, c + o] for o in [lo, hi], zero outside [0, C) (axis 1)."""
+    c = a.shape[1]
+    s = np.zeros_like(a)
+    for o in range(lo, hi + 1):
+        if o >= 0:
+            if o < c:
+                s[:, :c - o] += a[:, o:]
+        elif -o < c:
+            s[:, -o:] += a[:, :c + o]
+    return s
+
+
+class LocalResponseNormFn(Function):
+    """y = x * d**-beta, d = k + alpha/size * sum_{c' in W(c)} x_c'**2 with the channel window
+    W(c) = [c - size//2, c + (size-1)//2] (zero outside).
+
+    gx_c = gy_c d_c**-beta - 2 alpha beta / size * x_c * sum_{c'': c in W(c'')}
+           gy_c'' x_c'' d_c''**(-beta - 1).
+    """
+
+    def forward(self, x, size, alpha, beta, k):
+        dt = x.dtype
+        s = _channel_window_sum(x * x, -(size // 2), (size - 1) // 2)
+        d = np.asarray(k, dt) + np.asarray(alpha / size, dt) * s
+        scale = d ** np.asarray(-beta, dt)
+        if self.requires_grad:
+            self.save_for_backward(x, d, scale)
+        self.args = (size, alpha, beta)
+        return x * scale
+
+    def backward(self, gy):
+        x, d, scale = self.saved_tensors
+        size, alpha, beta = self.args
+        dt = gy.dtype
+        t = gy * x * scale / d
+        back = _channel_window_sum(t, -((size - 1) // 2), size // 2)
+        return gy * scale - np.asarray(2 * alpha * beta / size, dt) * x * back
+
+
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Local response normalisation across channels (AlexNet):
+    y_c = x_c / (k + alpha/size * sum_{c' = c - size//2}^{c + (size-1)//2} x_c'**2)**beta.
+
+    Shape: (N, C, *) with at least one axis after C -> same.
+
+    Examples:
+        >>> F.local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0)
+    """
+    x = float_tensor(input, "local_response_norm")
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm: Expected 3D or higher dimensionality input (got "
+                         f"{x.ndim} dimensions, shape {tuple(x.shape)})")
+    n = _int_arg(size, "local_response_norm", "size")
+    if n <= 0:
+        raise ValueError(f"local_response_norm: size must be positive, got size={n}")
+    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"local_response_norm: {name} must be a number, got {v!r}")
+    if x.data.size == 0:
+        return x
+    shape = x.shape
+    x3 = x if x.ndim == 3 else x.reshape(shape[0], shape[1], -1)
+    y = LocalResponseNormFn.apply(x3, size=n, alpha=float(alpha), beta=float(beta), k=float(k))
+    return y if x.ndim == 3 else y.reshape(shape)
+
+
+# ------------------------------------------------------------------------------ normalize
+class VectorNormFn(Function):
+    """||x||_p along ``dim`` (keepdim); PyTorch's vector-norm gradient cases for p = 0, 1, 2,
+    +-inf, p < 1, 1 < p < 2 and p > 2 (0 where the norm is 0, except p < 1)."""
+
+    def forward(self, x, p, dim):
+        a = np.abs(x)
+        if p == 0:
+            n = np.sum(x != 0, axis=dim, keepdims=True).astype(x.dtype)
+        elif p == np.inf:
+            n = a.max(axis=dim, keepdims=True)
+        elif p == -np.inf:
+            n = a.min(axis=dim, keepdims=True)
+        elif p == 1:
+            n = a.sum(axis=dim, keepdims=True)
+        elif p == 2:
+            n = np.sqrt(np.sum(x * x, axis=dim, keepdims=True))
+        else:
+            n = np.sum(a ** np.asarray(p, x.dtype), axis=dim, keepdims=True) ** np.asarray(
+                1.0 / p, x.dtype)
+        self.p, self.dim = p, dim
+        if self.requires_grad:
+            self.save_for_backward(x, n)
+        return n
+
+    def backward(self, gy):
+        x, n = self.saved_tensors
+        p, dim = self.p, self.dim
+        dt = x.dtype
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if p == 0:
+                return np.zeros_like(x)
+            if p == 1:
+                return np.sign(x) * gy
+            if p == 2:
+                return gy * np.where(n == 0, 0, x / np.where(n == 0, 1, n)).astype(dt)
+            if np.isinf(p):
+                mask = np.abs(x) == n
+                return np.sign(x) * (gy / mask.sum(axis=dim, keepdims=True)) * mask
+            a = np.abs(x)
+            if p < 1:
+                scaled = np.sign(x) * np.where(x == 0, 0, a ** np.asarray(p - 1, dt))
+                return (scaled * gy * n ** np.asarray(1 - p, dt)).astype(dt)
+            scaled = (np.sign(x) * a ** np.asarray(p - 1, dt) if p < 2
+                      else x * a ** np.asarray(p - 2, dt))
+            scale = np.where(n == 0, 0, gy / n ** np.asarray(p - 1, dt))
+            return (scaled * scale).astype(dt)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """x / max(||x||_p, eps) along ``dim`` (PyTorch's F.normalize; ONNX LpNormalization).
+
+    ``p``: any real number or +-inf (0 counts non-zeros). ``out``: an optional Tensor of the
+    result's shape and dtype that receives the values (not differentiable through ``out``).
+
+    Shape: any -> same (``dim`` must name an axis; a 0-d input counts as 1-d).
+    """
+    x = float_tensor(input, "normalize")
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"normalize: p must be a number (or +-inf), got {p!r}")
+    d = norm_dim(dim, x.ndim, "normalize")
+    if x.ndim == 0:
+        x = x.reshape(1)
+        y = normalize(x, p, 0, eps).reshape(())
+    else:
+        denom = VectorNormFn.apply(x, p=float(p), dim=d).clamp(min=eps)
+        y = x / denom
+    if out is None:
+        return y
+    if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != y.dtype:
+        raise ValueError(f"normalize: out must be a Tensor of shape {tuple(y.shape)} and dtype "
+                         f"{y.dtype}, got {out!r}")
+    out.data[...] = y.data
+    return out

@@ -18,10 +18,12 @@ from .. import _poolgeom as geo
 from .. import kernels
 from ..autograd import Function
 from ..tensor import Tensor, as_tensor, cat
+from ._checks import single
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "max_unpool2d",
-    "spatial_pyramid_pool2d",
+    "spatial_pyramid_pool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d", "max_pool1d",
+    "avg_pool1d", "lp_pool1d", "lp_pool2d",
 ]
 
 
@@ -308,3 +310,172 @@ def spatial_pyramid_pool2d(input, levels=(4, 2, 1), mode="max"):
     start = x.ndim - 3  # flatten (C, n, n)
     parts = [pool(x, (n, n)).flatten(start_dim=start) for n in levels]
     return parts[0] if len(parts) == 1 else cat(parts, dim=start)
+
+
+# ------------------------------------------------------------------------------ 1-D pools
+# Each 1-D pool is its 2-D counterpart on (..., 1, L): a unit height axis is inserted before the
+# pool and removed after it (both differentiable reshapes); geometry and checks stay in
+# nnlite/_poolgeom.py, called with the 1-D op's name.
+
+
+def _input_1d(input, name):
+    x = as_tensor(input)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{name}: Expected 2D or 3D input (C, L) or (N, C, L), but got shape "
+                         f"{tuple(x.shape)} ({x.ndim}-D)")
+    return x
+
+
+def _adaptive_1d(input, output_size, name):
+    x = _input_1d(input, name)
+    o = single(output_size, "output_size", name)
+    return x.unsqueeze(-2), o
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """Average over adaptive bins [floor(i*L/O), ceil((i+1)*L/O)) (see adaptive_avg_pool2d).
+
+    Shape: (N, C, L) or (C, L) -> (N, C, O) or (C, O).
+
+    Examples:
+        >>> F.adaptive_avg_pool1d(x, 1)    # global average over L
+    """
+    x4, o = _adaptive_1d(input, output_size, "adaptive_avg_pool1d")
+    return adaptive_avg_pool2d(x4, (1, o)).squeeze(-2)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """Max over adaptive bins; indices (int64) index L.
+
+    Shape: (N, C, L) or (C, L) -> (N, C, O) or (C, O).
+    """
+    x4, o = _adaptive_1d(input, output_size, "adaptive_max_pool1d")
+    y, idx = adaptive_max_pool2d(x4, (1, o), return_indices=True)
+    y = y.squeeze(-2)
+    return (y, Tensor(idx.data.reshape(y.shape))) if return_indices else y
+
+
+def _pool_1d(op, fn, x, *args, **kwargs):
+    """fn (a 2-D pool) on the height-1 view of x; error messages renamed for ``op``."""
+    try:
+        out = fn(x.unsqueeze(-2), *args, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{op} (computed as a 2-D pool over (N, C, 1, L)): {e}") from None
+    if isinstance(out, tuple):
+        y, idx = out
+        y = y.squeeze(-2)
+        return y, Tensor(idx.data.reshape(y.shape))
+    return out.squeeze(-2)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """1-D max pooling (``max_pool2d`` rules: padding <= kernel // 2 acts as -inf, first maximum
+    wins ties, NaN propagates; indices (int64) index L).
+
+    Shape:
+        (N, C, L) or (C, L) -> (N, C, L_out), L_out = (L + 2p - d(k-1) - 1 (+ s-1 if ceil_mode))
+        // s + 1 (minus 1 when ceil mode's last window starts in the right padding).
+
+    Examples:
+        >>> F.max_pool1d(x, 3, stride=2, padding=1)
+    """
+    x = _input_1d(input, "max_pool1d")
+    k = single(kernel_size, "kernel_size", "max_pool1d")
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) else single(
+        stride, "stride", "max_pool1d")
+    p = single(padding, "padding", "max_pool1d")
+    d = single(dilation, "dilation", "max_pool1d")
+    y, idx = _pool_1d("max_pool1d", max_pool2d, x, (1, k), (1, s), (0, p), (1, d), ceil_mode,
+                      return_indices=True)
+    return (y, idx) if return_indices else y
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """1-D average pooling (``avg_pool2d``'s divisor rules).
+
+    Shape: (N, C, L) or (C, L) -> (N, C, L_out), L_out as max_pool1d with dilation 1.
+
+    Examples:
+        >>> F.avg_pool1d(x, 4, stride=2, count_include_pad=False)
+    """
+    x = _input_1d(input, "avg_pool1d")
+    k = single(kernel_size, "kernel_size", "avg_pool1d")
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) else single(
+        stride, "stride", "avg_pool1d")
+    p = single(padding, "padding", "avg_pool1d")
+    return _pool_1d("avg_pool1d", avg_pool2d, x, (1, k), (1, s), (0, p), ceil_mode,
+                    count_include_pad)
+
+
+def _norm_type(norm_type, op):
+    if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"{op}: norm_type must be a number, got {norm_type!r}")
+    if norm_type == 0:
+        raise ValueError(f"{op}: norm_type must be non-zero (the result is raised to "
+                         f"1/norm_type), got {norm_type!r}")
+    return float(norm_type)
+
+
+class SignedMagnitudeFn(Function):
+    """PyTorch's sign(x) * relu(|x|) (= x, NaN kept) with the gradient its autograd gives:
+    sign has none, relu's is a select, so gx = gy where x != 0 and exactly 0 where x == 0
+    (even when gy is inf or NaN there, as after ** (1/p) of a zero window)."""
+
+    def forward(self, x):
+        if self.requires_grad:
+            self.save_for_backward(x)
+        return np.sign(x) * np.maximum(np.abs(x), 0)
+
+    def backward(self, gy):
+        (x,) = self.saved_tensors
+        s = np.sign(x)
+        with np.errstate(invalid="ignore"):
+            return np.where(x != 0, gy * s * s, np.zeros((), gy.dtype))
+
+
+def _lp_finish(out, area, p):
+    """PyTorch's (sign(out) * relu(|out|)) * area, then ** (1/p)."""
+    return (SignedMagnitudeFn.apply(out) * area) ** (1.0 / p)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling, PyTorch's formula: (avg_pool2d(x**p) * kh * kw) ** (1/p), i.e.
+    the p-norm of each window (a ceil-mode partial window is averaged over its in-bounds cells
+    and scaled back by the full kernel area, as PyTorch). No padding. p = +inf: max of |x|;
+    p = -inf: min of |x|. Negative x with fractional p gives NaN, as x**p does.
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH as avg_pool2d with padding 0.
+
+    Examples:
+        >>> F.lp_pool2d(x, 2, 3, stride=2)
+    """
+    p = _norm_type(norm_type, "lp_pool2d")
+    x = as_tensor(input)
+    kh, kw = geo.pair(kernel_size, "kernel_size")
+    if p == np.inf:
+        return max_pool2d(x.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if p == -np.inf:
+        return -max_pool2d(-x.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    out = avg_pool2d(x ** p, kernel_size, stride, 0, ceil_mode)
+    return _lp_finish(out, kh * kw, p)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """1-D power-average pooling: (avg_pool1d(x**p) * k) ** (1/p) (see lp_pool2d).
+
+    Shape: (N, C, L) or (C, L) -> (N, C, L_out).
+
+    Examples:
+        >>> F.lp_pool1d(x, 2, 3)
+    """
+    p = _norm_type(norm_type, "lp_pool1d")
+    x = as_tensor(input)
+    k = single(kernel_size, "kernel_size", "lp_pool1d")
+    if p == np.inf:
+        return max_pool1d(x.abs(), k, stride, 0, 1, ceil_mode)
+    if p == -np.inf:
+        return -max_pool1d(-x.abs(), k, stride, 0, 1, ceil_mode)
+    out = avg_pool1d(x ** p, k, stride, 0, ceil_mode)
+    return _lp_finish(out, k, p)

@@ -1,19 +1,22 @@
-"""nn.Conv2d and nn.ConvTranspose2d with PyTorch's arguments, attributes, init and state_dict.
+"""nn.Conv2d, nn.ConvTranspose2d, nn.Conv1d and nn.ConvTranspose1d with PyTorch's arguments,
+attributes, init and state_dict.
 
 Attributes (as torch's ``_ConvNd``): in_channels, out_channels, kernel_size, stride, padding
 (tuple, or the string 'same'/'valid'), dilation, output_padding, groups, padding_mode, weight,
 bias (None when ``bias=False``). Init: weight and bias ~ U(+-1/sqrt(fan_in)) with
-fan_in = weight.size(1) * KH * KW (docs/semantics.md §9.1; Cout/groups for the transposed conv).
+fan_in = weight.size(1) * prod(kernel) (docs/semantics.md §9.1; Cout/groups for the transposed
+conv). The 1-D layers keep 1-tuples (kernel_size=(3,), ...) as PyTorch.
 """
 import numpy as np
 
 from .. import functional as F
 from .._convgeom import same_padding, transpose_output_padding
 from .._shape import pair
+from ..functional._checks import single
 from . import init
 from .module import Module, Parameter
 
-__all__ = ["Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv2d", "ConvTranspose2d", "Conv1d", "ConvTranspose1d"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -51,16 +54,16 @@ class _ConvBase(Module):
     def reset_parameters(self):
         """PyTorch's default init: kaiming_uniform_(a=sqrt(5)) weight, U(+-1/sqrt(fan_in)) bias."""
         w = self.weight
-        init.default_init_(w, self.bias, fan_in=w.shape[1] * w.shape[2] * w.shape[3])
+        init.default_init_(w, self.bias, fan_in=int(np.prod(w.shape[1:])))
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
         if self.padding != (0,) * len(self.padding):
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * len(self.dilation):
             s += f", dilation={self.dilation}"
-        if self.output_padding != (0, 0):
+        if self.output_padding != (0,) * len(self.output_padding):
             s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
@@ -193,4 +196,124 @@ class ConvTranspose2d(_ConvBase):
         if output_size is not None:
             op = self._output_padding(input, output_size)
         return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, op,
+                                  self.groups, self.dilation)
+
+
+def _singles(op, **values):
+    return {k: (single(v, k, op),) for k, v in values.items()}
+
+
+class Conv1d(_ConvBase):
+    """1-D convolution layer, PyTorch's ``nn.Conv1d`` (``F.conv1d``; non-'zeros'
+    ``padding_mode`` pads with ``F.pad`` first).
+
+    Shape:
+        input (N, C_in, L) or (C_in, L) -> output (N, C_out, L_out),
+        L_out = (L + 2P - D*(K-1) - 1) // S + 1 (for 'same': L_out = L).
+        weight (C_out, C_in/groups, K), bias (C_out,).
+
+    Examples:
+        >>> nn.Conv1d(16, 33, 3, stride=2)(x)     # x (N, 16, L)
+    """
+
+    transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__()
+        in_channels = _channels(in_channels, "in_channels")
+        out_channels = _channels(out_channels, "out_channels")
+        _check_groups(in_channels, out_channels, groups)
+        t = _singles("Conv1d", kernel_size=kernel_size, stride=stride, dilation=dilation)
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
+                                 "{'valid', 'same'}")
+            if padding == "same" and t["stride"] != (1,):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+        else:
+            padding = (single(padding, "padding", "Conv1d"),)
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {{'zeros', 'reflect', 'replicate', "
+                             f"'circular'}}, but got padding_mode={padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = t["kernel_size"], t["stride"], padding
+        self.dilation, self.groups, self.padding_mode = t["dilation"], int(groups), padding_mode
+        self.output_padding = (0,)
+        if padding == "same":
+            _, _, left, right = same_padding((1, t["kernel_size"][0]), (1, t["dilation"][0]))
+        elif padding == "valid":
+            left = right = 0
+        else:
+            left = right = padding[0]
+        self._reversed_padding_repeated_twice = (left, right)
+        self._init_params((out_channels, in_channels // self.groups) + self.kernel_size, bias,
+                          dtype)
+
+    def forward(self, input):
+        if self.padding_mode != "zeros":
+            x = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class ConvTranspose1d(_ConvBase):
+    """Transposed 1-D convolution layer, PyTorch's ``nn.ConvTranspose1d``.
+
+    ``forward(input, output_size=None)``: ``output_size`` ((L,), or with the N/C prefix) picks
+    the output_padding that yields that length (ValueError when out of range).
+
+    Shape:
+        input (N, C_in, L) or (C_in, L) -> output (N, C_out, L_out),
+        L_out = (L-1)*S - 2*P + D*(K-1) + OP + 1. weight (C_in, C_out/groups, K).
+    """
+
+    transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None):
+        super().__init__()
+        in_channels = _channels(in_channels, "in_channels")
+        out_channels = _channels(out_channels, "out_channels")
+        _check_groups(in_channels, out_channels, groups)
+        if padding_mode != "zeros":
+            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose1d')
+        if isinstance(padding, str):
+            raise ValueError(f"ConvTranspose1d: string padding {padding!r} is not supported; "
+                             "give an int")
+        t = _singles("ConvTranspose1d", kernel_size=kernel_size, stride=stride, padding=padding,
+                     dilation=dilation, output_padding=output_padding)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = t["kernel_size"], t["stride"], t["padding"]
+        self.dilation, self.output_padding = t["dilation"], t["output_padding"]
+        self.groups, self.padding_mode = int(groups), padding_mode
+        self._init_params((in_channels, out_channels // self.groups) + self.kernel_size, bias,
+                          dtype)
+
+    def _output_padding(self, input, output_size):
+        ndim = len(input.shape)
+        if ndim not in (2, 3):
+            raise ValueError(f"Expected 2D (unbatched) or 3D (batched) input to "
+                             f"conv_transpose1d, but got input of size: {list(input.shape)}")
+        output_size = list(output_size)
+        if len(output_size) == ndim:
+            output_size = output_size[-1:]
+        if len(output_size) != 1:
+            raise ValueError(f"ConvTranspose1D: for {ndim}D input, output_size must have 1 or "
+                             f"{ndim} elements (got {len(output_size)})")
+        try:
+            op = transpose_output_padding(
+                (1, int(input.shape[-1])), (1, int(output_size[0])), (1,) + self.kernel_size,
+                (1,) + self.stride, (0,) + self.padding, (1,) + self.dilation)
+        except ValueError as e:
+            raise ValueError(f"ConvTranspose1d (sizes shown as (1, L)): {e}") from None
+        return op[1:]
+
+    def forward(self, input, output_size=None):
+        op = self.output_padding
+        if output_size is not None:
+            op = self._output_padding(input, output_size)
+        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, op,
                                   self.groups, self.dilation)

@@ -5,12 +5,14 @@ becomes kernel_size. Arguments are validated when the module is called (also as 
 """
 from .. import functional as F
 from .._shape import pair
+from ..functional._checks import single
 from ..functional.pooling import _levels
 from .module import Module
 
 __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d",
-    "SpatialPyramidPooling",
+    "SpatialPyramidPooling", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
+    "LPPool1d", "LPPool2d",
 ]
 
 
@@ -167,3 +169,81 @@ class SpatialPyramidPooling(Module):
 
     def extra_repr(self):
         return f"levels={self.levels}, mode={self.mode!r}"
+
+
+class MaxPool1d(MaxPool2d):
+    """``F.max_pool1d`` as a module (attributes as given, stride None -> kernel_size).
+
+    Shape: (N, C, L) or (C, L) -> (N, C, L_out), see ``F.max_pool1d``.
+    """
+
+    def forward(self, input):
+        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool1d(Module):
+    """``F.avg_pool1d`` as a module; kernel_size, stride, padding stored as 1-tuples (PyTorch).
+
+    Shape: (N, C, L) or (C, L) -> (N, C, L_out).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
+        super().__init__()
+        self.kernel_size = (single(kernel_size, "kernel_size", "AvgPool1d"),)
+        self.stride = (single(stride if stride is not None else kernel_size, "stride",
+                              "AvgPool1d"),)
+        self.padding = (single(padding, "padding", "AvgPool1d"),)
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+
+    def forward(self, input):
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+    """``F.adaptive_avg_pool1d`` as a module. Shape: (N, C, L) or (C, L) -> (N, C, O)."""
+
+    def forward(self, input):
+        return F.adaptive_avg_pool1d(input, self.output_size)
+
+
+class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
+    """``F.adaptive_max_pool1d`` as a module. Shape: (N, C, L) or (C, L) -> (N, C, O)."""
+
+    def forward(self, input):
+        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class _LPPool(Module):
+    def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False):
+        super().__init__()
+        self.norm_type = norm_type
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.ceil_mode = ceil_mode
+
+    def extra_repr(self):
+        return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, ceil_mode={self.ceil_mode}")
+
+
+class LPPool1d(_LPPool):
+    """``F.lp_pool1d`` as a module. Shape: (N, C, L) or (C, L) -> (N, C, L_out)."""
+
+    def forward(self, input):
+        return F.lp_pool1d(input, float(self.norm_type), self.kernel_size, self.stride,
+                           self.ceil_mode)
+
+
+class LPPool2d(_LPPool):
+    """``F.lp_pool2d`` as a module. Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW)."""
+
+    def forward(self, input):
+        return F.lp_pool2d(input, float(self.norm_type), self.kernel_size, self.stride,
+                           self.ceil_mode)

@@ -6,12 +6,15 @@ What is counted (all integers, per forward pass of the whole batch):
   Conv2d: N·F·OH·OW·(C/groups)·kH·kW (every kernel tap, including taps that land on zero
   padding, as the dense im2col product computes them; dilation changes where taps land, not how
   many there are). ConvTranspose2d: N·H·W·C·(F/groups)·kH·kW (each input pixel is scattered
-  through its kernel). Linear: rows·in_features·out_features.
+  through its kernel). Conv1d/ConvTranspose1d: the same with one spatial axis. Linear:
+  rows·in_features·out_features.
 - **FLOPs** = 2·MACs, plus, only when their switch is on:
   ``count_bias``: one add per output element of a conv/linear layer that has a bias;
-  ``count_bn``: 2 per output element of a BatchNorm (the folded affine x·a + b);
+  ``count_bn``: 2 per output element of a BatchNorm (the folded affine x·a + b), and of a
+  LayerNorm/GroupNorm/InstanceNorm (its normalise-and-affine; the statistics are not counted);
   ``count_pool``: one per window tap per output element of a pooling layer (compares for max,
-  adds for average; adaptive pools use their exact bin sizes), and one per input element of a
+  adds for average and LP pools; adaptive pools use their exact bin sizes; LocalResponseNorm:
+  ``size`` channels per output), and one per input element of a
   ``mean``/``sum`` written inline in a forward;
   ``count_act``: one per output element of ReLU/ReLU6/Sigmoid/Tanh/... modules and of relu/clamp/
   sigmoid/tanh called inline in a parent's forward (e.g. ``BasicConv2d``'s ReLU);
@@ -51,20 +54,28 @@ _CATEGORIES = ("bias", "bn", "pool", "act", "elementwise")
 
 
 # ------------------------------------------------------------------------------ cost formulas
-def _conv2d(m, inputs, out):
-    # out.size = N*F*OH*OW; each output element takes (C/groups)*kH*kW products
-    kh, kw = pair(m.kernel_size, "kernel_size")
+def _taps(m):
+    """Kernel taps of a conv/pool module: prod(kernel_size); an int kernel_size counts once per
+    spatial axis (k*k for the 2-D layers, k for the ``...1d`` ones)."""
+    k = m.kernel_size
+    if isinstance(k, (int, np.integer)):
+        return int(k) ** (1 if type(m).__name__.endswith("1d") else 2)
+    return int(np.prod(k))
+
+
+def _conv(m, inputs, out):
+    # out.size = N*F*(spatial outputs); each output element takes (C/groups)*prod(kernel) products
     cg = m.in_channels // m.groups
     bias = out.size if getattr(m, "bias", None) is not None else 0
-    return out.size * cg * kh * kw, {"bias": bias}
+    return out.size * cg * _taps(m), {"bias": bias}
 
 
-def _conv_transpose2d(m, inputs, out):
-    # inputs[0].size = N*C*H*W; each input element is scattered through (F/groups)*kH*kW taps
-    kh, kw = pair(m.kernel_size, "kernel_size")
+def _conv_transpose(m, inputs, out):
+    # inputs[0].size = N*C*(spatial inputs); each input element is scattered through
+    # (F/groups)*prod(kernel) taps
     fg = m.out_channels // m.groups
     bias = out.size if getattr(m, "bias", None) is not None else 0
-    return inputs[0].size * fg * kh * kw, {"bias": bias}
+    return inputs[0].size * fg * _taps(m), {"bias": bias}
 
 
 def _linear(m, inputs, out):
@@ -78,8 +89,7 @@ def _batchnorm(m, inputs, out):
 
 
 def _pool(m, inputs, out):
-    kh, kw = pair(m.kernel_size, "kernel_size")
-    return 0, {"pool": out.size * kh * kw}
+    return 0, {"pool": out.size * _taps(m)}
 
 
 def _bin_total(inp, outp):
@@ -88,10 +98,23 @@ def _bin_total(inp, outp):
 
 
 def _adaptive_pool(m, inputs, out):
-    h, w = inputs[0].shape[-2:]
-    oh, ow = out.shape[-2:]
-    planes = out.size // (oh * ow) if oh * ow else 0
-    return 0, {"pool": planes * _bin_total(h, oh) * _bin_total(w, ow)}
+    dims = 1 if type(m).__name__.endswith("1d") else 2
+    ins, outs = inputs[0].shape[-dims:], out.shape[-dims:]
+    planes = out.size // int(np.prod(outs)) if np.prod(outs) else 0
+    taps = planes
+    for i, o in zip(ins, outs):
+        taps *= _bin_total(i, o)
+    return 0, {"pool": taps}
+
+
+def _norm(m, inputs, out):
+    # the normalisation and affine, x * a + b per element (the statistics are not counted)
+    return 0, {"bn": 2 * out.size}
+
+
+def _lrn(m, inputs, out):
+    # each output sums the squares of a window of ``size`` channels
+    return 0, {"pool": out.size * m.size}
 
 
 def _spp(m, inputs, out):
@@ -110,21 +133,32 @@ def _free(m, inputs, out):
 
 #: cost formula by module class name (looked up along the MRO, so subclasses inherit).
 COUNTERS = {
-    "Conv2d": _conv2d, "ConvTranspose2d": _conv_transpose2d, "Linear": _linear,
+    "Conv2d": _conv, "Conv1d": _conv, "ConvTranspose2d": _conv_transpose,
+    "ConvTranspose1d": _conv_transpose, "Linear": _linear,
     "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm,
-    "MaxPool2d": _pool, "AvgPool2d": _pool,
+    "LayerNorm": _norm, "GroupNorm": _norm, "InstanceNorm1d": _norm, "InstanceNorm2d": _norm,
+    "LocalResponseNorm": _lrn,
+    "MaxPool2d": _pool, "AvgPool2d": _pool, "MaxPool1d": _pool, "AvgPool1d": _pool,
+    "LPPool1d": _pool, "LPPool2d": _pool,
     "AdaptiveAvgPool2d": _adaptive_pool, "AdaptiveMaxPool2d": _adaptive_pool,
+    "AdaptiveAvgPool1d": _adaptive_pool, "AdaptiveMaxPool1d": _adaptive_pool,
     "SpatialPyramidPooling": _spp, "MaxUnpool2d": _free,
-    "ReLU": _activation, "ReLU6": _activation, "LeakyReLU": _activation, "Sigmoid": _activation,
-    "Tanh": _activation, "Hardtanh": _activation, "GELU": _activation, "SiLU": _activation,
-    "ELU": _activation,
+    **{name: _activation for name in (
+        "ReLU", "ReLU6", "LeakyReLU", "PReLU", "Sigmoid", "Tanh", "Hardtanh", "GELU", "SiLU",
+        "ELU", "CELU", "SELU", "Mish", "Hardsigmoid", "Hardswish", "Softplus", "Softsign",
+        "Hardshrink", "Softshrink", "Tanhshrink", "LogSigmoid")},
     "Dropout": _free, "Dropout2d": _free, "Flatten": _free, "Identity": _free,
+    "PixelShuffle": _free, "PixelUnshuffle": _free,
     "Sequential": _free,  # only an empty Sequential is a leaf: the identity
 }
 
 #: inline autograd ops (by Function class name) counted when a non-leaf module's forward calls them
 _INLINE = {
     "ReLU": "act", "Clamp": "act", "Sigmoid": "act", "Tanh": "act", "HardtanhFn": "act",
+    **{fn: "act" for fn in (
+        "LeakyReluFn", "EluFn", "ErfFn", "GeluFn", "SoftplusFn", "SoftsignFn", "SiluFn",
+        "MishFn", "HardsigmoidFn", "HardswishFn", "PreluFn", "ShrinkFn", "TanhshrinkFn",
+        "LogsigmoidFn")},
     "Add": "elementwise", "Sub": "elementwise", "Mul": "elementwise", "Div": "elementwise",
     "Mean": "pool", "Sum": "pool",
 }

@@ -101,6 +101,40 @@ def test_conv_transpose2d_macs_match_instrumented_loop(case):
     np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", [
+    # (N, C, L, F, kernel, stride, padding, dilation, groups)
+    (1, 1, 7, 1, 3, 1, 0, 1, 1),
+    (2, 4, 9, 6, 4, 2, 5, 2, 2),                         # padding > kernel, stride != dilation
+    (1, 6, 5, 6, 3, 1, 1, 1, 6),                         # depthwise
+])
+def test_conv1d_macs_match_the_instrumented_loop_on_a_height_1_map(case):
+    n, c, length, f, k, s, p, d, g = case
+    conv = nn.Conv1d(c, f, k, stride=s, padding=p, dilation=d, groups=g, bias=False).double()
+    x = np.random.default_rng(2).standard_normal((n, c, length))
+    count, y_ref = naive_conv2d_macs(x[:, :, None, :], conv.weight.data[:, :, None, :], (1, s),
+                                     (0, p), (1, d), g)
+    rep = summary(conv, (n, c, length), dtype=np.float64)
+    assert rep.macs == count and rep.output_shape == (n, f, y_ref.shape[-1])
+    convt = nn.ConvTranspose1d(c, f, k, stride=s, groups=g, bias=False)
+    rep = summary(convt, (n, c, length))
+    assert rep.macs == n * c * length * (f // g) * k    # every input element through its taps
+
+
+def test_new_layers_counts():
+    x = (2, 6, 5, 4)
+    rep = summary(nn.Sequential(nn.GroupNorm(3, 6), nn.Hardswish(), nn.LocalResponseNorm(3),
+                                nn.LPPool2d(2, (2, 3)), nn.PReLU(), nn.PixelShuffle(1)),
+                  x, count_all=True)
+    size = 2 * 6 * 5 * 4
+    assert rep["0"].flops == 2 * size and rep["1"].flops == size and rep["2"].flops == 3 * size
+    assert rep["3"].output_shape == (2, 6, 2, 1) and rep["3"].flops == 2 * 6 * 2 * 1 * 6
+    assert rep["4"].flops == 2 * 6 * 2 and rep["5"].flops == 0 and rep.uncounted == []
+    rep = summary(nn.Sequential(nn.MaxPool1d(3, 2), nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(3)),
+                  (1, 2, 13), count_all=True)
+    # 13 -> 6 (k=3) -> 3 (k=2) -> 3 adaptive bins of length 1
+    assert [r.flops for r in rep.rows] == [2 * 6 * 3, 2 * 3 * 2, 2 * 3 * 1]
+
+
 def test_linear_counts_all_leading_dims():
     rep = summary(nn.Linear(7, 5), (4, 3, 7), count_bias=True)
     assert rep.macs == 4 * 3 * 7 * 5

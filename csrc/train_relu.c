@@ -12,7 +12,7 @@ void nnl_relu_fwd_##SUF(const T* x, T* y, nnl_tidx n) {                         
 }                                                                                             \
 void nnl_relu_bwd_##SUF(const T* gy, const T* y, T* gx, nnl_tidx n) {                        \
     nnl_tidx i;                                                                               \
-    for (i = 0; i < n; i++) gx[i] = (y[i] > (T)0) ? gy[i] : (T)0;                             \
+    for (i = 0; i < n; i++) gx[i] = (y[i] <= (T)0) ? (T)0 : gy[i];  /* NaN output: passes */  \
 }
 
 DEFINE_RELU(float, s)

@@ -384,9 +384,10 @@ class ReLU(Function):
                 self.save_for_backward(y)
             return y
         y = np.maximum(a, 0)
-        # NaN propagates through np.maximum, as torch.relu
+        # NaN propagates through np.maximum, as torch.relu; the gradient passes wherever the
+        # output is not <= 0 (NaN included), as torch's threshold_backward on the result
         if self.requires_grad:
-            self.save_for_backward(a > 0)
+            self.save_for_backward(~(a <= 0))
         return y
 
     def backward(self, gy):
@@ -400,7 +401,8 @@ class ReLU(Function):
                                            num_threads=get_num_threads() if y.size >= 1 << 17
                                            else 1)
             return gx
-        return gy * self.saved_tensors[0]
+        # a select, not a product: an inf/NaN upstream gradient stays out of the zeroed entries
+        return np.where(self.saved_tensors[0], gy, gy.dtype.type(0))
 
 
 class Cat(Function):

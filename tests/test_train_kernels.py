@@ -232,7 +232,8 @@ def test_relu_native_matches_naive_loop(shape, dtype):
     y = F.relu(xt)
     y.backward(gy)
     want_y = np.array([v if (v > 0 or v != v) else 0.0 for v in flat], dtype).reshape(shape)
-    want_g = np.array([g if v > 0 else 0.0 for v, g in zip(flat, gy.reshape(-1))],
+    # torch's rule: the gradient passes where the output is not <= 0 (a NaN input included)
+    want_g = np.array([0.0 if v <= 0 else g for v, g in zip(flat, gy.reshape(-1))],
                       dtype).reshape(shape)
     np.testing.assert_array_equal(y.data, want_y)
     assert not np.signbit(y.data.reshape(-1)[1])                   # -0.0 -> +0.0 (np.maximum)
@@ -255,6 +256,24 @@ def test_relu_native_non_contiguous_and_threads():
     np.testing.assert_array_equal(results[0][1], np.where(x > 0, gy, 0))
     for y, g in results[1:]:
         assert np.array_equal(y, results[0][0]) and np.array_equal(g, results[0][1])
+
+
+@pytest.mark.parametrize("size", [5, 1 << 13])              # the NumPy and the native path
+def test_relu_gradient_is_a_select_as_torch(size):
+    """Upstream inf/NaN gradients do not leak into zeroed entries; NaN inputs pass it on."""
+    x = np.full(size, -1.0, np.float32)
+    x[:5] = [np.nan, -1.0, 0.0, 2.0, -0.0]
+    gy = np.full(size, np.inf, np.float32)
+    gy[:5] = [5.0, np.inf, np.nan, 1.0, np.inf]
+    xt = nnlite.tensor(x, requires_grad=True)
+    F.relu(xt).backward(gy)
+    want = np.zeros(size, np.float32)
+    want[[0, 3]] = [5.0, 1.0]
+    np.testing.assert_array_equal(xt.grad, want)
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(xt.grad, tx.grad.numpy())
 
 
 def test_relu_native_raises_on_size_mismatch():

@@ -1,4 +1,8 @@
-"""Training kernels (-> nnlite._train): one-pass BatchNorm forward and backward, ReLU.
+"""Training kernels (-> nnlite._train): native BatchNorm forward and backward, ReLU.
+
+Per channel, the forward reads x twice for its statistics (the mean, then Σ(x - mean)², the
+stable two-pass form) and once more to write y; the backward reads gy and x once for its two
+sums and once more to write gx.
 
 x, y, gy, gx are C-contiguous (N, C, S) views (S = product of the spatial sizes). OpenMP runs
 over the channels; each channel's reductions run in one thread in a fixed order (train_bn.c), so

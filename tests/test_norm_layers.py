@@ -312,3 +312,16 @@ def test_normalize_out_and_empty_inputs():
     assert F.local_response_norm(e, 2).shape == (0, 3, 2)
     assert F.layer_norm(e, 2).shape == (0, 3, 2)
     assert F.group_norm(e, 3).shape == (0, 3, 2)
+
+
+def test_instance_norm_empty_map_keeps_running_stats():
+    rm, rv = nnlite.tensor(np.zeros(3)), nnlite.tensor(np.ones(3))
+    y = F.instance_norm(nnlite.tensor(np.ones((2, 3, 0))), rm, rv)
+    assert y.shape == (2, 3, 0)
+    np.testing.assert_array_equal(rm.data, np.zeros(3))
+    np.testing.assert_array_equal(rv.data, np.ones(3))
+    torch = pytest.importorskip("torch")
+    trm, trv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    torch.nn.functional.instance_norm(torch.ones(2, 3, 0, dtype=torch.float64), trm, trv)
+    np.testing.assert_array_equal(rm.data, trm.numpy())
+    np.testing.assert_array_equal(rv.data, trv.numpy())

@@ -1,7 +1,7 @@
 """Normalisation functionals with PyTorch's semantics.
 
 F.batch_norm: one Function with an analytic backward for both modes (docs/semantics.md §9.2);
-training mode runs native one-pass kernels under the 'cython' backend (csrc/train.pyx).
+training mode runs native kernels under the 'cython' backend (csrc/train.pyx).
 F.layer_norm, F.group_norm, F.instance_norm: one Function (``GroupStandardizeFn``) that
 standardises equal contiguous groups of the input and applies a broadcast affine; instance_norm
 in eval mode (running statistics) is batch_norm's eval path.
@@ -23,7 +23,7 @@ from ..tensor import Tensor
 from ._checks import float_tensor, norm_dim, same_dtype
 
 try:
-    from .. import _train          # native one-pass kernels (csrc/train.pyx, train_bn.c)
+    from .. import _train          # native BatchNorm kernels (csrc/train.pyx, train_bn.c)
 except ImportError:  # pragma: no cover - depends on the build
     _train = None
 
@@ -72,8 +72,9 @@ class BatchNormFn(Function):
         self.n = n
         self.native = training and _native(x)
         if self.native:
-            # one pass for the statistics (double accumulation), one for y; saves x (the
-            # input, already alive) instead of a normalised copy
+            # two passes for the statistics (mean, then squared deviations; double
+            # accumulation), one for y; saves x (the input, already alive) instead of a
+            # normalised copy
             nb, c = x.shape[0], x.shape[1]
             x3 = _as3(x, nb, c)
             y = np.empty(x.shape, dtype=x.dtype)
@@ -437,7 +438,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     affine = (1, c) + (1,) * (x.ndim - 2)
     y, mean, var = _standardize(x, n * c, affine, w, b, eps)
     rm, rv = stats["running_mean"], stats["running_var"]
-    if n > 0 and (rm is not None or rv is not None):
+    # an empty batch or an empty map has no statistics: the running stats stay as they are
+    # (PyTorch keeps them for an empty map too; for an empty batch it would write NaN)
+    if n > 0 and spatial > 0 and (rm is not None or rv is not None):
         m = np.asarray(momentum, x.dtype)
         keep = np.asarray(1 - momentum, x.dtype)
         if rm is not None:

@@ -26,7 +26,27 @@ def _dtype(device, dtype, cls):
     return _factory_dtype(device, dtype, cls)
 
 
-class LayerNorm(Module):
+class _AffineNorm(Module):
+    """A normalisation with an optional affine: ``weight`` (ones) and ``bias`` (zeros, unless
+    ``bias=False``) of ``shape`` when ``affine``, else both registered as None."""
+
+    def _init_affine(self, affine, bias, shape, device, dtype):
+        dt = _dtype(device, dtype, type(self).__name__)
+        self.weight = Parameter(np.empty(shape, dtype=dt)) if affine else None
+        self.bias = Parameter(np.empty(shape, dtype=dt)) if affine and bias else None
+        for name in ("weight", "bias"):
+            if getattr(self, name) is None:
+                self.register_parameter(name, None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+
+class LayerNorm(_AffineNorm):
     """Normalise over the trailing ``normalized_shape`` dims, with an elementwise affine
     (weight ones, bias zeros, both of shape normalized_shape) when ``elementwise_affine``.
 
@@ -44,23 +64,7 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(int(v) for v in normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        dt = _dtype(device, dtype, "LayerNorm")
-        if elementwise_affine:
-            self.weight = Parameter(np.empty(self.normalized_shape, dtype=dt))
-            if bias:
-                self.bias = Parameter(np.empty(self.normalized_shape, dtype=dt))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        if self.elementwise_affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        self._init_affine(elementwise_affine, bias, self.normalized_shape, device, dtype)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -70,7 +74,7 @@ class LayerNorm(Module):
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
 
-class GroupNorm(Module):
+class GroupNorm(_AffineNorm):
     """Group normalisation (``F.group_norm``) with a per-channel affine (weight ones, bias
     zeros, shape (num_channels,)) when ``affine``.
 
@@ -85,23 +89,7 @@ class GroupNorm(Module):
                              f"({num_groups})")
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
-        dt = _dtype(device, dtype, "GroupNorm")
-        if affine:
-            self.weight = Parameter(np.empty(num_channels, dtype=dt))
-            if bias:
-                self.bias = Parameter(np.empty(num_channels, dtype=dt))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        self._init_affine(affine, bias, (num_channels,), device, dtype)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)

@@ -39,6 +39,30 @@ def _channels(value, name):
 
 
 class _ConvBase(Module):
+    """What the 1-D and 2-D, plain and transposed conv layers share; ``dims`` is the number of
+    spatial axes (2: pairs of ints, (H, W); 1: 1-tuples, (L,), as PyTorch stores them)."""
+
+    dims = 2
+
+    def _tuple(self, value, name):
+        if self.dims == 2:
+            return pair(value, name)
+        return (single(value, name, type(self).__name__),)
+
+    def _common(self, in_channels, out_channels, groups, padding_mode, allowed_modes):
+        """Check and store channels, groups and padding_mode."""
+        in_channels = _channels(in_channels, "in_channels")
+        out_channels = _channels(out_channels, "out_channels")
+        _check_groups(in_channels, out_channels, groups)
+        if padding_mode not in allowed_modes:
+            if allowed_modes == ("zeros",):
+                raise ValueError(f'Only "zeros" padding mode is supported for '
+                                 f'{type(self).__name__}')
+            raise ValueError(f"padding_mode must be one of {{'zeros', 'reflect', 'replicate', "
+                             f"'circular'}}, but got padding_mode={padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.groups, self.padding_mode = int(groups), padding_mode
+
     def _init_params(self, weight_shape, bias, dtype):
         dtype = np.dtype(np.float32 if dtype is None else dtype)
         if dtype not in (np.float32, np.float64):
@@ -74,7 +98,103 @@ class _ConvBase(Module):
         return s
 
 
-class Conv2d(_ConvBase):
+class _Conv(_ConvBase):
+    transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__()
+        self._common(in_channels, out_channels, groups, padding_mode, _PADDING_MODES)
+        d = self.dims
+        self.kernel_size = self._tuple(kernel_size, "kernel_size")
+        self.stride = self._tuple(stride, "stride")
+        self.dilation = self._tuple(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
+                                 "{'valid', 'same'}")
+            if padding == "same" and self.stride != (1,) * d:
+                raise ValueError("padding='same' is not supported for strided convolutions")
+        else:
+            padding = self._tuple(padding, "padding")
+        self.padding = padding
+        self.output_padding = (0,) * d
+        # F.pad order, last axis first ((W-left, W-right, H-top, H-bottom) in 2-D), for the
+        # non-zeros padding modes
+        if padding == "same":
+            one = (1,) * (2 - d)
+            pt, pb, pl, pr = same_padding(one + self.kernel_size, one + self.dilation)
+            per_axis = [(pt, pb), (pl, pr)][2 - d:]
+        elif padding == "valid":
+            per_axis = [(0, 0)] * d
+        else:
+            per_axis = [(p, p) for p in padding]
+        self._reversed_padding_repeated_twice = tuple(v for lr in reversed(per_axis) for v in lr)
+        self._init_params((self.out_channels, self.in_channels // self.groups) + self.kernel_size,
+                          bias, dtype)
+
+    def forward(self, input):
+        conv = F.conv2d if self.dims == 2 else F.conv1d
+        if self.padding_mode != "zeros":
+            x = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                    self.groups)
+
+
+class _ConvTranspose(_ConvBase):
+    transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None):
+        super().__init__()
+        self._common(in_channels, out_channels, groups, padding_mode, ("zeros",))
+        if isinstance(padding, str):
+            raise ValueError(f"{type(self).__name__}: string padding {padding!r} is not "
+                             "supported; give an int" + (" or a pair of ints" if self.dims == 2
+                                                        else ""))
+        self.kernel_size = self._tuple(kernel_size, "kernel_size")
+        self.stride = self._tuple(stride, "stride")
+        self.padding = self._tuple(padding, "padding")
+        self.dilation = self._tuple(dilation, "dilation")
+        self.output_padding = self._tuple(output_padding, "output_padding")
+        self._init_params((self.in_channels, self.out_channels // self.groups) + self.kernel_size,
+                          bias, dtype)
+
+    def _output_padding(self, input, output_size):
+        d, ndim = self.dims, len(input.shape)
+        if ndim not in (d + 1, d + 2):
+            raise ValueError(f"Expected {d + 1}D (unbatched) or {d + 2}D (batched) input to "
+                             f"conv_transpose{d}d, but got input of size: {list(input.shape)}")
+        output_size = list(output_size)
+        if len(output_size) == ndim:
+            output_size = output_size[ndim - d:]
+        if len(output_size) != d:
+            raise ValueError(f"ConvTranspose{d}D: for {ndim}D input, output_size must have {d} "
+                             f"or {ndim} elements (got {len(output_size)})")
+        one, zero = (1,) * (2 - d), (0,) * (2 - d)     # a 1-D layer as 2-D with height 1
+        try:
+            op = transpose_output_padding(
+                one + tuple(int(v) for v in input.shape[-d:]),
+                list(one) + [int(v) for v in output_size], one + self.kernel_size,
+                one + self.stride, zero + self.padding, one + self.dilation)
+        except ValueError as e:
+            if d == 2:
+                raise
+            raise ValueError(f"{type(self).__name__} (sizes shown as (1, L)): {e}") from None
+        return tuple(op[2 - d:])
+
+    def forward(self, input, output_size=None):
+        op = self.output_padding
+        if output_size is not None:
+            op = self._output_padding(input, output_size)
+        convt = F.conv_transpose2d if self.dims == 2 else F.conv_transpose1d
+        return convt(input, self.weight, self.bias, self.stride, self.padding, op, self.groups,
+                     self.dilation)
+
+
+class Conv2d(_Conv):
     """2-D convolution layer, PyTorch's ``nn.Conv2d``.
 
     ``padding_mode`` 'reflect' | 'replicate' | 'circular' pads with ``F.pad`` (differentiable)
@@ -90,52 +210,8 @@ class Conv2d(_ConvBase):
         >>> y = conv(x)            # (N, 3, H, W) -> (N, 16, H, W)
     """
 
-    transposed = False
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__()
-        in_channels = _channels(in_channels, "in_channels")
-        out_channels = _channels(out_channels, "out_channels")
-        _check_groups(in_channels, out_channels, groups)
-        kernel_size = pair(kernel_size, "kernel_size")
-        stride = pair(stride, "stride")
-        dilation = pair(dilation, "dilation")
-        if isinstance(padding, str):
-            if padding not in ("valid", "same"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
-                                 "{'valid', 'same'}")
-            if padding == "same" and stride != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions")
-        else:
-            padding = pair(padding, "padding")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {{'zeros', 'reflect', 'replicate', "
-                             f"'circular'}}, but got padding_mode={padding_mode!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.groups, self.padding_mode = dilation, int(groups), padding_mode
-        self.output_padding = (0, 0)
-        # F.pad order (W-left, W-right, H-top, H-bottom) for the non-zeros padding modes
-        if padding == "same":
-            pt, pb, pl, pr = same_padding(kernel_size, dilation)
-        elif padding == "valid":
-            pt = pb = pl = pr = 0
-        else:
-            pt = pb = padding[0]
-            pl = pr = padding[1]
-        self._reversed_padding_repeated_twice = (pl, pr, pt, pb)
-        self._init_params((out_channels, in_channels // self.groups) + kernel_size, bias, dtype)
-
-    def forward(self, input):
-        if self.padding_mode != "zeros":
-            x = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
-
-
-class ConvTranspose2d(_ConvBase):
+class ConvTranspose2d(_ConvTranspose):
     """Transposed 2-D convolution layer, PyTorch's ``nn.ConvTranspose2d``.
 
     ``forward(input, output_size=None)``: ``output_size`` ((H, W), or with the N/C prefix)
@@ -151,59 +227,8 @@ class ConvTranspose2d(_ConvBase):
         >>> y = up(x, output_size=(2 * x.shape[2], 2 * x.shape[3]))
     """
 
-    transposed = True
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
-                 device=None, dtype=None):
-        super().__init__()
-        in_channels = _channels(in_channels, "in_channels")
-        out_channels = _channels(out_channels, "out_channels")
-        _check_groups(in_channels, out_channels, groups)
-        if padding_mode != "zeros":
-            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
-        if isinstance(padding, str):
-            raise ValueError(f"ConvTranspose2d: string padding {padding!r} is not supported; "
-                             "give an int or a pair of ints")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
-        self.padding = pair(padding, "padding")
-        self.dilation = pair(dilation, "dilation")
-        self.output_padding = pair(output_padding, "output_padding")
-        self.groups, self.padding_mode = int(groups), padding_mode
-        self._init_params((in_channels, out_channels // self.groups) + self.kernel_size, bias,
-                          dtype)
-
-    def _output_padding(self, input, output_size):
-        ndim = len(input.shape)
-        if ndim not in (3, 4):
-            raise ValueError(f"Expected 3D (unbatched) or 4D (batched) input to "
-                             f"conv_transpose2d, but got input of size: {list(input.shape)}")
-        output_size = list(output_size)
-        prefix = ndim - 2
-        if len(output_size) == prefix + 2:
-            output_size = output_size[prefix:]
-        if len(output_size) != 2:
-            raise ValueError(f"ConvTranspose2D: for {ndim}D input, output_size must have 2 or "
-                             f"{prefix + 2} elements (got {len(output_size)})")
-        return transpose_output_padding(tuple(input.shape[-2:]), [int(s) for s in output_size],
-                                        self.kernel_size, self.stride, self.padding,
-                                        self.dilation)
-
-    def forward(self, input, output_size=None):
-        op = self.output_padding
-        if output_size is not None:
-            op = self._output_padding(input, output_size)
-        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, op,
-                                  self.groups, self.dilation)
-
-
-def _singles(op, **values):
-    return {k: (single(v, k, op),) for k, v in values.items()}
-
-
-class Conv1d(_ConvBase):
+class Conv1d(_Conv):
     """1-D convolution layer, PyTorch's ``nn.Conv1d`` (``F.conv1d``; non-'zeros'
     ``padding_mode`` pads with ``F.pad`` first).
 
@@ -216,49 +241,10 @@ class Conv1d(_ConvBase):
         >>> nn.Conv1d(16, 33, 3, stride=2)(x)     # x (N, 16, L)
     """
 
-    transposed = False
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__()
-        in_channels = _channels(in_channels, "in_channels")
-        out_channels = _channels(out_channels, "out_channels")
-        _check_groups(in_channels, out_channels, groups)
-        t = _singles("Conv1d", kernel_size=kernel_size, stride=stride, dilation=dilation)
-        if isinstance(padding, str):
-            if padding not in ("valid", "same"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
-                                 "{'valid', 'same'}")
-            if padding == "same" and t["stride"] != (1,):
-                raise ValueError("padding='same' is not supported for strided convolutions")
-        else:
-            padding = (single(padding, "padding", "Conv1d"),)
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {{'zeros', 'reflect', 'replicate', "
-                             f"'circular'}}, but got padding_mode={padding_mode!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = t["kernel_size"], t["stride"], padding
-        self.dilation, self.groups, self.padding_mode = t["dilation"], int(groups), padding_mode
-        self.output_padding = (0,)
-        if padding == "same":
-            _, _, left, right = same_padding((1, t["kernel_size"][0]), (1, t["dilation"][0]))
-        elif padding == "valid":
-            left = right = 0
-        else:
-            left = right = padding[0]
-        self._reversed_padding_repeated_twice = (left, right)
-        self._init_params((out_channels, in_channels // self.groups) + self.kernel_size, bias,
-                          dtype)
-
-    def forward(self, input):
-        if self.padding_mode != "zeros":
-            x = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+    dims = 1
 
 
-class ConvTranspose1d(_ConvBase):
+class ConvTranspose1d(_ConvTranspose):
     """Transposed 1-D convolution layer, PyTorch's ``nn.ConvTranspose1d``.
 
     ``forward(input, output_size=None)``: ``output_size`` ((L,), or with the N/C prefix) picks
@@ -269,51 +255,4 @@ class ConvTranspose1d(_ConvBase):
         L_out = (L-1)*S - 2*P + D*(K-1) + OP + 1. weight (C_in, C_out/groups, K).
     """
 
-    transposed = True
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
-                 device=None, dtype=None):
-        super().__init__()
-        in_channels = _channels(in_channels, "in_channels")
-        out_channels = _channels(out_channels, "out_channels")
-        _check_groups(in_channels, out_channels, groups)
-        if padding_mode != "zeros":
-            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose1d')
-        if isinstance(padding, str):
-            raise ValueError(f"ConvTranspose1d: string padding {padding!r} is not supported; "
-                             "give an int")
-        t = _singles("ConvTranspose1d", kernel_size=kernel_size, stride=stride, padding=padding,
-                     dilation=dilation, output_padding=output_padding)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = t["kernel_size"], t["stride"], t["padding"]
-        self.dilation, self.output_padding = t["dilation"], t["output_padding"]
-        self.groups, self.padding_mode = int(groups), padding_mode
-        self._init_params((in_channels, out_channels // self.groups) + self.kernel_size, bias,
-                          dtype)
-
-    def _output_padding(self, input, output_size):
-        ndim = len(input.shape)
-        if ndim not in (2, 3):
-            raise ValueError(f"Expected 2D (unbatched) or 3D (batched) input to "
-                             f"conv_transpose1d, but got input of size: {list(input.shape)}")
-        output_size = list(output_size)
-        if len(output_size) == ndim:
-            output_size = output_size[-1:]
-        if len(output_size) != 1:
-            raise ValueError(f"ConvTranspose1D: for {ndim}D input, output_size must have 1 or "
-                             f"{ndim} elements (got {len(output_size)})")
-        try:
-            op = transpose_output_padding(
-                (1, int(input.shape[-1])), (1, int(output_size[0])), (1,) + self.kernel_size,
-                (1,) + self.stride, (0,) + self.padding, (1,) + self.dilation)
-        except ValueError as e:
-            raise ValueError(f"ConvTranspose1d (sizes shown as (1, L)): {e}") from None
-        return op[1:]
-
-    def forward(self, input, output_size=None):
-        op = self.output_padding
-        if output_size is not None:
-            op = self._output_padding(input, output_size)
-        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, op,
-                                  self.groups, self.dilation)
+    dims = 1

@@ -76,10 +76,7 @@ def conv_transpose_geometry(attrs, hw, k, s, d):
     if want is not None:
         pads = [0, 0, 0, 0]
         for i in (0, 1):
-            total = full[i] - want[i]
-            if total < 0:
-                raise ValueError(f"ConvTranspose output_shape {want} is larger than the full "
-                                 f"output {full}")
+            total = full[i] - want[i]   # negative: the output extends past the full one
             if mode == "SAME_UPPER":
                 pads[i], pads[i + 2] = total // 2, total - total // 2
             else:

@@ -1,0 +1,73 @@
+"""onnx's own backend conformance suite (``onnx.backend.test.BackendTest``) on nnlite.
+
+The node tests whose graphs use only the ops of issue #14's list run (selection and the one
+table of exclusions with reasons: tests/onnx_backend_cases.py); each compares nnlite's outputs
+(values within the case's rtol/atol, shapes and dtypes exactly) with the expected outputs the
+onnx package generates from its reference implementation. Skipped without onnx.
+"""
+import re
+import warnings
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx.backend.test import BackendTest  # noqa: E402
+from onnx.backend.test.loader import load_node_model_tests  # noqa: E402
+
+import onnx_backend_cases as cases  # noqa: E402
+from nnlite.onnx import backend as nnlite_backend  # noqa: E402
+
+with warnings.catch_warnings():  # the case generators cast NaN/inf into small types
+    warnings.simplefilter("ignore")
+    _NODE_CASES = load_node_model_tests()
+
+SELECTED = sorted(c.name for c in _NODE_CASES if cases.included(c.model))
+EXCLUDED = sorted(n for n in SELECTED if cases.excluded_reason(n))
+
+_bt = BackendTest(nnlite_backend, __name__)
+for _name in SELECTED:
+    _bt.include("^" + re.escape(_name) + "_cpu$")
+
+
+def _skipper(reason):
+    def test(self, *args, **kwargs):
+        pytest.skip(reason)
+    return test
+
+
+# only the node test class (the model-zoo "real" cases download; the others are out of scope);
+# tests outside the selection are removed, excluded ones skip with their reason
+_cls = _bt.test_cases["OnnxBackendNodeModelTest"]
+for _attr in [a for a in vars(_cls) if a.startswith("test_")]:
+    _base = re.sub(r"_cpu$", "", _attr)
+    if _base not in SELECTED or not _attr.endswith("_cpu"):
+        delattr(_cls, _attr)
+    elif cases.excluded_reason(_base):
+        setattr(_cls, _attr, _skipper(cases.excluded_reason(_base)))
+OnnxBackendNodeModelTest = _cls
+del _cls
+
+
+def test_selection_covers_the_required_ops():
+    """Every op the issue requires at 100 % has node tests selected, none of them excluded."""
+    by_op = {}
+    for c in _NODE_CASES:
+        if c.name in SELECTED:
+            for n in c.model.graph.node:
+                by_op.setdefault(n.op_type, set()).add(c.name)
+    for op in cases.REQUIRED_OPS:
+        assert by_op.get(op), f"no node test selected for {op}"
+    single = {c.name: {n.op_type for n in c.model.graph.node} for c in _NODE_CASES
+              if c.name in SELECTED}
+    for name in EXCLUDED:
+        ops = single[name]
+        required = ops & set(cases.REQUIRED_OPS)
+        assert not required or "_3d" in name or re.search("float16|fp16", name), (
+            f"{name} (ops {sorted(ops)}) is excluded although it exercises a required op")
+
+
+def test_every_exclusion_pattern_is_used_and_has_a_reason():
+    for pattern, reason in cases.EXCLUDED.items():
+        assert reason and len(reason) > 20, pattern
+        assert any(re.fullmatch(pattern, n) for n in SELECTED), f"unused exclusion {pattern}"

@@ -51,30 +51,6 @@
 #define NNL_DW_MIN_PARALLEL_MACS (3.0 * (1 << 20))
 #endif
 
-/* GCC turns short copy loops into memcpy/memset calls; the per-call cost dominates 200-byte
- * rows, so the plane copy keeps its loops inline. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define NNL_DW_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#else
-#define NNL_DW_NO_MEMCPY_IDIOM
-#endif
-
-static nnl_idx dw_min(nnl_idx a, nnl_idx b)
-{
-    return a < b ? a : b;
-}
-
-static nnl_idx dw_max(nnl_idx a, nnl_idx b)
-{
-    return a > b ? a : b;
-}
-
-/* smallest t >= 0 with t*s >= v (v may be negative) */
-static nnl_idx dw_ceil_pos(nnl_idx v, nnl_idx s)
-{
-    return v <= 0 ? 0 : (v - 1) / s + 1;
-}
-
 static int dw_geom_ok(const nnl_conv_geom *g)
 {
     if (g->n < 0 || g->c < 1 || g->h < 0 || g->w < 0 || g->f < 0 || g->oh < 0 || g->ow < 0)

@@ -1,11 +1,11 @@
 /* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name)
  * and GEMM_NAME defined. No include guard on purpose. */
 
-static const KERNEL_T *FN(nnl_select)(int isa)
+const KERNEL_T *FN(nnl_select)(int isa)
 {
     if (isa == NNL_ISA_AUTO)
-        isa = nnl_gemm_best_isa();
-    if (!nnl_gemm_isa_available(isa))
+        isa = nnl_best_isa();
+    if (!nnl_isa_available(isa))
         return NULL;
     switch (isa) {
     case NNL_ISA_GENERIC:
@@ -131,11 +131,7 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
                 v += p->bias[i];
             else if (p->bias_kind == NNL_BIAS_COL)
                 v += p->bias[j];
-            if (p->act != NNL_ACT_NONE) {
-                v = ((T)0 > v) ? (T)0 : v;
-                if (p->act == NNL_ACT_RELU6)
-                    v = (v > (T)6) ? (T)6 : v;
-            }
+            v = NNL_ACT(v, p->act);
             ci[j] = v;
         }
     }
@@ -260,11 +256,7 @@ static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
                     v += p->bias[i];
                 else if (p->bias_kind == NNL_BIAS_COL)
                     v += p->bias[jb + j];
-                if (p->act != NNL_ACT_NONE) {
-                    v = ((T)0 > v) ? (T)0 : v;
-                    if (p->act == NNL_ACT_RELU6)
-                        v = (v > (T)6) ? (T)6 : v;
-                }
+                v = NNL_ACT(v, p->act);
                 c[j] = v;
             }
         }

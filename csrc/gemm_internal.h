@@ -16,20 +16,6 @@
 
 #include "gemm_kernels.h"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define NNL_X86_DISPATCH 1
-#else
-#define NNL_X86_DISPATCH 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define NNL_RESTRICT __restrict__
-#define NNL_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define NNL_RESTRICT
-#define NNL_ALWAYS_INLINE inline
-#endif
-
 typedef struct {
     float alpha, beta;
     int load_c;               /* 0: C is not read (first K block with beta == 0) */
@@ -76,5 +62,10 @@ const nnl_kernel_d *nnl_avx2_kernel_d(void);
 const nnl_kernel_s *nnl_avx512_kernel_s(void);
 const nnl_kernel_d *nnl_avx512_kernel_d(void);
 #endif
+
+/* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available
+ * (gemm_driver.c); the GEMM and the implicit conv both take their kernels from here. */
+const nnl_kernel_s *nnl_select_s(int isa);
+const nnl_kernel_d *nnl_select_d(int isa);
 
 #endif

@@ -53,6 +53,12 @@ cdef extern from "gemm_kernels.h" nogil:
     int nnl_best_isa()
     const char *nnl_isa_name(int isa)
     int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+    ctypedef struct nnl_cache_info:
+        long l1d, l2, l3
+        const char *source
+    const nnl_cache_info *nnl_cache_sizes()
+    void nnl_blocking_rule(long l1d, long l2, long l3, int mr, int nr, int elsize, int *mc,
+                           int *kc, int *nc)
 
 cdef extern from *:
     """
@@ -100,6 +106,24 @@ def blocking(isa, elsize):
     if nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
         raise ValueError(f"no GEMM micro-kernel for isa={isa}, elsize={elsize}")
     return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc}
+
+
+def cache_sizes():
+    """Dict l1d, l2, l3 (bytes; l3 = this core's share) and source ('env', 'sysfs', 'cpuid',
+    'default') of the cache sizes the GEMM blocking was derived from (read once per process)."""
+    cdef const nnl_cache_info *ci = nnl_cache_sizes()
+    return {"l1d": ci.l1d, "l2": ci.l2, "l3": ci.l3, "source": ci.source.decode()}
+
+
+def blocking_rule(long l1d, long l2, long l3, int mr, int nr, int elsize):
+    """Dict mc, kc, nc the run-time rule derives for a mr x nr micro-kernel on elsize-byte
+    elements from cache sizes l1d, l2, l3 (bytes): a pure function, for study and tests."""
+    cdef int mc = 0, kc = 0, nc = 0
+    if l1d <= 0 or l2 <= 0 or l3 <= 0 or mr < 1 or nr < 1 or elsize not in (4, 8):
+        raise ValueError(f"blocking_rule: cache sizes ({l1d}, {l2}, {l3}) must be > 0, "
+                         f"mr={mr} and nr={nr} >= 1 and elsize={elsize} 4 or 8")
+    nnl_blocking_rule(l1d, l2, l3, mr, nr, elsize, &mc, &kc, &nc)
+    return {"mc": mc, "kc": kc, "nc": nc}
 
 
 def openmp_enabled():

@@ -22,6 +22,7 @@
  * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
  * Products of at most NNL_SKINNY_M rows (matrix-vector shapes) skip packing altogether.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 

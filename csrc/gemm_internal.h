@@ -42,8 +42,10 @@ typedef void (*nnl_ukr_d)(nnl_idx kc, const double *ap, const double *bp, double
  *   KC: depth of the packed panels; a KC x NR micro-panel of B is reused (from L1/L2) by every
  *       MR row panel, a MR x KC micro-panel of A streams from L2.
  *   MC: rows of A packed at once (the rows of one work unit); the MC x KC block stays in L2.
- *   NC: columns of B packed at once; the KC x NC block stays in L2 next to the A block.
- * MC is a multiple of MR and NC a multiple of NR. */
+ *   NC: columns of B packed at once (a unit's B chunk); the KC x NC block stays in the L3.
+ * MC is a multiple of MR and NC a multiple of NR. MR, NR and the micro-kernel are compiled in;
+ * MC, KC and NC come from this CPU's cache sizes at run time (nnl_select fills them in once
+ * per process with nnl_blocking_rule, csrc/core/nnl_cache.c) unless fixed with -D. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_s ukr;

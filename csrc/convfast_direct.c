@@ -45,11 +45,7 @@
 #ifndef NNL_DW_WIDE_MAX
 #define NNL_DW_WIDE_MAX ((nnl_idx)1 << 20)
 #endif
-/* Below this many multiply-adds a call runs on one thread (idle 2-core machine, 2 threads:
- * 0.94x at 2.7M, 1.03x at 3.6M, 1.31x at 4.1M, 1.54x at 16M). */
-#ifndef NNL_DW_MIN_PARALLEL_MACS
-#define NNL_DW_MIN_PARALLEL_MACS (3.0 * (1 << 20))
-#endif
+/* Single-thread cut-off NNL_DW_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 static int dw_geom_ok(const nnl_conv_geom *g)
 {

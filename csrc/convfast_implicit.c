@@ -59,12 +59,7 @@
 #ifndef NNL_CF_MIN_UNIT_PANELS
 #define NNL_CF_MIN_UNIT_PANELS 2               /* narrowest unit, in NR panels */
 #endif
-/* Below this many multiply-adds a call runs on one thread: waking a passively waiting OpenMP
- * team costs ~20 us here and every extra unit repacks its share; idle 2-core machine, 3x3/5x5
- * convs at 28x28: 2 threads 0.75x at 7M, 1.09x at 10M, 1.24x at 29M, 1.64x at 87M. */
-#ifndef NNL_CF_MIN_PARALLEL_MACS
-#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 24))
-#endif
+/* Single-thread cut-off NNL_CF_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 static int cf_geom_ok(const nnl_conv_geom *g)
 {

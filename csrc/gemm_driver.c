@@ -43,13 +43,7 @@
 #define NNL_MIN_UNIT_ROWS 64                 /* shortest unit (rows) when splitting for balance */
 #endif
 
-/* Below this many multiply-adds a call runs on one thread. Sized for passive OpenMP waiting
- * (nnlite's default, see nnlite/__init__.py): waking a sleeping worker took ~50 us on the
- * 2-core VM, the time of ~10M multiply-adds on one core; measured 1 vs 2 threads: 192^3 (7M)
- * 80 vs 115 us, 256^3 (17M) 176 vs 141-218 us, 384^3 550 vs 372 us. */
-#ifndef NNL_MIN_PARALLEL_MACS
-#define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
-#endif
+/* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 /* Products with at most this many rows skip packing (see skinny_cols in gemm_driver_tmpl.h);
  * LANES partial sums per dot product, JB columns per block (the accumulator tile of a block,

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nnl_tuning.h"
+
 typedef ptrdiff_t nnl_idx;
 
 /* Return codes of every nnl_* entry point. */
@@ -155,19 +157,6 @@ typedef struct {
 
 /* The sizes in use, detected once per process (see nnl_cache.c). */
 const nnl_cache_info *nnl_cache_sizes(void);
-
-/* Share of the L1d that the KC x NR B micro-panel plus the MR x KC A micro-panel take. */
-#ifndef NNL_KC_L1_SHARE
-#define NNL_KC_L1_SHARE 0.5
-#endif
-
-/* Shallowest K slice. Measured (2026-12, AMD EPYC Zen 4, 32 KB L1d / 1 MB L2, one thread, CPU
- * time, float32 AVX-512 8 x 48, 256^3..2048^3 vs OpenBLAS): KC 72 (the L1 rule alone) ran at
- * 0.79-0.92x of OpenBLAS against 0.95-1.05x for KC 216, 256, 360 and 384, which were within
- * the noise of each other. */
-#ifndef NNL_KC_MIN
-#define NNL_KC_MIN 256
-#endif
 
 /* GEMM cache blocking of a MR x NR micro-kernel for elsize-byte elements from the cache sizes
  * (bytes): a pure function, see nnl_cache.c for the rules. */

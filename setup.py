@@ -1,7 +1,9 @@
 """Build nnlite's Cython/C extensions from csrc/.
 
-Every ``csrc/<name>.pyx`` becomes the extension ``nnlite._<name>``; C files named
-``csrc/<name>_*.c`` are compiled into that same extension.
+Every ``csrc/<name>.pyx`` becomes the extension ``nnlite._<name>``. The C sources, the shared
+helpers in ``csrc/core/*.c`` and the kernels named ``csrc/<name>_*.c``, are compiled ONCE into
+the static library ``nnlite_core`` (build_clib, run first by build_ext) that every extension
+links: one copy of the GEMM, allocation, ISA and cache detection, whichever extension calls it.
 
 Environment switches:
   NNLITE_NO_EXT=1        install the pure-NumPy package (no compiler needed)
@@ -19,6 +21,18 @@ import sysconfig
 import tempfile
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+CORE_LIB = "nnlite_core"
+
+
+class BuildExt(build_ext):
+    """build_ext that builds the static core library first (plain build_ext does not)."""
+
+    def run(self):
+        if self.distribution.has_c_libraries():
+            self.run_command("build_clib")
+        super().run()
 
 
 def _flag(name):
@@ -44,10 +58,26 @@ def _compiler_accepts(flags):
         return r.returncode == 0
 
 
-def extensions():
+def _core_sources():
+    """csrc/core/*.c plus the csrc/<name>_*.c kernels of every csrc/<name>.pyx (not the .c files
+    Cython writes next to the .pyx)."""
+    srcs = sorted(glob.glob(os.path.join("csrc", "core", "*.c")))
+    for pyx in sorted(glob.glob(os.path.join("csrc", "*.pyx"))):
+        name = os.path.splitext(os.path.basename(pyx))[0]
+        srcs += sorted(glob.glob(os.path.join("csrc", f"{name}_*.c")))
+    return srcs
+
+
+def _headers():
+    return sorted(glob.glob(os.path.join("csrc", "*.h")) +
+                  glob.glob(os.path.join("csrc", "core", "*.h")))
+
+
+def build_config():
+    """(extensions, libraries) for setup(); both empty with NNLITE_NO_EXT."""
     if _flag("NNLITE_NO_EXT"):
         print("nnlite: NNLITE_NO_EXT set, building the pure-NumPy package", file=sys.stderr)
-        return []
+        return [], []
     from Cython.Build import cythonize
     from setuptools import Extension
 
@@ -69,13 +99,20 @@ def extensions():
         cflags.append("-fopenmp")
         lflags.append("-fopenmp")
     macros.append(("NNLITE_OPENMP", "1" if openmp else "0"))
+    includes = ["csrc", os.path.join("csrc", "core")]
+    core_srcs, headers = _core_sources(), _headers()
+    # hidden visibility: each extension gets its own copy of what it uses from the archive,
+    # and none of it is exported from the extension's shared object
+    libraries = [(CORE_LIB, {"sources": core_srcs, "include_dirs": includes, "macros": macros,
+                             "cflags": cflags + ["-fvisibility=hidden"],
+                             "obj_deps": {"": headers}})]
     exts = []
     for pyx in sorted(glob.glob(os.path.join("csrc", "*.pyx"))):
         name = os.path.splitext(os.path.basename(pyx))[0]
-        extra_c = sorted(glob.glob(os.path.join("csrc", f"{name}_*.c")))
-        exts.append(Extension(f"nnlite._{name}", [pyx] + extra_c, include_dirs=["csrc"],
+        exts.append(Extension(f"nnlite._{name}", [pyx], include_dirs=includes,
                               extra_compile_args=cflags, extra_link_args=lflags,
-                              define_macros=macros))
+                              define_macros=macros, libraries=[CORE_LIB],
+                              depends=core_srcs + headers))
     directives = {
         "language_level": 3,
         "boundscheck": debug,
@@ -84,9 +121,11 @@ def extensions():
         "cdivision": True,
         "embedsignature": True,
     }
-    return cythonize(exts, compiler_directives=directives,
+    exts = cythonize(exts, compiler_directives=directives,
                      compile_time_env={"NNLITE_OPENMP": openmp},
                      include_path=["csrc"], quiet=True)
+    return exts, libraries
 
 
-setup(ext_modules=extensions())
+_EXTS, _LIBS = build_config()
+setup(ext_modules=_EXTS, libraries=_LIBS, cmdclass={"build_ext": BuildExt})

@@ -10,9 +10,8 @@
  *     cols_g[(c*KH + a)*KW + b, i*OW + j] = x[n, g*CG + c, i*SH - PT + a*DH, j*SW - PL + b*DW]
  *
  * The register micro-kernels, their packed layouts and the epilogue (alpha/beta, per-row bias,
- * ReLU/ReLU6) are the GEMM's own (csrc/gemm_internal.h, gemm_{generic,avx2,avx512}.c, compiled
- * a second time into this extension under the names below so that the two extensions share no
- * symbols).
+ * ReLU/ReLU6) are the GEMM's own (csrc/gemm_internal.h, gemm_{generic,avx2,avx512}.c): both
+ * extensions link the one static library nnlite_core (setup.py) that holds them.
  *
  * Strides are in ELEMENTS: x(n, c, r, q) = x[n*xsn + c*xsc + r*xsr + q] and
  * y(n, f, l) = y[n*ysn + f*ysf + l] (l = i*OW + j, unit stride). The caller guarantees that
@@ -21,14 +20,6 @@
  */
 #ifndef NNLITE_CONVFAST_H
 #define NNLITE_CONVFAST_H
-
-/* Rename the micro-kernel families compiled into this extension (see convfast_ukr.c). */
-#define nnl_generic_kernel_s nnl_cf_generic_kernel_s
-#define nnl_generic_kernel_d nnl_cf_generic_kernel_d
-#define nnl_avx2_kernel_s nnl_cf_avx2_kernel_s
-#define nnl_avx2_kernel_d nnl_cf_avx2_kernel_d
-#define nnl_avx512_kernel_s nnl_cf_avx512_kernel_s
-#define nnl_avx512_kernel_d nnl_cf_avx512_kernel_d
 
 #include "gemm_internal.h"
 
@@ -76,9 +67,5 @@ void nnl_cf_pack8_s(nnl_idx kcb, const float *w, nnl_idx K, float *ap);
 int nnl_cf_pack8_ok(void);
 /* 1 when that kernel matches the float32 GEMM family ``isa`` (AVX-512, 8 x 48) on this CPU. */
 int nnl_cf_bdirect_ok(int isa, int mr, int nr);
-
-/* 1 when the micro-kernel family runs on this CPU; the family NNL_ISA_AUTO resolves to. */
-int nnl_cf_isa_available(int isa);
-int nnl_cf_best_isa(void);
 
 #endif

@@ -44,7 +44,7 @@ cdef extern from "convfast.h" nogil:
     nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads,
                                         int isa)
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
-    int nnl_cf_isa_available(int isa)
+    int nnl_isa_available(int isa)
 
 
 cdef int _fill(nnl_conv_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
@@ -135,7 +135,7 @@ def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias
     if bias is not None:
         bv = bias
         pb = &bv[0]
-    if not nnl_cf_isa_available(isa) and isa != -1:
+    if not nnl_isa_available(isa) and isa != -1:
         raise ValueError(f"conv2d_implicit: micro-kernel family {isa} is not available")
     gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
     gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es

@@ -87,15 +87,14 @@ __attribute__((target("avx"))) void nnl_cf_pack8_s(nnl_idx kcb, const float *w, 
 
 int nnl_cf_pack8_ok(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx");
+    return nnl_cpu_has_avx();
 }
 
 int nnl_cf_bdirect_ok(int isa, int mr, int nr)
 {
     if (isa == NNL_ISA_AUTO)
-        isa = nnl_cf_best_isa();
-    return isa == NNL_ISA_AVX512 && nnl_cf_isa_available(NNL_ISA_AVX512) && mr == 8 && nr == 48;
+        isa = nnl_best_isa();
+    return isa == NNL_ISA_AVX512 && nnl_isa_available(NNL_ISA_AVX512) && mr == 8 && nr == 48;
 }
 
 #else

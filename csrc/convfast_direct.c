@@ -45,35 +45,7 @@
 #ifndef NNL_DW_WIDE_MAX
 #define NNL_DW_WIDE_MAX ((nnl_idx)1 << 20)
 #endif
-/* Below this many multiply-adds a call runs on one thread (idle 2-core machine, 2 threads:
- * 0.94x at 2.7M, 1.03x at 3.6M, 1.31x at 4.1M, 1.54x at 16M). */
-#ifndef NNL_DW_MIN_PARALLEL_MACS
-#define NNL_DW_MIN_PARALLEL_MACS (3.0 * (1 << 20))
-#endif
-
-/* GCC turns short copy loops into memcpy/memset calls; the per-call cost dominates 200-byte
- * rows, so the plane copy keeps its loops inline. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define NNL_DW_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#else
-#define NNL_DW_NO_MEMCPY_IDIOM
-#endif
-
-static nnl_idx dw_min(nnl_idx a, nnl_idx b)
-{
-    return a < b ? a : b;
-}
-
-static nnl_idx dw_max(nnl_idx a, nnl_idx b)
-{
-    return a > b ? a : b;
-}
-
-/* smallest t >= 0 with t*s >= v (v may be negative) */
-static nnl_idx dw_ceil_pos(nnl_idx v, nnl_idx s)
-{
-    return v <= 0 ? 0 : (v - 1) / s + 1;
-}
+/* Single-thread cut-off NNL_DW_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 static int dw_geom_ok(const nnl_conv_geom *g)
 {

@@ -20,7 +20,7 @@ static inline void FN(dw_store)(T *p, DW_VEC v)
 typedef TI FN(dw_ivec) __attribute__((vector_size(NNL_DW_VBYTES)));
 
 /* ReLU / ReLU6 on a register vector as compare masks + bitwise select (no branches, and the
- * same results as dw_act: v < 0 -> +0, NaN kept, v > 6 -> 6 for ReLU6). Applying the
+ * same results as NNL_ACT: v < 0 -> +0, NaN kept, v > 6 -> 6 for ReLU6). Applying the
  * activation to stored rows instead left data-dependent branches in the compiled loop:
  * ReLU6 on mixed-sign outputs made a 56x56 depthwise conv 6x slower. */
 static inline DW_VEC FN(dw_act_vec)(DW_VEC v, int act)
@@ -45,16 +45,6 @@ static inline DW_VEC FN(dw_set1)(T s)
     return v + s;
 }
 
-static inline T FN(dw_act)(T v, int act)
-{
-    if (act != NNL_ACT_NONE) {
-        v = ((T)0 > v) ? (T)0 : v;          /* NaN stays NaN */
-        if (act == NNL_ACT_RELU6)
-            v = (v > (T)6) ? (T)6 : v;
-    }
-    return v;
-}
-
 
 /* act over n contiguous elements: whole vectors through dw_act_vec, then the tail */
 static inline void FN(dw_act_row)(T *p, nnl_idx n, int act)
@@ -65,7 +55,7 @@ static inline void FN(dw_act_row)(T *p, nnl_idx n, int act)
     for (; e + DW_VL <= n; e += DW_VL)
         FN(dw_store)(p + e, FN(dw_act_vec)(FN(dw_load)(p + e), act));
     for (; e < n; e++)
-        p[e] = FN(dw_act)(p[e], act);
+        p[e] = NNL_ACT(p[e], act);
 }
 
 /* One output column j of row i, every tap checked (the border columns). */
@@ -92,12 +82,12 @@ static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bia
         T *yr = yp + i * ow;
         /* tap rows a in [a0, a1) read image rows i*sh - pt + a*dh inside [0, H) */
         const nnl_idx r0 = i * g->sh - g->pt;
-        const nnl_idx a0 = dw_min(g->kh, dw_ceil_pos(-r0, g->dh));
-        const nnl_idx a1 = dw_max(a0, g->h - r0 > 0 ? dw_min(g->kh, (g->h - r0 - 1) / g->dh + 1)
+        const nnl_idx a0 = nnl_min(g->kh, nnl_ceil_pos(-r0, g->dh));
+        const nnl_idx a1 = nnl_max(a0, g->h - r0 > 0 ? nnl_min(g->kh, (g->h - r0 - 1) / g->dh + 1)
                                                     : 0);
         for (nnl_idx j = 0; j < j0; j++) {
             const T v = FN(dw_one)(g, xp, wf, i, j, a0, a1, bias);
-            yr[j] = FN(dw_act)(beta == 0 ? v : v + beta * yr[j], act);
+            yr[j] = NNL_ACT(beta == 0 ? v : v + beta * yr[j], act);
         }
         nnl_idx j = j0;
         if (sw == 1) {
@@ -147,11 +137,11 @@ static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bia
                 for (nnl_idx b = 0; b < kw; b++)
                     acc += wf[a * kw + b] * xr[b * g->dw];
             }
-            yr[j] = FN(dw_act)(beta == 0 ? acc : acc + beta * yr[j], act);
+            yr[j] = NNL_ACT(beta == 0 ? acc : acc + beta * yr[j], act);
         }
-        for (j = dw_max(j0, j1); j < ow; j++) {
+        for (j = nnl_max(j0, j1); j < ow; j++) {
             const T v = FN(dw_one)(g, xp, wf, i, j, a0, a1, bias);
-            yr[j] = FN(dw_act)(beta == 0 ? v : v + beta * yr[j], act);
+            yr[j] = NNL_ACT(beta == 0 ? v : v + beta * yr[j], act);
         }
     }
 }
@@ -339,12 +329,12 @@ static NNL_ALWAYS_INLINE void FN(dw_wide_rows)(const nnl_conv_geom *g, const FN(
             T acc = bias;
             for (nnl_idx k = 0; k < taps; k++)
                 acc += wf[k] * buf[offs[k] + t0 + j];
-            yr[j] = FN(dw_act)(beta == 0 ? acc : acc + beta * yr[j], act);
+            yr[j] = NNL_ACT(beta == 0 ? acc : acc + beta * yr[j], act);
         }
     }
 }
 
-static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g,
+static NNL_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g,
                                                      const FN(dw_wide) *s, const nnl_idx *offs,
                                                      const int32_t *slots,
                               const T *xp, const T *wf, T bias, T beta, T *yp, int act, T *buf)
@@ -355,8 +345,8 @@ static NNL_DW_NO_MEMCPY_IDIOM void FN(dw_plane_wide)(const nnl_conv_geom *g,
             T *ph = buf + (ra * sw + rb) * s->phase;
             /* columns v in [v0, v1) read image columns v*sw + rb - pl inside [0, W) */
             const nnl_idx off = rb - g->pl;
-            const nnl_idx v0 = dw_min(wq, dw_ceil_pos(-off, sw));
-            const nnl_idx v1 = dw_max(v0, g->w - off > 0 ? dw_min(wq, (g->w - off - 1) / sw + 1)
+            const nnl_idx v0 = nnl_min(wq, nnl_ceil_pos(-off, sw));
+            const nnl_idx v1 = nnl_max(v0, g->w - off > 0 ? nnl_min(wq, (g->w - off - 1) / sw + 1)
                                                          : 0);
             for (nnl_idx u = 0; u < s->hq; u++) {
                 T *row = ph + u * wq;
@@ -416,12 +406,12 @@ static void FN(dw_cl_sizes)(const nnl_conv_geom *g, const FN(dw_wide) *s, FN(dw_
     c->need = DW_VL * (c->pos + g->oh * g->ow + g->kh * g->kw);
 }
 
-static NNL_DW_NO_MEMCPY_IDIOM NNL_ALWAYS_INLINE void FN(dw_cl_block)(
+static NNL_NO_MEMCPY_IDIOM NNL_ALWAYS_INLINE void FN(dw_cl_block)(
     const nnl_conv_geom *g, const FN(dw_wide) *s, const FN(dw_cl) *cs, const nnl_idx *offs,
     const T *xn, const T *w, const T *bias, T beta, T *yn, int act, nnl_idx f0, T *buf,
     const nnl_idx taps)
 {
-    const nnl_idx mult = g->f / g->c, lanes = dw_min(DW_VL, g->f - f0), wq = s->wq;
+    const nnl_idx mult = g->f / g->c, lanes = nnl_min(DW_VL, g->f - f0), wq = s->wq;
     const nnl_idx plane = s->hq * s->wq, L = g->oh * g->ow;
     T *xcl = buf, *ycl = buf + DW_VL * cs->pos, *wcl = ycl + DW_VL * L;
     /* weights and bias, lane l = output channel f0 + l (zeros past F) */
@@ -438,9 +428,9 @@ static NNL_DW_NO_MEMCPY_IDIOM NNL_ALWAYS_INLINE void FN(dw_cl_block)(
             for (nnl_idx rb = 0; rb < g->sw; rb++) {
                 T *ph = xcl + (ra * g->sw + rb) * plane * DW_VL + l;
                 const nnl_idx off = rb - g->pl;
-                const nnl_idx v0 = dw_min(wq, dw_ceil_pos(-off, g->sw));
-                const nnl_idx v1 = dw_max(v0, g->w - off > 0
-                                                  ? dw_min(wq, (g->w - off - 1) / g->sw + 1) : 0);
+                const nnl_idx v0 = nnl_min(wq, nnl_ceil_pos(-off, g->sw));
+                const nnl_idx v1 = nnl_max(v0, g->w - off > 0
+                                                  ? nnl_min(wq, (g->w - off - 1) / g->sw + 1) : 0);
                 for (nnl_idx u = 0; u < s->hq; u++) {
                     T *row = ph + u * wq * DW_VL;
                     const nnl_idx r = u * g->sh + ra - g->pt;
@@ -525,9 +515,9 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
         return NNL_OK;
     const nnl_idx mult = g->f / g->c, planes = g->n * g->f, taps = g->kh * g->kw;
     /* interior columns [j0, j1): every tap column j*sw - pl + b*dw inside [0, W) */
-    const nnl_idx j0 = dw_min(g->ow, dw_ceil_pos(g->pl, g->sw));
+    const nnl_idx j0 = nnl_min(g->ow, nnl_ceil_pos(g->pl, g->sw));
     const nnl_idx last = g->w - 1 + g->pl - (g->kw - 1) * g->dw;   /* j*sw <= last */
-    const nnl_idx j1 = dw_max(j0, last >= 0 ? dw_min(g->ow, last / g->sw + 1) : 0);
+    const nnl_idx j1 = nnl_max(j0, last >= 0 ? nnl_min(g->ow, last / g->sw + 1) : 0);
     int nt = dw_threads(g, nthreads);
     if ((nnl_idx)nt > planes)
         nt = (int)planes;

@@ -59,99 +59,7 @@
 #ifndef NNL_CF_MIN_UNIT_PANELS
 #define NNL_CF_MIN_UNIT_PANELS 2               /* narrowest unit, in NR panels */
 #endif
-/* Below this many multiply-adds a call runs on one thread: waking a passively waiting OpenMP
- * team costs ~20 us here and every extra unit repacks its share; idle 2-core machine, 3x3/5x5
- * convs at 28x28: 2 threads 0.75x at 7M, 1.09x at 10M, 1.24x at 29M, 1.64x at 87M. */
-#ifndef NNL_CF_MIN_PARALLEL_MACS
-#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 24))
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__)
-#define NNL_CF_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#else
-#define NNL_CF_NO_MEMCPY_IDIOM
-#endif
-
-static void *cf_alloc64(size_t bytes)
-{
-    void *raw = malloc(bytes + 64 + sizeof(void *));
-    if (raw == NULL)
-        return NULL;
-    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
-    ((void **)p)[-1] = raw;
-    return (void *)p;
-}
-
-static void cf_free64(void *p)
-{
-    if (p != NULL)
-        free(((void **)p)[-1]);
-}
-
-static nnl_idx cf_cdiv(nnl_idx a, nnl_idx b)
-{
-    return (a + b - 1) / b;
-}
-
-static nnl_idx cf_min(nnl_idx a, nnl_idx b)
-{
-    return a < b ? a : b;
-}
-
-static nnl_idx cf_max(nnl_idx a, nnl_idx b)
-{
-    return a > b ? a : b;
-}
-
-static nnl_idx cf_clamp(nnl_idx v, nnl_idx lo, nnl_idx hi)
-{
-    return v < lo ? lo : (v > hi ? hi : v);
-}
-
-/* n elements of elsize bytes rounded up to whole 64-byte lines (in elements) */
-static size_t cf_round64(size_t n, size_t elsize)
-{
-    const size_t per_line = 64 / elsize;
-    return (n + per_line - 1) / per_line * per_line;
-}
-
-/* [lo, hi) = the output columns j < ow whose source column j*sw + off lies in [0, w) */
-static void cf_col_range(nnl_idx off, nnl_idx w, nnl_idx sw, nnl_idx ow, nnl_idx *lo,
-                         nnl_idx *hi)
-{
-    nnl_idx a = off >= 0 ? 0 : (-off - 1) / sw + 1;
-    nnl_idx b = w - off > 0 ? (w - off - 1) / sw + 1 : 0;
-    a = cf_min(a, ow);
-    *lo = a;
-    *hi = cf_max(a, cf_min(b, ow));
-}
-
-int nnl_cf_isa_available(int isa)
-{
-    switch (isa) {
-    case NNL_ISA_GENERIC:
-        return 1;
-#if NNL_X86_DISPATCH
-    case NNL_ISA_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case NNL_ISA_AVX512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("fma");
-#endif
-    default:
-        return 0;
-    }
-}
-
-int nnl_cf_best_isa(void)
-{
-    for (int isa = NNL_ISA_COUNT - 1; isa > 0; isa--)
-        if (nnl_cf_isa_available(isa))
-            return isa;
-    return NNL_ISA_GENERIC;
-}
+/* Single-thread cut-off NNL_CF_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 static int cf_geom_ok(const nnl_conv_geom *g)
 {
@@ -220,11 +128,11 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     p->cg = g->c / g->g;
     p->k = p->cg * g->kh * g->kw;
     p->l = g->oh * g->ow;
-    p->kcb_max = cf_cdiv(p->k, cf_cdiv(p->k, kc));
+    p->kcb_max = nnl_cdiv(p->k, nnl_cdiv(p->k, kc));
     /* row groups: at most MC rows each, balanced */
-    nnl_idx ru = cf_cdiv(p->fg, mc);
-    p->mu = cf_cdiv(cf_cdiv(p->fg, ru), mr) * mr;
-    p->ru = cf_cdiv(p->fg, p->mu);
+    nnl_idx ru = nnl_cdiv(p->fg, mc);
+    p->mu = nnl_cdiv(nnl_cdiv(p->fg, ru), mr) * mr;
+    p->ru = nnl_cdiv(p->fg, p->mu);
     int nt = nthreads < 1 ? 1 : nthreads;
 #ifndef _OPENMP
     nt = 1;
@@ -256,7 +164,7 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     p->scatter = p->mode != CF_SEGMENTS &&
                  (p->wq != g->ow || (bdirect && p->fg <= NNL_CF_SELF_SCATTER_FG));
 
-    const nnl_idx panels = cf_cdiv(p->ncols, nr);
+    const nnl_idx panels = nnl_cdiv(p->ncols, nr);
     nnl_idx cu = 1;
     if (nt > 1) {
         /* About NNL_CF_UNITS_PER_THREAD units per thread, cut by output channels (each unit
@@ -266,45 +174,45 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
          * groups keep at least 2*MR rows, column units at least NNL_CF_MIN_UNIT_PANELS panels.
          * The cut never changes the arithmetic: row groups start at multiples of MR. */
         const nnl_idx target = (nnl_idx)NNL_CF_UNITS_PER_THREAD * nt;
-        const nnl_idx most_c = cf_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
-        const nnl_idx most_r = cf_max(p->ru, p->fg / (2 * mr));
+        const nnl_idx most_c = nnl_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
+        const nnl_idx most_r = nnl_max(p->ru, p->fg / (2 * mr));
         nnl_idx best_r = p->ru, best_c = 1, best_units = 0;
         double best_cost = 0;
         for (nnl_idx r = p->ru; r <= most_r; r++) {
-            const nnl_idx c = cf_min(most_c, cf_max(1, cf_cdiv(target, items * r)));
-            const nnl_idx units = cf_min(target, items * r * c);
+            const nnl_idx c = nnl_min(most_c, nnl_max(1, nnl_cdiv(target, items * r)));
+            const nnl_idx units = nnl_min(target, items * r * c);
             const double cost = 4.0 * (double)c * p->fg + (double)r * p->ncols;
             if (units > best_units || (units == best_units && cost < best_cost)) {
                 best_r = r, best_c = c, best_units = units, best_cost = cost;
             }
         }
-        p->mu = cf_cdiv(cf_cdiv(p->fg, best_r), mr) * mr;
-        p->ru = cf_cdiv(p->fg, p->mu);
+        p->mu = nnl_cdiv(nnl_cdiv(p->fg, best_r), mr) * mr;
+        p->ru = nnl_cdiv(p->fg, p->mu);
         cu = best_c;
     }
-    p->nu = cf_cdiv(panels, cu) * nr;
-    p->cu = cf_cdiv(p->ncols, p->nu);
+    p->nu = nnl_cdiv(panels, cu) * nr;
+    p->cu = nnl_cdiv(p->ncols, p->nu);
     p->units = items * p->ru * p->cu;
     p->nt = (nnl_idx)nt > p->units ? (int)p->units : nt;
     if (p->nt < 1)
         p->nt = 1;
     nnl_idx chunk = (nnl_idx)(NNL_CF_CHUNK_BYTES / (elsize * (size_t)p->kcb_max * (size_t)nr));
-    p->chunk = chunk < 1 ? 1 : cf_min(chunk, p->nu / nr);
+    p->chunk = chunk < 1 ? 1 : nnl_min(chunk, p->nu / nr);
     /* a unit's columns span at most this many output rows, plus the kernel's reach */
-    p->band = cf_min(p->hq, cf_min(p->nu, p->ncols) / p->wq + 2 +
+    p->band = nnl_min(p->hq, nnl_min(p->nu, p->ncols) / p->wq + 2 +
                      ((g->kh - 1) * g->dh) / g->sh);
     p->pstride = p->band * p->wq;
-    p->a_elems = cf_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
+    p->a_elems = nnl_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
     /* CF_WIDE with the B-direct kernel reads every panel, the last partial one too, in place
      * from the band (no B buffer); its reads past the wide length land in slack at the band's
      * end and only fill tile columns that cf_scatter drops */
     p->bdirect_all = bdirect && p->scatter && p->mode == CF_WIDE;
     p->b_elems = p->bdirect_all ? 0
-                 : cf_round64((size_t)p->kcb_max * (size_t)(p->chunk * nr), elsize);
-    p->t_elems = p->scatter ? cf_round64((size_t)mr * (size_t)nr, elsize) : 0;
+                 : nnl_round64((size_t)p->kcb_max * (size_t)(p->chunk * nr), elsize);
+    p->t_elems = p->scatter ? nnl_round64((size_t)mr * (size_t)nr, elsize) : 0;
     /* + WQ: reads for the dropped columns of a band's last row may run past its end */
     p->w_elems = p->mode == CF_WIDE
-                 ? cf_round64((size_t)p->cg * p->nrph * p->ncph * p->pstride + p->wq +
+                 ? nnl_round64((size_t)p->cg * p->nrph * p->ncph * p->pstride + p->wq +
                               (p->bdirect_all ? nr : 0), elsize)
                  : 0;
     p->koff_elems = p->mode == CF_SEGMENTS ? 0 : (size_t)p->k;
@@ -385,12 +293,12 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
     if (!cf_geom_ok(geom))
         return -1;
     if (elsize == 4) {
-        const nnl_kernel_s *kd = cf_select_s(isa);
+        const nnl_kernel_s *kd = nnl_select_s(isa);
         if (kd == NULL)
             return -1;
         mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
     } else if (elsize == 8) {
-        const nnl_kernel_d *kd = cf_select_d(isa);
+        const nnl_kernel_d *kd = nnl_select_d(isa);
         if (kd == NULL)
             return -1;
         mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;

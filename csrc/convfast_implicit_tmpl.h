@@ -1,33 +1,13 @@
 /* Template body of convfast_implicit.c, included once per dtype with T, EPI_T, KERNEL_T and
  * FN(name) defined. No include guard on purpose. */
 
-static const KERNEL_T *FN(cf_select)(int isa)
-{
-    if (isa == NNL_ISA_AUTO)
-        isa = nnl_cf_best_isa();
-    if (!nnl_cf_isa_available(isa))
-        return NULL;
-    switch (isa) {
-    case NNL_ISA_GENERIC:
-        return FN(nnl_generic_kernel)();
-#if NNL_X86_DISPATCH
-    case NNL_ISA_AVX2:
-        return FN(nnl_avx2_kernel)();
-    case NNL_ISA_AVX512:
-        return FN(nnl_avx512_kernel)();
-#endif
-    default:
-        return NULL;
-    }
-}
-
 /* Rows [0, m) x columns [0, kcb) of w (row stride K) -> MR-tall micro-panels ap[p][k][i]
  * (k-major; rows >= m zero), as the GEMM's pack_a. */
 static void FN(cf_pack_a)(nnl_idx m, nnl_idx kcb, const T *w, nnl_idx K, int mr,
                           T *NNL_RESTRICT ap, int fast8)
 {
     for (nnl_idx ip = 0; ip < m; ip += mr) {
-        const int mm = (int)cf_min(mr, m - ip);
+        const int mm = (int)nnl_min(mr, m - ip);
         const T *src = w + ip * K;
 #if CF_BDIRECT
         if (fast8 && mm == 8 && mr == 8) {
@@ -49,13 +29,13 @@ static void FN(cf_pack_a)(nnl_idx m, nnl_idx kcb, const T *w, nnl_idx K, int mr,
 }
 
 /* len zeros at columns pos.. of packed row dk (panel = kcb*nr elements between panels) */
-static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_put_zero)(T *dk, nnl_idx panel, int nr, nnl_idx pos,
+static NNL_NO_MEMCPY_IDIOM void FN(cf_put_zero)(T *dk, nnl_idx panel, int nr, nnl_idx pos,
                                                    nnl_idx len)
 {
     while (len > 0) {
         const nnl_idx q = pos / nr;
         const int o = (int)(pos - q * nr);
-        const int m = (int)cf_min(len, nr - o);
+        const int m = (int)nnl_min(len, nr - o);
         T *d = dk + q * panel + o;
         for (int e = 0; e < m; e++)
             d[e] = 0;
@@ -64,13 +44,13 @@ static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_put_zero)(T *dk, nnl_idx panel, int nr,
 }
 
 /* src[0], src[sw], ... (len of them) -> columns pos.. of packed row dk */
-static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_put_copy)(T *dk, nnl_idx panel, int nr, nnl_idx pos,
+static NNL_NO_MEMCPY_IDIOM void FN(cf_put_copy)(T *dk, nnl_idx panel, int nr, nnl_idx pos,
                                                    const T *src, nnl_idx sw, nnl_idx len)
 {
     while (len > 0) {
         const nnl_idx q = pos / nr;
         const int o = (int)(pos - q * nr);
-        const int m = (int)cf_min(len, nr - o);
+        const int m = (int)nnl_min(len, nr - o);
         T *NNL_RESTRICT d = dk + q * panel + o;
         if (sw == 1) {
             for (int e = 0; e < m; e++)
@@ -91,7 +71,7 @@ static void FN(cf_pack_cols)(const nnl_conv_geom *g, const T *xg, nnl_idx k0, nn
 {
     const nnl_idx taps = g->kh * g->kw, ow = g->ow, sw = g->sw;
     const nnl_idx panel = kcb * nr;
-    const nnl_idx nq = cf_cdiv(ncb, nr);
+    const nnl_idx nq = nnl_cdiv(ncb, nr);
     const nnl_idx rem = ncb - (nq - 1) * nr;
     if (rem < nr)
         for (nnl_idx k = 0; k < kcb; k++)
@@ -103,18 +83,18 @@ static void FN(cf_pack_cols)(const nnl_conv_geom *g, const T *xg, nnl_idx k0, nn
         const nnl_idx off = b * g->dw - g->pl;   /* source column of output column j: j*sw+off */
         const nnl_idx roff = a * g->dh - g->pt;  /* source row of output row i: i*sh + roff */
         nnl_idx lo, hi;
-        cf_col_range(off, g->w, sw, ow, &lo, &hi);
+        nnl_col_range(off, g->w, sw, ow, &lo, &hi);
         T *dk = bp + kk * nr;
         nnl_idx pos = 0, i = i0, jj = jj0;
         while (pos < ncb) {
-            const nnl_idx seg = cf_min(ow - jj, ncb - pos);   /* output row i, columns jj.. */
+            const nnl_idx seg = nnl_min(ow - jj, ncb - pos);   /* output row i, columns jj.. */
             const nnl_idx r = i * g->sh + roff;
             if ((size_t)r >= (size_t)g->h) {
                 FN(cf_put_zero)(dk, panel, nr, pos, seg);     /* a fully padded source row */
             } else {
                 /* columns jj + [0, z0) and [z1, seg) are padding; [z0, z1) are in the image */
-                const nnl_idx z0 = cf_clamp(lo - jj, 0, seg);
-                const nnl_idx z1 = cf_max(z0, cf_clamp(hi - jj, 0, seg));
+                const nnl_idx z0 = nnl_clamp(lo - jj, 0, seg);
+                const nnl_idx z1 = nnl_max(z0, nnl_clamp(hi - jj, 0, seg));
                 FN(cf_put_zero)(dk, panel, nr, pos, z0);
                 if (z1 > z0)
                     FN(cf_put_copy)(dk, panel, nr, pos + z0,
@@ -142,11 +122,7 @@ static void FN(cf_scale_only)(const nnl_conv_geom *g, const T *bias, T beta, T *
                 T v = beta == 0 ? (T)0 : beta * yr[l];
                 if (bias)
                     v += bias[f];
-                if (act != NNL_ACT_NONE) {
-                    v = ((T)0 > v) ? (T)0 : v;
-                    if (act == NNL_ACT_RELU6)
-                        v = (v > (T)6) ? (T)6 : v;
-                }
+                v = NNL_ACT(v, act);
                 yr[l] = v;
             }
         }
@@ -158,7 +134,7 @@ static void FN(cf_scale_only)(const nnl_conv_geom *g, const T *bias, T beta, T *
  * apart, in the order of p->rph x p->cph; zero padding):
  * ph[(ri*ncph + ci)*pstride + (u - u0)*WQ + v] = x[u*SH + rph[ri] - PT, v*SW + cph[ci] - PL]
  * (0 outside the image). */
-static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, const cf_plan *p,
+static NNL_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, const cf_plan *p,
                                                     const T *xp, nnl_idx u0, nnl_idx rows,
                                                     T *NNL_RESTRICT dst)
 {
@@ -168,7 +144,7 @@ static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, cons
             const nnl_idx ra = p->rph[ri], rb = p->cph[ci];
             T *ph = dst + (ri * p->ncph + ci) * p->pstride;
             nnl_idx v0, v1;   /* columns v whose source v*sw + rb - pl lies in [0, W) */
-            cf_col_range(rb - g->pl, g->w, sw, wq, &v0, &v1);
+            nnl_col_range(rb - g->pl, g->w, sw, wq, &v0, &v1);
             for (nnl_idx u = 0; u < rows; u++) {
                 T *row = ph + u * wq;
                 const nnl_idx r = (u0 + u) * sh + ra - g->pt;
@@ -226,7 +202,7 @@ static void FN(cf_tap_offsets)(const nnl_conv_geom *g, const cf_plan *p, nnl_idx
 /* B rows k0..k0+kcb, wide columns j0..j0+ncb -> micro-panels bp[q][k][j], wide column t of
  * row k being src[koff[k] + t - tbase]: one contiguous copy per row and panel (columns at or
  * past the wide length are zero; nothing past it is read). */
-static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_pack_wide)(const T *src, nnl_idx tbase,
+static NNL_NO_MEMCPY_IDIOM void FN(cf_pack_wide)(const T *src, nnl_idx tbase,
                                                     const nnl_idx *koff,
                                                     nnl_idx k0, nnl_idx kcb, nnl_idx j0,
                                                     nnl_idx ncb, nnl_idx ncols, int nr,
@@ -234,7 +210,7 @@ static NNL_CF_NO_MEMCPY_IDIOM void FN(cf_pack_wide)(const T *src, nnl_idx tbase,
 {
     for (nnl_idx q = 0; q * nr < ncb; q++) {
         const nnl_idx t0 = j0 + q * nr;
-        const int n = (int)cf_min(nr, ncols - t0);
+        const int n = (int)nnl_min(nr, ncols - t0);
         T *dst = bp + q * kcb * nr;
         if (n == nr && nr == 48) {
             for (nnl_idx kk = 0; kk < kcb; kk++) {
@@ -266,9 +242,9 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
     int ns = 0;
     for (nnl_idx e = 0, t = t0; e < n && ns < 130;) {
         const nnl_idx i = t / p->wq, j = t - i * p->wq;
-        const nnl_idx run = cf_min(n - e, p->wq - j);
+        const nnl_idx run = nnl_min(n - e, p->wq - j);
         if (j < g->ow) {
-            seg_e[ns] = e, seg_y[ns] = i * g->ow + j, seg_len[ns] = cf_min(run, g->ow - j);
+            seg_e[ns] = e, seg_y[ns] = i * g->ow + j, seg_len[ns] = nnl_min(run, g->ow - j);
             ns++;
         }
         e += run, t += run;
@@ -301,11 +277,7 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
                 const T b = bias ? bias[r] : (T)0;
                 for (nnl_idx c = 0; c < len; c++) {
                     T v = dd[c] + b;
-                    if (act != NNL_ACT_NONE) {
-                        v = ((T)0 > v) ? (T)0 : v;          /* NaN stays NaN */
-                        if (act == NNL_ACT_RELU6)
-                            v = (v > (T)6) ? (T)6 : v;
-                    }
+                    v = NNL_ACT(v, act);
                     dd[c] = v;
                 }
             }
@@ -347,15 +319,15 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
     et.alpha = 1, et.beta = 0, et.load_c = 0, et.act = NNL_ACT_NONE;
     et.bias_row = et.bias_col = NULL;
     for (nnl_idx pc = 0; pc < K; pc += p->kcb_max) {
-        const nnl_idx kcb = cf_min(p->kcb_max, K - pc);
+        const nnl_idx kcb = nnl_min(p->kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
         e.load_c = !first || A->beta != 0;
         e.beta = first ? A->beta : (T)1;
         e.act = last ? A->act : NNL_ACT_NONE;
         FN(cf_pack_a)(rows, kcb, wg + pc, K, mr, ap, A->pack8);
         for (nnl_idx jc = c0; jc < c1; jc += p->chunk * nr) {
-            const nnl_idx ncb = cf_min(p->chunk * nr, c1 - jc);
-            const nnl_idx nq = cf_cdiv(ncb, nr);
+            const nnl_idx ncb = nnl_min(p->chunk * nr, c1 - jc);
+            const nnl_idx nq = nnl_cdiv(ncb, nr);
             if (p->mode == CF_SEGMENTS)
                 FN(cf_pack_cols)(g, xg, pc, kcb, jc, ncb, nr, bp);
             else if (!A->bdirect)
@@ -365,9 +337,9 @@ static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KER
                                  ncb - (nq - 1) * nr, p->ncols, nr, bp + (nq - 1) * kcb * nr);
             for (nnl_idx q = 0; q < nq; q++) {
                 const nnl_idx jr = jc + q * nr;
-                const int nn = (int)cf_min(nr, c1 - jr);
+                const int nn = (int)nnl_min(nr, c1 - jr);
                 for (nnl_idx ir = 0; ir < rows; ir += mr) {
-                    const int m = (int)cf_min(mr, rows - ir);
+                    const int m = (int)nnl_min(mr, rows - ir);
                     const T *api = ap + ir * kcb, *bpq = bp + q * kcb * nr;
                     if (p->scatter) {
 #if CF_BDIRECT
@@ -395,7 +367,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
 {
     if (!cf_geom_ok(geom) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
         return NNL_EINVAL;
-    const KERNEL_T *kd = FN(cf_select)(isa);
+    const KERNEL_T *kd = FN(nnl_select)(isa);
     if (kd == NULL || kd->nr > 64)
         return NNL_EINVAL;
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0)
@@ -407,7 +379,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     cf_plan p;
     const int bdirect = CF_BDIRECT && nnl_cf_bdirect_ok(isa, kd->mr, kd->nr);
     cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, bdirect, &p);
-    char *work = (char *)cf_alloc64(cf_work_bytes(&p, sizeof(T)));
+    char *work = (char *)nnl_alloc64(cf_work_bytes(&p, sizeof(T)));
     if (work == NULL)
         return NNL_ENOMEM;
     nnl_idx *koff = (nnl_idx *)work;
@@ -438,14 +410,14 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
         for (nnl_idx u = 0; u < units; u++) {
             const nnl_idx c = u % cu, r = (u / cu) % ru, item = u / (cu * ru);
             const nnl_idx n = item / G, gi = item % G;
-            const nnl_idx c0 = c * p.nu, c1 = cf_min(p.ncols, (c + 1) * p.nu);
+            const nnl_idx c0 = c * p.nu, c1 = nnl_min(p.ncols, (c + 1) * p.nu);
             const T *xg = x + n * geom->xsn + gi * p.cg * geom->xsc;
             const T *src = xg;
             nnl_idx tbase = 0;
             if (p.mode == CF_WIDE) {
                 /* this unit's band: phase rows i0 .. (last output row) + the kernel's reach */
                 const nnl_idx i0 = c0 / p.wq;
-                const nnl_idx rows = cf_min(p.hq, (c1 - 1) / p.wq + 1 +
+                const nnl_idx rows = nnl_min(p.hq, (c1 - 1) / p.wq + 1 +
                                             ((geom->kh - 1) * geom->dh) / geom->sh) - i0;
                 for (nnl_idx ch = 0; ch < p.cg; ch++)
                     FN(cf_wide_rows)(geom, &p, xg + ch * geom->xsc, i0, rows,
@@ -453,9 +425,9 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
                 src = band, tbase = i0 * p.wq;   /* column t of row k: band[koff[k] + t - tbase] */
             }
             FN(cf_run_block)(geom, &p, kd, &A, n, gi, src, tbase, r * p.mu,
-                             cf_min(p.fg, (r + 1) * p.mu), c0, c1, ap, bp, tile);
+                             nnl_min(p.fg, (r + 1) * p.mu), c0, c1, ap, bp, tile);
         }
     }
-    cf_free64(work);
+    nnl_free64(work);
     return NNL_OK;
 }

@@ -49,10 +49,16 @@ cdef extern from "gemm_kernels.h" nogil:
                        nnl_idx cs, int isa, float *out)
     int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
                        nnl_idx cs, int isa, double *out)
-    int nnl_gemm_isa_available(int isa)
-    int nnl_gemm_best_isa()
-    const char *nnl_gemm_isa_name(int isa)
+    int nnl_isa_available(int isa)
+    int nnl_best_isa()
+    const char *nnl_isa_name(int isa)
     int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+    ctypedef struct nnl_cache_info:
+        long l1d, l2, l3
+        const char *source
+    const nnl_cache_info *nnl_cache_sizes()
+    void nnl_blocking_rule(long l1d, long l2, long l3, int mr, int nr, int elsize, int *mc,
+                           int *kc, int *nc)
 
 cdef extern from *:
     """
@@ -67,17 +73,17 @@ cdef extern from *:
 
 def isa_names():
     """Names of all micro-kernel families, indexed by their isa code."""
-    return [nnl_gemm_isa_name(i).decode() for i in range(NNL_ISA_COUNT)]
+    return [nnl_isa_name(i).decode() for i in range(NNL_ISA_COUNT)]
 
 
 def available_isas():
     """Families this build can run on this CPU, best last (e.g. ['generic', 'avx2', 'avx512'])."""
-    return [nnl_gemm_isa_name(i).decode() for i in range(NNL_ISA_COUNT)
-            if nnl_gemm_isa_available(i)]
+    return [nnl_isa_name(i).decode() for i in range(NNL_ISA_COUNT)
+            if nnl_isa_available(i)]
 
 
 def best_isa():
-    return nnl_gemm_isa_name(nnl_gemm_best_isa()).decode()
+    return nnl_isa_name(nnl_best_isa()).decode()
 
 
 def isa_code(name):
@@ -88,7 +94,7 @@ def isa_code(name):
     if name not in names:
         raise ValueError(f"unknown GEMM micro-kernel {name!r}; expected 'auto' or one of {names}")
     code = names.index(name)
-    if not nnl_gemm_isa_available(code):
+    if not nnl_isa_available(code):
         raise ValueError(f"GEMM micro-kernel {name!r} is not usable on this CPU/build; "
                          f"available: {available_isas()}")
     return code
@@ -100,6 +106,24 @@ def blocking(isa, elsize):
     if nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
         raise ValueError(f"no GEMM micro-kernel for isa={isa}, elsize={elsize}")
     return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc}
+
+
+def cache_sizes():
+    """Dict l1d, l2, l3 (bytes; l3 = this core's share) and source ('env', 'sysfs', 'cpuid',
+    'default') of the cache sizes the GEMM blocking was derived from (read once per process)."""
+    cdef const nnl_cache_info *ci = nnl_cache_sizes()
+    return {"l1d": ci.l1d, "l2": ci.l2, "l3": ci.l3, "source": ci.source.decode()}
+
+
+def blocking_rule(long l1d, long l2, long l3, int mr, int nr, int elsize):
+    """Dict mc, kc, nc the run-time rule derives for a mr x nr micro-kernel on elsize-byte
+    elements from cache sizes l1d, l2, l3 (bytes): a pure function, for study and tests."""
+    cdef int mc = 0, kc = 0, nc = 0
+    if l1d <= 0 or l2 <= 0 or l3 <= 0 or mr < 1 or nr < 1 or elsize not in (4, 8):
+        raise ValueError(f"blocking_rule: cache sizes ({l1d}, {l2}, {l3}) must be > 0, "
+                         f"mr={mr} and nr={nr} >= 1 and elsize={elsize} 4 or 8")
+    nnl_blocking_rule(l1d, l2, l3, mr, nr, elsize, &mc, &kc, &nc)
+    return {"mc": mc, "kc": kc, "nc": nc}
 
 
 def openmp_enabled():
@@ -120,7 +144,7 @@ def pack(const floating[:, :] x, int side, int isa, floating[::1] out):
     cdef Py_ssize_t es = sizeof(floating)
     cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
     cdef int rc
-    if isa < 0 or not nnl_gemm_isa_available(isa) or side not in (0, 1):
+    if isa < 0 or not nnl_isa_available(isa) or side not in (0, 1):
         raise ValueError(f"gemm pack: side {side} / isa {isa} is not usable")
     if out.shape[0] != packed_size(side, rows, cols, isa, es):
         raise ValueError(f"gemm pack: out has {out.shape[0]} elements; expected "
@@ -160,7 +184,7 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
     cdef Py_ssize_t bsbias = 0
     cdef int rc
     if apk is not None or bpk is not None:
-        if isa < 0 or not nnl_gemm_isa_available(isa):
+        if isa < 0 or not nnl_isa_available(isa):
             raise ValueError(f"gemm_strided: packed operands need a usable isa code, got {isa}")
         if apk is not None and apk.shape[0] != packed_size(0, M, K, isa, es):
             raise ValueError("gemm_strided: packed A does not match M, K and the isa")

@@ -28,12 +28,20 @@
     _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define V_LOADM(m, p) _mm256_maskload_ps((p), (m))
 #define V_STOREM(p, m, v) _mm256_maskstore_ps((p), (m), (v))
-#ifndef NNL_AVX2_S_MR /* (override all five with -D to tune) */
+#ifndef NNL_AVX2_S_MR /* (override MR and NV together with -D to tune) */
 #define NNL_AVX2_S_MR 6   /* MR x NR = 6 x 16: 12 ymm accumulators, 2 B vectors, 1 broadcast */
 #define NNL_AVX2_S_NV 2
-#define NNL_AVX2_S_MC 192 /* A block 192 x 256 x 4 B = 192 KB: L2 */
-#define NNL_AVX2_S_KC 256 /* B micro-panel 256 x 16 x 4 B = 16 KB: L1 */
-#define NNL_AVX2_S_NC 256 /* B block 256 x 256 x 4 B = 256 KB: L2 */
+#endif
+/* Cache blocks: 0 = derived from this CPU's caches at run time (nnl_blocking_rule);
+ * -DNNL_AVX2_S_MC=... etc. fixes one. */
+#ifndef NNL_AVX2_S_MC
+#define NNL_AVX2_S_MC 0
+#endif
+#ifndef NNL_AVX2_S_KC
+#define NNL_AVX2_S_KC 0
+#endif
+#ifndef NNL_AVX2_S_NC
+#define NNL_AVX2_S_NC 0
 #endif
 #define UKR_MR NNL_AVX2_S_MR
 #define UKR_NV NNL_AVX2_S_NV
@@ -69,12 +77,20 @@ const nnl_kernel_s *nnl_avx2_kernel_s(void)
 #define V_MASK(r) _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3))
 #define V_LOADM(m, p) _mm256_maskload_pd((p), (m))
 #define V_STOREM(p, m, v) _mm256_maskstore_pd((p), (m), (v))
-#ifndef NNL_AVX2_D_MR
+#ifndef NNL_AVX2_D_MR /* (override MR and NV together with -D to tune) */
 #define NNL_AVX2_D_MR 6   /* MR x NR = 6 x 8 */
 #define NNL_AVX2_D_NV 2
-#define NNL_AVX2_D_MC 192 /* A block 192 x 256 x 8 B = 384 KB: L2 */
-#define NNL_AVX2_D_KC 256 /* B micro-panel 256 x 8 x 8 B = 16 KB: L1 */
-#define NNL_AVX2_D_NC 128 /* B block 256 x 128 x 8 B = 256 KB: L2 */
+#endif
+/* Cache blocks: 0 = derived from this CPU's caches at run time (nnl_blocking_rule);
+ * -DNNL_AVX2_D_MC=... etc. fixes one. */
+#ifndef NNL_AVX2_D_MC
+#define NNL_AVX2_D_MC 0
+#endif
+#ifndef NNL_AVX2_D_KC
+#define NNL_AVX2_D_KC 0
+#endif
+#ifndef NNL_AVX2_D_NC
+#define NNL_AVX2_D_NC 0
 #endif
 #define UKR_MR NNL_AVX2_D_MR
 #define UKR_NV NNL_AVX2_D_NV

@@ -28,12 +28,20 @@
 #define V_MASK(r) ((__mmask16)((1u << (r)) - 1u))
 #define V_LOADM(m, p) _mm512_maskz_loadu_ps((m), (p))
 #define V_STOREM(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
-#ifndef NNL_AVX512_S_MR /* (override all five with -D to tune) */
+#ifndef NNL_AVX512_S_MR /* (override MR and NV together with -D to tune) */
 #define NNL_AVX512_S_MR 8   /* MR x NR = 8 x 48: 24 accumulators, 3 B vectors, 1 broadcast */
 #define NNL_AVX512_S_NV 3
-#define NNL_AVX512_S_MC 256 /* A block 256 x 384 x 4 B = 384 KB: L2 (1 MB on Zen 4/5) */
-#define NNL_AVX512_S_KC 384 /* B micro-panel 384 x 48 x 4 B = 72 KB: L1 + L2 */
-#define NNL_AVX512_S_NC 144 /* B block 384 x 144 x 4 B = 216 KB: L2, next to the A block */
+#endif
+/* Cache blocks: 0 = derived from this CPU's caches at run time (nnl_blocking_rule);
+ * -DNNL_AVX512_S_MC=... etc. fixes one. */
+#ifndef NNL_AVX512_S_MC
+#define NNL_AVX512_S_MC 0
+#endif
+#ifndef NNL_AVX512_S_KC
+#define NNL_AVX512_S_KC 0
+#endif
+#ifndef NNL_AVX512_S_NC
+#define NNL_AVX512_S_NC 0
 #endif
 #define UKR_MR NNL_AVX512_S_MR
 #define UKR_NV NNL_AVX512_S_NV
@@ -69,12 +77,20 @@ const nnl_kernel_s *nnl_avx512_kernel_s(void)
 #define V_MASK(r) ((__mmask8)((1u << (r)) - 1u))
 #define V_LOADM(m, p) _mm512_maskz_loadu_pd((m), (p))
 #define V_STOREM(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
-#ifndef NNL_AVX512_D_MR
+#ifndef NNL_AVX512_D_MR /* (override MR and NV together with -D to tune) */
 #define NNL_AVX512_D_MR 8   /* MR x NR = 8 x 24 */
 #define NNL_AVX512_D_NV 3
-#define NNL_AVX512_D_MC 256 /* A block 256 x 256 x 8 B = 512 KB: L2 */
-#define NNL_AVX512_D_KC 256 /* B micro-panel 256 x 24 x 8 B = 48 KB: L1 + L2 */
-#define NNL_AVX512_D_NC 120 /* B block 256 x 120 x 8 B = 240 KB: L2 */
+#endif
+/* Cache blocks: 0 = derived from this CPU's caches at run time (nnl_blocking_rule);
+ * -DNNL_AVX512_D_MC=... etc. fixes one. */
+#ifndef NNL_AVX512_D_MC
+#define NNL_AVX512_D_MC 0
+#endif
+#ifndef NNL_AVX512_D_KC
+#define NNL_AVX512_D_KC 0
+#endif
+#ifndef NNL_AVX512_D_NC
+#define NNL_AVX512_D_NC 0
 #endif
 #define UKR_MR NNL_AVX512_D_MR
 #define UKR_NV NNL_AVX512_D_NV

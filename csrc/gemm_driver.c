@@ -22,6 +22,7 @@
  * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
  * Products of at most NNL_SKINNY_M rows (matrix-vector shapes) skip packing altogether.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -42,20 +43,7 @@
 #define NNL_MIN_UNIT_ROWS 64                 /* shortest unit (rows) when splitting for balance */
 #endif
 
-/* GCC turns the packing copies into one memcpy call per 100-200 byte row; keep them inline. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define NNL_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#else
-#define NNL_NO_MEMCPY_IDIOM
-#endif
-
-/* Below this many multiply-adds a call runs on one thread. Sized for passive OpenMP waiting
- * (nnlite's default, see nnlite/__init__.py): waking a sleeping worker took ~50 us on the
- * 2-core VM, the time of ~10M multiply-adds on one core; measured 1 vs 2 threads: 192^3 (7M)
- * 80 vs 115 us, 256^3 (17M) 176 vs 141-218 us, 384^3 550 vs 372 us. */
-#ifndef NNL_MIN_PARALLEL_MACS
-#define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
-#endif
+/* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 /* Products with at most this many rows skip packing (see skinny_cols in gemm_driver_tmpl.h);
  * LANES partial sums per dot product, JB columns per block (the accumulator tile of a block,
@@ -65,85 +53,6 @@
 #endif
 #define NNL_SKINNY_LANES 16
 #define NNL_SKINNY_JB 128
-
-static void *nnl_alloc64(size_t bytes)
-{
-    void *raw = malloc(bytes + 64 + sizeof(void *));
-    if (raw == NULL)
-        return NULL;
-    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
-    ((void **)p)[-1] = raw;
-    return (void *)p;
-}
-
-static void nnl_free64(void *p)
-{
-    if (p != NULL)
-        free(((void **)p)[-1]);
-}
-
-static nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
-{
-    return (a + b - 1) / b;
-}
-
-static nnl_idx nnl_min(nnl_idx a, nnl_idx b)
-{
-    return a < b ? a : b;
-}
-
-static nnl_idx nnl_max(nnl_idx a, nnl_idx b)
-{
-    return a > b ? a : b;
-}
-
-/* n elements of elsize bytes rounded up to a whole number of 64-byte lines (in elements) */
-static size_t nnl_round64(size_t n, size_t elsize)
-{
-    const size_t per_line = 64 / elsize;
-    return (n + per_line - 1) / per_line * per_line;
-}
-
-int nnl_gemm_isa_available(int isa)
-{
-    switch (isa) {
-    case NNL_ISA_GENERIC:
-        return 1;
-#if NNL_X86_DISPATCH
-    case NNL_ISA_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case NNL_ISA_AVX512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("fma");
-#endif
-    default:
-        return 0;
-    }
-}
-
-int nnl_gemm_best_isa(void)
-{
-    for (int isa = NNL_ISA_COUNT - 1; isa > 0; isa--)
-        if (nnl_gemm_isa_available(isa))
-            return isa;
-    return NNL_ISA_GENERIC;
-}
-
-const char *nnl_gemm_isa_name(int isa)
-{
-    switch (isa) {
-    case NNL_ISA_GENERIC:
-        return "generic";
-    case NNL_ISA_AVX2:
-        return "avx2";
-    case NNL_ISA_AVX512:
-        return "avx512";
-    default:
-        return "unknown";
-    }
-}
 
 /* float32 */
 #define T float
@@ -182,7 +91,7 @@ const char *nnl_gemm_isa_name(int isa)
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
 {
     if (isa == NNL_ISA_AUTO)
-        isa = nnl_gemm_best_isa();
+        isa = nnl_best_isa();
     if (elsize == 4) {
         const nnl_kernel_s *k = nnl_select_s(isa);
         if (k == NULL)

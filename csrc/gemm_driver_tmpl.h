@@ -1,12 +1,9 @@
 /* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name)
  * and GEMM_NAME defined. No include guard on purpose. */
 
-static const KERNEL_T *FN(nnl_select)(int isa)
+/* The compiled family (its MC/KC/NC are 0 unless fixed at build time with -D). */
+static const KERNEL_T *FN(nnl_family)(int isa)
 {
-    if (isa == NNL_ISA_AUTO)
-        isa = nnl_gemm_best_isa();
-    if (!nnl_gemm_isa_available(isa))
-        return NULL;
     switch (isa) {
     case NNL_ISA_GENERIC:
         return FN(nnl_generic_kernel)();
@@ -19,6 +16,37 @@ static const KERNEL_T *FN(nnl_select)(int isa)
     default:
         return NULL;
     }
+}
+
+/* Every family with its cache blocks filled in from this CPU's caches, once per process. */
+static KERNEL_T FN(nnl_tuned)[NNL_ISA_COUNT];
+static pthread_once_t FN(nnl_tuned_once) = PTHREAD_ONCE_INIT;
+
+static void FN(nnl_tune)(void)
+{
+    const nnl_cache_info *ci = nnl_cache_sizes();
+    for (int isa = 0; isa < NNL_ISA_COUNT; isa++) {
+        const KERNEL_T *base = FN(nnl_family)(isa);
+        if (base == NULL)
+            continue;
+        KERNEL_T k = *base;
+        int mc, kc, nc;
+        nnl_blocking_rule(ci->l1d, ci->l2, ci->l3, k.mr, k.nr, (int)sizeof(T), &mc, &kc, &nc);
+        k.mc = k.mc > 0 ? k.mc : mc;
+        k.kc = k.kc > 0 ? k.kc : kc;
+        k.nc = k.nc > 0 ? k.nc : nc;
+        FN(nnl_tuned)[isa] = k;
+    }
+}
+
+const KERNEL_T *FN(nnl_select)(int isa)
+{
+    if (isa == NNL_ISA_AUTO)
+        isa = nnl_best_isa();
+    if (!nnl_isa_available(isa) || FN(nnl_family)(isa) == NULL)
+        return NULL;
+    pthread_once(&FN(nnl_tuned_once), FN(nnl_tune));
+    return &FN(nnl_tuned)[isa];
 }
 
 /* One batch item: C = act(alpha * A @ B + beta * C + bias). */
@@ -131,11 +159,7 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
                 v += p->bias[i];
             else if (p->bias_kind == NNL_BIAS_COL)
                 v += p->bias[j];
-            if (p->act != NNL_ACT_NONE) {
-                v = ((T)0 > v) ? (T)0 : v;
-                if (p->act == NNL_ACT_RELU6)
-                    v = (v > (T)6) ? (T)6 : v;
-            }
+            v = NNL_ACT(v, p->act);
             ci[j] = v;
         }
     }
@@ -260,11 +284,7 @@ static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
                     v += p->bias[i];
                 else if (p->bias_kind == NNL_BIAS_COL)
                     v += p->bias[jb + j];
-                if (p->act != NNL_ACT_NONE) {
-                    v = ((T)0 > v) ? (T)0 : v;
-                    if (p->act == NNL_ACT_RELU6)
-                        v = (v > (T)6) ? (T)6 : v;
-                }
+                v = NNL_ACT(v, p->act);
                 c[j] = v;
             }
         }

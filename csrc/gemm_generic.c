@@ -12,9 +12,9 @@
 #define KERNEL_T nnl_kernel_s
 #define G_MR 4
 #define G_NR 16
-#define G_MC 128  /* A block 128 x 256 x 4 B = 128 KB: L2 */
-#define G_KC 256  /* B micro-panel 256 x 16 x 4 B = 16 KB: L1 */
-#define G_NC 256  /* B block 256 x 256 x 4 B = 256 KB: L2 */
+#define G_MC 0    /* cache blocks: 0 = from the caches at run time (nnl_blocking_rule) */
+#define G_KC 0
+#define G_NC 0
 #define FN(name) name##_s
 #include "gemm_generic_tmpl.h"
 #undef T
@@ -33,8 +33,8 @@
 #define KERNEL_T nnl_kernel_d
 #define G_MR 4
 #define G_NR 8
-#define G_MC 128  /* A block 128 x 256 x 8 B = 256 KB: L2 */
-#define G_KC 256  /* B micro-panel 256 x 8 x 8 B = 16 KB: L1 */
-#define G_NC 128  /* B block 256 x 128 x 8 B = 256 KB: L2 */
+#define G_MC 0
+#define G_KC 0
+#define G_NC 0
 #define FN(name) name##_d
 #include "gemm_generic_tmpl.h"

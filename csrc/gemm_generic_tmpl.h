@@ -48,11 +48,7 @@ static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_R
                 v += e->bias_row[i];
             if (e->bias_col)
                 v += e->bias_col[j];
-            if (e->act != NNL_ACT_NONE) {
-                v = ((T)0 > v) ? (T)0 : v;            /* NaN stays NaN */
-                if (e->act == NNL_ACT_RELU6)
-                    v = (v > (T)6) ? (T)6 : v;
-            }
+            v = NNL_ACT(v, e->act);
             ci[j] = v;
         }
     }

@@ -16,20 +16,6 @@
 
 #include "gemm_kernels.h"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define NNL_X86_DISPATCH 1
-#else
-#define NNL_X86_DISPATCH 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define NNL_RESTRICT __restrict__
-#define NNL_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define NNL_RESTRICT
-#define NNL_ALWAYS_INLINE inline
-#endif
-
 typedef struct {
     float alpha, beta;
     int load_c;               /* 0: C is not read (first K block with beta == 0) */
@@ -56,8 +42,10 @@ typedef void (*nnl_ukr_d)(nnl_idx kc, const double *ap, const double *bp, double
  *   KC: depth of the packed panels; a KC x NR micro-panel of B is reused (from L1/L2) by every
  *       MR row panel, a MR x KC micro-panel of A streams from L2.
  *   MC: rows of A packed at once (the rows of one work unit); the MC x KC block stays in L2.
- *   NC: columns of B packed at once; the KC x NC block stays in L2 next to the A block.
- * MC is a multiple of MR and NC a multiple of NR. */
+ *   NC: columns of B packed at once (a unit's B chunk); the KC x NC block stays in the L3.
+ * MC is a multiple of MR and NC a multiple of NR. MR, NR and the micro-kernel are compiled in;
+ * MC, KC and NC come from this CPU's cache sizes at run time (nnl_select fills them in once
+ * per process with nnl_blocking_rule, csrc/core/nnl_cache.c) unless fixed with -D. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_s ukr;
@@ -76,5 +64,10 @@ const nnl_kernel_d *nnl_avx2_kernel_d(void);
 const nnl_kernel_s *nnl_avx512_kernel_s(void);
 const nnl_kernel_d *nnl_avx512_kernel_d(void);
 #endif
+
+/* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available
+ * (gemm_driver.c); the GEMM and the implicit conv both take their kernels from here. */
+const nnl_kernel_s *nnl_select_s(int isa);
+const nnl_kernel_d *nnl_select_d(int isa);
 
 #endif

@@ -23,28 +23,11 @@
 #ifndef NNLITE_GEMM_KERNELS_H
 #define NNLITE_GEMM_KERNELS_H
 
-#include <stddef.h>
-
-typedef ptrdiff_t nnl_idx;
-
-#define NNL_OK 0
-#define NNL_ENOMEM 1
-#define NNL_EINVAL 2
-
-#define NNL_ACT_NONE 0
-#define NNL_ACT_RELU 1
-#define NNL_ACT_RELU6 2
+#include "nnl_core.h"
 
 #define NNL_BIAS_NONE 0
 #define NNL_BIAS_ROW 1
 #define NNL_BIAS_COL 2
-
-/* Micro-kernel families; NNL_ISA_AUTO picks the best one the CPU supports. */
-#define NNL_ISA_AUTO (-1)
-#define NNL_ISA_GENERIC 0
-#define NNL_ISA_AVX2 1
-#define NNL_ISA_AVX512 2
-#define NNL_ISA_COUNT 3
 
 int nnl_sgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
               const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
@@ -83,12 +66,7 @@ int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx
 int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
                    nnl_idx cs, int isa, double *out);
 
-/* 1 when the micro-kernel family was compiled in and this CPU (and OS) can run it. */
-int nnl_gemm_isa_available(int isa);
-/* The family NNL_ISA_AUTO resolves to. */
-int nnl_gemm_best_isa(void);
-/* "generic", "avx2", "avx512" (or "unknown"). */
-const char *nnl_gemm_isa_name(int isa);
+/* ISA checks: nnl_isa_available, nnl_best_isa, nnl_isa_name (nnl_core.h). */
 /* Register and cache blocking of a family for float (elsize 4) or double (elsize 8);
  * returns NNL_EINVAL when the family is not available. */
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc);

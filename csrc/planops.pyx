@@ -207,7 +207,7 @@ cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t 
                 for j in range(j0, j1):
                     v = xrow[j * sw + off]
                     best = yrow[j]
-                    yrow[j] = v if (v > best or v != v) and best == best else best
+                    yrow[j] = v if (v > best or v != v) else best  # NaN taken (PyTorch)
 
 
 def _fits(o, s, k, d, pad):

@@ -34,19 +34,15 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "nnl_core.h"
 #include "planops_pool.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-typedef ptrdiff_t nnl_idx;
-
 #define NNL_INLINE static inline __attribute__((always_inline))
 
-static nnl_idx pool_ceil_div(nnl_idx a, nnl_idx b) { return (a + b - 1) / b; }
-static nnl_idx pool_min(nnl_idx a, nnl_idx b) { return a < b ? a : b; }
-static nnl_idx pool_max(nnl_idx a, nnl_idx b) { return a > b ? a : b; }
 
 /* [a0, a1): the row taps a of the output row whose first tap row is r0 (= i*sh - pt) that
  * read rows r0 + a*dh inside [0, H); returns a0 < a1 */
@@ -56,8 +52,8 @@ NNL_INLINE int pool_row_taps(nnl_idx H, nnl_idx kh, nnl_idx dh, nnl_idx r0, nnl_
     *a0 = 0;
     *a1 = kh;
     if (r0 < 0 || r0 + (kh - 1) * dh >= H) {
-        *a0 = r0 >= 0 ? 0 : pool_ceil_div(-r0, dh);
-        *a1 = H - r0 > 0 ? pool_min(kh, pool_ceil_div(H - r0, dh)) : 0;
+        *a0 = r0 >= 0 ? 0 : nnl_ceil_pos(-r0, dh);
+        *a1 = H - r0 > 0 ? nnl_min(kh, nnl_ceil_pos(H - r0, dh)) : 0;
     }
     return *a0 < *a1;
 }
@@ -73,7 +69,7 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
         return 0;
     /* row buffer: image columns at [pl, pl + W), -inf around; the last vector block of
      * outputs (16 lanes, whatever the dtype) reads below (ceil(ow/16)*16)*sw + (kw-1)*dw + 32 */
-    const double blk = (double)pool_ceil_div(ow, 16) * 16.0;
+    const double blk = (double)nnl_ceil_pos(ow, 16) * 16.0;
     const double need = fmax((double)pl + (double)W,
                              blk * (double)sw + (double)(kw - 1) * (double)dw + 32.0);
     if (need > (double)NNL_POOL_ROW_MAX)
@@ -85,7 +81,7 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
 #if defined(__AVX512F__)
     const nnl_idx vl = 64 / (nnl_idx)itemsize;
     p->vl = vl;
-    p->nvo = pool_ceil_div(ow, vl);
+    p->nvo = nnl_ceil_pos(ow, vl);
     p->reg = 0;
     if (p->nvo <= 2 && kw <= NNL_POOL_KREG)
         p->reg = W <= 2 * vl ? 1 : sw == 2 && W <= 4 * vl ? 2 : 0;

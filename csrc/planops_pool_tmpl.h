@@ -42,8 +42,8 @@ static int FN(has_nan)(const T *x, nnl_idx n)
     for (; j + 2 * VL <= n; j += 2 * VL)
         k |= V_CMP(V_LOAD(x + j), V_LOAD(x + j + VL), _CMP_UNORD_Q);
     if (j < n) {
-        const V a = V_ZLOAD(FN(lanes)(pool_min(VL, n - j)), x + j);
-        const V b = V_ZLOAD(FN(lanes)(pool_max(0, n - j - VL)), x + j + VL);
+        const V a = V_ZLOAD(FN(lanes)(nnl_min(VL, n - j)), x + j);
+        const V b = V_ZLOAD(FN(lanes)(nnl_max(0, n - j - VL)), x + j + VL);
         k |= V_CMP(a, b, _CMP_UNORD_Q);
     }
     return k != 0;
@@ -187,8 +187,8 @@ NNL_INLINE void FN(plane_reg_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs,
     __m512i idx[2][NNL_POOL_KREG];
     MASK km[2][NNL_POOL_KREG];
     FN(reg_tables)(p, kw, idx, km, NULL);
-    const MASK kin0 = FN(lanes)(pool_min(W, VL)), kin1 = FN(lanes)(pool_max(W - VL, 0));
-    const MASK kout[2] = {FN(lanes)(pool_min(ow, VL)), FN(lanes)(pool_max(ow - VL, 0))};
+    const MASK kin0 = FN(lanes)(nnl_min(W, VL)), kin1 = FN(lanes)(nnl_max(W - VL, 0));
+    const MASK kout[2] = {FN(lanes)(nnl_min(ow, VL)), FN(lanes)(nnl_max(ow - VL, 0))};
     const V ninf = V_SET1(-INFINITY);
     for (nnl_idx i = 0; i < oh; i++) {
         T *yr = y + i * yrs;
@@ -224,8 +224,8 @@ NNL_INLINE void FN(plane_reg2_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs
     FN(reg_tables)(p, kw, idx, km, par);
     MASK kin[4];
     for (nnl_idx q = 0; q < 4; q++)
-        kin[q] = FN(lanes)(pool_min(VL, pool_max(W - q * VL, 0)));
-    const MASK kout[2] = {FN(lanes)(pool_min(ow, VL)), FN(lanes)(pool_max(ow - VL, 0))};
+        kin[q] = FN(lanes)(nnl_min(VL, nnl_max(W - q * VL, 0)));
+    const MASK kout[2] = {FN(lanes)(nnl_min(ow, VL)), FN(lanes)(nnl_max(ow - VL, 0))};
     const V ninf = V_SET1(-INFINITY);
     for (nnl_idx i = 0; i < oh; i++) {
         T *yr = y + i * yrs;
@@ -381,7 +381,7 @@ NNL_INLINE nnl_idx FN(plane_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, 
                 const nnl_idx first = r0 + a0 * dh, last = r0 + (a1 - 1) * dh, na = a1 - a0;
                 /* the rows not tested yet: with 3 contiguous row taps (dh == 1) the new ones
                  * are the last 1 .. 3 taps, tested by the vertical pass; else here */
-                const nnl_idx fresh = last > checked ? last - pool_max(checked, first - 1) : 0;
+                const nnl_idx fresh = last > checked ? last - nnl_max(checked, first - 1) : 0;
                 const int inpass = !exact && na == 3 && dh == 1 && checked >= first - 1;
                 int nan = 0;
                 if (!exact && last > checked && !inpass) {
@@ -391,13 +391,13 @@ NNL_INLINE nnl_idx FN(plane_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, 
                         for (nnl_idx r = checked + 1; r <= last; r++)
                             nan |= FN(has_nan)(x + r * xrs, W);
                 }
-                checked = pool_max(checked, last);
+                checked = nnl_max(checked, last);
                 /* long rows (>= 8 cache lines): the rows the next output row reads first,
                  * into the cache meanwhile (measured on 112-wide float64 rows: the stream has
                  * too few loads in flight without; on shorter rows it costs more than it
                  * brings) */
                 if (W * (nnl_idx)sizeof(T) >= 512)
-                    for (nnl_idx q = last + 1; q <= pool_min(last + sh, H - 1); q++)
+                    for (nnl_idx q = last + 1; q <= nnl_min(last + sh, H - 1); q++)
                         for (nnl_idx c = 0; c < W; c += 64 / (nnl_idx)sizeof(T))
                             __builtin_prefetch(x + q * xrs + c);
                 /* 1. vertical: the row buffer gets the max over the in-image row taps */
@@ -419,7 +419,7 @@ NNL_INLINE nnl_idx FN(plane_k)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, 
                     FN(vcol_k)(v, r, dh * xrs, na, W, 0, 0, 0);
                 if (nan) {
                     /* finish the rows before with the plain max, let the caller go on */
-                    for (nnl_idx k = pool_max(i - 2, i0); k < i; k++) {
+                    for (nnl_idx k = nnl_max(i - 2, i0); k < i; k++) {
                         if (have[k % NNL_POOL_NROW])
                             FN(hrow_k)(p, buf + (k % NNL_POOL_NROW) * rl, y + k * yrs, kind, 0,
                                        NK);

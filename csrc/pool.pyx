@@ -15,7 +15,7 @@ from libc.stdint cimport int64_t
 
 from cython cimport floating
 
-from _common cimport imax, imin, in_range
+from _common cimport col_range, imax, imin, in_range
 
 
 cdef inline Py_ssize_t _first_in(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
@@ -30,10 +30,9 @@ cdef inline void _tap_cols(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw, Py_ssize_
                            Py_ssize_t W, Py_ssize_t OW, Py_ssize_t* off, Py_ssize_t* jlo,
                            Py_ssize_t* jhi) noexcept nogil:
     # tap column b of output column j sits at w = j*sw + off; [jlo, jhi) are the j with
-    # 0 <= w < W (the other taps of that column are padding)
+    # 0 <= w < W (the other taps of that column are padding); the overflow-safe col_range
     off[0] = b * dw - pw
-    jlo[0] = 0 if off[0] >= 0 else (-off[0] + sw - 1) // sw
-    jhi[0] = imin(OW, (W - 1 - off[0]) // sw + 1) if W - 1 - off[0] >= 0 else 0
+    col_range(off[0], W, sw, OW, jlo, jhi)
 
 
 cdef inline void _useful_taps(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d,

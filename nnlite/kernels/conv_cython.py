@@ -16,6 +16,7 @@ import numpy as np
 
 from .._algorithms import resolve
 from .._config import get_num_threads
+from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
 from . import _conv_gemm, conv_numpy, gemm_ops, register
 
@@ -30,9 +31,8 @@ except ImportError:  # pragma: no cover - depends on the build
     _convfast = None
 
 
-# Below this many column entries a call runs on one thread: waking an OpenMP team (passive
-# waiting, see nnlite/__init__.py) costs about 10 us, the copy of 2**17 floats about as long.
-_PARALLEL_MIN = 1 << 17
+# Below this many column entries a call runs on one thread (nnlite/_constants.py).
+_PARALLEL_MIN = IM2COL_PARALLEL_MIN
 
 
 def _threads(size):

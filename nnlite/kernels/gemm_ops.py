@@ -16,7 +16,10 @@ thread (waking a sleeping OpenMP worker costs more).
 
 Study switches: ``using_microkernel('generic' | 'avx2' | 'avx512')`` (thread-local) or the
 environment variable ``NNLITE_GEMM_ISA`` select the micro-kernel family; ``info()`` reports the
-family and its blocking.
+family and its blocking. The cache blocks (MC, KC, NC) are derived once per process from this
+CPU's cache sizes (``blocking()``; Linux sysfs, else cpuid, else defaults); the environment
+variable ``NNLITE_CACHE_SIZES="L1d,L2,L3"`` (e.g. ``"48K,2M,4M"``, L3 = one core's share)
+replaces the detected sizes.
 """
 import contextlib
 import numbers
@@ -33,7 +36,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _gemm = None
 
-__all__ = ["gemm", "gemm_batched", "pack", "PackedOperand", "using_microkernel", "info"]
+__all__ = ["gemm", "gemm_batched", "pack", "PackedOperand", "using_microkernel", "info",
+           "blocking"]
 
 _ACTS = {None: 0, "relu": 1, "relu6": 2}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -71,7 +75,23 @@ def info():
     name = _gemm.best_isa() if code < 0 else _gemm.isa_names()[code]
     return {"extension": True, "openmp": _gemm.openmp_enabled(), "microkernel": name,
             "available": _gemm.available_isas(),
-            "float32": _gemm.blocking(code, 4), "float64": _gemm.blocking(code, 8)}
+            "float32": _gemm.blocking(code, 4), "float64": _gemm.blocking(code, 8),
+            "caches": _gemm.cache_sizes()}
+
+
+def blocking(dtype=np.float32, isa=None):
+    """Register and cache blocking (dict mr, nr, mc, kc, nc) of the micro-kernel family ``isa``
+    (None: the one in use) for ``dtype``, plus the cache sizes it was derived from (``caches``:
+    l1d, l2, l3 bytes and their source)."""
+    if _gemm is None:
+        raise RuntimeError("the GEMM extension nnlite._gemm is not built")
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS:
+        raise TypeError(f"blocking: dtype must be float32 or float64, got {dt}")
+    code = _isa() if isa is None else _gemm.isa_code(isa)
+    out = _gemm.blocking(code, dt.itemsize)
+    out["caches"] = _gemm.cache_sizes()
+    return out
 
 
 # ------------------------------------------------------------------------- packed operands

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _poolgeom as geo
 from .._config import get_num_threads
+from .._constants import POOL_SERIAL_WORK
 from . import register
 
 try:
@@ -25,9 +26,8 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-# below this many inner-loop steps a call runs on one thread: waking a second OpenMP thread
-# costs microseconds idle and milliseconds on a loaded machine
-_SERIAL_WORK = 1 << 18
+# below this many inner-loop steps a call runs on one thread (nnlite/_constants.py)
+_SERIAL_WORK = POOL_SERIAL_WORK
 
 
 def _threads(planes, work):

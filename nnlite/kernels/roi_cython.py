@@ -6,6 +6,7 @@ x (N, C, H, W) and rois (K, 5) are made C-contiguous in x's dtype; outputs are a
 import numpy as np
 
 from .._config import get_num_threads
+from .._constants import POOL_SERIAL_WORK
 from . import register
 
 try:
@@ -18,8 +19,8 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-# below this many inner-loop steps a call runs on one thread (as in pool_cython)
-_SERIAL_WORK = 1 << 18
+# below this many inner-loop steps a call runs on one thread (nnlite/_constants.py)
+_SERIAL_WORK = POOL_SERIAL_WORK
 
 
 def _threads(items, work):

@@ -1,0 +1,166 @@
+/* nnlite native core: the helpers every C kernel shares, written once.
+ *
+ * All C sources under csrc/ (this directory, csrc/gemm_*.c, csrc/convfast_*.c, ...) are
+ * compiled ONCE into the static library nnlite_core (setup.py, build_clib) that every
+ * extension links; the .pyx modules cdef-extern the functions they call. Small helpers are
+ * `static inline` here (one definition, inlined where used); the rest live in csrc/core/.
+ */
+#ifndef NNLITE_CORE_H
+#define NNLITE_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nnl_tuning.h"
+
+typedef ptrdiff_t nnl_idx;
+
+/* Return codes of every nnl_* entry point. */
+#define NNL_OK 0
+#define NNL_ENOMEM 1
+#define NNL_EINVAL 2
+
+/* Fused activations of the epilogues. */
+#define NNL_ACT_NONE 0
+#define NNL_ACT_RELU 1
+#define NNL_ACT_RELU6 2
+
+/* Micro-kernel families; NNL_ISA_AUTO picks the best one the CPU supports. */
+#define NNL_ISA_AUTO (-1)
+#define NNL_ISA_GENERIC 0
+#define NNL_ISA_AVX2 1
+#define NNL_ISA_AVX512 2
+#define NNL_ISA_COUNT 3
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define NNL_X86_DISPATCH 1
+#else
+#define NNL_X86_DISPATCH 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NNL_RESTRICT __restrict__
+#define NNL_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define NNL_RESTRICT
+#define NNL_ALWAYS_INLINE inline
+#endif
+
+/* GCC turns short copy loops (packing rows, plane copies of 100-200 bytes) into one memcpy or
+ * memset call per row, whose call overhead dominates such short rows: functions marked with
+ * this keep their loops inline. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNL_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NNL_NO_MEMCPY_IDIOM
+#endif
+
+/* ------------------------------------------------------------------ integer helpers */
+
+static inline nnl_idx nnl_min(nnl_idx a, nnl_idx b)
+{
+    return a < b ? a : b;
+}
+
+static inline nnl_idx nnl_max(nnl_idx a, nnl_idx b)
+{
+    return a > b ? a : b;
+}
+
+static inline nnl_idx nnl_clamp(nnl_idx v, nnl_idx lo, nnl_idx hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* ceil(a / b) for a >= 0, b > 0 */
+static inline nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
+{
+    return (a + b - 1) / b;
+}
+
+/* smallest t >= 0 with t*s >= v (v may be negative; s > 0); cannot overflow for any s */
+static inline nnl_idx nnl_ceil_pos(nnl_idx v, nnl_idx s)
+{
+    return v <= 0 ? 0 : (v - 1) / s + 1;
+}
+
+/* n elements of elsize bytes rounded up to whole 64-byte lines (in elements) */
+static inline size_t nnl_round64(size_t n, size_t elsize)
+{
+    const size_t per_line = 64 / elsize;
+    return (n + per_line - 1) / per_line * per_line;
+}
+
+/* [lo, hi) = the output columns j < ow whose source column j*sw + off lies in [0, w)
+ * (sw >= 1). Written without j*sw products or off + w sums of untrusted sizes, so it cannot
+ * overflow; the same rule as col_range in csrc/_common.pxd for the Cython kernels. */
+static inline void nnl_col_range(nnl_idx off, nnl_idx w, nnl_idx sw, nnl_idx ow, nnl_idx *lo,
+                                 nnl_idx *hi)
+{
+    nnl_idx a = nnl_ceil_pos(-off, sw);
+    nnl_idx b = w - off > 0 ? nnl_ceil_pos(w - off, sw) : 0;
+    a = nnl_min(a, ow);
+    *lo = a;
+    *hi = nnl_max(a, nnl_min(b, ow));
+}
+
+/* --------------------------------------------------------------- scalar epilogue */
+
+/* act(v) for NNL_ACT_*: ReLU max(0, v), ReLU6 min(max(0, v), 6); NaN stays NaN (the compare
+ * is false for NaN), as torch.relu / F.relu6. The SIMD epilogues follow the same rule. */
+static inline float nnl_act_s(float v, int act)
+{
+    if (act != NNL_ACT_NONE) {
+        v = (0.0f > v) ? 0.0f : v;
+        if (act == NNL_ACT_RELU6)
+            v = (v > 6.0f) ? 6.0f : v;
+    }
+    return v;
+}
+
+static inline double nnl_act_d(double v, int act)
+{
+    if (act != NNL_ACT_NONE) {
+        v = (0.0 > v) ? 0.0 : v;
+        if (act == NNL_ACT_RELU6)
+            v = (v > 6.0) ? 6.0 : v;
+    }
+    return v;
+}
+
+/* The one for v's type (templates written over T use this). */
+#define NNL_ACT(v, act) _Generic((v), float: nnl_act_s, double: nnl_act_d)((v), (act))
+
+/* ------------------------------------------------------------ memory (nnl_alloc.c) */
+
+/* malloc aligned to a 64-byte cache line; NULL when out of memory. Free with nnl_free64. */
+void *nnl_alloc64(size_t bytes);
+void nnl_free64(void *p);
+
+/* ------------------------------------------------------------- ISA (nnl_isa.c) */
+
+/* 1 when the micro-kernel family was compiled in and this CPU (and OS) can run it. */
+int nnl_isa_available(int isa);
+/* The family NNL_ISA_AUTO resolves to. */
+int nnl_best_isa(void);
+/* "generic", "avx2", "avx512" (or "unknown"). */
+const char *nnl_isa_name(int isa);
+/* 1 when the CPU runs AVX (x86 only). */
+int nnl_cpu_has_avx(void);
+
+/* ------------------------------------------------------------ caches (nnl_cache.c) */
+
+typedef struct {
+    long l1d, l2, l3;      /* bytes: L1 data, L2, this core's share of the L3 */
+    const char *source;    /* "env", "sysfs", "cpuid" or "default" */
+} nnl_cache_info;
+
+/* The sizes in use, detected once per process (see nnl_cache.c). */
+const nnl_cache_info *nnl_cache_sizes(void);
+
+/* GEMM cache blocking of a MR x NR micro-kernel for elsize-byte elements from the cache sizes
+ * (bytes): a pure function, see nnl_cache.c for the rules. */
+void nnl_blocking_rule(long l1d, long l2, long l3, int mr, int nr, int elsize, int *mc,
+                       int *kc, int *nc);
+
+#endif

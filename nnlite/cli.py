@@ -68,6 +68,14 @@ def info_lines():
         ("CPU", f"{cpu_name()}, {os.cpu_count()} logical cores"),
         ("SIMD", ", ".join(cpu_features()) or "none detected"),
     ]
+    if built:
+        from .kernels import gemm_ops
+
+        b = gemm_ops.blocking()
+        c = b["caches"]
+        lines.append(("GEMM", f"{b['mr']}x{b['nr']} register tile, MC {b['mc']} KC {b['kc']} "
+                              f"NC {b['nc']} (float32), from caches L1d {c['l1d'] >> 10}K "
+                              f"L2 {c['l2'] >> 10}K L3/core {c['l3'] >> 10}K ({c['source']})"))
     try:
         from . import onnx as _onnx  # optional, grows with the ONNX importer
 

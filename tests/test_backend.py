@@ -81,3 +81,8 @@ def test_cli_info_reports_backend_threads_blas_and_simd():
     for label in ("backend", "OpenMP", "threads", "BLAS", "SIMD", "nnlite"):
         assert label in r.stdout
     assert nnlite.backend() in r.stdout
+    if nnlite._config.cython_built():
+        from nnlite.kernels import gemm_ops
+
+        b = gemm_ops.blocking()
+        assert f"MC {b['mc']} KC {b['kc']} NC {b['nc']}" in " ".join(r.stdout.split())

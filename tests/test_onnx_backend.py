@@ -71,3 +71,27 @@ def test_every_exclusion_pattern_is_used_and_has_a_reason():
     for pattern, reason in cases.EXCLUDED.items():
         assert reason and len(reason) > 20, pattern
         assert any(re.fullmatch(pattern, n) for n in SELECTED), f"unused exclusion {pattern}"
+
+
+def test_selected_node_cases_through_optimize_for_inference():
+    """The same cases run through ``optimize_for_inference`` (a plan per input signature; every
+    op inside the plan, fused where the planner fuses) must match the expected outputs too."""
+    from onnx.backend.test.runner import Runner
+
+    def tensor(item):
+        if isinstance(item, onnx.TensorProto):
+            return onnx.numpy_helper.to_array(item)
+        return item
+
+    failures = []
+    for c in _NODE_CASES:
+        if c.name not in SELECTED or c.name in EXCLUDED:
+            continue
+        try:
+            rep = nnlite_backend.prepare(c.model, optimized=True)
+            for inputs, ref in c.data_sets:
+                out = rep.run([tensor(i) for i in inputs])
+                Runner.assert_similar_outputs([tensor(r) for r in ref], out, c.rtol, c.atol)
+        except Exception as exc:  # noqa: BLE001 - collected and reported together
+            failures.append(f"{c.name}: {type(exc).__name__}: {str(exc)[:200]}")
+    assert not failures, f"{len(failures)} cases fail optimized:\n" + "\n".join(failures)

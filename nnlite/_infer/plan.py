@@ -29,7 +29,7 @@ from .._config import get_num_threads, thread_budget
 from ..autograd import no_grad
 from ..onnx.ops import OPS, run_node
 from ..tensor import Tensor
-from .kernels import ConvKernel, SharedColumns, make_kernel, split_conv
+from .kernels import ConvKernel, FallbackKernel, SharedColumns, make_kernel, split_conv
 from .passes import simplify
 from .trace import GENERIC
 
@@ -48,6 +48,12 @@ def _generic(node, args, opset):
 
 
 OPS.setdefault(GENERIC, _generic)
+
+
+# ops whose outputs depend only on their input's shape (folded at compile time, as every value
+# computed from constants and shapes is: Shape -> Gather -> Concat -> Reshape chains vanish)
+_SHAPE_ONLY = ("Shape", "Size")
+_SHAPE_ONLY_OUTPUTS = {("Dropout", 1)}   # the inference-mode mask (all true)
 
 
 def dry_run(graph, arrays, constants):
@@ -71,12 +77,12 @@ def dry_run(graph, arrays, constants):
                 outs = run_node(node, args, graph.opset)
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise type(exc)(f"{node.label()}: {exc}") from exc
-            is_static = node.op == "Shape" or all(not v or v in static for v in node.inputs)
-            for name, val in zip(node.outputs, outs):
+            is_static = node.op in _SHAPE_ONLY or all(not v or v in static for v in node.inputs)
+            for k, (name, val) in enumerate(zip(node.outputs, outs)):
                 if not name:
                     continue
                 metas[name] = (tuple(val.shape), val.dtype)
-                if is_static and node.op != GENERIC:
+                if (is_static or (node.op, k) in _SHAPE_ONLY_OUTPUTS) and node.op != GENERIC:
                     static[name] = np.asarray(val.data)
                 elif last.get(name, -1) > i:
                     env[name] = val
@@ -138,7 +144,8 @@ class Plan:
                 for step in st.chain[v]:
                     if step[0] == "reshape":
                         b = a.reshape(step[1])
-                        assert np.shares_memory(a, b), "alias reshape must be a view"
+                        assert not b.size or np.shares_memory(a, b), \
+                            "alias reshape must be a view"
                         a = b
                     else:
                         _, axis, start, stop = step
@@ -513,6 +520,17 @@ def _assign_slots(nodes, st, inputs, outputs, skip, groups=()):
     return slots, slot_of
 
 
+def _kernel(n, metas, consts, used, opset):
+    """The step kernel of node ``n``: the array kernels where they apply; the Tensor executor
+    (``FallbackKernel``) for what they do not cover (integer pools, MaxPool's Indices output)."""
+    in_metas = [metas[v] if v else None for v in n.inputs]
+    if n.op in ("MaxPool", "AveragePool") and (
+            np.dtype(in_metas[0][1]).kind != "f"
+            or any(o in used for o in n.outputs[1:] if o)):
+        return FallbackKernel(n, opset)
+    return make_kernel(n, in_metas, [consts.get(v) if v else None for v in n.inputs], opset)
+
+
 def compile_plan(graph, arrays, constants, folded, check=True):
     """The Plan of ``graph`` for the shapes/dtypes of ``arrays`` (checked against a plain run)."""
     metas, static, ref = dry_run(graph, arrays, constants)
@@ -535,8 +553,7 @@ def compile_plan(graph, arrays, constants, folded, check=True):
                 continue  # every producer wrote its own slice
             n = type(n)(n.op, n.inputs, n.outputs, dict(n.attrs, copy_mask=masks[id(n)]),
                         n.name)
-        kernel = make_kernel(n, [metas[v] if v else None for v in n.inputs],
-                             [consts.get(v) if v else None for v in n.inputs], graph.opset)
+        kernel = _kernel(n, metas, consts, used, graph.opset)
         scratch = max(scratch, kernel.scratch_bytes)
         steps.append((n, kernel, [bool(o) and o in used for o in n.outputs]))
     plan_groups = []

@@ -301,3 +301,28 @@ def test_reductions_attr_and_input_axes(op, opset):
             node = oh.make_node(op, ["x"], ["y"], axes=axes, keepdims=keep)
             model = _build([node], [("x", x)], opset=opset)
         _check(model, [("x", x)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("c_shape,folds", [((4, 1, 1), True), ((1, 4, 1, 1), True),
+                                           ((1,), True), ((4,), False), ((1, 1, 4), False)])
+def test_batchnorm_scale_layer_folds_only_when_per_channel(c_shape, folds):
+    """Caffe2-style BatchNormalization -> Mul(c) -> Add(d) -> Relu after a Conv: with c, d one
+    value per channel the plan is a single fused conv; c broadcasting along another axis (shape
+    (4,) meets W = 4) must not fold. Values vs ONNX Runtime either way."""
+    x = RNG.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    inits = {"w": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+             "s": RNG.uniform(0.5, 1.5, 4).astype(np.float32),
+             "b": RNG.standard_normal(4).astype(np.float32),
+             "m": RNG.standard_normal(4).astype(np.float32),
+             "v": RNG.uniform(0.5, 1.5, 4).astype(np.float32),
+             "c": RNG.uniform(0.5, 2.0, c_shape).astype(np.float32),
+             "d": RNG.standard_normal((1, 4, 1, 1)).astype(np.float32)}
+    nodes = [oh.make_node("Conv", ["x", "w"], ["h"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             oh.make_node("BatchNormalization", ["h", "s", "b", "m", "v"], ["bn"]),
+             oh.make_node("Mul", ["bn", "c"], ["sc"]), oh.make_node("Add", ["d", "sc"], ["sh"]),
+             oh.make_node("Relu", ["sh"], ["y"])]
+    model = _build(nodes, [("x", x)], inits, opset=13)
+    _check(model, [("x", x)], rtol=1e-4, atol=1e-5)
+    fast = nnlite.optimize_for_inference(nxo.load(model.SerializeToString()))
+    text = fast.describe(x)
+    assert text.startswith("1 steps (Conv+relu") == folds, text

@@ -531,11 +531,82 @@ def _kernel(n, metas, consts, used, opset):
     return make_kernel(n, in_metas, [consts.get(v) if v else None for v in n.inputs], opset)
 
 
+def _per_channel(c, rank, channels):
+    """``c`` as a (channels,) vector when it broadcasts one value per axis-1 channel of a
+    rank-``rank`` tensor (or one value overall), else None."""
+    c = np.asarray(c)
+    if c.dtype.kind != "f" or c.ndim > rank or rank < 2:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+
+
+def _canonical(nodes, outputs, consts, metas):
+    """Plan-time rewrites that need shapes: a two-input ``Sum`` is an ``Add`` (so residual
+    fusion sees it); ``BatchNormalization -> Mul(c) -> Add(d)`` with per-channel constants
+    (Caffe2-style exports spell a scale layer so) is one BatchNormalization with scale s*c and
+    bias b*c + d (float64, then cast)."""
+    nodes = [type(n)("Add", n.inputs, n.outputs, {}, n.name)
+             if n.op == "Sum" and len(n.inputs) == 2 and all(n.inputs) else n for n in nodes]
+    readers = {}
+    for n in nodes:
+        for v in n.inputs:
+            if v:
+                readers.setdefault(v, []).append(n)
+    drop, out = set(), []
+    for n in nodes:
+        if id(n) in drop:
+            continue
+        if (n.op == "BatchNormalization" and len(n.inputs) == 5
+                and all(v in consts for v in n.inputs[1:])
+                and not any(o in readers or o in outputs for o in n.outputs[1:] if o)
+                and not n.attrs.get("training_mode") and np.ndim(consts[n.inputs[1]]) == 1):
+            rank = len(metas[n.inputs[0]][0])
+            chans = np.shape(consts[n.inputs[1]])[0]
+            scale = np.asarray(consts[n.inputs[1]], np.float64)
+            bias = np.asarray(consts[n.inputs[2]], np.float64)
+            last, changed = n.outputs[0], False
+            for op in ("Mul", "Add"):
+                users = readers.get(last, ())
+                if len(users) != 1 or users[0].op != op or last in outputs or \
+                        len(users[0].inputs) != 2:
+                    break
+                u = users[0]
+                other = u.inputs[1] if u.inputs[0] == last else u.inputs[0]
+                c = _per_channel(consts[other], rank, chans) if other in consts else None
+                if c is None or metas[u.outputs[0]] != metas[last]:
+                    break
+                if op == "Mul":
+                    scale, bias = scale * c, bias * c
+                else:
+                    bias = bias + c
+                drop.add(id(u))
+                last, changed = u.outputs[0], True
+            if changed:
+                dt = np.asarray(consts[n.inputs[1]]).dtype
+                names = []
+                for tag, arr in (("scale", scale), ("bias", bias)):
+                    name, k = f"{last}:{tag}", 1
+                    while name in consts or name in metas:
+                        k += 1
+                        name = f"{last}:{tag}{k}"
+                    consts[name] = arr.astype(dt)
+                    metas[name] = ((chans,), dt)
+                    names.append(name)
+                n = type(n)(n.op, (n.inputs[0], names[0], names[1]) + tuple(n.inputs[3:]),
+                            (last,), n.attrs, n.name)
+        out.append(n)
+    return out
+
+
 def compile_plan(graph, arrays, constants, folded, check=True):
     """The Plan of ``graph`` for the shapes/dtypes of ``arrays`` (checked against a plain run)."""
     metas, static, ref = dry_run(graph, arrays, constants)
     consts = dict(static)
-    nodes, outputs = simplify(list(graph.nodes), list(graph.outputs), consts, metas,
+    nodes = _canonical(list(graph.nodes), set(graph.outputs), consts, metas)
+    nodes, outputs = simplify(nodes, list(graph.outputs), consts, metas,
                               graph.opset, folded)
     for k, v in consts.items():
         metas.setdefault(k, (tuple(np.shape(v)), np.asarray(v).dtype))

@@ -192,3 +192,37 @@ def test_hostile_shape_ops_fail_before_allocating(case, memory_cap):  # noqa: F8
         mod(x)
     with pytest.raises(ValueError, match=op):
         nnlite.optimize_for_inference(mod)(x)
+
+
+BROADCAST_BOMBS = {
+    "Add": [oh.make_node("Range", ["z", "n", "one"], ["r"]),
+            oh.make_node("Unsqueeze", ["r", "ax1"], ["col"]),
+            oh.make_node("Unsqueeze", ["r", "ax0"], ["row"]),
+            oh.make_node("Add", ["col", "row"], ["big"]),
+            oh.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+            oh.make_node("Add", ["x", "s"], ["y"])],
+    "ConvTranspose": [oh.make_node("ConvTranspose", ["x4", "w"], ["y"], kernel_shape=[1, 1],
+                                   output_shape=[2 ** 21, 2 ** 21])],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROADCAST_BOMBS))
+def test_broadcast_and_output_shape_bombs(case, memory_cap):  # noqa: F811
+    """Moderate inputs whose broadcast (2^20 x 2^20) or requested output shape would need
+    terabytes: a ValueError naming the op, before any allocation."""
+    inits = {"z": np.array(0.0, np.float32), "n": np.array(2.0 ** 20, np.float32),
+             "one": np.array(1.0, np.float32), "ax0": np.array([0], np.int64),
+             "ax1": np.array([1], np.int64), "w": np.ones((1, 1, 1, 1), np.float32)}
+    nodes = BROADCAST_BOMBS[case]
+    if case == "ConvTranspose":
+        x = oh.make_tensor_value_info("x4", TP.FLOAT, [1, 1, 2, 2])
+        g = oh.make_graph(nodes, "g", [x], [oh.make_tensor_value_info("y", TP.FLOAT, None)],
+                          [onh.from_array(inits["w"], "w")])
+        model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
+        arr = np.ones((1, 1, 2, 2), np.float32)
+    else:
+        model = _shape_model(nodes, inits)
+        arr = np.ones((2, 3), np.float32)
+    mod = nxo.load(model.SerializeToString())
+    with pytest.raises(ValueError, match=case):
+        mod(arr)

@@ -160,6 +160,8 @@ def parse_model(onnx, model, source="<model>"):
         except Exception as exc:  # noqa: BLE001 - corrupt attribute tensors
             problems.append(f"node {name!r}: an attribute cannot be read: {exc}")
             continue
+        if n.op_type == "Concat" and "axis" not in attrs and opset < 4:
+            attrs["axis"] = 1  # Concat-1's default
         node = Node(n.op_type, tuple(n.input), tuple(n.output), attrs, name)
         if n.op_type == "Constant" and not check_node(node, opset, constants):
             constants[n.output[0]] = _constant_value(node)

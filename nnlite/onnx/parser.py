@@ -54,11 +54,14 @@ def _has_external_data(model):
     return any(t.data_location == 1 for t in model.graph.initializer)
 
 
-def _opset(model, source):
+def _opset(model, source, newest=None):
     versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     if not versions:
         raise OnnxImportError(f"{source}: the model declares no default-domain opset")
     opset = max(versions)
+    if newest is not None and opset > newest:
+        raise OnnxImportError(f"{source}: opset {opset} is newer than the newest the installed "
+                              f"onnx package knows ({newest}); upgrade onnx")
     if opset < MIN_OPSET:
         raise OnnxImportError(f"{source}: opset {opset} is older than the oldest supported "
                               f"({MIN_OPSET}); re-export with a newer opset")
@@ -136,7 +139,11 @@ def parse_model(onnx, model, source="<model>"):
     """Build the ``Graph`` of ``model``; raises ``OnnxImportError`` listing every problem."""
     from onnx import numpy_helper
 
-    opset = _opset(model, source)
+    try:
+        newest = int(onnx.defs.onnx_opset_version())
+    except Exception:  # noqa: BLE001 - an onnx without defs: no upper bound
+        newest = None
+    opset = _opset(model, source, newest)
     g = model.graph
     problems = []
     constants = {}

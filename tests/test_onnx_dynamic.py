@@ -226,3 +226,86 @@ def test_broadcast_and_output_shape_bombs(case, memory_cap):  # noqa: F811
     mod = nxo.load(model.SerializeToString())
     with pytest.raises(ValueError, match=case):
         mod(arr)
+
+
+_BAD = {
+    "Resize negative sizes": ([oh.make_node("Resize", ["x", "", "", "s"], ["y"])],
+                              {"s": np.array([2, -3], np.int64)}),
+    "Resize zero scale": ([oh.make_node("Resize", ["x", "", "s"], ["y"])],
+                          {"s": np.array([1, 0], np.float32)}),
+    "Resize both": ([oh.make_node("Resize", ["x", "", "s", "z"], ["y"])],
+                    {"s": np.array([1, 2], np.float32), "z": np.array([2, 6], np.int64)}),
+    "Resize wrong count": ([oh.make_node("Resize", ["x", "", "s"], ["y"])],
+                           {"s": np.array([1, 2, 3], np.float32)}),
+    "Split sizes": ([oh.make_node("Split", ["x", "s"], ["y", "z"], axis=1)],
+                    {"s": np.array([2, 2], np.int64)}),
+    "Split uneven": ([oh.make_node("Split", ["x"], ["y", "z"], axis=1)], {}),
+    "Slice zero step": ([oh.make_node("Slice", ["x", "a", "b", "c", "d"], ["y"])],
+                        {"a": np.array([0], np.int64), "b": np.array([2], np.int64),
+                         "c": np.array([1], np.int64), "d": np.array([0], np.int64)}),
+    "Slice axis": ([oh.make_node("Slice", ["x", "a", "b", "c"], ["y"])],
+                   {"a": np.array([0], np.int64), "b": np.array([2], np.int64),
+                    "c": np.array([5], np.int64)}),
+    "TopK k": ([oh.make_node("TopK", ["x", "k"], ["y", "i"])], {"k": np.array([9], np.int64)}),
+    "Gather range": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=1)],
+                     {"i": np.array([3], np.int64)}),
+    "GatherElements range": ([oh.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
+                             {"i": np.array([[0, 7, 1]] * 2, np.int64)}),
+    "GatherElements shape": ([oh.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
+                             {"i": np.zeros((3, 3, 3), np.int64)}),
+    "Tile negative": ([oh.make_node("Tile", ["x", "r"], ["y"])],
+                      {"r": np.array([-1, 2], np.int64)}),
+    "Tile rank": ([oh.make_node("Tile", ["x", "r"], ["y"])], {"r": np.array([2], np.int64)}),
+    "Range zero delta": ([oh.make_node("Range", ["a", "a", "a"], ["r"]),
+                          oh.make_node("Add", ["x", "r"], ["y"])],
+                         {"a": np.array(0.0, np.float32)}),
+    "Expand incompatible": ([oh.make_node("Expand", ["x", "s"], ["y"])],
+                            {"s": np.array([4, 3], np.int64)}),
+    "Reshape float target": ([oh.make_node("Reshape", ["x", "s"], ["y"])],
+                             {"s": np.array([6.0], np.float32)}),
+    "Squeeze non-1": ([oh.make_node("Squeeze", ["x", "a"], ["y"])],
+                      {"a": np.array([0], np.int64)}),
+    "Unsqueeze axis": ([oh.make_node("Unsqueeze", ["x", "a"], ["y"])],
+                       {"a": np.array([7], np.int64)}),
+    "Transpose perm": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 0])], {}),
+    "Concat rank": ([oh.make_node("Concat", ["x", "c"], ["y"], axis=0)],
+                    {"c": np.zeros((2, 3, 1), np.float32)}),
+    "Pad length": ([oh.make_node("Pad", ["x", "p"], ["y"])], {"p": np.array([1, 1], np.int64)}),
+    "Pad reflect too far": ([oh.make_node("Pad", ["x", "p"], ["y"], mode="reflect")],
+                            {"p": np.array([0, 9, 0, 9], np.int64)}),
+    "DepthToSpace": ([oh.make_node("DepthToSpace", ["x"], ["y"], blocksize=2)], {}),
+    "LRN rank": ([oh.make_node("LRN", ["x"], ["y"], size=3)], {}),
+    "MatMul shapes": ([oh.make_node("MatMul", ["x", "m"], ["y"])],
+                      {"m": np.zeros((2, 5), np.float32)}),
+    "Where shapes": ([oh.make_node("Where", ["c", "x", "x"], ["y"])],
+                     {"c": np.ones((4,), bool)}),
+    "Cast float16": ([oh.make_node("Cast", ["x"], ["y"], to=10)], {}),
+    "ConstantOfShape float": ([oh.make_node("ConstantOfShape", ["s"], ["y"])],
+                              {"s": np.array([2.0], np.float32)}),
+    "GroupNorm groups": ([oh.make_node("GroupNormalization", ["x", "g", "g"], ["y"],
+                                       num_groups=2)], {"g": np.ones(2, np.float32)}),
+    "MaxPool 3-D kernel": ([oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2, 2])], {}),
+    "Conv 3-D weight": ([oh.make_node("Conv", ["x", "w"], ["y"])],
+                        {"w": np.ones((1, 1, 1, 1, 1), np.float32)}),
+    "Conv 1-D on 2-D input": ([oh.make_node("Conv", ["x", "w"], ["y"])],
+                              {"w": np.ones((1, 2, 1), np.float32)}),
+    "ArgMax axis": ([oh.make_node("ArgMax", ["x"], ["y"], axis=4)], {}),
+    "Softmax axis": ([oh.make_node("Softmax", ["x"], ["y"], axis=-3)], {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD))
+def test_bad_attributes_and_inputs_raise_clear_errors(case):
+    """Every malformed node gives an OnnxImportError at load or a ValueError/TypeError naming
+    the node at run time (plain and optimized) -- never another exception type or a crash."""
+    nodes, inits = _BAD[case]
+    model = _shape_model(nodes, inits)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    try:
+        mod = nxo.load(model.SerializeToString())
+    except nxo.OnnxImportError as exc:
+        assert str(exc)
+        return
+    for runner in (mod, nnlite.optimize_for_inference(mod)):
+        with pytest.raises((ValueError, TypeError)):
+            runner(x)

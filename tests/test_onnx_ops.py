@@ -362,3 +362,17 @@ def test_imported_graph_of_new_float_ops_is_differentiable():
     mod = nxo.load(model.SerializeToString())
     np.testing.assert_allclose(mod(x).data, ref, rtol=1e-7, atol=1e-9)
     check_grad(lambda t: mod(t), [x], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("slope_shape", [(1,), (3, 1, 1), (1, 3, 1, 1), (5,), (4, 5),
+                                         (2, 3, 4, 5)])
+def test_prelu_slope_broadcasting(slope_shape):
+    """ONNX broadcasts PRelu's slope from the right: (5,) is along W, (3, 1, 1) per channel."""
+    x = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    slope = RNG.uniform(0.05, 0.5, slope_shape).astype(np.float32)
+    node = oh.make_node("PRelu", ["x", "s"], ["y"])
+    _check(_build([node], [("x", x)], {"s": slope}, opset=16), [("x", x)], rtol=1e-6)
+    if slope_shape == (5,):   # (3,) would align with W = 5: not broadcastable (ORT agrees)
+        bad = _build([node], [("x", x)], {"s": slope[:3]}, opset=16)
+        with pytest.raises(ValueError):
+            nxo.load(bad.SerializeToString())(x)

@@ -103,7 +103,9 @@ OPS["HardSwish"] = _unary(lambda x, a: F.hardswish(x))
 OPS["Softsign"] = _unary(lambda x, a: F.softsign(x))
 OPS["Softplus"] = _unary(lambda x, a: F.softplus(x))
 OPS["Mish"] = _unary(lambda x, a: F.mish(x))
-OPS["Erf"] = _unary(lambda x, a: F.erf(x) if _is_float(x) else x)
+OPS["Erf"] = _unary(lambda x, a: F.erf(x) if _is_float(x) else
+                   Tensor(np.rint(F.erf(Tensor(_arr(x).astype(np.float64))).data)
+                          .astype(x.dtype)))
 OPS["Gelu"] = _unary(lambda x, a: F.gelu(x, approximate=a.get("approximate", "none")))
 
 _SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
@@ -139,9 +141,10 @@ def thresholded_relu(node, args, opset):
 def prelu(node, args, opset):
     x, slope = args
     s = _arr(slope)
-    if x.ndim >= 2 and s.size in (1, x.shape[1]) and (
-            s.ndim <= 1 or s.shape == (x.shape[1],) + (1,) * (s.ndim - 1)) and s.ndim < x.ndim:
-        return [F.prelu(x, slope.reshape(-1) if s.ndim != 1 else slope)]
+    if x.ndim >= 2 and s.ndim <= x.ndim:
+        shape = (1,) * (x.ndim - s.ndim) + s.shape   # ONNX broadcasts slope from the right
+        if all(d == 1 for i, d in enumerate(shape) if i != 1) and shape[1] in (1, x.shape[1]):
+            return [F.prelu(x, slope.reshape(-1))]  # one slope per channel (or one overall)
     r = F.relu(x)
     return [r + slope * (x - r)]  # where(x > 0, x, slope * x) with slope broadcast
 
@@ -697,8 +700,8 @@ def lp_normalization(node, args, opset):
 
 # ------------------------------------------------------------------------------ dense
 def _coerce_2d(x, axis):
-    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
-    return lead
+    """Rows of the (rows, -1) matrix an opset < 13 Softmax-family op works on."""
+    return int(np.prod(x.shape[:axis], dtype=np.int64))
 
 
 @_op("LogSoftmax")

@@ -376,3 +376,24 @@ def test_prelu_slope_broadcasting(slope_shape):
         bad = _build([node], [("x", x)], {"s": slope[:3]}, opset=16)
         with pytest.raises(ValueError):
             nxo.load(bad.SerializeToString())(x)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ctm", ["half_pixel", "output_half_pixel"])
+@pytest.mark.parametrize("ratio", [0, 2])
+def test_roi_align_modes(mode, ctm, ratio):
+    """Boxes partly outside the image, two batch entries, non-unit spatial scale."""
+    x = RNG.standard_normal((2, 3, 10, 9)).astype(np.float32)
+    rois = np.array([[0.5, 1.2, 6.3, 8.1], [2, 0, 8.9, 4.4], [-1, -2, 3, 3]], np.float32)
+    node = oh.make_node("RoiAlign", ["x", "r", "b"], ["y"], mode=mode, output_height=3,
+                        output_width=4, sampling_ratio=ratio, spatial_scale=0.8,
+                        coordinate_transformation_mode=ctm)
+    model = _build([node], [("x", x)], {"r": rois, "b": np.array([0, 1, 1], np.int64)}, 16)
+    _check(model, [("x", x)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_global_lp_pool(p):
+    x = RNG.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    _check(_build([oh.make_node("GlobalLpPool", ["x"], ["y"], p=p)], [("x", x)], opset=16),
+           [("x", x)], rtol=1e-5)

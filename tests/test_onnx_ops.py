@@ -82,7 +82,8 @@ def _resize_case(x, mode, ctm, by, target, **attrs):
 @pytest.mark.parametrize("ctm,nearest", list(itertools.product(_CTM, _NEAREST)))
 def test_resize_nearest_every_mode(ctm, nearest):
     x = RNG.standard_normal((1, 2, 4, 8)).astype(np.float32)
-    # binary-exact scales with integral scale x length: float32 and float64 coordinate arithmetic agree on every tie
+    # binary-exact scales, integral scale x length: float32 and float64 coordinate arithmetic
+    # agree on every tie
     for by, target in (("scales", [1, 1, 1.75, 0.625]), ("sizes", [1, 2, 9, 3]),
                        ("scales", [1, 1, 3.0, 2.0])):
         if ctm == "tf_half_pixel_for_nn" and by == "sizes":

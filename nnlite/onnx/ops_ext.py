@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..tensor import Tensor, cat
+from ..tensor import Tensor
 from . import resize as R
 from .ops import OPS, _arr, _axis, _ints
 from .spec import onnx_dtype

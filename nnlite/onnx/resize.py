@@ -12,6 +12,7 @@ Where ONNX coincides with PyTorch's ``F.interpolate`` (a 4-D input resized on H 
 or cubic with half_pixel (scales given) or align_corners coordinates and torch's edge handling, no
 antialias; nearest with asymmetric coordinates and floor), the importer calls
 ``F.interpolate`` instead (``torch_equivalent``), so the two share one implementation.
+``resize_reference.py`` is the naive per-element loop version of the same definition.
 """
 import math
 
@@ -144,7 +145,7 @@ def axis_taps(x, n_in, scale, mode, nearest_mode="round_prefer_floor", cubic_a=-
     return np.clip(j, 0, n_in - 1).astype(np.int64), w
 
 
-def _resize_axis(data, axis, n_out, x, idx, w, extrapolate, value):
+def _resize_axis(data, axis, n_out, idx, w, extrapolate, value):
     """Apply one axis: out[..., i, ...] = sum_t w[i, t] * data[..., idx[i, t], ...]."""
     moved = np.moveaxis(data, axis, -1)
     if w.shape[1] == 1 and np.all(w == 1.0):
@@ -205,7 +206,7 @@ def resize(x, scales=None, sizes=None, axes=None, roi=None, mode="nearest",
         idx, w = axis_taps(xs, n_in, s, mode, nearest_mode, cubic_coeff_a, antialias,
                            exclude_outside)
         extrapolate = ((xs < 0) | (xs > n_in - 1)) if crop else None
-        out = _resize_axis(out, a, n_out, xs, idx, w, extrapolate, float(extrapolation_value))
+        out = _resize_axis(out, a, n_out, idx, w, extrapolate, float(extrapolation_value))
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         out = np.clip(np.rint(out), info.min, info.max)

@@ -309,3 +309,41 @@ def test_bad_attributes_and_inputs_raise_clear_errors(case):
     for runner in (mod, nnlite.optimize_for_inference(mod)):
         with pytest.raises((ValueError, TypeError)):
             runner(x)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_split_conv_read_later_in_its_own_branch(threads):
+    """Regression: the planner balances an Inception-style branch group by splitting its
+    heaviest conv across the two lanes; when a later step of the same branch reads that conv's
+    output, splitting it let that step read channels the other lane had not written yet (with
+    one thread: never in this call -- stale values of the previous call). Such convs are not
+    split now. Fresh inputs each call, compared with the plain module."""
+    n = oh.make_node
+    inits = {"wa": _w(64, 16, 1, 1), "wb": _w(96, 64, 3, 3), "wc": _w(16, 96, 1, 1),
+             "wd": _w(8, 16, 1, 1)}
+    nodes = [n("Conv", ["x", "wa"], ["a"], kernel_shape=[1, 1]), n("Relu", ["a"], ["ar"]),
+             n("Conv", ["ar", "wb"], ["b"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             n("Relu", ["b"], ["br"]),
+             n("Conv", ["br", "wc"], ["c"], kernel_shape=[1, 1]), n("Relu", ["c"], ["cr"]),
+             n("Conv", ["x", "wd"], ["d"], kernel_shape=[1, 1]), n("Relu", ["d"], ["dr"]),
+             n("Concat", ["cr", "dr"], ["y"], axis=1)]
+    mod = nxo.load(_model(nodes, inits, [1, 16, 14, 14], 13).SerializeToString())
+    with nnlite.num_threads(threads) if hasattr(nnlite, "num_threads") else _threads(threads):
+        fast = nnlite.optimize_for_inference(mod)
+        for seed in range(3):
+            x = np.random.default_rng(seed).standard_normal((1, 16, 14, 14)).astype(np.float32)
+            ref = mod(x).data
+            got = fast(x).data
+            assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+class _threads:
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = nnlite.get_num_threads()
+        nnlite.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        nnlite.set_num_threads(self.old)

@@ -419,8 +419,17 @@ def _balance(first, last, lanes, steps, metas, consts, st):
     if load[1] > load[0]:
         lanes, load = lanes[::-1], load[::-1]
     gap, syncs, total = load[0] - load[1], [], sum(load)
+    group = lanes[0] + lanes[1]
+
+    def read_in_group(i):
+        """Whether another step of the group reads conv i's output (directly or through a
+        view): its second part, on the other lane, would not be written yet."""
+        roots = {st.root.get(o, o) for o in steps[i][0].outputs if o}
+        return any(st.root.get(v, v) in roots for j in group if j != i
+                   for v in steps[j][0].inputs if v)
     cands = [i for i in lanes[0] if isinstance(steps[i][1], ConvKernel)
-             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual]
+             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual
+             and not read_in_group(i)]
     parts = None
     if gap > 0.1 * total and cands:
         pick = max(cands, key=cost)

@@ -141,6 +141,8 @@ def thresholded_relu(node, args, opset):
 def prelu(node, args, opset):
     x, slope = args
     s = _arr(slope)
+    if opset < 7 and x.ndim >= 2 and s.size in (1, x.shape[1]):
+        return [F.prelu(x, slope.reshape(-1))]     # PRelu-6: one slope per channel
     if x.ndim >= 2 and s.ndim <= x.ndim:
         shape = (1,) * (x.ndim - s.ndim) + s.shape   # ONNX broadcasts slope from the right
         if all(d == 1 for i, d in enumerate(shape) if i != 1) and shape[1] in (1, x.shape[1]):

@@ -676,5 +676,7 @@ from . import ops_ext  # noqa: E402,F401  (registers the remaining ops into OPS)
 
 
 def run_node(node, args, opset):
-    """Outputs of ``node`` (list, one per non-empty output name)."""
-    return OPS[node.op](node, args, opset)
+    """Outputs of ``node`` (list, one per non-empty output name). Floating-point exceptions
+    give IEEE results silently (sqrt(-1) is NaN, 1/0 is inf), as ONNX defines them."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        return OPS[node.op](node, args, opset)

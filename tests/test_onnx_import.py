@@ -477,6 +477,13 @@ def test_custom_domain_and_old_opset_rejected():
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("com.example", 1)])
     with pytest.raises(nxo.OnnxImportError, match="declares no default-domain opset"):
         nxo.load(model.SerializeToString())
+    future = build([oh.make_node("Relu", ["x"], ["y"])], [("x", rand(1))],
+                   opset=onnx.defs.onnx_opset_version() + 1)
+    with pytest.raises(nxo.OnnxImportError, match="newer than the newest"):
+        nxo.load(future.SerializeToString())
+    x = rand(5)
+    old = build([oh.make_node("Relu", ["x"], ["y"])], [("x", x)], opset=6)  # imports now
+    assert np.array_equal(nxo.load(old.SerializeToString())(x).data, np.maximum(x, 0))
 
 
 def test_malformed_files(tmp_path):

@@ -29,7 +29,7 @@ from .._config import get_num_threads, thread_budget
 from ..autograd import no_grad
 from ..onnx.ops import OPS, run_node
 from ..tensor import Tensor
-from .kernels import ConvKernel, SharedColumns, make_kernel, split_conv
+from .kernels import ConvKernel, FallbackKernel, SharedColumns, make_kernel, split_conv
 from .passes import simplify
 from .trace import GENERIC
 
@@ -48,6 +48,12 @@ def _generic(node, args, opset):
 
 
 OPS.setdefault(GENERIC, _generic)
+
+
+# ops whose outputs depend only on their input's shape (folded at compile time, as every value
+# computed from constants and shapes is: Shape -> Gather -> Concat -> Reshape chains vanish)
+_SHAPE_ONLY = ("Shape", "Size")
+_SHAPE_ONLY_OUTPUTS = {("Dropout", 1)}   # the inference-mode mask (all true)
 
 
 def dry_run(graph, arrays, constants):
@@ -71,12 +77,12 @@ def dry_run(graph, arrays, constants):
                 outs = run_node(node, args, graph.opset)
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise type(exc)(f"{node.label()}: {exc}") from exc
-            is_static = node.op == "Shape" or all(not v or v in static for v in node.inputs)
-            for name, val in zip(node.outputs, outs):
+            is_static = node.op in _SHAPE_ONLY or all(not v or v in static for v in node.inputs)
+            for k, (name, val) in enumerate(zip(node.outputs, outs)):
                 if not name:
                     continue
                 metas[name] = (tuple(val.shape), val.dtype)
-                if is_static and node.op != GENERIC:
+                if (is_static or (node.op, k) in _SHAPE_ONLY_OUTPUTS) and node.op != GENERIC:
                     static[name] = np.asarray(val.data)
                 elif last.get(name, -1) > i:
                     env[name] = val
@@ -138,7 +144,8 @@ class Plan:
                 for step in st.chain[v]:
                     if step[0] == "reshape":
                         b = a.reshape(step[1])
-                        assert np.shares_memory(a, b), "alias reshape must be a view"
+                        assert not b.size or np.shares_memory(a, b), \
+                            "alias reshape must be a view"
                         a = b
                     else:
                         _, axis, start, stop = step
@@ -412,8 +419,17 @@ def _balance(first, last, lanes, steps, metas, consts, st):
     if load[1] > load[0]:
         lanes, load = lanes[::-1], load[::-1]
     gap, syncs, total = load[0] - load[1], [], sum(load)
+    group = lanes[0] + lanes[1]
+
+    def read_in_group(i):
+        """Whether another step of the group reads conv i's output (directly or through a
+        view): its second part, on the other lane, would not be written yet."""
+        roots = {st.root.get(o, o) for o in steps[i][0].outputs if o}
+        return any(st.root.get(v, v) in roots for j in group if j != i
+                   for v in steps[j][0].inputs if v)
     cands = [i for i in lanes[0] if isinstance(steps[i][1], ConvKernel)
-             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual]
+             and steps[i][1].g == 1 and not steps[i][1].depthwise and not steps[i][1].residual
+             and not read_in_group(i)]
     parts = None
     if gap > 0.1 * total and cands:
         pick = max(cands, key=cost)
@@ -513,11 +529,93 @@ def _assign_slots(nodes, st, inputs, outputs, skip, groups=()):
     return slots, slot_of
 
 
+def _kernel(n, metas, consts, used, opset):
+    """The step kernel of node ``n``: the array kernels where they apply; the Tensor executor
+    (``FallbackKernel``) for what they do not cover (integer pools, MaxPool's Indices output)."""
+    in_metas = [metas[v] if v else None for v in n.inputs]
+    if n.op in ("MaxPool", "AveragePool") and (
+            np.dtype(in_metas[0][1]).kind != "f"
+            or any(o in used for o in n.outputs[1:] if o)):
+        return FallbackKernel(n, opset)
+    return make_kernel(n, in_metas, [consts.get(v) if v else None for v in n.inputs], opset)
+
+
+def _per_channel(c, rank, channels):
+    """``c`` as a (channels,) vector when it broadcasts one value per axis-1 channel of a
+    rank-``rank`` tensor (or one value overall), else None."""
+    c = np.asarray(c)
+    if c.dtype.kind != "f" or c.ndim > rank or rank < 2:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+
+
+def _canonical(nodes, outputs, consts, metas):
+    """Plan-time rewrites that need shapes: a two-input ``Sum`` is an ``Add`` (so residual
+    fusion sees it); ``BatchNormalization -> Mul(c) -> Add(d)`` with per-channel constants
+    (Caffe2-style exports spell a scale layer so) is one BatchNormalization with scale s*c and
+    bias b*c + d (float64, then cast)."""
+    nodes = [type(n)("Add", n.inputs, n.outputs, {}, n.name)
+             if n.op == "Sum" and len(n.inputs) == 2 and all(n.inputs) else n for n in nodes]
+    readers = {}
+    for n in nodes:
+        for v in n.inputs:
+            if v:
+                readers.setdefault(v, []).append(n)
+    drop, out = set(), []
+    for n in nodes:
+        if id(n) in drop:
+            continue
+        if (n.op == "BatchNormalization" and len(n.inputs) == 5
+                and all(v in consts for v in n.inputs[1:])
+                and not any(o in readers or o in outputs for o in n.outputs[1:] if o)
+                and not n.attrs.get("training_mode") and np.ndim(consts[n.inputs[1]]) == 1):
+            rank = len(metas[n.inputs[0]][0])
+            chans = np.shape(consts[n.inputs[1]])[0]
+            scale = np.asarray(consts[n.inputs[1]], np.float64)
+            bias = np.asarray(consts[n.inputs[2]], np.float64)
+            last, changed = n.outputs[0], False
+            for op in ("Mul", "Add"):
+                users = readers.get(last, ())
+                if len(users) != 1 or users[0].op != op or last in outputs or \
+                        len(users[0].inputs) != 2:
+                    break
+                u = users[0]
+                other = u.inputs[1] if u.inputs[0] == last else u.inputs[0]
+                c = _per_channel(consts[other], rank, chans) if other in consts else None
+                if c is None or metas[u.outputs[0]] != metas[last]:
+                    break
+                if op == "Mul":
+                    scale, bias = scale * c, bias * c
+                else:
+                    bias = bias + c
+                drop.add(id(u))
+                last, changed = u.outputs[0], True
+            if changed:
+                dt = np.asarray(consts[n.inputs[1]]).dtype
+                names = []
+                for tag, arr in (("scale", scale), ("bias", bias)):
+                    name, k = f"{last}:{tag}", 1
+                    while name in consts or name in metas:
+                        k += 1
+                        name = f"{last}:{tag}{k}"
+                    consts[name] = arr.astype(dt)
+                    metas[name] = ((chans,), dt)
+                    names.append(name)
+                n = type(n)(n.op, (n.inputs[0], names[0], names[1]) + tuple(n.inputs[3:]),
+                            (last,), n.attrs, n.name)
+        out.append(n)
+    return out
+
+
 def compile_plan(graph, arrays, constants, folded, check=True):
     """The Plan of ``graph`` for the shapes/dtypes of ``arrays`` (checked against a plain run)."""
     metas, static, ref = dry_run(graph, arrays, constants)
     consts = dict(static)
-    nodes, outputs = simplify(list(graph.nodes), list(graph.outputs), consts, metas,
+    nodes = _canonical(list(graph.nodes), set(graph.outputs), consts, metas)
+    nodes, outputs = simplify(nodes, list(graph.outputs), consts, metas,
                               graph.opset, folded)
     for k, v in consts.items():
         metas.setdefault(k, (tuple(np.shape(v)), np.asarray(v).dtype))
@@ -535,8 +633,7 @@ def compile_plan(graph, arrays, constants, folded, check=True):
                 continue  # every producer wrote its own slice
             n = type(n)(n.op, n.inputs, n.outputs, dict(n.attrs, copy_mask=masks[id(n)]),
                         n.name)
-        kernel = make_kernel(n, [metas[v] if v else None for v in n.inputs],
-                             [consts.get(v) if v else None for v in n.inputs], graph.opset)
+        kernel = _kernel(n, metas, consts, used, graph.opset)
         scratch = max(scratch, kernel.scratch_bytes)
         steps.append((n, kernel, [bool(o) and o in used for o in n.outputs]))
     plan_groups = []

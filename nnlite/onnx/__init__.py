@@ -2,8 +2,13 @@
 
 Needs the optional ``onnx`` package (``pip install nnlite[onnx]``), used only to parse the file;
 it is imported inside ``load``, so ``import nnlite.onnx`` works without it. Supported ops and
-attributes: ``SUPPORTED`` (``spec.py``); a model using anything else is rejected with one error
-listing every unsupported op/attribute. ``nnlite.optimize_for_inference`` accepts the result.
+attributes: ``SUPPORTED`` (``spec.py``), default domain, opsets up to the newest the installed
+onnx knows, each op with its per-opset form (attributes that became inputs, Resize's versions,
+Softmax's 2-D coercion before opset 13, ...); 1-D and 2-D convolutions and pools (3-D is
+refused by name); float32/float64 data, integers and bool for index/shape ops. A model using
+anything else is rejected with one error listing every unsupported op/attribute. Inputs may
+have symbolic dimensions. ``nnlite.optimize_for_inference`` accepts the result (one plan per
+input shape). ``nnlite.onnx.backend`` is an ``onnx.backend`` for onnx's conformance tests.
 """
 import os
 

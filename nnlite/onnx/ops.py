@@ -162,6 +162,9 @@ def conv_transpose(node, args, opset):
     if sym:
         return [F.conv_transpose2d(x, w, b, s, (t, l), op, g, d)]
     # general case: full transposed conv, then crop the begin pads / extend with zero rows
+    from .ops_ext import check_alloc
+
+    check_alloc((x.shape[0], w.shape[1] * g) + tuple(out), x.dtype, "ConvTranspose")
     y = F.conv_transpose2d(x, w, None, s, 0, 0, g, d)
     if t < 0 or l < 0:  # negative begin pads: zero rows/columns before the full output
         y = F.pad(y, (max(-l, 0), 0, max(-t, 0), 0))
@@ -305,7 +308,10 @@ def max_unpool(node, args, opset):
     else:
         out = None
     # indices address the inferred output; a larger output_shape adds zeros at the end
+    from .ops_ext import check_alloc
+
     inferred = [(hw[i] - 1) * s[i] + k[i] - pads[i] - pads[i + 2] for i in (0, 1)]
+    check_alloc(tuple(x.shape[:2]) + tuple(out or inferred), x.dtype, "MaxUnpool")
     n, c = x.shape[:2]
     plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (inferred[0] * inferred[1])
     y = F.max_unpool2d(x, ind - plane, k, s, 0, tuple(inferred))
@@ -372,7 +378,7 @@ def tanh(node, args, opset):
 @_op("Concat")
 def concat(node, args, opset):
     ts = [a for a in args if a is not None]
-    axis = _axis(node.attrs["axis"], ts[0].ndim, node.label())
+    axis = _axis(node.attrs.get("axis", 1 if opset < 4 else None), ts[0].ndim, node.label())
     if all(t.dtype.kind != "f" for t in ts):
         return [Tensor(np.concatenate([_arr(t) for t in ts], axis=axis))]
     return [cat(ts, dim=axis)]
@@ -670,5 +676,7 @@ from . import ops_ext  # noqa: E402,F401  (registers the remaining ops into OPS)
 
 
 def run_node(node, args, opset):
-    """Outputs of ``node`` (list, one per non-empty output name)."""
-    return OPS[node.op](node, args, opset)
+    """Outputs of ``node`` (list, one per non-empty output name). Floating-point exceptions
+    give IEEE results silently (sqrt(-1) is NaN, 1/0 is inf), as ONNX defines them."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        return OPS[node.op](node, args, opset)

@@ -14,12 +14,12 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..tensor import Tensor, cat
+from ..tensor import Tensor
 from . import resize as R
 from .ops import OPS, _arr, _axis, _ints
 from .spec import onnx_dtype
 
-__all__ = ["check_alloc"]
+__all__ = ["check_alloc", "check_broadcast"]
 
 
 def _op(*names):
@@ -49,6 +49,9 @@ def _available_bytes():
     return None
 
 
+_SMALL = 1 << 28   # below 256 MiB no need to ask the system
+
+
 def check_alloc(shape, dtype, what):
     """Raise ValueError (before allocating) when an array of ``shape`` would not fit in the
     memory this machine has available (or has a negative/absurd dimension)."""
@@ -56,11 +59,24 @@ def check_alloc(shape, dtype, what):
     if any(d < 0 for d in dims):
         raise ValueError(f"{what}: output shape {tuple(dims)} has a negative dimension")
     nbytes = math.prod(dims) * np.dtype(dtype).itemsize
+    if nbytes <= _SMALL:
+        return
     avail = _available_bytes()
     limit = avail if avail is not None else 2 ** 40
     if nbytes > limit:
         raise ValueError(f"{what}: output of shape {tuple(dims)} ({np.dtype(dtype)}) needs "
                          f"{nbytes:,} bytes, more than the {limit:,} bytes of memory available")
+
+
+def check_broadcast(what, dtype, *arrays):
+    """check_alloc for the broadcast result of ``arrays`` (only when broadcasting grows it)."""
+    shapes = [tuple(a.shape) for a in arrays if a is not None]
+    try:
+        out = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"{what}: shapes {shapes} do not broadcast") from None
+    if math.prod(out) > max(math.prod(s) for s in shapes):
+        check_alloc(out, dtype, what)
 
 
 def _legacy_broadcast(node, a, b, opset):
@@ -87,7 +103,9 @@ OPS["HardSwish"] = _unary(lambda x, a: F.hardswish(x))
 OPS["Softsign"] = _unary(lambda x, a: F.softsign(x))
 OPS["Softplus"] = _unary(lambda x, a: F.softplus(x))
 OPS["Mish"] = _unary(lambda x, a: F.mish(x))
-OPS["Erf"] = _unary(lambda x, a: F.erf(x) if _is_float(x) else x)
+OPS["Erf"] = _unary(lambda x, a: F.erf(x) if _is_float(x) else
+                   Tensor(np.rint(F.erf(Tensor(_arr(x).astype(np.float64))).data)
+                          .astype(x.dtype)))
 OPS["Gelu"] = _unary(lambda x, a: F.gelu(x, approximate=a.get("approximate", "none")))
 
 _SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
@@ -123,9 +141,12 @@ def thresholded_relu(node, args, opset):
 def prelu(node, args, opset):
     x, slope = args
     s = _arr(slope)
-    if x.ndim >= 2 and s.size in (1, x.shape[1]) and (
-            s.ndim <= 1 or s.shape == (x.shape[1],) + (1,) * (s.ndim - 1)) and s.ndim < x.ndim:
-        return [F.prelu(x, slope.reshape(-1) if s.ndim != 1 else slope)]
+    if opset < 7 and x.ndim >= 2 and s.size in (1, x.shape[1]):
+        return [F.prelu(x, slope.reshape(-1))]     # PRelu-6: one slope per channel
+    if x.ndim >= 2 and s.ndim <= x.ndim:
+        shape = (1,) * (x.ndim - s.ndim) + s.shape   # ONNX broadcasts slope from the right
+        if all(d == 1 for i, d in enumerate(shape) if i != 1) and shape[1] in (1, x.shape[1]):
+            return [F.prelu(x, slope.reshape(-1))]  # one slope per channel (or one overall)
     r = F.relu(x)
     return [r + slope * (x - r)]  # where(x > 0, x, slope * x) with slope broadcast
 
@@ -134,6 +155,7 @@ def prelu(node, args, opset):
 def _binary_np(fn, out_dtype=None):
     def run(node, args, opset):
         a, b = _arr(args[0]), _arr(_legacy_broadcast(node, args[0], args[1], opset))
+        check_broadcast(node.op, np.bool_, a, b)
         with np.errstate(all="ignore"):
             y = fn(a, b)
         return [Tensor(np.asarray(y, dtype=out_dtype or a.dtype))]
@@ -162,6 +184,7 @@ def _arith(name, fn_t, fn_int):
     def run(node, args, opset):
         a, b = args[0], _legacy_broadcast(node, args[0], args[1], opset)
         b = _t(b)
+        check_broadcast(name, a.dtype, a, b)
         if _is_float(a) and _is_float(b):
             return [fn_t(a, b)]
         x, y = _arr(a), _arr(b)
@@ -182,6 +205,7 @@ OPS["Div"] = _arith("Div", lambda a, b: a / b,
 @_op("Pow")
 def power(node, args, opset):
     x, y = args[0], _t(_legacy_broadcast(node, args[0], args[1], opset))
+    check_broadcast("Pow", x.dtype, x, y)
     if _is_float(x):
         if not _is_float(y):
             y = Tensor(_arr(y).astype(x.dtype))
@@ -241,6 +265,7 @@ OPS["Sign"] = _np_unary(np.sign)
 def _variadic(fn_t, fn_np, mean=False):
     def run(node, args, opset):
         ts = [a for a in args if a is not None]
+        check_broadcast(node.op, ts[0].dtype, *ts)
         if all(_is_float(t) for t in ts) and fn_t is not None:
             y = ts[0]
             for t in ts[1:]:
@@ -268,6 +293,7 @@ OPS["Min"] = _variadic(None, np.minimum)
 @_op("Where")
 def where(node, args, opset):
     c, x, y = (_arr(a) for a in args)
+    check_broadcast("Where", x.dtype, c, x, y)
     return [Tensor(np.where(c.astype(bool), x, y).astype(x.dtype))]
 
 
@@ -676,8 +702,8 @@ def lp_normalization(node, args, opset):
 
 # ------------------------------------------------------------------------------ dense
 def _coerce_2d(x, axis):
-    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
-    return lead
+    """Rows of the (rows, -1) matrix an opset < 13 Softmax-family op works on."""
+    return int(np.prod(x.shape[:axis], dtype=np.int64))
 
 
 @_op("LogSoftmax")
@@ -767,6 +793,11 @@ def resize_op(node, args, opset):
               extrapolation_value=float(at.get("extrapolation_value", 0.0)),
               antialias=bool(int(at.get("antialias", 0))),
               keep_aspect_ratio_policy=at.get("keep_aspect_ratio_policy", "stretch"))
+    r = x.ndim
+    out_shape, _ = R.output_shape(x.shape, scales, sizes,
+                                  None if axes is None else [int(a) % r for a in axes],
+                                  kw["keep_aspect_ratio_policy"])
+    check_alloc(out_shape, x.dtype, "Resize")
     if _is_float(x) and kw["keep_aspect_ratio_policy"] == "stretch":
         tk = R.torch_equivalent(x.ndim, axes, scales, sizes, roi, mode, ctm, nearest,
                                 kw["cubic_coeff_a"], kw["exclude_outside"], kw["antialias"],

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from .graph import Graph, Node, ValueInfo, toposort
+from .rewrite import fuse_hard_swish
 from .spec import MIN_OPSET, check_node
 
 __all__ = ["OnnxImportError", "read_model", "parse_model"]
@@ -53,11 +54,14 @@ def _has_external_data(model):
     return any(t.data_location == 1 for t in model.graph.initializer)
 
 
-def _opset(model, source):
+def _opset(model, source, newest=None):
     versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     if not versions:
         raise OnnxImportError(f"{source}: the model declares no default-domain opset")
     opset = max(versions)
+    if newest is not None and opset > newest:
+        raise OnnxImportError(f"{source}: opset {opset} is newer than the newest the installed "
+                              f"onnx package knows ({newest}); upgrade onnx")
     if opset < MIN_OPSET:
         raise OnnxImportError(f"{source}: opset {opset} is older than the oldest supported "
                               f"({MIN_OPSET}); re-export with a newer opset")
@@ -70,6 +74,8 @@ def _attr_value(onnx, attr):
     v = onnx.helper.get_attribute_value(attr)
     if isinstance(v, onnx.TensorProto):
         return numpy_helper.to_array(v)
+    if isinstance(v, onnx.SparseTensorProto):
+        return _dense(numpy_helper, v)
     if isinstance(v, bytes):
         return v.decode("utf-8", errors="replace")
     if isinstance(v, list):
@@ -79,6 +85,27 @@ def _attr_value(onnx, attr):
             return [numpy_helper.to_array(t) for t in v]
         return list(v)
     return v
+
+
+def _dense(numpy_helper, sp):
+    """A SparseTensorProto as a dense ndarray (indices linear (NNZ,) or per-axis (NNZ, rank))."""
+    import math
+
+    values = numpy_helper.to_array(sp.values).reshape(-1)
+    idx = numpy_helper.to_array(sp.indices).astype(np.int64)
+    dims = [int(d) for d in sp.dims]
+    if any(d < 0 for d in dims) or math.prod(dims) > 2 ** 31:
+        raise ValueError(f"sparse constant of shape {dims} is negative or too large")
+    dense = np.zeros(math.prod(dims), dtype=values.dtype)
+    if idx.ndim == 2:
+        idx = np.ravel_multi_index(tuple(idx.T), dims) if idx.size else idx.reshape(-1)
+    idx = idx.reshape(-1)
+    if idx.shape[0] != values.shape[0] or (idx.size and (idx.min() < 0
+                                                         or idx.max() >= dense.size)):
+        raise ValueError(f"sparse constant: {idx.shape[0]} indices for {values.shape[0]} "
+                         f"values, or an index outside the shape {dims}")
+    dense[idx] = values
+    return dense.reshape(dims)
 
 
 def _value_info(onnx, vi):
@@ -99,6 +126,8 @@ def _constant_value(node):
     (key, v), = node.attrs.items()
     if key == "value":
         return np.asarray(v)
+    if key == "sparse_value":
+        return v  # densified by _attr_value
     if key == "value_float":
         return np.asarray(v, dtype=np.float32)
     if key == "value_floats":
@@ -110,7 +139,11 @@ def parse_model(onnx, model, source="<model>"):
     """Build the ``Graph`` of ``model``; raises ``OnnxImportError`` listing every problem."""
     from onnx import numpy_helper
 
-    opset = _opset(model, source)
+    try:
+        newest = int(onnx.defs.onnx_opset_version())
+    except Exception:  # noqa: BLE001 - an onnx without defs: no upper bound
+        newest = None
+    opset = _opset(model, source, newest)
     g = model.graph
     problems = []
     constants = {}
@@ -129,7 +162,13 @@ def parse_model(onnx, model, source="<model>"):
             problems.append(f"op {n.domain}::{n.op_type} (node {name!r}) is not supported "
                             "(custom domain)")
             continue
-        attrs = {a.name: _attr_value(onnx, a) for a in n.attribute}
+        try:
+            attrs = {a.name: _attr_value(onnx, a) for a in n.attribute}
+        except Exception as exc:  # noqa: BLE001 - corrupt attribute tensors
+            problems.append(f"node {name!r}: an attribute cannot be read: {exc}")
+            continue
+        if n.op_type == "Concat" and "axis" not in attrs and opset < 4:
+            attrs["axis"] = 1  # Concat-1's default
         node = Node(n.op_type, tuple(n.input), tuple(n.output), attrs, name)
         if n.op_type == "Constant" and not check_node(node, opset, constants):
             constants[n.output[0]] = _constant_value(node)
@@ -150,6 +189,7 @@ def parse_model(onnx, model, source="<model>"):
                         f"{shown})" if not p.startswith("op ") else
                         f"{p} ({len(names)} node{'s' if len(names) > 1 else ''}: {shown})")
     if not problems:
+        nodes = fuse_hard_swish(nodes, set(outputs))
         known = set(constants) | {vi.name for vi in inputs}
         try:
             nodes = toposort(nodes, known)

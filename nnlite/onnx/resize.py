@@ -12,6 +12,7 @@ Where ONNX coincides with PyTorch's ``F.interpolate`` (a 4-D input resized on H 
 or cubic with half_pixel (scales given) or align_corners coordinates and torch's edge handling, no
 antialias; nearest with asymmetric coordinates and floor), the importer calls
 ``F.interpolate`` instead (``torch_equivalent``), so the two share one implementation.
+``resize_reference.py`` is the naive per-element loop version of the same definition.
 """
 import math
 
@@ -67,7 +68,7 @@ def output_shape(in_shape, scales=None, sizes=None, axes=None, policy="stretch")
     return tuple(out), scale
 
 
-def source_coordinates(mode, n_out, n_in, scale, roi=(0.0, 1.0)):
+def source_coordinates(mode, n_out, n_in, scale, roi=(np.float64(0.0), np.float64(1.0))):
     """Source coordinate of each output position (float64 array) for ``mode``."""
     y = np.arange(n_out, dtype=np.float64)
     length = scale * n_in            # the un-rounded output length
@@ -85,12 +86,15 @@ def source_coordinates(mode, n_out, n_in, scale, roi=(0.0, 1.0)):
     if mode == "tf_half_pixel_for_nn":
         return (y + 0.5) / scale
     if mode == "tf_crop_and_resize":
-        lo, hi = float(roi[0]), float(roi[1])
+        # the roi products in the roi's own precision (float32 roi: 0.3 * 5 is 1.5 exactly, as
+        # ONNX Runtime and the ONNX reference compute it)
+        lo, hi = roi[0], roi[1]
+        span = (hi - lo) * type(lo)(n_in - 1)
         if length == 1:
-            x = np.full(n_out, (hi - lo) * (n_in - 1) / 2)
+            x = np.full(n_out, float(span) / 2)
         else:
-            x = y * (hi - lo) * (n_in - 1) / (length - 1)
-        return x + lo * (n_in - 1)
+            x = y * float(span) / (length - 1)
+        return x + float(lo * type(lo)(n_in - 1))
     raise ValueError(f"Resize: coordinate_transformation_mode={mode!r} is not one of "
                      f"{', '.join(COORDINATE_MODES)}")
 
@@ -141,7 +145,7 @@ def axis_taps(x, n_in, scale, mode, nearest_mode="round_prefer_floor", cubic_a=-
     return np.clip(j, 0, n_in - 1).astype(np.int64), w
 
 
-def _resize_axis(data, axis, n_out, x, idx, w, extrapolate, value):
+def _resize_axis(data, axis, n_out, idx, w, extrapolate, value):
     """Apply one axis: out[..., i, ...] = sum_t w[i, t] * data[..., idx[i, t], ...]."""
     moved = np.moveaxis(data, axis, -1)
     if w.shape[1] == 1 and np.all(w == 1.0):
@@ -176,9 +180,11 @@ def resize(x, scales=None, sizes=None, axes=None, roi=None, mode="nearest",
     from .ops_ext import check_alloc
 
     check_alloc(shape, np.float64, "Resize")
-    full_roi = [0.0] * r + [1.0] * r
+    rdt = np.asarray(roi).dtype if roi is not None and np.asarray(roi).dtype.kind == "f" \
+        else np.dtype(np.float64)
+    full_roi = [rdt.type(0)] * r + [rdt.type(1)] * r
     if roi is not None and len(roi):
-        roi = [float(v) for v in roi]
+        roi = list(np.asarray(roi).reshape(-1))
         if len(roi) != 2 * len(axes_n):
             raise ValueError(f"Resize: roi has {len(roi)} entries, expected {2 * len(axes_n)}")
         for i, a in enumerate(axes_n):
@@ -188,8 +194,8 @@ def resize(x, scales=None, sizes=None, axes=None, roi=None, mode="nearest",
     for a in axes_n:
         n_in, n_out, s = x.shape[a], shape[a], scale[a]
         a_roi = (full_roi[a], full_roi[r + a])
-        if (math.isclose(s, 1.0) and n_out == n_in and
-                (not crop or (math.isclose(a_roi[0], 0.0) and math.isclose(a_roi[1], 1.0)))):
+        if (math.isclose(s, 1.0) and n_out == n_in and (not crop or (
+                math.isclose(float(a_roi[0]), 0.0) and math.isclose(float(a_roi[1]), 1.0)))):
             continue
         if n_out == 0 or n_in == 0:
             shp = list(out.shape)
@@ -200,7 +206,7 @@ def resize(x, scales=None, sizes=None, axes=None, roi=None, mode="nearest",
         idx, w = axis_taps(xs, n_in, s, mode, nearest_mode, cubic_coeff_a, antialias,
                            exclude_outside)
         extrapolate = ((xs < 0) | (xs > n_in - 1)) if crop else None
-        out = _resize_axis(out, a, n_out, xs, idx, w, extrapolate, float(extrapolation_value))
+        out = _resize_axis(out, a, n_out, idx, w, extrapolate, float(extrapolation_value))
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         out = np.clip(np.rint(out), info.min, info.max)

@@ -110,10 +110,15 @@ _ARITY = {
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
            7: "int64", 9: "bool", 11: "float64", 12: "uint32", 13: "uint64"}
 _DTYPE_NAMES = {10: "float16", 16: "bfloat16", 8: "string", 14: "complex64", 15: "complex128"}
+_DTYPE_BY_NAME = {"FLOAT": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6,
+                  "INT64": 7, "STRING": 8, "BOOL": 9, "FLOAT16": 10, "DOUBLE": 11, "UINT32": 12,
+                  "UINT64": 13}
 
 
 def onnx_dtype(to):
     """NumPy dtype of ONNX element type ``to`` (ValueError for types nnlite does not compute)."""
+    if isinstance(to, str):   # Cast-1 names the type ("FLOAT", "INT64", ...)
+        to = _DTYPE_BY_NAME.get(to.upper(), -1)
     to = int(to)
     if to not in _DTYPES:
         name = _DTYPE_NAMES.get(to, f"element type {to} (float8/4-bit/other)")
@@ -242,6 +247,8 @@ def check_node(node, opset, constants, consumers=(), graph_outputs=()):
     elif op == "LRN":
         if "size" not in a or int(a["size"]) < 1:
             problems.append("size must be a positive integer")
+    elif op == "Concat" and "axis" not in a:
+        problems.append("axis is required")
     elif op == "GroupNormalization" and "num_groups" not in a:
         problems.append("num_groups is required")
     return [p for p in problems if p]

@@ -15,14 +15,18 @@ modules returned by ``nnlite.onnx.load`` (their graph is used directly). Tracing
 ``forward`` computes with nnlite ops; values it derives from ``.data``/NumPy directly become
 constants of the trace, and Python control flow is frozen at the traced branch. A plan is compiled per
 input shape/dtype signature on first use (one plain run, whose result the plan must match) and
-weights are frozen then: later changes to ``model`` are not seen (optimize again). Concurrent
-calls are safe: plans are immutable and every thread binds its own buffer arena.
+weights are frozen then: later changes to ``model`` are not seen (optimize again). At most
+``max_plans`` signatures stay compiled (least recently used dropped first, with the buffers any
+thread bound for them), so a model fed many input sizes (OCR widths) does not grow without
+bound. Concurrent calls are safe: plans are immutable and every thread binds its own buffer
+arena.
 
 Shape:
     the model's inputs (Tensors or ndarrays) -> the model's outputs as Tensors (no grad).
 """
 import copy
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -35,30 +39,35 @@ from .tensor import Tensor
 __all__ = ["optimize_for_inference", "InferenceModule"]
 
 
-def optimize_for_inference(model):
+def optimize_for_inference(model, max_plans=8):
     """Return an ``InferenceModule`` computing ``model``'s eval-mode outputs (see module doc).
 
     Args:
         model: an nnlite ``Module`` (e.g. ``nnlite.models.resnet50()``) or a module returned by
             ``nnlite.onnx.load``. The model is snapshotted: later weight changes are not seen.
+        max_plans: how many input signatures (shapes/dtypes) keep a compiled plan; the least
+            recently used one is dropped beyond that (an int >= 1).
 
     Examples:
         >>> fast = nnlite.optimize_for_inference(model)
         >>> logits = fast(x)          # x: (N, 3, 224, 224) float32 ndarray or Tensor
     """
+    if isinstance(max_plans, bool) or not isinstance(max_plans, int) or max_plans < 1:
+        raise ValueError(f"optimize_for_inference: max_plans must be an int >= 1, got "
+                         f"{max_plans!r}")
     if isinstance(model, InferenceModule):
         return model
     if not isinstance(model, Module):
         raise TypeError(f"optimize_for_inference expects an nnlite Module, got "
                         f"{type(model).__name__}")
-    return InferenceModule(model)
+    return InferenceModule(model, max_plans)
 
 
 class InferenceModule(Module):
     """The optimized module (see ``optimize_for_inference``). ``plans`` lists the compiled
     input signatures; ``describe(*inputs)`` summarises the plan for those inputs."""
 
-    def __init__(self, model):
+    def __init__(self, model, max_plans=8):
         super().__init__()
         from .onnx.module import OnnxModule
 
@@ -73,7 +82,8 @@ class InferenceModule(Module):
         object.__setattr__(self, "_graph", graph)
         object.__setattr__(self, "_frozen", frozen)
         object.__setattr__(self, "_name", type(model).__name__)
-        object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_plans", OrderedDict())     # key -> entry, LRU order
+        object.__setattr__(self, "_max_plans", int(max_plans))
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_local", threading.local())
         object.__setattr__(self, "_folded", Folded())
@@ -105,6 +115,15 @@ class InferenceModule(Module):
                 vi.check(a)
         return arrays
 
+    def _entry(self, key, arrays):
+        """The compiled entry for ``key`` (compiled now if missing), marked most recently used."""
+        with self._lock:
+            entry = self._plans.get(key)
+            if entry is not None:
+                self._plans.move_to_end(key)
+                return entry
+        return self._compile(key, arrays)
+
     def _compile(self, key, arrays):
         with self._lock:
             entry = self._plans.get(key)
@@ -120,15 +139,26 @@ class InferenceModule(Module):
             _plan.check_outputs(got, plan.reference, rtol=1e-3)
             plan.reference = None
             self._plans[key] = entry
+            while len(self._plans) > self._max_plans:
+                self._plans.popitem(last=False)
+            self._prune_frames()
             return entry
 
     # -------------------------------------------------------------------- run
+    def _prune_frames(self):
+        """Release this thread's buffers bound for plans no longer in the cache (other threads
+        release theirs when they next bind a plan)."""
+        frames = getattr(self._local, "frames", None) or {}
+        for old in [k for k in frames if k not in self._plans]:
+            del frames[old]
+
     def _frame(self, plan, key):
         frames = getattr(self._local, "frames", None)
         if frames is None:
             frames = self._local.frames = {}
         frame = frames.get(key)
         if frame is None or frame[0] is not plan:
+            self._prune_frames()
             frame = frames[key] = (plan,) + plan.bind()
         return frame
 
@@ -144,9 +174,7 @@ class InferenceModule(Module):
     def forward(self, *inputs):
         arrays = self._arrays(inputs)
         key = tuple((a.shape, a.dtype.str) for a in arrays)
-        entry = self._plans.get(key)
-        if entry is None:
-            entry = self._compile(key, arrays)
+        entry = self._entry(key, arrays)
         outs = self._run(entry, key, arrays)
         if entry[1]:
             return Tensor(outs[0])
@@ -156,14 +184,13 @@ class InferenceModule(Module):
         """Like ``forward`` but with ndarrays in and a list of ndarrays out."""
         arrays = self._arrays(arrays)
         key = tuple((a.shape, a.dtype.str) for a in arrays)
-        entry = self._plans.get(key) or self._compile(key, arrays)
-        return self._run(entry, key, arrays)
+        return self._run(self._entry(key, arrays), key, arrays)
 
     def describe(self, *inputs):
         """Text summary of the plan for these inputs: steps by op, fusions, arena size."""
         arrays = self._arrays(inputs)
         key = tuple((a.shape, a.dtype.str) for a in arrays)
-        plan = (self._plans.get(key) or self._compile(key, arrays))[0]
+        plan = self._entry(key, arrays)[0]
         counts = {}
         for node, kernel, _ in plan.steps:
             tag = node.op

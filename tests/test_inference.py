@@ -753,3 +753,30 @@ class _ResidualThenView(nn.Module):
 def test_residual_output_viewed_afterwards():
     nnlite.manual_seed(0)
     check_model(_ResidualThenView().eval(), (2, 3, 4, 5))
+
+
+def test_plan_cache_keeps_at_most_max_plans_least_recently_used_dropped():
+    import nnlite.nn as nn
+
+    nnlite.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(3, 4)).eval()
+    fast = nnlite.optimize_for_inference(model, max_plans=2)
+    rng = np.random.default_rng(0)
+    xs = {w: rng.standard_normal((1, 2, 5, w)).astype(np.float32) for w in (4, 6, 8)}
+    with nnlite.no_grad():
+        want = {w: model(nnlite.tensor(x)).data for w, x in xs.items()}
+
+    def run(w):
+        np.testing.assert_allclose(fast(xs[w]).data, want[w], rtol=1e-5, atol=1e-6)
+        return [k[0][0][3] for k in fast.plans]        # the widths with a compiled plan
+
+    assert run(4) == [4] and run(6) == [4, 6]
+    assert run(4) == [6, 4]                             # a hit makes 4 the most recent
+    assert run(8) == [4, 8]                             # 6, the least recently used, dropped
+    assert run(6) == [8, 6]                             # recompiled on demand, same result
+    frames = fast._local.frames                         # this thread's bound buffers
+    assert set(frames) <= {k for k in fast._plans}
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="max_plans"):
+            nnlite.optimize_for_inference(model, max_plans=bad)

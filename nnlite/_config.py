@@ -109,6 +109,19 @@ def using_backend(name):
 
 
 # --------------------------------------------------------------------- threads
+def available_memory_bytes():
+    """MemAvailable from /proc/meminfo (None where the platform does not say): what the checks
+    before large allocations (conv column workspaces, ONNX shape ops) compare against."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _cpu_count():
     try:
         return len(os.sched_getaffinity(0))

@@ -22,6 +22,8 @@ im2col writes into it and the GEMM reads it in place (matmul ``out=`` views, no 
 """
 import numpy as np
 
+from .._config import available_memory_bytes as _available_bytes
+
 
 def matmul(a, b, out=None):
     """The one NumPy GEMM call of the conv path (the 'numpy' backend's ``mm`` goes through it)."""
@@ -56,18 +58,6 @@ def _chunks(geom, itemsize):
     nb = geom.batch_chunk(itemsize)
     for n0 in range(0, geom.n, nb):
         yield n0, min(n0 + nb, geom.n)
-
-
-def _available_bytes():
-    """MemAvailable from /proc/meminfo (None where the platform does not say)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _workspace(geom, dtype):

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from .._config import available_memory_bytes
 from ..tensor import Tensor
 from . import resize as R
 from .ops import OPS, _arr, _axis, _ints
@@ -38,15 +39,6 @@ def _is_float(t):
     return t is not None and np.dtype(t.dtype).kind == "f"
 
 
-def _available_bytes():
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 _SMALL = 1 << 28   # below 256 MiB no need to ask the system
@@ -61,7 +53,7 @@ def check_alloc(shape, dtype, what):
     nbytes = math.prod(dims) * np.dtype(dtype).itemsize
     if nbytes <= _SMALL:
         return
-    avail = _available_bytes()
+    avail = available_memory_bytes()
     limit = avail if avail is not None else 2 ** 40
     if nbytes > limit:
         raise ValueError(f"{what}: output of shape {tuple(dims)} ({np.dtype(dtype)}) needs "

@@ -19,3 +19,10 @@ IM2COL_PARALLEL_MIN = 1 << 17
 # steps a call runs on one thread. Recorded when it was set (not re-measured): waking a second
 # thread costs microseconds on an idle machine and milliseconds on a loaded one.
 POOL_SERIAL_WORK = 1 << 18
+
+# The inference plan's planops kernels (nnlite._infer.kernels: pools and the fallback depthwise
+# kernel): one thread unless the call has at least this many planes (N*C) or this much work
+# (taps x outputs). Recorded when they were set (not re-measured); the wake-up above is far
+# below these amounts of work, so they are conservative.
+PLAN_PARALLEL_PLANES = 4096
+PLAN_PARALLEL_WORK = 10_000_000

@@ -28,6 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import kernels as _kernels
+from .._constants import PLAN_PARALLEL_PLANES, PLAN_PARALLEL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
 from ..onnx.ops import avg_divisor, run_node
@@ -66,13 +67,9 @@ except ImportError:  # pragma: no cover - depends on the build
 
 _ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
 
-# planops kernels below this much work (taps x outputs, or planes) run on one thread: waking a
-# second OpenMP thread (passive waiting) costs ~0.1 ms, more than a small layer takes
-_PAR_WORK, _PAR_PLANES = 10_000_000, 4096
-
-
 def _threads_for(planes, work):
-    if planes >= _PAR_PLANES or work >= _PAR_WORK:
+    """planops kernels below these amounts of work run on one thread (nnlite/_constants.py)."""
+    if planes >= PLAN_PARALLEL_PLANES or work >= PLAN_PARALLEL_WORK:
         return get_num_threads
     return lambda: 1
 

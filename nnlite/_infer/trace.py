@@ -118,7 +118,7 @@ class Tracer:
 # ------------------------------------------------------------------------------ converters
 def _conv(tr, ts, ins, p, out):
     g = p.get("geom")
-    if g is None or ts[0].ndim != 4 or not hasattr(g, "pt"):
+    if g is None or ts[0].ndim != 4:
         return None
     return "Conv", ins, {"kernel_shape": [g.kh, g.kw], "strides": [g.sh, g.sw],
                          "dilations": [g.dh, g.dw], "pads": [g.pt, g.pl, g.pb, g.pr],
@@ -127,7 +127,7 @@ def _conv(tr, ts, ins, p, out):
 
 def _conv_t(tr, ts, ins, p, out):
     g = p.get("geom")
-    if g is None or ts[0].ndim != 4 or not hasattr(g, "pt"):
+    if g is None or ts[0].ndim != 4:
         return None
     full = [(g.oh - 1) * g.sh + g.dh * (g.kh - 1) + 1 - g.pt - g.pb,
             (g.ow - 1) * g.sw + g.dw * (g.kw - 1) + 1 - g.pl - g.pr]

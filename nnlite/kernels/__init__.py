@@ -38,10 +38,6 @@ def implementations(op):
     return dict(_IMPLS.get(op, {}))
 
 
-def ops():
-    return sorted(_IMPLS)
-
-
 def _load_families():
     import importlib
     import pkgutil

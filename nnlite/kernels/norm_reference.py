@@ -17,6 +17,16 @@ def _stats(values):
     return mean, var
 
 
+def _normalized(v, mean, var, eps, weight, bias, j):
+    """(v - mean) / sqrt(var + eps), then times weight[j] plus bias[j] (each when given)."""
+    v = (v - mean) / math.sqrt(var + eps)
+    if weight is not None:
+        v *= float(weight[j])
+    if bias is not None:
+        v += float(bias[j])
+    return v
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     k = len(normalized_shape)
     lead = x.shape[:-k] if k else x.shape
@@ -27,12 +37,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         vals = [xd[idx + j] for j in inner]
         mean, var = _stats(vals)
         for j in inner:
-            v = (xd[idx + j] - mean) / math.sqrt(var + eps)
-            if weight is not None:
-                v *= float(weight[j])
-            if bias is not None:
-                v += float(bias[j])
-            y[idx + j] = v
+            y[idx + j] = _normalized(xd[idx + j], mean, var, eps, weight, bias, j)
     return y.astype(x.dtype)
 
 
@@ -48,12 +53,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
             mean, var = _stats([xd[(b, ch) + s] for ch in chans for s in spatial])
             for ch in chans:
                 for s in spatial:
-                    v = (xd[(b, ch) + s] - mean) / math.sqrt(var + eps)
-                    if weight is not None:
-                        v *= float(weight[ch])
-                    if bias is not None:
-                        v += float(bias[ch])
-                    y[(b, ch) + s] = v
+                    y[(b, ch) + s] = _normalized(xd[(b, ch) + s], mean, var, eps, weight, bias,
+                                                 ch)
     return y.astype(x.dtype)
 
 
@@ -75,12 +76,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
             else:
                 mean, var = float(running_mean[ch]), float(running_var[ch])
             for s in spatial:
-                v = (xd[(b, ch) + s] - mean) / math.sqrt(var + eps)
-                if weight is not None:
-                    v *= float(weight[ch])
-                if bias is not None:
-                    v += float(bias[ch])
-                y[(b, ch) + s] = v
+                y[(b, ch) + s] = _normalized(xd[(b, ch) + s], mean, var, eps, weight, bias, ch)
     new_mean = new_var = None
     if use_input_stats and running_mean is not None:
         new_mean = np.array([(1 - momentum) * float(running_mean[ch])

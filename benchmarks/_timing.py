@@ -109,3 +109,40 @@ def apply_threads(args):
         import nnlite
 
         nnlite.set_num_threads(args.threads)
+
+
+# ------------------------------------------------------------------------------ peak memory
+def _status_kb(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def peak_rss_growth_mb(fn):
+    """Run ``fn()`` and return (peak RSS during it minus RSS before it, in MB; how measured).
+
+    Linux: writing 5 to /proc/self/clear_refs resets the VmHWM high-water mark to the current
+    RSS, so VmHWM after ``fn`` is the peak reached inside it. Elsewhere (or where clear_refs is
+    not writable) getrusage's lifetime peak is used, which also counts whatever the process
+    held before: call this in a fresh process (the benchmarks run it in a subprocess)."""
+    base = _status_kb("VmRSS") if sys.platform.startswith("linux") else None
+    source = None
+    if base is not None:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            source = "VmHWM"
+        except OSError:
+            pass
+    fn()
+    if source is not None:
+        peak = _status_kb("VmHWM")
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kB on Linux
+        base = base or 0
+        source = "ru_maxrss"
+    return (peak - base) / 1024, source

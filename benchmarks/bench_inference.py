@@ -16,13 +16,20 @@ batch) for ONNX Runtime (default graph optimizations). Candidates, all on the sa
 
 Each row is timed round-robin with the other candidates (interleaved, warm-up first), median and
 best of --repeat rounds; "err" is max |out - torch| / max |torch| (vs nnlite-plain without
-torch). Ratios are median latency over ONNX Runtime's and over PyTorch's. Never asserts.
+torch). Ratios are median latency over ONNX Runtime's and over PyTorch's. "peak MB" (unless
+--no-memory) is the peak RSS growth of a fresh process that loads the exported ONNX file, builds
+the plan (nnlite.onnx.load + optimize_for_inference) or the InferenceSession, and runs three
+batches: weights, plan buffers and work memory included, measured the same way for both
+(``_timing.peak_rss_growth_mb``); "/ort MB" is nnlite's over ONNX Runtime's. Never asserts.
 
 On a busy machine (other processes on the cores) OpenMP's default spin-waiting makes every
 OpenMP runtime (nnlite's kernels and PyTorch alike) many times slower; ONNX Runtime has its own
 thread pool. Run with ``OMP_WAIT_POLICY=passive`` there; the header prints the policy in use.
 """
+import argparse
+import math
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -117,13 +124,60 @@ def candidates(name, model, args, torch, archs, ort, tmpdir):
     return out, ref
 
 
+# ----------------------------------------------------------------------------------- memory
+MEMORY_CANDIDATES = ("nnlite-onnx", "onnxruntime")
+
+
+def _memory_child(spec, threads):
+    """In a fresh process: peak RSS growth (MB) of loading ``path`` with ``candidate`` and
+    running three batches; the input is allocated before the baseline."""
+    candidate, batch, size, path = spec.split(":", 3)
+    x = np.random.default_rng(0).standard_normal((int(batch), 3, int(size), int(size)))
+    x = x.astype(np.float32)
+    nnlite.set_num_threads(threads)
+
+    def run():
+        if candidate == "onnxruntime":
+            import onnxruntime as ort
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            for _ in range(3):
+                sess.run(None, {"input": x})
+        else:
+            fast = nnlite.optimize_for_inference(nnlite.onnx.load(path))
+            for _ in range(3):
+                fast(x)
+    if candidate == "onnxruntime":
+        import onnxruntime  # noqa: F401  (import cost outside the measurement)
+    mb, source = _timing.peak_rss_growth_mb(run)
+    print(f"{mb:.1f} {source}")
+
+
+def peak_memory(candidate, batch, size, path, threads):
+    """The peak RSS growth in MB of ``candidate`` in a subprocess, or None when it failed."""
+    try:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child",
+                              f"{candidate}:{batch}:{size}:{path}", "--threads", str(threads)],
+                             capture_output=True, text=True, timeout=900, check=True)
+        return float(out.stdout.strip().splitlines()[-1].split()[0])
+    except (subprocess.SubprocessError, IndexError, ValueError) as exc:
+        print(f"# peak memory of {candidate} failed: {type(exc).__name__}", flush=True)
+        return None
+
+
 def main(argv=None):
     p = _timing.base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", default="googlenet,resnet50,mobilenet_v2")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.set_defaults(threads=2)
     args = p.parse_args(argv)
+    if args.memory_child:
+        return _memory_child(args.memory_child, args.threads or 2)
     if args.quick:
         args.size, args.repeat, args.batches = 112, 3, "1"
     _timing.apply_threads(args)
@@ -153,6 +207,11 @@ def main(argv=None):
                 times = _timing.interleave({k: (lambda fn=fn: fn(x)) for k, fn in cands.items()},
                                            repeat=args.repeat, warmup=1)
                 med = {k: _timing.median(v) for k, v in times.items()}
+                path = os.path.join(tmpdir, f"{name}.onnx")
+                mem = {}
+                if not args.no_memory and os.path.exists(path):
+                    mem = {k: peak_memory(k, batch, args.size, path, args.threads)
+                           for k in MEMORY_CANDIDATES if k in cands}
                 for k, ts in times.items():
                     row = {"model": name, "batch": batch, "candidate": k,
                            "median ms": f"{med[k] * 1e3:.1f}",
@@ -162,12 +221,25 @@ def main(argv=None):
                     for base in ("onnxruntime", "torch"):
                         if base in med:
                             row[f"/{base}"] = f"{med[k] / med[base]:.2f}"
+                    if mem.get(k) is not None:
+                        row["peak MB"] = f"{mem[k]:.0f}"
+                        if mem.get("onnxruntime"):
+                            row["/ort MB"] = f"{mem[k] / mem['onnxruntime']:.2f}"
                     rows.append(row)
                     print(f"# {name} b{batch} {k}: {row['median ms']} ms", flush=True)
     cols = ["model", "batch", "candidate", "median ms", "min ms", "img/s", "err",
-            "/onnxruntime", "/torch"]
+            "/onnxruntime", "/torch", "peak MB", "/ort MB"]
     print()
     _timing.print_table(rows, cols)
+    # the issue's targets: per batch, the geometric mean over the models of nnlite / ORT
+    for cand in ("nnlite-opt", "nnlite-onnx"):
+        for batch in sorted({r["batch"] for r in rows}):
+            ratios = [float(r["/onnxruntime"]) for r in rows
+                      if r["candidate"] == cand and r["batch"] == batch and "/onnxruntime" in r]
+            if ratios:
+                geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+                print(f"# {cand} / onnxruntime, batch {batch}: geo-mean {geo:.2f} over "
+                      f"{len(ratios)} models, worst {max(ratios):.2f}")
     if args.csv:
         _timing.write_csv(args.csv, rows, cols)
 

@@ -61,9 +61,9 @@ def make_steps(nodes, layout, outputs, metas, consts, opset):
 class Plan:
     """Kernels, memory plan and I/O of one input signature (immutable; bind per thread).
 
-    ``steps``: [Step]; ``storage``: storage.Storage; ``arena``: storage.Arena (``slots``,
-    ``slot_of``); ``scratch``: bytes of the largest kernel scratch; ``consts``: constant arrays
-    by name; ``groups``: [lanes.LaneGroup].
+    ``steps``: [Step]; ``storage``: storage.Storage; ``arena``: storage.Arena (its ``slots``
+    are also ``Plan.slots``); ``scratch``: bytes of the largest kernel scratch; ``consts``:
+    constant arrays by name; ``groups``: [lanes.LaneGroup].
     """
 
     def __init__(self, inputs, outputs, steps, storage, arena, scratch, consts, groups=()):
@@ -76,11 +76,6 @@ class Plan:
     def slots(self):
         """Size in bytes of each arena slot."""
         return self.arena.slots
-
-    @property
-    def slot_of(self):
-        """root buffer -> its arena slot."""
-        return self.arena.slot_of
 
     def bind(self):
         """Fresh arena for the calling thread: (input arrays, output arrays, run list)."""

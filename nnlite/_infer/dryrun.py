@@ -56,7 +56,7 @@ def dry_run(graph, arrays, constants):
     env = {vi.name: Tensor(a) for vi, a in zip(graph.inputs, arrays)}
     for vi, a in zip(graph.inputs, arrays):
         metas[vi.name] = meta_of(a)
-    last = {}
+    last = {}   # value -> its last reader (as storage.last_use; storage imports this module)
     for i, n in enumerate(graph.nodes):
         for v in n.inputs:
             last[v] = i

@@ -100,7 +100,7 @@ def find_groups(nodes, views, consumers, outputs, metas):
             if chain:
                 chains.append(chain)
         members.discard(id(c))
-        if len(chains) < 2 or not members:
+        if len(chains) < 2:
             continue
         lo = min(pos[k] for k in members)
         if {id(n) for n in nodes[lo:ci]} != members:
@@ -110,9 +110,8 @@ def find_groups(nodes, views, consumers, outputs, metas):
             k = 0 if load[0] <= load[1] else 1
             load[k] += sum(cost(n, metas) for n in chain)
             lanes[k].extend(chain)
-        made = [{o for n in lane for o in n.outputs if o} for lane in lanes]
-        if any(v in made[1 - k] for k in (0, 1) for n in lanes[k] for v in n.inputs):
-            continue  # a value crosses lanes (cannot happen for disjoint chains; be sure)
+        # no value crosses lanes: a node joins a chain only when every reader of its outputs
+        # is already in that chain (or is the Concat), so chains never read each other
         order = [sorted(lane, key=lambda n: pos[id(n)]) for lane in lanes]
         groups.append(BranchGroup(nodes[lo:ci], lo, ci - 1,
                                   Lanes(*([id(n) for n in lane] for lane in order))))

@@ -21,14 +21,22 @@
    arena, the scratch areas and every kernel bound to fixed views; a call is then a copy-in,
    a list of zero-argument calls and a copy-out.
 
+Why this order: the rewrites need every shape (1); views must be known before the groups
+(a view node is no step of a lane) and the groups before liveness (a group's values stay live
+for the whole group, as its lanes overlap in time); in-place accumulation is refused inside a
+group (the other lane may still read the operand); lanes are balanced last, once the kernels
+tell which conv can be split (a split part writes a channel slice of the same output, so the
+memory plan stays valid).
+
 ``check_outputs`` compares the plan's first outputs with the dry run's (``PlanMismatch``).
 """
 import numpy as np
 
-from .bind import Plan, _group_call, _LaneWorker, make_steps  # noqa: F401 (re-exported)
+from .bind import Plan, make_steps
+from .bind import _group_call, _LaneWorker  # noqa: F401 (the lane runtime, imported by tests)
 from .dryrun import dry_run, meta_of
 from .lanes import find_groups, place_groups
-from .passes import canonicalize, consumers, simplify
+from .passes import canonicalize, simplify
 from .storage import accumulate_in_place, assign_slots, plan_views
 
 __all__ = ["compile_plan", "check_outputs", "dry_run", "Plan", "PlanMismatch"]
@@ -50,13 +58,14 @@ def compile_plan(graph, arrays, constants, folded):
     inputs = [vi.name for vi in graph.inputs]
     layout = plan_views(nodes, inputs, outputs, consts, metas)                    # 3
     st = layout.storage
-    groups = find_groups(nodes, layout.views, consumers(nodes), outputs, metas)   # 4
+    groups = find_groups(nodes, layout.views, layout.readers, outputs, metas)     # 4
     grouped = {id(n) for g in groups for n in g.nodes}
     accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped)       # 5
     arena = assign_slots(nodes, st, inputs, outputs, groups)
     steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)  # 6
     scratch = max([0] + [s.kernel.scratch_bytes for s in steps])
     lane_groups = place_groups(groups, step_of, steps, metas, consts, st)          # 7
+    # the largest scratch of any kernel, including a conv that was then split into parts
     scratch = max([scratch] + [s.kernel.scratch_bytes for s in steps])
     plan = Plan(inputs, outputs, steps, st, arena, scratch, consts, lane_groups)
     plan.value_bytes = sum(int(np.prod(metas[v].shape, dtype=np.int64))

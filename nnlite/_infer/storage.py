@@ -82,6 +82,7 @@ class Layout(NamedTuple):
     storage: Storage
     views: set          # id() of the nodes that became views (no step in the plan)
     copy_masks: dict    # id(Concat node) -> [copy input k?] (False: its producer wrote it)
+    readers: dict       # value -> the nodes reading it (view nodes included)
 
 
 def plan_views(nodes, inputs, outputs, consts, metas):
@@ -122,7 +123,7 @@ def plan_views(nodes, inputs, outputs, consts, metas):
             mask.append(not ok)
             start += size
         masks[id(n)] = mask
-    return Layout(st, views, masks)
+    return Layout(st, views, masks, readers)
 
 
 def last_use(nodes, outputs):

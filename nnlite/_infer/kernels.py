@@ -832,9 +832,9 @@ KERNELS = Registry("inference plan kernel")
 
 
 def make_kernel(node, in_metas, consts, opset):
-    """The Kernel for ``node``; ``in_metas`` are (shape, dtype) per input, ``consts`` the static
-    input arrays (None where the input is computed at run time). Raises PlanError naming the
-    node when its kernel cannot be built."""
+    """The Kernel for ``node``; ``in_metas`` are ``dryrun.Meta(shape, dtype)`` per input,
+    ``consts`` the static input arrays (None where the input is computed at run time). Raises
+    PlanError naming the node when its kernel cannot be built."""
     label = node.label()
     build = KERNELS.get(node.op)
     try:
@@ -851,12 +851,12 @@ def make_kernel(node, in_metas, consts, opset):
 
 @KERNELS.register("Conv")
 def _conv_kernel(node, in_metas, consts, opset):
-    if len(in_metas[0][0]) != 4:
+    if len(in_metas[0].shape) != 4:
         return None
     names, cs = conv_inputs(node), conv_inputs(node, consts)
     if cs.weight is not None and (names.bias is None or cs.bias is not None):
-        return ConvKernel(in_metas[0][0], cs.weight, cs.bias, node.attrs,
-                          names.residual is not None, np.dtype(in_metas[0][1]))
+        return ConvKernel(in_metas[0].shape, cs.weight, cs.bias, node.attrs,
+                          names.residual is not None, np.dtype(in_metas[0].dtype))
     if names.residual is not None:
         raise PlanError(node.label(), "a conv fused with a residual needs a constant weight "
                         "and bias")
@@ -865,9 +865,9 @@ def _conv_kernel(node, in_metas, consts, opset):
 
 @KERNELS.register("MaxPool", "AveragePool")
 def _pool_kernel(node, in_metas, consts, opset):
-    if len(in_metas[0][0]) != 4:
+    if len(in_metas[0].shape) != 4:
         return None
-    return PoolKernel(node.op, in_metas[0][0], node.attrs, np.dtype(in_metas[0][1]))
+    return PoolKernel(node.op, in_metas[0].shape, node.attrs, np.dtype(in_metas[0].dtype))
 
 
 @KERNELS.register("GlobalAveragePool", "GlobalMaxPool")
@@ -877,12 +877,12 @@ def _global_pool_kernel(node, in_metas, consts, opset):
 
 @KERNELS.register("nnlite.Affine")
 def _affine_kernel(node, in_metas, consts, opset):
-    return AffineKernel(consts[1], consts[2], len(in_metas[0][0]), node.attrs.get("activation"))
+    return AffineKernel(consts[1], consts[2], len(in_metas[0].shape), node.attrs.get("activation"))
 
 
 @KERNELS.register(*_UFUNCS)
 def _binary_kernel(node, in_metas, consts, opset):
-    if in_metas[0][1] != in_metas[1][1] or np.dtype(in_metas[0][1]).kind != "f":
+    if in_metas[0].dtype != in_metas[1].dtype or np.dtype(in_metas[0].dtype).kind != "f":
         return None
     return BinaryKernel(node.op, node.attrs.get("activation"))
 
@@ -894,7 +894,7 @@ def _unary_kernel(node, in_metas, consts, opset):
 
 @KERNELS.register("Clip")
 def _clip_kernel(node, in_metas, consts, opset):
-    if np.dtype(in_metas[0][1]).kind != "f":
+    if np.dtype(in_metas[0].dtype).kind != "f":
         return None
     if opset < 11:
         lo, hi = node.attrs.get("min"), node.attrs.get("max")
@@ -908,14 +908,14 @@ def _clip_kernel(node, in_metas, consts, opset):
 
 @KERNELS.register("Softmax")
 def _softmax_kernel(node, in_metas, consts, opset):
-    ndim = len(in_metas[0][0])
+    ndim = len(in_metas[0].shape)
     axis = int(node.attrs.get("axis", -1 if opset >= 13 else 1)) % ndim
     return SoftmaxKernel(axis, ndim, opset)
 
 
 @KERNELS.register("Gemm")
 def _gemm_kernel(node, in_metas, consts, opset):
-    if not all(len(m[0]) == 2 for m in in_metas[:2]):
+    if not all(len(m.shape) == 2 for m in in_metas[:2]):
         return None
     return GemmKernel(node.attrs, consts[2] if len(consts) > 2 else None,
                       node.attrs.get("activation"), len(node.inputs))
@@ -933,11 +933,11 @@ def _copy_kernel(node, in_metas, consts, opset):
 
 @KERNELS.register("Transpose")
 def _transpose_kernel(node, in_metas, consts, opset):
-    ndim = len(in_metas[0][0])
+    ndim = len(in_metas[0].shape)
     return CopyKernel(tuple(int(p) for p in node.attrs.get("perm", range(ndim)[::-1])))
 
 
 @KERNELS.register("Concat")
 def _concat_kernel(node, in_metas, consts, opset):
-    return ConcatKernel(int(node.attrs["axis"]) % len(in_metas[0][0]),
+    return ConcatKernel(int(node.attrs["axis"]) % len(in_metas[0].shape),
                         node.attrs.get("copy_mask"))

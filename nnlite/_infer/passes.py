@@ -64,7 +64,8 @@ def consumers(nodes):
 
 
 def _producers(nodes):
-    return {o: (i, n) for i, n in enumerate(nodes) for o in n.outputs if o}
+    """value -> the node writing it."""
+    return {o: n for n in nodes for o in n.outputs if o}
 
 
 def _rename(nodes, outputs, mapping):
@@ -114,10 +115,10 @@ def _fold_batchnorm(nodes, outputs, consts, metas, folded):
         x = n.inputs[0]
         p = prod.get(x)
         dt = np.dtype(metas[n.outputs[0]][1])
-        if (p is not None and p[1].op == "Conv" and len(cons.get(x, ())) == 1
-                and x not in outputs and not p[1].attrs.get("residual")
-                and _has_const_weights(p[1], consts)):
-            conv = p[1]
+        if (p is not None and p.op == "Conv" and len(cons.get(x, ())) == 1
+                and x not in outputs and not p.attrs.get("residual")
+                and _has_const_weights(p, consts)):
+            conv = p
             roles = conv_inputs(conv)
             w = consts[roles.weight]
             b = None if roles.bias is None else consts[roles.bias]
@@ -193,8 +194,8 @@ def _fuse_residual(nodes, outputs, consts, metas, folded):
             p = current[k]
             if not _is_conv_kernel(p, consts, metas) or "activation" in p.attrs:
                 continue
-            if other in consts and metas[other][1] == metas[y][1]:
-                vec = _per_channel(consts[other], metas[y][0])
+            if other in consts and metas[other].dtype == metas[y].dtype:
+                vec = _per_channel(consts[other], metas[y].shape)
                 if vec is not None:
                     best = ("bias", k, p, other)
                     break
@@ -220,7 +221,7 @@ def _add_to_bias(conv, c_name, y, consts, metas, folded):
     """Name of a new constant: ``conv``'s bias (zeros without one) plus the per-channel
     constant ``c_name`` (float64 sum, cast to the output dtype)."""
     bias = conv_inputs(conv, [consts.get(v) if v else None for v in conv.inputs]).bias
-    c, (shape, dt) = consts[c_name], metas[y]
+    c, shape, dt = consts[c_name], metas[y].shape, metas[y].dtype
     dt = np.dtype(dt)
 
     def make(bias=bias, c=c, shape=shape, dt=dt):
@@ -270,12 +271,12 @@ def _fuse_activations(nodes, outputs, consts, metas, opset):
         p = current[k]
         ok = p.op in FUSABLE and "activation" not in p.attrs
         if p.op == "Add":
-            ok = ok and all(np.dtype(metas[v][1]).kind == "f" for v in p.inputs) and \
+            ok = ok and all(np.dtype(metas[v].dtype).kind == "f" for v in p.inputs) and \
                 metas[p.inputs[0]][1] == metas[p.inputs[1]][1]
         if p.op == "Conv":
             ok = ok and _is_conv_kernel(p, consts, metas)
         if p.op == "Gemm":
-            ok = ok and all(len(metas[v][0]) == 2 for v in p.inputs[:2])
+            ok = ok and all(len(metas[v].shape) == 2 for v in p.inputs[:2])
         if not ok:
             continue
         current[k] = replace(p, outputs=(n.outputs[0],), attrs=dict(p.attrs, activation=act))

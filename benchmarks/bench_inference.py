@@ -15,11 +15,13 @@ batch) for ONNX Runtime (default graph optimizations). Candidates, all on the sa
     torch          eval + no_grad, torch.set_num_threads(--threads)
 
 Each row is timed round-robin with the other candidates (interleaved, warm-up first), median and
-best of --repeat rounds; "err" is max |out - torch| / max |torch| (vs nnlite-plain without
-torch). Ratios are median latency over ONNX Runtime's and over PyTorch's. "peak MB" (unless
---no-memory) is the peak RSS growth of a fresh process that loads the exported ONNX file, builds
-the plan (nnlite.onnx.load + optimize_for_inference) or the InferenceSession, and runs three
-batches: weights, plan buffers and work memory included, measured the same way for both
+best of --repeat rounds; "first ms" is the first call on that input shape (for nnlite-opt and
+nnlite-onnx: trace, plan compilation with its plain dry run, and the check run; for the others
+a warm-up); "err" is max |out - torch| / max |torch| (vs nnlite-plain without torch). Ratios
+are median latency over ONNX Runtime's and over PyTorch's. "peak MB" (unless --no-memory) is
+the peak RSS growth of a fresh process that loads the exported ONNX file, builds the plan
+(nnlite.onnx.load + optimize_for_inference) or the InferenceSession, and runs three batches:
+weights, plan buffers and work memory included, measured the same way for both
 (``_timing.peak_rss_growth_mb``); "/ort MB" is nnlite's over ONNX Runtime's. Never asserts.
 
 On a busy machine (other processes on the cores) OpenMP's default spin-waiting makes every
@@ -32,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 
 import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
@@ -201,7 +204,11 @@ def main(argv=None):
             cands, ref_name = candidates(name, model, args, torch, archs, ort, tmpdir)
             for batch in (int(b) for b in args.batches.split(",")):
                 x = rng.standard_normal((batch, 3, args.size, args.size)).astype(np.float32)
-                outs = {k: fn(x) for k, fn in cands.items()}   # also the warm-up/compile
+                outs, first = {}, {}
+                for k, fn in cands.items():   # the first call: compiles the nnlite plans
+                    t0 = time.perf_counter()
+                    outs[k] = fn(x)
+                    first[k] = time.perf_counter() - t0
                 ref = outs[ref_name]
                 scale = float(np.abs(ref).max())
                 times = _timing.interleave({k: (lambda fn=fn: fn(x)) for k, fn in cands.items()},
@@ -217,6 +224,7 @@ def main(argv=None):
                            "median ms": f"{med[k] * 1e3:.1f}",
                            "min ms": f"{_timing.best(ts) * 1e3:.1f}",
                            "img/s": f"{batch / med[k]:.1f}",
+                           "first ms": f"{first[k] * 1e3:.0f}",
                            "err": f"{np.abs(outs[k] - ref).max() / scale:.1e}"}
                     for base in ("onnxruntime", "torch"):
                         if base in med:
@@ -227,7 +235,7 @@ def main(argv=None):
                             row["/ort MB"] = f"{mem[k] / mem['onnxruntime']:.2f}"
                     rows.append(row)
                     print(f"# {name} b{batch} {k}: {row['median ms']} ms", flush=True)
-    cols = ["model", "batch", "candidate", "median ms", "min ms", "img/s", "err",
+    cols = ["model", "batch", "candidate", "median ms", "min ms", "img/s", "first ms", "err",
             "/onnxruntime", "/torch", "peak MB", "/ort MB"]
     print()
     _timing.print_table(rows, cols)

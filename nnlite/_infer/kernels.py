@@ -1,6 +1,7 @@
 """Array kernels of the inference plan: every step writes into a preallocated ``out`` view.
 
-``make_kernel(node, metas, consts, opset)`` returns a ``Kernel`` with ``scratch_bytes`` and
+``make_kernel(node, metas, consts, opset)`` returns a ``Kernel`` (built by the builder
+registered for the node's op in ``KERNELS``) with ``scratch_bytes`` and
 ``bind(ins, outs, scratch) -> callable``: binding happens once per thread arena, so the hot loop
 is a list of zero-argument calls on fixed arrays. ``out`` may be a strided view (a channel slice
 of a concatenation buffer): kernels write it per image or through ufunc ``out=``.
@@ -32,6 +33,7 @@ from .._constants import PLAN_PARALLEL_PLANES, PLAN_PARALLEL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
 from ..onnx.ops import avg_divisor, run_node
+from .._registry import Registry
 from ..tensor import Tensor
 from .trace import GENERIC
 
@@ -83,8 +85,8 @@ def _native(*arrays):
     """True when nnlite._planops can take these 4-D arrays."""
     return _planops is not None and _unit_w(*arrays)
 
-__all__ = ["make_kernel", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
-           "ConvInputs", "conv_inputs"]
+__all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE",
+           "PlanError", "ConvInputs", "conv_inputs"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -824,64 +826,118 @@ class FallbackKernel(Kernel):
 
 
 # ------------------------------------------------------------------------------ factory
+# op -> builder(node, in_metas, consts, opset) -> Kernel, or None where the builder does not
+# cover this node (then the Tensor executor runs it: FallbackKernel)
+KERNELS = Registry("inference plan kernel")
+
+
 def make_kernel(node, in_metas, consts, opset):
-    """The Kernel for ``node``; ``in_metas`` are (shape, dtype) per input, ``consts`` the static
-    input arrays (None where the input is computed at run time). Raises PlanError naming the
-    node when its kernel cannot be built."""
+    """The Kernel for ``node``; ``in_metas`` are ``dryrun.Meta(shape, dtype)`` per input,
+    ``consts`` the static input arrays (None where the input is computed at run time). Raises
+    PlanError naming the node when its kernel cannot be built."""
     label = node.label()
+    build = KERNELS.get(node.op)
     try:
-        kernel = _make_kernel(node, in_metas, consts, opset)
+        kernel = None if build is None else build(node, in_metas, consts, opset)
     except PlanError:
         raise
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise PlanError(label, f"cannot build its kernel: {exc}") from exc
+    if kernel is None:
+        kernel = FallbackKernel(node, opset)
     kernel.label = label
     return kernel
 
 
-def _make_kernel(node, in_metas, consts, opset):
-    op, at = node.op, node.attrs
-    act = at.get("activation")
-    if op == "Conv" and len(in_metas[0][0]) == 4:
-        names, cs = conv_inputs(node), conv_inputs(node, consts)
-        if cs.weight is not None and (names.bias is None or cs.bias is not None):
-            return ConvKernel(in_metas[0][0], cs.weight, cs.bias, at,
-                              names.residual is not None, np.dtype(in_metas[0][1]))
-        if names.residual is not None:
-            raise PlanError(node.label(), "a conv fused with a residual needs a constant weight "
-                            "and bias")
-    if op in ("MaxPool", "AveragePool") and len(in_metas[0][0]) == 4:
-        return PoolKernel(op, in_metas[0][0], at, np.dtype(in_metas[0][1]))
-    if op in ("GlobalAveragePool", "GlobalMaxPool"):
-        return GlobalPoolKernel(op)
-    if op == "nnlite.Affine":
-        return AffineKernel(consts[1], consts[2], len(in_metas[0][0]), act)
-    if op in _UFUNCS and in_metas[0][1] == in_metas[1][1] and np.dtype(in_metas[0][1]).kind == "f":
-        return BinaryKernel(op, act)
-    if op in ("Relu", "Tanh", "Sigmoid"):
-        return UnaryKernel(op)
-    if op == "Clip" and np.dtype(in_metas[0][1]).kind == "f":
-        if opset < 11:
-            lo, hi = at.get("min"), at.get("max")
-        else:
-            lo = consts[1].item() if len(consts) > 1 and consts[1] is not None else None
-            hi = consts[2].item() if len(consts) > 2 and consts[2] is not None else None
-            if any(node.inputs[i] and consts[i] is None for i in (1, 2) if i < len(consts)):
-                return FallbackKernel(node, opset)
-        return UnaryKernel("Clip", lo, hi)
-    if op == "Softmax":
-        ndim = len(in_metas[0][0])
-        axis = int(at.get("axis", -1 if opset >= 13 else 1)) % ndim
-        return SoftmaxKernel(axis, ndim, opset)
-    if op == "Gemm" and all(len(m[0]) == 2 for m in in_metas[:2]):
-        return GemmKernel(at, consts[2] if len(consts) > 2 else None, act, len(node.inputs))
-    if op == "MatMul":
-        return MatMulKernel()
-    if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"):
-        return CopyKernel()
-    if op == "Transpose":
-        ndim = len(in_metas[0][0])
-        return CopyKernel(tuple(int(p) for p in at.get("perm", range(ndim)[::-1])))
-    if op == "Concat":
-        return ConcatKernel(int(at["axis"]) % len(in_metas[0][0]), at.get("copy_mask"))
-    return FallbackKernel(node, opset)
+@KERNELS.register("Conv")
+def _conv_kernel(node, in_metas, consts, opset):
+    if len(in_metas[0].shape) != 4:
+        return None
+    names, cs = conv_inputs(node), conv_inputs(node, consts)
+    if cs.weight is not None and (names.bias is None or cs.bias is not None):
+        return ConvKernel(in_metas[0].shape, cs.weight, cs.bias, node.attrs,
+                          names.residual is not None, np.dtype(in_metas[0].dtype))
+    if names.residual is not None:
+        raise PlanError(node.label(), "a conv fused with a residual needs a constant weight "
+                        "and bias")
+    return None
+
+
+@KERNELS.register("MaxPool", "AveragePool")
+def _pool_kernel(node, in_metas, consts, opset):
+    if len(in_metas[0].shape) != 4:
+        return None
+    return PoolKernel(node.op, in_metas[0].shape, node.attrs, np.dtype(in_metas[0].dtype))
+
+
+@KERNELS.register("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool_kernel(node, in_metas, consts, opset):
+    return GlobalPoolKernel(node.op)
+
+
+@KERNELS.register("nnlite.Affine")
+def _affine_kernel(node, in_metas, consts, opset):
+    return AffineKernel(consts[1], consts[2], len(in_metas[0].shape), node.attrs.get("activation"))
+
+
+@KERNELS.register(*_UFUNCS)
+def _binary_kernel(node, in_metas, consts, opset):
+    if in_metas[0].dtype != in_metas[1].dtype or np.dtype(in_metas[0].dtype).kind != "f":
+        return None
+    return BinaryKernel(node.op, node.attrs.get("activation"))
+
+
+@KERNELS.register("Relu", "Tanh", "Sigmoid")
+def _unary_kernel(node, in_metas, consts, opset):
+    return UnaryKernel(node.op)
+
+
+@KERNELS.register("Clip")
+def _clip_kernel(node, in_metas, consts, opset):
+    if np.dtype(in_metas[0].dtype).kind != "f":
+        return None
+    if opset < 11:
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+    else:
+        lo = consts[1].item() if len(consts) > 1 and consts[1] is not None else None
+        hi = consts[2].item() if len(consts) > 2 and consts[2] is not None else None
+        if any(node.inputs[i] and consts[i] is None for i in (1, 2) if i < len(consts)):
+            return None
+    return UnaryKernel("Clip", lo, hi)
+
+
+@KERNELS.register("Softmax")
+def _softmax_kernel(node, in_metas, consts, opset):
+    ndim = len(in_metas[0].shape)
+    axis = int(node.attrs.get("axis", -1 if opset >= 13 else 1)) % ndim
+    return SoftmaxKernel(axis, ndim, opset)
+
+
+@KERNELS.register("Gemm")
+def _gemm_kernel(node, in_metas, consts, opset):
+    if not all(len(m.shape) == 2 for m in in_metas[:2]):
+        return None
+    return GemmKernel(node.attrs, consts[2] if len(consts) > 2 else None,
+                      node.attrs.get("activation"), len(node.inputs))
+
+
+@KERNELS.register("MatMul")
+def _matmul_kernel(node, in_metas, consts, opset):
+    return MatMulKernel()
+
+
+@KERNELS.register("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+def _copy_kernel(node, in_metas, consts, opset):
+    return CopyKernel()
+
+
+@KERNELS.register("Transpose")
+def _transpose_kernel(node, in_metas, consts, opset):
+    ndim = len(in_metas[0].shape)
+    return CopyKernel(tuple(int(p) for p in node.attrs.get("perm", range(ndim)[::-1])))
+
+
+@KERNELS.register("Concat")
+def _concat_kernel(node, in_metas, consts, opset):
+    return ConcatKernel(int(node.attrs["axis"]) % len(in_metas[0].shape),
+                        node.attrs.get("copy_mask"))

@@ -1,5 +1,11 @@
-"""Graph rewrites of the inference plan (on ``Node`` lists with known shapes).
+"""Stage 2 of the plan: graph rewrites (on ``Node`` lists with known shapes).
 
+``canonicalize`` first (spellings that the rewrites below should recognise):
+- a two-input ``Sum`` is an ``Add`` (so residual fusion sees it);
+- ``BatchNormalization -> Mul(c) -> Add(d)`` with per-channel constants (Caffe2-style exports
+  spell a scale layer so) is one BatchNormalization with scale s*c and bias b*c + d.
+
+then ``simplify``:
 - constant folding and dead-code removal;
 - Identity / Dropout / same-dtype Cast become aliases;
 - BatchNormalization after a Conv whose output only it reads is folded into the conv weights
@@ -17,9 +23,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from .dryrun import Meta
 from .kernels import FUSABLE, conv_inputs, with_conv_inputs
 
-__all__ = ["simplify"]
+__all__ = ["canonicalize", "simplify", "consumers", "Folded"]
 
 
 class Folded:
@@ -46,7 +53,8 @@ def _fresh(consts, metas, base):
     return name
 
 
-def _consumers(nodes):
+def consumers(nodes):
+    """value -> the nodes reading it (in node order; a node reading it twice is listed twice)."""
     out = {}
     for n in nodes:
         for v in n.inputs:
@@ -56,7 +64,8 @@ def _consumers(nodes):
 
 
 def _producers(nodes):
-    return {o: (i, n) for i, n in enumerate(nodes) for o in n.outputs if o}
+    """value -> the node writing it."""
+    return {o: n for n in nodes for o in n.outputs if o}
 
 
 def _rename(nodes, outputs, mapping):
@@ -92,7 +101,7 @@ def _bn_affine(params, eps):
 
 
 def _fold_batchnorm(nodes, outputs, consts, metas, folded):
-    cons, prod = _consumers(nodes), _producers(nodes)
+    cons, prod = consumers(nodes), _producers(nodes)
     out = []
     for n in nodes:
         if n.op != "BatchNormalization":
@@ -106,10 +115,10 @@ def _fold_batchnorm(nodes, outputs, consts, metas, folded):
         x = n.inputs[0]
         p = prod.get(x)
         dt = np.dtype(metas[n.outputs[0]][1])
-        if (p is not None and p[1].op == "Conv" and len(cons.get(x, ())) == 1
-                and x not in outputs and not p[1].attrs.get("residual")
-                and _has_const_weights(p[1], consts)):
-            conv = p[1]
+        if (p is not None and p.op == "Conv" and len(cons.get(x, ())) == 1
+                and x not in outputs and not p.attrs.get("residual")
+                and _has_const_weights(p, consts)):
+            conv = p
             roles = conv_inputs(conv)
             w = consts[roles.weight]
             b = None if roles.bias is None else consts[roles.bias]
@@ -168,7 +177,7 @@ def _per_channel(c, shape):
 def _fuse_residual(nodes, outputs, consts, metas, folded):
     """Fold per-channel constant Adds into the conv bias; fuse other same-shape Adds as the
     conv's residual operand. A conv may take several (a chain of Adds on its output)."""
-    cons = _consumers(nodes)
+    cons = consumers(nodes)
     current = list(nodes)
     at = {o: i for i, n in enumerate(nodes) for o in n.outputs if o}  # value -> producer index
     removed = set()
@@ -185,8 +194,8 @@ def _fuse_residual(nodes, outputs, consts, metas, folded):
             p = current[k]
             if not _is_conv_kernel(p, consts, metas) or "activation" in p.attrs:
                 continue
-            if other in consts and metas[other][1] == metas[y][1]:
-                vec = _per_channel(consts[other], metas[y][0])
+            if other in consts and metas[other].dtype == metas[y].dtype:
+                vec = _per_channel(consts[other], metas[y].shape)
                 if vec is not None:
                     best = ("bias", k, p, other)
                     break
@@ -212,7 +221,7 @@ def _add_to_bias(conv, c_name, y, consts, metas, folded):
     """Name of a new constant: ``conv``'s bias (zeros without one) plus the per-channel
     constant ``c_name`` (float64 sum, cast to the output dtype)."""
     bias = conv_inputs(conv, [consts.get(v) if v else None for v in conv.inputs]).bias
-    c, (shape, dt) = consts[c_name], metas[y]
+    c, shape, dt = consts[c_name], metas[y].shape, metas[y].dtype
     dt = np.dtype(dt)
 
     def make(bias=bias, c=c, shape=shape, dt=dt):
@@ -247,7 +256,7 @@ def _activation_of(n, consts, opset):
 
 
 def _fuse_activations(nodes, outputs, consts, metas, opset):
-    cons = _consumers(nodes)
+    cons = consumers(nodes)
     pos = {o: i for i, n in enumerate(nodes) for o in n.outputs if o}
     current = list(nodes)
     remove = set()
@@ -262,17 +271,69 @@ def _fuse_activations(nodes, outputs, consts, metas, opset):
         p = current[k]
         ok = p.op in FUSABLE and "activation" not in p.attrs
         if p.op == "Add":
-            ok = ok and all(np.dtype(metas[v][1]).kind == "f" for v in p.inputs) and \
+            ok = ok and all(np.dtype(metas[v].dtype).kind == "f" for v in p.inputs) and \
                 metas[p.inputs[0]][1] == metas[p.inputs[1]][1]
         if p.op == "Conv":
             ok = ok and _is_conv_kernel(p, consts, metas)
         if p.op == "Gemm":
-            ok = ok and all(len(metas[v][0]) == 2 for v in p.inputs[:2])
+            ok = ok and all(len(metas[v].shape) == 2 for v in p.inputs[:2])
         if not ok:
             continue
         current[k] = replace(p, outputs=(n.outputs[0],), attrs=dict(p.attrs, activation=act))
         remove.add(id(n))
     return [n for n in current if id(n) not in remove]
+
+
+def canonicalize(nodes, outputs, consts, metas):
+    """The rewrites that need shapes before ``simplify`` (see the module doc). The BatchNorm's
+    new scale and bias are computed in float64, then cast to its parameters' dtype."""
+    nodes = [type(n)("Add", n.inputs, n.outputs, {}, n.name)
+             if n.op == "Sum" and len(n.inputs) == 2 and all(n.inputs) else n for n in nodes]
+    readers = consumers(nodes)
+    drop, out = set(), []
+    for n in nodes:
+        if id(n) in drop:
+            continue
+        if (n.op == "BatchNormalization" and len(n.inputs) == 5
+                and all(v in consts for v in n.inputs[1:])
+                and not any(o in readers or o in outputs for o in n.outputs[1:] if o)
+                and not n.attrs.get("training_mode") and np.ndim(consts[n.inputs[1]]) == 1):
+            shape = metas[n.inputs[0]].shape
+            chans = np.shape(consts[n.inputs[1]])[0]
+            scale = np.asarray(consts[n.inputs[1]], np.float64)
+            bias = np.asarray(consts[n.inputs[2]], np.float64)
+            last, changed = n.outputs[0], False
+            for op in ("Mul", "Add"):
+                users = readers.get(last, ())
+                if len(users) != 1 or users[0].op != op or last in outputs or \
+                        len(users[0].inputs) != 2:
+                    break
+                u = users[0]
+                other = u.inputs[1] if u.inputs[0] == last else u.inputs[0]
+                c = None
+                if other in consts and np.asarray(consts[other]).dtype.kind == "f":
+                    c = _per_channel(consts[other], shape)
+                if c is None or len(c) != chans or metas[u.outputs[0]] != metas[last]:
+                    break
+                c = c.astype(np.float64)
+                if op == "Mul":
+                    scale, bias = scale * c, bias * c
+                else:
+                    bias = bias + c
+                drop.add(id(u))
+                last, changed = u.outputs[0], True
+            if changed:
+                dt = np.asarray(consts[n.inputs[1]]).dtype
+                names = []
+                for tag, arr in (("scale", scale), ("bias", bias)):
+                    name = _fresh(consts, metas, f"{last}:{tag}")
+                    consts[name] = arr.astype(dt)
+                    metas[name] = Meta((chans,), dt)
+                    names.append(name)
+                n = type(n)(n.op, (n.inputs[0], names[0], names[1]) + tuple(n.inputs[3:]),
+                            (last,), n.attrs, n.name)
+        out.append(n)
+    return out
 
 
 def simplify(nodes, outputs, consts, metas, opset, folded):

@@ -14,7 +14,9 @@ import threading
 import numpy as np
 
 from .. import _ops
+from .._registry import Registry
 from ..autograd import Function, no_grad
+from ..functional import basic, conv, normalization, pooling
 from ..onnx.graph import Graph, Node, ValueInfo
 from ..tensor import Tensor, as_tensor
 
@@ -101,8 +103,8 @@ class Tracer:
     def record(self, cls, tensors, params, out):
         outs = out if isinstance(out, tuple) else (out,)
         ins = [self.ref(t) for t in tensors]
-        conv = _converter(cls)
-        spec = conv(self, tensors, ins, params, outs[0]) if conv is not None else None
+        convert = CONVERTERS.get(cls)
+        spec = convert(self, tensors, ins, params, outs[0]) if convert is not None else None
         generic = {"fn": cls, "params": dict(params), "n_out": len(outs)}
         if spec is None:
             self.emit(GENERIC, ins, outs[0], generic, outs[1:])
@@ -116,6 +118,13 @@ class Tracer:
 
 
 # ------------------------------------------------------------------------------ converters
+# Function class -> converter(tracer, input tensors, input names, params, output) returning
+# (op, input names, attrs) of the node, or None where the call has no such node (it is then
+# recorded as an nnlite.Function node)
+CONVERTERS = Registry("traced Function")
+
+
+@CONVERTERS.register(conv.Conv2dFn)
 def _conv(tr, ts, ins, p, out):
     g = p.get("geom")
     if g is None or ts[0].ndim != 4:
@@ -125,6 +134,7 @@ def _conv(tr, ts, ins, p, out):
                          "group": g.g}
 
 
+@CONVERTERS.register(conv.ConvTranspose2dFn)
 def _conv_t(tr, ts, ins, p, out):
     g = p.get("geom")
     if g is None or ts[0].ndim != 4:
@@ -137,6 +147,7 @@ def _conv_t(tr, ts, ins, p, out):
         "output_padding": [g.h - full[0], g.w - full[1]]}
 
 
+@CONVERTERS.register(normalization.BatchNormFn)
 def _batch_norm(tr, ts, ins, p, out):
     if p.get("training", True) or ts[0].ndim < 2:
         return None
@@ -148,6 +159,7 @@ def _batch_norm(tr, ts, ins, p, out):
                                   tr.const(p["running_var"], "bn_var")], {"epsilon": p["eps"]}
 
 
+@CONVERTERS.register(basic.LinearFn)
 def _linear(tr, ts, ins, p, out):
     if ts[0].ndim != 2 or ts[1].ndim != 2:
         return None
@@ -155,7 +167,7 @@ def _linear(tr, ts, ins, p, out):
 
 
 def _pool(op):
-    def conv(tr, ts, ins, p, out):
+    def convert(tr, ts, ins, p, out):
         g = p.get("geom")
         if g is None or ts[0].ndim != 4:
             return None
@@ -169,17 +181,18 @@ def _pool(op):
         else:
             attrs["count_include_pad"] = int(bool(p.get("count_include_pad", True)))
         return op, ins, attrs
-    return conv
+    return convert
 
 
 def _global(op):
-    def conv(tr, ts, ins, p, out):
+    def convert(tr, ts, ins, p, out):
         if ts[0].ndim != 4 or tuple(p.get("out_hw", ())) != (1, 1):
             return None
         return op, ins, {}
-    return conv
+    return convert
 
 
+@CONVERTERS.register(_ops.Mean)
 def _mean(tr, ts, ins, p, out):
     axis = p.get("axis")
     if ts[0].ndim != 4 or axis is None or sorted(int(a) % 4 for a in np.atleast_1d(axis)) \
@@ -188,12 +201,14 @@ def _mean(tr, ts, ins, p, out):
     return "GlobalAveragePool", ins, {}
 
 
+@CONVERTERS.register(basic.HardtanhFn)
 def _hardtanh(tr, ts, ins, p, out):
     dt = ts[0].dtype
     return "Clip", [ins[0], tr.const(np.asarray(p["min_val"], dt), "lo"),
                     tr.const(np.asarray(p["max_val"], dt), "hi")], {}
 
 
+@CONVERTERS.register(_ops.Clamp)
 def _clamp(tr, ts, ins, p, out):
     dt = ts[0].dtype
     lo, hi = p.get("min"), p.get("max")
@@ -203,67 +218,48 @@ def _clamp(tr, ts, ins, p, out):
                     tr.const(np.asarray(hi, dt), "hi") if hi is not None else ""], {}
 
 
+@CONVERTERS.register(basic.SoftmaxFn)
 def _softmax(tr, ts, ins, p, out):
     if p.get("dtype") is not None or ts[0].ndim == 0:
         return None
     return "Softmax", ins, {"axis": int(p["dim"])}
 
 
+@CONVERTERS.register(_ops.Reshape)
 def _reshape(tr, ts, ins, p, out):
     return "Reshape", [ins[0], tr.const(np.asarray(out.shape, np.int64), "shape")], \
         {"allowzero": 1}
 
 
 def _simple(op, attrs_of=None):
-    def conv(tr, ts, ins, p, out):
+    def convert(tr, ts, ins, p, out):
         return op, ins, (attrs_of(p) if attrs_of else {})
-    return conv
+    return convert
 
 
 def _float_binary(op):
-    def conv(tr, ts, ins, p, out):
+    def convert(tr, ts, ins, p, out):
         if any(t.dtype.kind != "f" for t in ts):
             return None
         return op, ins, {}
-    return conv
+    return convert
 
 
-_TABLE = None
-
-
-def _build_table():
-    from ..functional import basic, conv, normalization, pooling
-
-    table = {
-        _ops.Add: _float_binary("Add"), _ops.Sub: _float_binary("Sub"),
-        _ops.Mul: _float_binary("Mul"), _ops.Div: _float_binary("Div"),
-        _ops.ReLU: _simple("Relu"), _ops.Sigmoid: _simple("Sigmoid"),
-        _ops.Tanh: _simple("Tanh"), _ops.MatMul: _simple("MatMul"),
-        _ops.Reshape: _reshape, _ops.Clamp: _clamp, _ops.Mean: _mean,
-        _ops.Permute: _simple("Transpose", lambda p: {"perm": [int(a) for a in p["axes"]]}),
-        _ops.Cat: _simple("Concat", lambda p: {"axis": int(p.get("dim", 0))}),
-    }
-    optional = [
-        (conv, "Conv2dFn", _conv), (conv, "ConvTranspose2dFn", _conv_t),
-        (normalization, "BatchNormFn", _batch_norm), (basic, "LinearFn", _linear),
-        (basic, "HardtanhFn", _hardtanh), (basic, "SoftmaxFn", _softmax),
-        (pooling, "MaxPool2dFn", _pool("MaxPool")), (pooling, "AvgPool2dFn",
-                                                     _pool("AveragePool")),
-        (pooling, "AdaptiveAvgPool2dFn", _global("GlobalAveragePool")),
-        (pooling, "AdaptiveMaxPool2dFn", _global("GlobalMaxPool")),
-    ]
-    for mod, name, fn in optional:
-        cls = getattr(mod, name, None)
-        if cls is not None:
-            table[cls] = fn
-    return table
-
-
-def _converter(cls):
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = _build_table()
-    return _TABLE.get(cls)
+CONVERTERS.register(_ops.Add)(_float_binary("Add"))
+CONVERTERS.register(_ops.Sub)(_float_binary("Sub"))
+CONVERTERS.register(_ops.Mul)(_float_binary("Mul"))
+CONVERTERS.register(_ops.Div)(_float_binary("Div"))
+CONVERTERS.register(_ops.ReLU)(_simple("Relu"))
+CONVERTERS.register(_ops.Sigmoid)(_simple("Sigmoid"))
+CONVERTERS.register(_ops.Tanh)(_simple("Tanh"))
+CONVERTERS.register(_ops.MatMul)(_simple("MatMul"))
+CONVERTERS.register(_ops.Permute)(_simple("Transpose",
+                                          lambda p: {"perm": [int(a) for a in p["axes"]]}))
+CONVERTERS.register(_ops.Cat)(_simple("Concat", lambda p: {"axis": int(p.get("dim", 0))}))
+CONVERTERS.register(pooling.MaxPool2dFn)(_pool("MaxPool"))
+CONVERTERS.register(pooling.AvgPool2dFn)(_pool("AveragePool"))
+CONVERTERS.register(pooling.AdaptiveAvgPool2dFn)(_global("GlobalAveragePool"))
+CONVERTERS.register(pooling.AdaptiveMaxPool2dFn)(_global("GlobalMaxPool"))
 
 
 def _flatten_outputs(out):

@@ -7,35 +7,34 @@ only when its extension imports. ``impl(op)`` returns the callable for the activ
 'cython' backend (its hot loop is already a single NumPy/BLAS call there).
 """
 from .._config import backend as _active_backend
+from .._registry import Registry
 
-_IMPLS = {}
+_IMPLS = Registry("array kernel")   # (op, backend) -> callable
 
 
-def register(op, backend):
-    """Decorator: register ``fn`` as ``op``'s implementation for ``backend``."""
-    def deco(fn):
-        _IMPLS.setdefault(op, {})[backend] = fn
-        return fn
-    return deco
+def register(op, backend, when=True):
+    """Decorator: register ``fn`` as ``op``'s implementation for ``backend`` (not when ``when``
+    is false: a native kernel whose extension is not built)."""
+    return _IMPLS.register((op, backend), when=when)
 
 
 def impl(op, backend=None):
     """The implementation of ``op`` for ``backend`` (default: the active one)."""
     b = backend or _active_backend()
-    table = _IMPLS.get(op)
-    if table is None:
-        raise KeyError(f"no kernel registered for op {op!r}")
-    fn = table.get(b)
+    fn = _IMPLS.get((op, b))
     if fn is None and b == "cython":
-        fn = table.get("numpy")
+        fn = _IMPLS.get((op, "numpy"))
     if fn is None:
-        raise KeyError(f"op {op!r} has no {b!r} implementation (has {sorted(table)})")
+        have = implementations(op)
+        if not have:
+            raise KeyError(f"no kernel registered for op {op!r}")
+        raise KeyError(f"op {op!r} has no {b!r} implementation (has {sorted(have)})")
     return fn
 
 
 def implementations(op):
     """All registered implementations of ``op`` as a dict backend -> callable (for tests)."""
-    return dict(_IMPLS.get(op, {}))
+    return {b: fn for (o, b), fn in _IMPLS.items() if o == op}
 
 
 def _load_families():

@@ -69,6 +69,7 @@ def _fast_extent_ok(geom):
                (geom.oh - 1) * geom.sh + 1, (geom.ow - 1) * geom.sw + 1) < _FAST_EXTENT_LIMIT
 
 
+@register("im2col", "cython", when=_im2col is not None)
 def im2col(x, geom, out=None):
     """cols (N, C*KH*KW, OH*OW) of x (N, C, H, W); written into ``out`` when given."""
     args = _args(geom)
@@ -80,6 +81,7 @@ def im2col(x, geom, out=None):
     return cols
 
 
+@register("col2im", "cython", when=_im2col is not None)
 def col2im(cols, geom, out=None):
     """x (N, C, H, W) += scatter-add of cols (N, C*KH*KW, OH*OW) (zeros when ``out`` is None)."""
     args = _args(geom)
@@ -148,6 +150,7 @@ def _direct_depthwise(x, w, b, geom, args):
     return y.reshape(geom.n, geom.f, oh, ow)
 
 
+@register("conv2d_forward", "cython", when=_im2col is not None)
 def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
     """conv2d forward by ``algorithm`` (default: the active ``nnlite.conv_algorithm``, resolved
     per layer); 'im2col' with ``general`` skips the pointwise shortcut (for tests)."""
@@ -184,6 +187,7 @@ def _input_grad_geometry(geom):
                         pt=pads[0], pb=pads[1], pl=pads[2], pr=pads[3], oh=geom.h, ow=geom.w)
 
 
+@register("conv2d_backward_input", "cython", when=_im2col is not None)
 def conv2d_backward_input(gy, w, geom, general=False):
     """gx = col2im(Wᵀ gy); for a stride-1 conv outside 'im2col', the same gradient as a conv2d
     of gy with the flipped weight (implicit GEMM or the direct depthwise kernel: no column
@@ -203,6 +207,7 @@ def _rows_first(a, n, c, l):
     return out.reshape(c, n * l)
 
 
+@register("conv2d_backward_weight", "cython", when=_im2col is not None)
 def conv2d_backward_weight(gy, x, geom, general=False):
     """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per chunk of images (inner size M*OH*OW):
     the columns are written channel-row-major over the chunk (``_im2col.im2col_rows``) and gy is
@@ -231,11 +236,3 @@ def conv2d_backward_weight(gy, x, geom, general=False):
         gemm_ops.gemm_batched(a, cols.reshape(g, k, m * l), gw, trans_b=True,
                               beta=1.0 if n0 else 0.0)
     return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
-
-
-if _im2col is not None:
-    for _name, _fn in (("im2col", im2col), ("col2im", col2im),
-                       ("conv2d_forward", conv2d_forward),
-                       ("conv2d_backward_input", conv2d_backward_input),
-                       ("conv2d_backward_weight", conv2d_backward_weight)):
-        register(_name, "cython")(_fn)

@@ -37,6 +37,7 @@ def _threads(planes, work):
     return max(1, min(get_num_threads(), planes))
 
 
+@register("max_pool2d_forward", "cython", when=_pool is not None)
 def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     x = _c(x)
     P, H, W = x.shape
@@ -58,6 +59,7 @@ def _scatter_by_index(gy, idx, in_hw):
     return gx.reshape(P, in_hw[0], in_hw[1])
 
 
+@register("max_pool2d_backward", "cython", when=_pool is not None)
 def max_pool2d_backward(gy, idx, in_hw):
     return _scatter_by_index(gy, idx, in_hw)
 
@@ -68,6 +70,7 @@ def _avg_args(kernel, stride, padding, count_include_pad, divisor_override, out)
             _threads(out.shape[0], out.size * kernel[0] * kernel[1]))
 
 
+@register("avg_pool2d_forward", "cython", when=_pool is not None)
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad,
                        divisor_override):
     x = _c(x)
@@ -80,6 +83,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad,
     return y
 
 
+@register("avg_pool2d_backward", "cython", when=_pool is not None)
 def avg_pool2d_backward(gy, in_hw, kernel, stride, padding, ceil_mode, count_include_pad,
                         divisor_override):
     gy = _c(gy)
@@ -90,6 +94,7 @@ def avg_pool2d_backward(gy, in_hw, kernel, stride, padding, ceil_mode, count_inc
     return gx
 
 
+@register("adaptive_avg_pool2d_forward", "cython", when=_pool is not None)
 def adaptive_avg_pool2d_forward(x, out_hw):
     x = _c(x)
     y = np.empty((x.shape[0],) + tuple(out_hw), dtype=x.dtype)
@@ -97,6 +102,7 @@ def adaptive_avg_pool2d_forward(x, out_hw):
     return y
 
 
+@register("adaptive_avg_pool2d_backward", "cython", when=_pool is not None)
 def adaptive_avg_pool2d_backward(gy, in_hw):
     gy = _c(gy)
     gx = np.zeros((gy.shape[0],) + tuple(in_hw), dtype=gy.dtype)
@@ -104,6 +110,7 @@ def adaptive_avg_pool2d_backward(gy, in_hw):
     return gx
 
 
+@register("adaptive_max_pool2d_forward", "cython", when=_pool is not None)
 def adaptive_max_pool2d_forward(x, out_hw):
     x = _c(x)
     y = np.empty((x.shape[0],) + tuple(out_hw), dtype=x.dtype)
@@ -112,10 +119,12 @@ def adaptive_max_pool2d_forward(x, out_hw):
     return y, idx
 
 
+@register("adaptive_max_pool2d_backward", "cython", when=_pool is not None)
 def adaptive_max_pool2d_backward(gy, idx, in_hw):
     return _scatter_by_index(gy, idx, in_hw)
 
 
+@register("max_unpool2d_forward", "cython", when=_pool is not None)
 def max_unpool2d_forward(x, idx, out_hw):
     P = x.shape[0]
     y = np.zeros((P, out_hw[0] * out_hw[1]), dtype=x.dtype)
@@ -124,15 +133,10 @@ def max_unpool2d_forward(x, idx, out_hw):
     return y.reshape((P,) + tuple(out_hw))
 
 
+@register("max_unpool2d_backward", "cython", when=_pool is not None)
 def max_unpool2d_backward(gy, idx):
     P = gy.shape[0]
     gx = np.empty((P, idx.shape[1] * idx.shape[2]), dtype=gy.dtype)
     _pool.max_unpool2d_backward(_rows(_c(gy)), _rows(_c(idx, np.int64)), gx,
                                 _threads(P, gx.size))
     return gx.reshape(idx.shape)
-
-
-if _pool is not None:
-    for _name, _fn in list(globals().items()):
-        if _name.endswith(("_forward", "_backward")) and callable(_fn):
-            register(_name, "cython")(_fn)

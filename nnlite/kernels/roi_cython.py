@@ -30,6 +30,7 @@ def _threads(items, work):
     return max(1, min(get_num_threads(), items))
 
 
+@register("roi_pool_forward", "cython", when=_roi is not None)
 def roi_pool_forward(x, rois, out_hw, spatial_scale):
     x = _c(x)
     K, C = rois.shape[0], x.shape[1]
@@ -41,6 +42,7 @@ def roi_pool_forward(x, rois, out_hw, spatial_scale):
     return y, arg
 
 
+@register("roi_pool_backward", "cython", when=_roi is not None)
 def roi_pool_backward(gy, rois, argmax, in_shape):
     gy = _c(gy)
     gx = np.zeros(in_shape, dtype=gy.dtype)
@@ -62,6 +64,7 @@ def _align_tables(rois, dtype, out_hw, spatial_scale, sampling_ratio, aligned):
     return offsets, np.empty(n, dtype=np.intp), np.empty(n, dtype=dtype)
 
 
+@register("roi_align_forward", "cython", when=_roi is not None)
 def roi_align_forward(x, rois, out_hw, spatial_scale, sampling_ratio, aligned):
     x = _c(x)
     rois = _c(rois, x.dtype)
@@ -72,6 +75,7 @@ def roi_align_forward(x, rois, out_hw, spatial_scale, sampling_ratio, aligned):
     return y
 
 
+@register("roi_align_backward", "cython", when=_roi is not None)
 def roi_align_backward(gy, rois, in_shape, spatial_scale, sampling_ratio, aligned):
     gy = _c(gy)
     rois = _c(rois, gy.dtype)
@@ -80,8 +84,3 @@ def roi_align_backward(gy, rois, in_shape, spatial_scale, sampling_ratio, aligne
     _roi.roi_align_backward(gy, rois, float(spatial_scale), int(sampling_ratio), bool(aligned),
                             *tables, gx, _threads(gx.shape[1], gy.size * 16))
     return gx
-
-
-if _roi is not None:
-    for _fn in (roi_pool_forward, roi_pool_backward, roi_align_forward, roi_align_backward):
-        register(_fn.__name__, "cython")(_fn)

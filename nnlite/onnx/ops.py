@@ -9,17 +9,12 @@ import numpy as np
 from .. import functional as F
 from ..tensor import Tensor, cat
 from . import geometry as G
+from .._registry import Registry
 
-__all__ = ["OPS", "run_node"]
+__all__ = ["OPS", "register_op", "run_node"]
 
-OPS = {}
-
-
-def _op(name):
-    def deco(fn):
-        OPS[name] = fn
-        return fn
-    return deco
+OPS = Registry("ONNX op")
+register_op = OPS.register   # @register_op("Name", ...): the handler of those ops
 
 
 def _arr(t):
@@ -124,7 +119,7 @@ def _window_sum(x, k, s, d, pads, out):
 
 
 # ------------------------------------------------------------------------------ convolution
-@_op("Conv")
+@register_op("Conv")
 @_one_d
 def conv(node, args, opset):
     x, w = args[0], args[1]
@@ -145,7 +140,7 @@ def conv(node, args, opset):
     return [F.conv2d(x, w, b, s, 0, d, g)]
 
 
-@_op("ConvTranspose")
+@register_op("ConvTranspose")
 @_one_d
 def conv_transpose(node, args, opset):
     x, w = args[0], args[1]
@@ -180,7 +175,7 @@ def conv_transpose(node, args, opset):
 
 
 # ------------------------------------------------------------------------------ pooling
-@_op("MaxPool")
+@register_op("MaxPool")
 @_one_d
 def max_pool(node, args, opset):
     x = args[0]
@@ -217,7 +212,7 @@ def max_pool(node, args, opset):
     return [y, Tensor((plane + flat).astype(np.int64))]
 
 
-@_op("AveragePool")
+@register_op("AveragePool")
 @_one_d
 def avg_pool(node, args, opset):
     x = args[0]
@@ -250,7 +245,7 @@ def avg_divisor(hw, k, s, pads, out, count_include_pad, d=(1, 1)):
     return np.outer(axes[0], axes[1]).astype(np.float64)
 
 
-@_op("LpPool")
+@register_op("LpPool")
 @_one_d
 def lp_pool(node, args, opset):
     x = args[0]
@@ -265,7 +260,7 @@ def lp_pool(node, args, opset):
     return [_window_sum(x.abs() ** p, k, s, d, pads, out) ** (1.0 / p)]
 
 
-@_op("GlobalAveragePool")
+@register_op("GlobalAveragePool")
 def global_avg_pool(node, args, opset):
     x = args[0]
     if x.ndim < 3:
@@ -273,7 +268,7 @@ def global_avg_pool(node, args, opset):
     return [x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)]
 
 
-@_op("GlobalMaxPool")
+@register_op("GlobalMaxPool")
 def global_max_pool(node, args, opset):
     x = args[0]
     if x.ndim < 3:
@@ -283,7 +278,7 @@ def global_max_pool(node, args, opset):
     return [y.reshape((n, c) + (1,) * (x.ndim - 2))]
 
 
-@_op("GlobalLpPool")
+@register_op("GlobalLpPool")
 def global_lp_pool(node, args, opset):
     x = args[0]
     if x.ndim < 3:
@@ -292,7 +287,7 @@ def global_lp_pool(node, args, opset):
     return [(x.abs() ** p).sum(dim=tuple(range(2, x.ndim)), keepdim=True) ** (1.0 / p)]
 
 
-@_op("MaxUnpool")
+@register_op("MaxUnpool")
 @_one_d
 def max_unpool(node, args, opset):
     x, ind = args[0], np.asarray(_arr(args[1]))
@@ -324,7 +319,7 @@ def max_unpool(node, args, opset):
 
 
 # ------------------------------------------------------------------------------ elementwise
-@_op("BatchNormalization")
+@register_op("BatchNormalization")
 def batch_norm(node, args, opset):
     x, scale, bias, mean, var = args
     at = node.attrs
@@ -359,23 +354,23 @@ def _batch_norm_training(x, scale, bias, mean, var, eps, momentum, n_out, opset)
     return outs[:n_out]
 
 
-@_op("Relu")
+@register_op("Relu")
 def relu(node, args, opset):
     return [F.relu(args[0])]
 
 
-@_op("Sigmoid")
+@register_op("Sigmoid")
 def sigmoid(node, args, opset):
     return [F.sigmoid(args[0])]
 
 
-@_op("Tanh")
+@register_op("Tanh")
 def tanh(node, args, opset):
     return [F.tanh(args[0])]
 
 
 # ------------------------------------------------------------------------------ shapes
-@_op("Concat")
+@register_op("Concat")
 def concat(node, args, opset):
     ts = [a for a in args if a is not None]
     axis = _axis(node.attrs.get("axis", 1 if opset < 4 else None), ts[0].ndim, node.label())
@@ -384,7 +379,7 @@ def concat(node, args, opset):
     return [cat(ts, dim=axis)]
 
 
-@_op("Flatten")
+@register_op("Flatten")
 def flatten(node, args, opset):
     x = args[0]
     axis = int(node.attrs.get("axis", 1))
@@ -411,7 +406,7 @@ def reshape_target(shape_in, target, allowzero):
     return tuple(out)
 
 
-@_op("Reshape")
+@register_op("Reshape")
 def reshape(node, args, opset):
     x = args[0]
     target = (node.attrs["shape"] if "shape" in node.attrs
@@ -420,14 +415,14 @@ def reshape(node, args, opset):
     return [x.reshape(*shape)]
 
 
-@_op("Transpose")
+@register_op("Transpose")
 def transpose(node, args, opset):
     x = args[0]
     perm = node.attrs.get("perm", list(reversed(range(x.ndim))))
     return [x.permute(*[int(p) for p in perm])]
 
 
-@_op("Shape")
+@register_op("Shape")
 def shape(node, args, opset):
     dims = np.asarray(args[0].shape, dtype=np.int64)
     start = int(node.attrs.get("start", 0))
@@ -435,7 +430,7 @@ def shape(node, args, opset):
     return [Tensor(dims[start:None if end is None else int(end)])]
 
 
-@_op("Gather")
+@register_op("Gather")
 def gather(node, args, opset):
     x, idx = args
     axis = _axis(node.attrs.get("axis", 0), x.ndim, node.label())
@@ -457,7 +452,7 @@ def _axes_arg(node, args, opset, since):
             else None)
 
 
-@_op("Unsqueeze")
+@register_op("Unsqueeze")
 def unsqueeze(node, args, opset):
     x = args[0]
     axes = _axes_arg(node, args, opset, 13)
@@ -469,7 +464,7 @@ def unsqueeze(node, args, opset):
     return [x.reshape(*shape) if x.dtype.kind == "f" else Tensor(_arr(x).reshape(shape))]
 
 
-@_op("Squeeze")
+@register_op("Squeeze")
 def squeeze(node, args, opset):
     x = args[0]
     axes = _axes_arg(node, args, opset, 13)
@@ -484,7 +479,7 @@ def squeeze(node, args, opset):
 
 
 # ------------------------------------------------------------------------------ dense
-@_op("Gemm")
+@register_op("Gemm")
 def gemm(node, args, opset):
     a, b = args[0], args[1]
     c = args[2] if len(args) > 2 else None
@@ -505,12 +500,12 @@ def gemm(node, args, opset):
     return [y]
 
 
-@_op("MatMul")
+@register_op("MatMul")
 def matmul(node, args, opset):
     return [args[0] @ args[1]]
 
 
-@_op("Softmax")
+@register_op("Softmax")
 def softmax(node, args, opset):
     x = args[0]
     axis = _axis(node.attrs.get("axis", -1 if opset >= 13 else 1), x.ndim, node.label())
@@ -521,7 +516,7 @@ def softmax(node, args, opset):
     return [y.reshape(*x.shape)]
 
 
-@_op("Identity")
+@register_op("Identity")
 def identity(node, args, opset):
     return [args[0]]
 
@@ -530,7 +525,7 @@ _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
               "wrap": "circular"}
 
 
-@_op("Pad")
+@register_op("Pad")
 def pad(node, args, opset):
     x = args[0]
     if opset < 11:
@@ -579,7 +574,7 @@ def pad(node, args, opset):
 
 
 # ------------------------------------------------------------------------------ detection
-@_op("RoiAlign")
+@register_op("RoiAlign")
 def roi_align(node, args, opset):
     from .. import ops as tvops
 
@@ -663,7 +658,7 @@ def _roi_boxes(rois, bidx, x):
     return Tensor(np.concatenate([b, r], axis=1).astype(x.dtype))
 
 
-@_op("MaxRoiPool")
+@register_op("MaxRoiPool")
 def max_roi_pool(node, args, opset):
     from .. import ops as tvops
 

@@ -17,18 +17,10 @@ from .. import functional as F
 from .._config import available_memory_bytes
 from ..tensor import Tensor
 from . import resize as R
-from .ops import OPS, _arr, _axis, _ints
+from .ops import _arr, _axis, _ints, register_op
 from .spec import onnx_dtype
 
 __all__ = ["check_alloc", "check_broadcast"]
-
-
-def _op(*names):
-    def deco(fn):
-        for n in names:
-            OPS[n] = fn
-        return fn
-    return deco
 
 
 def _t(a):
@@ -88,22 +80,22 @@ def _unary(fn_float):
     return run
 
 
-OPS["LeakyRelu"] = _unary(lambda x, a: F.leaky_relu(x, float(a.get("alpha", 0.01))))
-OPS["Elu"] = _unary(lambda x, a: F.elu(x, float(a.get("alpha", 1.0))))
-OPS["Celu"] = _unary(lambda x, a: F.celu(x, float(a.get("alpha", 1.0))))
-OPS["HardSwish"] = _unary(lambda x, a: F.hardswish(x))
-OPS["Softsign"] = _unary(lambda x, a: F.softsign(x))
-OPS["Softplus"] = _unary(lambda x, a: F.softplus(x))
-OPS["Mish"] = _unary(lambda x, a: F.mish(x))
-OPS["Erf"] = _unary(lambda x, a: F.erf(x) if _is_float(x) else
-                   Tensor(np.rint(F.erf(Tensor(_arr(x).astype(np.float64))).data)
-                          .astype(x.dtype)))
-OPS["Gelu"] = _unary(lambda x, a: F.gelu(x, approximate=a.get("approximate", "none")))
+register_op("LeakyRelu")(_unary(lambda x, a: F.leaky_relu(x, float(a.get("alpha", 0.01)))))
+register_op("Elu")(_unary(lambda x, a: F.elu(x, float(a.get("alpha", 1.0)))))
+register_op("Celu")(_unary(lambda x, a: F.celu(x, float(a.get("alpha", 1.0)))))
+register_op("HardSwish")(_unary(lambda x, a: F.hardswish(x)))
+register_op("Softsign")(_unary(lambda x, a: F.softsign(x)))
+register_op("Softplus")(_unary(lambda x, a: F.softplus(x)))
+register_op("Mish")(_unary(lambda x, a: F.mish(x)))
+register_op("Erf")(_unary(lambda x, a: F.erf(x) if _is_float(x) else
+                           Tensor(np.rint(F.erf(Tensor(_arr(x).astype(np.float64))).data)
+                                  .astype(x.dtype))))
+register_op("Gelu")(_unary(lambda x, a: F.gelu(x, approximate=a.get("approximate", "none"))))
 
 _SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
 
 
-@_op("Selu")
+@register_op("Selu")
 def selu(node, args, opset):
     x, at = args[0], node.attrs
     alpha, gamma = float(at.get("alpha", _SELU_ALPHA)), float(at.get("gamma", _SELU_GAMMA))
@@ -113,7 +105,7 @@ def selu(node, args, opset):
     return [F.elu(x, alpha) * gamma]
 
 
-@_op("HardSigmoid")
+@register_op("HardSigmoid")
 def hard_sigmoid(node, args, opset):
     x, at = args[0], node.attrs
     alpha, beta = float(at.get("alpha", 0.2)), float(at.get("beta", 0.5))
@@ -122,14 +114,14 @@ def hard_sigmoid(node, args, opset):
     return [(x * alpha + beta).clamp(0.0, 1.0)]
 
 
-@_op("ThresholdedRelu")
+@register_op("ThresholdedRelu")
 def thresholded_relu(node, args, opset):
     x = args[0]
     mask = (_arr(x) > float(node.attrs.get("alpha", 1.0))).astype(x.dtype)
     return [x * Tensor(mask)]
 
 
-@_op("PRelu")
+@register_op("PRelu")
 def prelu(node, args, opset):
     x, slope = args
     s = _arr(slope)
@@ -154,13 +146,17 @@ def _binary_np(fn, out_dtype=None):
     return run
 
 
-for _name, _fn in {"Equal": np.equal, "Greater": np.greater, "GreaterOrEqual": np.greater_equal,
-                   "Less": np.less, "LessOrEqual": np.less_equal, "And": np.logical_and,
-                   "Or": np.logical_or, "Xor": np.logical_xor}.items():
-    OPS[_name] = _binary_np(_fn, np.bool_)
+register_op("Equal")(_binary_np(np.equal, np.bool_))
+register_op("Greater")(_binary_np(np.greater, np.bool_))
+register_op("GreaterOrEqual")(_binary_np(np.greater_equal, np.bool_))
+register_op("Less")(_binary_np(np.less, np.bool_))
+register_op("LessOrEqual")(_binary_np(np.less_equal, np.bool_))
+register_op("And")(_binary_np(np.logical_and, np.bool_))
+register_op("Or")(_binary_np(np.logical_or, np.bool_))
+register_op("Xor")(_binary_np(np.logical_xor, np.bool_))
 
 
-@_op("Not")
+@register_op("Not")
 def logical_not(node, args, opset):
     return [Tensor(np.logical_not(_arr(args[0])))]
 
@@ -187,14 +183,14 @@ def _arith(name, fn_t, fn_int):
     return run
 
 
-OPS["Add"] = _arith("Add", lambda a, b: a + b, np.add)
-OPS["Sub"] = _arith("Sub", lambda a, b: a - b, np.subtract)
-OPS["Mul"] = _arith("Mul", lambda a, b: a * b, np.multiply)
-OPS["Div"] = _arith("Div", lambda a, b: a / b,
-                    lambda a, b: _int_div(a, b) if a.dtype.kind in "iu" else a / b)
+register_op("Add")(_arith("Add", lambda a, b: a + b, np.add))
+register_op("Sub")(_arith("Sub", lambda a, b: a - b, np.subtract))
+register_op("Mul")(_arith("Mul", lambda a, b: a * b, np.multiply))
+register_op("Div")(_arith("Div", lambda a, b: a / b,
+                          lambda a, b: _int_div(a, b) if a.dtype.kind in "iu" else a / b))
 
 
-@_op("Pow")
+@register_op("Pow")
 def power(node, args, opset):
     x, y = args[0], _t(_legacy_broadcast(node, args[0], args[1], opset))
     check_broadcast("Pow", x.dtype, x, y)
@@ -223,19 +219,19 @@ def _float_or_np(method, np_fn):
     return run
 
 
-OPS["Sqrt"] = _float_or_np("sqrt", np.sqrt)
-OPS["Exp"] = _float_or_np("exp", np.exp)
-OPS["Log"] = _float_or_np("log", np.log)
-OPS["Abs"] = _float_or_np("abs", np.abs)
+register_op("Sqrt")(_float_or_np("sqrt", np.sqrt))
+register_op("Exp")(_float_or_np("exp", np.exp))
+register_op("Log")(_float_or_np("log", np.log))
+register_op("Abs")(_float_or_np("abs", np.abs))
 
 
-@_op("Neg")
+@register_op("Neg")
 def neg(node, args, opset):
     x = args[0]
     return [-x if _is_float(x) else Tensor(np.negative(_arr(x)))]
 
 
-@_op("Reciprocal")
+@register_op("Reciprocal")
 def reciprocal(node, args, opset):
     x = args[0]
     return [1.0 / x if _is_float(x) else Tensor((1 / _arr(x)).astype(x.dtype))]
@@ -248,10 +244,10 @@ def _np_unary(fn):
     return run
 
 
-OPS["Floor"] = _np_unary(np.floor)
-OPS["Ceil"] = _np_unary(np.ceil)
-OPS["Round"] = _np_unary(np.round)   # half to even, as ONNX
-OPS["Sign"] = _np_unary(np.sign)
+register_op("Floor")(_np_unary(np.floor))
+register_op("Ceil")(_np_unary(np.ceil))
+register_op("Round")(_np_unary(np.round))   # half to even, as ONNX
+register_op("Sign")(_np_unary(np.sign))
 
 
 def _variadic(fn_t, fn_np, mean=False):
@@ -276,20 +272,20 @@ def _variadic(fn_t, fn_np, mean=False):
     return run
 
 
-OPS["Sum"] = _variadic(lambda a, b: a + b, np.add)
-OPS["Mean"] = _variadic(lambda a, b: a + b, np.add, mean=True)
-OPS["Max"] = _variadic(None, np.maximum)
-OPS["Min"] = _variadic(None, np.minimum)
+register_op("Sum")(_variadic(lambda a, b: a + b, np.add))
+register_op("Mean")(_variadic(lambda a, b: a + b, np.add, mean=True))
+register_op("Max")(_variadic(None, np.maximum))
+register_op("Min")(_variadic(None, np.minimum))
 
 
-@_op("Where")
+@register_op("Where")
 def where(node, args, opset):
     c, x, y = (_arr(a) for a in args)
     check_broadcast("Where", x.dtype, c, x, y)
     return [Tensor(np.where(c.astype(bool), x, y).astype(x.dtype))]
 
 
-@_op("Clip")
+@register_op("Clip")
 def clip(node, args, opset):
     x = args[0]
     if opset < 11:
@@ -314,7 +310,7 @@ def clip(node, args, opset):
     return [x.clamp(lo, hi)]
 
 
-@_op("Cast")
+@register_op("Cast")
 def cast(node, args, opset):
     x = args[0]
     dt = onnx_dtype(node.attrs.get("to", 1))
@@ -331,13 +327,13 @@ def _cast_to(x, dt):
     return Tensor(a.astype(dt))
 
 
-@_op("CastLike")
+@register_op("CastLike")
 def cast_like(node, args, opset):
     return [_cast_to(args[0], np.dtype(args[1].dtype))]
 
 
 # ------------------------------------------------------------------------------ shape / index
-@_op("Size")
+@register_op("Size")
 def size(node, args, opset):
     return [Tensor(np.asarray(_arr(args[0]).size, dtype=np.int64))]
 
@@ -366,7 +362,7 @@ def _split_sizes(node, args, opset, n, length):
     return sizes
 
 
-@_op("Split")
+@register_op("Split")
 def split(node, args, opset):
     x = args[0]
     axis = _axis(node.attrs.get("axis", 0), x.ndim, node.label())
@@ -400,7 +396,7 @@ def _slice_index(shape, starts, ends, axes, steps):
     return tuple(index)
 
 
-@_op("Slice")
+@register_op("Slice")
 def slice_op(node, args, opset):
     x, at = args[0], node.attrs
     if opset < 10:
@@ -420,7 +416,7 @@ def slice_op(node, args, opset):
     return [x[index] if _is_float(x) else Tensor(_arr(x)[index])]
 
 
-@_op("GatherElements")
+@register_op("GatherElements")
 def gather_elements(node, args, opset):
     x, idx = _arr(args[0]), np.asarray(_arr(args[1]))
     axis = _axis(node.attrs.get("axis", 0), x.ndim, node.label())
@@ -431,7 +427,7 @@ def gather_elements(node, args, opset):
     return [Tensor(np.take_along_axis(x, idx.astype(np.int64), axis=axis))]
 
 
-@_op("Expand")
+@register_op("Expand")
 def expand(node, args, opset):
     x = args[0]
     shape = _ints(args[1], "Expand: shape")
@@ -445,7 +441,7 @@ def expand(node, args, opset):
     return [Tensor(np.array(np.broadcast_to(_arr(x), out)))]
 
 
-@_op("Tile")
+@register_op("Tile")
 def tile(node, args, opset):
     x = args[0]
     reps = _ints(args[1], "Tile: repeats")
@@ -455,7 +451,7 @@ def tile(node, args, opset):
     return [Tensor(np.tile(_arr(x), reps))]
 
 
-@_op("ConstantOfShape")
+@register_op("ConstantOfShape")
 def constant_of_shape(node, args, opset):
     shape = _ints(args[0], "ConstantOfShape: input")
     value = node.attrs.get("value")
@@ -464,7 +460,7 @@ def constant_of_shape(node, args, opset):
     return [Tensor(np.full(shape, value[0], dtype=value.dtype))]
 
 
-@_op("Range")
+@register_op("Range")
 def range_op(node, args, opset):
     start, limit, delta = (_arr(a).reshape(()) for a in args)
     if delta == 0:
@@ -476,7 +472,7 @@ def range_op(node, args, opset):
                    .astype(start.dtype))]
 
 
-@_op("Dropout")
+@register_op("Dropout")
 def dropout(node, args, opset):
     x = args[0]
     training = bool(_arr(args[2]).item()) if len(args) > 2 and args[2] is not None else False
@@ -507,11 +503,11 @@ def _arg(fn):
     return run
 
 
-OPS["ArgMax"] = _arg(np.argmax)
-OPS["ArgMin"] = _arg(np.argmin)
+register_op("ArgMax")(_arg(np.argmax))
+register_op("ArgMin")(_arg(np.argmin))
 
 
-@_op("TopK")
+@register_op("TopK")
 def topk(node, args, opset):
     x, at = _arr(args[0]), node.attrs
     k = int(_arr(args[1]).reshape(-1)[0]) if opset >= 10 else int(at["k"])
@@ -605,32 +601,32 @@ def _np_lse(a, axes, keep):
     return y if keep else np.squeeze(y, axis=axes)
 
 
-OPS["ReduceSum"] = _reducer(lambda a, ax, k: np.sum(a, axis=ax, keepdims=k),
-                            lambda x, ax, k: x.sum(dim=ax, keepdim=k))
-OPS["ReduceMean"] = _reducer(lambda a, ax, k: np.mean(a, axis=ax, keepdims=k),
-                             lambda x, ax, k: x.mean(dim=ax, keepdim=k))
-OPS["ReduceMax"] = _reducer(_np_max)
-OPS["ReduceMin"] = _reducer(_np_min)
-OPS["ReduceProd"] = _reducer(lambda a, ax, k: np.prod(a, axis=ax, keepdims=k))
-OPS["ReduceL1"] = _reducer(lambda a, ax, k: np.sum(np.abs(a), axis=ax, keepdims=k))
-OPS["ReduceL2"] = _reducer(lambda a, ax, k: np.sqrt(np.sum(a.astype(np.float64) ** 2, axis=ax,
-                                                           keepdims=k)),
-                           lambda x, ax, k: (x * x).sum(dim=ax, keepdim=k).sqrt())
-OPS["ReduceSumSquare"] = _reducer(lambda a, ax, k: np.sum(a * a, axis=ax, keepdims=k),
-                                  lambda x, ax, k: (x * x).sum(dim=ax, keepdim=k))
-OPS["ReduceLogSumExp"] = _reducer(_np_lse)
-OPS["ReduceLogSum"] = _reducer(lambda a, ax, k: np.log(np.sum(a, axis=ax, keepdims=k)))
+register_op("ReduceSum")(_reducer(lambda a, ax, k: np.sum(a, axis=ax, keepdims=k),
+                                  lambda x, ax, k: x.sum(dim=ax, keepdim=k)))
+register_op("ReduceMean")(_reducer(lambda a, ax, k: np.mean(a, axis=ax, keepdims=k),
+                                   lambda x, ax, k: x.mean(dim=ax, keepdim=k)))
+register_op("ReduceMax")(_reducer(_np_max))
+register_op("ReduceMin")(_reducer(_np_min))
+register_op("ReduceProd")(_reducer(lambda a, ax, k: np.prod(a, axis=ax, keepdims=k)))
+register_op("ReduceL1")(_reducer(lambda a, ax, k: np.sum(np.abs(a), axis=ax, keepdims=k)))
+register_op("ReduceL2")(_reducer(lambda a, ax, k: np.sqrt(np.sum(a.astype(np.float64) ** 2,
+                                                                  axis=ax, keepdims=k)),
+                                 lambda x, ax, k: (x * x).sum(dim=ax, keepdim=k).sqrt()))
+register_op("ReduceSumSquare")(_reducer(lambda a, ax, k: np.sum(a * a, axis=ax, keepdims=k),
+                                        lambda x, ax, k: (x * x).sum(dim=ax, keepdim=k)))
+register_op("ReduceLogSumExp")(_reducer(_np_lse))
+register_op("ReduceLogSum")(_reducer(lambda a, ax, k: np.log(np.sum(a, axis=ax, keepdims=k))))
 
 
 # ------------------------------------------------------------------------------ normalisation
-@_op("InstanceNormalization")
+@register_op("InstanceNormalization")
 def instance_norm(node, args, opset):
     x, scale, bias = args
     return [F.instance_norm(x, weight=scale, bias=bias,
                             eps=float(node.attrs.get("epsilon", 1e-5)))]
 
 
-@_op("LayerNormalization")
+@register_op("LayerNormalization")
 def layer_norm(node, args, opset):
     x, scale = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
@@ -656,7 +652,7 @@ def layer_norm(node, args, opset):
     return outs
 
 
-@_op("GroupNormalization")
+@register_op("GroupNormalization")
 def group_norm(node, args, opset):
     x, scale, bias = args
     g = int(node.attrs["num_groups"])
@@ -669,7 +665,7 @@ def group_norm(node, args, opset):
     return [F.group_norm(x, g, scale, bias, float(node.attrs.get("epsilon", 1e-5)))]
 
 
-@_op("LRN")
+@register_op("LRN")
 def lrn(node, args, opset):
     x, at = args[0], node.attrs
     size = int(at["size"])
@@ -682,7 +678,7 @@ def lrn(node, args, opset):
     return [F.local_response_norm(x[rev], size, **kw)[rev]]
 
 
-@_op("LpNormalization")
+@register_op("LpNormalization")
 def lp_normalization(node, args, opset):
     x = args[0]
     p = int(node.attrs.get("p", 2))
@@ -698,7 +694,7 @@ def _coerce_2d(x, axis):
     return int(np.prod(x.shape[:axis], dtype=np.int64))
 
 
-@_op("LogSoftmax")
+@register_op("LogSoftmax")
 def log_softmax(node, args, opset):
     x = args[0]
     axis = _axis(node.attrs.get("axis", -1 if opset >= 13 else 1), x.ndim, node.label())
@@ -708,7 +704,7 @@ def log_softmax(node, args, opset):
     return [y.reshape(*x.shape)]
 
 
-@_op("Hardmax")
+@register_op("Hardmax")
 def hardmax(node, args, opset):
     a = _arr(args[0])
     axis = _axis(node.attrs.get("axis", -1 if opset >= 13 else 1), a.ndim, node.label())
@@ -724,7 +720,7 @@ def hardmax(node, args, opset):
 
 
 # ------------------------------------------------------------------------------ resampling
-@_op("DepthToSpace")
+@register_op("DepthToSpace")
 def depth_to_space(node, args, opset):
     x = args[0]
     b = int(node.attrs["blocksize"])
@@ -740,7 +736,7 @@ def depth_to_space(node, args, opset):
     return [y.reshape(n, c // (b * b), h * b, w * b)]
 
 
-@_op("SpaceToDepth")
+@register_op("SpaceToDepth")
 def space_to_depth(node, args, opset):
     x = args[0]
     b = int(node.attrs["blocksize"])
@@ -765,7 +761,7 @@ def _opt(args, i):
     return None
 
 
-@_op("Resize")
+@register_op("Resize")
 def resize_op(node, args, opset):
     x, at = args[0], node.attrs
     if opset < 11:
@@ -799,7 +795,7 @@ def resize_op(node, args, opset):
     return [Tensor(R.resize(_arr(x), scales=scales, sizes=sizes, axes=axes, roi=roi, **kw))]
 
 
-@_op("Upsample")
+@register_op("Upsample")
 def upsample(node, args, opset):
     x, at = args[0], node.attrs
     scales = (np.asarray(at["scales"], np.float64) if opset < 9 else

@@ -1,0 +1,216 @@
+"""Stages 3 and 5 of the plan: where every value lives (storage) and when (liveness).
+
+Storage. Every value is a view of one *root* buffer: either its own, or, through a chain of
+view steps, someone else's:
+
+- a Reshape-like node (``_VIEW_OPS``) whose input is a reshape-only view becomes a view of its
+  input (``Reshape`` step) and is no longer a step of the plan;
+- a Concat along channels hands each input written by a node that nothing else reads its
+  channel slice of the output (``Slice`` step): the producer writes there, the Concat copies
+  only the other inputs (its ``copy_mask``);
+- a conv that absorbed a residual Add accumulates in place into the operand's buffer when the
+  operand dies at the conv.
+
+Liveness. A root lives from the step that first writes it to the last step that reads it (a
+node of a branch group from the group's first to its last step: its lanes overlap in time).
+Roots are packed into arena slots, reusing a slot once its root is dead (best fit; a reused
+slot may grow), so layers share activation memory.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .passes import consumers
+
+__all__ = ["Reshape", "Slice", "Storage", "Layout", "Arena", "plan_views",
+           "accumulate_in_place", "last_use", "assign_slots"]
+
+_VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+class Reshape(NamedTuple):
+    """View step: the base reshaped to ``shape`` (must stay a view)."""
+    shape: tuple
+
+
+class Slice(NamedTuple):
+    """View step: ``base[..., start:stop]`` along ``axis``."""
+    axis: int
+    start: int
+    stop: int
+
+
+class Storage:
+    """Value -> (root buffer, chain of view steps); roots carry their ``Meta``."""
+
+    def __init__(self):
+        self.root = {}     # value -> root name
+        self.chain = {}    # value -> [Reshape | Slice], applied to the root in order
+        self.meta = {}     # root -> Meta (shape, dtype)
+
+    def own(self, v, meta):
+        self.root[v], self.chain[v], self.meta[v] = v, [], meta
+
+    def alias(self, v, base, step):
+        self.root[v] = self.root[base]
+        self.chain[v] = self.chain[base] + [step]
+        self.meta.pop(v, None)
+
+    def owner(self, v):
+        """True when ``v`` is a root buffer itself (no view of another)."""
+        return self.root.get(v) == v and not self.chain[v]
+
+    def nbytes(self, root):
+        shape, dtype = self.meta[root]
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+    def view(self, v, root_array):
+        """``v``'s array: its view steps applied to ``root_array`` (its root's buffer)."""
+        a = root_array
+        for step in self.chain[v]:
+            if isinstance(step, Reshape):
+                b = a.reshape(step.shape)
+                assert not b.size or np.shares_memory(a, b), "alias reshape must be a view"
+                a = b
+            else:
+                a = a[(slice(None),) * step.axis + (slice(step.start, step.stop),)]
+        return a
+
+
+class Layout(NamedTuple):
+    """The result of ``plan_views``."""
+    storage: Storage
+    views: set          # id() of the nodes that became views (no step in the plan)
+    copy_masks: dict    # id(Concat node) -> [copy input k?] (False: its producer wrote it)
+    readers: dict       # value -> the nodes reading it (view nodes included)
+
+
+def plan_views(nodes, inputs, outputs, consts, metas):
+    """Reshape views and channel-concatenation slices (see the module doc)."""
+    st = Storage()
+    for v in inputs:
+        st.own(v, metas[v])
+    views = set()
+    for n in nodes:
+        for o in n.outputs:
+            if o:
+                st.own(o, metas[o])
+        x = n.inputs[0] if n.inputs else ""
+        if (n.op in _VIEW_OPS and x and x not in consts and x in st.root
+                and all(isinstance(s, Reshape) for s in st.chain[x])
+                and metas[x].dtype == metas[n.outputs[0]].dtype):
+            st.alias(n.outputs[0], x, Reshape(metas[n.outputs[0]].shape))
+            views.add(id(n))
+    readers = consumers(nodes)  # view nodes count too: a value viewed elsewhere keeps its root
+    producer = {o: n for n in nodes for o in n.outputs if o}
+    masks = {}
+    for n in reversed(nodes):
+        if n.op != "Concat" or id(n) in views or n.outputs[0] in consts:
+            continue
+        out = metas[n.outputs[0]]
+        ndim = len(out.shape)
+        axis = int(n.attrs["axis"]) % ndim
+        mask, start = [], 0
+        for v in n.inputs:
+            size = metas[v].shape[axis]
+            p = producer.get(v)
+            ok = (axis == 1 and ndim >= 2 and p is not None and id(p) not in views
+                  and p.op != "Concat" and st.owner(v) and v not in outputs
+                  and len(readers.get(v, ())) == 1 and n.inputs.count(v) == 1
+                  and metas[v].dtype == out.dtype)
+            if ok:
+                st.alias(v, n.outputs[0], Slice(axis, start, start + size))
+            mask.append(not ok)
+            start += size
+        masks[id(n)] = mask
+    return Layout(st, views, masks, readers)
+
+
+def last_use(nodes, outputs):
+    """value -> index of the last node reading it (``len(nodes)`` for the graph's outputs)."""
+    last = {}
+    for i, n in enumerate(nodes):
+        for v in n.inputs:
+            if v:
+                last[v] = i
+    for v in outputs:
+        last[v] = len(nodes)
+    return last
+
+
+def accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped):
+    """Residual convs write into their operand's buffer when the operand dies at the conv (not
+    inside a branch group, ``grouped``: the other lane may still read the operand)."""
+    last = last_use(nodes, outputs)
+    for i, n in enumerate(nodes):
+        if n.op != "Conv" or not n.attrs.get("residual") or id(n) in grouped:
+            continue
+        r, o, x = n.inputs[-1], n.outputs[0], n.inputs[0]
+        if (r in consts or r in inputs or not st.owner(r) or not st.owner(o)
+                or st.root.get(x) == r or metas[r] != metas[o]):
+            continue
+        sharing = [v for v, root in st.root.items() if root == r]
+        if max(last.get(v, -1) for v in sharing) <= i:
+            for v, root in list(st.root.items()):
+                if root == o:  # o and its reshape views now live in r's buffer
+                    st.root[v] = r
+            st.meta.pop(o, None)
+
+
+class Arena(NamedTuple):
+    """The memory plan: one byte buffer per slot; every root lives in one slot."""
+    slots: list      # slot -> size in bytes
+    slot_of: dict    # root -> slot
+
+
+def live_ranges(nodes, st, inputs, outputs, groups=()):
+    """(first, last): root -> index of the step that first writes / last reads it (-1 for the
+    inputs, ``len(nodes)`` for what the caller reads: inputs and outputs). A node of a branch
+    group writes at the group's first step and reads until its last (lanes overlap)."""
+    span = {id(n): (g.first, g.last) for g in groups for n in g.nodes}
+    first, last = {}, {}
+    for v in inputs:
+        first[st.root[v]] = -1
+    for i, n in enumerate(nodes):
+        lo, hi = span.get(id(n), (i, i))
+        for o in n.outputs:
+            if o in st.root:
+                r = st.root[o]
+                first[r] = min(first.get(r, lo), lo)
+        for v in n.inputs:
+            if v in st.root:
+                r = st.root[v]
+                last[r] = max(last.get(r, hi), hi)
+    for v in list(outputs) + list(inputs):
+        if v in st.root:
+            last[st.root[v]] = len(nodes)
+    return first, last
+
+
+def assign_slots(nodes, st, inputs, outputs, groups=()):
+    """Pack the roots into arena slots by live range (best fit; a slot may grow)."""
+    first, last = live_ranges(nodes, st, inputs, outputs, groups)
+    by_first, by_last = {}, {}
+    for r in st.meta:
+        by_first.setdefault(first.get(r, last.get(r, -1)), []).append(r)
+        by_last.setdefault(last.get(r, len(nodes)), []).append(r)
+    slots, free, slot_of = [], [], {}
+    for step in range(-1, len(nodes) + 1):
+        for r in by_first.get(step, ()):
+            need = max(st.nbytes(r), 1)
+            fits = [s for s in free if slots[s] >= need]
+            if fits:
+                s = min(fits, key=lambda k: slots[k])
+            elif free:
+                s = max(free, key=lambda k: slots[k])
+                slots[s] = need
+            else:
+                slots.append(need)
+                s = len(slots) - 1
+            if s in free:
+                free.remove(s)
+            slot_of[r] = s
+        for r in by_last.get(step, ()):
+            if r in slot_of:
+                free.append(slot_of[r])
+    return Arena(slots, slot_of)

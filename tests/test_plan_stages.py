@@ -1,0 +1,178 @@
+"""The inference planner's stages on their own: liveness (arena slots), branch lanes and the
+registries, each checked against an oracle written here from the graph alone."""
+import numpy as np
+import pytest
+from conftest import kernel_threads
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nnlite
+from nnlite import models
+from nnlite._infer import kernels as K
+from nnlite._infer.dryrun import Meta
+from nnlite._infer.storage import assign_slots, plan_views
+from nnlite._registry import Registry
+from nnlite.nn import blocks
+from nnlite.onnx.graph import Node
+from nnlite.onnx.ops import OPS
+
+
+@st.composite
+def _dags(draw, equal_sizes):
+    """A random DAG of Relu/Add nodes over one or two graph inputs: (nodes, inputs, outputs,
+    metas). Every value has its own buffer (no views, no concatenations)."""
+    n_in = draw(st.integers(1, 2))
+    inputs = [f"in{k}" for k in range(n_in)]
+    values = list(inputs)
+    nodes = []
+    for i in range(draw(st.integers(1, 14))):
+        if len(values) > 1 and draw(st.booleans()):
+            a, b = draw(st.lists(st.sampled_from(values), min_size=2, max_size=2))
+            nodes.append(Node("Add", (a, b), (f"v{i}",), {}, f"add{i}"))
+        else:
+            nodes.append(Node("Relu", (draw(st.sampled_from(values)),), (f"v{i}",), {},
+                              f"relu{i}"))
+        values.append(f"v{i}")
+    made = values[n_in:]
+    outputs = sorted(set(draw(st.lists(st.sampled_from(made), min_size=1, max_size=3))))
+    metas = {v: Meta((1, 4 if equal_sizes else draw(st.integers(1, 9)), 3), np.dtype("f4"))
+             for v in values}
+    return nodes, inputs, outputs, metas
+
+
+def _live_intervals(nodes, inputs, outputs):
+    """value -> [first step writing it, last step reading it]; the caller's inputs are written
+    before step 0 (-1) and the inputs and outputs are read after the last step, as is a value
+    nothing reads (the plan keeps it: its graphs have none after dead-code removal, but for
+    unused extra outputs)."""
+    end = len(nodes)
+    first = {v: -1 for v in inputs}
+    last = {}
+    for i, n in enumerate(nodes):
+        for o in n.outputs:
+            first.setdefault(o, i)
+        for v in n.inputs:
+            last[v] = i
+    for v in list(inputs) + list(outputs):
+        last[v] = end
+    return {v: (first[v], last.get(v, end)) for v in first}
+
+
+def _slots_of_random_dag(dag):
+    nodes, inputs, outputs, metas = dag
+    layout = plan_views(nodes, inputs, outputs, {}, metas)
+    arena = assign_slots(nodes, layout.storage, inputs, outputs)
+    return layout.storage, arena
+
+
+def _check_no_overlap(dag, storage, arena):
+    nodes, inputs, outputs, metas = dag
+    live = _live_intervals(nodes, inputs, outputs)
+    assert all(storage.root[v] == v for v in live)  # this graph has no views
+    by_slot = {}
+    for v, (lo, hi) in live.items():
+        s = arena.slot_of[v]
+        nbytes = int(np.prod(metas[v].shape)) * 4
+        assert arena.slots[s] >= nbytes, f"{v} ({nbytes} B) does not fit slot {s}"
+        for w, (lo2, hi2) in by_slot.get(s, []):
+            # a slot is reused only after the last reader of its previous value: a step that
+            # reads one value and writes another must not find them in one buffer either
+            assert hi < lo2 or hi2 < lo, f"{v} {lo, hi} and {w} {lo2, hi2} share slot {s}"
+        by_slot.setdefault(s, []).append((v, (lo, hi)))
+    return live
+
+
+@given(_dags(equal_sizes=False))
+def test_liveness_never_shares_a_slot_between_live_values(dag):
+    storage, arena = _slots_of_random_dag(dag)
+    _check_no_overlap(dag, storage, arena)
+
+
+@given(_dags(equal_sizes=True))
+def test_liveness_uses_as_many_slots_as_values_live_at_once(dag):
+    # equal sizes: packing by start step is optimal, so the arena has exactly as many slots
+    # as the largest number of values live at one step (reuse happens whenever it can)
+    storage, arena = _slots_of_random_dag(dag)
+    live = _check_no_overlap(dag, storage, arena)
+    steps = range(-1, len(dag[0]) + 1)
+    most = max(sum(lo <= t <= hi for lo, hi in live.values()) for t in steps)
+    assert len(arena.slots) == most
+
+
+def test_liveness_of_a_chain_alternates_two_slots():
+    nodes = [Node("Relu", (f"v{i - 1}" if i else "x",), (f"v{i}",), {}, f"r{i}")
+             for i in range(6)]
+    metas = {v: Meta((2, 3), np.dtype("f8")) for v in ["x"] + [f"v{i}" for i in range(6)]}
+    layout = plan_views(nodes, ["x"], ["v5"], {}, metas)
+    arena = assign_slots(nodes, layout.storage, ["x"], ["v5"])
+    # x is the caller's (live throughout); v0..v5 ping-pong between two more slots
+    assert len(arena.slots) == 3 and arena.slots == [48, 48, 48]
+    assert [arena.slot_of[f"v{i}"] for i in range(6)] == [1, 2, 1, 2, 1, 2]
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: models.googlenet(), (1, 3, 64, 64)),
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 30, 29)),    # a split conv
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (2, 8, 12, 11)),    # shared columns
+])
+def test_lanes_never_share_a_buffer_while_both_run(make, shape):
+    nnlite.manual_seed(0)
+    model = make().eval()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with kernel_threads(2):
+        fast = nnlite.optimize_for_inference(model)
+        fast(x)
+    (plan, _), = fast._plans.values()
+    assert plan.groups
+    st_, slot_of = plan.storage, plan.arena.slot_of
+    for g in plan.groups:
+        lane_of = {i: k for k, lane in enumerate(g.lanes) for i in lane}
+        assert sorted(lane_of) == list(range(g.first, g.last + 1)) + sorted(
+            i for i in lane_of if i > g.last)
+        # every buffer a step of the group touches, with the lanes that touch it
+        touched = {}
+        for i, k in lane_of.items():
+            node = plan.steps[i].node
+            for v in [*node.inputs, *node.outputs]:
+                if v and v not in plan.consts:
+                    touched.setdefault(st_.root[v], set()).add(k)
+        roots = sorted(touched)
+        for a in roots:
+            for b in roots:
+                if a < b:   # both live while either lane runs: never one slot
+                    assert slot_of[a] != slot_of[b], (a, b)
+        # a step never reads a buffer the other lane writes, except after a Sync (the second
+        # part of a split conv reads the input that a caller-lane step wrote)
+        writers = {}
+        for i, k in lane_of.items():
+            for o in plan.steps[i].node.outputs:
+                if o:
+                    writers.setdefault(st_.root[o], set()).add(k)
+        synced = {s.before for s in g.syncs}
+        for j, k in lane_of.items():
+            for v in plan.steps[j].node.inputs:
+                if v and v not in plan.consts and writers.get(st_.root[v], {k}) - {k}:
+                    assert j in synced, (j, v)
+
+
+def test_registry_refuses_a_second_handler_and_skips_unbuilt_ones():
+    table = Registry("test op")
+
+    @table.register("A", "B")
+    def first(x):
+        return x
+
+    assert table["A"] is first and table["B"] is first
+    with pytest.raises(ValueError, match="test op 'B' is registered twice"):
+        table.register("B")(lambda x: x)
+
+    @table.register("C", when=False)
+    def unbuilt(x):
+        return x
+    assert "C" not in table and unbuilt(3) == 3
+
+
+def test_every_plan_kernel_op_runs_in_the_executor():
+    # a plan step without its own kernel falls back to the executor's handler of that op, and
+    # the dry run needs every op there: the plan must never know an op the executor does not
+    assert set(K.KERNELS) - {"nnlite.Affine"} <= set(OPS)

@@ -8,8 +8,9 @@ of a concatenation buffer): kernels write it per image or through ufunc ``out=``
 Conv: BatchNorm already folded into (weight, bias); bias, a residual operand (``beta = 1`` with
 the operand pre-copied into ``out`` unless it already lives there) and ReLU/ReLU6 are applied in
 the write-out. Depthwise convs and the k x k convs F.conv2d runs by the implicit GEMM call
-F.conv2d's own forward (``nnlite.kernels.conv_cython.conv2d_forward``, geometry from
-``nnlite._convgeom``, the epilogue as arguments); the others run im2col + the GEMM of
+F.conv2d's own forward (``nnlite.kernels.conv_cython.fast_forward``, the kernel call of
+``conv2d_forward``, with the algorithm F.conv2d picks, geometry from ``nnlite._convgeom``, the
+epilogue as arguments); the others run im2col + the GEMM of
 ``nnlite.kernels.gemm`` (NumPy without the extension); at batch > 1 a pointwise conv is one
 ``gemm_batched`` call. Max pools run F.max_pool2d's kernel (``nnlite._pool``, without indices),
 or, without the extension, KH*KW NumPy maxima over whole (N, C, OH, OW) tap views (as average
@@ -230,7 +231,7 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
 # ------------------------------------------------------------------------------ convolution
 class ConvKernel(Kernel):
     """Conv2d with folded BN, bias, residual and activation fused into the write-out: the
-    direct depthwise kernel or the implicit GEMM of F.conv2d (``conv_cython.conv2d_forward``
+    direct depthwise kernel or the implicit GEMM of F.conv2d (``conv_cython.fast_forward``
     with the epilogue as arguments) where F.conv2d's 'auto' rule picks them, else im2col +
     nnlite's GEMM (packed weights; a pointwise conv multiplies the image itself)."""
 
@@ -258,8 +259,9 @@ class ConvKernel(Kernel):
         self.pointwise = (kh, kw) == (1, 1) and s == (1, 1) and not any(pads)
         self.depthwise = g == C and cg == 1 and F == C and not self.pointwise
         # F.conv2d's choice for this layer ('direct', 'implicit' or 'im2col')
-        self.algorithm = ("im2col" if self.pointwise or _conv_cython is None or dtype not in _ITEM
-                          else _conv_cython.native_algorithm(geom, "auto"))
+        self.algorithm, self.fast_args = (
+            ("im2col", None) if self.pointwise or _conv_cython is None or dtype not in _ITEM
+            else _conv_cython.native_algorithm(geom, "auto"))
         self.implicit = self.algorithm == "implicit"
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
         # the im2col path below (also taken at bind time by arrays the fast kernels cannot
@@ -362,12 +364,12 @@ class ConvKernel(Kernel):
         r3 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
         act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
-        algo, forward = self.algorithm, _conv_cython.conv2d_forward
+        algo, args, forward = self.algorithm, self.fast_args, _conv_cython.fast_forward
 
         def run():
             if r3 is not None:
                 np.copyto(y, r3)
-            forward(x, w2, bias, geom, algorithm=algo, out=y3, act=act, beta=beta)
+            forward(algo, x, w2, bias, geom, args, y3, act, beta)
         return run
 
 

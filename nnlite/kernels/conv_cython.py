@@ -134,11 +134,13 @@ def _strided_ok(x):
     return np.ascontiguousarray(x)
 
 
-def _fast(algo, x, w, b, geom, args, out, act, beta):
+def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     """y (N, F, OH, OW) = act(conv2d(x, w) + b + beta*y) by nnlite._convfast: the direct
-    depthwise kernel ('direct', groups == C) or the implicit GEMM ('implicit', no column matrix).
-    ``out`` (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act``
-    0 none, 1 ReLU, 2 ReLU6."""
+    depthwise kernel ('direct', groups == C) or the implicit GEMM ('implicit', no column matrix),
+    with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
+    (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
+    1 ReLU, 2 ReLU6. conv2d_forward's fast path; the inference plan calls it with the choice
+    made once per layer."""
     kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
     y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
     w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
@@ -154,14 +156,14 @@ def _fast(algo, x, w, b, geom, args, out, act, beta):
 
 
 def native_algorithm(geom, algorithm=None):
-    """The algorithm ``conv2d_forward`` runs for ``geom``: 'direct', 'implicit' or 'im2col'
-    (``algorithm`` as there; the fast kernels need nnlite._convfast and sane extents)."""
+    """(algo, args): the algorithm ``conv2d_forward`` runs for ``geom``, 'direct', 'implicit' or
+    'im2col' (``algorithm`` as there; the fast kernels need nnlite._convfast and sane extents),
+    and for the first two the kernel integers ``fast_forward`` takes (None for 'im2col')."""
     if _convfast is None:
-        return "im2col"
+        return "im2col", None
     algo = resolve(geom, algorithm)
-    if algo != "im2col" and (not _fast_extent_ok(geom) or _args(geom) is None):
-        return "im2col"
-    return algo
+    args = _args(geom) if algo != "im2col" and _fast_extent_ok(geom) else None
+    return (algo, args) if args is not None else ("im2col", None)
 
 
 def conv2d_forward(x, w, b, geom, general=False, algorithm=None, out=None, act=0, beta=0.0):
@@ -171,9 +173,9 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None, out=None, act=0
     The inference plan passes an epilogue: ``out`` (N, F, OH*OW) to write (with ``beta`` = 1
     it holds a residual to add), ``act`` (0 none, 1 ReLU, 2 ReLU6); only the 'direct' and
     'implicit' algorithms take one (see ``native_algorithm``), else ValueError."""
-    algo = native_algorithm(geom, algorithm)
-    if algo in ("direct", "implicit"):
-        return _fast(algo, x, w, b, geom, _args(geom), out, act, beta)
+    algo, args = native_algorithm(geom, algorithm)
+    if args is not None:
+        return fast_forward(algo, x, w, b, geom, args, out, act, beta)
     if out is not None or act or beta:
         raise ValueError(f"conv2d_forward: an epilogue (out, act, beta) needs the 'direct' or "
                          f"'implicit' algorithm; this conv runs {algo!r}")

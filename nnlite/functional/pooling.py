@@ -390,9 +390,8 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         stride, "stride", "max_pool1d")
     p = single(padding, "padding", "max_pool1d")
     d = single(dilation, "dilation", "max_pool1d")
-    y, idx = _pool_1d("max_pool1d", max_pool2d, x, (1, k), (1, s), (0, p), (1, d), ceil_mode,
-                      return_indices=True)
-    return (y, idx) if return_indices else y
+    return _pool_1d("max_pool1d", max_pool2d, x, (1, k), (1, s), (0, p), (1, d), ceil_mode,
+                    return_indices=bool(return_indices))
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,

@@ -21,6 +21,7 @@ import sysconfig
 import tempfile
 
 from setuptools import setup
+from setuptools.command.build_clib import build_clib
 from setuptools.command.build_ext import build_ext
 
 CORE_LIB = "nnlite_core"
@@ -32,6 +33,20 @@ class BuildExt(build_ext):
     def run(self):
         if self.distribution.has_c_libraries():
             self.run_command("build_clib")
+        super().run()
+
+
+class BuildClib(build_clib):
+    """build_clib that writes the core archive afresh: ``ar -cr`` only adds and replaces
+    members, so an object of a source that was renamed or deleted would stay in an old
+    archive and clash with its successor at link time."""
+
+    def run(self):
+        self.finalize_options()
+        for name, _ in self.libraries or ():
+            path = os.path.join(self.build_clib, f"lib{name}.a")
+            if os.path.exists(path):
+                os.remove(path)
         super().run()
 
 
@@ -128,4 +143,4 @@ def build_config():
 
 
 _EXTS, _LIBS = build_config()
-setup(ext_modules=_EXTS, libraries=_LIBS, cmdclass={"build_ext": BuildExt})
+setup(ext_modules=_EXTS, libraries=_LIBS, cmdclass={"build_ext": BuildExt, "build_clib": BuildClib})

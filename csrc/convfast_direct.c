@@ -4,7 +4,7 @@
  *                                            * x[n, f/M, i*SH - PT + a*DH, j*SW - PL + b*DW])
  *
  * (taps in the padding contribute 0). Per plane, the zero-padded plane is copied into its
- * stride-phase "wide" layout (as nnlite._planops does, see dw_plane_wide): every tap then reads
+ * stride-phase "wide" layout (see dw_plane_wide in convfast_direct_tmpl.h): every tap then reads
  * one contiguous stream, and the whole plane is ONE loop over blocks of NNL_DW_BLOCK vectors
  * whose accumulators stay in registers (a vector load and an FMA per tap and vector, one store
  * per vector), instead of one pass over the output per tap. The valid columns are copied out

@@ -146,7 +146,7 @@ static void FN(dw_plane)(const nnl_conv_geom *g, const T *xp, const T *wf, T bia
     }
 }
 
-/* The stride-phase "wide" layout (as in nnlite._planops): the zero-padded plane is split into
+/* The stride-phase "wide" layout: the zero-padded plane is split into
  * its SH*SW stride phases, phase (ra, rb) holding ph[u, v] = x[u*SH + ra - PT, v*SW + rb - PL]
  * (0 outside the image), HQ x WQ each. Tap (a, b), with a*DH = qa*SH + ra and
  * b*DW = qb*SW + rb, reads phase (ra, rb) at (i + qa, j + qb): over the wide output

@@ -1,6 +1,11 @@
 """Pooling kernels: max / avg / adaptive pools forward and backward, max-unpool.
 
-Memory contract: every array is C-contiguous and planes-first, x (P, H, W) with P = N*C;
+max_pool2d_forward is the one max pool of nnlite: F.max_pool2d / nn.MaxPool2d (with indices
+when a gradient or return_indices needs them, without otherwise) and the inference plan's
+MaxPool run it; its planes are csrc/pool_max.c (see there and in max_pool2d_forward below).
+
+Memory contract of the other kernels: every array is C-contiguous and planes-first, x (P, H, W)
+with P = N*C;
 outputs are preallocated by the caller (nnlite/kernels/pool_cython.py), and the scatter
 outputs (gradients, unpool) arrive zero-filled. Geometry is validated in Python before these
 run. Every loop below is bounded by the plane (taps are clipped to [0, H) x [0, W), indices
@@ -14,6 +19,8 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t
 
 from cython cimport floating
+
+import numpy as np
 
 from _common cimport col_range, imax, imin, in_range
 
@@ -45,13 +52,33 @@ cdef inline void _useful_taps(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize
     hi[0] = imin(k, (L - 1 + p) // d + 1)
 
 
-cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
+cdef extern from "pool_max.h" nogil:
+    ctypedef struct nnl_pool_plan:
+        Py_ssize_t need
+    int nnl_pool_plan_init(nnl_pool_plan* p, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                           Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                           Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                           Py_ssize_t ow, size_t itemsize)
+    void nnl_maxpool_plane_s(const nnl_pool_plan* p, const float* x, Py_ssize_t xrs, float* y,
+                             Py_ssize_t yrs, float* buf)
+    void nnl_maxpool_plane_d(const nnl_pool_plan* p, const double* x, Py_ssize_t xrs, double* y,
+                             Py_ssize_t yrs, double* buf)
+    void nnl_maxpool_plane_idx_s(const nnl_pool_plan* p, const float* x, Py_ssize_t xrs,
+                                 float* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
+                                 float* vb, int64_t* ib)
+    void nnl_maxpool_plane_idx_d(const nnl_pool_plan* p, const double* x, Py_ssize_t xrs,
+                                 double* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
+                                 double* vb, int64_t* ib)
+
+
+cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
+                     int64_t* idx, Py_ssize_t irs,
                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
-    # Loop order: output row, tap row h, tap column b, output column j. Every output still
-    # sees its taps in row-major window order, and the j loop streams along one input row
-    # without branches (the compiler can vectorise it for stride 1).
+    # The row-by-row loop for geometries whose coordinates leave the C kernel's range (every
+    # step overflow-safe). Loop order: output row, tap row h, tap column b, output column j;
+    # every output still sees its taps in row-major window order.
     cdef Py_ssize_t i, j, b, h, h0, h1, w0, w1, off, jlo, jhi, b_lo, b_hi
     cdef floating v
     cdef floating* yrow
@@ -60,8 +87,8 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
     cdef bint take
     _useful_taps(kw, sw, pw, dw, W, OW, &b_lo, &b_hi)
     for i in range(OH):
-        yrow = y + i * OW
-        arow = idx + i * OW
+        yrow = y + i * yrs
+        arow = idx + i * irs
         h0 = i * sh - ph
         h1 = imin(h0 + (kh - 1) * dh + 1, H)
         h0 = _first_in(h0, dh)
@@ -74,7 +101,7 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
             arow[j] = h0 * W + w0 if (h0 < h1 and w0 < w1) else -1
         h = h0
         while h < h1:
-            xrow = x + h * W
+            xrow = x + h * xrs
             for b in range(b_lo, b_hi):
                 _tap_cols(b, sw, pw, dw, W, OW, &off, &jlo, &jhi)
                 for j in range(jlo, jhi):
@@ -85,18 +112,97 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* idx,
             h = h + dh
 
 
-def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
-                       int64_t[:, :, ::1] idx, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+def _fits(o, s, k, d, pad):
+    # Python ints: every coordinate of the C kernels (and their phase arithmetic) below 2**60
+    return (o + 1) * s + (k - 1) * d + pad < 2 ** 60
+
+
+def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
+                       int64_t[:, :, :, :] idx, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                        Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                       int num_threads):
-    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
-    if y.shape[0] != P or idx.shape[0] != P or idx.shape[1] != OH or idx.shape[2] != OW:
-        raise ValueError("max_pool2d_forward: output shapes do not match the input")
-    if P == 0 or OH == 0 or OW == 0:
+                       int num_threads=1):
+    """y = max over each window of x; idx (None to skip) the flat index h*W + w of the winner.
+
+    x (N, C, H, W), y and idx (N, C, OH, OW), each with unit stride along W (other strides are
+    free: channel slices of larger buffers are fine). The window of y[n, c, i, j] is
+    x[n, c, i*sh - ph + a*dh, j*sw - pw + b*dw], a < kh, b < kw; taps outside x are skipped,
+    -inf (index -1) when none is inside. Without idx the planes run the vectorised kernel of
+    csrc/pool_max.c; with idx its indices path (separable, first maximum of a row-major scan,
+    NaN propagates with the last NaN's index); coordinates beyond 2**60 run the row-by-row loop
+    above. Raises ValueError on bad arguments."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t oh = y.shape[2], ow = y.shape[3]
+    cdef Py_ssize_t p, n, c, P = N * C
+    cdef Py_ssize_t es = sizeof(floating)
+    cdef Py_ssize_t xrs = x.strides[2] // es, yrs = y.strides[2] // es, irs = 0
+    cdef int nt = max(1, num_threads)
+    cdef bint want = idx is not None
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1 or ph < 0 or pw < 0:
+        raise ValueError("max_pool2d_forward: kernel, stride and dilation must be >= 1 and "
+                         "padding >= 0")
+    if y.shape[0] != N or y.shape[1] != C:
+        ys = (y.shape[0], y.shape[1], oh, ow)
+        raise ValueError(f"max_pool2d_forward: x {(N, C, H, W)} and y {ys} must have the same "
+                         f"N and C")
+    if want and (idx.shape[0] != N or idx.shape[1] != C or idx.shape[2] != oh or
+                 idx.shape[3] != ow):
+        ish = (idx.shape[0], idx.shape[1], idx.shape[2], idx.shape[3])
+        raise ValueError(f"max_pool2d_forward: idx {ish} must have y's shape {(N, C, oh, ow)}")
+    if not ((W < 2 or x.strides[3] == es) and (ow < 2 or y.strides[3] == es) and
+            (not want or ow < 2 or idx.strides[3] == sizeof(int64_t))):
+        raise ValueError("max_pool2d_forward: x, y and idx need unit stride along W")
+    if P == 0 or oh == 0 or ow == 0:
         return
-    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
-        _max_plane(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], H, W, OH, OW,
+    if want:
+        irs = idx.strides[2] // sizeof(int64_t)
+    dt = np.float32 if floating is float else np.float64
+    cdef bint fits = _fits(oh, sh, kh, dh, ph) and _fits(ow, sw, kw, dw, pw)
+    cdef nnl_pool_plan plan
+    cdef int fast = 0
+    cdef floating[:, ::1] bufs
+    cdef int64_t[:, ::1] ibufs
+    cdef int64_t[:, ::1] scratch
+    cdef int64_t* ip
+    cdef int tid
+    if fits:
+        fast = nnl_pool_plan_init(&plan, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, es)
+    nt = <int> min(nt, P)
+    if fast and not want:
+        bufs = np.full((nt, plan.need), -np.inf, dtype=dt)
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            tid = threadid()
+            n = p // C
+            c = p % C
+            if floating is float:
+                nnl_maxpool_plane_s(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
+                                    &bufs[tid, 0])
+            else:
+                nnl_maxpool_plane_d(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
+                                    &bufs[tid, 0])
+        return
+    if not want:
+        scratch = np.empty((nt, ow), dtype=np.int64)   # one row of indices per thread
+    if fits:
+        bufs = np.empty((nt, W), dtype=dt)
+        ibufs = np.empty((nt, W), dtype=np.int64)
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            tid = threadid()
+            n = p // C
+            c = p % C
+            ip = &idx[n, c, 0, 0] if want else &scratch[tid, 0]
+            if floating is float:
+                nnl_maxpool_plane_idx_s(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs, ip,
+                                        irs, &bufs[tid, 0], &ibufs[tid, 0])
+            else:
+                nnl_maxpool_plane_idx_d(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs, ip,
+                                        irs, &bufs[tid, 0], &ibufs[tid, 0])
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        tid = threadid()
+        n = p // C
+        c = p % C
+        ip = &idx[n, c, 0, 0] if want else &scratch[tid, 0]
+        _max_plane(&x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs, ip, irs, H, W, oh, ow,
                    kh, kw, sh, sw, ph, pw, dh, dw)
 
 

@@ -20,8 +20,8 @@ IM2COL_PARALLEL_MIN = 1 << 17
 # thread costs microseconds on an idle machine and milliseconds on a loaded one.
 POOL_SERIAL_WORK = 1 << 18
 
-# The inference plan's planops kernels (nnlite._infer.kernels: pools and the fallback depthwise
-# kernel): one thread unless the call has at least this many planes (N*C) or this much work
+# The inference plan's max pools (nnlite._infer.kernels.PoolKernel, on nnlite._pool's kernel):
+# one thread unless the call has at least this many planes (N*C) or this much work
 # (taps x outputs). Recorded when they were set (not re-measured); the wake-up above is far
 # below these amounts of work, so they are conservative.
 PLAN_PARALLEL_PLANES = 4096

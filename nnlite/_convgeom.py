@@ -282,16 +282,28 @@ def conv2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=0, dilatio
                    dtypes)
 
 
-def _conv2d_geometry(x_shape, w_shape, b_shape, stride, padding, dilation, groups, dtypes):
+def conv2d_geometry_pads(x_shape, w_shape, pads, stride=1, dilation=1, groups=1):
+    """``conv2d_geometry`` with the four paddings given apart, ``pads`` = (top, bottom, left,
+    right) (ONNX's explicit or auto_pad paddings, which may differ per side: the inference
+    plan's convs); validated with the same checks."""
+    return _cached(_conv2d_geometry, tuple(x_shape), tuple(w_shape), None, stride, None,
+                   dilation, groups, None, tuple(int(p) for p in pads))
+
+
+def _conv2d_geometry(x_shape, w_shape, b_shape, stride, padding, dilation, groups, dtypes,
+                     pads=None):
     op = "conv2d"
     if dtypes is not None:
         _check_dtypes(op, *dtypes)
     sh, sw, dh, dw, g = _check_common(op, x_shape, w_shape, stride, dilation, groups)
-    _check_padding_string(padding)
+    if pads is None:
+        _check_padding_string(padding)
     _check_groups(g)
     f, cg, kh, kw = (int(s) for s in w_shape)
-    pt, pb, pl, pr = conv_padding(padding, (kh, kw), (sh, sw), (dh, dw))
-    _check_ranges((pt, pl), sh, sw, dh, dw)
+    if pads is None:
+        pads = conv_padding(padding, (kh, kw), (sh, sw), (dh, dw))
+    pt, pb, pl, pr = pads
+    _check_ranges((pt, pl, pb, pr), sh, sw, dh, dw)
     n, c, h, w = _batched(x_shape)
     _check_weight_rows(g, f, w_shape)
     if c != cg * g:

@@ -22,10 +22,12 @@ _FLOAT_DTYPES = (np.float32, np.float64)
 LIMIT = 2 ** 62
 
 
-def pool_output_size(L, k, s, p, d, ceil_mode):
+def pool_output_size(L, k, s, p, d, ceil_mode, p_end=None):
     """Output length of a max/avg pool along one axis (docs/semantics.md §3.2, ceil-mode drop
-    rule included)."""
-    out = (L + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    rule included); ``p_end`` is the end padding when it differs from the start padding ``p``
+    (ONNX pads)."""
+    p_end = p if p_end is None else p_end
+    out = (L + p + p_end - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= L + p:
         # the last window would start in the right padding: PyTorch drops it
         out -= 1

@@ -240,6 +240,59 @@ def test_fused_epilogue_on_strided_operands(kernel, act, hw, beta):
 
 @needs_ext
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_depthwise_with_epilogue_matches_reference(dtype):
+    """conv2d_forward's direct depthwise kernel as the inference plan calls it (the epilogue
+    as arguments: bias, residual via beta = 1, ReLU/ReLU6; output a channel slice of a larger
+    buffer) on random geometries (stride, dilation, padding, odd sizes, batch 1, one channel)
+    vs the naive-loop reference."""
+    rng = np.random.default_rng(5)
+    done = 0
+    while done < 60:
+        n, c = rng.integers(1, 3), rng.integers(1, 5)
+        (kh, kw), (sh, sw), (dh, dw) = (rng.integers(1, 5, 2), rng.integers(1, 4, 2),
+                                        rng.integers(1, 3, 2))
+        (ph, pw), (h, w) = rng.integers(0, 4, 2), rng.integers(1, 10, 2)
+        if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
+            continue
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        wt = rng.standard_normal((c, 1, kh, kw)).astype(dtype)
+        b = rng.standard_normal(c).astype(dtype)
+        refy = ref.conv2d(x, wt, b, (sh, sw), (ph, pw), (dh, dw), c)
+        geom = conv2d_geometry(x.shape, wt.shape, b.shape, (sh, sw), (ph, pw), (dh, dw), c)
+        act = int(rng.integers(0, 3))
+        big = np.full((n, c + 2) + refy.shape[2:], 7.0, dtype)
+        y = big[:, 1:c + 1]                                   # a channel slice: strided out
+        r = rng.standard_normal(refy.shape).astype(dtype)
+        accumulate = bool(rng.integers(0, 2))
+        if accumulate:
+            y[...] = r
+        got = conv_cython.conv2d_forward(x, wt, b, geom, algorithm="direct",
+                                         out=y.reshape(n, c, -1), act=act,
+                                         beta=1.0 if accumulate else 0.0)
+        assert np.shares_memory(got, big)
+        want = refy + r if accumulate else refy
+        want = {0: want, 1: np.maximum(want, 0), 2: np.clip(want, 0, 6)}[act]
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        assert (big[:, 0] == 7).all() and (big[:, -1] == 7).all()
+        done += 1
+
+
+@needs_ext
+def test_epilogue_needs_a_fast_algorithm():
+    """An epilogue (out, act, beta) is for the direct and implicit kernels: under im2col it is
+    refused, not ignored."""
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="epilogue"):
+        conv_cython.conv2d_forward(x, w, None, geom, algorithm="im2col", act=1)
+    y = np.zeros((1, 3, 25), np.float32)
+    conv_cython.conv2d_forward(x, w, None, geom, algorithm="implicit", out=y, act=1)
+    np.testing.assert_allclose(y.reshape(1, 3, 5, 5), ref.conv2d(x, w, None, 1, 1, 1, 1))
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hw, stride", [((40, 37), 1), ((7, 7), 1), ((30, 29), 2), ((5, 3), 1)])
 @pytest.mark.parametrize("act", [1, 2])
 def test_depthwise_activation_keeps_nan_and_signs(dtype, hw, stride, act):
@@ -324,6 +377,12 @@ def test_kernel_argument_errors():
     with pytest.raises(ValueError, match="act"):
         convfast.conv2d_depthwise(x, np.zeros((4, 9), np.float32), None, y, 3, 3, 1, 1, 1, 1,
                                   1, 1, 4, 4, act=3)
+    with pytest.raises(ValueError, match="columns"):
+        convfast.conv2d_depthwise(x, np.zeros((4, 4), np.float32), None, y, 3, 3, 1, 1, 1, 1,
+                                  1, 1, 4, 4)
+    with pytest.raises(ValueError, match="stride"):
+        convfast.conv2d_depthwise(x, np.zeros((4, 9), np.float32), None, y, 3, 3, 0, 1, 1, 1,
+                                  1, 1, 4, 4)
 
 
 @needs_ext

@@ -219,3 +219,290 @@ def test_max_pool2d_rejects_values_beyond_int64_arithmetic(arg):
     kwargs[arg] = 2 ** 63
     with pytest.raises(ValueError, match=rf"{arg}=\(9223372036854775808, "):
         F.max_pool2d(x, **kwargs)
+
+
+# ------------------------------------------------- the kernel (nnlite._pool.max_pool2d_forward)
+# One kernel serves F.max_pool2d / nn.MaxPool2d (indices when a gradient or return_indices needs
+# them) and the inference plan's MaxPool (no indices, 4-D views with any strides but W's, e.g.
+# channel slices of a concatenation buffer). Oracles: the naive-loop reference
+# (nnlite/kernels/pool_reference.py; values and indices) and, for output sizes beyond the pool
+# geometry (windows wholly in the padding), the definition below, one output at a time.
+def _pool_kernel():
+    if not nnlite._config.cython_built():
+        pytest.skip("nnlite built without its Cython extensions")
+    from nnlite import _pool
+    return _pool
+
+
+def _naive_max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """The definition in docs/semantics.md, one output at a time (shares nothing with the kernel):
+    the max over the in-image taps, NaN if one of them is NaN, -inf if there is none."""
+    N, C, H, W = x.shape
+    y = np.full((N, C, oh, ow), -np.inf, x.dtype)
+    for i in range(oh):
+        rows = [i * sh - pt + a * dh for a in range(kh) if 0 <= i * sh - pt + a * dh < H]
+        for j in range(ow):
+            cols = [j * sw - pl + b * dw for b in range(kw) if 0 <= j * sw - pl + b * dw < W]
+            if rows and cols:
+                y[:, :, i, j] = x[:, :, rows][:, :, :, cols].max(axis=(2, 3))  # NaN wins
+    return y
+
+
+def _pool_out(size, k, s, p, d, ceil):
+    span = size + 2 * p - d * (k - 1) - 1
+    return max(1, (-(-span // s) if ceil else span // s) + 1)
+
+
+def _ref_planes(x, k, s, p, d, out):
+    """pool_reference's (y, idx) of x (N, C, H, W) when its geometry (floor or ceil mode) gives
+    ``out``, else None."""
+    N, C, H, W = x.shape
+    for ceil in (False, True):
+        y, idx = REF_FWD(np.ascontiguousarray(x).reshape(N * C, H, W), k, s, p, d, ceil)
+        if y.shape[1:] == tuple(out):
+            return y.reshape(N, C, *out), idx.reshape(N, C, *out)
+    return None
+
+
+def _pool_input(rng, shape, dtype, specials):
+    """Values with ties (small integers, -0 and +0) and, when specials, +-inf in some planes and
+    NaN in about a third of the planes (at random spots, possibly outside every window)."""
+    x = rng.integers(-4, 4, shape).astype(dtype)
+    x[(x == 0) & (rng.random(shape) < 0.5)] = -0.0
+    if specials:
+        planes = x.reshape(-1, shape[2] * shape[3])
+        for q in range(planes.shape[0]):
+            kind = rng.integers(0, 6)
+            if kind <= 1:
+                planes[q, rng.integers(0, planes.shape[1], 1 + kind)] = np.nan
+            elif kind == 2:
+                planes[q, rng.integers(0, planes.shape[1], 2)] = [np.inf, -np.inf]
+            elif kind == 3:
+                planes[q] = -np.inf
+    return x
+
+
+def _run_pool_case(ops, rng, dtype, shape, k, s, p, d, out, specials=True, slices=False):
+    """The kernel with and without indices, on 1 and 2 threads, vs the naive definition
+    (values) and the reference (values, signs of zeros, indices); bit-identical results."""
+    (kh, kw), (sh, sw), (pt, pl), (dh, dw), (oh, ow) = k, s, p, d, out
+    n, c, h, w = shape
+    x = _pool_input(rng, shape, dtype, specials)
+    want = _naive_max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    ref = _ref_planes(x, k, s, p, d, out)
+    if slices:   # channel slices of bigger buffers (C stride and, for y, row stride too)
+        big = np.full((n, c + 3, h, w + 2), 5.0, dtype)
+        big[:, 1:c + 1, :, :w] = x
+        x = big[:, 1:c + 1, :, :w]
+        bigy = np.full((n, c + 2, oh, ow + 3), 7.0, dtype)
+        bigi = np.full((n, c + 2, oh, ow + 3), 7, np.int64)
+    ys = []
+    for threads in (1, 2):
+        for with_idx in (False, True):
+            if slices:
+                bigy[...] = 7.0
+                y = bigy[:, 1:c + 1, :, :ow]
+                idx = bigi[:, 1:c + 1, :, :ow] if with_idx else None
+            else:
+                y = np.full((n, c, oh, ow), 7.0, dtype)
+                idx = np.full((n, c, oh, ow), 7, np.int64) if with_idx else None
+            ops.max_pool2d_forward(x, y, idx, kh, kw, sh, sw, pt, pl, dh, dw, threads)
+            np.testing.assert_array_equal(y, want, err_msg=f"{shape} k{k} s{s} p{p} d{d} o{out}")
+            if ref is not None:
+                np.testing.assert_array_equal(y, ref[0])
+                if with_idx:
+                    np.testing.assert_array_equal(idx, ref[1])
+                    # the value at the index: the reference's -0 or +0
+                    np.testing.assert_array_equal(np.signbit(y), np.signbit(ref[0]))
+            if slices:
+                assert (bigy[:, [0, c + 1]] == 7).all() and (bigy[..., ow:] == 7).all()
+                if with_idx:
+                    assert (bigi[:, [0, c + 1]] == 7).all() and (bigi[..., ow:] == 7).all()
+            ys.append(np.ascontiguousarray(y).tobytes())
+            if with_idx:
+                ys.append(np.ascontiguousarray(idx).tobytes())
+    assert ys[0] == ys[3] and ys[1] == ys[4] and ys[2] == ys[5]  # whatever the thread count
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matches_reference_with_ties_and_nan(dtype):
+    """Random geometries that F.max_pool2d accepts: values and indices vs the reference."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(6)
+    done = 0
+    while done < 80:
+        n, c = rng.integers(1, 3), rng.integers(1, 4)
+        (kh, kw), (sh, sw), (dh, dw) = (rng.integers(1, 5, 2), rng.integers(1, 4, 2),
+                                        rng.integers(1, 3, 2))
+        ph, pw = rng.integers(0, kh // 2 + 1), rng.integers(0, kw // 2 + 1)
+        (h, w), ceil = rng.integers(1, 10, 2), bool(rng.integers(0, 2))
+        x = rng.integers(-3, 3, (n, c, h, w)).astype(dtype)
+        if done % 4 == 0:
+            x.flat[rng.integers(0, x.size)] = np.nan
+        try:
+            ref = F.max_pool2d(nnlite.tensor(x), (kh, kw), (sh, sw), (ph, pw), (dh, dw),
+                               ceil).data
+        except ValueError:
+            continue
+        ry, ri = REF_FWD(x.reshape(n * c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil)
+        y = np.empty(ref.shape, dtype)
+        ops.max_pool2d_forward(x, y, None, kh, kw, sh, sw, ph, pw, dh, dw, 2)
+        np.testing.assert_array_equal(y, ref)
+        np.testing.assert_array_equal(y, ry.reshape(ref.shape))
+        idx = np.empty(ref.shape, np.int64)
+        ops.max_pool2d_forward(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, 2)
+        np.testing.assert_array_equal(y, ry.reshape(ref.shape))
+        np.testing.assert_array_equal(idx, ri.reshape(ref.shape))
+        done += 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matches_naive_loop_on_odd_geometries(dtype):
+    """Random geometries: non-square kernels, strides and dilations (stride != dilation),
+    padding up to kernel // 2, sizes the stride does not tile, ceil mode and even larger
+    outputs (windows wholly in the padding give -inf, index -1), 1x1 planes, rows from 1 to 3
+    vectors wide (every kernel path), channel-slice views; NaN, +-inf and all -inf planes."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        (kh, kw), (sh, sw), (dh, dw) = (rng.integers(1, 6, 2), rng.integers(1, 4, 2),
+                                        rng.integers(1, 3, 2))
+        pt, pl = rng.integers(0, kh // 2 + 1), rng.integers(0, kw // 2 + 1)
+        h, w = rng.integers(1, 12), int(rng.choice([1, 2, 5, 9, 15, 16, 17, 23, 33, 40, 70]))
+        if case % 10 == 0:
+            h, w = 1, 1
+        ceil = bool(rng.integers(0, 2))
+        oh = _pool_out(h, kh, sh, pt, dh, ceil) + int(rng.integers(0, 2) * (case % 7 == 0))
+        ow = _pool_out(w, kw, sw, pl, dw, ceil) + int(rng.integers(0, 2) * (case % 7 == 0))
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), h, w)
+        _run_pool_case(ops, rng, dtype, shape, (kh, kw), (sh, sw), (pt, pl), (dh, dw),
+                       (oh, ow), slices=case % 3 == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, s, p, d, hw", [
+    ((3, 3), (2, 2), (0, 0), (1, 1), (30, 60)),     # stride 2, rows of 2-4 vectors
+    ((3, 3), (2, 2), (1, 1), (1, 1), (13, 75)),     # stride 2 pairs, odd width
+    ((2, 2), (2, 2), (0, 0), (1, 1), (8, 130)),     # 2x2/2: one load pair
+    ((3, 2), (2, 2), (1, 1), (1, 2), (9, 101)),     # stride 2, dilation 2 (no pairs)
+    ((3, 3), (1, 1), (1, 1), (1, 1), (7, 150)),     # stride 1, long rows
+    ((1, 5), (1, 1), (0, 2), (1, 1), (3, 97)),      # 1x5 "same"
+    ((2, 3), (3, 3), (1, 1), (2, 1), (17, 64)),     # stride 3: gathers
+    ((3, 3), (3, 1), (1, 1), (1, 3), (20, 50)),     # stride 3 rows, dilation 3 columns
+    ((1, 1), (2, 3), (0, 0), (1, 1), (11, 200)),    # subsampling
+    ((2, 11), (1, 2), (1, 5), (1, 1), (5, 90)),     # wider than the register path allows
+    ((3, 3), (2, 2), (0, 0), (1, 1), (112, 112)),   # GoogLeNet's first pool
+    ((3, 3), (1, 1), (1, 1), (1, 1), (14, 14)),
+])
+def test_kernel_fixed_geometries(dtype, k, s, p, d, hw):
+    """Each column-access pattern of the kernel, on planes from tiny to 112x112, with
+    specials, and as slices; outputs one row/column larger than ceil mode too."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(12)
+    h, w = hw
+    for ceil, extra in ((False, 0), (True, 0), (True, 1)):
+        out = (_pool_out(h, k[0], s[0], p[0], d[0], ceil) + extra,
+               _pool_out(w, k[1], s[1], p[1], d[1], ceil) + extra)
+        _run_pool_case(ops, rng, dtype, (1, 3, h, w), k, s, p, d, out)
+        _run_pool_case(ops, rng, dtype, (2, 2, h, w), k, s, p, d, out, slices=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_nan_exactness(dtype):
+    """A NaN counts only where a window reads it: NaN in rows/columns that no window reads
+    (stride > kernel) leaves the output NaN-free, a NaN late in a large plane makes exactly
+    the outputs whose windows hold it NaN (the kernel switches to the exact select mid-plane),
+    and planes with reversed rows (negative row stride) work; indices as the reference's."""
+    ops = _pool_kernel()
+    for h, w in ((9, 9), (70, 70), (200, 33)):
+        x = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w) % 17
+        x = np.repeat(x, 3, axis=1)
+        x[0, 0, 1::3, :] = np.nan      # rows that a 1x1 stride-3 pool never reads
+        x[0, 1, :, 2::3] = np.nan      # columns likewise
+        x[0, 2, h - 2, w // 2] = np.nan
+        for k, s in ((1, 3), (2, 3), (3, 2), (3, 1)):
+            oh, ow = _pool_out(h, k, s, 0, 1, False), _pool_out(w, k, s, 0, 1, False)
+            want = _naive_max_pool(x, k, k, s, s, 0, 0, 1, 1, oh, ow)
+            for xv, wv in ((x, want), (x[:, :, ::-1], None)):
+                if wv is None:
+                    wv = _naive_max_pool(xv, k, k, s, s, 0, 0, 1, 1, oh, ow)
+                ry, ri = _ref_planes(xv, (k, k), (s, s), (0, 0), (1, 1), (oh, ow))
+                y = np.empty((1, 3, oh, ow), dtype)
+                ops.max_pool2d_forward(xv, y, None, k, k, s, s, 0, 0, 1, 1, 1)
+                np.testing.assert_array_equal(y, wv)
+                idx = np.empty((1, 3, oh, ow), np.int64)
+                ops.max_pool2d_forward(xv, y, idx, k, k, s, s, 0, 0, 1, 1, 1)
+                np.testing.assert_array_equal(y, ry)
+                np.testing.assert_array_equal(idx, ri)
+            if k == 1:
+                assert not np.isnan(want[0, :2]).any()
+            if s <= k:   # the windows cover the plane: the late NaN shows
+                assert np.isnan(want[0, 2]).any() and not np.isnan(want[0, 2]).all()
+
+
+def test_kernel_absurd_geometry():
+    """Strides/paddings/dilations making a row buffer absurd run the indices path, absurd ones
+    along H the kernel, coordinates past 2**60 the overflow-safe row-by-row loop: the same
+    values (and indices) as the definition, with and without indices."""
+    ops = _pool_kernel()
+    x = (np.arange(30, dtype=np.float32) - 10).reshape(1, 1, 5, 6)
+    x[0, 0, 4, 5] = np.nan
+    for (sh, sw), (pt, pl), (dh, dw), out in [((2 ** 31, 2 ** 31), (1, 1), (1, 1), (2, 2)),
+                                              ((1, 3), (2, 2 ** 33), (1, 2 ** 33), (3, 2)),
+                                              ((2, 2), (1, 1), (2 ** 31, 2 ** 31), (3, 3)),
+                                              ((2 ** 33, 1), (2 ** 32, 1), (2 ** 31, 1), (2, 4)),
+                                              ((2 ** 61, 1), (0, 0), (1, 1), (2, 2)),
+                                              ((1, 1), (0, 2 ** 60), (1, 1), (2, 2))]:
+        want = _naive_max_pool(x, 3, 3, sh, sw, pt, pl, dh, dw, *out)
+        for idx in (None, np.full((1, 1) + out, 9, np.int64)):
+            y = np.full((1, 1) + out, 9.0, np.float32)
+            ops.max_pool2d_forward(x, y, idx, 3, 3, sh, sw, pt, pl, dh, dw, 2)
+            np.testing.assert_array_equal(y, want)
+            if idx is not None:   # the index of each finite maximum points at it
+                ok = np.isfinite(want)
+                assert (idx[~np.isfinite(want) & ~np.isnan(want)] == -1).all()
+                np.testing.assert_array_equal(x.ravel()[idx[ok]], want[ok])
+
+
+def test_kernel_rejects_bad_arguments():
+    ops = _pool_kernel()
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="same N and C"):
+        ops.max_pool2d_forward(x, np.zeros((1, 3, 2, 2), np.float32), None, 2, 2, 2, 2, 0, 0, 1,
+                               1)
+    with pytest.raises(ValueError, match="unit stride"):
+        ops.max_pool2d_forward(x[..., ::2], np.zeros((1, 2, 1, 1), np.float32), None, 2, 2, 2,
+                               2, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="unit stride"):
+        ops.max_pool2d_forward(x, np.zeros((1, 2, 2, 2), np.float32),
+                               np.zeros((1, 2, 2, 4), np.int64)[..., ::2], 2, 2, 2, 2, 0, 0, 1,
+                               1)
+    with pytest.raises(ValueError, match="idx"):
+        ops.max_pool2d_forward(x, np.zeros((1, 2, 2, 2), np.float32),
+                               np.zeros((1, 2, 2, 3), np.int64), 2, 2, 2, 2, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="stride"):
+        ops.max_pool2d_forward(x, np.zeros((1, 2, 2, 2), np.float32), None, 2, 2, 0, 2, 0, 0, 1,
+                               1)
+
+
+def test_no_grad_call_skips_the_indices(backend, monkeypatch):
+    """F.max_pool2d without a gradient or return_indices asks the kernel for no indices (the
+    fast path); the values are those of the call with indices."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 17, 19)).astype(np.float32)
+    calls = []
+    impl = kernels.impl
+    fwd = impl("max_pool2d_forward")
+
+    def spy(*args, **kw):
+        calls.append(kw.get("indices", True))
+        return fwd(*args, **kw)
+    monkeypatch.setattr(kernels, "impl", lambda name, *a: spy if name == "max_pool2d_forward"
+                        else impl(name, *a))
+    y = F.max_pool2d(nnlite.tensor(x), 3, 2, 1)
+    y2, idx = F.max_pool2d(nnlite.tensor(x), 3, 2, 1, return_indices=True)
+    y3 = F.max_pool2d(nnlite.tensor(x, requires_grad=True), 3, 2, 1)
+    assert calls == [False, True, True]
+    np.testing.assert_array_equal(y.data, y2.data)
+    np.testing.assert_array_equal(y3.data, y2.data)
+    assert y3._ctx is not None and isinstance(y, nnlite.Tensor)

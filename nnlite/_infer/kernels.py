@@ -8,11 +8,15 @@ of a concatenation buffer): kernels write it per image or through ufunc ``out=``
 
 Conv: BatchNorm already folded into (weight, bias); bias, a residual operand (``beta = 1`` with
 the operand pre-copied into ``out`` unless it already lives there) and ReLU/ReLU6 are applied in
-the GEMM write-out of ``nnlite.kernels.gemm`` (NumPy fallback without the extension); at
-batch > 1 a pointwise conv is one ``gemm_batched`` call. Depthwise convs and max pools run in
-``nnlite._planops`` (csrc/planops.pyx; fused bias/residual/ReLU6, no pool indices), or, without
-the extension, as KH*KW NumPy multiply-adds / maxima over whole (N, C, OH, OW) tap views. Ops
-without a dedicated kernel run the Tensor executor under no_grad and copy into ``out``.
+the write-out. Depthwise convs and the k x k convs F.conv2d runs by the implicit GEMM call
+F.conv2d's own forward (``nnlite.kernels.conv_cython.fast_forward``, the kernel call of
+``conv2d_forward``, with the algorithm F.conv2d picks, geometry from ``nnlite._convgeom``, the
+epilogue as arguments); the others run im2col + the GEMM of
+``nnlite.kernels.gemm`` (NumPy without the extension); at batch > 1 a pointwise conv is one
+``gemm_batched`` call. Max pools run F.max_pool2d's kernel (``nnlite._pool``, without indices),
+or, without the extension, KH*KW NumPy maxima over whole (N, C, OH, OW) tap views (as average
+pools always do). Ops without a dedicated kernel run the Tensor executor under no_grad and copy
+into ``out``.
 
 The inputs of a planner Conv node are read by role (``conv_inputs``), never by position: the
 ONNX form is (x, weight[, bias]); a conv that absorbed a residual Add has exactly four,
@@ -43,34 +47,29 @@ try:
 except ImportError:  # pragma: no cover - depends on the checkout
     _gemm = _gemm_batched = _gemm_ext = _pack = None
 
-try:
-    from .._convgeom import ConvGeometry
-except ImportError:  # pragma: no cover
-    ConvGeometry = None
-from .._algorithms import resolve as _resolve
+from .._convgeom import conv2d_geometry_pads
 
 try:
     from ..kernels import conv_cython as _conv_cython
-    from ..kernels.gemm_ops import _isa
     if _conv_cython._convfast is None:
         raise ImportError("nnlite._convfast not built")
-    _convfast = _conv_cython._convfast
 except ImportError:  # pragma: no cover - depends on the build
-    _convfast = _conv_cython = None
+    _conv_cython = None
 
 try:
     from .._config import cython_built as _built, get_num_threads
     if not _built():
         raise ImportError("nnlite built without extensions")
-    from .. import _planops
+    from ..kernels.pool_cython import _pool
 except ImportError:  # pragma: no cover - depends on the build
-    _planops = None
+    _pool = None
     from .._config import get_num_threads
 
 _ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
 
+
 def _threads_for(planes, work):
-    """planops kernels below these amounts of work run on one thread (nnlite/_constants.py)."""
+    """Max pools below these amounts of work run on one thread (nnlite/_constants.py)."""
     if planes >= PLAN_PARALLEL_PLANES or work >= PLAN_PARALLEL_WORK:
         return get_num_threads
     return lambda: 1
@@ -81,12 +80,8 @@ def _unit_w(*arrays):
     return all(a.ndim == 4 and a.dtype in _ITEM and a.strides[3] == a.itemsize for a in arrays)
 
 
-def _native(*arrays):
-    """True when nnlite._planops can take these 4-D arrays."""
-    return _planops is not None and _unit_w(*arrays)
-
-__all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE",
-           "PlanError", "ConvInputs", "conv_inputs"]
+__all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
+           "ConvInputs", "conv_inputs"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -237,16 +232,23 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
 
 # ------------------------------------------------------------------------------ convolution
 class ConvKernel(Kernel):
-    """Conv2d with folded BN, bias, residual and activation fused into the GEMM write-out."""
+    """Conv2d with folded BN, bias, residual and activation fused into the write-out: the
+    direct depthwise kernel or the implicit GEMM of F.conv2d (``conv_cython.fast_forward``
+    with the epilogue as arguments) where F.conv2d's 'auto' rule picks them, else im2col +
+    nnlite's GEMM (packed weights; a pointwise conv multiplies the image itself)."""
 
     def __init__(self, x_shape, w, b, attrs, residual, dtype):
         N, C, H, W = x_shape
         F, cg, kh, kw = w.shape
         k, s, d = G.window(attrs, (kh, kw))
-        pads = G.conv_pads(attrs, (H, W), k, s, d)
+        if tuple(k) != (kh, kw):
+            raise ValueError(f"kernel_shape {tuple(k)} does not match the {tuple(w.shape)} weight")
+        pads = G.conv_pads(attrs, (H, W), k, s, d)                    # (top, left, bottom, right)
         self.g = g = int(attrs.get("group", 1))
-        oh = (H + pads[0] + pads[2] - d[0] * (kh - 1) - 1) // s[0] + 1
-        ow = (W + pads[1] + pads[3] - d[1] * (kw - 1) - 1) // s[1] + 1
+        # the one geometry of conv2d (nnlite/_convgeom.py), validated there
+        self.geom = geom = conv2d_geometry_pads((N, C, H, W), tuple(w.shape),
+                                                (pads[0], pads[2], pads[1], pads[3]), s, d, g)
+        oh, ow = geom.oh, geom.ow
         self.shape = (N, C, H, W, F, oh, ow)
         if b is not None and np.shape(b) != (F,):
             raise ValueError(f"the conv bias has shape {np.shape(b)}; it must be ({F},), one "
@@ -258,57 +260,26 @@ class ConvKernel(Kernel):
         self.bias = None if b is None else np.ascontiguousarray(b, dtype)
         self.pointwise = (kh, kw) == (1, 1) and s == (1, 1) and not any(pads)
         self.depthwise = g == C and cg == 1 and F == C and not self.pointwise
-        self.fast_args = None  # kernel integers of nnlite._convfast when it can run this conv
-        if (_convfast is not None and ConvGeometry is not None and dtype in _ITEM
-                and not self.pointwise):
-            geom = ConvGeometry(n=N, c=C, h=H, w=W, f=F, g=g, kh=kh, kw=kw, sh=s[0], sw=s[1],
-                                dh=d[0], dw=d[1], pt=pads[0], pb=pads[2], pl=pads[1],
-                                pr=pads[3], oh=oh, ow=ow)
-            if _conv_cython._fast_extent_ok(geom):
-                self.fast_args = _conv_cython._args(geom)
-        # dense k x k convs: the implicit GEMM where nnlite.conv_algorithm's 'auto' rule picks
-        # it (large maps or batches), else im2col + GEMM below
-        self.implicit = (self.fast_args is not None and not self.depthwise
-                         and _resolve(geom, "auto") == "implicit")
-        # the layouts below also serve the NumPy/planops fallbacks (bind picks at run time;
-        # their scratch is np.empty pages the fast path never touches)
+        # F.conv2d's choice for this layer ('direct', 'implicit' or 'im2col')
+        self.algorithm, self.fast_args = (
+            ("im2col", None) if self.pointwise or _conv_cython is None or dtype not in _ITEM
+            else _conv_cython.native_algorithm(geom, "auto"))
+        self.implicit = self.algorithm == "implicit"
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
-        if self.depthwise:
-            self.w_taps = np.ascontiguousarray(w.reshape(C, kh * kw).T, dtype)  # (KH*KW, C)
-            hp = max(H + pads[0] + pads[2], (oh - 1) * s[0] + d[0] * (kh - 1) + 1)
-            wp = max(W + pads[1] + pads[3], (ow - 1) * s[1] + d[1] * (kw - 1) + 1)
-            self.padded = (N, C, hp, wp) if any(pads) else None
-            pad_bytes = _align(N * C * hp * wp * dtype.itemsize) if any(pads) else 0
-            self.scratch_bytes = pad_bytes + _align(N * C * oh * ow * dtype.itemsize)
-            self.tmp_offset = pad_bytes
-        else:
-            self.wg = self.w_flat.reshape(g, F // g, cg * kh * kw)          # (G, FG, K) view
-            self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
-            self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
-                                                                * dtype.itemsize)
-            # one-group weights packed once for the GEMM (see pack_weights)
-            self.w_packed = (pack_weights(self.wg[0], oh * ow)
-                             if g == 1 and not self.implicit else None)
-            self.geom = None
-            if not self.pointwise and ConvGeometry is not None:
-                self.geom = ConvGeometry(n=1, c=C, h=H, w=W, f=F, g=g, kh=kh, kw=kw, sh=s[0],
-                                         sw=s[1], dh=d[0], dw=d[1], pt=pads[0], pb=pads[2],
-                                         pl=pads[1], pr=pads[3], oh=oh, ow=ow)
+        # the im2col path below (also taken at bind time by arrays the fast kernels cannot
+        # take; its scratch is np.empty pages the fast kernels never touch)
+        self.wg = self.w_flat.reshape(g, F // g, cg * kh * kw)              # (G, FG, K) view
+        self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
+        self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
+                                                            * dtype.itemsize)
+        # one-group weights packed once for the GEMM (see pack_weights)
+        self.w_packed = (pack_weights(self.wg[0], oh * ow)
+                         if g == 1 and self.algorithm == "im2col" else None)
+        self.geom1 = replace(geom, n=1)                                     # one image
 
     # -- im2col of one image into cols (C*KH*KW, OH*OW)
     def _im2col(self, x1, cols):
-        if self.geom is not None:
-            _kernels.impl("im2col")(x1, self.geom, out=cols[None])
-            return
-        N, C, H, W, F, oh, ow = self.shape
-        (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = self.k, self.s, self.d, self.pads
-        xp = np.zeros((C, H + pt + pb, W + pl + pr), x1.dtype)
-        xp[:, pt:pt + H, pl:pl + W] = x1[0]
-        c5 = cols.reshape(C, kh, kw, oh, ow)
-        for a in range(kh):
-            for b in range(kw):
-                c5[:, a, b] = xp[:, a * dh:a * dh + sh * (oh - 1) + 1:sh,
-                                 b * dw:b * dw + sw * (ow - 1) + 1:sw]
+        _kernels.impl("im2col")(x1, self.geom1, out=cols[None])
 
     def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
@@ -320,10 +291,8 @@ class ConvKernel(Kernel):
         if r is not None and (r.shape != y.shape or r.dtype != y.dtype):
             raise ValueError(f"the residual operand ({tuple(r.shape)}, {r.dtype}) must have the "
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
-        if (self.depthwise or self.implicit) and self.fast_args is not None and _unit_w(x, y):
+        if self.algorithm != "im2col" and _unit_w(x, y):
             return self._bind_convfast(x, y, r)
-        if self.depthwise:
-            return self._bind_depthwise(x, y, r, scratch)
         N, C, H, W, F, oh, ow = self.shape
         g, L, act, bias = self.g, oh * ow, self.act, self.bias
         wg = self.wg
@@ -390,80 +359,19 @@ class ConvKernel(Kernel):
         return run_grouped
 
     def _bind_convfast(self, x, y, r):
-        """nnlite._convfast: the implicit GEMM (k x k) or the direct depthwise kernel, with
-        bias, residual (beta = 1 on the operand copied into y) and activation fused."""
+        """F.conv2d's direct depthwise kernel or implicit GEMM, with bias, residual (beta = 1
+        on the operand copied into y) and activation fused."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
-        act, bias, args = _ACT_CODE[self.act], self.bias, self.fast_args
-        if self.depthwise:
-            w2 = self.w_flat                                           # (C, KH*KW)
-
-            def run_depthwise():
-                if r3 is not None:
-                    np.copyto(y, r3)
-                _convfast.conv2d_depthwise(x, w2, bias, y3, *args, act=act, beta=beta,
-                                           num_threads=get_num_threads())
-            return run_depthwise
-        w2, g, isa = self.w_flat, self.g, _isa()
-
-        def run_implicit():
-            if r3 is not None:
-                np.copyto(y, r3)
-            _convfast.conv2d_implicit(x, w2, bias, y3, g, *args, act=act, beta=beta,
-                                      num_threads=get_num_threads(), isa=isa)
-        return run_implicit
-
-    def _bind_depthwise(self, x, y, r, scratch):
-        N, C, H, W, F, oh, ow = self.shape
-        (kh, kw), (sh, sw), (dh, dw), (pt, pl, _, _) = self.k, self.s, self.d, self.pads
-        dt, act, bias = self.dtype, self.act, self.bias
-        same = r is not None and np.shares_memory(r, y)
-        if _native(x, y) and (r is None or same or _native(r)):
-            w2 = np.ascontiguousarray(self.w_taps.T)                   # (C, KH*KW)
-            b = np.zeros(C, dt) if bias is None else bias
-            code = _ACT_CODE[act]
-            threads = _threads_for(N * C, N * C * oh * ow * kh * kw)
-
-            def run_native():
-                if r is not None and not same:
-                    np.copyto(y, r)
-                _planops.depthwise_conv2d(x, w2, b, y, kh, kw, sh, sw, pt, pl, dh, dw, code,
-                                          r is not None, threads())
-            return run_native
-        if self.padded is not None:
-            xp = _scratch(scratch, self.padded, dt)
-            inner = xp[:, :, pt:pt + H, pl:pl + W]
-            hp, wp = self.padded[2:]
-            borders = [v for v in (xp[:, :, :pt], xp[:, :, pt + H:], xp[:, :, pt:pt + H, :pl],
-                                   xp[:, :, pt:pt + H, pl + W:]) if v.size]
-        else:
-            xp, inner, borders = x, None, []
-        tmp = _scratch(scratch, (N, C, oh, ow), dt, self.tmp_offset)
-        taps = [xp[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh, b * dw:b * dw + sw * (ow - 1) + 1:sw]
-                for a in range(kh) for b in range(kw)]
-        wt = [self.w_taps[t][:, None, None] for t in range(kh * kw)]  # (C, 1, 1) each
-        b4 = None if bias is None else bias[:, None, None]
+        act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
+        algo, args, forward = self.algorithm, self.fast_args, _conv_cython.fast_forward
 
         def run():
-            if inner is not None:
-                for v in borders:
-                    v[...] = 0
-                np.copyto(inner, x)
-            if r is not None and not same:
-                np.copyto(y, r)
-            if r is None:
-                np.multiply(taps[0], wt[0], out=y)
-                start = 1
-            else:
-                start = 0
-            for t in range(start, len(taps)):
-                np.multiply(taps[t], wt[t], out=tmp)
-                np.add(y, tmp, out=y)
-            if b4 is not None:
-                np.add(y, b4, out=y)
-            _activate(y, act)
+            if r3 is not None:
+                np.copyto(y, r3)
+            forward(algo, x, w2, bias, geom, args, y3, act, beta)
         return run
 
 
@@ -582,9 +490,11 @@ class PoolKernel(Kernel):
         (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
         pt, pl = self.pads[0], self.pads[1]
         oh, ow = self.out
-        if self.op == "MaxPool" and _native(x, y):
+        if self.op == "MaxPool" and _pool is not None and _unit_w(x, y):
+            # F.max_pool2d's kernel, without indices
             threads = _threads_for(N * C, N * C * oh * ow * kh * kw)
-            return lambda: _planops.max_pool2d(x, y, kh, kw, sh, sw, pt, pl, dh, dw, threads())
+            return lambda: _pool.max_pool2d_forward(x, y, None, kh, kw, sh, sw, pt, pl, dh, dw,
+                                                    threads())
         fill = -np.inf if self.op == "MaxPool" else 0.0
         if self.need_pad:
             xp = _scratch(scratch, self.padded, self.dtype)

@@ -34,15 +34,20 @@ def _planes(a):
 
 class MaxPool2dFn(Function):
     """y, idx = max over each window; backward scatter-adds gy at idx (docs/semantics.md
-    §3.4-3.5)."""
+    §3.4-3.5). Returns (y, idx) with ``indices``, else y alone; the indices are computed only
+    when they are returned or a gradient needs them."""
 
-    def forward(self, x, geom):
+    def forward(self, x, geom, indices=True):
         lead = x.shape[:-2]
+        need = bool(indices) or self.requires_grad
         y, idx = kernels.impl("max_pool2d_forward")(
-            _planes(x), geom.kernel, geom.stride, geom.padding, geom.dilation, geom.ceil_mode)
+            _planes(x), geom.kernel, geom.stride, geom.padding, geom.dilation, geom.ceil_mode,
+            indices=need)
         if self.requires_grad:
             self.save_for_backward(idx)
             self.in_shape = x.shape
+        if not indices:
+            return y.reshape(lead + geom.out)
         return y.reshape(lead + geom.out), idx.reshape(lead + geom.out)
 
     def backward(self, gy):
@@ -136,8 +141,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x = _input(input, "max_pool2d")
     geom = geo.pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode,
                              "max_pool2d")
-    y, idx = MaxPool2dFn.apply(x, geom=geom)
-    return (y, idx) if return_indices else y
+    return MaxPool2dFn.apply(x, geom=geom, indices=bool(return_indices))
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -386,9 +390,8 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         stride, "stride", "max_pool1d")
     p = single(padding, "padding", "max_pool1d")
     d = single(dilation, "dilation", "max_pool1d")
-    y, idx = _pool_1d("max_pool1d", max_pool2d, x, (1, k), (1, s), (0, p), (1, d), ceil_mode,
-                      return_indices=True)
-    return (y, idx) if return_indices else y
+    return _pool_1d("max_pool1d", max_pool2d, x, (1, k), (1, s), (0, p), (1, d), ceil_mode,
+                    return_indices=bool(return_indices))
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,

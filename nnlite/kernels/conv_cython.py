@@ -127,39 +127,61 @@ def _mm(a, b, out, bias=None, accumulate=False, reduce=False):
 
 
 # ------------------------------------------------------------------------ forward algorithms
-def _implicit(x, w, b, geom, args):
-    """y (N, F, OH, OW) = conv2d(x, w) + b by the implicit GEMM (no column matrix)."""
+def _strided_ok(x):
+    """x as the _convfast kernels take it: unit stride along W and non-negative whole-element
+    strides (channel slices of a larger buffer pass as they are), else a C-contiguous copy."""
+    st = x.strides
+    if x.ndim == 4 and st[3] == x.itemsize and all(v >= 0 and v % x.itemsize == 0 for v in st):
+        return x
+    return np.ascontiguousarray(x)
+
+
+def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
+    """y (N, F, OH, OW) = act(conv2d(x, w) + b + beta*y) by nnlite._convfast: the direct
+    depthwise kernel ('direct', groups == C) or the implicit GEMM ('implicit', no column matrix),
+    with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
+    (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
+    1 ReLU, 2 ReLU6. conv2d_forward's fast path; the inference plan calls it with the choice
+    made once per layer."""
     kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
-    y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype)
+    y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
     w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    _convfast.conv2d_implicit(np.ascontiguousarray(x), w2, bias, y, geom.g, kh, kw, sh, sw,
-                              pt, pl, dh, dw, oh, ow, num_threads=get_num_threads(),
-                              isa=gemm_ops._isa())
+    if algo == "direct":
+        _convfast.conv2d_depthwise(_strided_ok(x), w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw,
+                                   oh, ow, act=act, beta=beta, num_threads=get_num_threads())
+    else:
+        _convfast.conv2d_implicit(_strided_ok(x), w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl,
+                                  dh, dw, oh, ow, act=act, beta=beta,
+                                  num_threads=get_num_threads(), isa=gemm_ops._isa())
     return y.reshape(geom.n, geom.f, oh, ow)
 
 
-def _direct_depthwise(x, w, b, geom, args):
-    """y (N, F, OH, OW) = depthwise conv2d(x, w) + b (groups == C) by the direct kernel."""
-    kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
-    y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype)
-    w2 = np.ascontiguousarray(w).reshape(geom.f, kh * kw)         # (F, KH*KW)
-    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    _convfast.conv2d_depthwise(np.ascontiguousarray(x), w2, bias, y, kh, kw, sh, sw, pt, pl,
-                               dh, dw, oh, ow, num_threads=get_num_threads())
-    return y.reshape(geom.n, geom.f, oh, ow)
+def native_algorithm(geom, algorithm=None):
+    """(algo, args): the algorithm ``conv2d_forward`` runs for ``geom``, 'direct', 'implicit' or
+    'im2col' (``algorithm`` as there; the fast kernels need nnlite._convfast and sane extents),
+    and for the first two the kernel integers ``fast_forward`` takes (None for 'im2col')."""
+    if _convfast is None:
+        return "im2col", None
+    algo = resolve(geom, algorithm)
+    args = _args(geom) if algo != "im2col" and _fast_extent_ok(geom) else None
+    return (algo, args) if args is not None else ("im2col", None)
 
 
 @register("conv2d_forward", "cython", when=_im2col is not None)
-def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
+def conv2d_forward(x, w, b, geom, general=False, algorithm=None, out=None, act=0, beta=0.0):
     """conv2d forward by ``algorithm`` (default: the active ``nnlite.conv_algorithm``, resolved
-    per layer); 'im2col' with ``general`` skips the pointwise shortcut (for tests)."""
-    algo = resolve(geom, algorithm) if _convfast is not None else "im2col"
-    args = _args(geom) if algo != "im2col" and _fast_extent_ok(geom) else None
-    if args is not None and algo == "direct":
-        return _direct_depthwise(x, w, b, geom, args)
-    if args is not None and algo == "implicit":
-        return _implicit(x, w, b, geom, args)
+    per layer); 'im2col' with ``general`` skips the pointwise shortcut (for tests).
+
+    The inference plan passes an epilogue: ``out`` (N, F, OH*OW) to write (with ``beta`` = 1
+    it holds a residual to add), ``act`` (0 none, 1 ReLU, 2 ReLU6); only the 'direct' and
+    'implicit' algorithms take one (see ``native_algorithm``), else ValueError."""
+    algo, args = native_algorithm(geom, algorithm)
+    if args is not None:
+        return fast_forward(algo, x, w, b, geom, args, out, act, beta)
+    if out is not None or act or beta:
+        raise ValueError(f"conv2d_forward: an epilogue (out, act, beta) needs the 'direct' or "
+                         f"'implicit' algorithm; this conv runs {algo!r}")
     return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 

@@ -38,16 +38,18 @@ def _threads(planes, work):
 
 
 @register("max_pool2d_forward", "cython", when=_pool is not None)
-def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
+def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, indices=True):
+    """(y, idx) of the planes x (P, H, W); idx is None when ``indices`` is false (a call that
+    needs no gradient and no indices: the kernel then skips them, which is faster)."""
     x = _c(x)
     P, H, W = x.shape
     oh = geo.pool_output_size(H, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = geo.pool_output_size(W, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
-    y = np.empty((P, oh, ow), dtype=x.dtype)
-    idx = np.empty((P, oh, ow), dtype=np.int64)
-    _pool.max_pool2d_forward(x, y, idx, *kernel, *stride, *padding, *dilation,
+    y = np.empty((1, P, oh, ow), dtype=x.dtype)
+    idx = np.empty((1, P, oh, ow), dtype=np.int64) if indices else None
+    _pool.max_pool2d_forward(x[None], y, idx, *kernel, *stride, *padding, *dilation,
                              _threads(P, y.size * kernel[0] * kernel[1]))
-    return y, idx
+    return y[0], None if idx is None else idx[0]
 
 
 def _scatter_by_index(gy, idx, in_hw):

@@ -60,7 +60,7 @@ def _first_tap(o, s, p, d, k, L):
 
 
 @register("max_pool2d_forward", "numpy")
-def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
+def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, indices=True):
     P, H, W = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     oh = geo.pool_output_size(H, kh, sh, ph, dh, ceil_mode)

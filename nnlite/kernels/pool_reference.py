@@ -43,7 +43,7 @@ def _taps(o, s, p, d, k):
 
 
 @register("max_pool2d_forward", "reference")
-def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
+def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, indices=True):
     P, H, W = x.shape
     oh = _n_windows(H, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = _n_windows(W, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)

@@ -1,8 +1,12 @@
 """ONNX window geometry (pads from ``auto_pad``, pooled sizes, ConvTranspose output shapes).
 
 Pure integer arithmetic shared by the Tensor executor (``nnlite.onnx.ops``) and the inference
-plan (``nnlite.inference``). Pads are returned in ONNX order (top, left, bottom, right).
+plan (``nnlite.inference``). Pads are returned in ONNX order (top, left, bottom, right). Pooled
+sizes come from ``nnlite._poolgeom.pool_output_size`` and conv sizes from
+``nnlite._convgeom`` (the one place each is computed); this module only reads the ONNX
+attributes (``auto_pad`` splits, per-side pads).
 """
+from .._poolgeom import pool_output_size
 
 __all__ = ["window", "conv_pads", "pool_geometry", "conv_transpose_geometry",
            "onnx_pads_to_torch"]
@@ -44,19 +48,13 @@ def pool_geometry(attrs, hw):
     k, s, d = window(attrs)
     pads = conv_pads(attrs, hw, k, s, d)
     ceil = bool(int(attrs.get("ceil_mode", 0)))
-    out = []
     for i in (0, 1):
-        pb, pe = pads[i], pads[i + 2]
-        keff = d[i] * (k[i] - 1) + 1
-        span = hw[i] + pb + pe - keff
-        if span < 0:
+        if hw[i] + pads[i] + pads[i + 2] < d[i] * (k[i] - 1) + 1:
             raise ValueError(f"pooling window {k} (dilation {d}) does not fit the padded input "
                              f"{hw} with pads {pads}")
-        n = (span + (s[i] - 1 if ceil else 0)) // s[i] + 1
-        if ceil and (n - 1) * s[i] >= hw[i] + pb:
-            n -= 1
-        out.append(n)
-    return k, s, d, pads, tuple(out)
+    out = tuple(pool_output_size(hw[i], k[i], s[i], pads[i], d[i], ceil, p_end=pads[i + 2])
+                for i in (0, 1))
+    return k, s, d, pads, out
 
 
 def conv_transpose_geometry(attrs, hw, k, s, d):

@@ -1,4 +1,5 @@
-/* Max pooling of one plane for nnlite._planops (see planops_pool.h for the contract).
+/* Max pooling of one plane for nnlite._pool (see pool_max.h for the contract), with or
+ * without the indices of the maxima (the indices path is at the end of pool_max_tmpl.h).
  *
  * Separable, vertical first: for each output row i, the max over its in-image row taps
  * (x rows i*SH - PT + a*DH, contiguous loads, no shuffles) gives one row v; the output row is
@@ -35,7 +36,7 @@
 #include <string.h>
 
 #include "nnl_core.h"
-#include "planops_pool.h"
+#include "pool_max.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -134,7 +135,7 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
 #define V_PERM2 _mm512_permutex2var_ps
 #define V_MASK_MAX _mm512_mask_max_ps
 #define V_MASK_CMP _mm512_mask_cmp_ps_mask
-#include "planops_pool_tmpl.h"
+#include "pool_max_tmpl.h"
 #undef T
 #undef FN
 #undef V
@@ -178,18 +179,18 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
 #define V_PERM2 _mm512_permutex2var_pd
 #define V_MASK_MAX _mm512_mask_max_pd
 #define V_MASK_CMP _mm512_mask_cmp_pd_mask
-#include "planops_pool_tmpl.h"
+#include "pool_max_tmpl.h"
 
 #else /* portable C */
 
 #define T float
 #define FN(name) name##_s
-#include "planops_pool_tmpl.h"
+#include "pool_max_tmpl.h"
 #undef T
 #undef FN
 
 #define T double
 #define FN(name) name##_d
-#include "planops_pool_tmpl.h"
+#include "pool_max_tmpl.h"
 
 #endif

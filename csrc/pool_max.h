@@ -1,5 +1,5 @@
-/* nnlite._planops max pooling: C interface of csrc/planops_pool.c (cdef extern'ed by
- * csrc/planops.pyx).
+/* nnlite._pool max pooling: C interface of csrc/pool_max.c (cdef extern'ed by
+ * csrc/pool.pyx).
  *
  *     y[i, j] = max over the in-image taps (a, b) of x[i*SH - PT + a*DH, j*SW - PL + b*DW]
  *
@@ -12,8 +12,8 @@
  * number of planes of one plan), and that every coordinate (OH+1)*SH + (KH-1)*DH + PT (and
  * along W) is below 2**60.
  */
-#ifndef NNLITE_PLANOPS_POOL_H
-#define NNLITE_PLANOPS_POOL_H
+#ifndef NNLITE_POOL_MAX_H
+#define NNLITE_POOL_MAX_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -52,5 +52,15 @@ void nnl_maxpool_plane_s(const nnl_pool_plan *p, const float *x, ptrdiff_t xrs, 
                          ptrdiff_t yrs, float *buf);
 void nnl_maxpool_plane_d(const nnl_pool_plan *p, const double *x, ptrdiff_t xrs, double *y,
                          ptrdiff_t yrs, double *buf);
+
+/* The same with indices (see pool_max_tmpl.h): idx holds OH rows of OW int64 at row stride irs
+ * (0: one scratch row reused), vb and ib W elements each (per thread); every coordinate
+ * i*SH - PT + (KH-1)*DH (and along W) must fit in 63 bits. Works for any plan geometry, also
+ * when nnl_pool_plan_init returned 0. */
+void nnl_maxpool_plane_idx_s(const nnl_pool_plan *p, const float *x, ptrdiff_t xrs, float *y,
+                             ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, float *vb, int64_t *ib);
+void nnl_maxpool_plane_idx_d(const nnl_pool_plan *p, const double *x, ptrdiff_t xrs, double *y,
+                             ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, double *vb,
+                             int64_t *ib);
 
 #endif

@@ -1,4 +1,4 @@
-/* Template body of planops_pool.c, included once per dtype with T and FN(name) defined (and,
+/* Template body of pool_max.c, included once per dtype with T and FN(name) defined (and,
  * in AVX-512 builds, the vector macros V, VL, MASK, V_*). No include guard on purpose.
  *
  * kind: the row buffer path's column access, 1 (sw == 1), 2 (sw == 2, dw == 1: the taps pair
@@ -486,4 +486,77 @@ void FN(nnl_maxpool_plane)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y
     const nnl_idx i = FN(plane_buf)(p, x, xrs, y, yrs, buf, 0, 0);
     if (i < p->oh)
         FN(plane_buf)(p, x, xrs, y, yrs, buf, i, 1);
+}
+
+
+/* ------------------------------------------------------------------ with indices
+ * y[i, j] and idx[i, j] = the flat index h*W + w of the tap that a row-major scan of the window
+ * keeps (the first maximum; every NaN replaces, so the last NaN), -1 for a window without an
+ * in-image tap. Separable like the value path: per output row, the vertical pass keeps per image
+ * column c the value and flat index of its row taps' winner (first max, last NaN: a strict > or
+ * a NaN replaces), then the horizontal pass combines the column winners of each window in the
+ * order of a row-major scan, which is the order of the flat indices: a larger value, an equal
+ * value at a smaller index, or a NaN at a larger index (or over a non-NaN) replaces. vb and ib
+ * hold W elements. Column taps outside the image are skipped (nnl_col_range), so the plan's row
+ * buffer limit does not apply here. */
+void FN(nnl_maxpool_plane_idx)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, T *y,
+                               nnl_idx yrs, int64_t *idx, nnl_idx irs, T *restrict vb,
+                               int64_t *restrict ib)
+{
+    const nnl_idx H = p->H, W = p->W, kh = p->kh, kw = p->kw, sh = p->sh, sw = p->sw;
+    const nnl_idx pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw, oh = p->oh, ow = p->ow;
+    /* the column taps that reach the image for some output column: [b0, b1) */
+    const nnl_idx span = (ow - 1) * sw;
+    const nnl_idx b0 = nnl_ceil_pos(pl - span, dw);
+    const nnl_idx b1 = nnl_min(kw, (W - 1 + pl) / dw + 1);
+    for (nnl_idx i = 0; i < oh; i++) {
+        T *restrict yr = y + i * yrs;
+        int64_t *restrict ir = idx + i * irs;
+        const nnl_idx r0 = i * sh - pt;
+        nnl_idx a0, a1;
+        if (!pool_row_taps(H, kh, dh, r0, &a0, &a1)) {
+            for (nnl_idx j = 0; j < ow; j++) {
+                yr[j] = (T)-INFINITY;
+                ir[j] = -1;
+            }
+            continue;
+        }
+        const nnl_idx first = r0 + a0 * dh;
+        const T *r = x + first * xrs;
+        const int64_t base = (int64_t)first * W;
+        for (nnl_idx c = 0; c < W; c++) {
+            vb[c] = r[c];
+            ib[c] = base + c;
+        }
+        for (nnl_idx a = 1; a < a1 - a0; a++) {
+            const T *ra = r + a * dh * xrs;
+            const int64_t rb = base + (int64_t)(a * dh) * W;
+            for (nnl_idx c = 0; c < W; c++) {
+                const T v = ra[c], m = vb[c];
+                const int t = (v > m) | (v != v);
+                vb[c] = t ? v : m;
+                ib[c] = t ? rb + c : ib[c];
+            }
+        }
+        for (nnl_idx j = 0; j < ow; j++) {
+            yr[j] = (T)-INFINITY;
+            ir[j] = INT64_MAX;          /* no tap yet: any tap replaces it */
+        }
+        for (nnl_idx b = b0; b < b1; b++) {
+            const nnl_idx off = b * dw - pl;
+            nnl_idx j0, j1;
+            nnl_col_range(off, W, sw, ow, &j0, &j1);
+            for (nnl_idx j = j0; j < j1; j++) {
+                const nnl_idx c = j * sw + off;
+                const T v = vb[c], m = yr[j];
+                const int64_t iv = ib[c], im = ir[j];
+                const int t = (v > m) | ((v == m) & (iv < im)) |
+                              ((v != v) & ((m == m) | (iv > im)));
+                yr[j] = t ? v : m;
+                ir[j] = t ? iv : im;
+            }
+        }
+        for (nnl_idx j = 0; j < ow; j++)
+            ir[j] = ir[j] == INT64_MAX ? -1 : ir[j];
+    }
 }

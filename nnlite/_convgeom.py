@@ -324,6 +324,13 @@ def _conv2d_geometry(x_shape, w_shape, b_shape, stride, padding, dilation, group
     return ConvGeometry(n, c, h, w, f, g, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow)
 
 
+def transpose_output_size(size, kernel, stride, pad_begin, pad_end, dilation, output_padding=0):
+    """One spatial size of a transposed conv's output: (L-1)*s - p_begin - p_end + d*(k-1) +
+    op + 1 (docs/semantics.md §2.2; ONNX's ConvTranspose with per-side pads included)."""
+    return ((size - 1) * stride - pad_begin - pad_end + dilation * (kernel - 1)
+            + output_padding + 1)
+
+
 def conv_transpose2d_geometry(x_shape, w_shape, b_shape=None, stride=1, padding=0,
                               output_padding=0, groups=1, dilation=1, dtypes=None):
     """Validate F.conv_transpose2d's arguments and return the geometry of its adjoint conv2d.
@@ -365,8 +372,8 @@ def _conv_transpose2d_geometry(x_shape, w_shape, b_shape, stride, padding, outpu
                          f"got output_padding_height: {oph} output_padding_width: {opw} "
                          f"stride_height: {sh} stride_width: {sw} dilation_height: {dh} "
                          f"dilation_width: {dw}")
-    hout = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
-    wout = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    hout = transpose_output_size(h, kh, sh, ph, ph, dh, oph)
+    wout = transpose_output_size(w, kw, sw, pw, pw, dw, opw)
     if hout <= 0 or wout <= 0:
         raise ValueError(f"Given input size per channel: ({h} x {w}). Calculated output size per "
                          f"channel: ({hout} x {wout}). Output size is too small")
@@ -391,8 +398,8 @@ def transpose_output_padding(input_hw, output_size, kernel_size, stride, padding
     ops = []
     mins, maxs = [], []
     for i in range(2):
-        lo = ((input_hw[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel_size[i] - 1)
-              + 1)
+        lo = transpose_output_size(input_hw[i], kernel_size[i], stride[i], padding[i],
+                                   padding[i], dilation[i])
         mins.append(lo)
         maxs.append(lo + stride[i] - 1)
     for i in range(2):

@@ -6,6 +6,7 @@ sizes come from ``nnlite._poolgeom.pool_output_size`` and conv sizes from
 ``nnlite._convgeom`` (the one place each is computed); this module only reads the ONNX
 attributes (``auto_pad`` splits, per-side pads).
 """
+from .._convgeom import transpose_output_size
 from .._poolgeom import pool_output_size
 
 __all__ = ["window", "conv_pads", "pool_geometry", "conv_transpose_geometry",
@@ -64,7 +65,7 @@ def conv_transpose_geometry(attrs, hw, k, s, d):
     auto_pad the total padding is derived from the requested size (ONNX's split rule).
     """
     op = tuple(int(v) for v in attrs.get("output_padding", (0, 0)))
-    full = [s[i] * (hw[i] - 1) + op[i] + d[i] * (k[i] - 1) + 1 for i in (0, 1)]
+    full = [transpose_output_size(hw[i], k[i], s[i], 0, 0, d[i], op[i]) for i in (0, 1)]
     mode = attrs.get("auto_pad", "NOTSET")
     want = None
     if "output_shape" in attrs:
@@ -84,7 +85,8 @@ def conv_transpose_geometry(attrs, hw, k, s, d):
         pads = (0, 0, 0, 0)
     else:
         pads = tuple(int(p) for p in attrs.get("pads", (0, 0, 0, 0)))
-    out = tuple(full[i] - pads[i] - pads[i + 2] for i in (0, 1))
+    out = tuple(transpose_output_size(hw[i], k[i], s[i], pads[i], pads[i + 2], d[i], op[i])
+                for i in (0, 1))
     if min(out) < 1:
         raise ValueError(f"ConvTranspose output size {out} is not positive (input {hw}, "
                          f"pads {pads})")

@@ -3,8 +3,9 @@ over the N*C image planes), the implicit-GEMM and direct depthwise forward kerne
 ``nnlite._convfast``, and the three conv routines of ``_conv_gemm`` on nnlite's own GEMM.
 
 conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the layer:
-'implicit' (no column matrix), 'direct' (depthwise) or 'im2col' (chunked columns + GEMM; a
-pointwise conv multiplies the image directly). The input gradient of a stride-1 conv is the
+'implicit' (no column matrix), 'direct' (depthwise), 'winograd' (3x3 stride 1, by
+``conv_winograd``) or 'im2col' (chunked columns + GEMM; a pointwise conv multiplies the image
+directly). The input gradient of a stride-1 conv is the
 forward conv of gy with the flipped weight (same algorithm choice, no col2im); otherwise it
 is nnlite's GEMM then col2im (whole image planes per thread: no write races). The weight
 gradient is one GEMM per chunk of images over explicit columns laid out channel-row-major
@@ -18,7 +19,7 @@ from .._algorithms import resolve
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
-from . import _conv_gemm, conv_numpy, gemm_ops, register
+from . import _conv_gemm, conv_numpy, conv_winograd, gemm_ops, register
 
 try:
     from .. import _im2col
@@ -157,6 +158,8 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
         return _direct_depthwise(x, w, b, geom, args)
     if args is not None and algo == "implicit":
         return _implicit(x, w, b, geom, args)
+    if args is not None and algo == "winograd":
+        return conv_winograd.forward(x, w, b, geom)
     return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 

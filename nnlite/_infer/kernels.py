@@ -267,7 +267,12 @@ class ConvKernel(Kernel):
         # dense k x k convs: the implicit GEMM where nnlite.conv_algorithm's 'auto' rule picks
         # it (large maps or batches), else im2col + GEMM below
         self.implicit = (self.fast_args is not None and not self.depthwise
-                         and _resolve(geom, "auto") == "implicit")
+                         and _resolve(geom, "auto", weights_prepared=True) == "implicit")
+        # 3x3 stride-1 convs where 'auto' picks Winograd: weights transformed + packed once
+        self.winograd = None
+        if (self.fast_args is not None and not self.depthwise
+                and _resolve(geom, "auto", weights_prepared=True) == "winograd"):
+            self.winograd = _conv_cython.conv_winograd.WinogradWeights(w, geom, dtype)
         # the layouts below also serve the NumPy/planops fallbacks (bind picks at run time;
         # their scratch is np.empty pages the fast path never touches)
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
@@ -286,7 +291,8 @@ class ConvKernel(Kernel):
                                                                 * dtype.itemsize)
             # one-group weights packed once for the GEMM (see pack_weights)
             self.w_packed = (pack_weights(self.wg[0], oh * ow)
-                             if g == 1 and not self.implicit else None)
+                             if g == 1 and not self.implicit and self.winograd is None
+                             else None)
             self.geom = None
             if not self.pointwise and ConvGeometry is not None:
                 self.geom = ConvGeometry(n=1, c=C, h=H, w=W, f=F, g=g, kh=kh, kw=kw, sh=s[0],
@@ -320,6 +326,8 @@ class ConvKernel(Kernel):
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if (self.depthwise or self.implicit) and self.fast_args is not None and _unit_w(x, y):
             return self._bind_convfast(x, y, r)
+        if self.winograd is not None and _unit_w(x, y):
+            return self._bind_winograd(x, y, r)
         if self.depthwise:
             return self._bind_depthwise(x, y, r, scratch)
         N, C, H, W, F, oh, ow = self.shape
@@ -412,6 +420,21 @@ class ConvKernel(Kernel):
             _convfast.conv2d_implicit(x, w2, bias, y3, g, *args, act=act, beta=beta,
                                       num_threads=get_num_threads(), isa=isa)
         return run_implicit
+
+    def _bind_winograd(self, x, y, r):
+        """Winograd F(4x4, 3x3) on the weights transformed at build time, with bias, residual
+        (beta = 1 on the operand copied into y) and activation fused in the output transform."""
+        N, C, H, W, F, oh, ow = self.shape
+        y3 = _view(y, (N, F, oh * ow))
+        r3 = None if r is None or np.shares_memory(r, y) else r
+        beta = 0.0 if r is None else 1.0
+        act, bias, wino = _ACT_CODE[self.act], self.bias, self.winograd
+
+        def run_winograd():
+            if r3 is not None:
+                np.copyto(y, r3)
+            wino.run(x, y3, bias, act, beta)
+        return run_winograd
 
     def _bind_depthwise(self, x, y, r, scratch):
         N, C, H, W, F, oh, ow = self.shape

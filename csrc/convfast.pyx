@@ -223,6 +223,8 @@ def depthwise_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize
 # ------------------------------------------------------------------------- Winograd F(m, 3)
 cdef extern from "convfast_winograd.h" nogil:
     nnl_idx nnl_wino_packed_elems(int m, nnl_idx f, nnl_idx g, nnl_idx cg, int elsize, int isa)
+    int nnl_wino_weights_s(int m, nnl_idx nf, const float *w, float *u, int nthreads)
+    int nnl_wino_weights_d(int m, nnl_idx nf, const double *w, double *u, int nthreads)
     int nnl_wino_pack_s(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const float *u, int isa,
                         float *out)
     int nnl_wino_pack_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *u, int isa,
@@ -254,6 +256,27 @@ def _wino_check_u(u, Py_ssize_t m, Py_ssize_t groups, str fn):
     if u.shape[0] != (m + 2) * (m + 2):
         raise ValueError(f"{fn}: u has {u.shape[0]} transformed taps; F({m}x{m}, 3x3) has "
                          f"{(m + 2) * (m + 2)}")
+
+
+def winograd_weights(const floating[:, ::1] w, int m, floating[:, ::1] u, int num_threads=1):
+    """u (alpha^2, NF) = G w_q G^T of the NF 3x3 filters w (NF, 9) (row-major taps), computed
+    in double; alpha = m + 2 (m = 2 or 4)."""
+    cdef Py_ssize_t nf = w.shape[0]
+    cdef int rc
+    if m not in (2, 4):
+        raise ValueError(f"winograd_weights: tile size m={m} must be 2 or 4")
+    if w.shape[1] != 9 or u.shape[0] != (m + 2) * (m + 2) or u.shape[1] != nf:
+        raise ValueError(f"winograd_weights: w {tuple(w.shape)[:2]} must be (NF, 9) and u "
+                         f"{tuple(u.shape)[:2]} ({(m + 2) * (m + 2)}, NF)")
+    if nf == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = nnl_wino_weights_s(m, nf, &w[0, 0], &u[0, 0], num_threads)
+        else:
+            rc = nnl_wino_weights_d(m, nf, &w[0, 0], &u[0, 0], num_threads)
+    if rc != NNL_OK:
+        raise ValueError("winograd_weights: invalid arguments")
 
 
 def winograd_packed_size(Py_ssize_t m, Py_ssize_t f, Py_ssize_t groups, Py_ssize_t cg,

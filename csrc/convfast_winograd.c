@@ -16,8 +16,10 @@
  * Transforms run L tiles at a time (16 floats / 8 doubles: one AVX-512 vector) with the
  * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas; the
  * patch gather is scalar (with a bounds-free fast path for tiles inside the image).
- * Chunk size TB: the chunk's V and M (alpha^2 (C + F) TB elements) fit in half the L3 share
- * of the threads used (nnl_cache_sizes), at least one GEMM column panel (NR) of tiles.
+ * Chunk size TB: the chunk's V and M (alpha^2 (C + F) TB elements) fit in one core's L2
+ * (nnl_cache_sizes), at least one GEMM column panel (NR) of tiles. With at least
+ * NNL_WINO_FUSED_CHUNKS chunks per thread, each thread instead runs the three phases on whole
+ * chunks with its own V and M ("fused": no barrier, V and M stay in its L2).
  * Nothing is static; the work buffer is malloc'd per call and freed before returning.
  */
 #include <stdint.h>
@@ -33,6 +35,9 @@
 #ifndef NNL_WINO_LANE_GROUPS
 #define NNL_WINO_LANE_GROUPS 4      /* lane groups of L tiles per transform unit */
 #endif
+#ifndef NNL_WINO_FUSED_CHUNKS
+#define NNL_WINO_FUSED_CHUNKS 2     /* chunks per thread for the fused (barrier-free) mode */
+#endif
 #ifndef NNL_WINO_UNITS_PER_THREAD
 #define NNL_WINO_UNITS_PER_THREAD 4 /* GEMM units per thread at least (dynamic scheduling) */
 #endif
@@ -43,6 +48,8 @@ typedef struct {
     nnl_idx tb;                     /* tiles per chunk (= leading dimension of V and M) */
     nnl_idx cg, fg, per;            /* group sizes; packed elements of one U[xi][g] */
     nnl_idx ncol;                   /* GEMM columns per phase-2 unit (a multiple of NR) */
+    nnl_idx chunks;                 /* ceil(tiles / tb) */
+    int fused;                      /* 1: each thread runs whole chunks (private V, M) */
     int nt;
 } wino_plan;
 
@@ -70,8 +77,8 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
     if ((double)p->a2 * p->tiles * g->f * p->cg < NNL_MIN_PARALLEL_MACS)
         nt = 1;
     p->nt = nt;
-    /* chunk: V and M of TB tiles within half the L3 share of the threads used */
-    const double budget = 0.5 * (double)ci->l3 * nt;
+    /* chunk: V and M of TB tiles within one core's L2 (at least one NR panel of tiles) */
+    const double budget = (double)ci->l2;
     const double per_tile = (double)p->a2 * (double)(g->c + g->f) * elsize;
     nnl_idx tb = per_tile > 0 ? (nnl_idx)(budget / per_tile) : p->tiles;
     tb = tb / nr * nr;
@@ -82,6 +89,10 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
     if (tb < 1)
         tb = 1;
     p->tb = tb;
+    p->chunks = tb > 0 ? nnl_cdiv(p->tiles, tb) : 0;
+    /* enough chunks for every thread: each thread runs whole chunks on its own V and M (no
+     * barrier, the data stays in its L2); else the phases are split across the threads */
+    p->fused = nt == 1 || p->chunks >= (nnl_idx)NNL_WINO_FUSED_CHUNKS * nt;
     /* GEMM columns per unit: an NC block, narrower (whole NR panels) until every thread has
      * NNL_WINO_UNITS_PER_THREAD units */
     nnl_idx ncol = nnl_max(nr, (nnl_idx)nc / nr * nr);
@@ -113,7 +124,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
     wino_make_plan(geom, m, elsize, mr, nr, nc, nthreads, &p);
     if (p.tiles == 0 || geom->f == 0)
         return 0;
-    nnl_idx elems = (nnl_idx)p.a2 * (geom->c + geom->f) * p.tb;
+    nnl_idx elems = (nnl_idx)p.a2 * (geom->c + geom->f) * p.tb * (p.fused ? p.nt : 1);
     if (!packed)
         elems += (nnl_idx)p.a2 * geom->g * p.per;
     return elems * elsize;
@@ -164,6 +175,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #define GEMM_PACK nnl_sgemm_pack
 #define CONV_NAME nnl_conv_winograd_s
 #define PACK_NAME nnl_wino_pack_s
+#define WEIGHTS_NAME nnl_wino_weights_s
 #include "convfast_winograd_tmpl.h"
 #undef T
 #undef L
@@ -172,6 +184,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #undef GEMM_PACK
 #undef CONV_NAME
 #undef PACK_NAME
+#undef WEIGHTS_NAME
 
 /* float64 */
 #define T double
@@ -181,6 +194,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #define GEMM_PACK nnl_dgemm_pack
 #define CONV_NAME nnl_conv_winograd_d
 #define PACK_NAME nnl_wino_pack_d
+#define WEIGHTS_NAME nnl_wino_weights_d
 #include "convfast_winograd_tmpl.h"
 #undef T
 #undef L
@@ -189,3 +203,4 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #undef GEMM_PACK
 #undef CONV_NAME
 #undef PACK_NAME
+#undef WEIGHTS_NAME

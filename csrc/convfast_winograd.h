@@ -13,7 +13,7 @@
  *     M[xi] (F x tiles) = U[xi] (F x C) @ V[xi] (C x tiles)     (per group: FG x CG @ CG x tiles)
  *
  * run by nnlite's GEMM (nnl_sgemm_pk / nnl_dgemm_pk, with U[xi] packed once). The matrices
- * B^T, A^T (and G, applied by the caller) are those of Lavin & Gray (2016) for the points
+ * B^T, A^T and G (nnl_wino_weights_*) are those of Lavin & Gray (2016) for the points
  * 0, +-1, (+-2,) infinity; nnlite/kernels/winograd_reference.py derives them.
  *
  * Layouts: u (alpha^2, F, CG) C-contiguous (xi = i*alpha + j); upk: nnl_wino_pack_* of u for
@@ -27,6 +27,11 @@
 #define NNLITE_CONVFAST_WINOGRAD_H
 
 #include "convfast.h"
+
+/* u[(i*alpha + j)*nf + q] = (G w_q G^T)[i][j] for the nf 3x3 filters w (nf x 9 row-major),
+ * computed in double; NNL_OK or NNL_EINVAL. */
+int nnl_wino_weights_s(int m, nnl_idx nf, const float *w, float *u, int nthreads);
+int nnl_wino_weights_d(int m, nnl_idx nf, const double *w, double *u, int nthreads);
 
 /* Elements nnl_wino_pack_* writes for m, F, groups, CG (elsize 4 or 8), or -1. */
 nnl_idx nnl_wino_packed_elems(int m, nnl_idx f, nnl_idx g, nnl_idx cg, int elsize, int isa);

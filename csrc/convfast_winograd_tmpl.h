@@ -183,6 +183,122 @@ static NNL_ALWAYS_INLINE void FN(wino_out)(const wino_plan *p, const nnl_conv_ge
     }
 }
 
+/* u[(i*alpha + j)*nf + q] = (G w_q G^T)[i][j] of the nf 3x3 filters w_q = w[9q .. 9q + 9)
+ * (row-major), computed in double. */
+int WEIGHTS_NAME(int m, nnl_idx nf, const T *w, T *u, int nthreads)
+{
+    static const double g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    static const double g4[6][3] = {{1.0 / 4, 0, 0},
+                                    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                    {0, 0, 1}};
+    if ((m != 2 && m != 4) || nf < 0)
+        return NNL_EINVAL;
+    const int a = m + 2;
+    const double(*gm)[3] = m == 4 ? g4 : g2;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if ((double)nf * a * a < NNL_MIN_PARALLEL_MACS / 16)
+        nt = 1;
+    /* blocks of QB filters: the alpha^2 results of a block go out as alpha^2 contiguous runs
+     * (one output stream at a time, not alpha^2 interleaved ones) */
+    enum { QB = 64 };
+    const nnl_idx nblk = nnl_cdiv(nf, QB);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#endif
+    for (nnl_idx bq = 0; bq < nblk; bq++) {
+        const nnl_idx q0 = bq * QB;
+        const int nq = (int)nnl_min(QB, nf - q0);
+        double t[6][3][QB], r[36][QB];
+        for (int i = 0; i < a; i++)
+            for (int l = 0; l < 3; l++)
+                for (int q = 0; q < nq; q++) {
+                    const T *wq = w + (q0 + q) * 9;
+                    t[i][l][q] = gm[i][0] * wq[l] + gm[i][1] * wq[3 + l] + gm[i][2] * wq[6 + l];
+                }
+        for (int i = 0; i < a; i++)
+            for (int j = 0; j < a; j++)
+                for (int q = 0; q < nq; q++)
+                    r[i * a + j][q] = t[i][0][q] * gm[j][0] + t[i][1][q] * gm[j][1] +
+                                      t[i][2][q] * gm[j][2];
+        for (int k = 0; k < a * a; k++) {
+            T *dst = u + k * nf + q0;
+            for (int q = 0; q < nq; q++)
+                dst[q] = (T)r[k][q];
+        }
+    }
+    return NNL_OK;
+}
+
+/* Phase 1 units [u0, u1) of the chunk at t0 (tbc tiles, leading dimension ld): unit =
+ * (channel c, NNL_WINO_LANE_GROUPS lane groups). */
+static void FN(wino_in_units)(const wino_plan *p, const nnl_conv_geom *geom, const T *x, T *V,
+                              nnl_idx ld, nnl_idx t0, nnl_idx tbc, nnl_idx u0, nnl_idx u1)
+{
+    const nnl_idx groups = nnl_cdiv(tbc, L), gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
+    const nnl_idx C = geom->c;
+    for (nnl_idx uu = u0; uu < u1; uu++) {
+        const nnl_idx c = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
+        const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
+        const T *xc = x + c * geom->xsc;
+        for (nnl_idx q = q0; q < q1; q++) {
+            const nnl_idx j = q * L;
+            const int nl = (int)nnl_min(L, tbc - j);
+            if (p->m == 4)
+                FN(wino_in)(p, geom, 4, xc, t0 + j, nl, V + c * ld + j, C * ld);
+            else
+                FN(wino_in)(p, geom, 2, xc, t0 + j, nl, V + c * ld + j, C * ld);
+        }
+    }
+}
+
+/* Phase 2 units [u0, u1): unit = (xi, group, block of ncol columns); returns NNL_OK or the
+ * GEMM's error. */
+static int FN(wino_gemm_units)(const wino_plan *p, const nnl_conv_geom *geom, const T *u,
+                               const T *pk, const T *V, T *M, nnl_idx ld, nnl_idx tbc,
+                               nnl_idx ncol, int isa, nnl_idx u0, nnl_idx u1)
+{
+    const nnl_idx C = geom->c, F = geom->f, G = geom->g, ncb = nnl_cdiv(tbc, ncol);
+    int err = NNL_OK;
+    for (nnl_idx uu = u0; uu < u1; uu++) {
+        const nnl_idx xi = uu / (G * ncb), gi = (uu / ncb) % G, cb = uu % ncb;
+        const nnl_idx j0 = cb * ncol, nj = nnl_min(ncol, tbc - j0);
+        const nnl_idx row = xi * F + gi * p->fg;
+        const int rc = GEMM_PK(1, p->fg, nj, p->cg, (T)1, u + row * p->cg, 0, p->cg, 1,
+                               V + (xi * C + gi * p->cg) * ld + j0, 0, ld, 1, (T)0,
+                               M + row * ld + j0, 0, ld, NULL, 0, NNL_BIAS_NONE, NNL_ACT_NONE,
+                               1, isa, pk + (xi * G + gi) * p->per, NULL);
+        if (rc != NNL_OK)
+            err = rc;
+    }
+    return err;
+}
+
+/* Phase 3 units [u0, u1): unit = (output channel f, NNL_WINO_LANE_GROUPS lane groups). */
+static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, const T *M,
+                               nnl_idx ld, nnl_idx t0, nnl_idx tbc, const T *bias, T beta,
+                               T *y, int act, nnl_idx u0, nnl_idx u1)
+{
+    const nnl_idx groups = nnl_cdiv(tbc, L), gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
+    const nnl_idx F = geom->f;
+    for (nnl_idx uu = u0; uu < u1; uu++) {
+        const nnl_idx f = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
+        const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
+        const T b = bias != NULL ? bias[f] : (T)0;
+        T *yf = y + f * geom->ysf;
+        for (nnl_idx q = q0; q < q1; q++) {
+            const nnl_idx j = q * L;
+            const int nl = (int)nnl_min(L, tbc - j);
+            if (p->m == 4)
+                FN(wino_out)(p, geom, 4, M + f * ld + j, F * ld, t0 + j, nl, yf, b, beta, act);
+            else
+                FN(wino_out)(p, geom, 2, M + f * ld + j, F * ld, t0 + j, nl, yf, b, beta, act);
+        }
+    }
+}
+
 int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T *upk,
               const T *bias, T beta, T *y, int act, int nthreads, int isa)
 {
@@ -196,22 +312,28 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
     if (p.tiles == 0 || geom->f == 0)
         return NNL_OK;
     const nnl_idx C = geom->c, F = geom->f, G = geom->g, a2 = p.a2, tb = p.tb;
-    const nnl_idx vsize = a2 * C * tb, msize = a2 * F * tb;
+    const int nt = p.nt, fused = p.fused;
+    /* V and M: one pair per thread (fused) or one shared pair */
+    const nnl_idx vsize = a2 * C * tb, msize = a2 * F * tb, pairs = fused ? nt : 1;
     const nnl_idx psize = upk == NULL ? a2 * G * p.per : 0;
-    T *ws = (T *)nnl_alloc64(sizeof(T) * (size_t)(vsize + msize + psize));
+    const size_t vm_elems = nnl_round64((size_t)(vsize + msize), sizeof(T));
+    T *ws = (T *)nnl_alloc64(sizeof(T) * (vm_elems * (size_t)pairs + (size_t)psize));
     if (ws == NULL)
         return NNL_ENOMEM;
-    T *V = ws, *M = ws + vsize;
     const T *pk = upk;
     if (upk == NULL)
-        pk = ws + vsize + msize;
+        pk = ws + vm_elems * (size_t)pairs;
     int err = NNL_OK;
-    const int nt = p.nt;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
         if (upk == NULL) {
             /* pack every U[xi][g] once for this call */
 #ifdef _OPENMP
@@ -229,66 +351,57 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
                 }
             }
         }
-        for (nnl_idx t0 = 0; t0 < p.tiles; t0 += tb) {
-            const nnl_idx tbc = nnl_min(tb, p.tiles - t0);
-            const nnl_idx groups = nnl_cdiv(tbc, L);
-            const nnl_idx gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
-            /* 1. input transform */
+        if (fused) {
+            /* whole chunks per thread, on its own V and M */
+            T *V = ws + vm_elems * (size_t)tid, *M = V + vsize;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-            for (nnl_idx uu = 0; uu < C * gper; uu++) {
-                const nnl_idx c = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
-                const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
-                const T *xc = x + c * geom->xsc;
-                for (nnl_idx q = q0; q < q1; q++) {
-                    const nnl_idx j = q * L;
-                    const int nl = (int)nnl_min(L, tbc - j);
-                    if (m == 4)
-                        FN(wino_in)(&p, geom, 4, xc, t0 + j, nl, V + c * tb + j, C * tb);
-                    else
-                        FN(wino_in)(&p, geom, 2, xc, t0 + j, nl, V + c * tb + j, C * tb);
-                }
-            }
-            /* 2. the alpha^2 x G GEMMs, in column blocks */
-            const nnl_idx ncb = nnl_cdiv(tbc, p.ncol);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (nnl_idx uu = 0; uu < a2 * G * ncb; uu++) {
-                const nnl_idx xi = uu / (G * ncb), gi = (uu / ncb) % G, cb = uu % ncb;
-                const nnl_idx j0 = cb * p.ncol, nj = nnl_min(p.ncol, tbc - j0);
-                const nnl_idx row = xi * F + gi * p.fg;
-                const int rc = GEMM_PK(1, p.fg, nj, p.cg, (T)1, u + row * p.cg, 0, p.cg, 1,
-                                       V + (xi * C + gi * p.cg) * tb + j0, 0, tb, 1, (T)0,
-                                       M + row * tb + j0, 0, tb, NULL, 0, NNL_BIAS_NONE,
-                                       NNL_ACT_NONE, 1, isa, pk + (xi * G + gi) * p.per, NULL);
+            for (nnl_idx ch = 0; ch < p.chunks; ch++) {
+                const nnl_idx t0 = ch * tb, tbc = nnl_min(tb, p.tiles - t0);
+                const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
+                FN(wino_in_units)(&p, geom, x, V, tb, t0, tbc, 0, C * gper);
+                const int rc = FN(wino_gemm_units)(&p, geom, u, pk, V, M, tb, tbc, tbc, isa, 0,
+                                                   a2 * G);
                 if (rc != NNL_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
                     err = rc;
                 }
+                FN(wino_out_units)(&p, geom, M, tb, t0, tbc, bias, beta, y, act, 0, F * gper);
             }
-            /* 3. output transform + epilogue */
+        } else {
+            /* few chunks: each phase split across the threads (barrier after each) */
+            T *V = ws, *M = ws + vsize;
+            for (nnl_idx t0 = 0; t0 < p.tiles; t0 += tb) {
+                const nnl_idx tbc = nnl_min(tb, p.tiles - t0);
+                const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
+                const nnl_idx ncb = nnl_cdiv(tbc, p.ncol);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-            for (nnl_idx uu = 0; uu < F * gper; uu++) {
-                const nnl_idx f = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
-                const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
-                const T b = bias != NULL ? bias[f] : (T)0;
-                T *yf = y + f * geom->ysf;
-                for (nnl_idx q = q0; q < q1; q++) {
-                    const nnl_idx j = q * L;
-                    const int nl = (int)nnl_min(L, tbc - j);
-                    if (m == 4)
-                        FN(wino_out)(&p, geom, 4, M + f * tb + j, F * tb, t0 + j, nl, yf, b,
-                                     beta, act);
-                    else
-                        FN(wino_out)(&p, geom, 2, M + f * tb + j, F * tb, t0 + j, nl, yf, b,
-                                     beta, act);
+                for (nnl_idx uu = 0; uu < C * gper; uu++)
+                    FN(wino_in_units)(&p, geom, x, V, tb, t0, tbc, uu, uu + 1);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (nnl_idx uu = 0; uu < a2 * G * ncb; uu++) {
+                    const int rc = FN(wino_gemm_units)(&p, geom, u, pk, V, M, tb, tbc, p.ncol,
+                                                       isa, uu, uu + 1);
+                    if (rc != NNL_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                        err = rc;
+                    }
                 }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (nnl_idx uu = 0; uu < F * gper; uu++)
+                    FN(wino_out_units)(&p, geom, M, tb, t0, tbc, bias, beta, y, act, uu,
+                                       uu + 1);
             }
         }
     }

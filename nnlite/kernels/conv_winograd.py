@@ -1,15 +1,15 @@
 """Winograd F(m x m, 3 x 3) conv2d forward (stride 1, dilation 1) on nnlite's native kernels:
 the fast path of ``nnlite.conv_algorithm('winograd')``.
 
-The weights are transformed here, once per call (``F.conv2d``) or once per layer
-(``WinogradWeights``, used by the inference plan), in float64 and then rounded to the conv's
-dtype: ``u[i*alpha + j, f, c] = (G w[f, c] G^T)[i, j]`` with alpha = m + 2. The input
+The weights are transformed once per call (``F.conv2d``) or once per layer
+(``WinogradWeights``, used by the inference plan), in C (double arithmetic, rounded to the
+conv's dtype): ``u[i*alpha + j, f, c] = (G w[f, c] G^T)[i, j]`` with alpha = m + 2. The input
 transform, the alpha^2 GEMMs on nnlite's GEMM (every u[xi] packed once) and the output
 transform with the fused bias / residual (beta) / ReLU / ReLU6 epilogue run in C
 (``nnlite._convfast.conv2d_winograd``, csrc/convfast_winograd.c) with the GIL released.
 
 The readable version of the same algorithm, sharing no code with this one, is
-``nnlite/kernels/winograd_reference.py``; docs/semantics.md §1.9 states the accuracy.
+``nnlite/kernels/winograd_reference.py``; docs/semantics.md §1.10 states the accuracy.
 """
 import numpy as np
 
@@ -21,17 +21,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _convfast = None
 
-# G (alpha x 3) of Lavin & Gray (2016) for the interpolation points 0, 1, -1 (, 2, -2) and
-# infinity; csrc/convfast_winograd.c holds the matching B^T and A^T formulas.
-_G = {
-    2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
-    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
-}
-
 # Output tile: F(4x4, 3x3) (36 products per 16 outputs: 4x fewer multiplies than direct) for
 # both dtypes. Its float32 error on ResNet-50 / GoogLeNet 3x3 layers is a few 1e-6 of the
-# largest output (benchmarks/bench_conv.py --winograd-error), within the 1e-4 the project
+# largest output (benchmarks/bench_conv.py --winograd), within the 1e-4 the project
 # accepts; F(2x2, 3x3) (2.25x fewer) is about 10x more accurate and stays selectable (tile=2).
 DEFAULT_TILE = 4
 
@@ -61,21 +53,20 @@ def check(geom):
 
 
 def transform_weights(w, m=DEFAULT_TILE, dtype=None):
-    """u (alpha^2, F, CG) = G w G^T of every 3x3 filter of w (F, CG, 3, 3), computed in
-    float64 and returned C-contiguous in ``dtype`` (default: w's)."""
-    if m not in _G:
+    """u (alpha^2, F, CG) = G w G^T of every 3x3 filter of w (F, CG, 3, 3) (G of Lavin & Gray
+    for the points 0, 1, -1 (, 2, -2), infinity: csrc/convfast_winograd_tmpl.h), computed in
+    double and returned C-contiguous in ``dtype`` (default: w's)."""
+    if m not in (2, 4):
         raise ValueError(f"Winograd tile size must be 2 or 4, got {m!r}")
     w = np.asarray(w)
     dtype = w.dtype if dtype is None else np.dtype(dtype)
     if w.ndim != 4 or w.shape[2:] != (3, 3):
         raise ValueError(f"Winograd weights must be (F, C/groups, 3, 3), got {w.shape}")
-    g = _G[m]
     a = m + 2
-    # u[(i, j), f*CG + c] = sum_{k, l} G[i, k] G[j, l] w[f, c, k, l]: one product with the
-    # Kronecker product of G with itself (alpha^2 x 9)
-    w9 = w.astype(np.float64, copy=False).reshape(-1, 9)
-    u = np.kron(g, g) @ w9.T
-    return np.ascontiguousarray(u.reshape(a * a, w.shape[0], w.shape[1]), dtype=dtype)
+    w9 = np.ascontiguousarray(w, dtype=dtype).reshape(-1, 9)
+    u = np.empty((a * a, w9.shape[0]), dtype=dtype)
+    _convfast.winograd_weights(w9, m, u, num_threads=get_num_threads())
+    return u.reshape(a * a, w.shape[0], w.shape[1])
 
 
 class WinogradWeights:

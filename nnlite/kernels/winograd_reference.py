@@ -57,7 +57,7 @@ grid, the last ones hanging over its edge (their extra outputs are dropped) and 
 reading outside the image read the zero padding.
 
 The price is accuracy: the points 2, -2 put entries up to 8 in A^T and 1/24 in G, so rounding
-errors grow by roughly 10x per step from F(2x2) to F(4x4) (docs/semantics.md §1.9 has the
+errors grow by roughly 10x per step from F(2x2) to F(4x4) (docs/semantics.md §1.10 has the
 measured figures).
 """
 from fractions import Fraction

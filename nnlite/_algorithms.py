@@ -51,10 +51,13 @@ _NATIVE = ("implicit", "direct", "winograd")
 _IMPLICIT_MIN_BATCH, _IMPLICIT_MIN_PIXELS = 4, 392
 # 'auto''s Winograd cost model (winograd_pays), in GEMM multiply-add equivalents. One
 # transformed input or output element: about 8 additions / multiplies by 2, 4, 5 or 8 over
-# two 1-D passes plus a gathered load and a store, in L-lane vectors, against a GEMM whose
-# FMA units do two L-lane multiply-adds per cycle: ~16. One weight element transformed per call
-# in NumPy (float64 product, dtype conversion, packing: several memory passes): ~64.
-_TRANSFORM_COST, _WEIGHT_TRANSFORM_COST = 16, 64
+# two 1-D passes in L-lane vectors, against a GEMM whose FMA units do two L-lane multiply-adds
+# per cycle: ~16, doubled for the scalar patch gather and the scattered tile write-out (with
+# 16 the model picked a 16->32-channel 28x28 layer that then ran 0.7-0.8x of the implicit
+# GEMM's speed; benchmarks/bench_conv.py --winograd). One weight element transformed and
+# packed per call (F.conv2d): a computed element, a store, then a packing copy, each a memory
+# pass over the alpha^2/9 times larger transformed weights: ~64.
+_TRANSFORM_COST, _WEIGHT_TRANSFORM_COST = 32, 64
 # Winograd's GEMMs (36 of them, K = C/groups, N = tiles) run further from the peak than one
 # large implicit GEMM, and its transforms are memory-bound: demand this estimated gain.
 _WINOGRAD_MIN_GAIN = 1.5

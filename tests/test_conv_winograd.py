@@ -15,6 +15,7 @@ import pytest
 import nnlite
 import nnlite.nn as nn
 import nnlite.nn.functional as F
+from nnlite import _algorithms
 from nnlite._algorithms import resolve, winograd_cost, winograd_pays
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_reference as ref
@@ -256,7 +257,11 @@ def test_auto_rule_follows_the_cost_model():
     resnet = conv2d_geometry((1, 64, 56, 56), (64, 64, 3, 3), None, 1, 1, 1, 1)
     assert winograd_pays(resnet) and resolve(resnet, "auto") == "winograd"
     direct, wino = winograd_cost(resnet)
-    assert direct == 9 * 56 * 56 * 64 * 64 and 2 * wino < direct
+    kt, kw = _algorithms._TRANSFORM_COST, _algorithms._WEIGHT_TRANSFORM_COST
+    tiles = 14 * 14                                              # 4x4 output tiles of 56x56
+    assert direct == 9 * 56 * 56 * 64 * 64
+    assert wino == 36 * tiles * (64 * 64 + kt * (64 + 64)) + 36 * 64 * 64 * kw
+    assert winograd_cost(resnet, weights_prepared=True) == (direct, wino - 36 * 64 * 64 * kw)
     few = conv2d_geometry((1, 8, 56, 56), (8, 8, 3, 3), None, 1, 1, 1, 1)
     dw = conv2d_geometry((1, 64, 56, 56), (64, 1, 3, 3), None, 1, 1, 1, 64)
     strided = conv2d_geometry((1, 64, 56, 56), (64, 64, 3, 3), None, 2, 1, 1, 1)
@@ -272,9 +277,9 @@ def test_inference_plan_transforms_weights_once_and_fuses_the_epilogue():
     from nnlite._infer import kernels as K
 
     nnlite.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(48, 48, 3, padding=1), nn.ReLU6())
-    x = np.random.default_rng(0).standard_normal((2, 32, 20, 18)).astype(np.float32)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(64, 48, 3, padding=1), nn.ReLU6())
+    x = np.random.default_rng(0).standard_normal((2, 64, 24, 20)).astype(np.float32)
     fast = nnlite.optimize_for_inference(model)
     got = fast(x)
     (plan, _), = fast._plans.values()

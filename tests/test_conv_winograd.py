@@ -204,6 +204,18 @@ def test_gradients_match_finite_differences(pad):
 
 
 @needs_ext
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (4, 2, 1), (3, 2, 0)])
+def test_conv_transpose2d_under_winograd(k, s, p):
+    """conv_transpose2d's forward is conv2d's input gradient: Winograd where it is a 3x3
+    stride-1 conv, the other algorithms for any other kernel or stride (no ValueError)."""
+    rng = np.random.default_rng(17)
+    x, wt = rng.standard_normal((2, 5, 6, 7)), rng.standard_normal((5, 4, k, k))
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("winograd"):
+        y = F.conv_transpose2d(nnlite.tensor(x), nnlite.tensor(wt), None, s, p)
+    assert _rel(y, ref.conv_transpose2d(x, wt, None, s, p, 0, 1, 1)) < 1e-12
+
+
+@needs_ext
 def test_matches_torch_when_installed():
     torch = pytest.importorskip("torch")
     x, wt, b = _data(2, 32, 28, 28, 48, 1, np.float32, seed=13)

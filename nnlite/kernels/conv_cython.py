@@ -15,7 +15,7 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import resolve
+from .._algorithms import get_conv_algorithm, resolve
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -191,10 +191,14 @@ def conv2d_backward_input(gy, w, geom, general=False):
     """gx = col2im(Wᵀ gy); for a stride-1 conv outside 'im2col', the same gradient as a conv2d
     of gy with the flipped weight (implicit GEMM or the direct depthwise kernel: no column
     buffer, no col2im)."""
-    if _convfast is not None and not general and resolve(geom) != "im2col":
-        ggeom = _input_grad_geometry(geom)
-        if ggeom is not None:
-            return conv2d_forward(gy, _flipped(w, geom), None, ggeom)
+    if _convfast is not None and not general:
+        algo = get_conv_algorithm()
+        if algo == "winograd" and conv_winograd.unsupported_reason(geom) is not None:
+            algo = "implicit"       # conv_transpose2d under 'winograd': any kernel, any stride
+        if resolve(geom, algo) != "im2col":
+            ggeom = _input_grad_geometry(geom)
+            if ggeom is not None:
+                return conv2d_forward(gy, _flipped(w, geom), None, ggeom, algorithm=algo)
     return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 

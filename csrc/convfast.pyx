@@ -322,21 +322,36 @@ def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, u
     Shape:
         x (N, C, H, W); u (alpha^2, F, C/groups) with alpha = m + 2 (u[i*alpha + j] =
         (G w G^T)[i, j]); upk: ``winograd_pack(u, groups, m, ., isa)`` or None; bias (F,) or
-        None; y (N, F, OH*OW). Padding PT/PL top/left; rows/columns past the image (bottom
+        None; y (N, F, OH*OW). u may be None when upk is given and F/groups > 4 (the GEMM
+        reads unpacked weights only for products of at most 4 rows). Padding PT/PL top/left; rows/columns past the image (bottom
         and right padding) read as zeros. act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = u.shape[1], es = sizeof(floating)
+    cdef Py_ssize_t F = u.shape[1] if u is not None else y.shape[1], es = sizeof(floating)
+    cdef Py_ssize_t cg
     cdef nnl_conv_geom gm
     cdef const floating[::1] bv
     cdef const floating[::1] pv
     cdef const floating *pb = NULL
     cdef const floating *pp = NULL
+    cdef const floating *pu = NULL
     cdef int rc
-    _wino_check_u(u, m, groups, "conv2d_winograd")
-    if u.shape[2] * groups != C:
-        raise ValueError(f"conv2d_winograd: u has {u.shape[2]} input channels per group; "
-                         f"expected C/groups = {C}/{groups}")
+    if u is None:
+        if m not in (2, 4):
+            raise ValueError(f"conv2d_winograd: tile size m={m} must be 2 or 4 (F(2x2, 3x3) "
+                             "or F(4x4, 3x3))")
+        if upk is None or groups < 1 or F % groups or C % groups or F // groups <= 4:
+            raise ValueError("conv2d_winograd: u may be None only with upk and more than 4 "
+                             f"output channels per group (F={F}, groups={groups})")
+        cg = C // groups
+    else:
+        _wino_check_u(u, m, groups, "conv2d_winograd")
+        if u.shape[2] * groups != C:
+            raise ValueError(f"conv2d_winograd: u has {u.shape[2]} input channels per group; "
+                             f"expected C/groups = {C}/{groups}")
+        cg = u.shape[2]
+        if cg > 0:
+            pu = &u[0, 0, 0]
     _fill(&gm, N, C, H, W, F, groups, 3, 3, 1, 1, pt, pl, 1, 1, oh, ow)
     if _check_call("conv2d_winograd", x, y, 0, 0, "", bias, F, oh, ow, 3, 3, 1, 1, pt, pl,
                    1, 1, act, es):
@@ -347,7 +362,7 @@ def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, u
         pb = &bv[0]
     if upk is not None:
         pv = upk
-        if pv.shape[0] != winograd_packed_size(m, F, groups, u.shape[2], es, isa):
+        if pv.shape[0] != winograd_packed_size(m, F, groups, cg, es, isa):
             raise ValueError("conv2d_winograd: upk does not match u, groups, m and the isa")
         if pv.shape[0] > 0:
             pp = &pv[0]
@@ -355,13 +370,11 @@ def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, u
     gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
     with nogil:
         if floating is float:
-            rc = nnl_conv_winograd_s(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL,
-                                     &u[0, 0, 0] if u.shape[2] > 0 else NULL, pp, pb,
+            rc = nnl_conv_winograd_s(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
                                      <float>beta, &y[0, 0, 0], act, num_threads, isa)
         else:
-            rc = nnl_conv_winograd_d(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL,
-                                     &u[0, 0, 0] if u.shape[2] > 0 else NULL, pp, pb, beta,
-                                     &y[0, 0, 0], act, num_threads, isa)
+            rc = nnl_conv_winograd_d(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
+                                     beta, &y[0, 0, 0], act, num_threads, isa)
     if rc == NNL_ENOMEM:
         raise MemoryError("conv2d_winograd: could not allocate the transform buffers")
     if rc != NNL_OK:

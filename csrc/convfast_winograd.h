@@ -17,7 +17,9 @@
  * 0, +-1, (+-2,) infinity; nnlite/kernels/winograd_reference.py derives them.
  *
  * Layouts: u (alpha^2, F, CG) C-contiguous (xi = i*alpha + j); upk: nnl_wino_pack_* of u for
- * the same isa, or NULL (then packed inside the call); x, y and bias as in convfast.h
+ * the same isa, or NULL (then packed inside the call). u may be NULL when upk is given and
+ * F/G > NNL_WINO_SKINNY_ROWS: the GEMM reads the unpacked A only for products of at most that
+ * many rows (gemm_kernels.h), so a plan can free u after packing; x, y and bias as in convfast.h
  * (geom->kh = kw = 3, sh = sw = dh = dw = 1). y = act(conv + beta * y + bias); beta == 0
  * never reads y. Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL. The result does not depend on
  * nthreads: each tile's transforms are fixed arithmetic and each GEMM element is reduced in
@@ -27,6 +29,10 @@
 #define NNLITE_CONVFAST_WINOGRAD_H
 
 #include "convfast.h"
+
+/* Products with at most this many rows read the unpacked A even when it is pre-packed
+ * (gemm_kernels.h: "products of <= 4 rows read those"). */
+#define NNL_WINO_SKINNY_ROWS 4
 
 /* u[(i*alpha + j)*nf + q] = (G w_q G^T)[i][j] for the nf 3x3 filters w (nf x 9 row-major),
  * computed in double; NNL_OK or NNL_EINVAL. */

@@ -266,10 +266,15 @@ static int FN(wino_gemm_units)(const wino_plan *p, const nnl_conv_geom *geom, co
         const nnl_idx xi = uu / (G * ncb), gi = (uu / ncb) % G, cb = uu % ncb;
         const nnl_idx j0 = cb * ncol, nj = nnl_min(ncol, tbc - j0);
         const nnl_idx row = xi * F + gi * p->fg;
-        const int rc = GEMM_PK(1, p->fg, nj, p->cg, (T)1, u + row * p->cg, 0, p->cg, 1,
+        const T *pkq = pk + (xi * G + gi) * p->per;
+        /* A: the unpacked u[xi][g] (read by the GEMM only for products of <= 4 rows); without
+         * u (plans drop it for fg > NNL_WINO_SKINNY_ROWS) the packed block, which holds at
+         * least fg*cg elements, so A stays a valid address range either way */
+        const T *a = u != NULL ? u + row * p->cg : pkq;
+        const int rc = GEMM_PK(1, p->fg, nj, p->cg, (T)1, a, 0, p->cg, 1,
                                V + (xi * C + gi * p->cg) * ld + j0, 0, ld, 1, (T)0,
                                M + row * ld + j0, 0, ld, NULL, 0, NNL_BIAS_NONE, NNL_ACT_NONE,
-                               1, isa, pk + (xi * G + gi) * p->per, NULL);
+                               1, isa, pkq, NULL);
         if (rc != NNL_OK)
             err = rc;
     }
@@ -306,6 +311,9 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
     if (!wino_geom_ok(geom, m) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
         return NNL_EINVAL;
     if (nnl_gemm_blocking(isa, (int)sizeof(T), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return NNL_EINVAL;
+    if (u == NULL && (upk == NULL || geom->f / geom->g <= NNL_WINO_SKINNY_ROWS) &&
+        geom->c > 0)
         return NNL_EINVAL;
     wino_plan p;
     wino_make_plan(geom, m, (int)sizeof(T), mr, nr, nc, nthreads, &p);

@@ -158,9 +158,18 @@ def test_prepacked_weights_give_the_same_bits():
     x, wt, b = _data(2, 24, 15, 13, 20, 2, np.float32, seed=3)
     geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 2)
     prepared = cw.WinogradWeights(wt, geom, np.float32)
+    assert prepared.u is None             # 10 filters per group: only the packed copy is kept
     y = np.empty((2, 20, 15 * 13), np.float32)
     prepared.run(x, y, b)
     assert np.array_equal(y.reshape(2, 20, 15, 13), cw.forward(x, wt, b, geom))
+    # 3 filters per group: products of <= 4 rows read the unpacked weights, which stay
+    x, wt, b = _data(1, 8, 9, 10, 6, 2, np.float64, seed=4)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 2)
+    prepared = cw.WinogradWeights(wt, geom, np.float64)
+    assert prepared.u is not None
+    y = np.empty((1, 6, 90))
+    prepared.run(x, y, b)
+    assert np.array_equal(y.reshape(1, 6, 9, 10), cw.forward(x, wt, b, geom))
 
 
 @needs_ext
@@ -256,6 +265,10 @@ def test_kernel_argument_errors():
         convfast.conv2d_winograd(x, u, None, None, y, 2, 4, 1, 1, 6, 6)
     with pytest.raises(ValueError, match="y has shape"):
         convfast.conv2d_winograd(x, u, None, None, y[:, :, :30], 1, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="u may be None only with upk"):
+        convfast.conv2d_winograd(x, None, None, None, y, 1, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="u may be None only with upk"):   # 2 filters: needs u
+        convfast.conv2d_winograd(x, None, np.zeros(8, np.float32), None, y, 1, 4, 1, 1, 6, 6)
     with pytest.raises(ValueError, match="upk does not match"):
         convfast.conv2d_winograd(x, u, np.zeros(7, np.float32), None, y, 1, 4, 1, 1, 6, 6)
     with pytest.raises(ValueError, match="tile size must be 2 or 4"):

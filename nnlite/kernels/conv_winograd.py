@@ -73,6 +73,9 @@ class WinogradWeights:
     """A conv's weights transformed and packed once for ``conv2d_winograd`` (inference plans).
 
     ``run(x, y3, bias, act, beta)`` computes y3 (N, F, OH*OW) = act(conv(x) + beta*y3 + bias).
+    Only the packed weights are kept when a group has more than 4 filters (the GEMM reads
+    unpacked weights only for products of at most 4 rows): (m + 2)^2 / 9 times the 3x3
+    weights' memory (4x for F(4x4, 3x3)) instead of twice that.
     """
 
     def __init__(self, w, geom, dtype, m=DEFAULT_TILE):
@@ -84,6 +87,8 @@ class WinogradWeights:
                                               np.dtype(dtype).itemsize, self.isa)
         self.upk = np.empty(size, dtype=dtype)
         _convfast.winograd_pack(self.u, geom.g, m, self.upk, isa=self.isa)
+        if geom.fg > 4:
+            self.u = None
 
     def run(self, x, y3, bias=None, act=0, beta=0.0, num_threads=None):
         _convfast.conv2d_winograd(x, self.u, self.upk, bias, y3, self.groups, self.m, self.pt,

@@ -46,24 +46,24 @@ static NNL_ALWAYS_INLINE void FN(wino_in)(const wino_plan *p, const nnl_conv_geo
     enum { A = 6 };
     const int a = m + 2;
     T d[A * A * L], t1[A * A * L];
+    const nnl_idx h = g->h, w = g->w, xsr = g->xsr, xsn = g->xsn, pt = g->pt, pl = g->pl;
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
     for (int l = 0; l < nl; l++) {
-        const nnl_idx r0 = ti * m - g->pt, c0 = tj * m - g->pl;
-        const T *src = xc + n * g->xsn;
-        if (r0 >= 0 && r0 + a <= g->h && c0 >= 0 && c0 + a <= g->w) {
-            const T *s = src + r0 * g->xsr + c0;
+        const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
+        const T *src = xc + n * xsn;
+        if (r0 >= 0 && r0 + a <= h && c0 >= 0 && c0 + a <= w) {
+            const T *s = src + r0 * xsr + c0;
             for (int i = 0; i < a; i++)
                 for (int j = 0; j < a; j++)
-                    d[(i * a + j) * L + l] = s[i * g->xsr + j];
+                    d[(i * a + j) * L + l] = s[i * xsr + j];
         } else {
             for (int i = 0; i < a; i++) {
                 const nnl_idx r = r0 + i;
-                const int rok = r >= 0 && r < g->h;
+                const int rok = r >= 0 && r < h;
                 for (int j = 0; j < a; j++) {
                     const nnl_idx c = c0 + j;
-                    d[(i * a + j) * L + l] = (rok && c >= 0 && c < g->w)
-                                                 ? src[r * g->xsr + c] : (T)0;
+                    d[(i * a + j) * L + l] = (rok && c >= 0 && c < w) ? src[r * xsr + c] : (T)0;
                 }
             }
         }
@@ -165,20 +165,25 @@ static NNL_ALWAYS_INLINE void FN(wino_out)(const wino_plan *p, const nnl_conv_ge
                          c[3 * 2 * L + l], o, 2 * L, l);
         }
     }
+    /* the geometry in locals: y's stores may alias anything under -fno-strict-aliasing, so
+     * fields read through g would be reloaded after every store */
+    const nnl_idx oh = g->oh, ow = g->ow, ysn = g->ysn;
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
     for (int l = 0; l < nl; l++) {
         const nnl_idx oi0 = ti * m, oj0 = tj * m;
-        const int mi = (int)nnl_min(m, g->oh - oi0), mj = (int)nnl_min(m, g->ow - oj0);
-        T *yt = yf + n * g->ysn + oi0 * g->ow + oj0;
-        for (int i = 0; i < mi; i++)
-            for (int j = 0; j < mj; j++) {
-                T v = s[(i * m + j) * L + l];
-                if (beta != 0)
-                    v += beta * yt[i * g->ow + j];
-                v += bias;
-                yt[i * g->ow + j] = NNL_ACT(v, act);
-            }
+        const int mi = (int)nnl_min(m, oh - oi0), mj = (int)nnl_min(m, ow - oj0);
+        T *yt = yf + n * ysn + oi0 * ow + oj0;
+        for (int i = 0; i < mi; i++) {
+            T *row = yt + i * ow;
+            const T *src = s + i * m * L + l;
+            if (beta != 0)
+                for (int j = 0; j < mj; j++)
+                    row[j] = NNL_ACT(src[j * L] + beta * row[j] + bias, act);
+            else
+                for (int j = 0; j < mj; j++)
+                    row[j] = NNL_ACT(src[j * L] + bias, act);
+        }
         FN(wino_next)(p, &n, &ti, &tj);
     }
 }

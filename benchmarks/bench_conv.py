@@ -1,6 +1,14 @@
 """conv2d forward/backward: nnlite's cython and numpy backends vs a plain NumPy im2col baseline.
 
     python benchmarks/bench_conv.py [--quick] [--repeat 7] [--threads N] [--csv out.csv]
+    python benchmarks/bench_conv.py --winograd [--batch 1 8] [--quick] ...
+
+``--winograd``: the 3x3 stride-1 layers of ResNet-50 and GoogLeNet, forward only, float32:
+'implicit' and 'im2col' (F.conv2d's kernels), 'winograd' as F.conv2d runs it (weights
+transformed and packed per call) and 'wino plan' as an inference plan runs it (weights
+prepared once). "GF/s eff" = direct-conv FLOPs (2*N*F*C*9*OH*OW) / time; "best/wino" = the
+faster of implicit and im2col over 'wino plan'; "err F2" / "err F4" = max |y - y64| / max |y64|
+of F(2x2, 3x3) and F(4x4, 3x3) in float32 against a float64 conv.
 
 The baseline is the textbook NumPy conv (CS231n's ``im2col_indices``): np.pad, a fancy-index
 gather into a (C*KH*KW, N*OH*OW) column matrix, one GEMM, a transpose back to NCHW, and
@@ -177,10 +185,78 @@ COLUMNS = ["layer", "shape", "impl", "fwd", "fwd best", "fwd GF/s", "fwd x", "bw
            "bwd GF/s", "bwd x", "im2col", "ws MiB", "max|diff|"]
 
 
+# name, C, H (= W), F of the 3x3 stride-1 padding-1 convs (torchvision's ResNet-50, GoogLeNet)
+WINOGRAD_LAYERS = [
+    ("resnet50 conv2_x", 64, 56, 64), ("resnet50 conv3_x", 128, 28, 128),
+    ("resnet50 conv4_x", 256, 14, 256), ("resnet50 conv5_x", 512, 7, 512),
+    ("googlenet conv3", 64, 56, 192), ("googlenet 3a 3x3", 96, 28, 128),
+    ("googlenet 3a 3x3b", 16, 28, 32), ("googlenet 3b 3x3", 128, 28, 192),
+    ("googlenet 4a 3x3", 96, 14, 208), ("googlenet 4c 3x3", 128, 14, 256),
+    ("googlenet 4e 3x3", 160, 14, 320), ("googlenet 5a 3x3", 160, 7, 320),
+    ("googlenet 5b 3x3", 192, 7, 384),
+]
+
+
+def run_winograd(batches, repeat, quick=False):
+    from nnlite.kernels import conv_cython, conv_winograd
+
+    rows = []
+    rng = np.random.default_rng(0)
+    layers = WINOGRAD_LAYERS[:4] if quick else WINOGRAD_LAYERS
+    for n in batches:
+        for name, c, h, f in layers:
+            x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+            w = (rng.standard_normal((f, c, 3, 3)) * np.sqrt(2 / (9 * c))).astype(np.float32)
+            geom = conv2d_geometry(x.shape, w.shape, None, 1, 1, 1, 1)
+            prepared = conv_winograd.WinogradWeights(w, geom, np.float32)
+            y3 = np.empty((n, f, h * h), np.float32)
+            cands = {a: (lambda a=a: conv_cython.conv2d_forward(x, w, None, geom, algorithm=a))
+                     for a in ("implicit", "im2col", "winograd")}
+            cands["wino plan"] = lambda: prepared.run(x, y3)
+            t = _timing.interleave(cands, repeat=repeat, min_time=0.05)
+            med = {k: _timing.median(v) for k, v in t.items()}
+            y64 = conv_cython.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None,
+                                             geom, algorithm="implicit")
+            scale = float(np.abs(y64).max())
+            err = {m: float(np.abs(conv_winograd.forward(x, w, None, geom, m=m) - y64).max())
+                   / scale for m in (2, 4)}
+            best = min(med["implicit"], med["im2col"])
+            row = {"layer": name, "shape": f"{n}x{c}x{h}x{h}->{f}"}
+            for k in cands:
+                row[k] = _timing.fmt_time(med[k])
+            row["GF/s eff"] = f"{_timing.gflops(geom.flops(), med['wino plan']):.0f}"
+            row["GF/s best"] = f"{_timing.gflops(geom.flops(), best):.0f}"
+            row["best/wino"] = f"{best / med['wino plan']:.2f}"
+            row["best/wino call"] = f"{best / med['winograd']:.2f}"
+            row["auto"] = nnlite._algorithms.resolve(geom, "auto")
+            row["plan auto"] = nnlite._algorithms.resolve(geom, "auto", weights_prepared=True)
+            row["err F2"], row["err F4"] = f"{err[2]:.1e}", f"{err[4]:.1e}"
+            rows.append(row)
+    return rows
+
+
+WINOGRAD_COLUMNS = ["layer", "shape", "implicit", "im2col", "winograd", "wino plan",
+                    "GF/s best", "GF/s eff", "best/wino", "best/wino call", "auto", "plan auto",
+                    "err F2", "err F4"]
+
+
 def main(argv=None):
     parser = _timing.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--winograd", action="store_true",
+                        help="Winograd vs implicit vs im2col on ResNet-50/GoogLeNet 3x3 layers")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8],
+                        help="batch sizes of --winograd (default 1 8)")
     args = parser.parse_args(argv)
     _timing.apply_threads(args)
+    if args.winograd:
+        repeat = 3 if args.quick else args.repeat
+        print(_timing.header([("dtype", "float32"),
+                              ("repeat", f"{repeat} interleaved rounds, median")]))
+        rows = run_winograd(args.batch, repeat, args.quick)
+        _timing.print_table(rows, WINOGRAD_COLUMNS)
+        if args.csv:
+            _timing.write_csv(args.csv, rows, WINOGRAD_COLUMNS)
+        return
     layers = QUICK if args.quick else LAYERS
     repeat = 3 if args.quick else args.repeat
     env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}"

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_inference.py [--models googlenet,resnet50,mobilenet_v2]
         [--batches 1,8] [--size 224] [--threads 2] [--repeat 7] [--quick] [--csv out.csv]
+        [--without-winograd]
 
 For each model: nnlite's torchvision-compatible model with seeded random weights and non-trivial
 BatchNorm statistics; the same state_dict loaded into the torchvision architecture rebuilt in
@@ -13,6 +14,8 @@ batch) for ONNX Runtime (default graph optimizations). Candidates, all on the sa
     nnlite-onnx    nnlite.optimize_for_inference(nnlite.onnx.load(exported file))
     onnxruntime    InferenceSession, intra_op_num_threads = --threads
     torch          eval + no_grad, torch.set_num_threads(--threads)
+    nnlite-opt-nowino  (--without-winograd) nnlite-opt whose plans never pick Winograd: the
+                   "before" of conv_algorithm('winograd'), interleaved with the "after"
 
 Each row is timed round-robin with the other candidates (interleaved, warm-up first), median and
 best of --repeat rounds; "first ms" is the first call on that input shape (for nnlite-opt and
@@ -103,6 +106,19 @@ def candidates(name, model, args, torch, archs, ort, tmpdir):
     out["nnlite-plain"] = plain
     fast = nnlite.optimize_for_inference(model)
     out["nnlite-opt"] = lambda x: fast(x).data
+    if getattr(args, "without_winograd", False):
+        slow = nnlite.optimize_for_inference(model)
+
+        def no_winograd(x):
+            # plans are built on the first call per input shape: 'auto' never pays for it here
+            from nnlite import _algorithms
+            gain = _algorithms._WINOGRAD_MIN_GAIN
+            _algorithms._WINOGRAD_MIN_GAIN = float("inf")
+            try:
+                return slow(x).data
+            finally:
+                _algorithms._WINOGRAD_MIN_GAIN = gain
+        out["nnlite-opt-nowino"] = no_winograd
     ref = "nnlite-plain"
     if torch is not None:
         tmodel = archs[name]().eval()
@@ -177,6 +193,8 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--without-winograd", action="store_true",
+                   help="also time nnlite-opt with Winograd disabled (before/after)")
     p.set_defaults(threads=2)
     args = p.parse_args(argv)
     if args.memory_child:

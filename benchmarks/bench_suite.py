@@ -105,8 +105,11 @@ def _algorithms(kind, geom):
         return ["auto"]
     out = []
     for a in nnlite.available_conv_algorithms():
-        if a != "auto" and nnlite._algorithms.resolve(geom, a) == a:
-            out.append(a)
+        try:
+            if a != "auto" and nnlite._algorithms.resolve(geom, a) == a:
+                out.append(a)
+        except ValueError:      # 'winograd' on a conv it cannot compute
+            pass
     return out
 
 

@@ -218,3 +218,180 @@ def depthwise_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize
     _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     gm.xsr, gm.xsc, gm.xsn = w, h * w, c * h * w    # a C-contiguous image
     return nnl_conv_depthwise_workspace(&gm, elsize, num_threads)
+
+
+# ------------------------------------------------------------------------- Winograd F(m, 3)
+cdef extern from "convfast_winograd.h" nogil:
+    nnl_idx nnl_wino_packed_elems(int m, nnl_idx f, nnl_idx g, nnl_idx cg, int elsize, int isa)
+    int nnl_wino_weights_s(int m, nnl_idx nf, const float *w, float *u, int nthreads)
+    int nnl_wino_weights_d(int m, nnl_idx nf, const double *w, double *u, int nthreads)
+    int nnl_wino_pack_s(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const float *u, int isa,
+                        float *out)
+    int nnl_wino_pack_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *u, int isa,
+                        double *out)
+    int nnl_conv_winograd_s(const nnl_conv_geom *geom, int m, const float *x, const float *u,
+                            const float *upk, const float *bias, float beta, float *y, int act,
+                            int nthreads, int isa)
+    int nnl_conv_winograd_d(const nnl_conv_geom *geom, int m, const double *x, const double *u,
+                            const double *upk, const double *bias, double beta, double *y,
+                            int act, int nthreads, int isa)
+    nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize,
+                                        int nthreads, int isa, int packed)
+    int nnl_best_isa()
+
+
+cdef int _wino_isa(int isa, str fn) except -2:
+    if isa == -1:
+        return nnl_best_isa()
+    if not nnl_isa_available(isa):
+        raise ValueError(f"{fn}: micro-kernel family {isa} is not available")
+    return isa
+
+
+def _wino_check_u(u, Py_ssize_t m, Py_ssize_t groups, str fn):
+    if m not in (2, 4):
+        raise ValueError(f"{fn}: tile size m={m} must be 2 or 4 (F(2x2, 3x3) or F(4x4, 3x3))")
+    if groups < 1 or u.shape[1] % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide F={u.shape[1]}")
+    if u.shape[0] != (m + 2) * (m + 2):
+        raise ValueError(f"{fn}: u has {u.shape[0]} transformed taps; F({m}x{m}, 3x3) has "
+                         f"{(m + 2) * (m + 2)}")
+
+
+def winograd_weights(const floating[:, ::1] w, int m, floating[:, ::1] u, int num_threads=1):
+    """u (alpha^2, NF) = G w_q G^T of the NF 3x3 filters w (NF, 9) (row-major taps), computed
+    in double; alpha = m + 2 (m = 2 or 4)."""
+    cdef Py_ssize_t nf = w.shape[0]
+    cdef int rc
+    if m not in (2, 4):
+        raise ValueError(f"winograd_weights: tile size m={m} must be 2 or 4")
+    if w.shape[1] != 9 or u.shape[0] != (m + 2) * (m + 2) or u.shape[1] != nf:
+        raise ValueError(f"winograd_weights: w {tuple(w.shape)[:2]} must be (NF, 9) and u "
+                         f"{tuple(u.shape)[:2]} ({(m + 2) * (m + 2)}, NF)")
+    if nf == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = nnl_wino_weights_s(m, nf, &w[0, 0], &u[0, 0], num_threads)
+        else:
+            rc = nnl_wino_weights_d(m, nf, &w[0, 0], &u[0, 0], num_threads)
+    if rc != NNL_OK:
+        raise ValueError("winograd_weights: invalid arguments")
+
+
+def winograd_packed_size(Py_ssize_t m, Py_ssize_t f, Py_ssize_t groups, Py_ssize_t cg,
+                         int elsize, int isa=-1):
+    """Elements ``winograd_pack`` writes for F(m x m, 3x3) weights u (alpha^2, F, CG)."""
+    isa = _wino_isa(isa, "winograd_packed_size")
+    cdef nnl_idx r = nnl_wino_packed_elems(m, f, groups, cg, elsize, isa)
+    if r < 0:
+        raise ValueError(f"winograd_packed_size: invalid m={m}, F={f}, groups={groups}, "
+                         f"CG={cg}, elsize={elsize}")
+    return r
+
+
+def winograd_pack(const floating[:, :, ::1] u, Py_ssize_t groups, int m, floating[::1] out,
+                  int isa=-1):
+    """Pack every u[xi][g] (FG x CG) once as the GEMM's A operand of family ``isa`` into out
+    (``winograd_packed_size`` elements), for ``conv2d_winograd(upk=out)``."""
+    cdef Py_ssize_t F = u.shape[1], CG = u.shape[2]
+    cdef int rc
+    _wino_check_u(u, m, groups, "winograd_pack")
+    isa = _wino_isa(isa, "winograd_pack")
+    if out.shape[0] != winograd_packed_size(m, F, groups, CG, sizeof(floating), isa):
+        raise ValueError(f"winograd_pack: out has {out.shape[0]} elements; expected "
+                         f"{winograd_packed_size(m, F, groups, CG, sizeof(floating), isa)}")
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = nnl_wino_pack_s(m, F, groups, CG, &u[0, 0, 0], isa, &out[0])
+        else:
+            rc = nnl_wino_pack_d(m, F, groups, CG, &u[0, 0, 0], isa, &out[0])
+    if rc != NNL_OK:
+        raise ValueError("winograd_pack: invalid arguments")
+
+
+def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, upk, bias,
+                    floating[:, :, :] y, Py_ssize_t groups, int m, Py_ssize_t pt,
+                    Py_ssize_t pl, Py_ssize_t oh, Py_ssize_t ow, int act=0, double beta=0.0,
+                    int num_threads=1, int isa=-1):
+    """y (N, F, OH*OW) = act(conv2d(x, w) + beta * y + bias) for a 3x3 kernel, stride 1,
+    dilation 1, by Winograd F(m x m, 3 x 3) (m = 2 or 4) on the transformed weights u.
+
+    Shape:
+        x (N, C, H, W); u (alpha^2, F, C/groups) with alpha = m + 2 (u[i*alpha + j] =
+        (G w G^T)[i, j]); upk: ``winograd_pack(u, groups, m, ., isa)`` or None; bias (F,) or
+        None; y (N, F, OH*OW). u may be None when upk is given and F/groups > 4 (the GEMM
+        reads unpacked weights only for products of at most 4 rows). Padding PT/PL top/left; rows/columns past the image (bottom
+        and right padding) read as zeros. act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = u.shape[1] if u is not None else y.shape[1], es = sizeof(floating)
+    cdef Py_ssize_t cg
+    cdef nnl_conv_geom gm
+    cdef const floating[::1] bv
+    cdef const floating[::1] pv
+    cdef const floating *pb = NULL
+    cdef const floating *pp = NULL
+    cdef const floating *pu = NULL
+    cdef int rc
+    if u is None:
+        if m not in (2, 4):
+            raise ValueError(f"conv2d_winograd: tile size m={m} must be 2 or 4 (F(2x2, 3x3) "
+                             "or F(4x4, 3x3))")
+        if upk is None or groups < 1 or F % groups or C % groups or F // groups <= 4:
+            raise ValueError("conv2d_winograd: u may be None only with upk and more than 4 "
+                             f"output channels per group (F={F}, groups={groups})")
+        cg = C // groups
+    else:
+        _wino_check_u(u, m, groups, "conv2d_winograd")
+        if u.shape[2] * groups != C:
+            raise ValueError(f"conv2d_winograd: u has {u.shape[2]} input channels per group; "
+                             f"expected C/groups = {C}/{groups}")
+        cg = u.shape[2]
+        if cg > 0:
+            pu = &u[0, 0, 0]
+    _fill(&gm, N, C, H, W, F, groups, 3, 3, 1, 1, pt, pl, 1, 1, oh, ow)
+    if _check_call("conv2d_winograd", x, y, 0, 0, "", bias, F, oh, ow, 3, 3, 1, 1, pt, pl,
+                   1, 1, act, es):
+        return
+    isa = _wino_isa(isa, "conv2d_winograd")
+    if bias is not None:
+        bv = bias
+        pb = &bv[0]
+    if upk is not None:
+        pv = upk
+        if pv.shape[0] != winograd_packed_size(m, F, groups, cg, es, isa):
+            raise ValueError("conv2d_winograd: upk does not match u, groups, m and the isa")
+        if pv.shape[0] > 0:
+            pp = &pv[0]
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_winograd_s(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
+                                     <float>beta, &y[0, 0, 0], act, num_threads, isa)
+        else:
+            rc = nnl_conv_winograd_d(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
+                                     beta, &y[0, 0, 0], act, num_threads, isa)
+    if rc == NNL_ENOMEM:
+        raise MemoryError("conv2d_winograd: could not allocate the transform buffers")
+    if rc != NNL_OK:
+        raise ValueError("conv2d_winograd: invalid arguments")
+
+
+def winograd_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                             Py_ssize_t f, Py_ssize_t groups, int m, Py_ssize_t pt,
+                             Py_ssize_t pl, Py_ssize_t oh, Py_ssize_t ow, int elsize,
+                             int num_threads=1, int isa=-1, bint packed=False):
+    """Bytes of work memory one conv2d_winograd call allocates (transformed input and GEMM
+    output of one tile chunk, plus the packed weights unless ``packed``)."""
+    cdef nnl_conv_geom gm
+    _fill(&gm, n, c, h, w, f, groups, 3, 3, 1, 1, pt, pl, 1, 1, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = w, h * w, c * h * w
+    isa = _wino_isa(isa, "winograd_workspace_bytes")
+    cdef nnl_idx r = nnl_conv_winograd_workspace(&gm, m, elsize, num_threads, isa, packed)
+    if r < 0:
+        raise ValueError("winograd_workspace_bytes: invalid arguments")
+    return r

@@ -5,6 +5,12 @@
                 k x k conv needs a few panels of extra memory instead of the column matrix
     'direct'    direct loops without a GEMM: the depthwise kernel (groups == in_channels);
                 a conv that is not depthwise has no direct kernel and runs 'implicit'
+    'winograd'  Winograd F(4x4, 3x3) for 3x3 convs with stride 1 and dilation 1: the input
+                is cut into overlapping 6x6 tiles, transformed (B^T d B), multiplied with the
+                transformed filters (G g G^T) by 36 GEMMs summing over the channels, and
+                transformed back (A^T m A): 36 instead of 144 multiplies per 4x4 outputs and
+                channel pair (nnlite/kernels/winograd_reference.py explains it). Any other
+                kernel size, stride or dilation raises ValueError naming it.
     'auto'      per layer: depthwise -> 'direct'; 1x1 -> 'im2col' (stride 1, no padding: the
                 GEMM runs on the image itself, no columns at all; otherwise its columns are a
                 strided copy no larger than the image, made once, while the implicit GEMM would
@@ -13,9 +19,18 @@
                 pixels over the batch, e.g. one 14x14 map): there the implicit GEMM's panel
                 split loses to the column matrix (measured on 2 threads, batch 1: 14x14 maps
                 1.1-3x slower, 28x28 maps 0.5-0.85x the im2col time; batch 2 at 14x14 and
-                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'
+                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'.
+                A 3x3 stride-1 dilation-1 conv runs 'winograd' (before the two rules above)
+                when its estimated cost is at most 1/_WINOGRAD_MIN_GAIN of the direct one
+                (``winograd_pays``): multiply-adds 9 * N*OH*OW * F*CG directly, against
+                36 * tiles * F*CG in the GEMMs plus 36 * tiles * (C + F) transformed
+                elements at _TRANSFORM_COST multiply-adds each, plus, when the weights are
+                transformed per call (F.conv2d; an inference plan does it once per layer),
+                36 * F*CG weight elements at _WEIGHT_TRANSFORM_COST each. Wide layers with
+                maps of a few tiles or more qualify; depthwise convs, few channels and (in
+                F.conv2d) tiny maps do not.
 
-Only the 'cython' backend has 'implicit' and 'direct'; under the 'numpy' backend every choice
+Only the 'cython' backend has 'implicit', 'direct' and 'winograd'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
 its naive loops. Backward runs under the choice made at forward time: the input gradient of a
 stride-1 conv is a conv2d forward (of gy with the flipped weight) and follows it, like the
@@ -30,9 +45,23 @@ import os
 
 from ._config import ThreadSetting
 
-ALGORITHMS = ("auto", "im2col", "implicit", "direct")
+ALGORITHMS = ("auto", "im2col", "implicit", "direct", "winograd")
+_NATIVE = ("implicit", "direct", "winograd")
 # 'auto' runs a dense k x k conv as im2col + GEMM below both of these (see the module docstring)
 _IMPLICIT_MIN_BATCH, _IMPLICIT_MIN_PIXELS = 4, 392
+# 'auto''s Winograd cost model (winograd_pays), in GEMM multiply-add equivalents. One
+# transformed input or output element: about 8 additions / multiplies by 2, 4, 5 or 8 over
+# two 1-D passes in L-lane vectors, against a GEMM whose FMA units do two L-lane multiply-adds
+# per cycle: ~16, doubled for the scalar patch gather and the scattered tile write-out (with
+# 16 the model picked a 16->32-channel 28x28 layer that then ran 0.7-0.8x of the implicit
+# GEMM's speed; benchmarks/bench_conv.py --winograd). One weight element transformed and
+# packed per call (F.conv2d): a computed element, a store, then a packing copy, each a memory
+# pass over the alpha^2/9 times larger transformed weights: ~64.
+_TRANSFORM_COST, _WEIGHT_TRANSFORM_COST = 32, 64
+# Winograd's GEMMs (36 of them, K = C/groups, N = tiles) run further from the peak than one
+# large implicit GEMM, and its transforms are memory-bound: demand this estimated gain.
+_WINOGRAD_MIN_GAIN = 1.5
+_WINOGRAD_TILE = 4
 
 _chosen = ThreadSetting()
 
@@ -53,7 +82,7 @@ def _fast_built():
 def _check(name):
     if not isinstance(name, str) or name not in ALGORITHMS:
         raise ValueError(f"unknown conv algorithm {name!r}; expected one of {ALGORITHMS}")
-    if name in ("implicit", "direct") and not _fast_built():
+    if name in _NATIVE and not _fast_built():
         raise RuntimeError(f"conv algorithm {name!r} needs nnlite's compiled extension "
                            "(nnlite._convfast), which this installation does not have")
     return name
@@ -81,9 +110,10 @@ def get_conv_algorithm():
 def conv_algorithm(name):
     """Context manager selecting the conv algorithm for conv2d calls made in this thread.
 
-    ``name``: 'auto' (per layer), 'im2col', 'implicit' or 'direct' (see ``nnlite._algorithms``).
-    Raises ValueError for an unknown name and RuntimeError for 'implicit'/'direct' without the
-    compiled extension.
+    ``name``: 'auto' (per layer), 'im2col', 'implicit', 'direct' or 'winograd' (see
+    ``nnlite._algorithms``). Raises ValueError for an unknown name and RuntimeError for
+    'implicit'/'direct'/'winograd' without the compiled extension; a conv that 'winograd'
+    cannot compute (not 3x3, stride or dilation not 1) raises ValueError when it runs.
 
     >>> with nnlite.conv_algorithm("im2col"):
     ...     y = F.conv2d(x, w, padding=1)      # explicit column matrix + GEMM, for study
@@ -97,12 +127,45 @@ def is_depthwise(geom):
     return geom.g == geom.c and geom.g > 0 and geom.cg == 1
 
 
-def resolve(geom, name=None):
-    """The algorithm a conv2d with geometry ``geom`` runs under the cython backend."""
+def winograd_cost(geom, weights_prepared=False):
+    """(direct, winograd) estimated cost of a 3x3 stride-1 conv in GEMM multiply-adds (the
+    model of the module docstring); F(4x4, 3x3) tiles."""
+    m = _WINOGRAD_TILE
+    a2 = (m + 2) ** 2
+    tiles = geom.n * -(-geom.oh // m) * -(-geom.ow // m)
+    direct = 9 * geom.n * geom.oh * geom.ow * geom.f * geom.cg
+    wino = a2 * tiles * (geom.f * geom.cg + _TRANSFORM_COST * (geom.c + geom.f))
+    if not weights_prepared:
+        wino += a2 * geom.f * geom.cg * _WEIGHT_TRANSFORM_COST
+    return direct, wino
+
+
+def winograd_pays(geom, weights_prepared=False):
+    """'auto''s rule: a 3x3, stride-1, dilation-1 conv whose estimated Winograd cost is at most
+    1/_WINOGRAD_MIN_GAIN of the direct multiply-adds (``weights_prepared``: the transformed
+    weights are made once, as in an inference plan, not per call)."""
+    if (geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) != (3, 3, 1, 1, 1, 1):
+        return False
+    if geom.n * geom.oh * geom.ow * geom.f == 0:
+        return False
+    direct, wino = winograd_cost(geom, weights_prepared)
+    return direct >= _WINOGRAD_MIN_GAIN * wino
+
+
+def resolve(geom, name=None, weights_prepared=False):
+    """The algorithm a conv2d with geometry ``geom`` runs under the cython backend
+    (``weights_prepared``: an inference plan, whose weights are transformed once per layer).
+    ValueError when 'winograd' is asked for a conv it cannot compute."""
     name = get_conv_algorithm() if name is None else name
+    if name == "winograd":
+        from .kernels.conv_winograd import check
+        check(geom)
+        return name
     if name == "auto":
         if is_depthwise(geom):
             return "direct"
+        if winograd_pays(geom, weights_prepared):
+            return "winograd"
         if geom.kh == geom.kw == 1 or (geom.n < _IMPLICIT_MIN_BATCH
                                         and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS):
             return "im2col"

@@ -234,12 +234,16 @@ def _algorithm_context(name):
 def runs_as(conv, chw, batch, algorithm):
     """The algorithm a bias-free ``conv`` (an ``nn.Conv2d``) really runs on a (batch, *chw) input
     when ``algorithm`` is asked for ('direct' exists only for depthwise convs; any other conv
-    asked for 'direct' runs 'implicit')."""
+    asked for 'direct' runs 'implicit'); None when the conv cannot run it ('winograd' on a
+    conv that is not 3x3 with stride and dilation 1)."""
     from ._algorithms import resolve
 
     geom = conv2d_geometry((batch,) + tuple(chw), conv.weight.shape, None, conv.stride,
                            conv.padding, conv.dilation, conv.groups)
-    return resolve(geom, algorithm)
+    try:
+        return resolve(geom, algorithm)
+    except ValueError:          # 'winograd' asked for a conv it cannot compute: not listed
+        return None
 
 
 def algorithm_variants(cfg, algorithms):

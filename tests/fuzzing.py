@@ -110,7 +110,7 @@ def _conv_variants():
     out = list(FAST)
     if "cython" in FAST:
         out += [f"cython:{a}" for a in nnlite.available_conv_algorithms()
-                if a not in ("auto", "im2col")]
+                if a not in ("auto", "im2col", "winograd")]   # winograd: 3x3 stride 1 only
     return out + ["reference"]
 
 

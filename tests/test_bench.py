@@ -267,7 +267,7 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
     algorithm's kernel (spied on at the kernel entry points, not through the resolver)."""
     if "direct" not in nnlite.available_conv_algorithms():
         pytest.skip("this build has no implicit/direct kernels")
-    from nnlite.kernels import _conv_gemm, conv_cython
+    from nnlite.kernels import _conv_gemm, conv_cython, conv_winograd
 
     nnlite.set_num_threads(1)
     cfg = bench.Config(quick=True, scale=0.2, repeat=1, min_time=0, progress=False,
@@ -275,8 +275,10 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
     variants = bench.algorithm_variants(cfg, bench.conv_algorithms())
     listed = {(v.label, v.algorithm) for v in variants}
     assert {a for lab, a in listed if lab.startswith("depthwise")} == {"im2col", "implicit",
-                                                                       "direct"}
-    assert {a for lab, a in listed if not lab.startswith("depthwise")} == {"im2col", "implicit"}
+                                                                       "direct", "winograd"}
+    assert {a for lab, a in listed if lab.startswith("3x3")} == {"im2col", "implicit",
+                                                                 "winograd"}
+    assert {a for lab, a in listed if lab[0] in "157"} == {"im2col", "implicit"}
     assert len(listed) == len(variants)
 
     called = []
@@ -294,6 +296,10 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
             called.append("direct")
             return fast.conv2d_depthwise(*a, **k)
 
+        def conv2d_winograd(self, *a, **k):
+            called.append("winograd")
+            return fast.conv2d_winograd(*a, **k)
+
     gemm_forward = _conv_gemm.forward
 
     def im2col_forward(*a, **k):
@@ -301,6 +307,7 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
         return gemm_forward(*a, **k)
 
     monkeypatch.setattr(conv_cython, "_convfast", Spy())
+    monkeypatch.setattr(conv_winograd, "_convfast", Spy())
     monkeypatch.setattr(_conv_gemm, "forward", im2col_forward)
     for v in variants:
         called.clear()

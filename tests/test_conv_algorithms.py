@@ -477,7 +477,7 @@ def test_auto_resolves_per_layer():
 
 @needs_ext
 def test_bench_discovers_the_algorithms():
-    assert bench.conv_algorithms() == ["im2col", "implicit", "direct"]
+    assert bench.conv_algorithms() == ["im2col", "implicit", "direct", "winograd"]
 
 
 def test_numpy_backend_runs_im2col_under_every_algorithm(monkeypatch):

@@ -24,7 +24,7 @@ def test_guide_doctests_pass():
 
 def test_every_section_runs_fast_and_reference_side_by_side():
     sections = _sections(GUIDE.read_text())
-    assert len(sections) == 11
+    assert len(sections) == 12
     for title, body in sections:
         assert ">>> " in body, f"section {title!r} has no runnable snippet"
         assert "both(" in body or "using_backend" in body, (

@@ -52,7 +52,10 @@ def _run(layer, algo, nthreads, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_conv2d_bit_identical_for_every_thread_count(restore_threads, layer, dtype):
+    xs, ws, s, p, d, g = LAYERS[layer]
     for algo in nnlite.available_conv_algorithms():
+        if algo == "winograd" and (ws[2:] != (3, 3) or s != 1 or d != 1):
+            continue                    # 3x3 stride-1 only (ValueError otherwise)
         first = _run(layer, algo, THREADS[0], dtype)
         for nt in THREADS[1:]:
             for a, b in zip(first, _run(layer, algo, nt, dtype)):

@@ -260,11 +260,14 @@ class ConvKernel(Kernel):
         self.bias = None if b is None else np.ascontiguousarray(b, dtype)
         self.pointwise = (kh, kw) == (1, 1) and s == (1, 1) and not any(pads)
         self.depthwise = g == C and cg == 1 and F == C and not self.pointwise
-        # F.conv2d's choice for this layer ('direct', 'implicit' or 'im2col')
+        # F.conv2d's choice for this layer ('direct', 'implicit', 'winograd' or 'im2col'; the
+        # plan transforms Winograd weights once, which 'auto' counts)
         self.algorithm, self.fast_args = (
             ("im2col", None) if self.pointwise or _conv_cython is None or dtype not in _ITEM
-            else _conv_cython.native_algorithm(geom, "auto"))
+            else _conv_cython.native_algorithm(geom, "auto", weights_prepared=True))
         self.implicit = self.algorithm == "implicit"
+        self.winograd = (_conv_cython.conv_winograd.WinogradWeights(w, geom, dtype)
+                         if self.algorithm == "winograd" else None)
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
         # the im2col path below (also taken at bind time by arrays the fast kernels cannot
         # take; its scratch is np.empty pages the fast kernels never touch)
@@ -359,14 +362,23 @@ class ConvKernel(Kernel):
         return run_grouped
 
     def _bind_convfast(self, x, y, r):
-        """F.conv2d's direct depthwise kernel or implicit GEMM, with bias, residual (beta = 1
-        on the operand copied into y) and activation fused."""
+        """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) on the
+        weights transformed at build time, with bias, residual (beta = 1 on the operand copied
+        into y) and activation fused."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
         act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
         algo, args, forward = self.algorithm, self.fast_args, _conv_cython.fast_forward
+        if self.winograd is not None:
+            wino = self.winograd
+
+            def run_winograd():
+                if r3 is not None:
+                    np.copyto(y, r3)
+                wino.run(x, y3, bias, act, beta)
+            return run_winograd
 
         def run():
             if r3 is not None:

@@ -3,8 +3,9 @@ over the N*C image planes), the implicit-GEMM and direct depthwise forward kerne
 ``nnlite._convfast``, and the three conv routines of ``_conv_gemm`` on nnlite's own GEMM.
 
 conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the layer:
-'implicit' (no column matrix), 'direct' (depthwise) or 'im2col' (chunked columns + GEMM; a
-pointwise conv multiplies the image directly). The input gradient of a stride-1 conv is the
+'implicit' (no column matrix), 'direct' (depthwise), 'winograd' (3x3 stride 1, by
+``conv_winograd``) or 'im2col' (chunked columns + GEMM; a pointwise conv multiplies the image
+directly). The input gradient of a stride-1 conv is the
 forward conv of gy with the flipped weight (same algorithm choice, no col2im); otherwise it
 is nnlite's GEMM then col2im (whole image planes per thread: no write races). The weight
 gradient is one GEMM per chunk of images over explicit columns laid out channel-row-major
@@ -14,11 +15,11 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import resolve
+from .._algorithms import get_conv_algorithm, resolve
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
-from . import _conv_gemm, conv_numpy, gemm_ops, register
+from . import _conv_gemm, conv_numpy, conv_winograd, gemm_ops, register
 
 try:
     from .. import _im2col
@@ -157,13 +158,15 @@ def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     return y.reshape(geom.n, geom.f, oh, ow)
 
 
-def native_algorithm(geom, algorithm=None):
-    """(algo, args): the algorithm ``conv2d_forward`` runs for ``geom``, 'direct', 'implicit' or
-    'im2col' (``algorithm`` as there; the fast kernels need nnlite._convfast and sane extents),
-    and for the first two the kernel integers ``fast_forward`` takes (None for 'im2col')."""
+def native_algorithm(geom, algorithm=None, weights_prepared=False):
+    """(algo, args): the algorithm ``conv2d_forward`` runs for ``geom``, 'direct', 'implicit',
+    'winograd' or 'im2col' (``algorithm`` as there; the fast kernels need nnlite._convfast and
+    sane extents; ``weights_prepared``: the caller transforms the weights once, as an inference
+    plan does, which 'auto' counts for Winograd), and for the first two the kernel integers
+    ``fast_forward`` takes (None for 'im2col')."""
     if _convfast is None:
         return "im2col", None
-    algo = resolve(geom, algorithm)
+    algo = resolve(geom, algorithm, weights_prepared=weights_prepared)
     args = _args(geom) if algo != "im2col" and _fast_extent_ok(geom) else None
     return (algo, args) if args is not None else ("im2col", None)
 
@@ -175,13 +178,16 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None, out=None, act=0
 
     The inference plan passes an epilogue: ``out`` (N, F, OH*OW) to write (with ``beta`` = 1
     it holds a residual to add), ``act`` (0 none, 1 ReLU, 2 ReLU6); only the 'direct' and
-    'implicit' algorithms take one (see ``native_algorithm``), else ValueError."""
+    'implicit' algorithms take one (see ``native_algorithm``), else ValueError. (The plan runs
+    Winograd on weights it transformed once: ``conv_winograd.WinogradWeights``.)"""
     algo, args = native_algorithm(geom, algorithm)
-    if args is not None:
+    if args is not None and algo != "winograd":
         return fast_forward(algo, x, w, b, geom, args, out, act, beta)
     if out is not None or act or beta:
         raise ValueError(f"conv2d_forward: an epilogue (out, act, beta) needs the 'direct' or "
                          f"'implicit' algorithm; this conv runs {algo!r}")
+    if algo == "winograd":
+        return conv_winograd.forward(x, w, b, geom)
     return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 
@@ -214,10 +220,14 @@ def conv2d_backward_input(gy, w, geom, general=False):
     """gx = col2im(Wᵀ gy); for a stride-1 conv outside 'im2col', the same gradient as a conv2d
     of gy with the flipped weight (implicit GEMM or the direct depthwise kernel: no column
     buffer, no col2im)."""
-    if _convfast is not None and not general and resolve(geom) != "im2col":
-        ggeom = _input_grad_geometry(geom)
-        if ggeom is not None:
-            return conv2d_forward(gy, _flipped(w, geom), None, ggeom)
+    if _convfast is not None and not general:
+        algo = get_conv_algorithm()
+        if algo == "winograd" and conv_winograd.unsupported_reason(geom) is not None:
+            algo = "implicit"       # conv_transpose2d under 'winograd': any kernel, any stride
+        if resolve(geom, algo) != "im2col":
+            ggeom = _input_grad_geometry(geom)
+            if ggeom is not None:
+                return conv2d_forward(gy, _flipped(w, geom), None, ggeom, algorithm=algo)
     return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 

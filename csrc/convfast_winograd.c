@@ -1,0 +1,206 @@
+/* Winograd F(m x m, 3 x 3) conv2d driver (see convfast_winograd.h for the contract).
+ *
+ * The tiles of all images (t = (n*TH + ti)*TW + tj, TH = ceil(OH/m), TW = ceil(OW/m)) are
+ * processed in chunks of TB tiles; for each chunk, three phases separated by barriers inside
+ * ONE OpenMP parallel region (units handed out dynamically within each phase):
+ *
+ *   1. input transform   unit = (channel c, LG lane groups of L tiles):
+ *                        V[xi][c][t] = (B^T d B)[xi] of the tile's patch of channel c
+ *   2. GEMMs             unit = (xi, group g, block of GEMM columns):
+ *                        M[xi][g's rows][cols] = U[xi][g] @ V[xi][g's channels][cols]
+ *                        (single-thread calls of nnlite's GEMM on U[xi][g] packed once)
+ *   3. output transform  unit = (output channel f, LG lane groups):
+ *                        y tile = act(A^T M[.][f][t] A + beta * y + bias[f]), the parts of
+ *                        the tile inside OH x OW only (edges the tile does not divide)
+ *
+ * Transforms run L tiles at a time (16 floats / 8 doubles: one AVX-512 vector) with the
+ * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas; the
+ * patch gather is scalar (with a bounds-free fast path for tiles inside the image).
+ * Chunk size TB: the chunk's V and M (alpha^2 (C + F) TB elements) fit in one core's L2
+ * (nnl_cache_sizes), at least one GEMM column panel (NR) of tiles. With at least
+ * NNL_WINO_FUSED_CHUNKS chunks per thread, each thread instead runs the three phases on whole
+ * chunks with its own V and M ("fused": no barrier, V and M stay in its L2).
+ * Nothing is static; the work buffer is malloc'd per call and freed before returning.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convfast_winograd.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef NNL_WINO_LANE_GROUPS
+#define NNL_WINO_LANE_GROUPS 4      /* lane groups of L tiles per transform unit */
+#endif
+#ifndef NNL_WINO_FUSED_CHUNKS
+#define NNL_WINO_FUSED_CHUNKS 2     /* chunks per thread for the fused (barrier-free) mode */
+#endif
+#ifndef NNL_WINO_UNITS_PER_THREAD
+#define NNL_WINO_UNITS_PER_THREAD 4 /* GEMM units per thread at least (dynamic scheduling) */
+#endif
+
+typedef struct {
+    int m, alpha, a2;
+    nnl_idx th, tw, tiles;          /* tile grid per image, tiles of all images */
+    nnl_idx tb;                     /* tiles per chunk (= leading dimension of V and M) */
+    nnl_idx cg, fg, per;            /* group sizes; packed elements of one U[xi][g] */
+    nnl_idx ncol;                   /* GEMM columns per phase-2 unit (a multiple of NR) */
+    nnl_idx chunks;                 /* ceil(tiles / tb) */
+    int fused;                      /* 1: each thread runs whole chunks (private V, M) */
+    int nt;
+} wino_plan;
+
+static int wino_geom_ok(const nnl_conv_geom *g, int m)
+{
+    return (m == 2 || m == 4) && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
+           g->dh == 1 && g->dw == 1 && g->n >= 0 && g->c >= 0 && g->f >= 0 && g->g >= 1 &&
+           g->c % g->g == 0 && g->f % g->g == 0 && g->pt >= 0 && g->pl >= 0 && g->oh >= 0 &&
+           g->ow >= 0 && g->h >= 0 && g->w >= 0;
+}
+
+static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, int nr, int nc,
+                           int nthreads, wino_plan *p)
+{
+    const nnl_cache_info *ci = nnl_cache_sizes();
+    p->m = m, p->alpha = m + 2, p->a2 = (m + 2) * (m + 2);
+    p->th = nnl_cdiv(g->oh, m), p->tw = nnl_cdiv(g->ow, m);
+    p->tiles = g->n * p->th * p->tw;
+    p->cg = g->c / g->g, p->fg = g->f / g->g;
+    p->per = nnl_cdiv(p->fg, mr) * mr * p->cg;
+    int nt = nthreads < 1 ? 1 : nthreads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    if ((double)p->a2 * p->tiles * g->f * p->cg < NNL_MIN_PARALLEL_MACS)
+        nt = 1;
+    p->nt = nt;
+    /* chunk: V and M of TB tiles within one core's L2 (at least one NR panel of tiles) */
+    const double budget = (double)ci->l2;
+    const double per_tile = (double)p->a2 * (double)(g->c + g->f) * elsize;
+    nnl_idx tb = per_tile > 0 ? (nnl_idx)(budget / per_tile) : p->tiles;
+    tb = tb / nr * nr;
+    if (tb < nr)
+        tb = nr;
+    if (tb > p->tiles)
+        tb = p->tiles;
+    if (tb < 1)
+        tb = 1;
+    p->tb = tb;
+    p->chunks = tb > 0 ? nnl_cdiv(p->tiles, tb) : 0;
+    /* enough chunks for every thread: each thread runs whole chunks on its own V and M (no
+     * barrier, the data stays in its L2); else the phases are split across the threads */
+    p->fused = nt == 1 || p->chunks >= (nnl_idx)NNL_WINO_FUSED_CHUNKS * nt;
+    /* GEMM columns per unit: an NC block, narrower (whole NR panels) until every thread has
+     * NNL_WINO_UNITS_PER_THREAD units */
+    nnl_idx ncol = nnl_max(nr, (nnl_idx)nc / nr * nr);
+    const nnl_idx items = (nnl_idx)p->a2 * g->g;
+    const nnl_idx want = (nnl_idx)NNL_WINO_UNITS_PER_THREAD * nt;
+    if (items * nnl_cdiv(tb, ncol) < want)
+        ncol = nnl_max(nr, nnl_cdiv(nnl_cdiv(tb, nnl_cdiv(want, items)), nr) * nr);
+    p->ncol = ncol;
+}
+
+nnl_idx nnl_wino_packed_elems(int m, nnl_idx f, nnl_idx g, nnl_idx cg, int elsize, int isa)
+{
+    int mr, nr, mc, kc, nc;
+    if ((m != 2 && m != 4) || f < 0 || g < 1 || cg < 0 || f % g)
+        return -1;
+    if (nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return -1;
+    return (nnl_idx)(m + 2) * (m + 2) * g * (nnl_cdiv(f / g, mr) * mr * cg);
+}
+
+nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize, int nthreads,
+                                    int isa, int packed)
+{
+    int mr, nr, mc, kc, nc;
+    wino_plan p;
+    if (!wino_geom_ok(geom, m) || (elsize != 4 && elsize != 8) ||
+        nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return -1;
+    wino_make_plan(geom, m, elsize, mr, nr, nc, nthreads, &p);
+    if (p.tiles == 0 || geom->f == 0)
+        return 0;
+    nnl_idx elems = (nnl_idx)p.a2 * (geom->c + geom->f) * p.tb * (p.fused ? p.nt : 1);
+    if (!packed)
+        elems += (nnl_idx)p.a2 * geom->g * p.per;
+    return elems * elsize;
+}
+
+/* ------------------------------------------------------------------- 1-D transforms
+ * in[k*is + l] -> out[k*os + l] for lanes l < L. Input side B^T (alpha x alpha), output side
+ * A^T (m x alpha); written out so that no multiplication by 0 or 1 is done. */
+#define WINO_BT2(d0, d1, d2, d3, o, os, l)                                                     \
+    do {                                                                                       \
+        (o)[0 * (os) + (l)] = (d0) - (d2);                                                     \
+        (o)[1 * (os) + (l)] = (d1) + (d2);                                                     \
+        (o)[2 * (os) + (l)] = (d2) - (d1);                                                     \
+        (o)[3 * (os) + (l)] = (d1) - (d3);                                                     \
+    } while (0)
+
+#define WINO_BT4(d0, d1, d2, d3, d4, d5, o, os, l)                                             \
+    do {                                                                                       \
+        (o)[0 * (os) + (l)] = 4 * (d0) - 5 * (d2) + (d4);                                      \
+        (o)[1 * (os) + (l)] = (d3) + (d4) - 4 * ((d1) + (d2));                                 \
+        (o)[2 * (os) + (l)] = 4 * ((d1) - (d2)) + (d4) - (d3);                                 \
+        (o)[3 * (os) + (l)] = 2 * ((d3) - (d1)) + (d4) - (d2);                                 \
+        (o)[4 * (os) + (l)] = 2 * ((d1) - (d3)) + (d4) - (d2);                                 \
+        (o)[5 * (os) + (l)] = 4 * (d1) - 5 * (d3) + (d5);                                      \
+    } while (0)
+
+#define WINO_AT2(s0, s1, s2, s3, o, os, l)                                                     \
+    do {                                                                                       \
+        (o)[0 * (os) + (l)] = (s0) + (s1) + (s2);                                              \
+        (o)[1 * (os) + (l)] = (s1) - (s2) - (s3);                                              \
+    } while (0)
+
+#define WINO_AT4(s0, s1, s2, s3, s4, s5, o, os, l)                                             \
+    do {                                                                                       \
+        const __typeof__(s0) p12 = (s1) + (s2), m12 = (s1) - (s2);                             \
+        const __typeof__(s0) p34 = (s3) + (s4), m34 = (s3) - (s4);                             \
+        (o)[0 * (os) + (l)] = (s0) + p12 + p34;                                                \
+        (o)[1 * (os) + (l)] = m12 + 2 * m34;                                                   \
+        (o)[2 * (os) + (l)] = p12 + 4 * p34;                                                   \
+        (o)[3 * (os) + (l)] = m12 + 8 * m34 + (s5);                                            \
+    } while (0)
+
+/* float32 */
+#define T float
+#define L 16
+#define FN(name) name##_s
+#define GEMM_PK nnl_sgemm_pk
+#define GEMM_PACK nnl_sgemm_pack
+#define CONV_NAME nnl_conv_winograd_s
+#define PACK_NAME nnl_wino_pack_s
+#define WEIGHTS_NAME nnl_wino_weights_s
+#include "convfast_winograd_tmpl.h"
+#undef T
+#undef L
+#undef FN
+#undef GEMM_PK
+#undef GEMM_PACK
+#undef CONV_NAME
+#undef PACK_NAME
+#undef WEIGHTS_NAME
+
+/* float64 */
+#define T double
+#define L 8
+#define FN(name) name##_d
+#define GEMM_PK nnl_dgemm_pk
+#define GEMM_PACK nnl_dgemm_pack
+#define CONV_NAME nnl_conv_winograd_d
+#define PACK_NAME nnl_wino_pack_d
+#define WEIGHTS_NAME nnl_wino_weights_d
+#include "convfast_winograd_tmpl.h"
+#undef T
+#undef L
+#undef FN
+#undef GEMM_PK
+#undef GEMM_PACK
+#undef CONV_NAME
+#undef PACK_NAME
+#undef WEIGHTS_NAME

@@ -1,0 +1,423 @@
+/* Template body of convfast_winograd.c, included once per dtype with T, L (lanes), FN(name),
+ * GEMM_PK, GEMM_PACK, CONV_NAME and PACK_NAME defined. No include guard on purpose. */
+
+/* Packed A operand of every U[xi][g] (FG x CG), one after the other: (xi*G + g)*per. */
+int PACK_NAME(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const T *u, int isa, T *out)
+{
+    const nnl_idx total = nnl_wino_packed_elems(m, f, g, cg, (int)sizeof(T), isa);
+    if (total < 0)
+        return NNL_EINVAL;
+    if (total == 0)
+        return NNL_OK;
+    const nnl_idx a2 = (nnl_idx)(m + 2) * (m + 2), fg = f / g, per = total / (a2 * g);
+    for (nnl_idx xi = 0; xi < a2; xi++)
+        for (nnl_idx gi = 0; gi < g; gi++) {
+            const int rc = GEMM_PACK(0, fg, cg, u + (xi * f + gi * fg) * cg, cg, 1, isa,
+                                     out + (xi * g + gi) * per);
+            if (rc != NNL_OK)
+                return rc;
+        }
+    return NNL_OK;
+}
+
+/* (n, ti, tj) of tile t */
+static NNL_ALWAYS_INLINE void FN(wino_tile)(const wino_plan *p, nnl_idx t, nnl_idx *n,
+                                            nnl_idx *ti, nnl_idx *tj)
+{
+    const nnl_idx per_image = p->th * p->tw, r = t % per_image;
+    *n = t / per_image, *ti = r / p->tw, *tj = r % p->tw;
+}
+
+static NNL_ALWAYS_INLINE void FN(wino_next)(const wino_plan *p, nnl_idx *n, nnl_idx *ti,
+                                            nnl_idx *tj)
+{
+    if (++*tj == p->tw) {
+        *tj = 0;
+        if (++*ti == p->th)
+            *ti = 0, ++*n;
+    }
+}
+
+/* Phase 1 for nl <= L tiles from t of channel c: V[xi][c][t - t0 + l] = (B^T d B)[xi]. */
+static NNL_ALWAYS_INLINE void FN(wino_in)(const wino_plan *p, const nnl_conv_geom *g,
+                                          const int m, const T *xc, nnl_idx t, int nl, T *vdst,
+                                          nnl_idx vstride)
+{
+    enum { A = 6 };
+    const int a = m + 2;
+    T d[A * A * L], t1[A * A * L];
+    const nnl_idx h = g->h, w = g->w, xsr = g->xsr, xsn = g->xsn, pt = g->pt, pl = g->pl;
+    nnl_idx n, ti, tj;
+    FN(wino_tile)(p, t, &n, &ti, &tj);
+    for (int l = 0; l < nl; l++) {
+        const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
+        const T *src = xc + n * xsn;
+        if (r0 >= 0 && r0 + a <= h && c0 >= 0 && c0 + a <= w) {
+            const T *s = src + r0 * xsr + c0;
+            for (int i = 0; i < a; i++)
+                for (int j = 0; j < a; j++)
+                    d[(i * a + j) * L + l] = s[i * xsr + j];
+        } else {
+            for (int i = 0; i < a; i++) {
+                const nnl_idx r = r0 + i;
+                const int rok = r >= 0 && r < h;
+                for (int j = 0; j < a; j++) {
+                    const nnl_idx c = c0 + j;
+                    d[(i * a + j) * L + l] = (rok && c >= 0 && c < w) ? src[r * xsr + c] : (T)0;
+                }
+            }
+        }
+        FN(wino_next)(p, &n, &ti, &tj);
+    }
+    for (int l = nl; l < L; l++)
+        for (int k = 0; k < a * a; k++)
+            d[k * L + l] = 0;
+    if (m == 4) {
+        for (int i = 0; i < 6; i++) {
+            const T *r = d + i * 6 * L;
+            T *o = t1 + i * 6 * L;
+            for (int l = 0; l < L; l++)
+                WINO_BT4(r[0 * L + l], r[1 * L + l], r[2 * L + l], r[3 * L + l], r[4 * L + l],
+                         r[5 * L + l], o, L, l);
+        }
+        for (int j = 0; j < 6; j++) {
+            const T *c = t1 + j * L;
+            T *o = d + j * L;          /* d is free again: V tile in place */
+            for (int l = 0; l < L; l++)
+                WINO_BT4(c[0 * 6 * L + l], c[1 * 6 * L + l], c[2 * 6 * L + l],
+                         c[3 * 6 * L + l], c[4 * 6 * L + l], c[5 * 6 * L + l], o, 6 * L, l);
+        }
+    } else {
+        for (int i = 0; i < 4; i++) {
+            const T *r = d + i * 4 * L;
+            T *o = t1 + i * 4 * L;
+            for (int l = 0; l < L; l++)
+                WINO_BT2(r[0 * L + l], r[1 * L + l], r[2 * L + l], r[3 * L + l], o, L, l);
+        }
+        for (int j = 0; j < 4; j++) {
+            const T *c = t1 + j * L;
+            T *o = d + j * L;
+            for (int l = 0; l < L; l++)
+                WINO_BT2(c[0 * 4 * L + l], c[1 * 4 * L + l], c[2 * 4 * L + l],
+                         c[3 * 4 * L + l], o, 4 * L, l);
+        }
+    }
+    for (int k = 0; k < a * a; k++) {
+        T *dst = vdst + k * vstride;
+        const T *s = d + k * L;
+        if (nl == L)
+            for (int l = 0; l < L; l++)
+                dst[l] = s[l];
+        else
+            for (int l = 0; l < nl; l++)
+                dst[l] = s[l];
+    }
+}
+
+/* Phase 3 for nl <= L tiles from t of output channel f: y tile = act(A^T M A + beta*y + b). */
+static NNL_ALWAYS_INLINE void FN(wino_out)(const wino_plan *p, const nnl_conv_geom *g,
+                                           const int m, const T *msrc, nnl_idx mstride,
+                                           nnl_idx t, int nl, T *yf, T bias, T beta, int act)
+{
+    enum { A = 6 };
+    const int a = m + 2;
+    T s[A * A * L], t1[A * 4 * L];
+    for (int k = 0; k < a * a; k++) {
+        const T *src = msrc + k * mstride;
+        T *dst = s + k * L;
+        if (nl == L)
+            for (int l = 0; l < L; l++)
+                dst[l] = src[l];
+        else {
+            for (int l = 0; l < nl; l++)
+                dst[l] = src[l];
+            for (int l = nl; l < L; l++)
+                dst[l] = 0;
+        }
+    }
+    if (m == 4) {
+        for (int i = 0; i < 6; i++) {
+            const T *r = s + i * 6 * L;
+            T *o = t1 + i * 4 * L;
+            for (int l = 0; l < L; l++)
+                WINO_AT4(r[0 * L + l], r[1 * L + l], r[2 * L + l], r[3 * L + l], r[4 * L + l],
+                         r[5 * L + l], o, L, l);
+        }
+        for (int j = 0; j < 4; j++) {
+            const T *c = t1 + j * L;
+            T *o = s + j * L;          /* Y[i][j] at s[(i*4 + j)*L] */
+            for (int l = 0; l < L; l++)
+                WINO_AT4(c[0 * 4 * L + l], c[1 * 4 * L + l], c[2 * 4 * L + l],
+                         c[3 * 4 * L + l], c[4 * 4 * L + l], c[5 * 4 * L + l], o, 4 * L, l);
+        }
+    } else {
+        for (int i = 0; i < 4; i++) {
+            const T *r = s + i * 4 * L;
+            T *o = t1 + i * 2 * L;
+            for (int l = 0; l < L; l++)
+                WINO_AT2(r[0 * L + l], r[1 * L + l], r[2 * L + l], r[3 * L + l], o, L, l);
+        }
+        for (int j = 0; j < 2; j++) {
+            const T *c = t1 + j * L;
+            T *o = s + j * L;          /* Y[i][j] at s[(i*2 + j)*L] */
+            for (int l = 0; l < L; l++)
+                WINO_AT2(c[0 * 2 * L + l], c[1 * 2 * L + l], c[2 * 2 * L + l],
+                         c[3 * 2 * L + l], o, 2 * L, l);
+        }
+    }
+    /* the geometry in locals: y's stores may alias anything under -fno-strict-aliasing, so
+     * fields read through g would be reloaded after every store */
+    const nnl_idx oh = g->oh, ow = g->ow, ysn = g->ysn;
+    nnl_idx n, ti, tj;
+    FN(wino_tile)(p, t, &n, &ti, &tj);
+    for (int l = 0; l < nl; l++) {
+        const nnl_idx oi0 = ti * m, oj0 = tj * m;
+        const int mi = (int)nnl_min(m, oh - oi0), mj = (int)nnl_min(m, ow - oj0);
+        T *yt = yf + n * ysn + oi0 * ow + oj0;
+        for (int i = 0; i < mi; i++) {
+            T *row = yt + i * ow;
+            const T *src = s + i * m * L + l;
+            if (beta != 0)
+                for (int j = 0; j < mj; j++)
+                    row[j] = NNL_ACT(src[j * L] + beta * row[j] + bias, act);
+            else
+                for (int j = 0; j < mj; j++)
+                    row[j] = NNL_ACT(src[j * L] + bias, act);
+        }
+        FN(wino_next)(p, &n, &ti, &tj);
+    }
+}
+
+/* u[(i*alpha + j)*nf + q] = (G w_q G^T)[i][j] of the nf 3x3 filters w_q = w[9q .. 9q + 9)
+ * (row-major), computed in double. */
+int WEIGHTS_NAME(int m, nnl_idx nf, const T *w, T *u, int nthreads)
+{
+    static const double g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    static const double g4[6][3] = {{1.0 / 4, 0, 0},
+                                    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                    {0, 0, 1}};
+    if ((m != 2 && m != 4) || nf < 0)
+        return NNL_EINVAL;
+    const int a = m + 2;
+    const double(*gm)[3] = m == 4 ? g4 : g2;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if ((double)nf * a * a < NNL_MIN_PARALLEL_MACS / 16)
+        nt = 1;
+    /* blocks of QB filters: the alpha^2 results of a block go out as alpha^2 contiguous runs
+     * (one output stream at a time, not alpha^2 interleaved ones) */
+    enum { QB = 64 };
+    const nnl_idx nblk = nnl_cdiv(nf, QB);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#endif
+    for (nnl_idx bq = 0; bq < nblk; bq++) {
+        const nnl_idx q0 = bq * QB;
+        const int nq = (int)nnl_min(QB, nf - q0);
+        double t[6][3][QB], r[36][QB];
+        for (int i = 0; i < a; i++)
+            for (int l = 0; l < 3; l++)
+                for (int q = 0; q < nq; q++) {
+                    const T *wq = w + (q0 + q) * 9;
+                    t[i][l][q] = gm[i][0] * wq[l] + gm[i][1] * wq[3 + l] + gm[i][2] * wq[6 + l];
+                }
+        for (int i = 0; i < a; i++)
+            for (int j = 0; j < a; j++)
+                for (int q = 0; q < nq; q++)
+                    r[i * a + j][q] = t[i][0][q] * gm[j][0] + t[i][1][q] * gm[j][1] +
+                                      t[i][2][q] * gm[j][2];
+        for (int k = 0; k < a * a; k++) {
+            T *dst = u + k * nf + q0;
+            for (int q = 0; q < nq; q++)
+                dst[q] = (T)r[k][q];
+        }
+    }
+    return NNL_OK;
+}
+
+/* Phase 1 units [u0, u1) of the chunk at t0 (tbc tiles, leading dimension ld): unit =
+ * (channel c, NNL_WINO_LANE_GROUPS lane groups). */
+static void FN(wino_in_units)(const wino_plan *p, const nnl_conv_geom *geom, const T *x, T *V,
+                              nnl_idx ld, nnl_idx t0, nnl_idx tbc, nnl_idx u0, nnl_idx u1)
+{
+    const nnl_idx groups = nnl_cdiv(tbc, L), gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
+    const nnl_idx C = geom->c;
+    for (nnl_idx uu = u0; uu < u1; uu++) {
+        const nnl_idx c = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
+        const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
+        const T *xc = x + c * geom->xsc;
+        for (nnl_idx q = q0; q < q1; q++) {
+            const nnl_idx j = q * L;
+            const int nl = (int)nnl_min(L, tbc - j);
+            if (p->m == 4)
+                FN(wino_in)(p, geom, 4, xc, t0 + j, nl, V + c * ld + j, C * ld);
+            else
+                FN(wino_in)(p, geom, 2, xc, t0 + j, nl, V + c * ld + j, C * ld);
+        }
+    }
+}
+
+/* Phase 2 units [u0, u1): unit = (xi, group, block of ncol columns); returns NNL_OK or the
+ * GEMM's error. */
+static int FN(wino_gemm_units)(const wino_plan *p, const nnl_conv_geom *geom, const T *u,
+                               const T *pk, const T *V, T *M, nnl_idx ld, nnl_idx tbc,
+                               nnl_idx ncol, int isa, nnl_idx u0, nnl_idx u1)
+{
+    const nnl_idx C = geom->c, F = geom->f, G = geom->g, ncb = nnl_cdiv(tbc, ncol);
+    int err = NNL_OK;
+    for (nnl_idx uu = u0; uu < u1; uu++) {
+        const nnl_idx xi = uu / (G * ncb), gi = (uu / ncb) % G, cb = uu % ncb;
+        const nnl_idx j0 = cb * ncol, nj = nnl_min(ncol, tbc - j0);
+        const nnl_idx row = xi * F + gi * p->fg;
+        const T *pkq = pk + (xi * G + gi) * p->per;
+        /* A: the unpacked u[xi][g] (read by the GEMM only for products of <= 4 rows); without
+         * u (plans drop it for fg > NNL_WINO_SKINNY_ROWS) the packed block, which holds at
+         * least fg*cg elements, so A stays a valid address range either way */
+        const T *a = u != NULL ? u + row * p->cg : pkq;
+        const int rc = GEMM_PK(1, p->fg, nj, p->cg, (T)1, a, 0, p->cg, 1,
+                               V + (xi * C + gi * p->cg) * ld + j0, 0, ld, 1, (T)0,
+                               M + row * ld + j0, 0, ld, NULL, 0, NNL_BIAS_NONE, NNL_ACT_NONE,
+                               1, isa, pkq, NULL);
+        if (rc != NNL_OK)
+            err = rc;
+    }
+    return err;
+}
+
+/* Phase 3 units [u0, u1): unit = (output channel f, NNL_WINO_LANE_GROUPS lane groups). */
+static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, const T *M,
+                               nnl_idx ld, nnl_idx t0, nnl_idx tbc, const T *bias, T beta,
+                               T *y, int act, nnl_idx u0, nnl_idx u1)
+{
+    const nnl_idx groups = nnl_cdiv(tbc, L), gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
+    const nnl_idx F = geom->f;
+    for (nnl_idx uu = u0; uu < u1; uu++) {
+        const nnl_idx f = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
+        const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
+        const T b = bias != NULL ? bias[f] : (T)0;
+        T *yf = y + f * geom->ysf;
+        for (nnl_idx q = q0; q < q1; q++) {
+            const nnl_idx j = q * L;
+            const int nl = (int)nnl_min(L, tbc - j);
+            if (p->m == 4)
+                FN(wino_out)(p, geom, 4, M + f * ld + j, F * ld, t0 + j, nl, yf, b, beta, act);
+            else
+                FN(wino_out)(p, geom, 2, M + f * ld + j, F * ld, t0 + j, nl, yf, b, beta, act);
+        }
+    }
+}
+
+int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T *upk,
+              const T *bias, T beta, T *y, int act, int nthreads, int isa)
+{
+    int mr, nr, mc, kc, nc;
+    if (!wino_geom_ok(geom, m) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
+        return NNL_EINVAL;
+    if (nnl_gemm_blocking(isa, (int)sizeof(T), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return NNL_EINVAL;
+    if (u == NULL && (upk == NULL || geom->f / geom->g <= NNL_WINO_SKINNY_ROWS) &&
+        geom->c > 0)
+        return NNL_EINVAL;
+    wino_plan p;
+    wino_make_plan(geom, m, (int)sizeof(T), mr, nr, nc, nthreads, &p);
+    if (p.tiles == 0 || geom->f == 0)
+        return NNL_OK;
+    const nnl_idx C = geom->c, F = geom->f, G = geom->g, a2 = p.a2, tb = p.tb;
+    const int nt = p.nt, fused = p.fused;
+    /* V and M: one pair per thread (fused) or one shared pair */
+    const nnl_idx vsize = a2 * C * tb, msize = a2 * F * tb, pairs = fused ? nt : 1;
+    const nnl_idx psize = upk == NULL ? a2 * G * p.per : 0;
+    const size_t vm_elems = nnl_round64((size_t)(vsize + msize), sizeof(T));
+    T *ws = (T *)nnl_alloc64(sizeof(T) * (vm_elems * (size_t)pairs + (size_t)psize));
+    if (ws == NULL)
+        return NNL_ENOMEM;
+    const T *pk = upk;
+    if (upk == NULL)
+        pk = ws + vm_elems * (size_t)pairs;
+    int err = NNL_OK;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        if (upk == NULL) {
+            /* pack every U[xi][g] once for this call */
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (nnl_idx q = 0; q < a2 * G; q++) {
+                const nnl_idx xi = q / G, gi = q % G;
+                const int rc = GEMM_PACK(0, p.fg, p.cg, u + (xi * F + gi * p.fg) * p.cg, p.cg,
+                                         1, isa, (T *)pk + q * p.per);
+                if (rc != NNL_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                    err = rc;
+                }
+            }
+        }
+        if (fused) {
+            /* whole chunks per thread, on its own V and M */
+            T *V = ws + vm_elems * (size_t)tid, *M = V + vsize;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (nnl_idx ch = 0; ch < p.chunks; ch++) {
+                const nnl_idx t0 = ch * tb, tbc = nnl_min(tb, p.tiles - t0);
+                const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
+                FN(wino_in_units)(&p, geom, x, V, tb, t0, tbc, 0, C * gper);
+                const int rc = FN(wino_gemm_units)(&p, geom, u, pk, V, M, tb, tbc, tbc, isa, 0,
+                                                   a2 * G);
+                if (rc != NNL_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                    err = rc;
+                }
+                FN(wino_out_units)(&p, geom, M, tb, t0, tbc, bias, beta, y, act, 0, F * gper);
+            }
+        } else {
+            /* few chunks: each phase split across the threads (barrier after each) */
+            T *V = ws, *M = ws + vsize;
+            for (nnl_idx t0 = 0; t0 < p.tiles; t0 += tb) {
+                const nnl_idx tbc = nnl_min(tb, p.tiles - t0);
+                const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
+                const nnl_idx ncb = nnl_cdiv(tbc, p.ncol);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (nnl_idx uu = 0; uu < C * gper; uu++)
+                    FN(wino_in_units)(&p, geom, x, V, tb, t0, tbc, uu, uu + 1);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (nnl_idx uu = 0; uu < a2 * G * ncb; uu++) {
+                    const int rc = FN(wino_gemm_units)(&p, geom, u, pk, V, M, tb, tbc, p.ncol,
+                                                       isa, uu, uu + 1);
+                    if (rc != NNL_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                        err = rc;
+                    }
+                }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (nnl_idx uu = 0; uu < F * gper; uu++)
+                    FN(wino_out_units)(&p, geom, M, tb, t0, tbc, bias, beta, y, act, uu,
+                                       uu + 1);
+            }
+        }
+    }
+    nnl_free64(ws);
+    return err;
+}

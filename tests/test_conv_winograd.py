@@ -1,0 +1,317 @@
+"""conv_algorithm('winograd'): the Winograd F(m x m, 3x3) fast path (nnlite/kernels/
+conv_winograd.py, csrc/convfast_winograd.c) and its naive reference
+(nnlite/kernels/winograd_reference.py).
+
+Oracles: the direct naive-loop conv (nnlite/kernels/conv_reference.py), the Winograd reference
+(loops, matrices derived in exact fractions; shares no code with the fast path), exact
+rational arithmetic for the 1-D identity, float64 central differences (tests/gradcheck.py) and
+PyTorch where installed.
+"""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import nnlite
+import nnlite.nn as nn
+import nnlite.nn.functional as F
+from nnlite import _algorithms
+from nnlite._algorithms import resolve, winograd_cost, winograd_pays
+from nnlite._convgeom import conv2d_geometry
+from nnlite.kernels import conv_reference as ref
+from nnlite.kernels import winograd_reference as wref
+
+from conftest import kernel_threads
+from gradcheck import check_grad
+
+convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
+needs_ext = pytest.mark.skipif(convfast is None, reason="nnlite built without its extension")
+if convfast is not None:
+    from nnlite.kernels import conv_winograd as cw
+
+
+def _data(n, c, h, w, f, g, dtype, seed=0):
+    """Realistic magnitudes: unit-variance activations, He-scaled filters."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = (rng.standard_normal((f, c // g, 3, 3)) * np.sqrt(2.0 / (9 * c // g))).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    return x, wt, b
+
+
+def _rel(got, expect):
+    got, expect = np.asarray(getattr(got, "data", got), np.float64), np.asarray(expect)
+    scale = max(float(np.abs(expect).max()), 1e-300)
+    return float(np.abs(got - expect).max()) / scale
+
+
+TOL = {np.float32: 1e-4, np.float64: 1e-12}
+
+
+# ------------------------------------------------------------------------- the reference
+@pytest.mark.parametrize("m", [2, 4])
+def test_1d_identity_holds_exactly(m):
+    """y = A^T [(G g) * (B^T d)] is the correlation, in exact fractions, for random ints."""
+    at, g, bt = wref.winograd_matrices(m)
+    rng = np.random.default_rng(m)
+    for _ in range(20):
+        d = [Fraction(int(v)) for v in rng.integers(-9, 10, m + 2)]
+        k = [Fraction(int(v)) for v in rng.integers(-9, 10, 3)]
+        gk = [sum(g[i][j] * k[j] for j in range(3)) for i in range(m + 2)]
+        bd = [sum(bt[i][j] * d[j] for j in range(m + 2)) for i in range(m + 2)]
+        y = [sum(at[i][t] * gk[t] * bd[t] for t in range(m + 2)) for i in range(m)]
+        assert y == [sum(d[i + j] * k[j] for j in range(3)) for i in range(m)]
+
+
+def test_derived_matrices_are_lavins_up_to_paired_signs():
+    at, g, bt = wref.winograd_matrices(4)
+    assert [int(v) for v in bt[0]] == [4, 0, -5, 0, 1, 0]
+    assert [int(v) for v in bt[5]] == [0, 4, 0, -5, 0, 1]
+    assert [[str(v) for v in row] for row in g[3:5]] == [["1/24", "1/12", "1/6"],
+                                                          ["1/24", "-1/12", "1/6"]]
+    assert [int(v) for v in at[3]] == [0, 1, -1, 8, -8, 1]
+    with pytest.raises(ValueError, match="distinct finite points"):
+        wref.winograd_matrices(2, points=(0, 1, 1))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape, pad, g", [
+    ((1, 1, 1, 1, 1), 1, 1),          # a 1x1 map (padding 1)
+    ((2, 3, 5, 7, 2), 0, 1),          # H, W not multiples of the tile, no padding
+    ((1, 4, 6, 5, 4), 2, 2),          # padding 2, groups
+    ((1, 3, 4, 9, 3), 1, 3),          # depthwise
+])
+def test_reference_matches_direct_reference(m, shape, pad, g):
+    n, c, h, w, f = shape
+    x, wt, b = _data(n, c, h, w, f, g, np.float64)
+    got = wref.conv2d(x, wt, b, padding=pad, groups=g, m=m)
+    assert _rel(got, ref.conv2d(x, wt, b, 1, pad, 1, g)) < 1e-13
+
+
+# ------------------------------------------------------------------------- the fast path
+CASES = [  # (n, c, h, w, f, groups, padding)
+    (1, 1, 1, 1, 1, 1, 1),            # 1x1 map, one channel
+    (1, 3, 5, 7, 4, 1, 0),            # no padding, sizes the tile does not divide
+    (2, 5, 9, 6, 6, 1, 1),
+    (3, 4, 11, 10, 8, 2, 2),          # batch 3, groups 2, padding 2
+    (1, 6, 7, 7, 6, 6, 1),            # groups == channels
+    (1, 37, 13, 17, 19, 1, (1, 2)),   # uneven channel counts, padding (1, 2)
+    (2, 64, 23, 19, 48, 1, 1),        # several GEMM panels
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_winograd_matches_direct_reference(case, dtype):
+    n, c, h, w, f, g, pad = case
+    x, wt, b = _data(n, c, h, w, f, g, dtype, seed=c)
+    expect = ref.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64),
+                        1, pad, 1, g)
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("winograd"):
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(wt), nnlite.tensor(b), padding=pad,
+                     groups=g)
+    assert y.dtype == dtype and y.shape == expect.shape
+    assert _rel(y, expect) < TOL[dtype]
+
+
+@needs_ext
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matches_winograd_reference_both_tiles(m, dtype):
+    x, wt, b = _data(2, 6, 9, 11, 5, 1, dtype, seed=m)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 1)
+    y = cw.forward(x, wt, b, geom, m=m)
+    expect = wref.conv2d(x, wt, b, padding=1, m=m)
+    assert _rel(y, expect) < TOL[dtype] / 10
+
+
+@needs_ext
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("act, beta", [(0, 0.0), (1, 1.0), (2, 1.0), (1, 0.5)])
+def test_fused_epilogue_on_strided_operands(m, act, beta):
+    """bias, beta * y (the residual) and ReLU/ReLU6 in the output transform; x a channel
+    slice with padded rows, y a channel slice of a larger buffer."""
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal((2, 10, 9, 16)) * 3
+    x = big[:, 2:8, :, 3:14]                           # (2, 6, 9, 11), row stride 16
+    wt = rng.standard_normal((5, 6, 3, 3))
+    b = rng.standard_normal(5)
+    out = rng.standard_normal((2, 8, 9 * 11))
+    y3 = out[:, 1:6]                                   # (2, 5, 99) with channel stride 99
+    y0, before = y3.copy(), out.copy()
+    u = cw.transform_weights(wt, m)
+    convfast.conv2d_winograd(x, u, None, b, y3, 1, m, 1, 1, 9, 11, act=act, beta=beta,
+                             num_threads=2)
+    v = ref.conv2d(x, wt, b, 1, 1, 1, 1).reshape(2, 5, 99) + beta * y0
+    if act:
+        v = np.maximum(v, 0)
+    if act == 2:
+        v = np.minimum(v, 6)
+    assert _rel(y3, v) < 1e-12
+    # the channels outside the slice are untouched
+    assert np.array_equal(out[:, 0], before[:, 0]) and np.array_equal(out[:, 6:], before[:, 6:])
+
+
+@needs_ext
+def test_prepacked_weights_give_the_same_bits():
+    x, wt, b = _data(2, 24, 15, 13, 20, 2, np.float32, seed=3)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 2)
+    prepared = cw.WinogradWeights(wt, geom, np.float32)
+    assert prepared.u is None             # 10 filters per group: only the packed copy is kept
+    y = np.empty((2, 20, 15 * 13), np.float32)
+    prepared.run(x, y, b)
+    assert np.array_equal(y.reshape(2, 20, 15, 13), cw.forward(x, wt, b, geom))
+    # 3 filters per group: products of <= 4 rows read the unpacked weights, which stay
+    x, wt, b = _data(1, 8, 9, 10, 6, 2, np.float64, seed=4)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 2)
+    prepared = cw.WinogradWeights(wt, geom, np.float64)
+    assert prepared.u is not None
+    y = np.empty((1, 6, 90))
+    prepared.run(x, y, b)
+    assert np.array_equal(y.reshape(1, 6, 9, 10), cw.forward(x, wt, b, geom))
+
+
+@needs_ext
+def test_non_contiguous_input_and_empty_batch():
+    x, wt, b = _data(2, 6, 12, 10, 4, 1, np.float64, seed=5)
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # column-major
+    flipped = x[:, ::-1, ::-1].copy()[:, ::-1, ::-1]                         # negative strides
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("winograd"):
+        for xi in (xt, flipped, x[:, :, :, ::1]):
+            y = F.conv2d(nnlite.tensor(xi), nnlite.tensor(wt), nnlite.tensor(b), padding=1)
+            assert _rel(y, ref.conv2d(x, wt, b, 1, 1, 1, 1)) < 1e-12
+        y0 = F.conv2d(nnlite.tensor(x[:0]), nnlite.tensor(wt), None, padding=1)
+    assert y0.shape == (0, 4, 12, 10)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 4])
+def test_bit_identical_for_every_thread_count(dtype, m):
+    x, wt, b = _data(2, 64, 40, 34, 64, 1, dtype, seed=9)     # > 8M GEMM multiply-adds: threaded
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 1)
+    outs = []
+    for nt in (1, 2, 3):
+        with kernel_threads(nt):
+            outs.append(cw.forward(x, wt, b, geom, m=m))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+@needs_ext
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_gradients_match_finite_differences(pad):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 5, 6))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+
+    def fn(xt, wtt, bt):
+        with nnlite.using_backend("cython"), nnlite.conv_algorithm("winograd"):
+            return F.conv2d(xt, wtt, bt, padding=pad)
+    check_grad(fn, [x, wt, b])
+
+
+@needs_ext
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (4, 2, 1), (3, 2, 0)])
+def test_conv_transpose2d_under_winograd(k, s, p):
+    """conv_transpose2d's forward is conv2d's input gradient: Winograd where it is a 3x3
+    stride-1 conv, the other algorithms for any other kernel or stride (no ValueError)."""
+    rng = np.random.default_rng(17)
+    x, wt = rng.standard_normal((2, 5, 6, 7)), rng.standard_normal((5, 4, k, k))
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("winograd"):
+        y = F.conv_transpose2d(nnlite.tensor(x), nnlite.tensor(wt), None, s, p)
+    assert _rel(y, ref.conv_transpose2d(x, wt, None, s, p, 0, 1, 1)) < 1e-12
+
+
+@needs_ext
+def test_matches_torch_when_installed():
+    torch = pytest.importorskip("torch")
+    x, wt, b = _data(2, 32, 28, 28, 48, 1, np.float32, seed=13)
+    with nnlite.conv_algorithm("winograd"):
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(wt), nnlite.tensor(b), padding=1)
+    t = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                   torch.tensor(wt, dtype=torch.float64),
+                                   torch.tensor(b, dtype=torch.float64), padding=1)
+    assert _rel(y, t.numpy()) < 1e-4
+
+
+# ---------------------------------------------------------------------------- bad input
+@needs_ext
+@pytest.mark.parametrize("kw, match", [
+    (dict(weight=(4, 3, 5, 5)), r"kernel size \(5, 5\)"),
+    (dict(weight=(4, 3, 3, 1)), r"kernel size \(3, 1\)"),
+    (dict(stride=2), r"stride \(2, 2\)"),
+    (dict(dilation=(1, 2)), r"dilation \(1, 2\)"),
+])
+def test_convs_winograd_cannot_compute_raise(kw, match):
+    x = nnlite.tensor(np.ones((1, 3, 9, 9), np.float32))
+    w = nnlite.tensor(np.ones(kw.pop("weight", (4, 3, 3, 3)), np.float32))
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("winograd"):
+        with pytest.raises(ValueError, match=match):
+            F.conv2d(x, w, None, padding=1, **kw)
+
+
+@needs_ext
+def test_kernel_argument_errors():
+    x = np.ones((1, 4, 6, 6), np.float32)
+    u = cw.transform_weights(np.ones((2, 4, 3, 3), np.float32), 4)
+    y = np.empty((1, 2, 36), np.float32)
+    with pytest.raises(ValueError, match="m=3 must be 2 or 4"):
+        convfast.conv2d_winograd(x, u, None, None, y, 1, 3, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="F\\(2x2, 3x3\\) has 16"):
+        convfast.conv2d_winograd(x, u, None, None, y, 1, 2, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="expected C/groups"):
+        convfast.conv2d_winograd(x, u, None, None, y, 2, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="y has shape"):
+        convfast.conv2d_winograd(x, u, None, None, y[:, :, :30], 1, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="u may be None only with upk"):
+        convfast.conv2d_winograd(x, None, None, None, y, 1, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="u may be None only with upk"):   # 2 filters: needs u
+        convfast.conv2d_winograd(x, None, np.zeros(8, np.float32), None, y, 1, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="upk does not match"):
+        convfast.conv2d_winograd(x, u, np.zeros(7, np.float32), None, y, 1, 4, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="tile size must be 2 or 4"):
+        cw.transform_weights(np.ones((2, 4, 3, 3)), 6)
+    with pytest.raises(ValueError, match=r"\(F, C/groups, 3, 3\)"):
+        cw.transform_weights(np.ones((2, 4, 5, 5)), 4)
+
+
+# ------------------------------------------------------------------------ 'auto' and plans
+def test_auto_rule_follows_the_cost_model():
+    resnet = conv2d_geometry((1, 64, 56, 56), (64, 64, 3, 3), None, 1, 1, 1, 1)
+    assert winograd_pays(resnet) and resolve(resnet, "auto") == "winograd"
+    direct, wino = winograd_cost(resnet)
+    kt, kw = _algorithms._TRANSFORM_COST, _algorithms._WEIGHT_TRANSFORM_COST
+    tiles = 14 * 14                                              # 4x4 output tiles of 56x56
+    assert direct == 9 * 56 * 56 * 64 * 64
+    assert wino == 36 * tiles * (64 * 64 + kt * (64 + 64)) + 36 * 64 * 64 * kw
+    assert winograd_cost(resnet, weights_prepared=True) == (direct, wino - 36 * 64 * 64 * kw)
+    few = conv2d_geometry((1, 8, 56, 56), (8, 8, 3, 3), None, 1, 1, 1, 1)
+    dw = conv2d_geometry((1, 64, 56, 56), (64, 1, 3, 3), None, 1, 1, 1, 64)
+    strided = conv2d_geometry((1, 64, 56, 56), (64, 64, 3, 3), None, 2, 1, 1, 1)
+    assert resolve(few, "auto") != "winograd" and resolve(dw, "auto") == "direct"
+    assert resolve(strided, "auto") == "implicit"
+    # a 7x7 map at batch 1: the per-call weight transform does not pay, a plan's does
+    deep = conv2d_geometry((1, 512, 7, 7), (512, 512, 3, 3), None, 1, 1, 1, 1)
+    assert not winograd_pays(deep) and winograd_pays(deep, weights_prepared=True)
+
+
+@needs_ext
+def test_inference_plan_transforms_weights_once_and_fuses_the_epilogue():
+    from nnlite._infer import kernels as K
+
+    nnlite.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(64, 48, 3, padding=1), nn.ReLU6())
+    x = np.random.default_rng(0).standard_normal((2, 64, 24, 20)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = fast(x)
+    (plan, _), = fast._plans.values()
+    convs = [k for _, k, _ in plan.steps if isinstance(k, K.ConvKernel)]
+    assert [k.winograd is not None for k in convs] == [True, True]
+    w1, b1 = model[0].weight.data.astype(np.float64), model[0].bias.data.astype(np.float64)
+    w2, b2 = model[2].weight.data.astype(np.float64), model[2].bias.data.astype(np.float64)
+    expect = np.maximum(ref.conv2d(x.astype(np.float64), w1, b1, 1, 1, 1, 1), 0)
+    expect = np.clip(ref.conv2d(expect, w2, b2, 1, 1, 1, 1), 0, 6)
+    assert _rel(got, expect) < 1e-4

@@ -266,8 +266,10 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define EPI_T nnl_epi_s
 #define KERNEL_T nnl_kernel_s
 #define FN(name) name##_s
+#define CF_GEMM nnl_sgemm
 #define CF_BDIRECT 1
 #include "convfast_implicit_tmpl.h"
+#undef CF_GEMM
 #undef CF_BDIRECT
 #undef T
 #undef EPI_T
@@ -279,8 +281,10 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define EPI_T nnl_epi_d
 #define KERNEL_T nnl_kernel_d
 #define FN(name) name##_d
+#define CF_GEMM nnl_dgemm
 #define CF_BDIRECT 0
 #include "convfast_implicit_tmpl.h"
+#undef CF_GEMM
 #undef CF_BDIRECT
 #undef T
 #undef EPI_T

@@ -1,7 +1,9 @@
 /* Implicit-GEMM conv2d driver (see convfast.h for the contract).
  *
  * Work units, as in the GEMM driver: (image n, group g, at most MC output channels, a range of
- * NR-wide GEMM columns). A thread computes a unit alone, with its own buffers:
+ * NR-wide GEMM columns). A thread computes a unit alone, with its own buffers, by the GEMM's
+ * own loop nest (gemm_nest, gemm_nest_tmpl.h) fed by the B packers and the tile write-out of
+ * convfast_implicit_tmpl.h:
  *
  *   [copy the unit's band of image rows, zero-padded and stride-phase split]   (CF_WIDE)
  *   for pc in K by KC (up to NNL_CF_KC_WIDE * KC, see cf_plan_call):
@@ -268,7 +270,9 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define FN(name) name##_s
 #define CF_GEMM nnl_sgemm
 #define CF_BDIRECT 1
+#define PACK_A8 nnl_pack_a8_s
 #include "convfast_implicit_tmpl.h"
+#undef PACK_A8
 #undef CF_GEMM
 #undef CF_BDIRECT
 #undef T

@@ -1,7 +1,9 @@
 /* Template body of convfast_implicit.c, included once per dtype with T, EPI_T, KERNEL_T,
- * FN(name), CF_GEMM (the dtype's nnl_?gemm) and CF_BDIRECT defined. No include guard on
- * purpose. The loop nest is the GEMM's (nnl_gemm_nest_*, gemm_driver_tmpl.h); this file
+ * FN(name), CF_GEMM (the dtype's nnl_?gemm), CF_BDIRECT and (float) PACK_A8 defined. No include
+ * guard on purpose. The loop nest is the GEMM's (gemm_nest, gemm_nest_tmpl.h); this file
  * supplies its B packers (cf_pack_cols, cf_pack_wide) and the tile write-out (cf_scatter). */
+
+#include "gemm_nest_tmpl.h"
 
 /* len zeros at columns pos.. of packed row dk (panel = kcb*nr elements between panels) */
 static NNL_NO_MEMCPY_IDIOM void FN(cf_put_zero)(T *dk, nnl_idx panel, int nr, nnl_idx pos,
@@ -328,7 +330,6 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     s0.rsa = p.k, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
     s0.a_pack8 = kd->mr == 8 && nnl_pack_a8_ok();
     s0.rsc = geom->ysf, s0.bias_kind = bias ? NNL_BIAS_ROW : NNL_BIAS_NONE;
-    s0.b_src = FN(cf_b_src), s0.tile = p.scatter ? FN(cf_tile) : NULL;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(p.nt) if (p.nt > 1)
@@ -368,8 +369,12 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
                               bias ? bias + gi * FG : NULL, tile, alpha, beta, act};
             FN(nnl_nest) sb = s0;
             sb.a = w + gi * FG * p.k, sb.c = it.y, sb.bias = it.bias;
+            const nnl_idx r0 = r * p.mu, r1 = nnl_min(FG, (r + 1) * p.mu);
             sb.b_ctx = &it, sb.t_ctx = &it;
-            FN(nnl_gemm_nest)(&sb, kd, r * p.mu, nnl_min(FG, (r + 1) * p.mu), c0, c1, ap, bp);
+            if (p.scatter)
+                FN(gemm_nest)(&sb, FN(cf_b_src), FN(cf_tile), kd, r0, r1, c0, c1, ap, bp);
+            else
+                FN(gemm_nest)(&sb, FN(cf_b_src), NULL, kd, r0, r1, c0, c1, ap, bp);
         }
     }
     nnl_free64(work);

@@ -3,8 +3,8 @@
  *
  * C[M, N] (row-major, every batch item) is cut into work units: at most MC rows (an MR
  * multiple) by a range of NR column panels. A thread computes a whole unit alone, with its own
- * packing buffers (see nnl_gemm_nest in gemm_driver_tmpl.h; the implicit conv runs the same
- * nest with its own B packer):
+ * packing buffers (see gemm_nest in gemm_nest_tmpl.h; the implicit conv runs the same nest
+ * with its own B packer):
  *
  *   for pc in K by KC:
  *     pack A[rows, pc:+KC] -> Ap                       MR-tall micro-panels, L2-resident

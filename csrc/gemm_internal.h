@@ -68,20 +68,20 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
 
 /* ------------------------------------------------------------------- the block loop nest
  *
- * nnl_gemm_nest_s / _d (gemm_driver_tmpl.h) run one work unit: rows [r0, r1) (r0 a multiple of
- * MR, at most MC rows) by columns [c0, c1) (c0 a multiple of NR) of C = act(alpha * A @ B +
- * beta * C + bias), for every caller: the plain GEMM (gemm_driver.c) and the implicit conv
+ * gemm_nest (gemm_nest_tmpl.h) runs one work unit: rows [r0, r1) (r0 a multiple of MR, at most
+ * MC rows) by columns [c0, c1) (c0 a multiple of NR) of C = act(alpha * A @ B + beta * C +
+ * bias), for every caller: the plain GEMM (gemm_driver.c) and the implicit conv
  * (convfast_implicit.c, "the GEMM with an image packer for B"). What differs between them is
  * plugged in:
- *   A   a strided matrix (packed per K slice by the driver's pack_a) or panels pre-packed
- *       whole (nnl_sgemm_pack layout);
+ *   A   a strided matrix (packed per K slice by pack_a) or panels pre-packed whole
+ *       (nnl_sgemm_pack layout);
  *   B   b_src(b_ctx, nr, pc, kcb, jc, ncb, buf) returns the KC x NR micro-panels of rows
  *       [pc, pc + kcb) and columns [jc, jc + ncb), packed into buf (room for a B chunk) or
  *       found elsewhere (pre-packed panels); the conv packs them from the image;
- *   out tile == NULL: the micro-kernel writes C (row stride rsc) through its epilogue
- *       (alpha/beta, bias per row or column, act); else tile(t_ctx, ...) gets every
- *       micro-tile's panels and does its own product and write-out (the conv's tile + scatter
- *       of the wide layout, and its B-direct kernel).
+ *   out tile NULL: the micro-kernel writes C (row stride rsc) through its epilogue (alpha/beta,
+ *       bias per row or column, act); else tile(t_ctx, ...) gets every micro-tile's panels and
+ *       does its own product and write-out (the conv's tile + scatter of the wide layout, and
+ *       its B-direct kernel).
  * K is cut into slices of kcb_max (all but the last full) and B is fetched chunk NR panels
  * at a time; both are fixed by the caller from the shape alone, so the arithmetic of an
  * element never depends on how C is cut into units (or threads). */
@@ -100,24 +100,17 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         const T *apk;              /* ... its panels pre-packed for apk_rows = ceil(M/MR)*MR */\
         nnl_idx apk_rows;                                                                     \
         int a_pack8;               /* rows of 8 with csa == 1 packed by nnl_pack_a8_s (float) */\
-        nnl_bsrc_##S b_src;                                                                   \
-        const void *b_ctx;                                                                    \
+        const void *b_ctx;         /* the B source's context */                              \
         T *c;                      /* C (row 0 of the item), row stride rsc */               \
         nnl_idx rsc;                                                                          \
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
         int bias_kind;                                                                        \
-        nnl_tile_##S tile;         /* NULL: the micro-kernel writes C */                     \
-        const void *t_ctx;                                                                    \
+        const void *t_ctx;         /* the tile write-out's context */                        \
     } nnl_nest_##S;
 
 NNL_DEFINE_NEST(float, s)
 NNL_DEFINE_NEST(double, d)
 #undef NNL_DEFINE_NEST
-
-void nnl_gemm_nest_s(const nnl_nest_s *s, const nnl_kernel_s *kd, nnl_idx r0, nnl_idx r1,
-                     nnl_idx c0, nnl_idx c1, float *apw, float *bpw);
-void nnl_gemm_nest_d(const nnl_nest_d *s, const nnl_kernel_d *kd, nnl_idx r0, nnl_idx r1,
-                     nnl_idx c0, nnl_idx c1, double *apw, double *bpw);
 
 /* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] through AVX
  * 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a writes).

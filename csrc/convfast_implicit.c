@@ -297,22 +297,9 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 
 nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads, int isa)
 {
-    int mr, nr, mc, kc;
-    if (!cf_geom_ok(geom))
+    int mr, nr, mc, kc, nc;
+    if (!cf_geom_ok(geom) || nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
         return -1;
-    if (elsize == 4) {
-        const nnl_kernel_s *kd = nnl_select_s(isa);
-        if (kd == NULL)
-            return -1;
-        mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
-    } else if (elsize == 8) {
-        const nnl_kernel_d *kd = nnl_select_d(isa);
-        if (kd == NULL)
-            return -1;
-        mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
-    } else {
-        return -1;
-    }
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0 || geom->c == 0)
         return 0;
     cf_plan p;

@@ -161,6 +161,26 @@ NNL_DEFINE_EPILOGUE(double, d)
     _Generic((acc), float: nnl_epi_one_s, double: nnl_epi_one_d)((acc), (alpha), (beta), (c), \
                                                                  (b), (act))
 
+/* act(v) on a whole GCC vector v (the SIMD micro-kernels' __m256/__m512, the depthwise
+ * kernel's generic vectors): nnl_act_*'s rule lane by lane, v < 0 -> +0, NaN kept, -0 kept,
+ * v > 6 -> 6 for ReLU6, as compare masks and a bitwise select (no data-dependent branch). */
+#define NNL_ACT_VEC(v, act)                                                                   \
+    __extension__({                                                                           \
+        __typeof__(v) nnl_a_ = (v);                                                           \
+        if ((act) != NNL_ACT_NONE) {                                                          \
+            const __typeof__(v) nnl_z_ = {0};                                                 \
+            const __typeof__(nnl_a_ < nnl_z_) nnl_neg_ = nnl_a_ < nnl_z_;                     \
+            nnl_a_ = (__typeof__(v))((__typeof__(nnl_neg_))nnl_a_ & ~nnl_neg_);               \
+            if ((act) == NNL_ACT_RELU6) {                                                     \
+                const __typeof__(v) nnl_6_ = nnl_z_ + 6;                                      \
+                const __typeof__(nnl_neg_) nnl_big_ = nnl_a_ > nnl_6_;                        \
+                nnl_a_ = (__typeof__(v))(((__typeof__(nnl_neg_))nnl_a_ & ~nnl_big_) |         \
+                                         ((__typeof__(nnl_neg_))nnl_6_ & nnl_big_));          \
+            }                                                                                 \
+        }                                                                                     \
+        nnl_a_;                                                                               \
+    })
+
 /* ------------------------------------------------------------ memory (nnl_alloc.c) */
 
 /* malloc aligned to a 64-byte cache line; NULL when out of memory. Free with nnl_free64. */

@@ -62,9 +62,6 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
  * = ap (packed 8-row panel, kc deep) @ B, B row k = base[koff[k] .. koff[k] + 48). */
 void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base, const nnl_idx *koff,
                            float *tile);
-/* Eight rows of w (row stride K), columns [0, kcb) -> ap[k*8 + i] (AVX; nnl_cf_pack8_ok). */
-void nnl_cf_pack8_s(nnl_idx kcb, const float *w, nnl_idx K, float *ap);
-int nnl_cf_pack8_ok(void);
 /* 1 when that kernel matches the float32 GEMM family ``isa`` (AVX-512, 8 x 48) on this CPU. */
 int nnl_cf_bdirect_ok(int isa, int mr, int nr);
 

@@ -8,8 +8,8 @@
  * (gemm_simd_tmpl.h, 8 x 48 tile, alpha = 1, no epilogue) on the packed panel, so both paths
  * give the same bits. The tile (row stride 48) is then added into y by cf_scatter. Used only
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
- * through nnl_cf_bdirect_ok). Also here: nnl_cf_pack8_s, the 8-row A packing through AVX 8 x 8
- * transposes (an exact copy, so any path gives the same packed panel). */
+ * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row A packing of the GEMM driver
+ * through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed panel). */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH
@@ -72,20 +72,21 @@ cf_t8x8(const float *src, nnl_idx ld, float *out)
     _mm256_storeu_ps(out + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
-/* Eight full rows w[i*K + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] (what the scalar
- * loop of cf_pack_a writes), eight columns at a time through an 8 x 8 register transpose. */
-__attribute__((target("avx"))) void nnl_cf_pack8_s(nnl_idx kcb, const float *w, nnl_idx K,
-                                                   float *ap)
+/* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] (what the scalar
+ * loop of the GEMM's pack_a writes), eight columns at a time through an 8 x 8 register
+ * transpose. */
+__attribute__((target("avx"))) void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld,
+                                                  float *ap)
 {
     nnl_idx k = 0;
     for (; k + 8 <= kcb; k += 8)
-        cf_t8x8(w + k, K, ap + k * 8);
+        cf_t8x8(w + k, ld, ap + k * 8);
     for (; k < kcb; k++)
         for (int i = 0; i < 8; i++)
-            ap[k * 8 + i] = w[i * K + k];
+            ap[k * 8 + i] = w[i * ld + k];
 }
 
-int nnl_cf_pack8_ok(void)
+int nnl_pack_a8_ok(void)
 {
     return nnl_cpu_has_avx();
 }
@@ -111,12 +112,12 @@ int nnl_cf_bdirect_ok(int isa, int mr, int nr)
     return 0;
 }
 
-void nnl_cf_pack8_s(nnl_idx kcb, const float *w, nnl_idx K, float *ap)
+void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap)
 {
-    (void)kcb, (void)w, (void)K, (void)ap;
+    (void)kcb, (void)w, (void)ld, (void)ap;
 }
 
-int nnl_cf_pack8_ok(void)
+int nnl_pack_a8_ok(void)
 {
     return 0;
 }

@@ -70,19 +70,15 @@ static int dw_threads(const nnl_conv_geom *g, int nthreads)
 }
 
 #define T float
-#define TI int32_t
 #define FN(name) name##_s
 #include "convfast_direct_tmpl.h"
 #undef T
-#undef TI
 #undef FN
 
 #define T double
-#define TI int64_t
 #define FN(name) name##_d
 #include "convfast_direct_tmpl.h"
 #undef T
-#undef TI
 #undef FN
 
 nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)

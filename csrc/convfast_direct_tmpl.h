@@ -17,26 +17,12 @@ static inline void FN(dw_store)(T *p, DW_VEC v)
     memcpy(p, &v, sizeof v);
 }
 
-typedef TI FN(dw_ivec) __attribute__((vector_size(NNL_DW_VBYTES)));
-
-/* ReLU / ReLU6 on a register vector as compare masks + bitwise select (no branches, and the
- * same results as NNL_ACT: v < 0 -> +0, NaN kept, v > 6 -> 6 for ReLU6). Applying the
- * activation to stored rows instead left data-dependent branches in the compiled loop:
- * ReLU6 on mixed-sign outputs made a 56x56 depthwise conv 6x slower. */
+/* ReLU / ReLU6 on a register vector (NNL_ACT_VEC of nnl_core.h: compare masks + bitwise
+ * select). Applying the activation to stored rows instead left data-dependent branches in the
+ * compiled loop: ReLU6 on mixed-sign outputs made a 56x56 depthwise conv 6x slower. */
 static inline DW_VEC FN(dw_act_vec)(DW_VEC v, int act)
 {
-    typedef FN(dw_ivec) IV;
-    if (act == NNL_ACT_NONE)
-        return v;
-    const DW_VEC zero = {0};
-    const IV neg = (IV)(v < zero);
-    v = (DW_VEC)((IV)v & ~neg);
-    if (act == NNL_ACT_RELU6) {
-        const DW_VEC six = zero + (T)6;
-        const IV big = (IV)(v > six);
-        v = (DW_VEC)(((IV)v & ~big) | ((IV)six & big));
-    }
-    return v;
+    return NNL_ACT_VEC(v, act);
 }
 
 static inline DW_VEC FN(dw_set1)(T s)

@@ -1,7 +1,9 @@
 /* Implicit-GEMM conv2d driver (see convfast.h for the contract).
  *
  * Work units, as in the GEMM driver: (image n, group g, at most MC output channels, a range of
- * NR-wide GEMM columns). A thread computes a unit alone, with its own buffers:
+ * NR-wide GEMM columns). A thread computes a unit alone, with its own buffers, by the GEMM's
+ * own loop nest (gemm_nest, gemm_nest_tmpl.h) fed by the B packers and the tile write-out of
+ * convfast_implicit_tmpl.h:
  *
  *   [copy the unit's band of image rows, zero-padded and stride-phase split]   (CF_WIDE)
  *   for pc in K by KC (up to NNL_CF_KC_WIDE * KC, see cf_plan_call):
@@ -266,8 +268,12 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define EPI_T nnl_epi_s
 #define KERNEL_T nnl_kernel_s
 #define FN(name) name##_s
+#define CF_GEMM nnl_sgemm
 #define CF_BDIRECT 1
+#define PACK_A8 nnl_pack_a8_s
 #include "convfast_implicit_tmpl.h"
+#undef PACK_A8
+#undef CF_GEMM
 #undef CF_BDIRECT
 #undef T
 #undef EPI_T
@@ -279,8 +285,10 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define EPI_T nnl_epi_d
 #define KERNEL_T nnl_kernel_d
 #define FN(name) name##_d
+#define CF_GEMM nnl_dgemm
 #define CF_BDIRECT 0
 #include "convfast_implicit_tmpl.h"
+#undef CF_GEMM
 #undef CF_BDIRECT
 #undef T
 #undef EPI_T
@@ -289,22 +297,9 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 
 nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads, int isa)
 {
-    int mr, nr, mc, kc;
-    if (!cf_geom_ok(geom))
+    int mr, nr, mc, kc, nc;
+    if (!cf_geom_ok(geom) || nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
         return -1;
-    if (elsize == 4) {
-        const nnl_kernel_s *kd = nnl_select_s(isa);
-        if (kd == NULL)
-            return -1;
-        mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
-    } else if (elsize == 8) {
-        const nnl_kernel_d *kd = nnl_select_d(isa);
-        if (kd == NULL)
-            return -1;
-        mr = kd->mr, nr = kd->nr, mc = kd->mc, kc = kd->kc;
-    } else {
-        return -1;
-    }
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0 || geom->c == 0)
         return 0;
     cf_plan p;

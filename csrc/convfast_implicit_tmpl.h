@@ -1,32 +1,9 @@
-/* Template body of convfast_implicit.c, included once per dtype with T, EPI_T, KERNEL_T and
- * FN(name) defined. No include guard on purpose. */
+/* Template body of convfast_implicit.c, included once per dtype with T, EPI_T, KERNEL_T,
+ * FN(name), CF_GEMM (the dtype's nnl_?gemm), CF_BDIRECT and (float) PACK_A8 defined. No include
+ * guard on purpose. The loop nest is the GEMM's (gemm_nest, gemm_nest_tmpl.h); this file
+ * supplies its B packers (cf_pack_cols, cf_pack_wide) and the tile write-out (cf_scatter). */
 
-/* Rows [0, m) x columns [0, kcb) of w (row stride K) -> MR-tall micro-panels ap[p][k][i]
- * (k-major; rows >= m zero), as the GEMM's pack_a. */
-static void FN(cf_pack_a)(nnl_idx m, nnl_idx kcb, const T *w, nnl_idx K, int mr,
-                          T *NNL_RESTRICT ap, int fast8)
-{
-    for (nnl_idx ip = 0; ip < m; ip += mr) {
-        const int mm = (int)nnl_min(mr, m - ip);
-        const T *src = w + ip * K;
-#if CF_BDIRECT
-        if (fast8 && mm == 8 && mr == 8) {
-            nnl_cf_pack8_s(kcb, src, K, ap);
-            ap += kcb * mr;
-            continue;
-        }
-#else
-        (void)fast8;
-#endif
-        for (nnl_idx k = 0; k < kcb; k++) {
-            for (int i = 0; i < mm; i++)
-                ap[k * mr + i] = src[i * K + k];
-            for (int i = mm; i < mr; i++)
-                ap[k * mr + i] = 0;
-        }
-        ap += kcb * mr;
-    }
-}
+#include "gemm_nest_tmpl.h"
 
 /* len zeros at columns pos.. of packed row dk (panel = kcb*nr elements between panels) */
 static NNL_NO_MEMCPY_IDIOM void FN(cf_put_zero)(T *dk, nnl_idx panel, int nr, nnl_idx pos,
@@ -109,23 +86,6 @@ static void FN(cf_pack_cols)(const nnl_conv_geom *g, const T *xg, nnl_idx k0, nn
                 a = 0, c++;
         }
     }
-}
-
-/* K == 0: y = act(beta * y + bias) */
-static void FN(cf_scale_only)(const nnl_conv_geom *g, const T *bias, T beta, T *y, int act)
-{
-    const nnl_idx L = g->oh * g->ow;
-    for (nnl_idx n = 0; n < g->n; n++)
-        for (nnl_idx f = 0; f < g->f; f++) {
-            T *yr = y + n * g->ysn + f * g->ysf;
-            for (nnl_idx l = 0; l < L; l++) {
-                T v = beta == 0 ? (T)0 : beta * yr[l];
-                if (bias)
-                    v += bias[f];
-                v = NNL_ACT(v, act);
-                yr[l] = v;
-            }
-        }
 }
 
 /* ---------------------------------------------------------------------------- wide layout */
@@ -232,7 +192,9 @@ static NNL_NO_MEMCPY_IDIOM void FN(cf_pack_wide)(const T *src, nnl_idx tbase,
 
 /* Add a tile (m rows, wide columns t0..t0+n of row stride nr) into y rows yr (row stride ysf),
  * dropping the wide columns j >= OW: first K slice y = alpha*tile + beta*y, later ones
- * y += alpha*tile; the last one also adds the bias and applies act. */
+ * y += alpha*tile; the last one also adds the bias and applies act. Every element is rounded
+ * as the micro-kernel's own epilogue would round it (nnl_epi_one_*), so the scatter and the
+ * direct write-out give the same bits. */
 static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *tile, int m,
                            int n, nnl_idx t0, T *yr, nnl_idx ysf, T alpha, T beta, int first,
                            int last, const T *bias, int act)
@@ -266,100 +228,74 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
             } else if (first && beta == 0) {
                 for (nnl_idx c = 0; c < len; c++)
                     dd[c] = alpha * ss[c];
-            } else if (first) {
+            } else {   /* the micro-kernels' rounding: fma(tile, alpha, beta * y) */
+                const T bt = first ? beta : (T)1;
                 for (nnl_idx c = 0; c < len; c++)
-                    dd[c] = alpha * ss[c] + beta * dd[c];
-            } else {
+                    dd[c] = NNL_EPI_ONE(ss[c], alpha, bt, dd + c, NULL, NNL_ACT_NONE);
+            }
+            if (last && (bias || act != NNL_ACT_NONE))
                 for (nnl_idx c = 0; c < len; c++)
-                    dd[c] += alpha * ss[c];
-            }
-            if (last && (bias || act != NNL_ACT_NONE)) {
-                const T b = bias ? bias[r] : (T)0;
-                for (nnl_idx c = 0; c < len; c++) {
-                    T v = dd[c] + b;
-                    v = NNL_ACT(v, act);
-                    dd[c] = v;
-                }
-            }
+                    dd[c] = NNL_BIAS_ACT(dd[c], bias ? bias + r : NULL, act);
         }
     }
 }
 
 /* ------------------------------------------------------------------------------ the units */
 
+/* One (image n, group gi) item as the GEMM's loop nest sees it (gemm_internal.h): B is
+ * packed from the image (cf_b_src), and in the wide layouts every tile goes through
+ * cf_scatter (cf_tile). */
 typedef struct {
-    const T *x, *w, *bias;
-    T alpha, beta;
-    T *y;
-    int act;
+    const nnl_conv_geom *g;
+    const cf_plan *p;
+    const KERNEL_T *kd;
+    const T *xg;                 /* the group's first channel (CF_SEGMENTS) */
+    const T *src;                /* wide source, column t of row k at src[koff[k] + t - tbase] */
+    nnl_idx tbase;
     const nnl_idx *koff;
     int bdirect;                 /* full wide panels read by nnl_cf_bdirect_8x48_s, unpacked */
-    int pack8;                   /* A packed by nnl_cf_pack8_s (AVX transposes) */
-} FN(cf_args);
+    T *y;                        /* the group's first output channel (row stride ysf) */
+    const T *bias;               /* the group's bias, or NULL */
+    T *tile;                     /* the thread's MR x NR tile (scatter) */
+    T alpha, beta;
+    int act;
+} FN(cf_item);
 
-/* Output channels [r0, r1) (r0 a multiple of MR) x GEMM columns [c0, c1) (c0 a multiple of
- * NR) of item (n, gi), B read from ``src`` less ``tbase`` columns (the item's wide source;
- * unused for CF_SEGMENTS). */
-static void FN(cf_run_block)(const nnl_conv_geom *g, const cf_plan *p, const KERNEL_T *kd,
-                             const FN(cf_args) *A, nnl_idx n, nnl_idx gi, const T *src,
-                             nnl_idx tbase, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1,
-                             T *ap, T *bp,
-                             T *tile)
+/* The B micro-panels of K rows [pc, pc + kcb) x GEMM columns [jc, jc + ncb), into bp. */
+static const T *FN(cf_b_src)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                             nnl_idx ncb, T *bp)
 {
-    const int mr = p->mr, nr = p->nr;
-    const nnl_idx K = p->k, FG = p->fg;
-    const T *xg = A->x + n * g->xsn + gi * p->cg * g->xsc;
-    const T *wg = A->w + (gi * FG + r0) * K;
-    T *yg = A->y + n * g->ysn + (gi * FG + r0) * g->ysf;
-    const T *bg = A->bias ? A->bias + gi * FG + r0 : NULL;
-    const nnl_idx rows = r1 - r0;
-    EPI_T e, et;
-    e.alpha = A->alpha;
-    e.bias_col = NULL;
-    et.alpha = 1, et.beta = 0, et.load_c = 0, et.act = NNL_ACT_NONE;
-    et.bias_row = et.bias_col = NULL;
-    for (nnl_idx pc = 0; pc < K; pc += p->kcb_max) {
-        const nnl_idx kcb = nnl_min(p->kcb_max, K - pc);
-        const int first = pc == 0, last = pc + kcb == K;
-        e.load_c = !first || A->beta != 0;
-        e.beta = first ? A->beta : (T)1;
-        e.act = last ? A->act : NNL_ACT_NONE;
-        FN(cf_pack_a)(rows, kcb, wg + pc, K, mr, ap, A->pack8);
-        for (nnl_idx jc = c0; jc < c1; jc += p->chunk * nr) {
-            const nnl_idx ncb = nnl_min(p->chunk * nr, c1 - jc);
-            const nnl_idx nq = nnl_cdiv(ncb, nr);
-            if (p->mode == CF_SEGMENTS)
-                FN(cf_pack_cols)(g, xg, pc, kcb, jc, ncb, nr, bp);
-            else if (!A->bdirect)
-                FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc, ncb, p->ncols, nr, bp);
-            else if (ncb % nr && !p->bdirect_all)   /* B-direct: a partial last panel */
-                FN(cf_pack_wide)(src, tbase, A->koff, pc, kcb, jc + (nq - 1) * nr,
-                                 ncb - (nq - 1) * nr, p->ncols, nr, bp + (nq - 1) * kcb * nr);
-            for (nnl_idx q = 0; q < nq; q++) {
-                const nnl_idx jr = jc + q * nr;
-                const int nn = (int)nnl_min(nr, c1 - jr);
-                for (nnl_idx ir = 0; ir < rows; ir += mr) {
-                    const int m = (int)nnl_min(mr, rows - ir);
-                    const T *api = ap + ir * kcb, *bpq = bp + q * kcb * nr;
-                    if (p->scatter) {
+    const FN(cf_item) *it = (const FN(cf_item) *)ctx;
+    const cf_plan *p = it->p;
+    const nnl_idx nq = nnl_cdiv(ncb, nr);
+    if (p->mode == CF_SEGMENTS)
+        FN(cf_pack_cols)(it->g, it->xg, pc, kcb, jc, ncb, nr, bp);
+    else if (!it->bdirect)
+        FN(cf_pack_wide)(it->src, it->tbase, it->koff, pc, kcb, jc, ncb, p->ncols, nr, bp);
+    else if (ncb % nr && !p->bdirect_all)   /* B-direct: only a partial last panel is packed */
+        FN(cf_pack_wide)(it->src, it->tbase, it->koff, pc, kcb, jc + (nq - 1) * nr,
+                         ncb - (nq - 1) * nr, p->ncols, nr, bp + (nq - 1) * kcb * nr);
+    return bp;
+}
+
+/* Output channels [ir, ir + m) x wide columns [jr, jr + n): the product into the tile (packed
+ * panels, or B read in place by the B-direct kernel), then cf_scatter into y. */
+static void FN(cf_tile)(const void *ctx, nnl_idx kcb, const T *ap, const T *bp, nnl_idx ir,
+                        nnl_idx jr, int m, int n, nnl_idx pc, int first, int last)
+{
+    const FN(cf_item) *it = (const FN(cf_item) *)ctx;
+    const nnl_idx ysf = it->g->ysf;
+    const EPI_T plain = {1, 0, 0, NNL_ACT_NONE, NULL, NULL};
 #if CF_BDIRECT
-                        if (A->bdirect && (nn == nr || p->bdirect_all))
-                            nnl_cf_bdirect_8x48_s(kcb, api, src + (jr - tbase), A->koff + pc,
-                                                  tile);
-                        else
+    if (it->bdirect && (n == it->p->nr || it->p->bdirect_all))
+        nnl_cf_bdirect_8x48_s(kcb, ap, it->src + (jr - it->tbase), it->koff + pc, it->tile);
+    else
+#else
+    (void)pc;
 #endif
-                        kd->ukr(kcb, api, bpq, tile, nr, m, nn, &et);
-                        FN(cf_scatter)(g, p, tile, m, nn, jr, yg + ir * g->ysf, g->ysf,
-                                       A->alpha, A->beta, first, last, bg ? bg + ir : NULL,
-                                       A->act);
-                    } else {
-                        e.bias_row = (last && bg) ? bg + ir : NULL;
-                        kd->ukr(kcb, api, bpq, yg + ir * g->ysf + jr, g->ysf, m, nn, &e);
-                    }
-                }
-            }
-        }
-    }
+        it->kd->ukr(kcb, ap, bp, it->tile, it->p->nr, m, n, &plain);
+    FN(cf_scatter)(it->g, it->p, it->tile, m, n, jr, it->y + ir * ysf, ysf, it->alpha, it->beta,
+                   first, last, it->bias ? it->bias + ir : NULL, it->act);
 }
 
 int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, const T *bias,
@@ -372,10 +308,10 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
         return NNL_EINVAL;
     if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0)
         return NNL_OK;
-    if (geom->c == 0) {
-        FN(cf_scale_only)(geom, bias, beta, y, act);
-        return NNL_OK;
-    }
+    if (geom->c == 0)   /* K == 0: y = act(beta * y + bias), the GEMM's own K == 0 case */
+        return CF_GEMM(geom->n, geom->f, geom->oh * geom->ow, 0, alpha, NULL, 0, 0, 0, NULL, 0, 0,
+                       0, beta, y, geom->ysn, geom->ysf, bias, 0,
+                       bias ? NNL_BIAS_ROW : NNL_BIAS_NONE, act, 1, isa);
     cf_plan p;
     const int bdirect = CF_BDIRECT && nnl_cf_bdirect_ok(isa, kd->mr, kd->nr);
     cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, bdirect, &p);
@@ -387,9 +323,13 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     const size_t thread_elems = p.a_elems + p.b_elems + p.t_elems + p.w_elems;
     if (p.mode != CF_SEGMENTS)
         FN(cf_tap_offsets)(geom, &p, koff);
-    FN(cf_args) A = {x, w, bias, alpha, beta, y, act, koff, bdirect && p.scatter,
-                     CF_BDIRECT && kd->mr == 8 && nnl_cf_pack8_ok()};
-    const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, units = p.units;
+    const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, units = p.units, FG = p.fg;
+    FN(nnl_nest) s0;   /* per (n, g): y_g (FG x L) = W_g (FG x K) @ cols_g (K x L) */
+    s0.K = p.k, s0.kcb_max = p.kcb_max, s0.chunk = p.chunk;
+    s0.alpha = alpha, s0.beta = beta, s0.act = act;
+    s0.rsa = p.k, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
+    s0.a_pack8 = kd->mr == 8 && nnl_pack_a8_ok();
+    s0.rsc = geom->ysf, s0.bias_kind = bias ? NNL_BIAS_ROW : NNL_BIAS_NONE;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(p.nt) if (p.nt > 1)
@@ -424,8 +364,17 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
                                      band + ch * p.nrph * p.ncph * p.pstride);
                 src = band, tbase = i0 * p.wq;   /* column t of row k: band[koff[k] + t - tbase] */
             }
-            FN(cf_run_block)(geom, &p, kd, &A, n, gi, src, tbase, r * p.mu,
-                             nnl_min(p.fg, (r + 1) * p.mu), c0, c1, ap, bp, tile);
+            FN(cf_item) it = {geom, &p, kd, xg, src, tbase, koff, bdirect && p.scatter,
+                              y + n * geom->ysn + gi * FG * geom->ysf,
+                              bias ? bias + gi * FG : NULL, tile, alpha, beta, act};
+            FN(nnl_nest) sb = s0;
+            sb.a = w + gi * FG * p.k, sb.c = it.y, sb.bias = it.bias;
+            const nnl_idx r0 = r * p.mu, r1 = nnl_min(FG, (r + 1) * p.mu);
+            sb.b_ctx = &it, sb.t_ctx = &it;
+            if (p.scatter)
+                FN(gemm_nest)(&sb, FN(cf_b_src), FN(cf_tile), kd, r0, r1, c0, c1, ap, bp);
+            else
+                FN(gemm_nest)(&sb, FN(cf_b_src), NULL, kd, r0, r1, c0, c1, ap, bp);
         }
     }
     nnl_free64(work);

@@ -3,7 +3,8 @@
  *
  * C[M, N] (row-major, every batch item) is cut into work units: at most MC rows (an MR
  * multiple) by a range of NR column panels. A thread computes a whole unit alone, with its own
- * packing buffers (see run_unit in gemm_driver_tmpl.h):
+ * packing buffers (see gemm_nest in gemm_nest_tmpl.h; the implicit conv runs the same nest
+ * with its own B packer):
  *
  *   for pc in K by KC:
  *     pack A[rows, pc:+KC] -> Ap                       MR-tall micro-panels, L2-resident
@@ -62,7 +63,9 @@
 #define GEMM_NAME nnl_sgemm
 #define GEMM_PK nnl_sgemm_pk
 #define PACK_NAME nnl_sgemm_pack
+#define PACK_A8 nnl_pack_a8_s
 #include "gemm_driver_tmpl.h"
+#undef PACK_A8
 #undef T
 #undef EPI_T
 #undef KERNEL_T

@@ -1,5 +1,6 @@
-/* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name)
- * and GEMM_NAME defined. No include guard on purpose. */
+/* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name),
+ * GEMM_NAME, GEMM_PK, PACK_NAME and (float only) PACK_A8 defined. No include guard on
+ * purpose. */
 
 /* The compiled family (its MC/KC/NC are 0 unless fixed at build time with -D). */
 static const KERNEL_T *FN(nnl_family)(int isa)
@@ -63,162 +64,58 @@ typedef struct {
     int bias_kind, act;
 } FN(nnl_prob);
 
-/* ---------------------------------------------------------------------------------- packing */
-
-/* A[0:mc, 0:kc] (strides rsa, csa) -> ceil(mc/mr) micro-panels ap[p][k][i], zero rows past mc. */
-static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx csa, int mr,
-                       T *NNL_RESTRICT ap)
-{
-    for (nnl_idx ip = 0; ip < mc; ip += mr) {
-        const int m = (int)nnl_min(mr, mc - ip);
-        const T *src = a + ip * rsa;
-        if (csa == 1) {
-            /* row-major A: m read streams (one per row), one sequential write stream */
-            for (nnl_idx k = 0; k < kc; k++) {
-                for (int i = 0; i < m; i++)
-                    ap[k * mr + i] = src[i * rsa + k];
-                for (int i = m; i < mr; i++)
-                    ap[k * mr + i] = 0;
-            }
-        } else {
-            /* transposed (rsa == 1) or general strides: read along rows of op(A)^T */
-            for (nnl_idx k = 0; k < kc; k++) {
-                const T *s = src + k * csa;
-                for (int i = 0; i < m; i++)
-                    ap[k * mr + i] = s[i * rsa];
-                for (int i = m; i < mr; i++)
-                    ap[k * mr + i] = 0;
-            }
-        }
-        ap += kc * mr;
-    }
-}
-
-/* kc rows of NR contiguous elements; NR is a compile-time constant after inlining. */
-static NNL_ALWAYS_INLINE NNL_NO_MEMCPY_IDIOM void FN(copy_rows)(nnl_idx kc,
-                                                                const T *NNL_RESTRICT src,
-                                                                nnl_idx rs, T *NNL_RESTRICT dst,
-                                                                const int nr)
-{
-    for (nnl_idx k = 0; k < kc; k++)
-        for (int j = 0; j < nr; j++)
-            dst[k * nr + j] = src[k * rs + j];
-}
-
-/* Micro-panels q0 <= q < q1 of the block B[0:kc, 0:nc] -> bp[q][k][j], zero columns past nc. */
-static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb,
-                                           nnl_idx csb, int nr, nnl_idx q0, nnl_idx q1,
-                                           T *NNL_RESTRICT bp)
-{
-    for (nnl_idx q = q0; q < q1; q++) {
-        const nnl_idx j0 = q * nr;
-        const int n = (int)nnl_min(nr, nc - j0);
-        const T *src = b + j0 * csb;
-        T *dst = bp + q * kc * nr;
-        if (csb == 1 && n == nr) {
-            switch (nr) {
-            case 8: FN(copy_rows)(kc, src, rsb, dst, 8); break;
-            case 16: FN(copy_rows)(kc, src, rsb, dst, 16); break;
-            case 24: FN(copy_rows)(kc, src, rsb, dst, 24); break;
-            case 32: FN(copy_rows)(kc, src, rsb, dst, 32); break;
-            case 48: FN(copy_rows)(kc, src, rsb, dst, 48); break;
-            case 64: FN(copy_rows)(kc, src, rsb, dst, 64); break;
-            default: FN(copy_rows)(kc, src, rsb, dst, nr); break;
-            }
-        } else if (rsb == 1) {
-            /* transposed B: each column of op(B) is contiguous in memory */
-            for (int j = 0; j < n; j++) {
-                const T *s = src + j * csb;
-                for (nnl_idx k = 0; k < kc; k++)
-                    dst[k * nr + j] = s[k];
-            }
-            for (nnl_idx k = 0; k < kc; k++)
-                for (int j = n; j < nr; j++)
-                    dst[k * nr + j] = 0;
-        } else {
-            for (nnl_idx k = 0; k < kc; k++) {
-                const T *s = src + k * rsb;
-                for (int j = 0; j < n; j++)
-                    dst[k * nr + j] = s[j * csb];
-                for (int j = n; j < nr; j++)
-                    dst[k * nr + j] = 0;
-            }
-        }
-    }
-}
+#include "gemm_nest_tmpl.h"
 
 /* ------------------------------------------------------------------------------ K == 0 case */
 
+/* The bias of element (i, j), or NULL. */
+static inline const T *FN(bias_at)(const FN(nnl_prob) *p, nnl_idx i, nnl_idx j)
+{
+    return p->bias_kind == NNL_BIAS_ROW ? p->bias + i
+           : p->bias_kind == NNL_BIAS_COL ? p->bias + j : NULL;
+}
+
+/* C = act(beta * C + bias): the whole product when K == 0 (also the implicit conv's, with no
+ * input channels), the micro-kernels' write-out of a zero accumulator. */
 static void FN(scale_only)(const FN(nnl_prob) *p)
 {
     for (nnl_idx i = 0; i < p->M; i++) {
         T *ci = p->C + i * p->rsc;
-        for (nnl_idx j = 0; j < p->N; j++) {
-            T v = p->beta == 0 ? (T)0 : p->beta * ci[j];
-            if (p->bias_kind == NNL_BIAS_ROW)
-                v += p->bias[i];
-            else if (p->bias_kind == NNL_BIAS_COL)
-                v += p->bias[j];
-            v = NNL_ACT(v, p->act);
-            ci[j] = v;
-        }
+        for (nnl_idx j = 0; j < p->N; j++)
+            ci[j] = NNL_EPI_ONE((T)0, (T)1, p->beta, p->beta != 0 ? ci + j : NULL,
+                                FN(bias_at)(p, i, j), p->act);
     }
 }
 
-/* ------------------------------------------------------------------------------- the nest */
+/* ----------------------------------------------------------------------------- B sources */
 
-/* One work unit: rows r0..r1 (at most MC of them, r0 a multiple of MR) by columns c0..c1 (c0 a
- * multiple of NR) of one item, computed by one thread with its private buffers:
- *
- *   for pc in K by KC:
- *     pack A[r0:r1, pc:+KC] -> ap                        (MC x KC block, stays in L2)
- *     for jc in c0..c1 by chunk*NR:
- *       pack B[pc:+KC, jc:+chunk*NR] -> bp               (KC x chunk*NR block, L2-sized)
- *       for each NR panel of the chunk:                  (KC x NR micro-panel, L1/L2)
- *         for ir in r0..r1 by MR: micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
- */
-static void FN(run_unit)(const FN(nnl_prob) *p, const KERNEL_T *kd, nnl_idx kcb_max,
-                         nnl_idx chunk, nnl_idx r0, nnl_idx r1, nnl_idx c0, nnl_idx c1, T *bpw,
-                         T *apw, const T *apk, const T *bpk)
+/* The plain GEMM's B: a strided matrix, packed chunk by chunk (gemm_nest's b_src). */
+typedef struct {
+    const T *b;
+    nnl_idx rsb, csb;
+} FN(nnl_bmat);
+
+static const T *FN(b_from_matrix)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                                  nnl_idx ncb, T *buf)
 {
-    const int mr = kd->mr, nr = kd->nr;
-    const nnl_idx K = p->K;
-    const nnl_idx Pm = nnl_cdiv(p->M, mr) * mr, Qn = nnl_cdiv(p->N, nr) * nr;
-    EPI_T e;
-    e.alpha = p->alpha;
-    for (nnl_idx pc = 0; pc < K; pc += kcb_max) {
-        const nnl_idx kcb = nnl_min(kcb_max, K - pc);
-        const int first = pc == 0, last = pc + kcb == K;
-        const T *ap = apw;
-        e.load_c = !first || p->beta != 0;
-        e.beta = first ? p->beta : (T)1;
-        e.act = last ? p->act : NNL_ACT_NONE;
-        if (apk != NULL)  /* pre-packed (FN(pack_whole)): K slice pc, then row panel r0 / MR */
-            ap = apk + Pm * pc + (r0 / mr) * kcb * mr;
-        else
-            FN(pack_a)(r1 - r0, kcb, p->A + r0 * p->rsa + pc * p->csa, p->rsa, p->csa, mr, apw);
-        for (nnl_idx jc = c0; jc < c1; jc += chunk * nr) {
-            const nnl_idx ncb = nnl_min(chunk * nr, c1 - jc);
-            const nnl_idx nq = nnl_cdiv(ncb, nr);
-            const T *bp = bpw;
-            if (bpk != NULL)
-                bp = bpk + Qn * pc + (jc / nr) * kcb * nr;
-            else
-                FN(pack_b)(kcb, ncb, p->B + pc * p->rsb + jc * p->csb, p->rsb, p->csb, nr, 0, nq,
-                           bpw);
-            for (nnl_idx q = 0; q < nq; q++) {
-                const nnl_idx jr = jc + q * nr;
-                const int n = (int)nnl_min(nr, c1 - jr);
-                e.bias_col = (last && p->bias_kind == NNL_BIAS_COL) ? p->bias + jr : NULL;
-                for (nnl_idx ir = r0; ir < r1; ir += mr) {
-                    const int m = (int)nnl_min(mr, r1 - ir);
-                    e.bias_row = (last && p->bias_kind == NNL_BIAS_ROW) ? p->bias + ir : NULL;
-                    kd->ukr(kcb, ap + ((ir - r0) / mr) * kcb * mr, bp + q * kcb * nr,
-                            p->C + ir * p->rsc + jr, p->rsc, m, n, &e);
-                }
-            }
-        }
-    }
+    const FN(nnl_bmat) *m = (const FN(nnl_bmat) *)ctx;
+    FN(pack_b)(kcb, ncb, m->b + pc * m->rsb + jc * m->csb, m->rsb, m->csb, nr, 0,
+               nnl_cdiv(ncb, nr), buf);
+    return buf;
+}
+
+/* B packed whole by PACK_NAME: K slice pc, then column panel jc / NR (qn = ceil(N/NR)*NR). */
+typedef struct {
+    const T *bpk;
+    nnl_idx qn;
+} FN(nnl_bpacked);
+
+static const T *FN(b_prepacked)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                                nnl_idx ncb, T *buf)
+{
+    const FN(nnl_bpacked) *m = (const FN(nnl_bpacked) *)ctx;
+    (void)ncb, (void)buf;
+    return m->bpk + m->qn * pc + (jc / nr) * kcb * nr;
 }
 
 /* ------------------------------------------------------------------ few-row products */
@@ -278,15 +175,9 @@ static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
         }
         for (nnl_idx i = 0; i < M; i++) {
             T *c = p->C + i * p->rsc + jb;
-            for (nnl_idx j = 0; j < nb; j++) {
-                T v = p->beta != 0 ? acc[i][j] * p->alpha + p->beta * c[j] : acc[i][j] * p->alpha;
-                if (p->bias_kind == NNL_BIAS_ROW)
-                    v += p->bias[i];
-                else if (p->bias_kind == NNL_BIAS_COL)
-                    v += p->bias[jb + j];
-                v = NNL_ACT(v, p->act);
-                c[j] = v;
-            }
+            for (nnl_idx j = 0; j < nb; j++)
+                c[j] = NNL_EPI_ONE(acc[i][j], p->alpha, p->beta, p->beta != 0 ? c + j : NULL,
+                                   FN(bias_at)(p, i, jb + j), p->act);
         }
     }
 }
@@ -329,7 +220,8 @@ int PACK_NAME(int side, nnl_idx rows, nnl_idx cols, const T *X, nnl_idx rs, nnl_
     if (side == 0) {
         const nnl_idx Pm = nnl_cdiv(rows, kd->mr) * kd->mr;
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
-            FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X + pc * cs, rs, cs, kd->mr, out + Pm * pc);
+            FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X + pc * cs, rs, cs, kd->mr,
+                       kd->mr == 8 && nnl_pack_a8_ok(), out + Pm * pc);
     } else {
         const nnl_idx Q = nnl_cdiv(cols, kd->nr);
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
@@ -440,6 +332,14 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     if (ws == NULL)
         return NNL_ENOMEM;
 
+    FN(nnl_nest) s0;
+    s0.K = K, s0.kcb_max = kcb_max, s0.chunk = chunk;
+    s0.alpha = alpha, s0.beta = beta, s0.act = act;
+    s0.rsa = rsa, s0.csa = csa, s0.apk = apk, s0.apk_rows = P * mr;
+    s0.a_pack8 = mr == 8 && nnl_pack_a8_ok();
+    s0.rsc = rsc, s0.bias_kind = bias_kind;
+    s0.t_ctx = NULL;
+
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -456,11 +356,20 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 #endif
         for (nnl_idx u = 0; u < units; u++) {
             const nnl_idx b = u / (ru * cu), r = (u / cu) % ru, c = u % cu;
-            FN(nnl_prob) pb = p0;
-            pb.A = A + b * bsa, pb.B = B + b * bsb, pb.C = C + b * bsc;
-            pb.bias = bias ? bias + b * bsbias : NULL;
-            FN(run_unit)(&pb, kd, kcb_max, chunk, r * mu, nnl_min(M, (r + 1) * mu), c * nu,
-                         nnl_min(N, (c + 1) * nu), bp, ap, apk, bpk);
+            FN(nnl_nest) sb = s0;
+            FN(nnl_bmat) bm = {B + b * bsb, rsb, csb};
+            FN(nnl_bpacked) bk = {bpk, Q * nr};
+            sb.a = A + b * bsa, sb.c = C + b * bsc;
+            sb.bias = bias ? bias + b * bsbias : NULL;
+            const nnl_idx r0 = r * mu, r1 = nnl_min(M, (r + 1) * mu);
+            const nnl_idx c0 = c * nu, c1 = nnl_min(N, (c + 1) * nu);
+            if (bpk != NULL) {
+                sb.b_ctx = &bk;
+                FN(gemm_nest)(&sb, FN(b_prepacked), NULL, kd, r0, r1, c0, c1, ap, bp);
+            } else {
+                sb.b_ctx = &bm;
+                FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, kd, r0, r1, c0, c1, ap, bp);
+            }
         }
     }
     nnl_free64(ws);

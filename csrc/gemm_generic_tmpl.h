@@ -43,13 +43,9 @@ static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_R
     for (int i = 0; i < m; i++) {
         T *ci = c + i * ldc;
         for (int j = 0; j < n; j++) {
-            T v = e->load_c ? acc[i][j] * e->alpha + e->beta * ci[j] : acc[i][j] * e->alpha;
-            if (e->bias_row)
-                v += e->bias_row[i];
-            if (e->bias_col)
-                v += e->bias_col[j];
-            v = NNL_ACT(v, e->act);
-            ci[j] = v;
+            const T *b = e->bias_row ? e->bias_row + i : e->bias_col ? e->bias_col + j : NULL;
+            ci[j] = NNL_EPI_ONE(acc[i][j], e->alpha, e->beta, e->load_c ? ci + j : NULL, b,
+                                e->act);
         }
     }
 }

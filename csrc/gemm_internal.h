@@ -7,7 +7,8 @@
  * A micro-kernel call computes the m x n tile (m <= MR, n <= NR) at c (row stride ldc):
  *   acc = sum_k ap[k*MR + i] * bp[k*NR + j]       (k ascending, one fused multiply-add each)
  *   load_c ? c = fma(acc, alpha, beta * c) : c = acc * alpha
- *   c += bias_row[i] (if given); c += bias_col[j] (if given); c = act(c)
+ *   c += bias_row[i] or bias_col[j] (at most one is given); c = act(c)
+ * (the scalar form is nnl_epi_one_* of nnl_core.h)
  * Every element goes through exactly this sequence whatever the tile size, so results do not
  * depend on how the matrix was cut into tiles (or threads).
  */
@@ -64,6 +65,58 @@ const nnl_kernel_d *nnl_avx2_kernel_d(void);
 const nnl_kernel_s *nnl_avx512_kernel_s(void);
 const nnl_kernel_d *nnl_avx512_kernel_d(void);
 #endif
+
+/* ------------------------------------------------------------------- the block loop nest
+ *
+ * gemm_nest (gemm_nest_tmpl.h) runs one work unit: rows [r0, r1) (r0 a multiple of MR, at most
+ * MC rows) by columns [c0, c1) (c0 a multiple of NR) of C = act(alpha * A @ B + beta * C +
+ * bias), for every caller: the plain GEMM (gemm_driver.c) and the implicit conv
+ * (convfast_implicit.c, "the GEMM with an image packer for B"). What differs between them is
+ * plugged in:
+ *   A   a strided matrix (packed per K slice by pack_a) or panels pre-packed whole
+ *       (nnl_sgemm_pack layout);
+ *   B   b_src(b_ctx, nr, pc, kcb, jc, ncb, buf) returns the KC x NR micro-panels of rows
+ *       [pc, pc + kcb) and columns [jc, jc + ncb), packed into buf (room for a B chunk) or
+ *       found elsewhere (pre-packed panels); the conv packs them from the image;
+ *   out tile NULL: the micro-kernel writes C (row stride rsc) through its epilogue (alpha/beta,
+ *       bias per row or column, act); else tile(t_ctx, ...) gets every micro-tile's panels and
+ *       does its own product and write-out (the conv's tile + scatter of the wide layout, and
+ *       its B-direct kernel).
+ * K is cut into slices of kcb_max (all but the last full) and B is fetched chunk NR panels
+ * at a time; both are fixed by the caller from the shape alone, so the arithmetic of an
+ * element never depends on how C is cut into units (or threads). */
+#define NNL_DEFINE_NEST(T, S)                                                                 \
+    typedef const T *(*nnl_bsrc_##S)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb,       \
+                                     nnl_idx jc, nnl_idx ncb, T *buf);                       \
+    typedef void (*nnl_tile_##S)(const void *ctx, nnl_idx kcb, const T *ap, const T *bp,     \
+                                 nnl_idx ir, nnl_idx jr, int m, int n, nnl_idx pc, int first,\
+                                 int last);                                                  \
+    typedef struct {                                                                          \
+        nnl_idx K, kcb_max, chunk; /* depth, K slice, NR panels of B fetched at once */     \
+        T alpha, beta;                                                                        \
+        int act;                   /* NNL_ACT_*, applied after the last K slice */          \
+        const T *a;                /* A (row 0 of the item), strides rsa, csa; or ... */    \
+        nnl_idx rsa, csa;                                                                     \
+        const T *apk;              /* ... its panels pre-packed for apk_rows = ceil(M/MR)*MR */\
+        nnl_idx apk_rows;                                                                     \
+        int a_pack8;               /* rows of 8 with csa == 1 packed by nnl_pack_a8_s (float) */\
+        const void *b_ctx;         /* the B source's context */                              \
+        T *c;                      /* C (row 0 of the item), row stride rsc */               \
+        nnl_idx rsc;                                                                          \
+        const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
+        int bias_kind;                                                                        \
+        const void *t_ctx;         /* the tile write-out's context */                        \
+    } nnl_nest_##S;
+
+NNL_DEFINE_NEST(float, s)
+NNL_DEFINE_NEST(double, d)
+#undef NNL_DEFINE_NEST
+
+/* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] through AVX
+ * 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a writes).
+ * Call only when nnl_pack_a8_ok(). */
+void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap);
+int nnl_pack_a8_ok(void);
 
 /* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available
  * (gemm_driver.c); the GEMM and the implicit conv both take their kernels from here. */

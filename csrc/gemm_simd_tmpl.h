@@ -4,7 +4,7 @@
  *   TGT                                   __attribute__((target(...))) for every function
  *   VEC, LANES, MASK_T                    vector type, its lane count, tail-mask type
  *   V_ZERO(), V_SET1(x), V_LOADU(p), V_STOREU(p, v), V_FMA(a, b, c) (= a*b+c, fused),
- *   V_MUL, V_ADD, V_MAX, V_MIN            (max/min return the 2nd operand when either is NaN)
+ *   V_MUL, V_ADD
  *   V_MASK(r)                             mask of the first r lanes (1 <= r <= LANES)
  *   V_LOADM(mask, p), V_STOREM(p, mask, v) masked load/store (masked lanes are not touched)
  *   UKR_MR, UKR_NV                        register tile: MR = UKR_MR rows, NR = UKR_NV * LANES
@@ -50,9 +50,9 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
         bp += UKR_NR;
     }
 
-    /* write-out epilogue: alpha/beta, bias, activation; the last vector may be partial */
+    /* write-out epilogue: alpha/beta, bias, activation (NNL_ACT_VEC, nnl_core.h); the last
+     * vector may be partial */
     const VEC valpha = V_SET1(e->alpha), vbeta = V_SET1(e->beta);
-    const VEC zero = V_ZERO(), six = V_SET1((T)6);
 #pragma GCC unroll 16
     for (int i = 0; i < mr; i++) {
         T *ci = c + i * ldc;
@@ -71,11 +71,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
             if (e->bias_col)
                 v = V_ADD(v, masked ? V_LOADM(tail, e->bias_col + j * LANES)
                                     : V_LOADU(e->bias_col + j * LANES));
-            if (e->act != NNL_ACT_NONE) {
-                v = V_MAX(zero, v);
-                if (e->act == NNL_ACT_RELU6)
-                    v = V_MIN(six, v);
-            }
+            v = NNL_ACT_VEC(v, e->act);
             if (masked)
                 V_STOREM(ci + j * LANES, tail, v);
             else

@@ -15,8 +15,6 @@
 #undef V_FMA
 #undef V_MUL
 #undef V_ADD
-#undef V_MAX
-#undef V_MIN
 #undef V_MASK
 #undef V_LOADM
 #undef V_STOREM

@@ -136,6 +136,37 @@ def test_k_zero_is_beta_out_plus_bias(isa, dtype):
     np.testing.assert_array_equal(gemm(a, b), np.zeros((4, 6), dtype))
 
 
+@pytest.mark.parametrize("bias_axis", [0, 1])
+def test_write_out_rounds_as_one_fused_multiply_add_on_every_path(isa, bias_axis):
+    # Every path writes act(fma(acc, alpha, beta * out) + bias), rounded as the SIMD
+    # micro-kernels do: the packed kernels (8, 13 rows), the unpacked few-row path (1, 3 rows)
+    # and K == 0 (a zero accumulator). With K = 1 and a = 1 the accumulator is b exactly, so a
+    # float64 oracle rounds the same way (the product acc * alpha is exact in float64).
+    if isa == "numpy":
+        pytest.skip("NumPy fallback: no fused write-out")
+    f32, f64 = np.float32, np.float64
+    alpha, beta = f32(1 / 3), f32(-1.7)
+    for m in (1, 3, 8, 13):
+        n = 37
+        for k in (0, 1):
+            a = np.ones((m, k), f32)
+            b = rand((k, n), f32, m) * 5
+            c = rand((m, n), f32, 50 + m) * 5
+            bias = rand((m if bias_axis == 0 else n,), f32, 70 + m)
+            bb = bias[:, None] if bias_axis == 0 else bias[None, :]
+            acc = np.broadcast_to(b[0] if k else f32(0), (m, n)).astype(f32)
+            al = alpha if k else f32(1)        # K == 0: beta * out + bias, alpha unused
+            fused = (acc.astype(f64) * f64(al) + (beta * c).astype(f64)).astype(f32)
+            for activation in (None, "relu6"):
+                want = fused + bb
+                if activation:
+                    want = np.minimum(np.maximum(want, f32(0)), f32(6))
+                out = c.copy()
+                gemm(a, b, out, alpha=float(alpha), beta=float(beta), bias=bias,
+                     bias_axis=bias_axis, activation=activation)
+                np.testing.assert_array_equal(out, want, err_msg=f"m={m} k={k} {activation}")
+
+
 # --------------------------------------------------------------- blocks, threads, determinism
 def _multi_block_shape(dtype):
     """A shape that spans several MC, KC and NC blocks plus ragged MR/NR edges."""

@@ -106,30 +106,80 @@ static inline void nnl_col_range(nnl_idx off, nnl_idx w, nnl_idx sw, nnl_idx ow,
 
 /* --------------------------------------------------------------- scalar epilogue */
 
-/* act(v) for NNL_ACT_*: ReLU max(0, v), ReLU6 min(max(0, v), 6); NaN stays NaN (the compare
- * is false for NaN), as torch.relu / F.relu6. The SIMD epilogues follow the same rule. */
-static inline float nnl_act_s(float v, int act)
-{
-    if (act != NNL_ACT_NONE) {
-        v = (0.0f > v) ? 0.0f : v;
-        if (act == NNL_ACT_RELU6)
-            v = (v > 6.0f) ? 6.0f : v;
+/* The write-out of every kernel, one element at a time (the SIMD micro-kernels of
+ * gemm_simd_tmpl.h and the depthwise kernel's vectors follow the same rules):
+ *   nnl_act_*(v, act)        NNL_ACT_*: ReLU max(0, v), ReLU6 min(max(0, v), 6); NaN stays NaN
+ *                            (the compare is false for NaN), as torch.relu / F.relu6; -0 stays -0
+ *   nnl_bias_act_*(v, b, act) act(v + *b), b NULL: act(v) (no + 0, which would turn -0 into +0)
+ *   nnl_epi_one_*(acc, alpha, beta, c, b, act)
+ *                            act(fma(acc, alpha, beta * *c) + *b): the GEMM's write-out of an
+ *                            accumulator, rounded exactly as the SIMD micro-kernels do (one
+ *                            fused multiply-add, written out so that the compiler's own
+ *                            contraction choices cannot change it from one caller to the
+ *                            next); c NULL: C is not read (beta == 0 or a first write), acc *
+ *                            alpha
+ * NNL_ACT, NNL_BIAS_ACT and NNL_EPI_ONE pick the one for the first argument's type. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NNL_FMA_s __builtin_fmaf
+#define NNL_FMA_d __builtin_fma
+#else
+#include <math.h>
+#define NNL_FMA_s fmaf
+#define NNL_FMA_d fma
+#endif
+#define NNL_DEFINE_EPILOGUE(T, S)                                                             \
+    static inline T nnl_act_##S(T v, int act)                                                 \
+    {                                                                                         \
+        if (act != NNL_ACT_NONE) {                                                            \
+            v = ((T)0 > v) ? (T)0 : v;                                                        \
+            if (act == NNL_ACT_RELU6)                                                         \
+                v = (v > (T)6) ? (T)6 : v;                                                    \
+        }                                                                                     \
+        return v;                                                                             \
+    }                                                                                         \
+    static inline T nnl_bias_act_##S(T v, const T *bias, int act)                             \
+    {                                                                                         \
+        if (bias)                                                                             \
+            v += *bias;                                                                       \
+        return nnl_act_##S(v, act);                                                           \
+    }                                                                                         \
+    static inline T nnl_epi_one_##S(T acc, T alpha, T beta, const T *c, const T *bias,        \
+                                    int act)                                                  \
+    {                                                                                         \
+        return nnl_bias_act_##S(c ? NNL_FMA_##S(acc, alpha, beta * *c) : acc * alpha, bias,   \
+                                act);                                                         \
     }
-    return v;
-}
 
-static inline double nnl_act_d(double v, int act)
-{
-    if (act != NNL_ACT_NONE) {
-        v = (0.0 > v) ? 0.0 : v;
-        if (act == NNL_ACT_RELU6)
-            v = (v > 6.0) ? 6.0 : v;
-    }
-    return v;
-}
+NNL_DEFINE_EPILOGUE(float, s)
+NNL_DEFINE_EPILOGUE(double, d)
+#undef NNL_DEFINE_EPILOGUE
 
-/* The one for v's type (templates written over T use this). */
 #define NNL_ACT(v, act) _Generic((v), float: nnl_act_s, double: nnl_act_d)((v), (act))
+#define NNL_BIAS_ACT(v, b, act)                                                               \
+    _Generic((v), float: nnl_bias_act_s, double: nnl_bias_act_d)((v), (b), (act))
+#define NNL_EPI_ONE(acc, alpha, beta, c, b, act)                                              \
+    _Generic((acc), float: nnl_epi_one_s, double: nnl_epi_one_d)((acc), (alpha), (beta), (c), \
+                                                                 (b), (act))
+
+/* act(v) on a whole GCC vector v (the SIMD micro-kernels' __m256/__m512, the depthwise
+ * kernel's generic vectors): nnl_act_*'s rule lane by lane, v < 0 -> +0, NaN kept, -0 kept,
+ * v > 6 -> 6 for ReLU6, as compare masks and a bitwise select (no data-dependent branch). */
+#define NNL_ACT_VEC(v, act)                                                                   \
+    __extension__({                                                                           \
+        __typeof__(v) nnl_a_ = (v);                                                           \
+        if ((act) != NNL_ACT_NONE) {                                                          \
+            const __typeof__(v) nnl_z_ = {0};                                                 \
+            const __typeof__(nnl_a_ < nnl_z_) nnl_neg_ = nnl_a_ < nnl_z_;                     \
+            nnl_a_ = (__typeof__(v))((__typeof__(nnl_neg_))nnl_a_ & ~nnl_neg_);               \
+            if ((act) == NNL_ACT_RELU6) {                                                     \
+                const __typeof__(v) nnl_6_ = nnl_z_ + 6;                                      \
+                const __typeof__(nnl_neg_) nnl_big_ = nnl_a_ > nnl_6_;                        \
+                nnl_a_ = (__typeof__(v))(((__typeof__(nnl_neg_))nnl_a_ & ~nnl_big_) |         \
+                                         ((__typeof__(nnl_neg_))nnl_6_ & nnl_big_));          \
+            }                                                                                 \
+        }                                                                                     \
+        nnl_a_;                                                                               \
+    })
 
 /* ------------------------------------------------------------ memory (nnl_alloc.c) */
 

@@ -30,9 +30,9 @@
 
 #include "convfast.h"
 
-/* Products with at most this many rows read the unpacked A even when it is pre-packed
- * (gemm_kernels.h: "products of <= 4 rows read those"). */
-#define NNL_WINO_SKINNY_ROWS 4
+/* Products with at most this many rows read the unpacked A even when it is pre-packed: the
+ * GEMM's own constant (gemm_internal.h). */
+#define NNL_WINO_SKINNY_ROWS NNL_SKINNY_M
 
 /* u[(i*alpha + j)*nf + q] = (G w_q G^T)[i][j] for the nf 3x3 filters w (nf x 9 row-major),
  * computed in double; NNL_OK or NNL_EINVAL. */

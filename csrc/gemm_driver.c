@@ -46,12 +46,9 @@
 
 /* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
-/* Products with at most this many rows skip packing (see skinny_cols in gemm_driver_tmpl.h);
- * LANES partial sums per dot product, JB columns per block (the accumulator tile of a block,
- * NNL_SKINNY_M x JB, stays in L1). */
-#ifndef NNL_SKINNY_M
-#define NNL_SKINNY_M 4
-#endif
+/* Products of at most NNL_SKINNY_M rows (gemm_internal.h) skip packing (skinny_cols in
+ * gemm_driver_tmpl.h); LANES partial sums per dot product, JB columns per block (the
+ * accumulator tile of a block, NNL_SKINNY_M x JB, stays in L1). */
 #define NNL_SKINNY_LANES 16
 #define NNL_SKINNY_JB 128
 

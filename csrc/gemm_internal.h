@@ -17,6 +17,13 @@
 
 #include "gemm_kernels.h"
 
+/* Products with at most this many rows skip packing and read the unpacked A even when a
+ * pre-packed one is given (gemm_driver_tmpl.h's skinny path); the Winograd plans rely on it
+ * (convfast_winograd.h). */
+#ifndef NNL_SKINNY_M
+#define NNL_SKINNY_M 4
+#endif
+
 typedef struct {
     float alpha, beta;
     int load_c;               /* 0: C is not read (first K block with beta == 0) */

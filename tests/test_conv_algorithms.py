@@ -407,8 +407,14 @@ def test_auto_resolves_per_layer():
     pointwise = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 1, 0, 1, 1)
     assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "im2col"  # 81 px
     big = conv2d_geometry((1, 8, 28, 14), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 392 px
-    batch4 = conv2d_geometry((4, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1)
+    batch4 = conv2d_geometry((4, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 81 px each
     assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "implicit"
+    # batches of maps of <= 64 output pixels: im2col with the images side by side
+    for shape in ((4, 8, 5, 5), (64, 8, 8, 8), (2, 8, 4, 4)):
+        assert resolve(conv2d_geometry(shape, (16, 8, 3, 3), None, 1, 1, 1, 1),
+                       "auto") == "im2col", shape
+    assert resolve(conv2d_geometry((4, 8, 9, 8), (16, 8, 3, 3), None, 1, 1, 1, 1),
+                   "auto") == "implicit"                                        # 72 px
     assert resolve(conv2d_geometry((3, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
                    "auto") == "im2col"
     assert resolve(dense, "implicit") == "implicit"

@@ -216,6 +216,91 @@ def test_batched_weight_gradient_matches_reference(case, budget, monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", WGRAD, ids=str)
+def test_col2im_rows_is_the_adjoint_of_im2col_rows(case):
+    """<im2col_rows(x), c> == <x, col2im_rows(c)>, and col2im_rows against a naive scatter."""
+    im2col_mod = pytest.importorskip("nnlite._im2col")
+    from nnlite.kernels import conv_cython
+
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    rows = rng.standard_normal((geom.c * geom.kh * geom.kw, geom.n, geom.l))
+    want = np.zeros(xs)                                            # naive scatter-add
+    for n, c, a, bb, i, j in np.ndindex(geom.n, geom.c, geom.kh, geom.kw, geom.oh, geom.ow):
+        r = i * geom.sh - geom.pt + a * geom.dh
+        q = j * geom.sw - geom.pl + bb * geom.dw
+        if 0 <= r < geom.h and 0 <= q < geom.w:
+            want[n, c, r, q] += rows[(c * geom.kh + a) * geom.kw + bb, n, i * geom.ow + j]
+    got = np.full(xs, 0.5)                                         # col2im_rows accumulates
+    im2col_mod.col2im_rows(rows, got, *conv_cython._args(geom), num_threads=2)
+    np.testing.assert_allclose(got - 0.5, want, rtol=1e-12, atol=1e-12)
+    cols = np.empty_like(rows)
+    im2col_mod.im2col_rows(x, cols, *conv_cython._args(geom), num_threads=2)
+    assert math.isclose(np.vdot(cols, rows), np.vdot(x, want), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [None, 1], ids=["one chunk", "one image per chunk"])
+@pytest.mark.parametrize("case", WGRAD, ids=str)
+def test_batch_rows_forward_and_input_gradient_match_reference(case, budget, monkeypatch):
+    """The batch-rows im2col path (images side by side, one GEMM per chunk) of the forward and
+    the input gradient against the naive reference, float64 and float32."""
+    pytest.importorskip("nnlite._im2col")
+    from nnlite import _convgeom
+    from nnlite.kernels import conv_cython
+
+    if budget is not None:
+        monkeypatch.setattr(_convgeom, "COL_BUDGET_BYTES", budget)
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(4)
+    geom = conv2d_geometry(xs, ws, (ws[0],), s, p, d, g)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow)).astype(dtype)
+        y = conv_cython._rows_forward(x, w, b, geom)
+        gx = conv_cython._rows_backward_input(gy, w, geom)
+        want_y = kernels.impl("conv2d_forward", "reference")(x.astype(np.float64),
+                                                             w.astype(np.float64),
+                                                             b.astype(np.float64), geom)
+        want_gx = kernels.impl("conv2d_backward_input", "reference")(
+            gy.astype(np.float64), w.astype(np.float64), geom)
+        assert y.dtype == gx.dtype == dtype
+        np.testing.assert_allclose(y, want_y, rtol=tol, atol=tol * np.abs(want_y).max())
+        np.testing.assert_allclose(gx, want_gx, rtol=tol, atol=tol * np.abs(want_gx).max())
+
+
+def test_batch_rows_path_runs_and_is_thread_independent():
+    """'auto' sends a batch of 4x4 maps to the batch-rows path (forward and input gradient);
+    its results are bit-identical on 1, 2 and 3 threads."""
+    pytest.importorskip("nnlite._im2col")
+    from nnlite import _algorithms
+    from nnlite.kernels import conv_cython
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 40, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((24, 40, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((6, 24, 2, 2)).astype(np.float32)
+    geom = conv2d_geometry(x.shape, w.shape, None, 2, 1, 1, 1)
+    assert _algorithms.resolve(geom) == "im2col" and conv_cython._rows_pay(geom)
+    results = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            xt = nnlite.tensor(x, requires_grad=True)
+            wt = nnlite.tensor(w, requires_grad=True)
+            y = F.conv2d(xt, wt, stride=2, padding=1)
+            y.backward(gy)
+            results.append((y.data, xt.grad, wt.grad))
+    want = kernels.impl("conv2d_forward", "reference")(x.astype(np.float64),
+                                                       w.astype(np.float64), None, geom)
+    np.testing.assert_allclose(results[0][0], want, rtol=1e-4, atol=1e-4)
+    for r in results[1:]:
+        for a, b in zip(r, results[0]):
+            assert np.array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------------- ReLU
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 5, 17, 19), (5000,), (2, 3, 1, 700)], ids=str)

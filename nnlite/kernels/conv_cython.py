@@ -14,7 +14,7 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import resolve
+from .._algorithms import ROWS_MAX_PIXELS, resolve
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -148,6 +148,81 @@ def _direct_depthwise(x, w, b, geom, args):
     return y.reshape(geom.n, geom.f, oh, ow)
 
 
+# ------------------------------------------------------------------- batch-rows layout
+# The im2col path multiplies one image's columns at a time (GEMM N = OH*OW). On small maps that
+# N is too narrow for the GEMM's register tile and panel reuse (a 4x4 map: N = 16), so below
+# this many output pixels per image the columns of a chunk of images are laid side by side
+# (``_im2col.im2col_rows``: rows C*KH*KW, N = images*OH*OW) and each routine is ONE GEMM per
+# chunk; the output (or gy) is regrouped channel-major around it (nnlite/_algorithms.py:
+# 'auto' sends such convs here).
+def _rows_pay(geom):
+    return geom.l <= ROWS_MAX_PIXELS and geom.n > 1 and _args(geom) is not None
+
+
+def _rows_operand(x, geom, n0, n1, ws):
+    """The (C*KH*KW, M*L) columns of images n0:n1 in ``ws`` (a pointwise conv: the image
+    itself, regrouped channel-major)."""
+    m = n1 - n0
+    if geom.is_pointwise:
+        return _rows_first(x[n0:n1], m, geom.c, geom.l)
+    cols = ws[:geom.c * geom.kh * geom.kw * m * geom.l].reshape(-1, m, geom.l)
+    _im2col.im2col_rows(x[n0:n1], cols, *_args(geom), num_threads=_threads(cols.size))
+    return cols.reshape(-1, m * geom.l)
+
+
+def _rows_workspace(geom, dtype):
+    nb = geom.batch_chunk(np.dtype(dtype).itemsize)
+    size = 0 if geom.is_pointwise else geom.c * geom.kh * geom.kw * nb * geom.l
+    return nb, np.empty(size, dtype=dtype), np.empty(geom.f * nb * geom.l, dtype=dtype)
+
+
+def _rows_forward(x, w, b, geom):
+    """y (N, F, OH, OW) = conv2d(x, w) + b as one GEMM W_g (FG, K) @ cols (K, M*L) per group
+    and chunk of M images, then the (F, M, L) product regrouped image-major."""
+    n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
+    x = np.ascontiguousarray(x)
+    y = np.empty((n, geom.f, l), dtype=x.dtype)
+    wg = np.ascontiguousarray(w, dtype=x.dtype).reshape(g, fg, k)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype).reshape(g, fg)
+    nb, ws, out = _rows_workspace(geom, x.dtype)
+    for n0 in range(0, n, nb):
+        n1 = min(n0 + nb, n)
+        m = n1 - n0
+        cols = _rows_operand(x, geom, n0, n1, ws).reshape(g, k, m * l)
+        prod = out[:geom.f * m * l].reshape(g, fg, m * l)
+        gemm_ops.gemm_batched(wg, cols, prod, bias=bias, bias_axis=0)
+        y[n0:n1] = prod.reshape(geom.f, m, l).transpose(1, 0, 2)
+    return y.reshape(n, geom.f, geom.oh, geom.ow)
+
+
+def _rows_backward_input(gy, w, geom):
+    """gx = col2im(W_gᵀ @ gy) with gy regrouped channel-major: one GEMM (K, FG) @ (FG, M*L)
+    per group and chunk, scattered by ``_im2col.col2im_rows`` (a pointwise conv: the product
+    is the gradient, regrouped image-major)."""
+    n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
+    gy = np.ascontiguousarray(gy)
+    wg = np.ascontiguousarray(w, dtype=gy.dtype).reshape(g, fg, k)
+    rows = geom.c * geom.kh * geom.kw
+    nb = geom.batch_chunk(gy.dtype.itemsize)
+    gcols = np.empty(rows * nb * l, dtype=gy.dtype)
+    if geom.is_pointwise:
+        gx = np.empty((n, geom.c, l), dtype=gy.dtype)
+    else:
+        gx = np.zeros((n, geom.c, geom.h, geom.w), dtype=gy.dtype)   # col2im accumulates
+    for n0 in range(0, n, nb):
+        n1 = min(n0 + nb, n)
+        m = n1 - n0
+        a = _rows_first(gy[n0:n1], m, geom.f, l).reshape(g, fg, m * l)
+        prod = gcols[:rows * m * l].reshape(g, k, m * l)
+        gemm_ops.gemm_batched(wg, a, prod, trans_a=True)
+        if geom.is_pointwise:
+            gx[n0:n1] = prod.reshape(geom.c, m, l).transpose(1, 0, 2)
+        else:
+            _im2col.col2im_rows(prod.reshape(rows, m, l), gx[n0:n1], *_args(geom),
+                                num_threads=_threads(prod.size))
+    return gx.reshape(n, geom.c, geom.h, geom.w)
+
+
 def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
     """conv2d forward by ``algorithm`` (default: the active ``nnlite.conv_algorithm``, resolved
     per layer); 'im2col' with ``general`` skips the pointwise shortcut (for tests)."""
@@ -157,6 +232,8 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None):
         return _direct_depthwise(x, w, b, geom, args)
     if args is not None and algo == "implicit":
         return _implicit(x, w, b, geom, args)
+    if not general and _rows_pay(geom):
+        return _rows_forward(x, w, b, geom)
     return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 
@@ -192,6 +269,8 @@ def conv2d_backward_input(gy, w, geom, general=False):
         ggeom = _input_grad_geometry(geom)
         if ggeom is not None:
             return conv2d_forward(gy, _flipped(w, geom), None, ggeom)
+    if not general and _rows_pay(geom):
+        return _rows_backward_input(gy, w, geom)
     return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 

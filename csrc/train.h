@@ -42,4 +42,18 @@ void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n);
 void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n);
 void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n);
 
+/* Depthwise conv weight gradient for ONE output channel (groups == in_channels): gw (KH*KW)
+ * = Σ over images and output pixels of gy * the tap's input pixel (double accumulation in a
+ * fixed order; padding taps contribute nothing). gy: the channel's (OH, OW) plane of image 0,
+ * planes gsn apart; x: its input channel's (H, W) plane of image 0, planes xsn apart.
+ * Returns 0, or -1 when its accumulator (KH*KW*9 doubles) cannot be allocated. */
+int nnl_dw_wgrad_s(const float* gy, const float* x, float* gw, nnl_tidx n, nnl_tidx gsn,
+                    nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh, nnl_tidx kw,
+                    nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl, nnl_tidx dh,
+                    nnl_tidx dw, nnl_tidx oh, nnl_tidx ow);
+int nnl_dw_wgrad_d(const double* gy, const double* x, double* gw, nnl_tidx n, nnl_tidx gsn,
+                    nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh, nnl_tidx kw,
+                    nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl, nnl_tidx dh,
+                    nnl_tidx dw, nnl_tidx oh, nnl_tidx ow);
+
 #endif

@@ -1,4 +1,5 @@
-"""Training kernels (-> nnlite._train): native BatchNorm forward and backward, ReLU.
+"""Training kernels (-> nnlite._train): native BatchNorm forward and backward, ReLU, the
+depthwise conv weight gradient.
 
 Per channel, the forward reads x twice for its statistics (the mean, then Σ(x - mean)², the
 stable two-pass form) and once more to write y; the backward reads gy and x once for its two
@@ -41,6 +42,14 @@ cdef extern from "train.h" nogil:
     void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n)
     void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n)
     void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n)
+    int nnl_dw_wgrad_s(const float* gy, const float* x, float* gw, nnl_tidx n, nnl_tidx gsn,
+                        nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh, nnl_tidx kw,
+                        nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl, nnl_tidx dh,
+                        nnl_tidx dw, nnl_tidx oh, nnl_tidx ow)
+    int nnl_dw_wgrad_d(const double* gy, const double* x, double* gw, nnl_tidx n,
+                        nnl_tidx gsn, nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh,
+                        nnl_tidx kw, nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl,
+                        nnl_tidx dh, nnl_tidx dw, nnl_tidx oh, nnl_tidx ow)
 
 
 def _check3(name, tuple got, tuple want):
@@ -160,3 +169,44 @@ def relu_backward(const floating[::1] gy, const floating[::1] y, floating[::1] g
             nnl_relu_bwd_s(&gy[i0], &y[i0], &gx[i0], i1 - i0)
         else:
             nnl_relu_bwd_d(&gy[i0], &y[i0], &gx[i0], i1 - i0)
+
+
+# ---------------------------------------------------------------- depthwise weight gradient
+def depthwise_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                          floating[:, ::1] gw, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                          Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                          Py_ssize_t dw, int num_threads=1):
+    """gw (F, KH*KW) of a depthwise conv2d (groups == C, F = C * multiplier; output channel f
+    reads input channel f // multiplier) from gy (N, F, OH, OW) and x (N, C, H, W). OpenMP
+    over the output channels; each channel's sums run in one thread in a fixed order
+    (train_dw.c), so the result is bit-identical for every thread count."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = gy.shape[1], oh = gy.shape[2], ow = gy.shape[3], f, mult
+    cdef int failed = 0
+    cdef int nt = max(1, num_threads)
+    if gy.shape[0] != N:
+        raise ValueError(f"gy has {gy.shape[0]} images; x has {N}")
+    if C == 0 or F % C:
+        raise ValueError(f"gy's {F} channels are not a multiple of x's {C} channels")
+    _check3("gw", (gw.shape[0], gw.shape[1]), (F, kh * kw))
+    if min(kh, kw, sh, sw, dh, dw) < 1 or pt < 0 or pl < 0:
+        raise ValueError(f"bad geometry: kernel ({kh}, {kw}), stride ({sh}, {sw}), "
+                         f"dilation ({dh}, {dw}), padding ({pt}, {pl})")
+    # (any OH, OW is memory-safe: taps outside x's plane are skipped, never read)
+    mult = F // C
+    if F == 0:
+        return
+    if N == 0 or oh == 0 or ow == 0 or H == 0 or W == 0:
+        gw[:, :] = 0
+        return
+    for f in prange(F, nogil=True, schedule="static", num_threads=nt):
+        if floating is float:
+            failed += nnl_dw_wgrad_s(&gy[0, f, 0, 0], &x[0, f // mult, 0, 0], &gw[f, 0], N,
+                                     F * oh * ow, C * H * W, H, W, kh, kw, sh, sw, pt, pl, dh,
+                                     dw, oh, ow)
+        else:
+            failed += nnl_dw_wgrad_d(&gy[0, f, 0, 0], &x[0, f // mult, 0, 0], &gw[f, 0], N,
+                                     F * oh * ow, C * H * W, H, W, kh, kw, sh, sw, pt, pl, dh,
+                                     dw, oh, ow)
+    if failed:
+        raise MemoryError(f"depthwise_weight_grad: no memory for a {kh}x{kw} accumulator")

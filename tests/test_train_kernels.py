@@ -177,6 +177,8 @@ WGRAD = [
     ((4, 6, 5, 5), (9, 6, 1, 1), 1, 0, 1, 1),                     # pointwise
     ((1, 1, 4, 4), (2, 1, 5, 5), 1, 3, 1, 1),                     # padding > kernel, batch 1
     ((7, 3, 8, 6), (5, 3, 2, 3), (3, 2), 0, 1, 1),                # stride does not tile
+    ((2, 3, 9, 11), (6, 1, 2, 3), (2, 1), (3, 1), (1, 2), 3),     # depthwise x2, pad > kernel
+    ((1, 1, 5, 3), (1, 1, 3, 3), (1, 3), (0, 2), 1, 1),           # one channel, batch 1
 ]
 
 
@@ -299,6 +301,50 @@ def test_batch_rows_path_runs_and_is_thread_independent():
     for r in results[1:]:
         for a, b in zip(r, results[0]):
             assert np.array_equal(a, b)
+
+
+def test_depthwise_weight_gradient_native_float32_and_threads():
+    """The native depthwise weight gradient (float32, double accumulation) against the float64
+    reference, and bit-identical on 1, 2 and 3 threads."""
+    from nnlite.kernels import conv_cython
+
+    if conv_cython._train is None:
+        pytest.skip("nnlite._train not built")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 12, 13, 10)).astype(np.float32)
+    geom = conv2d_geometry(x.shape, (24, 1, 3, 3), None, (1, 2), 1, (2, 1), 12)
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow)).astype(np.float32)
+    want = kernels.impl("conv2d_backward_weight", "reference")(gy.astype(np.float64),
+                                                               x.astype(np.float64), geom)
+    got = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            got.append(conv_cython.conv2d_backward_weight(gy, x, geom))
+    assert got[0].dtype == np.float32
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
+    assert all(np.array_equal(g, got[0]) for g in got[1:])
+
+
+def test_depthwise_weight_gradient_bad_arguments():
+    from nnlite.kernels import conv_cython
+
+    if conv_cython._train is None:
+        pytest.skip("nnlite._train not built")
+    t = conv_cython._train
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    gy = np.zeros((2, 6, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="gw has shape"):
+        t.depthwise_weight_grad(gy, x, np.zeros((6, 8), np.float32), 3, 3, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="not a multiple"):
+        t.depthwise_weight_grad(np.zeros((2, 4, 5, 5), np.float32), x,
+                                np.zeros((4, 9), np.float32), 3, 3, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="images"):
+        t.depthwise_weight_grad(gy[:1], x, np.zeros((6, 9), np.float32), 3, 3, 1, 1, 1, 1, 1, 1)
+    # a map larger than the geometry covers reads nothing outside x (taps beyond it skipped)
+    gw = np.full((6, 9), 7.0, np.float32)
+    t.depthwise_weight_grad(np.ones((2, 6, 40, 40), np.float32), np.ones_like(x), gw,
+                            3, 3, 1, 1, 1, 1, 1, 1)
+    assert np.all(np.isfinite(gw)) and gw.max() <= 2 * 25
 
 
 # ---------------------------------------------------------------------------------- ReLU

@@ -30,6 +30,11 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _convfast = None
 
+try:
+    from .. import _train
+except ImportError:  # pragma: no cover - depends on the build
+    _train = None
+
 
 # Below this many column entries a call runs on one thread (nnlite/_constants.py).
 _PARALLEL_MIN = IM2COL_PARALLEL_MIN
@@ -293,13 +298,20 @@ WGRAD_CHUNK_BYTES = 4 << 20
 def conv2d_backward_weight(gy, x, geom, general=False):
     """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per chunk of images (inner size M*OH*OW):
     the columns are written channel-row-major over the chunk (``_im2col.im2col_rows``) and gy is
-    regrouped to (F, M*OH*OW); a pointwise conv multiplies the regrouped image directly."""
+    regrouped to (F, M*OH*OW); a pointwise conv multiplies the regrouped image directly; a
+    depthwise conv runs the direct per-channel kernel ``_train.depthwise_weight_grad``."""
     args = _args(geom)
     if general or args is None or geom.n == 0:
         return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
     n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)
+    if _train is not None and geom.cg == 1 and g == geom.c and gy.dtype == x.dtype:
+        # depthwise: a direct per-channel reduction (the GEMMs would be 1 x KH*KW per group)
+        gw = np.empty((geom.f, geom.kh * geom.kw), dtype=gy.dtype)
+        _train.depthwise_weight_grad(gy, x, gw, *args[:8],
+                                     num_threads=_threads(gy.size * geom.kh * geom.kw))
+        return gw.reshape(geom.f, 1, geom.kh, geom.kw)
     gw = np.empty((g, fg, k), dtype=gy.dtype)
     if geom.is_pointwise:
         a = _rows_first(gy, n, geom.f, l).reshape(g, fg, n * l)

@@ -46,7 +46,8 @@ void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n);
  * = Σ over images and output pixels of gy * the tap's input pixel (double accumulation in a
  * fixed order; padding taps contribute nothing). gy: the channel's (OH, OW) plane of image 0,
  * planes gsn apart; x: its input channel's (H, W) plane of image 0, planes xsn apart.
- * Returns 0, or -1 when its accumulator (KH*KW*9 doubles) cannot be allocated. */
+ * Padding taps are multiplied as zeros (as im2col + GEMM).
+ * Returns 0, or -1 when its accumulator and row buffer cannot be allocated. */
 int nnl_dw_wgrad_s(const float* gy, const float* x, float* gw, nnl_tidx n, nnl_tidx gsn,
                     nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh, nnl_tidx kw,
                     nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl, nnl_tidx dh,

@@ -192,7 +192,7 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, 
     if min(kh, kw, sh, sw, dh, dw) < 1 or pt < 0 or pl < 0:
         raise ValueError(f"bad geometry: kernel ({kh}, {kw}), stride ({sh}, {sw}), "
                          f"dilation ({dh}, {dw}), padding ({pt}, {pl})")
-    # (any OH, OW is memory-safe: taps outside x's plane are skipped, never read)
+    # (any OH, OW is memory-safe: taps outside x's plane read zeros, never x)
     mult = F // C
     if F == 0:
         return

@@ -5,15 +5,17 @@
 
 #define LANES 8
 
-/* gw[a*kw + b] = Σ_n Σ_i Σ_j gy[n, i, j] * x[n, i*sh - pt + a*dh, j*sw - pl + b*dw] for ONE
- * output channel: gy points at its (OH, OW) plane of image 0 (planes gsn apart), x at its
- * input channel's (H, W) plane of image 0 (planes xsn apart). One pass over gy (rows in image
- * then row order); each source row x[n, r] a tap row reads is first copied with its zero
- * padding into a row buffer, so that every tap is a full-length dot product over the OW columns
- * (no clipped, scalar edge taps). Per tap, products accumulate in double into 8 interleaved
- * partial sums (column j into lane j % 8 while full blocks of 8 remain, the rest into a tail
- * sum), combined in a fixed tree at the end: the result does not depend on the thread count.
- * Returns -1 when the buffers cannot be allocated. */
+/* gw[a*kw + b] = Σ_n Σ_i Σ_j gy[n, i, j] * xpad[n, i*sh + a*dh, j*sw + b*dw] for ONE output
+ * channel, xpad = x with its zero padding: gy points at the channel's (OH, OW) plane of image 0
+ * (planes gsn apart), x at its input channel's (H, W) plane of image 0 (planes xsn apart).
+ * Padding taps are multiplied like the rest (0 * inf = NaN), exactly as im2col + GEMM do, so
+ * that the backends agree on every NaN. One pass over gy (rows in image then row order); each
+ * source row (a zero row in the padding) is first copied with its zero padding into a row
+ * buffer, so that every tap is a full-length dot product over the OW columns. Per tap,
+ * products accumulate in double into 8 partial sums (column j into lane j % 8 while full
+ * blocks of 8 remain, the rest into a tail sum), combined in a fixed tree at the end: the
+ * result does not depend on the thread count. Returns -1 when the buffers cannot be
+ * allocated. */
 #define DEFINE_DW(T, SUF)                                                                     \
 int nnl_dw_wgrad_##SUF(const T* gy, const T* x, T* gw, nnl_tidx n, nnl_tidx gsn,            \
                        nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh, nnl_tidx kw,        \
@@ -32,13 +34,15 @@ int nnl_dw_wgrad_##SUF(const T* gy, const T* x, T* gw, nnl_tidx n, nnl_tidx gsn,
         for (i = 0; i < oh; i++) {                                                            \
             const T* g = gy + m * gsn + i * ow;                                               \
             for (a = 0; a < kh; a++) {                                                        \
-                const T* xrow;                                                                \
                 row = i * sh - pt + a * dh;                                                   \
-                if (row < 0 || row >= H) continue;                                            \
-                xrow = x + m * xsn + row * W;                                                 \
-                for (q = 0; q < wp; q++) {                                                    \
-                    col = q - pl;                                                             \
-                    buf[q] = (col >= 0 && col < W) ? xrow[col] : (T)0;                        \
+                if (row < 0 || row >= H) {                                                    \
+                    for (q = 0; q < wp; q++) buf[q] = (T)0;                                   \
+                } else {                                                                      \
+                    const T* xrow = x + m * xsn + row * W;                                    \
+                    for (q = 0; q < wp; q++) {                                                \
+                        col = q - pl;                                                         \
+                        buf[q] = (col >= 0 && col < W) ? xrow[col] : (T)0;                    \
+                    }                                                                         \
                 }                                                                             \
                 for (b = 0; b < kw; b++) {                                                    \
                     double* ac = acc + (a * kw + b) * (LANES + 1);                            \

@@ -323,6 +323,15 @@ def test_depthwise_weight_gradient_native_float32_and_threads():
     assert got[0].dtype == np.float32
     np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
     assert all(np.array_equal(g, got[0]) for g in got[1:])
+    # padding taps are multiplied as zeros, as im2col + GEMM (the 'numpy' backend) do: an
+    # inf gradient gives NaN there (0 * inf), +inf through the tap on x
+    x1 = np.ones((2, 1, 1, 1), np.float32)
+    g1 = np.array([1.0, np.inf], np.float32).reshape(2, 1, 1, 1)
+    geom1 = conv2d_geometry(x1.shape, (1, 1, 3, 3), None, 1, 1, 1, 1)
+    gw1 = conv_cython.conv2d_backward_weight(g1, x1, geom1).reshape(9)
+    want1 = kernels.impl("conv2d_backward_weight", "numpy")(g1, x1, geom1).reshape(9)
+    assert np.isposinf(gw1[4]) and np.isnan(np.delete(gw1, 4)).all()
+    np.testing.assert_array_equal(np.isnan(gw1), np.isnan(want1))
 
 
 def test_depthwise_weight_gradient_bad_arguments():

@@ -27,9 +27,9 @@ cdef extern from "train.h" nogil:
     void nnl_bn_stats_d(const double* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,
                         double* m2)
     void nnl_bn_affine_s(const float* x, float* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
-                         float scale, float shift)
+                         float scale, float shift, int relu)
     void nnl_bn_affine_d(const double* x, double* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
-                         double scale, double shift)
+                         double scale, double shift, int relu)
     void nnl_bn_bwd_sums_s(const float* gy, const float* x, nnl_tidx n, nnl_tidx s,
                            nnl_tidx sn, double mean, double* sgy, double* sgxm)
     void nnl_bn_bwd_sums_d(const double* gy, const double* x, nnl_tidx n, nnl_tidx s,
@@ -38,6 +38,10 @@ cdef extern from "train.h" nogil:
                          nnl_tidx sn, float a, float b, float d)
     void nnl_bn_bwd_gx_d(const double* gy, const double* x, double* gx, nnl_tidx n,
                          nnl_tidx s, nnl_tidx sn, double a, double b, double d)
+    void nnl_bn_relu_mask_s(const float* gy, const float* ym, float* out, nnl_tidx n,
+                            nnl_tidx s, nnl_tidx sn)
+    void nnl_bn_relu_mask_d(const double* gy, const double* ym, double* out, nnl_tidx n,
+                            nnl_tidx s, nnl_tidx sn)
     void nnl_relu_fwd_s(const float* x, float* y, nnl_tidx n)
     void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n)
     void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n)
@@ -66,8 +70,10 @@ def _check_channels(Py_ssize_t C, tuple named):
 
 def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                      const floating[::1] weight, const floating[::1] bias, double eps,
-                     double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1):
-    """Batch statistics and the normalised, scaled and shifted output of x (N, C, S)."""
+                     double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1,
+                     bint relu=False):
+    """Batch statistics and the normalised, scaled and shifted output of x (N, C, S); with
+    ``relu``, a ReLU fused into the write (y <= 0 -> 0, NaN passes)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef Py_ssize_t sn = C * S
     cdef double cnt = <double>N * <double>S, inv, scale
@@ -87,22 +93,27 @@ def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
         scale = inv * weight[c]
         if floating is float:
             nnl_bn_affine_s(&x[0, c, 0], &y[0, c, 0], N, S, sn, <float>scale,
-                            <float>(bias[c] - mean[c] * scale))
+                            <float>(bias[c] - mean[c] * scale), relu)
         else:
             nnl_bn_affine_d(&x[0, c, 0], &y[0, c, 0], N, S, sn, scale,
-                            bias[c] - mean[c] * scale)
+                            bias[c] - mean[c] * scale, relu)
 
 
 def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                 floating[:, :, ::1] gx, const double[::1] mean, const double[::1] invstd,
                 const floating[::1] weight, bint training, double[::1] sgy, double[::1] sgxm,
-                int num_threads=1):
-    """Per-channel sums Σgy and Σgy*(x - mean); gx (None: skipped) from them in one write."""
+                int num_threads=1, const floating[:, :, ::1] relu_out=None):
+    """Per-channel sums Σgy and Σgy*(x - mean); gx (None: skipped) from them in one write.
+    ``relu_out``: the output of a ReLU fused after the BatchNorm (gy reads as 0 where it is
+    <= 0; gx is then required: each channel's masked gy is written into it first and read
+    there while in cache), else None."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef Py_ssize_t sn = C * S
     cdef double cnt = <double>N * <double>S, k1, k2, k3, inv
     cdef int nt = max(1, num_threads)
     cdef bint want_gx = gx is not None
+    cdef const floating* ym = NULL
+    cdef const floating* g
     _check3("gy", (gy.shape[0], gy.shape[1], gy.shape[2]), (N, C, S))
     if want_gx:
         _check3("gx", (gx.shape[0], gx.shape[1], gx.shape[2]), (N, C, S))
@@ -110,11 +121,24 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                         ("sgxm", sgxm)))
     if N == 0 or C == 0 or S == 0:
         raise ValueError(f"bn_backward: empty input of shape {(N, C, S)}")
+    if relu_out is not None:
+        if not want_gx:
+            raise ValueError("bn_backward: relu_out needs gx (the masked gradient's buffer)")
+        _check3("relu_out", (relu_out.shape[0], relu_out.shape[1], relu_out.shape[2]),
+                (N, C, S))
+        ym = &relu_out[0, 0, 0]
     for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+        g = &gy[0, c, 0]
+        if ym != NULL:
+            if floating is float:
+                nnl_bn_relu_mask_s(g, ym + c * S, &gx[0, c, 0], N, S, sn)
+            else:
+                nnl_bn_relu_mask_d(g, ym + c * S, &gx[0, c, 0], N, S, sn)
+            g = &gx[0, c, 0]
         if floating is float:
-            nnl_bn_bwd_sums_s(&gy[0, c, 0], &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
+            nnl_bn_bwd_sums_s(g, &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
         else:
-            nnl_bn_bwd_sums_d(&gy[0, c, 0], &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
+            nnl_bn_bwd_sums_d(g, &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
         if want_gx:
             inv = invstd[c]
             k1 = weight[c] * inv
@@ -125,10 +149,10 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                 k2 = 0.0
                 k3 = 0.0
             if floating is float:
-                nnl_bn_bwd_gx_s(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, <float>k1,
-                                <float>k2, <float>k3)
+                nnl_bn_bwd_gx_s(g, &x[0, c, 0], &gx[0, c, 0], N, S, sn, <float>k1, <float>k2,
+                                <float>k3)
             else:
-                nnl_bn_bwd_gx_d(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
+                nnl_bn_bwd_gx_d(g, &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
 
 
 # ---------------------------------------------------------------------------------- ReLU

@@ -423,3 +423,95 @@ def test_relu_native_raises_on_size_mismatch():
         _train.relu_forward(np.zeros(4), np.zeros(3))
     with pytest.raises(ValueError, match="expected 4"):
         _train.relu_backward(np.zeros(4), np.zeros(4), np.zeros(5))
+
+
+# ------------------------------------------------------------------ BatchNorm -> ReLU fused
+def _bn_relu_run(fused, x, gy, backend, training, dtype):
+    """Sequential(BatchNorm2d, ReLU) (fused when ``fused``, else the two nodes one after the
+    other); returns y, gx, gw, gb, running mean, running var."""
+    nnlite.manual_seed(3)
+    bn, relu = nnlite.nn.BatchNorm2d(x.shape[1]), nnlite.nn.ReLU()
+    bn.weight.data[...] = np.linspace(-1.5, 2.0, x.shape[1])       # negative scales too
+    bn.bias.data[...] = np.linspace(0.3, -0.2, x.shape[1])
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        t.data = t.data.astype(dtype)
+    bn.train(training)
+    xt = nnlite.tensor(x.astype(dtype), requires_grad=True)
+    with nnlite.using_backend(backend):
+        y = nnlite.nn.Sequential(bn, relu)(xt) if fused else relu(bn(xt))
+        y.backward(gy.astype(dtype))
+    return (y.data, xt.grad, bn.weight.grad, bn.bias.grad, bn.running_mean.data.copy(),
+            bn.running_var.data.copy()), y
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 5, 13, 11), (1, 3, 4, 1)], ids=str)
+def test_sequential_fuses_batchnorm_relu_bit_identically(shape, dtype, backend, training):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape)
+    x.reshape(-1)[:3] = [np.nan, 0.0, -0.0] if shape[0] > 1 else x.reshape(-1)[:3]
+    gy = rng.standard_normal(shape)
+    got, y = _bn_relu_run(True, x, gy, backend, training, dtype)
+    want, y_ref = _bn_relu_run(False, x, gy, backend, training, dtype)
+    assert type(y._ctx).__name__ == "BatchNormFn" and type(y_ref._ctx).__name__ == "ReLU"
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    assert not np.signbit(got[0]).any()                             # relu: -0.0 -> +0.0
+
+
+def test_fused_batchnorm_relu_finite_differences():
+    from nnlite.functional.normalization import _batch_norm
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 3, 5, 3))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    for backend in ("cython", "numpy"):
+        with nnlite.using_backend(backend):
+            check_grad(lambda x, w, b: _batch_norm(x, None, None, w, b, True, relu=True),
+                       [x, w, b], rtol=1e-5, atol=1e-7)
+
+
+def test_sequential_does_not_fuse_overridden_modules():
+    class LoudReLU(nnlite.nn.ReLU):
+        def forward(self, input):
+            return F.relu(input) * 2.0
+
+    class ShiftedBN(nnlite.nn.BatchNorm2d):
+        def forward(self, input):
+            return super().forward(input) + 1.0
+
+    x = nnlite.tensor(np.random.default_rng(9).standard_normal((3, 2, 4, 4)).astype(np.float32))
+    bn = nnlite.nn.BatchNorm2d(2)
+    y = nnlite.nn.Sequential(bn, LoudReLU())(x)
+    np.testing.assert_allclose(y.data, 2 * np.maximum(bn(x).data, 0))
+    sbn = ShiftedBN(2)
+    y = nnlite.nn.Sequential(sbn, nnlite.nn.ReLU())(x)
+    np.testing.assert_allclose(y.data, np.maximum(nnlite.nn.BatchNorm2d(2)(x).data + 1.0, 0),
+                               rtol=1e-6)
+
+
+def test_fused_batchnorm_relu_without_input_gradient():
+    """An input that does not require grad (a BatchNorm on the raw batch): the parameters'
+    gradients still see the ReLU mask; bn_backward refuses relu_out without a gx buffer."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((5, 4, 6, 7)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    grads = []
+    for fused in (True, False):
+        nnlite.manual_seed(0)
+        bn, relu = nnlite.nn.BatchNorm2d(4), nnlite.nn.ReLU()
+        y = nnlite.nn.Sequential(bn, relu)(nnlite.tensor(x)) if fused else \
+            relu(bn(nnlite.tensor(x)))
+        y.backward(gy)
+        grads.append((bn.weight.grad, bn.bias.grad))
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    t = normalization._train
+    c = np.zeros(4)
+    x3 = x.reshape(5, 4, -1)
+    with pytest.raises(ValueError, match="relu_out needs gx"):
+        t.bn_backward(x3, x3, None, c, c + 1, np.ones(4, np.float32), True, c.copy(),
+                      c.copy(), relu_out=x3)

@@ -455,7 +455,9 @@ def test_sequential_fuses_batchnorm_relu_bit_identically(shape, dtype, backend, 
     gy = rng.standard_normal(shape)
     got, y = _bn_relu_run(True, x, gy, backend, training, dtype)
     want, y_ref = _bn_relu_run(False, x, gy, backend, training, dtype)
-    assert type(y._ctx).__name__ == "BatchNormFn" and type(y_ref._ctx).__name__ == "ReLU"
+    # fused in training mode only (eval: the inference tracer sees BatchNorm and Relu)
+    assert type(y._ctx).__name__ == ("BatchNormFn" if training else "ReLU")
+    assert type(y_ref._ctx).__name__ == "ReLU"
     for a, b in zip(got, want):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_array_equal(a, b)

@@ -72,8 +72,10 @@ class _BatchNorm(Module):
 
     def _fuses_relu(self, nxt):
         """True when ``nxt`` (the next module of a Sequential) is a plain nn.ReLU that this
-        module can apply inside its own BatchNorm node (neither forward overridden)."""
-        return (type(self).forward is _BatchNorm.forward
+        module applies inside its own BatchNorm node: in training mode only (where the native
+        kernels gain from it; in eval mode the inference tracer and planner see the two ops
+        and fold the BatchNorm into the conv), neither forward overridden."""
+        return (self.training and type(self).forward is _BatchNorm.forward
                 and type(nxt).__dict__.get("_plain_relu", False))
 
     def _forward(self, input, relu=False):

@@ -13,12 +13,15 @@
                 pixels over the batch, e.g. one 14x14 map): there the implicit GEMM's panel
                 split loses to the column matrix (measured on 2 threads, batch 1: 14x14 maps
                 1.1-3x slower, 28x28 maps 0.5-0.85x the im2col time; batch 2 at 14x14 and
-                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'; and batches of
-                small maps (at most 64 output pixels per image, 2+ images): 'im2col' lays the
+                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'; and large convs
+                (>= 32 MFLOP) on batches of small maps (at most 64 output pixels per image,
+                2+ images): 'im2col' lays the
                 columns of a chunk of images side by side and runs ONE GEMM per chunk
                 (N = images*OH*OW, where the implicit GEMM's N per image is OH*OW), e.g.
                 ResNet-18's 4x4 layers at batch 64 (2 threads, Zen 4): forward and input
-                gradient about half the implicit time
+                gradient about half the implicit time (below 32 MFLOP, e.g. 16-channel 8x8
+                digits at batch 32 on one thread, the extra regrouping steps cost more than
+                the wider GEMM gains: 10% slower training)
 
 Only the 'cython' backend has 'implicit' and 'direct'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
@@ -40,7 +43,14 @@ ALGORITHMS = ("auto", "im2col", "implicit", "direct")
 _IMPLICIT_MIN_BATCH, _IMPLICIT_MIN_PIXELS = 4, 392
 # 'auto' runs a dense conv of 2+ images with at most this many output pixels per image as
 # im2col with the images side by side (nnlite/kernels/conv_cython.py:_rows_forward)
-ROWS_MAX_PIXELS = 64
+ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
+
+
+def rows_pay(geom):
+    """True for a batch (2+ images) of maps of at most ROWS_MAX_PIXELS output pixels and a conv
+    of at least ROWS_MIN_FLOPS: there im2col with the images side by side beats the implicit
+    GEMM and the per-image im2col (see the module docstring)."""
+    return geom.n > 1 and geom.oh * geom.ow <= ROWS_MAX_PIXELS and geom.flops() >= ROWS_MIN_FLOPS
 
 _chosen = ThreadSetting()
 
@@ -113,7 +123,7 @@ def resolve(geom, name=None):
             return "direct"
         if geom.kh == geom.kw == 1 or (geom.n < _IMPLICIT_MIN_BATCH
                                         and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS) \
-                or (geom.n > 1 and geom.oh * geom.ow <= ROWS_MAX_PIXELS):
+                or rows_pay(geom):
             return "im2col"
         return "implicit"
     if name == "direct" and not is_depthwise(geom):

@@ -409,12 +409,17 @@ def test_auto_resolves_per_layer():
     big = conv2d_geometry((1, 8, 28, 14), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 392 px
     batch4 = conv2d_geometry((4, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 81 px each
     assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "implicit"
-    # batches of maps of <= 64 output pixels: im2col with the images side by side
-    for shape in ((4, 8, 5, 5), (64, 8, 8, 8), (2, 8, 4, 4)):
-        assert resolve(conv2d_geometry(shape, (16, 8, 3, 3), None, 1, 1, 1, 1),
-                       "auto") == "im2col", shape
-    assert resolve(conv2d_geometry((4, 8, 9, 8), (16, 8, 3, 3), None, 1, 1, 1, 1),
-                   "auto") == "implicit"                                        # 72 px
+    # large convs (>= 32 MFLOP) on batches of maps of <= 64 output pixels: im2col with the
+    # images side by side
+    for shape in ((64, 256, 8, 8), (2, 512, 4, 4)):
+        g = conv2d_geometry(shape, (shape[1], shape[1], 3, 3), None, 1, 1, 1, 1)
+        assert g.flops() >= 2 ** 25 and resolve(g, "auto") == "im2col", shape
+    small = conv2d_geometry((32, 16, 8, 8), (16, 16, 3, 3), None, 1, 1, 1, 1)  # 9.4 MFLOP
+    assert resolve(small, "auto") == "implicit"
+    wide = conv2d_geometry((64, 256, 9, 8), (256, 256, 3, 3), None, 1, 1, 1, 1)  # 72 px
+    assert resolve(wide, "auto") == "implicit"
+    assert resolve(conv2d_geometry((4, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
+                   "auto") == "implicit"                                        # batch 4
     assert resolve(conv2d_geometry((3, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
                    "auto") == "im2col"
     assert resolve(dense, "implicit") == "implicit"

@@ -14,7 +14,7 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import ROWS_MAX_PIXELS, resolve
+from .._algorithms import resolve, rows_pay
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -161,7 +161,7 @@ def _direct_depthwise(x, w, b, geom, args):
 # chunk; the output (or gy) is regrouped channel-major around it (nnlite/_algorithms.py:
 # 'auto' sends such convs here).
 def _rows_pay(geom):
-    return geom.l <= ROWS_MAX_PIXELS and geom.n > 1 and _args(geom) is not None
+    return rows_pay(geom) and _args(geom) is not None
 
 
 def _rows_operand(x, geom, n0, n1, ws):

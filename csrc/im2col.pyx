@@ -58,8 +58,9 @@ cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssiz
 cdef void _col2im_plane(const floating* cols, floating* x, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
-                        Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    # adjoint of _im2col_plane: x[row, j*sw + off] += cols[tap, i, j] (padding entries dropped)
+                        Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t tap_stride) noexcept nogil:
+    # adjoint of _im2col_plane: x[row, j*sw + off] += cols[tap, i, j] (padding entries dropped);
+    # consecutive taps' rows ``tap_stride`` entries apart (OH*OW in the (N, C*KH*KW, L) layout)
     cdef Py_ssize_t a, b, i, j, row, off, j0, j1
     cdef const floating* src
     cdef floating* dst
@@ -71,7 +72,7 @@ cdef void _col2im_plane(const floating* cols, floating* x, Py_ssize_t H, Py_ssiz
                 row = i * sh - pt + a * dh
                 if not in_range(row, H):
                     continue
-                src = cols + ((a * kw + b) * oh + i) * ow
+                src = cols + (a * kw + b) * tap_stride + i * ow
                 dst = x + row * W  # dst[j * sw + off] is in [0, W) for j in [j0, j1)
                 if sw == 1:
                     for j in range(j0, j1):
@@ -162,4 +163,28 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     cdef floating* xp = &x[0, 0, 0, 0]
     for p in prange(P, nogil=True, schedule="static", num_threads=nt):
         _col2im_plane(cp + p * rows, xp + p * plane, H, W, kh, kw, sh, sw, pt, pl, dh, dw,
-                      oh, ow)
+                      oh, ow, oh * ow)
+
+
+def col2im_rows(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
+                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                Py_ssize_t oh, Py_ssize_t ow, int num_threads=1):
+    """x (N, C, H, W) += scatter of ``cols`` (C*KH*KW, N, OH*OW), the layout of
+    ``im2col_rows`` (cols[r, n] is row r of image n's columns): the adjoint of im2col_rows, so
+    that an input gradient over a chunk of images is ONE GEMM with N = images*OH*OW. Padding
+    entries are dropped."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t p, n, c, P = N * C, L = oh * ow, plane = H * W
+    cdef int nt = max(1, num_threads)
+    _check(N, C, H, W, (cols.shape[1], cols.shape[0], cols.shape[2]),
+           kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if P == 0 or L == 0 or plane == 0:
+        return
+    cdef const floating* cp = &cols[0, 0, 0]
+    cdef floating* xp = &x[0, 0, 0, 0]
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        n = p // C
+        c = p - n * C
+        _col2im_plane(cp + (c * kh * kw * N + n) * L, xp + p * plane, H, W, kh, kw, sh, sw,
+                      pt, pl, dh, dw, oh, ow, N * L)

@@ -1,4 +1,5 @@
-"""Training kernels (-> nnlite._train): native BatchNorm forward and backward, ReLU.
+"""Training kernels (-> nnlite._train): native BatchNorm forward and backward, ReLU, the
+depthwise conv weight gradient.
 
 Per channel, the forward reads x twice for its statistics (the mean, then Σ(x - mean)², the
 stable two-pass form) and once more to write y; the backward reads gy and x once for its two
@@ -26,9 +27,9 @@ cdef extern from "train.h" nogil:
     void nnl_bn_stats_d(const double* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,
                         double* m2)
     void nnl_bn_affine_s(const float* x, float* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
-                         float scale, float shift)
+                         float scale, float shift, int relu)
     void nnl_bn_affine_d(const double* x, double* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn,
-                         double scale, double shift)
+                         double scale, double shift, int relu)
     void nnl_bn_bwd_sums_s(const float* gy, const float* x, nnl_tidx n, nnl_tidx s,
                            nnl_tidx sn, double mean, double* sgy, double* sgxm)
     void nnl_bn_bwd_sums_d(const double* gy, const double* x, nnl_tidx n, nnl_tidx s,
@@ -37,10 +38,22 @@ cdef extern from "train.h" nogil:
                          nnl_tidx sn, float a, float b, float d)
     void nnl_bn_bwd_gx_d(const double* gy, const double* x, double* gx, nnl_tidx n,
                          nnl_tidx s, nnl_tidx sn, double a, double b, double d)
+    void nnl_bn_relu_mask_s(const float* gy, const float* ym, float* out, nnl_tidx n,
+                            nnl_tidx s, nnl_tidx sn)
+    void nnl_bn_relu_mask_d(const double* gy, const double* ym, double* out, nnl_tidx n,
+                            nnl_tidx s, nnl_tidx sn)
     void nnl_relu_fwd_s(const float* x, float* y, nnl_tidx n)
     void nnl_relu_fwd_d(const double* x, double* y, nnl_tidx n)
     void nnl_relu_bwd_s(const float* gy, const float* y, float* gx, nnl_tidx n)
     void nnl_relu_bwd_d(const double* gy, const double* y, double* gx, nnl_tidx n)
+    int nnl_dw_wgrad_s(const float* gy, const float* x, float* gw, nnl_tidx n, nnl_tidx gsn,
+                        nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh, nnl_tidx kw,
+                        nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl, nnl_tidx dh,
+                        nnl_tidx dw, nnl_tidx oh, nnl_tidx ow)
+    int nnl_dw_wgrad_d(const double* gy, const double* x, double* gw, nnl_tidx n,
+                        nnl_tidx gsn, nnl_tidx xsn, nnl_tidx H, nnl_tidx W, nnl_tidx kh,
+                        nnl_tidx kw, nnl_tidx sh, nnl_tidx sw, nnl_tidx pt, nnl_tidx pl,
+                        nnl_tidx dh, nnl_tidx dw, nnl_tidx oh, nnl_tidx ow)
 
 
 def _check3(name, tuple got, tuple want):
@@ -57,8 +70,10 @@ def _check_channels(Py_ssize_t C, tuple named):
 
 def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                      const floating[::1] weight, const floating[::1] bias, double eps,
-                     double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1):
-    """Batch statistics and the normalised, scaled and shifted output of x (N, C, S)."""
+                     double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1,
+                     bint relu=False):
+    """Batch statistics and the normalised, scaled and shifted output of x (N, C, S); with
+    ``relu``, a ReLU fused into the write (y <= 0 -> 0, NaN passes)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef Py_ssize_t sn = C * S
     cdef double cnt = <double>N * <double>S, inv, scale
@@ -78,22 +93,27 @@ def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
         scale = inv * weight[c]
         if floating is float:
             nnl_bn_affine_s(&x[0, c, 0], &y[0, c, 0], N, S, sn, <float>scale,
-                            <float>(bias[c] - mean[c] * scale))
+                            <float>(bias[c] - mean[c] * scale), relu)
         else:
             nnl_bn_affine_d(&x[0, c, 0], &y[0, c, 0], N, S, sn, scale,
-                            bias[c] - mean[c] * scale)
+                            bias[c] - mean[c] * scale, relu)
 
 
 def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                 floating[:, :, ::1] gx, const double[::1] mean, const double[::1] invstd,
                 const floating[::1] weight, bint training, double[::1] sgy, double[::1] sgxm,
-                int num_threads=1):
-    """Per-channel sums Σgy and Σgy*(x - mean); gx (None: skipped) from them in one write."""
+                int num_threads=1, const floating[:, :, ::1] relu_out=None):
+    """Per-channel sums Σgy and Σgy*(x - mean); gx (None: skipped) from them in one write.
+    ``relu_out``: the output of a ReLU fused after the BatchNorm (gy reads as 0 where it is
+    <= 0; gx is then required: each channel's masked gy is written into it first and read
+    there while in cache), else None."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef Py_ssize_t sn = C * S
     cdef double cnt = <double>N * <double>S, k1, k2, k3, inv
     cdef int nt = max(1, num_threads)
     cdef bint want_gx = gx is not None
+    cdef const floating* ym = NULL
+    cdef const floating* g
     _check3("gy", (gy.shape[0], gy.shape[1], gy.shape[2]), (N, C, S))
     if want_gx:
         _check3("gx", (gx.shape[0], gx.shape[1], gx.shape[2]), (N, C, S))
@@ -101,11 +121,24 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                         ("sgxm", sgxm)))
     if N == 0 or C == 0 or S == 0:
         raise ValueError(f"bn_backward: empty input of shape {(N, C, S)}")
+    if relu_out is not None:
+        if not want_gx:
+            raise ValueError("bn_backward: relu_out needs gx (the masked gradient's buffer)")
+        _check3("relu_out", (relu_out.shape[0], relu_out.shape[1], relu_out.shape[2]),
+                (N, C, S))
+        ym = &relu_out[0, 0, 0]
     for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+        g = &gy[0, c, 0]
+        if ym != NULL:
+            if floating is float:
+                nnl_bn_relu_mask_s(g, ym + c * S, &gx[0, c, 0], N, S, sn)
+            else:
+                nnl_bn_relu_mask_d(g, ym + c * S, &gx[0, c, 0], N, S, sn)
+            g = &gx[0, c, 0]
         if floating is float:
-            nnl_bn_bwd_sums_s(&gy[0, c, 0], &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
+            nnl_bn_bwd_sums_s(g, &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
         else:
-            nnl_bn_bwd_sums_d(&gy[0, c, 0], &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
+            nnl_bn_bwd_sums_d(g, &x[0, c, 0], N, S, sn, mean[c], &sgy[c], &sgxm[c])
         if want_gx:
             inv = invstd[c]
             k1 = weight[c] * inv
@@ -116,10 +149,10 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                 k2 = 0.0
                 k3 = 0.0
             if floating is float:
-                nnl_bn_bwd_gx_s(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, <float>k1,
-                                <float>k2, <float>k3)
+                nnl_bn_bwd_gx_s(g, &x[0, c, 0], &gx[0, c, 0], N, S, sn, <float>k1, <float>k2,
+                                <float>k3)
             else:
-                nnl_bn_bwd_gx_d(&gy[0, c, 0], &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
+                nnl_bn_bwd_gx_d(g, &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
 
 
 # ---------------------------------------------------------------------------------- ReLU
@@ -160,3 +193,44 @@ def relu_backward(const floating[::1] gy, const floating[::1] y, floating[::1] g
             nnl_relu_bwd_s(&gy[i0], &y[i0], &gx[i0], i1 - i0)
         else:
             nnl_relu_bwd_d(&gy[i0], &y[i0], &gx[i0], i1 - i0)
+
+
+# ---------------------------------------------------------------- depthwise weight gradient
+def depthwise_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                          floating[:, ::1] gw, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                          Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                          Py_ssize_t dw, int num_threads=1):
+    """gw (F, KH*KW) of a depthwise conv2d (groups == C, F = C * multiplier; output channel f
+    reads input channel f // multiplier) from gy (N, F, OH, OW) and x (N, C, H, W). OpenMP
+    over the output channels; each channel's sums run in one thread in a fixed order
+    (train_dw.c), so the result is bit-identical for every thread count."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = gy.shape[1], oh = gy.shape[2], ow = gy.shape[3], f, mult
+    cdef int failed = 0
+    cdef int nt = max(1, num_threads)
+    if gy.shape[0] != N:
+        raise ValueError(f"gy has {gy.shape[0]} images; x has {N}")
+    if C == 0 or F % C:
+        raise ValueError(f"gy's {F} channels are not a multiple of x's {C} channels")
+    _check3("gw", (gw.shape[0], gw.shape[1]), (F, kh * kw))
+    if min(kh, kw, sh, sw, dh, dw) < 1 or pt < 0 or pl < 0:
+        raise ValueError(f"bad geometry: kernel ({kh}, {kw}), stride ({sh}, {sw}), "
+                         f"dilation ({dh}, {dw}), padding ({pt}, {pl})")
+    # (any OH, OW is memory-safe: taps outside x's plane read zeros, never x)
+    mult = F // C
+    if F == 0:
+        return
+    if N == 0 or oh == 0 or ow == 0 or H == 0 or W == 0:
+        gw[:, :] = 0
+        return
+    for f in prange(F, nogil=True, schedule="static", num_threads=nt):
+        if floating is float:
+            failed += nnl_dw_wgrad_s(&gy[0, f, 0, 0], &x[0, f // mult, 0, 0], &gw[f, 0], N,
+                                     F * oh * ow, C * H * W, H, W, kh, kw, sh, sw, pt, pl, dh,
+                                     dw, oh, ow)
+        else:
+            failed += nnl_dw_wgrad_d(&gy[0, f, 0, 0], &x[0, f // mult, 0, 0], &gw[f, 0], N,
+                                     F * oh * ow, C * H * W, H, W, kh, kw, sh, sw, pt, pl, dh,
+                                     dw, oh, ow)
+    if failed:
+        raise MemoryError(f"depthwise_weight_grad: no memory for a {kh}x{kw} accumulator")

@@ -39,12 +39,30 @@ void nnl_bn_stats_##SUF(const T* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double*
 }                                                                                             \
                                                                                               \
 void nnl_bn_affine_##SUF(const T* x, T* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn, T scale,    \
-                         T shift) {                                                           \
+                         T shift, int relu) {                                                 \
     nnl_tidx i, j;                                                                            \
     for (i = 0; i < n; i++) {                                                                 \
         const T* p = x + i * sn;                                                              \
         T* q = y + i * sn;                                                                    \
-        for (j = 0; j < s; j++) q[j] = p[j] * scale + shift;                                  \
+        if (relu) {                                                                           \
+            for (j = 0; j < s; j++) {                                                         \
+                T v = p[j] * scale + shift;                                                   \
+                q[j] = (v <= (T)0) ? (T)0 : v;        /* NaN passes, as ReLU */               \
+            }                                                                                 \
+        } else {                                                                              \
+            for (j = 0; j < s; j++) q[j] = p[j] * scale + shift;                              \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
+void nnl_bn_relu_mask_##SUF(const T* gy, const T* ym, T* out, nnl_tidx n, nnl_tidx s,       \
+                            nnl_tidx sn) {                                                    \
+    nnl_tidx i, j;                                                                            \
+    for (i = 0; i < n; i++) {                                                                 \
+        const T* g = gy + i * sn;                                                             \
+        const T* r = ym + i * sn;                                                             \
+        T* q = out + i * sn;                                                                  \
+        for (j = 0; j < s; j++) q[j] = (r[j] <= (T)0) ? (T)0 : g[j];                          \
     }                                                                                         \
 }                                                                                             \
                                                                                               \

@@ -19,8 +19,16 @@
                 pixels over the batch, e.g. one 14x14 map): there the implicit GEMM's panel
                 split loses to the column matrix (measured on 2 threads, batch 1: 14x14 maps
                 1.1-3x slower, 28x28 maps 0.5-0.85x the im2col time; batch 2 at 14x14 and
-                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'.
-                A 3x3 stride-1 dilation-1 conv runs 'winograd' (before the two rules above)
+                batch 4 at 7x7 already 0.4-0.75x), so they run 'im2col'; and large convs
+                (>= 32 MFLOP) on batches of small maps (at most 64 output pixels per image,
+                2+ images): 'im2col' lays the
+                columns of a chunk of images side by side and runs ONE GEMM per chunk
+                (N = images*OH*OW, where the implicit GEMM's N per image is OH*OW), e.g.
+                ResNet-18's 4x4 layers at batch 64 (2 threads, Zen 4): forward and input
+                gradient about half the implicit time (below 32 MFLOP, e.g. 16-channel 8x8
+                digits at batch 32 on one thread, the extra regrouping steps cost more than
+                the wider GEMM gains: 10% slower training).
+                A 3x3 stride-1 dilation-1 conv runs 'winograd' (checked before the rules above)
                 when its estimated cost is at most 1/_WINOGRAD_MIN_GAIN of the direct one
                 (``winograd_pays``): multiply-adds 9 * N*OH*OW * F*CG directly, against
                 36 * tiles * F*CG in the GEMMs plus 36 * tiles * (C + F) transformed
@@ -62,6 +70,16 @@ _TRANSFORM_COST, _WEIGHT_TRANSFORM_COST = 32, 64
 # large implicit GEMM, and its transforms are memory-bound: demand this estimated gain.
 _WINOGRAD_MIN_GAIN = 1.5
 _WINOGRAD_TILE = 4
+# 'auto' runs a dense conv of 2+ images with at most this many output pixels per image as
+# im2col with the images side by side (nnlite/kernels/conv_cython.py:_rows_forward)
+ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
+
+
+def rows_pay(geom):
+    """True for a batch (2+ images) of maps of at most ROWS_MAX_PIXELS output pixels and a conv
+    of at least ROWS_MIN_FLOPS: there im2col with the images side by side beats the implicit
+    GEMM and the per-image im2col (see the module docstring)."""
+    return geom.n > 1 and geom.oh * geom.ow <= ROWS_MAX_PIXELS and geom.flops() >= ROWS_MIN_FLOPS
 
 _chosen = ThreadSetting()
 
@@ -167,7 +185,8 @@ def resolve(geom, name=None, weights_prepared=False):
         if winograd_pays(geom, weights_prepared):
             return "winograd"
         if geom.kh == geom.kw == 1 or (geom.n < _IMPLICIT_MIN_BATCH
-                                        and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS):
+                                        and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS) \
+                or rows_pay(geom):
             return "im2col"
         return "implicit"
     if name == "direct" and not is_depthwise(geom):

@@ -109,8 +109,24 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape)
 
 
-def backward(root, grad):
-    """Propagate ``grad`` from ``root`` through the graph (iterative topological order)."""
+def _release(ctx):
+    """Drop what a Function kept for its backward (saved arrays, its inputs, attributes set by
+    forward): after it ran without retain_graph, its activations can be freed while the rest of
+    the backward runs (PyTorch frees its saved buffers the same way)."""
+    ctx.saved_tensors = ()
+    ctx.parents = ()
+    ctx.__dict__.clear()
+    ctx.__dict__["_released"] = True
+
+
+def backward(root, grad, retain_graph=False):
+    """Propagate ``grad`` from ``root`` through the graph (iterative topological order).
+
+    Without ``retain_graph`` every Function is released right after its backward ran (its
+    saved arrays and links to its inputs dropped), so the forward's activations are freed as
+    the backward goes instead of staying alive to its end; a second backward through the same
+    graph then raises RuntimeError, as in PyTorch.
+    """
     order = []
     visited = set()
     stack = [(root, False)]
@@ -125,11 +141,18 @@ def backward(root, grad):
         stack.append((node, True))
         ctx = node._ctx
         if ctx is not None:
+            if ctx.__dict__.get("_released"):
+                raise RuntimeError(
+                    f"backward through the graph a second time ({type(ctx).__name__}'s saved "
+                    "arrays were already freed); pass retain_graph=True to the first "
+                    "backward() to keep them")
             for p in ctx.parents:
                 if p.requires_grad and id(p) not in visited:
                     stack.append((p, False))
     grads = {id(root): grad}
-    for node in reversed(order):
+    for i in range(len(order) - 1, -1, -1):
+        node = order[i]
+        order[i] = None                   # this list no longer keeps the node's data alive
         g = grads.pop(id(node), None)
         if g is None:
             continue
@@ -151,7 +174,10 @@ def backward(root, grad):
                 f"{type(ctx).__name__}.backward returned {len(gins)} gradients "
                 f"for {len(ctx.parents)} inputs"
             )
-        for p, gp, need in zip(ctx.parents, gins, ctx.needs_input_grad):
+        parents, needs = ctx.parents, ctx.needs_input_grad
+        if not retain_graph:
+            _release(ctx)
+        for p, gp, need in zip(parents, gins, needs):
             if not need or gp is None:
                 continue
             gp = np.asarray(gp)

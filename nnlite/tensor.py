@@ -137,11 +137,13 @@ class Tensor:
     __hash__ = object.__hash__
 
     # --------------------------------------------------------------- backward
-    def backward(self, grad=None):
+    def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
 
         ``grad`` (ndarray or Tensor) is the gradient of some scalar w.r.t. ``self``; it may be
-        omitted only when ``self`` holds a single element.
+        omitted only when ``self`` holds a single element. Without ``retain_graph`` (PyTorch's
+        default) the graph's saved arrays are freed as the backward runs; a second backward
+        through the same graph then raises RuntimeError.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
@@ -157,7 +159,7 @@ class Tensor:
                 raise ValueError(f"backward: grad of shape {grad.shape} does not match "
                                  f"the tensor's shape {self.shape}")
             grad = grad.astype(self.dtype, copy=False)
-        _run_backward(self, grad)
+        _run_backward(self, grad, retain_graph=bool(retain_graph))
 
     # ------------------------------------------------------------- arithmetic
     def __add__(self, o):

@@ -111,3 +111,29 @@ def test_integer_tensors_are_not_differentiable_but_usable_as_indices():
     x = nnlite.tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
     x[idx].sum().backward()
     np.testing.assert_allclose(x.grad, [1.0, 0.0, 1.0])
+
+
+def test_backward_releases_the_graph_unless_retained():
+    """PyTorch's retain_graph: by default each Function drops its saved arrays and input links
+    right after its backward (activations freed during the backward), and a second backward
+    through the graph raises; with retain_graph=True gradients accumulate over both."""
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((3, 4))
+    w0 = rng.standard_normal((4, 2))
+    x = nnlite.tensor(x0, requires_grad=True)
+    w = nnlite.tensor(w0, requires_grad=True)
+    h = (x @ w).relu()
+    loss = (h * h).sum()
+    loss.backward(retain_graph=True)
+    g1 = x.grad.copy()
+    assert loss._ctx.parents and h._ctx.saved_tensors
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * g1, rtol=1e-12)
+    hp = np.maximum(x0 @ w0, 0)
+    np.testing.assert_allclose(g1, (2 * hp * (hp > 0)) @ w0.T, rtol=1e-12)
+    assert loss._ctx.parents == () and loss._ctx.saved_tensors == ()
+    assert h._ctx.parents == () and h._ctx.saved_tensors == ()
+    with pytest.raises(RuntimeError, match="second time.*retain_graph=True"):
+        loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        h.backward(np.ones((3, 2)))                     # a released inner node too

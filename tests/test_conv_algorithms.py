@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 import nnlite
 import nnlite.nn.functional as F
 from nnlite import bench
-from nnlite._algorithms import ALGORITHMS, resolve
+from nnlite._algorithms import ALGORITHMS, resolve, rows_pay
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
@@ -466,8 +466,21 @@ def test_auto_resolves_per_layer():
     pointwise = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 1, 0, 1, 1)
     assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "im2col"  # 81 px
     big = conv2d_geometry((1, 8, 28, 14), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 392 px
-    batch4 = conv2d_geometry((4, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1)
+    batch4 = conv2d_geometry((4, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 81 px each
     assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "implicit"
+    # large convs (>= 32 MFLOP) on batches of maps of <= 64 output pixels: im2col with the
+    # images side by side, where Winograd (checked first) does not pay
+    for shape, k in (((64, 256, 8, 8), 5), ((2, 512, 4, 4), 3)):
+        g = conv2d_geometry(shape, (shape[1], shape[1], k, k), None, 1, k // 2, 1, 1)
+        assert g.flops() >= 2 ** 25 and resolve(g, "auto") == "im2col", shape
+    g = conv2d_geometry((64, 256, 8, 8), (256, 256, 3, 3), None, 1, 1, 1, 1)
+    assert rows_pay(g) and resolve(g, "auto") == "winograd"
+    small = conv2d_geometry((32, 16, 8, 8), (16, 16, 3, 3), None, 1, 1, 1, 1)  # 9.4 MFLOP
+    assert resolve(small, "auto") == "implicit"
+    wide = conv2d_geometry((64, 256, 9, 8), (256, 256, 5, 5), None, 1, 2, 1, 1)  # 72 px
+    assert resolve(wide, "auto") == "implicit"
+    assert resolve(conv2d_geometry((4, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
+                   "auto") == "implicit"                                        # batch 4
     assert resolve(conv2d_geometry((3, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
                    "auto") == "im2col"
     assert resolve(dense, "implicit") == "implicit"

@@ -177,6 +177,8 @@ WGRAD = [
     ((4, 6, 5, 5), (9, 6, 1, 1), 1, 0, 1, 1),                     # pointwise
     ((1, 1, 4, 4), (2, 1, 5, 5), 1, 3, 1, 1),                     # padding > kernel, batch 1
     ((7, 3, 8, 6), (5, 3, 2, 3), (3, 2), 0, 1, 1),                # stride does not tile
+    ((2, 3, 9, 11), (6, 1, 2, 3), (2, 1), (3, 1), (1, 2), 3),     # depthwise x2, pad > kernel
+    ((1, 1, 5, 3), (1, 1, 3, 3), (1, 3), (0, 2), 1, 1),           # one channel, batch 1
 ]
 
 
@@ -214,6 +216,145 @@ def test_batched_weight_gradient_matches_reference(case, budget, monkeypatch):
     got = kernels.impl("conv2d_backward_weight", "cython")(gy, x, geom)
     want = kernels.impl("conv2d_backward_weight", "reference")(gy, x, geom)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", WGRAD, ids=str)
+def test_col2im_rows_is_the_adjoint_of_im2col_rows(case):
+    """<im2col_rows(x), c> == <x, col2im_rows(c)>, and col2im_rows against a naive scatter."""
+    im2col_mod = pytest.importorskip("nnlite._im2col")
+    from nnlite.kernels import conv_cython
+
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    rows = rng.standard_normal((geom.c * geom.kh * geom.kw, geom.n, geom.l))
+    want = np.zeros(xs)                                            # naive scatter-add
+    for n, c, a, bb, i, j in np.ndindex(geom.n, geom.c, geom.kh, geom.kw, geom.oh, geom.ow):
+        r = i * geom.sh - geom.pt + a * geom.dh
+        q = j * geom.sw - geom.pl + bb * geom.dw
+        if 0 <= r < geom.h and 0 <= q < geom.w:
+            want[n, c, r, q] += rows[(c * geom.kh + a) * geom.kw + bb, n, i * geom.ow + j]
+    got = np.full(xs, 0.5)                                         # col2im_rows accumulates
+    im2col_mod.col2im_rows(rows, got, *conv_cython._args(geom), num_threads=2)
+    np.testing.assert_allclose(got - 0.5, want, rtol=1e-12, atol=1e-12)
+    cols = np.empty_like(rows)
+    im2col_mod.im2col_rows(x, cols, *conv_cython._args(geom), num_threads=2)
+    assert math.isclose(np.vdot(cols, rows), np.vdot(x, want), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [None, 1], ids=["one chunk", "one image per chunk"])
+@pytest.mark.parametrize("case", WGRAD, ids=str)
+def test_batch_rows_forward_and_input_gradient_match_reference(case, budget, monkeypatch):
+    """The batch-rows im2col path (images side by side, one GEMM per chunk) of the forward and
+    the input gradient against the naive reference, float64 and float32."""
+    pytest.importorskip("nnlite._im2col")
+    from nnlite import _convgeom
+    from nnlite.kernels import conv_cython
+
+    if budget is not None:
+        monkeypatch.setattr(_convgeom, "COL_BUDGET_BYTES", budget)
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(4)
+    geom = conv2d_geometry(xs, ws, (ws[0],), s, p, d, g)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow)).astype(dtype)
+        y = conv_cython._rows_forward(x, w, b, geom)
+        gx = conv_cython._rows_backward_input(gy, w, geom)
+        want_y = kernels.impl("conv2d_forward", "reference")(x.astype(np.float64),
+                                                             w.astype(np.float64),
+                                                             b.astype(np.float64), geom)
+        want_gx = kernels.impl("conv2d_backward_input", "reference")(
+            gy.astype(np.float64), w.astype(np.float64), geom)
+        assert y.dtype == gx.dtype == dtype
+        np.testing.assert_allclose(y, want_y, rtol=tol, atol=tol * np.abs(want_y).max())
+        np.testing.assert_allclose(gx, want_gx, rtol=tol, atol=tol * np.abs(want_gx).max())
+
+
+def test_batch_rows_path_runs_and_is_thread_independent():
+    """'auto' sends a large conv on a batch of 4x4 maps to the batch-rows path (forward and
+    input gradient);
+    its results are bit-identical on 1, 2 and 3 threads."""
+    pytest.importorskip("nnlite._im2col")
+    from nnlite import _algorithms
+    from nnlite.kernels import conv_cython
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 128, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((128, 128, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((8, 128, 4, 4)).astype(np.float32)
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, 1, 1, 1)              # 37.7 MFLOP
+    assert _algorithms.resolve(geom) == "im2col" and conv_cython._rows_pay(geom)
+    results = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            xt = nnlite.tensor(x, requires_grad=True)
+            wt = nnlite.tensor(w, requires_grad=True)
+            y = F.conv2d(xt, wt, padding=1)
+            y.backward(gy)
+            results.append((y.data, xt.grad, wt.grad))
+    want = kernels.impl("conv2d_forward", "reference")(x.astype(np.float64),
+                                                       w.astype(np.float64), None, geom)
+    np.testing.assert_allclose(results[0][0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    for r in results[1:]:
+        for a, b in zip(r, results[0]):
+            assert np.array_equal(a, b)
+
+
+def test_depthwise_weight_gradient_native_float32_and_threads():
+    """The native depthwise weight gradient (float32, double accumulation) against the float64
+    reference, and bit-identical on 1, 2 and 3 threads."""
+    from nnlite.kernels import conv_cython
+
+    if conv_cython._train is None:
+        pytest.skip("nnlite._train not built")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 12, 13, 10)).astype(np.float32)
+    geom = conv2d_geometry(x.shape, (24, 1, 3, 3), None, (1, 2), 1, (2, 1), 12)
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow)).astype(np.float32)
+    want = kernels.impl("conv2d_backward_weight", "reference")(gy.astype(np.float64),
+                                                               x.astype(np.float64), geom)
+    got = []
+    for n in (1, 2, 3):
+        with kernel_threads(n):
+            got.append(conv_cython.conv2d_backward_weight(gy, x, geom))
+    assert got[0].dtype == np.float32
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
+    assert all(np.array_equal(g, got[0]) for g in got[1:])
+    # padding taps are multiplied as zeros, as im2col + GEMM (the 'numpy' backend) do: an
+    # inf gradient gives NaN there (0 * inf), +inf through the tap on x
+    x1 = np.ones((2, 1, 1, 1), np.float32)
+    g1 = np.array([1.0, np.inf], np.float32).reshape(2, 1, 1, 1)
+    geom1 = conv2d_geometry(x1.shape, (1, 1, 3, 3), None, 1, 1, 1, 1)
+    gw1 = conv_cython.conv2d_backward_weight(g1, x1, geom1).reshape(9)
+    want1 = kernels.impl("conv2d_backward_weight", "numpy")(g1, x1, geom1).reshape(9)
+    assert np.isposinf(gw1[4]) and np.isnan(np.delete(gw1, 4)).all()
+    np.testing.assert_array_equal(np.isnan(gw1), np.isnan(want1))
+
+
+def test_depthwise_weight_gradient_bad_arguments():
+    from nnlite.kernels import conv_cython
+
+    if conv_cython._train is None:
+        pytest.skip("nnlite._train not built")
+    t = conv_cython._train
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    gy = np.zeros((2, 6, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="gw has shape"):
+        t.depthwise_weight_grad(gy, x, np.zeros((6, 8), np.float32), 3, 3, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="not a multiple"):
+        t.depthwise_weight_grad(np.zeros((2, 4, 5, 5), np.float32), x,
+                                np.zeros((4, 9), np.float32), 3, 3, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="images"):
+        t.depthwise_weight_grad(gy[:1], x, np.zeros((6, 9), np.float32), 3, 3, 1, 1, 1, 1, 1, 1)
+    # a map larger than the geometry covers reads nothing outside x (taps beyond it skipped)
+    gw = np.full((6, 9), 7.0, np.float32)
+    t.depthwise_weight_grad(np.ones((2, 6, 40, 40), np.float32), np.ones_like(x), gw,
+                            3, 3, 1, 1, 1, 1, 1, 1)
+    assert np.all(np.isfinite(gw)) and gw.max() <= 2 * 25
 
 
 # ---------------------------------------------------------------------------------- ReLU
@@ -283,3 +424,97 @@ def test_relu_native_raises_on_size_mismatch():
         _train.relu_forward(np.zeros(4), np.zeros(3))
     with pytest.raises(ValueError, match="expected 4"):
         _train.relu_backward(np.zeros(4), np.zeros(4), np.zeros(5))
+
+
+# ------------------------------------------------------------------ BatchNorm -> ReLU fused
+def _bn_relu_run(fused, x, gy, backend, training, dtype):
+    """Sequential(BatchNorm2d, ReLU) (fused when ``fused``, else the two nodes one after the
+    other); returns y, gx, gw, gb, running mean, running var."""
+    nnlite.manual_seed(3)
+    bn, relu = nnlite.nn.BatchNorm2d(x.shape[1]), nnlite.nn.ReLU()
+    bn.weight.data[...] = np.linspace(-1.5, 2.0, x.shape[1])       # negative scales too
+    bn.bias.data[...] = np.linspace(0.3, -0.2, x.shape[1])
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        t.data = t.data.astype(dtype)
+    bn.train(training)
+    xt = nnlite.tensor(x.astype(dtype), requires_grad=True)
+    with nnlite.using_backend(backend):
+        y = nnlite.nn.Sequential(bn, relu)(xt) if fused else relu(bn(xt))
+        y.backward(gy.astype(dtype))
+    return (y.data, xt.grad, bn.weight.grad, bn.bias.grad, bn.running_mean.data.copy(),
+            bn.running_var.data.copy()), y
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 5, 13, 11), (1, 3, 4, 1)], ids=str)
+def test_sequential_fuses_batchnorm_relu_bit_identically(shape, dtype, backend, training):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape)
+    x.reshape(-1)[:3] = [np.nan, 0.0, -0.0] if shape[0] > 1 else x.reshape(-1)[:3]
+    gy = rng.standard_normal(shape)
+    got, y = _bn_relu_run(True, x, gy, backend, training, dtype)
+    want, y_ref = _bn_relu_run(False, x, gy, backend, training, dtype)
+    # fused in training mode only (eval: the inference tracer sees BatchNorm and Relu)
+    assert type(y._ctx).__name__ == ("BatchNormFn" if training else "ReLU")
+    assert type(y_ref._ctx).__name__ == "ReLU"
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    assert not np.signbit(got[0]).any()                             # relu: -0.0 -> +0.0
+
+
+def test_fused_batchnorm_relu_finite_differences():
+    from nnlite.functional.normalization import _batch_norm
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 3, 5, 3))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    for backend in ("cython", "numpy"):
+        with nnlite.using_backend(backend):
+            check_grad(lambda x, w, b: _batch_norm(x, None, None, w, b, True, relu=True),
+                       [x, w, b], rtol=1e-5, atol=1e-7)
+
+
+def test_sequential_does_not_fuse_overridden_modules():
+    class LoudReLU(nnlite.nn.ReLU):
+        def forward(self, input):
+            return F.relu(input) * 2.0
+
+    class ShiftedBN(nnlite.nn.BatchNorm2d):
+        def forward(self, input):
+            return super().forward(input) + 1.0
+
+    x = nnlite.tensor(np.random.default_rng(9).standard_normal((3, 2, 4, 4)).astype(np.float32))
+    bn = nnlite.nn.BatchNorm2d(2)
+    y = nnlite.nn.Sequential(bn, LoudReLU())(x)
+    np.testing.assert_allclose(y.data, 2 * np.maximum(bn(x).data, 0))
+    sbn = ShiftedBN(2)
+    y = nnlite.nn.Sequential(sbn, nnlite.nn.ReLU())(x)
+    np.testing.assert_allclose(y.data, np.maximum(nnlite.nn.BatchNorm2d(2)(x).data + 1.0, 0),
+                               rtol=1e-6)
+
+
+def test_fused_batchnorm_relu_without_input_gradient():
+    """An input that does not require grad (a BatchNorm on the raw batch): the parameters'
+    gradients still see the ReLU mask; bn_backward refuses relu_out without a gx buffer."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((5, 4, 6, 7)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    grads = []
+    for fused in (True, False):
+        nnlite.manual_seed(0)
+        bn, relu = nnlite.nn.BatchNorm2d(4), nnlite.nn.ReLU()
+        y = nnlite.nn.Sequential(bn, relu)(nnlite.tensor(x)) if fused else \
+            relu(bn(nnlite.tensor(x)))
+        y.backward(gy)
+        grads.append((bn.weight.grad, bn.bias.grad))
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    t = normalization._train
+    c = np.zeros(4)
+    x3 = x.reshape(5, 4, -1)
+    with pytest.raises(ValueError, match="relu_out needs gx"):
+        t.bn_backward(x3, x3, None, c, c + 1, np.ones(4, np.float32), True, c.copy(),
+                      c.copy(), relu_out=x3)

@@ -59,13 +59,19 @@ class BatchNormFn(Function):
     Eval: the same with the given running mean/var (not differentiable w.r.t. them, as PyTorch).
 
     Inputs: x, then weight if ``has_weight``, then bias if ``has_bias``.
+
+    ``relu``: a ReLU fused after the normalisation, y = relu(bn(x)) (nnlite.nn.Sequential's
+    BatchNorm -> ReLU pairs): the native path writes it in the same pass and its backward
+    masks gy by the saved output inside the BatchNorm backward kernels (one pass and one
+    full-size temporary fewer each way); elsewhere np.maximum, and the mask before backward.
     """
 
     def forward(self, x, *wb, has_weight, has_bias, training, eps, running_mean=None,
-                running_var=None):
+                running_var=None, relu=False):
         w = wb[0] if has_weight else None
         b = wb[-1] if has_bias else None
         self.has_weight, self.has_bias, self.training = has_weight, has_bias, training
+        self.relu = relu
         axes, shape = _axes_and_shape(x)
         self.axes, self.shape = axes, shape
         n = x.size // x.shape[1] if x.shape[1] else 0
@@ -82,9 +88,10 @@ class BatchNormFn(Function):
             b1 = np.ascontiguousarray(b) if b is not None else np.zeros(c, x.dtype)
             mean64, m2, inv64 = np.empty(c), np.empty(c), np.empty(c)
             _train.bn_train_forward(x3, y.reshape(nb, c, -1), w1, b1, float(eps), mean64, m2,
-                                    inv64, num_threads=self._threads(x.size))
+                                    inv64, num_threads=self._threads(x.size), relu=relu)
             if self.requires_grad:
                 self.save_for_backward(x3, (mean64, inv64), w1)
+                self.relu_out = y.reshape(nb, c, -1) if relu else None
             var_unbiased = m2 / (n - 1) if n > 1 else m2 / n
             return y, mean64.astype(x.dtype), var_unbiased.astype(x.dtype)
         if training:
@@ -114,6 +121,10 @@ class BatchNormFn(Function):
             xhat = None
             if self.requires_grad and has_weight and self.needs_input_grad[1]:
                 xhat = (x - running_mean.reshape(shape)) * invstd.reshape(shape)
+        if relu:
+            y = np.maximum(y, 0)                     # NaN propagates, as relu's NumPy path
+            if self.requires_grad:
+                self.relu_out = y
         if self.requires_grad:
             self.save_for_backward(xhat, invstd, w)
         if training:
@@ -128,12 +139,14 @@ class BatchNormFn(Function):
         x3, (mean64, inv64), w1 = self.saved_tensors
         need = self.needs_input_grad
         nb, c = x3.shape[0], x3.shape[1]
-        gx = np.empty(gy.shape, dtype=gy.dtype) if need[0] else None
+        # a fused ReLU's masked gy is written into gx first (needed even without need[0])
+        gx = np.empty(gy.shape, dtype=gy.dtype) if need[0] or self.relu_out is not None \
+            else None
         sgy, sgxm = np.empty(c), np.empty(c)
         _train.bn_backward(_as3(gy, nb, c), x3, None if gx is None else gx.reshape(nb, c, -1),
                            mean64, inv64, w1, True, sgy, sgxm,
-                           num_threads=self._threads(x3.size))
-        out = (gx,)
+                           num_threads=self._threads(x3.size), relu_out=self.relu_out)
+        out = (gx if need[0] else None,)
         if self.has_weight:
             out += ((sgxm * inv64).astype(gy.dtype) if need[1] else None,)
         if self.has_bias:
@@ -143,6 +156,9 @@ class BatchNormFn(Function):
     def backward(self, gy):
         if self.native:
             return self._backward_native(gy)
+        if self.relu:
+            # relu's backward on its output: the gradient passes where it is not <= 0
+            gy = np.where(self.relu_out <= 0, gy.dtype.type(0), gy)
         xhat, invstd, w = self.saved_tensors
         axes, shape, need = self.axes, self.shape, self.needs_input_grad
         gx = gw = gb = None
@@ -193,6 +209,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     Shape: input (N, C) or (N, C, *); running_mean, running_var, weight, bias (C,);
     output as input.
     """
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5, relu=False):
+    """``batch_norm`` with an optional ReLU fused after it (``relu=True``: relu(batch_norm(...)),
+    one autograd node; used by nnlite.nn.Sequential for BatchNorm -> ReLU pairs)."""
     x = float_tensor(input, "batch_norm")
     if x.ndim < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, ...) with at least "
@@ -223,9 +246,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             missing = "running_mean" if rm is None else "running_var"
             raise ValueError(f"batch_norm: {missing} must be defined in evaluation mode")
         return BatchNormFn.apply(x, *wb, training=False, running_mean=rm.data,
-                                 running_var=rv.data, **flags)
+                                 running_var=rv.data, relu=relu, **flags)
     _verify_batch_size(x.shape)
-    y, mean, var_unbiased = BatchNormFn.apply(x, *wb, training=True, **flags)
+    y, mean, var_unbiased = BatchNormFn.apply(x, *wb, training=True, relu=relu, **flags)
     if x.data.size:
         m = float(momentum)
         dtype = x.dtype

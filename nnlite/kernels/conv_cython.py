@@ -15,7 +15,7 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import get_conv_algorithm, resolve
+from .._algorithms import get_conv_algorithm, resolve, rows_pay
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -30,6 +30,11 @@ try:
     from .. import _convfast
 except ImportError:  # pragma: no cover - depends on the build
     _convfast = None
+
+try:
+    from .. import _train
+except ImportError:  # pragma: no cover - depends on the build
+    _train = None
 
 
 # Below this many column entries a call runs on one thread (nnlite/_constants.py).
@@ -158,6 +163,81 @@ def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     return y.reshape(geom.n, geom.f, oh, ow)
 
 
+# ------------------------------------------------------------------- batch-rows layout
+# The im2col path multiplies one image's columns at a time (GEMM N = OH*OW). On small maps that
+# N is too narrow for the GEMM's register tile and panel reuse (a 4x4 map: N = 16), so below
+# this many output pixels per image the columns of a chunk of images are laid side by side
+# (``_im2col.im2col_rows``: rows C*KH*KW, N = images*OH*OW) and each routine is ONE GEMM per
+# chunk; the output (or gy) is regrouped channel-major around it (nnlite/_algorithms.py:
+# 'auto' sends such convs here).
+def _rows_pay(geom):
+    return rows_pay(geom) and _args(geom) is not None
+
+
+def _rows_operand(x, geom, n0, n1, ws):
+    """The (C*KH*KW, M*L) columns of images n0:n1 in ``ws`` (a pointwise conv: the image
+    itself, regrouped channel-major)."""
+    m = n1 - n0
+    if geom.is_pointwise:
+        return _rows_first(x[n0:n1], m, geom.c, geom.l)
+    cols = ws[:geom.c * geom.kh * geom.kw * m * geom.l].reshape(-1, m, geom.l)
+    _im2col.im2col_rows(x[n0:n1], cols, *_args(geom), num_threads=_threads(cols.size))
+    return cols.reshape(-1, m * geom.l)
+
+
+def _rows_workspace(geom, dtype):
+    nb = geom.batch_chunk(np.dtype(dtype).itemsize)
+    size = 0 if geom.is_pointwise else geom.c * geom.kh * geom.kw * nb * geom.l
+    return nb, np.empty(size, dtype=dtype), np.empty(geom.f * nb * geom.l, dtype=dtype)
+
+
+def _rows_forward(x, w, b, geom):
+    """y (N, F, OH, OW) = conv2d(x, w) + b as one GEMM W_g (FG, K) @ cols (K, M*L) per group
+    and chunk of M images, then the (F, M, L) product regrouped image-major."""
+    n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
+    x = np.ascontiguousarray(x)
+    y = np.empty((n, geom.f, l), dtype=x.dtype)
+    wg = np.ascontiguousarray(w, dtype=x.dtype).reshape(g, fg, k)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype).reshape(g, fg)
+    nb, ws, out = _rows_workspace(geom, x.dtype)
+    for n0 in range(0, n, nb):
+        n1 = min(n0 + nb, n)
+        m = n1 - n0
+        cols = _rows_operand(x, geom, n0, n1, ws).reshape(g, k, m * l)
+        prod = out[:geom.f * m * l].reshape(g, fg, m * l)
+        gemm_ops.gemm_batched(wg, cols, prod, bias=bias, bias_axis=0)
+        y[n0:n1] = prod.reshape(geom.f, m, l).transpose(1, 0, 2)
+    return y.reshape(n, geom.f, geom.oh, geom.ow)
+
+
+def _rows_backward_input(gy, w, geom):
+    """gx = col2im(W_gᵀ @ gy) with gy regrouped channel-major: one GEMM (K, FG) @ (FG, M*L)
+    per group and chunk, scattered by ``_im2col.col2im_rows`` (a pointwise conv: the product
+    is the gradient, regrouped image-major)."""
+    n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
+    gy = np.ascontiguousarray(gy)
+    wg = np.ascontiguousarray(w, dtype=gy.dtype).reshape(g, fg, k)
+    rows = geom.c * geom.kh * geom.kw
+    nb = geom.batch_chunk(gy.dtype.itemsize)
+    gcols = np.empty(rows * nb * l, dtype=gy.dtype)
+    if geom.is_pointwise:
+        gx = np.empty((n, geom.c, l), dtype=gy.dtype)
+    else:
+        gx = np.zeros((n, geom.c, geom.h, geom.w), dtype=gy.dtype)   # col2im accumulates
+    for n0 in range(0, n, nb):
+        n1 = min(n0 + nb, n)
+        m = n1 - n0
+        a = _rows_first(gy[n0:n1], m, geom.f, l).reshape(g, fg, m * l)
+        prod = gcols[:rows * m * l].reshape(g, k, m * l)
+        gemm_ops.gemm_batched(wg, a, prod, trans_a=True)
+        if geom.is_pointwise:
+            gx[n0:n1] = prod.reshape(geom.c, m, l).transpose(1, 0, 2)
+        else:
+            _im2col.col2im_rows(prod.reshape(rows, m, l), gx[n0:n1], *_args(geom),
+                                num_threads=_threads(prod.size))
+    return gx.reshape(n, geom.c, geom.h, geom.w)
+
+
 def native_algorithm(geom, algorithm=None, weights_prepared=False):
     """(algo, args): the algorithm ``conv2d_forward`` runs for ``geom``, 'direct', 'implicit',
     'winograd' or 'im2col' (``algorithm`` as there; the fast kernels need nnlite._convfast and
@@ -188,6 +268,8 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None, out=None, act=0
                          f"'implicit' algorithm; this conv runs {algo!r}")
     if algo == "winograd":
         return conv_winograd.forward(x, w, b, geom)
+    if not general and _rows_pay(geom):
+        return _rows_forward(x, w, b, geom)
     return _conv_gemm.forward(x, w, b, geom, im2col, general, mm=_mm)
 
 
@@ -228,6 +310,8 @@ def conv2d_backward_input(gy, w, geom, general=False):
             ggeom = _input_grad_geometry(geom)
             if ggeom is not None:
                 return conv2d_forward(gy, _flipped(w, geom), None, ggeom, algorithm=algo)
+    if not general and _rows_pay(geom):
+        return _rows_backward_input(gy, w, geom)
     return _conv_gemm.backward_input(gy, w, geom, col2im, general, mm=_mm)
 
 
@@ -239,24 +323,39 @@ def _rows_first(a, n, c, l):
     return out.reshape(c, n * l)
 
 
+# The weight gradient's column chunk: small enough to stay in cache between im2col_rows writing
+# it and the GEMM packing it (a chunk of the full column budget went out to memory and back:
+# ResNet-18's 64->64 3x3 at 32x32, batch 64, 2 threads: 115-150 ms per call with 28-image
+# chunks, 57 ms with one image per chunk; 32->32 at 64x64, batch 8: 24 -> 12 ms), large enough
+# to keep the GEMM's inner size at a few hundred on small maps.
+WGRAD_CHUNK_BYTES = 4 << 20
+
+
 @register("conv2d_backward_weight", "cython", when=_im2col is not None)
 def conv2d_backward_weight(gy, x, geom, general=False):
     """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per chunk of images (inner size M*OH*OW):
     the columns are written channel-row-major over the chunk (``_im2col.im2col_rows``) and gy is
-    regrouped to (F, M*OH*OW); a pointwise conv multiplies the regrouped image directly."""
+    regrouped to (F, M*OH*OW); a pointwise conv multiplies the regrouped image directly; a
+    depthwise conv runs the direct per-channel kernel ``_train.depthwise_weight_grad``."""
     args = _args(geom)
     if general or args is None or geom.n == 0:
         return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
     n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)
+    if _train is not None and geom.cg == 1 and g == geom.c and gy.dtype == x.dtype:
+        # depthwise: a direct per-channel reduction (the GEMMs would be 1 x KH*KW per group)
+        gw = np.empty((geom.f, geom.kh * geom.kw), dtype=gy.dtype)
+        _train.depthwise_weight_grad(gy, x, gw, *args[:8],
+                                     num_threads=_threads(gy.size * geom.kh * geom.kw))
+        return gw.reshape(geom.f, 1, geom.kh, geom.kw)
     gw = np.empty((g, fg, k), dtype=gy.dtype)
     if geom.is_pointwise:
         a = _rows_first(gy, n, geom.f, l).reshape(g, fg, n * l)
         b = _rows_first(x, n, geom.c, l).reshape(g, k, n * l)
         gemm_ops.gemm_batched(a, b, gw, trans_b=True)
         return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
-    nb = geom.batch_chunk(x.dtype.itemsize)
+    nb = geom.batch_chunk(x.dtype.itemsize, WGRAD_CHUNK_BYTES)
     rows = geom.c * geom.kh * geom.kw
     ws = np.empty(rows * nb * l, dtype=x.dtype)
     for n0 in range(0, n, nb):

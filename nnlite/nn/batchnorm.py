@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import functional as F
 from ..functional._checks import float_tensor
+from ..functional.normalization import _batch_norm
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -67,6 +68,17 @@ class _BatchNorm(Module):
         raise NotImplementedError
 
     def forward(self, input):
+        return self._forward(input)
+
+    def _fuses_relu(self, nxt):
+        """True when ``nxt`` (the next module of a Sequential) is a plain nn.ReLU that this
+        module applies inside its own BatchNorm node: in training mode only (where the native
+        kernels gain from it; in eval mode the inference tracer and planner see the two ops
+        and fold the BatchNorm into the conv), neither forward overridden."""
+        return (self.training and type(self).forward is _BatchNorm.forward
+                and type(nxt).__dict__.get("_plain_relu", False))
+
+    def _forward(self, input, relu=False):
         input = float_tensor(input, type(self).__name__)
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
@@ -79,10 +91,10 @@ class _BatchNorm(Module):
         else:
             bn_training = self.running_mean is None and self.running_var is None
         use_buffers = not self.training or self.track_running_stats
-        return F.batch_norm(input,
-                            self.running_mean if use_buffers else None,
-                            self.running_var if use_buffers else None,
-                            self.weight, self.bias, bn_training, factor, self.eps)
+        return _batch_norm(input,
+                           self.running_mean if use_buffers else None,
+                           self.running_var if use_buffers else None,
+                           self.weight, self.bias, bn_training, factor, self.eps, relu)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

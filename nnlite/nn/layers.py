@@ -72,6 +72,8 @@ class Linear(Module):
 class ReLU(Module):
     """max(x, 0). Shape: any -> same."""
 
+    _plain_relu = True      # nn.Sequential fuses it into a preceding BatchNorm (module.py)
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace

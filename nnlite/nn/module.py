@@ -306,8 +306,19 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for m in self._modules.values():
+        mods = tuple(self._modules.values())
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            fuse = getattr(m, "_fuses_relu", None)
+            if i + 1 < n and fuse is not None and fuse(mods[i + 1]):
+                # BatchNorm -> ReLU as one node: the ReLU is written by the BatchNorm's pass
+                # and masks its backward (the same values and gradients, one pass fewer)
+                x = m._forward(x, relu=True)
+                i += 2
+                continue
             x = m(x)
+            i += 1
         return x
 
 

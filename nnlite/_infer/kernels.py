@@ -33,6 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import kernels as _kernels
+from ..kernels import _conv_gemm
 from .._constants import PLAN_PARALLEL_PLANES, PLAN_PARALLEL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
@@ -232,10 +233,12 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
 
 # ------------------------------------------------------------------------------ convolution
 class ConvKernel(Kernel):
-    """Conv2d with folded BN, bias, residual and activation fused into the write-out: the
-    direct depthwise kernel or the implicit GEMM of F.conv2d (``conv_cython.fast_forward``
-    with the epilogue as arguments) where F.conv2d's 'auto' rule picks them, else im2col +
-    nnlite's GEMM (packed weights; a pointwise conv multiplies the image itself)."""
+    """Conv2d with folded BN, bias, residual and activation fused into the write-out, run by
+    F.conv2d's own routines as its 'auto' rule picks them for the layer: the direct depthwise
+    kernel or the implicit GEMM (``conv_cython.fast_forward``, the epilogue as arguments),
+    Winograd on weights transformed once (``conv_winograd.WinogradWeights``), else im2col +
+    GEMM (``_conv_gemm.forward`` with this plan's column buffer and GEMM hook ``_mm``: weights
+    packed once, activation fused; a pointwise conv multiplies the image itself)."""
 
     def __init__(self, x_shape, w, b, attrs, residual, dtype):
         N, C, H, W = x_shape
@@ -296,70 +299,60 @@ class ConvKernel(Kernel):
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
             return self._bind_convfast(x, y, r)
+        # im2col + GEMM: F.conv2d's own forward routine, with this plan's column buffer (one
+        # image), its GEMM hook (packed weights, fused activation) and the residual accumulated
         N, C, H, W, F, oh, ow = self.shape
-        g, L, act, bias = self.g, oh * ow, self.act, self.bias
-        wg = self.wg
-        same = r is not None and np.shares_memory(r, y)
-        beta = 1.0 if r is not None else 0.0
-        cols = None if self.pointwise else _scratch(scratch, self.cols, self.dtype)
-        xs = [x[n:n + 1] for n in range(N)]
-        ys = [_view(y[n], (F, L)) for n in range(N)]
-        rs = [None if r is None or same else r[n].reshape(F, L) for n in range(N)]
-        if self.pointwise:
-            bs = [_view(x[n], (C, L)) for n in range(N)]
-        else:
-            bs = [cols] * N
-        im2col = self._im2col
-        pointwise = self.pointwise
+        y3 = _view(y, (N, F, oh * ow))
+        r3 = None if r is None or np.shares_memory(r, y) else r.reshape(N, F, oh * ow)
+        cols = None if self.pointwise else _scratch(scratch, self.cols, self.dtype)[None]
+        mm, geom, w_flat, bias = self._mm(), self.geom, self.w_flat, self.bias
+        forward, accumulate = _conv_gemm.forward, r is not None
 
-        if g == 1 and pointwise and N > 1 and _gemm_batched is not None and (
-                _gemm_ext is not None or beta == 0.0):
-            x3, y3 = _view(x, (N, C, L)), _view(y, (N, F, L))
-            r3 = None if r is None or same else r.reshape(N, F, L)
+        def im2col(xs, geom, out):        # the backend active when the plan runs
+            return _kernels.impl("im2col")(xs, geom, out=out)
 
-            def run_batched():
-                if r3 is not None:
-                    np.copyto(y3, r3)
-                # (1, F, C) @ (N, C, L) -> (N, F, L): one call, threads split the batch
-                _gemm_batched(wpk, x3, y3, beta=beta, bias=bias, activation=act)
-            wpk = wg if self.w_packed is None or _narrow(F, L) else self.w_packed
-            return run_batched
-        if g == 1:
-            w2, wpk = wg[0], self.w_packed                            # (F, K)
+        def run():
+            if r3 is not None:
+                np.copyto(y3, r3)
+            forward(x, w_flat, bias, geom, im2col, mm=mm, out=y3, workspace=cols,
+                    accumulate=accumulate)
+        return run
 
-            def run():
-                for n in range(N):
-                    if not pointwise:
-                        im2col(xs[n], cols)
-                    if rs[n] is not None:
-                        np.copyto(ys[n], rs[n])
+    def _mm(self):
+        """The GEMM hook ``_conv_gemm.forward`` calls in this plan (``numpy_mm``'s contract):
+        nnlite's GEMM on the weights packed once, the activation fused; a (G, FG, K),
+        b (M, G, K, L), out (M, G, FG, L), bias (G, FG) or None."""
+        g, act, wpk = self.g, self.act, self.w_packed
+
+        def mm(a, b, out, bias=None, accumulate=False, reduce=False):
+            beta = 1.0 if accumulate else 0.0
+            native = _gemm_batched is not None and (_gemm_ext is not None or beta == 0.0)
+            if g == 1:
+                a0, b0, out0 = a[0], b[:, 0], out[:, 0]
+                bias0 = None if bias is None else bias[0]
+                if len(out0) > 1 and native:
+                    # (1, F, K) @ (M, K, L) -> (M, F, L): one call, threads split the images
+                    packed = a if wpk is None or _narrow(*out0.shape[1:]) else wpk
+                    _gemm_batched(packed, b0, out0, beta=beta, bias=bias0, activation=act)
+                    return out
+                for i in range(len(out0)):
                     # (F, K) @ (K, L) -> (F, L)
-                    gemm_into(w2, bs[n], ys[n], bias, 0, act, beta, packed=wpk)
-            return run
-
-        fg = F // g
-        bias_g = None if bias is None else bias.reshape(g, fg)
-
-        def run_grouped():
-            for n in range(N):
-                if not pointwise:
-                    im2col(xs[n], cols)
-                if rs[n] is not None:
-                    np.copyto(ys[n], rs[n])
-                b3 = bs[n].reshape(g, -1, L)                          # (G, K, L)
-                y3 = ys[n].reshape(g, fg, L)                          # (G, FG, L)
-                if _gemm_batched is not None and (_gemm_ext is not None or beta == 0.0):
+                    gemm_into(a0, b0[i], out0[i], bias0, 0, act, beta, packed=wpk)
+                return out
+            for i in range(len(out)):
+                if native:
                     # (G, FG, K) @ (G, K, L) -> (G, FG, L)
-                    _gemm_batched(wg, b3, y3, beta=beta, bias=bias_g, activation=act)
-                else:
-                    acc = np.matmul(wg, b3)
-                    if beta:
-                        acc += y3
-                    if bias_g is not None:
-                        acc += bias_g[:, :, None]
-                    _activate(acc, act)
-                    y3[...] = acc
-        return run_grouped
+                    _gemm_batched(a, b[i], out[i], beta=beta, bias=bias, activation=act)
+                    continue
+                acc = np.matmul(a, b[i])
+                if beta:
+                    acc += out[i]
+                if bias is not None:
+                    acc += bias[:, :, None]
+                _activate(acc, act)
+                out[i][...] = acc
+            return out
+        return mm
 
     def _bind_convfast(self, x, y, r):
         """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) on the

@@ -74,24 +74,34 @@ def _workspace(geom, dtype):
     return np.empty(shape, dtype=dtype)
 
 
-def forward(x, w, b, geom, im2col, general=False, mm=numpy_mm):
-    """y (N, F, OH, OW) = conv2d(x (N, C, H, W), w (F, CG, KH, KW)) + b (F,)."""
+def forward(x, w, b, geom, im2col, general=False, mm=numpy_mm, out=None, workspace=None,
+            accumulate=False):
+    """y (N, F, OH, OW) = conv2d(x (N, C, H, W), w (F, CG, KH, KW)) + b (F,).
+
+    The inference plan calls it too, with its own buffers and epilogue: ``out`` (N, F, OH*OW)
+    receives y (with ``accumulate`` y is added to what it holds: a residual), ``workspace``
+    (M, C*KH*KW, OH*OW) is the column buffer reused for chunks of M images, and ``mm`` (its GEMM
+    with packed weights and a fused activation) gets ``accumulate`` through.
+    """
     x = np.ascontiguousarray(x)
     n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
-    y = np.empty((n, geom.f, l), dtype=x.dtype)
+    y = np.empty((n, geom.f, l), dtype=x.dtype) if out is None else out
     wg = np.ascontiguousarray(w).reshape(g, fg, k)                # (G, FG, K)
     bg = None if b is None else np.asarray(b).reshape(g, fg)      # (G, FG)
     if geom.is_pointwise and not general:
         xg = x.reshape(n, g, geom.cg, l)                          # K == CG, L == H*W
         # (G, FG, K) @ (N, G, K, L) -> (N, G, FG, L)
-        mm(wg, xg, out=y.reshape(n, g, fg, l), bias=bg)
+        mm(wg, xg, out=y.reshape(n, g, fg, l), bias=bg, accumulate=accumulate)
     elif n:
-        ws = _workspace(geom, x.dtype)
-        for n0, n1 in _chunks(geom, x.dtype.itemsize):
+        ws = _workspace(geom, x.dtype) if workspace is None else workspace
+        nb = ws.shape[0]
+        for n0 in range(0, n, nb):
+            n1 = min(n0 + nb, n)
             m = n1 - n0
             cols = im2col(x[n0:n1], geom, out=ws[:m])           # (M, C*KH*KW, L)
             # (G, FG, K) @ (M, G, K, L) -> (M, G, FG, L)
-            mm(wg, cols.reshape(m, g, k, l), out=y[n0:n1].reshape(m, g, fg, l), bias=bg)
+            mm(wg, cols.reshape(m, g, k, l), out=y[n0:n1].reshape(m, g, fg, l), bias=bg,
+               accumulate=accumulate)
     return y.reshape(n, geom.f, geom.oh, geom.ow)
 
 

@@ -4,6 +4,7 @@
 # one definition of each.
 
 cdef extern from "nnl_core.h" nogil:
+    int NNL_OK, NNL_ENOMEM
     Py_ssize_t nnl_min(Py_ssize_t a, Py_ssize_t b)
     Py_ssize_t nnl_max(Py_ssize_t a, Py_ssize_t b)
     void nnl_col_range(Py_ssize_t off, Py_ssize_t w, Py_ssize_t sw, Py_ssize_t ow,
@@ -24,3 +25,13 @@ cdef inline void col_range(Py_ssize_t off, Py_ssize_t W, Py_ssize_t sw, Py_ssize
     # [j0, j1) = the output columns j < ow whose source column j*sw + off lies in [0, W): the
     # overflow-safe rule of nnl_col_range, shared with the C kernels
     nnl_col_range(off, W, sw, ow, j0, j1)
+
+
+cdef inline int check_status(int rc, str what, str detail="") except -1:
+    # an nnl_* return code as a Python error: MemoryError for NNL_ENOMEM (its work buffers),
+    # ValueError for any other code but NNL_OK
+    if rc == NNL_ENOMEM:
+        raise MemoryError(f"{what}: could not allocate its work buffers")
+    if rc != NNL_OK:
+        raise ValueError(f"{what}: invalid arguments{detail}")
+    return 0

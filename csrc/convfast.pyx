@@ -20,9 +20,11 @@ arrays. The GIL is released while the kernel runs.
 """
 from cython cimport floating
 
+from _common cimport check_status
+
 cdef extern from "convfast.h" nogil:
     ctypedef Py_ssize_t nnl_idx
-    int NNL_OK, NNL_ENOMEM, NNL_EINVAL
+    int NNL_OK
     ctypedef struct nnl_conv_geom:
         nnl_idx n, c, h, w
         nnl_idx xsn, xsc, xsr
@@ -148,10 +150,7 @@ def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias
             rc = nnl_conv_implicit_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
                                      if w.shape[1] > 0 else NULL, pb, alpha, beta,
                                      &y[0, 0, 0], act, num_threads, isa)
-    if rc == NNL_ENOMEM:
-        raise MemoryError("conv2d_implicit: could not allocate the packing buffers")
-    if rc != NNL_OK:
-        raise ValueError("conv2d_implicit: invalid arguments")
+    check_status(rc, "conv2d_implicit")
 
 
 def implicit_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
@@ -204,8 +203,7 @@ def conv2d_depthwise(const floating[:, :, :, :] x, const floating[:, ::1] w, bia
         else:
             rc = nnl_conv_depthwise_d(&gm, &x[0, 0, 0, 0], &w[0, 0], pb, beta, &y[0, 0, 0],
                                       act, num_threads)
-    if rc != NNL_OK:
-        raise ValueError("conv2d_depthwise: invalid arguments")
+    check_status(rc, "conv2d_depthwise")
 
 
 def depthwise_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
@@ -275,8 +273,7 @@ def winograd_weights(const floating[:, ::1] w, int m, floating[:, ::1] u, int nu
             rc = nnl_wino_weights_s(m, nf, &w[0, 0], &u[0, 0], num_threads)
         else:
             rc = nnl_wino_weights_d(m, nf, &w[0, 0], &u[0, 0], num_threads)
-    if rc != NNL_OK:
-        raise ValueError("winograd_weights: invalid arguments")
+    check_status(rc, "winograd_weights")
 
 
 def winograd_packed_size(Py_ssize_t m, Py_ssize_t f, Py_ssize_t groups, Py_ssize_t cg,
@@ -308,8 +305,7 @@ def winograd_pack(const floating[:, :, ::1] u, Py_ssize_t groups, int m, floatin
             rc = nnl_wino_pack_s(m, F, groups, CG, &u[0, 0, 0], isa, &out[0])
         else:
             rc = nnl_wino_pack_d(m, F, groups, CG, &u[0, 0, 0], isa, &out[0])
-    if rc != NNL_OK:
-        raise ValueError("winograd_pack: invalid arguments")
+    check_status(rc, "winograd_pack")
 
 
 def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, upk, bias,
@@ -375,10 +371,7 @@ def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, u
         else:
             rc = nnl_conv_winograd_d(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
                                      beta, &y[0, 0, 0], act, num_threads, isa)
-    if rc == NNL_ENOMEM:
-        raise MemoryError("conv2d_winograd: could not allocate the transform buffers")
-    if rc != NNL_OK:
-        raise ValueError("conv2d_winograd: invalid arguments")
+    check_status(rc, "conv2d_winograd")
 
 
 def winograd_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,

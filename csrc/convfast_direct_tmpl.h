@@ -536,11 +536,7 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-#ifdef _OPENMP
-        T *buf = bufs ? bufs + (size_t)omp_get_thread_num() * (size_t)need : NULL;
-#else
-        T *buf = bufs;
-#endif
+        T *buf = bufs ? bufs + (size_t)nnl_thread_id() * (size_t)need : NULL;
         if (cl && buf) {
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)

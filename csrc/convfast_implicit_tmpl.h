@@ -335,11 +335,7 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
 #pragma omp parallel num_threads(p.nt) if (p.nt > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = nnl_thread_id();
         T *ap = per_thread + (size_t)tid * thread_elems;
         T *bp = ap + p.a_elems;
         T *tile = bp + p.b_elems;

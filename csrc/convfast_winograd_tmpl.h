@@ -342,11 +342,7 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = nnl_thread_id();
         if (upk == NULL) {
             /* pack every U[xi][g] once for this call */
 #ifdef _OPENMP

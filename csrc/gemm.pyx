@@ -17,9 +17,11 @@ one pair per thread, never static (gemm_driver.c).
 """
 from cython cimport floating
 
+from _common cimport check_status
+
 cdef extern from "gemm_kernels.h" nogil:
     ctypedef Py_ssize_t nnl_idx
-    int NNL_OK, NNL_ENOMEM, NNL_EINVAL
+    int NNL_OK
     int NNL_ISA_AUTO, NNL_ISA_GENERIC, NNL_ISA_AVX2, NNL_ISA_AVX512, NNL_ISA_COUNT
     int nnl_sgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
                   const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
@@ -160,8 +162,7 @@ def pack(const floating[:, :] x, int side, int isa, floating[::1] out):
         else:
             rc = nnl_dgemm_pack(side, rows, cols, &x[0, 0], x.strides[0] // es,
                                 x.strides[1] // es, isa, &out[0])
-    if rc != NNL_OK:
-        raise ValueError("gemm pack: invalid arguments")
+    check_status(rc, "gemm pack")
 
 
 def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[:, :, :] c,
@@ -240,7 +241,4 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
                                   b.strides[2] // es,
                                   beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
                                   pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
-    if rc == NNL_ENOMEM:
-        raise MemoryError("gemm: could not allocate the packing buffers")
-    if rc != NNL_OK:
-        raise ValueError(f"gemm: invalid arguments (isa={isa}, act={act}, bias_kind={bias_kind})")
+    check_status(rc, "gemm", f" (isa={isa}, act={act}, bias_kind={bias_kind})")

@@ -344,11 +344,7 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = nnl_thread_id();
         T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
         T *bp = ap + ap_elems;
 #ifdef _OPENMP

@@ -13,7 +13,22 @@
 
 #include "nnl_tuning.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 typedef ptrdiff_t nnl_idx;
+
+/* This thread's number inside an OpenMP parallel region (0 in a build without OpenMP): the
+ * index of its private packing/work buffers. */
+static inline int nnl_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* Return codes of every nnl_* entry point. */
 #define NNL_OK 0

@@ -518,3 +518,72 @@ def test_fused_batchnorm_relu_without_input_gradient():
     with pytest.raises(ValueError, match="relu_out needs gx"):
         t.bn_backward(x3, x3, None, c, c + 1, np.ones(4, np.float32), True, c.copy(),
                       c.copy(), relu_out=x3)
+
+
+class _UnfusedReLU(nnlite.nn.ReLU):
+    """nn.ReLU's forward in a subclass: no BatchNorm fuses it (``_plain_relu`` is looked up on
+    the exact type), so a block holding it runs BatchNorm and ReLU as two nodes."""
+
+
+def _relu_nodes(y):
+    """Number of ReLU autograd nodes in the graph behind ``y``."""
+    seen, stack, count = set(), [y], 0
+    while stack:
+        ctx = stack.pop()._ctx
+        if ctx is None or id(ctx) in seen:
+            continue
+        seen.add(id(ctx))
+        count += type(ctx).__name__ == "ReLU"
+        stack.extend(ctx.parents)
+    return count
+
+
+def _block_run(make, x, gy, training, unfused):
+    nnlite.manual_seed(5)
+    m = make().to(x.dtype)
+    rng = np.random.default_rng(6)
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, nnlite.nn.BatchNorm2d):          # negative scales: the mask matters
+            mod.weight.data[...] = rng.uniform(-1.5, 2.0, mod.weight.shape)
+            mod.bias.data[...] = rng.uniform(-0.5, 0.5, mod.bias.shape)
+        if unfused and type(getattr(mod, "relu", None)) is nnlite.nn.ReLU:
+            mod.relu = _UnfusedReLU()
+    m.train(training)
+    xt = nnlite.tensor(x, requires_grad=True)
+    y = m(xt)
+    nodes = _relu_nodes(y)
+    y.backward(gy)
+    stats = [b.data.copy() for b in m.buffers()]
+    return [y.data, xt.grad] + [p.grad for p in m.parameters()] + stats, nodes
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    # (name, factory, input shape, ReLU nodes unfused, ReLU nodes fused in training)
+    ("BasicBlock-s2", lambda: nnlite.nn.BasicBlock(3, 5, stride=2), (3, 3, 9, 7), 2, 1),
+    ("BasicBlock-id", lambda: nnlite.nn.BasicBlock(4, 4), (1, 4, 5, 6), 2, 1),
+    ("Bottleneck-s2", lambda: nnlite.nn.Bottleneck(4, 2, stride=2), (2, 4, 7, 5), 3, 1),
+    ("ResNeXtBlock", lambda: nnlite.nn.ResNeXtBlock(8, 8, cardinality=4, base_width=8),
+     (2, 8, 5, 5), 3, 1),
+    # stem + 8 BasicBlocks: 1 + 8 * 2 ReLUs unfused, 8 fused
+    ("resnet18", lambda: nnlite.models.resnet18(num_classes=3), (2, 3, 33, 35), 17, 8),
+], ids=lambda c: c[0] if isinstance(c, tuple) else None)
+def test_blocks_fuse_batchnorm_relu_bit_identically(case, dtype, training):
+    """BasicBlock, Bottleneck (and ResNeXt) and the ResNet stem run their BatchNorm -> ReLU as
+    one node in training mode (eval: two, for the inference tracer); outputs, input and
+    parameter gradients and running statistics equal the two-node run bit for bit."""
+    _, make, shape, n_unfused, n_fused = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(dtype)
+    with nnlite.no_grad():
+        out_shape = make().to(dtype)(nnlite.tensor(x)).shape
+    gy = rng.standard_normal(out_shape).astype(dtype)
+    got, nodes = _block_run(make, x, gy, training, unfused=False)
+    ref, ref_nodes = _block_run(make, x, gy, training, unfused=True)
+    assert ref_nodes == n_unfused
+    assert nodes == (n_fused if training else n_unfused)
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref):
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a, b)

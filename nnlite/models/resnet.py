@@ -5,6 +5,7 @@ on the 3x3 conv (torchvision's "v1.5"). Blocks: ``nnlite.nn.BasicBlock`` / ``Bot
 """
 from .. import nn
 from ..nn.blocks import conv1x1
+from ..nn.module import norm_act
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
            "resnext50_32x4d"]
@@ -72,7 +73,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        x = self.maxpool(norm_act(self.bn1, self.relu, self.conv1(x)))  # (N, 64, H/4, W/4)
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)

@@ -11,7 +11,7 @@ import numbers
 from ..tensor import cat
 from .conv import Conv2d
 from .layers import BatchNorm2d, ReLU, ReLU6
-from .module import Module, Sequential
+from .module import Module, Sequential, norm_act
 from .pooling import AvgPool2d, MaxPool2d
 
 __all__ = [
@@ -278,7 +278,7 @@ class BasicBlock(Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = norm_act(self.bn1, self.relu, self.conv1(x))    # one node in training mode
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
 
@@ -319,8 +319,8 @@ class Bottleneck(Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = norm_act(self.bn1, self.relu, self.conv1(x))    # one node each in training mode
+        out = norm_act(self.bn2, self.relu, self.conv2(out))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
 

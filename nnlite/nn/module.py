@@ -310,16 +310,30 @@ class Sequential(Module):
         i, n = 0, len(mods)
         while i < n:
             m = mods[i]
-            fuse = getattr(m, "_fuses_relu", None)
-            if i + 1 < n and fuse is not None and fuse(mods[i + 1]):
-                # BatchNorm -> ReLU as one node: the ReLU is written by the BatchNorm's pass
-                # and masks its backward (the same values and gradients, one pass fewer)
+            if i + 1 < n and _fuses_norm_act(m, mods[i + 1]):
                 x = m._forward(x, relu=True)
                 i += 2
                 continue
             x = m(x)
             i += 1
         return x
+
+
+def _fuses_norm_act(norm, act):
+    """True when ``act(norm(x))`` runs as one BatchNorm->ReLU node, ``norm._forward(x,
+    relu=True)``: the ReLU is written by the BatchNorm's pass and masks its backward (the same
+    values and gradients, one pass fewer). Only where ``norm._fuses_relu(act)`` says so
+    (training mode, plain modules; see batchnorm.py)."""
+    fuse = getattr(norm, "_fuses_relu", None)
+    return fuse is not None and fuse(act)
+
+
+def norm_act(norm, act, x):
+    """``act(norm(x))``, fused into one node where ``_fuses_norm_act`` allows (blocks whose
+    forward applies a norm layer then a ReLU module, outside a Sequential)."""
+    if _fuses_norm_act(norm, act):
+        return norm._forward(x, relu=True)
+    return act(norm(x))
 
 
 class ModuleList(Module):

@@ -127,14 +127,6 @@ def make_steppers(net, torch):
 
 
 # ----------------------------------------------------------------------------------- memory
-def _status_kb(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
 def _memory_child(net, framework, threads):
     """In a fresh process: peak RSS growth (MB) over 4 steps from the built model."""
     torch = None
@@ -143,21 +135,12 @@ def _memory_child(net, framework, threads):
         torch.set_num_threads(threads)
     nnlite.set_num_threads(threads)
     step = make_steppers(net, torch)[framework]
-    base = _status_kb("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")                                    # reset VmHWM to the current RSS
-        source = "VmHWM"
-    except OSError:
-        source = None
-    for _ in range(4):
-        step()
-    if source is not None:
-        peak = _status_kb("VmHWM")
-    else:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{(peak - base) / 1024:.1f}")
+
+    def steps():
+        for _ in range(4):
+            step()
+    mb, _ = _timing.peak_rss_growth_mb(steps)
+    print(f"{mb:.1f}")
 
 
 def peak_memory(net, framework, threads):

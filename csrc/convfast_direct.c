@@ -60,13 +60,8 @@ static int dw_geom_ok(const nnl_conv_geom *g)
 /* threads for a call: 1 below NNL_DW_MIN_PARALLEL_MACS or without OpenMP */
 static int dw_threads(const nnl_conv_geom *g, int nthreads)
 {
-    int nt = nthreads < 1 ? 1 : nthreads;
-#ifndef _OPENMP
-    nt = 1;
-#endif
-    if ((double)g->n * g->f * g->oh * g->ow * g->kh * g->kw < NNL_DW_MIN_PARALLEL_MACS)
-        nt = 1;
-    return nt;
+    return nnl_team_size(nthreads, (double)g->n * g->f * g->oh * g->ow * g->kh * g->kw,
+                         NNL_DW_MIN_PARALLEL_MACS);
 }
 
 #define T float

@@ -135,12 +135,8 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     nnl_idx ru = nnl_cdiv(p->fg, mc);
     p->mu = nnl_cdiv(nnl_cdiv(p->fg, ru), mr) * mr;
     p->ru = nnl_cdiv(p->fg, p->mu);
-    int nt = nthreads < 1 ? 1 : nthreads;
-#ifndef _OPENMP
-    nt = 1;
-#endif
-    if ((double)g->n * g->f * p->k * p->l < NNL_CF_MIN_PARALLEL_MACS)
-        nt = 1;
+    int nt = nnl_team_size(nthreads, (double)g->n * g->f * p->k * p->l,
+                           NNL_CF_MIN_PARALLEL_MACS);
     const nnl_idx items = g->n * g->g;
 
     /* B source (see the file comment); ``wide`` asks for CF_WIDE where CF_SELF does not apply */

@@ -70,12 +70,8 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
     p->tiles = g->n * p->th * p->tw;
     p->cg = g->c / g->g, p->fg = g->f / g->g;
     p->per = nnl_cdiv(p->fg, mr) * mr * p->cg;
-    int nt = nthreads < 1 ? 1 : nthreads;
-#ifndef _OPENMP
-    nt = 1;
-#endif
-    if ((double)p->a2 * p->tiles * g->f * p->cg < NNL_MIN_PARALLEL_MACS)
-        nt = 1;
+    int nt = nnl_team_size(nthreads, (double)p->a2 * p->tiles * g->f * p->cg,
+                           NNL_MIN_PARALLEL_MACS);
     p->nt = nt;
     /* chunk: V and M of TB tiles within one core's L2 (at least one NR panel of tiles) */
     const double budget = (double)ci->l2;

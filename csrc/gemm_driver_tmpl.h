@@ -277,12 +277,7 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     }
 
     const int mr = kd->mr, nr = kd->nr;
-    int nt = nthreads < 1 ? 1 : nthreads;
-#ifndef _OPENMP
-    nt = 1;
-#endif
-    if ((double)batch * M * N * K < NNL_MIN_PARALLEL_MACS)
-        nt = 1;
+    int nt = nnl_team_size(nthreads, (double)batch * M * N * K, NNL_MIN_PARALLEL_MACS);
     if (M <= NNL_SKINNY_M) {
         FN(skinny)(&p0, batch, bsa, bsb, bsc, bsbias, nt);
         return NNL_OK;

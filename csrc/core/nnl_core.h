@@ -19,6 +19,19 @@
 
 typedef ptrdiff_t nnl_idx;
 
+/* The OpenMP team size of a call: the caller's nthreads (at least 1), but 1 without OpenMP or
+ * when the call's work (multiply-adds or a like measure) is below its single-thread cut-off
+ * (nnl_tuning.h): waking a team costs more than such a call gains. */
+static inline int nnl_team_size(int nthreads, double work, double min_parallel)
+{
+#ifdef _OPENMP
+    return (nthreads < 1 || work < min_parallel) ? 1 : nthreads;
+#else
+    (void)nthreads, (void)work, (void)min_parallel;
+    return 1;
+#endif
+}
+
 /* This thread's number inside an OpenMP parallel region (0 in a build without OpenMP): the
  * index of its private packing/work buffers. */
 static inline int nnl_thread_id(void)

@@ -204,6 +204,7 @@ int WEIGHTS_NAME(int m, nnl_idx nf, const T *w, T *u, int nthreads)
     const int a = m + 2;
     const double(*gm)[3] = m == 4 ? g4 : g2;
     const int nt = nnl_team_size(nthreads, (double)nf * a * a, NNL_MIN_PARALLEL_MACS / 16);
+    (void)nt;   /* read only by the OpenMP pragma below */
     /* blocks of QB filters: the alpha^2 results of a block go out as alpha^2 contiguous runs
      * (one output stream at a time, not alpha^2 interleaved ones) */
     enum { QB = 64 };

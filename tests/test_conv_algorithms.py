@@ -521,3 +521,29 @@ def test_implicit_extra_memory_is_a_fraction_of_the_column_matrix(n, c, hw, f, k
     extra = convfast.implicit_workspace_bytes(n, c, hw, hw, f, g, k, k, s, s, p, p, d, d,
                                               geom.oh, geom.ow, 4, num_threads=2)
     assert 0 < extra <= cols / 4, (extra, cols)
+
+
+@pytest.mark.parametrize("k,pad", [(1, 0), (3, 1), (2, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_routine_takes_a_channel_slice_and_the_plan_epilogue(k, pad, dtype):
+    """_conv_gemm.forward (F.conv2d's im2col routine, also the inference plan's) on a channel
+    slice of a larger batch (not contiguous), writing into ``out`` with a residual accumulated,
+    against the naive reference; the numpy and the native GEMM hooks alike."""
+    from nnlite.kernels import _conv_gemm, conv_numpy
+    rng = np.random.default_rng(k)
+    big = rng.standard_normal((3, 9, 5, 7)).astype(dtype)
+    x = big[:, 2:7]                                               # (3, 5, 5, 7), strided
+    w = rng.standard_normal((4, 5, k, k)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    r = rng.standard_normal((3, 4, 5 + 2 * pad - k + 1, 7 + 2 * pad - k + 1)).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, 1, pad, 1, 1)
+    want = ref.conv2d(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64),
+                      b.astype(np.float64), 1, pad, 1, 1) + r
+    hooks = [(_conv_gemm.numpy_mm, conv_numpy.im2col)]
+    if conv_cython._im2col is not None:
+        hooks.append((conv_cython._mm, conv_cython.im2col))
+    for mm, im2col in hooks:
+        out = r.reshape(3, 4, -1).copy()
+        _conv_gemm.forward(x, w, b, geom, im2col, mm=mm, out=out,
+                           workspace=np.empty(geom.col_shape(1), dtype), accumulate=True)
+        assert_close(out.reshape(want.shape), want, dtype)

@@ -146,12 +146,10 @@ class BatchNormFn(Function):
         _train.bn_backward(_as3(gy, nb, c), x3, None if gx is None else gx.reshape(nb, c, -1),
                            mean64, inv64, w1, True, sgy, sgxm,
                            num_threads=self._threads(x3.size), relu_out=self.relu_out)
-        out = (gx if need[0] else None,)
-        if self.has_weight:
-            out += ((sgxm * inv64).astype(gy.dtype) if need[1] else None,)
-        if self.has_bias:
-            out += (sgy.astype(gy.dtype) if need[-1] else None,)
-        return out
+        return _input_and_affine_grads(
+            self, gx if need[0] else None,
+            (sgxm * inv64).astype(gy.dtype) if self.has_weight and need[1] else None,
+            sgy.astype(gy.dtype) if self.has_bias and need[-1] else None)
 
     def backward(self, gy):
         if self.native:
@@ -179,12 +177,13 @@ class BatchNormFn(Function):
                     gx = (g - gmean - xhat * gdot) * invstd.reshape(shape)
             else:
                 gx = g * invstd.reshape(shape)
-        out = (gx,)
-        if self.has_weight:
-            out += (gw,)
-        if self.has_bias:
-            out += (gb,)
-        return out
+        return _input_and_affine_grads(self, gx, gw, gb)
+
+
+def _input_and_affine_grads(fn, gx, gw, gb):
+    """The gradients a norm Function returns: its inputs are x, then weight if ``has_weight``,
+    then bias if ``has_bias``."""
+    return (gx,) + ((gw,) if fn.has_weight else ()) + ((gb,) if fn.has_bias else ())
 
 
 def _verify_batch_size(shape):
@@ -319,12 +318,7 @@ class GroupStandardizeFn(Function):
                 gx = (g - g.mean(axis=1, keepdims=True)
                       - xh * np.mean(g * xh, axis=1, keepdims=True)) * invstd[:, None]
                 gx = gx.reshape(gy.shape)
-        out = (gx,)
-        if self.has_weight:
-            out += (gw,)
-        if self.has_bias:
-            out += (gb,)
-        return out
+        return _input_and_affine_grads(self, gx, gw, gb)
 
 
 def _affine_args(op, x, weight, bias, shape, what):

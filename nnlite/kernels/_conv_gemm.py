@@ -83,7 +83,7 @@ def forward(x, w, b, geom, im2col, general=False, mm=numpy_mm, out=None, workspa
     (M, C*KH*KW, OH*OW) is the column buffer reused for chunks of M images, and ``mm`` (its GEMM
     with packed weights and a fused activation) gets ``accumulate`` through.
     """
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x)     # any strides: a plan's channel slice of a larger buffer is no copy
     n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
     y = np.empty((n, geom.f, l), dtype=x.dtype) if out is None else out
     wg = np.ascontiguousarray(w).reshape(g, fg, k)                # (G, FG, K)

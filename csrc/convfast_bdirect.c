@@ -9,7 +9,8 @@
  * give the same bits. The tile (row stride 48) is then added into y by cf_scatter. Used only
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
  * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row A packing of the GEMM driver
- * through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed panel). */
+ * through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed panel), and
+ * nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a transposed B). */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH
@@ -46,9 +47,9 @@ TGT void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base,
     }
 }
 
-/* 8 x 8 transpose of rows r[0..7] (8 floats each, any stride) into out[j*8 + i] = r[i][j]. */
+/* 8 x 8 transpose of rows r[0..7] (8 floats each, any stride) into out[j*ldo + i] = r[i][j]. */
 static inline __attribute__((target("avx"), always_inline)) void
-cf_t8x8(const float *src, nnl_idx ld, float *out)
+cf_t8x8(const float *src, nnl_idx ld, float *out, nnl_idx ldo)
 {
     const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld);
     const __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
@@ -62,14 +63,27 @@ cf_t8x8(const float *src, nnl_idx ld, float *out)
     const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
     const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
     const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(out + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(out + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(out + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(out + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(out + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+    _mm256_storeu_ps(out + 0 * ldo, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 1 * ldo, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * ldo, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * ldo, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * ldo, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * ldo, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * ldo, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* Eight full rows w[i*ld + k], k < kcb, -> out[k*ldo + i] through 8 x 8 register transposes. The GEMM's B packing of a transposed B (each column of op(B) contiguous) writes its
+ * NR-wide micro-panel eight columns at a time through it (ldo = NR). */
+__attribute__((target("avx"))) void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld,
+                                                  float *out, nnl_idx ldo)
+{
+    nnl_idx k = 0;
+    for (; k + 8 <= kcb; k += 8)
+        cf_t8x8(w + k, ld, out + k * ldo, ldo);
+    for (; k < kcb; k++)
+        for (int i = 0; i < 8; i++)
+            out[k * ldo + i] = w[i * ld + k];
 }
 
 /* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] (what the scalar
@@ -78,12 +92,7 @@ cf_t8x8(const float *src, nnl_idx ld, float *out)
 __attribute__((target("avx"))) void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld,
                                                   float *ap)
 {
-    nnl_idx k = 0;
-    for (; k + 8 <= kcb; k += 8)
-        cf_t8x8(w + k, ld, ap + k * 8);
-    for (; k < kcb; k++)
-        for (int i = 0; i < 8; i++)
-            ap[k * 8 + i] = w[i * ld + k];
+    nnl_pack_t8_s(kcb, w, ld, ap, 8);
 }
 
 int nnl_pack_a8_ok(void)
@@ -115,6 +124,11 @@ int nnl_cf_bdirect_ok(int isa, int mr, int nr)
 void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap)
 {
     (void)kcb, (void)w, (void)ld, (void)ap;
+}
+
+void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo)
+{
+    (void)kcb, (void)w, (void)ld, (void)out, (void)ldo;
 }
 
 int nnl_pack_a8_ok(void)

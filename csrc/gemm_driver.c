@@ -61,7 +61,9 @@
 #define GEMM_PK nnl_sgemm_pk
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
+#define PACK_T8 nnl_pack_t8_s
 #include "gemm_driver_tmpl.h"
+#undef PACK_T8
 #undef PACK_A8
 #undef T
 #undef EPI_T

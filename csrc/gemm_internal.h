@@ -123,6 +123,8 @@ NNL_DEFINE_NEST(double, d)
  * 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a writes).
  * Call only when nnl_pack_a8_ok(). */
 void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap);
+/* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing). */
+void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
 int nnl_pack_a8_ok(void);
 
 /* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available

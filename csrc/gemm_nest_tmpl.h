@@ -1,9 +1,9 @@
 /* The GEMM's block loop nest and its packers, written once and included (per dtype, with T,
- * EPI_T, KERNEL_T, FN(name) and, float only, PACK_A8 defined) by both of its callers: the
- * plain GEMM (gemm_driver_tmpl.h) and the implicit conv (convfast_implicit_tmpl.h). The nest is
- * inlined into each call site with the caller's B source and tile write-out (constant function
- * arguments there), so the plugged-in parts cost no indirect call. No include guard on
- * purpose. */
+ * EPI_T, KERNEL_T, FN(name) and, float only, PACK_A8 defined; the plain GEMM also defines
+ * PACK_T8 for transposed B panels) by both of its callers: the plain GEMM (gemm_driver_tmpl.h)
+ * and the implicit conv (convfast_implicit_tmpl.h). The nest is inlined into each call site
+ * with the caller's B source and tile write-out (constant function arguments there), so the
+ * plugged-in parts cost no indirect call. No include guard on purpose. */
 
 /* ---------------------------------------------------------------------------------- packing */
 
@@ -79,6 +79,14 @@ static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, n
             }
         } else if (rsb == 1) {
             /* transposed B: each column of op(B) is contiguous in memory */
+#ifdef PACK_T8
+            if (n == nr && nr % 8 == 0 && nnl_pack_a8_ok()) {
+                /* eight columns at a time through AVX 8 x 8 transposes (an exact copy) */
+                for (int j = 0; j < nr; j += 8)
+                    PACK_T8(kc, src + j * csb, csb, dst + j, nr);
+                continue;
+            }
+#endif
             for (int j = 0; j < n; j++) {
                 const T *s = src + j * csb;
                 for (nnl_idx k = 0; k < kc; k++)

@@ -227,6 +227,10 @@ cdef extern from "convfast_winograd.h" nogil:
                         float *out)
     int nnl_wino_pack_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *u, int isa,
                         double *out)
+    int nnl_wino_weights_packed_s(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const float *w,
+                                  int isa, float *out, int nthreads)
+    int nnl_wino_weights_packed_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *w,
+                                  int isa, double *out, int nthreads)
     int nnl_conv_winograd_s(const nnl_conv_geom *geom, int m, const float *x, const float *u,
                             const float *upk, const float *bias, float beta, float *y, int act,
                             int nthreads, int isa)
@@ -306,6 +310,35 @@ def winograd_pack(const floating[:, :, ::1] u, Py_ssize_t groups, int m, floatin
         else:
             rc = nnl_wino_pack_d(m, F, groups, CG, &u[0, 0, 0], isa, &out[0])
     check_status(rc, "winograd_pack")
+
+
+def winograd_weights_packed(const floating[:, :, :, ::1] w, Py_ssize_t groups, int m,
+                            floating[::1] out, int isa=-1, int num_threads=1):
+    """``winograd_weights`` then ``winograd_pack`` in one pass (the same bits, no (alpha^2, F,
+    CG) intermediate): the 3x3 weights w (F, CG, 3, 3) transformed straight into out
+    (``winograd_packed_size`` elements), for ``conv2d_winograd(upk=out)``."""
+    cdef Py_ssize_t F = w.shape[0], CG = w.shape[1]
+    cdef int rc
+    if m not in (2, 4):
+        raise ValueError(f"winograd_weights_packed: tile size m={m} must be 2 or 4")
+    if w.shape[2] != 3 or w.shape[3] != 3:
+        raise ValueError(f"winograd_weights_packed: w {tuple(w.shape)[:4]} must be (F, CG, 3, 3)")
+    if groups < 1 or F % groups:
+        raise ValueError(f"winograd_weights_packed: groups={groups} must divide F={F}")
+    isa = _wino_isa(isa, "winograd_weights_packed")
+    if out.shape[0] != winograd_packed_size(m, F, groups, CG, sizeof(floating), isa):
+        raise ValueError(f"winograd_weights_packed: out has {out.shape[0]} elements; expected "
+                         f"{winograd_packed_size(m, F, groups, CG, sizeof(floating), isa)}")
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = nnl_wino_weights_packed_s(m, F, groups, CG, &w[0, 0, 0, 0], isa, &out[0],
+                                           num_threads)
+        else:
+            rc = nnl_wino_weights_packed_d(m, F, groups, CG, &w[0, 0, 0, 0], isa, &out[0],
+                                           num_threads)
+    check_status(rc, "winograd_weights_packed")
 
 
 def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, upk, bias,

@@ -163,6 +163,16 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
         (o)[3 * (os) + (l)] = m12 + 8 * m34 + (s5);                                            \
     } while (0)
 
+/* G (alpha x 3) of F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray; the points 0, +-1, (+-2,) inf) */
+static const double wino_g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double wino_g4[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+#define WINO_QB 64                  /* filters per weight-transform block */
+
 /* float32 */
 #define T float
 #define L 16
@@ -172,6 +182,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #define CONV_NAME nnl_conv_winograd_s
 #define PACK_NAME nnl_wino_pack_s
 #define WEIGHTS_NAME nnl_wino_weights_s
+#define WPACK_NAME nnl_wino_weights_packed_s
 #include "convfast_winograd_tmpl.h"
 #undef T
 #undef L
@@ -181,6 +192,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #undef CONV_NAME
 #undef PACK_NAME
 #undef WEIGHTS_NAME
+#undef WPACK_NAME
 
 /* float64 */
 #define T double
@@ -191,6 +203,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #define CONV_NAME nnl_conv_winograd_d
 #define PACK_NAME nnl_wino_pack_d
 #define WEIGHTS_NAME nnl_wino_weights_d
+#define WPACK_NAME nnl_wino_weights_packed_d
 #include "convfast_winograd_tmpl.h"
 #undef T
 #undef L
@@ -200,3 +213,4 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 #undef CONV_NAME
 #undef PACK_NAME
 #undef WEIGHTS_NAME
+#undef WPACK_NAME

@@ -45,6 +45,12 @@ int nnl_wino_pack_s(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const float *u, int
                     float *out);
 int nnl_wino_pack_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *u, int isa,
                     double *out);
+/* nnl_wino_weights_* then nnl_wino_pack_* in one pass (same bits, no intermediate u) of the
+ * weights w (F, CG, 3, 3) C-contiguous, into out (nnl_wino_packed_elems elements). */
+int nnl_wino_weights_packed_s(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const float *w, int isa,
+                              float *out, int nthreads);
+int nnl_wino_weights_packed_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *w,
+                              int isa, double *out, int nthreads);
 
 int nnl_conv_winograd_s(const nnl_conv_geom *geom, int m, const float *x, const float *u,
                         const float *upk, const float *bias, float beta, float *y, int act,

@@ -188,49 +188,111 @@ static NNL_ALWAYS_INLINE void FN(wino_out)(const wino_plan *p, const nnl_conv_ge
     }
 }
 
+/* Weight transforms: r[i*alpha + j][q] = (G w_q G^T)[i][j] in double for nq <= WINO_QB
+ * consecutive 3x3 filters w_q = w[9q .. 9q + 9) (row-major); gm is G (alpha x 3). The one
+ * arithmetic both weight routines below run, so they give the same bits. */
+static NNL_ALWAYS_INLINE void FN(wino_wblock)(const double (*gm)[3], int a, const T *w, int nq,
+                                              double (*r)[WINO_QB])
+{
+    double wt[9][WINO_QB], t[6][3][WINO_QB];
+    for (int q = 0; q < nq; q++)           /* taps tap-major: the loops below run along q */
+        for (int k = 0; k < 9; k++)
+            wt[k][q] = w[q * 9 + k];
+    for (int i = 0; i < a; i++)
+        for (int l = 0; l < 3; l++)
+            for (int q = 0; q < nq; q++)
+                t[i][l][q] = gm[i][0] * wt[l][q] + gm[i][1] * wt[3 + l][q] +
+                             gm[i][2] * wt[6 + l][q];
+    for (int i = 0; i < a; i++)
+        for (int j = 0; j < a; j++)
+            for (int q = 0; q < nq; q++)
+                r[i * a + j][q] = t[i][0][q] * gm[j][0] + t[i][1][q] * gm[j][1] +
+                                  t[i][2][q] * gm[j][2];
+}
+
+/* wino_wblock for tile m (2 or 4), with alpha and G constants in each inlined copy (the
+ * compiler unrolls the fixed-size loops; the same arithmetic, so the same bits). */
+static NNL_ALWAYS_INLINE void FN(wino_wblock_m)(int m, const T *w, int nq, double (*r)[WINO_QB])
+{
+    if (m == 4)
+        FN(wino_wblock)(wino_g4, 6, w, nq, r);
+    else
+        FN(wino_wblock)(wino_g2, 4, w, nq, r);
+}
+
 /* u[(i*alpha + j)*nf + q] = (G w_q G^T)[i][j] of the nf 3x3 filters w_q = w[9q .. 9q + 9)
  * (row-major), computed in double. */
 int WEIGHTS_NAME(int m, nnl_idx nf, const T *w, T *u, int nthreads)
 {
-    static const double g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-    static const double g4[6][3] = {{1.0 / 4, 0, 0},
-                                    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                    {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                    {0, 0, 1}};
     if ((m != 2 && m != 4) || nf < 0)
         return NNL_EINVAL;
     const int a = m + 2;
-    const double(*gm)[3] = m == 4 ? g4 : g2;
     const int nt = nnl_team_size(nthreads, (double)nf * a * a, NNL_MIN_PARALLEL_MACS / 16);
     (void)nt;   /* read only by the OpenMP pragma below */
-    /* blocks of QB filters: the alpha^2 results of a block go out as alpha^2 contiguous runs
-     * (one output stream at a time, not alpha^2 interleaved ones) */
-    enum { QB = 64 };
-    const nnl_idx nblk = nnl_cdiv(nf, QB);
+    /* blocks of WINO_QB filters: the alpha^2 results of a block go out as alpha^2 contiguous
+     * runs (one output stream at a time, not alpha^2 interleaved ones) */
+    const nnl_idx nblk = nnl_cdiv(nf, WINO_QB);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
 #endif
     for (nnl_idx bq = 0; bq < nblk; bq++) {
-        const nnl_idx q0 = bq * QB;
-        const int nq = (int)nnl_min(QB, nf - q0);
-        double t[6][3][QB], r[36][QB];
-        for (int i = 0; i < a; i++)
-            for (int l = 0; l < 3; l++)
-                for (int q = 0; q < nq; q++) {
-                    const T *wq = w + (q0 + q) * 9;
-                    t[i][l][q] = gm[i][0] * wq[l] + gm[i][1] * wq[3 + l] + gm[i][2] * wq[6 + l];
-                }
-        for (int i = 0; i < a; i++)
-            for (int j = 0; j < a; j++)
-                for (int q = 0; q < nq; q++)
-                    r[i * a + j][q] = t[i][0][q] * gm[j][0] + t[i][1][q] * gm[j][1] +
-                                      t[i][2][q] * gm[j][2];
+        const nnl_idx q0 = bq * WINO_QB;
+        const int nq = (int)nnl_min(WINO_QB, nf - q0);
+        double r[36][WINO_QB];
+        FN(wino_wblock_m)(m, w + q0 * 9, nq, r);
         for (int k = 0; k < a * a; k++) {
             T *dst = u + k * nf + q0;
             for (int q = 0; q < nq; q++)
                 dst[q] = (T)r[k][q];
+        }
+    }
+    return NNL_OK;
+}
+
+/* The weights w (F, CG, 3, 3) transformed straight into PACK_NAME's layout (the same bits as
+ * WEIGHTS_NAME then PACK_NAME, without the alpha^2 F CG intermediate u): for every xi and
+ * group, each K slice pc of the GEMM (kcb_max from CG and KC) holds the MR-row panels of the
+ * group's filters, panel p at pc*PM + p*kcb*MR, element (filter p*MR + i, channel pc + k) at
+ * k*MR + i, rows past FG zero (PM = ceil(FG/MR)*MR). Work unit = (group, row panel, K slice):
+ * its alpha^2 runs of kcb*MR elements are written while they sit in cache. */
+int WPACK_NAME(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const T *w, int isa, T *out,
+               int nthreads)
+{
+    int mr, nr, mc, kc, nc;
+    const nnl_idx total = nnl_wino_packed_elems(m, f, g, cg, (int)sizeof(T), isa);
+    if (total < 0 || nnl_gemm_blocking(isa, (int)sizeof(T), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return NNL_EINVAL;
+    if (total == 0)
+        return NNL_OK;
+    const int a = m + 2;
+    const nnl_idx fg = f / g, np = nnl_cdiv(fg, mr), pm = np * mr, per = pm * cg;
+    const nnl_idx kcb_max = nnl_cdiv(cg, nnl_cdiv(cg, kc)), ns = nnl_cdiv(cg, kcb_max);
+    const nnl_idx units = g * np * ns;
+    if (fg % mr)
+        memset(out, 0, (size_t)total * sizeof(T));        /* the last panel's padding rows */
+    const int nt = nnl_team_size(nthreads, (double)f * cg * a * a,
+                                 NNL_MIN_PARALLEL_MACS / 16);
+    (void)nt;   /* read only by the OpenMP pragma below */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#endif
+    for (nnl_idx unit = 0; unit < units; unit++) {
+        const nnl_idx gi = unit / (np * ns), p = (unit / ns) % np, pc = (unit % ns) * kcb_max;
+        const nnl_idx kcb = nnl_min(kcb_max, cg - pc);
+        const int rows = (int)nnl_min(mr, fg - p * mr);
+        double r[36][WINO_QB];
+        for (int i = 0; i < rows; i++) {
+            const nnl_idx fi = gi * fg + p * mr + i;
+            for (nnl_idx c0 = pc; c0 < pc + kcb; c0 += WINO_QB) {
+                const int nq = (int)nnl_min(WINO_QB, pc + kcb - c0);
+                FN(wino_wblock_m)(m, w + (fi * cg + c0) * 9, nq, r);
+                for (int k = 0; k < a * a; k++) {
+                    T *dst = out + (k * g + gi) * per + pm * pc + p * kcb * mr +
+                             (c0 - pc) * mr + i;
+                    for (int q = 0; q < nq; q++)
+                        dst[(nnl_idx)q * mr] = (T)r[k][q];
+                }
+            }
         }
     }
     return NNL_OK;

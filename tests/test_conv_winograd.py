@@ -173,6 +173,42 @@ def test_prepacked_weights_give_the_same_bits():
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_transformed_straight_into_packed_layout(dtype):
+    """winograd_weights_packed writes the bits of transform_weights then winograd_pack for every
+    GEMM family (their MR and KC set the layout), both tiles, groups, filters per group not a
+    multiple of MR, channels over KC (several K slices) and 1 or 2 threads; F.conv2d's
+    Winograd (packed weights, no u) gives the bits of the kernel run on the unpacked u."""
+    from nnlite.kernels import gemm_ops
+    rng = np.random.default_rng(11)
+    for isa in range(len(gemm_ops._gemm.isa_names())):
+        if gemm_ops._gemm.isa_names()[isa] not in gemm_ops._gemm.available_isas():
+            continue
+        for m, (f, cg, g) in [(4, (20, 300, 1)), (2, (13, 7, 1)), (4, (18, 5, 3))]:
+            wt = rng.standard_normal((f, cg, 3, 3)).astype(dtype)
+            size = convfast.winograd_packed_size(m, f, g, cg, np.dtype(dtype).itemsize, isa)
+            expect = np.full(size, np.nan, dtype)
+            convfast.winograd_pack(cw.transform_weights(wt, m), g, m, expect, isa=isa)
+            for threads in (1, 2):
+                got = np.full(size, np.nan, dtype)
+                convfast.winograd_weights_packed(wt, g, m, got, isa=isa, num_threads=threads)
+                assert np.array_equal(got, expect), (isa, m, f, cg, g, threads)
+    x, wt, b = _data(2, 12, 9, 7, 10, 1, dtype, seed=12)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 1)
+    y = np.empty((2, 10, 63), dtype)
+    convfast.conv2d_winograd(x, cw.transform_weights(wt, 4), None, b, y, 1, 4, 1, 1, 9, 7,
+                             num_threads=2)
+    assert np.array_equal(cw.forward(x, wt, b, geom), y.reshape(2, 10, 9, 7))
+    assert _rel(y.reshape(2, 10, 9, 7), ref.conv2d(x, wt, b, 1, 1, 1, 1)) < TOL[dtype]
+    with pytest.raises(ValueError, match="out has 3 elements"):
+        convfast.winograd_weights_packed(wt, 1, 4, np.empty(3, dtype))
+    with pytest.raises(ValueError, match="groups=3 must divide F=10"):
+        convfast.winograd_weights_packed(wt, 3, 4, np.empty(3, dtype))
+    with pytest.raises(ValueError, match="m=3 must be 2 or 4"):
+        convfast.winograd_weights_packed(wt, 1, 3, np.empty(3, dtype))
+
+
+@needs_ext
 def test_non_contiguous_input_and_empty_batch():
     x, wt, b = _data(2, 6, 12, 10, 4, 1, np.float64, seed=5)
     xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # column-major

@@ -69,26 +69,40 @@ def transform_weights(w, m=DEFAULT_TILE, dtype=None):
     return u.reshape(a * a, w.shape[0], w.shape[1])
 
 
+def prepare_weights(w, geom, m=DEFAULT_TILE, dtype=None, isa=None):
+    """(u, upk): the weights of ``conv2d_winograd`` for the conv ``geom``: upk packed for the
+    GEMM family ``isa`` (default: the one in use). The GEMM reads the unpacked u only for
+    products of at most 4 rows, so with more than 4 filters per group u is None and upk is
+    transformed straight into the packed layout (``winograd_weights_packed``: the same bits as
+    transforming then packing, without the (alpha^2, F, CG) intermediate, which on
+    ResNet-18's 512-channel 3x3 convs is 38 MB per call)."""
+    dtype = np.asarray(w).dtype if dtype is None else np.dtype(dtype)
+    isa = gemm_ops._isa() if isa is None else isa
+    size = _convfast.winograd_packed_size(m, geom.f, geom.g, geom.cg, dtype.itemsize, isa)
+    upk = np.empty(size, dtype=dtype)
+    if geom.fg > 4:
+        w4 = np.ascontiguousarray(w, dtype=dtype)
+        _convfast.winograd_weights_packed(w4, geom.g, m, upk, isa=isa,
+                                          num_threads=get_num_threads())
+        return None, upk
+    u = transform_weights(w, m, dtype)
+    _convfast.winograd_pack(u, geom.g, m, upk, isa=isa)
+    return u, upk
+
+
 class WinogradWeights:
     """A conv's weights transformed and packed once for ``conv2d_winograd`` (inference plans).
 
     ``run(x, y3, bias, act, beta)`` computes y3 (N, F, OH*OW) = act(conv(x) + beta*y3 + bias).
-    Only the packed weights are kept when a group has more than 4 filters (the GEMM reads
-    unpacked weights only for products of at most 4 rows): (m + 2)^2 / 9 times the 3x3
-    weights' memory (4x for F(4x4, 3x3)) instead of twice that.
+    Only the packed weights are made when a group has more than 4 filters (``prepare_weights``):
+    (m + 2)^2 / 9 times the 3x3 weights' memory (4x for F(4x4, 3x3)) instead of twice that.
     """
 
     def __init__(self, w, geom, dtype, m=DEFAULT_TILE):
         self.m, self.groups = m, geom.g
         self.pt, self.pl, self.oh, self.ow = geom.pt, geom.pl, geom.oh, geom.ow
         self.isa = gemm_ops._isa()
-        self.u = transform_weights(w, m, dtype)
-        size = _convfast.winograd_packed_size(m, geom.f, geom.g, geom.cg,
-                                              np.dtype(dtype).itemsize, self.isa)
-        self.upk = np.empty(size, dtype=dtype)
-        _convfast.winograd_pack(self.u, geom.g, m, self.upk, isa=self.isa)
-        if geom.fg > 4:
-            self.u = None
+        self.u, self.upk = prepare_weights(w, geom, m, dtype, self.isa)
 
     def run(self, x, y3, bias=None, act=0, beta=0.0, num_threads=None):
         _convfast.conv2d_winograd(x, self.u, self.upk, bias, y3, self.groups, self.m, self.pt,
@@ -99,15 +113,20 @@ class WinogradWeights:
 
 def forward(x, w, b, geom, m=DEFAULT_TILE):
     """y (N, F, OH, OW) = conv2d(x, w) + b by Winograd F(m x m, 3 x 3) (geometry checked by
-    ``check``; weights transformed and packed for this call)."""
+    ``check``; weights transformed for this call, straight into the GEMM's packed layout when
+    a group has more than 4 filters)."""
     check(geom)
     x = np.asarray(x)
     if any(s < 0 or s % x.itemsize for s in x.strides) or (x.shape[3] > 1 and
                                                            x.strides[3] != x.itemsize):
         x = np.ascontiguousarray(x)           # the kernel takes any non-negative row strides
     y = np.empty((geom.n, geom.f, geom.oh * geom.ow), dtype=x.dtype)
-    u = transform_weights(w, m, x.dtype)
+    isa = gemm_ops._isa()
+    if geom.fg > 4:
+        u, upk = prepare_weights(w, geom, m, x.dtype, isa)     # packed once, no u
+    else:
+        u, upk = transform_weights(w, m, x.dtype), None        # few rows: the GEMM reads u
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    _convfast.conv2d_winograd(x, u, None, bias, y, geom.g, m, geom.pt, geom.pl, geom.oh,
-                              geom.ow, num_threads=get_num_threads(), isa=gemm_ops._isa())
+    _convfast.conv2d_winograd(x, u, upk, bias, y, geom.g, m, geom.pt, geom.pl, geom.oh,
+                              geom.ow, num_threads=get_num_threads(), isa=isa)
     return y.reshape(geom.n, geom.f, geom.oh, geom.ow)

@@ -63,6 +63,18 @@ def optimize_for_inference(model, max_plans=8):
     return InferenceModule(model, max_plans)
 
 
+def _snapshot(a):
+    """``a`` itself when nothing can change it (a read-only array over an immutable ``bytes``
+    object: what ``nnlite.onnx.load`` reads initializers into), else a copy: the weights are
+    snapshotted either way, without holding them twice."""
+    b = a
+    while isinstance(b.base, np.ndarray):
+        b = b.base
+    if not a.flags.writeable and isinstance(b.base, bytes):
+        return a
+    return np.array(a)
+
+
 class InferenceModule(Module):
     """The optimized module (see ``optimize_for_inference``). ``plans`` lists the compiled
     input signatures; ``describe(*inputs)`` summarises the plan for those inputs."""
@@ -74,7 +86,7 @@ class InferenceModule(Module):
         graph = None
         if isinstance(model, OnnxModule):
             g = model.graph
-            consts = {k: np.array(model._constant(k).data) for k in g.constants}
+            consts = {k: _snapshot(model._constant(k).data) for k in g.constants}
             graph = type(g)(g.nodes, g.inputs, g.outputs, consts, g.opset, g.name)
             frozen = None
         else:

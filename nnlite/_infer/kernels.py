@@ -26,6 +26,7 @@ Errors while building or binding a kernel are ``PlanError``s naming the node.
 
 Legend: N batch, C in-channels, F out-channels, G groups, K = C/G*KH*KW, L = OH*OW.
 """
+import copy
 import threading
 from collections import namedtuple
 from dataclasses import replace
@@ -269,8 +270,10 @@ class ConvKernel(Kernel):
             ("im2col", None) if self.pointwise or _conv_cython is None or dtype not in _ITEM
             else _conv_cython.native_algorithm(geom, "auto", weights_prepared=True))
         self.implicit = self.algorithm == "implicit"
-        self.winograd = (_conv_cython.conv_winograd.WinogradWeights(w, geom, dtype)
-                         if self.algorithm == "winograd" else None)
+        # prepared weights (Winograd-transformed, GEMM-packed) are made by the first bind
+        # (``_prepare``): a conv the plan splits into parts never makes its own
+        self.winograd = self.w_packed = None
+        self._unprepared, self._prepare_lock = w, threading.Lock()
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
         # the im2col path below (also taken at bind time by arrays the fast kernels cannot
         # take; its scratch is np.empty pages the fast kernels never touch)
@@ -278,16 +281,27 @@ class ConvKernel(Kernel):
         self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
         self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
                                                             * dtype.itemsize)
-        # one-group weights packed once for the GEMM (see pack_weights)
-        self.w_packed = (pack_weights(self.wg[0], oh * ow)
-                         if g == 1 and self.algorithm == "im2col" else None)
         self.geom1 = replace(geom, n=1)                                     # one image
+
+    def _prepare(self):
+        """Make the prepared weights once (thread-safe): Winograd's transformed and packed
+        weights, or the one-group weights packed for the im2col GEMM (see pack_weights)."""
+        with self._prepare_lock:
+            w, self._unprepared = self._unprepared, None
+            if w is None:
+                return
+            if self.algorithm == "winograd":
+                self.winograd = _conv_cython.conv_winograd.WinogradWeights(w, self.geom,
+                                                                           self.dtype)
+            elif self.g == 1 and self.algorithm == "im2col":
+                self.w_packed = pack_weights(self.wg[0], self.geom.oh * self.geom.ow)
 
     # -- im2col of one image into cols (C*KH*KW, OH*OW)
     def _im2col(self, x1, cols):
         _kernels.impl("im2col")(x1, self.geom1, out=cols[None])
 
     def _bind(self, ins, outs, scratch):
+        self._prepare()
         x, y = ins[0], outs[0]
         N, C, H, W, F, oh, ow = self.shape
         if tuple(x.shape) != (N, C, H, W) or tuple(y.shape) != (N, F, oh, ow):
@@ -404,6 +418,10 @@ class SharedColumns:
 
     def __init__(self, conv, f):
         N, C, H, W, F, oh, ow = conv.shape
+        # the parts run im2col on their own packed halves: what the whole conv prepared for its
+        # algorithm (Winograd-transformed weights, packed weights) is not kept with them
+        conv = copy.copy(conv)
+        conv.winograd = conv.w_packed = conv._unprepared = None
         self.conv, self.f = conv, f
         w2 = conv.wg[0]
         self.w = (w2[:f], w2[f:])
@@ -418,19 +436,27 @@ class SharedColumns:
 
 
 class _ColumnsPart(Kernel):
+    """Part 'a' (side 0) needs ``scratch_bytes`` for the columns of every image in an area of
+    its own (``private_scratch``): part 'b' reads them on the other lane while the caller's lane
+    goes on using its scratch. ``Plan.bind`` gives every such part one area (sized for the
+    largest): lane groups run one after the other, and a group splits at most one conv."""
     scratch_bytes = 0
+    private_scratch = False
 
     def __init__(self, pair, side):
         self.pair, self.side = pair, side
         self.shape = pair.conv.shape
+        if side == 0:
+            self.private_scratch = True
+            self.scratch_bytes = _align(int(np.prod(pair.cols_shape, dtype=np.int64))
+                                        * pair.conv.dtype.itemsize)
 
     def _bind(self, ins, outs, scratch):
         pair, side = self.pair, self.side
         conv = pair.conv
         N, C, H, W, F, oh, ow = conv.shape
-        if side == 0:  # bound first (lower step index): owns the columns of this binding
-            pair._tl.cols = np.empty(pair.cols_shape, conv.dtype)
-            cols = pair._tl.cols
+        if side == 0:  # bound first (lower step index): the columns in its private scratch
+            pair._tl.cols = cols = _scratch(scratch, pair.cols_shape, conv.dtype)
         else:          # part b takes them over (the pair keeps no buffer between bindings)
             cols = pair._tl.__dict__.pop("cols")
         rows = slice(0, pair.f) if side == 0 else slice(pair.f, F)

@@ -32,7 +32,7 @@ memory plan stays valid).
 """
 import numpy as np
 
-from .bind import Plan, make_steps
+from .bind import Plan, make_steps, shared_scratch
 from .bind import _group_call, _LaneWorker  # noqa: F401 (the lane runtime, imported by tests)
 from .dryrun import dry_run, meta_of
 from .lanes import find_groups, place_groups
@@ -63,10 +63,10 @@ def compile_plan(graph, arrays, constants, folded):
     accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped)       # 5
     arena = assign_slots(nodes, st, inputs, outputs, groups)
     steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)  # 6
-    scratch = max([0] + [s.kernel.scratch_bytes for s in steps])
     lane_groups = place_groups(groups, step_of, steps, metas, consts, st)          # 7
-    # the largest scratch of any kernel, including a conv that was then split into parts
-    scratch = max([scratch] + [s.kernel.scratch_bytes for s in steps])
+    # one scratch area per lane, shared by its kernels: the largest need (the columns of a split
+    # conv's parts live apart, in the private area of ``bind.private_scratch``)
+    scratch = shared_scratch(steps)
     plan = Plan(inputs, outputs, steps, st, arena, scratch, consts, lane_groups)
     plan.value_bytes = sum(int(np.prod(metas[v].shape, dtype=np.int64))
                            * np.dtype(metas[v].dtype).itemsize for v in st.root)

@@ -7,7 +7,7 @@ The returned ``InferenceModule`` computes the same outputs as ``model`` in eval 
 - fuses bias, a residual add and ReLU/ReLU6 into the conv's GEMM write-out;
 - makes Inception-style branches write straight into their channel slice of the concatenated
   buffer (no concat copy);
-- reuses activation buffers between layers (liveness-packed arena slots);
+- reuses activation memory between layers (one liveness-packed arena);
 - keeps no autograd state: the hot path is NumPy arrays and nnlite kernels only.
 
 It accepts nnlite models (traced once per input signature through their Function calls) and
@@ -212,10 +212,10 @@ class InferenceModule(Module):
                 tag += "+" + node.attrs["activation"]
             counts[tag] = counts.get(tag, 0) + 1
         copies = sum(sum(n.attrs["copy_mask"]) for n, _, _ in plan.steps if n.op == "Concat")
-        mb = sum(plan.slots) / 2 ** 20
+        mb = plan.arena_bytes / 2 ** 20
         ops = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items()))
         return (f"{len(plan.steps)} steps ({ops}); "
-                f"{copies} concat input copies; arena {len(plan.slots)} slots, {mb:.1f} MiB; "
+                f"{copies} concat input copies; arena {mb:.1f} MiB; "
                 f"scratch {plan.scratch / 2 ** 20:.1f} MiB")
 
     def extra_repr(self):

@@ -3,7 +3,7 @@
 ``make_steps`` gives every node that is not a view its ``Step``: the node, its array kernel
 (``kernels.make_kernel``) and which of its outputs anything reads. ``Plan`` holds the steps,
 the storage and arena of ``storage.py`` and the lane groups of ``lanes.py``; it is immutable
-and shared by all threads. ``Plan.bind`` (once per thread) allocates that thread's arena slots
+and shared by all threads. ``Plan.bind`` (once per thread) allocates that thread's arena
 and scratch area (one more for the second lane, and one private area for the column matrix a
 split conv's two parts share across the lanes: ``private_scratch``) and binds each kernel to fixed
 views of them: a call of the plan is then a copy-in, a list of zero-argument calls and a
@@ -75,8 +75,8 @@ def shared_scratch(steps):
 class Plan:
     """Kernels, memory plan and I/O of one input signature (immutable; bind per thread).
 
-    ``steps``: [Step]; ``storage``: storage.Storage; ``arena``: storage.Arena (its ``slots``
-    are also ``Plan.slots``); ``scratch``: bytes of the largest kernel scratch; ``consts``:
+    ``steps``: [Step]; ``storage``: storage.Storage; ``arena``: storage.Arena (its size is
+    also ``Plan.arena_bytes``); ``scratch``: bytes of the largest kernel scratch; ``consts``:
     constant arrays by name; ``groups``: [lanes.LaneGroup].
     """
 
@@ -87,18 +87,19 @@ class Plan:
         self.groups = list(groups)
 
     @property
-    def slots(self):
-        """Size in bytes of each arena slot."""
-        return self.arena.slots
+    def arena_bytes(self):
+        """Size in bytes of the activation arena of one binding."""
+        return self.arena.size
 
     def bind(self):
         """Fresh arena for the calling thread: (input arrays, output arrays, run list)."""
-        arena = [np.empty(n, np.uint8) for n in self.arena.slots]
+        arena = np.empty(max(self.arena.size, 64), np.uint8)
         scratch = np.empty(max(self.scratch, 64), np.uint8)
         st = self.storage
         roots = {}
         for r, (shape, dtype) in st.meta.items():
-            roots[r] = arena[self.arena.slot_of[r]][:st.nbytes(r)].view(dtype).reshape(shape)
+            at = self.arena.offset_of[r]
+            roots[r] = arena[at:at + st.nbytes(r)].view(dtype).reshape(shape)
         cache = {}
 
         def arr(v):

@@ -12,7 +12,7 @@ Categories of ``plan_memory``:
   forms (BatchNorm folded into conv weights, biases);
 - ``prepared``: what kernels made of the weights (Winograd-transformed and packed weights,
   GEMM-packed weights): everything a kernel holds that shares no memory with a constant;
-- ``arena``: the activation slots of each binding; ``scratch``: the scratch areas (column
+- ``arena``: the activation arena of each binding; ``scratch``: the scratch areas (column
   buffers, padded pool inputs) of each binding.
 """
 import types
@@ -94,6 +94,6 @@ def plan_memory(plan, constants=(), bindings=()):
     for binding in bindings:
         work.update({k: v for k, v in buffers(binding).items()
                      if k not in const and k not in prepared})
-    arena = sum(plan.arena.slots) * len(bindings)
+    arena = plan.arena_bytes * len(bindings)
     return {"constants": nbytes(const), "prepared": nbytes(prepared), "arena": arena,
             "scratch": max(nbytes(work) - arena, 0)}

@@ -218,5 +218,19 @@ class InferenceModule(Module):
                 f"{copies} concat input copies; arena {mb:.1f} MiB; "
                 f"scratch {plan.scratch / 2 ** 20:.1f} MiB")
 
+    def memory_report(self):
+        """Bytes this module holds, by category (``nnlite/_infer/memory.py``): ``constants``
+        (the weights as imported or traced, kept to compile plans for new input shapes, and
+        folded ones), ``prepared`` (what the plans' kernels made of them: transformed and
+        packed weights), ``arena`` and ``scratch`` (the buffers this thread bound). Each
+        buffer counts once."""
+        from ._infer.memory import plan_memory
+
+        frames = getattr(self._local, "frames", None) or {}
+        plans = [entry[0] for entry in self._plans.values()]
+        bound = [f[1:] for k, f in frames.items() if k in self._plans]
+        weights = self._graph.constants if self._graph is not None else self._frozen
+        return plan_memory(plans, [weights, self._folded.cache], bound)
+
     def extra_repr(self):
         return f"{self._name}, {len(self._plans)} compiled input signature(s)"

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm
+from .._algorithms import winograd_tile
 from .._constants import PLAN_PARALLEL_PLANES, PLAN_PARALLEL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
@@ -291,8 +292,8 @@ class ConvKernel(Kernel):
             if w is None:
                 return
             if self.algorithm == "winograd":
-                self.winograd = _conv_cython.conv_winograd.WinogradWeights(w, self.geom,
-                                                                           self.dtype)
+                self.winograd = _conv_cython.conv_winograd.WinogradWeights(
+                    w, self.geom, self.dtype, m=winograd_tile(self.geom))
             elif self.g == 1 and self.algorithm == "im2col":
                 self.w_packed = pack_weights(self.wg[0], self.geom.oh * self.geom.ow)
 
@@ -369,9 +370,9 @@ class ConvKernel(Kernel):
         return mm
 
     def _bind_convfast(self, x, y, r):
-        """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) on the
-        weights transformed at build time, with bias, residual (beta = 1 on the operand copied
-        into y) and activation fused."""
+        """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) (F(2x2,
+        3x3) for few tiles: ``_algorithms.winograd_tile``) on the weights transformed once, with
+        bias, residual (beta = 1 on the operand copied into y) and activation fused."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r

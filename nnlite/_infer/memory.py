@@ -84,16 +84,19 @@ def nbytes(found):
     return sum(found.values())
 
 
-def plan_memory(plan, constants=(), bindings=()):
-    """Bytes by category (module doc) held by ``plan`` with the graph ``constants`` (a dict of
-    arrays) and ``bindings`` (results of ``plan.bind()``: (inputs, outputs, calls))."""
-    const = buffers(constants, plan.consts)
-    steps = buffers([s.kernel for s in plan.steps], plan.groups)
+def plan_memory(plans, constants=(), bindings=()):
+    """Bytes by category (module doc) held by ``plans`` (a Plan or a list of them) with the
+    ``constants`` (any object holding the model's weights: a dict of arrays, a Module, a
+    cache) and ``bindings`` (results of ``Plan.bind()``: (inputs, outputs, calls)). A buffer
+    counts once however many plans hold it."""
+    plans = [plans] if hasattr(plans, "steps") else list(plans)
+    const = buffers(constants, [p.consts for p in plans])
+    steps = buffers([[s.kernel for s in p.steps] for p in plans], [p.groups for p in plans])
     prepared = {k: v for k, v in steps.items() if k not in const}
     work = {}
     for binding in bindings:
         work.update({k: v for k, v in buffers(binding).items()
                      if k not in const and k not in prepared})
-    arena = plan.arena_bytes * len(bindings)
+    arena = sum(p.arena_bytes for p in plans) if bindings else 0
     return {"constants": nbytes(const), "prepared": nbytes(prepared), "arena": arena,
             "scratch": max(nbytes(work) - arena, 0)}

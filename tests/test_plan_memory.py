@@ -92,7 +92,7 @@ def test_plan_keeps_no_weight_twice_winograd_im2col_pointwise_and_dense():
     assert fast.memory_report()["constants"] <= report["constants"] + 1024
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 30, 29), (2, 8, 12, 11)])
+@pytest.mark.parametrize("shape", [(1, 8, 30, 29), (1, 8, 12, 11), (2, 8, 12, 11)])
 def test_split_conv_keeps_no_weights_of_the_whole_conv(shape):
     # an Inception block at 2 threads: the plan splits its heaviest conv across the lanes
     # (ConvParts, or SharedColumns parts sharing one column matrix): the parts' weights are
@@ -129,7 +129,8 @@ def _bound_scratch(plan, monkeypatch):
 
 @pytest.mark.parametrize("make, shape", [
     (lambda: models.googlenet(), (2, 3, 64, 64)),
-    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (2, 8, 12, 11)),    # shared columns
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 12, 11)),    # shared columns
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (2, 8, 12, 11)),    # implicit parts
     (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 30, 29)),    # a split conv
 ])
 def test_workspace_is_never_used_by_two_live_kernels(make, shape, monkeypatch):

@@ -114,7 +114,8 @@ def test_liveness_of_a_chain_alternates_two_buffers():
 @pytest.mark.parametrize("make, shape", [
     (lambda: models.googlenet(), (1, 3, 64, 64)),
     (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 30, 29)),    # a split conv
-    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (2, 8, 12, 11)),    # shared columns
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 12, 11)),    # shared columns
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (2, 8, 12, 11)),    # implicit parts
 ])
 def test_lanes_never_share_a_buffer_while_both_run(make, shape):
     nnlite.manual_seed(0)

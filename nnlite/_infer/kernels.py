@@ -242,7 +242,7 @@ class ConvKernel(Kernel):
     GEMM (``_conv_gemm.forward`` with this plan's column buffer and GEMM hook ``_mm``: weights
     packed once, activation fused; a pointwise conv multiplies the image itself)."""
 
-    def __init__(self, x_shape, w, b, attrs, residual, dtype):
+    def __init__(self, x_shape, w, b, attrs, residual, dtype, algorithm="auto"):
         N, C, H, W = x_shape
         F, cg, kh, kw = w.shape
         k, s, d = G.window(attrs, (kh, kw))
@@ -269,7 +269,7 @@ class ConvKernel(Kernel):
         # plan transforms Winograd weights once, which 'auto' counts)
         self.algorithm, self.fast_args = (
             ("im2col", None) if self.pointwise or _conv_cython is None or dtype not in _ITEM
-            else _conv_cython.native_algorithm(geom, "auto", weights_prepared=True))
+            else _conv_cython.native_algorithm(geom, algorithm, weights_prepared=True))
         self.implicit = self.algorithm == "implicit"
         # prepared weights (Winograd-transformed, GEMM-packed) are made by the first bind
         # (``_prepare``): a conv the plan splits into parts never makes its own
@@ -400,10 +400,10 @@ class ConvPart(Kernel):
     filters writing that channel slice of the conv's output. Two parts of one conv run on the
     two lanes of a branch group (plan.py) to balance them."""
 
-    def __init__(self, x_shape, w, b, attrs, dtype, f0, f1):
+    def __init__(self, x_shape, w, b, attrs, dtype, f0, f1, algorithm="auto"):
         self.f0, self.f1 = f0, f1
         self.inner = ConvKernel(x_shape, w[f0:f1], None if b is None else b[f0:f1], attrs,
-                                False, dtype)
+                                False, dtype, algorithm)
         self.scratch_bytes = self.inner.scratch_bytes
         self.shape = self.inner.shape
 
@@ -483,8 +483,9 @@ class _ColumnsPart(Kernel):
         return run
 
 
-def split_conv(node, in_metas, consts, f0, f1):
-    """ConvPart of ``node`` for channels [f0, f1), or None when the conv cannot be split."""
+def split_conv(node, in_metas, consts, f0, f1, algorithm="auto"):
+    """ConvPart of ``node`` for channels [f0, f1) run by ``algorithm`` (as F.conv2d's: 'auto'
+    picks per part), or None when the conv cannot be split."""
     at = node.attrs
     if (node.op != "Conv" or at.get("residual") or int(at.get("group", 1)) != 1
             or len(in_metas[0][0]) != 4):
@@ -492,7 +493,8 @@ def split_conv(node, in_metas, consts, f0, f1):
     names, cs = conv_inputs(node), conv_inputs(node, consts)
     if cs.weight is None or (names.bias is not None and cs.bias is None):
         return None
-    part = ConvPart(in_metas[0][0], cs.weight, cs.bias, at, np.dtype(in_metas[0][1]), f0, f1)
+    part = ConvPart(in_metas[0][0], cs.weight, cs.bias, at, np.dtype(in_metas[0][1]), f0, f1,
+                    algorithm)
     part.label = part.inner.label = node.label()
     return part
 

@@ -146,7 +146,12 @@ class Kernel:
     ``make_kernel``) in the PlanError of a failed bind."""
 
     scratch_bytes = 0
+    weight_bytes = 0   # bytes of the weights ``prepare`` makes its prepared form of
     label = "inference plan step"
+
+    def prepare(self):
+        """Make what the kernel derives from its weights once (``Plan.bind`` calls it for
+        every kernel, largest weights first, before it allocates the arena)."""
 
     def bind(self, ins, outs, scratch):
         """The zero-argument call computing ``outs`` from ``ins`` (fixed arrays)."""
@@ -272,10 +277,11 @@ class ConvKernel(Kernel):
             else _conv_cython.native_algorithm(geom, algorithm, weights_prepared=True))
         self.implicit = self.algorithm == "implicit"
         # prepared weights (Winograd-transformed, GEMM-packed) are made by the first bind
-        # (``_prepare``): a conv the plan splits into parts never makes its own
+        # (``prepare``): a conv the plan splits into parts never makes its own
         self.winograd = self.w_packed = None
         self._unprepared, self._prepare_lock = w, threading.Lock()
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
+        self.weight_bytes = self.w_flat.nbytes
         # the im2col path below (also taken at bind time by arrays the fast kernels cannot
         # take; its scratch is np.empty pages the fast kernels never touch)
         self.wg = self.w_flat.reshape(g, F // g, cg * kh * kw)              # (G, FG, K) view
@@ -284,7 +290,7 @@ class ConvKernel(Kernel):
                                                             * dtype.itemsize)
         self.geom1 = replace(geom, n=1)                                     # one image
 
-    def _prepare(self):
+    def prepare(self):
         """Make the prepared weights once (thread-safe): Winograd's transformed and packed
         weights, or the one-group weights packed for the im2col GEMM (see pack_weights)."""
         with self._prepare_lock:
@@ -302,7 +308,7 @@ class ConvKernel(Kernel):
         _kernels.impl("im2col")(x1, self.geom1, out=cols[None])
 
     def _bind(self, ins, outs, scratch):
-        self._prepare()
+        self.prepare()
         x, y = ins[0], outs[0]
         N, C, H, W, F, oh, ow = self.shape
         if tuple(x.shape) != (N, C, H, W) or tuple(y.shape) != (N, F, oh, ow):
@@ -405,7 +411,11 @@ class ConvPart(Kernel):
         self.inner = ConvKernel(x_shape, w[f0:f1], None if b is None else b[f0:f1], attrs,
                                 False, dtype, algorithm)
         self.scratch_bytes = self.inner.scratch_bytes
+        self.weight_bytes = self.inner.weight_bytes
         self.shape = self.inner.shape
+
+    def prepare(self):
+        self.inner.prepare()
 
     def _bind(self, ins, outs, scratch):
         return self.inner.bind(ins, [outs[0][:, self.f0:self.f1]], scratch)

@@ -127,22 +127,38 @@ def peak_rss_growth_mb(fn):
     RSS, so VmHWM after ``fn`` is the peak reached inside it. Elsewhere (or where clear_refs is
     not writable) getrusage's lifetime peak is used, which also counts whatever the process
     held before: call this in a fresh process (the benchmarks run it in a subprocess)."""
-    base = _status_kb("VmRSS") if sys.platform.startswith("linux") else None
-    source = None
-    if base is not None:
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            source = "VmHWM"
-        except OSError:
-            pass
-    fn()
-    if source is not None:
-        peak = _status_kb("VmHWM")
-    else:
-        import resource
+    peaks, source = peak_rss_growth_stages_mb([fn])
+    return peaks[0], source
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kB on Linux
-        base = base or 0
-        source = "ru_maxrss"
-    return (peak - base) / 1024, source
+
+def _reset_hwm():
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_growth_stages_mb(fns):
+    """Run ``fns`` in order; return ([peak RSS during fns[i] minus the RSS before fns[0], in
+    MB], how measured). The high-water mark is reset before each stage (see
+    ``peak_rss_growth_mb``), so a later stage's figure is the peak inside that stage alone,
+    over the same baseline. Without clear_refs the peaks are getrusage's lifetime peak at the
+    end of each stage (non-decreasing; source 'ru_maxrss')."""
+    linux = sys.platform.startswith("linux")
+    base = _status_kb("VmRSS") if linux else None
+    hwm = base is not None and _reset_hwm()
+    peaks = []
+    for i, fn in enumerate(fns):
+        if hwm and i:
+            _reset_hwm()
+        fn()
+        if hwm:
+            peaks.append((_status_kb("VmHWM") - base) / 1024)
+        else:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kB on Linux
+            peaks.append((peak - (base or 0)) / 1024)
+    return peaks, "VmHWM" if hwm else "ru_maxrss"

@@ -21,11 +21,19 @@ Each row is timed round-robin with the other candidates (interleaved, warm-up fi
 best of --repeat rounds; "first ms" is the first call on that input shape (for nnlite-opt and
 nnlite-onnx: trace, plan compilation with its plain dry run, and the check run; for the others
 a warm-up); "err" is max |out - torch| / max |torch| (vs nnlite-plain without torch). Ratios
-are median latency over ONNX Runtime's and over PyTorch's. "peak MB" (unless --no-memory) is
-the peak RSS growth of a fresh process that loads the exported ONNX file, builds the plan
-(nnlite.onnx.load + optimize_for_inference) or the InferenceSession, and runs three batches:
-weights, plan buffers and work memory included, measured the same way for both
-(``_timing.peak_rss_growth_mb``); "/ort MB" is nnlite's over ONNX Runtime's. Never asserts.
+are median latency over ONNX Runtime's and over PyTorch's.
+
+Memory (unless --no-memory), for nnlite-onnx and onnxruntime only, each in a fresh process
+that imports its libraries (nnlite and onnx, or onnxruntime: import costs are excluded for both)
+and allocates the input, then takes the baseline RSS: "first MB" is the peak RSS growth over
+that baseline while it loads the exported ONNX file, builds the plan (nnlite.onnx.load +
+optimize_for_inference) or the InferenceSession and runs the first batch (for nnlite the plan
+is compiled there: its dry run and check run included); "steady MB" the peak growth over the
+same baseline during two more batches (what a serving process keeps). Both include weights,
+prepared (transformed/packed) weights, activation arenas and work buffers, and allocator
+slack; measured by VmHWM reset through /proc/self/clear_refs (``_timing.
+peak_rss_growth_stages_mb``; a footnote names any other source). "/ort MB" is nnlite's peak
+over the whole run (the larger of the two) over ONNX Runtime's. Never asserts.
 
 On a busy machine (other processes on the cores) OpenMP's default spin-waiting makes every
 OpenMP runtime (nnlite's kernels and PyTorch alike) many times slower; ONNX Runtime has its own
@@ -148,39 +156,50 @@ MEMORY_CANDIDATES = ("nnlite-onnx", "onnxruntime")
 
 
 def _memory_child(spec, threads):
-    """In a fresh process: peak RSS growth (MB) of loading ``path`` with ``candidate`` and
-    running three batches; the input is allocated before the baseline."""
+    """In a fresh process: the peak RSS growth (MB) of loading ``path`` with ``candidate``,
+    building it and running one batch, then of two more batches (same baseline: libraries
+    imported and the input allocated before it); prints "first steady source"."""
     candidate, batch, size, path = spec.split(":", 3)
     x = np.random.default_rng(0).standard_normal((int(batch), 3, int(size), int(size)))
     x = x.astype(np.float32)
     nnlite.set_num_threads(threads)
+    state = {}
+    if candidate == "onnxruntime":
+        import onnxruntime as ort
 
-    def run():
-        if candidate == "onnxruntime":
-            import onnxruntime as ort
+        def build():
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            for _ in range(3):
-                sess.run(None, {"input": x})
-        else:
+            state["run"] = lambda: sess.run(None, {"input": x})
+            state["run"]()
+    else:
+        import onnx  # noqa: F401  (the parser nnlite.onnx.load imports; like onnxruntime's)
+
+        def build():
             fast = nnlite.optimize_for_inference(nnlite.onnx.load(path))
-            for _ in range(3):
-                fast(x)
-    if candidate == "onnxruntime":
-        import onnxruntime  # noqa: F401  (import cost outside the measurement)
-    mb, source = _timing.peak_rss_growth_mb(run)
-    print(f"{mb:.1f} {source}")
+            state["run"] = lambda: fast(x)
+            state["run"]()
+
+    def steady():
+        for _ in range(2):
+            state["run"]()
+    (first, later), source = _timing.peak_rss_growth_stages_mb([build, steady])
+    print(f"{first:.1f} {later:.1f} {source}")
 
 
 def peak_memory(candidate, batch, size, path, threads):
-    """The peak RSS growth in MB of ``candidate`` in a subprocess, or None when it failed."""
+    """(first, steady) peak RSS growth in MB of ``candidate`` in a subprocess (see
+    ``_memory_child``), or None when it failed."""
     try:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child",
                               f"{candidate}:{batch}:{size}:{path}", "--threads", str(threads)],
                              capture_output=True, text=True, timeout=900, check=True)
-        return float(out.stdout.strip().splitlines()[-1].split()[0])
+        first, steady, source = out.stdout.strip().splitlines()[-1].split()
+        if source != "VmHWM":
+            print(f"# peak memory of {candidate}: {source} (lifetime peak of the process)")
+        return float(first), float(steady)
     except (subprocess.SubprocessError, IndexError, ValueError) as exc:
         print(f"# peak memory of {candidate} failed: {type(exc).__name__}", flush=True)
         return None
@@ -248,13 +267,14 @@ def main(argv=None):
                         if base in med:
                             row[f"/{base}"] = f"{med[k] / med[base]:.2f}"
                     if mem.get(k) is not None:
-                        row["peak MB"] = f"{mem[k]:.0f}"
+                        row["first MB"] = f"{mem[k][0]:.0f}"
+                        row["steady MB"] = f"{mem[k][1]:.0f}"
                         if mem.get("onnxruntime"):
-                            row["/ort MB"] = f"{mem[k] / mem['onnxruntime']:.2f}"
+                            row["/ort MB"] = f"{max(mem[k]) / max(mem['onnxruntime']):.2f}"
                     rows.append(row)
                     print(f"# {name} b{batch} {k}: {row['median ms']} ms", flush=True)
     cols = ["model", "batch", "candidate", "median ms", "min ms", "img/s", "first ms", "err",
-            "/onnxruntime", "/torch", "peak MB", "/ort MB"]
+            "/onnxruntime", "/torch", "first MB", "steady MB", "/ort MB"]
     print()
     _timing.print_table(rows, cols)
     # the issue's targets: per batch, the geometric mean over the models of nnlite / ORT

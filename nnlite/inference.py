@@ -7,7 +7,7 @@ The returned ``InferenceModule`` computes the same outputs as ``model`` in eval 
 - fuses bias, a residual add and ReLU/ReLU6 into the conv's GEMM write-out;
 - makes Inception-style branches write straight into their channel slice of the concatenated
   buffer (no concat copy);
-- reuses activation buffers between layers (liveness-packed arena slots);
+- reuses activation memory between layers (one liveness-packed arena);
 - keeps no autograd state: the hot path is NumPy arrays and nnlite kernels only.
 
 It accepts nnlite models (traced once per input signature through their Function calls) and
@@ -63,6 +63,18 @@ def optimize_for_inference(model, max_plans=8):
     return InferenceModule(model, max_plans)
 
 
+def _snapshot(a):
+    """``a`` itself when nothing can change it (a read-only array over an immutable ``bytes``
+    object: what ``nnlite.onnx.load`` reads initializers into), else a copy: the weights are
+    snapshotted either way, without holding them twice."""
+    b = a
+    while isinstance(b.base, np.ndarray):
+        b = b.base
+    if not a.flags.writeable and isinstance(b.base, bytes):
+        return a
+    return np.array(a)
+
+
 class InferenceModule(Module):
     """The optimized module (see ``optimize_for_inference``). ``plans`` lists the compiled
     input signatures; ``describe(*inputs)`` summarises the plan for those inputs."""
@@ -74,7 +86,7 @@ class InferenceModule(Module):
         graph = None
         if isinstance(model, OnnxModule):
             g = model.graph
-            consts = {k: np.array(model._constant(k).data) for k in g.constants}
+            consts = {k: _snapshot(model._constant(k).data) for k in g.constants}
             graph = type(g)(g.nodes, g.inputs, g.outputs, consts, g.opset, g.name)
             frozen = None
         else:
@@ -200,11 +212,25 @@ class InferenceModule(Module):
                 tag += "+" + node.attrs["activation"]
             counts[tag] = counts.get(tag, 0) + 1
         copies = sum(sum(n.attrs["copy_mask"]) for n, _, _ in plan.steps if n.op == "Concat")
-        mb = sum(plan.slots) / 2 ** 20
+        mb = plan.arena_bytes / 2 ** 20
         ops = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items()))
         return (f"{len(plan.steps)} steps ({ops}); "
-                f"{copies} concat input copies; arena {len(plan.slots)} slots, {mb:.1f} MiB; "
+                f"{copies} concat input copies; arena {mb:.1f} MiB; "
                 f"scratch {plan.scratch / 2 ** 20:.1f} MiB")
+
+    def memory_report(self):
+        """Bytes this module holds, by category (``nnlite/_infer/memory.py``): ``constants``
+        (the weights as imported or traced, kept to compile plans for new input shapes, and
+        folded ones), ``prepared`` (what the plans' kernels made of them: transformed and
+        packed weights), ``arena`` and ``scratch`` (the buffers this thread bound). Each
+        buffer counts once."""
+        from ._infer.memory import plan_memory
+
+        frames = getattr(self._local, "frames", None) or {}
+        plans = [entry[0] for entry in self._plans.values()]
+        bound = [f[1:] for k, f in frames.items() if k in self._plans]
+        weights = self._graph.constants if self._graph is not None else self._frozen
+        return plan_memory(plans, [weights, self._folded.cache], bound)
 
     def extra_repr(self):
         return f"{self._name}, {len(self._plans)} compiled input signature(s)"

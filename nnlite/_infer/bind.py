@@ -3,8 +3,9 @@
 ``make_steps`` gives every node that is not a view its ``Step``: the node, its array kernel
 (``kernels.make_kernel``) and which of its outputs anything reads. ``Plan`` holds the steps,
 the storage and arena of ``storage.py`` and the lane groups of ``lanes.py``; it is immutable
-and shared by all threads. ``Plan.bind`` (once per thread) allocates that thread's arena slots
-and scratch area (one more scratch area for the second lane) and binds each kernel to fixed
+and shared by all threads. ``Plan.bind`` (once per thread) allocates that thread's arena
+and scratch area (one more for the second lane, and one private area for the column matrix a
+split conv's two parts share across the lanes: ``private_scratch``) and binds each kernel to fixed
 views of them: a call of the plan is then a copy-in, a list of zero-argument calls and a
 copy-out. A lane group is one of those calls: it runs its two lanes side by side, lane
 ``caller`` on the calling thread and lane ``worker`` on the plan's lane thread
@@ -19,7 +20,7 @@ import numpy as np
 from .._config import get_num_threads, thread_budget
 from .kernels import FallbackKernel, make_kernel
 
-__all__ = ["Step", "make_steps", "Plan"]
+__all__ = ["Step", "make_steps", "Plan", "private_scratch", "shared_scratch"]
 
 
 class Step(NamedTuple):
@@ -58,11 +59,24 @@ def make_steps(nodes, layout, outputs, metas, consts, opset):
     return steps, step_of
 
 
+def private_scratch(steps):
+    """Bytes of the one area shared by the kernels that need scratch of their own
+    (``private_scratch``: split convs' column matrices, read across lanes); 0 when none do."""
+    return max([0] + [s.kernel.scratch_bytes for s in steps
+                      if getattr(s.kernel, "private_scratch", False)])
+
+
+def shared_scratch(steps):
+    """Bytes of the scratch area every other kernel of a lane shares (the largest need)."""
+    return max([0] + [s.kernel.scratch_bytes for s in steps
+                      if not getattr(s.kernel, "private_scratch", False)])
+
+
 class Plan:
     """Kernels, memory plan and I/O of one input signature (immutable; bind per thread).
 
-    ``steps``: [Step]; ``storage``: storage.Storage; ``arena``: storage.Arena (its ``slots``
-    are also ``Plan.slots``); ``scratch``: bytes of the largest kernel scratch; ``consts``:
+    ``steps``: [Step]; ``storage``: storage.Storage; ``arena``: storage.Arena (its size is
+    also ``Plan.arena_bytes``); ``scratch``: bytes of the largest kernel scratch; ``consts``:
     constant arrays by name; ``groups``: [lanes.LaneGroup].
     """
 
@@ -73,18 +87,25 @@ class Plan:
         self.groups = list(groups)
 
     @property
-    def slots(self):
-        """Size in bytes of each arena slot."""
-        return self.arena.slots
+    def arena_bytes(self):
+        """Size in bytes of the activation arena of one binding."""
+        return self.arena.size
 
     def bind(self):
         """Fresh arena for the calling thread: (input arrays, output arrays, run list)."""
-        arena = [np.empty(n, np.uint8) for n in self.arena.slots]
+        # prepared weights first (once per plan), largest first: the temporaries of a weight
+        # transform (Winograd's unpacked transformed weights, 4x the 3x3 weights) then meet
+        # neither the arena nor most of the other prepared weights (ResNet-50 b8 from ONNX:
+        # peak RSS of load + first call 399 -> 347 MB, steady 374 -> 347 MB)
+        for kernel in sorted((s.kernel for s in self.steps), key=lambda k: -k.weight_bytes):
+            kernel.prepare()
+        arena = np.empty(max(self.arena.size, 64), np.uint8)
         scratch = np.empty(max(self.scratch, 64), np.uint8)
         st = self.storage
         roots = {}
         for r, (shape, dtype) in st.meta.items():
-            roots[r] = arena[self.arena.slot_of[r]][:st.nbytes(r)].view(dtype).reshape(shape)
+            at = self.arena.offset_of[r]
+            roots[r] = arena[at:at + st.nbytes(r)].view(dtype).reshape(shape)
         cache = {}
 
         def arr(v):
@@ -95,15 +116,20 @@ class Plan:
                 a = cache[v] = st.view(v, roots[st.root[v]])
             return a
         second = {i for g in self.groups for i in g.lanes.worker}
-        lane_scratch = None
+        lane_scratch = private = None
         if second:
             need = max(self.steps[i].kernel.scratch_bytes for i in second)
             lane_scratch = np.empty(max(need, 64), np.uint8)
+        need = private_scratch(self.steps)
+        if need:
+            private = np.empty(need, np.uint8)
         bound = []
         for i, step in enumerate(self.steps):
             ins = [arr(v) if v else None for v in step.node.inputs]
             outs = [arr(o) if u else None for o, u in zip(step.node.outputs, step.used)]
-            bound.append(step.kernel.bind(ins, outs, lane_scratch if i in second else scratch))
+            area = (private if getattr(step.kernel, "private_scratch", False)
+                    else lane_scratch if i in second else scratch)
+            bound.append(step.kernel.bind(ins, outs, area))
         calls, worker = [], None
         start = {g.first: g for g in self.groups}
         in_group = {i for g in self.groups for lane in g.lanes for i in lane}

@@ -26,6 +26,7 @@ Errors while building or binding a kernel are ``PlanError``s naming the node.
 
 Legend: N batch, C in-channels, F out-channels, G groups, K = C/G*KH*KW, L = OH*OW.
 """
+import copy
 import threading
 from collections import namedtuple
 from dataclasses import replace
@@ -34,6 +35,7 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm
+from .._algorithms import winograd_tile
 from .._constants import PLAN_PARALLEL_PLANES, PLAN_PARALLEL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
@@ -144,7 +146,12 @@ class Kernel:
     ``make_kernel``) in the PlanError of a failed bind."""
 
     scratch_bytes = 0
+    weight_bytes = 0   # bytes of the weights ``prepare`` makes its prepared form of
     label = "inference plan step"
+
+    def prepare(self):
+        """Make what the kernel derives from its weights once (``Plan.bind`` calls it for
+        every kernel, largest weights first, before it allocates the arena)."""
 
     def bind(self, ins, outs, scratch):
         """The zero-argument call computing ``outs`` from ``ins`` (fixed arrays)."""
@@ -240,7 +247,7 @@ class ConvKernel(Kernel):
     GEMM (``_conv_gemm.forward`` with this plan's column buffer and GEMM hook ``_mm``: weights
     packed once, activation fused; a pointwise conv multiplies the image itself)."""
 
-    def __init__(self, x_shape, w, b, attrs, residual, dtype):
+    def __init__(self, x_shape, w, b, attrs, residual, dtype, algorithm="auto"):
         N, C, H, W = x_shape
         F, cg, kh, kw = w.shape
         k, s, d = G.window(attrs, (kh, kw))
@@ -267,27 +274,41 @@ class ConvKernel(Kernel):
         # plan transforms Winograd weights once, which 'auto' counts)
         self.algorithm, self.fast_args = (
             ("im2col", None) if self.pointwise or _conv_cython is None or dtype not in _ITEM
-            else _conv_cython.native_algorithm(geom, "auto", weights_prepared=True))
+            else _conv_cython.native_algorithm(geom, algorithm, weights_prepared=True))
         self.implicit = self.algorithm == "implicit"
-        self.winograd = (_conv_cython.conv_winograd.WinogradWeights(w, geom, dtype)
-                         if self.algorithm == "winograd" else None)
+        # prepared weights (Winograd-transformed, GEMM-packed) are made by the first bind
+        # (``prepare``): a conv the plan splits into parts never makes its own
+        self.winograd = self.w_packed = None
+        self._unprepared, self._prepare_lock = w, threading.Lock()
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
+        self.weight_bytes = self.w_flat.nbytes
         # the im2col path below (also taken at bind time by arrays the fast kernels cannot
         # take; its scratch is np.empty pages the fast kernels never touch)
         self.wg = self.w_flat.reshape(g, F // g, cg * kh * kw)              # (G, FG, K) view
         self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
         self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
                                                             * dtype.itemsize)
-        # one-group weights packed once for the GEMM (see pack_weights)
-        self.w_packed = (pack_weights(self.wg[0], oh * ow)
-                         if g == 1 and self.algorithm == "im2col" else None)
         self.geom1 = replace(geom, n=1)                                     # one image
+
+    def prepare(self):
+        """Make the prepared weights once (thread-safe): Winograd's transformed and packed
+        weights, or the one-group weights packed for the im2col GEMM (see pack_weights)."""
+        with self._prepare_lock:
+            w, self._unprepared = self._unprepared, None
+            if w is None:
+                return
+            if self.algorithm == "winograd":
+                self.winograd = _conv_cython.conv_winograd.WinogradWeights(
+                    w, self.geom, self.dtype, m=winograd_tile(self.geom))
+            elif self.g == 1 and self.algorithm == "im2col":
+                self.w_packed = pack_weights(self.wg[0], self.geom.oh * self.geom.ow)
 
     # -- im2col of one image into cols (C*KH*KW, OH*OW)
     def _im2col(self, x1, cols):
         _kernels.impl("im2col")(x1, self.geom1, out=cols[None])
 
     def _bind(self, ins, outs, scratch):
+        self.prepare()
         x, y = ins[0], outs[0]
         N, C, H, W, F, oh, ow = self.shape
         if tuple(x.shape) != (N, C, H, W) or tuple(y.shape) != (N, F, oh, ow):
@@ -355,9 +376,9 @@ class ConvKernel(Kernel):
         return mm
 
     def _bind_convfast(self, x, y, r):
-        """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) on the
-        weights transformed at build time, with bias, residual (beta = 1 on the operand copied
-        into y) and activation fused."""
+        """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) (F(2x2,
+        3x3) for few tiles: ``_algorithms.winograd_tile``) on the weights transformed once, with
+        bias, residual (beta = 1 on the operand copied into y) and activation fused."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r
@@ -385,12 +406,16 @@ class ConvPart(Kernel):
     filters writing that channel slice of the conv's output. Two parts of one conv run on the
     two lanes of a branch group (plan.py) to balance them."""
 
-    def __init__(self, x_shape, w, b, attrs, dtype, f0, f1):
+    def __init__(self, x_shape, w, b, attrs, dtype, f0, f1, algorithm="auto"):
         self.f0, self.f1 = f0, f1
         self.inner = ConvKernel(x_shape, w[f0:f1], None if b is None else b[f0:f1], attrs,
-                                False, dtype)
+                                False, dtype, algorithm)
         self.scratch_bytes = self.inner.scratch_bytes
+        self.weight_bytes = self.inner.weight_bytes
         self.shape = self.inner.shape
+
+    def prepare(self):
+        self.inner.prepare()
 
     def _bind(self, ins, outs, scratch):
         return self.inner.bind(ins, [outs[0][:, self.f0:self.f1]], scratch)
@@ -404,6 +429,10 @@ class SharedColumns:
 
     def __init__(self, conv, f):
         N, C, H, W, F, oh, ow = conv.shape
+        # the parts run im2col on their own packed halves: what the whole conv prepared for its
+        # algorithm (Winograd-transformed weights, packed weights) is not kept with them
+        conv = copy.copy(conv)
+        conv.winograd = conv.w_packed = conv._unprepared = None
         self.conv, self.f = conv, f
         w2 = conv.wg[0]
         self.w = (w2[:f], w2[f:])
@@ -418,19 +447,27 @@ class SharedColumns:
 
 
 class _ColumnsPart(Kernel):
+    """Part 'a' (side 0) needs ``scratch_bytes`` for the columns of every image in an area of
+    its own (``private_scratch``): part 'b' reads them on the other lane while the caller's lane
+    goes on using its scratch. ``Plan.bind`` gives every such part one area (sized for the
+    largest): lane groups run one after the other, and a group splits at most one conv."""
     scratch_bytes = 0
+    private_scratch = False
 
     def __init__(self, pair, side):
         self.pair, self.side = pair, side
         self.shape = pair.conv.shape
+        if side == 0:
+            self.private_scratch = True
+            self.scratch_bytes = _align(int(np.prod(pair.cols_shape, dtype=np.int64))
+                                        * pair.conv.dtype.itemsize)
 
     def _bind(self, ins, outs, scratch):
         pair, side = self.pair, self.side
         conv = pair.conv
         N, C, H, W, F, oh, ow = conv.shape
-        if side == 0:  # bound first (lower step index): owns the columns of this binding
-            pair._tl.cols = np.empty(pair.cols_shape, conv.dtype)
-            cols = pair._tl.cols
+        if side == 0:  # bound first (lower step index): the columns in its private scratch
+            pair._tl.cols = cols = _scratch(scratch, pair.cols_shape, conv.dtype)
         else:          # part b takes them over (the pair keeps no buffer between bindings)
             cols = pair._tl.__dict__.pop("cols")
         rows = slice(0, pair.f) if side == 0 else slice(pair.f, F)
@@ -456,8 +493,9 @@ class _ColumnsPart(Kernel):
         return run
 
 
-def split_conv(node, in_metas, consts, f0, f1):
-    """ConvPart of ``node`` for channels [f0, f1), or None when the conv cannot be split."""
+def split_conv(node, in_metas, consts, f0, f1, algorithm="auto"):
+    """ConvPart of ``node`` for channels [f0, f1) run by ``algorithm`` (as F.conv2d's: 'auto'
+    picks per part), or None when the conv cannot be split."""
     at = node.attrs
     if (node.op != "Conv" or at.get("residual") or int(at.get("group", 1)) != 1
             or len(in_metas[0][0]) != 4):
@@ -465,7 +503,8 @@ def split_conv(node, in_metas, consts, f0, f1):
     names, cs = conv_inputs(node), conv_inputs(node, consts)
     if cs.weight is None or (names.bias is not None and cs.bias is None):
         return None
-    part = ConvPart(in_metas[0][0], cs.weight, cs.bias, at, np.dtype(in_metas[0][1]), f0, f1)
+    part = ConvPart(in_metas[0][0], cs.weight, cs.bias, at, np.dtype(in_metas[0][1]), f0, f1,
+                    algorithm)
     part.label = part.inner.label = node.label()
     return part
 

@@ -27,6 +27,7 @@ _LANE_OPS = ("Conv", "MaxPool", "AveragePool", "Relu", "Clip", "Add", "Mul", "nn
              "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 _MIN_LANE_SHARE = 0.15  # a group whose lighter lane has less of the work is not worth a sync
 _SPLIT_ALIGN = 16       # channels of a split conv's second part: a multiple of this (GEMM rows)
+_SHARED_COLUMNS_MAX_BATCH = 1  # larger batches split an im2col conv into implicit parts
 
 
 class Lanes(NamedTuple):
@@ -144,7 +145,13 @@ def _balance(first, last, lanes, steps, metas, consts, st):
     gathers the columns once and sets the sync between its gather and its GEMM, the worker
     multiplies its filters on the same columns (gathering twice instead made GoogLeNet b1
     slower: 13.9 vs 13.2 ms). Measured GoogLeNet b1, interleaved: 11.2 ms with these splits,
-    12.6 ms without. Mutates ``steps`` (part kernels); None when the group stays too lopsided.
+    12.6 ms without. Above _SHARED_COLUMNS_MAX_BATCH images the shared columns of every image
+    are a large buffer (GoogLeNet b8: 27.6 MB for inception3b's 3x3 conv) beside the parts'
+    packed weights: such a conv splits into two implicit-GEMM ConvParts instead, which need
+    neither (GoogLeNet b8, 2 threads, busy machine, 21 interleaved rounds: 775 ms vs 884 ms
+    with shared columns, ONNX Runtime 816 ms; 'auto' parts, which pick Winograd there, ran
+    662 ms but hold 33 MB more transformed weights). Mutates ``steps`` (part kernels); None
+    when the group stays too lopsided.
     """
     def step_cost(i):
         return cost(steps[i].node, metas)
@@ -173,11 +180,13 @@ def _balance(first, last, lanes, steps, metas, consts, st):
         moved = moved // _SPLIT_ALIGN * _SPLIT_ALIGN
         a = b = None
         shared = False  # SharedColumns parts (else two independent ConvParts)
-        if moved >= _SPLIT_ALIGN and (conv.implicit or conv.pointwise):
+        batch = conv.shape[0] > _SHARED_COLUMNS_MAX_BATCH and conv.cols is not None
+        if moved >= _SPLIT_ALIGN and (conv.implicit or conv.pointwise or batch):
             in_metas = [metas[v] if v else None for v in node.inputs]
             cs = [consts.get(v) if v else None for v in node.inputs]
-            a = split_conv(node, in_metas, cs, 0, F - moved)
-            b = split_conv(node, in_metas, cs, F - moved, F)
+            algo = "implicit" if batch and not conv.implicit else "auto"
+            a = split_conv(node, in_metas, cs, 0, F - moved, algo)
+            b = split_conv(node, in_metas, cs, F - moved, F, algo)
         elif moved >= _SPLIT_ALIGN and conv.cols is not None:
             a, b = SharedColumns(conv, F - moved).parts   # one gather, two GEMMs
             shared = True

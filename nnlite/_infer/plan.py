@@ -11,9 +11,9 @@
    nodes view their input, the producers of a channel concatenation write their slice of it.
 4. ``lanes.find_groups``: the independent chains feeding a concatenation (Inception's
    branches) form branch groups, dealt to two lanes.
-5. ``storage.accumulate_in_place``, then ``storage.assign_slots``: residual convs accumulate
+5. ``storage.accumulate_in_place``, then ``storage.assign_offsets``: residual convs accumulate
    into an operand that dies there; every root buffer lives from its first write to its last
-   read and is packed into reusable arena slots (liveness), so layers reuse memory.
+   read and is placed at an offset of one arena that roots dead by then reuse (liveness).
 6. ``bind.make_steps``: every remaining node gets its array kernel (``kernels.make_kernel``).
 7. ``lanes.place_groups``: the branch groups in step indices, balanced (a heavy conv split
    by output channels across the lanes).
@@ -32,12 +32,12 @@ memory plan stays valid).
 """
 import numpy as np
 
-from .bind import Plan, make_steps
+from .bind import Plan, make_steps, shared_scratch
 from .bind import _group_call, _LaneWorker  # noqa: F401 (the lane runtime, imported by tests)
 from .dryrun import dry_run, meta_of
 from .lanes import find_groups, place_groups
 from .passes import canonicalize, simplify
-from .storage import accumulate_in_place, assign_slots, plan_views
+from .storage import accumulate_in_place, assign_offsets, plan_views
 
 __all__ = ["compile_plan", "check_outputs", "dry_run", "Plan", "PlanMismatch"]
 
@@ -61,12 +61,12 @@ def compile_plan(graph, arrays, constants, folded):
     groups = find_groups(nodes, layout.views, layout.readers, outputs, metas)     # 4
     grouped = {id(n) for g in groups for n in g.nodes}
     accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped)       # 5
-    arena = assign_slots(nodes, st, inputs, outputs, groups)
+    arena = assign_offsets(nodes, st, inputs, outputs, groups)
     steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)  # 6
-    scratch = max([0] + [s.kernel.scratch_bytes for s in steps])
     lane_groups = place_groups(groups, step_of, steps, metas, consts, st)          # 7
-    # the largest scratch of any kernel, including a conv that was then split into parts
-    scratch = max([scratch] + [s.kernel.scratch_bytes for s in steps])
+    # one scratch area per lane, shared by its kernels: the largest need (the columns of a split
+    # conv's parts live apart, in the private area of ``bind.private_scratch``)
+    scratch = shared_scratch(steps)
     plan = Plan(inputs, outputs, steps, st, arena, scratch, consts, lane_groups)
     plan.value_bytes = sum(int(np.prod(metas[v].shape, dtype=np.int64))
                            * np.dtype(metas[v].dtype).itemsize for v in st.root)

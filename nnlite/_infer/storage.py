@@ -13,8 +13,10 @@ view steps, someone else's:
 
 Liveness. A root lives from the step that first writes it to the last step that reads it (a
 node of a branch group from the group's first to its last step: its lanes overlap in time).
-Roots are packed into arena slots, reusing a slot once its root is dead (best fit; a reused
-slot may grow), so layers share activation memory.
+Roots are placed at byte offsets of one arena, largest first, each at the lowest offset free
+of every root live at the same time, so layers share activation memory and the arena stays
+close to the most bytes live at any one step (one slot per root size, reused and grown, left
+GoogLeNet's batch-8 arena at twice that: 70 MB for 35 MB live).
 """
 from typing import NamedTuple
 
@@ -23,7 +25,7 @@ import numpy as np
 from .passes import consumers
 
 __all__ = ["Reshape", "Slice", "Storage", "Layout", "Arena", "plan_views",
-           "accumulate_in_place", "last_use", "assign_slots"]
+           "accumulate_in_place", "last_use", "assign_offsets"]
 
 _VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -158,15 +160,18 @@ def accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped):
 
 
 class Arena(NamedTuple):
-    """The memory plan: one byte buffer per slot; every root lives in one slot."""
-    slots: list      # slot -> size in bytes
-    slot_of: dict    # root -> slot
+    """The memory plan: one byte buffer of ``size`` bytes per binding; every root lives at
+    ``offset_of[root]`` in it (64-byte aligned)."""
+    size: int
+    offset_of: dict   # root -> byte offset
 
 
 def live_ranges(nodes, st, inputs, outputs, groups=()):
     """(first, last): root -> index of the step that first writes / last reads it (-1 for the
-    inputs, ``len(nodes)`` for what the caller reads: inputs and outputs). A node of a branch
-    group writes at the group's first step and reads until its last (lanes overlap)."""
+    inputs, which the caller writes before step 0; ``len(nodes)`` for the outputs, which the
+    caller reads after the last step). A node of a branch group writes at the group's first
+    step and reads until its last (lanes overlap). An input's buffer is free after its last
+    reader: the plan copies the inputs in on every call."""
     span = {id(n): (g.first, g.last) for g in groups for n in g.nodes}
     first, last = {}, {}
     for v in inputs:
@@ -181,36 +186,38 @@ def live_ranges(nodes, st, inputs, outputs, groups=()):
             if v in st.root:
                 r = st.root[v]
                 last[r] = max(last.get(r, hi), hi)
-    for v in list(outputs) + list(inputs):
+    for v in inputs:
+        last.setdefault(st.root[v], -1)    # an input nothing reads: free once copied in
+    for v in outputs:
         if v in st.root:
             last[st.root[v]] = len(nodes)
     return first, last
 
 
-def assign_slots(nodes, st, inputs, outputs, groups=()):
-    """Pack the roots into arena slots by live range (best fit; a slot may grow)."""
+def _align(n):
+    return (int(n) + 63) // 64 * 64
+
+
+def assign_offsets(nodes, st, inputs, outputs, groups=()):
+    """Place the roots in one arena by live range: largest first (ties: earliest first), each
+    at the lowest offset where it overlaps no root live at the same time (``live_ranges``;
+    a root nothing reads lives to the end). Two roots share bytes only when one's
+    last reader runs before the other's first writer."""
     first, last = live_ranges(nodes, st, inputs, outputs, groups)
-    by_first, by_last = {}, {}
-    for r in st.meta:
-        by_first.setdefault(first.get(r, last.get(r, -1)), []).append(r)
-        by_last.setdefault(last.get(r, len(nodes)), []).append(r)
-    slots, free, slot_of = [], [], {}
-    for step in range(-1, len(nodes) + 1):
-        for r in by_first.get(step, ()):
-            need = max(st.nbytes(r), 1)
-            fits = [s for s in free if slots[s] >= need]
-            if fits:
-                s = min(fits, key=lambda k: slots[k])
-            elif free:
-                s = max(free, key=lambda k: slots[k])
-                slots[s] = need
-            else:
-                slots.append(need)
-                s = len(slots) - 1
-            if s in free:
-                free.remove(s)
-            slot_of[r] = s
-        for r in by_last.get(step, ()):
-            if r in slot_of:
-                free.append(slot_of[r])
-    return Arena(slots, slot_of)
+    end = len(nodes)
+    span = {r: (first.get(r, -1), last.get(r, end)) for r in st.meta}
+    order = sorted(st.meta, key=lambda r: (-st.nbytes(r), span[r][0]))
+    placed, offset_of, size = [], {}, 0
+    for r in order:
+        lo, hi = span[r]
+        need = _align(max(st.nbytes(r), 1))
+        busy = sorted((o, e) for o, e, a, b in placed if not (hi < a or b < lo))
+        at = 0
+        for o, e in busy:
+            if at + need <= o:
+                break
+            at = max(at, e)
+        placed.append((at, at + need, lo, hi))
+        offset_of[r] = at
+        size = max(size, at + need)
+    return Arena(size, offset_of)

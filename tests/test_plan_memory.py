@@ -1,0 +1,207 @@
+"""What an inference plan holds in memory (issue #16): no weight kept twice, one scratch area per
+lane, and a private column area for a split conv that no other kernel touches; the
+benchmarks' staged peak-RSS helper. The bounds are derived here from the algorithms the plan
+chose for each conv, independently of how the kernels store their weights."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import kernel_threads
+
+import nnlite
+import nnlite.nn as nn
+from nnlite import models
+from nnlite._infer import kernels as K
+from nnlite._infer.memory import buffers, nbytes
+from nnlite.nn import blocks
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _param_bytes(model):
+    return sum(p.data.nbytes for p in model.parameters())
+
+
+def _allowance(kernel):
+    """Bytes of prepared weights a conv kernel may hold beyond the model's weights, from the
+    algorithm its plan chose: Winograd F(m x m, 3x3) keeps (m+2)^2/9 times its 3x3 weights
+    (transformed, packed), an im2col conv of one group its weights packed once, the two parts
+    of a split conv their halves packed once; everything else multiplies the weights as they
+    are. Packed panels may round the filters up to a multiple of 32 (and K up by a panel)."""
+    if isinstance(kernel, K.ConvPart):
+        kernel = kernel.inner
+    if isinstance(kernel, K._ColumnsPart):
+        conv = kernel.pair.conv
+        w = conv.w_flat[kernel.pair.f:] if kernel.side else conv.w_flat[:kernel.pair.f]
+        rows, k = w.shape
+        return (-(-rows // 32) * 32) * (k + 32) * w.itemsize
+    if not isinstance(kernel, K.ConvKernel):
+        return 0
+    f, k = kernel.w_flat.shape
+    padded = (-(-f // 32) * 32) * (k + 32) * kernel.w_flat.itemsize
+    if kernel.winograd is not None:
+        m = kernel.winograd.m
+        return padded * (m + 2) ** 2 // 9
+    if kernel.w_packed is not None:
+        return padded
+    return 0
+
+
+def _folded_bytes(model):
+    """Bytes of the weights BatchNorm folding makes (a new conv weight and bias per folded
+    BatchNorm): the traced model keeps its own weights too, to trace new input shapes."""
+    return sum(m.conv.weight.data.nbytes + m.conv.out_channels * m.conv.weight.data.itemsize
+               for m in model.modules() if isinstance(m, blocks.BasicConv2d))
+
+
+def _check_held(fast, model):
+    report = fast.memory_report()
+    params = _param_bytes(model) + _folded_bytes(model)
+    (plan, _), = fast._plans.values()
+    # the weights once, the folded ones once (plus the small constants a trace makes:
+    # reshape targets, BatchNorm statistics, ...)
+    assert _param_bytes(model) <= report["constants"] <= params * 1.02 + 4096, (report, params)
+    allowed = sum(_allowance(s.kernel) for s in plan.steps)
+    # biases, average-pool divisors and the Gemm's scaled bias are tiny next to the weights
+    assert report["prepared"] <= allowed + 0.02 * params + 16384, (report, allowed, params)
+    return plan, report
+
+
+def test_plan_keeps_no_weight_twice_winograd_im2col_pointwise_and_dense():
+    nnlite.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),             # Winograd
+        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),  # im2col, packed
+        nn.Conv2d(64, 128, 1), nn.ReLU(),                      # pointwise, packed
+        nn.Conv2d(128, 128, 3, padding=1, groups=128),         # depthwise: direct
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 64)).eval()
+    x = np.random.default_rng(0).standard_normal((1, 32, 24, 24)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = fast(x).data
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    plan, report = _check_held(fast, model)
+    algos = [s.kernel.algorithm for s in plan.steps if isinstance(s.kernel, K.ConvKernel)]
+    if K._conv_cython is not None:
+        assert "winograd" in algos and "im2col" in algos, algos
+    # a second input shape: its plan shares the weights (its trace adds a reshape target)
+    fast(np.zeros((2, 32, 24, 24), np.float32))
+    assert fast.memory_report()["constants"] <= report["constants"] + 1024
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 30, 29), (1, 8, 12, 11), (2, 8, 12, 11)])
+def test_split_conv_keeps_no_weights_of_the_whole_conv(shape):
+    # an Inception block at 2 threads: the plan splits its heaviest conv across the lanes
+    # (ConvParts, or SharedColumns parts sharing one column matrix): the parts' weights are
+    # all it holds, not also the whole conv's Winograd or packed weights
+    nnlite.manual_seed(0)
+    model = blocks.Inception(8, 4, 8, 64, 2, 4, 4).eval()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with kernel_threads(2):
+        fast = nnlite.optimize_for_inference(model)
+        fast(x)
+    plan, _ = _check_held(fast, model)
+    assert plan.groups
+    split = [s.kernel for s in plan.steps if isinstance(s.kernel, (K.ConvPart, K._ColumnsPart))]
+    assert split, "the test needs a split conv"
+    for k in split:
+        if isinstance(k, K._ColumnsPart):
+            assert k.pair.conv.winograd is None and k.pair.conv.w_packed is None
+
+
+def _bound_scratch(plan, monkeypatch):
+    """Bind ``plan`` recording the scratch array every kernel got: [(step index, kernel,
+    scratch)] in step order."""
+    seen = {}
+    orig = K.Kernel.bind
+
+    def spy(self, ins, outs, scratch):
+        seen.setdefault(id(self), scratch)   # a ConvPart binds its inner kernel on its area
+        return orig(self, ins, outs, scratch)
+    monkeypatch.setattr(K.Kernel, "bind", spy)
+    plan.bind()
+    monkeypatch.setattr(K.Kernel, "bind", orig)
+    return [(i, s.kernel, seen[id(s.kernel)]) for i, s in enumerate(plan.steps)]
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: models.googlenet(), (2, 3, 64, 64)),
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 12, 11)),    # shared columns
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (2, 8, 12, 11)),    # implicit parts
+    (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 30, 29)),    # a split conv
+])
+def test_workspace_is_never_used_by_two_live_kernels(make, shape, monkeypatch):
+    nnlite.manual_seed(0)
+    model = make().eval()
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    with kernel_threads(2):
+        fast = nnlite.optimize_for_inference(model)
+        first = fast(x).data
+        for _ in range(3):      # lanes run side by side: the same result every time
+            np.testing.assert_array_equal(fast(x).data, first)
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(first, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    (plan, _), = fast._plans.values()
+    assert plan.groups
+    bound = _bound_scratch(plan, monkeypatch)
+    scratch_of = {i: a for i, _, a in bound}
+    private = [a for _, k, a in bound if getattr(k, "private_scratch", False)]
+    for g in plan.groups:
+        caller = [scratch_of[i] for i in g.lanes.caller]
+        worker = [scratch_of[i] for i in g.lanes.worker]
+        for a in caller:
+            for b in worker:       # the two lanes' kernels run at the same time
+                assert not np.shares_memory(a, b), (g, a.nbytes, b.nbytes)
+    # the split convs' column area: only their first parts get it, and it overlaps no
+    # lane's scratch (the other part reads it while the caller's lane runs on)
+    others = [a for _, k, a in bound if not getattr(k, "private_scratch", False)]
+    for p in private:
+        assert all(not np.shares_memory(p, o) for o in others)
+    # every kernel fits the area it got
+    for _, k, a in bound:
+        assert k.scratch_bytes <= a.nbytes
+
+
+def test_memory_report_counts_a_buffer_once():
+    base = np.zeros(1000, np.float32)
+    views = [base[:10], base.reshape(10, 100), base[::2]]
+    raw = bytes(4000)
+    ro = np.frombuffer(raw, np.float32)
+    found = buffers({"a": views, "b": (ro, ro[5:])}, [lambda: views[0]])
+    assert nbytes(found) == base.nbytes + len(raw)
+    other = np.ones(7)
+    assert nbytes(buffers(views, other)) == base.nbytes + other.nbytes
+
+
+_STAGES = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import _timing
+keep = []
+
+def big_then_free():        # 64 MB touched, then freed: only this stage's peak sees it
+    np.ones(16 << 20, np.float32).sum()
+
+def small_kept():           # 16 MB touched and kept
+    keep.append(np.ones(4 << 20, np.float32))
+(first, second), source = _timing.peak_rss_growth_stages_mb([big_then_free, small_kept])
+print(first, second, source)
+"""
+
+
+def test_staged_peak_rss_measures_each_stage_over_one_baseline():
+    # a fresh interpreter: heap pages freed by other tests would absorb the allocations
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("VmHWM reset needs /proc/self/clear_refs (Linux)")
+    out = subprocess.run([sys.executable, "-c", _STAGES, os.path.join(HERE, "..", "benchmarks")],
+                         capture_output=True, text=True, timeout=120, check=True)
+    first, second, source = out.stdout.split()
+    if source != "VmHWM":
+        pytest.skip("clear_refs is not writable here")
+    assert float(first) >= 60, out.stdout
+    assert 14 <= float(second) < 48, out.stdout   # not the first stage's 64 MB again

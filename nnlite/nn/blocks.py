@@ -34,7 +34,9 @@ class BasicConv2d(Module):
     """Conv2d (no bias) -> BatchNorm2d(eps=0.001) -> ReLU, as torchvision's GoogLeNet.
 
     Keyword arguments go to ``Conv2d``. The ReLU is applied functionally (torchvision has no
-    ReLU child here), so the state_dict keys are ``conv.weight`` and ``bn.*``.
+    ReLU child here), so the state_dict keys are ``conv.weight`` and ``bn.*``. In training mode
+    (a plain BatchNorm2d) the ReLU runs inside the BatchNorm's node, as nn.Sequential fuses a
+    BatchNorm -> ReLU pair: the same values and gradients, one pass fewer each way.
 
     Shape: (N, C, H, W) -> (N, F, OH, OW) with Conv2d's output size.
     """
@@ -45,7 +47,11 @@ class BasicConv2d(Module):
         self.bn = BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x):
-        return self.bn(self.conv(x)).relu()
+        x = self.conv(x)
+        fusable = getattr(self.bn, "_relu_fusable", None)
+        if fusable is not None and fusable():
+            return self.bn._forward(x, relu=True)     # one BatchNorm->ReLU node (training)
+        return self.bn(x).relu()
 
 
 class Inception(Module):

@@ -139,7 +139,7 @@ def test_small_inception_adam_trajectory_matches_torch(batch):
     for k, v in tmodel.state_dict().items():
         # Adam moves a parameter whose gradient is rounding noise by up to lr a step (the
         # unchanged build differed from torch by 9e-4 on one BatchNorm bias): parameters
-        # within one step, the running statistics tightly
-        atol = 3e-3 if k.endswith(("weight", "bias")) else 2e-4
+        # within one step, and the running statistics they feed within 1e-3
+        atol = 3e-3 if k.endswith(("weight", "bias")) else 1e-3
         np.testing.assert_allclose(model.state_dict()[k], v.numpy(), rtol=2e-3, atol=atol,
                                    err_msg=k)

@@ -82,14 +82,20 @@ class _BatchNorm(Module):
         module applies inside its own BatchNorm node (see ``_relu_fusable``)."""
         return self._relu_fusable() and type(nxt).__dict__.get("_plain_relu", False)
 
-    def _forward(self, input, relu=False):
-        input = float_tensor(input, type(self).__name__)
-        self._check_input_dim(input)
+    def _running_factor(self):
+        """The exponential average factor of this forward's running-stat update; in training
+        mode with tracked statistics it counts the batch (num_batches_tracked += 1)."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.data += 1
             if self.momentum is None:                   # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.data)
+        return factor
+
+    def _forward(self, input, relu=False):
+        input = float_tensor(input, type(self).__name__)
+        self._check_input_dim(input)
+        factor = self._running_factor()
         if self.training:
             bn_training = True
         else:

@@ -45,10 +45,11 @@ class _Chunk:
     into ``gbuf`` and whose state arrays are views of flat buffers (``flat``: key -> (flat
     array, the per-parameter views))."""
 
-    __slots__ = ("params", "spans", "single", "gbuf", "flat")
+    __slots__ = ("params", "spans", "single", "gbuf", "flat", "dtype")
 
     def __init__(self, params):
         self.params = params
+        self.dtype = params[0].data.dtype
         self.single = len(params) == 1
         self.spans = []
         o = 0
@@ -92,6 +93,7 @@ class _Chunk:
                 if arr is None:
                     arr = make(key).reshape(self.spans[0][2])
                     states[0][key] = arr
+                self.flat[key] = (arr, (arr,))
                 out[key] = arr
                 continue
             flat, views = self.flat.get(key, (None, ()))
@@ -224,10 +226,31 @@ class Optimizer:
     def _foreach_state_ok(self, group, states):
         return False
 
-    @staticmethod
-    def _state_fits(params, states, keys):
+    def _state_fits(self, group, states, keys):
         """Every state holds an array under each of ``keys`` with its parameter's dtype and
-        shape (what a flat buffer of the group's dtype can hold without a cast)."""
+        shape (what a flat buffer of the group's dtype can hold without a cast): at once when
+        they are still the arrays the group's chunks bound (the usual step), else checked."""
+        params = group["params"]
+        cached = self._chunks.get(id(group))
+        if cached is not None and len(cached[0]) == len(params) and all(
+                a is b for a, b in zip(cached[0], params)):
+            i, bound, dtype = 0, True, params[0].data.dtype
+            for chunk in cached[1]:
+                n = len(chunk.params)
+                if chunk.dtype != dtype:            # the model was cast: check the arrays
+                    bound = False
+                    break
+                for key in keys:
+                    views = chunk.flat.get(key, (None, ()))[1]
+                    if len(views) != n or not all(
+                            st.get(key) is v for st, v in zip(states[i:i + n], views)):
+                        bound = False
+                        break
+                if not bound:
+                    break
+                i += n
+            if bound:
+                return True
         for p, st in zip(params, states):
             d = p.data
             for k in keys:
@@ -394,7 +417,7 @@ class SGD(Optimizer):
         have = [bool(st) and st.get("momentum_buffer") is not None for st in states]
         if not any(have):
             return True                         # no buffer made yet (the first step)
-        return all(have) and self._state_fits(group["params"], states, ("momentum_buffer",))
+        return all(have) and self._state_fits(group, states, ("momentum_buffer",))
 
     def _foreach_update(self, group, chunks):
         """``_update``'s arithmetic on each chunk's flat gradient."""
@@ -490,7 +513,7 @@ class Adam(Optimizer):
             return False
         step = states[0].get("step")
         return (all(st.get("step") == step for st in states)
-                and self._state_fits(group["params"], states, self._state_keys(group)))
+                and self._state_fits(group, states, self._state_keys(group)))
 
     def _foreach_update(self, group, chunks):
         """``_update``'s arithmetic on each chunk's flat gradient and state."""

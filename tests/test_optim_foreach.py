@@ -161,3 +161,25 @@ def test_foreach_groups_match_torch(name, kw, monkeypatch):
         ot.step()
     for p, q in zip(ours, theirs):
         np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_cast_model_keeps_the_loop_semantics(monkeypatch):
+    # parameters cast to float64 after steps in float32: the state arrays no longer fit the
+    # group's dtype, so the update runs the loop (as it did before foreach), like foreach=False
+    monkeypatch.setattr(optim, "_FOREACH_CHUNK", 40)
+    grads = _grads(4)
+    out = []
+    for foreach in (None, False):
+        ps = [Parameter(a.copy()) for a in _params(np.float32)]
+        opt = optim.Adam(ps, lr=0.01, foreach=foreach)
+        for t, step in enumerate(grads):
+            if t == 2:
+                for p in ps:
+                    p.data = p.data.astype(np.float64)
+            for p, g in zip(ps, step):
+                p.grad = g.astype(p.dtype)
+            opt.step()
+        out.append([p.data for p in ps])
+    for a, b in zip(*out):
+        assert a.dtype == b.dtype == np.float64
+        np.testing.assert_array_equal(a, b)

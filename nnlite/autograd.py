@@ -74,18 +74,20 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        from .tensor import Tensor, as_tensor
-
-        tensors = tuple(as_tensor(t) for t in inputs)
+        Tensor = _tensor_class()
+        tensors = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
         ctx = cls()
-        grad_on = is_grad_enabled()
-        ctx.needs_input_grad = tuple(grad_on and t.requires_grad for t in tensors)
-        out = ctx.forward(*(t.data for t in tensors), **params)
+        if getattr(_state, "enabled", True):
+            needs = tuple(t.requires_grad for t in tensors)
+        else:
+            needs = (False,) * len(tensors)
+        ctx.needs_input_grad = needs
+        out = ctx.forward(*[t.data for t in tensors], **params)
         aux = ()
         if isinstance(out, tuple):
             out, aux = out[0], out[1:]
-        track = any(ctx.needs_input_grad)
-        result = Tensor(out, requires_grad=track)
+        track = any(needs)
+        result = Tensor._wrap(out, track)
         if track:
             result._ctx = ctx
             ctx.parents = tensors
@@ -94,6 +96,18 @@ class Function:
         if aux:
             return (result,) + tuple(Tensor(a) for a in aux)
         return result
+
+
+_Tensor = None
+
+
+def _tensor_class():
+    """nnlite.tensor.Tensor (imported on first use: tensor.py imports this module)."""
+    global _Tensor
+    if _Tensor is None:
+        from .tensor import Tensor
+        _Tensor = Tensor
+    return _Tensor
 
 
 def unbroadcast(grad, shape):
@@ -180,16 +194,16 @@ def backward(root, grad, retain_graph=False):
         for p, gp, need in zip(parents, gins, needs):
             if not need or gp is None:
                 continue
-            gp = np.asarray(gp)
-            if gp.shape != p.data.shape:  # pragma: no cover - programming error
+            if type(gp) is not np.ndarray:
+                gp = np.asarray(gp)
+            pdata = p.data
+            if gp.shape != pdata.shape:  # pragma: no cover - programming error
                 raise RuntimeError(
                     f"{type(ctx).__name__}.backward gave a gradient of shape {gp.shape} "
-                    f"for an input of shape {p.data.shape}"
+                    f"for an input of shape {pdata.shape}"
                 )
-            if gp.dtype != p.data.dtype:
-                gp = gp.astype(p.data.dtype)
+            if gp.dtype != pdata.dtype:
+                gp = gp.astype(pdata.dtype)
             key = id(p)
-            if key in grads:
-                grads[key] = grads[key] + gp
-            else:
-                grads[key] = gp
+            prev = grads.get(key)
+            grads[key] = gp if prev is None else prev + gp

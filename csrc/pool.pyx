@@ -223,11 +223,13 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                    kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid): planes whose
-# padded grid has at most this many elements, and strides whose dropped grid positions cost
-# at most SH*SW <= 4 times the outputs. Measured on one Zen 4 core (float32, idle machine not
-# available: medians of 50 under load): 8x8 planes, 3x3/1 pad 1: 528 -> ~100 ns a plane;
-# 4x4 planes: 292 -> ~50; 8x8, 2x2/2: 152 -> ~60.
+# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid): stride-1
+# pools on planes whose padded grid has at most _GRID_MAX elements; strided ones (SH*SW <= 4:
+# the grid computes SH*SW times the outputs) up to _GRID_MAX // 8. Measured on one Zen 4 core
+# (float32, best of 40-50 calls on a loaded machine), grid vs separable path per call:
+# 3x3/1 pad 1 on 512 planes 8x8: 108 vs 314 us; 1280 planes 4x4: 154 vs 404; 64 planes 32x32:
+# 162 vs 222; 2x2/2 on 1280 planes 8x8: 138 vs 195; 4096 planes 16x16: 1249 vs 1477; 512
+# planes 32x32: 575 vs 407 and 2048 planes 32x32: 3314 vs 1807 (the separable path there).
 _GRID_MAX = 1 << 12
 
 
@@ -237,7 +239,7 @@ def _grid_pays(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow, Py_ssiz
         return False
     Hp = (oh - 1) * sh + (kh - 1) * dh + 1
     Wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    return Hp * Wp + (kw - 1) * dw <= _GRID_MAX
+    return Hp * Wp + (kw - 1) * dw <= (_GRID_MAX if sh * sw == 1 else _GRID_MAX // 8)
 
 
 def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,

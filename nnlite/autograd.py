@@ -6,6 +6,7 @@ deliberately). ``Fn.apply(*inputs, **params)`` runs forward on the raw arrays an
 is on and some input requires grad, attaches the Function to the result as its ``_ctx``.
 """
 import contextlib
+import sys
 import threading
 
 import numpy as np
@@ -133,6 +134,16 @@ def _release(ctx):
     ctx.__dict__["_released"] = True
 
 
+def _private(a, refs):
+    """True when ndarray ``a`` may be written in place or kept without a copy: it owns its
+    C-contiguous, writeable data and no other reference to it exists (``refs``: the references
+    the caller holds plus this function's parameter and getrefcount's argument). A view, a broadcast or an array that a
+    Function saved, returned twice or that the user holds fails the test and is copied, as
+    before; the check is CPython's reference count, which only errs on the side of copying."""
+    f = a.flags
+    return f.owndata and f.c_contiguous and f.writeable and sys.getrefcount(a) <= refs
+
+
 def backward(root, grad, retain_graph=False):
     """Propagate ``grad`` from ``root`` through the graph (iterative topological order).
 
@@ -172,9 +183,10 @@ def backward(root, grad, retain_graph=False):
             continue
         ctx = node._ctx
         if ctx is None:
-            # leaf: accumulate into .grad
+            # leaf: accumulate into .grad (adopting g when nothing else can see it)
             if node.grad is None:
-                node.grad = np.array(g, dtype=node.data.dtype, copy=True)
+                node.grad = g if _private(g, 3) and g.dtype == node.data.dtype \
+                    else np.array(g, dtype=node.data.dtype, copy=True)
             else:
                 node.grad += g
             continue
@@ -206,4 +218,9 @@ def backward(root, grad, retain_graph=False):
                 gp = gp.astype(pdata.dtype)
             key = id(p)
             prev = grads.get(key)
-            grads[key] = gp if prev is None else prev + gp
+            if prev is None:
+                grads[key] = gp
+            elif _private(prev, 4):
+                prev += gp                # the sum in place: no other holder of prev
+            else:
+                grads[key] = prev + gp

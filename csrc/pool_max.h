@@ -63,4 +63,21 @@ void nnl_maxpool_plane_idx_d(const nnl_pool_plan *p, const double *x, ptrdiff_t 
                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, double *vb,
                              int64_t *ib);
 
+/* Small planes with indices (pool_max_tmpl.h: the grid path; its comment states the buffers'
+ * sizes and contents). */
+void nnl_maxpool_plane_grid_s(const float *x, ptrdiff_t xrs, ptrdiff_t H, ptrdiff_t W, float *y,
+                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, ptrdiff_t oh,
+                              ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
+                              ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
+                              ptrdiff_t dw, ptrdiff_t Hp, ptrdiff_t Wp, float *xp,
+                              const int32_t *inimg, const int32_t *base, float *best,
+                              int32_t *bi);
+void nnl_maxpool_plane_grid_d(const double *x, ptrdiff_t xrs, ptrdiff_t H, ptrdiff_t W,
+                              double *y, ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs,
+                              ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw,
+                              ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl,
+                              ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t Hp, ptrdiff_t Wp,
+                              double *xp, const int32_t *inimg, const int32_t *base,
+                              double *best, int32_t *bi);
+
 #endif

@@ -560,3 +560,59 @@ void FN(nnl_maxpool_plane_idx)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, 
             ir[j] = ir[j] == INT64_MAX ? -1 : ir[j];
     }
 }
+
+
+/* ------------------------------------------------------------------ small planes, indices
+ * The same result as nnl_maxpool_plane_idx (first maximum of a row-major scan, a NaN always
+ * taken so the last NaN wins, -inf and index -1 for a window without an in-image tap) for
+ * planes whose padded extent is small: the plane is copied into xp, a (Hp, Wp) grid with -inf
+ * around it (Hp = (OH-1)*SH + (KH-1)*DH + 1, likewise Wp), and every output position of the
+ * stride-1 grid q = r*Wp + c (r < (OH-1)*SH + 1) is computed at once: tap (a, b) of position q
+ * reads xp[q + a*DH*Wp + b*DW], one contiguous pass over the G = rows*Wp positions per tap in
+ * row-major tap order, so the loops are long and vectorise (the separable path's loops are
+ * OW long: 4 or 8 on the 8x8 maps of a digits Inception net). inimg (1 on image pixels, 0 on
+ * padding) lets the first in-image tap replace the initial -inf/-1 even when it is -inf;
+ * base[q] + a*DH*W + b*DW is tap (a, b)'s flat index h*W + w. Positions between the outputs
+ * (stride > 1, c past the last output column) are computed and dropped. The caller fills xp
+ * with -inf once (only image pixels are rewritten per plane), sizes xp and inimg
+ * Hp*Wp + (KW-1)*DW, base, best and bi G elements, and keeps H*W below 2**31. */
+void FN(nnl_maxpool_plane_grid)(const T *x, nnl_idx xrs, nnl_idx H, nnl_idx W, T *y,
+                                nnl_idx yrs, int64_t *idx, nnl_idx irs, nnl_idx oh,
+                                nnl_idx ow, nnl_idx kh, nnl_idx kw, nnl_idx sh, nnl_idx sw,
+                                nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw, nnl_idx Hp,
+                                nnl_idx Wp, T *restrict xp, const int32_t *restrict inimg,
+                                const int32_t *restrict base, T *restrict best,
+                                int32_t *restrict bi)
+{
+    const nnl_idx G = ((oh - 1) * sh + 1) * Wp;
+    const nnl_idx hn = nnl_min(H, Hp - pt), wn = nnl_min(W, Wp - pl);
+    for (nnl_idx h = 0; h < hn; h++)
+        memcpy(xp + (h + pt) * Wp + pl, x + h * xrs, (size_t)(wn > 0 ? wn : 0) * sizeof(T));
+    for (nnl_idx q = 0; q < G; q++) {
+        best[q] = (T)-INFINITY;
+        bi[q] = -1;
+    }
+    for (nnl_idx a = 0; a < kh; a++) {
+        for (nnl_idx b = 0; b < kw; b++) {
+            const nnl_idx o = a * dh * Wp + b * dw;
+            const int32_t toff = (int32_t)(a * dh * W + b * dw);
+            const T *restrict xs = xp + o;
+            const int32_t *restrict ms = inimg + o;
+            for (nnl_idx q = 0; q < G; q++) {
+                const T v = xs[q], m = best[q];
+                const int32_t cur = bi[q];
+                const int t = (v > m) | (v != v) | ((cur < 0) & (ms[q] != 0));
+                best[q] = t ? v : m;
+                bi[q] = t ? base[q] + toff : cur;
+            }
+        }
+    }
+    for (nnl_idx i = 0; i < oh; i++) {
+        const T *restrict br = best + i * sh * Wp;
+        const int32_t *restrict ir = bi + i * sh * Wp;
+        for (nnl_idx j = 0; j < ow; j++) {
+            y[i * yrs + j] = br[j * sw];
+            idx[i * irs + j] = ir[j * sw];
+        }
+    }
+}

@@ -42,14 +42,15 @@ def load_digits(seed=0, test_fraction=0.2):
 
 def random_shift(x, rng, max_shift=1):
     """Shift each image by up to ``max_shift`` pixels in each direction (zero fill)."""
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     p = max_shift
     padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
-    out = np.empty_like(x)
-    for i in range(n):
-        out[i] = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
-    return out
+    # image i's window padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w], all images in one gather
+    rows = (dy[:, None] + np.arange(h))[:, None, :, None]          # (n, 1, h, 1)
+    cols = (dx[:, None] + np.arange(w))[:, None, None, :]          # (n, 1, 1, w)
+    return padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows,
+                  cols]
 
 
 def evaluate(model, x, y, batch_size=256):

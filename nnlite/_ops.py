@@ -261,8 +261,20 @@ class GetItem(Function):
 
     def backward(self, gy):
         g = np.zeros(self.shape, dtype=gy.dtype)
-        np.add.at(g, self.index, gy)
+        if _basic_index(self.index):
+            g[self.index] = gy          # a view: every element at most once, no add.at needed
+        else:
+            np.add.at(g, self.index, gy)
         return g
+
+
+def _basic_index(index):
+    """True for NumPy basic indexing (ints, slices, Ellipsis, None): the result is a view, so no
+    element of the source is selected twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, slice)
+               or (isinstance(p, (int, np.integer)) and not isinstance(p, bool))
+               for p in parts)
 
 
 class Exp(Function):

@@ -6,6 +6,7 @@ deliberately). ``Fn.apply(*inputs, **params)`` runs forward on the raw arrays an
 is on and some input requires grad, attaches the Function to the result as its ``_ctx``.
 """
 import contextlib
+import sys
 import threading
 
 import numpy as np
@@ -74,18 +75,20 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        from .tensor import Tensor, as_tensor
-
-        tensors = tuple(as_tensor(t) for t in inputs)
+        Tensor = _tensor_class()
+        tensors = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
         ctx = cls()
-        grad_on = is_grad_enabled()
-        ctx.needs_input_grad = tuple(grad_on and t.requires_grad for t in tensors)
-        out = ctx.forward(*(t.data for t in tensors), **params)
+        if getattr(_state, "enabled", True):
+            needs = tuple(t.requires_grad for t in tensors)
+        else:
+            needs = (False,) * len(tensors)
+        ctx.needs_input_grad = needs
+        out = ctx.forward(*[t.data for t in tensors], **params)
         aux = ()
         if isinstance(out, tuple):
             out, aux = out[0], out[1:]
-        track = any(ctx.needs_input_grad)
-        result = Tensor(out, requires_grad=track)
+        track = any(needs)
+        result = Tensor._wrap(out, track)
         if track:
             result._ctx = ctx
             ctx.parents = tensors
@@ -94,6 +97,18 @@ class Function:
         if aux:
             return (result,) + tuple(Tensor(a) for a in aux)
         return result
+
+
+_Tensor = None
+
+
+def _tensor_class():
+    """nnlite.tensor.Tensor (imported on first use: tensor.py imports this module)."""
+    global _Tensor
+    if _Tensor is None:
+        from .tensor import Tensor
+        _Tensor = Tensor
+    return _Tensor
 
 
 def unbroadcast(grad, shape):
@@ -117,6 +132,16 @@ def _release(ctx):
     ctx.parents = ()
     ctx.__dict__.clear()
     ctx.__dict__["_released"] = True
+
+
+def _private(a, refs):
+    """True when ndarray ``a`` may be written in place or kept without a copy: it owns its
+    C-contiguous, writeable data and no other reference to it exists (``refs``: the references
+    the caller holds plus this function's parameter and getrefcount's argument). A view, a broadcast or an array that a
+    Function saved, returned twice or that the user holds fails the test and is copied, as
+    before; the check is CPython's reference count, which only errs on the side of copying."""
+    f = a.flags
+    return f.owndata and f.c_contiguous and f.writeable and sys.getrefcount(a) <= refs
 
 
 def backward(root, grad, retain_graph=False):
@@ -158,9 +183,10 @@ def backward(root, grad, retain_graph=False):
             continue
         ctx = node._ctx
         if ctx is None:
-            # leaf: accumulate into .grad
+            # leaf: accumulate into .grad (adopting g when nothing else can see it)
             if node.grad is None:
-                node.grad = np.array(g, dtype=node.data.dtype, copy=True)
+                node.grad = g if _private(g, 3) and g.dtype == node.data.dtype \
+                    else np.array(g, dtype=node.data.dtype, copy=True)
             else:
                 node.grad += g
             continue
@@ -180,16 +206,21 @@ def backward(root, grad, retain_graph=False):
         for p, gp, need in zip(parents, gins, needs):
             if not need or gp is None:
                 continue
-            gp = np.asarray(gp)
-            if gp.shape != p.data.shape:  # pragma: no cover - programming error
+            if type(gp) is not np.ndarray:
+                gp = np.asarray(gp)
+            pdata = p.data
+            if gp.shape != pdata.shape:  # pragma: no cover - programming error
                 raise RuntimeError(
                     f"{type(ctx).__name__}.backward gave a gradient of shape {gp.shape} "
-                    f"for an input of shape {p.data.shape}"
+                    f"for an input of shape {pdata.shape}"
                 )
-            if gp.dtype != p.data.dtype:
-                gp = gp.astype(p.data.dtype)
+            if gp.dtype != pdata.dtype:
+                gp = gp.astype(pdata.dtype)
             key = id(p)
-            if key in grads:
-                grads[key] = grads[key] + gp
-            else:
+            prev = grads.get(key)
+            if prev is None:
                 grads[key] = gp
+            elif _private(prev, 4):
+                prev += gp                # the sum in place: no other holder of prev
+            else:
+                grads[key] = prev + gp

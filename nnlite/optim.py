@@ -3,6 +3,15 @@ param groups, ``zero_grad``, ``state_dict``/``load_state_dict``); ``nnlite.optim
 has ``StepLR`` and ``CosineAnnealingLR``.
 
 Updates are in place on each parameter's ``.data`` and run in the parameter's dtype.
+
+The update of a param group runs "foreach" (one vectorised pass, as PyTorch's ``foreach``
+implementations) whenever every parameter of the group has a gradient of its own dtype and
+shape, the group shares one dtype and (Adam) one step count, and ``foreach`` is not False: small
+parameters are packed into chunks of up to ``_FOREACH_CHUNK`` elements whose gradients are
+gathered into one flat buffer and whose state lives in flat buffers (the ``state`` dict holds
+views of them, so ``state_dict`` and in-place edits of the state work as before); a larger
+parameter is its own chunk. The arithmetic is the per-parameter loop's, element by element, so
+both give bitwise the same parameters; otherwise (or with ``foreach=False``) the loop runs.
 """
 import copy
 import math
@@ -16,6 +25,93 @@ from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
+# A foreach chunk holds parameters of at most this many elements in all (a parameter larger
+# than this is a chunk of its own): the flat temporaries of an update stay this small, as the
+# per-parameter loop's stay the size of one parameter.
+_FOREACH_CHUNK = 1 << 18
+
+
+def _defining(cls, name):
+    """The class of ``cls``'s MRO whose body defines ``name`` (None if none does)."""
+    for k in cls.__mro__:
+        if name in k.__dict__:
+            return k
+    return None
+
+
+class _Chunk:
+    """Parameters of one group updated together (see the module docstring): one parameter
+    (``single``: its own gradient and state arrays) or several, whose gradients are gathered
+    into ``gbuf`` and whose state arrays are views of flat buffers (``flat``: key -> (flat
+    array, the per-parameter views))."""
+
+    __slots__ = ("params", "spans", "single", "gbuf", "flat", "dtype")
+
+    def __init__(self, params):
+        self.params = params
+        self.dtype = params[0].data.dtype
+        self.single = len(params) == 1
+        self.spans = []
+        o = 0
+        for p in params:
+            self.spans.append((o, o + p.data.size, p.data.shape))
+            o += p.data.size
+        self.gbuf = None if self.single else np.empty(o, dtype=params[0].data.dtype)
+        self.flat = {}
+
+    def gather(self, arrays, out):
+        """The arrays (one per parameter, each of its parameter's shape) as one flat array."""
+        if self.single:
+            return arrays[0]
+        np.concatenate([a.reshape(-1) for a in arrays], out=out)
+        return out
+
+    def grads(self):
+        return self.gather([p.grad for p in self.params], self.gbuf)
+
+    def datas(self):
+        return self.gather([p.data for p in self.params], None if self.single else
+                           np.empty(self.gbuf.size, dtype=self.gbuf.dtype))
+
+    def add_to_params(self, upd):
+        """p.data += the parameter's part of ``upd`` for every parameter."""
+        if self.single:
+            self.params[0].data += upd
+            return
+        for p, (o, e, shape) in zip(self.params, self.spans):
+            p.data += upd[o:e].reshape(shape)
+
+    def state_arrays(self, states, keys, make):
+        """{key: array} of the chunk's state under ``keys`` (flat, or the parameter's own array
+        for a single parameter), binding ``states`` (one dict per parameter) to views of the
+        flat buffers. ``make(key)`` gives a new flat array for a key no state holds yet (None:
+        every state must hold it)."""
+        out = {}
+        for key in keys:
+            if self.single:
+                arr = states[0].get(key)
+                if arr is None:
+                    arr = make(key).reshape(self.spans[0][2])
+                    states[0][key] = arr
+                self.flat[key] = (arr, (arr,))
+                out[key] = arr
+                continue
+            flat, views = self.flat.get(key, (None, ()))
+            if views and all(st.get(key) is v for st, v in zip(states, views)):
+                out[key] = flat
+                continue
+            held = [st.get(key) for st in states]
+            if all(a is None for a in held):
+                flat = make(key)
+            else:                                   # loaded or edited state: pack it
+                flat = self.gather(held, np.empty(self.gbuf.size, dtype=self.gbuf.dtype))
+            views = tuple(flat[o:e].reshape(shape) for o, e, shape in self.spans)
+            for st, v in zip(states, views):
+                st[key] = v
+            self.flat[key] = (flat, views)
+            out[key] = flat
+        return out
+
 
 class Optimizer:
     """Base class: ``params`` is an iterable of Tensors, of (name, Tensor) pairs, or of dicts
@@ -28,6 +124,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = {}
         self.param_groups = []
+        self._chunks = {}           # id(group) -> (its params, their foreach _Chunks)
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             f"Tensors or dicts, but got {type(params).__name__}")
@@ -96,6 +193,9 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            if group.get("foreach") is not False and self._foreach_ready(group):
+                self._foreach_update(group, self._group_chunks(group))
+                continue
             for p in group["params"]:
                 if p.grad is not None:
                     self._update(p, p.grad, group, self.state.setdefault(p, {}))
@@ -103,6 +203,94 @@ class Optimizer:
 
     def _update(self, p, grad, group, state):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ----------------------------------------------------------- foreach
+    def _foreach_ready(self, group):
+        """True when ``group`` can take the foreach update (module docstring): every parameter
+        has a gradient of its dtype and shape, one dtype in the group, and the subclass's
+        ``_foreach_state_ok``."""
+        params = group["params"]
+        if not params:
+            return False
+        dtype = params[0].data.dtype
+        for p in params:
+            g, d = p.grad, p.data
+            if (g is None or d.dtype != dtype or not isinstance(g, np.ndarray)
+                    or g.dtype != dtype or g.shape != d.shape):
+                return False
+        cls = type(self)
+        if _defining(cls, "_update") is not _defining(cls, "_foreach_update"):
+            return False                # a subclass changed the per-parameter update
+        return self._foreach_state_ok(group, [self.state.get(p) for p in params])
+
+    def _foreach_state_ok(self, group, states):
+        return False
+
+    def _state_fits(self, group, states, keys):
+        """Every state holds an array under each of ``keys`` with its parameter's dtype and
+        shape (what a flat buffer of the group's dtype can hold without a cast): at once when
+        they are still the arrays the group's chunks bound (the usual step), else checked."""
+        params = group["params"]
+        cached = self._chunks.get(id(group))
+        if cached is not None and len(cached[0]) == len(params) and all(
+                a is b for a, b in zip(cached[0], params)):
+            i, bound, dtype = 0, True, params[0].data.dtype
+            for chunk in cached[1]:
+                n = len(chunk.params)
+                if chunk.dtype != dtype:            # the model was cast: check the arrays
+                    bound = False
+                    break
+                for key in keys:
+                    views = chunk.flat.get(key, (None, ()))[1]
+                    if len(views) != n or not all(
+                            st.get(key) is v for st, v in zip(states[i:i + n], views)):
+                        bound = False
+                        break
+                if not bound:
+                    break
+                i += n
+            if bound:
+                return True
+        for p, st in zip(params, states):
+            d = p.data
+            for k in keys:
+                a = st.get(k)
+                if not isinstance(a, np.ndarray) or a.dtype != d.dtype or a.shape != d.shape:
+                    return False
+        return True
+
+    def _group_chunks(self, group):
+        """The group's foreach chunks (made again when its parameter list or their sizes
+        changed)."""
+        params = group["params"]
+        cached = self._chunks.get(id(group))
+        if cached is not None:
+            old, chunks = cached
+            if len(old) == len(params) and all(a is b for a, b in zip(old, params)) and all(
+                    p.data.size == e - o and p.data.dtype == c.params[0].data.dtype
+                    for c in chunks for p, (o, e, _) in zip(c.params, c.spans)):
+                return chunks
+        chunks, cur, size = [], [], 0
+        for p in params:
+            n = p.data.size
+            if n >= _FOREACH_CHUNK:
+                chunks.append(_Chunk([p]))
+                continue
+            if cur and size + n > _FOREACH_CHUNK:
+                chunks.append(_Chunk(cur))
+                cur, size = [], 0
+            cur.append(p)
+            size += n
+        if cur:
+            chunks.append(_Chunk(cur))
+        self._chunks[id(group)] = (list(params), chunks)
+        return chunks
+
+    def _foreach_update(self, group, chunks):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _chunk_states(self, chunk):
+        return [self.state.setdefault(p, {}) for p in chunk.params]
 
     # ----------------------------------------------------------------- state
     def state_dict(self):
@@ -223,6 +411,34 @@ class SGD(Optimizer):
             g = g + momentum * buf if group["nesterov"] else buf
         p.data += -group["lr"] * g
 
+    def _foreach_state_ok(self, group, states):
+        if group["momentum"] == 0:
+            return True
+        have = [bool(st) and st.get("momentum_buffer") is not None for st in states]
+        if not any(have):
+            return True                         # no buffer made yet (the first step)
+        return all(have) and self._state_fits(group, states, ("momentum_buffer",))
+
+    def _foreach_update(self, group, chunks):
+        """``_update``'s arithmetic on each chunk's flat gradient."""
+        wd, momentum, lr = group["weight_decay"], group["momentum"], group["lr"]
+        for chunk in chunks:
+            grad = chunk.grads()
+            g = -grad if group["maximize"] else grad
+            if wd != 0:
+                g = g + wd * chunk.datas()
+            if momentum != 0:
+                states = self._chunk_states(chunk)
+                fresh = states[0].get("momentum_buffer") is None
+                buf = chunk.state_arrays(states, ("momentum_buffer",),
+                                         lambda key: np.array(g, dtype=g.dtype, copy=True)
+                                         )["momentum_buffer"]
+                if not fresh:
+                    buf *= momentum
+                    buf += (1 - group["dampening"]) * g
+                g = g + momentum * buf if group["nesterov"] else buf
+            chunk.add_to_params(-lr * g)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's bias correction; ``decoupled_weight_decay=True`` is AdamW:
@@ -286,6 +502,61 @@ class Adam(Optimizer):
         else:
             denom = np.sqrt(v) / bias_correction2_sqrt + eps
         p.data += -step_size * (m / denom)
+
+    def _state_keys(self, group):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+
+    def _foreach_state_ok(self, group, states):
+        if not any(states):
+            return True                                  # the first step of every parameter
+        if not all(states):
+            return False
+        step = states[0].get("step")
+        return (all(st.get("step") == step for st in states)
+                and self._state_fits(group, states, self._state_keys(group)))
+
+    def _foreach_update(self, group, chunks):
+        """``_update``'s arithmetic on each chunk's flat gradient and state."""
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        keys = self._state_keys(group)
+        for chunk in chunks:
+            states = self._chunk_states(chunk)
+            if "step" not in states[0]:
+                for st in states:
+                    st["step"] = 0
+            dtype = chunk.params[0].data.dtype
+            size = chunk.spans[-1][1]
+            arrs = chunk.state_arrays(states, keys, lambda key: np.zeros(size, dtype=dtype))
+            grad = chunk.grads()
+            g = -grad if group["maximize"] else grad
+            step = states[0]["step"] + 1
+            for st in states:
+                st["step"] = step
+            if wd != 0:
+                if group["decoupled_weight_decay"]:
+                    for p in chunk.params:
+                        p.data *= 1 - lr * wd
+                else:
+                    g = g + wd * chunk.datas()
+            m, v = arrs["exp_avg"], arrs["exp_avg_sq"]
+            w1 = 1 - beta1
+            if w1 < 0.5:
+                m += w1 * (g - m)
+            else:
+                m[...] = g - (g - m) * (1 - w1)
+            v *= beta2
+            v += (1 - beta2) * (g * g)
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+            step_size = lr / bias_correction1
+            if group["amsgrad"]:
+                vmax = arrs["max_exp_avg_sq"]
+                np.maximum(vmax, v, out=vmax)
+                denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
+            else:
+                denom = np.sqrt(v) / bias_correction2_sqrt + eps
+            chunk.add_to_params(-step_size * (m / denom))
 
 
 class AdamW(Adam):

@@ -51,6 +51,20 @@ class Tensor:
         if requires_grad:
             self.requires_grad_(True)
 
+    @classmethod
+    def _wrap(cls, arr, requires_grad):
+        """A Tensor of a Function's output: a float32/float64 ndarray is taken as it is (the
+        checks of ``Tensor(...)`` it would pass skipped); anything else goes through them."""
+        if type(arr) is not np.ndarray or arr.dtype not in _FLOATS:
+            return cls(arr, requires_grad=requires_grad)
+        t = cls.__new__(cls)
+        t.data = arr
+        t.grad = None
+        t._ctx = None
+        t._retain_grad = False
+        t.requires_grad = bool(requires_grad)
+        return t
+
     # ----------------------------------------------------------------- basics
     def requires_grad_(self, flag=True):
         if flag and self.data.dtype.kind != "f":

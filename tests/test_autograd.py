@@ -137,3 +137,33 @@ def test_backward_releases_the_graph_unless_retained():
         loss.backward()
     with pytest.raises(RuntimeError, match="second time"):
         h.backward(np.ones((3, 2)))                     # a released inner node too
+
+
+def test_gradients_never_alias_what_another_holder_sees():
+    # the backward adopts a fresh gradient as a leaf's .grad and sums fan-in gradients in
+    # place only when no other reference exists: shared gradient arrays (Add returns gy to
+    # both inputs), the user's grad argument, retained graphs and views must stay separate
+    a = nnlite.tensor(np.arange(4.0), requires_grad=True)
+    b = nnlite.tensor(np.ones(4), requires_grad=True)
+    (a + b).backward(np.full(4, 2.0))
+    a.grad += 10
+    np.testing.assert_array_equal(b.grad, np.full(4, 2.0))
+
+    user = np.full(4, 3.0)
+    leaf = nnlite.tensor(np.ones(4), requires_grad=True)
+    leaf.backward(user)
+    leaf.grad += 1
+    np.testing.assert_array_equal(user, np.full(4, 3.0))
+
+    # fan-in through views and a reused input; a retained graph run twice accumulates
+    x = nnlite.tensor(np.arange(6.0), requires_grad=True)
+    y = x.reshape(2, 3) * 2.0 + x.reshape(2, 3) + (x * x).reshape(2, 3)
+    gy = np.arange(6.0).reshape(2, 3)
+    y.backward(gy, retain_graph=True)
+    want = gy.reshape(-1) * (3.0 + 2 * np.arange(6.0))
+    np.testing.assert_allclose(x.grad, want)
+    first = x.grad
+    y.backward(gy)
+    np.testing.assert_allclose(x.grad, 2 * want)
+    assert x.grad is first                       # accumulated in place into .grad
+    np.testing.assert_array_equal(gy, np.arange(6.0).reshape(2, 3))

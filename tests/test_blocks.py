@@ -315,3 +315,49 @@ def test_bad_arguments_raise_value_error(make, match):
 def test_grid_reduction_too_small_input_raises():
     with pytest.raises((ValueError, RuntimeError)):
         forward(nn.GridReduction(2, 2), rand(1, 2, 2, 5))
+
+
+@pytest.mark.parametrize("momentum,affine,dtype", [(0.1, True, np.float64), (None, True, np.float64),
+                                                   (0.3, False, np.float32)])
+def test_inception_fused_pointwise_heads_equal_the_separate_blocks(momentum, affine, dtype,
+                                                                   monkeypatch):
+    # training mode runs branch1 and the first blocks of branch2/branch3 as one 1x1 conv and
+    # one BatchNorm->ReLU node over their channels: the same outputs, gradients and running
+    # statistics as the three blocks run one by one (the oracle: fusion switched off)
+    from nnlite.nn.blocks import Inception
+
+    def run(fused):
+        nnlite.manual_seed(5)
+        m = Inception(6, 3, 2, 4, 1, 2, 3, branch3_kernel_size=5).to(dtype)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.momentum = momentum
+                if not affine:
+                    mod.affine = False
+                    mod.weight = None
+                    mod.bias = None
+        if not fused:
+            monkeypatch.setattr(Inception, "_pointwise_heads", lambda self: None)
+        assert (m._pointwise_heads() is not None) == fused
+        rng = np.random.default_rng(0)
+        grads = []
+        for _ in range(2):                      # two steps: the batch counts and averages
+            x = nnlite.tensor(rng.standard_normal((3, 6, 5, 4)).astype(dtype),
+                              requires_grad=True)
+            y = m(x)
+            (y * nnlite.tensor(rng.standard_normal(y.shape).astype(dtype))).sum().backward()
+            grads.append(x.grad)
+        monkeypatch.undo()
+        return y.data, grads, {k: p.grad for k, p in m.named_parameters()}, m.state_dict()
+
+    y1, gx1, gp1, sd1 = run(True)
+    y0, gx0, gp0, sd0 = run(False)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y1, y0, **tol)
+    for a, b in zip(gx1, gx0):
+        np.testing.assert_allclose(a, b, **tol)
+    assert gp1.keys() == gp0.keys()
+    for k in gp0:
+        np.testing.assert_allclose(gp1[k], gp0[k], err_msg=k, **tol)
+    for k in sd0:
+        np.testing.assert_allclose(sd1[k], sd0[k], err_msg=k, **tol)

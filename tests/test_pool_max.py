@@ -506,3 +506,45 @@ def test_no_grad_call_skips_the_indices(backend, monkeypatch):
     np.testing.assert_array_equal(y.data, y2.data)
     np.testing.assert_array_equal(y3.data, y2.data)
     assert y3._ctx is not None and isinstance(y, nnlite.Tensor)
+
+
+# the indices' grid path (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid) for small planes: vs
+# the naive reference and the separable path it replaces there (switched off by _GRID_MAX=0)
+_GRID_CASES = [  # shape, kernel, stride, padding, dilation, ceil_mode
+    ((2, 3, 8, 8), (3, 3), (1, 1), (1, 1), (1, 1), True),      # Inception's branch pool
+    ((4, 5, 8, 8), (2, 2), (2, 2), (0, 0), (1, 1), False),
+    ((1, 1, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1), True),      # batch 1, one channel
+    ((2, 2, 7, 5), (3, 2), (2, 1), (1, 1), (1, 2), True),      # non-square, stride != dilation
+    ((3, 2, 9, 6), (2, 3), (1, 2), (1, 1), (2, 1), False),     # sizes the stride does not tile
+    ((2, 1, 1, 3), (2, 2), (1, 1), (1, 1), (2, 2), True),      # a wholly padded window
+]
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "nan"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", _GRID_CASES)
+def test_max_pool2d_indices_grid_path(case, dtype, kind, monkeypatch):
+    from nnlite import _pool
+    shape, k, s, p, d, ceil = case
+    x = make_input(shape, "int" if kind == "nan" else kind, dtype, 7)
+    if kind == "nan":                       # NaNs (the last wins), -inf pixels, ties
+        flat = x.reshape(-1)
+        flat[::7] = np.nan
+        flat[3::11] = -np.inf
+    wide = np.zeros(shape[:1] + (shape[1] + 2,) + shape[2:], dtype)
+    wide[:, 1:-1] = x
+    xs = wide[:, 1:-1]                      # a channel slice: row strides of a larger buffer
+    c = dict(kernel=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+    y_ref, idx_ref = _ref(x, c)
+    oh, ow = y_ref.shape[2:]
+    assert _pool._grid_pays(shape[2], shape[3], oh, ow, *k, *s, *d)
+    runs = []
+    for limit in (_pool._GRID_MAX, 0):
+        monkeypatch.setattr(_pool, "_GRID_MAX", limit)
+        y = np.full(y_ref.shape, 5, dtype)
+        idx = np.full(y_ref.shape, 5, np.int64)
+        _pool.max_pool2d_forward(xs, y, idx, *k, *s, *p, *d, 1)
+        runs.append((y, idx))
+    for y, idx in runs:
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(idx, idx_ref)

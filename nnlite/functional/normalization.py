@@ -212,9 +212,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-                momentum=0.1, eps=1e-5, relu=False):
+                momentum=0.1, eps=1e-5, relu=False, return_stats=False):
     """``batch_norm`` with an optional ReLU fused after it (``relu=True``: relu(batch_norm(...)),
-    one autograd node; used by nnlite.nn.Sequential for BatchNorm -> ReLU pairs)."""
+    one autograd node; used by nnlite.nn.Sequential for BatchNorm -> ReLU pairs).
+    ``return_stats`` (training): also return the batch mean and unbiased variance (Tensors),
+    for a caller that updates running statistics per channel range itself."""
     x = float_tensor(input, "batch_norm")
     if x.ndim < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, ...) with at least "
@@ -249,14 +251,21 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
     _verify_batch_size(x.shape)
     y, mean, var_unbiased = BatchNormFn.apply(x, *wb, training=True, relu=relu, **flags)
     if x.data.size:
-        m = float(momentum)
-        dtype = x.dtype
-        if rm is not None:
-            rm.data[...] = np.asarray(m, dtype) * mean.data + np.asarray(1 - m, dtype) * rm.data
-        if rv is not None:
-            rv.data[...] = (np.asarray(m, dtype) * var_unbiased.data
-                            + np.asarray(1 - m, dtype) * rv.data)
+        update_running_stats(rm, rv, mean.data, var_unbiased.data, momentum)
+    if return_stats:
+        return y, mean, var_unbiased
     return y
+
+
+def update_running_stats(running_mean, running_var, mean, var_unbiased, momentum):
+    """r = momentum * batch_stat + (1 - momentum) * r in place, in r's dtype, for the Tensors
+    ``running_mean`` / ``running_var`` (either may be None) from the batch's mean and UNBIASED
+    variance (arrays of the same length)."""
+    m = float(momentum)
+    for r, stat in ((running_mean, mean), (running_var, var_unbiased)):
+        if r is not None:
+            dtype = r.dtype
+            r.data[...] = np.asarray(m, dtype) * stat + np.asarray(1 - m, dtype) * r.data
 
 
 # ------------------------------------------------------------------------------ group stats

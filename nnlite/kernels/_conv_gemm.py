@@ -63,7 +63,9 @@ def _chunks(geom, itemsize):
 def _workspace(geom, dtype):
     nb = geom.batch_chunk(np.dtype(dtype).itemsize)
     shape = geom.col_shape(nb)                                    # (NB, C*KH*KW, L)
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    nbytes = np.dtype(dtype).itemsize
+    for s in shape:                                  # exact Python ints (no overflow)
+        nbytes *= int(s)
     avail = _available_bytes()
     if avail is not None and nbytes > avail:
         # refuse before allocating: an allocation that succeeds lazily would be OOM-killed later

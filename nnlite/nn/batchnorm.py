@@ -70,22 +70,32 @@ class _BatchNorm(Module):
     def forward(self, input):
         return self._forward(input)
 
+    def _relu_fusable(self):
+        """True when a ReLU applied right after this module may run inside its own BatchNorm
+        node (``_forward(x, relu=True)``): in training mode only (where the native kernels gain
+        from it; in eval mode the inference tracer and planner see the two ops and fold the
+        BatchNorm into the conv), ``forward`` not overridden."""
+        return self.training and type(self).forward is _BatchNorm.forward
+
     def _fuses_relu(self, nxt):
         """True when ``nxt`` (the next module of a Sequential) is a plain nn.ReLU that this
-        module applies inside its own BatchNorm node: in training mode only (where the native
-        kernels gain from it; in eval mode the inference tracer and planner see the two ops
-        and fold the BatchNorm into the conv), neither forward overridden."""
-        return (self.training and type(self).forward is _BatchNorm.forward
-                and type(nxt).__dict__.get("_plain_relu", False))
+        module applies inside its own BatchNorm node (see ``_relu_fusable``)."""
+        return self._relu_fusable() and type(nxt).__dict__.get("_plain_relu", False)
 
-    def _forward(self, input, relu=False):
-        input = float_tensor(input, type(self).__name__)
-        self._check_input_dim(input)
+    def _running_factor(self):
+        """The exponential average factor of this forward's running-stat update; in training
+        mode with tracked statistics it counts the batch (num_batches_tracked += 1)."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.data += 1
             if self.momentum is None:                   # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.data)
+        return factor
+
+    def _forward(self, input, relu=False):
+        input = float_tensor(input, type(self).__name__)
+        self._check_input_dim(input)
+        factor = self._running_factor()
         if self.training:
             bn_training = True
         else:

@@ -8,6 +8,8 @@ Module and attribute names follow torchvision wherever torchvision has the block
 """
 import numbers
 
+from ..functional.conv import conv2d
+from ..functional.normalization import _batch_norm, update_running_stats
 from ..tensor import cat
 from .conv import Conv2d
 from .layers import BatchNorm2d, ReLU, ReLU6
@@ -34,7 +36,9 @@ class BasicConv2d(Module):
     """Conv2d (no bias) -> BatchNorm2d(eps=0.001) -> ReLU, as torchvision's GoogLeNet.
 
     Keyword arguments go to ``Conv2d``. The ReLU is applied functionally (torchvision has no
-    ReLU child here), so the state_dict keys are ``conv.weight`` and ``bn.*``.
+    ReLU child here), so the state_dict keys are ``conv.weight`` and ``bn.*``. In training mode
+    (a plain BatchNorm2d) the ReLU runs inside the BatchNorm's node, as nn.Sequential fuses a
+    BatchNorm -> ReLU pair: the same values and gradients, one pass fewer each way.
 
     Shape: (N, C, H, W) -> (N, F, OH, OW) with Conv2d's output size.
     """
@@ -45,7 +49,11 @@ class BasicConv2d(Module):
         self.bn = BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x):
-        return self.bn(self.conv(x)).relu()
+        x = self.conv(x)
+        fusable = getattr(self.bn, "_relu_fusable", None)
+        if fusable is not None and fusable():
+            return self.bn._forward(x, relu=True)     # one BatchNorm->ReLU node (training)
+        return self.bn(x).relu()
 
 
 class Inception(Module):
@@ -103,8 +111,70 @@ class Inception(Module):
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_out
 
     def forward(self, x):
-        outs = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+        heads = self._pointwise_heads()
+        if heads is None:
+            outs = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+        else:
+            b1, x2, x3 = _heads_forward(heads, x)
+            outs = [b1, self.branch2[1](x2), self.branch3[1](x3), self.branch4(x)]
         return cat(outs, 1)  # (N, ch1x1 + ch3x3 + ch5x5 + pool_out, H, W)
+
+    def _pointwise_heads(self):
+        """In training mode, the three BasicConv2d blocks that apply a 1x1 conv to the input
+        (branch1 and the first blocks of branch2 and branch3, ``reduce=True``) when they can
+        run as ONE conv + BatchNorm->ReLU node over their concatenated channels
+        (``_heads_forward``): plain BasicConv2d, Conv2d 1x1 (stride 1, no padding, dilation 1,
+        groups 1, no bias, zeros padding mode) and BatchNorm2d blocks with equal eps,
+        affine/bias flags and dtypes. Else None (each block runs on its own)."""
+        if not self.training:
+            return None
+        b2, b3 = self.branch2, self.branch3
+        if type(b2) is not Sequential or type(b3) is not Sequential or len(b2) != 2 \
+                or len(b3) != 2:
+            return None
+        heads = (self.branch1, b2[0], b3[0])
+        bn0 = heads[0].bn if type(heads[0]) is BasicConv2d else None
+        for h in heads:
+            if type(h) is not BasicConv2d:
+                return None
+            c, bn = h.conv, h.bn
+            if (type(c) is not Conv2d or c.kernel_size != (1, 1) or c.stride != (1, 1)
+                    or c.padding != (0, 0) or c.dilation != (1, 1) or c.groups != 1
+                    or c.padding_mode != "zeros" or c.bias is not None
+                    or type(bn) is not BatchNorm2d or not bn._relu_fusable()
+                    or bn.eps != bn0.eps or bn.affine != bn0.affine
+                    or (bn.bias is None) != (bn0.bias is None)
+                    or c.weight.dtype != heads[0].conv.weight.dtype):
+                return None
+        return heads
+
+
+def _heads_forward(heads, x):
+    """[relu(bn_i(conv_i(x))) for the three 1x1 BasicConv2d ``heads``] as one conv with the
+    concatenated weights and one BatchNorm->ReLU node over the concatenated channels (a conv
+    output channel and a BatchNorm channel depend only on their own weights and statistics, so
+    the values and every gradient are those of the three blocks; the input gradient is one
+    GEMM instead of three GEMMs and two sums). Each BatchNorm's running statistics and batch
+    count are updated from its channels, with its own momentum. Returns the three channel
+    ranges (views)."""
+    convs = [h.conv for h in heads]
+    bns = [h.bn for h in heads]
+    y = conv2d(x, cat([c.weight for c in convs], 0))
+    gamma = cat([bn.weight for bn in bns], 0) if bns[0].affine else None
+    beta = cat([bn.bias for bn in bns], 0) if bns[0].affine and bns[0].bias is not None \
+        else None
+    factors = [bn._running_factor() for bn in bns]
+    z, mean, var = _batch_norm(y, None, None, gamma, beta, True, 0.0, bns[0].eps, relu=True,
+                               return_stats=True)
+    outs, o = [], 0
+    for c, bn, factor in zip(convs, bns, factors):
+        n = c.out_channels
+        if bn.track_running_stats and z.data.size:
+            update_running_stats(bn.running_mean, bn.running_var, mean.data[o:o + n],
+                                 var.data[o:o + n], factor)
+        outs.append(z[:, o:o + n])
+        o += n
+    return outs
 
 
 class InceptionA(Module):

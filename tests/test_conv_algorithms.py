@@ -278,6 +278,37 @@ def test_direct_depthwise_with_epilogue_matches_reference(dtype):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_direct_depthwise_short_rows(dtype, stride):
+    """The short rows of small maps (MobileNet's 14x14 and 7x7, and every width around one and
+    two vectors of either dtype): the stride-phase copies and the narrow planes' write-out run
+    masked row copies (AVX-512 builds), stride 2 from even lanes of two masked loads. Channels
+    not a multiple of a vector, batch 2, a contiguous image (its last row ends at the buffer's
+    end), bias + ReLU6, with and without the residual (beta = 1), vs the shifted-slice sum;
+    1 and 2 threads give identical bits."""
+    rng = np.random.default_rng(11)
+    for hw in [(14, 14), (7, 7), (28, 28), (5, 9), (13, 15), (8, 16), (17, 17), (6, 33),
+               (9, 31), (3, 2)]:
+        c = 19
+        x = rng.standard_normal((2, c) + hw).astype(dtype) * 3
+        w = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
+        b = rng.standard_normal(c).astype(dtype)
+        want = _shifted_depthwise(x, w, b, (stride, stride), (1, 1), (1, 1))
+        oh, ow = want.shape[2:]
+        r = rng.standard_normal(want.shape).astype(dtype)
+        for beta in (0.0, 1.0):
+            outs = []
+            for nt in (1, 2):
+                y = r.reshape(2, c, oh * ow).copy()
+                convfast.conv2d_depthwise(x, w.reshape(c, 9), b, y, 3, 3, stride, stride, 1,
+                                          1, 1, 1, oh, ow, act=2, beta=beta, num_threads=nt)
+                outs.append(y.reshape(want.shape))
+            np.testing.assert_array_equal(outs[0], outs[1])
+            assert_close(outs[0], np.clip(want + beta * r, 0, 6), dtype, k=9, scale=4)
+
+
+@needs_ext
 def test_epilogue_needs_a_fast_algorithm():
     """An epilogue (out, act, beta) is for the direct and implicit kernels: under im2col it is
     refused, not ignored."""

@@ -1,0 +1,201 @@
+"""Where an optimized plan's time goes, step by step, next to ONNX Runtime's per-node profile.
+
+    python benchmarks/profile_plan.py [--model mobilenet_v2] [--batch 1] [--size 224]
+        [--threads 2] [--repeat 15] [--steps] [--no-ort]
+
+The model is ``bench_inference.build_nnlite``'s (seeded weights, non-trivial BatchNorm
+statistics). Its ``nnlite.optimize_for_inference`` plan is compiled on the first call; then
+--repeat rounds each run the bound step calls twice: once back to back (the wall time of the
+run list) and once with a clock read around every call (the step times). The gap between the
+wall median and the sum of the step medians is what happens between the calls (the plan's own
+loop, lane hand-offs); Python inside a step (argument checks, views) is part of that step.
+
+With torch and onnxruntime installed (``--no-ort`` skips them), the same weights are exported
+(``bench_inference.export_onnx``) and run by an InferenceSession with profiling on, --threads
+intra-op threads; each profiled node's median kernel time is matched to the nnlite step of the
+same kind and shape (``kind C->F OHxOW``, channels rounded up to 16 as ORT's
+blocked convs pad them; in order among equal keys). Steps are grouped by kind:
+'dw' depthwise conv, 'pw' 1x1 stride-1 conv, 'conv' any other conv, else the op name.
+Never asserts; figures vary with the load of the machine (report medians from a quiet one).
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from bench_inference import _ort, _torch, build_nnlite, export_onnx  # noqa: E402
+
+
+def _kind(kind, c, f, oh, ow):
+    return f"{kind} {c}->{f} {oh}x{ow}"
+
+
+def _match_key(key):
+    """``key`` with channel counts rounded up to 16: ONNX Runtime's blocked (NCHWc) convs
+    report channels padded to their block (24 -> 32)."""
+    parts = key.split()
+    if len(parts) != 3 or "->" not in parts[1]:
+        return key
+    c, f = (-(-int(v) // 16) * 16 for v in parts[1].split("->"))
+    return _kind(parts[0], c, f, *parts[2].split("x"))
+
+
+def step_keys(plan):
+    """Per step: (group, key) with key 'kind C->F OHxOW' for convs, the op name otherwise."""
+    out = []
+    for step in plan.steps:
+        k = step.kernel
+        if step.node.op == "Conv" and hasattr(k, "shape") and hasattr(k, "depthwise"):
+            _, c, _, _, f, oh, ow = k.shape
+            kind = "dw" if k.depthwise else ("pw" if k.pointwise else "conv")
+            out.append((kind, _kind(kind, c, f, oh, ow)))
+        else:
+            out.append((step.node.op, step.node.op))
+    return out
+
+
+def time_plan(opt, x, repeat):
+    """(step medians s, wall median s, plan) of the plan compiled for x."""
+    opt.run_arrays(x)                                        # compile + check run
+    key = ((x.shape, x.dtype.str),)
+    plan = opt._plans[key][0]                                # private: the compiled Plan
+    _, ins, _, calls = opt._frame(plan, key)                 # private: this thread's binding
+    np.copyto(ins[0], x)
+    if len(calls) != len(plan.steps):
+        raise SystemExit("this plan has lane groups (several steps per call): per-step times "
+                         "are not separable here")
+    steps = np.zeros((repeat, len(calls)))
+    walls = np.zeros(repeat)
+    clock = time.perf_counter
+    for r in range(repeat):
+        t0 = clock()
+        for call in calls:
+            call()
+        walls[r] = clock() - t0
+        for i, call in enumerate(calls):
+            t0 = clock()
+            call()
+            steps[r, i] = clock() - t0
+    return np.median(steps, axis=0), float(np.median(walls)), plan
+
+
+def ort_profile(onnx_path, x, threads, repeat, tmpdir):
+    """Per profiled ONNX Runtime node, in execution order: (key, median kernel seconds)."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(tmpdir, "ort_profile")
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    for _ in range(repeat + 2):
+        sess.run(None, {name: x})
+    sess.end_profiling()
+    path = sorted(glob.glob(os.path.join(tmpdir, "ort_profile*.json")))[-1]
+    with open(path) as fh:
+        events = json.load(fh)
+    durs, order = {}, []
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        if e["name"] not in durs:
+            order.append(e)
+            durs[e["name"]] = []
+        durs[e["name"]].append(e["dur"] * 1e-6)
+    out = []
+    for e in order:
+        args = e["args"]
+        key = args["op_name"]
+        shapes = [list(s.values())[0] for s in args.get("input_type_shape", [])]
+        outs = [list(s.values())[0] for s in args.get("output_type_shape", [])]
+        if key == "Conv" and len(shapes) >= 2 and len(shapes[1]) == 4 and outs:
+            (f, cg, kh, kw), c = shapes[1], shapes[0][1]
+            oh, ow = outs[0][2:4]
+            kind = ("dw" if cg == 1 and c == f and c > 1 and (kh, kw) != (1, 1)
+                    else "pw" if (kh, kw) == (1, 1) and outs[0][2] == shapes[0][2] else "conv")
+            key = _kind(kind, c, f, oh, ow)
+        # drop the first runs (warm-up) from the median
+        out.append((key, float(np.median(durs[e["name"]][2:] or durs[e["name"]]))))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="mobilenet_v2")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--steps", action="store_true", help="print every step, not only totals")
+    p.add_argument("--no-ort", action="store_true")
+    a = p.parse_args(argv)
+    nnlite.set_num_threads(a.threads)
+    model = build_nnlite(a.model)
+    x = np.random.default_rng(0).standard_normal((a.batch, 3, a.size, a.size)).astype(
+        np.float32)
+    opt = nnlite.optimize_for_inference(model)
+    med, wall, plan = time_plan(opt, x, a.repeat)
+    keys = step_keys(plan)
+    print(f"# {a.model} batch {a.batch} {a.size}x{a.size}, {a.threads} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+          f"{len(plan.steps)} steps, medians of {a.repeat} rounds")
+    print(f"nnlite wall {wall * 1e3:.2f} ms, sum of step medians {med.sum() * 1e3:.2f} ms, "
+          f"between calls {(wall - med.sum()) * 1e3:+.2f} ms")
+
+    ort_times = None
+    if not a.no_ort:
+        torch, archs = _torch()
+        if torch is None or _ort() is None:
+            print("# torch or onnxruntime unavailable: nnlite only")
+        else:
+            tmodel = archs[a.model]().eval()
+            tmodel.load_state_dict({k: torch.from_numpy(v.copy())
+                                    for k, v in model.state_dict().items()})
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"{a.model}.onnx")
+                export_onnx(torch, tmodel, a.size, path)
+                ort_times = ort_profile(path, x, a.threads, a.repeat, tmp)
+            print(f"onnxruntime sum of node medians {sum(t for _, t in ort_times) * 1e3:.2f} ms "
+                  f"(profiling on)")
+
+    # match ORT nodes to nnlite steps by key, in order among equal keys
+    pool = {}
+    for key, t in ort_times or []:
+        pool.setdefault(_match_key(key), []).append(t)
+    matched = []
+    for _, key in keys:
+        q = pool.get(_match_key(key))
+        matched.append(q.pop(0) if q else None)
+    groups = {}
+    for (group, key), t, o in zip(keys, med, matched):
+        g = groups.setdefault(group, [0.0, 0.0, 0])
+        g[0] += t
+        if o is not None:
+            g[1] += o
+            g[2] += 1
+    if a.steps:
+        print(f"{'step':>4} {'kind':<26} {'nnlite ms':>9} {'ort ms':>8} {'ratio':>6}")
+        for i, ((_, key), t, o) in enumerate(zip(keys, med, matched)):
+            extra = "" if o is None else f" {o * 1e3:8.3f} {t / o:6.2f}"
+            print(f"{i:4d} {key:<26} {t * 1e3:9.3f}{extra}")
+    print(f"{'group':<18} {'nnlite ms':>9} {'ort ms':>8}  (ort: matched nodes only)")
+    for group, (t, o, n) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        extra = f" {o * 1e3:8.2f}  ({n} nodes)" if n else ""
+        print(f"{group:<18} {t * 1e3:9.2f}{extra}")
+    left = [k for k, q in pool.items() for _ in q]
+    if left:
+        print(f"# ORT nodes without an nnlite step of that key: {', '.join(sorted(set(left)))}")
+
+
+if __name__ == "__main__":
+    main()

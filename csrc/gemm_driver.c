@@ -13,11 +13,11 @@
  *       for jr in the block by NR:                     a KC x NR micro-panel, L1/L2
  *         for ir in rows by MR:  micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
  *
- * Units are handed out dynamically (several per thread) and there is no barrier inside a call:
- * when another process takes a core for a few ms, the other thread simply takes more units
- * instead of waiting at a barrier. A is packed once per unit. B is packed once per row group,
- * except that one product on a team whose rows are cut may share one packed B (packed lazily
- * by whichever thread needs a panel group first; see nnl_plan_units and b_shared). K slices and the MR x NR tile grid are fixed by the shape alone, so every
+ * Units are handed out dynamically (several per thread) and nothing is shared between threads,
+ * so there is no barrier inside a call: when another process takes a core for a few ms, the
+ * other thread simply takes more units instead of waiting at a barrier. B is packed once per
+ * row group and A once per unit; how a product is cut weighs that re-packing against the
+ * balance of the units (nnl_partition / nnl_plan_units). K slices and the MR x NR tile grid are fixed by the shape alone, so every
  * element is reduced in the same order whatever the thread count or unit split. Partial tiles
  * are zero-padded inside the packed panels only; the micro-kernel writes just the valid m x n
  * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
@@ -26,7 +26,6 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "gemm_internal.h"
 
@@ -45,12 +44,6 @@
 #define NNL_MIN_UNIT_ROWS 64                 /* shortest unit (rows) when splitting for balance */
 #endif
 
-#ifndef NNL_PACK_TASK_ELEMS
-#define NNL_PACK_TASK_ELEMS 16384            /* elements per panel group of a shared B */
-#endif
-#ifndef NNL_SHARE_SPINS
-#define NNL_SHARE_SPINS 2000                 /* pauses (~40 us) before packing a group privately */
-#endif
 
 /* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
@@ -67,37 +60,25 @@
  * multiple), units handed out dynamically in row-major order. The candidates have
  * NNL_UNITS_PER_THREAD to 4x that many units per thread; each is scored by an estimate of
  * its finishing time, in multiply-add equivalents, with its units scheduled greedily in order
- * on nt threads:
- *   a unit     rows * K * (columns, each partial NR panel's rounded up to NNL_COST_LANES)
- *              + NNL_PACK_COST per element it packs: its rows of A (unless pre-packed), its
- *                columns of B (unless B is pre-packed or shared)
- *              + NNL_READ_COST per element of a shared B it reads (its columns, from the L2
- *                or L3: a thin row group re-reads B for few rows)
- *              + NNL_UNIT_COST;
- *   shared B   when the rows are cut (ru > 1), every row group would pack the same B panels
- *              again; instead B is packed once into a buffer all threads read (while it fits
- *              this core's share of the L3), by whichever thread needs a panel first
- *              (b_shared in gemm_driver_tmpl.h): NNL_PACK_COST per element / nt.
- * So small products with few NR panels (N = 196 = four panels of 48 and one of 4) get units
- * that balance (row groups over all the columns) instead of a column split whose units differ
- * by a factor of 2, and the row split no longer re-packs B once per row group. */
+ * on nt threads, a unit costing
+ *     rows * K * (its columns, a partial NR panel's rounded up to NNL_COST_LANES)
+ *   + NNL_PACK_COST per element it packs (its rows of A and its columns of B, unless that
+ *     operand comes pre-packed)
+ *   + NNL_UNIT_COST.
+ * The fixed rule this replaces (kept for batches, gemm_driver_tmpl.h) cut small products into
+ * units of unequal work: N = 196 (four 48-column panels and one of 4) with M = 256 became six
+ * units of 3 and of 1 1/3 panels, whose dynamic schedule on 2 threads ends at 1.13x the
+ * balanced time (the measured per-unit CPU times of such layers, scheduled as 2 threads take
+ * them, allowed at most 1.6-1.7x from the second thread). */
 #ifndef NNL_COST_LANES
 #define NNL_COST_LANES 8
 #endif
 #ifndef NNL_PACK_COST
 #define NNL_PACK_COST 8.0                    /* multiply-adds per packed element (a copy) */
 #endif
-#ifndef NNL_READ_COST
-#define NNL_READ_COST 2.0                    /* per element read from a shared B (L2/L3) */
-#endif
 #ifndef NNL_UNIT_COST
 #define NNL_UNIT_COST 4096.0                 /* per unit: scheduling, nest set-up */
 #endif
-
-typedef struct {
-    nnl_idx mu, nu;                          /* rows / columns of a unit */
-    int share_b;                             /* B packed once for the whole team */
-} nnl_unit_plan;
 
 /* Columns c0..c1 with the tail of a partial NR panel rounded up to NNL_COST_LANES. */
 static double nnl_cost_cols(nnl_idx c0, nnl_idx c1, int nr)
@@ -107,15 +88,14 @@ static double nnl_cost_cols(nnl_idx c0, nnl_idx c1, int nr)
 }
 
 static double nnl_plan_score(nnl_idx M, nnl_idx N, nnl_idx K, int nr, int nt, nnl_idx mu,
-                             nnl_idx nu, int pack_a, int pack_b, int share_b)
+                             nnl_idx nu, int pack_a, int pack_b)
 {
     enum { MAXT = 64 };
     double busy[MAXT];
     const int team = nt < MAXT ? nt : MAXT;
     const nnl_idx ru = nnl_cdiv(M, mu), cu = nnl_cdiv(N, nu);
-    const double shared = share_b ? NNL_PACK_COST / team * (double)nnl_cdiv(N, nr) * nr * K : 0;
     for (int t = 0; t < team; t++)
-        busy[t] = shared;
+        busy[t] = 0;
     for (nnl_idx r = 0; r < ru; r++) {
         const double rows = (double)(nnl_min(M, (r + 1) * mu) - r * mu);
         for (nnl_idx c = 0; c < cu; c++) {
@@ -124,7 +104,7 @@ static double nnl_plan_score(nnl_idx M, nnl_idx N, nnl_idx K, int nr, int nt, nn
             if (pack_a)
                 w += NNL_PACK_COST * rows * (double)K;
             if (pack_b)
-                w += (share_b ? NNL_READ_COST : NNL_PACK_COST) * (double)(c1 - c0) * (double)K;
+                w += NNL_PACK_COST * (double)(c1 - c0) * (double)K;
             int first = 0;
             for (int t = 1; t < team; t++)
                 if (busy[t] < busy[first])
@@ -138,19 +118,17 @@ static double nnl_plan_score(nnl_idx M, nnl_idx N, nnl_idx K, int nr, int nt, nn
     return end;
 }
 
-/* The best-scoring partition of an M x N x K product for nt > 1 threads; pack_a / pack_b:
- * the call packs A / B itself (not pre-packed); elsize: bytes per element (for the cap). */
-static nnl_unit_plan nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int mc,
-                                    int nt, int pack_a, int pack_b, size_t elsize)
+/* The best-scoring partition (*mu rows by *nu columns per unit) of an M x N x K product for
+ * nt > 1 threads; pack_a / pack_b: the call packs A / B itself (not pre-packed). */
+static void nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int mc, int nt,
+                           int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
 {
     const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
-    const double bytes_b = (double)elsize * (double)(Q * nr) * (double)K;
-    const int can_share = pack_b && bytes_b <= (double)nnl_cache_sizes()->l3;
     const nnl_idx want = (nnl_idx)NNL_UNITS_PER_THREAD * nt;
     const nnl_idx ru_min = nnl_cdiv(P, nnl_max(1, mc / mr));
     const nnl_idx most = nnl_max(4 * want, ru_min);
-    nnl_unit_plan best = {nnl_cdiv(P, ru_min) * mr, Q * nr, 0};
-    double best_score = -1;
+    double best = -1;
+    *mu = nnl_cdiv(P, ru_min) * mr, *nu = Q * nr;
     for (nnl_idx ru0 = ru_min; ru0 <= nnl_min(most, P); ru0++) {
         const nnl_idx pu = nnl_cdiv(P, ru0);
         if (nnl_cdiv(P, pu) != ru0)
@@ -159,33 +137,28 @@ static nnl_unit_plan nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int
             const nnl_idx qu = nnl_cdiv(Q, cu0);
             if (nnl_cdiv(Q, qu) != cu0 || ru0 * cu0 < nnl_min(want, P * Q))
                 continue;
-            const int sb = can_share && ru0 > 1;
             const double score =
-                nnl_plan_score(M, N, K, nr, nt, pu * mr, qu * nr, pack_a, pack_b, sb);
-            if (best_score < 0 || score < best_score) {
-                best_score = score;
-                best.mu = pu * mr, best.nu = qu * nr, best.share_b = sb;
+                nnl_plan_score(M, N, K, nr, nt, pu * mr, qu * nr, pack_a, pack_b);
+            if (best < 0 || score < best) {
+                best = score;
+                *mu = pu * mr, *nu = qu * nr;
             }
         }
     }
-    return best;
 }
 
-/* The work units of a call (GEMM_NAME's loop): mu rows by nu columns, and whether B is
- * shared (b_shared). Serial: MC-row groups over all the columns. One item on a team:
- * nnl_plan_units. A batch on a team (the items already spread the work): aim at
- * NNL_UNITS_PER_THREAD units per thread, at least NNL_MIN_UNIT_PANELS panels wide (each unit
- * re-packs its A rows) and NNL_MIN_UNIT_ROWS rows tall (each row group re-packs B); if that
- * still leaves a thread idle, use narrower units, then shorter ones. */
+/* The work units of a call (GEMM_NAME's loop): mu rows by nu columns. Serial: MC-row groups
+ * over all the columns. One item on a team: nnl_plan_units. A batch on a team (the items
+ * already spread the work): aim at NNL_UNITS_PER_THREAD units per thread, at least
+ * NNL_MIN_UNIT_PANELS panels wide (each unit re-packs its A rows) and NNL_MIN_UNIT_ROWS rows
+ * tall (each row group re-packs B); if that still leaves a thread idle, use narrower units,
+ * then shorter ones. */
 static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int mc,
-                          int nt, int pack_a, int pack_b, size_t elsize, nnl_idx *mu,
-                          nnl_idx *nu, int *share_b)
+                          int nt, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
 {
     const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
-    *share_b = 0;
     if (nt > 1 && batch == 1) {
-        const nnl_unit_plan up = nnl_plan_units(M, N, K, mr, nr, mc, nt, pack_a, pack_b, elsize);
-        *mu = up.mu, *nu = up.nu, *share_b = up.share_b;
+        nnl_plan_units(M, N, K, mr, nr, mc, nt, pack_a, pack_b, mu, nu);
         return;
     }
     nnl_idx ru = nnl_cdiv(M, mc), cu = 1;
@@ -203,14 +176,6 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
     }
     *mu = nnl_cdiv(nnl_cdiv(M, ru), mr) * mr;
     *nu = nnl_cdiv(nnl_cdiv(N, cu), nr) * nr;
-}
-
-/* Spin-wait hint while another thread packs a shared B panel group. */
-static inline void nnl_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
 }
 
 /* float32 */
@@ -271,17 +236,16 @@ int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, i
 }
 
 int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
-                   int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu, int *share_b)
+                   int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
 {
     int mr, nr, mc, kc, nc;
     if (batch < 1 || M < 1 || N < 1 || K < 1 || nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc,
                                                                   &nc) != NNL_OK)
         return NNL_EINVAL;
-    *mu = *nu = 0, *share_b = 0;
+    *mu = *nu = 0;
     if (M <= NNL_SKINNY_M)
         return NNL_OK;                       /* the unpacked few-row path: no units */
     const int nt = nnl_team_size(nthreads, (double)batch * M * N * K, NNL_MIN_PARALLEL_MACS);
-    nnl_partition(batch, M, N, K, mr, nr, mc, nt, pack_a, pack_b, (size_t)elsize, mu, nu,
-                  share_b);
+    nnl_partition(batch, M, N, K, mr, nr, mc, nt, pack_a, pack_b, mu, nu);
     return NNL_OK;
 }

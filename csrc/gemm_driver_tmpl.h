@@ -118,56 +118,6 @@ static const T *FN(b_prepacked)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb
     return m->bpk + m->qn * pc + (jc / nr) * kcb * nr;
 }
 
-/* B packed once for the whole team (nnl_plan_units' shared B): the PACK_NAME layout of the
- * item's B in one buffer, filled lazily in groups of gb panels per K slice. Each group has a
- * state (0 not packed, 1 being packed, 2 packed); the first thread that needs a group packs
- * it, the others use it. No barrier: a thread that finds a group of its chunk being packed by
- * another waits a little (NNL_SHARE_SPINS pauses), and if that thread has lost its core,
- * packs the chunk itself into its private buffer (the same panels, bit for bit). */
-typedef struct {
-    const T *b;
-    nnl_idx rsb, csb, N, Q, kcb_max, gb, ngroups;
-    T *sb;
-    int *state;                /* [K slice][group] */
-} FN(nnl_bshared);
-
-static const T *FN(b_shared)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
-                             nnl_idx ncb, T *buf)
-{
-    const FN(nnl_bshared) *m = (const FN(nnl_bshared) *)ctx;
-    const nnl_idx q0 = jc / nr, q1 = nnl_cdiv(jc + ncb, nr);
-    const nnl_idx g0 = q0 / m->gb, g1 = (q1 - 1) / m->gb;
-    int *st = m->state + (pc / m->kcb_max) * m->ngroups;
-    T *dst = m->sb + m->Q * nr * pc;
-    int waiting = 0;
-    for (nnl_idx g = g0; g <= g1; g++) {
-        int expect = 0;
-        if (__atomic_load_n(&st[g], __ATOMIC_ACQUIRE) == 2)
-            continue;
-        if (__atomic_compare_exchange_n(&st[g], &expect, 1, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE)) {
-            FN(pack_b)(kcb, m->N, m->b + pc * m->rsb, m->rsb, m->csb, nr, g * m->gb,
-                       nnl_min(m->Q, (g + 1) * m->gb), dst);
-            __atomic_store_n(&st[g], 2, __ATOMIC_RELEASE);
-        } else {
-            waiting = 1;
-        }
-    }
-    for (nnl_idx g = g0; waiting && g <= g1; g++) {
-        long spins = 0;
-        while (__atomic_load_n(&st[g], __ATOMIC_ACQUIRE) != 2 && spins < NNL_SHARE_SPINS) {
-            nnl_cpu_relax();
-            spins++;
-        }
-        if (__atomic_load_n(&st[g], __ATOMIC_ACQUIRE) != 2) {
-            FN(pack_b)(kcb, ncb, m->b + pc * m->rsb + jc * m->csb, m->rsb, m->csb, nr, 0,
-                       nnl_cdiv(ncb, nr), buf);
-            return buf;
-        }
-    }
-    return dst + q0 * kcb * nr;
-}
-
 /* ------------------------------------------------------------------ few-row products */
 
 /* C[0:M, j0:j1] of one item for M <= NNL_SKINNY_M rows, without packing (a matrix-vector
@@ -340,40 +290,26 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     /* Work units: row groups of at most MC rows (their packed A block stays in L2) times
      * column groups of whole NR panels, each computed by one thread alone, handed out
      * dynamically (so a thread that loses its core for a while is covered by the others);
-     * nnl_partition (gemm_driver.c) cuts them, and may have B packed once for the team. */
+     * nnl_partition (gemm_driver.c) cuts them. */
     const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
     nnl_idx mu, nu;
-    int share_b;
-    nnl_partition(batch, M, N, K, mr, nr, kd->mc, nt, apk == NULL, bpk == NULL, sizeof(T), &mu,
-                  &nu, &share_b);
+    nnl_partition(batch, M, N, K, mr, nr, kd->mc, nt, apk == NULL, bpk == NULL, &mu, &nu);
     const nnl_idx ru = nnl_cdiv(M, mu), cu = nnl_cdiv(N, nu);
     const nnl_idx units = batch * ru * cu;
     if ((nnl_idx)nt > units)
         nt = (int)units;
     /* B chunk of a unit: NC columns (whole NR panels), so KC x NC stays in L2. */
     const nnl_idx chunk = nnl_min(kd->nc / nr, nnl_cdiv(nu, nr));
-    /* shared B (b_shared): groups of about NNL_PACK_TASK_ELEMS elements per K slice */
-    const nnl_idx nslices = nnl_cdiv(K, kcb_max);
-    const nnl_idx gb = nnl_max(1, NNL_PACK_TASK_ELEMS / (kcb_max * nr)), ng = nnl_cdiv(Q, gb);
 
-    /* The packing buffers of this call: the shared B and its group states (if any), then per
-     * thread an A block (mu x kcb) and a B chunk (kcb x chunk*nr), each a whole number of
-     * 64-byte lines, all in ONE malloc'd block that is freed on return (one block: glibc then
-     * keeps reusing the same heap memory from call to call instead of trimming it, which
-     * would cost a page fault per 4 KB on every call). */
-    const size_t sb_elems = share_b ? nnl_round64((size_t)(Q * nr) * (size_t)K, sizeof(T)) : 0;
-    const size_t st_elems =
-        share_b ? nnl_round64(sizeof(int) * (size_t)(nslices * ng), 1) / sizeof(T) : 0;
+    /* The packing buffers of this call: per thread, an A block (mu x kcb) then a B chunk
+     * (kcb x chunk*nr), each a whole number of 64-byte lines, all in ONE malloc'd block that
+     * is freed on return (one block: glibc then keeps reusing the same heap memory from call
+     * to call instead of trimming it, which would cost a page fault per 4 KB on every call). */
     const size_t ap_elems = nnl_round64((size_t)mu * (size_t)kcb_max, sizeof(T));
     const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(chunk * nr), sizeof(T));
-    T *ws = (T *)nnl_alloc64(sizeof(T) * (sb_elems + st_elems +
-                                          (ap_elems + bp_elems) * (size_t)nt));
+    T *ws = (T *)nnl_alloc64(sizeof(T) * (ap_elems + bp_elems) * (size_t)nt);
     if (ws == NULL)
         return NNL_ENOMEM;
-    T *priv = ws + sb_elems + st_elems;
-    FN(nnl_bshared) bsh = {B, rsb, csb, N, Q, kcb_max, gb, ng, ws, (int *)(ws + sb_elems)};
-    if (share_b)
-        memset(bsh.state, 0, sizeof(int) * (size_t)(nslices * ng));
 
     FN(nnl_nest) s0;
     s0.K = K, s0.kcb_max = kcb_max, s0.chunk = chunk;
@@ -388,7 +324,7 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 #endif
     {
         const int tid = nnl_thread_id();
-        T *ap = priv + (size_t)tid * (ap_elems + bp_elems);
+        T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
         T *bp = ap + ap_elems;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -405,9 +341,6 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             if (bpk != NULL) {
                 sb.b_ctx = &bk;
                 FN(gemm_nest)(&sb, FN(b_prepacked), NULL, kd, r0, r1, c0, c1, ap, bp);
-            } else if (share_b) {
-                sb.b_ctx = &bsh;
-                FN(gemm_nest)(&sb, FN(b_shared), NULL, kd, r0, r1, c0, c1, ap, bp);
             } else {
                 sb.b_ctx = &bm;
                 FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, kd, r0, r1, c0, c1, ap, bp);

@@ -3,6 +3,7 @@
     python benchmarks/bench_gemm.py [--quick] [--repeat 9] [--threads N] [--dtype float32]
                                     [--isa auto|generic|avx2|avx512] [--csv out.csv]
                                     [--only square|conv|pointwise] [--scaling]
+                                    [--clock wall|cpu]
 
 Both run in this process on the same preallocated operands, interleaved round-robin (STYLE
 section 4.8); the table shows median GFLOP/s (FLOPs = 2*M*N*K), the best round, and the ratio
@@ -12,6 +13,10 @@ default ``nnlite.get_num_threads()``). ``maxdiff`` is max |nnlite - float64 matm
 M = out channels, K = in channels * kh * kw, N = output pixels (batch 1); the pointwise rows
 are the 1x1 convs of ResNet-50, GoogLeNet and MobileNetV2 at batch 1 (small M, K and N, where
 the thread partition and the per-call costs matter most).
+
+``--clock cpu`` (one thread only): time by this process's CPU time instead of wall time, for
+single-thread ratios on a machine shared with other jobs (a descheduled stretch then costs
+neither side; cache and memory contention still do).
 
 ``--scaling``: for each shape, nnlite and NumPy each at 1 thread and at ``--threads`` threads
 (default 2), all four interleaved in one process; prints both ratios vs NumPy with the same
@@ -25,6 +30,7 @@ OpenBLAS setting takes effect. The header prints both; export other values to co
 import contextlib
 import os
 import sys
+import time
 
 import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
@@ -83,14 +89,14 @@ def operands(m, k, n, dtype):
     return a, b
 
 
-def bench_one(label, m, k, n, dtype, nthreads, repeat):
+def bench_one(label, m, k, n, dtype, nthreads, repeat, clock=None):
     a, b = operands(m, k, n, dtype)
     out_nn = np.empty((m, n), dtype)
     out_np = np.empty((m, n), dtype)
     times = _timing.interleave({
         "nnlite": lambda: gemm(a, b, out_nn, num_threads=nthreads),
         "numpy": lambda: np.matmul(a, b, out=out_np),
-    }, repeat=repeat, warmup=2, min_time=0.05)
+    }, repeat=repeat, warmup=2, min_time=0.05, clock=clock)
     flops = 2.0 * m * n * k
     diff = np.abs(out_nn - a.astype(np.float64) @ b.astype(np.float64)).max() / k
     med_nn, med_np = _timing.median(times["nnlite"]), _timing.median(times["numpy"])
@@ -144,9 +150,14 @@ def main():
                    help="run one group of shapes")
     p.add_argument("--scaling", action="store_true",
                    help="1 thread vs --threads (default 2) for both libraries")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time, or this process's CPU time (one thread only)")
     args = p.parse_args()
     if args.scaling and args.threads is None:
         args.threads = 2
+    if args.clock == "cpu" and (args.scaling or args.threads != 1):
+        p.error(f"--clock cpu needs --threads 1 and no --scaling (CPU time adds up the threads;"
+                f" got --threads {args.threads}{' --scaling' if args.scaling else ''})")
     _timing.apply_threads(args)
     nthreads = nnlite.get_num_threads()
     repeat = min(args.repeat, 5) if args.quick else args.repeat
@@ -172,14 +183,18 @@ def main():
             ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
             ("protocol", f"interleaved, {repeat} rounds, median (best), ratio = numpy/nnlite "
                          "time" + (f"; xT = {nthreads} threads, xT/1T = speed-up"
-                                   if args.scaling else "")),
+                                   if args.scaling else "")
+                         + ("; CPU time of the process" if args.clock == "cpu" else "")),
         ]
         print(_timing.header(extra))
         rows = []
-        run = bench_scaling if args.scaling else bench_one
         for dt in dtypes:
             for label, m, k, n in cases(args.quick, args.only):
-                rows.append(run(label, m, k, n, np.dtype(dt), nthreads, repeat))
+                if args.scaling:
+                    rows.append(bench_scaling(label, m, k, n, np.dtype(dt), nthreads, repeat))
+                else:
+                    rows.append(bench_one(label, m, k, n, np.dtype(dt), nthreads, repeat,
+                                          time.process_time if args.clock == "cpu" else None))
                 print(f"  ... {dt} {label}", file=sys.stderr, flush=True)
     print()
     columns = SCALING_COLUMNS if args.scaling else COLUMNS

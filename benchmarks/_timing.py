@@ -31,28 +31,33 @@ def time_once(fn):
     return time.perf_counter() - t0
 
 
-def interleave(candidates, repeat=7, warmup=1, min_time=0.0):
+def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
     """Time ``candidates`` (dict name -> zero-argument callable) round-robin.
 
     Each round calls every candidate once (in a fixed order); a call that takes less than
     ``min_time`` seconds is repeated inside the round and its mean is recorded. Returns dict
-    name -> list of ``repeat`` times in seconds.
+    name -> list of ``repeat`` times in seconds. ``clock``: the timer (default
+    ``time.perf_counter``, wall time; ``time.process_time`` counts this process's CPU time, all
+    its threads together, which other processes on a shared machine disturb far less).
     """
+    clock = clock or time.perf_counter
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     loops = {}
     for name, fn in candidates.items():
-        t = time_once(fn)
+        t0 = clock()
+        fn()
+        t = clock() - t0
         loops[name] = max(1, int(min_time / t)) if t > 0 and min_time > 0 else 1
     times = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, fn in candidates.items():
             k = loops[name]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(k):
                 fn()
-            times[name].append((time.perf_counter() - t0) / k)
+            times[name].append((clock() - t0) / k)
     return times
 
 

@@ -55,6 +55,8 @@ cdef extern from "gemm_kernels.h" nogil:
     int nnl_best_isa()
     const char *nnl_isa_name(int isa)
     int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+    int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
+                       int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
     ctypedef struct nnl_cache_info:
         long l1d, l2, l3
         const char *source
@@ -108,6 +110,18 @@ def blocking(isa, elsize):
     if nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
         raise ValueError(f"no GEMM micro-kernel for isa={isa}, elsize={elsize}")
     return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc}
+
+
+def work_units(int isa, int elsize, Py_ssize_t batch, Py_ssize_t M, Py_ssize_t N,
+               Py_ssize_t K, int nthreads, bint pack_a=True, bint pack_b=True):
+    """Dict mu, nu: the work units (mu rows x nu columns of C) a GEMM call of these sizes on
+    nthreads threads uses; mu = nu = 0 for products of <= 4 rows (unpacked path). For study
+    and tests."""
+    cdef nnl_idx mu = 0, nu = 0
+    if nnl_gemm_units(isa, elsize, batch, M, N, K, nthreads, pack_a, pack_b, &mu, &nu) != NNL_OK:
+        raise ValueError(f"work_units: sizes batch={batch}, M={M}, N={N}, K={K} must be >= 1, "
+                         f"isa={isa} available and elsize={elsize} 4 or 8")
+    return {"mu": mu, "nu": nu}
 
 
 def cache_sizes():

@@ -15,9 +15,9 @@
  *
  * Units are handed out dynamically (several per thread) and nothing is shared between threads,
  * so there is no barrier inside a call: when another process takes a core for a few ms, the
- * other thread simply takes more units instead of spinning at a barrier. B is packed once per
- * row group and A once per unit; with MC >= ~128 rows and units >= 4 panels wide that costs a
- * few percent. K slices and the MR x NR tile grid are fixed by the shape alone, so every
+ * other thread simply takes more units instead of waiting at a barrier. B is packed once per
+ * row group and A once per unit; how a product is cut weighs that re-packing against the
+ * balance of the units (nnl_partition / nnl_plan_units). K slices and the MR x NR tile grid are fixed by the shape alone, so every
  * element is reduced in the same order whatever the thread count or unit split. Partial tiles
  * are zero-padded inside the packed panels only; the micro-kernel writes just the valid m x n
  * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
@@ -44,6 +44,7 @@
 #define NNL_MIN_UNIT_ROWS 64                 /* shortest unit (rows) when splitting for balance */
 #endif
 
+
 /* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 /* Products of at most NNL_SKINNY_M rows (gemm_internal.h) skip packing (skinny_cols in
@@ -51,6 +52,131 @@
  * accumulator tile of a block, NNL_SKINNY_M x JB, stays in L1). */
 #define NNL_SKINNY_LANES 16
 #define NNL_SKINNY_JB 128
+
+/* ------------------------------------------------------------- work units of one item
+ *
+ * The partition of one product's C among nt > 1 threads (batch 1): rows cut into ru groups of
+ * mu rows (an MR multiple, at most MC) and columns into cu groups of nu columns (an NR
+ * multiple), units handed out dynamically in row-major order. The candidates have
+ * NNL_UNITS_PER_THREAD to 4x that many units per thread; each is scored by an estimate of
+ * its finishing time, in multiply-add equivalents, with its units scheduled greedily in order
+ * on nt threads, a unit costing
+ *     rows * K * (its columns, a partial NR panel's rounded up to NNL_COST_LANES)
+ *   + NNL_PACK_COST per element it packs (its rows of A and its columns of B, unless that
+ *     operand comes pre-packed)
+ *   + NNL_UNIT_COST.
+ * The fixed rule this replaces (kept for batches, gemm_driver_tmpl.h) cut small products into
+ * units of unequal work: N = 196 (four 48-column panels and one of 4) with M = 256 became six
+ * units of 3 and of 1 1/3 panels, whose dynamic schedule on 2 threads ends at 1.13x the
+ * balanced time (the measured per-unit CPU times of such layers, scheduled as 2 threads take
+ * them, allowed at most 1.6-1.7x from the second thread). */
+#ifndef NNL_COST_LANES
+#define NNL_COST_LANES 8
+#endif
+#ifndef NNL_PACK_COST
+#define NNL_PACK_COST 8.0                    /* multiply-adds per packed element (a copy) */
+#endif
+#ifndef NNL_UNIT_COST
+#define NNL_UNIT_COST 4096.0                 /* per unit: scheduling, nest set-up */
+#endif
+
+/* Columns c0..c1 with the tail of a partial NR panel rounded up to NNL_COST_LANES. */
+static double nnl_cost_cols(nnl_idx c0, nnl_idx c1, int nr)
+{
+    const nnl_idx full = (c1 - c0) / nr, rest = (c1 - c0) - full * nr;
+    return (double)(full * nr + nnl_cdiv(rest, NNL_COST_LANES) * NNL_COST_LANES);
+}
+
+static double nnl_plan_score(nnl_idx M, nnl_idx N, nnl_idx K, int nr, int nt, nnl_idx mu,
+                             nnl_idx nu, int pack_a, int pack_b)
+{
+    enum { MAXT = 64 };
+    double busy[MAXT];
+    const int team = nt < MAXT ? nt : MAXT;
+    const nnl_idx ru = nnl_cdiv(M, mu), cu = nnl_cdiv(N, nu);
+    for (int t = 0; t < team; t++)
+        busy[t] = 0;
+    for (nnl_idx r = 0; r < ru; r++) {
+        const double rows = (double)(nnl_min(M, (r + 1) * mu) - r * mu);
+        for (nnl_idx c = 0; c < cu; c++) {
+            const nnl_idx c0 = c * nu, c1 = nnl_min(N, (c + 1) * nu);
+            double w = rows * (double)K * nnl_cost_cols(c0, c1, nr) + NNL_UNIT_COST;
+            if (pack_a)
+                w += NNL_PACK_COST * rows * (double)K;
+            if (pack_b)
+                w += NNL_PACK_COST * (double)(c1 - c0) * (double)K;
+            int first = 0;
+            for (int t = 1; t < team; t++)
+                if (busy[t] < busy[first])
+                    first = t;
+            busy[first] += w;
+        }
+    }
+    double end = 0;
+    for (int t = 0; t < team; t++)
+        end = busy[t] > end ? busy[t] : end;
+    return end;
+}
+
+/* The best-scoring partition (*mu rows by *nu columns per unit) of an M x N x K product for
+ * nt > 1 threads; pack_a / pack_b: the call packs A / B itself (not pre-packed). */
+static void nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int mc, int nt,
+                           int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
+{
+    const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
+    const nnl_idx want = (nnl_idx)NNL_UNITS_PER_THREAD * nt;
+    const nnl_idx ru_min = nnl_cdiv(P, nnl_max(1, mc / mr));
+    const nnl_idx most = nnl_max(4 * want, ru_min);
+    double best = -1;
+    *mu = nnl_cdiv(P, ru_min) * mr, *nu = Q * nr;
+    for (nnl_idx ru0 = ru_min; ru0 <= nnl_min(most, P); ru0++) {
+        const nnl_idx pu = nnl_cdiv(P, ru0);
+        if (nnl_cdiv(P, pu) != ru0)
+            continue;                        /* the same rows per unit as a smaller ru0 */
+        for (nnl_idx cu0 = 1; cu0 <= Q && ru0 * cu0 <= most; cu0++) {
+            const nnl_idx qu = nnl_cdiv(Q, cu0);
+            if (nnl_cdiv(Q, qu) != cu0 || ru0 * cu0 < nnl_min(want, P * Q))
+                continue;
+            const double score =
+                nnl_plan_score(M, N, K, nr, nt, pu * mr, qu * nr, pack_a, pack_b);
+            if (best < 0 || score < best) {
+                best = score;
+                *mu = pu * mr, *nu = qu * nr;
+            }
+        }
+    }
+}
+
+/* The work units of a call (GEMM_NAME's loop): mu rows by nu columns. Serial: MC-row groups
+ * over all the columns. One item on a team: nnl_plan_units. A batch on a team (the items
+ * already spread the work): aim at NNL_UNITS_PER_THREAD units per thread, at least
+ * NNL_MIN_UNIT_PANELS panels wide (each unit re-packs its A rows) and NNL_MIN_UNIT_ROWS rows
+ * tall (each row group re-packs B); if that still leaves a thread idle, use narrower units,
+ * then shorter ones. */
+static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int mc,
+                          int nt, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
+{
+    const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
+    if (nt > 1 && batch == 1) {
+        nnl_plan_units(M, N, K, mr, nr, mc, nt, pack_a, pack_b, mu, nu);
+        return;
+    }
+    nnl_idx ru = nnl_cdiv(M, mc), cu = 1;
+    if (nt > 1) {
+        const nnl_idx want = nnl_cdiv((nnl_idx)NNL_UNITS_PER_THREAD * nt, batch);
+        const nnl_idx need = nnl_cdiv((nnl_idx)nt, batch);
+        if (ru * cu < want)
+            cu = nnl_min(nnl_cdiv(want, ru), nnl_cdiv(Q, NNL_MIN_UNIT_PANELS));
+        if (ru * cu < want)
+            ru = nnl_max(ru, nnl_min(nnl_cdiv(want, cu), M / NNL_MIN_UNIT_ROWS));
+        if (ru * cu < need)
+            cu = nnl_min(nnl_cdiv(need, ru), Q);
+        if (ru * cu < need)
+            ru = nnl_min(nnl_cdiv(need, cu), P);
+    }
+    *mu = nnl_cdiv(nnl_cdiv(M, ru), mr) * mr;
+    *nu = nnl_cdiv(nnl_cdiv(N, cu), nr) * nr;
+}
 
 /* float32 */
 #define T float
@@ -109,4 +235,19 @@ int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, i
         return NNL_OK;
     }
     return NNL_EINVAL;
+}
+
+int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
+                   int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
+{
+    int mr, nr, mc, kc, nc;
+    if (batch < 1 || M < 1 || N < 1 || K < 1 || nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc,
+                                                                  &nc) != NNL_OK)
+        return NNL_EINVAL;
+    *mu = *nu = 0;
+    if (M <= NNL_SKINNY_M)
+        return NNL_OK;                       /* the unpacked few-row path: no units */
+    const int nt = nnl_team_size(nthreads, (double)batch * M * N * K, NNL_MIN_PARALLEL_MACS);
+    nnl_partition(batch, M, N, K, mr, nr, mc, nt, pack_a, pack_b, mu, nu);
+    return NNL_OK;
 }

@@ -288,29 +288,13 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
      * who computes which tiles, so the result never depends on the thread count. */
     const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
     /* Work units: row groups of at most MC rows (their packed A block stays in L2) times
-     * column groups of whole NR panels. Serial: one column group. Threaded: aim at
-     * NNL_UNITS_PER_THREAD units per thread (handed out dynamically, so a thread that loses its
-     * core for a while is covered by the others), at least NNL_MIN_UNIT_PANELS panels wide
-     * (each unit re-packs its A rows) and NNL_MIN_UNIT_ROWS rows tall (each row group re-packs
-     * B); if that still leaves a thread idle, use narrower units, then shorter ones. */
+     * column groups of whole NR panels, each computed by one thread alone, handed out
+     * dynamically (so a thread that loses its core for a while is covered by the others);
+     * nnl_partition (gemm_driver.c) cuts them. */
     const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
-    nnl_idx ru = nnl_cdiv(M, kd->mc), cu = 1;
-    if (nt > 1) {
-        const nnl_idx want = nnl_cdiv((nnl_idx)NNL_UNITS_PER_THREAD * nt, batch);
-        const nnl_idx need = nnl_cdiv((nnl_idx)nt, batch);
-        if (ru * cu < want)
-            cu = nnl_min(nnl_cdiv(want, ru), nnl_cdiv(Q, NNL_MIN_UNIT_PANELS));
-        if (ru * cu < want)
-            ru = nnl_max(ru, nnl_min(nnl_cdiv(want, cu), M / NNL_MIN_UNIT_ROWS));
-        if (ru * cu < need)
-            cu = nnl_min(nnl_cdiv(need, ru), Q);
-        if (ru * cu < need)
-            ru = nnl_min(nnl_cdiv(need, cu), P);
-    }
-    const nnl_idx mu = nnl_cdiv(nnl_cdiv(M, ru), mr) * mr;
-    const nnl_idx nu = nnl_cdiv(nnl_cdiv(N, cu), nr) * nr;
-    ru = nnl_cdiv(M, mu);
-    cu = nnl_cdiv(N, nu);
+    nnl_idx mu, nu;
+    nnl_partition(batch, M, N, K, mr, nr, kd->mc, nt, apk == NULL, bpk == NULL, &mu, &nu);
+    const nnl_idx ru = nnl_cdiv(M, mu), cu = nnl_cdiv(N, nu);
     const nnl_idx units = batch * ru * cu;
     if ((nnl_idx)nt > units)
         nt = (int)units;

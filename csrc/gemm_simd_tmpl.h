@@ -33,6 +33,15 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
 #pragma GCC unroll 4
         for (int j = 0; j < nv; j++)
             acc[i][j] = V_ZERO();
+    /* the C tile is read after the K loop (every K slice but the first): fetch its lines now,
+     * so that they arrive during the loop (C rows are often 4 KB apart, the L1's set stride) */
+    if (e->load_c) {
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < nv; j++)
+                __builtin_prefetch(c + i * ldc + j * LANES, 1, 3);
+    }
     NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
     for (nnl_idx k = 0; k < kc; k++) {
         VEC b[UKR_NV];

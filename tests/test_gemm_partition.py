@@ -1,0 +1,124 @@
+"""The GEMM's work units on a thread team (csrc/gemm_driver.c: nnl_partition, nnl_plan_units).
+
+One product on a team is cut into units by an estimate of their finishing time (balance of the
+units against each unit's re-packing of its A rows and B columns). The tests read the plan
+through ``_gemm.work_units``: it is a valid cut (MR/NR multiples, at most MC rows, enough
+units), the small-N layers no longer get units of very unequal work, and the shapes below
+provably take both row and column splits; then the products are checked against a float64
+oracle and bit for bit across thread counts (each element is reduced in an order fixed by the
+shape alone), with B row-major, transposed and strided (the three packers), partial NR panels
+and several K slices.
+"""
+import numpy as np
+import pytest
+
+from conftest import assert_close
+
+from nnlite.kernels import gemm, gemm_ops
+
+BUILT = gemm_ops._gemm is not None
+pytestmark = pytest.mark.skipif(not BUILT, reason="nnlite._gemm not built")
+ISAS = gemm_ops._gemm.available_isas() if BUILT else []
+
+# (M, N, K): 1x1 convs of CNN inference at batch 1 with odd sizes: N = 14x14 + 1 pixels (a
+# 5-column NR tail on 8 x 48 tiles), N = 56x56 with few output channels, M not an MR multiple,
+# K spanning several KC slices, a tall one; all above the single-thread cut-off.
+SHAPES = [(203, 197, 517), (96, 3136, 64), (1000, 196, 130), (37, 1501, 301), (24, 3136, 144),
+          (256, 196, 1024)]
+THREADS = (2, 3, 4, 7)
+
+
+def rand(shape, dtype, seed):
+    return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype(dtype)
+
+
+def units(isa, dtype, m, n, k, nt, pack_a=True, pack_b=True):
+    return gemm_ops._gemm.work_units(gemm_ops._gemm.isa_code(isa), np.dtype(dtype).itemsize,
+                                     1, m, n, k, nt, pack_a, pack_b)
+
+
+def cost(m, n, k, mu, nu, nr, nt):
+    """Finishing time of the units (multiply-adds, partial panels rounded up to 8 columns)
+    scheduled greedily in order on nt threads; packing left out."""
+    busy = [0] * nt
+    for r0 in range(0, m, mu):
+        for c0 in range(0, n, nu):
+            cols = min(n, c0 + nu) - c0
+            eff = cols // nr * nr + -(-(cols % nr) // 8) * 8
+            i = busy.index(min(busy))
+            busy[i] += (min(m, r0 + mu) - r0) * k * eff
+    return max(busy)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", ISAS)
+def test_plan_is_a_valid_cut_with_both_directions(isa, dtype):
+    blk = gemm_ops._gemm.blocking(gemm_ops._gemm.isa_code(isa), np.dtype(dtype).itemsize)
+    mr, nr = blk["mr"], blk["nr"]
+    seen = set()
+    for m, n, k in SHAPES:
+        serial = units(isa, dtype, m, n, k, 1)
+        # one thread: MC-row groups over all the columns
+        assert serial["mu"] % mr == 0 and serial["mu"] <= blk["mc"] and serial["nu"] >= n
+        for nt in THREADS:
+            for pack_a, pack_b in [(True, True), (False, True), (True, False)]:
+                u = units(isa, dtype, m, n, k, nt, pack_a, pack_b)
+                mu, nu = u["mu"], u["nu"]
+                assert mu % mr == 0 and 0 < mu <= blk["mc"]
+                assert nu % nr == 0 and nu > 0
+                ru, cu = -(-m // mu), -(-n // nu)
+                assert min(3 * nt, -(-m // mr) * -(-n // nr)) <= ru * cu <= 12 * nt
+                seen.add((ru > 1, cu > 1))
+    assert (True, False) in seen and (False, True) in seen
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_plan_balances_few_column_panels(isa):
+    # a 1x1 conv at 14x14 (N = 196): the units' work on 2 threads must end within 10% of a
+    # perfect split (the fixed rule gave 3-panel and 1 1/3-panel units: 1.13x on 8 x 48 tiles)
+    blk = gemm_ops._gemm.blocking(gemm_ops._gemm.isa_code(isa), 4)
+    for m, n, k in [(256, 196, 1024), (1024, 196, 256), (192, 196, 480)]:
+        u = units(isa, np.float32, m, n, k, 2)
+        nr = blk["nr"]
+        eff = n // nr * nr + -(-(n % nr) // 8) * 8
+        assert cost(m, n, k, u["mu"], u["nu"], nr, 2) <= 1.10 * m * k * eff / 2, (m, n, k, u)
+
+
+def test_work_units_rejects_bad_sizes():
+    code = gemm_ops._gemm.isa_code(ISAS[0])
+    with pytest.raises(ValueError, match="M=0"):
+        gemm_ops._gemm.work_units(code, 4, 1, 0, 5, 5, 2)
+    with pytest.raises(ValueError, match="elsize=3"):
+        gemm_ops._gemm.work_units(code, 3, 1, 5, 5, 5, 2)
+    # few rows: the unpacked path, no units
+    assert gemm_ops._gemm.work_units(code, 4, 1, 4, 5000, 500, 2)["mu"] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("layout", ["rows", "transposed", "strided"])
+def test_partitions_match_oracle_and_each_other(isa, dtype, layout):
+    with gemm_ops.using_microkernel(isa):
+        for i, (m, n, k) in enumerate(SHAPES):
+            a = rand((m, k), dtype, i)
+            if layout == "rows":
+                b, trans_b = rand((k, n), dtype, 10 + i), False
+            elif layout == "transposed":   # op(B) columns contiguous
+                b, trans_b = rand((n, k), dtype, 10 + i), True
+            else:                          # neither stride 1
+                b, trans_b = rand((k, 2 * n), dtype, 10 + i)[:, ::2], False
+            bias = rand((n,), dtype, 20 + i)
+            c = rand((m, n), dtype, 30 + i)
+            bm = b.T if trans_b else b
+            ref = (0.5 * (a.astype(np.float64) @ bm.astype(np.float64))
+                   + 0.25 * c.astype(np.float64) + bias.astype(np.float64)[None, :])
+            ref = np.minimum(np.maximum(ref, 0), 6)
+            outs = {}
+            for nt in (1,) + THREADS:
+                out = c.copy()
+                gemm(a, b, out, alpha=0.5, beta=0.25, trans_b=trans_b, bias=bias, bias_axis=1,
+                     activation="relu6", num_threads=nt)
+                outs[nt] = out
+            assert_close(outs[1], ref, dtype, k=k, scale=1.0)
+            for nt in THREADS:
+                np.testing.assert_array_equal(outs[nt], outs[1], err_msg=f"{(m, n, k)} nt={nt}")

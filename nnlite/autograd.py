@@ -137,11 +137,22 @@ def _release(ctx):
 def _private(a, refs):
     """True when ndarray ``a`` may be written in place or kept without a copy: it owns its
     C-contiguous, writeable data and no other reference to it exists (``refs``: the references
-    the caller holds plus this function's parameter and getrefcount's argument). A view, a broadcast or an array that a
-    Function saved, returned twice or that the user holds fails the test and is copied, as
-    before; the check is CPython's reference count, which only errs on the side of copying."""
+    the caller holds plus this function's parameter and getrefcount's argument). A view, a
+    broadcast or an array that a Function saved, returned twice or that the user holds fails
+    the test and is copied, as before; the check is CPython's reference count, which only errs
+    on the side of copying where the counts are exact (see ``_REFCOUNT_EXACT``)."""
+    if not _REFCOUNT_EXACT:
+        return False
     f = a.flags
     return f.owndata and f.c_contiguous and f.writeable and sys.getrefcount(a) <= refs
+
+
+# The counts above are those of CPython up to 3.13 with the GIL. CPython 3.14 loads locals as
+# borrowed references (getrefcount may then report fewer holders than exist) and the
+# free-threaded build counts differently, so there (and on other interpreters) nothing is
+# adopted or summed in place: the gradients are copied as before, never shared by mistake.
+_REFCOUNT_EXACT = (sys.implementation.name == "cpython" and sys.version_info[:2] <= (3, 13)
+                   and getattr(sys, "_is_gil_enabled", lambda: True)())
 
 
 def backward(root, grad, retain_graph=False):

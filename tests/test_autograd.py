@@ -139,7 +139,11 @@ def test_backward_releases_the_graph_unless_retained():
         h.backward(np.ones((3, 2)))                     # a released inner node too
 
 
-def test_gradients_never_alias_what_another_holder_sees():
+@pytest.mark.parametrize("refcount_exact", [True, False])
+def test_gradients_never_alias_what_another_holder_sees(monkeypatch, refcount_exact):
+    # both with the reference-count shortcut (CPython <= 3.13) and with it off (3.14,
+    # free-threaded, other interpreters: every gradient copied)
+    monkeypatch.setattr(nnlite.autograd, "_REFCOUNT_EXACT", refcount_exact)
     # the backward adopts a fresh gradient as a leaf's .grad and sums fan-in gradients in
     # place only when no other reference exists: shared gradient arrays (Add returns gy to
     # both inputs), the user's grad argument, retained graphs and views must stay separate

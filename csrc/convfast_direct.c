@@ -45,7 +45,7 @@
 #ifndef NNL_DW_WIDE_MAX
 #define NNL_DW_WIDE_MAX ((nnl_idx)1 << 20)
 #endif
-/* Single-thread cut-off NNL_DW_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
+/* Work per thread NNL_DW_MIN_MACS_PER_THREAD: csrc/core/nnl_tuning.h. */
 
 static int dw_geom_ok(const nnl_conv_geom *g)
 {
@@ -57,11 +57,13 @@ static int dw_geom_ok(const nnl_conv_geom *g)
     return g->g == g->c && g->f % g->c == 0;
 }
 
-/* threads for a call: 1 below NNL_DW_MIN_PARALLEL_MACS or without OpenMP */
+/* threads for a call: as many as get NNL_DW_MIN_MACS_PER_THREAD multiply-adds each (1 without
+ * OpenMP); the callers cap it at the number of planes (channel blocks), the unit a thread
+ * takes whole, so every output plane is computed the same way on any number of threads */
 static int dw_threads(const nnl_conv_geom *g, int nthreads)
 {
-    return nnl_team_size(nthreads, (double)g->n * g->f * g->oh * g->ow * g->kh * g->kw,
-                         NNL_DW_MIN_PARALLEL_MACS);
+    return nnl_team_by_share(nthreads, (double)g->n * g->f * g->oh * g->ow * g->kh * g->kw,
+                             NNL_DW_MIN_MACS_PER_THREAD);
 }
 
 /* dw_row_copy_{s,d}(dst, src, n, sw, act): dst[v] = act(src[v * sw]) for v < n, sw >= 1.

@@ -308,6 +308,44 @@ def test_direct_depthwise_short_rows(dtype, stride):
             assert_close(outs[0], np.clip(want + beta * r, 0, 6), dtype, k=9, scale=4)
 
 
+# small-map depthwise layers with enough work for the kernel's 2-thread team
+# (NNL_DW_MIN_MACS_PER_THREAD): (N, C, H, W, stride, beta)
+_DW_SMALL_PARALLEL = [
+    (8, 1009, 7, 7, 1, 0.0),       # MobileNetV2's 7x7, an odd (prime) channel count
+    (12, 1999, 5, 9, 2, 1.0),       # 5x9 stride 2 (output 3x5), residual accumulated
+    (13, 577, 14, 14, 2, 0.0),      # 14x14 stride 2 (output 7x7)
+    (420, 19, 5, 9, 1, 0.0),       # 19 channels
+    (7500, 1, 7, 7, 1, 1.0),       # one channel, the planes over the batch
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("n, c, h, w, stride, beta", _DW_SMALL_PARALLEL)
+def test_direct_depthwise_small_maps_split_over_threads(n, c, h, w, stride, beta):
+    """Depthwise layers on small maps large enough for the kernel's second thread (checked
+    through its per-thread workspace): the channel planes (blocks of channels-in-lanes) are
+    split between the threads whole, so 1 and 2 threads give identical bits, and both match
+    the naive-loop reference (bias + ReLU6, and the residual via beta = 1)."""
+    rng = np.random.default_rng(n * 7919 + c)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32) * 3
+    wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    want = ref.conv2d(x, wt, b, stride, 1, 1, c).astype(np.float64)
+    oh, ow = want.shape[2:]
+    team = [convfast.depthwise_workspace_bytes(n, c, h, w, c, c, 3, 3, stride, stride, 1, 1,
+                                               1, 1, oh, ow, 4, num_threads=t) for t in (1, 2)]
+    assert team[1] > team[0] > 0, "the layer should run on a 2-thread team"
+    r = rng.standard_normal(want.shape).astype(np.float32)
+    outs = []
+    for nt in (1, 2):
+        y = r.reshape(n, c, oh * ow).copy()
+        convfast.conv2d_depthwise(x, wt.reshape(c, 9), b, y, 3, 3, stride, stride, 1, 1, 1, 1,
+                                  oh, ow, act=2, beta=beta, num_threads=nt)
+        outs.append(y.reshape(want.shape))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert_close(outs[1], np.clip(want + beta * r, 0, 6), np.float32, k=9, scale=4)
+
+
 @needs_ext
 def test_epilogue_needs_a_fast_algorithm():
     """An epilogue (out, act, beta) is for the direct and implicit kernels: under im2col it is

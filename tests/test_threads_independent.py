@@ -4,7 +4,7 @@ gradients and conv_transpose2d give bit-identical arrays for 1, 2 and 3 threads.
 The kernels promise this (every output element is reduced in the same order whoever computes
 it: the K slices and register tiles are fixed by the shape; col2im gives each image plane to
 one thread). The layers are large enough to pass every serial cut-off (implicit GEMM 2**24
-multiply-adds, depthwise 3*2**20, GEMM 2**20, im2col/col2im), and cover the implicit GEMM's three
+multiply-adds, depthwise 1.5*2**20 per thread, GEMM 2**20, im2col/col2im), and cover the implicit GEMM's three
 B sources: the padded band copy (3x3, pad 1), the image itself (pointwise; unpadded 3x3) and the
 im2col-arithmetic packer (3x3 stride 2).
 """

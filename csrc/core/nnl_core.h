@@ -32,6 +32,23 @@ static inline int nnl_team_size(int nthreads, double work, double min_parallel)
 #endif
 }
 
+/* Threads for a call of `work` units split into whole shares of at least `min_per_thread`
+ * units each: min(nthreads, work / min_per_thread), at least 1 (1 without OpenMP). */
+static inline int nnl_team_by_share(int nthreads, double work, double min_per_thread)
+{
+#ifdef _OPENMP
+    if (nthreads <= 1 || !(work >= 2.0 * min_per_thread))
+        return 1;
+    if (min_per_thread <= 0.0)
+        return nthreads;
+    const double fit = work / min_per_thread;
+    return fit >= (double)nthreads ? nthreads : (int)fit;
+#else
+    (void)nthreads, (void)work, (void)min_per_thread;
+    return 1;
+#endif
+}
+
 /* This thread's number inside an OpenMP parallel region (0 in a build without OpenMP): the
  * index of its private packing/work buffers. */
 static inline int nnl_thread_id(void)

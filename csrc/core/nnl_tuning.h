@@ -27,10 +27,21 @@
 #define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 24))
 #endif
 
-/* Direct depthwise conv (convfast_direct.c): same. Idle 2-core VM, speed-up of 2 threads:
- *   0.94x at 2.7M, 1.03x at 3.6M, 1.31x at 4.1M, 1.54x at 16M multiply-adds. */
-#ifndef NNL_DW_MIN_PARALLEL_MACS
-#define NNL_DW_MIN_PARALLEL_MACS (3.0 * (1 << 20))
+/* Direct depthwise conv (convfast_direct.c): a call takes as many threads as get at least this
+ *   many multiply-adds each (whole channel planes per thread): 2 threads from 3 * 2**20, the
+ *   same 2-thread decisions as the older total cut-off. Measured 2026-12 on the 2-core VM,
+ *   idle before and after each run: MobileNetV2's 3x3 layers, batch 1, bias + ReLU6, float32,
+ *   300 alternating calls each of 1 and 2 threads, 8 rounds (benchmarks/
+ *   bench_depthwise_threads.py [--sweep]); median(2 threads) / median(1 thread) by
+ *   multiply-adds per thread: 1.35M-2.0M (112x112 s2, 56x56) 0.68-1.00, mostly 0.8-0.9;
+ *   0.5M-0.7M (56x56 s2, 28x28) 0.75-1.22; 0.13M-0.34M (14x14, 14x14 s2, 7x7) 0.68-1.5,
+ *   mostly 1.0-1.2; below 0.1M 1.1-5x. The 2-thread medians carry the passive team's wake-up
+ *   (a 48-channel 7x7 layer: 9 us on 1 thread, 45-60 us median on 2, best 9 us). A cut-off of
+ *   2**20 per thread (MobileNetV2's 96-channel 112x112 stride-2 layer on 2 threads) made the
+ *   whole batch-1 plan slower, not faster: medians 13.7-17.5 vs 11.8-15.6 ms, 4 interleaved
+ *   pairs of benchmarks/bench_inference.py runs. */
+#ifndef NNL_DW_MIN_MACS_PER_THREAD
+#define NNL_DW_MIN_MACS_PER_THREAD (1.5 * (1 << 20))
 #endif
 
 /* GEMM cache blocking (nnl_cache.c): shallowest K slice. One thread, CPU time, float32

@@ -440,6 +440,33 @@ class SGD(Optimizer):
             chunk.add_to_params(-lr * g)
 
 
+def _adam_delta(g, state, step, group):
+    """Adam's update of the moments in ``state`` (exp_avg, exp_avg_sq and, with amsgrad,
+    max_exp_avg_sq: arrays updated in place) by gradient ``g`` at ``step``; returns what is
+    added to the parameter. One piece of arithmetic for the per-parameter and the foreach
+    paths, so the two agree bit for bit; the operation order is torch's."""
+    lr, eps = group["lr"], group["eps"]
+    beta1, beta2 = group["betas"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    w1 = 1 - beta1                                      # torch.lerp(m, g, w1), same branches
+    if w1 < 0.5:
+        m += w1 * (g - m)
+    else:
+        m[...] = g - (g - m) * (1 - w1)
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    step_size = lr / bias_correction1
+    if group["amsgrad"]:
+        vmax = state["max_exp_avg_sq"]
+        np.maximum(vmax, v, out=vmax)
+        denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
+    else:
+        denom = np.sqrt(v) / bias_correction2_sqrt + eps
+    return -step_size * (m / denom)
+
+
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's bias correction; ``decoupled_weight_decay=True`` is AdamW:
 
@@ -475,8 +502,7 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = np.zeros_like(p.data)
         g = -grad if group["maximize"] else grad
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
+        lr, wd = group["lr"], group["weight_decay"]
         state["step"] += 1
         step = state["step"]
         if wd != 0:
@@ -484,24 +510,7 @@ class Adam(Optimizer):
                 p.data *= 1 - lr * wd
             else:
                 g = g + wd * p.data
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        w1 = 1 - beta1                                  # torch.lerp(m, g, w1), same branches
-        if w1 < 0.5:
-            m += w1 * (g - m)
-        else:
-            m[...] = g - (g - m) * (1 - w1)
-        v *= beta2
-        v += (1 - beta2) * (g * g)
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
-        step_size = lr / bias_correction1
-        if group["amsgrad"]:
-            vmax = state["max_exp_avg_sq"]
-            np.maximum(vmax, v, out=vmax)
-            denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
-        else:
-            denom = np.sqrt(v) / bias_correction2_sqrt + eps
-        p.data += -step_size * (m / denom)
+        p.data += _adam_delta(g, state, step, group)
 
     def _state_keys(self, group):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
@@ -517,8 +526,7 @@ class Adam(Optimizer):
 
     def _foreach_update(self, group, chunks):
         """``_update``'s arithmetic on each chunk's flat gradient and state."""
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
+        lr, wd = group["lr"], group["weight_decay"]
         keys = self._state_keys(group)
         for chunk in chunks:
             states = self._chunk_states(chunk)
@@ -539,24 +547,7 @@ class Adam(Optimizer):
                         p.data *= 1 - lr * wd
                 else:
                     g = g + wd * chunk.datas()
-            m, v = arrs["exp_avg"], arrs["exp_avg_sq"]
-            w1 = 1 - beta1
-            if w1 < 0.5:
-                m += w1 * (g - m)
-            else:
-                m[...] = g - (g - m) * (1 - w1)
-            v *= beta2
-            v += (1 - beta2) * (g * g)
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
-            step_size = lr / bias_correction1
-            if group["amsgrad"]:
-                vmax = arrs["max_exp_avg_sq"]
-                np.maximum(vmax, v, out=vmax)
-                denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
-            else:
-                denom = np.sqrt(v) / bias_correction2_sqrt + eps
-            chunk.add_to_params(-step_size * (m / denom))
+            chunk.add_to_params(_adam_delta(g, arrs, step, group))
 
 
 class AdamW(Adam):

@@ -137,9 +137,10 @@ def test_small_cnns(make, size):
 
 
 # ------------------------------------------------------------------ optional torch parity
-def _torchvision_architectures(torch):
-    """torchvision's GoogLeNet (no aux), ResNet and MobileNetV2, rebuilt in plain torch with the
-    same module names (written from torchvision's model definitions)."""
+def torch_inception_blocks(torch, branch3_kernel=3):
+    """(BasicConv2d, Inception) in plain torch with torchvision's module names: conv without
+    bias, BatchNorm eps 1e-3, F.relu; the Inception's third branch has a ``branch3_kernel``
+    conv (3 in torchvision's GoogLeNet, 5 in the paper and in nnlite's SmallInceptionNet)."""
     tnn, F = torch.nn, torch.nn.functional
 
     class BasicConv2d(tnn.Module):
@@ -154,17 +155,28 @@ def _torchvision_architectures(torch):
     class Inception(tnn.Module):
         def __init__(self, i, c1, c3r, c3, c5r, c5, pp):
             super().__init__()
+            k = branch3_kernel
             self.branch1 = BasicConv2d(i, c1, kernel_size=1)
             self.branch2 = tnn.Sequential(BasicConv2d(i, c3r, kernel_size=1),
                                           BasicConv2d(c3r, c3, kernel_size=3, padding=1))
             self.branch3 = tnn.Sequential(BasicConv2d(i, c5r, kernel_size=1),
-                                          BasicConv2d(c5r, c5, kernel_size=3, padding=1))
+                                          BasicConv2d(c5r, c5, kernel_size=k, padding=k // 2))
             self.branch4 = tnn.Sequential(tnn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
                                           BasicConv2d(i, pp, kernel_size=1))
 
         def forward(self, x):
             return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
                               self.branch4(x)], 1)
+
+    return BasicConv2d, Inception
+
+
+def _torchvision_architectures(torch):
+    """torchvision's GoogLeNet (no aux), ResNet and MobileNetV2, rebuilt in plain torch with the
+    same module names (written from torchvision's model definitions)."""
+    tnn, F = torch.nn, torch.nn.functional
+
+    BasicConv2d, Inception = torch_inception_blocks(torch)
 
     class GoogLeNet(tnn.Module):
         def __init__(self, num_classes=1000):

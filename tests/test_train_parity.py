@@ -10,6 +10,9 @@ import nnlite.nn as nn
 import nnlite.nn.functional as F
 
 torch = pytest.importorskip("torch")
+
+from test_models import torch_inception_blocks  # noqa: E402
+
 pytestmark = pytest.mark.torch
 
 
@@ -62,29 +65,7 @@ def _torch_small_inception(width, num_classes):
     without bias, BatchNorm eps 1e-3, F.relu; the Inception's third branch 5x5)."""
     tnn, tF = torch.nn, torch.nn.functional
 
-    class BasicConv2d(tnn.Module):
-        def __init__(self, i, o, **kw):
-            super().__init__()
-            self.conv = tnn.Conv2d(i, o, bias=False, **kw)
-            self.bn = tnn.BatchNorm2d(o, eps=0.001)
-
-        def forward(self, x):
-            return tF.relu(self.bn(self.conv(x)))
-
-    class Inception(tnn.Module):
-        def __init__(self, i, c1, c3r, c3, c5r, c5, pp):
-            super().__init__()
-            self.branch1 = BasicConv2d(i, c1, kernel_size=1)
-            self.branch2 = tnn.Sequential(BasicConv2d(i, c3r, kernel_size=1),
-                                          BasicConv2d(c3r, c3, kernel_size=3, padding=1))
-            self.branch3 = tnn.Sequential(BasicConv2d(i, c5r, kernel_size=1),
-                                          BasicConv2d(c5r, c5, kernel_size=5, padding=2))
-            self.branch4 = tnn.Sequential(tnn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                          BasicConv2d(i, pp, kernel_size=1))
-
-        def forward(self, x):
-            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
-                              self.branch4(x)], 1)
+    BasicConv2d, Inception = torch_inception_blocks(torch, branch3_kernel=5)
 
     class Net(tnn.Module):
         def __init__(self):

@@ -371,6 +371,17 @@ def _check_nonneg(value, what):
         raise ValueError(f"Invalid {what}: {value}")
 
 
+def _sgd_direction(g, buf, fresh, group):
+    """SGD's step direction from gradient ``g`` (weight decay applied) and the momentum buffer
+    ``buf``, updated in place unless ``fresh`` (just made as a copy of ``g``). One piece of
+    arithmetic for the per-parameter and the foreach paths; the operation order is torch's."""
+    momentum = group["momentum"]
+    if not fresh:
+        buf *= momentum
+        buf += (1 - group["dampening"]) * g
+    return g + momentum * buf if group["nesterov"] else buf
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with PyTorch's momentum:
 
@@ -402,13 +413,10 @@ class SGD(Optimizer):
             g = g + wd * p.data
         if momentum != 0:
             buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = np.array(g, dtype=p.dtype, copy=True)
-                state["momentum_buffer"] = buf
-            else:
-                buf *= momentum
-                buf += (1 - group["dampening"]) * g
-            g = g + momentum * buf if group["nesterov"] else buf
+            fresh = buf is None
+            if fresh:
+                buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
+            g = _sgd_direction(g, buf, fresh, group)
         p.data += -group["lr"] * g
 
     def _foreach_state_ok(self, group, states):
@@ -433,10 +441,7 @@ class SGD(Optimizer):
                 buf = chunk.state_arrays(states, ("momentum_buffer",),
                                          lambda key: np.array(g, dtype=g.dtype, copy=True)
                                          )["momentum_buffer"]
-                if not fresh:
-                    buf *= momentum
-                    buf += (1 - group["dampening"]) * g
-                g = g + momentum * buf if group["nesterov"] else buf
+                g = _sgd_direction(g, buf, fresh, group)
             chunk.add_to_params(-lr * g)
 
 

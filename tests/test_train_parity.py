@@ -25,6 +25,24 @@ def _layers(lib):
             lib.AdaptiveAvgPool2d(1), lib.Flatten(), lib.Linear(16, 5)]
 
 
+def _train_both(model, opt, tmodel, topt, batches):
+    """The cross-entropy losses of nnlite and torch trained side by side on ``batches``."""
+    ours, theirs = [], []
+    for x, y in batches:
+        loss = F.cross_entropy(model(nnlite.tensor(x)), nnlite.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ours.append(float(loss.data))
+        tloss = torch.nn.functional.cross_entropy(tmodel(torch.from_numpy(x)),
+                                                  torch.from_numpy(y))
+        topt.zero_grad()
+        tloss.backward()
+        topt.step()
+        theirs.append(float(tloss.detach()))
+    return ours, theirs
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_twenty_step_loss_trajectory_matches_torch(threads):
     from conftest import kernel_threads
@@ -37,22 +55,10 @@ def test_twenty_step_loss_trajectory_matches_torch(threads):
     opt = nnlite.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     topt = torch.optim.SGD(tmodel.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(0)
-    ours, theirs = [], []
+    batches = [(rng.standard_normal((6, 3, 13, 11)).astype(np.float32),
+                rng.integers(0, 5, size=6)) for _ in range(20)]
     with kernel_threads(threads):
-        for _ in range(20):
-            x = rng.standard_normal((6, 3, 13, 11)).astype(np.float32)
-            y = rng.integers(0, 5, size=6)
-            loss = F.cross_entropy(model(nnlite.tensor(x)), nnlite.tensor(y))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            ours.append(float(loss.data))
-            tloss = torch.nn.functional.cross_entropy(tmodel(torch.from_numpy(x)),
-                                                      torch.from_numpy(y))
-            topt.zero_grad()
-            tloss.backward()
-            topt.step()
-            theirs.append(float(tloss.detach()))
+        ours, theirs = _train_both(model, opt, tmodel, topt, batches)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4)
     assert ours[-1] != ours[0]                                       # it really trained
     for k, v in tmodel.state_dict().items():                         # running stats too
@@ -98,23 +104,11 @@ def test_small_inception_adam_trajectory_matches_torch(batch):
     opt = nnlite.optim.Adam(model.parameters(), lr=3e-3)
     topt = torch.optim.Adam(tmodel.parameters(), lr=3e-3)
     rng = np.random.default_rng(1)
-    ours, theirs = [], []
+    # ReLU'd pixels: many exact zeros, so max-pool ties and the ReLU mask at 0 matter
+    batches = [(np.maximum(rng.standard_normal((batch, 1, 8, 8)), 0).astype(np.float32),
+                rng.integers(0, 10, size=batch)) for _ in range(20)]
     with kernel_threads(1):
-        for _ in range(20):
-            # ReLU'd pixels: many exact zeros, so max-pool ties and the ReLU mask at 0 matter
-            x = np.maximum(rng.standard_normal((batch, 1, 8, 8)), 0).astype(np.float32)
-            y = rng.integers(0, 10, size=batch)
-            loss = F.cross_entropy(model(nnlite.tensor(x)), nnlite.tensor(y))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            ours.append(float(loss.data))
-            tloss = torch.nn.functional.cross_entropy(tmodel(torch.from_numpy(x)),
-                                                      torch.from_numpy(y))
-            topt.zero_grad()
-            tloss.backward()
-            topt.step()
-            theirs.append(float(tloss.detach()))
+        ours, theirs = _train_both(model, opt, tmodel, topt, batches)
     np.testing.assert_allclose(ours, theirs, rtol=2e-4)
     assert ours[-1] < ours[0]                                         # it really trained
     for k, v in tmodel.state_dict().items():

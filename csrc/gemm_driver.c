@@ -17,10 +17,11 @@
  * so there is no barrier inside a call: when another process takes a core for a few ms, the
  * other thread simply takes more units instead of waiting at a barrier. B is packed once per
  * row group and A once per unit; how a product is cut weighs that re-packing against the
- * balance of the units (nnl_partition / nnl_plan_units). K slices and the MR x NR tile grid are fixed by the shape alone, so every
- * element is reduced in the same order whatever the thread count or unit split. Partial tiles
- * are zero-padded inside the packed panels only; the micro-kernel writes just the valid m x n
- * corner. Packing buffers are malloc'd per call (never static) and freed before returning.
+ * balance of the units (nnl_partition / nnl_plan_units). K slices and the MR x NR tile grid
+ * are fixed by the shape alone, so every element is reduced in the same order whatever the
+ * thread count or unit split. Partial tiles are zero-padded inside the packed panels only; the
+ * micro-kernel writes just the valid m x n corner. Packing buffers are malloc'd per call
+ * (never static) and freed before returning.
  * Products of at most NNL_SKINNY_M rows (matrix-vector shapes) skip packing altogether.
  */
 #include <pthread.h>
@@ -43,7 +44,6 @@
 #ifndef NNL_MIN_UNIT_ROWS
 #define NNL_MIN_UNIT_ROWS 64                 /* shortest unit (rows) when splitting for balance */
 #endif
-
 
 /* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 

@@ -374,6 +374,36 @@ def test_heavy_im2col_conv_of_a_batch_is_split_into_implicit_parts(two_threads):
         assert_same(fast(xk), plain(model, xk))
 
 
+def test_heavy_winograd_conv_of_a_batch_is_split_into_winograd_parts(two_threads):
+    # a wide 3x3 branch whose conv runs Winograd in the plan (64 -> 128 channels on 14x13
+    # maps, batch 2): its two parts keep Winograd (implicit parts ran GoogLeNet b8 slower);
+    # the oracle is the plain run under im2col + GEMM, which shares no kernel with Winograd
+    from nnlite._algorithms import resolve
+    from nnlite._convgeom import conv2d_geometry
+    from nnlite._infer import kernels as K
+
+    if K._conv_cython is None:
+        pytest.skip("Winograd needs the compiled extension")
+    geom = conv2d_geometry((2, 64, 14, 13), (128, 64, 3, 3), (128,), 1, 1)
+    assert resolve(geom, "auto", weights_prepared=True) == "winograd"   # the premise
+    nnlite.manual_seed(0)
+    model = randomize_bn(blocks.Inception(16, 8, 64, 128, 4, 8, 8))
+    x = np.random.default_rng(0).standard_normal((2, 16, 14, 13)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    with nnlite.conv_algorithm("im2col"):
+        refs = [plain(model, x)] + [plain(model, 3 * x[::-1] + k) for k in range(3)]
+    assert_same(fast(x), refs[0])
+    (plan, _), = fast._plans.values()
+    (first, last, (a, b), syncs), = plan.groups
+    parts = [plan.steps[i][1] for i in a + b if type(plan.steps[i][1]).__name__ == "ConvPart"]
+    assert len(parts) == 2 and sum(p.f1 - p.f0 for p in parts) == 128 and len(syncs) == 1
+    assert all(p.inner.algorithm == "winograd" for p in parts)
+    assert {p.f0 for p in parts} == {0, min(p.f1 for p in parts)}     # the halves abut
+    for k in range(3):
+        xk = np.ascontiguousarray(3 * x[::-1] + k)
+        assert_same(fast(xk), refs[k + 1])
+
+
 def test_heavy_im2col_conv_is_split_over_shared_columns(two_threads):
     # the same lopsided block on a small map (im2col + GEMM) at batch 1: one gather of the
     # columns in lane 0, the filters split between the lanes, lane 1 waiting for the gather

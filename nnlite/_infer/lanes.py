@@ -149,9 +149,15 @@ def _balance(first, last, lanes, steps, metas, consts, st):
     are a large buffer (GoogLeNet b8: 27.6 MB for inception3b's 3x3 conv) beside the parts'
     packed weights: such a conv splits into two implicit-GEMM ConvParts instead, which need
     neither (GoogLeNet b8, 2 threads, busy machine, 21 interleaved rounds: 775 ms vs 884 ms
-    with shared columns, ONNX Runtime 816 ms; 'auto' parts, which pick Winograd there, ran
-    662 ms but hold 33 MB more transformed weights). Mutates ``steps`` (part kernels); None
-    when the group stays too lopsided.
+    with shared columns, ONNX Runtime 816 ms). A Winograd conv of a batch splits into two
+    Winograd parts instead (each transforms the input on its own; together they hold the
+    whole conv's transformed weights): GoogLeNet b8, whose split convs are all Winograd
+    convs, 566-575 ms vs 663-704 ms with implicit parts (ONNX Runtime 700-747 ms; two runs of
+    9-11 interleaved rounds, load 4-5, AMD EPYC Zen 4, 2 threads; a third: 360 vs
+    454 ms, ORT 468 ms). At batch 1 a Winograd conv
+    still splits over shared columns: Winograd parts were no faster there (57.1 vs 55.3 ms,
+    42.1 vs 40.1 ms). Mutates ``steps`` (part kernels); None when the group stays too
+    lopsided.
     """
     def step_cost(i):
         return cost(steps[i].node, metas)
@@ -184,7 +190,9 @@ def _balance(first, last, lanes, steps, metas, consts, st):
         if moved >= _SPLIT_ALIGN and (conv.implicit or conv.pointwise or batch):
             in_metas = [metas[v] if v else None for v in node.inputs]
             cs = [consts.get(v) if v else None for v in node.inputs]
-            algo = "implicit" if batch and not conv.implicit else "auto"
+            # a Winograd conv of a batch splits into Winograd parts
+            algo = ("winograd" if conv.algorithm == "winograd"
+                    else "implicit" if batch and not conv.implicit else "auto")
             a = split_conv(node, in_metas, cs, 0, F - moved, algo)
             b = split_conv(node, in_metas, cs, F - moved, F, algo)
         elif moved >= _SPLIT_ALIGN and conv.cols is not None:

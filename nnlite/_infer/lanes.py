@@ -153,11 +153,10 @@ def _balance(first, last, lanes, steps, metas, consts, st):
     Winograd parts instead (each transforms the input on its own; together they hold the
     whole conv's transformed weights): GoogLeNet b8, whose split convs are all Winograd
     convs, 566-575 ms vs 663-704 ms with implicit parts (ONNX Runtime 700-747 ms; two runs of
-    9-11 interleaved rounds, load 4-5, AMD EPYC Zen 4, 2 threads; a third: 360 vs
-    454 ms, ORT 468 ms). At batch 1 a Winograd conv
-    still splits over shared columns: Winograd parts were no faster there (57.1 vs 55.3 ms,
-    42.1 vs 40.1 ms). Mutates ``steps`` (part kernels); None when the group stays too
-    lopsided.
+    9-11 interleaved rounds, load 4-5, AMD EPYC Zen 4, 2 threads; a third: 360 vs 454 ms,
+    ORT 468 ms). At batch 1 a Winograd conv still splits over shared columns: Winograd parts
+    were no faster there (57.1 vs 55.3 ms, 42.1 vs 40.1 ms). Mutates ``steps`` (part
+    kernels); None when the group stays too lopsided.
     """
     def step_cost(i):
         return cost(steps[i].node, metas)

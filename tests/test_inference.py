@@ -587,3 +587,30 @@ def test_plan_cache_keeps_at_most_max_plans_least_recently_used_dropped():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="max_plans"):
             nnlite.optimize_for_inference(model, max_plans=bad)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # the mean of an empty map: NaN
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 1, 5, 3), (1, 4, 1, 1), (2, 6, 7, 7), (1, 2, 0, 3)])
+def test_global_pool_kernel_matches_a_loop(shape, dtype):
+    # the plan's GlobalAveragePool (a product with a 1/(H*W) vector on contiguous rows, else
+    # the reduction) and GlobalMaxPool against sums and maxima taken element by element
+    from nnlite._infer.kernels import GlobalPoolKernel
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((shape[0], 2 * shape[1]) + shape[2:]).astype(dtype)
+    for x in (np.ascontiguousarray(big[:, :shape[1]]), big[:, ::2]):   # contiguous or strided
+        n, c = shape[:2]
+        for op in ("GlobalAveragePool", "GlobalMaxPool"):
+            if op == "GlobalMaxPool" and x.size == 0:
+                continue
+            y = np.full((n, c, 1, 1), np.nan, dtype)
+            GlobalPoolKernel(op).bind([x], [y], None)()
+            want = np.empty((n, c))
+            for i in range(n):
+                for j in range(c):
+                    vals = [float(v) for v in x[i, j].ravel()]
+                    want[i, j] = (max(vals) if op == "GlobalMaxPool"
+                                  else sum(vals) / len(vals) if vals else np.nan)
+            np.testing.assert_allclose(y[:, :, 0, 0], want, rtol=1e-6 if dtype == np.float32
+                                       else 1e-12, atol=1e-7)

@@ -580,7 +580,8 @@ class GlobalPoolKernel(Kernel):
         axes = tuple(range(2, x.ndim))
         reduce = self.reduce
         size = int(np.prod(x.shape[2:], dtype=np.int64))
-        if (self.op == "GlobalAveragePool" and x.ndim > 2 and size and x.dtype in (np.float32, np.float64)
+        if (self.op == "GlobalAveragePool" and x.ndim > 2 and size
+                and x.dtype in (np.float32, np.float64)
                 and x.flags.c_contiguous and y.flags.c_contiguous):
             rows = x.reshape(x.shape[0], x.shape[1], size)
             out = _view(y, x.shape[:2])

@@ -8,6 +8,7 @@ them alike; report the median (and the best) per candidate. Benchmarks never ass
 """
 import argparse
 import csv
+import random
 import statistics
 import sys
 import time
@@ -34,9 +35,15 @@ def time_once(fn):
 def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
     """Time ``candidates`` (dict name -> zero-argument callable) round-robin.
 
-    Each round calls every candidate once (in a fixed order); a call that takes less than
-    ``min_time`` seconds is repeated inside the round and its mean is recorded. Returns dict
-    name -> list of ``repeat`` times in seconds. ``clock``: the timer (default
+    Each round calls every candidate once, in an order shuffled per round (seeded: the same
+    orders every run; never the same candidate twice in a row across rounds): a candidate is
+    slowed by what its predecessor leaves behind (ONNX Runtime's worker threads spin on after
+    a run, caches are cold after an eager run), and in a fixed order one candidate always pays
+    for the same predecessor (GoogLeNet b1 on 2 busy cores: one nnlite plan ran 1.03x ONNX
+    Runtime right after ONNX Runtime's run and 0.74x after another nnlite plan, the same plan
+    imported from ONNX). A call that takes less than ``min_time`` seconds is repeated inside
+    the round and its mean is recorded. Returns dict name -> list of ``repeat`` times in
+    seconds. ``clock``: the timer (default
     ``time.perf_counter``, wall time; ``time.process_time`` counts this process's CPU time, all
     its threads together, which other processes on a shared machine disturb far less).
     """
@@ -51,8 +58,14 @@ def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
         t = clock() - t0
         loops[name] = max(1, int(min_time / t)) if t > 0 and min_time > 0 else 1
     times = {name: [] for name in candidates}
+    order, last = list(candidates.items()), None
+    rng = random.Random(20260)
     for _ in range(repeat):
-        for name, fn in candidates.items():
+        rng.shuffle(order)
+        if len(order) > 1 and order[0][0] == last:
+            order.append(order.pop(0))
+        last = order[-1][0] if order else None
+        for name, fn in order:
             k = loops[name]
             t0 = clock()
             for _ in range(k):

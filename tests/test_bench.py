@@ -463,3 +463,35 @@ def test_summary_cli_onnx_without_the_onnx_package(tmp_path, monkeypatch, capsys
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["summary", str(path)]) == 2
     assert "pip install" in capsys.readouterr().err
+
+
+def test_timing_interleave_shuffles_the_order_and_times_each_candidate():
+    # benchmarks/_timing.interleave: every round is a permutation of the candidates, no
+    # candidate runs twice in a row, over many rounds each one follows every other; a fake
+    # clock advanced by each call by its own amount checks that times land under their names
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    try:
+        import _timing
+    finally:
+        sys.path.pop(0)
+    now, calls = [0.0], []
+
+    def make(name, cost):
+        def fn():
+            calls.append(name)
+            now[0] += cost
+        return fn
+    costs = {"a": 1.0, "b": 2.0, "c": 4.0, "d": 8.0}
+    times = _timing.interleave({k: make(k, v) for k, v in costs.items()}, repeat=40,
+                               warmup=1, clock=lambda: now[0])
+    assert times == {k: [v] * 40 for k, v in costs.items()}
+    timed = calls[8:]                                     # after warm-up and sizing
+    rounds = [timed[i:i + 4] for i in range(0, len(timed), 4)]
+    assert len(rounds) == 40 and all(sorted(r) == list("abcd") for r in rounds)
+    assert all(x != y for x, y in zip(timed, timed[1:]))
+    assert set(zip(timed, timed[1:])) == {(x, y) for x in "abcd" for y in "abcd" if x != y}
+    assert len({tuple(r) for r in rounds}) > 4            # not a fixed order or a rotation
+    assert _timing.interleave({}, repeat=3) == {}

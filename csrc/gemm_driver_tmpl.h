@@ -221,7 +221,7 @@ int PACK_NAME(int side, nnl_idx rows, nnl_idx cols, const T *X, nnl_idx rs, nnl_
         const nnl_idx Pm = nnl_cdiv(rows, kd->mr) * kd->mr;
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
             FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X + pc * cs, rs, cs, kd->mr,
-                       kd->mr == 8 && nnl_pack_a8_ok(), out + Pm * pc);
+                       nnl_pack_a_fast(kd->mr), out + Pm * pc);
     } else {
         const nnl_idx Q = nnl_cdiv(cols, kd->nr);
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
@@ -315,7 +315,7 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.K = K, s0.kcb_max = kcb_max, s0.chunk = chunk;
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
     s0.rsa = rsa, s0.csa = csa, s0.apk = apk, s0.apk_rows = P * mr;
-    s0.a_pack8 = mr == 8 && nnl_pack_a8_ok();
+    s0.a_pack8 = nnl_pack_a_fast(mr);
     s0.rsc = rsc, s0.bias_kind = bias_kind;
     s0.t_ctx = NULL;
 

@@ -106,7 +106,7 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         nnl_idx rsa, csa;                                                                     \
         const T *apk;              /* ... its panels pre-packed for apk_rows = ceil(M/MR)*MR */\
         nnl_idx apk_rows;                                                                     \
-        int a_pack8;               /* rows of 8 with csa == 1 packed by nnl_pack_a8_s (float) */\
+        int a_pack8;               /* MR-row panels, csa == 1: nnl_pack_a8_s (float, MR 6/8) */\
         const void *b_ctx;         /* the B source's context */                              \
         T *c;                      /* C (row 0 of the item), row stride rsc */               \
         nnl_idx rsc;                                                                          \
@@ -119,13 +119,17 @@ NNL_DEFINE_NEST(float, s)
 NNL_DEFINE_NEST(double, d)
 #undef NNL_DEFINE_NEST
 
-/* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] through AVX
- * 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a writes).
- * Call only when nnl_pack_a8_ok(). */
-void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap);
+/* mr (6 or 8) full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*mr + i] through
+ * AVX 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a
+ * writes). Call only when nnl_pack_a8_ok(); nnl_pack_a_fast(mr) says whether it serves mr. */
+void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr);
 /* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing). */
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
 int nnl_pack_a8_ok(void);
+static inline int nnl_pack_a_fast(int mr)
+{
+    return (mr == 8 || mr == 6) && nnl_pack_a8_ok();
+}
 
 /* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available
  * (gemm_driver.c); the GEMM and the implicit conv both take their kernels from here. */

@@ -8,7 +8,8 @@
 /* ---------------------------------------------------------------------------------- packing */
 
 /* A[0:mc, 0:kc] (strides rsa, csa) -> ceil(mc/mr) micro-panels ap[p][k][i], zero rows past mc.
- * pack8: full 8-row panels of a row-major A go through PACK_A8 (AVX transposes, same bits). */
+ * pack8: full MR-row panels of a row-major A go through PACK_A8 (AVX transposes, same bits; the
+ * caller sets it only for an MR that PACK_A8 serves, nnl_pack_a_fast). */
 static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx csa, int mr,
                        int pack8, T *NNL_RESTRICT ap)
 {
@@ -16,8 +17,8 @@ static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx 
         const int m = (int)nnl_min(mr, mc - ip);
         const T *src = a + ip * rsa;
 #ifdef PACK_A8
-        if (pack8 && m == 8 && mr == 8 && csa == 1) {
-            PACK_A8(kc, src, rsa, ap);
+        if (pack8 && m == mr && csa == 1) {
+            PACK_A8(kc, src, rsa, ap, mr);
             ap += kc * mr;
             continue;
         }

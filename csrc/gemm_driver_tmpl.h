@@ -104,6 +104,20 @@ static const T *FN(b_from_matrix)(const void *ctx, int nr, nnl_idx pc, nnl_idx k
     return buf;
 }
 
+/* A row-major B read in place (b_ld = rsb in gemm_nest): the full NR panels of the chunk are
+ * not copied; a ragged last panel (past column N the micro-kernel would read beyond B's rows)
+ * is packed into buf at its packed position. */
+static const T *FN(b_in_place)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                               nnl_idx ncb, T *buf)
+{
+    const FN(nnl_bmat) *m = (const FN(nnl_bmat) *)ctx;
+    const T *src = m->b + pc * m->rsb + jc;
+    const nnl_idx nq = nnl_cdiv(ncb, nr);
+    if (ncb % nr != 0)
+        FN(pack_b)(kcb, ncb, src, m->rsb, 1, nr, nq - 1, nq, buf);
+    return src;
+}
+
 /* B packed whole by PACK_NAME: K slice pc, then column panel jc / NR (qn = ceil(N/NR)*NR). */
 typedef struct {
     const T *bpk;
@@ -318,6 +332,13 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.a_pack8 = nnl_pack_a_fast(mr);
     s0.rsc = rsc, s0.bias_kind = bias_kind;
     s0.t_ctx = NULL;
+    /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
+     * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
+     * rows of at least two cache lines */
+    s0.b_ld = (bpk == NULL && csb == 1 && K <= NNL_GEMM_INPLACE_MAX_K &&
+               M <= NNL_GEMM_INPLACE_MAX_M && (size_t)nr * sizeof(T) >= 128)
+                  ? rsb
+                  : 0;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -341,6 +362,9 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             if (bpk != NULL) {
                 sb.b_ctx = &bk;
                 FN(gemm_nest)(&sb, FN(b_prepacked), NULL, kd, r0, r1, c0, c1, ap, bp);
+            } else if (s0.b_ld > 0) {
+                sb.b_ctx = &bm;
+                FN(gemm_nest)(&sb, FN(b_in_place), NULL, kd, r0, r1, c0, c1, ap, bp);
             } else {
                 sb.b_ctx = &bm;
                 FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, kd, r0, r1, c0, c1, ap, bp);

@@ -30,6 +30,8 @@ typedef struct {
     int act;                  /* NNL_ACT_* (last K block only, else NONE) */
     const float *bias_row;    /* bias of the tile's first row, or NULL */
     const float *bias_col;    /* bias of the tile's first column, or NULL */
+    nnl_idx ldb;              /* row stride of the B micro-panel: NR when packed, B's own row
+                               * stride when read in place (gemm_nest, b_ld) */
 } nnl_epi_s;
 
 typedef struct {
@@ -38,6 +40,7 @@ typedef struct {
     int act;
     const double *bias_row;
     const double *bias_col;
+    nnl_idx ldb;
 } nnl_epi_d;
 
 typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,
@@ -108,6 +111,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         nnl_idx apk_rows;                                                                     \
         int a_pack8;               /* MR-row panels, csa == 1: nnl_pack_a8_s (float, MR 6/8) */\
         const void *b_ctx;         /* the B source's context */                              \
+        nnl_idx b_ld;              /* 0: b_src packs; > 0: its full panels are read in place, \
+                                    * rows b_ld apart (gemm_nest) */                         \
         T *c;                      /* C (row 0 of the item), row stride rsc */               \
         nnl_idx rsc;                                                                          \
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \

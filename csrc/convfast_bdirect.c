@@ -9,8 +9,9 @@
  * give the same bits. The tile (row stride 48) is then added into y by cf_scatter. Used only
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
  * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row (and 6-row) A packing of the
- * GEMM driver through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed panel), and
- * nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a transposed B). */
+ * GEMM driver through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed
+ * panel), and nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a
+ * transposed B). */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH

@@ -41,8 +41,10 @@
  *   307 -> 282, 317 -> 290; M=24 K=96 N=3136 194 -> 165, 189 -> 166. More rows: M=96 K=16
  *   N=12544 825 -> 931, 756 -> 770 (slower); M=256 K=64 N=3136 1238 -> 1247, 1397 -> 1381;
  *   M=128 K=128 N=3136 1232 -> 1202, 1330 -> 1271 (within the noise). AVX2 (64-byte panel
- *   rows): M=16 K=32 239 -> 249, M=256 K=64 1235 -> 1484 (slower). The spread between runs
- *   of the same code is 5-10% on this shared machine. */
+ *   rows): M=16 K=32 239 -> 249, M=256 K=64 1235 -> 1484 (slower). float64, AVX-512 (24-double
+ *   rows), the shapes the limits admit: M=16 K=32 N=12544 472 -> 406, 453 -> 383; M=24 K=16
+ *   410 -> 413, 397 -> 406; M=64 K=64 619 -> 574, 639 -> 608; M=24 K=96 448 -> 353,
+ *   412 -> 330. The spread between runs of the same code is 5-10% on this shared machine. */
 #ifndef NNL_GEMM_INPLACE_MAX_K
 #define NNL_GEMM_INPLACE_MAX_K 128
 #endif

@@ -8,9 +8,10 @@
  * (gemm_simd_tmpl.h, 8 x 48 tile, alpha = 1, no epilogue) on the packed panel, so both paths
  * give the same bits. The tile (row stride 48) is then added into y by cf_scatter. Used only
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
- * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row A packing of the GEMM driver
- * through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed panel), and
- * nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a transposed B). */
+ * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row (and 6-row) A packing of the
+ * GEMM driver through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed
+ * panel), and nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a
+ * transposed B). */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH
@@ -47,52 +48,71 @@ TGT void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base,
     }
 }
 
-/* 8 x 8 transpose of rows r[0..7] (8 floats each, any stride) into out[j*ldo + i] = r[i][j]. */
-static inline __attribute__((target("avx"), always_inline)) void
-cf_t8x8(const float *src, nnl_idx ld, float *out, nnl_idx ldo)
+/* 8 x 8 transpose in registers: c[j] lane i = r[i] lane j. */
+static inline __attribute__((target("avx"), always_inline)) void cf_t8x8_reg(const __m256 r[8],
+                                                                             __m256 c[8])
 {
-    const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld);
-    const __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
-    const __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
-    const __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
-    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
     const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
     const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
     const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
     const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(out + 0 * ldo, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(out + 1 * ldo, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(out + 2 * ldo, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(out + 3 * ldo, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(out + 4 * ldo, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(out + 5 * ldo, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(out + 6 * ldo, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(out + 7 * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
+    c[0] = _mm256_permute2f128_ps(u0, u4, 0x20), c[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    c[2] = _mm256_permute2f128_ps(u2, u6, 0x20), c[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    c[4] = _mm256_permute2f128_ps(u0, u4, 0x31), c[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    c[6] = _mm256_permute2f128_ps(u2, u6, 0x31), c[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/* Eight full rows w[i*ld + k], k < kcb, -> out[k*ldo + i] through 8 x 8 register transposes. The GEMM's B packing of a transposed B (each column of op(B) contiguous) writes its
- * NR-wide micro-panel eight columns at a time through it (ldo = NR). */
+/* Eight full rows w[i*ld + k], k < kcb, -> out[k*ldo + i] through 8 x 8 register transposes.
+ * The GEMM's B packing of a transposed B (each column of op(B) contiguous) writes its NR-wide
+ * micro-panel eight columns at a time through it (ldo = NR). */
 __attribute__((target("avx"))) void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld,
                                                   float *out, nnl_idx ldo)
 {
     nnl_idx k = 0;
-    for (; k + 8 <= kcb; k += 8)
-        cf_t8x8(w + k, ld, out + k * ldo, ldo);
+    for (; k + 8 <= kcb; k += 8) {
+        __m256 r[8], c[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = _mm256_loadu_ps(w + i * ld + k);
+        cf_t8x8_reg(r, c);
+        for (int j = 0; j < 8; j++)
+            _mm256_storeu_ps(out + (k + j) * ldo, c[j]);
+    }
     for (; k < kcb; k++)
         for (int i = 0; i < 8; i++)
             out[k * ldo + i] = w[i * ld + k];
 }
 
-/* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] (what the scalar
- * loop of the GEMM's pack_a writes), eight columns at a time through an 8 x 8 register
- * transpose. */
+/* mr (6 or 8) full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*mr + i] (what
+ * the scalar loop of the GEMM's pack_a writes), eight columns at a time through an 8 x 8
+ * register transpose (6 rows: two zero rows, and each column stored as 4 + 2 floats, so
+ * nothing is written past the panel). */
 __attribute__((target("avx"))) void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld,
-                                                  float *ap)
+                                                  float *ap, int mr)
 {
-    nnl_pack_t8_s(kcb, w, ld, ap, 8);
+    if (mr == 8) {
+        nnl_pack_t8_s(kcb, w, ld, ap, 8);
+        return;
+    }
+    nnl_idx k = 0;
+    for (; k + 8 <= kcb; k += 8) {
+        __m256 r[8], c[8];
+        for (int i = 0; i < 6; i++)
+            r[i] = _mm256_loadu_ps(w + i * ld + k);
+        r[6] = r[7] = _mm256_setzero_ps();
+        cf_t8x8_reg(r, c);
+        for (int j = 0; j < 8; j++) {
+            float *o = ap + (k + j) * 6;
+            _mm_storeu_ps(o, _mm256_castps256_ps128(c[j]));
+            _mm_storel_pi((__m64 *)(o + 4), _mm256_extractf128_ps(c[j], 1));
+        }
+    }
+    for (; k < kcb; k++)
+        for (int i = 0; i < 6; i++)
+            ap[k * 6 + i] = w[i * ld + k];
 }
 
 int nnl_pack_a8_ok(void)
@@ -121,9 +141,9 @@ int nnl_cf_bdirect_ok(int isa, int mr, int nr)
     return 0;
 }
 
-void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap)
+void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr)
 {
-    (void)kcb, (void)w, (void)ld, (void)ap;
+    (void)kcb, (void)w, (void)ld, (void)ap, (void)mr;
 }
 
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo)

@@ -285,7 +285,7 @@ static void FN(cf_tile)(const void *ctx, nnl_idx kcb, const T *ap, const T *bp, 
 {
     const FN(cf_item) *it = (const FN(cf_item) *)ctx;
     const nnl_idx ysf = it->g->ysf;
-    const EPI_T plain = {1, 0, 0, NNL_ACT_NONE, NULL, NULL};
+    const EPI_T plain = {1, 0, 0, NNL_ACT_NONE, NULL, NULL, it->p->nr};
 #if CF_BDIRECT
     if (it->bdirect && (n == it->p->nr || it->p->bdirect_all))
         nnl_cf_bdirect_8x48_s(kcb, ap, it->src + (jr - it->tbase), it->koff + pc, it->tile);
@@ -328,7 +328,8 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     s0.K = p.k, s0.kcb_max = p.kcb_max, s0.chunk = p.chunk;
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
     s0.rsa = p.k, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
-    s0.a_pack8 = kd->mr == 8 && nnl_pack_a8_ok();
+    s0.a_pack8 = nnl_pack_a_fast(kd->mr);
+    s0.b_ld = 0;
     s0.rsc = geom->ysf, s0.bias_kind = bias ? NNL_BIAS_ROW : NNL_BIAS_NONE;
 
 #ifdef _OPENMP

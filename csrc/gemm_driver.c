@@ -22,7 +22,11 @@
  * thread count or unit split. Partial tiles are zero-padded inside the packed panels only; the
  * micro-kernel writes just the valid m x n corner. Packing buffers are malloc'd per call
  * (never static) and freed before returning.
- * Products of at most NNL_SKINNY_M rows (matrix-vector shapes) skip packing altogether.
+ * Products of at most NNL_SKINNY_M rows (matrix-vector shapes) skip packing altogether; products
+ * of a few rows and a shallow K (a pointwise conv at batch 1) read a row-major B in place instead
+ * of packing it, when the family's panel rows span at least two cache lines (b_in_place in
+ * gemm_driver_tmpl.h, limits in nnl_tuning.h): the same values reach the micro-kernel, so the
+ * same bits.
  */
 #include <pthread.h>
 #include <stdint.h>

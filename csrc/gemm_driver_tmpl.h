@@ -104,6 +104,20 @@ static const T *FN(b_from_matrix)(const void *ctx, int nr, nnl_idx pc, nnl_idx k
     return buf;
 }
 
+/* A row-major B read in place (b_ld = rsb in gemm_nest): the full NR panels of the chunk are
+ * not copied; a ragged last panel (past column N the micro-kernel would read beyond B's rows)
+ * is packed into buf at its packed position. */
+static const T *FN(b_in_place)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                               nnl_idx ncb, T *buf)
+{
+    const FN(nnl_bmat) *m = (const FN(nnl_bmat) *)ctx;
+    const T *src = m->b + pc * m->rsb + jc;
+    const nnl_idx nq = nnl_cdiv(ncb, nr);
+    if (ncb % nr != 0)
+        FN(pack_b)(kcb, ncb, src, m->rsb, 1, nr, nq - 1, nq, buf);
+    return src;
+}
+
 /* B packed whole by PACK_NAME: K slice pc, then column panel jc / NR (qn = ceil(N/NR)*NR). */
 typedef struct {
     const T *bpk;
@@ -221,7 +235,7 @@ int PACK_NAME(int side, nnl_idx rows, nnl_idx cols, const T *X, nnl_idx rs, nnl_
         const nnl_idx Pm = nnl_cdiv(rows, kd->mr) * kd->mr;
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
             FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X + pc * cs, rs, cs, kd->mr,
-                       kd->mr == 8 && nnl_pack_a8_ok(), out + Pm * pc);
+                       nnl_pack_a_fast(kd->mr), out + Pm * pc);
     } else {
         const nnl_idx Q = nnl_cdiv(cols, kd->nr);
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
@@ -315,9 +329,16 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.K = K, s0.kcb_max = kcb_max, s0.chunk = chunk;
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
     s0.rsa = rsa, s0.csa = csa, s0.apk = apk, s0.apk_rows = P * mr;
-    s0.a_pack8 = mr == 8 && nnl_pack_a8_ok();
+    s0.a_pack8 = nnl_pack_a_fast(mr);
     s0.rsc = rsc, s0.bias_kind = bias_kind;
     s0.t_ctx = NULL;
+    /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
+     * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
+     * rows of at least two cache lines */
+    s0.b_ld = (bpk == NULL && csb == 1 && K <= NNL_GEMM_INPLACE_MAX_K &&
+               M <= NNL_GEMM_INPLACE_MAX_M && (size_t)nr * sizeof(T) >= 128)
+                  ? rsb
+                  : 0;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -341,6 +362,9 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             if (bpk != NULL) {
                 sb.b_ctx = &bk;
                 FN(gemm_nest)(&sb, FN(b_prepacked), NULL, kd, r0, r1, c0, c1, ap, bp);
+            } else if (s0.b_ld > 0) {
+                sb.b_ctx = &bm;
+                FN(gemm_nest)(&sb, FN(b_in_place), NULL, kd, r0, r1, c0, c1, ap, bp);
             } else {
                 sb.b_ctx = &bm;
                 FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, kd, r0, r1, c0, c1, ap, bp);

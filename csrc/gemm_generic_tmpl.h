@@ -23,7 +23,7 @@ static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_R
         for (int i = 0; i < G_MR; i++)
             rows[i] += ap[i] * b;
         ap += G_MR;
-        bp += G_NR;
+        bp += e->ldb;
     }
     memcpy(acc, rows, sizeof acc);
 #else
@@ -37,7 +37,7 @@ static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_R
                 acc[i][j] += a * bp[j];
         }
         ap += G_MR;
-        bp += G_NR;
+        bp += e->ldb;
     }
 #endif
     for (int i = 0; i < m; i++) {

@@ -30,6 +30,8 @@ typedef struct {
     int act;                  /* NNL_ACT_* (last K block only, else NONE) */
     const float *bias_row;    /* bias of the tile's first row, or NULL */
     const float *bias_col;    /* bias of the tile's first column, or NULL */
+    nnl_idx ldb;              /* row stride of the B micro-panel: NR when packed, B's own row
+                               * stride when read in place (gemm_nest, b_ld) */
 } nnl_epi_s;
 
 typedef struct {
@@ -38,6 +40,7 @@ typedef struct {
     int act;
     const double *bias_row;
     const double *bias_col;
+    nnl_idx ldb;
 } nnl_epi_d;
 
 typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,
@@ -106,8 +109,10 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         nnl_idx rsa, csa;                                                                     \
         const T *apk;              /* ... its panels pre-packed for apk_rows = ceil(M/MR)*MR */\
         nnl_idx apk_rows;                                                                     \
-        int a_pack8;               /* rows of 8 with csa == 1 packed by nnl_pack_a8_s (float) */\
+        int a_pack8;               /* MR-row panels, csa == 1: nnl_pack_a8_s (float, MR 6/8) */\
         const void *b_ctx;         /* the B source's context */                              \
+        nnl_idx b_ld;              /* 0: b_src packs; > 0: its full panels are read in place, \
+                                    * rows b_ld apart (gemm_nest) */                         \
         T *c;                      /* C (row 0 of the item), row stride rsc */               \
         nnl_idx rsc;                                                                          \
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
@@ -119,13 +124,17 @@ NNL_DEFINE_NEST(float, s)
 NNL_DEFINE_NEST(double, d)
 #undef NNL_DEFINE_NEST
 
-/* Eight full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*8 + i] through AVX
- * 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a writes).
- * Call only when nnl_pack_a8_ok(). */
-void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap);
+/* mr (6 or 8) full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*mr + i] through
+ * AVX 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a
+ * writes). Call only when nnl_pack_a8_ok(); nnl_pack_a_fast(mr) says whether it serves mr. */
+void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr);
 /* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing). */
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
 int nnl_pack_a8_ok(void);
+static inline int nnl_pack_a_fast(int mr)
+{
+    return (mr == 8 || mr == 6) && nnl_pack_a8_ok();
+}
 
 /* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available
  * (gemm_driver.c); the GEMM and the implicit conv both take their kernels from here. */

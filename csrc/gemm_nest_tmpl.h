@@ -8,7 +8,8 @@
 /* ---------------------------------------------------------------------------------- packing */
 
 /* A[0:mc, 0:kc] (strides rsa, csa) -> ceil(mc/mr) micro-panels ap[p][k][i], zero rows past mc.
- * pack8: full 8-row panels of a row-major A go through PACK_A8 (AVX transposes, same bits). */
+ * pack8: full MR-row panels of a row-major A go through PACK_A8 (AVX transposes, same bits; the
+ * caller sets it only for an MR that PACK_A8 serves, nnl_pack_a_fast). */
 static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx csa, int mr,
                        int pack8, T *NNL_RESTRICT ap)
 {
@@ -16,8 +17,8 @@ static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx 
         const int m = (int)nnl_min(mr, mc - ip);
         const T *src = a + ip * rsa;
 #ifdef PACK_A8
-        if (pack8 && m == 8 && mr == 8 && csa == 1) {
-            PACK_A8(kc, src, rsa, ap);
+        if (pack8 && m == mr && csa == 1) {
+            PACK_A8(kc, src, rsa, ap, mr);
             ap += kc * mr;
             continue;
         }
@@ -115,7 +116,8 @@ static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, n
  *   for pc in K by KC:
  *     pack A[r0:r1, pc:+KC] -> ap                        (MC x KC block, stays in L2)
  *     for jc in c0..c1 by chunk*NR:
- *       B[pc:+KC, jc:+chunk*NR] -> bp  (b_src)           (KC x chunk*NR block, L2-sized)
+ *       B[pc:+KC, jc:+chunk*NR] -> bp  (b_src)           (KC x chunk*NR block, L2-sized;
+ *                                                         or read in place, s->b_ld)
  *       for each NR panel of the chunk:                  (KC x NR micro-panel, L1/L2)
  *         for ir in r0..r1 by MR: micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
  *                                 (or tile() when the caller writes its own tiles)
@@ -129,6 +131,7 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     EPI_T e;
     e.alpha = s->alpha;
     e.bias_row = e.bias_col = NULL;
+    e.ldb = nr;
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
@@ -148,7 +151,11 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
             for (nnl_idx q = 0; q < nq; q++) {
                 const nnl_idx jr = jc + q * nr;
                 const int n = (int)nnl_min(nr, c1 - jr);
-                const T *bpq = bp + q * kcb * nr;
+                /* b_ld > 0: full panels in place (rows b_ld apart), a ragged last one packed
+                 * into bpw by b_src; the same values either way, so the same bits */
+                const int inplace = s->b_ld > 0 && n == nr;
+                const T *bpq = inplace ? bp + q * nr : (s->b_ld > 0 ? bpw : bp) + q * kcb * nr;
+                e.ldb = inplace ? s->b_ld : nr;
                 e.bias_col = (last && s->bias_kind == NNL_BIAS_COL) ? s->bias + jr : NULL;
                 for (nnl_idx ir = r0; ir < r1; ir += mr) {
                     const int m = (int)nnl_min(mr, r1 - ir);

@@ -42,6 +42,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
             for (int j = 0; j < nv; j++)
                 __builtin_prefetch(c + i * ldc + j * LANES, 1, 3);
     }
+    const nnl_idx ldb = e->ldb; /* UKR_NR (packed panel) or B's row stride (read in place) */
     NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
     for (nnl_idx k = 0; k < kc; k++) {
         VEC b[UKR_NV];
@@ -56,7 +57,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
                 acc[i][j] = V_FMA(a, b[j], acc[i][j]);
         }
         ap += UKR_MR;
-        bp += UKR_NR;
+        bp += ldb;
     }
 
     /* write-out epilogue: alpha/beta, bias, activation (NNL_ACT_VEC, nnl_core.h); the last

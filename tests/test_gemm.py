@@ -116,6 +116,55 @@ def test_transposed_b_packs_the_same_panels(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_row_major_a_packs_the_same_panels(isa, dtype):
+    """A row-major A (float32, MR 6 or 8: packed through AVX 8 x 8 transposes, the 6-row
+    panels with two zero rows and stores of 4 + 2 floats) gives the bits of the same product
+    with A transposed in memory (packed element by element): packing is an exact copy. Row
+    counts with a ragged last MR panel and several MC blocks, K not a multiple of 8 and above
+    KC, so that panel ends and K-slice ends fall inside a transpose block."""
+    for i, (m, n, k) in enumerate([(6, 20, 13), (50, 40, 301), (97, 33, 1000), (1100, 17, 9)]):
+        a, b = rand((m, k), dtype, 50 + i), rand((k, n), dtype, 60 + i)
+        at = np.ascontiguousarray(a.T)
+        want = gemm(at, b, trans_a=True, num_threads=1)
+        check(want, oracle(a, b), dtype, k)
+        if isa == "numpy":
+            continue                      # the BLAS may sum a transposed A in another order
+        for threads in (1, 2):
+            np.testing.assert_array_equal(gemm(a, b, num_threads=threads), want)
+        np.testing.assert_array_equal(gemm(gemm_ops.pack(a, "a"), b), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_b_read_in_place_gives_the_packed_bits(isa, dtype):
+    """Few rows and a shallow K (a pointwise conv at batch 1): a row-major B is read in place
+    by the micro-kernels where the family's panel rows are wide enough (AVX-512), only a ragged
+    last panel packed; the bits must be those of the same call on B pre-packed (always the
+    packed path), for 1 and 2 threads, a B with a row stride wider than N, and a batch.
+    Shapes straddle the limits (M 64/65, K 128/129) and NR (N = 1, 47, 48, 97, 1000)."""
+    if isa == "numpy":
+        pytest.skip("no packed operands without the extension")
+    cases = [(16, 32, 1000), (1, 3, 97), (7, 1, 47), (64, 128, 48), (65, 16, 97),
+             (24, 129, 200), (5, 17, 1)]
+    for i, (m, k, n) in enumerate(cases):
+        a, wide = rand((m, k), dtype, 70 + i), rand((k, n + 5), dtype, 80 + i)
+        bias, c = rand((m,), dtype, 90 + i), rand((m, n), dtype, 100 + i)
+        for b in (np.ascontiguousarray(wide[:, :n]), wide[:, 3:3 + n]):
+            want = c.copy()
+            gemm(a, gemm_ops.pack(b, "b"), want, alpha=0.5, beta=0.25, bias=bias,
+                 activation="relu")
+            check(want, oracle(a, b, 0.5, 0.25, c, bias, 0, "relu"), dtype, k)
+            for threads in (1, 2):
+                out = c.copy()
+                gemm(a, b, out, alpha=0.5, beta=0.25, bias=bias, activation="relu",
+                     num_threads=threads)
+                np.testing.assert_array_equal(out, want)
+    a, b = rand((16, 32), dtype, 1), rand((3, 32, 500), dtype, 2)
+    got = gemm_batched(gemm_ops.pack(a, "a"), b)
+    for j in range(3):
+        np.testing.assert_array_equal(got[j], gemm(a, gemm_ops.pack(b[j], "b")))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias_axis", [0, 1])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 def test_epilogue_bias_activation(isa, dtype, bias_axis, activation):

@@ -15,9 +15,41 @@
 
 /* GEMM (gemm_driver.c): below this many multiply-adds a call runs on one thread.
  *   1 vs 2 threads, idle 2-core VM (recorded with the driver): 192^3 (7M) 80 vs 115 us,
- *   256^3 (17M) 176 vs 141-218 us, 384^3 550 vs 372 us. */
+ *   256^3 (17M) 176 vs 141-218 us, 384^3 550 vs 372 us.
+ *   The 1x1 convs of MobileNetV2 / GoogLeNet / ResNet-50 at batch 1 (1.5M-13M multiply-adds,
+ *   weights pre-packed, bias + ReLU, called as the inference plan calls them:
+ *   benchmarks/bench_gemm_threads.py, built with this cut-off at 0), 2026-12-04, the 2-core AMD
+ *   EPYC Zen 4 VM, AVX-512 family, OMP_WAIT_POLICY=PASSIVE, load average 3.2-4.1 (other jobs on
+ *   both cores), 200 alternating calls each: median(2 threads) / median(1 thread) 1.07-1.52,
+ *   the best 2-thread call slower than the best 1-thread one in every layer (e.g. M=64 K=384
+ *   N=196: 132 vs 171 us median; M=16 K=32 N=12544: 243 vs 270 us; M=160 K=960 N=49: 208 vs
+ *   237 us). ONNX Runtime 1.32 gained nothing from its second thread in the same minutes
+ *   (pw 32->16 @112x112: 241 vs 242 us). On a busy machine a second thread does not pay even
+ *   at 14M-100M multiply-adds (2t/1t 1.01-2.42), so these runs cannot place the cut-off lower;
+ *   it stays until bench_gemm_threads.py is run on an idle machine. */
 #ifndef NNL_MIN_PARALLEL_MACS
 #define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
+#endif
+
+/* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the
+ *   micro-kernels instead (only a ragged last NR panel is packed; the same bits either way)
+ *   when K <= NNL_GEMM_INPLACE_MAX_K, M <= NNL_GEMM_INPLACE_MAX_M and a panel row is at least
+ *   128 bytes (NR * element size: AVX-512's 48 floats, not AVX2's 16). Measured 2026-12-04,
+ *   2-core AMD EPYC Zen 4 VM, load ~3.5, one thread, A pre-packed, bias + ReLU, 200
+ *   alternating calls, median us packed -> in place (two runs): AVX-512 M=16 K=32 N=12544
+ *   258 -> 201, 212 -> 162; M=24 K=16 N=12544 153 -> 142, 146 -> 136; M=64 K=64 N=3136
+ *   307 -> 282, 317 -> 290; M=24 K=96 N=3136 194 -> 165, 189 -> 166. More rows: M=96 K=16
+ *   N=12544 825 -> 931, 756 -> 770 (slower); M=256 K=64 N=3136 1238 -> 1247, 1397 -> 1381;
+ *   M=128 K=128 N=3136 1232 -> 1202, 1330 -> 1271 (within the noise). AVX2 (64-byte panel
+ *   rows): M=16 K=32 239 -> 249, M=256 K=64 1235 -> 1484 (slower). float64, AVX-512 (24-double
+ *   rows), the shapes the limits admit: M=16 K=32 N=12544 472 -> 406, 453 -> 383; M=24 K=16
+ *   410 -> 413, 397 -> 406; M=64 K=64 619 -> 574, 639 -> 608; M=24 K=96 448 -> 353,
+ *   412 -> 330. The spread between runs of the same code is 5-10% on this shared machine. */
+#ifndef NNL_GEMM_INPLACE_MAX_K
+#define NNL_GEMM_INPLACE_MAX_K 128
+#endif
+#ifndef NNL_GEMM_INPLACE_MAX_M
+#define NNL_GEMM_INPLACE_MAX_M 64
 #endif
 
 /* Implicit-GEMM conv (convfast_implicit.c): same, higher because every extra work unit

@@ -4,15 +4,17 @@
  *     d = relu6(depthwise3x3(e, Wd, stride s, pad 1) + bd)          (E, OH*OW)
  *     y = W3 @ d + b3 [+ r]                        project 1x1, (F, OH*OW)
  *
- * The work units are bands of output rows [i0, i1) of one image; each thread takes a
- * contiguous run of them. A band needs the input rows lo .. hi - 1 its taps read (one row of
- * halo each side at stride 1, rows 2*i0 - 1 .. 2*(i1 - 1) + 1 at stride 2); the thread keeps
- * the rows its previous band of the same image expanded already and expands only the new ones
- * into its buffer, runs the depthwise conv on the band into a second buffer and projects that
- * into y: the expanded tensor never leaves the thread's cache, the team is woken once per
- * block, and only the rows at the threads' seams are expanded twice. Bands are sized so that
- * a thread's two buffers take at most half of the L2 (nnl_cache_sizes), and cut finer when the
- * images alone would leave a thread idle.
+ * The work units are bands of output rows [i0, i1) of one image; each thread starts on a
+ * contiguous run of them and, its run done, takes bands from the back of the run with most
+ * left (so a thread that loses its core for a while on a shared machine is covered, as the
+ * GEMM's dynamic units are). A band needs the input rows lo .. hi - 1 its taps read (one row
+ * of halo each side at stride 1, rows 2*i0 - 1 .. 2*(i1 - 1) + 1 at stride 2); the thread
+ * keeps the rows its previous band of the same image expanded already and expands only the
+ * new ones into its buffer, runs the depthwise conv on the band into a second buffer and
+ * projects that into y: the expanded tensor never leaves the thread's cache, the team is woken
+ * once per block, and only rows at the seams between threads are expanded twice. Bands are
+ * sized so that a thread's two buffers take at most half of the L2 (nnl_cache_sizes), and cut
+ * finer when the images alone would leave a thread idle.
  *
  * The three stages are the project's own kernels, on one thread each: nnl_sgemm_pk on the
  * weights packed once (nnl_sgemm_pack, side A) and nnl_conv_depthwise_s on the band as an
@@ -98,36 +100,54 @@ nnl_idx nnl_ir_workspace(const nnl_ir_geom *g, int nthreads)
     return (nnl_idx)sizeof(float) * (ein + dout) * nt;
 }
 
-/* one band: output rows [i0, i1) of image n. ebuf holds E planes ``cs`` elements apart; rows
- * [*lo_have, *hi_have) of image n are in it already (the previous band of this thread) and
- * are kept where this band reads them too, so only the rows it adds are expanded. */
+/* the rows of image ``n`` a thread's expand buffer holds: [lo, hi) at its plane offset 0 */
+typedef struct {
+    nnl_idx n, lo, hi;
+} ir_rows;
+
+/* expand input rows [r0, r1) of image n into ebuf's planes (``cs`` apart) from row ``at`` */
+static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, const float *w1pk,
+                     const float *b1, int isa, nnl_idx n, nnl_idx r0, nnl_idx r1, float *ebuf,
+                     nnl_idx cs, nnl_idx at)
+{
+    if (r1 <= r0)
+        return NNL_OK;
+    const nnl_idx W = g->w;
+    return nnl_sgemm_pk(1, g->e, (r1 - r0) * W, g->c, 1.0f, w1, 0, g->c, 1,
+                        x + n * g->xsn + r0 * W, 0, g->h * W, 1, 0.0f, ebuf + at * W, 0, cs, b1,
+                        0, NNL_BIAS_ROW, NNL_ACT_RELU6, 1, isa, w1pk, NULL);
+}
+
+/* one band: output rows [i0, i1) of image n. The rows of the thread's previous band (``have``)
+ * that this band reads too are moved to their new place in each plane instead of being
+ * expanded again (the previous band may lie above or below: a thread steals bands backwards). */
 static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const float *w1pk,
                    const float *b1, const float *wd, const float *bd, const float *w3,
                    const float *w3pk, const float *b3, const float *r, float *y, int isa,
                    nnl_idx n, nnl_idx i0, nnl_idx i1, float *ebuf, nnl_idx cs, float *dbuf,
-                   nnl_idx *lo_have, nnl_idx *hi_have)
+                   ir_rows *have)
 {
     const nnl_idx s = g->s, W = g->w, OW = g->ow, E = g->e;
     const nnl_idx lo = nnl_max(0, i0 * s - 1), hi = nnl_min(g->h, (i1 - 1) * s + 2);
     const nnl_idx in_rows = hi - lo, out_rows = i1 - i0;
-    /* rows [lo, keep) come from the previous band: moved to the front of each plane */
-    nnl_idx keep = lo;
-    if (*lo_have <= lo && lo < *hi_have) {
-        keep = nnl_min(hi, *hi_have);
-        if (lo > *lo_have)
+    nnl_idx ov_lo = lo, ov_hi = lo;   /* rows kept: none */
+    if (have->n == n) {
+        ov_lo = nnl_max(lo, have->lo), ov_hi = nnl_min(hi, have->hi);
+        if (ov_hi <= ov_lo)
+            ov_lo = ov_hi = lo;
+        else if (ov_lo - lo != ov_lo - have->lo)
             for (nnl_idx e = 0; e < E; e++)
-                memmove(ebuf + e * cs, ebuf + e * cs + (lo - *lo_have) * W,
-                        sizeof(float) * (size_t)((keep - lo) * W));
+                memmove(ebuf + e * cs + (ov_lo - lo) * W, ebuf + e * cs + (ov_lo - have->lo) * W,
+                        sizeof(float) * (size_t)((ov_hi - ov_lo) * W));
     }
-    *lo_have = lo, *hi_have = hi;
-    int rc = NNL_OK;
-    if (hi > keep)
-        rc = nnl_sgemm_pk(1, E, (hi - keep) * W, g->c, 1.0f, w1, 0, g->c, 1,
-                          x + n * g->xsn + keep * W, 0, g->h * W, 1, 0.0f,
-                          ebuf + (keep - lo) * W, 0, cs, b1, 0, NNL_BIAS_ROW, NNL_ACT_RELU6, 1,
-                          isa, w1pk, NULL);
-    if (rc != NNL_OK)
+    have->n = n, have->lo = lo, have->hi = hi;
+    int rc = ir_expand(g, x, w1, w1pk, b1, isa, n, lo, ov_lo, ebuf, cs, 0);
+    if (rc == NNL_OK)
+        rc = ir_expand(g, x, w1, w1pk, b1, isa, n, ov_hi, hi, ebuf, cs, ov_hi - lo);
+    if (rc != NNL_OK) {
+        have->n = -1;
         return rc;
+    }
     nnl_conv_geom dg;
     dg.n = 1, dg.c = E, dg.h = in_rows, dg.w = W;
     dg.xsn = E * cs, dg.xsc = cs, dg.xsr = W;
@@ -150,6 +170,30 @@ static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const 
                         isa, w3pk, NULL);
 }
 
+/* The next unit for thread ``tid``: the front of its own contiguous range, else (its range
+ * done) the back of the range with most left, so a thread that loses its core for a while on
+ * a shared machine is covered by the others. -1 when no unit is left. */
+static nnl_idx ir_claim(nnl_idx *front, nnl_idx *back, int nt, int tid)
+{
+    nnl_idx u = -1;
+#ifdef _OPENMP
+#pragma omp critical(nnl_ir_claim)
+#endif
+    {
+        if (front[tid] < back[tid]) {
+            u = front[tid]++;
+        } else {
+            int v = -1;
+            for (int t = 0; t < nt; t++)
+                if (back[t] - front[t] > 0 && (v < 0 || back[t] - front[t] > back[v] - front[v]))
+                    v = t;
+            if (v >= 0)
+                u = --back[v];
+        }
+    }
+    return u;
+}
+
 int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
                             const float *w1pk, const float *b1, const float *wd,
                             const float *bd, const float *w3, const float *w3pk,
@@ -164,9 +208,16 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
     nnl_ir_plan(g, nthreads, &nt, &rows);
     ir_buffer_sizes(g, rows, &ein, &dout);
     const nnl_idx bands = nnl_cdiv(g->oh, rows), units = g->n * bands;
-    float *bufs = (float *)nnl_alloc64(sizeof(float) * (size_t)(ein + dout) * (size_t)nt);
+    /* the band buffers of every thread, then the claim counters (front[nt], back[nt]) */
+    float *bufs = (float *)nnl_alloc64(sizeof(float) * (size_t)(ein + dout) * (size_t)nt +
+                                       2 * sizeof(nnl_idx) * (size_t)nt);
     if (bufs == NULL)
         return NNL_ENOMEM;
+    nnl_idx *claims = (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)nt);
+    for (int t = 0; t < nt; t++) {
+        claims[t] = units * t / nt;
+        claims[nt + t] = units * (t + 1) / nt;
+    }
     int status = NNL_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -175,17 +226,16 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
         /* a thread takes a contiguous run of bands (whole images first), so consecutive bands
          * of an image share their halo rows instead of expanding them twice */
         const int tid = nnl_thread_id();
-        const nnl_idx u0 = units * tid / nt, u1 = units * (tid + 1) / nt;
         float *ebuf = bufs + (size_t)tid * (size_t)(ein + dout);
         float *dbuf = ebuf + ein;
-        nnl_idx lo_have = 0, hi_have = 0, last_n = -1;
-        for (nnl_idx u = u0; u < u1; u++) {
+        ir_rows have = {-1, 0, 0};
+        for (;;) {
+            const nnl_idx u = ir_claim(claims, claims + nt, nt, tid);
+            if (u < 0)
+                break;
             const nnl_idx n = u / bands, i0 = (u % bands) * rows;
-            if (n != last_n)
-                lo_have = hi_have = 0, last_n = n;
             const int rc = ir_band(g, x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, r, y, isa, n, i0,
-                                   nnl_min(g->oh, i0 + rows), ebuf, ein / g->e, dbuf, &lo_have,
-                                   &hi_have);
+                                   nnl_min(g->oh, i0 + rows), ebuf, ein / g->e, dbuf, &have);
             if (rc != NNL_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write

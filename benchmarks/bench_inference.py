@@ -2,7 +2,7 @@
 
     python benchmarks/bench_inference.py [--models googlenet,resnet50,mobilenet_v2]
         [--batches 1,8] [--size 224] [--threads 2] [--repeat 7] [--quick] [--csv out.csv]
-        [--without-winograd]
+        [--without-winograd] [--without-fused-blocks]
 
 For each model: nnlite's torchvision-compatible model with seeded random weights and non-trivial
 BatchNorm statistics; the same state_dict loaded into the torchvision architecture rebuilt in
@@ -16,6 +16,9 @@ batch) for ONNX Runtime (default graph optimizations). Candidates, all on the sa
     torch          eval + no_grad, torch.set_num_threads(--threads)
     nnlite-opt-nowino  (--without-winograd) nnlite-opt whose plans never pick Winograd: the
                    "before" of conv_algorithm('winograd'), interleaved with the "after"
+    nnlite-opt-nofuse  (--without-fused-blocks) nnlite-opt whose plans keep MobileNetV2's
+                   inverted residuals as three convs (``passes.FUSE_BLOCKS`` off): the
+                   "before" of the fused block, interleaved with the "after"
 
 Each row is timed round-robin with the other candidates (interleaved, warm-up first), median and
 best of --repeat rounds; "first ms" is the first call on that input shape (for nnlite-opt and
@@ -127,6 +130,18 @@ def candidates(name, model, args, torch, archs, ort, tmpdir):
             finally:
                 _algorithms._WINOGRAD_MIN_GAIN = gain
         out["nnlite-opt-nowino"] = no_winograd
+    if getattr(args, "without_fused_blocks", False):
+        unfused = nnlite.optimize_for_inference(model)
+
+        def no_fused_blocks(x):
+            # plans are compiled on the first call per input shape, with the pass switched off
+            from nnlite._infer import passes
+            passes.FUSE_BLOCKS = False
+            try:
+                return unfused(x).data
+            finally:
+                passes.FUSE_BLOCKS = True
+        out["nnlite-opt-nofuse"] = no_fused_blocks
     ref = "nnlite-plain"
     if torch is not None:
         tmodel = archs[name]().eval()
@@ -214,6 +229,8 @@ def main(argv=None):
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--without-winograd", action="store_true",
                    help="also time nnlite-opt with Winograd disabled (before/after)")
+    p.add_argument("--without-fused-blocks", action="store_true",
+                   help="also time nnlite-opt without fused inverted residuals (before/after)")
     p.set_defaults(threads=2)
     args = p.parse_args(argv)
     if args.memory_child:

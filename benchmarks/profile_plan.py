@@ -33,6 +33,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from bench_inference import _ort, _torch, build_nnlite, export_onnx  # noqa: E402
+from nnlite._infer import passes  # noqa: E402
+from nnlite._infer.kernels import IR_OP  # noqa: E402
+
+
+def _match_keys(key):
+    """The ORT node keys one nnlite step stands for: a fused inverted residual 'ir C->E->F
+    OHxOW' its expand, depthwise and project convs (stride 2 when OH < the expand's map is
+    unknown here: both input maps are tried by the caller), any other step its own key."""
+    parts = key.split()
+    if parts[0] != "ir":
+        return [key]
+    c, e, f = parts[1].split("->")
+    oh, ow = parts[2].split("x")
+    return [(_kind("pw", c, e, oh, ow), _kind("pw", c, e, 2 * int(oh), 2 * int(ow))),
+            (_kind("dw", e, e, oh, ow),), (_kind("pw", e, f, oh, ow),)]
 
 
 def _kind(kind, c, f, oh, ow):
@@ -50,11 +65,15 @@ def _match_key(key):
 
 
 def step_keys(plan):
-    """Per step: (group, key) with key 'kind C->F OHxOW' for convs, the op name otherwise."""
+    """Per step: (group, key) with key 'kind C->F OHxOW' for convs, 'ir C->E->F OHxOW' for a
+    fused inverted residual, the op name otherwise."""
     out = []
     for step in plan.steps:
         k = step.kernel
-        if step.node.op == "Conv" and hasattr(k, "shape") and hasattr(k, "depthwise"):
+        if step.node.op == IR_OP:
+            _, c, h, w, e, f, oh, ow = k.shape
+            out.append(("ir", f"ir {c}->{e}->{f} {oh}x{ow}"))
+        elif step.node.op == "Conv" and hasattr(k, "shape") and hasattr(k, "depthwise"):
             _, c, _, _, f, oh, ow = k.shape
             kind = "dw" if k.depthwise else ("pw" if k.pointwise else "conv")
             out.append((kind, _kind(kind, c, f, oh, ow)))
@@ -138,7 +157,10 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--steps", action="store_true", help="print every step, not only totals")
     p.add_argument("--no-ort", action="store_true")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="no fused inverted residuals (passes.FUSE_BLOCKS off): the 'before'")
     a = p.parse_args(argv)
+    passes.FUSE_BLOCKS = not a.no_fuse
     nnlite.set_num_threads(a.threads)
     model = build_nnlite(a.model)
     x = np.random.default_rng(0).standard_normal((a.batch, 3, a.size, a.size)).astype(
@@ -174,8 +196,19 @@ def main(argv=None):
         pool.setdefault(_match_key(key), []).append(t)
     matched = []
     for _, key in keys:
-        q = pool.get(_match_key(key))
-        matched.append(q.pop(0) if q else None)
+        subs = _match_keys(key)
+        if len(subs) == 1:
+            q = pool.get(_match_key(key))
+            matched.append(q.pop(0) if q else None)
+            continue
+        total = 0.0   # a fused block: the sum of its three convs' ORT nodes (all found)
+        for alternatives in subs:
+            q = next((pool[k] for k in map(_match_key, alternatives) if pool.get(k)), None)
+            if q is None:
+                total = None
+                break
+            total += q.pop(0)
+        matched.append(total)
     groups = {}
     for (group, key), t, o in zip(keys, med, matched):
         g = groups.setdefault(group, [0.0, 0.0, 0])

@@ -65,4 +65,29 @@ void nnl_cf_bdirect_8x48_s(nnl_idx kc, const float *ap, const float *base, const
 /* 1 when that kernel matches the float32 GEMM family ``isa`` (AVX-512, 8 x 48) on this CPU. */
 int nnl_cf_bdirect_ok(int isa, int mr, int nr);
 
+/* Fused inverted residual (convfast_fused.c), float32: per image n,
+ *     y[n] = W3 @ relu6(dw3x3_s(relu6(W1 @ x[n] + b1), Wd) + bd) + b3 (+ r[n])
+ * with the depthwise conv 3x3, stride s (1 or 2), padding 1. x (N, C, H, W): images xsn apart,
+ * each C-contiguous; y and r (N, F, OH*OW): images ysn / rsn apart, each C-contiguous; W1 (E, C),
+ * Wd (E, 9), W3 (F, E) C-contiguous, w1pk / w3pk W1 / W3 packed by nnl_sgemm_pack (side 0,
+ * family isa) or NULL; b1 (E,), bd (E,), b3 (F,) or NULL; r NULL or not overlapping y except
+ * r == y. The result is the same bits as the three unfused calls (nnl_sgemm_pk,
+ * nnl_conv_depthwise_s, nnl_sgemm_pk) and does not depend on nthreads. Returns NNL_OK,
+ * NNL_ENOMEM or NNL_EINVAL (sizes < 1, s not 1 or 2, OH/OW not those of the geometry). */
+typedef struct {
+    nnl_idx n, c, h, w;          /* batch, input channels, input map */
+    nnl_idx e, f, s;             /* expanded channels, output channels, depthwise stride */
+    nnl_idx oh, ow;              /* output map: (H - 1) / s + 1, (W - 1) / s + 1 */
+    nnl_idx xsn, ysn, rsn;       /* image strides of x, y and r */
+} nnl_ir_geom;
+
+int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
+                            const float *w1pk, const float *b1, const float *wd,
+                            const float *bd, const float *w3, const float *w3pk,
+                            const float *b3, const float *r, float *y, int nthreads, int isa);
+/* The team size and output rows per band a call would use (for tests and study). */
+void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int *nt, nnl_idx *rows);
+/* Bytes of work memory a call allocates (two band buffers per thread). */
+nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads);
+
 #endif

@@ -47,6 +47,18 @@ cdef extern from "convfast.h" nogil:
                                         int isa)
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
     int nnl_isa_available(int isa)
+    ctypedef struct nnl_ir_geom:
+        nnl_idx n, c, h, w
+        nnl_idx e, f, s
+        nnl_idx oh, ow
+        nnl_idx xsn, ysn, rsn
+    int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
+                                const float *w1pk, const float *b1, const float *wd,
+                                const float *bd, const float *w3, const float *w3pk,
+                                const float *b3, const float *r, float *y, int nthreads,
+                                int isa)
+    void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int *nt, nnl_idx *rows)
+    nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads)
 
 
 cdef int _fill(nnl_conv_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
@@ -421,3 +433,109 @@ def winograd_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     if r < 0:
         raise ValueError("winograd_workspace_bytes: invalid arguments")
     return r
+
+
+# ------------------------------------------------------------------ fused inverted residual
+cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                  Py_ssize_t e, Py_ssize_t f, Py_ssize_t s, str fn) except -1:
+    if n < 0 or c < 1 or h < 1 or w < 1 or e < 1 or f < 1 or s not in (1, 2):
+        raise ValueError(f"{fn}: needs N >= 0, C, H, W, E, F >= 1 and stride 1 or 2, got "
+                         f"N={n}, C={c}, H={h}, W={w}, E={e}, F={f}, stride={s}")
+    gm.n, gm.c, gm.h, gm.w, gm.e, gm.f, gm.s = n, c, h, w, e, f, s
+    gm.oh, gm.ow = (h - 1) // s + 1, (w - 1) // s + 1
+    gm.xsn, gm.ysn = c * h * w, f * gm.oh * gm.ow
+    gm.rsn = gm.ysn
+    return 0
+
+
+cdef Py_ssize_t _image_stride(a, str what, str fn) except -1:
+    """Elements between the images of ``a`` (N, ...), each image C-contiguous."""
+    cdef Py_ssize_t es = a.itemsize, inner = 1, k
+    for k in range(a.ndim - 1, 0, -1):
+        if a.shape[k] > 1 and a.strides[k] != inner * es:
+            raise ValueError(f"{fn}: every image of {what} must be C-contiguous, got shape "
+                             f"{tuple(a.shape)} with strides {tuple(a.strides)}")
+        inner *= a.shape[k]
+    if a.shape[0] > 1 and (a.strides[0] < inner * es or a.strides[0] % es):
+        raise ValueError(f"{fn}: the images of {what} overlap or are misaligned (strides "
+                         f"{tuple(a.strides)}, shape {tuple(a.shape)})")
+    return a.strides[0] // es if a.shape[0] > 1 else inner
+
+
+cdef const float *_ir_vec(v, Py_ssize_t n, str what, str fn) except? NULL:
+    """Address of a C-contiguous float32 (n,) vector (NULL for None)."""
+    cdef const float[::1] mv
+    if v is None:
+        return NULL
+    mv = v
+    if mv.shape[0] != n:
+        raise ValueError(f"{fn}: {what} has {mv.shape[0]} elements, expected {n}")
+    return &mv[0]
+
+
+def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
+                      const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
+                      float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
+                      int isa=-1):
+    """MobileNetV2's block in one call (csrc/convfast_fused.c), float32, per image:
+    y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual).
+
+    Shape:
+        x (N, C, H, W), w1 (E, C), wd (E, 9), w3 (F, E), b1 (E,), bd (E,), b3 (F,) or None,
+        y and residual (N, F, OH*OW), OH = (H - 1) // stride + 1 (likewise OW), each image
+        C-contiguous (any distance between images: channel slices of a larger buffer); w1pk / w3pk: w1 / w3 packed once (``gemm_ops.pack(w, 'a')``) for the
+        family ``isa``, or None.
+    """
+    fn = "inverted_residual"
+    cdef nnl_ir_geom gm
+    cdef Py_ssize_t E = w1.shape[0], F = w3.shape[0]
+    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, fn)
+    if w1.shape[1] != gm.c or wd.shape[0] != E or wd.shape[1] != 9 or w3.shape[1] != E:
+        raise ValueError(f"{fn}: weights w1 {tuple(w1.shape)[:2]}, wd {tuple(wd.shape)[:2]}, "
+                         f"w3 {tuple(w3.shape)[:2]} do not chain C={gm.c} -> E={E} -> F={F} "
+                         f"with 3x3 depthwise taps")
+    if tuple(y.shape)[:3] != (gm.n, F, gm.oh * gm.ow):
+        raise ValueError(f"{fn}: y has shape {tuple(y.shape)[:3]}, expected "
+                         f"{(gm.n, F, gm.oh * gm.ow)}")
+    cdef const float *pb1 = _ir_vec(b1, E, "b1", fn)
+    cdef const float *pbd = _ir_vec(bd, E, "bd", fn)
+    cdef const float *pb3 = _ir_vec(b3, F, "b3", fn)
+    gm.xsn = _image_stride(x, "x", fn)
+    gm.ysn = gm.rsn = _image_stride(y, "y", fn)
+    cdef const float[:, :, :] rv
+    cdef const float *pr = NULL
+    if residual is not None:
+        rv = residual
+        if tuple(rv.shape)[:3] != tuple(y.shape)[:3]:
+            raise ValueError(f"{fn}: residual has shape {tuple(rv.shape)[:3]}, expected "
+                             f"{tuple(y.shape)[:3]}")
+        gm.rsn = _image_stride(rv, "residual", fn)
+        if gm.n:
+            pr = &rv[0, 0, 0]
+    cdef const float[::1] pk1, pk3
+    cdef const float *p1 = NULL
+    cdef const float *p3 = NULL
+    if w1pk is not None:
+        pk1 = w1pk
+        p1 = &pk1[0]
+    if w3pk is not None:
+        pk3 = w3pk
+        p3 = &pk3[0]
+    if gm.n == 0:
+        return
+    cdef int rc
+    with nogil:
+        rc = nnl_inverted_residual_s(&gm, &x[0, 0, 0, 0], &w1[0, 0], p1, pb1, &wd[0, 0], pbd,
+                                     &w3[0, 0], p3, pb3, pr, &y[0, 0, 0], num_threads, isa)
+    check_status(rc, fn)
+
+
+def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                           Py_ssize_t e, Py_ssize_t f, Py_ssize_t stride, int num_threads=1):
+    """(threads, output rows per band, work bytes) of an ``inverted_residual`` call."""
+    cdef nnl_ir_geom gm
+    cdef int nt = 1
+    cdef nnl_idx rows = 0
+    _ir_fill(&gm, n, c, h, w, e, f, stride, "inverted_residual_plan")
+    nnl_ir_plan(&gm, num_threads, &nt, &rows)
+    return nt, rows, nnl_ir_workspace(&gm, num_threads)

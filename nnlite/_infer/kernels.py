@@ -84,6 +84,7 @@ def _unit_w(*arrays):
 
 
 __all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
+           "IR_OP", "IR_INPUTS", "InvertedResidualKernel", "inverted_residual_available",
            "ConvInputs", "conv_inputs"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
@@ -509,6 +510,115 @@ def split_conv(node, in_metas, consts, f0, f1, algorithm="auto"):
     return part
 
 
+# ------------------------------------------------------------------------------ fused block
+IR_OP = "nnlite.InvertedResidual"
+IR_INPUTS = ("x", "w1", "b1", "wd", "bd", "w3", "b3", "residual")
+
+
+def inverted_residual_available():
+    """True when the fused inverted residual kernel is built (nnlite._convfast, nnlite._gemm)."""
+    return (_conv_cython is not None and _gemm_ext is not None
+            and hasattr(_conv_cython._convfast, "inverted_residual"))
+
+
+def _images_contiguous(a):
+    """True when every image a[n] of ``a`` is C-contiguous (what the fused kernel takes)."""
+    return a.ndim >= 2 and a[:1].flags.c_contiguous and (a.shape[0] < 2 or (
+        a.strides[0] >= a[0].nbytes and a.strides[0] % a.itemsize == 0))
+
+
+class InvertedResidualKernel(Kernel):
+    """MobileNetV2's inverted residual, expand 1x1 (+ ReLU6) -> depthwise 3x3 stride 1 or 2,
+    padding 1 (+ ReLU6) -> project 1x1 [+ residual], float32, in one native call
+    (``_convfast.inverted_residual``, csrc/convfast_fused.c): bands of output rows per thread,
+    the expanded rows in that thread's cache, one OpenMP team wake-up per block. The expand and
+    project weights are packed once (``prepare``); the three ConvKernels of the parts hold the
+    same weight arrays (no copy) and run the block unfused where the fused call cannot take the
+    arrays (an output overlapping its input, images that are not contiguous), with the two
+    intermediates then allocated by that binding. The work memory of the fused call (two band
+    buffers per thread, at most half of the L2 each) is malloc'd by the call, as the depthwise
+    kernel's and the GEMM's packing buffers are; ``scratch_bytes`` is the parts' (unfused
+    fallback's) need."""
+
+    def __init__(self, x_shape, parts, residual, dtype):
+        (w1, b1, a1), (wd, bd, a2), (w3, b3, a3) = parts
+        N, C, H, W = x_shape
+        E, F = w1.shape[0], w3.shape[0]
+        self.parts = (ConvKernel(x_shape, w1, b1, a1, False, dtype),
+                      ConvKernel((N, E, H, W), wd, bd, a2, False, dtype),
+                      None)
+        geom = self.parts[1].geom
+        self.parts = self.parts[:2] + (ConvKernel((N, E, geom.oh, geom.ow), w3, b3, a3,
+                                                  residual, dtype),)
+        p1, p2, p3 = self.parts
+        if not (p1.pointwise and p3.pointwise and p1.act == "relu6" and p2.act == "relu6"
+                and p3.act is None and p2.g == E and tuple(wd.shape[1:]) == (1, 3, 3)
+                and p2.s[0] == p2.s[1] and p2.s[0] in (1, 2) and tuple(p2.d) == (1, 1)
+                and tuple(p2.pads) == (1, 1, 1, 1) and p1.g == 1 and p3.g == 1
+                and w3.shape[1] == E and dtype == np.float32):
+            raise ValueError("the layers are not an inverted residual the fused kernel takes "
+                             "(1x1 ReLU6 -> 3x3 depthwise stride 1 or 2, padding 1, ReLU6 -> "
+                             "1x1, float32)")
+        self.stride, self.residual, self.dtype = p2.s[0], residual, dtype
+        self.shape = (N, C, H, W, E, F, geom.oh, geom.ow)
+        self.weight_bytes = sum(p.weight_bytes for p in self.parts)
+        self.scratch_bytes = max(p.scratch_bytes for p in self.parts)
+        self.packed = None
+        self._prepare_lock = threading.Lock()
+
+    def prepare(self):
+        """Pack the expand and project weights once for the GEMM (side 'a', thread-safe)."""
+        with self._prepare_lock:
+            if self.packed is None:
+                self.packed = (_pack(self.parts[0].w_flat, "a"), _pack(self.parts[2].w_flat, "a"))
+
+    def _bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        N, C, H, W, E, F, oh, ow = self.shape
+        if tuple(x.shape) != (N, C, H, W) or tuple(y.shape) != (N, F, oh, ow):
+            raise ValueError(f"inverted residual kernel for input {(N, C, H, W)} -> output "
+                             f"{(N, F, oh, ow)} bound to arrays of shape {tuple(x.shape)} -> "
+                             f"{tuple(y.shape)}")
+        r = ins[IR_INPUTS.index("residual")] if self.residual else None
+        if r is not None and (r.shape != y.shape or r.dtype != y.dtype):
+            raise ValueError(f"the residual operand ({tuple(r.shape)}, {r.dtype}) must have the "
+                             f"block output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
+        fused = (x.dtype == y.dtype == np.float32 and _images_contiguous(x)
+                 and _images_contiguous(y) and not np.shares_memory(x, y)
+                 and (r is None or (_images_contiguous(r) and (
+                     not np.shares_memory(r, y) or (r.ctypes.data == y.ctypes.data
+                                                    and r.strides == y.strides)))))
+        if not fused:
+            return self._bind_unfused(x, y, r, scratch)
+        self.prepare()
+        p1, p2, p3 = self.parts
+        pk1, pk3 = self.packed
+        y3 = _view(y, (N, F, oh * ow))
+        r3 = None if r is None else _view(r, (N, F, oh * ow))
+        b1, bd, b3 = p1.bias, p2.bias, p3.bias
+        w1, wd, w3, s = p1.w_flat, p2.w_flat, p3.w_flat, self.stride
+        block, isa = _conv_cython._convfast.inverted_residual, pk1.isa
+
+        def run():
+            block(x, w1, pk1.data, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, get_num_threads(),
+                  isa)
+        return run
+
+    def _bind_unfused(self, x, y, r, scratch):
+        """The three convs one after the other, the intermediates in arrays of this binding."""
+        N, C, H, W, E, F, oh, ow = self.shape
+        e = np.empty((N, E, H, W), self.dtype)
+        d = np.empty((N, E, oh, ow), self.dtype)
+        p1, p2, p3 = self.parts
+        calls = (p1.bind([x], [e], scratch), p2.bind([e], [d], scratch),
+                 p3.bind([d, None, None, r], [y], scratch))
+
+        def run():
+            for call in calls:
+                call()
+        return run
+
+
 # ------------------------------------------------------------------------------ pooling
 class PoolKernel(Kernel):
     """MaxPool (padding = -inf, NaN propagates) / AveragePool (zero padding, divisor map)."""
@@ -829,6 +939,18 @@ def _conv_kernel(node, in_metas, consts, opset):
         raise PlanError(node.label(), "a conv fused with a residual needs a constant weight "
                         "and bias")
     return None
+
+
+@KERNELS.register(IR_OP)
+def _inverted_residual_kernel(node, in_metas, consts, opset):
+    """Inputs by IR_INPUTS: x, then (weight, bias or "") of the expand, depthwise and project
+    convs, then the residual when attrs['residual']; attrs['parts'] holds the three convs'
+    attributes."""
+    c = dict(zip(IR_INPUTS, consts))
+    parts = tuple((c[w], c[b], a) for (w, b), a in
+                  zip((("w1", "b1"), ("wd", "bd"), ("w3", "b3")), node.attrs["parts"]))
+    return InvertedResidualKernel(in_metas[0].shape, parts, bool(node.attrs.get("residual")),
+                                  np.dtype(in_metas[0].dtype))
 
 
 @KERNELS.register("MaxPool", "AveragePool")

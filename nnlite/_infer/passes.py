@@ -14,7 +14,11 @@ then ``simplify``:
   (F, 1, 1), a scalar, ...) -> c folds into the conv bias (float64 sum, then cast);
 - Add(conv(x), r), any other r of the output's shape (a constant too) -> the conv accumulates
   into r (GEMM ``beta = 1``) when r is ready earlier;
-- Relu / Clip(0, 6) / Clip(0, inf) after Conv, Gemm, affine or Add fuse into its write-out.
+- Relu / Clip(0, 6) / Clip(0, inf) after Conv, Gemm, affine or Add fuse into its write-out;
+- float32 Conv 1x1 (ReLU6) -> depthwise Conv 3x3 stride 1 or 2, padding 1 (ReLU6) -> Conv 1x1
+  (with or without a fused residual), the two intermediates read by nothing else, become one
+  ``nnlite.InvertedResidual`` node (MobileNetV2's block, one native call: see
+  ``kernels.InvertedResidualKernel``) when the extension is built and ``FUSE_BLOCKS`` is set.
 
 A rewritten Conv keeps explicit roles (``kernels.conv_inputs`` / ``with_conv_inputs``): weight,
 bias and residual are never told apart by how many inputs the node has.
@@ -24,9 +28,15 @@ from dataclasses import replace
 import numpy as np
 
 from .dryrun import Meta
-from .kernels import FUSABLE, conv_inputs, with_conv_inputs
+from ..onnx import geometry as G
+from .kernels import FUSABLE, IR_INPUTS, IR_OP, conv_inputs, inverted_residual_available
+from .kernels import with_conv_inputs
 
-__all__ = ["canonicalize", "simplify", "consumers", "Folded"]
+__all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS"]
+
+# fuse MobileNetV2's inverted residuals into one kernel (False: the three convs run unfused,
+# for comparisons)
+FUSE_BLOCKS = True
 
 
 class Folded:
@@ -284,6 +294,78 @@ def _fuse_activations(nodes, outputs, consts, metas, opset):
     return [n for n in current if id(n) not in remove]
 
 
+def _conv_form(n, consts, metas):
+    """(weight shape, kernel, strides, dilations, pads, group, activation) of a Conv on a 4-D
+    float32 input with constant weights, or None."""
+    x = n.inputs[0]
+    if (not _is_conv_kernel(n, consts, metas) or np.dtype(metas[x].dtype) != np.float32
+            or np.ndim(consts[conv_inputs(n).weight]) != 4):
+        return None
+    w = np.shape(consts[conv_inputs(n).weight])
+    k, s, d = G.window(n.attrs, w[2:])
+    pads = G.conv_pads(n.attrs, metas[x].shape[2:], k, s, d)
+    return w, tuple(k), tuple(s), tuple(d), tuple(pads), int(n.attrs.get("group", 1)), \
+        n.attrs.get("activation")
+
+
+def _is_pointwise(form, act):
+    return (form is not None and form[1] == (1, 1) and form[2] == (1, 1)
+            and not any(form[4]) and form[5] == 1 and form[6] == act)
+
+
+def _fuse_inverted_residuals(nodes, outputs, consts, metas):
+    """Conv 1x1 (ReLU6) -> depthwise Conv 3x3 (ReLU6) -> Conv 1x1 [+ residual] chains, each
+    intermediate read by the next conv only, -> one IR_OP node (inputs by IR_INPUTS)."""
+    cons, at = consumers(nodes), {o: n for n in nodes for o in n.outputs if o}
+    replaced, drop = {}, set()
+
+    def sole_input(n, v):
+        """The producer of ``v`` = n's input when n is its only reader and it is no output."""
+        p = at.get(v)
+        if p is None or v in outputs or [id(c) for c in cons.get(v, ())] != [id(n)]:
+            return None
+        return p
+
+    for n3 in nodes:
+        if n3.op != "Conv" or len(metas[n3.inputs[0]].shape) != 4:
+            continue
+        res = conv_inputs(n3).residual
+        f3 = _conv_form(n3, consts, metas)
+        if not _is_pointwise(f3, None):
+            continue
+        n2 = sole_input(n3, n3.inputs[0])
+        if n2 is None or n2.op != "Conv" or id(n2) in drop or n2.attrs.get("residual"):
+            continue
+        f2 = _conv_form(n2, consts, metas)
+        if f2 is None:
+            continue
+        w2, k2, s2, d2, p2, g2, a2 = f2
+        E = w2[0]
+        if (w2[1:] != (1, 3, 3) or k2 != (3, 3) or s2 not in ((1, 1), (2, 2)) or d2 != (1, 1)
+                or p2 != (1, 1, 1, 1) or g2 != E or a2 != "relu6"
+                or metas[n2.inputs[0]].shape[1] != E or f3[0][1] != E):
+            continue
+        n1 = sole_input(n2, n2.inputs[0])
+        if n1 is None or n1.op != "Conv" or id(n1) in drop or n1.attrs.get("residual"):
+            continue
+        f1 = _conv_form(n1, consts, metas)
+        if not _is_pointwise(f1, "relu6") or f1[0][0] != E:
+            continue
+        r1, r2, r3 = conv_inputs(n1), conv_inputs(n2), conv_inputs(n3)
+        inputs = (r1.x, r1.weight, r1.bias or "", r2.weight, r2.bias or "", r3.weight,
+                  r3.bias or "") + ((res,) if res else ())
+        assert len(inputs) in (len(IR_INPUTS) - 1, len(IR_INPUTS))
+        parts = tuple({k: v for k, v in p.attrs.items() if k != "residual"}
+                      for p in (n1, n2, n3))
+        attrs = {"parts": parts, "residual": bool(res)}
+        name = "+".join(p.name for p in (n1, n2, n3) if p.name)
+        replaced[id(n3)] = type(n3)(IR_OP, inputs, n3.outputs, attrs, name)
+        drop.update((id(n1), id(n2)))
+    if not replaced:
+        return nodes
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
 def canonicalize(nodes, outputs, consts, metas):
     """The rewrites that need shapes before ``simplify`` (see the module doc). The BatchNorm's
     new scale and bias are computed in float64, then cast to its parameters' dtype."""
@@ -353,4 +435,6 @@ def simplify(nodes, outputs, consts, metas, opset, folded):
     nodes = _fold_batchnorm(nodes, outputs, consts, metas, folded)
     nodes = _fuse_residual(nodes, outputs, consts, metas, folded)
     nodes = _fuse_activations(nodes, outputs, consts, metas, opset)
+    if FUSE_BLOCKS and inverted_residual_available():
+        nodes = _fuse_inverted_residuals(nodes, outputs, consts, metas)
     return _dce(nodes, outputs), outputs

@@ -1,0 +1,249 @@
+/* Fused inverted residual (MobileNetV2's block) in one native call and one OpenMP region:
+ *
+ *     e = relu6(W1 @ x + b1)                       expand 1x1, (E, H*W) per image
+ *     d = relu6(depthwise3x3(e, Wd, stride s, pad 1) + bd)          (E, OH*OW)
+ *     y = W3 @ d + b3 [+ r]                        project 1x1, (F, OH*OW)
+ *
+ * The work units are bands of output rows [i0, i1) of one image; each thread starts on a
+ * contiguous run of them and, its run done, takes bands from the back of the run with most
+ * left (so a thread that loses its core for a while on a shared machine is covered, as the
+ * GEMM's dynamic units are). A band needs the input rows lo .. hi - 1 its taps read (one row
+ * of halo each side at stride 1, rows 2*i0 - 1 .. 2*(i1 - 1) + 1 at stride 2); the thread
+ * keeps the rows its previous band of the same image expanded already and expands only the
+ * new ones into its buffer, runs the depthwise conv on the band into a second buffer and
+ * projects that into y: the expanded tensor never leaves the thread's cache, the team is woken
+ * once per block, and only rows at the seams between threads are expanded twice. Bands are
+ * sized so that a thread's two buffers take at most half of the L2 (nnl_cache_sizes), and cut
+ * finer when the images alone would leave a thread idle.
+ *
+ * The three stages are the project's own kernels, on one thread each: nnl_sgemm_pk on the
+ * weights packed once (nnl_sgemm_pack, side A) and nnl_conv_depthwise_s on the band as an
+ * image of hi - lo rows (its top padding 1 or 0 as the band starts at the image's top or
+ * not; rows past the band read as padding exactly where they are past the image). The GEMM
+ * reduces every element in the same order however C is cut, and the depthwise kernel sums
+ * each output's taps in the same order on any plane it is given, so the result is the same
+ * bits as the three unfused calls, for any thread count and band cut.
+ *
+ * The residual r (F, OH*OW per image, or NULL) is copied into y's band rows and accumulated
+ * with beta = 1, as the unfused plan does. y overlaps none of x, r, the weights or biases.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "convfast.h"
+#include "gemm_kernels.h"
+#include "nnl_tuning.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int ir_geom_ok(const nnl_ir_geom *g)
+{
+    if (g->n < 0 || g->c < 1 || g->h < 1 || g->w < 1 || g->e < 1 || g->f < 1)
+        return 0;
+    if (g->s != 1 && g->s != 2)
+        return 0;
+    if (g->oh != (g->h - 1) / g->s + 1 || g->ow != (g->w - 1) / g->s + 1)
+        return 0;
+    return g->xsn >= g->c * g->h * g->w && g->ysn >= g->f * g->oh * g->ow &&
+           g->rsn >= g->f * g->oh * g->ow;
+}
+
+/* output rows per band: the largest count whose two buffers take at most half of the L2 */
+static nnl_idx ir_band_rows(const nnl_ir_geom *g)
+{
+    const double l2 = (double)nnl_cache_sizes()->l2;
+    const double per_row = (double)g->e * (double)(g->s * g->w + g->ow) * sizeof(float);
+    const double fixed = (double)g->e * 2.0 * g->w * sizeof(float);
+    const double r = (0.5 * l2 - fixed) / per_row;
+    if (!(r >= 1.0))
+        return 1;
+    return r >= (double)g->oh ? g->oh : (nnl_idx)r;
+}
+
+void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int *nt_out, nnl_idx *rows_out)
+{
+    const double macs = (double)g->n * ((double)g->h * g->w * g->c * g->e +
+                                        (double)g->oh * g->ow * g->e * (9.0 + g->f));
+    int nt = nnl_team_size(nthreads, macs, NNL_MIN_PARALLEL_MACS);
+    nnl_idx rows = ir_band_rows(g);
+    nnl_idx bands = nnl_cdiv(g->oh, rows);
+    if (nt > 1 && g->n * bands < nt) {
+        /* too few units for the team: cut each image into enough bands for every thread */
+        bands = nnl_min(g->oh, nnl_cdiv(nt, g->n));
+        rows = nnl_cdiv(g->oh, bands);
+        bands = nnl_cdiv(g->oh, rows);
+    }
+    if ((nnl_idx)nt > g->n * bands)
+        nt = (int)(g->n * bands);
+    *nt_out = nt < 1 ? 1 : nt;
+    *rows_out = rows;
+}
+
+/* elements of one thread's buffers for bands of ``rows`` output rows */
+static void ir_buffer_sizes(const nnl_ir_geom *g, nnl_idx rows, nnl_idx *ein, nnl_idx *dout)
+{
+    const nnl_idx in_rows = nnl_min(g->h, (rows - 1) * g->s + 3);
+    *ein = g->e * (nnl_idx)nnl_round64((size_t)(in_rows * g->w), sizeof(float));
+    *dout = (nnl_idx)nnl_round64((size_t)(g->e * rows * g->ow), sizeof(float));
+}
+
+nnl_idx nnl_ir_workspace(const nnl_ir_geom *g, int nthreads)
+{
+    if (!ir_geom_ok(g) || g->n == 0)
+        return 0;
+    int nt;
+    nnl_idx rows, ein, dout;
+    nnl_ir_plan(g, nthreads, &nt, &rows);
+    ir_buffer_sizes(g, rows, &ein, &dout);
+    return (nnl_idx)sizeof(float) * (ein + dout) * nt;
+}
+
+/* the rows of image ``n`` a thread's expand buffer holds: [lo, hi) at its plane offset 0 */
+typedef struct {
+    nnl_idx n, lo, hi;
+} ir_rows;
+
+/* expand input rows [r0, r1) of image n into ebuf's planes (``cs`` apart) from row ``at`` */
+static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, const float *w1pk,
+                     const float *b1, int isa, nnl_idx n, nnl_idx r0, nnl_idx r1, float *ebuf,
+                     nnl_idx cs, nnl_idx at)
+{
+    if (r1 <= r0)
+        return NNL_OK;
+    const nnl_idx W = g->w;
+    return nnl_sgemm_pk(1, g->e, (r1 - r0) * W, g->c, 1.0f, w1, 0, g->c, 1,
+                        x + n * g->xsn + r0 * W, 0, g->h * W, 1, 0.0f, ebuf + at * W, 0, cs, b1,
+                        0, NNL_BIAS_ROW, NNL_ACT_RELU6, 1, isa, w1pk, NULL);
+}
+
+/* one band: output rows [i0, i1) of image n. The rows of the thread's previous band (``have``)
+ * that this band reads too are moved to their new place in each plane instead of being
+ * expanded again (the previous band may lie above or below: a thread steals bands backwards). */
+static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const float *w1pk,
+                   const float *b1, const float *wd, const float *bd, const float *w3,
+                   const float *w3pk, const float *b3, const float *r, float *y, int isa,
+                   nnl_idx n, nnl_idx i0, nnl_idx i1, float *ebuf, nnl_idx cs, float *dbuf,
+                   ir_rows *have)
+{
+    const nnl_idx s = g->s, W = g->w, OW = g->ow, E = g->e;
+    const nnl_idx lo = nnl_max(0, i0 * s - 1), hi = nnl_min(g->h, (i1 - 1) * s + 2);
+    const nnl_idx in_rows = hi - lo, out_rows = i1 - i0;
+    nnl_idx ov_lo = lo, ov_hi = lo;   /* rows kept: none */
+    if (have->n == n) {
+        ov_lo = nnl_max(lo, have->lo), ov_hi = nnl_min(hi, have->hi);
+        if (ov_hi <= ov_lo)
+            ov_lo = ov_hi = lo;
+        else if (ov_lo - lo != ov_lo - have->lo)
+            for (nnl_idx e = 0; e < E; e++)
+                memmove(ebuf + e * cs + (ov_lo - lo) * W, ebuf + e * cs + (ov_lo - have->lo) * W,
+                        sizeof(float) * (size_t)((ov_hi - ov_lo) * W));
+    }
+    have->n = n, have->lo = lo, have->hi = hi;
+    int rc = ir_expand(g, x, w1, w1pk, b1, isa, n, lo, ov_lo, ebuf, cs, 0);
+    if (rc == NNL_OK)
+        rc = ir_expand(g, x, w1, w1pk, b1, isa, n, ov_hi, hi, ebuf, cs, ov_hi - lo);
+    if (rc != NNL_OK) {
+        have->n = -1;
+        return rc;
+    }
+    nnl_conv_geom dg;
+    dg.n = 1, dg.c = E, dg.h = in_rows, dg.w = W;
+    dg.xsn = E * cs, dg.xsc = cs, dg.xsr = W;
+    dg.f = E, dg.g = E, dg.kh = 3, dg.kw = 3, dg.sh = s, dg.sw = s;
+    dg.pt = lo - (i0 * s - 1), dg.pl = 1, dg.dh = 1, dg.dw = 1;
+    dg.oh = out_rows, dg.ow = OW, dg.ysn = E * out_rows * OW, dg.ysf = out_rows * OW;
+    rc = nnl_conv_depthwise_s(&dg, ebuf, wd, bd, 0.0f, dbuf, NNL_ACT_RELU6, 1);
+    if (rc != NNL_OK)
+        return rc;
+    const nnl_idx L = g->oh * OW;
+    float *yb = y + n * g->ysn + i0 * OW;
+    if (r != NULL) {
+        const float *rb = r + n * g->rsn + i0 * OW;
+        if (rb != yb)
+            for (nnl_idx f = 0; f < g->f; f++)
+                memcpy(yb + f * L, rb + f * L, sizeof(float) * (size_t)(out_rows * OW));
+    }
+    return nnl_sgemm_pk(1, g->f, out_rows * OW, E, 1.0f, w3, 0, E, 1, dbuf, 0, out_rows * OW, 1,
+                        r != NULL ? 1.0f : 0.0f, yb, 0, L, b3, 0, NNL_BIAS_ROW, NNL_ACT_NONE, 1,
+                        isa, w3pk, NULL);
+}
+
+/* The next unit for thread ``tid``: the front of its own contiguous range, else (its range
+ * done) the back of the range with most left, so a thread that loses its core for a while on
+ * a shared machine is covered by the others. -1 when no unit is left. */
+static nnl_idx ir_claim(nnl_idx *front, nnl_idx *back, int nt, int tid)
+{
+    nnl_idx u = -1;
+#ifdef _OPENMP
+#pragma omp critical(nnl_ir_claim)
+#endif
+    {
+        if (front[tid] < back[tid]) {
+            u = front[tid]++;
+        } else {
+            int v = -1;
+            for (int t = 0; t < nt; t++)
+                if (back[t] - front[t] > 0 && (v < 0 || back[t] - front[t] > back[v] - front[v]))
+                    v = t;
+            if (v >= 0)
+                u = --back[v];
+        }
+    }
+    return u;
+}
+
+int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
+                            const float *w1pk, const float *b1, const float *wd,
+                            const float *bd, const float *w3, const float *w3pk,
+                            const float *b3, const float *r, float *y, int nthreads, int isa)
+{
+    if (!ir_geom_ok(g))
+        return NNL_EINVAL;
+    if (g->n == 0)
+        return NNL_OK;
+    int nt;
+    nnl_idx rows, ein, dout;
+    nnl_ir_plan(g, nthreads, &nt, &rows);
+    ir_buffer_sizes(g, rows, &ein, &dout);
+    const nnl_idx bands = nnl_cdiv(g->oh, rows), units = g->n * bands;
+    /* the band buffers of every thread, then the claim counters (front[nt], back[nt]) */
+    float *bufs = (float *)nnl_alloc64(sizeof(float) * (size_t)(ein + dout) * (size_t)nt +
+                                       2 * sizeof(nnl_idx) * (size_t)nt);
+    if (bufs == NULL)
+        return NNL_ENOMEM;
+    nnl_idx *claims = (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)nt);
+    for (int t = 0; t < nt; t++) {
+        claims[t] = units * t / nt;
+        claims[nt + t] = units * (t + 1) / nt;
+    }
+    int status = NNL_OK;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        /* a thread takes a contiguous run of bands (whole images first), so consecutive bands
+         * of an image share their halo rows instead of expanding them twice */
+        const int tid = nnl_thread_id();
+        float *ebuf = bufs + (size_t)tid * (size_t)(ein + dout);
+        float *dbuf = ebuf + ein;
+        ir_rows have = {-1, 0, 0};
+        for (;;) {
+            const nnl_idx u = ir_claim(claims, claims + nt, nt, tid);
+            if (u < 0)
+                break;
+            const nnl_idx n = u / bands, i0 = (u % bands) * rows;
+            const int rc = ir_band(g, x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, r, y, isa, n, i0,
+                                   nnl_min(g->oh, i0 + rows), ebuf, ein / g->e, dbuf, &have);
+            if (rc != NNL_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                status = rc;
+            }
+        }
+    }
+    nnl_free64(bufs);
+    return status;
+}

@@ -1,0 +1,325 @@
+"""The fused inverted residual (MobileNetV2's block in one native call, issue #16):
+``_convfast.inverted_residual`` against a float64 NumPy-loop reference that shares no code with
+it, the same bits as the unfused plan (three conv kernels) on 1 and 2 threads, the plan pass
+(fuses the built-in and the ONNX-imported block; leaves chains alone that it cannot take or
+whose intermediates are read elsewhere), and the memory contract (weights once)."""
+import numpy as np
+import pytest
+from conftest import kernel_threads
+
+import nnlite
+import nnlite.nn as nn
+from nnlite._infer import kernels as K
+from nnlite._infer import passes
+
+pytestmark = pytest.mark.skipif(not K.inverted_residual_available(),
+                                reason="the fused block needs the compiled extensions")
+
+IR = K.IR_OP
+
+
+def _reference(x, w1, b1, wd, bd, w3, b3, stride, residual=None):
+    """The block in float64 with plain loops over taps (zero padding 1)."""
+    x, w1, wd, w3 = (np.asarray(a, np.float64) for a in (x, w1, wd, w3))
+    N, C, H, W = x.shape
+    E, F = w1.shape[0], w3.shape[0]
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    e = np.einsum("ec,nchw->nehw", w1, x) + b1[None, :, None, None]
+    e = np.minimum(np.maximum(e, 0), 6)
+    d = np.zeros((N, E, oh, ow)) + bd[None, :, None, None]
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(3):
+                for b in range(3):
+                    r, q = i * stride - 1 + a, j * stride - 1 + b
+                    if 0 <= r < H and 0 <= q < W:
+                        d[:, :, i, j] += wd[None, :, a * 3 + b] * e[:, :, r, q]
+    d = np.minimum(np.maximum(d, 0), 6)
+    y = np.einsum("fe,nehw->nfhw", w3, d) + b3[None, :, None, None]
+    if residual is not None:
+        y = y + residual
+    return y
+
+
+def _weights(rng, C, E, F):
+    ws = (rng.standard_normal((E, C)) / np.sqrt(C), rng.standard_normal(E),
+          rng.standard_normal((E, 9)) / 3, rng.standard_normal(E),
+          rng.standard_normal((F, E)) / np.sqrt(E), rng.standard_normal(F))
+    return tuple(w.astype(np.float32) for w in ws)
+
+
+def _run(x, ws, stride, residual, threads, packed=True):
+    from nnlite.kernels.gemm_ops import pack
+    w1, b1, wd, bd, w3, b3 = ws
+    N, _, H, W = x.shape
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    y = np.full((N, w3.shape[0], oh * ow), np.nan, np.float32)
+    p1, p3 = pack(w1, "a"), pack(w3, "a")
+    r = None if residual is None else residual.reshape(y.shape)
+    K._conv_cython._convfast.inverted_residual(
+        x, w1, p1.data if packed else None, b1, wd, bd, w3, p3.data if packed else None, b3,
+        y, stride, r, threads, p1.isa)
+    return y.reshape(N, -1, oh, ow)
+
+
+# (N, C, H, W, E, F, stride, residual): odd maps the stride does not tile, E not a multiple
+# of 16, one channel, batch 1 and 3; the 57x55 maps take several bands per image (halo rows
+# kept between a thread's bands, expanded twice at the threads' seam)
+CASES = [
+    (1, 8, 7, 7, 40, 8, 1, True),
+    (3, 8, 9, 13, 20, 12, 2, False),
+    (1, 1, 13, 9, 6, 1, 1, True),
+    (3, 16, 13, 13, 36, 16, 1, False),
+    (1, 12, 9, 9, 72, 24, 2, False),
+    (1, 24, 57, 55, 136, 24, 1, True),
+    (3, 16, 57, 55, 120, 24, 2, False),
+]
+
+
+@pytest.mark.parametrize("N,C,H,W,E,F,stride,residual", CASES)
+def test_native_block_matches_loops_and_is_thread_independent(N, C, H, W, E, F, stride,
+                                                              residual):
+    rng = np.random.default_rng(N * 1000 + H * 10 + stride)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    ws = _weights(rng, C, E, F)
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    r = rng.standard_normal((N, F, oh, ow)).astype(np.float32) if residual else None
+    want = _reference(x, *ws, stride, r)
+    one = _run(x, ws, stride, r, 1)
+    two = _run(x, ws, stride, r, 2)
+    np.testing.assert_allclose(one, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+    assert np.array_equal(one, two)
+    # unpacked weights (packed per call by the GEMM): the same bits
+    assert np.array_equal(one, _run(x, ws, stride, r, 2, packed=False))
+
+
+def test_big_maps_take_several_bands():
+    """The 57x55 cases above exercise band seams: the band is shorter than the map."""
+    cf = K._conv_cython._convfast
+    for n, c, h, w, e, f, s, _ in CASES[-2:]:
+        threads, rows, work = cf.inverted_residual_plan(n, c, h, w, e, f, s, 2)
+        assert 1 <= rows < (h - 1) // s + 1 and work > 0 and threads in (1, 2)
+
+
+def test_native_block_rejects_bad_arguments():
+    cf = K._conv_cython._convfast
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
+    w1, b1, wd, bd, w3, b3 = _weights(rng, 8, 16, 8)
+    y = np.empty((1, 8, 81), np.float32)
+    with pytest.raises(ValueError, match="stride=3"):
+        cf.inverted_residual(x, w1, None, b1, wd, bd, w3, None, b3, y, 3)
+    with pytest.raises(ValueError, match="do not chain"):
+        cf.inverted_residual(x, w1[:, :4].copy(), None, b1, wd, bd, w3, None, b3, y, 1)
+    with pytest.raises(ValueError, match="y has shape"):
+        cf.inverted_residual(x, w1, None, b1, wd, bd, w3, None, b3, y[:, :, :80], 1)
+    with pytest.raises(ValueError, match="b1 has 15"):
+        cf.inverted_residual(x, w1, None, b1[:15], wd, bd, w3, None, b3, y, 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cf.inverted_residual(x[:, :, :, ::-1], w1, None, b1, wd, bd, w3, None, b3, y, 1)
+
+
+# ------------------------------------------------------------------------------ the plan
+def _block_model(inp, oup, stride, ratio, seed):
+    nnlite.manual_seed(seed)
+    m = nn.InvertedResidual(inp, oup, stride, ratio)
+    rng = np.random.default_rng(seed)
+    for mod in m.modules():   # non-trivial BatchNorm statistics
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.data[...] = rng.standard_normal(mod.num_features) * 0.1
+            mod.running_var.data[...] = rng.uniform(0.5, 2.0, mod.num_features)
+    return m.eval()
+
+
+def _out(fast, x):
+    """The plan's (first) output for x."""
+    got = fast.run_arrays(x)
+    return got[0] if isinstance(got, (list, tuple)) else got
+
+
+def _plan(fast, x):
+    fast.run_arrays(x)
+    return fast._plans[((x.shape, x.dtype.str),)][0]
+
+
+def _ops(plan):
+    return [s.node.op for s in plan.steps]
+
+
+def _fused_and_unfused(model, x, monkeypatch):
+    fused = nnlite.optimize_for_inference(model)
+    a = _out(fused, x)
+    monkeypatch.setattr(passes, "FUSE_BLOCKS", False)
+    unfused = nnlite.optimize_for_inference(model)
+    b = _out(unfused, x)
+    monkeypatch.setattr(passes, "FUSE_BLOCKS", True)
+    return fused, unfused, a, b
+
+
+@pytest.mark.parametrize("inp,oup,stride,ratio,hw,batch", [
+    (8, 8, 1, 6, (13, 9), 1),     # residual
+    (8, 12, 2, 6, (9, 13), 3),
+    (6, 6, 1, 5, (7, 7), 3),      # E = 30
+    (16, 24, 2, 3, (13, 13), 1),
+])
+def test_plan_fuses_the_block_with_the_unfused_bits(inp, oup, stride, ratio, hw, batch,
+                                                    monkeypatch):
+    model = _block_model(inp, oup, stride, ratio, seed=inp + oup + stride)
+    x = np.random.default_rng(1).standard_normal((batch, inp) + hw).astype(np.float32)
+    fused, unfused, a, b = _fused_and_unfused(model, x, monkeypatch)
+    assert _ops(_plan(fused, x)) == [IR]
+    assert IR not in _ops(_plan(unfused, x))
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert np.array_equal(a, b)
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            assert np.array_equal(_out(fused, x), a)
+            assert np.array_equal(_out(unfused, x), a)
+
+
+def test_mobilenet_v2_fuses_every_expanding_block(monkeypatch):
+    from nnlite import models
+    nnlite.manual_seed(0)
+    model = models.mobilenet_v2(num_classes=10).eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    fused, _, a, b = _fused_and_unfused(model, x, monkeypatch)
+    # 17 blocks; the first (expand ratio 1) has no expand conv
+    assert _ops(_plan(fused, x)).count(IR) == 16
+    assert np.array_equal(a, b)
+
+
+def _onnx_block(opset, residual, stride):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+    rng = np.random.default_rng(3)
+    C, E, F = 8, 28, 8
+    w1, b1, wd, bd, w3, b3 = _weights(rng, C, E, F)
+    inits = [onh.from_array(w1.reshape(E, C, 1, 1), "w1"), onh.from_array(b1, "b1"),
+             onh.from_array(wd.reshape(E, 1, 3, 3), "wd"), onh.from_array(bd, "bd"),
+             onh.from_array(w3.reshape(F, E, 1, 1), "w3"), onh.from_array(b3, "b3"),
+             onh.from_array(np.array(0, np.float32), "lo"),
+             onh.from_array(np.array(6, np.float32), "hi")]
+    nodes = [oh.make_node("Conv", ["x", "w1", "b1"], ["e0"], kernel_shape=[1, 1]),
+             oh.make_node("Clip", ["e0", "lo", "hi"], ["e"]),
+             oh.make_node("Conv", ["e", "wd", "bd"], ["d0"], kernel_shape=[3, 3], group=E,
+                          pads=[1, 1, 1, 1], strides=[stride, stride]),
+             oh.make_node("Clip", ["d0", "lo", "hi"], ["d"]),
+             oh.make_node("Conv", ["d", "w3", "b3"], ["p"], kernel_shape=[1, 1])]
+    if residual:
+        nodes.append(oh.make_node("Add", ["p", "x"], ["y"]))
+    else:
+        nodes[-1].output[0] = "y"
+    graph = oh.make_graph(nodes, "block",
+                          [oh.make_tensor_value_info("x", TP.FLOAT, ["N", C, 11, 11])],
+                          [oh.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    return onnx, model, (w1, b1, wd, bd, w3, b3)
+
+
+@pytest.mark.parametrize("residual,stride", [(True, 1), (False, 2)])
+def test_onnx_imported_block_is_fused(residual, stride, monkeypatch, tmp_path):
+    import nnlite.onnx as nxo
+    onnx, model, ws = _onnx_block(13, residual, stride)
+    path = tmp_path / "block.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(2).standard_normal((3, 8, 11, 11)).astype(np.float32)
+    fused, unfused, a, b = _fused_and_unfused(nxo.load(str(path)), x, monkeypatch)
+    assert _ops(_plan(fused, x)) == [IR]
+    want = _reference(x, *ws, stride, x if residual else None)
+    np.testing.assert_allclose(a, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+    assert np.array_equal(a, b)
+
+
+class _SideOutput(nn.Module):
+    """The block with one intermediate also read by something else."""
+
+    def __init__(self, which):
+        super().__init__()
+        self.which = which
+        self.expand = nn.Sequential(nn.Conv2d(8, 24, 1), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(24, 24, 3, padding=1, groups=24), nn.ReLU6())
+        self.project = nn.Conv2d(24, 8, 1)
+
+    def forward(self, x):
+        e = self.expand(x)
+        d = self.dw(e)
+        y = self.project(d)
+        side = e if self.which == "expand" else d
+        return y + side.mean(dim=1, keepdim=True)
+
+
+class _Variant(nn.Module):
+    """A chain the fused kernel does not take."""
+
+    def __init__(self, kind):
+        super().__init__()
+        dw = dict(padding=1, groups=24)
+        act = nn.ReLU6
+        if kind == "dilation":
+            dw = dict(padding=2, dilation=2, groups=24)
+        elif kind == "kernel5":
+            dw = dict(kernel_size=5, padding=2, groups=24)
+        elif kind == "relu":
+            act = nn.ReLU
+        elif kind == "groups":
+            dw = dict(padding=1, groups=12)
+        k = dw.pop("kernel_size", 3)
+        self.expand = nn.Sequential(nn.Conv2d(8, 24, 1), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(24, 24, k, **dw), act())
+        self.project = nn.Conv2d(24, 8, 1)
+
+    def forward(self, x):
+        return self.project(self.dw(self.expand(x)))
+
+
+@pytest.mark.parametrize("model", [_SideOutput("expand"), _SideOutput("dw"),
+                                   _Variant("dilation"), _Variant("kernel5"), _Variant("relu"),
+                                   _Variant("groups")],
+                         ids=["expand-read-twice", "dw-read-twice", "dilation", "kernel5",
+                              "relu", "groups"])
+def test_pass_does_not_fuse_what_it_cannot_take(model):
+    model = model.eval()
+    x = np.random.default_rng(0).standard_normal((1, 8, 9, 9)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = _out(fast, x)
+    assert IR not in _ops(_plan(fast, x))
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_float64_block_runs_unfused():
+    model = _block_model(8, 8, 1, 4, seed=5)
+    x = np.random.default_rng(0).standard_normal((1, 8, 9, 9))
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    for b in model.buffers():
+        b.data = b.data.astype(np.float64)
+    fast = nnlite.optimize_for_inference(model)
+    got = _out(fast, x)
+    assert IR not in _ops(_plan(fast, x))
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_fused_block_keeps_its_weights_once():
+    model = _block_model(32, 32, 1, 6, seed=7)
+    x = np.random.default_rng(0).standard_normal((1, 32, 14, 14)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    fast.run_arrays(x)
+    (plan, _), = fast._plans.values()
+    (step,) = plan.steps
+    k = step.kernel
+    assert isinstance(k, K.InvertedResidualKernel)
+    report = fast.memory_report()
+    E = 32 * 6
+    # packed panels: the expand (E x 32) and project (32 x E) weights once each, rows rounded
+    # up to a panel (at most 32 more) -- nothing else
+    packed = ((-(-E // 32) * 32) * 32 + 64 * E) * 4
+    assert report["prepared"] <= packed + 16384, report
+    assert k.weight_bytes == sum(p.w_flat.nbytes for p in k.parts)

@@ -341,8 +341,8 @@ def conv2d_backward_weight(gy, x, geom, general=False):
         # depthwise: a direct per-channel reduction (the GEMMs would be 1 x KH*KW per group);
         # one input channel (a 1-channel stem, G = C = 1) is a dense conv: one GEMM of
         # F x KH*KW over the batch beats the per-channel kernel (digits stem 1 -> 16, 3x3,
-        # 8x8, batch 32, one thread: 367 us direct, ~60 us im2col_rows + GEMM, the batch GEMM path before
-        # the image-packed one)
+        # 8x8, batch 32, one thread: 367 us direct, ~60 us im2col_rows + GEMM, the batch
+        # GEMM path before the image-packed one)
         gw = np.empty((geom.f, geom.kh * geom.kw), dtype=gy.dtype)
         _train.depthwise_weight_grad(gy, x, gw, *args[:8],
                                      num_threads=_threads(gy.size * geom.kh * geom.kw))

@@ -473,11 +473,18 @@ int FN(nnl_conv_wgrad_implicit)(const nnl_conv_geom *geom, const T *x, const T *
     const nnl_idx kcb_max = nnl_cdiv(NL, nnl_cdiv(NL, kd->kc));
     int nt = nnl_team_size(nthreads, (double)geom->f * K * NL, NNL_CF_MIN_PARALLEL_MACS);
     nnl_idx ru = nnl_cdiv(FG, kd->mc);
-    const nnl_idx mu = nnl_cdiv(nnl_cdiv(FG, ru), mr) * mr;
+    nnl_idx mu = nnl_cdiv(nnl_cdiv(FG, ru), mr) * mr;
     ru = nnl_cdiv(FG, mu);
     const nnl_idx Q = nnl_cdiv(K, nr);
     const nnl_idx cu0 = nnl_clamp(nnl_cdiv((nnl_idx)nt * NNL_CF_UNITS_PER_THREAD, G * ru), 1, Q);
     const nnl_idx nu = nnl_cdiv(Q, cu0) * nr, cu = nnl_cdiv(K, nu);
+    if (G * ru * cu < (nnl_idx)nt) {
+        /* too few units for the team (few columns, e.g. a 3-channel stem: K = 27): split the
+         * rows finer, down to MR; each row unit packs its own B, so no finer than needed */
+        const nnl_idx want = nnl_min(nnl_cdiv(FG, mr), nnl_cdiv((nnl_idx)nt, G * cu));
+        mu = nnl_cdiv(nnl_cdiv(FG, want), mr) * mr;
+        ru = nnl_cdiv(FG, mu);
+    }
     const nnl_idx chunk = nnl_max(1, nnl_min(kd->nc / nr, nu / nr));
     const nnl_idx units = G * ru * cu;
     if ((nnl_idx)nt > units)

@@ -258,8 +258,8 @@ def test_weight_gradient_central_differences(case):
 
 def test_weight_gradient_native_strided_input_threads_and_nan():
     """The kernel on a channel slice of a larger image (no copy), bit-identical on 1, 2 and 3
-    threads over several K slices and column units; padding taps multiply as zeros (0 * inf
-    = NaN), as im2col + GEMM do."""
+    threads over several K slices and column units (row units for a 3-channel stem); padding
+    taps multiply as zeros (0 * inf = NaN), as im2col + GEMM do."""
     conv_cython = _native_wgrad()
     fast = conv_cython._convfast
     rng = np.random.default_rng(8)
@@ -278,6 +278,18 @@ def test_weight_gradient_native_strided_input_threads_and_nan():
         gy.astype(np.float64), x.astype(np.float64), geom).reshape(geom.f, geom.k)
     np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert all(np.array_equal(r, runs[0]) for r in runs[1:])
+    # a 3-channel stem: K = 27 is one column panel, so the rows are split among the threads
+    xs = rng.standard_normal((8, 3, 48, 48)).astype(np.float32)
+    geoms = conv2d_geometry(xs.shape, (40, 3, 3, 3), None, 1, 1, 1, 1)
+    gys = rng.standard_normal((geoms.n, geoms.f, geoms.oh, geoms.ow)).astype(np.float32)
+    stem = []
+    for nt in (1, 2, 3):
+        with kernel_threads(nt):
+            stem.append(conv_cython.conv2d_backward_weight(gys, xs, geoms))
+    wants = kernels.impl("conv2d_backward_weight", "reference")(
+        gys.astype(np.float64), xs.astype(np.float64), geoms)
+    np.testing.assert_allclose(stem[0], wants, rtol=1e-4, atol=1e-4 * np.abs(wants).max())
+    assert all(np.array_equal(r, stem[0]) for r in stem[1:])
     x1 = np.ones((2, 2, 1, 1), np.float32)
     g1 = np.array([1.0, 2.0, np.inf, 3.0], np.float32).reshape(2, 2, 1, 1)
     geom1 = conv2d_geometry(x1.shape, (2, 2, 3, 3), None, 1, 1, 1, 1)

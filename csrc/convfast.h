@@ -42,6 +42,17 @@ int nnl_conv_implicit_d(const nnl_conv_geom *geom, const double *x, const double
                         const double *bias, double alpha, double beta, double *y, int act,
                         int nthreads, int isa);
 
+/* Weight gradient gw (F, CG*KH*KW), C-contiguous and overwritten, = sum over the batch of
+ * gy_g[n] @ cols_g[n]^T, computed as ONE GEMM per group with depth N*OH*OW by the GEMM's loop
+ * nest, its B panels (the transposed column matrix) packed straight from the image (no im2col
+ * buffer). gy holds the rows of the output gradient regrouped image-major: gy[f*rsg + n*L + l]
+ * (L = OH*OW, rsg >= N*L). The y strides of geom are not used. Every element is reduced in the
+ * same order for any nthreads. Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL. */
+int nnl_conv_wgrad_implicit_s(const nnl_conv_geom *geom, const float *x, const float *gy,
+                              nnl_idx rsg, float *gw, int nthreads, int isa);
+int nnl_conv_wgrad_implicit_d(const nnl_conv_geom *geom, const double *x, const double *gy,
+                              nnl_idx rsg, double *gw, int nthreads, int isa);
+
 /* Direct depthwise conv2d (groups == C, F = M*C; output channel f reads input channel f / M):
  * y = act(conv(x, w) + beta * y + bias[f]) with w (F, KH*KW) C-contiguous, bias (F,) or NULL and
  * y planes contiguous (ysf >= OH*OW). Work memory: one padded plane per thread (none for

@@ -43,6 +43,10 @@ cdef extern from "convfast.h" nogil:
     int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const double *w,
                              const double *bias, double beta, double *y, int act,
                              int nthreads)
+    int nnl_conv_wgrad_implicit_s(const nnl_conv_geom *geom, const float *x, const float *gy,
+                                  nnl_idx rsg, float *gw, int nthreads, int isa)
+    int nnl_conv_wgrad_implicit_d(const nnl_conv_geom *geom, const double *x, const double *gy,
+                                  nnl_idx rsg, double *gw, int nthreads, int isa)
     nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads,
                                         int isa)
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
@@ -163,6 +167,56 @@ def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias
                                      if w.shape[1] > 0 else NULL, pb, alpha, beta,
                                      &y[0, 0, 0], act, num_threads, isa)
     check_status(rc, "conv2d_implicit")
+
+
+def conv2d_weight_grad(const floating[:, :, :, :] x, const floating[:, ::1] gy,
+                       floating[:, ::1] gw, Py_ssize_t groups,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t oh, Py_ssize_t ow, int num_threads=1, int isa=-1):
+    """gw (F, C/groups*KH*KW) = Σ_n gy_g[n] @ im2col(x)[n]ᵀ without an im2col matrix: one GEMM
+    per group of depth N*OH*OW whose transposed column operand is packed from the image.
+
+    Shape:
+        x (N, C, H, W) any non-negative strides with unit stride along W; gy (F, N*OH*OW), the
+        output gradient's rows regrouped image-major (gy[f, n*OH*OW + l] = dy[n, f, l]);
+        gw (F, C/groups*KH*KW), overwritten. ``isa``: GEMM micro-kernel family (-1 = best).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = gw.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef int rc
+    _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if gw.shape[1] != (C // groups) * kh * kw:
+        raise ValueError(f"conv2d_weight_grad: gw has {gw.shape[1]} columns; expected "
+                         f"C/groups*KH*KW = {(C // groups) * kh * kw}")
+    if (gy.shape[0], gy.shape[1]) != (F, N * oh * ow):
+        raise ValueError(f"conv2d_weight_grad: gy has shape {(gy.shape[0], gy.shape[1])}; "
+                         f"expected {(F, N * oh * ow)}")
+    if not nnl_isa_available(isa) and isa != -1:
+        raise ValueError(f"conv2d_weight_grad: micro-kernel family {isa} is not available")
+    if F == 0 or gw.shape[1] == 0:
+        return
+    if N * oh * ow > 0:
+        if H == 0 or W == 0:
+            raise ValueError(f"conv2d_weight_grad: empty image plane ({H}, {W})")
+        xs = (x.strides[0], x.strides[1], x.strides[2], x.strides[3])
+        if any(s < 0 or s % es for s in xs) or (W > 1 and xs[3] != es):
+            raise ValueError(f"conv2d_weight_grad: x strides {xs} must be non-negative "
+                             f"multiples of {es} with unit stride along W")
+        _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
+        _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
+        gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_wgrad_implicit_s(&gm, &x[0, 0, 0, 0] if N * oh * ow > 0 else NULL,
+                                           &gy[0, 0] if N * oh * ow > 0 else NULL,
+                                           N * oh * ow, &gw[0, 0], num_threads, isa)
+        else:
+            rc = nnl_conv_wgrad_implicit_d(&gm, &x[0, 0, 0, 0] if N * oh * ow > 0 else NULL,
+                                           &gy[0, 0] if N * oh * ow > 0 else NULL,
+                                           N * oh * ow, &gw[0, 0], num_threads, isa)
+    check_status(rc, "conv2d_weight_grad")
 
 
 def implicit_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,

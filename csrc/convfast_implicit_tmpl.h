@@ -377,3 +377,151 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     nnl_free64(work);
     return NNL_OK;
 }
+
+/* -------------------------------------------------------------------- the weight gradient */
+
+/* The transposed image operand of the weight gradient: rows k0..k0+kcb of B = cols_g^T (row
+ * k = image n, output pixel (i, j) at k = n*L + i*OW + j; column t = tap (c, a, b) at
+ * t = (c*KH + a)*KW + b) x columns j0..j0+ncb -> micro-panels bp[q][k][e] (columns past ncb
+ * zero). B[k, t] = xg[n*xsn + c*xsc + (i*SH - PT + a*DH)*xsr + j*SW - PL + b*DW], 0 in the
+ * padding. Per panel the taps' offsets are decoded once; then each output-row segment
+ * (at most OW rows of the panel, an L1-sized slab) is filled tap by tap. */
+static NNL_NO_MEMCPY_IDIOM void FN(cf_pack_wgrad)(const nnl_conv_geom *g, const T *xg,
+                                                     nnl_idx k0, nnl_idx kcb, nnl_idx j0,
+                                                     nnl_idx ncb, int nr, T *NNL_RESTRICT bp)
+{
+    const nnl_idx taps = g->kh * g->kw, ow = g->ow, l = g->oh * g->ow, sw = g->sw;
+    nnl_idx xoff[64], roff[64], lo[64], hi[64];
+    for (nnl_idx q = 0; q * nr < ncb; q++) {
+        T *dst = bp + q * kcb * nr;
+        const int n = (int)nnl_min(nr, ncb - q * nr);
+        for (int e = 0; e < n; e++) {
+            const nnl_idx t = j0 + q * nr + e;
+            const nnl_idx c = t / taps, a = (t % taps) / g->kw, b = t % g->kw;
+            const nnl_idx off = b * g->dw - g->pl;   /* source column of output column j */
+            nnl_col_range(off, g->w, sw, ow, lo + e, hi + e);
+            xoff[e] = c * g->xsc + off;
+            roff[e] = a * g->dh - g->pt;             /* source row of output row i */
+        }
+        nnl_idx img = k0 / l, i = (k0 % l) / ow, jj = k0 % ow;
+        for (nnl_idx pos = 0; pos < kcb;) {
+            const nnl_idx seg = nnl_min(ow - jj, kcb - pos);   /* output row i, columns jj.. */
+            T *dk = dst + pos * nr;
+            const T *xi = xg + img * g->xsn;
+            for (int e = 0; e < n; e++) {
+                T *NNL_RESTRICT d = dk + e;
+                const nnl_idx r = i * g->sh + roff[e];
+                nnl_idx z0 = seg, z1 = seg;                   /* [z0, z1): in the image */
+                if ((size_t)r < (size_t)g->h) {
+                    z0 = nnl_clamp(lo[e] - jj, 0, seg);
+                    z1 = nnl_max(z0, nnl_clamp(hi[e] - jj, 0, seg));
+                }
+                const T *s = z1 > z0 ? xi + xoff[e] + r * g->xsr + jj * sw : xi;
+                for (nnl_idx u = 0; u < z0; u++)
+                    d[u * nr] = 0;
+                for (nnl_idx u = z0; u < z1; u++)
+                    d[u * nr] = s[u * sw];
+                for (nnl_idx u = z1; u < seg; u++)
+                    d[u * nr] = 0;
+            }
+            for (nnl_idx u = 0; u < seg; u++)
+                for (int e = n; e < nr; e++)
+                    dk[u * nr + e] = 0;
+            pos += seg, jj += seg;
+            if (jj == ow) {
+                jj = 0;
+                if (++i == g->oh)
+                    i = 0, img++;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const nnl_conv_geom *g;
+    const T *xg;                 /* the group's first channel of image 0 */
+} FN(cf_wg_item);
+
+static const T *FN(cf_wg_b_src)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                                nnl_idx ncb, T *bp)
+{
+    const FN(cf_wg_item) *it = (const FN(cf_wg_item) *)ctx;
+    FN(cf_pack_wgrad)(it->g, it->xg, pc, kcb, jc, ncb, nr, bp);
+    return bp;
+}
+
+int FN(nnl_conv_wgrad_implicit)(const nnl_conv_geom *geom, const T *x, const T *gy,
+                                nnl_idx rsg, T *gw, int nthreads, int isa)
+{
+    if (!cf_geom_ok(geom))
+        return NNL_EINVAL;
+    const KERNEL_T *kd = FN(nnl_select)(isa);
+    if (kd == NULL || kd->nr > 64)
+        return NNL_EINVAL;
+    const nnl_idx G = geom->g, FG = geom->f / G, CG = geom->c / G;
+    const nnl_idx K = CG * geom->kh * geom->kw, NL = geom->n * geom->oh * geom->ow;
+    if (FG == 0 || K == 0)
+        return NNL_OK;
+    if (rsg < NL)
+        return NNL_EINVAL;
+    if (NL == 0) {
+        for (nnl_idx i = 0; i < geom->f * K; i++)
+            gw[i] = 0;
+        return NNL_OK;
+    }
+    const int mr = kd->mr, nr = kd->nr;
+    /* K slices and the tile grid from the shape alone: the same sums for any thread count */
+    const nnl_idx kcb_max = nnl_cdiv(NL, nnl_cdiv(NL, kd->kc));
+    int nt = nnl_team_size(nthreads, (double)geom->f * K * NL, NNL_CF_MIN_PARALLEL_MACS);
+    nnl_idx ru = nnl_cdiv(FG, kd->mc);
+    nnl_idx mu = nnl_cdiv(nnl_cdiv(FG, ru), mr) * mr;
+    ru = nnl_cdiv(FG, mu);
+    const nnl_idx Q = nnl_cdiv(K, nr);
+    const nnl_idx cu0 = nnl_clamp(nnl_cdiv((nnl_idx)nt * NNL_CF_UNITS_PER_THREAD, G * ru), 1, Q);
+    const nnl_idx nu = nnl_cdiv(Q, cu0) * nr, cu = nnl_cdiv(K, nu);
+    if (G * ru * cu < (nnl_idx)nt) {
+        /* too few units for the team (few columns, e.g. a 3-channel stem: K = 27): split the
+         * rows finer, down to MR; each row unit packs its own B, so no finer than needed */
+        const nnl_idx want = nnl_min(nnl_cdiv(FG, mr), nnl_cdiv((nnl_idx)nt, G * cu));
+        mu = nnl_cdiv(nnl_cdiv(FG, want), mr) * mr;
+        ru = nnl_cdiv(FG, mu);
+    }
+    const nnl_idx chunk = nnl_max(1, nnl_min(kd->nc / nr, nu / nr));
+    const nnl_idx units = G * ru * cu;
+    if ((nnl_idx)nt > units)
+        nt = (int)units;
+    const size_t ap_elems = nnl_round64((size_t)mu * (size_t)kcb_max, sizeof(T));
+    const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(chunk * nr), sizeof(T));
+    T *ws = (T *)nnl_alloc64(sizeof(T) * (ap_elems + bp_elems) * (size_t)nt);
+    if (ws == NULL)
+        return NNL_ENOMEM;
+    FN(nnl_nest) s0;   /* per group: gw_g (FG x K) = gy_g (FG x N*L) @ cols_g^T (N*L x K) */
+    s0.K = NL, s0.kcb_max = kcb_max, s0.chunk = chunk;
+    s0.alpha = 1, s0.beta = 0, s0.act = NNL_ACT_NONE;
+    s0.rsa = rsg, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
+    s0.a_pack8 = mr == 8 && nnl_pack_a8_ok();
+    s0.rsc = K, s0.bias = NULL, s0.bias_kind = NNL_BIAS_NONE, s0.t_ctx = NULL;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        const int tid = nnl_thread_id();
+        T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
+        T *bp = ap + ap_elems;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (nnl_idx u = 0; u < units; u++) {
+            const nnl_idx c = u % cu, r = (u / cu) % ru, gi = u / (cu * ru);
+            FN(cf_wg_item) it = {geom, x + gi * CG * geom->xsc};
+            FN(nnl_nest) sb = s0;
+            sb.a = gy + gi * FG * rsg, sb.c = gw + gi * FG * K, sb.b_ctx = &it;
+            const nnl_idx r0 = r * mu, r1 = nnl_min(FG, (r + 1) * mu);
+            const nnl_idx c0 = c * nu, c1 = nnl_min(K, (c + 1) * nu);
+            FN(gemm_nest)(&sb, FN(cf_wg_b_src), NULL, kd, r0, r1, c0, c1, ap, bp);
+        }
+    }
+    nnl_free64(ws);
+    return NNL_OK;
+}

@@ -3,9 +3,11 @@
 - BatchNorm training forward/backward (nnlite._train, csrc/train_bn.c): a naive per-channel
   float64 loop reference (math.fsum statistics, the textbook backward formula), float64 central
   differences, PyTorch (skipped without it), bit-identity for 1, 2 and 3 threads.
-- The batched conv weight gradient (one GEMM per chunk of images, ``_im2col.im2col_rows``):
-  the column layout against the per-image im2col, the gradient against the naive reference
-  conv routines, with several chunks (a budget that does not tile the batch).
+- The conv weight gradient (one GEMM per group over the whole batch, its transposed column
+  operand packed from the image, ``_convfast.conv2d_weight_grad``): against the naive
+  reference conv routines (float64 and float32), float64 central differences of
+  <gy, conv(x, w)>, PyTorch (skipped without it), bit-identity for 1, 2 and 3 threads, and
+  the batch-rows im2col layout (``_im2col.im2col_rows``) of the forward and input gradient.
 """
 import math
 
@@ -201,21 +203,133 @@ def test_im2col_rows_is_the_per_image_layout_transposed(case):
     assert np.array_equal(rows, per_image.transpose(1, 0, 2))
 
 
-@pytest.mark.parametrize("budget", [None, 1], ids=["one chunk", "one image per chunk"])
-@pytest.mark.parametrize("case", WGRAD, ids=str)
-def test_batched_weight_gradient_matches_reference(case, budget, monkeypatch):
-    from nnlite import _convgeom
+# dense convs the weight-gradient GEMM takes (beside WGRAD's): a stride-2 3x3 whose stride
+# does not tile the image, dilation with padding, a 1 x K kernel, a stride-2 1x1 (ResNet
+# downsampling shortcut), and N*OH*OW deeper than one K slice of the GEMM
+WGRAD_GEMM = WGRAD + [
+    ((3, 5, 11, 9), (7, 5, 3, 3), 2, 1, 1, 1),
+    ((2, 4, 12, 10), (3, 4, 3, 2), 1, (3, 2), (2, 3), 1),
+    ((4, 3, 6, 13), (5, 3, 1, 4), (1, 2), (0, 2), 1, 1),
+    ((3, 6, 9, 9), (10, 6, 1, 1), 2, 0, 1, 1),
+    ((6, 3, 21, 19), (4, 3, 3, 3), 1, 1, 1, 1),
+]
 
-    if budget is not None:
-        monkeypatch.setattr(_convgeom, "COL_BUDGET_BYTES", budget)
+
+def _native_wgrad():
+    from nnlite.kernels import conv_cython
+
+    if conv_cython._convfast is None:
+        pytest.skip("nnlite._convfast not built")
+    return conv_cython
+
+
+@pytest.mark.parametrize("case", WGRAD_GEMM, ids=str)
+def test_weight_gradient_matches_reference(case):
+    conv_cython = _native_wgrad()
     xs, ws, s, p, d, g = case
     rng = np.random.default_rng(2)
-    x = rng.standard_normal(xs)
     geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    x = rng.standard_normal(xs)
     gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow))
-    got = kernels.impl("conv2d_backward_weight", "cython")(gy, x, geom)
     want = kernels.impl("conv2d_backward_weight", "reference")(gy, x, geom)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for dtype, tol in ((np.float64, 1e-11), (np.float32, 3e-5)):
+        got = conv_cython.conv2d_backward_weight(gy.astype(dtype), x.astype(dtype), geom)
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("case", WGRAD_GEMM[::3], ids=str)
+def test_weight_gradient_central_differences(case):
+    """d<gy, conv(x, w)>/dw by float64 central differences of the naive forward."""
+    conv_cython = _native_wgrad()
+    from gradcheck import numerical_grad
+
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(7)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow))
+    fwd = kernels.impl("conv2d_forward", "reference")
+    num = numerical_grad(lambda: float(np.vdot(gy, fwd(x, w, None, geom))), w)
+    got = conv_cython.conv2d_backward_weight(gy, x, geom)
+    np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-6)
+
+
+def test_weight_gradient_native_strided_input_threads_and_nan():
+    """The kernel on a channel slice of a larger image (no copy), bit-identical on 1, 2 and 3
+    threads over several K slices and column units (row units for a 3-channel stem); padding
+    taps multiply as zeros (0 * inf = NaN), as im2col + GEMM do."""
+    conv_cython = _native_wgrad()
+    fast = conv_cython._convfast
+    rng = np.random.default_rng(8)
+    big = rng.standard_normal((9, 40, 15, 14)).astype(np.float32)
+    x = big[:, 3:35]                                               # channel slice, strided
+    geom = conv2d_geometry(x.shape, (48, 16, 3, 3), None, 2, 1, 1, 2)
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow)).astype(np.float32)
+    a = conv_cython._rows_first(gy, geom.n, geom.f, geom.l)
+    runs = []
+    for nt in (1, 2, 3):
+        gw = np.full((geom.f, geom.k), np.nan, np.float32)
+        fast.conv2d_weight_grad(x, a, gw, geom.g, geom.kh, geom.kw, geom.sh, geom.sw, geom.pt,
+                                geom.pl, geom.dh, geom.dw, geom.oh, geom.ow, num_threads=nt)
+        runs.append(gw)
+    want = kernels.impl("conv2d_backward_weight", "reference")(
+        gy.astype(np.float64), x.astype(np.float64), geom).reshape(geom.f, geom.k)
+    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert all(np.array_equal(r, runs[0]) for r in runs[1:])
+    # a 3-channel stem: K = 27 is one column panel, so the rows are split among the threads
+    xs = rng.standard_normal((8, 3, 48, 48)).astype(np.float32)
+    geoms = conv2d_geometry(xs.shape, (40, 3, 3, 3), None, 1, 1, 1, 1)
+    gys = rng.standard_normal((geoms.n, geoms.f, geoms.oh, geoms.ow)).astype(np.float32)
+    stem = []
+    for nt in (1, 2, 3):
+        with kernel_threads(nt):
+            stem.append(conv_cython.conv2d_backward_weight(gys, xs, geoms))
+    wants = kernels.impl("conv2d_backward_weight", "reference")(
+        gys.astype(np.float64), xs.astype(np.float64), geoms)
+    np.testing.assert_allclose(stem[0], wants, rtol=1e-4, atol=1e-4 * np.abs(wants).max())
+    assert all(np.array_equal(r, stem[0]) for r in stem[1:])
+    x1 = np.ones((2, 2, 1, 1), np.float32)
+    g1 = np.array([1.0, 2.0, np.inf, 3.0], np.float32).reshape(2, 2, 1, 1)
+    geom1 = conv2d_geometry(x1.shape, (2, 2, 3, 3), None, 1, 1, 1, 1)
+    got1 = conv_cython.conv2d_backward_weight(g1, x1, geom1)
+    want1 = kernels.impl("conv2d_backward_weight", "numpy")(g1, x1, geom1)
+    np.testing.assert_array_equal(np.isnan(got1), np.isnan(want1))
+    assert np.isnan(got1).any() and np.isposinf(got1[0, :, 1, 1]).all()
+
+
+def test_weight_gradient_native_bad_arguments():
+    conv_cython = _native_wgrad()
+    fast = conv_cython._convfast
+    x = np.zeros((2, 4, 6, 6), np.float32)
+    a = np.zeros((6, 2 * 36), np.float32)
+    geo = (2, 3, 3, 1, 1, 1, 1, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="gw has 17 columns"):
+        fast.conv2d_weight_grad(x, a, np.zeros((6, 17), np.float32), *geo)
+    with pytest.raises(ValueError, match="gy has shape"):
+        fast.conv2d_weight_grad(x, a[:, 1:].copy(), np.zeros((6, 18), np.float32), *geo)
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        fast.conv2d_weight_grad(x, a, np.zeros((6, 18), np.float32), 3, *geo[1:])
+    with pytest.raises(ValueError, match="unit stride along W"):
+        fast.conv2d_weight_grad(np.zeros((2, 4, 6, 12), np.float32)[..., ::2], a,
+                                np.zeros((6, 18), np.float32), *geo)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", WGRAD_GEMM[::2], ids=str)
+def test_weight_gradient_matches_torch(case):
+    torch = pytest.importorskip("torch")
+    conv_cython = _native_wgrad()
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(9)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    x = rng.standard_normal(xs).astype(np.float32)
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow)).astype(np.float32)
+    want = torch.nn.grad.conv2d_weight(torch.from_numpy(x), ws, torch.from_numpy(gy),
+                                       stride=s, padding=p, dilation=d, groups=g).numpy()
+    got = conv_cython.conv2d_backward_weight(gy, x, geom)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("case", WGRAD, ids=str)

@@ -323,20 +323,14 @@ def _rows_first(a, n, c, l):
     return out.reshape(c, n * l)
 
 
-# The weight gradient's column chunk: small enough to stay in cache between im2col_rows writing
-# it and the GEMM packing it (a chunk of the full column budget went out to memory and back:
-# ResNet-18's 64->64 3x3 at 32x32, batch 64, 2 threads: 115-150 ms per call with 28-image
-# chunks, 57 ms with one image per chunk; 32->32 at 64x64, batch 8: 24 -> 12 ms), large enough
-# to keep the GEMM's inner size at a few hundred on small maps.
-WGRAD_CHUNK_BYTES = 4 << 20
-
-
 @register("conv2d_backward_weight", "cython", when=_im2col is not None)
 def conv2d_backward_weight(gy, x, geom, general=False):
-    """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per chunk of images (inner size M*OH*OW):
-    the columns are written channel-row-major over the chunk (``_im2col.im2col_rows``) and gy is
-    regrouped to (F, M*OH*OW); a pointwise conv multiplies the regrouped image directly; a
-    depthwise conv runs the direct per-channel kernel ``_train.depthwise_weight_grad``."""
+    """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per group over the whole batch (inner size
+    N*OH*OW, the same reduction order for any thread count): gy is regrouped to (F, N*OH*OW) and
+    the transposed column operand is packed straight from the image inside the GEMM's block loop
+    (``_convfast.conv2d_weight_grad``, no column buffer); a pointwise conv multiplies the
+    regrouped image directly; a depthwise conv runs the direct per-channel kernel
+    ``_train.depthwise_weight_grad``."""
     args = _args(geom)
     if general or args is None or geom.n == 0:
         return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
@@ -347,7 +341,8 @@ def conv2d_backward_weight(gy, x, geom, general=False):
         # depthwise: a direct per-channel reduction (the GEMMs would be 1 x KH*KW per group);
         # one input channel (a 1-channel stem, G = C = 1) is a dense conv: one GEMM of
         # F x KH*KW over the batch beats the per-channel kernel (digits stem 1 -> 16, 3x3,
-        # 8x8, batch 32, one thread: 367 us direct, ~60 us im2col_rows + GEMM)
+        # 8x8, batch 32, one thread: 367 us direct, ~60 us im2col_rows + GEMM, the batch
+        # GEMM path before the image-packed one)
         gw = np.empty((geom.f, geom.kh * geom.kw), dtype=gy.dtype)
         _train.depthwise_weight_grad(gy, x, gw, *args[:8],
                                      num_threads=_threads(gy.size * geom.kh * geom.kw))
@@ -358,15 +353,12 @@ def conv2d_backward_weight(gy, x, geom, general=False):
         b = _rows_first(x, n, geom.c, l).reshape(g, k, n * l)
         gemm_ops.gemm_batched(a, b, gw, trans_b=True)
         return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
-    nb = geom.batch_chunk(x.dtype.itemsize, WGRAD_CHUNK_BYTES)
-    rows = geom.c * geom.kh * geom.kw
-    ws = np.empty(rows * nb * l, dtype=x.dtype)
-    for n0 in range(0, n, nb):
-        n1 = min(n0 + nb, n)
-        m = n1 - n0
-        cols = ws[:rows * m * l].reshape(rows, m, l)
-        _im2col.im2col_rows(x[n0:n1], cols, *args, num_threads=_threads(cols.size))
-        a = _rows_first(gy[n0:n1], m, geom.f, l).reshape(g, fg, m * l)
-        gemm_ops.gemm_batched(a, cols.reshape(g, k, m * l), gw, trans_b=True,
-                              beta=1.0 if n0 else 0.0)
+    if (_convfast is None or not _fast_extent_ok(geom) or gy.dtype != x.dtype
+            or x.dtype not in (np.float32, np.float64)):
+        return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
+    a = _rows_first(gy, n, geom.f, l)                             # (F, N*L)
+    gw2 = gw.reshape(geom.f, k)
+    kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args[:10]
+    _convfast.conv2d_weight_grad(x, a, gw2, g, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                                 num_threads=_threads(gy.size * k))
     return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)

@@ -499,7 +499,8 @@ int FN(nnl_conv_wgrad_implicit)(const nnl_conv_geom *geom, const T *x, const T *
     s0.K = NL, s0.kcb_max = kcb_max, s0.chunk = chunk;
     s0.alpha = 1, s0.beta = 0, s0.act = NNL_ACT_NONE;
     s0.rsa = rsg, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
-    s0.a_pack8 = mr == 8 && nnl_pack_a8_ok();
+    s0.a_pack8 = nnl_pack_a_fast(mr);
+    s0.b_ld = 0;   /* the image packer packs every panel */
     s0.rsc = K, s0.bias = NULL, s0.bias_kind = NNL_BIAS_NONE, s0.t_ctx = NULL;
 
 #ifdef _OPENMP

@@ -1,0 +1,150 @@
+/* Template body of convfast_small.c, included once per dtype with T and FN(name) defined.
+ * No include guard on purpose. */
+
+typedef T FN(sm_vec) __attribute__((vector_size(SM_VBYTES)));
+typedef T FN(sm_uvec) __attribute__((vector_size(SM_VBYTES), aligned(sizeof(T))));
+
+/* acc[f][k] = sum over channels c < cg and taps t < ntap of wb[f] * x[c*plane + offs[t] + k*VL]
+ * for f < SM_FB, k < QB, stored to yb[f*ystride + k*VL] (QB a compile-time constant after
+ * inlining: the accumulators stay in registers) */
+static inline __attribute__((always_inline)) void
+FN(sm_block)(const T *restrict xb, nnl_idx plane, const nnl_idx *restrict offs, nnl_idx ntap,
+             nnl_idx cg, const T *restrict wb, T *restrict yb, nnl_idx ystride, const int QB)
+{
+    enum { VL = SM_VBYTES / sizeof(T) };
+    FN(sm_vec) acc[SM_FB][SM_QB_MAX];
+    for (int f = 0; f < SM_FB; f++)
+        for (int k = 0; k < QB; k++)
+            acc[f][k] = (FN(sm_vec)){0};
+    for (nnl_idx c = 0; c < cg; c++) {
+        const T *xc = xb + c * plane;
+        for (nnl_idx t = 0; t < ntap; t++, wb += SM_FB) {
+            const T *s = xc + offs[t];
+            FN(sm_vec) xv[SM_QB_MAX];
+            for (int k = 0; k < QB; k++)
+                xv[k] = *(const FN(sm_uvec) *)(s + k * VL);
+            for (int f = 0; f < SM_FB; f++) {
+                const FN(sm_vec) wv = (FN(sm_vec)){0} + wb[f];
+                for (int k = 0; k < QB; k++)
+                    acc[f][k] += wv * xv[k];
+            }
+        }
+    }
+    for (int f = 0; f < SM_FB; f++)
+        for (int k = 0; k < QB; k++)
+            *(FN(sm_uvec) *)(yb + f * ystride + k * VL) = acc[f][k];
+}
+
+static void FN(sm_blocks)(const T *xb, nnl_idx plane, const nnl_idx *offs, nnl_idx ntap,
+                          nnl_idx cg, const T *wb, T *yb, nnl_idx nq)
+{
+    enum { VL = SM_VBYTES / sizeof(T) };
+    const nnl_idx ystride = nq * VL;
+    for (nnl_idx q = 0; q < nq; q += SM_QB_MAX) {
+        const nnl_idx r = nq - q < SM_QB_MAX ? nq - q : SM_QB_MAX;
+        const T *x0 = xb + q * VL;
+        T *y0 = yb + q * VL;
+        switch (r) {
+        case 1: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 1); break;
+        case 2: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 2); break;
+#if SM_QB_MAX > 3
+        case 3: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 3); break;
+        case 4: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 4); break;
+        case 5: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 5); break;
+#endif
+        default: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, SM_QB_MAX); break;
+        }
+    }
+}
+
+int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias, T beta,
+                       T *y, int act, int nthreads)
+{
+    enum { VL = SM_VBYTES / sizeof(T) };
+    if (!sm_geom_ok(g))
+        return NNL_EINVAL;
+    const nnl_idx N = g->n, G = g->g, OH = g->oh, OW = g->ow, KH = g->kh, KW = g->kw;
+    if (N == 0 || g->f == 0 || OH == 0 || OW == 0)
+        return NNL_OK;
+    const nnl_idx CG = g->c / G, FG = g->f / G, ntap = KH * KW;
+    const nnl_idx nfb = (FG + SM_FB - 1) / SM_FB;
+    nnl_idx wp, nq, plane;
+    sm_plane(g, VL, &wp, &nq, &plane);
+    /* the image rows and columns inside the grid (a padding bigger than the kernel leaves
+     * rows or columns of x that no output reads) */
+    const nnl_idx hp = OH + (KH - 1) * g->dh;
+    const nnl_idx hn = g->h < hp - g->pt ? g->h : hp - g->pt;
+    const nnl_idx wn = g->w < wp - g->pl ? g->w : wp - g->pl;
+    const nnl_idx wblk = CG * ntap * SM_FB;
+    T *wpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(G * nfb * wblk > 0 ? G * nfb * wblk : 1));
+    nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)ntap);
+    if (wpk == NULL || offs == NULL) {
+        nnl_free64(wpk);
+        free(offs);
+        return NNL_ENOMEM;
+    }
+    for (nnl_idx a = 0; a < KH; a++)
+        for (nnl_idx b = 0; b < KW; b++)
+            offs[a * KW + b] = a * g->dh * wp + b * g->dw;
+    /* [group][filter block][c][tap][SM_FB], filters past FG zero */
+    for (nnl_idx gi = 0; gi < G; gi++)
+        for (nnl_idx fb = 0; fb < nfb; fb++) {
+            T *d = wpk + (gi * nfb + fb) * wblk;
+            for (nnl_idx k = 0; k < CG * ntap; k++)
+                for (nnl_idx f = 0; f < SM_FB; f++) {
+                    const nnl_idx ff = fb * SM_FB + f;
+                    d[k * SM_FB + f] = ff < FG ? w[(gi * FG + ff) * CG * ntap + k] : (T)0;
+                }
+        }
+    const int nt = nnl_team_by_share(nthreads, (double)N * g->f * OH * OW * CG * ntap,
+                                     NNL_DW_MIN_MACS_PER_THREAD);
+    const int team = (nnl_idx)nt > N ? (int)N : nt;
+    int status = NNL_OK;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        T *xb = (T *)nnl_alloc64(sizeof(T) * (size_t)(CG * plane > 0 ? CG * plane : 1));
+        T *yb = (T *)nnl_alloc64(sizeof(T) * (size_t)(SM_FB * nq * VL));
+        if (xb == NULL || yb == NULL) {
+#pragma omp atomic write
+            status = NNL_ENOMEM;
+        } else {
+            memset(xb, 0, sizeof(T) * (size_t)(CG * plane));
+        }
+#pragma omp barrier
+        if (status == NNL_OK) {
+#pragma omp for schedule(static)
+            for (nnl_idx n = 0; n < N; n++) {
+                for (nnl_idx gi = 0; gi < G; gi++) {
+                    for (nnl_idx c = 0; c < CG; c++) {
+                        const T *src = x + n * g->xsn + (gi * CG + c) * g->xsc;
+                        T *dst = xb + c * plane + g->pt * wp + g->pl;
+                        for (nnl_idx h = 0; wn > 0 && h < hn; h++)
+                            memcpy(dst + h * wp, src + h * g->xsr, sizeof(T) * (size_t)wn);
+                    }
+                    for (nnl_idx fb = 0; fb < nfb; fb++) {
+                        FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + (gi * nfb + fb) * wblk,
+                                      yb, nq);
+                        const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
+                        for (nnl_idx f = 0; f < fcount; f++) {
+                            const nnl_idx fo = gi * FG + fb * SM_FB + f;
+                            const T *bp = bias ? bias + fo : NULL;
+                            const T *src = yb + f * nq * VL;
+                            T *dst = y + n * g->ysn + fo * g->ysf;
+                            for (nnl_idx i = 0; i < OH; i++)
+                                for (nnl_idx j = 0; j < OW; j++) {
+                                    T *o = dst + i * OW + j;
+                                    *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta,
+                                                     beta != 0 ? o : NULL, bp, act);
+                                }
+                        }
+                    }
+                }
+            }
+        }
+        nnl_free64(xb);
+        nnl_free64(yb);
+    }
+    nnl_free64(wpk);
+    free(offs);
+    return status;
+}

@@ -45,6 +45,10 @@
 #define SM_QB_MAX 6 /* output vectors per register block (3 or 6) */
 #endif
 
+#ifndef SM_WTB_MAX
+#define SM_WTB_MAX 5 /* taps per weight-gradient register block (5: 20 accumulators) */
+#endif
+
 static int sm_geom_ok(const nnl_conv_geom *g)
 {
     if (g->n < 0 || g->c < 0 || g->h < 0 || g->w < 0 || g->f < 0 || g->oh < 0 || g->ow < 0)
@@ -56,6 +60,15 @@ static int sm_geom_ok(const nnl_conv_geom *g)
     /* stride 1 (a stride that never multiplies a nonzero index is passed as 1) */
     return g->sh == 1 && g->sw == 1;
 }
+
+/* The rows copied into the flat planes are short (4 to 16 elements on the maps this kernel is
+ * for): a memcpy call per row cost more than the copy (the digits net's 4x4 layers: ~6,000 calls
+ * per weight gradient). An element loop, kept from being turned back into memcpy calls. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SM_NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define SM_NO_MEMCPY
+#endif
 
 /* the flat plane: width, output vectors, elements per channel (all taps of the last output
  * vector inside) */

@@ -4,6 +4,13 @@
 typedef T FN(sm_vec) __attribute__((vector_size(SM_VBYTES)));
 typedef T FN(sm_uvec) __attribute__((vector_size(SM_VBYTES), aligned(sizeof(T))));
 
+/* d[j] = s[j], j < n (a short row) */
+static inline SM_NO_MEMCPY void FN(sm_row)(T *restrict d, const T *restrict s, nnl_idx n)
+{
+    for (nnl_idx j = 0; j < n; j++)
+        d[j] = s[j];
+}
+
 /* acc[f][k] = sum over channels c < cg and taps t < ntap of wb[f] * x[c*plane + offs[t] + k*VL]
  * for f < SM_FB, k < QB, stored to yb[f*ystride + k*VL] (QB a compile-time constant after
  * inlining: the accumulators stay in registers) */
@@ -119,7 +126,7 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
                         const T *src = x + n * g->xsn + (gi * CG + c) * g->xsc;
                         T *dst = xb + c * plane + g->pt * wp + g->pl;
                         for (nnl_idx h = 0; wn > 0 && h < hn; h++)
-                            memcpy(dst + h * wp, src + h * g->xsr, sizeof(T) * (size_t)wn);
+                            FN(sm_row)(dst + h * wp, src + h * g->xsr, wn);
                     }
                     for (nnl_idx fb = 0; fb < nfb; fb++) {
                         FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + (gi * nfb + fb) * wblk,
@@ -147,4 +154,145 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     nnl_free64(wpk);
     free(offs);
     return status;
+}
+
+/* ------------------------------------------------------------------ weight gradient */
+
+/* acc[f][t] = sum over images n and output vectors k of gy[n][f][k] * x[n][offs[t] + k*VL]
+ * (gy rows on the flat grid, zero past OW; x the padded planes), for f < SM_FB, t < TB (a
+ * compile-time constant after inlining), summed lane by lane into gw[f*gws + t]. The zeros
+ * of the dropped columns meet real pixels: an inf there gives 0 * inf = NaN, which the caller
+ * (nnlite/kernels/conv_cython.py) detects and recomputes exactly. */
+static inline __attribute__((always_inline)) void
+FN(sm_wblock)(const T *const *gyr, const T *xp, nnl_idx n_img, nnl_idx gy_img,
+              nnl_idx x_img, const nnl_idx *restrict offs, nnl_idx nq, T *gw, nnl_idx gws,
+              const int TB)
+{
+    enum { VL = SM_VBYTES / sizeof(T) };
+    FN(sm_vec) acc[SM_FB][SM_WTB_MAX];
+    for (int f = 0; f < SM_FB; f++)
+        for (int t = 0; t < TB; t++)
+            acc[f][t] = (FN(sm_vec)){0};
+    for (nnl_idx n = 0; n < n_img; n++) {
+        const T *xn = xp + n * x_img;
+        for (nnl_idx k = 0; k < nq; k++) {
+            FN(sm_vec) gv[SM_FB];
+            for (int f = 0; f < SM_FB; f++)
+                gv[f] = *(const FN(sm_uvec) *)(gyr[f] + n * gy_img + k * VL);
+            for (int t = 0; t < TB; t++) {
+                const FN(sm_vec) xv = *(const FN(sm_uvec) *)(xn + offs[t] + k * VL);
+                for (int f = 0; f < SM_FB; f++)
+                    acc[f][t] += gv[f] * xv;
+            }
+        }
+    }
+    for (int f = 0; f < SM_FB; f++)
+        for (int t = 0; t < TB; t++) {
+            T sum = 0;
+            for (int l = 0; l < VL; l++)
+                sum += acc[f][t][l];
+            gw[f * gws + t] = sum;
+        }
+}
+
+int FN(nnl_conv_small_wgrad)(const nnl_conv_geom *g, const T *x, const T *gy, T *gw,
+                             int nthreads)
+{
+    enum { VL = SM_VBYTES / sizeof(T) };
+    if (!sm_geom_ok(g))
+        return NNL_EINVAL;
+    const nnl_idx N = g->n, G = g->g, OH = g->oh, OW = g->ow, KH = g->kh, KW = g->kw;
+    const nnl_idx CG = G ? g->c / G : 0, FG = G ? g->f / G : 0, ntap = KH * KW;
+    if (g->f == 0 || CG == 0)
+        return NNL_OK;
+    if (N == 0 || OH == 0 || OW == 0) {
+        memset(gw, 0, sizeof(T) * (size_t)(g->f * CG * ntap));
+        return NNL_OK;
+    }
+    const nnl_idx nfb = (FG + SM_FB - 1) / SM_FB;
+    const nnl_idx ntb = (ntap + SM_WTB_MAX - 1) / SM_WTB_MAX;
+    nnl_idx wp, nq, plane;
+    sm_plane(g, VL, &wp, &nq, &plane);
+    const nnl_idx hp = OH + (KH - 1) * g->dh;
+    const nnl_idx hn = g->h < hp - g->pt ? g->h : hp - g->pt;
+    const nnl_idx wn = g->w < wp - g->pl ? g->w : wp - g->pl;
+    const nnl_idx gy_img = g->f * nq * VL, x_img = g->c * plane;
+    /* gy on the flat grid (zero at the dropped columns and past the last output), the
+     * padded planes of every image, a zero row for the filters past FG of a block */
+    T *gyf = (T *)nnl_alloc64(sizeof(T) * (size_t)(N * gy_img + nq * VL));
+    T *xpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(N * x_img));
+    nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)ntap);
+    if (gyf == NULL || xpk == NULL || offs == NULL) {
+        nnl_free64(gyf);
+        nnl_free64(xpk);
+        free(offs);
+        return NNL_ENOMEM;
+    }
+    T *zero = gyf + N * gy_img;
+    memset(zero, 0, sizeof(T) * (size_t)(nq * VL));
+    for (nnl_idx a = 0; a < KH; a++)
+        for (nnl_idx b = 0; b < KW; b++)
+            offs[a * KW + b] = a * g->dh * wp + b * g->dw;
+    const int nt = nnl_team_by_share(nthreads, (double)N * g->f * OH * OW * CG * ntap,
+                                     NNL_DW_MIN_MACS_PER_THREAD);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+        for (nnl_idx n = 0; n < N; n++) {
+            T *gn = gyf + n * gy_img;
+            memset(gn, 0, sizeof(T) * (size_t)gy_img);
+            for (nnl_idx f = 0; f < g->f; f++)
+                for (nnl_idx i = 0; i < OH; i++)
+                    FN(sm_row)(gn + f * nq * VL + i * wp, gy + (n * g->f + f) * OH * OW + i * OW,
+                               OW);
+            T *xn = xpk + n * x_img;
+            memset(xn, 0, sizeof(T) * (size_t)x_img);
+            for (nnl_idx c = 0; c < g->c; c++) {
+                const T *src = x + n * g->xsn + c * g->xsc;
+                T *dst = xn + c * plane + g->pt * wp + g->pl;
+                for (nnl_idx h = 0; wn > 0 && h < hn; h++)
+                    FN(sm_row)(dst + h * wp, src + h * g->xsr, wn);
+            }
+        }
+        /* one task per (group, filter block, channel, tap block): each writes its own part of
+         * gw, summed in the same order on any number of threads */
+        const nnl_idx tasks = G * nfb * CG * ntb;
+#pragma omp for schedule(static)
+        for (nnl_idx task = 0; task < tasks; task++) {
+            nnl_idx r = task;
+            const nnl_idx tb = r % ntb;
+            r /= ntb;
+            const nnl_idx c = r % CG;
+            r /= CG;
+            const nnl_idx fb = r % nfb;
+            const nnl_idx gi = r / nfb;
+            const T *gyr[SM_FB];
+            for (nnl_idx f = 0; f < SM_FB; f++) {
+                const nnl_idx ff = fb * SM_FB + f;
+                gyr[f] = ff < FG ? gyf + (gi * FG + ff) * nq * VL : zero;
+            }
+            const nnl_idx t0 = tb * SM_WTB_MAX;
+            const nnl_idx tcount = ntap - t0 < SM_WTB_MAX ? ntap - t0 : SM_WTB_MAX;
+            const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
+            T out[SM_FB * SM_WTB_MAX];
+            const T *xc = xpk + (gi * CG + c) * plane;
+#define SM_WCALL(TB) FN(sm_wblock)(gyr, xc, N, gy_img, x_img, offs + t0, nq, out, SM_WTB_MAX, TB)
+            switch (tcount) {
+            case 1: SM_WCALL(1); break;
+            case 2: SM_WCALL(2); break;
+            case 3: SM_WCALL(3); break;
+            case 4: SM_WCALL(4); break;
+            default: SM_WCALL(SM_WTB_MAX); break;
+            }
+#undef SM_WCALL
+            for (nnl_idx f = 0; f < fcount; f++)
+                for (nnl_idx t = 0; t < tcount; t++)
+                    gw[(gi * FG + fb * SM_FB + f) * CG * ntap + c * ntap + t0 + t] =
+                        out[f * SM_WTB_MAX + t];
+        }
+    }
+    nnl_free64(gyf);
+    nnl_free64(xpk);
+    free(offs);
+    return NNL_OK;
 }

@@ -116,6 +116,32 @@ def small_pays(geom):
             and (geom.n > 1 or geom.flops() < SMALL_SPLIT_FLOPS))
 
 
+# the small-map kernel's weight gradient (``small_weight_grad_pays``): its work memory (gy and
+# the padded planes of every image) at most this many bytes
+SMALL_WGRAD_MAX_BYTES = 16 << 20
+
+
+def small_weight_grad_pays(geom, itemsize, algorithm=None):
+    """True when the weight gradient of ``geom`` runs the small-map kernel
+    (``_convfast.conv2d_small_weight_grad``): 'direct' asked for (not 'auto') on a dense
+    stride-1 conv whose work memory fits SMALL_WGRAD_MAX_BYTES.
+
+    Not under 'auto' yet: on narrow layers it is faster (one Zen 4 core, float32, batch 32,
+    columns + GEMM -> this kernel: 1->16 3x3 8x8 63 -> 33 us, 8->16 3x3 8x8 240 -> 156, 4->8
+    5x5 8x8 256 -> 104, 8->16 5x5 4x4 208 -> 158; 16->32 3x3 4x4 185 -> 265 slower), and as
+    exact (float32 errors against a float64 sum 0.8-1.3e-7 relative, the GEMM path's 1.0-2.9e-7),
+    but its different rounding moves the 20-step Adam trajectory of the digits net at batch 2
+    (tests/test_train_parity.py) by 4.3e-3 on a parameter, beyond that test's 3e-3: a
+    BatchNorm bias whose gradient hangs on ReLU masks of values at rounding level."""
+    name = get_conv_algorithm() if algorithm is None else algorithm
+    if name != "direct" or geom.n == 0 or is_depthwise(geom) or not small_conv_ok(geom):
+        return False
+    wp = geom.ow + (geom.kw - 1) * geom.dw
+    rows = geom.oh + (geom.kh - 1) * geom.dh + 1
+    work = geom.n * (geom.c * rows * wp + geom.f * (geom.oh + 1) * wp + 32) * itemsize
+    return work <= SMALL_WGRAD_MAX_BYTES
+
+
 def rows_pay(geom):
     """True for a batch (2+ images) of maps of at most ROWS_MAX_PIXELS output pixels and a conv
     of at least ROWS_MIN_FLOPS: there im2col with the images side by side beats the implicit

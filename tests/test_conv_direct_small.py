@@ -1,7 +1,8 @@
 """The direct small-map conv kernel (csrc/convfast_small.c, ``nnlite._convfast.conv2d_small``,
-'direct' for stride-1 convs that are not depthwise) against the naive-loop reference, and its
-gradients (the input gradient of a stride-1 conv is this kernel on the flipped weight) against
-float64 central differences.
+'direct' for stride-1 convs that are not depthwise) and its weight gradient
+(``conv2d_small_weight_grad``) against the naive-loop reference, and the gradients of a conv
+that runs them (the input gradient of a stride-1 conv is the forward kernel on the flipped
+weight) against float64 central differences.
 
 Oracles: ``nnlite.kernels.conv_reference`` (loops sharing no code with the kernel) and
 tests/gradcheck.py.
@@ -12,7 +13,7 @@ from hypothesis import given, strategies as st
 
 import nnlite
 import nnlite.nn.functional as F
-from nnlite._algorithms import SMALL_MAX_PIXELS, resolve, small_pays
+from nnlite._algorithms import SMALL_MAX_PIXELS, resolve, small_pays, small_weight_grad_pays
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
@@ -69,6 +70,70 @@ def test_small_kernel_matches_reference(case, dtype, act, beta, bias):
     assert_close(y, expect, dtype, k=geom.k, scale=4)
     np.testing.assert_array_equal(big_y[:, :1], before[:, :1])        # neighbours untouched
     np.testing.assert_array_equal(big_y[:, 1 + f:], before[:, 1 + f:])
+
+
+@needs_ext
+@given(case=small_case(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_small_weight_grad_matches_reference(case, dtype):
+    rng = np.random.default_rng(7)
+    n, c, f, g = case["n"], case["c"], case["f"], case["g"]
+    big_x = rng.standard_normal((n, c + 2, case["h"], case["w"])).astype(dtype)
+    x = big_x[:, 2:]                                        # a channel slice (strided)
+    w = rng.standard_normal((f, c // g) + case["k"]).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, case["p"], case["d"], g)
+    gy = rng.standard_normal((n, f, geom.oh, geom.ow)).astype(dtype)
+    _, expect, _ = ref.conv2d_grads(np.ascontiguousarray(x), w, gy, 1, case["p"], case["d"], g)
+    gw = np.full((f, geom.k), np.nan, dtype)
+    convfast.conv2d_small_weight_grad(x, gy, gw, g, *case["k"], *case["p"], *case["d"],
+                                      num_threads=2)
+    assert_close(gw.reshape(w.shape), expect, dtype, k=n * geom.l, scale=4)
+
+
+@needs_ext
+def test_small_weight_grad_rule_and_dispatch(monkeypatch):
+    # 'direct' asked for takes it for any stride-1 dense conv ('auto' does not yet: see
+    # nnlite._algorithms.small_weight_grad_pays)
+    def geom(n, c, f, hw, k, stride=1, groups=1):
+        return conv2d_geometry((n, c, hw, hw), (f, c // groups, k, k), None, stride, k // 2, 1,
+                               groups)
+    assert not small_weight_grad_pays(geom(32, 8, 16, 8, 3), 4, "auto")
+    assert small_weight_grad_pays(geom(32, 8, 16, 8, 3), 4, "direct")
+    assert small_weight_grad_pays(geom(32, 16, 32, 4, 3), 4, "direct")
+    assert not small_weight_grad_pays(geom(32, 8, 16, 8, 3, stride=2), 4, "direct")
+    assert not small_weight_grad_pays(geom(32, 8, 8, 8, 3, groups=8), 4, "direct")
+    assert not small_weight_grad_pays(geom(32, 8, 16, 8, 3), 4, "implicit")
+    assert not small_weight_grad_pays(geom(4096, 64, 64, 16, 3), 4, "direct")   # > 16 MB
+    calls = []
+    real = convfast.conv2d_small_weight_grad
+    monkeypatch.setattr(conv_cython._convfast, "conv2d_small_weight_grad",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 8, 8, 8)).astype(np.float32)
+    gy = rng.standard_normal((4, 16, 8, 8)).astype(np.float32)
+    g8 = conv2d_geometry(x.shape, (16, 8, 3, 3), None, 1, 1, 1, 1)
+    with nnlite.conv_algorithm("auto"):
+        conv_cython.conv2d_backward_weight(gy, x, g8)
+    assert calls == []
+    with nnlite.conv_algorithm("direct"):
+        gw = conv_cython.conv2d_backward_weight(gy, x, g8)
+    assert calls == [1]
+    _, expect, _ = ref.conv2d_grads(x, np.zeros((16, 8, 3, 3), np.float32), gy, 1, 1)
+    assert_close(gw, expect, np.float32, k=4 * 64, scale=4)
+
+
+@needs_ext
+def test_weight_grad_with_inf_input_keeps_exact_nan_pattern():
+    # an inf pixel that a dropped flat-grid column reaches (0 * inf = NaN in the kernel's sum)
+    # must not turn a finite weight gradient into NaN: conv2d_backward_weight recomputes
+    x = np.array([[[[1.5, np.inf]], [[-0.5, -1.0]]]], np.float32)       # (1, 2, 1, 2)
+    gy = np.array([[[[0.75]]]], np.float32)                               # 'valid' 1x2 -> 1x1
+    geom = conv2d_geometry(x.shape, (1, 2, 1, 2), None, 1, 0, 1, 1)
+    raw = np.empty((1, 4), np.float32)
+    convfast.conv2d_small_weight_grad(x, gy, raw, 1, 1, 2, 0, 0, 1, 1)
+    assert np.isnan(raw[0, 0])                                            # the kernel's NaN
+    with nnlite.conv_algorithm("direct"):
+        gw = conv_cython.conv2d_backward_weight(gy, x, geom)
+    np.testing.assert_array_equal(gw.reshape(-1), [1.125, np.inf, -0.375, -0.75])
 
 
 @needs_ext

@@ -16,7 +16,8 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import get_conv_algorithm, is_depthwise, resolve, rows_pay
+from .._algorithms import (get_conv_algorithm, is_depthwise, resolve, rows_pay,
+                           small_weight_grad_pays)
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -337,6 +338,22 @@ def _rows_first(a, n, c, l):
 WGRAD_CHUNK_BYTES = 4 << 20
 
 
+def _small_backward_weight(gy, x, geom, args):
+    """gW of a stride-1 conv that runs 'direct' by the small-map kernel (no columns, no GEMM;
+    ``_algorithms.small_weight_grad_pays`` decides), or None when it holds a NaN: the kernel
+    multiplies the zeros of gy's dropped flat-grid columns with image pixels, so an inf in x
+    gives NaN where the exact sum has none; the caller then runs the columns + GEMM (which
+    also reproduces a genuine NaN exactly)."""
+    kh, kw, _, _, pt, pl, dh, dw = args[:8]
+    gw = np.empty((geom.f, geom.k), dtype=x.dtype)
+    _convfast.conv2d_small_weight_grad(_strided_ok(x), np.ascontiguousarray(gy, x.dtype), gw,
+                                       geom.g, kh, kw, pt, pl, dh, dw,
+                                       num_threads=get_num_threads())
+    if np.isnan(gw).any():
+        return None
+    return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
+
+
 @register("conv2d_backward_weight", "cython", when=_im2col is not None)
 def conv2d_backward_weight(gy, x, geom, general=False):
     """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per chunk of images (inner size M*OH*OW):
@@ -346,6 +363,10 @@ def conv2d_backward_weight(gy, x, geom, general=False):
     args = _args(geom)
     if general or args is None or geom.n == 0:
         return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
+    if _convfast is not None and small_weight_grad_pays(geom, np.dtype(x.dtype).itemsize):
+        gw = _small_backward_weight(gy, x, geom, args)
+        if gw is not None:
+            return gw
     n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)

@@ -61,15 +61,6 @@ static int sm_geom_ok(const nnl_conv_geom *g)
     return g->sh == 1 && g->sw == 1;
 }
 
-/* The rows copied into the flat planes are short (4 to 16 elements on the maps this kernel is
- * for): a memcpy call per row cost more than the copy (the digits net's 4x4 layers: ~6,000 calls
- * per weight gradient). An element loop, kept from being turned back into memcpy calls. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define SM_NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#else
-#define SM_NO_MEMCPY
-#endif
-
 /* the flat plane: width, output vectors, elements per channel (all taps of the last output
  * vector inside) */
 static void sm_plane(const nnl_conv_geom *g, int vl, nnl_idx *wp, nnl_idx *nq, nnl_idx *plane)

@@ -166,7 +166,7 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
  * of the dropped columns meet real pixels: an inf there gives 0 * inf = NaN, which the caller
  * (nnlite/kernels/conv_cython.py) detects and recomputes exactly. */
 static inline __attribute__((always_inline)) void
-FN(sm_wblock)(const T *const *gyr, const T *xp, nnl_idx n_img, nnl_idx gy_img,
+FN(sm_wblock)(const T *const *gyr, const T *xp, nnl_idx n_img, const nnl_idx *gstep,
               nnl_idx x_img, const nnl_idx *restrict offs, nnl_idx nq, T *gw, nnl_idx gws,
               const int TB)
 {
@@ -180,7 +180,7 @@ FN(sm_wblock)(const T *const *gyr, const T *xp, nnl_idx n_img, nnl_idx gy_img,
         for (nnl_idx k = 0; k < nq; k++) {
             FN(sm_vec) gv[SM_FB];
             for (int f = 0; f < SM_FB; f++)
-                gv[f] = *(const FN(sm_uvec) *)(gyr[f] + n * gy_img + k * VL);
+                gv[f] = *(const FN(sm_uvec) *)(gyr[f] + n * gstep[f] + k * VL);
             for (int t = 0; t < TB; t++) {
                 const FN(sm_vec) xv = *(const FN(sm_uvec) *)(xn + offs[t] + k * VL);
                 for (int f = 0; f < SM_FB; f++)
@@ -269,16 +269,18 @@ int FN(nnl_conv_small_wgrad)(const nnl_conv_geom *g, const T *x, const T *gy, T 
             const nnl_idx fb = r % nfb;
             const nnl_idx gi = r / nfb;
             const T *gyr[SM_FB];
+            nnl_idx gstep[SM_FB]; /* the zero row of the filters past FG is not per image */
             for (nnl_idx f = 0; f < SM_FB; f++) {
                 const nnl_idx ff = fb * SM_FB + f;
                 gyr[f] = ff < FG ? gyf + (gi * FG + ff) * nq * VL : zero;
+                gstep[f] = ff < FG ? gy_img : 0;
             }
             const nnl_idx t0 = tb * SM_WTB_MAX;
             const nnl_idx tcount = ntap - t0 < SM_WTB_MAX ? ntap - t0 : SM_WTB_MAX;
             const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
             T out[SM_FB * SM_WTB_MAX];
             const T *xc = xpk + (gi * CG + c) * plane;
-#define SM_WCALL(TB) FN(sm_wblock)(gyr, xc, N, gy_img, x_img, offs + t0, nq, out, SM_WTB_MAX, TB)
+#define SM_WCALL(TB) FN(sm_wblock)(gyr, xc, N, gstep, x_img, offs + t0, nq, out, SM_WTB_MAX, TB)
             switch (tcount) {
             case 1: SM_WCALL(1); break;
             case 2: SM_WCALL(2); break;

@@ -62,6 +62,23 @@ int nnl_conv_depthwise_s(const nnl_conv_geom *geom, const float *x, const float 
 int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const double *w,
                          const double *bias, double beta, double *y, int act, int nthreads);
 
+/* Direct dense conv2d for small maps (csrc/convfast_small.c): stride 1, any groups, kernel,
+ * padding and dilation; y = act(conv(x, w) + beta * y + bias[f]) with w (F, CG*KH*KW)
+ * C-contiguous, bias (F,) or NULL, y planes contiguous. Work memory: the packed weights and one
+ * padded flat plane per thread. Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL (stride not 1). */
+int nnl_conv_small_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                     const float *bias, float beta, float *y, int act, int nthreads);
+int nnl_conv_small_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                     const double *bias, double beta, double *y, int act, int nthreads);
+nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
+/* Its weight gradient: gw (F, CG*KH*KW) C-contiguous = sum over images and output pixels of
+ * gy (N, F, OH, OW, C-contiguous) x the padded image taps (x strides in geom; y's unused).
+ * Work memory: gy on the flat grid and the padded planes of every image. */
+int nnl_conv_small_wgrad_s(const nnl_conv_geom *geom, const float *x, const float *gy,
+                           float *gw, int nthreads);
+int nnl_conv_small_wgrad_d(const nnl_conv_geom *geom, const double *x, const double *gy,
+                           double *gw, int nthreads);
+
 /* Bytes of work memory nnl_conv_depthwise_* allocates (per-thread plane buffers). */
 nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 

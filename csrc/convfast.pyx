@@ -47,6 +47,15 @@ cdef extern from "convfast.h" nogil:
                                   nnl_idx rsg, float *gw, int nthreads, int isa)
     int nnl_conv_wgrad_implicit_d(const nnl_conv_geom *geom, const double *x, const double *gy,
                                   nnl_idx rsg, double *gw, int nthreads, int isa)
+    int nnl_conv_small_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                         const float *bias, float beta, float *y, int act, int nthreads)
+    int nnl_conv_small_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                         const double *bias, double beta, double *y, int act, int nthreads)
+    nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
+    int nnl_conv_small_wgrad_s(const nnl_conv_geom *geom, const float *x, const float *gy,
+                               float *gw, int nthreads)
+    int nnl_conv_small_wgrad_d(const nnl_conv_geom *geom, const double *x, const double *gy,
+                               double *gw, int nthreads)
     nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads,
                                         int isa)
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
@@ -270,6 +279,104 @@ def conv2d_depthwise(const floating[:, :, :, :] x, const floating[:, ::1] w, bia
             rc = nnl_conv_depthwise_d(&gm, &x[0, 0, 0, 0], &w[0, 0], pb, beta, &y[0, 0, 0],
                                       act, num_threads)
     check_status(rc, "conv2d_depthwise")
+
+
+def conv2d_small(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
+                 floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                 Py_ssize_t ow, int act=0, double beta=0.0, int num_threads=1):
+    """y (N, F, OH*OW) = act(conv2d(x, w) + beta * y + bias) for a stride-1 conv by the direct
+    small-map kernel (csrc/convfast_small.c: a zero-padded flat plane per image, register
+    blocks of filters x output vectors, no GEMM).
+
+    Shape:
+        x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW) whose planes
+        are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    cdef int rc
+    _fill(&gm, N, C, H, W, F, groups, kh, kw, 1, 1, pt, pl, dh, dw, oh, ow)
+    if _check_call("conv2d_small", x, y, w.shape[1], (C // groups) * kh * kw,
+                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, 1, 1, pt, pl, dh, dw, act, es):
+        return
+    if bias is not None:
+        bv = bias
+        pb = &bv[0]
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_small_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
+                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, <float>beta,
+                                  &y[0, 0, 0], act, num_threads)
+        else:
+            rc = nnl_conv_small_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
+                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, beta, &y[0, 0, 0],
+                                  act, num_threads)
+    check_status(rc, "conv2d_small")
+
+
+def conv2d_small_weight_grad(const floating[:, :, :, :] x, const floating[:, :, :, ::1] gy,
+                             floating[:, ::1] gw, Py_ssize_t groups, Py_ssize_t kh,
+                             Py_ssize_t kw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                             Py_ssize_t dw, int num_threads=1):
+    """gw (F, C/groups*KH*KW) = the weight gradient of the stride-1 conv2d(x, w) for the output
+    gradient gy, by the small-map kernel (csrc/convfast_small.c: gy and x laid on the
+    zero-padded flat planes, register blocks of filters x taps summed over every image).
+
+    Shape: x (N, C, H, W) with unit stride along W, gy (N, F, OH, OW) C-contiguous.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = gy.shape[1], oh = gy.shape[2], ow = gy.shape[3]
+    cdef Py_ssize_t es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef int rc
+    _fill(&gm, N, C, H, W, F, groups, kh, kw, 1, 1, pt, pl, dh, dw, oh, ow)
+    if gy.shape[0] != N:
+        raise ValueError(f"conv2d_small_weight_grad: gy has {gy.shape[0]} images, x {N}")
+    if (gw.shape[0], gw.shape[1]) != (F, (C // groups) * kh * kw):
+        raise ValueError(f"conv2d_small_weight_grad: gw has shape {(gw.shape[0], gw.shape[1])}"
+                         f"; expected {(F, (C // groups) * kh * kw)}")
+    if F == 0 or C == 0 or gw.shape[1] == 0:
+        return
+    if N > 0 and oh > 0 and ow > 0:
+        if H == 0 or W == 0:
+            raise ValueError(f"conv2d_small_weight_grad: empty image plane ({H}, {W})")
+        xs = (x.strides[0], x.strides[1], x.strides[2], x.strides[3])
+        if any(s < 0 or s % es for s in xs) or (W > 1 and xs[3] != es):
+            raise ValueError("conv2d_small_weight_grad: x needs non-negative whole-element "
+                             "strides and unit stride along W")
+        _check_reach(H, -pt, (oh - 1) + (kh - 1) * dh - pt, "row")
+        _check_reach(W, -pl, (ow - 1) + (kw - 1) * dw - pl, "column")
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_small_wgrad_s(&gm, &x[0, 0, 0, 0] if N > 0 else NULL,
+                                        &gy[0, 0, 0, 0] if N * oh * ow > 0 else NULL,
+                                        &gw[0, 0], num_threads)
+        else:
+            rc = nnl_conv_small_wgrad_d(&gm, &x[0, 0, 0, 0] if N > 0 else NULL,
+                                        &gy[0, 0, 0, 0] if N * oh * ow > 0 else NULL,
+                                        &gw[0, 0], num_threads)
+    check_status(rc, "conv2d_small_weight_grad")
+
+
+def small_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
+                          Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t pt,
+                          Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                          Py_ssize_t ow, int elsize, int num_threads=1):
+    """Bytes of work memory one conv2d_small call allocates (packed weights, per-thread
+    planes)."""
+    cdef nnl_conv_geom gm
+    _fill(&gm, n, c, h, w, f, groups, kh, kw, 1, 1, pt, pl, dh, dw, oh, ow)
+    cdef nnl_idx r = nnl_conv_small_workspace(&gm, elsize, num_threads)
+    if r < 0:
+        raise ValueError("small_workspace_bytes: invalid arguments")
+    return r
 
 
 def depthwise_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,

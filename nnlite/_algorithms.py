@@ -3,8 +3,12 @@
     'im2col'    explicit column matrix (C*KH*KW x OH*OW per image, chunked) + one GEMM
     'implicit'  implicit GEMM: the GEMM's B panels are packed straight from the image, so a
                 k x k conv needs a few panels of extra memory instead of the column matrix
-    'direct'    direct loops without a GEMM: the depthwise kernel (groups == in_channels);
-                a conv that is not depthwise has no direct kernel and runs 'implicit'
+    'direct'    direct loops without a GEMM: the depthwise kernel (groups == in_channels),
+                and for any other conv of stride 1 the small-map kernel
+                (csrc/convfast_small.c: each image zero-padded into a flat plane, so that
+                every tap of a whole output plane is one contiguous stream, multiplied in
+                register blocks of filters x output vectors); a strided conv that is not
+                depthwise runs 'implicit'
     'winograd'  Winograd F(4x4, 3x3) for 3x3 convs with stride 1 and dilation 1: the input
                 is cut into overlapping 6x6 tiles, transformed (B^T d B), multiplied with the
                 transformed filters (G g G^T) by 36 GEMMs summing over the channels, and
@@ -32,6 +36,16 @@
                 gradient about half the implicit time (below 32 MFLOP, e.g. 16-channel 8x8
                 digits at batch 32 on one thread, the extra regrouping steps cost more than
                 the wider GEMM gains: 10% slower training).
+                Before the last two rules (F.conv2d only, not an inference plan's prepared
+                weights): a dense stride-1 k x k conv (k > 1) with at most SMALL_MAX_PIXELS
+                output pixels per image runs 'direct', the small-map kernel (``small_pays``),
+                on 2+ images or below SMALL_SPLIT_FLOPS (it splits the images over threads,
+                so a single larger image keeps the GEMM's threading). One Zen 4 core,
+                float32, per call, 'auto' before -> 'direct': the digits net's 8x8 and 4x4
+                layers at batch 32, 16->32 3x3 4x4 243 -> 155 us, 8->16 5x5 4x4 154 -> 78,
+                8->16 3x3 8x8 105 -> 82; batch 8, 16->32 3x3 4x4 79 -> 33, 8x8 91 -> 69;
+                one 16x16 image 64->64 3x3 274 -> 214 (im2col before); equal at 16x16 with
+                batch 8-32 (0.95-1.02), slower from 28x28 on (1.0-1.05), hence the limit.
                 A 3x3 stride-1 dilation-1 conv runs 'winograd' (checked before the rules above)
                 when its estimated cost is at most 1/_WINOGRAD_MIN_GAIN of the direct one
                 (``winograd_pays``): multiply-adds 9 * N*OH*OW * F*CG directly, against
@@ -80,6 +94,52 @@ _WINOGRAD_FEW_TILES = 8
 # 'auto' runs a dense conv of 2+ images with at most this many output pixels per image as
 # im2col with the images side by side (nnlite/kernels/conv_cython.py:_rows_forward)
 ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
+
+
+# 'auto' runs a dense stride-1 conv with at most this many output pixels per image as 'direct'
+# (the small-map kernel), on 2+ images or a conv below SMALL_SPLIT_FLOPS (``small_pays``)
+SMALL_MAX_PIXELS, SMALL_SPLIT_FLOPS = 256, 1 << 22
+
+
+def small_conv_ok(geom):
+    """True when the small-map direct kernel computes ``geom``: stride 1 (a stride that never
+    multiplies a nonzero output index counts as 1)."""
+    return (geom.sh == 1 or geom.oh <= 1) and (geom.sw == 1 or geom.ow <= 1)
+
+
+def small_pays(geom):
+    """'auto''s rule for the small-map direct kernel (see the module docstring): a dense
+    stride-1 conv with a kernel larger than 1x1, at most SMALL_MAX_PIXELS output pixels per
+    image, and 2+ images or fewer than SMALL_SPLIT_FLOPS."""
+    return (small_conv_ok(geom) and geom.kh * geom.kw > 1 and not is_depthwise(geom)
+            and 0 < geom.oh * geom.ow <= SMALL_MAX_PIXELS
+            and (geom.n > 1 or geom.flops() < SMALL_SPLIT_FLOPS))
+
+
+# the small-map kernel's weight gradient (``small_weight_grad_pays``): its work memory (gy and
+# the padded planes of every image) at most this many bytes
+SMALL_WGRAD_MAX_BYTES = 16 << 20
+
+
+def small_weight_grad_pays(geom, itemsize, algorithm=None):
+    """True when the weight gradient of ``geom`` runs the small-map kernel
+    (``_convfast.conv2d_small_weight_grad``): 'direct' asked for (not 'auto') on a dense
+    stride-1 conv whose work memory fits SMALL_WGRAD_MAX_BYTES.
+
+    Not under 'auto' yet: on narrow layers it is faster (one Zen 4 core, float32, batch 32,
+    columns + GEMM -> this kernel: 1->16 3x3 8x8 63 -> 33 us, 8->16 3x3 8x8 240 -> 156, 4->8
+    5x5 8x8 256 -> 104, 8->16 5x5 4x4 208 -> 158; 16->32 3x3 4x4 185 -> 265 slower), and as
+    exact (float32 errors against a float64 sum 0.8-1.3e-7 relative, the GEMM path's 1.0-2.9e-7),
+    but its different rounding moves the 20-step Adam trajectory of the digits net at batch 2
+    (tests/test_train_parity.py) by 4.3e-3 on a parameter, beyond that test's 3e-3: a
+    BatchNorm bias whose gradient hangs on ReLU masks of values at rounding level."""
+    name = get_conv_algorithm() if algorithm is None else algorithm
+    if name != "direct" or geom.n == 0 or is_depthwise(geom) or not small_conv_ok(geom):
+        return False
+    wp = geom.ow + (geom.kw - 1) * geom.dw
+    rows = geom.oh + (geom.kh - 1) * geom.dh + 1
+    work = geom.n * (geom.c * rows * wp + geom.f * (geom.oh + 1) * wp + 32) * itemsize
+    return work <= SMALL_WGRAD_MAX_BYTES
 
 
 def rows_pay(geom):
@@ -205,11 +265,13 @@ def resolve(geom, name=None, weights_prepared=False):
             return "direct"
         if winograd_pays(geom, weights_prepared):
             return "winograd"
-        if geom.kh == geom.kw == 1 or (geom.n < _IMPLICIT_MIN_BATCH
-                                        and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS) \
-                or rows_pay(geom):
+        if geom.kh == geom.kw == 1 or rows_pay(geom):
+            return "im2col"
+        if not weights_prepared and small_pays(geom):
+            return "direct"
+        if geom.n < _IMPLICIT_MIN_BATCH and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS:
             return "im2col"
         return "implicit"
-    if name == "direct" and not is_depthwise(geom):
+    if name == "direct" and not is_depthwise(geom) and not small_conv_ok(geom):
         return "implicit"
     return name

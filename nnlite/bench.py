@@ -14,7 +14,8 @@ weight counts the classic write-ups quote):
   im2col step alone (the ``im2col`` kernel on the same geometry) and its share of the conv.
 - **channels** — 1×1 vs 3×3 vs depthwise 3×3 as the channel count grows.
 - **algorithms** — the same convs under each conv algorithm the build offers that really runs
-  for the layer (``nnlite.conv_algorithm(name)``; 'direct' only for the depthwise conv); a build
+  for the layer (``nnlite.conv_algorithm(name)``; 'direct' for the depthwise conv and the
+  stride-1 dense convs, by the small-map kernel); a build
   without the compiled extension has one algorithm (im2col + GEMM), which the k-sweep measures.
 
 ``quick`` keeps every input of the classic comparisons at the write-ups' own sizes (so the table
@@ -233,9 +234,9 @@ def _algorithm_context(name):
 
 def runs_as(conv, chw, batch, algorithm):
     """The algorithm a bias-free ``conv`` (an ``nn.Conv2d``) really runs on a (batch, *chw) input
-    when ``algorithm`` is asked for ('direct' exists only for depthwise convs; any other conv
-    asked for 'direct' runs 'implicit'); None when the conv cannot run it ('winograd' on a
-    conv that is not 3x3 with stride and dilation 1)."""
+    when ``algorithm`` is asked for ('direct' exists for depthwise and stride-1 convs; any
+    other conv asked for 'direct' runs 'implicit'); None when the conv cannot run it
+    ('winograd' on a conv that is not 3x3 with stride and dilation 1)."""
     from ._algorithms import resolve
 
     geom = conv2d_geometry((batch,) + tuple(chw), conv.weight.shape, None, conv.stride,

@@ -263,8 +263,9 @@ def test_quick_cli_table_and_csv_carry_the_writeups_numbers(tmp_path, capsys, re
 
 
 def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore_threads):
-    """'direct' only for the depthwise conv; each listed (conv, algorithm) really calls that
-    algorithm's kernel (spied on at the kernel entry points, not through the resolver)."""
+    """'direct' for the depthwise conv and, by the small-map kernel, for the dense stride-1
+    convs; each listed (conv, algorithm) really calls that algorithm's kernel (spied on at the
+    kernel entry points, not through the resolver)."""
     if "direct" not in nnlite.available_conv_algorithms():
         pytest.skip("this build has no implicit/direct kernels")
     from nnlite.kernels import _conv_gemm, conv_cython, conv_winograd
@@ -277,8 +278,8 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
     assert {a for lab, a in listed if lab.startswith("depthwise")} == {"im2col", "implicit",
                                                                        "direct", "winograd"}
     assert {a for lab, a in listed if lab.startswith("3x3")} == {"im2col", "implicit",
-                                                                 "winograd"}
-    assert {a for lab, a in listed if lab[0] in "157"} == {"im2col", "implicit"}
+                                                                 "direct", "winograd"}
+    assert {a for lab, a in listed if lab[0] in "157"} == {"im2col", "implicit", "direct"}
     assert len(listed) == len(variants)
 
     called = []
@@ -295,6 +296,10 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
         def conv2d_depthwise(self, *a, **k):
             called.append("direct")
             return fast.conv2d_depthwise(*a, **k)
+
+        def conv2d_small(self, *a, **k):
+            called.append("direct")
+            return fast.conv2d_small(*a, **k)
 
         def conv2d_winograd(self, *a, **k):
             called.append("winograd")

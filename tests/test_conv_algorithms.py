@@ -82,12 +82,11 @@ def test_every_algorithm_matches_reference(case, dtype, algo):
        algo=st.sampled_from(("im2col", "implicit", "direct")))
 def test_every_algorithm_kernel_matches_reference(case, dtype, algo):
     # the kernel entry with the algorithm forced (no per-layer resolution): 'direct' on a
-    # depthwise conv, 'implicit' on every conv, 'im2col' without the pointwise shortcut
+    # depthwise conv or a stride-1 conv (the small-map kernel; a strided dense conv runs
+    # 'implicit'), 'implicit' on every conv, 'im2col' without the pointwise shortcut
     x, w, b = _conv_data(case, dtype, seed=1)
     geom = conv2d_geometry(x.shape, w.shape, b.shape, case["stride"], case["padding"],
                            case["dilation"], case["g"])
-    if algo == "direct" and not (geom.g == geom.c):
-        algo = "implicit"
     y = conv_cython.conv2d_forward(x, w, b, geom, general=True, algorithm=algo)
     k = geom.k
     assert_close(y, ref.conv2d(x, w, b, **_kw(case)), dtype, k=k, scale=4)
@@ -209,7 +208,7 @@ def test_implicit_paths_match_reference(path, dtype):
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 @pytest.mark.parametrize("hw", [(30, 31), (9, 7)])
 @pytest.mark.parametrize("act", [0, 1, 2])
-@pytest.mark.parametrize("kernel", ["implicit", "depthwise"])
+@pytest.mark.parametrize("kernel", ["implicit", "depthwise", "small"])
 def test_fused_epilogue_on_strided_operands(kernel, act, hw, beta):
     # y = act(conv + beta*y + bias) written into a channel slice of a larger buffer, reading a
     # channel slice of a larger image: the inference-plan use (concat slices, residual adds);
@@ -230,6 +229,9 @@ def test_fused_epilogue_on_strided_operands(kernel, act, hw, beta):
     if kernel == "depthwise":
         convfast.conv2d_depthwise(x, w.reshape(f, 9), b, y, *args, act=act,
                                   beta=beta, num_threads=2)
+    elif kernel == "small":
+        convfast.conv2d_small(x, w.reshape(f, -1), b, y, g, 3, 3, 1, 1, 1, 1, geom.oh,
+                              geom.ow, act=act, beta=beta, num_threads=2)
     else:
         convfast.conv2d_implicit(x, w.reshape(f, -1), b, y, g, *args, act=act, beta=beta,
                                  num_threads=2)
@@ -533,10 +535,15 @@ def test_auto_resolves_per_layer():
     dense = conv2d_geometry((1, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)
     strided_1x1 = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 2, 0, 1, 1)
     pointwise = conv2d_geometry((1, 8, 9, 9), (16, 8, 1, 1), None, 1, 0, 1, 1)
-    assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "im2col"  # 81 px
+    assert resolve(dw, "auto") == "direct" and resolve(dense, "auto") == "direct"  # 81 px
+    # one image of a wider conv (>= SMALL_SPLIT_FLOPS): the column matrix, whose GEMM splits
+    # over threads (the small-map kernel splits images)
+    wide1 = conv2d_geometry((1, 64, 9, 9), (64, 64, 3, 3), None, 1, 1, 1, 1)
+    assert resolve(wide1, "auto") == "im2col"
+    assert resolve(dense, "auto", weights_prepared=True) == "im2col"  # inference plans: as before
     big = conv2d_geometry((1, 8, 28, 14), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 392 px
     batch4 = conv2d_geometry((4, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 81 px each
-    assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "implicit"
+    assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "direct"
     # large convs (>= 32 MFLOP) on batches of maps of <= 64 output pixels: im2col with the
     # images side by side, where Winograd (checked first) does not pay
     for shape, k in (((64, 256, 8, 8), 5), ((2, 512, 4, 4), 3)):
@@ -545,16 +552,25 @@ def test_auto_resolves_per_layer():
     g = conv2d_geometry((64, 256, 8, 8), (256, 256, 3, 3), None, 1, 1, 1, 1)
     assert rows_pay(g) and resolve(g, "auto") == "winograd"
     small = conv2d_geometry((32, 16, 8, 8), (16, 16, 3, 3), None, 1, 1, 1, 1)  # 9.4 MFLOP
-    assert resolve(small, "auto") == "implicit"
+    assert resolve(small, "auto") == "direct"          # the small-map kernel (<= 256 px)
     wide = conv2d_geometry((64, 256, 9, 8), (256, 256, 5, 5), None, 1, 2, 1, 1)  # 72 px
-    assert resolve(wide, "auto") == "implicit"
+    assert resolve(wide, "auto") == "direct"   # one Zen 4 core: 231 ms vs implicit 315 ms
+    wide28 = conv2d_geometry((64, 256, 28, 28), (256, 256, 5, 5), None, 1, 2, 1, 1)
+    assert resolve(wide28, "auto") == "implicit"
     assert resolve(conv2d_geometry((4, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
-                   "auto") == "implicit"                                        # batch 4
+                   "auto") == "direct"                                          # batch 4
     assert resolve(conv2d_geometry((3, 8, 5, 5), (16, 8, 3, 3), None, 1, 1, 1, 1),
+                   "auto") == "direct"
+    # small single strided images keep the column matrix, larger batches the implicit GEMM
+    assert resolve(conv2d_geometry((3, 8, 9, 9), (16, 8, 3, 3), None, 2, 1, 1, 1),
                    "auto") == "im2col"
+    assert resolve(conv2d_geometry((4, 8, 9, 9), (16, 8, 3, 3), None, 2, 1, 1, 1),
+                   "auto") == "implicit"
     assert resolve(dense, "implicit") == "implicit"
     assert resolve(strided_1x1, "auto") == "im2col" and resolve(pointwise, "auto") == "im2col"
-    assert resolve(dense, "direct") == "implicit" and resolve(dw, "im2col") == "im2col"
+    assert resolve(dense, "direct") == "direct" and resolve(dw, "im2col") == "im2col"
+    strided = conv2d_geometry((1, 8, 9, 9), (16, 8, 3, 3), None, 2, 1, 1, 1)
+    assert resolve(strided, "direct") == "implicit"
 
 
 @needs_ext

@@ -3,7 +3,8 @@ over the N*C image planes), the implicit-GEMM and direct depthwise forward kerne
 ``nnlite._convfast``, and the three conv routines of ``_conv_gemm`` on nnlite's own GEMM.
 
 conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the layer:
-'implicit' (no column matrix), 'direct' (depthwise), 'winograd' (3x3 stride 1, by
+'implicit' (no column matrix), 'direct' (depthwise; any other stride-1 conv: the small-map
+kernel), 'winograd' (3x3 stride 1, by
 ``conv_winograd``) or 'im2col' (chunked columns + GEMM; a pointwise conv multiplies the image
 directly). The input gradient of a stride-1 conv is the
 forward conv of gy with the flipped weight (same algorithm choice, no col2im); otherwise it
@@ -15,7 +16,8 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import get_conv_algorithm, resolve, rows_pay
+from .._algorithms import (get_conv_algorithm, is_depthwise, resolve, rows_pay,
+                           small_weight_grad_pays)
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -144,7 +146,8 @@ def _strided_ok(x):
 
 def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     """y (N, F, OH, OW) = act(conv2d(x, w) + b + beta*y) by nnlite._convfast: the direct
-    depthwise kernel ('direct', groups == C) or the implicit GEMM ('implicit', no column matrix),
+    depthwise kernel ('direct', groups == C), the direct small-map kernel ('direct', any other
+    stride-1 conv) or the implicit GEMM ('implicit', no column matrix),
     with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
     (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
     1 ReLU, 2 ReLU6. conv2d_forward's fast path; the inference plan calls it with the choice
@@ -153,7 +156,11 @@ def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
     w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    if algo == "direct":
+    if algo == "direct" and not is_depthwise(geom):
+        # a dense stride-1 conv: the small-map kernel (nnlite._algorithms, 'direct')
+        _convfast.conv2d_small(_strided_ok(x), w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw,
+                               oh, ow, act=act, beta=beta, num_threads=get_num_threads())
+    elif algo == "direct":
         _convfast.conv2d_depthwise(_strided_ok(x), w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw,
                                    oh, ow, act=act, beta=beta, num_threads=get_num_threads())
     else:
@@ -323,6 +330,22 @@ def _rows_first(a, n, c, l):
     return out.reshape(c, n * l)
 
 
+def _small_backward_weight(gy, x, geom, args):
+    """gW of a stride-1 conv that runs 'direct' by the small-map kernel (no columns, no GEMM;
+    ``_algorithms.small_weight_grad_pays`` decides), or None when it holds a NaN: the kernel
+    multiplies the zeros of gy's dropped flat-grid columns with image pixels, so an inf in x
+    gives NaN where the exact sum has none; the caller then runs the columns + GEMM (which
+    also reproduces a genuine NaN exactly)."""
+    kh, kw, _, _, pt, pl, dh, dw = args[:8]
+    gw = np.empty((geom.f, geom.k), dtype=x.dtype)
+    _convfast.conv2d_small_weight_grad(_strided_ok(x), np.ascontiguousarray(gy, x.dtype), gw,
+                                       geom.g, kh, kw, pt, pl, dh, dw,
+                                       num_threads=get_num_threads())
+    if np.isnan(gw).any():
+        return None
+    return gw.reshape(geom.f, geom.cg, geom.kh, geom.kw)
+
+
 @register("conv2d_backward_weight", "cython", when=_im2col is not None)
 def conv2d_backward_weight(gy, x, geom, general=False):
     """gW = Σ_n gy_g[n] @ im2col(x)[n]ᵀ as ONE GEMM per group over the whole batch (inner size
@@ -334,6 +357,10 @@ def conv2d_backward_weight(gy, x, geom, general=False):
     args = _args(geom)
     if general or args is None or geom.n == 0:
         return _conv_gemm.backward_weight(gy, x, geom, im2col, general, mm=_mm)
+    if _convfast is not None and small_weight_grad_pays(geom, np.dtype(x.dtype).itemsize):
+        gw = _small_backward_weight(gy, x, geom, args)
+        if gw is not None:
+            return gw
     n, g, fg, k, l = geom.n, geom.g, geom.fg, geom.k, geom.l
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)

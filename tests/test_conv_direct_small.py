@@ -1,0 +1,244 @@
+"""The direct small-map conv kernel (csrc/convfast_small.c, ``nnlite._convfast.conv2d_small``,
+'direct' for stride-1 convs that are not depthwise) and its weight gradient
+(``conv2d_small_weight_grad``) against the naive-loop reference, and the gradients of a conv
+that runs them (the input gradient of a stride-1 conv is the forward kernel on the flipped
+weight) against float64 central differences.
+
+Oracles: ``nnlite.kernels.conv_reference`` (loops sharing no code with the kernel) and
+tests/gradcheck.py.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import nnlite
+import nnlite.nn.functional as F
+from nnlite._algorithms import SMALL_MAX_PIXELS, resolve, small_pays, small_weight_grad_pays
+from nnlite._convgeom import conv2d_geometry
+from nnlite.kernels import conv_cython, conv_reference as ref
+
+from conftest import assert_close, kernel_threads
+from gradcheck import check_grad
+
+convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
+needs_ext = pytest.mark.skipif(convfast is None, reason="nnlite built without its extension")
+
+
+def _epilogue(v, act):
+    if act >= 1:
+        v = np.where(v < 0, 0, v)
+    if act == 2:
+        v = np.where(v > 6, 6, v)
+    return v
+
+
+@st.composite
+def small_case(draw):
+    """A stride-1 conv: non-square kernels, dilation, padding up to beyond the kernel, groups
+    (one channel per group included), batch 1-3, maps 1-12 wide."""
+    g = draw(st.sampled_from([1, 1, 2, 3]))
+    cg, fg = draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 6)), draw(st.integers(0, 6))
+    lo_h, lo_w = max(1, (kh - 1) * dh + 1 - 2 * ph), max(1, (kw - 1) * dw + 1 - 2 * pw)
+    h, w = draw(st.integers(lo_h, max(lo_h, 12))), draw(st.integers(lo_w, max(lo_w, 12)))
+    return dict(n=draw(st.integers(1, 3)), g=g, c=g * cg, f=g * fg, h=h, w=w, k=(kh, kw),
+                d=(dh, dw), p=(ph, pw))
+
+
+@needs_ext
+@given(case=small_case(), dtype=st.sampled_from([np.float32, np.float64]),
+       act=st.sampled_from([0, 1, 2]), beta=st.sampled_from([0.0, 1.0]),
+       bias=st.booleans())
+def test_small_kernel_matches_reference(case, dtype, act, beta, bias):
+    rng = np.random.default_rng(3)
+    n, c, f, g = case["n"], case["c"], case["f"], case["g"]
+    # x a channel slice of a larger image, y one of a larger output (strided operands)
+    big_x = rng.standard_normal((n, c + 3, case["h"], case["w"])).astype(dtype)
+    x = big_x[:, 1:1 + c]
+    w = rng.standard_normal((f, c // g) + case["k"]).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype) if bias else None
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, case["p"], case["d"], g)
+    big_y = rng.standard_normal((n, f + 2, geom.l)).astype(dtype)
+    before = big_y.copy()
+    y = big_y[:, 1:1 + f]
+    conv = ref.conv2d(np.ascontiguousarray(x), w, b, 1, case["p"], case["d"], g)
+    expect = _epilogue(conv.reshape(n, f, -1).astype(np.float64) + beta * y, act)
+    convfast.conv2d_small(x, w.reshape(f, -1), b, y, g, *case["k"], *case["p"], *case["d"],
+                          geom.oh, geom.ow, act=act, beta=beta, num_threads=2)
+    assert_close(y, expect, dtype, k=geom.k, scale=4)
+    np.testing.assert_array_equal(big_y[:, :1], before[:, :1])        # neighbours untouched
+    np.testing.assert_array_equal(big_y[:, 1 + f:], before[:, 1 + f:])
+
+
+@needs_ext
+@given(case=small_case(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_small_weight_grad_matches_reference(case, dtype):
+    rng = np.random.default_rng(7)
+    n, c, f, g = case["n"], case["c"], case["f"], case["g"]
+    big_x = rng.standard_normal((n, c + 2, case["h"], case["w"])).astype(dtype)
+    x = big_x[:, 2:]                                        # a channel slice (strided)
+    w = rng.standard_normal((f, c // g) + case["k"]).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, case["p"], case["d"], g)
+    gy = rng.standard_normal((n, f, geom.oh, geom.ow)).astype(dtype)
+    _, expect, _ = ref.conv2d_grads(np.ascontiguousarray(x), w, gy, 1, case["p"], case["d"], g)
+    gw = np.full((f, geom.k), np.nan, dtype)
+    convfast.conv2d_small_weight_grad(x, gy, gw, g, *case["k"], *case["p"], *case["d"],
+                                      num_threads=2)
+    assert_close(gw.reshape(w.shape), expect, dtype, k=n * geom.l, scale=4)
+
+
+@needs_ext
+def test_small_weight_grad_rule_and_dispatch(monkeypatch):
+    # 'direct' asked for takes it for any stride-1 dense conv ('auto' does not yet: see
+    # nnlite._algorithms.small_weight_grad_pays)
+    def geom(n, c, f, hw, k, stride=1, groups=1):
+        return conv2d_geometry((n, c, hw, hw), (f, c // groups, k, k), None, stride, k // 2, 1,
+                               groups)
+    assert not small_weight_grad_pays(geom(32, 8, 16, 8, 3), 4, "auto")
+    assert small_weight_grad_pays(geom(32, 8, 16, 8, 3), 4, "direct")
+    assert small_weight_grad_pays(geom(32, 16, 32, 4, 3), 4, "direct")
+    assert not small_weight_grad_pays(geom(32, 8, 16, 8, 3, stride=2), 4, "direct")
+    assert not small_weight_grad_pays(geom(32, 8, 8, 8, 3, groups=8), 4, "direct")
+    assert not small_weight_grad_pays(geom(32, 8, 16, 8, 3), 4, "implicit")
+    assert not small_weight_grad_pays(geom(4096, 64, 64, 16, 3), 4, "direct")   # > 16 MB
+    calls = []
+    real = convfast.conv2d_small_weight_grad
+    monkeypatch.setattr(conv_cython._convfast, "conv2d_small_weight_grad",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 8, 8, 8)).astype(np.float32)
+    gy = rng.standard_normal((4, 16, 8, 8)).astype(np.float32)
+    g8 = conv2d_geometry(x.shape, (16, 8, 3, 3), None, 1, 1, 1, 1)
+    with nnlite.conv_algorithm("auto"):
+        conv_cython.conv2d_backward_weight(gy, x, g8)
+    assert calls == []
+    with nnlite.conv_algorithm("direct"):
+        gw = conv_cython.conv2d_backward_weight(gy, x, g8)
+    assert calls == [1]
+    _, expect, _ = ref.conv2d_grads(x, np.zeros((16, 8, 3, 3), np.float32), gy, 1, 1)
+    assert_close(gw, expect, np.float32, k=4 * 64, scale=4)
+
+
+@needs_ext
+def test_weight_grad_with_inf_input_keeps_exact_nan_pattern():
+    # an inf pixel that a dropped flat-grid column reaches (0 * inf = NaN in the kernel's sum)
+    # must not turn a finite weight gradient into NaN: conv2d_backward_weight recomputes
+    x = np.array([[[[1.5, np.inf]], [[-0.5, -1.0]]]], np.float32)       # (1, 2, 1, 2)
+    gy = np.array([[[[0.75]]]], np.float32)                               # 'valid' 1x2 -> 1x1
+    geom = conv2d_geometry(x.shape, (1, 2, 1, 2), None, 1, 0, 1, 1)
+    raw = np.empty((1, 4), np.float32)
+    convfast.conv2d_small_weight_grad(x, gy, raw, 1, 1, 2, 0, 0, 1, 1)
+    assert np.isnan(raw[0, 0])                                            # the kernel's NaN
+    with nnlite.conv_algorithm("direct"):
+        gw = conv_cython.conv2d_backward_weight(gy, x, geom)
+    np.testing.assert_array_equal(gw.reshape(-1), [1.125, np.inf, -0.375, -0.75])
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [
+    (32, 8, 16, 8, (3, 3), 1),     # the digits net's inception1 3x3 branch
+    (32, 16, 32, 4, (3, 3), 1),    # inception2 3x3 (4x4 map)
+    (32, 8, 16, 4, (5, 5), 2),     # inception2 5x5 (padding as wide as the map)
+    (5, 6, 9, 11, (2, 4), (0, 3)),  # odd: even/non-square kernel, asymmetric padding use
+    (2, 4, 8, 16, (3, 3), 1),      # 256 output pixels (the 'auto' limit)
+])
+def test_auto_runs_direct_on_small_maps(shape, dtype):
+    n, c, f, hw, k, p = shape
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+    w = rng.standard_normal((f, c) + k).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, 1, p, 1, 1)
+    assert conv_cython.native_algorithm(geom)[0] == "direct"
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("auto"):
+        y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), nnlite.tensor(b), padding=p)
+    assert_close(y, ref.conv2d(x, w, b, 1, p), dtype, k=geom.k, scale=4)
+
+
+@needs_ext
+def test_threads_give_identical_results():
+    # each image is reduced in the same order whichever thread owns it
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 6, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((12, 6, 3, 3)).astype(np.float32)
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, 1, 1, 1)
+    outs = []
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            outs.append(conv_cython.conv2d_forward(x, w, None, geom, algorithm="direct"))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@needs_ext
+@pytest.mark.parametrize("algo", ["auto", "direct"])
+def test_gradients_match_finite_differences(algo):
+    # stride 1: the forward AND the input gradient (a conv of gy with the flipped weight, here
+    # padding 4 - 1 = 3 rows and 2 - 2 = 0 columns) run the small-map kernel
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 4, 5))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, 1, (1, 2), (2, 1), 1)
+    assert resolve(geom, algo) == "direct"
+
+    def fn(xt, wt, bt):
+        with nnlite.using_backend("cython"), nnlite.conv_algorithm(algo):
+            return F.conv2d(xt, wt, bt, padding=(1, 2), dilation=(2, 1))
+
+    check_grad(fn, [x, w, b], rtol=1e-6, atol=1e-8)
+
+
+@needs_ext
+def test_auto_rule():
+    def geom(n, c, f, hw, k, stride=1, groups=1):
+        return conv2d_geometry((n, c, hw, hw), (f, c // groups, k, k), None, stride, k // 2, 1,
+                               groups)
+    assert small_pays(geom(32, 8, 16, 8, 3)) and small_pays(geom(32, 8, 16, 4, 5))
+    assert small_pays(geom(2, 4, 8, 16, 3))                  # 256 pixels
+    assert not small_pays(geom(2, 4, 8, 17, 3))              # 289 > SMALL_MAX_PIXELS
+    assert SMALL_MAX_PIXELS == 256
+    assert not small_pays(geom(32, 8, 16, 8, 1))             # 1x1: the GEMM on the image
+    assert not small_pays(geom(32, 8, 16, 8, 3, stride=2))   # strided
+    assert not small_pays(geom(32, 8, 8, 8, 3, groups=8))    # depthwise: its own kernel
+    assert small_pays(geom(32, 8, 16, 8, 3, groups=2))       # grouped
+    # a stride that never applies (a single output row/column) counts as stride 1
+    one_row = conv2d_geometry((4, 3, 3, 6), (5, 3, 3, 3), None, (5, 1), (0, 1), 1, 1)
+    assert one_row.oh == 1 and small_pays(one_row)
+
+
+@needs_ext
+def test_bad_arguments_raise_value_error():
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    y = np.zeros((2, 4, 25), np.float32)
+    with pytest.raises(ValueError, match="columns"):
+        convfast.conv2d_small(x, np.zeros((4, 26), np.float32), None, y, 1, 3, 3, 1, 1, 1, 1,
+                              5, 5)
+    with pytest.raises(ValueError, match="act"):
+        convfast.conv2d_small(x, np.zeros((4, 27), np.float32), None, y, 1, 3, 3, 1, 1, 1, 1,
+                              5, 5, act=3)
+    with pytest.raises(ValueError, match="y has shape"):
+        convfast.conv2d_small(x, np.zeros((4, 27), np.float32), None, y[:, :, :24], 1, 3, 3,
+                              1, 1, 1, 1, 5, 5)
+    with pytest.raises(ValueError, match="groups"):
+        convfast.conv2d_small(x, np.zeros((4, 9), np.float32), None, y, 2, 3, 3, 1, 1, 1, 1,
+                              5, 5)
+    with pytest.raises(ValueError, match="padding"):
+        convfast.conv2d_small(x, np.zeros((4, 27), np.float32), None, y, 1, 3, 3, -1, 1, 1, 1,
+                              5, 5)
+    # an empty batch computes nothing
+    convfast.conv2d_small(np.zeros((0, 3, 5, 5), np.float32), np.zeros((4, 27), np.float32),
+                          None, np.zeros((0, 4, 25), np.float32), 1, 3, 3, 1, 1, 1, 1, 5, 5)
+
+
+@needs_ext
+def test_workspace_bytes():
+    # packed weights G * ceil(FG/4) * CG*KH*KW * 4 elements, plus a share per thread
+    one = convfast.small_workspace_bytes(32, 8, 8, 8, 16, 1, 3, 3, 1, 1, 1, 1, 8, 8, 4, 1)
+    two = convfast.small_workspace_bytes(32, 8, 8, 8, 16, 1, 3, 3, 1, 1, 1, 1, 8, 8, 4, 2)
+    assert 2 * one - two == 4 * (4 * 8 * 9 * 4)
+    assert two - one >= 4 * 8 * 10 * 10              # at least the 8 padded 10x10 planes
+    with pytest.raises(ValueError):
+        convfast.small_workspace_bytes(1, 8, 8, 8, 16, 1, 3, 3, 1, 1, 1, 1, 8, 8, 3, 1)

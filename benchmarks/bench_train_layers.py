@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nnlite import kernels  # noqa: E402
 from nnlite._algorithms import resolve  # noqa: E402
 from nnlite._convgeom import conv2d_geometry  # noqa: E402
+from nnlite.cli import cpu_name  # noqa: E402
 
 # (C, F, map size, kernel, stride): the distinct convs of ResNet-18 with the CIFAR stem
 LAYERS = [
@@ -48,7 +49,7 @@ def main():
     fwd = kernels.impl("conv2d_forward", "cython")
     wgrad = kernels.impl("conv2d_backward_weight", "cython")
     rng = np.random.default_rng(0)
-    print(f"# CPU: {_cpu_name()}, threads {a.threads}, batch {a.batch}, float32, "
+    print(f"# CPU: {cpu_name()}, threads {a.threads}, batch {a.batch}, float32, "
           f"load {os.getloadavg()[0]:.2f}")
     head = (f"{'C->F':>9} {'map':>5} {'k/s':>4} {'algo':>9} {'fwd ms':>7} {'torch':>7} "
             f"{'ratio':>6} {'dW ms':>7} {'torch':>7} {'ratio':>6}")
@@ -82,17 +83,6 @@ def main():
               f"{m[0] / m[1]:6.2f} {m[2]:7.2f} {m[3]:7.2f} {m[2] / m[3]:6.2f}", flush=True)
     print(f"{'sum':>9} {'':>5} {'':>4} {'':>9} {sums[0]:7.2f} {sums[1]:7.2f} "
           f"{sums[0] / sums[1]:6.2f} {sums[2]:7.2f} {sums[3]:7.2f} {sums[2] / sums[3]:6.2f}")
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

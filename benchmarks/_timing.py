@@ -74,6 +74,27 @@ def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
     return times
 
 
+def one_vs_two_threads(call, outs, calls, warmup=20):
+    """Time ``call(t)`` on t = 1 and 2 threads, alternated ``calls`` times after ``warmup``
+    pairs (the order flips every round); ``outs[t]`` is what the call with t threads wrote.
+    Returns the table columns: medians, bests, their ratio, and whether both wrote the same
+    bits."""
+    for _ in range(warmup):
+        call(1)
+        call(2)
+    times = {1: [], 2: []}
+    for i in range(calls):
+        for t in ((1, 2) if i % 2 == 0 else (2, 1)):
+            t0 = time.perf_counter()
+            call(t)
+            times[t].append(time.perf_counter() - t0)
+    m1, m2 = statistics.median(times[1]), statistics.median(times[2])
+    return {"1t med": fmt_time(m1), "1t best": fmt_time(min(times[1])),
+            "2t med": fmt_time(m2), "2t best": fmt_time(min(times[2])),
+            "2t/1t": f"{m2 / m1:.2f}",
+            "same bits": "yes" if outs[1].tobytes() == outs[2].tobytes() else "NO"}
+
+
 def median(xs):
     return statistics.median(xs)
 

@@ -18,9 +18,7 @@ Never asserts; figures vary with the load of the machine.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
@@ -67,25 +65,11 @@ def run(batches, calls, dtype, layers=LAYERS):
     for n in batches:
         for c, h, s in layers:
             call, ys, oh = _layer(n, c, h, s, dtype, rng)
-            for _ in range(20):
-                call(1)
-                call(2)
-            times = {1: [], 2: []}
-            for _ in range(calls):
-                for t in (1, 2):
-                    t0 = time.perf_counter()
-                    call(t)
-                    times[t].append(time.perf_counter() - t0)
             macs = n * c * oh * oh * 9
-            m1, m2 = statistics.median(times[1]), statistics.median(times[2])
             rows.append({
                 "N": n, "C": c, "in": f"{h}x{h}", "s": s, "out": f"{oh}x{oh}",
                 "MACs/t": f"{macs / 2 / 1e6:.2f}M",
-                "team": _team(n, c, h, s, oh, dtype),
-                "1t med": _timing.fmt_time(m1), "1t best": _timing.fmt_time(min(times[1])),
-                "2t med": _timing.fmt_time(m2), "2t best": _timing.fmt_time(min(times[2])),
-                "2t/1t": f"{m2 / m1:.2f}",
-                "same bits": "yes" if np.array_equal(ys[1], ys[2]) else "NO",
+                "team": _team(n, c, h, s, oh, dtype), **_timing.one_vs_two_threads(call, ys, calls),
             })
     return rows
 

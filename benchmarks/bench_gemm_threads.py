@@ -24,9 +24,7 @@ busy, a second thread cannot pay at any size).
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import nnlite  # noqa: I001  (before NumPy: sets the idle-thread policy of OpenMP and OpenBLAS)
 import numpy as np
@@ -94,23 +92,9 @@ def run(shapes, calls, dtype):
     rows = []
     for label, m, k, n in shapes:
         call, outs, narrow = _product(m, k, n, dtype, rng)
-        for _ in range(20):
-            call(1)
-            call(2)
-        times = {1: [], 2: []}
-        for i in range(calls):
-            for t in ((1, 2) if i % 2 == 0 else (2, 1)):
-                t0 = time.perf_counter()
-                call(t)
-                times[t].append(time.perf_counter() - t0)
-        m1, m2 = statistics.median(times[1]), statistics.median(times[2])
         rows.append({
             "layer": label, "M": m, "K": k, "N": n, "MACs": f"{m * k * n / 1e6:.1f}M",
-            "team": _team(m, k, n, narrow, dtype),
-            "1t med": _timing.fmt_time(m1), "1t best": _timing.fmt_time(min(times[1])),
-            "2t med": _timing.fmt_time(m2), "2t best": _timing.fmt_time(min(times[2])),
-            "2t/1t": f"{m2 / m1:.2f}",
-            "same bits": "yes" if np.array_equal(outs[1], outs[2]) else "NO",
+            "team": _team(m, k, n, narrow, dtype), **_timing.one_vs_two_threads(call, outs, calls),
         })
     return rows
 

@@ -544,13 +544,11 @@ class InvertedResidualKernel(Kernel):
         (w1, b1, a1), (wd, bd, a2), (w3, b3, a3) = parts
         N, C, H, W = x_shape
         E, F = w1.shape[0], w3.shape[0]
-        self.parts = (ConvKernel(x_shape, w1, b1, a1, False, dtype),
-                      ConvKernel((N, E, H, W), wd, bd, a2, False, dtype),
-                      None)
-        geom = self.parts[1].geom
-        self.parts = self.parts[:2] + (ConvKernel((N, E, geom.oh, geom.ow), w3, b3, a3,
-                                                  residual, dtype),)
-        p1, p2, p3 = self.parts
+        p1 = ConvKernel(x_shape, w1, b1, a1, False, dtype)
+        p2 = ConvKernel((N, E, H, W), wd, bd, a2, False, dtype)
+        geom = p2.geom
+        p3 = ConvKernel((N, E, geom.oh, geom.ow), w3, b3, a3, residual, dtype)
+        self.parts = (p1, p2, p3)
         if not (p1.pointwise and p3.pointwise and p1.act == "relu6" and p2.act == "relu6"
                 and p3.act is None and p2.g == E and tuple(wd.shape[1:]) == (1, 3, 3)
                 and p2.s[0] == p2.s[1] and p2.s[0] in (1, 2) and tuple(p2.d) == (1, 1)

@@ -392,6 +392,10 @@ def depthwise_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize
 
 
 # ------------------------------------------------------------------------- Winograd F(m, 3)
+cdef extern from "gemm_kernels.h" nogil:
+    int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+
+
 cdef extern from "convfast_winograd.h" nogil:
     nnl_idx nnl_wino_packed_elems(int m, nnl_idx f, nnl_idx g, nnl_idx cg, int elsize, int isa)
     int nnl_wino_weights_s(int m, nnl_idx nf, const float *w, float *u, int nthreads)
@@ -634,6 +638,24 @@ cdef const float *_ir_vec(v, Py_ssize_t n, str what, str fn) except? NULL:
     return &mv[0]
 
 
+cdef const float *_ir_packed(pk, Py_ssize_t rows, Py_ssize_t cols, int isa, str what,
+                             str fn) except? NULL:
+    """Address of a (rows, cols) float32 weight packed as the GEMM's A operand for family
+    ``isa`` (ceil(rows/MR)*MR*cols elements), NULL for None."""
+    cdef const float[::1] mv
+    cdef int mr = 0, nr = 0, mc = 0, kc = 0, nc = 0
+    if pk is None:
+        return NULL
+    mv = pk
+    if nnl_gemm_blocking(_wino_isa(isa, fn), 4, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
+        raise ValueError(f"{fn}: no GEMM micro-kernel family {isa} for float32")
+    if mv.shape[0] != (rows + mr - 1) // mr * mr * cols:
+        raise ValueError(f"{fn}: {what} has {mv.shape[0]} elements; a ({rows}, {cols}) weight "
+                         f"packed for micro-kernels of {mr} rows has "
+                         f"{(rows + mr - 1) // mr * mr * cols}")
+    return &mv[0]
+
+
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                       const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
@@ -644,8 +666,9 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
     Shape:
         x (N, C, H, W), w1 (E, C), wd (E, 9), w3 (F, E), b1 (E,), bd (E,), b3 (F,) or None,
         y and residual (N, F, OH*OW), OH = (H - 1) // stride + 1 (likewise OW), each image
-        C-contiguous (any distance between images: channel slices of a larger buffer); w1pk / w3pk: w1 / w3 packed once (``gemm_ops.pack(w, 'a')``) for the
-        family ``isa``, or None.
+        C-contiguous (any distance between images: channel slices of a larger buffer);
+        w1pk / w3pk: w1 / w3 packed once (``gemm_ops.pack(w, 'a')``) for the family ``isa``,
+        or None.
     """
     fn = "inverted_residual"
     cdef nnl_ir_geom gm
@@ -673,15 +696,8 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         gm.rsn = _image_stride(rv, "residual", fn)
         if gm.n:
             pr = &rv[0, 0, 0]
-    cdef const float[::1] pk1, pk3
-    cdef const float *p1 = NULL
-    cdef const float *p3 = NULL
-    if w1pk is not None:
-        pk1 = w1pk
-        p1 = &pk1[0]
-    if w3pk is not None:
-        pk3 = w3pk
-        p3 = &pk3[0]
+    cdef const float *p1 = _ir_packed(w1pk, E, gm.c, isa, "w1pk", fn)
+    cdef const float *p3 = _ir_packed(w3pk, F, E, isa, "w3pk", fn)
     if gm.n == 0:
         return
     cdef int rc

@@ -11,6 +11,7 @@ import nnlite
 import nnlite.nn as nn
 from nnlite._infer import kernels as K
 from nnlite._infer import passes
+from nnlite.kernels import gemm_ops
 
 pytestmark = pytest.mark.skipif(not K.inverted_residual_available(),
                                 reason="the fused block needs the compiled extensions")
@@ -117,6 +118,14 @@ def test_native_block_rejects_bad_arguments():
         cf.inverted_residual(x, w1, None, b1[:15], wd, bd, w3, None, b3, y, 1)
     with pytest.raises(ValueError, match="C-contiguous"):
         cf.inverted_residual(x[:, :, :, ::-1], w1, None, b1, wd, bd, w3, None, b3, y, 1)
+    pk = gemm_ops.pack(w1, "a")
+    with pytest.raises(ValueError, match=r"w1pk has \d+ elements; a \(16, 8\) weight"):
+        cf.inverted_residual(x, w1, pk.data[:-1], b1, wd, bd, w3, None, b3, y, 1, isa=pk.isa)
+    pk3 = gemm_ops.pack(w3, "a")
+    with pytest.raises(ValueError, match=r"w3pk has .* a \(8, 16\) weight"):
+        cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data[16:], b3, y, 1,
+                             isa=pk.isa)
+    cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data, b3, y, 1, isa=pk.isa)
 
 
 # ------------------------------------------------------------------------------ the plan

@@ -35,7 +35,9 @@
                 ResNet-18's 4x4 layers at batch 64 (2 threads, Zen 4): forward and input
                 gradient about half the implicit time (below 32 MFLOP, e.g. 16-channel 8x8
                 digits at batch 32 on one thread, the extra regrouping steps cost more than
-                the wider GEMM gains: 10% slower training).
+                the wider GEMM gains: 10% slower training); a stride-1 conv that the next
+                rule takes with CG*KH*KW <= SMALL_BEFORE_ROWS_MAX_K runs 'direct' instead
+                (2-3.5x faster than these rows on 8-128 channels, even at 256).
                 Before the last two rules (F.conv2d only, not an inference plan's prepared
                 weights): a dense stride-1 k x k conv (k > 1) with at most SMALL_MAX_PIXELS
                 output pixels per image runs 'direct', the small-map kernel (``small_pays``),
@@ -99,6 +101,13 @@ ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
 # 'auto' runs a dense stride-1 conv with at most this many output pixels per image as 'direct'
 # (the small-map kernel), on 2+ images or a conv below SMALL_SPLIT_FLOPS (``small_pays``)
 SMALL_MAX_PIXELS, SMALL_SPLIT_FLOPS = 256, 1 << 22
+# ... and before the batch-rows rule (``rows_pay``) when its reduction CG*KH*KW is at most this:
+# forward, float32, stride 1, Winograd off, rows -> direct (AMD EPYC Zen 4; 1 thread / 2
+# threads): batch 256 8->16 3x3 8x8 2967 -> 944 us (the digits net's evaluation), 16->32 3x3 4x4
+# 3169 -> 1250; batch 64 32->32 3x3 8x8 4129 -> 1252 / 3264 -> 861, 128->128 3x3 8x8 26137 ->
+# 14946 / 13174 -> 7639, 256->256 3x3 4x4 29282 -> 28267 / 16205 -> 13972, 64->64 5x5 4x4
+# 8777 -> 5142; at 512 channels (K = 4608) the direct kernel took twice the column GEMM's time
+SMALL_BEFORE_ROWS_MAX_K = 2304
 
 
 def small_conv_ok(geom):
@@ -265,9 +274,14 @@ def resolve(geom, name=None, weights_prepared=False):
             return "direct"
         if winograd_pays(geom, weights_prepared):
             return "winograd"
-        if geom.kh == geom.kw == 1 or rows_pay(geom):
+        if geom.kh == geom.kw == 1:
             return "im2col"
-        if not weights_prepared and small_pays(geom):
+        small = not weights_prepared and small_pays(geom)
+        if small and geom.k <= SMALL_BEFORE_ROWS_MAX_K:
+            return "direct"
+        if rows_pay(geom):
+            return "im2col"
+        if small:
             return "direct"
         if geom.n < _IMPLICIT_MIN_BATCH and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS:
             return "im2col"

@@ -85,6 +85,20 @@ class ConvGeometry:
                 and self.pt == self.pb == self.pl == self.pr == 0
                 and self.oh == self.h and self.ow == self.w)
 
+    def memo(self, key, compute):
+        """``compute()``, computed once per geometry object and ``key``: what a conv derives from
+        its geometry alone (the algorithm 'auto' picks, the input gradient's geometry) is looked
+        up instead of recomputed on every call. Geometries come from a cache, so a network's
+        layers keep theirs; the memo is not a dataclass field (not compared, not hashed)."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:
+            memo = {}
+            object.__setattr__(self, "_memo", memo)
+        hit = memo.get(key, memo)
+        if hit is memo:
+            hit = memo[key] = compute()
+        return hit
+
     def col_shape(self, nb):
         """Shape of the column buffer for ``nb`` images: (nb, C*KH*KW, OH*OW)."""
         return (nb, self.c * self.kh * self.kw, self.l)

@@ -253,7 +253,13 @@ def native_algorithm(geom, algorithm=None, weights_prepared=False):
     ``fast_forward`` takes (None for 'im2col')."""
     if _convfast is None:
         return "im2col", None
-    algo = resolve(geom, algorithm, weights_prepared=weights_prepared)
+    name = get_conv_algorithm() if algorithm is None else algorithm
+    return geom.memo(("native", name, weights_prepared),
+                     lambda: _native_algorithm(geom, name, weights_prepared))
+
+
+def _native_algorithm(geom, name, weights_prepared):
+    algo = resolve(geom, name, weights_prepared=weights_prepared)
     args = _args(geom) if algo != "im2col" and _fast_extent_ok(geom) else None
     return (algo, args) if args is not None else ("im2col", None)
 
@@ -313,8 +319,8 @@ def conv2d_backward_input(gy, w, geom, general=False):
         algo = get_conv_algorithm()
         if algo == "winograd" and conv_winograd.unsupported_reason(geom) is not None:
             algo = "implicit"       # conv_transpose2d under 'winograd': any kernel, any stride
-        if resolve(geom, algo) != "im2col":
-            ggeom = _input_grad_geometry(geom)
+        if geom.memo(("resolve", algo), lambda: resolve(geom, algo)) != "im2col":
+            ggeom = geom.memo("input_grad", lambda: _input_grad_geometry(geom))
             if ggeom is not None:
                 return conv2d_forward(gy, _flipped(w, geom), None, ggeom, algorithm=algo)
     if not general and _rows_pay(geom):

@@ -389,25 +389,26 @@ def test_batch_rows_forward_and_input_gradient_match_reference(case, budget, mon
 
 
 def test_batch_rows_path_runs_and_is_thread_independent():
-    """'auto' sends a large conv on a batch of 4x4 maps to the batch-rows path (forward and
-    input gradient);
+    """'auto' sends a large strided conv onto a batch of 4x4 maps to the batch-rows path
+    (forward and input gradient; a stride-1 conv of this width runs the small-map kernel);
     its results are bit-identical on 1, 2 and 3 threads."""
     pytest.importorskip("nnlite._im2col")
     from nnlite import _algorithms
     from nnlite.kernels import conv_cython
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 128, 4, 4)).astype(np.float32)
+    x = rng.standard_normal((8, 128, 8, 8)).astype(np.float32)
     w = rng.standard_normal((128, 128, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((8, 128, 4, 4)).astype(np.float32)
-    geom = conv2d_geometry(x.shape, w.shape, None, 1, 1, 1, 1)              # 37.7 MFLOP
+    geom = conv2d_geometry(x.shape, w.shape, None, 2, 1, 1, 1)              # 37.7 MFLOP
     assert _algorithms.resolve(geom) == "im2col" and conv_cython._rows_pay(geom)
+    assert _algorithms.resolve(conv2d_geometry((8, 128, 4, 4), w.shape, None, 1, 1)) == "direct"
     results = []
     for n in (1, 2, 3):
         with kernel_threads(n):
             xt = nnlite.tensor(x, requires_grad=True)
             wt = nnlite.tensor(w, requires_grad=True)
-            y = F.conv2d(xt, wt, padding=1)
+            y = F.conv2d(xt, wt, stride=2, padding=1)
             y.backward(gy)
             results.append((y.data, xt.grad, wt.grad))
     want = kernels.impl("conv2d_forward", "reference")(x.astype(np.float64),

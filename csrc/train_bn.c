@@ -1,34 +1,57 @@
 /* BatchNorm per-channel kernels of nnlite._train (see train.h for the contract). */
 #include "train.h"
 
+#include <string.h>
+
 #define LANES 8
 
-/* Σ f(i) over one channel: 8 partial sums per lane position, combined in a fixed tree. */
-static double combine(const double* acc) {
+/* Σ f(i) over one channel: 8 partial sums per lane position, combined in a fixed tree. The 8
+ * partial sums are one vector (GCC/Clang vector extensions: one zmm, two ymm or four xmm,
+ * whatever the build targets) that stays in registers across the whole channel; as a
+ * double[8] array the compiler kept it in memory, and every step waited on a store and a
+ * reload (the sums ran at ~1.4 cycles per element). Same lanes, same order, same results. */
+typedef double nnl_v8d __attribute__((vector_size(8 * sizeof(double))));
+typedef float nnl_v8f __attribute__((vector_size(8 * sizeof(float))));
+
+static inline nnl_v8d load8_s(const float* p) {
+    nnl_v8f v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, nnl_v8d);
+}
+
+static inline nnl_v8d load8_d(const double* p) {
+    nnl_v8d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static double combine(nnl_v8d v) {
+    double acc[LANES];
+    memcpy(acc, &v, sizeof acc);
     return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
 #define DEFINE_BN(T, SUF)                                                                     \
 void nnl_bn_stats_##SUF(const T* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,      \
                         double* m2) {                                                         \
-    double acc[LANES] = {0}, tail = 0.0, mu, cnt = (double)n * (double)s;                     \
-    nnl_tidx i, j, k, s8 = s - s % LANES;                                                     \
+    nnl_v8d acc = {0}, vmu;                                                                   \
+    double tail = 0.0, mu, cnt = (double)n * (double)s;                                       \
+    nnl_tidx i, j, s8 = s - s % LANES;                                                        \
     for (i = 0; i < n; i++) {                                                                 \
         const T* p = x + i * sn;                                                              \
-        for (j = 0; j < s8; j += LANES)                                                       \
-            for (k = 0; k < LANES; k++) acc[k] += (double)p[j + k];                           \
+        for (j = 0; j < s8; j += LANES) acc += load8_##SUF(p + j);                            \
         for (j = s8; j < s; j++) tail += (double)p[j];                                        \
     }                                                                                         \
     mu = (combine(acc) + tail) / cnt;                                                         \
-    for (k = 0; k < LANES; k++) acc[k] = 0.0;                                                 \
+    acc = (nnl_v8d){0};                                                                       \
+    vmu = acc + mu;                                                                           \
     tail = 0.0;                                                                               \
     for (i = 0; i < n; i++) {                                                                 \
         const T* p = x + i * sn;                                                              \
-        for (j = 0; j < s8; j += LANES)                                                       \
-            for (k = 0; k < LANES; k++) {                                                     \
-                double dv = (double)p[j + k] - mu;                                            \
-                acc[k] += dv * dv;                                                            \
-            }                                                                                 \
+        for (j = 0; j < s8; j += LANES) {                                                     \
+            nnl_v8d dv = load8_##SUF(p + j) - vmu;                                            \
+            acc += dv * dv;                                                                   \
+        }                                                                                     \
         for (j = s8; j < s; j++) {                                                            \
             double dv = (double)p[j] - mu;                                                    \
             tail += dv * dv;                                                                  \
@@ -68,17 +91,17 @@ void nnl_bn_relu_mask_##SUF(const T* gy, const T* ym, T* out, nnl_tidx n, nnl_ti
                                                                                               \
 void nnl_bn_bwd_sums_##SUF(const T* gy, const T* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn,    \
                            double mean, double* sgy, double* sgxm) {                          \
-    double a1[LANES] = {0}, a2[LANES] = {0}, t1 = 0.0, t2 = 0.0;                              \
-    nnl_tidx i, j, k, s8 = s - s % LANES;                                                     \
+    nnl_v8d a1 = {0}, a2 = {0}, vmean = a1 + mean;                                            \
+    double t1 = 0.0, t2 = 0.0;                                                                \
+    nnl_tidx i, j, s8 = s - s % LANES;                                                        \
     for (i = 0; i < n; i++) {                                                                 \
         const T* g = gy + i * sn;                                                             \
         const T* p = x + i * sn;                                                              \
-        for (j = 0; j < s8; j += LANES)                                                       \
-            for (k = 0; k < LANES; k++) {                                                     \
-                double gv = (double)g[j + k];                                                 \
-                a1[k] += gv;                                                                  \
-                a2[k] += gv * ((double)p[j + k] - mean);                                      \
-            }                                                                                 \
+        for (j = 0; j < s8; j += LANES) {                                                     \
+            nnl_v8d gv = load8_##SUF(g + j);                                                  \
+            a1 += gv;                                                                         \
+            a2 += gv * (load8_##SUF(p + j) - vmean);                                          \
+        }                                                                                     \
         for (j = s8; j < s; j++) {                                                            \
             double gv = (double)g[j];                                                         \
             t1 += gv;                                                                         \

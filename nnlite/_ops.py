@@ -424,10 +424,12 @@ class Cat(Function):
         return np.concatenate(arrays, axis=dim)
 
     def backward(self, gy):
-        splits = np.cumsum(self.sizes)[:-1]
-        parts = np.split(gy, splits, axis=self.dim)
-        return tuple(np.ascontiguousarray(p) if need else None
-                     for p, need in zip(parts, self.needs_input_grad))
+        grads, lead, start = [], (slice(None),) * self.dim, 0
+        for size, need in zip(self.sizes, self.needs_input_grad):
+            grads.append(np.ascontiguousarray(gy[lead + (slice(start, start + size),)])
+                         if need else None)
+            start += size
+        return tuple(grads)
 
 
 class Stack(Function):

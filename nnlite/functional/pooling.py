@@ -10,6 +10,7 @@ H=1, k=2, d=3, p=1, ceil_mode) gives -inf with index -1 and no gradient; PyTorch
 out-of-range index there and its backward writes out of bounds (docs/semantics.md §3.6).
 ``max_unpool2d`` skips index -1.
 """
+import math
 import numbers
 
 import numpy as np
@@ -29,7 +30,7 @@ __all__ = [
 
 def _planes(a):
     """(..., H, W) -> (P, H, W) C-contiguous view or copy."""
-    return np.ascontiguousarray(a).reshape((int(np.prod(a.shape[:-2])),) + a.shape[-2:])
+    return np.ascontiguousarray(a).reshape((math.prod(a.shape[:-2]),) + a.shape[-2:])
 
 
 class MaxPool2dFn(Function):

@@ -4,6 +4,8 @@ Each wrapper makes its inputs C-contiguous, computes the output size with ``nnli
 allocates the outputs (zero-filled where the kernel scatters) and calls the OpenMP kernel.
 Registered only when the extension imports.
 """
+import math
+
 import numpy as np
 
 from .. import _poolgeom as geo
@@ -19,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the build
 
 def _rows(a):
     """(P, ...) -> (P, rest) without -1 (an empty batch has no size to infer from)."""
-    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
 
 
 def _c(a, dtype=None):

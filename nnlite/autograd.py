@@ -75,11 +75,11 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        Tensor = _tensor_class()
-        tensors = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
+        Tensor = _Tensor or _tensor_class()
+        tensors = tuple([t if isinstance(t, Tensor) else Tensor(t) for t in inputs])
         ctx = cls()
         if getattr(_state, "enabled", True):
-            needs = tuple(t.requires_grad for t in tensors)
+            needs = tuple([t.requires_grad for t in tensors])
         else:
             needs = (False,) * len(tensors)
         ctx.needs_input_grad = needs
@@ -95,7 +95,7 @@ class Function:
         else:
             ctx.saved_tensors = ()
         if aux:
-            return (result,) + tuple(Tensor(a) for a in aux)
+            return (result,) + tuple([Tensor._wrap(a, False) for a in aux])
         return result
 
 

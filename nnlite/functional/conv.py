@@ -14,6 +14,8 @@ table for the backend active at forward time ('cython', 'numpy' or the naive 're
 'cython', conv2d_forward runs the algorithm of ``nnlite.conv_algorithm`` ('auto': implicit GEMM,
 or the direct kernel for depthwise convs; see nnlite/_algorithms.py).
 """
+import contextlib
+
 import numpy as np
 
 from .. import kernels
@@ -37,6 +39,14 @@ def _shape(t):
     return None if t is None else t.shape
 
 
+def _algorithm_of(fn):
+    """A context with the conv algorithm ``fn``'s forward ran under (a no-op when it is the
+    current one, as in a training step)."""
+    if fn.algorithm == get_conv_algorithm():
+        return contextlib.nullcontext()
+    return conv_algorithm(fn.algorithm)
+
+
 class Conv2dFn(Function):
     """y = conv2d(x, w) + b for x (N, C, H, W) or (C, H, W); ``geom`` from conv2d_geometry."""
 
@@ -56,7 +66,7 @@ class Conv2dFn(Function):
         x4, w = self.saved_tensors
         gy = gy.reshape(geom.n, geom.f, geom.oh, geom.ow)
         gx = gw = gb = None
-        with conv_algorithm(self.algorithm):      # the forward's choice, wherever backward runs
+        with _algorithm_of(self):                 # the forward's choice, wherever backward runs
             if self.needs_input_grad[0]:
                 gx = kernels.impl("conv2d_backward_input", self.backend)(gy, w, geom)
                 gx = gx[0] if self.unbatched else gx
@@ -88,7 +98,7 @@ class ConvTranspose2dFn(Function):
         x4, w = self.saved_tensors
         gy = gy.reshape(geom.n, geom.c, geom.h, geom.w)
         gx = gw = gb = None
-        with conv_algorithm(self.algorithm):      # the forward's choice, wherever backward runs
+        with _algorithm_of(self):                 # the forward's choice, wherever backward runs
             if self.needs_input_grad[0]:
                 gx = kernels.impl("conv2d_forward", self.backend)(gy, w, None, geom)
                 # the conv may see op // s extra rows/cols when output_padding >= stride: crop

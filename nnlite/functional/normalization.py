@@ -264,8 +264,15 @@ def update_running_stats(running_mean, running_var, mean, var_unbiased, momentum
     m = float(momentum)
     for r, stat in ((running_mean, mean), (running_var, var_unbiased)):
         if r is not None:
-            dtype = r.dtype
-            r.data[...] = np.asarray(m, dtype) * stat + np.asarray(1 - m, dtype) * r.data
+            # r*(1-m) + m*stat, each product rounded in r's dtype (a Python float takes the
+            # array's dtype), in place: three ufunc calls instead of six and a copy
+            d = r.data
+            if d.dtype == stat.dtype and d.flags.writeable:
+                d *= 1 - m
+                d += m * stat
+            else:
+                dtype = r.dtype
+                d[...] = np.asarray(m, dtype) * stat + np.asarray(1 - m, dtype) * d
 
 
 # ------------------------------------------------------------------------------ group stats

@@ -38,6 +38,11 @@ class Module:
         object.__setattr__(self, "training", True)
 
     # ------------------------------------------------------------- registry
+    # The registries (_parameters, _buffers, _modules) hold what traversal and state_dict see;
+    # every entry set through the methods below is also mirrored in the instance __dict__, so
+    # that reading it (self.conv, self.weight: hundreds of reads per training step) is a plain
+    # attribute lookup instead of a failed one followed by __getattr__. An entry put into a
+    # registry dict directly is still found, by __getattr__.
     def __setattr__(self, name, value):
         d = self.__dict__
         if "_parameters" not in d:
@@ -46,7 +51,6 @@ class Module:
         if isinstance(value, (Parameter, Module)):
             for reg in (params, bufs, mods):
                 reg.pop(name, None)
-            d.pop(name, None)
             (params if isinstance(value, Parameter) else mods)[name] = value
         elif name in params:
             if value is not None:
@@ -54,11 +58,14 @@ class Module:
                                 "(a Parameter or None is required)")
             params[name] = None
         elif name in bufs:
-            bufs[name] = value if value is None or isinstance(value, Tensor) else Tensor(value)
+            value = value if value is None or isinstance(value, Tensor) else Tensor(value)
+            bufs[name] = value
         elif name in mods and value is None:
             mods[name] = None
         else:
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, value)     # a plain attribute (or a descriptor)
+            return
+        d[name] = value
 
     def __getattr__(self, name):
         d = self.__dict__
@@ -68,9 +75,11 @@ class Module:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name):
+        d = self.__dict__
         for key in ("_parameters", "_buffers", "_modules"):
-            if name in self.__dict__[key]:
-                del self.__dict__[key][name]
+            if name in d[key]:
+                del d[key][name]
+                d.pop(name, None)
                 return
         object.__delattr__(self, name)
 
@@ -79,13 +88,14 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter({name!r}): expected a Parameter or None, "
                             f"got {type(param).__name__}")
-        self.__dict__.pop(name, None)
         self._parameters[name] = param
+        self.__dict__[name] = param
 
     def register_buffer(self, name, value, persistent=True):
-        self.__dict__.pop(name, None)
-        self._buffers[name] = None if value is None else (
+        value = None if value is None else (
             value if isinstance(value, Tensor) else Tensor(np.asarray(value)))
+        self._buffers[name] = value
+        self.__dict__[name] = value
         if not persistent:
             self._non_persistent.add(name)
 

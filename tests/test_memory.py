@@ -206,3 +206,41 @@ def test_column_workspace_larger_than_available_memory_raises_before_allocating(
     w = nnlite.tensor(np.ones((3, 2, 3, 3)), requires_grad=True)
     with nnlite.using_backend("numpy"), pytest.raises(MemoryError, match=r"needs 1,296 bytes"):
         F.conv2d(x, w, None, 2)
+
+
+_FAULTS_SCRIPT = """
+import resource
+import nnlite, numpy as np
+def step():                      # a training step's temporaries: 40 x 200 KB, then 4 MB
+    a = [np.ones(50_000, np.float32) for i in range(40)]
+    b = np.ones(1 << 20, np.float32)
+    del a, b
+step()
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(20):
+    step()
+print(nnlite._MALLOC.startswith("glibc"),
+      (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 20)
+"""
+
+
+def _faults_per_step(pad):
+    env = dict(os.environ, NNLITE_MALLOC_TOP_PAD=str(pad))
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return out[0] == "True", float(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
+def test_malloc_top_pad_keeps_freed_pages_for_the_next_step():
+    """import nnlite sets glibc's M_TOP_PAD: memory a step frees stays in the heap and the next
+    step reuses it instead of faulting fresh pages in (NNLITE_MALLOC_TOP_PAD=0: malloc's own
+    policy, which returns it to the system every time)."""
+    applied, faults = _faults_per_step(64 << 20)
+    if not applied:
+        pytest.skip("not glibc: the policy does not apply")
+    untouched, faults_default = _faults_per_step(0)
+    assert not untouched
+    if faults_default < 100:
+        pytest.skip(f"this malloc does not return freed memory ({faults_default} faults/step)")
+    assert faults < faults_default / 10, (faults, faults_default)

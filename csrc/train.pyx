@@ -155,6 +155,24 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
                 nnl_bn_bwd_gx_d(g, &x[0, c, 0], &gx[0, c, 0], N, S, sn, k1, k2, k3)
 
 
+def bn_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y, const floating[::1] scale,
+              const floating[::1] shift, int num_threads=1, bint relu=False):
+    """y = x * scale[c] + shift[c] per channel of x (N, C, S) in one pass (an eval-mode
+    BatchNorm: the running statistics and the affine folded into scale and shift); with
+    ``relu``, a ReLU fused into the write."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    cdef int nt = max(1, num_threads)
+    _check3("y", (y.shape[0], y.shape[1], y.shape[2]), (N, C, S))
+    _check_channels(C, (("scale", scale), ("shift", shift)))
+    if N == 0 or C == 0 or S == 0:
+        return
+    for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+        if floating is float:
+            nnl_bn_affine_s(&x[0, c, 0], &y[0, c, 0], N, S, C * S, scale[c], shift[c], relu)
+        else:
+            nnl_bn_affine_d(&x[0, c, 0], &y[0, c, 0], N, S, C * S, scale[c], shift[c], relu)
+
+
 # ---------------------------------------------------------------------------------- ReLU
 # Elementwise, in blocks of _RELU_BLOCK per OpenMP iteration (every element is computed alone:
 # results cannot depend on the thread count).

@@ -77,6 +77,7 @@ class BatchNormFn(Function):
         n = x.size // x.shape[1] if x.shape[1] else 0
         self.n = n
         self.native = training and _native(x)
+        relu_done = False
         if self.native:
             # two passes for the statistics (mean, then squared deviations; double
             # accumulation), one for y; saves x (the input, already alive) instead of a
@@ -111,17 +112,25 @@ class BatchNormFn(Function):
             if b is not None:
                 y += b.reshape(shape)
         else:
-            # eval: one fused affine per channel, y = x * scale + shift
+            # eval: one fused affine per channel, y = x * scale + shift (natively: one pass,
+            # the ReLU fused into it)
             invstd = 1.0 / np.sqrt(running_var + np.asarray(eps, x.dtype))
             scale = invstd if w is None else invstd * w
             shift = -running_mean * scale
             if b is not None:
                 shift = shift + b
-            y = x * scale.reshape(shape) + shift.reshape(shape)
+            if _native(x) and x.dtype == scale.dtype == shift.dtype:
+                nb, c = x.shape[0], x.shape[1]
+                y = np.empty(x.shape, dtype=x.dtype)
+                _train.bn_affine(_as3(x, nb, c), y.reshape(nb, c, -1), scale, shift,
+                                 num_threads=self._threads(x.size), relu=relu)
+                relu_done = relu
+            else:
+                y = x * scale.reshape(shape) + shift.reshape(shape)
             xhat = None
             if self.requires_grad and has_weight and self.needs_input_grad[1]:
                 xhat = (x - running_mean.reshape(shape)) * invstd.reshape(shape)
-        if relu:
+        if relu and not relu_done:
             y = np.maximum(y, 0)                     # NaN propagates, as relu's NumPy path
             if self.requires_grad:
                 self.relu_out = y

@@ -42,6 +42,10 @@
 
 #include "convfast.h"
 
+#if NNL_X86_DISPATCH
+#include <immintrin.h>   /* the weight gradient's staging (cf_wg_t8) */
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -267,7 +271,9 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define CF_GEMM nnl_sgemm
 #define CF_BDIRECT 1
 #define PACK_A8 nnl_pack_a8_s
+#define PACK_T8 nnl_pack_t8_s
 #include "convfast_implicit_tmpl.h"
+#undef PACK_T8
 #undef PACK_A8
 #undef CF_GEMM
 #undef CF_BDIRECT

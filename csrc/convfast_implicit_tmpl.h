@@ -1,7 +1,8 @@
 /* Template body of convfast_implicit.c, included once per dtype with T, EPI_T, KERNEL_T,
- * FN(name), CF_GEMM (the dtype's nnl_?gemm), CF_BDIRECT and (float) PACK_A8 defined. No include
- * guard on purpose. The loop nest is the GEMM's (gemm_nest, gemm_nest_tmpl.h); this file
- * supplies its B packers (cf_pack_cols, cf_pack_wide) and the tile write-out (cf_scatter). */
+ * FN(name), CF_GEMM (the dtype's nnl_?gemm), CF_BDIRECT and (float) PACK_A8 and PACK_T8
+ * defined. No include guard on purpose. The loop nest is the GEMM's (gemm_nest,
+ * gemm_nest_tmpl.h); this file supplies its B packers (cf_pack_cols, cf_pack_wide, and the
+ * weight gradient's cf_pack_wgrad) and the tile write-out (cf_scatter). */
 
 #include "gemm_nest_tmpl.h"
 
@@ -378,20 +379,135 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
     return NNL_OK;
 }
 
-/* -------------------------------------------------------------------- the weight gradient */
+/* ------------------------------------------------------------------- the weight gradient */
+
+/* Rows of B (pixels) cf_wg_t8 packs per step: its staging block (8 columns of that many rows,
+ * 4 KB of float) stays in L1. */
+#ifndef CF_WG_PIX
+#define CF_WG_PIX 128
+#endif
+#define CF_WG_LD (CF_WG_PIX + 8)   /* a staging row: 8 spare for the last 8-wide store */
+#define CF_WG_FLAT_OW 64           /* cf_wg_t8 for output rows up to this wide */
+
+#if defined(PACK_T8) && NNL_X86_DISPATCH
+/* Whether cf_wg_t8 packs this geometry: unit strides and the image's row stride = OW ('same'
+ * padding of contiguous rows), so each output row's source row follows the last one's
+ * straight on and a tap's column over the in-image rows of an image is ONE contiguous run of
+ * the image whose padding columns repeat with period OW. */
+static int FN(cf_wg_flat)(const nnl_conv_geom *g)
+{
+    return g->sw == 1 && g->sh == 1 && g->xsr == g->ow && g->ow <= CF_WG_FLAT_OW;
+}
+
+/* cf_wg_col of a cf_wg_flat geometry into a contiguous staging row d (8 spare at its end):
+ * eight values at a time, the lanes of padding columns 0. A lane mask comes from mtab
+ * (mtab[t] = -1 where column t % OW is in the image, length OW + 8); the eight are one plain
+ * load ANDed with it when all eight lie inside the tap's channel plane (padding lanes then
+ * read neighbouring pixels of the same plane), else a masked load, which reads nothing
+ * outside the mask (slow on some CPUs: only at a plane's first and last pixels). Each store
+ * is eight wide, up to 7 past the run (the next run overwrites them). The rows above and
+ * below the image are zero runs. cb: the channel's offset (xoff = cb + off). */
+static inline __attribute__((target("avx"), always_inline)) void
+FN(cf_wg_col_flat)(const nnl_conv_geom *g, const T *xi, nnl_idx cb, nnl_idx xoff, nnl_idx roff,
+                   const int *mtab, nnl_idx i, nnl_idx jj, nnl_idx len, T *NNL_RESTRICT d)
+{
+    const nnl_idx ow = g->ow, oh = g->oh, step = 8 % ow;
+    const nnl_idx plane = (g->h - 1) * g->xsr + g->w;   /* elements of a channel plane */
+    const nnl_idx ia = nnl_clamp(-roff, 0, oh), ib = nnl_clamp(g->h - roff, ia, oh);
+    const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    for (nnl_idx pos = 0; pos < len;) {
+        nnl_idx run, rows;   /* rows: the output rows the run ends, unless it ends at len */
+        if (i < ia || i >= ib) {   /* a padding row */
+            run = nnl_min(ow - jj, len - pos), rows = 1;
+            for (nnl_idx u = 0; u < run; u++)
+                d[pos + u] = 0;
+        } else {
+            run = nnl_min((ib - i) * ow - jj, len - pos), rows = ib - i;
+            const nnl_idx at = xoff - cb + (i + roff) * g->xsr + jj;   /* in the plane */
+            const T *s = xi + cb + at;
+            T *dd = d + pos;
+            nnl_idx col = jj;
+            for (nnl_idx u = 0; u < run; u += 8) {
+                __m256 in = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(mtab + col)));
+                if (u + 8 > run)   /* the last lanes: nothing read at or past run */
+                    in = _mm256_and_ps(in, _mm256_cmp_ps(lane, _mm256_set1_ps((float)(run - u)),
+                                                         _CMP_LT_OQ));
+                __m256 v;
+                if (at + u >= 0 && at + u + 8 <= plane)
+                    v = _mm256_and_ps(_mm256_loadu_ps(s + u), in);
+                else
+                    v = _mm256_maskload_ps(s + u, _mm256_castps_si256(in));
+                _mm256_storeu_ps(dd + u, v);
+                col += step;
+                if (col >= ow)
+                    col -= ow;
+            }
+        }
+        pos += run, jj = 0, i += rows;   /* (when pos < len, the run ended its rows) */
+        if (i == oh)
+            i = 0, xi += g->xsn;
+    }
+}
+
+/* Rows k0..k0+kcb of a panel of n columns (taps) of a cf_wg_flat geometry, 8 columns at a
+ * time: CF_WG_PIX rows of the group's columns into the staging block (a row per column, the
+ * group's unused columns zero), then 8 x 8 transposes into the panel dst (row stride nr). */
+static NNL_NO_MEMCPY_IDIOM __attribute__((target("avx"))) void FN(cf_wg_t8)(
+    const nnl_conv_geom *g, const T *xg, nnl_idx k0, nnl_idx kcb, const nnl_idx *cb,
+    const nnl_idx *xoff, const nnl_idx *roff, const nnl_idx *lo, const nnl_idx *hi, int n, T *dst,
+    int nr)
+{
+    T stage[8 * CF_WG_LD];
+    int mtab[8][CF_WG_FLAT_OW + 8];
+    const nnl_idx ow = g->ow, l = g->oh * ow;
+    for (int e0 = 0; e0 < n; e0 += 8) {
+        const int m = nnl_min(8, n - e0);
+        for (int e = 0; e < m; e++) {
+            for (nnl_idx t = 0; t < ow; t++)
+                mtab[e][t] = t >= lo[e0 + e] && t < hi[e0 + e] ? -1 : 0;
+            for (nnl_idx t = ow; t < ow + 8; t++)
+                mtab[e][t] = mtab[e][t - ow];
+        }
+        for (nnl_idx pos = 0; pos < kcb; pos += CF_WG_PIX) {
+            const nnl_idx len = nnl_min(CF_WG_PIX, kcb - pos);
+            const nnl_idx k = k0 + pos, i = (k % l) / ow, jj = k % ow;
+            const T *xi = xg + (k / l) * g->xsn;
+            for (int e = 0; e < 8; e++) {
+                T *row = stage + e * CF_WG_LD;
+                if (e < m)
+                    FN(cf_wg_col_flat)(g, xi, cb[e0 + e], xoff[e0 + e], roff[e0 + e], mtab[e], i,
+                                       jj, len, row);
+                else
+                    for (nnl_idx u = 0; u < len; u++)
+                        row[u] = 0;
+            }
+            PACK_T8(len, stage, CF_WG_LD, dst + pos * nr + e0, nr);
+        }
+    }
+}
+#define CF_WG_T8 1
+#else
+#define CF_WG_T8 0
+#endif
 
 /* The transposed image operand of the weight gradient: rows k0..k0+kcb of B = cols_g^T (row
  * k = image n, output pixel (i, j) at k = n*L + i*OW + j; column t = tap (c, a, b) at
  * t = (c*KH + a)*KW + b) x columns j0..j0+ncb -> micro-panels bp[q][k][e] (columns past ncb
  * zero). B[k, t] = xg[n*xsn + c*xsc + (i*SH - PT + a*DH)*xsr + j*SW - PL + b*DW], 0 in the
- * padding. Per panel the taps' offsets are decoded once; then each output-row segment
- * (at most OW rows of the panel, an L1-sized slab) is filled tap by tap. */
+ * padding. Per panel the taps' offsets are decoded once; then, for a cf_wg_flat geometry
+ * with PACK_T8 (float, AVX, NR a multiple of 8), cf_wg_t8 (vector copies into a staging
+ * block, then 8 x 8 transposes); otherwise each output-row segment of the panel is filled
+ * tap by tap, element by element, NR apart. Both write the same values (exact copies and
+ * zeros), so the GEMM sees the same panel either way. */
 static NNL_NO_MEMCPY_IDIOM void FN(cf_pack_wgrad)(const nnl_conv_geom *g, const T *xg,
                                                      nnl_idx k0, nnl_idx kcb, nnl_idx j0,
                                                      nnl_idx ncb, int nr, T *NNL_RESTRICT bp)
 {
     const nnl_idx taps = g->kh * g->kw, ow = g->ow, l = g->oh * g->ow, sw = g->sw;
-    nnl_idx xoff[64], roff[64], lo[64], hi[64];
+    nnl_idx cb[64], xoff[64], roff[64], lo[64], hi[64];
+#if CF_WG_T8
+    const int t8 = nr % 8 == 0 && FN(cf_wg_flat)(g) && nnl_pack_a8_ok();
+#endif
     for (nnl_idx q = 0; q * nr < ncb; q++) {
         T *dst = bp + q * kcb * nr;
         const int n = (int)nnl_min(nr, ncb - q * nr);
@@ -399,10 +515,22 @@ static NNL_NO_MEMCPY_IDIOM void FN(cf_pack_wgrad)(const nnl_conv_geom *g, const 
             const nnl_idx t = j0 + q * nr + e;
             const nnl_idx c = t / taps, a = (t % taps) / g->kw, b = t % g->kw;
             const nnl_idx off = b * g->dw - g->pl;   /* source column of output column j */
-            nnl_col_range(off, g->w, sw, ow, lo + e, hi + e);
-            xoff[e] = c * g->xsc + off;
+            nnl_col_range(off, g->w, g->sw, ow, lo + e, hi + e);
+            cb[e] = c * g->xsc;                       /* the channel's plane */
+            xoff[e] = cb[e] + off;
             roff[e] = a * g->dh - g->pt;             /* source row of output row i */
         }
+#if CF_WG_T8
+        if (t8) {
+            FN(cf_wg_t8)(g, xg, k0, kcb, cb, xoff, roff, lo, hi, n, dst, nr);
+            if ((n + 7) / 8 * 8 < nr)   /* whole groups of 8 written, zeros included */
+                for (nnl_idx u = 0; u < kcb; u++)
+                    for (int e = (n + 7) / 8 * 8; e < nr; e++)
+                        dst[u * nr + e] = 0;
+            continue;
+        }
+#endif
+        /* each output-row segment (at most OW rows of the panel, an L1-sized slab) tap by tap */
         nnl_idx img = k0 / l, i = (k0 % l) / ow, jj = k0 % ow;
         for (nnl_idx pos = 0; pos < kcb;) {
             const nnl_idx seg = nnl_min(ow - jj, kcb - pos);   /* output row i, columns jj.. */
@@ -436,6 +564,7 @@ static NNL_NO_MEMCPY_IDIOM void FN(cf_pack_wgrad)(const nnl_conv_geom *g, const 
         }
     }
 }
+#undef CF_WG_T8
 
 typedef struct {
     const nnl_conv_geom *g;

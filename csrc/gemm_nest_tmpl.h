@@ -1,7 +1,8 @@
 /* The GEMM's block loop nest and its packers, written once and included (per dtype, with T,
- * EPI_T, KERNEL_T, FN(name) and, float only, PACK_A8 defined; the plain GEMM also defines
- * PACK_T8 for transposed B panels) by both of its callers: the plain GEMM (gemm_driver_tmpl.h)
- * and the implicit conv (convfast_implicit_tmpl.h). The nest is inlined into each call site
+ * EPI_T, KERNEL_T, FN(name) and, float only, PACK_A8 and PACK_T8 defined; PACK_T8 packs the
+ * plain GEMM's transposed B panels here and the conv weight gradient's in its image packer) by
+ * both of its callers: the plain GEMM (gemm_driver_tmpl.h) and the implicit conv
+ * (convfast_implicit_tmpl.h). The nest is inlined into each call site
  * with the caller's B source and tile write-out (constant function arguments there), so the
  * plugged-in parts cost no indirect call. No include guard on purpose. */
 

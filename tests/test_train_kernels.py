@@ -299,6 +299,115 @@ def test_weight_gradient_native_strided_input_threads_and_nan():
     assert np.isnan(got1).any() and np.isposinf(got1[0, :, 1, 1]).all()
 
 
+def _columns(x, geom):
+    """im2col by a plain loop over taps and output rows: cols[n*L + i*OW + j, (c*KH + a)*KW + b]
+    = x[n, c, i*SH - PT + a*DH, j*SW - PL + b*DW], 0 outside the image."""
+    n, c, h, w = x.shape
+    cols = np.zeros((n, geom.oh, geom.ow, c, geom.kh, geom.kw), x.dtype)
+    for a in range(geom.kh):
+        for b in range(geom.kw):
+            for i in range(geom.oh):
+                r = i * geom.sh - geom.pt + a * geom.dh
+                if not 0 <= r < h:
+                    continue
+                for j in range(geom.ow):
+                    col = j * geom.sw - geom.pl + b * geom.dw
+                    if 0 <= col < w:
+                        cols[:, i, j, :, a, b] = x[:, :, r, col]
+    return cols
+
+
+# (x shape, w shape, stride, padding, dilation, groups, channel slice of a wider image or None):
+# every filter group has more than NNL_SKINNY_M (4) rows, so the plain GEMM packs as the conv
+# does. 'same' stride-1 layers on contiguous rows (the vector packer cf_wg_t8: OW below 8, not
+# a multiple of 8, above its 64-column limit; K = taps not a multiple of 8 or of NR; padding
+# bigger than the kernel; a channel slice, so masked loads at the plane edges meet the
+# neighbouring channels), then the element-wise packer's geometries (stride 2 and 3,
+# dilation 2 with stride 1 but 'valid', non-contiguous rows).
+WGRAD_PACKERS = [
+    ((32, 8, 8, 8), (16, 8, 3, 3), 1, 1, 1, 1, None),
+    ((3, 5, 4, 4), (6, 5, 5, 5), 1, 2, 1, 1, None),
+    ((1, 1, 11, 13), (6, 1, 3, 5), 1, (1, 2), 1, 1, None),
+    ((2, 3, 5, 7), (5, 3, 3, 3), 1, 3, 3, 1, None),
+    ((4, 6, 9, 3), (10, 3, 3, 1), 1, (1, 0), 1, 2, None),
+    ((3, 4, 7, 2), (8, 4, 3, 3), 1, 1, 1, 1, None),
+    ((2, 9, 6, 6), (6, 9, 3, 3), 1, 1, 1, 1, (1, 10)),
+    ((2, 7, 3, 70), (5, 7, 3, 3), 1, 1, 1, 1, None),
+    ((3, 4, 13, 11), (6, 4, 3, 2), 2, 1, 1, 1, None),
+    ((2, 6, 12, 14), (15, 2, 3, 3), 3, 2, 1, 3, None),
+    ((2, 3, 10, 9), (5, 3, 3, 3), 1, 0, 2, 1, None),
+]
+
+
+@pytest.mark.parametrize("case", WGRAD_PACKERS, ids=str)
+def test_weight_gradient_packer_bits(case):
+    """The weight gradient's B panels are packed from the image (by the vector packer on
+    'same' stride-1 layers, element by element otherwise); the GEMM over them must give the
+    bits of nnlite's plain GEMM over im2col columns built by a plain loop (_columns): same
+    micro-kernel, K slices and summation order, so any wrong packed value shows. Every micro-
+    kernel family, float32 and float64, 1 and 2 threads; NaN and inf pixels at the image's
+    left and right edges, which padding lanes of neighbouring rows must not let through.
+    Plus the naive float64 reference within rounding."""
+    conv_cython = _native_wgrad()
+    from nnlite import _gemm
+
+    xs, ws, s, p, d, g, sl = case
+    rng = np.random.default_rng(11)
+    geom = conv2d_geometry(xs, ws, None, s, p, d, g)
+    if sl is None:
+        x64 = rng.standard_normal(xs)
+    else:   # channels sl[0]..: a view of a wider image, its channel planes further apart
+        wide = rng.standard_normal((xs[0], sl[1]) + xs[2:])
+        x64 = wide[:, sl[0]:sl[0] + xs[1]]
+    gy = rng.standard_normal((geom.n, geom.f, geom.oh, geom.ow))
+    want64 = kernels.impl("conv2d_backward_weight", "reference")(gy, x64, geom)
+    for dtype in (np.float32, np.float64):
+        xd = x64.astype(dtype) if sl is None else wide.astype(dtype)[:, sl[0]:sl[0] + xs[1]]
+        a = np.ascontiguousarray(gy.transpose(1, 0, 2, 3).reshape(geom.f, -1), dtype=dtype)
+        cols = _columns(np.asarray(xd), geom).reshape(geom.n * geom.l, geom.g, geom.k)
+        tol = 1e-11 if dtype == np.float64 else 3e-5
+        for isa in _gemm.available_isas():
+            code = _gemm.isa_code(isa)
+            want = np.empty((geom.f, geom.k), dtype)
+            for gi in range(geom.g):
+                out = np.zeros((1, geom.fg, geom.k), dtype)
+                _gemm.gemm_strided(a[None, gi * geom.fg:(gi + 1) * geom.fg],
+                                   np.ascontiguousarray(cols[:, gi])[None], out, 1.0, 0.0, None,
+                                   0, 0, 1, code)
+                want[gi * geom.fg:(gi + 1) * geom.fg] = out[0]
+            for nt in (1, 2):
+                got = np.full((geom.f, geom.k), np.nan, dtype)
+                conv_cython._convfast.conv2d_weight_grad(
+                    xd, a, got, geom.g, geom.kh, geom.kw, geom.sh, geom.sw, geom.pt, geom.pl,
+                    geom.dh, geom.dw, geom.oh, geom.ow, num_threads=nt, isa=code)
+                assert np.array_equal(got, want), (isa, dtype, nt)
+            np.testing.assert_allclose(got.reshape(want64.shape), want64, rtol=tol,
+                                       atol=tol * np.abs(want64).max())
+    # inf in an image's first column (then NaN in its last): the taps that never read that
+    # column (the last tap column when its offset off = (KW-1)*DW - PL >= 1; the first, off =
+    # -PL, when its last source column (OW-1)*SW - PL < W-1) stay finite, though in the vector
+    # packer their padding lanes read it, from the next (previous) row
+    for col, bad, finite in ((0, np.inf, (geom.kw - 1) * geom.dw - geom.pl >= 1),
+                             (-1, np.nan, (geom.ow - 1) * geom.sw - geom.pl < xs[3] - 1)):
+        xe = np.array(x64, np.float32)
+        xe[..., col] = bad
+        a = np.ascontiguousarray(gy.transpose(1, 0, 2, 3).reshape(geom.f, -1), dtype=np.float32)
+        cols = _columns(xe, geom).reshape(geom.n * geom.l, geom.g, geom.k)
+        want = np.empty((geom.f, geom.k), np.float32)
+        for gi in range(geom.g):
+            out = np.zeros((1, geom.fg, geom.k), np.float32)
+            _gemm.gemm_strided(a[None, gi * geom.fg:(gi + 1) * geom.fg],
+                               np.ascontiguousarray(cols[:, gi])[None], out, 1.0, 0.0, None, 0,
+                               0, 1, _gemm.isa_code(_gemm.best_isa()))
+            want[gi * geom.fg:(gi + 1) * geom.fg] = out[0]
+        got = np.empty((geom.f, geom.k), np.float32)
+        conv_cython._convfast.conv2d_weight_grad(
+            xe, a, got, geom.g, geom.kh, geom.kw, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
+            geom.dw, geom.oh, geom.ow)
+        assert np.isfinite(want).any() or not finite
+        np.testing.assert_array_equal(got, want)   # NaN where want has NaN, else the bits
+
+
 def test_weight_gradient_native_bad_arguments():
     conv_cython = _native_wgrad()
     fast = conv_cython._convfast

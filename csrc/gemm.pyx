@@ -186,7 +186,8 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
     """c = act(alpha * a @ b + beta * c + bias) for every batch item (shapes validated by caller).
 
     Shape:
-        a (B, M, K), b (B, K, N), c (B, M, N) with c.strides[2] == itemsize;
+        a (B or 1, M, K), b (B or 1, K, N), c (B, M, N) with c.strides[2] == itemsize (an
+        operand with one item serves all B);
         bias (1 or B, M) when bias_kind == 1, (1 or B, N) when bias_kind == 2, else None;
         apk / bpk: ``pack`` of a[0] (side 0) / b[0] (side 1) for family ``isa`` (a code, not
         -1), used for every batch item, or None.
@@ -209,8 +210,11 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
             pa = &apk[0]
         if bpk is not None and bpk.shape[0] > 0:
             pb = &bpk[0]
-    if (a.shape[0] != nb or b.shape[0] != nb or a.shape[1] != M or b.shape[1] != K
-            or b.shape[2] != N):
+    # a or b with one batch item serves every item (batch stride 0)
+    cdef Py_ssize_t bsa = a.strides[0] // es if a.shape[0] == nb else 0
+    cdef Py_ssize_t bsb = b.strides[0] // es if b.shape[0] == nb else 0
+    if (a.shape[0] not in (1, nb) or b.shape[0] not in (1, nb) or a.shape[1] != M
+            or b.shape[1] != K or b.shape[2] != N):
         raise ValueError(f"gemm_strided: shapes a={tuple(a.shape)[:3]}, b={tuple(b.shape)[:3]}, "
                          f"c={tuple(c.shape)[:3]} do not chain")
     if nb > 0 and M > 0 and N > 0 and c.strides[2] != es:
@@ -240,19 +244,15 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
         with nogil:
             if floating is float:
                 rc = nnl_sgemm_pk(nb, M, N, K, <float>alpha,
-                                  &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
-                                  a.strides[2] // es,
-                                  &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
-                                  b.strides[2] // es,
+                                  &a[0, 0, 0], bsa, a.strides[1] // es, a.strides[2] // es,
+                                  &b[0, 0, 0], bsb, b.strides[1] // es, b.strides[2] // es,
                                   <float>beta, &c[0, 0, 0], c.strides[0] // es,
                                   c.strides[1] // es, pbias, bsbias, bias_kind, act, num_threads,
                                   isa, pa, pb)
             else:
                 rc = nnl_dgemm_pk(nb, M, N, K, alpha,
-                                  &a[0, 0, 0], a.strides[0] // es, a.strides[1] // es,
-                                  a.strides[2] // es,
-                                  &b[0, 0, 0], b.strides[0] // es, b.strides[1] // es,
-                                  b.strides[2] // es,
+                                  &a[0, 0, 0], bsa, a.strides[1] // es, a.strides[2] // es,
+                                  &b[0, 0, 0], bsb, b.strides[1] // es, b.strides[2] // es,
                                   beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
                                   pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
     check_status(rc, "gemm", f" (isa={isa}, act={act}, bias_kind={bias_kind})")

@@ -307,14 +307,15 @@ def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activa
     else:
         _check_out(out, shape, dtype, fn)
     out3 = out if batched else out[None]               # (B, M, N)
-    opa = np.broadcast_to(opa, (batch, M, K)) if ba != batch else opa
-    opb = np.broadcast_to(opb, (batch, K, N)) if bb != batch else opb
     if out3.size == 0:
         return out
 
     if _gemm is None:
+        opa = np.broadcast_to(opa, (batch, M, K)) if ba != batch else opa
+        opb = np.broadcast_to(opb, (batch, K, N)) if bb != batch else opb
         _gemm_numpy(opa, opb, out3, alpha, beta, bias2, bias_axis, activation)
         return out
+    # (an operand with one item serves every item: the kernel reads it with batch stride 0)
 
     # The kernel writes rows with unit stride and must not write over its own inputs.
     target = out3

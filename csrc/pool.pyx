@@ -69,20 +69,18 @@ cdef extern from "pool_max.h" nogil:
     void nnl_maxpool_plane_idx_d(const nnl_pool_plan* p, const double* x, Py_ssize_t xrs,
                                  double* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
                                  double* vb, int64_t* ib)
-    void nnl_maxpool_plane_grid_s(const float* x, Py_ssize_t xrs, Py_ssize_t H, Py_ssize_t W,
+    ctypedef struct nnl_pool_grid:
+        Py_ssize_t ntab, xpn
+    void nnl_pool_grid_init(nnl_pool_grid* g, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                            Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t ow, int32_t* tab)
+    void nnl_maxpool_plane_grid_s(const nnl_pool_grid* g, const float* x, Py_ssize_t xrs,
                                   float* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
-                                  Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
-                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp,
-                                  float* xp, const int32_t* inimg, const int32_t* base,
-                                  float* best, int32_t* bi)
-    void nnl_maxpool_plane_grid_d(const double* x, Py_ssize_t xrs, Py_ssize_t H, Py_ssize_t W,
+                                  float* xp, float* ys, int64_t* iscr)
+    void nnl_maxpool_plane_grid_d(const nnl_pool_grid* g, const double* x, Py_ssize_t xrs,
                                   double* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
-                                  Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
-                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp,
-                                  double* xp, const int32_t* inimg, const int32_t* base,
-                                  double* best, int32_t* bi)
+                                  double* xp, double* ys, int64_t* iscr)
 
 
 cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
@@ -252,36 +250,29 @@ def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     cdef Py_ssize_t es = sizeof(floating)
     cdef Py_ssize_t xrs = x.strides[2] // es, yrs = y.strides[2] // es
     cdef Py_ssize_t irs = idx.strides[2] // sizeof(int64_t)
-    cdef Py_ssize_t Hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    cdef Py_ssize_t Wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    cdef Py_ssize_t G = ((oh - 1) * sh + 1) * Wp, S = Hp * Wp + (kw - 1) * dw
+    cdef nnl_pool_grid g
     cdef int tid
+    nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, NULL)
+    cdef int32_t[::1] tab = np.empty(g.ntab, dtype=np.int32)
+    nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, &tab[0])
     dt = np.float32 if floating is float else np.float64
-    inimg_a = np.zeros(S, dtype=np.int32)
-    hn, wn = min(H, Hp - ph), min(W, Wp - pw)
-    if hn > 0 and wn > 0:
-        inimg_a[:Hp * Wp].reshape(Hp, Wp)[ph:ph + hn, pw:pw + wn] = 1
-    q = np.arange(G, dtype=np.int64)
-    base_a = ((q // Wp - ph) * W + (q % Wp - pw)).astype(np.int32)
-    cdef const int32_t[::1] inimg = inimg_a
-    cdef const int32_t[::1] base = base_a
-    cdef floating[:, ::1] xp = np.full((nt, S), -np.inf, dtype=dt)
-    cdef floating[:, ::1] best = np.empty((nt, G), dtype=dt)
-    cdef int32_t[:, ::1] bi = np.empty((nt, G), dtype=np.int32)
+    cdef floating[:, ::1] xp = np.full((nt, g.xpn), -np.inf, dtype=dt)
+    # the outputs of a plane when y's or idx's rows are not packed (channel slices)
+    cdef bint packed = oh == 1 or (yrs == ow and irs == ow)
+    cdef floating[:, ::1] ys = np.empty((nt, 1 if packed else oh * ow), dtype=dt)
+    cdef int64_t[:, ::1] iscr = np.empty((nt, 1 if packed else oh * ow), dtype=np.int64)
     for p in prange(P, nogil=True, schedule="static", num_threads=nt):
         tid = threadid()
         n = p // C
         c = p % C
         if floating is float:
-            nnl_maxpool_plane_grid_s(&x[n, c, 0, 0], xrs, H, W, &y[n, c, 0, 0], yrs,
-                                     &idx[n, c, 0, 0], irs, oh, ow, kh, kw, sh, sw, ph, pw, dh,
-                                     dw, Hp, Wp, &xp[tid, 0], &inimg[0], &base[0],
-                                     &best[tid, 0], &bi[tid, 0])
+            nnl_maxpool_plane_grid_s(&g, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
+                                     &idx[n, c, 0, 0], irs, &xp[tid, 0], &ys[tid, 0],
+                                     &iscr[tid, 0])
         else:
-            nnl_maxpool_plane_grid_d(&x[n, c, 0, 0], xrs, H, W, &y[n, c, 0, 0], yrs,
-                                     &idx[n, c, 0, 0], irs, oh, ow, kh, kw, sh, sw, ph, pw, dh,
-                                     dw, Hp, Wp, &xp[tid, 0], &inimg[0], &base[0],
-                                     &best[tid, 0], &bi[tid, 0])
+            nnl_maxpool_plane_grid_d(&g, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
+                                     &idx[n, c, 0, 0], irs, &xp[tid, 0], &ys[tid, 0],
+                                     &iscr[tid, 0])
 
 
 def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,

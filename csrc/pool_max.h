@@ -63,21 +63,29 @@ void nnl_maxpool_plane_idx_d(const nnl_pool_plan *p, const double *x, ptrdiff_t 
                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, double *vb,
                              int64_t *ib);
 
-/* Small planes with indices (pool_max_tmpl.h: the grid path; its comment states the buffers'
- * sizes and contents). */
-void nnl_maxpool_plane_grid_s(const float *x, ptrdiff_t xrs, ptrdiff_t H, ptrdiff_t W, float *y,
-                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, ptrdiff_t oh,
-                              ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
-                              ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
-                              ptrdiff_t dw, ptrdiff_t Hp, ptrdiff_t Wp, float *xp,
-                              const int32_t *inimg, const int32_t *base, float *best,
-                              int32_t *bi);
-void nnl_maxpool_plane_grid_d(const double *x, ptrdiff_t xrs, ptrdiff_t H, ptrdiff_t W,
+/* Small planes with indices (pool_max_tmpl.h, the grid path): the plan of one call.
+ * nnl_pool_grid_init with tab NULL sets the sizes ntab and xpn; with tab (ntab int32) it also
+ * fills the tables there (tap offsets, per grid position the first in-image tap's flat index,
+ * the window origin's, and the output bits). The caller keeps H*W below 2**31 and the padded
+ * grid (Hp*Wp) small. Per thread: xp holds xpn elements set to -inf before the first plane;
+ * ys and is hold OH*OW elements (the plane's outputs when y or idx rows are not packed). */
+typedef struct {
+    ptrdiff_t oh, ow, pt, pl, Wp, hn, wn;
+    ptrdiff_t G;                    /* grid positions computed (a multiple of 32) */
+    ptrdiff_t ntap, ntab, xpn;
+    const int32_t *off, *toff;      /* per tap: offset in xp, offset of the flat index */
+    const int32_t *init, *base;     /* per position: first in-image tap's index, origin's */
+    const uint8_t *omask;           /* bit q: position q is an output */
+} nnl_pool_grid;
+
+void nnl_pool_grid_init(nnl_pool_grid *g, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw,
+                        ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
+                        ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, int32_t *tab);
+void nnl_maxpool_plane_grid_s(const nnl_pool_grid *g, const float *x, ptrdiff_t xrs, float *y,
+                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, float *xp, float *ys,
+                              int64_t *is);
+void nnl_maxpool_plane_grid_d(const nnl_pool_grid *g, const double *x, ptrdiff_t xrs,
                               double *y, ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs,
-                              ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw,
-                              ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl,
-                              ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t Hp, ptrdiff_t Wp,
-                              double *xp, const int32_t *inimg, const int32_t *base,
-                              double *best, int32_t *bi);
+                              double *xp, double *ys, int64_t *is);
 
 #endif

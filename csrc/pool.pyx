@@ -75,12 +75,16 @@ cdef extern from "pool_max.h" nogil:
                             Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
                             Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
                             Py_ssize_t ow, int32_t* tab)
-    void nnl_maxpool_plane_grid_s(const nnl_pool_grid* g, const float* x, Py_ssize_t xrs,
-                                  float* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
-                                  float* xp, float* ys, int64_t* iscr)
-    void nnl_maxpool_plane_grid_d(const nnl_pool_grid* g, const double* x, Py_ssize_t xrs,
-                                  double* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
-                                  double* xp, double* ys, int64_t* iscr)
+    void nnl_maxpool_planes_grid_s(const nnl_pool_grid* g, const float* x,
+                                   const Py_ssize_t* xs, float* y, const Py_ssize_t* ys_,
+                                   int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
+                                   Py_ssize_t p0, Py_ssize_t p1, float* xp, float* ys,
+                                   int64_t* iscr)
+    void nnl_maxpool_planes_grid_d(const nnl_pool_grid* g, const double* x,
+                                   const Py_ssize_t* xs, double* y, const Py_ssize_t* ys_,
+                                   int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
+                                   Py_ssize_t p0, Py_ssize_t p1, double* xp, double* ys,
+                                   int64_t* iscr)
 
 
 cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
@@ -221,58 +225,65 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                    kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid): stride-1
-# pools on planes whose padded grid has at most _GRID_MAX elements; strided ones (SH*SW <= 4:
-# the grid computes SH*SW times the outputs) up to _GRID_MAX // 8. Measured on one Zen 4 core
-# (float32, best of 40-50 calls on a loaded machine), grid vs separable path per call:
-# 3x3/1 pad 1 on 512 planes 8x8: 108 vs 314 us; 1280 planes 4x4: 154 vs 404; 64 planes 32x32:
-# 162 vs 222; 2x2/2 on 1280 planes 8x8: 138 vs 195; 4096 planes 16x16: 1249 vs 1477; 512
-# planes 32x32: 575 vs 407 and 2048 planes 32x32: 3314 vs 1807 (the separable path there).
-_GRID_MAX = 1 << 12
+# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid) runs every pool
+# whose padded plane (phase-split along W, pool_max.h) has at most _GRID_MAX elements, with
+# stride 1 or 2 along W (larger strides copy the plane element by element) and at most
+# _GRID_TAPS taps (its work grows with KH*KW, the separable path's with KH + KW); the
+# separable path the others. Measured on one Zen 4 core (float32, best of 9 medians on a
+# loaded machine), grid vs separable per call: 3x3/1 pad 1 on 512 planes 8x8: 51 vs 408 us;
+# 2x2/2 on 2048 planes 32x32: 818 vs 2492; 3x3/2 pad 1 on 64 planes 112x112: 521 vs 1376;
+# 11x11/1 pad 5 on 16 planes 150x150: 3164 vs 6105; 7x7/2 pad 3 on 64 planes 40x40: 396 vs
+# 379; 3x3/3 pad 1 on 64 planes 56x56: 192 vs 150.
+_GRID_MAX = 1 << 20
+_GRID_TAPS = 128
 
 
 def _grid_pays(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh,
                Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw):
-    if sh * sw > 4 or H * W >= 2 ** 31:
+    if sw > 2 or kh * kw > _GRID_TAPS or H * W >= 2 ** 31:
         return False
     Hp = (oh - 1) * sh + (kh - 1) * dh + 1
     Wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    return Hp * Wp + (kw - 1) * dw <= (_GRID_MAX if sh * sw == 1 else _GRID_MAX // 8)
+    return Hp * (Wp + sw - 1) <= _GRID_MAX
 
 
 def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                      int64_t[:, :, :, :] idx, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                      int nt):
-    """max_pool2d_forward with indices on the grid path (arguments checked by the caller)."""
+    """max_pool2d_forward with indices on the grid path (arguments checked by the caller):
+    each thread runs one contiguous run of planes."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t oh = y.shape[2], ow = y.shape[3], P = N * C, p, n, c
+    cdef Py_ssize_t oh = y.shape[2], ow = y.shape[3], P = N * C, t, p0, p1
     cdef Py_ssize_t es = sizeof(floating)
-    cdef Py_ssize_t xrs = x.strides[2] // es, yrs = y.strides[2] // es
-    cdef Py_ssize_t irs = idx.strides[2] // sizeof(int64_t)
+    cdef Py_ssize_t xs[3]
+    cdef Py_ssize_t ys_[3]
+    cdef Py_ssize_t is_[3]
     cdef nnl_pool_grid g
-    cdef int tid
+    for t in range(3):
+        xs[t] = x.strides[t] // es
+        ys_[t] = y.strides[t] // es
+        is_[t] = idx.strides[t] // sizeof(int64_t)
     nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, NULL)
     cdef int32_t[::1] tab = np.empty(g.ntab, dtype=np.int32)
     nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, &tab[0])
     dt = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] xp = np.full((nt, g.xpn), -np.inf, dtype=dt)
+    cdef floating[:, ::1] xp = np.full((nt, 2 * g.xpn), -np.inf, dtype=dt)
     # the outputs of a plane when y's or idx's rows are not packed (channel slices)
-    cdef bint packed = oh == 1 or (yrs == ow and irs == ow)
+    cdef bint packed = oh == 1 or (ys_[2] == ow and is_[2] == ow)
     cdef floating[:, ::1] ys = np.empty((nt, 1 if packed else oh * ow), dtype=dt)
     cdef int64_t[:, ::1] iscr = np.empty((nt, 1 if packed else oh * ow), dtype=np.int64)
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        tid = threadid()
-        n = p // C
-        c = p % C
+    for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+        p0 = P * t // nt
+        p1 = P * (t + 1) // nt
         if floating is float:
-            nnl_maxpool_plane_grid_s(&g, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
-                                     &idx[n, c, 0, 0], irs, &xp[tid, 0], &ys[tid, 0],
-                                     &iscr[tid, 0])
+            nnl_maxpool_planes_grid_s(&g, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
+                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], &ys[t, 0],
+                                      &iscr[t, 0])
         else:
-            nnl_maxpool_plane_grid_d(&g, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
-                                     &idx[n, c, 0, 0], irs, &xp[tid, 0], &ys[tid, 0],
-                                     &iscr[tid, 0])
+            nnl_maxpool_planes_grid_d(&g, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
+                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], &ys[t, 0],
+                                      &iscr[t, 0])
 
 
 def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,

@@ -63,29 +63,38 @@ void nnl_maxpool_plane_idx_d(const nnl_pool_plan *p, const double *x, ptrdiff_t 
                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, double *vb,
                              int64_t *ib);
 
-/* Small planes with indices (pool_max_tmpl.h, the grid path): the plan of one call.
+/* Max pooling with indices on the grid path (pool_max_tmpl.h): the plan of one call.
  * nnl_pool_grid_init with tab NULL sets the sizes ntab and xpn; with tab (ntab int32) it also
- * fills the tables there (tap offsets, per grid position the first in-image tap's flat index,
- * the window origin's, and the output bits). The caller keeps H*W below 2**31 and the padded
- * grid (Hp*Wp) small. Per thread: xp holds xpn elements set to -inf before the first plane;
- * ys and is hold OH*OW elements (the plane's outputs when y or idx rows are not packed). */
+ * fills the tables there. xp is the padded plane (Hp, Wp), -inf outside the image, with its
+ * columns split by phase: row r at r*Wr, padded column c at (c % SW)*Wq + c / SW (Wq =
+ * ceil(Wp / SW), Wr = SW*Wq), so that an output row's taps are contiguous runs. The grid:
+ * positions q = i*Wg + j (output row i, column j < Wg, an output when j < OW); tap t of q
+ * reads xp at q + s*segstep + off[t], s the segment of q: either one segment of all rows
+ * (Wg = SH*Wr) or one per output row (Wg = OW; see the rule in nnl_pool_grid_init). The caller
+ * keeps H*W below 2**31 and the
+ * padded plane small. nnl_maxpool_planes_grid_* run planes p0 .. p1 - 1 of a (N, C, H, W) x
+ * (xs: its strides in elements along N, C and H; ys_, is_ those of y and idx). Per thread:
+ * xp holds 2*xpn elements set to -inf before the first plane; ys and is hold OH*OW elements
+ * (the plane's outputs when y or idx rows are not packed). */
 typedef struct {
-    ptrdiff_t oh, ow, pt, pl, Wp, hn, wn;
-    ptrdiff_t G;                    /* grid positions computed (a multiple of 32) */
+    ptrdiff_t oh, ow, pt, pl, sw, Wq, Wr, hn, wn;
+    ptrdiff_t nseg, Wg, seglen, segstep;  /* segment s: positions [s*Wg, s*Wg + seglen) */
     ptrdiff_t ntap, ntab, xpn;
     const int32_t *off, *toff;      /* per tap: offset in xp, offset of the flat index */
     const int32_t *init, *base;     /* per position: first in-image tap's index, origin's */
-    const uint8_t *omask;           /* bit q: position q is an output */
+    const uint8_t *omask;           /* bit q: position q is an output (4 bytes of slack) */
 } nnl_pool_grid;
 
 void nnl_pool_grid_init(nnl_pool_grid *g, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw,
                         ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
                         ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, int32_t *tab);
-void nnl_maxpool_plane_grid_s(const nnl_pool_grid *g, const float *x, ptrdiff_t xrs, float *y,
-                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, float *xp, float *ys,
-                              int64_t *is);
-void nnl_maxpool_plane_grid_d(const nnl_pool_grid *g, const double *x, ptrdiff_t xrs,
-                              double *y, ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs,
-                              double *xp, double *ys, int64_t *is);
+void nnl_maxpool_planes_grid_s(const nnl_pool_grid *g, const float *x, const ptrdiff_t *xs,
+                               float *y, const ptrdiff_t *ys_, int64_t *idx,
+                               const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
+                               float *xp, float *ys, int64_t *is);
+void nnl_maxpool_planes_grid_d(const nnl_pool_grid *g, const double *x, const ptrdiff_t *xs,
+                               double *y, const ptrdiff_t *ys_, int64_t *idx,
+                               const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
+                               double *xp, double *ys, int64_t *is);
 
 #endif

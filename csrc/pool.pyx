@@ -78,12 +78,13 @@ cdef extern from "pool_max.h" nogil:
     void nnl_maxpool_planes_grid_s(const nnl_pool_grid* g, const float* x,
                                    const Py_ssize_t* xs, float* y, const Py_ssize_t* ys_,
                                    int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
-                                   Py_ssize_t p0, Py_ssize_t p1, float* xp, float* ys,
+                                   Py_ssize_t p0, Py_ssize_t p1, float* xp, int nb, float* ys,
                                    int64_t* iscr)
     void nnl_maxpool_planes_grid_d(const nnl_pool_grid* g, const double* x,
                                    const Py_ssize_t* xs, double* y, const Py_ssize_t* ys_,
                                    int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
-                                   Py_ssize_t p0, Py_ssize_t p1, double* xp, double* ys,
+                                   Py_ssize_t p0, Py_ssize_t p1, double* xp, int nb,
+                                   double* ys,
                                    int64_t* iscr)
 
 
@@ -225,15 +226,14 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                    kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid) runs every pool
-# whose padded plane (phase-split along W, pool_max.h) has at most _GRID_MAX elements, with
-# stride 1 or 2 along W (larger strides copy the plane element by element) and at most
-# _GRID_TAPS taps (its work grows with KH*KW, the separable path's with KH + KW); the
-# separable path the others. Measured on one Zen 4 core (float32, best of 9 medians on a
-# loaded machine), grid vs separable per call: 3x3/1 pad 1 on 512 planes 8x8: 51 vs 408 us;
-# 2x2/2 on 2048 planes 32x32: 818 vs 2492; 3x3/2 pad 1 on 64 planes 112x112: 521 vs 1376;
-# 11x11/1 pad 5 on 16 planes 150x150: 3164 vs 6105; 7x7/2 pad 3 on 64 planes 40x40: 396 vs
-# 379; 3x3/3 pad 1 on 64 planes 56x56: 192 vs 150.
+# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_planes_grid) runs every pool
+# whose padded plane has at most _GRID_MAX elements, with stride 1 or 2 along W (larger
+# strides copy the plane element by element) and at most _GRID_TAPS taps (its work grows with
+# KH*KW, the separable path's with KH + KW); the separable path the others. Measured on one
+# Zen 4 core (float32, best of 9 medians on a loaded machine), grid vs separable per call:
+# 3x3/1 pad 1 on 512 planes 8x8: 51 vs 408 us; 2x2/2 on 2048 planes 32x32: 818 vs 2492; 3x3/2
+# pad 1 on 64 planes 112x112: 521 vs 1376; 11x11/1 pad 5 on 16 planes 150x150: 3164 vs 6105;
+# 7x7/2 pad 3 on 64 planes 40x40: 396 vs 379; 3x3/3 pad 1 on 64 planes 56x56: 192 vs 150.
 _GRID_MAX = 1 << 20
 _GRID_TAPS = 128
 
@@ -244,7 +244,7 @@ def _grid_pays(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow, Py_ssiz
         return False
     Hp = (oh - 1) * sh + (kh - 1) * dh + 1
     Wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    return Hp * (Wp + sw - 1) <= _GRID_MAX
+    return (Hp + sh - 1) * (Wp + sw - 1) <= _GRID_MAX
 
 
 def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
@@ -268,7 +268,9 @@ def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     cdef int32_t[::1] tab = np.empty(g.ntab, dtype=np.int32)
     nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, &tab[0])
     dt = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] xp = np.full((nt, 2 * g.xpn), -np.inf, dtype=dt)
+    # the padded planes of a thread: 4 small ones (copied 3 planes ahead) or 2
+    cdef int nb = 4 if g.xpn * es <= 8192 else 2
+    cdef floating[:, ::1] xp = np.full((nt, nb * g.xpn), -np.inf, dtype=dt)
     # the outputs of a plane when y's or idx's rows are not packed (channel slices)
     cdef bint packed = oh == 1 or (ys_[2] == ow and is_[2] == ow)
     cdef floating[:, ::1] ys = np.empty((nt, 1 if packed else oh * ow), dtype=dt)
@@ -278,12 +280,12 @@ def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
         p1 = P * (t + 1) // nt
         if floating is float:
             nnl_maxpool_planes_grid_s(&g, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
-                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], &ys[t, 0],
-                                      &iscr[t, 0])
+                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], nb,
+                                      &ys[t, 0], &iscr[t, 0])
         else:
             nnl_maxpool_planes_grid_d(&g, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
-                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], &ys[t, 0],
-                                      &iscr[t, 0])
+                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], nb,
+                                      &ys[t, 0], &iscr[t, 0])
 
 
 def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,

@@ -116,49 +116,44 @@ void nnl_pool_grid_init(nnl_pool_grid *g, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_
                         nnl_idx oh, nnl_idx ow, int32_t *tab)
 {
     const nnl_idx Hp = (oh - 1) * sh + (kh - 1) * dh + 1, Wp = (ow - 1) * sw + (kw - 1) * dw + 1;
-    const nnl_idx Wq = nnl_ceil_pos(Wp, sw), Wr = sw * Wq;
-    /* one segment of output rows SH*Wr apart (positions past the output columns dropped) when
-     * it takes no more vectors of 16 than a segment of OW per output row: small planes, and
-     * every stride-1 pool (one segment keeps 4 vectors in flight; short rows would not) */
-    const int one = nnl_ceil_pos(oh * sh * Wr, 16) <= oh * nnl_ceil_pos(ow, 16);
+    const nnl_idx Hq = nnl_ceil_pos(Hp, sh), Wq = nnl_ceil_pos(Wp, sw), S = Hq * Wq;
+    const nnl_idx Q = oh * Wq;
+    const nnl_idx Qr = nnl_ceil_pos(Q + 16, 32) * 32;   /* the last vector reads below Q + 16 */
     memset(g, 0, sizeof *g);
-    g->oh = oh; g->ow = ow; g->pt = pt; g->pl = pl; g->sw = sw; g->Wq = Wq; g->Wr = Wr;
+    g->oh = oh; g->ow = ow; g->pt = pt; g->pl = pl; g->sh = sh; g->sw = sw;
+    g->Hq = Hq; g->Wq = Wq; g->Q = Q;
     g->hn = nnl_max(0, nnl_min(H, Hp - pt));
     g->wn = nnl_max(0, nnl_min(W, Wp - pl));
-    g->nseg = one ? 1 : oh;
-    g->Wg = one ? sh * Wr : ow;
-    g->seglen = one ? (oh - 1) * sh * Wr + ow : ow;
-    g->segstep = one ? 0 : sh * Wr - ow;
-    const nnl_idx Q = oh * g->Wg;
-    const nnl_idx Qr = nnl_ceil_pos(Q + 16, 32) * 32;   /* the last vector reads below Q + 16 */
-    const nnl_idx offmax = (kh - 1) * dh * Wr + (sw - 1) * Wq + (kw - 1) * dw / sw;  /* >= off[] */
-    const nnl_idx reads = (g->nseg - 1) * (g->Wg + g->segstep) + nnl_ceil_pos(g->seglen, 16) * 16
-                          + offmax;
     g->ntap = kh * kw;
     g->ntab = 2 * g->ntap + 2 * Qr + Qr / 32 + 1;
-    g->xpn = nnl_max(Hp * Wr, reads);
-    if (tab == NULL)
-        return;
-    int32_t *off = tab, *toff = tab + g->ntap, *init = toff + g->ntap, *base = init + Qr;
-    uint8_t *omask = (uint8_t *)(base + Qr);
+    nnl_idx offmax = 0;
     for (nnl_idx a = 0; a < kh; a++)
         for (nnl_idx b = 0; b < kw; b++) {
-            off[a * kw + b] = (int32_t)(a * dh * Wr + (b * dw % sw) * Wq + b * dw / sw);
-            toff[a * kw + b] = (int32_t)(a * dh * W + b * dw);
+            const nnl_idx o = ((b * dw % sw) * sh + a * dh % sh) * S + (a * dh / sh) * Wq
+                              + b * dw / sw;
+            offmax = nnl_max(offmax, o);
+            if (tab != NULL) {
+                tab[a * kw + b] = (int32_t)o;
+                tab[g->ntap + a * kw + b] = (int32_t)(a * dh * W + b * dw);
+            }
         }
+    g->xpn = nnl_max(sh * sw * S, nnl_ceil_pos(Q, 16) * 16 + offmax);
+    if (tab == NULL)
+        return;
+    int32_t *init = tab + 2 * g->ntap, *base = init + Qr;
+    uint8_t *omask = (uint8_t *)(base + Qr);
     memset(omask, 0, (size_t)Qr / 8 + 4);
     for (nnl_idx q = 0; q < Qr; q++) {
-        const nnl_idx i = q / g->Wg, j = q % g->Wg;
-        const nnl_idx r = i * sh - pt, c = j * sw - pl;   /* the window origin in the image */
+        const nnl_idx r = (q / Wq) * sh - pt, c = (q % Wq) * sw - pl;  /* the window origin */
         const nnl_idx a0 = r >= 0 ? 0 : nnl_ceil_pos(-r, dh);
         const nnl_idx b0 = c >= 0 ? 0 : nnl_ceil_pos(-c, dw);
         const int in = q < Q && a0 < kh && r + a0 * dh < H && b0 < kw && c + b0 * dw < W;
         base[q] = q < Q ? (int32_t)(r * W + c) : 0;
         init[q] = in ? (int32_t)((r + a0 * dh) * W + c + b0 * dw) : -1;
-        if (q < Q && j < ow)
+        if (q < Q && q % Wq < ow)
             omask[q >> 3] |= (uint8_t)(1u << (q & 7));
     }
-    g->off = off; g->toff = toff; g->init = init; g->base = base; g->omask = omask;
+    g->off = tab; g->toff = tab + g->ntap; g->init = init; g->base = base; g->omask = omask;
 }
 
 #if defined(__AVX512F__)

@@ -65,20 +65,18 @@ void nnl_maxpool_plane_idx_d(const nnl_pool_plan *p, const double *x, ptrdiff_t 
 
 /* Max pooling with indices on the grid path (pool_max_tmpl.h): the plan of one call.
  * nnl_pool_grid_init with tab NULL sets the sizes ntab and xpn; with tab (ntab int32) it also
- * fills the tables there. xp is the padded plane (Hp, Wp), -inf outside the image, with its
- * columns split by phase: row r at r*Wr, padded column c at (c % SW)*Wq + c / SW (Wq =
- * ceil(Wp / SW), Wr = SW*Wq), so that an output row's taps are contiguous runs. The grid:
- * positions q = i*Wg + j (output row i, column j < Wg, an output when j < OW); tap t of q
- * reads xp at q + s*segstep + off[t], s the segment of q: either one segment of all rows
- * (Wg = SH*Wr) or one per output row (Wg = OW; see the rule in nnl_pool_grid_init). The caller
- * keeps H*W below 2**31 and the
- * padded plane small. nnl_maxpool_planes_grid_* run planes p0 .. p1 - 1 of a (N, C, H, W) x
- * (xs: its strides in elements along N, C and H; ys_, is_ those of y and idx). Per thread:
- * xp holds 2*xpn elements set to -inf before the first plane; ys and is hold OH*OW elements
- * (the plane's outputs when y or idx rows are not packed). */
+ * fills the tables there. xp is the padded plane (Hp, Wp), -inf outside the image, split into
+ * SH*SW phase planes of (Hq, Wq) = (ceil(Hp / SH), ceil(Wp / SW)): padded pixel (r, c) sits in
+ * phase plane (c % SW)*SH + r % SH at row r / SH, column c / SW. Tap (a, b) of output (i, j) is
+ * then at a fixed offset off[t] from the grid position q = i*Wq + j, for every output: the
+ * grid is the OH rows of Wq positions (an output where j < OW). The caller keeps H*W below
+ * 2**31 and the padded plane small. nnl_maxpool_planes_grid_* run planes p0 .. p1 - 1 of a
+ * (N, C, H, W) x (xs: its strides in elements along N, C and H; ys_, is_ those of y and idx).
+ * Per thread: xp holds nb*xpn elements set to -inf before the first plane; ys and is hold
+ * OH*OW elements (the plane's outputs when y or idx rows are not packed). */
 typedef struct {
-    ptrdiff_t oh, ow, pt, pl, sw, Wq, Wr, hn, wn;
-    ptrdiff_t nseg, Wg, seglen, segstep;  /* segment s: positions [s*Wg, s*Wg + seglen) */
+    ptrdiff_t oh, ow, pt, pl, sh, sw, Hq, Wq, hn, wn;
+    ptrdiff_t Q;                    /* grid positions: OH*Wq */
     ptrdiff_t ntap, ntab, xpn;
     const int32_t *off, *toff;      /* per tap: offset in xp, offset of the flat index */
     const int32_t *init, *base;     /* per position: first in-image tap's index, origin's */
@@ -91,10 +89,10 @@ void nnl_pool_grid_init(nnl_pool_grid *g, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh
 void nnl_maxpool_planes_grid_s(const nnl_pool_grid *g, const float *x, const ptrdiff_t *xs,
                                float *y, const ptrdiff_t *ys_, int64_t *idx,
                                const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
-                               float *xp, float *ys, int64_t *is);
+                               float *xp, int nb, float *ys, int64_t *is);
 void nnl_maxpool_planes_grid_d(const nnl_pool_grid *g, const double *x, const ptrdiff_t *xs,
                                double *y, const ptrdiff_t *ys_, int64_t *idx,
                                const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
-                               double *xp, double *ys, int64_t *is);
+                               double *xp, int nb, double *ys, int64_t *is);
 
 #endif

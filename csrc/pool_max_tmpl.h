@@ -567,19 +567,18 @@ void FN(nnl_maxpool_plane_idx)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, 
  * taken so the last NaN wins, -inf and index -1 for a window without an in-image tap) on the
  * grid plan of pool_max.h (nnl_pool_grid_init): the plane is copied into xp, the padded plane
  * with -inf around the image (filled once by the caller; only image pixels are rewritten per
- * plane) and its columns split by phase (column c at (c % SW)*Wq + c / SW), so that tap t of
- * the outputs of a row is one run of xp (xp + off[t] from the row's start). The grid
- * positions are computed a vector at a time: one unmasked load per tap, whose flat index is
- * base[q] + toff[t]; the taps run in row-major window order on a value and an index vector
- * held in registers (4 position vectors at a time, as each tap's compare and select wait on
- * the previous tap's); a tap replaces the running maximum when it is greater or NaN (exact:
- * only planes holding a NaN, found while copying, test for it). The index starts at init[q],
- * the window's first in-image tap (-1 when none), the value at -inf: a window of -inf pixels
- * keeps its first tap, and padding (-inf in xp) never replaces. The output rows run as one
- * segment (the positions past the last output column of a row are computed and dropped) or
- * each as a segment of OW positions (pool_max.c, nnl_pool_grid_init). omask's bits
- * select the outputs, packed in row-major order (compress) into yo and io, the plane's OH*OW
- * outputs (the caller copies them out when y or idx have other row strides). */
+ * plane) split into its stride phases, so that tap t of every output is xp + off[t] from the
+ * output's grid position q. The positions are computed a vector at a time: one unmasked load
+ * per tap, whose flat index is base[q] + toff[t]; the taps run in row-major window order on a
+ * value and an index vector held in registers (4 position vectors at a time, as each tap's
+ * compare and select wait on the previous tap's); a tap replaces the running maximum when it
+ * is greater or NaN (exact: only planes holding a NaN, found while copying, test for it). The
+ * index starts at init[q], the window's first in-image tap (-1 when none), the value at -inf:
+ * a window of -inf pixels keeps its first tap, and padding (-inf in xp) never replaces. The
+ * positions past a row's last output (j >= OW: (KW - 1)*DW / SW per row) are computed and
+ * dropped: omask's bits select the outputs, packed in row-major order (compress) into yo and
+ * io, the plane's OH*OW outputs (the caller copies them out when y or idx have other row
+ * strides). */
 #if defined(__AVX512F__)
 
 /* the output bits of positions q .. q + VL - 1 */
@@ -590,9 +589,9 @@ NNL_INLINE MASK FN(gmask)(const uint8_t *omask, nnl_idx q)
     return (MASK)(w >> (q & 7));
 }
 
-/* U position vectors from q on (positions from q1 on are not in the segment) */
-NNL_INLINE void FN(grid_blk)(const nnl_pool_grid *g, const T *xb, nnl_idx q, nnl_idx q1,
-                             T *yo, int64_t *io, nnl_idx *n, const int exact, const int NT,
+/* U position vectors from q on */
+NNL_INLINE void FN(grid_blk)(const nnl_pool_grid *g, const T *xp, nnl_idx q, T *yo,
+                             int64_t *io, nnl_idx *n, const int exact, const int NT,
                              const int U)
 {
     const nnl_idx nt = NT ? NT : g->ntap;
@@ -604,7 +603,7 @@ NNL_INLINE void FN(grid_blk)(const nnl_pool_grid *g, const T *xb, nnl_idx q, nnl
         b[u] = V_ILOAD(g->base + q + u * VL);
     }
     for (nnl_idx t = 0; t < nt; t++) {
-        const T *s = xb + q + g->off[t];
+        const T *s = xp + q + g->off[t];
         const int32_t to = g->toff[t];
         for (int u = 0; u < U; u++) {
             const V v = V_LOAD(s + u * VL);
@@ -616,8 +615,7 @@ NNL_INLINE void FN(grid_blk)(const nnl_pool_grid *g, const T *xb, nnl_idx q, nnl
         }
     }
     for (int u = 0; u < U; u++) {
-        const nnl_idx qu = q + u * VL;
-        const MASK ko = (MASK)(FN(gmask)(g->omask, qu) & FN(lanes)(nnl_min(VL, q1 - qu)));
+        const MASK ko = FN(gmask)(g->omask, q + u * VL);
         const nnl_idx c = __builtin_popcount((unsigned)ko);
         V_MSTORE(yo + *n, FN(lanes)(c), V_COMPRESS(ko, m[u]));
         V_ISTORE(io + *n, c, V_ICOMPRESS(ko, id[u]));
@@ -625,16 +623,18 @@ NNL_INLINE void FN(grid_blk)(const nnl_pool_grid *g, const T *xb, nnl_idx q, nnl
     }
 }
 
-/* copies the plane's image pixels into xp (stride 2: split into even and odd columns, a
- * permute pair per 2 vectors); returns whether one is NaN */
+/* copies the plane's image pixels into xp (stride 2 across: split into even and odd columns,
+ * a permute pair per 2 vectors); returns whether one is NaN */
 static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
 {
-    const nnl_idx sw = g->sw, pl = g->pl, wn = g->wn, Wq = g->Wq;
+    const nnl_idx sh = g->sh, sw = g->sw, pl = g->pl, wn = g->wn, Wq = g->Wq;
+    const nnl_idx S = g->Hq * Wq;
     MASK bad = 0;
     int nan = 0;
     for (nnl_idx h = 0; h < g->hn; h++) {
         const T *r = x + h * xrs;
-        T *d = xp + (h + g->pt) * g->Wr;
+        const nnl_idx rp = h + g->pt;
+        T *d = xp + (rp % sh) * S + (rp / sh) * Wq;   /* column phase 0 */
         if (sw == 1) {
             for (nnl_idx c = 0; c < wn; c += VL) {
                 const MASK k = FN(lanes)(nnl_min(VL, wn - c));
@@ -643,8 +643,9 @@ static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
                 V_MSTORE(d + pl + c, k, v);
             }
         } else if (sw == 2) {
-            /* x[w] goes to column w + pl: x's even columns to phase pl & 1 */
-            T *de = d + (pl & 1) * Wq + pl / 2, *dd = d + ((pl + 1) & 1) * Wq + (pl + 1) / 2;
+            /* x[w] goes to padded column w + pl: x's even columns to phase pl & 1 */
+            T *de = d + (pl & 1) * sh * S + pl / 2;
+            T *dd = d + ((pl + 1) & 1) * sh * S + (pl + 1) / 2;
             for (nnl_idx c = 0; c < wn; c += 2 * VL) {
                 const nnl_idx k = nnl_min(2 * VL, wn - c);
                 const V lo = V_ZLOAD(FN(lanes)(nnl_min(VL, k)), r + c);
@@ -657,7 +658,7 @@ static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
             for (nnl_idx w = 0; w < wn; w++) {
                 const nnl_idx c = w + pl;
                 nan |= r[w] != r[w];
-                d[(c % sw) * Wq + c / sw] = r[w];
+                d[(c % sw) * sh * S + c / sw] = r[w];
             }
         }
     }
@@ -667,31 +668,27 @@ static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
 NNL_INLINE void FN(grid_k)(const nnl_pool_grid *g, const T *xp, T *yo, int64_t *io,
                            const int exact, const int NT)
 {
-    nnl_idx n = 0;
-    for (nnl_idx s = 0; s < g->nseg; s++) {
-        const nnl_idx q1 = s * g->Wg + g->seglen;
-        const T *xb = xp + s * g->segstep;
-        nnl_idx q = s * g->Wg;
-        for (; q + 4 * VL <= q1; q += 4 * VL)
-            FN(grid_blk)(g, xb, q, q1, yo, io, &n, exact, NT, 4);
-        for (; q < q1; q += VL)
-            FN(grid_blk)(g, xb, q, q1, yo, io, &n, exact, NT, 1);
-    }
+    nnl_idx q = 0, n = 0;
+    for (; q + 4 * VL <= g->Q; q += 4 * VL)
+        FN(grid_blk)(g, xp, q, yo, io, &n, exact, NT, 4);
+    for (; q < g->Q; q += VL)
+        FN(grid_blk)(g, xp, q, yo, io, &n, exact, NT, 1);
 }
 
 #else
 
 static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
 {
-    const nnl_idx sw = g->sw, pl = g->pl, Wq = g->Wq;
+    const nnl_idx sh = g->sh, sw = g->sw, pl = g->pl, Wq = g->Wq, S = g->Hq * Wq;
     int bad = 0;
     for (nnl_idx h = 0; h < g->hn; h++) {
         const T *r = x + h * xrs;
-        T *d = xp + (h + g->pt) * g->Wr;
+        const nnl_idx rp = h + g->pt;
+        T *d = xp + (rp % sh) * S + (rp / sh) * Wq;
         for (nnl_idx w = 0; w < g->wn; w++) {
             const nnl_idx c = w + pl;
             bad |= r[w] != r[w];
-            d[(c % sw) * Wq + c / sw] = r[w];
+            d[(c % sw) * sh * S + c / sw] = r[w];
         }
     }
     return bad;
@@ -703,33 +700,29 @@ NNL_INLINE void FN(grid_k)(const nnl_pool_grid *g, const T *xp, T *yo, int64_t *
 {
     const nnl_idx nt = NT ? NT : g->ntap;
     nnl_idx n = 0;
-    for (nnl_idx s = 0; s < g->nseg; s++) {
-        const nnl_idx q1 = s * g->Wg + g->seglen;
-        const T *xb = xp + s * g->segstep;
-        for (nnl_idx q = s * g->Wg; q < q1; q += 16) {
-            T m[16];
-            int32_t id[16];
-            const int32_t *restrict b = g->base + q;
+    for (nnl_idx q = 0; q < g->Q; q += 16) {
+        T m[16];
+        int32_t id[16];
+        const int32_t *restrict b = g->base + q;
+        for (int l = 0; l < 16; l++) {
+            m[l] = (T)-INFINITY;
+            id[l] = g->init[q + l];
+        }
+        for (nnl_idx t = 0; t < nt; t++) {
+            const T *restrict src = xp + q + g->off[t];
+            const int32_t to = g->toff[t];
             for (int l = 0; l < 16; l++) {
-                m[l] = (T)-INFINITY;
-                id[l] = g->init[q + l];
+                const T v = src[l];
+                const int k = (v > m[l]) | (exact & (v != v));
+                m[l] = k ? v : m[l];
+                id[l] = k ? b[l] + to : id[l];
             }
-            for (nnl_idx t = 0; t < nt; t++) {
-                const T *restrict src = xb + q + g->off[t];
-                const int32_t to = g->toff[t];
-                for (int l = 0; l < 16; l++) {
-                    const T v = src[l];
-                    const int k = (v > m[l]) | (exact & (v != v));
-                    m[l] = k ? v : m[l];
-                    id[l] = k ? b[l] + to : id[l];
-                }
-            }
-            for (int l = 0; l < 16 && q + l < q1; l++) {
-                if ((g->omask[(q + l) >> 3] >> ((q + l) & 7)) & 1) {
-                    yo[n] = m[l];
-                    io[n] = id[l];
-                    n++;
-                }
+        }
+        for (int l = 0; l < 16; l++) {
+            if ((g->omask[(q + l) >> 3] >> ((q + l) & 7)) & 1) {
+                yo[n] = m[l];
+                io[n] = id[l];
+                n++;
             }
         }
     }
@@ -761,26 +754,26 @@ static void FN(grid_plane)(const nnl_pool_grid *g, const T *xp, int exact, T *y,
 }
 
 /* Planes p0 .. p1 - 1 of x (plane p = (n, c) = (p / C, p % C), at x + n*xs[0] + c*xs[1],
- * rows xs[2] apart; y and idx likewise with ys_, is_). The planes alternate between the two
- * halves of xp, and plane p + 1 is copied before plane p is computed: a load of xp cannot be
- * forwarded from the copy's (masked) stores, so right after the copy it would wait for them
- * to retire, that is for the whole plane before. */
+ * rows xs[2] apart; y and idx likewise with ys_, is_). The planes rotate through the nb
+ * (2 .. 4) parts of xp, and plane p + nb - 1 is copied before plane p is computed: a load of
+ * xp cannot be forwarded from the copy's (masked) stores, so right after the copy it would
+ * wait for them to retire, that is for everything before (small planes need the distance of
+ * several planes). */
 void FN(nnl_maxpool_planes_grid)(const nnl_pool_grid *g, const T *x, const nnl_idx *xs,
                                  T *y, const nnl_idx *ys_, int64_t *idx, const nnl_idx *is_,
-                                 nnl_idx C, nnl_idx p0, nnl_idx p1, T *xp, T *ys, int64_t *is)
+                                 nnl_idx C, nnl_idx p0, nnl_idx p1, T *xp, int nb, T *ys,
+                                 int64_t *is)
 {
-    if (p0 >= p1)
-        return;
-    int exact = FN(grid_copy)(g, x + (p0 / C) * xs[0] + (p0 % C) * xs[1], xs[2], xp);
-    for (nnl_idx p = p0; p < p1; p++) {
-        const nnl_idx n = p / C, c = p % C;
-        T *cur = xp + ((p - p0) & 1) * g->xpn;
-        int next = 0;
-        if (p + 1 < p1)
-            next = FN(grid_copy)(g, x + ((p + 1) / C) * xs[0] + ((p + 1) % C) * xs[1], xs[2],
-                                 xp + ((p + 1 - p0) & 1) * g->xpn);
-        FN(grid_plane)(g, cur, exact, y + n * ys_[0] + c * ys_[1], ys_[2],
-                       idx + n * is_[0] + c * is_[1], is_[2], ys, is);
-        exact = next;
+    int exact[4];
+    nb = nb < 2 ? 2 : nb > 4 ? 4 : nb;
+    for (nnl_idx p = p0; p < p1 + nb - 1; p++) {      /* copies plane p, computes pc */
+        if (p < p1)
+            exact[p % nb] = FN(grid_copy)(g, x + (p / C) * xs[0] + (p % C) * xs[1], xs[2],
+                                          xp + (p % nb) * g->xpn);
+        const nnl_idx pc = p - (nb - 1);
+        if (pc >= p0)
+            FN(grid_plane)(g, xp + (pc % nb) * g->xpn, exact[pc % nb],
+                           y + (pc / C) * ys_[0] + (pc % C) * ys_[1], ys_[2],
+                           idx + (pc / C) * is_[0] + (pc % C) * is_[1], is_[2], ys, is);
     }
 }

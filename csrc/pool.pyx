@@ -230,10 +230,13 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
 # whose padded plane has at most _GRID_MAX elements, with stride 1 or 2 along W (larger
 # strides copy the plane element by element) and at most _GRID_TAPS taps (its work grows with
 # KH*KW, the separable path's with KH + KW); the separable path the others. Measured on one
-# Zen 4 core (float32, best of 9 medians on a loaded machine), grid vs separable per call:
-# 3x3/1 pad 1 on 512 planes 8x8: 51 vs 408 us; 2x2/2 on 2048 planes 32x32: 818 vs 2492; 3x3/2
-# pad 1 on 64 planes 112x112: 521 vs 1376; 11x11/1 pad 5 on 16 planes 150x150: 3164 vs 6105;
-# 7x7/2 pad 3 on 64 planes 40x40: 396 vs 379; 3x3/3 pad 1 on 64 planes 56x56: 192 vs 150.
+# Zen 4 core (float32, benchmarks/bench_pool.py --indices, medians on a loaded machine), with
+# indices before (separable path, and the old per-tap-stream grid on small planes) -> after:
+# 3x3/1 pad 1 on 512 planes 8x8: 129-139 -> 58-61 us; 2x2/2 on 1280 planes 8x8: 144 -> 89;
+# 3x3/1 pad 1 on 1280 planes 4x4: 163-166 -> 75; 3x3/2 pad 1 on 64 planes 112x112: 890-1020
+# -> 270-297; 2x2/2 on 2048 planes 32x32: 1.8-1.9 ms -> 0.70; 3x3/1 pad 1 on 256 planes 56x56:
+# 2.3-2.8 ms -> 0.68-0.79. An intermediate version measured 3x3/3 (stride 3) and 7x7/2 faster
+# on the separable path, hence the stride and tap limits.
 _GRID_MAX = 1 << 20
 _GRID_TAPS = 128
 

@@ -1,6 +1,7 @@
 """Pooling and ROI kernels: nnlite's cython and numpy backends vs a plain NumPy baseline.
 
     python benchmarks/bench_pool.py [--quick] [--repeat 7] [--threads N] [--csv out.csv]
+    python benchmarks/bench_pool.py --indices [--dtype float64] [--repeat 15] [--threads 1]
 
 Cases: the ResNet stem max-pool (3x3 / 2, pad 1) on 64x112x112 maps, GoogLeNet's Inception
 pool branch (3x3 / 1, pad 1, ceil_mode) on 192x28x28, the same window as an average pool
@@ -15,6 +16,11 @@ vectorised over every box and sample with fancy-index gathers of the four biline
 (torchvision's pure-Python ``_roi_align`` layout, with the C++ kernel's out-of-range rule) and
 ``np.add.at`` for backward, RoIPool as a per-box, per-bin loop of ``max``/``argmax``. "diff" is
 the max |cython - baseline| of the forward output.
+
+--indices: the cython max pool forward with indices (what a training step runs) vs without
+(inference), interleaved, on the pools of examples/train_digits.py at batch 32 (an Inception
+branch's 3x3/1 pool on 16-channel 8x8 and 40-channel 4x4 maps, a 2x2/2 pool on 40-channel 8x8)
+and on larger planes; "ratio" is the median with indices over the median without.
 """
 import os
 import sys
@@ -41,6 +47,15 @@ QUICK_POOLS = [
 # name, N, C, H, W, boxes, out, scale, sampling_ratio
 ROIS = [("roi_align 7x7 sr2", 2, 256, 50, 50, 100, 7, 1 / 16, 2),
         ("roi_pool 7x7", 2, 256, 50, 50, 100, 7, 1 / 16, 0)]
+# --indices: name, planes, H, W, k, s, p, ceil_mode
+INDEX_POOLS = [
+    ("digits inception 3x3/1 p1", 512, 8, 8, 3, 1, 1, True),
+    ("digits 2x2/2", 1280, 8, 8, 2, 2, 0, False),
+    ("digits inception 3x3/1 p1", 1280, 4, 4, 3, 1, 1, True),
+    ("resnet stem 3x3/2 p1", 64, 112, 112, 3, 2, 1, False),
+    ("2x2/2", 2048, 32, 32, 2, 2, 0, False),
+    ("inception 3x3/1 p1", 256, 56, 56, 3, 1, 1, True),
+]
 QUICK_ROIS = [("roi_align 7x7 sr2", 1, 256, 50, 50, 100, 7, 1 / 16, 2)]
 
 
@@ -269,10 +284,44 @@ def bench_roi(case, repeat, backends):
     return _rows_for(f"{name} {k} boxes on {n}x{c}x{h}x{w}", fwd, bwd, repeat, diff)
 
 
+def bench_indices(repeat, dtype):
+    """Rows of the --indices table: forward with vs without indices, interleaved."""
+    fwd = kernels.impl("max_pool2d_forward", "cython")
+    rows = []
+    for name, planes, h, w, k, s, p, ceil_mode in INDEX_POOLS:
+        x = np.random.default_rng(0).standard_normal((planes, h, w)).astype(dtype)
+        geo = ((k, k), (s, s), (p, p), (1, 1), ceil_mode)
+        times = _timing.interleave({"with": lambda: fwd(x, *geo, indices=True),
+                                    "without": lambda: fwd(x, *geo, indices=False)},
+                                   repeat=repeat, warmup=3, min_time=0.02)
+        med = {kind: _timing.median(ts) for kind, ts in times.items()}
+        rows.append({"case": f"{name} {planes}x{h}x{w}",
+                     "with indices": _timing.fmt_time(med["with"]),
+                     "without": _timing.fmt_time(med["without"]),
+                     "ratio": f"{med['with'] / med['without']:.2f}x",
+                     "best with": _timing.fmt_time(min(times["with"])),
+                     "best without": _timing.fmt_time(min(times["without"]))})
+    return rows
+
+
 def main(argv=None):
     p = _timing.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--indices", action="store_true",
+                   help="max pool forward with vs without indices (see the docstring)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="--indices: the dtype")
     args = p.parse_args(argv)
     _timing.apply_threads(args)
+    if args.indices:
+        repeat = 5 if args.quick else args.repeat
+        print(_timing.header([("dtype", args.dtype),
+                              ("repeat", f"{repeat} interleaved rounds")]))
+        rows = bench_indices(repeat, np.dtype(args.dtype))
+        cols = ["case", "with indices", "without", "ratio", "best with", "best without"]
+        _timing.print_table(rows, cols)
+        if args.csv:
+            _timing.write_csv(args.csv, rows, cols)
+        return
     repeat = 3 if args.quick else args.repeat
     backends = [b for b in ("cython", "numpy") if b in nnlite.available_backends()]
     print(_timing.header([("dtype", "float32"), ("repeat", f"{repeat} interleaved rounds")]))

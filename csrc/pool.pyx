@@ -69,20 +69,23 @@ cdef extern from "pool_max.h" nogil:
     void nnl_maxpool_plane_idx_d(const nnl_pool_plan* p, const double* x, Py_ssize_t xrs,
                                  double* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
                                  double* vb, int64_t* ib)
-    void nnl_maxpool_plane_grid_s(const float* x, Py_ssize_t xrs, Py_ssize_t H, Py_ssize_t W,
-                                  float* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
-                                  Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
-                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp,
-                                  float* xp, const int32_t* inimg, const int32_t* base,
-                                  float* best, int32_t* bi)
-    void nnl_maxpool_plane_grid_d(const double* x, Py_ssize_t xrs, Py_ssize_t H, Py_ssize_t W,
-                                  double* y, Py_ssize_t yrs, int64_t* idx, Py_ssize_t irs,
-                                  Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
-                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp,
-                                  double* xp, const int32_t* inimg, const int32_t* base,
-                                  double* best, int32_t* bi)
+    ctypedef struct nnl_pool_grid:
+        Py_ssize_t ntab, xpn
+    void nnl_pool_grid_init(nnl_pool_grid* g, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                            Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t ow, int32_t* tab)
+    void nnl_maxpool_planes_grid_s(const nnl_pool_grid* g, const float* x,
+                                   const Py_ssize_t* xs, float* y, const Py_ssize_t* ys_,
+                                   int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
+                                   Py_ssize_t p0, Py_ssize_t p1, float* xp, int nb, float* ys,
+                                   int64_t* iscr)
+    void nnl_maxpool_planes_grid_d(const nnl_pool_grid* g, const double* x,
+                                   const Py_ssize_t* xs, double* y, const Py_ssize_t* ys_,
+                                   int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
+                                   Py_ssize_t p0, Py_ssize_t p1, double* xp, int nb,
+                                   double* ys,
+                                   int64_t* iscr)
 
 
 cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
@@ -223,65 +226,69 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                    kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid): stride-1
-# pools on planes whose padded grid has at most _GRID_MAX elements; strided ones (SH*SW <= 4:
-# the grid computes SH*SW times the outputs) up to _GRID_MAX // 8. Measured on one Zen 4 core
-# (float32, best of 40-50 calls on a loaded machine), grid vs separable path per call:
-# 3x3/1 pad 1 on 512 planes 8x8: 108 vs 314 us; 1280 planes 4x4: 154 vs 404; 64 planes 32x32:
-# 162 vs 222; 2x2/2 on 1280 planes 8x8: 138 vs 195; 4096 planes 16x16: 1249 vs 1477; 512
-# planes 32x32: 575 vs 407 and 2048 planes 32x32: 3314 vs 1807 (the separable path there).
-_GRID_MAX = 1 << 12
+# The grid path of the indices (csrc/pool_max_tmpl.h, nnl_maxpool_planes_grid) runs every pool
+# whose padded plane has at most _GRID_MAX elements, with stride 1 or 2 along W (larger
+# strides copy the plane element by element) and at most _GRID_TAPS taps (its work grows with
+# KH*KW, the separable path's with KH + KW); the separable path the others. Measured on one
+# Zen 4 core (float32, benchmarks/bench_pool.py --indices, medians on a loaded machine), with
+# indices before (separable path, and the old per-tap-stream grid on small planes) -> after:
+# 3x3/1 pad 1 on 512 planes 8x8: 129-139 -> 58-61 us; 2x2/2 on 1280 planes 8x8: 144 -> 89;
+# 3x3/1 pad 1 on 1280 planes 4x4: 163-166 -> 75; 3x3/2 pad 1 on 64 planes 112x112: 890-1020
+# -> 270-297; 2x2/2 on 2048 planes 32x32: 1.8-1.9 ms -> 0.70; 3x3/1 pad 1 on 256 planes 56x56:
+# 2.3-2.8 ms -> 0.68-0.79. An intermediate version measured 3x3/3 (stride 3) and 7x7/2 faster
+# on the separable path, hence the stride and tap limits.
+_GRID_MAX = 1 << 20
+_GRID_TAPS = 128
 
 
 def _grid_pays(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh,
                Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw):
-    if sh * sw > 4 or H * W >= 2 ** 31:
+    if sw > 2 or kh * kw > _GRID_TAPS or H * W >= 2 ** 31:
         return False
     Hp = (oh - 1) * sh + (kh - 1) * dh + 1
     Wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    return Hp * Wp + (kw - 1) * dw <= (_GRID_MAX if sh * sw == 1 else _GRID_MAX // 8)
+    return (Hp + sh - 1) * (Wp + sw - 1) <= _GRID_MAX
 
 
 def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
                      int64_t[:, :, :, :] idx, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                      int nt):
-    """max_pool2d_forward with indices on the grid path (arguments checked by the caller)."""
+    """max_pool2d_forward with indices on the grid path (arguments checked by the caller):
+    each thread runs one contiguous run of planes."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t oh = y.shape[2], ow = y.shape[3], P = N * C, p, n, c
+    cdef Py_ssize_t oh = y.shape[2], ow = y.shape[3], P = N * C, t, p0, p1
     cdef Py_ssize_t es = sizeof(floating)
-    cdef Py_ssize_t xrs = x.strides[2] // es, yrs = y.strides[2] // es
-    cdef Py_ssize_t irs = idx.strides[2] // sizeof(int64_t)
-    cdef Py_ssize_t Hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    cdef Py_ssize_t Wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    cdef Py_ssize_t G = ((oh - 1) * sh + 1) * Wp, S = Hp * Wp + (kw - 1) * dw
-    cdef int tid
+    cdef Py_ssize_t xs[3]
+    cdef Py_ssize_t ys_[3]
+    cdef Py_ssize_t is_[3]
+    cdef nnl_pool_grid g
+    for t in range(3):
+        xs[t] = x.strides[t] // es
+        ys_[t] = y.strides[t] // es
+        is_[t] = idx.strides[t] // sizeof(int64_t)
+    nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, NULL)
+    cdef int32_t[::1] tab = np.empty(g.ntab, dtype=np.int32)
+    nnl_pool_grid_init(&g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, &tab[0])
     dt = np.float32 if floating is float else np.float64
-    inimg_a = np.zeros(S, dtype=np.int32)
-    hn, wn = min(H, Hp - ph), min(W, Wp - pw)
-    if hn > 0 and wn > 0:
-        inimg_a[:Hp * Wp].reshape(Hp, Wp)[ph:ph + hn, pw:pw + wn] = 1
-    q = np.arange(G, dtype=np.int64)
-    base_a = ((q // Wp - ph) * W + (q % Wp - pw)).astype(np.int32)
-    cdef const int32_t[::1] inimg = inimg_a
-    cdef const int32_t[::1] base = base_a
-    cdef floating[:, ::1] xp = np.full((nt, S), -np.inf, dtype=dt)
-    cdef floating[:, ::1] best = np.empty((nt, G), dtype=dt)
-    cdef int32_t[:, ::1] bi = np.empty((nt, G), dtype=np.int32)
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        tid = threadid()
-        n = p // C
-        c = p % C
+    # the padded planes of a thread: 4 small ones (copied 3 planes ahead) or 2
+    cdef int nb = 4 if g.xpn * es <= 8192 else 2
+    cdef floating[:, ::1] xp = np.full((nt, nb * g.xpn), -np.inf, dtype=dt)
+    # the outputs of a plane when y's or idx's rows are not packed (channel slices)
+    cdef bint packed = oh == 1 or (ys_[2] == ow and is_[2] == ow)
+    cdef floating[:, ::1] ys = np.empty((nt, 1 if packed else oh * ow), dtype=dt)
+    cdef int64_t[:, ::1] iscr = np.empty((nt, 1 if packed else oh * ow), dtype=np.int64)
+    for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+        p0 = P * t // nt
+        p1 = P * (t + 1) // nt
         if floating is float:
-            nnl_maxpool_plane_grid_s(&x[n, c, 0, 0], xrs, H, W, &y[n, c, 0, 0], yrs,
-                                     &idx[n, c, 0, 0], irs, oh, ow, kh, kw, sh, sw, ph, pw, dh,
-                                     dw, Hp, Wp, &xp[tid, 0], &inimg[0], &base[0],
-                                     &best[tid, 0], &bi[tid, 0])
+            nnl_maxpool_planes_grid_s(&g, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
+                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], nb,
+                                      &ys[t, 0], &iscr[t, 0])
         else:
-            nnl_maxpool_plane_grid_d(&x[n, c, 0, 0], xrs, H, W, &y[n, c, 0, 0], yrs,
-                                     &idx[n, c, 0, 0], irs, oh, ow, kh, kw, sh, sw, ph, pw, dh,
-                                     dw, Hp, Wp, &xp[tid, 0], &inimg[0], &base[0],
-                                     &best[tid, 0], &bi[tid, 0])
+            nnl_maxpool_planes_grid_d(&g, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
+                                      &idx[0, 0, 0, 0], is_, C, p0, p1, &xp[t, 0], nb,
+                                      &ys[t, 0], &iscr[t, 0])
 
 
 def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,

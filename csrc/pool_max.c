@@ -110,7 +110,63 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
     return 1;
 }
 
+/* the grid plan (pool_max.h) */
+void nnl_pool_grid_init(nnl_pool_grid *g, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw,
+                        nnl_idx sh, nnl_idx sw, nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw,
+                        nnl_idx oh, nnl_idx ow, int32_t *tab)
+{
+    const nnl_idx Hp = (oh - 1) * sh + (kh - 1) * dh + 1, Wp = (ow - 1) * sw + (kw - 1) * dw + 1;
+    const nnl_idx Hq = nnl_ceil_pos(Hp, sh), Wq = nnl_ceil_pos(Wp, sw), S = Hq * Wq;
+    const nnl_idx Q = oh * Wq;
+    const nnl_idx Qr = nnl_ceil_pos(Q + 16, 32) * 32;   /* the last vector reads below Q + 16 */
+    memset(g, 0, sizeof *g);
+    g->oh = oh; g->ow = ow; g->pt = pt; g->pl = pl; g->sh = sh; g->sw = sw;
+    g->Hq = Hq; g->Wq = Wq; g->Q = Q;
+    g->hn = nnl_max(0, nnl_min(H, Hp - pt));
+    g->wn = nnl_max(0, nnl_min(W, Wp - pl));
+    g->ntap = kh * kw;
+    g->ntab = 2 * g->ntap + 2 * Qr + Qr / 32 + 1;
+    nnl_idx offmax = 0;
+    for (nnl_idx a = 0; a < kh; a++)
+        for (nnl_idx b = 0; b < kw; b++) {
+            const nnl_idx o = ((b * dw % sw) * sh + a * dh % sh) * S + (a * dh / sh) * Wq
+                              + b * dw / sw;
+            offmax = nnl_max(offmax, o);
+            if (tab != NULL) {
+                tab[a * kw + b] = (int32_t)o;
+                tab[g->ntap + a * kw + b] = (int32_t)(a * dh * W + b * dw);
+            }
+        }
+    g->xpn = nnl_max(sh * sw * S, nnl_ceil_pos(Q, 16) * 16 + offmax);
+    if (tab == NULL)
+        return;
+    int32_t *init = tab + 2 * g->ntap, *base = init + Qr;
+    uint8_t *omask = (uint8_t *)(base + Qr);
+    memset(omask, 0, (size_t)Qr / 8 + 4);
+    for (nnl_idx q = 0; q < Qr; q++) {
+        const nnl_idx r = (q / Wq) * sh - pt, c = (q % Wq) * sw - pl;  /* the window origin */
+        const nnl_idx a0 = r >= 0 ? 0 : nnl_ceil_pos(-r, dh);
+        const nnl_idx b0 = c >= 0 ? 0 : nnl_ceil_pos(-c, dw);
+        const int in = q < Q && a0 < kh && r + a0 * dh < H && b0 < kw && c + b0 * dw < W;
+        base[q] = q < Q ? (int32_t)(r * W + c) : 0;
+        init[q] = in ? (int32_t)((r + a0 * dh) * W + c + b0 * dw) : -1;
+        if (q < Q && q % Wq < ow)
+            omask[q >> 3] |= (uint8_t)(1u << (q & 7));
+    }
+    g->off = tab; g->toff = tab + g->ntap; g->init = init; g->base = base; g->omask = omask;
+}
+
 #if defined(__AVX512F__)
+
+/* the first n (<= 16) int32 lanes of v as int64 at d */
+static inline void nnl_store_i32_as_i64(int64_t *d, nnl_idx n, __m512i v)
+{
+    const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
+    _mm512_mask_storeu_epi64(d, (__mmask8)((1u << nnl_min(n, 8)) - 1u), lo);
+    if (n > 8)
+        _mm512_mask_storeu_epi64(d + 8, (__mmask8)((1u << (n - 8)) - 1u),
+                                 _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
+}
 
 #define T float
 #define FN(name) name##_s
@@ -135,7 +191,19 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
 #define V_PERM2 _mm512_permutex2var_ps
 #define V_MASK_MAX _mm512_mask_max_ps
 #define V_MASK_CMP _mm512_mask_cmp_ps_mask
+#define V_I __m512i
+#define V_ILOAD(p) _mm512_loadu_si512((const void *)(p))
+#define V_IMADD(id, k, b, t) _mm512_mask_add_epi32(id, k, b, _mm512_set1_epi32(t))
+#define V_COMPRESS _mm512_maskz_compress_ps
+#define V_ICOMPRESS _mm512_maskz_compress_epi32
+#define V_ISTORE nnl_store_i32_as_i64
 #include "pool_max_tmpl.h"
+#undef V_I
+#undef V_ILOAD
+#undef V_IMADD
+#undef V_COMPRESS
+#undef V_ICOMPRESS
+#undef V_ISTORE
 #undef T
 #undef FN
 #undef V
@@ -179,6 +247,12 @@ int nnl_pool_plan_init(nnl_pool_plan *p, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_i
 #define V_PERM2 _mm512_permutex2var_pd
 #define V_MASK_MAX _mm512_mask_max_pd
 #define V_MASK_CMP _mm512_mask_cmp_pd_mask
+#define V_I __m512i
+#define V_ILOAD(p) _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(p)))
+#define V_IMADD(id, k, b, t) _mm512_mask_add_epi64(id, k, b, _mm512_set1_epi64(t))
+#define V_COMPRESS _mm512_maskz_compress_pd
+#define V_ICOMPRESS _mm512_maskz_compress_epi64
+#define V_ISTORE(d, n, v) _mm512_mask_storeu_epi64(d, (__mmask8)((1u << (n)) - 1u), v)
 #include "pool_max_tmpl.h"
 
 #else /* portable C */

@@ -63,21 +63,36 @@ void nnl_maxpool_plane_idx_d(const nnl_pool_plan *p, const double *x, ptrdiff_t 
                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, double *vb,
                              int64_t *ib);
 
-/* Small planes with indices (pool_max_tmpl.h: the grid path; its comment states the buffers'
- * sizes and contents). */
-void nnl_maxpool_plane_grid_s(const float *x, ptrdiff_t xrs, ptrdiff_t H, ptrdiff_t W, float *y,
-                              ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs, ptrdiff_t oh,
-                              ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
-                              ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
-                              ptrdiff_t dw, ptrdiff_t Hp, ptrdiff_t Wp, float *xp,
-                              const int32_t *inimg, const int32_t *base, float *best,
-                              int32_t *bi);
-void nnl_maxpool_plane_grid_d(const double *x, ptrdiff_t xrs, ptrdiff_t H, ptrdiff_t W,
-                              double *y, ptrdiff_t yrs, int64_t *idx, ptrdiff_t irs,
-                              ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw,
-                              ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl,
-                              ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t Hp, ptrdiff_t Wp,
-                              double *xp, const int32_t *inimg, const int32_t *base,
-                              double *best, int32_t *bi);
+/* Max pooling with indices on the grid path (pool_max_tmpl.h): the plan of one call.
+ * nnl_pool_grid_init with tab NULL sets the sizes ntab and xpn; with tab (ntab int32) it also
+ * fills the tables there. xp is the padded plane (Hp, Wp), -inf outside the image, split into
+ * SH*SW phase planes of (Hq, Wq) = (ceil(Hp / SH), ceil(Wp / SW)): padded pixel (r, c) sits in
+ * phase plane (c % SW)*SH + r % SH at row r / SH, column c / SW. Tap (a, b) of output (i, j) is
+ * then at a fixed offset off[t] from the grid position q = i*Wq + j, for every output: the
+ * grid is the OH rows of Wq positions (an output where j < OW). The caller keeps H*W below
+ * 2**31 and the padded plane small. nnl_maxpool_planes_grid_* run planes p0 .. p1 - 1 of a
+ * (N, C, H, W) x (xs: its strides in elements along N, C and H; ys_, is_ those of y and idx).
+ * Per thread: xp holds nb*xpn elements set to -inf before the first plane; ys and is hold
+ * OH*OW elements (the plane's outputs when y or idx rows are not packed). */
+typedef struct {
+    ptrdiff_t oh, ow, pt, pl, sh, sw, Hq, Wq, hn, wn;
+    ptrdiff_t Q;                    /* grid positions: OH*Wq */
+    ptrdiff_t ntap, ntab, xpn;
+    const int32_t *off, *toff;      /* per tap: offset in xp, offset of the flat index */
+    const int32_t *init, *base;     /* per position: first in-image tap's index, origin's */
+    const uint8_t *omask;           /* bit q: position q is an output (4 bytes of slack) */
+} nnl_pool_grid;
+
+void nnl_pool_grid_init(nnl_pool_grid *g, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw,
+                        ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh,
+                        ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, int32_t *tab);
+void nnl_maxpool_planes_grid_s(const nnl_pool_grid *g, const float *x, const ptrdiff_t *xs,
+                               float *y, const ptrdiff_t *ys_, int64_t *idx,
+                               const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
+                               float *xp, int nb, float *ys, int64_t *is);
+void nnl_maxpool_planes_grid_d(const nnl_pool_grid *g, const double *x, const ptrdiff_t *xs,
+                               double *y, const ptrdiff_t *ys_, int64_t *idx,
+                               const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
+                               double *xp, int nb, double *ys, int64_t *is);
 
 #endif

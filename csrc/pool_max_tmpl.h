@@ -562,57 +562,218 @@ void FN(nnl_maxpool_plane_idx)(const nnl_pool_plan *p, const T *x, nnl_idx xrs, 
 }
 
 
-/* ------------------------------------------------------------------ small planes, indices
+/* ------------------------------------------------------------------ grid path, indices
  * The same result as nnl_maxpool_plane_idx (first maximum of a row-major scan, a NaN always
- * taken so the last NaN wins, -inf and index -1 for a window without an in-image tap) for
- * planes whose padded extent is small: the plane is copied into xp, a (Hp, Wp) grid with -inf
- * around it (Hp = (OH-1)*SH + (KH-1)*DH + 1, likewise Wp), and every output position of the
- * stride-1 grid q = r*Wp + c (r < (OH-1)*SH + 1) is computed at once: tap (a, b) of position q
- * reads xp[q + a*DH*Wp + b*DW], one contiguous pass over the G = rows*Wp positions per tap in
- * row-major tap order, so the loops are long and vectorise (the separable path's loops are
- * OW long: 4 or 8 on the 8x8 maps of a digits Inception net). inimg (1 on image pixels, 0 on
- * padding) lets the first in-image tap replace the initial -inf/-1 even when it is -inf;
- * base[q] + a*DH*W + b*DW is tap (a, b)'s flat index h*W + w. Positions between the outputs
- * (stride > 1, c past the last output column) are computed and dropped. The caller fills xp
- * with -inf once (only image pixels are rewritten per plane), sizes xp and inimg
- * Hp*Wp + (KW-1)*DW, base, best and bi G elements, and keeps H*W below 2**31. */
-void FN(nnl_maxpool_plane_grid)(const T *x, nnl_idx xrs, nnl_idx H, nnl_idx W, T *y,
-                                nnl_idx yrs, int64_t *idx, nnl_idx irs, nnl_idx oh,
-                                nnl_idx ow, nnl_idx kh, nnl_idx kw, nnl_idx sh, nnl_idx sw,
-                                nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw, nnl_idx Hp,
-                                nnl_idx Wp, T *restrict xp, const int32_t *restrict inimg,
-                                const int32_t *restrict base, T *restrict best,
-                                int32_t *restrict bi)
+ * taken so the last NaN wins, -inf and index -1 for a window without an in-image tap) on the
+ * grid plan of pool_max.h (nnl_pool_grid_init): the plane is copied into xp, the padded plane
+ * with -inf around the image (filled once by the caller; only image pixels are rewritten per
+ * plane) split into its stride phases, so that tap t of every output is xp + off[t] from the
+ * output's grid position q. The positions are computed a vector at a time: one unmasked load
+ * per tap, whose flat index is base[q] + toff[t]; the taps run in row-major window order on a
+ * value and an index vector held in registers (4 position vectors at a time, as each tap's
+ * compare and select wait on the previous tap's); a tap replaces the running maximum when it
+ * is greater or NaN (exact: only planes holding a NaN, found while copying, test for it). The
+ * index starts at init[q], the window's first in-image tap (-1 when none), the value at -inf:
+ * a window of -inf pixels keeps its first tap, and padding (-inf in xp) never replaces. The
+ * positions past a row's last output (j >= OW: (KW - 1)*DW / SW per row) are computed and
+ * dropped: omask's bits select the outputs, packed in row-major order (compress) into yo and
+ * io, the plane's OH*OW outputs (the caller copies them out when y or idx have other row
+ * strides). */
+#if defined(__AVX512F__)
+
+/* the output bits of positions q .. q + VL - 1 */
+NNL_INLINE MASK FN(gmask)(const uint8_t *omask, nnl_idx q)
 {
-    const nnl_idx G = ((oh - 1) * sh + 1) * Wp;
-    const nnl_idx hn = nnl_min(H, Hp - pt), wn = nnl_min(W, Wp - pl);
-    for (nnl_idx h = 0; h < hn; h++)
-        memcpy(xp + (h + pt) * Wp + pl, x + h * xrs, (size_t)(wn > 0 ? wn : 0) * sizeof(T));
-    for (nnl_idx q = 0; q < G; q++) {
-        best[q] = (T)-INFINITY;
-        bi[q] = -1;
+    uint32_t w;
+    memcpy(&w, omask + (q >> 3), sizeof w);
+    return (MASK)(w >> (q & 7));
+}
+
+/* U position vectors from q on */
+NNL_INLINE void FN(grid_blk)(const nnl_pool_grid *g, const T *xp, nnl_idx q, T *yo,
+                             int64_t *io, nnl_idx *n, const int exact, const int NT,
+                             const int U)
+{
+    const nnl_idx nt = NT ? NT : g->ntap;
+    V m[4];
+    V_I id[4], b[4];
+    for (int u = 0; u < U; u++) {
+        m[u] = V_SET1(-INFINITY);
+        id[u] = V_ILOAD(g->init + q + u * VL);
+        b[u] = V_ILOAD(g->base + q + u * VL);
     }
-    for (nnl_idx a = 0; a < kh; a++) {
-        for (nnl_idx b = 0; b < kw; b++) {
-            const nnl_idx o = a * dh * Wp + b * dw;
-            const int32_t toff = (int32_t)(a * dh * W + b * dw);
-            const T *restrict xs = xp + o;
-            const int32_t *restrict ms = inimg + o;
-            for (nnl_idx q = 0; q < G; q++) {
-                const T v = xs[q], m = best[q];
-                const int32_t cur = bi[q];
-                const int t = (v > m) | (v != v) | ((cur < 0) & (ms[q] != 0));
-                best[q] = t ? v : m;
-                bi[q] = t ? base[q] + toff : cur;
+    for (nnl_idx t = 0; t < nt; t++) {
+        const T *s = xp + q + g->off[t];
+        const int32_t to = g->toff[t];
+        for (int u = 0; u < U; u++) {
+            const V v = V_LOAD(s + u * VL);
+            MASK k = V_CMP(v, m[u], _CMP_GT_OQ);
+            if (exact)
+                k = (MASK)(k | V_CMP(v, v, _CMP_UNORD_Q));
+            m[u] = V_BLEND(k, m[u], v);
+            id[u] = V_IMADD(id[u], k, b[u], to);
+        }
+    }
+    for (int u = 0; u < U; u++) {
+        const MASK ko = FN(gmask)(g->omask, q + u * VL);
+        const nnl_idx c = __builtin_popcount((unsigned)ko);
+        V_MSTORE(yo + *n, FN(lanes)(c), V_COMPRESS(ko, m[u]));
+        V_ISTORE(io + *n, c, V_ICOMPRESS(ko, id[u]));
+        *n += c;
+    }
+}
+
+/* copies the plane's image pixels into xp (stride 2 across: split into even and odd columns,
+ * a permute pair per 2 vectors); returns whether one is NaN */
+static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
+{
+    const nnl_idx sh = g->sh, sw = g->sw, pl = g->pl, wn = g->wn, Wq = g->Wq;
+    const nnl_idx S = g->Hq * Wq;
+    MASK bad = 0;
+    int nan = 0;
+    for (nnl_idx h = 0; h < g->hn; h++) {
+        const T *r = x + h * xrs;
+        const nnl_idx rp = h + g->pt;
+        T *d = xp + (rp % sh) * S + (rp / sh) * Wq;   /* column phase 0 */
+        if (sw == 1) {
+            for (nnl_idx c = 0; c < wn; c += VL) {
+                const MASK k = FN(lanes)(nnl_min(VL, wn - c));
+                const V v = V_ZLOAD(k, r + c);
+                bad |= V_CMP(v, v, _CMP_UNORD_Q);
+                V_MSTORE(d + pl + c, k, v);
+            }
+        } else if (sw == 2) {
+            /* x[w] goes to padded column w + pl: x's even columns to phase pl & 1 */
+            T *de = d + (pl & 1) * sh * S + pl / 2;
+            T *dd = d + ((pl + 1) & 1) * sh * S + (pl + 1) / 2;
+            for (nnl_idx c = 0; c < wn; c += 2 * VL) {
+                const nnl_idx k = nnl_min(2 * VL, wn - c);
+                const V lo = V_ZLOAD(FN(lanes)(nnl_min(VL, k)), r + c);
+                const V hi = k > VL ? V_ZLOAD(FN(lanes)(k - VL), r + c + VL) : V_SET1(0);
+                bad |= V_CMP(lo, hi, _CMP_UNORD_Q);
+                V_MSTORE(de + c / 2, FN(lanes)((k + 1) / 2), V_EVEN(lo, hi));
+                V_MSTORE(dd + c / 2, FN(lanes)(k / 2), V_ODD(lo, hi));
+            }
+        } else {
+            for (nnl_idx w = 0; w < wn; w++) {
+                const nnl_idx c = w + pl;
+                nan |= r[w] != r[w];
+                d[(c % sw) * sh * S + c / sw] = r[w];
             }
         }
     }
-    for (nnl_idx i = 0; i < oh; i++) {
-        const T *restrict br = best + i * sh * Wp;
-        const int32_t *restrict ir = bi + i * sh * Wp;
-        for (nnl_idx j = 0; j < ow; j++) {
-            y[i * yrs + j] = br[j * sw];
-            idx[i * irs + j] = ir[j * sw];
+    return bad != 0 || nan;
+}
+
+NNL_INLINE void FN(grid_k)(const nnl_pool_grid *g, const T *xp, T *yo, int64_t *io,
+                           const int exact, const int NT)
+{
+    nnl_idx q = 0, n = 0;
+    for (; q + 4 * VL <= g->Q; q += 4 * VL)
+        FN(grid_blk)(g, xp, q, yo, io, &n, exact, NT, 4);
+    for (; q < g->Q; q += VL)
+        FN(grid_blk)(g, xp, q, yo, io, &n, exact, NT, 1);
+}
+
+#else
+
+static int FN(grid_copy)(const nnl_pool_grid *g, const T *x, nnl_idx xrs, T *xp)
+{
+    const nnl_idx sh = g->sh, sw = g->sw, pl = g->pl, Wq = g->Wq, S = g->Hq * Wq;
+    int bad = 0;
+    for (nnl_idx h = 0; h < g->hn; h++) {
+        const T *r = x + h * xrs;
+        const nnl_idx rp = h + g->pt;
+        T *d = xp + (rp % sh) * S + (rp / sh) * Wq;
+        for (nnl_idx w = 0; w < g->wn; w++) {
+            const nnl_idx c = w + pl;
+            bad |= r[w] != r[w];
+            d[(c % sw) * sh * S + c / sw] = r[w];
         }
+    }
+    return bad;
+}
+
+/* 16 positions at a time in local arrays, which the compiler vectorises */
+NNL_INLINE void FN(grid_k)(const nnl_pool_grid *g, const T *xp, T *yo, int64_t *io,
+                           const int exact, const int NT)
+{
+    const nnl_idx nt = NT ? NT : g->ntap;
+    nnl_idx n = 0;
+    for (nnl_idx q = 0; q < g->Q; q += 16) {
+        T m[16];
+        int32_t id[16];
+        const int32_t *restrict b = g->base + q;
+        for (int l = 0; l < 16; l++) {
+            m[l] = (T)-INFINITY;
+            id[l] = g->init[q + l];
+        }
+        for (nnl_idx t = 0; t < nt; t++) {
+            const T *restrict src = xp + q + g->off[t];
+            const int32_t to = g->toff[t];
+            for (int l = 0; l < 16; l++) {
+                const T v = src[l];
+                const int k = (v > m[l]) | (exact & (v != v));
+                m[l] = k ? v : m[l];
+                id[l] = k ? b[l] + to : id[l];
+            }
+        }
+        for (int l = 0; l < 16; l++) {
+            if ((g->omask[(q + l) >> 3] >> ((q + l) & 7)) & 1) {
+                yo[n] = m[l];
+                io[n] = id[l];
+                n++;
+            }
+        }
+    }
+}
+
+#endif
+
+static void FN(grid_plane)(const nnl_pool_grid *g, const T *xp, int exact, T *y, nnl_idx yrs,
+                          int64_t *idx, nnl_idx irs, T *ys, int64_t *is)
+{
+    const nnl_idx oh = g->oh, ow = g->ow;
+    const int packed = (oh == 1 || (yrs == ow && irs == ow));
+    T *yo = packed ? y : ys;
+    int64_t *io = packed ? idx : is;
+    if (exact)
+        FN(grid_k)(g, xp, yo, io, 1, 0);
+    else if (g->ntap == 9)
+        FN(grid_k)(g, xp, yo, io, 0, 9);
+    else if (g->ntap == 4)
+        FN(grid_k)(g, xp, yo, io, 0, 4);
+    else
+        FN(grid_k)(g, xp, yo, io, 0, 0);
+    if (!packed) {
+        for (nnl_idx i = 0; i < oh; i++) {
+            memcpy(y + i * yrs, ys + i * ow, (size_t)ow * sizeof(T));
+            memcpy(idx + i * irs, is + i * ow, (size_t)ow * sizeof(int64_t));
+        }
+    }
+}
+
+/* Planes p0 .. p1 - 1 of x (plane p = (n, c) = (p / C, p % C), at x + n*xs[0] + c*xs[1],
+ * rows xs[2] apart; y and idx likewise with ys_, is_). The planes rotate through the nb
+ * (2 .. 4) parts of xp, and plane p + nb - 1 is copied before plane p is computed: a load of
+ * xp cannot be forwarded from the copy's (masked) stores, so right after the copy it would
+ * wait for them to retire, that is for everything before (small planes need the distance of
+ * several planes). */
+void FN(nnl_maxpool_planes_grid)(const nnl_pool_grid *g, const T *x, const nnl_idx *xs,
+                                 T *y, const nnl_idx *ys_, int64_t *idx, const nnl_idx *is_,
+                                 nnl_idx C, nnl_idx p0, nnl_idx p1, T *xp, int nb, T *ys,
+                                 int64_t *is)
+{
+    int exact[4];
+    nb = nb < 2 ? 2 : nb > 4 ? 4 : nb;
+    for (nnl_idx p = p0; p < p1 + nb - 1; p++) {      /* copies plane p, computes pc */
+        if (p < p1)
+            exact[p % nb] = FN(grid_copy)(g, x + (p / C) * xs[0] + (p % C) * xs[1], xs[2],
+                                          xp + (p % nb) * g->xpn);
+        const nnl_idx pc = p - (nb - 1);
+        if (pc >= p0)
+            FN(grid_plane)(g, xp + (pc % nb) * g->xpn, exact[pc % nb],
+                           y + (pc / C) * ys_[0] + (pc % C) * ys_[1], ys_[2],
+                           idx + (pc / C) * is_[0] + (pc % C) * is_[1], is_[2], ys, is);
     }
 }

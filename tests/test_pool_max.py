@@ -264,9 +264,10 @@ def _ref_planes(x, k, s, p, d, out):
     return None
 
 
-def _pool_input(rng, shape, dtype, specials):
+def _pool_input(rng, shape, dtype, specials, equal=False):
     """Values with ties (small integers, -0 and +0) and, when specials, +-inf in some planes and
-    NaN in about a third of the planes (at random spots, possibly outside every window)."""
+    NaN in about a third of the planes (at random spots, possibly outside every window); with
+    equal, every fifth plane is one value throughout."""
     x = rng.integers(-4, 4, shape).astype(dtype)
     x[(x == 0) & (rng.random(shape) < 0.5)] = -0.0
     if specials:
@@ -279,15 +280,19 @@ def _pool_input(rng, shape, dtype, specials):
                 planes[q, rng.integers(0, planes.shape[1], 2)] = [np.inf, -np.inf]
             elif kind == 3:
                 planes[q] = -np.inf
+    if equal:
+        x.reshape(-1, shape[2] * shape[3])[::5] = 2.0
     return x
 
 
-def _run_pool_case(ops, rng, dtype, shape, k, s, p, d, out, specials=True, slices=False):
+def _run_pool_case(ops, rng, dtype, shape, k, s, p, d, out, specials=True, slices=False,
+                   equal=False):
     """The kernel with and without indices, on 1 and 2 threads, vs the naive definition
-    (values) and the reference (values, signs of zeros, indices); bit-identical results."""
+    (values) and the reference (values, signs of zeros, indices); bit-identical results.
+    Returns the input and the indices."""
     (kh, kw), (sh, sw), (pt, pl), (dh, dw), (oh, ow) = k, s, p, d, out
     n, c, h, w = shape
-    x = _pool_input(rng, shape, dtype, specials)
+    x = _pool_input(rng, shape, dtype, specials, equal)
     want = _naive_max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     ref = _ref_planes(x, k, s, p, d, out)
     if slices:   # channel slices of bigger buffers (C stride and, for y, row stride too)
@@ -322,6 +327,7 @@ def _run_pool_case(ops, rng, dtype, shape, k, s, p, d, out, specials=True, slice
             if with_idx:
                 ys.append(np.ascontiguousarray(idx).tobytes())
     assert ys[0] == ys[3] and ys[1] == ys[4] and ys[2] == ys[5]  # whatever the thread count
+    return x, np.frombuffer(ys[2], np.int64).reshape(n, c, oh, ow)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -508,8 +514,8 @@ def test_no_grad_call_skips_the_indices(backend, monkeypatch):
     assert y3._ctx is not None and isinstance(y, nnlite.Tensor)
 
 
-# the indices' grid path (csrc/pool_max_tmpl.h, nnl_maxpool_plane_grid) for small planes: vs
-# the naive reference and the separable path it replaces there (switched off by _GRID_MAX=0)
+# the indices' grid path (csrc/pool_max_tmpl.h, nnl_maxpool_planes_grid): vs the naive
+# reference and the separable path (nnl_maxpool_plane_idx; switched on by _GRID_MAX=0)
 _GRID_CASES = [  # shape, kernel, stride, padding, dilation, ceil_mode
     ((2, 3, 8, 8), (3, 3), (1, 1), (1, 1), (1, 1), True),      # Inception's branch pool
     ((4, 5, 8, 8), (2, 2), (2, 2), (0, 0), (1, 1), False),
@@ -517,6 +523,11 @@ _GRID_CASES = [  # shape, kernel, stride, padding, dilation, ceil_mode
     ((2, 2, 7, 5), (3, 2), (2, 1), (1, 1), (1, 2), True),      # non-square, stride != dilation
     ((3, 2, 9, 6), (2, 3), (1, 2), (1, 1), (2, 1), False),     # sizes the stride does not tile
     ((2, 1, 1, 3), (2, 2), (1, 1), (1, 1), (2, 2), True),      # a wholly padded window
+    ((1, 2, 30, 61), (3, 3), (2, 2), (1, 1), (1, 1), True),    # a segment per output row
+    ((2, 2, 33, 47), (2, 2), (2, 2), (0, 0), (1, 1), True),    # odd pixel columns, ceil
+    ((1, 3, 20, 37), (5, 5), (1, 1), (2, 2), (1, 1), False),   # 25 taps, 4-vector blocks
+    ((2, 1, 9, 40), (1, 7), (3, 2), (0, 3), (1, 2), True),     # 1x7, odd left padding
+    ((1, 2, 56, 56), (3, 3), (2, 2), (1, 1), (1, 1), False),   # ResNet's stem pool, smaller
 ]
 
 
@@ -548,3 +559,35 @@ def test_max_pool2d_indices_grid_path(case, dtype, kind, monkeypatch):
     for y, idx in runs:
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(idx, idx_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_indices_grid_path_random_geometries(dtype, monkeypatch):
+    """Random geometries that take the grid path: planes 1x1 to 17x17, kernels 1 to 4 with
+    dilations 1 to 3 (stride != dilation), strides 1 to 3 down and 1 to 2 across, paddings up
+    to kernel // 2, ceil mode and one output row/column more (windows wholly in the padding),
+    up to 24 planes, channel slices; ties, -0/+0, NaN, +-inf, all -inf and all-equal planes.
+    Values and indices bit-equal to the reference, with and without indices, on 1 and 2
+    threads (_run_pool_case), and the indices bit-equal to the separable path's."""
+    from nnlite import _pool
+    rng = np.random.default_rng(23)
+    for case in range(200):
+        (kh, kw), (dh, dw) = rng.integers(1, 5, 2), rng.integers(1, 4, 2)
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        pt, pl = rng.integers(0, kh // 2 + 1), rng.integers(0, kw // 2 + 1)
+        h, w = (1, 1) if case % 15 == 0 else rng.integers(1, 18, 2)
+        ceil = bool(rng.integers(0, 2))
+        extra = int(case % 7 == 0)
+        oh, ow = (_pool_out(h, kh, sh, pt, dh, ceil) + extra,
+                  _pool_out(w, kw, sw, pl, dw, ceil) + extra)
+        assert _pool._grid_pays(h, w, oh, ow, kh, kw, sh, sw, dh, dw)
+        shape = (int(rng.integers(1, 4)), int(rng.integers(1, 9)), int(h), int(w))
+        geo = ((kh, kw), (sh, sw), (pt, pl), (dh, dw), (oh, ow))
+        x, idx = _run_pool_case(_pool, rng, dtype, shape, *geo, slices=case % 3 == 0,
+                                equal=True)
+        monkeypatch.setattr(_pool, "_GRID_MAX", 0)
+        y_sep = np.empty(idx.shape, dtype)
+        idx_sep = np.empty(idx.shape, np.int64)
+        _pool.max_pool2d_forward(x, y_sep, idx_sep, kh, kw, sh, sw, pt, pl, dh, dw, 1)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(idx, idx_sep, err_msg=f"{shape} {geo}")

@@ -35,44 +35,6 @@ def _thread_policy():
 
 _BLAS_IDLE = _thread_policy()
 
-
-# glibc malloc keeps this much free memory at the top of its heap instead of returning it to
-# the system (M_TOP_PAD). By default it gives back every freed stretch above 128 KB, and the
-# next step's temporaries fault the same pages in again: the digits example's training step (a
-# few hundred KB per activation) took 285-450 page faults per step, 0.6 with this setting,
-# and ran 1.2-1.4x faster (KVM, AMD EPYC Zen 4). The cost is up to this much memory kept
-# resident after a peak.
-MALLOC_TOP_PAD = 64 << 20
-
-
-def _malloc_policy():
-    # NNLITE_MALLOC_TOP_PAD=<bytes> overrides the pad; 0 leaves malloc alone. Only glibc has
-    # mallopt's M_TOP_PAD; elsewhere nothing is changed. Returns the policy, for ``nnlite info``.
-    import ctypes
-    import os
-    import sys
-
-    env = os.environ.get("NNLITE_MALLOC_TOP_PAD")
-    try:
-        pad = MALLOC_TOP_PAD if env is None else int(env)
-    except ValueError:
-        return f"malloc left alone (NNLITE_MALLOC_TOP_PAD={env!r} is not an integer)"
-    if pad <= 0:
-        return "malloc left alone (NNLITE_MALLOC_TOP_PAD=0)"
-    if not sys.platform.startswith("linux"):
-        return "malloc left alone (not glibc)"
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return "malloc left alone (not glibc)"
-    m_top_pad = -2
-    if mallopt(m_top_pad, min(pad, 2 ** 31 - 1)) != 1:
-        return "malloc left alone (mallopt refused M_TOP_PAD)"
-    return f"glibc M_TOP_PAD = {pad >> 20} MB (freed heap memory kept for reuse)"
-
-
-_MALLOC = _malloc_policy()
-
 from ._config import (  # noqa: F401
     available_backends,
     backend,

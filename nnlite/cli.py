@@ -65,7 +65,6 @@ def info_lines():
         ("threads", str(nnlite.get_num_threads())),
         ("BLAS", _blas.info()),
         ("BLAS idle", nnlite._BLAS_IDLE),
-        ("malloc", nnlite._MALLOC),
         ("CPU", f"{cpu_name()}, {os.cpu_count()} logical cores"),
         ("SIMD", ", ".join(cpu_features()) or "none detected"),
     ]

@@ -284,3 +284,33 @@ def test_batch_norm_matches_torch(momentum, shape):
     x = rng.normal(size=shape)
     np.testing.assert_allclose(nb(nnlite.tensor(x)).data, tb(torch.tensor(x)).detach().numpy(),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (2, 4, 7), (1, 3, 5, 4), (4, 2, 1, 9)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_eval_batchnorm_native_affine_matches_float64_formula(shape, dtype, relu):
+    """Eval mode on the compiled backend runs one native pass (_train.bn_affine, the ReLU fused
+    into it when asked): against the formula in float64, with NaN and -inf passing through."""
+    pytest.importorskip("nnlite._train")
+    from nnlite.functional.normalization import _batch_norm
+
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype) * 3
+    x.reshape(-1)[0] = np.nan
+    x.reshape(-1)[-1] = -np.inf
+    rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    ax = (1, c) + (1,) * (len(shape) - 2)
+    want = ((x.astype(np.float64) - rm.reshape(ax)) / np.sqrt(rv.reshape(ax) + 1e-5)
+            * w.reshape(ax) + b.reshape(ax))
+    if relu:
+        want = np.where(want <= 0, 0.0, want)                    # NaN passes, as ReLU
+    with nnlite.using_backend("cython"):
+        got = _batch_norm(nnlite.tensor(x), nnlite.tensor(rm), nnlite.tensor(rv),
+                          nnlite.tensor(w), nnlite.tensor(b), False, 0.1, 1e-5,
+                          relu=relu).data
+    assert got.dtype == dtype and got.shape == shape
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)

@@ -220,3 +220,41 @@ def test_state_dict_loads_from_and_matches_torch():
     np.testing.assert_allclose(m(nnlite.tensor(x)).data, tm(torch.tensor(x)).detach().numpy(),
                                rtol=1e-5, atol=1e-6)
     assert m.state_dict()["1.num_batches_tracked"].dtype == np.int64
+
+
+def test_module_attribute_mirror_stays_in_step_with_the_registries():
+    """Registered parameters, buffers and submodules are read as plain attributes (mirrored in
+    the instance __dict__); every way of changing a registry keeps what attribute access returns
+    equal to what state_dict and parameters() see."""
+    import copy
+    import pickle
+
+    conv = nn.Conv2d(2, 3, 3)
+    assert conv.weight is conv._parameters["weight"] and "weight" in conv.__dict__
+    new = nn.Parameter(conv.weight.data * 2)
+    conv.weight = new
+    assert conv.weight is new and conv._parameters["weight"] is new
+    conv.bias = None
+    assert conv.bias is None and conv._parameters["bias"] is None
+    assert [n for n, _ in conv.named_parameters()] == ["weight"]
+    conv.register_parameter("bias", nn.Parameter(np.ones(3, np.float32)))
+    assert conv.bias is conv._parameters["bias"]
+    del conv.bias
+    with pytest.raises(AttributeError):
+        conv.bias
+    bn = nn.BatchNorm2d(3)
+    bn.running_mean = np.full(3, 2.0, np.float32)          # a buffer: stored as a Tensor
+    assert bn.running_mean is bn._buffers["running_mean"]
+    np.testing.assert_array_equal(bn.state_dict()["running_mean"], 2.0)
+    seq = nn.Sequential(conv, bn)
+    seq.extra = nn.ReLU()
+    assert seq.extra is seq._modules["extra"]
+    seq.extra = None
+    assert seq.extra is None and seq._modules["extra"] is None
+    seq._modules["direct"] = nn.ReLU()                      # put in the registry directly
+    assert seq.direct is seq._modules["direct"]             # found by __getattr__
+    for clone in (copy.deepcopy(seq), pickle.loads(pickle.dumps(seq))):
+        assert clone[0].weight is clone[0]._parameters["weight"]
+        assert clone[1].running_mean is clone[1]._buffers["running_mean"]
+    seq.plain = 5                                           # a plain attribute stays plain
+    assert seq.plain == 5 and "plain" not in seq._modules

@@ -71,18 +71,31 @@ def _check_channels(Py_ssize_t C, tuple named):
 def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                      const floating[::1] weight, const floating[::1] bias, double eps,
                      double[::1] mean, double[::1] m2, double[::1] invstd, int num_threads=1,
-                     bint relu=False):
+                     bint relu=False, floating[::1] running_mean=None,
+                     floating[::1] running_var=None, double momentum=0.0):
     """Batch statistics and the normalised, scaled and shifted output of x (N, C, S); with
-    ``relu``, a ReLU fused into the write (y <= 0 -> 0, NaN passes)."""
+    ``relu``, a ReLU fused into the write (y <= 0 -> 0, NaN passes). ``running_mean`` /
+    ``running_var`` (each optional, one entry per channel): updated in place,
+    r = (1 - momentum) * r + momentum * stat in double, rounded once to r's dtype, with the
+    batch mean and the UNBIASED variance m2 / (N*S - 1) (m2 / (N*S) for a single value)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef Py_ssize_t sn = C * S
     cdef double cnt = <double>N * <double>S, inv, scale
+    cdef double keep = 1.0 - momentum, ucnt
     cdef int nt = max(1, num_threads)
-    _check3("y", (y.shape[0], y.shape[1], y.shape[2]), (N, C, S))
-    _check_channels(C, (("weight", weight), ("bias", bias), ("mean", mean), ("m2", m2),
-                        ("invstd", invstd)))
+    cdef bint has_rm = running_mean is not None, has_rv = running_var is not None
+    if y.shape[0] != N or y.shape[1] != C or y.shape[2] != S:
+        _check3("y", (y.shape[0], y.shape[1], y.shape[2]), (N, C, S))
+    if (weight.shape[0] != C or bias.shape[0] != C or mean.shape[0] != C or m2.shape[0] != C
+            or invstd.shape[0] != C or (has_rm and running_mean.shape[0] != C)
+            or (has_rv and running_var.shape[0] != C)):
+        _check_channels(C, (("weight", weight), ("bias", bias), ("mean", mean), ("m2", m2),
+                            ("invstd", invstd))
+                        + ((("running_mean", running_mean),) if has_rm else ())
+                        + ((("running_var", running_var),) if has_rv else ()))
     if N == 0 or C == 0 or S == 0:
         raise ValueError(f"bn_train_forward: empty input of shape {(N, C, S)}")
+    ucnt = cnt - 1.0 if cnt > 1.0 else cnt
     for c in prange(C, nogil=True, schedule="static", num_threads=nt):
         if floating is float:
             nnl_bn_stats_s(&x[0, c, 0], N, S, sn, &mean[c], &m2[c])
@@ -97,6 +110,14 @@ def bn_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
         else:
             nnl_bn_affine_d(&x[0, c, 0], &y[0, c, 0], N, S, sn, scale,
                             bias[c] - mean[c] * scale, relu)
+    if has_rm or has_rv:               # a few values: after the team, in this thread
+        with nogil:
+            for c in range(C):
+                if has_rm:
+                    running_mean[c] = <floating>(keep * running_mean[c] + momentum * mean[c])
+                if has_rv:
+                    running_var[c] = <floating>(keep * running_var[c]
+                                                + momentum * (m2[c] / ucnt))
 
 
 def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
@@ -114,18 +135,23 @@ def bn_backward(const floating[:, :, ::1] gy, const floating[:, :, ::1] x,
     cdef bint want_gx = gx is not None
     cdef const floating* ym = NULL
     cdef const floating* g
-    _check3("gy", (gy.shape[0], gy.shape[1], gy.shape[2]), (N, C, S))
-    if want_gx:
+    # the checks in C first; the Python-level ones (which name the offender) only on a mismatch
+    if gy.shape[0] != N or gy.shape[1] != C or gy.shape[2] != S:
+        _check3("gy", (gy.shape[0], gy.shape[1], gy.shape[2]), (N, C, S))
+    if want_gx and (gx.shape[0] != N or gx.shape[1] != C or gx.shape[2] != S):
         _check3("gx", (gx.shape[0], gx.shape[1], gx.shape[2]), (N, C, S))
-    _check_channels(C, (("weight", weight), ("mean", mean), ("invstd", invstd), ("sgy", sgy),
-                        ("sgxm", sgxm)))
+    if (weight.shape[0] != C or mean.shape[0] != C or invstd.shape[0] != C or sgy.shape[0] != C
+            or sgxm.shape[0] != C):
+        _check_channels(C, (("weight", weight), ("mean", mean), ("invstd", invstd),
+                            ("sgy", sgy), ("sgxm", sgxm)))
     if N == 0 or C == 0 or S == 0:
         raise ValueError(f"bn_backward: empty input of shape {(N, C, S)}")
     if relu_out is not None:
         if not want_gx:
             raise ValueError("bn_backward: relu_out needs gx (the masked gradient's buffer)")
-        _check3("relu_out", (relu_out.shape[0], relu_out.shape[1], relu_out.shape[2]),
-                (N, C, S))
+        if relu_out.shape[0] != N or relu_out.shape[1] != C or relu_out.shape[2] != S:
+            _check3("relu_out", (relu_out.shape[0], relu_out.shape[1], relu_out.shape[2]),
+                    (N, C, S))
         ym = &relu_out[0, 0, 0]
     for c in prange(C, nogil=True, schedule="static", num_threads=nt):
         g = &gy[0, c, 0]

@@ -67,7 +67,10 @@ class BatchNormFn(Function):
     """
 
     def forward(self, x, *wb, has_weight, has_bias, training, eps, running_mean=None,
-                running_var=None, relu=False):
+                running_var=None, relu=False, momentum=0.0, stats=True):
+        # training: running_mean / running_var (arrays or None) are updated in place with
+        # ``momentum`` (update_running_stats' rule; the native kernel does it in its own call);
+        # ``stats`` false returns y alone instead of (y, mean, unbiased var)
         w = wb[0] if has_weight else None
         b = wb[-1] if has_bias else None
         self.has_weight, self.has_bias, self.training = has_weight, has_bias, training
@@ -88,13 +91,23 @@ class BatchNormFn(Function):
             w1 = np.ascontiguousarray(w) if w is not None else np.ones(c, x.dtype)
             b1 = np.ascontiguousarray(b) if b is not None else np.zeros(c, x.dtype)
             mean64, m2, inv64 = np.empty(c), np.empty(c), np.empty(c)
+            rm = _kernel_buffer(running_mean, x.dtype)
+            rv = _kernel_buffer(running_var, x.dtype)
             _train.bn_train_forward(x3, y.reshape(nb, c, -1), w1, b1, float(eps), mean64, m2,
-                                    inv64, num_threads=self._threads(x.size), relu=relu)
+                                    inv64, num_threads=self._threads(x.size), relu=relu,
+                                    running_mean=rm, running_var=rv, momentum=momentum)
             if self.requires_grad:
                 self.save_for_backward(x3, (mean64, inv64), w1)
                 self.relu_out = y.reshape(nb, c, -1) if relu else None
+            if not stats and (rm is not None or running_mean is None) and (
+                    rv is not None or running_var is None):
+                return y
             var_unbiased = m2 / (n - 1) if n > 1 else m2 / n
-            return y, mean64.astype(x.dtype), var_unbiased.astype(x.dtype)
+            mean, var_unbiased = mean64.astype(x.dtype), var_unbiased.astype(x.dtype)
+            _update_running(None if rm is not None else running_mean,
+                            None if rv is not None else running_var, mean, var_unbiased,
+                            momentum)
+            return (y, mean, var_unbiased) if stats else y
         if training:
             if n == 0:
                 mean = np.full(x.shape[1], np.nan, dtype=x.dtype)
@@ -137,7 +150,9 @@ class BatchNormFn(Function):
         if self.requires_grad:
             self.save_for_backward(xhat, invstd, w)
         if training:
-            return y, mean, var_unbiased
+            if n:
+                _update_running(running_mean, running_var, mean, var_unbiased, momentum)
+            return (y, mean, var_unbiased) if stats else y
         return y
 
     @staticmethod
@@ -227,60 +242,80 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
     ``return_stats`` (training): also return the batch mean and unbiased variance (Tensors),
     for a caller that updates running statistics per channel range itself."""
     x = float_tensor(input, "batch_norm")
-    if x.ndim < 2:
+    shape = x.data.shape
+    if len(shape) < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, ...) with at least "
-                         f"2 dims, got shape {x.shape}")
-    c = x.shape[1]
-    named = {}
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is None:
-            named[name] = None
-            continue
-        t = float_tensor(t, "batch_norm", name)
-        if t.ndim != 1 or t.shape[0] != c:
-            raise ValueError(f"batch_norm: {name} should contain {c} elements not {t.data.size} "
-                             f"(shape {t.shape}; input shape {x.shape})")
-        named[name] = t
-    rm, rv = named["running_mean"], named["running_var"]
-    w, b = named["weight"], named["bias"]
-    same_dtype("batch_norm", input=x, **{k: v for k, v in named.items()})
+                         f"2 dims, got shape {shape}")
+    c, dtype = shape[1], x.data.dtype
+    rm = _bn_vector(running_mean, "running_mean", c, x)
+    rv = _bn_vector(running_var, "running_var", c, x)
+    w = _bn_vector(weight, "weight", c, x)
+    b = _bn_vector(bias, "bias", c, x)
     for name, t in (("running_mean", rm), ("running_var", rv)):
         if t is not None and t.requires_grad:
             raise ValueError(f"batch_norm is not differentiable with respect to {name}; "
                              "it cannot have requires_grad=True")
-    wb = tuple(t for t in (w, b) if t is not None)
-    flags = dict(has_weight=w is not None, has_bias=b is not None, eps=float(eps))
+    wb = (w, b) if w is not None and b is not None else tuple(t for t in (w, b) if t is not None)
+    flags = dict(has_weight=w is not None, has_bias=b is not None, eps=float(eps), relu=relu)
     if not training:
         if rm is None or rv is None:
             missing = "running_mean" if rm is None else "running_var"
             raise ValueError(f"batch_norm: {missing} must be defined in evaluation mode")
         return BatchNormFn.apply(x, *wb, training=False, running_mean=rm.data,
-                                 running_var=rv.data, relu=relu, **flags)
-    _verify_batch_size(x.shape)
-    y, mean, var_unbiased = BatchNormFn.apply(x, *wb, training=True, relu=relu, **flags)
-    if x.data.size:
-        update_running_stats(rm, rv, mean.data, var_unbiased.data, momentum)
-    if return_stats:
-        return y, mean, var_unbiased
-    return y
+                                 running_var=rv.data, **flags)
+    _verify_batch_size(shape)
+    out = BatchNormFn.apply(x, *wb, training=True, stats=return_stats,
+                            running_mean=None if rm is None else rm.data,
+                            running_var=None if rv is None else rv.data,
+                            momentum=float(momentum), **flags)
+    return out
+
+
+def _bn_vector(t, name, c, x):
+    """``t`` (None, or a per-channel vector for batch_norm) as a Tensor, after the checks:
+    floating, shape (c,), the dtype of ``x``."""
+    if t is None:
+        return None
+    t = float_tensor(t, "batch_norm", name)
+    if t.data.shape != (c,):
+        raise ValueError(f"batch_norm: {name} should contain {c} elements not {t.data.size} "
+                         f"(shape {t.shape}; input shape {x.shape})")
+    if t.data.dtype != x.data.dtype:
+        raise TypeError(f"batch_norm: input has dtype {x.dtype} but {name} has dtype "
+                        f"{t.dtype}; all floating inputs must share one dtype")
+    return t
+
+
+def _kernel_buffer(a, dtype):
+    """``a`` when the native BatchNorm kernel may update it in place (a C-contiguous,
+    writeable array of ``dtype``), else None."""
+    if a is None or a.dtype != dtype:
+        return None
+    f = a.flags
+    return a if f.c_contiguous and f.writeable else None
 
 
 def update_running_stats(running_mean, running_var, mean, var_unbiased, momentum):
     """r = momentum * batch_stat + (1 - momentum) * r in place, in r's dtype, for the Tensors
     ``running_mean`` / ``running_var`` (either may be None) from the batch's mean and UNBIASED
     variance (arrays of the same length)."""
+    _update_running(None if running_mean is None else running_mean.data,
+                    None if running_var is None else running_var.data, mean, var_unbiased,
+                    momentum)
+
+
+def _update_running(rm, rv, mean, var_unbiased, momentum):
+    """``update_running_stats`` on the arrays ``rm`` / ``rv`` (either may be None)."""
     m = float(momentum)
-    for r, stat in ((running_mean, mean), (running_var, var_unbiased)):
-        if r is not None:
+    for d, stat in ((rm, mean), (rv, var_unbiased)):
+        if d is not None:
             # r*(1-m) + m*stat, each product rounded in r's dtype (a Python float takes the
             # array's dtype), in place: three ufunc calls instead of six and a copy
-            d = r.data
             if d.dtype == stat.dtype and d.flags.writeable:
                 d *= 1 - m
                 d += m * stat
             else:
-                dtype = r.dtype
+                dtype = d.dtype
                 d[...] = np.asarray(m, dtype) * stat + np.asarray(1 - m, dtype) * d
 
 

@@ -155,3 +155,22 @@ def test_adaptive_pools_backward_through_empty_output(backend):
         y = fn(x, (0, 3))
         y.backward(np.zeros(y.shape, np.float32))
         np.testing.assert_array_equal(x.grad, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("planes", [1, 7, 8, 9, 16, 27])
+@pytest.mark.parametrize("hw,out", [((4, 4), (1, 1)), ((6, 4), (3, 2)), ((5, 7), (3, 4)),
+                                    ((3, 3), (5, 4))])
+def test_adaptive_avg_pool2d_blocks_of_planes(planes, hw, out, dtype):
+    """The native kernel runs blocks of 8 planes (full blocks and a tail) and writes the
+    gradient without zeroing first when the bins tile the plane (4x4 -> 1x1, 6x4 -> 3x2):
+    forward and backward against the naive reference, on plane counts around the block."""
+    rng = np.random.default_rng(planes)
+    x = rng.standard_normal((planes,) + hw).astype(dtype)
+    gy = rng.standard_normal((planes,) + out).astype(dtype)
+    fwd = kernels.impl("adaptive_avg_pool2d_forward", "cython")
+    bwd = kernels.impl("adaptive_avg_pool2d_backward", "cython")
+    ref_f = kernels.impl("adaptive_avg_pool2d_forward", "reference")
+    ref_b = kernels.impl("adaptive_avg_pool2d_backward", "reference")
+    assert_close(fwd(x, out), ref_f(x, out), dtype, k=hw[0] * hw[1])
+    assert_close(bwd(gy, hw), ref_b(gy, hw), dtype, k=out[0] * out[1], scale=3)

@@ -18,6 +18,7 @@ import sys
 import time
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 import nnlite
 import nnlite.nn.functional as F
@@ -44,13 +45,15 @@ def random_shift(x, rng, max_shift=1):
     """Shift each image by up to ``max_shift`` pixels in each direction (zero fill)."""
     n, c, h, w = x.shape
     p = max_shift
-    padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    padded = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype)
+    padded[:, :, p:p + h, p:p + w] = x
     dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
-    # image i's window padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w], all images in one gather
-    rows = (dy[:, None] + np.arange(h))[:, None, :, None]          # (n, 1, h, 1)
-    cols = (dx[:, None] + np.arange(w))[:, None, None, :]          # (n, 1, 1, w)
-    return padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows,
-                  cols]
+    # image i's window padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]: a read-only strided view
+    # of every window of every image, (n, dy, dx, c, h, w), then one gather of all n windows
+    sn, sc, sh, sw = padded.strides
+    windows = as_strided(padded, (n, 2 * p + 1, 2 * p + 1, c, h, w), (sn, sh, sw, sc, sh, sw),
+                         writeable=False)
+    return windows[np.arange(n), dy, dx]
 
 
 def evaluate(model, x, y, batch_size=256):

@@ -28,6 +28,23 @@ def test_digits_data(example):
     assert shifted.shape == (5, 1, 8, 8)
 
 
+@pytest.mark.parametrize("n,c,h,w,p", [(5, 1, 8, 8, 1), (7, 3, 5, 6, 2), (1, 2, 4, 3, 1)])
+def test_random_shift_against_a_loop(example, n, c, h, w, p):
+    """The strided-window gather equals shifting each image by its own (dy, dx) in a loop."""
+    x = np.random.default_rng(n).standard_normal((n, c, h, w)).astype(np.float32)
+    got = example.random_shift(x, np.random.default_rng(3), max_shift=p)
+    dy, dx = np.random.default_rng(3).integers(0, 2 * p + 1, size=(2, n))   # the same draws
+    want = np.zeros_like(x)
+    for i in range(n):
+        # output pixel (r, s) reads input pixel (r + dy - p, s + dx - p) when inside
+        for r in range(h):
+            for s in range(w):
+                sr, ss = r + dy[i] - p, s + dx[i] - p
+                if 0 <= sr < h and 0 <= ss < w:
+                    want[i, :, r, s] = x[i, :, sr, ss]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_short_training_run_learns_digits(example, capsys):
     res = example.train(epochs=3, batch_size=64, lr=6e-3, seed=0, verbose=True)
     out = capsys.readouterr().out

@@ -43,6 +43,24 @@ def enable_grad():
         _state.enabled = prev
 
 
+def _fusing_allowed():
+    """False while every op must run as its own Function (``exact_ops``): modules then skip
+    their fused eval-mode shortcuts, which call kernels without a Function per op."""
+    return not getattr(_state, "exact", False)
+
+
+@contextlib.contextmanager
+def exact_ops():
+    """Context in which modules run every op as its own ``Function.apply`` (the inference
+    tracer records one node per op, and folds BatchNorms itself)."""
+    prev = getattr(_state, "exact", False)
+    _state.exact = True
+    try:
+        yield
+    finally:
+        _state.exact = prev
+
+
 class Function:
     """Base class of differentiable ops.
 

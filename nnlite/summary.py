@@ -601,7 +601,7 @@ def summary(model, input_shape, *, dtype=None, count_bias=False, count_bn=False,
         >>> rep.macs, rep.params
         (120422400, 153600)
     """
-    from .autograd import no_grad
+    from .autograd import exact_ops, no_grad
 
     if not isinstance(model, Module):
         raise TypeError(f"summary: model must be an nnlite.nn.Module, got {type(model).__name__}")
@@ -622,7 +622,8 @@ def summary(model, input_shape, *, dtype=None, count_bias=False, count_bn=False,
     model.eval()
     rec = _Recorder(measure)
     try:
-        with no_grad():
+        # exact_ops: every op as its own Function (no fused eval shortcuts), as counted
+        with no_grad(), exact_ops():
             if measure:
                 model(x)  # warm-up, not recorded
             undo = _instrument(model, rec)

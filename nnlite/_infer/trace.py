@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _ops
 from .._registry import Registry
-from ..autograd import Function, no_grad
+from ..autograd import Function, exact_ops, no_grad
 from ..functional import basic, conv, normalization, pooling
 from ..onnx.graph import Graph, Node, ValueInfo
 from ..tensor import Tensor, as_tensor
@@ -280,7 +280,7 @@ def trace(model, arrays):
     model.eval()
     _state.tracer = tracer
     try:
-        with _Patched(), no_grad():
+        with _Patched(), no_grad(), exact_ops():
             out = model(*inputs)
     finally:
         _state.tracer = None

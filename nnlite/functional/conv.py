@@ -139,6 +139,51 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return Conv2dFn.apply(x, w, b, geom=geom)
 
 
+def _conv2d_affine_relu(x, weight, scale, shift, stride, padding, dilation, groups, out=None):
+    """relu(conv2d(x, weight * scale[f]) + shift[f]) on arrays, no autograd: an eval-mode
+    conv -> BatchNorm -> ReLU with the BatchNorm folded into the conv (scale, shift per output
+    channel) and the shift and ReLU in the conv's own write-out: one native call, no BatchNorm
+    or ReLU pass over the output. ``out`` (N, F, OH*OW, channel planes contiguous, e.g. a
+    channel slice of a concatenation's buffer) receives the result. Returns the (N, F, OH, OW)
+    array, or None off the 'cython' backend (the caller then runs the three ops itself). Where
+    the chosen algorithm's kernel takes no epilogue ('im2col' on a k x k conv, 'winograd'), the
+    shift and the ReLU follow the conv as one in-place pass each."""
+    if _active_backend() != "cython" or x.ndim != 4:
+        return None
+    try:
+        from ..kernels.conv_cython import fast_forward, native_algorithm
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+    dtype = x.dtype
+    geom = conv2d_geometry(x.shape, weight.shape, None, stride, padding, dilation, groups,
+                           dtypes=(dtype, weight.dtype, None))
+    if dtype not in (np.float32, np.float64):
+        return None
+    algo, args = native_algorithm(geom)
+    w = (weight * scale.reshape(-1, 1, 1, 1)).astype(dtype, copy=False)
+    shift = shift.astype(dtype, copy=False)
+    if algo == "im2col" and geom.is_pointwise and geom.g == 1:
+        # a 1x1 conv is one GEMM per image on the image itself: W (F, C) @ x[n] (C, H*W),
+        # the shift and the ReLU in the GEMM's write-out
+        from ..kernels.gemm_ops import gemm_batched
+
+        y = np.empty((geom.n, geom.f, geom.l), dtype=dtype) if out is None else out
+        gemm_batched(w.reshape(1, geom.f, geom.c), np.ascontiguousarray(x).reshape(
+            geom.n, geom.c, geom.l), y, bias=shift, activation="relu")
+        return y.reshape(geom.n, geom.f, geom.oh, geom.ow)
+    if args is None or algo == "winograd":
+        # a kernel without an epilogue: the conv, then the shift and the ReLU in place
+        y = kernels.impl("conv2d_forward", "cython")(x, w, None, geom)
+        y = y.reshape(geom.n, geom.f, geom.l)
+        if out is not None:
+            out[...] = y
+            y = out
+        y += shift.reshape(-1, 1)
+        np.maximum(y, 0, out=y)                          # NaN propagates, as relu's NumPy path
+        return y.reshape(geom.n, geom.f, geom.oh, geom.ow)
+    return fast_forward(algo, x, w, shift, geom, args, out=out, act=1)
+
+
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1):
     """Transposed 2-D convolution (the adjoint of conv2d), PyTorch's ``F.conv_transpose2d``.

@@ -8,9 +8,12 @@ Module and attribute names follow torchvision wherever torchvision has the block
 """
 import numbers
 
-from ..functional.conv import conv2d
+import numpy as np
+
+from ..autograd import _fusing_allowed, is_grad_enabled
+from ..functional.conv import _conv2d_affine_relu, conv2d
 from ..functional.normalization import _batch_norm, update_running_stats
-from ..tensor import cat
+from ..tensor import Tensor, cat
 from .conv import Conv2d
 from .layers import BatchNorm2d, ReLU, ReLU6
 from .module import Module, Sequential, norm_act
@@ -49,11 +52,44 @@ class BasicConv2d(Module):
         self.bn = BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x):
+        y = self._eval_folded(x)
+        if y is not None:
+            return y
         x = self.conv(x)
         fusable = getattr(self.bn, "_relu_fusable", None)
         if fusable is not None and fusable():
             return self.bn._forward(x, relu=True)     # one BatchNorm->ReLU node (training)
         return self.bn(x).relu()
+
+    def _eval_folded(self, x, out=None):
+        """In eval mode without autograd (``nnlite.no_grad``), relu(bn(conv(x))) as ONE conv
+        with the BatchNorm folded into its weights and its shift and the ReLU in the conv's
+        write-out (``_conv2d_affine_relu``): the same values up to rounding, without the
+        BatchNorm and ReLU passes. ``out``: see there. None when that does not apply (training
+        or grad mode, not a plain Conv2d (zeros padding) and BatchNorm2d with running
+        statistics, the inference tracer running, or a conv kernel without an epilogue)."""
+        conv, bn = self.conv, self.bn
+        if (self.training or bn.training or is_grad_enabled() or not _fusing_allowed()
+                or type(conv) is not Conv2d or type(bn) is not BatchNorm2d
+                or conv.padding_mode != "zeros" or bn.running_mean is None
+                or bn.running_var is None or not isinstance(x, Tensor)):
+            return None
+        dtype = x.dtype
+        rv, rm = bn.running_var.data, bn.running_mean.data
+        if dtype.kind != "f" or conv.weight.dtype != dtype or rv.dtype != dtype:
+            return None
+        # BatchNormFn's eval arithmetic: x * scale + shift with scale = w / sqrt(var + eps)
+        scale = 1.0 / np.sqrt(rv + np.asarray(bn.eps, dtype))
+        if bn.weight is not None:
+            scale = scale * bn.weight.data
+        shift = -rm * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.data
+        if conv.bias is not None:
+            shift = shift + conv.bias.data * scale
+        y = _conv2d_affine_relu(x.data, conv.weight.data, scale, shift, conv.stride,
+                                conv.padding, conv.dilation, conv.groups, out=out)
+        return None if y is None else Tensor(y)
 
 
 class Inception(Module):
@@ -111,6 +147,9 @@ class Inception(Module):
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_out
 
     def forward(self, x):
+        y = self._eval_into_one_buffer(x)
+        if y is not None:
+            return y
         heads = self._pointwise_heads()
         if heads is None:
             outs = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
@@ -118,6 +157,36 @@ class Inception(Module):
             b1, x2, x3 = _heads_forward(heads, x)
             outs = [b1, self.branch2[1](x2), self.branch3[1](x3), self.branch4(x)]
         return cat(outs, 1)  # (N, ch1x1 + ch3x3 + ch5x5 + pool_out, H, W)
+
+    def _eval_into_one_buffer(self, x):
+        """In eval mode without autograd, when every branch ends in a BasicConv2d: each
+        branch's last conv (BatchNorm and ReLU folded in, ``BasicConv2d._eval_folded``) writes
+        straight into its channel range of the concatenated output, so there is no separate
+        concatenation copy. None when that does not apply (see there)."""
+        if self.training or is_grad_enabled() or not _fusing_allowed() \
+                or not isinstance(x, Tensor) or x.ndim != 4:
+            return None
+        parts = []
+        for branch in (self.branch1, self.branch2, self.branch3, self.branch4):
+            mods = list(branch) if type(branch) is Sequential else [branch]
+            if type(mods[-1]) is not BasicConv2d:
+                return None
+            parts.append((mods[:-1], mods[-1]))
+        n, _, h, w = x.shape
+        widths = [last.conv.out_channels for _, last in parts]
+        out = np.empty((n, sum(widths), h * w), dtype=x.dtype)
+        o = 0
+        for (pre, last), f in zip(parts, widths):
+            t = x
+            for m in pre:
+                t = m(t)
+            c = last.conv
+            if t.ndim != 4 or _conv_out_hw(t.shape[2:], c) != (h, w):
+                return None
+            if last._eval_folded(t, out=out[:, o:o + f]) is None:
+                return None
+            o += f
+        return Tensor(out.reshape(n, o, h, w))
 
     def _pointwise_heads(self):
         """In training mode, the three BasicConv2d blocks that apply a 1x1 conv to the input
@@ -147,6 +216,15 @@ class Inception(Module):
                     or c.weight.dtype != heads[0].conv.weight.dtype):
                 return None
         return heads
+
+
+def _conv_out_hw(hw, conv):
+    """The (OH, OW) of Conv2d ``conv`` (integer padding) on an (H, W) input; None for a string
+    padding."""
+    if isinstance(conv.padding, str):
+        return None
+    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
+                 zip(hw, conv.padding, conv.dilation, conv.kernel_size, conv.stride))
 
 
 def _heads_forward(heads, x):

@@ -30,9 +30,13 @@ class NLLLossFn(Function):
     def forward(self, xl, target, weight, ignore_index, reduction):
         keep = target != ignore_index
         t = np.where(keep, target, 0).astype(np.intp)
-        picked = np.take_along_axis(xl, t[..., None], axis=-1)[..., 0]       # (M...,)
-        wt = (weight[t] if weight is not None else np.ones(t.shape, xl.dtype)) * keep
-        wt = wt.astype(xl.dtype, copy=False)
+        rows = np.arange(t.size)
+        picked = xl.reshape(t.size, xl.shape[-1])[rows, t.reshape(-1)].reshape(t.shape)  # (M...)
+        if weight is not None:
+            wt = (weight[t] * keep).astype(xl.dtype, copy=False)
+        else:
+            wt = keep.astype(xl.dtype)
+        self.rows = rows
         losses = -picked * wt
         self.t, self.wt, self.reduction, self.shape = t, wt, reduction, xl.shape
         if reduction == "none":
@@ -50,7 +54,8 @@ class NLLLossFn(Function):
             with np.errstate(invalid="ignore", divide="ignore"):
                 g = g / self.total_weight
         gx = np.zeros(self.shape, dtype=gy.dtype)
-        np.put_along_axis(gx, self.t[..., None], np.asarray(g, gy.dtype)[..., None], axis=-1)
+        gx.reshape(self.rows.size, self.shape[-1])[self.rows, self.t.reshape(-1)] = \
+            np.broadcast_to(np.asarray(g, gy.dtype), self.t.shape).reshape(-1)
         return gx
 
 
@@ -86,13 +91,17 @@ def _class_weight(weight, c, x, op):
 def _nll(x, t, w, ignore_index, reduction, op):
     """Validated nll_loss on Tensor x, index array t, weight Tensor or None."""
     c = x.shape[0] if x.ndim == 1 else x.shape[1]
-    bad = (t != ignore_index) & ((t < 0) | (t >= c))
-    if bad.any():
+    bad = None
+    if t.size and (t.min() < 0 or t.max() >= c):         # (two reductions when all are valid)
+        bad = (t != ignore_index) & ((t < 0) | (t >= c))
+    if bad is not None and bad.any():
         v = int(t[bad].flat[0])
         raise TargetOutOfBoundsError(f"Target {v} is out of bounds. ({op}: class indices must "
                                      f"be in [0, {c - 1}] or equal ignore_index={ignore_index})")
     if x.ndim == 1:
         xl, tt = x.reshape(1, c), t.reshape(1)
+    elif x.ndim == 2:
+        xl, tt = x, t                                    # (N, C): the class axis is last already
     else:
         axes = (0,) + tuple(range(2, x.ndim)) + (1,)
         xl, tt = x.permute(axes), t                      # (N, C, d..) -> (N, d.., C)

@@ -20,9 +20,14 @@ class ThreadSetting:
 
     def __init__(self):
         self._local = threading.local()
+        # False until some thread first overrides the setting: until then every thread's
+        # stack is empty and ``get`` answers without a thread-local lookup (it is called per
+        # op, by every kernel wrapper)
+        self._pushed = False
 
     @contextlib.contextmanager
     def use(self, value):
+        self._pushed = True
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
@@ -33,6 +38,8 @@ class ThreadSetting:
             stack.pop()
 
     def get(self):
+        if not self._pushed:
+            return None
         stack = getattr(self._local, "stack", None)
         return stack[-1] if stack else None
 

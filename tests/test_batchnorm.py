@@ -314,3 +314,30 @@ def test_eval_batchnorm_native_affine_matches_float64_formula(shape, dtype, relu
     assert got.dtype == dtype and got.shape == shape
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_running_stats_in_strided_buffers(dtype):
+    """The native kernel updates C-contiguous running buffers itself; strided ones (a view of
+    every other element of a larger array) take the NumPy update. Both follow the formula, and
+    the elements between the strided entries stay untouched."""
+    rng = np.random.default_rng(7)
+    c = 5
+    x = rng.normal(2.0, 3.0, size=(4, c, 3, 3)).astype(dtype)
+    store_m = np.full(2 * c, -7.0, dtype)
+    store_v = np.full(2 * c, -7.0, dtype)
+    store_m[::2], store_v[::2] = rng.normal(size=c), rng.uniform(0.5, 2, c)
+    rm0, rv0 = store_m[::2].copy(), store_v[::2].copy()
+    rm, rv = nnlite.tensor(store_m[::2]), nnlite.tensor(store_v[::2])
+    rm.data, rv.data = store_m[::2], store_v[::2]       # keep the strided views themselves
+    cm, cv = nnlite.tensor(rm0.copy()), nnlite.tensor(rv0.copy())
+    for r_m, r_v in ((rm, rv), (cm, cv)):
+        F.batch_norm(nnlite.tensor(x), r_m, r_v, training=True, momentum=0.25)
+    mu = x.astype(np.float64).mean(axis=(0, 2, 3))
+    var_u = x.astype(np.float64).var(axis=(0, 2, 3), ddof=1)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for r_m, r_v in ((rm, rv), (cm, cv)):
+        np.testing.assert_allclose(r_m.data, 0.75 * rm0 + 0.25 * mu, rtol=tol, atol=tol)
+        np.testing.assert_allclose(r_v.data, 0.75 * rv0 + 0.25 * var_u, rtol=tol, atol=tol)
+    assert (store_m[1::2] == -7).all() and (store_v[1::2] == -7).all()
+    assert store_m[::2] is not None and np.shares_memory(rm.data, store_m)

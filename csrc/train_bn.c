@@ -5,11 +5,12 @@
 
 #define LANES 8
 
-/* Σ f(i) over one channel: 8 partial sums per lane position, combined in a fixed tree. The 8
- * partial sums are one vector (GCC/Clang vector extensions: one zmm, two ymm or four xmm,
- * whatever the build targets) that stays in registers across the whole channel; as a
- * double[8] array the compiler kept it in memory, and every step waited on a store and a
- * reload (the sums ran at ~1.4 cycles per element). Same lanes, same order, same results. */
+/* Σ f(i) over one channel: two vectors of 8 partial sums (GCC/Clang vector extensions: one zmm,
+ * two ymm or four xmm each, whatever the build targets), the even and odd 8-element steps of
+ * each row, added lane by lane at the end and combined in a fixed tree: two independent add
+ * chains (one chain waited on the add latency every step), in registers across the whole
+ * channel (as a double[8] array the compiler kept it in memory, and every step waited on a
+ * store and a reload). A fixed order for any thread count. */
 typedef double nnl_v8d __attribute__((vector_size(8 * sizeof(double))));
 typedef float nnl_v8f __attribute__((vector_size(8 * sizeof(float))));
 
@@ -34,21 +35,31 @@ static double combine(nnl_v8d v) {
 #define DEFINE_BN(T, SUF)                                                                     \
 void nnl_bn_stats_##SUF(const T* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double* mean,      \
                         double* m2) {                                                         \
-    nnl_v8d acc = {0}, vmu;                                                                   \
+    nnl_v8d acc = {0}, acc2 = {0}, vmu;                                                       \
     double tail = 0.0, mu, cnt = (double)n * (double)s;                                       \
     nnl_tidx i, j, s8 = s - s % LANES;                                                        \
     for (i = 0; i < n; i++) {                                                                 \
         const T* p = x + i * sn;                                                              \
-        for (j = 0; j < s8; j += LANES) acc += load8_##SUF(p + j);                            \
+        for (j = 0; j + 2 * LANES <= s8; j += 2 * LANES) {                                    \
+            acc += load8_##SUF(p + j);                                                        \
+            acc2 += load8_##SUF(p + j + LANES);                                               \
+        }                                                                                     \
+        for (; j < s8; j += LANES) acc += load8_##SUF(p + j);                                 \
         for (j = s8; j < s; j++) tail += (double)p[j];                                        \
     }                                                                                         \
-    mu = (combine(acc) + tail) / cnt;                                                         \
-    acc = (nnl_v8d){0};                                                                       \
+    mu = (combine(acc + acc2) + tail) / cnt;                                                  \
+    acc = acc2 = (nnl_v8d){0};                                                                \
     vmu = acc + mu;                                                                           \
     tail = 0.0;                                                                               \
     for (i = 0; i < n; i++) {                                                                 \
         const T* p = x + i * sn;                                                              \
-        for (j = 0; j < s8; j += LANES) {                                                     \
+        for (j = 0; j + 2 * LANES <= s8; j += 2 * LANES) {                                    \
+            nnl_v8d dv = load8_##SUF(p + j) - vmu;                                            \
+            nnl_v8d dw = load8_##SUF(p + j + LANES) - vmu;                                    \
+            acc += dv * dv;                                                                   \
+            acc2 += dw * dw;                                                                  \
+        }                                                                                     \
+        for (; j < s8; j += LANES) {                                                          \
             nnl_v8d dv = load8_##SUF(p + j) - vmu;                                            \
             acc += dv * dv;                                                                   \
         }                                                                                     \
@@ -58,7 +69,7 @@ void nnl_bn_stats_##SUF(const T* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn, double*
         }                                                                                     \
     }                                                                                         \
     *mean = mu;                                                                               \
-    *m2 = combine(acc) + tail;                                                                \
+    *m2 = combine(acc + acc2) + tail;                                                         \
 }                                                                                             \
                                                                                               \
 void nnl_bn_affine_##SUF(const T* x, T* y, nnl_tidx n, nnl_tidx s, nnl_tidx sn, T scale,    \
@@ -91,13 +102,20 @@ void nnl_bn_relu_mask_##SUF(const T* gy, const T* ym, T* out, nnl_tidx n, nnl_ti
                                                                                               \
 void nnl_bn_bwd_sums_##SUF(const T* gy, const T* x, nnl_tidx n, nnl_tidx s, nnl_tidx sn,    \
                            double mean, double* sgy, double* sgxm) {                          \
-    nnl_v8d a1 = {0}, a2 = {0}, vmean = a1 + mean;                                            \
+    nnl_v8d a1 = {0}, a2 = {0}, b1 = {0}, b2 = {0}, vmean = a1 + mean;                        \
     double t1 = 0.0, t2 = 0.0;                                                                \
     nnl_tidx i, j, s8 = s - s % LANES;                                                        \
     for (i = 0; i < n; i++) {                                                                 \
         const T* g = gy + i * sn;                                                             \
         const T* p = x + i * sn;                                                              \
-        for (j = 0; j < s8; j += LANES) {                                                     \
+        for (j = 0; j + 2 * LANES <= s8; j += 2 * LANES) {                                    \
+            nnl_v8d gv = load8_##SUF(g + j), gw = load8_##SUF(g + j + LANES);                 \
+            a1 += gv;                                                                         \
+            a2 += gv * (load8_##SUF(p + j) - vmean);                                          \
+            b1 += gw;                                                                         \
+            b2 += gw * (load8_##SUF(p + j + LANES) - vmean);                                  \
+        }                                                                                     \
+        for (; j < s8; j += LANES) {                                                          \
             nnl_v8d gv = load8_##SUF(g + j);                                                  \
             a1 += gv;                                                                         \
             a2 += gv * (load8_##SUF(p + j) - vmean);                                          \
@@ -108,8 +126,8 @@ void nnl_bn_bwd_sums_##SUF(const T* gy, const T* x, nnl_tidx n, nnl_tidx s, nnl_
             t2 += gv * ((double)p[j] - mean);                                                 \
         }                                                                                     \
     }                                                                                         \
-    *sgy = combine(a1) + t1;                                                                  \
-    *sgxm = combine(a2) + t2;                                                                 \
+    *sgy = combine(a1 + b1) + t1;                                                             \
+    *sgxm = combine(a2 + b2) + t2;                                                            \
 }                                                                                             \
                                                                                               \
 void nnl_bn_bwd_gx_##SUF(const T* gy, const T* x, T* gx, nnl_tidx n, nnl_tidx s,            \

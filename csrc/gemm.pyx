@@ -47,6 +47,17 @@ cdef extern from "gemm_kernels.h" nogil:
                      double beta, double *C, nnl_idx bsc, nnl_idx rsc,
                      const double *bias, nnl_idx bsbias, int bias_kind, int act,
                      int nthreads, int isa, const double *apk, const double *bpk)
+    ctypedef struct nnl_split:
+        nnl_idx lk, ask, bsk
+        nnl_idx ln, bsn, csn
+    int nnl_sgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, float alpha, const float *A,
+                        nnl_idx rsa, nnl_idx csa, const float *B, nnl_idx rsb, nnl_idx csb,
+                        float beta, float *C, nnl_idx rsc, const float *bias, int bias_kind,
+                        int act, const nnl_split *sp, int nthreads, int isa)
+    int nnl_dgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, double alpha, const double *A,
+                        nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx rsb, nnl_idx csb,
+                        double beta, double *C, nnl_idx rsc, const double *bias, int bias_kind,
+                        int act, const nnl_split *sp, int nthreads, int isa)
     int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs,
                        nnl_idx cs, int isa, float *out)
     int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
@@ -256,3 +267,73 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
                                   beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
                                   pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
     check_status(rc, "gemm", f" (isa={isa}, act={act}, bias_kind={bias_kind})")
+
+
+def gemm_split(const floating[:, :, :] a, const floating[:, :, :, :] b, floating[:, :, :] c,
+               double alpha, double beta, const floating[::1] bias, int bias_kind, int act,
+               int num_threads, int isa):
+    """c = act(alpha * A @ B + beta * c + bias) as ONE product whose K axis and N axis each run
+    over an (outer, inner) index pair (nnl_split in gemm_kernels.h), read and written in place:
+
+        A (M, K)  = a (M, nk, lk)       with k = (k // lk, k % lk),  K = nk * lk
+        B (K, N)  = b (nk, lk, nn, ln)  with j = (j // ln, j % ln),  N = nn * ln
+        C (M, N)  = c (M, nn, ln)       (c.strides[2] == itemsize; c overlaps no input)
+
+    e.g. a pointwise conv over a whole NCHW batch x (n, C, L): B = x viewed as (1, C, n, L).
+    bias (M,) when bias_kind == 1, (N,) when bias_kind == 2, else None. Any element strides.
+    """
+    cdef Py_ssize_t es = sizeof(floating)
+    cdef Py_ssize_t M = c.shape[0], nn = c.shape[1], ln = c.shape[2]
+    cdef Py_ssize_t nk = a.shape[1], lk = a.shape[2]
+    cdef Py_ssize_t N = nn * ln, K = nk * lk
+    cdef nnl_split sp
+    cdef const floating *pbias = NULL
+    cdef int rc
+    if (a.shape[0] != M or b.shape[0] != nk or b.shape[1] != lk or b.shape[2] != nn
+            or b.shape[3] != ln):
+        raise ValueError(f"gemm_split: shapes a={tuple(a.shape)[:3]}, "
+                         f"b={tuple(b.shape)[:4]}, c={tuple(c.shape)[:3]} do not chain")
+    for st in (a.strides[0], a.strides[1], a.strides[2], b.strides[0], b.strides[1],
+               b.strides[2], b.strides[3], c.strides[0], c.strides[1]):
+        if st % es:
+            raise ValueError("gemm_split: strides must be whole elements")
+    if M == 0 or N == 0:
+        return
+    if c.strides[2] != es and ln > 1:
+        raise ValueError("gemm_split: c must have unit stride along its last axis")
+    if bias_kind != 0:
+        if bias is None or bias.shape[0] != (M if bias_kind == 1 else N):
+            raise ValueError("gemm_split: bias shape does not match bias_kind")
+        pbias = &bias[0]
+    sp.lk = lk if nk > 1 else 0
+    sp.ask = a.strides[1] // es
+    sp.bsk = b.strides[0] // es
+    sp.ln = ln if nn > 1 else 0
+    sp.bsn = b.strides[2] // es
+    sp.csn = c.strides[1] // es
+    if K == 0:
+        # no element of a or b is addressed; pass any valid pointer
+        sp.lk = 0
+        with nogil:
+            if floating is float:
+                rc = nnl_sgemm_split(M, N, 0, <float>alpha, &c[0, 0, 0], 0, 0, &c[0, 0, 0], 0, 0,
+                                     <float>beta, &c[0, 0, 0], c.strides[0] // es, pbias,
+                                     bias_kind, act, &sp, num_threads, isa)
+            else:
+                rc = nnl_dgemm_split(M, N, 0, alpha, &c[0, 0, 0], 0, 0, &c[0, 0, 0], 0, 0, beta,
+                                     &c[0, 0, 0], c.strides[0] // es, pbias, bias_kind, act,
+                                     &sp, num_threads, isa)
+    else:
+        with nogil:
+            if floating is float:
+                rc = nnl_sgemm_split(M, N, K, <float>alpha, &a[0, 0, 0], a.strides[0] // es,
+                                     a.strides[2] // es, &b[0, 0, 0, 0], b.strides[1] // es,
+                                     b.strides[3] // es, <float>beta, &c[0, 0, 0],
+                                     c.strides[0] // es, pbias, bias_kind, act, &sp,
+                                     num_threads, isa)
+            else:
+                rc = nnl_dgemm_split(M, N, K, alpha, &a[0, 0, 0], a.strides[0] // es,
+                                     a.strides[2] // es, &b[0, 0, 0, 0], b.strides[1] // es,
+                                     b.strides[3] // es, beta, &c[0, 0, 0], c.strides[0] // es,
+                                     pbias, bias_kind, act, &sp, num_threads, isa)
+    check_status(rc, "gemm_split", f" (isa={isa}, act={act}, bias_kind={bias_kind})")

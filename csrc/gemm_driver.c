@@ -189,6 +189,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_s
 #define GEMM_NAME nnl_sgemm
 #define GEMM_PK nnl_sgemm_pk
+#define GEMM_SPLIT nnl_sgemm_split
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
 #define PACK_T8 nnl_pack_t8_s
@@ -201,6 +202,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_SPLIT
 #undef PACK_NAME
 
 /* float64 */
@@ -210,6 +212,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_d
 #define GEMM_NAME nnl_dgemm
 #define GEMM_PK nnl_dgemm_pk
+#define GEMM_SPLIT nnl_dgemm_split
 #define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
 #undef T
@@ -218,6 +221,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_SPLIT
 #undef PACK_NAME
 
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)

@@ -20,6 +20,9 @@
 /* Products with at most this many rows skip packing and read the unpacked A even when a
  * pre-packed one is given (gemm_driver_tmpl.h's skinny path); the Winograd plans rely on it
  * (convfast_winograd.h). */
+/* The largest MR x NR of any family (a C tile buffered by gemm_nest's split write-out). */
+#define NNL_TILE_MAX 512
+
 #ifndef NNL_SKINNY_M
 #define NNL_SKINNY_M 4
 #endif
@@ -115,6 +118,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
                                     * rows b_ld apart (gemm_nest) */                         \
         T *c;                      /* C (row 0 of the item), row stride rsc */               \
         nnl_idx rsc;                                                                          \
+        nnl_idx a_lk, a_sk;        /* A's K split in two levels (nnl_split lk, ask); 0: none */\
+        nnl_idx c_ln, c_sn;        /* C's columns split in two levels (ln, csn); 0: none */  \
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
         int bias_kind;                                                                        \
         const void *t_ctx;         /* the tile write-out's context */                        \

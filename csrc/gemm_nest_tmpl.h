@@ -11,7 +11,7 @@
 /* One micro-panel: m <= mr rows of A[0:m, 0:kc] (strides rsa, csa) -> ap[k*mr + i], zero rows
  * past m. pack8: a full MR-row panel of a row-major A goes through PACK_A8 (AVX transposes, same
  * bits; the caller sets it only for an MR that PACK_A8 serves, nnl_pack_a_fast). */
-static void FN(pack_a_panel)(nnl_idx kc, const T *src, nnl_idx rsa, nnl_idx csa, int m, int mr,
+static NNL_NO_MEMCPY_IDIOM void FN(pack_a_panel)(nnl_idx kc, const T *src, nnl_idx rsa, nnl_idx csa, int m, int mr,
                              int pack8, T *NNL_RESTRICT ap)
 {
 #ifdef PACK_A8
@@ -124,7 +124,7 @@ static NNL_NO_MEMCPY_IDIOM void FN(pack_b_cols)(nnl_idx kc, int n, const T *src,
 }
 
 /* Zero columns n..nr-1 of a kc x nr micro-panel. */
-static void FN(pack_b_zero)(nnl_idx kc, int n, int nr, T *NNL_RESTRICT dst)
+static NNL_NO_MEMCPY_IDIOM void FN(pack_b_zero)(nnl_idx kc, int n, int nr, T *NNL_RESTRICT dst)
 {
     if (n < nr)
         for (nnl_idx k = 0; k < kc; k++)
@@ -189,7 +189,7 @@ static NNL_ALWAYS_INLINE void FN(copy_run)(int n, const T *NNL_RESTRICT src,
  * (s->c_ln > 0: column j at (j / c_ln) * c_sn + j % c_ln): in place when the tile's columns are
  * one contiguous run, else through a tile buffer (C gathered first when the epilogue reads it,
  * scattered after); the same operations on the same values either way, so the same bits. */
-static void FN(ukr_split)(const KERNEL_T *kd, const FN(nnl_nest) *s, nnl_idx kcb, const T *ap,
+static NNL_NO_MEMCPY_IDIOM void FN(ukr_split)(const KERNEL_T *kd, const FN(nnl_nest) *s, nnl_idx kcb, const T *ap,
                           const T *bp, nnl_idx ir, nnl_idx jr, int m, int n, const EPI_T *e)
 {
     const nnl_idx ln = s->c_ln, off = jr % ln;

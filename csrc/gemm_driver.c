@@ -27,6 +27,10 @@
  * of packing it, when the family's panel rows span at least two cache lines (b_in_place in
  * gemm_driver_tmpl.h, limits in nnl_tuning.h): the same values reach the micro-kernel, so the
  * same bits.
+ * Two-level operands (nnl_sgemm_split / nnl_dgemm_split, nnl_split in gemm_kernels.h): K and/or
+ * N run over (outer, inner) index pairs; the same nest packs A and B run by run (pack_a,
+ * pack_b_split) and writes a C tile that straddles two outer items through a tile buffer
+ * (ukr_split), with the blocking of the plain product of the same logical sizes.
  */
 #include <pthread.h>
 #include <stdint.h>

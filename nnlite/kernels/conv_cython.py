@@ -11,6 +11,9 @@ forward conv of gy with the flipped weight (same algorithm choice, no col2im); o
 is nnlite's GEMM then col2im (whole image planes per thread: no write races). The weight
 gradient is one GEMM per chunk of images over explicit columns laid out channel-row-major
 (inner size = images x OH*OW), not one GEMM per image.
+A 1x1 stride-1 conv with one group runs each routine as ONE GEMM over the whole batch whose
+columns (or reduction axis) run over (image, pixel), read from and written to NCHW in place
+(``gemm_ops.gemm_split``; the forward and input gradient on maps of at most 256 pixels).
 
 Registered only when the extension imports; otherwise the 'cython' backend falls back to NumPy.
 """

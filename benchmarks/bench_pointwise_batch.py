@@ -94,9 +94,10 @@ def main():
         return
     sys.path.insert(0, HERE)
     sys.path.insert(0, ROOT)
+    import nnlite  # noqa: I001
     import _timing
-    print(_timing.header([("baseline", args.baseline or "-"), ("threads", args.threads),
-                          ("rounds", args.rounds)]))
+    nnlite.set_num_threads(args.threads)       # as in the children (the header reports it)
+    print(_timing.header([("baseline", args.baseline or "-"), ("rounds", args.rounds)]))
     runs = {"this": [], "base": []}
     for _ in range(args.rounds):
         if args.baseline:

@@ -17,6 +17,9 @@ one pair per thread, never static (gemm_driver.c).
 """
 from cython cimport floating
 
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
+                            PyObject_GetBuffer)
+
 from _common cimport check_status
 
 cdef extern from "gemm_kernels.h" nogil:
@@ -47,6 +50,17 @@ cdef extern from "gemm_kernels.h" nogil:
                      double beta, double *C, nnl_idx bsc, nnl_idx rsc,
                      const double *bias, nnl_idx bsbias, int bias_kind, int act,
                      int nthreads, int isa, const double *apk, const double *bpk)
+    ctypedef struct nnl_split:
+        nnl_idx lk, ask, bsk
+        nnl_idx ln, bsn, csn
+    int nnl_sgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, float alpha, const float *A,
+                        nnl_idx rsa, nnl_idx csa, const float *B, nnl_idx rsb, nnl_idx csb,
+                        float beta, float *C, nnl_idx rsc, const float *bias, int bias_kind,
+                        int act, const nnl_split *sp, int nthreads, int isa)
+    int nnl_dgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, double alpha, const double *A,
+                        nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx rsb, nnl_idx csb,
+                        double beta, double *C, nnl_idx rsc, const double *bias, int bias_kind,
+                        int act, const nnl_split *sp, int nthreads, int isa)
     int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs,
                        nnl_idx cs, int isa, float *out)
     int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
@@ -256,3 +270,116 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
                                   beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
                                   pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
     check_status(rc, "gemm", f" (isa={isa}, act={act}, bias_kind={bias_kind})")
+
+
+cdef int _acquire(object obj, Py_buffer *view, int ndim, bint writable, str name) except -1:
+    """view of obj (any strides, ndim dimensions); released by the caller on success."""
+    PyObject_GetBuffer(obj, view, PyBUF_STRIDES | PyBUF_FORMAT |
+                       (PyBUF_WRITABLE if writable else 0))
+    if view.ndim != ndim:
+        PyBuffer_Release(view)
+        raise ValueError(f"gemm_split: {name} must be {ndim}-D, got {view.ndim}-D")
+    return 0
+
+
+def gemm_split(a, b, c, double alpha, double beta, bias, int bias_kind, int act,
+               int num_threads, int isa):
+    """c = act(alpha * A @ B + beta * c + bias) as ONE product whose K axis and N axis each run
+    over an (outer, inner) index pair (nnl_split in gemm_kernels.h), read and written in place:
+
+        A (M, K)  = a (M, nk, lk)       with k = (k // lk, k % lk),  K = nk * lk
+        B (K, N)  = b (nk, lk, nn, ln)  with j = (j // ln, j % ln),  N = nn * ln
+        C (M, N)  = c (M, nn, ln)       (c.strides[2] == itemsize; c overlaps no input)
+
+    e.g. a pointwise conv over a whole NCHW batch x (n, C, L): B = x viewed as (1, C, n, L).
+    bias (M,) contiguous when bias_kind == 1, (N,) when bias_kind == 2, else None. Any element
+    strides; float32 or float64 buffers of one type (read through the buffer protocol: this
+    runs once per conv routine, where typed memoryviews cost a microsecond each).
+    """
+    cdef Py_buffer va, vb, vc, vbias
+    cdef bint have_bias = False
+    cdef nnl_split sp
+    cdef Py_ssize_t es, M, nn, ln, nk, lk, N, K, i
+    cdef const char *fmt
+    cdef int rc = NNL_OK
+    cdef const void *pbias = NULL
+    _acquire(a, &va, 3, False, "a")
+    try:
+        _acquire(b, &vb, 4, False, "b")
+        try:
+            _acquire(c, &vc, 3, True, "c")
+            try:
+                if bias_kind != 0 and bias is not None:
+                    _acquire(bias, &vbias, 1, False, "bias")
+                    have_bias = True
+                try:
+                    es = vc.itemsize
+                    fmt = vc.format
+                    if not ((fmt[0] == b'f' and es == 4) or (fmt[0] == b'd' and es == 8)) or \
+                            fmt[1] != 0:
+                        raise ValueError(f"gemm_split: c must be float32 or float64, "
+                                         f"got format {fmt.decode()!r}")
+                    if (va.itemsize != es or vb.itemsize != es or va.format[0] != fmt[0]
+                            or vb.format[0] != fmt[0] or va.format[1] != 0
+                            or vb.format[1] != 0 or (have_bias and (
+                                vbias.itemsize != es or vbias.format[0] != fmt[0]
+                                or vbias.format[1] != 0))):
+                        raise ValueError("gemm_split: a, b, c (and bias) must share one dtype")
+                    M, nn, ln = vc.shape[0], vc.shape[1], vc.shape[2]
+                    nk, lk = va.shape[1], va.shape[2]
+                    N, K = nn * ln, nk * lk
+                    if (va.shape[0] != M or vb.shape[0] != nk or vb.shape[1] != lk
+                            or vb.shape[2] != nn or vb.shape[3] != ln):
+                        raise ValueError(
+                            f"gemm_split: shapes a=({va.shape[0]}, {nk}, {lk}), b=({vb.shape[0]},"
+                            f" {vb.shape[1]}, {vb.shape[2]}, {vb.shape[3]}), c=({M}, {nn}, {ln})"
+                            " do not chain")
+                    for i in range(3):
+                        if va.strides[i] % es or vc.strides[i] % es:
+                            raise ValueError("gemm_split: strides must be whole elements")
+                    for i in range(4):
+                        if vb.strides[i] % es:
+                            raise ValueError("gemm_split: strides must be whole elements")
+                    if M == 0 or N == 0:
+                        return
+                    if vc.strides[2] != es and ln > 1:
+                        raise ValueError("gemm_split: c must have unit stride along its last axis")
+                    if bias_kind != 0:
+                        if not have_bias or vbias.shape[0] != (M if bias_kind == 1 else N) or \
+                                (vbias.shape[0] > 1 and vbias.strides[0] != es):
+                            raise ValueError("gemm_split: bias shape does not match bias_kind")
+                        pbias = vbias.buf
+                    sp.lk = lk if nk > 1 and K > 0 else 0
+                    sp.ask = va.strides[1] // es
+                    sp.bsk = vb.strides[0] // es
+                    sp.ln = ln if nn > 1 else 0
+                    sp.bsn = vb.strides[2] // es
+                    sp.csn = vc.strides[1] // es
+                    with nogil:
+                        # K == 0: no element of a or b is addressed (their pointers are unused)
+                        if es == 4:
+                            rc = nnl_sgemm_split(M, N, K, <float>alpha, <const float *>va.buf,
+                                                 va.strides[0] // es, va.strides[2] // es,
+                                                 <const float *>vb.buf, vb.strides[1] // es,
+                                                 vb.strides[3] // es, <float>beta,
+                                                 <float *>vc.buf, vc.strides[0] // es,
+                                                 <const float *>pbias, bias_kind, act, &sp,
+                                                 num_threads, isa)
+                        else:
+                            rc = nnl_dgemm_split(M, N, K, alpha, <const double *>va.buf,
+                                                 va.strides[0] // es, va.strides[2] // es,
+                                                 <const double *>vb.buf, vb.strides[1] // es,
+                                                 vb.strides[3] // es, beta,
+                                                 <double *>vc.buf, vc.strides[0] // es,
+                                                 <const double *>pbias, bias_kind, act, &sp,
+                                                 num_threads, isa)
+                finally:
+                    if have_bias:
+                        PyBuffer_Release(&vbias)
+            finally:
+                PyBuffer_Release(&vc)
+        finally:
+            PyBuffer_Release(&vb)
+    finally:
+        PyBuffer_Release(&va)
+    check_status(rc, "gemm_split", f" (isa={isa}, act={act}, bias_kind={bias_kind})")

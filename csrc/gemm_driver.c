@@ -27,6 +27,10 @@
  * of packing it, when the family's panel rows span at least two cache lines (b_in_place in
  * gemm_driver_tmpl.h, limits in nnl_tuning.h): the same values reach the micro-kernel, so the
  * same bits.
+ * Two-level operands (nnl_sgemm_split / nnl_dgemm_split, nnl_split in gemm_kernels.h): K and/or
+ * N run over (outer, inner) index pairs; the same nest packs A and B run by run (pack_a,
+ * pack_b_split) and writes a C tile that straddles two outer items through a tile buffer
+ * (ukr_split), with the blocking of the plain product of the same logical sizes.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -189,6 +193,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_s
 #define GEMM_NAME nnl_sgemm
 #define GEMM_PK nnl_sgemm_pk
+#define GEMM_SPLIT nnl_sgemm_split
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
 #define PACK_T8 nnl_pack_t8_s
@@ -201,6 +206,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_SPLIT
 #undef PACK_NAME
 
 /* float64 */
@@ -210,6 +216,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_d
 #define GEMM_NAME nnl_dgemm
 #define GEMM_PK nnl_dgemm_pk
+#define GEMM_SPLIT nnl_dgemm_split
 #define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
 #undef T
@@ -218,6 +225,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_SPLIT
 #undef PACK_NAME
 
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)

@@ -62,6 +62,7 @@ typedef struct {
     nnl_idx rsc;
     const T *bias;
     int bias_kind, act;
+    nnl_idx ln, csn;            /* C's columns in two levels (nnl_split), ln = 0: plain */
 } FN(nnl_prob);
 
 #include "gemm_nest_tmpl.h"
@@ -81,9 +82,11 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
 {
     for (nnl_idx i = 0; i < p->M; i++) {
         T *ci = p->C + i * p->rsc;
-        for (nnl_idx j = 0; j < p->N; j++)
-            ci[j] = NNL_EPI_ONE((T)0, (T)1, p->beta, p->beta != 0 ? ci + j : NULL,
-                                FN(bias_at)(p, i, j), p->act);
+        for (nnl_idx j = 0; j < p->N; j++) {
+            T *cij = ci + (p->ln > 0 ? (j / p->ln) * p->csn + j % p->ln : j);
+            *cij = NNL_EPI_ONE((T)0, (T)1, p->beta, p->beta != 0 ? cij : NULL,
+                               FN(bias_at)(p, i, j), p->act);
+        }
     }
 }
 
@@ -116,6 +119,21 @@ static const T *FN(b_in_place)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb,
     if (ncb % nr != 0)
         FN(pack_b)(kcb, ncb, src, m->rsb, 1, nr, nq - 1, nq, buf);
     return src;
+}
+
+/* A B with two-level rows and/or columns (nnl_split), packed chunk by chunk. */
+typedef struct {
+    const T *b;
+    nnl_idx rsb, csb, lk, bsk, ln, bsn;
+} FN(nnl_bsplit);
+
+static const T *FN(b_from_split)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb, nnl_idx jc,
+                                 nnl_idx ncb, T *buf)
+{
+    const FN(nnl_bsplit) *m = (const FN(nnl_bsplit) *)ctx;
+    FN(pack_b_split)(pc, kcb, jc, ncb, m->b, m->rsb, m->csb, m->lk, m->bsk, m->ln, m->bsn, nr,
+                     buf);
+    return buf;
 }
 
 /* B packed whole by PACK_NAME: K slice pc, then column panel jc / NR (qn = ceil(N/NR)*NR). */
@@ -234,8 +252,8 @@ int PACK_NAME(int side, nnl_idx rows, nnl_idx cols, const T *X, nnl_idx rs, nnl_
     if (side == 0) {
         const nnl_idx Pm = nnl_cdiv(rows, kd->mr) * kd->mr;
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
-            FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X + pc * cs, rs, cs, kd->mr,
-                       nnl_pack_a_fast(kd->mr), out + Pm * pc);
+            FN(pack_a)(rows, nnl_min(kcb_max, K - pc), X, rs, cs, kd->mr,
+                       nnl_pack_a_fast(kd->mr), out + Pm * pc, pc, 0, 0);
     } else {
         const nnl_idx Q = nnl_cdiv(cols, kd->nr);
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
@@ -256,12 +274,13 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                    bias, bsbias, bias_kind, act, nthreads, isa, NULL, NULL);
 }
 
-int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
-            const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
-            const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
-            T beta, T *C, nnl_idx bsc, nnl_idx rsc,
-            const T *bias, nnl_idx bsbias, int bias_kind, int act,
-            int nthreads, int isa, const T *apk, const T *bpk)
+/* The one driver behind GEMM_PK and GEMM_SPLIT (sp: two-level axes, or NULL). */
+static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
+                        const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                        const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                        T beta, T *C, nnl_idx bsc, nnl_idx rsc,
+                        const T *bias, nnl_idx bsbias, int bias_kind, int act,
+                        int nthreads, int isa, const T *apk, const T *bpk, const nnl_split *sp)
 {
     if (batch < 0 || M < 0 || N < 0 || K < 0)
         return NNL_EINVAL;
@@ -271,15 +290,19 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
         (bias_kind != NNL_BIAS_NONE && bias == NULL))
         return NNL_EINVAL;
     const KERNEL_T *kd = FN(nnl_select)(isa);
-    if (kd == NULL)
+    if (kd == NULL || kd->mr * kd->nr > NNL_TILE_MAX)
         return NNL_EINVAL;
     if (batch == 0 || M == 0 || N == 0)
         return NNL_OK;
+    /* two-level axes: an axis that fits in its inner level is plain */
+    const nnl_idx lk = sp != NULL && sp->lk < K ? sp->lk : 0;
+    const nnl_idx ln = sp != NULL && sp->ln < N ? sp->ln : 0;
 
     FN(nnl_prob) p0;
     p0.M = M, p0.N = N, p0.K = K, p0.alpha = alpha, p0.beta = beta;
     p0.A = A, p0.rsa = rsa, p0.csa = csa, p0.B = B, p0.rsb = rsb, p0.csb = csb;
     p0.C = C, p0.rsc = rsc, p0.bias = bias, p0.bias_kind = bias_kind, p0.act = act;
+    p0.ln = ln, p0.csn = ln > 0 ? sp->csn : 0;
     if (K == 0) {
         for (nnl_idx b = 0; b < batch; b++) {
             FN(nnl_prob) pb = p0;
@@ -292,7 +315,7 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 
     const int mr = kd->mr, nr = kd->nr;
     int nt = nnl_team_size(nthreads, (double)batch * M * N * K, NNL_MIN_PARALLEL_MACS);
-    if (M <= NNL_SKINNY_M) {
+    if (M <= NNL_SKINNY_M && lk == 0 && ln == 0) {
         FN(skinny)(&p0, batch, bsa, bsb, bsc, bsbias, nt);
         return NNL_OK;
     }
@@ -331,11 +354,13 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.rsa = rsa, s0.csa = csa, s0.apk = apk, s0.apk_rows = P * mr;
     s0.a_pack8 = nnl_pack_a_fast(mr);
     s0.rsc = rsc, s0.bias_kind = bias_kind;
+    s0.a_lk = lk, s0.a_sk = lk > 0 ? sp->ask : 0;
+    s0.c_ln = ln, s0.c_sn = ln > 0 ? sp->csn : 0;
     s0.t_ctx = NULL;
     /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
      * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
      * rows of at least two cache lines */
-    s0.b_ld = (bpk == NULL && csb == 1 && K <= NNL_GEMM_INPLACE_MAX_K &&
+    s0.b_ld = (bpk == NULL && lk == 0 && ln == 0 && csb == 1 && K <= NNL_GEMM_INPLACE_MAX_K &&
                M <= NNL_GEMM_INPLACE_MAX_M && (size_t)nr * sizeof(T) >= 128)
                   ? rsb
                   : 0;
@@ -355,11 +380,15 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             FN(nnl_nest) sb = s0;
             FN(nnl_bmat) bm = {B + b * bsb, rsb, csb};
             FN(nnl_bpacked) bk = {bpk, Q * nr};
+            FN(nnl_bsplit) bs = {B, rsb, csb, lk, lk > 0 ? sp->bsk : 0, ln, ln > 0 ? sp->bsn : 0};
             sb.a = A + b * bsa, sb.c = C + b * bsc;
             sb.bias = bias ? bias + b * bsbias : NULL;
             const nnl_idx r0 = r * mu, r1 = nnl_min(M, (r + 1) * mu);
             const nnl_idx c0 = c * nu, c1 = nnl_min(N, (c + 1) * nu);
-            if (bpk != NULL) {
+            if (lk > 0 || ln > 0) {
+                sb.b_ctx = &bs;
+                FN(gemm_nest)(&sb, FN(b_from_split), NULL, kd, r0, r1, c0, c1, ap, bp);
+            } else if (bpk != NULL) {
                 sb.b_ctx = &bk;
                 FN(gemm_nest)(&sb, FN(b_prepacked), NULL, kd, r0, r1, c0, c1, ap, bp);
             } else if (s0.b_ld > 0) {
@@ -373,4 +402,25 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     }
     nnl_free64(ws);
     return NNL_OK;
+}
+
+int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
+            const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+            const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+            T beta, T *C, nnl_idx bsc, nnl_idx rsc,
+            const T *bias, nnl_idx bsbias, int bias_kind, int act,
+            int nthreads, int isa, const T *apk, const T *bpk)
+{
+    return FN(gemm_run)(batch, M, N, K, alpha, A, bsa, rsa, csa, B, bsb, rsb, csb, beta, C, bsc,
+                        rsc, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL);
+}
+
+int GEMM_SPLIT(nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const T *A, nnl_idx rsa, nnl_idx csa,
+               const T *B, nnl_idx rsb, nnl_idx csb, T beta, T *C, nnl_idx rsc, const T *bias,
+               int bias_kind, int act, const nnl_split *sp, int nthreads, int isa)
+{
+    if (sp == NULL || sp->lk < 0 || sp->ln < 0)
+        return NNL_EINVAL;
+    return FN(gemm_run)(1, M, N, K, alpha, A, 0, rsa, csa, B, 0, rsb, csb, beta, C, 0, rsc, bias,
+                        0, bias_kind, act, nthreads, isa, NULL, NULL, sp);
 }

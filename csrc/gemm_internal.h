@@ -20,6 +20,9 @@
 /* Products with at most this many rows skip packing and read the unpacked A even when a
  * pre-packed one is given (gemm_driver_tmpl.h's skinny path); the Winograd plans rely on it
  * (convfast_winograd.h). */
+/* The largest MR x NR of any family (a C tile buffered by gemm_nest's split write-out). */
+#define NNL_TILE_MAX 512
+
 #ifndef NNL_SKINNY_M
 #define NNL_SKINNY_M 4
 #endif
@@ -83,15 +86,15 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
  * bias), for every caller: the plain GEMM (gemm_driver.c) and the implicit conv
  * (convfast_implicit.c, "the GEMM with an image packer for B"). What differs between them is
  * plugged in:
- *   A   a strided matrix (packed per K slice by pack_a) or panels pre-packed whole
- *       (nnl_sgemm_pack layout);
+ *   A   a strided matrix (packed per K slice by pack_a; its K axis optionally in two levels,
+ *       a_lk / a_sk) or panels pre-packed whole (nnl_sgemm_pack layout);
  *   B   b_src(b_ctx, nr, pc, kcb, jc, ncb, buf) returns the KC x NR micro-panels of rows
  *       [pc, pc + kcb) and columns [jc, jc + ncb), packed into buf (room for a B chunk) or
  *       found elsewhere (pre-packed panels); the conv packs them from the image;
  *   out tile NULL: the micro-kernel writes C (row stride rsc) through its epilogue (alpha/beta,
  *       bias per row or column, act); else tile(t_ctx, ...) gets every micro-tile's panels and
  *       does its own product and write-out (the conv's tile + scatter of the wide layout, and
- *       its B-direct kernel).
+ *       its B-direct kernel); c_ln > 0: C's columns in two levels (ukr_split).
  * K is cut into slices of kcb_max (all but the last full) and B is fetched chunk NR panels
  * at a time; both are fixed by the caller from the shape alone, so the arithmetic of an
  * element never depends on how C is cut into units (or threads). */
@@ -115,6 +118,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
                                     * rows b_ld apart (gemm_nest) */                         \
         T *c;                      /* C (row 0 of the item), row stride rsc */               \
         nnl_idx rsc;                                                                          \
+        nnl_idx a_lk, a_sk;        /* A's K split in two levels (nnl_split lk, ask); 0: none */\
+        nnl_idx c_ln, c_sn;        /* C's columns split in two levels (ln, csn); 0: none */  \
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
         int bias_kind;                                                                        \
         const void *t_ctx;         /* the tile write-out's context */                        \

@@ -59,6 +59,30 @@ int nnl_dgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
                  double beta, double *C, nnl_idx bsc, nnl_idx rsc,
                  const double *bias, nnl_idx bsbias, int bias_kind, int act,
                  int nthreads, int isa, const double *apk, const double *bpk);
+/* Two-level axes: the K axis and/or the N axis of one product run over (outer, inner) index
+ * pairs, e.g. (image, pixel) of an NCHW batch, so that a pointwise conv over a whole batch is
+ * ONE product read and written in place (no regrouping copies):
+ *   lk > 0:  A(i, k) = A[i*rsa + (k / lk)*ask + (k % lk)*csa]
+ *            B(k, j) = B[(k / lk)*bsk + (k % lk)*rsb + <column part>]
+ *   ln > 0:  B(k, j) = B[<row part> + (j / ln)*bsn + (j % ln)*csb]
+ *            C(i, j) = C[i*rsc + (j / ln)*csn + j % ln]
+ * (lk = 0 / ln = 0: that axis is plain, as in nnl_sgemm). The product is the one of
+ * nnl_sgemm_pk at batch 1 with these addresses: same blocking, same K slices, the same
+ * reduction order for every element whatever the thread count. */
+typedef struct {
+    nnl_idx lk, ask, bsk;
+    nnl_idx ln, bsn, csn;
+} nnl_split;
+
+int nnl_sgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, float alpha, const float *A, nnl_idx rsa,
+                    nnl_idx csa, const float *B, nnl_idx rsb, nnl_idx csb, float beta, float *C,
+                    nnl_idx rsc, const float *bias, int bias_kind, int act, const nnl_split *sp,
+                    int nthreads, int isa);
+int nnl_dgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, double alpha, const double *A,
+                    nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx rsb, nnl_idx csb,
+                    double beta, double *C, nnl_idx rsc, const double *bias, int bias_kind,
+                    int act, const nnl_split *sp, int nthreads, int isa);
+
 /* Pack op(X) (rows x cols, strides rs/cs) whole: side 0 = the A operand (M x K), 1 = the B
  * operand (K x N); out holds ceil(M/MR)*MR*K or ceil(N/NR)*NR*K elements of the family isa. */
 int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs, nnl_idx cs,

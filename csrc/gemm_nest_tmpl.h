@@ -8,40 +8,58 @@
 
 /* ---------------------------------------------------------------------------------- packing */
 
+/* One micro-panel: m <= mr rows of A[0:m, 0:kc] (strides rsa, csa) -> ap[k*mr + i], zero rows
+ * past m. pack8: a full MR-row panel of a row-major A goes through PACK_A8 (AVX transposes, same
+ * bits; the caller sets it only for an MR that PACK_A8 serves, nnl_pack_a_fast). */
+static NNL_NO_MEMCPY_IDIOM void FN(pack_a_panel)(nnl_idx kc, const T *src, nnl_idx rsa, nnl_idx csa, int m, int mr,
+                             int pack8, T *NNL_RESTRICT ap)
+{
+#ifdef PACK_A8
+    if (pack8 && m == mr && csa == 1) {
+        PACK_A8(kc, src, rsa, ap, mr);
+        return;
+    }
+#else
+    (void)pack8;
+#endif
+    if (csa == 1) {
+        /* row-major A: m read streams (one per row), one sequential write stream */
+        for (nnl_idx k = 0; k < kc; k++) {
+            for (int i = 0; i < m; i++)
+                ap[k * mr + i] = src[i * rsa + k];
+            for (int i = m; i < mr; i++)
+                ap[k * mr + i] = 0;
+        }
+    } else {
+        /* transposed (rsa == 1) or general strides: read along rows of op(A)^T */
+        for (nnl_idx k = 0; k < kc; k++) {
+            const T *s = src + k * csa;
+            for (int i = 0; i < m; i++)
+                ap[k * mr + i] = s[i * rsa];
+            for (int i = m; i < mr; i++)
+                ap[k * mr + i] = 0;
+        }
+    }
+}
+
 /* A[0:mc, 0:kc] (strides rsa, csa) -> ceil(mc/mr) micro-panels ap[p][k][i], zero rows past mc.
- * pack8: full MR-row panels of a row-major A go through PACK_A8 (AVX transposes, same bits; the
- * caller sets it only for an MR that PACK_A8 serves, nnl_pack_a_fast). */
+ * Split K (lk > 0, nnl_split): column k0 + k of the slice is A's element at
+ * ((k0 + k) / lk) * ask + ((k0 + k) % lk) * csa (a reduction over (image, pixel)); each panel
+ * is then packed one contiguous run of columns at a time, into the same places. */
 static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx csa, int mr,
-                       int pack8, T *NNL_RESTRICT ap)
+                       int pack8, T *NNL_RESTRICT ap, nnl_idx k0, nnl_idx lk, nnl_idx ask)
 {
     for (nnl_idx ip = 0; ip < mc; ip += mr) {
         const int m = (int)nnl_min(mr, mc - ip);
         const T *src = a + ip * rsa;
-#ifdef PACK_A8
-        if (pack8 && m == mr && csa == 1) {
-            PACK_A8(kc, src, rsa, ap, mr);
-            ap += kc * mr;
-            continue;
-        }
-#else
-        (void)pack8;
-#endif
-        if (csa == 1) {
-            /* row-major A: m read streams (one per row), one sequential write stream */
-            for (nnl_idx k = 0; k < kc; k++) {
-                for (int i = 0; i < m; i++)
-                    ap[k * mr + i] = src[i * rsa + k];
-                for (int i = m; i < mr; i++)
-                    ap[k * mr + i] = 0;
-            }
+        if (lk <= 0) {
+            FN(pack_a_panel)(kc, src + k0 * csa, rsa, csa, m, mr, pack8, ap);
         } else {
-            /* transposed (rsa == 1) or general strides: read along rows of op(A)^T */
-            for (nnl_idx k = 0; k < kc; k++) {
-                const T *s = src + k * csa;
-                for (int i = 0; i < m; i++)
-                    ap[k * mr + i] = s[i * rsa];
-                for (int i = m; i < mr; i++)
-                    ap[k * mr + i] = 0;
+            for (nnl_idx k = 0; k < kc;) {
+                const nnl_idx kk = k0 + k, run = nnl_min(lk - kk % lk, kc - k);
+                FN(pack_a_panel)(run, src + (kk / lk) * ask + (kk % lk) * csa, rsa, csa, m, mr,
+                                 pack8, ap + k * mr);
+                k += run;
             }
         }
         ap += kc * mr;
@@ -59,57 +77,149 @@ static NNL_ALWAYS_INLINE NNL_NO_MEMCPY_IDIOM void FN(copy_rows)(nnl_idx kc,
             dst[k * nr + j] = src[k * rs + j];
 }
 
-/* Micro-panels q0 <= q < q1 of the block B[0:kc, 0:nc] -> bp[q][k][j], zero columns past nc. */
-static NNL_NO_MEMCPY_IDIOM void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb,
-                                           nnl_idx csb, int nr, nnl_idx q0, nnl_idx q1,
-                                           T *NNL_RESTRICT bp)
+/* Columns 0 <= j < n (n <= nr) of B[0:kc, 0:n] (strides rsb, csb) -> dst[k*nr + j]; the other
+ * columns of the panel are left alone. */
+static NNL_NO_MEMCPY_IDIOM void FN(pack_b_cols)(nnl_idx kc, int n, const T *src, nnl_idx rsb,
+                                                nnl_idx csb, int nr, T *NNL_RESTRICT dst)
 {
-    for (nnl_idx q = q0; q < q1; q++) {
-        const nnl_idx j0 = q * nr;
-        const int n = (int)nnl_min(nr, nc - j0);
-        const T *src = b + j0 * csb;
-        T *dst = bp + q * kc * nr;
-        if (csb == 1 && n == nr) {
-            switch (nr) {
-            case 8: FN(copy_rows)(kc, src, rsb, dst, 8); break;
-            case 16: FN(copy_rows)(kc, src, rsb, dst, 16); break;
-            case 24: FN(copy_rows)(kc, src, rsb, dst, 24); break;
-            case 32: FN(copy_rows)(kc, src, rsb, dst, 32); break;
-            case 48: FN(copy_rows)(kc, src, rsb, dst, 48); break;
-            case 64: FN(copy_rows)(kc, src, rsb, dst, 64); break;
-            default: FN(copy_rows)(kc, src, rsb, dst, nr); break;
-            }
-        } else if (rsb == 1) {
-            /* transposed B: each column of op(B) is contiguous in memory */
+    if (csb == 1 && n == nr) {
+        switch (nr) {
+        case 8: FN(copy_rows)(kc, src, rsb, dst, 8); break;
+        case 16: FN(copy_rows)(kc, src, rsb, dst, 16); break;
+        case 24: FN(copy_rows)(kc, src, rsb, dst, 24); break;
+        case 32: FN(copy_rows)(kc, src, rsb, dst, 32); break;
+        case 48: FN(copy_rows)(kc, src, rsb, dst, 48); break;
+        case 64: FN(copy_rows)(kc, src, rsb, dst, 64); break;
+        default: FN(copy_rows)(kc, src, rsb, dst, nr); break;
+        }
+    } else if (csb == 1) {
+        /* a part of a panel (a ragged last panel, or a run of one image's columns) */
+        for (nnl_idx k = 0; k < kc; k++) {
+            const T *s = src + k * rsb;
+            T *d = dst + k * nr;
+            for (int j = 0; j < n; j++)
+                d[j] = s[j];
+        }
+    } else if (rsb == 1) {
+        /* transposed B: each column of op(B) is contiguous in memory */
+        int j = 0;
 #ifdef PACK_T8
-            if (n == nr && nr % 8 == 0 && nnl_pack_a8_ok()) {
-                /* eight columns at a time through AVX 8 x 8 transposes (an exact copy) */
-                for (int j = 0; j < nr; j += 8)
-                    PACK_T8(kc, src + j * csb, csb, dst + j, nr);
-                continue;
-            }
+        if (nnl_pack_a8_ok())
+            /* eight columns at a time through AVX 8 x 8 transposes (an exact copy) */
+            for (; j + 8 <= n; j += 8)
+                PACK_T8(kc, src + j * csb, csb, dst + j, nr);
 #endif
-            for (int j = 0; j < n; j++) {
-                const T *s = src + j * csb;
-                for (nnl_idx k = 0; k < kc; k++)
-                    dst[k * nr + j] = s[k];
-            }
+        for (; j < n; j++) {
+            const T *s = src + j * csb;
             for (nnl_idx k = 0; k < kc; k++)
-                for (int j = n; j < nr; j++)
-                    dst[k * nr + j] = 0;
-        } else {
-            for (nnl_idx k = 0; k < kc; k++) {
-                const T *s = src + k * rsb;
-                for (int j = 0; j < n; j++)
-                    dst[k * nr + j] = s[j * csb];
-                for (int j = n; j < nr; j++)
-                    dst[k * nr + j] = 0;
-            }
+                dst[k * nr + j] = s[k];
+        }
+    } else {
+        for (nnl_idx k = 0; k < kc; k++) {
+            const T *s = src + k * rsb;
+            for (int j = 0; j < n; j++)
+                dst[k * nr + j] = s[j * csb];
         }
     }
 }
 
+/* Zero columns n..nr-1 of a kc x nr micro-panel. */
+static NNL_NO_MEMCPY_IDIOM void FN(pack_b_zero)(nnl_idx kc, int n, int nr, T *NNL_RESTRICT dst)
+{
+    if (n < nr)
+        for (nnl_idx k = 0; k < kc; k++)
+            for (int j = n; j < nr; j++)
+                dst[k * nr + j] = 0;
+}
+
+/* Micro-panels q0 <= q < q1 of the block B[0:kc, 0:nc] -> bp[q][k][j], zero columns past nc. */
+static void FN(pack_b)(nnl_idx kc, nnl_idx nc, const T *b, nnl_idx rsb, nnl_idx csb, int nr,
+                       nnl_idx q0, nnl_idx q1, T *NNL_RESTRICT bp)
+{
+    for (nnl_idx q = q0; q < q1; q++) {
+        const nnl_idx j0 = q * nr;
+        const int n = (int)nnl_min(nr, nc - j0);
+        T *dst = bp + q * kc * nr;
+        FN(pack_b_cols)(kc, n, b + j0 * csb, rsb, csb, nr, dst);
+        FN(pack_b_zero)(kc, n, nr, dst);
+    }
+}
+
+/* The same for a B whose rows and/or columns are split in two levels (nnl_split): row pc + k
+ * of the block is at ((pc + k) / lk) * bsk + ((pc + k) % lk) * rsb (lk <= 0: (pc + k) * rsb),
+ * column jc + j at ((jc + j) / ln) * bsn + ((jc + j) % ln) * csb (ln <= 0: (jc + j) * csb);
+ * each panel is packed one rectangle of contiguous runs at a time, into the same places. */
+static void FN(pack_b_split)(nnl_idx pc, nnl_idx kc, nnl_idx jc, nnl_idx nc, const T *b,
+                             nnl_idx rsb, nnl_idx csb, nnl_idx lk, nnl_idx bsk, nnl_idx ln,
+                             nnl_idx bsn, int nr, T *NNL_RESTRICT bp)
+{
+    const nnl_idx nq = nnl_cdiv(nc, nr);
+    for (nnl_idx q = 0; q < nq; q++) {
+        const nnl_idx j0 = q * nr;
+        const int n = (int)nnl_min(nr, nc - j0);
+        T *dst = bp + q * kc * nr;
+        for (nnl_idx k = 0; k < kc;) {
+            const nnl_idx kk = pc + k;
+            const nnl_idx krun = lk > 0 ? nnl_min(lk - kk % lk, kc - k) : kc - k;
+            const T *row = b + (lk > 0 ? (kk / lk) * bsk + (kk % lk) * rsb : kk * rsb);
+            for (int j = 0; j < n;) {
+                const nnl_idx jj = jc + j0 + j;
+                const int jrun = ln > 0 ? (int)nnl_min(ln - jj % ln, n - j) : n - j;
+                const T *src = row + (ln > 0 ? (jj / ln) * bsn + (jj % ln) * csb : jj * csb);
+                FN(pack_b_cols)(krun, jrun, src, rsb, csb, nr, dst + k * nr + j);
+                j += jrun;
+            }
+            k += krun;
+        }
+        FN(pack_b_zero)(kc, n, nr, dst);
+    }
+}
+
 /* ------------------------------------------------------------------------------- the nest */
+
+/* dst[0:n] = src[0:n] (no overlap). */
+static NNL_ALWAYS_INLINE void FN(copy_run)(int n, const T *NNL_RESTRICT src,
+                                           T *NNL_RESTRICT dst)
+{
+    for (int t = 0; t < n; t++)
+        dst[t] = src[t];
+}
+
+/* The micro-kernel on the tile C[ir:+m, jr:+n] of a C whose columns are split in two levels
+ * (s->c_ln > 0: column j at (j / c_ln) * c_sn + j % c_ln): in place when the tile's columns are
+ * one contiguous run, else through a tile buffer (C gathered first when the epilogue reads it,
+ * scattered after); the same operations on the same values either way, so the same bits. */
+static NNL_NO_MEMCPY_IDIOM void FN(ukr_split)(const KERNEL_T *kd, const FN(nnl_nest) *s, nnl_idx kcb, const T *ap,
+                          const T *bp, nnl_idx ir, nnl_idx jr, int m, int n, const EPI_T *e)
+{
+    const nnl_idx ln = s->c_ln, off = jr % ln;
+    T *c = s->c + ir * s->rsc;
+    if (off + n <= ln) {
+        kd->ukr(kcb, ap, bp, c + (jr / ln) * s->c_sn + off, s->rsc, m, n, e);
+        return;
+    }
+    T tile[NNL_TILE_MAX];
+    const int nr = kd->nr;
+    const nnl_idx rsc = s->rsc, sn = s->c_sn;
+    if (e->load_c)
+        for (int j = 0; j < n;) {
+            const nnl_idx jj = jr + j;
+            const int run = (int)nnl_min(ln - jj % ln, n - j);
+            const T *src = c + (jj / ln) * sn + jj % ln;
+            for (int i = 0; i < m; i++)
+                FN(copy_run)(run, src + i * rsc, tile + i * nr + j);
+            j += run;
+        }
+    kd->ukr(kcb, ap, bp, tile, nr, m, n, e);
+    for (int j = 0; j < n;) {
+        const nnl_idx jj = jr + j;
+        const int run = (int)nnl_min(ln - jj % ln, n - j);
+        T *dst = c + (jj / ln) * sn + jj % ln;
+        for (int i = 0; i < m; i++)
+            FN(copy_run)(run, tile + i * nr + j, dst + i * rsc);
+        j += run;
+    }
+}
 
 /* One work unit (see gemm_internal.h): rows r0..r1 by columns c0..c1 of one item, computed by
  * one thread with its private buffers apw (an A block) and bpw (a B chunk):
@@ -143,8 +253,8 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
         if (s->apk != NULL)  /* pre-packed (PACK_NAME): K slice pc, then row panel r0 / MR */
             ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
         else
-            FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa + pc * s->csa, s->rsa, s->csa, mr,
-                       s->a_pack8, apw);
+            FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8, apw,
+                       pc, s->a_lk, s->a_sk);
         for (nnl_idx jc = c0; jc < c1; jc += chunk * nr) {
             const nnl_idx ncb = nnl_min(chunk * nr, c1 - jc);
             const nnl_idx nq = nnl_cdiv(ncb, nr);
@@ -166,7 +276,10 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                         continue;
                     }
                     e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + ir : NULL;
-                    kd->ukr(kcb, api, bpq, s->c + ir * s->rsc + jr, s->rsc, m, n, &e);
+                    if (s->c_ln > 0)
+                        FN(ukr_split)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
+                    else
+                        kd->ukr(kcb, api, bpq, s->c + ir * s->rsc + jr, s->rsc, m, n, &e);
                 }
             }
         }

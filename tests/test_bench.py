@@ -311,9 +311,17 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
         called.append("im2col")
         return gemm_forward(*a, **k)
 
+    pointwise_forward = conv_cython._pointwise_forward
+
+    def pointwise_im2col(*a, **k):
+        # 'im2col' on a 1x1 stride-1 conv: the GEMM on the image, the whole batch at once
+        called.append("im2col")
+        return pointwise_forward(*a, **k)
+
     monkeypatch.setattr(conv_cython, "_convfast", Spy())
     monkeypatch.setattr(conv_winograd, "_convfast", Spy())
     monkeypatch.setattr(_conv_gemm, "forward", im2col_forward)
+    monkeypatch.setattr(conv_cython, "_pointwise_forward", pointwise_im2col)
     for v in variants:
         called.clear()
         model = v.build().eval()

@@ -39,7 +39,7 @@ echo "sanitize.sh: building with NNLITE_SANITIZE=1 in $DST"
 (cd "$DST" && NNLITE_SANITIZE=1 CC="$CC_BIN" python setup.py -q build_ext --inplace \
     >"$DST/build.log" 2>&1) || { tail -50 "$DST/build.log"; exit 1; }
 
-TESTS=(tests/test_im2col.py tests/test_gemm.py tests/test_conv2d.py
+TESTS=(tests/test_im2col.py tests/test_gemm.py tests/test_gemm_split.py tests/test_conv2d.py
        tests/test_conv_transpose2d.py tests/test_pad.py tests/test_pool_max.py
        tests/test_pool_avg.py tests/test_pool_geometry.py tests/test_pool_unpool.py
        tests/test_adaptive_pool.py tests/test_spp.py tests/test_roi_pool.py

@@ -36,7 +36,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _gemm = None
 
-__all__ = ["gemm", "gemm_batched", "pack", "PackedOperand", "using_microkernel", "info",
+__all__ = ["gemm", "gemm_batched", "gemm_split", "pack", "PackedOperand", "using_microkernel", "info",
            "blocking"]
 
 _ACTS = {None: 0, "relu": 1, "relu6": 2}
@@ -275,6 +275,75 @@ def gemm_batched(a, b, out=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=
     b = _as_operand(b if pb is None else b[None], "b", 3, fn)
     return _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activation,
                       num_threads, fn, batched=True, packed=(pa, pb))
+
+
+def gemm_split(a, b, out, *, beta=0.0, bias=None, bias_axis=0, activation=None,
+               num_threads=None):
+    """ONE product ``C = act(A @ B + beta * C + bias)`` whose inner axis K and column axis N
+    each run over an (outer, inner) index pair, read and written in place (no regrouping
+    copies): a pointwise conv over a whole NCHW batch, or its weight gradient, as one GEMM.
+
+    Shape:
+        a (M, nk, lk): A[i, k] = a[i, k // lk, k % lk], K = nk*lk;
+        b (nk, lk, nn, ln): B[k, j] = b[k // lk, k % lk, j // ln, j % ln], N = nn*ln;
+        out (M, nn, ln): C[i, j] = out[i, j // ln, j % ln], unit stride along its last axis
+        (when ln > 1), overlapping neither a, b nor bias; bias (M,) (bias_axis=0) or (N,).
+    E.g. y = conv1x1(x, w) for x (n, C, L): a = w[:, None, :], b = x.transpose(1, 0, 2)[None],
+    out = y.transpose(1, 0, 2) with y (n, F, L). Any element strides; float32 or float64.
+    Without the compiled extension: numpy.matmul on regrouped copies.
+
+    Each element is reduced in the same order for every thread count (the plain GEMM's blocking
+    on the logical M x N x K product).
+    """
+    fn = "gemm_split"
+    a = _as_operand(a, "a", 3, fn)
+    b = _as_operand(b, "b", 4, fn)
+    if not isinstance(out, np.ndarray) or out.ndim != 3:
+        raise TypeError(f"{fn}: out must be a 3-D numpy.ndarray (M, nn, ln)")
+    if not (a.dtype == b.dtype == out.dtype):
+        raise TypeError(f"{fn}: dtypes of a ({a.dtype}), b ({b.dtype}) and out ({out.dtype}) "
+                        "must match")
+    M, nk, lk = a.shape
+    nn, ln = out.shape[1:]
+    if out.shape[0] != M or b.shape != (nk, lk, nn, ln):
+        raise ValueError(f"{fn}: shapes a={a.shape}, b={b.shape}, out={out.shape} do not chain; "
+                         f"b must be {(nk, lk, nn, ln)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
+    beta = _scalar(beta, "beta", fn)
+    if activation not in _ACTS:
+        raise ValueError(f"{fn}: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    nthreads = _threads(num_threads, fn)
+    bias2 = _check_bias(bias, bias_axis, 1, M, nn * ln, a.dtype, fn, False)
+    if out.size == 0:
+        return out
+    if _gemm is None:
+        A = a.reshape(M, nk * lk)
+        B = b.reshape(nk * lk, nn * ln)
+        c = np.ascontiguousarray(out).reshape(1, M, nn * ln)
+        _gemm_numpy(A[None], B[None], c, 1.0, beta, bias2, bias_axis, activation)
+        out[...] = c.reshape(out.shape)
+        return out
+    for x in (a, b, out):
+        if any(st % x.itemsize for st in x.strides):
+            raise ValueError(f"{fn}: strides {x.strides} are not whole elements")
+    if ln > 1 and out.strides[2] != out.itemsize:
+        raise ValueError(f"{fn}: out must have unit stride along its last axis")
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b) or (
+            bias2 is not None and np.may_share_memory(out, bias2)):
+        raise ValueError(f"{fn}: out overlaps an input")
+    _gemm.gemm_split(a, b, out, 1.0, beta, None if bias2 is None else bias2[0],
+                     0 if bias2 is None else 1 + bias_axis, _ACTS[activation], nthreads, _isa())
+    return out
+
+
+def _split_raw(a, b, out, bias=None, beta=0.0):
+    """``gemm_split`` without its checks, for callers that built the operands themselves
+    (conv_cython's pointwise path: fresh outputs, whole-element strides, matching dtypes);
+    ``bias`` per row (M,) contiguous, or None."""
+    _gemm.gemm_split(a, b, out, 1.0, beta, bias, 0 if bias is None else 1, 0,
+                     get_num_threads(), _isa())
+    return out
 
 
 def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activation,

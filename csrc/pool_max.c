@@ -156,6 +156,54 @@ void nnl_pool_grid_init(nnl_pool_grid *g, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_
     g->off = tab; g->toff = tab + g->ntap; g->init = init; g->base = base; g->omask = omask;
 }
 
+/* the small-plane plan (pool_max.h) */
+int nnl_pool_small_init(nnl_pool_small *s, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw,
+                        nnl_idx sh, nnl_idx sw, nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw,
+                        nnl_idx oh, nnl_idx ow, size_t itemsize)
+{
+#if defined(__AVX512F__)
+    if (oh < 1 || ow < 1 || H < 1 || W < 1 || sh > 2 || sw > 2 || (ow - 1) * sw >= W ||
+        kh * kw > NNL_POOL_SMALL_T || oh > NNL_POOL_SMALL_Q || W > NNL_POOL_SMALL_Q ||
+        H > (nnl_idx)INT32_MAX / W)
+        return 0;
+    const nnl_idx Q = ((oh - 1) * sh + 1) * W, vl = 64 / (nnl_idx)itemsize;
+    if (Q > NNL_POOL_SMALL_Q)
+        return 0;
+    memset(s, 0, sizeof *s);
+    s->H = H; s->W = W; s->kh = kh; s->kw = kw; s->oh = oh; s->ow = ow;
+    s->Q = Q;
+    s->nv = nnl_ceil_pos(Q, vl);
+    s->ntap = kh * kw;
+    for (nnl_idx q = 0; q < s->nv * vl; q++) {
+        const nnl_idx u = q / W, v = q % W, vec = q / vl, l = q % vl;
+        s->qpos[q] = (int32_t)q;
+        s->init[q] = q < Q ? -1 : 0;
+        if (q >= Q)
+            continue;
+        for (nnl_idx a = 0; a < kh; a++)
+            for (nnl_idx b = 0; b < kw; b++) {
+                const nnl_idx r = u - pt + a * dh, c = v - pl + b * dw, t = a * kw + b;
+                if (r < 0 || r >= H || c < 0 || c >= W)
+                    continue;
+                /* the same for every position: (a*dh - pt)*W + b*dw - pl, inside (-Q, H*W) */
+                s->off[t] = (int32_t)(r * W + c - q);
+                s->km[vec * s->ntap + t] |= (uint16_t)(1u << l);
+                if (s->init[q] < 0)
+                    s->init[q] = (int32_t)(r * W + c);
+            }
+        if (u % sh == 0 && v % sw == 0 && v / sw < ow)
+            s->keep[vec] |= (uint16_t)(1u << l);
+    }
+    for (nnl_idx vec = 1; vec < s->nv; vec++)
+        s->opos[vec] = s->opos[vec - 1] + __builtin_popcount(s->keep[vec - 1]);
+    return 1;
+#else
+    (void)s; (void)H; (void)W; (void)kh; (void)kw; (void)sh; (void)sw; (void)pt; (void)pl;
+    (void)dh; (void)dw; (void)oh; (void)ow; (void)itemsize;
+    return 0;
+#endif
+}
+
 #if defined(__AVX512F__)
 
 /* the first n (<= 16) int32 lanes of v as int64 at d */

@@ -751,19 +751,24 @@ NNL_INLINE void FN(small_grp)(const nnl_pool_small *s, const T *const *xb, T *co
     const nnl_idx nt = NT ? NT : s->ntap, ntap = NT ? NT : s->ntap;
     V m[4];
     V_I id[4], qv[4];
+    const T *src[4];
+    const uint16_t *kr[4];
     for (int u = 0; u < U; u++) {
         m[u] = V_SET1(-INFINITY);
+        src[u] = xb[u] + vi[u] * VL;
+        kr[u] = s->km + vi[u] * ntap;
         if (IDX) {
             id[u] = V_ILOAD(s->init + vi[u] * VL);
             qv[u] = V_ILOAD(s->qpos + vi[u] * VL);
         }
     }
+#pragma GCC unroll 9
     for (nnl_idx tt = 0; tt < nt; tt++) {
         const nnl_idx t = IDX ? tt : order[tt];
         const int32_t o = s->off[t];
         for (int u = 0; u < U; u++) {
-            const MASK k = (MASK)s->km[vi[u] * ntap + t];
-            const V v = V_ZLOAD(k, xb[u] + vi[u] * VL + o);
+            const MASK k = (MASK)kr[u][t];
+            const V v = V_ZLOAD(k, src[u] + o);
             if (IDX) {
                 MASK c = V_MASK_CMP(k, v, m[u], _CMP_GT_OQ);
                 if (exact)

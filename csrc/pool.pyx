@@ -7,7 +7,7 @@ MaxPool run it; its planes are csrc/pool_max.c (see there and in max_pool2d_forw
 Memory contract of the other kernels: every array is C-contiguous and planes-first, x (P, H, W)
 with P = N*C;
 outputs are preallocated by the caller (nnlite/kernels/pool_cython.py), and the scatter
-outputs (gradients, unpool) arrive zero-filled. Geometry is validated in Python before these
+outputs (gradients, unpool) arrive zero-filled (scatter_by_index can clear its own instead). Geometry is validated in Python before these
 run. Every loop below is bounded by the plane (taps are clipped to [0, H) x [0, W), indices
 are tested with an unsigned compare), so no kernel reads or writes outside its plane.
 

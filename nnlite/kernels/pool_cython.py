@@ -1,7 +1,8 @@
 """Cython pooling kernels (``nnlite._pool``): thin wrappers that enforce the memory contract.
 
 Each wrapper makes its inputs C-contiguous, computes the output size with ``nnlite._poolgeom``,
-allocates the outputs (zero-filled where the kernel scatters) and calls the OpenMP kernel.
+allocates the outputs (zero-filled where the kernel scatters, except for the max pools'
+backward, whose kernel clears each plane itself) and calls the OpenMP kernel.
 Registered only when the extension imports.
 """
 import math

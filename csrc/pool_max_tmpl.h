@@ -926,8 +926,19 @@ void FN(nnl_pool_scatter)(const T *gy, const int64_t *idx, T *gx, nnl_idx L, nnl
         const T *g = gy + p * L;
         const int64_t *ip = idx + p * L;
         T *d = gx + p * HW;
-        if (zero)
+        if (zero) {
+#if defined(__AVX512F__)
+            /* a few stores for a small plane, no call */
+            const V z = V_SET1(0);
+            nnl_idx c = 0;
+            for (; c + VL <= HW; c += VL)
+                V_STORE(d + c, z);
+            if (c < HW)
+                V_MSTORE(d + c, FN(lanes)(HW - c), z);
+#else
             memset(d, 0, (size_t)HW * sizeof(T));
+#endif
+        }
         for (nnl_idx l = 0; l < L; l++) {
             const int64_t a = ip[l];
             if ((uint64_t)a < (uint64_t)HW)     /* not -1 (a window without in-image taps) */

@@ -18,9 +18,11 @@ vectorised over every box and sample with fancy-index gathers of the four biline
 the max |cython - baseline| of the forward output.
 
 --indices: the cython max pool forward with indices (what a training step runs) vs without
-(inference), interleaved, on the pools of examples/train_digits.py at batch 32 (an Inception
-branch's 3x3/1 pool on 16-channel 8x8 and 40-channel 4x4 maps, a 2x2/2 pool on 40-channel 8x8)
-and on larger planes; "ratio" is the median with indices over the median without.
+(inference), and the backward (the gradient w.r.t. the input from those indices: gx allocated
+and scattered into), interleaved, on the pools of examples/train_digits.py at batch 32 (an
+Inception branch's 3x3/1 pool on 16-channel 8x8 and 40-channel 4x4 maps, a 2x2/2 pool on
+40-channel 8x8) and on larger planes; "ratio" is the median with indices over the median
+without.
 """
 import os
 import sys
@@ -287,12 +289,17 @@ def bench_roi(case, repeat, backends):
 def bench_indices(repeat, dtype):
     """Rows of the --indices table: forward with vs without indices, interleaved."""
     fwd = kernels.impl("max_pool2d_forward", "cython")
+    bwd = kernels.impl("max_pool2d_backward", "cython")
     rows = []
     for name, planes, h, w, k, s, p, ceil_mode in INDEX_POOLS:
-        x = np.random.default_rng(0).standard_normal((planes, h, w)).astype(dtype)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((planes, h, w)).astype(dtype)
         geo = ((k, k), (s, s), (p, p), (1, 1), ceil_mode)
+        y, idx = fwd(x, *geo, indices=True)
+        gy = rng.standard_normal(y.shape).astype(dtype)
         times = _timing.interleave({"with": lambda: fwd(x, *geo, indices=True),
-                                    "without": lambda: fwd(x, *geo, indices=False)},
+                                    "without": lambda: fwd(x, *geo, indices=False),
+                                    "backward": lambda: bwd(gy, idx, (h, w))},
                                    repeat=repeat, warmup=3, min_time=0.02)
         med = {kind: _timing.median(ts) for kind, ts in times.items()}
         rows.append({"case": f"{name} {planes}x{h}x{w}",
@@ -300,7 +307,9 @@ def bench_indices(repeat, dtype):
                      "without": _timing.fmt_time(med["without"]),
                      "ratio": f"{med['with'] / med['without']:.2f}x",
                      "best with": _timing.fmt_time(min(times["with"])),
-                     "best without": _timing.fmt_time(min(times["without"]))})
+                     "best without": _timing.fmt_time(min(times["without"])),
+                     "backward": _timing.fmt_time(med["backward"]),
+                     "best backward": _timing.fmt_time(min(times["backward"]))})
     return rows
 
 
@@ -317,7 +326,8 @@ def main(argv=None):
         print(_timing.header([("dtype", args.dtype),
                               ("repeat", f"{repeat} interleaved rounds")]))
         rows = bench_indices(repeat, np.dtype(args.dtype))
-        cols = ["case", "with indices", "without", "ratio", "best with", "best without"]
+        cols = ["case", "with indices", "without", "ratio", "best with", "best without",
+                "backward", "best backward"]
         _timing.print_table(rows, cols)
         if args.csv:
             _timing.write_csv(args.csv, rows, cols)

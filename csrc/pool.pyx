@@ -7,7 +7,7 @@ MaxPool run it; its planes are csrc/pool_max.c (see there and in max_pool2d_forw
 Memory contract of the other kernels: every array is C-contiguous and planes-first, x (P, H, W)
 with P = N*C;
 outputs are preallocated by the caller (nnlite/kernels/pool_cython.py), and the scatter
-outputs (gradients, unpool) arrive zero-filled. Geometry is validated in Python before these
+outputs (gradients, unpool) arrive zero-filled (scatter_by_index can clear its own instead). Geometry is validated in Python before these
 run. Every loop below is bounded by the plane (taps are clipped to [0, H) x [0, W), indices
 are tested with an unsigned compare), so no kernel reads or writes outside its plane.
 
@@ -86,6 +86,24 @@ cdef extern from "pool_max.h" nogil:
                                    Py_ssize_t p0, Py_ssize_t p1, double* xp, int nb,
                                    double* ys,
                                    int64_t* iscr)
+    ctypedef struct nnl_pool_small:
+        Py_ssize_t nv
+    int nnl_pool_small_init(nnl_pool_small* s, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                            Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t ow, size_t itemsize)
+    void nnl_maxpool_planes_small_s(const nnl_pool_small* s, const float* x,
+                                    const Py_ssize_t* xs, float* y, const Py_ssize_t* ys_,
+                                    int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
+                                    Py_ssize_t p0, Py_ssize_t p1)
+    void nnl_maxpool_planes_small_d(const nnl_pool_small* s, const double* x,
+                                    const Py_ssize_t* xs, double* y, const Py_ssize_t* ys_,
+                                    int64_t* idx, const Py_ssize_t* is_, Py_ssize_t C,
+                                    Py_ssize_t p0, Py_ssize_t p1)
+    void nnl_pool_scatter_s(const float* gy, const int64_t* idx, float* gx, Py_ssize_t L,
+                            Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1, int zero)
+    void nnl_pool_scatter_d(const double* gy, const int64_t* idx, double* gx, Py_ssize_t L,
+                            Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1, int zero)
 
 
 cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
@@ -127,6 +145,36 @@ cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t 
                     yrow[j] = v if take else yrow[j]
                     arow[j] = h * W + j * sw + off if take else arow[j]
             h = h + dh
+
+
+# the small-plane plan of the last geometry (a training loop repeats its pools): filled and
+# read with the GIL held, and copied into the call's own plan before the planes run
+cdef nnl_pool_small _small_last
+cdef Py_ssize_t _small_key[14]
+cdef int _small_have = -1     # -1: nothing cached; else nnl_pool_small_init's result
+
+
+cdef int _small_plan(nnl_pool_small* s, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                     Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                     Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                     Py_ssize_t es):
+    global _small_have
+    cdef Py_ssize_t key[14]
+    cdef int i, same = _small_have >= 0
+    key[0] = H; key[1] = W; key[2] = kh; key[3] = kw; key[4] = sh; key[5] = sw; key[6] = pt
+    key[7] = pl; key[8] = dh; key[9] = dw; key[10] = oh; key[11] = ow; key[12] = es
+    key[13] = 0
+    for i in range(14):
+        if key[i] != _small_key[i]:
+            same = 0
+    if not same:
+        _small_have = nnl_pool_small_init(&_small_last, H, W, kh, kw, sh, sw, pt, pl, dh, dw,
+                                          oh, ow, es)
+        for i in range(14):
+            _small_key[i] = key[i]
+    if _small_have:
+        s[0] = _small_last
+    return _small_have
 
 
 def _fits(o, s, k, d, pad):
@@ -181,9 +229,42 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     cdef int64_t[:, ::1] scratch
     cdef int64_t* ip
     cdef int tid
+    nt = <int> min(nt, P)
+    # small planes (csrc/pool_max.h, nnl_pool_small): packed rows of x, y and idx. Without
+    # indices only when a plane's virtual grid is one vector: measured on one Zen 4 core
+    # (float32, one thread, interleaved medians), 3x3/1 pad 1 on 1280 planes 4x4 ran 38 ->
+    # 22 us, but on more vectors per plane the register path above was as fast (8x8: 3x3/1
+    # 27.6 vs 27.3 us, 2x2/2 36 vs 37) or faster (14x14 2x2/2 25 vs 36, 16x16 3x3/1 26 vs
+    # 42, 12x12 5x5/1 55 vs 113). With indices on every plane it takes (8x8 3x3/1: 52 -> 33
+    # us, 2x2/2: 85 -> 50, 4x4 3x3/1: 73 -> 27, 16x16 3x3/1: 74 -> 59, 12x12 5x5/1 about even)
+    # up to 16 vectors per plane (float64 2x2/2 on 14x14 planes, 23 vectors: 115 vs 120 us)
+    cdef nnl_pool_small small
+    cdef Py_ssize_t xs[3]
+    cdef Py_ssize_t ys_[3]
+    cdef Py_ssize_t is_[3]
+    cdef Py_ssize_t t, p0, p1
+    cdef int64_t* i00 = NULL
+    if (fits and (H < 2 or xrs == W) and (oh < 2 or (yrs == ow and (not want or irs == ow)))
+            and _small_plan(&small, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, es)
+            and (small.nv == 1 or (want and small.nv <= 16))):
+        for t in range(2):
+            xs[t] = x.strides[t] // es
+            ys_[t] = y.strides[t] // es
+            is_[t] = idx.strides[t] // sizeof(int64_t) if want else 0
+        if want:
+            i00 = &idx[0, 0, 0, 0]
+        for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+            p0 = P * t // nt
+            p1 = P * (t + 1) // nt
+            if floating is float:
+                nnl_maxpool_planes_small_s(&small, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
+                                           i00, is_, C, p0, p1)
+            else:
+                nnl_maxpool_planes_small_d(&small, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
+                                           i00, is_, C, p0, p1)
+        return
     if fits:
         fast = nnl_pool_plan_init(&plan, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, es)
-    nt = <int> min(nt, P)
     if fast and not want:
         bufs = np.full((nt, plan.need), -np.inf, dtype=dt)
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
@@ -292,16 +373,30 @@ def _max_planes_grid(const floating[:, :, :, :] x, floating[:, :, :, :] y,
 
 
 def scatter_by_index(const floating[:, ::1] gy, const int64_t[:, ::1] idx,
-                     floating[:, ::1] gx, int num_threads):
-    """gx[p, idx[p, l]] += gy[p, l] for every valid index (max pools' backward)."""
-    cdef Py_ssize_t P = gy.shape[0], L = gy.shape[1], HW = gx.shape[1], p, l, a
+                     floating[:, ::1] gx, int num_threads, bint zero=False):
+    """gx[p, idx[p, l]] += gy[p, l] for every valid index, in the order of l (max pools'
+    backward; csrc/pool_max_tmpl.h, nnl_pool_scatter). zero: gx's planes are set to 0 first
+    (gx may then arrive uninitialised: each plane is cleared in cache just before its
+    scatter, which saves a separate pass over gx). Each thread runs one contiguous run of
+    planes, so the result does not depend on the thread count."""
+    cdef Py_ssize_t P = gy.shape[0], L = gy.shape[1], HW = gx.shape[1], t, p0, p1
     if idx.shape[0] != P or idx.shape[1] != L or gx.shape[0] != P:
-        raise ValueError("scatter_by_index: shapes do not match")
-    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
-        for l in range(L):
-            a = idx[p, l]
-            if in_range(a, HW):  # -1 (no in-bounds tap) contributes nothing
-                gx[p, a] += gy[p, l]
+        raise ValueError(f"scatter_by_index: gy ({P}, {L}), idx ({idx.shape[0]}, "
+                         f"{idx.shape[1]}) and gx ({gx.shape[0]}, {HW}) do not match")
+    if P == 0 or HW == 0:
+        return
+    if L == 0:
+        if zero:
+            np.asarray(gx)[...] = 0
+        return
+    cdef int nt = <int> max(1, min(num_threads, P))
+    for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+        p0 = P * t // nt
+        p1 = P * (t + 1) // nt
+        if floating is float:
+            nnl_pool_scatter_s(&gy[0, 0], &idx[0, 0], &gx[0, 0], L, HW, p0, p1, zero)
+        else:
+            nnl_pool_scatter_d(&gy[0, 0], &idx[0, 0], &gx[0, 0], L, HW, p0, p1, zero)
 
 
 # ----------------------------------------------------------------------------- avg pool

@@ -156,6 +156,80 @@ void nnl_pool_grid_init(nnl_pool_grid *g, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_
     g->off = tab; g->toff = tab + g->ntap; g->init = init; g->base = base; g->omask = omask;
 }
 
+/* the small-plane plan (pool_max.h) */
+int nnl_pool_small_init(nnl_pool_small *s, nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw,
+                        nnl_idx sh, nnl_idx sw, nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw,
+                        nnl_idx oh, nnl_idx ow, size_t itemsize)
+{
+#if defined(__AVX512F__)
+    if (oh < 1 || ow < 1 || H < 1 || W < 1 || sh > 2 || sw > 2 || (ow - 1) * sw >= W ||
+        kh * kw > NNL_POOL_SMALL_T || oh > NNL_POOL_SMALL_Q || W > NNL_POOL_SMALL_Q ||
+        H > (nnl_idx)(INT32_MAX - 2 * NNL_POOL_SMALL_Q) / W)
+        return 0;
+    const nnl_idx Q = ((oh - 1) * sh + 1) * W, vl = 64 / (nnl_idx)itemsize;
+    if (Q > NNL_POOL_SMALL_Q)
+        return 0;
+    memset(s, 0, sizeof *s);
+    s->H = H; s->W = W; s->kh = kh; s->kw = kw; s->oh = oh; s->ow = ow;
+    s->Q = Q;
+    s->nv = nnl_ceil_pos(Q, vl);
+    s->ntap = kh * kw;
+    /* a tap is in the image when its row is (row tap a of virtual row u) and its column is
+     * (column tap b of virtual column v): the tables per row and per column, then per tap */
+    const nnl_idx U = Q / W, lv = vl == 16 ? 4 : 3;
+    uint8_t rok[NNL_POOL_SMALL_T][NNL_POOL_SMALL_Q], cok[NNL_POOL_SMALL_T][NNL_POOL_SMALL_Q];
+    nnl_idx fa[NNL_POOL_SMALL_Q], fb[NNL_POOL_SMALL_Q];    /* the first in-image tap, or -1 */
+    for (nnl_idx u = 0; u < U; u++) {
+        fa[u] = -1;
+        for (nnl_idx a = 0; a < kh; a++) {
+            const nnl_idx r = u - pt + a * dh;
+            rok[a][u] = r >= 0 && r < H;
+            if (rok[a][u] && fa[u] < 0)
+                fa[u] = a;
+        }
+    }
+    for (nnl_idx v = 0; v < W; v++) {
+        fb[v] = -1;
+        for (nnl_idx b = 0; b < kw; b++) {
+            const nnl_idx c = v - pl + b * dw;
+            cok[b][v] = c >= 0 && c < W;
+            if (cok[b][v] && fb[v] < 0)
+                fb[v] = b;
+        }
+    }
+    for (nnl_idx a = 0; a < kh; a++)
+        for (nnl_idx b = 0; b < kw; b++) {
+            const nnl_idx t = a * kw + b;
+            int any = 0;
+            for (nnl_idx u = 0, q = 0; u < U; u++)
+                for (nnl_idx v = 0; v < W; v++, q++)
+                    if (rok[a][u] & cok[b][v]) {
+                        s->km[(q >> lv) * s->ntap + t] |= (uint16_t)(1u << (q & (vl - 1)));
+                        any = 1;
+                    }
+            /* the same for every position: (a*dh - pt)*W + b*dw - pl, in (-Q, H*W + W) when
+             * the tap is in the image somewhere (else never read) */
+            s->off[t] = any ? (int32_t)((a * dh - pt) * W + b * dw - pl) : 0;
+        }
+    for (nnl_idx q = 0; q < s->nv * vl; q++)
+        s->qpos[q] = (int32_t)q;                   /* init: 0 past Q (memset) */
+    for (nnl_idx u = 0, q = 0; u < U; u++)
+        for (nnl_idx v = 0; v < W; v++, q++) {
+            s->init[q] = fa[u] >= 0 && fb[v] >= 0
+                             ? (int32_t)((u - pt + fa[u] * dh) * W + v - pl + fb[v] * dw) : -1;
+            if (u % sh == 0 && v % sw == 0 && v / sw < ow)
+                s->keep[q >> lv] |= (uint16_t)(1u << (q & (vl - 1)));
+        }
+    for (nnl_idx vec = 1; vec < s->nv; vec++)
+        s->opos[vec] = s->opos[vec - 1] + __builtin_popcount(s->keep[vec - 1]);
+    return 1;
+#else
+    (void)s; (void)H; (void)W; (void)kh; (void)kw; (void)sh; (void)sw; (void)pt; (void)pl;
+    (void)dh; (void)dw; (void)oh; (void)ow; (void)itemsize;
+    return 0;
+#endif
+}
+
 #if defined(__AVX512F__)
 
 /* the first n (<= 16) int32 lanes of v as int64 at d */

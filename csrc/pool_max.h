@@ -95,4 +95,58 @@ void nnl_maxpool_planes_grid_d(const nnl_pool_grid *g, const double *x, const pt
                                const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1,
                                double *xp, int nb, double *ys, int64_t *is);
 
+/* Small planes (pool_max_tmpl.h, AVX-512 builds): the windows are computed on the virtual
+ * grid of every stride-1 window origin, flat position q = u*W + v of the plane (origin row
+ * u - PT, column v - PL), for q < Q = ((OH - 1)*SH + 1)*W; output (i, j) is position
+ * (i*SH, j*SW), the others are computed and dropped (keep). Tap t = a*KW + b of position q
+ * reads the plane's element q + off[t], a flat index into the plane (rows packed: x's row
+ * stride is W), on the lanes of km[vector*ntap + t] (the taps inside the image), so every
+ * tap is one masked load at a constant offset: no copy, no border code. init: the flat index
+ * of each position's first in-image tap (-1 when none); qpos[q] = q; opos[vector]: the
+ * outputs of the plane before the vector's. nnl_pool_small_init returns 0 (fill nothing
+ * else) for the geometries this path does not take: W or H stride above 2, an output column
+ * origin past the image ((OW - 1)*SW >= W), more than NNL_POOL_SMALL_T taps or
+ * NNL_POOL_SMALL_Q positions, or a build without AVX-512. */
+#define NNL_POOL_SMALL_Q 256
+#define NNL_POOL_SMALL_T 32
+#define NNL_POOL_SMALL_NV (NNL_POOL_SMALL_Q / 8)
+typedef struct {
+    ptrdiff_t H, W, kh, kw, oh, ow, Q, nv, ntap;
+    int32_t off[NNL_POOL_SMALL_T];
+    uint16_t km[NNL_POOL_SMALL_NV * NNL_POOL_SMALL_T];
+    uint16_t keep[NNL_POOL_SMALL_NV];
+    int32_t opos[NNL_POOL_SMALL_NV];
+    int32_t init[NNL_POOL_SMALL_Q];
+    int32_t qpos[NNL_POOL_SMALL_Q];
+} nnl_pool_small;
+
+int nnl_pool_small_init(nnl_pool_small *s, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh,
+                        ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl,
+                        ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, size_t itemsize);
+/* Planes p0 .. p1 - 1 (plane p = (p / C, p % C); xs, ys_, is_: the strides along N and C in
+ * elements) of packed planes: x (H, W), y and idx (OH, OW) with rows packed. idx NULL: the
+ * values alone (the result of nnl_maxpool_plane_*, bit for bit); else the values and indices
+ * of nnl_maxpool_plane_idx_*. */
+#if defined(__AVX512F__)
+void nnl_maxpool_planes_small_s(const nnl_pool_small *s, const float *x, const ptrdiff_t *xs,
+                                float *y, const ptrdiff_t *ys_, int64_t *idx,
+                                const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1);
+void nnl_maxpool_planes_small_d(const nnl_pool_small *s, const double *x, const ptrdiff_t *xs,
+                                double *y, const ptrdiff_t *ys_, int64_t *idx,
+                                const ptrdiff_t *is_, ptrdiff_t C, ptrdiff_t p0, ptrdiff_t p1);
+#else
+/* no small path without AVX-512 (nnl_pool_small_init returns 0, so these never run): the
+ * names exist for the callers' (unreached) calls */
+#define nnl_maxpool_planes_small_s(s, x, xs, y, ys_, idx, is_, C, p0, p1) ((void)0)
+#define nnl_maxpool_planes_small_d(s, x, xs, y, ys_, idx, is_, C, p0, p1) ((void)0)
+#endif
+
+/* The max pools' backward: gx[p, idx[p, l]] += gy[p, l] in the order of l, for planes
+ * p0 .. p1 - 1 of gy and idx (P, L) and gx (P, HW), all packed; an index outside [0, HW)
+ * adds nothing. zero: gx's plane is set to 0 first (in cache, just before its scatter). */
+void nnl_pool_scatter_s(const float *gy, const int64_t *idx, float *gx, ptrdiff_t L,
+                        ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, int zero);
+void nnl_pool_scatter_d(const double *gy, const int64_t *idx, double *gx, ptrdiff_t L,
+                        ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, int zero);
+
 #endif

@@ -730,6 +730,139 @@ NNL_INLINE void FN(grid_k)(const nnl_pool_grid *g, const T *xp, T *yo, int64_t *
 
 #endif
 
+#if defined(__AVX512F__)
+
+/* ------------------------------------------------------------------ small planes
+ * The small path (pool_max.h, nnl_pool_small): the work items are the (plane, vector) pairs
+ * of a block of planes, U = 4 at a time (each tap's compare and select wait on the previous
+ * tap's: 4 independent chains keep the vector units busy, also when a plane is one vector).
+ * With indices the taps run in row-major window order, a tap replacing the running maximum
+ * when greater (or NaN, exact): the first maximum, the last NaN, as nnl_maxpool_plane_idx;
+ * the index starts at the first in-image tap (init), so a window of -inf keeps it, and -1
+ * stays when no tap is in the image. Without indices the taps run in column-major order with
+ * the plain max, which keeps the first of equal taps in that order: the order of the
+ * separable vertical-then-horizontal kernels above, so -0/+0 and NaN payloads come out the
+ * same. exact (a plane of the block holds a NaN): the NaN-propagating select. The kept
+ * positions (keep) are packed in row-major order into the plane's outputs at opos. */
+NNL_INLINE void FN(small_grp)(const nnl_pool_small *s, const T *const *xb, T *const *yb,
+                              int64_t *const *ib, const nnl_idx *vi, const int *order,
+                              const int exact, const int NT, const int U, const int IDX)
+{
+    const nnl_idx nt = NT ? NT : s->ntap, ntap = NT ? NT : s->ntap;
+    V m[4];
+    V_I id[4], qv[4];
+    const T *src[4];
+    const uint16_t *kr[4];
+    for (int u = 0; u < U; u++) {
+        m[u] = V_SET1(-INFINITY);
+        src[u] = xb[u] + vi[u] * VL;
+        kr[u] = s->km + vi[u] * ntap;
+        if (IDX) {
+            id[u] = V_ILOAD(s->init + vi[u] * VL);
+            qv[u] = V_ILOAD(s->qpos + vi[u] * VL);
+        }
+    }
+#pragma GCC unroll 9
+    for (nnl_idx tt = 0; tt < nt; tt++) {
+        const nnl_idx t = IDX ? tt : order[tt];
+        const int32_t o = s->off[t];
+        for (int u = 0; u < U; u++) {
+            const MASK k = (MASK)kr[u][t];
+            const V v = V_ZLOAD(k, src[u] + o);
+            if (IDX) {
+                MASK c = V_MASK_CMP(k, v, m[u], _CMP_GT_OQ);
+                if (exact)
+                    c = (MASK)(c | V_MASK_CMP(k, v, v, _CMP_UNORD_Q));
+                m[u] = V_BLEND(c, m[u], v);
+                id[u] = V_IMADD(id[u], c, qv[u], o);
+            } else {
+                m[u] = FN(kmax)(m[u], k, v, exact);
+            }
+        }
+    }
+    for (int u = 0; u < U; u++) {
+        const MASK ko = (MASK)s->keep[vi[u]];
+        const nnl_idx c = __builtin_popcount((unsigned)ko), at = s->opos[vi[u]];
+        V_MSTORE(yb[u] + at, FN(lanes)(c), V_COMPRESS(ko, m[u]));
+        if (IDX)
+            V_ISTORE(ib[u] + at, c, V_ICOMPRESS(ko, id[u]));
+    }
+}
+
+/* the n items of a block: item k is vector k % nv of the block's plane k / nv */
+NNL_INLINE void FN(small_items)(const nnl_pool_small *s, const T *const *xs, T *const *ys,
+                                int64_t *const *is, nnl_idx n, const int *order,
+                                const int exact, const int NT, const int IDX)
+{
+    const nnl_idx nv = s->nv;
+    nnl_idx k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const T *xb[4];
+        T *yb[4];
+        int64_t *ib[4];
+        nnl_idx vi[4];
+        for (int u = 0; u < 4; u++) {
+            const nnl_idx pl = (k + u) / nv;
+            xb[u] = xs[pl]; yb[u] = ys[pl]; ib[u] = IDX ? is[pl] : NULL;
+            vi[u] = (k + u) % nv;
+        }
+        FN(small_grp)(s, xb, yb, ib, vi, order, exact, NT, 4, IDX);
+    }
+    for (; k < n; k++) {
+        const nnl_idx pl = k / nv, vi = k % nv;
+        int64_t *ib = IDX ? is[pl] : NULL;
+        FN(small_grp)(s, &xs[pl], &ys[pl], &ib, &vi, order, exact, NT, 1, IDX);
+    }
+}
+
+void FN(nnl_maxpool_planes_small)(const nnl_pool_small *s, const T *x, const nnl_idx *xs,
+                                  T *y, const nnl_idx *ys_, int64_t *idx, const nnl_idx *is_,
+                                  nnl_idx C, nnl_idx p0, nnl_idx p1)
+{
+    const nnl_idx nv = s->nv, HW = s->H * s->W;
+    const nnl_idx nb = nv >= 4 ? 1 : (4 + nv - 1) / nv;      /* planes per block (<= 4) */
+    int order[NNL_POOL_SMALL_T];                             /* column-major tap order */
+    for (nnl_idx b = 0, tt = 0; b < s->kw; b++)
+        for (nnl_idx a = 0; a < s->kh; a++)
+            order[tt++] = (int)(a * s->kw + b);
+    for (nnl_idx pb = p0; pb < p1; pb += nb) {
+        const nnl_idx pe = nnl_min(pb + nb, p1);
+        const T *xb[4];
+        T *yb[4];
+        int64_t *ib[4];
+        int exact = 0;
+        for (nnl_idx p = pb; p < pe; p++) {
+            const nnl_idx n = p / C, c = p % C;
+            xb[p - pb] = x + n * xs[0] + c * xs[1];
+            yb[p - pb] = y + n * ys_[0] + c * ys_[1];
+            ib[p - pb] = idx != NULL ? idx + n * is_[0] + c * is_[1] : NULL;
+            exact |= FN(has_nan)(xb[p - pb], HW);
+        }
+        const nnl_idx n = (pe - pb) * nv;
+        if (idx == NULL) {
+            if (exact)
+                FN(small_items)(s, xb, yb, ib, n, order, 1, 0, 0);
+            else if (s->ntap == 9)
+                FN(small_items)(s, xb, yb, ib, n, order, 0, 9, 0);
+            else if (s->ntap == 4)
+                FN(small_items)(s, xb, yb, ib, n, order, 0, 4, 0);
+            else
+                FN(small_items)(s, xb, yb, ib, n, order, 0, 0, 0);
+        } else {
+            if (exact)
+                FN(small_items)(s, xb, yb, ib, n, order, 1, 0, 1);
+            else if (s->ntap == 9)
+                FN(small_items)(s, xb, yb, ib, n, order, 0, 9, 1);
+            else if (s->ntap == 4)
+                FN(small_items)(s, xb, yb, ib, n, order, 0, 4, 1);
+            else
+                FN(small_items)(s, xb, yb, ib, n, order, 0, 0, 1);
+        }
+    }
+}
+
+#endif
+
 static void FN(grid_plane)(const nnl_pool_grid *g, const T *xp, int exact, T *y, nnl_idx yrs,
                           int64_t *idx, nnl_idx irs, T *ys, int64_t *is)
 {
@@ -775,5 +908,41 @@ void FN(nnl_maxpool_planes_grid)(const nnl_pool_grid *g, const T *x, const nnl_i
             FN(grid_plane)(g, xp + (pc % nb) * g->xpn, exact[pc % nb],
                            y + (pc / C) * ys_[0] + (pc % C) * ys_[1], ys_[2],
                            idx + (pc / C) * is_[0] + (pc % C) * is_[1], is_[2], ys, is);
+    }
+}
+
+
+/* ------------------------------------------------------------------ backward scatter
+ * gx[idx[l]] += gy[l] in the order of l, per plane (pool_max.h): a plain loop on raw
+ * pointers, the plane cleared (zero) in cache just before. Measured on one Zen 4 core, it beat
+ * summing runs of equal indices (consecutive 3x3/1 outputs often share their maximum) in a
+ * register, with a branch or with a dummy store, on every shape of benchmarks/bench_pool.py
+ * --indices but one (3x3/1 on 4x4 planes, by 15%), and those were 1.5-3x slower than the
+ * plain loop on 28x28 and 112x112 planes. */
+void FN(nnl_pool_scatter)(const T *gy, const int64_t *idx, T *gx, nnl_idx L, nnl_idx HW,
+                          nnl_idx p0, nnl_idx p1, int zero)
+{
+    for (nnl_idx p = p0; p < p1; p++) {
+        const T *g = gy + p * L;
+        const int64_t *ip = idx + p * L;
+        T *d = gx + p * HW;
+        if (zero) {
+#if defined(__AVX512F__)
+            /* a few stores for a small plane, no call */
+            const V z = V_SET1(0);
+            nnl_idx c = 0;
+            for (; c + VL <= HW; c += VL)
+                V_STORE(d + c, z);
+            if (c < HW)
+                V_MSTORE(d + c, FN(lanes)(HW - c), z);
+#else
+            memset(d, 0, (size_t)HW * sizeof(T));
+#endif
+        }
+        for (nnl_idx l = 0; l < L; l++) {
+            const int64_t a = ip[l];
+            if ((uint64_t)a < (uint64_t)HW)     /* not -1 (a window without in-image taps) */
+                d[a] += g[l];
+        }
     }
 }

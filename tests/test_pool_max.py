@@ -591,3 +591,138 @@ def test_max_pool2d_indices_grid_path_random_geometries(dtype, monkeypatch):
         _pool.max_pool2d_forward(x, y_sep, idx_sep, kh, kw, sh, sw, pt, pl, dh, dw, 1)
         monkeypatch.undo()
         np.testing.assert_array_equal(idx, idx_sep, err_msg=f"{shape} {geo}")
+
+
+# The small-plane path (csrc/pool_max_tmpl.h, nnl_pool_small): planes whose windows fit the
+# stride-1 grid of origins with at most 256 positions, strides 1-2, up to 32 taps, packed rows.
+# With indices it runs up to 16 vectors per plane, without indices one vector (16 float32 or 8
+# float64 positions); the rows taken below mirror that rule only to make sure the cases land on
+# both sides of it. Oracles: the naive definition and pool_reference (values, signs of zeros,
+# indices), and the row paths of the same kernel (the same pool on a channel slice, whose rows
+# are not packed, never takes the small path): bit for bit, values and indices.
+def _small_positions(h, w, oh, ow, sh, sw, kh, kw):
+    if sh > 2 or sw > 2 or (ow - 1) * sw >= w or kh * kw > 32:
+        return None
+    q = ((oh - 1) * sh + 1) * w
+    return q if q <= 256 else None
+
+
+def _small_vs_rows(ops, x, k, s, p, d, out, threads):
+    """y and idx of x (packed) and of the same values as a channel slice, bit for bit."""
+    (kh, kw), (sh, sw), (pt, pl), (dh, dw), (oh, ow) = k, s, p, d, out
+    n, c, h, w = x.shape
+    big = np.full((n, c + 2, h, w + 3), 9.0, x.dtype)
+    big[:, 1:c + 1, :, :w] = x
+    xs = big[:, 1:c + 1, :, :w]
+    for with_idx in (False, True):
+        got = []
+        for src in (x, xs):
+            y = np.full((n, c, oh, ow), 7.0, x.dtype)
+            idx = np.full((n, c, oh, ow), 7, np.int64) if with_idx else None
+            ops.max_pool2d_forward(src, y, idx, kh, kw, sh, sw, pt, pl, dh, dw, threads)
+            got.append((y.tobytes(), None if idx is None else idx.tobytes()))
+        assert got[0] == got[1], f"{x.shape} k{k} s{s} p{p} d{d} o{out} idx={with_idx}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_small_planes_match_reference_and_row_paths(dtype):
+    """Random small geometries (non-square kernels, strides 1-2 and one beyond, dilation 1-2,
+    padding up to the kernel and beyond, ceil mode, outputs one larger than ceil mode, 1..37
+    planes: block and thread splits at every remainder, batch 1, one channel) with ties, -0/+0,
+    NaN, +-inf and all -inf planes; vs the oracles above on 1 and 2 threads. Counts the cases
+    on each side of the path's limits (positions, vectors, output columns past the image)."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(71)
+    vl = 64 // np.dtype(dtype).itemsize
+    sides = {"idx and values": 0, "idx only": 0, "outside": 0}
+    for case in range(300):
+        kh, kw = (int(v) for v in rng.integers(1, 5, 2))
+        sh, sw = (int(v) for v in rng.integers(1, 3 + (case % 9 == 0), 2))
+        dh, dw = (int(v) for v in rng.integers(1, 3, 2))
+        pt = int(rng.integers(0, kh + 1 if case % 5 == 0 else kh // 2 + 1))
+        pl = int(rng.integers(0, kw + 1 if case % 5 == 0 else kw // 2 + 1))
+        h, w = (int(v) for v in rng.integers(1, 5 if case % 3 == 0 else 19, 2))
+        ceil = bool(rng.integers(0, 2))
+        oh = _pool_out(h, kh, sh, pt, dh, ceil) + int(case % 11 == 0)
+        ow = _pool_out(w, kw, sw, pl, dw, ceil) + int(case % 13 == 0)
+        n, c = (1, int(rng.integers(1, 38))) if case % 2 else (int(rng.integers(1, 4)), 1)
+        q = _small_positions(h, w, oh, ow, sh, sw, kh, kw)
+        nv = -(-q // vl) if q else None
+        sides["outside" if q is None or nv > 16 else
+              "idx and values" if nv == 1 else "idx only"] += 1
+        threads = 1 + case % 2
+        _run_pool_case(ops, rng, dtype, (n, c, h, w), (kh, kw), (sh, sw), (pt, pl), (dh, dw),
+                       (oh, ow))
+        x = _pool_input(rng, (n, c, h, w), dtype, specials=True, equal=case % 4 == 0)
+        _small_vs_rows(ops, x, (kh, kw), (sh, sw), (pt, pl), (dh, dw), (oh, ow), threads)
+    assert min(sides.values()) >= 25, sides
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("planes, hw, k, s, p, ceil", [
+    (512, (8, 8), 3, 1, 1, True),      # the digits example's pools at batch 32
+    (1280, (8, 8), 2, 2, 0, False),
+    (1280, (4, 4), 3, 1, 1, True),
+    (37, (16, 16), 3, 1, 1, False),    # 256 positions: the largest plane of the path
+    (37, (17, 16), 3, 1, 1, False),    # 272: just past it
+    (5, (4, 5), 3, 2, 1, True),        # ceil mode: the last column origin at W - 1
+    (5, (4, 4), 3, 2, 1, True),        # ... past the image (the row paths take it)
+])
+def test_kernel_small_planes_fixed_geometries(dtype, planes, hw, k, s, p, ceil):
+    """The digits shapes and the path's limits, as (1, P) and (P, 1) planes."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(72)
+    out = (_pool_out(hw[0], k, s, p, 1, ceil), _pool_out(hw[1], k, s, p, 1, ceil))
+    for shape in ((1, planes) + hw, (planes, 1) + hw):
+        _run_pool_case(ops, rng, dtype, shape, (k, k), (s, s), (p, p), (1, 1), out)
+        x = _pool_input(rng, shape, dtype, specials=True)
+        _small_vs_rows(ops, x, (k, k), (s, s), (p, p), (1, 1), out, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_small_planes_signed_zeros_follow_the_separable_order(dtype):
+    """Without indices every path keeps the first of equal taps in column-major order (the
+    separable kernels' vertical-then-horizontal order); with indices the value at the first
+    maximum in row-major order. A window of 3x3/1 pad 1 on 4x4 planes (the small path without
+    indices) holding +0 at (0, 1) and -0 at (1, 0), the rest negative: -0 and +0."""
+    ops = _pool_kernel()
+    x = np.full((1, 3, 4, 4), -1.0, dtype)
+    x[0, :, 0, 1], x[0, :, 1, 0] = 0.0, -0.0
+    y = np.empty((1, 3, 4, 4), dtype)
+    ops.max_pool2d_forward(x, y, None, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    assert np.signbit(y[0, :, 1, 1]).all() and np.signbit(y[0, :, 0, 0]).all()
+    idx = np.empty((1, 3, 4, 4), np.int64)
+    ops.max_pool2d_forward(x, y, idx, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    assert not np.signbit(y[0, :, 1, 1]).any() and (idx[0, :, 1, 1] == 1).all()
+    assert (idx[0, :, 0, 0] == 1).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_by_index_matches_add_at(dtype):
+    """The max pools' backward scatter vs np.add.at (which adds in order, so bit for bit):
+    repeated indices (runs and scattered), -1 and out-of-range indices ignored, 1..33 planes on
+    1 and 2 threads; zero=True clears a gx full of garbage (NaN), zero=False adds into gx."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(73)
+    for case in range(40):
+        P, L, hw = int(rng.integers(1, 34)), int(rng.integers(0, 40)), int(rng.integers(1, 30))
+        gy = rng.standard_normal((P, L)).astype(dtype)
+        idx = rng.integers(-1, hw + 1, (P, L)) if case % 3 else rng.integers(0, 3, (P, L))
+        if case % 4 == 0:
+            idx = np.sort(idx, axis=1)      # runs of equal indices, as in 3x3/1 pools
+        want = np.zeros((P, hw), dtype)
+        ok = (idx >= 0) & (idx < hw)
+        rows = np.broadcast_to(np.arange(P)[:, None], (P, L))
+        np.add.at(want, (rows[ok], idx[ok]), gy[ok])
+        for threads in (1, 2):
+            gx = np.full((P, hw), np.nan, dtype)
+            ops.scatter_by_index(gy, idx, gx, threads, True)
+            assert gx.tobytes() == want.tobytes()
+            base = rng.standard_normal((P, hw)).astype(dtype)
+            gx, more = base.copy(), base.copy()
+            np.add.at(more, (rows[ok], idx[ok]), gy[ok])
+            ops.scatter_by_index(gy, idx, gx, threads)
+            assert gx.tobytes() == more.tobytes()
+    with pytest.raises(ValueError, match="do not match"):
+        ops.scatter_by_index(np.zeros((2, 3), dtype), np.zeros((2, 4), np.int64),
+                             np.zeros((2, 5), dtype), 1)

@@ -1,7 +1,8 @@
 """Cython pooling kernels (``nnlite._pool``): thin wrappers that enforce the memory contract.
 
 Each wrapper makes its inputs C-contiguous, computes the output size with ``nnlite._poolgeom``,
-allocates the outputs (zero-filled where the kernel scatters) and calls the OpenMP kernel.
+allocates the outputs (zero-filled where the kernel scatters, except for the max pools'
+backward, whose kernel clears each plane itself) and calls the OpenMP kernel.
 Registered only when the extension imports.
 """
 import math
@@ -58,8 +59,10 @@ def _scatter_by_index(gy, idx, in_hw):
     P = gy.shape[0]
     gy2 = _rows(_c(gy))  # (P, OH*OW)
     idx2 = _rows(_c(idx, np.int64))
-    gx = np.zeros((P, in_hw[0] * in_hw[1]), dtype=gy.dtype)
-    _pool.scatter_by_index(gy2, idx2, gx, _threads(P, gy2.size))
+    # the kernel clears each plane of gx in cache just before scattering into it (no
+    # separate np.zeros pass over gx)
+    gx = np.empty((P, in_hw[0] * in_hw[1]), dtype=gy.dtype)
+    _pool.scatter_by_index(gy2, idx2, gx, _threads(P, gy2.size), True)
     return gx.reshape(P, in_hw[0], in_hw[1])
 
 

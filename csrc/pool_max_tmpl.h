@@ -815,6 +815,23 @@ NNL_INLINE void FN(small_items)(const nnl_pool_small *s, const T *const *xs, T *
     }
 }
 
+/* small_items with its compile-time arguments: the NaN-exact order, or the plain max with the
+ * tap count as a constant for the 3x3 and 2x2 windows; ``want`` (indices) a constant at both
+ * call sites, so each of the eight variants is specialised once */
+NNL_INLINE void FN(small_dispatch)(const nnl_pool_small *s, const T *const *xb, T *const *yb,
+                                   int64_t *const *ib, nnl_idx n, const int *order, int exact,
+                                   const int want)
+{
+    if (exact)
+        FN(small_items)(s, xb, yb, ib, n, order, 1, 0, want);
+    else if (s->ntap == 9)
+        FN(small_items)(s, xb, yb, ib, n, order, 0, 9, want);
+    else if (s->ntap == 4)
+        FN(small_items)(s, xb, yb, ib, n, order, 0, 4, want);
+    else
+        FN(small_items)(s, xb, yb, ib, n, order, 0, 0, want);
+}
+
 void FN(nnl_maxpool_planes_small)(const nnl_pool_small *s, const T *x, const nnl_idx *xs,
                                   T *y, const nnl_idx *ys_, int64_t *idx, const nnl_idx *is_,
                                   nnl_idx C, nnl_idx p0, nnl_idx p1)
@@ -839,25 +856,10 @@ void FN(nnl_maxpool_planes_small)(const nnl_pool_small *s, const T *x, const nnl
             exact |= FN(has_nan)(xb[p - pb], HW);
         }
         const nnl_idx n = (pe - pb) * nv;
-        if (idx == NULL) {
-            if (exact)
-                FN(small_items)(s, xb, yb, ib, n, order, 1, 0, 0);
-            else if (s->ntap == 9)
-                FN(small_items)(s, xb, yb, ib, n, order, 0, 9, 0);
-            else if (s->ntap == 4)
-                FN(small_items)(s, xb, yb, ib, n, order, 0, 4, 0);
-            else
-                FN(small_items)(s, xb, yb, ib, n, order, 0, 0, 0);
-        } else {
-            if (exact)
-                FN(small_items)(s, xb, yb, ib, n, order, 1, 0, 1);
-            else if (s->ntap == 9)
-                FN(small_items)(s, xb, yb, ib, n, order, 0, 9, 1);
-            else if (s->ntap == 4)
-                FN(small_items)(s, xb, yb, ib, n, order, 0, 4, 1);
-            else
-                FN(small_items)(s, xb, yb, ib, n, order, 0, 0, 1);
-        }
+        if (idx == NULL)
+            FN(small_dispatch)(s, xb, yb, ib, n, order, exact, 0);
+        else
+            FN(small_dispatch)(s, xb, yb, ib, n, order, exact, 1);
     }
 }
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, kernel_threads
+from test_gemm import isa  # noqa: F401  (the fixture: each micro-kernel family, or NumPy)
 
 import nnlite
 from nnlite.kernels import conv_cython, conv_reference as ref, gemm, gemm_ops
@@ -50,15 +51,6 @@ def _operands(shape, dtype, layout, seed):
         b = np.ascontiguousarray(b.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
         a = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
     return a, b, out, A, B, C0
-
-
-@pytest.fixture(params=ISAS or ["numpy"])
-def isa(request):
-    if request.param == "numpy":
-        yield "numpy"
-        return
-    with gemm_ops.using_microkernel(request.param):
-        yield request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -7,9 +7,10 @@ MaxPool run it; its planes are csrc/pool_max.c (see there and in max_pool2d_forw
 Memory contract of the other kernels: every array is C-contiguous and planes-first, x (P, H, W)
 with P = N*C;
 outputs are preallocated by the caller (nnlite/kernels/pool_cython.py), and the scatter
-outputs (gradients, unpool) arrive zero-filled (scatter_by_index can clear its own instead). Geometry is validated in Python before these
-run. Every loop below is bounded by the plane (taps are clipped to [0, H) x [0, W), indices
-are tested with an unsigned compare), so no kernel reads or writes outside its plane.
+outputs (gradients, unpool) arrive zero-filled (scatter_by_index can clear its own instead).
+Geometry is validated in Python before these run. Every loop below is bounded by the plane
+(taps are clipped to [0, H) x [0, W), indices are tested with an unsigned compare), so no
+kernel reads or writes outside its plane.
 
 Parallelism: prange over planes; a plane is owned by one thread in forward and backward, so
 the backward scatter-adds have no races.

@@ -99,14 +99,14 @@ class BatchNormFn(Function):
             if self.requires_grad:
                 self.save_for_backward(x3, (mean64, inv64), w1)
                 self.relu_out = y.reshape(nb, c, -1) if relu else None
-            if not stats and (rm is not None or running_mean is None) and (
-                    rv is not None or running_var is None):
+            # running buffers the kernel could not take (strided or read-only): NumPy's update
+            rest_m = running_mean if rm is None else None
+            rest_v = running_var if rv is None else None
+            if not stats and rest_m is None and rest_v is None:
                 return y
             var_unbiased = m2 / (n - 1) if n > 1 else m2 / n
             mean, var_unbiased = mean64.astype(x.dtype), var_unbiased.astype(x.dtype)
-            _update_running(None if rm is not None else running_mean,
-                            None if rv is not None else running_var, mean, var_unbiased,
-                            momentum)
+            _update_running(rest_m, rest_v, mean, var_unbiased, momentum)
             return (y, mean, var_unbiased) if stats else y
         if training:
             if n == 0:
@@ -246,7 +246,7 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
     if len(shape) < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, ...) with at least "
                          f"2 dims, got shape {shape}")
-    c, dtype = shape[1], x.data.dtype
+    c = shape[1]
     rm = _bn_vector(running_mean, "running_mean", c, x)
     rv = _bn_vector(running_var, "running_var", c, x)
     w = _bn_vector(weight, "weight", c, x)
@@ -255,7 +255,7 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
         if t is not None and t.requires_grad:
             raise ValueError(f"batch_norm is not differentiable with respect to {name}; "
                              "it cannot have requires_grad=True")
-    wb = (w, b) if w is not None and b is not None else tuple(t for t in (w, b) if t is not None)
+    wb = tuple([t for t in (w, b) if t is not None])
     flags = dict(has_weight=w is not None, has_bias=b is not None, eps=float(eps), relu=relu)
     if not training:
         if rm is None or rv is None:
@@ -264,11 +264,10 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
         return BatchNormFn.apply(x, *wb, training=False, running_mean=rm.data,
                                  running_var=rv.data, **flags)
     _verify_batch_size(shape)
-    out = BatchNormFn.apply(x, *wb, training=True, stats=return_stats,
-                            running_mean=None if rm is None else rm.data,
-                            running_var=None if rv is None else rv.data,
-                            momentum=float(momentum), **flags)
-    return out
+    return BatchNormFn.apply(x, *wb, training=True, stats=return_stats,
+                             running_mean=None if rm is None else rm.data,
+                             running_var=None if rv is None else rv.data,
+                             momentum=float(momentum), **flags)
 
 
 def _bn_vector(t, name, c, x):

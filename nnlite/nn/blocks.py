@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from .._convgeom import conv2d_geometry
 from ..autograd import _fusing_allowed, is_grad_enabled
 from ..functional.conv import _conv2d_affine_relu, conv2d
 from ..functional.normalization import _batch_norm, update_running_stats
@@ -67,7 +68,8 @@ class BasicConv2d(Module):
         write-out (``_conv2d_affine_relu``): the same values up to rounding, without the
         BatchNorm and ReLU passes. ``out``: see there. None when that does not apply (training
         or grad mode, not a plain Conv2d (zeros padding) and BatchNorm2d with running
-        statistics, the inference tracer running, or a conv kernel without an epilogue)."""
+        statistics, inside ``exact_ops`` (the inference tracer), or a backend other than
+        'cython')."""
         conv, bn = self.conv, self.bn
         if (self.training or bn.training or is_grad_enabled() or not _fusing_allowed()
                 or type(conv) is not Conv2d or type(bn) is not BatchNorm2d
@@ -181,7 +183,11 @@ class Inception(Module):
             for m in pre:
                 t = m(t)
             c = last.conv
-            if t.ndim != 4 or _conv_out_hw(t.shape[2:], c) != (h, w):
+            if t.ndim != 4:
+                return None
+            g = conv2d_geometry(t.shape, c.weight.shape, None, c.stride, c.padding, c.dilation,
+                                c.groups)
+            if (g.oh, g.ow) != (h, w):
                 return None
             if last._eval_folded(t, out=out[:, o:o + f]) is None:
                 return None
@@ -216,15 +222,6 @@ class Inception(Module):
                     or c.weight.dtype != heads[0].conv.weight.dtype):
                 return None
         return heads
-
-
-def _conv_out_hw(hw, conv):
-    """The (OH, OW) of Conv2d ``conv`` (integer padding) on an (H, W) input; None for a string
-    padding."""
-    if isinstance(conv.padding, str):
-        return None
-    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
-                 zip(hw, conv.padding, conv.dilation, conv.kernel_size, conv.stride))
 
 
 def _heads_forward(heads, x):

@@ -638,21 +638,23 @@ cdef const float *_ir_vec(v, Py_ssize_t n, str what, str fn) except? NULL:
     return &mv[0]
 
 
-cdef const float *_ir_packed(pk, Py_ssize_t rows, Py_ssize_t cols, int isa, str what,
-                             str fn) except? NULL:
-    """Address of a (rows, cols) float32 weight packed as the GEMM's A operand for family
-    ``isa`` (ceil(rows/MR)*MR*cols elements), NULL for None."""
+cdef const float *_ir_packed(pk, Py_ssize_t rows, Py_ssize_t cols, int side, int isa,
+                             str what, str fn) except? NULL:
+    """Address of a (rows, cols) float32 operand packed by the GEMM for family ``isa``: side 0
+    as the A operand (ceil(rows/MR)*MR*cols elements), side 1 as the B operand
+    (rows*ceil(cols/NR)*NR); NULL for None."""
     cdef const float[::1] mv
     cdef int mr = 0, nr = 0, mc = 0, kc = 0, nc = 0
+    cdef Py_ssize_t want
     if pk is None:
         return NULL
     mv = pk
     if nnl_gemm_blocking(_wino_isa(isa, fn), 4, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
         raise ValueError(f"{fn}: no GEMM micro-kernel family {isa} for float32")
-    if mv.shape[0] != (rows + mr - 1) // mr * mr * cols:
-        raise ValueError(f"{fn}: {what} has {mv.shape[0]} elements; a ({rows}, {cols}) weight "
-                         f"packed for micro-kernels of {mr} rows has "
-                         f"{(rows + mr - 1) // mr * mr * cols}")
+    want = (rows + mr - 1) // mr * mr * cols if side == 0 else (cols + nr - 1) // nr * nr * rows
+    if mv.shape[0] != want:
+        raise ValueError(f"{fn}: {what} has {mv.shape[0]} elements; a ({rows}, {cols}) operand "
+                         f"packed as side {'AB'[side]} for family {isa} has {want}")
     return &mv[0]
 
 
@@ -667,8 +669,9 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         x (N, C, H, W), w1 (E, C), wd (E, 9), w3 (F, E), b1 (E,), bd (E,), b3 (F,) or None,
         y and residual (N, F, OH*OW), OH = (H - 1) // stride + 1 (likewise OW), each image
         C-contiguous (any distance between images: channel slices of a larger buffer);
-        w1pk / w3pk: w1 / w3 packed once (``gemm_ops.pack(w, 'a')``) for the family ``isa``,
-        or None.
+        w1pk: w1.T packed once as the B operand (``gemm_ops.pack(w1, 'b', trans=True)``),
+        w3pk: w3 packed once as the A operand (``gemm_ops.pack(w3, 'a')``), both for the
+        family ``isa``, or None.
     """
     fn = "inverted_residual"
     cdef nnl_ir_geom gm
@@ -696,8 +699,8 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         gm.rsn = _image_stride(rv, "residual", fn)
         if gm.n:
             pr = &rv[0, 0, 0]
-    cdef const float *p1 = _ir_packed(w1pk, E, gm.c, isa, "w1pk", fn)
-    cdef const float *p3 = _ir_packed(w3pk, F, E, isa, "w3pk", fn)
+    cdef const float *p1 = _ir_packed(w1pk, gm.c, E, 1, isa, "w1pk", fn)
+    cdef const float *p3 = _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn)
     if gm.n == 0:
         return
     cdef int rc

@@ -55,7 +55,7 @@ def _run(x, ws, stride, residual, threads, packed=True):
     N, _, H, W = x.shape
     oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
     y = np.full((N, w3.shape[0], oh * ow), np.nan, np.float32)
-    p1, p3 = pack(w1, "a"), pack(w3, "a")
+    p1, p3 = pack(w1, "b", trans=True), pack(w3, "a")
     r = None if residual is None else residual.reshape(y.shape)
     K._conv_cython._convfast.inverted_residual(
         x, w1, p1.data if packed else None, b1, wd, bd, w3, p3.data if packed else None, b3,
@@ -74,6 +74,10 @@ CASES = [
     (1, 12, 9, 9, 72, 24, 2, False),
     (1, 24, 57, 55, 136, 24, 1, True),
     (3, 16, 57, 55, 120, 24, 2, False),
+    # maps one and two pixels wide/high: no interior column, or no interior row
+    (1, 4, 5, 1, 24, 4, 1, True),
+    (2, 3, 2, 6, 20, 5, 2, False),
+    (1, 5, 1, 2, 17, 3, 1, False),
 ]
 
 
@@ -97,9 +101,27 @@ def test_native_block_matches_loops_and_is_thread_independent(N, C, H, W, E, F, 
 def test_big_maps_take_several_bands():
     """The 57x55 cases above exercise band seams: the band is shorter than the map."""
     cf = K._conv_cython._convfast
-    for n, c, h, w, e, f, s, _ in CASES[-2:]:
+    for n, c, h, w, e, f, s, _ in CASES[5:7]:
         threads, rows, work = cf.inverted_residual_plan(n, c, h, w, e, f, s, 2)
         assert 1 <= rows < (h - 1) // s + 1 and work > 0 and threads in (1, 2)
+
+
+@pytest.mark.parametrize("n,c,h,w,e,f,s", [
+    (1, 64, 14, 14, 384, 64, 1), (1, 160, 7, 7, 960, 160, 1), (1, 24, 56, 56, 144, 24, 1),
+    (1, 32, 28, 28, 192, 64, 2), (3, 16, 57, 55, 120, 24, 2), (2, 8, 13, 9, 40, 8, 1)])
+def test_bands_share_the_rows_evenly(n, c, h, w, e, f, s):
+    """Bands are as equal as whole rows allow, and few bands are a multiple of the team: a
+    14-row map on two threads is cut 7 + 7 (it was 11 + 3: one thread did 80% of the block)."""
+    cf = K._conv_cython._convfast
+    oh = (h - 1) // s + 1
+    nt, rows, work = cf.inverted_residual_plan(n, c, h, w, e, f, s, num_threads=2)
+    bands = -(-oh // rows)
+    assert rows == -(-oh // bands)
+    if nt == 2 and n * bands < 8:
+        assert (n * bands) % 2 == 0 or bands == oh
+    assert work > 0
+    if (n, oh) == (1, 14):
+        assert (nt, rows) == (2, 7)
 
 
 def test_native_block_rejects_bad_arguments():
@@ -118,11 +140,16 @@ def test_native_block_rejects_bad_arguments():
         cf.inverted_residual(x, w1, None, b1[:15], wd, bd, w3, None, b3, y, 1)
     with pytest.raises(ValueError, match="C-contiguous"):
         cf.inverted_residual(x[:, :, :, ::-1], w1, None, b1, wd, bd, w3, None, b3, y, 1)
-    pk = gemm_ops.pack(w1, "a")
-    with pytest.raises(ValueError, match=r"w1pk has \d+ elements; a \(16, 8\) weight"):
+    pk = gemm_ops.pack(w1, "b", trans=True)
+    with pytest.raises(ValueError, match=r"w1pk has \d+ elements; a \(8, 16\) operand packed as "
+                                         r"side B"):
         cf.inverted_residual(x, w1, pk.data[:-1], b1, wd, bd, w3, None, b3, y, 1, isa=pk.isa)
+    # W1 packed as the A operand (the layout before the expand ran pixel-major) is refused
+    with pytest.raises(ValueError, match=r"w1pk has 128 elements"):
+        cf.inverted_residual(x, w1, gemm_ops.pack(w1, "a").data, b1, wd, bd, w3, None, b3, y, 1,
+                             isa=pk.isa)
     pk3 = gemm_ops.pack(w3, "a")
-    with pytest.raises(ValueError, match=r"w3pk has .* a \(8, 16\) weight"):
+    with pytest.raises(ValueError, match=r"w3pk has .* a \(8, 16\) operand packed as side A"):
         cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data[16:], b3, y, 1,
                              isa=pk.isa)
     cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data, b3, y, 1, isa=pk.isa)

@@ -31,6 +31,13 @@
 #define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
 #endif
 
+/* Fused inverted residual (convfast_fused.c): below this many multiply-adds a block runs on
+ *   one thread. Lower than the GEMM's: the block's whole chain (expand, depthwise, project)
+ *   runs in one team wake-up, and its bands are independent. */
+#ifndef NNL_IR_MIN_PARALLEL_MACS
+#define NNL_IR_MIN_PARALLEL_MACS (1.0 * (1 << 21))
+#endif
+
 /* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the
  *   micro-kernels instead (only a ragged last NR panel is packed; the same bits either way)
  *   when K <= NNL_GEMM_INPLACE_MAX_K, M <= NNL_GEMM_INPLACE_MAX_M and a panel row is at least

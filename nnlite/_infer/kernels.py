@@ -568,7 +568,8 @@ class InvertedResidualKernel(Kernel):
         """Pack the expand and project weights once for the GEMM (side 'a', thread-safe)."""
         with self._prepare_lock:
             if self.packed is None:
-                self.packed = (_pack(self.parts[0].w_flat, "a"), _pack(self.parts[2].w_flat, "a"))
+                self.packed = (_pack(self.parts[0].w_flat, "b", trans=True),
+                               _pack(self.parts[2].w_flat, "a"))
 
     def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]

@@ -621,3 +621,25 @@ def test_global_pool_kernel_matches_a_loop(shape, dtype):
                                   else sum(vals) / len(vals) if vals else np.nan)
             np.testing.assert_allclose(y[:, :, 0, 0], want, rtol=1e-6 if dtype == np.float32
                                        else 1e-12, atol=1e-7)
+
+
+@pytest.mark.parametrize("axes,keepdim", [((2, 3), False), ((-1, -2), False), ((2, 3), True),
+                                          ((1, 2), False)])
+def test_spatial_mean_becomes_the_global_pool(axes, keepdim):
+    # x.mean((2, 3)) (MobileNetV2's head) is the plan's GlobalAveragePool (+ a view to (N, C)
+    # without keepdim), not a generic node; other axes stay generic. Values against np.mean
+    # in float64.
+    class Head(nn.Module):
+        def forward(self, x):
+            return (x * 2.0).mean(axes, keepdim=keepdim)
+
+    x = np.random.default_rng(3).standard_normal((2, 5, 7, 6)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(Head())
+    got = fast.run_arrays(x)
+    got = got[0] if isinstance(got, (list, tuple)) else got
+    np.testing.assert_allclose(got, (2.0 * x.astype(np.float64)).mean(axes, keepdims=keepdim),
+                               rtol=1e-5, atol=1e-6)
+    ops = [n.op for n, _, _ in fast._plans[next(iter(fast._plans))][0].steps]
+    spatial = sorted(a % 4 for a in axes) == [2, 3]
+    assert ("GlobalAveragePool" in ops) == spatial
+    assert ("nnlite.Function" in ops) == (not spatial)

@@ -196,9 +196,16 @@ def _global(op):
 def _mean(tr, ts, ins, p, out):
     axis = p.get("axis")
     if ts[0].ndim != 4 or axis is None or sorted(int(a) % 4 for a in np.atleast_1d(axis)) \
-            != [2, 3] or not p.get("keepdim", False):
+            != [2, 3]:
         return None
-    return "GlobalAveragePool", ins, {}
+    if p.get("keepdim", False):
+        return "GlobalAveragePool", ins, {}
+    # x.mean((2, 3)) (MobileNetV2's head): the pool, then its (N, C, 1, 1) result viewed as
+    # (N, C), instead of a generic node re-running np.mean over short rows
+    pooled = Tensor(np.empty(ts[0].shape[:2] + (1, 1), ts[0].dtype))
+    tr.emit("GlobalAveragePool", ins, pooled)
+    return "Reshape", [tr.ref(pooled), tr.const(np.asarray(out.shape, np.int64), "shape")], \
+        {"allowzero": 1}
 
 
 @CONVERTERS.register(basic.HardtanhFn)

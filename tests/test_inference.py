@@ -643,3 +643,36 @@ def test_spatial_mean_becomes_the_global_pool(axes, keepdim):
     spatial = sorted(a % 4 for a in axes) == [2, 3]
     assert ("GlobalAveragePool" in ops) == spatial
     assert ("nnlite.Function" in ops) == (not spatial)
+
+
+@pytest.mark.parametrize("hw,residual", [((7, 7), True), ((5, 9), False), ((14, 14), False)])
+def test_pointwise_batch_on_small_maps_is_one_product(hw, residual):
+    # a 1x1 conv over a batch of small maps runs as ONE GEMM over every (image, pixel) column
+    # (kernels.ConvKernel.split_batch): the same bits as one product per image, and the values
+    # of a float64 einsum (+ bias, residual, ReLU)
+    from nnlite._infer import kernels
+    if kernels._gemm_ext is None:
+        pytest.skip("needs the compiled GEMM")
+    ConvKernel = kernels.ConvKernel
+    rng = np.random.default_rng(7)
+    N, C, F = 3, 40, 72
+    x = rng.standard_normal((N, C) + hw).astype(np.float32)
+    w = (rng.standard_normal((F, C, 1, 1)) / np.sqrt(C)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    r = rng.standard_normal((N, F) + hw).astype(np.float32) if residual else None
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
+             "activation": "relu"}
+    outs = []
+    for split in (True, False):
+        kern = ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
+        assert kern.split_batch == (hw[0] * hw[1] < 64)
+        kern.split_batch = kern.split_batch and split
+        y = np.full((N, F) + hw, np.nan, np.float32)
+        ins = [x, None, None, r] if residual else [x]
+        kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
+        outs.append(y)
+    assert np.array_equal(outs[0], outs[1])
+    want = np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x) + b[:, None, None]
+    if residual:
+        want = want + r
+    np.testing.assert_allclose(outs[0], np.maximum(want, 0), rtol=1e-5, atol=1e-5)

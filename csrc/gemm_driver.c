@@ -193,6 +193,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_s
 #define GEMM_NAME nnl_sgemm
 #define GEMM_PK nnl_sgemm_pk
+#define GEMM_PKC nnl_sgemm_pkc
 #define GEMM_SPLIT nnl_sgemm_split
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
@@ -206,6 +207,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_PKC
 #undef GEMM_SPLIT
 #undef PACK_NAME
 
@@ -216,6 +218,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_d
 #define GEMM_NAME nnl_dgemm
 #define GEMM_PK nnl_dgemm_pk
+#define GEMM_PKC nnl_dgemm_pkc
 #define GEMM_SPLIT nnl_dgemm_split
 #define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
@@ -225,6 +228,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_PKC
 #undef GEMM_SPLIT
 #undef PACK_NAME
 

@@ -27,6 +27,9 @@
  * of packing it, when the family's panel rows span at least two cache lines (b_in_place in
  * gemm_driver_tmpl.h, limits in nnl_tuning.h): the same values reach the micro-kernel, so the
  * same bits.
+ * A column-major C (nnl_sgemm_pkc with rsc == 1, e.g. out.T of a narrow product run
+ * transposed) goes through the same nest; each micro-tile is written into a tile buffer and
+ * transposed out (ukr_cm in gemm_nest_tmpl.h), the same values, so the same bits.
  * Two-level operands (nnl_sgemm_split / nnl_dgemm_split, nnl_split in gemm_kernels.h): K and/or
  * N run over (outer, inner) index pairs; the same nest packs A and B run by run (pack_a,
  * pack_b_split) and writes a C tile that straddles two outer items through a tile buffer

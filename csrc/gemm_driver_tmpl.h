@@ -366,7 +366,9 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
      * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
      * rows of at least two cache lines */
     s0.b_ld = (bpk == NULL && lk == 0 && ln == 0 && csb == 1 && K <= NNL_GEMM_INPLACE_MAX_K &&
-               M <= NNL_GEMM_INPLACE_MAX_M && (size_t)nr * sizeof(T) >= 128)
+               (M <= NNL_GEMM_INPLACE_MAX_M ||
+                (M <= NNL_GEMM_INPLACE_MAX_M_DEEP && K >= NNL_GEMM_INPLACE_DEEP_K)) &&
+               (size_t)nr * sizeof(T) >= 128)
                   ? rsb
                   : 0;
 

@@ -140,11 +140,13 @@ def test_b_read_in_place_gives_the_packed_bits(isa, dtype):
     by the micro-kernels where the family's panel rows are wide enough (AVX-512), only a ragged
     last panel packed; the bits must be those of the same call on B pre-packed (always the
     packed path), for 1 and 2 threads, a B with a row stride wider than N, and a batch.
-    Shapes straddle the limits (M 64/65, K 128/129) and NR (N = 1, 47, 48, 97, 1000)."""
+    Shapes straddle the limits of nnl_tuning.h (M 64/65 for any K, M 128/129 from K 64 up,
+    K 63/64 and 1024/1025; several K slices read in place) and NR (N = 1, 47, 48, 97, 1000)."""
     if isa == "numpy":
         pytest.skip("no packed operands without the extension")
     cases = [(16, 32, 1000), (1, 3, 97), (7, 1, 47), (64, 128, 48), (65, 16, 97),
-             (24, 129, 200), (5, 17, 1)]
+             (24, 129, 200), (5, 17, 1), (40, 600, 100), (64, 1024, 48), (24, 1025, 50),
+             (128, 64, 97), (129, 64, 97), (100, 63, 50)]
     for i, (m, k, n) in enumerate(cases):
         a, wide = rand((m, k), dtype, 70 + i), rand((k, n + 5), dtype, 80 + i)
         bias, c = rand((m,), dtype, 90 + i), rand((m, n), dtype, 100 + i)

@@ -1,6 +1,6 @@
 /* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name),
- * GEMM_NAME, GEMM_PK, GEMM_PKC, GEMM_SPLIT, PACK_NAME and (float only) PACK_A8 defined. No include guard on
- * purpose. */
+ * GEMM_NAME, GEMM_PK, GEMM_PKC, GEMM_SPLIT, PACK_NAME and (float only) PACK_A8 defined. No
+ * include guard on purpose. */
 
 /* The compiled family (its MC/KC/NC are 0 unless fixed at build time with -D). */
 static const KERNEL_T *FN(nnl_family)(int isa)

@@ -3,7 +3,7 @@
     python benchmarks/bench_gemm.py [--quick] [--repeat 9] [--threads N] [--dtype float32]
                                     [--isa auto|generic|avx2|avx512] [--csv out.csv]
                                     [--only square|conv|pointwise] [--scaling]
-                                    [--clock wall|cpu]
+                                    [--clock wall|cpu] [--plan]
 
 Both run in this process on the same preallocated operands, interleaved round-robin (STYLE
 section 4.8); the table shows median GFLOP/s (FLOPs = 2*M*N*K), the best round, and the ratio
@@ -17,6 +17,13 @@ the thread partition and the per-call costs matter most).
 ``--clock cpu`` (one thread only): time by this process's CPU time instead of wall time, for
 single-thread ratios on a machine shared with other jobs (a descheduled stretch then costs
 neither side; cache and memory contention still do).
+
+``--plan`` (pointwise shapes): each product called as the inference plan calls it
+(``nnlite._infer.kernels.gemm_into``: weights packed once, bias per output channel + ReLU fused;
+a narrow product, fewer than 64 pixels, run transposed into ``out.T``) vs NumPy doing the same
+(matmul, += bias, ReLU in place). For the narrow ones also "via temp": the same transposed
+product into a row-major temporary then copied into out (what the GEMM did before it wrote a
+column-major out in place).
 
 ``--scaling``: for each shape, nnlite and NumPy each at 1 thread and at ``--threads`` threads
 (default 2), all four interleaved in one process; prints both ratios vs NumPy with the same
@@ -65,9 +72,15 @@ POINTWISE = [
     ("mbv2 1x1 24->144 @56x56", 144, 24, 3136),
     ("mbv2 1x1 144->24 @56x56", 24, 144, 3136),
     ("mbv2 1x1 384->64 @14x14", 64, 384, 196),
+    ("rn50 1x1 512->2048 @7x7", 2048, 512, 49),
+    ("rn50 1x1 2048->512 @7x7", 512, 2048, 49),
+    ("mbv2 1x1 320->1280 @7x7", 1280, 320, 49),
+    ("goog 1x1 832->384 @7x7", 384, 832, 49),
 ]
 COLUMNS = ["dtype", "shape", "M", "K", "N", "nnlite ms", "nnlite GF/s", "best", "numpy GF/s",
            "best ", "ratio", "maxdiff"]
+PLAN_COLUMNS = ["dtype", "shape", "M", "K", "N", "nnlite ms", "nnlite GF/s", "best", "numpy GF/s",
+                "ratio", "via temp ms", "temp/direct"]
 SCALING_COLUMNS = ["dtype", "shape", "M", "K", "N", "nnlite 1T ms", "ratio 1T", "ratio xT",
                    "nnlite xT/1T", "numpy xT/1T"]
 
@@ -112,6 +125,58 @@ def bench_one(label, m, k, n, dtype, nthreads, repeat, clock=None):
     }
 
 
+def bench_plan(label, m, k, n, dtype, nthreads, repeat, clock=None):
+    """relu(W @ X + bias) as the inference plan computes it vs NumPy (and, for a narrow
+    product, vs the same transposed product through a row-major temporary)."""
+    from nnlite._infer import kernels as _ik
+    a, b = operands(m, k, n, dtype)
+    bias = np.random.default_rng(1).uniform(-1, 1, m).astype(dtype)
+    packed = _ik.pack_weights(a, n)
+    narrow = _ik._narrow(m, n)
+    out_nn = np.empty((m, n), dtype)
+    out_np = np.empty((m, n), dtype)
+    tmp = np.empty((n, m), dtype)
+
+    def plan():
+        # exactly gemm_into's call (with this benchmark's thread count)
+        if narrow:
+            gemm(b, packed, out_nn.T, trans_a=True, bias=bias, bias_axis=1,
+                 activation="relu", num_threads=nthreads)
+        else:
+            gemm(packed, b, out_nn, bias=bias, activation="relu", num_threads=nthreads)
+
+    def via_temp():
+        gemm(b, packed, tmp, trans_a=True, bias=bias, bias_axis=1, activation="relu",
+             num_threads=nthreads)
+        out_nn[...] = tmp.T
+
+    def numpy_plan():
+        np.matmul(a, b, out=out_np)
+        np.add(out_np, bias[:, None], out=out_np)
+        np.maximum(out_np, 0, out=out_np)
+
+    cands = {"nnlite": plan, "numpy": numpy_plan}
+    if narrow:
+        cands["temp"] = via_temp
+    times = _timing.interleave(cands, repeat=repeat, warmup=2, min_time=0.05, clock=clock)
+    plan()
+    numpy_plan()
+    ref = np.maximum(a.astype(np.float64) @ b.astype(np.float64) + bias[:, None], 0)
+    assert np.abs(out_nn - ref).max() / k < 1e-5, label
+    flops = 2.0 * m * n * k
+    med = {name: _timing.median(ts) for name, ts in times.items()}
+    return {
+        "dtype": np.dtype(dtype).name, "shape": label, "M": m, "K": k, "N": n,
+        "nnlite ms": f"{med['nnlite'] * 1e3:.3f}",
+        "nnlite GF/s": f"{_timing.gflops(flops, med['nnlite']):.1f}",
+        "best": f"{_timing.gflops(flops, _timing.best(times['nnlite'])):.1f}",
+        "numpy GF/s": f"{_timing.gflops(flops, med['numpy']):.1f}",
+        "ratio": f"{med['numpy'] / med['nnlite']:.2f}",
+        "via temp ms": f"{med['temp'] * 1e3:.3f}" if narrow else "-",
+        "temp/direct": f"{med['temp'] / med['nnlite']:.2f}" if narrow else "-",
+    }
+
+
 def bench_scaling(label, m, k, n, dtype, nthreads, repeat):
     """nnlite and NumPy at 1 and at nthreads threads, the four interleaved."""
     a, b = operands(m, k, n, dtype)
@@ -152,7 +217,11 @@ def main():
                    help="1 thread vs --threads (default 2) for both libraries")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time, or this process's CPU time (one thread only)")
+    p.add_argument("--plan", action="store_true",
+                   help="pointwise shapes called as the inference plan calls them")
     args = p.parse_args()
+    if args.plan:
+        args.only = "pointwise"
     if args.scaling and args.threads is None:
         args.threads = 2
     if args.clock == "cpu" and (args.scaling or args.threads != 1):
@@ -190,14 +259,17 @@ def main():
         rows = []
         for dt in dtypes:
             for label, m, k, n in cases(args.quick, args.only):
-                if args.scaling:
+                if args.plan:
+                    rows.append(bench_plan(label, m, k, n, np.dtype(dt), nthreads, repeat,
+                                           time.process_time if args.clock == "cpu" else None))
+                elif args.scaling:
                     rows.append(bench_scaling(label, m, k, n, np.dtype(dt), nthreads, repeat))
                 else:
                     rows.append(bench_one(label, m, k, n, np.dtype(dt), nthreads, repeat,
                                           time.process_time if args.clock == "cpu" else None))
                 print(f"  ... {dt} {label}", file=sys.stderr, flush=True)
     print()
-    columns = SCALING_COLUMNS if args.scaling else COLUMNS
+    columns = PLAN_COLUMNS if args.plan else SCALING_COLUMNS if args.scaling else COLUMNS
     _timing.print_table(rows, columns)
     if args.csv:
         _timing.write_csv(args.csv, rows, columns)

@@ -5,7 +5,8 @@ the hand-written C kernels of ``csrc/gemm_*.c`` (see gemm_kernels.h for the cont
 
 Memory contract: ``a`` (B, M, K) and ``b_`` (B, K, N) may have any element strides (a
 transposed operand is a transposed view, no copy); ``c`` (B, M, N) is preallocated by the
-caller, has unit stride along N and overlaps neither input. ``bias`` is (B or 1, M) for
+caller, has unit stride along N or along M (a transposed view: written in place) and
+overlaps neither input. ``bias`` is (B or 1, M) for
 ``bias_kind=1`` (per row) or (B or 1, N) for ``bias_kind=2`` (per column). All shapes, dtypes
 and strides are validated by ``nnlite.kernels.gemm_ops`` before the call; the GIL is released
 while the kernel runs.
@@ -26,30 +27,18 @@ cdef extern from "gemm_kernels.h" nogil:
     ctypedef Py_ssize_t nnl_idx
     int NNL_OK
     int NNL_ISA_AUTO, NNL_ISA_GENERIC, NNL_ISA_AVX2, NNL_ISA_AVX512, NNL_ISA_COUNT
-    int nnl_sgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
-                  const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
-                  const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
-                  float beta, float *C, nnl_idx bsc, nnl_idx rsc,
-                  const float *bias, nnl_idx bsbias, int bias_kind, int act,
-                  int nthreads, int isa)
-    int nnl_dgemm(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
-                  const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
-                  const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
-                  double beta, double *C, nnl_idx bsc, nnl_idx rsc,
-                  const double *bias, nnl_idx bsbias, int bias_kind, int act,
-                  int nthreads, int isa)
-    int nnl_sgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
-                     const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
-                     const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
-                     float beta, float *C, nnl_idx bsc, nnl_idx rsc,
-                     const float *bias, nnl_idx bsbias, int bias_kind, int act,
-                     int nthreads, int isa, const float *apk, const float *bpk)
-    int nnl_dgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
-                     const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
-                     const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
-                     double beta, double *C, nnl_idx bsc, nnl_idx rsc,
-                     const double *bias, nnl_idx bsbias, int bias_kind, int act,
-                     int nthreads, int isa, const double *apk, const double *bpk)
+    int nnl_sgemm_pkc(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                      const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                      const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                      float beta, float *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
+                      const float *bias, nnl_idx bsbias, int bias_kind, int act,
+                      int nthreads, int isa, const float *apk, const float *bpk)
+    int nnl_dgemm_pkc(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                      const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                      const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                      double beta, double *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
+                      const double *bias, nnl_idx bsbias, int bias_kind, int act,
+                      int nthreads, int isa, const double *apk, const double *bpk)
     ctypedef struct nnl_split:
         nnl_idx lk, ask, bsk
         nnl_idx ln, bsn, csn
@@ -200,8 +189,8 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
     """c = act(alpha * a @ b + beta * c + bias) for every batch item (shapes validated by caller).
 
     Shape:
-        a (B or 1, M, K), b (B or 1, K, N), c (B, M, N) with c.strides[2] == itemsize (an
-        operand with one item serves all B);
+        a (B or 1, M, K), b (B or 1, K, N), c (B, M, N) with c.strides[2] == itemsize or
+        c.strides[1] == itemsize (an operand with one item serves all B);
         bias (1 or B, M) when bias_kind == 1, (1 or B, N) when bias_kind == 2, else None;
         apk / bpk: ``pack`` of a[0] (side 0) / b[0] (side 1) for family ``isa`` (a code, not
         -1), used for every batch item, or None.
@@ -231,10 +220,17 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
             or b.shape[1] != K or b.shape[2] != N):
         raise ValueError(f"gemm_strided: shapes a={tuple(a.shape)[:3]}, b={tuple(b.shape)[:3]}, "
                          f"c={tuple(c.shape)[:3]} do not chain")
-    if nb > 0 and M > 0 and N > 0 and c.strides[2] != es:
-        raise ValueError("gemm_strided: c must have unit stride along its last axis")
+    cdef Py_ssize_t rsc = c.strides[1] // es, csc = c.strides[2] // es
+    if nb > 0 and M > 0 and N > 0 and c.strides[2] != es and c.strides[1] != es:
+        raise ValueError("gemm_strided: c must have unit stride along one of its last two axes")
     if nb == 0 or M == 0 or N == 0:
         return
+    if c.strides[2] == es or N == 1:
+        csc = 1                 # row-major (a one-column c's column stride is never used)
+        if c.strides[2] != es:
+            rsc = 1
+    else:
+        rsc = 1                 # column-major: c.strides[1] == itemsize
     if bias_kind != 0:
         if bias is None or bias.shape[0] not in (1, nb) or (
                 bias.shape[1] != (M if bias_kind == 1 else N)) or bias.strides[1] != es:
@@ -243,32 +239,24 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
         bsbias = bias.strides[0] // es if bias.shape[0] == nb else 0
     if K == 0:
         # no element of a or b is addressed; pass any valid pointer
-        with nogil:
-            if floating is float:
-                rc = nnl_sgemm(nb, M, N, 0, <float>alpha, &c[0, 0, 0], 0, 0, 0, &c[0, 0, 0],
-                               0, 0, 0, <float>beta, &c[0, 0, 0], c.strides[0] // es,
-                               c.strides[1] // es, pbias, bsbias, bias_kind, act,
-                               num_threads, isa)
-            else:
-                rc = nnl_dgemm(nb, M, N, 0, alpha, &c[0, 0, 0], 0, 0, 0, &c[0, 0, 0],
-                               0, 0, 0, beta, &c[0, 0, 0], c.strides[0] // es,
-                               c.strides[1] // es, pbias, bsbias, bias_kind, act,
-                               num_threads, isa)
-    else:
-        with nogil:
-            if floating is float:
-                rc = nnl_sgemm_pk(nb, M, N, K, <float>alpha,
-                                  &a[0, 0, 0], bsa, a.strides[1] // es, a.strides[2] // es,
-                                  &b[0, 0, 0], bsb, b.strides[1] // es, b.strides[2] // es,
-                                  <float>beta, &c[0, 0, 0], c.strides[0] // es,
-                                  c.strides[1] // es, pbias, bsbias, bias_kind, act, num_threads,
-                                  isa, pa, pb)
-            else:
-                rc = nnl_dgemm_pk(nb, M, N, K, alpha,
-                                  &a[0, 0, 0], bsa, a.strides[1] // es, a.strides[2] // es,
-                                  &b[0, 0, 0], bsb, b.strides[1] // es, b.strides[2] // es,
-                                  beta, &c[0, 0, 0], c.strides[0] // es, c.strides[1] // es,
-                                  pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
+        pa = pb = NULL
+    with nogil:
+        if floating is float:
+            rc = nnl_sgemm_pkc(nb, M, N, K, <float>alpha,
+                               &a[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0], bsa,
+                               a.strides[1] // es, a.strides[2] // es,
+                               &b[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0], bsb,
+                               b.strides[1] // es, b.strides[2] // es,
+                               <float>beta, &c[0, 0, 0], c.strides[0] // es, rsc, csc,
+                               pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
+        else:
+            rc = nnl_dgemm_pkc(nb, M, N, K, alpha,
+                               &a[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0], bsa,
+                               a.strides[1] // es, a.strides[2] // es,
+                               &b[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0], bsb,
+                               b.strides[1] // es, b.strides[2] // es,
+                               beta, &c[0, 0, 0], c.strides[0] // es, rsc, csc,
+                               pbias, bsbias, bias_kind, act, num_threads, isa, pa, pb)
     check_status(rc, "gemm", f" (isa={isa}, act={act}, bias_kind={bias_kind})")
 
 

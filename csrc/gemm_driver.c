@@ -27,6 +27,9 @@
  * of packing it, when the family's panel rows span at least two cache lines (b_in_place in
  * gemm_driver_tmpl.h, limits in nnl_tuning.h): the same values reach the micro-kernel, so the
  * same bits.
+ * A column-major C (nnl_sgemm_pkc with rsc == 1, e.g. out.T of a narrow product run
+ * transposed) goes through the same nest; each micro-tile is written into a tile buffer and
+ * transposed out (ukr_cm in gemm_nest_tmpl.h), the same values, so the same bits.
  * Two-level operands (nnl_sgemm_split / nnl_dgemm_split, nnl_split in gemm_kernels.h): K and/or
  * N run over (outer, inner) index pairs; the same nest packs A and B run by run (pack_a,
  * pack_b_split) and writes a C tile that straddles two outer items through a tile buffer
@@ -193,6 +196,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_s
 #define GEMM_NAME nnl_sgemm
 #define GEMM_PK nnl_sgemm_pk
+#define GEMM_PKC nnl_sgemm_pkc
 #define GEMM_SPLIT nnl_sgemm_split
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
@@ -206,6 +210,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_PKC
 #undef GEMM_SPLIT
 #undef PACK_NAME
 
@@ -216,6 +221,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define FN(name) name##_d
 #define GEMM_NAME nnl_dgemm
 #define GEMM_PK nnl_dgemm_pk
+#define GEMM_PKC nnl_dgemm_pkc
 #define GEMM_SPLIT nnl_dgemm_split
 #define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
@@ -225,6 +231,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef FN
 #undef GEMM_NAME
 #undef GEMM_PK
+#undef GEMM_PKC
 #undef GEMM_SPLIT
 #undef PACK_NAME
 

@@ -1,6 +1,6 @@
 /* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name),
- * GEMM_NAME, GEMM_PK, PACK_NAME and (float only) PACK_A8 defined. No include guard on
- * purpose. */
+ * GEMM_NAME, GEMM_PK, GEMM_PKC, GEMM_SPLIT, PACK_NAME and (float only) PACK_A8 defined. No
+ * include guard on purpose. */
 
 /* The compiled family (its MC/KC/NC are 0 unless fixed at build time with -D). */
 static const KERNEL_T *FN(nnl_family)(int isa)
@@ -59,7 +59,7 @@ typedef struct {
     const T *B;
     nnl_idx rsb, csb;
     T *C;
-    nnl_idx rsc;
+    nnl_idx rsc, csc;           /* C(i, j) = C[i*rsc + j*csc] (one of them is 1) */
     const T *bias;
     int bias_kind, act;
     nnl_idx ln, csn;            /* C's columns in two levels (nnl_split), ln = 0: plain */
@@ -83,7 +83,7 @@ static void FN(scale_only)(const FN(nnl_prob) *p)
     for (nnl_idx i = 0; i < p->M; i++) {
         T *ci = p->C + i * p->rsc;
         for (nnl_idx j = 0; j < p->N; j++) {
-            T *cij = ci + (p->ln > 0 ? (j / p->ln) * p->csn + j % p->ln : j);
+            T *cij = ci + (p->ln > 0 ? (j / p->ln) * p->csn + j % p->ln : j * p->csc);
             *cij = NNL_EPI_ONE((T)0, (T)1, p->beta, p->beta != 0 ? cij : NULL,
                                FN(bias_at)(p, i, j), p->act);
         }
@@ -206,10 +206,11 @@ static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
             }
         }
         for (nnl_idx i = 0; i < M; i++) {
-            T *c = p->C + i * p->rsc + jb;
+            T *c = p->C + i * p->rsc + jb * p->csc;
             for (nnl_idx j = 0; j < nb; j++)
-                c[j] = NNL_EPI_ONE(acc[i][j], p->alpha, p->beta, p->beta != 0 ? c + j : NULL,
-                                   FN(bias_at)(p, i, jb + j), p->act);
+                c[j * p->csc] = NNL_EPI_ONE(acc[i][j], p->alpha, p->beta,
+                                            p->beta != 0 ? c + j * p->csc : NULL,
+                                            FN(bias_at)(p, i, jb + j), p->act);
         }
     }
 }
@@ -274,15 +275,18 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                    bias, bsbias, bias_kind, act, nthreads, isa, NULL, NULL);
 }
 
-/* The one driver behind GEMM_PK and GEMM_SPLIT (sp: two-level axes, or NULL). */
+/* The one driver behind GEMM_PK, GEMM_PKC and GEMM_SPLIT (sp: two-level axes, or NULL). */
 static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                         const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
                         const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
-                        T beta, T *C, nnl_idx bsc, nnl_idx rsc,
+                        T beta, T *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
                         const T *bias, nnl_idx bsbias, int bias_kind, int act,
                         int nthreads, int isa, const T *apk, const T *bpk, const nnl_split *sp)
 {
     if (batch < 0 || M < 0 || N < 0 || K < 0)
+        return NNL_EINVAL;
+    /* C row-major (unit column stride) or column-major (unit row stride; not with sp) */
+    if (csc != 1 && (rsc != 1 || csc < 1 || sp != NULL))
         return NNL_EINVAL;
     if (act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
         return NNL_EINVAL;
@@ -301,7 +305,7 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     FN(nnl_prob) p0;
     p0.M = M, p0.N = N, p0.K = K, p0.alpha = alpha, p0.beta = beta;
     p0.A = A, p0.rsa = rsa, p0.csa = csa, p0.B = B, p0.rsb = rsb, p0.csb = csb;
-    p0.C = C, p0.rsc = rsc, p0.bias = bias, p0.bias_kind = bias_kind, p0.act = act;
+    p0.C = C, p0.rsc = rsc, p0.csc = csc, p0.bias = bias, p0.bias_kind = bias_kind, p0.act = act;
     p0.ln = ln, p0.csn = ln > 0 ? sp->csn : 0;
     if (K == 0) {
         for (nnl_idx b = 0; b < batch; b++) {
@@ -356,12 +360,15 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.rsc = rsc, s0.bias_kind = bias_kind;
     s0.a_lk = lk, s0.a_sk = lk > 0 ? sp->ask : 0;
     s0.c_ln = ln, s0.c_sn = ln > 0 ? sp->csn : 0;
+    s0.c_cs = csc != 1 ? csc : 0;
     s0.t_ctx = NULL;
     /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
      * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
      * rows of at least two cache lines */
     s0.b_ld = (bpk == NULL && lk == 0 && ln == 0 && csb == 1 && K <= NNL_GEMM_INPLACE_MAX_K &&
-               M <= NNL_GEMM_INPLACE_MAX_M && (size_t)nr * sizeof(T) >= 128)
+               (M <= NNL_GEMM_INPLACE_MAX_M ||
+                (M <= NNL_GEMM_INPLACE_MAX_M_DEEP && K >= NNL_GEMM_INPLACE_DEEP_K)) &&
+               (size_t)nr * sizeof(T) >= 128)
                   ? rsb
                   : 0;
 
@@ -412,7 +419,18 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             int nthreads, int isa, const T *apk, const T *bpk)
 {
     return FN(gemm_run)(batch, M, N, K, alpha, A, bsa, rsa, csa, B, bsb, rsb, csb, beta, C, bsc,
-                        rsc, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL);
+                        rsc, 1, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL);
+}
+
+int GEMM_PKC(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
+             const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+             const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+             T beta, T *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
+             const T *bias, nnl_idx bsbias, int bias_kind, int act,
+             int nthreads, int isa, const T *apk, const T *bpk)
+{
+    return FN(gemm_run)(batch, M, N, K, alpha, A, bsa, rsa, csa, B, bsb, rsb, csb, beta, C, bsc,
+                        rsc, csc, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL);
 }
 
 int GEMM_SPLIT(nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const T *A, nnl_idx rsa, nnl_idx csa,
@@ -421,6 +439,6 @@ int GEMM_SPLIT(nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const T *A, nnl_idx rsa
 {
     if (sp == NULL || sp->lk < 0 || sp->ln < 0)
         return NNL_EINVAL;
-    return FN(gemm_run)(1, M, N, K, alpha, A, 0, rsa, csa, B, 0, rsb, csb, beta, C, 0, rsc, bias,
+    return FN(gemm_run)(1, M, N, K, alpha, A, 0, rsa, csa, B, 0, rsb, csb, beta, C, 0, rsc, 1, bias,
                         0, bias_kind, act, nthreads, isa, NULL, NULL, sp);
 }

@@ -94,7 +94,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
  *   out tile NULL: the micro-kernel writes C (row stride rsc) through its epilogue (alpha/beta,
  *       bias per row or column, act); else tile(t_ctx, ...) gets every micro-tile's panels and
  *       does its own product and write-out (the conv's tile + scatter of the wide layout, and
- *       its B-direct kernel); c_ln > 0: C's columns in two levels (ukr_split).
+ *       its B-direct kernel); c_ln > 0: C's columns in two levels (ukr_split); c_cs > 0: a
+ *       column-major C (ukr_cm: a narrow product run transposed writes its result in place).
  * K is cut into slices of kcb_max (all but the last full) and B is fetched chunk NR panels
  * at a time; both are fixed by the caller from the shape alone, so the arithmetic of an
  * element never depends on how C is cut into units (or threads). */
@@ -120,6 +121,7 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         nnl_idx rsc;                                                                          \
         nnl_idx a_lk, a_sk;        /* A's K split in two levels (nnl_split lk, ask); 0: none */\
         nnl_idx c_ln, c_sn;        /* C's columns split in two levels (ln, csn); 0: none */  \
+        nnl_idx c_cs;              /* > 0: C column-major, (i, j) at c[i + j*c_cs] (rsc 1) */\
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
         int bias_kind;                                                                        \
         const void *t_ctx;         /* the tile write-out's context */                        \

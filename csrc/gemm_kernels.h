@@ -59,6 +59,22 @@ int nnl_dgemm_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
                  double beta, double *C, nnl_idx bsc, nnl_idx rsc,
                  const double *bias, nnl_idx bsbias, int bias_kind, int act,
                  int nthreads, int isa, const double *apk, const double *bpk);
+/* nnl_sgemm_pk/nnl_dgemm_pk with C addressed C_b(i, j) = C[b*bsc + i*rsc + j*csc], where
+ * csc == 1 (row-major C, as above) or rsc == 1 and csc >= 1 (column-major C: the transposed
+ * result of a product, written in place; each micro-tile goes through a tile buffer and
+ * register transposes, the same bits as a row-major C). Otherwise NNL_EINVAL. */
+int nnl_sgemm_pkc(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                  const float *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                  const float *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                  float beta, float *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
+                  const float *bias, nnl_idx bsbias, int bias_kind, int act,
+                  int nthreads, int isa, const float *apk, const float *bpk);
+int nnl_dgemm_pkc(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                  const double *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
+                  const double *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                  double beta, double *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
+                  const double *bias, nnl_idx bsbias, int bias_kind, int act,
+                  int nthreads, int isa, const double *apk, const double *bpk);
 /* Two-level axes: the K axis and/or the N axis of one product run over (outer, inner) index
  * pairs, e.g. (image, pixel) of an NCHW batch, so that a pointwise conv over a whole batch is
  * ONE product read and written in place (no regrouping copies):

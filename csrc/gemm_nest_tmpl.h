@@ -221,6 +221,39 @@ static NNL_NO_MEMCPY_IDIOM void FN(ukr_split)(const KERNEL_T *kd, const FN(nnl_n
     }
 }
 
+/* dst[k*ldd + i] = src[i*lds + k] for i < rows, k < cols (an exact copy; float: eight rows at a
+ * time through PACK_T8's 8 x 8 register transposes). */
+static NNL_NO_MEMCPY_IDIOM void FN(transpose)(int rows, int cols, const T *NNL_RESTRICT src,
+                                              nnl_idx lds, T *NNL_RESTRICT dst, nnl_idx ldd)
+{
+    int i = 0;
+#ifdef PACK_T8
+    if (nnl_pack_a8_ok())
+        for (; i + 8 <= rows; i += 8)
+            PACK_T8(cols, src + i * lds, lds, dst + i, ldd);
+#endif
+    for (; i < rows; i++)
+        for (int k = 0; k < cols; k++)
+            dst[k * ldd + i] = src[i * lds + k];
+}
+
+/* The micro-kernel on the tile C[ir:+m, jr:+n] of a column-major C (s->c_cs > 0: element
+ * (i, j) at c[i + j*c_cs]), through a row-major tile buffer: C transposed into it first when
+ * the epilogue reads it, the result transposed back; the same operations on the same values
+ * as a row-major C, so the same bits. */
+static void FN(ukr_cm)(const KERNEL_T *kd, const FN(nnl_nest) *s, nnl_idx kcb, const T *ap,
+                       const T *bp, nnl_idx ir, nnl_idx jr, int m, int n, const EPI_T *e)
+{
+    T tile[NNL_TILE_MAX];
+    const int nr = kd->nr;
+    const nnl_idx cs = s->c_cs;
+    T *c = s->c + ir + jr * cs;
+    if (e->load_c)
+        FN(transpose)(n, m, c, cs, tile, nr);
+    kd->ukr(kcb, ap, bp, tile, nr, m, n, e);
+    FN(transpose)(m, n, tile, nr, c, cs);
+}
+
 /* One work unit (see gemm_internal.h): rows r0..r1 by columns c0..c1 of one item, computed by
  * one thread with its private buffers apw (an A block) and bpw (a B chunk):
  *
@@ -276,7 +309,9 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                         continue;
                     }
                     e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + ir : NULL;
-                    if (s->c_ln > 0)
+                    if (s->c_cs > 0)
+                        FN(ukr_cm)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
+                    else if (s->c_ln > 0)
                         FN(ukr_split)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
                     else
                         kd->ukr(kcb, api, bpq, s->c + ir * s->rsc + jr, s->rsc, m, n, &e);

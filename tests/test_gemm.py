@@ -140,11 +140,13 @@ def test_b_read_in_place_gives_the_packed_bits(isa, dtype):
     by the micro-kernels where the family's panel rows are wide enough (AVX-512), only a ragged
     last panel packed; the bits must be those of the same call on B pre-packed (always the
     packed path), for 1 and 2 threads, a B with a row stride wider than N, and a batch.
-    Shapes straddle the limits (M 64/65, K 128/129) and NR (N = 1, 47, 48, 97, 1000)."""
+    Shapes straddle the limits of nnl_tuning.h (M 64/65 for any K, M 128/129 from K 64 up,
+    K 63/64 and 1024/1025; several K slices read in place) and NR (N = 1, 47, 48, 97, 1000)."""
     if isa == "numpy":
         pytest.skip("no packed operands without the extension")
     cases = [(16, 32, 1000), (1, 3, 97), (7, 1, 47), (64, 128, 48), (65, 16, 97),
-             (24, 129, 200), (5, 17, 1)]
+             (24, 129, 200), (5, 17, 1), (40, 600, 100), (64, 1024, 48), (24, 1025, 50),
+             (128, 64, 97), (129, 64, 97), (100, 63, 50)]
     for i, (m, k, n) in enumerate(cases):
         a, wide = rand((m, k), dtype, 70 + i), rand((k, n + 5), dtype, 80 + i)
         bias, c = rand((m,), dtype, 90 + i), rand((m, n), dtype, 100 + i)
@@ -400,6 +402,56 @@ def test_out_as_slice_and_aliasing(isa):
     expect = oracle(sq, sq, 1.0, 1.0, sq)
     gemm(sq, sq, sq, beta=1.0)                         # out aliases both inputs
     check(sq, expect, np.float64, 40)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_major_out_written_in_place(isa, dtype):
+    # out a transposed view (unit stride along M, e.g. a narrow product run transposed into
+    # out.T): the kernel writes it in place through its transposed tile write-out; the same
+    # bits as a row-major out, for 1-3 threads, every epilogue, ragged tiles (m < MR, n < NR,
+    # a column stride larger than M), the few-row path (M <= 4), K = 0 and a pre-packed B
+    mb_m, _, mb_k = _multi_block_shape(dtype)         # several MC row groups and K slices
+    shapes = [(49, 300, 97), (8, 48, 48), (13, 7, 101), (3, 129, 17), (1, 40, 9), (6, 0, 5),
+              (57, 11, 1), (mb_m, mb_k, 101)]            # (m, k, n)
+    for i, (m, k, n) in enumerate(shapes):
+        a, b = rand((m, k), dtype, i), rand((k, n), dtype, 10 + i)
+        c = rand((m, n), dtype, 20 + i)
+        epilogues = [(-0.75, "relu6")] if i == len(shapes) - 1 else [(0.0, "relu"),
+                                                                      (-0.75, "relu6"),
+                                                                      (1.0, None)]
+        for bias_axis, bias in ((1, rand((n,), dtype, 30 + i)), (0, rand((m,), dtype, 40 + i))):
+            for beta, act in epilogues:
+                want = c.copy()
+                gemm(a, b, want, alpha=1.5, beta=beta, bias=bias, bias_axis=bias_axis,
+                     activation=act)
+                check(want, oracle(a, b, 1.5, beta, c, bias, bias_axis, act), dtype, k)
+                for nt in (1, 2, 3):
+                    big = rand((n, m + 3), dtype, 50 + i)      # column stride m + 3 > M
+                    before = big.copy()
+                    big[:, 1:m + 1] = c.T
+                    view = big[:, 1:m + 1].T                   # (m, n), strides (1, m + 3)
+                    gemm(a, b, view, alpha=1.5, beta=beta, bias=bias, bias_axis=bias_axis,
+                         activation=act, num_threads=nt)
+                    np.testing.assert_array_equal(view, want)
+                    np.testing.assert_array_equal(big[:, 0], before[:, 0])   # untouched
+                    np.testing.assert_array_equal(big[:, m + 1:], before[:, m + 1:])
+    # the inference plan's narrow product: out.T = x.T @ (weights packed as B), bias per column
+    w, x = rand((200, 70), dtype, 1), rand((70, 49), dtype, 2)
+    bias = rand((200,), dtype, 3)
+    out = np.empty((200, 49), dtype)
+    gemm(x, gemm_ops.pack(np.ascontiguousarray(w), "b", trans=True), out.T, trans_a=True,
+         bias=bias, bias_axis=1, activation="relu")
+    check(out, oracle(w, x, bias=bias, bias_axis=0, activation="relu"), dtype, 70)
+    if BUILT and isa != "numpy":
+        # the kernel itself takes the column-major c (no copy through a row-major temporary)
+        cm = np.zeros((1, 49, 200), dtype).transpose(0, 2, 1)
+        gemm_ops._gemm.gemm_strided(w[None], x[None], cm, 1.0, 0.0, None, 0, 0, 1,
+                                    gemm_ops._isa())
+        check(cm[0], oracle(w, x), dtype, 70)
+        with pytest.raises(ValueError, match="unit stride along one of its last two axes"):
+            gemm_ops._gemm.gemm_strided(w[None], x[None, :, ::2][:, :, :20],
+                                        np.zeros((1, 200, 40), dtype)[:, :, ::2], 1.0, 0.0,
+                                        None, 0, 0, 1, gemm_ops._isa())
 
 
 @given(data=st.data())

@@ -40,7 +40,8 @@
 
 /* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the
  *   micro-kernels instead (only a ragged last NR panel is packed; the same bits either way)
- *   when K <= NNL_GEMM_INPLACE_MAX_K, M <= NNL_GEMM_INPLACE_MAX_M and a panel row is at least
+ *   when K <= NNL_GEMM_INPLACE_MAX_K, M <= NNL_GEMM_INPLACE_MAX_M (or M <=
+ *   NNL_GEMM_INPLACE_MAX_M_DEEP and K >= NNL_GEMM_INPLACE_DEEP_K) and a panel row is at least
  *   128 bytes (NR * element size: AVX-512's 48 floats, not AVX2's 16). Measured 2026-12-04,
  *   2-core AMD EPYC Zen 4 VM, load ~3.5, one thread, A pre-packed, bias + ReLU, 200
  *   alternating calls, median us packed -> in place (two runs): AVX-512 M=16 K=32 N=12544
@@ -52,11 +53,31 @@
  *   rows), the shapes the limits admit: M=16 K=32 N=12544 472 -> 406, 453 -> 383; M=24 K=16
  *   410 -> 413, 397 -> 406; M=64 K=64 619 -> 574, 639 -> 608; M=24 K=96 448 -> 353,
  *   412 -> 330. The spread between runs of the same code is 5-10% on this shared machine. */
+/* Raised 2026-12-04 (K 128 -> 1024; M up to NNL_GEMM_INPLACE_MAX_M_DEEP when K >=
+ *   NNL_GEMM_INPLACE_DEEP_K): one thread, CPU time, load 2-2.5 (other jobs), A pre-packed, the
+ *   same process timing the call with B pre-packed (no packing at all) as the ceiling, 9
+ *   interleaved rounds, two runs of each build, GFLOP/s per call (B packed per call -> read in
+ *   place; B pre-packed in brackets): float32 M=24 K=144 N=3136 79, 65 -> 92, 97 (101);
+ *   M=32 K=192 N=784 74, 86 -> 98, 96 (97); M=64 K=256 N=3136 83, 96 -> 93, 101 (108);
+ *   M=64 K=192 N=784 92, 95 -> 102, 101 (103); M=48 K=512 N=784 94, 94 -> 102, 101 (105);
+ *   M=64 K=384 N=196 84, 88 -> 91, 92 (93); M=64 K=1024 N=196 90, 89 -> 87, 92 (96);
+ *   float64 M=24 K=144 N=3136 35, 33 -> 48, 40 (50); M=32 K=192 N=784 40, 41 -> 49, 44 (49).
+ *   M in 65..128, as the ratio (B packed per call or read in place) / (B pre-packed) of the same
+ *   process: M=128 K=512 N=784 0.91, 0.86 -> 1.02, 1.00; M=80 K=320 N=784 0.90, 0.89 ->
+ *   1.01, 0.99; M=96 K=576 N=196 0.96, 0.94 -> 0.99, 1.00; M=128 K=128 N=3136 0.94, 0.83 ->
+ *   0.98, 0.94; M=128 K=64 N=3136 0.94, 0.91 -> 0.96, 0.99; M=128 K=256 N=3136 0.82, 0.85 ->
+ *   0.84, 0.88; but M=96 K=16 N=12544 0.93, 1.10 -> 0.91, 0.95 (hence the K floor). */
 #ifndef NNL_GEMM_INPLACE_MAX_K
-#define NNL_GEMM_INPLACE_MAX_K 128
+#define NNL_GEMM_INPLACE_MAX_K 1024
 #endif
 #ifndef NNL_GEMM_INPLACE_MAX_M
 #define NNL_GEMM_INPLACE_MAX_M 64
+#endif
+#ifndef NNL_GEMM_INPLACE_MAX_M_DEEP
+#define NNL_GEMM_INPLACE_MAX_M_DEEP 128
+#endif
+#ifndef NNL_GEMM_INPLACE_DEEP_K
+#define NNL_GEMM_INPLACE_DEEP_K 64
 #endif
 
 /* Implicit-GEMM conv (convfast_implicit.c): same, higher because every extra work unit

@@ -386,10 +386,13 @@ def _gemm_impl(a, b, out, alpha, beta, trans_a, trans_b, bias, bias_axis, activa
         return out
     # (an operand with one item serves every item: the kernel reads it with batch stride 0)
 
-    # The kernel writes rows with unit stride and must not write over its own inputs.
+    # The kernel writes rows or columns with unit stride (a transposed view of a C-contiguous
+    # array, e.g. the result of a narrow product run transposed, is written in place) and must
+    # not write over its own inputs.
     target = out3
     size = out3.itemsize
-    if (out3.strides[2] != size or out3.strides[1] % size or out3.strides[0] % size
+    unit = out3.strides[2] == size or (out3.strides[1] == size and out3.strides[2] >= size)
+    if (not unit or out3.strides[1] % size or out3.strides[2] % size or out3.strides[0] % size
             or (out3.shape[0] > 1 and out3.strides[0] == 0)
             or np.may_share_memory(out3, opa) or np.may_share_memory(out3, opb)
             or (bias2 is not None and np.may_share_memory(out3, bias2))):

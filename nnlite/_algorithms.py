@@ -8,7 +8,10 @@
                 (csrc/convfast_small.c: each image zero-padded into a flat plane, so that
                 every tap of a whole output plane is one contiguous stream, multiplied in
                 register blocks of filters x output vectors); a strided conv that is not
-                depthwise runs 'implicit'
+                depthwise, and under 'auto' a large-map conv of few input channels, the
+                few-channel kernel (csrc/convfast_phase.c: the same flat streams over
+                stride-phase planes, P[c][py][px][r][q] = x_pad[c][r*SH + py][q*SW + px], per
+                band of output rows; ``direct_kernel`` picks between the two)
     'winograd'  Winograd F(4x4, 3x3) for 3x3 convs with stride 1 and dilation 1: the input
                 is cut into overlapping 6x6 tiles, transformed (B^T d B), multiplied with the
                 transformed filters (G g G^T) by 36 GEMMs summing over the channels, and
@@ -151,6 +154,34 @@ def small_weight_grad_pays(geom, itemsize, algorithm=None):
     return work <= SMALL_WGRAD_MAX_BYTES
 
 
+# 'auto' runs a dense conv (kernel larger than 1x1) with at most this many input channels per
+# group by the direct few-channel kernel (``phase_pays``) where it would run the implicit GEMM
+PHASE_MAX_CG = 4
+
+
+def phase_pays(geom):
+    """'auto''s rule for the direct few-channel kernel (csrc/convfast_phase.c): a dense conv
+    with a kernel larger than 1x1 and at most PHASE_MAX_CG input channels per group, the first
+    conv of an image model (RGB, RGBA, grey). Its GEMM depth K = CG*KH*KW (27 for a 3x3, 147
+    for a 7x7 on RGB) is too shallow for a GEMM: the implicit GEMM gathers a K x OH*OW panel
+    for every image, about as much work as the multiply-adds when F is 32-64, where the direct
+    kernel reads each tap as a contiguous stream of a stride-phase plane."""
+    return (not (is_depthwise(geom) and geom.g > 1) and geom.kh * geom.kw > 1
+            and 0 < geom.cg <= PHASE_MAX_CG)
+
+
+def direct_kernel(geom):
+    """Which kernel runs a conv under 'direct': 'depthwise' (groups == C > 1, or one channel
+    where the few-channel kernel does not pay), 'small' (the small-map kernel, stride 1 only)
+    where ``small_pays`` or where the few-channel kernel would not be 'auto''s choice, else
+    'phase' (the few-channel kernel, any stride)."""
+    if is_depthwise(geom) and (geom.g > 1 or not phase_pays(geom)):
+        return "depthwise"
+    if small_conv_ok(geom) and (small_pays(geom) or not phase_pays(geom)):
+        return "small"
+    return "phase"
+
+
 def rows_pay(geom):
     """True for a batch (2+ images) of maps of at most ROWS_MAX_PIXELS output pixels and a conv
     of at least ROWS_MIN_FLOPS: there im2col with the images side by side beats the implicit
@@ -285,7 +316,7 @@ def resolve(geom, name=None, weights_prepared=False):
             return "direct"
         if geom.n < _IMPLICIT_MIN_BATCH and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS:
             return "im2col"
-        return "implicit"
-    if name == "direct" and not is_depthwise(geom) and not small_conv_ok(geom):
+        if phase_pays(geom):
+            return "direct"
         return "implicit"
     return name

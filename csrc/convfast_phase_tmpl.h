@@ -165,7 +165,10 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
         }
 #pragma omp barrier
         if (status == NNL_OK) {
-#pragma omp for schedule(static)
+            /* bands handed out as threads come free: on a shared machine a thread that lost
+             * its core does not hold the others up (the result does not depend on who
+             * computes a band) */
+#pragma omp for schedule(dynamic, 1)
             for (nnl_idx it = 0; it < items; it++) {
                 const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
                 const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;

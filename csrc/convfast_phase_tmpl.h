@@ -43,11 +43,11 @@ FN(ph_block)(const T *restrict xb, const nnl_idx *restrict offs, nnl_idx ntap,
             *(FN(ph_uvec) *)(yb + f * ystride + k * VL) = acc[f][k];
 }
 
+/* the nq output vectors from xb (tap t at xb + offs[t]) to yb, filter f's at f*ystride */
 static void FN(ph_blocks)(const T *xb, const nnl_idx *offs, nnl_idx ntap, const T *wb,
-                          const T *bb, int epi, int act, T *yb, nnl_idx nq)
+                          const T *bb, int epi, int act, T *yb, nnl_idx nq, nnl_idx ystride)
 {
     enum { VL = PH_VBYTES / sizeof(T) };
-    const nnl_idx ystride = nq * VL;
     for (nnl_idx q = 0; q < nq; q += PH_QB_MAX) {
         const nnl_idx r = nq - q < PH_QB_MAX ? nq - q : PH_QB_MAX;
         const T *x0 = xb + q * VL;
@@ -119,18 +119,26 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx wblk = ntap * PH_FB;
     const nnl_idx wsize = G * nfb * (wblk + PH_FB);
     T *wpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(wsize > 0 ? wsize : 1));
-    nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)(ntap > 0 ? ntap : 1));
+    nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)(ntap > 0 ? 2 * ntap : 1));
     if (wpk == NULL || offs == NULL) {
         nnl_free64(wpk);
         free(offs);
         return NNL_ENOMEM;
     }
     T *bpk = wpk + G * nfb * wblk;
+    /* in place: a pointwise stride-1 conv without padding whose image rows are packed reads
+     * x itself as its one phase plane per channel (no copy), and its flat grid is y's layout */
+    const int in_place = KH == 1 && KW == 1 && SH == 1 && SW == 1 && g->pt == 0 &&
+                         g->pl == 0 && OW == g->w && OH <= g->h && (g->h == 1 || g->xsr == g->w);
+    nnl_idx *offs_tail = offs + ntap; /* in place: the channels of the copied last vector */
     for (nnl_idx c = 0; c < CG; c++)
         for (nnl_idx a = 0; a < KH; a++)
             for (nnl_idx b = 0; b < KW; b++) {
                 const nnl_idx ph = (c * SH + (a * DH) % SH) * SW + (b * DW) % SW;
-                offs[(c * KH + a) * KW + b] = ph * plane + ((a * DH) / SH) * wq + (b * DW) / SW;
+                const nnl_idx t = (c * KH + a) * KW + b;
+                offs[t] = in_place ? c * g->xsc
+                                   : ph * plane + ((a * DH) / SH) * wq + (b * DW) / SW;
+                offs_tail[t] = c * VL;
             }
     for (nnl_idx gi = 0; gi < G; gi++)
         for (nnl_idx fb = 0; fb < nfb; fb++) {
@@ -149,7 +157,7 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const int epi = beta == 0;
     const nnl_idx items = N * G * nbands;
     const int team = (nnl_idx)p.nt > items ? (int)items : p.nt;
-    const nnl_idx xsize = p.nplanes * plane;
+    const nnl_idx xsize = in_place ? CG * VL : p.nplanes * plane;
     int status = NNL_OK;
 #pragma omp parallel num_threads(team) if (team > 1)
     {
@@ -172,37 +180,72 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
             for (nnl_idx it = 0; it < items; it++) {
                 const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
                 const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;
-                const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
-                for (nnl_idx c = 0; c < CG; c++) {
-                    const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
-                    for (nnl_idx py = 0; py < SH; py++)
-                        for (nnl_idx px = 0; px < SW; px++) {
-                            T *P = xb + ((c * SH + py) * SW + px) * plane;
-                            for (nnl_idx r = 0; r < prow; r++) {
-                                const nnl_idx h = (i0 + r) * SH + py - g->pt;
-                                T *d = P + r * wq;
-                                if (h < 0 || h >= g->h)
-                                    memset(d, 0, sizeof(T) * (size_t)wq);
-                                else
-                                    FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
+                const T *xin = x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
+                /* the band's outputs on the flat grid; in place: the full vectors read x and
+                 * (whole filter blocks, no beta) write y directly, the last partial vector
+                 * runs from copies of its columns */
+                const nnl_idx len = rows * wq;
+                const nnl_idx nfull = in_place ? len / VL : 0, rem = in_place ? len % VL : 0;
+                if (!in_place) {
+                    const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
+                    for (nnl_idx c = 0; c < CG; c++) {
+                        const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
+                        for (nnl_idx py = 0; py < SH; py++)
+                            for (nnl_idx px = 0; px < SW; px++) {
+                                T *P = xb + ((c * SH + py) * SW + px) * plane;
+                                for (nnl_idx r = 0; r < prow; r++) {
+                                    const nnl_idx h = (i0 + r) * SH + py - g->pt;
+                                    T *d = P + r * wq;
+                                    if (h < 0 || h >= g->h)
+                                        memset(d, 0, sizeof(T) * (size_t)wq);
+                                    else
+                                        FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
+                                }
                             }
-                        }
+                    }
+                } else if (rem) {
+                    for (nnl_idx c = 0; c < CG; c++)
+                        for (nnl_idx e = 0; e < VL; e++)
+                            xb[c * VL + e] = e < rem ? xin[c * g->xsc + nfull * VL + e] : (T)0;
                 }
-                const nnl_idx bq = (rows * wq + VL - 1) / VL;
+                const nnl_idx bq = (len + VL - 1) / VL;
                 for (nnl_idx fb = 0; fb < nfb; fb++) {
                     const T *bb = bias ? bpk + (gi * nfb + fb) * PH_FB : NULL;
-                    FN(ph_blocks)(xb, offs, ntap, wpk + (gi * nfb + fb) * wblk, bb, epi, act,
-                                  yb, bq);
+                    const T *wb = wpk + (gi * nfb + fb) * wblk;
                     const nnl_idx fcount = FG - fb * PH_FB < PH_FB ? FG - fb * PH_FB : PH_FB;
+                    T *yrow = y + n * g->ysn + (gi * FG + fb * PH_FB) * g->ysf + i0 * OW;
+                    nnl_idx done = 0; /* outputs of the band already in y */
+                    if (in_place) {
+                        if (epi && fcount == PH_FB) {
+                            FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yrow, nfull,
+                                          g->ysf);
+                            done = nfull * VL;
+                        } else {
+                            FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yb, nfull,
+                                          bq * VL);
+                        }
+                        if (rem)
+                            FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
+                                          yb + nfull * VL, 1, bq * VL);
+                    } else {
+                        FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
+                    }
                     for (nnl_idx f = 0; f < fcount; f++) {
-                        const nnl_idx fo = gi * FG + fb * PH_FB + f;
                         const T *src = yb + f * bq * VL;
-                        T *dst = y + n * g->ysn + fo * g->ysf + i0 * OW;
-                        if (epi) {
+                        T *dst = yrow + f * g->ysf;
+                        if (in_place) { /* the flat grid is y's layout (wq == OW) */
+                            if (epi)
+                                memcpy(dst + done, src + done, sizeof(T) * (size_t)(len - done));
+                            else
+                                for (nnl_idx q = done; q < len; q++)
+                                    dst[q] = NNL_EPI_ONE(src[q], (T)1, beta, dst + q,
+                                                         bias ? bias + gi * FG + fb * PH_FB + f
+                                                              : NULL, act);
+                        } else if (epi) {
                             for (nnl_idx i = 0; i < rows; i++)
                                 memcpy(dst + i * OW, src + i * wq, sizeof(T) * (size_t)OW);
                         } else {
-                            const T *bp = bias ? bias + fo : NULL;
+                            const T *bp = bias ? bias + gi * FG + fb * PH_FB + f : NULL;
                             for (nnl_idx i = 0; i < rows; i++)
                                 for (nnl_idx j = 0; j < OW; j++) {
                                     T *o = dst + i * OW + j;

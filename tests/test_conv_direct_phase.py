@@ -77,6 +77,28 @@ def test_phase_kernel_matches_reference(case, dtype, act, beta, bias, threads):
 
 @needs_ext
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, f, h, w", [(1, 32, 16, 17, 19), (3, 5, 7, 9, 16), (2, 3, 4, 1, 1),
+                                           (1, 2, 9, 40, 33)])
+@pytest.mark.parametrize("act, beta, sliced", [(2, 0.0, False), (0, 1.0, False),
+                                               (1, 0.0, True)])
+def test_pointwise_in_place(n, c, f, h, w, dtype, act, beta, sliced):
+    # a 1x1 stride-1 unpadded conv reads x in place and writes whole filter blocks straight to
+    # y (the last partial vector from a copy); a channel slice of x still has packed rows
+    rng = np.random.default_rng(13)
+    big = rng.standard_normal((n, c + 2, h, w)).astype(dtype)
+    x = big[:, 1:1 + c] if sliced else np.ascontiguousarray(big[:, :c])
+    wt = rng.standard_normal((f, c, 1, 1)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    y = rng.standard_normal((n, f, h * w)).astype(dtype)
+    expect = _epilogue(ref.conv2d(np.ascontiguousarray(x), wt, b).reshape(n, f, -1)
+                       .astype(np.float64) + beta * y, act)
+    convfast.conv2d_phase(x, wt.reshape(f, c), b, y, 1, 1, 1, 1, 1, 0, 0, 1, 1, h, w,
+                          act=act, beta=beta, num_threads=2)
+    assert_close(y, expect, dtype, k=c, scale=4)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [
     (1, 3, 61, 57, 32, (3, 3), 2, 1),     # MobileNetV2's stem on a smaller image
     (3, 3, 29, 31, 24, (7, 7), 2, 3),     # ResNet-50 / GoogLeNet's stem kernel, batch 3

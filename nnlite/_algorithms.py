@@ -60,6 +60,16 @@
                 36 * F*CG weight elements at _WEIGHT_TRANSFORM_COST each. Wide layers with
                 maps of a few tiles or more qualify; depthwise convs, few channels and (in
                 F.conv2d) tiny maps do not.
+                Last, a conv that would run 'implicit' with at most PHASE_MAX_CG input
+                channels per group and a kernel larger than 1x1 (``phase_pays``: the first
+                conv of an image model) runs 'direct', the few-channel kernel: its GEMM depth
+                CG*KH*KW (27 for a 3x3 on RGB, 147 for a 7x7) is too shallow for the implicit
+                GEMM's panel gathering to pay. Batch 1, 224x224, float32, activation fused,
+                interleaved medians on a busy 2-core AMD EPYC Zen 4 (benchmarks/bench_stem.py;
+                implicit -> direct): 3->32 3x3/2 0.89 -> 0.51 ms, 3->64 7x7/2 6.7 -> 3.9 ms,
+                3->64 3x3/1 11.2 -> 7.7 ms; one thread, quieter: 0.49 -> 0.37 ms and 2.95 ->
+                2.49 ms. At 8 and 16 channels the two were equal (0.21 ms, 0.37-0.38 ms for a
+                3x3/2 to 56x56 at 2 threads), hence the limit.
 
 Only the 'cython' backend has 'implicit', 'direct' and 'winograd'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs

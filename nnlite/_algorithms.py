@@ -7,8 +7,8 @@
                 and for any other conv of stride 1 the small-map kernel
                 (csrc/convfast_small.c: each image zero-padded into a flat plane, so that
                 every tap of a whole output plane is one contiguous stream, multiplied in
-                register blocks of filters x output vectors); a strided conv that is not
-                depthwise, and under 'auto' a large-map conv of few input channels, the
+                register blocks of filters x output vectors); a strided or 1x1 conv that is
+                not depthwise, and a large-map conv of few input channels, the
                 few-channel kernel (csrc/convfast_phase.c: the same flat streams over
                 stride-phase planes, P[c][py][px][r][q] = x_pad[c][r*SH + py][q*SW + px], per
                 band of output rows; ``direct_kernel`` picks between the two)
@@ -186,10 +186,13 @@ def direct_kernel(geom):
     """Which kernel runs a conv under 'direct': 'depthwise' (groups == C > 1, or one channel
     where the few-channel kernel does not pay), 'small' (the small-map kernel, stride 1 only)
     where ``small_pays`` or where the few-channel kernel would not be 'auto''s choice, else
-    'phase' (the few-channel kernel, any stride)."""
+    'phase' (the few-channel kernel, any stride; every 1x1 conv too: unpadded, it reads the
+    image in place and splits the rows of one image over threads, where the small-map kernel
+    copies every image into a plane and splits only the images)."""
     if is_depthwise(geom) and (geom.g > 1 or not phase_pays(geom)):
         return "depthwise"
-    if small_conv_ok(geom) and (small_pays(geom) or not phase_pays(geom)):
+    one = geom.kh * geom.kw == 1
+    if small_conv_ok(geom) and (small_pays(geom) or not (phase_pays(geom) or one)):
         return "small"
     return "phase"
 

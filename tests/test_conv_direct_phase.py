@@ -98,6 +98,22 @@ def test_pointwise_in_place(n, c, f, h, w, dtype, act, beta, sliced):
 
 
 @needs_ext
+def test_direct_pointwise_runs_the_phase_kernel():
+    # 'direct' on a 1x1 conv: the few-channel kernel (in place), not the small-map kernel;
+    # through F.conv2d's general path against the reference
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 32, 40, 41)).astype(np.float32)
+    w = rng.standard_normal((16, 32, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, 1, 0, 1, 1)
+    assert direct_kernel(geom) == "phase"
+    small_map = conv2d_geometry((2, 32, 9, 9), (16, 32, 3, 3), b.shape, 1, 1, 1, 1)
+    assert direct_kernel(small_map) == "small"                 # k x k: the small-map kernel
+    y = conv_cython.conv2d_forward(x, w, b, geom, general=True, algorithm="direct")
+    assert_close(y, ref.conv2d(x, w, b), np.float32, k=32, scale=4)
+
+
+@needs_ext
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [
     (1, 3, 61, 57, 32, (3, 3), 2, 1),     # MobileNetV2's stem on a smaller image

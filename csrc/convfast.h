@@ -79,6 +79,17 @@ int nnl_conv_small_wgrad_s(const nnl_conv_geom *geom, const float *x, const floa
 int nnl_conv_small_wgrad_d(const nnl_conv_geom *geom, const double *x, const double *gy,
                            double *gw, int nthreads);
 
+/* Direct dense conv2d for few input channels, any stride (csrc/convfast_phase.c): any groups,
+ * kernel, padding and dilation; y = act(conv(x, w) + beta * y + bias[f]) with w (F, CG*KH*KW)
+ * C-contiguous, bias (F,) or NULL, y planes contiguous. Each image is cut into stride-phase
+ * planes per band of output rows, so every tap is a stride-1 stream. Work memory: the packed
+ * weights and one band of phase planes per thread. Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL. */
+int nnl_conv_phase_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                     const float *bias, float beta, float *y, int act, int nthreads);
+int nnl_conv_phase_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                     const double *bias, double beta, double *y, int act, int nthreads);
+nnl_idx nnl_conv_phase_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
+
 /* Bytes of work memory nnl_conv_depthwise_* allocates (per-thread plane buffers). */
 nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 

@@ -52,6 +52,11 @@ cdef extern from "convfast.h" nogil:
     int nnl_conv_small_d(const nnl_conv_geom *geom, const double *x, const double *w,
                          const double *bias, double beta, double *y, int act, int nthreads)
     nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
+    int nnl_conv_phase_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                         const float *bias, float beta, float *y, int act, int nthreads)
+    int nnl_conv_phase_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                         const double *bias, double beta, double *y, int act, int nthreads)
+    nnl_idx nnl_conv_phase_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
     int nnl_conv_small_wgrad_s(const nnl_conv_geom *geom, const float *x, const float *gy,
                                float *gw, int nthreads)
     int nnl_conv_small_wgrad_d(const nnl_conv_geom *geom, const double *x, const double *gy,
@@ -320,6 +325,47 @@ def conv2d_small(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
     check_status(rc, "conv2d_small")
 
 
+def conv2d_phase(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
+                 floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                 Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int act=0, double beta=0.0,
+                 int num_threads=1):
+    """y (N, F, OH*OW) = act(conv2d(x, w) + beta * y + bias) for a dense conv of any stride by
+    the direct few-channel kernel (csrc/convfast_phase.c: bands of output rows, the padded
+    image cut into stride-phase planes so that every tap is a contiguous stream, register
+    blocks of filters x output vectors, no GEMM).
+
+    Shape:
+        x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW) whose planes
+        are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    cdef int rc
+    _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if _check_call("conv2d_phase", x, y, w.shape[1], (C // groups) * kh * kw,
+                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es):
+        return
+    if bias is not None:
+        bv = bias
+        pb = &bv[0]
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_phase_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
+                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, <float>beta,
+                                  &y[0, 0, 0], act, num_threads)
+        else:
+            rc = nnl_conv_phase_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
+                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, beta, &y[0, 0, 0],
+                                  act, num_threads)
+    check_status(rc, "conv2d_phase")
+
+
 def conv2d_small_weight_grad(const floating[:, :, :, :] x, const floating[:, :, :, ::1] gy,
                              floating[:, ::1] gw, Py_ssize_t groups, Py_ssize_t kh,
                              Py_ssize_t kw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
@@ -376,6 +422,21 @@ def small_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w
     cdef nnl_idx r = nnl_conv_small_workspace(&gm, elsize, num_threads)
     if r < 0:
         raise ValueError("small_workspace_bytes: invalid arguments")
+    return r
+
+
+def phase_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                          Py_ssize_t f, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                          Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                          int elsize, int num_threads=1):
+    """Bytes of work memory one conv2d_phase call allocates (packed weights, per-thread band
+    of phase planes)."""
+    cdef nnl_conv_geom gm
+    _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    cdef nnl_idx r = nnl_conv_phase_workspace(&gm, elsize, num_threads)
+    if r < 0:
+        raise ValueError("phase_workspace_bytes: invalid arguments")
     return r
 
 

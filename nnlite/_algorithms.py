@@ -7,8 +7,11 @@
                 and for any other conv of stride 1 the small-map kernel
                 (csrc/convfast_small.c: each image zero-padded into a flat plane, so that
                 every tap of a whole output plane is one contiguous stream, multiplied in
-                register blocks of filters x output vectors); a strided conv that is not
-                depthwise runs 'implicit'
+                register blocks of filters x output vectors); a strided or 1x1 conv that is
+                not depthwise, and a large-map conv of few input channels, the
+                few-channel kernel (csrc/convfast_phase.c: the same flat streams over
+                stride-phase planes, P[c][py][px][r][q] = x_pad[c][r*SH + py][q*SW + px], per
+                band of output rows; ``direct_kernel`` picks between the two)
     'winograd'  Winograd F(4x4, 3x3) for 3x3 convs with stride 1 and dilation 1: the input
                 is cut into overlapping 6x6 tiles, transformed (B^T d B), multiplied with the
                 transformed filters (G g G^T) by 36 GEMMs summing over the channels, and
@@ -57,6 +60,18 @@
                 36 * F*CG weight elements at _WEIGHT_TRANSFORM_COST each. Wide layers with
                 maps of a few tiles or more qualify; depthwise convs, few channels and (in
                 F.conv2d) tiny maps do not.
+                Last, a conv that would run 'implicit' with at most PHASE_MAX_CG input
+                channels per group and a kernel larger than 1x1 (``phase_pays``: the first
+                conv of an image model) runs 'direct', the few-channel kernel: its GEMM depth
+                CG*KH*KW (27 for a 3x3 on RGB, 147 for a 7x7) is too shallow for the implicit
+                GEMM's panel gathering to pay. Batch 1, 224x224, float32, activation fused,
+                interleaved medians on a busy 2-core AMD EPYC Zen 4 (benchmarks/bench_stem.py;
+                implicit -> direct): 3->32 3x3/2 0.89 -> 0.51 ms, 3->64 7x7/2 6.7 -> 3.9 ms,
+                3->64 3x3/1 11.2 -> 7.7 ms; one thread, quieter: 0.49 -> 0.37 ms and 2.95 ->
+                2.49 ms; batches too (one thread, CPU time): 128 x 3->64 3x3 32x32 17.8 -> 8.3
+                ms, 32 x 1->16 5x5 28x28 0.42 -> 0.30 ms, 8 x 3->64 7x7/2 224 24.3 -> 21.4 ms.
+                At 8 and 16 channels the two were equal (0.21 ms, 0.37-0.38 ms for a 3x3/2 to
+                56x56 at 2 threads), hence the limit.
 
 Only the 'cython' backend has 'implicit', 'direct' and 'winograd'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
@@ -149,6 +164,37 @@ def small_weight_grad_pays(geom, itemsize, algorithm=None):
     rows = geom.oh + (geom.kh - 1) * geom.dh + 1
     work = geom.n * (geom.c * rows * wp + geom.f * (geom.oh + 1) * wp + 32) * itemsize
     return work <= SMALL_WGRAD_MAX_BYTES
+
+
+# 'auto' runs a dense conv (kernel larger than 1x1) with at most this many input channels per
+# group by the direct few-channel kernel (``phase_pays``) where it would run the implicit GEMM
+PHASE_MAX_CG = 4
+
+
+def phase_pays(geom):
+    """'auto''s rule for the direct few-channel kernel (csrc/convfast_phase.c): a dense conv
+    with a kernel larger than 1x1 and at most PHASE_MAX_CG input channels per group, the first
+    conv of an image model (RGB, RGBA, grey). Its GEMM depth K = CG*KH*KW (27 for a 3x3, 147
+    for a 7x7 on RGB) is too shallow for a GEMM: the implicit GEMM gathers a K x OH*OW panel
+    for every image, about as much work as the multiply-adds when F is 32-64, where the direct
+    kernel reads each tap as a contiguous stream of a stride-phase plane."""
+    return (not (is_depthwise(geom) and geom.g > 1) and geom.kh * geom.kw > 1
+            and 0 < geom.cg <= PHASE_MAX_CG)
+
+
+def direct_kernel(geom):
+    """Which kernel runs a conv under 'direct': 'depthwise' (groups == C > 1, or one channel
+    where the few-channel kernel does not pay), 'small' (the small-map kernel, stride 1 only)
+    where ``small_pays`` or where the few-channel kernel would not be 'auto''s choice, else
+    'phase' (the few-channel kernel, any stride; every 1x1 conv too: unpadded, it reads the
+    image in place and splits the rows of one image over threads, where the small-map kernel
+    copies every image into a plane and splits only the images)."""
+    if is_depthwise(geom) and (geom.g > 1 or not phase_pays(geom)):
+        return "depthwise"
+    one = geom.kh * geom.kw == 1
+    if small_conv_ok(geom) and (small_pays(geom) or not (phase_pays(geom) or one)):
+        return "small"
+    return "phase"
 
 
 def rows_pay(geom):
@@ -285,7 +331,7 @@ def resolve(geom, name=None, weights_prepared=False):
             return "direct"
         if geom.n < _IMPLICIT_MIN_BATCH and geom.n * geom.oh * geom.ow < _IMPLICIT_MIN_PIXELS:
             return "im2col"
-        return "implicit"
-    if name == "direct" and not is_depthwise(geom) and not small_conv_ok(geom):
+        if phase_pays(geom):
+            return "direct"
         return "implicit"
     return name

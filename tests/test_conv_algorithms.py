@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 import nnlite
 import nnlite.nn.functional as F
 from nnlite import bench
-from nnlite._algorithms import ALGORITHMS, resolve, rows_pay
+from nnlite._algorithms import ALGORITHMS, direct_kernel, phase_pays, resolve, rows_pay
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
@@ -569,8 +569,25 @@ def test_auto_resolves_per_layer():
     assert resolve(dense, "implicit") == "implicit"
     assert resolve(strided_1x1, "auto") == "im2col" and resolve(pointwise, "auto") == "im2col"
     assert resolve(dense, "direct") == "direct" and resolve(dw, "im2col") == "im2col"
+    # 'direct' on a strided dense conv: the few-channel kernel over stride-phase planes
     strided = conv2d_geometry((1, 8, 9, 9), (16, 8, 3, 3), None, 2, 1, 1, 1)
-    assert resolve(strided, "direct") == "implicit"
+    assert resolve(strided, "direct") == "direct" and direct_kernel(strided) == "phase"
+    assert direct_kernel(dense) == "small" and direct_kernel(batch4) == "small"
+    # 'auto': an image model's first conv (few input channels, large map) runs that kernel
+    # where it ran the implicit GEMM; small single images keep the column matrix
+    for c, k, s, p in ((3, 3, 2, 1), (3, 7, 2, 3), (1, 5, 1, 2), (4, 3, 1, 1)):
+        g = conv2d_geometry((1, c, 224, 224), (32, c, k, k), None, s, p, 1, 1)
+        assert phase_pays(g) and resolve(g, "auto") == "direct", (c, k, s)
+        assert resolve(g, "auto", weights_prepared=True) == "direct"
+        assert direct_kernel(g) == "phase"
+    wider = conv2d_geometry((1, 5, 224, 224), (32, 5, 3, 3), None, 2, 1, 1, 1)
+    assert not phase_pays(wider) and resolve(wider, "auto") == "implicit"
+    stem_1x1 = conv2d_geometry((1, 3, 224, 224), (32, 3, 1, 1), None, 2, 0, 1, 1)
+    assert not phase_pays(stem_1x1) and resolve(stem_1x1, "auto") == "im2col"
+    assert not phase_pays(conv2d_geometry((1, 5, 224, 224), (32, 5, 3, 3), None, 2, 1, 1, 1))
+    assert phase_pays(conv2d_geometry((1, 6, 224, 224), (6, 2, 3, 3), None, 1, 1, 1, 3))
+    assert resolve(conv2d_geometry((1, 3, 9, 9), (16, 3, 3, 3), None, 2, 1, 1, 1),
+                   "auto") == "im2col"
 
 
 @needs_ext

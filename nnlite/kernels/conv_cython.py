@@ -3,8 +3,8 @@ over the N*C image planes), the implicit-GEMM and direct depthwise forward kerne
 ``nnlite._convfast``, and the three conv routines of ``_conv_gemm`` on nnlite's own GEMM.
 
 conv2d forward runs the algorithm ``nnlite._algorithms.resolve`` picks for the layer:
-'implicit' (no column matrix), 'direct' (depthwise; any other stride-1 conv: the small-map
-kernel), 'winograd' (3x3 stride 1, by
+'implicit' (no column matrix), 'direct' (depthwise; any other conv: the small-map kernel
+(stride 1) or the few-channel kernel over stride-phase planes), 'winograd' (3x3 stride 1, by
 ``conv_winograd``) or 'im2col' (chunked columns + GEMM; a pointwise conv multiplies the image
 directly). The input gradient of a stride-1 conv is the
 forward conv of gy with the flipped weight (same algorithm choice, no col2im); otherwise it
@@ -19,8 +19,8 @@ Registered only when the extension imports; otherwise the 'cython' backend falls
 """
 import numpy as np
 
-from .._algorithms import (get_conv_algorithm, is_depthwise, resolve, rows_pay,
-                           small_weight_grad_pays)
+from .._algorithms import (direct_kernel, get_conv_algorithm, is_depthwise, resolve,
+                           rows_pay, small_weight_grad_pays)
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
@@ -149,8 +149,9 @@ def _strided_ok(x):
 
 def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     """y (N, F, OH, OW) = act(conv2d(x, w) + b + beta*y) by nnlite._convfast: the direct
-    depthwise kernel ('direct', groups == C), the direct small-map kernel ('direct', any other
-    stride-1 conv) or the implicit GEMM ('implicit', no column matrix),
+    depthwise kernel ('direct', groups == C), the direct small-map or few-channel kernel
+    ('direct', any other conv: ``_algorithms.direct_kernel``) or the implicit GEMM
+    ('implicit', no column matrix),
     with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
     (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
     1 ReLU, 2 ReLU6. conv2d_forward's fast path; the inference plan calls it with the choice
@@ -159,11 +160,17 @@ def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
     w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    if algo == "direct" and not is_depthwise(geom):
+    kind = geom.memo("direct_kernel", lambda: direct_kernel(geom)) if algo == "direct" else None
+    if kind == "small":
         # a dense stride-1 conv: the small-map kernel (nnlite._algorithms, 'direct')
         _convfast.conv2d_small(_strided_ok(x), w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw,
                                oh, ow, act=act, beta=beta, num_threads=get_num_threads())
-    elif algo == "direct":
+    elif kind == "phase":
+        # any other dense conv: the few-channel kernel over stride-phase planes
+        _convfast.conv2d_phase(_strided_ok(x), w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl,
+                               dh, dw, oh, ow, act=act, beta=beta,
+                               num_threads=get_num_threads())
+    elif kind == "depthwise":
         _convfast.conv2d_depthwise(_strided_ok(x), w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw,
                                    oh, ow, act=act, beta=beta, num_threads=get_num_threads())
     else:

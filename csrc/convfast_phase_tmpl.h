@@ -1,0 +1,265 @@
+/* Template body of convfast_phase.c, included once per dtype with T and FN(name) defined.
+ * No include guard on purpose. */
+
+typedef T FN(ph_vec) __attribute__((vector_size(PH_VBYTES)));
+typedef T FN(ph_uvec) __attribute__((vector_size(PH_VBYTES), aligned(sizeof(T))));
+
+/* acc[f][k] = sum over taps t < ntap of wb[t*PH_FB + f] * x[offs[t] + k*VL] for f < PH_FB,
+ * k < QB (a compile-time constant after inlining: the accumulators stay in registers); with
+ * epi, act(acc + bb[f]) (bb NULL: no bias); stored to yb[f*ystride + k*VL] */
+static inline __attribute__((always_inline)) void
+FN(ph_block)(const T *restrict xb, const nnl_idx *restrict offs, nnl_idx ntap,
+             const T *restrict wb, const T *restrict bb, int epi, int act, T *restrict yb,
+             nnl_idx ystride, const int QB)
+{
+    enum { VL = PH_VBYTES / sizeof(T) };
+    FN(ph_vec) acc[PH_FB][PH_QB_MAX];
+    for (int f = 0; f < PH_FB; f++)
+        for (int k = 0; k < QB; k++)
+            acc[f][k] = (FN(ph_vec)){0};
+    /* one x vector at a time times PH_FB broadcast weights (vector * scalar: one broadcast
+     * each, folded into the FMA where the ISA can) */
+    for (nnl_idx t = 0; t < ntap; t++, wb += PH_FB) {
+        const T *s = xb + offs[t];
+        for (int k = 0; k < QB; k++) {
+            FN(ph_vec) xv = *(const FN(ph_uvec) *)(s + k * VL);
+            /* one load per vector: without this the compiler folds the load into each of
+             * the PH_FB FMAs, PH_FB unaligned (mostly line-crossing) loads instead of one */
+            __asm__("" : "+x"(xv));
+            for (int f = 0; f < PH_FB; f++)
+                acc[f][k] += xv * wb[f];
+        }
+    }
+    if (epi) {
+        for (int f = 0; f < PH_FB; f++) {
+            for (int k = 0; k < QB; k++) {
+                FN(ph_vec) v = bb ? acc[f][k] + bb[f] : acc[f][k];
+                acc[f][k] = NNL_ACT_VEC(v, act);
+            }
+        }
+    }
+    for (int f = 0; f < PH_FB; f++)
+        for (int k = 0; k < QB; k++)
+            *(FN(ph_uvec) *)(yb + f * ystride + k * VL) = acc[f][k];
+}
+
+/* the nq output vectors from xb (tap t at xb + offs[t]) to yb, filter f's at f*ystride */
+static void FN(ph_blocks)(const T *xb, const nnl_idx *offs, nnl_idx ntap, const T *wb,
+                          const T *bb, int epi, int act, T *yb, nnl_idx nq, nnl_idx ystride)
+{
+    enum { VL = PH_VBYTES / sizeof(T) };
+    for (nnl_idx q = 0; q < nq; q += PH_QB_MAX) {
+        const nnl_idx r = nq - q < PH_QB_MAX ? nq - q : PH_QB_MAX;
+        const T *x0 = xb + q * VL;
+        T *y0 = yb + q * VL;
+#define PH_CALL(QB) FN(ph_block)(x0, offs, ntap, wb, bb, epi, act, y0, ystride, QB)
+        switch (r) {
+        case 1: PH_CALL(1); break;
+        case 2: PH_CALL(2); break;
+        case 3: PH_CALL(3); break;
+#if PH_QB_MAX > 4
+        case 4: PH_CALL(4); break;
+        case 5: PH_CALL(5); break;
+#endif
+        default: PH_CALL(PH_QB_MAX); break;
+        }
+#undef PH_CALL
+    }
+}
+
+/* one row of phase plane px: d[q] = xrow[q*SW + px - PL] inside the image, 0 in the padding */
+static inline void FN(ph_row)(T *restrict d, const T *restrict xrow, nnl_idx wq, nnl_idx w,
+                              nnl_idx sw, nnl_idx px, nnl_idx pl)
+{
+    const nnl_idx lo_num = pl - px, hi_num = w + pl - px;
+    nnl_idx lo = lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw;
+    nnl_idx hi = hi_num <= 0 ? 0 : (hi_num + sw - 1) / sw;
+    if (lo > wq)
+        lo = wq;
+    if (hi > wq)
+        hi = wq;
+    if (hi < lo)
+        hi = lo;
+    for (nnl_idx q = 0; q < lo; q++)
+        d[q] = 0;
+    if (hi > lo) {
+        const T *s = xrow + lo * sw + px - pl;
+        T *dd = d + lo;
+        const nnl_idx n = hi - lo;
+        if (sw == 1)
+            memcpy(dd, s, sizeof(T) * (size_t)n);
+        else if (sw == 2)
+            for (nnl_idx q = 0; q < n; q++)
+                dd[q] = s[2 * q];
+        else
+            for (nnl_idx q = 0; q < n; q++)
+                dd[q] = s[q * sw];
+    }
+    for (nnl_idx q = hi; q < wq; q++)
+        d[q] = 0;
+}
+
+int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias, T beta,
+                       T *y, int act, int nthreads)
+{
+    enum { VL = PH_VBYTES / sizeof(T) };
+    if (!ph_geom_ok(g))
+        return NNL_EINVAL;
+    const nnl_idx N = g->n, G = g->g, OH = g->oh, OW = g->ow, KH = g->kh, KW = g->kw;
+    const nnl_idx SH = g->sh, SW = g->sw, DH = g->dh, DW = g->dw;
+    if (N == 0 || g->f == 0 || OH == 0 || OW == 0)
+        return NNL_OK;
+    const nnl_idx CG = g->c / G, FG = g->f / G, ntap = CG * KH * KW;
+    const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB;
+    ph_layout p;
+    ph_plan(g, VL, (int)sizeof(T), nthreads, &p);
+    const nnl_idx wq = p.wq, plane = p.plane, nq = p.nq, bh = p.bh, nbands = p.nbands;
+    /* packed weights [group][filter block][tap][PH_FB] and biases [group][filter block]
+     * [PH_FB], filters past FG zero */
+    const nnl_idx wblk = ntap * PH_FB;
+    const nnl_idx wsize = G * nfb * (wblk + PH_FB);
+    T *wpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(wsize > 0 ? wsize : 1));
+    nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)(ntap > 0 ? 2 * ntap : 1));
+    if (wpk == NULL || offs == NULL) {
+        nnl_free64(wpk);
+        free(offs);
+        return NNL_ENOMEM;
+    }
+    T *bpk = wpk + G * nfb * wblk;
+    /* in place: a pointwise stride-1 conv without padding whose image rows are packed reads
+     * x itself as its one phase plane per channel (no copy), and its flat grid is y's layout */
+    const int in_place = KH == 1 && KW == 1 && SH == 1 && SW == 1 && g->pt == 0 &&
+                         g->pl == 0 && OW == g->w && OH <= g->h && (g->h == 1 || g->xsr == g->w);
+    nnl_idx *offs_tail = offs + ntap; /* in place: the channels of the copied last vector */
+    for (nnl_idx c = 0; c < CG; c++)
+        for (nnl_idx a = 0; a < KH; a++)
+            for (nnl_idx b = 0; b < KW; b++) {
+                const nnl_idx ph = (c * SH + (a * DH) % SH) * SW + (b * DW) % SW;
+                const nnl_idx t = (c * KH + a) * KW + b;
+                offs[t] = in_place ? c * g->xsc
+                                   : ph * plane + ((a * DH) / SH) * wq + (b * DW) / SW;
+                offs_tail[t] = c * VL;
+            }
+    for (nnl_idx gi = 0; gi < G; gi++)
+        for (nnl_idx fb = 0; fb < nfb; fb++) {
+            T *d = wpk + (gi * nfb + fb) * wblk;
+            for (nnl_idx k = 0; k < ntap; k++)
+                for (nnl_idx f = 0; f < PH_FB; f++) {
+                    const nnl_idx ff = fb * PH_FB + f;
+                    d[k * PH_FB + f] = ff < FG ? w[(gi * FG + ff) * ntap + k] : (T)0;
+                }
+            for (nnl_idx f = 0; f < PH_FB; f++) {
+                const nnl_idx ff = fb * PH_FB + f;
+                bpk[(gi * nfb + fb) * PH_FB + f] = bias && ff < FG ? bias[gi * FG + ff] : (T)0;
+            }
+        }
+    /* beta == 0: bias and activation in registers, rows copied; else the scalar write-out */
+    const int epi = beta == 0;
+    const nnl_idx items = N * G * nbands;
+    const int team = (nnl_idx)p.nt > items ? (int)items : p.nt;
+    const nnl_idx xsize = in_place ? CG * VL : p.nplanes * plane;
+    int status = NNL_OK;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        T *xb = (T *)nnl_alloc64(sizeof(T) * (size_t)(xsize > 0 ? xsize : 1));
+        T *yb = (T *)nnl_alloc64(sizeof(T) * (size_t)(PH_FB * nq * VL));
+        if (xb == NULL || yb == NULL) {
+#pragma omp atomic write
+            status = NNL_ENOMEM;
+        } else {
+            /* the tail past the rows a band fills is read by the last vectors only for
+             * dropped outputs: zero once so that it holds finite values */
+            memset(xb, 0, sizeof(T) * (size_t)xsize);
+        }
+#pragma omp barrier
+        if (status == NNL_OK) {
+            /* bands handed out as threads come free: on a shared machine a thread that lost
+             * its core does not hold the others up (the result does not depend on who
+             * computes a band) */
+#pragma omp for schedule(dynamic, 1)
+            for (nnl_idx it = 0; it < items; it++) {
+                const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
+                const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;
+                const T *xin = x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
+                /* the band's outputs on the flat grid; in place: the full vectors read x and
+                 * (whole filter blocks, no beta) write y directly, the last partial vector
+                 * runs from copies of its columns */
+                const nnl_idx len = rows * wq;
+                const nnl_idx nfull = in_place ? len / VL : 0, rem = in_place ? len % VL : 0;
+                if (!in_place) {
+                    const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
+                    for (nnl_idx c = 0; c < CG; c++) {
+                        const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
+                        for (nnl_idx py = 0; py < SH; py++)
+                            for (nnl_idx px = 0; px < SW; px++) {
+                                T *P = xb + ((c * SH + py) * SW + px) * plane;
+                                for (nnl_idx r = 0; r < prow; r++) {
+                                    const nnl_idx h = (i0 + r) * SH + py - g->pt;
+                                    T *d = P + r * wq;
+                                    if (h < 0 || h >= g->h)
+                                        memset(d, 0, sizeof(T) * (size_t)wq);
+                                    else
+                                        FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
+                                }
+                            }
+                    }
+                } else if (rem) {
+                    for (nnl_idx c = 0; c < CG; c++)
+                        for (nnl_idx e = 0; e < VL; e++)
+                            xb[c * VL + e] = e < rem ? xin[c * g->xsc + nfull * VL + e] : (T)0;
+                }
+                const nnl_idx bq = (len + VL - 1) / VL;
+                for (nnl_idx fb = 0; fb < nfb; fb++) {
+                    const T *bb = bias ? bpk + (gi * nfb + fb) * PH_FB : NULL;
+                    const T *wb = wpk + (gi * nfb + fb) * wblk;
+                    const nnl_idx fcount = FG - fb * PH_FB < PH_FB ? FG - fb * PH_FB : PH_FB;
+                    T *yrow = y + n * g->ysn + (gi * FG + fb * PH_FB) * g->ysf + i0 * OW;
+                    nnl_idx done = 0; /* outputs of the band already in y */
+                    if (in_place) {
+                        if (epi && fcount == PH_FB) {
+                            FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yrow, nfull,
+                                          g->ysf);
+                            done = nfull * VL;
+                        } else {
+                            FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yb, nfull,
+                                          bq * VL);
+                        }
+                        if (rem)
+                            FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
+                                          yb + nfull * VL, 1, bq * VL);
+                    } else {
+                        FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
+                    }
+                    for (nnl_idx f = 0; f < fcount; f++) {
+                        const T *src = yb + f * bq * VL;
+                        T *dst = yrow + f * g->ysf;
+                        if (in_place) { /* the flat grid is y's layout (wq == OW) */
+                            if (epi)
+                                memcpy(dst + done, src + done, sizeof(T) * (size_t)(len - done));
+                            else
+                                for (nnl_idx q = done; q < len; q++)
+                                    dst[q] = NNL_EPI_ONE(src[q], (T)1, beta, dst + q,
+                                                         bias ? bias + gi * FG + fb * PH_FB + f
+                                                              : NULL, act);
+                        } else if (epi) {
+                            for (nnl_idx i = 0; i < rows; i++)
+                                memcpy(dst + i * OW, src + i * wq, sizeof(T) * (size_t)OW);
+                        } else {
+                            const T *bp = bias ? bias + gi * FG + fb * PH_FB + f : NULL;
+                            for (nnl_idx i = 0; i < rows; i++)
+                                for (nnl_idx j = 0; j < OW; j++) {
+                                    T *o = dst + i * OW + j;
+                                    *o = NNL_EPI_ONE(src[i * wq + j], (T)1, beta, o, bp, act);
+                                }
+                        }
+                    }
+                }
+            }
+        }
+        nnl_free64(xb);
+        nnl_free64(yb);
+    }
+    nnl_free64(wpk);
+    free(offs);
+    return status;
+}

@@ -8,10 +8,18 @@ them alike; report the median (and the best) per candidate. Benchmarks never ass
 """
 import argparse
 import csv
+import os
 import random
 import statistics
 import sys
 import time
+
+
+def omp_idle():
+    """The OpenMP idle-thread policy in effect: nnlite's default short spin (GOMP_SPINCOUNT,
+    set on import) or what the environment set."""
+    return ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+                     if k in os.environ) or "libgomp default (spin ~ms, then sleep)"
 
 
 def header(extra=()):

@@ -29,9 +29,9 @@ column-major out in place).
 (default 2), all four interleaved in one process; prints both ratios vs NumPy with the same
 thread count and each library's speed-up from its extra threads.
 
-Idle threads: nnlite's import sets OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 unless
-they are already set (nnlite/__init__.py), so that neither library's idle threads keep spinning
-on the 2 cores while the other one runs; this script imports nnlite before NumPy so that the
+Idle threads: nnlite's import sets GOMP_SPINCOUNT=1000 (a spin of ~45 us) and
+OPENBLAS_THREAD_TIMEOUT=4 unless they are already set (nnlite/__init__.py), so that neither
+library's idle threads keep spinning on the 2 cores while the other one runs; this script imports nnlite before NumPy so that the
 OpenBLAS setting takes effect. The header prints both; export other values to compare.
 """
 import contextlib
@@ -246,8 +246,7 @@ def main():
         extra += [
             ("threads used", f"nnlite {nthreads}, BLAS {_blas.get_threads()} "
                              f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"),
-            ("idle threads", f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-                             "OPENBLAS_THREAD_TIMEOUT="
+            ("idle threads", f"{_timing.omp_idle()}, OPENBLAS_THREAD_TIMEOUT="
                              f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"),
             ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
             ("protocol", f"interleaved, {repeat} rounds, median (best), ratio = numpy/nnlite "

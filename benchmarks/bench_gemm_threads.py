@@ -16,9 +16,9 @@ decides for the product (2 when the 2-thread call is cut into other work units t
 1-thread one). To measure 2 threads below the cut-off, rebuild with it at 0
 (``CFLAGS=-DNNL_MIN_PARALLEL_MACS=0 python setup.py build_ext --inplace``); the figures quoted
 in nnl_tuning.h were taken that way. "same bits": both thread counts gave identical outputs.
-The idle-thread policy is nnlite's default (OMP_WAIT_POLICY=PASSIVE, set on import unless
-already set): every 2-thread call pays the wake-up of the sleeping worker, as in a plan whose
-neighbouring layers run on one thread. Never asserts; figures vary with the load of the
+The idle-thread policy is nnlite's default (a short spin, GOMP_SPINCOUNT=1000, set on import
+unless a policy is already set); export OMP_WAIT_POLICY=passive to make every 2-thread call pay
+the wake-up of a sleeping worker, as in a plan whose neighbouring layers run on one thread. Never asserts; figures vary with the load of the
 machine (the header prints the load average: on a 2-core machine that another job keeps
 busy, a second thread cannot pay at any size).
 """
@@ -112,7 +112,8 @@ def main(argv=None):
         info = gemm_ops.info()
         print(_timing.header([
             ("gemm", f"micro-kernel {info['microkernel']}"),
-            ("idle threads", f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"),
+            ("idle threads", f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} "
+                             f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"),
             ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
         ]))
         rows = run(BIG if args.big else SHAPES, args.calls, np.dtype(args.dtype))

@@ -38,9 +38,10 @@ slack; measured by VmHWM reset through /proc/self/clear_refs (``_timing.
 peak_rss_growth_stages_mb``; a footnote names any other source). "/ort MB" is nnlite's peak
 over the whole run (the larger of the two) over ONNX Runtime's. Never asserts.
 
-On a busy machine (other processes on the cores) OpenMP's default spin-waiting makes every
-OpenMP runtime (nnlite's kernels and PyTorch alike) many times slower; ONNX Runtime has its own
-thread pool. Run with ``OMP_WAIT_POLICY=passive`` there; the header prints the policy in use.
+On a busy machine (other processes on the cores) OpenMP's spin-waiting makes every OpenMP
+runtime (nnlite's kernels and PyTorch alike) slower; ONNX Runtime has its own thread pool.
+nnlite's import sets a short spin (GOMP_SPINCOUNT=1000) unless a policy is set; run with
+``OMP_WAIT_POLICY=passive`` on a busy machine. The header prints the policy in use.
 """
 import argparse
 import math
@@ -247,7 +248,7 @@ def main(argv=None):
              ("torch", torch.__version__ if torch else "not installed"),
              ("onnxruntime", ort.__version__ if ort else "not installed"),
              ("threads", f"{args.threads} (nnlite, BLAS, torch, onnxruntime)"),
-             ("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "(unset: spin, then sleep)")),
+             ("OpenMP idle threads", _timing.omp_idle()),
              ("load average", " ".join(f"{v:.2f}" for v in os.getloadavg()))]
     print(_timing.header(extra))
     rows = []

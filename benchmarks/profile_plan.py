@@ -32,6 +32,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import _timing  # noqa: E402
 from bench_inference import _ort, _torch, build_nnlite, export_onnx  # noqa: E402
 from nnlite._infer import passes  # noqa: E402
 from nnlite._infer.kernels import IR_OP  # noqa: E402
@@ -169,7 +170,7 @@ def main(argv=None):
     med, wall, plan = time_plan(opt, x, a.repeat)
     keys = step_keys(plan)
     print(f"# {a.model} batch {a.batch} {a.size}x{a.size}, {a.threads} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+          f"{_timing.omp_idle()}, "
           f"{len(plan.steps)} steps, medians of {a.repeat} rounds")
     print(f"nnlite wall {wall * 1e3:.2f} ms, sum of step medians {med.sum() * 1e3:.2f} ms, "
           f"between calls {(wall - med.sum()) * 1e3:+.2f} ms")

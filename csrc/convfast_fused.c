@@ -98,7 +98,7 @@ void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int *nt_out, nnl_idx *rows_
 {
     const double macs = (double)g->n * ((double)g->h * g->w * g->c * g->e +
                                         (double)g->oh * g->ow * g->e * (9.0 + g->f));
-    int nt = nnl_team_size(nthreads, macs, NNL_IR_MIN_PARALLEL_MACS);
+    int nt = nnl_team_size(nthreads, macs, NNL_MIN_PARALLEL_MACS);
     nnl_idx rows = ir_band_rows(g);
     nnl_idx bands = nnl_cdiv(g->oh, rows);
     if (nt > 1 && g->n * bands < 4 * (nnl_idx)nt) {

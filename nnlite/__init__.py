@@ -9,8 +9,17 @@ __version__ = "0.1.0"
 
 def _thread_policy():
     # No two thread pools spinning on the same cores (README, "Backends and threads"):
-    # - OpenMP workers sleep (futex) between parallel regions instead of spin-waiting: on a
-    #   loaded or shared machine a spinning team turns a 1 ms 2-thread conv into 10-40 ms.
+    # - OpenMP workers spin only briefly between parallel regions, then sleep (futex):
+    #   GOMP_SPINCOUNT=1000 is about 45 us of spinning on the 2-core AMD EPYC Zen 4 VM. An
+    #   inference plan's steps follow each other within microseconds, so the team stays awake
+    #   through a run: MobileNetV2 at batch 1, 2 threads, idle VM, medians of 30 runs in
+    #   alternating processes, 7.0 / 7.2 ms with OMP_WAIT_POLICY=PASSIVE (no spin) -> 5.1 /
+    #   6.3 ms; ResNet-50 44.3 / 46.0 -> 42.0 / 45.9 ms. libgomp's default (300000 spins, a few
+    #   ms) turned a 1 ms 2-thread conv into 10-40 ms with another job on the second core; a
+    #   short spin costs at most tens of us per region there (one busy process beside, same
+    #   method: MobileNetV2 passive 11.4 / 10.8 ms, 500 spins 11.0 / 9.5, 2000 spins 11.2 /
+    #   11.1; ResNet-50 81 / 85, 85 / 92, 91 / 89 ms). LLVM's libomp spins 200 ms by default:
+    #   KMP_BLOCKTIME=0 makes it sleep at once.
     #   libgomp reads this once, when the first extension loads it, so it is set before any
     #   extension import.
     # - OpenBLAS workers spin ~0.1 s after every BLAS call (2**28 cycles) and halve the speed of
@@ -22,7 +31,8 @@ def _thread_policy():
     import sys
 
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = "1000"
+        os.environ.setdefault("KMP_BLOCKTIME", "0")
     preset = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     if preset is not None:
         return f"OPENBLAS_THREAD_TIMEOUT={preset} (from the environment)"

@@ -4,7 +4,7 @@ The native kernels' constants (the GEMM, implicit-conv and depthwise single-thre
 the GEMM's shallowest K slice) are in ``csrc/core/nnl_tuning.h``, with the same wake-up figure.
 
 Waking the OpenMP team, the reason for every single-thread cut-off: measured 2026-12 on the
-2-core AMD EPYC (Zen 4) VM with ``OMP_WAIT_POLICY=PASSIVE`` (nnlite's default, set in
+2-core AMD EPYC (Zen 4) VM with ``OMP_WAIT_POLICY=PASSIVE`` (nnlite's default then; set in
 ``nnlite/__init__.py``), load average ~4.5, as an empty 2-thread ``omp parallel`` region after
 5 ms of sleep, 400 times: median 15 us (p10 10 us, p90 24 us); after 0.2 ms of sleep: median
 10 us (p90 37 us). On a loaded machine a woken thread may wait for a core for milliseconds.

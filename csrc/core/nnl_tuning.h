@@ -3,7 +3,7 @@
  * quotes the same wake-up figure. Every value can be overridden with -D at build time.
  *
  * Cost of waking the OpenMP team (the reason for every single-thread cut-off below).
- *   Measured 2026-12 on the 2-core AMD EPYC (Zen 4) VM, OMP_WAIT_POLICY=PASSIVE (nnlite's
+ *   Measured 2026-12 on the 2-core AMD EPYC (Zen 4) VM, OMP_WAIT_POLICY=PASSIVE (nnlite's then
  *   default, nnlite/__init__.py), load average ~4.5: an empty `#pragma omp parallel
  *   num_threads(2)` after 5 ms of sleep, 400 times: median 15 us (p10 10 us, p90 24 us);
  *   after 0.2 ms of sleep: median 10 us, p90 37 us. Earlier comments quoted 8 us to 0.1 ms
@@ -29,13 +29,6 @@
  *   it stays until bench_gemm_threads.py is run on an idle machine. */
 #ifndef NNL_MIN_PARALLEL_MACS
 #define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
-#endif
-
-/* Fused inverted residual (convfast_fused.c): below this many multiply-adds a block runs on
- *   one thread. Lower than the GEMM's: the block's whole chain (expand, depthwise, project)
- *   runs in one team wake-up, and its bands are independent. */
-#ifndef NNL_IR_MIN_PARALLEL_MACS
-#define NNL_IR_MIN_PARALLEL_MACS (1.0 * (1 << 21))
 #endif
 
 /* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the

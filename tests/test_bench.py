@@ -263,8 +263,8 @@ def test_quick_cli_table_and_csv_carry_the_writeups_numbers(tmp_path, capsys, re
 
 
 def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore_threads):
-    """'direct' for the depthwise conv and, by the small-map kernel, for the dense stride-1
-    convs; each listed (conv, algorithm) really calls that algorithm's kernel (spied on at the
+    """'direct' for the depthwise conv and, by the small-map or the stride-phase kernel, for the
+    dense convs; each listed (conv, algorithm) really calls that algorithm's kernel (spied on at the
     kernel entry points, not through the resolver)."""
     if "direct" not in nnlite.available_conv_algorithms():
         pytest.skip("this build has no implicit/direct kernels")
@@ -300,6 +300,10 @@ def test_algorithm_sweep_lists_only_the_algorithms_that_run(monkeypatch, restore
         def conv2d_small(self, *a, **k):
             called.append("direct")
             return fast.conv2d_small(*a, **k)
+
+        def conv2d_phase(self, *a, **k):
+            called.append("direct")
+            return fast.conv2d_phase(*a, **k)
 
         def conv2d_winograd(self, *a, **k):
             called.append("winograd")

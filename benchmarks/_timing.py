@@ -22,6 +22,21 @@ def omp_idle():
                      if k in os.environ) or "libgomp default (spin ~ms, then sleep)"
 
 
+def ort_options(ort, threads):
+    """ONNX Runtime session options for a same-process comparison: ``threads`` intra-op threads
+    (its own pool), one inter-op thread, and ``session.force_spinning_stop=1``. ORT's workers
+    spin while a Run() works, as by default, but stop when it returns: left spinning (the
+    default) they keep both cores busy for over 100 ms after each Run() and slow whatever runs
+    next in the process (2026-12-04, AMD EPYC Zen 4, 2 threads, MobileNetV2 at batch 1:
+    nnlite's plan 5.3 ms alone, 11.5 ms alternating with ORT, 5.7 ms with this option; torch
+    15 -> 35 ms), while ORT's own time is unchanged (3.9-4.1 ms alone, 4.1-4.3 ms with it)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    return opts
+
+
 def header(extra=()):
     """Lines describing the machine and the build (nnlite info + OpenMP/BLAS threads)."""
     import nnlite.cli

@@ -12,7 +12,10 @@ batch) for ONNX Runtime (default graph optimizations). Candidates, all on the sa
     nnlite-plain   model(x) under no_grad (autograd-free eager nnlite ops)
     nnlite-opt     nnlite.optimize_for_inference(model)
     nnlite-onnx    nnlite.optimize_for_inference(nnlite.onnx.load(exported file))
-    onnxruntime    InferenceSession, intra_op_num_threads = --threads
+    onnxruntime    InferenceSession, intra_op_num_threads = --threads, default graph
+                   optimizations, its workers spinning during a run and stopping when it
+                   returns (``_timing.ort_options``: left spinning, they slow every other
+                   candidate in the process 2x)
     torch          eval + no_grad, torch.set_num_threads(--threads)
     nnlite-opt-nowino  (--without-winograd) nnlite-opt whose plans never pick Winograd: the
                    "before" of conv_algorithm('winograd'), interleaved with the "after"
@@ -153,9 +156,7 @@ def candidates(name, model, args, torch, archs, ort, tmpdir):
         fast_onnx = nnlite.optimize_for_inference(nnlite.onnx.load(path))
         out["nnlite-onnx"] = lambda x: fast_onnx(x).data
         if ort is not None:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = args.threads
-            opts.inter_op_num_threads = 1
+            opts = _timing.ort_options(ort, args.threads)
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
             out["onnxruntime"] = lambda x: sess.run(None, {"input": x})[0]
 
@@ -184,9 +185,7 @@ def _memory_child(spec, threads):
         import onnxruntime as ort
 
         def build():
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+            opts = _timing.ort_options(ort, threads)
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
             state["run"] = lambda: sess.run(None, {"input": x})
             state["run"]()

@@ -54,9 +54,7 @@ def main(argv=None):
     for name in args.models.split(","):
         model = randomized(name)
         in_name, x = input_for(model, batch=args.batch)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        so.inter_op_num_threads = 1
+        so = _timing.ort_options(ort, args.threads)
         so.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])

@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _timing import base_parser, best, fmt_time, header, interleave, median, print_table  # noqa
+from _timing import (base_parser, best, fmt_time, header, interleave, median,  # noqa
+                     ort_options, print_table)
 from nnlite import _convfast  # noqa: E402
 from nnlite.kernels import gemm_ops  # noqa: E402
 import nnlite.nn.functional as F  # noqa: E402
@@ -55,9 +56,7 @@ def _ort_session(ort, w, b, stride, pad, act, threads, tmp):
     path = os.path.join(tmp, "stem.onnx")
     with open(path, "wb") as fh:
         fh.write(model.SerializeToString())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    opts = ort_options(ort, threads)
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 

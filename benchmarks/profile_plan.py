@@ -111,9 +111,7 @@ def time_plan(opt, x, repeat):
 def ort_profile(onnx_path, x, threads, repeat, tmpdir):
     """Per profiled ONNX Runtime node, in execution order: (key, median kernel seconds)."""
     ort = _ort()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    opts = _timing.ort_options(ort, threads)
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tmpdir, "ort_profile")
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])

@@ -62,3 +62,11 @@ def kernel_threads(n):
         yield
     finally:
         nnlite.set_num_threads(prev)
+
+
+@pytest.fixture
+def lanes_on(monkeypatch):
+    """Branch lanes on whatever the OpenMP idle policy (by default they run only where idle
+    OpenMP workers sleep at once: nnlite._infer.lanes.lanes_pay)."""
+    from nnlite._infer import lanes
+    monkeypatch.setattr(lanes, "ENABLED", True)

@@ -310,9 +310,26 @@ def test_concurrent_calls_from_threads():
 
 # ------------------------------------------------------------------ branch lanes (2 threads)
 @pytest.fixture
-def two_threads():
+def two_threads(lanes_on):
     with kernel_threads(2):
         yield
+
+
+@pytest.mark.parametrize("env,want", [({"OMP_WAIT_POLICY": "PASSIVE"}, True),
+                                      ({"GOMP_SPINCOUNT": "0"}, True),
+                                      ({"GOMP_SPINCOUNT": "1000"}, False), ({}, False)])
+def test_lanes_follow_the_openmp_idle_policy(env, want, monkeypatch):
+    from nnlite._infer import lanes
+    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(lanes, "ENABLED", None)
+    assert lanes.lanes_pay() == want
+    with kernel_threads(2):
+        fast = nnlite.optimize_for_inference(models.SmallInceptionNet())
+        fast.run_arrays(np.zeros((1, 1, 28, 28), np.float32))
+    assert bool(_groups(fast)) == want
 
 
 def _groups(fast):

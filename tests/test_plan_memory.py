@@ -17,6 +17,8 @@ from nnlite._infer import kernels as K
 from nnlite._infer.memory import buffers, nbytes
 from nnlite.nn import blocks
 
+pytestmark = pytest.mark.usefixtures("lanes_on")   # the lane tests: lanes forced on
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

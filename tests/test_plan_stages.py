@@ -16,6 +16,8 @@ from nnlite.nn import blocks
 from nnlite.onnx.graph import Node
 from nnlite.onnx.ops import OPS
 
+pytestmark = pytest.mark.usefixtures("lanes_on")   # the lane tests: lanes forced on
+
 
 @st.composite
 def _dags(draw, equal_sizes):

@@ -14,6 +14,7 @@ layers gain almost nothing from a second OpenMP thread, two branches at once nea
 ``bind.Plan.bind`` runs a ``LaneGroup`` as one call: the calling thread runs lane ``caller``
 while the plan's lane thread runs lane ``worker``.
 """
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +29,27 @@ _LANE_OPS = ("Conv", "MaxPool", "AveragePool", "Relu", "Clip", "Add", "Mul", "nn
 _MIN_LANE_SHARE = 0.15  # a group whose lighter lane has less of the work is not worth a sync
 _SPLIT_ALIGN = 16       # channels of a split conv's second part: a multiple of this (GEMM rows)
 _SHARED_COLUMNS_MAX_BATCH = 1  # larger batches split an im2col conv into implicit parts
+
+# Lanes pay where OpenMP workers sleep between parallel regions (OMP_WAIT_POLICY=passive):
+# two one-thread lanes then spare each small kernel a team wake-up. Under nnlite's default
+# short spin (GOMP_SPINCOUNT, nnlite/__init__.py) the team stays awake between a plan's steps,
+# every kernel gets both threads, and the lanes only add GIL hand-offs between their steps:
+# GoogLeNet at batch 1, 2 threads, idle AMD EPYC Zen 4 VM, medians of 30 runs of plans built
+# in alternating processes, with lanes 18.6 / 18.8 / 19.1 / 19.8 / 21.3 ms, without
+# 16.5 / 16.5 / 16.7 / 17.5 / 17.6 ms; batch 8 (10 runs) 119 / 112 ms with, 122 / 99 without.
+# None: decided from the idle policy nnlite's import left in the environment; True / False:
+# forced (tests, studies).
+ENABLED = None
+
+
+def lanes_pay():
+    """Whether ``find_groups`` forms branch groups: ``ENABLED``, or when that is None, whether
+    OpenMP workers sleep at once between regions (OMP_WAIT_POLICY=passive or
+    GOMP_SPINCOUNT=0)."""
+    if ENABLED is not None:
+        return bool(ENABLED)
+    return (os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+            or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0")
 
 
 class Lanes(NamedTuple):
@@ -76,8 +98,10 @@ def find_groups(nodes, views, consumers, outputs, metas):
     """Branch groups: for a concatenation, the chain behind each of its inputs (walking back
     through producers whose values only that chain and the concatenation read), when those
     chains are exactly the nodes right before the concatenation; dealt to two lanes by
-    ``cost`` (longest chain first). ``views``: ids of the nodes that became views;
-    ``consumers``: value -> reading nodes."""
+    ``cost`` (longest chain first); none unless ``lanes_pay()``. ``views``: ids of the nodes
+    that became views; ``consumers``: value -> reading nodes."""
+    if not lanes_pay():
+        return []
     producer = {o: n for n in nodes for o in n.outputs if o}
     pos = {id(n): i for i, n in enumerate(nodes)}
     groups, taken = [], -1

@@ -25,10 +25,19 @@
  *   N=196: 132 vs 171 us median; M=16 K=32 N=12544: 243 vs 270 us; M=160 K=960 N=49: 208 vs
  *   237 us). ONNX Runtime 1.32 gained nothing from its second thread in the same minutes
  *   (pw 32->16 @112x112: 241 vs 242 us). On a busy machine a second thread does not pay even
- *   at 14M-100M multiply-adds (2t/1t 1.01-2.42), so these runs cannot place the cut-off lower;
- *   it stays until bench_gemm_threads.py is run on an idle machine. */
+ *   at 14M-100M multiply-adds (2t/1t 1.01-2.42).
+ *   Re-measured on the idle VM (load 0.9-1.2) under nnlite's short spin (GOMP_SPINCOUNT=1000,
+ *   nnlite/__init__.py), same script and build (cut-off 0), 150 alternating calls,
+ *   2026-12-04: 2t/1t 0.61-0.86 for every layer from 2.4M to 12.8M multiply-adds (M=16 K=32
+ *   N=12544 147 -> 105 us, M=64 K=192 N=196 55 -> 48 us, M=16 K=192 N=784 54 -> 44 us,
+ *   M=160 K=576 N=49 107 -> 84 us). Whole plans with this cut-off and the implicit conv's at
+ *   2**22, 2 threads, 30-run medians / p10 in alternating processes: GoogLeNet batch 1
+ *   16.1 / 18.3 / 22.4 -> 14.8 / 16.6 / 16.2 ms (p10 15.9 / 17.5 / 16.2 -> 14.7 / 15.5 /
+ *   15.3), MobileNetV2 and ResNet-50 within the noise (p10 4.86-5.14 vs 4.82-5.61 ms,
+ *   40.3-40.8 vs 39.6-40.3 ms). Under OMP_WAIT_POLICY=passive on a busy machine a higher
+ *   cut-off pays (figures above): build with -DNNL_MIN_PARALLEL_MACS=8388608 there. */
 #ifndef NNL_MIN_PARALLEL_MACS
-#define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 23))
+#define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 21))
 #endif
 
 /* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the
@@ -74,10 +83,12 @@
 #endif
 
 /* Implicit-GEMM conv (convfast_implicit.c): same, higher because every extra work unit
- *   re-packs its share of the image. 3x3/5x5 convs at 28x28, idle 2-core VM, speed-up of 2
- *   threads: 0.75x at 7M, 1.09x at 10M, 1.24x at 29M, 1.64x at 87M multiply-adds. */
+ *   re-packs its share of the image. 3x3/5x5 convs at 28x28, idle 2-core VM, workers sleeping
+ *   between regions (then the default), speed-up of 2 threads: 0.75x at 7M, 1.09x at 10M,
+ *   1.24x at 29M, 1.64x at 87M multiply-adds. Under the short spin the team is awake: 2**22,
+ *   measured with the GEMM's cut-off above (whole plans). */
 #ifndef NNL_CF_MIN_PARALLEL_MACS
-#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 24))
+#define NNL_CF_MIN_PARALLEL_MACS (1.0 * (1 << 22))
 #endif
 
 /* Direct depthwise conv (convfast_direct.c): a call takes as many threads as get at least this

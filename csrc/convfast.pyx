@@ -286,6 +286,50 @@ def conv2d_depthwise(const floating[:, :, :, :] x, const floating[:, ::1] w, bia
     check_status(rc, "conv2d_depthwise")
 
 
+cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const floating[:, ::1] w,
+                   bias, floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                   Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int act, double beta,
+                   int num_threads):
+    """The checks and the call of a dense direct kernel: the stride-phase one (``phase``) or
+    the small-map one (stride 1); the two take the same arguments."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    cdef const floating *px = NULL
+    cdef const floating *pw = NULL
+    cdef int rc
+    _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if _check_call(fn, x, y, w.shape[1], (C // groups) * kh * kw, "C/groups*KH*KW", bias, F,
+                   oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es):
+        return
+    if bias is not None:
+        bv = bias
+        pb = &bv[0]
+    if C > 0:
+        px = &x[0, 0, 0, 0]
+    if w.shape[1] > 0:
+        pw = &w[0, 0]
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            if phase:
+                rc = nnl_conv_phase_s(&gm, px, pw, pb, <float>beta, &y[0, 0, 0], act,
+                                      num_threads)
+            else:
+                rc = nnl_conv_small_s(&gm, px, pw, pb, <float>beta, &y[0, 0, 0], act,
+                                      num_threads)
+        else:
+            if phase:
+                rc = nnl_conv_phase_d(&gm, px, pw, pb, beta, &y[0, 0, 0], act, num_threads)
+            else:
+                rc = nnl_conv_small_d(&gm, px, pw, pb, beta, &y[0, 0, 0], act, num_threads)
+    check_status(rc, fn)
+
+
 def conv2d_small(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
                  floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                  Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
@@ -298,31 +342,8 @@ def conv2d_small(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
         x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW) whose planes
         are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
-    cdef nnl_conv_geom gm
-    cdef const floating[::1] bv
-    cdef const floating *pb = NULL
-    cdef int rc
-    _fill(&gm, N, C, H, W, F, groups, kh, kw, 1, 1, pt, pl, dh, dw, oh, ow)
-    if _check_call("conv2d_small", x, y, w.shape[1], (C // groups) * kh * kw,
-                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, 1, 1, pt, pl, dh, dw, act, es):
-        return
-    if bias is not None:
-        bv = bias
-        pb = &bv[0]
-    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
-    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
-    with nogil:
-        if floating is float:
-            rc = nnl_conv_small_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
-                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, <float>beta,
-                                  &y[0, 0, 0], act, num_threads)
-        else:
-            rc = nnl_conv_small_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
-                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, beta, &y[0, 0, 0],
-                                  act, num_threads)
-    check_status(rc, "conv2d_small")
+    _dense_direct("conv2d_small", False, x, w, bias, y, groups, kh, kw, 1, 1, pt, pl, dh, dw,
+                  oh, ow, act, beta, num_threads)
 
 
 def conv2d_phase(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
@@ -339,31 +360,8 @@ def conv2d_phase(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
         x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW) whose planes
         are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
-    cdef nnl_conv_geom gm
-    cdef const floating[::1] bv
-    cdef const floating *pb = NULL
-    cdef int rc
-    _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    if _check_call("conv2d_phase", x, y, w.shape[1], (C // groups) * kh * kw,
-                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es):
-        return
-    if bias is not None:
-        bv = bias
-        pb = &bv[0]
-    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
-    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
-    with nogil:
-        if floating is float:
-            rc = nnl_conv_phase_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
-                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, <float>beta,
-                                  &y[0, 0, 0], act, num_threads)
-        else:
-            rc = nnl_conv_phase_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL,
-                                  &w[0, 0] if w.shape[1] > 0 else NULL, pb, beta, &y[0, 0, 0],
-                                  act, num_threads)
-    check_status(rc, "conv2d_phase")
+    _dense_direct("conv2d_phase", True, x, w, bias, y, groups, kh, kw, sh, sw, pt, pl, dh, dw,
+                  oh, ow, act, beta, num_threads)
 
 
 def conv2d_small_weight_grad(const floating[:, :, :, :] x, const floating[:, :, :, ::1] gy,

@@ -70,3 +70,12 @@ def lanes_on(monkeypatch):
     OpenMP workers sleep at once: nnlite._infer.lanes.lanes_pay)."""
     from nnlite._infer import lanes
     monkeypatch.setattr(lanes, "ENABLED", True)
+
+
+def reference_epilogue(v, act):
+    """The kernels' write-out activation in NumPy: act 0 none, 1 ReLU, 2 ReLU6 (NaN kept)."""
+    if act >= 1:
+        v = np.where(v < 0, 0, v)
+    if act == 2:
+        v = np.where(v > 6, 6, v)
+    return v

@@ -19,7 +19,7 @@ from nnlite._algorithms import ALGORITHMS, direct_kernel, phase_pays, resolve, r
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
-from conftest import assert_close
+from conftest import assert_close, reference_epilogue
 from conv_cases import conv2d_case, conv_transpose2d_case, with_fixture
 
 convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
@@ -166,14 +166,6 @@ def test_direct_depthwise_large_planes(shape, mult, k, stride, pad, dil, dtype):
                  scale=4)
 
 
-def _epilogue(v, act):
-    if act >= 1:
-        v = np.where(v < 0, 0, v)
-    if act == 2:
-        v = np.where(v > 6, 6, v)
-    return v
-
-
 # (x shape, w shape, stride, padding, dilation, groups): planes large enough for whole 48-wide
 # GEMM panels, so every B source of the implicit GEMM runs, with its B-direct kernel (float32,
 # AVX-512) and the packed path (float64, and the last partial panel)
@@ -224,7 +216,7 @@ def test_fused_epilogue_on_strided_operands(kernel, act, hw, beta):
     before = big_y.copy()
     y = big_y[:, 3:3 + f]
     conv = ref.conv2d(np.ascontiguousarray(x), w, b, 1, 1, 1, g).reshape(2, f, -1)
-    expect = _epilogue(conv.astype(np.float64) + beta * y, act)
+    expect = reference_epilogue(conv.astype(np.float64) + beta * y, act)
     args = (3, 3, 1, 1, 1, 1, 1, 1, geom.oh, geom.ow)          # kh kw sh sw pt pl dh dw oh ow
     if kernel == "depthwise":
         convfast.conv2d_depthwise(x, w.reshape(f, 9), b, y, *args, act=act,
@@ -381,7 +373,7 @@ def test_depthwise_activation_keeps_nan_and_signs(dtype, hw, stride, act):
     with np.errstate(invalid="ignore"):
         conv = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                           stride, 1, 1, 5).reshape(1, 5, -1)
-        expect = _epilogue(conv, act)
+        expect = reference_epilogue(conv, act)
     y = np.empty((1, 5, geom.l), dtype)
     convfast.conv2d_depthwise(x, w.reshape(5, 9), b, y, 3, 3, stride, stride, 1, 1, 1, 1,
                               geom.oh, geom.ow, act=act, num_threads=2)
@@ -627,7 +619,7 @@ def test_implicit_extra_memory_is_a_fraction_of_the_column_matrix(n, c, hw, f, k
 
 @pytest.mark.parametrize("k,pad", [(1, 0), (3, 1), (2, 0)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_im2col_routine_takes_a_channel_slice_and_the_plan_epilogue(k, pad, dtype):
+def test_im2col_routine_takes_a_channel_slice_and_the_planreference_epilogue(k, pad, dtype):
     """_conv_gemm.forward (F.conv2d's im2col routine, also the inference plan's) on a channel
     slice of a larger batch (not contiguous), writing into ``out`` with a residual accumulated,
     against the naive reference; the numpy and the native GEMM hooks alike."""

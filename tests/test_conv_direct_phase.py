@@ -17,19 +17,11 @@ from nnlite._algorithms import direct_kernel, resolve
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
-from conftest import assert_close, kernel_threads
+from conftest import assert_close, kernel_threads, reference_epilogue
 from gradcheck import check_grad
 
 convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
 needs_ext = pytest.mark.skipif(convfast is None, reason="nnlite built without its extension")
-
-
-def _epilogue(v, act):
-    if act >= 1:
-        v = np.where(v < 0, 0, v)
-    if act == 2:
-        v = np.where(v > 6, 6, v)
-    return v
 
 
 @st.composite
@@ -66,7 +58,7 @@ def test_phase_kernel_matches_reference(case, dtype, act, beta, bias, threads):
     before = big_y.copy()
     y = big_y[:, 1:1 + f]
     conv = ref.conv2d(np.ascontiguousarray(x), w, b, case["s"], case["p"], case["d"], g)
-    expect = _epilogue(conv.reshape(n, f, -1).astype(np.float64) + beta * y, act)
+    expect = reference_epilogue(conv.reshape(n, f, -1).astype(np.float64) + beta * y, act)
     convfast.conv2d_phase(x, w.reshape(f, -1), b, y, g, *case["k"], *case["s"], *case["p"],
                           *case["d"], geom.oh, geom.ow, act=act, beta=beta,
                           num_threads=threads)
@@ -90,7 +82,7 @@ def test_pointwise_in_place(n, c, f, h, w, dtype, act, beta, sliced):
     wt = rng.standard_normal((f, c, 1, 1)).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
     y = rng.standard_normal((n, f, h * w)).astype(dtype)
-    expect = _epilogue(ref.conv2d(np.ascontiguousarray(x), wt, b).reshape(n, f, -1)
+    expect = reference_epilogue(ref.conv2d(np.ascontiguousarray(x), wt, b).reshape(n, f, -1)
                        .astype(np.float64) + beta * y, act)
     convfast.conv2d_phase(x, wt.reshape(f, c), b, y, 1, 1, 1, 1, 1, 0, 0, 1, 1, h, w,
                           act=act, beta=beta, num_threads=2)

@@ -17,19 +17,11 @@ from nnlite._algorithms import SMALL_MAX_PIXELS, resolve, small_pays, small_weig
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
-from conftest import assert_close, kernel_threads
+from conftest import assert_close, kernel_threads, reference_epilogue
 from gradcheck import check_grad
 
 convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
 needs_ext = pytest.mark.skipif(convfast is None, reason="nnlite built without its extension")
-
-
-def _epilogue(v, act):
-    if act >= 1:
-        v = np.where(v < 0, 0, v)
-    if act == 2:
-        v = np.where(v > 6, 6, v)
-    return v
 
 
 @st.composite
@@ -64,7 +56,7 @@ def test_small_kernel_matches_reference(case, dtype, act, beta, bias):
     before = big_y.copy()
     y = big_y[:, 1:1 + f]
     conv = ref.conv2d(np.ascontiguousarray(x), w, b, 1, case["p"], case["d"], g)
-    expect = _epilogue(conv.reshape(n, f, -1).astype(np.float64) + beta * y, act)
+    expect = reference_epilogue(conv.reshape(n, f, -1).astype(np.float64) + beta * y, act)
     convfast.conv2d_small(x, w.reshape(f, -1), b, y, g, *case["k"], *case["p"], *case["d"],
                           geom.oh, geom.ow, act=act, beta=beta, num_threads=2)
     assert_close(y, expect, dtype, k=geom.k, scale=4)

@@ -13,16 +13,19 @@
  * new ones into its buffer, runs the depthwise conv on the band into a second buffer and
  * projects that into y: the expanded tensor never leaves the thread's cache, the team is woken
  * once per block, and only rows at the seams between threads are expanded twice. Bands are
- * sized so that a thread's two buffers take at most half of the L2 (nnl_cache_sizes), and cut
- * finer when the images alone would leave a thread idle.
+ * sized so that a thread's two buffers take at most half of the L2 (nnl_cache_sizes), cut
+ * finer when the images alone would leave a thread idle, and as equal as whole rows allow.
  *
- * The three stages are the project's own kernels, on one thread each: nnl_sgemm_pk on the
- * weights packed once (nnl_sgemm_pack, side A) and nnl_conv_depthwise_s on the band as an
- * image of hi - lo rows (its top padding 1 or 0 as the band starts at the image's top or
- * not; rows past the band read as padding exactly where they are past the image). The GEMM
- * reduces every element in the same order however C is cut, and the depthwise kernel sums
- * each output's taps in the same order on any plane it is given, so the result is the same
- * bits as the three unfused calls, for any thread count and band cut.
+ * Inside a band both tensors are channels-last (pixel p at buf + p * ep, ep = E rounded up to
+ * whole vectors): the expand is the GEMM x^T (pixels, C) @ W1^T (C, E) with W1^T packed once
+ * as the B operand (nnl_sgemm_pk), the depthwise conv is one vector multiply-add per tap over
+ * channels with the nine tap vectors in registers (ir_depthwise: a 7- or 14-wide plane would
+ * fill half a vector or less), and the project W3 @ d reads d transposed (the GEMM packs it
+ * with its 8 x 8 transposes). The GEMM reduces every element in the same order whatever its
+ * operands' layout and however C is cut, and the depthwise conv sums bias, then the taps in
+ * row-major order (a tap outside the image adding w * 0, as the planar kernel's zero-padded
+ * buffer does), so the result is the same bits as the three unfused calls, for any thread
+ * count and band cut.
  *
  * The residual r (F, OH*OW per image, or NULL) is copied into y's band rows and accumulated
  * with beta = 1, as the unfused plan does. y overlaps none of x, r, the weights or biases.

@@ -582,7 +582,8 @@ class InvertedResidualKernel(Kernel):
         self._prepare_lock = threading.Lock()
 
     def prepare(self):
-        """Pack the expand and project weights once for the GEMM (side 'a', thread-safe)."""
+        """Pack the expand and project weights once for the GEMM (thread-safe): W1^T as the B
+        operand (the fused block expands pixel-major, x^T @ W1^T), W3 as the A operand."""
         with self._prepare_lock:
             if self.packed is None:
                 self.packed = (_pack(self.parts[0].w_flat, "b", trans=True),

@@ -37,7 +37,8 @@ _SHARED_COLUMNS_MAX_BATCH = 1  # larger batches split an im2col conv into implic
 # GoogLeNet at batch 1, 2 threads, idle AMD EPYC Zen 4 VM, medians of 30 runs of plans built
 # in alternating processes, with lanes 18.6 / 18.8 / 19.1 / 19.8 / 21.3 ms, without
 # 16.5 / 16.5 / 16.7 / 17.5 / 17.6 ms; batch 8 (10 runs) 119 / 112 ms with, 122 / 99 without.
-# None: decided from the idle policy nnlite's import left in the environment; True / False:
+# None: decided from OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment (libgomp reads them
+# once, when nnlite's extensions load it: change them before importing nnlite); True / False:
 # forced (tests, studies).
 ENABLED = None
 

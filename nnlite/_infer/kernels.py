@@ -36,7 +36,7 @@ import numpy as np
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm
 from .._algorithms import winograd_tile
-from .._constants import PLAN_PARALLEL_PLANES, PLAN_PARALLEL_WORK
+from .._constants import POOL_SERIAL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
 from ..onnx.ops import avg_divisor, run_node
@@ -73,9 +73,10 @@ except ImportError:  # pragma: no cover - depends on the build
 _ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
 
 
-def _threads_for(planes, work):
-    """Max pools below these amounts of work run on one thread (nnlite/_constants.py)."""
-    if planes >= PLAN_PARALLEL_PLANES or work >= PLAN_PARALLEL_WORK:
+def _threads_for(work):
+    """Max pools below this much work (taps x outputs) run on one thread (nnlite/_constants.py,
+    the eager pools' rule)."""
+    if work >= POOL_SERIAL_WORK:
         return get_num_threads
     return lambda: 1
 
@@ -663,7 +664,7 @@ class PoolKernel(Kernel):
         oh, ow = self.out
         if self.op == "MaxPool" and _pool is not None and _unit_w(x, y):
             # F.max_pool2d's kernel, without indices
-            threads = _threads_for(N * C, N * C * oh * ow * kh * kw)
+            threads = _threads_for(N * C * oh * ow * kh * kw)
             return lambda: _pool.max_pool2d_forward(x, y, None, kh, kw, sh, sw, pt, pl, dh, dw,
                                                     threads())
         fill = -np.inf if self.op == "MaxPool" else 0.0

@@ -41,14 +41,18 @@ from nnlite._infer.kernels import IR_OP  # noqa: E402
 def _match_keys(key):
     """The ORT node keys one nnlite step stands for: a fused inverted residual 'ir C->E->F
     OHxOW' its expand, depthwise and project convs (stride 2 when OH < the expand's map is
-    unknown here: both input maps are tried by the caller), any other step its own key."""
+    unknown here: both input maps are tried by the caller; 'ir C->F' without expand: its
+    depthwise and project convs), any other step its own key."""
     parts = key.split()
     if parts[0] != "ir":
         return [key]
-    c, e, f = parts[1].split("->")
+    chans = parts[1].split("->")
     oh, ow = parts[2].split("x")
-    return [(_kind("pw", c, e, oh, ow), _kind("pw", c, e, 2 * int(oh), 2 * int(ow))),
-            (_kind("dw", e, e, oh, ow),), (_kind("pw", e, f, oh, ow),)]
+    c, e, f = chans if len(chans) == 3 else (chans[0],) + tuple(chans)
+    tail = [(_kind("dw", e, e, oh, ow),), (_kind("pw", e, f, oh, ow),)]
+    if len(chans) == 2:
+        return tail
+    return [(_kind("pw", c, e, oh, ow), _kind("pw", c, e, 2 * int(oh), 2 * int(ow)))] + tail
 
 
 def _kind(kind, c, f, oh, ow):
@@ -67,13 +71,14 @@ def _match_key(key):
 
 def step_keys(plan):
     """Per step: (group, key) with key 'kind C->F OHxOW' for convs, 'ir C->E->F OHxOW' for a
-    fused inverted residual, the op name otherwise."""
+    fused inverted residual ('ir C->F OHxOW' without expand), the op name otherwise."""
     out = []
     for step in plan.steps:
         k = step.kernel
         if step.node.op == IR_OP:
             _, c, h, w, e, f, oh, ow = k.shape
-            out.append(("ir", f"ir {c}->{e}->{f} {oh}x{ow}"))
+            chans = f"{c}->{f}" if k.parts[0] is None else f"{c}->{e}->{f}"
+            out.append(("ir", f"ir {chans} {oh}x{ow}"))
         elif step.node.op == "Conv" and hasattr(k, "shape") and hasattr(k, "depthwise"):
             _, c, _, _, f, oh, ow = k.shape
             kind = "dw" if k.depthwise else ("pw" if k.pointwise else "conv")

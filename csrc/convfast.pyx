@@ -70,6 +70,7 @@ cdef extern from "convfast.h" nogil:
         nnl_idx e, f, s
         nnl_idx oh, ow
         nnl_idx xsn, ysn, rsn
+        int expand
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                                 const float *w1pk, const float *b1, const float *wd,
                                 const float *bd, const float *w3, const float *w3pk,
@@ -661,11 +662,14 @@ def winograd_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_
 
 # ------------------------------------------------------------------ fused inverted residual
 cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
-                  Py_ssize_t e, Py_ssize_t f, Py_ssize_t s, str fn) except -1:
+                  Py_ssize_t e, Py_ssize_t f, Py_ssize_t s, bint expand, str fn) except -1:
     if n < 0 or c < 1 or h < 1 or w < 1 or e < 1 or f < 1 or s not in (1, 2):
         raise ValueError(f"{fn}: needs N >= 0, C, H, W, E, F >= 1 and stride 1 or 2, got "
                          f"N={n}, C={c}, H={h}, W={w}, E={e}, F={f}, stride={s}")
+    if not expand and e != c:
+        raise ValueError(f"{fn}: a block without expand needs E == C, got C={c}, E={e}")
     gm.n, gm.c, gm.h, gm.w, gm.e, gm.f, gm.s = n, c, h, w, e, f, s
+    gm.expand = expand
     gm.oh, gm.ow = (h - 1) // s + 1, (w - 1) // s + 1
     gm.xsn, gm.ysn = c * h * w, f * gm.oh * gm.ow
     gm.rsn = gm.ysn
@@ -722,7 +726,9 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
                       int isa=-1):
     """MobileNetV2's block in one call (csrc/convfast_fused.c), float32, per image:
-    y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual).
+    y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual),
+    or, with w1 None (a block of expansion ratio 1: w1pk and b1 None too, E == C),
+    y = W3 @ relu6(dw3x3(x, Wd, stride, pad 1) + bd) + b3 (+ residual).
 
     Shape:
         x (N, C, H, W), w1 (E, C), wd (E, 9), w3 (F, E), b1 (E,), bd (E,), b3 (F,) or None,
@@ -734,10 +740,15 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
     """
     fn = "inverted_residual"
     cdef nnl_ir_geom gm
-    cdef Py_ssize_t E = w1.shape[0], F = w3.shape[0]
-    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, fn)
-    if w1.shape[1] != gm.c or wd.shape[0] != E or wd.shape[1] != 9 or w3.shape[1] != E:
-        raise ValueError(f"{fn}: weights w1 {tuple(w1.shape)[:2]}, wd {tuple(wd.shape)[:2]}, "
+    cdef bint expand = w1 is not None
+    cdef Py_ssize_t E = w1.shape[0] if expand else wd.shape[0], F = w3.shape[0]
+    if not expand and (w1pk is not None or b1 is not None):
+        raise ValueError(f"{fn}: without w1 (no expand) w1pk and b1 must be None too")
+    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn)
+    if ((expand and w1.shape[1] != gm.c) or wd.shape[0] != E or wd.shape[1] != 9
+            or w3.shape[1] != E):
+        w1s = tuple(w1.shape)[:2] if expand else None
+        raise ValueError(f"{fn}: weights w1 {w1s}, wd {tuple(wd.shape)[:2]}, "
                          f"w3 {tuple(w3.shape)[:2]} do not chain C={gm.c} -> E={E} -> F={F} "
                          f"with 3x3 depthwise taps")
     if tuple(y.shape)[:3] != (gm.n, F, gm.oh * gm.ow):
@@ -762,19 +773,22 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
     cdef const float *p3 = _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn)
     if gm.n == 0:
         return
+    cdef const float *pw1 = &w1[0, 0] if expand else NULL
     cdef int rc
     with nogil:
-        rc = nnl_inverted_residual_s(&gm, &x[0, 0, 0, 0], &w1[0, 0], p1, pb1, &wd[0, 0], pbd,
+        rc = nnl_inverted_residual_s(&gm, &x[0, 0, 0, 0], pw1, p1, pb1, &wd[0, 0], pbd,
                                      &w3[0, 0], p3, pb3, pr, &y[0, 0, 0], num_threads, isa)
     check_status(rc, fn)
 
 
 def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
-                           Py_ssize_t e, Py_ssize_t f, Py_ssize_t stride, int num_threads=1):
-    """(threads, output rows per band, work bytes) of an ``inverted_residual`` call."""
+                           Py_ssize_t e, Py_ssize_t f, Py_ssize_t stride, int num_threads=1,
+                           bint expand=True):
+    """(threads, output rows per band, work bytes) of an ``inverted_residual`` call (with
+    expand=False: one without w1, E == C)."""
     cdef nnl_ir_geom gm
     cdef int nt = 1
     cdef nnl_idx rows = 0
-    _ir_fill(&gm, n, c, h, w, e, f, stride, "inverted_residual_plan")
+    _ir_fill(&gm, n, c, h, w, e, f, stride, expand, "inverted_residual_plan")
     nnl_ir_plan(&gm, num_threads, &nt, &rows)
     return nt, rows, nnl_ir_workspace(&gm, num_threads)

@@ -29,6 +29,11 @@
  *
  * The residual r (F, OH*OW per image, or NULL) is copied into y's band rows and accumulated
  * with beta = 1, as the unfused plan does. y overlaps none of x, r, the weights or biases.
+ *
+ * A block without expand (expansion ratio 1, MobileNetV2's first: depthwise 3x3 -> project
+ * 1x1, g->expand == 0) runs the same bands: the input rows are transposed into the band buffer
+ * (ir_transpose, 8 x 8 register transposes) instead of expanded, so the depthwise output again
+ * stays in the thread's cache on its way to the project.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +50,7 @@ static int ir_geom_ok(const nnl_ir_geom *g)
 {
     if (g->n < 0 || g->c < 1 || g->h < 1 || g->w < 1 || g->e < 1 || g->f < 1)
         return 0;
-    if (g->s != 1 && g->s != 2)
+    if ((g->s != 1 && g->s != 2) || (!g->expand && g->e != g->c))
         return 0;
     if (g->oh != (g->h - 1) / g->s + 1 || g->ow != (g->w - 1) / g->s + 1)
         return 0;
@@ -99,7 +104,8 @@ static nnl_idx ir_band_rows(const nnl_ir_geom *g)
 
 void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int *nt_out, nnl_idx *rows_out)
 {
-    const double macs = (double)g->n * ((double)g->h * g->w * g->c * g->e +
+    /* without expand, the transpose counted as one multiply-add per element */
+    const double macs = (double)g->n * ((double)g->h * g->w * g->c * (g->expand ? g->e : 1) +
                                         (double)g->oh * g->ow * g->e * (9.0 + g->f));
     int nt = nnl_team_size(nthreads, macs, NNL_MIN_PARALLEL_MACS);
     nnl_idx rows = ir_band_rows(g);
@@ -150,6 +156,24 @@ typedef struct {
     nnl_idx n, lo, hi;
 } ir_rows;
 
+/* Input rows [r0, r1) of image n, channels-last, into ebuf from its row ``at`` (a block
+ * without expand): dst[p * ep + c] = x[c, p], eight channels at a time through the GEMM
+ * packer's 8 x 8 register transposes (nnl_pack_t8_s) where the CPU has AVX. An exact copy. */
+static void ir_transpose(const nnl_ir_geom *g, const float *x, nnl_idx n, nnl_idx r0, nnl_idx r1,
+                         float *ebuf, nnl_idx ep, nnl_idx at)
+{
+    const nnl_idx hw = g->h * g->w, pixels = (r1 - r0) * g->w;
+    const float *src = x + n * g->xsn + r0 * g->w;
+    float *dst = ebuf + at * g->w * ep;
+    nnl_idx c = 0;
+    if (nnl_pack_a8_ok())
+        for (; c + 8 <= g->c; c += 8)
+            nnl_pack_t8_s(pixels, src + c * hw, hw, dst + c, ep);
+    for (; c < g->c; c++)
+        for (nnl_idx p = 0; p < pixels; p++)
+            dst[p * ep + c] = src[c * hw + p];
+}
+
 /* expand input rows [r0, r1) of image n into ebuf from its row ``at``: the product
  * x^T (pixels, C) @ W1^T (C, E), so that each pixel's E channels come out contiguous; W1^T is
  * the B operand, packed once (w1pk). Each element is the same sum, in the same order, as in
@@ -160,6 +184,10 @@ static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, cons
 {
     if (r1 <= r0)
         return NNL_OK;
+    if (!g->expand) {
+        ir_transpose(g, x, n, r0, r1, ebuf, ep, at);
+        return NNL_OK;
+    }
     const nnl_idx W = g->w;
     return nnl_sgemm_pk(1, (r1 - r0) * W, g->e, g->c, 1.0f, x + n * g->xsn + r0 * W, 0, 1,
                         g->h * W, w1, 0, 1, g->c, 0.0f, ebuf + at * W * ep, 0, ep, b1, 0,

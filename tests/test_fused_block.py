@@ -20,13 +20,17 @@ IR = K.IR_OP
 
 
 def _reference(x, w1, b1, wd, bd, w3, b3, stride, residual=None):
-    """The block in float64 with plain loops over taps (zero padding 1)."""
-    x, w1, wd, w3 = (np.asarray(a, np.float64) for a in (x, w1, wd, w3))
+    """The block in float64 with plain loops over taps (zero padding 1); w1 None: no expand,
+    the depthwise conv reads x."""
+    x, wd, w3 = (np.asarray(a, np.float64) for a in (x, wd, w3))
     N, C, H, W = x.shape
-    E, F = w1.shape[0], w3.shape[0]
+    E, F = wd.shape[0], w3.shape[0]
     oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
-    e = np.einsum("ec,nchw->nehw", w1, x) + b1[None, :, None, None]
-    e = np.minimum(np.maximum(e, 0), 6)
+    if w1 is None:
+        e = x
+    else:
+        e = np.einsum("ec,nchw->nehw", np.asarray(w1, np.float64), x) + b1[None, :, None, None]
+        e = np.minimum(np.maximum(e, 0), 6)
     d = np.zeros((N, E, oh, ow)) + bd[None, :, None, None]
     for i in range(oh):
         for j in range(ow):
@@ -50,16 +54,18 @@ def _weights(rng, C, E, F):
 
 
 def _run(x, ws, stride, residual, threads, packed=True):
+    """The native block; w1 None in ``ws``: the block without expand."""
     from nnlite.kernels.gemm_ops import pack
     w1, b1, wd, bd, w3, b3 = ws
     N, _, H, W = x.shape
     oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
     y = np.full((N, w3.shape[0], oh * ow), np.nan, np.float32)
-    p1, p3 = pack(w1, "b", trans=True), pack(w3, "a")
+    p3 = pack(w3, "a")
+    p1 = None if w1 is None or not packed else pack(w1, "b", trans=True).data
     r = None if residual is None else residual.reshape(y.shape)
     K._conv_cython._convfast.inverted_residual(
-        x, w1, p1.data if packed else None, b1, wd, bd, w3, p3.data if packed else None, b3,
-        y, stride, r, threads, p1.isa)
+        x, w1, p1, b1, wd, bd, w3, p3.data if packed else None, b3, y, stride, r, threads,
+        p3.isa)
     return y.reshape(N, -1, oh, ow)
 
 
@@ -96,6 +102,38 @@ def test_native_block_matches_loops_and_is_thread_independent(N, C, H, W, E, F, 
     assert np.array_equal(one, two)
     # unpacked weights (packed per call by the GEMM): the same bits
     assert np.array_equal(one, _run(x, ws, stride, r, 2, packed=False))
+
+
+# (N, C, H, W, F, stride, residual) of blocks without expand (E == C): C a multiple of 8 (the
+# 8 x 8 register transposes of the input rows) and not (the scalar tail), several bands per
+# image (57x55), maps one pixel wide, batch 1 and 3
+CASES_NO_EXPAND = [
+    (1, 32, 23, 19, 16, 1, False),
+    (3, 13, 9, 11, 5, 2, False),
+    (1, 24, 57, 55, 24, 1, True),
+    (2, 17, 57, 55, 8, 2, False),
+    (1, 1, 7, 1, 1, 1, True),
+    (3, 8, 2, 5, 12, 2, False),
+]
+
+
+@pytest.mark.parametrize("N,C,H,W,F,stride,residual", CASES_NO_EXPAND)
+def test_native_block_without_expand_matches_loops(N, C, H, W, F, stride, residual):
+    rng = np.random.default_rng(N * 1000 + H * 10 + C)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    _, _, wd, bd, w3, b3 = _weights(rng, C, C, F)
+    ws = (None, None, wd, bd, w3, b3)
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    r = rng.standard_normal((N, F, oh, ow)).astype(np.float32) if residual else None
+    want = _reference(x, *ws, stride, r)
+    one = _run(x, ws, stride, r, 1)
+    np.testing.assert_allclose(one, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+    assert np.array_equal(one, _run(x, ws, stride, r, 2))
+    assert np.array_equal(one, _run(x, ws, stride, r, 2, packed=False))
+    if H >= 57:
+        nt, rows, work = K._conv_cython._convfast.inverted_residual_plan(
+            N, C, H, W, C, F, stride, 2, expand=False)
+        assert 1 <= rows < oh and work > 0
 
 
 def test_big_maps_take_several_bands():
@@ -153,6 +191,15 @@ def test_native_block_rejects_bad_arguments():
         cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data[16:], b3, y, 1,
                              isa=pk.isa)
     cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data, b3, y, 1, isa=pk.isa)
+    # without expand: E must equal C, and w1pk / b1 go with w1
+    with pytest.raises(ValueError, match="without expand needs E == C, got C=8, E=16"):
+        cf.inverted_residual(x, None, None, None, wd, bd, w3, None, b3, y, 1)
+    wd8, bd8, w38 = wd[:8].copy(), bd[:8].copy(), w3[:, :8].copy()
+    with pytest.raises(ValueError, match="w1pk and b1 must be None"):
+        cf.inverted_residual(x, None, None, b1[:8].copy(), wd8, bd8, w38, None, b3, y, 1)
+    with pytest.raises(ValueError, match="E == C"):
+        cf.inverted_residual_plan(1, 8, 9, 9, 16, 8, 1, expand=False)
+    cf.inverted_residual(x, None, None, None, wd8, bd8, w38, None, b3, y, 1)
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -197,6 +244,9 @@ def _fused_and_unfused(model, x, monkeypatch):
     (8, 12, 2, 6, (9, 13), 3),
     (6, 6, 1, 5, (7, 7), 3),      # E = 30
     (16, 24, 2, 3, (13, 13), 1),
+    (12, 12, 1, 1, (11, 9), 2),   # no expand (ratio 1), residual
+    (32, 16, 1, 1, (15, 15), 1),  # MobileNetV2's first block, smaller map
+    (9, 5, 2, 1, (9, 12), 3),     # no expand, stride 2
 ])
 def test_plan_fuses_the_block_with_the_unfused_bits(inp, oup, stride, ratio, hw, batch,
                                                     monkeypatch):
@@ -215,24 +265,28 @@ def test_plan_fuses_the_block_with_the_unfused_bits(inp, oup, stride, ratio, hw,
             assert np.array_equal(_out(unfused, x), a)
 
 
-def test_mobilenet_v2_fuses_every_expanding_block(monkeypatch):
+def test_mobilenet_v2_fuses_every_block(monkeypatch):
     from nnlite import models
     nnlite.manual_seed(0)
     model = models.mobilenet_v2(num_classes=10).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     fused, _, a, b = _fused_and_unfused(model, x, monkeypatch)
     # 17 blocks; the first (expand ratio 1) has no expand conv
-    assert _ops(_plan(fused, x)).count(IR) == 16
+    steps = _plan(fused, x).steps
+    irs = [s for s in steps if s.node.op == IR]
+    assert len(irs) == 17
+    assert irs[0].node.inputs[1] == "" and irs[1].node.inputs[1] != ""
+    assert irs[0].kernel.parts[0] is None and irs[1].kernel.parts[0] is not None
     assert np.array_equal(a, b)
 
 
-def _onnx_block(opset, residual, stride):
+def _onnx_block(opset, residual, stride, expand=True):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto as TP
     from onnx import helper as oh
     from onnx import numpy_helper as onh
     rng = np.random.default_rng(3)
-    C, E, F = 8, 28, 8
+    C, E, F = 8, 28 if expand else 8, 8
     w1, b1, wd, bd, w3, b3 = _weights(rng, C, E, F)
     inits = [onh.from_array(w1.reshape(E, C, 1, 1), "w1"), onh.from_array(b1, "b1"),
              onh.from_array(wd.reshape(E, 1, 3, 3), "wd"), onh.from_array(bd, "bd"),
@@ -245,6 +299,10 @@ def _onnx_block(opset, residual, stride):
                           pads=[1, 1, 1, 1], strides=[stride, stride]),
              oh.make_node("Clip", ["d0", "lo", "hi"], ["d"]),
              oh.make_node("Conv", ["d", "w3", "b3"], ["p"], kernel_shape=[1, 1])]
+    if not expand:
+        nodes = nodes[2:]
+        nodes[0].input[0] = "x"
+        w1 = b1 = None
     if residual:
         nodes.append(oh.make_node("Add", ["p", "x"], ["y"]))
     else:
@@ -256,10 +314,11 @@ def _onnx_block(opset, residual, stride):
     return onnx, model, (w1, b1, wd, bd, w3, b3)
 
 
-@pytest.mark.parametrize("residual,stride", [(True, 1), (False, 2)])
-def test_onnx_imported_block_is_fused(residual, stride, monkeypatch, tmp_path):
+@pytest.mark.parametrize("residual,stride,expand", [(True, 1, True), (False, 2, True),
+                                                    (True, 1, False), (False, 2, False)])
+def test_onnx_imported_block_is_fused(residual, stride, expand, monkeypatch, tmp_path):
     import nnlite.onnx as nxo
-    onnx, model, ws = _onnx_block(13, residual, stride)
+    onnx, model, ws = _onnx_block(13, residual, stride, expand)
     path = tmp_path / "block.onnx"
     onnx.save(model, str(path))
     x = np.random.default_rng(2).standard_normal((3, 8, 11, 11)).astype(np.float32)
@@ -312,17 +371,31 @@ class _Variant(nn.Module):
         return self.project(self.dw(self.expand(x)))
 
 
-@pytest.mark.parametrize("model", [_SideOutput("expand"), _SideOutput("dw"),
-                                   _Variant("dilation"), _Variant("kernel5"), _Variant("relu"),
-                                   _Variant("groups")],
-                         ids=["expand-read-twice", "dw-read-twice", "dilation", "kernel5",
-                              "relu", "groups"])
+@pytest.mark.parametrize("model", [_SideOutput("dw"), _Variant("dilation"),
+                                   _Variant("kernel5"), _Variant("relu"), _Variant("groups")],
+                         ids=["dw-read-twice", "dilation", "kernel5", "relu", "groups"])
 def test_pass_does_not_fuse_what_it_cannot_take(model):
     model = model.eval()
     x = np.random.default_rng(0).standard_normal((1, 8, 9, 9)).astype(np.float32)
     fast = nnlite.optimize_for_inference(model)
     got = _out(fast, x)
     assert IR not in _ops(_plan(fast, x))
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_expand_read_elsewhere_fuses_the_rest():
+    """The expand's output is read by something else too: it stays a conv of its own, and the
+    depthwise and project convs behind it become a block without expand."""
+    model = _SideOutput("expand").eval()
+    x = np.random.default_rng(0).standard_normal((2, 8, 9, 11)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = _out(fast, x)
+    steps = _plan(fast, x).steps
+    (ir,) = [s for s in steps if s.node.op == IR]
+    assert list(ir.node.inputs[1:3]) == ["", ""]
+    assert "Conv" in _ops(_plan(fast, x))
     with nnlite.no_grad():
         want = model(nnlite.tensor(x)).data
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -359,3 +432,32 @@ def test_fused_block_keeps_its_weights_once():
     packed = ((-(-E // 32) * 32) * 32 + 64 * E) * 4
     assert report["prepared"] <= packed + 16384, report
     assert k.weight_bytes == sum(p.w_flat.nbytes for p in k.parts)
+
+
+@pytest.mark.parametrize("expand", [True, False])
+def test_kernel_runs_unfused_on_arrays_the_fused_call_cannot_take(expand):
+    """A binding whose input images are not contiguous runs the parts one after the other
+    (``_bind_unfused``), matching the reference; with the expand, whose output is contiguous
+    again, the same bits as the fused call on a contiguous copy (without it, the depthwise
+    conv reads the strided view through another of its paths)."""
+    rng = np.random.default_rng(11)
+    C, F = 8, 6
+    E = 20 if expand else C
+    w1, b1, wd, bd, w3, b3 = _weights(rng, C, E, F)
+    a1 = {"kernel_shape": [1, 1], "activation": "relu6"}
+    a2 = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": E, "activation": "relu6"}
+    a3 = {"kernel_shape": [1, 1]}
+    parts = ((w1.reshape(E, C, 1, 1), b1, a1) if expand else None,
+             (wd.reshape(E, 1, 3, 3), bd, a2), (w3.reshape(F, E, 1, 1), b3, a3))
+    kern = K.InvertedResidualKernel((2, C, 9, 7), parts, True, np.dtype(np.float32))
+    big = rng.standard_normal((2, C, 9, 14)).astype(np.float32)
+    x = big[:, :, :, ::2]                      # not C-contiguous
+    r = rng.standard_normal((2, F, 9, 7)).astype(np.float32)
+    scratch = np.empty(max(kern.scratch_bytes, 64), np.uint8)
+    y1, y2 = np.empty((2, F, 9, 7), np.float32), np.empty((2, F, 9, 7), np.float32)
+    kern.bind([x, None, None, None, None, None, None, r], [y1], scratch)()
+    kern.bind([np.ascontiguousarray(x), None, None, None, None, None, None, r], [y2], scratch)()
+    want = _reference(x, *(w1, b1) if expand else (None, None), wd, bd, w3, b3, 1, r)
+    for y in (y1, y2):
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+    assert np.array_equal(y1, y2) or not expand

@@ -548,6 +548,7 @@ def _images_contiguous(a):
 class InvertedResidualKernel(Kernel):
     """MobileNetV2's inverted residual, expand 1x1 (+ ReLU6) -> depthwise 3x3 stride 1 or 2,
     padding 1 (+ ReLU6) -> project 1x1 [+ residual], float32, in one native call
+    (without the expand for a block of expansion ratio 1: ``parts[0]`` None)
     (``_convfast.inverted_residual``, csrc/convfast_fused.c): bands of output rows per thread,
     the expanded rows in that thread's cache, one OpenMP team wake-up per block. The expand and
     project weights are packed once (``prepare``); the three ConvKernels of the parts hold the
@@ -559,26 +560,28 @@ class InvertedResidualKernel(Kernel):
     fallback's) need."""
 
     def __init__(self, x_shape, parts, residual, dtype):
-        (w1, b1, a1), (wd, bd, a2), (w3, b3, a3) = parts
+        expand, (wd, bd, a2), (w3, b3, a3) = parts
         N, C, H, W = x_shape
-        E, F = w1.shape[0], w3.shape[0]
-        p1 = ConvKernel(x_shape, w1, b1, a1, False, dtype)
+        E, F = wd.shape[0], w3.shape[0]
+        p1 = None if expand is None else ConvKernel(x_shape, *expand[:3], False, dtype)
         p2 = ConvKernel((N, E, H, W), wd, bd, a2, False, dtype)
         geom = p2.geom
         p3 = ConvKernel((N, E, geom.oh, geom.ow), w3, b3, a3, residual, dtype)
         self.parts = (p1, p2, p3)
-        if not (p1.pointwise and p3.pointwise and p1.act == "relu6" and p2.act == "relu6"
+        head_ok = (C == E if p1 is None else
+                   p1.pointwise and p1.act == "relu6" and p1.g == 1 and p1.w_flat.shape[0] == E)
+        if not (head_ok and p3.pointwise and p2.act == "relu6"
                 and p3.act is None and p2.g == E and tuple(wd.shape[1:]) == (1, 3, 3)
                 and p2.s[0] == p2.s[1] and p2.s[0] in (1, 2) and tuple(p2.d) == (1, 1)
-                and tuple(p2.pads) == (1, 1, 1, 1) and p1.g == 1 and p3.g == 1
+                and tuple(p2.pads) == (1, 1, 1, 1) and p3.g == 1
                 and w3.shape[1] == E and dtype == np.float32):
             raise ValueError("the layers are not an inverted residual the fused kernel takes "
-                             "(1x1 ReLU6 -> 3x3 depthwise stride 1 or 2, padding 1, ReLU6 -> "
-                             "1x1, float32)")
+                             "([1x1 ReLU6 ->] 3x3 depthwise stride 1 or 2, padding 1, ReLU6 -> "
+                             "1x1, float32; without the expand, C == E)")
         self.stride, self.residual, self.dtype = p2.s[0], residual, dtype
         self.shape = (N, C, H, W, E, F, geom.oh, geom.ow)
-        self.weight_bytes = sum(p.weight_bytes for p in self.parts)
-        self.scratch_bytes = max(p.scratch_bytes for p in self.parts)
+        self.weight_bytes = sum(p.weight_bytes for p in self.parts if p is not None)
+        self.scratch_bytes = max(p.scratch_bytes for p in self.parts if p is not None)
         self.packed = None
         self._prepare_lock = threading.Lock()
 
@@ -587,7 +590,8 @@ class InvertedResidualKernel(Kernel):
         operand (the fused block expands pixel-major, x^T @ W1^T), W3 as the A operand."""
         with self._prepare_lock:
             if self.packed is None:
-                self.packed = (_pack(self.parts[0].w_flat, "b", trans=True),
+                p1 = self.parts[0]
+                self.packed = (None if p1 is None else _pack(p1.w_flat, "b", trans=True),
                                _pack(self.parts[2].w_flat, "a"))
 
     def _bind(self, ins, outs, scratch):
@@ -613,23 +617,26 @@ class InvertedResidualKernel(Kernel):
         pk1, pk3 = self.packed
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None else _view(r, (N, F, oh * ow))
-        b1, bd, b3 = p1.bias, p2.bias, p3.bias
-        w1, wd, w3, s = p1.w_flat, p2.w_flat, p3.w_flat, self.stride
-        block, isa = _conv_cython._convfast.inverted_residual, pk1.isa
+        w1, b1, pk1d = (None, None, None) if p1 is None else (p1.w_flat, p1.bias, pk1.data)
+        bd, b3 = p2.bias, p3.bias
+        wd, w3, s = p2.w_flat, p3.w_flat, self.stride
+        block, isa = _conv_cython._convfast.inverted_residual, pk3.isa
 
         def run():
-            block(x, w1, pk1.data, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, get_num_threads(),
-                  isa)
+            block(x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, get_num_threads(), isa)
         return run
 
     def _bind_unfused(self, x, y, r, scratch):
         """The three convs one after the other, the intermediates in arrays of this binding."""
         N, C, H, W, E, F, oh, ow = self.shape
-        e = np.empty((N, E, H, W), self.dtype)
         d = np.empty((N, E, oh, ow), self.dtype)
         p1, p2, p3 = self.parts
-        calls = (p1.bind([x], [e], scratch), p2.bind([e], [d], scratch),
-                 p3.bind([d, None, None, r], [y], scratch))
+        calls = []
+        if p1 is not None:
+            e = np.empty((N, E, H, W), self.dtype)
+            calls.append(p1.bind([x], [e], scratch))
+            x = e
+        calls += [p2.bind([x], [d], scratch), p3.bind([d, None, None, r], [y], scratch)]
 
         def run():
             for call in calls:
@@ -963,9 +970,9 @@ def _conv_kernel(node, in_metas, consts, opset):
 def _inverted_residual_kernel(node, in_metas, consts, opset):
     """Inputs by IR_INPUTS: x, then (weight, bias or "") of the expand, depthwise and project
     convs, then the residual when attrs['residual']; attrs['parts'] holds the three convs'
-    attributes."""
+    attributes (None for a block without expand, whose w1 and b1 are "")."""
     c = dict(zip(IR_INPUTS, consts))
-    parts = tuple((c[w], c[b], a) for (w, b), a in
+    parts = tuple(None if a is None else (c[w], c[b], a) for (w, b), a in
                   zip((("w1", "b1"), ("wd", "bd"), ("w3", "b3")), node.attrs["parts"]))
     return InvertedResidualKernel(in_metas[0].shape, parts, bool(node.attrs.get("residual")),
                                   np.dtype(in_metas[0].dtype))

@@ -315,7 +315,10 @@ def _is_pointwise(form, act):
 
 def _fuse_inverted_residuals(nodes, outputs, consts, metas):
     """Conv 1x1 (ReLU6) -> depthwise Conv 3x3 (ReLU6) -> Conv 1x1 [+ residual] chains, each
-    intermediate read by the next conv only, -> one IR_OP node (inputs by IR_INPUTS)."""
+    intermediate read by the next conv only, -> one IR_OP node (inputs by IR_INPUTS). Where no
+    such expand conv feeds the depthwise conv (a block of expansion ratio 1, or an expand whose
+    output is read elsewhere too), depthwise -> project alone becomes an IR_OP node without
+    expand (w1 and b1 "")."""
     cons, at = consumers(nodes), {o: n for n in nodes for o in n.outputs if o}
     replaced, drop = {}, set()
 
@@ -346,21 +349,29 @@ def _fuse_inverted_residuals(nodes, outputs, consts, metas):
                 or metas[n2.inputs[0]].shape[1] != E or f3[0][1] != E):
             continue
         n1 = sole_input(n2, n2.inputs[0])
-        if n1 is None or n1.op != "Conv" or id(n1) in drop or n1.attrs.get("residual"):
-            continue
-        f1 = _conv_form(n1, consts, metas)
-        if not _is_pointwise(f1, "relu6") or f1[0][0] != E:
-            continue
-        r1, r2, r3 = conv_inputs(n1), conv_inputs(n2), conv_inputs(n3)
-        inputs = (r1.x, r1.weight, r1.bias or "", r2.weight, r2.bias or "", r3.weight,
-                  r3.bias or "") + ((res,) if res else ())
+        if (n1 is not None and n1.op == "Conv" and id(n1) not in drop
+                and not n1.attrs.get("residual")):
+            f1 = _conv_form(n1, consts, metas)
+            if not _is_pointwise(f1, "relu6") or f1[0][0] != E:
+                n1 = None
+        else:
+            n1 = None
+        r2, r3 = conv_inputs(n2), conv_inputs(n3)
+        if n1 is not None:
+            r1 = conv_inputs(n1)
+            head = (r1.x, r1.weight, r1.bias or "")
+        else:
+            head = (r2.x, "", "")
+        inputs = head + (r2.weight, r2.bias or "", r3.weight, r3.bias or "") + (
+            (res,) if res else ())
         assert len(inputs) in (len(IR_INPUTS) - 1, len(IR_INPUTS))
-        parts = tuple({k: v for k, v in p.attrs.items() if k != "residual"}
-                      for p in (n1, n2, n3))
+        convs = (n2, n3) if n1 is None else (n1, n2, n3)
+        parts = ((None,) if n1 is None else ()) + tuple(
+            {k: v for k, v in p.attrs.items() if k != "residual"} for p in convs)
         attrs = {"parts": parts, "residual": bool(res)}
-        name = "+".join(p.name for p in (n1, n2, n3) if p.name)
+        name = "+".join(p.name for p in convs if p.name)
         replaced[id(n3)] = type(n3)(IR_OP, inputs, n3.outputs, attrs, name)
-        drop.update((id(n1), id(n2)))
+        drop.update(id(p) for p in convs[:-1])
     if not replaced:
         return nodes
     return [replaced.get(id(n), n) for n in nodes if id(n) not in drop]

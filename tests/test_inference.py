@@ -590,6 +590,25 @@ def test_residual_output_viewed_afterwards():
     check_model(_ResidualThenView().eval(), (2, 3, 4, 5))
 
 
+def test_chain_of_residual_blocks_accumulates_in_place_at_every_block():
+    """Each identity block's output is the next block's operand, which dies at the next
+    residual conv: every residual conv writes into its operand's buffer (it used to be every
+    other one, the operand then living in an earlier operand's buffer), so one buffer carries
+    the whole chain and only the first block, whose operand is the plan's input, copies it."""
+    nnlite.manual_seed(0)
+    model = randomize_bn(nn.Sequential(*[blocks.BasicBlock(4, 4) for _ in range(4)]))
+    fast, x = check_model(model, (2, 4, 6, 5))
+    plan = fast._plans[next(iter(fast._plans))][0]
+    st = plan.storage
+    res = [n for n, _, _ in plan.steps if n.attrs.get("residual")]
+    assert len(res) == 4
+    # the first block's operand is the plan's input (copied in by every call: not reused)
+    assert res[0].inputs[-1] in plan.inputs
+    for n in res[1:]:
+        assert st.root[n.outputs[0]] == st.root[n.inputs[-1]], n.name
+    assert len({st.root[n.outputs[0]] for n in res}) == 1
+
+
 def test_plan_cache_keeps_at_most_max_plans_least_recently_used_dropped():
     import nnlite.nn as nn
 

@@ -9,7 +9,8 @@ view steps, someone else's:
   channel slice of the output (``Slice`` step): the producer writes there, the Concat copies
   only the other inputs (its ``copy_mask``);
 - a conv that absorbed a residual Add accumulates in place into the operand's buffer when the
-  operand dies at the conv.
+  operand dies at the conv, whether that buffer is the operand's own or, along a chain of
+  residual blocks, an earlier operand's.
 
 Liveness. A root lives from the step that first writes it to the last step that reads it (a
 node of a branch group from the group's first to its last step: its lanes overlap in time).
@@ -142,20 +143,23 @@ def last_use(nodes, outputs):
 
 def accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped):
     """Residual convs write into their operand's buffer when the operand dies at the conv (not
-    inside a branch group, ``grouped``: the other lane may still read the operand)."""
+    inside a branch group, ``grouped``: the other lane may still read the operand). The operand
+    may itself live in an earlier residual's buffer (a chain of residual blocks, each block's
+    output the next one's operand: every block accumulates in place, not every other one)."""
     last = last_use(nodes, outputs)
     for i, n in enumerate(nodes):
         if n.op != "Conv" or not n.attrs.get("residual") or id(n) in grouped:
             continue
         r, o, x = n.inputs[-1], n.outputs[0], n.inputs[0]
-        if (r in consts or r in inputs or not st.owner(r) or not st.owner(o)
-                or st.root.get(x) == r or metas[r] != metas[o]):
+        base = st.root.get(r)     # the buffer r lives in: its own, or an earlier operand's
+        if (r in consts or r in inputs or base is None or base in inputs or st.chain[r]
+                or not st.owner(o) or st.root.get(x) == base or metas[r] != metas[o]):
             continue
-        sharing = [v for v, root in st.root.items() if root == r]
+        sharing = [v for v, root in st.root.items() if root == base]
         if max(last.get(v, -1) for v in sharing) <= i:
             for v, root in list(st.root.items()):
                 if root == o:  # o and its reshape views now live in r's buffer
-                    st.root[v] = r
+                    st.root[v] = base
             st.meta.pop(o, None)
 
 

@@ -111,7 +111,8 @@ int nnl_cf_bdirect_ok(int isa, int mr, int nr);
  *     y[n] = W3 @ relu6(dw3x3_s(x[n], Wd) + bd) + b3 (+ r[n]). x (N, C, H, W): images xsn apart,
  * each C-contiguous; y and r (N, F, OH*OW): images ysn / rsn apart, each C-contiguous; W1 (E, C),
  * Wd (E, 9), W3 (F, E) C-contiguous; w1pk W1^T (C, E) packed by nnl_sgemm_pack as side 1 (the
- * B operand), w3pk W3 as side 0, both for family isa, or NULL; b1 (E,), bd (E,), b3 (F,) or NULL; r NULL or not overlapping y except
+ * B operand), w3pk W3 as side 0 (W3^T as side 1 with project_t), both for family isa, or
+ * NULL; b1 (E,), bd (E,), b3 (F,) or NULL; r NULL or not overlapping y except
  * r == y. The result is the same bits as the three (two) unfused calls (nnl_sgemm_pk,
  * nnl_conv_depthwise_s, nnl_sgemm_pk) and does not depend on nthreads. Returns NNL_OK,
  * NNL_ENOMEM or NNL_EINVAL (sizes < 1, s not 1 or 2, OH/OW not those of the geometry). */
@@ -121,6 +122,9 @@ typedef struct {
     nnl_idx oh, ow;              /* output map: (H - 1) / s + 1, (W - 1) / s + 1 */
     nnl_idx xsn, ysn, rsn;       /* image strides of x, y and r */
     int expand;                  /* 1: the expand 1x1 runs; 0: none (E == C) */
+    int project_t;               /* 1: the project runs pixel-major, y^T = d^T @ W3^T, with
+                                    w3pk W3^T packed as side 1 (B); 0: y = W3 @ d, w3pk W3 as
+                                    side 0 (A) */
 } nnl_ir_geom;
 
 int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,

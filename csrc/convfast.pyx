@@ -71,6 +71,7 @@ cdef extern from "convfast.h" nogil:
         nnl_idx oh, ow
         nnl_idx xsn, ysn, rsn
         int expand
+        int project_t
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                                 const float *w1pk, const float *b1, const float *wd,
                                 const float *bd, const float *w3, const float *w3pk,
@@ -670,6 +671,7 @@ cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_
         raise ValueError(f"{fn}: a block without expand needs E == C, got C={c}, E={e}")
     gm.n, gm.c, gm.h, gm.w, gm.e, gm.f, gm.s = n, c, h, w, e, f, s
     gm.expand = expand
+    gm.project_t = 0
     gm.oh, gm.ow = (h - 1) // s + 1, (w - 1) // s + 1
     gm.xsn, gm.ysn = c * h * w, f * gm.oh * gm.ow
     gm.rsn = gm.ysn
@@ -724,7 +726,7 @@ cdef const float *_ir_packed(pk, Py_ssize_t rows, Py_ssize_t cols, int side, int
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                       const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
-                      int isa=-1):
+                      int isa=-1, bint project_t=False):
     """MobileNetV2's block in one call (csrc/convfast_fused.c), float32, per image:
     y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual),
     or, with w1 None (a block of expansion ratio 1: w1pk and b1 None too, E == C),
@@ -736,7 +738,9 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         C-contiguous (any distance between images: channel slices of a larger buffer);
         w1pk: w1.T packed once as the B operand (``gemm_ops.pack(w1, 'b', trans=True)``),
         w3pk: w3 packed once as the A operand (``gemm_ops.pack(w3, 'a')``), both for the
-        family ``isa``, or None.
+        family ``isa``, or None. project_t: the project runs pixel-major,
+        y^T = d^T @ w3.T (for bands of few pixels), and w3pk is w3.T packed as the B operand
+        (``gemm_ops.pack(w3, 'b', trans=True)``); the same bits either way.
     """
     fn = "inverted_residual"
     cdef nnl_ir_geom gm
@@ -770,7 +774,9 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         if gm.n:
             pr = &rv[0, 0, 0]
     cdef const float *p1 = _ir_packed(w1pk, gm.c, E, 1, isa, "w1pk", fn)
-    cdef const float *p3 = _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn)
+    gm.project_t = project_t
+    cdef const float *p3 = (_ir_packed(w3pk, E, F, 1, isa, "w3pk", fn) if project_t
+                            else _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn))
     if gm.n == 0:
         return
     cdef const float *pw1 = &w1[0, 0] if expand else NULL

@@ -21,11 +21,12 @@
  * as the B operand (nnl_sgemm_pk), the depthwise conv is one vector multiply-add per tap over
  * channels with the nine tap vectors in registers (ir_depthwise: a 7- or 14-wide plane would
  * fill half a vector or less), and the project W3 @ d reads d transposed (the GEMM packs it
- * with its 8 x 8 transposes). The GEMM reduces every element in the same order whatever its
- * operands' layout and however C is cut, and the depthwise conv sums bias, then the taps in
- * row-major order (a tap outside the image adding w * 0, as the planar kernel's zero-padded
- * buffer does), so the result is the same bits as the three unfused calls, for any thread
- * count and band cut.
+ * with its 8 x 8 transposes; or, for bands of few pixels (project_t), y^T = d^T @ W3^T with d
+ * as the row-major A operand and y written column-major). The GEMM reduces every element in
+ * the same order whatever its operands' layout and however C is cut, and the depthwise conv
+ * sums bias, then the taps in row-major order (a tap outside the image adding w * 0, as the
+ * planar kernel's zero-padded buffer does), so the result is the same bits as the three
+ * unfused calls, for any thread count and band cut.
  *
  * The residual r (F, OH*OW per image, or NULL) is copied into y's band rows and accumulated
  * with beta = 1, as the unfused plan does. y overlaps none of x, r, the weights or biases.
@@ -309,11 +310,16 @@ static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const 
             for (nnl_idx f = 0; f < g->f; f++)
                 memcpy(yb + f * L, rb + f * L, sizeof(float) * (size_t)(out_rows * OW));
     }
+    const float beta = r != NULL ? 1.0f : 0.0f;
+    if (g->project_t)
+        /* project pixel-major: y^T (pixels, F) = d (pixels, E) @ W3^T, C column-major (a
+         * band of few pixels: F, not the pixel count, is cut into vector panels) */
+        return nnl_sgemm_pkc(1, out_rows * OW, g->f, E, 1.0f, dbuf, 0, ep, 1, w3, 0, 1, E, beta,
+                             yb, 0, 1, L, b3, 0, NNL_BIAS_COL, NNL_ACT_NONE, 1, isa, NULL, w3pk);
     /* project: W3 @ d with d read transposed (pixel-major), the GEMM packing it with its
      * 8 x 8 transposes */
-    return nnl_sgemm_pk(1, g->f, out_rows * OW, E, 1.0f, w3, 0, E, 1, dbuf, 0, 1, ep,
-                        r != NULL ? 1.0f : 0.0f, yb, 0, L, b3, 0, NNL_BIAS_ROW, NNL_ACT_NONE, 1,
-                        isa, w3pk, NULL);
+    return nnl_sgemm_pk(1, g->f, out_rows * OW, E, 1.0f, w3, 0, E, 1, dbuf, 0, 1, ep, beta, yb,
+                        0, L, b3, 0, NNL_BIAS_ROW, NNL_ACT_NONE, 1, isa, w3pk, NULL);
 }
 
 /* The next unit for thread ``tid``: the front of its own contiguous range, else (its range

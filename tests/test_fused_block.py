@@ -53,20 +53,30 @@ def _weights(rng, C, E, F):
     return tuple(w.astype(np.float32) for w in ws)
 
 
-def _run(x, ws, stride, residual, threads, packed=True):
-    """The native block; w1 None in ``ws``: the block without expand."""
+def _run(x, ws, stride, residual, threads, packed=True, project_t=False):
+    """The native block; w1 None in ``ws``: the block without expand; project_t: the project
+    runs pixel-major on W3^T packed as the B operand."""
     from nnlite.kernels.gemm_ops import pack
     w1, b1, wd, bd, w3, b3 = ws
     N, _, H, W = x.shape
     oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
     y = np.full((N, w3.shape[0], oh * ow), np.nan, np.float32)
-    p3 = pack(w3, "a")
+    p3 = pack(w3, "b", trans=True) if project_t else pack(w3, "a")
     p1 = None if w1 is None or not packed else pack(w1, "b", trans=True).data
     r = None if residual is None else residual.reshape(y.shape)
     K._conv_cython._convfast.inverted_residual(
         x, w1, p1, b1, wd, bd, w3, p3.data if packed else None, b3, y, stride, r, threads,
-        p3.isa)
+        p3.isa, project_t)
     return y.reshape(N, -1, oh, ow)
+
+
+def _same_or_close(a, b, F, ow):
+    """a and b, the block with the project in either orientation: the same bits when both
+    products have more than 4 rows (F > 4, bands of at least one row of ow > 4 pixels)."""
+    if F > 4 and ow > 4:
+        assert np.array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(a).max())
 
 
 # (N, C, H, W, E, F, stride, residual): odd maps the stride does not tile, E not a multiple
@@ -102,6 +112,12 @@ def test_native_block_matches_loops_and_is_thread_independent(N, C, H, W, E, F, 
     assert np.array_equal(one, two)
     # unpacked weights (packed per call by the GEMM): the same bits
     assert np.array_equal(one, _run(x, ws, stride, r, 2, packed=False))
+    # the project pixel-major (y^T = d^T @ W3^T, column-major write-out): the same bits, when
+    # neither orientation has at most 4 rows (a band of <= 4 pixels, F <= 4: the GEMM's
+    # unpacked skinny path, which sums in another order); else within rounding
+    for threads in (1, 2):
+        _same_or_close(one, _run(x, ws, stride, r, threads, project_t=True), F, ow)
+    _same_or_close(one, _run(x, ws, stride, r, 2, packed=False, project_t=True), F, ow)
 
 
 # (N, C, H, W, F, stride, residual) of blocks without expand (E == C): C a multiple of 8 (the
@@ -130,6 +146,7 @@ def test_native_block_without_expand_matches_loops(N, C, H, W, F, stride, residu
     np.testing.assert_allclose(one, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
     assert np.array_equal(one, _run(x, ws, stride, r, 2))
     assert np.array_equal(one, _run(x, ws, stride, r, 2, packed=False))
+    _same_or_close(one, _run(x, ws, stride, r, 2, project_t=True), F, ow)
     if H >= 57:
         nt, rows, work = K._conv_cython._convfast.inverted_residual_plan(
             N, C, H, W, C, F, stride, 2, expand=False)
@@ -191,6 +208,12 @@ def test_native_block_rejects_bad_arguments():
         cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data[16:], b3, y, 1,
                              isa=pk.isa)
     cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data, b3, y, 1, isa=pk.isa)
+    # the pixel-major project takes W3^T packed as the B operand, not W3 as the A operand
+    with pytest.raises(ValueError, match=r"w3pk has .* a \(16, 8\) operand packed as side B"):
+        cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, pk3.data, b3, y, 1, isa=pk.isa,
+                             project_t=True)
+    cf.inverted_residual(x, w1, pk.data, b1, wd, bd, w3, gemm_ops.pack(w3, "b", trans=True).data,
+                         b3, y, 1, isa=pk.isa, project_t=True)
     # without expand: E must equal C, and w1pk / b1 go with w1
     with pytest.raises(ValueError, match="without expand needs E == C, got C=8, E=16"):
         cf.inverted_residual(x, None, None, None, wd, bd, w3, None, b3, y, 1)
@@ -263,6 +286,24 @@ def test_plan_fuses_the_block_with_the_unfused_bits(inp, oup, stride, ratio, hw,
         with kernel_threads(threads):
             assert np.array_equal(_out(fused, x), a)
             assert np.array_equal(_out(unfused, x), a)
+
+
+@pytest.mark.parametrize("hw,batch,want_t", [((7, 7), 2, True), ((5, 6), 1, True),
+                                             ((16, 16), 1, False)])
+def test_plan_projects_pixel_major_on_bands_of_few_pixels(hw, batch, want_t, monkeypatch):
+    """Bands of fewer than 64 pixels with F >= 64 run the project pixel-major (W3^T packed as
+    the B operand): the same bits as the unfused plan, which runs such narrow 1x1 convs
+    transposed too."""
+    model = _block_model(64, 64, 1, 2, seed=9)
+    x = np.random.default_rng(4).standard_normal((batch, 64) + hw).astype(np.float32)
+    fused, unfused, a, b = _fused_and_unfused(model, x, monkeypatch)
+    (step,) = _plan(fused, x).steps
+    assert step.kernel.project_t is want_t
+    assert step.kernel.packed[1].side == ("b" if want_t else "a")
+    assert np.array_equal(a, b)
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_mobilenet_v2_fuses_every_block(monkeypatch):

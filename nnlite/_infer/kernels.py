@@ -579,6 +579,7 @@ class InvertedResidualKernel(Kernel):
                              "([1x1 ReLU6 ->] 3x3 depthwise stride 1 or 2, padding 1, ReLU6 -> "
                              "1x1, float32; without the expand, C == E)")
         self.stride, self.residual, self.dtype = p2.s[0], residual, dtype
+        self.expand, self.project_t = p1 is not None, False
         self.shape = (N, C, H, W, E, F, geom.oh, geom.ow)
         self.weight_bytes = sum(p.weight_bytes for p in self.parts if p is not None)
         self.scratch_bytes = max(p.scratch_bytes for p in self.parts if p is not None)
@@ -587,12 +588,19 @@ class InvertedResidualKernel(Kernel):
 
     def prepare(self):
         """Pack the expand and project weights once for the GEMM (thread-safe): W1^T as the B
-        operand (the fused block expands pixel-major, x^T @ W1^T), W3 as the A operand."""
+        operand (the fused block expands pixel-major, x^T @ W1^T); W3 as the A operand, or,
+        when the bands hold few pixels (``project_t``), W3^T as the B operand: the project
+        then runs pixel-major, y^T = d^T @ W3^T, as the unfused 1x1 conv runs a narrow
+        product (``_narrow``: the GEMM cuts F into vector panels instead of a few pixels)."""
         with self._prepare_lock:
             if self.packed is None:
-                p1 = self.parts[0]
+                N, C, H, W, E, F, oh, ow = self.shape
+                _, rows, _ = _conv_cython._convfast.inverted_residual_plan(
+                    N, C, H, W, E, F, self.stride, get_num_threads(), expand=self.expand)
+                self.project_t = _narrow(F, rows * ow)
+                p1, w3 = self.parts[0], self.parts[2].w_flat
                 self.packed = (None if p1 is None else _pack(p1.w_flat, "b", trans=True),
-                               _pack(self.parts[2].w_flat, "a"))
+                               _pack(w3, "b", trans=True) if self.project_t else _pack(w3, "a"))
 
     def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
@@ -620,10 +628,11 @@ class InvertedResidualKernel(Kernel):
         w1, b1, pk1d = (None, None, None) if p1 is None else (p1.w_flat, p1.bias, pk1.data)
         bd, b3 = p2.bias, p3.bias
         wd, w3, s = p2.w_flat, p3.w_flat, self.stride
-        block, isa = _conv_cython._convfast.inverted_residual, pk3.isa
+        block, isa, project_t = _conv_cython._convfast.inverted_residual, pk3.isa, self.project_t
 
         def run():
-            block(x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, get_num_threads(), isa)
+            block(x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, get_num_threads(), isa,
+                  project_t)
         return run
 
     def _bind_unfused(self, x, y, r, scratch):

@@ -716,3 +716,60 @@ def test_pointwise_batch_on_small_maps_is_one_product(hw, residual):
     if residual:
         want = want + r
     np.testing.assert_allclose(outs[0], np.maximum(want, 0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw,F,residual,bias,act", [
+    ((7, 7), 72, True, True, "relu"),      # narrow: run transposed (column-major write-out)
+    ((5, 9), 8, False, False, None),       # few filters: the plain orientation
+    ((14, 13), 72, False, True, "relu6"),
+    ((1, 1), 3, True, False, None),        # one pixel, three filters: the skinny product
+])
+def test_pointwise_conv_at_batch_1_is_one_direct_gemm_call(hw, F, residual, bias, act,
+                                                           monkeypatch):
+    """One image's 1x1 conv is bound to one call of the native GEMM on views made at bind time
+    (``ConvKernel._bind_pointwise``): the same bits as the general path (``_conv_gemm.forward``
+    -> ``gemm_into``), which it runs instead when another GEMM family is selected at run time;
+    the values of a float64 einsum."""
+    from nnlite._infer import kernels
+    from nnlite.kernels import gemm_ops
+    if kernels._gemm_ext is None:
+        pytest.skip("needs the compiled GEMM")
+    rng = np.random.default_rng(F)
+    C = 24
+    x = rng.standard_normal((1, C) + hw).astype(np.float32)
+    w = (rng.standard_normal((F, C, 1, 1)) / np.sqrt(C)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32) if bias else None
+    r = rng.standard_normal((1, F) + hw).astype(np.float32) if residual else None
+    attrs = {"kernel_shape": [1, 1], "activation": act}
+    kern = kernels.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
+    calls, general = [], kernels._conv_gemm.forward
+    monkeypatch.setattr(kernels._conv_gemm, "forward",
+                        lambda *a, **k: calls.append(1) or general(*a, **k))
+    outs = []
+    for family in (None, "generic"):
+        y = np.full((1, F) + hw, np.nan, np.float32)
+        ins = [x, None, None, r] if residual else [x]
+        run = kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))
+        if family is None:
+            run()
+            assert calls == []                 # the direct call: no general path
+        else:
+            with gemm_ops.using_microkernel(family):
+                run()
+            assert calls == [1]                # weights packed for another family
+        outs.append(y)
+    want = np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x)
+    if bias:
+        want = want + b[:, None, None]
+    if residual:
+        want = want + r
+    if act:
+        want = np.clip(want, 0, 6 if act == "relu6" else np.inf)
+    np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[1], want, rtol=1e-5, atol=1e-5)
+    # the same bits as the general path on the same family
+    monkeypatch.setattr(kernels.ConvKernel, "_bind_pointwise", lambda self, *a: a[-1])
+    y = np.full((1, F) + hw, np.nan, np.float32)
+    kern.bind([x, None, None, r] if residual else [x], [y],
+              np.empty(max(kern.scratch_bytes, 64), np.uint8))()
+    assert np.array_equal(y, outs[0])

@@ -444,7 +444,7 @@ class ConvKernel(Kernel):
         r3 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
         act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
-        algo, args, forward = self.algorithm, self.fast_args, _conv_cython.fast_forward
+        algo, args = self.algorithm, self.fast_args
         if self.winograd is not None:
             wino = self.winograd
 
@@ -454,10 +454,13 @@ class ConvKernel(Kernel):
                 wino.run(x, y3, bias, act, beta)
             return run_winograd
 
+        call = _conv_cython.bind_fast_forward(algo, x, w2, bias, geom, args, y3, act, beta)
+        if r3 is None:
+            return call
+
         def run():
-            if r3 is not None:
-                np.copyto(y, r3)
-            forward(algo, x, w2, bias, geom, args, y3, act, beta)
+            np.copyto(y, r3)
+            call()
         return run
 
 

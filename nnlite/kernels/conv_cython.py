@@ -138,13 +138,18 @@ def _mm(a, b, out, bias=None, accumulate=False, reduce=False):
 
 
 # ------------------------------------------------------------------------ forward algorithms
-def _strided_ok(x):
-    """x as the _convfast kernels take it: unit stride along W and non-negative whole-element
-    strides (channel slices of a larger buffer pass as they are), else a C-contiguous copy."""
+def _strides_fit(x):
+    """True when the _convfast kernels take x as it is: unit stride along W and non-negative
+    whole-element strides (channel slices of a larger buffer pass as they are)."""
     st = x.strides
-    if x.ndim == 4 and st[3] == x.itemsize and all(v >= 0 and v % x.itemsize == 0 for v in st):
-        return x
-    return np.ascontiguousarray(x)
+    return x.ndim == 4 and st[3] == x.itemsize and all(v >= 0 and v % x.itemsize == 0
+                                                       for v in st)
+
+
+def _strided_ok(x):
+    """x as the _convfast kernels take it: itself (``_strides_fit``), else a C-contiguous
+    copy."""
+    return x if _strides_fit(x) else np.ascontiguousarray(x)
 
 
 def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
@@ -154,30 +159,46 @@ def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
     ('implicit', no column matrix),
     with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
     (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
-    1 ReLU, 2 ReLU6. conv2d_forward's fast path; the inference plan calls it with the choice
-    made once per layer."""
+    1 ReLU, 2 ReLU6. conv2d_forward's fast path (``bind_fast_forward`` then one call)."""
     kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
     y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
+    bind_fast_forward(algo, x, w, b, geom, args, y, act, beta)()
+    return y.reshape(geom.n, geom.f, oh, ow)
+
+
+def bind_fast_forward(algo, x, w, b, geom, args, out, act=0, beta=0.0):
+    """``fast_forward`` on these arrays as a callable of no arguments: the kernel, the weight
+    matrix and the bias are resolved here, once (the inference plan binds each conv step so);
+    the thread count and the GEMM family are read at each call."""
+    kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
+    y = out
     w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     kind = geom.memo("direct_kernel", lambda: direct_kernel(geom)) if algo == "direct" else None
     if kind == "small":
         # a dense stride-1 conv: the small-map kernel (nnlite._algorithms, 'direct')
-        _convfast.conv2d_small(_strided_ok(x), w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw,
-                               oh, ow, act=act, beta=beta, num_threads=get_num_threads())
+        def kernel(x):
+            _convfast.conv2d_small(x, w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw, oh, ow,
+                                   act=act, beta=beta, num_threads=get_num_threads())
     elif kind == "phase":
         # any other dense conv: the few-channel kernel over stride-phase planes
-        _convfast.conv2d_phase(_strided_ok(x), w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl,
-                               dh, dw, oh, ow, act=act, beta=beta,
-                               num_threads=get_num_threads())
+        def kernel(x):
+            _convfast.conv2d_phase(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw, oh,
+                                   ow, act=act, beta=beta, num_threads=get_num_threads())
     elif kind == "depthwise":
-        _convfast.conv2d_depthwise(_strided_ok(x), w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw,
-                                   oh, ow, act=act, beta=beta, num_threads=get_num_threads())
+        def kernel(x):
+            _convfast.conv2d_depthwise(x, w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                                       act=act, beta=beta, num_threads=get_num_threads())
     else:
-        _convfast.conv2d_implicit(_strided_ok(x), w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl,
-                                  dh, dw, oh, ow, act=act, beta=beta,
-                                  num_threads=get_num_threads(), isa=gemm_ops._isa())
-    return y.reshape(geom.n, geom.f, oh, ow)
+        def kernel(x):
+            _convfast.conv2d_implicit(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw,
+                                      oh, ow, act=act, beta=beta,
+                                      num_threads=get_num_threads(), isa=gemm_ops._isa())
+    if _strides_fit(x):
+        return lambda: kernel(x)
+    # a view the kernels cannot read: the contiguous copy is made at each call (the data behind
+    # the view may change between calls)
+    return lambda: kernel(np.ascontiguousarray(x))
 
 
 # ------------------------------------------------------------------- batch-rows layout

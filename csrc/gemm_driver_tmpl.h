@@ -275,6 +275,56 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                    bias, bsbias, bias_kind, act, nthreads, isa, NULL, NULL);
 }
 
+/* One call's work units (gemm_run): the nest set-up shared by all units, the operands and
+ * the unit grid (ru row groups of mu rows by cu column groups of nu columns, per item). */
+typedef struct {
+    const FN(nnl_nest) *s0;
+    const KERNEL_T *kd;
+    const nnl_split *sp;
+    const T *B;
+    nnl_idx bsb, rsb, csb;
+    const T *bpk;
+    nnl_idx bpk_cols;
+    const T *A;
+    nnl_idx bsa;
+    T *C;
+    nnl_idx bsc;
+    const T *bias;
+    nnl_idx bsbias, lk, ln, M, N, mu, nu, ru, cu;
+} FN(nnl_units);
+
+/* Unit u of a call: its item, row group and column group, through the nest with the B
+ * source the call reads (split, pre-packed, in place or packed), on the thread's buffers. */
+static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
+{
+    const FN(nnl_nest) *s0 = w->s0;
+    const nnl_idx ru = w->ru, cu = w->cu;
+    const nnl_idx b = u / (ru * cu), r = (u / cu) % ru, c = u % cu;
+    const nnl_split *sp = w->sp;
+    FN(nnl_nest) sb = *s0;
+    FN(nnl_bmat) bm = {w->B + b * w->bsb, w->rsb, w->csb};
+    FN(nnl_bpacked) bk = {w->bpk, w->bpk_cols};
+    FN(nnl_bsplit) bs = {w->B, w->rsb, w->csb, w->lk, w->lk > 0 ? sp->bsk : 0, w->ln,
+                         w->ln > 0 ? sp->bsn : 0};
+    sb.a = w->A + b * w->bsa, sb.c = w->C + b * w->bsc;
+    sb.bias = w->bias ? w->bias + b * w->bsbias : NULL;
+    const nnl_idx r0 = r * w->mu, r1 = nnl_min(w->M, (r + 1) * w->mu);
+    const nnl_idx c0 = c * w->nu, c1 = nnl_min(w->N, (c + 1) * w->nu);
+    if (w->lk > 0 || w->ln > 0) {
+        sb.b_ctx = &bs;
+        FN(gemm_nest)(&sb, FN(b_from_split), NULL, w->kd, r0, r1, c0, c1, ap, bp);
+    } else if (w->bpk != NULL) {
+        sb.b_ctx = &bk;
+        FN(gemm_nest)(&sb, FN(b_prepacked), NULL, w->kd, r0, r1, c0, c1, ap, bp);
+    } else if (s0->b_ld > 0) {
+        sb.b_ctx = &bm;
+        FN(gemm_nest)(&sb, FN(b_in_place), NULL, w->kd, r0, r1, c0, c1, ap, bp);
+    } else {
+        sb.b_ctx = &bm;
+        FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, w->kd, r0, r1, c0, c1, ap, bp);
+    }
+}
+
 /* The one driver behind GEMM_PK, GEMM_PKC and GEMM_SPLIT (sp: two-level axes, or NULL). */
 static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                         const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
@@ -372,39 +422,27 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                   ? rsb
                   : 0;
 
+    FN(nnl_units) w = {&s0, kd, sp, B, bsb, rsb, csb, bpk, Q * nr, A, bsa, C, bsc, bias, bsbias,
+                       lk, ln, M, N, mu, nu, ru, cu};
+    if (nt == 1) {
+        /* no OpenMP construct at all: this call often runs inside another kernel's parallel
+         * region (Winograd, the fused block: one product per unit), where even a one-thread
+         * nested team costs a team set-up and futex calls (~5-10 us a call on Zen 4) */
+        for (nnl_idx u = 0; u < units; u++)
+            FN(gemm_unit)(&w, u, ws, ws + ap_elems);
+    } else {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt)
 #endif
-    {
-        const int tid = nnl_thread_id();
-        T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
-        T *bp = ap + ap_elems;
+        {
+            const int tid = nnl_thread_id();
+            T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
+            T *bp = ap + ap_elems;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-        for (nnl_idx u = 0; u < units; u++) {
-            const nnl_idx b = u / (ru * cu), r = (u / cu) % ru, c = u % cu;
-            FN(nnl_nest) sb = s0;
-            FN(nnl_bmat) bm = {B + b * bsb, rsb, csb};
-            FN(nnl_bpacked) bk = {bpk, Q * nr};
-            FN(nnl_bsplit) bs = {B, rsb, csb, lk, lk > 0 ? sp->bsk : 0, ln, ln > 0 ? sp->bsn : 0};
-            sb.a = A + b * bsa, sb.c = C + b * bsc;
-            sb.bias = bias ? bias + b * bsbias : NULL;
-            const nnl_idx r0 = r * mu, r1 = nnl_min(M, (r + 1) * mu);
-            const nnl_idx c0 = c * nu, c1 = nnl_min(N, (c + 1) * nu);
-            if (lk > 0 || ln > 0) {
-                sb.b_ctx = &bs;
-                FN(gemm_nest)(&sb, FN(b_from_split), NULL, kd, r0, r1, c0, c1, ap, bp);
-            } else if (bpk != NULL) {
-                sb.b_ctx = &bk;
-                FN(gemm_nest)(&sb, FN(b_prepacked), NULL, kd, r0, r1, c0, c1, ap, bp);
-            } else if (s0.b_ld > 0) {
-                sb.b_ctx = &bm;
-                FN(gemm_nest)(&sb, FN(b_in_place), NULL, kd, r0, r1, c0, c1, ap, bp);
-            } else {
-                sb.b_ctx = &bm;
-                FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, kd, r0, r1, c0, c1, ap, bp);
-            }
+            for (nnl_idx u = 0; u < units; u++)
+                FN(gemm_unit)(&w, u, ap, bp);
         }
     }
     nnl_free64(ws);

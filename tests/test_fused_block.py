@@ -291,9 +291,10 @@ def test_plan_fuses_the_block_with_the_unfused_bits(inp, oup, stride, ratio, hw,
 @pytest.mark.parametrize("hw,batch,want_t", [((7, 7), 2, True), ((5, 6), 1, True),
                                              ((16, 16), 1, False)])
 def test_plan_projects_pixel_major_on_bands_of_few_pixels(hw, batch, want_t, monkeypatch):
-    """Bands of fewer than 64 pixels with F >= 64 run the project pixel-major (W3^T packed as
-    the B operand): the same bits as the unfused plan, which runs such narrow 1x1 convs
-    transposed too."""
+    """Bands whose pixel count fills the GEMM's vector panels badly run the project
+    pixel-major (W3^T packed as the B operand, ``kernels._pixel_major_pays``): 49 or 25-30
+    pixels into 64 channels, not two 8-row bands of 16 (128 pixels, whole panels on AVX-512
+    and AVX2); the same bits as the unfused plan either way."""
     model = _block_model(64, 64, 1, 2, seed=9)
     x = np.random.default_rng(4).standard_normal((batch, 64) + hw).astype(np.float32)
     fused, unfused, a, b = _fused_and_unfused(model, x, monkeypatch)
@@ -304,6 +305,20 @@ def test_plan_projects_pixel_major_on_bands_of_few_pixels(hw, batch, want_t, mon
     with nnlite.no_grad():
         want = model(nnlite.tensor(x)).data
     np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("f,pixels,family,want", [
+    (64, 98, "avx512", True), (160, 49, "avx512", True), (24, 392, "avx512", False),
+    (32, 280, "avx512", False), (64, 128, "avx512", False), (64, 98, "avx2", True),
+    (24, 224, "avx2", False)])
+def test_pixel_major_project_rule(f, pixels, family, want):
+    """The orientation rule counts padded elements: f rounded up to MR-row tiles times the
+    pixels in whole vectors of panels, against the pixels times f in whole vectors."""
+    from nnlite.kernels import gemm_ops
+    if family not in K._gemm_ext.available_isas():
+        pytest.skip(f"{family} is not usable here")
+    with gemm_ops.using_microkernel(family):
+        assert K._pixel_major_pays(f, pixels) is want
 
 
 def test_mobilenet_v2_fuses_every_block(monkeypatch):

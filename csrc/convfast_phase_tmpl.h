@@ -227,6 +227,13 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
                         if (rem)
                             FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
                                           yb + nfull * VL, 1, bq * VL);
+                    } else if (epi && fcount == PH_FB && OW % VL == 0) {
+                        /* output rows of whole vectors: each row's vectors straight into y
+                         * (the grid's extra columns are neither computed nor copied) */
+                        for (nnl_idx i = 0; i < rows; i++)
+                            FN(ph_blocks)(xb + i * wq, offs, ntap, wb, bb, epi, act,
+                                          yrow + i * OW, OW / VL, g->ysf);
+                        continue;
                     } else {
                         FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
                     }

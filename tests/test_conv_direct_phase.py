@@ -230,3 +230,36 @@ def test_workspace_bytes():
     assert two >= weights + 2 * 4 * 3 * 4 * 2 * 113
     with pytest.raises(ValueError):
         convfast.phase_workspace_bytes(*args[:-1], 3, num_threads=1)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, f, h, w, k, s, p", [
+    (1, 3, 8, 64, 64, (3, 3), (2, 2), (1, 1)),     # 32 output columns: whole vectors
+    (2, 3, 6, 33, 96, (3, 5), (2, 3), (1, 2)),     # 6 filters: the last block is partial
+    (1, 1, 4, 9, 127, (7, 7), (2, 4), (3, 3)),     # 32 columns on a 127-wide image
+    (3, 2, 12, 20, 48, (1, 1), (1, 3), (0, 0)),    # 16 columns, 1x1 stride 3
+])
+@pytest.mark.parametrize("act", [0, 2])
+def test_rows_of_whole_vectors_write_y_directly(n, c, f, h, w, k, s, p, dtype, act):
+    """Outputs whose rows are whole vectors (OW a multiple of the vector length: 16 floats on
+    AVX-512, 8 on AVX2, ...) are computed row by row straight into y when a filter block is
+    whole and there is no beta; partial blocks keep the copy: both against the reference, on
+    y a channel slice of a larger output, 1 and 2 threads."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((f, c) + k).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    geom = conv2d_geometry(x.shape, wt.shape, None, s, p, (1, 1), 1)
+    conv = ref.conv2d(x, wt, b, s, p, (1, 1), 1)
+    expect = reference_epilogue(conv.reshape(n, f, -1).astype(np.float64), act)
+    outs = []
+    for threads in (1, 2):
+        big_y = np.full((n, f + 2, geom.l), 7.0, dtype)
+        y = big_y[:, 1:1 + f]
+        convfast.conv2d_phase(x, wt.reshape(f, -1), b, y, 1, *k, *s, *p, 1, 1, geom.oh,
+                              geom.ow, act=act, beta=0.0, num_threads=threads)
+        assert_close(y, expect, dtype, k=geom.k, scale=4)
+        assert (big_y[:, 0] == 7.0).all() and (big_y[:, f + 1] == 7.0).all()
+        outs.append(y.copy())
+    np.testing.assert_array_equal(outs[0], outs[1])

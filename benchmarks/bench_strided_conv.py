@@ -7,8 +7,10 @@ with ONNX Runtime on the same layer beside (``--ort``, when installed).
 
 Variants per layer:
   1x1/2  'plan'   the plan's own route (``ConvKernel.maps``: one product per image reading
-                  every second pixel in place; a narrow map of a batch: ``ConvKernel.gathered``)
+                  every second pixel in place; a narrow map of a batch: ``ConvKernel.gathered``;
+                  else im2col + GEMM)
          'im2col' the same ConvKernel forced onto im2col + GEMM (the route before strided reads)
+         'maps'   forced onto the in-place product
   3x3/2  'plan'   what 'auto' picks for the plan; 'implicit', 'im2col': forced
 Prints the median (microseconds) and GFLOP/s per variant. Never asserts; figures vary with the
 load of the machine (compare variants of one run: they are interleaved).
@@ -37,10 +39,10 @@ LAYERS = {
 }
 
 
-def _kernel_call(x, w, b, attrs, algorithm="auto", im2col=False):
+def _kernel_call(x, w, b, attrs, algorithm="auto", im2col=False, maps=False):
     kern = ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32), algorithm=algorithm)
-    if im2col:
-        kern.maps, kern.gathered = False, None
+    if im2col or maps:
+        kern.maps, kern.gathered = maps, None
     N, C, H, W, F, oh, ow = kern.shape
     y = np.empty((N, F, oh, ow), np.float32)
     run = kern.bind([x], [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))
@@ -101,6 +103,8 @@ def main():
                                      if kern.gathered is not None else kern.algorithm)
                     if k == 1:
                         cands["im2col"] = _kernel_call(x, w, b, attrs, im2col=True)[0]
+                        if not kern.maps:
+                            cands["maps"] = _kernel_call(x, w, b, attrs, maps=True)[0]
                     else:
                         for algo in ("implicit", "im2col"):
                             cands[algo] = _kernel_call(x, w, b, attrs, algorithm=algo)[0]

@@ -27,9 +27,14 @@ def _run(kern, x, w_shape, r, y_buf=None):
     return y
 
 
-def _im2col_twin(kern):
-    """The same layer on the plan's im2col + GEMM path (the route before strided reads)."""
-    kern.maps, kern.gathered = False, None
+def _route(kern, route):
+    """The same layer forced onto one route: 'im2col' (im2col + GEMM, the route before strided
+    reads), 'maps' (one in-place product per image) or 'gathered' (a batch's pixels gathered,
+    one product over every (image, pixel) column)."""
+    N, C, H, W, F, oh, ow = kern.shape
+    kern.maps = route == "maps"
+    kern.gathered = (N, C, oh * ow) if route == "gathered" else None
+    kern.scratch_bytes = max(kern.scratch_bytes, K._align(N * C * oh * ow * kern.dtype.itemsize))
     return kern
 
 
@@ -53,34 +58,63 @@ def _expect(x, w, b, r, stride, act):
 @needs_gemm
 @pytest.mark.parametrize("N,C,F,H,W,stride,act,residual,bias", [
     (1, 40, 72, 14, 14, (2, 2), "relu", False, True),      # 7x7 -> 49 columns: im2col path
-    (1, 24, 16, 29, 23, (2, 2), None, True, True),         # odd map, 15x12 output
-    (3, 24, 80, 31, 17, (2, 2), "relu6", True, False),     # batch 3, 16x9 output
-    (3, 1, 70, 17, 17, (2, 2), "relu", False, True),       # one channel
-    (2, 33, 9, 25, 20, (3, 2), None, False, True),         # stride 3 x 2, not tiling the map
-    (1, 16, 128, 64, 9, (1, 2), "relu", False, True),      # stride only along W
+    (1, 24, 16, 30, 49, (2, 2), None, True, True),         # odd width, 15x25 output
+    (3, 24, 80, 31, 51, (2, 2), "relu6", True, False),     # batch 3, 16x26 output
+    (3, 1, 70, 17, 48, (2, 2), "relu", False, True),       # one channel
+    (2, 33, 9, 25, 50, (3, 2), None, False, True),         # stride 3 x 2, not tiling the map
+    (1, 16, 128, 64, 50, (1, 2), "relu", False, True),     # stride only along W
+    (1, 24, 16, 29, 23, (2, 2), None, True, True),         # rows of 12: im2col path
     (3, 40, 72, 13, 9, (2, 2), "relu", True, True),        # narrow (7x5), batch: gathered
-    (1, 520, 96, 20, 20, (2, 2), None, False, True),       # K > KC: two K slices
-    (2, 8, 16, 2, 41, (2, 2), "relu", True, True),         # one output row (a plain B)
-    (2, 8, 3, 1, 41, (2, 2), None, False, True),           # ... of 3 filters (unpacked rows)
+    (1, 520, 96, 20, 56, (2, 2), None, False, True),       # K > KC: two K slices
+    (2, 8, 16, 2, 49, (2, 2), "relu", True, True),         # one output row (a plain B)
+    (2, 8, 3, 1, 49, (2, 2), None, False, True),           # ... of 3 filters (unpacked rows)
 ])
 def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residual, bias):
     rng = np.random.default_rng(N * 100 + C + F)
     x, w, b, r = _case(rng, N, C, F, H, W, stride, np.float32, residual, bias)
     attrs = {"kernel_shape": [1, 1], "strides": list(stride), "pads": [0, 0, 0, 0],
              "activation": act}
-    kern = K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
+
+    def make():
+        return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
+    kern = make()
     oh, ow = kern.geom.oh, kern.geom.ow
     narrow = K._narrow(F, oh * ow)
-    assert kern.maps == (not narrow)
+    assert kern.maps == (not narrow and ow >= K._MAPS_MIN_OW)
     assert (kern.gathered is not None) == (narrow and N > 1)
-    twin = _im2col_twin(K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32)))
+    expect = _expect(x, w, b, r, stride, act)
+    routes = ["im2col", "maps"] + (["gathered"] if N > 1 else [])
     for nt in (1, 2):
         with kernel_threads(nt):
             got = _run(kern, x, w.shape, r)
-            base = _run(twin, x, w.shape, r)
-        # the same K order as im2col + GEMM: the same bits, for any thread count
-        assert np.array_equal(got, base)
-        assert_close(got, _expect(x, w, b, r, stride, act), np.float32, k=C, scale=4)
+            forced = [_run(_route(make(), route), x, w.shape, r) for route in routes]
+        # every route reduces in the K order of im2col + GEMM: the same bits, for any thread
+        # count
+        for y in forced:
+            assert np.array_equal(got, y)
+        assert_close(got, expect, np.float32, k=C, scale=4)
+
+
+@needs_gemm
+def test_strided_pointwise_maps_follow_the_microkernel_family():
+    # the in-place product runs where the family's panels are wide (AVX-512); elsewhere the
+    # bound kernel takes im2col + GEMM, with the same bits
+    from nnlite.kernels import gemm_ops
+    rng = np.random.default_rng(4)
+    x, w, b, r = _case(rng, 2, 20, 40, 11, 60, (2, 2), np.float32, False, True)
+    attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
+             "activation": "relu"}
+    kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
+    assert kern.maps
+    want = _expect(x, w, b, None, (2, 2), "relu")
+    outs = []
+    for isa in gemm_ops._gemm.available_isas():
+        code = gemm_ops._gemm.isa_code(isa)
+        with gemm_ops.using_microkernel(isa):
+            outs.append(_run(kern, x, w.shape, None))
+        nr = gemm_ops._gemm.blocking(code, 4)["nr"]
+        assert K._maps_pay(code, 4) == (nr * 4 >= 128)
+        assert_close(outs[-1], want, np.float32, k=20, scale=4)
 
 
 @needs_gemm
@@ -100,7 +134,7 @@ def test_strided_pointwise_reads_and_writes_views():
     # x a channel slice of a larger buffer and y a channel slice of a concat buffer: read and
     # written in place; a y without unit stride along W takes the im2col path
     rng = np.random.default_rng(9)
-    big = rng.standard_normal((2, 50, 30, 30)).astype(np.float32)
+    big = rng.standard_normal((2, 50, 30, 50)).astype(np.float32)
     x = big[:, 5:37]
     w = (rng.standard_normal((80, 32, 1, 1)) / 6).astype(np.float32)
     b = rng.standard_normal(80).astype(np.float32)
@@ -109,11 +143,11 @@ def test_strided_pointwise_reads_and_writes_views():
     kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
     assert kern.maps
     want = _expect(x, w, b, None, (2, 2), "relu")
-    concat = np.full((2, 100, 15, 15), np.nan, np.float32)
+    concat = np.full((2, 100, 15, 25), np.nan, np.float32)
     _run(kern, x, w.shape, None, concat[:, 10:90])
     assert_close(concat[:, 10:90], want, np.float32, k=32, scale=4)
     assert np.isnan(concat[:, :10]).all() and np.isnan(concat[:, 90:]).all()
-    wide = np.full((2, 80, 15, 30), np.nan, np.float32)
+    wide = np.full((2, 80, 15, 50), np.nan, np.float32)
     _run(kern, x, w.shape, None, wide[:, :, :, ::2])
     assert_close(wide[:, :, :, ::2], want, np.float32, k=32, scale=4)
     assert np.isnan(wide[:, :, :, 1::2]).all()

@@ -211,6 +211,27 @@ def pack_weights(w, n):
     return _pack(w, "b", trans=True) if _narrow(w.shape[0], n) else _pack(w, "a")
 
 
+# Output rows shorter than this run a strided pointwise conv by im2col + GEMM: the in-place
+# packer copies each row's pixels as a run, and runs of 14 (512->1024 1x1/2 @28) made the
+# product 1-3% slower than im2col + GEMM (Zen 4, AVX-512, batch 1 and 8; runs of 28: 2-5%
+# faster)
+_MAPS_MIN_OW = 24
+_PANEL_BYTES = {}   # (isa code, itemsize) -> bytes of a packed B panel row (NR elements)
+
+
+def _maps_pay(isa, itemsize):
+    """Whether a strided pointwise conv reads its pixels in place (``ConvKernel.maps``) on
+    micro-kernel family ``isa`` (a code): its B panels' rows must span two cache lines (the
+    stride-2 runs are packed row by row, cut at the panels' edges). AMD EPYC Zen 4, one thread,
+    interleaved medians, 256->512 @56 and 512->1024 @28: AVX-512 (48 floats) 4-6% faster
+    than im2col + GEMM at batch 1, AVX2 (16 floats) 5-7% slower."""
+    key = (isa, itemsize)
+    got = _PANEL_BYTES.get(key)
+    if got is None:
+        got = _PANEL_BYTES[key] = _gemm_ext.blocking(isa, itemsize)["nr"] * itemsize
+    return got >= 128
+
+
 def _packed_for(wpk):
     """(isa code, packed data or None) for a product on ``pack_weights``' A-side operand in the
     micro-kernel family active in this thread: the data serve only the family they were packed
@@ -313,19 +334,19 @@ class ConvKernel(Kernel):
         self.split_batch = (self.pointwise and g == 1 and _gemm_ext is not None
                             and oh * ow < _NARROW)
         # A strided pointwise conv (ResNet's 1x1/2 downsample) is a pointwise conv of every
-        # s-th pixel of every s-th row. On maps the GEMM blocks as they are it runs as one
-        # product per image reading those pixels in place (``gemm_maps``: the B packer does the
-        # gather the column matrix did, the weights packed once), all images in one call; on a
-        # narrow map (run transposed at batch 1, see gemm_into) a batch gathers its pixels into
-        # the column buffer at once and runs as ONE product over every (image, pixel) column,
-        # as split_batch. Same K order as im2col + GEMM, so the same bits. AMD EPYC Zen 4,
-        # in-process alternated medians, one thread: 256->512 @56 b1 2.17 -> 2.03 ms, b8
-        # 17.0 -> 16.1 ms; 1024->2048 @14 b8 19.1 -> 18.2 ms (the maps product at 28 is
-        # within 2%)
+        # s-th pixel of every s-th row. With output rows of at least _MAPS_MIN_OW pixels it
+        # runs as one product per image reading those pixels in place (``gemm_maps``: the B
+        # packer does the gather the column matrix did, the weights packed once), all images
+        # in one call; on a narrow map (run transposed at batch 1, see gemm_into) a batch
+        # gathers its pixels into the column buffer at once and runs as ONE product over every
+        # (image, pixel) column, as split_batch. Same K order as im2col + GEMM, so the same
+        # bits. AMD EPYC Zen 4, in-process interleaved medians, one thread: 256->512 @56 b1
+        # 2.16 -> 2.06 ms, b8 17.1 -> 16.3 ms; 1024->2048 @14 b8 18.6 -> 17.9 ms (AVX2:
+        # 21.5 -> 18.2 ms)
         strided_pw = ((kh, kw) == (1, 1) and s != (1, 1) and not any(pads) and g == 1
                       and self.algorithm == "im2col" and _gemm_ext is not None
                       and dtype in _ITEM)
-        self.maps = strided_pw and not _narrow(F, oh * ow)
+        self.maps = strided_pw and not _narrow(F, oh * ow) and ow >= _MAPS_MIN_OW
         self.gathered = None   # the batch's column buffer (N, C, OH*OW) of the narrow case
         if strided_pw and not self.maps and N > 1:
             self.gathered = (N, C, oh * ow)
@@ -367,12 +388,16 @@ class ConvKernel(Kernel):
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
             return self._bind_convfast(x, y, r)
-        if self.maps and _unit_w(y):
-            return self._bind_maps(x, y, r)
         if self.gathered is not None and _unit_w(y):
             return self._bind_gathered(x, y, r, scratch)
-        # im2col + GEMM: F.conv2d's own forward routine, with this plan's column buffer (one
-        # image), its GEMM hook (packed weights, fused activation) and the residual accumulated
+        if self.maps and _unit_w(y):
+            return self._bind_maps(x, y, r, self._bind_im2col(x, y, r, scratch))
+        return self._bind_im2col(x, y, r, scratch)
+
+    def _bind_im2col(self, x, y, r, scratch):
+        """im2col + GEMM: F.conv2d's own forward routine, with this plan's column buffer (one
+        image), its GEMM hook (packed weights, fused activation) and the residual
+        accumulated."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r.reshape(N, F, oh * ow)
@@ -395,19 +420,23 @@ class ConvKernel(Kernel):
         (sh, sw), (N, C, H, W, F, oh, ow) = self.s, self.shape
         return x[:, :, ::sh, ::sw][:, :, :oh, :ow]
 
-    def _bind_maps(self, x, y, r):
+    def _bind_maps(self, x, y, r, im2col_run):
         """A strided pointwise conv as one product per image reading its pixels in place
         (``gemm_maps``), the weights packed once, bias, residual (beta = 1 on the operand
-        copied into y) and activation fused."""
+        copied into y) and activation fused; ``im2col_run`` (the bound im2col path) where the
+        micro-kernel family in use has narrow panels (``_maps_pay``)."""
         xs, a, wpk = self._strided_pixels(x), self.w_flat, self.w_packed
         r4 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
         act, bias, maps = _ACT_CODES[self.act], self.bias, _gemm_ext.gemm_maps
+        itemsize = self.dtype.itemsize
 
         def run():
+            isa, apk = _packed_for(wpk)
+            if not _maps_pay(isa, itemsize):
+                return im2col_run()
             if r4 is not None:
                 np.copyto(y, r4)
-            isa, apk = _packed_for(wpk)
             maps(a, xs, y, 1.0, beta, bias, act, get_num_threads(), isa, apk)
         return run
 

@@ -196,6 +196,10 @@ static void FN(pack_b_split)(nnl_idx pc, nnl_idx kc, nnl_idx jc, nnl_idx nc, con
         }
         return;
     }
+#ifdef PACK_A8
+    /* float: short runs (a 14-pixel row) through masked vector copies, not a scalar tail */
+    const int even16 = nnl_copy_even_ok();
+#endif
     for (nnl_idx k = 0; k < kc; k++) {
         const nnl_idx kk = pc + k;
         const T *row = b + (lk > 0 ? (kk / lk) * bsk + (kk % lk) * rsb : kk * rsb);
@@ -207,7 +211,12 @@ static void FN(pack_b_split)(nnl_idx pc, nnl_idx kc, nnl_idx jc, nnl_idx nc, con
             while (run > 0) {
                 const nnl_idx q = j / nr, o = j - q * nr;
                 const nnl_idx m = nnl_min(run, nr - o);
-                FN(copy_even)(m, src, dk + q * panel + o);
+#ifdef PACK_A8
+                if (even16)
+                    nnl_copy_even_s(m, src, dk + q * panel + o);
+                else
+#endif
+                    FN(copy_even)(m, src, dk + q * panel + o);
                 j += m, run -= m, src += 2 * m;
             }
         }

@@ -213,13 +213,27 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
         e += run, t += run;
     }
     const int plain = alpha == (T)1;
+    const int epi = last && (bias || act != NNL_ACT_NONE);
     for (int r = 0; r < m; r++) {
         const T *s = tile + r * p->nr;
         T *d = yr + r * ysf;
+        const T *br = bias ? bias + r : NULL;
         for (int q = 0; q < ns; q++) {
             const T *NNL_RESTRICT ss = s + seg_e[q];
             T *NNL_RESTRICT dd = d + seg_y[q];
             const nnl_idx len = seg_len[q];
+            /* the last K slice of a plain product adds, biases and activates in one pass (the
+             * same operations on the same values as the two passes below) */
+            if (!first && plain && epi) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = NNL_BIAS_ACT(dd[c] + ss[c], br, act);
+                continue;
+            }
+            if (first && beta == 0 && plain && epi) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = NNL_BIAS_ACT(ss[c], br, act);
+                continue;
+            }
             if (!first && plain) {
                 for (nnl_idx c = 0; c < len; c++)
                     dd[c] += ss[c];
@@ -234,9 +248,9 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
                 for (nnl_idx c = 0; c < len; c++)
                     dd[c] = NNL_EPI_ONE(ss[c], alpha, bt, dd + c, NULL, NNL_ACT_NONE);
             }
-            if (last && (bias || act != NNL_ACT_NONE))
+            if (epi)
                 for (nnl_idx c = 0; c < len; c++)
-                    dd[c] = NNL_BIAS_ACT(dd[c], bias ? bias + r : NULL, act);
+                    dd[c] = NNL_BIAS_ACT(dd[c], br, act);
         }
     }
 }

@@ -42,6 +42,27 @@ int nnl_conv_implicit_d(const nnl_conv_geom *geom, const double *x, const double
                         const double *bias, double alpha, double beta, double *y, int act,
                         int nthreads, int isa);
 
+/* The weights of nnl_conv_implicit_* packed once (an inference plan's constant weights): per
+ * group, per K slice of the call's plan (fixed by the geometry and the family alone), the
+ * MR-row panels the call would pack (the GEMM's A layout, nnl_sgemm_pack side 0), into out
+ * (nnl_conv_implicit_wpack_size elements); *kc receives the K slice depth they were packed
+ * for. Returns NNL_OK or NNL_EINVAL. */
+nnl_idx nnl_conv_implicit_wpack_size(const nnl_conv_geom *geom, int elsize, int isa);
+int nnl_conv_implicit_wpack_s(const nnl_conv_geom *geom, const float *w, int isa, float *out,
+                              nnl_idx *kc);
+int nnl_conv_implicit_wpack_d(const nnl_conv_geom *geom, const double *w, int isa, double *out,
+                              nnl_idx *kc);
+/* nnl_conv_implicit_* with wpk, the weights packed by nnl_conv_implicit_wpack_* for this
+ * geometry and the same isa (kc its K slice depth), or NULL: packed per call, as is wpk when
+ * kc differs from the call's slicing. Pre-packed, the units cut the output by columns first
+ * (each row group re-packs B, while A costs nothing). The same values, so the same bits. */
+int nnl_conv_implicit_pk_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                           const float *wpk, nnl_idx kc, const float *bias, float alpha,
+                           float beta, float *y, int act, int nthreads, int isa);
+int nnl_conv_implicit_pk_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                           const double *wpk, nnl_idx kc, const double *bias, double alpha,
+                           double beta, double *y, int act, int nthreads, int isa);
+
 /* Weight gradient gw (F, CG*KH*KW), C-contiguous and overwritten, = sum over the batch of
  * gy_g[n] @ cols_g[n]^T, computed as ONE GEMM per group with depth N*OH*OW by the GEMM's loop
  * nest, its B panels (the transposed column matrix) packed straight from the image (no im2col

@@ -38,6 +38,18 @@ cdef extern from "convfast.h" nogil:
     int nnl_conv_implicit_d(const nnl_conv_geom *geom, const double *x, const double *w,
                             const double *bias, double alpha, double beta, double *y, int act,
                             int nthreads, int isa)
+    int nnl_conv_implicit_pk_s(const nnl_conv_geom *geom, const float *x, const float *w,
+                               const float *wpk, nnl_idx kc, const float *bias, float alpha,
+                               float beta, float *y, int act, int nthreads, int isa)
+    int nnl_conv_implicit_pk_d(const nnl_conv_geom *geom, const double *x, const double *w,
+                               const double *wpk, nnl_idx kc, const double *bias,
+                               double alpha, double beta, double *y, int act, int nthreads,
+                               int isa)
+    nnl_idx nnl_conv_implicit_wpack_size(const nnl_conv_geom *geom, int elsize, int isa)
+    int nnl_conv_implicit_wpack_s(const nnl_conv_geom *geom, const float *w, int isa,
+                                  float *out, nnl_idx *kc)
+    int nnl_conv_implicit_wpack_d(const nnl_conv_geom *geom, const double *w, int isa,
+                                  double *out, nnl_idx *kc)
     int nnl_conv_depthwise_s(const nnl_conv_geom *geom, const float *x, const float *w,
                              const float *bias, float beta, float *y, int act, int nthreads)
     int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const double *w,
@@ -148,19 +160,23 @@ def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
                     Py_ssize_t oh, Py_ssize_t ow, int act=0, double alpha=1.0, double beta=0.0,
-                    int num_threads=1, int isa=-1):
+                    int num_threads=1, int isa=-1, packed=None):
     """y (N, F, OH*OW) = act(alpha * conv2d(x, w) + beta * y + bias) without an im2col matrix.
 
     Shape:
         x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW);
         act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last). ``isa``: GEMM micro-kernel family
-        code (-1 = best available).
+        code (-1 = best available). ``packed``: ``conv2d_implicit_pack``'s (data, kc) of w for
+        this geometry and the same isa (not -1), or None (w is packed per call).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
     cdef nnl_conv_geom gm
     cdef const floating[::1] bv
+    cdef const floating[::1] pv
     cdef const floating *pb = NULL
+    cdef const floating *pw = NULL
+    cdef nnl_idx kc = 0
     cdef int rc
     _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     if _check_call("conv2d_implicit", x, y, w.shape[1], (C // groups) * kh * kw,
@@ -171,18 +187,75 @@ def conv2d_implicit(const floating[:, :, :, :] x, const floating[:, ::1] w, bias
         pb = &bv[0]
     if not nnl_isa_available(isa) and isa != -1:
         raise ValueError(f"conv2d_implicit: micro-kernel family {isa} is not available")
+    if packed is not None:
+        pv, kc = packed
+        if isa < 0 or pv.shape[0] != nnl_conv_implicit_wpack_size(&gm, es, isa):
+            raise ValueError(f"conv2d_implicit: packed weights of {pv.shape[0]} elements do "
+                             f"not match the geometry and micro-kernel family {isa}")
+        if pv.shape[0] > 0:
+            pw = &pv[0]
     gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
     gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
     with nogil:
         if floating is float:
-            rc = nnl_conv_implicit_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
-                                     if w.shape[1] > 0 else NULL, pb, <float>alpha,
-                                     <float>beta, &y[0, 0, 0], act, num_threads, isa)
+            rc = nnl_conv_implicit_pk_s(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
+                                        if w.shape[1] > 0 else NULL, pw, kc, pb, <float>alpha,
+                                        <float>beta, &y[0, 0, 0], act, num_threads, isa)
         else:
-            rc = nnl_conv_implicit_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
-                                     if w.shape[1] > 0 else NULL, pb, alpha, beta,
-                                     &y[0, 0, 0], act, num_threads, isa)
+            rc = nnl_conv_implicit_pk_d(&gm, &x[0, 0, 0, 0] if C > 0 else NULL, &w[0, 0]
+                                        if w.shape[1] > 0 else NULL, pw, kc, pb, alpha, beta,
+                                        &y[0, 0, 0], act, num_threads, isa)
     check_status(rc, "conv2d_implicit")
+
+
+def conv2d_implicit_pack(const floating[:, ::1] w, floating[::1] out, Py_ssize_t n,
+                         Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t groups,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                         Py_ssize_t oh, Py_ssize_t ow, int isa):
+    """Pack w (F, C/groups*KH*KW) once into ``out`` (``implicit_pack_size`` elements) for
+    ``conv2d_implicit`` calls of this geometry (a C-contiguous (n, c, h, wd) image) on
+    micro-kernel family ``isa`` (a code, not -1): the panels each call would pack. Returns kc,
+    the depth of the K slices they serve (``packed=(out, kc)`` there)."""
+    cdef nnl_conv_geom gm
+    cdef Py_ssize_t es = sizeof(floating)
+    cdef nnl_idx kc = 0
+    cdef int rc
+    if out.shape[0] != implicit_pack_size(n, c, h, wd, w.shape[0], groups, kh, kw, sh, sw, pt,
+                                          pl, dh, dw, oh, ow, es, isa):
+        raise ValueError(f"conv2d_implicit_pack: out has {out.shape[0]} elements; expected "
+                         "implicit_pack_size(...)")
+    if w.shape[1] != (c // groups) * kh * kw:
+        raise ValueError(f"conv2d_implicit_pack: w has {w.shape[1]} columns; expected "
+                         f"C/groups*KH*KW = {(c // groups) * kh * kw}")
+    _fill(&gm, n, c, h, wd, w.shape[0], groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = wd, h * wd, c * h * wd
+    if out.shape[0] == 0:
+        return 0
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_implicit_wpack_s(&gm, &w[0, 0], isa, &out[0], &kc)
+        else:
+            rc = nnl_conv_implicit_wpack_d(&gm, &w[0, 0], isa, &out[0], &kc)
+    check_status(rc, "conv2d_implicit_pack")
+    return kc
+
+
+def implicit_pack_size(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t f,
+                       Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                       Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int elsize, int isa):
+    """Elements ``conv2d_implicit_pack`` writes for this geometry, element size and family
+    ``isa`` (a code, not -1)."""
+    cdef nnl_conv_geom gm
+    if isa < 0 or not nnl_isa_available(isa):
+        raise ValueError(f"implicit_pack_size: micro-kernel family {isa} is not available")
+    _fill(&gm, n, c, h, wd, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = wd, h * wd, c * h * wd
+    cdef nnl_idx size = nnl_conv_implicit_wpack_size(&gm, elsize, isa)
+    if size < 0:
+        raise ValueError("implicit_pack_size: invalid arguments")
+    return size
 
 
 def conv2d_weight_grad(const floating[:, :, :, :] x, const floating[:, ::1] gy,

@@ -10,8 +10,8 @@
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
  * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row (and 6-row) A packing of the
  * GEMM driver through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed
- * panel), and nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a
- * transposed B). */
+ * panel), nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a
+ * transposed B), and nnl_copy_even_s, the stride-2 runs of a strided pointwise conv's B. */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH
@@ -120,6 +120,34 @@ int nnl_pack_a8_ok(void)
     return nnl_cpu_has_avx();
 }
 
+/* dst[0:n] = src[0], src[2], ..., src[2n - 2] sixteen at a time: two loads, one even-lane
+ * permute; the last 1..16 through masked loads and a masked store, so nothing is read past
+ * src[2n - 2] nor written past dst[n - 1] (an exact copy). */
+__attribute__((target("avx512f"))) void nnl_copy_even_s(nnl_idx n, const float *src, float *dst)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    nnl_idx e = 0;
+    for (; e + 16 < n; e += 16) {
+        const __m512 a = _mm512_loadu_ps(src + 2 * e), b = _mm512_loadu_ps(src + 2 * e + 16);
+        _mm512_storeu_ps(dst + e, _mm512_permutex2var_ps(a, even, b));
+    }
+    if (e < n) {
+        const int r = (int)(n - e), reach = 2 * r - 1;   /* source elements read: 1..31 */
+        const __mmask16 lo = reach >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << reach) - 1u);
+        const __mmask16 hi = reach > 16 ? (__mmask16)((1u << (reach - 16)) - 1u) : 0;
+        const __m512 a = _mm512_maskz_loadu_ps(lo, src + 2 * e);
+        const __m512 b = _mm512_maskz_loadu_ps(hi, src + 2 * e + 16);
+        _mm512_mask_storeu_ps(dst + e, (__mmask16)((1u << r) - 1u),
+                              _mm512_permutex2var_ps(a, even, b));
+    }
+}
+
+int nnl_copy_even_ok(void)
+{
+    return nnl_isa_available(NNL_ISA_AVX512);
+}
+
 int nnl_cf_bdirect_ok(int isa, int mr, int nr)
 {
     if (isa == NNL_ISA_AUTO)
@@ -152,6 +180,17 @@ void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx 
 }
 
 int nnl_pack_a8_ok(void)
+{
+    return 0;
+}
+
+void nnl_copy_even_s(nnl_idx n, const float *src, float *dst)
+{
+    for (nnl_idx e = 0; e < n; e++)
+        dst[e] = src[2 * e];
+}
+
+int nnl_copy_even_ok(void)
 {
     return 0;
 }

@@ -127,7 +127,7 @@ typedef struct {
 } cf_plan;
 
 static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
-                         int nthreads, int bdirect, int wide, cf_plan *p)
+                         int nthreads, int bdirect, int wide, int apacked, cf_plan *p)
 {
     p->mr = mr, p->nr = nr;
     p->fg = g->f / g->g;
@@ -172,9 +172,10 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
         /* About NNL_CF_UNITS_PER_THREAD units per thread, cut by output channels (each unit
          * packs its own rows of A: a strided gather, rows x K) and by columns (each unit packs
          * its own columns of B: contiguous copies, K x columns). Of the cuts that give enough
-         * units, take the one that repacks least (A elements counted 4 times dearer); row
-         * groups keep at least 2*MR rows, column units at least NNL_CF_MIN_UNIT_PANELS panels.
-         * The cut never changes the arithmetic: row groups start at multiples of MR. */
+         * units, take the one that repacks least (A elements counted 4 times dearer; nothing
+         * when the weights come pre-packed, ``apacked``); row groups keep at least 2*MR rows,
+         * column units at least NNL_CF_MIN_UNIT_PANELS panels. The cut never changes the
+         * arithmetic: row groups start at multiples of MR. */
         const nnl_idx target = (nnl_idx)NNL_CF_UNITS_PER_THREAD * nt;
         const nnl_idx most_c = nnl_max(1, panels / NNL_CF_MIN_UNIT_PANELS);
         const nnl_idx most_r = nnl_max(p->ru, p->fg / (2 * mr));
@@ -183,7 +184,8 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
         for (nnl_idx r = p->ru; r <= most_r; r++) {
             const nnl_idx c = nnl_min(most_c, nnl_max(1, nnl_cdiv(target, items * r)));
             const nnl_idx units = nnl_min(target, items * r * c);
-            const double cost = 4.0 * (double)c * p->fg + (double)r * p->ncols;
+            const double cost = (apacked ? 0.0 : 4.0 * (double)c * p->fg) +
+                                (double)r * p->ncols;
             if (units > best_units || (units == best_units && cost < best_cost)) {
                 best_r = r, best_c = c, best_units = units, best_cost = cost;
             }
@@ -204,7 +206,7 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     p->band = nnl_min(p->hq, nnl_min(p->nu, p->ncols) / p->wq + 2 +
                      ((g->kh - 1) * g->dh) / g->sh);
     p->pstride = p->band * p->wq;
-    p->a_elems = nnl_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
+    p->a_elems = apacked ? 0 : nnl_round64((size_t)p->mu * (size_t)p->kcb_max, elsize);
     /* CF_WIDE with the B-direct kernel reads every panel, the last partial one too, in place
      * from the band (no B buffer); its reads past the wide length land in slack at the band's
      * end and only fill tile columns that cf_scatter drops */
@@ -237,30 +239,40 @@ static size_t cf_work_bytes(const cf_plan *p, size_t elsize)
  *     or in half of it for a strided conv (the stride phases of 3x3/2 make the padded copy
  *     4/9 of its columns; the im2col-arithmetic packer costs 30% more time there);
  *   - else CF_SEGMENTS.
- * A pointwise conv (CF_SELF, no copy) always takes the deep slices. The choice depends on the
+ * A pointwise conv (CF_SELF, no copy) always takes the deep slices, and so does a CF_WIDE
+ * call whose panels the B-direct kernel reads in place when the deep A block stays within
+ * the GEMM's MC x KC. The choice depends on the
  * geometry only, never on the thread count, so the K slicing (the summation order) is the
  * same for every nthreads. */
 static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc, size_t elsize,
-                         int nthreads, int bdirect, cf_plan *p)
+                         int nthreads, int bdirect, int apacked, cf_plan *p)
 {
     const double cols = (double)g->n * g->c * g->kh * g->kw * g->oh * g->ow * elsize;
     const double wide_budget = (g->sh > 1 || g->sw > 1) ? cols / 2 : cols / 4;
     const int deep = kc * NNL_CF_KC_WIDE;
     int wide = 1, kc_call = kc;
-    cf_make_plan(g, mr, nr, mc, deep, elsize, 2, bdirect, 1, p);
+    /* (the choice never depends on apacked either: pre-packed weights serve the same slices) */
+    cf_make_plan(g, mr, nr, mc, deep, elsize, 2, bdirect, 1, 0, p);
     if ((p->mode == CF_SELF && g->kh == 1 && g->kw == 1) ||
         (double)cf_work_bytes(p, elsize) <= cols / 4) {
         kc_call = deep;
     } else {
-        cf_make_plan(g, mr, nr, mc, kc, elsize, 2, bdirect, 1, p);
+        const nnl_idx deep_a = p->mu * p->kcb_max;   /* the deep plan's A block */
+        cf_make_plan(g, mr, nr, mc, kc, elsize, 2, bdirect, 1, 0, p);
         if ((double)cf_work_bytes(p, elsize) > wide_budget) {
             wide = 0;
-            cf_make_plan(g, mr, nr, mc, deep, elsize, 2, bdirect, 0, p);
+            cf_make_plan(g, mr, nr, mc, deep, elsize, 2, bdirect, 0, 0, p);
             if ((double)cf_work_bytes(p, elsize) <= cols / 4)
                 kc_call = deep;
+        } else if (p->bdirect_all && deep_a <= (nnl_idx)mc * kc) {
+            /* CF_WIDE read in place by the B-direct kernel: no B chunk, so the deep slices
+             * cost only a larger A block (still within the GEMM's MC x KC) and save passes of
+             * the tile scatter over y (128->128 3x3/2 @56: 5 -> 3 slices, 3-4% less time on
+             * 1 and 2 threads, Zen 4) */
+            kc_call = deep;
         }
     }
-    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, bdirect, wide, p);
+    cf_make_plan(g, mr, nr, mc, kc_call, elsize, nthreads, bdirect, wide, apacked, p);
 }
 
 /* float32 */
@@ -306,6 +318,15 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
         return 0;
     cf_plan p;
     cf_plan_call(geom, mr, nr, mc, kc, (size_t)elsize, nthreads,
-                 elsize == 4 && nnl_cf_bdirect_ok(isa, mr, nr), &p);
+                 elsize == 4 && nnl_cf_bdirect_ok(isa, mr, nr), 0, &p);
     return (nnl_idx)(cf_work_bytes(&p, (size_t)elsize) + 64);
+}
+
+nnl_idx nnl_conv_implicit_wpack_size(const nnl_conv_geom *geom, int elsize, int isa)
+{
+    int mr, nr, mc, kc, nc;
+    if (!cf_geom_ok(geom) || nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return -1;
+    const nnl_idx fg = geom->f / geom->g, k = geom->c / geom->g * geom->kh * geom->kw;
+    return geom->g * nnl_cdiv(fg, mr) * mr * k;
 }

@@ -213,13 +213,27 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
         e += run, t += run;
     }
     const int plain = alpha == (T)1;
+    const int epi = last && (bias || act != NNL_ACT_NONE);
     for (int r = 0; r < m; r++) {
         const T *s = tile + r * p->nr;
         T *d = yr + r * ysf;
+        const T *br = bias ? bias + r : NULL;
         for (int q = 0; q < ns; q++) {
             const T *NNL_RESTRICT ss = s + seg_e[q];
             T *NNL_RESTRICT dd = d + seg_y[q];
             const nnl_idx len = seg_len[q];
+            /* the last K slice of a plain product adds, biases and activates in one pass (the
+             * same operations on the same values as the two passes below) */
+            if (!first && plain && epi) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = NNL_BIAS_ACT(dd[c] + ss[c], br, act);
+                continue;
+            }
+            if (first && beta == 0 && plain && epi) {
+                for (nnl_idx c = 0; c < len; c++)
+                    dd[c] = NNL_BIAS_ACT(ss[c], br, act);
+                continue;
+            }
             if (!first && plain) {
                 for (nnl_idx c = 0; c < len; c++)
                     dd[c] += ss[c];
@@ -234,9 +248,9 @@ static void FN(cf_scatter)(const nnl_conv_geom *g, const cf_plan *p, const T *ti
                 for (nnl_idx c = 0; c < len; c++)
                     dd[c] = NNL_EPI_ONE(ss[c], alpha, bt, dd + c, NULL, NNL_ACT_NONE);
             }
-            if (last && (bias || act != NNL_ACT_NONE))
+            if (epi)
                 for (nnl_idx c = 0; c < len; c++)
-                    dd[c] = NNL_BIAS_ACT(dd[c], bias ? bias + r : NULL, act);
+                    dd[c] = NNL_BIAS_ACT(dd[c], br, act);
         }
     }
 }
@@ -299,8 +313,39 @@ static void FN(cf_tile)(const void *ctx, nnl_idx kcb, const T *ap, const T *bp, 
                    first, last, it->bias ? it->bias + ir : NULL, it->act);
 }
 
+int FN(nnl_conv_implicit_wpack)(const nnl_conv_geom *geom, const T *w, int isa, T *out,
+                                nnl_idx *kc)
+{
+    *kc = 0;
+    if (!cf_geom_ok(geom))
+        return NNL_EINVAL;
+    const KERNEL_T *kd = FN(nnl_select)(isa);
+    if (kd == NULL || kd->nr > 64)
+        return NNL_EINVAL;
+    if (geom->n == 0 || geom->f == 0 || geom->oh == 0 || geom->ow == 0 || geom->c == 0)
+        return NNL_OK;
+    cf_plan p;   /* the call's K slices (the geometry's, whatever the thread count) */
+    const int bdirect = CF_BDIRECT && nnl_cf_bdirect_ok(isa, kd->mr, kd->nr);
+    cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), 1, bdirect, 1, &p);
+    const nnl_idx FG = p.fg, K = p.k, rows = nnl_cdiv(FG, kd->mr) * kd->mr;
+    for (nnl_idx gi = 0; gi < geom->g; gi++)
+        for (nnl_idx pc = 0; pc < K; pc += p.kcb_max)
+            FN(pack_a)(FG, nnl_min(p.kcb_max, K - pc), w + gi * FG * K, K, 1, kd->mr,
+                       nnl_pack_a_fast(kd->mr), out + gi * rows * K + rows * pc, pc, 0, 0);
+    *kc = p.kcb_max;
+    return NNL_OK;
+}
+
 int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, const T *bias,
                           T alpha, T beta, T *y, int act, int nthreads, int isa)
+{
+    return FN(nnl_conv_implicit_pk)(geom, x, w, NULL, 0, bias, alpha, beta, y, act, nthreads,
+                                    isa);
+}
+
+int FN(nnl_conv_implicit_pk)(const nnl_conv_geom *geom, const T *x, const T *w, const T *wpk,
+                             nnl_idx wpk_kc, const T *bias, T alpha, T beta, T *y, int act,
+                             int nthreads, int isa)
 {
     if (!cf_geom_ok(geom) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
         return NNL_EINVAL;
@@ -315,7 +360,13 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
                        bias ? NNL_BIAS_ROW : NNL_BIAS_NONE, act, 1, isa);
     cf_plan p;
     const int bdirect = CF_BDIRECT && nnl_cf_bdirect_ok(isa, kd->mr, kd->nr);
-    cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, bdirect, &p);
+    cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, bdirect,
+                 wpk != NULL, &p);
+    if (wpk != NULL && wpk_kc != p.kcb_max) {   /* packed for other slices: pack per call */
+        wpk = NULL;
+        cf_plan_call(geom, kd->mr, kd->nr, kd->mc, kd->kc, sizeof(T), nthreads, bdirect, 0, &p);
+    }
+    const nnl_idx wpk_rows = nnl_cdiv(p.fg, kd->mr) * kd->mr;
     char *work = (char *)nnl_alloc64(cf_work_bytes(&p, sizeof(T)));
     if (work == NULL)
         return NNL_ENOMEM;
@@ -368,6 +419,8 @@ int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, con
                               bias ? bias + gi * FG : NULL, tile, alpha, beta, act};
             FN(nnl_nest) sb = s0;
             sb.a = w + gi * FG * p.k, sb.c = it.y, sb.bias = it.bias;
+            if (wpk != NULL)   /* the group's panels, packed once (nnl_conv_implicit_wpack) */
+                sb.apk = wpk + gi * wpk_rows * p.k, sb.apk_rows = wpk_rows;
             const nnl_idx r0 = r * p.mu, r1 = nnl_min(FG, (r + 1) * p.mu);
             sb.b_ctx = &it, sb.t_ctx = &it;
             if (p.scatter)

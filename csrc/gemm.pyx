@@ -50,6 +50,17 @@ cdef extern from "gemm_kernels.h" nogil:
                         nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx rsb, nnl_idx csb,
                         double beta, double *C, nnl_idx rsc, const double *bias, int bias_kind,
                         int act, const nnl_split *sp, int nthreads, int isa)
+    int nnl_sgemm_split_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                           const float *A, nnl_idx rsa, nnl_idx csa, const float *B,
+                           nnl_idx bsb, nnl_idx rsb, nnl_idx csb, float beta, float *C,
+                           nnl_idx bsc, nnl_idx rsc, const float *bias, int bias_kind, int act,
+                           const nnl_split *sp, int nthreads, int isa, const float *apk)
+    int nnl_dgemm_split_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                           const double *A, nnl_idx rsa, nnl_idx csa, const double *B,
+                           nnl_idx bsb, nnl_idx rsb, nnl_idx csb, double beta, double *C,
+                           nnl_idx bsc, nnl_idx rsc, const double *bias, int bias_kind,
+                           int act, const nnl_split *sp, int nthreads, int isa,
+                           const double *apk)
     int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs,
                        nnl_idx cs, int isa, float *out)
     int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_idx rs,
@@ -371,3 +382,74 @@ def gemm_split(a, b, c, double alpha, double beta, bias, int bias_kind, int act,
     finally:
         PyBuffer_Release(&va)
     check_status(rc, "gemm_split", f" (isa={isa}, act={act}, bias_kind={bias_kind})")
+
+
+def gemm_maps(const floating[:, :] a, const floating[:, :, :, :] b, floating[:, :, :, :] c,
+              double alpha, double beta, const floating[::1] bias, int act, int num_threads,
+              int isa, const floating[::1] apk=None):
+    """c[n] = act(alpha * a @ B_n + beta * c[n] + bias) for every image n, where the columns of
+    B_n and of c[n] run over the (row, column) pairs of a map, read and written in place
+    (``nnl_sgemm_split_pk``: one product per image, all in one call):
+
+        a (M, K)          any element strides
+        b (nb, K, R, Q)   B_n(k, r*Q + q) = b[n, k, r, q], any element strides (e.g. every
+                          second pixel of every second row of an NCHW batch: a stride-2
+                          pointwise conv reading its input in place)
+        c (nb, M, R, Q)   unit stride along Q, overlapping no input (validated by the caller)
+        bias (M,) or None (per row); apk: ``pack`` of a (side 0) for family ``isa`` (a code,
+        not -1), or None.
+    """
+    cdef Py_ssize_t nb = c.shape[0], M = c.shape[1], R = c.shape[2], Q = c.shape[3]
+    cdef Py_ssize_t K = a.shape[1], es = sizeof(floating)
+    cdef const floating *pbias = NULL
+    cdef const floating *pa = NULL
+    cdef nnl_split sp
+    cdef int rc
+    if (a.shape[0] != M or b.shape[0] != nb or b.shape[1] != K or b.shape[2] != R
+            or b.shape[3] != Q):
+        raise ValueError(f"gemm_maps: shapes a={tuple(a.shape)[:2]}, b={tuple(b.shape)[:4]}, "
+                         f"c={tuple(c.shape)[:4]} do not chain")
+    if bias is not None and bias.shape[0] != M:
+        raise ValueError(f"gemm_maps: bias has {bias.shape[0]} values for {M} rows")
+    if apk is not None:
+        if isa < 0 or not nnl_isa_available(isa):
+            raise ValueError(f"gemm_maps: a packed A needs a usable isa code, got {isa}")
+        if apk.shape[0] != packed_size(0, M, K, isa, es):
+            raise ValueError("gemm_maps: packed A does not match M, K and the isa")
+    if nb == 0 or M == 0 or R == 0 or Q == 0:
+        return
+    if Q > 1 and c.strides[3] != es:
+        raise ValueError("gemm_maps: c must have unit stride along its last axis")
+    for st in (a.strides[0], a.strides[1], b.strides[0], b.strides[1], b.strides[2],
+               b.strides[3], c.strides[0], c.strides[1], c.strides[2]):
+        if st % es:
+            raise ValueError("gemm_maps: strides must be whole elements")
+    if bias is not None:
+        pbias = &bias[0]
+    if apk is not None and K > 0:
+        pa = &apk[0]
+    sp.lk = sp.ask = sp.bsk = 0
+    sp.ln = Q if R > 1 else 0
+    sp.bsn = b.strides[2] // es
+    sp.csn = c.strides[2] // es
+    with nogil:
+        # K == 0: no element of a or b is addressed (c stands in for their pointers)
+        if floating is float:
+            rc = nnl_sgemm_split_pk(nb, M, R * Q, K, <float>alpha,
+                                    &a[0, 0] if K > 0 else &c[0, 0, 0, 0],
+                                    a.strides[0] // es, a.strides[1] // es,
+                                    &b[0, 0, 0, 0] if K > 0 else &c[0, 0, 0, 0],
+                                    b.strides[0] // es, b.strides[1] // es, b.strides[3] // es,
+                                    <float>beta, &c[0, 0, 0, 0], c.strides[0] // es,
+                                    c.strides[1] // es, pbias, 1 if pbias != NULL else 0, act,
+                                    &sp, num_threads, isa, pa)
+        else:
+            rc = nnl_dgemm_split_pk(nb, M, R * Q, K, alpha,
+                                    &a[0, 0] if K > 0 else &c[0, 0, 0, 0],
+                                    a.strides[0] // es, a.strides[1] // es,
+                                    &b[0, 0, 0, 0] if K > 0 else &c[0, 0, 0, 0],
+                                    b.strides[0] // es, b.strides[1] // es, b.strides[3] // es,
+                                    beta, &c[0, 0, 0, 0], c.strides[0] // es,
+                                    c.strides[1] // es, pbias, 1 if pbias != NULL else 0, act,
+                                    &sp, num_threads, isa, pa)
+    check_status(rc, "gemm_maps", f" (isa={isa}, act={act})")

@@ -198,6 +198,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define GEMM_PK nnl_sgemm_pk
 #define GEMM_PKC nnl_sgemm_pkc
 #define GEMM_SPLIT nnl_sgemm_split
+#define GEMM_SPLIT_PK nnl_sgemm_split_pk
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
 #define PACK_T8 nnl_pack_t8_s
@@ -212,6 +213,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef GEMM_PK
 #undef GEMM_PKC
 #undef GEMM_SPLIT
+#undef GEMM_SPLIT_PK
 #undef PACK_NAME
 
 /* float64 */
@@ -223,6 +225,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define GEMM_PK nnl_dgemm_pk
 #define GEMM_PKC nnl_dgemm_pkc
 #define GEMM_SPLIT nnl_dgemm_split
+#define GEMM_SPLIT_PK nnl_dgemm_split_pk
 #define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
 #undef T
@@ -233,6 +236,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef GEMM_PK
 #undef GEMM_PKC
 #undef GEMM_SPLIT
+#undef GEMM_SPLIT_PK
 #undef PACK_NAME
 
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)

@@ -1,6 +1,6 @@
 /* Template body of gemm_driver.c, included once per dtype with T, EPI_T, KERNEL_T, FN(name),
- * GEMM_NAME, GEMM_PK, GEMM_PKC, GEMM_SPLIT, PACK_NAME and (float only) PACK_A8 defined. No
- * include guard on purpose. */
+ * GEMM_NAME, GEMM_PK, GEMM_PKC, GEMM_SPLIT, GEMM_SPLIT_PK, PACK_NAME and (float only) PACK_A8
+ * defined. No include guard on purpose. */
 
 /* The compiled family (its MC/KC/NC are 0 unless fixed at build time with -D). */
 static const KERNEL_T *FN(nnl_family)(int isa)
@@ -304,8 +304,8 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
     FN(nnl_nest) sb = *s0;
     FN(nnl_bmat) bm = {w->B + b * w->bsb, w->rsb, w->csb};
     FN(nnl_bpacked) bk = {w->bpk, w->bpk_cols};
-    FN(nnl_bsplit) bs = {w->B, w->rsb, w->csb, w->lk, w->lk > 0 ? sp->bsk : 0, w->ln,
-                         w->ln > 0 ? sp->bsn : 0};
+    FN(nnl_bsplit) bs = {w->B + b * w->bsb, w->rsb, w->csb, w->lk,
+                         w->lk > 0 ? sp->bsk : 0, w->ln, w->ln > 0 ? sp->bsn : 0};
     sb.a = w->A + b * w->bsa, sb.c = w->C + b * w->bsc;
     sb.bias = w->bias ? w->bias + b * w->bsbias : NULL;
     const nnl_idx r0 = r * w->mu, r1 = nnl_min(w->M, (r + 1) * w->mu);
@@ -325,7 +325,8 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
     }
 }
 
-/* The one driver behind GEMM_PK, GEMM_PKC and GEMM_SPLIT (sp: two-level axes, or NULL). */
+/* The one driver behind GEMM_PK, GEMM_PKC, GEMM_SPLIT and GEMM_SPLIT_PK (sp: two-level axes, or
+ * NULL). */
 static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                         const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
                         const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
@@ -351,12 +352,16 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     /* two-level axes: an axis that fits in its inner level is plain */
     const nnl_idx lk = sp != NULL && sp->lk < K ? sp->lk : 0;
     const nnl_idx ln = sp != NULL && sp->ln < N ? sp->ln : 0;
+    /* C's columns in two levels that follow on contiguously (csn == ln, e.g. the rows of an
+     * output map whose input pixels B reads strided) are a plain C: written in place, the
+     * same bits as through ukr_split's tile buffer */
+    const nnl_idx c_ln = ln > 0 && sp->csn != ln ? ln : 0;
 
     FN(nnl_prob) p0;
     p0.M = M, p0.N = N, p0.K = K, p0.alpha = alpha, p0.beta = beta;
     p0.A = A, p0.rsa = rsa, p0.csa = csa, p0.B = B, p0.rsb = rsb, p0.csb = csb;
     p0.C = C, p0.rsc = rsc, p0.csc = csc, p0.bias = bias, p0.bias_kind = bias_kind, p0.act = act;
-    p0.ln = ln, p0.csn = ln > 0 ? sp->csn : 0;
+    p0.ln = c_ln, p0.csn = c_ln > 0 ? sp->csn : 0;
     if (K == 0) {
         for (nnl_idx b = 0; b < batch; b++) {
             FN(nnl_prob) pb = p0;
@@ -409,7 +414,7 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.a_pack8 = nnl_pack_a_fast(mr);
     s0.rsc = rsc, s0.bias_kind = bias_kind;
     s0.a_lk = lk, s0.a_sk = lk > 0 ? sp->ask : 0;
-    s0.c_ln = ln, s0.c_sn = ln > 0 ? sp->csn : 0;
+    s0.c_ln = c_ln, s0.c_sn = c_ln > 0 ? sp->csn : 0;
     s0.c_cs = csc != 1 ? csc : 0;
     s0.t_ctx = NULL;
     /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
@@ -475,8 +480,20 @@ int GEMM_SPLIT(nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const T *A, nnl_idx rsa
                const T *B, nnl_idx rsb, nnl_idx csb, T beta, T *C, nnl_idx rsc, const T *bias,
                int bias_kind, int act, const nnl_split *sp, int nthreads, int isa)
 {
+    return GEMM_SPLIT_PK(1, M, N, K, alpha, A, rsa, csa, B, 0, rsb, csb, beta, C, 0, rsc, bias,
+                         bias_kind, act, sp, nthreads, isa, NULL);
+}
+
+int GEMM_SPLIT_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const T *A,
+                  nnl_idx rsa, nnl_idx csa, const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
+                  T beta, T *C, nnl_idx bsc, nnl_idx rsc, const T *bias, int bias_kind, int act,
+                  const nnl_split *sp, int nthreads, int isa, const T *apk)
+{
     if (sp == NULL || sp->lk < 0 || sp->ln < 0)
         return NNL_EINVAL;
-    return FN(gemm_run)(1, M, N, K, alpha, A, 0, rsa, csa, B, 0, rsb, csb, beta, C, 0, rsc, 1, bias,
-                        0, bias_kind, act, nthreads, isa, NULL, NULL, sp);
+    /* pre-packed panels hold op(A)'s columns in plain K order */
+    if (apk != NULL && sp->lk > 0 && sp->lk < K)
+        return NNL_EINVAL;
+    return FN(gemm_run)(batch, M, N, K, alpha, A, 0, rsa, csa, B, bsb, rsb, csb, beta, C, bsc, rsc,
+                        1, bias, 0, bias_kind, act, nthreads, isa, apk, NULL, sp);
 }

@@ -138,6 +138,11 @@ void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr);
 /* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing). */
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
 int nnl_pack_a8_ok(void);
+/* dst[0:n] = src[0], src[2], ... (n of them) through AVX-512 masked even-lane permutes
+ * (convfast_bdirect.c; an exact copy, reading nothing past src[2n - 2]); call only when
+ * nnl_copy_even_ok(). */
+void nnl_copy_even_s(nnl_idx n, const float *src, float *dst);
+int nnl_copy_even_ok(void);
 static inline int nnl_pack_a_fast(int mr)
 {
     return (mr == 8 || mr == 6) && nnl_pack_a8_ok();

@@ -99,6 +99,23 @@ int nnl_dgemm_split(nnl_idx M, nnl_idx N, nnl_idx K, double alpha, const double 
                     double beta, double *C, nnl_idx rsc, const double *bias, int bias_kind,
                     int act, const nnl_split *sp, int nthreads, int isa);
 
+/* nnl_sgemm_split / nnl_dgemm_split over batch items: item b reads B + b*bsb and writes
+ * C + b*bsc (A and bias are shared), e.g. the images of a stride-2 pointwise conv, whose B reads
+ * every second pixel of every second row in place (csb = 2, bsn = 2*W, ln = OW). apk: op(A)
+ * pre-packed by nnl_sgemm_pack / nnl_dgemm_pack (side 0, the same isa), or NULL to pack it per
+ * call; only for a plain K axis (sp->lk == 0 or >= K), else NNL_EINVAL. Each item is the
+ * product nnl_sgemm_split computes, with the same bits. */
+int nnl_sgemm_split_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                       const float *A, nnl_idx rsa, nnl_idx csa, const float *B, nnl_idx bsb,
+                       nnl_idx rsb, nnl_idx csb, float beta, float *C, nnl_idx bsc, nnl_idx rsc,
+                       const float *bias, int bias_kind, int act, const nnl_split *sp,
+                       int nthreads, int isa, const float *apk);
+int nnl_dgemm_split_pk(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                       const double *A, nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx bsb,
+                       nnl_idx rsb, nnl_idx csb, double beta, double *C, nnl_idx bsc,
+                       nnl_idx rsc, const double *bias, int bias_kind, int act,
+                       const nnl_split *sp, int nthreads, int isa, const double *apk);
+
 /* Pack op(X) (rows x cols, strides rs/cs) whole: side 0 = the A operand (M x K), 1 = the B
  * operand (K x N); out holds ceil(M/MR)*MR*K or ceil(N/NR)*NR*K elements of the family isa. */
 int nnl_sgemm_pack(int side, nnl_idx rows, nnl_idx cols, const float *X, nnl_idx rs, nnl_idx cs,

@@ -48,6 +48,13 @@ cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssiz
                 if sw == 1:
                     for j in range(j0, j1):
                         dst[j] = src[j + off]
+                elif sw == 2 and j1 - j0 >= 12:
+                    # a constant stride the C compiler vectorises (even-lane permutes; with the
+                    # stride a variable it copies element by element): 20-30% less time for
+                    # 3x3/2 and 7x7/2 gathers on 28-112 wide outputs, Zen 4; rows of 7 (a 14x14
+                    # map) copy faster element by element
+                    for j in range(j0, j1):
+                        dst[j] = src[2 * j + off]
                 else:
                     for j in range(j0, j1):
                         dst[j] = src[j * sw + off]

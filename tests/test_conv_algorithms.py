@@ -19,7 +19,7 @@ from nnlite._algorithms import ALGORITHMS, direct_kernel, phase_pays, resolve, r
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
-from conftest import assert_close, reference_epilogue
+from conftest import assert_close, kernel_threads, reference_epilogue
 from conv_cases import conv2d_case, conv_transpose2d_case, with_fixture
 
 convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
@@ -194,6 +194,70 @@ def test_implicit_paths_match_reference(path, dtype):
     with nnlite.using_backend("cython"), nnlite.conv_algorithm("implicit"):
         y = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), nnlite.tensor(b), s, p, d, g)
     assert_close(y, ref.conv2d(x, w, b, s, p, d, g), dtype, k=ws[1] * ws[2] * ws[3], scale=4)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", sorted(IMPLICIT_PATHS) + ["3x3 stride 2, batch 3",
+                                                          "odd 3x3 stride 2, one channel"])
+def test_implicit_prepacked_weights_same_bits(path, dtype):
+    # weights packed once (conv_cython.implicit_pack, an inference plan's) give the bits of the
+    # per-call packing on one and two threads, and the reference's values; families other
+    # than the one they were packed for pack per call
+    from nnlite.kernels import gemm_ops
+    extra = {"3x3 stride 2, batch 3": ((3, 16, 29, 28), (24, 16, 3, 3), 2, 1, 1, 1),
+             "odd 3x3 stride 2, one channel": ((1, 1, 17, 13), (9, 1, 3, 3), 2, 1, 1, 1)}
+    xs, ws, s, p, d, g = IMPLICIT_PATHS.get(path) or extra[path]
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, b.shape, s, p, d, g)
+    algo, args = conv_cython.native_algorithm(geom, "implicit")
+    assert algo == "implicit"
+    packed = conv_cython.implicit_pack(w, geom, args)
+    assert packed[2] > 0 and packed[1].size >= w.size
+    expect = ref.conv2d(x, w, b, s, p, d, g)
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            ys = [conv_cython.fast_forward("implicit", x, w, b, geom, args, packed=pk)
+                  for pk in (packed, None)]
+        np.testing.assert_array_equal(ys[0], ys[1])
+        assert_close(ys[0], expect, dtype, k=ws[1] * ws[2] * ws[3], scale=4)
+    for isa in gemm_ops._gemm.available_isas():   # packed for another family: not used
+        with gemm_ops.using_microkernel(isa):
+            y = conv_cython.fast_forward("implicit", x, w, b, geom, args, packed=packed)
+        assert_close(y, expect, dtype, k=ws[1] * ws[2] * ws[3], scale=4)
+
+
+@needs_ext
+def test_implicit_prepacked_weights_checked():
+    x = np.zeros((1, 4, 9, 9), np.float32)
+    w = np.zeros((6, 36), np.float32)
+    y = np.zeros((1, 6, 25), np.float32)
+    args = (3, 3, 2, 2, 1, 1, 1, 1, 5, 5)
+    isa = conv_cython.gemm_ops._gemm.isa_code(conv_cython.gemm_ops._gemm.best_isa())
+    size = convfast.implicit_pack_size(1, 4, 9, 9, 6, 1, *args, 4, isa)
+    data = np.empty(size, np.float32)
+    kc = convfast.conv2d_implicit_pack(w, data, 1, 4, 9, 9, 1, *args, isa)
+    with pytest.raises(ValueError, match="packed weights"):
+        convfast.conv2d_implicit(x, w, None, y, 1, *args, isa=isa, packed=(data[:-1], kc))
+    with pytest.raises(ValueError, match="packed weights"):
+        convfast.conv2d_implicit(x, w, None, y, 1, *args, isa=-1, packed=(data, kc))
+    with pytest.raises(ValueError, match="out has"):
+        convfast.conv2d_implicit_pack(w, data[:-1], 1, 4, 9, 9, 1, *args, isa)
+    with pytest.raises(ValueError, match="columns"):
+        convfast.conv2d_implicit_pack(np.zeros((6, 35), np.float32), data, 1, 4, 9, 9, 1,
+                                      *args, isa)
+    # weights packed for other K slices are not used: the call packs its own
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(w.shape).astype(np.float32)
+    kc = convfast.conv2d_implicit_pack(w, data, 1, 4, 9, 9, 1, *args, isa)
+    convfast.conv2d_implicit(x, w, None, y, 1, *args, isa=isa, packed=(np.zeros_like(data),
+                                                                       kc + 1))
+    assert_close(y.reshape(1, 6, 5, 5), ref.conv2d(x, w.reshape(6, 4, 3, 3), None, 2, 1),
+                 np.float32, k=36, scale=4)
 
 
 @needs_ext

@@ -241,6 +241,38 @@ def pack_weights(w, n):
     return _pack(w, "b", trans=True) if _narrow(w.shape[0], n) else _pack(w, "a")
 
 
+# Output rows shorter than this run a strided pointwise conv by im2col + GEMM: the in-place
+# packer copies each row's pixels as a run, and runs of 14 (512->1024 1x1/2 @28) made the
+# product 1-3% slower than im2col + GEMM (Zen 4, AVX-512, batch 1 and 8; runs of 28: 2-5%
+# faster)
+_MAPS_MIN_OW = 24
+_PANEL_BYTES = {}   # (isa code, itemsize) -> bytes of a packed B panel row (NR elements)
+
+
+def _maps_pay(isa, itemsize):
+    """Whether a strided pointwise conv reads its pixels in place (``ConvKernel.maps``) on
+    micro-kernel family ``isa`` (a code): its B panels' rows must span two cache lines (the
+    stride-2 runs are packed row by row, cut at the panels' edges). AMD EPYC Zen 4, one thread,
+    interleaved medians, 256->512 @56 and 512->1024 @28: AVX-512 (48 floats) 4-6% faster
+    than im2col + GEMM at batch 1, AVX2 (16 floats) 5-7% slower."""
+    key = (isa, itemsize)
+    got = _PANEL_BYTES.get(key)
+    if got is None:
+        got = _PANEL_BYTES[key] = _gemm_ext.blocking(isa, itemsize)["nr"] * itemsize
+    return got >= 128
+
+
+def _packed_for(wpk):
+    """(isa code, packed data or None) for a product on ``pack_weights``' A-side operand in the
+    micro-kernel family active in this thread: the data serve only the family they were packed
+    for (else the call packs per call)."""
+    isa = _gemm_isa()
+    code = _gemm_ext.isa_code(_gemm_ext.best_isa()) if isa < 0 else isa
+    if wpk is not None and wpk.data is not None and wpk.isa == code and wpk.side == "a":
+        return code, wpk.data
+    return code, None
+
+
 def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=False,
               packed=None):
     """out = act(a @ op(b) + beta*out + bias) through nnlite's GEMM (NumPy without it);
@@ -312,7 +344,7 @@ class ConvKernel(Kernel):
         self.implicit = self.algorithm == "implicit"
         # prepared weights (Winograd-transformed, GEMM-packed) are made by the first bind
         # (``prepare``): a conv the plan splits into parts never makes its own
-        self.winograd = self.w_packed = None
+        self.winograd = self.w_packed = self.w_implicit = None
         self._unprepared, self._prepare_lock = w, threading.Lock()
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
         self.weight_bytes = self.w_flat.nbytes
@@ -331,6 +363,24 @@ class ConvKernel(Kernel):
         # per image there)
         self.split_batch = (self.pointwise and g == 1 and _gemm_ext is not None
                             and oh * ow < _NARROW)
+        # A strided pointwise conv (ResNet's 1x1/2 downsample) is a pointwise conv of every
+        # s-th pixel of every s-th row. With output rows of at least _MAPS_MIN_OW pixels it
+        # runs as one product per image reading those pixels in place (``gemm_maps``: the B
+        # packer does the gather the column matrix did, the weights packed once), all images
+        # in one call; on a narrow map (run transposed at batch 1, see gemm_into) a batch
+        # gathers its pixels into the column buffer at once and runs as ONE product over every
+        # (image, pixel) column, as split_batch. Same K order as im2col + GEMM, so the same
+        # bits. AMD EPYC Zen 4, in-process interleaved medians, one thread: 256->512 @56 b1
+        # 2.16 -> 2.06 ms, b8 17.1 -> 16.3 ms; 1024->2048 @14 b8 18.6 -> 17.9 ms (AVX2:
+        # 21.5 -> 18.2 ms)
+        strided_pw = ((kh, kw) == (1, 1) and s != (1, 1) and not any(pads) and g == 1
+                      and self.algorithm == "im2col" and _gemm_ext is not None
+                      and dtype in _ITEM)
+        self.maps = strided_pw and not _narrow(F, oh * ow) and ow >= _MAPS_MIN_OW
+        self.gathered = None   # the batch's column buffer (N, C, OH*OW) of the narrow case
+        if strided_pw and not self.maps and N > 1:
+            self.gathered = (N, C, oh * ow)
+            self.scratch_bytes = _align(N * C * oh * ow * dtype.itemsize)
 
     def prepare(self):
         """Make the prepared weights once (thread-safe): Winograd's transformed and packed
@@ -344,6 +394,12 @@ class ConvKernel(Kernel):
                     w, self.geom, self.dtype, m=winograd_tile(self.geom))
             elif self.g == 1 and self.algorithm == "im2col":
                 self.w_packed = pack_weights(self.wg[0], self.geom.oh * self.geom.ow)
+            elif self.algorithm == "implicit" and self.dtype in _ITEM:
+                # the implicit GEMM's weight panels, packed once (each call packed them, and
+                # at 2 threads each of its units: 128->128 3x3/2 @56, one image, Zen 4, 12%
+                # more CPU time on 2 threads than on one)
+                self.w_implicit = _conv_cython.implicit_pack(self.w_flat, self.geom,
+                                                             self.fast_args)
 
     # -- im2col of one image into cols (C*KH*KW, OH*OW)
     def _im2col(self, x1, cols):
@@ -362,8 +418,16 @@ class ConvKernel(Kernel):
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
             return self._bind_convfast(x, y, r)
-        # im2col + GEMM: F.conv2d's own forward routine, with this plan's column buffer (one
-        # image), its GEMM hook (packed weights, fused activation) and the residual accumulated
+        if self.gathered is not None and _unit_w(y):
+            return self._bind_gathered(x, y, r, scratch)
+        if self.maps and _unit_w(y):
+            return self._bind_maps(x, y, r, self._bind_im2col(x, y, r, scratch))
+        return self._bind_im2col(x, y, r, scratch)
+
+    def _bind_im2col(self, x, y, r, scratch):
+        """im2col + GEMM: F.conv2d's own forward routine, with this plan's column buffer (one
+        image), its GEMM hook (packed weights, fused activation) and the residual
+        accumulated."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r.reshape(N, F, oh * ow)
@@ -422,11 +486,57 @@ class ConvKernel(Kernel):
             gemm(a, b, c, 1.0, beta, bias, kind, act, get_num_threads(), isa, apk, bpk)
         return run
 
-    def _mm(self):
+    def _strided_pixels(self, x):
+        """The pixels a strided pointwise conv reads: x[:, :, ::SH, ::SW] cut to (OH, OW)."""
+        (sh, sw), (N, C, H, W, F, oh, ow) = self.s, self.shape
+        return x[:, :, ::sh, ::sw][:, :, :oh, :ow]
+
+    def _bind_maps(self, x, y, r, im2col_run):
+        """A strided pointwise conv as one product per image reading its pixels in place
+        (``gemm_maps``), the weights packed once, bias, residual (beta = 1 on the operand
+        copied into y) and activation fused; ``im2col_run`` (the bound im2col path) where the
+        micro-kernel family in use has narrow panels (``_maps_pay``)."""
+        xs, a, wpk = self._strided_pixels(x), self.w_flat, self.w_packed
+        r4 = None if r is None or np.shares_memory(r, y) else r
+        beta = 0.0 if r is None else 1.0
+        act, bias, maps = _ACT_CODES[self.act], self.bias, _gemm_ext.gemm_maps
+        itemsize = self.dtype.itemsize
+
+        def run():
+            isa, apk = _packed_for(wpk)
+            if not _maps_pay(isa, itemsize):
+                return im2col_run()
+            if r4 is not None:
+                np.copyto(y, r4)
+            maps(a, xs, y, 1.0, beta, bias, act, get_num_threads(), isa, apk)
+        return run
+
+    def _bind_gathered(self, x, y, r, scratch):
+        """A strided pointwise conv of a batch on a narrow map: its pixels gathered into the
+        column buffer (N, C, OH*OW) at once, then the pointwise batch product of ``_mm``."""
+        N, C, H, W, F, oh, ow = self.shape
+        cols = _scratch(scratch, self.gathered, self.dtype)
+        xs, dst = self._strided_pixels(x), cols.reshape(N, C, oh, ow)
+        y4 = _view(y, (N, 1, F, oh * ow))
+        r3 = None if r is None or np.shares_memory(r, y) else r
+        wg, bg = self.wg, None if self.bias is None else self.bias[None]
+        mm, accumulate = self._mm(split=True), r is not None
+        b4 = cols.reshape(N, 1, C, oh * ow)
+
+        def run():
+            if r3 is not None:
+                np.copyto(y, r3)
+            np.copyto(dst, xs)
+            mm(wg, b4, out=y4, bias=bg, accumulate=accumulate)
+        return run
+
+    def _mm(self, split=None):
         """The GEMM hook ``_conv_gemm.forward`` calls in this plan (``numpy_mm``'s contract):
         nnlite's GEMM on the weights packed once, the activation fused; a (G, FG, K),
-        b (M, G, K, L), out (M, G, FG, L), bias (G, FG) or None."""
-        g, act, wpk, split = self.g, self.act, self.w_packed, self.split_batch
+        b (M, G, K, L), out (M, G, FG, L), bias (G, FG) or None. ``split``: a batch runs as
+        one product over every (image, pixel) column (default: ``split_batch``)."""
+        g, act, wpk = self.g, self.act, self.w_packed
+        split = self.split_batch if split is None else split
         act_code = _ACT_CODES[act]
 
         def mm(a, b, out, bias=None, accumulate=False, reduce=False):
@@ -474,7 +584,7 @@ class ConvKernel(Kernel):
         r3 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
         act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
-        algo, args = self.algorithm, self.fast_args
+        algo, args, packed = self.algorithm, self.fast_args, self.w_implicit
         if self.winograd is not None:
             wino = self.winograd
 
@@ -484,7 +594,8 @@ class ConvKernel(Kernel):
                 wino.run(x, y3, bias, act, beta)
             return run_winograd
 
-        call = _conv_cython.bind_fast_forward(algo, x, w2, bias, geom, args, y3, act, beta)
+        call = _conv_cython.bind_fast_forward(algo, x, w2, bias, geom, args, y3, act, beta,
+                                              packed)
         if r3 is None:
             return call
 
@@ -525,7 +636,7 @@ class SharedColumns:
         # the parts run im2col on their own packed halves: what the whole conv prepared for its
         # algorithm (Winograd-transformed weights, packed weights) is not kept with them
         conv = copy.copy(conv)
-        conv.winograd = conv.w_packed = conv._unprepared = None
+        conv.winograd = conv.w_packed = conv.w_implicit = conv._unprepared = None
         self.conv, self.f = conv, f
         w2 = conv.wg[0]
         self.w = (w2[:f], w2[f:])

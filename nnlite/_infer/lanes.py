@@ -211,7 +211,7 @@ def _balance(first, last, lanes, steps, metas, consts, st):
         a = b = None
         shared = False  # SharedColumns parts (else two independent ConvParts)
         batch = conv.shape[0] > _SHARED_COLUMNS_MAX_BATCH and conv.cols is not None
-        if moved >= _SPLIT_ALIGN and (conv.implicit or conv.pointwise or batch):
+        if moved >= _SPLIT_ALIGN and (conv.implicit or conv.pointwise or conv.maps or batch):
             in_metas = [metas[v] if v else None for v in node.inputs]
             cs = [consts.get(v) if v else None for v in node.inputs]
             # a Winograd conv of a batch splits into Winograd parts

@@ -152,24 +152,44 @@ def _strided_ok(x):
     return x if _strides_fit(x) else np.ascontiguousarray(x)
 
 
-def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0):
+def implicit_pack(w, geom, args):
+    """The weights of an 'implicit' conv packed once for the micro-kernel family in use:
+    (isa code, data, kc) for ``fast_forward``'s ``packed`` (an inference plan's constant
+    weights; each call would pack the same panels)."""
+    kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
+    w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)
+    code = gemm_ops._isa()
+    code = gemm_ops._gemm.isa_code(gemm_ops._gemm.best_isa()) if code < 0 else code
+    sizes = (geom.n, geom.c, geom.h, geom.w)
+    size = _convfast.implicit_pack_size(*sizes, geom.f, geom.g, kh, kw, sh, sw, pt, pl, dh, dw,
+                                        oh, ow, w2.itemsize, code)
+    data = np.empty(size, w2.dtype)
+    kc = _convfast.conv2d_implicit_pack(w2, data, *sizes, geom.g, kh, kw, sh, sw, pt, pl, dh,
+                                        dw, oh, ow, code)
+    return code, data, kc
+
+
+def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0, packed=None):
     """y (N, F, OH, OW) = act(conv2d(x, w) + b + beta*y) by nnlite._convfast: the direct
     depthwise kernel ('direct', groups == C), the direct small-map or few-channel kernel
     ('direct', any other conv: ``_algorithms.direct_kernel``) or the implicit GEMM
     ('implicit', no column matrix),
     with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
     (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
-    1 ReLU, 2 ReLU6. conv2d_forward's fast path (``bind_fast_forward`` then one call)."""
+    1 ReLU, 2 ReLU6; ``packed``: ``implicit_pack``'s weights ('implicit'; used when the family
+    in use is the one they were packed for). conv2d_forward's fast path
+    (``bind_fast_forward`` then one call)."""
     kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
     y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
-    bind_fast_forward(algo, x, w, b, geom, args, y, act, beta)()
+    bind_fast_forward(algo, x, w, b, geom, args, y, act, beta, packed)()
     return y.reshape(geom.n, geom.f, oh, ow)
 
 
-def bind_fast_forward(algo, x, w, b, geom, args, out, act=0, beta=0.0):
+def bind_fast_forward(algo, x, w, b, geom, args, out, act=0, beta=0.0, packed=None):
     """``fast_forward`` on these arrays as a callable of no arguments: the kernel, the weight
     matrix and the bias are resolved here, once (the inference plan binds each conv step so);
-    the thread count and the GEMM family are read at each call."""
+    the thread count and the GEMM family (which decides whether ``packed`` serves) are read at
+    each call."""
     kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
     y = out
     w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)           # (F, CG*KH*KW)
@@ -190,10 +210,15 @@ def bind_fast_forward(algo, x, w, b, geom, args, out, act=0, beta=0.0):
             _convfast.conv2d_depthwise(x, w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
                                        act=act, beta=beta, num_threads=get_num_threads())
     else:
+        best = gemm_ops._gemm.isa_code(gemm_ops._gemm.best_isa())
+
         def kernel(x):
+            isa, pk = gemm_ops._isa(), None
+            if packed is not None and (best if isa < 0 else isa) == packed[0]:
+                isa, pk = packed[0], packed[1:]
             _convfast.conv2d_implicit(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw,
                                       oh, ow, act=act, beta=beta,
-                                      num_threads=get_num_threads(), isa=gemm_ops._isa())
+                                      num_threads=get_num_threads(), isa=isa, packed=pk)
     if _strides_fit(x):
         return lambda: kernel(x)
     # a view the kernels cannot read: the contiguous copy is made at each call (the data behind

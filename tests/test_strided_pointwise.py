@@ -1,0 +1,197 @@
+"""Strided pointwise convs in the inference plan (ResNet's 1x1/2 downsample): one product per
+image reading every s-th pixel in place (``ConvKernel.maps``, ``_gemm.gemm_maps`` over
+``nnl_sgemm_split_pk``), or on a narrow map of a batch the pixels gathered once and ONE product
+over every (image, pixel) column (``ConvKernel.gathered``).
+
+Oracles: the naive-loop reference ``nnlite.kernels.conv_reference`` in float64 (+ bias,
+residual, activation in NumPy), a float64 einsum for the raw GEMM entry, and the plan's
+im2col + GEMM path, which reduces in the same K order, for bit equality.
+"""
+import numpy as np
+import pytest
+from conftest import assert_close, kernel_threads, reference_epilogue
+
+from nnlite.kernels import conv_reference as ref
+from nnlite._infer import kernels as K
+
+needs_gemm = pytest.mark.skipif(K._gemm_ext is None, reason="needs the compiled GEMM")
+
+ACTS = {None: 0, "relu": 1, "relu6": 2}
+
+
+def _run(kern, x, w_shape, r, y_buf=None):
+    N, C, H, W, F, oh, ow = kern.shape
+    y = np.full((N, F, oh, ow), np.nan, kern.dtype) if y_buf is None else y_buf
+    ins = [x, None, None, r] if r is not None else [x]
+    kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
+    return y
+
+
+def _route(kern, route):
+    """The same layer forced onto one route: 'im2col' (im2col + GEMM, the route before strided
+    reads), 'maps' (one in-place product per image) or 'gathered' (a batch's pixels gathered,
+    one product over every (image, pixel) column)."""
+    N, C, H, W, F, oh, ow = kern.shape
+    kern.maps = route == "maps"
+    kern.gathered = (N, C, oh * ow) if route == "gathered" else None
+    kern.scratch_bytes = max(kern.scratch_bytes, K._align(N * C * oh * ow * kern.dtype.itemsize))
+    return kern
+
+
+def _case(rng, N, C, F, H, W, stride, dtype, residual, bias):
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((F, C, 1, 1)) / np.sqrt(C)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    oh, ow = (H - 1) // stride[0] + 1, (W - 1) // stride[1] + 1
+    r = rng.standard_normal((N, F, oh, ow)).astype(dtype) if residual else None
+    return x, w, b, r
+
+
+def _expect(x, w, b, r, stride, act):
+    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64),
+                      None if b is None else b.astype(np.float64), stride, 0)
+    if r is not None:
+        want = want + r
+    return reference_epilogue(want, ACTS[act])
+
+
+@needs_gemm
+@pytest.mark.parametrize("N,C,F,H,W,stride,act,residual,bias", [
+    (1, 40, 72, 14, 14, (2, 2), "relu", False, True),      # 7x7 -> 49 columns: im2col path
+    (1, 24, 16, 30, 49, (2, 2), None, True, True),         # odd width, 15x25 output
+    (3, 24, 80, 31, 51, (2, 2), "relu6", True, False),     # batch 3, 16x26 output
+    (3, 1, 70, 17, 48, (2, 2), "relu", False, True),       # one channel
+    (2, 33, 9, 25, 50, (3, 2), None, False, True),         # stride 3 x 2, not tiling the map
+    (1, 16, 128, 64, 50, (1, 2), "relu", False, True),     # stride only along W
+    (1, 24, 16, 29, 23, (2, 2), None, True, True),         # rows of 12: im2col path
+    (3, 40, 72, 13, 9, (2, 2), "relu", True, True),        # narrow (7x5), batch: gathered
+    (1, 520, 96, 20, 56, (2, 2), None, False, True),       # K > KC: two K slices
+    (2, 8, 16, 2, 49, (2, 2), "relu", True, True),         # one output row (a plain B)
+    (2, 8, 3, 1, 49, (2, 2), None, False, True),           # ... of 3 filters (unpacked rows)
+])
+def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residual, bias):
+    rng = np.random.default_rng(N * 100 + C + F)
+    x, w, b, r = _case(rng, N, C, F, H, W, stride, np.float32, residual, bias)
+    attrs = {"kernel_shape": [1, 1], "strides": list(stride), "pads": [0, 0, 0, 0],
+             "activation": act}
+
+    def make():
+        return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
+    kern = make()
+    oh, ow = kern.geom.oh, kern.geom.ow
+    narrow = K._narrow(F, oh * ow)
+    assert kern.maps == (not narrow and ow >= K._MAPS_MIN_OW)
+    assert (kern.gathered is not None) == (narrow and N > 1)
+    expect = _expect(x, w, b, r, stride, act)
+    routes = ["im2col", "maps"] + (["gathered"] if N > 1 else [])
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            got = _run(kern, x, w.shape, r)
+            forced = [_run(_route(make(), route), x, w.shape, r) for route in routes]
+        # every route reduces in the K order of im2col + GEMM: the same bits, for any thread
+        # count
+        for y in forced:
+            assert np.array_equal(got, y)
+        assert_close(got, expect, np.float32, k=C, scale=4)
+
+
+@needs_gemm
+def test_strided_pointwise_maps_follow_the_microkernel_family():
+    # the in-place product runs where the family's panels are wide (AVX-512); elsewhere the
+    # bound kernel takes im2col + GEMM, with the same bits
+    from nnlite.kernels import gemm_ops
+    rng = np.random.default_rng(4)
+    x, w, b, r = _case(rng, 2, 20, 40, 11, 60, (2, 2), np.float32, False, True)
+    attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
+             "activation": "relu"}
+    kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
+    assert kern.maps
+    want = _expect(x, w, b, None, (2, 2), "relu")
+    outs = []
+    for isa in gemm_ops._gemm.available_isas():
+        code = gemm_ops._gemm.isa_code(isa)
+        with gemm_ops.using_microkernel(isa):
+            outs.append(_run(kern, x, w.shape, None))
+        nr = gemm_ops._gemm.blocking(code, 4)["nr"]
+        assert K._maps_pay(code, 4) == (nr * 4 >= 128)
+        assert_close(outs[-1], want, np.float32, k=20, scale=4)
+
+
+@needs_gemm
+@pytest.mark.parametrize("N,H,W", [(1, 21, 19), (3, 13, 13)])
+def test_strided_pointwise_float64(N, H, W):
+    rng = np.random.default_rng(5)
+    x, w, b, r = _case(rng, N, 12, 70, H, W, (2, 2), np.float64, True, True)
+    attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
+             "activation": "relu"}
+    kern = K.ConvKernel(x.shape, w, b, attrs, True, np.dtype(np.float64))
+    got = _run(kern, x, w.shape, r)
+    assert_close(got, _expect(x, w, b, r, (2, 2), "relu"), np.float64, k=12, scale=4)
+
+
+@needs_gemm
+def test_strided_pointwise_reads_and_writes_views():
+    # x a channel slice of a larger buffer and y a channel slice of a concat buffer: read and
+    # written in place; a y without unit stride along W takes the im2col path
+    rng = np.random.default_rng(9)
+    big = rng.standard_normal((2, 50, 30, 50)).astype(np.float32)
+    x = big[:, 5:37]
+    w = (rng.standard_normal((80, 32, 1, 1)) / 6).astype(np.float32)
+    b = rng.standard_normal(80).astype(np.float32)
+    attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
+             "activation": "relu"}
+    kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
+    assert kern.maps
+    want = _expect(x, w, b, None, (2, 2), "relu")
+    concat = np.full((2, 100, 15, 25), np.nan, np.float32)
+    _run(kern, x, w.shape, None, concat[:, 10:90])
+    assert_close(concat[:, 10:90], want, np.float32, k=32, scale=4)
+    assert np.isnan(concat[:, :10]).all() and np.isnan(concat[:, 90:]).all()
+    wide = np.full((2, 80, 15, 50), np.nan, np.float32)
+    _run(kern, x, w.shape, None, wide[:, :, :, ::2])
+    assert_close(wide[:, :, :, ::2], want, np.float32, k=32, scale=4)
+    assert np.isnan(wide[:, :, :, 1::2]).all()
+
+
+@needs_gemm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("packed", [False, True])
+def test_gemm_maps_matches_einsum(dtype, packed):
+    from nnlite.kernels.gemm_ops import pack
+    g = K._gemm_ext
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((37, 300)).astype(dtype)
+    x = rng.standard_normal((3, 300, 21, 19)).astype(dtype)
+    b = x[:, :, ::2, ::3]                                  # (3, 300, 11, 7): strided reads
+    bias = rng.standard_normal(37).astype(dtype)
+    c0 = rng.standard_normal((3, 37, 11, 7)).astype(dtype)
+    pk = pack(a, "a") if packed else None
+    isa = pk.isa if packed else g.isa_code(g.best_isa())
+    for beta, act in ((0.0, 0), (1.0, 1), (0.5, 2)):
+        c = c0.copy()
+        g.gemm_maps(a, b, c, 1.0, beta, bias, act, 2, isa, pk.data if packed else None)
+        want = reference_epilogue(np.einsum("mk,nkrq->nmrq", a.astype(np.float64), b)
+                                  + beta * c0 + bias[:, None, None], act)
+        assert_close(c, want, dtype, k=300, scale=4)
+
+
+@needs_gemm
+def test_gemm_maps_rejects_bad_operands():
+    g = K._gemm_ext
+    isa = g.isa_code(g.best_isa())
+    a = np.zeros((8, 5), np.float32)
+    b = np.zeros((2, 5, 3, 4), np.float32)
+    c = np.zeros((2, 8, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="do not chain"):
+        g.gemm_maps(a, b[:, :4], c, 1.0, 0.0, None, 0, 1, isa)
+    with pytest.raises(ValueError, match="bias"):
+        g.gemm_maps(a, b, c, 1.0, 0.0, np.zeros(7, np.float32), 0, 1, isa)
+    with pytest.raises(ValueError, match="packed A"):
+        g.gemm_maps(a, b, c, 1.0, 0.0, None, 0, 1, isa, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="unit stride"):
+        g.gemm_maps(a, b[:, :, :, :2], np.zeros((2, 8, 3, 4), np.float32)[:, :, :, ::2], 1.0,
+                    0.0, None, 0, 1, isa)
+    with pytest.raises(ValueError, match="act"):
+        g.gemm_maps(a, b, c, 1.0, 0.0, None, 5, 1, isa)
+    # empty operands compute nothing
+    g.gemm_maps(a, b[:0], c[:0], 1.0, 0.0, None, 0, 1, isa)

@@ -223,8 +223,7 @@ def _pixel_major_pays(f, pixels):
     on 98-pixel bands (14x14 maps); at batch 8 on two threads 5-9% and 1-8%."""
     if _gemm_ext is None:
         return False
-    code = _gemm_isa()
-    code = _gemm_ext.isa_code(_gemm_ext.best_isa()) if code < 0 else code
+    code = _family()
     bl = _gemm_ext.blocking(code, 4)
     mr, nr = bl["mr"], bl["nr"]
     lanes = _FAMILY_LANES.get(_gemm_ext.isa_names()[code], nr)
@@ -262,12 +261,25 @@ def _maps_pay(isa, itemsize):
     return got >= 128
 
 
+_BEST_FAMILY = []
+
+
+def _family():
+    """The GEMM micro-kernel family (isa code) in use in this thread, 'auto' resolved to the
+    best one this CPU runs."""
+    code = _gemm_isa()
+    if code >= 0:
+        return code
+    if not _BEST_FAMILY:
+        _BEST_FAMILY.append(_gemm_ext.isa_code(_gemm_ext.best_isa()))
+    return _BEST_FAMILY[0]
+
+
 def _packed_for(wpk):
     """(isa code, packed data or None) for a product on ``pack_weights``' A-side operand in the
     micro-kernel family active in this thread: the data serve only the family they were packed
     for (else the call packs per call)."""
-    isa = _gemm_isa()
-    code = _gemm_ext.isa_code(_gemm_ext.best_isa()) if isa < 0 else isa
+    code = _family()
     if wpk is not None and wpk.data is not None and wpk.isa == code and wpk.side == "a":
         return code, wpk.data
     return code, None
@@ -473,12 +485,10 @@ class ConvKernel(Kernel):
             apk, bpk = wpk.data, None
         kind = 0 if bias is None else kind
         beta, act, isa = (1.0 if accumulate else 0.0), _ACT_CODES[self.act], wpk.isa
-        gemm, family = _gemm_ext.gemm_strided, _gemm_isa
-        # the families the packed weights serve: theirs, and 'auto' (-1) when theirs is the best
-        served = (isa, -1) if isa == _gemm_ext.isa_code(_gemm_ext.best_isa()) else (isa,)
+        gemm = _gemm_ext.gemm_strided
 
         def run():
-            if family() not in served:
+            if _family() != isa:      # the packed weights serve their family only
                 general()
                 return
             if r3 is not None:

@@ -796,6 +796,87 @@ cdef const float *_ir_packed(pk, Py_ssize_t rows, Py_ssize_t cols, int side, int
     return &mv[0]
 
 
+cdef class BoundInvertedResidual:
+    """An ``inverted_residual`` call on arrays checked once (``bind_inverted_residual``):
+    calling it with a thread count runs the block; it keeps the arrays alive."""
+    cdef nnl_ir_geom gm
+    cdef const float *x
+    cdef const float *w1
+    cdef const float *w1pk
+    cdef const float *b1
+    cdef const float *wd
+    cdef const float *bd
+    cdef const float *w3
+    cdef const float *w3pk
+    cdef const float *b3
+    cdef const float *r
+    cdef float *y
+    cdef int isa
+    cdef object keep
+
+    def __call__(self, int num_threads=1):
+        cdef int rc
+        if self.gm.n == 0:
+            return
+        with nogil:
+            rc = nnl_inverted_residual_s(&self.gm, self.x, self.w1, self.w1pk, self.b1, self.wd,
+                                         self.bd, self.w3, self.w3pk, self.b3, self.r, self.y,
+                                         num_threads, self.isa)
+        check_status(rc, "inverted_residual")
+
+
+def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
+                           const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
+                           float[:, :, :] y, Py_ssize_t stride, residual=None, int isa=-1,
+                           bint project_t=False):
+    """``inverted_residual``'s arguments checked once: a ``BoundInvertedResidual`` to call with
+    the thread count (the inference plan binds each fused block so: no argument parsing
+    between kernels)."""
+    fn = "inverted_residual"
+    cdef BoundInvertedResidual call = BoundInvertedResidual.__new__(BoundInvertedResidual)
+    cdef nnl_ir_geom gm
+    cdef bint expand = w1 is not None
+    cdef Py_ssize_t E = w1.shape[0] if expand else wd.shape[0], F = w3.shape[0]
+    if not expand and (w1pk is not None or b1 is not None):
+        raise ValueError(f"{fn}: without w1 (no expand) w1pk and b1 must be None too")
+    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn)
+    if ((expand and w1.shape[1] != gm.c) or wd.shape[0] != E or wd.shape[1] != 9
+            or w3.shape[1] != E):
+        w1s = tuple(w1.shape)[:2] if expand else None
+        raise ValueError(f"{fn}: weights w1 {w1s}, wd {tuple(wd.shape)[:2]}, "
+                         f"w3 {tuple(w3.shape)[:2]} do not chain C={gm.c} -> E={E} -> F={F} "
+                         f"with 3x3 depthwise taps")
+    if tuple(y.shape)[:3] != (gm.n, F, gm.oh * gm.ow):
+        raise ValueError(f"{fn}: y has shape {tuple(y.shape)[:3]}, expected "
+                         f"{(gm.n, F, gm.oh * gm.ow)}")
+    call.b1 = _ir_vec(b1, E, "b1", fn)
+    call.bd = _ir_vec(bd, E, "bd", fn)
+    call.b3 = _ir_vec(b3, F, "b3", fn)
+    gm.xsn = _image_stride(x, "x", fn)
+    gm.ysn = gm.rsn = _image_stride(y, "y", fn)
+    cdef const float[:, :, :] rv
+    call.r = NULL
+    if residual is not None:
+        rv = residual
+        if tuple(rv.shape)[:3] != tuple(y.shape)[:3]:
+            raise ValueError(f"{fn}: residual has shape {tuple(rv.shape)[:3]}, expected "
+                             f"{tuple(y.shape)[:3]}")
+        gm.rsn = _image_stride(rv, "residual", fn)
+        if gm.n:
+            call.r = &rv[0, 0, 0]
+    call.w1pk = _ir_packed(w1pk, gm.c, E, 1, isa, "w1pk", fn)
+    gm.project_t = project_t
+    call.w3pk = (_ir_packed(w3pk, E, F, 1, isa, "w3pk", fn) if project_t
+                 else _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn))
+    call.gm, call.isa = gm, isa
+    # the arrays behind the pointers (memoryviews of them hold their buffers)
+    call.keep = (x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, residual)
+    if gm.n > 0:
+        call.x, call.wd, call.w3, call.y = &x[0, 0, 0, 0], &wd[0, 0], &w3[0, 0], &y[0, 0, 0]
+        call.w1 = &w1[0, 0] if expand else NULL
+    return call
+
+
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                       const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
@@ -815,49 +896,8 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         y^T = d^T @ w3.T (for bands of few pixels), and w3pk is w3.T packed as the B operand
         (``gemm_ops.pack(w3, 'b', trans=True)``); the same bits either way.
     """
-    fn = "inverted_residual"
-    cdef nnl_ir_geom gm
-    cdef bint expand = w1 is not None
-    cdef Py_ssize_t E = w1.shape[0] if expand else wd.shape[0], F = w3.shape[0]
-    if not expand and (w1pk is not None or b1 is not None):
-        raise ValueError(f"{fn}: without w1 (no expand) w1pk and b1 must be None too")
-    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn)
-    if ((expand and w1.shape[1] != gm.c) or wd.shape[0] != E or wd.shape[1] != 9
-            or w3.shape[1] != E):
-        w1s = tuple(w1.shape)[:2] if expand else None
-        raise ValueError(f"{fn}: weights w1 {w1s}, wd {tuple(wd.shape)[:2]}, "
-                         f"w3 {tuple(w3.shape)[:2]} do not chain C={gm.c} -> E={E} -> F={F} "
-                         f"with 3x3 depthwise taps")
-    if tuple(y.shape)[:3] != (gm.n, F, gm.oh * gm.ow):
-        raise ValueError(f"{fn}: y has shape {tuple(y.shape)[:3]}, expected "
-                         f"{(gm.n, F, gm.oh * gm.ow)}")
-    cdef const float *pb1 = _ir_vec(b1, E, "b1", fn)
-    cdef const float *pbd = _ir_vec(bd, E, "bd", fn)
-    cdef const float *pb3 = _ir_vec(b3, F, "b3", fn)
-    gm.xsn = _image_stride(x, "x", fn)
-    gm.ysn = gm.rsn = _image_stride(y, "y", fn)
-    cdef const float[:, :, :] rv
-    cdef const float *pr = NULL
-    if residual is not None:
-        rv = residual
-        if tuple(rv.shape)[:3] != tuple(y.shape)[:3]:
-            raise ValueError(f"{fn}: residual has shape {tuple(rv.shape)[:3]}, expected "
-                             f"{tuple(y.shape)[:3]}")
-        gm.rsn = _image_stride(rv, "residual", fn)
-        if gm.n:
-            pr = &rv[0, 0, 0]
-    cdef const float *p1 = _ir_packed(w1pk, gm.c, E, 1, isa, "w1pk", fn)
-    gm.project_t = project_t
-    cdef const float *p3 = (_ir_packed(w3pk, E, F, 1, isa, "w3pk", fn) if project_t
-                            else _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn))
-    if gm.n == 0:
-        return
-    cdef const float *pw1 = &w1[0, 0] if expand else NULL
-    cdef int rc
-    with nogil:
-        rc = nnl_inverted_residual_s(&gm, &x[0, 0, 0, 0], pw1, p1, pb1, &wd[0, 0], pbd,
-                                     &w3[0, 0], p3, pb3, pr, &y[0, 0, 0], num_threads, isa)
-    check_status(rc, fn)
+    bind_inverted_residual(x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, stride, residual, isa,
+                           project_t)(num_threads)
 
 
 def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,

@@ -517,3 +517,37 @@ def test_kernel_runs_unfused_on_arrays_the_fused_call_cannot_take(expand):
     for y in (y1, y2):
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
     assert np.array_equal(y1, y2) or not expand
+
+
+def test_bound_block_reads_its_arrays_at_each_call_and_keeps_them_alive():
+    """``bind_inverted_residual`` checks the arrays once; each call of the bound block computes
+    from the arrays' current contents (the plan rewrites its input in place), and the binding
+    holds the arrays (the caller may drop its own references)."""
+    import gc
+    from nnlite.kernels.gemm_ops import pack
+    cf = K._conv_cython._convfast
+    rng = np.random.default_rng(17)
+    N, C, H, W, E, F = 2, 8, 9, 7, 24, 8
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    ws = _weights(rng, C, E, F)
+    w1, b1, wd, bd, w3, b3 = ws
+    y = np.empty((N, F, H * W), np.float32)
+    p1, p3 = pack(w1, "b", trans=True), pack(w3, "a")
+    call = cf.bind_inverted_residual(x, w1, p1.data, b1, wd, bd, w3, p3.data, b3, y, 1, None,
+                                     p1.isa)
+    for _ in range(2):
+        call(2)
+        want = _reference(x, *ws, 1)
+        np.testing.assert_allclose(y.reshape(want.shape), want, rtol=1e-5,
+                                   atol=2e-5 * np.abs(want).max())
+        x *= -0.5                      # new contents, same buffer
+    y_view = y
+    del w1, b1, wd, bd, w3, b3, p1, p3, ws
+    gc.collect()
+    call(1)                            # the weights live on in the binding
+    assert np.isfinite(y_view).all()
+    with pytest.raises(ValueError, match="y has shape"):
+        cf.bind_inverted_residual(x, *(np.zeros((E, C), np.float32), None, None,
+                                       np.zeros((E, 9), np.float32), None,
+                                       np.zeros((F, E), np.float32), None, None),
+                                  y[:, :, :5], 1)

@@ -731,7 +731,7 @@ IR_INPUTS = ("x", "w1", "b1", "wd", "bd", "w3", "b3", "residual")
 def inverted_residual_available():
     """True when the fused inverted residual kernel is built (nnlite._convfast, nnlite._gemm)."""
     return (_conv_cython is not None and _gemm_ext is not None
-            and hasattr(_conv_cython._convfast, "inverted_residual"))
+            and hasattr(_conv_cython._convfast, "bind_inverted_residual"))
 
 
 def _images_contiguous(a):
@@ -823,12 +823,9 @@ class InvertedResidualKernel(Kernel):
         w1, b1, pk1d = (None, None, None) if p1 is None else (p1.w_flat, p1.bias, pk1.data)
         bd, b3 = p2.bias, p3.bias
         wd, w3, s = p2.w_flat, p3.w_flat, self.stride
-        block, isa, project_t = _conv_cython._convfast.inverted_residual, pk3.isa, self.project_t
-
-        def run():
-            block(x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, get_num_threads(), isa,
-                  project_t)
-        return run
+        block = _conv_cython._convfast.bind_inverted_residual(
+            x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, pk3.isa, self.project_t)
+        return lambda: block(get_num_threads())
 
     def _bind_unfused(self, x, y, r, scratch):
         """The three convs one after the other, the intermediates in arrays of this binding."""

@@ -33,8 +33,9 @@
  *
  * A block without expand (expansion ratio 1, MobileNetV2's first: depthwise 3x3 -> project
  * 1x1, g->expand == 0) runs the same bands: the input rows are transposed into the band buffer
- * (ir_transpose, 8 x 8 register transposes) instead of expanded, so the depthwise output again
- * stays in the thread's cache on its way to the project.
+ * (nnl_transpose_s, the GEMM nest's transpose: 8 x 8 register transposes) instead of
+ * expanded, so the depthwise output again stays in the thread's cache on its way to the
+ * project.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -157,25 +158,8 @@ typedef struct {
     nnl_idx n, lo, hi;
 } ir_rows;
 
-/* Input rows [r0, r1) of image n, channels-last, into ebuf from its row ``at`` (a block
- * without expand): dst[p * ep + c] = x[c, p], eight channels at a time through the GEMM
- * packer's 8 x 8 register transposes (nnl_pack_t8_s) where the CPU has AVX. An exact copy. */
-static void ir_transpose(const nnl_ir_geom *g, const float *x, nnl_idx n, nnl_idx r0, nnl_idx r1,
-                         float *ebuf, nnl_idx ep, nnl_idx at)
-{
-    const nnl_idx hw = g->h * g->w, pixels = (r1 - r0) * g->w;
-    const float *src = x + n * g->xsn + r0 * g->w;
-    float *dst = ebuf + at * g->w * ep;
-    nnl_idx c = 0;
-    if (nnl_pack_a8_ok())
-        for (; c + 8 <= g->c; c += 8)
-            nnl_pack_t8_s(pixels, src + c * hw, hw, dst + c, ep);
-    for (; c < g->c; c++)
-        for (nnl_idx p = 0; p < pixels; p++)
-            dst[p * ep + c] = src[c * hw + p];
-}
-
-/* expand input rows [r0, r1) of image n into ebuf from its row ``at``: the product
+/* expand input rows [r0, r1) of image n into ebuf from its row ``at`` (without expand: copy
+ * them there channels-last): the product
  * x^T (pixels, C) @ W1^T (C, E), so that each pixel's E channels come out contiguous; W1^T is
  * the B operand, packed once (w1pk). Each element is the same sum, in the same order, as in
  * W1 @ x: the same bits as the unfused 1x1 conv. */
@@ -185,11 +169,12 @@ static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, cons
 {
     if (r1 <= r0)
         return NNL_OK;
-    if (!g->expand) {
-        ir_transpose(g, x, n, r0, r1, ebuf, ep, at);
+    const nnl_idx W = g->w;
+    if (!g->expand) {   /* no expand: the input rows channels-last, ebuf[p*ep + c] = x[c, p] */
+        nnl_transpose_s((int)g->c, (int)((r1 - r0) * W), x + n * g->xsn + r0 * W, g->h * W,
+                        ebuf + at * W * ep, ep);
         return NNL_OK;
     }
-    const nnl_idx W = g->w;
     return nnl_sgemm_pk(1, (r1 - r0) * W, g->e, g->c, 1.0f, x + n * g->xsn + r0 * W, 0, 1,
                         g->h * W, w1, 0, 1, g->c, 0.0f, ebuf + at * W * ep, 0, ep, b1, 0,
                         NNL_BIAS_COL, NNL_ACT_RELU6, 1, isa, NULL, w1pk);

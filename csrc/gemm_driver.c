@@ -216,6 +216,11 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef GEMM_SPLIT_PK
 #undef PACK_NAME
 
+void nnl_transpose_s(int rows, int cols, const float *src, nnl_idx lds, float *dst, nnl_idx ldd)
+{
+    transpose_s(rows, cols, src, lds, dst, ldd);
+}
+
 /* float64 */
 #define T double
 #define EPI_T nnl_epi_d

@@ -138,6 +138,10 @@ void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr);
 /* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing). */
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
 int nnl_pack_a8_ok(void);
+/* dst[k*ldd + i] = src[i*lds + k] for i < rows, k < cols: the GEMM nest's transpose (an exact
+ * copy, eight rows at a time through nnl_pack_t8_s where the CPU has AVX), for other kernels
+ * (gemm_driver.c). */
+void nnl_transpose_s(int rows, int cols, const float *src, nnl_idx lds, float *dst, nnl_idx ldd);
 /* dst[0:n] = src[0], src[2], ... (n of them) through AVX-512 masked even-lane permutes
  * (convfast_bdirect.c; an exact copy, reading nothing past src[2n - 2]); call only when
  * nnl_copy_even_ok(). */

@@ -1015,9 +1015,6 @@ class SoftmaxKernel(Kernel):
 
 
 # ------------------------------------------------------------------------------ dense
-_SKINNY_ROWS = 4   # the GEMM's few-row (unpacked) products: NNL_SKINNY_M in gemm_internal.h
-
-
 class GemmKernel(Kernel):
     """ONNX Gemm: act(alpha * op(A) @ op(B) + beta * C), bias-vector C fused in the write-out."""
 
@@ -1039,11 +1036,15 @@ class GemmKernel(Kernel):
         if c is not None and c.ndim == 1 and c.shape[0] == y.shape[1] and self.c is not None:
             bias = np.ascontiguousarray(c * beta, dtype=y.dtype)
             c = None
-        # a matrix-vector product (a classifier at batch <= 4) goes to NumPy's matmul: nnlite's
-        # few-row path keeps one chain of partial sums per dot product and waits on it (Zen 4,
-        # 2 threads, 1280 -> 1000: 113 vs 66 us with the weights in cache, 192 vs 120 us cold)
-        use_gemm = (_gemm is not None and alpha == 1.0 and c is None
-                    and a2.shape[0] > _SKINNY_ROWS)
+        # a matrix-vector product (a classifier at batch <= 4: the GEMM's unpacked few-row path,
+        # no work units) goes to NumPy's matmul: that path keeps one chain of partial sums per
+        # dot product and waits on it (Zen 4, 2 threads, 1280 -> 1000: 113 vs 66 us with the
+        # weights in cache, 192 vs 120 us cold)
+        m, k = a2.shape
+        few_rows = (_gemm_ext is not None and y.dtype in _ITEM and min(m, k, y.shape[1]) > 0
+                    and _gemm_ext.work_units(_family(), y.dtype.itemsize, 1, m, y.shape[1],
+                                             k, 1)["mu"] == 0)
+        use_gemm = _gemm is not None and alpha == 1.0 and c is None and not few_rows
 
         def run():
             if use_gemm:

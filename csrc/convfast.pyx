@@ -544,10 +544,10 @@ cdef extern from "convfast_winograd.h" nogil:
                                   int isa, double *out, int nthreads)
     int nnl_conv_winograd_s(const nnl_conv_geom *geom, int m, const float *x, const float *u,
                             const float *upk, const float *bias, float beta, float *y, int act,
-                            int nthreads, int isa)
+                            int nthreads, int isa, void *work, nnl_idx work_bytes)
     int nnl_conv_winograd_d(const nnl_conv_geom *geom, int m, const double *x, const double *u,
                             const double *upk, const double *bias, double beta, double *y,
-                            int act, int nthreads, int isa)
+                            int act, int nthreads, int isa, void *work, nnl_idx work_bytes)
     nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize,
                                         int nthreads, int isa, int packed)
     int nnl_best_isa()
@@ -655,9 +655,12 @@ def winograd_weights_packed(const floating[:, :, :, ::1] w, Py_ssize_t groups, i
 def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, upk, bias,
                     floating[:, :, :] y, Py_ssize_t groups, int m, Py_ssize_t pt,
                     Py_ssize_t pl, Py_ssize_t oh, Py_ssize_t ow, int act=0, double beta=0.0,
-                    int num_threads=1, int isa=-1):
+                    int num_threads=1, int isa=-1, unsigned char[::1] work=None):
     """y (N, F, OH*OW) = act(conv2d(x, w) + beta * y + bias) for a 3x3 kernel, stride 1,
     dilation 1, by Winograd F(m x m, 3 x 3) (m = 2 or 4) on the transformed weights u.
+    ``work``: bytes the call may use as its work memory (it needs ``winograd_workspace_bytes``
+    of them from their first 64-byte boundary on; given fewer, it allocates its own); they
+    must overlap none of the arrays.
 
     Shape:
         x (N, C, H, W); u (alpha^2, F, C/groups) with alpha = m + 2 (u[i*alpha + j] =
@@ -708,13 +711,17 @@ def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, u
             pp = &pv[0]
     gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
     gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    cdef void *pw = NULL
+    cdef nnl_idx nw = 0
+    if work is not None and work.shape[0] > 0:
+        pw, nw = &work[0], work.shape[0]
     with nogil:
         if floating is float:
             rc = nnl_conv_winograd_s(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
-                                     <float>beta, &y[0, 0, 0], act, num_threads, isa)
+                                     <float>beta, &y[0, 0, 0], act, num_threads, isa, pw, nw)
         else:
             rc = nnl_conv_winograd_d(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,
-                                     beta, &y[0, 0, 0], act, num_threads, isa)
+                                     beta, &y[0, 0, 0], act, num_threads, isa, pw, nw)
     check_status(rc, "conv2d_winograd")
 
 

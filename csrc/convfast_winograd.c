@@ -20,7 +20,8 @@
  * (nnl_cache_sizes), at least one GEMM column panel (NR) of tiles. With at least
  * NNL_WINO_FUSED_CHUNKS chunks per thread, each thread instead runs the three phases on whole
  * chunks with its own V and M ("fused": no barrier, V and M stay in its L2).
- * Nothing is static; the work buffer is malloc'd per call and freed before returning.
+ * Nothing is static; the work memory is the caller's (an inference plan's arena) or one block
+ * malloc'd per call and freed before returning.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -52,12 +52,15 @@ int nnl_wino_weights_packed_s(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const flo
 int nnl_wino_weights_packed_d(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const double *w,
                               int isa, double *out, int nthreads);
 
+/* work (may be NULL): the caller's memory of work_bytes, used when it holds the call's work
+ * memory (nnl_conv_winograd_workspace) from its first 64-byte boundary on; else the call
+ * allocates its own. It must overlap none of the arrays. */
 int nnl_conv_winograd_s(const nnl_conv_geom *geom, int m, const float *x, const float *u,
                         const float *upk, const float *bias, float beta, float *y, int act,
-                        int nthreads, int isa);
+                        int nthreads, int isa, void *work, nnl_idx work_bytes);
 int nnl_conv_winograd_d(const nnl_conv_geom *geom, int m, const double *x, const double *u,
                         const double *upk, const double *bias, double beta, double *y, int act,
-                        int nthreads, int isa);
+                        int nthreads, int isa, void *work, nnl_idx work_bytes);
 
 /* Bytes of work memory one nnl_conv_winograd_* call allocates (upk == NULL adds the packed
  * weights), or -1 for invalid arguments. */

@@ -371,7 +371,8 @@ static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, co
 }
 
 int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T *upk,
-              const T *bias, T beta, T *y, int act, int nthreads, int isa)
+              const T *bias, T beta, T *y, int act, int nthreads, int isa, void *work,
+              nnl_idx work_bytes)
 {
     int mr, nr, mc, kc, nc;
     if (!wino_geom_ok(geom, m) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
@@ -391,9 +392,20 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
     const nnl_idx vsize = a2 * C * tb, msize = a2 * F * tb, pairs = fused ? nt : 1;
     const nnl_idx psize = upk == NULL ? a2 * G * p.per : 0;
     const size_t vm_elems = nnl_round64((size_t)(vsize + msize), sizeof(T));
-    T *ws = (T *)nnl_alloc64(sizeof(T) * (vm_elems * (size_t)pairs + (size_t)psize));
-    if (ws == NULL)
-        return NNL_ENOMEM;
+    const size_t ws_bytes = sizeof(T) * (vm_elems * (size_t)pairs + (size_t)psize);
+    /* the caller's work memory when it holds ws_bytes from its first 64-byte boundary on (an
+     * inference plan's arena), else a block of our own for this call */
+    T *ws = NULL, *own = NULL;
+    if (work != NULL && work_bytes > 0) {
+        const size_t skip = (size_t)(-(uintptr_t)work & 63u);
+        if ((size_t)work_bytes >= skip && (size_t)work_bytes - skip >= ws_bytes)
+            ws = (T *)(void *)((char *)work + skip);
+    }
+    if (ws == NULL) {
+        ws = own = (T *)nnl_alloc64(ws_bytes);
+        if (ws == NULL)
+            return NNL_ENOMEM;
+    }
     const T *pk = upk;
     if (upk == NULL)
         pk = ws + vm_elems * (size_t)pairs;
@@ -475,6 +487,6 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
             }
         }
     }
-    nnl_free64(ws);
+    nnl_free64(own);
     return err;
 }

@@ -351,3 +351,34 @@ def test_inference_plan_transforms_weights_once_and_fuses_the_epilogue():
     expect = np.maximum(ref.conv2d(x.astype(np.float64), w1, b1, 1, 1, 1, 1), 0)
     expect = np.clip(ref.conv2d(expect, w2, b2, 1, 1, 1, 1), 0, 6)
     assert _rel(got, expect) < 1e-4
+
+
+@needs_ext
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_caller_work_memory_gives_the_same_bits_and_is_used(m, threads):
+    """``work``: memory the call may use (an inference plan's arena). With enough bytes from
+    any start (the kernel aligns to 64 itself) the result is the same bits as with its own
+    block, and the bytes are written (the call used them); with too few it allocates its own
+    and leaves them alone."""
+    x, wt, b = _data(2, 24, 13, 11, 40, 1, np.float32, seed=3)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 1)
+    ww = cw.WinogradWeights(wt, geom, np.float32, m=m)
+    own = np.empty((2, 40, 13 * 11), np.float32)
+    ww.run(x, own, b, act=1, num_threads=threads)
+    need = cw.workspace_bytes(geom, np.float32, m, threads)
+    assert need > 0
+    for start in (0, 1, 37):
+        buf = np.full(start + need + 63, 0xA5, np.uint8)
+        y = np.empty_like(own)
+        ww.run(x, y, b, act=1, num_threads=threads, work=buf[start:])
+        np.testing.assert_array_equal(y, own)
+        assert (buf[start:] != 0xA5).any()
+    small = np.full(need // 2, 0xA5, np.uint8)
+    y = np.empty_like(own)
+    ww.run(x, y, b, act=1, num_threads=threads, work=small)
+    np.testing.assert_array_equal(y, own)
+    assert (small == 0xA5).all()
+    np.testing.assert_allclose(own.reshape(2, 40, 13, 11),
+                               np.maximum(ref.conv2d(x, wt, b, 1, 1, 1, 1), 0),
+                               rtol=1e-4, atol=1e-4)

@@ -114,19 +114,39 @@ def test_split_conv_keeps_no_weights_of_the_whole_conv(shape):
             assert k.pair.conv.winograd is None and k.pair.conv.w_packed is None
 
 
-def _bound_scratch(plan, monkeypatch):
+def _bound_scratch(plan, monkeypatch, record=None):
     """Bind ``plan`` recording the scratch array every kernel got: [(step index, kernel,
-    scratch)] in step order."""
+    scratch)] in step order; ``record`` (a dict) also gets id(kernel) -> (ins, outs, work)."""
     seen = {}
     orig = K.Kernel.bind
 
-    def spy(self, ins, outs, scratch):
+    def spy(self, ins, outs, scratch, work=None):
         seen.setdefault(id(self), scratch)   # a ConvPart binds its inner kernel on its area
-        return orig(self, ins, outs, scratch)
+        if record is not None:
+            record.setdefault(id(self), (ins, outs, work))
+        return orig(self, ins, outs, scratch, work)
     monkeypatch.setattr(K.Kernel, "bind", spy)
     plan.bind()
     monkeypatch.setattr(K.Kernel, "bind", orig)
     return [(i, s.kernel, seen[id(s.kernel)]) for i, s in enumerate(plan.steps)]
+
+
+def _checked_plan(make, shape, seed):
+    """The 2-thread plan of ``make()`` on a random input of ``shape``, after checking that its
+    outputs repeat bit for bit (lanes run side by side) and match the plain run."""
+    nnlite.manual_seed(0)
+    model = make().eval()
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    with kernel_threads(2):
+        fast = nnlite.optimize_for_inference(model)
+        first = fast(x).data
+        for _ in range(3):
+            np.testing.assert_array_equal(fast(x).data, first)
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(first, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    (plan, _), = fast._plans.values()
+    return plan
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -136,18 +156,7 @@ def _bound_scratch(plan, monkeypatch):
     (lambda: blocks.Inception(8, 4, 8, 64, 2, 4, 4), (1, 8, 30, 29)),    # a split conv
 ])
 def test_workspace_is_never_used_by_two_live_kernels(make, shape, monkeypatch):
-    nnlite.manual_seed(0)
-    model = make().eval()
-    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    with kernel_threads(2):
-        fast = nnlite.optimize_for_inference(model)
-        first = fast(x).data
-        for _ in range(3):      # lanes run side by side: the same result every time
-            np.testing.assert_array_equal(fast(x).data, first)
-    with nnlite.no_grad():
-        want = model(nnlite.tensor(x)).data
-    np.testing.assert_allclose(first, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    (plan, _), = fast._plans.values()
+    plan = _checked_plan(make, shape, 1)
     assert plan.groups
     bound = _bound_scratch(plan, monkeypatch)
     scratch_of = {i: a for i, _, a in bound}
@@ -166,6 +175,41 @@ def test_workspace_is_never_used_by_two_live_kernels(make, shape, monkeypatch):
     # every kernel fits the area it got
     for _, k, a in bound:
         assert k.scratch_bytes <= a.nbytes
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: models.googlenet(), (1, 3, 96, 96)),    # Winograd steps, one in a lane group
+    (lambda: nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                           nn.Conv2d(64, 96, 3, padding=1), nn.ReLU(),
+                           nn.Conv2d(96, 16, 3, padding=2, dilation=2)), (2, 64, 23, 17)),
+])
+def test_work_memory_lives_in_the_arena_apart_from_the_values_in_use(make, shape, monkeypatch):
+    """A kernel's work memory (``Kernel.work_bytes``: Winograd's tile chunk) is a block of the
+    arena that no array of its own step, nor of any step of its branch group (the lanes run at
+    the same time), overlaps; it is as large as the kernel asked; the outputs stay exact."""
+    plan = _checked_plan(make, shape, 2)
+    record = {}
+    with kernel_threads(2):
+        _bound_scratch(plan, monkeypatch, record)
+    with_work = [i for i, s in enumerate(plan.steps) if s.kernel.work_bytes]
+    assert with_work, "no step asked for work memory: the test checks nothing"
+    if plan.groups:
+        grouped = {i for g in plan.groups for i in list(g.lanes.caller) + list(g.lanes.worker)}
+        assert grouped & set(with_work), "no work memory inside a lane group"
+    concurrent = {i: {i} for i in range(len(plan.steps))}
+    for g in plan.groups:
+        members = set(g.lanes.caller) | set(g.lanes.worker)
+        for i in members:
+            concurrent[i] = members
+    for i in with_work:
+        kernel = plan.steps[i].kernel
+        work = record[id(kernel)][2]
+        assert work is not None and work.nbytes == kernel.work_bytes
+        for j in concurrent[i]:
+            ins, outs, other = record[id(plan.steps[j].kernel)]
+            for a in list(ins) + list(outs) + ([other] if j != i else []):
+                if a is not None:
+                    assert not np.shares_memory(work, a), (i, j)
 
 
 def test_memory_report_counts_a_buffer_once():

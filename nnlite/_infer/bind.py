@@ -129,7 +129,9 @@ class Plan:
             outs = [arr(o) if u else None for o, u in zip(step.node.outputs, step.used)]
             area = (private if getattr(step.kernel, "private_scratch", False)
                     else lane_scratch if i in second else scratch)
-            bound.append(step.kernel.bind(ins, outs, area))
+            at, need = self.arena.work_of.get(id(step.node)), step.kernel.work_bytes
+            work = arena[at:at + need] if at is not None and need else None
+            bound.append(step.kernel.bind(ins, outs, area, work))
         calls, worker = [], None
         start = {g.first: g for g in self.groups}
         in_group = {i for g in self.groups for lane in g.lanes for i in lane}

@@ -150,6 +150,9 @@ class Kernel:
     ``make_kernel``) in the PlanError of a failed bind."""
 
     scratch_bytes = 0
+    # bytes of arena memory the bound call may use as work memory while its step runs, placed
+    # by liveness like a value (``storage.assign_offsets``); ``_bind`` then gets ``work``
+    work_bytes = 0
     weight_bytes = 0   # bytes of the weights ``prepare`` makes its prepared form of
     label = "inference plan step"
 
@@ -157,9 +160,12 @@ class Kernel:
         """Make what the kernel derives from its weights once (``Plan.bind`` calls it for
         every kernel, largest weights first, before it allocates the arena)."""
 
-    def bind(self, ins, outs, scratch):
-        """The zero-argument call computing ``outs`` from ``ins`` (fixed arrays)."""
+    def bind(self, ins, outs, scratch, work=None):
+        """The zero-argument call computing ``outs`` from ``ins`` (fixed arrays); ``work``:
+        ``work_bytes`` of the arena for this kernel alone while it runs (or None)."""
         try:
+            if work is not None:
+                return self._bind(ins, outs, scratch, work=work)
             return self._bind(ins, outs, scratch)
         except PlanError:
             raise
@@ -366,6 +372,12 @@ class ConvKernel(Kernel):
         self.cols = None if self.pointwise else (C * kh * kw, oh * ow)
         self.scratch_bytes = 0 if self.pointwise else _align(C * kh * kw * oh * ow
                                                             * dtype.itemsize)
+        if self.algorithm == "winograd":
+            # Winograd's work memory (the transformed input and the GEMM outputs of a tile
+            # chunk) in the arena, over values dead by then, instead of a block malloc'd per
+            # call that the allocator keeps (GoogLeNet at batch 1: 3.2 MB for its 56x56 conv)
+            self.work_bytes = _align(64 + _conv_cython.conv_winograd.workspace_bytes(
+                geom, dtype, winograd_tile(geom)))
         self.geom1 = replace(geom, n=1)                                     # one image
         # a pointwise conv over a batch whose per-image products would be narrow (7x7 maps)
         # runs as ONE product over every (image, pixel) column (gemm_split), in place.
@@ -417,7 +429,7 @@ class ConvKernel(Kernel):
     def _im2col(self, x1, cols):
         _kernels.impl("im2col")(x1, self.geom1, out=cols[None])
 
-    def _bind(self, ins, outs, scratch):
+    def _bind(self, ins, outs, scratch, work=None):
         self.prepare()
         x, y = ins[0], outs[0]
         N, C, H, W, F, oh, ow = self.shape
@@ -429,7 +441,7 @@ class ConvKernel(Kernel):
             raise ValueError(f"the residual operand ({tuple(r.shape)}, {r.dtype}) must have the "
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
-            return self._bind_convfast(x, y, r)
+            return self._bind_convfast(x, y, r, work)
         if self.gathered is not None and _unit_w(y):
             return self._bind_gathered(x, y, r, scratch)
         if self.maps and _unit_w(y):
@@ -585,10 +597,11 @@ class ConvKernel(Kernel):
             return out
         return mm
 
-    def _bind_convfast(self, x, y, r):
+    def _bind_convfast(self, x, y, r, work=None):
         """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) (F(2x2,
-        3x3) for few tiles: ``_algorithms.winograd_tile``) on the weights transformed once, with
-        bias, residual (beta = 1 on the operand copied into y) and activation fused."""
+        3x3) for few tiles: ``_algorithms.winograd_tile``) on the weights transformed once and
+        its work memory in ``work`` (None: its own per call), with bias, residual (beta = 1 on
+        the operand copied into y) and activation fused."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r
@@ -601,7 +614,7 @@ class ConvKernel(Kernel):
             def run_winograd():
                 if r3 is not None:
                     np.copyto(y, r3)
-                wino.run(x, y3, bias, act, beta)
+                wino.run(x, y3, bias, act, beta, work=work)
             return run_winograd
 
         call = _conv_cython.bind_fast_forward(algo, x, w2, bias, geom, args, y3, act, beta,

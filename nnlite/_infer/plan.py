@@ -11,10 +11,11 @@
    nodes view their input, the producers of a channel concatenation write their slice of it.
 4. ``lanes.find_groups``: the independent chains feeding a concatenation (Inception's
    branches) form branch groups, dealt to two lanes.
-5. ``storage.accumulate_in_place``, then ``storage.assign_offsets``: residual convs accumulate
-   into an operand that dies there; every root buffer lives from its first write to its last
-   read and is placed at an offset of one arena that roots dead by then reuse (liveness).
-6. ``bind.make_steps``: every remaining node gets its array kernel (``kernels.make_kernel``).
+5. ``storage.accumulate_in_place``: residual convs accumulate into an operand that dies there.
+6. ``bind.make_steps``: every remaining node gets its array kernel (``kernels.make_kernel``);
+   then ``storage.assign_offsets``: every root buffer lives from its first write to its last
+   read and is placed at an offset of one arena that roots dead by then reuse (liveness), and
+   so is the work memory a kernel asks for (``Kernel.work_bytes``), live during its step.
 7. ``lanes.place_groups``: the branch groups in step indices, balanced (a heavy conv split
    by output channels across the lanes).
 8. ``Plan.bind`` (``bind.py``, once per thread, when the plan is first called there): the
@@ -24,9 +25,10 @@
 Why this order: the rewrites need every shape (1); views must be known before the groups
 (a view node is no step of a lane) and the groups before liveness (a group's values stay live
 for the whole group, as its lanes overlap in time); in-place accumulation is refused inside a
-group (the other lane may still read the operand); lanes are balanced last, once the kernels
-tell which conv can be split (a split part writes a channel slice of the same output, so the
-memory plan stays valid).
+group (the other lane may still read the operand); the arena is laid out once the kernels
+tell what work memory they need; lanes are balanced last, once the kernels tell which conv can
+be split (a split part writes a channel slice of the same output, so the memory plan stays
+valid; the parts run on two lanes at once, so they take no work memory from the arena).
 
 ``check_outputs`` compares the plan's first outputs with the dry run's (``PlanMismatch``).
 """
@@ -61,8 +63,9 @@ def compile_plan(graph, arrays, constants, folded):
     groups = find_groups(nodes, layout.views, layout.readers, outputs, metas)     # 4
     grouped = {id(n) for g in groups for n in g.nodes}
     accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped)       # 5
-    arena = assign_offsets(nodes, st, inputs, outputs, groups)
     steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)  # 6
+    work = {id(s.node): s.kernel.work_bytes for s in steps if s.kernel.work_bytes}
+    arena = assign_offsets(nodes, st, inputs, outputs, groups, work)
     lane_groups = place_groups(groups, step_of, steps, metas, consts, st)          # 7
     # one scratch area per lane, shared by its kernels: the largest need (the columns of a split
     # conv's parts live apart, in the private area of ``bind.private_scratch``)

@@ -165,9 +165,11 @@ def accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped):
 
 class Arena(NamedTuple):
     """The memory plan: one byte buffer of ``size`` bytes per binding; every root lives at
-    ``offset_of[root]`` in it (64-byte aligned)."""
+    ``offset_of[root]`` in it (64-byte aligned); ``work_of[id(node)]`` is the offset of the
+    work memory of that node's kernel (``Kernel.work_bytes``), live while its step runs."""
     size: int
     offset_of: dict   # root -> byte offset
+    work_of: dict = {}  # id(node) -> byte offset of its kernel's work memory
 
 
 def live_ranges(nodes, st, inputs, outputs, groups=()):
@@ -202,19 +204,26 @@ def _align(n):
     return (int(n) + 63) // 64 * 64
 
 
-def assign_offsets(nodes, st, inputs, outputs, groups=()):
+def assign_offsets(nodes, st, inputs, outputs, groups=(), work=None):
     """Place the roots in one arena by live range: largest first (ties: earliest first), each
     at the lowest offset where it overlaps no root live at the same time (``live_ranges``;
     a root nothing reads lives to the end). Two roots share bytes only when one's
-    last reader runs before the other's first writer."""
+    last reader runs before the other's first writer. ``work`` (id(node) -> bytes) adds the
+    work memory of those nodes' kernels as blocks live during their node's step only (during
+    its branch group when it has one): they reuse the bytes of values dead by then."""
     first, last = live_ranges(nodes, st, inputs, outputs, groups)
     end = len(nodes)
     span = {r: (first.get(r, -1), last.get(r, end)) for r in st.meta}
-    order = sorted(st.meta, key=lambda r: (-st.nbytes(r), span[r][0]))
-    placed, offset_of, size = [], {}, 0
+    blocks = {r: (_align(max(st.nbytes(r), 1)), span[r]) for r in st.meta}
+    if work:
+        group_span = {id(n): (g.first, g.last) for g in groups for n in g.nodes}
+        for i, n in enumerate(nodes):
+            if work.get(id(n)):
+                blocks[("work", id(n))] = (_align(work[id(n)]), group_span.get(id(n), (i, i)))
+    order = sorted(blocks, key=lambda r: (-blocks[r][0], blocks[r][1][0]))
+    placed, offset_of, work_of, size = [], {}, {}, 0
     for r in order:
-        lo, hi = span[r]
-        need = _align(max(st.nbytes(r), 1))
+        need, (lo, hi) = blocks[r]
         busy = sorted((o, e) for o, e, a, b in placed if not (hi < a or b < lo))
         at = 0
         for o, e in busy:
@@ -222,6 +231,9 @@ def assign_offsets(nodes, st, inputs, outputs, groups=()):
                 break
             at = max(at, e)
         placed.append((at, at + need, lo, hi))
-        offset_of[r] = at
+        if isinstance(r, tuple) and r[0] == "work":
+            work_of[r[1]] = at
+        else:
+            offset_of[r] = at
         size = max(size, at + need)
-    return Arena(size, offset_of)
+    return Arena(size, offset_of, work_of)

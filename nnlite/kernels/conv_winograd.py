@@ -104,11 +104,22 @@ class WinogradWeights:
         self.isa = gemm_ops._isa()
         self.u, self.upk = prepare_weights(w, geom, m, dtype, self.isa)
 
-    def run(self, x, y3, bias=None, act=0, beta=0.0, num_threads=None):
+    def run(self, x, y3, bias=None, act=0, beta=0.0, num_threads=None, work=None):
+        """``work``: a uint8 buffer the call may use as its work memory (``workspace_bytes``
+        + 63 bytes always suffice), e.g. a plan's arena; None: the call allocates its own."""
         _convfast.conv2d_winograd(x, self.u, self.upk, bias, y3, self.groups, self.m, self.pt,
                                   self.pl, self.oh, self.ow, act=act, beta=beta,
                                   num_threads=get_num_threads() if num_threads is None
-                                  else num_threads, isa=self.isa)
+                                  else num_threads, isa=self.isa, work=work)
+
+
+def workspace_bytes(geom, dtype, m=DEFAULT_TILE, num_threads=None):
+    """Bytes of work memory ``WinogradWeights.run`` needs for ``geom`` on ``num_threads``
+    threads (default: nnlite's), from the buffer's first 64-byte boundary on."""
+    return _convfast.winograd_workspace_bytes(
+        geom.n, geom.c, geom.h, geom.w, geom.f, geom.g, m, geom.pt, geom.pl, geom.oh, geom.ow,
+        np.dtype(dtype).itemsize, get_num_threads() if num_threads is None else num_threads,
+        gemm_ops._isa(), packed=True)
 
 
 def forward(x, w, b, geom, m=DEFAULT_TILE):

@@ -29,7 +29,9 @@ def _param_bytes(model):
 def _allowance(kernel):
     """Bytes of prepared weights a conv kernel may hold beyond the model's weights, from the
     algorithm its plan chose: Winograd F(m x m, 3x3) keeps (m+2)^2/9 times its 3x3 weights
-    (transformed, packed), an im2col conv of one group its weights packed once, the two parts
+    (transformed, packed), an im2col conv of one group its weights packed once (but one
+    image's pointwise conv whose GEMM reads them as they are: none), an implicit GEMM its
+    weight panels packed once, the two parts
     of a split conv their halves packed once; everything else multiplies the weights as they
     are. Packed panels may round the filters up to a multiple of 32 (and K up by a panel)."""
     if isinstance(kernel, K.ConvPart):
@@ -46,7 +48,7 @@ def _allowance(kernel):
     if kernel.winograd is not None:
         m = kernel.winograd.m
         return padded * (m + 2) ** 2 // 9
-    if kernel.w_packed is not None:
+    if kernel.w_packed is not None or kernel.w_implicit is not None:
         return padded
     return 0
 
@@ -92,6 +94,42 @@ def test_plan_keeps_no_weight_twice_winograd_im2col_pointwise_and_dense():
     # a second input shape: its plan shares the weights (its trace adds a reshape target)
     fast(np.zeros((2, 32, 24, 24), np.float32))
     assert fast.memory_report()["constants"] <= report["constants"] + 1024
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_one_images_pointwise_conv_keeps_no_packed_copy(batch, monkeypatch):
+    """A pointwise conv of one image whose product is not run transposed reads its weights as
+    they are (the GEMM packs them per call): no packed copy, the same bits as with one; the
+    narrow (transposed) product on a 7x7 map and a batch keep theirs."""
+    nnlite.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(24, 96, 1), nn.ReLU(), nn.Conv2d(96, 40, 1),
+                          nn.MaxPool2d(2), nn.Conv2d(40, 80, 1)).eval()
+    x = np.random.default_rng(3).standard_normal((batch, 24, 14, 14)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = fast(x).data
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    (plan, _), = fast._plans.values()
+    convs = [s.kernel for s in plan.steps if isinstance(s.kernel, K.ConvKernel)]
+    assert len(convs) == 3
+    if K._gemm_ext is None:
+        return
+    # 14x14 maps (196 columns): one image reads its weights, a batch keeps them packed; the
+    # 7x7 map's product (49 columns, 80 rows) runs transposed and keeps its packed panels
+    assert [c.w_packed is None for c in convs] == [batch == 1, batch == 1, False]
+    # the same bits as the plan that packs every weight once
+    orig = K.ConvKernel.__init__
+
+    def packing(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        self.reads_weights = False
+    monkeypatch.setattr(K.ConvKernel, "__init__", packing)
+    packed = nnlite.optimize_for_inference(model)
+    np.testing.assert_array_equal(packed(x).data, got)
+    (plan2, _), = packed._plans.values()
+    assert all(s.kernel.w_packed is not None for s in plan2.steps
+               if isinstance(s.kernel, K.ConvKernel))
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 30, 29), (1, 8, 12, 11), (2, 8, 12, 11)])

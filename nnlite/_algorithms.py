@@ -41,12 +41,20 @@
                 the wider GEMM gains: 10% slower training); a stride-1 conv that the next
                 rule takes with CG*KH*KW <= SMALL_BEFORE_ROWS_MAX_K runs 'direct' instead
                 (2-3.5x faster than these rows on 8-128 channels, even at 256).
-                Before the last two rules (F.conv2d only, not an inference plan's prepared
-                weights): a dense stride-1 k x k conv (k > 1) with at most SMALL_MAX_PIXELS
-                output pixels per image runs 'direct', the small-map kernel (``small_pays``),
-                on 2+ images or below SMALL_SPLIT_FLOPS (it splits the images over threads,
-                so a single larger image keeps the GEMM's threading). One Zen 4 core,
-                float32, per call, 'auto' before -> 'direct': the digits net's 8x8 and 4x4
+                Before the last two rules: a dense stride-1 k x k conv (k > 1) with at most
+                SMALL_MAX_PIXELS output pixels per image runs 'direct', the small-map kernel
+                (``small_pays``), on 2+ images or below SMALL_SPLIT_FLOPS (it splits the
+                images over threads, so a single larger image keeps the GEMM's threading),
+                in an inference plan too (whose im2col/implicit GEMMs run on weights packed
+                once; one image below SMALL_SPLIT_FLOPS_PREPARED): GoogLeNet's narrow 3x3
+                convs, plan step, 2 threads, AMD EPYC Zen 4, im2col -> direct at batch 1:
+                16->48 at 14x14 57 -> 41 us, 24->64 120 -> 74, 32->64 138 -> 92, 32->128 at
+                7x7 73 -> 57, 16->32 5x5 at 14x14 455 -> 72; implicit -> direct at batch 8:
+                0.87-0.97x, 32->128 at 7x7 311 -> 209 (the whole GoogLeNet from ONNX,
+                in-process interleaved medians: batch 1 14.05 -> 13.60 ms, batch 8 92.1 ->
+                89.8 ms).
+                F.conv2d, one Zen 4 core, float32, per call, 'auto' before -> 'direct': the
+                digits net's 8x8 and 4x4
                 layers at batch 32, 16->32 3x3 4x4 243 -> 155 us, 8->16 5x5 4x4 154 -> 78,
                 8->16 3x3 8x8 105 -> 82; batch 8, 16->32 3x3 4x4 79 -> 33, 8x8 91 -> 69;
                 one 16x16 image 64->64 3x3 274 -> 214 (im2col before); equal at 16x16 with
@@ -116,6 +124,12 @@ ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
 # 'auto' runs a dense stride-1 conv with at most this many output pixels per image as 'direct'
 # (the small-map kernel), on 2+ images or a conv below SMALL_SPLIT_FLOPS (``small_pays``)
 SMALL_MAX_PIXELS, SMALL_SPLIT_FLOPS = 256, 1 << 22
+# ... and in an inference plan (weights packed once for the GEMM paths) below this for one
+# image: there the one-thread small-map kernel still beats the 2-thread column GEMM (plan
+# step, AMD EPYC Zen 4, im2col -> direct: 24->128 3x3 at 14x14, 10.8 MFLOP, 145 -> 136 us;
+# 40->96, 13.5 MFLOP, 195 -> 162; 32->128, 14.5 MFLOP, 183 -> 177; 32->192, 21.7 MFLOP, 220 ->
+# 260, slower)
+SMALL_SPLIT_FLOPS_PREPARED = 1 << 24
 # ... and before the batch-rows rule (``rows_pay``) when its reduction CG*KH*KW is at most this:
 # forward, float32, stride 1, Winograd off, rows -> direct (AMD EPYC Zen 4; 1 thread / 2
 # threads): batch 256 8->16 3x3 8x8 2967 -> 944 us (the digits net's evaluation), 16->32 3x3 4x4
@@ -131,13 +145,15 @@ def small_conv_ok(geom):
     return (geom.sh == 1 or geom.oh <= 1) and (geom.sw == 1 or geom.ow <= 1)
 
 
-def small_pays(geom):
+def small_pays(geom, weights_prepared=False):
     """'auto''s rule for the small-map direct kernel (see the module docstring): a dense
     stride-1 conv with a kernel larger than 1x1, at most SMALL_MAX_PIXELS output pixels per
-    image, and 2+ images or fewer than SMALL_SPLIT_FLOPS."""
+    image, and 2+ images or fewer than SMALL_SPLIT_FLOPS (SMALL_SPLIT_FLOPS_PREPARED in an
+    inference plan, ``weights_prepared``)."""
+    limit = SMALL_SPLIT_FLOPS_PREPARED if weights_prepared else SMALL_SPLIT_FLOPS
     return (small_conv_ok(geom) and geom.kh * geom.kw > 1 and not is_depthwise(geom)
             and 0 < geom.oh * geom.ow <= SMALL_MAX_PIXELS
-            and (geom.n > 1 or geom.flops() < SMALL_SPLIT_FLOPS))
+            and (geom.n > 1 or geom.flops() < limit))
 
 
 # the small-map kernel's weight gradient (``small_weight_grad_pays``): its work memory (gy and
@@ -322,7 +338,7 @@ def resolve(geom, name=None, weights_prepared=False):
             return "winograd"
         if geom.kh == geom.kw == 1:
             return "im2col"
-        small = not weights_prepared and small_pays(geom)
+        small = small_pays(geom, weights_prepared)
         if small and geom.k <= SMALL_BEFORE_ROWS_MAX_K:
             return "direct"
         if rows_pay(geom):

@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 
 import nnlite
 import nnlite.nn.functional as F
-from nnlite import bench
+from nnlite import _algorithms, bench
 from nnlite._algorithms import ALGORITHMS, direct_kernel, phase_pays, resolve, rows_pay
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
@@ -596,7 +596,15 @@ def test_auto_resolves_per_layer():
     # over threads (the small-map kernel splits images)
     wide1 = conv2d_geometry((1, 64, 9, 9), (64, 64, 3, 3), None, 1, 1, 1, 1)
     assert resolve(wide1, "auto") == "im2col"
-    assert resolve(dense, "auto", weights_prepared=True) == "im2col"  # inference plans: as before
+    assert resolve(dense, "auto", weights_prepared=True) == "direct"  # inference plans too
+    # one image in a plan: the small-map kernel up to SMALL_SPLIT_FLOPS_PREPARED
+    mid = conv2d_geometry((1, 32, 14, 14), (64, 32, 3, 3), None, 1, 1, 1, 1)   # 7.2 MFLOP
+    wide = conv2d_geometry((1, 32, 14, 14), (192, 32, 3, 3), None, 1, 1, 1, 1)  # 21.7 MFLOP
+    assert _algorithms.SMALL_SPLIT_FLOPS < mid.flops() < _algorithms.SMALL_SPLIT_FLOPS_PREPARED
+    assert wide.flops() > _algorithms.SMALL_SPLIT_FLOPS_PREPARED
+    assert resolve(mid, "auto") == "im2col"
+    assert resolve(mid, "auto", weights_prepared=True) == "direct"
+    assert resolve(wide, "auto", weights_prepared=True) == "im2col"
     big = conv2d_geometry((1, 8, 28, 14), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 392 px
     batch4 = conv2d_geometry((4, 8, 9, 9), (16, 8, 3, 3), None, 1, 1, 1, 1)     # 81 px each
     assert resolve(big, "auto") == "implicit" and resolve(batch4, "auto") == "direct"

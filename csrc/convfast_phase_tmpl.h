@@ -158,21 +158,25 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx items = N * G * nbands;
     const int team = (nnl_idx)p.nt > items ? (int)items : p.nt;
     const nnl_idx xsize = in_place ? CG * VL : p.nplanes * plane;
-    int status = NNL_OK;
+    /* every thread's plane and output buffers, allocated here: with no allocation (and no
+     * barrier) inside the region, the calling thread starts on the bands at once while the
+     * others wake (the first step of a plan run after an idle spell: the 224x224 stem of
+     * MobileNetV2 waited for the second thread before its first band) */
+    const size_t xs64 = nnl_round64((size_t)(xsize > 0 ? xsize : 1), sizeof(T));
+    const size_t ys64 = nnl_round64((size_t)(PH_FB * nq * VL), sizeof(T));
+    T *bufs = (T *)nnl_alloc64(sizeof(T) * (xs64 + ys64) * (size_t)team);
+    if (bufs == NULL) {
+        nnl_free64(wpk);
+        free(offs);
+        return NNL_ENOMEM;
+    }
 #pragma omp parallel num_threads(team) if (team > 1)
     {
-        T *xb = (T *)nnl_alloc64(sizeof(T) * (size_t)(xsize > 0 ? xsize : 1));
-        T *yb = (T *)nnl_alloc64(sizeof(T) * (size_t)(PH_FB * nq * VL));
-        if (xb == NULL || yb == NULL) {
-#pragma omp atomic write
-            status = NNL_ENOMEM;
-        } else {
-            /* the tail past the rows a band fills is read by the last vectors only for
-             * dropped outputs: zero once so that it holds finite values */
-            memset(xb, 0, sizeof(T) * (size_t)xsize);
-        }
-#pragma omp barrier
-        if (status == NNL_OK) {
+        T *xb = bufs + (size_t)nnl_thread_id() * (xs64 + ys64), *yb = xb + xs64;
+        /* the tail past the rows a band fills is read by the last vectors only for dropped
+         * outputs: zero once so that it holds finite values */
+        memset(xb, 0, sizeof(T) * (size_t)xsize);
+        {
             /* bands handed out as threads come free: on a shared machine a thread that lost
              * its core does not hold the others up (the result does not depend on who
              * computes a band) */
@@ -263,10 +267,9 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
                 }
             }
         }
-        nnl_free64(xb);
-        nnl_free64(yb);
     }
+    nnl_free64(bufs);
     nnl_free64(wpk);
     free(offs);
-    return status;
+    return NNL_OK;
 }

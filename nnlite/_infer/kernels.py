@@ -381,9 +381,11 @@ class ConvKernel(Kernel):
         # One image's pointwise conv whose product is not run transposed (``_narrow``) gives
         # the GEMM its weights as they are: the GEMM packs their row panels per call instead
         # of the plan keeping a packed copy beside them (the weights' memory twice). Per-call
-        # packing is a small part of such a product (K x F elements against K x F x pixels
-        # multiply-adds): GoogLeNet at batch 1 from ONNX, AMD EPYC Zen 4, 2 threads,
-        # in-process interleaved medians: 13.58 -> 13.87 ms (+2%), peak RSS 5.5 MB lower.
+        # packing costs K x F copies against K x F x pixels multiply-adds: 5-9% of a 14x14
+        # product at 2 threads, 0-4% at 28x28 (AMD EPYC Zen 4). From ONNX at batch 1,
+        # in-process interleaved medians, same bits: GoogLeNet 13.57 -> 13.88 ms, ResNet-50
+        # 38.1 -> 39.0 ms (+2.3%); peak RSS of load + first call 83.7 -> 79.1 MB (ONNX
+        # Runtime: 81-84) and 255.7 -> 239.6 MB.
         self.reads_weights = (self.pointwise and N == 1 and g == 1
                               and not _narrow(F, oh * ow))
         self.geom1 = replace(geom, n=1)                                     # one image

@@ -553,6 +553,24 @@ cdef extern from "convfast_winograd.h" nogil:
     int nnl_best_isa()
 
 
+cdef bint _bytes_overlap(const void *p, const Py_ssize_t *shape, const Py_ssize_t *strides,
+                         int ndim, Py_ssize_t es, const void *w, Py_ssize_t nw):
+    """Whether the elements of an array (base p, any strides) and the bytes [w, w + nw)
+    share an address range (a conservative test on the arrays' extents)."""
+    cdef Py_ssize_t lo = 0, hi = es, d, k
+    for k in range(ndim):
+        if shape[k] == 0:
+            return False
+        d = (shape[k] - 1) * strides[k]
+        if d < 0:
+            lo += d
+        else:
+            hi += d
+    cdef const char *a = <const char *>p
+    cdef const char *b = <const char *>w
+    return a + lo < b + nw and b < a + hi
+
+
 cdef int _wino_isa(int isa, str fn) except -2:
     if isa == -1:
         return nnl_best_isa()
@@ -715,6 +733,14 @@ def conv2d_winograd(const floating[:, :, :, :] x, const floating[:, :, ::1] u, u
     cdef nnl_idx nw = 0
     if work is not None and work.shape[0] > 0:
         pw, nw = &work[0], work.shape[0]
+        # the call writes its work memory while it reads x and writes y
+        if ((C > 0 and _bytes_overlap(&x[0, 0, 0, 0], x.shape, x.strides, 4, es, pw, nw)) or
+                _bytes_overlap(&y[0, 0, 0], y.shape, y.strides, 3, es, pw, nw) or
+                (pu != NULL and _bytes_overlap(pu, u.shape, u.strides, 3, es, pw, nw)) or
+                (pp != NULL and _bytes_overlap(pp, pv.shape, pv.strides, 1, es, pw, nw)) or
+                (pb != NULL and _bytes_overlap(pb, bv.shape, bv.strides, 1, es, pw, nw))):
+            raise ValueError(f"conv2d_winograd: the work memory ({nw} bytes) overlaps x "
+                             f"{(N, C, H, W)}, y {tuple(y.shape)[:3]}, the weights or the bias")
     with nogil:
         if floating is float:
             rc = nnl_conv_winograd_s(&gm, m, &x[0, 0, 0, 0] if C > 0 else NULL, pu, pp, pb,

@@ -176,93 +176,91 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
         /* the tail past the rows a band fills is read by the last vectors only for dropped
          * outputs: zero once so that it holds finite values */
         memset(xb, 0, sizeof(T) * (size_t)xsize);
-        {
-            /* bands handed out as threads come free: on a shared machine a thread that lost
-             * its core does not hold the others up (the result does not depend on who
-             * computes a band) */
+        /* bands handed out as threads come free: on a shared machine a thread that lost
+         * its core does not hold the others up (the result does not depend on who
+         * computes a band) */
 #pragma omp for schedule(dynamic, 1)
-            for (nnl_idx it = 0; it < items; it++) {
-                const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
-                const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;
-                const T *xin = x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
-                /* the band's outputs on the flat grid; in place: the full vectors read x and
-                 * (whole filter blocks, no beta) write y directly, the last partial vector
-                 * runs from copies of its columns */
-                const nnl_idx len = rows * wq;
-                const nnl_idx nfull = in_place ? len / VL : 0, rem = in_place ? len % VL : 0;
-                if (!in_place) {
-                    const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
-                    for (nnl_idx c = 0; c < CG; c++) {
-                        const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
-                        for (nnl_idx py = 0; py < SH; py++)
-                            for (nnl_idx px = 0; px < SW; px++) {
-                                T *P = xb + ((c * SH + py) * SW + px) * plane;
-                                for (nnl_idx r = 0; r < prow; r++) {
-                                    const nnl_idx h = (i0 + r) * SH + py - g->pt;
-                                    T *d = P + r * wq;
-                                    if (h < 0 || h >= g->h)
-                                        memset(d, 0, sizeof(T) * (size_t)wq);
-                                    else
-                                        FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
-                                }
+        for (nnl_idx it = 0; it < items; it++) {
+            const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
+            const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;
+            const T *xin = x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
+            /* the band's outputs on the flat grid; in place: the full vectors read x and
+             * (whole filter blocks, no beta) write y directly, the last partial vector
+             * runs from copies of its columns */
+            const nnl_idx len = rows * wq;
+            const nnl_idx nfull = in_place ? len / VL : 0, rem = in_place ? len % VL : 0;
+            if (!in_place) {
+                const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
+                for (nnl_idx c = 0; c < CG; c++) {
+                    const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
+                    for (nnl_idx py = 0; py < SH; py++)
+                        for (nnl_idx px = 0; px < SW; px++) {
+                            T *P = xb + ((c * SH + py) * SW + px) * plane;
+                            for (nnl_idx r = 0; r < prow; r++) {
+                                const nnl_idx h = (i0 + r) * SH + py - g->pt;
+                                T *d = P + r * wq;
+                                if (h < 0 || h >= g->h)
+                                    memset(d, 0, sizeof(T) * (size_t)wq);
+                                else
+                                    FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
                             }
-                    }
-                } else if (rem) {
-                    for (nnl_idx c = 0; c < CG; c++)
-                        for (nnl_idx e = 0; e < VL; e++)
-                            xb[c * VL + e] = e < rem ? xin[c * g->xsc + nfull * VL + e] : (T)0;
+                        }
                 }
-                const nnl_idx bq = (len + VL - 1) / VL;
-                for (nnl_idx fb = 0; fb < nfb; fb++) {
-                    const T *bb = bias ? bpk + (gi * nfb + fb) * PH_FB : NULL;
-                    const T *wb = wpk + (gi * nfb + fb) * wblk;
-                    const nnl_idx fcount = FG - fb * PH_FB < PH_FB ? FG - fb * PH_FB : PH_FB;
-                    T *yrow = y + n * g->ysn + (gi * FG + fb * PH_FB) * g->ysf + i0 * OW;
-                    nnl_idx done = 0; /* outputs of the band already in y */
-                    if (in_place) {
-                        if (epi && fcount == PH_FB) {
-                            FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yrow, nfull,
-                                          g->ysf);
-                            done = nfull * VL;
-                        } else {
-                            FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yb, nfull,
-                                          bq * VL);
-                        }
-                        if (rem)
-                            FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
-                                          yb + nfull * VL, 1, bq * VL);
-                    } else if (epi && fcount == PH_FB && OW % VL == 0) {
-                        /* output rows of whole vectors: each row's vectors straight into y
-                         * (the grid's extra columns are neither computed nor copied) */
-                        for (nnl_idx i = 0; i < rows; i++)
-                            FN(ph_blocks)(xb + i * wq, offs, ntap, wb, bb, epi, act,
-                                          yrow + i * OW, OW / VL, g->ysf);
-                        continue;
+            } else if (rem) {
+                for (nnl_idx c = 0; c < CG; c++)
+                    for (nnl_idx e = 0; e < VL; e++)
+                        xb[c * VL + e] = e < rem ? xin[c * g->xsc + nfull * VL + e] : (T)0;
+            }
+            const nnl_idx bq = (len + VL - 1) / VL;
+            for (nnl_idx fb = 0; fb < nfb; fb++) {
+                const T *bb = bias ? bpk + (gi * nfb + fb) * PH_FB : NULL;
+                const T *wb = wpk + (gi * nfb + fb) * wblk;
+                const nnl_idx fcount = FG - fb * PH_FB < PH_FB ? FG - fb * PH_FB : PH_FB;
+                T *yrow = y + n * g->ysn + (gi * FG + fb * PH_FB) * g->ysf + i0 * OW;
+                nnl_idx done = 0; /* outputs of the band already in y */
+                if (in_place) {
+                    if (epi && fcount == PH_FB) {
+                        FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yrow, nfull,
+                                      g->ysf);
+                        done = nfull * VL;
                     } else {
-                        FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
+                        FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yb, nfull,
+                                      bq * VL);
                     }
-                    for (nnl_idx f = 0; f < fcount; f++) {
-                        const T *src = yb + f * bq * VL;
-                        T *dst = yrow + f * g->ysf;
-                        if (in_place) { /* the flat grid is y's layout (wq == OW) */
-                            if (epi)
-                                memcpy(dst + done, src + done, sizeof(T) * (size_t)(len - done));
-                            else
-                                for (nnl_idx q = done; q < len; q++)
-                                    dst[q] = NNL_EPI_ONE(src[q], (T)1, beta, dst + q,
-                                                         bias ? bias + gi * FG + fb * PH_FB + f
-                                                              : NULL, act);
-                        } else if (epi) {
-                            for (nnl_idx i = 0; i < rows; i++)
-                                memcpy(dst + i * OW, src + i * wq, sizeof(T) * (size_t)OW);
-                        } else {
-                            const T *bp = bias ? bias + gi * FG + fb * PH_FB + f : NULL;
-                            for (nnl_idx i = 0; i < rows; i++)
-                                for (nnl_idx j = 0; j < OW; j++) {
-                                    T *o = dst + i * OW + j;
-                                    *o = NNL_EPI_ONE(src[i * wq + j], (T)1, beta, o, bp, act);
-                                }
-                        }
+                    if (rem)
+                        FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
+                                      yb + nfull * VL, 1, bq * VL);
+                } else if (epi && fcount == PH_FB && OW % VL == 0) {
+                    /* output rows of whole vectors: each row's vectors straight into y
+                     * (the grid's extra columns are neither computed nor copied) */
+                    for (nnl_idx i = 0; i < rows; i++)
+                        FN(ph_blocks)(xb + i * wq, offs, ntap, wb, bb, epi, act,
+                                      yrow + i * OW, OW / VL, g->ysf);
+                    continue;
+                } else {
+                    FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
+                }
+                for (nnl_idx f = 0; f < fcount; f++) {
+                    const T *src = yb + f * bq * VL;
+                    T *dst = yrow + f * g->ysf;
+                    if (in_place) { /* the flat grid is y's layout (wq == OW) */
+                        if (epi)
+                            memcpy(dst + done, src + done, sizeof(T) * (size_t)(len - done));
+                        else
+                            for (nnl_idx q = done; q < len; q++)
+                                dst[q] = NNL_EPI_ONE(src[q], (T)1, beta, dst + q,
+                                                     bias ? bias + gi * FG + fb * PH_FB + f
+                                                          : NULL, act);
+                    } else if (epi) {
+                        for (nnl_idx i = 0; i < rows; i++)
+                            memcpy(dst + i * OW, src + i * wq, sizeof(T) * (size_t)OW);
+                    } else {
+                        const T *bp = bias ? bias + gi * FG + fb * PH_FB + f : NULL;
+                        for (nnl_idx i = 0; i < rows; i++)
+                            for (nnl_idx j = 0; j < OW; j++) {
+                                T *o = dst + i * OW + j;
+                                *o = NNL_EPI_ONE(src[i * wq + j], (T)1, beta, o, bp, act);
+                            }
                     }
                 }
             }

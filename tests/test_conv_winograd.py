@@ -360,7 +360,7 @@ def test_caller_work_memory_gives_the_same_bits_and_is_used(m, threads):
     """``work``: memory the call may use (an inference plan's arena). With enough bytes from
     any start (the kernel aligns to 64 itself) the result is the same bits as with its own
     block, and the bytes are written (the call used them); with too few it allocates its own
-    and leaves them alone."""
+    and leaves them alone; memory over an operand is refused."""
     x, wt, b = _data(2, 24, 13, 11, 40, 1, np.float32, seed=3)
     geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 1)
     ww = cw.WinogradWeights(wt, geom, np.float32, m=m)
@@ -374,6 +374,11 @@ def test_caller_work_memory_gives_the_same_bits_and_is_used(m, threads):
         ww.run(x, y, b, act=1, num_threads=threads, work=buf[start:])
         np.testing.assert_array_equal(y, own)
         assert (buf[start:] != 0xA5).any()
+    # work memory over an operand would be overwritten while the call reads or writes it
+    y = np.empty_like(own)
+    for operand in (y, x):
+        with pytest.raises(ValueError, match=r"work memory \(\d+ bytes\) overlaps"):
+            ww.run(x, y, b, act=1, num_threads=threads, work=operand.reshape(-1).view(np.uint8))
     small = np.full(need // 2, 0xA5, np.uint8)
     y = np.empty_like(own)
     ww.run(x, y, b, act=1, num_threads=threads, work=small)

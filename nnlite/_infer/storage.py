@@ -169,7 +169,7 @@ class Arena(NamedTuple):
     work memory of that node's kernel (``Kernel.work_bytes``), live while its step runs."""
     size: int
     offset_of: dict   # root -> byte offset
-    work_of: dict = {}  # id(node) -> byte offset of its kernel's work memory
+    work_of: dict     # id(node) -> byte offset of its kernel's work memory
 
 
 def live_ranges(nodes, st, inputs, outputs, groups=()):

@@ -415,7 +415,8 @@ def gemm_maps(const floating[:, :] a, const floating[:, :, :, :] b, floating[:, 
         if isa < 0 or not nnl_isa_available(isa):
             raise ValueError(f"gemm_maps: a packed A needs a usable isa code, got {isa}")
         if apk.shape[0] != packed_size(0, M, K, isa, es):
-            raise ValueError("gemm_maps: packed A does not match M, K and the isa")
+            raise ValueError(f"gemm_maps: packed A has {apk.shape[0]} elements; M={M}, K={K} "
+                             f"on isa {isa} pack into {packed_size(0, M, K, isa, es)}")
     if nb == 0 or M == 0 or R == 0 or Q == 0:
         return
     if Q > 1 and c.strides[3] != es:
@@ -423,7 +424,8 @@ def gemm_maps(const floating[:, :] a, const floating[:, :, :, :] b, floating[:, 
     for st in (a.strides[0], a.strides[1], b.strides[0], b.strides[1], b.strides[2],
                b.strides[3], c.strides[0], c.strides[1], c.strides[2]):
         if st % es:
-            raise ValueError("gemm_maps: strides must be whole elements")
+            raise ValueError(f"gemm_maps: stride {st} bytes is not a whole number of "
+                             f"{es}-byte elements")
     if bias is not None:
         pbias = &bias[0]
     if apk is not None and K > 0:

@@ -186,8 +186,12 @@ def test_gemm_maps_rejects_bad_operands():
         g.gemm_maps(a, b[:, :4], c, 1.0, 0.0, None, 0, 1, isa)
     with pytest.raises(ValueError, match="bias"):
         g.gemm_maps(a, b, c, 1.0, 0.0, np.zeros(7, np.float32), 0, 1, isa)
-    with pytest.raises(ValueError, match="packed A"):
+    with pytest.raises(ValueError, match=r"packed A has 3 elements; M=8, K=5"):
         g.gemm_maps(a, b, c, 1.0, 0.0, None, 0, 1, isa, np.zeros(3, np.float32))
+    # a column stride of 6 bytes (the view spans 7*20 + 4*6 + 4 = 168 of the buffer's 200)
+    odd = np.lib.stride_tricks.as_strided(np.zeros(50, np.float32), (8, 5), (20, 6))
+    with pytest.raises(ValueError, match="stride 6 bytes is not a whole number of 4-byte"):
+        g.gemm_maps(odd, b, c, 1.0, 0.0, None, 0, 1, isa)
     with pytest.raises(ValueError, match="unit stride"):
         g.gemm_maps(a, b[:, :, :, :2], np.zeros((2, 8, 3, 4), np.float32)[:, :, :, ::2], 1.0,
                     0.0, None, 0, 1, isa)

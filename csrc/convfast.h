@@ -146,15 +146,22 @@ typedef struct {
     int project_t;               /* 1: the project runs pixel-major, y^T = d^T @ W3^T, with
                                     w3pk W3^T packed as side 1 (B); 0: y = W3 @ d, w3pk W3 as
                                     side 0 (A) */
+    int split;                   /* how the team shares the work: NNL_IR_AUTO (nnl_ir_plan's
+                                    choice), NNL_IR_BANDS or NNL_IR_CHANNELS */
 } nnl_ir_geom;
+
+enum { NNL_IR_AUTO = -1, NNL_IR_BANDS = 0, NNL_IR_CHANNELS = 1 };
 
 int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                             const float *w1pk, const float *b1, const float *wd,
                             const float *bd, const float *w3, const float *w3pk,
                             const float *b3, const float *r, float *y, int nthreads, int isa);
-/* The team size and output rows per band a call would use (for tests and study). */
-void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int *nt, nnl_idx *rows);
-/* Bytes of work memory a call allocates (two band buffers per thread). */
-nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads);
+/* The team size, output rows per band and split (NNL_IR_BANDS or NNL_IR_CHANNELS) a call with
+ * GEMM family isa would use (for tests and study). */
+void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int isa, int *nt, nnl_idx *rows,
+                 int *split);
+/* Bytes of work memory a call allocates (bands: two band buffers per thread; channels: the
+ * whole image's expanded and depthwise tensors, shared). */
+nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads, int isa);
 
 #endif

@@ -84,13 +84,15 @@ cdef extern from "convfast.h" nogil:
         nnl_idx xsn, ysn, rsn
         int expand
         int project_t
+        int split
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                                 const float *w1pk, const float *b1, const float *wd,
                                 const float *bd, const float *w3, const float *w3pk,
                                 const float *b3, const float *r, float *y, int nthreads,
                                 int isa)
-    void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int *nt, nnl_idx *rows)
-    nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads)
+    void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int isa, int *nt, nnl_idx *rows,
+                     int *split)
+    nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads, int isa)
 
 
 cdef int _fill(nnl_conv_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
@@ -768,8 +770,16 @@ def winograd_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_
 
 
 # ------------------------------------------------------------------ fused inverted residual
+# how the team shares a fused block (nnl_ir_geom.split): the plan's choice, bands of output
+# rows, or channels of one image at a time
+IR_SPLITS = {"auto": -1, "bands": 0, "channels": 1}
+
+
 cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
-                  Py_ssize_t e, Py_ssize_t f, Py_ssize_t s, bint expand, str fn) except -1:
+                  Py_ssize_t e, Py_ssize_t f, Py_ssize_t s, bint expand, str fn,
+                  str split="auto") except -1:
+    if split not in IR_SPLITS:
+        raise ValueError(f"{fn}: split must be one of {sorted(IR_SPLITS)}, got {split!r}")
     if n < 0 or c < 1 or h < 1 or w < 1 or e < 1 or f < 1 or s not in (1, 2):
         raise ValueError(f"{fn}: needs N >= 0, C, H, W, E, F >= 1 and stride 1 or 2, got "
                          f"N={n}, C={c}, H={h}, W={w}, E={e}, F={f}, stride={s}")
@@ -778,6 +788,7 @@ cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_
     gm.n, gm.c, gm.h, gm.w, gm.e, gm.f, gm.s = n, c, h, w, e, f, s
     gm.expand = expand
     gm.project_t = 0
+    gm.split = IR_SPLITS[split]
     gm.oh, gm.ow = (h - 1) // s + 1, (w - 1) // s + 1
     gm.xsn, gm.ysn = c * h * w, f * gm.oh * gm.ow
     gm.rsn = gm.ysn
@@ -861,7 +872,7 @@ cdef class BoundInvertedResidual:
 def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                            const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                            float[:, :, :] y, Py_ssize_t stride, residual=None, int isa=-1,
-                           bint project_t=False):
+                           bint project_t=False, str split="auto"):
     """``inverted_residual``'s arguments checked once: a ``BoundInvertedResidual`` to call with
     the thread count (the inference plan binds each fused block so: no argument parsing
     between kernels)."""
@@ -872,7 +883,8 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
     cdef Py_ssize_t E = w1.shape[0] if expand else wd.shape[0], F = w3.shape[0]
     if not expand and (w1pk is not None or b1 is not None):
         raise ValueError(f"{fn}: without w1 (no expand) w1pk and b1 must be None too")
-    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn)
+    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn,
+             split)
     if ((expand and w1.shape[1] != gm.c) or wd.shape[0] != E or wd.shape[1] != 9
             or w3.shape[1] != E):
         w1s = tuple(w1.shape)[:2] if expand else None
@@ -913,7 +925,7 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                       const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
-                      int isa=-1, bint project_t=False):
+                      int isa=-1, bint project_t=False, str split="auto"):
     """MobileNetV2's block in one call (csrc/convfast_fused.c), float32, per image:
     y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual),
     or, with w1 None (a block of expansion ratio 1: w1pk and b1 None too, E == C),
@@ -928,19 +940,27 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         family ``isa``, or None. project_t: the project runs pixel-major,
         y^T = d^T @ w3.T (for bands of few pixels), and w3pk is w3.T packed as the B operand
         (``gemm_ops.pack(w3, 'b', trans=True)``); the same bits either way.
+        split: how the threads share the work: 'bands' of output rows, 'channels' (one image
+        at a time, expanded and output channels cut among the team), or 'auto' (the one the
+        cost model of ``inverted_residual_plan`` picks); the same bits every way.
     """
     bind_inverted_residual(x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, stride, residual, isa,
-                           project_t)(num_threads)
+                           project_t, split)(num_threads)
 
 
 def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                            Py_ssize_t e, Py_ssize_t f, Py_ssize_t stride, int num_threads=1,
-                           bint expand=True):
-    """(threads, output rows per band, work bytes) of an ``inverted_residual`` call (with
-    expand=False: one without w1, E == C)."""
+                           bint expand=True, int isa=-1, bint project_t=False,
+                           str split="auto"):
+    """(threads, output rows per band, work bytes, split) of an ``inverted_residual`` call (with
+    expand=False: one without w1, E == C); split is 'bands' or 'channels' (then the rows are
+    the whole map's)."""
     cdef nnl_ir_geom gm
-    cdef int nt = 1
+    cdef int nt = 1, how = 0
     cdef nnl_idx rows = 0
-    _ir_fill(&gm, n, c, h, w, e, f, stride, expand, "inverted_residual_plan")
-    nnl_ir_plan(&gm, num_threads, &nt, &rows)
-    return nt, rows, nnl_ir_workspace(&gm, num_threads)
+    fn = "inverted_residual_plan"
+    _ir_fill(&gm, n, c, h, w, e, f, stride, expand, fn, split)
+    gm.project_t = project_t
+    isa = _wino_isa(isa, fn)
+    nnl_ir_plan(&gm, num_threads, isa, &nt, &rows, &how)
+    return nt, rows, nnl_ir_workspace(&gm, num_threads, isa), ("bands", "channels")[how]

@@ -31,6 +31,14 @@
  * The residual r (F, OH*OW per image, or NULL) is copied into y's band rows and accumulated
  * with beta = 1, as the unfused plan does. y overlaps none of x, r, the weights or biases.
  *
+ * One image of few output rows cuts badly into bands (a 7-row map on two threads: 4 + 3 rows,
+ * the seam row expanded twice, one thread doing 9 of 14 row-steps). There the team cuts it by
+ * channels instead (nnl_ir_plan's cost model picks, ir_run_channels): each thread expands its
+ * share of the expanded channels for the whole image (whole NR columns of the pixel-major
+ * product, nnl_sgemm_part) and runs their depthwise conv; the team meets; each thread projects
+ * its share of the output tiles from the whole depthwise tensor. Each part lies on its
+ * product's tile grid: the same bits again.
+ *
  * A block without expand (expansion ratio 1, MobileNetV2's first: depthwise 3x3 -> project
  * 1x1, g->expand == 0) runs the same bands: the input rows are transposed into the band buffer
  * (nnl_transpose_s, the GEMM nest's transpose: 8 x 8 register transposes) instead of
@@ -53,6 +61,8 @@ static int ir_geom_ok(const nnl_ir_geom *g)
     if (g->n < 0 || g->c < 1 || g->h < 1 || g->w < 1 || g->e < 1 || g->f < 1)
         return 0;
     if ((g->s != 1 && g->s != 2) || (!g->expand && g->e != g->c))
+        return 0;
+    if (g->split != NNL_IR_AUTO && g->split != NNL_IR_BANDS && g->split != NNL_IR_CHANNELS)
         return 0;
     if (g->oh != (g->h - 1) / g->s + 1 || g->ow != (g->w - 1) / g->s + 1)
         return 0;
@@ -104,12 +114,29 @@ static nnl_idx ir_band_rows(const nnl_ir_geom *g)
     return r >= (double)g->oh ? g->oh : (nnl_idx)r;
 }
 
-void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int *nt_out, nnl_idx *rows_out)
+/* Multiply-adds of one image's expand per input pixel (without expand, the transpose counted
+ * as one per element) and of its depthwise conv and project per output pixel. */
+static double ir_in_cost(const nnl_ir_geom *g)
 {
-    /* without expand, the transpose counted as one multiply-add per element */
-    const double macs = (double)g->n * ((double)g->h * g->w * g->c * (g->expand ? g->e : 1) +
-                                        (double)g->oh * g->ow * g->e * (9.0 + g->f));
-    int nt = nnl_team_size(nthreads, macs, NNL_MIN_PARALLEL_MACS);
+    return (double)(g->expand ? g->c : 1) * (double)g->e;
+}
+
+static double ir_out_cost(const nnl_ir_geom *g)
+{
+    return (double)g->e * (9.0 + (double)g->f);
+}
+
+/* A team barrier, in multiply-adds: about 1 us of one core's (IR_SYNC_COST). And an element
+ * of the depthwise tensor that a thread's project reads under the channel split: packed by
+ * the GEMM for each of the thread's tiles and, where another thread wrote it, fetched from
+ * that core's cache (IR_D_COST; Zen 4, 160->960->160 at 7x7 on two threads: the project phase
+ * 86-100 us against 72 us for the expand's same multiply-adds, ~20 a read element). */
+#define IR_SYNC_COST 50000.0
+#define IR_D_COST 20.0
+
+/* the bands: output rows per band and team size (the team never larger than the bands) */
+static void ir_band_plan(const nnl_ir_geom *g, int nt, int *nt_out, nnl_idx *rows_out)
+{
     nnl_idx rows = ir_band_rows(g);
     nnl_idx bands = nnl_cdiv(g->oh, rows);
     if (nt > 1 && g->n * bands < 4 * (nnl_idx)nt) {
@@ -127,6 +154,209 @@ void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int *nt_out, nnl_idx *rows_
     *rows_out = rows;
 }
 
+/* The busiest thread's multiply-adds under the bands: each thread on the run of units it
+ * starts with (stealing only evens out what a lost core leaves), the halo rows a band shares
+ * with the thread's previous one expanded once. */
+static double ir_bands_cost(const nnl_ir_geom *g, int nt, nnl_idx rows)
+{
+    const nnl_idx bands = nnl_cdiv(g->oh, rows), units = g->n * bands;
+    const double in = ir_in_cost(g) * (double)g->w, out = ir_out_cost(g) * (double)g->ow;
+    double worst = 0.0;
+    for (int t = 0; t < nt; t++) {
+        double cost = 0.0;
+        nnl_idx prev_n = -1, prev_hi = 0;
+        for (nnl_idx u = units * t / nt; u < units * (t + 1) / nt; u++) {
+            const nnl_idx n = u / bands, i0 = (u % bands) * rows;
+            const nnl_idx i1 = nnl_min(g->oh, i0 + rows);
+            nnl_idx lo = nnl_max(0, i0 * g->s - 1);
+            const nnl_idx hi = nnl_min(g->h, (i1 - 1) * g->s + 2);
+            if (n == prev_n)
+                lo = nnl_max(lo, prev_hi);
+            cost += (double)nnl_max(0, hi - lo) * in + (double)(i1 - i0) * out;
+            prev_n = n, prev_hi = hi;
+        }
+        worst = cost > worst ? cost : worst;
+    }
+    return worst;
+}
+
+/* ------------------------------------------------------------------ the channel split
+ * One image at a time: the team cuts the expand (and the depthwise conv) by expanded channels,
+ * meets, then cuts the project by output tiles; each phase is cut evenly on its own (a barrier
+ * between them: the slowest thread of each phase sets the pace). */
+
+/* One axis of a product cut into units of `size` elements (the last one shorter), a unit
+ * costing its elements, or its vectors of `lanes` elements when lanes > 0. */
+typedef struct {
+    nnl_idx len, size, lanes;
+} ir_axis;
+
+static nnl_idx ir_units(const ir_axis *a)
+{
+    return nnl_cdiv(a->len, a->size);
+}
+
+static double ir_weight(const ir_axis *a, nnl_idx j)
+{
+    const nnl_idx e = nnl_min(a->size, a->len - j * a->size);
+    return (double)(a->lanes > 0 ? nnl_cdiv(e, a->lanes) : e);
+}
+
+static double ir_axis_weight(const ir_axis *a)
+{
+    const nnl_idx u = ir_units(a);
+    return (double)(u - 1) * ir_weight(a, 0) + ir_weight(a, u - 1);
+}
+
+/* The tiles (j, i) of an outer x inner grid in the order j * inner units + i, tile (j, i)
+ * costing weight(outer, j) * weight(inner, i): the index where the cost before it reaches
+ * `target` (to the nearest tile). */
+static nnl_idx ir_tile_at(const ir_axis *o, const ir_axis *in, double target)
+{
+    const nnl_idx no = ir_units(o), ni = ir_units(in);
+    const double row = ir_axis_weight(in);
+    double acc = 0.0;
+    for (nnl_idx j = 0; j < no; j++) {
+        const double wo = ir_weight(o, j);
+        if (acc + wo * row <= target) {
+            acc += wo * row;
+            continue;
+        }
+        for (nnl_idx i = 0; i < ni; i++) {
+            const double c = wo * ir_weight(in, i);
+            if (acc + 0.5 * c >= target)
+                return j * ni + i;
+            acc += c;
+        }
+        return (j + 1) * ni;
+    }
+    return no * ni;
+}
+
+/* Thread t's tiles of a team of nt: a contiguous run [k0, k1) of equal cost, as at most three
+ * rectangles [o0, o1) x [i0, i1) in elements (a partial outer unit, whole ones, a partial
+ * one); returns their count. */
+typedef struct {
+    nnl_idx o0, o1, i0, i1;
+} ir_rect;
+
+static int ir_tile_share(const ir_axis *o, const ir_axis *in, int nt, int t, ir_rect rect[3],
+                         double *cost)
+{
+    const nnl_idx ni = ir_units(in);
+    const double total = ir_axis_weight(o) * ir_axis_weight(in);
+    const nnl_idx k0 = t == 0 ? 0 : ir_tile_at(o, in, total * t / nt);
+    const nnl_idx k1 = t == nt - 1 ? ir_units(o) * ni : ir_tile_at(o, in, total * (t + 1) / nt);
+    nnl_idx j0 = k0 / ni, i0 = k0 % ni;
+    const nnl_idx j1 = k1 / ni, i1 = k1 % ni;
+    nnl_idx span[3][4];   /* in units: j0, j1, i0, i1 */
+    int n = 0;
+    if (k1 > k0) {
+        if (j0 == j1) {
+            span[n][0] = j0, span[n][1] = j0 + 1, span[n][2] = i0, span[n][3] = i1, n++;
+        } else {
+            if (i0 > 0)
+                span[n][0] = j0, span[n][1] = j0 + 1, span[n][2] = i0, span[n][3] = ni, n++,
+                j0++;
+            if (j1 > j0)
+                span[n][0] = j0, span[n][1] = j1, span[n][2] = 0, span[n][3] = ni, n++;
+            if (i1 > 0)
+                span[n][0] = j1, span[n][1] = j1 + 1, span[n][2] = 0, span[n][3] = i1, n++;
+        }
+    }
+    *cost = 0.0;
+    for (int r = 0; r < n; r++) {
+        double wo = 0.0, wi = 0.0;
+        for (nnl_idx j = span[r][0]; j < span[r][1]; j++)
+            wo += ir_weight(o, j);
+        for (nnl_idx i = span[r][2]; i < span[r][3]; i++)
+            wi += ir_weight(in, i);
+        *cost += wo * wi;
+        rect[r].o0 = span[r][0] * o->size, rect[r].o1 = nnl_min(o->len, span[r][1] * o->size);
+        rect[r].i0 = span[r][2] * in->size, rect[r].i1 = nnl_min(in->len, span[r][3] * in->size);
+    }
+    return n;
+}
+
+static nnl_idx ir_gcd(nnl_idx a, nnl_idx b)
+{
+    while (b != 0) {
+        const nnl_idx t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+/* The expand's axis: E in whole NR columns of its pixel-major product (whole vectors of the
+ * depthwise conv too), each one thread's; and the image as one unit. */
+static void ir_expand_axes(const nnl_ir_geom *g, int nr, ir_axis *o, ir_axis *in)
+{
+    const nnl_idx eu = (nnl_idx)nr / ir_gcd(nr, IR_VL) * IR_VL;
+    *o = (ir_axis){g->e, eu, 0};
+    *in = (ir_axis){1, 1, 0};
+}
+
+/* The project's tiles: output channels outer, pixels inner; MR-row by NR-column tiles of
+ * y = W3 @ d (F in rows), or of y^T = d^T @ W3^T pixel-major (F in columns), the columns
+ * costing by vectors. */
+static void ir_project_axes(const nnl_ir_geom *g, int mr, int nr, ir_axis *o, ir_axis *in)
+{
+    const nnl_idx px = g->oh * g->ow;
+    if (g->project_t)
+        *o = (ir_axis){g->f, nr, IR_VL}, *in = (ir_axis){px, mr, 0};
+    else
+        *o = (ir_axis){g->f, mr, 0}, *in = (ir_axis){px, nr, IR_VL};
+}
+
+/* The busiest thread's multiply-adds under the channel split: of the expand and depthwise
+ * phase plus of the project phase, with the barriers and the depthwise tensor read across
+ * cores. */
+static double ir_channels_cost(const nnl_ir_geom *g, int nt, int mr, int nr)
+{
+    const double hw = (double)g->h * g->w, ohw = (double)g->oh * g->ow;
+    const double per_e = hw * ir_in_cost(g) / (double)g->e + 9.0 * ohw;
+    ir_axis eo, ei, po, pi;
+    ir_rect rect[3];
+    ir_expand_axes(g, nr, &eo, &ei);
+    ir_project_axes(g, mr, nr, &po, &pi);
+    /* a project tile's weight is rows times vectors */
+    const double per_tile = (double)g->e * (double)IR_VL;
+    double ex = 0.0, pr = 0.0, c;
+    for (int t = 0; t < nt; t++) {
+        ir_tile_share(&eo, &ei, nt, t, rect, &c);
+        ex = c > ex ? c : ex;
+        const int k = ir_tile_share(&po, &pi, nt, t, rect, &c);
+        double reads = 0.0;   /* of d: every pixel of each tile rectangle, E channels each */
+        for (int r = 0; r < k; r++)
+            reads += (double)(rect[r].i1 - rect[r].i0) * (double)g->e;
+        c = c * per_tile + IR_D_COST * reads;
+        pr = c > pr ? c : pr;
+    }
+    return (double)g->n * (ex * per_e + pr + 2.0 * IR_SYNC_COST);
+}
+
+void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int isa, int *nt_out, nnl_idx *rows_out,
+                 int *split_out)
+{
+    /* without expand, the transpose counted as one multiply-add per element */
+    const double macs = (double)g->n * ((double)g->h * g->w * ir_in_cost(g) +
+                                        (double)g->oh * g->ow * ir_out_cost(g));
+    const int team = nnl_team_size(nthreads, macs, NNL_MIN_PARALLEL_MACS);
+    int nt, mr, nr, mc, kc, nc;
+    nnl_idx rows;
+    ir_band_plan(g, team, &nt, &rows);
+    int split = NNL_IR_BANDS;
+    if (g->split == NNL_IR_CHANNELS)
+        split = NNL_IR_CHANNELS;
+    else if (g->split == NNL_IR_AUTO && team > 1 && g->n < 4 * (nnl_idx)team &&
+             nnl_gemm_blocking(isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) == NNL_OK &&
+             ir_channels_cost(g, team, mr, nr) < ir_bands_cost(g, nt, rows))
+        split = NNL_IR_CHANNELS;
+    if (split == NNL_IR_CHANNELS)
+        nt = team, rows = g->oh;
+    *nt_out = nt, *rows_out = rows, *split_out = split;
+}
+
 /* elements of one thread's buffers for bands of ``rows`` output rows */
 static void ir_buffer_sizes(const nnl_ir_geom *g, nnl_idx rows, nnl_idx *ein, nnl_idx *dout)
 {
@@ -142,15 +372,23 @@ static nnl_idx ir_shared_size(const nnl_ir_geom *g)
     return (nnl_idx)nnl_round64((size_t)(10 * ir_ep(g)), sizeof(float));
 }
 
-nnl_idx nnl_ir_workspace(const nnl_ir_geom *g, int nthreads)
+/* the buffer sets a call allocates: one per thread for the bands, one shared by the team
+ * for the channel split (the whole image's tensors) */
+static nnl_idx ir_buffer_sets(int nt, int split)
+{
+    return split == NNL_IR_CHANNELS ? 1 : nt;
+}
+
+nnl_idx nnl_ir_workspace(const nnl_ir_geom *g, int nthreads, int isa)
 {
     if (!ir_geom_ok(g) || g->n == 0)
         return 0;
-    int nt;
+    int nt, split;
     nnl_idx rows, ein, dout;
-    nnl_ir_plan(g, nthreads, &nt, &rows);
+    nnl_ir_plan(g, nthreads, isa, &nt, &rows, &split);
     ir_buffer_sizes(g, rows, &ein, &dout);
-    return (nnl_idx)sizeof(float) * ((ein + dout) * nt + ir_shared_size(g));
+    return (nnl_idx)sizeof(float) * ((ein + dout) * ir_buffer_sets(nt, split) +
+                                     ir_shared_size(g));
 }
 
 /* the rows of image ``n`` a thread's expand buffer holds: [lo, hi), row lo first */
@@ -158,43 +396,46 @@ typedef struct {
     nnl_idx n, lo, hi;
 } ir_rows;
 
-/* expand input rows [r0, r1) of image n into ebuf from its row ``at`` (without expand: copy
- * them there channels-last): the product
- * x^T (pixels, C) @ W1^T (C, E), so that each pixel's E channels come out contiguous; W1^T is
- * the B operand, packed once (w1pk). Each element is the same sum, in the same order, as in
- * W1 @ x: the same bits as the unfused 1x1 conv. */
+/* expand input rows [r0, r1) of image n, its channels [e0, e1), into ebuf from its row ``at``
+ * (without expand: copy them there channels-last): the product x^T (pixels, C) @ W1^T (C, E),
+ * so that each pixel's E channels come out contiguous; W1^T is the B operand, packed once
+ * (w1pk). Each element is the same sum, in the same order, as in W1 @ x: the same bits as the
+ * unfused 1x1 conv. e0 is a multiple of the family's NR (a part of the product on its tile
+ * grid). */
 static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, const float *w1pk,
-                     const float *b1, int isa, nnl_idx n, nnl_idx r0, nnl_idx r1, float *ebuf,
-                     nnl_idx ep, nnl_idx at)
+                     const float *b1, int isa, nnl_idx n, nnl_idx r0, nnl_idx r1, nnl_idx e0,
+                     nnl_idx e1, float *ebuf, nnl_idx ep, nnl_idx at)
 {
-    if (r1 <= r0)
+    if (r1 <= r0 || e1 <= e0)
         return NNL_OK;
-    const nnl_idx W = g->w;
+    const nnl_idx W = g->w, HW = g->h * W;
+    const float *xr = x + n * g->xsn + r0 * W;
+    float *dst = ebuf + at * W * ep;
     if (!g->expand) {   /* no expand: the input rows channels-last, ebuf[p*ep + c] = x[c, p] */
-        nnl_transpose_s((int)g->c, (int)((r1 - r0) * W), x + n * g->xsn + r0 * W, g->h * W,
-                        ebuf + at * W * ep, ep);
+        nnl_transpose_s((int)(e1 - e0), (int)((r1 - r0) * W), xr + e0 * HW, HW, dst + e0, ep);
         return NNL_OK;
     }
-    return nnl_sgemm_pk(1, (r1 - r0) * W, g->e, g->c, 1.0f, x + n * g->xsn + r0 * W, 0, 1,
-                        g->h * W, w1, 0, 1, g->c, 0.0f, ebuf + at * W * ep, 0, ep, b1, 0,
-                        NNL_BIAS_COL, NNL_ACT_RELU6, 1, isa, NULL, w1pk);
+    return nnl_sgemm_part((r1 - r0) * W, g->e, g->c, 1.0f, xr, 1, HW, w1, 1, g->c, 0.0f, dst, ep,
+                          1, b1, NNL_BIAS_COL, NNL_ACT_RELU6, isa, NULL, w1pk, 0,
+                          (r1 - r0) * W, e0, e1);
 }
 
-/* Depthwise 3x3 (stride s, padding 1) + bias + ReLU6 of output rows [i0, i1) over the band's
- * expanded rows [lo, hi) (channels-last, ep apart), into d (channels-last, pixel
- * (i - i0) * OW + j). Per channel vector, the nine tap vectors stay in registers; each output
- * sums bias, then the taps in row-major order, a tap outside the image adding w * 0 (as the
- * planar kernel's zero-padded buffer does): the same bits as the unfused depthwise conv. */
+/* Depthwise 3x3 (stride s, padding 1) + bias + ReLU6 of output rows [i0, i1), channels
+ * [c0, c1) (whole vectors), over the band's expanded rows [lo, hi) (channels-last, ep apart),
+ * into d (channels-last, pixel (i - i0) * OW + j). Per channel vector, the nine tap vectors
+ * stay in registers; each output sums bias, then the taps in row-major order, a tap outside
+ * the image adding w * 0 (as the planar kernel's zero-padded buffer does): the same bits as
+ * the unfused depthwise conv. */
 static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nnl_idx hi,
-                         nnl_idx i0, nnl_idx i1, nnl_idx ep, const float *wt, const float *bt,
-                         float *dbuf)
+                         nnl_idx i0, nnl_idx i1, nnl_idx c0, nnl_idx c1, nnl_idx ep,
+                         const float *wt, const float *bt, float *dbuf)
 {
     const nnl_idx s = g->s, W = g->w, OW = g->ow;
     const ir_vec zero = {0};
     /* columns j whose three taps j*s - 1 .. j*s + 1 all lie inside [0, W) */
     const nnl_idx jlo = nnl_min(OW, 1), jhi = W >= 2 ? nnl_max(jlo, nnl_min(OW, (W - 2) / s + 1))
                                                      : jlo;
-    for (nnl_idx c = 0; c < ep; c += IR_VL) {
+    for (nnl_idx c = c0; c < c1; c += IR_VL) {
         ir_vec w[9];
         for (int k = 0; k < 9; k++)
             w[k] = ir_load(wt + k * ep + c);
@@ -258,6 +499,39 @@ static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nn
     }
 }
 
+/* The project of output pixels [p0, p0 + np) of image n (d: their depthwise outputs,
+ * channels-last, pixel q at dbuf + q * ep) as one product, of which only output channels
+ * [f0, f1) and pixels [q0, q1) of the product are computed: y = W3 @ d + b3, onto the residual
+ * r when there is one (copied into that part of y first, then accumulated with beta = 1, as the
+ * unfused plan does). The part lies on the product's tile grid (f0 a multiple of the family's
+ * MR, q0 of its NR; pixel-major: q0 of MR, f0 of NR), so its bits are the whole product's. */
+static int ir_project(const nnl_ir_geom *g, const float *dbuf, const float *w3,
+                      const float *w3pk, const float *b3, const float *r, float *y, int isa,
+                      nnl_idx n, nnl_idx p0, nnl_idx np, nnl_idx f0, nnl_idx f1, nnl_idx q0,
+                      nnl_idx q1)
+{
+    if (f1 <= f0 || q1 <= q0)
+        return NNL_OK;
+    const nnl_idx L = g->oh * g->ow, E = g->e, ep = ir_ep(g);
+    float *yb = y + n * g->ysn + p0;
+    if (r != NULL) {
+        const float *rb = r + n * g->rsn + p0;
+        if (rb != yb)
+            for (nnl_idx f = f0; f < f1; f++)
+                memcpy(yb + f * L + q0, rb + f * L + q0, sizeof(float) * (size_t)(q1 - q0));
+    }
+    const float beta = r != NULL ? 1.0f : 0.0f;
+    if (g->project_t)
+        /* project pixel-major: y^T (pixels, F) = d (pixels, E) @ W3^T, C column-major (a
+         * band of few pixels: F, not the pixel count, is cut into vector panels) */
+        return nnl_sgemm_part(np, g->f, E, 1.0f, dbuf, ep, 1, w3, 1, E, beta, yb, 1, L, b3,
+                              NNL_BIAS_COL, NNL_ACT_NONE, isa, NULL, w3pk, q0, q1, f0, f1);
+    /* project: W3 @ d with d read transposed (pixel-major), the GEMM packing it with its
+     * 8 x 8 transposes */
+    return nnl_sgemm_part(g->f, np, E, 1.0f, w3, E, 1, dbuf, 1, ep, beta, yb, L, 1, b3,
+                          NNL_BIAS_ROW, NNL_ACT_NONE, isa, w3pk, NULL, f0, f1, q0, q1);
+}
+
 /* one band: output rows [i0, i1) of image n. The rows of the thread's previous band (``have``)
  * that this band reads too are moved to their new place instead of being expanded again (the
  * previous band may lie above or below: a thread steals bands backwards). */
@@ -266,7 +540,7 @@ static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const 
                    const float *w3pk, const float *b3, const float *r, float *y, int isa,
                    nnl_idx n, nnl_idx i0, nnl_idx i1, float *ebuf, float *dbuf, ir_rows *have)
 {
-    const nnl_idx s = g->s, W = g->w, OW = g->ow, E = g->e, ep = ir_ep(g);
+    const nnl_idx s = g->s, W = g->w, OW = g->ow, ep = ir_ep(g);
     const nnl_idx lo = nnl_max(0, i0 * s - 1), hi = nnl_min(g->h, (i1 - 1) * s + 2);
     const nnl_idx out_rows = i1 - i0;
     nnl_idx ov_lo = lo, ov_hi = lo;   /* rows kept: none */
@@ -279,32 +553,16 @@ static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const 
                     sizeof(float) * (size_t)((ov_hi - ov_lo) * W * ep));
     }
     have->n = n, have->lo = lo, have->hi = hi;
-    int rc = ir_expand(g, x, w1, w1pk, b1, isa, n, lo, ov_lo, ebuf, ep, 0);
+    int rc = ir_expand(g, x, w1, w1pk, b1, isa, n, lo, ov_lo, 0, g->e, ebuf, ep, 0);
     if (rc == NNL_OK)
-        rc = ir_expand(g, x, w1, w1pk, b1, isa, n, ov_hi, hi, ebuf, ep, ov_hi - lo);
+        rc = ir_expand(g, x, w1, w1pk, b1, isa, n, ov_hi, hi, 0, g->e, ebuf, ep, ov_hi - lo);
     if (rc != NNL_OK) {
         have->n = -1;
         return rc;
     }
-    ir_depthwise(g, ebuf, lo, hi, i0, i1, ep, wt, bt, dbuf);
-    const nnl_idx L = g->oh * OW;
-    float *yb = y + n * g->ysn + i0 * OW;
-    if (r != NULL) {
-        const float *rb = r + n * g->rsn + i0 * OW;
-        if (rb != yb)
-            for (nnl_idx f = 0; f < g->f; f++)
-                memcpy(yb + f * L, rb + f * L, sizeof(float) * (size_t)(out_rows * OW));
-    }
-    const float beta = r != NULL ? 1.0f : 0.0f;
-    if (g->project_t)
-        /* project pixel-major: y^T (pixels, F) = d (pixels, E) @ W3^T, C column-major (a
-         * band of few pixels: F, not the pixel count, is cut into vector panels) */
-        return nnl_sgemm_pkc(1, out_rows * OW, g->f, E, 1.0f, dbuf, 0, ep, 1, w3, 0, 1, E, beta,
-                             yb, 0, 1, L, b3, 0, NNL_BIAS_COL, NNL_ACT_NONE, 1, isa, NULL, w3pk);
-    /* project: W3 @ d with d read transposed (pixel-major), the GEMM packing it with its
-     * 8 x 8 transposes */
-    return nnl_sgemm_pk(1, g->f, out_rows * OW, E, 1.0f, w3, 0, E, 1, dbuf, 0, 1, ep, beta, yb,
-                        0, L, b3, 0, NNL_BIAS_ROW, NNL_ACT_NONE, 1, isa, w3pk, NULL);
+    ir_depthwise(g, ebuf, lo, hi, i0, i1, 0, ep, ep, wt, bt, dbuf);
+    return ir_project(g, dbuf, w3, w3pk, b3, r, y, isa, n, i0 * OW, out_rows * OW, 0, g->f, 0,
+                      out_rows * OW);
 }
 
 /* The next unit for thread ``tid``: the front of its own contiguous range, else (its range
@@ -331,34 +589,23 @@ static nnl_idx ir_claim(nnl_idx *front, nnl_idx *back, int nt, int tid)
     return u;
 }
 
-int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
-                            const float *w1pk, const float *b1, const float *wd,
-                            const float *bd, const float *w3, const float *w3pk,
-                            const float *b3, const float *r, float *y, int nthreads, int isa)
+/* The pad channels of a buffer of pixels ep apart: zeros (the expand never writes them). */
+static void ir_zero_pad(const nnl_ir_geom *g, float *buf, nnl_idx elems, nnl_idx ep)
 {
-    if (!ir_geom_ok(g))
-        return NNL_EINVAL;
-    if (g->n == 0)
-        return NNL_OK;
-    int nt;
-    nnl_idx rows, ein, dout;
-    nnl_ir_plan(g, nthreads, &nt, &rows);
-    ir_buffer_sizes(g, rows, &ein, &dout);
+    if (ep > g->e)
+        for (nnl_idx p = 0; p < elems / ep; p++)
+            memset(buf + p * ep + g->e, 0, sizeof(float) * (size_t)(ep - g->e));
+}
+
+/* The bands: each thread starts on a contiguous run of units (whole images first), so
+ * consecutive bands of an image share their halo rows instead of expanding them twice. */
+static int ir_run_bands(const nnl_ir_geom *g, const float *x, const float *w1,
+                        const float *w1pk, const float *b1, const float *wt, const float *bt,
+                        const float *w3, const float *w3pk, const float *b3, const float *r,
+                        float *y, int isa, int nt, nnl_idx rows, float *bufs, nnl_idx ein,
+                        nnl_idx dout, nnl_idx *claims)
+{
     const nnl_idx bands = nnl_cdiv(g->oh, rows), units = g->n * bands, ep = ir_ep(g);
-    const nnl_idx shared = ir_shared_size(g);
-    /* the transposed taps and bias, the band buffers of every thread, then the claim
-     * counters (front[nt], back[nt]) */
-    float *mem = (float *)nnl_alloc64(sizeof(float) * (size_t)(shared + (ein + dout) * nt) +
-                                      2 * sizeof(nnl_idx) * (size_t)nt);
-    if (mem == NULL)
-        return NNL_ENOMEM;
-    float *wt = mem, *bt = mem + 9 * ep, *bufs = mem + shared;
-    for (nnl_idx e = 0; e < ep; e++) {
-        for (int k = 0; k < 9; k++)
-            wt[k * ep + e] = e < g->e ? wd[e * 9 + k] : 0.0f;
-        bt[e] = e < g->e && bd != NULL ? bd[e] : 0.0f;
-    }
-    nnl_idx *claims = (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)nt);
     for (int t = 0; t < nt; t++) {
         claims[t] = units * t / nt;
         claims[nt + t] = units * (t + 1) / nt;
@@ -368,14 +615,10 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        /* a thread takes a contiguous run of bands (whole images first), so consecutive bands
-         * of an image share their halo rows instead of expanding them twice */
         const int tid = nnl_thread_id();
         float *ebuf = bufs + (size_t)tid * (size_t)(ein + dout);
         float *dbuf = ebuf + ein;
-        if (ep > g->e)   /* the pad channels, never written by the expand */
-            for (nnl_idx p = 0; p < ein / ep; p++)
-                memset(ebuf + p * ep + g->e, 0, sizeof(float) * (size_t)(ep - g->e));
+        ir_zero_pad(g, ebuf, ein, ep);
         ir_rows have = {-1, 0, 0};
         for (;;) {
             const nnl_idx u = ir_claim(claims, claims + nt, nt, tid);
@@ -392,6 +635,101 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
             }
         }
     }
+    return status;
+}
+
+/* The channel split, image by image: each thread expands its channels of the whole image and
+ * runs their depthwise conv into the shared d (both channels-last, ebuf and dbuf hold the whole
+ * image), the team meets, then each thread projects its output channels from all of d and
+ * the team meets again before the next image overwrites d. */
+static int ir_run_channels(const nnl_ir_geom *g, const float *x, const float *w1,
+                           const float *w1pk, const float *b1, const float *wt,
+                           const float *bt, const float *w3, const float *w3pk,
+                           const float *b3, const float *r, float *y, int isa, int nt,
+                           float *ebuf, nnl_idx ein, float *dbuf)
+{
+    int mr, nr, mc, kc, nc;
+    if (nnl_gemm_blocking(isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return NNL_EINVAL;
+    const nnl_idx ep = ir_ep(g);
+    ir_zero_pad(g, ebuf, ein, ep);
+    int status = NNL_OK;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        /* the shares of the team this region got, which may be smaller than asked */
+        const int team = nnl_team_count(), tid = nnl_thread_id();
+        ir_axis eo, ei, po, pi;
+        ir_rect ex[3], pr[3];
+        double cost;
+        ir_expand_axes(g, nr, &eo, &ei);
+        ir_project_axes(g, mr, nr, &po, &pi);
+        const int nex = ir_tile_share(&eo, &ei, team, tid, ex, &cost);
+        const int npr = ir_tile_share(&po, &pi, team, tid, pr, &cost);
+        /* expanded channels [e0, e1); the depthwise conv's in whole vectors, the last share
+         * running the pad ones */
+        const nnl_idx e0 = nex > 0 ? ex[0].o0 : 0, e1 = nex > 0 ? ex[nex - 1].o1 : 0;
+        const nnl_idx c1 = e1 == g->e ? ep : e1;
+        for (nnl_idx n = 0; n < g->n; n++) {
+            int rc = ir_expand(g, x, w1, w1pk, b1, isa, n, 0, g->h, e0, e1, ebuf, ep, 0);
+            if (rc == NNL_OK && e1 > e0)
+                ir_depthwise(g, ebuf, 0, g->h, 0, g->oh, e0, c1, ep, wt, bt, dbuf);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            for (int k = 0; k < npr && rc == NNL_OK; k++)
+                rc = ir_project(g, dbuf, w3, w3pk, b3, r, y, isa, n, 0, g->oh * g->ow,
+                                pr[k].o0, pr[k].o1, pr[k].i0, pr[k].i1);
+            if (rc != NNL_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                status = rc;
+            }
+            if (n + 1 < g->n) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            }
+        }
+    }
+    return status;
+}
+
+int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
+                            const float *w1pk, const float *b1, const float *wd,
+                            const float *bd, const float *w3, const float *w3pk,
+                            const float *b3, const float *r, float *y, int nthreads, int isa)
+{
+    if (!ir_geom_ok(g))
+        return NNL_EINVAL;
+    if (g->n == 0)
+        return NNL_OK;
+    int nt, split;
+    nnl_idx rows, ein, dout;
+    nnl_ir_plan(g, nthreads, isa, &nt, &rows, &split);
+    ir_buffer_sizes(g, rows, &ein, &dout);
+    const nnl_idx ep = ir_ep(g), shared = ir_shared_size(g);
+    const nnl_idx sets = ir_buffer_sets(nt, split);
+    /* the transposed taps and bias, the buffer sets, then the band claim counters (front[nt],
+     * back[nt]) */
+    float *mem = (float *)nnl_alloc64(sizeof(float) * (size_t)(shared + (ein + dout) * sets) +
+                                      2 * sizeof(nnl_idx) * (size_t)nt);
+    if (mem == NULL)
+        return NNL_ENOMEM;
+    float *wt = mem, *bt = mem + 9 * ep, *bufs = mem + shared;
+    for (nnl_idx e = 0; e < ep; e++) {
+        for (int k = 0; k < 9; k++)
+            wt[k * ep + e] = e < g->e ? wd[e * 9 + k] : 0.0f;
+        bt[e] = e < g->e && bd != NULL ? bd[e] : 0.0f;
+    }
+    const int status =
+        split == NNL_IR_CHANNELS
+            ? ir_run_channels(g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt, bufs,
+                              ein, bufs + ein)
+            : ir_run_bands(g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt, rows, bufs,
+                           ein, dout, (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)sets));
     nnl_free64(mem);
     return status;
 }

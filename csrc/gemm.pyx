@@ -39,6 +39,16 @@ cdef extern from "gemm_kernels.h" nogil:
                       double beta, double *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
                       const double *bias, nnl_idx bsbias, int bias_kind, int act,
                       int nthreads, int isa, const double *apk, const double *bpk)
+    int nnl_sgemm_part(nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                       const float *A, nnl_idx rsa, nnl_idx csa, const float *B, nnl_idx rsb,
+                       nnl_idx csb, float beta, float *C, nnl_idx rsc, nnl_idx csc,
+                       const float *bias, int bias_kind, int act, int isa, const float *apk,
+                       const float *bpk, nnl_idx m0, nnl_idx m1, nnl_idx n0, nnl_idx n1)
+    int nnl_dgemm_part(nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                       const double *A, nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx rsb,
+                       nnl_idx csb, double beta, double *C, nnl_idx rsc, nnl_idx csc,
+                       const double *bias, int bias_kind, int act, int isa, const double *apk,
+                       const double *bpk, nnl_idx m0, nnl_idx m1, nnl_idx n0, nnl_idx n1)
     ctypedef struct nnl_split:
         nnl_idx lk, ask, bsk
         nnl_idx ln, bsn, csn
@@ -196,8 +206,11 @@ def pack(const floating[:, :] x, int side, int isa, floating[::1] out):
 def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[:, :, :] c,
                  double alpha, double beta, const floating[:, :] bias, int bias_kind, int act,
                  int num_threads, int isa, const floating[::1] apk=None,
-                 const floating[::1] bpk=None):
-    """c = act(alpha * a @ b + beta * c + bias) for every batch item (shapes validated by caller).
+                 const floating[::1] bpk=None, part=None):
+    """c = act(alpha * a @ b + beta * c + bias) for every batch item (shapes validated by caller);
+    with ``part`` = (m0, m1, n0, n1) and one item, only the block c[0, m0:m1, n0:n1] of that
+    product, on the calling thread (``nnl_sgemm_part``: m0 a multiple of the family's MR, n0 of
+    its NR).
 
     Shape:
         a (B or 1, M, K), b (B or 1, K, N), c (B, M, N) with c.strides[2] == itemsize or
@@ -251,6 +264,31 @@ def gemm_strided(const floating[:, :, :] a, const floating[:, :, :] b, floating[
     if K == 0:
         # no element of a or b is addressed; pass any valid pointer
         pa = pb = NULL
+    cdef nnl_idx m0 = 0, m1 = 0, n0 = 0, n1 = 0
+    if part is not None:
+        m0, m1, n0, n1 = part
+        if nb != 1:
+            raise ValueError(f"gemm_strided: a part is of one product, got {nb} batch items")
+        with nogil:
+            if floating is float:
+                rc = nnl_sgemm_part(M, N, K, <float>alpha,
+                                    &a[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0],
+                                    a.strides[1] // es, a.strides[2] // es,
+                                    &b[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0],
+                                    b.strides[1] // es, b.strides[2] // es, <float>beta,
+                                    &c[0, 0, 0], rsc, csc, pbias, bias_kind, act, isa, pa, pb,
+                                    m0, m1, n0, n1)
+            else:
+                rc = nnl_dgemm_part(M, N, K, alpha,
+                                    &a[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0],
+                                    a.strides[1] // es, a.strides[2] // es,
+                                    &b[0, 0, 0] if K > 0 else <const floating *>&c[0, 0, 0],
+                                    b.strides[1] // es, b.strides[2] // es, beta,
+                                    &c[0, 0, 0], rsc, csc, pbias, bias_kind, act, isa, pa, pb,
+                                    m0, m1, n0, n1)
+        check_status(rc, "gemm", f" (part rows {m0}:{m1}, columns {n0}:{n1} of a ({M}, {N}) "
+                                 f"product; isa={isa})")
+        return
     with nogil:
         if floating is float:
             rc = nnl_sgemm_pkc(nb, M, N, K, <float>alpha,

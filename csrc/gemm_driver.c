@@ -199,6 +199,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define GEMM_PKC nnl_sgemm_pkc
 #define GEMM_SPLIT nnl_sgemm_split
 #define GEMM_SPLIT_PK nnl_sgemm_split_pk
+#define GEMM_PART nnl_sgemm_part
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
 #define PACK_T8 nnl_pack_t8_s
@@ -214,6 +215,7 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #undef GEMM_PKC
 #undef GEMM_SPLIT
 #undef GEMM_SPLIT_PK
+#undef GEMM_PART
 #undef PACK_NAME
 
 void nnl_transpose_s(int rows, int cols, const float *src, nnl_idx lds, float *dst, nnl_idx ldd)
@@ -231,6 +233,7 @@ void nnl_transpose_s(int rows, int cols, const float *src, nnl_idx lds, float *d
 #define GEMM_PKC nnl_dgemm_pkc
 #define GEMM_SPLIT nnl_dgemm_split
 #define GEMM_SPLIT_PK nnl_dgemm_split_pk
+#define GEMM_PART nnl_dgemm_part
 #define PACK_NAME nnl_dgemm_pack
 #include "gemm_driver_tmpl.h"
 #undef T
@@ -242,6 +245,7 @@ void nnl_transpose_s(int rows, int cols, const float *src, nnl_idx lds, float *d
 #undef GEMM_PKC
 #undef GEMM_SPLIT
 #undef GEMM_SPLIT_PK
+#undef GEMM_PART
 #undef PACK_NAME
 
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)

@@ -290,7 +290,9 @@ typedef struct {
     T *C;
     nnl_idx bsc;
     const T *bias;
-    nnl_idx bsbias, lk, ln, M, N, mu, nu, ru, cu;
+    nnl_idx bsbias, lk, ln;
+    nnl_idx m0, M, n0, N;   /* the block of C the units cover: rows [m0, M), columns [n0, N) */
+    nnl_idx mu, nu, ru, cu;
 } FN(nnl_units);
 
 /* Unit u of a call: its item, row group and column group, through the nest with the B
@@ -308,8 +310,8 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
                          w->lk > 0 ? sp->bsk : 0, w->ln, w->ln > 0 ? sp->bsn : 0};
     sb.a = w->A + b * w->bsa, sb.c = w->C + b * w->bsc;
     sb.bias = w->bias ? w->bias + b * w->bsbias : NULL;
-    const nnl_idx r0 = r * w->mu, r1 = nnl_min(w->M, (r + 1) * w->mu);
-    const nnl_idx c0 = c * w->nu, c1 = nnl_min(w->N, (c + 1) * w->nu);
+    const nnl_idx r0 = w->m0 + r * w->mu, r1 = nnl_min(w->M, r0 + w->mu);
+    const nnl_idx c0 = w->n0 + c * w->nu, c1 = nnl_min(w->N, c0 + w->nu);
     if (w->lk > 0 || w->ln > 0) {
         sb.b_ctx = &bs;
         FN(gemm_nest)(&sb, FN(b_from_split), NULL, w->kd, r0, r1, c0, c1, ap, bp);
@@ -325,17 +327,27 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
     }
 }
 
-/* The one driver behind GEMM_PK, GEMM_PKC, GEMM_SPLIT and GEMM_SPLIT_PK (sp: two-level axes, or
- * NULL). */
+/* The one driver behind GEMM_PK, GEMM_PKC, GEMM_SPLIT, GEMM_SPLIT_PK and GEMM_PART (sp:
+ * two-level axes, or NULL; part: NULL for the whole of C, else {m0, m1, n0, n1}: only the
+ * block C[m0:m1, n0:n1] of one item, on the calling thread). */
 static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                         const T *A, nnl_idx bsa, nnl_idx rsa, nnl_idx csa,
                         const T *B, nnl_idx bsb, nnl_idx rsb, nnl_idx csb,
                         T beta, T *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
                         const T *bias, nnl_idx bsbias, int bias_kind, int act,
-                        int nthreads, int isa, const T *apk, const T *bpk, const nnl_split *sp)
+                        int nthreads, int isa, const T *apk, const T *bpk, const nnl_split *sp,
+                        const nnl_idx *part)
 {
     if (batch < 0 || M < 0 || N < 0 || K < 0)
         return NNL_EINVAL;
+    nnl_idx m0 = 0, m1 = M, n0 = 0, n1 = N;
+    if (part != NULL) {
+        m0 = part[0], m1 = part[1], n0 = part[2], n1 = part[3];
+        if (batch != 1 || sp != NULL || m0 < 0 || m1 < m0 || m1 > M || n0 < 0 || n1 < n0 ||
+            n1 > N)
+            return NNL_EINVAL;
+        nthreads = 1;
+    }
     /* C row-major (unit column stride) or column-major (unit row stride; not with sp) */
     if (csc != 1 && (rsc != 1 || csc < 1 || sp != NULL))
         return NNL_EINVAL;
@@ -347,7 +359,7 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     const KERNEL_T *kd = FN(nnl_select)(isa);
     if (kd == NULL || kd->mr * kd->nr > NNL_TILE_MAX)
         return NNL_EINVAL;
-    if (batch == 0 || M == 0 || N == 0)
+    if (batch == 0 || m1 == m0 || n1 == n0)
         return NNL_OK;
     /* two-level axes: an axis that fits in its inner level is plain */
     const nnl_idx lk = sp != NULL && sp->lk < K ? sp->lk : 0;
@@ -365,8 +377,10 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     if (K == 0) {
         for (nnl_idx b = 0; b < batch; b++) {
             FN(nnl_prob) pb = p0;
-            pb.C = C + b * bsc;
-            pb.bias = bias ? bias + b * bsbias : NULL;
+            pb.M = m1 - m0, pb.N = n1 - n0;
+            pb.C = C + b * bsc + m0 * rsc + n0 * csc;
+            pb.bias = bias == NULL ? NULL
+                      : bias + b * bsbias + (bias_kind == NNL_BIAS_ROW ? m0 : n0);
             FN(scale_only)(&pb);
         }
         return NNL_OK;
@@ -375,9 +389,18 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     const int mr = kd->mr, nr = kd->nr;
     int nt = nnl_team_size(nthreads, (double)batch * M * N * K, NNL_MIN_PARALLEL_MACS);
     if (M <= NNL_SKINNY_M && lk == 0 && ln == 0) {
-        FN(skinny)(&p0, batch, bsa, bsb, bsc, bsbias, nt);
+        if (part == NULL)
+            FN(skinny)(&p0, batch, bsa, bsb, bsc, bsbias, nt);
+        else if (m0 == 0 && m1 == M)   /* every row, some columns */
+            FN(skinny_cols)(&p0, n0, n1);
+        else
+            return NNL_EINVAL;
         return NNL_OK;
     }
+    /* a part starts on the tile grid (anchored at row 0 / column 0): its tiles are the whole
+     * call's */
+    if (part != NULL && (m0 % mr != 0 || n0 % nr != 0))
+        return NNL_EINVAL;
 
     /* K is cut into equal slices of at most KC. This and the MR x NR tile grid (anchored at
      * row 0 / column 0) fix the arithmetic of every element; the work units below only decide
@@ -389,8 +412,9 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
      * nnl_partition (gemm_driver.c) cuts them. */
     const nnl_idx P = nnl_cdiv(M, mr), Q = nnl_cdiv(N, nr);
     nnl_idx mu, nu;
-    nnl_partition(batch, M, N, K, mr, nr, kd->mc, nt, apk == NULL, bpk == NULL, &mu, &nu);
-    const nnl_idx ru = nnl_cdiv(M, mu), cu = nnl_cdiv(N, nu);
+    nnl_partition(batch, m1 - m0, n1 - n0, K, mr, nr, kd->mc, nt, apk == NULL, bpk == NULL, &mu,
+                  &nu);
+    const nnl_idx ru = nnl_cdiv(m1 - m0, mu), cu = nnl_cdiv(n1 - n0, nu);
     const nnl_idx units = batch * ru * cu;
     if ((nnl_idx)nt > units)
         nt = (int)units;
@@ -428,7 +452,7 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
                   : 0;
 
     FN(nnl_units) w = {&s0, kd, sp, B, bsb, rsb, csb, bpk, Q * nr, A, bsa, C, bsc, bias, bsbias,
-                       lk, ln, M, N, mu, nu, ru, cu};
+                       lk, ln, m0, m1, n0, n1, mu, nu, ru, cu};
     if (nt == 1) {
         /* no OpenMP construct at all: this call often runs inside another kernel's parallel
          * region (Winograd, the fused block: one product per unit), where even a one-thread
@@ -462,7 +486,7 @@ int GEMM_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
             int nthreads, int isa, const T *apk, const T *bpk)
 {
     return FN(gemm_run)(batch, M, N, K, alpha, A, bsa, rsa, csa, B, bsb, rsb, csb, beta, C, bsc,
-                        rsc, 1, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL);
+                        rsc, 1, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL, NULL);
 }
 
 int GEMM_PKC(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
@@ -473,7 +497,19 @@ int GEMM_PKC(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
              int nthreads, int isa, const T *apk, const T *bpk)
 {
     return FN(gemm_run)(batch, M, N, K, alpha, A, bsa, rsa, csa, B, bsb, rsb, csb, beta, C, bsc,
-                        rsc, csc, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL);
+                        rsc, csc, bias, bsbias, bias_kind, act, nthreads, isa, apk, bpk, NULL,
+                        NULL);
+}
+
+int GEMM_PART(nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
+              const T *A, nnl_idx rsa, nnl_idx csa, const T *B, nnl_idx rsb, nnl_idx csb,
+              T beta, T *C, nnl_idx rsc, nnl_idx csc, const T *bias, int bias_kind, int act,
+              int isa, const T *apk, const T *bpk, nnl_idx m0, nnl_idx m1, nnl_idx n0,
+              nnl_idx n1)
+{
+    const nnl_idx part[4] = {m0, m1, n0, n1};
+    return FN(gemm_run)(1, M, N, K, alpha, A, 0, rsa, csa, B, 0, rsb, csb, beta, C, 0, rsc, csc,
+                        bias, 0, bias_kind, act, 1, isa, apk, bpk, NULL, part);
 }
 
 int GEMM_SPLIT(nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const T *A, nnl_idx rsa, nnl_idx csa,
@@ -495,5 +531,5 @@ int GEMM_SPLIT_PK(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha, const
     if (apk != NULL && sp->lk > 0 && sp->lk < K)
         return NNL_EINVAL;
     return FN(gemm_run)(batch, M, N, K, alpha, A, 0, rsa, csa, B, bsb, rsb, csb, beta, C, bsc, rsc,
-                        1, bias, 0, bias_kind, act, nthreads, isa, apk, NULL, sp);
+                        1, bias, 0, bias_kind, act, nthreads, isa, apk, NULL, sp, NULL);
 }

@@ -75,6 +75,21 @@ int nnl_dgemm_pkc(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
                   double beta, double *C, nnl_idx bsc, nnl_idx rsc, nnl_idx csc,
                   const double *bias, nnl_idx bsbias, int bias_kind, int act,
                   int nthreads, int isa, const double *apk, const double *bpk);
+/* The block C[m0:m1, n0:n1] of the product nnl_sgemm_pkc / nnl_dgemm_pkc computes at batch 1,
+ * on the calling thread alone: for a kernel that cuts one product among its own team (e.g. the
+ * fused block's expand by channel panels). m0 must be a multiple of the family's MR and n0 of
+ * its NR (nnl_gemm_blocking): the block's tiles and K slices are then the whole call's, and so
+ * are its bits. Products of <= 4 rows (no tiles) take only m0 = 0, m1 = M. Else NNL_EINVAL. */
+int nnl_sgemm_part(nnl_idx M, nnl_idx N, nnl_idx K, float alpha,
+                   const float *A, nnl_idx rsa, nnl_idx csa, const float *B, nnl_idx rsb,
+                   nnl_idx csb, float beta, float *C, nnl_idx rsc, nnl_idx csc,
+                   const float *bias, int bias_kind, int act, int isa, const float *apk,
+                   const float *bpk, nnl_idx m0, nnl_idx m1, nnl_idx n0, nnl_idx n1);
+int nnl_dgemm_part(nnl_idx M, nnl_idx N, nnl_idx K, double alpha,
+                   const double *A, nnl_idx rsa, nnl_idx csa, const double *B, nnl_idx rsb,
+                   nnl_idx csb, double beta, double *C, nnl_idx rsc, nnl_idx csc,
+                   const double *bias, int bias_kind, int act, int isa, const double *apk,
+                   const double *bpk, nnl_idx m0, nnl_idx m1, nnl_idx n0, nnl_idx n1);
 /* Two-level axes: the K axis and/or the N axis of one product run over (outer, inner) index
  * pairs, e.g. (image, pixel) of an NCHW batch, so that a pointwise conv over a whole batch is
  * ONE product read and written in place (no regrouping copies):

@@ -53,9 +53,9 @@ def _weights(rng, C, E, F):
     return tuple(w.astype(np.float32) for w in ws)
 
 
-def _run(x, ws, stride, residual, threads, packed=True, project_t=False):
+def _run(x, ws, stride, residual, threads, packed=True, project_t=False, split="auto"):
     """The native block; w1 None in ``ws``: the block without expand; project_t: the project
-    runs pixel-major on W3^T packed as the B operand."""
+    runs pixel-major on W3^T packed as the B operand; split: how the threads share it."""
     from nnlite.kernels.gemm_ops import pack
     w1, b1, wd, bd, w3, b3 = ws
     N, _, H, W = x.shape
@@ -66,7 +66,7 @@ def _run(x, ws, stride, residual, threads, packed=True, project_t=False):
     r = None if residual is None else residual.reshape(y.shape)
     K._conv_cython._convfast.inverted_residual(
         x, w1, p1, b1, wd, bd, w3, p3.data if packed else None, b3, y, stride, r, threads,
-        p3.isa, project_t)
+        p3.isa, project_t, split)
     return y.reshape(N, -1, oh, ow)
 
 
@@ -118,6 +118,19 @@ def test_native_block_matches_loops_and_is_thread_independent(N, C, H, W, E, F, 
     for threads in (1, 2):
         _same_or_close(one, _run(x, ws, stride, r, threads, project_t=True), F, ow)
     _same_or_close(one, _run(x, ws, stride, r, 2, packed=False, project_t=True), F, ow)
+    _every_split_same(one, x, ws, stride, r, F, ow)
+
+
+def _every_split_same(one, x, ws, stride, r, F, ow):
+    """Both ways of sharing the block among 1-3 threads (bands of output rows; one image at a
+    time cut by channels, the project by tiles, on teams whose cuts split an output-channel
+    panel between threads), both project orientations: the same bits as ``one`` (the plain
+    orientation's bands on one thread), the pixel-major one as ``_same_or_close`` says."""
+    for split in ("bands", "channels"):
+        for threads in (1, 2, 3):
+            assert np.array_equal(one, _run(x, ws, stride, r, threads, split=split))
+            _same_or_close(one, _run(x, ws, stride, r, threads, project_t=True, split=split),
+                           F, ow)
 
 
 # (N, C, H, W, F, stride, residual) of blocks without expand (E == C): C a multiple of 8 (the
@@ -147,9 +160,10 @@ def test_native_block_without_expand_matches_loops(N, C, H, W, F, stride, residu
     assert np.array_equal(one, _run(x, ws, stride, r, 2))
     assert np.array_equal(one, _run(x, ws, stride, r, 2, packed=False))
     _same_or_close(one, _run(x, ws, stride, r, 2, project_t=True), F, ow)
+    _every_split_same(one, x, ws, stride, r, F, ow)
     if H >= 57:
-        nt, rows, work = K._conv_cython._convfast.inverted_residual_plan(
-            N, C, H, W, C, F, stride, 2, expand=False)
+        nt, rows, work, _ = K._conv_cython._convfast.inverted_residual_plan(
+            N, C, H, W, C, F, stride, 2, expand=False, split="bands")
         assert 1 <= rows < oh and work > 0
 
 
@@ -157,7 +171,8 @@ def test_big_maps_take_several_bands():
     """The 57x55 cases above exercise band seams: the band is shorter than the map."""
     cf = K._conv_cython._convfast
     for n, c, h, w, e, f, s, _ in CASES[5:7]:
-        threads, rows, work = cf.inverted_residual_plan(n, c, h, w, e, f, s, 2)
+        threads, rows, work, split = cf.inverted_residual_plan(n, c, h, w, e, f, s, 2)
+        assert split == "bands"
         assert 1 <= rows < (h - 1) // s + 1 and work > 0 and threads in (1, 2)
 
 
@@ -169,7 +184,8 @@ def test_bands_share_the_rows_evenly(n, c, h, w, e, f, s):
     14-row map on two threads is cut 7 + 7 (it was 11 + 3: one thread did 80% of the block)."""
     cf = K._conv_cython._convfast
     oh = (h - 1) // s + 1
-    nt, rows, work = cf.inverted_residual_plan(n, c, h, w, e, f, s, num_threads=2)
+    nt, rows, work, _ = cf.inverted_residual_plan(n, c, h, w, e, f, s, num_threads=2,
+                                                  split="bands")
     bands = -(-oh // rows)
     assert rows == -(-oh // bands)
     if nt == 2 and n * bands < 8:
@@ -177,6 +193,27 @@ def test_bands_share_the_rows_evenly(n, c, h, w, e, f, s):
     assert work > 0
     if (n, h, s) == (1, 14, 1):
         assert (nt, rows) == (2, 7)
+
+
+def test_one_small_image_is_cut_by_channels():
+    """One image of few output rows cuts poorly into bands (a 7-row map on two threads: 4 + 3
+    rows, the halo row expanded twice): the plan's cost model cuts it by channels instead, the
+    whole map one band; batches and big maps keep the bands. The work memory is then one set
+    of whole-image buffers shared by the team."""
+    cf = K._conv_cython._convfast
+    # MobileNetV2's 160->960->160 block at 7x7 with the project pixel-major, as the plan runs it
+    nt, rows, work, split = cf.inverted_residual_plan(1, 160, 7, 7, 960, 160, 1, 2,
+                                                      project_t=True)
+    assert (nt, rows, split) == (2, 7, "channels")
+    ep = 960
+    assert work >= 4 * (49 * ep + 49 * ep)
+    assert cf.inverted_residual_plan(8, 160, 7, 7, 960, 160, 1, 2, project_t=True)[3] == "bands"
+    assert cf.inverted_residual_plan(1, 24, 56, 56, 144, 24, 1, 2)[3] == "bands"
+    assert cf.inverted_residual_plan(1, 160, 7, 7, 960, 160, 1, 1, project_t=True)[3] == "bands"
+    forced = cf.inverted_residual_plan(1, 24, 56, 56, 144, 24, 1, 2, split="channels")
+    assert forced[1:4:2] == (56, "channels")
+    with pytest.raises(ValueError, match="split must be one of .*got 'rows'"):
+        cf.inverted_residual_plan(1, 8, 9, 9, 16, 8, 1, split="rows")
 
 
 def test_native_block_rejects_bad_arguments():

@@ -589,3 +589,70 @@ def test_error_messages():
     with pytest.raises(ValueError, match=r"bias has shape \(2, 3\); with bias_axis=0 it must be "
                                          r"\(3,\) or \(4, 3\)"):
         gemm_batched(np.zeros((4, 3, 4)), np.zeros((4, 4, 5)), bias=np.zeros((2, 3)))
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_parts_on_the_tile_grid_are_the_whole_products_bits(dtype, isa):
+    """``nnl_sgemm_part`` (gemm_strided's part=): blocks of C on the MR x NR tile grid, computed
+    one by one on the calling thread (as the fused block's team cuts its products), put
+    together give the whole call's bits, row-major and column-major C, with pre-packed
+    operands, bias and ReLU6; nothing outside a block is written; a block off the grid, or a
+    row block of a product of <= 4 rows (no tiles), is refused."""
+    g = gemm_ops._gemm
+    code = g.isa_code(isa)
+    bl = g.blocking(code, np.dtype(dtype).itemsize)
+    mr, nr = bl["mr"], bl["nr"]
+    M, N, K = 3 * mr + 5, 2 * nr + 7, bl["kc"] + 9           # two K slices, ragged tiles
+    a, b = rand((M, K), dtype, 1), rand((K, N), dtype, 2)
+    bias = rand((1, M), dtype, 3)
+    es = np.dtype(dtype).itemsize
+    apk = np.empty(g.packed_size(0, M, K, code, es), dtype)
+    bpk = np.empty(g.packed_size(1, K, N, code, es), dtype)
+    g.pack(a, 0, code, apk)
+    g.pack(b, 1, code, bpk)
+    for colmajor in (False, True):
+        def fresh():
+            c = np.full((1, N, M), 7.0, dtype).transpose(0, 2, 1) if colmajor else \
+                np.full((1, M, N), 7.0, dtype)
+            c[...] = rand((1, M, N), dtype, 4)
+            return c
+        whole = fresh()
+        g.gemm_strided(a[None], b[None], whole, 1.0, 1.0, bias, 1, 2, 1, code, apk, bpk)
+        assert_close(whole[0], np.clip(oracle(a, b, beta=1.0, c=fresh()[0], bias=bias[0]),
+                                       0, 6), dtype, K)
+        pieced = fresh()
+        cuts_m, cuts_n = (0, mr, 3 * mr, M), (0, nr, N)
+        for m0, m1 in zip(cuts_m, cuts_m[1:]):
+            for n0, n1 in zip(cuts_n, cuts_n[1:]):
+                one = fresh()
+                g.gemm_strided(a[None], b[None], one, 1.0, 1.0, bias, 1, 2, 1, code, apk, bpk,
+                               part=(m0, m1, n0, n1))
+                outside = np.ones((M, N), bool)
+                outside[m0:m1, n0:n1] = False
+                np.testing.assert_array_equal(one[0][outside], fresh()[0][outside])
+                pieced[0, m0:m1, n0:n1] = one[0, m0:m1, n0:n1]
+        np.testing.assert_array_equal(pieced, whole)
+    c = fresh()
+    with pytest.raises(ValueError, match=r"part rows 1:5, columns 0:7 of a \(%d, %d\)" % (M, N)):
+        g.gemm_strided(a[None], b[None], c, 1.0, 0.0, None, 0, 0, 1, code, part=(1, 5, 0, 7))
+    if nr > 1:
+        with pytest.raises(ValueError, match="part rows 0:5, columns 1:7"):
+            g.gemm_strided(a[None], b[None], c, 1.0, 0.0, None, 0, 0, 1, code,
+                           part=(0, 5, 1, 7))
+    with pytest.raises(ValueError, match="part rows 0:5, columns 0:%d" % (N + 1)):
+        g.gemm_strided(a[None], b[None], c, 1.0, 0.0, None, 0, 0, 1, code,
+                       part=(0, 5, 0, N + 1))
+    with pytest.raises(ValueError, match="a part is of one product, got 2 batch items"):
+        g.gemm_strided(a[None], b[None], np.zeros((2, M, N), dtype), 1.0, 0.0, None, 0, 0, 1,
+                       code, part=(0, M, 0, N))
+    # a product of 3 rows has no tiles: only every row at once, any columns
+    a3 = a[:3]
+    c3, whole3 = np.zeros((1, 3, N), dtype), np.zeros((1, 3, N), dtype)
+    g.gemm_strided(a3[None], b[None], whole3, 1.0, 0.0, None, 0, 0, 1, code)
+    g.gemm_strided(a3[None], b[None], c3, 1.0, 0.0, None, 0, 0, 1, code, part=(0, 3, 0, 5))
+    g.gemm_strided(a3[None], b[None], c3, 1.0, 0.0, None, 0, 0, 1, code, part=(0, 3, 5, N))
+    np.testing.assert_array_equal(c3, whole3)
+    with pytest.raises(ValueError, match="part rows 0:2"):
+        g.gemm_strided(a3[None], b[None], c3, 1.0, 0.0, None, 0, 0, 1, code, part=(0, 2, 0, N))

@@ -60,6 +60,18 @@ static inline int nnl_thread_id(void)
 #endif
 }
 
+/* The size of the team running the enclosing OpenMP parallel region (1 outside one or without
+ * OpenMP): a region asked for nt threads may get fewer, so work cut among the team is cut by
+ * this count. */
+static inline int nnl_team_count(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 /* Return codes of every nnl_* entry point. */
 #define NNL_OK 0
 #define NNL_ENOMEM 1

@@ -755,6 +755,12 @@ IR_OP = "nnlite.InvertedResidual"
 IR_INPUTS = ("x", "w1", "b1", "wd", "bd", "w3", "b3", "residual")
 
 
+# How a fused block's threads share its work (``inverted_residual``'s split): "auto" (the
+# kernel's cost model picks bands of output rows or the channel split, call by call), "bands"
+# or "channels" (forced: for studies and A/B runs; read when a plan is bound).
+IR_SPLIT = "auto"
+
+
 def inverted_residual_available():
     """True when the fused inverted residual kernel is built (nnlite._convfast, nnlite._gemm)."""
     return (_conv_cython is not None and _gemm_ext is not None
@@ -817,8 +823,9 @@ class InvertedResidualKernel(Kernel):
         with self._prepare_lock:
             if self.packed is None:
                 N, C, H, W, E, F, oh, ow = self.shape
-                _, rows, _ = _conv_cython._convfast.inverted_residual_plan(
-                    N, C, H, W, E, F, self.stride, get_num_threads(), expand=self.expand)
+                _, rows, _, _ = _conv_cython._convfast.inverted_residual_plan(
+                    N, C, H, W, E, F, self.stride, get_num_threads(), expand=self.expand,
+                    isa=_family())
                 self.project_t = _pixel_major_pays(F, rows * ow)
                 p1, w3 = self.parts[0], self.parts[2].w_flat
                 self.packed = (None if p1 is None else _pack(p1.w_flat, "b", trans=True),
@@ -851,7 +858,8 @@ class InvertedResidualKernel(Kernel):
         bd, b3 = p2.bias, p3.bias
         wd, w3, s = p2.w_flat, p3.w_flat, self.stride
         block = _conv_cython._convfast.bind_inverted_residual(
-            x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, pk3.isa, self.project_t)
+            x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, pk3.isa, self.project_t,
+            IR_SPLIT)
         return lambda: block(get_num_threads())
 
     def _bind_unfused(self, x, y, r, scratch):

@@ -590,3 +590,17 @@ def test_bound_block_reads_its_arrays_at_each_call_and_keeps_them_alive():
                                        np.zeros((E, 9), np.float32), None,
                                        np.zeros((F, E), np.float32), None, None),
                                   y[:, :, :5], 1)
+
+
+@pytest.mark.parametrize("split", ["bands", "channels"])
+def test_plan_with_either_split_has_the_unfused_bits(split, monkeypatch):
+    """A plan bound with the split forced (``kernels.IR_SPLIT``, read at binding): MobileNetV2's
+    last-stage block shape (scaled down) at batch 1 on 2 threads gives the unfused plan's
+    bits."""
+    model = _block_model(32, 32, 1, 6, seed=21)
+    x = np.random.default_rng(5).standard_normal((1, 32, 7, 7)).astype(np.float32)
+    monkeypatch.setattr(K, "IR_SPLIT", split)
+    with kernel_threads(2):
+        fused, unfused, a, b = _fused_and_unfused(model, x, monkeypatch)
+        assert _ops(_plan(fused, x)) == [IR]
+        assert np.array_equal(a, b)

@@ -35,6 +35,7 @@ sys.path.insert(0, HERE)
 import _timing  # noqa: E402
 from bench_inference import _ort, _torch, build_nnlite, export_onnx  # noqa: E402
 from nnlite._infer import passes  # noqa: E402
+from nnlite._infer import kernels  # noqa: E402
 from nnlite._infer.kernels import IR_OP  # noqa: E402
 
 
@@ -163,8 +164,12 @@ def main(argv=None):
     p.add_argument("--no-ort", action="store_true")
     p.add_argument("--no-fuse", action="store_true",
                    help="no fused inverted residuals (passes.FUSE_BLOCKS off): the 'before'")
+    p.add_argument("--ir-split", default="auto", choices=("auto", "bands", "channels"),
+                   help="how the fused blocks' threads share the work (kernels.IR_SPLIT): the "
+                        "kernel's choice, or forced")
     a = p.parse_args(argv)
     passes.FUSE_BLOCKS = not a.no_fuse
+    kernels.IR_SPLIT = a.ir_split
     nnlite.set_num_threads(a.threads)
     model = build_nnlite(a.model)
     x = np.random.default_rng(0).standard_normal((a.batch, 3, a.size, a.size)).astype(
@@ -173,6 +178,7 @@ def main(argv=None):
     med, wall, plan = time_plan(opt, x, a.repeat)
     keys = step_keys(plan)
     print(f"# {a.model} batch {a.batch} {a.size}x{a.size}, {a.threads} threads, "
+          f"fused-block split {a.ir_split}, "
           f"{_timing.omp_idle()}, "
           f"{len(plan.steps)} steps, medians of {a.repeat} rounds")
     print(f"nnlite wall {wall * 1e3:.2f} ms, sum of step medians {med.sum() * 1e3:.2f} ms, "

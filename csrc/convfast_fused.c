@@ -346,12 +346,20 @@ void nnl_ir_plan(const nnl_ir_geom *g, int nthreads, int isa, int *nt_out, nnl_i
     nnl_idx rows;
     ir_band_plan(g, team, &nt, &rows);
     int split = NNL_IR_BANDS;
-    if (g->split == NNL_IR_CHANNELS)
+    if (g->split == NNL_IR_CHANNELS) {
         split = NNL_IR_CHANNELS;
-    else if (g->split == NNL_IR_AUTO && team > 1 && g->n < 4 * (nnl_idx)team &&
-             nnl_gemm_blocking(isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) == NNL_OK &&
-             ir_channels_cost(g, team, mr, nr) < ir_bands_cost(g, nt, rows))
-        split = NNL_IR_CHANNELS;
+    } else if (g->split == NNL_IR_AUTO && team > 1 && g->n < 4 * (nnl_idx)team) {
+        /* no channel split costs less than its mean share, its barriers and its share of
+         * the depthwise reads: where the bands beat that, the tiles need not be cut (this
+         * runs on every call) */
+        const double bands = ir_bands_cost(g, nt, rows);
+        const double floor = (macs + IR_D_COST * (double)g->n * g->oh * g->ow * g->e) / team +
+                             2.0 * IR_SYNC_COST * (double)g->n;
+        if (bands > floor &&
+            nnl_gemm_blocking(isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) == NNL_OK &&
+            ir_channels_cost(g, team, mr, nr) < bands)
+            split = NNL_IR_CHANNELS;
+    }
     if (split == NNL_IR_CHANNELS)
         nt = team, rows = g->oh;
     *nt_out = nt, *rows_out = rows, *split_out = split;

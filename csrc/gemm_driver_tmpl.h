@@ -316,7 +316,7 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
         sb.b_ctx = &bs;
         FN(gemm_nest)(&sb, FN(b_from_split), NULL, w->kd, r0, r1, c0, c1, ap, bp);
     } else if (w->bpk != NULL) {
-        sb.b_ctx = &bk;
+        sb.b_ctx = &bk, sb.pf_b = 1;
         FN(gemm_nest)(&sb, FN(b_prepacked), NULL, w->kd, r0, r1, c0, c1, ap, bp);
     } else if (s0->b_ld > 0) {
         sb.b_ctx = &bm;
@@ -440,7 +440,7 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.a_lk = lk, s0.a_sk = lk > 0 ? sp->ask : 0;
     s0.c_ln = c_ln, s0.c_sn = c_ln > 0 ? sp->csn : 0;
     s0.c_cs = csc != 1 ? csc : 0;
-    s0.t_ctx = NULL;
+    s0.t_ctx = NULL, s0.pf_b = 0;
     /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
      * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
      * rows of at least two cache lines */

@@ -35,6 +35,10 @@ typedef struct {
     const float *bias_col;    /* bias of the tile's first column, or NULL */
     nnl_idx ldb;              /* row stride of the B micro-panel: NR when packed, B's own row
                                * stride when read in place (gemm_nest, b_ld) */
+    const char *pf;           /* pf_n cache lines from pf (64 bytes apart) that the SIMD
+                               * micro-kernels prefetch into L2, one per k step of the K loop
+                               * (gemm_nest: the next pre-packed panel); pf_n 0: none */
+    nnl_idx pf_n;
 } nnl_epi_s;
 
 typedef struct {
@@ -44,6 +48,8 @@ typedef struct {
     const double *bias_row;
     const double *bias_col;
     nnl_idx ldb;
+    const char *pf;
+    nnl_idx pf_n;
 } nnl_epi_d;
 
 typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,
@@ -123,6 +129,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         nnl_idx c_ln, c_sn;        /* C's columns split in two levels (ln, csn); 0: none */  \
         nnl_idx c_cs;              /* > 0: C column-major, (i, j) at c[i + j*c_cs] (rsc 1) */\
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
+        int pf_b;                  /* b_src returns pre-packed panels (b_prepacked): the     \
+                                    * kernel prefetches the next while it sweeps one */      \
         int bias_kind;                                                                        \
         const void *t_ctx;         /* the tile write-out's context */                        \
     } nnl_nest_##S;

@@ -52,6 +52,17 @@ static void FN(pack_a)(nnl_idx mc, nnl_idx kc, const T *a, nnl_idx rsa, nnl_idx 
     for (nnl_idx ip = 0; ip < mc; ip += mr) {
         const int m = (int)nnl_min(mr, mc - ip);
         const T *src = a + ip * rsa;
+        if (lk <= 0 && csa == 1 && ip + mr < mc) {
+            /* the next panel's rows (a constant operand read from DRAM, e.g. a late layer's
+             * weights packed per call): requested now, they arrive while this one is copied */
+            const nnl_idx mn = nnl_min(mr, mc - ip - mr);
+            const nnl_idx bytes = kc * (nnl_idx)sizeof(T);
+            for (nnl_idx i = 0; i < mn; i++) {
+                const char *row = (const char *)(src + (mr + i) * rsa + k0);
+                for (nnl_idx o = 0; o < bytes; o += 64)
+                    __builtin_prefetch(row + o, 0, 2);
+            }
+        }
         if (lk <= 0) {
             FN(pack_a_panel)(kc, src + k0 * csa, rsa, csa, m, mr, pack8, ap);
         } else {
@@ -326,6 +337,8 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.alpha = s->alpha;
     e.bias_row = e.bias_col = NULL;
     e.ldb = nr;
+    e.pf = NULL, e.pf_n = 0;
+    const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
@@ -351,9 +364,36 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                 const T *bpq = inplace ? bp + q * nr : (s->b_ld > 0 ? bpw : bp) + q * kcb * nr;
                 e.ldb = inplace ? s->b_ld : nr;
                 e.bias_col = (last && s->bias_kind == NNL_BIAS_COL) ? s->bias + jr : NULL;
+                /* the next pre-packed B panel (in DRAM when it holds a late layer's
+                 * weights), prefetched a share per row panel while this one is swept */
+                nnl_idx b_lines = 0;
+                const char *b_next = NULL;
+                if (s->pf_b) {
+                    if (jr + nr < c1) {            /* the next panel of this K slice */
+                        b_next = (const char *)(bpq + kcb * nr);
+                        b_lines = kcb * nr * (nnl_idx)sizeof(T) / 64;
+                    } else if (pc + kcb < K) {     /* the first panel of the next slice */
+                        const nnl_idx kn = nnl_min(s->kcb_max, K - pc - kcb);
+                        b_next = (const char *)b_src(s->b_ctx, nr, pc + kcb, kn, c0,
+                                                     nnl_min(chunk * nr, c1 - c0), bpw);
+                        b_lines = kn * nr * (nnl_idx)sizeof(T) / 64;
+                    }
+                }
+                const nnl_idx b_share = nnl_cdiv(b_lines, nir);
                 for (nnl_idx ir = r0; ir < r1; ir += mr) {
                     const int m = (int)nnl_min(mr, r1 - ir);
                     const T *api = ap + (ir - r0) * kcb;
+                    if (b_lines > 0) {
+                        const nnl_idx l0 = (ir - r0) / mr * b_share;
+                        e.pf = b_next + 64 * l0;
+                        e.pf_n = l0 < b_lines ? nnl_min(b_share, b_lines - l0) : 0;
+                    } else if (s->apk != NULL && q == 0 && jc == c0 && ir + mr < r1) {
+                        /* the first sweep of a pre-packed A block: its next row panel */
+                        e.pf = (const char *)(api + kcb * mr);
+                        e.pf_n = kcb * mr * (nnl_idx)sizeof(T) / 64;
+                    } else {
+                        e.pf_n = 0;
+                    }
                     if (tile != NULL) {
                         tile(s->t_ctx, kcb, api, bpq, ir, jr, m, n, pc, first, last);
                         continue;

@@ -43,22 +43,32 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
                 __builtin_prefetch(c + i * ldc + j * LANES, 1, 3);
     }
     const nnl_idx ldb = e->ldb; /* UKR_NR (packed panel) or B's row stride (read in place) */
-    NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
-    for (nnl_idx k = 0; k < kc; k++) {
-        VEC b[UKR_NV];
-#pragma GCC unroll 4
-        for (int j = 0; j < nv; j++)
-            b[j] = V_LOADU(bp + j * LANES);
-#pragma GCC unroll 16
-        for (int i = 0; i < mr; i++) {
-            const VEC a = V_SET1(ap[i]);
-#pragma GCC unroll 4
-            for (int j = 0; j < nv; j++)
-                acc[i][j] = V_FMA(a, b[j], acc[i][j]);
-        }
-        ap += UKR_MR;
-        bp += ldb;
+#define NNL_K_STEP                                                                        \
+    do {                                                                                  \
+        VEC b[UKR_NV];                                                                    \
+        _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) b[j] = V_LOADU(bp + j * LANES); \
+        _Pragma("GCC unroll 16") for (int i = 0; i < mr; i++) {                           \
+            const VEC a = V_SET1(ap[i]);                                                  \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++)                          \
+                acc[i][j] = V_FMA(a, b[j], acc[i][j]);                                    \
+        }                                                                                 \
+        ap += UKR_MR;                                                                     \
+        bp += ldb;                                                                        \
+    } while (0)
+    /* the first pf_n steps each prefetch one line of what the caller reads next (a pre-packed
+     * panel that is still in DRAM: the weights of a late layer, read once per call), so that
+     * it arrives while this tile computes instead of when the next tile stalls on it */
+    const nnl_idx pf_n = e->pf_n < kc ? e->pf_n : kc;
+    const char *pf = e->pf;
+    nnl_idx k = 0;
+    for (; k < pf_n; k++) {
+        NNL_K_STEP;
+        __builtin_prefetch(pf + 64 * k, 0, 2);
     }
+    NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
+    for (; k < kc; k++)
+        NNL_K_STEP;
+#undef NNL_K_STEP
 
     /* write-out epilogue: alpha/beta, bias, activation (NNL_ACT_VEC, nnl_core.h); the last
      * vector may be partial */

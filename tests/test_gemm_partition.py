@@ -67,7 +67,10 @@ def test_plan_is_a_valid_cut_with_both_directions(isa, dtype):
                 assert mu % mr == 0 and 0 < mu <= blk["mc"]
                 assert nu % nr == 0 and nu > 0
                 ru, cu = -(-m // mu), -(-n // nu)
-                assert min(3 * nt, -(-m // mr) * -(-n // nr)) <= ru * cu <= 12 * nt
+                # at least three units a thread for the dynamic schedule, one when the call
+                # packs A itself (each unit of a row group packs its rows of A again)
+                least = (1 if pack_a else 3) * nt
+                assert min(least, -(-m // mr) * -(-n // nr)) <= ru * cu <= 12 * nt
                 seen.add((ru > 1, cu > 1))
     assert (True, False) in seen and (False, True) in seen
 
@@ -82,6 +85,17 @@ def test_plan_balances_few_column_panels(isa):
         nr = blk["nr"]
         eff = n // nr * nr + -(-(n % nr) // 8) * 8
         assert cost(m, n, k, u["mu"], u["nu"], nr, 2) <= 1.10 * m * k * eff / 2, (m, n, k, u)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_a_packed_per_call_is_packed_once_per_row_group(isa):
+    # a pointwise conv's weights as they are (A packed by the call): 1 MB of weights at 14x14
+    # were cut into six units of two column panels, each row group's A packed three times
+    for m, n, k in [(256, 196, 1024), (1024, 196, 256)]:
+        u = units(isa, np.float32, m, n, k, 2, True, True)
+        assert u["nu"] >= n, (m, n, k, u)
+        pre = units(isa, np.float32, m, n, k, 2, False, True)   # the same A pre-packed
+        assert -(-m // pre["mu"]) * -(-n // pre["nu"]) >= 6, (m, n, k, pre)
 
 
 def test_work_units_rejects_bad_sizes():

@@ -321,6 +321,23 @@ def test_gemm_relu_fused_and_batch_of_8():
     check(build(nodes, [("x", x)], inits), [("x", x)])
 
 
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_constant_weights_packed_once_serve_every_batch(trans_b):
+    # batches of more than 4 rows take the GEMM's packed path on weights packed once by the
+    # first such bind; later plans (other batch sizes, one of few rows) reuse or skip them
+    w = rand(53, 37) if trans_b else rand(37, 53)
+    b = rand(53)
+    nodes = [oh.make_node("Gemm", ["x", "w", "b"], ["y"], transB=trans_b)]
+    x = rand(9, 37)
+    model = build(nodes, [("x", x)], {"w": w, "b": b}, dynamic_batch=True)
+    fast = nnlite.optimize_for_inference(nxo.load(model.SerializeToString()))
+    wt = (w.T if trans_b else w).astype(np.float64)
+    for n in (9, 16, 3, 9):
+        xn = rand(n, 37)
+        want = xn.astype(np.float64) @ wt + b
+        np.testing.assert_allclose(fast(xn).data, want, rtol=1e-5, atol=1e-5)
+
+
 def test_matmul_batched():
     inits = {"w": rand(4, 6)}
     x = rand(2, 3, 4)

@@ -59,10 +59,12 @@
 /* Single-thread cut-off NNL_MIN_PARALLEL_MACS: csrc/core/nnl_tuning.h. */
 
 /* Products of at most NNL_SKINNY_M rows (gemm_internal.h) skip packing (skinny_cols in
- * gemm_driver_tmpl.h); LANES partial sums per dot product, JB columns per block (the
- * accumulator tile of a block, NNL_SKINNY_M x JB, stays in L1). */
-#define NNL_SKINNY_LANES 16
+ * gemm_driver_tmpl.h); JB columns per block (the accumulator tile of a block, NNL_SKINNY_M x
+ * JB, stays in L1). */
 #define NNL_SKINNY_JB 128
+#ifndef NNL_SKINNY_ELEM_MACS
+#define NNL_SKINNY_ELEM_MACS 16.0
+#endif
 
 /* ------------------------------------------------------------- work units of one item
  *

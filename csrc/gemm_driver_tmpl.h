@@ -158,14 +158,20 @@ static const T *FN(b_prepacked)(const void *ctx, int nr, nnl_idx pc, nnl_idx kcb
  * count: op(B)'s columns contiguous (rsb == 1, e.g. x @ W.T): NNL_SKINNY_LANES interleaved
  * partial sums per element, added pairwise at the end; otherwise (rows of op(B) along j):
  * k ascending, one multiply-add per k. Then the epilogue of gemm_internal.h. */
-static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
+static void FN(skinny_cols)(const KERNEL_T *kd, const FN(nnl_prob) *p, nnl_idx j0,
+                            nnl_idx j1)
 {
     enum { L = NNL_SKINNY_LANES, JB = NNL_SKINNY_JB };
     const nnl_idx M = p->M, K = p->K;
     T acc[NNL_SKINNY_M][JB];
     for (nnl_idx jb = j0; jb < j1; jb += JB) {
         const nnl_idx nb = nnl_min(JB, j1 - jb);
-        if (p->rsb == 1 && p->csb != 1) {
+        /* op(B)'s columns contiguous (a single column is, whatever its stride says) */
+        const int dot_form = p->rsb == 1 && (p->csb != 1 || p->N == 1);
+        if (dot_form && p->csa == 1 && kd->dot != NULL) {
+            /* the family's dot micro-kernel: the same order, several chains at once */
+            kd->dot(K, (int)M, (int)nb, p->A, p->rsa, p->B + jb * p->csb, p->csb, acc[0], JB);
+        } else if (dot_form) {
             for (nnl_idx j = 0; j < nb; j++) {
                 const T *b = p->B + (jb + j) * p->csb;
                 for (nnl_idx i = 0; i < M; i++) {
@@ -215,8 +221,8 @@ static void FN(skinny_cols)(const FN(nnl_prob) *p, nnl_idx j0, nnl_idx j1)
     }
 }
 
-static void FN(skinny)(const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa, nnl_idx bsb,
-                       nnl_idx bsc, nnl_idx bsbias, int nt)
+static void FN(skinny)(const KERNEL_T *kd, const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa,
+                       nnl_idx bsb, nnl_idx bsc, nnl_idx bsbias, int nt)
 {
     /* work units: (item, block of NNL_SKINNY_JB columns) */
     const nnl_idx per = nnl_cdiv(p0->N, NNL_SKINNY_JB), units = batch * per;
@@ -230,7 +236,7 @@ static void FN(skinny)(const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa, nnl_i
         FN(nnl_prob) pb = *p0;
         pb.A = p0->A + b * bsa, pb.B = p0->B + b * bsb, pb.C = p0->C + b * bsc;
         pb.bias = p0->bias ? p0->bias + b * bsbias : NULL;
-        FN(skinny_cols)(&pb, j0, nnl_min(p0->N, j0 + NNL_SKINNY_JB));
+        FN(skinny_cols)(kd, &pb, j0, nnl_min(p0->N, j0 + NNL_SKINNY_JB));
     }
 }
 
@@ -389,10 +395,14 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     const int mr = kd->mr, nr = kd->nr;
     int nt = nnl_team_size(nthreads, (double)batch * M * N * K, NNL_MIN_PARALLEL_MACS);
     if (M <= NNL_SKINNY_M && lk == 0 && ln == 0) {
+        /* a few-row product streams op(B) once: its time goes with B's elements, not with
+         * its multiply-adds */
+        nt = nnl_team_size(nthreads, (double)batch * N * K * NNL_SKINNY_ELEM_MACS,
+                           NNL_MIN_PARALLEL_MACS);
         if (part == NULL)
-            FN(skinny)(&p0, batch, bsa, bsb, bsc, bsbias, nt);
+            FN(skinny)(kd, &p0, batch, bsa, bsb, bsc, bsbias, nt);
         else if (m0 == 0 && m1 == M)   /* every row, some columns */
-            FN(skinny_cols)(&p0, n0, n1);
+            FN(skinny_cols)(kd, &p0, n0, n1);
         else
             return NNL_EINVAL;
         return NNL_OK;

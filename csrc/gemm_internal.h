@@ -26,6 +26,10 @@
 #ifndef NNL_SKINNY_M
 #define NNL_SKINNY_M 4
 #endif
+/* ... and reduce each dot product of op(A)'s rows with op(B)'s columns (both contiguous along
+ * K) through this many interleaved partial sums: s[u] = the sum over k = u (mod LANES), k
+ * ascending, then s[u] += s[u + w] for w = LANES/2, ..., 2, 1; the sum is s[0]. */
+#define NNL_SKINNY_LANES 16
 
 typedef struct {
     float alpha, beta;
@@ -56,6 +60,14 @@ typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c
                           int m, int n, const nnl_epi_s *e);
 typedef void (*nnl_ukr_d)(nnl_idx kc, const double *ap, const double *bp, double *c, nnl_idx ldc,
                           int m, int n, const nnl_epi_d *e);
+/* The dot micro-kernel of the few-row path: out[i*ldo + j] = the dot product of a[i*rsa + k]
+ * and b[j*csb + k] over k < K, for i < m (m <= NNL_SKINNY_M) and j < n, in the order of
+ * NNL_SKINNY_LANES, one fused multiply-add per k; a family without one (NULL) leaves it to the
+ * driver's plain loops (skinny_cols: the same order, fused where the compiler contracts). */
+typedef void (*nnl_dot_s)(nnl_idx K, int m, int n, const float *a, nnl_idx rsa, const float *b,
+                          nnl_idx csb, float *out, nnl_idx ldo);
+typedef void (*nnl_dot_d)(nnl_idx K, int m, int n, const double *a, nnl_idx rsa,
+                          const double *b, nnl_idx csb, double *out, nnl_idx ldo);
 
 /* One micro-kernel family for one dtype: register tile MR x NR and the cache blocks.
  *   MR x NR: the C tile held in registers by the micro-kernel.
@@ -69,11 +81,13 @@ typedef void (*nnl_ukr_d)(nnl_idx kc, const double *ap, const double *bp, double
 typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_s ukr;
+    nnl_dot_s dot;
 } nnl_kernel_s;
 
 typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_d ukr;
+    nnl_dot_d dot;
 } nnl_kernel_d;
 
 const nnl_kernel_s *nnl_generic_kernel_s(void);

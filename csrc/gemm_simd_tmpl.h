@@ -152,5 +152,131 @@ static TGT void FN(ukr)(nnl_idx kc, const T *ap, const T *bp, T *c, nnl_idx ldc,
 #undef NNL_TILE
 #undef NNL_ROWS
 
-static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr)};
+/* The dot micro-kernel (nnl_dot_s/_d, gemm_internal.h): a dot product's NNL_SKINNY_LANES
+ * partial sums are DOT_NV vectors (vector v holds s[v*LANES .. v*LANES + LANES - 1]); an
+ * m x nb block of dot products at a time, nb as large as DOT_ACC accumulator registers allow
+ * (512-bit vectors: 32 registers, else 16), so that a matrix-vector product keeps several
+ * independent chains of fused multiply-adds in flight and streams several rows of op(B)^T
+ * at once (one chain per dot product waited on each multiply-add: 1280 -> 1000 at 2
+ * threads, Zen 4, 113 us with the weights in cache against NumPy's 66 us). */
+#define DOT_NV (NNL_SKINNY_LANES / LANES)
+#define DOT_NB_MAX 8
+#define DOT_ACC (LANES * (int)sizeof(T) == 64 ? 24 : 10)
+#define DOT_NB(m) (DOT_ACC / ((m) * DOT_NV) < 1 ? 1                                         \
+                   : DOT_ACC / ((m) * DOT_NV) > DOT_NB_MAX ? DOT_NB_MAX                     \
+                                                            : DOT_ACC / ((m) * DOT_NV))
+
+static NNL_ALWAYS_INLINE TGT void FN(dot_tile)(const int m, const int nb, nnl_idx K,
+                                               const T *NNL_RESTRICT a, nnl_idx rsa,
+                                               const T *NNL_RESTRICT b, nnl_idx csb,
+                                               T *NNL_RESTRICT out, nnl_idx ldo)
+{
+    VEC s[NNL_SKINNY_M][DOT_NB_MAX][DOT_NV];
+#pragma GCC unroll 4
+    for (int i = 0; i < m; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < nb; j++)
+#pragma GCC unroll 4
+            for (int v = 0; v < DOT_NV; v++)
+                s[i][j][v] = V_ZERO();
+    nnl_idx k = 0;
+    for (; k + NNL_SKINNY_LANES <= K; k += NNL_SKINNY_LANES) {
+#pragma GCC unroll 4
+        for (int v = 0; v < DOT_NV; v++) {
+            VEC av[NNL_SKINNY_M];
+#pragma GCC unroll 4
+            for (int i = 0; i < m; i++)
+                av[i] = V_LOADU(a + i * rsa + k + v * LANES);
+#pragma GCC unroll 8
+            for (int j = 0; j < nb; j++) {
+                const VEC bv = V_LOADU(b + j * csb + k + v * LANES);
+#pragma GCC unroll 4
+                for (int i = 0; i < m; i++)
+                    s[i][j][v] = V_FMA(av[i], bv, s[i][j][v]);
+            }
+        }
+    }
+    /* the last K % LANES terms go to the first lanes (s[k % LANES]); masked lanes load zeros
+     * and add 0 * 0 */
+    for (int v = 0; v < DOT_NV && k + v * LANES < K; v++) {
+        const nnl_idx left = K - k - v * LANES;
+        const MASK_T mk = V_MASK(left < LANES ? (int)left : LANES);
+        VEC av[NNL_SKINNY_M];
+#pragma GCC unroll 4
+        for (int i = 0; i < m; i++)
+            av[i] = V_LOADM(mk, a + i * rsa + k + v * LANES);
+#pragma GCC unroll 8
+        for (int j = 0; j < nb; j++) {
+            const VEC bv = V_LOADM(mk, b + j * csb + k + v * LANES);
+#pragma GCC unroll 4
+            for (int i = 0; i < m; i++)
+                s[i][j][v] = V_FMA(av[i], bv, s[i][j][v]);
+        }
+    }
+    /* s[u] += s[u + w], w = LANES*DOT_NV/2 down to 1: across the vectors, then in lanes */
+#pragma GCC unroll 4
+    for (int i = 0; i < m; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < nb; j++) {
+#pragma GCC unroll 4
+            for (int w = DOT_NV / 2; w > 0; w /= 2)
+#pragma GCC unroll 4
+                for (int v = 0; v < w; v++)
+                    s[i][j][v] = V_ADD(s[i][j][v], s[i][j][v + w]);
+            T t[LANES];
+            V_STOREU(t, s[i][j][0]);
+            for (int w = LANES / 2; w > 0; w /= 2)
+                for (int u = 0; u < w; u++)
+                    t[u] += t[u + w];
+            out[i * ldo + j] = t[0];
+        }
+}
+
+#define NNL_DOT_REST(M, R)                                                                \
+    case R:                                                                               \
+        if ((R) < DOT_NB(M))                                                              \
+            FN(dot_tile)((M), (R), K, a, rsa, b + j * csb, csb, out + j, ldo);            \
+        break;
+
+#define NNL_DOT_ROWS(M)                                                                   \
+    case M: {                                                                             \
+        nnl_idx j = 0;                                                                    \
+        for (; j + DOT_NB(M) <= n; j += DOT_NB(M))                                        \
+            FN(dot_tile)((M), DOT_NB(M), K, a, rsa, b + j * csb, csb, out + j, ldo);      \
+        switch (n - j) {                                                                  \
+            NNL_DOT_REST(M, 1)                                                            \
+            NNL_DOT_REST(M, 2)                                                            \
+            NNL_DOT_REST(M, 3)                                                            \
+            NNL_DOT_REST(M, 4)                                                            \
+            NNL_DOT_REST(M, 5)                                                            \
+            NNL_DOT_REST(M, 6)                                                            \
+            NNL_DOT_REST(M, 7)                                                            \
+        default:                                                                          \
+            break;                                                                        \
+        }                                                                                 \
+        break;                                                                            \
+    }
+
+static TGT void FN(dot)(nnl_idx K, int m, int n, const T *a, nnl_idx rsa, const T *b,
+                        nnl_idx csb, T *out, nnl_idx ldo)
+{
+    switch (m) {
+        NNL_DOT_ROWS(1)
+        NNL_DOT_ROWS(2)
+        NNL_DOT_ROWS(3)
+        NNL_DOT_ROWS(4)
+    default:
+        break;
+    }
+}
+
+#undef NNL_DOT_ROWS
+#undef NNL_DOT_REST
+#undef DOT_NB
+#undef DOT_ACC
+#undef DOT_NB_MAX
+#undef DOT_NV
+
+static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr),
+                                         FN(dot)};
 #undef UKR_NR

@@ -290,6 +290,27 @@ def test_few_rows_unpacked_path(isa, dtype, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_dot_blocks_tails_and_same_bits_in_any_block(isa, dtype):
+    # x @ W.T with W's rows contiguous (a classifier) runs the family's dot micro-kernel on
+    # blocks of m rows x nb columns (nb from the registers: 1 to 8): every row count, every
+    # column remainder of those blocks, K below / at / past the 16 partial sums and with a
+    # tail in each of their vectors. An element is one sum in one order wherever it falls:
+    # the same bits computed alone (one row, one column) as inside any block.
+    for k in (1, 7, 15, 16, 17, 40, 48):
+        a = rand((4, k), dtype, k)
+        w = rand((19, k), dtype, 100 + k)
+        whole = {}
+        for m in (1, 2, 3, 4):
+            for n in range(1, 20):
+                got = gemm(a[:m], w[:n], trans_b=True)
+                check(got, oracle(a[:m], w[:n].T), dtype, k)
+                for i in range(m):
+                    for j in range(n):
+                        whole.setdefault((i, j), got[i, j])
+                        assert got[i, j].tobytes() == whole[(i, j)].tobytes(), (k, m, n, i, j)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_operands_match_per_call_packing(isa, dtype):
     # an operand packed once (constant weights) gives bit-identical results to per-call packing
     # (same panels, same K slices) for any side, thread count and ragged/multi-block shape;

@@ -663,6 +663,29 @@ def test_global_pool_kernel_matches_a_loop(shape, dtype):
                                        else 1e-12, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_pool_runs_on_nnlites_gemm_not_numpys_blas(dtype, monkeypatch):
+    # the average of contiguous maps is nnlite's GEMM (its few-row path, on the plan's
+    # threads): NumPy's matmul is never called; one channel, many channels, a batch, and
+    # maps whose size is and is not a multiple of the GEMM's 16 partial sums
+    from nnlite._infer.kernels import GlobalPoolKernel
+    from nnlite.kernels import gemm_ops
+    if gemm_ops._gemm is None:
+        pytest.skip("nnlite._gemm not built")
+
+    def no_matmul(*args, **kwargs):
+        raise AssertionError("np.matmul called")
+    monkeypatch.setattr(np, "matmul", no_matmul)
+    rng = np.random.default_rng(1)
+    for shape in [(1, 1, 7, 7), (1, 1280, 7, 7), (3, 20, 4, 4), (2, 9, 1, 33)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        y = np.full(shape[:2] + (1, 1), np.nan, dtype)
+        GlobalPoolKernel("GlobalAveragePool").bind([x], [y], None)()
+        want = x.astype(np.float64).reshape(shape[0], shape[1], -1).sum(-1) / (shape[2] * shape[3])
+        np.testing.assert_allclose(y[:, :, 0, 0], want,
+                                   rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-7)
+
+
 @pytest.mark.parametrize("axes,keepdim", [((2, 3), False), ((-1, -2), False), ((2, 3), True),
                                           ((1, 2), False)])
 def test_spatial_mean_becomes_the_global_pool(axes, keepdim):

@@ -338,6 +338,33 @@ def test_gemm_constant_weights_packed_once_serve_every_batch(trans_b):
         np.testing.assert_allclose(fast(xn).data, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_few_rows_run_on_nnlites_gemm_not_numpys_blas(trans_b, monkeypatch):
+    # a classifier at batch <= 4 (alpha, bias, a fused Relu) runs the GEMM's few-row path on
+    # the plan's threads: NumPy's matmul (its BLAS workers) is never called; values against
+    # float64, batches 1 to 4 of one dynamic-batch model
+    from nnlite.kernels import gemm_ops
+    if gemm_ops._gemm is None:
+        pytest.skip("nnlite._gemm not built")
+    w = rand(53, 37) if trans_b else rand(37, 53)
+    b = rand(53)
+    nodes = [oh.make_node("Gemm", ["x", "w", "b"], ["g"], transB=trans_b, alpha=0.75),
+             oh.make_node("Relu", ["g"], ["y"])]
+    model = build(nodes, [("x", rand(1, 37))], {"w": w, "b": b}, dynamic_batch=True)
+    fast = nnlite.optimize_for_inference(nxo.load(model.SerializeToString()))
+    wt = (w.T if trans_b else w).astype(np.float64)
+    xs = [rand(n, 37) for n in (1, 2, 3, 4)]
+    for xn in xs:
+        fast(xn)                  # planned (the plan's dry run may use NumPy) and bound
+
+    def no_matmul(*args, **kwargs):
+        raise AssertionError("np.matmul called")
+    monkeypatch.setattr(np, "matmul", no_matmul)
+    for xn in xs:
+        want = np.maximum(0.75 * (xn.astype(np.float64) @ wt) + b, 0)
+        np.testing.assert_allclose(fast(xn).data, want, rtol=1e-5, atol=1e-5)
+
+
 def test_matmul_batched():
     inits = {"w": rand(4, 6)}
     x = rand(2, 3, 4)

@@ -946,7 +946,10 @@ class GlobalPoolKernel(Kernel):
     """GlobalAveragePool / GlobalMaxPool over every axis after the channels. A floating-point
     average of a non-empty map is one matrix-vector product of the (N*C, H*W) rows with a
     vector of 1/(H*W) (the rows are short: np.mean over them took 132 us for ResNet-50's
-    2048 x 7 x 7, the product 20 us; AMD EPYC Zen 4, busy machine)."""
+    2048 x 7 x 7, the product 20 us; AMD EPYC Zen 4, busy machine), run by nnlite's GEMM as
+    (1, H*W) @ rows.T per image: its few-row path on the plan's own threads, not NumPy's
+    BLAS, whose workers sleep between calls under nnlite's thread policy and are woken by each
+    one (MobileNetV2's 1280 x 7 x 7: 27 -> 19 us in the plan, Zen 4)."""
 
     def __init__(self, op):
         self.op = op
@@ -963,6 +966,11 @@ class GlobalPoolKernel(Kernel):
             rows = x.reshape(x.shape[0], x.shape[1], size)
             out = _view(y, x.shape[:2])
             mean = np.full(size, 1.0 / size, x.dtype)
+            if _gemm_ext is not None and x.dtype in _ITEM:
+                gemm, a, b, c = (_gemm_ext.gemm_strided, mean[None, None],
+                                 rows.transpose(0, 2, 1), out[:, None])
+                return lambda: gemm(a, b, c, 1.0, 0.0, None, 0, 0, get_num_threads(),
+                                    _family(), None, None)
             return lambda: np.matmul(rows, mean, out=out)
         return lambda: np.copyto(y, reduce(x, axis=axes, keepdims=True))
 
@@ -1088,14 +1096,22 @@ class GemmKernel(Kernel):
         if c is not None and c.ndim == 1 and c.shape[0] == y.shape[1] and self.c is not None:
             bias = np.ascontiguousarray(c * beta, dtype=y.dtype)
             c = None
-        # a matrix-vector product (a classifier at batch <= 4: the GEMM's unpacked few-row path,
-        # no work units) goes to NumPy's matmul: that path keeps one chain of partial sums per
-        # dot product and waits on it (Zen 4, 2 threads, 1280 -> 1000: 113 vs 66 us with the
-        # weights in cache, 192 vs 120 us cold)
+        # a matrix-vector product (a classifier at batch <= 4) runs on the GEMM's unpacked
+        # few-row path (no work units, no copy of the weights: the family's dot micro-kernel)
+        # called here directly: NumPy's matmul would wake its BLAS workers, which sleep
+        # between calls under nnlite's thread policy. In the plan, MobileNetV2's 1280 -> 1000
+        # at batch 1: 0.32 ms through NumPy, 0.14-0.16 ms (Zen 4, 2 threads)
         m, k = a2.shape
         few_rows = (_gemm_ext is not None and y.dtype in _ITEM and min(m, k, y.shape[1]) > 0
                     and _gemm_ext.work_units(_family(), y.dtype.itemsize, 1, m, y.shape[1],
                                              k, 1)["mu"] == 0)
+        if (few_rows and c is None and act in _ACT_CODES and a.dtype == b.dtype == y.dtype
+                and y.strides[1] == y.itemsize):
+            gemm, act_code = _gemm_ext.gemm_strided, _ACT_CODES[act]
+            a3, b3, y3 = a2[None], b2[None], y[None]
+            bias2, kind = (None, 0) if bias is None else (bias[None], 2)
+            return lambda: gemm(a3, b3, y3, alpha, 0.0, bias2, kind, act_code,
+                                get_num_threads(), _family(), None, None)
         use_gemm = _gemm is not None and alpha == 1.0 and c is None and not few_rows
         bop = b2
         if use_gemm and self.b_const and _pack is not None and _gemm_ext is not None:

@@ -101,19 +101,19 @@ static double nnl_cost_cols(nnl_idx c0, nnl_idx c1, int nr)
     return (double)(full * nr + nnl_cdiv(rest, NNL_COST_LANES) * NNL_COST_LANES);
 }
 
-static double nnl_plan_score(nnl_idx M, nnl_idx N, nnl_idx K, int nr, int nt, nnl_idx mu,
-                             nnl_idx nu, int pack_a, int pack_b)
+static double nnl_plan_score(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int nt,
+                             nnl_idx mu, nnl_idx nu, int pack_a, int pack_b)
 {
     enum { MAXT = 64 };
     double busy[MAXT];
     const int team = nt < MAXT ? nt : MAXT;
-    const nnl_idx ru = nnl_cdiv(M, mu), cu = nnl_cdiv(N, nu);
+    const nnl_idx ru = nnl_groups(M, mu, mr), cu = nnl_groups(N, nu, nr);
     for (int t = 0; t < team; t++)
         busy[t] = 0;
     for (nnl_idx r = 0; r < ru; r++) {
-        const double rows = (double)(nnl_min(M, (r + 1) * mu) - r * mu);
+        const double rows = (double)(nnl_group_end(r, ru, mu, M) - r * mu);
         for (nnl_idx c = 0; c < cu; c++) {
-            const nnl_idx c0 = c * nu, c1 = nnl_min(N, (c + 1) * nu);
+            const nnl_idx c0 = c * nu, c1 = nnl_group_end(c, cu, nu, N);
             double w = rows * (double)K * nnl_cost_cols(c0, c1, nr) + NNL_UNIT_COST;
             if (pack_a)
                 w += NNL_PACK_COST * rows * (double)K;
@@ -160,7 +160,7 @@ static void nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int 
             if (nnl_cdiv(Q, qu) != cu0 || ru0 * cu0 < nnl_min(want, P * Q))
                 continue;
             const double score =
-                nnl_plan_score(M, N, K, nr, nt, pu * mr, qu * nr, pack_a, pack_b);
+                nnl_plan_score(M, N, K, mr, nr, nt, pu * mr, qu * nr, pack_a, pack_b);
             if (best < 0 || score < best) {
                 best = score;
                 *mu = pu * mr, *nu = qu * nr;

@@ -282,7 +282,8 @@ int GEMM_NAME(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
 }
 
 /* One call's work units (gemm_run): the nest set-up shared by all units, the operands and
- * the unit grid (ru row groups of mu rows by cu column groups of nu columns, per item). */
+ * the unit grid (ru row groups of mu rows by cu column groups of nu columns, per item; the
+ * last group of each may hold a partial panel more, nnl_groups). */
 typedef struct {
     const FN(nnl_nest) *s0;
     const KERNEL_T *kd;
@@ -316,8 +317,10 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
                          w->lk > 0 ? sp->bsk : 0, w->ln, w->ln > 0 ? sp->bsn : 0};
     sb.a = w->A + b * w->bsa, sb.c = w->C + b * w->bsc;
     sb.bias = w->bias ? w->bias + b * w->bsbias : NULL;
-    const nnl_idx r0 = w->m0 + r * w->mu, r1 = nnl_min(w->M, r0 + w->mu);
-    const nnl_idx c0 = w->n0 + c * w->nu, c1 = nnl_min(w->N, c0 + w->nu);
+    const nnl_idx r0 = w->m0 + r * w->mu;
+    const nnl_idx r1 = w->m0 + nnl_group_end(r, ru, w->mu, w->M - w->m0);
+    const nnl_idx c0 = w->n0 + c * w->nu;
+    const nnl_idx c1 = w->n0 + nnl_group_end(c, cu, w->nu, w->N - w->n0);
     if (w->lk > 0 || w->ln > 0) {
         sb.b_ctx = &bs;
         FN(gemm_nest)(&sb, FN(b_from_split), NULL, w->kd, r0, r1, c0, c1, ap, bp);
@@ -424,18 +427,20 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     nnl_idx mu, nu;
     nnl_partition(batch, m1 - m0, n1 - n0, K, mr, nr, kd->mc, nt, apk == NULL, bpk == NULL, &mu,
                   &nu);
-    const nnl_idx ru = nnl_cdiv(m1 - m0, mu), cu = nnl_cdiv(n1 - n0, nu);
+    const nnl_idx ru = nnl_groups(m1 - m0, mu, mr), cu = nnl_groups(n1 - n0, nu, nr);
     const nnl_idx units = batch * ru * cu;
     if ((nnl_idx)nt > units)
         nt = (int)units;
     /* B chunk of a unit: NC columns (whole NR panels), so KC x NC stays in L2. */
     const nnl_idx chunk = nnl_min(kd->nc / nr, nnl_cdiv(nu, nr));
 
-    /* The packing buffers of this call: per thread, an A block (mu x kcb) then a B chunk
-     * (kcb x chunk*nr), each a whole number of 64-byte lines, all in ONE malloc'd block that
-     * is freed on return (one block: glibc then keeps reusing the same heap memory from call
-     * to call instead of trimming it, which would cost a page fault per 4 KB on every call). */
-    const size_t ap_elems = nnl_round64((size_t)mu * (size_t)kcb_max, sizeof(T));
+    /* The packing buffers of this call: per thread, an A block (mu x kcb; one MR panel more
+     * when the last row group took a partial panel, nnl_groups) then a B chunk (kcb x
+     * chunk*nr), each a whole number of 64-byte lines, all in ONE malloc'd block that is freed
+     * on return (one block: glibc then keeps reusing the same heap memory from call to call
+     * instead of trimming it, which would cost a page fault per 4 KB on every call). */
+    const nnl_idx mu_buf = ru * mu < m1 - m0 ? mu + mr : mu;
+    const size_t ap_elems = nnl_round64((size_t)mu_buf * (size_t)kcb_max, sizeof(T));
     const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(chunk * nr), sizeof(T));
     T *ws = (T *)nnl_alloc64(sizeof(T) * (ap_elems + bp_elems) * (size_t)nt);
     if (ws == NULL)

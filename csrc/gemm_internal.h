@@ -174,6 +174,22 @@ static inline int nnl_pack_a_fast(int mr)
     return (mr == 8 || mr == 6) && nnl_pack_a8_ok();
 }
 
+/* The groups (of rows or columns) that cut `total` into pieces of `size`, a multiple of the
+ * panel `edge`: a last piece of less than one panel (a partial panel alone) joins the one
+ * before, so that no work unit sweeps all of the other operand again for a sliver of rows or
+ * columns (49 output pixels as 24-row units were 24 + 24 + 1: the 1-row unit re-read the
+ * whole of the weights from L2 for 1/49 of the work). nnl_group_end: group i's end. */
+static inline nnl_idx nnl_groups(nnl_idx total, nnl_idx size, nnl_idx edge)
+{
+    const nnl_idx g = nnl_cdiv(total, size);
+    return g > 1 && total - (g - 1) * size < edge ? g - 1 : g;
+}
+
+static inline nnl_idx nnl_group_end(nnl_idx i, nnl_idx groups, nnl_idx size, nnl_idx total)
+{
+    return i == groups - 1 ? total : nnl_min(total, (i + 1) * size);
+}
+
 /* The family for isa (NNL_ISA_AUTO: the best this CPU runs), or NULL when it is not available
  * (gemm_driver.c); the GEMM and the implicit conv both take their kernels from here. */
 const nnl_kernel_s *nnl_select_s(int isa);

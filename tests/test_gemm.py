@@ -245,8 +245,9 @@ def _multi_block_shape(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_independent_of_thread_count(isa, dtype):
     # multi-block; column-split units; row-split units (one NR panel); serial (tiny)
+    # (49, 256, 832): 24-row units whose last group takes the 1-row partial panel (nnl_groups)
     shapes = [_multi_block_shape(dtype), (64, 1000, 200), (37, 77, 500), (250, 7, 5000),
-              (256, 200, 300), (5, 3, 2)]
+              (256, 200, 300), (5, 3, 2), (49, 256, 832), (256, 49, 300)]
     for i, (m, n, k) in enumerate(shapes):
         a, b = rand((m, k), dtype, i), rand((k, n), dtype, 50 + i)
         bias = rand((m,), dtype, 60 + i)

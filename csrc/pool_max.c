@@ -342,3 +342,103 @@ static inline void nnl_store_i32_as_i64(int64_t *d, nnl_idx n, __m512i v)
 #include "pool_max_tmpl.h"
 
 #endif
+
+/* ---- 3x3 stride-1 'same' max pool of packed float planes (pool_max.h, AVX-512 builds):
+ * GoogLeNet's Inception pool branch, on maps of 7x7 to 28x28 where a row is one or two
+ * vectors and the row paths above spend most of their time per row. Here a plane is one flat
+ * run of H*W floats, cut into vectors whatever the rows: the vertical maxima of a vector are
+ * three masked loads at -W, 0, +W (lanes whose row above or below is outside the plane skip
+ * that load), then its left and right neighbours are lane shifts (valignd) of the vertical
+ * maxima of it and of the vectors before and after, taken on the lanes whose column has that
+ * neighbour. A plane with a NaN (tested on the centre loads, which read every element once)
+ * is done again by the exact loop below, so NaN propagates. */
+#if defined(__AVX512F__)
+int nnl_pool_same3_ok(nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw, nnl_idx sh, nnl_idx sw,
+                      nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw, nnl_idx oh, nnl_idx ow)
+{
+    return kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && pt == 1 &&
+           pl == 1 && oh == H && ow == W && H >= 1 && W >= 1 && H <= NNL_POOL_SAME3_Q / W;
+}
+
+/* the lanes l with lo <= l < hi */
+NNL_INLINE __mmask16 same3_lanes(nnl_idx lo, nnl_idx hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+/* the vertical maxima of the vector at q0: its lanes `in` (the plane's), `up` / `down` (those
+ * with a row above / below); NaN lanes of its centre added to *nan */
+NNL_INLINE __m512 same3_vertical(const float *x, nnl_idx q0, nnl_idx W, __mmask16 in,
+                                 __mmask16 up, __mmask16 down, __mmask16 *nan)
+{
+    const __m512 c = _mm512_maskz_loadu_ps(in, x + q0);
+    *nan |= _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+    /* of equal taps the first in column-major order is kept, as on the other paths
+     * (_mm512_max_ps returns its second operand when they compare equal: -0 and +0) */
+    __m512 v = _mm512_mask_max_ps(c, up, c, _mm512_maskz_loadu_ps(up, x + q0 - W));
+    return _mm512_mask_max_ps(v, down, _mm512_maskz_loadu_ps(down, x + q0 + W), v);
+}
+
+/* NaN-propagating 3x3 'same' max of one plane, element by element, the taps in column-major
+ * order (of equal ones the first is kept, as on the vector path) */
+static void same3_exact(const float *x, float *y, nnl_idx H, nnl_idx W)
+{
+    for (nnl_idx i = 0; i < H; i++)
+        for (nnl_idx j = 0; j < W; j++) {
+            float m = -INFINITY;
+            for (nnl_idx c = nnl_max(j - 1, 0); c <= nnl_min(j + 1, W - 1); c++)
+                for (nnl_idx r = nnl_max(i - 1, 0); r <= nnl_min(i + 1, H - 1); r++) {
+                    const float v = x[r * W + c];
+                    if (v != v || m != m)
+                        m = m != m ? m : v;
+                    else if (v > m)
+                        m = v;
+                }
+            y[i * W + j] = m;
+        }
+}
+
+void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, const nnl_idx *ys,
+                                nnl_idx C, nnl_idx H, nnl_idx W, nnl_idx p0, nnl_idx p1)
+{
+    const nnl_idx Q = H * W, nv = nnl_ceil_pos(Q, 16);
+    /* per vector: its lanes in the plane, those with a row above, below, a column left, right */
+    __mmask16 m[5][NNL_POOL_SAME3_Q / 16];
+    for (nnl_idx i = 0; i < nv; i++) {
+        const nnl_idx q0 = 16 * i;
+        unsigned l = 0, r = 0;
+        for (nnl_idx k = 0; k < 16 && q0 + k < Q; k++) {
+            const nnl_idx col = (q0 + k) % W;
+            l |= (unsigned)(col > 0) << k;
+            r |= (unsigned)(col < W - 1) << k;
+        }
+        m[0][i] = same3_lanes(0, Q - q0), m[1][i] = same3_lanes(W - q0, Q - q0);
+        m[2][i] = same3_lanes(0, Q - W - q0), m[3][i] = (__mmask16)l, m[4][i] = (__mmask16)r;
+    }
+    for (nnl_idx p = p0; p < p1; p++) {
+        const float *xp = x + (p / C) * xs[0] + (p % C) * xs[1];
+        float *yp = y + (p / C) * ys[0] + (p % C) * ys[1];
+        __mmask16 nan = 0;
+        __m512 prev = _mm512_setzero_ps();
+        __m512 cur = same3_vertical(xp, 0, W, m[0][0], m[1][0], m[2][0], &nan);
+        for (nnl_idx i = 0; i < nv; i++) {
+            const nnl_idx j = i + 1;
+            const __m512 next = j < nv ? same3_vertical(xp, 16 * j, W, m[0][j], m[1][j],
+                                                        m[2][j], &nan)
+                                       : _mm512_setzero_ps();
+            const __m512 lv = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+            const __m512 rv = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(next), _mm512_castps_si512(cur), 1));
+            __m512 out = _mm512_mask_max_ps(cur, m[3][i], cur, lv);
+            out = _mm512_mask_max_ps(out, m[4][i], rv, out);
+            _mm512_mask_storeu_ps(yp + 16 * i, m[0][i], out);
+            prev = cur, cur = next;
+        }
+        if (nan)
+            same3_exact(xp, yp, H, W);
+    }
+}
+#endif

@@ -127,6 +127,22 @@ int nnl_pool_small_init(nnl_pool_small *s, ptrdiff_t H, ptrdiff_t W, ptrdiff_t k
  * elements) of packed planes: x (H, W), y and idx (OH, OW) with rows packed. idx NULL: the
  * values alone (the result of nnl_maxpool_plane_*, bit for bit); else the values and indices
  * of nnl_maxpool_plane_idx_*. */
+/* 3x3, stride 1, padding 1 on every side ('same') max pool of packed float planes (rows W
+ * apart in x and y; xs, ys: the strides along N and C), planes p0 .. p1 - 1 of C per image,
+ * at most NNL_POOL_SAME3_Q elements a plane (pool_max.c; AVX-512 builds, else
+ * nnl_pool_same3_ok returns 0). The values of nnl_maxpool_plane_s. */
+#define NNL_POOL_SAME3_Q 4096
+#if defined(__AVX512F__)
+int nnl_pool_same3_ok(ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
+                      ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh, ptrdiff_t dw,
+                      ptrdiff_t oh, ptrdiff_t ow);
+void nnl_maxpool_planes_same3_s(const float *x, const ptrdiff_t *xs, float *y,
+                                const ptrdiff_t *ys, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                                ptrdiff_t p0, ptrdiff_t p1);
+#else
+#define nnl_pool_same3_ok(H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow) 0
+#define nnl_maxpool_planes_same3_s(x, xs, y, ys, C, H, W, p0, p1) ((void)0)
+#endif
 #if defined(__AVX512F__)
 void nnl_maxpool_planes_small_s(const nnl_pool_small *s, const float *x, const ptrdiff_t *xs,
                                 float *y, const ptrdiff_t *ys_, int64_t *idx,

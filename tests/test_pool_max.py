@@ -726,3 +726,34 @@ def test_scatter_by_index_matches_add_at(dtype):
     with pytest.raises(ValueError, match="do not match"):
         ops.scatter_by_index(np.zeros((2, 3), dtype), np.zeros((2, 4), np.int64),
                              np.zeros((2, 5), dtype), 1)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (9, 1), (2, 2), (4, 4), (7, 7), (5, 17), (14, 14),
+                                (16, 16), (28, 28), (64, 64), (65, 65)])
+def test_kernel_same3_flat_planes(hw):
+    """3x3/1 pad 1 ('same', GoogLeNet's pool branch) on packed float32 planes: AVX-512 builds
+    run them as flat vectors (csrc/pool_max.c, nnl_maxpool_planes_same3_s) whatever the rows,
+    up to 4096 elements a plane (65x65 is past it); rows shorter than, equal to and longer than
+    a vector, planes ending inside a vector, ties, -0/+0, NaN, +-inf and all -inf planes, batch
+    and thread splits; vs the naive definition and the reference, and the channel slices of
+    the row paths."""
+    ops = _pool_kernel()
+    rng = np.random.default_rng(73)
+    for shape in ((1, 37) + hw, (3, 5) + hw):
+        _run_pool_case(ops, rng, np.float32, shape, (3, 3), (1, 1), (1, 1), (1, 1), hw)
+    _run_pool_case(ops, rng, np.float32, (2, 3) + hw, (3, 3), (1, 1), (1, 1), (1, 1), hw,
+                   slices=True)
+
+
+def test_kernel_same3_signed_zeros_follow_the_separable_order():
+    """The flat-plane path keeps the first of equal taps in column-major order, as the row
+    paths do: +0 above -0 gives +0 below them; -0 left of +0 gives -0 right of them; on a
+    plane of several vectors, at vector seams too."""
+    ops = _pool_kernel()
+    x = np.full((1, 2, 14, 14), -1.0, np.float32)
+    x[0, 0, 3, 5], x[0, 0, 4, 5] = 0.0, -0.0           # vertical pair
+    x[0, 1, 1, 1], x[0, 1, 1, 2] = -0.0, 0.0           # horizontal pair (q = 15, 16: a seam)
+    y = np.empty_like(x)
+    ops.max_pool2d_forward(x, y, None, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    assert y[0, 0, 4, 5] == 0 and not np.signbit(y[0, 0, 4, 5])     # taps rows 3, 4, 5
+    assert y[0, 1, 1, 2] == 0 and np.signbit(y[0, 1, 1, 2])         # taps columns 1, 2, 3

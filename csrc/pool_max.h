@@ -123,10 +123,6 @@ typedef struct {
 int nnl_pool_small_init(nnl_pool_small *s, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh,
                         ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl,
                         ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, size_t itemsize);
-/* Planes p0 .. p1 - 1 (plane p = (p / C, p % C); xs, ys_, is_: the strides along N and C in
- * elements) of packed planes: x (H, W), y and idx (OH, OW) with rows packed. idx NULL: the
- * values alone (the result of nnl_maxpool_plane_*, bit for bit); else the values and indices
- * of nnl_maxpool_plane_idx_*. */
 /* 3x3, stride 1, padding 1 on every side ('same') max pool of packed float planes (rows W
  * apart in x and y; xs, ys: the strides along N and C), planes p0 .. p1 - 1 of C per image,
  * at most NNL_POOL_SAME3_Q elements a plane (pool_max.c; AVX-512 builds, else
@@ -143,6 +139,10 @@ void nnl_maxpool_planes_same3_s(const float *x, const ptrdiff_t *xs, float *y,
 #define nnl_pool_same3_ok(H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow) 0
 #define nnl_maxpool_planes_same3_s(x, xs, y, ys, C, H, W, p0, p1) ((void)0)
 #endif
+/* Planes p0 .. p1 - 1 (plane p = (p / C, p % C); xs, ys_, is_: the strides along N and C in
+ * elements) of packed planes: x (H, W), y and idx (OH, OW) with rows packed. idx NULL: the
+ * values alone (the result of nnl_maxpool_plane_*, bit for bit); else the values and indices
+ * of nnl_maxpool_plane_idx_*. */
 #if defined(__AVX512F__)
 void nnl_maxpool_planes_small_s(const nnl_pool_small *s, const float *x, const ptrdiff_t *xs,
                                 float *y, const ptrdiff_t *ys_, int64_t *idx,

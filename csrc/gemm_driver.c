@@ -49,6 +49,9 @@
 #ifndef NNL_UNITS_PER_THREAD
 #define NNL_UNITS_PER_THREAD 3               /* dynamic scheduling granularity */
 #endif
+#ifndef NNL_PREPACKED_UNITS_PER_THREAD
+#define NNL_PREPACKED_UNITS_PER_THREAD 2     /* one item, A pre-packed (nnl_plan_units) */
+#endif
 #ifndef NNL_MIN_UNIT_PANELS
 #define NNL_MIN_UNIT_PANELS 4                /* narrowest unit, in NR panels */
 #endif
@@ -71,8 +74,8 @@
  * The partition of one product's C among nt > 1 threads (batch 1): rows cut into ru groups of
  * mu rows (an MR multiple, at most MC) and columns into cu groups of nu columns (an NR
  * multiple), units handed out dynamically in row-major order. The candidates have
- * NNL_UNITS_PER_THREAD to 4x that many units per thread (one to four when the call packs A
- * itself, see nnl_plan_units); each is scored by an estimate of
+ * NNL_PREPACKED_UNITS_PER_THREAD to 4x that many units per thread (one to four when the call
+ * packs A itself, see nnl_plan_units); each is scored by an estimate of
  * its finishing time, in multiply-add equivalents, with its units scheduled greedily in order
  * on nt threads, a unit costing
  *     rows * K * (its columns, a partial NR panel's rounded up to NNL_COST_LANES)
@@ -145,8 +148,18 @@ static void nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int 
      * score weighs balance against the copies. Whole plans at batch 1, 2 threads, AMD EPYC
      * Zen 4, models interleaved (cold weights), 41 rounds twice, same bits: GoogLeNet
      * 13.93 / 13.55 -> 13.57 / 13.30 ms, ResNet-50 38.89 / 38.34 -> 38.47 / 37.65 ms,
-     * MobileNetV2 4.54 / 4.38 -> 4.49 / 4.37 ms. */
-    const nnl_idx want = (nnl_idx)(pack_a ? 1 : NNL_UNITS_PER_THREAD) * nt;
+     * MobileNetV2 4.54 / 4.38 -> 4.49 / 4.37 ms.
+     * A pre-packed (the weights of an inference plan's im2col conv) asks for two units per
+     * thread: with three, the score could only pick among cuts whose tails are unequal, e.g.
+     * M = 256 x N = 196 (four 48-column panels and 4 columns) as 128 rows x 2 panels, 2 x 2
+     * units of which the second column group also computes the tail. Two threads, AMD EPYC
+     * Zen 4, interleaved medians, three -> two per thread (one): 256 x 196 x 2304 (ResNet-50's
+     * 3x3/2 conv at 28x28) 1306 -> 1187 (1176) us, 256 x 196 x 1024 658 -> 592 (610),
+     * 512 x 196 x 1024 1223 -> 1101 (1091), 128 x 784 x 512 588 -> 517 (500), 1024 x 196 x
+     * 256 542 -> 533 (520), 512 x 784 x 128 604 -> 610 (632); 64 x 3136 x 256 and the narrow
+     * 7x7 products unchanged. */
+    const nnl_idx want =
+        (nnl_idx)(pack_a ? 1 : NNL_PREPACKED_UNITS_PER_THREAD) * nt;
     const nnl_idx ru_min = nnl_cdiv(P, nnl_max(1, mc / mr));
     const nnl_idx most = nnl_max(4 * want, ru_min);
     double best = -1;

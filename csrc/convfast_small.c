@@ -16,9 +16,10 @@
  * accumulators never leave registers until the block is done. The block goes to a row buffer
  * and the valid columns through the epilogue into y.
  *
- * Each thread owns its images (OpenMP over N) and one padded plane buffer, zeroed once: only
- * the image rows are rewritten per image, the padding stays zero. Every image is reduced in the
- * same order on any number of threads. Vectors are GCC/Clang vector extensions sized to the
+ * Each thread owns its images (OpenMP over N; with fewer images than threads, runs of each
+ * image's filter blocks, see nnl_conv_small) and one padded plane buffer, zeroed once: only
+ * the image rows are rewritten per image, the padding stays zero. Every output is reduced in
+ * the same order on any number of threads. Vectors are GCC/Clang vector extensions sized to the
  * build's widest unit (AVX-512: 64 bytes), so the kernel is portable C.
  */
 #include <stdint.h>

@@ -85,7 +85,8 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx hn = g->h < hp - g->pt ? g->h : hp - g->pt;
     const nnl_idx wn = g->w < wp - g->pl ? g->w : wp - g->pl;
     const nnl_idx wblk = CG * ntap * SM_FB;
-    T *wpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(G * nfb * wblk > 0 ? G * nfb * wblk : 1));
+    const nnl_idx blocks = G * nfb;   /* (group, filter block) pairs of an image */
+    T *wpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(blocks * wblk > 0 ? blocks * wblk : 1));
     nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)ntap);
     if (wpk == NULL || offs == NULL) {
         nnl_free64(wpk);
@@ -95,22 +96,29 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     for (nnl_idx a = 0; a < KH; a++)
         for (nnl_idx b = 0; b < KW; b++)
             offs[a * KW + b] = a * g->dh * wp + b * g->dw;
-    /* [group][filter block][c][tap][SM_FB], filters past FG zero */
-    for (nnl_idx gi = 0; gi < G; gi++)
-        for (nnl_idx fb = 0; fb < nfb; fb++) {
-            T *d = wpk + (gi * nfb + fb) * wblk;
+    const int nt = nnl_team_by_share(nthreads, (double)N * g->f * OH * OW * CG * ntap,
+                                     NNL_SMALL_MIN_MACS_PER_THREAD);
+    /* Work units: whole images while there are at least as many images as threads; else each
+     * image's (group, filter block) pairs cut into `split` runs (one image at batch 1: the
+     * filters split over the team, each thread copying the image's planes for itself). The
+     * arithmetic of every output is the same either way. */
+    const nnl_idx split = (nnl_idx)nt <= N ? 1 : nnl_min(blocks, nnl_cdiv(nt, N));
+    const nnl_idx units = N * split;
+    const int team = (nnl_idx)nt > units ? (int)units : nt;
+    int status = NNL_OK;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        /* the weights as [group][filter block][c][tap][SM_FB], filters past FG zero */
+#pragma omp for schedule(static)
+        for (nnl_idx blk = 0; blk < blocks; blk++) {
+            const nnl_idx gi = blk / nfb, fb = blk % nfb;
+            T *d = wpk + blk * wblk;
             for (nnl_idx k = 0; k < CG * ntap; k++)
                 for (nnl_idx f = 0; f < SM_FB; f++) {
                     const nnl_idx ff = fb * SM_FB + f;
                     d[k * SM_FB + f] = ff < FG ? w[(gi * FG + ff) * CG * ntap + k] : (T)0;
                 }
         }
-    const int nt = nnl_team_by_share(nthreads, (double)N * g->f * OH * OW * CG * ntap,
-                                     NNL_DW_MIN_MACS_PER_THREAD);
-    const int team = (nnl_idx)nt > N ? (int)N : nt;
-    int status = NNL_OK;
-#pragma omp parallel num_threads(team) if (team > 1)
-    {
         T *xb = (T *)nnl_alloc64(sizeof(T) * (size_t)(CG * plane > 0 ? CG * plane : 1));
         T *yb = (T *)nnl_alloc64(sizeof(T) * (size_t)(SM_FB * nq * VL));
         if (xb == NULL || yb == NULL) {
@@ -122,30 +130,34 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
 #pragma omp barrier
         if (status == NNL_OK) {
 #pragma omp for schedule(static)
-            for (nnl_idx n = 0; n < N; n++) {
-                for (nnl_idx gi = 0; gi < G; gi++) {
-                    for (nnl_idx c = 0; c < CG; c++) {
-                        const T *src = x + n * g->xsn + (gi * CG + c) * g->xsc;
-                        T *dst = xb + c * plane + g->pt * wp + g->pl;
-                        for (nnl_idx h = 0; wn > 0 && h < hn; h++)
-                            FN(sm_row)(dst + h * wp, src + h * g->xsr, wn);
-                    }
-                    for (nnl_idx fb = 0; fb < nfb; fb++) {
-                        FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + (gi * nfb + fb) * wblk,
-                                      yb, nq);
-                        const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
-                        for (nnl_idx f = 0; f < fcount; f++) {
-                            const nnl_idx fo = gi * FG + fb * SM_FB + f;
-                            const T *bp = bias ? bias + fo : NULL;
-                            const T *src = yb + f * nq * VL;
-                            T *dst = y + n * g->ysn + fo * g->ysf;
-                            for (nnl_idx i = 0; i < OH; i++)
-                                for (nnl_idx j = 0; j < OW; j++) {
-                                    T *o = dst + i * OW + j;
-                                    *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta,
-                                                     beta != 0 ? o : NULL, bp, act);
-                                }
+            for (nnl_idx u = 0; u < units; u++) {
+                const nnl_idx n = u / split, part = u % split;
+                const nnl_idx b0 = part * blocks / split, b1 = (part + 1) * blocks / split;
+                nnl_idx copied = -1;   /* the group whose channels xb holds */
+                for (nnl_idx blk = b0; blk < b1; blk++) {
+                    const nnl_idx gi = blk / nfb, fb = blk % nfb;
+                    if (gi != copied) {
+                        for (nnl_idx c = 0; c < CG; c++) {
+                            const T *src = x + n * g->xsn + (gi * CG + c) * g->xsc;
+                            T *dst = xb + c * plane + g->pt * wp + g->pl;
+                            for (nnl_idx h = 0; wn > 0 && h < hn; h++)
+                                FN(sm_row)(dst + h * wp, src + h * g->xsr, wn);
                         }
+                        copied = gi;
+                    }
+                    FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + blk * wblk, yb, nq);
+                    const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
+                    for (nnl_idx f = 0; f < fcount; f++) {
+                        const nnl_idx fo = gi * FG + fb * SM_FB + f;
+                        const T *bp = bias ? bias + fo : NULL;
+                        const T *src = yb + f * nq * VL;
+                        T *dst = y + n * g->ysn + fo * g->ysf;
+                        for (nnl_idx i = 0; i < OH; i++)
+                            for (nnl_idx j = 0; j < OW; j++) {
+                                T *o = dst + i * OW + j;
+                                *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta,
+                                                 beta != 0 ? o : NULL, bp, act);
+                            }
                     }
                 }
             }

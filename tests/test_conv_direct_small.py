@@ -65,6 +65,38 @@ def test_small_kernel_matches_reference(case, dtype, act, beta, bias):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, f, g, hw, k, p, d", [
+    (1, 32, 30, 1, 14, (3, 3), (1, 1), (1, 1)),   # one image: its filters split over threads
+    (1, 48, 30, 3, 16, (3, 2), (2, 0), (2, 1)),   # groups: a run of blocks crosses a group
+    (2, 16, 21, 1, 13, (3, 3), (1, 1), (1, 1)),   # two images on three threads
+    (1, 64, 4, 1, 16, (3, 3), (1, 1), (1, 1)),    # one filter block: nothing to split
+])
+def test_small_kernel_splits_filters_of_few_images(n, c, f, g, hw, k, p, d, dtype):
+    # fewer images than threads: each image's (group, filter block) pairs are cut into runs,
+    # one per thread; every output is reduced as on one thread (bit for bit) and matches the
+    # reference; bias, beta and the activation apply per filter
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+    w = rng.standard_normal((f, c // g) + k).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    geom = conv2d_geometry(x.shape, w.shape, None, 1, p, d, g)
+    assert n * f * geom.l * geom.k >= 2 * (1 << 18)     # above the 2-thread cut-off
+    y0 = rng.standard_normal((n, f, geom.l)).astype(dtype)
+    conv = ref.conv2d(x, w, b, 1, p, d, g)
+    expect = reference_epilogue(conv.reshape(n, f, -1).astype(np.float64) + y0, 2)
+    outs = []
+    for nt in (1, 2, 3, 4):
+        y = y0.copy()
+        convfast.conv2d_small(x, w.reshape(f, -1), b, y, g, *k, *p, *d, geom.oh, geom.ow,
+                              act=2, beta=1.0, num_threads=nt)
+        outs.append(y)
+    assert_close(outs[0], expect, dtype, k=geom.k, scale=4)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+
+
+@needs_ext
 @given(case=small_case(), dtype=st.sampled_from([np.float32, np.float64]))
 def test_small_weight_grad_matches_reference(case, dtype):
     rng = np.random.default_rng(7)

@@ -108,6 +108,20 @@
 #define NNL_DW_MIN_MACS_PER_THREAD (1.5 * (1 << 20))
 #endif
 
+/* Small-map direct conv (convfast_small.c): a second thread needs this many multiply-adds
+ *   per thread. One image splits its filters over the team, so the team stays awake through
+ *   the plan's small 3x3 convs (GoogLeNet's 16-48-channel branches at 7x7 to 28x28) instead of
+ *   one thread working 40-190 us while the other's spin (GOMP_SPINCOUNT=1000, about 18 us on
+ *   Zen 4) runs out and the next step pays its wake-up (30-40 us; a 2-thread GEMM of 88 us
+ *   after a 27 us one-thread region: 129 us). 2 threads, AMD EPYC Zen 4, plan kernels, one
+ *   thread -> two: 32->128 3x3 @14x14 171 -> 91 us, 32->64 @14 89 -> 50, 16->48 @14 40 -> 24,
+ *   24->64 @14 70 -> 39, 32->128 @7 55 -> 31; the whole GoogLeNet at batch 1, in-process
+ *   interleaved medians of 61, cut-off 1.5 * 2**20 (the depthwise one) -> 2**18: 13.33 ->
+ *   13.18 and 12.77 -> 12.63 ms. */
+#ifndef NNL_SMALL_MIN_MACS_PER_THREAD
+#define NNL_SMALL_MIN_MACS_PER_THREAD (1.0 * (1 << 18))
+#endif
+
 /* GEMM cache blocking (nnl_cache.c): shallowest K slice. One thread, CPU time, float32
  *   AVX-512 8 x 48 vs OpenBLAS, 256^3..2048^3, AMD EPYC Zen 4 (32 KB L1d, 1 MB L2): KC 72
  *   (BLIS's L1 rule alone) 0.79-0.92x of OpenBLAS; KC 216, 256, 360, 384 0.93-1.05x, within

@@ -20,6 +20,11 @@ from cython.parallel cimport prange
 
 from _common cimport col_range, in_range, imin, imax
 
+cdef extern from "im2col_rows.h" nogil:
+    int nnl_im2col_tap_s(const float* x, Py_ssize_t H, Py_ssize_t W, float* dst, Py_ssize_t oh,
+                         Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t roff,
+                         Py_ssize_t off, Py_ssize_t j0, Py_ssize_t j1)
+
 
 cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -34,6 +39,11 @@ cdef void _im2col_plane(const floating* x, floating* cols, Py_ssize_t H, Py_ssiz
         for b in range(kw):
             off = b * dw - pl
             col_range(off, W, sw, ow, &j0, &j1)
+            if floating is float:
+                # stride 1 or 2 on AVX-512: whole rows as masked vectors (csrc/im2col_rows.c)
+                if nnl_im2col_tap_s(x, H, W, cols + (a * kw + b) * tap_stride, oh, ow, sh,
+                                    sw, a * dh - pt, off, j0, j1):
+                    continue
             for i in range(oh):
                 row = i * sh - pt + a * dh
                 dst = cols + (a * kw + b) * tap_stride + i * ow

@@ -49,6 +49,24 @@ def test_im2col_hand_example(backend):
     np.testing.assert_array_equal(cols[0], expected)
 
 
+@pytest.mark.parametrize("c, h, w, k, s, p, d", [
+    (3, 28, 28, (3, 3), (2, 2), (1, 1), (1, 1)),    # rows of 14: one vector, first column pad
+    (2, 56, 45, (3, 3), (2, 2), (1, 1), (1, 1)),    # rows of 28 / 23: two vectors, odd width
+    (2, 14, 14, (3, 3), (1, 1), (1, 1), (1, 1)),    # stride 1, rows of 14
+    (1, 9, 40, (2, 5), (1, 1), (3, 0), (2, 3)),     # stride 1, dilated, rows of 28
+    (2, 7, 7, (3, 3), (2, 2), (4, 4), (1, 1)),      # padding beyond the kernel: padded rows
+    (1, 33, 70, (3, 3), (3, 2), (0, 2), (1, 2)),    # row stride 3, column stride 2, 36 wide
+    (1, 5, 300, (1, 3), (1, 1), (0, 1), (1, 1)),    # 300 wide: past the vector path (element)
+])
+def test_im2col_float32_rows_match_loop_definition(backend, c, h, w, k, s, p, d):
+    # the float32 rows of stride 1 and 2 (whole vectors on AVX-512, csrc/im2col_rows.c):
+    # several vectors per row, first/last columns in the padding, fully padded rows
+    x = np.random.default_rng(1).standard_normal((2, c, h, w)).astype(np.float32)
+    g = conv2d_geometry(x.shape, (1, c) + k, None, s, p, d, 1)
+    cols = kernels.impl("im2col")(x, g)
+    np.testing.assert_array_equal(cols, _loop(x, g))
+
+
 @with_fixture
 @given(case=conv2d_case(), dtype=st.sampled_from(DTYPES))
 def test_im2col_matches_loop_definition(backend, case, dtype):

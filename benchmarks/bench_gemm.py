@@ -29,7 +29,7 @@ column-major out in place).
 (default 2), all four interleaved in one process; prints both ratios vs NumPy with the same
 thread count and each library's speed-up from its extra threads.
 
-Idle threads: nnlite's import sets GOMP_SPINCOUNT=1000 (a spin of ~45 us) and
+Idle threads: nnlite's import sets GOMP_SPINCOUNT=1000 (a spin of 15-20 us on Zen 4) and
 OPENBLAS_THREAD_TIMEOUT=4 unless they are already set (nnlite/__init__.py), so that neither
 library's idle threads keep spinning on the 2 cores while the other one runs; this script imports nnlite before NumPy so that the
 OpenBLAS setting takes effect. The header prints both; export other values to compare.

@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 def _thread_policy():
     # No two thread pools spinning on the same cores (README, "Backends and threads"):
     # - OpenMP workers spin only briefly between parallel regions, then sleep (futex):
-    #   GOMP_SPINCOUNT=1000 is about 45 us of spinning on the 2-core AMD EPYC Zen 4 VM. An
+    #   GOMP_SPINCOUNT=1000 is 15-20 us of spinning on the 2-core AMD EPYC Zen 4 VM (a 2-thread
+    #   GEMM after a serial gap of 15 us ran as fast as back to back, after 20 us 18 us slower,
+    #   the worker's wake-up; 2026-12-05; an earlier VM measured about 45 us). An
     #   inference plan's steps follow each other within microseconds, so the team stays awake
     #   through a run: MobileNetV2 at batch 1, 2 threads, idle VM, medians of 30 runs in
     #   alternating processes, 7.0 / 7.2 ms with OMP_WAIT_POLICY=PASSIVE (no spin) -> 5.1 /

@@ -73,73 +73,50 @@ static int dw_threads(const nnl_conv_geom *g, int nthreads)
  * vectors under a lane mask (masked-off lanes are neither read nor written, so a row ending at
  * its buffer's end is safe); stride 2 takes even lanes of two masked loads. */
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "nnl_lanes.h"
 #define NNL_DW_MASKED 1
 
-static inline __mmask16 dw_mask16(nnl_idx n)
+/* the masked rows of dw_row_copy_{s,d}, sw a constant (1 or 2) after inlining */
+static NNL_ALWAYS_INLINE void dw_rows_s(float *dst, const float *src, nnl_idx n, const int sw,
+                                        int act)
 {
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    for (nnl_idx e = 0; e < n; e += 16) {
+        __m512 v = nnl_gather16_s(src + sw * e, sw, 0, n - e);
+        _mm512_mask_storeu_ps(dst + e, nnl_lanes16(0, n - e), NNL_ACT_VEC(v, act));
+    }
 }
 
-static inline __mmask8 dw_mask8(nnl_idx n)
+static NNL_ALWAYS_INLINE void dw_rows_d(double *dst, const double *src, nnl_idx n, const int sw,
+                                        int act)
 {
-    return n >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << n) - 1u);
+    for (nnl_idx e = 0; e < n; e += 8) {
+        __m512d v = nnl_gather8_d(src + sw * e, sw, 0, n - e);
+        _mm512_mask_storeu_pd(dst + e, nnl_lanes8(0, n - e), NNL_ACT_VEC(v, act));
+    }
 }
 
 static NNL_NO_MEMCPY_IDIOM void dw_row_copy_s(float *dst, const float *src, nnl_idx n,
                                               nnl_idx sw, int act)
 {
-    if (sw == 1) {
-        for (nnl_idx e = 0; e < n; e += 16) {
-            const __mmask16 m = dw_mask16(n - e);
-            __m512 v = _mm512_maskz_loadu_ps(m, src + e);
-            _mm512_mask_storeu_ps(dst + e, m, NNL_ACT_VEC(v, act));
-        }
-        return;
-    }
-    if (sw == 2) {
-        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
-                                               26, 28, 30);
-        for (nnl_idx e = 0; e < n; e += 16) {
-            /* outputs e .. e + cnt - 1 read src[2e .. 2(e + cnt - 1)] */
-            const nnl_idx cnt = nnl_min(16, n - e), reads = 2 * cnt - 1;
-            const __m512 lo = _mm512_maskz_loadu_ps(dw_mask16(reads), src + 2 * e);
-            const __m512 hi = _mm512_maskz_loadu_ps(dw_mask16(nnl_max(0, reads - 16)),
-                                                    src + 2 * e + 16);
-            __m512 v = _mm512_permutex2var_ps(lo, even, hi);
-            _mm512_mask_storeu_ps(dst + e, dw_mask16(cnt), NNL_ACT_VEC(v, act));
-        }
-        return;
-    }
-    for (nnl_idx v = 0; v < n; v++)
-        dst[v] = NNL_ACT(src[v * sw], act);
+    if (sw == 1)
+        dw_rows_s(dst, src, n, 1, act);
+    else if (sw == 2)
+        dw_rows_s(dst, src, n, 2, act);
+    else
+        for (nnl_idx v = 0; v < n; v++)
+            dst[v] = NNL_ACT(src[v * sw], act);
 }
 
 static NNL_NO_MEMCPY_IDIOM void dw_row_copy_d(double *dst, const double *src, nnl_idx n,
                                               nnl_idx sw, int act)
 {
-    if (sw == 1) {
-        for (nnl_idx e = 0; e < n; e += 8) {
-            const __mmask8 m = dw_mask8(n - e);
-            __m512d v = _mm512_maskz_loadu_pd(m, src + e);
-            _mm512_mask_storeu_pd(dst + e, m, NNL_ACT_VEC(v, act));
-        }
-        return;
-    }
-    if (sw == 2) {
-        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-        for (nnl_idx e = 0; e < n; e += 8) {
-            const nnl_idx cnt = nnl_min(8, n - e), reads = 2 * cnt - 1;
-            const __m512d lo = _mm512_maskz_loadu_pd(dw_mask8(reads), src + 2 * e);
-            const __m512d hi = _mm512_maskz_loadu_pd(dw_mask8(nnl_max(0, reads - 8)),
-                                                     src + 2 * e + 8);
-            __m512d v = _mm512_permutex2var_pd(lo, even, hi);
-            _mm512_mask_storeu_pd(dst + e, dw_mask8(cnt), NNL_ACT_VEC(v, act));
-        }
-        return;
-    }
-    for (nnl_idx v = 0; v < n; v++)
-        dst[v] = NNL_ACT(src[v * sw], act);
+    if (sw == 1)
+        dw_rows_d(dst, src, n, 1, act);
+    else if (sw == 2)
+        dw_rows_d(dst, src, n, 2, act);
+    else
+        for (nnl_idx v = 0; v < n; v++)
+            dst[v] = NNL_ACT(src[v * sw], act);
 }
 #else
 #define NNL_DW_MASKED 0

@@ -39,7 +39,7 @@
 #include "pool_max.h"
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "nnl_lanes.h"
 #endif
 
 #define NNL_INLINE static inline __attribute__((always_inline))
@@ -360,14 +360,6 @@ int nnl_pool_same3_ok(nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw, nnl_idx sh, 
            pl == 1 && oh == H && ow == W && H >= 1 && W >= 1 && H <= NNL_POOL_SAME3_Q / W;
 }
 
-/* the lanes l with lo <= l < hi */
-NNL_INLINE __mmask16 same3_lanes(nnl_idx lo, nnl_idx hi)
-{
-    lo = lo < 0 ? 0 : lo;
-    hi = hi > 16 ? 16 : hi;
-    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-}
-
 /* the vertical maxima of the vector at q0: its lanes `in` (the plane's), `up` / `down` (those
  * with a row above / below); NaN lanes of its centre added to *nan */
 NNL_INLINE __m512 same3_vertical(const float *x, nnl_idx q0, nnl_idx W, __mmask16 in,
@@ -414,8 +406,8 @@ void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, con
             l |= (unsigned)(col > 0) << k;
             r |= (unsigned)(col < W - 1) << k;
         }
-        m[0][i] = same3_lanes(0, Q - q0), m[1][i] = same3_lanes(W - q0, Q - q0);
-        m[2][i] = same3_lanes(0, Q - W - q0), m[3][i] = (__mmask16)l, m[4][i] = (__mmask16)r;
+        m[0][i] = nnl_lanes16(0, Q - q0), m[1][i] = nnl_lanes16(W - q0, Q - q0);
+        m[2][i] = nnl_lanes16(0, Q - W - q0), m[3][i] = (__mmask16)l, m[4][i] = (__mmask16)r;
     }
     for (nnl_idx p = p0; p < p1; p++) {
         const float *xp = x + (p / C) * xs[0] + (p % C) * xs[1];

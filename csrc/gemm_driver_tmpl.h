@@ -224,12 +224,15 @@ static void FN(skinny_cols)(const KERNEL_T *kd, const FN(nnl_prob) *p, nnl_idx j
 static void FN(skinny)(const KERNEL_T *kd, const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa,
                        nnl_idx bsb, nnl_idx bsc, nnl_idx bsbias, int nt)
 {
-    /* work units: (item, block of NNL_SKINNY_JB columns) */
+    /* work units: (item, block of NNL_SKINNY_JB columns), handed out one at a time: the
+     * caller's thread starts on them at once, and a worker that was asleep (a classifier
+     * after a one-thread global pool) takes what is left when it wakes instead of the caller
+     * waiting for it to do a fixed half. A unit is the same arithmetic whoever runs it. */
     const nnl_idx per = nnl_cdiv(p0->N, NNL_SKINNY_JB), units = batch * per;
     if ((nnl_idx)nt > units)
         nt = (int)units;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
 #endif
     for (nnl_idx u = 0; u < units; u++) {
         const nnl_idx b = u / per, j0 = (u % per) * NNL_SKINNY_JB;

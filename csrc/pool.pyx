@@ -53,6 +53,11 @@ cdef inline void _useful_taps(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize
     hi[0] = imin(k, (L - 1 + p) // d + 1)
 
 
+cdef extern from "pool_avg.h" nogil:
+    void nnl_plane_means_s(const float* x, Py_ssize_t planes, Py_ssize_t n, float* y)
+    void nnl_plane_means_d(const double* x, Py_ssize_t planes, Py_ssize_t n, double* y)
+
+
 cdef extern from "pool_max.h" nogil:
     ctypedef struct nnl_pool_plan:
         Py_ssize_t need
@@ -536,9 +541,12 @@ cdef inline Py_ssize_t _bin_end(Py_ssize_t i, Py_ssize_t I, Py_ssize_t O) noexce
 # per block (integer divisions cost more than a small bin's adds: the digits net's global pool,
 # 2560 planes of 4x4, spent most of its time in them), and the planes' sums interleave, so that
 # their independent add chains overlap. Each output is still the sum of its bin in row-major
-# order, then one division: the same values as a plane-by-plane loop.
+# order, then one division: the same values as a plane-by-plane loop. The global pool (one bin
+# per plane) instead sums each plane in vector lanes (csrc/pool_avg.c), blocks of _GAP_BLOCK
+# planes per work item: 1280 x 7x7 at batch 8, two Zen 4 threads, 55 -> (see the commit) us.
 cdef enum:
     _AAP_BLOCK = 8
+    _GAP_BLOCK = 64
 
 
 cdef inline void _aap_block(const floating* x, floating* y, const floating* gy, floating* gx,
@@ -589,6 +597,17 @@ def adaptive_avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1]
     if y.shape[0] != P:
         raise ValueError("adaptive_avg_pool2d_forward: output shape does not match the input")
     if P == 0 or OH == 0 or OW == 0:
+        return
+    if OH == 1 and OW == 1 and H * W > 0:
+        # the global pool: each plane's mean in vector lanes (csrc/pool_avg.c), blocks of
+        # _GAP_BLOCK planes
+        for b in prange((P + _GAP_BLOCK - 1) // _GAP_BLOCK, nogil=True, schedule="static",
+                        num_threads=num_threads):
+            p0 = b * _GAP_BLOCK
+            if floating is float:
+                nnl_plane_means_s(&x[p0, 0, 0], imin(_GAP_BLOCK, P - p0), H * W, &y[p0, 0, 0])
+            else:
+                nnl_plane_means_d(&x[p0, 0, 0], imin(_GAP_BLOCK, P - p0), H * W, &y[p0, 0, 0])
         return
     for b in prange((P + _AAP_BLOCK - 1) // _AAP_BLOCK, nogil=True, schedule="static",
                     num_threads=num_threads):

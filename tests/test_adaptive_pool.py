@@ -174,3 +174,40 @@ def test_adaptive_avg_pool2d_blocks_of_planes(planes, hw, out, dtype):
     ref_b = kernels.impl("adaptive_avg_pool2d_backward", "reference")
     assert_close(fwd(x, out), ref_f(x, out), dtype, k=hw[0] * hw[1])
     assert_close(bwd(gy, hw), ref_b(gy, hw), dtype, k=out[0] * out[1], scale=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_avg_pool_kernel_sums_planes_in_lanes(dtype):
+    """The global case of the native kernel (csrc/pool_avg.c: each plane summed in vector lanes,
+    blocks of 64 planes per work item): against float64 sums taken element by element, for
+    plane sizes around the 8/16-lane vectors and their doubles and plane counts around the
+    block; the same bits on 1 and 2 threads and for a plane computed alone (its value does not
+    depend on where it lies)."""
+    from nnlite.kernels.pool_cython import _pool
+    if _pool is None:
+        pytest.skip("nnlite._pool not built")
+    rng = np.random.default_rng(3)
+    tol = {np.float32: 2e-6, np.float64: 1e-14}[dtype]
+    for n in (1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 48, 49, 64, 100):
+        for planes in (1, 63, 64, 65, 130):
+            x = (rng.standard_normal((planes, n, 1)) * 10 + 3).astype(dtype)
+            got = np.full((planes, 1, 1), np.nan, dtype)
+            _pool.adaptive_avg_pool2d_forward(x, got, 1)
+            want = np.array([sum(float(v) for v in x[p].ravel()) / n for p in range(planes)])
+            scale = np.abs(x).reshape(planes, -1).max(axis=1)
+            assert np.all(np.abs(got.ravel() - want) <= tol * scale), (n, planes)
+            two = np.full_like(got, np.nan)
+            _pool.adaptive_avg_pool2d_forward(x, two, 2)
+            np.testing.assert_array_equal(two, got)
+            last = np.full((1, 1, 1), np.nan, dtype)
+            _pool.adaptive_avg_pool2d_forward(np.ascontiguousarray(x[-1:]), last, 1)
+            np.testing.assert_array_equal(last, got[-1:])
+    # through F (a 2-D map), and NaN/inf propagate
+    x = rng.standard_normal((2, 3, 5, 7)).astype(dtype)
+    x[1, 2, 4, 6] = np.nan
+    x[0, 1, 0, 0] = np.inf
+    y = F.adaptive_avg_pool2d(nnlite.tensor(x), 1).data
+    assert np.isnan(y[1, 2, 0, 0]) and np.isposinf(y[0, 1, 0, 0])
+    ok = np.ones((2, 3), bool)
+    ok[1, 2] = ok[0, 1] = False
+    assert_close(y[..., 0, 0][ok], x.mean(axis=(2, 3))[ok], dtype, k=35)

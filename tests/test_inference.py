@@ -640,8 +640,8 @@ def test_plan_cache_keeps_at_most_max_plans_least_recently_used_dropped():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 1, 5, 3), (1, 4, 1, 1), (2, 6, 7, 7), (1, 2, 0, 3)])
 def test_global_pool_kernel_matches_a_loop(shape, dtype):
-    # the plan's GlobalAveragePool (a product with a 1/(H*W) vector on contiguous rows, else
-    # the reduction) and GlobalMaxPool against sums and maxima taken element by element
+    # the plan's GlobalAveragePool (the adaptive pool's kernel on contiguous maps, else the
+    # reduction) and GlobalMaxPool against sums and maxima taken element by element
     from nnlite._infer.kernels import GlobalPoolKernel
 
     rng = np.random.default_rng(0)
@@ -664,14 +664,14 @@ def test_global_pool_kernel_matches_a_loop(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_global_average_pool_runs_on_nnlites_gemm_not_numpys_blas(dtype, monkeypatch):
-    # the average of contiguous maps is nnlite's GEMM (its few-row path, on the plan's
+def test_global_average_pool_runs_natively_not_on_numpys_blas(dtype, monkeypatch):
+    # the average of contiguous maps is the adaptive pool's native kernel (on the plan's
     # threads): NumPy's matmul is never called; one channel, many channels, a batch, and
-    # maps whose size is and is not a multiple of the GEMM's 16 partial sums
+    # maps whose size is and is not a multiple of the kernel's 16 lanes
     from nnlite._infer.kernels import GlobalPoolKernel
-    from nnlite.kernels import gemm_ops
-    if gemm_ops._gemm is None:
-        pytest.skip("nnlite._gemm not built")
+    from nnlite.kernels.pool_cython import _pool
+    if _pool is None:
+        pytest.skip("nnlite._pool not built")
 
     def no_matmul(*args, **kwargs):
         raise AssertionError("np.matmul called")

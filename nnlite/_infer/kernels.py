@@ -943,13 +943,13 @@ class PoolKernel(Kernel):
 
 
 class GlobalPoolKernel(Kernel):
-    """GlobalAveragePool / GlobalMaxPool over every axis after the channels. A floating-point
-    average of a non-empty map is one matrix-vector product of the (N*C, H*W) rows with a
-    vector of 1/(H*W) (the rows are short: np.mean over them took 132 us for ResNet-50's
-    2048 x 7 x 7, the product 20 us; AMD EPYC Zen 4, busy machine), run by nnlite's GEMM as
-    (1, H*W) @ rows.T per image: its few-row path on the plan's own threads, not NumPy's
-    BLAS, whose workers sleep between calls under nnlite's thread policy and are woken by each
-    one (MobileNetV2's 1280 x 7 x 7: 27 -> 19 us in the plan, Zen 4)."""
+    """GlobalAveragePool / GlobalMaxPool over every axis after the channels. The average of
+    contiguous non-empty float maps is F.adaptive_avg_pool2d's kernel (its global case: each
+    plane summed in vector lanes, csrc/pool_avg.c) on the plan's threads. The maps are short
+    (7x7 at the end of ResNet-50 and MobileNetV2), so the cost is per plane: np.mean took 132
+    us for ResNet-50's 2048 x 7 x 7 (NumPy's BLAS for the product with a 1/(H*W) vector woke
+    its sleeping workers); nnlite's GEMM, the few-row dot form, took 13 us for 1280 x 7 x 7 and
+    85 us for 8 x 1280 x 7 x 7, this kernel 3.5 and 31-37 us (AMD EPYC Zen 4, 2 threads)."""
 
     def __init__(self, op):
         self.op = op
@@ -963,15 +963,14 @@ class GlobalPoolKernel(Kernel):
         if (self.op == "GlobalAveragePool" and x.ndim > 2 and size
                 and x.dtype in (np.float32, np.float64)
                 and x.flags.c_contiguous and y.flags.c_contiguous):
+            planes = x.reshape(-1, size, 1)
+            out = y.reshape(-1, 1, 1)
+            if _pool is not None and np.shares_memory(out, y):
+                threads = _threads_for(planes.size)
+                return lambda: _pool.adaptive_avg_pool2d_forward(planes, out, threads())
             rows = x.reshape(x.shape[0], x.shape[1], size)
-            out = _view(y, x.shape[:2])
             mean = np.full(size, 1.0 / size, x.dtype)
-            if _gemm_ext is not None and x.dtype in _ITEM:
-                gemm, a, b, c = (_gemm_ext.gemm_strided, mean[None, None],
-                                 rows.transpose(0, 2, 1), out[:, None])
-                return lambda: gemm(a, b, c, 1.0, 0.0, None, 0, 0, get_num_threads(),
-                                    _family(), None, None)
-            return lambda: np.matmul(rows, mean, out=out)
+            return lambda: np.matmul(rows, mean, out=_view(y, x.shape[:2]))
         return lambda: np.copyto(y, reduce(x, axis=axes, keepdims=True))
 
 

@@ -15,37 +15,26 @@
 
 #include "pool_avg.h"
 
-#define NNL_PLANE_MEANS(NAME, T)                                                          \
-    typedef T NAME##_vec __attribute__((vector_size(16)));                    \
-    enum { NAME##_VL = 16 / (int)sizeof(T) };                                 \
-    static inline NAME##_vec NAME##_load(const T *p)                                      \
-    {                                                                                     \
-        NAME##_vec v;                                                                     \
-        memcpy(&v, p, sizeof v);                                                          \
-        return v;                                                                         \
-    }                                                                                     \
+/* One plane loop for every target: V the vector type of VL elements T, HEAD the first
+ * accumulator (the last partial vector's elements when the target loads it masked, else
+ * zeros), LOAD / ADD / HSUM the target's operations, TAIL 1 when the elements after the last
+ * whole vector are added in order after the reduction. */
+#define NNL_PLANE_MEANS(NAME, T, V, VL, HEAD, ZERO, LOAD, ADD, HSUM, TAIL)                \
     void NAME(const T *x, ptrdiff_t planes, ptrdiff_t n, T *y)                            \
     {                                                                                     \
-        const ptrdiff_t VL = NAME##_VL, full = n / VL * VL;                               \
+        const ptrdiff_t full = n / (VL) * (VL);                                           \
         for (ptrdiff_t p = 0; p < planes; p++) {                                          \
             const T *xp = x + p * n;                                                      \
-            NAME##_vec a0 = {0}, a1 = {0};                                                \
+            V a0 = HEAD(xp + full, n - full), a1 = ZERO;                                  \
             ptrdiff_t k = 0;                                                              \
-            for (; k + 2 * VL <= full; k += 2 * VL) {                                     \
-                a0 += NAME##_load(xp + k);                                                \
-                a1 += NAME##_load(xp + k + VL);                                           \
+            for (; k + 2 * (VL) <= full; k += 2 * (VL)) {                                 \
+                a0 = ADD(a0, LOAD(xp + k));                                               \
+                a1 = ADD(a1, LOAD(xp + k + (VL)));                                        \
             }                                                                             \
             if (k < full)                                                                 \
-                a0 += NAME##_load(xp + k);                                                \
-            a0 += a1;                                                                     \
-            /* the lanes by halves: lane l + lane l + w for w = VL/2, VL/4, ..., 1 */     \
-            T s[NAME##_VL];                                                               \
-            memcpy(s, &a0, sizeof s);                                                     \
-            for (int w = NAME##_VL / 2; w > 0; w /= 2)                                    \
-                for (int l = 0; l < w; l++)                                               \
-                    s[l] += s[l + w];                                                     \
-            T sum = s[0];                                                                 \
-            for (k = full; k < n; k++)   /* the last partial vector, in order */          \
+                a0 = ADD(a0, LOAD(xp + k));                                               \
+            T sum = HSUM(ADD(a0, a1));                                                    \
+            for (k = full; TAIL && k < n; k++)                                            \
                 sum += xp[k];                                                             \
             y[p] = sum / (T)n;                                                            \
         }                                                                                 \
@@ -54,41 +43,13 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
-void nnl_plane_means_s(const float *x, ptrdiff_t planes, ptrdiff_t n, float *y)
-{
-    const ptrdiff_t full = n / 16 * 16;
-    const __mmask16 tail = (__mmask16)((1u << (n - full)) - 1u);
-    for (ptrdiff_t p = 0; p < planes; p++) {
-        const float *xp = x + p * n;
-        __m512 a0 = _mm512_maskz_loadu_ps(tail, xp + full), a1 = _mm512_setzero_ps();
-        ptrdiff_t k = 0;
-        for (; k + 32 <= full; k += 32) {
-            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(xp + k));
-            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(xp + k + 16));
-        }
-        if (k < full)
-            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(xp + k));
-        y[p] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) / (float)n;
-    }
-}
+#define AVG_HEAD_S(p, r) _mm512_maskz_loadu_ps((__mmask16)((1u << (r)) - 1u), (p))
+#define AVG_HEAD_D(p, r) _mm512_maskz_loadu_pd((__mmask8)((1u << (r)) - 1u), (p))
+NNL_PLANE_MEANS(nnl_plane_means_s, float, __m512, 16, AVG_HEAD_S, _mm512_setzero_ps(),
+                _mm512_loadu_ps, _mm512_add_ps, _mm512_reduce_add_ps, 0)
+NNL_PLANE_MEANS(nnl_plane_means_d, double, __m512d, 8, AVG_HEAD_D, _mm512_setzero_pd(),
+                _mm512_loadu_pd, _mm512_add_pd, _mm512_reduce_add_pd, 0)
 
-void nnl_plane_means_d(const double *x, ptrdiff_t planes, ptrdiff_t n, double *y)
-{
-    const ptrdiff_t full = n / 8 * 8;
-    const __mmask8 tail = (__mmask8)((1u << (n - full)) - 1u);
-    for (ptrdiff_t p = 0; p < planes; p++) {
-        const double *xp = x + p * n;
-        __m512d a0 = _mm512_maskz_loadu_pd(tail, xp + full), a1 = _mm512_setzero_pd();
-        ptrdiff_t k = 0;
-        for (; k + 16 <= full; k += 16) {
-            a0 = _mm512_add_pd(a0, _mm512_loadu_pd(xp + k));
-            a1 = _mm512_add_pd(a1, _mm512_loadu_pd(xp + k + 8));
-        }
-        if (k < full)
-            a0 = _mm512_add_pd(a0, _mm512_loadu_pd(xp + k));
-        y[p] = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1)) / (double)n;
-    }
-}
 #elif defined(__AVX__)
 #include <immintrin.h>
 
@@ -107,46 +68,43 @@ static inline double avg_hsum4(__m256d v)
     return _mm_cvtsd_f64(h);
 }
 
-void nnl_plane_means_s(const float *x, ptrdiff_t planes, ptrdiff_t n, float *y)
-{
-    const ptrdiff_t full = n / 8 * 8;
-    for (ptrdiff_t p = 0; p < planes; p++) {
-        const float *xp = x + p * n;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        ptrdiff_t k = 0;
-        for (; k + 16 <= full; k += 16) {
-            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xp + k));
-            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(xp + k + 8));
-        }
-        if (k < full)
-            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xp + k));
-        float sum = avg_hsum8(_mm256_add_ps(a0, a1));
-        for (k = full; k < n; k++)
-            sum += xp[k];
-        y[p] = sum / (float)n;
-    }
-}
+#define AVG_HEAD_S(p, r) _mm256_setzero_ps()
+#define AVG_HEAD_D(p, r) _mm256_setzero_pd()
+NNL_PLANE_MEANS(nnl_plane_means_s, float, __m256, 8, AVG_HEAD_S, _mm256_setzero_ps(),
+                _mm256_loadu_ps, _mm256_add_ps, avg_hsum8, 1)
+NNL_PLANE_MEANS(nnl_plane_means_d, double, __m256d, 4, AVG_HEAD_D, _mm256_setzero_pd(),
+                _mm256_loadu_pd, _mm256_add_pd, avg_hsum4, 1)
 
-void nnl_plane_means_d(const double *x, ptrdiff_t planes, ptrdiff_t n, double *y)
-{
-    const ptrdiff_t full = n / 4 * 4;
-    for (ptrdiff_t p = 0; p < planes; p++) {
-        const double *xp = x + p * n;
-        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-        ptrdiff_t k = 0;
-        for (; k + 8 <= full; k += 8) {
-            a0 = _mm256_add_pd(a0, _mm256_loadu_pd(xp + k));
-            a1 = _mm256_add_pd(a1, _mm256_loadu_pd(xp + k + 4));
-        }
-        if (k < full)
-            a0 = _mm256_add_pd(a0, _mm256_loadu_pd(xp + k));
-        double sum = avg_hsum4(_mm256_add_pd(a0, a1));
-        for (k = full; k < n; k++)
-            sum += xp[k];
-        y[p] = sum / (double)n;
-    }
-}
 #else
-NNL_PLANE_MEANS(nnl_plane_means_s, float)
-NNL_PLANE_MEANS(nnl_plane_means_d, double)
+/* the compiler's 16-byte vectors; unaligned loads through memcpy, lanes reduced by halves */
+typedef float avg_vs __attribute__((vector_size(16)));
+typedef double avg_vd __attribute__((vector_size(16)));
+
+#define AVG_GENERIC(S, T, V)                                                              \
+    static inline V avg_load_##S(const T *p)                                              \
+    {                                                                                     \
+        V v;                                                                              \
+        memcpy(&v, p, sizeof v);                                                          \
+        return v;                                                                         \
+    }                                                                                     \
+    static inline V avg_add_##S(V a, V b) { return a + b; }                               \
+    static inline T avg_hsum_##S(V v)                                                     \
+    {                                                                                     \
+        enum { L = (int)(sizeof(V) / sizeof(T)) };                                        \
+        T s[L];                                                                           \
+        memcpy(s, &v, sizeof s);                                                          \
+        for (int w = L / 2; w > 0; w /= 2)                                                \
+            for (int l = 0; l < w; l++)                                                   \
+                s[l] += s[l + w];                                                         \
+        return s[0];                                                                      \
+    }
+AVG_GENERIC(s, float, avg_vs)
+AVG_GENERIC(d, double, avg_vd)
+
+#define AVG_HEAD_S(p, r) ((avg_vs){0})
+#define AVG_HEAD_D(p, r) ((avg_vd){0})
+NNL_PLANE_MEANS(nnl_plane_means_s, float, avg_vs, 4, AVG_HEAD_S, ((avg_vs){0}), avg_load_s,
+                avg_add_s, avg_hsum_s, 1)
+NNL_PLANE_MEANS(nnl_plane_means_d, double, avg_vd, 2, AVG_HEAD_D, ((avg_vd){0}), avg_load_d,
+                avg_add_d, avg_hsum_d, 1)
 #endif

@@ -95,41 +95,24 @@ static NNL_ALWAYS_INLINE void dw_rows_d(double *dst, const double *src, nnl_idx 
     }
 }
 
-static NNL_NO_MEMCPY_IDIOM void dw_row_copy_s(float *dst, const float *src, nnl_idx n,
-                                              nnl_idx sw, int act)
-{
-    if (sw == 1)
-        dw_rows_s(dst, src, n, 1, act);
-    else if (sw == 2)
-        dw_rows_s(dst, src, n, 2, act);
-    else
-        for (nnl_idx v = 0; v < n; v++)
-            dst[v] = NNL_ACT(src[v * sw], act);
-}
-
-static NNL_NO_MEMCPY_IDIOM void dw_row_copy_d(double *dst, const double *src, nnl_idx n,
-                                              nnl_idx sw, int act)
-{
-    if (sw == 1)
-        dw_rows_d(dst, src, n, 1, act);
-    else if (sw == 2)
-        dw_rows_d(dst, src, n, 2, act);
-    else
-        for (nnl_idx v = 0; v < n; v++)
-            dst[v] = NNL_ACT(src[v * sw], act);
-}
+/* sw a constant 1 or 2: masked whole vectors */
+#define NNL_DW_FIXED(S, SW) dw_rows_##S(dst, src, n, (SW), act)
 #else
 #define NNL_DW_MASKED 0
+/* sw a constant 1 or 2: a plain loop */
+#define NNL_DW_FIXED(S, SW)                                                                   \
+    for (nnl_idx v = 0; v < n; v++)                                                           \
+    dst[v] = NNL_ACT(src[(SW) * v], act)
+#endif
+
 #define NNL_DW_DEFINE_ROW_COPY(T, S)                                                          \
     static NNL_NO_MEMCPY_IDIOM void dw_row_copy_##S(T *dst, const T *src, nnl_idx n,          \
                                                     nnl_idx sw, int act)                      \
     {                                                                                         \
         if (sw == 1)                                                                          \
-            for (nnl_idx v = 0; v < n; v++)                                                   \
-                dst[v] = NNL_ACT(src[v], act);                                                \
+            NNL_DW_FIXED(S, 1);                                                               \
         else if (sw == 2)                                                                     \
-            for (nnl_idx v = 0; v < n; v++)                                                   \
-                dst[v] = NNL_ACT(src[2 * v], act);                                            \
+            NNL_DW_FIXED(S, 2);                                                               \
         else                                                                                  \
             for (nnl_idx v = 0; v < n; v++)                                                   \
                 dst[v] = NNL_ACT(src[v * sw], act);                                           \
@@ -137,7 +120,7 @@ static NNL_NO_MEMCPY_IDIOM void dw_row_copy_d(double *dst, const double *src, nn
 NNL_DW_DEFINE_ROW_COPY(float, s)
 NNL_DW_DEFINE_ROW_COPY(double, d)
 #undef NNL_DW_DEFINE_ROW_COPY
-#endif
+#undef NNL_DW_FIXED
 
 #define T float
 #define FN(name) name##_s

@@ -43,8 +43,14 @@ def _match_keys(key):
     """The ORT node keys one nnlite step stands for: a fused inverted residual 'ir C->E->F
     OHxOW' its expand, depthwise and project convs (stride 2 when OH < the expand's map is
     unknown here: both input maps are tried by the caller; 'ir C->F' without expand: its
-    depthwise and project convs), any other step its own key."""
+    depthwise and project convs; 'irh': its head conv, depthwise and project convs), any
+    other step its own key."""
     parts = key.split()
+    if parts[0] == "irh":   # 'irh C->E->F OHxOW BHxBW': a head conv onto the block's BHxBW map
+        c, e, f = parts[1].split("->")
+        oh, ow = parts[2].split("x")
+        return [(_kind("conv", c, e, *parts[3].split("x")),), (_kind("dw", e, e, oh, ow),),
+                (_kind("pw", e, f, oh, ow),)]
     if parts[0] != "ir":
         return [key]
     chans = parts[1].split("->")
@@ -72,12 +78,17 @@ def _match_key(key):
 
 def step_keys(plan):
     """Per step: (group, key) with key 'kind C->F OHxOW' for convs, 'ir C->E->F OHxOW' for a
-    fused inverted residual ('ir C->F OHxOW' without expand), the op name otherwise."""
+    fused inverted residual ('ir C->F OHxOW' without expand, 'irh C->E->F OHxOW BHxBW' with a
+    head conv onto its BHxBW input map), the op name otherwise."""
     out = []
     for step in plan.steps:
         k = step.kernel
         if step.node.op == IR_OP:
             _, c, h, w, e, f, oh, ow = k.shape
+            if getattr(k, "head", False):
+                bh, bw = k.parts[1].shape[2:4]
+                out.append(("ir", f"irh {c}->{e}->{f} {oh}x{ow} {bh}x{bw}"))
+                continue
             chans = f"{c}->{f}" if k.parts[0] is None else f"{c}->{e}->{f}"
             out.append(("ir", f"ir {chans} {oh}x{ow}"))
         elif step.node.op == "Conv" and hasattr(k, "shape") and hasattr(k, "depthwise"):

@@ -129,28 +129,41 @@ int nnl_cf_bdirect_ok(int isa, int mr, int nr);
  *     y[n] = W3 @ relu6(dw3x3_s(relu6(W1 @ x[n] + b1), Wd) + bd) + b3 (+ r[n])
  * with the depthwise conv 3x3, stride s (1 or 2), padding 1; with expand = 0 (a block of
  * expansion ratio 1: w1, w1pk and b1 NULL, E == C) the depthwise conv reads x itself:
- *     y[n] = W3 @ relu6(dw3x3_s(x[n], Wd) + bd) + b3 (+ r[n]). x (N, C, H, W): images xsn apart,
+ *     y[n] = W3 @ relu6(dw3x3_s(x[n], Wd) + bd) + b3 (+ r[n]); with expand = NNL_IR_HEAD (an
+ * image model's first conv and its first block, which has no expand) the block's input is
+ * computed from the image by a dense conv, w1 (E, C*KH*KW) and b1 its weights and bias, w1pk
+ * NULL:  y[n] = W3 @ relu6(dw3x3_s(relu6(conv_head(x[n], W1) + b1), Wd) + bd) + b3 (+ r[n]),
+ * its taps summed in (c, kh, kw) order from zero, then the bias added, as the few-channel kernel
+ * (nnl_conv_phase_s) does, a tap in the padding adding w * 0. x (N, C, H, W): images xsn apart,
  * each C-contiguous; y and r (N, F, OH*OW): images ysn / rsn apart, each C-contiguous; W1 (E, C),
  * Wd (E, 9), W3 (F, E) C-contiguous; w1pk W1^T (C, E) packed by nnl_sgemm_pack as side 1 (the
  * B operand), w3pk W3 as side 0 (W3^T as side 1 with project_t), both for family isa, or
  * NULL; b1 (E,), bd (E,), b3 (F,) or NULL; r NULL or not overlapping y except
- * r == y. The result is the same bits as the three (two) unfused calls (nnl_sgemm_pk,
- * nnl_conv_depthwise_s, nnl_sgemm_pk) and does not depend on nthreads. Returns NNL_OK,
+ * r == y. The result is the same bits as the three (two) unfused calls (nnl_sgemm_pk or
+ * nnl_conv_phase_s, nnl_conv_depthwise_s, nnl_sgemm_pk) and does not depend on nthreads.
+ * Returns NNL_OK,
  * NNL_ENOMEM or NNL_EINVAL (sizes < 1, s not 1 or 2, OH/OW not those of the geometry). */
 typedef struct {
     nnl_idx n, c, h, w;          /* batch, input channels, input map */
     nnl_idx e, f, s;             /* expanded channels, output channels, depthwise stride */
     nnl_idx oh, ow;              /* output map: (H - 1) / s + 1, (W - 1) / s + 1 */
     nnl_idx xsn, ysn, rsn;       /* image strides of x, y and r */
-    int expand;                  /* 1: the expand 1x1 runs; 0: none (E == C) */
+    int expand;                  /* NNL_IR_EXPAND: the expand 1x1 runs; NNL_IR_NO_EXPAND: none
+                                    (E == C); NNL_IR_HEAD: the block's input map is computed
+                                    from x by the dense conv ``head`` */
     int project_t;               /* 1: the project runs pixel-major, y^T = d^T @ W3^T, with
                                     w3pk W3^T packed as side 1 (B); 0: y = W3 @ d, w3pk W3 as
                                     side 0 (A) */
     int split;                   /* how the team shares the work: NNL_IR_AUTO (nnl_ir_plan's
                                     choice), NNL_IR_BANDS or NNL_IR_CHANNELS */
+    nnl_conv_geom head;          /* NNL_IR_HEAD only: a dense conv (g 1, F == E, + b1, ReLU6)
+                                    from x (head.n == N images of head.c == C channels,
+                                    head.h x head.w, strides xsn, head.xsc, head.xsr) to the
+                                    block's input map (head.oh == H, head.ow == W) */
 } nnl_ir_geom;
 
 enum { NNL_IR_AUTO = -1, NNL_IR_BANDS = 0, NNL_IR_CHANNELS = 1 };
+enum { NNL_IR_NO_EXPAND = 0, NNL_IR_EXPAND = 1, NNL_IR_HEAD = 2 };
 
 int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                             const float *w1pk, const float *b1, const float *wd,

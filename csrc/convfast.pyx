@@ -85,6 +85,7 @@ cdef extern from "convfast.h" nogil:
         int expand
         int project_t
         int split
+        nnl_conv_geom head
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                                 const float *w1pk, const float *b1, const float *wd,
                                 const float *bd, const float *w3, const float *w3pk,
@@ -795,6 +796,32 @@ cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_
     return 0
 
 
+cdef int _ir_head(nnl_ir_geom *gm, head, Py_ssize_t n, Py_ssize_t c, Py_ssize_t xh,
+                  Py_ssize_t xw, str fn, Py_ssize_t *h, Py_ssize_t *w) except -1:
+    """Fill gm.head from ``head`` = (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw), the dense conv
+    from an (n, c, xh, xw) image to the block's input map; its size in h, w."""
+    try:
+        kh, kw, sh, sw, pt, pb, pl, pr, dh, dw = (int(v) for v in head)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: head must be (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw), got "
+                         f"{head!r}") from None
+    if min(kh, kw, sh, sw, dh, dw) < 1 or min(pt, pb, pl, pr) < 0:
+        raise ValueError(f"{fn}: head needs kernel, stride, dilation >= 1 and padding >= 0, "
+                         f"got {head!r}")
+    h[0] = (xh + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    w[0] = (xw + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if h[0] < 1 or w[0] < 1:
+        raise ValueError(f"{fn}: head {head!r} leaves no output of a {xh}x{xw} image")
+    gm.head.n, gm.head.c, gm.head.h, gm.head.w = n, c, xh, xw
+    gm.head.xsn, gm.head.xsc, gm.head.xsr = c * xh * xw, xh * xw, xw
+    gm.head.f, gm.head.g = 0, 1
+    gm.head.kh, gm.head.kw, gm.head.sh, gm.head.sw = kh, kw, sh, sw
+    gm.head.pt, gm.head.pl, gm.head.dh, gm.head.dw = pt, pl, dh, dw
+    gm.head.oh, gm.head.ow = h[0], w[0]
+    gm.head.ysn = gm.head.ysf = 0
+    return 0
+
+
 cdef Py_ssize_t _image_stride(a, str what, str fn) except -1:
     """Elements between the images of ``a`` (N, ...), each image C-contiguous."""
     cdef Py_ssize_t es = a.itemsize, inner = 1, k
@@ -872,7 +899,7 @@ cdef class BoundInvertedResidual:
 def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                            const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                            float[:, :, :] y, Py_ssize_t stride, residual=None, int isa=-1,
-                           bint project_t=False, str split="auto"):
+                           bint project_t=False, str split="auto", head=None):
     """``inverted_residual``'s arguments checked once: a ``BoundInvertedResidual`` to call with
     the thread count (the inference plan binds each fused block so: no argument parsing
     between kernels)."""
@@ -881,11 +908,19 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
     cdef nnl_ir_geom gm
     cdef bint expand = w1 is not None
     cdef Py_ssize_t E = w1.shape[0] if expand else wd.shape[0], F = w3.shape[0]
-    if not expand and (w1pk is not None or b1 is not None):
-        raise ValueError(f"{fn}: without w1 (no expand) w1pk and b1 must be None too")
-    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn,
-             split)
-    if ((expand and w1.shape[1] != gm.c) or wd.shape[0] != E or wd.shape[1] != 9
+    cdef Py_ssize_t h = x.shape[2], w = x.shape[3], k1 = x.shape[1]
+    if not expand and (w1pk is not None or b1 is not None or head is not None):
+        raise ValueError(f"{fn}: without w1 (no expand) w1pk, b1 and head must be None too")
+    if head is not None:
+        if w1pk is not None:
+            raise ValueError(f"{fn}: a head conv's weights w1 are not packed (w1pk None)")
+        _ir_head(&gm, head, x.shape[0], x.shape[1], x.shape[2], x.shape[3], fn, &h, &w)
+        gm.head.f = E
+        k1 = x.shape[1] * gm.head.kh * gm.head.kw
+    _ir_fill(&gm, x.shape[0], x.shape[1], h, w, E, F, stride, expand, fn, split)
+    if head is not None:
+        gm.expand, gm.xsn = 2, gm.head.xsn
+    if ((expand and w1.shape[1] != k1) or wd.shape[0] != E or wd.shape[1] != 9
             or w3.shape[1] != E):
         w1s = tuple(w1.shape)[:2] if expand else None
         raise ValueError(f"{fn}: weights w1 {w1s}, wd {tuple(wd.shape)[:2]}, "
@@ -925,7 +960,7 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                       const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
-                      int isa=-1, bint project_t=False, str split="auto"):
+                      int isa=-1, bint project_t=False, str split="auto", head=None):
     """MobileNetV2's block in one call (csrc/convfast_fused.c), float32, per image:
     y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual),
     or, with w1 None (a block of expansion ratio 1: w1pk and b1 None too, E == C),
@@ -943,23 +978,38 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         split: how the threads share the work: 'bands' of output rows, 'channels' (one image
         at a time, expanded and output channels cut among the team), or 'auto' (the one the
         cost model of ``inverted_residual_plan`` picks); the same bits every way.
+        head: (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw) or None. Given, x is the image
+        (N, C, XH, XW) of a dense conv (one group, C -> E channels, that geometry, + b1,
+        ReLU6) whose output map (H, W) is the block's input, w1 (E, C*KH*KW) its weights (w1pk
+        None): y = W3 @ relu6(dw3x3(relu6(conv(x, W1) + b1), ...) ...), the conv's taps summed
+        in (c, kh, kw) order from zero, then its bias (``conv2d(..., algorithm='direct')``'s
+        few-channel kernel: the same bits); its output rows are computed per band, in cache.
     """
     bind_inverted_residual(x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, stride, residual, isa,
-                           project_t, split)(num_threads)
+                           project_t, split, head)(num_threads)
 
 
 def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                            Py_ssize_t e, Py_ssize_t f, Py_ssize_t stride, int num_threads=1,
                            bint expand=True, int isa=-1, bint project_t=False,
-                           str split="auto"):
+                           str split="auto", head=None):
     """(threads, output rows per band, work bytes, split) of an ``inverted_residual`` call (with
-    expand=False: one without w1, E == C); split is 'bands' or 'channels' (then the rows are
-    the whole map's)."""
+    expand=False: one without w1, E == C; with ``head``, as ``inverted_residual``'s, (h, w) is
+    the image's size and the rows are the block's); split is 'bands' or 'channels' (then the
+    rows are the whole map's)."""
     cdef nnl_ir_geom gm
     cdef int nt = 1, how = 0
     cdef nnl_idx rows = 0
+    cdef Py_ssize_t bh = h, bw = w
     fn = "inverted_residual_plan"
-    _ir_fill(&gm, n, c, h, w, e, f, stride, expand, fn, split)
+    if head is not None:
+        if not expand:
+            raise ValueError(f"{fn}: a head conv needs expand=True")
+        _ir_head(&gm, head, n, c, h, w, fn, &bh, &bw)
+        gm.head.f = e
+    _ir_fill(&gm, n, c, bh, bw, e, f, stride, expand, fn, split)
+    if head is not None:
+        gm.expand, gm.xsn = 2, gm.head.xsn
     gm.project_t = project_t
     isa = _wino_isa(isa, fn)
     nnl_ir_plan(&gm, num_threads, isa, &nt, &rows, &how)

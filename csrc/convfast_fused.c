@@ -56,18 +56,42 @@
 #include <omp.h>
 #endif
 
+/* the head conv's geometry: one group of C -> E channels onto the block's input map, x's
+ * images C-contiguous or padded apart */
+static int ir_head_ok(const nnl_ir_geom *g)
+{
+    const nnl_conv_geom *h = &g->head;
+    if (h->n != g->n || h->c != g->c || h->f != g->e || h->g != 1 || h->oh != g->h ||
+        h->ow != g->w || h->h < 1 || h->w < 1)
+        return 0;
+    if (h->kh < 1 || h->kw < 1 || h->sh < 1 || h->sw < 1 || h->dh < 1 || h->dw < 1 ||
+        h->pt < 0 || h->pl < 0)
+        return 0;
+    return h->xsr >= h->w && h->xsc >= h->h * h->xsr && g->xsn >= g->c * h->xsc;
+}
+
 static int ir_geom_ok(const nnl_ir_geom *g)
 {
     if (g->n < 0 || g->c < 1 || g->h < 1 || g->w < 1 || g->e < 1 || g->f < 1)
         return 0;
-    if ((g->s != 1 && g->s != 2) || (!g->expand && g->e != g->c))
+    if (g->s != 1 && g->s != 2)
+        return 0;
+    if (g->expand == NNL_IR_HEAD ? !ir_head_ok(g)
+                                 : (g->expand != NNL_IR_EXPAND &&
+                                    (g->expand != NNL_IR_NO_EXPAND || g->e != g->c)))
         return 0;
     if (g->split != NNL_IR_AUTO && g->split != NNL_IR_BANDS && g->split != NNL_IR_CHANNELS)
         return 0;
     if (g->oh != (g->h - 1) / g->s + 1 || g->ow != (g->w - 1) / g->s + 1)
         return 0;
-    return g->xsn >= g->c * g->h * g->w && g->ysn >= g->f * g->oh * g->ow &&
-           g->rsn >= g->f * g->oh * g->ow;
+    return (g->expand == NNL_IR_HEAD || g->xsn >= g->c * g->h * g->w) &&
+           g->ysn >= g->f * g->oh * g->ow && g->rsn >= g->f * g->oh * g->ow;
+}
+
+/* taps of the head conv per output channel */
+static nnl_idx ir_head_taps(const nnl_ir_geom *g)
+{
+    return g->expand == NNL_IR_HEAD ? g->c * g->head.kh * g->head.kw : 0;
 }
 
 /* The expanded and depthwise tensors of a band are kept channels-last: pixel p of a row at
@@ -118,7 +142,9 @@ static nnl_idx ir_band_rows(const nnl_ir_geom *g)
  * as one per element) and of its depthwise conv and project per output pixel. */
 static double ir_in_cost(const nnl_ir_geom *g)
 {
-    return (double)(g->expand ? g->c : 1) * (double)g->e;
+    const double k = g->expand == NNL_IR_HEAD ? (double)ir_head_taps(g)
+                     : g->expand == NNL_IR_EXPAND ? (double)g->c : 1.0;
+    return k * (double)g->e;
 }
 
 static double ir_out_cost(const nnl_ir_geom *g)
@@ -374,10 +400,12 @@ static void ir_buffer_sizes(const nnl_ir_geom *g, nnl_idx rows, nnl_idx *ein, nn
 }
 
 /* the shared part of the work memory: the depthwise taps transposed to (9, ep) and its bias
- * (ep,), zeros in the pad channels */
+ * (ep,), then the head conv's taps transposed to (K, ep) and its bias (ep,), zeros in the pad
+ * channels */
 static nnl_idx ir_shared_size(const nnl_ir_geom *g)
 {
-    return (nnl_idx)nnl_round64((size_t)(10 * ir_ep(g)), sizeof(float));
+    const nnl_idx head = g->expand == NNL_IR_HEAD ? ir_head_taps(g) + 1 : 0;
+    return (nnl_idx)nnl_round64((size_t)((10 + head) * ir_ep(g)), sizeof(float));
 }
 
 /* the buffer sets a call allocates: one per thread for the bands, one shared by the team
@@ -404,6 +432,130 @@ typedef struct {
     nnl_idx n, lo, hi;
 } ir_rows;
 
+/* ------------------------------------------------------------------ the head conv
+ * An image model's first conv (3 -> 32, 3x3 stride 2 in MobileNetV2) computed row by row into
+ * the band buffer, channels-last, instead of into a map the block then reads back: the 112x112
+ * map of 32 channels (1.6 MB) never leaves the thread's cache. Each output pixel's channels are
+ * whole vectors, so a tap is one weight vector per channel vector times one broadcast input.
+ * Every element sums its taps in (c, kh, kw) order from zero, then adds the bias (a tap in the
+ * padding adding w * 0), then clamps: the few-channel kernel's order, the same bits. */
+#if IR_VBYTES == 64
+#define IR_HEAD_P 8     /* pixels per register block: 8 x 2 vector accumulators */
+#else
+#define IR_HEAD_P 4
+#endif
+
+/* P pixels (sw apart in x) x NV channel vectors of one output row whose taps all lie inside
+ * the image: xp is the first pixel's tap (0, 0, 0), wc the taps' (K, ep) rows at the first
+ * channel, bc the bias there, d the first pixel's output (pixels ep apart). */
+static inline __attribute__((always_inline)) void
+ir_head_block(const nnl_conv_geom *h, const float *xp, const float *wc, const float *bc, float *d,
+              nnl_idx ep, const int P, const int NV)
+{
+    ir_vec acc[IR_HEAD_P][2];
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++)
+            acc[p][v] = (ir_vec){0};
+    const nnl_idx sw = h->sw;
+    for (nnl_idx c = 0; c < h->c; c++) {
+        for (nnl_idx a = 0; a < h->kh; a++) {
+            const float *xr = xp + c * h->xsc + a * h->dh * h->xsr;
+            for (nnl_idx b = 0; b < h->kw; b++, wc += ep) {
+                ir_vec w[2];
+                for (int v = 0; v < NV; v++)
+                    w[v] = ir_load(wc + v * IR_VL);
+                const float *xs = xr + b * h->dw;
+                for (int p = 0; p < P; p++) {
+                    const float xv = xs[p * sw];
+                    for (int v = 0; v < NV; v++)
+                        acc[p][v] += w[v] * xv;
+                }
+            }
+        }
+    }
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++)
+            ir_store(d + p * ep + v * IR_VL,
+                     NNL_ACT_VEC(acc[p][v] + ir_load(bc + v * IR_VL), NNL_ACT_RELU6));
+}
+
+/* one output pixel (i, j) with taps in the padding: nv channel vectors, one at a time */
+static void ir_head_edge(const nnl_conv_geom *h, const float *xn, nnl_idx i, nnl_idx j,
+                         const float *wc, const float *bc, float *d, int nv, nnl_idx ep)
+{
+    for (int v = 0; v < nv; v++) {
+        ir_vec acc = {0};
+        const float *wt = wc + v * IR_VL;
+        for (nnl_idx c = 0; c < h->c; c++)
+            for (nnl_idx a = 0; a < h->kh; a++) {
+                const nnl_idx r = i * h->sh - h->pt + a * h->dh;
+                for (nnl_idx b = 0; b < h->kw; b++, wt += ep) {
+                    const nnl_idx q = j * h->sw - h->pl + b * h->dw;
+                    const float xv = r >= 0 && r < h->h && q >= 0 && q < h->w
+                                         ? xn[c * h->xsc + r * h->xsr + q] : 0.0f;
+                    acc += ir_load(wt) * xv;
+                }
+            }
+        ir_store(d + v * IR_VL, NNL_ACT_VEC(acc + ir_load(bc + v * IR_VL), NNL_ACT_RELU6));
+    }
+}
+
+/* np pixels of one row, all taps inside (xp the first one's tap (0, 0, 0), d its output), in
+ * register blocks of IR_HEAD_P, 4, 2, 1 pixels */
+static void ir_head_run(const nnl_conv_geom *h, const float *xp, nnl_idx np, const float *wc,
+                        const float *bc, float *d, int nv, nnl_idx ep)
+{
+    nnl_idx j = 0;
+#define IR_HEAD_BLOCK(P)                                                                     \
+    for (; np - j >= (P); j += (P)) {                                                        \
+        if (nv == 2)                                                                         \
+            ir_head_block(h, xp + j * h->sw, wc, bc, d + j * ep, ep, (P), 2);                \
+        else                                                                                 \
+            ir_head_block(h, xp + j * h->sw, wc, bc, d + j * ep, ep, (P), 1);                \
+    }
+    IR_HEAD_BLOCK(IR_HEAD_P)
+#if IR_HEAD_P > 4
+    IR_HEAD_BLOCK(4)
+#endif
+    IR_HEAD_BLOCK(2)
+    IR_HEAD_BLOCK(1)
+#undef IR_HEAD_BLOCK
+}
+
+/* The head conv's output rows [r0, r1) of image n (the block's input rows), channels
+ * [e0, c1) in whole vectors, + bias, ReLU6, channels-last into dst (row r at
+ * dst + (r - r0) * W * ep): wh the taps transposed (K, ep), bh the bias (ep,). */
+static void ir_head_rows(const nnl_ir_geom *g, const float *x, const float *wh, const float *bh,
+                         nnl_idx n, nnl_idx r0, nnl_idx r1, nnl_idx e0, nnl_idx c1, float *dst,
+                         nnl_idx ep)
+{
+    const nnl_conv_geom *h = &g->head;
+    const nnl_idx W = g->w;
+    const float *xn = x + n * g->xsn;
+    /* columns j whose taps j*sw - pl + b*dw all lie inside [0, w) */
+    const nnl_idx jlo = nnl_min(W, nnl_cdiv(h->pl, h->sw));
+    const nnl_idx last = h->w - 1 + h->pl - (h->kw - 1) * h->dw;
+    const nnl_idx jhi = last < 0 ? jlo : nnl_max(jlo, nnl_min(W, last / h->sw + 1));
+    for (nnl_idx r = r0; r < r1; r++) {
+        const nnl_idx top = r * h->sh - h->pt;
+        const int inside = top >= 0 && top + (h->kh - 1) * h->dh < h->h;
+        const nnl_idx a0 = inside ? jlo : W, a1 = inside ? jhi : W;
+        float *dr = dst + (r - r0) * W * ep;
+        for (nnl_idx c = e0; c < c1;) {
+            const int nv = c1 - c >= 2 * IR_VL ? 2 : 1;
+            const float *wc = wh + c, *bc = bh + c;
+            for (nnl_idx j = 0; j < a0; j++)
+                ir_head_edge(h, xn, r, j, wc, bc, dr + j * ep + c, nv, ep);
+            if (inside)
+                ir_head_run(h, xn + top * h->xsr + (a0 * h->sw - h->pl), a1 - a0, wc, bc,
+                            dr + a0 * ep + c, nv, ep);
+            for (nnl_idx j = a1; j < W; j++)
+                ir_head_edge(h, xn, r, j, wc, bc, dr + j * ep + c, nv, ep);
+            c += nv * IR_VL;
+        }
+    }
+}
+
 /* expand input rows [r0, r1) of image n, its channels [e0, e1), into ebuf from its row ``at``
  * (without expand: copy them there channels-last): the product x^T (pixels, C) @ W1^T (C, E),
  * so that each pixel's E channels come out contiguous; W1^T is the B operand, packed once
@@ -419,6 +571,10 @@ static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, cons
     const nnl_idx W = g->w, HW = g->h * W;
     const float *xr = x + n * g->xsn + r0 * W;
     float *dst = ebuf + at * W * ep;
+    if (g->expand == NNL_IR_HEAD) {   /* w1, b1: the head's taps (K, ep) and bias (ep,) */
+        ir_head_rows(g, x, w1, b1, n, r0, r1, e0, e1 == g->e ? ep : e1, dst, ep);
+        return NNL_OK;
+    }
     if (!g->expand) {   /* no expand: the input rows channels-last, ebuf[p*ep + c] = x[c, p] */
         nnl_transpose_s((int)(e1 - e0), (int)((r1 - r0) * W), xr + e0 * HW, HW, dst + e0, ep);
         return NNL_OK;
@@ -731,6 +887,16 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
         for (int k = 0; k < 9; k++)
             wt[k * ep + e] = e < g->e ? wd[e * 9 + k] : 0.0f;
         bt[e] = e < g->e && bd != NULL ? bd[e] : 0.0f;
+    }
+    if (g->expand == NNL_IR_HEAD) {   /* the head's taps and bias, transposed likewise */
+        const nnl_idx K = ir_head_taps(g);
+        float *wh = mem + 10 * ep, *bh = wh + K * ep;
+        for (nnl_idx e = 0; e < ep; e++) {
+            for (nnl_idx k = 0; k < K; k++)
+                wh[k * ep + e] = e < g->e ? w1[e * K + k] : 0.0f;
+            bh[e] = e < g->e && b1 != NULL ? b1[e] : 0.0f;
+        }
+        w1 = wh, b1 = bh, w1pk = NULL;
     }
     const int status =
         split == NNL_IR_CHANNELS

@@ -167,6 +167,127 @@ def test_native_block_without_expand_matches_loops(N, C, H, W, F, stride, residu
         assert 1 <= rows < oh and work > 0
 
 
+def _head_reference(x, wh, bh, stride, pads, dilation):
+    """relu6(conv(x, wh) + bh) in float64 with plain loops over taps (zero padding pads =
+    (top, bottom, left, right))."""
+    x, wh = np.asarray(x, np.float64), np.asarray(wh, np.float64)
+    N, C, H, W = x.shape
+    E, _, KH, KW = wh.shape
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dilation, pads
+    oh = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    ow = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    out = np.zeros((N, E, oh, ow)) + np.asarray(bh, np.float64)[None, :, None, None]
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(KH):
+                for b in range(KW):
+                    r, q = i * sh - pt + a * dh, j * sw - pl + b * dw
+                    if 0 <= r < H and 0 <= q < W:
+                        out[:, :, i, j] += np.einsum("ec,nc->ne", wh[:, :, a, b], x[:, :, r, q])
+    return np.minimum(np.maximum(out, 0), 6)
+
+
+# (N, C, XH, XW, E, F, kernel, stride, pads (t, b, l, r), dilation, block stride, residual):
+# MobileNetV2's stem (3x3/2 on RGB) onto maps the stride does not tile, a non-square kernel
+# with stride != dilation, padding bigger than the kernel (whole rows and columns of taps in
+# the padding), one channel, E not a whole number of vectors, several bands per image
+CASES_HEAD = [
+    (1, 3, 45, 37, 32, 16, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, False),
+    (3, 3, 30, 31, 20, 8, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, True),
+    (1, 2, 17, 23, 36, 8, (3, 5), (1, 2), (2, 2, 1, 1), (1, 2), 2, False),
+    (2, 1, 9, 10, 8, 4, (3, 3), (3, 2), (4, 4, 0, 2), (2, 1), 1, True),
+    (1, 4, 40, 33, 48, 24, (5, 5), (2, 2), (2, 1, 2, 3), (1, 1), 2, False),
+    (1, 3, 115, 113, 16, 8, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, False),
+]
+
+
+def _run_head(x, wh, bh, ws, head, stride, r, threads, project_t=False, split="auto"):
+    """The native block with a head conv (w1 = the head's weights, unpacked)."""
+    from nnlite.kernels.gemm_ops import pack
+    _, _, wd, bd, w3, b3 = ws
+    N, E = x.shape[0], wh.shape[0]
+    kh, kw, sh, sw, pt, pb, pl, pr, dh, dw = head
+    H = (x.shape[2] + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    W = (x.shape[3] + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    y = np.full((N, w3.shape[0], oh * ow), np.nan, np.float32)
+    p3 = pack(w3, "b", trans=True) if project_t else pack(w3, "a")
+    K._conv_cython._convfast.inverted_residual(
+        x, wh.reshape(E, -1), None, bh, wd, bd, w3, p3.data, b3, y, stride,
+        None if r is None else r.reshape(y.shape), threads, p3.isa, project_t, split, head)
+    return y.reshape(N, -1, oh, ow)
+
+
+@pytest.mark.parametrize("N,C,XH,XW,E,F,k,s,pads,d,stride,residual", CASES_HEAD)
+def test_native_block_with_head_conv_matches_loops_and_the_unfused_bits(
+        N, C, XH, XW, E, F, k, s, pads, d, stride, residual):
+    from nnlite._algorithms import conv_algorithm
+    rng = np.random.default_rng(N * 1000 + XH * 10 + C)
+    x = rng.standard_normal((N, C, XH, XW)).astype(np.float32)
+    wh = (rng.standard_normal((E, C) + k) / np.sqrt(C * k[0] * k[1])).astype(np.float32)
+    bh = rng.standard_normal(E).astype(np.float32)
+    ws = (None, None) + _weights(rng, E, E, F)[2:]
+    head = (k[0], k[1], s[0], s[1], pads[0], pads[1], pads[2], pads[3], d[0], d[1])
+    e = _head_reference(x, wh, bh, s, pads, d)
+    oh, ow = (e.shape[2] - 1) // stride + 1, (e.shape[3] - 1) // stride + 1
+    r = rng.standard_normal((N, F, oh, ow)).astype(np.float32) if residual else None
+    want = _reference(e, *ws, stride, r)
+    one = _run_head(x, wh, bh, ws, head, stride, r, 1)
+    np.testing.assert_allclose(one, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+    # the same bits as the head conv alone (F.conv2d's few-channel kernel, then ReLU6) and the
+    # block without expand on its output
+    with nnlite.no_grad(), conv_algorithm("direct"):
+        h = nnlite.functional.conv2d(nnlite.tensor(x), nnlite.tensor(wh), nnlite.tensor(bh),
+                                     stride=s, padding=(pads[0], pads[2]) if (
+                                         pads[0] == pads[1] and pads[2] == pads[3]) else 0,
+                                     dilation=d).numpy()
+    if pads[0] == pads[1] and pads[2] == pads[3]:
+        h = np.minimum(np.maximum(h, np.float32(0)), np.float32(6))
+        assert np.array_equal(one, _run(h, ws, stride, r, 1))
+    for threads in (2, 3):
+        assert np.array_equal(one, _run_head(x, wh, bh, ws, head, stride, r, threads))
+    for split in ("bands", "channels"):
+        for threads in (1, 2):
+            assert np.array_equal(one, _run_head(x, wh, bh, ws, head, stride, r, threads,
+                                                 split=split))
+            _same_or_close(one, _run_head(x, wh, bh, ws, head, stride, r, threads,
+                                          project_t=True, split=split), F, ow)
+    nt, rows, work, _ = K._conv_cython._convfast.inverted_residual_plan(
+        N, C, XH, XW, E, F, stride, 2, head=head)
+    assert 1 <= nt <= 2 and 1 <= rows <= oh and work > 0
+
+
+def test_head_conv_arguments_are_checked():
+    cf = K._conv_cython._convfast
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 9, 9)).astype(np.float32)
+    wh, bh = rng.standard_normal((8, 27)).astype(np.float32), np.zeros(8, np.float32)
+    _, _, wd, bd, w3, b3 = _weights(rng, 8, 8, 4)
+    y = np.empty((1, 4, 25), np.float32)
+    head = (3, 3, 2, 2, 1, 1, 1, 1, 1, 1)
+    cf.inverted_residual(x, wh, None, bh, wd, bd, w3, None, b3, y, 1, head=head)
+    assert np.isfinite(y).all()
+    with pytest.raises(ValueError, match="do not chain"):
+        cf.inverted_residual(x, wh[:, :26].copy(), None, bh, wd, bd, w3, None, b3, y, 1,
+                             head=head)
+    with pytest.raises(ValueError, match="not packed"):
+        cf.inverted_residual(x, wh, gemm_ops.pack(wh, "b", trans=True).data, bh, wd, bd, w3,
+                             None, b3, y, 1, head=head)
+    with pytest.raises(ValueError, match=r"head must be \(kh, kw"):
+        cf.inverted_residual(x, wh, None, bh, wd, bd, w3, None, b3, y, 1, head=(3, 3, 2))
+    with pytest.raises(ValueError, match="padding >= 0"):
+        cf.inverted_residual(x, wh, None, bh, wd, bd, w3, None, b3, y, 1,
+                             head=(3, 3, 2, 2, -1, 1, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="leaves no output of a 9x9 image"):
+        cf.inverted_residual(x, np.zeros((8, 3 * 11 * 11), np.float32), None, bh, wd, bd, w3,
+                             None, b3, y, 1, head=(11, 11, 1, 1, 0, 0, 0, 0, 1, 1))
+    with pytest.raises(ValueError, match="y has shape"):   # the map is the head's, 5x5
+        cf.inverted_residual(x, wh, None, bh, wd, bd, w3, None, b3,
+                             np.empty((1, 4, 81), np.float32), 1, head=head)
+    with pytest.raises(ValueError, match="head must be None"):
+        cf.inverted_residual(x, None, None, None, wd, bd, w3, None, b3, y, 1, head=head)
+
+
 def test_big_maps_take_several_bands():
     """The 57x55 cases above exercise band seams: the band is shorter than the map."""
     cf = K._conv_cython._convfast
@@ -255,7 +376,7 @@ def test_native_block_rejects_bad_arguments():
     with pytest.raises(ValueError, match="without expand needs E == C, got C=8, E=16"):
         cf.inverted_residual(x, None, None, None, wd, bd, w3, None, b3, y, 1)
     wd8, bd8, w38 = wd[:8].copy(), bd[:8].copy(), w3[:, :8].copy()
-    with pytest.raises(ValueError, match="w1pk and b1 must be None"):
+    with pytest.raises(ValueError, match="w1pk, b1 and head must be None"):
         cf.inverted_residual(x, None, None, b1[:8].copy(), wd8, bd8, w38, None, b3, y, 1)
     with pytest.raises(ValueError, match="E == C"):
         cf.inverted_residual_plan(1, 8, 9, 9, 16, 8, 1, expand=False)
@@ -364,13 +485,81 @@ def test_mobilenet_v2_fuses_every_block(monkeypatch):
     model = models.mobilenet_v2(num_classes=10).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     fused, _, a, b = _fused_and_unfused(model, x, monkeypatch)
-    # 17 blocks; the first (expand ratio 1) has no expand conv
+    # 17 blocks; the first (expand ratio 1) has no expand conv: the stem conv is its head
     steps = _plan(fused, x).steps
     irs = [s for s in steps if s.node.op == IR]
-    assert len(irs) == 17
-    assert irs[0].node.inputs[1] == "" and irs[1].node.inputs[1] != ""
-    assert irs[0].kernel.parts[0] is None and irs[1].kernel.parts[0] is not None
+    assert len(irs) == 17 and steps[0] is irs[0]
+    assert irs[0].kernel.head and not irs[1].kernel.head
+    assert irs[0].node.inputs[1] != "" and irs[1].node.inputs[1] != ""
+    assert irs[1].kernel.parts[0].pointwise
     assert np.array_equal(a, b)
+    # without head fusion the stem runs alone and the first block has no expand
+    monkeypatch.setattr(passes, "FUSE_HEADS", False)
+    plain = nnlite.optimize_for_inference(model)
+    steps = _plan(plain, x).steps
+    irs = [s for s in steps if s.node.op == IR]
+    assert len(irs) == 17 and steps[0].node.op == "Conv"
+    assert irs[0].node.inputs[1] == "" and irs[0].kernel.parts[0] is None
+    assert np.array_equal(_out(plain, x), a)
+
+
+class _HeadNet(nn.Module):
+    """conv(C -> E) [+ BatchNorm] + activation -> a block without expand (E -> F); ``side``:
+    the conv's activated output is also a second output (read elsewhere)."""
+
+    def __init__(self, c, e, f, k, stride, act="relu6", side=False, seed=0):
+        super().__init__()
+        nnlite.manual_seed(seed)
+        self.conv = nn.Conv2d(c, e, k, stride, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(e)
+        self.act = nn.ReLU6() if act == "relu6" else nn.ReLU()
+        self.block = nn.InvertedResidual(e, f, 1, 1)
+        self.side = side
+        rng = np.random.default_rng(seed)
+        for mod in self.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.data[...] = rng.standard_normal(mod.num_features) * 0.1
+                mod.running_var.data[...] = rng.uniform(0.5, 2.0, mod.num_features)
+        self.eval()
+
+    def forward(self, x):
+        h = self.act(self.bn(self.conv(x)))
+        y = self.block(h)
+        return (y, h) if self.side else y
+
+
+@pytest.mark.parametrize("c,k,stride,act,side,fuses", [
+    (3, 3, 2, "relu6", False, True),     # MobileNetV2's stem
+    (1, 5, 1, "relu6", False, True),     # one channel, 5x5, stride 1
+    (4, 3, 2, "relu6", False, True),     # RGBA
+    (5, 3, 2, "relu6", False, False),    # too many channels for the few-channel kernel
+    (3, 1, 1, "relu6", False, False),    # 1x1: an expand conv, not a head (ratio 1 block)
+    (3, 3, 2, "relu", False, False),     # ReLU, not ReLU6
+    (3, 3, 2, "relu6", True, False),     # the conv's output is read elsewhere too
+])
+def test_plan_fuses_a_head_conv_only_where_it_can(c, k, stride, act, side, fuses, monkeypatch):
+    model = _HeadNet(c, 16, 8, k, stride, act, side, seed=c + k)
+    x = np.random.default_rng(2).standard_normal((2, c, 19, 22)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = fast.run_arrays(x)
+    got = got if isinstance(got, (list, tuple)) else (got,)
+    steps = _plan(fast, x).steps
+    heads = [s for s in steps if s.node.op == IR and s.kernel.head]
+    assert len(heads) == int(fuses)
+    if fuses:
+        assert [s.node.op for s in steps] == [IR]
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x))
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.data, rtol=1e-4, atol=1e-4 * np.abs(w.data).max())
+    # the same bits as the plan without head fusion, on 1 and 2 threads
+    monkeypatch.setattr(passes, "FUSE_HEADS", False)
+    plain = nnlite.optimize_for_inference(model)
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            a, b = _out(fast, x), _out(plain, x)
+            assert np.array_equal(a, b) and np.array_equal(a, got[0])
 
 
 def _onnx_block(opset, residual, stride, expand=True):

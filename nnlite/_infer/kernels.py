@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm
-from .._algorithms import winograd_tile
+from .._algorithms import PHASE_MAX_CG, winograd_tile
 from .._constants import POOL_SERIAL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
@@ -88,6 +88,7 @@ def _unit_w(*arrays):
 
 __all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
            "IR_OP", "IR_INPUTS", "InvertedResidualKernel", "inverted_residual_available",
+           "is_head_conv",
            "ConvInputs", "conv_inputs"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
@@ -767,6 +768,14 @@ IR_INPUTS = ("x", "w1", "b1", "wd", "bd", "w3", "b3", "residual")
 IR_SPLIT = "auto"
 
 
+def is_head_conv(cg, kh, kw, groups):
+    """A conv the fused block takes as its head (its output, the block's input, computed row
+    by row in the block's bands): one group and a kernel larger than 1x1 over at most
+    PHASE_MAX_CG input channels, an image model's first conv, which alone runs the few-channel
+    kernel ('direct', ``_algorithms.phase_pays``), whose bits the fused head reproduces."""
+    return groups == 1 and kh * kw > 1 and 0 < cg <= PHASE_MAX_CG
+
+
 def inverted_residual_available():
     """True when the fused inverted residual kernel is built (nnlite._convfast, nnlite._gemm)."""
     return (_conv_cython is not None and _gemm_ext is not None
@@ -798,20 +807,26 @@ class InvertedResidualKernel(Kernel):
         N, C, H, W = x_shape
         E, F = wd.shape[0], w3.shape[0]
         p1 = None if expand is None else ConvKernel(x_shape, *expand[:3], False, dtype)
-        p2 = ConvKernel((N, E, H, W), wd, bd, a2, False, dtype)
+        # a first part that is no 1x1 conv is a head conv: the block's input map is its output
+        self.head = p1 is not None and not p1.pointwise
+        bh, bw = (p1.geom.oh, p1.geom.ow) if self.head else (H, W)
+        p2 = ConvKernel((N, E, bh, bw), wd, bd, a2, False, dtype)
         geom = p2.geom
         p3 = ConvKernel((N, E, geom.oh, geom.ow), w3, b3, a3, residual, dtype)
         self.parts = (p1, p2, p3)
         head_ok = (C == E if p1 is None else
-                   p1.pointwise and p1.act == "relu6" and p1.g == 1 and p1.w_flat.shape[0] == E)
+                   p1.act == "relu6" and p1.g == 1 and p1.w_flat.shape[0] == E
+                   and (p1.pointwise or is_head_conv(p1.geom.cg, p1.geom.kh, p1.geom.kw,
+                                                     p1.g)))
         if not (head_ok and p3.pointwise and p2.act == "relu6"
                 and p3.act is None and p2.g == E and tuple(wd.shape[1:]) == (1, 3, 3)
                 and p2.s[0] == p2.s[1] and p2.s[0] in (1, 2) and tuple(p2.d) == (1, 1)
                 and tuple(p2.pads) == (1, 1, 1, 1) and p3.g == 1
                 and w3.shape[1] == E and dtype == np.float32):
             raise ValueError("the layers are not an inverted residual the fused kernel takes "
-                             "([1x1 ReLU6 ->] 3x3 depthwise stride 1 or 2, padding 1, ReLU6 -> "
-                             "1x1, float32; without the expand, C == E)")
+                             "([1x1 ReLU6, or a head conv (is_head_conv) + ReLU6 ->] 3x3 "
+                             "depthwise stride 1 or 2, padding 1, ReLU6 -> 1x1, float32; "
+                             "without the expand, C == E)")
         self.stride, self.residual, self.dtype = p2.s[0], residual, dtype
         self.expand, self.project_t = p1 is not None, False
         self.shape = (N, C, H, W, E, F, geom.oh, geom.ow)
@@ -831,11 +846,19 @@ class InvertedResidualKernel(Kernel):
                 N, C, H, W, E, F, oh, ow = self.shape
                 _, rows, _, _ = _conv_cython._convfast.inverted_residual_plan(
                     N, C, H, W, E, F, self.stride, get_num_threads(), expand=self.expand,
-                    isa=_family())
+                    isa=_family(), head=self._head_geometry())
                 self.project_t = _pixel_major_pays(F, rows * ow)
                 p1, w3 = self.parts[0], self.parts[2].w_flat
-                self.packed = (None if p1 is None else _pack(p1.w_flat, "b", trans=True),
+                self.packed = (None if p1 is None or self.head
+                               else _pack(p1.w_flat, "b", trans=True),
                                _pack(w3, "b", trans=True) if self.project_t else _pack(w3, "a"))
+
+    def _head_geometry(self):
+        """The head conv's (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw), or None."""
+        if not self.head:
+            return None
+        g = self.parts[0].geom
+        return (g.kh, g.kw, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, g.dh, g.dw)
 
     def _bind(self, ins, outs, scratch):
         x, y = ins[0], outs[0]
@@ -860,12 +883,13 @@ class InvertedResidualKernel(Kernel):
         pk1, pk3 = self.packed
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None else _view(r, (N, F, oh * ow))
-        w1, b1, pk1d = (None, None, None) if p1 is None else (p1.w_flat, p1.bias, pk1.data)
+        w1, b1, pk1d = ((None, None, None) if p1 is None else
+                        (p1.w_flat, p1.bias, None if pk1 is None else pk1.data))
         bd, b3 = p2.bias, p3.bias
         wd, w3, s = p2.w_flat, p3.w_flat, self.stride
         block = _conv_cython._convfast.bind_inverted_residual(
             x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, pk3.isa, self.project_t,
-            IR_SPLIT)
+            IR_SPLIT, self._head_geometry())
         return lambda: block(get_num_threads())
 
     def _bind_unfused(self, x, y, r, scratch):
@@ -875,7 +899,7 @@ class InvertedResidualKernel(Kernel):
         p1, p2, p3 = self.parts
         calls = []
         if p1 is not None:
-            e = np.empty((N, E, H, W), self.dtype)
+            e = np.empty((N, E) + tuple(p2.shape[2:4]), self.dtype)
             calls.append(p1.bind([x], [e], scratch))
             x = e
         calls += [p2.bind([x], [d], scratch), p3.bind([d, None, None, r], [y], scratch)]

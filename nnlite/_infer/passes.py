@@ -29,14 +29,18 @@ import numpy as np
 
 from .dryrun import Meta
 from ..onnx import geometry as G
-from .kernels import FUSABLE, IR_INPUTS, IR_OP, conv_inputs, inverted_residual_available
+from .kernels import (FUSABLE, IR_INPUTS, IR_OP, conv_inputs, inverted_residual_available,
+                      is_head_conv)
 from .kernels import with_conv_inputs
 
-__all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS"]
+__all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS"]
 
 # fuse MobileNetV2's inverted residuals into one kernel (False: the three convs run unfused,
 # for comparisons)
 FUSE_BLOCKS = True
+# and, with it, an image model's first conv into the block it feeds (``_is_head``): off for A/B
+# runs and studies
+FUSE_HEADS = True
 
 
 class Folded:
@@ -313,12 +317,20 @@ def _is_pointwise(form, act):
             and not any(form[4]) and form[5] == 1 and form[6] == act)
 
 
+def _is_head(form):
+    """A head conv with ReLU6 (``kernels.is_head_conv``: an image model's first conv)."""
+    return (form is not None and form[6] == "relu6"
+            and is_head_conv(form[0][1], form[1][0], form[1][1], form[5]))
+
+
 def _fuse_inverted_residuals(nodes, outputs, consts, metas):
     """Conv 1x1 (ReLU6) -> depthwise Conv 3x3 (ReLU6) -> Conv 1x1 [+ residual] chains, each
     intermediate read by the next conv only, -> one IR_OP node (inputs by IR_INPUTS). Where no
     such expand conv feeds the depthwise conv (a block of expansion ratio 1, or an expand whose
     output is read elsewhere too), depthwise -> project alone becomes an IR_OP node without
-    expand (w1 and b1 "")."""
+    expand (w1 and b1 ""), or, where an image model's first conv (``_is_head``) feeds it
+    (MobileNetV2's stem and first block), one with that conv as its head: the fused kernel
+    computes the conv's output rows in its bands, so its map never goes through memory."""
     cons, at = consumers(nodes), {o: n for n in nodes for o in n.outputs if o}
     replaced, drop = {}, set()
 
@@ -352,7 +364,8 @@ def _fuse_inverted_residuals(nodes, outputs, consts, metas):
         if (n1 is not None and n1.op == "Conv" and id(n1) not in drop
                 and not n1.attrs.get("residual")):
             f1 = _conv_form(n1, consts, metas)
-            if not _is_pointwise(f1, "relu6") or f1[0][0] != E:
+            if (f1 is None or f1[0][0] != E or not (
+                    _is_pointwise(f1, "relu6") or (FUSE_HEADS and _is_head(f1)))):
                 n1 = None
         else:
             n1 = None

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm
-from .._algorithms import PHASE_MAX_CG, winograd_tile
+from .._algorithms import direct_kernel, winograd_tile
 from .._constants import POOL_SERIAL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
@@ -768,12 +768,16 @@ IR_INPUTS = ("x", "w1", "b1", "wd", "bd", "w3", "b3", "residual")
 IR_SPLIT = "auto"
 
 
-def is_head_conv(cg, kh, kw, groups):
-    """A conv the fused block takes as its head (its output, the block's input, computed row
-    by row in the block's bands): one group and a kernel larger than 1x1 over at most
-    PHASE_MAX_CG input channels, an image model's first conv, which alone runs the few-channel
-    kernel ('direct', ``_algorithms.phase_pays``), whose bits the fused head reproduces."""
-    return groups == 1 and kh * kw > 1 and 0 < cg <= PHASE_MAX_CG
+def is_head_conv(conv):
+    """Whether the fused block takes ConvKernel ``conv`` as its head (its output, the block's
+    input, computed row by row in the block's bands): float32, one group, ReLU6, no residual,
+    run alone by the few-channel kernel ('direct' -> ``_algorithms.direct_kernel`` 'phase': a
+    kernel larger than 1x1 over at most PHASE_MAX_CG input channels, an image model's first
+    conv, where 'auto' picks it on this build), whose arithmetic the fused head repeats: the
+    same bits fused or not."""
+    return (conv.dtype == np.float32 and conv.g == 1 and conv.act == "relu6"
+            and not conv.residual and conv.algorithm == "direct"
+            and direct_kernel(conv.geom) == "phase")
 
 
 def inverted_residual_available():
@@ -815,16 +819,15 @@ class InvertedResidualKernel(Kernel):
         p3 = ConvKernel((N, E, geom.oh, geom.ow), w3, b3, a3, residual, dtype)
         self.parts = (p1, p2, p3)
         head_ok = (C == E if p1 is None else
-                   p1.act == "relu6" and p1.g == 1 and p1.w_flat.shape[0] == E
-                   and (p1.pointwise or is_head_conv(p1.geom.cg, p1.geom.kh, p1.geom.kw,
-                                                     p1.g)))
+                   p1.w_flat.shape[0] == E and (
+                       is_head_conv(p1) if self.head else p1.act == "relu6" and p1.g == 1))
         if not (head_ok and p3.pointwise and p2.act == "relu6"
                 and p3.act is None and p2.g == E and tuple(wd.shape[1:]) == (1, 3, 3)
                 and p2.s[0] == p2.s[1] and p2.s[0] in (1, 2) and tuple(p2.d) == (1, 1)
                 and tuple(p2.pads) == (1, 1, 1, 1) and p3.g == 1
                 and w3.shape[1] == E and dtype == np.float32):
             raise ValueError("the layers are not an inverted residual the fused kernel takes "
-                             "([1x1 ReLU6, or a head conv (is_head_conv) + ReLU6 ->] 3x3 "
+                             "([1x1 ReLU6, or a head conv (is_head_conv) ->] 3x3 "
                              "depthwise stride 1 or 2, padding 1, ReLU6 -> 1x1, float32; "
                              "without the expand, C == E)")
         self.stride, self.residual, self.dtype = p2.s[0], residual, dtype

@@ -29,8 +29,8 @@ import numpy as np
 
 from .dryrun import Meta
 from ..onnx import geometry as G
-from .kernels import (FUSABLE, IR_INPUTS, IR_OP, conv_inputs, inverted_residual_available,
-                      is_head_conv)
+from .kernels import (FUSABLE, IR_INPUTS, IR_OP, ConvKernel, conv_inputs,
+                      inverted_residual_available, is_head_conv)
 from .kernels import with_conv_inputs
 
 __all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS"]
@@ -317,10 +317,20 @@ def _is_pointwise(form, act):
             and not any(form[4]) and form[5] == 1 and form[6] == act)
 
 
-def _is_head(form):
-    """A head conv with ReLU6 (``kernels.is_head_conv``: an image model's first conv)."""
-    return (form is not None and form[6] == "relu6"
-            and is_head_conv(form[0][1], form[1][0], form[1][1], form[5]))
+def _is_head(n, consts, metas):
+    """Conv node ``n`` is a head conv (``kernels.is_head_conv``: an image model's first
+    conv, + ReLU6, which the plan would run by the few-channel kernel)."""
+    names = conv_inputs(n)
+    w = consts.get(names.weight)
+    b = None if names.bias is None else consts.get(names.bias)
+    if w is None or (names.bias is not None and b is None):
+        return False
+    try:
+        conv = ConvKernel(metas[n.inputs[0]].shape, w, b, n.attrs, False,
+                          np.dtype(metas[n.inputs[0]].dtype))
+    except (ValueError, TypeError):
+        return False
+    return is_head_conv(conv)
 
 
 def _fuse_inverted_residuals(nodes, outputs, consts, metas):
@@ -365,7 +375,7 @@ def _fuse_inverted_residuals(nodes, outputs, consts, metas):
                 and not n1.attrs.get("residual")):
             f1 = _conv_form(n1, consts, metas)
             if (f1 is None or f1[0][0] != E or not (
-                    _is_pointwise(f1, "relu6") or (FUSE_HEADS and _is_head(f1)))):
+                    _is_pointwise(f1, "relu6") or (FUSE_HEADS and _is_head(n1, consts, metas)))):
                 n1 = None
         else:
             n1 = None

@@ -168,22 +168,15 @@ def test_native_block_without_expand_matches_loops(N, C, H, W, F, stride, residu
 
 
 def _head_reference(x, wh, bh, stride, pads, dilation):
-    """relu6(conv(x, wh) + bh) in float64 with plain loops over taps (zero padding pads =
-    (top, bottom, left, right))."""
-    x, wh = np.asarray(x, np.float64), np.asarray(wh, np.float64)
-    N, C, H, W = x.shape
-    E, _, KH, KW = wh.shape
-    (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dilation, pads
-    oh = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
-    ow = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
-    out = np.zeros((N, E, oh, ow)) + np.asarray(bh, np.float64)[None, :, None, None]
-    for i in range(oh):
-        for j in range(ow):
-            for a in range(KH):
-                for b in range(KW):
-                    r, q = i * sh - pt + a * dh, j * sw - pl + b * dw
-                    if 0 <= r < H and 0 <= q < W:
-                        out[:, :, i, j] += np.einsum("ec,nc->ne", wh[:, :, a, b], x[:, :, r, q])
+    """relu6(conv(x, wh) + bh) in float64 by the 'reference' backend's conv2d (plain loops over
+    taps, no code shared with the native kernels) on x zero-padded by pads = (top, bottom,
+    left, right)."""
+    (pt, pb, pl, pr) = pads
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    with nnlite.no_grad(), nnlite.using_backend("reference"):
+        out = nnlite.functional.conv2d(nnlite.tensor(xp), nnlite.tensor(wh.astype(np.float64)),
+                                       nnlite.tensor(bh.astype(np.float64)), stride=stride,
+                                       dilation=dilation).numpy()
     return np.minimum(np.maximum(out, 0), 6)
 
 

@@ -610,6 +610,50 @@ def test_onnx_imported_block_is_fused(residual, stride, expand, monkeypatch, tmp
     assert np.array_equal(a, b)
 
 
+def test_onnx_imported_stem_is_the_first_blocks_head(monkeypatch, tmp_path):
+    """Conv 3x3/2 (RGB) -> Clip(0, 6) -> the first block (no expand), as exported from
+    MobileNetV2: one fused node with the conv as its head, the unfused plan's bits."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+    import nnlite.onnx as nxo
+    rng = np.random.default_rng(4)
+    E, F = 16, 8
+    wh = (rng.standard_normal((E, 3, 3, 3)) / 5).astype(np.float32)
+    bh = rng.standard_normal(E).astype(np.float32)
+    ws = (None, None) + _weights(rng, E, E, F)[2:]
+    _, _, wd, bd, w3, b3 = ws
+    inits = [onh.from_array(wh, "wh"), onh.from_array(bh, "bh"),
+             onh.from_array(wd.reshape(E, 1, 3, 3), "wd"), onh.from_array(bd, "bd"),
+             onh.from_array(w3.reshape(F, E, 1, 1), "w3"), onh.from_array(b3, "b3"),
+             onh.from_array(np.array(0, np.float32), "lo"),
+             onh.from_array(np.array(6, np.float32), "hi")]
+    nodes = [oh.make_node("Conv", ["x", "wh", "bh"], ["h0"], kernel_shape=[3, 3],
+                          pads=[1, 1, 1, 1], strides=[2, 2]),
+             oh.make_node("Clip", ["h0", "lo", "hi"], ["h"]),
+             oh.make_node("Conv", ["h", "wd", "bd"], ["d0"], kernel_shape=[3, 3], group=E,
+                          pads=[1, 1, 1, 1]),
+             oh.make_node("Clip", ["d0", "lo", "hi"], ["d"]),
+             oh.make_node("Conv", ["d", "w3", "b3"], ["y"], kernel_shape=[1, 1])]
+    graph = oh.make_graph(nodes, "stem",
+                          [oh.make_tensor_value_info("x", TP.FLOAT, ["N", 3, 45, 41])],
+                          [oh.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    path = tmp_path / "stem.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), str(path))
+    x = rng.standard_normal((1, 3, 45, 41)).astype(np.float32)
+    fused = nnlite.optimize_for_inference(nxo.load(str(path)))
+    a = _out(fused, x)
+    steps = _plan(fused, x).steps
+    assert _ops(_plan(fused, x)) == [IR] and steps[0].kernel.head
+    want = _reference(_head_reference(x, wh, bh, (2, 2), (1, 1, 1, 1), (1, 1)), *ws, 1)
+    np.testing.assert_allclose(a, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+    monkeypatch.setattr(passes, "FUSE_HEADS", False)
+    plain = nnlite.optimize_for_inference(nxo.load(str(path)))
+    assert _ops(_plan(plain, x)) == ["Conv", IR]
+    assert np.array_equal(_out(plain, x), a)
+
+
 class _SideOutput(nn.Module):
     """The block with one intermediate also read by something else."""
 

@@ -897,7 +897,7 @@ class InvertedResidualKernel(Kernel):
 
     def _bind_unfused(self, x, y, r, scratch):
         """The three convs one after the other, the intermediates in arrays of this binding."""
-        N, C, H, W, E, F, oh, ow = self.shape
+        N, _, _, _, E, _, oh, ow = self.shape
         d = np.empty((N, E, oh, ow), self.dtype)
         p1, p2, p3 = self.parts
         calls = []

@@ -77,6 +77,7 @@ cdef extern from "convfast.h" nogil:
                                         int isa)
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
     int nnl_isa_available(int isa)
+    enum: NNL_IR_HEAD
     ctypedef struct nnl_ir_geom:
         nnl_idx n, c, h, w
         nnl_idx e, f, s
@@ -778,28 +779,37 @@ IR_SPLITS = {"auto": -1, "bands": 0, "channels": 1}
 
 cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                   Py_ssize_t e, Py_ssize_t f, Py_ssize_t s, bint expand, str fn,
-                  str split="auto") except -1:
+                  str split="auto", head=None) except -1:
+    """gm for a block of E expanded and F output channels, stride s, on (n, c, h, w) inputs;
+    with ``head`` = (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw), (n, c, h, w) is the image of the
+    head conv (expand must be set: w1 holds its weights) and its output the block's input."""
     if split not in IR_SPLITS:
         raise ValueError(f"{fn}: split must be one of {sorted(IR_SPLITS)}, got {split!r}")
+    if head is not None:
+        if not expand:
+            raise ValueError(f"{fn}: a head conv needs its weights as w1 (expand)")
+        _ir_head(gm, head, n, c, h, w, e, fn)
+        h, w = gm.head.oh, gm.head.ow
     if n < 0 or c < 1 or h < 1 or w < 1 or e < 1 or f < 1 or s not in (1, 2):
         raise ValueError(f"{fn}: needs N >= 0, C, H, W, E, F >= 1 and stride 1 or 2, got "
                          f"N={n}, C={c}, H={h}, W={w}, E={e}, F={f}, stride={s}")
     if not expand and e != c:
         raise ValueError(f"{fn}: a block without expand needs E == C, got C={c}, E={e}")
     gm.n, gm.c, gm.h, gm.w, gm.e, gm.f, gm.s = n, c, h, w, e, f, s
-    gm.expand = expand
+    gm.expand = NNL_IR_HEAD if head is not None else expand
     gm.project_t = 0
     gm.split = IR_SPLITS[split]
     gm.oh, gm.ow = (h - 1) // s + 1, (w - 1) // s + 1
-    gm.xsn, gm.ysn = c * h * w, f * gm.oh * gm.ow
+    gm.xsn = gm.head.xsn if head is not None else c * h * w
+    gm.ysn = f * gm.oh * gm.ow
     gm.rsn = gm.ysn
     return 0
 
 
 cdef int _ir_head(nnl_ir_geom *gm, head, Py_ssize_t n, Py_ssize_t c, Py_ssize_t xh,
-                  Py_ssize_t xw, str fn, Py_ssize_t *h, Py_ssize_t *w) except -1:
-    """Fill gm.head from ``head`` = (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw), the dense conv
-    from an (n, c, xh, xw) image to the block's input map; its size in h, w."""
+                  Py_ssize_t xw, Py_ssize_t e, str fn) except -1:
+    """gm.head from ``head`` = (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw): the dense conv from an
+    (n, c, xh, xw) image to e channels, its output map (the block's input) in head.oh x ow."""
     try:
         kh, kw, sh, sw, pt, pb, pl, pr, dh, dw = (int(v) for v in head)
     except (TypeError, ValueError):
@@ -808,16 +818,16 @@ cdef int _ir_head(nnl_ir_geom *gm, head, Py_ssize_t n, Py_ssize_t c, Py_ssize_t 
     if min(kh, kw, sh, sw, dh, dw) < 1 or min(pt, pb, pl, pr) < 0:
         raise ValueError(f"{fn}: head needs kernel, stride, dilation >= 1 and padding >= 0, "
                          f"got {head!r}")
-    h[0] = (xh + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    w[0] = (xw + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    if h[0] < 1 or w[0] < 1:
+    cdef Py_ssize_t h = (xh + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    cdef Py_ssize_t w = (xw + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if h < 1 or w < 1:
         raise ValueError(f"{fn}: head {head!r} leaves no output of a {xh}x{xw} image")
     gm.head.n, gm.head.c, gm.head.h, gm.head.w = n, c, xh, xw
     gm.head.xsn, gm.head.xsc, gm.head.xsr = c * xh * xw, xh * xw, xw
-    gm.head.f, gm.head.g = 0, 1
+    gm.head.f, gm.head.g = e, 1
     gm.head.kh, gm.head.kw, gm.head.sh, gm.head.sw = kh, kw, sh, sw
     gm.head.pt, gm.head.pl, gm.head.dh, gm.head.dw = pt, pl, dh, dw
-    gm.head.oh, gm.head.ow = h[0], w[0]
+    gm.head.oh, gm.head.ow = h, w
     gm.head.ysn = gm.head.ysf = 0
     return 0
 
@@ -908,18 +918,14 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
     cdef nnl_ir_geom gm
     cdef bint expand = w1 is not None
     cdef Py_ssize_t E = w1.shape[0] if expand else wd.shape[0], F = w3.shape[0]
-    cdef Py_ssize_t h = x.shape[2], w = x.shape[3], k1 = x.shape[1]
     if not expand and (w1pk is not None or b1 is not None or head is not None):
         raise ValueError(f"{fn}: without w1 (no expand) w1pk, b1 and head must be None too")
-    if head is not None:
-        if w1pk is not None:
-            raise ValueError(f"{fn}: a head conv's weights w1 are not packed (w1pk None)")
-        _ir_head(&gm, head, x.shape[0], x.shape[1], x.shape[2], x.shape[3], fn, &h, &w)
-        gm.head.f = E
-        k1 = x.shape[1] * gm.head.kh * gm.head.kw
-    _ir_fill(&gm, x.shape[0], x.shape[1], h, w, E, F, stride, expand, fn, split)
-    if head is not None:
-        gm.expand, gm.xsn = 2, gm.head.xsn
+    if head is not None and w1pk is not None:
+        raise ValueError(f"{fn}: a head conv's weights w1 are not packed (w1pk None)")
+    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn,
+             split, head)
+    # w1's columns: the expand's C, or the head conv's C*KH*KW taps
+    cdef Py_ssize_t k1 = gm.c * (gm.head.kh * gm.head.kw if head is not None else 1)
     if ((expand and w1.shape[1] != k1) or wd.shape[0] != E or wd.shape[1] != 9
             or w3.shape[1] != E):
         w1s = tuple(w1.shape)[:2] if expand else None
@@ -1000,16 +1006,8 @@ def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef nnl_ir_geom gm
     cdef int nt = 1, how = 0
     cdef nnl_idx rows = 0
-    cdef Py_ssize_t bh = h, bw = w
     fn = "inverted_residual_plan"
-    if head is not None:
-        if not expand:
-            raise ValueError(f"{fn}: a head conv needs expand=True")
-        _ir_head(&gm, head, n, c, h, w, fn, &bh, &bw)
-        gm.head.f = e
-    _ir_fill(&gm, n, c, bh, bw, e, f, stride, expand, fn, split)
-    if head is not None:
-        gm.expand, gm.xsn = 2, gm.head.xsn
+    _ir_fill(&gm, n, c, h, w, e, f, stride, expand, fn, split, head)
     gm.project_t = project_t
     isa = _wino_isa(isa, fn)
     nnl_ir_plan(&gm, num_threads, isa, &nt, &rows, &how)

@@ -279,6 +279,11 @@ def test_head_conv_arguments_are_checked():
                              np.empty((1, 4, 81), np.float32), 1, head=head)
     with pytest.raises(ValueError, match="head must be None"):
         cf.inverted_residual(x, None, None, None, wd, bd, w3, None, b3, y, 1, head=head)
+    with pytest.raises(ValueError, match="head conv needs its weights as w1"):
+        cf.inverted_residual_plan(1, 3, 9, 9, 8, 4, 1, expand=False, head=head)
+    # the plan of the same call: the block's map is the head's 5x5 output
+    nt, rows, work, _ = cf.inverted_residual_plan(1, 3, 9, 9, 8, 4, 1, head=head)
+    assert nt == 1 and rows == 5 and work > 0
 
 
 def test_big_maps_take_several_bands():

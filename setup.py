@@ -113,6 +113,10 @@ def build_config():
     if openmp:
         cflags.append("-fopenmp")
         lflags.append("-fopenmp")
+        if os.name != "nt":
+            # the thread pool of csrc/core/nnl_pool.c (POSIX threads)
+            cflags.append("-pthread")
+            lflags.append("-pthread")
     macros.append(("NNLITE_OPENMP", "1" if openmp else "0"))
     includes = ["csrc", os.path.join("csrc", "core")]
     core_srcs, headers = _core_sources(), _headers()

@@ -35,3 +35,24 @@ cdef inline int check_status(int rc, str what, str detail="") except -1:
     if rc != NNL_OK:
         raise ValueError(f"{what}: invalid arguments{detail}")
     return 0
+
+
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
+
+cdef extern from "nnl_core.h" nogil:
+    void *nnl_pool_state()
+    void nnl_pool_adopt(void *state)
+
+cdef inline int share_pool() except -1:
+    # One thread pool per process (csrc/core/nnl_pool.c): every extension links its own copy
+    # of the C core, so the first extension imported publishes its pool state in
+    # nnlite._config and the others adopt it. Called once at each extension's import.
+    from nnlite import _config
+    cap = getattr(_config, "_POOL_CAPSULE", None)
+    if cap is None:
+        state = nnl_pool_state()
+        if state != NULL:
+            _config._POOL_CAPSULE = PyCapsule_New(state, b"nnlite.pool", NULL)
+    else:
+        nnl_pool_adopt(PyCapsule_GetPointer(cap, b"nnlite.pool"))
+    return 0

@@ -21,6 +21,7 @@ arrays. The GIL is released while the kernel runs.
 from cython cimport floating
 
 from _common cimport check_status
+from _common cimport share_pool
 
 cdef extern from "convfast.h" nogil:
     ctypedef Py_ssize_t nnl_idx
@@ -1012,3 +1013,6 @@ def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     isa = _wino_isa(isa, fn)
     nnl_ir_plan(&gm, num_threads, isa, &nt, &rows, &how)
     return nt, rows, nnl_ir_workspace(&gm, num_threads, isa), ("bands", "channels")[how]
+
+
+share_pool()

@@ -490,6 +490,52 @@ static size_t FN(dw_head_bytes)(const nnl_conv_geom *g, const FN(dw_wide) *s)
            ((size_t)s->nslots * 2 * sizeof(int32_t) + 63) / 64 * 64;
 }
 
+/* One call's work for the pool: channel blocks (channels-in-lanes) or planes. */
+typedef struct {
+    const nnl_conv_geom *g;
+    const FN(dw_wide) *ws;
+    const FN(dw_cl) *cs;
+    const nnl_idx *offs;
+    const int32_t *slots;
+    const T *x, *w, *bias;
+    T beta;
+    T *y;
+    int act;
+    T *bufs;
+    nnl_idx need, taps, mult, j0, j1;
+} FN(dw_job);
+
+static void FN(dw_job_block)(void *ctx, nnl_idx q, int tid, int first)
+{
+    const FN(dw_job) *j = (const FN(dw_job) *)ctx;
+    const nnl_conv_geom *g = j->g;
+    T *buf = j->bufs + (size_t)tid * (size_t)j->need;
+    const nnl_idx nb = (g->f + DW_VL - 1) / DW_VL, n = q / nb, f0 = (q % nb) * DW_VL;
+    (void)first;
+    if (j->taps == 9)
+        FN(dw_cl_block)(g, j->ws, j->cs, j->offs, j->x + n * g->xsn, j->w, j->bias, j->beta,
+                        j->y + n * g->ysn, j->act, f0, buf, 9);
+    else
+        FN(dw_cl_block)(g, j->ws, j->cs, j->offs, j->x + n * g->xsn, j->w, j->bias, j->beta,
+                        j->y + n * g->ysn, j->act, f0, buf, j->taps);
+}
+
+static void FN(dw_job_plane)(void *ctx, nnl_idx p, int tid, int first)
+{
+    const FN(dw_job) *j = (const FN(dw_job) *)ctx;
+    const nnl_conv_geom *g = j->g;
+    const nnl_idx n = p / g->f, f = p % g->f;
+    const T *xp = j->x + n * g->xsn + (f / j->mult) * g->xsc;
+    T *yp = j->y + n * g->ysn + f * g->ysf;
+    const T b = j->bias ? j->bias[f] : (T)0;
+    (void)first;
+    if (j->bufs)
+        FN(dw_plane_wide)(g, j->ws, j->offs, j->slots, xp, j->w + f * j->taps, b, j->beta, yp,
+                          j->act, j->bufs + (size_t)tid * (size_t)j->need);
+    else
+        FN(dw_plane)(g, xp, j->w + f * j->taps, b, j->beta, yp, j->act, j->j0, j->j1);
+}
+
 /* y (N, F, OH*OW) with strides (ysn, ysf) and contiguous planes; w (F, KH*KW); bias (F,) or
  * NULL. Returns NNL_OK or NNL_EINVAL. */
 int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias,
@@ -532,40 +578,12 @@ int FN(nnl_conv_depthwise)(const nnl_conv_geom *g, const T *x, const T *w, const
             }
         }
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        T *buf = bufs ? bufs + (size_t)nnl_thread_id() * (size_t)need : NULL;
-        if (cl && buf) {
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (nnl_idx q = 0; q < blocks; q++) {
-                const nnl_idx nb = (g->f + DW_VL - 1) / DW_VL, n = q / nb, f0 = (q % nb) * DW_VL;
-                if (taps == 9)
-                    FN(dw_cl_block)(g, &ws, &cs, offs, x + n * g->xsn, w, bias, beta,
-                                    y + n * g->ysn, act, f0, buf, 9);
-                else
-                    FN(dw_cl_block)(g, &ws, &cs, offs, x + n * g->xsn, w, bias, beta,
-                                    y + n * g->ysn, act, f0, buf, taps);
-            }
-        } else {
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (nnl_idx p = 0; p < planes; p++) {
-            const nnl_idx n = p / g->f, f = p % g->f;
-            const T *xp = x + n * g->xsn + (f / mult) * g->xsc;
-            T *yp = y + n * g->ysn + f * g->ysf;
-            const T b = bias ? bias[f] : (T)0;
-            if (buf)
-                FN(dw_plane_wide)(g, &ws, offs, slots, xp, w + f * taps, b, beta, yp, act, buf);
-            else
-                FN(dw_plane)(g, xp, w + f * taps, b, beta, yp, act, j0, j1);
-        }
-        }
-    }
+    FN(dw_job) job = {g, &ws, &cs, offs, slots, x, w, bias, beta, y, act, bufs, need, taps,
+                      mult, j0, j1};
+    if (cl && bufs)
+        nnl_parallel_for(nt, blocks, FN(dw_job_block), &job);
+    else
+        nnl_parallel_for(nt, planes, FN(dw_job_plane), &job);
     free(offs);
     return NNL_OK;
 }

@@ -729,27 +729,24 @@ static int ir_band(const nnl_ir_geom *g, const float *x, const float *w1, const 
                       out_rows * OW);
 }
 
-/* The next unit for thread ``tid``: the front of its own contiguous range, else (its range
- * done) the back of the range with most left, so a thread that loses its core for a while on
- * a shared machine is covered by the others. -1 when no unit is left. */
-static nnl_idx ir_claim(nnl_idx *front, nnl_idx *back, int nt, int tid)
+/* The next unit of range ``own``: its front, else (the range done) the back of the range
+ * with most left, so a thread that loses its core for a while on a shared machine is covered
+ * by the others. -1 when no unit is left. front/back are guarded by the spin lock `lock`. */
+static nnl_idx ir_claim(nnl_idx *front, nnl_idx *back, int nr, int own, int *lock)
 {
     nnl_idx u = -1;
-#ifdef _OPENMP
-#pragma omp critical(nnl_ir_claim)
-#endif
-    {
-        if (front[tid] < back[tid]) {
-            u = front[tid]++;
-        } else {
-            int v = -1;
-            for (int t = 0; t < nt; t++)
-                if (back[t] - front[t] > 0 && (v < 0 || back[t] - front[t] > back[v] - front[v]))
-                    v = t;
-            if (v >= 0)
-                u = --back[v];
-        }
+    nnl_spin_lock(lock);
+    if (front[own] < back[own]) {
+        u = front[own]++;
+    } else {
+        int v = -1;
+        for (int t = 0; t < nr; t++)
+            if (back[t] - front[t] > 0 && (v < 0 || back[t] - front[t] > back[v] - front[v]))
+                v = t;
+        if (v >= 0)
+            u = --back[v];
     }
+    nnl_spin_unlock(lock);
     return u;
 }
 
@@ -761,104 +758,131 @@ static void ir_zero_pad(const nnl_ir_geom *g, float *buf, nnl_idx elems, nnl_idx
             memset(buf + p * ep + g->e, 0, sizeof(float) * (size_t)(ep - g->e));
 }
 
-/* The bands: each thread starts on a contiguous run of units (whole images first), so
- * consecutive bands of an image share their halo rows instead of expanding them twice. */
-static int ir_run_bands(const nnl_ir_geom *g, const float *x, const float *w1,
-                        const float *w1pk, const float *b1, const float *wt, const float *bt,
-                        const float *w3, const float *w3pk, const float *b3, const float *r,
-                        float *y, int isa, int nt, nnl_idx rows, float *bufs, nnl_idx ein,
-                        nnl_idx dout, nnl_idx *claims)
+/* The work of one fused-block call, as the units of its pool loops see it. */
+typedef struct {
+    const nnl_ir_geom *g;
+    const float *x, *w1, *w1pk, *b1, *wt, *bt, *w3, *w3pk, *b3, *r;
+    float *y;
+    int isa, nt;
+    /* bands */
+    nnl_idx rows, bands, ein, dout, *claims;
+    float *bufs;
+    ir_rows *have;
+    int lock;
+    /* channel split */
+    float *ebuf, *dbuf;
+    nnl_idx n;
+    int status;
+} ir_job;
+
+/* Range `s` of the bands (the pool hands ranges out in order, so a thread starts on a
+ * contiguous run and consecutive bands of an image share their halo rows instead of expanding
+ * them twice), then the backs of the ranges still running. */
+static void ir_band_range(void *ctx, nnl_idx s, int tid, int first)
 {
-    const nnl_idx bands = nnl_cdiv(g->oh, rows), units = g->n * bands, ep = ir_ep(g);
+    ir_job *j = (ir_job *)ctx;
+    const nnl_ir_geom *g = j->g;
+    float *ebuf = j->bufs + (size_t)tid * (size_t)(j->ein + j->dout);
+    float *dbuf = ebuf + j->ein;
+    if (first) {
+        ir_zero_pad(g, ebuf, j->ein, ir_ep(g));
+        j->have[tid] = (ir_rows){-1, 0, 0};
+    }
+    for (;;) {
+        const nnl_idx u = ir_claim(j->claims, j->claims + j->nt, j->nt, (int)s, &j->lock);
+        if (u < 0)
+            break;
+        const nnl_idx n = u / j->bands, i0 = (u % j->bands) * j->rows;
+        nnl_status_set(&j->status,
+                       ir_band(g, j->x, j->w1, j->w1pk, j->b1, j->wt, j->bt, j->w3, j->w3pk,
+                               j->b3, j->r, j->y, j->isa, n, i0,
+                               nnl_min(g->oh, i0 + j->rows), ebuf, dbuf, &j->have[tid]));
+    }
+}
+
+static int ir_run_bands(ir_job *j, nnl_idx rows, float *bufs, nnl_idx ein, nnl_idx dout,
+                        nnl_idx *claims, ir_rows *have)
+{
+    const nnl_ir_geom *g = j->g;
+    const int nt = j->nt;
+    const nnl_idx bands = nnl_cdiv(g->oh, rows), units = g->n * bands;
     for (int t = 0; t < nt; t++) {
         claims[t] = units * t / nt;
         claims[nt + t] = units * (t + 1) / nt;
     }
-    int status = NNL_OK;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        const int tid = nnl_thread_id();
-        float *ebuf = bufs + (size_t)tid * (size_t)(ein + dout);
-        float *dbuf = ebuf + ein;
-        ir_zero_pad(g, ebuf, ein, ep);
-        ir_rows have = {-1, 0, 0};
-        for (;;) {
-            const nnl_idx u = ir_claim(claims, claims + nt, nt, tid);
-            if (u < 0)
-                break;
-            const nnl_idx n = u / bands, i0 = (u % bands) * rows;
-            const int rc = ir_band(g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, n, i0,
-                                   nnl_min(g->oh, i0 + rows), ebuf, dbuf, &have);
-            if (rc != NNL_OK) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                status = rc;
-            }
-        }
-    }
-    return status;
+    j->rows = rows, j->bands = bands, j->ein = ein, j->dout = dout, j->claims = claims;
+    j->bufs = bufs, j->have = have, j->lock = 0, j->status = NNL_OK;
+    nnl_parallel_for(nt, nt, ir_band_range, j);
+    return j->status;
 }
 
-/* The channel split, image by image: each thread expands its channels of the whole image and
- * runs their depthwise conv into the shared d (both channels-last, ebuf and dbuf hold the whole
- * image), the team meets, then each thread projects its output channels from all of d and
- * the team meets again before the next image overwrites d. */
-static int ir_run_channels(const nnl_ir_geom *g, const float *x, const float *w1,
-                           const float *w1pk, const float *b1, const float *wt,
-                           const float *bt, const float *w3, const float *w3pk,
-                           const float *b3, const float *r, float *y, int isa, int nt,
-                           float *ebuf, nnl_idx ein, float *dbuf)
+/* The channel split, image by image: share t of nt expands its channels of the whole image
+ * and runs their depthwise conv into the shared d (both channels-last, ebuf and dbuf hold the
+ * whole image); when every share is done, share t projects its output channels from all of
+ * d; the next image starts when every projection is done (it overwrites d). Each phase is one
+ * pool loop over the nt shares, so a thread that has not come yet holds nothing up: the
+ * shares are the same whoever runs them. */
+static void ir_share_rects(const ir_job *j, int t, int project, ir_rect *rc, int *nr_)
 {
     int mr, nr, mc, kc, nc;
-    if (nnl_gemm_blocking(isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+    ir_axis o, i;
+    double cost;
+    nnl_gemm_blocking(j->isa, sizeof(float), &mr, &nr, &mc, &kc, &nc);
+    if (project)
+        ir_project_axes(j->g, mr, nr, &o, &i);
+    else
+        ir_expand_axes(j->g, nr, &o, &i);
+    *nr_ = ir_tile_share(&o, &i, j->nt, t, rc, &cost);
+}
+
+static void ir_share_expand(void *ctx, nnl_idx t, int tid, int first)
+{
+    ir_job *j = (ir_job *)ctx;
+    const nnl_ir_geom *g = j->g;
+    ir_rect ex[3];
+    int nex;
+    (void)tid, (void)first;
+    ir_share_rects(j, (int)t, 0, ex, &nex);
+    /* expanded channels [e0, e1); the depthwise conv's in whole vectors, the last share
+     * running the pad ones */
+    const nnl_idx e0 = nex > 0 ? ex[0].o0 : 0, e1 = nex > 0 ? ex[nex - 1].o1 : 0;
+    const nnl_idx ep = ir_ep(g), c1 = e1 == g->e ? ep : e1;
+    const int rc = ir_expand(g, j->x, j->w1, j->w1pk, j->b1, j->isa, j->n, 0, g->h, e0, e1,
+                             j->ebuf, ep, 0);
+    if (rc == NNL_OK && e1 > e0)
+        ir_depthwise(g, j->ebuf, 0, g->h, 0, g->oh, e0, c1, ep, j->wt, j->bt, j->dbuf);
+    nnl_status_set(&j->status, rc);
+}
+
+static void ir_share_project(void *ctx, nnl_idx t, int tid, int first)
+{
+    ir_job *j = (ir_job *)ctx;
+    const nnl_ir_geom *g = j->g;
+    ir_rect pr[3];
+    int npr, rc = NNL_OK;
+    (void)tid, (void)first;
+    ir_share_rects(j, (int)t, 1, pr, &npr);
+    for (int k = 0; k < npr && rc == NNL_OK; k++)
+        rc = ir_project(g, j->dbuf, j->w3, j->w3pk, j->b3, j->r, j->y, j->isa, j->n, 0,
+                        g->oh * g->ow, pr[k].o0, pr[k].o1, pr[k].i0, pr[k].i1);
+    nnl_status_set(&j->status, rc);
+}
+
+static int ir_run_channels(ir_job *j, float *ebuf, nnl_idx ein, float *dbuf)
+{
+    const nnl_ir_geom *g = j->g;
+    int mr, nr, mc, kc, nc;
+    if (nnl_gemm_blocking(j->isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
         return NNL_EINVAL;
-    const nnl_idx ep = ir_ep(g);
-    ir_zero_pad(g, ebuf, ein, ep);
-    int status = NNL_OK;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        /* the shares of the team this region got, which may be smaller than asked */
-        const int team = nnl_team_count(), tid = nnl_thread_id();
-        ir_axis eo, ei, po, pi;
-        ir_rect ex[3], pr[3];
-        double cost;
-        ir_expand_axes(g, nr, &eo, &ei);
-        ir_project_axes(g, mr, nr, &po, &pi);
-        const int nex = ir_tile_share(&eo, &ei, team, tid, ex, &cost);
-        const int npr = ir_tile_share(&po, &pi, team, tid, pr, &cost);
-        /* expanded channels [e0, e1); the depthwise conv's in whole vectors, the last share
-         * running the pad ones */
-        const nnl_idx e0 = nex > 0 ? ex[0].o0 : 0, e1 = nex > 0 ? ex[nex - 1].o1 : 0;
-        const nnl_idx c1 = e1 == g->e ? ep : e1;
-        for (nnl_idx n = 0; n < g->n; n++) {
-            int rc = ir_expand(g, x, w1, w1pk, b1, isa, n, 0, g->h, e0, e1, ebuf, ep, 0);
-            if (rc == NNL_OK && e1 > e0)
-                ir_depthwise(g, ebuf, 0, g->h, 0, g->oh, e0, c1, ep, wt, bt, dbuf);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-            for (int k = 0; k < npr && rc == NNL_OK; k++)
-                rc = ir_project(g, dbuf, w3, w3pk, b3, r, y, isa, n, 0, g->oh * g->ow,
-                                pr[k].o0, pr[k].o1, pr[k].i0, pr[k].i1);
-            if (rc != NNL_OK) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                status = rc;
-            }
-            if (n + 1 < g->n) {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-            }
-        }
+    ir_zero_pad(g, ebuf, ein, ir_ep(g));
+    j->ebuf = ebuf, j->dbuf = dbuf, j->status = NNL_OK;
+    for (nnl_idx n = 0; n < g->n && j->status == NNL_OK; n++) {
+        j->n = n;
+        nnl_parallel_for(j->nt, j->nt, ir_share_expand, j);
+        if (j->status == NNL_OK)
+            nnl_parallel_for(j->nt, j->nt, ir_share_project, j);
     }
-    return status;
+    return j->status;
 }
 
 int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
@@ -877,9 +901,9 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
     const nnl_idx ep = ir_ep(g), shared = ir_shared_size(g);
     const nnl_idx sets = ir_buffer_sets(nt, split);
     /* the transposed taps and bias, the buffer sets, then the band claim counters (front[nt],
-     * back[nt]) */
+     * back[nt]) and what each thread's expand buffer holds (have[nt]) */
     float *mem = (float *)nnl_alloc64(sizeof(float) * (size_t)(shared + (ein + dout) * sets) +
-                                      2 * sizeof(nnl_idx) * (size_t)nt);
+                                      (2 * sizeof(nnl_idx) + sizeof(ir_rows)) * (size_t)nt);
     if (mem == NULL)
         return NNL_ENOMEM;
     float *wt = mem, *bt = mem + 9 * ep, *bufs = mem + shared;
@@ -898,12 +922,12 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
         }
         w1 = wh, b1 = bh, w1pk = NULL;
     }
-    const int status =
-        split == NNL_IR_CHANNELS
-            ? ir_run_channels(g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt, bufs,
-                              ein, bufs + ein)
-            : ir_run_bands(g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt, rows, bufs,
-                           ein, dout, (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)sets));
+    ir_job j = {g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt};
+    nnl_idx *claims = (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)sets);
+    const int status = split == NNL_IR_CHANNELS
+                           ? ir_run_channels(&j, bufs, ein, bufs + ein)
+                           : ir_run_bands(&j, rows, bufs, ein, dout, claims,
+                                          (ir_rows *)(claims + 2 * nt));
     nnl_free64(mem);
     return status;
 }

@@ -336,6 +336,72 @@ int FN(nnl_conv_implicit_wpack)(const nnl_conv_geom *geom, const T *w, int isa, 
     return NNL_OK;
 }
 
+/* One call's work units on the pool: (item, row group, column group), on the running
+ * thread's packing, tile and band buffers. */
+typedef struct {
+    const nnl_conv_geom *geom;
+    const cf_plan *p;
+    const KERNEL_T *kd;
+    const T *x, *w, *wpk, *bias;
+    T *y;
+    T alpha, beta;
+    int act, bdirect;
+    const nnl_idx *koff;
+    const FN(nnl_nest) *s0;
+    T *per_thread;
+    size_t thread_elems;
+    nnl_idx wpk_rows;
+} FN(cf_job);
+
+static void FN(cf_job_unit)(void *ctx, nnl_idx u, int tid, int first)
+{
+    const FN(cf_job) *j = (const FN(cf_job) *)ctx;
+    const nnl_conv_geom *geom = j->geom;
+    const cf_plan p = *j->p;
+    const KERNEL_T *kd = j->kd;
+    const T *x = j->x, *w = j->w, *wpk = j->wpk, *bias = j->bias;
+    T *y = j->y;
+    const T alpha = j->alpha, beta = j->beta;
+    const int act = j->act, bdirect = j->bdirect;
+    const nnl_idx *koff = j->koff, wpk_rows = j->wpk_rows;
+    const FN(nnl_nest) s0 = *j->s0;
+    const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, FG = p.fg;
+    T *ap = j->per_thread + (size_t)tid * j->thread_elems;
+    T *bp = ap + p.a_elems;
+    T *tile = bp + p.b_elems;
+    T *band = tile + p.t_elems;
+    (void)first;
+    const nnl_idx c = u % cu, r = (u / cu) % ru, item = u / (cu * ru);
+    const nnl_idx n = item / G, gi = item % G;
+    const nnl_idx c0 = c * p.nu, c1 = nnl_min(p.ncols, (c + 1) * p.nu);
+    const T *xg = x + n * geom->xsn + gi * p.cg * geom->xsc;
+    const T *src = xg;
+    nnl_idx tbase = 0;
+    if (p.mode == CF_WIDE) {
+        /* this unit's band: phase rows i0 .. (last output row) + the kernel's reach */
+        const nnl_idx i0 = c0 / p.wq;
+        const nnl_idx rows = nnl_min(p.hq, (c1 - 1) / p.wq + 1 +
+                                    ((geom->kh - 1) * geom->dh) / geom->sh) - i0;
+        for (nnl_idx ch = 0; ch < p.cg; ch++)
+            FN(cf_wide_rows)(geom, &p, xg + ch * geom->xsc, i0, rows,
+                             band + ch * p.nrph * p.ncph * p.pstride);
+        src = band, tbase = i0 * p.wq;   /* column t of row k: band[koff[k] + t - tbase] */
+    }
+    FN(cf_item) it = {geom, &p, kd, xg, src, tbase, koff, bdirect && p.scatter,
+                      y + n * geom->ysn + gi * FG * geom->ysf,
+                      bias ? bias + gi * FG : NULL, tile, alpha, beta, act};
+    FN(nnl_nest) sb = s0;
+    sb.a = w + gi * FG * p.k, sb.c = it.y, sb.bias = it.bias;
+    if (wpk != NULL)   /* the group's panels, packed once (nnl_conv_implicit_wpack) */
+        sb.apk = wpk + gi * wpk_rows * p.k, sb.apk_rows = wpk_rows;
+    const nnl_idx r0 = r * p.mu, r1 = nnl_min(FG, (r + 1) * p.mu);
+    sb.b_ctx = &it, sb.t_ctx = &it;
+    if (p.scatter)
+        FN(gemm_nest)(&sb, FN(cf_b_src), FN(cf_tile), kd, r0, r1, c0, c1, ap, bp);
+    else
+        FN(gemm_nest)(&sb, FN(cf_b_src), NULL, kd, r0, r1, c0, c1, ap, bp);
+}
+
 int FN(nnl_conv_implicit)(const nnl_conv_geom *geom, const T *x, const T *w, const T *bias,
                           T alpha, T beta, T *y, int act, int nthreads, int isa)
 {
@@ -375,7 +441,7 @@ int FN(nnl_conv_implicit_pk)(const nnl_conv_geom *geom, const T *x, const T *w, 
     const size_t thread_elems = p.a_elems + p.b_elems + p.t_elems + p.w_elems;
     if (p.mode != CF_SEGMENTS)
         FN(cf_tap_offsets)(geom, &p, koff);
-    const nnl_idx G = geom->g, cu = p.cu, ru = p.ru, units = p.units, FG = p.fg;
+    const nnl_idx units = p.units;
     FN(nnl_nest) s0;   /* per (n, g): y_g (FG x L) = W_g (FG x K) @ cols_g (K x L) */
     s0.K = p.k, s0.kcb_max = p.kcb_max, s0.chunk = p.chunk;
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
@@ -385,50 +451,9 @@ int FN(nnl_conv_implicit_pk)(const nnl_conv_geom *geom, const T *x, const T *w, 
     s0.b_ld = 0, s0.pf_b = 0;
     s0.rsc = geom->ysf, s0.bias_kind = bias ? NNL_BIAS_ROW : NNL_BIAS_NONE;
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.nt) if (p.nt > 1)
-#endif
-    {
-        const int tid = nnl_thread_id();
-        T *ap = per_thread + (size_t)tid * thread_elems;
-        T *bp = ap + p.a_elems;
-        T *tile = bp + p.b_elems;
-        T *band = tile + p.t_elems;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (nnl_idx u = 0; u < units; u++) {
-            const nnl_idx c = u % cu, r = (u / cu) % ru, item = u / (cu * ru);
-            const nnl_idx n = item / G, gi = item % G;
-            const nnl_idx c0 = c * p.nu, c1 = nnl_min(p.ncols, (c + 1) * p.nu);
-            const T *xg = x + n * geom->xsn + gi * p.cg * geom->xsc;
-            const T *src = xg;
-            nnl_idx tbase = 0;
-            if (p.mode == CF_WIDE) {
-                /* this unit's band: phase rows i0 .. (last output row) + the kernel's reach */
-                const nnl_idx i0 = c0 / p.wq;
-                const nnl_idx rows = nnl_min(p.hq, (c1 - 1) / p.wq + 1 +
-                                            ((geom->kh - 1) * geom->dh) / geom->sh) - i0;
-                for (nnl_idx ch = 0; ch < p.cg; ch++)
-                    FN(cf_wide_rows)(geom, &p, xg + ch * geom->xsc, i0, rows,
-                                     band + ch * p.nrph * p.ncph * p.pstride);
-                src = band, tbase = i0 * p.wq;   /* column t of row k: band[koff[k] + t - tbase] */
-            }
-            FN(cf_item) it = {geom, &p, kd, xg, src, tbase, koff, bdirect && p.scatter,
-                              y + n * geom->ysn + gi * FG * geom->ysf,
-                              bias ? bias + gi * FG : NULL, tile, alpha, beta, act};
-            FN(nnl_nest) sb = s0;
-            sb.a = w + gi * FG * p.k, sb.c = it.y, sb.bias = it.bias;
-            if (wpk != NULL)   /* the group's panels, packed once (nnl_conv_implicit_wpack) */
-                sb.apk = wpk + gi * wpk_rows * p.k, sb.apk_rows = wpk_rows;
-            const nnl_idx r0 = r * p.mu, r1 = nnl_min(FG, (r + 1) * p.mu);
-            sb.b_ctx = &it, sb.t_ctx = &it;
-            if (p.scatter)
-                FN(gemm_nest)(&sb, FN(cf_b_src), FN(cf_tile), kd, r0, r1, c0, c1, ap, bp);
-            else
-                FN(gemm_nest)(&sb, FN(cf_b_src), NULL, kd, r0, r1, c0, c1, ap, bp);
-        }
-    }
+    FN(cf_job) job = {geom, &p, kd, x, w, wpk, bias, y, alpha, beta, act, bdirect, koff, &s0,
+                      per_thread, thread_elems, wpk_rows};
+    nnl_parallel_for(p.nt, units, FN(cf_job_unit), &job);
     nnl_free64(work);
     return NNL_OK;
 }

@@ -99,6 +99,129 @@ static inline void FN(ph_row)(T *restrict d, const T *restrict xrow, nnl_idx wq,
         d[q] = 0;
 }
 
+/* One call's bands on the pool, each thread on its own plane and output buffers. */
+typedef struct {
+    const nnl_conv_geom *g;
+    const T *x;
+    T *y;
+    const T *bias;
+    T beta;
+    int act;
+    const T *wpk, *bpk;
+    const nnl_idx *offs, *offs_tail;
+    int in_place, epi;
+    const ph_layout *p;
+    T *bufs;
+    size_t xs64, ys64;
+    nnl_idx xsize;
+} FN(ph_job);
+
+static void FN(ph_job_unit)(void *ctx, nnl_idx it, int tid, int first)
+{
+    enum { VL = PH_VBYTES / sizeof(T) };
+    const FN(ph_job) *j = (const FN(ph_job) *)ctx;
+    const nnl_conv_geom *g = j->g;
+    const T *x = j->x, *bias = j->bias, *wpk = j->wpk, *bpk = j->bpk;
+    T *y = j->y;
+    const T beta = j->beta;
+    const int act = j->act, in_place = j->in_place, epi = j->epi;
+    const nnl_idx *offs = j->offs, *offs_tail = j->offs_tail;
+    const ph_layout p = *j->p;
+    const nnl_idx G = g->g, OH = g->oh, OW = g->ow, SH = g->sh, SW = g->sw;
+    const nnl_idx CG = g->c / G, FG = g->f / G, ntap = CG * g->kh * g->kw;
+    const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB, wblk = ntap * PH_FB;
+    const nnl_idx wq = p.wq, plane = p.plane, nq = p.nq, bh = p.bh, nbands = p.nbands;
+    T *xb = j->bufs + (size_t)tid * (j->xs64 + j->ys64), *yb = xb + j->xs64;
+    (void)nq;
+    /* the tail past the rows a band fills is read by the last vectors only for dropped
+     * outputs: zero once so that it holds finite values */
+    if (first)
+        memset(xb, 0, sizeof(T) * (size_t)j->xsize);
+    const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
+    const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;
+    const T *xin = x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
+    /* the band's outputs on the flat grid; in place: the full vectors read x and
+     * (whole filter blocks, no beta) write y directly, the last partial vector
+     * runs from copies of its columns */
+    const nnl_idx len = rows * wq;
+    const nnl_idx nfull = in_place ? len / VL : 0, rem = in_place ? len % VL : 0;
+    if (!in_place) {
+        const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
+        for (nnl_idx c = 0; c < CG; c++) {
+            const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
+            for (nnl_idx py = 0; py < SH; py++)
+                for (nnl_idx px = 0; px < SW; px++) {
+                    T *P = xb + ((c * SH + py) * SW + px) * plane;
+                    for (nnl_idx r = 0; r < prow; r++) {
+                        const nnl_idx h = (i0 + r) * SH + py - g->pt;
+                        T *d = P + r * wq;
+                        if (h < 0 || h >= g->h)
+                            memset(d, 0, sizeof(T) * (size_t)wq);
+                        else
+                            FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
+                    }
+                }
+        }
+    } else if (rem) {
+        for (nnl_idx c = 0; c < CG; c++)
+            for (nnl_idx e = 0; e < VL; e++)
+                xb[c * VL + e] = e < rem ? xin[c * g->xsc + nfull * VL + e] : (T)0;
+    }
+    const nnl_idx bq = (len + VL - 1) / VL;
+    for (nnl_idx fb = 0; fb < nfb; fb++) {
+        const T *bb = bias ? bpk + (gi * nfb + fb) * PH_FB : NULL;
+        const T *wb = wpk + (gi * nfb + fb) * wblk;
+        const nnl_idx fcount = FG - fb * PH_FB < PH_FB ? FG - fb * PH_FB : PH_FB;
+        T *yrow = y + n * g->ysn + (gi * FG + fb * PH_FB) * g->ysf + i0 * OW;
+        nnl_idx done = 0; /* outputs of the band already in y */
+        if (in_place) {
+            if (epi && fcount == PH_FB) {
+                FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yrow, nfull,
+                              g->ysf);
+                done = nfull * VL;
+            } else {
+                FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yb, nfull,
+                              bq * VL);
+            }
+            if (rem)
+                FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
+                              yb + nfull * VL, 1, bq * VL);
+        } else if (epi && fcount == PH_FB && OW % VL == 0) {
+            /* output rows of whole vectors: each row's vectors straight into y
+             * (the grid's extra columns are neither computed nor copied) */
+            for (nnl_idx i = 0; i < rows; i++)
+                FN(ph_blocks)(xb + i * wq, offs, ntap, wb, bb, epi, act,
+                              yrow + i * OW, OW / VL, g->ysf);
+            continue;
+        } else {
+            FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
+        }
+        for (nnl_idx f = 0; f < fcount; f++) {
+            const T *src = yb + f * bq * VL;
+            T *dst = yrow + f * g->ysf;
+            if (in_place) { /* the flat grid is y's layout (wq == OW) */
+                if (epi)
+                    memcpy(dst + done, src + done, sizeof(T) * (size_t)(len - done));
+                else
+                    for (nnl_idx q = done; q < len; q++)
+                        dst[q] = NNL_EPI_ONE(src[q], (T)1, beta, dst + q,
+                                             bias ? bias + gi * FG + fb * PH_FB + f
+                                                  : NULL, act);
+            } else if (epi) {
+                for (nnl_idx i = 0; i < rows; i++)
+                    memcpy(dst + i * OW, src + i * wq, sizeof(T) * (size_t)OW);
+            } else {
+                const T *bp = bias ? bias + gi * FG + fb * PH_FB + f : NULL;
+                for (nnl_idx i = 0; i < rows; i++)
+                    for (nnl_idx j = 0; j < OW; j++) {
+                        T *o = dst + i * OW + j;
+                        *o = NNL_EPI_ONE(src[i * wq + j], (T)1, beta, o, bp, act);
+                    }
+            }
+        }
+    }
+}
+
 int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias, T beta,
                        T *y, int act, int nthreads)
 {
@@ -113,7 +236,7 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB;
     ph_layout p;
     ph_plan(g, VL, (int)sizeof(T), nthreads, &p);
-    const nnl_idx wq = p.wq, plane = p.plane, nq = p.nq, bh = p.bh, nbands = p.nbands;
+    const nnl_idx wq = p.wq, plane = p.plane, nq = p.nq, nbands = p.nbands;
     /* packed weights [group][filter block][tap][PH_FB] and biases [group][filter block]
      * [PH_FB], filters past FG zero */
     const nnl_idx wblk = ntap * PH_FB;
@@ -170,102 +293,9 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
         free(offs);
         return NNL_ENOMEM;
     }
-#pragma omp parallel num_threads(team) if (team > 1)
-    {
-        T *xb = bufs + (size_t)nnl_thread_id() * (xs64 + ys64), *yb = xb + xs64;
-        /* the tail past the rows a band fills is read by the last vectors only for dropped
-         * outputs: zero once so that it holds finite values */
-        memset(xb, 0, sizeof(T) * (size_t)xsize);
-        /* bands handed out as threads come free: on a shared machine a thread that lost
-         * its core does not hold the others up (the result does not depend on who
-         * computes a band) */
-#pragma omp for schedule(dynamic, 1)
-        for (nnl_idx it = 0; it < items; it++) {
-            const nnl_idx band = it % nbands, gi = (it / nbands) % G, n = it / (nbands * G);
-            const nnl_idx i0 = band * bh, rows = OH - i0 < bh ? OH - i0 : bh;
-            const T *xin = x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
-            /* the band's outputs on the flat grid; in place: the full vectors read x and
-             * (whole filter blocks, no beta) write y directly, the last partial vector
-             * runs from copies of its columns */
-            const nnl_idx len = rows * wq;
-            const nnl_idx nfull = in_place ? len / VL : 0, rem = in_place ? len % VL : 0;
-            if (!in_place) {
-                const nnl_idx prow = rows + p.rh; /* phase-plane rows this band reads */
-                for (nnl_idx c = 0; c < CG; c++) {
-                    const T *xc = x + n * g->xsn + (gi * CG + c) * g->xsc;
-                    for (nnl_idx py = 0; py < SH; py++)
-                        for (nnl_idx px = 0; px < SW; px++) {
-                            T *P = xb + ((c * SH + py) * SW + px) * plane;
-                            for (nnl_idx r = 0; r < prow; r++) {
-                                const nnl_idx h = (i0 + r) * SH + py - g->pt;
-                                T *d = P + r * wq;
-                                if (h < 0 || h >= g->h)
-                                    memset(d, 0, sizeof(T) * (size_t)wq);
-                                else
-                                    FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
-                            }
-                        }
-                }
-            } else if (rem) {
-                for (nnl_idx c = 0; c < CG; c++)
-                    for (nnl_idx e = 0; e < VL; e++)
-                        xb[c * VL + e] = e < rem ? xin[c * g->xsc + nfull * VL + e] : (T)0;
-            }
-            const nnl_idx bq = (len + VL - 1) / VL;
-            for (nnl_idx fb = 0; fb < nfb; fb++) {
-                const T *bb = bias ? bpk + (gi * nfb + fb) * PH_FB : NULL;
-                const T *wb = wpk + (gi * nfb + fb) * wblk;
-                const nnl_idx fcount = FG - fb * PH_FB < PH_FB ? FG - fb * PH_FB : PH_FB;
-                T *yrow = y + n * g->ysn + (gi * FG + fb * PH_FB) * g->ysf + i0 * OW;
-                nnl_idx done = 0; /* outputs of the band already in y */
-                if (in_place) {
-                    if (epi && fcount == PH_FB) {
-                        FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yrow, nfull,
-                                      g->ysf);
-                        done = nfull * VL;
-                    } else {
-                        FN(ph_blocks)(xin, offs, ntap, wb, bb, epi, act, yb, nfull,
-                                      bq * VL);
-                    }
-                    if (rem)
-                        FN(ph_blocks)(xb, offs_tail, ntap, wb, bb, epi, act,
-                                      yb + nfull * VL, 1, bq * VL);
-                } else if (epi && fcount == PH_FB && OW % VL == 0) {
-                    /* output rows of whole vectors: each row's vectors straight into y
-                     * (the grid's extra columns are neither computed nor copied) */
-                    for (nnl_idx i = 0; i < rows; i++)
-                        FN(ph_blocks)(xb + i * wq, offs, ntap, wb, bb, epi, act,
-                                      yrow + i * OW, OW / VL, g->ysf);
-                    continue;
-                } else {
-                    FN(ph_blocks)(xb, offs, ntap, wb, bb, epi, act, yb, bq, bq * VL);
-                }
-                for (nnl_idx f = 0; f < fcount; f++) {
-                    const T *src = yb + f * bq * VL;
-                    T *dst = yrow + f * g->ysf;
-                    if (in_place) { /* the flat grid is y's layout (wq == OW) */
-                        if (epi)
-                            memcpy(dst + done, src + done, sizeof(T) * (size_t)(len - done));
-                        else
-                            for (nnl_idx q = done; q < len; q++)
-                                dst[q] = NNL_EPI_ONE(src[q], (T)1, beta, dst + q,
-                                                     bias ? bias + gi * FG + fb * PH_FB + f
-                                                          : NULL, act);
-                    } else if (epi) {
-                        for (nnl_idx i = 0; i < rows; i++)
-                            memcpy(dst + i * OW, src + i * wq, sizeof(T) * (size_t)OW);
-                    } else {
-                        const T *bp = bias ? bias + gi * FG + fb * PH_FB + f : NULL;
-                        for (nnl_idx i = 0; i < rows; i++)
-                            for (nnl_idx j = 0; j < OW; j++) {
-                                T *o = dst + i * OW + j;
-                                *o = NNL_EPI_ONE(src[i * wq + j], (T)1, beta, o, bp, act);
-                            }
-                    }
-                }
-            }
-        }
-    }
+    FN(ph_job) job = {g, x, y, bias, beta, act, wpk, bpk, offs, offs_tail, in_place, epi, &p,
+                      bufs, xs64, ys64, xsize};
+    nnl_parallel_for(team, items, FN(ph_job_unit), &job);
     nnl_free64(bufs);
     nnl_free64(wpk);
     free(offs);

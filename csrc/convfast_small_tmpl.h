@@ -66,6 +66,85 @@ static void FN(sm_blocks)(const T *xb, nnl_idx plane, const nnl_idx *offs, nnl_i
     }
 }
 
+/* One call's work on the pool: the weight blocks, then the units (an image, or a run of an
+ * image's (group, filter block) pairs), each thread on its own image and output buffers. */
+typedef struct {
+    const nnl_conv_geom *g;
+    const T *x, *w, *bias;
+    T beta;
+    T *y;
+    int act;
+    T *wpk;
+    const nnl_idx *offs;
+    T *bufs;
+    size_t xs64, ys64;
+    nnl_idx wp, nq, plane, hn, wn, split, blocks;
+} FN(sm_job);
+
+/* the weights as [group][filter block][c][tap][SM_FB], filters past FG zero */
+static void FN(sm_pack_unit)(void *ctx, nnl_idx blk, int tid, int first)
+{
+    const FN(sm_job) *j = (const FN(sm_job) *)ctx;
+    const nnl_conv_geom *g = j->g;
+    const nnl_idx G = g->g, CG = g->c / G, FG = g->f / G, ntap = g->kh * g->kw;
+    const nnl_idx nfb = (FG + SM_FB - 1) / SM_FB, gi = blk / nfb, fb = blk % nfb;
+    T *d = j->wpk + blk * CG * ntap * SM_FB;
+    (void)tid, (void)first;
+    for (nnl_idx k = 0; k < CG * ntap; k++)
+        for (nnl_idx f = 0; f < SM_FB; f++) {
+            const nnl_idx ff = fb * SM_FB + f;
+            d[k * SM_FB + f] = ff < FG ? j->w[(gi * FG + ff) * CG * ntap + k] : (T)0;
+        }
+}
+
+static void FN(sm_job_unit)(void *ctx, nnl_idx u, int tid, int first)
+{
+    enum { VL = SM_VBYTES / sizeof(T) };
+    const FN(sm_job) *j = (const FN(sm_job) *)ctx;
+    const nnl_conv_geom *g = j->g;
+    const T *x = j->x, *bias = j->bias, *wpk = j->wpk;
+    const T beta = j->beta;
+    T *y = j->y;
+    const int act = j->act;
+    const nnl_idx *offs = j->offs;
+    const nnl_idx G = g->g, OH = g->oh, OW = g->ow, CG = g->c / G, FG = g->f / G;
+    const nnl_idx ntap = g->kh * g->kw, nfb = (FG + SM_FB - 1) / SM_FB, wblk = CG * ntap * SM_FB;
+    const nnl_idx wp = j->wp, nq = j->nq, plane = j->plane, hn = j->hn, wn = j->wn;
+    const nnl_idx split = j->split, blocks = j->blocks;
+    T *xb = j->bufs + (size_t)tid * (j->xs64 + j->ys64), *yb = xb + j->xs64;
+    if (first)   /* the padding stays zero: units copy only the image's rows */
+        memset(xb, 0, sizeof(T) * (size_t)(CG * plane));
+    const nnl_idx n = u / split, part = u % split;
+    const nnl_idx b0 = part * blocks / split, b1 = (part + 1) * blocks / split;
+    nnl_idx copied = -1;   /* the group whose channels xb holds */
+    for (nnl_idx blk = b0; blk < b1; blk++) {
+        const nnl_idx gi = blk / nfb, fb = blk % nfb;
+        if (gi != copied) {
+            for (nnl_idx c = 0; c < CG; c++) {
+                const T *src = x + n * g->xsn + (gi * CG + c) * g->xsc;
+                T *dst = xb + c * plane + g->pt * wp + g->pl;
+                for (nnl_idx h = 0; wn > 0 && h < hn; h++)
+                    FN(sm_row)(dst + h * wp, src + h * g->xsr, wn);
+            }
+            copied = gi;
+        }
+        FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + blk * wblk, yb, nq);
+        const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
+        for (nnl_idx f = 0; f < fcount; f++) {
+            const nnl_idx fo = gi * FG + fb * SM_FB + f;
+            const T *bp = bias ? bias + fo : NULL;
+            const T *src = yb + f * nq * VL;
+            T *dst = y + n * g->ysn + fo * g->ysf;
+            for (nnl_idx i = 0; i < OH; i++)
+                for (nnl_idx j = 0; j < OW; j++) {
+                    T *o = dst + i * OW + j;
+                    *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta,
+                                     beta != 0 ? o : NULL, bp, act);
+                }
+        }
+    }
+}
+
 int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias, T beta,
                        T *y, int act, int nthreads)
 {
@@ -105,69 +184,23 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx split = (nnl_idx)nt <= N ? 1 : nnl_min(blocks, nnl_cdiv(nt, N));
     const nnl_idx units = N * split;
     const int team = (nnl_idx)nt > units ? (int)units : nt;
-    int status = NNL_OK;
-#pragma omp parallel num_threads(team) if (team > 1)
-    {
-        /* the weights as [group][filter block][c][tap][SM_FB], filters past FG zero */
-#pragma omp for schedule(static)
-        for (nnl_idx blk = 0; blk < blocks; blk++) {
-            const nnl_idx gi = blk / nfb, fb = blk % nfb;
-            T *d = wpk + blk * wblk;
-            for (nnl_idx k = 0; k < CG * ntap; k++)
-                for (nnl_idx f = 0; f < SM_FB; f++) {
-                    const nnl_idx ff = fb * SM_FB + f;
-                    d[k * SM_FB + f] = ff < FG ? w[(gi * FG + ff) * CG * ntap + k] : (T)0;
-                }
-        }
-        T *xb = (T *)nnl_alloc64(sizeof(T) * (size_t)(CG * plane > 0 ? CG * plane : 1));
-        T *yb = (T *)nnl_alloc64(sizeof(T) * (size_t)(SM_FB * nq * VL));
-        if (xb == NULL || yb == NULL) {
-#pragma omp atomic write
-            status = NNL_ENOMEM;
-        } else {
-            memset(xb, 0, sizeof(T) * (size_t)(CG * plane));
-        }
-#pragma omp barrier
-        if (status == NNL_OK) {
-#pragma omp for schedule(static)
-            for (nnl_idx u = 0; u < units; u++) {
-                const nnl_idx n = u / split, part = u % split;
-                const nnl_idx b0 = part * blocks / split, b1 = (part + 1) * blocks / split;
-                nnl_idx copied = -1;   /* the group whose channels xb holds */
-                for (nnl_idx blk = b0; blk < b1; blk++) {
-                    const nnl_idx gi = blk / nfb, fb = blk % nfb;
-                    if (gi != copied) {
-                        for (nnl_idx c = 0; c < CG; c++) {
-                            const T *src = x + n * g->xsn + (gi * CG + c) * g->xsc;
-                            T *dst = xb + c * plane + g->pt * wp + g->pl;
-                            for (nnl_idx h = 0; wn > 0 && h < hn; h++)
-                                FN(sm_row)(dst + h * wp, src + h * g->xsr, wn);
-                        }
-                        copied = gi;
-                    }
-                    FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + blk * wblk, yb, nq);
-                    const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
-                    for (nnl_idx f = 0; f < fcount; f++) {
-                        const nnl_idx fo = gi * FG + fb * SM_FB + f;
-                        const T *bp = bias ? bias + fo : NULL;
-                        const T *src = yb + f * nq * VL;
-                        T *dst = y + n * g->ysn + fo * g->ysf;
-                        for (nnl_idx i = 0; i < OH; i++)
-                            for (nnl_idx j = 0; j < OW; j++) {
-                                T *o = dst + i * OW + j;
-                                *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta,
-                                                 beta != 0 ? o : NULL, bp, act);
-                            }
-                    }
-                }
-            }
-        }
-        nnl_free64(xb);
-        nnl_free64(yb);
+    /* every thread's image and output buffers, in one block */
+    const size_t xs64 = nnl_round64((size_t)(CG * plane > 0 ? CG * plane : 1), sizeof(T));
+    const size_t ys64 = nnl_round64((size_t)(SM_FB * nq * VL), sizeof(T));
+    T *bufs = (T *)nnl_alloc64(sizeof(T) * (xs64 + ys64) * (size_t)team);
+    if (bufs == NULL) {
+        nnl_free64(wpk);
+        free(offs);
+        return NNL_ENOMEM;
     }
+    FN(sm_job) j = {g, x, w, bias, beta, y, act, wpk, offs, bufs, xs64, ys64, wp, nq, plane,
+                    hn, wn, split, blocks};
+    nnl_parallel_for(team, blocks, FN(sm_pack_unit), &j);
+    nnl_parallel_for(team, units, FN(sm_job_unit), &j);
+    nnl_free64(bufs);
     nnl_free64(wpk);
     free(offs);
-    return status;
+    return NNL_OK;
 }
 
 /* ------------------------------------------------------------------ weight gradient */

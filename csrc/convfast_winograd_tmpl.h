@@ -370,6 +370,71 @@ static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, co
     }
 }
 
+/* One call's loops on the pool: the U packing, the fused chunks (each thread on its own V
+ * and M), or the three phases of a chunk of tiles on the shared V and M. */
+typedef struct {
+    const wino_plan *p;
+    const nnl_conv_geom *geom;
+    const T *x, *u, *upk, *pk, *bias;
+    T beta;
+    T *y;
+    int act, isa;
+    T *ws;
+    size_t vm_elems;
+    nnl_idx vsize, t0, tbc;
+    int err;
+} FN(wino_job);
+
+static void FN(wino_pack_unit)(void *ctx, nnl_idx q, int tid, int first)
+{
+    FN(wino_job) *j = (FN(wino_job) *)ctx;
+    const wino_plan *p = j->p;
+    const nnl_idx G = j->geom->g, xi = q / G, gi = q % G;
+    (void)tid, (void)first;
+    nnl_status_set(&j->err, GEMM_PACK(0, p->fg, p->cg, j->u + (xi * j->geom->f + gi * p->fg) *
+                                      p->cg, p->cg, 1, j->isa, (T *)j->pk + q * p->per));
+}
+
+static void FN(wino_chunk_unit)(void *ctx, nnl_idx ch, int tid, int first)
+{
+    FN(wino_job) *j = (FN(wino_job) *)ctx;
+    const wino_plan *p = j->p;
+    const nnl_conv_geom *geom = j->geom;
+    const nnl_idx tb = p->tb, t0 = ch * tb, tbc = nnl_min(tb, p->tiles - t0);
+    const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
+    T *V = j->ws + j->vm_elems * (size_t)tid, *M = V + j->vsize;
+    (void)first;
+    FN(wino_in_units)(p, geom, j->x, V, tb, t0, tbc, 0, geom->c * gper);
+    nnl_status_set(&j->err, FN(wino_gemm_units)(p, geom, j->u, j->pk, V, M, tb, tbc, tbc,
+                                                j->isa, 0, p->a2 * geom->g));
+    FN(wino_out_units)(p, geom, M, tb, t0, tbc, j->bias, j->beta, j->y, j->act, 0,
+                       geom->f * gper);
+}
+
+static void FN(wino_in_unit)(void *ctx, nnl_idx uu, int tid, int first)
+{
+    const FN(wino_job) *j = (const FN(wino_job) *)ctx;
+    (void)tid, (void)first;
+    FN(wino_in_units)(j->p, j->geom, j->x, j->ws, j->p->tb, j->t0, j->tbc, uu, uu + 1);
+}
+
+static void FN(wino_gemm_unit)(void *ctx, nnl_idx uu, int tid, int first)
+{
+    FN(wino_job) *j = (FN(wino_job) *)ctx;
+    const wino_plan *p = j->p;
+    (void)tid, (void)first;
+    nnl_status_set(&j->err, FN(wino_gemm_units)(p, j->geom, j->u, j->pk, j->ws, j->ws + j->vsize,
+                                                p->tb, j->tbc, p->ncol, j->isa, uu, uu + 1));
+}
+
+static void FN(wino_out_unit)(void *ctx, nnl_idx uu, int tid, int first)
+{
+    const FN(wino_job) *j = (const FN(wino_job) *)ctx;
+    (void)tid, (void)first;
+    FN(wino_out_units)(j->p, j->geom, j->ws + j->vsize, j->p->tb, j->t0, j->tbc, j->bias,
+                       j->beta, j->y, j->act, uu, uu + 1);
+}
+
 int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T *upk,
               const T *bias, T beta, T *y, int act, int nthreads, int isa, void *work,
               nnl_idx work_bytes)
@@ -409,84 +474,26 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
     const T *pk = upk;
     if (upk == NULL)
         pk = ws + vm_elems * (size_t)pairs;
-    int err = NNL_OK;
-
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        const int tid = nnl_thread_id();
-        if (upk == NULL) {
-            /* pack every U[xi][g] once for this call */
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (nnl_idx q = 0; q < a2 * G; q++) {
-                const nnl_idx xi = q / G, gi = q % G;
-                const int rc = GEMM_PACK(0, p.fg, p.cg, u + (xi * F + gi * p.fg) * p.cg, p.cg,
-                                         1, isa, (T *)pk + q * p.per);
-                if (rc != NNL_OK) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                    err = rc;
-                }
-            }
-        }
-        if (fused) {
-            /* whole chunks per thread, on its own V and M */
-            T *V = ws + vm_elems * (size_t)tid, *M = V + vsize;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (nnl_idx ch = 0; ch < p.chunks; ch++) {
-                const nnl_idx t0 = ch * tb, tbc = nnl_min(tb, p.tiles - t0);
-                const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
-                FN(wino_in_units)(&p, geom, x, V, tb, t0, tbc, 0, C * gper);
-                const int rc = FN(wino_gemm_units)(&p, geom, u, pk, V, M, tb, tbc, tbc, isa, 0,
-                                                   a2 * G);
-                if (rc != NNL_OK) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                    err = rc;
-                }
-                FN(wino_out_units)(&p, geom, M, tb, t0, tbc, bias, beta, y, act, 0, F * gper);
-            }
-        } else {
-            /* few chunks: each phase split across the threads (barrier after each) */
-            T *V = ws, *M = ws + vsize;
-            for (nnl_idx t0 = 0; t0 < p.tiles; t0 += tb) {
-                const nnl_idx tbc = nnl_min(tb, p.tiles - t0);
-                const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
-                const nnl_idx ncb = nnl_cdiv(tbc, p.ncol);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (nnl_idx uu = 0; uu < C * gper; uu++)
-                    FN(wino_in_units)(&p, geom, x, V, tb, t0, tbc, uu, uu + 1);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (nnl_idx uu = 0; uu < a2 * G * ncb; uu++) {
-                    const int rc = FN(wino_gemm_units)(&p, geom, u, pk, V, M, tb, tbc, p.ncol,
-                                                       isa, uu, uu + 1);
-                    if (rc != NNL_OK) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                        err = rc;
-                    }
-                }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (nnl_idx uu = 0; uu < F * gper; uu++)
-                    FN(wino_out_units)(&p, geom, M, tb, t0, tbc, bias, beta, y, act, uu,
-                                       uu + 1);
-            }
+    FN(wino_job) j = {&p, geom, x, u, upk, pk, bias, beta, y, act, isa, ws, vm_elems, vsize,
+                      0, 0, NNL_OK};
+    if (upk == NULL)   /* pack every U[xi][g] once for this call */
+        nnl_parallel_for(nt, a2 * G, FN(wino_pack_unit), &j);
+    if (fused) {
+        /* whole chunks per thread, on its own V and M */
+        nnl_parallel_for(nt, p.chunks, FN(wino_chunk_unit), &j);
+    } else {
+        /* few chunks: each phase split across the threads (one pool loop each) */
+        for (nnl_idx t0 = 0; t0 < p.tiles; t0 += tb) {
+            const nnl_idx tbc = nnl_min(tb, p.tiles - t0);
+            const nnl_idx gper = nnl_cdiv(nnl_cdiv(tbc, L), NNL_WINO_LANE_GROUPS);
+            const nnl_idx ncb = nnl_cdiv(tbc, p.ncol);
+            j.t0 = t0, j.tbc = tbc;
+            nnl_parallel_for(nt, C * gper, FN(wino_in_unit), &j);
+            nnl_parallel_for(nt, a2 * G * ncb, FN(wino_gemm_unit), &j);
+            nnl_parallel_for(nt, F * gper, FN(wino_out_unit), &j);
         }
     }
+    const int err = j.err;
     nnl_free64(own);
     return err;
 }

@@ -22,6 +22,7 @@ from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuff
                             PyObject_GetBuffer)
 
 from _common cimport check_status
+from _common cimport share_pool
 
 cdef extern from "gemm_kernels.h" nogil:
     ctypedef Py_ssize_t nnl_idx
@@ -493,3 +494,6 @@ def gemm_maps(const floating[:, :] a, const floating[:, :, :, :] b, floating[:, 
                                     c.strides[1] // es, pbias, 1 if pbias != NULL else 0, act,
                                     &sp, num_threads, isa, pa)
     check_status(rc, "gemm_maps", f" (isa={isa}, act={act})")
+
+
+share_pool()

@@ -221,6 +221,24 @@ static void FN(skinny_cols)(const KERNEL_T *kd, const FN(nnl_prob) *p, nnl_idx j
     }
 }
 
+typedef struct {
+    const KERNEL_T *kd;
+    const FN(nnl_prob) *p0;
+    nnl_idx per, bsa, bsb, bsc, bsbias;
+} FN(skinny_job);
+
+static void FN(skinny_unit)(void *ctx, nnl_idx u, int tid, int first)
+{
+    const FN(skinny_job) *j = (const FN(skinny_job) *)ctx;
+    const FN(nnl_prob) *p0 = j->p0;
+    const nnl_idx b = u / j->per, j0 = (u % j->per) * NNL_SKINNY_JB;
+    FN(nnl_prob) pb = *p0;
+    (void)tid, (void)first;
+    pb.A = p0->A + b * j->bsa, pb.B = p0->B + b * j->bsb, pb.C = p0->C + b * j->bsc;
+    pb.bias = p0->bias ? p0->bias + b * j->bsbias : NULL;
+    FN(skinny_cols)(j->kd, &pb, j0, nnl_min(p0->N, j0 + NNL_SKINNY_JB));
+}
+
 static void FN(skinny)(const KERNEL_T *kd, const FN(nnl_prob) *p0, nnl_idx batch, nnl_idx bsa,
                        nnl_idx bsb, nnl_idx bsc, nnl_idx bsbias, int nt)
 {
@@ -228,19 +246,9 @@ static void FN(skinny)(const KERNEL_T *kd, const FN(nnl_prob) *p0, nnl_idx batch
      * caller's thread starts on them at once, and a worker that was asleep (a classifier
      * after a one-thread global pool) takes what is left when it wakes instead of the caller
      * waiting for it to do a fixed half. A unit is the same arithmetic whoever runs it. */
-    const nnl_idx per = nnl_cdiv(p0->N, NNL_SKINNY_JB), units = batch * per;
-    if ((nnl_idx)nt > units)
-        nt = (int)units;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-#endif
-    for (nnl_idx u = 0; u < units; u++) {
-        const nnl_idx b = u / per, j0 = (u % per) * NNL_SKINNY_JB;
-        FN(nnl_prob) pb = *p0;
-        pb.A = p0->A + b * bsa, pb.B = p0->B + b * bsb, pb.C = p0->C + b * bsc;
-        pb.bias = p0->bias ? p0->bias + b * bsbias : NULL;
-        FN(skinny_cols)(kd, &pb, j0, nnl_min(p0->N, j0 + NNL_SKINNY_JB));
-    }
+    const nnl_idx per = nnl_cdiv(p0->N, NNL_SKINNY_JB);
+    FN(skinny_job) j = {kd, p0, per, bsa, bsb, bsc, bsbias};
+    nnl_parallel_for(nt, batch * per, FN(skinny_unit), &j);
 }
 
 /* The K-sliced panel layout of a whole operand, as the units of GEMM_PK read it: for each K
@@ -337,6 +345,21 @@ static void FN(gemm_unit)(const FN(nnl_units) *w, nnl_idx u, T *ap, T *bp)
         sb.b_ctx = &bm;
         FN(gemm_nest)(&sb, FN(b_from_matrix), NULL, w->kd, r0, r1, c0, c1, ap, bp);
     }
+}
+
+/* A call's units on the pool: each thread packs into its own pair of buffers. */
+typedef struct {
+    const FN(nnl_units) *w;
+    T *ws;
+    size_t ap_elems, bp_elems;
+} FN(gemm_job);
+
+static void FN(gemm_job_unit)(void *ctx, nnl_idx u, int tid, int first)
+{
+    const FN(gemm_job) *j = (const FN(gemm_job) *)ctx;
+    T *ap = j->ws + (size_t)tid * (j->ap_elems + j->bp_elems);
+    (void)first;
+    FN(gemm_unit)(j->w, u, ap, ap + j->ap_elems);
 }
 
 /* The one driver behind GEMM_PK, GEMM_PKC, GEMM_SPLIT, GEMM_SPLIT_PK and GEMM_PART (sp:
@@ -472,25 +495,13 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     FN(nnl_units) w = {&s0, kd, sp, B, bsb, rsb, csb, bpk, Q * nr, A, bsa, C, bsc, bias, bsbias,
                        lk, ln, m0, m1, n0, n1, mu, nu, ru, cu};
     if (nt == 1) {
-        /* no OpenMP construct at all: this call often runs inside another kernel's parallel
-         * region (Winograd, the fused block: one product per unit), where even a one-thread
-         * nested team costs a team set-up and futex calls (~5-10 us a call on Zen 4) */
+        /* no pool call at all: this call often runs inside another kernel's unit
+         * (Winograd, the fused block: one product per unit) */
         for (nnl_idx u = 0; u < units; u++)
             FN(gemm_unit)(&w, u, ws, ws + ap_elems);
     } else {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-        {
-            const int tid = nnl_thread_id();
-            T *ap = ws + (size_t)tid * (ap_elems + bp_elems);
-            T *bp = ap + ap_elems;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (nnl_idx u = 0; u < units; u++)
-                FN(gemm_unit)(&w, u, ap, bp);
-        }
+        FN(gemm_job) j = {&w, ws, ap_elems, bp_elems};
+        nnl_parallel_for(nt, units, FN(gemm_job_unit), &j);
     }
     nnl_free64(ws);
     return NNL_OK;

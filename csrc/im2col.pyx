@@ -16,9 +16,9 @@ range [j0, j1) is clipped to the image before the inner loop. float32 and float6
 plane of ``x`` belong to exactly one iteration, so col2im has no write races).
 """
 from cython cimport floating
-from cython.parallel cimport prange
 
 from _common cimport col_range, in_range, imin, imax
+from _common cimport share_pool
 
 cdef extern from "im2col_rows.h" nogil:
     int nnl_im2col_tap_s(const float* x, Py_ssize_t H, Py_ssize_t W, float* dst, Py_ssize_t oh,
@@ -99,6 +99,71 @@ cdef void _col2im_plane(const floating* cols, floating* x, Py_ssize_t H, Py_ssiz
                         dst[j * sw + off] += src[j]
 
 
+# ------------------------------------------------------------ the pool's loop over planes
+cdef extern from "nnl_core.h" nogil:
+    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
+    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
+
+
+cdef struct _Planes:
+    # one call's image planes p = n*C + c in runs of consecutive planes on the kernels' thread
+    # pool (csrc/core/nnl_pool.c); plane p's columns start at p*ld0 (per-image layout) or at
+    # (c*KH*KW*N + n)*L (the rows layout); its rows are `ld` apart
+    int f32, adjoint, rows_layout
+    char* x
+    char* cols
+    Py_ssize_t H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow
+    Py_ssize_t N, C, P, ld0, ld, units
+
+
+cdef void _planes_run(void* ctx, Py_ssize_t u, int tid, int first) noexcept nogil:
+    cdef _Planes* j = <_Planes*>ctx
+    cdef Py_ssize_t p, n, c, coff, xoff
+    cdef Py_ssize_t p0 = j.P * u // j.units, p1 = j.P * (u + 1) // j.units
+    for p in range(p0, p1):
+        xoff = p * j.H * j.W
+        if j.rows_layout:
+            n = p // j.C
+            c = p - n * j.C
+            coff = (c * j.kh * j.kw * j.N + n) * (j.oh * j.ow)
+        else:
+            coff = p * j.ld0
+        if j.f32:
+            if j.adjoint:
+                _col2im_plane[float](<float*>j.cols + coff, <float*>j.x + xoff, j.H, j.W, j.kh,
+                                     j.kw, j.sh, j.sw, j.pt, j.pl, j.dh, j.dw, j.oh, j.ow, j.ld)
+            else:
+                _im2col_plane[float](<float*>j.x + xoff, <float*>j.cols + coff, j.H, j.W, j.kh,
+                                     j.kw, j.sh, j.sw, j.pt, j.pl, j.dh, j.dw, j.oh, j.ow, j.ld)
+        else:
+            if j.adjoint:
+                _col2im_plane[double](<double*>j.cols + coff, <double*>j.x + xoff, j.H, j.W,
+                                      j.kh, j.kw, j.sh, j.sw, j.pt, j.pl, j.dh, j.dw, j.oh, j.ow,
+                                      j.ld)
+            else:
+                _im2col_plane[double](<double*>j.x + xoff, <double*>j.cols + coff, j.H, j.W,
+                                      j.kh, j.kw, j.sh, j.sw, j.pt, j.pl, j.dh, j.dw, j.oh, j.ow,
+                                      j.ld)
+
+
+cdef int _planes(int f32, int adjoint, int rows_layout, char* x, char* cols, Py_ssize_t N,
+                 Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                 Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int nt) except -1:
+    # every plane of the call, in about four runs per thread (a thread that loses its core
+    # holds up a quarter of its share at most)
+    cdef _Planes j
+    j.f32, j.adjoint, j.rows_layout, j.x, j.cols = f32, adjoint, rows_layout, x, cols
+    j.H, j.W, j.kh, j.kw, j.sh, j.sw, j.pt, j.pl = H, W, kh, kw, sh, sw, pt, pl
+    j.dh, j.dw, j.oh, j.ow, j.N, j.C, j.P = dh, dw, oh, ow, N, C, N * C
+    j.ld0 = kh * kw * oh * ow
+    j.ld = N * oh * ow if rows_layout else oh * ow
+    j.units = imax(1, imin(j.P, 4 * nt))
+    with nogil:
+        nnl_parallel_for(nt, j.units, _planes_run, &j)
+    return 0
+
+
 def _check(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, tuple cshape,
            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
            Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow):
@@ -132,9 +197,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* cp = &cols[0, 0, 0]
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        _im2col_plane(xp + p * plane, cp + p * rows, H, W, kh, kw, sh, sw, pt, pl, dh, dw,
-                      oh, ow, oh * ow)
+    _planes(floating is float, 0, 0, <char*>xp, <char*>cp, N, C, H, W, kh, kw, sh, sw, pt, pl, dh,
+            dw, oh, ow, nt)
 
 
 def im2col_rows(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
@@ -156,12 +220,8 @@ def im2col_rows(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* cp = &cols[0, 0, 0]
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        n = p // C
-        c = p - n * C
-        # plane (n, c): rows c*KH*KW .. of image n, each row N*L entries apart
-        _im2col_plane(xp + p * plane, cp + (c * kh * kw * N + n) * L, H, W, kh, kw, sh, sw,
-                      pt, pl, dh, dw, oh, ow, N * L)
+    _planes(floating is float, 0, 1, <char*>xp, <char*>cp, N, C, H, W, kh, kw, sh, sw, pt, pl, dh,
+            dw, oh, ow, nt)
 
 
 def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
@@ -178,9 +238,8 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
         return
     cdef const floating* cp = &cols[0, 0, 0]
     cdef floating* xp = &x[0, 0, 0, 0]
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        _col2im_plane(cp + p * rows, xp + p * plane, H, W, kh, kw, sh, sw, pt, pl, dh, dw,
-                      oh, ow, oh * ow)
+    _planes(floating is float, 1, 0, <char*>xp, <char*>cp, N, C, H, W, kh, kw, sh, sw, pt, pl, dh,
+            dw, oh, ow, nt)
 
 
 def col2im_rows(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
@@ -200,8 +259,8 @@ def col2im_rows(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
         return
     cdef const floating* cp = &cols[0, 0, 0]
     cdef floating* xp = &x[0, 0, 0, 0]
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        n = p // C
-        c = p - n * C
-        _col2im_plane(cp + (c * kh * kw * N + n) * L, xp + p * plane, H, W, kh, kw, sh, sw,
-                      pt, pl, dh, dw, oh, ow, N * L)
+    _planes(floating is float, 1, 1, <char*>xp, <char*>cp, N, C, H, W, kh, kw, sh, sw, pt, pl, dh,
+            dw, oh, ow, nt)
+
+
+share_pool()

@@ -1,4 +1,6 @@
 """Build facts of the compiled extension: OpenMP on/off and its thread count."""
+from _common cimport share_pool
+
 
 cdef extern from *:
     """
@@ -22,3 +24,88 @@ def openmp_enabled():
 
 def openmp_max_threads():
     return nnl_omp_max_threads()
+
+
+share_pool()
+
+
+cdef extern from "nnl_core.h" nogil:
+    int nnl_pool_hold(int delta)
+    int nnl_pool_workers()
+
+
+def pool_hold(int delta):
+    """Add delta to the thread pool's hold count (csrc/core/nnl_pool.c) and return the new
+    count: while it is positive (an inference plan's run) the pool's workers spin between
+    jobs instead of sleeping."""
+    return nnl_pool_hold(delta)
+
+
+def pool_workers():
+    """Worker threads the pool has started (0 before its first parallel loop)."""
+    return nnl_pool_workers()
+
+
+# ------------------------------------------------------------ a check of the pool's protocol
+cdef extern from "nnl_core.h" nogil:
+    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
+    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
+
+from libc.stdlib cimport calloc, free
+
+
+cdef struct _Check:
+    int* runs        # times each unit ran
+    int* tids        # the thread that ran it
+    int* firsts      # per thread: units run with first = 1
+    int* inner       # nested loop: times each (unit, inner unit) ran
+    int nt, nested, spin
+
+
+cdef void _inner_unit(void* ctx, Py_ssize_t u, int tid, int first) noexcept nogil:
+    cdef int* row = <int*>ctx
+    row[u] += 1
+
+
+cdef void _check_unit(void* ctx, Py_ssize_t u, int tid, int first) noexcept nogil:
+    cdef _Check* c = <_Check*>ctx
+    cdef volatile int k
+    c.runs[u] += 1
+    c.tids[u] = tid
+    if tid < 0 or tid >= c.nt:
+        return
+    if first:
+        c.firsts[tid] += 1
+    if c.nested:
+        nnl_parallel_for(2, 3, _inner_unit, c.inner + 3 * u)
+    k = 0
+    while k < c.spin:
+        k += 1
+
+
+def pool_check(int nt, Py_ssize_t units, bint nested=False, int spin=0):
+    """Run one loop of ``units`` units on ``nt`` threads of the pool with a unit that records
+    who ran it (a check of the pool's protocol for the tests, independent of any kernel):
+    returns (runs per unit, thread of each unit, first-flag count per thread, nested runs
+    per (unit, inner unit) or None). ``spin`` busy-waits that many steps in each unit."""
+    if nt < 1 or units < 0:
+        raise ValueError(f"pool_check: nt must be >= 1 and units >= 0, got {nt} and {units}")
+    cdef _Check c
+    c.nt, c.nested, c.spin = nt, nested, spin
+    c.runs = <int*>calloc(units + 1, sizeof(int))
+    c.tids = <int*>calloc(units + 1, sizeof(int))
+    c.firsts = <int*>calloc(nt, sizeof(int))
+    c.inner = <int*>calloc(3 * units + 1, sizeof(int))
+    try:
+        if not (c.runs and c.tids and c.firsts and c.inner):
+            raise MemoryError("pool_check")
+        with nogil:
+            nnl_parallel_for(nt, units, _check_unit, &c)
+        return ([c.runs[i] for i in range(units)], [c.tids[i] for i in range(units)],
+                [c.firsts[i] for i in range(nt)],
+                [c.inner[i] for i in range(3 * units)] if nested else None)
+    finally:
+        free(c.runs)
+        free(c.tids)
+        free(c.firsts)
+        free(c.inner)

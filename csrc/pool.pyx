@@ -18,12 +18,14 @@ the backward scatter-adds have no races.
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memset
 
 from cython cimport floating
 
 import numpy as np
 
 from _common cimport col_range, imax, imin, in_range
+from _common cimport share_pool
 
 
 cdef inline Py_ssize_t _first_in(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
@@ -116,6 +118,71 @@ cdef extern from "pool_max.h" nogil:
                             Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1, int zero)
     void nnl_pool_scatter_d(const double* gy, const int64_t* idx, double* gx, Py_ssize_t L,
                             Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1, int zero)
+
+
+
+# ------------------------------------------------------------ the pool's loops over planes
+cdef extern from "nnl_core.h" nogil:
+    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
+    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
+
+DEF _SAME3 = 0
+DEF _SMALL = 1
+DEF _PLANE = 2
+DEF _MEANS = 3
+
+cdef struct _PlaneJob:
+    # one call's planes [0, P) in `units` runs of consecutive planes, on the kernels' thread
+    # pool (csrc/core/nnl_pool.c): a run is the same arithmetic whoever takes it
+    int kind, f32
+    char* x
+    char* y
+    Py_ssize_t xs[3]          # element strides of x, y and idx along N and C
+    Py_ssize_t ys[3]
+    Py_ssize_t is_[3]
+    int64_t* idx
+    const nnl_pool_small* small
+    const nnl_pool_plan* plan
+    char* bufs                # _PLANE: a row of plan.need elements per thread
+    Py_ssize_t need, C, H, W, P, xrs, yrs, units, n
+
+
+cdef void _plane_run(void* ctx, Py_ssize_t u, int tid, int first) noexcept nogil:
+    cdef _PlaneJob* j = <_PlaneJob*>ctx
+    cdef Py_ssize_t p0 = j.P * u // j.units, p1 = j.P * (u + 1) // j.units, p, n, c
+    if j.kind == _SAME3:
+        nnl_maxpool_planes_same3_s(<float*>j.x, j.xs, <float*>j.y, j.ys, j.C, j.H, j.W, p0, p1)
+    elif j.kind == _SMALL:
+        if j.f32:
+            nnl_maxpool_planes_small_s(j.small, <float*>j.x, j.xs, <float*>j.y, j.ys, j.idx,
+                                       j.is_, j.C, p0, p1)
+        else:
+            nnl_maxpool_planes_small_d(j.small, <double*>j.x, j.xs, <double*>j.y, j.ys, j.idx,
+                                       j.is_, j.C, p0, p1)
+    elif j.kind == _PLANE:
+        for p in range(p0, p1):
+            n = p // j.C
+            c = p % j.C
+            if j.f32:
+                nnl_maxpool_plane_s(j.plan, <float*>j.x + n * j.xs[0] + c * j.xs[1], j.xrs,
+                                    <float*>j.y + n * j.ys[0] + c * j.ys[1], j.yrs,
+                                    <float*>j.bufs + tid * j.need)
+            else:
+                nnl_maxpool_plane_d(j.plan, <double*>j.x + n * j.xs[0] + c * j.xs[1], j.xrs,
+                                    <double*>j.y + n * j.ys[0] + c * j.ys[1], j.yrs,
+                                    <double*>j.bufs + tid * j.need)
+    else:   # _MEANS: contiguous planes of n elements
+        if j.f32:
+            nnl_plane_means_s(<float*>j.x + p0 * j.n, p1 - p0, j.n, <float*>j.y + p0)
+        else:
+            nnl_plane_means_d(<double*>j.x + p0 * j.n, p1 - p0, j.n, <double*>j.y + p0)
+
+
+cdef inline void _run_planes(_PlaneJob* j, int nt, Py_ssize_t per_unit) noexcept nogil:
+    # runs of at least per_unit planes, about four per thread: a thread that loses its core
+    # holds up a quarter of its share at most
+    j.units = imax(1, imin(4 * nt, j.P // imax(1, per_unit)))
+    nnl_parallel_for(nt, j.units, _plane_run, j)
 
 
 cdef void _max_plane(const floating* x, Py_ssize_t xrs, floating* y, Py_ssize_t yrs,
@@ -251,6 +318,10 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     # us, 2x2/2: 85 -> 50, 4x4 3x3/1: 73 -> 27, 16x16 3x3/1: 74 -> 59, 12x12 5x5/1 about even)
     # up to 16 vectors per plane (float64 2x2/2 on 14x14 planes, 23 vectors: 115 vs 120 us)
     cdef nnl_pool_small small
+    cdef _PlaneJob job
+    memset(&job, 0, sizeof(job))
+    job.f32 = floating is float
+    job.x, job.y, job.P = <char*>&x[0, 0, 0, 0], <char*>&y[0, 0, 0, 0], P
     cdef Py_ssize_t xs[3]
     cdef Py_ssize_t ys_[3]
     cdef Py_ssize_t is_[3]
@@ -263,48 +334,38 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     if (floating is float and not want and (H < 2 or xrs == W) and (oh < 2 or yrs == ow)
             and nnl_pool_same3_ok(H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)):
         for t in range(2):
-            xs[t] = x.strides[t] // es
-            ys_[t] = y.strides[t] // es
-        for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
-            p0 = P * t // nt
-            p1 = P * (t + 1) // nt
-            if floating is float:
-                nnl_maxpool_planes_same3_s(&x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_, C, H, W,
-                                           p0, p1)
+            job.xs[t] = x.strides[t] // es
+            job.ys[t] = y.strides[t] // es
+        job.kind, job.C, job.H, job.W = _SAME3, C, H, W
+        with nogil:
+            _run_planes(&job, nt, 1)
         return
     if (fits and (H < 2 or xrs == W) and (oh < 2 or (yrs == ow and (not want or irs == ow)))
             and _small_plan(&small, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, es)
             and (small.nv == 1 or (want and small.nv <= 16))):
         for t in range(2):
-            xs[t] = x.strides[t] // es
-            ys_[t] = y.strides[t] // es
+            job.xs[t] = x.strides[t] // es
+            job.ys[t] = y.strides[t] // es
             is_[t] = idx.strides[t] // sizeof(int64_t) if want else 0
         if want:
-            i00 = &idx[0, 0, 0, 0]
-        for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
-            p0 = P * t // nt
-            p1 = P * (t + 1) // nt
-            if floating is float:
-                nnl_maxpool_planes_small_s(&small, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
-                                           i00, is_, C, p0, p1)
-            else:
-                nnl_maxpool_planes_small_d(&small, &x[0, 0, 0, 0], xs, &y[0, 0, 0, 0], ys_,
-                                           i00, is_, C, p0, p1)
+            job.idx = &idx[0, 0, 0, 0]
+        job.kind, job.small, job.C = _SMALL, &small, C
+        for t in range(2):
+            job.is_[t] = is_[t]
+        with nogil:
+            _run_planes(&job, nt, 1)
         return
     if fits:
         fast = nnl_pool_plan_init(&plan, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, es)
     if fast and not want:
         bufs = np.full((nt, plan.need), -np.inf, dtype=dt)
-        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            tid = threadid()
-            n = p // C
-            c = p % C
-            if floating is float:
-                nnl_maxpool_plane_s(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
-                                    &bufs[tid, 0])
-            else:
-                nnl_maxpool_plane_d(&plan, &x[n, c, 0, 0], xrs, &y[n, c, 0, 0], yrs,
-                                    &bufs[tid, 0])
+        job.kind, job.plan, job.bufs, job.need = _PLANE, &plan, <char*>&bufs[0, 0], plan.need
+        job.C, job.xrs, job.yrs = C, xrs, yrs
+        for t in range(2):
+            job.xs[t] = x.strides[t] // es
+            job.ys[t] = y.strides[t] // es
+        with nogil:
+            _run_planes(&job, nt, 1)
         return
     if want and fits and _grid_pays(H, W, oh, ow, kh, kw, sh, sw, dh, dw):
         _max_planes_grid(x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw, nt)
@@ -594,20 +655,19 @@ def adaptive_avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1]
                                 int num_threads):
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], b, p0
+    cdef _PlaneJob job
     if y.shape[0] != P:
         raise ValueError("adaptive_avg_pool2d_forward: output shape does not match the input")
     if P == 0 or OH == 0 or OW == 0:
         return
     if OH == 1 and OW == 1 and H * W > 0:
-        # the global pool: each plane's mean in vector lanes (csrc/pool_avg.c), blocks of
-        # _GAP_BLOCK planes
-        for b in prange((P + _GAP_BLOCK - 1) // _GAP_BLOCK, nogil=True, schedule="static",
-                        num_threads=num_threads):
-            p0 = b * _GAP_BLOCK
-            if floating is float:
-                nnl_plane_means_s(&x[p0, 0, 0], imin(_GAP_BLOCK, P - p0), H * W, &y[p0, 0, 0])
-            else:
-                nnl_plane_means_d(&x[p0, 0, 0], imin(_GAP_BLOCK, P - p0), H * W, &y[p0, 0, 0])
+        # the global pool: each plane's mean in vector lanes (csrc/pool_avg.c), runs of at
+        # least _GAP_BLOCK planes
+        memset(&job, 0, sizeof(job))
+        job.kind, job.f32, job.P, job.n = _MEANS, floating is float, P, H * W
+        job.x, job.y = <char*>&x[0, 0, 0], <char*>&y[0, 0, 0]
+        with nogil:
+            _run_planes(&job, max(1, num_threads), _GAP_BLOCK)
         return
     for b in prange((P + _AAP_BLOCK - 1) // _AAP_BLOCK, nogil=True, schedule="static",
                     num_threads=num_threads):
@@ -694,3 +754,6 @@ def max_unpool2d_backward(const floating[:, ::1] gy, const int64_t[:, ::1] idx,
         for l in range(L):
             a = idx[p, l]
             gx[p, l] = gy[p, a] if in_range(a, HW) else 0
+
+
+share_pool()

@@ -30,6 +30,7 @@ from libc.stdint cimport int64_t
 from cython cimport floating
 
 from _common cimport imax, imin, in_range
+from _common cimport share_pool
 
 
 # ----------------------------------------------------------------------------- roi_pool
@@ -363,3 +364,6 @@ def roi_align_backward(const floating[:, :, :, ::1] gy, const floating[:, ::1] r
             _align_apply(&rois[k, 0], scale, aligned, sampling_ratio, NULL, NULL,
                          &gx[b, c, 0, 0], &gy[k, c, 0, 0], True, &taps[o], &weights[o], W,
                          PH, PW)
+
+
+share_pool()

@@ -17,6 +17,7 @@ the results are bit-identical for every thread count. Statistics accumulate in d
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from _common cimport share_pool
 from libc.math cimport sqrt
 
 
@@ -278,3 +279,6 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] gy, const floating[:, :, 
                                      dw, oh, ow)
     if failed:
         raise MemoryError(f"depthwise_weight_grad: no memory for a {kh}x{kw} accumulator")
+
+
+share_pool()

@@ -164,6 +164,30 @@ _num_threads = None
 _budget = ThreadSetting()
 
 
+_pool_hold = None
+
+
+def pool_hold(delta):
+    """Add ``delta`` to the hold count of the kernels' thread pool (``csrc/core/nnl_pool.c``):
+    an inference plan's run holds it (+1 on entry, -1 on exit), and while it is held the pool's
+    workers spin between the run's kernels instead of sleeping (waking a sleeping core costs
+    tens of microseconds per kernel, milliseconds on a busy virtual machine). A no-op without
+    the compiled extensions."""
+    global _pool_hold
+    if _pool_hold is None:
+        if cython_built():
+            from . import _info
+
+            _pool_hold = _info.pool_hold
+        else:
+            _pool_hold = _no_pool
+    _pool_hold(delta)
+
+
+def _no_pool(delta):
+    return None
+
+
 def thread_budget(n):
     """Within this block (this thread only) nnlite's kernels use at most ``n`` threads: the
     inference plan runs independent branches side by side, each on one core."""

@@ -30,6 +30,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ._config import pool_hold
 from ._infer import plan as _plan
 from ._infer.passes import Folded
 from ._infer.trace import trace
@@ -177,10 +178,14 @@ class InferenceModule(Module):
     def _run(self, entry, key, arrays):
         plan = entry[0]
         _, ins, outs, calls = self._frame(plan, key)
-        for dst, src in zip(ins, arrays):
-            np.copyto(dst, src)
-        for call in calls:
-            call()
+        pool_hold(1)   # the pool's workers stay awake between this run's kernels
+        try:
+            for dst, src in zip(ins, arrays):
+                np.copyto(dst, src)
+            for call in calls:
+                call()
+        finally:
+            pool_hold(-1)
         return [np.array(o) for o in outs]
 
     def forward(self, *inputs):

@@ -16,6 +16,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef _MSC_VER
+#include <intrin.h>
+#endif
 
 typedef ptrdiff_t nnl_idx;
 
@@ -69,6 +72,70 @@ static inline int nnl_team_count(void)
     return omp_get_num_threads();
 #else
     return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------ thread pool */
+
+/* POSIX threads behind nnl_parallel_for where the build is threaded (OpenMP) and not Windows;
+ * else nnl_parallel_for is OpenMP's dynamic loop (or a plain loop without OpenMP). */
+#if defined(_OPENMP) && !defined(_WIN32)
+#define NNL_POOL_PTHREADS 1
+#else
+#define NNL_POOL_PTHREADS 0
+#endif
+
+/* One unit of a parallel loop: `tid` is the running thread's number (0 = the caller, below
+ * the loop's nt: the index of its private buffers), `first` is 1 on the first unit that
+ * thread runs in this loop (its per-thread set-up goes there). */
+typedef void (*nnl_unit_fn)(void *ctx, nnl_idx unit, int tid, int first);
+
+/* fn(ctx, u, tid, first) for every u in [0, units), on up to nt threads that take units one
+ * at a time; returns when every unit is done (csrc/core/nnl_pool.c). A loop started inside
+ * another's unit, or while another thread's loop runs, runs on the calling thread alone. */
+void nnl_parallel_for(int nt, nnl_idx units, nnl_unit_fn fn, void *ctx);
+/* delta +1 when a plan run starts, -1 when it ends: the workers spin between jobs while the
+ * count is positive. Returns the count after the change. */
+int nnl_pool_hold(int delta);
+/* The pool's state, published by the first extension loaded and adopted by the others. */
+void *nnl_pool_state(void);
+void nnl_pool_adopt(void *state);
+/* Workers started so far. */
+int nnl_pool_workers(void);
+
+/* A unit's error code into the loop's status (any one of the failures is kept). */
+static inline void nnl_status_set(int *status, int rc)
+{
+    if (rc != 0) {
+#if defined(__GNUC__) || defined(__clang__)
+        __atomic_store_n(status, rc, __ATOMIC_RELAXED);
+#else
+        *(volatile int *)status = rc;
+#endif
+    }
+}
+
+/* A tiny lock around a few loads and stores (a claim of the fused block's band ranges). */
+static inline void nnl_spin_lock(int *lock)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED))
+            ;
+#elif defined(_MSC_VER)
+    while (_InterlockedExchange((volatile long *)lock, 1))
+        ;
+#else
+    *lock = 1;   /* a compiler without atomics builds nnlite single-threaded */
+#endif
+}
+
+static inline void nnl_spin_unlock(int *lock)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+#else
+    *(volatile int *)lock = 0;
 #endif
 }
 

@@ -136,4 +136,16 @@
 #define NNL_KC_L1_SHARE 0.5
 #endif
 
+/* Thread pool (nnl_pool.c). A worker with no job spins this long, then sleeps: the length of
+ *   OpenMP's GOMP_SPINCOUNT=1000 on the Zen 4 VM (15-20 us), so a pool not held by a plan run
+ *   (eager calls) keeps the idle behaviour measured there. While a plan run holds the pool,
+ *   and while a caller waits for units, a spinning thread yields its core every
+ *   NNL_POOL_YIELD_NS to any other runnable thread. */
+#ifndef NNL_POOL_SPIN_NS
+#define NNL_POOL_SPIN_NS 20000
+#endif
+#ifndef NNL_POOL_YIELD_NS
+#define NNL_POOL_YIELD_NS 50000
+#endif
+
 #endif

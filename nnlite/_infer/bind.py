@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._config import get_num_threads, thread_budget
+from .._config import get_num_threads, pool_hold, thread_budget
 from .kernels import FallbackKernel, make_kernel
 
 __all__ = ["Step", "make_steps", "Plan", "private_scratch", "shared_scratch"]
@@ -237,6 +237,9 @@ def _group_call(lane0, lane1, worker, events=()):
             for call in lane1:
                 call()
             return
+        # one thread per lane: the pool has no work, and its spinning workers would take the
+        # lane thread's core
+        pool_hold(-1)
         worker.submit(lane1)
         try:
             with thread_budget(1):
@@ -245,5 +248,8 @@ def _group_call(lane0, lane1, worker, events=()):
         finally:
             for e in events:
                 e.set()
-            worker.wait()
+            try:
+                worker.wait()   # re-raises the lane's error
+            finally:
+                pool_hold(1)
     return run

@@ -1,0 +1,152 @@
+"""The kernels' thread pool (csrc/core/nnl_pool.c): every unit of a loop runs exactly once,
+on a thread numbered below the loop's thread count, with one first-unit flag per thread; a
+loop inside a unit and loops from several Python threads at once run alone on their thread;
+a forked child starts a pool of its own; a plan run holds the workers and lets them go.
+
+The oracle is a unit that records who ran it (``nnlite._info.pool_check``), so these checks
+do not go through any kernel; the kernels' own tests compare their results across thread
+counts against the naive references."""
+import multiprocessing
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from nnlite import _config
+
+pytestmark = pytest.mark.skipif(not _config.cython_built(), reason="needs the extensions")
+
+if _config.cython_built():
+    from nnlite import _info
+
+
+def _check_loop(nt, units, nested=False, spin=0):
+    runs, tids, firsts, inner = _info.pool_check(nt, units, nested, spin)
+    assert runs == [1] * units, f"units run other than once: {runs}"
+    assert all(0 <= t < nt for t in tids), tids
+    used = set(tids)
+    assert all(f <= 1 for f in firsts), firsts
+    assert sum(firsts) == len(used) and all(firsts[t] == 1 for t in used), (firsts, used)
+    if nested:
+        assert inner == [1] * (3 * units), inner
+    return used
+
+
+@pytest.mark.parametrize("nt", [1, 2, 3, 5])
+@pytest.mark.parametrize("units", [0, 1, 2, 7, 64, 1000])
+def test_every_unit_runs_once(nt, units):
+    used = _check_loop(nt, units, spin=200)
+    if units and nt == 1:
+        assert used == {0}
+
+
+def test_many_loops_back_to_back():
+    # late workers meet newer loops: a unit must never run twice or for the wrong loop
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        _check_loop(int(rng.integers(1, 4)), int(rng.integers(0, 40)), spin=int(rng.integers(0, 50)))
+
+
+def test_workers_take_units():
+    # with enough work per unit, a second thread joins (the pool started a worker)
+    seen = set()
+    for _ in range(50):
+        seen |= _check_loop(2, 64, spin=20000)
+        if seen == {0, 1}:
+            break
+    assert _info.pool_workers() >= 1
+    assert seen == {0, 1}, seen
+
+
+def test_nested_loop_runs_on_the_unit_thread():
+    _check_loop(2, 16, nested=True, spin=1000)
+
+
+def test_loops_from_several_python_threads():
+    errors = []
+
+    def run():
+        try:
+            for _ in range(300):
+                _check_loop(2, 33, spin=100)
+        except Exception as exc:   # re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a pool loop hung"
+    assert not errors, errors[0]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="nt must be >= 1"):
+        _info.pool_check(0, 4)
+    with pytest.raises(ValueError, match="units >= 0"):
+        _info.pool_check(2, -1)
+    with pytest.raises(TypeError):
+        _info.pool_hold("1")
+
+
+def test_hold_and_release():
+    _check_loop(2, 8, spin=1000)
+    _info.pool_hold(1)
+    try:
+        for _ in range(100):
+            _check_loop(2, 8, spin=100)
+    finally:
+        _info.pool_hold(-1)
+    _check_loop(2, 8, spin=100)
+
+
+def _child(q):
+    from nnlite import _info as info
+
+    try:
+        runs, tids, firsts, _ = info.pool_check(2, 200, False, 2000)
+        q.put((runs == [1] * 200, sorted(set(tids))))
+    except Exception as exc:   # reported to the parent
+        q.put((False, repr(exc)))
+
+
+@pytest.mark.skipif(sys.platform == "win32" or "fork" not in
+                    multiprocessing.get_all_start_methods(), reason="needs fork()")
+def test_forked_child_has_its_own_pool():
+    _check_loop(2, 64, spin=20000)          # the parent's pool has a worker now
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q,))
+    p.start()
+    p.join(timeout=60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("a pool loop hung in a forked child")
+    ok, tids = q.get(timeout=5)
+    assert ok, tids
+    assert p.exitcode == 0
+
+
+def test_plan_run_releases_the_hold(monkeypatch):
+    import nnlite
+    from nnlite import inference, nn
+
+    assert _info.pool_hold(0) == 0
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    opt = nnlite.optimize_for_inference(m)
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    opt.run_arrays(x)
+    assert _info.pool_hold(0) == 0
+    held = []
+
+    def copy_then_fail(dst, src):
+        held.append(_info.pool_hold(0))
+        raise RuntimeError("input copy failed")
+
+    monkeypatch.setattr(inference.np, "copyto", copy_then_fail)
+    with pytest.raises(RuntimeError, match="input copy failed"):
+        opt.run_arrays(x)
+    assert held == [1]                       # held during the run
+    assert _info.pool_hold(0) == 0           # and let go when it raised

@@ -12,8 +12,9 @@ Memory contract: all arrays C-contiguous, outputs preallocated by the caller (co
 its output, so pass zeros for a plain col2im). The def wrappers check every shape; the nogil loops
 then never read or write out of bounds: each source row is range-checked and each source column
 range [j0, j1) is clipped to the image before the inner loop. float32 and float64 via the
-``floating`` fused type; OpenMP over the N*C image planes (each plane's rows of ``cols`` and each
-plane of ``x`` belong to exactly one iteration, so col2im has no write races).
+``floating`` fused type; runs of the N*C image planes on the kernels' thread pool
+(csrc/core/nnl_pool.c; each plane's rows of ``cols`` and each plane of ``x`` belong to exactly one
+run, so col2im has no write races).
 """
 from cython cimport floating
 

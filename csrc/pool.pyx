@@ -12,8 +12,9 @@ Geometry is validated in Python before these run. Every loop below is bounded by
 (taps are clipped to [0, H) x [0, W), indices are tested with an unsigned compare), so no
 kernel reads or writes outside its plane.
 
-Parallelism: prange over planes; a plane is owned by one thread in forward and backward, so
-the backward scatter-adds have no races.
+Parallelism: over planes (the max pool's forward and the global average pool in runs of
+planes on the kernels' thread pool, csrc/core/nnl_pool.c; the rest OpenMP pranges); a plane is
+owned by one thread in forward and backward, so the backward scatter-adds have no races.
 """
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan

@@ -8,7 +8,10 @@ __version__ = "0.1.0"
 
 
 def _thread_policy():
-    # No two thread pools spinning on the same cores (README, "Backends and threads"):
+    # No two thread pools spinning on the same cores (README, "Thread policy"). The kernels an
+    # inference plan runs use nnlite's own pool (csrc/core/nnl_pool.c, which sets its own spin
+    # and reads OMP_WAIT_POLICY); the settings below are for the OpenMP regions of the others
+    # (training kernels, ROI ops, pool backward) and for OpenBLAS.
     # - OpenMP workers spin only briefly between parallel regions, then sleep (futex):
     #   GOMP_SPINCOUNT=1000 is 15-20 us of spinning on the 2-core AMD EPYC Zen 4 VM (a 2-thread
     #   GEMM after a serial gap of 15 us ran as fast as back to back, after 20 us 18 us slower,

@@ -195,7 +195,7 @@ def thread_budget(n):
 
 
 def get_num_threads():
-    """Threads used by nnlite's OpenMP kernels and by the BLAS that nnlite calls."""
+    """Threads used by nnlite's kernels and by the BLAS that nnlite calls."""
     cap = _budget.get()
     if cap is not None:
         return min(cap, _num_threads if _num_threads is not None else _get_global())
@@ -215,7 +215,8 @@ def _get_global():
 
 
 def set_num_threads(n):
-    """Set the thread count for nnlite's OpenMP kernels and for the BLAS (OpenBLAS/MKL)."""
+    """Set the thread count for nnlite's kernels (its thread pool and its OpenMP regions) and
+    for the BLAS (OpenBLAS/MKL)."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads expects an int, got {type(n).__name__}")

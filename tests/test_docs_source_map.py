@@ -43,7 +43,7 @@ def _defines(path, name):
     if path.suffix == ".py":
         return name in _python_names(path)
     text = path.read_text()
-    if path.suffix == ".pyx":
+    if path.suffix in (".pyx", ".pxd"):
         pattern = rf"^\s*(?:def|cpdef|cdef(?:\s+\w+)*?|class)\s+{re.escape(name)}\s*[(:]"
     else:  # C: a definition starts a line with its return type and has a body
         pattern = rf"^[A-Za-z_][\w \t*()]*\b{re.escape(name)}\s*\([^;]*?\)\s*\{{"

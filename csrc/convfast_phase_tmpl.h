@@ -285,9 +285,9 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
      * barrier) inside the region, the calling thread starts on the bands at once while the
      * others wake (the first step of a plan run after an idle spell: the 224x224 stem of
      * MobileNetV2 waited for the second thread before its first band) */
-    const size_t xs64 = nnl_round64((size_t)(xsize > 0 ? xsize : 1), sizeof(T));
-    const size_t ys64 = nnl_round64((size_t)(PH_FB * nq * VL), sizeof(T));
-    T *bufs = (T *)nnl_alloc64(sizeof(T) * (xs64 + ys64) * (size_t)team);
+    size_t xs64, ys64;
+    T *bufs = (T *)nnl_alloc_pairs((size_t)xsize, (size_t)(PH_FB * nq * VL), sizeof(T), team,
+                                   &xs64, &ys64);
     if (bufs == NULL) {
         nnl_free64(wpk);
         free(offs);

@@ -185,9 +185,9 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx units = N * split;
     const int team = (nnl_idx)nt > units ? (int)units : nt;
     /* every thread's image and output buffers, in one block */
-    const size_t xs64 = nnl_round64((size_t)(CG * plane > 0 ? CG * plane : 1), sizeof(T));
-    const size_t ys64 = nnl_round64((size_t)(SM_FB * nq * VL), sizeof(T));
-    T *bufs = (T *)nnl_alloc64(sizeof(T) * (xs64 + ys64) * (size_t)team);
+    size_t xs64, ys64;
+    T *bufs = (T *)nnl_alloc_pairs((size_t)(CG * plane), (size_t)(SM_FB * nq * VL), sizeof(T),
+                                   team, &xs64, &ys64);
     if (bufs == NULL) {
         nnl_free64(wpk);
         free(offs);

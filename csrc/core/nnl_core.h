@@ -311,6 +311,17 @@ NNL_DEFINE_EPILOGUE(double, d)
 void *nnl_alloc64(size_t bytes);
 void nnl_free64(void *p);
 
+/* One block of `team` per-thread buffer pairs (a kernel's private image and output buffers):
+ * n1 then n2 elements of `elsize` bytes, each rounded up to whole 64-byte lines (*s1, *s2
+ * elements; n1 at least 1). NULL when out of memory; free with nnl_free64. */
+static inline void *nnl_alloc_pairs(size_t n1, size_t n2, size_t elsize, int team, size_t *s1,
+                                    size_t *s2)
+{
+    *s1 = nnl_round64(n1 > 0 ? n1 : 1, elsize);
+    *s2 = nnl_round64(n2, elsize);
+    return nnl_alloc64(elsize * (*s1 + *s2) * (size_t)team);
+}
+
 /* ------------------------------------------------------------- ISA (nnl_isa.c) */
 
 /* 1 when the micro-kernel family was compiled in and this CPU (and OS) can run it. */

@@ -797,7 +797,10 @@ def test_kernel_runs_unfused_on_arrays_the_fused_call_cannot_take(expand):
 def test_kernel_with_head_runs_unfused_on_arrays_the_fused_call_cannot_take():
     """A head conv's binding on an image that is not contiguous runs the conv, then the block
     without expand (``_bind_unfused``: the conv's map in an array of that binding, shaped by
-    the conv, not by the image): the same bits as the fused call on a contiguous copy."""
+    the conv, not by the image). That conv runs by im2col + the GEMM (the direct kernels take
+    unit-stride rows only), whose micro-kernels fuse each multiply-add: its bits are the fused
+    call's where the compiler also fuses the head's (native optimised builds), not on an SSE2
+    build or at -O0, so the two results are compared to rounding."""
     rng = np.random.default_rng(12)
     E, F = 16, 6
     wh = (rng.standard_normal((E, 3, 3, 3)) / 5).astype(np.float32)
@@ -820,7 +823,7 @@ def test_kernel_with_head_runs_unfused_on_arrays_the_fused_call_cannot_take():
     want = _reference(_head_reference(x, wh, bh, (2, 2), (1, 1, 1, 1), (1, 1)),
                       None, None, wd, bd, w3, b3, 1)
     np.testing.assert_allclose(y1, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
-    assert np.array_equal(y1, y2)
+    np.testing.assert_allclose(y1, y2, rtol=1e-6, atol=1e-6 * np.abs(y2).max())
 
 
 def test_bound_block_reads_its_arrays_at_each_call_and_keeps_them_alive():

@@ -48,6 +48,8 @@ def test_many_loops_back_to_back():
         _check_loop(int(rng.integers(1, 4)), int(rng.integers(0, 40)), spin=int(rng.integers(0, 50)))
 
 
+@pytest.mark.skipif(not _config.cython_built() or not _info.openmp_enabled(),
+                    reason="a build without threads (NNLITE_NO_OPENMP) runs every loop alone")
 def test_workers_take_units():
     # with enough work per unit, a second thread joins (the pool started a worker)
     seen = set()

@@ -34,6 +34,7 @@ sys.path.insert(0, HERE)
 
 import _timing  # noqa: E402
 from bench_inference import _ort, _torch, build_nnlite, export_onnx  # noqa: E402
+from nnlite._config import pool_hold  # noqa: E402
 from nnlite._infer import passes  # noqa: E402
 from nnlite._infer import kernels  # noqa: E402
 from nnlite._infer.kernels import IR_OP  # noqa: E402
@@ -113,15 +114,19 @@ def time_plan(opt, x, repeat):
     steps = np.zeros((repeat, len(calls)))
     walls = np.zeros(repeat)
     clock = time.perf_counter
-    for r in range(repeat):
-        t0 = clock()
-        for call in calls:
-            call()
-        walls[r] = clock() - t0
-        for i, call in enumerate(calls):
+    pool_hold(1)   # as a plan run does: the pool's workers stay awake between the steps
+    try:
+        for r in range(repeat):
             t0 = clock()
-            call()
-            steps[r, i] = clock() - t0
+            for call in calls:
+                call()
+            walls[r] = clock() - t0
+            for i, call in enumerate(calls):
+                t0 = clock()
+                call()
+                steps[r, i] = clock() - t0
+    finally:
+        pool_hold(-1)
     return np.median(steps, axis=0), float(np.median(walls)), plan
 
 

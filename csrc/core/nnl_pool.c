@@ -36,6 +36,9 @@
  * state is one struct whose address the first extension to load publishes (nnl_pool_state)
  * and the others adopt (nnl_pool_adopt): one set of workers per process.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE   /* sched_getaffinity, CPU_COUNT */
+#endif
 #include "nnl_core.h"
 
 #if NNL_POOL_PTHREADS
@@ -47,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define NNL_PAUSE() _mm_pause()
@@ -79,6 +83,7 @@ typedef struct nnl_pool {
     int nworkers;                    /* workers started (1 .. nworkers) */
     int fork_handler;
     int passive;                     /* OMP_WAIT_POLICY=passive: workers never spin */
+    int cpus;                        /* online CPUs: workers 1 .. cpus-1 may spin held */
 } nnl_pool;
 
 static nnl_pool pool_own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
@@ -134,8 +139,11 @@ static void pool_work(nnl_pool *p, uint32_t epoch, nnl_unit_fn fn, void *ctx, lo
 /* Spin (pausing) until posted != seen; while no plan holds the pool, give up after the short
  * spin and sleep. Every ~50 us of spinning the thread yields its core to any other runnable
  * thread (another library's workers), so a held pool never starves them. */
-static void pool_wait_job(nnl_pool *p, unsigned seen)
+static void pool_wait_job(nnl_pool *p, unsigned seen, int idx)
 {
+    /* a held pool keeps spinning only the workers that have a core of their own beside the
+     * caller's (more threads than cores were asked for: the others sleep between jobs) */
+    const int may_hold = !p->passive && idx < p->cpus;
     const long long spin_ns = NNL_POOL_SPIN_NS, yield_ns = NNL_POOL_YIELD_NS;
     long long t0 = pool_now_ns(), ty = t0;
     for (;;) {
@@ -145,7 +153,7 @@ static void pool_wait_job(nnl_pool *p, unsigned seen)
             NNL_PAUSE();
         }
         const long long t = pool_now_ns();
-        if (atomic_load_explicit(&p->hold, memory_order_relaxed) > 0 && !p->passive) {
+        if (may_hold && atomic_load_explicit(&p->hold, memory_order_relaxed) > 0) {
             t0 = t;
             if (t - ty > yield_ns) {
                 sched_yield();
@@ -157,7 +165,7 @@ static void pool_wait_job(nnl_pool *p, unsigned seen)
             continue;
         pthread_mutex_lock(&p->lock);
         atomic_fetch_add(&p->sleepers, 1);
-        while (atomic_load(&p->posted) == seen && (atomic_load(&p->hold) <= 0 || p->passive))
+        while (atomic_load(&p->posted) == seen && (atomic_load(&p->hold) <= 0 || !may_hold))
             pthread_cond_wait(&p->wake, &p->lock);
         atomic_fetch_sub(&p->sleepers, 1);
         pthread_mutex_unlock(&p->lock);
@@ -177,7 +185,7 @@ static void *pool_worker(void *arg)
     free(arg);
     unsigned seen = atomic_load(&p->posted);
     for (;;) {
-        pool_wait_job(p, seen);
+        pool_wait_job(p, seen, idx);
         seen = atomic_load_explicit(&p->posted, memory_order_acquire);
         atomic_fetch_add(&p->active, 1);
         const uint_fast64_t w = atomic_load(&p->claim);
@@ -186,6 +194,19 @@ static void *pool_worker(void *arg)
         atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
     }
     return NULL;
+}
+
+/* The CPUs this process may run on (its affinity mask: taskset, a container's cpuset), else
+ * the online ones. */
+static int pool_cpus(void)
+{
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+#endif
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
 
 /* In a child of fork() only the forking thread exists: the pool starts again empty. */
@@ -215,6 +236,7 @@ static int pool_grow(nnl_pool *p, int want)
         p->fork_handler = 1;
         /* the advice for a busy machine (README, thread policy) holds for the pool too */
         p->passive = policy != NULL && (policy[0] == 'p' || policy[0] == 'P');
+        p->cpus = pool_cpus();
     }
     sigset_t all, old;
     sigfillset(&all);

@@ -55,7 +55,7 @@ def time_once(fn):
     return time.perf_counter() - t0
 
 
-def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
+def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None, pause=0.0):
     """Time ``candidates`` (dict name -> zero-argument callable) round-robin.
 
     Each round calls every candidate once, in an order shuffled per round (seeded: the same
@@ -69,6 +69,8 @@ def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
     seconds. ``clock``: the timer (default
     ``time.perf_counter``, wall time; ``time.process_time`` counts this process's CPU time, all
     its threads together, which other processes on a shared machine disturb far less).
+    ``pause``: seconds of sleep before every timed call (a server between requests: the idle
+    cores halt, and each engine starts its run from cold threads).
     """
     clock = clock or time.perf_counter
     for fn in candidates.values():
@@ -90,6 +92,8 @@ def interleave(candidates, repeat=7, warmup=1, min_time=0.0, clock=None):
         last = order[-1][0] if order else None
         for name, fn in order:
             k = loops[name]
+            if pause > 0:
+                time.sleep(pause)
             t0 = clock()
             for _ in range(k):
                 fn()

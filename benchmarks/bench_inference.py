@@ -2,7 +2,7 @@
 
     python benchmarks/bench_inference.py [--models googlenet,resnet50,mobilenet_v2]
         [--batches 1,8] [--size 224] [--threads 2] [--repeat 7] [--quick] [--csv out.csv]
-        [--without-winograd] [--without-fused-blocks]
+        [--without-winograd] [--without-fused-blocks] [--pause-ms 30]
 
 For each model: nnlite's torchvision-compatible model with seeded random weights and non-trivial
 BatchNorm statistics; the same state_dict loaded into the torchvision architecture rebuilt in
@@ -27,7 +27,9 @@ Each row is timed round-robin with the other candidates (interleaved, warm-up fi
 best of --repeat rounds; "first ms" is the first call on that input shape (for nnlite-opt and
 nnlite-onnx: trace, plan compilation with its plain dry run, and the check run; for the others
 a warm-up); "err" is max |out - torch| / max |torch| (vs nnlite-plain without torch). Ratios
-are median latency over ONNX Runtime's and over PyTorch's.
+are median latency over ONNX Runtime's and over PyTorch's. With --pause-ms the harness sleeps
+that long before every timed call (not counted), so each run starts from idle cores, as a
+server's does between requests.
 
 Memory (unless --no-memory), for nnlite-onnx and onnxruntime only, each in a fresh process
 that imports its libraries (nnlite and onnx, or onnxruntime: import costs are excluded for both)
@@ -226,6 +228,8 @@ def main(argv=None):
     p.add_argument("--batches", default="1,8")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--pause-ms", type=float, default=0.0,
+                   help="sleep this long before every timed call (a server between requests)")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--without-winograd", action="store_true",
                    help="also time nnlite-opt with Winograd disabled (before/after)")
@@ -248,6 +252,7 @@ def main(argv=None):
              ("onnxruntime", ort.__version__ if ort else "not installed"),
              ("threads", f"{args.threads} (nnlite, BLAS, torch, onnxruntime)"),
              ("OpenMP idle threads", _timing.omp_idle()),
+             ("pause before each call", f"{args.pause_ms:g} ms"),
              ("load average", " ".join(f"{v:.2f}" for v in os.getloadavg()))]
     print(_timing.header(extra))
     rows = []
@@ -266,7 +271,8 @@ def main(argv=None):
                 ref = outs[ref_name]
                 scale = float(np.abs(ref).max())
                 times = _timing.interleave({k: (lambda fn=fn: fn(x)) for k, fn in cands.items()},
-                                           repeat=args.repeat, warmup=1)
+                                           repeat=args.repeat, warmup=1,
+                                           pause=args.pause_ms / 1e3)
                 med = {k: _timing.median(v) for k, v in times.items()}
                 path = os.path.join(tmpdir, f"{name}.onnx")
                 mem = {}

@@ -32,6 +32,7 @@ share_pool()
 cdef extern from "nnl_core.h" nogil:
     int nnl_pool_hold(int delta)
     int nnl_pool_workers()
+    int nnl_pool_worker_tid(int i)
 
 
 def pool_hold(int delta):
@@ -44,6 +45,11 @@ def pool_hold(int delta):
 def pool_workers():
     """Worker threads the pool has started (0 before its first parallel loop)."""
     return nnl_pool_workers()
+
+
+def pool_worker_tids():
+    """The kernel thread ids of the pool's workers (Linux; 0 for a worker not started yet)."""
+    return [nnl_pool_worker_tid(i) for i in range(1, nnl_pool_workers() + 1)]
 
 
 # ------------------------------------------------------------ a check of the pool's protocol

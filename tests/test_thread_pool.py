@@ -7,6 +7,7 @@ The oracle is a unit that records who ran it (``nnlite._info.pool_check``), so t
 do not go through any kernel; the kernels' own tests compare their results across thread
 counts against the naive references."""
 import multiprocessing
+import os
 import sys
 import threading
 
@@ -152,3 +153,25 @@ def test_plan_run_releases_the_hold(monkeypatch):
         opt.run_arrays(x)
     assert held == [1]                       # held during the run
     assert _info.pool_hold(0) == 0           # and let go when it raised
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _config.cython_built()
+                    or not _info.openmp_enabled() or len(os.sched_getaffinity(0)) < 2,
+                    reason="steering workers is Linux's sched_setaffinity, on 2+ CPUs")
+def test_a_held_run_keeps_workers_off_the_callers_cpu():
+    # while held, the workers may run on every CPU of the caller's mask but the caller's own
+    # (a woken thread would otherwise queue on the caller's CPU); after, the whole mask again
+    _check_loop(2, 64, spin=20000)
+    tids = [t for t in _info.pool_worker_tids() if t > 0]
+    assert tids, "no worker thread id"
+    mask = os.sched_getaffinity(0)
+    assert _info.pool_hold(0) == 0
+    _info.pool_hold(1)
+    try:
+        held = [os.sched_getaffinity(t) for t in tids]
+    finally:
+        _info.pool_hold(-1)
+    after = [os.sched_getaffinity(t) for t in tids]
+    for aff in held:
+        assert len(aff) == len(mask) - 1 and aff < mask, (aff, mask)
+    assert all(aff == mask for aff in after), (after, mask)

@@ -100,8 +100,10 @@ int nnl_pool_hold(int delta);
 /* The pool's state, published by the first extension loaded and adopted by the others. */
 void *nnl_pool_state(void);
 void nnl_pool_adopt(void *state);
-/* Workers started so far. */
+/* Workers started so far, and worker i's kernel thread id (1 <= i <= workers; 0 where unknown:
+ * not Linux, or not started yet). */
 int nnl_pool_workers(void);
+int nnl_pool_worker_tid(int i);
 
 /* A unit's error code into the loop's status (any one of the failures is kept). */
 static inline void nnl_status_set(int *status, int rc)

@@ -1,4 +1,4 @@
-/* Fused inverted residual (MobileNetV2's block) in one native call and one OpenMP region:
+/* Fused inverted residual (MobileNetV2's block) in one native call and one thread-pool loop:
  *
  *     e = relu6(W1 @ x + b1)                       expand 1x1, (E, H*W) per image
  *     d = relu6(depthwise3x3(e, Wd, stride s, pad 1) + bd)          (E, OH*OW)
@@ -11,8 +11,9 @@
  * of halo each side at stride 1, rows 2*i0 - 1 .. 2*(i1 - 1) + 1 at stride 2); the thread
  * keeps the rows its previous band of the same image expanded already and expands only the
  * new ones into its buffer, runs the depthwise conv on the band into a second buffer and
- * projects that into y: the expanded tensor never leaves the thread's cache, the team is woken
- * once per block, and only rows at the seams between threads are expanded twice. Bands are
+ * projects that into y: the expanded tensor never leaves the thread's cache, the pool runs one
+ * loop per block (a range of bands per unit), and only rows at the seams between threads are
+ * expanded twice. Bands are
  * sized so that a thread's two buffers take at most half of the L2 (nnl_cache_sizes), cut
  * finer when the images alone would leave a thread idle, and as equal as whole rows allow.
  *
@@ -51,10 +52,6 @@
 #include "convfast.h"
 #include "gemm_kernels.h"
 #include "nnl_tuning.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* the head conv's geometry: one group of C -> E channels onto the block's input map, x's
  * images C-contiguous or padded apart */
@@ -152,7 +149,8 @@ static double ir_out_cost(const nnl_ir_geom *g)
     return (double)g->e * (9.0 + (double)g->f);
 }
 
-/* A team barrier, in multiply-adds: about 1 us of one core's (IR_SYNC_COST). And an element
+/* A phase boundary (one pool loop ends, the next starts: every thread meets there), in
+ * multiply-adds: about 1 us of one core's (IR_SYNC_COST). And an element
  * of the depthwise tensor that a thread's project reads under the channel split: packed by
  * the GEMM for each of the thread's tiles and, where another thread wrote it, fetched from
  * that core's cache (IR_D_COST; Zen 4, 160->960->160 at 7x7 on two threads: the project phase
@@ -207,9 +205,9 @@ static double ir_bands_cost(const nnl_ir_geom *g, int nt, nnl_idx rows)
 }
 
 /* ------------------------------------------------------------------ the channel split
- * One image at a time: the team cuts the expand (and the depthwise conv) by expanded channels,
- * meets, then cuts the project by output tiles; each phase is cut evenly on its own (a barrier
- * between them: the slowest thread of each phase sets the pace). */
+ * One image at a time: the expand (and the depthwise conv) cut into nt shares of expanded
+ * channels, one pool loop; then the project cut into nt shares of output tiles, a second one;
+ * each phase is cut evenly on its own (the slowest share of each phase sets the pace). */
 
 /* One axis of a product cut into units of `size` elements (the last one shorter), a unit
  * costing its elements, or its vectors of `lanes` elements when lanes > 0. */

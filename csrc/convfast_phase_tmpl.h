@@ -281,10 +281,10 @@ int FN(nnl_conv_phase)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx items = N * G * nbands;
     const int team = (nnl_idx)p.nt > items ? (int)items : p.nt;
     const nnl_idx xsize = in_place ? CG * VL : p.nplanes * plane;
-    /* every thread's plane and output buffers, allocated here: with no allocation (and no
-     * barrier) inside the region, the calling thread starts on the bands at once while the
-     * others wake (the first step of a plan run after an idle spell: the 224x224 stem of
-     * MobileNetV2 waited for the second thread before its first band) */
+    /* every thread's plane and output buffers, allocated here: with no allocation in the
+     * units, the calling thread starts on the bands at once while the others wake (the first
+     * step of a plan run after an idle spell: the 224x224 stem of MobileNetV2 once waited for
+     * the second thread before its first band) */
     size_t xs64, ys64;
     T *bufs = (T *)nnl_alloc_pairs((size_t)xsize, (size_t)(PH_FB * nq * VL), sizeof(T), team,
                                    &xs64, &ys64);

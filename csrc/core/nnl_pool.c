@@ -268,6 +268,35 @@ static int pool_grow(nnl_pool *p, int want)
     return p->nworkers;
 }
 
+/* Where a run's sleeping workers wake (Linux). The kernel places a woken thread on the waker's
+ * CPU when the thread's own CPU is a halted vCPU (it counts as preempted, not idle): the
+ * worker then queues behind the caller until load balancing moves it, 1.9 ms after a 30 ms
+ * idle spell (median; p90 6 ms) on the 2-vCPU Zen 4 VM, 0.08 ms when it may not run on the
+ * caller's CPU. So while a run holds the pool, or while a loop that had to wake them runs,
+ * the workers may run on every CPU of the caller's mask but the caller's own (steer = 1);
+ * then they get the caller's mask back (steer = 0). */
+static void pool_steer(nnl_pool *p, int steer)
+{
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof(mask), &mask) != 0)
+        return;
+    if (steer) {
+        const int cpu = sched_getcpu();
+        if (cpu < 0 || !CPU_ISSET(cpu, &mask) || CPU_COUNT(&mask) < 2)
+            return;
+        CPU_CLR(cpu, &mask);
+    }
+    for (int i = 1; i <= p->nworkers && i <= POOL_MAX_WORKERS; i++) {
+        const int tid = atomic_load(&p->tid[i]);
+        if (tid > 0)
+            sched_setaffinity((pid_t)tid, sizeof(mask), &mask);
+    }
+#else
+    (void)p, (void)steer;
+#endif
+}
+
 static void pool_serial(nnl_idx units, nnl_unit_fn fn, void *ctx)
 {
     for (nnl_idx u = 0; u < units; u++)
@@ -300,8 +329,15 @@ void nnl_parallel_for(int nt, nnl_idx units, nnl_unit_fn fn, void *ctx)
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store(&p->claim, (uint_fast64_t)e << 32);
     atomic_store(&p->posted, e);
+    /* sleeping workers of a call outside a held run (an eager call after an idle spell): wake
+     * them off this thread's CPU too, and give them their mask back when the loop is done */
+    int steered = 0;
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->lock);
+        if (atomic_load(&p->hold) <= 0 && !p->passive) {
+            pool_steer(p, 1);
+            steered = 1;
+        }
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
     }
@@ -321,36 +357,13 @@ void nnl_parallel_for(int nt, nnl_idx units, nnl_unit_fn fn, void *ctx)
             }
         }
     }
+    if (steered) {
+        pthread_mutex_lock(&p->lock);
+        if (atomic_load(&p->hold) <= 0)
+            pool_steer(p, 0);
+        pthread_mutex_unlock(&p->lock);
+    }
     atomic_store_explicit(&p->busy, 0, memory_order_release);
-}
-
-/* Where a run's sleeping workers wake (Linux). The kernel places a woken thread on the waker's
- * CPU when the thread's own CPU is a halted vCPU (it counts as preempted, not idle): the
- * worker then queues behind the caller until load balancing moves it, 1.9 ms after a 30 ms
- * idle spell (median; p90 6 ms) on the 2-vCPU Zen 4 VM, 0.08 ms when it may not run on the
- * caller's CPU. So while a run holds the pool, its workers may run on every CPU of the
- * caller's mask but the caller's own (steer = 1); when the run ends they get the caller's
- * mask back (steer = 0). */
-static void pool_steer(nnl_pool *p, int steer)
-{
-#if defined(__linux__) && defined(CPU_COUNT)
-    cpu_set_t mask;
-    if (sched_getaffinity(0, sizeof(mask), &mask) != 0)
-        return;
-    if (steer) {
-        const int cpu = sched_getcpu();
-        if (cpu < 0 || !CPU_ISSET(cpu, &mask) || CPU_COUNT(&mask) < 2)
-            return;
-        CPU_CLR(cpu, &mask);
-    }
-    for (int i = 1; i <= p->nworkers && i <= POOL_MAX_WORKERS; i++) {
-        const int tid = atomic_load(&p->tid[i]);
-        if (tid > 0)
-            sched_setaffinity((pid_t)tid, sizeof(mask), &mask);
-    }
-#else
-    (void)p, (void)steer;
-#endif
 }
 
 int nnl_pool_hold(int delta)

@@ -42,6 +42,9 @@ from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 cdef extern from "nnl_core.h" nogil:
     void *nnl_pool_state()
     void nnl_pool_adopt(void *state)
+    # the kernels' parallel loop (csrc/core/nnl_pool.c)
+    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
+    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
 
 cdef inline int share_pool() except -1:
     # One thread pool per process (csrc/core/nnl_pool.c): every extension links its own copy

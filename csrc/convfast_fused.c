@@ -767,7 +767,8 @@ typedef struct {
     float *bufs;
     ir_rows *have;
     int lock;
-    /* channel split */
+    /* channel split: the GEMM's register tile, the shared buffers, the image */
+    int mr, nr;
     float *ebuf, *dbuf;
     nnl_idx n;
     int status;
@@ -820,17 +821,15 @@ static int ir_run_bands(ir_job *j, nnl_idx rows, float *bufs, nnl_idx ein, nnl_i
  * d; the next image starts when every projection is done (it overwrites d). Each phase is one
  * pool loop over the nt shares, so a thread that has not come yet holds nothing up: the
  * shares are the same whoever runs them. */
-static void ir_share_rects(const ir_job *j, int t, int project, ir_rect *rc, int *nr_)
+static void ir_share_rects(const ir_job *j, int t, int project, ir_rect *rc, int *count)
 {
-    int mr, nr, mc, kc, nc;
     ir_axis o, i;
     double cost;
-    nnl_gemm_blocking(j->isa, sizeof(float), &mr, &nr, &mc, &kc, &nc);
     if (project)
-        ir_project_axes(j->g, mr, nr, &o, &i);
+        ir_project_axes(j->g, j->mr, j->nr, &o, &i);
     else
-        ir_expand_axes(j->g, nr, &o, &i);
-    *nr_ = ir_tile_share(&o, &i, j->nt, t, rc, &cost);
+        ir_expand_axes(j->g, j->nr, &o, &i);
+    *count = ir_tile_share(&o, &i, j->nt, t, rc, &cost);
 }
 
 static void ir_share_expand(void *ctx, nnl_idx t, int tid, int first)
@@ -869,8 +868,8 @@ static void ir_share_project(void *ctx, nnl_idx t, int tid, int first)
 static int ir_run_channels(ir_job *j, float *ebuf, nnl_idx ein, float *dbuf)
 {
     const nnl_ir_geom *g = j->g;
-    int mr, nr, mc, kc, nc;
-    if (nnl_gemm_blocking(j->isa, sizeof(float), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+    int mc, kc, nc;
+    if (nnl_gemm_blocking(j->isa, sizeof(float), &j->mr, &j->nr, &mc, &kc, &nc) != NNL_OK)
         return NNL_EINVAL;
     ir_zero_pad(g, ebuf, ein, ir_ep(g));
     j->ebuf = ebuf, j->dbuf = dbuf, j->status = NNL_OK;

@@ -130,9 +130,8 @@ static void FN(ph_job_unit)(void *ctx, nnl_idx it, int tid, int first)
     const nnl_idx G = g->g, OH = g->oh, OW = g->ow, SH = g->sh, SW = g->sw;
     const nnl_idx CG = g->c / G, FG = g->f / G, ntap = CG * g->kh * g->kw;
     const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB, wblk = ntap * PH_FB;
-    const nnl_idx wq = p.wq, plane = p.plane, nq = p.nq, bh = p.bh, nbands = p.nbands;
+    const nnl_idx wq = p.wq, plane = p.plane, bh = p.bh, nbands = p.nbands;
     T *xb = j->bufs + (size_t)tid * (j->xs64 + j->ys64), *yb = xb + j->xs64;
-    (void)nq;
     /* the tail past the rows a band fills is read by the last vectors only for dropped
      * outputs: zero once so that it holds finite values */
     if (first)

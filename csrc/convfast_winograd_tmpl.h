@@ -375,7 +375,7 @@ static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, co
 typedef struct {
     const wino_plan *p;
     const nnl_conv_geom *geom;
-    const T *x, *u, *upk, *pk, *bias;
+    const T *x, *u, *pk, *bias;
     T beta;
     T *y;
     int act, isa;
@@ -474,7 +474,7 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
     const T *pk = upk;
     if (upk == NULL)
         pk = ws + vm_elems * (size_t)pairs;
-    FN(wino_job) j = {&p, geom, x, u, upk, pk, bias, beta, y, act, isa, ws, vm_elems, vsize,
+    FN(wino_job) j = {&p, geom, x, u, pk, bias, beta, y, act, isa, ws, vm_elems, vsize,
                       0, 0, NNL_OK};
     if (upk == NULL)   /* pack every U[xi][g] once for this call */
         nnl_parallel_for(nt, a2 * G, FN(wino_pack_unit), &j);

@@ -19,7 +19,7 @@ run, so col2im has no write races).
 from cython cimport floating
 
 from _common cimport col_range, in_range, imin, imax
-from _common cimport share_pool
+from _common cimport nnl_parallel_for, nnl_unit_fn, share_pool
 
 cdef extern from "im2col_rows.h" nogil:
     int nnl_im2col_tap_s(const float* x, Py_ssize_t H, Py_ssize_t W, float* dst, Py_ssize_t oh,
@@ -101,9 +101,6 @@ cdef void _col2im_plane(const floating* cols, floating* x, Py_ssize_t H, Py_ssiz
 
 
 # ------------------------------------------------------------ the pool's loop over planes
-cdef extern from "nnl_core.h" nogil:
-    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
-    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
 
 
 cdef struct _Planes:
@@ -210,7 +207,7 @@ def im2col_rows(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     side by side in each row (cols[r, n] = im2col(x)[n, r]), so that a weight gradient over the
     whole batch is ONE GEMM with inner size N*OH*OW. Padding entries become 0."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t p, n, c, P = N * C, L = oh * ow, plane = H * W
+    cdef Py_ssize_t P = N * C, L = oh * ow, plane = H * W
     cdef int nt = max(1, num_threads)
     _check(N, C, H, W, (cols.shape[1], cols.shape[0], cols.shape[2]),
            kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
@@ -231,7 +228,7 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
            Py_ssize_t oh, Py_ssize_t ow, int num_threads=1):
     """x (N, C, H, W) += scatter of ``cols`` (N, C*KH*KW, OH*OW); padding entries dropped."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t p, P = N * C, rows = kh * kw * oh * ow, plane = H * W
+    cdef Py_ssize_t P = N * C, rows = kh * kw * oh * ow, plane = H * W
     cdef int nt = max(1, num_threads)
     _check(N, C, H, W, (cols.shape[0], cols.shape[1], cols.shape[2]),
            kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
@@ -252,7 +249,7 @@ def col2im_rows(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     that an input gradient over a chunk of images is ONE GEMM with N = images*OH*OW. Padding
     entries are dropped."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t p, n, c, P = N * C, L = oh * ow, plane = H * W
+    cdef Py_ssize_t P = N * C, L = oh * ow, plane = H * W
     cdef int nt = max(1, num_threads)
     _check(N, C, H, W, (cols.shape[1], cols.shape[0], cols.shape[2]),
            kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)

@@ -1,5 +1,5 @@
 """Build facts of the compiled extension: OpenMP on/off and its thread count."""
-from _common cimport share_pool
+from _common cimport nnl_parallel_for, nnl_unit_fn, share_pool
 
 
 cdef extern from *:
@@ -53,9 +53,6 @@ def pool_worker_tids():
 
 
 # ------------------------------------------------------------ a check of the pool's protocol
-cdef extern from "nnl_core.h" nogil:
-    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
-    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
 
 from libc.stdlib cimport calloc, free
 

@@ -26,7 +26,7 @@ from cython cimport floating
 import numpy as np
 
 from _common cimport col_range, imax, imin, in_range
-from _common cimport share_pool
+from _common cimport nnl_parallel_for, nnl_unit_fn, share_pool
 
 
 cdef inline Py_ssize_t _first_in(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
@@ -123,9 +123,6 @@ cdef extern from "pool_max.h" nogil:
 
 
 # ------------------------------------------------------------ the pool's loops over planes
-cdef extern from "nnl_core.h" nogil:
-    ctypedef void (*nnl_unit_fn)(void *ctx, Py_ssize_t unit, int tid, int first) noexcept nogil
-    void nnl_parallel_for(int nt, Py_ssize_t units, nnl_unit_fn fn, void *ctx)
 
 DEF _SAME3 = 0
 DEF _SMALL = 1
@@ -319,40 +316,35 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     # us, 2x2/2: 85 -> 50, 4x4 3x3/1: 73 -> 27, 16x16 3x3/1: 74 -> 59, 12x12 5x5/1 about even)
     # up to 16 vectors per plane (float64 2x2/2 on 14x14 planes, 23 vectors: 115 vs 120 us)
     cdef nnl_pool_small small
+    cdef Py_ssize_t t
+    # the planes' layout, for whichever of the pool's loops below runs them
     cdef _PlaneJob job
     memset(&job, 0, sizeof(job))
     job.f32 = floating is float
-    job.x, job.y, job.P = <char*>&x[0, 0, 0, 0], <char*>&y[0, 0, 0, 0], P
-    cdef Py_ssize_t xs[3]
-    cdef Py_ssize_t ys_[3]
-    cdef Py_ssize_t is_[3]
-    cdef Py_ssize_t t, p0, p1
-    cdef int64_t* i00 = NULL
+    job.x, job.y = <char*>&x[0, 0, 0, 0], <char*>&y[0, 0, 0, 0]
+    job.P, job.C, job.H, job.W = P, C, H, W
+    job.xrs, job.yrs = xrs, yrs
+    for t in range(2):
+        job.xs[t] = x.strides[t] // es
+        job.ys[t] = y.strides[t] // es
     # 3x3/1 'same' pools of packed float planes (csrc/pool_max.c, AVX-512: flat vectors, lane
     # shifts for the columns): one Zen 4 core, float32, interleaved medians, the register
     # path -> this: 832 planes 7x7 38.7 -> 13.2 us, 528 14x14 46.6 -> 25.9, 192 28x28 51.7 ->
     # 32.6, 64 56x56 72.6 -> 51.5
     if (floating is float and not want and (H < 2 or xrs == W) and (oh < 2 or yrs == ow)
             and nnl_pool_same3_ok(H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)):
-        for t in range(2):
-            job.xs[t] = x.strides[t] // es
-            job.ys[t] = y.strides[t] // es
-        job.kind, job.C, job.H, job.W = _SAME3, C, H, W
+        job.kind = _SAME3
         with nogil:
             _run_planes(&job, nt, 1)
         return
     if (fits and (H < 2 or xrs == W) and (oh < 2 or (yrs == ow and (not want or irs == ow)))
             and _small_plan(&small, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, es)
             and (small.nv == 1 or (want and small.nv <= 16))):
-        for t in range(2):
-            job.xs[t] = x.strides[t] // es
-            job.ys[t] = y.strides[t] // es
-            is_[t] = idx.strides[t] // sizeof(int64_t) if want else 0
         if want:
             job.idx = &idx[0, 0, 0, 0]
-        job.kind, job.small, job.C = _SMALL, &small, C
-        for t in range(2):
-            job.is_[t] = is_[t]
+            for t in range(2):
+                job.is_[t] = idx.strides[t] // sizeof(int64_t)
+        job.kind, job.small = _SMALL, &small
         with nogil:
             _run_planes(&job, nt, 1)
         return
@@ -361,10 +353,6 @@ def max_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, :] y,
     if fast and not want:
         bufs = np.full((nt, plan.need), -np.inf, dtype=dt)
         job.kind, job.plan, job.bufs, job.need = _PLANE, &plan, <char*>&bufs[0, 0], plan.need
-        job.C, job.xrs, job.yrs = C, xrs, yrs
-        for t in range(2):
-            job.xs[t] = x.strides[t] // es
-            job.ys[t] = y.strides[t] // es
         with nogil:
             _run_planes(&job, nt, 1)
         return

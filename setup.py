@@ -54,13 +54,17 @@ def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _compiler_accepts(flags):
-    """True when the C compiler compiles and links a tiny OpenMP program with ``flags``."""
+_OMP_PROGRAM = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+
+
+def _compiler_accepts(flags, src=_OMP_PROGRAM, quiet=False):
+    """True when the C compiler compiles and links ``src`` (a tiny OpenMP program) with
+    ``flags`` (and, with ``quiet``, says nothing: a compiler that only warns about a flag it
+    ignores does not accept it)."""
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     cc = cc.split()[0]
     if shutil.which(cc) is None:
         return False
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "t.c")
         with open(path, "w") as fh:
@@ -70,7 +74,7 @@ def _compiler_accepts(flags):
                                capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             return False
-        return r.returncode == 0
+        return r.returncode == 0 and not (quiet and r.stderr.strip())
 
 
 def _core_sources():
@@ -103,6 +107,14 @@ def build_config():
     lflags = []
     if not _flag("NNLITE_PORTABLE"):
         cflags.append("-march=native")
+    # The vector kernels written with GCC vector arithmetic (acc += w * x) promise the bits of
+    # the GEMM's explicit-FMA micro-kernels, so every such multiply-add must become one FMA.
+    # GCC's tuning for AMD Zen (-march=native on Zen 2-4, -mtune=znver*) leaves some FMA
+    # chains as a multiply and an add (its avoid-fma-chains heuristic): an AVX2 build on a
+    # Zen 3 gave the fused MobileNetV2 stem other bits than the conv it replaces.
+    fma_param = ["--param", "avoid-fma-max-bits=0"]
+    if _compiler_accepts(fma_param, "int main(void){return 0;}\n", quiet=True):
+        cflags += fma_param
     if sanitize:
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                "-fno-sanitize-recover=undefined"]

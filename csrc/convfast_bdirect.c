@@ -10,8 +10,9 @@
  * when the GEMM family in use is the AVX-512 one with MR x NR = 8 x 48 (checked by the caller
  * through nnl_cf_bdirect_ok). Also here: nnl_pack_a8_s, the 8-row (and 6-row) A packing of the
  * GEMM driver through AVX 8 x 8 transposes (an exact copy, so any path gives the same packed
- * panel), nnl_pack_t8_s, the same transpose into any output row stride (the B packing of a
- * transposed B), and nnl_copy_even_s, the stride-2 runs of a strided pointwise conv's B. */
+ * panel), nnl_pack_t8_s / nnl_pack_tr_s, the same transpose of 8 (1..8) rows into any output
+ * row stride (the B packing of a transposed B, a transpose's tail rows), and nnl_copy_even_s,
+ * the stride-2 runs of a strided pointwise conv's B. */
 #include "convfast.h"
 
 #if NNL_X86_DISPATCH
@@ -66,53 +67,75 @@ static inline __attribute__((target("avx"), always_inline)) void cf_t8x8_reg(con
     c[6] = _mm256_permute2f128_ps(u2, u6, 0x31), c[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/* Eight full rows w[i*ld + k], k < kcb, -> out[k*ldo + i] through 8 x 8 register transposes.
- * The GEMM's B packing of a transposed B (each column of op(B) contiguous) writes its NR-wide
- * micro-panel eight columns at a time through it (ldo = NR). */
-__attribute__((target("avx"))) void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld,
-                                                  float *out, nnl_idx ldo)
+/* The first r (1..8) lanes of v at o, nothing written past o[r - 1]. */
+static inline __attribute__((target("avx"), always_inline)) void cf_store_part(float *o,
+                                                                               __m256 v, int r)
+{
+    if (r == 8) {
+        _mm256_storeu_ps(o, v);
+        return;
+    }
+    __m128 h = _mm256_castps256_ps128(v);
+    if (r >= 4) {
+        _mm_storeu_ps(o, h);
+        o += 4, r -= 4;
+        h = _mm256_extractf128_ps(v, 1);
+    }
+    if (r >= 2) {
+        _mm_storel_pi((__m64 *)o, h);
+        o += 2, r -= 2;
+        h = _mm_movehl_ps(h, h);
+    }
+    if (r)
+        _mm_store_ss(o, h);
+}
+
+/* rows (1..8) rows w[i*ld + k], k < kcb, -> out[k*ldo + i] through 8 x 8 register transposes
+ * (missing rows read as zeros; each column stores only its rows floats, so nothing is
+ * written past them): an exact copy. */
+static inline __attribute__((target("avx"), always_inline)) void cf_pack_t(
+    int rows, nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo)
 {
     nnl_idx k = 0;
     for (; k + 8 <= kcb; k += 8) {
         __m256 r[8], c[8];
         for (int i = 0; i < 8; i++)
-            r[i] = _mm256_loadu_ps(w + i * ld + k);
+            r[i] = i < rows ? _mm256_loadu_ps(w + i * ld + k) : _mm256_setzero_ps();
         cf_t8x8_reg(r, c);
         for (int j = 0; j < 8; j++)
-            _mm256_storeu_ps(out + (k + j) * ldo, c[j]);
+            cf_store_part(out + (k + j) * ldo, c[j], rows);
     }
     for (; k < kcb; k++)
-        for (int i = 0; i < 8; i++)
+        for (int i = 0; i < rows; i++)
             out[k * ldo + i] = w[i * ld + k];
 }
 
+/* Eight full rows w[i*ld + k], k < kcb, -> out[k*ldo + i]. The GEMM's B packing of a
+ * transposed B (each column of op(B) contiguous) writes its NR-wide micro-panel eight columns
+ * at a time through it (ldo = NR). */
+__attribute__((target("avx"))) void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld,
+                                                  float *out, nnl_idx ldo)
+{
+    cf_pack_t(8, kcb, w, ld, out, ldo);
+}
+
+/* The same for 1..8 rows: the tail rows of a transpose (the GEMM nest's transpose, e.g. a
+ * 6-row AVX2 tile of a column-major C). */
+__attribute__((target("avx"))) void nnl_pack_tr_s(int rows, nnl_idx kcb, const float *w,
+                                                  nnl_idx ld, float *out, nnl_idx ldo)
+{
+    cf_pack_t(rows, kcb, w, ld, out, ldo);
+}
+
 /* mr (6 or 8) full rows w[i*ld + k], k < kcb, -> the k-major micro-panel ap[k*mr + i] (what
- * the scalar loop of the GEMM's pack_a writes), eight columns at a time through an 8 x 8
- * register transpose (6 rows: two zero rows, and each column stored as 4 + 2 floats, so
- * nothing is written past the panel). */
+ * the scalar loop of the GEMM's pack_a writes). */
 __attribute__((target("avx"))) void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld,
                                                   float *ap, int mr)
 {
-    if (mr == 8) {
-        nnl_pack_t8_s(kcb, w, ld, ap, 8);
-        return;
-    }
-    nnl_idx k = 0;
-    for (; k + 8 <= kcb; k += 8) {
-        __m256 r[8], c[8];
-        for (int i = 0; i < 6; i++)
-            r[i] = _mm256_loadu_ps(w + i * ld + k);
-        r[6] = r[7] = _mm256_setzero_ps();
-        cf_t8x8_reg(r, c);
-        for (int j = 0; j < 8; j++) {
-            float *o = ap + (k + j) * 6;
-            _mm_storeu_ps(o, _mm256_castps256_ps128(c[j]));
-            _mm_storel_pi((__m64 *)(o + 4), _mm256_extractf128_ps(c[j], 1));
-        }
-    }
-    for (; k < kcb; k++)
-        for (int i = 0; i < 6; i++)
-            ap[k * 6 + i] = w[i * ld + k];
+    if (mr == 8)
+        cf_pack_t(8, kcb, w, ld, ap, 8);
+    else
+        cf_pack_t(6, kcb, w, ld, ap, 6);
 }
 
 int nnl_pack_a8_ok(void)
@@ -177,6 +200,11 @@ void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr)
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo)
 {
     (void)kcb, (void)w, (void)ld, (void)out, (void)ldo;
+}
+
+void nnl_pack_tr_s(int rows, nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo)
+{
+    (void)rows, (void)kcb, (void)w, (void)ld, (void)out, (void)ldo;
 }
 
 int nnl_pack_a8_ok(void)

@@ -284,8 +284,10 @@ static void cf_plan_call(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
 #define CF_BDIRECT 1
 #define PACK_A8 nnl_pack_a8_s
 #define PACK_T8 nnl_pack_t8_s
+#define PACK_TR nnl_pack_tr_s
 #include "convfast_implicit_tmpl.h"
 #undef PACK_T8
+#undef PACK_TR
 #undef PACK_A8
 #undef CF_GEMM
 #undef CF_BDIRECT

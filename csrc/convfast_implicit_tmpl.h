@@ -1,5 +1,5 @@
 /* Template body of convfast_implicit.c, included once per dtype with T, EPI_T, KERNEL_T,
- * FN(name), CF_GEMM (the dtype's nnl_?gemm), CF_BDIRECT and (float) PACK_A8 and PACK_T8
+ * FN(name), CF_GEMM (the dtype's nnl_?gemm), CF_BDIRECT and (float) PACK_A8, PACK_T8, PACK_TR
  * defined. No include guard on purpose. The loop nest is the GEMM's (gemm_nest,
  * gemm_nest_tmpl.h); this file supplies its B packers (cf_pack_cols, cf_pack_wide, and the
  * weight gradient's cf_pack_wgrad) and the tile write-out (cf_scatter). */

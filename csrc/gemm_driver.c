@@ -227,8 +227,10 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
 #define PACK_NAME nnl_sgemm_pack
 #define PACK_A8 nnl_pack_a8_s
 #define PACK_T8 nnl_pack_t8_s
+#define PACK_TR nnl_pack_tr_s
 #include "gemm_driver_tmpl.h"
 #undef PACK_T8
+#undef PACK_TR
 #undef PACK_A8
 #undef T
 #undef EPI_T

@@ -157,11 +157,14 @@ NNL_DEFINE_NEST(double, d)
  * AVX 8 x 8 transposes (convfast_bdirect.c; an exact copy, so the same panel as pack_a
  * writes). Call only when nnl_pack_a8_ok(); nnl_pack_a_fast(mr) says whether it serves mr. */
 void nnl_pack_a8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *ap, int mr);
-/* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing). */
+/* The same into out[k*ldo + i] (any output row stride; the GEMM's transposed-B packing), for
+ * 8 rows, and for 1..8 rows (nnl_pack_tr_s: each column stores only its rows floats). */
 void nnl_pack_t8_s(nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
+void nnl_pack_tr_s(int rows, nnl_idx kcb, const float *w, nnl_idx ld, float *out, nnl_idx ldo);
 int nnl_pack_a8_ok(void);
 /* dst[k*ldd + i] = src[i*lds + k] for i < rows, k < cols: the GEMM nest's transpose (an exact
- * copy, eight rows at a time through nnl_pack_t8_s where the CPU has AVX), for other kernels
+ * copy, eight rows at a time through nnl_pack_t8_s where the CPU has AVX, the last 2..7
+ * through nnl_pack_tr_s), for other kernels
  * (gemm_driver.c). */
 void nnl_transpose_s(int rows, int cols, const float *src, nnl_idx lds, float *dst, nnl_idx ldd);
 /* dst[0:n] = src[0], src[2], ... (n of them) through AVX-512 masked even-lane permutes

@@ -1,7 +1,7 @@
 /* The GEMM's block loop nest and its packers, written once and included (per dtype, with T,
- * EPI_T, KERNEL_T, FN(name) and, float only, PACK_A8 and PACK_T8 defined; PACK_T8 packs the
- * plain GEMM's transposed B panels here and the conv weight gradient's in its image packer) by
- * both of its callers: the plain GEMM (gemm_driver_tmpl.h) and the implicit conv
+ * EPI_T, KERNEL_T, FN(name) and, float only, PACK_A8, PACK_T8 and PACK_TR defined; PACK_T8
+ * packs the plain GEMM's transposed B panels here and the conv weight gradient's in its image
+ * packer) by both of its callers: the plain GEMM (gemm_driver_tmpl.h) and the implicit conv
  * (convfast_implicit_tmpl.h). The nest is inlined into each call site
  * with the caller's B source and tile write-out (constant function arguments there), so the
  * plugged-in parts cost no indirect call. No include guard on purpose. */
@@ -283,15 +283,21 @@ static NNL_NO_MEMCPY_IDIOM void FN(ukr_split)(const KERNEL_T *kd, const FN(nnl_n
 }
 
 /* dst[k*ldd + i] = src[i*lds + k] for i < rows, k < cols (an exact copy; float: eight rows at a
- * time through PACK_T8's 8 x 8 register transposes). */
+ * time through PACK_T8's 8 x 8 register transposes, a tail of 2..7 rows through PACK_TR's, e.g.
+ * the 6-row tiles of the AVX2 kernel). */
 static NNL_NO_MEMCPY_IDIOM void FN(transpose)(int rows, int cols, const T *NNL_RESTRICT src,
                                               nnl_idx lds, T *NNL_RESTRICT dst, nnl_idx ldd)
 {
     int i = 0;
 #ifdef PACK_T8
-    if (nnl_pack_a8_ok())
+    if (nnl_pack_a8_ok()) {
         for (; i + 8 <= rows; i += 8)
             PACK_T8(cols, src + i * lds, lds, dst + i, ldd);
+        if (rows - i >= 2 && cols >= 8) {
+            PACK_TR(rows - i, cols, src + i * lds, lds, dst + i, ldd);
+            return;
+        }
+    }
 #endif
     for (; i < rows; i++)
         for (int k = 0; k < cols; k++)

@@ -221,21 +221,31 @@ def _columns_computed(n, nr, lanes):
 
 
 def _pixel_major_pays(f, pixels):
-    """True when a (f, pixels) product with constant (f, K) weights computes at least 5% fewer
-    padded elements as pixels x f (rows cut into MR-row tiles, which cost by their rows; f
-    into vector panels) than as f x pixels (f rounded up to whole MR-row tiles, the pixels into
-    vector panels), on the GEMM family in use: e.g. AVX-512 (8 x 48 tiles, 16 lanes), a fused
-    block's 98-pixel band into 64 channels 6272 vs 7168 elements, a 49-pixel one into 160
-    6272 vs 10240. Zen 4, the fused block alone, one thread: 5-10% faster on 7x7 maps, 3-5%
-    on 98-pixel bands (14x14 maps); at batch 8 on two threads 5-9% and 1-8%."""
+    """True when a (f, pixels) product with constant (f, K) weights computes enough fewer
+    padded elements as pixels x f (f cut into vector panels) than as f x pixels (the pixels
+    cut into vector panels), on the GEMM family in use. Rows cost by their count either way
+    (the micro-kernel has a variant for every row count up to MR); the columns of a panel by
+    whole vectors. E.g. AVX-512 (8 x 48 tiles, 16 lanes): a fused block's 98-pixel band into
+    64 channels 6272 vs 7168 elements, a 49-pixel one into 160 6272 vs 10240. Zen 4, the fused
+    block alone, one thread: 5-10% faster on 7x7 maps, 3-5% on 98-pixel bands (14x14 maps); at
+    batch 8 on two threads 5-9% and 1-8%.
+
+    Enough is 5% fewer where MR is a multiple of 8, and 10% fewer otherwise: pixel-major packs
+    the pixels as the A operand in MR-row panels through 8 x 8 transposes, which with AVX2's
+    MR = 6 load two empty rows and store each column in two pieces. Zen 4 running the AVX2
+    kernels (6 x 16 tiles, 8 lanes), MobileNetV2 at batch 1: the 98-pixel bands into 64-96
+    channels (5.8% fewer elements) ran 11-15% slower pixel-major; the 49-pixel ones into
+    160-320 (12.5% fewer) 4-13% faster; the 112x112 stem's bands into 16 and the 28x28
+    blocks' into 32 (no fewer) 4-9% slower."""
     if _gemm_ext is None:
         return False
     code = _family()
     bl = _gemm_ext.blocking(code, 4)
     mr, nr = bl["mr"], bl["nr"]
     lanes = _FAMILY_LANES.get(_gemm_ext.isa_names()[code], nr)
-    plain = -(-f // mr) * mr * _columns_computed(pixels, nr, lanes)
-    return pixels * _columns_computed(f, nr, lanes) < 0.95 * plain
+    plain = f * _columns_computed(pixels, nr, lanes)
+    margin = 0.95 if mr % 8 == 0 else 0.90
+    return pixels * _columns_computed(f, nr, lanes) < margin * plain
 
 
 def pack_weights(w, n):

@@ -40,6 +40,8 @@
 
 #if defined(__AVX512F__)
 #include "nnl_lanes.h"
+#elif defined(__AVX2__)
+#include <immintrin.h>
 #endif
 
 #define NNL_INLINE static inline __attribute__((always_inline))
@@ -343,34 +345,22 @@ static inline void nnl_store_i32_as_i64(int64_t *d, nnl_idx n, __m512i v)
 
 #endif
 
-/* ---- 3x3 stride-1 'same' max pool of packed float planes (pool_max.h, AVX-512 builds):
- * GoogLeNet's Inception pool branch, on maps of 7x7 to 28x28 where a row is one or two
- * vectors and the row paths above spend most of their time per row. Here a plane is one flat
- * run of H*W floats, cut into vectors whatever the rows: the vertical maxima of a vector are
- * three masked loads at -W, 0, +W (lanes whose row above or below is outside the plane skip
- * that load), then its left and right neighbours are lane shifts (valignd) of the vertical
- * maxima of it and of the vectors before and after, taken on the lanes whose column has that
- * neighbour. A plane with a NaN (tested on the centre loads, which read every element once)
- * is done again by the exact loop below, so NaN propagates. */
-#if defined(__AVX512F__)
+/* ---- 3x3 stride-1 'same' max pool of packed float planes (pool_max.h, AVX-512 and AVX2
+ * builds): GoogLeNet's Inception pool branch, on maps of 7x7 to 28x28 where a row is one or
+ * two vectors and the row paths above spend most of their time per row. Here a plane is one
+ * flat run of H*W floats, cut into vectors whatever the rows: the vertical maxima of a vector
+ * are three masked loads at -W, 0, +W (lanes whose row above or below is outside the plane
+ * skip that load), then its left and right neighbours are lane shifts (valignd; AVX2:
+ * vperm2f128 and vpalignr) of the vertical maxima of it and of the vectors before and after,
+ * taken on the lanes whose column has that neighbour. A plane with a NaN (tested on the
+ * centre loads, which read every element once) is done again by the exact loop below, so NaN
+ * propagates. */
+#if defined(__AVX512F__) || defined(__AVX2__)
 int nnl_pool_same3_ok(nnl_idx H, nnl_idx W, nnl_idx kh, nnl_idx kw, nnl_idx sh, nnl_idx sw,
                       nnl_idx pt, nnl_idx pl, nnl_idx dh, nnl_idx dw, nnl_idx oh, nnl_idx ow)
 {
     return kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && pt == 1 &&
            pl == 1 && oh == H && ow == W && H >= 1 && W >= 1 && H <= NNL_POOL_SAME3_Q / W;
-}
-
-/* the vertical maxima of the vector at q0: its lanes `in` (the plane's), `up` / `down` (those
- * with a row above / below); NaN lanes of its centre added to *nan */
-NNL_INLINE __m512 same3_vertical(const float *x, nnl_idx q0, nnl_idx W, __mmask16 in,
-                                 __mmask16 up, __mmask16 down, __mmask16 *nan)
-{
-    const __m512 c = _mm512_maskz_loadu_ps(in, x + q0);
-    *nan |= _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
-    /* of equal taps the first in column-major order is kept, as on the other paths
-     * (_mm512_max_ps returns its second operand when they compare equal: -0 and +0) */
-    __m512 v = _mm512_mask_max_ps(c, up, c, _mm512_maskz_loadu_ps(up, x + q0 - W));
-    return _mm512_mask_max_ps(v, down, _mm512_maskz_loadu_ps(down, x + q0 + W), v);
 }
 
 /* NaN-propagating 3x3 'same' max of one plane, element by element, the taps in column-major
@@ -390,6 +380,22 @@ static void same3_exact(const float *x, float *y, nnl_idx H, nnl_idx W)
                 }
             y[i * W + j] = m;
         }
+}
+
+#endif
+
+#if defined(__AVX512F__)
+/* the vertical maxima of the vector at q0: its lanes `in` (the plane's), `up` / `down` (those
+ * with a row above / below); NaN lanes of its centre added to *nan */
+NNL_INLINE __m512 same3_vertical(const float *x, nnl_idx q0, nnl_idx W, __mmask16 in,
+                                 __mmask16 up, __mmask16 down, __mmask16 *nan)
+{
+    const __m512 c = _mm512_maskz_loadu_ps(in, x + q0);
+    *nan |= _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+    /* of equal taps the first in column-major order is kept, as on the other paths
+     * (_mm512_max_ps returns its second operand when they compare equal: -0 and +0) */
+    __m512 v = _mm512_mask_max_ps(c, up, c, _mm512_maskz_loadu_ps(up, x + q0 - W));
+    return _mm512_mask_max_ps(v, down, _mm512_maskz_loadu_ps(down, x + q0 + W), v);
 }
 
 void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, const nnl_idx *ys,
@@ -430,6 +436,99 @@ void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, con
             prev = cur, cur = next;
         }
         if (nan)
+            same3_exact(xp, yp, H, W);
+    }
+}
+#elif defined(__AVX2__)
+/* AVX2: the same steps on 8-lane vectors. Lane masks are vectors (all bits set in a lane that
+ * takes part): the masked loads read nothing outside the plane, a masked max is a blend of the
+ * max into its first operand, and a lane shift across two vectors is a 128-bit lane permute
+ * then a byte align. Every vector but a plane's last is whole, so only that one is stored
+ * under its mask. */
+
+/* the vertical maxima of the vector at q0 (lanes as in the AVX-512 version); its centre's
+ * NaN lanes or'ed into *nan */
+NNL_INLINE __m256 same3_vertical8(const float *x, nnl_idx q0, nnl_idx W, __m256i in,
+                                  __m256i up, __m256i down, __m256 *nan)
+{
+    const __m256 c = _mm256_maskload_ps(x + q0, in);
+    *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
+    /* _mm256_max_ps(a, b) is a > b ? a : b, as _mm512_max_ps: the same tap kept of equal ones */
+    const __m256 v = _mm256_blendv_ps(
+        c, _mm256_max_ps(c, _mm256_maskload_ps(x + q0 - W, up)), _mm256_castsi256_ps(up));
+    return _mm256_blendv_ps(v, _mm256_max_ps(_mm256_maskload_ps(x + q0 + W, down), v),
+                            _mm256_castsi256_ps(down));
+}
+
+/* lane k of the result: lane k - 1 of cur (k > 0) or lane 7 of prev */
+NNL_INLINE __m256 same3_left8(__m256 prev, __m256 cur)
+{
+    const __m256 t = _mm256_permute2f128_ps(prev, cur, 0x21);
+    return _mm256_castsi256_ps(
+        _mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 12));
+}
+
+/* lane k of the result: lane k + 1 of cur (k < 7) or lane 0 of next */
+NNL_INLINE __m256 same3_right8(__m256 cur, __m256 next)
+{
+    const __m256 t = _mm256_permute2f128_ps(cur, next, 0x21);
+    return _mm256_castsi256_ps(
+        _mm256_alignr_epi8(_mm256_castps_si256(t), _mm256_castps_si256(cur), 4));
+}
+
+/* lanes lo <= k < hi of a mask vector */
+NNL_INLINE __m256i same3_lanes8(nnl_idx lo, nnl_idx hi)
+{
+    const __m256i k = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i a = _mm256_set1_epi32((int)nnl_max(-1, nnl_min(lo, 8)));
+    const __m256i b = _mm256_set1_epi32((int)nnl_max(-1, nnl_min(hi, 8)));
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(a, k), _mm256_cmpgt_epi32(b, k));
+}
+
+void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, const nnl_idx *ys,
+                                nnl_idx C, nnl_idx H, nnl_idx W, nnl_idx p0, nnl_idx p1)
+{
+    const nnl_idx Q = H * W, nv = nnl_ceil_pos(Q, 8);
+    /* per vector: its lanes in the plane, those with a row above, below, a column left, right
+     * (at most 80 KB of stack: NNL_POOL_SAME3_Q elements) */
+    __m256i mk[5 * nv], *m[5];
+    for (int t = 0; t < 5; t++)
+        m[t] = mk + t * nv;
+    for (nnl_idx i = 0; i < nv; i++) {
+        const nnl_idx q0 = 8 * i;
+        int l[8], r[8];
+        for (nnl_idx k = 0; k < 8; k++) {
+            const nnl_idx col = (q0 + k) % W;
+            l[k] = q0 + k < Q && col > 0 ? -1 : 0;
+            r[k] = q0 + k < Q && col < W - 1 ? -1 : 0;
+        }
+        m[0][i] = same3_lanes8(0, Q - q0), m[1][i] = same3_lanes8(W - q0, Q - q0);
+        m[2][i] = same3_lanes8(0, Q - W - q0);
+        m[3][i] = _mm256_loadu_si256((const __m256i *)l);
+        m[4][i] = _mm256_loadu_si256((const __m256i *)r);
+    }
+    for (nnl_idx p = p0; p < p1; p++) {
+        const float *xp = x + (p / C) * xs[0] + (p % C) * xs[1];
+        float *yp = y + (p / C) * ys[0] + (p % C) * ys[1];
+        __m256 nan = _mm256_setzero_ps();
+        __m256 prev = _mm256_setzero_ps();
+        __m256 cur = same3_vertical8(xp, 0, W, m[0][0], m[1][0], m[2][0], &nan);
+        for (nnl_idx i = 0; i < nv; i++) {
+            const nnl_idx j = i + 1;
+            const __m256 next = j < nv ? same3_vertical8(xp, 8 * j, W, m[0][j], m[1][j],
+                                                         m[2][j], &nan)
+                                       : _mm256_setzero_ps();
+            const __m256 lv = same3_left8(prev, cur), rv = same3_right8(cur, next);
+            __m256 out = _mm256_blendv_ps(cur, _mm256_max_ps(cur, lv),
+                                          _mm256_castsi256_ps(m[3][i]));
+            out = _mm256_blendv_ps(out, _mm256_max_ps(rv, out), _mm256_castsi256_ps(m[4][i]));
+            if (j < nv)
+                _mm256_storeu_ps(yp + 8 * i, out);
+            else
+                _mm256_maskstore_ps(yp + 8 * i, m[0][i], out);
+            prev = cur, cur = next;
+        }
+        if (_mm256_movemask_ps(nan))
             same3_exact(xp, yp, H, W);
     }
 }

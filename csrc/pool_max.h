@@ -125,10 +125,10 @@ int nnl_pool_small_init(nnl_pool_small *s, ptrdiff_t H, ptrdiff_t W, ptrdiff_t k
                         ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, size_t itemsize);
 /* 3x3, stride 1, padding 1 on every side ('same') max pool of packed float planes (rows W
  * apart in x and y; xs, ys: the strides along N and C), planes p0 .. p1 - 1 of C per image,
- * at most NNL_POOL_SAME3_Q elements a plane (pool_max.c; AVX-512 builds, else
+ * at most NNL_POOL_SAME3_Q elements a plane (pool_max.c; AVX-512 and AVX2 builds, else
  * nnl_pool_same3_ok returns 0). The values of nnl_maxpool_plane_s. */
 #define NNL_POOL_SAME3_Q 4096
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 int nnl_pool_same3_ok(ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
                       ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t dh, ptrdiff_t dw,
                       ptrdiff_t oh, ptrdiff_t ow);

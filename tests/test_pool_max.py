@@ -731,12 +731,12 @@ def test_scatter_by_index_matches_add_at(dtype):
 @pytest.mark.parametrize("hw", [(1, 1), (1, 9), (9, 1), (2, 2), (4, 4), (7, 7), (5, 17), (14, 14),
                                 (16, 16), (28, 28), (64, 64), (65, 65)])
 def test_kernel_same3_flat_planes(hw):
-    """3x3/1 pad 1 ('same', GoogLeNet's pool branch) on packed float32 planes: AVX-512 builds
-    run them as flat vectors (csrc/pool_max.c, nnl_maxpool_planes_same3_s) whatever the rows,
-    up to 4096 elements a plane (65x65 is past it); rows shorter than, equal to and longer than
-    a vector, planes ending inside a vector, ties, -0/+0, NaN, +-inf and all -inf planes, batch
-    and thread splits; vs the naive definition and the reference, and the channel slices of
-    the row paths."""
+    """3x3/1 pad 1 ('same', GoogLeNet's pool branch) on packed float32 planes: AVX-512 and
+    AVX2 builds run them as flat vectors (csrc/pool_max.c, nnl_maxpool_planes_same3_s)
+    whatever the rows, up to 4096 elements a plane (65x65 is past it); rows shorter than,
+    equal to and longer than a vector, planes ending inside a vector, ties, -0/+0, NaN, +-inf
+    and all -inf planes, batch and thread splits; vs the naive definition and the reference,
+    and the channel slices of the row paths."""
     ops = _pool_kernel()
     rng = np.random.default_rng(73)
     for shape in ((1, 37) + hw, (3, 5) + hw):

@@ -134,7 +134,7 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     p->cg = g->c / g->g;
     p->k = p->cg * g->kh * g->kw;
     p->l = g->oh * g->ow;
-    p->kcb_max = nnl_cdiv(p->k, nnl_cdiv(p->k, kc));
+    p->kcb_max = nnl_k_slice(p->k, kc);
     /* row groups: at most MC rows each, balanced */
     nnl_idx ru = nnl_cdiv(p->fg, mc);
     p->mu = nnl_cdiv(nnl_cdiv(p->fg, ru), mr) * mr;

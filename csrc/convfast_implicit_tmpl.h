@@ -679,7 +679,7 @@ int FN(nnl_conv_wgrad_implicit)(const nnl_conv_geom *geom, const T *x, const T *
     }
     const int mr = kd->mr, nr = kd->nr;
     /* K slices and the tile grid from the shape alone: the same sums for any thread count */
-    const nnl_idx kcb_max = nnl_cdiv(NL, nnl_cdiv(NL, kd->kc));
+    const nnl_idx kcb_max = nnl_k_slice(NL, kd->kc);
     int nt = nnl_team_size(nthreads, (double)geom->f * K * NL, NNL_CF_MIN_PARALLEL_MACS);
     nnl_idx ru = nnl_cdiv(FG, kd->mc);
     nnl_idx mu = nnl_cdiv(nnl_cdiv(FG, ru), mr) * mr;

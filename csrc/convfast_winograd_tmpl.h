@@ -266,7 +266,7 @@ int WPACK_NAME(int m, nnl_idx f, nnl_idx g, nnl_idx cg, const T *w, int isa, T *
         return NNL_OK;
     const int a = m + 2;
     const nnl_idx fg = f / g, np = nnl_cdiv(fg, mr), pm = np * mr, per = pm * cg;
-    const nnl_idx kcb_max = nnl_cdiv(cg, nnl_cdiv(cg, kc)), ns = nnl_cdiv(cg, kcb_max);
+    const nnl_idx kcb_max = nnl_k_slice(cg, kc), ns = nnl_cdiv(cg, kcb_max);
     const nnl_idx units = g * np * ns;
     if (fg % mr)
         memset(out, 0, (size_t)total * sizeof(T));        /* the last panel's padding rows */

@@ -266,7 +266,7 @@ int PACK_NAME(int side, nnl_idx rows, nnl_idx cols, const T *X, nnl_idx rs, nnl_
     const nnl_idx K = side == 0 ? cols : rows;
     if (K == 0 || rows == 0 || cols == 0)
         return NNL_OK;
-    const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
+    const nnl_idx kcb_max = nnl_k_slice(K, kd->kc);
     if (side == 0) {
         const nnl_idx Pm = nnl_cdiv(rows, kd->mr) * kd->mr;
         for (nnl_idx pc = 0; pc < K; pc += kcb_max)
@@ -441,10 +441,10 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     if (part != NULL && (m0 % mr != 0 || n0 % nr != 0))
         return NNL_EINVAL;
 
-    /* K is cut into equal slices of at most KC. This and the MR x NR tile grid (anchored at
-     * row 0 / column 0) fix the arithmetic of every element; the work units below only decide
-     * who computes which tiles, so the result never depends on the thread count. */
-    const nnl_idx kcb_max = nnl_cdiv(K, nnl_cdiv(K, kd->kc));
+    /* K is cut into equal slices about KC deep (nnl_k_slice). This and the MR x NR tile grid
+     * (anchored at row 0 / column 0) fix the arithmetic of every element; the work units below
+     * only decide who computes which tiles, so the result never depends on the thread count. */
+    const nnl_idx kcb_max = nnl_k_slice(K, kd->kc);
     /* Work units: row groups of at most MC rows (their packed A block stays in L2) times
      * column groups of whole NR panels, each computed by one thread alone, handed out
      * dynamically (so a thread that loses its core for a while is covered by the others);

@@ -204,6 +204,18 @@ static inline nnl_idx nnl_cdiv(nnl_idx a, nnl_idx b)
     return (a + b - 1) / b;
 }
 
+/* The depth of the K slices of a product (a packed GEMM operand's, the implicit conv's,
+ * Winograd's) with K terms on a family whose cache blocking asks for KC: the slices are
+ * equal, and as many as K / KC rounded to the nearest whole number (at least one), so a
+ * slice is at most 1.5 KC deep (K = 320 on KC = 256: one slice, not two of 160; each slice
+ * past the first reads and writes C again). Every packer and loop over K slices uses it, so a
+ * packed operand's slices are the ones its product runs. */
+static inline nnl_idx nnl_k_slice(nnl_idx K, nnl_idx kc)
+{
+    const nnl_idx n = (K + kc / 2) / kc;
+    return nnl_cdiv(K, n < 1 ? 1 : n);
+}
+
 /* smallest t >= 0 with t*s >= v (v may be negative; s > 0); cannot overflow for any s */
 static inline nnl_idx nnl_ceil_pos(nnl_idx v, nnl_idx s)
 {

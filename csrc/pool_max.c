@@ -333,6 +333,46 @@ static inline void nnl_store_i32_as_i64(int64_t *d, nnl_idx n, __m512i v)
 
 #else /* portable C */
 
+#if defined(__AVX2__)
+/* The row buffer path's stride-2 columns (kind 2: sw == 2, dw == 1) on AVX2, where the
+ * compiler's loops over buf[2j + b] gather the even elements one by one: eight outputs at a
+ * time, tap b the even elements of the 16 floats at buf + 2j + b (two loads, vshufps and
+ * vpermpd), folded in tap order with the plain or the exact max of the loops they replace. The
+ * reads stay below 2 * ceil(ow / 8) * 8 + kw + 14 <= plan.rowlen; a last partial block goes
+ * through a small buffer, so nothing is written past d[ow - 1]. */
+NNL_INLINE __m256 pool_evens8(const float *p)
+{
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+
+static void pool_hrow2_avx2(const float *buf, float *d, nnl_idx ow, nnl_idx kw, int exact)
+{
+    for (nnl_idx j = 0; j < ow; j += 8) {
+        const float *s = buf + 2 * j;
+        __m256 m = pool_evens8(s);
+        for (nnl_idx b = 1; b < kw; b++) {
+            const __m256 v = pool_evens8(s + b);
+            /* v > m ? v : m (exact: or v is NaN), as FN(smax) */
+            if (exact)
+                m = _mm256_blendv_ps(m, v, _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
+                                                        _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+            else
+                m = _mm256_max_ps(v, m);
+        }
+        if (j + 8 <= ow) {
+            _mm256_storeu_ps(d + j, m);
+        } else {
+            float t[8];
+            _mm256_storeu_ps(t, m);
+            for (nnl_idx k = 0; k < ow - j; k++)
+                d[j + k] = t[k];
+        }
+    }
+}
+#endif
+
 #define T float
 #define FN(name) name##_s
 #include "pool_max_tmpl.h"

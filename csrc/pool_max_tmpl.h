@@ -313,19 +313,35 @@ static void FN(fill_ninf)(T *d, nnl_idx n)
         d[j] = (T)-INFINITY;
 }
 
+/* The NaN test of the NEW last rows is made in the same loop that folds them in (one pass over
+ * each row, not a test pass and a max pass). */
 NNL_INLINE int FN(vcol_k)(T *restrict v, const T *r, nnl_idx step, nnl_idx na, nnl_idx W,
                           const int exact, const int NA, const int NEW)
 {
     const nnl_idx n = NA ? NA : na;
     int nan = 0;
-    for (nnl_idx a = n - NEW; a < n; a++)
-        nan |= FN(has_nan)(r + a * step, W);
-    for (nnl_idx c = 0; c < W; c++)
-        v[c] = r[c];
+    if (n - NEW <= 0) {
+        for (nnl_idx c = 0; c < W; c++) {
+            const T x = r[c];
+            nan |= x != x;
+            v[c] = x;
+        }
+    } else {
+        for (nnl_idx c = 0; c < W; c++)
+            v[c] = r[c];
+    }
     for (nnl_idx a = 1; a < n; a++) {
         const T *ra = r + a * step;
-        for (nnl_idx c = 0; c < W; c++)
-            v[c] = FN(smax)(v[c], ra[c], exact);
+        if (a >= n - NEW) {
+            for (nnl_idx c = 0; c < W; c++) {
+                const T x = ra[c];
+                nan |= x != x;
+                v[c] = FN(smax)(v[c], x, exact);
+            }
+        } else {
+            for (nnl_idx c = 0; c < W; c++)
+                v[c] = FN(smax)(v[c], ra[c], exact);
+        }
     }
     return nan;
 }
@@ -334,6 +350,12 @@ NNL_INLINE void FN(hrow_k)(const nnl_pool_plan *p, const T *buf, T *restrict d, 
                            const int exact, const int NK)
 {
     const nnl_idx ow = p->ow, dw = p->dw, kw = NK ? NK : p->kw;
+#if defined(__AVX2__)
+    if (sizeof(T) == sizeof(float) && kind == 2) {   /* the compiler's strided loops: slow */
+        pool_hrow2_avx2((const float *)buf, (float *)d, ow, kw, exact);
+        return;
+    }
+#endif
     const nnl_idx sw = kind == 1 ? 1 : (kind == 2 || kind == 3) ? 2 : p->sw;
     for (nnl_idx j = 0; j < ow; j++)
         d[j] = buf[j * sw];

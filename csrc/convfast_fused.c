@@ -588,6 +588,36 @@ static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, cons
  * stay in registers; each output sums bias, then the taps in row-major order, a tap outside
  * the image adding w * 0 (as the planar kernel's zero-padded buffer does): the same bits as
  * the unfused depthwise conv. */
+/* Output pixels j .. j + 3 of a row whose three tap rows are row[0..2] (all columns inside):
+ * each input vector of a tap row (column j*S - 1 + k, k < 3*S + 3) is loaded once, through one
+ * pointer stepped by ep, and multiplied into every pixel u it is tap t = k - u*S of. Pixel u
+ * still sums its taps in row-major order (t ascends with k), the order of the border loop. One
+ * stepped pointer per row keeps the addresses in registers (with an address per (k, row) the
+ * compiler kept 18-27 of them on the stack, reloading one before each multiply-add). */
+static inline __attribute__((always_inline)) void ir_dw4(const float *const row[3], nnl_idx j,
+                                                         const int S, nnl_idx ep,
+                                                         const ir_vec w[9], ir_vec b, float *dr)
+{
+    ir_vec acc[4] = {b, b, b, b};
+#pragma GCC unroll 3
+    for (int a = 0; a < 3; a++) {
+        const float *q = row[a] + (j * S - 1) * ep;
+#pragma GCC unroll 9
+        for (int k = 0; k < 3 * S + 3; k++, q += ep) {
+            const ir_vec x = ir_load(q);
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                const int t = k - u * S;
+                if (t >= 0 && t < 3)
+                    acc[u] += w[a * 3 + t] * x;
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; u++)
+        ir_store(dr + (j + u) * ep, NNL_ACT_VEC(acc[u], NNL_ACT_RELU6));
+}
+
 static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nnl_idx hi,
                          nnl_idx i0, nnl_idx i1, nnl_idx c0, nnl_idx c1, nnl_idx ep,
                          const float *wt, const float *bt, float *dbuf)
@@ -613,21 +643,12 @@ static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nn
             float *dr = dbuf + (i - i0) * OW * ep + c;
             nnl_idx j = 0;
             if (full) {
-                for (j = jlo; j + 4 <= jhi; j += 4) {
-                    ir_vec acc[4] = {b, b, b, b};
-#pragma GCC unroll 3
-                    for (int a = 0; a < 3; a++) {
-                        const float *p = row[a] + (j * s - 1) * ep;
-#pragma GCC unroll 3
-                        for (int t = 0; t < 3; t++)
-#pragma GCC unroll 4
-                            for (int u = 0; u < 4; u++)
-                                acc[u] += w[a * 3 + t] * ir_load(p + (u * s + t) * ep);
-                    }
-#pragma GCC unroll 4
-                    for (int u = 0; u < 4; u++)
-                        ir_store(dr + (j + u) * ep, NNL_ACT_VEC(acc[u], NNL_ACT_RELU6));
-                }
+                if (s == 1)
+                    for (j = jlo; j + 4 <= jhi; j += 4)
+                        ir_dw4(row, j, 1, ep, w, b, dr);
+                else
+                    for (j = jlo; j + 4 <= jhi; j += 4)
+                        ir_dw4(row, j, 2, ep, w, b, dr);
                 for (; j < jhi; j++) {
                     ir_vec acc = b;
 #pragma GCC unroll 3

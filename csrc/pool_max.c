@@ -424,18 +424,77 @@ static void same3_exact(const float *x, float *y, nnl_idx H, nnl_idx W)
 
 #endif
 
+/* Each ISA below defines, for one vector of S3_VL floats (type S3_V) and its lane masks:
+ * same3_vertical (the vertical maxima of the vector at q0: its lanes `in`, the plane's, `up` /
+ * `down`, those with a row above / below; its centre's NaN lanes added to *nan, of type
+ * S3_NAN), same3_left / same3_right (lane k - 1 of cur or lane S3_VL - 1 of prev; lane k + 1
+ * of cur or lane 0 of next), same3_hmax (cur with its left and right neighbours folded in on
+ * the lanes l / r that have them), same3_store and same3_nan; then runs SAME3_PLANES, the plane
+ * loop written once. Of equal taps the first in column-major order is kept, as on the other
+ * paths: the max instructions (vmaxps, both widths) return their second operand unless the
+ * first is greater (-0 and +0 compare equal). */
+#define SAME3_PLANES                                                                          \
+    for (nnl_idx p = p0; p < p1; p++) {                                                       \
+        const float *xp = x + (p / C) * xs[0] + (p % C) * xs[1];                              \
+        float *yp = y + (p / C) * ys[0] + (p % C) * ys[1];                                    \
+        S3_NAN nan = {0};                                                                     \
+        S3_V prev = {0}, zero = {0};                                                          \
+        S3_V cur = same3_vertical(xp, 0, W, m[0][0], m[1][0], m[2][0], &nan);                 \
+        for (nnl_idx i = 0; i < nv; i++) {                                                    \
+            const nnl_idx j = i + 1;                                                          \
+            const S3_V next = j < nv ? same3_vertical(xp, S3_VL * j, W, m[0][j], m[1][j],      \
+                                                      m[2][j], &nan)                          \
+                                     : zero;                                                  \
+            const S3_V out = same3_hmax(cur, same3_left(prev, cur), same3_right(cur, next),   \
+                                        m[3][i], m[4][i]);                                    \
+            same3_store(yp + S3_VL * i, out, m[0][i], j < nv);                                \
+            prev = cur, cur = next;                                                           \
+        }                                                                                     \
+        if (same3_nan(nan))                                                                   \
+            same3_exact(xp, yp, H, W);                                                        \
+    }
+
 #if defined(__AVX512F__)
-/* the vertical maxima of the vector at q0: its lanes `in` (the plane's), `up` / `down` (those
- * with a row above / below); NaN lanes of its centre added to *nan */
+#define S3_V __m512
+#define S3_NAN __mmask16
+#define S3_VL 16
+
 NNL_INLINE __m512 same3_vertical(const float *x, nnl_idx q0, nnl_idx W, __mmask16 in,
                                  __mmask16 up, __mmask16 down, __mmask16 *nan)
 {
     const __m512 c = _mm512_maskz_loadu_ps(in, x + q0);
     *nan |= _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
-    /* of equal taps the first in column-major order is kept, as on the other paths
-     * (_mm512_max_ps returns its second operand when they compare equal: -0 and +0) */
-    __m512 v = _mm512_mask_max_ps(c, up, c, _mm512_maskz_loadu_ps(up, x + q0 - W));
+    const __m512 v = _mm512_mask_max_ps(c, up, c, _mm512_maskz_loadu_ps(up, x + q0 - W));
     return _mm512_mask_max_ps(v, down, _mm512_maskz_loadu_ps(down, x + q0 + W), v);
+}
+
+NNL_INLINE __m512 same3_left(__m512 prev, __m512 cur)
+{
+    return _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+}
+
+NNL_INLINE __m512 same3_right(__m512 cur, __m512 next)
+{
+    return _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(cur), 1));
+}
+
+NNL_INLINE __m512 same3_hmax(__m512 cur, __m512 lv, __m512 rv, __mmask16 l, __mmask16 r)
+{
+    const __m512 out = _mm512_mask_max_ps(cur, l, cur, lv);
+    return _mm512_mask_max_ps(out, r, rv, out);
+}
+
+NNL_INLINE void same3_store(float *y, __m512 v, __mmask16 in, int whole)
+{
+    (void)whole;
+    _mm512_mask_storeu_ps(y, in, v);
+}
+
+NNL_INLINE int same3_nan(__mmask16 nan)
+{
+    return nan != 0;
 }
 
 void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, const nnl_idx *ys,
@@ -455,65 +514,59 @@ void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, con
         m[0][i] = nnl_lanes16(0, Q - q0), m[1][i] = nnl_lanes16(W - q0, Q - q0);
         m[2][i] = nnl_lanes16(0, Q - W - q0), m[3][i] = (__mmask16)l, m[4][i] = (__mmask16)r;
     }
-    for (nnl_idx p = p0; p < p1; p++) {
-        const float *xp = x + (p / C) * xs[0] + (p % C) * xs[1];
-        float *yp = y + (p / C) * ys[0] + (p % C) * ys[1];
-        __mmask16 nan = 0;
-        __m512 prev = _mm512_setzero_ps();
-        __m512 cur = same3_vertical(xp, 0, W, m[0][0], m[1][0], m[2][0], &nan);
-        for (nnl_idx i = 0; i < nv; i++) {
-            const nnl_idx j = i + 1;
-            const __m512 next = j < nv ? same3_vertical(xp, 16 * j, W, m[0][j], m[1][j],
-                                                        m[2][j], &nan)
-                                       : _mm512_setzero_ps();
-            const __m512 lv = _mm512_castsi512_ps(_mm512_alignr_epi32(
-                _mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
-            const __m512 rv = _mm512_castsi512_ps(_mm512_alignr_epi32(
-                _mm512_castps_si512(next), _mm512_castps_si512(cur), 1));
-            __m512 out = _mm512_mask_max_ps(cur, m[3][i], cur, lv);
-            out = _mm512_mask_max_ps(out, m[4][i], rv, out);
-            _mm512_mask_storeu_ps(yp + 16 * i, m[0][i], out);
-            prev = cur, cur = next;
-        }
-        if (nan)
-            same3_exact(xp, yp, H, W);
-    }
+    SAME3_PLANES
 }
 #elif defined(__AVX2__)
-/* AVX2: the same steps on 8-lane vectors. Lane masks are vectors (all bits set in a lane that
- * takes part): the masked loads read nothing outside the plane, a masked max is a blend of the
- * max into its first operand, and a lane shift across two vectors is a 128-bit lane permute
- * then a byte align. Every vector but a plane's last is whole, so only that one is stored
- * under its mask. */
+/* AVX2: lane masks are vectors (all bits set in a lane that takes part), the masked loads read
+ * nothing outside the plane, a masked max is a blend of the max into its first operand, a lane
+ * shift across two vectors is a 128-bit lane permute then a byte align. Every vector but a
+ * plane's last is whole, so only that one is stored under its mask. */
+#define S3_V __m256
+#define S3_NAN __m256
+#define S3_VL 8
 
-/* the vertical maxima of the vector at q0 (lanes as in the AVX-512 version); its centre's
- * NaN lanes or'ed into *nan */
-NNL_INLINE __m256 same3_vertical8(const float *x, nnl_idx q0, nnl_idx W, __m256i in,
-                                  __m256i up, __m256i down, __m256 *nan)
+NNL_INLINE __m256 same3_vertical(const float *x, nnl_idx q0, nnl_idx W, __m256i in,
+                                 __m256i up, __m256i down, __m256 *nan)
 {
     const __m256 c = _mm256_maskload_ps(x + q0, in);
     *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
-    /* _mm256_max_ps(a, b) is a > b ? a : b, as _mm512_max_ps: the same tap kept of equal ones */
     const __m256 v = _mm256_blendv_ps(
         c, _mm256_max_ps(c, _mm256_maskload_ps(x + q0 - W, up)), _mm256_castsi256_ps(up));
     return _mm256_blendv_ps(v, _mm256_max_ps(_mm256_maskload_ps(x + q0 + W, down), v),
                             _mm256_castsi256_ps(down));
 }
 
-/* lane k of the result: lane k - 1 of cur (k > 0) or lane 7 of prev */
-NNL_INLINE __m256 same3_left8(__m256 prev, __m256 cur)
+NNL_INLINE __m256 same3_left(__m256 prev, __m256 cur)
 {
     const __m256 t = _mm256_permute2f128_ps(prev, cur, 0x21);
     return _mm256_castsi256_ps(
         _mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 12));
 }
 
-/* lane k of the result: lane k + 1 of cur (k < 7) or lane 0 of next */
-NNL_INLINE __m256 same3_right8(__m256 cur, __m256 next)
+NNL_INLINE __m256 same3_right(__m256 cur, __m256 next)
 {
     const __m256 t = _mm256_permute2f128_ps(cur, next, 0x21);
     return _mm256_castsi256_ps(
         _mm256_alignr_epi8(_mm256_castps_si256(t), _mm256_castps_si256(cur), 4));
+}
+
+NNL_INLINE __m256 same3_hmax(__m256 cur, __m256 lv, __m256 rv, __m256i l, __m256i r)
+{
+    const __m256 out = _mm256_blendv_ps(cur, _mm256_max_ps(cur, lv), _mm256_castsi256_ps(l));
+    return _mm256_blendv_ps(out, _mm256_max_ps(rv, out), _mm256_castsi256_ps(r));
+}
+
+NNL_INLINE void same3_store(float *y, __m256 v, __m256i in, int whole)
+{
+    if (whole)
+        _mm256_storeu_ps(y, v);
+    else
+        _mm256_maskstore_ps(y, in, v);
+}
+
+NNL_INLINE int same3_nan(__m256 nan)
+{
+    return _mm256_movemask_ps(nan) != 0;
 }
 
 /* lanes lo <= k < hi of a mask vector */
@@ -547,29 +600,6 @@ void nnl_maxpool_planes_same3_s(const float *x, const nnl_idx *xs, float *y, con
         m[3][i] = _mm256_loadu_si256((const __m256i *)l);
         m[4][i] = _mm256_loadu_si256((const __m256i *)r);
     }
-    for (nnl_idx p = p0; p < p1; p++) {
-        const float *xp = x + (p / C) * xs[0] + (p % C) * xs[1];
-        float *yp = y + (p / C) * ys[0] + (p % C) * ys[1];
-        __m256 nan = _mm256_setzero_ps();
-        __m256 prev = _mm256_setzero_ps();
-        __m256 cur = same3_vertical8(xp, 0, W, m[0][0], m[1][0], m[2][0], &nan);
-        for (nnl_idx i = 0; i < nv; i++) {
-            const nnl_idx j = i + 1;
-            const __m256 next = j < nv ? same3_vertical8(xp, 8 * j, W, m[0][j], m[1][j],
-                                                         m[2][j], &nan)
-                                       : _mm256_setzero_ps();
-            const __m256 lv = same3_left8(prev, cur), rv = same3_right8(cur, next);
-            __m256 out = _mm256_blendv_ps(cur, _mm256_max_ps(cur, lv),
-                                          _mm256_castsi256_ps(m[3][i]));
-            out = _mm256_blendv_ps(out, _mm256_max_ps(rv, out), _mm256_castsi256_ps(m[4][i]));
-            if (j < nv)
-                _mm256_storeu_ps(yp + 8 * i, out);
-            else
-                _mm256_maskstore_ps(yp + 8 * i, m[0][i], out);
-            prev = cur, cur = next;
-        }
-        if (_mm256_movemask_ps(nan))
-            same3_exact(xp, yp, H, W);
-    }
+    SAME3_PLANES
 }
 #endif

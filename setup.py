@@ -110,8 +110,9 @@ def build_config():
     # The vector kernels written with GCC vector arithmetic (acc += w * x) promise the bits of
     # the GEMM's explicit-FMA micro-kernels, so every such multiply-add must become one FMA.
     # GCC's tuning for AMD Zen (-march=native on Zen 2-4, -mtune=znver*) leaves some FMA
-    # chains as a multiply and an add (its avoid-fma-chains heuristic): an AVX2 build on a
-    # Zen 3 gave the fused MobileNetV2 stem other bits than the conv it replaces.
+    # chains as a multiply and an add (its avoid-fma-chains heuristic): an AVX2 build for Zen 3
+    # (-march=znver3, run on a Zen 4 with AVX-512 hidden from CPUID) gave the fused
+    # MobileNetV2 stem other bits than the conv it replaces.
     fma_param = ["--param", "avoid-fma-max-bits=0"]
     if _compiler_accepts(fma_param, "int main(void){return 0;}\n", quiet=True):
         cflags += fma_param

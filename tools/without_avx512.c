@@ -38,8 +38,11 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
 {
     greg_t *g = ((ucontext_t *)ctx)->uc_mcontext.gregs;
     const unsigned char *ip = (const unsigned char *)g[REG_RIP];
-    (void)sig, (void)si;
-    if (ip[0] != 0x0F || ip[1] != 0xA2) {   /* not a CPUID: a real fault, let it kill */
+    (void)sig;
+    /* a faulting CPUID is a general-protection fault (si_code SI_KERNEL); a bad address (which
+     * may be the instruction pointer itself, so not read before this test) or any other
+     * instruction is a real fault: let it kill */
+    if (si->si_code != SI_KERNEL || ip[0] != 0x0F || ip[1] != 0xA2) {
         signal(SIGSEGV, SIG_DFL);
         return;
     }

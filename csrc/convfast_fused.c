@@ -48,6 +48,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
 
 #include "convfast.h"
 #include "gemm_kernels.h"
@@ -115,6 +118,24 @@ static inline ir_vec ir_load(const float *p)
 static inline void ir_store(float *p, ir_vec v)
 {
     memcpy(p, &v, sizeof v);
+}
+
+/* ReLU6 (NNL_ACT_VEC's values: v < 0 -> +0, NaN and -0 kept, v > 6 -> 6) as max(0, v) and
+ * min(6, v) with v the second operand, which x86 returns when either is NaN or both are zeros:
+ * two instructions where the compare masks and selects take four */
+static inline ir_vec ir_relu6(ir_vec v)
+{
+#if IR_VBYTES == 64
+    return (ir_vec)_mm512_min_ps(_mm512_set1_ps(6.0f), _mm512_max_ps(_mm512_setzero_ps(),
+                                                                       (__m512)v));
+#elif IR_VBYTES == 32
+    return (ir_vec)_mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(_mm256_setzero_ps(),
+                                                                       (__m256)v));
+#elif defined(__SSE__)
+    return (ir_vec)_mm_min_ps(_mm_set1_ps(6.0f), _mm_max_ps(_mm_setzero_ps(), (__m128)v));
+#else
+    return NNL_ACT_VEC(v, NNL_ACT_RELU6);
+#endif
 }
 
 /* channels per pixel in the band buffers */
@@ -474,7 +495,7 @@ ir_head_block(const nnl_conv_geom *h, const float *xp, const float *wc, const fl
     for (int p = 0; p < P; p++)
         for (int v = 0; v < NV; v++)
             ir_store(d + p * ep + v * IR_VL,
-                     NNL_ACT_VEC(acc[p][v] + ir_load(bc + v * IR_VL), NNL_ACT_RELU6));
+                     ir_relu6(acc[p][v] + ir_load(bc + v * IR_VL)));
 }
 
 /* one output pixel (i, j) with taps in the padding: nv channel vectors, one at a time */
@@ -494,7 +515,7 @@ static void ir_head_edge(const nnl_conv_geom *h, const float *xn, nnl_idx i, nnl
                     acc += ir_load(wt) * xv;
                 }
             }
-        ir_store(d + v * IR_VL, NNL_ACT_VEC(acc + ir_load(bc + v * IR_VL), NNL_ACT_RELU6));
+        ir_store(d + v * IR_VL, ir_relu6(acc + ir_load(bc + v * IR_VL)));
     }
 }
 
@@ -615,7 +636,7 @@ static inline __attribute__((always_inline)) void ir_dw4(const float *const row[
     }
 #pragma GCC unroll 4
     for (int u = 0; u < 4; u++)
-        ir_store(dr + (j + u) * ep, NNL_ACT_VEC(acc[u], NNL_ACT_RELU6));
+        ir_store(dr + (j + u) * ep, ir_relu6(acc[u]));
 }
 
 static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nnl_idx hi,
@@ -658,7 +679,7 @@ static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nn
                         for (int t = 0; t < 3; t++)
                             acc += w[a * 3 + t] * ir_load(p + t * ep);
                     }
-                    ir_store(dr + j * ep, NNL_ACT_VEC(acc, NNL_ACT_RELU6));
+                    ir_store(dr + j * ep, ir_relu6(acc));
                 }
                 j = 0;
             }
@@ -676,7 +697,7 @@ static void ir_depthwise(const nnl_ir_geom *g, const float *ebuf, nnl_idx lo, nn
                                              ? ir_load(row[a] + q * ep) : zero;
                         acc += w[a * 3 + t] * v;
                     }
-                ir_store(dr + j * ep, NNL_ACT_VEC(acc, NNL_ACT_RELU6));
+                ir_store(dr + j * ep, ir_relu6(acc));
             }
         }
     }

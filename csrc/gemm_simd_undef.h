@@ -15,6 +15,8 @@
 #undef V_FMA
 #undef V_MUL
 #undef V_ADD
+#undef V_MAX
+#undef V_MIN
 #undef V_MASK
 #undef V_LOADM
 #undef V_STOREM

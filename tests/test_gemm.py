@@ -192,6 +192,33 @@ def test_beta_zero_never_reads_out_and_relu_keeps_nan(isa):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_activation_keeps_nan_and_negative_zero_and_clamps(isa, dtype, activation):
+    """The epilogue's ReLU / ReLU6 lane by lane as the scalar rule: v < 0 -> +0, NaN stays
+    NaN, -0 stays -0, v > 6 -> 6 (ReLU6); on full and partial vectors, bias or none."""
+    m, k, n = 7, 3, 37
+    a = rand((m, k), dtype, 0) * 8
+    b = rand((k, n), dtype, 1) * 2
+    a[1] = 0.0            # row 1: 0 * b = +0, times alpha -1: -0
+    a[2, 1] = np.nan      # row 2: NaN
+    for bias in (None, np.zeros(n, dtype)):
+        out = np.empty((m, n), dtype)
+        gemm(a, b, out, alpha=-1.0, bias=bias, bias_axis=1, activation=activation)
+        v = -np.matmul(a.astype(np.float64), b.astype(np.float64))
+        want = np.where(v < 0, 0.0, v)
+        if activation == "relu6":
+            want = np.where(want > 6, 6.0, want)
+        assert np.isnan(out[2]).all() and not np.isnan(np.delete(out, 2, axis=0)).any()
+        keep = np.delete(np.arange(m), 2)
+        check(out[keep], want[keep], dtype, k * 9)
+        # -0 kept without a bias (the bias +0 makes it +0: -0 + +0 = +0); +0 for v < 0
+        zero_sign = np.signbit(out[1])
+        assert zero_sign.all() if bias is None else not zero_sign.any()
+        assert not np.signbit(out[0][want[0] == 0]).any()
+        assert activation == "relu" or out[keep].max() == 6.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_k_zero_is_beta_out_plus_bias(isa, dtype):
     a, b = np.zeros((4, 0), dtype), np.zeros((0, 6), dtype)
     c = rand((4, 6), dtype, 0)

@@ -168,7 +168,16 @@ enum { NNL_IR_NO_EXPAND = 0, NNL_IR_EXPAND = 1, NNL_IR_HEAD = 2 };
 int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                             const float *w1pk, const float *b1, const float *wd,
                             const float *bd, const float *w3, const float *w3pk,
-                            const float *b3, const float *r, float *y, int nthreads, int isa);
+                            const float *b3, const float *r, float *y, const float *prep,
+                            int nthreads, int isa);
+/* The block's depthwise taps and bias (and a head conv's taps and bias) in the layout its
+ * kernels read, for calls that reuse them: ``prep`` of nnl_inverted_residual_s, filled by
+ * nnl_ir_prepare (nnl_ir_prepared_size elements; 0 for an invalid geometry) from w1 (the
+ * head's weights; read only with NNL_IR_HEAD), b1, wd and bd as the call would take them.
+ * prep NULL: the call transposes them itself. Returns NNL_OK or NNL_EINVAL. */
+nnl_idx nnl_ir_prepared_size(const nnl_ir_geom *geom);
+int nnl_ir_prepare(const nnl_ir_geom *geom, const float *w1, const float *b1, const float *wd,
+                   const float *bd, float *prep);
 /* The team size, output rows per band and split (NNL_IR_BANDS or NNL_IR_CHANNELS) a call with
  * GEMM family isa would use (for tests and study). */
 void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int isa, int *nt, nnl_idx *rows,

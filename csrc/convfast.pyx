@@ -23,6 +23,8 @@ from cython cimport floating
 from _common cimport check_status
 from _common cimport share_pool
 
+import numpy as np
+
 cdef extern from "convfast.h" nogil:
     ctypedef Py_ssize_t nnl_idx
     int NNL_OK
@@ -91,8 +93,11 @@ cdef extern from "convfast.h" nogil:
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                                 const float *w1pk, const float *b1, const float *wd,
                                 const float *bd, const float *w3, const float *w3pk,
-                                const float *b3, const float *r, float *y, int nthreads,
-                                int isa)
+                                const float *b3, const float *r, float *y,
+                                const float *prep, int nthreads, int isa)
+    nnl_idx nnl_ir_prepared_size(const nnl_ir_geom *geom)
+    int nnl_ir_prepare(const nnl_ir_geom *geom, const float *w1, const float *b1,
+                       const float *wd, const float *bd, float *prep)
     void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int isa, int *nt, nnl_idx *rows,
                      int *split)
     nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads, int isa)
@@ -893,6 +898,7 @@ cdef class BoundInvertedResidual:
     cdef const float *b3
     cdef const float *r
     cdef float *y
+    cdef const float *prep
     cdef int isa
     cdef object keep
 
@@ -903,7 +909,7 @@ cdef class BoundInvertedResidual:
         with nogil:
             rc = nnl_inverted_residual_s(&self.gm, self.x, self.w1, self.w1pk, self.b1, self.wd,
                                          self.bd, self.w3, self.w3pk, self.b3, self.r, self.y,
-                                         num_threads, self.isa)
+                                         self.prep, num_threads, self.isa)
         check_status(rc, "inverted_residual")
 
 
@@ -956,12 +962,30 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
     call.w3pk = (_ir_packed(w3pk, E, F, 1, isa, "w3pk", fn) if project_t
                  else _ir_packed(w3pk, F, E, 0, isa, "w3pk", fn))
     call.gm, call.isa = gm, isa
-    # the arrays behind the pointers (memoryviews of them hold their buffers)
-    call.keep = (x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, residual)
+    call.prep = NULL
+    prep = None
+    cdef float[::1] pv
     if gm.n > 0:
         call.x, call.wd, call.w3, call.y = &x[0, 0, 0, 0], &wd[0, 0], &w3[0, 0], &y[0, 0, 0]
         call.w1 = &w1[0, 0] if expand else NULL
+        # the depthwise (and head) taps and biases in the kernel's layout, once: every call
+        # transposed them before its threads could start
+        size = nnl_ir_prepared_size(&gm)
+        if size > 0:
+            prep = _aligned_floats(size)
+            pv = prep
+            check_status(nnl_ir_prepare(&gm, call.w1, call.b1, call.wd, call.bd, &pv[0]), fn)
+            call.prep = &pv[0]
+    # the arrays behind the pointers (memoryviews of them hold their buffers)
+    call.keep = (x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, residual, prep)
     return call
+
+
+def _aligned_floats(Py_ssize_t n):
+    """A float32 array of n elements starting on a 64-byte line."""
+    buf = np.empty(n + 16, np.float32)
+    off = (-buf.ctypes.data % 64) // 4
+    return buf[off:off + n]
 
 
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,

@@ -924,10 +924,40 @@ static int ir_run_channels(ir_job *j, float *ebuf, nnl_idx ein, float *dbuf)
     return j->status;
 }
 
+nnl_idx nnl_ir_prepared_size(const nnl_ir_geom *g)
+{
+    return ir_geom_ok(g) ? ir_shared_size(g) : 0;
+}
+
+int nnl_ir_prepare(const nnl_ir_geom *g, const float *w1, const float *b1, const float *wd,
+                   const float *bd, float *prep)
+{
+    if (!ir_geom_ok(g))
+        return NNL_EINVAL;
+    const nnl_idx ep = ir_ep(g);
+    float *wt = prep, *bt = prep + 9 * ep;
+    for (nnl_idx e = 0; e < ep; e++) {
+        for (int k = 0; k < 9; k++)
+            wt[k * ep + e] = e < g->e ? wd[e * 9 + k] : 0.0f;
+        bt[e] = e < g->e && bd != NULL ? bd[e] : 0.0f;
+    }
+    if (g->expand == NNL_IR_HEAD) {   /* the head's taps and bias, transposed likewise */
+        const nnl_idx K = ir_head_taps(g);
+        float *wh = prep + 10 * ep, *bh = wh + K * ep;
+        for (nnl_idx e = 0; e < ep; e++) {
+            for (nnl_idx k = 0; k < K; k++)
+                wh[k * ep + e] = e < g->e ? w1[e * K + k] : 0.0f;
+            bh[e] = e < g->e && b1 != NULL ? b1[e] : 0.0f;
+        }
+    }
+    return NNL_OK;
+}
+
 int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
                             const float *w1pk, const float *b1, const float *wd,
                             const float *bd, const float *w3, const float *w3pk,
-                            const float *b3, const float *r, float *y, int nthreads, int isa)
+                            const float *b3, const float *r, float *y, const float *prep,
+                            int nthreads, int isa)
 {
     if (!ir_geom_ok(g))
         return NNL_EINVAL;
@@ -937,29 +967,22 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
     nnl_idx rows, ein, dout;
     nnl_ir_plan(g, nthreads, isa, &nt, &rows, &split);
     ir_buffer_sizes(g, rows, &ein, &dout);
-    const nnl_idx ep = ir_ep(g), shared = ir_shared_size(g);
+    const nnl_idx ep = ir_ep(g), shared = prep == NULL ? ir_shared_size(g) : 0;
     const nnl_idx sets = ir_buffer_sets(nt, split);
-    /* the transposed taps and bias, the buffer sets, then the band claim counters (front[nt],
-     * back[nt]) and what each thread's expand buffer holds (have[nt]) */
+    /* the taps and biases transposed (unless prepared), the buffer sets, then the band claim
+     * counters (front[nt], back[nt]) and what each thread's expand buffer holds (have[nt]) */
     float *mem = (float *)nnl_alloc64(sizeof(float) * (size_t)(shared + (ein + dout) * sets) +
                                       (2 * sizeof(nnl_idx) + sizeof(ir_rows)) * (size_t)nt);
     if (mem == NULL)
         return NNL_ENOMEM;
-    float *wt = mem, *bt = mem + 9 * ep, *bufs = mem + shared;
-    for (nnl_idx e = 0; e < ep; e++) {
-        for (int k = 0; k < 9; k++)
-            wt[k * ep + e] = e < g->e ? wd[e * 9 + k] : 0.0f;
-        bt[e] = e < g->e && bd != NULL ? bd[e] : 0.0f;
+    if (prep == NULL) {
+        nnl_ir_prepare(g, w1, b1, wd, bd, mem);
+        prep = mem;
     }
-    if (g->expand == NNL_IR_HEAD) {   /* the head's taps and bias, transposed likewise */
-        const nnl_idx K = ir_head_taps(g);
-        float *wh = mem + 10 * ep, *bh = wh + K * ep;
-        for (nnl_idx e = 0; e < ep; e++) {
-            for (nnl_idx k = 0; k < K; k++)
-                wh[k * ep + e] = e < g->e ? w1[e * K + k] : 0.0f;
-            bh[e] = e < g->e && b1 != NULL ? b1[e] : 0.0f;
-        }
-        w1 = wh, b1 = bh, w1pk = NULL;
+    float *bufs = mem + shared;
+    const float *wt = prep, *bt = prep + 9 * ep;
+    if (g->expand == NNL_IR_HEAD) {
+        w1 = prep + 10 * ep, b1 = w1 + ir_head_taps(g) * ep, w1pk = NULL;
     }
     ir_job j = {g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt};
     nnl_idx *claims = (nnl_idx *)(bufs + (size_t)(ein + dout) * (size_t)sets);

@@ -43,6 +43,10 @@ typedef struct {
                                * micro-kernels prefetch into L2, one per k step of the K loop
                                * (gemm_nest: the next pre-packed panel); pf_n 0: none */
     nnl_idx pf_n;
+    nnl_idx aks;              /* 0: the A micro-panel is packed (k steps MR apart); > 0: a
+                               * column-major op(A) read in place, rows 1 and k steps aks
+                               * apart (gemm_nest, a_inplace; a SIMD family reads only the
+                               * tile's m rows) */
 } nnl_epi_s;
 
 typedef struct {
@@ -54,6 +58,7 @@ typedef struct {
     nnl_idx ldb;
     const char *pf;
     nnl_idx pf_n;
+    nnl_idx aks;
 } nnl_epi_d;
 
 typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,
@@ -82,12 +87,14 @@ typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_s ukr;
     nnl_dot_s dot;
+    int a_inplace;   /* ukr takes an A read in place (nnl_epi_s.aks > 0) */
 } nnl_kernel_s;
 
 typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_d ukr;
     nnl_dot_d dot;
+    int a_inplace;
 } nnl_kernel_d;
 
 const nnl_kernel_s *nnl_generic_kernel_s(void);
@@ -134,6 +141,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         const T *apk;              /* ... its panels pre-packed for apk_rows = ceil(M/MR)*MR */\
         nnl_idx apk_rows;                                                                     \
         int a_pack8;               /* MR-row panels, csa == 1: nnl_pack_a8_s (float, MR 6/8) */\
+        int a_inplace;             /* A column-major (rsa 1): read in place by the micro-kernel,\
+                                    * k steps csa apart, instead of packed per K slice */     \
         const void *b_ctx;         /* the B source's context */                              \
         nnl_idx b_ld;              /* 0: b_src packs; > 0: its full panels are read in place, \
                                     * rows b_ld apart (gemm_nest) */                         \

@@ -364,6 +364,7 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.bias_row = e.bias_col = NULL;
     e.ldb = nr;
     e.pf = NULL, e.pf_n = 0;
+    e.aks = s->a_inplace ? s->csa : 0;
     const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
@@ -374,6 +375,8 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
         e.act = last ? s->act : NNL_ACT_NONE;
         if (s->apk != NULL)  /* pre-packed (PACK_NAME): K slice pc, then row panel r0 / MR */
             ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
+        else if (s->a_inplace)   /* column-major A in place: row r0 of K slice pc */
+            ap = s->a + r0 + pc * s->csa;
         else
             FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8, apw,
                        pc, s->a_lk, s->a_sk);
@@ -408,7 +411,7 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                 const nnl_idx b_share = nnl_cdiv(b_lines, nir);
                 for (nnl_idx ir = r0; ir < r1; ir += mr) {
                     const int m = (int)nnl_min(mr, r1 - ir);
-                    const T *api = ap + (ir - r0) * kcb;
+                    const T *api = ap + (ir - r0) * (s->a_inplace ? 1 : kcb);
                     if (b_lines > 0) {
                         const nnl_idx l0 = (ir - r0) / mr * b_share;
                         e.pf = b_next + 64 * l0;

@@ -59,6 +59,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
                 __builtin_prefetch(c + i * ldc + j * LANES, 1, 3);
     }
     const nnl_idx ldb = e->ldb; /* UKR_NR (packed panel) or B's row stride (read in place) */
+    const nnl_idx aks = e->aks > 0 ? e->aks : UKR_MR; /* A's k step: packed, or in place */
 #define NNL_K_STEP                                                                        \
     do {                                                                                  \
         VEC b[UKR_NV];                                                                    \
@@ -68,7 +69,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
             _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++)                          \
                 acc[i][j] = V_FMA(a, b[j], acc[i][j]);                                    \
         }                                                                                 \
-        ap += UKR_MR;                                                                     \
+        ap += aks;                                                                        \
         bp += ldb;                                                                        \
     } while (0)
     /* the first pf_n steps each prefetch one line of what the caller reads next (a pre-packed
@@ -303,5 +304,5 @@ static TGT void FN(dot)(nnl_idx K, int m, int n, const T *a, nnl_idx rsa, const 
 #undef DOT_NV
 
 static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr),
-                                         FN(dot)};
+                                         FN(dot), 1};
 #undef UKR_NR

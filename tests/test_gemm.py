@@ -135,6 +135,36 @@ def test_row_major_a_packs_the_same_panels(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_column_major_a_read_in_place_gives_the_packed_bits(isa, dtype):
+    """A column-major op(A) (a transposed array: a pixel-major product's channel-major image)
+    is read in place by the SIMD micro-kernels where nnl_tuning.h admits it (AVX-512's tile
+    always, AVX2's for K <= 32), the tile reading only its own rows of a ragged last panel; the
+    bits must be those of the same call on A pre-packed (always the packed path), with alpha,
+    beta, a bias and ReLU6, for 1 and 2 threads and for an A whose columns are further apart
+    than its rows (a slice of a wider image). K straddles 32/33 and KC (several K slices read
+    in place); M straddles MR and MC."""
+    if isa == "numpy":
+        pytest.skip("no packed operands without the extension")
+    cases = [(49, 16, 96), (7, 32, 100), (50, 33, 48), (97, 160, 480), (1100, 24, 17),
+             (9, 1000, 30), (300, 3, 200)]
+    for i, (m, k, n) in enumerate(cases):
+        image = rand((k, m + 11), dtype, 110 + i)
+        b, bias, c = rand((k, n), dtype, 120 + i), rand((n,), dtype, 130 + i), \
+            rand((m, n), dtype, 140 + i)
+        for at in (np.ascontiguousarray(image[:, :m]), image[:, 5:5 + m]):
+            a = at.T                                  # op(A) = at.T: rows 1 apart
+            want = c.copy()
+            gemm(gemm_ops.pack(np.ascontiguousarray(a), "a"), b, want, alpha=0.5, beta=0.25,
+                 bias=bias, bias_axis=1, activation="relu6")
+            check(want, oracle(a, b, 0.5, 0.25, c, bias, 1, "relu6"), dtype, k)
+            for threads in (1, 2):
+                out = c.copy()
+                gemm(at, b, out, alpha=0.5, beta=0.25, trans_a=True, bias=bias, bias_axis=1,
+                     activation="relu6", num_threads=threads)
+                np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_b_read_in_place_gives_the_packed_bits(isa, dtype):
     """Few rows and a shallow K (a pointwise conv at batch 1): a row-major B is read in place
     by the micro-kernels where the family's panel rows are wide enough (AVX-512), only a ragged

@@ -40,6 +40,25 @@
 #define NNL_MIN_PARALLEL_MACS (1.0 * (1 << 21))
 #endif
 
+/* GEMM (gemm_driver_tmpl.h): a column-major op(A) (rows 1 apart: a pixel-major product's
+ *   channel-major image, e.g. the fused block's expand) is read in place by the micro-kernel
+ *   instead of packed when the register tile has at least NNL_GEMM_A_INPLACE_MIN_TILE
+ *   elements (a long k step hides the line each step of an in-place panel fetches) or K <=
+ *   NNL_GEMM_A_INPLACE_MAX_K (the packing is most of the work). Measured 2026-12-06, 2-core
+ *   AMD EPYC Zen 4 VM, one thread, B pre-packed, 400 calls, median us packed -> in place:
+ *   AVX-512 (8 x 48) M=343 K=160 N=96 105.5 -> 100.7, M=49 K=160 N=960 144.3 -> 145.6,
+ *   M=784 K=32 N=192 100.9 -> 99.8, M=784 K=24 N=144 62.6 -> 60.9, M=3136 K=64 N=256
+ *   993 -> 976, no shape slower beyond the noise; AVX2 (6 x 16) K <= 32 3-4% faster
+ *   (M=1568 K=16 N=96 66.8 -> 64.1, M=784 K=24 N=144 64.7 -> 62.1), deeper slower
+ *   (M=343 K=160 N=96 109 -> 113, M=49 K=160 N=960 150 -> 168, M=3136 K=64 N=256
+ *   1041 -> 1121). */
+#ifndef NNL_GEMM_A_INPLACE_MIN_TILE
+#define NNL_GEMM_A_INPLACE_MIN_TILE 256
+#endif
+#ifndef NNL_GEMM_A_INPLACE_MAX_K
+#define NNL_GEMM_A_INPLACE_MAX_K 32
+#endif
+
 /* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the
  *   micro-kernels instead (only a ragged last NR panel is packed; the same bits either way)
  *   when K <= NNL_GEMM_INPLACE_MAX_K, M <= NNL_GEMM_INPLACE_MAX_M (or M <=

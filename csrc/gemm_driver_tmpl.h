@@ -477,10 +477,13 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
     s0.rsa = rsa, s0.csa = csa, s0.apk = apk, s0.apk_rows = P * mr;
     s0.a_pack8 = nnl_pack_a_fast(mr);
-    /* a column-major A (a pixel-major product's channel-major image) read in place where
-     * that pays (nnl_tuning.h): each k of a micro-panel is MR contiguous elements already */
+    /* op(A) read in place where that pays (nnl_tuning.h): a column-major one (a pixel-major
+     * product's channel-major image; each k of a micro-panel is MR contiguous elements
+     * already), or the full panels of a row-major one (a fused block's depthwise band) */
     s0.a_inplace = kd->a_inplace && apk == NULL && lk == 0 && rsa == 1 && csa > 1 &&
                    (mr * nr >= NNL_GEMM_A_INPLACE_MIN_TILE || K <= NNL_GEMM_A_INPLACE_MAX_K);
+    s0.a_rows = kd->a_inplace && apk == NULL && lk == 0 && csa == 1 && rsa > 1 &&
+                nnl_cdiv(N, nr) <= NNL_GEMM_A_ROWS_MAX_PANELS;
     s0.rsc = rsc, s0.bias_kind = bias_kind;
     s0.a_lk = lk, s0.a_sk = lk > 0 ? sp->ask : 0;
     s0.c_ln = c_ln, s0.c_sn = c_ln > 0 ? sp->csn : 0;

@@ -47,6 +47,8 @@ typedef struct {
                                * column-major op(A) read in place, rows 1 and k steps aks
                                * apart (gemm_nest, a_inplace; a SIMD family reads only the
                                * tile's m rows) */
+    nnl_idx lda;              /* > 0: a row-major op(A) read in place, rows lda apart, k steps
+                               * 1 (gemm_nest, a_rows; full MR-row tiles only) */
 } nnl_epi_s;
 
 typedef struct {
@@ -59,6 +61,7 @@ typedef struct {
     const char *pf;
     nnl_idx pf_n;
     nnl_idx aks;
+    nnl_idx lda;
 } nnl_epi_d;
 
 typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,
@@ -143,6 +146,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         int a_pack8;               /* MR-row panels, csa == 1: nnl_pack_a8_s (float, MR 6/8) */\
         int a_inplace;             /* A column-major (rsa 1): read in place by the micro-kernel,\
                                     * k steps csa apart, instead of packed per K slice */     \
+        int a_rows;                /* A row-major (csa 1): its full MR-row panels read in     \
+                                    * place (rows rsa apart), a ragged last one packed */    \
         const void *b_ctx;         /* the B source's context */                              \
         nnl_idx b_ld;              /* 0: b_src packs; > 0: its full panels are read in place, \
                                     * rows b_ld apart (gemm_nest) */                         \

@@ -365,6 +365,7 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.ldb = nr;
     e.pf = NULL, e.pf_n = 0;
     e.aks = s->a_inplace ? s->csa : 0;
+    e.lda = 0;
     const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
@@ -377,7 +378,12 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
             ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
         else if (s->a_inplace)   /* column-major A in place: row r0 of K slice pc */
             ap = s->a + r0 + pc * s->csa;
-        else
+        else if (s->a_rows) {    /* row-major A in place: its ragged last panel packed */
+            const nnl_idx full = (r1 - r0) / mr * mr;
+            if (full < r1 - r0)
+                FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc, s->rsa, 1,
+                                 (int)(r1 - r0 - full), mr, s->a_pack8, apw);
+        } else
             FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8, apw,
                        pc, s->a_lk, s->a_sk);
         for (nnl_idx jc = c0; jc < c1; jc += chunk * nr) {
@@ -412,6 +418,11 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                 for (nnl_idx ir = r0; ir < r1; ir += mr) {
                     const int m = (int)nnl_min(mr, r1 - ir);
                     const T *api = ap + (ir - r0) * (s->a_inplace ? 1 : kcb);
+                    e.lda = 0;
+                    if (s->a_rows) {
+                        e.lda = m == mr ? s->rsa : 0;
+                        api = m == mr ? s->a + ir * s->rsa + pc : apw;
+                    }
                     if (b_lines > 0) {
                         const nnl_idx l0 = (ir - r0) / mr * b_share;
                         e.pf = b_next + 64 * l0;

@@ -36,12 +36,15 @@ static NNL_ALWAYS_INLINE TGT VEC FN(act)(VEC v, int act)
     return v;
 }
 
-/* The m x (nv vectors) tile; mr and nv are compile-time constants after inlining, so the
- * accumulators live in registers and the loops unroll completely. */
-static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx kc,
-                                           const T *NNL_RESTRICT ap, const T *NNL_RESTRICT bp,
-                                           T *NNL_RESTRICT c, nnl_idx ldc, int tail_full,
-                                           MASK_T tail, const EPI_T *e)
+/* The m x (nv vectors) tile; mr, nv and rows are compile-time constants after inlining, so
+ * the accumulators live in registers and the loops unroll completely. A: a packed micro-panel
+ * or a column-major op(A) in place (rows 0: element (i, k) at ap[i + k * aks]), or a
+ * row-major op(A) in place (rows 1: at ap[i * e->lda + k]). */
+static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int rows,
+                                           nnl_idx kc, const T *NNL_RESTRICT ap,
+                                           const T *NNL_RESTRICT bp, T *NNL_RESTRICT c,
+                                           nnl_idx ldc, int tail_full, MASK_T tail,
+                                           const EPI_T *e)
 {
     VEC acc[UKR_MR][UKR_NV];
 #pragma GCC unroll 16
@@ -59,13 +62,14 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
                 __builtin_prefetch(c + i * ldc + j * LANES, 1, 3);
     }
     const nnl_idx ldb = e->ldb; /* UKR_NR (packed panel) or B's row stride (read in place) */
-    const nnl_idx aks = e->aks > 0 ? e->aks : UKR_MR; /* A's k step: packed, or in place */
+    const nnl_idx aks = rows ? 1 : e->aks > 0 ? e->aks : UKR_MR; /* A's k step */
+    const nnl_idx lda = rows ? e->lda : 1;
 #define NNL_K_STEP                                                                        \
     do {                                                                                  \
         VEC b[UKR_NV];                                                                    \
         _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) b[j] = V_LOADU(bp + j * LANES); \
         _Pragma("GCC unroll 16") for (int i = 0; i < mr; i++) {                           \
-            const VEC a = V_SET1(ap[i]);                                                  \
+            const VEC a = V_SET1(ap[i * lda]);                                            \
             _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++)                          \
                 acc[i][j] = V_FMA(a, b[j], acc[i][j]);                                    \
         }                                                                                 \
@@ -126,11 +130,12 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, nnl_idx k
 #undef NNL_EPI_EACH
 }
 
-#define NNL_TILE(M, NV)                                                                   \
+#define NNL_TILE_A(M, NV, ROWS)                                                           \
     do {                                                                                  \
         if ((M) <= UKR_MR && (NV) <= UKR_NV)                                              \
-            FN(tile)((M), (NV), kc, ap, bp, c, ldc, tail_full, tail, e);                  \
+            FN(tile)((M), (NV), (ROWS), kc, ap, bp, c, ldc, tail_full, tail, e);          \
     } while (0)
+#define NNL_TILE(M, NV) NNL_TILE_A(M, NV, 0)
 
 #define NNL_ROWS(M)                                                                       \
     case M:                                                                               \
@@ -149,8 +154,17 @@ static TGT void FN(ukr)(nnl_idx kc, const T *ap, const T *bp, T *c, nnl_idx ldc,
     const int rem = n - (nv - 1) * LANES;
     const int tail_full = rem == LANES;
     const MASK_T tail = V_MASK(rem);
+    if (e->lda > 0) {   /* a row-major A in place: full-height tiles only */
+        switch (nv) {
+        case 1: NNL_TILE_A(UKR_MR, 1, 1); break;
+        case 2: NNL_TILE_A(UKR_MR, 2, 1); break;
+        case 3: NNL_TILE_A(UKR_MR, 3, 1); break;
+        default: NNL_TILE_A(UKR_MR, 4, 1); break;
+        }
+        return;
+    }
     if (m == UKR_MR && nv == UKR_NV) {
-        FN(tile)(UKR_MR, UKR_NV, kc, ap, bp, c, ldc, tail_full, tail, e);
+        FN(tile)(UKR_MR, UKR_NV, 0, kc, ap, bp, c, ldc, tail_full, tail, e);
         return;
     }
     switch (m) {
@@ -176,6 +190,7 @@ static TGT void FN(ukr)(nnl_idx kc, const T *ap, const T *bp, T *c, nnl_idx ldc,
 }
 
 #undef NNL_TILE
+#undef NNL_TILE_A
 #undef NNL_ROWS
 
 /* The dot micro-kernel (nnl_dot_s/_d, gemm_internal.h): a dot product's NNL_SKINNY_LANES

@@ -135,32 +135,37 @@ def test_row_major_a_packs_the_same_panels(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_column_major_a_read_in_place_gives_the_packed_bits(isa, dtype):
-    """A column-major op(A) (a transposed array: a pixel-major product's channel-major image)
-    is read in place by the SIMD micro-kernels where nnl_tuning.h admits it (AVX-512's tile
-    always, AVX2's for K <= 32), the tile reading only its own rows of a ragged last panel; the
-    bits must be those of the same call on A pre-packed (always the packed path), with alpha,
-    beta, a bias and ReLU6, for 1 and 2 threads and for an A whose columns are further apart
-    than its rows (a slice of a wider image). K straddles 32/33 and KC (several K slices read
-    in place); M straddles MR and MC."""
+def test_a_read_in_place_gives_the_packed_bits(isa, dtype):
+    """The SIMD micro-kernels read op(A) in place where nnl_tuning.h admits it: a column-major
+    op(A) (a transposed array: a pixel-major product's channel-major image; AVX-512's tile
+    always, AVX2's for K <= 32), the tile reading only its own rows of a ragged last panel, and
+    the full MR-row panels of a row-major op(A) (rows further apart than K: a fused block's
+    depthwise band; op(B) of at most 24 NR panels), its ragged last panel packed. The bits must
+    be those of the same call on A pre-packed (always the packed path), with alpha, beta, a
+    bias and ReLU6, for 1 and 2 threads, contiguous and strided. K straddles 32/33 and KC
+    (several K slices read in place); M straddles MR and MC; N straddles the panel limit."""
     if isa == "numpy":
         pytest.skip("no packed operands without the extension")
     cases = [(49, 16, 96), (7, 32, 100), (50, 33, 48), (97, 160, 480), (1100, 24, 17),
-             (9, 1000, 30), (300, 3, 200)]
+             (9, 1000, 30), (300, 3, 200), (98, 576, 96), (8, 40, 400), (13, 64, 1200)]
     for i, (m, k, n) in enumerate(cases):
         image = rand((k, m + 11), dtype, 110 + i)
+        rows = rand((m, k + 7), dtype, 150 + i)
         b, bias, c = rand((k, n), dtype, 120 + i), rand((n,), dtype, 130 + i), \
             rand((m, n), dtype, 140 + i)
-        for at in (np.ascontiguousarray(image[:, :m]), image[:, 5:5 + m]):
-            a = at.T                                  # op(A) = at.T: rows 1 apart
+        # (op(A) given as gemm takes it, trans_a)
+        layouts = [(np.ascontiguousarray(image[:, :m]), True), (image[:, 5:5 + m], True),
+                   (np.ascontiguousarray(rows[:, :k]), False), (rows[:, 2:2 + k], False)]
+        for given, trans_a in layouts:
+            a = given.T if trans_a else given
             want = c.copy()
             gemm(gemm_ops.pack(np.ascontiguousarray(a), "a"), b, want, alpha=0.5, beta=0.25,
                  bias=bias, bias_axis=1, activation="relu6")
             check(want, oracle(a, b, 0.5, 0.25, c, bias, 1, "relu6"), dtype, k)
             for threads in (1, 2):
                 out = c.copy()
-                gemm(at, b, out, alpha=0.5, beta=0.25, trans_a=True, bias=bias, bias_axis=1,
-                     activation="relu6", num_threads=threads)
+                gemm(given, b, out, alpha=0.5, beta=0.25, trans_a=trans_a, bias=bias,
+                     bias_axis=1, activation="relu6", num_threads=threads)
                 np.testing.assert_array_equal(out, want)
 
 

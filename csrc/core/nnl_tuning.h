@@ -59,6 +59,19 @@
 #define NNL_GEMM_A_INPLACE_MAX_K 32
 #endif
 
+/* GEMM (gemm_driver_tmpl.h): the full MR-row panels of a row-major op(A) are read in place
+ *   by the micro-kernel (rows lda apart) instead of packed when op(B) has at most
+ *   NNL_GEMM_A_ROWS_MAX_PANELS NR-column panels (each sweeps the A block once: with few the
+ *   packing is not paid back). Measured 2026-12-06, 2-core AMD EPYC Zen 4 VM, one thread, B
+ *   pre-packed, A rows 16 elements longer than K, 400 calls, median us packed -> in place
+ *   (two runs agree): AVX-512 392x144x24 44.2 -> 38.9, 392x192x32 56.9 -> 49.2, 196x384x64
+ *   102 -> 94, 98x576x96 109.5 -> 104.4, 49x960x320 291 -> 287, 256^3 305 -> 299, 512^3 and
+ *   1024^3 the same; AVX2 392x144x24 42.0 -> 35.0, 196x384x64 104.5 -> 96.0, 256^3
+ *   313 -> 306, 512^3 2450 -> 2505 and 1024^3 19.9 -> 20.9 ms (32 and 64 panels: slower). */
+#ifndef NNL_GEMM_A_ROWS_MAX_PANELS
+#define NNL_GEMM_A_ROWS_MAX_PANELS 24
+#endif
+
 /* GEMM (gemm_driver_tmpl.h): a row-major B that a call would pack is read in place by the
  *   micro-kernels instead (only a ragged last NR panel is packed; the same bits either way)
  *   when K <= NNL_GEMM_INPLACE_MAX_K, M <= NNL_GEMM_INPLACE_MAX_M (or M <=

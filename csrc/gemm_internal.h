@@ -43,12 +43,11 @@ typedef struct {
                                * micro-kernels prefetch into L2, one per k step of the K loop
                                * (gemm_nest: the next pre-packed panel); pf_n 0: none */
     nnl_idx pf_n;
-    nnl_idx aks;              /* 0: the A micro-panel is packed (k steps MR apart); > 0: a
-                               * column-major op(A) read in place, rows 1 and k steps aks
-                               * apart (gemm_nest, a_inplace; a SIMD family reads only the
-                               * tile's m rows) */
+    nnl_idx aks;              /* > 0: a column-major op(A) read in place, rows 1 and k steps
+                               * aks apart (gemm_nest, a_inplace) */
     nnl_idx lda;              /* > 0: a row-major op(A) read in place, rows lda apart, k steps
-                               * 1 (gemm_nest, a_rows; full MR-row tiles only) */
+                               * 1 (gemm_nest, a_rows); both 0: a packed micro-panel (k steps
+                               * MR apart); in place only for full MR-row tiles */
 } nnl_epi_s;
 
 typedef struct {
@@ -144,10 +143,9 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         const T *apk;              /* ... its panels pre-packed for apk_rows = ceil(M/MR)*MR */\
         nnl_idx apk_rows;                                                                     \
         int a_pack8;               /* MR-row panels, csa == 1: nnl_pack_a8_s (float, MR 6/8) */\
-        int a_inplace;             /* A column-major (rsa 1): read in place by the micro-kernel,\
-                                    * k steps csa apart, instead of packed per K slice */     \
-        int a_rows;                /* A row-major (csa 1): its full MR-row panels read in     \
-                                    * place (rows rsa apart), a ragged last one packed */    \
+        int a_inplace, a_rows;     /* A column-major (rsa 1) / row-major (csa 1): its full    \
+                                    * MR-row panels read in place by the micro-kernel, a     \
+                                    * ragged last one packed */                              \
         const void *b_ctx;         /* the B source's context */                              \
         nnl_idx b_ld;              /* 0: b_src packs; > 0: its full panels are read in place, \
                                     * rows b_ld apart (gemm_nest) */                         \

@@ -364,8 +364,8 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.bias_row = e.bias_col = NULL;
     e.ldb = nr;
     e.pf = NULL, e.pf_n = 0;
-    e.aks = s->a_inplace ? s->csa : 0;
-    e.lda = 0;
+    e.aks = e.lda = 0;
+    const int a_direct = s->a_inplace || s->a_rows;
     const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
@@ -376,13 +376,11 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
         e.act = last ? s->act : NNL_ACT_NONE;
         if (s->apk != NULL)  /* pre-packed (PACK_NAME): K slice pc, then row panel r0 / MR */
             ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
-        else if (s->a_inplace)   /* column-major A in place: row r0 of K slice pc */
-            ap = s->a + r0 + pc * s->csa;
-        else if (s->a_rows) {    /* row-major A in place: its ragged last panel packed */
+        else if (a_direct) {     /* A read in place: its ragged last panel packed */
             const nnl_idx full = (r1 - r0) / mr * mr;
             if (full < r1 - r0)
-                FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc, s->rsa, 1,
-                                 (int)(r1 - r0 - full), mr, s->a_pack8, apw);
+                FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc * s->csa, s->rsa,
+                                 s->csa, (int)(r1 - r0 - full), mr, s->a_pack8, apw);
         } else
             FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8, apw,
                        pc, s->a_lk, s->a_sk);
@@ -417,11 +415,12 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                 const nnl_idx b_share = nnl_cdiv(b_lines, nir);
                 for (nnl_idx ir = r0; ir < r1; ir += mr) {
                     const int m = (int)nnl_min(mr, r1 - ir);
-                    const T *api = ap + (ir - r0) * (s->a_inplace ? 1 : kcb);
-                    e.lda = 0;
-                    if (s->a_rows) {
-                        e.lda = m == mr ? s->rsa : 0;
-                        api = m == mr ? s->a + ir * s->rsa + pc : apw;
+                    const T *api = ap + (ir - r0) * kcb;
+                    e.lda = e.aks = 0;
+                    if (a_direct) {   /* a full panel in place, else the packed last one */
+                        api = m == mr ? s->a + ir * s->rsa + pc * s->csa : apw;
+                        e.lda = m == mr && s->a_rows ? s->rsa : 0;
+                        e.aks = m == mr && s->a_inplace ? s->csa : 0;
                     }
                     if (b_lines > 0) {
                         const nnl_idx l0 = (ir - r0) / mr * b_share;

@@ -36,11 +36,11 @@ static NNL_ALWAYS_INLINE TGT VEC FN(act)(VEC v, int act)
     return v;
 }
 
-/* The m x (nv vectors) tile; mr, nv and rows are compile-time constants after inlining, so
- * the accumulators live in registers and the loops unroll completely. A: a packed micro-panel
- * or a column-major op(A) in place (rows 0: element (i, k) at ap[i + k * aks]), or a
- * row-major op(A) in place (rows 1: at ap[i * e->lda + k]). */
-static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int rows,
+/* The m x (nv vectors) tile; mr, nv and amode are compile-time constants after inlining, so
+ * the accumulators live in registers and the loops unroll completely. A (amode): 0 a packed
+ * micro-panel, element (i, k) at ap[i + k * MR]; read in place (full-height tiles), 1 a
+ * row-major op(A), at ap[i * e->lda + k], 2 a column-major one, at ap[i + k * e->aks]. */
+static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int amode,
                                            nnl_idx kc, const T *NNL_RESTRICT ap,
                                            const T *NNL_RESTRICT bp, T *NNL_RESTRICT c,
                                            nnl_idx ldc, int tail_full, MASK_T tail,
@@ -62,8 +62,8 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int
                 __builtin_prefetch(c + i * ldc + j * LANES, 1, 3);
     }
     const nnl_idx ldb = e->ldb; /* UKR_NR (packed panel) or B's row stride (read in place) */
-    const nnl_idx aks = rows ? 1 : e->aks > 0 ? e->aks : UKR_MR; /* A's k step */
-    const nnl_idx lda = rows ? e->lda : 1;
+    const nnl_idx aks = amode == 1 ? 1 : amode == 2 ? e->aks : UKR_MR; /* A's k step */
+    const nnl_idx lda = amode == 1 ? e->lda : 1;                       /* and row step */
 #define NNL_K_STEP                                                                        \
     do {                                                                                  \
         VEC b[UKR_NV];                                                                    \
@@ -130,10 +130,10 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int
 #undef NNL_EPI_EACH
 }
 
-#define NNL_TILE_A(M, NV, ROWS)                                                           \
+#define NNL_TILE_A(M, NV, AMODE)                                                           \
     do {                                                                                  \
         if ((M) <= UKR_MR && (NV) <= UKR_NV)                                              \
-            FN(tile)((M), (NV), (ROWS), kc, ap, bp, c, ldc, tail_full, tail, e);          \
+            FN(tile)((M), (NV), (AMODE), kc, ap, bp, c, ldc, tail_full, tail, e);         \
     } while (0)
 #define NNL_TILE(M, NV) NNL_TILE_A(M, NV, 0)
 
@@ -154,12 +154,17 @@ static TGT void FN(ukr)(nnl_idx kc, const T *ap, const T *bp, T *c, nnl_idx ldc,
     const int rem = n - (nv - 1) * LANES;
     const int tail_full = rem == LANES;
     const MASK_T tail = V_MASK(rem);
-    if (e->lda > 0) {   /* a row-major A in place: full-height tiles only */
-        switch (nv) {
-        case 1: NNL_TILE_A(UKR_MR, 1, 1); break;
-        case 2: NNL_TILE_A(UKR_MR, 2, 1); break;
-        case 3: NNL_TILE_A(UKR_MR, 3, 1); break;
-        default: NNL_TILE_A(UKR_MR, 4, 1); break;
+    if (e->lda > 0 || e->aks > 0) {   /* A read in place: full-height tiles only */
+        const int amode = e->lda > 0 ? 1 : 2;
+        switch (nv * 4 + amode) {
+        case 5: NNL_TILE_A(UKR_MR, 1, 1); break;
+        case 6: NNL_TILE_A(UKR_MR, 1, 2); break;
+        case 9: NNL_TILE_A(UKR_MR, 2, 1); break;
+        case 10: NNL_TILE_A(UKR_MR, 2, 2); break;
+        case 13: NNL_TILE_A(UKR_MR, 3, 1); break;
+        case 14: NNL_TILE_A(UKR_MR, 3, 2); break;
+        case 17: NNL_TILE_A(UKR_MR, 4, 1); break;
+        default: NNL_TILE_A(UKR_MR, 4, 2); break;
         }
         return;
     }

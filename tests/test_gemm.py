@@ -138,9 +138,9 @@ def test_row_major_a_packs_the_same_panels(isa, dtype):
 def test_a_read_in_place_gives_the_packed_bits(isa, dtype):
     """The SIMD micro-kernels read op(A) in place where nnl_tuning.h admits it: a column-major
     op(A) (a transposed array: a pixel-major product's channel-major image; AVX-512's tile
-    always, AVX2's for K <= 32), the tile reading only its own rows of a ragged last panel, and
-    the full MR-row panels of a row-major op(A) (rows further apart than K: a fused block's
-    depthwise band; op(B) of at most 24 NR panels), its ragged last panel packed. The bits must
+    always, AVX2's for K <= 32) and a row-major op(A) (rows further apart than K: a fused
+    block's depthwise band; op(B) of at most 24 NR panels), their full MR-row panels in place
+    and a ragged last one packed. The bits must
     be those of the same call on A pre-packed (always the packed path), with alpha, beta, a
     bias and ReLU6, for 1 and 2 threads, contiguous and strided. K straddles 32/33 and KC
     (several K slices read in place); M straddles MR and MC; N straddles the panel limit."""

@@ -89,7 +89,7 @@ typedef struct {
     int mr, nr, mc, kc, nc;
     nnl_ukr_s ukr;
     nnl_dot_s dot;
-    int a_inplace;   /* ukr takes an A read in place (nnl_epi_s.aks > 0) */
+    int a_inplace;   /* ukr reads full-height A panels in place (nnl_epi_s.aks or lda > 0) */
 } nnl_kernel_s;
 
 typedef struct {

@@ -139,10 +139,11 @@ int nnl_cf_bdirect_ok(int isa, int mr, int nr);
  * Wd (E, 9), W3 (F, E) C-contiguous; w1pk W1^T (C, E) packed by nnl_sgemm_pack as side 1 (the
  * B operand), w3pk W3 as side 0 (W3^T as side 1 with project_t), both for family isa, or
  * NULL; b1 (E,), bd (E,), b3 (F,) or NULL; r NULL or not overlapping y except
- * r == y. The result is the same bits as the three (two) unfused calls (nnl_sgemm_pk or
+ * r == y. Wd and bd (and a head conv's W1 and b1) reach the call as ``prep`` (nnl_ir_prepare,
+ * below). The result is the same bits as the three (two) unfused calls (nnl_sgemm_pk or
  * nnl_conv_phase_s, nnl_conv_depthwise_s, nnl_sgemm_pk) and does not depend on nthreads.
- * Returns NNL_OK,
- * NNL_ENOMEM or NNL_EINVAL (sizes < 1, s not 1 or 2, OH/OW not those of the geometry). */
+ * Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL (sizes < 1, s not 1 or 2, OH/OW not those of the
+ * geometry, prep NULL). */
 typedef struct {
     nnl_idx n, c, h, w;          /* batch, input channels, input map */
     nnl_idx e, f, s;             /* expanded channels, output channels, depthwise stride */
@@ -166,15 +167,15 @@ enum { NNL_IR_AUTO = -1, NNL_IR_BANDS = 0, NNL_IR_CHANNELS = 1 };
 enum { NNL_IR_NO_EXPAND = 0, NNL_IR_EXPAND = 1, NNL_IR_HEAD = 2 };
 
 int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
-                            const float *w1pk, const float *b1, const float *wd,
-                            const float *bd, const float *w3, const float *w3pk,
-                            const float *b3, const float *r, float *y, const float *prep,
-                            int nthreads, int isa);
+                            const float *w1pk, const float *b1, const float *w3,
+                            const float *w3pk, const float *b3, const float *r, float *y,
+                            const float *prep, int nthreads, int isa);
 /* The block's depthwise taps and bias (and a head conv's taps and bias) in the layout its
- * kernels read, for calls that reuse them: ``prep`` of nnl_inverted_residual_s, filled by
- * nnl_ir_prepare (nnl_ir_prepared_size elements; 0 for an invalid geometry) from w1 (the
- * head's weights; read only with NNL_IR_HEAD), b1, wd and bd as the call would take them.
- * prep NULL: the call transposes them itself. Returns NNL_OK or NNL_EINVAL. */
+ * kernels read, made once for every call on the same weights: ``prep`` of
+ * nnl_inverted_residual_s (required; the call reads wd, bd and, with NNL_IR_HEAD, w1 and b1
+ * only through it), filled by nnl_ir_prepare (nnl_ir_prepared_size elements; 0 for an
+ * invalid geometry) from w1, b1, wd and bd as the call takes them. Returns NNL_OK or
+ * NNL_EINVAL. */
 nnl_idx nnl_ir_prepared_size(const nnl_ir_geom *geom);
 int nnl_ir_prepare(const nnl_ir_geom *geom, const float *w1, const float *b1, const float *wd,
                    const float *bd, float *prep);
@@ -183,7 +184,7 @@ int nnl_ir_prepare(const nnl_ir_geom *geom, const float *w1, const float *b1, co
 void nnl_ir_plan(const nnl_ir_geom *geom, int nthreads, int isa, int *nt, nnl_idx *rows,
                  int *split);
 /* Bytes of work memory a call allocates (bands: two band buffers per thread; channels: the
- * whole image's expanded and depthwise tensors, shared). */
+ * whole image's expanded and depthwise tensors, shared; the prepared taps not included). */
 nnl_idx nnl_ir_workspace(const nnl_ir_geom *geom, int nthreads, int isa);
 
 #endif

@@ -91,9 +91,8 @@ cdef extern from "convfast.h" nogil:
         int split
         nnl_conv_geom head
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
-                                const float *w1pk, const float *b1, const float *wd,
-                                const float *bd, const float *w3, const float *w3pk,
-                                const float *b3, const float *r, float *y,
+                                const float *w1pk, const float *b1, const float *w3,
+                                const float *w3pk, const float *b3, const float *r, float *y,
                                 const float *prep, int nthreads, int isa)
     nnl_idx nnl_ir_prepared_size(const nnl_ir_geom *geom)
     int nnl_ir_prepare(const nnl_ir_geom *geom, const float *w1, const float *b1,
@@ -891,8 +890,6 @@ cdef class BoundInvertedResidual:
     cdef const float *w1
     cdef const float *w1pk
     cdef const float *b1
-    cdef const float *wd
-    cdef const float *bd
     cdef const float *w3
     cdef const float *w3pk
     cdef const float *b3
@@ -907,8 +904,8 @@ cdef class BoundInvertedResidual:
         if self.gm.n == 0:
             return
         with nogil:
-            rc = nnl_inverted_residual_s(&self.gm, self.x, self.w1, self.w1pk, self.b1, self.wd,
-                                         self.bd, self.w3, self.w3pk, self.b3, self.r, self.y,
+            rc = nnl_inverted_residual_s(&self.gm, self.x, self.w1, self.w1pk, self.b1,
+                                         self.w3, self.w3pk, self.b3, self.r, self.y,
                                          self.prep, num_threads, self.isa)
         check_status(rc, "inverted_residual")
 
@@ -919,7 +916,9 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
                            bint project_t=False, str split="auto", head=None):
     """``inverted_residual``'s arguments checked once: a ``BoundInvertedResidual`` to call with
     the thread count (the inference plan binds each fused block so: no argument parsing
-    between kernels)."""
+    between kernels). The depthwise taps and biases (and a head conv's weights and bias) are
+    read here, into the kernel's layout: changing wd, bd, b1 or a head's w1 afterwards does
+    not change the bound call."""
     fn = "inverted_residual"
     cdef BoundInvertedResidual call = BoundInvertedResidual.__new__(BoundInvertedResidual)
     cdef nnl_ir_geom gm
@@ -943,7 +942,7 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
         raise ValueError(f"{fn}: y has shape {tuple(y.shape)[:3]}, expected "
                          f"{(gm.n, F, gm.oh * gm.ow)}")
     call.b1 = _ir_vec(b1, E, "b1", fn)
-    call.bd = _ir_vec(bd, E, "bd", fn)
+    cdef const float *bdp = _ir_vec(bd, E, "bd", fn)
     call.b3 = _ir_vec(b3, F, "b3", fn)
     gm.xsn = _image_stride(x, "x", fn)
     gm.ysn = gm.rsn = _image_stride(y, "y", fn)
@@ -966,7 +965,7 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
     prep = None
     cdef float[::1] pv
     if gm.n > 0:
-        call.x, call.wd, call.w3, call.y = &x[0, 0, 0, 0], &wd[0, 0], &w3[0, 0], &y[0, 0, 0]
+        call.x, call.w3, call.y = &x[0, 0, 0, 0], &w3[0, 0], &y[0, 0, 0]
         call.w1 = &w1[0, 0] if expand else NULL
         # the depthwise (and head) taps and biases in the kernel's layout, once: every call
         # transposed them before its threads could start
@@ -974,7 +973,7 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
         if size > 0:
             prep = _aligned_floats(size)
             pv = prep
-            check_status(nnl_ir_prepare(&gm, call.w1, call.b1, call.wd, call.bd, &pv[0]), fn)
+            check_status(nnl_ir_prepare(&gm, call.w1, call.b1, &wd[0, 0], bdp, &pv[0]), fn)
             call.prep = &pv[0]
     # the arrays behind the pointers (memoryviews of them hold their buffers)
     call.keep = (x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, residual, prep)

@@ -444,8 +444,7 @@ nnl_idx nnl_ir_workspace(const nnl_ir_geom *g, int nthreads, int isa)
     nnl_idx rows, ein, dout;
     nnl_ir_plan(g, nthreads, isa, &nt, &rows, &split);
     ir_buffer_sizes(g, rows, &ein, &dout);
-    return (nnl_idx)sizeof(float) * ((ein + dout) * ir_buffer_sets(nt, split) +
-                                     ir_shared_size(g));
+    return (nnl_idx)sizeof(float) * (ein + dout) * ir_buffer_sets(nt, split);
 }
 
 /* the rows of image ``n`` a thread's expand buffer holds: [lo, hi), row lo first */
@@ -956,12 +955,11 @@ int nnl_ir_prepare(const nnl_ir_geom *g, const float *w1, const float *b1, const
 }
 
 int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w1,
-                            const float *w1pk, const float *b1, const float *wd,
-                            const float *bd, const float *w3, const float *w3pk,
-                            const float *b3, const float *r, float *y, const float *prep,
-                            int nthreads, int isa)
+                            const float *w1pk, const float *b1, const float *w3,
+                            const float *w3pk, const float *b3, const float *r, float *y,
+                            const float *prep, int nthreads, int isa)
 {
-    if (!ir_geom_ok(g))
+    if (!ir_geom_ok(g) || prep == NULL)
         return NNL_EINVAL;
     if (g->n == 0)
         return NNL_OK;
@@ -969,21 +967,15 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
     nnl_idx rows, ein, dout;
     nnl_ir_plan(g, nthreads, isa, &nt, &rows, &split);
     ir_buffer_sizes(g, rows, &ein, &dout);
-    const nnl_idx ep = ir_ep(g), shared = prep == NULL ? ir_shared_size(g) : 0;
-    const nnl_idx sets = ir_buffer_sets(nt, split);
-    /* the taps and biases transposed (unless prepared), the buffer sets, then the band claim
-     * counters (front[nt], back[nt]) and what each thread's expand buffer holds (have[nt]) */
-    float *mem = (float *)nnl_alloc64(sizeof(float) * (size_t)(shared + (ein + dout) * sets) +
-                                      (2 * sizeof(nnl_idx) + sizeof(ir_rows)) * (size_t)nt);
-    if (mem == NULL)
+    const nnl_idx ep = ir_ep(g), sets = ir_buffer_sets(nt, split);
+    /* the buffer sets, then the band claim counters (front[nt], back[nt]) and what each
+     * thread's expand buffer holds (have[nt]) */
+    float *bufs = (float *)nnl_alloc64(sizeof(float) * (size_t)((ein + dout) * sets) +
+                                       (2 * sizeof(nnl_idx) + sizeof(ir_rows)) * (size_t)nt);
+    if (bufs == NULL)
         return NNL_ENOMEM;
-    if (prep == NULL) {
-        nnl_ir_prepare(g, w1, b1, wd, bd, mem);
-        prep = mem;
-    }
-    float *bufs = mem + shared;
     const float *wt = prep, *bt = prep + 9 * ep;
-    if (g->expand == NNL_IR_HEAD) {
+    if (g->expand == NNL_IR_HEAD) {   /* the head's prepared taps and bias */
         w1 = prep + 10 * ep, b1 = w1 + ir_head_taps(g) * ep, w1pk = NULL;
     }
     ir_job j = {g, x, w1, w1pk, b1, wt, bt, w3, w3pk, b3, r, y, isa, nt};
@@ -992,6 +984,6 @@ int nnl_inverted_residual_s(const nnl_ir_geom *g, const float *x, const float *w
                            ? ir_run_channels(&j, bufs, ein, bufs + ein)
                            : ir_run_bands(&j, rows, bufs, ein, dout, claims,
                                           (ir_rows *)(claims + 2 * nt));
-    nnl_free64(mem);
+    nnl_free64(bufs);
     return status;
 }

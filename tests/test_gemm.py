@@ -140,10 +140,10 @@ def test_a_read_in_place_gives_the_packed_bits(isa, dtype):
     op(A) (a transposed array: a pixel-major product's channel-major image; AVX-512's tile
     always, AVX2's for K <= 32) and a row-major op(A) (rows further apart than K: a fused
     block's depthwise band; op(B) of at most 24 NR panels), their full MR-row panels in place
-    and a ragged last one packed. The bits must
-    be those of the same call on A pre-packed (always the packed path), with alpha, beta, a
-    bias and ReLU6, for 1 and 2 threads, contiguous and strided. K straddles 32/33 and KC
-    (several K slices read in place); M straddles MR and MC; N straddles the panel limit."""
+    and a ragged last one packed. The bits must be those of the same call on A pre-packed
+    (always the packed path), with alpha, beta, a bias and ReLU6, for 1 and 2 threads,
+    contiguous and strided. K straddles 32/33 and KC (several K slices read in place); M
+    straddles MR and MC; N straddles the panel limit."""
     if isa == "numpy":
         pytest.skip("no packed operands without the extension")
     cases = [(49, 16, 96), (7, 32, 100), (50, 33, 48), (97, 160, 480), (1100, 24, 17),

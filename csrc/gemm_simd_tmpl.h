@@ -81,13 +81,16 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int
      * it arrives while this tile computes instead of when the next tile stalls on it */
     const nnl_idx pf_n = e->pf_n < kc ? e->pf_n : kc;
     const char *pf = e->pf;
-    nnl_idx k = 0;
-    for (; k < pf_n; k++) {
+    /* counted by the prefetch pointer: with a k index here GCC kept k on the stack in 15 of
+     * the float tiles (a store-to-load chain per step, longer than an 8 x 16 tile's 8 FMAs on
+     * a CPU with two 512-bit FMA ports: 7% of ResNet-50's samples, Winograd's products) */
+    const char *const pf_end = pf_n > 0 ? pf + 64 * pf_n : pf;
+    for (; pf != pf_end; pf += 64) {
         NNL_K_STEP;
-        __builtin_prefetch(pf + 64 * k, 0, 2);
+        __builtin_prefetch(pf, 0, 2);
     }
     NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
-    for (; k < kc; k++)
+    for (nnl_idx k = pf_n; k < kc; k++)
         NNL_K_STEP;
 #undef NNL_K_STEP
 

@@ -48,6 +48,8 @@ typedef struct {
     nnl_idx lda;              /* > 0: a row-major op(A) read in place, rows lda apart, k steps
                                * 1 (gemm_nest, a_rows); both 0: a packed micro-panel (k steps
                                * MR apart); in place only for full MR-row tiles */
+    nnl_idx pf_ld;            /* > 0: pf is pf_n rows of NR elements, pf_ld bytes apart (the
+                               * next panel of a B read in place), one row per k step */
 } nnl_epi_s;
 
 typedef struct {
@@ -61,6 +63,7 @@ typedef struct {
     nnl_idx pf_n;
     nnl_idx aks;
     nnl_idx lda;
+    nnl_idx pf_ld;
 } nnl_epi_d;
 
 typedef void (*nnl_ukr_s)(nnl_idx kc, const float *ap, const float *bp, float *c, nnl_idx ldc,

@@ -363,10 +363,15 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.alpha = s->alpha;
     e.bias_row = e.bias_col = NULL;
     e.ldb = nr;
-    e.pf = NULL, e.pf_n = 0;
+    e.pf = NULL, e.pf_n = 0, e.pf_ld = 0;
     e.aks = e.lda = 0;
     const int a_direct = s->a_inplace || s->a_rows;
     const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
+    /* the next panel of a B read in place is prefetched while its predecessor is swept when
+     * B's rows lie in different pages (the hardware prefetchers stay within a page) and a
+     * sweep is long enough to hide the misses (NNL_GEMM_PF_B_MIN_STEPS k steps) */
+    const int pf_next_rows = s->b_ld * (nnl_idx)sizeof(T) >= NNL_PAGE_BYTES &&
+                             nir * nnl_min(s->kcb_max, K) >= NNL_GEMM_PF_B_MIN_STEPS;
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
         const int first = pc == 0, last = pc + kcb == K;
@@ -422,6 +427,7 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                         e.lda = m == mr && s->a_rows ? s->rsa : 0;
                         e.aks = m == mr && s->a_inplace ? s->csa : 0;
                     }
+                    e.pf_ld = 0;
                     if (b_lines > 0) {
                         const nnl_idx l0 = (ir - r0) / mr * b_share;
                         e.pf = b_next + 64 * l0;
@@ -430,6 +436,13 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                         /* the first sweep of a pre-packed A block: its next row panel */
                         e.pf = (const char *)(api + kcb * mr);
                         e.pf_n = kcb * mr * (nnl_idx)sizeof(T) / 64;
+                    } else if (pf_next_rows && q + 1 < nq && jr + 2 * nr <= c1) {
+                        /* the next panel of a B read in place (full, so read in place too),
+                         * a share of its rows per row panel of the sweep */
+                        const nnl_idx share = nnl_cdiv(kcb, nir), l0 = (ir - r0) / mr * share;
+                        e.pf = (const char *)(bp + (q + 1) * nr + l0 * s->b_ld);
+                        e.pf_ld = s->b_ld * (nnl_idx)sizeof(T);
+                        e.pf_n = l0 < kcb ? nnl_min(share, kcb - l0) : 0;
                     } else {
                         e.pf_n = 0;
                     }

@@ -76,18 +76,32 @@ static NNL_ALWAYS_INLINE TGT void FN(tile)(const int mr, const int nv, const int
         ap += aks;                                                                        \
         bp += ldb;                                                                        \
     } while (0)
-    /* the first pf_n steps each prefetch one line of what the caller reads next (a pre-packed
-     * panel that is still in DRAM: the weights of a late layer, read once per call), so that
-     * it arrives while this tile computes instead of when the next tile stalls on it */
-    const nnl_idx pf_n = e->pf_n < kc ? e->pf_n : kc;
+    /* the first pf_n steps each prefetch a part of what the caller reads next, so that it
+     * arrives while this tile computes instead of when the next tile stalls on it: one line
+     * (pf_ld 0: a pre-packed panel that is still in DRAM, the weights of a late layer read
+     * once per call), or one row of UKR_NR elements, rows pf_ld bytes apart (the next panel
+     * of a B read in place: rows in other pages, which the hardware prefetcher does not
+     * follow) */
+    const nnl_idx pf_n = e->pf_n < kc ? e->pf_n : kc, pf_ld = e->pf_ld;
     const char *pf = e->pf;
     /* counted by the prefetch pointer: with a k index here GCC kept k on the stack in 15 of
      * the float tiles (a store-to-load chain per step, longer than an 8 x 16 tile's 8 FMAs on
      * a CPU with two 512-bit FMA ports: 7% of ResNet-50's samples, Winograd's products) */
-    const char *const pf_end = pf_n > 0 ? pf + 64 * pf_n : pf;
-    for (; pf != pf_end; pf += 64) {
-        NNL_K_STEP;
-        __builtin_prefetch(pf, 0, 2);
+    if (pf_ld > 0) {
+        const char *const pf_end = pf_n > 0 ? pf + pf_ld * pf_n : pf;
+        for (; pf != pf_end; pf += pf_ld) {
+            NNL_K_STEP;
+#pragma GCC unroll 4
+            for (int j = 0; j < UKR_NV; j++)
+                __builtin_prefetch(pf + j * LANES * (nnl_idx)sizeof(T), 0, 2);
+            __builtin_prefetch(pf + UKR_NR * (nnl_idx)sizeof(T) - 1, 0, 2); /* unaligned rows */
+        }
+    } else {
+        const char *const pf_end = pf_n > 0 ? pf + 64 * pf_n : pf;
+        for (; pf != pf_end; pf += 64) {
+            NNL_K_STEP;
+            __builtin_prefetch(pf, 0, 2);
+        }
     }
     NNL_UNROLL(NNL_KUNROLL) /* K loop unrolled 4x: +2-4% (loop overhead, scheduling) */
     for (nnl_idx k = pf_n; k < kc; k++)

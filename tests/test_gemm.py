@@ -176,12 +176,15 @@ def test_b_read_in_place_gives_the_packed_bits(isa, dtype):
     last panel packed; the bits must be those of the same call on B pre-packed (always the
     packed path), for 1 and 2 threads, a B with a row stride wider than N, and a batch.
     Shapes straddle the limits of nnl_tuning.h (M 64/65 for any K, M 128/129 from K 64 up,
-    K 63/64 and 1024/1025; several K slices read in place) and NR (N = 1, 47, 48, 97, 1000)."""
+    K 63/64 and 1024/1025; several K slices read in place) and NR (N = 1, 47, 48, 97, 1000);
+    N = 1030 and 1100 put B's rows more than a page apart with sweeps of 432 and 2048 k steps,
+    so the next panel's rows are prefetched (NNL_PAGE_BYTES, NNL_GEMM_PF_B_MIN_STEPS), also
+    across a partial last K slice (300 = 256 + 44)."""
     if isa == "numpy":
         pytest.skip("no packed operands without the extension")
     cases = [(16, 32, 1000), (1, 3, 97), (7, 1, 47), (64, 128, 48), (65, 16, 97),
              (24, 129, 200), (5, 17, 1), (40, 600, 100), (64, 1024, 48), (24, 1025, 50),
-             (128, 64, 97), (129, 64, 97), (100, 63, 50)]
+             (128, 64, 97), (129, 64, 97), (100, 63, 50), (24, 144, 1030), (64, 300, 1100)]
     for i, (m, k, n) in enumerate(cases):
         a, wide = rand((m, k), dtype, 70 + i), rand((k, n + 5), dtype, 80 + i)
         bias, c = rand((m,), dtype, 90 + i), rand((m, n), dtype, 100 + i)

@@ -179,10 +179,27 @@ static NNL_ALWAYS_INLINE void FN(wino_out)(const wino_plan *p, const nnl_conv_ge
     const nnl_idx oh = g->oh, ow = g->ow, ysn = g->ysn;
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
+    const nnl_idx tw_whole = ow / m;   /* tiles of a tile row inside the image */
     for (int l = 0; l < nl; l++) {
         const nnl_idx oi0 = ti * m, oj0 = tj * m;
-        const int mi = (int)nnl_min(m, oh - oi0), mj = (int)nnl_min(m, ow - oj0);
         T *yt = yf + n * ysn + oi0 * ow + oj0;
+        if (beta == 0 && oi0 + m <= oh && tj < tw_whole) {
+            /* a run of whole tiles along one tile row: each of its m output rows is run * m
+             * contiguous values, the tiles' rows side by side */
+            const int run = (int)nnl_min(nl - l, tw_whole - tj);
+            for (int i = 0; i < m; i++) {
+                T *row = yt + i * ow;
+                const T *src = s + i * m * L + l;
+                for (int r = 0; r < run; r++)
+                    for (int j = 0; j < m; j++)
+                        row[r * m + j] = src[j * L + r];
+            }
+            for (int r = 0; r < run; r++)
+                FN(wino_next)(p, &n, &ti, &tj);
+            l += run - 1;
+            continue;
+        }
+        const int mi = (int)nnl_min(m, oh - oi0), mj = (int)nnl_min(m, ow - oj0);
         for (int i = 0; i < mi; i++) {
             T *row = yt + i * ow;
             const T *src = s + i * m * L + l;

@@ -128,7 +128,7 @@ def test_kernel_matches_winograd_reference_both_tiles(m, dtype):
 
 @needs_ext
 @pytest.mark.parametrize("m", [2, 4])
-@pytest.mark.parametrize("act, beta", [(0, 0.0), (1, 1.0), (2, 1.0), (1, 0.5)])
+@pytest.mark.parametrize("act, beta", [(0, 0.0), (1, 0.0), (2, 0.0), (1, 1.0), (2, 1.0), (1, 0.5)])
 def test_fused_epilogue_on_strided_operands(m, act, beta):
     """bias, beta * y (the residual) and ReLU/ReLU6 in the output transform; x a channel
     slice with padded rows, y a channel slice of a larger buffer."""

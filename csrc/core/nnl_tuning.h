@@ -123,9 +123,10 @@
  *   A pre-packed, bias + ReLU, 4 operand sets in rotation, 30 rounds, in-process A/B against
  *   the build without it, time new/old: one thread M=64 K=64 N=3136 0.87-0.93, M=64 K=256
  *   N=3136 0.71-0.89, M=128 K=256 N=3136 0.87-0.97, M=128 K=128 N=3136 0.92, M=24 K=144
- *   N=3136 0.81-0.88; two threads 0.92-0.99; rows 3136 bytes apart (N=784) 0.99-1.07 with
- *   it (hence the page rule); M=16 K=32 N=12544 (64-step sweeps) 1.01-1.06 with it (hence the
- *   floor). ResNet-50 batch 1, 2 threads: 0.98 of the build without it (two runs). */
+ *   N=3136 0.81-0.88; two threads 0.92-0.99; rows 784 or 3136 bytes apart (N=196, 784)
+ *   0.95-1.07 with it (M=128 K=512 N=784 1.07, M=64 K=1024 N=196 1.05: hence the page rule);
+ *   M=16 K=32 N=12544 (64-step sweeps) 1.01-1.06 with it (hence the floor). ResNet-50 batch
+ *   1, 2 threads: 0.98 of the build without it (two runs). */
 #ifndef NNL_PAGE_BYTES
 #define NNL_PAGE_BYTES 4096
 #endif

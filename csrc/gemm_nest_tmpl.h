@@ -367,13 +367,14 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.aks = e.lda = 0;
     const int a_direct = s->a_inplace || s->a_rows;
     const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
-    /* the next panel of a B read in place is prefetched while its predecessor is swept when
-     * B's rows lie in different pages (the hardware prefetchers stay within a page) and a
-     * sweep is long enough to hide the misses (NNL_GEMM_PF_B_MIN_STEPS k steps) */
-    const int pf_next_rows = s->b_ld * (nnl_idx)sizeof(T) >= NNL_PAGE_BYTES &&
-                             nir * nnl_min(s->kcb_max, K) >= NNL_GEMM_PF_B_MIN_STEPS;
+    const int b_rows_paged = s->b_ld * (nnl_idx)sizeof(T) >= NNL_PAGE_BYTES;
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
+        /* the next panel of a B read in place is prefetched while its predecessor is swept
+         * when B's rows lie in different pages (the hardware prefetchers stay within a page)
+         * and this slice's sweep is long enough to hide the misses (NNL_GEMM_PF_B_MIN_STEPS
+         * k steps over the row panels) */
+        const int pf_next_rows = b_rows_paged && nir * kcb >= NNL_GEMM_PF_B_MIN_STEPS;
         const int first = pc == 0, last = pc + kcb == K;
         const T *ap = apw;
         e.load_c = !first || s->beta != 0;

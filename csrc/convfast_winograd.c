@@ -16,10 +16,16 @@
  * Transforms run L tiles at a time (16 floats / 8 doubles: one AVX-512 vector) with the
  * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas; the
  * patch gather is scalar (with a bounds-free fast path for tiles inside the image).
- * Chunk size TB: the chunk's V and M (alpha^2 (C + F) TB elements) fit in one core's L2
- * (nnl_cache_sizes), at least one GEMM column panel (NR) of tiles. With at least
- * NNL_WINO_FUSED_CHUNKS chunks per thread, each thread instead runs the three phases on whole
- * chunks with its own V and M ("fused": no barrier, V and M stay in its L2).
+ * Chunks: the tiles shared evenly (whole cache lines of tiles) among as few chunks as keep a
+ * chunk's V and M (alpha^2 (C + F) TB elements) in one core's L2 (nnl_cache_sizes). When every
+ * thread can have whole chunks of at least NNL_WINO_FUSED_MIN_TILES tiles, each thread runs the
+ * three phases on its own chunks with its own V and M ("fused": no barrier, V and M stay in
+ * its L2). Fused with equal chunks instead of L2-sized chunks of whole NR panels split phase
+ * by phase, 2 threads, Intel Xeon (Emerald Rapids), interleaved medians, same bits: ResNet-50's
+ * 64-channel 3x3 at 56x56 (196 tiles as 2 x 98, was 96 + 96 + 4 phase-split) 1.385 -> 1.036
+ * ms, 128 channels at 28x28 (49 tiles as 25 + 24, was 48 + 1) 1.132 -> 1.037, 192 at 28x28
+ * 2.231 -> 1.972; 256 at 14x14 and 512 at 7x7 (too few tiles: phase-split as before), batch 8
+ * and one thread unchanged; whole models at batch 1: ResNet-50 0.979, GoogLeNet 0.976.
  * Nothing is static; the work memory is the caller's (an inference plan's arena) or one block
  * malloc'd per call and freed before returning.
  */
@@ -36,8 +42,10 @@
 #ifndef NNL_WINO_LANE_GROUPS
 #define NNL_WINO_LANE_GROUPS 4      /* lane groups of L tiles per transform unit */
 #endif
-#ifndef NNL_WINO_FUSED_CHUNKS
-#define NNL_WINO_FUSED_CHUNKS 2     /* chunks per thread for the fused (barrier-free) mode */
+#ifndef NNL_WINO_FUSED_MIN_TILES
+#define NNL_WINO_FUSED_MIN_TILES 24 /* tiles per chunk at least for the fused mode (16 and 24
+                                     * measured alike; 32 leaves 28x28's 25-tile chunks
+                                     * phase-split, 4-8% slower there at 96-192 channels) */
 #endif
 #ifndef NNL_WINO_UNITS_PER_THREAD
 #define NNL_WINO_UNITS_PER_THREAD 4 /* GEMM units per thread at least (dynamic scheduling) */
@@ -74,22 +82,33 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
     int nt = nnl_team_size(nthreads, (double)p->a2 * p->tiles * g->f * p->cg,
                            NNL_MIN_PARALLEL_MACS);
     p->nt = nt;
-    /* chunk: V and M of TB tiles within one core's L2 (at least one NR panel of tiles) */
+    /* chunks of at most tmax tiles, whose V and M fit in one core's L2 (at least one NR
+     * panel of tiles); the tiles are shared evenly among the chunks, TB per chunk rounded up to
+     * whole cache lines (V and M rows start on lines; the last chunk takes the rest) */
+    const nnl_idx line = 64 / elsize;
     const double budget = (double)ci->l2;
     const double per_tile = (double)p->a2 * (double)(g->c + g->f) * elsize;
-    nnl_idx tb = per_tile > 0 ? (nnl_idx)(budget / per_tile) : p->tiles;
-    tb = tb / nr * nr;
-    if (tb < nr)
-        tb = nr;
-    if (tb > p->tiles)
-        tb = p->tiles;
-    if (tb < 1)
-        tb = 1;
+    nnl_idx tmax = per_tile > 0 ? (nnl_idx)(budget / per_tile) : p->tiles;
+    tmax = nnl_max(nr, tmax / nr * nr);
+    nnl_idx chunks = p->tiles > 0 ? nnl_cdiv(p->tiles, tmax) : 0;
+    /* fused: each thread runs whole chunks on its own V and M (no barrier, the data stays in
+     * its L2), at least one chunk per thread and a multiple of the team; each thread then reads
+     * all of U for every chunk, so a chunk must have NNL_WINO_FUSED_MIN_TILES tiles. Otherwise
+     * the three phases of each chunk are split across the threads. */
+    p->fused = 1;
+    if (nt > 1) {
+        const nnl_idx cf = nnl_cdiv(nnl_max(chunks, (nnl_idx)nt), (nnl_idx)nt) * nt;
+        const nnl_idx tbf = nnl_cdiv(nnl_cdiv(p->tiles, cf), line) * line;
+        p->fused = nnl_cdiv(p->tiles, tbf) >= nt &&
+                   nnl_cdiv(p->tiles, cf) >= NNL_WINO_FUSED_MIN_TILES;
+        if (p->fused)
+            chunks = cf;
+    }
+    nnl_idx tb = chunks > 0 ? nnl_cdiv(nnl_cdiv(p->tiles, chunks), line) * line : 1;
+    if (tb > p->tiles)   /* one chunk: no more rows than tiles */
+        tb = nnl_max(1, p->tiles);
     p->tb = tb;
-    p->chunks = tb > 0 ? nnl_cdiv(p->tiles, tb) : 0;
-    /* enough chunks for every thread: each thread runs whole chunks on its own V and M (no
-     * barrier, the data stays in its L2); else the phases are split across the threads */
-    p->fused = nt == 1 || p->chunks >= (nnl_idx)NNL_WINO_FUSED_CHUNKS * nt;
+    p->chunks = p->tiles > 0 ? nnl_cdiv(p->tiles, tb) : 0;
     /* GEMM columns per unit: an NC block, narrower (whole NR panels) until every thread has
      * NNL_WINO_UNITS_PER_THREAD units */
     nnl_idx ncol = nnl_max(nr, (nnl_idx)nc / nr * nr);

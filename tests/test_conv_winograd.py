@@ -235,6 +235,31 @@ def test_bit_identical_for_every_thread_count(dtype, m):
 
 
 @needs_ext
+@pytest.mark.parametrize("shape", [
+    (1, 64, 56, 56, 64),     # 196 tiles: one chunk per thread (2 threads), three with 3
+    (1, 256, 28, 28, 256),   # 49 tiles of wide V and M: two chunks, each phase split at 3 threads
+    (1, 96, 26, 30, 40),     # 56 tiles, C != F: chunks of unequal tile counts
+    (3, 32, 9, 13, 24),      # 27 tiles over three images: one chunk at 2 and 3 threads
+])
+def test_every_chunking_gives_the_same_bits(shape):
+    """The tiles are cut into chunks by the thread count (whole chunks per thread, or each
+    chunk's phases split across the threads): every cut gives the bits of one thread, and the
+    values of the im2col conv."""
+    n, c, h, w, f = shape
+    x, wt, b = _data(n, c, h, w, f, 1, np.float32, seed=c)
+    geom = conv2d_geometry(x.shape, wt.shape, b.shape, 1, 1, 1, 1)
+    with nnlite.using_backend("cython"), nnlite.conv_algorithm("im2col"):
+        expect = F.conv2d(nnlite.tensor(x), nnlite.tensor(wt), nnlite.tensor(b), padding=1).data
+    outs = []
+    for nt in (1, 2, 3):
+        with kernel_threads(nt):
+            outs.append(cw.forward(x, wt, b, geom, m=4))
+    assert _rel(outs[0], expect) < TOL[np.float32]
+    for nt, o in zip((2, 3), outs[1:]):
+        assert np.array_equal(outs[0], o), nt
+
+
+@needs_ext
 @pytest.mark.parametrize("pad", [0, 1, 2])
 def test_gradients_match_finite_differences(pad):
     rng = np.random.default_rng(11)

@@ -19,6 +19,7 @@ blocked convs pad them; in order among equal keys). Steps are grouped by kind:
 Never asserts; figures vary with the load of the machine (report medians from a quiet one).
 """
 import argparse
+import functools
 import glob
 import json
 import os
@@ -101,8 +102,9 @@ def step_keys(plan):
     return out
 
 
-def time_plan(opt, x, repeat):
-    """(step medians s, wall median s, plan) of the plan compiled for x."""
+def time_plan(opt, x, repeat, between=None):
+    """(step medians s, wall median s, plan) of the plan compiled for x; ``between()`` (a peer's
+    run) is called once per round, so the two are timed interleaved on a noisy machine."""
     opt.run_arrays(x)                                        # compile + check run
     key = ((x.shape, x.dtype.str),)
     plan = opt._plans[key][0]                                # private: the compiled Plan
@@ -117,6 +119,8 @@ def time_plan(opt, x, repeat):
     pool_hold(1)   # as a plan run does: the pool's workers stay awake between the steps
     try:
         for r in range(repeat):
+            if between is not None:
+                between()
             t0 = clock()
             for call in calls:
                 call()
@@ -130,16 +134,19 @@ def time_plan(opt, x, repeat):
     return np.median(steps, axis=0), float(np.median(walls)), plan
 
 
-def ort_profile(onnx_path, x, threads, repeat, tmpdir):
-    """Per profiled ONNX Runtime node, in execution order: (key, median kernel seconds)."""
+def ort_session(onnx_path, threads, tmpdir):
+    """An ONNX Runtime session with profiling on, and a function running it on x."""
     ort = _ort()
     opts = _timing.ort_options(ort, threads)
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tmpdir, "ort_profile")
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    for _ in range(repeat + 2):
-        sess.run(None, {name: x})
+    return sess, lambda x: sess.run(None, {name: x})
+
+
+def ort_profile(sess, tmpdir):
+    """Per profiled ONNX Runtime node, in execution order: (key, median kernel seconds)."""
     sess.end_profiling()
     path = sorted(glob.glob(os.path.join(tmpdir, "ort_profile*.json")))[-1]
     with open(path) as fh:
@@ -191,30 +198,39 @@ def main(argv=None):
     x = np.random.default_rng(0).standard_normal((a.batch, 3, a.size, a.size)).astype(
         np.float32)
     opt = nnlite.optimize_for_inference(model)
-    med, wall, plan = time_plan(opt, x, a.repeat)
-    keys = step_keys(plan)
-    print(f"# {a.model} batch {a.batch} {a.size}x{a.size}, {a.threads} threads, "
-          f"fused-block split {a.ir_split}, "
-          f"{_timing.omp_idle()}, "
-          f"{len(plan.steps)} steps, medians of {a.repeat} rounds")
-    print(f"nnlite wall {wall * 1e3:.2f} ms, sum of step medians {med.sum() * 1e3:.2f} ms, "
-          f"between calls {(wall - med.sum()) * 1e3:+.2f} ms")
-
     ort_times = None
-    if not a.no_ort:
-        torch, archs = _torch()
-        if torch is None or _ort() is None:
+    with tempfile.TemporaryDirectory() as tmp:
+        sess, between, torch = None, None, None
+        if not a.no_ort:
+            torch, archs = _torch()
+        if a.no_ort:
+            pass
+        elif torch is None or _ort() is None:
             print("# torch or onnxruntime unavailable: nnlite only")
         else:
             tmodel = archs[a.model]().eval()
             tmodel.load_state_dict({k: torch.from_numpy(v.copy())
                                     for k, v in model.state_dict().items()})
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, f"{a.model}.onnx")
-                export_onnx(torch, tmodel, a.size, path)
-                ort_times = ort_profile(path, x, a.threads, a.repeat, tmp)
-            print(f"onnxruntime sum of node medians {sum(t for _, t in ort_times) * 1e3:.2f} ms "
-                  f"(profiling on)")
+            path = os.path.join(tmp, f"{a.model}.onnx")
+            export_onnx(torch, tmodel, a.size, path)
+            sess, run = ort_session(path, a.threads, tmp)
+            for _ in range(2):   # warm-up runs (dropped from the medians)
+                run(x)
+            between = functools.partial(run, x)
+        med, wall, plan = time_plan(opt, x, a.repeat, between)
+        if sess is not None:
+            ort_times = ort_profile(sess, tmp)
+    keys = step_keys(plan)
+    print(f"# {a.model} batch {a.batch} {a.size}x{a.size}, {a.threads} threads, "
+          f"fused-block split {a.ir_split}, "
+          f"{_timing.omp_idle()}, "
+          f"{len(plan.steps)} steps, medians of {a.repeat} rounds"
+          + (", ONNX Runtime's runs interleaved" if ort_times else ""))
+    print(f"nnlite wall {wall * 1e3:.2f} ms, sum of step medians {med.sum() * 1e3:.2f} ms, "
+          f"between calls {(wall - med.sum()) * 1e3:+.2f} ms")
+    if ort_times:
+        print(f"onnxruntime sum of node medians {sum(t for _, t in ort_times) * 1e3:.2f} ms "
+              f"(profiling on)")
 
     # match ORT nodes to nnlite steps by key, in order among equal keys
     pool = {}

@@ -16,16 +16,20 @@
  * Transforms run L tiles at a time (16 floats / 8 doubles: one AVX-512 vector) with the
  * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas; the
  * patch gather is scalar (with a bounds-free fast path for tiles inside the image).
- * Chunks: the tiles shared evenly (whole cache lines of tiles) among as few chunks as keep a
- * chunk's V and M (alpha^2 (C + F) TB elements) in one core's L2 (nnl_cache_sizes). When every
- * thread can have whole chunks of at least NNL_WINO_FUSED_MIN_TILES tiles, each thread runs the
- * three phases on its own chunks with its own V and M ("fused": no barrier, V and M stay in
- * its L2). Fused with equal chunks instead of L2-sized chunks of whole NR panels split phase
- * by phase, 2 threads, Intel Xeon (Emerald Rapids), interleaved medians, same bits: ResNet-50's
- * 64-channel 3x3 at 56x56 (196 tiles as 2 x 98, was 96 + 96 + 4 phase-split) 1.385 -> 1.036
- * ms, 128 channels at 28x28 (49 tiles as 25 + 24, was 48 + 1) 1.132 -> 1.037, 192 at 28x28
- * 2.231 -> 1.972; 256 at 14x14 and 512 at 7x7 (too few tiles: phase-split as before), batch 8
- * and one thread unchanged; whole models at batch 1: ResNet-50 0.979, GoogLeNet 0.976.
+ * Chunks: the fewest that keep a chunk's V and M (alpha^2 (C + F) TB elements) in one core's
+ * L2 (nnl_cache_sizes; at least one NR panel of tiles), or, when every thread can have whole
+ * chunks of at least NNL_WINO_FUSED_MIN_TILES tiles, the next multiple of the team; TB is the
+ * tiles over the chunks rounded up to whole cache lines of tiles (the last chunk takes the
+ * rest). In the second case each thread runs the three phases on whole chunks with its own V
+ * and M ("fused": no barrier, V and M stay in its L2); else each chunk's phases are split
+ * across the threads. 2 threads, Intel Xeon (Emerald Rapids), interleaved medians, same bits,
+ * against L2-sized chunks of whole NR panels split phase by phase unless every thread had two:
+ * ResNet-50's 64-channel 3x3 at 56x56 (196 tiles: 64 + 64 + 64 + 4 fused, was 96 + 96 + 4
+ * split) 1.385 -> 1.036 ms, 128 channels at 28x28 (49 tiles: 32 + 17 fused, was 48 + 1 split)
+ * 1.132 -> 1.037, 192 at 28x28 2.231 -> 1.972; 256 at 14x14 and 512 at 7x7 (too few tiles:
+ * split as before), batch 8 and one thread unchanged; whole models at batch 1: ResNet-50
+ * 0.979, GoogLeNet 0.976. Chunkings chosen by a cost model instead (196 tiles as 98 + 98,
+ * 49 as 25 + 24) measured the same, 0.99-1.01.
  * Nothing is static; the work memory is the caller's (an inference plan's arena) or one block
  * malloc'd per call and freed before returning.
  */
@@ -83,8 +87,8 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
                            NNL_MIN_PARALLEL_MACS);
     p->nt = nt;
     /* chunks of at most tmax tiles, whose V and M fit in one core's L2 (at least one NR
-     * panel of tiles); the tiles are shared evenly among the chunks, TB per chunk rounded up to
-     * whole cache lines (V and M rows start on lines; the last chunk takes the rest) */
+     * panel of tiles); TB = the tiles over the chunks, rounded up to whole cache lines (V and
+     * M rows start on lines; the last chunk takes the rest) */
     const nnl_idx line = 64 / elsize;
     const double budget = (double)ci->l2;
     const double per_tile = (double)p->a2 * (double)(g->c + g->f) * elsize;

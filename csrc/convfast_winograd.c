@@ -74,6 +74,13 @@ static int wino_geom_ok(const nnl_conv_geom *g, int m)
            g->ow >= 0 && g->h >= 0 && g->w >= 0;
 }
 
+/* Tiles per chunk when `tiles` are cut into `chunks`: the share rounded up to whole cache
+ * lines of tiles (`line` elements), so that V and M rows start on lines. */
+static nnl_idx wino_chunk_tiles(nnl_idx tiles, nnl_idx chunks, nnl_idx line)
+{
+    return nnl_cdiv(nnl_cdiv(tiles, chunks), line) * line;
+}
+
 static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, int nr, int nc,
                            int nthreads, wino_plan *p)
 {
@@ -102,13 +109,13 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
     p->fused = 1;
     if (nt > 1) {
         const nnl_idx cf = nnl_cdiv(nnl_max(chunks, (nnl_idx)nt), (nnl_idx)nt) * nt;
-        const nnl_idx tbf = nnl_cdiv(nnl_cdiv(p->tiles, cf), line) * line;
+        const nnl_idx tbf = wino_chunk_tiles(p->tiles, cf, line);
         p->fused = nnl_cdiv(p->tiles, tbf) >= nt &&
                    nnl_cdiv(p->tiles, cf) >= NNL_WINO_FUSED_MIN_TILES;
         if (p->fused)
             chunks = cf;
     }
-    nnl_idx tb = chunks > 0 ? nnl_cdiv(nnl_cdiv(p->tiles, chunks), line) * line : 1;
+    nnl_idx tb = chunks > 0 ? wino_chunk_tiles(p->tiles, chunks, line) : 1;
     if (tb > p->tiles)   /* one chunk: no more rows than tiles */
         tb = nnl_max(1, p->tiles);
     p->tb = tb;

@@ -236,10 +236,10 @@ def test_bit_identical_for_every_thread_count(dtype, m):
 
 @needs_ext
 @pytest.mark.parametrize("shape", [
-    (1, 64, 56, 56, 64),     # 196 tiles: one chunk per thread (2 threads), three with 3
-    (1, 256, 28, 28, 256),   # 49 tiles of wide V and M: two chunks, each phase split at 3 threads
-    (1, 96, 26, 30, 40),     # 56 tiles, C != F: chunks of unequal tile counts
-    (3, 32, 9, 13, 24),      # 27 tiles over three images: one chunk at 2 and 3 threads
+    (1, 64, 56, 56, 64),     # 196 tiles: whole chunks per thread at 2 and 3 threads
+    (1, 256, 28, 28, 256),   # 49 tiles of wide V and M: 32 + 17, each phase split at 3 threads
+    (1, 96, 26, 30, 40),     # 56 tiles, C != F: 32 + 24 at 2 threads, one split chunk at 3
+    (3, 32, 9, 13, 24),      # 36 tiles over three images, too little work for a team: 1 thread
 ])
 def test_every_chunking_gives_the_same_bits(shape):
     """The tiles are cut into chunks by the thread count (whole chunks per thread, or each

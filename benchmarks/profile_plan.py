@@ -12,7 +12,9 @@ loop, lane hand-offs); Python inside a step (argument checks, views) is part of 
 
 With torch and onnxruntime installed (``--no-ort`` skips them), the same weights are exported
 (``bench_inference.export_onnx``) and run by an InferenceSession with profiling on, --threads
-intra-op threads; each profiled node's median kernel time is matched to the nnlite step of the
+intra-op threads, one run before each of nnlite's rounds (interleaved: the host's speed drifts
+between minutes, so two profiles taken one after the other compare different machines); each
+profiled node's median kernel time is matched to the nnlite step of the
 same kind and shape (``kind C->F OHxOW``, channels rounded up to 16 as ORT's
 blocked convs pad them; in order among equal keys). Steps are grouped by kind:
 'dw' depthwise conv, 'pw' 1x1 stride-1 conv, 'conv' any other conv, else the op name.
@@ -200,23 +202,21 @@ def main(argv=None):
     opt = nnlite.optimize_for_inference(model)
     ort_times = None
     with tempfile.TemporaryDirectory() as tmp:
-        sess, between, torch = None, None, None
+        sess = between = None
         if not a.no_ort:
             torch, archs = _torch()
-        if a.no_ort:
-            pass
-        elif torch is None or _ort() is None:
-            print("# torch or onnxruntime unavailable: nnlite only")
-        else:
-            tmodel = archs[a.model]().eval()
-            tmodel.load_state_dict({k: torch.from_numpy(v.copy())
-                                    for k, v in model.state_dict().items()})
-            path = os.path.join(tmp, f"{a.model}.onnx")
-            export_onnx(torch, tmodel, a.size, path)
-            sess, run = ort_session(path, a.threads, tmp)
-            for _ in range(2):   # warm-up runs (dropped from the medians)
-                run(x)
-            between = functools.partial(run, x)
+            if torch is None or _ort() is None:
+                print("# torch or onnxruntime unavailable: nnlite only")
+            else:
+                tmodel = archs[a.model]().eval()
+                tmodel.load_state_dict({k: torch.from_numpy(v.copy())
+                                        for k, v in model.state_dict().items()})
+                path = os.path.join(tmp, f"{a.model}.onnx")
+                export_onnx(torch, tmodel, a.size, path)
+                sess, run = ort_session(path, a.threads, tmp)
+                for _ in range(2):   # warm-up runs (ort_profile drops them from the medians)
+                    run(x)
+                between = functools.partial(run, x)
         med, wall, plan = time_plan(opt, x, a.repeat, between)
         if sess is not None:
             ort_times = ort_profile(sess, tmp)

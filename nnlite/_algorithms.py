@@ -113,9 +113,10 @@ _TRANSFORM_COST, _WEIGHT_TRANSFORM_COST = 32, 64
 # large implicit GEMM, and its transforms are memory-bound: demand this estimated gain.
 _WINOGRAD_MIN_GAIN = 1.5
 _WINOGRAD_TILE = 4
-# an inference plan's Winograd conv with fewer F(4x4) tiles than this per call runs F(2x2)
-# (``winograd_tile``)
-_WINOGRAD_FEW_TILES = 8
+# an inference plan's Winograd conv reads each element of its transformed weights once per
+# call, from L3 or DRAM (a model's layers evict each other's): ``winograd_tile`` weighs such a
+# read as this many multiply-adds
+_WINOGRAD_WEIGHT_READ = 14
 # 'auto' runs a dense conv of 2+ images with at most this many output pixels per image as
 # im2col with the images side by side (nnlite/kernels/conv_cython.py:_rows_forward)
 ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
@@ -298,16 +299,22 @@ def winograd_cost(geom, weights_prepared=False):
 
 def winograd_tile(geom):
     """The output tile m of an inference plan's Winograd conv, whose weights are transformed
-    once: 2 (F(2x2, 3x3)) when F(4x4, 3x3) would have fewer than _WINOGRAD_FEW_TILES tiles per
-    call, else 4. With that few tiles the 36 products each read their (F, C/groups) slice of
-    the transformed weights for a handful of columns: the conv is bound by that traffic, and
-    F(2x2)'s weights are 16/36 of F(4x4)'s. ResNet-50's 512-channel 7x7 conv, 2 threads,
-    interleaved medians (AMD EPYC Zen 4): batch 1 (4 tiles) F(2x2) 1.9-3.4 ms vs F(4x4)
-    6.1-7.8 ms; batch 2 (8 tiles) 7.9 vs 7.9; batch 3 9.0 vs 8.1; batch 8 28.0 vs 16.8; a
-    128-channel 7x7 conv at batch 1 0.24 vs 0.48 ms. The plan's transformed weights then take
-    16/9 of the 3x3 weights' memory instead of 4x (ResNet-50 at batch 1: 40 MB less)."""
-    tiles = geom.n * -(-geom.oh // _WINOGRAD_TILE) * -(-geom.ow // _WINOGRAD_TILE)
-    return 2 if tiles < _WINOGRAD_FEW_TILES else _WINOGRAD_TILE
+    once: the cheaper of F(2x2, 3x3) and F(4x4, 3x3) as (m + 2)^2 products of (tiles +
+    _WINOGRAD_WEIGHT_READ) columns each: multiply-adds, plus the reads of the transformed
+    weights, (m + 2)^2 / 9 times the 3x3 weights (F(2x2): 16/9, F(4x4): 4x). With few tiles
+    the conv is bound by those reads and F(2x2) wins: 7x7 maps up to batch 2, 14x14 maps at
+    batch 1 (F(4x4) would compute 16x16 outputs there: F(2x2) does 1.36x its multiply-adds,
+    not 1.78x). ResNet-50's 512-channel 7x7 conv, 2 threads, interleaved medians (AMD EPYC
+    Zen 4): batch 1 (4 F(4x4) tiles) F(2x2) 1.9-3.4 ms vs F(4x4) 6.1-7.8 ms; batch 2 7.9 vs
+    7.9; batch 3 9.0 vs 8.1; batch 8 28.0 vs 16.8. 14x14 maps at batch 1 (Intel Xeon, Emerald
+    Rapids, 2 threads): alone, weights warm, F(2x2) is 1.1-1.34x slower (256->256 1.258 vs
+    0.940 ms); in a model, as in a plan, level (ResNet-50 0.988-0.993, GoogLeNet 0.975-1.02
+    of F(4x4)'s time, interleaved medians), with 25 MB (ResNet-50) and 13 MB (GoogLeNet) less
+    prepared weights; F(2x2) on the 28x28 maps too is 1.03-1.07x slower."""
+    def cost(m):
+        tiles = geom.n * -(-geom.oh // m) * -(-geom.ow // m)
+        return (m + 2) ** 2 * (tiles + _WINOGRAD_WEIGHT_READ)
+    return 2 if cost(2) < cost(_WINOGRAD_TILE) else _WINOGRAD_TILE
 
 
 def winograd_pays(geom, weights_prepared=False):

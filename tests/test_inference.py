@@ -10,6 +10,7 @@ import nnlite
 import nnlite.nn.functional as F
 from nnlite import models, nn
 from nnlite.nn import blocks
+from nnlite._infer import passes
 
 RTOL = 1e-4  # max |optimized - plain| <= RTOL * max |plain|
 
@@ -97,6 +98,83 @@ def test_googlenet_branches_write_into_the_concat_buffer():
     fast, x = check_model(randomize_bn(models.googlenet()), (1, 3, 64, 64))
     text = fast.describe(x)
     assert "0 concat input copies" in text and "Concat" not in text.split(";")[0], text
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 7, 5), (3, 6, 5, 7), (1, 6, 1, 1)])
+def test_sibling_pointwise_convs_run_as_one_conv_joined_to_the_concat(shape):
+    # an Inception block's 1x1 branch and its two reductions read one value: ONE conv over
+    # their stacked filters (folded BNs, ReLU fused), whose output slices are the three values;
+    # the 1x1 branch's slice is the concatenation's first channels (one buffer holds both), so
+    # no concat step copies anything; at batch 3 the slices are strided views of the buffer
+    nnlite.manual_seed(0)
+    model = randomize_bn(blocks.Inception(6, 4, 3, 5, 2, 3, 2))
+    fast, x = check_model(model, shape)
+    (plan, _), = fast._plans.values()
+    convs = [s for s in plan.steps if s.node.op == "Conv"]
+    assert len(convs) == 4 and "Concat" not in [s.node.op for s in plan.steps]
+    merged, = [s for s in convs if s.kernel.shape[4] == 4 + 3 + 2]
+    assert merged.kernel.pointwise and merged.node.attrs["activation"] == "relu"
+    st, y = plan.storage, merged.node.outputs[0]
+    out, = plan.outputs
+    assert st.root[y] == st.root[out] and st.nbytes(st.root[y]) == (
+        shape[0] * (3 + 2 + 4 + 5 + 3 + 2) * shape[2] * shape[3] * 4)
+    for k in range(3):     # the same plan, new inputs
+        xk = np.random.default_rng(k).standard_normal(shape).astype(np.float32)
+        assert_same(fast(xk), plain(model, xk))
+
+
+def test_merged_siblings_keep_one_copy_of_their_weights(monkeypatch):
+    # the stacked weights are made once; the folded per-conv weights they came from become
+    # views of them: the module holds no more constant bytes than without the merge
+    nnlite.manual_seed(0)
+    model = randomize_bn(models.googlenet())
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    held = {}
+    for merge in (False, True):
+        monkeypatch.setattr(passes, "MERGE_SIBLINGS", merge)
+        fast = nnlite.optimize_for_inference(model)
+        y = fast(x)
+        fast(x[:, :, :32, :32])             # a second plan: the copies cached by the first
+        held[merge] = fast.memory_report()["constants"]
+        assert_same(y, plain(model, x))
+    assert held[True] == held[False]
+
+
+def test_only_like_pointwise_convs_merge():
+    # siblings merge only when they would run alike: 1x1, stride 1, no padding, one group, no
+    # residual, the same activation; a value the graph returns is never a slice of another
+    from nnlite._infer.kernels import SPLIT_OP
+
+    class Siblings(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(4, 3, 1)
+            self.b = nn.Conv2d(4, 5, 1)
+            self.c = nn.Conv2d(4, 2, 1, bias=False)
+            self.d = nn.Conv2d(4, 6, 1)                  # no activation: not with a, b, c
+            self.e = nn.Conv2d(4, 3, 1, stride=2)        # strided
+            self.f = nn.Conv2d(4, 4, 1, groups=2)        # grouped
+            self.g = nn.Conv2d(4, 2, 1, padding=1)       # padded
+            self.h = nn.Conv2d(4, 2, 1)                  # returned as it is
+
+        def forward(self, x):
+            a, b, c = F.relu(self.a(x)), F.relu(self.b(x)), F.relu(self.c(x))
+            d, e, f = self.d(x), F.relu(self.e(x)), F.relu(self.f(x))
+            g, h = F.relu(self.g(x)), F.relu(self.h(x))
+            s = nnlite.cat([a, b, c, d, f], 1)
+            return s, e, g, h
+
+    nnlite.manual_seed(0)
+    model = Siblings().eval()
+    x = np.random.default_rng(1).standard_normal((2, 4, 5, 6)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    for got, ref in zip(fast(x), plain(model, x)):
+        assert_same(got, ref)
+    (plan, _), = fast._plans.values()
+    widths = sorted(s.kernel.shape[4] for s in plan.steps if s.node.op == "Conv")
+    assert widths == [2, 2, 3, 4, 6, 3 + 5 + 2]
+    split, = [s for s in plan.steps if s.node.op == SPLIT_OP] or [None]
+    assert split is None    # its outputs are views
 
 
 def test_resnet50_plan_fuses_every_bn_and_residual():
@@ -361,9 +439,11 @@ def test_branch_lanes_match_plain_on_two_threads(two_threads, make, shape):
     assert_same(fast(x), plain(model, x))
 
 
-def test_heavy_branch_conv_is_split_across_lanes(two_threads):
+def test_heavy_branch_conv_is_split_across_lanes(two_threads, monkeypatch):
     # one 3x3 branch far heavier than the others, on a map large enough for the implicit GEMM:
-    # its output channels are split between the lanes (the second part waits for the reduce)
+    # its output channels are split between the lanes (the second part waits for the reduce;
+    # with the sibling 1x1 convs merged, the reduce runs before the group and nothing waits)
+    monkeypatch.setattr(passes, "MERGE_SIBLINGS", False)
     nnlite.manual_seed(0)
     model = randomize_bn(blocks.Inception(8, 4, 8, 64, 2, 4, 4))
     fast, x = check_model(model, (1, 8, 30, 29))
@@ -376,11 +456,12 @@ def test_heavy_branch_conv_is_split_across_lanes(two_threads):
         assert_same(fast(x), plain(model, x))
 
 
-def test_heavy_im2col_conv_of_a_batch_is_split_into_implicit_parts(two_threads):
+def test_heavy_im2col_conv_of_a_batch_is_split_into_implicit_parts(two_threads, monkeypatch):
     # the block below at batch 2: the columns of both images would be one more buffer beside
     # the parts' packed weights; two implicit-GEMM parts need neither
     from nnlite._infer import kernels as K
 
+    monkeypatch.setattr(passes, "MERGE_SIBLINGS", False)   # the reduce in a lane
     nnlite.manual_seed(0)
     model = randomize_bn(blocks.Inception(8, 4, 8, 64, 2, 4, 4))
     fast, x = check_model(model, (2, 8, 12, 11))
@@ -395,7 +476,7 @@ def test_heavy_im2col_conv_of_a_batch_is_split_into_implicit_parts(two_threads):
         assert_same(fast(xk), plain(model, xk))
 
 
-def test_heavy_winograd_conv_of_a_batch_is_split_into_winograd_parts(two_threads):
+def test_heavy_winograd_conv_of_a_batch_is_split_into_winograd_parts(two_threads, monkeypatch):
     # a wide 3x3 branch whose conv runs Winograd in the plan (64 -> 128 channels on 14x13
     # maps, batch 2): its two parts keep Winograd (implicit parts ran GoogLeNet b8 slower);
     # the oracle is the plain run under im2col + GEMM, which shares no kernel with Winograd
@@ -407,6 +488,7 @@ def test_heavy_winograd_conv_of_a_batch_is_split_into_winograd_parts(two_threads
         pytest.skip("Winograd needs the compiled extension")
     geom = conv2d_geometry((2, 64, 14, 13), (128, 64, 3, 3), (128,), 1, 1)
     assert resolve(geom, "auto", weights_prepared=True) == "winograd"   # the premise
+    monkeypatch.setattr(passes, "MERGE_SIBLINGS", False)   # the reduce in a lane
     nnlite.manual_seed(0)
     model = randomize_bn(blocks.Inception(16, 8, 64, 128, 4, 8, 8))
     x = np.random.default_rng(0).standard_normal((2, 16, 14, 13)).astype(np.float32)
@@ -425,11 +507,12 @@ def test_heavy_winograd_conv_of_a_batch_is_split_into_winograd_parts(two_threads
         assert_same(fast(xk), refs[k + 1])
 
 
-def test_heavy_im2col_conv_is_split_over_shared_columns(two_threads):
+def test_heavy_im2col_conv_is_split_over_shared_columns(two_threads, monkeypatch):
     # the same lopsided block on a small map (im2col + GEMM) at batch 1: one gather of the
     # columns in lane 0, the filters split between the lanes, lane 1 waiting for the gather
     from nnlite._infer.kernels import SharedColumns
 
+    monkeypatch.setattr(passes, "MERGE_SIBLINGS", False)   # the reduce in a lane
     nnlite.manual_seed(0)
     model = randomize_bn(blocks.Inception(8, 4, 8, 64, 2, 4, 4))
     fast, x = check_model(model, (1, 8, 12, 11))

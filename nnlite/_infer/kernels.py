@@ -87,9 +87,8 @@ def _unit_w(*arrays):
 
 
 __all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
-           "IR_OP", "IR_INPUTS", "InvertedResidualKernel", "inverted_residual_available",
-           "is_head_conv",
-           "ConvInputs", "conv_inputs"]
+           "IR_OP", "IR_INPUTS", "SPLIT_OP", "InvertedResidualKernel",
+           "inverted_residual_available", "is_head_conv", "ConvInputs", "conv_inputs"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -1192,6 +1191,31 @@ class CopyKernel(Kernel):
         return lambda: np.copyto(y, src)
 
 
+# the node that hands out channel slices of its input (passes' merged sibling convs): attrs
+# "sizes" (channels of each output, in order) and "axis" (1); the plan makes its outputs
+# views of the input (storage.plan_views), else SplitKernel copies them
+SPLIT_OP = "nnlite.ChannelSplit"
+
+
+class SplitKernel(Kernel):
+    """Copies consecutive slices of the input along ``axis`` into the outputs."""
+
+    def __init__(self, axis, sizes):
+        self.axis, self.sizes = axis, sizes
+
+    def _bind(self, ins, outs, scratch):
+        x, jobs, start = ins[0], [], 0
+        for y, size in zip(outs, self.sizes):
+            if y is not None:
+                jobs.append((y, x[(slice(None),) * self.axis + (slice(start, start + size),)]))
+            start += size
+
+        def run():
+            for dst, src in jobs:
+                np.copyto(dst, src)
+        return run
+
+
 class ConcatKernel(Kernel):
     """Copies the inputs that producers did not already write into their slice."""
 
@@ -1367,6 +1391,11 @@ def _copy_kernel(node, in_metas, consts, opset):
 def _transpose_kernel(node, in_metas, consts, opset):
     ndim = len(in_metas[0].shape)
     return CopyKernel(tuple(int(p) for p in node.attrs.get("perm", range(ndim)[::-1])))
+
+
+@KERNELS.register(SPLIT_OP)
+def _split_kernel(node, in_metas, consts, opset):
+    return SplitKernel(int(node.attrs["axis"]), tuple(node.attrs["sizes"]))
 
 
 @KERNELS.register("Concat")

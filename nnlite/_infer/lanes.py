@@ -195,9 +195,8 @@ def _balance(first, last, lanes, steps, metas, consts, st):
     def read_in_group(i):
         """Whether another step of the group reads conv i's output (directly or through a
         view): its second part, on the other lane, would not be written yet."""
-        roots = {st.root.get(o, o) for o in steps[i].node.outputs if o}
-        return any(st.root.get(v, v) in roots for j in group if j != i
-                   for v in steps[j].node.inputs if v)
+        return any(st.overlap(v, o) for o in steps[i].node.outputs if o
+                   for j in group if j != i for v in steps[j].node.inputs if v)
     cands = [i for i in lanes[0] if isinstance(steps[i].kernel, ConvKernel)
              and steps[i].kernel.g == 1 and not steps[i].kernel.depthwise
              and not steps[i].kernel.residual and not read_in_group(i)]
@@ -235,9 +234,9 @@ def _balance(first, last, lanes, steps, metas, consts, st):
         steps.append(steps[pick]._replace(kernel=b))
         lanes[1].append(len(steps) - 1)
         if not shared:
-            need = {st.root.get(v) for v in node.inputs if v} - {None}
             made = [i for i in lanes[0] if i != pick and any(
-                st.root.get(o) in need for o in steps[i].node.outputs if o)]
+                st.overlap(v, o) for o in steps[i].node.outputs if o
+                for v in node.inputs if v and v not in consts)]
             if made:
                 syncs.append(Sync(max(made, key=lanes[0].index), len(steps) - 1))
         else:  # shared columns: part b waits for part a's gather (set between its stages)

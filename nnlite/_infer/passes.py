@@ -18,7 +18,13 @@ then ``simplify``:
 - float32 Conv 1x1 (ReLU6) -> depthwise Conv 3x3 stride 1 or 2, padding 1 (ReLU6) -> Conv 1x1
   (with or without a fused residual), the two intermediates read by nothing else, become one
   ``nnlite.InvertedResidual`` node (MobileNetV2's block, one native call: see
-  ``kernels.InvertedResidualKernel``) when the extension is built and ``FUSE_BLOCKS`` is set.
+  ``kernels.InvertedResidualKernel``) when the extension is built and ``FUSE_BLOCKS`` is set;
+- float32 pointwise convs (1x1, stride 1, no padding, one group, no residual) that read the
+  same value and fuse the same activation (Inception's 1x1 branch and its 3x3 / 5x5
+  reductions) become ONE conv over their filters stacked, followed by a ``SPLIT_OP`` node whose
+  outputs, the original convs' outputs, are channel slices of the merged output (views of it:
+  ``storage.plan_views``). One product instead of several: the input is packed and swept once,
+  and a few-pixel layer gets more rows to share among the threads (``MERGE_SIBLINGS``).
 
 A rewritten Conv keeps explicit roles (``kernels.conv_inputs`` / ``with_conv_inputs``): weight,
 bias and residual are never told apart by how many inputs the node has.
@@ -29,11 +35,12 @@ import numpy as np
 
 from .dryrun import Meta
 from ..onnx import geometry as G
-from .kernels import (FUSABLE, IR_INPUTS, IR_OP, ConvKernel, conv_inputs,
+from .kernels import (FUSABLE, IR_INPUTS, IR_OP, SPLIT_OP, ConvKernel, conv_inputs,
                       inverted_residual_available, is_head_conv)
 from .kernels import with_conv_inputs
 
-__all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS"]
+__all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS",
+           "MERGE_SIBLINGS", "SPLIT_OP"]
 
 # fuse MobileNetV2's inverted residuals into one kernel (False: the three convs run unfused,
 # for comparisons)
@@ -41,6 +48,9 @@ FUSE_BLOCKS = True
 # and, with it, an image model's first conv into the block it feeds (``_is_head``): off for A/B
 # runs and studies
 FUSE_HEADS = True
+# merge the pointwise convs that read one value into one conv (False: each runs alone, for
+# comparisons)
+MERGE_SIBLINGS = True
 
 
 class Folded:
@@ -56,6 +66,24 @@ class Folded:
             hit = (make(), key_arrays)  # keep the sources alive so ids stay unique
             self.cache[key] = hit
         return hit[0]
+
+    def substitute(self, olds, news, consts):
+        """Every prepared array in ``olds`` is replaced by the one at its place in ``news``
+        (equal values, e.g. a view of a merged copy), in the cache (results and sources, the
+        keys following) and in ``consts``: the old arrays are then held nowhere here."""
+        sub = {id(a): b for a, b in zip(olds, news)}
+
+        def swap(v):
+            if isinstance(v, tuple):
+                return tuple(swap(u) for u in v)
+            return sub.get(id(v), v)
+        cache = {}
+        for key, (value, srcs) in self.cache.items():
+            srcs = [swap(a) for a in srcs]
+            cache[(key[0],) + tuple(id(a) for a in srcs)] = (swap(value), srcs)
+        self.cache = cache
+        for k, v in consts.items():
+            consts[k] = swap(v)
 
 
 def _fresh(consts, metas, base):
@@ -400,6 +428,65 @@ def _fuse_inverted_residuals(nodes, outputs, consts, metas):
     return [replaced.get(id(n), n) for n in nodes if id(n) not in drop]
 
 
+def _merge_siblings(nodes, outputs, consts, metas, folded):
+    """Pointwise convs reading one value with one activation -> one conv + a ``SPLIT_OP``
+    node, placed where the first of them was (see the module doc). The stacked weights and
+    biases (zeros for a conv without one) are exact copies, so each output channel is the
+    same product as before; they are cached in ``folded`` by their sources."""
+    sets = {}
+    for n in nodes:
+        form = None if n.attrs.get("residual") else _conv_form(n, consts, metas)
+        if form is not None and _is_pointwise(form, form[6]) and n.outputs[0] not in outputs:
+            sets.setdefault((n.inputs[0], form[6]), []).append(n)
+    # a conv whose output opens a concatenation goes last: its slice of the merged output then
+    # ends where the concatenation's buffer begins (storage.plan_views joins the two)
+    opens = {n.inputs[0] for n in nodes if n.op == "Concat" and n.inputs}
+    replaced, drop = {}, set()
+    for members in sets.values():
+        if len(members) < 2:
+            continue
+        first = members[0]     # the merged conv runs where this one did
+        members.sort(key=lambda m: m.outputs[0] in opens)
+        roles = [conv_inputs(m) for m in members]
+        ws = [consts[r.weight] for r in roles]
+        bs = [None if r.bias is None else consts[r.bias] for r in roles]
+        sizes = tuple(int(np.shape(w)[0]) for w in ws)
+        dt = np.dtype(metas[members[0].outputs[0]].dtype)
+
+        def make(ws=ws, bs=bs, sizes=sizes, dt=dt):
+            w = np.concatenate([np.asarray(w, dt) for w in ws])
+            b = np.concatenate([np.zeros(f, dt) if b is None else np.asarray(b, dt)
+                                for b, f in zip(bs, sizes)])
+            return w, b
+        tag = "merge" + "".join("b" if b is not None else "-" for b in bs) + dt.str
+        w, b = folded.get(ws + [b for b in bs if b is not None], tag, make)
+        # the stacked copies are now the only ones: the convs' own weights and biases become
+        # views of them
+        cuts = np.cumsum((0,) + sizes)
+        parts = [(i, j, k) for k, (i, j) in enumerate(zip(cuts[:-1], cuts[1:]))]
+        folded.substitute(ws + [bs[k] for i, j, k in parts if bs[k] is not None],
+                          [w[i:j] for i, j, k in parts]
+                          + [b[i:j] for i, j, k in parts if bs[k] is not None], consts)
+        y = _fresh(consts, metas, f"{first.outputs[0]}:merged")
+        shape = metas[first.outputs[0]].shape
+        metas[y] = Meta((shape[0], sum(sizes)) + tuple(shape[2:]), dt)
+        wn = _fresh(consts, metas, f"{y}:w")
+        consts[wn] = w
+        bn = _fresh(consts, metas, f"{y}:b")
+        consts[bn] = b
+        name = "+".join(m.name for m in members if m.name)
+        conv = replace(first, inputs=(first.inputs[0], wn, bn), outputs=(y,), name=name)
+        split = type(first)(SPLIT_OP, (y,), tuple(m.outputs[0] for m in members),
+                            {"axis": 1, "sizes": sizes}, name)
+        replaced[id(first)] = (conv, split)
+        drop.update(id(m) for m in members if m is not first)
+    out = []
+    for n in nodes:
+        if id(n) not in drop:
+            out.extend(replaced.get(id(n), (n,)))
+    return out
+
+
 def canonicalize(nodes, outputs, consts, metas):
     """The rewrites that need shapes before ``simplify`` (see the module doc). The BatchNorm's
     new scale and bias are computed in float64, then cast to its parameters' dtype."""
@@ -471,4 +558,6 @@ def simplify(nodes, outputs, consts, metas, opset, folded):
     nodes = _fuse_activations(nodes, outputs, consts, metas, opset)
     if FUSE_BLOCKS and inverted_residual_available():
         nodes = _fuse_inverted_residuals(nodes, outputs, consts, metas)
+    if MERGE_SIBLINGS:
+        nodes = _merge_siblings(nodes, outputs, consts, metas, folded)
     return _dce(nodes, outputs), outputs

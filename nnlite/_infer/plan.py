@@ -8,7 +8,8 @@
 2. ``passes.canonicalize`` and ``passes.simplify``: graph rewrites (BatchNorm folding,
    residual and activation fusion, aliases, dead code).
 3. ``storage.plan_views``: each value becomes a view of a root buffer where it can: Reshape-like
-   nodes view their input, the producers of a channel concatenation write their slice of it.
+   nodes view their input, the producers of a channel concatenation write their slice of it,
+   merged sibling convs' outputs are slices of their buffer (joined to a concatenation's).
 4. ``lanes.find_groups``: the independent chains feeding a concatenation (Inception's
    branches) form branch groups, dealt to two lanes.
 5. ``storage.accumulate_in_place``: residual convs accumulate into an operand that dies there.

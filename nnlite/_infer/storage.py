@@ -5,6 +5,8 @@ view steps, someone else's:
 
 - a Reshape-like node (``_VIEW_OPS``) whose input is a reshape-only view becomes a view of its
   input (``Reshape`` step) and is no longer a step of the plan;
+- the outputs of a ``passes.SPLIT_OP`` node (merged sibling convs) become channel slices of
+  its input (``Slice`` steps), when that is a root buffer of its own;
 - a Concat along channels hands each input written by a node that nothing else reads its
   channel slice of the output (``Slice`` step): the producer writes there, the Concat copies
   only the other inputs (its ``copy_mask``);
@@ -23,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .passes import consumers
+from .passes import SPLIT_OP, consumers
 
 __all__ = ["Reshape", "Slice", "Storage", "Layout", "Arena", "plan_views",
            "accumulate_in_place", "last_use", "assign_offsets"]
@@ -58,6 +60,28 @@ class Storage:
         self.root[v] = self.root[base]
         self.chain[v] = self.chain[base] + [step]
         self.meta.pop(v, None)
+
+    def rebase(self, old, new, step):
+        """Every value living in root ``old`` now lives in ``step`` of root ``new``."""
+        for v, root in self.root.items():
+            if root == old:
+                self.root[v], self.chain[v] = new, [step] + self.chain[v]
+        self.meta.pop(old, None)
+
+    def span(self, v):
+        """(root, start, stop): the channels (axis 1) of its root that ``v`` covers; stop None
+        when it covers the whole root or a Reshape step makes that unknown."""
+        lo, hi = 0, None
+        for step in self.chain.get(v, ()):
+            if not isinstance(step, Slice) or step.axis != 1:
+                return self.root[v], 0, None
+            lo, hi = lo + step.start, lo + step.stop
+        return self.root.get(v, v), lo, hi
+
+    def overlap(self, a, b):
+        """Whether values ``a`` and ``b`` may share bytes (one root, channels that meet)."""
+        (ra, a0, a1), (rb, b0, b1) = self.span(a), self.span(b)
+        return ra == rb and (a1 is None or b1 is None or (a0 < b1 and b0 < a1))
 
     def owner(self, v):
         """True when ``v`` is a root buffer itself (no view of another)."""
@@ -104,6 +128,12 @@ def plan_views(nodes, inputs, outputs, consts, metas):
                 and metas[x].dtype == metas[n.outputs[0]].dtype):
             st.alias(n.outputs[0], x, Reshape(metas[n.outputs[0]].shape))
             views.add(id(n))
+        elif n.op == SPLIT_OP and st.owner(x) and not any(o in outputs for o in n.outputs):
+            start = 0
+            for o, size in zip(n.outputs, n.attrs["sizes"]):
+                st.alias(o, x, Slice(1, start, start + size))
+                start += size
+            views.add(id(n))
     readers = consumers(nodes)  # view nodes count too: a value viewed elsewhere keeps its root
     producer = {o: n for n in nodes for o in n.outputs if o}
     masks = {}
@@ -113,20 +143,46 @@ def plan_views(nodes, inputs, outputs, consts, metas):
         out = metas[n.outputs[0]]
         ndim = len(out.shape)
         axis = int(n.attrs["axis"]) % ndim
+        joined = axis == 1 and _join_split(n, st, metas, producer, readers)
         mask, start = [], 0
-        for v in n.inputs:
+        for k, v in enumerate(n.inputs):
             size = metas[v].shape[axis]
             p = producer.get(v)
-            ok = (axis == 1 and ndim >= 2 and p is not None and id(p) not in views
+            ok = (k == 0 and joined) or (
+                  axis == 1 and ndim >= 2 and p is not None and id(p) not in views
                   and p.op != "Concat" and st.owner(v) and v not in outputs
                   and len(readers.get(v, ())) == 1 and n.inputs.count(v) == 1
                   and metas[v].dtype == out.dtype)
-            if ok:
+            if ok and not (k == 0 and joined):
                 st.alias(v, n.outputs[0], Slice(axis, start, start + size))
             mask.append(not ok)
             start += size
         masks[id(n)] = mask
     return Layout(st, views, masks, readers)
+
+
+def _join_split(concat, st, metas, producer, readers):
+    """When the concatenation's first input is the last slice of a ``SPLIT_OP`` view (merged
+    sibling convs: passes puts a conv whose output opens a concatenation last), ONE root holds
+    the split's input followed by the concatenation's output, overlapping by that slice: the
+    merged conv writes the concatenation's first input in place. True when joined."""
+    c, v = concat.outputs[0], concat.inputs[0]
+    p = producer.get(v)
+    if (p is None or p.op != SPLIT_OP or p.outputs[-1] != v or st.root.get(v) != p.inputs[0]
+            or not st.owner(p.inputs[0]) or not st.owner(c) or len(readers.get(v, ())) != 1
+            or concat.inputs.count(v) != 1 or metas[v].dtype != metas[c].dtype):
+        return False
+    x, (shape, dtype) = p.inputs[0], metas[c]
+    head = metas[x].shape[1] - metas[v].shape[1]          # channels of x before the slice
+    name, k = f"{c}:joined", 1
+    while name in metas:
+        k += 1
+        name = f"{c}:joined{k}"
+    metas[name] = type(metas[c])((shape[0], head + shape[1]) + tuple(shape[2:]), dtype)
+    st.own(name, metas[name])
+    st.rebase(x, name, Slice(1, 0, metas[x].shape[1]))
+    st.rebase(c, name, Slice(1, head, head + shape[1]))
+    return True
 
 
 def last_use(nodes, outputs):

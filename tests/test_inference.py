@@ -835,8 +835,7 @@ def test_pointwise_conv_at_batch_1_is_one_direct_gemm_call(hw, F, residual, bias
     """One image's 1x1 conv is bound to one call of the native GEMM on views made at bind time
     (``ConvKernel._bind_pointwise``): the same bits as the general path (``_conv_gemm.forward``
     -> ``gemm_into``), which it runs instead when another GEMM family is selected at run time
-    than its packed weights serve (only the narrow product, run transposed, keeps packed
-    weights: ``reads_weights``); the values of a float64 einsum."""
+    than its packed weights serve; the values of a float64 einsum."""
     from nnlite._infer import kernels
     from nnlite.kernels import gemm_ops
     if kernels._gemm_ext is None:
@@ -849,7 +848,6 @@ def test_pointwise_conv_at_batch_1_is_one_direct_gemm_call(hw, F, residual, bias
     r = rng.standard_normal((1, F) + hw).astype(np.float32) if residual else None
     attrs = {"kernel_shape": [1, 1], "activation": act}
     kern = kernels.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
-    assert kern.reads_weights == (hw != (7, 7))
     calls, general = [], kernels._conv_gemm.forward
     monkeypatch.setattr(kernels._conv_gemm, "forward",
                         lambda *a, **k: calls.append(1) or general(*a, **k))
@@ -864,9 +862,7 @@ def test_pointwise_conv_at_batch_1_is_one_direct_gemm_call(hw, F, residual, bias
         else:
             with gemm_ops.using_microkernel(family):
                 run()
-            # weights packed for another family: the general path; weights read as they are
-            # (``reads_weights``: no packed copy) serve any family in the direct call
-            assert calls == ([] if kern.reads_weights else [1])
+            assert calls == [1]   # weights packed for another family: the general path
         outs.append(y)
     want = np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x)
     if bias:

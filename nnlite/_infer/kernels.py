@@ -388,16 +388,13 @@ class ConvKernel(Kernel):
             # call that the allocator keeps (GoogLeNet at batch 1: 3.2 MB for its 56x56 conv)
             self.work_bytes = _align(64 + _conv_cython.conv_winograd.workspace_bytes(
                 geom, dtype, winograd_tile(geom)))
-        # One image's pointwise conv whose product is not run transposed (``_narrow``) gives
-        # the GEMM its weights as they are: the GEMM packs their row panels per call instead
-        # of the plan keeping a packed copy beside them (the weights' memory twice). Per-call
-        # packing costs K x F copies against K x F x pixels multiply-adds: 5-9% of a 14x14
-        # product at 2 threads, 0-4% at 28x28 (AMD EPYC Zen 4). From ONNX at batch 1,
-        # in-process interleaved medians, same bits: GoogLeNet 13.57 -> 13.88 ms, ResNet-50
-        # 38.1 -> 39.0 ms (+2.3%); peak RSS of load + first call 83.7 -> 79.1 MB (ONNX
-        # Runtime: 81-84) and 255.7 -> 239.6 MB.
-        self.reads_weights = (self.pointwise and N == 1 and g == 1
-                              and not _narrow(F, oh * ow))
+        # One image's pointwise conv multiplies the weights packed once (``prepare``). Reading
+        # them as they are, packed by the GEMM per call, saves that copy (ResNet-50: 16 MB) but
+        # costs time, most where the weights come from L3/DRAM (a plan's layers evict each
+        # other's) and that packing pass is not hidden behind the products: Intel
+        # Emerald Rapids, 2 threads, ONNX models at batch 1, in-process interleaved medians,
+        # read in place -> packed once: ResNet-50 46.9 -> 44.2 ms (0.942, twice), GoogLeNet
+        # 16.41 -> 16.14 ms (0.98); AMD EPYC Zen 4: 39.0 -> 38.1 ms, 13.88 -> 13.57 ms.
         self.geom1 = replace(geom, n=1)                                     # one image
         # a pointwise conv over a batch whose per-image products would be narrow (7x7 maps)
         # runs as ONE product over every (image, pixel) column (gemm_split), in place.
@@ -428,8 +425,7 @@ class ConvKernel(Kernel):
 
     def prepare(self):
         """Make the prepared weights once (thread-safe): Winograd's transformed and packed
-        weights, or the one-group weights packed for the im2col GEMM (see pack_weights; not
-        where the GEMM reads them as they are, ``reads_weights``)."""
+        weights, or the one-group weights packed for the im2col GEMM (see pack_weights)."""
         with self._prepare_lock:
             w, self._unprepared = self._unprepared, None
             if w is None:
@@ -437,7 +433,7 @@ class ConvKernel(Kernel):
             if self.algorithm == "winograd":
                 self.winograd = _conv_cython.conv_winograd.WinogradWeights(
                     w, self.geom, self.dtype, m=winograd_tile(self.geom))
-            elif (self.g == 1 and self.algorithm == "im2col" and not self.reads_weights
+            elif (self.g == 1 and self.algorithm == "im2col"
                   and not (self.geom.n > 1 and (self.split_batch or self.gathered is not None))):
                 # (a batch's pointwise conv on a narrow map runs as one product over every
                 # (image, pixel) column, ``_mm``'s split path, on the weights as they are: a
@@ -501,14 +497,13 @@ class ConvKernel(Kernel):
     def _bind_pointwise(self, x, y3, r3, accumulate, general):
         """One image's 1x1 conv (one group, stride 1) as ONE call of the native GEMM on views
         made here: the product ``gemm_into`` runs, in its orientation (``_narrow``: out.T =
-        x.T @ W.T for a few pixels), on the same packed weights (or the weights as they are,
-        packed by the GEMM per call: ``reads_weights``), so the same bits, without the
+        x.T @ W.T for a few pixels), on the same packed weights, so the same bits, without the
         Python between (``_conv_gemm.forward``, ``gemm_into``, ``gemm_ops.gemm``'s checks:
         about 10 us a call on Zen 4, a third of a 14x14 layer's GEMM time at small widths).
         ``general`` (the path above) runs instead where the views do not fit the kernel, or
         when the GEMM family in use at run time is not the one the weights were packed for."""
         wpk = self.w_packed
-        if (_gemm_ext is None or (wpk is None and not self.reads_weights) or self.g != 1
+        if (_gemm_ext is None or wpk is None or self.g != 1
                 or x.dtype != self.dtype or not x[0].flags.c_contiguous
                 or y3.strides[2] != y3.itemsize or np.shares_memory(x, y3)):
             return general
@@ -522,15 +517,14 @@ class ConvKernel(Kernel):
             apk, bpk = None, wpk.data
         else:
             a, b, c, kind = self.w_flat[None], xb, y3, 1
-            apk, bpk = (None, None) if wpk is None else (wpk.data, None)
+            apk, bpk = wpk.data, None
         kind = 0 if bias is None else kind
         beta, act = (1.0 if accumulate else 0.0), _ACT_CODES[self.act]
-        isa = None if wpk is None else wpk.isa     # None: the weights as they are, any family
-        gemm = _gemm_ext.gemm_strided
+        isa, gemm = wpk.isa, _gemm_ext.gemm_strided
 
         def run():
             family = _family()
-            if isa is not None and family != isa:  # the packed weights serve their family only
+            if family != isa:                      # the packed weights serve their family only
                 general()
                 return
             if r3 is not None:

@@ -94,7 +94,7 @@ Resolution: innermost ``nnlite.conv_algorithm(...)`` context in this thread, the
 import contextlib
 import os
 
-from ._config import ThreadSetting
+from ._config import ThreadSetting, get_num_threads
 
 ALGORITHMS = ("auto", "im2col", "implicit", "direct", "winograd")
 _NATIVE = ("implicit", "direct", "winograd")
@@ -115,8 +115,9 @@ _WINOGRAD_MIN_GAIN = 1.5
 _WINOGRAD_TILE = 4
 # an inference plan's Winograd conv reads each element of its transformed weights once per
 # call, from L3 or DRAM (a model's layers evict each other's): ``winograd_tile`` weighs such a
-# read as this many multiply-adds
-_WINOGRAD_WEIGHT_READ = 14
+# read as this many multiply-adds per thread of the team (the threads share the products, not
+# the time of the reads)
+_WINOGRAD_WEIGHT_READ = 7
 # 'auto' runs a dense conv of 2+ images with at most this many output pixels per image as
 # im2col with the images side by side (nnlite/kernels/conv_cython.py:_rows_forward)
 ROWS_MAX_PIXELS, ROWS_MIN_FLOPS = 64, 1 << 25
@@ -297,23 +298,28 @@ def winograd_cost(geom, weights_prepared=False):
     return direct, wino
 
 
-def winograd_tile(geom):
+def winograd_tile(geom, threads=None):
     """The output tile m of an inference plan's Winograd conv, whose weights are transformed
     once: the cheaper of F(2x2, 3x3) and F(4x4, 3x3) as (m + 2)^2 products of (tiles +
-    _WINOGRAD_WEIGHT_READ) columns each: multiply-adds, plus the reads of the transformed
-    weights, (m + 2)^2 / 9 times the 3x3 weights (F(2x2): 16/9, F(4x4): 4x). With few tiles
-    the conv is bound by those reads and F(2x2) wins: 7x7 maps up to batch 2, 14x14 maps at
-    batch 1 (F(4x4) would compute 16x16 outputs there: F(2x2) does 1.36x its multiply-adds,
-    not 1.78x). ResNet-50's 512-channel 7x7 conv, 2 threads, interleaved medians (AMD EPYC
-    Zen 4): batch 1 (4 F(4x4) tiles) F(2x2) 1.9-3.4 ms vs F(4x4) 6.1-7.8 ms; batch 2 7.9 vs
-    7.9; batch 3 9.0 vs 8.1; batch 8 28.0 vs 16.8. 14x14 maps at batch 1 (Intel Xeon, Emerald
-    Rapids, 2 threads): alone, weights warm, F(2x2) is 1.1-1.34x slower (256->256 1.258 vs
-    0.940 ms); in a model, as in a plan, level (ResNet-50 0.988-0.993, GoogLeNet 0.975-1.02
-    of F(4x4)'s time, interleaved medians), with 25 MB (ResNet-50) and 13 MB (GoogLeNet) less
-    prepared weights; F(2x2) on the 28x28 maps too is 1.03-1.07x slower."""
+    threads x _WINOGRAD_WEIGHT_READ) columns each: the multiply-adds, shared by the threads
+    (default: nnlite's), plus the reads of the transformed weights, (m + 2)^2 / 9 times the
+    3x3 weights (F(2x2): 16/9, F(4x4): 4x), which take as long on any number. With few tiles
+    the conv is bound by those reads and F(2x2) wins: on one thread 7x7 maps at batch 1, on
+    two 7x7 maps up to batch 2 and 14x14 maps at batch 1 (F(4x4) computes 16x16 outputs
+    there: F(2x2) does 1.36x its multiply-adds, not 1.78x). ResNet-50's 512-channel 7x7 conv,
+    2 threads, interleaved medians (AMD EPYC Zen 4): batch 1 (4 F(4x4) tiles) F(2x2) 1.9-3.4
+    ms vs F(4x4) 6.1-7.8 ms; batch 2 7.9 vs 7.9; batch 3 9.0 vs 8.1; batch 8 28.0 vs 16.8.
+    14x14 maps at batch 1 (Intel Xeon, Emerald Rapids): alone, weights warm, F(2x2) is
+    1.1-1.34x slower on 2 threads (256->256 1.258 vs 0.940 ms), 1.43x on one; in a model, as
+    in a plan, level on 2 threads (ResNet-50 0.988-0.993, GoogLeNet 0.975-1.02 of F(4x4)'s
+    time, interleaved medians), with 25 MB (ResNet-50) and 13 MB (GoogLeNet) less prepared
+    weights, and 1.033x on one (GoogLeNet); F(2x2) on the 28x28 maps too is 1.03-1.07x
+    slower (2 threads)."""
+    nt = get_num_threads() if threads is None else threads
+
     def cost(m):
         tiles = geom.n * -(-geom.oh // m) * -(-geom.ow // m)
-        return (m + 2) ** 2 * (tiles + _WINOGRAD_WEIGHT_READ)
+        return (m + 2) ** 2 * (tiles + nt * _WINOGRAD_WEIGHT_READ)
     return 2 if cost(2) < cost(_WINOGRAD_TILE) else _WINOGRAD_TILE
 
 

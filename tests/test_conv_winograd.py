@@ -358,6 +358,26 @@ def test_auto_rule_follows_the_cost_model():
     assert not winograd_pays(deep) and winograd_pays(deep, weights_prepared=True)
 
 
+def test_plan_tile_weighs_the_weight_reads_by_the_threads():
+    # (m + 2)^2 x (tiles + threads x _WINOGRAD_WEIGHT_READ) for m = 2 and 4, the smaller wins
+    from nnlite._algorithms import winograd_tile
+
+    lam = _algorithms._WINOGRAD_WEIGHT_READ
+    for n, hw, threads in [(1, 7, 1), (2, 7, 1), (2, 7, 2), (3, 7, 2), (1, 14, 1), (1, 14, 2),
+                           (2, 14, 2), (1, 28, 2), (1, 28, 8), (1, 5, 1), (4, 56, 4)]:
+        geom = conv2d_geometry((n, 32, hw, hw), (32, 32, 3, 3), None, 1, 1, 1, 1)
+        t2, t4 = n * (-(-hw // 2)) ** 2, n * (-(-hw // 4)) ** 2
+        want = 2 if 16 * (t2 + threads * lam) < 36 * (t4 + threads * lam) else 4
+        assert winograd_tile(geom, threads) == want, (n, hw, threads)
+    # the choices the figures of its docstring stand for
+    geom = conv2d_geometry((1, 32, 14, 14), (32, 32, 3, 3), None, 1, 1, 1, 1)
+    assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (4, 2)
+    geom = conv2d_geometry((1, 32, 7, 7), (32, 32, 3, 3), None, 1, 1, 1, 1)
+    assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (2, 2)
+    geom = conv2d_geometry((1, 32, 28, 28), (32, 32, 3, 3), None, 1, 1, 1, 1)
+    assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (4, 4)
+
+
 @needs_ext
 def test_inference_plan_transforms_weights_once_and_fuses_the_epilogue():
     from nnlite._infer import kernels as K

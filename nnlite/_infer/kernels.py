@@ -386,8 +386,10 @@ class ConvKernel(Kernel):
             # Winograd's work memory (the transformed input and the GEMM outputs of a tile
             # chunk) in the arena, over values dead by then, instead of a block malloc'd per
             # call that the allocator keeps (GoogLeNet at batch 1: 3.2 MB for its 56x56 conv)
+            # its tile, chosen once (``winograd_tile`` weighs the threads in use now)
+            self.wino_m = winograd_tile(geom)
             self.work_bytes = _align(64 + _conv_cython.conv_winograd.workspace_bytes(
-                geom, dtype, winograd_tile(geom)))
+                geom, dtype, self.wino_m))
         # One image's pointwise conv multiplies the weights packed once (``prepare``). Reading
         # them as they are, packed by the GEMM per call, saves that copy (ResNet-50: 16 MB) but
         # costs time, most where the weights come from L3/DRAM (a plan's layers evict each
@@ -432,7 +434,7 @@ class ConvKernel(Kernel):
                 return
             if self.algorithm == "winograd":
                 self.winograd = _conv_cython.conv_winograd.WinogradWeights(
-                    w, self.geom, self.dtype, m=winograd_tile(self.geom))
+                    w, self.geom, self.dtype, m=self.wino_m)
             elif (self.g == 1 and self.algorithm == "im2col"
                   and not (self.geom.n > 1 and (self.split_batch or self.gathered is not None))):
                 # (a batch's pointwise conv on a narrow map runs as one product over every

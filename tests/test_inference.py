@@ -140,6 +140,20 @@ def test_merged_siblings_keep_one_copy_of_their_weights(monkeypatch):
     assert held[True] == held[False]
 
 
+def test_merged_siblings_of_unfolded_weights_are_stacked_once_per_module():
+    # weights the module holds as they are (no BN to fold): each plan finds the stacked copy
+    # the first one made, so a second input shape adds no constant bytes
+    nnlite.manual_seed(0)
+    model = blocks.Inception(6, 4, 3, 5, 2, 3, 2, conv_block=nn.Conv2d).eval()
+    fast = nnlite.optimize_for_inference(model)
+    held = []
+    for shape in [(1, 6, 7, 5), (2, 6, 9, 8), (1, 6, 4, 4)]:
+        x = np.random.default_rng(len(held)).standard_normal(shape).astype(np.float32)
+        assert_same(fast(x), plain(model, x))
+        held.append(fast.memory_report()["constants"])
+    assert held[0] == held[1] == held[2]
+
+
 def test_only_like_pointwise_convs_merge():
     # siblings merge only when they would run alike: 1x1, stride 1, no padding, one group, no
     # residual, the same activation; a value the graph returns is never a slice of another

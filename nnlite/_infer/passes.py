@@ -68,10 +68,14 @@ class Folded:
         return hit[0]
 
     def substitute(self, olds, news, consts):
-        """Every prepared array in ``olds`` is replaced by the one at its place in ``news``
-        (equal values, e.g. a view of a merged copy), in the cache (results and sources, the
-        keys following) and in ``consts``: the old arrays are then held nowhere here."""
-        sub = {id(a): b for a, b in zip(olds, news)}
+        """Every array in ``olds`` that this cache made (a folded weight) is replaced by the one
+        at its place in ``news`` (equal values, e.g. a view of a merged copy), in the cache
+        (results and sources, the keys following) and in ``consts``: it is then held nowhere
+        here. Arrays it did not make (the model's own constants) stay: the model holds them
+        anyway, and the next plan's entries are found by them."""
+        made = {id(a) for value, _ in self.cache.values()
+                for a in (value if isinstance(value, tuple) else (value,))}
+        sub = {id(a): b for a, b in zip(olds, news) if id(a) in made}
 
         def swap(v):
             if isinstance(v, tuple):

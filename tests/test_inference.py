@@ -154,6 +154,23 @@ def test_merged_siblings_of_unfolded_weights_are_stacked_once_per_module():
     assert held[0] == held[1] == held[2]
 
 
+def test_split_kernel_copies_the_channel_slices():
+    # the kernel behind a split whose outputs cannot be views: each output its run of
+    # channels, as np.split cuts them; an output nobody reads (None) is skipped
+    from nnlite._infer.kernels import SPLIT_OP, make_kernel
+    from nnlite.onnx.graph import Node
+
+    x = np.random.default_rng(0).standard_normal((3, 9, 4, 5)).astype(np.float32)
+    node = Node(SPLIT_OP, ("x",), ("a", "b", "c"), {"axis": 1, "sizes": (2, 3, 4)})
+    kern = make_kernel(node, [None], [None], 17)
+    outs = [np.full((3, k, 4, 5), np.nan, np.float32) for k in (2, 3, 4)]
+    kern.bind([x], [outs[0], None, outs[2]], np.empty(64, np.uint8))()
+    want = np.split(x, [2, 5], axis=1)
+    np.testing.assert_array_equal(outs[0], want[0])
+    assert np.isnan(outs[1]).all()
+    np.testing.assert_array_equal(outs[2], want[2])
+
+
 def test_only_like_pointwise_convs_merge():
     # siblings merge only when they would run alike: 1x1, stride 1, no padding, one group, no
     # residual, the same activation; a value the graph returns is never a slice of another

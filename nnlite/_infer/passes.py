@@ -466,11 +466,15 @@ def _merge_siblings(nodes, outputs, consts, metas, folded):
         w, b = folded.get(ws + [b for b in bs if b is not None], tag, make)
         # the stacked copies are now the only ones: the convs' own weights and biases become
         # views of them
-        cuts = np.cumsum((0,) + sizes)
-        parts = [(i, j, k) for k, (i, j) in enumerate(zip(cuts[:-1], cuts[1:]))]
-        folded.substitute(ws + [bs[k] for i, j, k in parts if bs[k] is not None],
-                          [w[i:j] for i, j, k in parts]
-                          + [b[i:j] for i, j, k in parts if bs[k] is not None], consts)
+        olds, news, start = [], [], 0
+        for wk, bk, f in zip(ws, bs, sizes):
+            olds.append(wk)
+            news.append(w[start:start + f])
+            if bk is not None:
+                olds.append(bk)
+                news.append(b[start:start + f])
+            start += f
+        folded.substitute(olds, news, consts)
         y = _fresh(consts, metas, f"{first.outputs[0]}:merged")
         shape = metas[first.outputs[0]].shape
         metas[y] = Meta((shape[0], sum(sizes)) + tuple(shape[2:]), dt)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .passes import SPLIT_OP, consumers
+from .passes import SPLIT_OP, _fresh, consumers
 
 __all__ = ["Reshape", "Slice", "Storage", "Layout", "Arena", "plan_views",
            "accumulate_in_place", "last_use", "assign_offsets"]
@@ -143,7 +143,7 @@ def plan_views(nodes, inputs, outputs, consts, metas):
         out = metas[n.outputs[0]]
         ndim = len(out.shape)
         axis = int(n.attrs["axis"]) % ndim
-        joined = axis == 1 and _join_split(n, st, metas, producer, readers)
+        joined = axis == 1 and _join_split(n, st, consts, metas, producer, readers)
         mask, start = [], 0
         for k, v in enumerate(n.inputs):
             size = metas[v].shape[axis]
@@ -161,7 +161,7 @@ def plan_views(nodes, inputs, outputs, consts, metas):
     return Layout(st, views, masks, readers)
 
 
-def _join_split(concat, st, metas, producer, readers):
+def _join_split(concat, st, consts, metas, producer, readers):
     """When the concatenation's first input is the last slice of a ``SPLIT_OP`` view (merged
     sibling convs: passes puts a conv whose output opens a concatenation last), ONE root holds
     the split's input followed by the concatenation's output, overlapping by that slice: the
@@ -174,10 +174,7 @@ def _join_split(concat, st, metas, producer, readers):
         return False
     x, (shape, dtype) = p.inputs[0], metas[c]
     head = metas[x].shape[1] - metas[v].shape[1]          # channels of x before the slice
-    name, k = f"{c}:joined", 1
-    while name in metas:
-        k += 1
-        name = f"{c}:joined{k}"
+    name = _fresh(consts, metas, f"{c}:joined")
     metas[name] = type(metas[c])((shape[0], head + shape[1]) + tuple(shape[2:]), dtype)
     st.own(name, metas[name])
     st.rebase(x, name, Slice(1, 0, metas[x].shape[1]))

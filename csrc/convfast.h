@@ -85,12 +85,19 @@ int nnl_conv_depthwise_d(const nnl_conv_geom *geom, const double *x, const doubl
 
 /* Direct dense conv2d for small maps (csrc/convfast_small.c): stride 1, any groups, kernel,
  * padding and dilation; y = act(conv(x, w) + beta * y + bias[f]) with w (F, CG*KH*KW)
- * C-contiguous, bias (F,) or NULL, y planes contiguous. Work memory: the packed weights and one
+ * C-contiguous, bias (F,) or NULL, y planes contiguous; wpk: w packed once by
+ * nnl_conv_small_wpack (nnl_conv_small_wpack_size elements; an inference plan's constant
+ * weights), or NULL (packed per call). Work memory: the packed weights (wpk NULL) and one
  * padded flat plane per thread. Returns NNL_OK, NNL_ENOMEM or NNL_EINVAL (stride not 1). */
 int nnl_conv_small_s(const nnl_conv_geom *geom, const float *x, const float *w,
-                     const float *bias, float beta, float *y, int act, int nthreads);
+                     const float *wpk, const float *bias, float beta, float *y, int act,
+                     int nthreads);
 int nnl_conv_small_d(const nnl_conv_geom *geom, const double *x, const double *w,
-                     const double *bias, double beta, double *y, int act, int nthreads);
+                     const double *wpk, const double *bias, double beta, double *y, int act,
+                     int nthreads);
+int nnl_conv_small_wpack_s(const nnl_conv_geom *geom, const float *w, float *wpk);
+int nnl_conv_small_wpack_d(const nnl_conv_geom *geom, const double *w, double *wpk);
+nnl_idx nnl_conv_small_wpack_size(const nnl_conv_geom *geom);
 nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 /* Its weight gradient: gw (F, CG*KH*KW) C-contiguous = sum over images and output pixels of
  * gy (N, F, OH, OW, C-contiguous) x the padded image taps (x strides in geom; y's unused).

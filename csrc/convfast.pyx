@@ -63,9 +63,14 @@ cdef extern from "convfast.h" nogil:
     int nnl_conv_wgrad_implicit_d(const nnl_conv_geom *geom, const double *x, const double *gy,
                                   nnl_idx rsg, double *gw, int nthreads, int isa)
     int nnl_conv_small_s(const nnl_conv_geom *geom, const float *x, const float *w,
-                         const float *bias, float beta, float *y, int act, int nthreads)
+                         const float *wpk, const float *bias, float beta, float *y, int act,
+                         int nthreads)
     int nnl_conv_small_d(const nnl_conv_geom *geom, const double *x, const double *w,
-                         const double *bias, double beta, double *y, int act, int nthreads)
+                         const double *wpk, const double *bias, double beta, double *y, int act,
+                         int nthreads)
+    int nnl_conv_small_wpack_s(const nnl_conv_geom *geom, const float *w, float *wpk)
+    int nnl_conv_small_wpack_d(const nnl_conv_geom *geom, const double *w, double *wpk)
+    nnl_idx nnl_conv_small_wpack_size(const nnl_conv_geom *geom)
     nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
     int nnl_conv_phase_s(const nnl_conv_geom *geom, const float *x, const float *w,
                          const float *bias, float beta, float *y, int act, int nthreads)
@@ -374,16 +379,19 @@ cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const float
                    bias, floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
                    Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int act, double beta,
-                   int num_threads):
+                   int num_threads, packed=None):
     """The checks and the call of a dense direct kernel: the stride-phase one (``phase``) or
-    the small-map one (stride 1); the two take the same arguments."""
+    the small-map one (stride 1; ``packed``: its weights packed once, ``conv2d_small_pack``);
+    the two take the same arguments."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
     cdef nnl_conv_geom gm
     cdef const floating[::1] bv
+    cdef const floating[::1] wpv
     cdef const floating *pb = NULL
     cdef const floating *px = NULL
     cdef const floating *pw = NULL
+    cdef const floating *pk = NULL
     cdef int rc
     _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     if _check_call(fn, x, y, w.shape[1], (C // groups) * kh * kw, "C/groups*KH*KW", bias, F,
@@ -392,6 +400,13 @@ cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const float
     if bias is not None:
         bv = bias
         pb = &bv[0]
+    if packed is not None:
+        wpv = packed
+        if phase or wpv.shape[0] != nnl_conv_small_wpack_size(&gm):
+            raise ValueError(f"{fn}: packed has {wpv.shape[0]} elements; expected "
+                             f"conv2d_small_pack's {nnl_conv_small_wpack_size(&gm)}")
+        if wpv.shape[0] > 0:
+            pk = &wpv[0]
     if C > 0:
         px = &x[0, 0, 0, 0]
     if w.shape[1] > 0:
@@ -404,30 +419,65 @@ cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const float
                 rc = nnl_conv_phase_s(&gm, px, pw, pb, <float>beta, &y[0, 0, 0], act,
                                       num_threads)
             else:
-                rc = nnl_conv_small_s(&gm, px, pw, pb, <float>beta, &y[0, 0, 0], act,
+                rc = nnl_conv_small_s(&gm, px, pw, pk, pb, <float>beta, &y[0, 0, 0], act,
                                       num_threads)
         else:
             if phase:
                 rc = nnl_conv_phase_d(&gm, px, pw, pb, beta, &y[0, 0, 0], act, num_threads)
             else:
-                rc = nnl_conv_small_d(&gm, px, pw, pb, beta, &y[0, 0, 0], act, num_threads)
+                rc = nnl_conv_small_d(&gm, px, pw, pk, pb, beta, &y[0, 0, 0], act,
+                                      num_threads)
     check_status(rc, fn)
 
 
 def conv2d_small(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
                  floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                  Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-                 Py_ssize_t ow, int act=0, double beta=0.0, int num_threads=1):
+                 Py_ssize_t ow, int act=0, double beta=0.0, int num_threads=1, packed=None):
     """y (N, F, OH*OW) = act(conv2d(x, w) + beta * y + bias) for a stride-1 conv by the direct
     small-map kernel (csrc/convfast_small.c: a zero-padded flat plane per image, register
     blocks of filters x output vectors, no GEMM).
 
     Shape:
         x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, OH*OW) whose planes
-        are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last).
+        are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6 (applied last). ``packed``: w as
+        ``conv2d_small_pack`` packed it (same dtype), or None (packed per call).
     """
     _dense_direct("conv2d_small", False, x, w, bias, y, groups, kh, kw, 1, 1, pt, pl, dh, dw,
-                  oh, ow, act, beta, num_threads)
+                  oh, ow, act, beta, num_threads, packed)
+
+
+def conv2d_small_pack(const floating[:, ::1] w, Py_ssize_t c, Py_ssize_t groups, Py_ssize_t kh,
+                      Py_ssize_t kw):
+    """w (F, C/groups*KH*KW) packed once for ``conv2d_small`` (its ``packed``): the register
+    blocks' layout [group][filter block][channel][tap][filter], a new 1-D array of w's dtype.
+    The layout depends on the channels, groups and kernel size only, not on the map."""
+    cdef Py_ssize_t F = w.shape[0]
+    cdef nnl_conv_geom gm
+    cdef nnl_idx size
+    cdef int rc
+    if groups < 1 or c < 0 or kh < 1 or kw < 1 or c % groups or F % groups:
+        raise ValueError(f"conv2d_small_pack: C={c} and F={F} must be multiples of "
+                         f"groups={groups} >= 1, kernel {kh}x{kw} at least 1x1")
+    if w.shape[1] != (c // groups) * kh * kw:
+        raise ValueError(f"conv2d_small_pack: w has {w.shape[1]} columns; expected "
+                         f"C/groups*KH*KW = {(c // groups) * kh * kw}")
+    _fill(&gm, 1, c, kh, kw, F, groups, kh, kw, 1, 1, 0, 0, 1, 1, 1, 1)
+    size = nnl_conv_small_wpack_size(&gm)
+    if size < 0:
+        raise ValueError("conv2d_small_pack: invalid geometry")
+    out = np.empty(size, np.float32 if floating is float else np.float64)
+    cdef floating[::1] ov = out
+    if size == 0 or w.shape[1] == 0:
+        ov[:] = 0
+        return out
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_small_wpack_s(&gm, &w[0, 0], &ov[0])
+        else:
+            rc = nnl_conv_small_wpack_d(&gm, &w[0, 0], &ov[0])
+    check_status(rc, "conv2d_small_pack")
+    return out
 
 
 def conv2d_phase(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,

@@ -25,10 +25,11 @@ static inline DW_VEC FN(dw_act_vec)(DW_VEC v, int act)
     return NNL_ACT_VEC(v, act);
 }
 
+/* s in every lane: s - 0 is s exactly (a zero's sign too), which the compiler folds into one
+ * broadcast (load); 0 + s is not s for s = -0 and costs a scalar add before the broadcast */
 static inline DW_VEC FN(dw_set1)(T s)
 {
-    DW_VEC v = {0};
-    return v + s;
+    return s - (DW_VEC){0};
 }
 
 

@@ -12,7 +12,8 @@
  * tap (c, a, b) the outputs q = i*WP + j of a whole plane are ONE contiguous stream starting at
  * offset (a*DH)*WP + b*DW. The columns j >= OW of that grid are computed and dropped. A
  * register block holds SM_FB filters x QB vectors of q; per tap it loads QB vectors of x and
- * broadcasts SM_FB weights (packed per call as [group][filter block][c][a][b][SM_FB]), so the
+ * broadcasts SM_FB weights (packed as [group][filter block][c][a][b][SM_FB], per call or once by
+ * the caller: nnl_conv_small_wpack), so the
  * accumulators never leave registers until the block is done. The block goes to a row buffer
  * and the valid columns through the epilogue into y.
  *
@@ -83,6 +84,14 @@ nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *g, int elsize, int nthread
     const nnl_idx packed = g->g * nfb * cg * g->kh * g->kw * SM_FB;
     const int nt = nthreads < 1 ? 1 : nthreads;
     return (nnl_idx)elsize * (packed + nt * (cg * plane + SM_FB * nq * vl));
+}
+
+nnl_idx nnl_conv_small_wpack_size(const nnl_conv_geom *g)
+{
+    if (!sm_geom_ok(g))
+        return -1;
+    const nnl_idx cg = g->c / g->g, nfb = (g->f / g->g + SM_FB - 1) / SM_FB;
+    return g->g * nfb * cg * g->kh * g->kw * SM_FB;
 }
 
 #define T float

@@ -15,10 +15,12 @@ static inline NNL_NO_MEMCPY_IDIOM void FN(sm_row)(T *restrict d, const T *restri
 
 /* acc[f][k] = sum over channels c < cg and taps t < ntap of wb[f] * x[c*plane + offs[t] + k*VL]
  * for f < SM_FB, k < QB, stored to yb[f*ystride + k*VL] (QB a compile-time constant after
- * inlining: the accumulators stay in registers) */
+ * inlining: the accumulators stay in registers); with epi, stored as act(acc + bb[f]) (bb NULL:
+ * act(acc)), the scalar epilogue's values for beta = 0 */
 static inline __attribute__((always_inline)) void
 FN(sm_block)(const T *restrict xb, nnl_idx plane, const nnl_idx *restrict offs, nnl_idx ntap,
-             nnl_idx cg, const T *restrict wb, T *restrict yb, nnl_idx ystride, const int QB)
+             nnl_idx cg, const T *restrict wb, T *restrict yb, nnl_idx ystride, int epi,
+             const T *bb, int act, const int QB)
 {
     enum { VL = SM_VBYTES / sizeof(T) };
     FN(sm_vec) acc[SM_FB][SM_QB_MAX];
@@ -33,19 +35,27 @@ FN(sm_block)(const T *restrict xb, nnl_idx plane, const nnl_idx *restrict offs, 
             for (int k = 0; k < QB; k++)
                 xv[k] = *(const FN(sm_uvec) *)(s + k * VL);
             for (int f = 0; f < SM_FB; f++) {
-                const FN(sm_vec) wv = (FN(sm_vec)){0} + wb[f];
+                /* w - 0 is w exactly (a zero's sign too), so the compiler folds it into one
+                 * broadcast load; 0 + w (not w for w = -0) compiled to a scalar add and a
+                 * register broadcast per weight */
+                const FN(sm_vec) wv = wb[f] - (FN(sm_vec)){0};
                 for (int k = 0; k < QB; k++)
                     acc[f][k] += wv * xv[k];
             }
         }
     }
+    if (epi)
+        for (int f = 0; f < SM_FB; f++)
+            for (int k = 0; k < QB; k++)
+                acc[f][k] = NNL_ACT_VEC(bb ? acc[f][k] + bb[f] : acc[f][k], act);
     for (int f = 0; f < SM_FB; f++)
         for (int k = 0; k < QB; k++)
             *(FN(sm_uvec) *)(yb + f * ystride + k * VL) = acc[f][k];
 }
 
 static void FN(sm_blocks)(const T *xb, nnl_idx plane, const nnl_idx *offs, nnl_idx ntap,
-                          nnl_idx cg, const T *wb, T *yb, nnl_idx nq)
+                          nnl_idx cg, const T *wb, T *yb, nnl_idx nq, int epi, const T *bb,
+                          int act)
 {
     enum { VL = SM_VBYTES / sizeof(T) };
     const nnl_idx ystride = nq * VL;
@@ -54,14 +64,16 @@ static void FN(sm_blocks)(const T *xb, nnl_idx plane, const nnl_idx *offs, nnl_i
         const T *x0 = xb + q * VL;
         T *y0 = yb + q * VL;
         switch (r) {
-        case 1: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 1); break;
-        case 2: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 2); break;
+#define SM_BLOCK(QB) FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, epi, bb, act, QB)
+        case 1: SM_BLOCK(1); break;
+        case 2: SM_BLOCK(2); break;
 #if SM_QB_MAX > 3
-        case 3: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 3); break;
-        case 4: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 4); break;
-        case 5: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, 5); break;
+        case 3: SM_BLOCK(3); break;
+        case 4: SM_BLOCK(4); break;
+        case 5: SM_BLOCK(5); break;
 #endif
-        default: FN(sm_block)(x0, plane, offs, ntap, cg, wb, y0, ystride, SM_QB_MAX); break;
+        default: SM_BLOCK(SM_QB_MAX); break;
+#undef SM_BLOCK
         }
     }
 }
@@ -74,27 +86,43 @@ typedef struct {
     T beta;
     T *y;
     int act;
-    T *wpk;
+    const T *wpk;   /* the packed weights the units read */
+    T *wpk_call;    /* the buffer this call packs them into (NULL: packed once by the caller) */
     const nnl_idx *offs;
     T *bufs;
     size_t xs64, ys64;
     nnl_idx wp, nq, plane, hn, wn, split, blocks;
 } FN(sm_job);
 
-/* the weights as [group][filter block][c][tap][SM_FB], filters past FG zero */
-static void FN(sm_pack_unit)(void *ctx, nnl_idx blk, int tid, int first)
+/* (group, filter) block blk of the weights as [c][tap][SM_FB] at d, filters past FG zero: the
+ * layout of the packed weights [group][filter block][c][tap][SM_FB] */
+static void FN(sm_pack_block)(const nnl_conv_geom *g, const T *w, nnl_idx blk, T *d)
 {
-    const FN(sm_job) *j = (const FN(sm_job) *)ctx;
-    const nnl_conv_geom *g = j->g;
     const nnl_idx G = g->g, CG = g->c / G, FG = g->f / G, ntap = g->kh * g->kw;
     const nnl_idx nfb = (FG + SM_FB - 1) / SM_FB, gi = blk / nfb, fb = blk % nfb;
-    T *d = j->wpk + blk * CG * ntap * SM_FB;
-    (void)tid, (void)first;
+    d += blk * CG * ntap * SM_FB;
     for (nnl_idx k = 0; k < CG * ntap; k++)
         for (nnl_idx f = 0; f < SM_FB; f++) {
             const nnl_idx ff = fb * SM_FB + f;
-            d[k * SM_FB + f] = ff < FG ? j->w[(gi * FG + ff) * CG * ntap + k] : (T)0;
+            d[k * SM_FB + f] = ff < FG ? w[(gi * FG + ff) * CG * ntap + k] : (T)0;
         }
+}
+
+static void FN(sm_pack_unit)(void *ctx, nnl_idx blk, int tid, int first)
+{
+    const FN(sm_job) *j = (const FN(sm_job) *)ctx;
+    (void)tid, (void)first;
+    FN(sm_pack_block)(j->g, j->w, blk, j->wpk_call);
+}
+
+int FN(nnl_conv_small_wpack)(const nnl_conv_geom *g, const T *w, T *wpk)
+{
+    if (!sm_geom_ok(g))
+        return NNL_EINVAL;
+    const nnl_idx blocks = g->g * ((g->f / g->g + SM_FB - 1) / SM_FB);
+    for (nnl_idx blk = 0; blk < blocks; blk++)
+        FN(sm_pack_block)(g, w, blk, wpk);
+    return NNL_OK;
 }
 
 static void FN(sm_job_unit)(void *ctx, nnl_idx u, int tid, int first)
@@ -128,25 +156,37 @@ static void FN(sm_job_unit)(void *ctx, nnl_idx u, int tid, int first)
             }
             copied = gi;
         }
-        FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + blk * wblk, yb, nq);
         const nnl_idx fcount = FG - fb * SM_FB < SM_FB ? FG - fb * SM_FB : SM_FB;
+        /* beta = 0: bias and activation on the registers (the block's filters past FG get a
+         * zero bias, their values are dropped), the rows then copied out; else the scalar
+         * epilogue reads y */
+        const int epi = beta == 0;
+        T bpad[SM_FB];
+        for (nnl_idx f = 0; f < SM_FB; f++)
+            bpad[f] = bias && f < fcount ? bias[gi * FG + fb * SM_FB + f] : (T)0;
+        FN(sm_blocks)(xb, plane, offs, ntap, CG, wpk + blk * wblk, yb, nq, epi,
+                      bias ? bpad : NULL, act);
         for (nnl_idx f = 0; f < fcount; f++) {
             const nnl_idx fo = gi * FG + fb * SM_FB + f;
             const T *bp = bias ? bias + fo : NULL;
             const T *src = yb + f * nq * VL;
             T *dst = y + n * g->ysn + fo * g->ysf;
+            if (epi) {
+                for (nnl_idx i = 0; i < OH; i++)
+                    FN(sm_row)(dst + i * OW, src + i * wp, OW);
+                continue;
+            }
             for (nnl_idx i = 0; i < OH; i++)
                 for (nnl_idx j = 0; j < OW; j++) {
                     T *o = dst + i * OW + j;
-                    *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta,
-                                     beta != 0 ? o : NULL, bp, act);
+                    *o = NNL_EPI_ONE(src[i * wp + j], (T)1, beta, o, bp, act);
                 }
         }
     }
 }
 
-int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *bias, T beta,
-                       T *y, int act, int nthreads)
+int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *wpk_once,
+                       const T *bias, T beta, T *y, int act, int nthreads)
 {
     enum { VL = SM_VBYTES / sizeof(T) };
     if (!sm_geom_ok(g))
@@ -165,9 +205,11 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
     const nnl_idx wn = g->w < wp - g->pl ? g->w : wp - g->pl;
     const nnl_idx wblk = CG * ntap * SM_FB;
     const nnl_idx blocks = G * nfb;   /* (group, filter block) pairs of an image */
-    T *wpk = (T *)nnl_alloc64(sizeof(T) * (size_t)(blocks * wblk > 0 ? blocks * wblk : 1));
+    /* the packed weights: made once by the caller (nnl_conv_small_wpack), else here */
+    T *wpk = wpk_once != NULL ? NULL
+             : (T *)nnl_alloc64(sizeof(T) * (size_t)(blocks * wblk > 0 ? blocks * wblk : 1));
     nnl_idx *offs = (nnl_idx *)malloc(sizeof(nnl_idx) * (size_t)ntap);
-    if (wpk == NULL || offs == NULL) {
+    if ((wpk == NULL && wpk_once == NULL) || offs == NULL) {
         nnl_free64(wpk);
         free(offs);
         return NNL_ENOMEM;
@@ -193,9 +235,10 @@ int FN(nnl_conv_small)(const nnl_conv_geom *g, const T *x, const T *w, const T *
         free(offs);
         return NNL_ENOMEM;
     }
-    FN(sm_job) j = {g, x, w, bias, beta, y, act, wpk, offs, bufs, xs64, ys64, wp, nq, plane,
-                    hn, wn, split, blocks};
-    nnl_parallel_for(team, blocks, FN(sm_pack_unit), &j);
+    FN(sm_job) j = {g, x, w, bias, beta, y, act, wpk_once != NULL ? wpk_once : wpk, wpk, offs,
+                    bufs, xs64, ys64, wp, nq, plane, hn, wn, split, blocks};
+    if (wpk_once == NULL)
+        nnl_parallel_for(team, blocks, FN(sm_pack_unit), &j);
     nnl_parallel_for(team, units, FN(sm_job_unit), &j);
     nnl_free64(bufs);
     nnl_free64(wpk);

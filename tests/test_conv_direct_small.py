@@ -57,11 +57,19 @@ def test_small_kernel_matches_reference(case, dtype, act, beta, bias):
     y = big_y[:, 1:1 + f]
     conv = ref.conv2d(np.ascontiguousarray(x), w, b, 1, case["p"], case["d"], g)
     expect = reference_epilogue(conv.reshape(n, f, -1).astype(np.float64) + beta * y, act)
+    y_in = y.copy()
     convfast.conv2d_small(x, w.reshape(f, -1), b, y, g, *case["k"], *case["p"], *case["d"],
                           geom.oh, geom.ow, act=act, beta=beta, num_threads=2)
     assert_close(y, expect, dtype, k=geom.k, scale=4)
     np.testing.assert_array_equal(big_y[:, :1], before[:, :1])        # neighbours untouched
     np.testing.assert_array_equal(big_y[:, 1 + f:], before[:, 1 + f:])
+    # the weights packed once (an inference plan's): the same values, bit for bit
+    packed = convfast.conv2d_small_pack(w.reshape(f, -1), c, g, *case["k"])
+    assert packed.dtype == dtype and packed.size % 4 == 0
+    y2 = y_in.copy()
+    convfast.conv2d_small(x, w.reshape(f, -1), b, y2, g, *case["k"], *case["p"], *case["d"],
+                          geom.oh, geom.ow, act=act, beta=beta, num_threads=2, packed=packed)
+    np.testing.assert_array_equal(y2, y)
 
 
 @needs_ext
@@ -255,6 +263,37 @@ def test_bad_arguments_raise_value_error():
     # an empty batch computes nothing
     convfast.conv2d_small(np.zeros((0, 3, 5, 5), np.float32), np.zeros((4, 27), np.float32),
                           None, np.zeros((0, 4, 25), np.float32), 1, 3, 3, 1, 1, 1, 1, 5, 5)
+    # weights packed for another shape, or of another dtype
+    w = np.zeros((4, 27), np.float32)
+    with pytest.raises(ValueError, match="packed has 36 elements"):
+        convfast.conv2d_small(x, w, None, y, 1, 3, 3, 1, 1, 1, 1, 5, 5,
+                              packed=np.zeros(36, np.float32))
+    with pytest.raises((ValueError, TypeError)):
+        convfast.conv2d_small(x, w, None, y, 1, 3, 3, 1, 1, 1, 1, 5, 5,
+                              packed=convfast.conv2d_small_pack(w.astype(np.float64), 3, 1, 3, 3))
+    with pytest.raises(ValueError, match="columns"):
+        convfast.conv2d_small_pack(w, 4, 1, 3, 3)
+    with pytest.raises(ValueError, match="groups=2"):
+        convfast.conv2d_small_pack(np.zeros((3, 27), np.float32), 6, 2, 3, 3)
+
+
+@needs_ext
+@pytest.mark.parametrize("f", [64, 30])     # 30: a last block of 2 filters
+def test_inference_plan_packs_small_conv_weights_once(f):
+    # a plan's small-map conv multiplies weights packed once, with the same arithmetic as a
+    # call that packs them (F.conv2d under 'direct'): the same bits
+    nnlite.manual_seed(0)
+    conv = nnlite.nn.Conv2d(24, f, 3, padding=1)
+    model = nnlite.nn.Sequential(conv, nnlite.nn.ReLU()).eval()
+    x = np.random.default_rng(5).standard_normal((1, 24, 14, 14)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    got = fast(x).data
+    (plan, _), = fast._plans.values()
+    kernel, = [s.kernel for s in plan.steps if hasattr(s.kernel, "w_native")]
+    assert kernel.algorithm == "direct" and isinstance(kernel.w_native, np.ndarray)
+    with nnlite.no_grad(), nnlite.conv_algorithm("direct"):
+        want = F.relu(F.conv2d(nnlite.tensor(x), conv.weight, conv.bias, padding=1)).data
+    np.testing.assert_array_equal(got, want)
 
 
 @needs_ext

@@ -31,7 +31,8 @@ def _allowance(kernel):
     algorithm its plan chose: Winograd F(m x m, 3x3) keeps (m+2)^2/9 times its 3x3 weights
     (transformed, packed), an im2col conv of one group its weights packed once (but one
     image's pointwise conv whose GEMM reads them as they are: none), an implicit GEMM its
-    weight panels packed once, the two parts
+    weight panels packed once, the small-map direct kernel its register blocks packed once
+    (filters rounded up to its block of 4), the two parts
     of a split conv their halves packed once; everything else multiplies the weights as they
     are. Packed panels may round the filters up to a multiple of 32 (and K up by a panel)."""
     if isinstance(kernel, K.ConvPart):
@@ -48,7 +49,7 @@ def _allowance(kernel):
     if kernel.winograd is not None:
         m = kernel.winograd.m
         return padded * (m + 2) ** 2 // 9
-    if kernel.w_packed is not None or kernel.w_implicit is not None:
+    if kernel.w_packed is not None or kernel.w_native is not None:
         return padded
     return 0
 

@@ -372,7 +372,7 @@ class ConvKernel(Kernel):
         self.implicit = self.algorithm == "implicit"
         # prepared weights (Winograd-transformed, GEMM-packed) are made by the first bind
         # (``prepare``): a conv the plan splits into parts never makes its own
-        self.winograd = self.w_packed = self.w_implicit = None
+        self.winograd = self.w_packed = self.w_native = None
         self._unprepared, self._prepare_lock = w, threading.Lock()
         self.w_flat = np.ascontiguousarray(w.reshape(F, cg * kh * kw), dtype)  # (F, K)
         self.weight_bytes = self.w_flat.nbytes
@@ -447,8 +447,13 @@ class ConvKernel(Kernel):
                 # the implicit GEMM's weight panels, packed once (each call packed them, and
                 # at 2 threads each of its units: 128->128 3x3/2 @56, one image, Zen 4, 12%
                 # more CPU time on 2 threads than on one)
-                self.w_implicit = _conv_cython.implicit_pack(self.w_flat, self.geom,
-                                                             self.fast_args)
+                self.w_native = _conv_cython.implicit_pack(self.w_flat, self.geom,
+                                                           self.fast_args)
+            elif (self.algorithm == "direct" and self.dtype in _ITEM
+                  and direct_kernel(self.geom) == "small"):
+                # the small-map kernel's register-block weights, packed once (each call packed
+                # them: a third of its kernel time at batch 1, GoogLeNet's narrow 3x3 convs)
+                self.w_native = _conv_cython.small_pack(self.w_flat, self.geom)
 
     # -- im2col of one image into cols (C*KH*KW, OH*OW)
     def _im2col(self, x1, cols):
@@ -633,7 +638,7 @@ class ConvKernel(Kernel):
         r3 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
         act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
-        algo, args, packed = self.algorithm, self.fast_args, self.w_implicit
+        algo, args, packed = self.algorithm, self.fast_args, self.w_native
         if self.winograd is not None:
             wino = self.winograd
 
@@ -685,7 +690,7 @@ class SharedColumns:
         # the parts run im2col on their own packed halves: what the whole conv prepared for its
         # algorithm (Winograd-transformed weights, packed weights) is not kept with them
         conv = copy.copy(conv)
-        conv.winograd = conv.w_packed = conv.w_implicit = conv._unprepared = None
+        conv.winograd = conv.w_packed = conv.w_native = conv._unprepared = None
         self.conv, self.f = conv, f
         w2 = conv.wg[0]
         self.w = (w2[:f], w2[f:])

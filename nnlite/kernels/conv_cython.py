@@ -169,6 +169,14 @@ def implicit_pack(w, geom, args):
     return code, data, kc
 
 
+def small_pack(w, geom):
+    """The weights of a conv that 'direct' runs by the small-map kernel (``direct_kernel``
+    'small') packed once into its register blocks' layout, for ``fast_forward``'s ``packed``
+    (an inference plan's constant weights; each call would pack them again)."""
+    w2 = np.ascontiguousarray(w).reshape(geom.f, geom.k)
+    return _convfast.conv2d_small_pack(w2, geom.c, geom.g, geom.kh, geom.kw)
+
+
 def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0, packed=None):
     """y (N, F, OH, OW) = act(conv2d(x, w) + b + beta*y) by nnlite._convfast: the direct
     depthwise kernel ('direct', groups == C), the direct small-map or few-channel kernel
@@ -177,7 +185,8 @@ def fast_forward(algo, x, w, b, geom, args, out=None, act=0, beta=0.0, packed=No
     with ``args`` the kernel integers ``native_algorithm`` returns with ``algo``. ``out``
     (N, F, OH*OW) with contiguous planes receives y (a new array when None); ``act`` 0 none,
     1 ReLU, 2 ReLU6; ``packed``: ``implicit_pack``'s weights ('implicit'; used when the family
-    in use is the one they were packed for). conv2d_forward's fast path
+    in use is the one they were packed for) or ``small_pack``'s ('direct' by the small-map
+    kernel). conv2d_forward's fast path
     (``bind_fast_forward`` then one call)."""
     kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = args
     y = np.empty((geom.n, geom.f, oh * ow), dtype=x.dtype) if out is None else out
@@ -199,7 +208,8 @@ def bind_fast_forward(algo, x, w, b, geom, args, out, act=0, beta=0.0, packed=No
         # a dense stride-1 conv: the small-map kernel (nnlite._algorithms, 'direct')
         def kernel(x):
             _convfast.conv2d_small(x, w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw, oh, ow,
-                                   act=act, beta=beta, num_threads=get_num_threads())
+                                   act=act, beta=beta, num_threads=get_num_threads(),
+                                   packed=packed)
     elif kind == "phase":
         # any other dense conv: the few-channel kernel over stride-phase planes
         def kernel(x):

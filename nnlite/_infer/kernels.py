@@ -34,7 +34,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import kernels as _kernels
-from ..kernels import _conv_gemm
+from ..kernels import _conv_gemm, specialized
 from .._algorithms import direct_kernel, winograd_tile
 from .._constants import POOL_SERIAL_WORK
 from ..autograd import no_grad
@@ -527,7 +527,7 @@ class ConvKernel(Kernel):
             apk, bpk = wpk.data, None
         kind = 0 if bias is None else kind
         beta, act = (1.0 if accumulate else 0.0), _ACT_CODES[self.act]
-        isa, gemm = wpk.isa, _gemm_ext.gemm_strided
+        isa, gemm = wpk.isa, specialized(_gemm_ext.gemm_strided, self.dtype)
 
         def run():
             family = _family()
@@ -552,7 +552,8 @@ class ConvKernel(Kernel):
         xs, a, wpk = self._strided_pixels(x), self.w_flat, self.w_packed
         r4 = None if r is None or np.shares_memory(r, y) else r
         beta = 0.0 if r is None else 1.0
-        act, bias, maps = _ACT_CODES[self.act], self.bias, _gemm_ext.gemm_maps
+        act, bias = _ACT_CODES[self.act], self.bias
+        maps = specialized(_gemm_ext.gemm_maps, self.dtype)
         itemsize = self.dtype.itemsize
 
         def run():
@@ -951,8 +952,8 @@ class PoolKernel(Kernel):
         if self.op == "MaxPool" and _pool is not None and _unit_w(x, y):
             # F.max_pool2d's kernel, without indices
             threads = _threads_for(N * C * oh * ow * kh * kw)
-            return lambda: _pool.max_pool2d_forward(x, y, None, kh, kw, sh, sw, pt, pl, dh, dw,
-                                                    threads())
+            pool = specialized(_pool.max_pool2d_forward, x.dtype)
+            return lambda: pool(x, y, None, kh, kw, sh, sw, pt, pl, dh, dw, threads())
         fill = -np.inf if self.op == "MaxPool" else 0.0
         if self.need_pad:
             xp = _scratch(scratch, self.padded, self.dtype)
@@ -1004,7 +1005,8 @@ class GlobalPoolKernel(Kernel):
             out = y.reshape(-1, 1, 1)          # views: x and y are C-contiguous
             if _pool is not None:
                 threads = _threads_for(planes.size)
-                return lambda: _pool.adaptive_avg_pool2d_forward(planes, out, threads())
+                pool = specialized(_pool.adaptive_avg_pool2d_forward, x.dtype)
+                return lambda: pool(planes, out, threads())
             rows = x.reshape(x.shape[0], x.shape[1], size)
             mean = np.full(size, 1.0 / size, x.dtype)
             return lambda: np.matmul(rows, mean, out=_view(y, x.shape[:2]))
@@ -1143,7 +1145,7 @@ class GemmKernel(Kernel):
                                              k, 1)["mu"] == 0)
         if (few_rows and c is None and act in _ACT_CODES and a.dtype == b.dtype == y.dtype
                 and y.strides[1] == y.itemsize):
-            gemm, act_code = _gemm_ext.gemm_strided, _ACT_CODES[act]
+            gemm, act_code = specialized(_gemm_ext.gemm_strided, y.dtype), _ACT_CODES[act]
             a3, b3, y3 = a2[None], b2[None], y[None]
             bias2, kind = (None, 0) if bias is None else (bias[None], 2)
             return lambda: gemm(a3, b3, y3, alpha, 0.0, bias2, kind, act_code,

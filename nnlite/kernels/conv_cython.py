@@ -24,7 +24,7 @@ from .._algorithms import (direct_kernel, get_conv_algorithm, is_depthwise, reso
 from .._config import get_num_threads
 from .._constants import IM2COL_PARALLEL_MIN
 from .._convgeom import ConvGeometry
-from . import _conv_gemm, conv_numpy, conv_winograd, gemm_ops, register
+from . import _conv_gemm, conv_numpy, conv_winograd, gemm_ops, register, specialized
 
 try:
     from .. import _im2col
@@ -206,29 +206,34 @@ def bind_fast_forward(algo, x, w, b, geom, args, out, act=0, beta=0.0, packed=No
     kind = geom.memo("direct_kernel", lambda: direct_kernel(geom)) if algo == "direct" else None
     if kind == "small":
         # a dense stride-1 conv: the small-map kernel (nnlite._algorithms, 'direct')
+        small = specialized(_convfast.conv2d_small, x.dtype)
+
         def kernel(x):
-            _convfast.conv2d_small(x, w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw, oh, ow,
-                                   act=act, beta=beta, num_threads=get_num_threads(),
-                                   packed=packed)
+            small(x, w2, bias, y, geom.g, kh, kw, pt, pl, dh, dw, oh, ow, act=act, beta=beta,
+                  num_threads=get_num_threads(), packed=packed)
     elif kind == "phase":
         # any other dense conv: the few-channel kernel over stride-phase planes
+        phase = specialized(_convfast.conv2d_phase, x.dtype)
+
         def kernel(x):
-            _convfast.conv2d_phase(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw, oh,
-                                   ow, act=act, beta=beta, num_threads=get_num_threads())
+            phase(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, act=act,
+                  beta=beta, num_threads=get_num_threads())
     elif kind == "depthwise":
+        depthwise = specialized(_convfast.conv2d_depthwise, x.dtype)
+
         def kernel(x):
-            _convfast.conv2d_depthwise(x, w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
-                                       act=act, beta=beta, num_threads=get_num_threads())
+            depthwise(x, w2, bias, y, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, act=act,
+                      beta=beta, num_threads=get_num_threads())
     else:
         best = gemm_ops._gemm.isa_code(gemm_ops._gemm.best_isa())
+        implicit = specialized(_convfast.conv2d_implicit, x.dtype)
 
         def kernel(x):
             isa, pk = gemm_ops._isa(), None
             if packed is not None and (best if isa < 0 else isa) == packed[0]:
                 isa, pk = packed[0], packed[1:]
-            _convfast.conv2d_implicit(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw,
-                                      oh, ow, act=act, beta=beta,
-                                      num_threads=get_num_threads(), isa=isa, packed=pk)
+            implicit(x, w2, bias, y, geom.g, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, act=act,
+                     beta=beta, num_threads=get_num_threads(), isa=isa, packed=pk)
     if _strides_fit(x):
         return lambda: kernel(x)
     # a view the kernels cannot read: the contiguous copy is made at each call (the data behind

@@ -14,7 +14,7 @@ The readable version of the same algorithm, sharing no code with this one, is
 import numpy as np
 
 from .._config import get_num_threads
-from . import gemm_ops
+from . import gemm_ops, specialized
 
 try:
     from .. import _convfast
@@ -103,14 +103,16 @@ class WinogradWeights:
         self.pt, self.pl, self.oh, self.ow = geom.pt, geom.pl, geom.oh, geom.ow
         self.isa = gemm_ops._isa()
         self.u, self.upk = prepare_weights(w, geom, m, dtype, self.isa)
+        self._kernel = specialized(_convfast.conv2d_winograd, self.upk.dtype)
 
     def run(self, x, y3, bias=None, act=0, beta=0.0, num_threads=None, work=None):
         """``work``: a uint8 buffer the call may use as its work memory (``workspace_bytes``
-        + 63 bytes always suffice), e.g. a plan's arena; None: the call allocates its own."""
-        _convfast.conv2d_winograd(x, self.u, self.upk, bias, y3, self.groups, self.m, self.pt,
-                                  self.pl, self.oh, self.ow, act=act, beta=beta,
-                                  num_threads=get_num_threads() if num_threads is None
-                                  else num_threads, isa=self.isa, work=work)
+        + 63 bytes always suffice), e.g. a plan's arena; None: the call allocates its own.
+        x, y3 and bias have the weights' dtype."""
+        self._kernel(x, self.u, self.upk, bias, y3, self.groups, self.m, self.pt, self.pl,
+                     self.oh, self.ow, act=act, beta=beta,
+                     num_threads=get_num_threads() if num_threads is None else num_threads,
+                     isa=self.isa, work=work)
 
 
 def workspace_bytes(geom, dtype, m=DEFAULT_TILE, num_threads=None):

@@ -20,6 +20,8 @@ IM2COL_PARALLEL_MIN = 1 << 17
 # call runs on one thread. Waking a second thread costs microseconds on an idle machine and
 # milliseconds on a loaded one. Measured for the plan's pools (AMD EPYC Zen 4, 2 threads, the
 # team spinning briefly between calls, nnlite's default): 64x112x112 3x3/2 (1.8M steps) 117 ->
-# 61 us, 832x14x14 2x2/2 (0.16M) 39 -> 21 us, 32x28x28 3x3/1 (0.23M) 11 -> 9 us.
-POOL_SERIAL_WORK = 1 << 18
+# 61 us, 832x14x14 2x2/2 (0.16M) 39 -> 21 us, 32x28x28 3x3/1 (0.23M) 11 -> 9 us. The cut-off
+# was 2**18 all the same, which left that 2x2/2 pool (GoogLeNet's maxpool4) on one thread: in
+# the plan on Intel Emerald Rapids, 40 paired rounds, one thread 0.155 ms -> two 0.104 ms.
+POOL_SERIAL_WORK = 1 << 17
 

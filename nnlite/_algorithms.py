@@ -46,7 +46,8 @@
                 (``small_pays``), on 2+ images or below SMALL_SPLIT_FLOPS (it splits the
                 images over threads, so a single larger image keeps the GEMM's threading),
                 in an inference plan too (whose im2col/implicit GEMMs run on weights packed
-                once; one image below SMALL_SPLIT_FLOPS_PREPARED): GoogLeNet's narrow 3x3
+                once; one image below SMALL_SPLIT_FLOPS_PREPARED, on maps up to 28x28 and
+                before the Winograd rule: SMALL_MAX_PIXELS_PREPARED): GoogLeNet's narrow 3x3
                 convs, plan step, 2 threads, AMD EPYC Zen 4, im2col -> direct at batch 1:
                 16->48 at 14x14 57 -> 41 us, 24->64 120 -> 74, 32->64 138 -> 92, 32->128 at
                 7x7 73 -> 57, 16->32 5x5 at 14x14 455 -> 72; implicit -> direct at batch 8:
@@ -132,6 +133,14 @@ SMALL_MAX_PIXELS, SMALL_SPLIT_FLOPS = 256, 1 << 22
 # 40->96, 13.5 MFLOP, 195 -> 162; 32->128, 14.5 MFLOP, 183 -> 177; 32->192, 21.7 MFLOP, 220 ->
 # 260, slower)
 SMALL_SPLIT_FLOPS_PREPARED = 1 << 24
+# ... where, for one image, it also takes maps of up to this many output pixels (28x28) and
+# comes before Winograd: its weights packed once and its epilogue on the registers, it beat the
+# alternatives there (plan step alone, 2 threads, Intel Emerald Rapids, medians of 9 x 100 calls,
+# us, direct vs Winograd vs implicit): 48->128 3x3 @7 48 / 72 / 116, 64->128 @7 54 / 84 / 165,
+# 96->96 @7 65 / 92 / 199, 64->64 @14 104 / 125 / 522, 48->96 @14 110 / 125 / 384, 16->32 @28
+# 56 / 130 / 90, 24->48 @28 110 / 195 / 119, 16->64 @28 113 / 293 / 119; 32->32 @28 94 / 197 /
+# 92 (even). In GoogLeNet's plan: 48->128 @7 0.106 -> 0.063 ms, 16->32 @28 0.112 -> 0.083.
+SMALL_MAX_PIXELS_PREPARED = 784
 # ... and before the batch-rows rule (``rows_pay``) when its reduction CG*KH*KW is at most this:
 # forward, float32, stride 1, Winograd off, rows -> direct (AMD EPYC Zen 4; 1 thread / 2
 # threads): batch 256 8->16 3x3 8x8 2967 -> 944 us (the digits net's evaluation), 16->32 3x3 4x4
@@ -150,11 +159,14 @@ def small_conv_ok(geom):
 def small_pays(geom, weights_prepared=False):
     """'auto''s rule for the small-map direct kernel (see the module docstring): a dense
     stride-1 conv with a kernel larger than 1x1, at most SMALL_MAX_PIXELS output pixels per
-    image, and 2+ images or fewer than SMALL_SPLIT_FLOPS (SMALL_SPLIT_FLOPS_PREPARED in an
-    inference plan, ``weights_prepared``)."""
+    image, and 2+ images or fewer than SMALL_SPLIT_FLOPS (in an inference plan,
+    ``weights_prepared``: SMALL_SPLIT_FLOPS_PREPARED, and one image's map up to
+    SMALL_MAX_PIXELS_PREPARED pixels)."""
     limit = SMALL_SPLIT_FLOPS_PREPARED if weights_prepared else SMALL_SPLIT_FLOPS
+    pixels = (SMALL_MAX_PIXELS_PREPARED if weights_prepared and geom.n == 1
+              else SMALL_MAX_PIXELS)
     return (small_conv_ok(geom) and geom.kh * geom.kw > 1 and not is_depthwise(geom)
-            and 0 < geom.oh * geom.ow <= SMALL_MAX_PIXELS
+            and 0 < geom.oh * geom.ow <= pixels
             and (geom.n > 1 or geom.flops() < limit))
 
 
@@ -347,6 +359,8 @@ def resolve(geom, name=None, weights_prepared=False):
     if name == "auto":
         if is_depthwise(geom) and geom.g > 1:
             return "direct"
+        if weights_prepared and geom.n == 1 and small_pays(geom, True):
+            return "direct"     # before Winograd: see SMALL_MAX_PIXELS_PREPARED
         if winograd_pays(geom, weights_prepared):
             return "winograd"
         if geom.kh == geom.kw == 1:

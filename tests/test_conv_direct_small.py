@@ -239,6 +239,18 @@ def test_auto_rule():
     # a stride that never applies (a single output row/column) counts as stride 1
     one_row = conv2d_geometry((4, 3, 3, 6), (5, 3, 3, 3), None, (5, 1), (0, 1), 1, 1)
     assert one_row.oh == 1 and small_pays(one_row)
+    # an inference plan's single image: maps up to 28x28 below SMALL_SPLIT_FLOPS_PREPARED,
+    # ahead of Winograd (a plan's batch still takes Winograd first; F.conv2d's rule, whose
+    # weights are not prepared, is unchanged)
+    assert not small_pays(geom(1, 16, 32, 28, 3)) and small_pays(geom(1, 16, 32, 28, 3), True)
+    assert not small_pays(geom(1, 16, 32, 29, 3), True)      # 841 > 784 pixels
+    assert not small_pays(geom(2, 16, 32, 28, 3), True)      # a batch: 256 pixels per image
+    assert not small_pays(geom(1, 96, 96, 28, 3), True)      # 130 MFLOP: the GEMMs' threads
+    wide = geom(1, 48, 128, 7, 3)
+    assert resolve(wide, "auto") == "im2col"
+    assert resolve(wide, "auto", weights_prepared=True) == "direct"
+    assert resolve(geom(4, 48, 128, 7, 3), "auto", weights_prepared=True) == "winograd"
+    assert resolve(geom(1, 256, 256, 14, 3), "auto", weights_prepared=True) == "winograd"
 
 
 @needs_ext

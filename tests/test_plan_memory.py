@@ -206,7 +206,7 @@ def test_workspace_is_never_used_by_two_live_kernels(make, shape, monkeypatch):
 
 
 @pytest.mark.parametrize("make, shape", [
-    (lambda: models.googlenet(), (1, 3, 96, 96)),    # Winograd steps, one in a lane group
+    (lambda: models.googlenet(), (1, 3, 160, 160)),  # Winograd steps, one in a lane group
     (lambda: nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
                            nn.Conv2d(64, 96, 3, padding=1), nn.ReLU(),
                            nn.Conv2d(96, 16, 3, padding=2, dilation=2)), (2, 64, 23, 17)),

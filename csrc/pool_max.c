@@ -19,14 +19,15 @@
  *     its (masked, unaligned) stores stalls on store forwarding.
  *
  * NaN: the hot loops use the plain max (v > m ? v : m, one vmaxps), which drops a NaN tap, so
- * the planes are tested for NaN: small ones (register path) in one pass first, others row by
- * row by the first output row that reads the row (in its vertical pass when it can: one
- * unordered compare of two loaded vectors tests both). A NaN switches the plane (from that
- * output row on) to the exact select ((v > m) | (v != v) ? v : m: a NaN tap is taken, a NaN
- * max kept). Results are the same for every input whatever the thread count (each plane is
- * computed by one thread, in a fixed order). Equal taps give that value; only which of -0/+0
- * (or which NaN payload) comes out can differ from a row-major scan: the first in the
- * vertical-then-horizontal order is kept.
+ * the values read are tested for NaN in the vertical pass (one unordered compare of two
+ * loaded vectors tests both): on the register path every row it loads, after which a plane
+ * that read a NaN runs again with the exact select ((v > m) | (v != v) ? v : m: a NaN tap is
+ * taken, a NaN max kept); on the row buffer path each row by the first output row that reads
+ * it, a NaN switching the plane to the exact select from that output row on. Results are the
+ * same for every input whatever the thread count (each plane is computed by one thread, in a
+ * fixed order). Equal taps give that value; only which of -0/+0 (or which NaN payload) comes
+ * out can differ from a row-major scan: the first in the vertical-then-horizontal order is
+ * kept.
  *
  * Memory: every load of x is inside the plane's rows (masked tails), every store into y inside
  * its rows; the row buffer reads stay inside plan.rowlen.

@@ -449,7 +449,7 @@ int FN(nnl_conv_implicit_pk)(const nnl_conv_geom *geom, const T *x, const T *w, 
     s0.a_pack8 = nnl_pack_a_fast(kd->mr);
     s0.a_inplace = 0, s0.a_rows = 0;
     s0.a_lk = s0.a_sk = s0.c_ln = s0.c_sn = s0.c_cs = 0;   /* plain A and C */
-    s0.b_ld = 0, s0.pf_b = 0;
+    s0.b_ld = 0, s0.pf_b = 0, s0.pf_c = 0;
     s0.rsc = geom->ysf, s0.bias_kind = bias ? NNL_BIAS_ROW : NNL_BIAS_NONE;
 
     FN(cf_job) job = {geom, &p, kd, x, w, wpk, bias, y, alpha, beta, act, bdirect, koff, &s0,
@@ -711,7 +711,7 @@ int FN(nnl_conv_wgrad_implicit)(const nnl_conv_geom *geom, const T *x, const T *
     s0.a_pack8 = nnl_pack_a_fast(mr);
     s0.a_inplace = 0, s0.a_rows = 0;
     s0.a_lk = s0.a_sk = s0.c_ln = s0.c_sn = s0.c_cs = 0;   /* plain A and C */
-    s0.b_ld = 0, s0.pf_b = 0;   /* the image packer packs every panel */
+    s0.b_ld = 0, s0.pf_b = 0, s0.pf_c = 0;   /* the image packer packs every panel */
     s0.rsc = K, s0.bias = NULL, s0.bias_kind = NNL_BIAS_NONE, s0.t_ctx = NULL;
 
 #ifdef _OPENMP

@@ -489,6 +489,11 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
     s0.c_ln = c_ln, s0.c_sn = c_ln > 0 ? sp->csn : 0;
     s0.c_cs = csc != 1 ? csc : 0;
     s0.t_ctx = NULL, s0.pf_b = 0;
+    /* a C larger than NNL_GEMM_PF_C_MIN_BYTES (nnl_tuning.h) is written to lines in no cache:
+     * each tile prefetches the next one's rows (row-major C written in place only) */
+    s0.pf_c = c_ln == 0 && csc == 1 &&
+              (double)batch * (double)(m1 - m0) * (double)(n1 - n0) * (double)sizeof(T) >=
+                  (double)NNL_GEMM_PF_C_MIN_BYTES;
     /* B read in place instead of packed (nnl_tuning.h, NNL_GEMM_INPLACE_*): a row-major B
      * that the call would pack, few rows of A sweeping each panel, a shallow K, and panel
      * rows of at least two cache lines */

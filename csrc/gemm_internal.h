@@ -160,6 +160,8 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
         const T *bias;             /* bias of row 0 / column 0, NULL, per bias_kind */       \
         int pf_b;                  /* b_src returns pre-packed panels (b_prepacked): the     \
                                     * kernel prefetches the next while it sweeps one */      \
+        int pf_c;                  /* C too large to stay cached: each tile's K loop         \
+                                    * prefetches the next tile's rows of C (NNL_GEMM_PF_C_*) */\
         int bias_kind;                                                                        \
         const void *t_ctx;         /* the tile write-out's context */                        \
     } nnl_nest_##S;

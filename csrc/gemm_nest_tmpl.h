@@ -444,6 +444,15 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                         e.pf = (const char *)(bp + (q + 1) * nr + l0 * s->b_ld);
                         e.pf_ld = s->b_ld * (nnl_idx)sizeof(T);
                         e.pf_n = l0 < kcb ? nnl_min(share, kcb - l0) : 0;
+                    } else if (s->pf_c && first && tile == NULL) {
+                        /* a C in no cache: the next tile's rows (the next row panel's, or
+                         * the next column panel's first), one per k step, so that its
+                         * write-out does not wait for each line */
+                        const int down = ir + mr < r1;
+                        const nnl_idx ni = down ? ir + mr : r0, nj = down ? jr : jr + nr;
+                        e.pf_ld = s->rsc * (nnl_idx)sizeof(T);
+                        e.pf = (const char *)(s->c + ni * s->rsc + nj);
+                        e.pf_n = nj < c1 ? nnl_min(mr, r1 - ni) : 0;
                     } else {
                         e.pf_n = 0;
                     }

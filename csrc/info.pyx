@@ -1,4 +1,5 @@
-"""Build facts of the compiled extension: OpenMP on/off and its thread count."""
+"""Build facts of the compiled extension (OpenMP on/off and its thread count) and process-level
+services: the thread pool's hold count, huge-page buffers."""
 from _common cimport nnl_parallel_for, nnl_unit_fn, share_pool
 
 
@@ -50,6 +51,54 @@ def pool_workers():
 def pool_worker_tids():
     """The kernel thread ids of the pool's workers (Linux; 0 for a worker not started yet)."""
     return [nnl_pool_worker_tid(i) for i in range(1, nnl_pool_workers() + 1)]
+
+
+# ------------------------------------------------------------ huge-page buffers
+
+cdef extern from "nnl_core.h" nogil:
+    void *nnl_huge_alloc(size_t nbytes)
+    void nnl_huge_free(void *p, size_t nbytes)
+
+
+cdef class HugeBuffer:
+    """``nbytes`` of writable memory from ``nnl_huge_alloc`` (csrc/core/nnl_alloc.c): 2 MB
+    aligned and advised for transparent huge pages, unmapped when the last array over it
+    goes. Read it through ``np.frombuffer(buf, np.uint8)`` (the buffer protocol, exactly
+    ``nbytes`` long)."""
+    cdef char *p
+    cdef Py_ssize_t n
+    cdef Py_ssize_t shape[1]
+
+    def __cinit__(self, Py_ssize_t nbytes):
+        if nbytes < 0:
+            raise ValueError(f"HugeBuffer: nbytes must be >= 0, got {nbytes}")
+        self.p = <char *>nnl_huge_alloc(<size_t>nbytes)
+        if self.p == NULL:
+            raise MemoryError(f"HugeBuffer: no 2 MB aligned mapping of {nbytes} bytes "
+                              f"(smaller than 2 MB, out of memory or not Linux)")
+        self.n = nbytes
+        self.shape[0] = nbytes
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            nnl_huge_free(self.p, <size_t>self.n)
+            self.p = NULL
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        view.buf = self.p
+        view.obj = self
+        view.len = self.n
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
 
 
 # ------------------------------------------------------------ a check of the pool's protocol

@@ -251,6 +251,67 @@ def test_memory_report_counts_a_buffer_once():
     assert nbytes(buffers(views, other)) == base.nbytes + other.nbytes
 
 
+
+def _mapped(addr):
+    """Whether ``addr`` lies in a mapping of this process (/proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return True
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge-page buffers: Linux")
+def test_huge_buffer_is_aligned_exact_writable_and_unmapped_when_freed():
+    _info = pytest.importorskip("nnlite._info")
+    two_mb = 2 << 20
+    for n in (two_mb, two_mb + 1, 5 * two_mb + 4095):
+        a = np.frombuffer(_info.HugeBuffer(n), np.uint8)
+        b = np.frombuffer(_info.HugeBuffer(n), np.uint8)
+        assert a.nbytes == n and a.flags.writeable
+        assert a.ctypes.data % two_mb == 0 and b.ctypes.data % two_mb == 0
+        a[:] = 7
+        b[:] = 9                          # two buffers, no shared bytes
+        assert a[0] == a[-1] == 7 and b[-1] == 9
+        # the memory report counts exactly n bytes for it (not its mapping's rounding)
+        assert nbytes(buffers(a[10:20], a)) == n
+        addr = a.ctypes.data
+        assert _mapped(addr) and _mapped(addr + n - 1)
+        del a
+        assert not _mapped(addr) and not _mapped(addr + n - 1)
+        del b
+    with pytest.raises(MemoryError, match="100 bytes"):
+        _info.HugeBuffer(100)             # below one huge page: the caller uses np.empty
+    with pytest.raises(ValueError, match="-1"):
+        _info.HugeBuffer(-1)
+
+
+def test_binding_arena_is_page_buffer_memory():
+    """A binding's arena of 2 MB or more starts on a 2 MB boundary (huge pages); a smaller one
+    is ordinary memory; the values read and write their own bytes either way (the plan's
+    results match the model's)."""
+    from nnlite._infer import bind
+    two_mb = 2 << 20
+    for n in (64, two_mb - 64, two_mb, 3 * two_mb + 64):
+        a = bind.page_buffer(n)
+        assert a.dtype == np.uint8 and a.nbytes == n
+        if n >= two_mb and bind._info is not None and sys.platform.startswith("linux"):
+            assert a.ctypes.data % two_mb == 0
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 1))
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    want = net(nnlite.Tensor(x)).data
+    opt = nnlite.optimize_for_inference(net)
+    np.testing.assert_allclose(opt(x).data, want, rtol=1e-4, atol=1e-4)
+    plan = next(iter(opt._plans.values()))[0]
+    assert plan.arena_bytes >= two_mb
+    _, ins, _, _ = opt._frame(plan, ((x.shape, x.dtype.str),))
+    arena = ins[0].base
+    while isinstance(arena, np.ndarray) and isinstance(arena.base, np.ndarray):
+        arena = arena.base
+    if bind._info is not None and sys.platform.startswith("linux"):
+        assert arena.ctypes.data % two_mb == 0
+
 _STAGES = """
 import sys
 import numpy as np

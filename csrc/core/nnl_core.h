@@ -325,6 +325,12 @@ NNL_DEFINE_EPILOGUE(double, d)
 void *nnl_alloc64(size_t bytes);
 void nnl_free64(void *p);
 
+/* `bytes` (at least 2 MB) in a mapping of their own that starts on a 2 MB boundary, advised for
+ * transparent huge pages (Linux); NULL when smaller, out of memory or not Linux. Free with
+ * nnl_huge_free(p, bytes). */
+void *nnl_huge_alloc(size_t bytes);
+void nnl_huge_free(void *p, size_t bytes);
+
 /* One block of `team` per-thread buffer pairs (a kernel's private image and output buffers):
  * n1 then n2 elements of `elsize` bytes, each rounded up to whole 64-byte lines (*s1, *s2
  * elements; n1 at least 1). NULL when out of memory; free with nnl_free64. */

@@ -136,3 +136,19 @@ def test_partitions_match_oracle_and_each_other(isa, dtype, layout):
             assert_close(outs[1], ref, dtype, k=k, scale=1.0)
             for nt in THREADS:
                 np.testing.assert_array_equal(outs[nt], outs[1], err_msg=f"{(m, n, k)} nt={nt}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_pre_packed_b_with_a_packed_per_call_cuts_only_columns(isa):
+    # a narrow product run transposed: A = the 49 pixels of a 7x7 map (packed by the call), B =
+    # the weights (pre-packed, streamed from memory): every unit covers all the rows, so each
+    # weight panel is read by one unit and serves every pixel
+    nr = gemm_ops._gemm.blocking(gemm_ops._gemm.isa_code(isa), 4)["nr"]
+    for m, n, k in [(49, 512, 4608), (49, 2048, 1024), (49, 512, 2048)]:
+        for nt in (2, 3, 4):
+            u = units(isa, np.float32, m, n, k, nt, True, False)
+            assert u["mu"] >= m and -(-n // u["nu"]) >= nt, (m, n, k, nt, u)
+    # too few column panels for every thread: rows are cut after all
+    m, n, k = 1000, nr, 4096
+    u = units(isa, np.float32, m, n, k, 2, True, False)
+    assert -(-m // u["mu"]) * -(-n // u["nu"]) >= 2, u

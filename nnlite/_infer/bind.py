@@ -35,10 +35,11 @@ def page_buffer(nbytes):
     of its own on a 2 MB boundary, advised for transparent huge pages (``_info.HugeBuffer``),
     else (or where that is unavailable) ``np.empty``. The steps of a plan sweep its arena a
     step at a time; in 4 KB pages each sweep misses the TLB on most pages again. Intel Emerald
-    Rapids (KVM guest, THP on madvise), 2 threads, in-process interleaved medians of 40-60
-    plan runs, huge-page arena / plain: ResNet-50 batch 1 0.970-0.984 (three runs), GoogLeNet
-    0.989, MobileNetV2 0.997 (its 3 MB arena holds one whole huge page), ResNet-50 batch 8
-    0.989."""
+    Rapids (KVM guest, THP on madvise), 2 threads, the same model built twice in one process,
+    runs interleaved in alternating order, medians of 60-100 rounds, huge-page arena / plain:
+    ResNet-50 batch 1 1.009, 0.986, 0.981, 0.976, 0.959, 0.987 (six runs), GoogLeNet 0.999,
+    MobileNetV2 1.003 (its arena holds one whole huge page), ResNet-50 and GoogLeNet at batch 8
+    1.005 and 1.004: a small gain on the model with the largest arena, level elsewhere."""
     nbytes = max(int(nbytes), 64)
     if nbytes >= _HUGE_MIN and _info is not None:
         try:

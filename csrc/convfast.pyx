@@ -465,7 +465,8 @@ def conv2d_small_pack(const floating[:, ::1] w, Py_ssize_t c, Py_ssize_t groups,
     _fill(&gm, 1, c, kh, kw, F, groups, kh, kw, 1, 1, 0, 0, 1, 1, 1, 1)
     size = nnl_conv_small_wpack_size(&gm)
     if size < 0:
-        raise ValueError("conv2d_small_pack: invalid geometry")
+        raise ValueError(f"conv2d_small_pack: no packing for C={c}, F={F}, groups={groups}, "
+                         f"kernel {kh}x{kw}")
     out = np.empty(size, np.float32 if floating is float else np.float64)
     cdef floating[::1] ov = out
     if size == 0:   # no filters or no channels (w then has no columns)

@@ -72,6 +72,14 @@ static void sm_plane(const nnl_conv_geom *g, int vl, nnl_idx *wp, nnl_idx *nq, n
     *plane = *nq * vl + (g->kh - 1) * g->dh * *wp + (g->kw - 1) * g->dw;
 }
 
+nnl_idx nnl_conv_small_wpack_size(const nnl_conv_geom *g)
+{
+    if (!sm_geom_ok(g))
+        return -1;
+    const nnl_idx cg = g->c / g->g, nfb = (g->f / g->g + SM_FB - 1) / SM_FB;
+    return g->g * nfb * cg * g->kh * g->kw * SM_FB;
+}
+
 nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *g, int elsize, int nthreads)
 {
     if (!sm_geom_ok(g) || (elsize != 4 && elsize != 8))
@@ -79,19 +87,10 @@ nnl_idx nnl_conv_small_workspace(const nnl_conv_geom *g, int elsize, int nthread
     const int vl = SM_VBYTES / elsize;
     nnl_idx wp, nq, plane;
     sm_plane(g, vl, &wp, &nq, &plane);
-    const nnl_idx fg = g->g ? g->f / g->g : 0, cg = g->g ? g->c / g->g : 0;
-    const nnl_idx nfb = (fg + SM_FB - 1) / SM_FB;
-    const nnl_idx packed = g->g * nfb * cg * g->kh * g->kw * SM_FB;
+    const nnl_idx cg = g->c / g->g;
     const int nt = nthreads < 1 ? 1 : nthreads;
+    const nnl_idx packed = nnl_conv_small_wpack_size(g);   /* when the call packs them */
     return (nnl_idx)elsize * (packed + nt * (cg * plane + SM_FB * nq * vl));
-}
-
-nnl_idx nnl_conv_small_wpack_size(const nnl_conv_geom *g)
-{
-    if (!sm_geom_ok(g))
-        return -1;
-    const nnl_idx cg = g->c / g->g, nfb = (g->f / g->g + SM_FB - 1) / SM_FB;
-    return g->g * nfb * cg * g->kh * g->kw * SM_FB;
 }
 
 #define T float

@@ -251,7 +251,6 @@ def test_memory_report_counts_a_buffer_once():
     assert nbytes(buffers(views, other)) == base.nbytes + other.nbytes
 
 
-
 def _mapped(addr):
     """Whether ``addr`` lies in a mapping of this process (/proc/self/maps)."""
     with open("/proc/self/maps") as f:
@@ -311,6 +310,7 @@ def test_binding_arena_is_page_buffer_memory():
         arena = arena.base
     if bind._info is not None and sys.platform.startswith("linux"):
         assert arena.ctypes.data % two_mb == 0
+
 
 _STAGES = """
 import sys

@@ -121,8 +121,12 @@ def time_plan(opt, x, repeat, between=None):
     pool_hold(1)   # as a plan run does: the pool's workers stay awake between the steps
     try:
         for r in range(repeat):
-            if between is not None:
-                between()
+            if between is not None:   # ONNX Runtime's run, with nnlite's workers asleep:
+                pool_hold(-1)         # held, they would spin on both cores beside it
+                try:
+                    between()
+                finally:
+                    pool_hold(1)
             t0 = clock()
             for call in calls:
                 call()

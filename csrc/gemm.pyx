@@ -80,6 +80,7 @@ cdef extern from "gemm_kernels.h" nogil:
     int nnl_best_isa()
     const char *nnl_isa_name(int isa)
     int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
+    int nnl_gemm_tail_cols(int isa, int elsize)
     int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
                        int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
     ctypedef struct nnl_cache_info:
@@ -130,11 +131,14 @@ def isa_code(name):
 
 
 def blocking(isa, elsize):
-    """Dict mr, nr, mc, kc, nc of family ``isa`` (code) for elements of ``elsize`` bytes."""
+    """Dict mr, nr, mc, kc, nc of family ``isa`` (code) for elements of ``elsize`` bytes, and
+    tail_n: the widest ragged last column panel its column-tail kernel computes with the rows
+    in the vector lanes (0: none; gemm_internal.h)."""
     cdef int mr = 0, nr = 0, mc = 0, kc = 0, nc = 0
     if nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK:
         raise ValueError(f"no GEMM micro-kernel for isa={isa}, elsize={elsize}")
-    return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc}
+    return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc,
+            "tail_n": nnl_gemm_tail_cols(isa, elsize)}
 
 
 def work_units(int isa, int elsize, Py_ssize_t batch, Py_ssize_t M, Py_ssize_t N,

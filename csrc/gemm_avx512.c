@@ -28,6 +28,11 @@
 #define V_MASK(r) ((__mmask16)((1u << (r)) - 1u))
 #define V_LOADM(m, p) _mm512_maskz_loadu_ps((m), (p))
 #define V_STOREM(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
+/* 8 floats at p then 8 at q (AVX-512F: through the double-lane insert) */
+#define V_JOIN(p, q)                                                                      \
+    _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(            \
+                                            _mm256_loadu_ps(p))),                         \
+                                        _mm256_castps_pd(_mm256_loadu_ps(q)), 1))
 #ifndef NNL_AVX512_S_MR /* (override MR and NV together with -D to tune) */
 #define NNL_AVX512_S_MR 8   /* MR x NR = 8 x 48: 24 accumulators, 3 B vectors, 1 broadcast */
 #define NNL_AVX512_S_NV 3

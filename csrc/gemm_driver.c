@@ -307,6 +307,21 @@ int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, i
     return NNL_EINVAL;
 }
 
+int nnl_gemm_tail_cols(int isa, int elsize)
+{
+    if (isa == NNL_ISA_AUTO)
+        isa = nnl_best_isa();
+    if (elsize == 4) {
+        const nnl_kernel_s *k = nnl_select_s(isa);
+        return k == NULL ? -1 : k->tail != NULL ? k->tail_n : 0;
+    }
+    if (elsize == 8) {
+        const nnl_kernel_d *k = nnl_select_d(isa);
+        return k == NULL ? -1 : k->tail != NULL ? k->tail_n : 0;
+    }
+    return -1;
+}
+
 int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
                    int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
 {

@@ -142,6 +142,9 @@ int nnl_dgemm_pack(int side, nnl_idx rows, nnl_idx cols, const double *X, nnl_id
 /* Register and cache blocking of a family for float (elsize 4) or double (elsize 8);
  * returns NNL_EINVAL when the family is not available. */
 int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc);
+/* The widest ragged last column panel that family isa's column-tail kernel computes with the
+ * rows in the lanes (gemm_internal.h, nnl_tail_s), 0 without one, or -1 (no such family). */
+int nnl_gemm_tail_cols(int isa, int elsize);
 /* The work units a call with these sizes and nthreads would use (for tests and study): mu rows
  * by nu columns per unit; mu = nu = 0 for products of <= 4 rows (no packing). pack_a / pack_b
  * = 0: that operand comes pre-packed. NNL_EINVAL for sizes < 1 or an unavailable family. */

@@ -419,7 +419,19 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                     }
                 }
                 const nnl_idx b_share = nnl_cdiv(b_lines, nir);
-                for (nnl_idx ir = r0; ir < r1; ir += mr) {
+                /* a ragged last panel of a few columns: the column-tail kernel takes the whole
+                 * vectors of packed row panels into a plain C, where no prefetch of the next
+                 * B panel is to be spread over the row panels; ukr the rows it leaves */
+                nnl_idx ir0 = r0;
+                if (kd->tail != NULL && n < nr && n <= kd->tail_n && tile == NULL &&
+                    !a_direct && s->c_cs == 0 && s->c_ln == 0 && b_lines == 0) {
+                    e.lda = e.aks = 0;
+                    e.pf_n = e.pf_ld = 0;
+                    e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + r0 : NULL;
+                    ir0 += kd->tail(kcb, ap, r1 - r0, bpq, s->c + r0 * s->rsc + jr, s->rsc, n,
+                                    &e);
+                }
+                for (nnl_idx ir = ir0; ir < r1; ir += mr) {
                     const int m = (int)nnl_min(mr, r1 - ir);
                     const T *api = ap + (ir - r0) * kcb;
                     e.lda = e.aks = 0;

@@ -340,6 +340,161 @@ static TGT void FN(dot)(nnl_idx K, int m, int n, const T *a, nnl_idx rsa, const 
 #undef DOT_NB_MAX
 #undef DOT_NV
 
+/* The column-tail micro-kernel (nnl_tail_s / _d, gemm_internal.h) of a family whose vector
+ * holds TAIL_G whole row panels (LANES / MR: AVX-512's 8-row panels, float two a vector,
+ * double one; the including file defines V_JOIN(p, q), a vector of LANES / 2 elements at p
+ * then LANES / 2 at q, for TAIL_G == 2). Blocks of nvec vectors of rows by n columns: per k
+ * nvec vector loads of A, n broadcasts of B, nvec * n fused multiply-adds, each element's
+ * the one ukr's tile does (a * b + acc in k order), then ukr's epilogue in ukr's order, C
+ * read and written through a small transposing buffer. */
+#if LANES % UKR_MR == 0
+#define TAIL_G (LANES / UKR_MR)
+#define TAIL_N (LANES / 2)
+#define TAIL_V 4                           /* most vectors of rows in a block */
+#if TAIL_G != 1 && TAIL_G != 2
+#error "the column-tail kernel loads one or two row panels per vector"
+#endif
+
+static NNL_ALWAYS_INLINE TGT VEC FN(tail_rows)(const T *ap, nnl_idx ps)
+{
+#if TAIL_G == 1
+    (void)ps;
+    return V_LOADU(ap);
+#else
+    return V_JOIN(ap, ap + ps);
+#endif
+}
+
+/* Rows 0 <= i < rows (at most nvec * LANES) by columns j < n of C; ap: the first row panel
+ * of these rows, ps elements to the next one; bias_row: theirs (the block's e->bias_row moved
+ * on), or NULL. */
+static NNL_ALWAYS_INLINE TGT void FN(tail_block)(const int nvec, const int n, nnl_idx kc,
+                                                 const T *NNL_RESTRICT ap, nnl_idx ps,
+                                                 const T *NNL_RESTRICT bp, T *NNL_RESTRICT c,
+                                                 nnl_idx ldc, int rows, const T *bias_row,
+                                                 const EPI_T *e)
+{
+    VEC acc[TAIL_V][TAIL_N];
+#pragma GCC unroll 4
+    for (int v = 0; v < nvec; v++)
+#pragma GCC unroll 8
+        for (int j = 0; j < n; j++)
+            acc[v][j] = V_ZERO();
+    const nnl_idx vs = TAIL_G * ps;         /* one vector of rows to the next */
+    NNL_UNROLL(2)
+    for (nnl_idx k = 0; k < kc; k++) {
+        VEC a[TAIL_V];
+#pragma GCC unroll 4
+        for (int v = 0; v < nvec; v++)
+            a[v] = FN(tail_rows)(ap + v * vs + k * UKR_MR, ps);
+#pragma GCC unroll 8
+        for (int j = 0; j < n; j++) {
+            const VEC b = V_SET1(bp[k * UKR_NR + j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nvec; v++)
+                acc[v][j] = V_FMA(a[v], b, acc[v][j]);
+        }
+    }
+    T buf[TAIL_N][LANES];
+    const VEC valpha = V_SET1(e->alpha), vbeta = V_SET1(e->beta);
+#pragma GCC unroll 4
+    for (int v = 0; v < nvec; v++) {
+        const int i0 = v * LANES, rv = rows - i0 < LANES ? rows - i0 : LANES;
+        T *cv = c + i0 * ldc;
+        if (e->load_c) {
+            for (int j = 0; j < n; j++)
+                for (int i = 0; i < LANES; i++)
+                    buf[j][i] = i < rv ? cv[i * ldc + j] : (T)0;
+#pragma GCC unroll 8
+            for (int j = 0; j < n; j++)
+                acc[v][j] = V_FMA(acc[v][j], valpha, V_MUL(vbeta, V_LOADU(buf[j])));
+        } else if (e->alpha != (T)1) {
+#pragma GCC unroll 8
+            for (int j = 0; j < n; j++)
+                acc[v][j] = V_MUL(acc[v][j], valpha);
+        }
+        if (bias_row) {
+            const VEC br = rv == LANES ? V_LOADU(bias_row + i0)
+                                       : V_LOADM(V_MASK(rv), bias_row + i0);
+#pragma GCC unroll 8
+            for (int j = 0; j < n; j++)
+                acc[v][j] = V_ADD(acc[v][j], br);
+        }
+        if (e->bias_col) {
+#pragma GCC unroll 8
+            for (int j = 0; j < n; j++)
+                acc[v][j] = V_ADD(acc[v][j], V_SET1(e->bias_col[j]));
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < n; j++) {
+            V_STOREU(buf[j], FN(act)(acc[v][j], e->act));
+        }
+        for (int i = 0; i < rv; i++)
+            for (int j = 0; j < n; j++)
+                cv[i * ldc + j] = buf[j][i];
+    }
+}
+
+#define NNL_TAIL_COLS(N, NVEC)                                                            \
+    case N:                                                                               \
+        FN(tail_block)((NVEC), (N), kc, ap + g * vs, ps, bp, c + g * LANES * ldc, ldc,      \
+                       (int)nnl_min((nnl_idx)(NVEC) * LANES, rows - g * LANES),            \
+                       e->bias_row ? e->bias_row + g * LANES : NULL, e);                  \
+        break;
+/* blocks of up to 16 accumulators (a vector of A each and one broadcast beside them) */
+#define NNL_TAIL_VECS(n) ((n) <= 2 ? 4 : (n) <= 4 ? 3 : 2)
+#define NNL_TAIL_SWITCH(NV)                                                               \
+    switch (n) {                                                                          \
+        NNL_TAIL_COLS(1, NNL_TAIL_VECS(1) < (NV) ? NNL_TAIL_VECS(1) : (NV))               \
+        NNL_TAIL_COLS(2, NNL_TAIL_VECS(2) < (NV) ? NNL_TAIL_VECS(2) : (NV))               \
+        NNL_TAIL_COLS(3, NNL_TAIL_VECS(3) < (NV) ? NNL_TAIL_VECS(3) : (NV))               \
+        NNL_TAIL_COLS(4, NNL_TAIL_VECS(4) < (NV) ? NNL_TAIL_VECS(4) : (NV))               \
+        NNL_TAIL_MORE(NV)                                                                 \
+    default:                                                                              \
+        break;                                                                            \
+    }
+#if TAIL_N > 4
+#define NNL_TAIL_MORE(NV)                                                                 \
+    NNL_TAIL_COLS(5, NNL_TAIL_VECS(5) < (NV) ? NNL_TAIL_VECS(5) : (NV))                   \
+    NNL_TAIL_COLS(6, NNL_TAIL_VECS(6) < (NV) ? NNL_TAIL_VECS(6) : (NV))                   \
+    NNL_TAIL_COLS(7, NNL_TAIL_VECS(7) < (NV) ? NNL_TAIL_VECS(7) : (NV))                   \
+    NNL_TAIL_COLS(8, NNL_TAIL_VECS(8) < (NV) ? NNL_TAIL_VECS(8) : (NV))
+#else
+#define NNL_TAIL_MORE(NV)
+#endif
+
+static TGT nnl_idx FN(tail)(nnl_idx kc, const T *ap, nnl_idx rows, const T *bp, T *c,
+                            nnl_idx ldc, int n, const EPI_T *e)
+{
+    if (n < 1 || n > TAIL_N || e->ldb != UKR_NR || e->lda > 0 || e->aks > 0)
+        return 0;
+    const nnl_idx ps = kc * UKR_MR, vs = TAIL_G * ps;
+    const nnl_idx nvec = nnl_cdiv(rows, UKR_MR) / TAIL_G;   /* vectors of whole row panels */
+    const nnl_idx per = NNL_TAIL_VECS(n);
+    nnl_idx g = 0;                                            /* the block's first vector */
+    for (; g + per <= nvec; g += per)
+        NNL_TAIL_SWITCH(TAIL_V)
+    switch (nvec - g) {                                       /* fewer vectors left */
+    case 3: NNL_TAIL_SWITCH(3) break;
+    case 2: NNL_TAIL_SWITCH(2) break;
+    case 1: NNL_TAIL_SWITCH(1) break;
+    default: break;
+    }
+    return nnl_min(nvec * LANES, rows);
+}
+#undef NNL_TAIL_SWITCH
+#undef NNL_TAIL_MORE
+#undef NNL_TAIL_VECS
+#undef NNL_TAIL_COLS
+#define NNL_TAIL_FN FN(tail), (LANES / 2) /* TAIL_N */
+#undef TAIL_V
+#undef TAIL_N
+#undef TAIL_G
+#else
+#define NNL_TAIL_FN NULL, 0
+#endif
+
 static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr),
-                                         FN(dot), 1};
+                                         FN(dot), 1, NNL_TAIL_FN};
+#undef NNL_TAIL_FN
 #undef UKR_NR

@@ -20,6 +20,7 @@
 #undef V_MASK
 #undef V_LOADM
 #undef V_STOREM
+#undef V_JOIN
 #undef UKR_MR
 #undef UKR_NV
 #undef UKR_MC

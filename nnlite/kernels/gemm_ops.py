@@ -81,8 +81,10 @@ def info():
 
 def blocking(dtype=np.float32, isa=None):
     """Register and cache blocking (dict mr, nr, mc, kc, nc) of the micro-kernel family ``isa``
-    (None: the one in use) for ``dtype``, plus the cache sizes it was derived from (``caches``:
-    l1d, l2, l3 bytes and their source)."""
+    (None: the one in use) for ``dtype``, ``tail_n`` (the widest ragged last column panel the
+    family's column-tail kernel computes with the rows in the vector lanes, 0: none), plus the
+    cache sizes the blocks were derived from (``caches``: l1d, l2, l3 bytes and their
+    source)."""
     if _gemm is None:
         raise RuntimeError("the GEMM extension nnlite._gemm is not built")
     dt = np.dtype(dtype)

@@ -1,0 +1,100 @@
+"""An inference plan's im2col conv over a batch whose per-image products would be narrow
+(ResNet's 3x3/2 conv onto its 7x7 map): the column buffer holds every image and ONE product
+runs over every (image, pixel) column (``ConvKernel.batch_cols``).
+
+Oracles: the naive-loop reference ``nnlite.kernels.conv_reference`` in float64 (+ bias,
+residual, activation in NumPy), and the same layer run image by image (the route before),
+which reduces in the same K order: the same bits, for 1 and 2 threads.
+"""
+import numpy as np
+import pytest
+from conftest import assert_close, kernel_threads, reference_epilogue
+
+from nnlite.kernels import conv_reference as ref
+from nnlite._infer import kernels as K
+
+needs_gemm = pytest.mark.skipif(K._gemm_ext is None, reason="needs the compiled GEMM")
+
+ACTS = {None: 0, "relu": 1, "relu6": 2}
+
+
+def _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((F, C) + k) / np.sqrt(C * k[0] * k[1])).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    attrs = {"kernel_shape": list(k), "strides": list(stride), "pads": list(pads),
+             "dilations": list(dil), "activation": act}
+
+    def make():
+        return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(dtype), algorithm="im2col")
+    kern = make()
+    oh, ow = kern.geom.oh, kern.geom.ow
+    r = rng.standard_normal((N, F, oh, ow)).astype(dtype) if residual else None
+    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64),
+                      None if b is None else b.astype(np.float64), stride,
+                      (pads[0], pads[2], pads[1], pads[3]), dil)
+    if r is not None:
+        want = want + r
+    return make, x, r, reference_epilogue(want, ACTS[act])
+
+
+def _run(kern, x, r):
+    N, C, H, W, F, oh, ow = kern.shape
+    y = np.full((N, F, oh, ow), np.nan, kern.dtype)
+    ins = [x, None, None, r] if r is not None else [x]
+    kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
+    return y
+
+
+@needs_gemm
+@pytest.mark.parametrize("N,C,F,H,W,k,stride,pads,dil,act,residual,bias,dtype", [
+    (3, 24, 80, 13, 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "relu", True, True,
+     np.float32),                                       # ResNet's 3x3/2 shape, small
+    (2, 7, 70, 9, 14, (3, 1), (2, 2), (1, 0, 1, 0), (1, 1), None, False, True,
+     np.float32),                                       # non-square kernel, 5x7 output
+    (4, 5, 64, 15, 11, (2, 3), (3, 2), (0, 1, 2, 0), (2, 1), "relu6", True, False,
+     np.float32),                                       # stride != dilation, uneven pads
+    (2, 1, 66, 6, 6, (5, 5), (2, 2), (6, 6, 6, 6), (1, 1), "relu", False, True,
+     np.float32),                                       # one channel, padding > kernel
+    (2, 300, 64, 8, 8, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), None, True, True,
+     np.float32),                                       # K = 2700: several K slices
+    (3, 16, 72, 9, 9, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "relu", True, True,
+     np.float64),
+])
+def test_batch_columns_match_per_image_and_reference(N, C, F, H, W, k, stride, pads, dil, act,
+                                                     residual, bias, dtype):
+    make, x, r, want = _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype,
+                              N * 1000 + C + F)
+    kern = make()
+    assert kern.algorithm == "im2col" and K._narrow(F, kern.geom.oh * kern.geom.ow)
+    assert kern.batch_cols
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            got = _run(kern, x, r)
+            per_image = make()
+            per_image.batch_cols = False          # the route before: one product per image
+            before = _run(per_image, x, r)
+        assert np.array_equal(got, before)
+        assert_close(got, want, dtype, k=C * k[0] * k[1], scale=4)
+    assert kern.w_packed is None                  # no copy packed for one image's product
+    assert per_image.w_packed is not None
+
+
+@needs_gemm
+def test_batch_columns_only_where_per_image_products_are_narrow():
+    def kern(N, F, H, g=1, k=3, stride=2):
+        w = np.zeros((F, 8 // g, k, k), np.float32)
+        pad = k // 2
+        attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad] * 4,
+                 "group": g}
+        return K.ConvKernel((N, 8, H, H), w, None, attrs, False, np.dtype(np.float32))
+    assert kern(2, 64, 14).batch_cols                     # 7x7 output, 64 filters
+    assert not kern(1, 64, 14).batch_cols                 # one image
+    assert not kern(2, 64, 32).batch_cols                 # 16x16 output: not narrow
+    assert not kern(2, 32, 14).batch_cols                 # few filters: not transposed
+    assert not kern(2, 64, 14, g=2).batch_cols            # groups
+    assert not kern(2, 64, 14, k=1).batch_cols            # strided 1x1: gathered instead
+    assert kern(2, 64, 14, k=1).gathered is not None
+    one, two = kern(1, 64, 14), kern(2, 64, 14)
+    assert two.scratch_bytes >= 2 * one.scratch_bytes - 64

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
+from test_gemm import oracle
 
 from nnlite.kernels import gemm
 from nnlite.kernels import gemm_ops
@@ -25,17 +26,6 @@ pytestmark = pytest.mark.skipif(not BUILT, reason="nnlite._gemm not built")
 
 def rand(shape, dtype, seed):
     return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype(dtype)
-
-
-def reference(a, b, alpha, beta, c, bias, bias_axis, act):
-    r = alpha * (a.astype(np.float64) @ b.astype(np.float64)) + beta * c.astype(np.float64)
-    if bias is not None:
-        r = r + (bias[:, None] if bias_axis == 0 else bias[None, :])
-    if act is not None:
-        r = np.maximum(r, 0)
-        if act == "relu6":
-            r = np.minimum(r, 6)
-    return r
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -86,7 +76,7 @@ def test_ragged_tails_match_full_panels_and_float64(isa, dtype):
                      beta=beta, bias=bias, bias_axis=axis or 0, activation=act,
                      num_threads=threads)
                 np.testing.assert_array_equal(got, wide[:, :n], err_msg=f"m={m} k={k} n={n}")
-                assert_close(got, reference(a, b, alpha, beta, c0[:, :n], bias, axis or 0, act),
+                assert_close(got, oracle(a, b, alpha, beta, c0[:, :n], bias, axis or 0, act),
                              dtype, k=k, scale=1.0)
 
 

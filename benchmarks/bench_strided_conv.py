@@ -7,7 +7,7 @@ with ONNX Runtime on the same layer beside (``--ort``, when installed).
 
 Variants per layer:
   1x1/2  'plan'   the plan's own route (``ConvKernel.maps``: one product per image reading
-                  every second pixel in place; a narrow map of a batch: ``ConvKernel.gathered``;
+                  every second pixel in place; a batch of narrow maps: ``ConvKernel.batch_cols``;
                   else im2col + GEMM)
          'im2col' the same ConvKernel forced onto im2col + GEMM (the route before strided reads)
          'maps'   forced onto the in-place product
@@ -42,7 +42,7 @@ LAYERS = {
 def _kernel_call(x, w, b, attrs, algorithm="auto", im2col=False, maps=False):
     kern = ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32), algorithm=algorithm)
     if im2col or maps:
-        kern.maps, kern.gathered = maps, None
+        kern.maps, kern.batch_cols = maps, False
     N, C, H, W, F, oh, ow = kern.shape
     y = np.empty((N, F, oh, ow), np.float32)
     run = kern.bind([x], [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))
@@ -99,8 +99,8 @@ def main():
                     cands, algos = {}, {}
                     run, kern = _kernel_call(x, w, b, attrs)
                     cands["plan"] = run
-                    algos["plan"] = ("maps" if kern.maps else "gathered"
-                                     if kern.gathered is not None else kern.algorithm)
+                    algos["plan"] = ("maps" if kern.maps else "batch"
+                                     if kern.batch_cols else kern.algorithm)
                     if k == 1:
                         cands["im2col"] = _kernel_call(x, w, b, attrs, im2col=True)[0]
                         if not kern.maps:

@@ -486,10 +486,7 @@ static TGT nnl_idx FN(tail)(nnl_idx kc, const T *ap, nnl_idx rows, const T *bp, 
 #undef NNL_TAIL_MORE
 #undef NNL_TAIL_VECS
 #undef NNL_TAIL_COLS
-#define NNL_TAIL_FN FN(tail), (LANES / 2) /* TAIL_N */
-#undef TAIL_V
-#undef TAIL_N
-#undef TAIL_G
+#define NNL_TAIL_FN FN(tail), TAIL_N
 #else
 #define NNL_TAIL_FN NULL, 0
 #endif
@@ -497,4 +494,7 @@ static TGT nnl_idx FN(tail)(nnl_idx kc, const T *ap, nnl_idx rows, const T *bp, 
 static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr),
                                          FN(dot), 1, NNL_TAIL_FN};
 #undef NNL_TAIL_FN
+#undef TAIL_V
+#undef TAIL_N
+#undef TAIL_G
 #undef UKR_NR

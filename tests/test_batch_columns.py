@@ -1,6 +1,7 @@
 """An inference plan's im2col conv over a batch whose per-image products would be narrow
 (ResNet's 3x3/2 conv onto its 7x7 map): the column buffer holds every image and ONE product
-runs over every (image, pixel) column (``ConvKernel.batch_cols``).
+runs over every (image, pixel) column (``ConvKernel.batch_cols``; strided 1x1 convs take it
+too, tested in test_strided_pointwise.py).
 
 Oracles: the naive-loop reference ``nnlite.kernels.conv_reference`` in float64 (+ bias,
 residual, activation in NumPy), and the same layer run image by image (the route before),
@@ -94,7 +95,9 @@ def test_batch_columns_only_where_per_image_products_are_narrow():
     assert not kern(2, 64, 32).batch_cols                 # 16x16 output: not narrow
     assert not kern(2, 32, 14).batch_cols                 # few filters: not transposed
     assert not kern(2, 64, 14, g=2).batch_cols            # groups
-    assert not kern(2, 64, 14, k=1).batch_cols            # strided 1x1: gathered instead
-    assert kern(2, 64, 14, k=1).gathered is not None
+    assert kern(2, 64, 14, k=1).batch_cols                # strided 1x1 onto 7x7
+    assert not kern(2, 64, 60, k=1).batch_cols            # ... rows of 30: read in place
+    assert kern(2, 64, 60, k=1).maps
+    assert kern(2, 64, 40, k=1).batch_cols                # ... rows of 20: too short for that
     one, two = kern(1, 64, 14), kern(2, 64, 14)
     assert two.scratch_bytes >= 2 * one.scratch_bytes - 64

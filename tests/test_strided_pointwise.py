@@ -1,7 +1,8 @@
 """Strided pointwise convs in the inference plan (ResNet's 1x1/2 downsample): one product per
 image reading every s-th pixel in place (``ConvKernel.maps``, ``_gemm.gemm_maps`` over
-``nnl_sgemm_split_pk``), or on a narrow map of a batch the pixels gathered once and ONE product
-over every (image, pixel) column (``ConvKernel.gathered``).
+``nnl_sgemm_split_pk``), or, for a batch whose rows are too short for that, every image's pixels
+gathered by im2col into one buffer and ONE product over every (image, pixel) column
+(``ConvKernel.batch_cols``).
 
 Oracles: the naive-loop reference ``nnlite.kernels.conv_reference`` in float64 (+ bias,
 residual, activation in NumPy), a float64 einsum for the raw GEMM entry, and the plan's
@@ -29,11 +30,11 @@ def _run(kern, x, w_shape, r, y_buf=None):
 
 def _route(kern, route):
     """The same layer forced onto one route: 'im2col' (im2col + GEMM, the route before strided
-    reads), 'maps' (one in-place product per image) or 'gathered' (a batch's pixels gathered,
+    reads), 'maps' (one in-place product per image) or 'batch' (a batch's pixels gathered,
     one product over every (image, pixel) column)."""
     N, C, H, W, F, oh, ow = kern.shape
     kern.maps = route == "maps"
-    kern.gathered = (N, C, oh * ow) if route == "gathered" else None
+    kern.batch_cols = route == "batch"
     kern.scratch_bytes = max(kern.scratch_bytes, K._align(N * C * oh * ow * kern.dtype.itemsize))
     return kern
 
@@ -64,7 +65,7 @@ def _expect(x, w, b, r, stride, act):
     (2, 33, 9, 25, 50, (3, 2), None, False, True),         # stride 3 x 2, not tiling the map
     (1, 16, 128, 64, 50, (1, 2), "relu", False, True),     # stride only along W
     (1, 24, 16, 29, 23, (2, 2), None, True, True),         # rows of 12: im2col path
-    (3, 40, 72, 13, 9, (2, 2), "relu", True, True),        # narrow (7x5), batch: gathered
+    (3, 40, 72, 13, 9, (2, 2), "relu", True, True),        # narrow (7x5), batch: one product
     (1, 520, 96, 20, 56, (2, 2), None, False, True),       # K > KC: two K slices
     (2, 8, 16, 2, 49, (2, 2), "relu", True, True),         # one output row (a plain B)
     (2, 8, 3, 1, 49, (2, 2), None, False, True),           # ... of 3 filters (unpacked rows)
@@ -81,9 +82,9 @@ def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residua
     oh, ow = kern.geom.oh, kern.geom.ow
     narrow = K._narrow(F, oh * ow)
     assert kern.maps == (not narrow and ow >= K._MAPS_MIN_OW)
-    assert (kern.gathered is not None) == (narrow and N > 1)
+    assert kern.batch_cols == (N > 1 and not kern.maps)
     expect = _expect(x, w, b, r, stride, act)
-    routes = ["im2col", "maps"] + (["gathered"] if N > 1 else [])
+    routes = ["im2col", "maps"] + (["batch"] if N > 1 else [])
     for nt in (1, 2):
         with kernel_threads(nt):
             got = _run(kern, x, w.shape, r)

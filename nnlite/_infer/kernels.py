@@ -410,31 +410,28 @@ class ConvKernel(Kernel):
         # s-th pixel of every s-th row. With output rows of at least _MAPS_MIN_OW pixels it
         # runs as one product per image reading those pixels in place (``gemm_maps``: the B
         # packer does the gather the column matrix did, the weights packed once), all images
-        # in one call; on a narrow map (run transposed at batch 1, see gemm_into) a batch
-        # gathers its pixels into the column buffer at once and runs as ONE product over every
-        # (image, pixel) column, as split_batch. Same K order as im2col + GEMM, so the same
-        # bits. AMD EPYC Zen 4, in-process interleaved medians, one thread: 256->512 @56 b1
-        # 2.16 -> 2.06 ms, b8 17.1 -> 16.3 ms; 1024->2048 @14 b8 18.6 -> 17.9 ms (AVX2:
+        # in one call (else a batch takes batch_cols below). Same K order as im2col + GEMM, so
+        # the same bits. AMD EPYC Zen 4, in-process interleaved medians, one thread: 256->512
+        # @56 b1 2.16 -> 2.06 ms, b8 17.1 -> 16.3 ms; 1024->2048 @14 b8 18.6 -> 17.9 ms (AVX2:
         # 21.5 -> 18.2 ms)
         strided_pw = ((kh, kw) == (1, 1) and s != (1, 1) and not any(pads) and g == 1
                       and self.algorithm == "im2col" and _gemm_ext is not None
                       and dtype in _ITEM)
         self.maps = strided_pw and not _narrow(F, oh * ow) and ow >= _MAPS_MIN_OW
-        self.gathered = None   # the batch's column buffer (N, C, OH*OW) of the narrow case
-        if strided_pw and not self.maps and N > 1:
-            self.gathered = (N, C, oh * ow)
-            self.scratch_bytes = _align(N * C * oh * ow * dtype.itemsize)
-        # Any other im2col conv of a batch whose per-image products would be narrow (ResNet's
-        # 3x3/2 conv onto its 7x7 map) does the same: the column buffer holds every image and
-        # ONE product runs over every (image, pixel) column (``_mm``'s split path), the weights
-        # read once per batch instead of once per image (the same K slices and order, so the
-        # same bits; no copy of the weights packed for one image's product). ResNet-50's
-        # 512->512 3x3/2 onto 7x7 at batch 8, Intel Emerald Rapids, 2 threads, the step in
-        # two plans interleaved (21 rounds): 14.26 -> 12.44 ms; the plan's prepared weights
-        # 161.7 -> 152.4 MB, its scratch area unchanged (24.9 MB).
-        self.batch_cols = (self.algorithm == "im2col" and not self.pointwise and not strided_pw
-                           and g == 1 and N > 1 and _gemm_ext is not None and dtype in _ITEM
-                           and _narrow(F, oh * ow))
+        # An im2col conv of a batch whose per-image products would be narrow (a 7x7 map:
+        # ResNet's 3x3/2 and 1x1/2 convs onto it), or a strided 1x1 conv whose rows are too
+        # short to read in place, puts every image's columns in one buffer and runs ONE product
+        # over every (image, pixel) column (``_mm``'s split path), as split_batch: the weights
+        # read once per batch instead of once per image, the same K slices and order, so the
+        # same bits, and no copy of the weights packed for one image's product. Intel Emerald
+        # Rapids, 2 threads, batch 8: ResNet-50's 512->512 3x3/2 onto 7x7, that step in two
+        # plans interleaved (21 rounds), per image -> one product 14.26 -> 12.44 ms, the plan's
+        # prepared weights 161.7 -> 152.4 MB, its scratch area unchanged (24.9 MB). The strided
+        # 1x1 convs' pixels were gathered with a NumPy copy before: im2col's threaded gather
+        # takes 273 against 430 us (1024 channels @14), 421 against 659 us (512 @28).
+        self.batch_cols = (self.algorithm == "im2col" and not self.pointwise and g == 1
+                           and N > 1 and _gemm_ext is not None and dtype in _ITEM
+                           and (_narrow(F, oh * ow) or (strided_pw and not self.maps)))
         if self.batch_cols:
             self.scratch_bytes = _align(N * C * kh * kw * oh * ow * dtype.itemsize)
 
@@ -449,8 +446,7 @@ class ConvKernel(Kernel):
                 self.winograd = _conv_cython.conv_winograd.WinogradWeights(
                     w, self.geom, self.dtype, m=self.wino_m)
             elif (self.g == 1 and self.algorithm == "im2col"
-                  and not (self.geom.n > 1 and (self.split_batch or self.batch_cols
-                                                or self.gathered is not None))):
+                  and not (self.geom.n > 1 and (self.split_batch or self.batch_cols))):
                 # (a batch's pointwise conv on a narrow map runs as one product over every
                 # (image, pixel) column, ``_mm``'s split path, on the weights as they are: a
                 # copy packed for one image's product would never be read. Packing them once
@@ -486,23 +482,22 @@ class ConvKernel(Kernel):
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
             return self._bind_convfast(x, y, r, work)
-        if self.gathered is not None and _unit_w(y):
-            return self._bind_gathered(x, y, r, scratch)
         if self.maps and _unit_w(y):
             return self._bind_maps(x, y, r, self._bind_im2col(x, y, r, scratch))
         return self._bind_im2col(x, y, r, scratch)
 
     def _bind_im2col(self, x, y, r, scratch):
         """im2col + GEMM: F.conv2d's own forward routine, with this plan's column buffer (one
-        image), its GEMM hook (packed weights, fused activation) and the residual
-        accumulated."""
+        image, or every image for ``batch_cols``: one product), its GEMM hook (packed weights,
+        fused activation) and the residual accumulated."""
         N, C, H, W, F, oh, ow = self.shape
         y3 = _view(y, (N, F, oh * ow))
         r3 = None if r is None or np.shares_memory(r, y) else r.reshape(N, F, oh * ow)
+        batch = self.batch_cols and _unit_w(y)    # the split product writes rows in place
         cols = (None if self.pointwise
-                else _scratch(scratch, (N,) + self.cols, self.dtype) if self.batch_cols
+                else _scratch(scratch, (N,) + self.cols, self.dtype) if batch
                 else _scratch(scratch, self.cols, self.dtype)[None])
-        mm, geom = self._mm(self.batch_cols or None), self.geom
+        mm, geom = self._mm(batch or None), self.geom
         w_flat, bias = self.w_flat, self.bias
         forward, accumulate = _conv_gemm.forward, r is not None
 
@@ -580,25 +575,6 @@ class ConvKernel(Kernel):
             if r4 is not None:
                 np.copyto(y, r4)
             maps(a, xs, y, 1.0, beta, bias, act, get_num_threads(), isa, apk)
-        return run
-
-    def _bind_gathered(self, x, y, r, scratch):
-        """A strided pointwise conv of a batch on a narrow map: its pixels gathered into the
-        column buffer (N, C, OH*OW) at once, then the pointwise batch product of ``_mm``."""
-        N, C, H, W, F, oh, ow = self.shape
-        cols = _scratch(scratch, self.gathered, self.dtype)
-        xs, dst = self._strided_pixels(x), cols.reshape(N, C, oh, ow)
-        y4 = _view(y, (N, 1, F, oh * ow))
-        r3 = None if r is None or np.shares_memory(r, y) else r
-        wg, bg = self.wg, None if self.bias is None else self.bias[None]
-        mm, accumulate = self._mm(split=True), r is not None
-        b4 = cols.reshape(N, 1, C, oh * ow)
-
-        def run():
-            if r3 is not None:
-                np.copyto(y, r3)
-            np.copyto(dst, xs)
-            mm(wg, b4, out=y4, bias=bg, accumulate=accumulate)
         return run
 
     def _mm(self, split=None):

@@ -68,8 +68,9 @@ def test_plan_is_a_valid_cut_with_both_directions(isa, dtype):
                 assert nu % nr == 0 and nu > 0
                 ru, cu = -(-m // mu), -(-n // nu)
                 # at least two units a thread for the dynamic schedule, one when the call
-                # packs A itself (each unit of a row group packs its rows of A again)
-                least = (1 if pack_a else 2) * nt
+                # packs A itself (each unit of a row group packs its rows of A again) or when
+                # a pre-packed A is the larger operand (M >= N: each thread its own rows)
+                least = (1 if pack_a or (pack_b and m >= n) else 2) * nt
                 assert min(least, -(-m // mr) * -(-n // nr)) <= ru * cu <= 8 * nt
                 seen.add((ru > 1, cu > 1))
     assert (True, False) in seen and (False, True) in seen
@@ -94,8 +95,21 @@ def test_a_packed_per_call_is_packed_once_per_row_group(isa):
     for m, n, k in [(256, 196, 1024), (1024, 196, 256)]:
         u = units(isa, np.float32, m, n, k, 2, True, True)
         assert u["nu"] >= n, (m, n, k, u)
-        pre = units(isa, np.float32, m, n, k, 2, False, True)   # the same A pre-packed
-        assert -(-m // pre["mu"]) * -(-n // pre["nu"]) >= 4, (m, n, k, pre)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_pre_packed_a_larger_than_b_is_cut_by_rows(isa):
+    # the convs of a 14x14 map with their weights pre-packed (M >= N): one unit a thread, rows
+    # cut, so that each thread streams only its share of the weights (two units a thread cut
+    # 2 x 2 and every thread read all of them); B packed by the call either way
+    for m, n, k in [(256, 196, 1024), (1024, 196, 256), (256, 196, 2304), (512, 196, 1024)]:
+        for nt in (2, 4):
+            u = units(isa, np.float32, m, n, k, nt, False, True)
+            assert u["nu"] >= n and -(-m // u["mu"]) == nt, (m, n, k, nt, u)
+    # more columns than rows (B the larger operand): two units a thread, as before
+    for m, n, k in [(512, 784, 128), (256, 3136, 64), (128, 784, 512)]:
+        u = units(isa, np.float32, m, n, k, 2, False, True)
+        assert -(-m // u["mu"]) * -(-n // u["nu"]) >= 4, (m, n, k, u)
 
 
 def test_work_units_rejects_bad_sizes():

@@ -198,9 +198,9 @@
  *   in one process between interleaved calls (15 rounds), time at KC 384 (MC from the L2
  *   rule) over KC 256: AVX-512 2048^3 0.980, 1024^3 0.969, 512^3 0.995 (KC 512: 0.983, 0.938,
  *   0.989; an earlier hour 0.956-0.962 at 2048^3); AVX2 (6 x 16, KC 272 before) 0.980, 0.996,
- *   0.995 (KC 512: 1.008, 1.005, 1.003); whole plans at batch 1 in an earlier hour, two plans
- *   built under KC 384 or 512 and under 256, alternated: 0.996 / 0.988 (ResNet-50 /
- *   GoogLeNet). */
+ *   0.995 (KC 512: 1.008, 1.005, 1.003). Whole plans, two built under either blocking (set in
+ *   every extension) and alternated in one process: ResNet-50 at batch 1 0.994 / 1.006,
+ *   GoogLeNet 1.014 / 1.000, MobileNetV2 0.986, ResNet-50 at batch 8 1.004: level. */
 #ifndef NNL_KC_MIN
 #define NNL_KC_MIN 384
 #endif

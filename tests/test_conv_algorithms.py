@@ -686,9 +686,7 @@ def test_implicit_extra_memory_is_a_fraction_of_the_column_matrix(n, c, hw, f, k
     cols = n * c * k * k * geom.l * 4                             # explicit im2col, whole batch
     extra = convfast.implicit_workspace_bytes(n, c, hw, hw, f, g, k, k, s, s, p, p, d, d,
                                               geom.oh, geom.ow, 4, num_threads=2)
-    # the packing buffers hold K slices (KC deep, at least 384): 96 -> 128 3x3 at 28x28, one
-    # image, K = 864 in three slices of 288: 0.73 MB against the column matrix's 2.7 MB
-    assert 0 < extra <= cols / 3, (extra, cols)
+    assert 0 < extra <= cols / 4, (extra, cols)
 
 
 @pytest.mark.parametrize("k,pad", [(1, 0), (3, 1), (2, 0)])

@@ -2,7 +2,7 @@
 
 ``_gemm.blocking_rule`` is a pure function of (L1d, L2, L3 share, MR, NR, element size); the
 tests check it against the rules written out here (BLIS's: the KC x NR B micro-panel plus the
-MR x KC A micro-panel in half the L1d, at least 384 deep; the MC x KC A block in half the L2;
+MR x KC A micro-panel in half the L1d, at least 256 deep; the MC x KC A block in half the L2;
 the KC x NC B block in half the L3 share), that the blocking in use is the rule applied to the
 detected caches, and, in a subprocess with faked cache sizes (``NNLITE_CACHE_SIZES``), that
 very different blockings still give correct GEMMs and convolutions, bit-identical for 1, 2 and
@@ -44,11 +44,11 @@ def test_blocking_rule_follows_cache_sizes(caches, elsize):
         b = gemm_ops._gemm.blocking_rule(l1, l2, l3, mr, nr, elsize)
         kc, mc, nc = b["kc"], b["mc"], b["nc"]
         assert kc % 8 == 0 and mc % mr == 0 and nc % nr == 0
-        assert 384 <= kc <= 1024
+        assert 256 <= kc <= 1024
         fits = (mr + nr) * elsize
         if kc == 1024:   # the cap
             assert kc * fits <= l1 // 2
-        elif kc > 384:   # the L1 rule decided: the micro-panels fit, 8 more rows would not
+        elif kc > 256:   # the L1 rule decided: the micro-panels fit, 8 more rows would not
             assert kc * fits <= l1 // 2 < (kc + 8) * fits
         else:
             assert (kc + 8) * fits > l1 // 2
@@ -57,17 +57,13 @@ def test_blocking_rule_follows_cache_sizes(caches, elsize):
 
 
 def test_blocking_rule_hand_computed():
-    # 96 KB L1d, 2 MB L2, 4 MB L3 share, AVX2 float32 (6 x 16): 49152 // 88 = 558 -> KC 552;
-    # 1 MB // (552 * 4) = 474 -> MC 474; 2 MB // 2208 = 949 -> NC 944
-    assert gemm_ops._gemm.blocking_rule(96 * K, 2 * M, 4 * M, 6, 16, 4) == {
-        "mc": 474, "kc": 552, "nc": 944}
-    # 48 KB L1d: 24576 // 88 = 279 < 384 -> KC 384 (the floor); 1 MB // 1536 = 682 -> MC 678
+    # 48 KB L1d, 2 MB L2, 4 MB L3 share, AVX2 float32 (6 x 16): 24576 // 88 = 279 -> KC 272;
+    # 1 MB // (272 * 4) = 963 -> MC 960; 2 MB // 1088 = 1927 -> NC 1920
     assert gemm_ops._gemm.blocking_rule(48 * K, 2 * M, 4 * M, 6, 16, 4) == {
-        "mc": 678, "kc": 384, "nc": 1360}
-    # 32 KB L1d, 8 x 48: 16384 // 224 = 73 -> KC 384; 512 KB // 1536 = 341 -> MC 336; 8 MB //
-    # 1536 = 5461 -> NC 5424
+        "mc": 960, "kc": 272, "nc": 1920}
+    # 32 KB L1d: 16384 // 224 = 73 < 256 -> KC 256; 512 KB // 1024 -> MC 512; 8 MB // 1024
     assert gemm_ops._gemm.blocking_rule(32 * K, 1 * M, 16 * M, 8, 48, 4) == {
-        "mc": 336, "kc": 384, "nc": 5424}
+        "mc": 512, "kc": 256, "nc": 8160}
     with pytest.raises(ValueError, match="cache sizes"):
         gemm_ops._gemm.blocking_rule(0, 1 * M, 1 * M, 8, 48, 4)
 

@@ -192,17 +192,17 @@
 /* GEMM cache blocking (nnl_cache.c): shallowest K slice. One thread, CPU time, float32
  *   AVX-512 8 x 48 vs OpenBLAS, 256^3..2048^3, AMD EPYC Zen 4 (32 KB L1d, 1 MB L2): KC 72
  *   (BLIS's L1 rule alone) 0.79-0.92x of OpenBLAS; KC 216, 256, 360, 384 0.93-1.05x, within
- *   the noise of each other. Raised from 256 to 384 (2026-12-06): each K slice loads and
- *   stores every C tile once, and with 8 x 48 tiles the B micro-panel outgrows the L1 at
- *   either depth. Intel Emerald Rapids (48 KB L1d, 2 MB L2), 2 threads, the blocking switched
- *   in one process between interleaved calls (15 rounds), time at KC 384 (MC from the L2
- *   rule) over KC 256: AVX-512 2048^3 0.980, 1024^3 0.969, 512^3 0.995 (KC 512: 0.983, 0.938,
- *   0.989; an earlier hour 0.956-0.962 at 2048^3); AVX2 (6 x 16, KC 272 before) 0.980, 0.996,
- *   0.995 (KC 512: 1.008, 1.005, 1.003). Whole plans, two built under either blocking (set in
- *   every extension) and alternated in one process: ResNet-50 at batch 1 0.994 / 1.006,
- *   GoogLeNet 1.014 / 1.000, MobileNetV2 0.986, ResNet-50 at batch 8 1.004: level. */
+ *   the noise of each other. KC 384 measured again 2026-12-06 and left at 256: Intel
+ *   Emerald Rapids (48 KB L1d, 2 MB L2), 2 threads, the blocking switched in one process
+ *   between interleaved calls (15 rounds), time at KC 384 (MC from the L2 rule) over KC 256:
+ *   AVX-512 2048^3 0.980, 1024^3 0.969, 512^3 0.995 (KC 512: 0.983, 0.938, 0.989); AVX2 (6 x
+ *   16, KC 272) 0.980, 0.996, 0.995; but whole plans, two built under either blocking (set in
+ *   every extension) and alternated, level: ResNet-50 at batch 1 0.994 / 1.006, GoogLeNet
+ *   1.014 / 1.000, MobileNetV2 0.986, ResNet-50 at batch 8 1.004; and the implicit conv's
+ *   packing buffers grow with the slices (96->128 3x3 at 28x28, one image: 0.73 MB against
+ *   0.51). */
 #ifndef NNL_KC_MIN
-#define NNL_KC_MIN 384
+#define NNL_KC_MIN 256
 #endif
 
 /* Share of the L1d that the KC x NR B micro-panel plus the MR x KC A micro-panel take

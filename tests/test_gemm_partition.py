@@ -112,6 +112,28 @@ def test_pre_packed_a_larger_than_b_is_cut_by_rows(isa):
         assert -(-m // u["mu"]) * -(-n // u["nu"]) >= 4, (m, n, k, u)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", ISAS)
+def test_row_cut_of_pre_packed_a_matches_oracle_and_threads(isa, dtype):
+    # the row cut's products (A pre-packed, M >= N, an odd row count and a column tail)
+    # against float64 and bit for bit across thread counts
+    with gemm_ops.using_microkernel(isa):
+        for i, (m, n, k) in enumerate([(203, 197, 517), (1000, 196, 130)]):
+            a, b = rand((m, k), dtype, 40 + i), rand((k, n), dtype, 50 + i)
+            bias = rand((m,), dtype, 60 + i)
+            packed = gemm_ops.pack(a, "a")
+            ref = np.maximum(a.astype(np.float64) @ b.astype(np.float64)
+                             + bias.astype(np.float64)[:, None], 0)
+            outs = {}
+            for nt in (1,) + THREADS:
+                out = np.empty((m, n), dtype)
+                gemm(packed, b, out, bias=bias, activation="relu", num_threads=nt)
+                outs[nt] = out
+            assert_close(outs[1], ref, dtype, k=k, scale=1.0)
+            for nt in THREADS:
+                np.testing.assert_array_equal(outs[nt], outs[1], err_msg=f"{(m, n, k)} nt={nt}")
+
+
 def test_work_units_rejects_bad_sizes():
     code = gemm_ops._gemm.isa_code(ISAS[0])
     with pytest.raises(ValueError, match="M=0"):

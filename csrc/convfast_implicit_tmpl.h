@@ -102,34 +102,16 @@ static NNL_NO_MEMCPY_IDIOM void FN(cf_wide_rows)(const nnl_conv_geom *g, const c
     const nnl_idx wq = p->wq, sh = g->sh, sw = g->sw;
     for (int ri = 0; ri < p->nrph; ri++)
         for (int ci = 0; ci < p->ncph; ci++) {
-            const nnl_idx ra = p->rph[ri], rb = p->cph[ci];
+            const nnl_idx ra = p->rph[ri], off = p->cph[ci] - g->pl;
             T *ph = dst + (ri * p->ncph + ci) * p->pstride;
-            nnl_idx v0, v1;   /* columns v whose source v*sw + rb - pl lies in [0, W) */
-            nnl_col_range(rb - g->pl, g->w, sw, wq, &v0, &v1);
+            nnl_idx lo, hi;   /* columns v whose source v*sw + off lies in [0, W) */
+            nnl_col_range(off, g->w, sw, wq, &lo, &hi);
             for (nnl_idx u = 0; u < rows; u++) {
-                T *row = ph + u * wq;
                 const nnl_idx r = (u0 + u) * sh + ra - g->pt;
-                if ((size_t)r >= (size_t)g->h) {
-                    for (nnl_idx v = 0; v < wq; v++)
-                        row[v] = 0;
-                    continue;
-                }
-                const T *xr = xp + r * g->xsr;     /* x column v*sw + rb - pl for v in [v0, v1) */
-                const nnl_idx off = rb - g->pl;
-                for (nnl_idx v = 0; v < v0; v++)
-                    row[v] = 0;
-                if (sw == 1) {
-                    for (nnl_idx v = v0; v < v1; v++)
-                        row[v] = xr[v + off];
-                } else if (sw == 2) {                   /* constant stride: vectorised */
-                    for (nnl_idx v = v0; v < v1; v++)
-                        row[v] = xr[2 * v + off];
-                } else {
-                    for (nnl_idx v = v0; v < v1; v++)
-                        row[v] = xr[v * sw + off];
-                }
-                for (nnl_idx v = v1; v < wq; v++)
-                    row[v] = 0;
+                if ((size_t)r >= (size_t)g->h)
+                    memset(ph + u * wq, 0, sizeof(T) * (size_t)wq);
+                else
+                    FN(nnl_strided_row)(ph + u * wq, xp + r * g->xsr + off, wq, sw, lo, hi);
             }
         }
 }

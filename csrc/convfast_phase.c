@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "convfast.h"
+#include "nnl_lanes.h"
 
 #ifdef _OPENMP
 #include <omp.h>

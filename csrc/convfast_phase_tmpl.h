@@ -67,38 +67,6 @@ static void FN(ph_blocks)(const T *xb, const nnl_idx *offs, nnl_idx ntap, const 
     }
 }
 
-/* one row of phase plane px: d[q] = xrow[q*SW + px - PL] inside the image, 0 in the padding */
-static inline void FN(ph_row)(T *restrict d, const T *restrict xrow, nnl_idx wq, nnl_idx w,
-                              nnl_idx sw, nnl_idx px, nnl_idx pl)
-{
-    const nnl_idx lo_num = pl - px, hi_num = w + pl - px;
-    nnl_idx lo = lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw;
-    nnl_idx hi = hi_num <= 0 ? 0 : (hi_num + sw - 1) / sw;
-    if (lo > wq)
-        lo = wq;
-    if (hi > wq)
-        hi = wq;
-    if (hi < lo)
-        hi = lo;
-    for (nnl_idx q = 0; q < lo; q++)
-        d[q] = 0;
-    if (hi > lo) {
-        const T *s = xrow + lo * sw + px - pl;
-        T *dd = d + lo;
-        const nnl_idx n = hi - lo;
-        if (sw == 1)
-            memcpy(dd, s, sizeof(T) * (size_t)n);
-        else if (sw == 2)
-            for (nnl_idx q = 0; q < n; q++)
-                dd[q] = s[2 * q];
-        else
-            for (nnl_idx q = 0; q < n; q++)
-                dd[q] = s[q * sw];
-    }
-    for (nnl_idx q = hi; q < wq; q++)
-        d[q] = 0;
-}
-
 /* One call's bands on the pool, each thread on its own plane and output buffers. */
 typedef struct {
     const nnl_conv_geom *g;
@@ -151,13 +119,16 @@ static void FN(ph_job_unit)(void *ctx, nnl_idx it, int tid, int first)
             for (nnl_idx py = 0; py < SH; py++)
                 for (nnl_idx px = 0; px < SW; px++) {
                     T *P = xb + ((c * SH + py) * SW + px) * plane;
+                    nnl_idx lo, hi;   /* columns q whose source q*SW + px - PL is in the row */
+                    nnl_col_range(px - g->pl, g->w, SW, wq, &lo, &hi);
                     for (nnl_idx r = 0; r < prow; r++) {
                         const nnl_idx h = (i0 + r) * SH + py - g->pt;
                         T *d = P + r * wq;
                         if (h < 0 || h >= g->h)
                             memset(d, 0, sizeof(T) * (size_t)wq);
                         else
-                            FN(ph_row)(d, xc + h * g->xsr, wq, g->w, SW, px, g->pl);
+                            FN(nnl_strided_row)(d, xc + h * g->xsr + px - g->pl, wq, SW, lo,
+                                                hi);
                     }
                 }
         }

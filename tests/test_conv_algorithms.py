@@ -179,6 +179,11 @@ IMPLICIT_PATHS = {
     "self, pointwise few rows": ((2, 7, 20, 19), (10, 7, 1, 1), 1, 0, 1, 1),
     "self, pointwise many rows": ((1, 7, 14, 15), (100, 7, 1, 1), 1, 0, 1, 1),
     "segments, 3x3 stride 2": ((1, 6, 33, 35), (7, 6, 3, 3), 2, 1, 1, 1),
+    # phase rows of 64 channels too many for a quarter of the L2: one thread's columns are
+    # cut into several units, each copying its band
+    "wide, 3x3 stride 2, bands under the L2": ((1, 64, 120, 101), (16, 64, 3, 3), 2, 1, 1, 1),
+    # a column stride of 3: the phase rows are copied element by element
+    "wide, stride 2 x 3": ((1, 5, 40, 47), (6, 5, 5, 4), (2, 3), 2, 1, 1),
 }
 
 
@@ -687,6 +692,22 @@ def test_implicit_extra_memory_is_a_fraction_of_the_column_matrix(n, c, hw, f, k
     extra = convfast.implicit_workspace_bytes(n, c, hw, hw, f, g, k, k, s, s, p, p, d, d,
                                               geom.oh, geom.ow, 4, num_threads=2)
     assert 0 < extra <= cols / 4, (extra, cols)
+
+
+@needs_ext
+@pytest.mark.parametrize("c, f, k, s", [(128, 128, 3, 2), (64, 64, 3, 1), (32, 48, 5, 2)])
+def test_implicit_band_copies_do_not_grow_with_the_image(c, f, k, s):
+    """One thread's units copy bands of phase rows sized from the L2 (a quarter of it, at
+    least two panels of columns), not the whole image: the work memory of a 4x taller image
+    is the same (it held the whole padded image before: ResNet-50's 128->128 3x3/2 at 56x56 on
+    one thread copied 1.7 MB and read its B panels from L3)."""
+    def work(h):
+        geom = conv2d_geometry((1, c, h, 56), (f, c, k, k), None, s, k // 2, 1, 1)
+        return convfast.implicit_workspace_bytes(1, c, h, 56, f, 1, k, k, s, s, k // 2,
+                                                 k // 2, 1, 1, geom.oh, geom.ow, 4,
+                                                 num_threads=1)
+    short, tall = work(112), work(448)
+    assert 0 < tall <= 1.1 * short, (short, tall)
 
 
 @pytest.mark.parametrize("k,pad", [(1, 0), (3, 1), (2, 0)])

@@ -2,7 +2,8 @@
  * rows of small maps as whole vectors under a lane mask (im2col_rows.c, convfast_direct.c's
  * row copies, pool_max.c's 3x3 'same' planes): masked-off lanes are neither read nor written,
  * so a row that ends at its buffer's end (or starts before its row, a negative padding
- * offset) is safe. Empty in a build without AVX-512. */
+ * offset) is safe. Without AVX-512 only the phase-row copies below are defined (their element
+ * loops). */
 #ifndef NNLITE_LANES_H
 #define NNLITE_LANES_H
 
@@ -58,4 +59,58 @@ static inline __m512d nnl_gather8_d(const double *s, nnl_idx sw, nnl_idx lo, nnl
 }
 
 #endif
+
+/* One row of a stride-phase plane: d[q] = s[q*sw] for q in [lo, hi) (the columns whose source
+ * lies in the image: nnl_col_range, made once per plane by the caller), 0 for the others in
+ * [0, n) (the padding). AVX-512 and sw 1 or 2: whole vectors by nnl_gather16_s /
+ * nnl_gather8_d, the last one stored under a lane mask, so nothing outside d[0..n) is written
+ * and only s[lo*sw .. (hi-1)*sw] is read (s may point before its row); else element by
+ * element. The implicit GEMM's band copies (convfast_implicit_tmpl.h) and the few-channel
+ * kernel's phase planes (convfast_phase_tmpl.h) build their rows with these. */
+static inline void nnl_strided_row_s(float *d, const float *s, nnl_idx n, nnl_idx sw,
+                                     nnl_idx lo, nnl_idx hi)
+{
+#if defined(__AVX512F__)
+    if (sw <= 2) {
+        for (nnl_idx q = 0; q < n; q += 16) {
+            const __m512 v = nnl_gather16_s(s + q * sw, sw, lo - q, hi - q);
+            if (n - q >= 16)
+                _mm512_storeu_ps(d + q, v);
+            else
+                _mm512_mask_storeu_ps(d + q, nnl_lanes16(0, n - q), v);
+        }
+        return;
+    }
+#endif
+    for (nnl_idx q = 0; q < lo; q++)
+        d[q] = 0;
+    for (nnl_idx q = lo; q < hi; q++)
+        d[q] = s[q * sw];
+    for (nnl_idx q = hi; q < n; q++)
+        d[q] = 0;
+}
+
+static inline void nnl_strided_row_d(double *d, const double *s, nnl_idx n, nnl_idx sw,
+                                     nnl_idx lo, nnl_idx hi)
+{
+#if defined(__AVX512F__)
+    if (sw <= 2) {
+        for (nnl_idx q = 0; q < n; q += 8) {
+            const __m512d v = nnl_gather8_d(s + q * sw, sw, lo - q, hi - q);
+            if (n - q >= 8)
+                _mm512_storeu_pd(d + q, v);
+            else
+                _mm512_mask_storeu_pd(d + q, nnl_lanes8(0, n - q), v);
+        }
+        return;
+    }
+#endif
+    for (nnl_idx q = 0; q < lo; q++)
+        d[q] = 0;
+    for (nnl_idx q = lo; q < hi; q++)
+        d[q] = s[q * sw];
+    for (nnl_idx q = hi; q < n; q++)
+        d[q] = 0;
+}
+
 #endif

@@ -68,7 +68,7 @@ def test_batch_columns_match_per_image_and_reference(N, C, F, H, W, k, stride, p
     make, x, r, want = _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype,
                               N * 1000 + C + F)
     kern = make()
-    assert kern.algorithm == "im2col" and K._narrow(F, kern.geom.oh * kern.geom.ow)
+    assert kern.algorithm == "im2col" and K._few_columns(F, kern.geom.oh * kern.geom.ow)
     assert kern.batch_cols
     for nt in (1, 2):
         with kernel_threads(nt):

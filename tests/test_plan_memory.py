@@ -99,8 +99,8 @@ def test_plan_keeps_no_weight_twice_winograd_im2col_pointwise_and_dense():
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_pointwise_convs_keep_packed_weights_where_they_are_read(batch):
-    """A pointwise conv of one image keeps its weights packed once (the narrow product of a
-    7x7 map, run transposed, too), as does a batch on a 14x14 map. A batch on a 7x7 map runs
+    """A pointwise conv of one image keeps its weights packed once (the product of a 7x7 map
+    too, whichever way round its GEMM family runs it), as does a batch on a 14x14 map. A batch on a 7x7 map runs
     one product over all its columns, on the weights as they are: a copy packed for one
     image's product would never be read."""
     nnlite.manual_seed(0)

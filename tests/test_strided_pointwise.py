@@ -80,7 +80,7 @@ def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residua
         return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
     kern = make()
     oh, ow = kern.geom.oh, kern.geom.ow
-    narrow = K._narrow(F, oh * ow)
+    narrow = K._few_columns(F, oh * ow)
     assert kern.maps == (not narrow and ow >= K._MAPS_MIN_OW)
     assert kern.batch_cols == (N > 1 and not kern.maps)
     expect = _expect(x, w, b, r, stride, act)

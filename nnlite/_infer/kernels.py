@@ -203,9 +203,33 @@ def _activate(y, act):
 
 
 # ------------------------------------------------------------------------------ GEMM
-def _narrow(m, n):
-    """True when an (m, n) product with a constant left operand runs transposed (see gemm_into)."""
+def _few_columns(m, n):
+    """True for an (m, n) product with a constant left operand of few columns and many rows
+    (a 7x7 map into 64+ channels): one image's product is narrow."""
     return n < _NARROW and m >= _NARROW
+
+
+_TAIL_COLUMNS = {}   # isa code -> whether its float32 micro-kernels have a column-tail kernel
+
+
+def _narrow(m, n):
+    """True when an (m, n) product with a constant left operand runs transposed (see
+    gemm_into): few columns (``_few_columns``), on a GEMM family without a column-tail kernel.
+    With one (AVX-512: a ragged last panel of up to ``blocking()['tail_n']`` columns runs with
+    the rows in the lanes), the plain orientation measured faster: Intel Emerald Rapids, 2
+    threads, A pre-packed, in-process alternated medians, plain / transposed: 512x4608x49
+    0.84, 512x2048x49 0.81, 2048x512x49 0.89, 2048x1024x49 0.92 (one thread 0.82-0.89); other
+    widths at 512x1024: 25 columns 0.94, 36 0.95, 63 0.95, 40 1.08; whole plans at batch 1
+    (ResNet-50's 7x7 steps 0.85-0.94, GoogLeNet's 0.85-0.88; the sums of the steps 0.981 and
+    0.978). The AVX2 kernels (no tail kernel) measured level either way (0.97-1.03; ResNet-50
+    1.004-1.018) and keep the transposed product."""
+    if not _few_columns(m, n) or _gemm_ext is None:
+        return False
+    code = _family()
+    tail = _TAIL_COLUMNS.get(code)
+    if tail is None:
+        tail = _TAIL_COLUMNS[code] = _gemm_ext.blocking(code, 4).get("tail_n", 0) > 0
+    return not tail
 
 
 # float32 lanes of a GEMM family's vector register (a partial panel is computed in whole
@@ -309,7 +333,10 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
     Shape: a (M, K), op(b) (K, N), out (M, N) (any row stride), bias (M,) or (N,).
     """
     if _gemm is not None and (_gemm_ext is not None or beta == 0.0):
-        if not trans_b and bias_axis == 0 and _narrow(*out.shape):
+        # the orientation the weights were packed for, else this product's own
+        transposed = (packed.side == "b" if packed is not None
+                      else not trans_b and bias_axis == 0 and _narrow(*out.shape))
+        if transposed and not trans_b and bias_axis == 0:
             # a narrow product (few columns, e.g. a 7x7 map) blocks better transposed:
             # out.T (N, M) = b.T (N, K) @ a.T (K, M), the bias now per column
             if packed is not None:
@@ -417,7 +444,7 @@ class ConvKernel(Kernel):
         strided_pw = ((kh, kw) == (1, 1) and s != (1, 1) and not any(pads) and g == 1
                       and self.algorithm == "im2col" and _gemm_ext is not None
                       and dtype in _ITEM)
-        self.maps = strided_pw and not _narrow(F, oh * ow) and ow >= _MAPS_MIN_OW
+        self.maps = strided_pw and not _few_columns(F, oh * ow) and ow >= _MAPS_MIN_OW
         # An im2col conv of a batch whose per-image products would be narrow (a 7x7 map:
         # ResNet's 3x3/2 and 1x1/2 convs onto it), or a strided 1x1 conv whose rows are too
         # short to read in place, puts every image's columns in one buffer and runs ONE product
@@ -431,7 +458,7 @@ class ConvKernel(Kernel):
         # takes 273 against 430 us (1024 channels @14), 421 against 659 us (512 @28).
         self.batch_cols = (self.algorithm == "im2col" and not self.pointwise and g == 1
                            and N > 1 and _gemm_ext is not None and dtype in _ITEM
-                           and (_narrow(F, oh * ow) or (strided_pw and not self.maps)))
+                           and (_few_columns(F, oh * ow) or (strided_pw and not self.maps)))
         if self.batch_cols:
             self.scratch_bytes = _align(N * C * kh * kw * oh * ow * dtype.itemsize)
 
@@ -530,7 +557,7 @@ class ConvKernel(Kernel):
         L = oh * ow
         xb = x.reshape(1, C, L)
         bias = None if self.bias is None else self.bias[None]
-        if _narrow(F, L):
+        if wpk.side == "b":   # packed for the transposed product (``pack_weights``)
             # out.T (L, F) = x.T (L, C) @ W.T (C, F): C written column-major, bias per column
             a, b, c, kind = xb.transpose(0, 2, 1), self.w_flat.T[None], y3.transpose(0, 2, 1), 2
             apk, bpk = None, wpk.data
@@ -600,7 +627,7 @@ class ConvKernel(Kernel):
                     return out
                 if len(out0) > 1 and native:
                     # (1, F, K) @ (M, K, L) -> (M, F, L): one call, threads split the images
-                    packed = a if wpk is None or _narrow(*out0.shape[1:]) else wpk
+                    packed = wpk if wpk is not None and wpk.side == "a" else a
                     _gemm_batched(packed, b0, out0, beta=beta, bias=bias0, activation=act)
                     return out
                 for i in range(len(out0)):

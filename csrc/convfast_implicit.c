@@ -69,8 +69,10 @@
 /* Share of the L2 a unit's band copy may take (the few-channel kernel's bands take the same).
  * Before, one thread took all columns as one unit: ResNet-50's 128->128 3x3/2 at 56x56 copied
  * the 1.7 MB padded image and read its panels from L3. Intel Emerald Rapids (2 MB L2), one
- * thread, plan step, in-process alternated medians: 4.06 -> 3.91 ms; 64->64 3x3/2 at 56x56
- * 1.15 -> 1.10 ms; 2 threads unchanged (their units were already that narrow). */
+ * thread, plan step, in-process alternated medians: 4.06 -> 3.91 ms and 4.30 -> 3.95 ms;
+ * 64->64 3x3/2 at 56x56 1.15 -> 1.10 ms and 1.10 -> 1.06 ms; 2 threads unchanged (their units
+ * were already that narrow). Only where the items (images x groups) are no more than the
+ * threads: see cf_make_plan. */
 #ifndef NNL_CF_BAND_L2_SHARE
 #define NNL_CF_BAND_L2_SHARE 0.25
 #endif
@@ -203,11 +205,14 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
         p->ru = nnl_cdiv(p->fg, p->mu);
         cu = best_c;
     }
-    if (p->mode == CF_WIDE) {
-        /* at most the columns whose band copy (their phase rows of every channel, plus the
-         * kernel's reach and a partial row at either end) fits NNL_CF_BAND_L2_SHARE of the
-         * L2, beside the A block and the tiles (at least NNL_CF_MIN_UNIT_PANELS panels): one
-         * thread would otherwise copy the whole image and read its B panels from L3 */
+    if (p->mode == CF_WIDE && items <= nt) {
+        /* one (image, group) item or fewer per thread: at most the columns whose band copy
+         * (their phase rows of every channel, plus the kernel's reach and a partial row at
+         * either end) fits NNL_CF_BAND_L2_SHARE of the L2, beside the A block and the tiles
+         * (at least NNL_CF_MIN_UNIT_PANELS panels); else one thread copies the whole image and
+         * reads its B panels from L3. More items than threads keep one unit an item: every
+         * extra unit streams the weights again (a batch of 8: 128->128 3x3/2 at 56x56 0.91x
+         * the time with the cut, 256->256 3x3/2 at 28x28 1.09x) */
         const double row_bytes = (double)p->cg * p->nrph * p->ncph * p->wq * (double)elsize;
         const double fit = NNL_CF_BAND_L2_SHARE * (double)nnl_cache_sizes()->l2 / row_bytes;
         const nnl_idx reach = ((g->kh - 1) * g->dh) / g->sh + 2;

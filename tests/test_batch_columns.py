@@ -9,7 +9,7 @@ which reduces in the same K order: the same bits, for 1 and 2 threads.
 """
 import numpy as np
 import pytest
-from conftest import assert_close, kernel_threads, reference_epilogue
+from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
 
 from nnlite.kernels import conv_reference as ref
 from nnlite._infer import kernels as K
@@ -40,14 +40,6 @@ def _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype, seed
     return make, x, r, reference_epilogue(want, ACTS[act])
 
 
-def _run(kern, x, r):
-    N, C, H, W, F, oh, ow = kern.shape
-    y = np.full((N, F, oh, ow), np.nan, kern.dtype)
-    ins = [x, None, None, r] if r is not None else [x]
-    kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
-    return y
-
-
 @needs_gemm
 @pytest.mark.parametrize("N,C,F,H,W,k,stride,pads,dil,act,residual,bias,dtype", [
     (3, 24, 80, 13, 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "relu", True, True,
@@ -72,10 +64,10 @@ def test_batch_columns_match_per_image_and_reference(N, C, F, H, W, k, stride, p
     assert kern.batch_cols
     for nt in (1, 2):
         with kernel_threads(nt):
-            got = _run(kern, x, r)
+            got = run_conv_kernel(kern, x, r)
             per_image = make()
             per_image.batch_cols = False          # the route before: one product per image
-            before = _run(per_image, x, r)
+            before = run_conv_kernel(per_image, x, r)
         assert np.array_equal(got, before)
         assert_close(got, want, dtype, k=C * k[0] * k[1], scale=4)
     assert kern.w_packed is None                  # no copy packed for one image's product

@@ -11,7 +11,7 @@ every output over the same K slices in the same order, so they give the same bit
 """
 import numpy as np
 import pytest
-from conftest import assert_close, kernel_threads, reference_epilogue
+from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
 
 from nnlite._infer import kernels as K
 from nnlite.kernels import conv_reference as ref
@@ -54,14 +54,6 @@ def _layer(C, F, H, W, k, stride, pad, act, residual, dtype, seed):
     return make, x, r, reference_epilogue(want, ACTS[act]), C * k * k
 
 
-def _run(kern, x, r):
-    N, C, H, W, F, oh, ow = kern.shape
-    y = np.full((N, F, oh, ow), np.nan, kern.dtype)
-    ins = [x, None, None, r] if r is not None else [x]
-    kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
-    return y
-
-
 CASES = [
     # C, F, H, W, k, stride, pad, act, residual, dtype
     (96, 192, 7, 7, 1, 1, 0, "relu", True, np.float32),     # pointwise on a 7x7 map
@@ -88,7 +80,7 @@ def test_orientation_follows_the_family(C, F, H, W, k, stride, pad, act, residua
             assert K._narrow(F, oh * ow) == transposed
             for nt in (1, 2):
                 with kernel_threads(nt):
-                    y = _run(kern, x, r)
+                    y = run_conv_kernel(kern, x, r)
                 assert_close(y, want, dtype, k=depth, scale=4)
                 if nt == 1:
                     got[name] = y
@@ -107,11 +99,11 @@ def test_both_orientations_give_the_same_bits(C, F, H, W, k, stride, pad, act, r
     same bits; and both close to the reference."""
     make, x, r, want, depth = _layer(C, F, H, W, k, stride, pad, act, residual, dtype, 7)
     plain = make()
-    y_plain = _run(plain, x, r)
+    y_plain = run_conv_kernel(plain, x, r)
     chosen = K._narrow
     monkeypatch.setattr(K, "_narrow", lambda m, n: K._few_columns(m, n) and not chosen(m, n))
     flipped = make()
-    y_flipped = _run(flipped, x, r)
+    y_flipped = run_conv_kernel(flipped, x, r)
     if plain.w_packed is not None:
         assert {plain.w_packed.side, flipped.w_packed.side} == {"a", "b"}
     assert_close(y_plain, want, dtype, k=depth, scale=4)
@@ -133,5 +125,5 @@ def test_weights_packed_under_one_family_run_under_another():
             kern.prepare()
         for run_under in families:
             with using_microkernel(run_under):
-                y = _run(kern, x, r)
+                y = run_conv_kernel(kern, x, r)
             assert_close(y, want, np.float32, k=depth, scale=4)

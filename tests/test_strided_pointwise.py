@@ -10,7 +10,7 @@ im2col + GEMM path, which reduces in the same K order, for bit equality.
 """
 import numpy as np
 import pytest
-from conftest import assert_close, kernel_threads, reference_epilogue
+from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
 
 from nnlite.kernels import conv_reference as ref
 from nnlite._infer import kernels as K
@@ -18,14 +18,6 @@ from nnlite._infer import kernels as K
 needs_gemm = pytest.mark.skipif(K._gemm_ext is None, reason="needs the compiled GEMM")
 
 ACTS = {None: 0, "relu": 1, "relu6": 2}
-
-
-def _run(kern, x, w_shape, r, y_buf=None):
-    N, C, H, W, F, oh, ow = kern.shape
-    y = np.full((N, F, oh, ow), np.nan, kern.dtype) if y_buf is None else y_buf
-    ins = [x, None, None, r] if r is not None else [x]
-    kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
-    return y
 
 
 def _route(kern, route):
@@ -87,8 +79,8 @@ def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residua
     routes = ["im2col", "maps"] + (["batch"] if N > 1 else [])
     for nt in (1, 2):
         with kernel_threads(nt):
-            got = _run(kern, x, w.shape, r)
-            forced = [_run(_route(make(), route), x, w.shape, r) for route in routes]
+            got = run_conv_kernel(kern, x, r)
+            forced = [run_conv_kernel(_route(make(), route), x, r) for route in routes]
         # every route reduces in the K order of im2col + GEMM: the same bits, for any thread
         # count
         for y in forced:
@@ -112,7 +104,7 @@ def test_strided_pointwise_maps_follow_the_microkernel_family():
     for isa in gemm_ops._gemm.available_isas():
         code = gemm_ops._gemm.isa_code(isa)
         with gemm_ops.using_microkernel(isa):
-            outs.append(_run(kern, x, w.shape, None))
+            outs.append(run_conv_kernel(kern, x, None))
         nr = gemm_ops._gemm.blocking(code, 4)["nr"]
         assert K._maps_pay(code, 4) == (nr * 4 >= 128)
         assert_close(outs[-1], want, np.float32, k=20, scale=4)
@@ -126,7 +118,7 @@ def test_strided_pointwise_float64(N, H, W):
     attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
              "activation": "relu"}
     kern = K.ConvKernel(x.shape, w, b, attrs, True, np.dtype(np.float64))
-    got = _run(kern, x, w.shape, r)
+    got = run_conv_kernel(kern, x, r)
     assert_close(got, _expect(x, w, b, r, (2, 2), "relu"), np.float64, k=12, scale=4)
 
 
@@ -145,11 +137,11 @@ def test_strided_pointwise_reads_and_writes_views():
     assert kern.maps
     want = _expect(x, w, b, None, (2, 2), "relu")
     concat = np.full((2, 100, 15, 25), np.nan, np.float32)
-    _run(kern, x, w.shape, None, concat[:, 10:90])
+    run_conv_kernel(kern, x, None, concat[:, 10:90])
     assert_close(concat[:, 10:90], want, np.float32, k=32, scale=4)
     assert np.isnan(concat[:, :10]).all() and np.isnan(concat[:, 90:]).all()
     wide = np.full((2, 80, 15, 50), np.nan, np.float32)
-    _run(kern, x, w.shape, None, wide[:, :, :, ::2])
+    run_conv_kernel(kern, x, None, wide[:, :, :, ::2])
     assert_close(wide[:, :, :, ::2], want, np.float32, k=32, scale=4)
     assert np.isnan(wide[:, :, :, 1::2]).all()
 

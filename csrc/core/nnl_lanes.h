@@ -67,50 +67,39 @@ static inline __m512d nnl_gather8_d(const double *s, nnl_idx sw, nnl_idx lo, nnl
  * and only s[lo*sw .. (hi-1)*sw] is read (s may point before its row); else element by
  * element. The implicit GEMM's band copies (convfast_implicit_tmpl.h) and the few-channel
  * kernel's phase planes (convfast_phase_tmpl.h) build their rows with these. */
-static inline void nnl_strided_row_s(float *d, const float *s, nnl_idx n, nnl_idx sw,
-                                     nnl_idx lo, nnl_idx hi)
-{
 #if defined(__AVX512F__)
-    if (sw <= 2) {
-        for (nnl_idx q = 0; q < n; q += 16) {
-            const __m512 v = nnl_gather16_s(s + q * sw, sw, lo - q, hi - q);
-            if (n - q >= 16)
-                _mm512_storeu_ps(d + q, v);
-            else
-                _mm512_mask_storeu_ps(d + q, nnl_lanes16(0, n - q), v);
-        }
-        return;
+/* their vector loop, L-lane vectors V (sw 1 or 2) */
+#define NNL_STRIDED_ROW_VECTORS(V, L, GATHER, STORE, MSTORE, LANES)                          \
+    if (sw <= 2) {                                                                           \
+        for (nnl_idx q = 0; q < n; q += L) {                                                 \
+            const V v = GATHER(s + q * sw, sw, lo - q, hi - q);                              \
+            if (n - q >= L)                                                                  \
+                STORE(d + q, v);                                                             \
+            else                                                                             \
+                MSTORE(d + q, LANES(0, n - q), v);                                           \
+        }                                                                                    \
+        return;                                                                              \
     }
+#else
+#define NNL_STRIDED_ROW_VECTORS(V, L, GATHER, STORE, MSTORE, LANES)
 #endif
-    for (nnl_idx q = 0; q < lo; q++)
-        d[q] = 0;
-    for (nnl_idx q = lo; q < hi; q++)
-        d[q] = s[q * sw];
-    for (nnl_idx q = hi; q < n; q++)
-        d[q] = 0;
-}
 
-static inline void nnl_strided_row_d(double *d, const double *s, nnl_idx n, nnl_idx sw,
-                                     nnl_idx lo, nnl_idx hi)
-{
-#if defined(__AVX512F__)
-    if (sw <= 2) {
-        for (nnl_idx q = 0; q < n; q += 8) {
-            const __m512d v = nnl_gather8_d(s + q * sw, sw, lo - q, hi - q);
-            if (n - q >= 8)
-                _mm512_storeu_pd(d + q, v);
-            else
-                _mm512_mask_storeu_pd(d + q, nnl_lanes8(0, n - q), v);
-        }
-        return;
+#define NNL_STRIDED_ROW(SFX, T, V, L, GATHER, STORE, MSTORE, LANES)                          \
+    static inline void nnl_strided_row_##SFX(T *d, const T *s, nnl_idx n, nnl_idx sw,        \
+                                             nnl_idx lo, nnl_idx hi)                         \
+    {                                                                                        \
+        NNL_STRIDED_ROW_VECTORS(V, L, GATHER, STORE, MSTORE, LANES)                          \
+        for (nnl_idx q = 0; q < lo; q++)                                                     \
+            d[q] = 0;                                                                        \
+        for (nnl_idx q = lo; q < hi; q++)                                                    \
+            d[q] = s[q * sw];                                                                \
+        for (nnl_idx q = hi; q < n; q++)                                                     \
+            d[q] = 0;                                                                        \
     }
-#endif
-    for (nnl_idx q = 0; q < lo; q++)
-        d[q] = 0;
-    for (nnl_idx q = lo; q < hi; q++)
-        d[q] = s[q * sw];
-    for (nnl_idx q = hi; q < n; q++)
-        d[q] = 0;
-}
+
+NNL_STRIDED_ROW(s, float, __m512, 16, nnl_gather16_s, _mm512_storeu_ps, _mm512_mask_storeu_ps,
+                nnl_lanes16)
+NNL_STRIDED_ROW(d, double, __m512d, 8, nnl_gather8_d, _mm512_storeu_pd, _mm512_mask_storeu_pd,
+                nnl_lanes8)
 
 #endif

@@ -57,7 +57,6 @@ BIG = [
     ("rn50 1x1 64->256 @56", 256, 64, 3136), ("rn50 1x1 256->128 @56", 128, 256, 3136),
     ("rn50 1x1 1024->256 @14", 256, 1024, 196),
 ]
-_NARROW = 64   # as nnlite/_infer/kernels.py: fewer columns (and >= this many rows) -> transposed
 
 
 def _product(m, k, n, dtype, rng):

@@ -337,7 +337,8 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
         transposed = (packed.side == "b" if packed is not None
                       else not trans_b and bias_axis == 0 and _narrow(*out.shape))
         if transposed and not trans_b and bias_axis == 0:
-            # a narrow product (few columns, e.g. a 7x7 map) blocks better transposed:
+            # a narrow product (few columns, e.g. a 7x7 map) on a family without a
+            # column-tail kernel (``_narrow``) blocks better transposed:
             # out.T (N, M) = b.T (N, K) @ a.T (K, M), the bias now per column
             if packed is not None:
                 _gemm(b, packed, out.T, beta=beta, trans_a=True, bias=bias, bias_axis=1,

@@ -90,3 +90,33 @@ def run_conv_kernel(kern, x, r=None, y=None):
     ins = [x, None, None, r] if r is not None else [x]
     kern.bind(ins, [y], np.empty(max(kern.scratch_bytes, 64), np.uint8))()
     return y
+
+
+ACT_CODES = {None: 0, "relu": 1, "relu6": 2}   # the plan's activation names -> kernel codes
+
+
+def plan_conv_layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype, seed):
+    """An inference plan's im2col ConvKernel on random operands: (make, x, r, want), ``make()``
+    building the kernel, r the residual (or None), ``want`` the float64 naive-loop reference
+    (``nnlite.kernels.conv_reference``) + residual + activation. k, stride, dil are pairs,
+    pads (top, left, bottom, right)."""
+    from nnlite._infer import kernels as K
+    from nnlite.kernels import conv_reference as ref
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((F, C) + tuple(k)) / np.sqrt(C * k[0] * k[1])).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    attrs = {"kernel_shape": list(k), "strides": list(stride), "pads": list(pads),
+             "dilations": list(dil), "activation": act}
+
+    def make():
+        return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(dtype), algorithm="im2col")
+    kern = make()
+    oh, ow = kern.geom.oh, kern.geom.ow
+    r = rng.standard_normal((N, F, oh, ow)).astype(dtype) if residual else None
+    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64),
+                      None if b is None else b.astype(np.float64), tuple(stride),
+                      (pads[0], pads[2], pads[1], pads[3]), tuple(dil))
+    if r is not None:
+        want = want + r
+    return make, x, r, reference_epilogue(want, ACT_CODES[act])

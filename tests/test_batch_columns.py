@@ -9,36 +9,11 @@ which reduces in the same K order: the same bits, for 1 and 2 threads.
 """
 import numpy as np
 import pytest
-from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
+from conftest import assert_close, kernel_threads, plan_conv_layer, run_conv_kernel
 
-from nnlite.kernels import conv_reference as ref
 from nnlite._infer import kernels as K
 
 needs_gemm = pytest.mark.skipif(K._gemm_ext is None, reason="needs the compiled GEMM")
-
-ACTS = {None: 0, "relu": 1, "relu6": 2}
-
-
-def _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = (rng.standard_normal((F, C) + k) / np.sqrt(C * k[0] * k[1])).astype(dtype)
-    b = rng.standard_normal(F).astype(dtype) if bias else None
-    attrs = {"kernel_shape": list(k), "strides": list(stride), "pads": list(pads),
-             "dilations": list(dil), "activation": act}
-
-    def make():
-        return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(dtype), algorithm="im2col")
-    kern = make()
-    oh, ow = kern.geom.oh, kern.geom.ow
-    r = rng.standard_normal((N, F, oh, ow)).astype(dtype) if residual else None
-    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64),
-                      None if b is None else b.astype(np.float64), stride,
-                      (pads[0], pads[2], pads[1], pads[3]), dil)
-    if r is not None:
-        want = want + r
-    return make, x, r, reference_epilogue(want, ACTS[act])
-
 
 @needs_gemm
 @pytest.mark.parametrize("N,C,F,H,W,k,stride,pads,dil,act,residual,bias,dtype", [
@@ -57,8 +32,8 @@ def _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype, seed
 ])
 def test_batch_columns_match_per_image_and_reference(N, C, F, H, W, k, stride, pads, dil, act,
                                                      residual, bias, dtype):
-    make, x, r, want = _layer(N, C, F, H, W, k, stride, pads, dil, act, residual, bias, dtype,
-                              N * 1000 + C + F)
+    make, x, r, want = plan_conv_layer(N, C, F, H, W, k, stride, pads, dil, act, residual,
+                                       bias, dtype, N * 1000 + C + F)
     kern = make()
     assert kern.algorithm == "im2col" and K._few_columns(F, kern.geom.oh * kern.geom.ow)
     assert kern.batch_cols

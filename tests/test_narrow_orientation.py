@@ -11,16 +11,12 @@ every output over the same K slices in the same order, so they give the same bit
 """
 import numpy as np
 import pytest
-from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
+from conftest import assert_close, kernel_threads, plan_conv_layer, run_conv_kernel
 
 from nnlite._infer import kernels as K
-from nnlite.kernels import conv_reference as ref
 from nnlite.kernels.gemm_ops import using_microkernel
 
 needs_gemm = pytest.mark.skipif(K._gemm_ext is None, reason="needs the compiled GEMM")
-
-ACTS = {None: 0, "relu": 1, "relu6": 2}
-
 
 def _families():
     """The micro-kernel families this build and CPU run (best first)."""
@@ -35,23 +31,10 @@ def _has_tail(name):
 
 
 def _layer(C, F, H, W, k, stride, pad, act, residual, dtype, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, C, H, W)).astype(dtype)
-    w = (rng.standard_normal((F, C, k, k)) / np.sqrt(C * k * k)).astype(dtype)
-    b = rng.standard_normal(F).astype(dtype)
-    attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad] * 4,
-             "activation": act}
-
-    def make():
-        return K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(dtype), algorithm="im2col")
-    kern = make()
-    oh, ow = kern.geom.oh, kern.geom.ow
-    r = rng.standard_normal((1, F, oh, ow)).astype(dtype) if residual else None
-    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                      (stride, stride), pad)
-    if r is not None:
-        want = want + r
-    return make, x, r, reference_epilogue(want, ACTS[act]), C * k * k
+    """One image's layer (conftest.plan_conv_layer) and its GEMM depth."""
+    make, x, r, want = plan_conv_layer(1, C, F, H, W, (k, k), (stride, stride), (pad,) * 4,
+                                       (1, 1), act, residual, True, dtype, seed)
+    return make, x, r, want, C * k * k
 
 
 CASES = [
@@ -86,9 +69,8 @@ def test_orientation_follows_the_family(C, F, H, W, k, stride, pad, act, residua
                     got[name] = y
                 else:
                     assert np.array_equal(y, got[name])
-            if kern.w_packed is not None:          # one image's product: packed once
-                assert kern.w_packed.side == ("b" if transposed else "a")
-    assert got
+            # one image's product: the weights packed once, on the side of the orientation
+            assert kern.w_packed.side == ("b" if transposed else "a")
 
 
 @needs_gemm
@@ -104,8 +86,7 @@ def test_both_orientations_give_the_same_bits(C, F, H, W, k, stride, pad, act, r
     monkeypatch.setattr(K, "_narrow", lambda m, n: K._few_columns(m, n) and not chosen(m, n))
     flipped = make()
     y_flipped = run_conv_kernel(flipped, x, r)
-    if plain.w_packed is not None:
-        assert {plain.w_packed.side, flipped.w_packed.side} == {"a", "b"}
+    assert {plain.w_packed.side, flipped.w_packed.side} == {"a", "b"}
     assert_close(y_plain, want, dtype, k=depth, scale=4)
     assert np.array_equal(y_plain, y_flipped)
 

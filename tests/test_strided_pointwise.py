@@ -10,15 +10,13 @@ im2col + GEMM path, which reduces in the same K order, for bit equality.
 """
 import numpy as np
 import pytest
-from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
+from conftest import (ACT_CODES, assert_close, kernel_threads, reference_epilogue,
+                      run_conv_kernel)
 
 from nnlite.kernels import conv_reference as ref
 from nnlite._infer import kernels as K
 
 needs_gemm = pytest.mark.skipif(K._gemm_ext is None, reason="needs the compiled GEMM")
-
-ACTS = {None: 0, "relu": 1, "relu6": 2}
-
 
 def _route(kern, route):
     """The same layer forced onto one route: 'im2col' (im2col + GEMM, the route before strided
@@ -45,7 +43,7 @@ def _expect(x, w, b, r, stride, act):
                       None if b is None else b.astype(np.float64), stride, 0)
     if r is not None:
         want = want + r
-    return reference_epilogue(want, ACTS[act])
+    return reference_epilogue(want, ACT_CODES[act])
 
 
 @needs_gemm

@@ -239,6 +239,9 @@ def test_workspace_bytes():
     (2, 3, 6, 33, 96, (3, 5), (2, 3), (1, 2)),     # 6 filters: the last block is partial
     (1, 1, 4, 9, 127, (7, 7), (2, 4), (3, 3)),     # 32 columns on a 127-wide image
     (3, 2, 12, 20, 48, (1, 1), (1, 3), (0, 0)),    # 16 columns, 1x1 stride 3
+    # rows of 7 and 13 float vectors (AVX-512): register blocks of 4 + 3 and 5 + 4 + 4
+    (1, 3, 8, 9, 224, (7, 7), (2, 2), (3, 3)),     # ResNet-50's stem on 9 rows: 112 columns
+    (1, 2, 4, 5, 208, (3, 3), (1, 1), (1, 1)),     # 208 columns
 ])
 @pytest.mark.parametrize("act", [0, 2])
 def test_rows_of_whole_vectors_write_y_directly(n, c, f, h, w, k, s, p, dtype, act):

@@ -54,9 +54,9 @@ static void FN(ph_blocks)(const T *xb, const nnl_idx *offs, nnl_idx ntap, const 
                           const T *bb, int epi, int act, T *yb, nnl_idx nq, nnl_idx ystride)
 {
     enum { VL = PH_VBYTES / sizeof(T) };
-    const nnl_idx nb = (nq + PH_QB_MAX - 1) / PH_QB_MAX, base = nb > 0 ? nq / nb : 0;
-    for (nnl_idx q = 0, b = 0; q < nq; q += base + (b < nq % nb), b++) {
-        const nnl_idx r = base + (b < nq % nb);
+    const nnl_idx nb = (nq + PH_QB_MAX - 1) / PH_QB_MAX;
+    for (nnl_idx b = 0, q = 0, r; b < nb; b++, q += r) {
+        r = nq / nb + (b < nq % nb);   /* block b's vectors */
         const T *x0 = xb + q * VL;
         T *y0 = yb + q * VL;
 #define PH_CALL(QB) FN(ph_block)(x0, offs, ntap, wb, bb, epi, act, y0, ystride, QB)

@@ -81,6 +81,10 @@
                 ms, 32 x 1->16 5x5 28x28 0.42 -> 0.30 ms, 8 x 3->64 7x7/2 224 24.3 -> 21.4 ms.
                 At 8 and 16 channels the two were equal (0.21 ms, 0.37-0.38 ms for a 3x3/2 to
                 56x56 at 2 threads), hence the limit.
+                In an inference plan, a strided k x k conv of more images than threads with
+                many filters and an image whose stride-phase copy outgrows a quarter of the L2
+                runs 'im2col' instead of 'implicit' (``strided_batch_pays``: ResNet-50's
+                3x3/2 convs at batch 8 in 0.80x the time).
 
 Only the 'cython' backend has 'implicit', 'direct' and 'winograd'; under the 'numpy' backend every choice
 runs im2col + GEMM (NumPy has nothing better to offer), and the 'reference' backend always runs
@@ -200,6 +204,11 @@ def small_weight_grad_pays(geom, itemsize, algorithm=None):
 # group by the direct few-channel kernel (``phase_pays``) where it would run the implicit GEMM
 PHASE_MAX_CG = 4
 
+# An inference plan runs a strided k x k conv of more images than threads as 'im2col' when it
+# has at least this many filters and one image's stride-phase copy (the implicit GEMM's "wide"
+# layout, csrc/convfast_implicit.c) is larger than this share of the L2 (``strided_batch_pays``)
+STRIDED_IM2COL_MIN_F, STRIDED_IM2COL_L2_SHARE = 128, 0.25
+
 
 def phase_pays(geom):
     """'auto''s rule for the direct few-channel kernel (csrc/convfast_phase.c): a dense conv
@@ -210,6 +219,51 @@ def phase_pays(geom):
     kernel reads each tap as a contiguous stream of a stride-phase plane."""
     return (not (is_depthwise(geom) and geom.g > 1) and geom.kh * geom.kw > 1
             and 0 < geom.cg <= PHASE_MAX_CG)
+
+
+def _phases(k, d, s):
+    """How many of the s stride phases the k taps of dilation d read (the distinct (a*d) % s)."""
+    return len({(a * d) % s for a in range(k)})
+
+
+def phase_image_bytes(geom, itemsize=4):
+    """Bytes of one image's (and group's) copy in the implicit GEMM's "wide" layout: every
+    input channel split into the stride phases its taps read, each HQ x WQ with HQ = OH +
+    (KH-1)*DH // SH and WQ = OW + (KW-1)*DW // SW (csrc/convfast_implicit.c, cf_make_plan)."""
+    hq = geom.oh + (geom.kh - 1) * geom.dh // geom.sh
+    wq = geom.ow + (geom.kw - 1) * geom.dw // geom.sw
+    phases = _phases(geom.kh, geom.dh, geom.sh) * _phases(geom.kw, geom.dw, geom.sw)
+    return geom.cg * phases * hq * wq * itemsize
+
+
+def _l2_bytes():
+    """This core's L2 as the GEMM blocking read it (nnlite._gemm.cache_sizes)."""
+    from . import _gemm
+    return _gemm.cache_sizes()["l2"]
+
+
+def strided_batch_pays(geom, threads=None):
+    """'auto''s rule for a strided k x k dense conv in an inference plan: more (image, group)
+    items than threads, at least STRIDED_IM2COL_MIN_F filters and one image's stride-phase
+    copy larger than STRIDED_IM2COL_L2_SHARE of the L2 run 'im2col' (one image's column
+    matrix, then one GEMM on all threads, the weights packed once) instead of 'implicit'.
+    There the implicit GEMM gives each thread whole images (a unit per item: cutting them
+    would read the weights again per unit), so each thread copies a whole image's phases and
+    reads its panels from beyond the L2; one item per thread or fewer cuts the image into
+    L2-sized bands instead, and keeps the implicit GEMM. Few filters leave too little work per
+    copied column for the column matrix to pay. Intel Emerald Rapids, 2 threads, batch 8,
+    plan step, in-process interleaved medians, implicit -> im2col: 128->128 3x3/2 @56 (phase
+    copy 1.7 MB) 0.80-0.84x the time, 256->256 3x3/2 @28 (0.9 MB) 0.81x, 256->256 @56 (3.4 MB)
+    0.70x, 64->128 @56 (0.9 MB) 0.96x, batch 4 128->128 @56 0.84x; kept: 64->64 @56 (0.9 MB,
+    64 filters) 1.15x, 32->64 @112 (1.7 MB) 0.97x, 64->64 5x5/2 @56 1.03x, 128->128 @28
+    (0.5 MB) 1.02x; ResNet-50 at batch 8, its two steps 0.80 and 0.81x. At batch 1 the
+    implicit GEMM stays ahead (128->128 @56 1.07x slower as im2col). float32 sizes (a float64
+    image is twice as large: the rule then errs toward the implicit GEMM)."""
+    if geom.sh * geom.sw == 1 or geom.kh * geom.kw == 1 or geom.g != 1 or is_depthwise(geom):
+        return False
+    threads = get_num_threads() if threads is None else threads
+    return (geom.n > threads and geom.f >= STRIDED_IM2COL_MIN_F
+            and phase_image_bytes(geom) > STRIDED_IM2COL_L2_SHARE * _l2_bytes())
 
 
 def direct_kernel(geom):
@@ -376,5 +430,7 @@ def resolve(geom, name=None, weights_prepared=False):
             return "im2col"
         if phase_pays(geom):
             return "direct"
+        if weights_prepared and _fast_built() and strided_batch_pays(geom):
+            return "im2col"
         return "implicit"
     return name

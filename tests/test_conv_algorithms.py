@@ -19,7 +19,7 @@ from nnlite._algorithms import ALGORITHMS, direct_kernel, phase_pays, resolve, r
 from nnlite._convgeom import conv2d_geometry
 from nnlite.kernels import conv_cython, conv_reference as ref
 
-from conftest import assert_close, kernel_threads, reference_epilogue
+from conftest import assert_close, kernel_threads, reference_epilogue, run_conv_kernel
 from conv_cases import conv2d_case, conv_transpose2d_case, with_fixture
 
 convfast = pytest.importorskip("nnlite._convfast") if nnlite._config.cython_built() else None
@@ -657,6 +657,46 @@ def test_auto_resolves_per_layer():
     assert phase_pays(conv2d_geometry((1, 6, 224, 224), (6, 2, 3, 3), None, 1, 1, 1, 3))
     assert resolve(conv2d_geometry((1, 3, 9, 9), (16, 3, 3, 3), None, 2, 1, 1, 1),
                    "auto") == "im2col"
+
+
+@needs_ext
+def test_plan_runs_large_strided_batches_as_column_matrices(monkeypatch):
+    """``strided_batch_pays``: in an inference plan, a strided k x k conv of more images than
+    threads, with at least STRIDED_IM2COL_MIN_F filters and one image's stride-phase copy
+    above STRIDED_IM2COL_L2_SHARE of the L2, runs 'im2col'; without any one of these it stays
+    'implicit'. The L2 is patched (the rule reads it through ``_algorithms._l2_bytes``) so the
+    shapes stay small; the plan's kernel then matches the naive loops."""
+    from nnlite._infer import kernels as K
+    monkeypatch.setattr(_algorithms, "_l2_bytes", lambda: 128 << 10)   # share: 32 KB
+
+    def geom(n=4, c=16, f=128, hw=28, k=3, s=2, g=1, d=1):
+        return conv2d_geometry((n, c, hw, hw), (f, c // g, k, k), None, s, k // 2, d, g)
+
+    big = geom()            # 14x14 output: 16 channels x 4 phases x 15 x 15 floats
+    assert _algorithms.phase_image_bytes(big) == 16 * 4 * 15 * 15 * 4 > 32 << 10
+    assert _algorithms.phase_image_bytes(geom(k=5, s=3)) == 16 * 9 * 11 * 11 * 4
+    assert _algorithms.phase_image_bytes(geom(d=2)) == 16 * 1 * 15 * 15 * 4   # taps 0, 2, 4
+    with kernel_threads(2):
+        assert resolve(big, "auto", weights_prepared=True) == "im2col"
+        assert resolve(big, "auto") == "implicit"                 # F.conv2d: not a plan
+        for other in (geom(n=2), geom(f=64), geom(c=8), geom(g=2)):
+            assert not _algorithms.strided_batch_pays(other), other
+            assert resolve(other, "auto", weights_prepared=True) == "implicit", other
+        assert not _algorithms.strided_batch_pays(geom(s=1))
+        assert not _algorithms.strided_batch_pays(geom(k=1))
+        assert _algorithms.strided_batch_pays(geom(n=2), threads=1)
+
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((4, 16, 28, 28)).astype(np.float32)
+        w = (rng.standard_normal((128, 16, 3, 3)) / 12).astype(np.float32)
+        b = rng.standard_normal(128).astype(np.float32)
+        attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                 "activation": "relu"}
+        kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
+        assert kern.algorithm == "im2col"
+        want = reference_epilogue(ref.conv2d(x.astype(np.float64), w.astype(np.float64),
+                                             b.astype(np.float64), 2, 1), 1)
+        assert_close(run_conv_kernel(kern, x), want, np.float32, k=72)
 
 
 @needs_ext

@@ -402,7 +402,9 @@ def native_algorithm(geom, algorithm=None, weights_prepared=False):
     if _convfast is None:
         return "im2col", None
     name = get_conv_algorithm() if algorithm is None else algorithm
-    return geom.memo(("native", name, weights_prepared),
+    # (an inference plan's choice weighs the threads: ``_algorithms.strided_batch_pays``)
+    threads = get_num_threads() if weights_prepared else 0
+    return geom.memo(("native", name, weights_prepared, threads),
                      lambda: _native_algorithm(geom, name, weights_prepared))
 
 

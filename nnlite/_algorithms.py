@@ -237,8 +237,12 @@ def phase_image_bytes(geom, itemsize=4):
 
 
 def _l2_bytes():
-    """This core's L2 as the GEMM blocking read it (nnlite._gemm.cache_sizes)."""
-    from . import _gemm
+    """This core's L2 as the GEMM blocking read it (nnlite._gemm.cache_sizes), or None
+    without the GEMM extension."""
+    try:
+        from . import _gemm
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
     return _gemm.cache_sizes()["l2"]
 
 
@@ -262,8 +266,10 @@ def strided_batch_pays(geom, threads=None):
     if geom.sh * geom.sw == 1 or geom.kh * geom.kw == 1 or geom.g != 1 or is_depthwise(geom):
         return False
     threads = get_num_threads() if threads is None else threads
-    return (geom.n > threads and geom.f >= STRIDED_IM2COL_MIN_F
-            and phase_image_bytes(geom) > STRIDED_IM2COL_L2_SHARE * _l2_bytes())
+    if geom.n <= threads or geom.f < STRIDED_IM2COL_MIN_F:
+        return False
+    l2 = _l2_bytes()
+    return l2 is not None and phase_image_bytes(geom) > STRIDED_IM2COL_L2_SHARE * l2
 
 
 def direct_kernel(geom):

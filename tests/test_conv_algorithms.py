@@ -697,6 +697,8 @@ def test_plan_runs_large_strided_batches_as_column_matrices(monkeypatch):
         want = reference_epilogue(ref.conv2d(x.astype(np.float64), w.astype(np.float64),
                                              b.astype(np.float64), 2, 1), 1)
         assert_close(run_conv_kernel(kern, x), want, np.float32, k=72)
+    monkeypatch.setattr(_algorithms, "_l2_bytes", lambda: None)       # no GEMM extension
+    assert not _algorithms.strided_batch_pays(big, threads=2)
 
 
 @needs_ext

@@ -101,6 +101,49 @@ cdef class HugeBuffer:
         pass
 
 
+# ------------------------------------------------------------ a copy on the pool's threads
+
+from libc.string cimport memcpy
+
+# bytes per unit of copy_bytes (each thread takes several, dynamically)
+cdef size_t _COPY_UNIT = 64 << 10
+
+
+cdef struct _Copy:
+    char* dst
+    const char* src
+    size_t n
+
+
+cdef void _copy_unit(void* ctx, Py_ssize_t u, int tid, int first) noexcept nogil:
+    cdef _Copy* c = <_Copy*>ctx
+    cdef size_t a = <size_t>u * _COPY_UNIT
+    cdef size_t b = a + _COPY_UNIT
+    if b > c.n:
+        b = c.n
+    memcpy(c.dst + a, c.src + a, b - a)
+
+
+def copy_bytes(dst, src, int num_threads):
+    """dst[:] = src for two C-contiguous buffers of the same byte length that do not overlap
+    (the caller checks that), split into 64 KB units over num_threads of the pool's threads
+    (an inference plan copies each input into its arena this way: one thread copies at
+    about 10 GB/s here, less than two cores together read and write)."""
+    cdef const unsigned char[::1] s = memoryview(src).cast("B")
+    cdef unsigned char[::1] d = memoryview(dst).cast("B")
+    cdef _Copy c
+    if d.shape[0] != s.shape[0]:
+        raise ValueError(f"copy_bytes: {s.shape[0]} source bytes for {d.shape[0]} destination "
+                         "bytes")
+    if s.shape[0] == 0:
+        return
+    c.dst, c.src, c.n = <char*>&d[0], <const char*>&s[0], <size_t>s.shape[0]
+    cdef Py_ssize_t units = <Py_ssize_t>((c.n + _COPY_UNIT - 1) // _COPY_UNIT)
+    cdef int nt = max(1, min(num_threads, units))
+    with nogil:
+        nnl_parallel_for(nt, units, _copy_unit, &c)
+
+
 # ------------------------------------------------------------ a check of the pool's protocol
 
 from libc.stdlib cimport calloc, free

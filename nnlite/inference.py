@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._config import pool_hold
+from ._config import get_num_threads, pool_hold
 from ._infer import plan as _plan
 from ._infer.passes import Folded
 from ._infer.trace import trace
@@ -75,6 +75,29 @@ def _snapshot(a):
         return a
     return np.array(a)
 
+
+
+try:
+    from ._info import copy_bytes as _copy_bytes
+except ImportError:             # pure-Python install: NumPy's copy
+    _copy_bytes = None
+
+# an input of at least this many bytes is copied into the plan's arena on all of nnlite's
+# threads (``_copy_in``)
+_PARALLEL_COPY_MIN = 256 << 10
+
+
+def _copy_in(dst, src):
+    """dst[...] = src, an input into its arena buffer: large C-contiguous inputs of the
+    buffer's dtype and shape by ``nnlite._info.copy_bytes`` on nnlite's threads (the pool is
+    held and awake by then), the rest by NumPy."""
+    if (_copy_bytes is not None and src.nbytes >= _PARALLEL_COPY_MIN
+            and src.dtype == dst.dtype and src.shape == dst.shape
+            and src.flags.c_contiguous and dst.flags.c_contiguous
+            and not np.may_share_memory(dst, src)):
+        _copy_bytes(dst, src, get_num_threads())
+    else:
+        np.copyto(dst, src)
 
 class InferenceModule(Module):
     """The optimized module (see ``optimize_for_inference``). ``plans`` lists the compiled
@@ -181,7 +204,7 @@ class InferenceModule(Module):
         pool_hold(1)   # the pool's workers stay awake between this run's kernels
         try:
             for dst, src in zip(ins, arrays):
-                np.copyto(dst, src)
+                _copy_in(dst, src)
             for call in calls:
                 call()
         finally:

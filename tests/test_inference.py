@@ -359,6 +359,39 @@ def test_results_are_fresh_arrays_not_views_into_the_arena():
     np.testing.assert_array_equal(keep.data, y1)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_inputs_are_copied_in_on_the_pool_and_others_by_numpy(threads, monkeypatch):
+    """A C-contiguous input of the plan's dtype of at least _PARALLEL_COPY_MIN bytes goes into
+    the arena by ``_info.copy_bytes`` (on the pool's threads); a strided one or a smaller one
+    by NumPy; each run's result matches the plain module on that input."""
+    from nnlite import inference
+    if inference._copy_bytes is None:
+        pytest.skip("nnlite built without its extensions")
+    calls = []
+
+    def recording(dst, src, nt):
+        calls.append((src.nbytes, nt))
+        inference._copy_bytes_orig(dst, src, nt)
+    monkeypatch.setattr(inference, "_copy_bytes_orig", inference._copy_bytes, raising=False)
+    monkeypatch.setattr(inference, "_copy_bytes", recording)
+    nnlite.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    fast = nnlite.optimize_for_inference(model)
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((1, 3, 200, 160)).astype(np.float32)       # 384000 bytes
+    assert big.nbytes >= inference._PARALLEL_COPY_MIN
+    strided = rng.standard_normal((1, 3, 200, 320)).astype(np.float32)[..., ::2]
+    with kernel_threads(threads):
+        fast(big)                     # compiles the plan (its runs count no further)
+        calls.clear()
+        for x in (big, strided, big[:, ::-1].copy()):
+            assert_same(fast(x), plain(model, x))
+    assert calls == [(big.nbytes, threads)] * 2
+    small = rng.standard_normal((1, 3, 20, 16)).astype(np.float32)
+    assert_same(fast(small), plain(model, small))
+    assert len(calls) == 2
+
+
 def test_weights_are_snapshotted_and_training_mode_restored():
     nnlite.manual_seed(0)
     model = randomize_bn(models.small_cnn()).train()

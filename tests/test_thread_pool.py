@@ -175,3 +175,32 @@ def test_a_held_run_keeps_workers_off_the_callers_cpu():
     for aff in held:
         assert len(aff) == len(mask) - 1 and aff < mask, (aff, mask)
     assert all(aff == mask for aff in after), (after, mask)
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 4095, 65536, 65537, 3 * 65536 + 12, 602112])
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_copy_bytes_copies_every_byte_once(nbytes, nt):
+    """``_info.copy_bytes`` (an inference plan's input copy): 64 KB units over the pool's
+    threads; the bytes around the destination stay untouched. Oracle: NumPy's slice copy."""
+    rng = np.random.default_rng(nbytes + nt)
+    src = rng.integers(0, 256, nbytes, dtype=np.uint8)
+    guard = np.full(nbytes + 128, 0xA5, np.uint8)
+    dst = guard[64:64 + nbytes]
+    _info.copy_bytes(dst, src, nt)
+    np.testing.assert_array_equal(dst, src)
+    assert (guard[:64] == 0xA5).all() and (guard[64 + nbytes:] == 0xA5).all()
+
+
+def test_copy_bytes_takes_any_contiguous_buffers_and_rejects_other_lengths():
+    x = np.arange(3 * 50 * 70, dtype=np.float32).reshape(3, 50, 70)
+    y = np.empty((3, 50, 70), np.float32)
+    _info.copy_bytes(y, x, 2)
+    np.testing.assert_array_equal(y, x)
+    with pytest.raises(ValueError, match="42000 source bytes for 41996 destination bytes"):
+        _info.copy_bytes(np.empty(10499, np.float32), x, 2)
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        _info.copy_bytes(x[:, ::2], y, 2)          # not contiguous
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        _info.copy_bytes(ro, x, 2)

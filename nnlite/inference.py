@@ -76,7 +76,6 @@ def _snapshot(a):
     return np.array(a)
 
 
-
 try:
     from ._info import copy_bytes as _copy_bytes
 except ImportError:             # pure-Python install: NumPy's copy
@@ -98,6 +97,7 @@ def _copy_in(dst, src):
         _copy_bytes(dst, src, get_num_threads())
     else:
         np.copyto(dst, src)
+
 
 class InferenceModule(Module):
     """The optimized module (see ``optimize_for_inference``). ``plans`` lists the compiled

@@ -121,6 +121,12 @@ nnl_idx nnl_conv_phase_workspace(const nnl_conv_geom *geom, int elsize, int nthr
 /* Bytes of work memory nnl_conv_depthwise_* allocates (per-thread plane buffers). */
 nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 
+/* Bytes of one (image, group)'s copy in the implicit GEMM's wide layout (CF_WIDE in
+ * convfast_implicit.c): its CG channels, each split into the stride phases its taps read,
+ * HQ x WQ each; 0 for kernels wider than that layout takes, -1 for invalid arguments. A strided
+ * call with more (image, group) items than threads copies this much per item. */
+nnl_idx nnl_conv_implicit_wide_bytes(const nnl_conv_geom *geom, int elsize);
+
 /* Bytes of work memory nnl_conv_implicit_* would allocate (packed weights + per-thread B
  * chunks), or -1 for invalid arguments. */
 nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads, int isa);

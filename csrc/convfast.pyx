@@ -81,6 +81,7 @@ cdef extern from "convfast.h" nogil:
                                float *gw, int nthreads)
     int nnl_conv_small_wgrad_d(const nnl_conv_geom *geom, const double *x, const double *gy,
                                double *gw, int nthreads)
+    nnl_idx nnl_conv_implicit_wide_bytes(const nnl_conv_geom *geom, int elsize)
     nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int nthreads,
                                         int isa)
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
@@ -320,6 +321,24 @@ def conv2d_weight_grad(const floating[:, :, :, :] x, const floating[:, ::1] gy,
                                            &gy[0, 0] if N * oh * ow > 0 else NULL,
                                            N * oh * ow, &gw[0, 0], num_threads, isa)
     check_status(rc, "conv2d_weight_grad")
+
+
+def implicit_wide_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                        Py_ssize_t f, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                        Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int elsize):
+    """Bytes of one image's (and group's) copy in the implicit GEMM's wide layout: its
+    channels split into the stride phases the taps read (0 for kernels wider than that layout
+    takes; csrc/convfast.h)."""
+    cdef nnl_conv_geom gm
+    _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = w, h * w, c * h * w    # a C-contiguous image
+    cdef nnl_idx r = nnl_conv_implicit_wide_bytes(&gm, elsize)
+    if r < 0:
+        raise ValueError(f"implicit_wide_bytes: invalid geometry (n={n}, c={c}, h={h}, w={w}, "
+                         f"f={f}, groups={groups}, kernel {kh}x{kw}, stride {sh}x{sw}, "
+                         f"dilation {dh}x{dw}, output {oh}x{ow}) or element size {elsize}")
+    return r
 
 
 def implicit_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,

@@ -115,6 +115,14 @@ static int cf_phases(nnl_idx k, nnl_idx d, nnl_idx s, nnl_idx *out)
     return n;
 }
 
+/* The wide layout's phase rows and row length (CF_WIDE, CF_SELF): HQ = OH + (KH-1)*DH / SH,
+ * WQ = OW + (KW-1)*DW / SW. */
+static void cf_wide_dims(const nnl_conv_geom *g, nnl_idx *hq, nnl_idx *wq)
+{
+    *hq = g->oh + ((g->kh - 1) * g->dh) / g->sh;
+    *wq = g->ow + ((g->kw - 1) * g->dw) / g->sw;
+}
+
 /* The blocking of one call, shared by the driver and the workspace query. */
 typedef struct {
     int mr, nr;
@@ -155,8 +163,7 @@ static void cf_make_plan(const nnl_conv_geom *g, int mr, int nr, int mc, int kc,
     const nnl_idx items = g->n * g->g;
 
     /* B source (see the file comment); ``wide`` asks for CF_WIDE where CF_SELF does not apply */
-    p->hq = g->oh + ((g->kh - 1) * g->dh) / g->sh;
-    p->wq = g->ow + ((g->kw - 1) * g->dw) / g->sw;
+    cf_wide_dims(g, &p->hq, &p->wq);
     p->nrph = p->ncph = 1;
     p->rph[0] = p->cph[0] = 0;
     if (g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 && p->wq == g->w &&
@@ -348,6 +355,18 @@ nnl_idx nnl_conv_implicit_workspace(const nnl_conv_geom *geom, int elsize, int n
     cf_plan_call(geom, mr, nr, mc, kc, (size_t)elsize, nthreads,
                  elsize == 4 && nnl_cf_bdirect_ok(isa, mr, nr), 0, &p);
     return (nnl_idx)(cf_work_bytes(&p, (size_t)elsize) + 64);
+}
+
+nnl_idx nnl_conv_implicit_wide_bytes(const nnl_conv_geom *geom, int elsize)
+{
+    if (!cf_geom_ok(geom) || elsize < 1)
+        return -1;
+    if (geom->kh > CF_MAXK || geom->kw > CF_MAXK)
+        return 0;
+    nnl_idx hq, wq, rph[CF_MAXK], cph[CF_MAXK];
+    cf_wide_dims(geom, &hq, &wq);
+    return geom->c / geom->g * cf_phases(geom->kh, geom->dh, geom->sh, rph) *
+           cf_phases(geom->kw, geom->dw, geom->sw, cph) * hq * wq * elsize;
 }
 
 nnl_idx nnl_conv_implicit_wpack_size(const nnl_conv_geom *geom, int elsize, int isa)

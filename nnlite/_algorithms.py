@@ -221,19 +221,17 @@ def phase_pays(geom):
             and 0 < geom.cg <= PHASE_MAX_CG)
 
 
-def _phases(k, d, s):
-    """How many of the s stride phases the k taps of dilation d read (the distinct (a*d) % s)."""
-    return len({(a * d) % s for a in range(k)})
-
-
 def phase_image_bytes(geom, itemsize=4):
-    """Bytes of one image's (and group's) copy in the implicit GEMM's "wide" layout: every
-    input channel split into the stride phases its taps read, each HQ x WQ with HQ = OH +
-    (KH-1)*DH // SH and WQ = OW + (KW-1)*DW // SW (csrc/convfast_implicit.c, cf_make_plan)."""
-    hq = geom.oh + (geom.kh - 1) * geom.dh // geom.sh
-    wq = geom.ow + (geom.kw - 1) * geom.dw // geom.sw
-    phases = _phases(geom.kh, geom.dh, geom.sh) * _phases(geom.kw, geom.dw, geom.sw)
-    return geom.cg * phases * hq * wq * itemsize
+    """Bytes of one image's (and group's) copy in the implicit GEMM's wide layout (its
+    channels split into the stride phases the taps read: ``_convfast.implicit_wide_bytes``,
+    computed where that layout is made), or None without the extension."""
+    try:
+        from . import _convfast
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+    return _convfast.implicit_wide_bytes(geom.n, geom.c, geom.h, geom.w, geom.f, geom.g,
+                                         geom.kh, geom.kw, geom.sh, geom.sw, geom.pt, geom.pl,
+                                         geom.dh, geom.dw, geom.oh, geom.ow, itemsize)
 
 
 def _l2_bytes():
@@ -268,8 +266,8 @@ def strided_batch_pays(geom, threads=None):
     threads = get_num_threads() if threads is None else threads
     if geom.n <= threads or geom.f < STRIDED_IM2COL_MIN_F:
         return False
-    l2 = _l2_bytes()
-    return l2 is not None and phase_image_bytes(geom) > STRIDED_IM2COL_L2_SHARE * l2
+    l2, wide = _l2_bytes(), phase_image_bytes(geom)
+    return l2 is not None and wide is not None and wide > STRIDED_IM2COL_L2_SHARE * l2
 
 
 def direct_kernel(geom):

@@ -676,6 +676,13 @@ def test_plan_runs_large_strided_batches_as_column_matrices(monkeypatch):
     assert _algorithms.phase_image_bytes(big) == 16 * 4 * 15 * 15 * 4 > 32 << 10
     assert _algorithms.phase_image_bytes(geom(k=5, s=3)) == 16 * 9 * 11 * 11 * 4
     assert _algorithms.phase_image_bytes(geom(d=2)) == 16 * 1 * 15 * 15 * 4   # taps 0, 2, 4
+    assert _algorithms.phase_image_bytes(geom(g=2), 8) == 8 * 4 * 15 * 15 * 8  # one group
+    wide = conv2d_geometry((1, 2, 70, 70), (4, 2, 65, 65), None, 1, 0, 1, 1)  # past the layout
+    assert _algorithms.phase_image_bytes(wide) == 0
+    with pytest.raises(ValueError, match="groups=2 must divide C=3 and F=4"):
+        convfast.implicit_wide_bytes(1, 3, 9, 9, 4, 2, 3, 3, 2, 2, 1, 1, 1, 1, 5, 5, 4)
+    with pytest.raises(ValueError, match=r"c=4, h=9, w=9, f=4, groups=2.* element size 0"):
+        convfast.implicit_wide_bytes(1, 4, 9, 9, 4, 2, 3, 3, 2, 2, 1, 1, 1, 1, 5, 5, 0)
     with kernel_threads(2):
         assert resolve(big, "auto", weights_prepared=True) == "im2col"
         assert resolve(big, "auto") == "implicit"                 # F.conv2d: not a plan

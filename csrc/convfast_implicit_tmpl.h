@@ -425,7 +425,7 @@ int FN(nnl_conv_implicit_pk)(const nnl_conv_geom *geom, const T *x, const T *w, 
         FN(cf_tap_offsets)(geom, &p, koff);
     const nnl_idx units = p.units;
     FN(nnl_nest) s0;   /* per (n, g): y_g (FG x L) = W_g (FG x K) @ cols_g (K x L) */
-    s0.K = p.k, s0.kcb_max = p.kcb_max, s0.chunk = p.chunk;
+    s0.K = p.k, s0.kcb_max = p.kcb_max, s0.chunk = p.chunk, s0.mcb = 0;   /* units <= MC rows */
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
     s0.rsa = p.k, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
     s0.a_pack8 = nnl_pack_a_fast(kd->mr);
@@ -687,7 +687,7 @@ int FN(nnl_conv_wgrad_implicit)(const nnl_conv_geom *geom, const T *x, const T *
     if (ws == NULL)
         return NNL_ENOMEM;
     FN(nnl_nest) s0;   /* per group: gw_g (FG x K) = gy_g (FG x N*L) @ cols_g^T (N*L x K) */
-    s0.K = NL, s0.kcb_max = kcb_max, s0.chunk = chunk;
+    s0.K = NL, s0.kcb_max = kcb_max, s0.chunk = chunk, s0.mcb = 0;   /* units <= MC rows */
     s0.alpha = 1, s0.beta = 0, s0.act = NNL_ACT_NONE;
     s0.rsa = rsg, s0.csa = 1, s0.apk = NULL, s0.apk_rows = 0;
     s0.a_pack8 = nnl_pack_a_fast(mr);

@@ -171,11 +171,15 @@ static void nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int 
      * and the row cut measured 5-14% slower (512 x 784 x 128, ResNet-50's strided 256 -> 512
      * 1x1 at 28x28). The score alone would not always cut rows (it counts each unit's packing
      * of its B columns, which here every thread ends up doing for all of them), so the row
-     * cut is taken as it is (a multiple of nt row groups of at most MC rows) when its groups
-     * hold equal numbers of row panels, to one. */
-    const nnl_idx ru_min = nnl_cdiv(P, nnl_max(1, mc / mr));
+     * cut is taken as it is (nt row groups, each swept one block of at most MC rows at a
+     * time by gemm_nest) when its groups hold equal numbers of row panels, to one. */
+    /* Elsewhere row groups of at most MC rows, except where the call packs both operands:
+     * there a taller unit packs its rows one MC block after another against each B chunk it
+     * packs once (gemm_nest), where MC-row units each packed the whole B again (2048^3 on two
+     * threads: six units, B packed six times; its packing was 5% of the time) */
+    const nnl_idx ru_min = pack_a && pack_b ? 1 : nnl_cdiv(P, nnl_max(1, mc / mr));
     if (!pack_a && pack_b && M >= N) {
-        const nnl_idx ru = nnl_cdiv(ru_min, nt) * nt, pu = nnl_cdiv(P, ru);
+        const nnl_idx ru = nt, pu = nnl_cdiv(P, ru);
         if (nnl_cdiv(P, pu) == ru) {
             *mu = pu * mr, *nu = Q * nr;
             return;
@@ -215,12 +219,12 @@ static void nnl_plan_units(nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int 
     }
 }
 
-/* The work units of a call (GEMM_NAME's loop): mu rows by nu columns. Serial: MC-row groups
- * over all the columns. One item on a team: nnl_plan_units. A batch on a team (the items
- * already spread the work): aim at NNL_UNITS_PER_THREAD units per thread, at least
- * NNL_MIN_UNIT_PANELS panels wide (each unit re-packs its A rows) and NNL_MIN_UNIT_ROWS rows
- * tall (each row group re-packs B); if that still leaves a thread idle, use narrower units,
- * then shorter ones. */
+/* The work units of a call (GEMM_NAME's loop): mu rows by nu columns. Serial: one unit per
+ * item (its rows packed one MC block at a time). One item on a team: nnl_plan_units. A batch
+ * on a team (the items already spread the work): aim at NNL_UNITS_PER_THREAD units per
+ * thread, at least NNL_MIN_UNIT_PANELS panels wide (each unit re-packs its A rows) and
+ * NNL_MIN_UNIT_ROWS rows tall (each row group re-packs B); if that still leaves a thread
+ * idle, use narrower units, then shorter ones. */
 static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr, int nr, int mc,
                           int nt, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
 {
@@ -229,7 +233,8 @@ static void nnl_partition(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, int mr
         nnl_plan_units(M, N, K, mr, nr, mc, nt, pack_a, pack_b, mu, nu);
         return;
     }
-    nnl_idx ru = nnl_cdiv(M, mc), cu = 1;
+    /* serial: one unit (gemm_nest takes its rows one MC block at a time, B packed once) */
+    nnl_idx ru = nt > 1 ? nnl_cdiv(M, mc) : 1, cu = 1;
     if (nt > 1) {
         const nnl_idx want = nnl_cdiv((nnl_idx)NNL_UNITS_PER_THREAD * nt, batch);
         const nnl_idx need = nnl_cdiv((nnl_idx)nt, batch);

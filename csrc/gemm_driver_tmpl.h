@@ -466,14 +466,17 @@ static int FN(gemm_run)(nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K, T alpha,
      * on return (one block: glibc then keeps reusing the same heap memory from call to call
      * instead of trimming it, which would cost a page fault per 4 KB on every call). */
     const nnl_idx mu_buf = ru * mu < m1 - m0 ? mu + mr : mu;
-    const size_t ap_elems = nnl_round64((size_t)mu_buf * (size_t)kcb_max, sizeof(T));
+    /* a unit of more rows than an MC block packs them one block at a time (gemm_nest) */
+    const nnl_idx mcb = nnl_max(mr, kd->mc / mr * mr);
+    const size_t ap_elems =
+        nnl_round64((size_t)nnl_min(mu_buf, mcb) * (size_t)kcb_max, sizeof(T));
     const size_t bp_elems = nnl_round64((size_t)kcb_max * (size_t)(chunk * nr), sizeof(T));
     T *ws = (T *)nnl_alloc64(sizeof(T) * (ap_elems + bp_elems) * (size_t)nt);
     if (ws == NULL)
         return NNL_ENOMEM;
 
     FN(nnl_nest) s0;
-    s0.K = K, s0.kcb_max = kcb_max, s0.chunk = chunk;
+    s0.K = K, s0.kcb_max = kcb_max, s0.chunk = chunk, s0.mcb = mcb;
     s0.alpha = alpha, s0.beta = beta, s0.act = act;
     s0.rsa = rsa, s0.csa = csa, s0.apk = apk, s0.apk_rows = P * mr;
     s0.a_pack8 = nnl_pack_a_fast(mr);

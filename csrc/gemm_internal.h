@@ -158,6 +158,7 @@ const nnl_kernel_d *nnl_avx512_kernel_d(void);
                                  int last);                                                  \
     typedef struct {                                                                          \
         nnl_idx K, kcb_max, chunk; /* depth, K slice, NR panels of B fetched at once */     \
+        nnl_idx mcb;               /* rows of an A block (a multiple of MR); 0: the unit's */\
         T alpha, beta;                                                                        \
         int act;                   /* NNL_ACT_*, applied after the last K slice */          \
         const T *a;                /* A (row 0 of the item), strides rsa, csa; or ... */    \

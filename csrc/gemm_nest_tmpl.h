@@ -345,17 +345,22 @@ static void FN(ukr_cm)(const KERNEL_T *kd, const FN(nnl_nest) *s, nnl_idx kcb, c
  * one thread with its private buffers apw (an A block) and bpw (a B chunk):
  *
  *   for pc in K by KC:
- *     pack A[r0:r1, pc:+KC] -> ap                        (MC x KC block, stays in L2)
  *     for jc in c0..c1 by chunk*NR:
- *       B[pc:+KC, jc:+chunk*NR] -> bp  (b_src)           (KC x chunk*NR block, L2-sized;
+ *       B[pc:+KC, jc:+chunk*NR] -> bp  (b_src)           (KC x chunk*NR block, L2/L3-sized;
  *                                                         or read in place, s->b_ld)
- *       for each NR panel of the chunk:                  (KC x NR micro-panel, L1/L2)
- *         for ir in r0..r1 by MR: micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
- *                                 (or tile() when the caller writes its own tiles)
- */
+ *       for each block r0..r1 of at most s->mcb rows of the unit's (one block: mcb 0):
+ *         pack A[r0:r1, pc:+KC] -> ap                    (MC x KC block, stays in L2; once
+ *                                                         per K slice when it is one block)
+ *         for each NR panel of the chunk:                (KC x NR micro-panel, L1/L2)
+ *           for ir in r0..r1 by MR: micro-kernel C[ir:+MR, jr:+NR] (+)= Ap_ir @ Bp_jr
+ *                                   (or tile() when the caller writes its own tiles)
+ *
+ * BLIS's order: a unit of more rows than its L2 holds as one packed A block packs each B
+ * chunk once and sweeps it with one A block after another, instead of being cut into units
+ * of MC rows that each pack the whole B chunk again. */
 static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) b_src,
-                                            FN(nnl_tile) tile, const KERNEL_T *kd, nnl_idx r0,
-                                            nnl_idx r1, nnl_idx c0, nnl_idx c1, T *apw, T *bpw)
+                                            FN(nnl_tile) tile, const KERNEL_T *kd, nnl_idx u0,
+                                            nnl_idx u1, nnl_idx c0, nnl_idx c1, T *apw, T *bpw)
 {
     const int mr = kd->mr, nr = kd->nr;
     const nnl_idx K = s->K, chunk = s->chunk;
@@ -366,119 +371,128 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
     e.pf = NULL, e.pf_n = 0, e.pf_ld = 0;
     e.aks = e.lda = 0;
     const int a_direct = s->a_inplace || s->a_rows;
-    const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
     const int b_rows_paged = s->b_ld * (nnl_idx)sizeof(T) >= NNL_PAGE_BYTES;
+    /* rows of an A block: the unit's rows in as few blocks of at most s->mcb as there can
+     * be, of equal whole MR panels but the last (so the blocks keep the unit's tile grid) */
+    const nnl_idx nblk = s->mcb > 0 ? nnl_cdiv(u1 - u0, s->mcb) : 1;
+    const nnl_idx mcb = nblk > 1 ? nnl_cdiv(nnl_cdiv(u1 - u0, nblk), mr) * mr : u1 - u0;
     for (nnl_idx pc = 0; pc < K; pc += s->kcb_max) {
         const nnl_idx kcb = nnl_min(s->kcb_max, K - pc);
-        /* the next panel of a B read in place is prefetched while its predecessor is swept
-         * when B's rows lie in different pages (the hardware prefetchers stay within a page)
-         * and this slice's sweep is long enough to hide the misses (NNL_GEMM_PF_B_MIN_STEPS
-         * k steps over the row panels) */
-        const int pf_next_rows = b_rows_paged && nir * kcb >= NNL_GEMM_PF_B_MIN_STEPS;
         const int first = pc == 0, last = pc + kcb == K;
-        const T *ap = apw;
         e.load_c = !first || s->beta != 0;
         e.beta = first ? s->beta : (T)1;
         e.act = last ? s->act : NNL_ACT_NONE;
-        if (s->apk != NULL)  /* pre-packed (PACK_NAME): K slice pc, then row panel r0 / MR */
-            ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
-        else if (a_direct) {     /* A read in place: its ragged last panel packed */
-            const nnl_idx full = (r1 - r0) / mr * mr;
-            if (full < r1 - r0)
-                FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc * s->csa, s->rsa,
-                                 s->csa, (int)(r1 - r0 - full), mr, s->a_pack8, apw);
-        } else
-            FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8, apw,
-                       pc, s->a_lk, s->a_sk);
         for (nnl_idx jc = c0; jc < c1; jc += chunk * nr) {
             const nnl_idx ncb = nnl_min(chunk * nr, c1 - jc);
             const nnl_idx nq = nnl_cdiv(ncb, nr);
             const T *bp = b_src(s->b_ctx, nr, pc, kcb, jc, ncb, bpw);
-            for (nnl_idx q = 0; q < nq; q++) {
-                const nnl_idx jr = jc + q * nr;
-                const int n = (int)nnl_min(nr, c1 - jr);
-                /* b_ld > 0: full panels in place (rows b_ld apart), a ragged last one packed
-                 * into bpw by b_src; the same values either way, so the same bits */
-                const int inplace = s->b_ld > 0 && n == nr;
-                const T *bpq = inplace ? bp + q * nr : (s->b_ld > 0 ? bpw : bp) + q * kcb * nr;
-                e.ldb = inplace ? s->b_ld : nr;
-                e.bias_col = (last && s->bias_kind == NNL_BIAS_COL) ? s->bias + jr : NULL;
-                /* the next pre-packed B panel (in DRAM when it holds a late layer's
-                 * weights), prefetched a share per row panel while this one is swept */
-                nnl_idx b_lines = 0;
-                const char *b_next = NULL;
-                if (s->pf_b) {
-                    if (jr + nr < c1) {            /* the next panel of this K slice */
-                        b_next = (const char *)(bpq + kcb * nr);
-                        b_lines = kcb * nr * (nnl_idx)sizeof(T) / 64;
-                    } else if (pc + kcb < K) {     /* the first panel of the next slice */
-                        const nnl_idx kn = nnl_min(s->kcb_max, K - pc - kcb);
-                        b_next = (const char *)b_src(s->b_ctx, nr, pc + kcb, kn, c0,
-                                                     nnl_min(chunk * nr, c1 - c0), bpw);
-                        b_lines = kn * nr * (nnl_idx)sizeof(T) / 64;
+            for (nnl_idx r0 = u0; r0 < u1; r0 += mcb) {
+                const nnl_idx r1 = nnl_min(r0 + mcb, u1);
+                const nnl_idx nir = nnl_cdiv(r1 - r0, mr);
+                /* the next panel of a B read in place is prefetched while its predecessor is
+                 * swept when B's rows lie in different pages (the hardware prefetchers stay
+                 * within a page) and this slice's sweep is long enough to hide the misses
+                 * (NNL_GEMM_PF_B_MIN_STEPS k steps over the row panels) */
+                const int pf_next_rows = b_rows_paged && nir * kcb >= NNL_GEMM_PF_B_MIN_STEPS;
+                const T *ap = apw;
+                if (s->apk != NULL)   /* pre-packed (PACK_NAME): K slice pc, row panel r0/MR */
+                    ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
+                else if (jc > c0 && mcb == u1 - u0)
+                    ;   /* one block: packed (or its ragged panel) with the first chunk */
+                else if (a_direct) { /* A read in place: its ragged last panel packed */
+                    const nnl_idx full = (r1 - r0) / mr * mr;
+                    if (full < r1 - r0)
+                        FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc * s->csa, s->rsa,
+                                         s->csa, (int)(r1 - r0 - full), mr, s->a_pack8, apw);
+                } else
+                    FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8,
+                               apw, pc, s->a_lk, s->a_sk);
+                for (nnl_idx q = 0; q < nq; q++) {
+                    const nnl_idx jr = jc + q * nr;
+                    const int n = (int)nnl_min(nr, c1 - jr);
+                    /* b_ld > 0: full panels in place (rows b_ld apart), a ragged last one packed
+                     * into bpw by b_src; the same values either way, so the same bits */
+                    const int inplace = s->b_ld > 0 && n == nr;
+                    const T *bpq = inplace ? bp + q * nr : (s->b_ld > 0 ? bpw : bp) + q * kcb * nr;
+                    e.ldb = inplace ? s->b_ld : nr;
+                    e.bias_col = (last && s->bias_kind == NNL_BIAS_COL) ? s->bias + jr : NULL;
+                    /* the next pre-packed B panel (in DRAM when it holds a late layer's
+                     * weights), prefetched a share per row panel while this one is swept */
+                    nnl_idx b_lines = 0;
+                    const char *b_next = NULL;
+                    if (s->pf_b) {
+                        if (jr + nr < c1) {            /* the next panel of this K slice */
+                            b_next = (const char *)(bpq + kcb * nr);
+                            b_lines = kcb * nr * (nnl_idx)sizeof(T) / 64;
+                        } else if (pc + kcb < K) {     /* the first panel of the next slice */
+                            const nnl_idx kn = nnl_min(s->kcb_max, K - pc - kcb);
+                            b_next = (const char *)b_src(s->b_ctx, nr, pc + kcb, kn, c0,
+                                                         nnl_min(chunk * nr, c1 - c0), bpw);
+                            b_lines = kn * nr * (nnl_idx)sizeof(T) / 64;
+                        }
                     }
-                }
-                const nnl_idx b_share = nnl_cdiv(b_lines, nir);
-                /* a ragged last panel of a few columns: the column-tail kernel takes the whole
-                 * vectors of packed row panels into a plain C, where no prefetch of the next
-                 * B panel is to be spread over the row panels; ukr the rows it leaves */
-                nnl_idx ir0 = r0;
-                if (kd->tail != NULL && n < nr && n <= kd->tail_n && tile == NULL &&
-                    !a_direct && s->c_cs == 0 && s->c_ln == 0 && b_lines == 0) {
-                    e.lda = e.aks = 0;
-                    e.pf_n = e.pf_ld = 0;
-                    e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + r0 : NULL;
-                    ir0 += kd->tail(kcb, ap, r1 - r0, bpq, s->c + r0 * s->rsc + jr, s->rsc, n,
-                                    &e);
-                }
-                for (nnl_idx ir = ir0; ir < r1; ir += mr) {
-                    const int m = (int)nnl_min(mr, r1 - ir);
-                    const T *api = ap + (ir - r0) * kcb;
-                    e.lda = e.aks = 0;
-                    if (a_direct) {   /* a full panel in place, else the packed last one */
-                        api = m == mr ? s->a + ir * s->rsa + pc * s->csa : apw;
-                        e.lda = m == mr && s->a_rows ? s->rsa : 0;
-                        e.aks = m == mr && s->a_inplace ? s->csa : 0;
+                    const nnl_idx b_share = nnl_cdiv(b_lines, nir);
+                    /* a ragged last panel of a few columns: the column-tail kernel takes the whole
+                     * vectors of packed row panels into a plain C, where no prefetch of the next
+                     * B panel is to be spread over the row panels; ukr the rows it leaves */
+                    nnl_idx ir0 = r0;
+                    if (kd->tail != NULL && n < nr && n <= kd->tail_n && tile == NULL &&
+                        !a_direct && s->c_cs == 0 && s->c_ln == 0 && b_lines == 0) {
+                        e.lda = e.aks = 0;
+                        e.pf_n = e.pf_ld = 0;
+                        e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + r0 : NULL;
+                        ir0 += kd->tail(kcb, ap, r1 - r0, bpq, s->c + r0 * s->rsc + jr, s->rsc, n,
+                                        &e);
                     }
-                    e.pf_ld = 0;
-                    if (b_lines > 0) {
-                        const nnl_idx l0 = (ir - r0) / mr * b_share;
-                        e.pf = b_next + 64 * l0;
-                        e.pf_n = l0 < b_lines ? nnl_min(b_share, b_lines - l0) : 0;
-                    } else if (s->apk != NULL && q == 0 && jc == c0 && ir + mr < r1) {
-                        /* the first sweep of a pre-packed A block: its next row panel */
-                        e.pf = (const char *)(api + kcb * mr);
-                        e.pf_n = kcb * mr * (nnl_idx)sizeof(T) / 64;
-                    } else if (pf_next_rows && q + 1 < nq && jr + 2 * nr <= c1) {
-                        /* the next panel of a B read in place (full, so read in place too),
-                         * a share of its rows per row panel of the sweep */
-                        const nnl_idx share = nnl_cdiv(kcb, nir), l0 = (ir - r0) / mr * share;
-                        e.pf = (const char *)(bp + (q + 1) * nr + l0 * s->b_ld);
-                        e.pf_ld = s->b_ld * (nnl_idx)sizeof(T);
-                        e.pf_n = l0 < kcb ? nnl_min(share, kcb - l0) : 0;
-                    } else if (s->pf_c && first && tile == NULL) {
-                        /* a C in no cache: the next tile's rows (the next row panel's, or
-                         * the next column panel's first), one per k step, so that its
-                         * write-out does not wait for each line */
-                        const int down = ir + mr < r1;
-                        const nnl_idx ni = down ? ir + mr : r0, nj = down ? jr : jr + nr;
-                        e.pf_ld = s->rsc * (nnl_idx)sizeof(T);
-                        e.pf = (const char *)(s->c + ni * s->rsc + nj);
-                        e.pf_n = nj < c1 ? nnl_min(mr, r1 - ni) : 0;
-                    } else {
-                        e.pf_n = 0;
+                    for (nnl_idx ir = ir0; ir < r1; ir += mr) {
+                        const int m = (int)nnl_min(mr, r1 - ir);
+                        const T *api = ap + (ir - r0) * kcb;
+                        e.lda = e.aks = 0;
+                        if (a_direct) {   /* a full panel in place, else the packed last one */
+                            api = m == mr ? s->a + ir * s->rsa + pc * s->csa : apw;
+                            e.lda = m == mr && s->a_rows ? s->rsa : 0;
+                            e.aks = m == mr && s->a_inplace ? s->csa : 0;
+                        }
+                        e.pf_ld = 0;
+                        if (b_lines > 0) {
+                            const nnl_idx l0 = (ir - r0) / mr * b_share;
+                            e.pf = b_next + 64 * l0;
+                            e.pf_n = l0 < b_lines ? nnl_min(b_share, b_lines - l0) : 0;
+                        } else if (s->apk != NULL && q == 0 && jc == c0 && ir + mr < r1) {
+                            /* the first sweep of a pre-packed A block: its next row panel */
+                            e.pf = (const char *)(api + kcb * mr);
+                            e.pf_n = kcb * mr * (nnl_idx)sizeof(T) / 64;
+                        } else if (pf_next_rows && q + 1 < nq && jr + 2 * nr <= c1) {
+                            /* the next panel of a B read in place (full, so read in place too),
+                             * a share of its rows per row panel of the sweep */
+                            const nnl_idx share = nnl_cdiv(kcb, nir), l0 = (ir - r0) / mr * share;
+                            e.pf = (const char *)(bp + (q + 1) * nr + l0 * s->b_ld);
+                            e.pf_ld = s->b_ld * (nnl_idx)sizeof(T);
+                            e.pf_n = l0 < kcb ? nnl_min(share, kcb - l0) : 0;
+                        } else if (s->pf_c && first && tile == NULL) {
+                            /* a C in no cache: the next tile's rows (the next row panel's, or
+                             * the next column panel's first), one per k step, so that its
+                             * write-out does not wait for each line */
+                            const int down = ir + mr < r1;
+                            const nnl_idx ni = down ? ir + mr : r0, nj = down ? jr : jr + nr;
+                            e.pf_ld = s->rsc * (nnl_idx)sizeof(T);
+                            e.pf = (const char *)(s->c + ni * s->rsc + nj);
+                            e.pf_n = nj < c1 ? nnl_min(mr, r1 - ni) : 0;
+                        } else {
+                            e.pf_n = 0;
+                        }
+                        if (tile != NULL) {
+                            tile(s->t_ctx, kcb, api, bpq, ir, jr, m, n, pc, first, last);
+                            continue;
+                        }
+                        e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + ir : NULL;
+                        if (s->c_cs > 0)
+                            FN(ukr_cm)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
+                        else if (s->c_ln > 0)
+                            FN(ukr_split)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
+                        else
+                            kd->ukr(kcb, api, bpq, s->c + ir * s->rsc + jr, s->rsc, m, n, &e);
                     }
-                    if (tile != NULL) {
-                        tile(s->t_ctx, kcb, api, bpq, ir, jr, m, n, pc, first, last);
-                        continue;
-                    }
-                    e.bias_row = (last && s->bias_kind == NNL_BIAS_ROW) ? s->bias + ir : NULL;
-                    if (s->c_cs > 0)
-                        FN(ukr_cm)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
-                    else if (s->c_ln > 0)
-                        FN(ukr_split)(kd, s, kcb, api, bpq, ir, jr, m, n, &e);
-                    else
-                        kd->ukr(kcb, api, bpq, s->c + ir * s->rsc + jr, s->rsc, m, n, &e);
                 }
             }
         }

@@ -58,13 +58,16 @@ def test_plan_is_a_valid_cut_with_both_directions(isa, dtype):
     seen = set()
     for m, n, k in SHAPES:
         serial = units(isa, dtype, m, n, k, 1)
-        # one thread: MC-row groups over all the columns
-        assert serial["mu"] % mr == 0 and serial["mu"] <= blk["mc"] and serial["nu"] >= n
+        # one thread: one unit (its rows packed one MC block at a time by the nest)
+        assert serial["mu"] % mr == 0 and serial["mu"] >= m and serial["nu"] >= n
         for nt in THREADS:
             for pack_a, pack_b in [(True, True), (False, True), (True, False)]:
                 u = units(isa, dtype, m, n, k, nt, pack_a, pack_b)
                 mu, nu = u["mu"], u["nu"]
-                assert mu % mr == 0 and 0 < mu <= blk["mc"]
+                # row groups taller than MC (swept one MC block at a time) only where the
+                # call packs both operands, or cuts a pre-packed A's rows one group a thread
+                tall = (pack_a and pack_b) or (not pack_a and m >= n)
+                assert mu % mr == 0 and 0 < mu <= (m + mr if tall else blk["mc"])
                 assert nu % nr == 0 and nu > 0
                 ru, cu = -(-m // mu), -(-n // nu)
                 # at least two units a thread for the dynamic schedule, one when the call
@@ -86,6 +89,19 @@ def test_plan_balances_few_column_panels(isa):
         nr = blk["nr"]
         eff = n // nr * nr + -(-(n % nr) // 8) * 8
         assert cost(m, n, k, u["mu"], u["nu"], nr, 2) <= 1.10 * m * k * eff / 2, (m, n, k, u)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_large_product_packing_both_operands_is_one_unit_per_thread(isa):
+    # 2048^3 on two threads was six units of MC rows, each packing all of B (5% of the time);
+    # now each thread takes one unit taller than MC (or all rows and half the columns), whose
+    # blocks of A sweep each B chunk it packs once
+    blk = gemm_ops._gemm.blocking(gemm_ops._gemm.isa_code(isa), 4)
+    for m, n, k in [(2048, 2048, 2048), (1536, 1536, 1536), (3 * blk["mc"] + 5, 700, 300)]:
+        for nt in (1, 2):
+            u = units(isa, np.float32, m, n, k, nt)
+            assert -(-m // u["mu"]) * -(-n // u["nu"]) == nt, (m, n, k, nt, u)
+            assert u["mu"] > blk["mc"] or u["nu"] >= n, (m, n, k, nt, u)
 
 
 @pytest.mark.parametrize("isa", ISAS)

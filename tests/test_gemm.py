@@ -587,6 +587,26 @@ def test_batched_matches_loop(isa, dtype, batch):
     np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_items_taller_than_mc(isa, dtype):
+    # each item more rows than an MC block: one thread runs one unit per item, its rows packed
+    # one MC block at a time against each B chunk (gemm_nest); threads spread the items
+    mc = gemm_ops.blocking(dtype)["mc"]
+    m, n, k = 2 * mc + 7, 53, 70
+    a, b = rand((3, m, k), dtype, 5), rand((3, k, n), dtype, 6)
+    bias, c = rand((3, m), dtype, 7), rand((3, m, n), dtype, 8)
+    outs = {}
+    for nt in (1, 2, 3):
+        out = c.copy()
+        gemm_batched(a, b, out, alpha=0.5, beta=2.0, bias=bias, activation="relu",
+                     num_threads=nt)
+        outs[nt] = out
+    for i in range(3):
+        check(outs[1][i], oracle(a[i], b[i], 0.5, 2.0, c[i], bias[i], 0, "relu"), dtype, k)
+    np.testing.assert_array_equal(outs[2], outs[1])
+    np.testing.assert_array_equal(outs[3], outs[1])
+
+
 def test_batched_broadcast_and_shared_bias(isa):
     a = rand((1, 8, 12), np.float32, 1)                # shared by every item
     b = rand((5, 12, 30), np.float32, 2)

@@ -395,18 +395,22 @@ static NNL_ALWAYS_INLINE void FN(gemm_nest)(const FN(nnl_nest) *s, FN(nnl_bsrc) 
                  * (NNL_GEMM_PF_B_MIN_STEPS k steps over the row panels) */
                 const int pf_next_rows = b_rows_paged && nir * kcb >= NNL_GEMM_PF_B_MIN_STEPS;
                 const T *ap = apw;
-                if (s->apk != NULL)   /* pre-packed (PACK_NAME): K slice pc, row panel r0/MR */
+                if (s->apk != NULL) {   /* pre-packed (PACK_NAME): K slice pc, panel r0/MR */
                     ap = s->apk + s->apk_rows * pc + (r0 / mr) * kcb * mr;
-                else if (jc > c0 && mcb == u1 - u0)
-                    ;   /* one block: packed (or its ragged panel) with the first chunk */
-                else if (a_direct) { /* A read in place: its ragged last panel packed */
-                    const nnl_idx full = (r1 - r0) / mr * mr;
-                    if (full < r1 - r0)
-                        FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc * s->csa, s->rsa,
-                                         s->csa, (int)(r1 - r0 - full), mr, s->a_pack8, apw);
-                } else
-                    FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr, s->a_pack8,
-                               apw, pc, s->a_lk, s->a_sk);
+                } else if (nblk > 1 || jc == c0) {
+                    /* packed per chunk when the unit has several blocks; one block stays in
+                     * apw from the first chunk of the K slice on */
+                    if (a_direct) {   /* A read in place: its ragged last panel packed */
+                        const nnl_idx full = (r1 - r0) / mr * mr;
+                        if (full < r1 - r0)
+                            FN(pack_a_panel)(kcb, s->a + (r0 + full) * s->rsa + pc * s->csa,
+                                             s->rsa, s->csa, (int)(r1 - r0 - full), mr,
+                                             s->a_pack8, apw);
+                    } else {
+                        FN(pack_a)(r1 - r0, kcb, s->a + r0 * s->rsa, s->rsa, s->csa, mr,
+                                   s->a_pack8, apw, pc, s->a_lk, s->a_sk);
+                    }
+                }
                 for (nnl_idx q = 0; q < nq; q++) {
                     const nnl_idx jr = jc + q * nr;
                     const int n = (int)nnl_min(nr, c1 - jr);

@@ -118,6 +118,27 @@ int nnl_conv_phase_d(const nnl_conv_geom *geom, const double *x, const double *w
                      const double *bias, double beta, double *y, int act, int nthreads);
 nnl_idx nnl_conv_phase_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 
+/* The same conv with a max pool over its output fused (an image model's stem: conv 7x7/2 ->
+ * max pool 3x3/2): y (N, F, q->oh * q->ow, images ysn and planes ysf apart as geom gives them)
+ * = maxpool(act(conv(x, w) + bias)), the pool's windows reading the conv's (OH, OW) output
+ * (padding -inf, never winning; NaN propagates), which never goes to memory: each band of
+ * pooled rows computes the conv rows its windows read, a filter block at a time, into a
+ * per-thread buffer and pools them from there. The values of nnl_conv_phase_* then the max
+ * pool's plane kernel (nnl_maxpool_plane_*), bit for bit. Returns NNL_OK, NNL_ENOMEM or
+ * NNL_EINVAL (also a pool nnl_pool_plan_init cannot plan). */
+typedef struct {
+    nnl_idx kh, kw, sh, sw, pt, pl, dh, dw;   /* window, stride, top/left padding, dilation */
+    nnl_idx oh, ow;                           /* pooled output size */
+} nnl_pool2d_geom;
+int nnl_conv_phase_maxpool_s(const nnl_conv_geom *geom, const nnl_pool2d_geom *pool,
+                             const float *x, const float *w, const float *bias, float *y,
+                             int act, int nthreads);
+int nnl_conv_phase_maxpool_d(const nnl_conv_geom *geom, const nnl_pool2d_geom *pool,
+                             const double *x, const double *w, const double *bias, double *y,
+                             int act, int nthreads);
+nnl_idx nnl_conv_phase_maxpool_workspace(const nnl_conv_geom *geom, const nnl_pool2d_geom *pool,
+                                         int elsize, int nthreads);
+
 /* Bytes of work memory nnl_conv_depthwise_* allocates (per-thread plane buffers). */
 nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads);
 

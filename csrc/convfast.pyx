@@ -77,6 +77,18 @@ cdef extern from "convfast.h" nogil:
     int nnl_conv_phase_d(const nnl_conv_geom *geom, const double *x, const double *w,
                          const double *bias, double beta, double *y, int act, int nthreads)
     nnl_idx nnl_conv_phase_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
+    ctypedef struct nnl_pool2d_geom:
+        nnl_idx kh, kw, sh, sw, pt, pl, dh, dw
+        nnl_idx oh, ow
+    int nnl_conv_phase_maxpool_s(const nnl_conv_geom *geom, const nnl_pool2d_geom *pool,
+                                 const float *x, const float *w, const float *bias, float *y,
+                                 int act, int nthreads)
+    int nnl_conv_phase_maxpool_d(const nnl_conv_geom *geom, const nnl_pool2d_geom *pool,
+                                 const double *x, const double *w, const double *bias,
+                                 double *y, int act, int nthreads)
+    nnl_idx nnl_conv_phase_maxpool_workspace(const nnl_conv_geom *geom,
+                                             const nnl_pool2d_geom *pool, int elsize,
+                                             int nthreads)
     int nnl_conv_small_wgrad_s(const nnl_conv_geom *geom, const float *x, const float *gy,
                                float *gw, int nthreads)
     int nnl_conv_small_wgrad_d(const nnl_conv_geom *geom, const double *x, const double *gy,
@@ -147,24 +159,29 @@ def _check_reach(Py_ssize_t size, Py_ssize_t first, Py_ssize_t last, str what):
 def _check_call(str fn, x, y, Py_ssize_t w_cols, Py_ssize_t want_cols, str cols_name, bias,
                 Py_ssize_t F, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
-                Py_ssize_t dw, int act, Py_ssize_t es):
+                Py_ssize_t dw, int act, Py_ssize_t es, Py_ssize_t yl=-1):
     """The argument checks both kernels share (before any nogil code); True when the output
-    is empty and there is nothing to compute."""
+    is empty and there is nothing to compute. ``yl``: y's elements per plane when they are not
+    the conv's OH*OW (a fused pool's output)."""
     N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    cdef Py_ssize_t L = oh * ow if yl < 0 else yl
     if w_cols != want_cols:
         raise ValueError(f"{fn}: w has {w_cols} columns; expected {cols_name} = {want_cols}")
-    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, oh * ow):
+    if (y.shape[0], y.shape[1], y.shape[2]) != (N, F, L):
         raise ValueError(f"{fn}: y has shape {(y.shape[0], y.shape[1], y.shape[2])}; expected "
-                         f"{(N, F, oh * ow)}")
+                         f"{(N, F, L)}")
     if act not in (0, 1, 2):
         raise ValueError(f"{fn}: act must be 0, 1 or 2, got {act}")
     if bias is not None and len(bias) != F:
         raise ValueError(f"{fn}: bias has {len(bias)} entries; expected {F}")
-    if N == 0 or F == 0 or oh == 0 or ow == 0:
+    if N == 0 or F == 0 or L == 0:
         return True
+    if oh == 0 or ow == 0:
+        raise ValueError(f"{fn}: a ({oh}, {ow}) conv output cannot feed a pool of "
+                         f"{L} outputs")
     if C > 0 and (H == 0 or W == 0):
         raise ValueError(f"{fn}: empty image plane ({H}, {W})")
-    _check_strides(x, y, es, oh * ow, fn)
+    _check_strides(x, y, es, L, fn)
     _check_reach(H, -pt, (oh - 1) * sh + (kh - 1) * dh - pt, "row")
     _check_reach(W, -pl, (ow - 1) * sw + (kw - 1) * dw - pl, "column")
     return False
@@ -515,6 +532,89 @@ def conv2d_phase(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
     """
     _dense_direct("conv2d_phase", True, x, w, bias, y, groups, kh, kw, sh, sw, pt, pl, dh, dw,
                   oh, ow, act, beta, num_threads)
+
+
+def conv2d_phase_maxpool(const floating[:, :, :, :] x, const floating[:, ::1] w, bias,
+                         floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, pool,
+                         int act=0, int num_threads=1):
+    """y (N, F, POH*POW) = max_pool2d(act(conv2d(x, w) + bias)) by the few-channel kernel with
+    the pool fused (csrc/convfast_phase.c): each band of pooled rows computes the conv rows its
+    windows read into a per-thread buffer and pools them from there, so the (N, F, OH, OW)
+    conv output never goes to memory. ``pool`` = (PKH, PKW, PSH, PSW, PPT, PPL, PDH, PDW, POH,
+    POW): the max pool's window, stride, top/left padding (-inf, never winning; NaN
+    propagates), dilation and output size over the conv's (OH, OW) output. The values of
+    ``conv2d_phase`` then the max pool, bit for bit.
+
+    Shape:
+        x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, POH*POW) whose
+        planes are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w.shape[0], es = sizeof(floating)
+    cdef nnl_conv_geom gm
+    cdef nnl_pool2d_geom pg
+    cdef const floating[::1] bv
+    cdef const floating *pb = NULL
+    cdef const floating *px = NULL
+    cdef const floating *pw = NULL
+    cdef int rc
+    _fill(&gm, N, C, x.shape[2], x.shape[3], F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    _pool_fill(&pg, pool, oh, ow, "conv2d_phase_maxpool")
+    if _check_call("conv2d_phase_maxpool", x, y, w.shape[1], (C // groups) * kh * kw,
+                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es,
+                   pg.oh * pg.ow):
+        return
+    if bias is not None:
+        bv = bias
+        pb = &bv[0]
+    if C > 0:
+        px = &x[0, 0, 0, 0]
+    if w.shape[1] > 0:
+        pw = &w[0, 0]
+    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
+    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
+    with nogil:
+        if floating is float:
+            rc = nnl_conv_phase_maxpool_s(&gm, &pg, px, pw, pb, &y[0, 0, 0], act, num_threads)
+        else:
+            rc = nnl_conv_phase_maxpool_d(&gm, &pg, px, pw, pb, &y[0, 0, 0], act, num_threads)
+    check_status(rc, "conv2d_phase_maxpool")
+
+
+cdef int _pool_fill(nnl_pool2d_geom *pg, pool, Py_ssize_t oh, Py_ssize_t ow, str fn) except -1:
+    # the fused max pool's geometry over a (oh, ow) conv output, checked
+    if len(pool) != 10:
+        raise ValueError(f"{fn}: pool must be (PKH, PKW, PSH, PSW, PPT, PPL, PDH, PDW, POH, POW), "
+                         f"got {pool!r}")
+    pg.kh, pg.kw, pg.sh, pg.sw, pg.pt, pg.pl, pg.dh, pg.dw, pg.oh, pg.ow = pool
+    if (pg.kh < 1 or pg.kw < 1 or pg.sh < 1 or pg.sw < 1 or pg.dh < 1 or pg.dw < 1
+            or pg.pt < 0 or pg.pl < 0 or pg.oh < 0 or pg.ow < 0):
+        raise ValueError(f"{fn}: pool window ({pg.kh}, {pg.kw}), stride ({pg.sh}, {pg.sw}) and "
+                         f"dilation ({pg.dh}, {pg.dw}) must be >= 1, padding ({pg.pt}, {pg.pl}) "
+                         f"and output ({pg.oh}, {pg.ow}) >= 0")
+    _check_reach(oh, -pg.pt, (pg.oh - 1) * pg.sh + (pg.kh - 1) * pg.dh - pg.pt, "pool row")
+    _check_reach(ow, -pg.pl, (pg.ow - 1) * pg.sw + (pg.kw - 1) * pg.dw - pg.pl, "pool column")
+    return 0
+
+
+def phase_maxpool_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                                  Py_ssize_t f, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                                  pool, int elsize, int num_threads=1):
+    """Bytes of work memory one conv2d_phase_maxpool call allocates (packed weights, per-thread
+    phase planes, conv rows of a filter block and the pool's row buffers); raises ValueError
+    for a pool the kernel cannot plan."""
+    cdef nnl_conv_geom gm
+    cdef nnl_pool2d_geom pg
+    _fill(&gm, n, c, h, w, f, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    _pool_fill(&pg, pool, oh, ow, "phase_maxpool_workspace_bytes")
+    cdef nnl_idx r = nnl_conv_phase_maxpool_workspace(&gm, &pg, elsize, num_threads)
+    if r < 0:
+        raise ValueError(f"phase_maxpool_workspace_bytes: no plan for the pool {tuple(pool)} "
+                         f"over a ({oh}, {ow}) map")
+    return r
 
 
 def conv2d_small_weight_grad(const floating[:, :, :, :] x, const floating[:, :, :, ::1] gy,

@@ -45,8 +45,10 @@ def _defines(path, name):
     text = path.read_text()
     if path.suffix in (".pyx", ".pxd"):
         pattern = rf"^\s*(?:def|cpdef|cdef(?:\s+\w+)*?|class)\s+{re.escape(name)}\s*[(:]"
-    else:  # C: a definition starts a line with its return type and has a body
-        pattern = rf"^[A-Za-z_][\w \t*()]*\b{re.escape(name)}\s*\([^;]*?\)\s*\{{"
+    else:  # C: a definition starts a line with its return type and has a body (a dtype
+        # template's functions are named FN(name): csrc/*_tmpl.h)
+        n = re.escape(name)
+        pattern = rf"^[A-Za-z_][\w \t*()]*\b(?:{n}|FN\({n}\))\s*\([^;]*?\)\s*\{{"
     return re.search(pattern, text, flags=re.M | re.S) is not None
 
 

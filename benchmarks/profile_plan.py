@@ -40,16 +40,19 @@ from bench_inference import _ort, _torch, build_nnlite, export_onnx  # noqa: E40
 from nnlite._config import pool_hold  # noqa: E402
 from nnlite._infer import passes  # noqa: E402
 from nnlite._infer import kernels  # noqa: E402
-from nnlite._infer.kernels import IR_OP  # noqa: E402
+from nnlite._infer.kernels import CONV_POOL_OP, IR_OP  # noqa: E402
 
 
 def _match_keys(key):
     """The ORT node keys one nnlite step stands for: a fused inverted residual 'ir C->E->F
     OHxOW' its expand, depthwise and project convs (stride 2 when OH < the expand's map is
     unknown here: both input maps are tried by the caller; 'ir C->F' without expand: its
-    depthwise and project convs; 'irh': its head conv, depthwise and project convs), any
-    other step its own key."""
+    depthwise and project convs; 'irh': its head conv, depthwise and project convs), a conv
+    with its max pool fused ('convpool C->F OHxOW') the conv and the MaxPool, any other step
+    its own key."""
     parts = key.split()
+    if parts[0] == "convpool":   # 'convpool C->F OHxOW': a conv and the max pool after it
+        return [(_kind("conv", *parts[1].split("->"), *parts[2].split("x")),), ("MaxPool",)]
     if parts[0] == "irh":   # 'irh C->E->F OHxOW BHxBW': a head conv onto the block's BHxBW map
         c, e, f = parts[1].split("->")
         oh, ow = parts[2].split("x")
@@ -83,7 +86,8 @@ def _match_key(key):
 def step_keys(plan):
     """Per step: (group, key) with key 'kind C->F OHxOW' for convs, 'ir C->E->F OHxOW' for a
     fused inverted residual ('ir C->F OHxOW' without expand, 'irh C->E->F OHxOW BHxBW' with a
-    head conv onto its BHxBW input map), the op name otherwise."""
+    head conv onto its BHxBW input map), 'convpool C->F OHxOW' for a conv and its max pool
+    (OHxOW the conv's map), the op name otherwise."""
     out = []
     for step in plan.steps:
         k = step.kernel
@@ -95,6 +99,9 @@ def step_keys(plan):
                 continue
             chans = f"{c}->{f}" if k.parts[0] is None else f"{c}->{e}->{f}"
             out.append(("ir", f"ir {chans} {oh}x{ow}"))
+        elif step.node.op == CONV_POOL_OP:
+            _, c, _, _, f, oh, ow = k.conv.shape
+            out.append(("convpool", f"convpool {c}->{f} {oh}x{ow}"))
         elif step.node.op == "Conv" and hasattr(k, "shape") and hasattr(k, "depthwise"):
             _, c, _, _, f, oh, ow = k.shape
             kind = "dw" if k.depthwise else ("pw" if k.pointwise else "conv")
@@ -250,7 +257,7 @@ def main(argv=None):
             q = pool.get(_match_key(key))
             matched.append(q.pop(0) if q else None)
             continue
-        total = 0.0   # a fused block: the sum of its three convs' ORT nodes (all found)
+        total = 0.0   # a fused step: the sum of its ORT nodes (all found)
         for alternatives in subs:
             q = next((pool[k] for k in map(_match_key, alternatives) if pool.get(k)), None)
             if q is None:

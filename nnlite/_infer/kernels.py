@@ -88,7 +88,8 @@ def _unit_w(*arrays):
 
 __all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "FUSABLE", "PlanError",
            "IR_OP", "IR_INPUTS", "SPLIT_OP", "InvertedResidualKernel",
-           "inverted_residual_available", "is_head_conv", "ConvInputs", "conv_inputs"]
+           "inverted_residual_available", "is_head_conv", "ConvInputs", "conv_inputs",
+           "CONV_POOL_OP", "ConvMaxPoolKernel", "conv_pool_fusable"]
 
 # producers that accept a fused activation (attr "activation": 'relu' | 'relu6')
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
@@ -679,6 +680,74 @@ class ConvKernel(Kernel):
             np.copyto(y, r3)
             call()
         return run
+
+
+# ------------------------------------------------------------------------------ conv + max pool
+CONV_POOL_OP = "nnlite.ConvMaxPool"
+
+
+def conv_pool_fusable(conv):
+    """Whether ConvKernel ``conv`` (no residual) may take the MaxPool that alone reads its
+    output into its call (``ConvMaxPoolKernel``): the conv is one 'auto' runs by the
+    few-channel kernel ('direct' -> ``_algorithms.direct_kernel`` 'phase': an image model's
+    first conv, 3 -> 64 7x7/2 in ResNet-50 and GoogLeNet, whose max pool follows), float32 or
+    float64, on a build with that kernel."""
+    return (_conv_cython is not None and hasattr(_conv_cython._convfast, "conv2d_phase_maxpool")
+            and not conv.residual and conv.dtype in _ITEM and conv.algorithm == "direct"
+            and direct_kernel(conv.geom) == "phase")
+
+
+class ConvMaxPoolKernel(Kernel):
+    """Conv (+ bias, activation) -> MaxPool in one native call (``_convfast.
+    conv2d_phase_maxpool``): each band of pooled rows computes the conv rows its windows read
+    into a per-thread buffer and pools them there, so the conv's map never goes to memory
+    (ResNet-50's 112x112x64 stem output, 3.2 MB an image, written and read back by the max
+    pool). The same values as the two unfused steps: the few-channel kernel's sums, then the
+    max pool's plane kernel. Arrays the native kernel cannot take run those two steps
+    (ConvKernel into a buffer of this bind, then PoolKernel)."""
+
+    def __init__(self, x_shape, w, b, attrs, dtype):
+        conv_attrs = {k: v for k, v in attrs.items() if k != "pool"}
+        self.conv = conv = ConvKernel(x_shape, w, b, conv_attrs, False, dtype)
+        N, C, H, W, F, oh, ow = conv.shape
+        self.pool = PoolKernel("MaxPool", (N, F, oh, ow), attrs["pool"], dtype)
+        (pkh, pkw), (psh, psw), (pdh, pdw) = self.pool.k, self.pool.s, self.pool.d
+        self.pool_args = (pkh, pkw, psh, psw, self.pool.pads[0], self.pool.pads[1], pdh, pdw
+                          ) + tuple(self.pool.out)
+        self.shape = (N, F) + tuple(self.pool.out)
+        self.dtype, self.weight_bytes = dtype, conv.weight_bytes
+        # the unfused fallback's scratch (the conv's and the pool's, used one after the other)
+        self.scratch_bytes = max(conv.scratch_bytes, self.pool.scratch_bytes)
+        self.fused = conv_pool_fusable(conv)
+
+    def _bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        conv = self.conv
+        N, C, H, W, F, oh, ow = conv.shape
+        if tuple(x.shape) != (N, C, H, W) or tuple(y.shape) != self.shape:
+            raise ValueError(f"conv + max pool kernel for input {(N, C, H, W)} -> output "
+                             f"{self.shape} bound to arrays of shape {tuple(x.shape)} -> "
+                             f"{tuple(y.shape)}")
+        if self.fused and _unit_w(x, y) and x.dtype == y.dtype == self.dtype:
+            y3 = _view(y, (N, F, self.shape[2] * self.shape[3]))
+            g = conv.geom
+            fn = specialized(_conv_cython._convfast.conv2d_phase_maxpool, self.dtype)
+            w2, bias, act, args = conv.w_flat, conv.bias, _ACT_CODE[conv.act], self.pool_args
+            kh, kw = conv.k
+            (sh, sw), (dh, dw), (pt, pl) = conv.s, conv.d, (g.pt, g.pl)
+
+            def run():
+                fn(x, w2, bias, y3, g.g, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, args, act=act,
+                   num_threads=get_num_threads())
+            return run
+        mid = np.empty((N, F, oh, ow), self.dtype)
+        run_conv = conv.bind([x], [mid], scratch)
+        run_pool = self.pool.bind([mid], [y], scratch)
+
+        def run_both():
+            run_conv()
+            run_pool()
+        return run_both
 
 
 class ConvPart(Kernel):
@@ -1328,6 +1397,17 @@ def _conv_kernel(node, in_metas, consts, opset):
         raise PlanError(node.label(), "a conv fused with a residual needs a constant weight "
                         "and bias")
     return None
+
+
+@KERNELS.register(CONV_POOL_OP)
+def _conv_pool_kernel(node, in_metas, consts, opset):
+    """Inputs (x, weight[, bias]); attrs: the conv's, and 'pool' the MaxPool's."""
+    names, cs = conv_inputs(node), conv_inputs(node, consts)
+    if cs.weight is None or (names.bias is not None and cs.bias is None):
+        raise PlanError(node.label(), "a conv fused with its max pool needs a constant weight "
+                        "and bias")
+    return ConvMaxPoolKernel(in_metas[0].shape, cs.weight, cs.bias, node.attrs,
+                             np.dtype(in_metas[0].dtype))
 
 
 @KERNELS.register(IR_OP)

@@ -24,7 +24,10 @@ then ``simplify``:
   reductions) become ONE conv over their filters stacked, followed by a ``SPLIT_OP`` node whose
   outputs, the original convs' outputs, are channel slices of the merged output (views of it:
   ``storage.plan_views``). One product instead of several: the input is packed and swept once,
-  and a few-pixel layer gets more rows to share among the threads (``MERGE_SIBLINGS``).
+  and a few-pixel layer gets more rows to share among the threads (``MERGE_SIBLINGS``);
+- a Conv run by the few-channel kernel (an image model's 7x7/2 stem) -> MaxPool that alone
+  reads its output become one ``CONV_POOL_OP`` node (``kernels.ConvMaxPoolKernel``: the conv's
+  map never goes to memory) when ``FUSE_POOLS`` is set.
 
 A rewritten Conv keeps explicit roles (``kernels.conv_inputs`` / ``with_conv_inputs``): weight,
 bias and residual are never told apart by how many inputs the node has.
@@ -35,12 +38,13 @@ import numpy as np
 
 from .dryrun import Meta
 from ..onnx import geometry as G
-from .kernels import (FUSABLE, IR_INPUTS, IR_OP, SPLIT_OP, ConvKernel, conv_inputs,
-                      inverted_residual_available, is_head_conv)
+from .kernels import (CONV_POOL_OP, FUSABLE, IR_INPUTS, IR_OP, SPLIT_OP, ConvKernel,
+                      conv_inputs, conv_pool_fusable, inverted_residual_available,
+                      is_head_conv)
 from .kernels import with_conv_inputs
 
 __all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS",
-           "MERGE_SIBLINGS", "SPLIT_OP"]
+           "FUSE_POOLS", "MERGE_SIBLINGS", "SPLIT_OP"]
 
 # fuse MobileNetV2's inverted residuals into one kernel (False: the three convs run unfused,
 # for comparisons)
@@ -51,6 +55,9 @@ FUSE_HEADS = True
 # merge the pointwise convs that read one value into one conv (False: each runs alone, for
 # comparisons)
 MERGE_SIBLINGS = True
+# run an image model's first conv and the max pool that alone reads its output as one kernel
+# (``_fuse_conv_pools``; False: two steps, for comparisons)
+FUSE_POOLS = True
 
 
 class Folded:
@@ -432,6 +439,53 @@ def _fuse_inverted_residuals(nodes, outputs, consts, metas):
     return [replaced.get(id(n), n) for n in nodes if id(n) not in drop]
 
 
+def _conv_kernel_of(n, consts, metas):
+    """The ConvKernel the plan would make for Conv node ``n`` (constant weight and bias), or
+    None."""
+    names = conv_inputs(n)
+    w = consts.get(names.weight)
+    b = None if names.bias is None else consts.get(names.bias)
+    if w is None or (names.bias is not None and b is None) or np.ndim(w) != 4:
+        return None
+    try:
+        return ConvKernel(metas[n.inputs[0]].shape, w, b, n.attrs, bool(names.residual),
+                          np.dtype(metas[n.inputs[0]].dtype))
+    except (ValueError, TypeError):
+        return None
+
+
+def _fuse_conv_pools(nodes, outputs, consts, metas):
+    """Conv -> MaxPool, the conv's output read by the pool only (and no graph output), the
+    pool's Indices unread, the conv one the few-channel kernel runs (``kernels.
+    conv_pool_fusable``: ResNet-50's and GoogLeNet's 7x7/2 stem and its 3x3/2 max pool) -> one
+    CONV_POOL_OP node: the conv's inputs and attributes, the pool's attributes as 'pool', the
+    pool's output."""
+    cons, at = consumers(nodes), {o: n for n in nodes for o in n.outputs if o}
+    replaced, drop = {}, set()
+    for m in nodes:
+        if m.op != "MaxPool" or len(metas[m.inputs[0]].shape) != 4:
+            continue
+        if any(o and (o in outputs or cons.get(o)) for o in m.outputs[1:]):
+            continue
+        v = m.inputs[0]
+        p = at.get(v)
+        if (p is None or p.op != "Conv" or v in outputs or id(p) in drop
+                or [id(c) for c in cons.get(v, ())] != [id(m)]):
+            continue
+        conv = _conv_kernel_of(p, consts, metas)
+        if conv is None or not conv_pool_fusable(conv):
+            continue
+        r = conv_inputs(p)
+        inputs = (r.x, r.weight) + ((r.bias,) if r.bias else ())
+        name = "+".join(q.name for q in (p, m) if q.name)
+        replaced[id(m)] = type(m)(CONV_POOL_OP, inputs, m.outputs[:1],
+                                  dict(p.attrs, pool=dict(m.attrs)), name)
+        drop.add(id(p))
+    if not replaced:
+        return nodes
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
 def _merge_siblings(nodes, outputs, consts, metas, folded):
     """Pointwise convs reading one value with one activation -> one conv + a ``SPLIT_OP``
     node, placed where the first of them was (see the module doc). The stacked weights and
@@ -566,6 +620,8 @@ def simplify(nodes, outputs, consts, metas, opset, folded):
     nodes = _fuse_activations(nodes, outputs, consts, metas, opset)
     if FUSE_BLOCKS and inverted_residual_available():
         nodes = _fuse_inverted_residuals(nodes, outputs, consts, metas)
+    if FUSE_POOLS:
+        nodes = _fuse_conv_pools(nodes, outputs, consts, metas)
     if MERGE_SIBLINGS:
         nodes = _merge_siblings(nodes, outputs, consts, metas, folded)
     return _dce(nodes, outputs), outputs

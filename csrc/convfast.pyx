@@ -415,13 +415,15 @@ cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const float
                    bias, floating[:, :, :] y, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
                    Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, int act, double beta,
-                   int num_threads, packed=None):
+                   int num_threads, packed=None, pool=None):
     """The checks and the call of a dense direct kernel: the stride-phase one (``phase``) or
     the small-map one (stride 1; ``packed``: its weights packed once, ``conv2d_small_pack``);
-    the two take the same arguments."""
+    the two take the same arguments. ``pool``: the stride-phase one with that max pool fused
+    (``conv2d_phase_maxpool``; y the pooled output)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating)
+    cdef Py_ssize_t F = w.shape[0], es = sizeof(floating), yl = -1
     cdef nnl_conv_geom gm
+    cdef nnl_pool2d_geom pg
     cdef const floating[::1] bv
     cdef const floating[::1] wpv
     cdef const floating *pb = NULL
@@ -430,8 +432,11 @@ cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const float
     cdef const floating *pk = NULL
     cdef int rc
     _fill(&gm, N, C, H, W, F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    if pool is not None:
+        _pool_fill(&pg, pool, oh, ow, fn)
+        yl = pg.oh * pg.ow
     if _check_call(fn, x, y, w.shape[1], (C // groups) * kh * kw, "C/groups*KH*KW", bias, F,
-                   oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es):
+                   oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es, yl):
         return
     if bias is not None:
         bv = bias
@@ -451,14 +456,20 @@ cdef _dense_direct(str fn, bint phase, const floating[:, :, :, :] x, const float
     gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
     with nogil:
         if floating is float:
-            if phase:
+            if yl >= 0:
+                rc = nnl_conv_phase_maxpool_s(&gm, &pg, px, pw, pb, &y[0, 0, 0], act,
+                                              num_threads)
+            elif phase:
                 rc = nnl_conv_phase_s(&gm, px, pw, pb, <float>beta, &y[0, 0, 0], act,
                                       num_threads)
             else:
                 rc = nnl_conv_small_s(&gm, px, pw, pk, pb, <float>beta, &y[0, 0, 0], act,
                                       num_threads)
         else:
-            if phase:
+            if yl >= 0:
+                rc = nnl_conv_phase_maxpool_d(&gm, &pg, px, pw, pb, &y[0, 0, 0], act,
+                                              num_threads)
+            elif phase:
                 rc = nnl_conv_phase_d(&gm, px, pw, pb, beta, &y[0, 0, 0], act, num_threads)
             else:
                 rc = nnl_conv_small_d(&gm, px, pw, pk, pb, beta, &y[0, 0, 0], act,
@@ -551,35 +562,8 @@ def conv2d_phase_maxpool(const floating[:, :, :, :] x, const floating[:, ::1] w,
         x (N, C, H, W), w (F, C/groups*KH*KW), bias (F,) or None, y (N, F, POH*POW) whose
         planes are contiguous; act 0 = none, 1 = ReLU, 2 = ReLU6.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w.shape[0], es = sizeof(floating)
-    cdef nnl_conv_geom gm
-    cdef nnl_pool2d_geom pg
-    cdef const floating[::1] bv
-    cdef const floating *pb = NULL
-    cdef const floating *px = NULL
-    cdef const floating *pw = NULL
-    cdef int rc
-    _fill(&gm, N, C, x.shape[2], x.shape[3], F, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    _pool_fill(&pg, pool, oh, ow, "conv2d_phase_maxpool")
-    if _check_call("conv2d_phase_maxpool", x, y, w.shape[1], (C // groups) * kh * kw,
-                   "C/groups*KH*KW", bias, F, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, act, es,
-                   pg.oh * pg.ow):
-        return
-    if bias is not None:
-        bv = bias
-        pb = &bv[0]
-    if C > 0:
-        px = &x[0, 0, 0, 0]
-    if w.shape[1] > 0:
-        pw = &w[0, 0]
-    gm.xsn, gm.xsc, gm.xsr = x.strides[0] // es, x.strides[1] // es, x.strides[2] // es
-    gm.ysn, gm.ysf = y.strides[0] // es, y.strides[1] // es
-    with nogil:
-        if floating is float:
-            rc = nnl_conv_phase_maxpool_s(&gm, &pg, px, pw, pb, &y[0, 0, 0], act, num_threads)
-        else:
-            rc = nnl_conv_phase_maxpool_d(&gm, &pg, px, pw, pb, &y[0, 0, 0], act, num_threads)
-    check_status(rc, "conv2d_phase_maxpool")
+    _dense_direct("conv2d_phase_maxpool", True, x, w, bias, y, groups, kh, kw, sh, sw, pt, pl,
+                  dh, dw, oh, ow, act, 0.0, num_threads, None, pool)
 
 
 cdef int _pool_fill(nnl_pool2d_geom *pg, pool, Py_ssize_t oh, Py_ssize_t ow, str fn) except -1:

@@ -268,3 +268,51 @@ def test_plan_keeps_convs_other_kernels_run():
     assert _plan_ops(fast) == ["Conv", "MaxPool"]
     with nnlite.no_grad():
         assert_close(got, model(nnlite.tensor(x)).data, np.float32, k=288, scale=4)
+
+
+@needs_ext
+def test_nan_in_the_image_propagates_through_the_pool():
+    # a NaN pixel makes NaN conv outputs; every window that reads one is NaN (the max pool's
+    # rule), the others are finite: as the two unfused kernels give
+    from nnlite.kernels import pool_cython
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 3, 40, 38)).astype(np.float32)
+    x[0, 1, 17, 20] = np.nan
+    w = rng.standard_normal((8, 3, 7, 7)).astype(np.float32)
+    case = dict(g=1, k=(7, 7), s=(2, 2), p=(3, 3), d=(1, 1), pk=(3, 3), ps=(2, 2), pp=(1, 1),
+                pd=(1, 1), ceil=False)
+    geom = conv2d_geometry(x.shape, w.shape, None, 2, 3, 1, 1)
+    y, po = _run_fused(x, w, None, case, geom, 0, 2)
+    mid = np.empty((1, 8, geom.oh * geom.ow), np.float32)
+    convfast.conv2d_phase(x, w.reshape(8, -1), None, mid, 1, 7, 7, 2, 2, 3, 3, 1, 1, geom.oh,
+                          geom.ow)
+    pooled, _ = pool_cython.max_pool2d_forward(mid.reshape(8, geom.oh, geom.ow), (3, 3), (2, 2),
+                                               (1, 1), (1, 1), False, indices=False)
+    nan = np.isnan(y)
+    assert nan.any() and not nan.all()
+    np.testing.assert_array_equal(y.reshape(pooled.shape), pooled)
+
+
+@needs_ext
+def test_kernel_runs_the_unfused_steps_on_arrays_the_native_call_cannot_take():
+    # an image whose rows are not unit-stride (every other column of a wider array): the
+    # kernel binds the conv and the max pool as two steps; the values match the fused call on
+    # a contiguous copy (as close as the conv kernels' sums: another algorithm may run it)
+    from nnlite._infer.kernels import ConvMaxPoolKernel
+    rng = np.random.default_rng(6)
+    wide = rng.standard_normal((1, 3, 64, 128)).astype(np.float32)
+    x = wide[:, :, :, ::2]
+    w = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    attrs = {"strides": [2, 2], "pads": [3, 3, 3, 3], "activation": "relu",
+             "pool": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}}
+    kern = ConvMaxPoolKernel(x.shape, w, b, attrs, np.dtype(np.float32))
+    assert kern.fused and kern.shape == (1, 16, 16, 16)
+    scratch = np.empty(kern.scratch_bytes + 64, np.uint8)
+    y = np.full(kern.shape, np.nan, np.float32)
+    kern.bind([x], [y], scratch)()
+    y2 = np.full(kern.shape, np.nan, np.float32)
+    kern.bind([np.ascontiguousarray(x)], [y2], scratch)()
+    assert_close(y, y2, np.float32, k=147, scale=4)
+    with pytest.raises(ValueError, match="bound to arrays of shape"):
+        kern.bind([x], [y[:, :8]], scratch)

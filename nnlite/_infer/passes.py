@@ -356,20 +356,26 @@ def _is_pointwise(form, act):
             and not any(form[4]) and form[5] == 1 and form[6] == act)
 
 
-def _is_head(n, consts, metas):
-    """Conv node ``n`` is a head conv (``kernels.is_head_conv``: an image model's first
-    conv, + ReLU6, which the plan would run by the few-channel kernel)."""
+def _conv_kernel_of(n, consts, metas):
+    """The ConvKernel the plan would make for Conv node ``n`` (constant weight and bias), or
+    None."""
     names = conv_inputs(n)
     w = consts.get(names.weight)
     b = None if names.bias is None else consts.get(names.bias)
-    if w is None or (names.bias is not None and b is None):
-        return False
+    if w is None or (names.bias is not None and b is None) or np.ndim(w) != 4:
+        return None
     try:
-        conv = ConvKernel(metas[n.inputs[0]].shape, w, b, n.attrs, False,
+        return ConvKernel(metas[n.inputs[0]].shape, w, b, n.attrs, bool(names.residual),
                           np.dtype(metas[n.inputs[0]].dtype))
     except (ValueError, TypeError):
-        return False
-    return is_head_conv(conv)
+        return None
+
+
+def _is_head(n, consts, metas):
+    """Conv node ``n`` is a head conv (``kernels.is_head_conv``: an image model's first
+    conv, + ReLU6, which the plan would run by the few-channel kernel)."""
+    conv = _conv_kernel_of(n, consts, metas)
+    return conv is not None and is_head_conv(conv)
 
 
 def _fuse_inverted_residuals(nodes, outputs, consts, metas):
@@ -437,21 +443,6 @@ def _fuse_inverted_residuals(nodes, outputs, consts, metas):
     if not replaced:
         return nodes
     return [replaced.get(id(n), n) for n in nodes if id(n) not in drop]
-
-
-def _conv_kernel_of(n, consts, metas):
-    """The ConvKernel the plan would make for Conv node ``n`` (constant weight and bias), or
-    None."""
-    names = conv_inputs(n)
-    w = consts.get(names.weight)
-    b = None if names.bias is None else consts.get(names.bias)
-    if w is None or (names.bias is not None and b is None) or np.ndim(w) != 4:
-        return None
-    try:
-        return ConvKernel(metas[n.inputs[0]].shape, w, b, n.attrs, bool(names.residual),
-                          np.dtype(metas[n.inputs[0]].dtype))
-    except (ValueError, TypeError):
-        return None
 
 
 def _fuse_conv_pools(nodes, outputs, consts, metas):

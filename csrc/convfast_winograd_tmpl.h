@@ -49,6 +49,33 @@ static NNL_ALWAYS_INLINE void FN(wino_in)(const wino_plan *p, const nnl_conv_geo
     const nnl_idx h = g->h, w = g->w, xsr = g->xsr, xsn = g->xsn, pt = g->pt, pl = g->pl;
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
+#ifdef WINO_GATHER16
+    /* each tile's rows from the image, or (a tile reaching into the padding, a lane past nl)
+     * from a zero-padded copy: one masked row load per tile and row */
+    const T *srcs[L];
+    nnl_idx rss[L];
+    T pad[L][A * 8];
+    for (int l = 0; l < L; l++) {
+        const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
+        const T *src = xc + n * xsn;
+        if (l < nl && r0 >= 0 && r0 + a <= h && c0 >= 0 && c0 + a <= w) {
+            srcs[l] = src + r0 * xsr + c0, rss[l] = xsr;
+        } else {
+            for (int i = 0; i < a; i++) {
+                const nnl_idx r = r0 + i;
+                const int rok = l < nl && r >= 0 && r < h;
+                for (int j = 0; j < a; j++) {
+                    const nnl_idx c = c0 + j;
+                    pad[l][i * 8 + j] = (rok && c >= 0 && c < w) ? src[r * xsr + c] : (T)0;
+                }
+            }
+            srcs[l] = pad[l], rss[l] = 8;
+        }
+        if (l < nl)
+            FN(wino_next)(p, &n, &ti, &tj);
+    }
+    WINO_GATHER16(srcs, rss, a, d);
+#else
     for (int l = 0; l < nl; l++) {
         const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
         const T *src = xc + n * xsn;
@@ -72,6 +99,7 @@ static NNL_ALWAYS_INLINE void FN(wino_in)(const wino_plan *p, const nnl_conv_geo
     for (int l = nl; l < L; l++)
         for (int k = 0; k < a * a; k++)
             d[k * L + l] = 0;
+#endif
     if (m == 4) {
         for (int i = 0; i < 6; i++) {
             const T *r = d + i * 6 * L;

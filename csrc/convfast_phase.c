@@ -98,10 +98,14 @@ static int ph_pool_ok(const nnl_conv_geom *g, const nnl_pool2d_geom *q)
 
 /* The layout of one call: phase-plane row width, halo rows, band rows and count, output
  * vectors per band, elements per phase plane; with a pool, the pooled rows per band (bh is
- * then the conv rows a band computes at most). */
+ * then the conv rows a band computes at most). Each thread's buffers, in elements, each piece
+ * 64-byte aligned (ph_thread_bufs): xsize of phase planes (in place: the copied last vector
+ * of every channel) in xs64, the output vectors in ys64, with a pool a filter block's conv
+ * rows in cs64 and the pool's row buffers (pool_need of them used) in ps64. */
 typedef struct {
-    nnl_idx wq, rh, cq, bh, nbands, nq, plane, nplanes, prows;
-    int nt;
+    nnl_idx wq, rh, cq, bh, nbands, nq, plane, nplanes, prows, xsize, pool_need;
+    size_t xs64, ys64, cs64, ps64;
+    int nt, in_place;
 } ph_layout;
 
 static void ph_plan(const nnl_conv_geom *g, const nnl_pool2d_geom *q, int vl, int elsize,
@@ -144,6 +148,30 @@ static void ph_plan(const nnl_conv_geom *g, const nnl_pool2d_geom *q, int vl, in
     p->bh = br;
     p->nq = (br * p->wq + vl - 1) / vl;
     p->plane = p->nq * vl + p->rh * p->wq + p->cq;
+    /* in place: a pointwise stride-1 conv without padding whose image rows are packed reads
+     * x itself as its one phase plane per channel (no copy), and its flat grid is y's layout */
+    p->in_place = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 &&
+                  g->pl == 0 && g->ow == g->w && g->oh <= g->h && (g->h == 1 || g->xsr == g->w);
+    p->xsize = p->in_place ? cg * vl : p->nplanes * p->plane;
+    p->xs64 = nnl_round64((size_t)p->xsize, (size_t)elsize);
+    p->ys64 = nnl_round64((size_t)(PH_FB * p->nq * vl), (size_t)elsize);
+    p->cs64 = p->ps64 = 0;
+    p->pool_need = 0;
+    if (q != NULL && g->ow > 0 && q->ow > 0) {
+        /* the pool's row buffers depend on the columns only: one size serves every band */
+        nnl_pool_plan pp;
+        nnl_pool_plan_init(&pp, br, g->ow, q->kh, q->kw, q->sh, q->sw, q->pt, q->pl, q->dh,
+                           q->dw, nnl_max(1, nnl_min(p->prows, q->oh)), q->ow, (size_t)elsize);
+        p->pool_need = pp.need;
+        p->cs64 = nnl_round64((size_t)(PH_FB * br * g->ow), (size_t)elsize);
+        p->ps64 = nnl_round64((size_t)pp.need, (size_t)elsize);
+    }
+}
+
+/* elements of one thread's buffers */
+static size_t ph_thread_elems(const ph_layout *p)
+{
+    return p->xs64 + p->ys64 + p->cs64 + p->ps64;
 }
 
 static nnl_idx ph_workspace(const nnl_conv_geom *g, const nnl_pool2d_geom *q, int elsize,
@@ -157,17 +185,9 @@ static nnl_idx ph_workspace(const nnl_conv_geom *g, const nnl_pool2d_geom *q, in
     const nnl_idx fg = g->f / g->g, cg = g->c / g->g;
     const nnl_idx nfb = (fg + PH_FB - 1) / PH_FB;
     const nnl_idx packed = g->g * nfb * (cg * g->kh * g->kw + 1) * PH_FB;
-    nnl_idx per = p.nplanes * p.plane + PH_FB * p.nq * vl;
-    if (q != NULL && g->ow > 0) {
-        nnl_pool_plan pp;
-        nnl_pool_plan_init(&pp, p.bh, g->ow, q->kh, q->kw, q->sh, q->sw, q->pt, q->pl, q->dh,
-                           q->dw, nnl_max(1, nnl_min(p.prows, q->oh)), nnl_max(1, q->ow),
-                           (size_t)elsize);
-        per += PH_FB * p.bh * g->ow + pp.need;
-    }
     const int nt = p.nt < 1 ? 1 : p.nt;
-    return (nnl_idx)elsize * (packed + nt * per) + (nnl_idx)sizeof(nnl_idx) * 2 * cg * g->kh *
-                                                        g->kw;
+    return (nnl_idx)elsize * (packed + nt * (nnl_idx)ph_thread_elems(&p)) +
+           (nnl_idx)sizeof(nnl_idx) * 2 * cg * g->kh * g->kw;
 }
 
 nnl_idx nnl_conv_phase_workspace(const nnl_conv_geom *g, int elsize, int nthreads)

@@ -84,14 +84,10 @@ typedef struct {
     int act;
     const T *wpk, *bpk;
     const nnl_idx *offs, *offs_tail;
-    int in_place, epi;
+    int epi;
     const ph_layout *p;
-    T *bufs;
-    size_t xs64, ys64, cs64, per_thread;   /* a thread's buffers (ph_thread_bufs) */
-    nnl_idx xsize;
-    const nnl_pool2d_geom *pool;           /* pooled calls: the max pool, its plan, */
-    nnl_pool_plan pool_plan;               /* pooled rows per band */
-    nnl_idx pool_rows;
+    T *bufs;                       /* every thread's buffers (ph_thread_bufs) */
+    const nnl_pool2d_geom *pool;   /* pooled calls: the max pool */
 } FN(ph_job);
 
 /* The band of output rows [i0, i0 + rows) of image n, group gi (rows at most the layout's
@@ -104,7 +100,7 @@ static void FN(ph_band_load)(const FN(ph_job) *j, nnl_idx n, nnl_idx gi, nnl_idx
     const nnl_conv_geom *g = j->g;
     const ph_layout *p = j->p;
     const nnl_idx CG = g->c / g->g, SH = g->sh, SW = g->sw, wq = p->wq, plane = p->plane;
-    if (j->in_place) {
+    if (p->in_place) {
         const nnl_idx len = rows * wq, nfull = len / VL, rem = len % VL;
         const T *xin = j->x + n * g->xsn + gi * CG * g->xsc + i0 * g->w;
         if (rem)
@@ -143,7 +139,7 @@ static void FN(ph_band_block)(const FN(ph_job) *j, nnl_idx n, nnl_idx gi, nnl_id
     const nnl_conv_geom *g = j->g;
     const T *bias = j->bias;
     const T beta = j->beta;
-    const int act = j->act, in_place = j->in_place, epi = j->epi;
+    const int act = j->act, in_place = j->p->in_place, epi = j->epi;
     const nnl_idx *offs = j->offs, *offs_tail = j->offs_tail;
     const nnl_idx G = g->g, OW = g->ow, wq = j->p->wq;
     const nnl_idx CG = g->c / G, FG = g->f / G, ntap = CG * g->kh * g->kw;
@@ -207,12 +203,13 @@ static void FN(ph_band_block)(const FN(ph_job) *j, nnl_idx n, nnl_idx gi, nnl_id
  * hold finite values */
 static T *FN(ph_thread_bufs)(const FN(ph_job) *j, int tid, int first)
 {
-    T *xb = j->bufs + (size_t)tid * j->per_thread;
+    const ph_layout *p = j->p;
+    T *xb = j->bufs + (size_t)tid * ph_thread_elems(p);
     if (first) {
-        memset(xb, 0, sizeof(T) * (size_t)j->xsize);
-        if (j->pool)
-            for (nnl_idx i = 0; i < j->pool_plan.need; i++)
-                xb[j->xs64 + j->ys64 + j->cs64 + i] = -(T)INFINITY;
+        memset(xb, 0, sizeof(T) * (size_t)p->xsize);
+        T *pbuf = xb + p->xs64 + p->ys64 + p->cs64;
+        for (nnl_idx i = 0; i < p->pool_need; i++)
+            pbuf[i] = -(T)INFINITY;
     }
     return xb;
 }
@@ -224,7 +221,7 @@ static void FN(ph_job_unit)(void *ctx, nnl_idx it, int tid, int first)
     const ph_layout *p = j->p;
     const nnl_idx G = g->g, OH = g->oh, OW = g->ow, FG = g->f / G;
     const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB;
-    T *xb = FN(ph_thread_bufs)(j, tid, first), *yb = xb + j->xs64;
+    T *xb = FN(ph_thread_bufs)(j, tid, first), *yb = xb + p->xs64;
     const nnl_idx band = it % p->nbands, gi = (it / p->nbands) % G, n = it / (p->nbands * G);
     const nnl_idx i0 = band * p->bh, rows = OH - i0 < p->bh ? OH - i0 : p->bh;
     FN(ph_band_load)(j, n, gi, i0, rows, xb);
@@ -246,10 +243,10 @@ static void FN(ph_pool_unit)(void *ctx, nnl_idx it, int tid, int first)
     const ph_layout *p = j->p;
     const nnl_idx G = g->g, OH = g->oh, OW = g->ow, FG = g->f / G;
     const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB;
-    T *xb = FN(ph_thread_bufs)(j, tid, first), *yb = xb + j->xs64, *cb = yb + j->ys64;
-    T *pbuf = cb + j->cs64;
+    T *xb = FN(ph_thread_bufs)(j, tid, first), *yb = xb + p->xs64, *cb = yb + p->ys64;
+    T *pbuf = cb + p->cs64;
     const nnl_idx band = it % p->nbands, gi = (it / p->nbands) % G, n = it / (p->nbands * G);
-    const nnl_idx p0 = band * j->pool_rows, p1 = nnl_min(q->oh, p0 + j->pool_rows);
+    const nnl_idx p0 = band * p->prows, p1 = nnl_min(q->oh, p0 + p->prows);
     const nnl_idx r0 = nnl_max(0, p0 * q->sh - q->pt);
     const nnl_idx r1 = nnl_min(OH, (p1 - 1) * q->sh - q->pt + (q->kh - 1) * q->dh + 1);
     T *ybase = j->y + n * g->ysn + gi * FG * g->ysf + p0 * q->ow;
@@ -289,7 +286,7 @@ static int FN(ph_call)(const nnl_conv_geom *g, const nnl_pool2d_geom *q, const T
     const nnl_idx nfb = (FG + PH_FB - 1) / PH_FB;
     ph_layout p;
     ph_plan(g, q, VL, (int)sizeof(T), nthreads, &p);
-    const nnl_idx wq = p.wq, plane = p.plane, nq = p.nq, nbands = p.nbands;
+    const nnl_idx wq = p.wq, plane = p.plane, nbands = p.nbands;
     /* packed weights [group][filter block][tap][PH_FB] and biases [group][filter block]
      * [PH_FB], filters past FG zero */
     const nnl_idx wblk = ntap * PH_FB;
@@ -302,10 +299,7 @@ static int FN(ph_call)(const nnl_conv_geom *g, const nnl_pool2d_geom *q, const T
         return NNL_ENOMEM;
     }
     T *bpk = wpk + G * nfb * wblk;
-    /* in place: a pointwise stride-1 conv without padding whose image rows are packed reads
-     * x itself as its one phase plane per channel (no copy), and its flat grid is y's layout */
-    const int in_place = KH == 1 && KW == 1 && SH == 1 && SW == 1 && g->pt == 0 &&
-                         g->pl == 0 && OW == g->w && OH <= g->h && (g->h == 1 || g->xsr == g->w);
+    const int in_place = p.in_place;
     nnl_idx *offs_tail = offs + ntap; /* in place: the channels of the copied last vector */
     for (nnl_idx c = 0; c < CG; c++)
         for (nnl_idx a = 0; a < KH; a++)
@@ -333,32 +327,19 @@ static int FN(ph_call)(const nnl_conv_geom *g, const nnl_pool2d_geom *q, const T
     const int epi = beta == 0;
     const nnl_idx items = N * G * nbands;
     const int team = (nnl_idx)p.nt > items ? (int)items : p.nt;
-    FN(ph_job) job = {g, x, y, bias, beta, act, wpk, bpk, offs, offs_tail, in_place, epi, &p};
-    job.xsize = in_place ? CG * VL : p.nplanes * plane;
-    job.xs64 = nnl_round64((size_t)job.xsize, sizeof(T));
-    job.ys64 = nnl_round64((size_t)(PH_FB * nq * VL), sizeof(T));
-    if (q != NULL) {
-        job.pool = q;
-        job.pool_rows = p.prows;
-        /* the row buffers' size depends on the columns only: one plan's serves every band */
-        nnl_pool_plan_init(&job.pool_plan, p.bh, OW, q->kh, q->kw, q->sh, q->sw, q->pt,
-                           q->pl, q->dh, q->dw, nnl_min(p.prows, q->oh), q->ow, sizeof(T));
-        job.cs64 = nnl_round64((size_t)(PH_FB * p.bh * OW), sizeof(T));
-    }
-    job.per_thread = job.xs64 + job.ys64 + job.cs64 +
-                     nnl_round64((size_t)job.pool_plan.need, sizeof(T));
     /* every thread's buffers, allocated here: with no allocation in the units, the calling
      * thread starts on the bands at once while the others wake (the first step of a plan run
      * after an idle spell: the 224x224 stem of MobileNetV2 once waited for the second thread
      * before its first band) */
-    job.bufs = (T *)nnl_alloc64(sizeof(T) * job.per_thread * (size_t)team);
-    if (job.bufs == NULL) {
+    T *bufs = (T *)nnl_alloc64(sizeof(T) * ph_thread_elems(&p) * (size_t)team);
+    if (bufs == NULL) {
         nnl_free64(wpk);
         free(offs);
         return NNL_ENOMEM;
     }
+    FN(ph_job) job = {g, x, y, bias, beta, act, wpk, bpk, offs, offs_tail, epi, &p, bufs, q};
     nnl_parallel_for(team, items, q != NULL ? FN(ph_pool_unit) : FN(ph_job_unit), &job);
-    nnl_free64(job.bufs);
+    nnl_free64(bufs);
     nnl_free64(wpk);
     free(offs);
     return NNL_OK;

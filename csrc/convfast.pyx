@@ -568,10 +568,12 @@ def conv2d_phase_maxpool(const floating[:, :, :, :] x, const floating[:, ::1] w,
 
 cdef int _pool_fill(nnl_pool2d_geom *pg, pool, Py_ssize_t oh, Py_ssize_t ow, str fn) except -1:
     # the fused max pool's geometry over a (oh, ow) conv output, checked
-    if len(pool) != 10:
-        raise ValueError(f"{fn}: pool must be (PKH, PKW, PSH, PSW, PPT, PPL, PDH, PDW, POH, POW), "
-                         f"got {pool!r}")
-    pg.kh, pg.kw, pg.sh, pg.sw, pg.pt, pg.pl, pg.dh, pg.dw, pg.oh, pg.ow = pool
+    try:
+        vals = tuple(pool)
+        pg.kh, pg.kw, pg.sh, pg.sw, pg.pt, pg.pl, pg.dh, pg.dw, pg.oh, pg.ow = vals
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{fn}: pool must be 10 integers (PKH, PKW, PSH, PSW, PPT, PPL, PDH, "
+                         f"PDW, POH, POW), got {pool!r}") from None
     if (pg.kh < 1 or pg.kw < 1 or pg.sh < 1 or pg.sw < 1 or pg.dh < 1 or pg.dw < 1
             or pg.pt < 0 or pg.pl < 0 or pg.oh < 0 or pg.ow < 0):
         raise ValueError(f"{fn}: pool window ({pg.kh}, {pg.kw}), stride ({pg.sh}, {pg.sw}) and "

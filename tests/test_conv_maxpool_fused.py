@@ -152,6 +152,9 @@ def test_bad_arguments_raise_value_error():
     convfast.conv2d_phase_maxpool(x, w, None, y, 1, 3, 3, 2, 2, 1, 1, 1, 1, 5, 5, pool)
     with pytest.raises(ValueError, match="pool must be"):
         convfast.conv2d_phase_maxpool(x, w, None, y, 1, 3, 3, 2, 2, 1, 1, 1, 1, 5, 5, pool[:9])
+    for bad in (3, (3, 3, 2, 2, 1, 1, 1, 1, 2, 2.5), (3, 3, 2, 2, 1, 1, 1, 1, 2, "2")):
+        with pytest.raises(ValueError, match="pool must be 10 integers"):
+            convfast.conv2d_phase_maxpool(x, w, None, y, 1, 3, 3, 2, 2, 1, 1, 1, 1, 5, 5, bad)
     with pytest.raises(ValueError, match=r"pool window \(3, 3\), stride \(0, 2\)"):
         convfast.conv2d_phase_maxpool(x, w, None, y, 1, 3, 3, 2, 2, 1, 1, 1, 1, 5, 5,
                                       (3, 3, 0, 2, 1, 1, 1, 1, 2, 2))

@@ -714,6 +714,8 @@ cdef extern from "convfast_winograd.h" nogil:
                             int act, int nthreads, int isa, void *work, nnl_idx work_bytes)
     nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize,
                                         int nthreads, int isa, int packed)
+    int nnl_conv_winograd_cost(const nnl_conv_geom *geom, int m, int elsize, int nthreads,
+                               int isa, nnl_idx *cols, nnl_idx *u_reads)
     int nnl_best_isa()
 
 
@@ -929,6 +931,24 @@ def winograd_workspace_bytes(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     if r < 0:
         raise ValueError("winograd_workspace_bytes: invalid arguments")
     return r
+
+
+def winograd_cost(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
+                  Py_ssize_t groups, int m, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t oh,
+                  Py_ssize_t ow, int elsize, int num_threads=1, int isa=-1):
+    """(cols, u_reads) of a conv2d_winograd call: the GEMM columns its micro-kernel computes
+    over all tile chunks (each chunk's ragged last panel rounded up to whole vectors) and its
+    passes over the transformed weights (one per chunk); the terms of the plans' tile choice
+    (nnlite/_algorithms.py, ``winograd_tile``)."""
+    cdef nnl_conv_geom gm
+    cdef nnl_idx cols = 0, reads = 0
+    _fill(&gm, n, c, h, w, f, groups, 3, 3, 1, 1, pt, pl, 1, 1, oh, ow)
+    gm.xsr, gm.xsc, gm.xsn = w, h * w, c * h * w
+    isa = _wino_isa(isa, "winograd_cost")
+    if nnl_conv_winograd_cost(&gm, m, elsize, num_threads, isa, &cols, &reads) != NNL_OK:
+        raise ValueError(f"winograd_cost: invalid arguments (N={n}, C={c}, {h}x{w}, F={f}, "
+                         f"groups={groups}, m={m}, elsize={elsize})")
+    return cols, reads
 
 
 # ------------------------------------------------------------------ fused inverted residual

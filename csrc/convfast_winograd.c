@@ -157,6 +157,25 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
     return elems * elsize;
 }
 
+int nnl_conv_winograd_cost(const nnl_conv_geom *geom, int m, int elsize, int nthreads, int isa,
+                           nnl_idx *cols, nnl_idx *u_reads)
+{
+    int mr, nr, mc, kc, nc;
+    wino_plan p;
+    if (!wino_geom_ok(geom, m) || (elsize != 4 && elsize != 8) ||
+        nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return NNL_EINVAL;
+    wino_make_plan(geom, m, elsize, mr, nr, nc, nthreads, &p);
+    *cols = *u_reads = 0;
+    if (p.tiles == 0 || geom->f == 0)
+        return NNL_OK;
+    /* every chunk but the last has tb tiles */
+    *cols = (p.chunks - 1) * nnl_gemm_cost_cols(isa, elsize, p.tb) +
+            nnl_gemm_cost_cols(isa, elsize, p.tiles - (p.chunks - 1) * p.tb);
+    *u_reads = p.chunks;
+    return NNL_OK;
+}
+
 /* ------------------------------------------------------------------- 1-D transforms
  * in[k*is + l] -> out[k*os + l] for lanes l < L. Input side B^T (alpha x alpha), output side
  * A^T (m x alpha); written out so that no multiplication by 0 or 1 is done. */

@@ -67,4 +67,12 @@ int nnl_conv_winograd_d(const nnl_conv_geom *geom, int m, const double *x, const
 nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize, int nthreads,
                                     int isa, int packed);
 
+/* The cost terms of a call's tile choice (nnlite/_algorithms.py, winograd_tile): *cols = the
+ * GEMM columns the micro-kernel computes over all tile chunks (each chunk's tiles, its ragged
+ * last panel rounded up to whole vectors: nnl_gemm_cost_cols), *u_reads = the passes over the
+ * transformed weights (one per chunk, whether one thread runs it or the team shares it).
+ * NNL_EINVAL for invalid arguments. */
+int nnl_conv_winograd_cost(const nnl_conv_geom *geom, int m, int elsize, int nthreads, int isa,
+                           nnl_idx *cols, nnl_idx *u_reads);
+
 #endif

@@ -81,6 +81,7 @@ cdef extern from "gemm_kernels.h" nogil:
     const char *nnl_isa_name(int isa)
     int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, int *nc)
     int nnl_gemm_tail_cols(int isa, int elsize)
+    nnl_idx nnl_gemm_cost_cols(int isa, int elsize, nnl_idx n)
     int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
                        int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
     ctypedef struct nnl_cache_info:
@@ -139,6 +140,16 @@ def blocking(isa, elsize):
         raise ValueError(f"no GEMM micro-kernel for isa={isa}, elsize={elsize}")
     return {"mr": mr, "nr": nr, "mc": mc, "kc": kc, "nc": nc,
             "tail_n": nnl_gemm_tail_cols(isa, elsize)}
+
+
+def cost_cols(int isa, int elsize, Py_ssize_t n):
+    """Columns family ``isa``'s micro-kernel computes for a product of n columns: whole NR
+    panels and a ragged last panel rounded up to whole vectors (``nnl_gemm_cost_cols``)."""
+    cdef nnl_idx r = nnl_gemm_cost_cols(isa, elsize, n)
+    if r < 0:
+        raise ValueError(f"cost_cols: no GEMM micro-kernel for isa={isa}, elsize={elsize}, "
+                         f"or n={n} < 0")
+    return r
 
 
 def work_units(int isa, int elsize, Py_ssize_t batch, Py_ssize_t M, Py_ssize_t N,

@@ -348,6 +348,29 @@ int nnl_gemm_tail_cols(int isa, int elsize)
     return -1;
 }
 
+nnl_idx nnl_gemm_cost_cols(int isa, int elsize, nnl_idx n)
+{
+    int nr, lanes;
+    if (isa == NNL_ISA_AUTO)
+        isa = nnl_best_isa();
+    if (elsize == 4) {
+        const nnl_kernel_s *k = nnl_select_s(isa);
+        if (k == NULL)
+            return -1;
+        nr = k->nr, lanes = k->lanes;
+    } else if (elsize == 8) {
+        const nnl_kernel_d *k = nnl_select_d(isa);
+        if (k == NULL)
+            return -1;
+        nr = k->nr, lanes = k->lanes;
+    } else
+        return -1;
+    if (n < 0)
+        return -1;
+    const nnl_idx full = n / nr * nr;
+    return full + nnl_cdiv(n - full, (nnl_idx)lanes) * lanes;
+}
+
 int nnl_gemm_units(int isa, int elsize, nnl_idx batch, nnl_idx M, nnl_idx N, nnl_idx K,
                    int nthreads, int pack_a, int pack_b, nnl_idx *mu, nnl_idx *nu)
 {

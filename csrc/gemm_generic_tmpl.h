@@ -52,7 +52,7 @@ static void FN(generic_ukr)(nnl_idx kc, const T *NNL_RESTRICT ap, const T *NNL_R
 
 /* (no dot micro-kernel: the driver's plain loops are this family's) */
 static const KERNEL_T FN(generic_kernel) = {G_MR, G_NR, G_MC, G_KC, G_NC, FN(generic_ukr), NULL,
-                                             0, NULL, 0};
+                                             0, NULL, 0, G_NR};
 
 const KERNEL_T *FN(nnl_generic_kernel)(void)
 {

@@ -110,6 +110,8 @@ typedef struct {
     int a_inplace;   /* ukr reads full-height A panels in place (nnl_epi_s.aks or lda > 0) */
     nnl_tail_s tail; /* or NULL (the family's vectors do not hold whole row panels) */
     int tail_n;      /* widest ragged panel tail takes */
+    int lanes;       /* ukr computes a ragged panel of n columns at the cost of n rounded up
+                      * to a multiple of this many (its vector lanes; NR: the whole panel) */
 } nnl_kernel_s;
 
 typedef struct {
@@ -119,6 +121,7 @@ typedef struct {
     int a_inplace;
     nnl_tail_d tail;
     int tail_n;
+    int lanes;
 } nnl_kernel_d;
 
 const nnl_kernel_s *nnl_generic_kernel_s(void);

@@ -145,6 +145,11 @@ int nnl_gemm_blocking(int isa, int elsize, int *mr, int *nr, int *mc, int *kc, i
 /* The widest ragged last column panel that family isa's column-tail kernel computes with the
  * rows in the lanes (gemm_internal.h, nnl_tail_s), 0 without one, or -1 (no such family). */
 int nnl_gemm_tail_cols(int isa, int elsize);
+/* The columns family isa's micro-kernel computes for a product of n columns: its whole NR
+ * panels, and a ragged last panel rounded up to whole vectors (the family's lanes); -1 for no
+ * such family or n < 0. (The column-tail kernel, where a call can use it, takes a ragged panel
+ * of at most tail_n columns for less.) */
+nnl_idx nnl_gemm_cost_cols(int isa, int elsize, nnl_idx n);
 /* The work units a call with these sizes and nthreads would use (for tests and study): mu rows
  * by nu columns per unit; mu = nu = 0 for products of <= 4 rows (no packing). pack_a / pack_b
  * = 0: that operand comes pre-packed. NNL_EINVAL for sizes < 1 or an unavailable family. */

@@ -492,7 +492,7 @@ static TGT nnl_idx FN(tail)(nnl_idx kc, const T *ap, nnl_idx rows, const T *bp, 
 #endif
 
 static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC, FN(ukr),
-                                         FN(dot), 1, NNL_TAIL_FN};
+                                         FN(dot), 1, NNL_TAIL_FN, LANES};
 #undef NNL_TAIL_FN
 #undef TAIL_V
 #undef TAIL_N

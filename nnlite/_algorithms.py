@@ -368,28 +368,42 @@ def winograd_cost(geom, weights_prepared=False):
     return direct, wino
 
 
-def winograd_tile(geom, threads=None):
+def winograd_tile(geom, threads=None, itemsize=4):
     """The output tile m of an inference plan's Winograd conv, whose weights are transformed
-    once: the cheaper of F(2x2, 3x3) and F(4x4, 3x3) as (m + 2)^2 products of (tiles +
-    threads x _WINOGRAD_WEIGHT_READ) columns each: the multiply-adds, shared by the threads
-    (default: nnlite's), plus the reads of the transformed weights, (m + 2)^2 / 9 times the
-    3x3 weights (F(2x2): 16/9, F(4x4): 4x), which take as long on any number. With few tiles
-    the conv is bound by those reads and F(2x2) wins: on one thread 7x7 maps at batch 1, on
-    two 7x7 maps up to batch 2 and 14x14 maps at batch 1 (F(4x4) computes 16x16 outputs
-    there: F(2x2) does 1.36x its multiply-adds, not 1.78x). ResNet-50's 512-channel 7x7 conv,
-    2 threads, interleaved medians (AMD EPYC Zen 4): batch 1 (4 F(4x4) tiles) F(2x2) 1.9-3.4
-    ms vs F(4x4) 6.1-7.8 ms; batch 2 7.9 vs 7.9; batch 3 9.0 vs 8.1; batch 8 28.0 vs 16.8.
-    14x14 maps at batch 1 (Intel Xeon, Emerald Rapids): alone, weights warm, F(2x2) is
-    1.1-1.34x slower on 2 threads (256->256 1.258 vs 0.940 ms), 1.43x on one; in a model, as
-    in a plan, level on 2 threads (ResNet-50 0.988-0.993, GoogLeNet 0.975-1.02 of F(4x4)'s
-    time, interleaved medians), with 25 MB (ResNet-50) and 13 MB (GoogLeNet) less prepared
-    weights, and 1.033x on one (GoogLeNet); F(2x2) on the 28x28 maps too is 1.03-1.07x
-    slower (2 threads)."""
+    once: the cheaper of F(2x2, 3x3) and F(4x4, 3x3) as (m + 2)^2 products of (cols + threads
+    x _WINOGRAD_WEIGHT_READ x reads) columns each. ``cols``: the GEMM columns the micro-kernel
+    computes, the tiles of each chunk the call cuts them into with its ragged last panel
+    rounded up to whole vectors (16 floats on AVX-512: 49 tiles cost 64, 17 cost 32);
+    ``reads``: the passes over the transformed weights, one per chunk, (m + 2)^2 / 9 times the
+    3x3 weights (F(2x2): 16/9, F(4x4): 4x), which take as long on any number of threads
+    (default: nnlite's). Both come from the C plan of the call (``_convfast.winograd_cost``:
+    its chunking, this CPU's L2 and GEMM family, elements of ``itemsize`` bytes).
+    With few tiles the conv is bound by the weight reads and F(2x2) wins: 7x7 maps at batch 1
+    and 2. ResNet-50's 512-channel 7x7 conv, 2 threads, interleaved medians (AMD EPYC Zen 4):
+    batch 1 (4 F(4x4) tiles) F(2x2) 1.9-3.4 ms vs F(4x4) 6.1-7.8 ms; batch 2 7.9 vs 7.9;
+    batch 3 9.0 vs 8.1 (F(2x2)'s 48 tiles run as two chunks, each thread reading all 17 MB
+    of weights); batch 8 28.0 vs 16.8.
+    14x14 maps at batch 1 take F(4x4): F(2x2)'s 49 tiles become two chunks of 32 and 17 tiles
+    (their transformed input and products outgrow the L2), 64 computed columns and two reads
+    of the weights, where F(4x4) has 16 tiles in one. AMD EPYC Zen 4, 2 threads, interleaved
+    medians: 256->256 alone 0.81 ms (F(2x2)) vs 0.52 (F(4x4)), GoogLeNet's 160->320 0.67 vs
+    0.42, 96->208 0.29 vs 0.19; whole plans at batch 1 0.963-0.966 (ResNet-50) and 0.932
+    (GoogLeNet) of the time with F(2x2) there, which the earlier rule (tiles, not columns,
+    one read) chose; the prepared weights grow by 25 MB (ResNet-50) and 13 MB (GoogLeNet).
+    (Intel Emerald Rapids, measured before the vector gather of the input transform: F(2x2)
+    1.1-1.34x slower alone on 2 threads, level in the models.)"""
     nt = get_num_threads() if threads is None else threads
 
     def cost(m):
-        tiles = geom.n * -(-geom.oh // m) * -(-geom.ow // m)
-        return (m + 2) ** 2 * (tiles + nt * _WINOGRAD_WEIGHT_READ)
+        if _fast_built():
+            from . import _convfast
+            from .kernels import gemm_ops
+            cols, reads = _convfast.winograd_cost(
+                geom.n, geom.c, geom.h, geom.w, geom.f, geom.g, m, geom.pt, geom.pl, geom.oh,
+                geom.ow, itemsize, nt, gemm_ops._isa())
+        else:   # no native Winograd to run: the tiles, one read
+            cols, reads = geom.n * -(-geom.oh // m) * -(-geom.ow // m), 1
+        return (m + 2) ** 2 * (cols + nt * _WINOGRAD_WEIGHT_READ * reads)
     return 2 if cost(2) < cost(_WINOGRAD_TILE) else _WINOGRAD_TILE
 
 

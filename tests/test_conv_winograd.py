@@ -358,23 +358,86 @@ def test_auto_rule_follows_the_cost_model():
     assert not winograd_pays(deep) and winograd_pays(deep, weights_prepared=True)
 
 
-def test_plan_tile_weighs_the_weight_reads_by_the_threads():
-    # (m + 2)^2 x (tiles + threads x _WINOGRAD_WEIGHT_READ) for m = 2 and 4, the smaller wins
+# the vector lanes of each GEMM family (csrc/gemm_avx512.c, gemm_avx2.c; the generic one
+# computes whole NR panels)
+_LANES = {("avx512", 4): 16, ("avx512", 8): 8, ("avx2", 4): 8, ("avx2", 8): 4,
+          ("generic", 4): 16, ("generic", 8): 8}
+
+
+@needs_ext
+def test_gemm_cost_cols_round_a_ragged_panel_up_to_whole_vectors():
+    from nnlite import _gemm
+
+    for name in _gemm.available_isas():
+        code = _gemm.isa_code(name)
+        for elsize in (4, 8):
+            nr, lanes = _gemm.blocking(code, elsize)["nr"], _LANES[(name, elsize)]
+            for n in (0, 1, lanes - 1, lanes, lanes + 1, nr - 1, nr, nr + 1, 3 * nr + lanes + 1):
+                want = n // nr * nr + -(-(n % nr) // lanes) * lanes
+                assert _gemm.cost_cols(code, elsize, n) == want, (name, elsize, n)
+    with pytest.raises(ValueError, match="n=-1"):
+        _gemm.cost_cols(code, 4, -1)
+    with pytest.raises(ValueError, match="elsize=3"):
+        _gemm.cost_cols(code, 3, 5)
+
+
+def _wino_terms(geom, m, threads):
+    from nnlite.kernels import gemm_ops
+
+    return convfast.winograd_cost(geom.n, geom.c, geom.h, geom.w, geom.f, geom.g, m, geom.pt,
+                                  geom.pl, geom.oh, geom.ow, 4, threads, gemm_ops._isa())
+
+
+@needs_ext
+@pytest.mark.parametrize("n, c, hw, m", [(1, 8, 14, 2), (1, 256, 14, 2), (3, 512, 7, 2),
+                                         (1, 128, 28, 4), (1, 64, 56, 4), (2, 96, 13, 2),
+                                         (1, 1024, 9, 4)])
+def test_winograd_cost_counts_each_chunks_columns_and_weight_reads(n, c, hw, m):
+    # one thread: chunks of at most tmax tiles, the most whose transformed input and products
+    # (alpha^2 (C + F) floats a tile) fit the L2, whole NR panels of them (at least one); the
+    # tiles over the chunks rounded up to 16 (a cache line of floats), the last the rest
+    from nnlite import _gemm
+    from nnlite.kernels import gemm_ops
+
+    isa = gemm_ops._isa()
+    isa = _gemm.isa_code(_gemm.best_isa()) if isa < 0 else isa
+    nr = _gemm.blocking(isa, 4)["nr"]
+    geom = conv2d_geometry((n, c, hw, hw), (c, c, 3, 3), None, 1, 1, 1, 1)
+    tiles, a2 = n * (-(-hw // m)) ** 2, (m + 2) ** 2
+    cdiv = lambda a, b: -(-a // b)   # noqa: E731
+    tmax = max(nr, _gemm.cache_sizes()["l2"] // (a2 * 2 * c * 4) // nr * nr)
+    tb = min(tiles, cdiv(cdiv(tiles, cdiv(tiles, tmax)), 16) * 16)
+    chunks = cdiv(tiles, tb)
+    sizes = [tb] * (chunks - 1) + [tiles - (chunks - 1) * tb]
+    want = sum(_gemm.cost_cols(isa, 4, t) for t in sizes)
+    assert _wino_terms(geom, m, 1) == (want, chunks)
+    with pytest.raises(ValueError, match="m=3"):
+        _wino_terms(geom, 3, 1)
+
+
+@needs_ext
+def test_plan_tile_weighs_computed_columns_and_weight_reads():
+    # (m + 2)^2 x (cols + threads x _WINOGRAD_WEIGHT_READ x reads) for m = 2 and 4 with the
+    # terms of the call's C plan; the smaller wins
     from nnlite._algorithms import winograd_tile
 
     lam = _algorithms._WINOGRAD_WEIGHT_READ
-    for n, hw, threads in [(1, 7, 1), (2, 7, 1), (2, 7, 2), (3, 7, 2), (1, 14, 1), (1, 14, 2),
-                           (2, 14, 2), (1, 28, 2), (1, 28, 8), (1, 5, 1), (4, 56, 4)]:
-        geom = conv2d_geometry((n, 32, hw, hw), (32, 32, 3, 3), None, 1, 1, 1, 1)
-        t2, t4 = n * (-(-hw // 2)) ** 2, n * (-(-hw // 4)) ** 2
-        want = 2 if 16 * (t2 + threads * lam) < 36 * (t4 + threads * lam) else 4
-        assert winograd_tile(geom, threads) == want, (n, hw, threads)
-    # the choices the figures of its docstring stand for
-    geom = conv2d_geometry((1, 32, 14, 14), (32, 32, 3, 3), None, 1, 1, 1, 1)
-    assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (4, 2)
-    geom = conv2d_geometry((1, 32, 7, 7), (32, 32, 3, 3), None, 1, 1, 1, 1)
-    assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (2, 2)
-    geom = conv2d_geometry((1, 32, 28, 28), (32, 32, 3, 3), None, 1, 1, 1, 1)
+    for n, c, hw, threads in [(1, 32, 7, 1), (2, 32, 7, 1), (2, 32, 7, 2), (3, 32, 7, 2),
+                              (1, 32, 14, 1), (1, 256, 14, 2), (2, 256, 14, 2), (1, 32, 28, 2),
+                              (1, 32, 28, 8), (1, 32, 5, 1), (4, 32, 56, 4), (3, 512, 7, 2)]:
+        geom = conv2d_geometry((n, c, hw, hw), (c, c, 3, 3), None, 1, 1, 1, 1)
+        (c2, r2), (c4, r4) = _wino_terms(geom, 2, threads), _wino_terms(geom, 4, threads)
+        want = 2 if 16 * (c2 + threads * lam * r2) < 36 * (c4 + threads * lam * r4) else 4
+        assert winograd_tile(geom, threads) == want, (n, c, hw, threads)
+    # the choices its docstring's figures stand for, on any GEMM family and L2: 14x14 maps at
+    # batch 1 (F(2x2)'s 49 tiles cost a ragged panel or a second chunk) take F(4x4), 7x7 maps
+    # at batches 1-2 F(2x2), at batch 3 (512 channels) F(4x4)
+    for c, hw, want in [(256, 14, 4), (96, 14, 4), (512, 7, 2), (192, 7, 2), (128, 28, 4)]:
+        geom = conv2d_geometry((1, c, hw, hw), (c, c, 3, 3), None, 1, 1, 1, 1)
+        assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (want, want), (c, hw)
+    geom = conv2d_geometry((2, 512, 7, 7), (512, 512, 3, 3), None, 1, 1, 1, 1)
+    assert winograd_tile(geom, 2) == 2
+    geom = conv2d_geometry((3, 512, 7, 7), (512, 512, 3, 3), None, 1, 1, 1, 1)
     assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (4, 4)
 
 

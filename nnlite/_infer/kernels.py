@@ -416,7 +416,7 @@ class ConvKernel(Kernel):
             # chunk) in the arena, over values dead by then, instead of a block malloc'd per
             # call that the allocator keeps (GoogLeNet at batch 1: 3.2 MB for its 56x56 conv)
             # its tile, chosen once (``winograd_tile`` weighs the threads in use now)
-            self.wino_m = winograd_tile(geom)
+            self.wino_m = winograd_tile(geom, itemsize=dtype.itemsize)
             self.work_bytes = _align(64 + _conv_cython.conv_winograd.workspace_bytes(
                 geom, dtype, self.wino_m))
         # One image's pointwise conv multiplies the weights packed once (``prepare``). Reading

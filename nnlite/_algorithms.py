@@ -368,6 +368,36 @@ def winograd_cost(geom, weights_prepared=False):
     return direct, wino
 
 
+# tile keys (``_tile_key``) an inference plan runs as F(2x2) to bound its memory
+# (``winograd_tiles_capped``, set while a plan is compiled)
+_tiles_capped = ThreadSetting()
+
+
+def _tile_key(geom):
+    """A Winograd conv's input geometry (not its filter count: a conv's split parts share it)."""
+    return (geom.n, geom.c, geom.h, geom.w, geom.g, geom.pt, geom.pl, geom.oh, geom.ow)
+
+
+@contextlib.contextmanager
+def winograd_tiles_capped(geoms):
+    """Within the block, ``winograd_tile`` answers 2 for the convs of these geometries (an
+    inference plan's memory bound: nnlite/_infer/kernels.py, ``winograd_memory_cap``)."""
+    keys = frozenset(_tile_key(g) for g in geoms)
+    with _tiles_capped.use(keys):
+        yield
+
+
+def winograd_tile_is_close(geom, threads=None):
+    """Whether F(4x4) is preferred only by the chunk and ragged-panel terms: the plain count
+    (tiles, one weight read) would take F(2x2), e.g. 14x14 maps at batch 1 on two threads."""
+    nt = get_num_threads() if threads is None else threads
+
+    def plain(m):
+        return (m + 2) ** 2 * (geom.n * -(-geom.oh // m) * -(-geom.ow // m)
+                               + nt * _WINOGRAD_WEIGHT_READ)
+    return plain(2) < plain(_WINOGRAD_TILE)
+
+
 def winograd_tile(geom, threads=None, itemsize=4):
     """The output tile m of an inference plan's Winograd conv, whose weights are transformed
     once: the cheaper of F(2x2, 3x3) and F(4x4, 3x3) as (m + 2)^2 products of (cols + threads
@@ -392,6 +422,9 @@ def winograd_tile(geom, threads=None, itemsize=4):
     one read) chose; the prepared weights grow by 25 MB (ResNet-50) and 13 MB (GoogLeNet).
     (Intel Emerald Rapids, measured before the vector gather of the input transform: F(2x2)
     1.1-1.34x slower alone on 2 threads, level in the models.)"""
+    capped = _tiles_capped.get()
+    if capped and _tile_key(geom) in capped:
+        return 2
     nt = get_num_threads() if threads is None else threads
 
     def cost(m):

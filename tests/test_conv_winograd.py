@@ -442,6 +442,54 @@ def test_plan_tile_weighs_computed_columns_and_weight_reads():
 
 
 @needs_ext
+def test_capped_tiles_answer_f2_for_their_geometry_only():
+    from nnlite._algorithms import winograd_tile, winograd_tile_is_close, winograd_tiles_capped
+
+    a = conv2d_geometry((1, 256, 14, 14), (256, 256, 3, 3), None, 1, 1, 1, 1)
+    b = conv2d_geometry((1, 128, 14, 14), (256, 128, 3, 3), None, 1, 1, 1, 1)
+    part = conv2d_geometry((1, 256, 14, 14), (96, 256, 3, 3), None, 1, 1, 1, 1)
+    assert winograd_tile_is_close(a, 2) and not winograd_tile_is_close(a, 1)
+    big = conv2d_geometry((8, 256, 14, 14), (256, 256, 3, 3), None, 1, 1, 1, 1)
+    assert not winograd_tile_is_close(big, 2)      # the plain count takes F(4x4) there too
+    assert (winograd_tile(a, 2), winograd_tile(b, 2)) == (4, 4)
+    with winograd_tiles_capped([a]):
+        # the conv and its split parts (other filter counts, same input) run F(2x2)
+        assert (winograd_tile(a, 2), winograd_tile(part, 2), winograd_tile(b, 2)) == (2, 2, 4)
+    assert winograd_tile(a, 2) == 4
+
+
+@needs_ext
+@pytest.mark.parametrize("extra", [False, True])
+def test_plan_keeps_close_f4_weights_within_the_models_weights(extra):
+    # a 14x14 3x3 conv at batch 1 on two threads is a close call taken by F(4x4) (36 values a
+    # filter against F(2x2)'s 16): with the conv's weights alone (1.3 MB transformed for
+    # 0.33 MB) the plan runs it as F(2x2); next to a 6 MB classifier it keeps F(4x4)
+    from nnlite._infer import kernels as K
+
+    nnlite.manual_seed(0)
+    layers = [nn.Conv2d(96, 96, 3, padding=1), nn.ReLU()]
+    if extra:
+        layers += [nn.Flatten(), nn.Linear(96 * 14 * 14, 80)]
+    model = nn.Sequential(*layers)
+    x = np.random.default_rng(1).standard_normal((1, 96, 14, 14)).astype(np.float32)
+    with kernel_threads(2):
+        fast = nnlite.optimize_for_inference(model)
+        got = fast(x)
+    (plan, _), = fast._plans.values()
+    conv, = [k for _, k, _ in plan.steps if isinstance(k, K.ConvKernel)]
+    assert conv.algorithm == "winograd"
+    assert conv.wino_m == (4 if extra else 2)
+    assert conv.winograd.upk.nbytes == conv.winograd_bytes(conv.wino_m)
+    w, b = model[0].weight.data.astype(np.float64), model[0].bias.data.astype(np.float64)
+    expect = np.maximum(ref.conv2d(x.astype(np.float64), w, b, 1, 1, 1, 1), 0)
+    if extra:
+        lin = model[3]
+        expect = (expect.reshape(1, -1) @ lin.weight.data.astype(np.float64).T
+                  + lin.bias.data.astype(np.float64))
+    assert _rel(np.asarray(got), expect) < 1e-4
+
+
+@needs_ext
 def test_inference_plan_transforms_weights_once_and_fuses_the_epilogue():
     from nnlite._infer import kernels as K
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm, specialized
-from .._algorithms import direct_kernel, winograd_tile
+from .._algorithms import direct_kernel, winograd_tile, winograd_tile_is_close
 from .._constants import POOL_SERIAL_WORK
 from ..autograd import no_grad
 from ..onnx import geometry as G
@@ -464,6 +464,12 @@ class ConvKernel(Kernel):
         if self.batch_cols:
             self.scratch_bytes = _align(N * C * kh * kw * oh * ow * dtype.itemsize)
 
+    def winograd_bytes(self, m):
+        """Bytes of this conv's transformed and packed F(m x m, 3x3) weights."""
+        g = self.geom
+        return _conv_cython._convfast.winograd_packed_size(
+            m, g.f, g.g, g.c // g.g, self.dtype.itemsize, _family()) * self.dtype.itemsize
+
     def prepare(self):
         """Make the prepared weights once (thread-safe): Winograd's transformed and packed
         weights, or the one-group weights packed for the im2col GEMM (see pack_weights)."""
@@ -840,6 +846,34 @@ class _ColumnsPart(Kernel):
             gemm()
         run.stages = (gather, gemm)
         return run
+
+
+def winograd_memory_cap(steps, constants):
+    """The geometries of the Winograd convs a plan runs as F(2x2, 3x3) to keep its transformed
+    weights within the model's own weights (float constants), an empty list when they fit.
+
+    F(4x4)'s transformed 3x3 filters hold 36 values, F(2x2)'s 16. Where F(4x4) wins only by
+    the chunk and ragged-panel terms of ``winograd_tile`` (``winograd_tile_is_close``: the
+    plain multiply-add count prefers F(2x2), e.g. 14x14 maps at batch 1) its extra memory is
+    taken only within that bound, the largest such convs giving it back first; F(4x4)
+    choices the plain count makes too (large maps, batches) are not capped. GoogLeNet from
+    ONNX at batch 1 (AMD EPYC Zen 4, 2 threads): F(4x4) on its five 14x14 3x3 convs would
+    take 38 MB of transformed weights for 25 MB of model weights and the plan's peak RSS to
+    91 MB, past ONNX Runtime's 81 MB (bench_inference.py); capped, they run F(2x2) (peak
+    78 MB). ResNet-50 at batch 1 keeps F(4x4) there (85 MB for 98 MB of weights)."""
+    model = sum(a.nbytes for a in constants.values()
+                if isinstance(a, np.ndarray) and a.dtype.kind == "f")
+    convs = [s.kernel for s in steps
+             if isinstance(s.kernel, ConvKernel) and s.kernel.algorithm == "winograd"]
+    total = sum(k.winograd_bytes(k.wino_m) for k in convs)
+    close = [k for k in convs if k.wino_m == 4 and winograd_tile_is_close(k.geom)]
+    capped = []
+    for k in sorted(close, key=lambda k: k.winograd_bytes(2) - k.winograd_bytes(4)):
+        if total <= model:
+            break
+        total -= k.winograd_bytes(4) - k.winograd_bytes(2)
+        capped.append(k.geom)
+    return capped
 
 
 def split_conv(node, in_metas, consts, f0, f1, algorithm="auto"):

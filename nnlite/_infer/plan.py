@@ -13,7 +13,9 @@
 4. ``lanes.find_groups``: the independent chains feeding a concatenation (Inception's
    branches) form branch groups, dealt to two lanes.
 5. ``storage.accumulate_in_place``: residual convs accumulate into an operand that dies there.
-6. ``bind.make_steps``: every remaining node gets its array kernel (``kernels.make_kernel``);
+6. ``bind.make_steps``: every remaining node gets its array kernel (``kernels.make_kernel``;
+   made again with some Winograd convs as F(2x2) when their transformed weights outgrow the
+   model's: ``kernels.winograd_memory_cap``);
    then ``storage.assign_offsets``: every root buffer lives from its first write to its last
    read and is placed at an offset of one arena that roots dead by then reuse (liveness), and
    so is the work memory a kernel asks for (``Kernel.work_bytes``), live during its step.
@@ -33,12 +35,16 @@ valid; the parts run on two lanes at once, so they take no work memory from the 
 
 ``check_outputs`` compares the plan's first outputs with the dry run's (``PlanMismatch``).
 """
+import contextlib
+
 import numpy as np
 
+from .._algorithms import winograd_tiles_capped
 from .bind import Plan, make_steps, shared_scratch
 from .bind import _group_call, _LaneWorker  # noqa: F401 (the lane runtime, imported by tests)
 from .dryrun import dry_run, meta_of
 from .lanes import find_groups, place_groups
+from .kernels import winograd_memory_cap
 from .passes import canonicalize, simplify
 from .storage import accumulate_in_place, assign_offsets, plan_views
 
@@ -65,9 +71,14 @@ def compile_plan(graph, arrays, constants, folded):
     grouped = {id(n) for g in groups for n in g.nodes}
     accumulate_in_place(nodes, st, inputs, outputs, consts, metas, grouped)       # 5
     steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)  # 6
-    work = {id(s.node): s.kernel.work_bytes for s in steps if s.kernel.work_bytes}
-    arena = assign_offsets(nodes, st, inputs, outputs, groups, work)
-    lane_groups = place_groups(groups, step_of, steps, metas, consts, st)          # 7
+    with contextlib.ExitStack() as stack:
+        capped = winograd_memory_cap(steps, constants)
+        if capped:   # the kernels again, those convs (and their split parts) as F(2x2)
+            stack.enter_context(winograd_tiles_capped(capped))
+            steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)
+        work = {id(s.node): s.kernel.work_bytes for s in steps if s.kernel.work_bytes}
+        arena = assign_offsets(nodes, st, inputs, outputs, groups, work)
+        lane_groups = place_groups(groups, step_of, steps, metas, consts, st)      # 7
     # one scratch area per lane, shared by its kernels: the largest need (the columns of a split
     # conv's parts live apart, in the private area of ``bind.private_scratch``)
     scratch = shared_scratch(steps)

@@ -417,9 +417,11 @@ def winograd_tile(geom, threads=None, itemsize=4):
     (their transformed input and products outgrow the L2), 64 computed columns and two reads
     of the weights, where F(4x4) has 16 tiles in one. AMD EPYC Zen 4, 2 threads, interleaved
     medians: 256->256 alone 0.81 ms (F(2x2)) vs 0.52 (F(4x4)), GoogLeNet's 160->320 0.67 vs
-    0.42, 96->208 0.29 vs 0.19; whole plans at batch 1 0.963-0.966 (ResNet-50) and 0.932
+    0.42, 96->208 0.29 vs 0.19; whole plans at batch 1 0.946-0.966 (ResNet-50) and 0.932
     (GoogLeNet) of the time with F(2x2) there, which the earlier rule (tiles, not columns,
-    one read) chose; the prepared weights grow by 25 MB (ResNet-50) and 13 MB (GoogLeNet).
+    one read) chose; the prepared weights grow by 25 MB (ResNet-50) and 13 MB (GoogLeNet,
+    past ONNX Runtime's footprint: a plan takes such close calls only within its model's
+    weight bytes, nnlite/_infer/kernels.py ``winograd_memory_cap``).
     (Intel Emerald Rapids, measured before the vector gather of the input transform: F(2x2)
     1.1-1.34x slower alone on 2 threads, level in the models.)"""
     capped = _tiles_capped.get()

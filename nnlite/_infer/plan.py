@@ -43,8 +43,8 @@ from .._algorithms import winograd_tiles_capped
 from .bind import Plan, make_steps, shared_scratch
 from .bind import _group_call, _LaneWorker  # noqa: F401 (the lane runtime, imported by tests)
 from .dryrun import dry_run, meta_of
-from .lanes import find_groups, place_groups
 from .kernels import winograd_memory_cap
+from .lanes import find_groups, place_groups
 from .passes import canonicalize, simplify
 from .storage import accumulate_in_place, assign_offsets, plan_views
 

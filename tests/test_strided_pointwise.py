@@ -87,6 +87,47 @@ def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residua
 
 
 @needs_gemm
+@pytest.mark.parametrize("C,F,H,W,stride,act,residual", [
+    (40, 72, 14, 14, (2, 2), "relu", False),     # 7x7: a narrow product
+    (24, 16, 29, 23, (2, 2), None, True),        # rows of 12, residual
+    (64, 40, 27, 9, (3, 2), "relu6", True),      # stride 3 x 2 not tiling the map
+    (8, 130, 3, 40, (2, 3), "relu", False),      # two output rows of 14
+])
+def test_one_image_strided_pointwise_gathers_then_runs_one_product(monkeypatch, C, F, H, W,
+                                                                  stride, act, residual):
+    # one image whose output rows are too short to read in place: its pixels gathered into
+    # the column buffer, then the pointwise path's one GEMM call; forward() (im2col + GEMM in
+    # Python) is not called, and gives the same bits when the switch is off
+    rng = np.random.default_rng(C + F + H)
+    x, w, b, r = _case(rng, 1, C, F, H, W, stride, np.float32, residual, True)
+    attrs = {"kernel_shape": [1, 1], "strides": list(stride), "pads": [0, 0, 0, 0],
+             "activation": act}
+
+    def make():
+        kern = K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
+        assert not kern.maps
+        return kern
+    calls = []
+    forward = K._conv_gemm.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(K._conv_gemm, "forward", counted)
+    want = _expect(x, w, b, r, stride, act)
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            got = run_conv_kernel(make(), x, r)
+            assert calls == []
+            monkeypatch.setattr(K, "STRIDED_PW_DIRECT", False)
+            old = run_conv_kernel(make(), x, r)
+            monkeypatch.setattr(K, "STRIDED_PW_DIRECT", True)
+        assert calls and np.array_equal(got, old)
+        calls.clear()
+        assert_close(got, want, np.float32, k=C, scale=4)
+
+
+@needs_gemm
 def test_strided_pointwise_maps_follow_the_microkernel_family():
     # the in-place product runs where the family's panels are wide (AVX-512); elsewhere the
     # bound kernel takes im2col + GEMM, with the same bits

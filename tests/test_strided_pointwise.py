@@ -2,7 +2,8 @@
 image reading every s-th pixel in place (``ConvKernel.maps``, ``_gemm.gemm_maps`` over
 ``nnl_sgemm_split_pk``), or, for a batch whose rows are too short for that, every image's pixels
 gathered by im2col into one buffer and ONE product over every (image, pixel) column
-(``ConvKernel.batch_cols``).
+(``ConvKernel.batch_cols``). One image's im2col convs (strided 1x1 with short rows, and k x k
+convs on small maps) run the native im2col and one native GEMM call (``IM2COL_DIRECT``).
 
 Oracles: the naive-loop reference ``nnlite.kernels.conv_reference`` in float64 (+ bias,
 residual, activation in NumPy), a float64 einsum for the raw GEMM entry, and the plan's
@@ -119,12 +120,63 @@ def test_one_image_strided_pointwise_gathers_then_runs_one_product(monkeypatch, 
         with kernel_threads(nt):
             got = run_conv_kernel(make(), x, r)
             assert calls == []
-            monkeypatch.setattr(K, "STRIDED_PW_DIRECT", False)
+            monkeypatch.setattr(K, "IM2COL_DIRECT", False)
             old = run_conv_kernel(make(), x, r)
-            monkeypatch.setattr(K, "STRIDED_PW_DIRECT", True)
+            monkeypatch.setattr(K, "IM2COL_DIRECT", True)
         assert calls and np.array_equal(got, old)
         calls.clear()
         assert_close(got, want, np.float32, k=C, scale=4)
+
+
+@needs_gemm
+@pytest.mark.parametrize("C,F,H,W,kernel,stride,pads,dil,residual", [
+    (32, 48, 28, 28, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True),   # ResNet's 3x3/2, 14x14
+    (24, 70, 13, 11, (5, 3), (3, 2), (2, 0, 1, 1), (1, 1), False),  # odd kernel and padding
+    (16, 9, 15, 15, (3, 3), (2, 1), (4, 4, 4, 4), (2, 3), True),    # dilation, pads > kernel
+])
+def test_one_image_kxk_im2col_conv_runs_one_native_product(monkeypatch, C, F, H, W, kernel,
+                                                          stride, pads, dil, residual):
+    # a k x k conv of one image that runs im2col + GEMM: the native im2col into the column
+    # buffer, then one GEMM call; forward() is not called and gives the same bits
+    rng = np.random.default_rng(C + F)
+    x = rng.standard_normal((1, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((F, C) + kernel) / np.sqrt(C * kernel[0] * kernel[1]))
+    w = w.astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    attrs = {"kernel_shape": list(kernel), "strides": list(stride), "pads": list(pads),
+             "dilations": list(dil), "activation": "relu"}
+
+    def make():
+        kern = K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32),
+                            algorithm="im2col")
+        assert kern.algorithm == "im2col"
+        return kern
+    oh, ow = make().geom.oh, make().geom.ow
+    r = rng.standard_normal((1, F, oh, ow)).astype(np.float32) if residual else None
+    calls = []
+    forward = K._conv_gemm.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(K._conv_gemm, "forward", counted)
+    # the naive loops take (top, left) padding pairs per axis: pads are (top, left, bottom,
+    # right) here, asymmetric in the second case, so pad x by hand
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    want = ref.conv2d(xp, w.astype(np.float64), b.astype(np.float64), stride, 0, dil)
+    if r is not None:
+        want = want + r
+    want = np.maximum(want, 0)
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            got = run_conv_kernel(make(), x, r)
+            assert calls == []
+            monkeypatch.setattr(K, "IM2COL_DIRECT", False)
+            old = run_conv_kernel(make(), x, r)
+            monkeypatch.setattr(K, "IM2COL_DIRECT", True)
+        assert calls and np.array_equal(got, old)
+        calls.clear()
+        assert_close(got, want, np.float32, k=C * kernel[0] * kernel[1], scale=4)
 
 
 @needs_gemm

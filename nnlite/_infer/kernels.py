@@ -100,11 +100,12 @@ __all__ = ["make_kernel", "KERNELS", "split_conv", "SharedColumns", "Kernel", "F
 FUSABLE = ("Conv", "Gemm", "nnlite.Affine", "Add")
 
 _ITEM = {np.dtype(np.float32): 4, np.dtype(np.float64): 8}
-# One image's strided 1x1 conv whose rows are too short to read in place (``ConvKernel.maps``):
-# its pixels gathered into the column buffer, then the pointwise path's one native GEMM call
-# (``_bind_pointwise``) instead of ``_conv_gemm.forward``'s im2col + ``gemm_into`` in Python.
-# Switch for A/B runs (read when a plan is bound).
-STRIDED_PW_DIRECT = True
+# One image's im2col conv (a strided 1x1 conv whose rows are too short to read in place,
+# ``ConvKernel.maps``, or a k x k conv on a small map): the native im2col into the column
+# buffer, then the pointwise path's one native GEMM call (``_bind_pointwise``) instead of
+# ``_conv_gemm.forward``'s im2col + ``gemm_into`` through Python. Switch for A/B runs (read
+# when a plan is bound).
+IM2COL_DIRECT = True
 _NARROW = 64  # GEMMs with fewer output columns (and at least this many rows) run transposed
 
 
@@ -556,23 +557,22 @@ class ConvKernel(Kernel):
                     accumulate=accumulate)
         if self.pointwise and N == 1:
             return self._bind_pointwise(x, y3, r3, accumulate, run)
-        if (STRIDED_PW_DIRECT and _im2col_ext is not None and N == 1 and not batch
-                and tuple(self.k) == (1, 1) and self.g == 1
-                and not any(self.pads) and x.dtype == self.dtype and x[0].flags.c_contiguous):
-            # one image's strided 1x1 conv (STRIDED_PW_DIRECT): every s-th pixel of every
-            # s-th row gathered into the column buffer, then the pointwise path's one native
-            # GEMM on them, the same bits. ResNet-50's 1x1/2 convs onto 14x14 and 7x7 maps,
-            # AMD EPYC Zen 4, 2 threads, the pool held: 1.24 -> 1.13 ms and 1.41 -> 1.32 ms;
-            # whole plans at batch 1, alternated in one process: 0.982 and 0.992
-            xs = cols.reshape(1, C, oh, ow)
-            gemm = self._bind_pointwise(xs, y3, r3, accumulate, run)
+        if (IM2COL_DIRECT and _im2col_ext is not None and N == 1 and not batch
+                and self.g == 1 and x.dtype == self.dtype and x[0].flags.c_contiguous):
+            # one image (IM2COL_DIRECT): its columns by the native im2col, then the pointwise
+            # path's one native GEMM on them (packed weights, epilogue), the same bits.
+            # ResNet-50's 1x1/2 convs onto 14x14 and 7x7 maps, AMD EPYC Zen 4, 2 threads,
+            # the pool held: 1.24 -> 1.13 ms and 1.41 -> 1.32 ms; its 3x3/2 convs onto them
+            # 1.38 -> 1.31 ms and 1.45 -> 1.38 ms; whole plans at batch 1, alternated in one
+            # process: 0.982-0.992 (the 1x1 convs alone), 0.988 (both)
+            gemm = self._bind_pointwise(cols, y3, r3, accumulate, run)
             if gemm is not run:
                 gather = specialized(_im2col_ext.im2col, self.dtype)
                 g1 = self.geom1
 
                 def gathered():
-                    gather(x, cols, 1, 1, g1.sh, g1.sw, 0, 0, 1, 1, oh, ow,
-                           num_threads=get_num_threads())
+                    gather(x, cols, g1.kh, g1.kw, g1.sh, g1.sw, g1.pt, g1.pl, g1.dh, g1.dw,
+                           oh, ow, num_threads=get_num_threads())
                     gemm()
                 return gathered
         return run
@@ -592,7 +592,7 @@ class ConvKernel(Kernel):
             return general
         N, C, H, W, F, oh, ow = self.shape
         L = oh * ow
-        xb = x.reshape(1, C, L)
+        xb = x.reshape(1, -1, L)      # (1, C, L), or a column buffer (1, C*KH*KW, L)
         bias = None if self.bias is None else self.bias[None]
         if wpk.side == "b":   # packed for the transposed product (``pack_weights``)
             # out.T (L, F) = x.T (L, C) @ W.T (C, F): C written column-major, bias per column

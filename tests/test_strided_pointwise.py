@@ -87,6 +87,29 @@ def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residua
         assert_close(got, expect, np.float32, k=C, scale=4)
 
 
+def _runs_natively(monkeypatch, make, x, r, want, k):
+    """One image's im2col conv from ``make()``: run on 1 and 2 threads, ``_conv_gemm.forward``
+    (im2col + GEMM through Python) never called; the same bits with ``IM2COL_DIRECT`` off,
+    when forward() runs; close to ``want`` (float64 oracle, a K-term reduction)."""
+    calls = []
+    forward = K._conv_gemm.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(K._conv_gemm, "forward", counted)
+    for nt in (1, 2):
+        with kernel_threads(nt):
+            got = run_conv_kernel(make(), x, r)
+            assert calls == []
+            monkeypatch.setattr(K, "IM2COL_DIRECT", False)
+            old = run_conv_kernel(make(), x, r)
+            monkeypatch.setattr(K, "IM2COL_DIRECT", True)
+        assert calls and np.array_equal(got, old)
+        calls.clear()
+        assert_close(got, want, np.float32, k=k, scale=4)
+
+
 @needs_gemm
 @pytest.mark.parametrize("C,F,H,W,stride,act,residual", [
     (40, 72, 14, 14, (2, 2), "relu", False),     # 7x7: a narrow product
@@ -108,24 +131,7 @@ def test_one_image_strided_pointwise_gathers_then_runs_one_product(monkeypatch, 
         kern = K.ConvKernel(x.shape, w, b, attrs, residual, np.dtype(np.float32))
         assert not kern.maps
         return kern
-    calls = []
-    forward = K._conv_gemm.forward
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return forward(*args, **kwargs)
-    monkeypatch.setattr(K._conv_gemm, "forward", counted)
-    want = _expect(x, w, b, r, stride, act)
-    for nt in (1, 2):
-        with kernel_threads(nt):
-            got = run_conv_kernel(make(), x, r)
-            assert calls == []
-            monkeypatch.setattr(K, "IM2COL_DIRECT", False)
-            old = run_conv_kernel(make(), x, r)
-            monkeypatch.setattr(K, "IM2COL_DIRECT", True)
-        assert calls and np.array_equal(got, old)
-        calls.clear()
-        assert_close(got, want, np.float32, k=C, scale=4)
+    _runs_natively(monkeypatch, make, x, r, _expect(x, w, b, r, stride, act), C)
 
 
 @needs_gemm
@@ -153,30 +159,13 @@ def test_one_image_kxk_im2col_conv_runs_one_native_product(monkeypatch, C, F, H,
         return kern
     oh, ow = make().geom.oh, make().geom.ow
     r = rng.standard_normal((1, F, oh, ow)).astype(np.float32) if residual else None
-    calls = []
-    forward = K._conv_gemm.forward
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return forward(*args, **kwargs)
-    monkeypatch.setattr(K._conv_gemm, "forward", counted)
     # the naive loops take (top, left) padding pairs per axis: pads are (top, left, bottom,
     # right) here, asymmetric in the second case, so pad x by hand
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     want = ref.conv2d(xp, w.astype(np.float64), b.astype(np.float64), stride, 0, dil)
     if r is not None:
         want = want + r
-    want = np.maximum(want, 0)
-    for nt in (1, 2):
-        with kernel_threads(nt):
-            got = run_conv_kernel(make(), x, r)
-            assert calls == []
-            monkeypatch.setattr(K, "IM2COL_DIRECT", False)
-            old = run_conv_kernel(make(), x, r)
-            monkeypatch.setattr(K, "IM2COL_DIRECT", True)
-        assert calls and np.array_equal(got, old)
-        calls.clear()
-        assert_close(got, want, np.float32, k=C * kernel[0] * kernel[1], scale=4)
+    _runs_natively(monkeypatch, make, x, r, np.maximum(want, 0), C * kernel[0] * kernel[1])
 
 
 @needs_gemm

@@ -578,9 +578,11 @@ class ConvKernel(Kernel):
         return run
 
     def _bind_pointwise(self, x, y3, r3, accumulate, general):
-        """One image's 1x1 conv (one group, stride 1) as ONE call of the native GEMM on views
-        made here: the product ``gemm_into`` runs, in its orientation (``_narrow``: out.T =
-        x.T @ W.T for a few pixels), on the same packed weights, so the same bits, without the
+        """One image's 1x1 conv (one group, stride 1; ``x`` the image), or the GEMM of an
+        im2col conv (``x`` its filled column buffer, (1, C*KH*KW, OH*OW)), as ONE call of the
+        native GEMM on views made here: the product ``gemm_into`` runs, in its orientation
+        (``_narrow``: out.T = x.T @ W.T for a few pixels), on the same packed weights, so the
+        same bits, without the
         Python between (``_conv_gemm.forward``, ``gemm_into``, ``gemm_ops.gemm``'s checks:
         about 10 us a call on Zen 4, a third of a 14x14 layer's GEMM time at small widths).
         ``general`` (the path above) runs instead where the views do not fit the kernel, or

@@ -140,15 +140,25 @@ nnl_idx nnl_wino_packed_elems(int m, nnl_idx f, nnl_idx g, nnl_idx cg, int elsiz
     return (nnl_idx)(m + 2) * (m + 2) * g * (nnl_cdiv(f / g, mr) * mr * cg);
 }
 
+/* The plan of a call (geometry, tile m, elsize-byte elements, GEMM family isa); NNL_EINVAL for
+ * a geometry F(m x m, 3 x 3) cannot take or a family/elsize without a micro-kernel. */
+static int wino_plan_of(const nnl_conv_geom *geom, int m, int elsize, int nthreads, int isa,
+                        wino_plan *p)
+{
+    int mr, nr, mc, kc, nc;
+    if (!wino_geom_ok(geom, m) || (elsize != 4 && elsize != 8) ||
+        nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+        return NNL_EINVAL;
+    wino_make_plan(geom, m, elsize, mr, nr, nc, nthreads, p);
+    return NNL_OK;
+}
+
 nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize, int nthreads,
                                     int isa, int packed)
 {
-    int mr, nr, mc, kc, nc;
     wino_plan p;
-    if (!wino_geom_ok(geom, m) || (elsize != 4 && elsize != 8) ||
-        nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+    if (wino_plan_of(geom, m, elsize, nthreads, isa, &p) != NNL_OK)
         return -1;
-    wino_make_plan(geom, m, elsize, mr, nr, nc, nthreads, &p);
     if (p.tiles == 0 || geom->f == 0)
         return 0;
     nnl_idx elems = (nnl_idx)p.a2 * (geom->c + geom->f) * p.tb * (p.fused ? p.nt : 1);
@@ -160,12 +170,9 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
 int nnl_conv_winograd_cost(const nnl_conv_geom *geom, int m, int elsize, int nthreads, int isa,
                            nnl_idx *cols, nnl_idx *u_reads)
 {
-    int mr, nr, mc, kc, nc;
     wino_plan p;
-    if (!wino_geom_ok(geom, m) || (elsize != 4 && elsize != 8) ||
-        nnl_gemm_blocking(isa, elsize, &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+    if (wino_plan_of(geom, m, elsize, nthreads, isa, &p) != NNL_OK)
         return NNL_EINVAL;
-    wino_make_plan(geom, m, elsize, mr, nr, nc, nthreads, &p);
     *cols = *u_reads = 0;
     if (p.tiles == 0 || geom->f == 0)
         return NNL_OK;

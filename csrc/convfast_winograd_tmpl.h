@@ -493,16 +493,13 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
               const T *bias, T beta, T *y, int act, int nthreads, int isa, void *work,
               nnl_idx work_bytes)
 {
-    int mr, nr, mc, kc, nc;
-    if (!wino_geom_ok(geom, m) || act < NNL_ACT_NONE || act > NNL_ACT_RELU6)
-        return NNL_EINVAL;
-    if (nnl_gemm_blocking(isa, (int)sizeof(T), &mr, &nr, &mc, &kc, &nc) != NNL_OK)
+    wino_plan p;
+    if (act < NNL_ACT_NONE || act > NNL_ACT_RELU6 ||
+        wino_plan_of(geom, m, (int)sizeof(T), nthreads, isa, &p) != NNL_OK)
         return NNL_EINVAL;
     if (u == NULL && (upk == NULL || geom->f / geom->g <= NNL_WINO_SKINNY_ROWS) &&
         geom->c > 0)
         return NNL_EINVAL;
-    wino_plan p;
-    wino_make_plan(geom, m, (int)sizeof(T), mr, nr, nc, nthreads, &p);
     if (p.tiles == 0 || geom->f == 0)
         return NNL_OK;
     const nnl_idx C = geom->c, F = geom->f, G = geom->g, a2 = p.a2, tb = p.tb;

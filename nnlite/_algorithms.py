@@ -355,12 +355,27 @@ def is_depthwise(geom):
     return geom.g == geom.c and geom.g > 0 and geom.cg == 1
 
 
+def _winograd_tiles(geom, m):
+    """The m x m output tiles of every image of a conv (edges the tile does not divide count
+    whole)."""
+    return geom.n * -(-geom.oh // m) * -(-geom.ow // m)
+
+
+def _cheaper_tile(threads, terms):
+    """2 or _WINOGRAD_TILE, whichever costs less as (m + 2)^2 (cols + threads x
+    _WINOGRAD_WEIGHT_READ x reads) with (cols, reads) = terms(m) (see ``winograd_tile``)."""
+    def cost(m):
+        cols, reads = terms(m)
+        return (m + 2) ** 2 * (cols + threads * _WINOGRAD_WEIGHT_READ * reads)
+    return 2 if cost(2) < cost(_WINOGRAD_TILE) else _WINOGRAD_TILE
+
+
 def winograd_cost(geom, weights_prepared=False):
     """(direct, winograd) estimated cost of a 3x3 stride-1 conv in GEMM multiply-adds (the
     model of the module docstring); F(4x4, 3x3) tiles."""
     m = _WINOGRAD_TILE
     a2 = (m + 2) ** 2
-    tiles = geom.n * -(-geom.oh // m) * -(-geom.ow // m)
+    tiles = _winograd_tiles(geom, m)
     direct = 9 * geom.n * geom.oh * geom.ow * geom.f * geom.cg
     wino = a2 * tiles * (geom.f * geom.cg + _TRANSFORM_COST * (geom.c + geom.f))
     if not weights_prepared:
@@ -391,11 +406,7 @@ def winograd_tile_is_close(geom, threads=None):
     """Whether F(4x4) is preferred only by the chunk and ragged-panel terms: the plain count
     (tiles, one weight read) would take F(2x2), e.g. 14x14 maps at batch 1 on two threads."""
     nt = get_num_threads() if threads is None else threads
-
-    def plain(m):
-        return (m + 2) ** 2 * (geom.n * -(-geom.oh // m) * -(-geom.ow // m)
-                               + nt * _WINOGRAD_WEIGHT_READ)
-    return plain(2) < plain(_WINOGRAD_TILE)
+    return _cheaper_tile(nt, lambda m: (_winograd_tiles(geom, m), 1)) == 2
 
 
 def winograd_tile(geom, threads=None, itemsize=4):
@@ -428,18 +439,14 @@ def winograd_tile(geom, threads=None, itemsize=4):
     if capped and _tile_key(geom) in capped:
         return 2
     nt = get_num_threads() if threads is None else threads
-
-    def cost(m):
-        if _fast_built():
-            from . import _convfast
-            from .kernels import gemm_ops
-            cols, reads = _convfast.winograd_cost(
-                geom.n, geom.c, geom.h, geom.w, geom.f, geom.g, m, geom.pt, geom.pl, geom.oh,
-                geom.ow, itemsize, nt, gemm_ops._isa())
-        else:   # no native Winograd to run: the tiles, one read
-            cols, reads = geom.n * -(-geom.oh // m) * -(-geom.ow // m), 1
-        return (m + 2) ** 2 * (cols + nt * _WINOGRAD_WEIGHT_READ * reads)
-    return 2 if cost(2) < cost(_WINOGRAD_TILE) else _WINOGRAD_TILE
+    if not _fast_built():   # no native Winograd to run: the tiles, one read
+        return _cheaper_tile(nt, lambda m: (_winograd_tiles(geom, m), 1))
+    from . import _convfast
+    from .kernels import gemm_ops
+    isa = gemm_ops._isa()
+    return _cheaper_tile(nt, lambda m: _convfast.winograd_cost(
+        geom.n, geom.c, geom.h, geom.w, geom.f, geom.g, m, geom.pt, geom.pl, geom.oh, geom.ow,
+        itemsize, nt, isa))
 
 
 def winograd_pays(geom, weights_prepared=False):

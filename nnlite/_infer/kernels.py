@@ -557,8 +557,8 @@ class ConvKernel(Kernel):
                     accumulate=accumulate)
         if self.pointwise and N == 1:
             return self._bind_pointwise(x, y3, r3, accumulate, run)
-        if (IM2COL_DIRECT and _im2col_ext is not None and N == 1 and not batch
-                and self.g == 1 and x.dtype == self.dtype and x[0].flags.c_contiguous):
+        if (IM2COL_DIRECT and _im2col_ext is not None and N == 1 and x.dtype == self.dtype
+                and x[0].flags.c_contiguous):   # the rest _bind_pointwise checks
             # one image (IM2COL_DIRECT): its columns by the native im2col, then the pointwise
             # path's one native GEMM on them (packed weights, epilogue), the same bits.
             # ResNet-50's 1x1/2 convs onto 14x14 and 7x7 maps, AMD EPYC Zen 4, 2 threads,
@@ -897,12 +897,15 @@ def winograd_memory_cap(steps, constants):
     convs = [s.kernel for s in steps
              if isinstance(s.kernel, ConvKernel) and s.kernel.algorithm == "winograd"]
     total = sum(k.winograd_bytes(k.wino_m) for k in convs)
-    close = [k for k in convs if k.wino_m == 4 and winograd_tile_is_close(k.geom)]
+    # the close calls with the bytes F(4x4) takes beyond F(2x2), the largest first (in step
+    # order among equals)
+    close = [(k.winograd_bytes(4) - k.winograd_bytes(2), k) for k in convs
+             if k.wino_m == 4 and winograd_tile_is_close(k.geom)]
     capped = []
-    for k in sorted(close, key=lambda k: k.winograd_bytes(2) - k.winograd_bytes(4)):
+    for extra, k in sorted(close, key=lambda c: -c[0]):
         if total <= model:
             break
-        total -= k.winograd_bytes(4) - k.winograd_bytes(2)
+        total -= extra
         capped.append(k.geom)
     return capped
 

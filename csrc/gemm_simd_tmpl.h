@@ -343,29 +343,40 @@ static TGT void FN(dot)(nnl_idx K, int m, int n, const T *a, nnl_idx rsa, const 
 /* The column-tail micro-kernel (nnl_tail_s / _d, gemm_internal.h) of a family whose vector
  * holds TAIL_G whole row panels (LANES / MR: AVX-512's 8-row panels, float two a vector,
  * double one; the including file defines V_JOIN(p, q), a vector of LANES / 2 elements at p
- * then LANES / 2 at q, for TAIL_G == 2). Blocks of nvec vectors of rows by n columns: per k
- * nvec vector loads of A, n broadcasts of B, nvec * n fused multiply-adds, each element's
- * the one ukr's tile does (a * b + acc in k order), then ukr's epilogue in ukr's order, C
- * read and written through a small transposing buffer. */
+ * then LANES / 2 at q, for TAIL_G == 2), or one row panel of fewer rows than lanes in its low
+ * lanes (AVX2 float's 6-row panels in 8 lanes: a masked load, the two top lanes zero and
+ * never written out). TAIL_RV rows a vector. Blocks of nvec vectors of rows by n columns:
+ * per k nvec vector loads of A, n broadcasts of B, nvec * n fused multiply-adds, each
+ * element's the one ukr's tile does (a * b + acc in k order), then ukr's epilogue in ukr's
+ * order, C read and written through a small transposing buffer. */
+#if LANES % UKR_MR == 0 || UKR_MR < LANES
 #if LANES % UKR_MR == 0
 #define TAIL_G (LANES / UKR_MR)
+#define TAIL_RV LANES
+#else
+#define TAIL_G 1
+#define TAIL_RV UKR_MR
+#endif
 #define TAIL_N (LANES / 2)
 #define TAIL_V 4                           /* most vectors of rows in a block */
 #if TAIL_G != 1 && TAIL_G != 2
 #error "the column-tail kernel loads one or two row panels per vector"
 #endif
 
-static NNL_ALWAYS_INLINE TGT VEC FN(tail_rows)(const T *ap, nnl_idx ps)
+/* one vector of rows at ap (pm: the lanes of a panel narrower than the vector) */
+static NNL_ALWAYS_INLINE TGT VEC FN(tail_rows)(const T *ap, nnl_idx ps, MASK_T pm)
 {
-#if TAIL_G == 1
-    (void)ps;
+    (void)ps, (void)pm;
+#if TAIL_RV < LANES
+    return V_LOADM(pm, ap);
+#elif TAIL_G == 1
     return V_LOADU(ap);
 #else
     return V_JOIN(ap, ap + ps);
 #endif
 }
 
-/* Rows 0 <= i < rows (at most nvec * LANES) by columns j < n of C; ap: the first row panel
+/* Rows 0 <= i < rows (at most nvec * TAIL_RV) by columns j < n of C; ap: the first row panel
  * of these rows, ps elements to the next one; bias_row: theirs (the block's e->bias_row moved
  * on), or NULL. */
 static NNL_ALWAYS_INLINE TGT void FN(tail_block)(const int nvec, const int n, nnl_idx kc,
@@ -381,12 +392,13 @@ static NNL_ALWAYS_INLINE TGT void FN(tail_block)(const int nvec, const int n, nn
         for (int j = 0; j < n; j++)
             acc[v][j] = V_ZERO();
     const nnl_idx vs = TAIL_G * ps;         /* one vector of rows to the next */
+    const MASK_T pm = V_MASK(TAIL_RV);
     NNL_UNROLL(2)
     for (nnl_idx k = 0; k < kc; k++) {
         VEC a[TAIL_V];
 #pragma GCC unroll 4
         for (int v = 0; v < nvec; v++)
-            a[v] = FN(tail_rows)(ap + v * vs + k * UKR_MR, ps);
+            a[v] = FN(tail_rows)(ap + v * vs + k * UKR_MR, ps, pm);
 #pragma GCC unroll 8
         for (int j = 0; j < n; j++) {
             const VEC b = V_SET1(bp[k * UKR_NR + j]);
@@ -399,7 +411,7 @@ static NNL_ALWAYS_INLINE TGT void FN(tail_block)(const int nvec, const int n, nn
     const VEC valpha = V_SET1(e->alpha), vbeta = V_SET1(e->beta);
 #pragma GCC unroll 4
     for (int v = 0; v < nvec; v++) {
-        const int i0 = v * LANES, rv = rows - i0 < LANES ? rows - i0 : LANES;
+        const int i0 = v * TAIL_RV, rv = rows - i0 < TAIL_RV ? rows - i0 : TAIL_RV;
         T *cv = c + i0 * ldc;
         if (e->load_c) {
             for (int j = 0; j < n; j++)
@@ -437,9 +449,9 @@ static NNL_ALWAYS_INLINE TGT void FN(tail_block)(const int nvec, const int n, nn
 
 #define NNL_TAIL_COLS(N, NVEC)                                                            \
     case N:                                                                               \
-        FN(tail_block)((NVEC), (N), kc, ap + g * vs, ps, bp, c + g * LANES * ldc, ldc,      \
-                       (int)nnl_min((nnl_idx)(NVEC) * LANES, rows - g * LANES),            \
-                       e->bias_row ? e->bias_row + g * LANES : NULL, e);                  \
+        FN(tail_block)((NVEC), (N), kc, ap + g * vs, ps, bp, c + g * TAIL_RV * ldc, ldc,    \
+                       (int)nnl_min((nnl_idx)(NVEC) * TAIL_RV, rows - g * TAIL_RV),        \
+                       e->bias_row ? e->bias_row + g * TAIL_RV : NULL, e);                \
         break;
 /* blocks of up to 16 accumulators (a vector of A each and one broadcast beside them) */
 #define NNL_TAIL_VECS(n) ((n) <= 2 ? 4 : (n) <= 4 ? 3 : 2)
@@ -480,7 +492,7 @@ static TGT nnl_idx FN(tail)(nnl_idx kc, const T *ap, nnl_idx rows, const T *bp, 
     case 1: NNL_TAIL_SWITCH(1) break;
     default: break;
     }
-    return nnl_min(nvec * LANES, rows);
+    return nnl_min(nvec * TAIL_RV, rows);
 }
 #undef NNL_TAIL_SWITCH
 #undef NNL_TAIL_MORE
@@ -497,4 +509,5 @@ static const KERNEL_T FN(simd_kernel) = {UKR_MR, UKR_NR, UKR_MC, UKR_KC, UKR_NC,
 #undef TAIL_V
 #undef TAIL_N
 #undef TAIL_G
+#undef TAIL_RV
 #undef UKR_NR

@@ -1,6 +1,8 @@
 """The GEMM's column-tail kernel (csrc/gemm_simd_tmpl.h, nnl_tail_s in gemm_internal.h): a
 ragged last column panel of at most ``tail_n`` columns, computed with the rows in the vector
-lanes over whole vectors of packed row panels (the rows left to the register tile).
+lanes over whole vectors of packed row panels (AVX-512: two 8-row panels a float32 vector, an
+odd last one left to the register tile), or one row panel a vector in its low lanes (AVX2
+float32: 6 rows of 8 lanes).
 
 Two oracles: float64 NumPy (independent), and the same columns computed as part of a wider
 product where they sit inside full panels (the register tile's path): the kernel claims the
@@ -32,10 +34,13 @@ def rand(shape, dtype, seed):
 def test_tail_width_is_reported(isa):
     for dtype in (np.float32, np.float64):
         blk = gemm_ops.blocking(dtype, isa=isa)
-        lanes = 64 // np.dtype(dtype).itemsize
-        if isa == "avx512":      # 8-row panels: two (float32) or one (float64) a vector
+        lanes = {"avx512": 64, "avx2": 32}.get(isa, 0) // np.dtype(dtype).itemsize
+        if isa == "avx512" or (isa == "avx2" and dtype == np.float32):
+            # AVX-512's 8-row panels: two (float32) or one (float64) a vector; AVX2 float32's
+            # 6-row panel in the low lanes of one 8-lane vector
+            assert blk["mr"] <= lanes
             assert blk["tail_n"] == lanes // 2
-        else:                    # generic C and AVX2 (6-row panels) have none
+        else:                    # generic C; AVX2 float64 (6-row panels, 4 lanes) has none
             assert blk["tail_n"] == 0
         assert 0 <= blk["tail_n"] < blk["nr"]
 

@@ -1,7 +1,8 @@
 """Which way round an inference plan runs a product of few columns (one image's 7x7 map into
 64+ channels: ``kernels._few_columns``): transposed (out.T = x.T @ W.T, the weights packed as
-the B operand) only on a GEMM family without a column-tail kernel (AVX2, generic), plain
-(W @ x, the weights packed as A) on one with it (AVX-512: ``blocking()['tail_n'] > 0``).
+the B operand) only on a GEMM family without a column-tail kernel (the generic C one, and any
+family for float64 products without one), plain (W @ x, the weights packed as A) on one with it
+(AVX-512, AVX2 float32: ``blocking()['tail_n'] > 0``).
 The weights are packed once for the family in use when the plan prepares them, and every call
 follows the side they were packed on; a call under another family must still be right.
 
@@ -26,8 +27,8 @@ def _families():
             if name in K._gemm_ext.available_isas()]
 
 
-def _has_tail(name):
-    return K._gemm_ext.blocking(K._gemm_ext.isa_code(name), 4)["tail_n"] > 0
+def _has_tail(name, itemsize):
+    return K._gemm_ext.blocking(K._gemm_ext.isa_code(name), itemsize)["tail_n"] > 0
 
 
 def _layer(C, F, H, W, k, stride, pad, act, residual, dtype, seed):
@@ -59,8 +60,9 @@ def test_orientation_follows_the_family(C, F, H, W, k, stride, pad, act, residua
             kern = make()
             oh, ow = kern.geom.oh, kern.geom.ow
             assert K._few_columns(F, oh * ow)
-            transposed = not _has_tail(name)
-            assert K._narrow(F, oh * ow) == transposed
+            itemsize = np.dtype(dtype).itemsize
+            transposed = not _has_tail(name, itemsize)
+            assert K._narrow(F, oh * ow, itemsize) == transposed
             for nt in (1, 2):
                 with kernel_threads(nt):
                     y = run_conv_kernel(kern, x, r)
@@ -83,7 +85,8 @@ def test_both_orientations_give_the_same_bits(C, F, H, W, k, stride, pad, act, r
     plain = make()
     y_plain = run_conv_kernel(plain, x, r)
     chosen = K._narrow
-    monkeypatch.setattr(K, "_narrow", lambda m, n: K._few_columns(m, n) and not chosen(m, n))
+    monkeypatch.setattr(K, "_narrow",
+                        lambda m, n, s=4: K._few_columns(m, n) and not chosen(m, n, s))
     flipped = make()
     y_flipped = run_conv_kernel(flipped, x, r)
     assert {plain.w_packed.side, flipped.w_packed.side} == {"a", "b"}

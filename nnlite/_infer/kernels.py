@@ -221,26 +221,29 @@ def _few_columns(m, n):
     return n < _NARROW and m >= _NARROW
 
 
-_TAIL_COLUMNS = {}   # isa code -> whether its float32 micro-kernels have a column-tail kernel
+_TAIL_COLUMNS = {}   # (isa code, itemsize) -> whether its micro-kernels have a column-tail kernel
 
 
-def _narrow(m, n):
+def _narrow(m, n, itemsize=4):
     """True when an (m, n) product with a constant left operand runs transposed (see
-    gemm_into): few columns (``_few_columns``), on a GEMM family without a column-tail kernel.
-    With one (AVX-512: a ragged last panel of up to ``blocking()['tail_n']`` columns runs with
-    the rows in the lanes), the plain orientation measured faster: Intel Emerald Rapids, 2
-    threads, A pre-packed, in-process alternated medians, plain / transposed: 512x4608x49
-    0.84, 512x2048x49 0.81, 2048x512x49 0.89, 2048x1024x49 0.92 (one thread 0.82-0.89); other
-    widths at 512x1024: 25 columns 0.94, 36 0.95, 63 0.95, 40 1.08; whole plans at batch 1
-    (ResNet-50's 7x7 steps 0.85-0.94, GoogLeNet's 0.85-0.88; the sums of the steps 0.981 and
-    0.978). The AVX2 kernels (no tail kernel) measured level either way (0.97-1.03; ResNet-50
-    1.004-1.018) and keep the transposed product."""
+    gemm_into): few columns (``_few_columns``), on a GEMM family without a column-tail kernel
+    (the generic C one). With one (AVX-512, AVX2 float32: a ragged last panel of up to
+    ``blocking()['tail_n']`` columns runs with the rows in the lanes), the plain orientation
+    measured faster: Intel Emerald Rapids, AVX-512, 2 threads, A pre-packed, in-process
+    alternated medians, plain / transposed: 512x4608x49 0.84, 512x2048x49 0.81, 2048x512x49
+    0.89, 2048x1024x49 0.92 (one thread 0.82-0.89); other widths at 512x1024: 25 columns 0.94,
+    36 0.95, 63 0.95, 40 1.08; whole plans at batch 1 (ResNet-50's 7x7 steps 0.85-0.94,
+    GoogLeNet's 0.85-0.88; the sums of the steps 0.981 and 0.978). AVX2 on AMD EPYC Zen 4, 2
+    threads, the same method: 512x2048x49 0.86, 2048x512x49 0.86, 512x4608x49 0.89, 1024x512x49
+    0.89; plans at batch 1, 40 alternated runs: ResNet-50 0.980, GoogLeNet 0.995, MobileNetV2
+    1.011 (without its tail kernel the AVX2 family measured level either way and ran
+    transposed)."""
     if not _few_columns(m, n) or _gemm_ext is None:
         return False
-    code = _family()
-    tail = _TAIL_COLUMNS.get(code)
+    key = (_family(), itemsize)
+    tail = _TAIL_COLUMNS.get(key)
     if tail is None:
-        tail = _TAIL_COLUMNS[code] = _gemm_ext.blocking(code, 4).get("tail_n", 0) > 0
+        tail = _TAIL_COLUMNS[key] = _gemm_ext.blocking(*key).get("tail_n", 0) > 0
     return not tail
 
 
@@ -289,7 +292,8 @@ def pack_weights(w, n):
     if _gemm_ext is None:
         return None
     w = np.ascontiguousarray(w)
-    return _pack(w, "b", trans=True) if _narrow(w.shape[0], n) else _pack(w, "a")
+    return (_pack(w, "b", trans=True) if _narrow(w.shape[0], n, w.dtype.itemsize)
+            else _pack(w, "a"))
 
 
 # Output rows shorter than this run a strided pointwise conv by im2col + GEMM: the in-place
@@ -347,7 +351,8 @@ def gemm_into(a, b, out, bias=None, bias_axis=0, act=None, beta=0.0, trans_b=Fal
     if _gemm is not None and (_gemm_ext is not None or beta == 0.0):
         # the orientation the weights were packed for, else this product's own
         transposed = (packed.side == "b" if packed is not None
-                      else not trans_b and bias_axis == 0 and _narrow(*out.shape))
+                      else not trans_b and bias_axis == 0
+                      and _narrow(*out.shape, out.dtype.itemsize))
         if transposed and not trans_b and bias_axis == 0:
             # a narrow product (few columns, e.g. a 7x7 map) on a family without a
             # column-tail kernel (``_narrow``) blocks better transposed:

@@ -6,9 +6,13 @@
 The model is ``bench_inference.build_nnlite``'s (seeded weights, non-trivial BatchNorm
 statistics). Its ``nnlite.optimize_for_inference`` plan is compiled on the first call; then
 --repeat rounds each run the bound step calls twice: once back to back (the wall time of the
-run list) and once with a clock read around every call (the step times). The gap between the
-wall median and the sum of the step medians is what happens between the calls (the plan's own
-loop, lane hand-offs); Python inside a step (argument checks, views) is part of that step.
+run list) and once with a clock read around every call (the step times). What happens between
+the calls (the plan's own loop, lane hand-offs) is the median over rounds of that second
+pass's wall time minus the sum of its own step times; Python inside a step (argument checks,
+views) is part of that step. (The wall median minus the sum of the step medians is no such
+measure: a sum of medians falls below the median of the sums when the steps' times are skewed
+by occasional slow calls, 0.3 ms of MobileNetV2's 4.3 ms at batch 1 on a shared Zen 4 VM
+where the per-round gap was 14 us.)
 
 With torch and onnxruntime installed (``--no-ort`` skips them), the same weights are exported
 (``bench_inference.export_onnx``) and run by an InferenceSession with profiling on, --threads
@@ -112,8 +116,9 @@ def step_keys(plan):
 
 
 def time_plan(opt, x, repeat, between=None):
-    """(step medians s, wall median s, plan) of the plan compiled for x; ``between()`` (a peer's
-    run) is called once per round, so the two are timed interleaved on a noisy machine."""
+    """(step medians s, wall median s, median gap between the calls s, plan) of the plan
+    compiled for x; ``between()`` (a peer's run) is called once per round, so the two are timed
+    interleaved on a noisy machine."""
     opt.run_arrays(x)                                        # compile + check run
     key = ((x.shape, x.dtype.str),)
     plan = opt._plans[key][0]                                # private: the compiled Plan
@@ -122,7 +127,7 @@ def time_plan(opt, x, repeat, between=None):
         raise SystemExit("this plan has lane groups (several steps per call): per-step times "
                          "are not separable here")
     steps = np.zeros((repeat, len(calls)))
-    walls = np.zeros(repeat)
+    walls, gaps = np.zeros(repeat), np.zeros(repeat)
     clock = time.perf_counter
     pool_hold(1)   # as a plan run does: the pool's workers stay awake between the steps
     try:
@@ -141,13 +146,15 @@ def time_plan(opt, x, repeat, between=None):
                 call()
             walls[r] = clock() - t0
             np.copyto(ins[0], x)
+            start = clock()
             for i, call in enumerate(calls):
                 t0 = clock()
                 call()
                 steps[r, i] = clock() - t0
+            gaps[r] = clock() - start - steps[r].sum()
     finally:
         pool_hold(-1)
-    return np.median(steps, axis=0), float(np.median(walls)), plan
+    return np.median(steps, axis=0), float(np.median(walls)), float(np.median(gaps)), plan
 
 
 def ort_session(onnx_path, threads, tmpdir):
@@ -231,7 +238,7 @@ def main(argv=None):
                 for _ in range(2):   # warm-up runs (ort_profile drops them from the medians)
                     run(x)
                 between = functools.partial(run, x)
-        med, wall, plan = time_plan(opt, x, a.repeat, between)
+        med, wall, gap, plan = time_plan(opt, x, a.repeat, between)
         if sess is not None:
             ort_times = ort_profile(sess, tmp)
     keys = step_keys(plan)
@@ -241,7 +248,7 @@ def main(argv=None):
           f"{len(plan.steps)} steps, medians of {a.repeat} rounds"
           + (", ONNX Runtime's runs interleaved" if ort_times else ""))
     print(f"nnlite wall {wall * 1e3:.2f} ms, sum of step medians {med.sum() * 1e3:.2f} ms, "
-          f"between calls {(wall - med.sum()) * 1e3:+.2f} ms")
+          f"between calls {gap * 1e3:.3f} ms (median per round)")
     if ort_times:
         print(f"onnxruntime sum of node medians {sum(t for _, t in ort_times) * 1e3:.2f} ms "
               f"(profiling on)")

@@ -90,11 +90,11 @@ typedef void (*nnl_dot_d)(nnl_idx K, int m, int n, const double *a, nnl_idx rsa,
  * per process with nnl_blocking_rule, csrc/core/nnl_cache.c) unless fixed with -D. */
 /* The column-tail micro-kernel: C[0:rows, 0:n] (+)= the packed A block ap (row panels of MR
  * rows, kc * MR elements apart) @ the ragged last micro-panel bp (kc x NR, n <= tail_n columns
- * used), with the rows in the vector lanes (LANES / MR row panels a vector) and the n columns
- * broadcast, the epilogue e as ukr's (bias_row: the block's first row); the same operations
- * on the same values as ukr's tiles, so the same bits. It covers the whole vectors of row
- * panels and returns how many rows that is (a multiple of LANES, at most rows); the nest runs
- * ukr on the rows left. Where NR is several vectors wide, ukr's last vector computes a
+ * used), with the rows in the vector lanes (LANES / MR row panels a vector, or one panel of
+ * MR < LANES rows in the low lanes) and the n columns broadcast, the epilogue e as ukr's
+ * (bias_row: the block's first row); the same operations on the same values as ukr's tiles, so
+ * the same bits. It covers the whole vectors of row panels and returns how many rows that is
+ * (a multiple of the rows a vector holds, at most rows); the nest runs ukr on the rows left. Where NR is several vectors wide, ukr's last vector computes a
  * ragged panel of n columns at the cost of LANES columns, one broadcast per row and k
  * (float32 AVX-512, one thread: C 256 x 196 cost 1.09x of 256 x 192, 256 x 49 1.20x of
  * 256 x 48). */
@@ -108,7 +108,7 @@ typedef struct {
     nnl_ukr_s ukr;
     nnl_dot_s dot;
     int a_inplace;   /* ukr reads full-height A panels in place (nnl_epi_s.aks or lda > 0) */
-    nnl_tail_s tail; /* or NULL (the family's vectors do not hold whole row panels) */
+    nnl_tail_s tail; /* or NULL (the family's row panels do not fit its vectors) */
     int tail_n;      /* widest ragged panel tail takes */
     int lanes;       /* ukr computes a ragged panel of n columns at the cost of n rounded up
                       * to a multiple of this many (its vector lanes; NR: the whole panel) */

@@ -247,17 +247,6 @@ def _narrow(m, n, itemsize=4):
     return not tail
 
 
-# float32 lanes of a GEMM family's vector register (a partial panel is computed in whole
-# vectors); the generic family's kernel is treated as having panels of whole NR columns
-_FAMILY_LANES = {"avx512": 16, "avx2": 8}
-
-
-def _columns_computed(n, nr, lanes):
-    """Columns an n-wide product computes: whole NR panels, the last one in whole vectors."""
-    full, rest = divmod(n, nr)
-    return full * nr + -(-rest // lanes) * lanes
-
-
 def _pixel_major_pays(f, pixels):
     """True when a (f, pixels) product with constant (f, K) weights computes enough fewer
     padded elements as pixels x f (f cut into vector panels) than as f x pixels (the pixels
@@ -278,12 +267,9 @@ def _pixel_major_pays(f, pixels):
     if _gemm_ext is None:
         return False
     code = _family()
-    bl = _gemm_ext.blocking(code, 4)
-    mr, nr = bl["mr"], bl["nr"]
-    lanes = _FAMILY_LANES.get(_gemm_ext.isa_names()[code], nr)
-    plain = f * _columns_computed(pixels, nr, lanes)
-    margin = 0.95 if mr % 8 == 0 else 0.90
-    return pixels * _columns_computed(f, nr, lanes) < margin * plain
+    margin = 0.95 if _gemm_ext.blocking(code, 4)["mr"] % 8 == 0 else 0.90
+    plain = f * _gemm_ext.cost_cols(code, 4, pixels)   # whole panels, the last in vectors
+    return pixels * _gemm_ext.cost_cols(code, 4, f) < margin * plain
 
 
 def pack_weights(w, n):
@@ -587,9 +573,9 @@ class ConvKernel(Kernel):
         im2col conv (``x`` its filled column buffer, (1, C*KH*KW, OH*OW)), as ONE call of the
         native GEMM on views made here: the product ``gemm_into`` runs, in its orientation
         (``_narrow``: out.T = x.T @ W.T for a few pixels), on the same packed weights, so the
-        same bits, without the
-        Python between (``_conv_gemm.forward``, ``gemm_into``, ``gemm_ops.gemm``'s checks:
-        about 10 us a call on Zen 4, a third of a 14x14 layer's GEMM time at small widths).
+        same bits, without the Python between (``_conv_gemm.forward``, ``gemm_into``,
+        ``gemm_ops.gemm``'s checks: about 10 us a call on Zen 4, a third of a 14x14 layer's
+        GEMM time at small widths).
         ``general`` (the path above) runs instead where the views do not fit the kernel, or
         when the GEMM family in use at run time is not the one the weights were packed for."""
         wpk = self.w_packed

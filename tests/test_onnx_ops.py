@@ -277,6 +277,17 @@ def test_slice_negative_steps_and_gather_elements_negative_indices():
     _check(_build([node], [("x", x)], {"i": idx}, 13), [("x", x)])
 
 
+@pytest.mark.parametrize("axis,shape", [(1, (1, 2)), (1, (2, 1)), (0, (1, 3)), (0, (5, 1)),
+                                        (-1, (2, 2))])
+def test_gather_elements_indices_smaller_than_the_data(axis, shape):
+    # the output takes the indices' shape; along the other axes they read the data's leading
+    # elements (not the indices broadcast to the data's extent)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    idx = RNG.integers(-x.shape[axis], x.shape[axis], shape).astype(np.int64)
+    node = oh.make_node("GatherElements", ["x", "i"], ["y"], axis=axis)
+    _check(_build([node], [("x", x)], {"i": idx}, 13), [("x", x)])
+
+
 def test_topk_ties_and_split_uneven():
     x = np.array([[3, 1, 3, 2, 3, 0, 1]], np.float32)
     for largest in (0, 1):

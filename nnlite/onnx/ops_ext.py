@@ -423,7 +423,15 @@ def gather_elements(node, args, opset):
     n = x.shape[axis]
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise ValueError(f"{node.label()}: indices out of range for axis {axis} of size {n}")
+    if idx.ndim != x.ndim or any(i > d for k, (i, d) in enumerate(zip(idx.shape, x.shape))
+                                 if k != axis):
+        raise ValueError(f"{node.label()}: indices of shape {idx.shape} for data of shape "
+                         f"{x.shape}: the ranks must match and every axis but {axis} must be "
+                         "at most the data's")
     idx = np.where(idx < 0, idx + n, idx)
+    # the output has the indices' shape: along the other axes they index the data's leading
+    # elements (np.take_along_axis would broadcast the indices to the data's shape instead)
+    x = x[tuple(slice(None) if k == axis else slice(0, i) for k, i in enumerate(idx.shape))]
     return [Tensor(np.take_along_axis(x, idx.astype(np.int64), axis=axis))]
 
 

@@ -288,6 +288,19 @@ def test_gather_elements_indices_smaller_than_the_data(axis, shape):
     _check(_build([node], [("x", x)], {"i": idx}, 13), [("x", x)])
 
 
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@pytest.mark.parametrize("shape,pads", [((4,), [1, 2]), ((3, 4), [1, 1, 2, 1]),
+                                        ((1, 2, 3, 4), [0, 1, 0, 0, 0, 1, 0, 0]),
+                                        ((2, 3, 4, 5), [1, 2, 0, 1, 1, 0, 3, 2]),
+                                        ((3, 3), [0, -1, 2, 1])])
+def test_pad_non_constant_modes_on_any_axes(mode, shape, pads):
+    # ONNX pads any axes in every mode (PyTorch's F.pad takes 1-3 trailing axes of a 1-2 more
+    # dimensional input in the non-constant modes); negative pads crop first
+    x = RNG.standard_normal(shape).astype(np.float32)
+    node = oh.make_node("Pad", ["x", "p"], ["y"], mode=mode)
+    _check(_build([node], [("x", x)], {"p": np.array(pads, np.int64)}, 19), [("x", x)])
+
+
 def test_topk_ties_and_split_uneven():
     x = np.array([[3, 1, 3, 2, 3, 0, 1]], np.float32)
     for largest in (0, 1):

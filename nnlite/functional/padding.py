@@ -161,3 +161,15 @@ def pad(input, pad, mode="constant", value=None):
             "dimension); 3D or 4D input: padding size = 4 (pads last 2 dimensions); 4D or 5D "
             "input: padding size = 6 (pads last 3 dimensions)")
     return PadFn.apply(x, axes=tuple(axes), mode=mode)
+
+
+def pad_trailing(input, pad, mode):
+    """``pad`` in a non-constant mode ('reflect', 'replicate', 'circular') over any number of
+    trailing dimensions of an input of any rank: F.pad without PyTorch's rule of which ranks
+    the non-constant modes take (ONNX's Pad pads any axes, e.g. a 1-D tensor or every axis of
+    a 2-D one). Same values as F.pad where both apply."""
+    x = as_tensor(input)
+    axes = _check_pad(pad, x.ndim)
+    if mode not in _MODES or mode == "constant":
+        raise ValueError(f"pad_trailing takes the non-constant modes, got {mode!r}")
+    return PadFn.apply(x, axes=tuple(axes), mode=mode)

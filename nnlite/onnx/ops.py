@@ -570,7 +570,8 @@ def pad(node, args, opset):
         return [Tensor(np.pad(_arr(x), width, mode=np_mode, **kw))]
     if mode == "constant":
         return [F.pad(x, tp, mode="constant", value=float(value))]
-    return [F.pad(x, tp, mode=mode)]
+    from ..functional.padding import pad_trailing
+    return [pad_trailing(x, tp, mode)]
 
 
 # ------------------------------------------------------------------------------ detection

@@ -159,6 +159,25 @@ def test_conv_transpose(case):
     check(model, [("x", x)], expected=[expected], ort=True)
 
 
+@pytest.mark.parametrize("case", [
+    dict(kernel_shape=[1, 1], strides=[3, 3], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[2, 1], strides=[4, 3], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[1, 2], strides=[3, 4], output_shape=[15, 20]),
+])
+def test_conv_transpose_negative_symmetric_pads(case):
+    # a stride past the kernel gives SAME (or an output_shape) negative pads, equal on both
+    # sides: the output reaches past the full transposed conv, zeros there (ONNX's formula;
+    # the reference evaluator's result, which ONNX Runtime's clamping does not follow)
+    x, w, b = rand(1, 2, 5, 5), rand(2, 3, *case["kernel_shape"]), rand(3)
+    node = oh.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **case)
+    from nnlite.onnx.geometry import conv_transpose_geometry
+
+    pads, _, _ = conv_transpose_geometry(case, (5, 5), case["kernel_shape"], case["strides"],
+                                         [1, 1])
+    assert pads[0] == pads[2] < 0 or pads[1] == pads[3] < 0, pads
+    check(build([node], [("x", x)], {"w": w, "b": b}), [("x", x)])
+
+
 # ------------------------------------------------------------------------------ pooling
 POOL_CASES = [
     ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)),

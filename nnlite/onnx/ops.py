@@ -153,7 +153,8 @@ def conv_transpose(node, args, opset):
     pads, op, out = G.conv_transpose_geometry(node.attrs, hw, k, s, d)
     g = int(node.attrs.get("group", 1))
     t, l, bo, r = pads
-    sym = t == bo and l == r and all(op[i] < max(s[i], d[i]) for i in (0, 1))
+    sym = (t == bo >= 0 and l == r >= 0
+           and all(op[i] < max(s[i], d[i]) for i in (0, 1)))
     if sym:
         return [F.conv_transpose2d(x, w, b, s, (t, l), op, g, d)]
     # general case: full transposed conv, then crop the begin pads / extend with zero rows

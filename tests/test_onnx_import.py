@@ -191,6 +191,11 @@ POOL_CASES = [
     ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                          count_include_pad=1)),
     ("AveragePool", dict(kernel_shape=[3, 2], strides=[2, 2], ceil_mode=1)),
+    # dilated windows over padding: the divisor counts the dilated taps (opset 19)
+    ("AveragePool", dict(kernel_shape=[1, 3], dilations=[1, 2], pads=[0, 1, 0, 1],
+                         count_include_pad=0)),
+    ("AveragePool", dict(kernel_shape=[2, 3], dilations=[3, 2], strides=[1, 2],
+                         pads=[1, 2, 1, 1], count_include_pad=1)),
 ]
 
 
@@ -202,7 +207,8 @@ def test_pool(op, attrs):
         # stride 1: ceil_mode changes nothing (the onnx reference evaluator gets this wrong)
         floor = build([oh.make_node(op, ["x"], ["y"], **dict(attrs, ceil_mode=0))], [("x", x)])
         expected = reference(floor, [("x", x)])
-    check(build([oh.make_node(op, ["x"], ["y"], **attrs)], [("x", x)]), [("x", x)],
+    opset = 19 if "dilations" in attrs else 17   # AveragePool's dilations: opset 19
+    check(build([oh.make_node(op, ["x"], ["y"], **attrs)], [("x", x)], opset=opset), [("x", x)],
           expected=expected, ort=True)
 
 

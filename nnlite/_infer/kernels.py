@@ -1089,7 +1089,7 @@ class PoolKernel(Kernel):
         self.scratch_bytes = _align(N * C * hp * wp * dtype.itemsize) if self.need_pad else 0
         if op == "AveragePool":
             cip = bool(int(attrs.get("count_include_pad", 0)))
-            div = avg_divisor((H, W), k, s, pads, out, cip)
+            div = avg_divisor((H, W), k, s, pads, out, cip, d)
             self.inv = (1.0 / div).astype(dtype)
 
     def _bind(self, ins, outs, scratch):

@@ -301,6 +301,18 @@ def test_pad_non_constant_modes_on_any_axes(mode, shape, pads):
     _check(_build([node], [("x", x)], {"p": np.array(pads, np.int64)}, 19), [("x", x)])
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 1), (1, 3, 1, 1), (2, 3, 4)])
+def test_instance_normalization_one_spatial_element(shape):
+    # one element per instance: mean = the element, variance 0, so the output is the bias
+    # (F.instance_norm refuses such an input, as PyTorch does; ONNX defines it)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    x.flat[0] = np.nan
+    inits = {"s": RNG.standard_normal(3).astype(np.float32),
+             "b": RNG.standard_normal(3).astype(np.float32)}
+    node = oh.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=1e-3)
+    _check(_build([node], [("x", x)], inits, 17), [("x", x)])
+
+
 def test_topk_ties_and_split_uneven():
     x = np.array([[3, 1, 3, 2, 3, 0, 1]], np.float32)
     for largest in (0, 1):

@@ -630,8 +630,16 @@ register_op("ReduceLogSum")(_reducer(lambda a, ax, k: np.log(np.sum(a, axis=ax, 
 @register_op("InstanceNormalization")
 def instance_norm(node, args, opset):
     x, scale, bias = args
-    return [F.instance_norm(x, weight=scale, bias=bias,
-                            eps=float(node.attrs.get("epsilon", 1e-5)))]
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    if int(np.prod(x.shape[2:], dtype=np.int64)) == 1:
+        # one element per instance (F.instance_norm refuses it, as PyTorch): the mean is the
+        # element and the variance 0, so y = B (x - x keeps a NaN or an infinity as NaN)
+        xa = _arr(x)
+        shape = (1, -1) + (1,) * (xa.ndim - 2)
+        inv = _arr(scale) / np.sqrt(np.asarray(eps, xa.dtype))
+        y = (xa - xa) * inv.reshape(shape) + _arr(bias).reshape(shape)
+        return [Tensor(y.astype(xa.dtype, copy=False))]
+    return [F.instance_norm(x, weight=scale, bias=bias, eps=eps)]
 
 
 @register_op("LayerNormalization")

@@ -534,6 +534,20 @@ def test_unsupported_ops_and_attributes_listed_together():
         assert part in text, (part, text)
 
 
+@pytest.mark.parametrize("elem", [TP.FLOAT16, TP.BFLOAT16, TP.STRING])
+def test_graph_inputs_of_types_nnlite_does_not_compute_are_refused_at_import(elem):
+    # refused when loaded (as the README says), not at the first call
+    graph = oh.make_graph([oh.make_node("Identity", ["x"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", elem, [2]),
+                           oh.make_tensor_value_info("ok", TP.INT64, [2])],
+                          [oh.make_tensor_value_info("y", elem, None)])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(nxo.OnnxImportError, match="graph input 'x': .* not supported") as info:
+        nxo.load(model.SerializeToString())
+    assert "'ok'" not in str(info.value)
+
+
 def test_custom_domain_and_old_opset_rejected():
     node = oh.make_node("MyOp", ["x"], ["y"], domain="com.example")
     graph = oh.make_graph([node], "g", [_value_info("x", rand(1))],

@@ -9,7 +9,7 @@ import numpy as np
 
 from .graph import Graph, Node, ValueInfo, toposort
 from .rewrite import fuse_hard_swish
-from .spec import MIN_OPSET, check_node
+from .spec import MIN_OPSET, check_node, onnx_dtype
 
 __all__ = ["OnnxImportError", "read_model", "parse_model"]
 
@@ -155,6 +155,13 @@ def parse_model(onnx, model, source="<model>"):
     if len(g.sparse_initializer):
         problems.append("sparse initializers are not supported")
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in constants]
+    for vi in g.input:
+        elem = vi.type.tensor_type.elem_type
+        if vi.name not in constants and elem:
+            try:
+                onnx_dtype(elem)
+            except ValueError as exc:
+                problems.append(f"graph input {vi.name!r}: {exc}")
     nodes = []
     for i, n in enumerate(g.node):
         name = n.name or f"{n.op_type}_{i}"

@@ -317,6 +317,32 @@ def test_special_structures(make, shape):
     check_model(randomize_bn(make()), shape)
 
 
+@pytest.mark.parametrize("kind, kernel, stride, padding, shape", [
+    ("max", (3, 2), 2, (1, 0), (1, 2, 4, 1)),      # W: a 2-wide window over a 1-wide map
+    ("avg", (1, 2), 2, 0, (1, 1, 4, 1)),
+    ("max", (2, 4), (1, 3), (1, 1), (2, 3, 3, 1)),  # W: 4 taps over 1 + 2 pads
+    ("avg", (4, 3), 3, (1, 1), (1, 2, 1, 2)),       # H: 4 taps over 1 + 2 pads
+])
+def test_ceil_mode_pools_whose_window_hangs_over_the_padded_input(kind, kernel, stride,
+                                                                  padding, shape):
+    # PyTorch's ceil mode keeps a window that starts inside and ends past the padded input;
+    # the plan took the ONNX geometry's floor-mode rule (the whole window inside) and refused
+    from nnlite.kernels import pool_reference as ref
+
+    layer = (nn.MaxPool2d(kernel, stride, padding, ceil_mode=True) if kind == "max" else
+             nn.AvgPool2d(kernel, stride, padding, ceil_mode=True))
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    pair = (lambda v: v if isinstance(v, tuple) else (v, v))
+    k, s, p = kernel, pair(stride), pair(padding)
+    flat = x.reshape(-1, *shape[2:])
+    want = (ref.max_pool2d_forward(flat, k, s, p, (1, 1), True)[0] if kind == "max" else
+            ref.avg_pool2d_forward(flat, k, s, p, True, True, None))
+    want = want.reshape(shape[:2] + want.shape[1:])
+    got = nnlite.optimize_for_inference(nn.Sequential(layer).eval()).run_arrays(x)[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_generic_fallback_and_tuple_outputs():
     nnlite.manual_seed(0)
     model = randomize_bn(_GenericOps())

@@ -116,6 +116,11 @@ class InferenceModule(Module):
         else:
             frozen = copy.deepcopy(model).eval()
         object.__setattr__(self, "_graph", graph)
+        # inputs whose values (not only shapes) a plan is compiled for: an ONNX graph's that
+        # reach a shape operand; a traced model's integer and bool inputs (its Python code may
+        # read their values into shapes, which the trace then holds as constants)
+        object.__setattr__(self, "_value_inputs",
+                           None if graph is None else _plan.shape_inputs(graph))
         object.__setattr__(self, "_frozen", frozen)
         object.__setattr__(self, "_name", type(model).__name__)
         object.__setattr__(self, "_plans", OrderedDict())     # key -> entry, LRU order
@@ -150,6 +155,17 @@ class InferenceModule(Module):
             for vi, a in zip(g.inputs, arrays):
                 vi.check(a)
         return arrays
+
+    def _key(self, arrays):
+        """The plan cache key: every input's shape and dtype, and the bytes of the inputs whose
+        values decide shapes (``_value_inputs``)."""
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        which = self._value_inputs
+        if which is None:
+            which = [i for i, a in enumerate(arrays) if a.dtype.kind in "biu"]
+        if which:
+            key += tuple(np.ascontiguousarray(arrays[i]).tobytes() for i in which)
+        return key
 
     def _entry(self, key, arrays):
         """The compiled entry for ``key`` (compiled now if missing), marked most recently used."""
@@ -213,7 +229,7 @@ class InferenceModule(Module):
 
     def forward(self, *inputs):
         arrays = self._arrays(inputs)
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        key = self._key(arrays)
         entry = self._entry(key, arrays)
         outs = self._run(entry, key, arrays)
         if entry[1]:
@@ -223,13 +239,13 @@ class InferenceModule(Module):
     def run_arrays(self, *arrays):
         """Like ``forward`` but with ndarrays in and a list of ndarrays out."""
         arrays = self._arrays(arrays)
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        key = self._key(arrays)
         return self._run(self._entry(key, arrays), key, arrays)
 
     def describe(self, *inputs):
         """Text summary of the plan for these inputs: steps by op, fusions, arena size."""
         arrays = self._arrays(inputs)
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        key = self._key(arrays)
         plan = self._entry(key, arrays)[0]
         counts = {}
         for node, kernel, _ in plan.steps:

@@ -343,6 +343,23 @@ def test_ceil_mode_pools_whose_window_hangs_over_the_padded_input(kind, kernel, 
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+class _RowsFromInput(nn.Module):
+    def forward(self, x, rows):
+        return x.reshape(int(rows.data[0]), -1) * 2   # the trace holds this value
+
+
+def test_traced_models_compile_a_plan_per_value_of_integer_inputs():
+    # a traced model's Python code may read an integer input's value into a shape: its plans
+    # are keyed on those values too (one plan per shape alone reused the first call's rows)
+    m = _RowsFromInput()
+    fast = nnlite.optimize_for_inference(m)
+    x = np.arange(12, dtype=np.float32)
+    for r in (3, 4, 2, 3):
+        rows = np.array([r], np.int64)
+        assert_same(fast(x, rows), plain(m, x, rows))
+    assert len(fast.plans) == 3
+
+
 def test_generic_fallback_and_tuple_outputs():
     nnlite.manual_seed(0)
     model = randomize_bn(_GenericOps())

@@ -347,3 +347,83 @@ class _threads:
 
     def __exit__(self, *exc):
         nnlite.set_num_threads(self.old)
+
+
+# ------------------------------------------------------------------- shape values as inputs
+def _graph(nodes, inputs, out_type=TP.FLOAT):
+    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+           for n, a in inputs]
+    g = oh.make_graph(nodes, "g", vis, [oh.make_tensor_value_info("y", out_type, None)])
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)])
+    m.ir_version = 7
+    return m
+
+
+_X = np.arange(24, dtype=np.float32).reshape(6, 4)
+_I = (lambda *v: np.array(v, np.int64))
+# graphs whose output shape (or which elements land where) follows the values of an integer
+# input, each with the values of several calls of one plan shape
+SHAPE_VALUE_CASES = {
+    "Reshape": ([oh.make_node("Reshape", ["x", "s"], ["y"])], [("x", _X), ("s", _I(4, 6))],
+                [_I(4, 6), _I(6, 4), _I(24, 1), _I(2, -1)]),
+    "Slice": ([oh.make_node("Slice", ["x", "a", "b"], ["y"])],
+              [("x", _X), ("a", _I(0)), ("b", _I(3))], [(_I(0), _I(3)), (_I(2), _I(3)),
+                                                        (_I(1), _I(4)), (_I(-2), _I(6))]),
+    "TopK": ([oh.make_node("TopK", ["x", "k"], ["y", "i"], axis=0)], [("x", _X), ("k", _I(2))],
+             [_I(2), _I(5), _I(1)]),
+    "Expand via Add": ([oh.make_node("Add", ["s", "one"], ["t"]),
+                        oh.make_node("Expand", ["x", "t"], ["y"])],
+                       [("x", _X[:1]), ("s", _I(1, 3)), ("one", _I(0, 1))],
+                       [(_I(1, 3), _I(0, 1)), (_I(2, 3), _I(0, 1)), (_I(4, 1), _I(0, 3))]),
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPE_VALUE_CASES))
+def test_plans_follow_the_values_of_shape_inputs(case):
+    # one input shape, several values of an input that decides the output's shape: each call
+    # against ONNX Runtime (a plan keyed on shapes alone reused the first call's shapes)
+    ort = pytest.importorskip("onnxruntime")
+    nodes, inputs, calls = SHAPE_VALUE_CASES[case]
+    model = _graph(nodes, inputs)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    mod = nxo.load(model.SerializeToString())
+    fast = nnlite.optimize_for_inference(mod)
+    names = [n for n, _ in inputs]
+    assert fast._value_inputs == [i for i, (_, a) in enumerate(inputs) if a.dtype == np.int64]
+    for values in calls:
+        values = values if isinstance(values, tuple) else (values,)
+        arrays = [inputs[0][1], *values]
+        ref = sess.run(None, dict(zip(names, arrays)))[0]
+        for m in (mod, fast, fast):   # the second fast call: the cached plan
+            got = m(*arrays)
+            got = (got[0] if isinstance(got, tuple) else got).data
+            assert got.shape == ref.shape
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_shape_inputs_are_those_reaching_a_shape_operand():
+    from nnlite._infer.dryrun import shape_inputs
+
+    nodes = [oh.make_node("Shape", ["x"], ["sx"]),            # x's shape only: not keyed
+             oh.make_node("Reshape", ["x", "sx"], ["r"]),
+             oh.make_node("Gather", ["r", "idx"], ["g"], axis=0),   # indices: data only
+             oh.make_node("Add", ["k", "k"], ["k2"]),
+             oh.make_node("TopK", ["g", "k2"], ["y", "i"], axis=0)]
+    inputs = [("x", _X), ("idx", _I(0, 1)), ("k", _I(1))]
+    graph = nxo.load(_graph(nodes, inputs).SerializeToString()).graph
+    assert shape_inputs(graph) == [2]
+
+
+def test_a_fallback_whose_shape_changes_is_an_error_not_a_broadcast(monkeypatch):
+    # the plan's last guard: a node run by the Tensor executor whose result no longer has the
+    # compiled shape raises (np.copyto broadcast a 1-row slice into the 3-row buffer)
+    from nnlite._infer import plan as plan_mod
+    from nnlite._infer.kernels import PlanError
+
+    monkeypatch.setattr(plan_mod, "shape_inputs", lambda graph: [])
+    nodes, inputs, _ = SHAPE_VALUE_CASES["Slice"]
+    fast = nnlite.optimize_for_inference(nxo.load(_graph(nodes, inputs).SerializeToString()))
+    assert fast._value_inputs == []
+    fast(_X, _I(0), _I(3))
+    with pytest.raises(PlanError, match=r"shape \(1, 4\) in this run, \(3, 4\)"):
+        fast(_X, _I(2), _I(3))

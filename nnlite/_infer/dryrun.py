@@ -16,7 +16,7 @@ from ..onnx.ops import register_op, run_node
 from ..tensor import Tensor
 from .trace import GENERIC
 
-__all__ = ["Meta", "DryRun", "dry_run"]
+__all__ = ["Meta", "DryRun", "dry_run", "shape_inputs"]
 
 
 class Meta(NamedTuple):
@@ -42,6 +42,27 @@ def _generic(node, args, opset):
 # computed from constants and shapes is)
 _SHAPE_ONLY = ("Shape", "Size")
 _SHAPE_ONLY_OUTPUTS = {("Dropout", 1)}   # the inference-mode mask (all true)
+
+
+def shape_inputs(graph):
+    """Indices of the graph inputs whose values decide the shape of some value: those that
+    reach an op's shape operand (``nnlite.onnx.spec.SHAPE_OPERANDS``: a Reshape target, Slice
+    bounds, a TopK k, ...) through any chain of nodes but Shape/Size, which read only shapes.
+    A plan is compiled for their values as well as for every input's shape and dtype."""
+    from ..onnx.spec import SHAPE_OPERANDS
+
+    deps = {vi.name: {i} for i, vi in enumerate(graph.inputs)}
+    keyed = set()
+    for node in graph.nodes:
+        ins = [deps.get(v, set()) if v else set() for v in node.inputs]
+        for pos in SHAPE_OPERANDS.get(node.op, ()):
+            if pos < len(ins):
+                keyed |= ins[pos]
+        out = set() if node.op in _SHAPE_ONLY else set().union(*ins)
+        for k, name in enumerate(node.outputs):
+            if name:
+                deps[name] = set() if (node.op, k) in _SHAPE_ONLY_OUTPUTS else out
+    return sorted(keyed)
 
 
 def meta_of(a):

@@ -1416,6 +1416,11 @@ class FallbackKernel(Kernel):
         def run():
             res = compute()
             for i, o in pairs:
+                if np.shape(res[i]) != o.shape:
+                    # a value the plan was compiled for decides this shape (copyto would
+                    # broadcast the result into the old buffer)
+                    raise PlanError(node.label(), f"output {i} has shape {np.shape(res[i])} "
+                                    f"in this run, {o.shape} when the plan was compiled")
                 np.copyto(o, res[i])
         return run
 

@@ -42,13 +42,13 @@ import numpy as np
 from .._algorithms import winograd_tiles_capped
 from .bind import Plan, make_steps, shared_scratch
 from .bind import _group_call, _LaneWorker  # noqa: F401 (the lane runtime, imported by tests)
-from .dryrun import dry_run, meta_of
+from .dryrun import dry_run, meta_of, shape_inputs
 from .kernels import winograd_memory_cap
 from .lanes import find_groups, place_groups
 from .passes import canonicalize, simplify
 from .storage import accumulate_in_place, assign_offsets, plan_views
 
-__all__ = ["compile_plan", "check_outputs", "dry_run", "Plan", "PlanMismatch"]
+__all__ = ["compile_plan", "check_outputs", "dry_run", "shape_inputs", "Plan", "PlanMismatch"]
 
 
 class PlanMismatch(RuntimeError):

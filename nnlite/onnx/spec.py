@@ -6,7 +6,7 @@ the problems of every node and raises them together. Needs neither ``onnx`` nor 
 """
 import numpy as np
 
-__all__ = ["SUPPORTED", "MIN_OPSET", "check_node", "onnx_dtype"]
+__all__ = ["SUPPORTED", "MIN_OPSET", "SHAPE_OPERANDS", "check_node", "onnx_dtype"]
 
 MIN_OPSET = 1   # opsets 1-5 import where their ops match the later definitions
 
@@ -104,6 +104,16 @@ _ARITY = {
     "ReduceLogSum": (1, 2, 1),
     "RoiAlign": (3, 3, 1), "MaxRoiPool": (2, 2, 1), "Pad": (1, 4, 1), "Resize": (1, 4, 1),
     "Upsample": (1, 2, 1), "Gemm": (2, 3, 1), "MatMul": (2, 2, 1),
+}
+
+# the inputs (by position) whose values, not only shapes, decide an op's output shape: a plan
+# compiled for one input shape holds for other values of these only if they are constants
+# (``nnlite._infer.dryrun.shape_inputs``)
+SHAPE_OPERANDS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,),
+    "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
+    "TopK": (1,), "Range": (0, 1, 2), "Resize": (2, 3), "Upsample": (1,), "MaxUnpool": (2,),
+    **{op: (1,) for op in SUPPORTED if op.startswith("Reduce")},
 }
 
 # ONNX TensorProto element types nnlite computes with

@@ -4,6 +4,7 @@ conv/pool, MaxPool indices, LRN with even sizes, ... Plain and optimized paths b
 Skipped without onnx / onnxruntime.
 """
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -434,3 +435,22 @@ def test_global_lp_pool(p):
     x = RNG.standard_normal((2, 3, 5, 4)).astype(np.float32)
     _check(_build([oh.make_node("GlobalLpPool", ["x"], ["y"], p=p)], [("x", x)], opset=16),
            [("x", x)], rtol=1e-5)
+
+
+def test_errors_name_the_node_once_and_softmax_of_inf_warns_nothing():
+    x = np.ones((1, 2, 3, 3), np.float32)
+    node = oh.make_node("Conv", ["x", "w"], ["y"], name="c1")
+    model = _build([node], [("x", x)], {"w": np.ones((1, 3, 1, 1), np.float32)}, 13)
+    with pytest.raises(ValueError) as info:
+        nxo.load(model.SerializeToString())(x)
+    assert str(info.value).count("'c1'") == 1, str(info.value)
+    with pytest.raises(ValueError) as info:
+        nnlite.optimize_for_inference(nxo.load(model.SerializeToString()))(x)
+    assert str(info.value).count("'c1'") == 1, str(info.value)
+    # inf - inf inside the softmax: NaN as ONNX Runtime gives, and no RuntimeWarning
+    x = np.array([[np.inf, 1, 2], [1, 2, 3]], np.float32)
+    model = _build([oh.make_node("Softmax", ["x"], ["y"], axis=1)], [("x", x)], opset=13)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = _check(model, [("x", x)])
+    assert np.isnan(ref[0][0]).all() and np.isfinite(ref[0][1]).all()

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..autograd import no_grad
-from ..onnx.ops import register_op, run_node
+from ..onnx.ops import register_op, run_node_named
 from ..tensor import Tensor
 from .trace import GENERIC
 
@@ -87,10 +87,7 @@ def dry_run(graph, arrays, constants):
         for i, node in enumerate(graph.nodes):
             args = [None if not v else (env[v] if v in env else Tensor(static[v]))
                     for v in node.inputs]
-            try:
-                outs = run_node(node, args, graph.opset)
-            except (ValueError, TypeError, RuntimeError) as exc:
-                raise type(exc)(f"{node.label()}: {exc}") from exc
+            outs = run_node_named(node, args, graph.opset)
             is_static = node.op in _SHAPE_ONLY or all(not v or v in static for v in node.inputs)
             for k, (name, val) in enumerate(zip(node.outputs, outs)):
                 if not name:

@@ -3,7 +3,7 @@ import numpy as np
 
 from ..nn.module import Module, Parameter
 from ..tensor import Tensor
-from .ops import run_node
+from .ops import run_node_named
 
 __all__ = ["OnnxModule"]
 
@@ -77,10 +77,7 @@ class OnnxModule(Module):
         for i, node in enumerate(g.nodes):
             args = [None if not v else (env[v] if v in env else self._constant(v))
                     for v in node.inputs]
-            try:
-                outs = run_node(node, args, g.opset)
-            except (ValueError, TypeError, RuntimeError) as exc:
-                raise type(exc)(f"{node.label()}: {exc}") from exc
+            outs = run_node_named(node, args, g.opset)
             if self.node_observer is not None:
                 self.node_observer(node, args, outs)
             for name, val in zip(node.outputs, outs):

@@ -677,3 +677,13 @@ def run_node(node, args, opset):
     give IEEE results silently (sqrt(-1) is NaN, 1/0 is inf), as ONNX defines them."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         return OPS[node.op](node, args, opset)
+
+
+def run_node_named(node, args, opset):
+    """``run_node`` whose ValueError / TypeError / RuntimeError names the node (once: many ops
+    name it in their own messages already)."""
+    try:
+        return run_node(node, args, opset)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        label, msg = node.label(), str(exc)
+        raise type(exc)(msg if msg.startswith(label) else f"{label}: {msg}") from exc

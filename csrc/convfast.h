@@ -191,6 +191,11 @@ typedef struct {
                                     side 0 (A) */
     int split;                   /* how the team shares the work: NNL_IR_AUTO (nnl_ir_plan's
                                     choice), NNL_IR_BANDS or NNL_IR_CHANNELS */
+    int layout;                  /* 0 (NCHW), or NNL_IR_X_NHWC: x's images are (H, W, C)
+                                    (with expand only), and/or NNL_IR_Y_NHWC: y's and r's are
+                                    (OH*OW, F) (with project_t only): a chain of blocks in an
+                                    inference plan passes its tensors channels-last, which the
+                                    bands compute in, without transposing in and out */
     nnl_conv_geom head;          /* NNL_IR_HEAD only: a dense conv (g 1, F == E, + b1, ReLU6)
                                     from x (head.n == N images of head.c == C channels,
                                     head.h x head.w, strides xsn, head.xsc, head.xsr) to the
@@ -199,6 +204,7 @@ typedef struct {
 
 enum { NNL_IR_AUTO = -1, NNL_IR_BANDS = 0, NNL_IR_CHANNELS = 1 };
 enum { NNL_IR_NO_EXPAND = 0, NNL_IR_EXPAND = 1, NNL_IR_HEAD = 2 };
+enum { NNL_IR_X_NHWC = 1, NNL_IR_Y_NHWC = 2 };
 
 int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                             const float *w1pk, const float *b1, const float *w3,

@@ -99,6 +99,8 @@ cdef extern from "convfast.h" nogil:
     nnl_idx nnl_conv_depthwise_workspace(const nnl_conv_geom *geom, int elsize, int nthreads)
     int nnl_isa_available(int isa)
     enum: NNL_IR_HEAD
+    enum: NNL_IR_X_NHWC
+    enum: NNL_IR_Y_NHWC
     ctypedef struct nnl_ir_geom:
         nnl_idx n, c, h, w
         nnl_idx e, f, s
@@ -107,6 +109,7 @@ cdef extern from "convfast.h" nogil:
         int expand
         int project_t
         int split
+        int layout
         nnl_conv_geom head
     int nnl_inverted_residual_s(const nnl_ir_geom *geom, const float *x, const float *w1,
                                 const float *w1pk, const float *b1, const float *w3,
@@ -978,6 +981,7 @@ cdef int _ir_fill(nnl_ir_geom *gm, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_
     gm.n, gm.c, gm.h, gm.w, gm.e, gm.f, gm.s = n, c, h, w, e, f, s
     gm.expand = NNL_IR_HEAD if head is not None else expand
     gm.project_t = 0
+    gm.layout = 0
     gm.split = IR_SPLITS[split]
     gm.oh, gm.ow = (h - 1) // s + 1, (w - 1) // s + 1
     gm.xsn = gm.head.xsn if head is not None else c * h * w
@@ -1088,7 +1092,8 @@ cdef class BoundInvertedResidual:
 def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                            const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                            float[:, :, :] y, Py_ssize_t stride, residual=None, int isa=-1,
-                           bint project_t=False, str split="auto", head=None):
+                           bint project_t=False, str split="auto", head=None,
+                           bint x_channels_last=False, bint y_channels_last=False):
     """``inverted_residual``'s arguments checked once: a ``BoundInvertedResidual`` to call with
     the thread count (the inference plan binds each fused block so: no argument parsing
     between kernels). The depthwise taps and biases (and a head conv's weights and bias) are
@@ -1103,8 +1108,21 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
         raise ValueError(f"{fn}: without w1 (no expand) w1pk, b1 and head must be None too")
     if head is not None and w1pk is not None:
         raise ValueError(f"{fn}: a head conv's weights w1 are not packed (w1pk None)")
-    _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand, fn,
-             split, head)
+    if x_channels_last and (not expand or head is not None):
+        raise ValueError(f"{fn}: a channels-last x needs the 1x1 expand (w1, no head)")
+    if y_channels_last and not project_t:
+        raise ValueError(f"{fn}: a channels-last y needs the pixel-major project (project_t)")
+    if x_channels_last:   # (N, H, W, C)
+        _ir_fill(&gm, x.shape[0], x.shape[3], x.shape[1], x.shape[2], E, F, stride, expand,
+                 fn, split, head)
+    else:
+        _ir_fill(&gm, x.shape[0], x.shape[1], x.shape[2], x.shape[3], E, F, stride, expand,
+                 fn, split, head)
+    gm.layout = (NNL_IR_X_NHWC if x_channels_last else 0) | (
+        NNL_IR_Y_NHWC if y_channels_last else 0)
+    # y's (and the residual's) images: (F, OH*OW), or (OH*OW, F) channels-last
+    cdef Py_ssize_t npix = gm.oh * gm.ow
+    ydims = (gm.n, npix, F) if y_channels_last else (gm.n, F, npix)
     # w1's columns: the expand's C, or the head conv's C*KH*KW taps
     cdef Py_ssize_t k1 = gm.c * (gm.head.kh * gm.head.kw if head is not None else 1)
     if ((expand and w1.shape[1] != k1) or wd.shape[0] != E or wd.shape[1] != 9
@@ -1113,9 +1131,8 @@ def bind_inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1
         raise ValueError(f"{fn}: weights w1 {w1s}, wd {tuple(wd.shape)[:2]}, "
                          f"w3 {tuple(w3.shape)[:2]} do not chain C={gm.c} -> E={E} -> F={F} "
                          f"with 3x3 depthwise taps")
-    if tuple(y.shape)[:3] != (gm.n, F, gm.oh * gm.ow):
-        raise ValueError(f"{fn}: y has shape {tuple(y.shape)[:3]}, expected "
-                         f"{(gm.n, F, gm.oh * gm.ow)}")
+    if tuple(y.shape)[:3] != ydims:
+        raise ValueError(f"{fn}: y has shape {tuple(y.shape)[:3]}, expected {ydims}")
     call.b1 = _ir_vec(b1, E, "b1", fn)
     cdef const float *bdp = _ir_vec(bd, E, "bd", fn)
     call.b3 = _ir_vec(b3, F, "b3", fn)
@@ -1165,7 +1182,8 @@ def _aligned_floats(Py_ssize_t n):
 def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b1,
                       const float[:, ::1] wd, bd, const float[:, ::1] w3, w3pk, b3,
                       float[:, :, :] y, Py_ssize_t stride, residual=None, int num_threads=1,
-                      int isa=-1, bint project_t=False, str split="auto", head=None):
+                      int isa=-1, bint project_t=False, str split="auto", head=None,
+                      bint x_channels_last=False, bint y_channels_last=False):
     """MobileNetV2's block in one call (csrc/convfast_fused.c), float32, per image:
     y = W3 @ relu6(dw3x3(relu6(W1 @ x + b1), Wd, stride, pad 1) + bd) + b3 (+ residual),
     or, with w1 None (a block of expansion ratio 1: w1pk and b1 None too, E == C),
@@ -1189,9 +1207,14 @@ def inverted_residual(const float[:, :, :, :] x, const float[:, ::1] w1, w1pk, b
         None): y = W3 @ relu6(dw3x3(relu6(conv(x, W1) + b1), ...) ...), the conv's taps summed
         in (c, kh, kw) order from zero, then its bias (``conv2d(..., algorithm='direct')``'s
         few-channel kernel: the same bits); its output rows are computed per band, in cache.
+        x_channels_last: x is given channels-last, (N, H, W, C) (with the 1x1 expand only);
+        y_channels_last: y and residual are (N, OH*OW, F) (with project_t only). The bands
+        compute channels-last, so a chain of blocks that passes its tensors so (an inference
+        plan's) transposes nothing in between; the same bits as the NCHW call's, transposed.
     """
     bind_inverted_residual(x, w1, w1pk, b1, wd, bd, w3, w3pk, b3, y, stride, residual, isa,
-                           project_t, split, head)(num_threads)
+                           project_t, split, head, x_channels_last,
+                           y_channels_last)(num_threads)
 
 
 def inverted_residual_plan(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,

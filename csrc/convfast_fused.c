@@ -32,6 +32,13 @@
  * The residual r (F, OH*OW per image, or NULL) is copied into y's band rows and accumulated
  * with beta = 1, as the unfused plan does. y overlaps none of x, r, the weights or biases.
  *
+ * An inference plan's chain of blocks passes its tensors channels-last (g->layout): x as
+ * (H, W, C) per image is x^T itself, the expand's row-major A; y and r as (OH*OW, F) are the
+ * pixel-major project's C, written as it comes. Nothing is transposed between the blocks
+ * (NCHW in and out took 3-5% of MobileNetV2's time in transposes: the project's column-major
+ * tiles, or d packed transposed); every element is the same sum in the same order, so the
+ * same bits, transposed.
+ *
  * One image of few output rows cuts badly into bands (a 7-row map on two threads: 4 + 3 rows,
  * the seam row expanded twice, one thread doing 9 of 14 row-steps). There the team cuts it by
  * channels instead (nnl_ir_plan's cost model picks, ir_run_channels): each thread expands its
@@ -81,6 +88,10 @@ static int ir_geom_ok(const nnl_ir_geom *g)
                                     (g->expand != NNL_IR_NO_EXPAND || g->e != g->c)))
         return 0;
     if (g->split != NNL_IR_AUTO && g->split != NNL_IR_BANDS && g->split != NNL_IR_CHANNELS)
+        return 0;
+    if ((g->layout & ~(NNL_IR_X_NHWC | NNL_IR_Y_NHWC)) != 0 ||
+        ((g->layout & NNL_IR_X_NHWC) && g->expand != NNL_IR_EXPAND) ||
+        ((g->layout & NNL_IR_Y_NHWC) && !g->project_t))
         return 0;
     if (g->oh != (g->h - 1) / g->s + 1 || g->ow != (g->w - 1) / g->s + 1)
         return 0;
@@ -599,6 +610,10 @@ static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, cons
         nnl_transpose_s((int)(e1 - e0), (int)((r1 - r0) * W), xr + e0 * HW, HW, dst + e0, ep);
         return NNL_OK;
     }
+    if (g->layout & NNL_IR_X_NHWC)   /* x^T is the rows of a channels-last image itself */
+        return nnl_sgemm_part((r1 - r0) * W, g->e, g->c, 1.0f, x + n * g->xsn + r0 * W * g->c,
+                              g->c, 1, w1, 1, g->c, 0.0f, dst, ep, 1, b1, NNL_BIAS_COL,
+                              NNL_ACT_RELU6, isa, NULL, w1pk, 0, (r1 - r0) * W, e0, e1);
     return nnl_sgemm_part((r1 - r0) * W, g->e, g->c, 1.0f, xr, 1, HW, w1, 1, g->c, 0.0f, dst, ep,
                           1, b1, NNL_BIAS_COL, NNL_ACT_RELU6, isa, NULL, w1pk, 0,
                           (r1 - r0) * W, e0, e1);
@@ -718,6 +733,17 @@ static int ir_project(const nnl_ir_geom *g, const float *dbuf, const float *w3,
     if (f1 <= f0 || q1 <= q0)
         return NNL_OK;
     const nnl_idx L = g->oh * g->ow, E = g->e, ep = ir_ep(g);
+    const float beta = r != NULL ? 1.0f : 0.0f;
+    if (g->layout & NNL_IR_Y_NHWC) {
+        /* channels-last y: the pixel-major product's rows are y's pixels, row-major as is */
+        float *yp = y + n * g->ysn + p0 * g->f;
+        const float *rp = r != NULL ? r + n * g->rsn + p0 * g->f : NULL;
+        if (rp != NULL && rp != yp)
+            for (nnl_idx q = q0; q < q1; q++)
+                memcpy(yp + q * g->f + f0, rp + q * g->f + f0, sizeof(float) * (size_t)(f1 - f0));
+        return nnl_sgemm_part(np, g->f, E, 1.0f, dbuf, ep, 1, w3, 1, E, beta, yp, g->f, 1, b3,
+                              NNL_BIAS_COL, NNL_ACT_NONE, isa, NULL, w3pk, q0, q1, f0, f1);
+    }
     float *yb = y + n * g->ysn + p0;
     if (r != NULL) {
         const float *rb = r + n * g->rsn + p0;
@@ -725,7 +751,6 @@ static int ir_project(const nnl_ir_geom *g, const float *dbuf, const float *w3,
             for (nnl_idx f = f0; f < f1; f++)
                 memcpy(yb + f * L + q0, rb + f * L + q0, sizeof(float) * (size_t)(q1 - q0));
     }
-    const float beta = r != NULL ? 1.0f : 0.0f;
     if (g->project_t)
         /* project pixel-major: y^T (pixels, F) = d (pixels, E) @ W3^T, C column-major (a
          * band of few pixels: F, not the pixel count, is cut into vector panels) */

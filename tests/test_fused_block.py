@@ -121,6 +121,69 @@ def test_native_block_matches_loops_and_is_thread_independent(N, C, H, W, E, F, 
     _every_split_same(one, x, ws, stride, r, F, ow)
 
 
+def _run_channels_last(x, ws, stride, residual, threads, x_cl, y_cl, project_t,
+                       split="auto"):
+    """The native block with x given channels-last (N, H, W, C) and/or y and the residual
+    (N, OH*OW, F); the result back in (N, F, OH, OW)."""
+    from nnlite.kernels.gemm_ops import pack
+    w1, b1, wd, bd, w3, b3 = ws
+    N, _, H, W = x.shape
+    F = w3.shape[0]
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    xin = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x_cl else x
+    y = np.full((N, oh * ow, F) if y_cl else (N, F, oh * ow), np.nan, np.float32)
+    r = None
+    if residual is not None:
+        r = residual.reshape(N, F, oh * ow)
+        r = np.ascontiguousarray(r.transpose(0, 2, 1)) if y_cl else r
+    p3 = pack(w3, "b", trans=True) if project_t else pack(w3, "a")
+    K._conv_cython._convfast.inverted_residual(
+        xin, w1, pack(w1, "b", trans=True).data, b1, wd, bd, w3, p3.data, b3, y, stride, r,
+        threads, p3.isa, project_t, split, None, x_cl, y_cl)
+    if y_cl:
+        y = y.transpose(0, 2, 1)
+    return np.ascontiguousarray(y).reshape(N, F, oh, ow)
+
+
+@pytest.mark.parametrize("N,C,H,W,E,F,stride,residual", CASES)
+def test_channels_last_tensors_give_the_same_bits(N, C, H, W, E, F, stride, residual):
+    # a plan's chain of blocks passes its tensors channels-last: x as the expand's row-major
+    # A, y as the pixel-major project's row-major C; every element is the same sum in the same
+    # order, so the same bits as the NCHW call of the same project orientation (both splits,
+    # 1-2 threads, with the residual read and written channels-last too)
+    rng = np.random.default_rng(N * 1000 + H * 10 + stride + 7)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    ws = _weights(rng, C, E, F)
+    oh, ow = (H - 1) // stride + 1, (W - 1) // stride + 1
+    r = rng.standard_normal((N, F, oh, ow)).astype(np.float32) if residual else None
+    want = {pt: _run(x, ws, stride, r, 1, project_t=pt) for pt in (False, True)}
+    np.testing.assert_allclose(want[False], _reference(x, *ws, stride, r), rtol=1e-5,
+                               atol=2e-5 * np.abs(want[False]).max())
+    for split in ("bands", "channels"):
+        for threads in (1, 2):
+            for x_cl, y_cl, pt in ((True, False, False), (True, False, True),
+                                   (False, True, True), (True, True, True)):
+                got = _run_channels_last(x, ws, stride, r, threads, x_cl, y_cl, pt, split)
+                assert np.array_equal(got, want[pt]), (split, threads, x_cl, y_cl)
+
+
+def test_channels_last_arguments_are_checked():
+    cf = K._conv_cython._convfast
+    rng = np.random.default_rng(5)
+    w1, b1, wd, bd, w3, b3 = _weights(rng, 8, 16, 8)
+    x = rng.standard_normal((1, 6, 6, 8)).astype(np.float32)     # (N, H, W, C)
+    with pytest.raises(ValueError, match="channels-last y needs the pixel-major project"):
+        cf.inverted_residual(x, w1, None, b1, wd, bd, w3, None, b3,
+                             np.zeros((1, 36, 8), np.float32), 1, y_channels_last=True)
+    with pytest.raises(ValueError, match="channels-last x needs the 1x1 expand"):
+        cf.inverted_residual(x, None, None, None, wd[:8], bd[:8], w3[:, :8].copy(), None, b3,
+                             np.zeros((1, 8, 36), np.float32), 1, x_channels_last=True)
+    with pytest.raises(ValueError, match=r"y has shape \(1, 8, 36\), expected \(1, 36, 8\)"):
+        cf.inverted_residual(x, w1, None, b1, wd, bd, w3, None, b3,
+                             np.zeros((1, 8, 36), np.float32), 1, x_channels_last=True,
+                             project_t=True, y_channels_last=True)
+
+
 def _every_split_same(one, x, ws, stride, r, F, ow):
     """Both ways of sharing the block among 1-3 threads (bands of output rows; one image at a
     time cut by channels, the project by tiles, on teams whose cuts split an output-channel

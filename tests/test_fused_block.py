@@ -948,3 +948,72 @@ def test_plan_with_either_split_has_the_unfused_bits(split, monkeypatch):
         fused, unfused, a, b = _fused_and_unfused(model, x, monkeypatch)
         assert _ops(_plan(fused, x)) == [IR]
         assert np.array_equal(a, b)
+
+
+class _Chain(nn.Module):
+    """Four inverted residuals one after another (the first with a residual, the plan's input,
+    or a channel change; then stride 2, a residual, a channel change), then a 1x1 conv;
+    ``side``: the second block's output is a second output too."""
+
+    def __init__(self, side=False, first_residual=False):
+        super().__init__()
+        first = (8, 8, 1, 6) if first_residual else (8, 12, 1, 6)
+        self.blocks = nn.Sequential(*[_block_model(i, o, s, r, seed=i + o + s) for i, o, s, r in
+                                      (first, (first[1], 16, 2, 4), (16, 16, 1, 3),
+                                       (16, 24, 1, 6))])
+        self.tail = nn.Conv2d(24, 12, 1)
+        self.side = side
+
+    def forward(self, x):
+        x = self.blocks[0](x)
+        mid = self.blocks[1](x)
+        x = self.blocks[3](self.blocks[2](mid))
+        y = self.tail(x)
+        return (y, mid) if self.side else y
+
+
+def _layouts(fast, x):
+    steps = _plan(fast, x).steps
+    return [(s.kernel.x_channels_last, s.kernel.y_channels_last) for s in steps
+            if s.node.op == IR]
+
+
+_F, _T = False, True
+
+
+@pytest.mark.parametrize("side,first_residual,want", [
+    (False, False, [(_F, _T), (_T, _T), (_T, _T), (_T, _F)]),
+    # the second block's output read elsewhere: NCHW, and so the third block's residual and
+    # output (the residual is added in the output's layout)
+    (True, False, [(_F, _T), (_T, _F), (_F, _F), (_F, _F)]),
+    # the first block's residual is the plan's input: its output NCHW too
+    (False, True, [(_F, _F), (_F, _T), (_T, _T), (_T, _F)]),
+])
+@pytest.mark.parametrize("shape", [(1, 8, 15, 13), (3, 8, 9, 10)])
+def test_block_chains_pass_their_tensors_channels_last(side, first_residual, want, shape,
+                                                      monkeypatch):
+    # the tensors between blocks are channels-last (only blocks write and read them); the
+    # plan's input and outputs, and a block output read elsewhere, stay NCHW. Oracles: the
+    # plain module (unfused, NCHW convs), and the same plan with every tensor NCHW
+    model = _Chain(side, first_residual).eval()
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    assert _layouts(fast, x) == want
+    got = fast.run_arrays(x)
+    from nnlite._infer import plan as plan_mod
+    monkeypatch.setattr(plan_mod, "channels_last_blocks", lambda *a, **k: set())
+    nchw = nnlite.optimize_for_inference(model)
+    assert _layouts(nchw, x) == [(False, False)] * 4
+    ref_nchw = nchw.run_arrays(x)
+    with nnlite.no_grad():
+        ref = model(nnlite.tensor(x))
+    ref = [r.data for r in ref] if side else [ref.data]
+    assert len(got) == len(ref)
+    for g, r, n in zip(got, ref, ref_nchw):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+        np.testing.assert_allclose(g, n, rtol=1e-6, atol=1e-6 * np.abs(n).max())
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            for g, again in zip(got, fast.run_arrays(x)):
+                assert np.array_equal(g, again)

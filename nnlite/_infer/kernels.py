@@ -992,6 +992,9 @@ class InvertedResidualKernel(Kernel):
                              "without the expand, C == E)")
         self.stride, self.residual, self.dtype = p2.s[0], residual, dtype
         self.expand, self.project_t = p1 is not None, False
+        # set by the plan (storage.channels_last_blocks) for the tensors a chain of blocks
+        # passes channels-last: x (N, H, W, C), y and the residual (N, OH*OW, F)
+        self.x_channels_last = self.y_channels_last = False
         self.shape = (N, C, H, W, E, F, geom.oh, geom.ow)
         self.weight_bytes = sum(p.weight_bytes for p in self.parts if p is not None)
         self.scratch_bytes = max(p.scratch_bytes for p in self.parts if p is not None)
@@ -1010,7 +1013,8 @@ class InvertedResidualKernel(Kernel):
                 _, rows, _, _ = _conv_cython._convfast.inverted_residual_plan(
                     N, C, H, W, E, F, self.stride, get_num_threads(), expand=self.expand,
                     isa=_family(), head=self._head_geometry())
-                self.project_t = _pixel_major_pays(F, rows * ow)
+                # a channels-last y is the pixel-major product's row-major C
+                self.project_t = self.y_channels_last or _pixel_major_pays(F, rows * ow)
                 p1, w3 = self.parts[0], self.parts[2].w_flat
                 self.packed = (None if p1 is None or self.head
                                else _pack(p1.w_flat, "b", trans=True),
@@ -1039,20 +1043,27 @@ class InvertedResidualKernel(Kernel):
                  and (r is None or (_images_contiguous(r) and (
                      not np.shares_memory(r, y) or (r.ctypes.data == y.ctypes.data
                                                     and r.strides == y.strides)))))
+        xcl, ycl = self.x_channels_last, self.y_channels_last
         if not fused:
+            if xcl or ycl:
+                raise PlanError(self.label, "a block with channels-last tensors must run fused "
+                                "(contiguous images, an output apart from its input)")
             return self._bind_unfused(x, y, r, scratch)
         self.prepare()
         p1, p2, p3 = self.parts
         pk1, pk3 = self.packed
-        y3 = _view(y, (N, F, oh * ow))
-        r3 = None if r is None else _view(r, (N, F, oh * ow))
+        ydims = (N, oh * ow, F) if ycl else (N, F, oh * ow)
+        y3 = _view(y, ydims)
+        r3 = None if r is None else _view(r, ydims)
+        if xcl:
+            x = _view(x, (N, H, W, C))
         w1, b1, pk1d = ((None, None, None) if p1 is None else
                         (p1.w_flat, p1.bias, None if pk1 is None else pk1.data))
         bd, b3 = p2.bias, p3.bias
         wd, w3, s = p2.w_flat, p3.w_flat, self.stride
         block = _conv_cython._convfast.bind_inverted_residual(
             x, w1, pk1d, b1, wd, bd, w3, pk3.data, b3, y3, s, r3, pk3.isa, self.project_t,
-            IR_SPLIT, self._head_geometry())
+            IR_SPLIT, self._head_geometry(), xcl, ycl)
         return lambda: block(get_num_threads())
 
     def _bind_unfused(self, x, y, r, scratch):

@@ -16,6 +16,8 @@
 6. ``bind.make_steps``: every remaining node gets its array kernel (``kernels.make_kernel``;
    made again with some Winograd convs as F(2x2) when their transformed weights outgrow the
    model's: ``kernels.winograd_memory_cap``);
+   ``storage.channels_last_blocks``: the tensors a chain of fused inverted residuals passes
+   channels-last (their kernels told so);
    then ``storage.assign_offsets``: every root buffer lives from its first write to its last
    read and is placed at an offset of one arena that roots dead by then reuse (liveness), and
    so is the work memory a kernel asks for (``Kernel.work_bytes``), live during its step.
@@ -46,7 +48,7 @@ from .dryrun import dry_run, meta_of, shape_inputs
 from .kernels import winograd_memory_cap
 from .lanes import find_groups, place_groups
 from .passes import canonicalize, simplify
-from .storage import accumulate_in_place, assign_offsets, plan_views
+from .storage import accumulate_in_place, assign_offsets, channels_last_blocks, plan_views
 
 __all__ = ["compile_plan", "check_outputs", "dry_run", "shape_inputs", "Plan", "PlanMismatch"]
 
@@ -76,6 +78,7 @@ def compile_plan(graph, arrays, constants, folded):
         if capped:   # the kernels again, those convs (and their split parts) as F(2x2)
             stack.enter_context(winograd_tiles_capped(capped))
             steps, step_of = make_steps(nodes, layout, outputs, metas, consts, graph.opset)
+        channels_last_blocks(steps, st, inputs, outputs, grouped)                # 6b
         work = {id(s.node): s.kernel.work_bytes for s in steps if s.kernel.work_bytes}
         arena = assign_offsets(nodes, st, inputs, outputs, groups, work)
         lane_groups = place_groups(groups, step_of, steps, metas, consts, st)      # 7

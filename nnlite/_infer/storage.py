@@ -28,7 +28,7 @@ import numpy as np
 from .passes import SPLIT_OP, _fresh, consumers
 
 __all__ = ["Reshape", "Slice", "Storage", "Layout", "Arena", "plan_views",
-           "accumulate_in_place", "last_use", "assign_offsets"]
+           "accumulate_in_place", "last_use", "assign_offsets", "channels_last_blocks"]
 
 _VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -290,3 +290,51 @@ def assign_offsets(nodes, st, inputs, outputs, groups=(), work=None):
             offset_of[r] = at
         size = max(size, at + need)
     return Arena(size, offset_of, work_of)
+
+
+def channels_last_blocks(steps, st, inputs, outputs, grouped=()):
+    """Stage 6b: the roots a chain of fused inverted residuals (MobileNetV2's blocks) passes
+    channels-last, and each block's ``x_channels_last`` / ``y_channels_last`` set from them.
+
+    A block computes channels-last inside (kernels.InvertedResidualKernel); reading an NCHW
+    input and writing an NCHW output costs transposes at both ends. A root qualifies when only
+    blocks write it (their output) and only blocks read it, as the expanding input (a 1x1
+    expand, not a head conv) or as the residual, with no view of it (a slice, a reshape) and
+    not a plan input or output, outside branch groups; a block's residual and output take the
+    same layout (the residual is copied into, or accumulated in, the output's buffer), so a
+    root whose partner does not qualify is dropped until none changes. The roots keep their
+    logical (N, C, H, W) shape and size: only the kernels reading and writing them know."""
+    from .kernels import IR_INPUTS, InvertedResidualKernel
+    res_pos = IR_INPUTS.index("residual")
+
+    def block(s):
+        return isinstance(s.kernel, InvertedResidualKernel) and id(s.node) not in grouped
+
+    cand = {st.root[s.node.outputs[0]] for s in steps if block(s) and s.used[0]}
+    cand -= {st.root.get(v, v) for v in list(inputs) + list(outputs)}
+    cand -= {r for v, r in st.root.items() if st.chain.get(v)}
+    for s in steps:
+        for pos, v in enumerate(s.node.inputs):
+            r = st.root.get(v) if v else None
+            if r in cand and not (block(s) and (
+                    (pos == 0 and s.kernel.expand and not s.kernel.head)
+                    or (pos == res_pos and s.kernel.residual))):
+                cand.discard(r)
+        for k, v in enumerate(s.node.outputs):
+            r = st.root.get(v) if v else None
+            if r in cand and not (block(s) and k == 0):
+                cand.discard(r)
+    changed = True
+    while changed:
+        changed = False
+        for s in steps:
+            if block(s) and s.kernel.residual:
+                r, y = st.root[s.node.inputs[res_pos]], st.root[s.node.outputs[0]]
+                if (r in cand) != (y in cand):
+                    cand.discard(r if r in cand else y)
+                    changed = True
+    for s in steps:
+        if block(s):
+            s.kernel.x_channels_last = st.root.get(s.node.inputs[0]) in cand
+            s.kernel.y_channels_last = st.root.get(s.node.outputs[0]) in cand
+    return cand

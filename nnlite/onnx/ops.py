@@ -119,15 +119,22 @@ def _window_sum(x, k, s, d, pads, out):
 
 
 # ------------------------------------------------------------------------------ convolution
-@register_op("Conv")
-@_one_d
-def conv(node, args, opset):
+def _conv_operands(node, args):
+    """(x, w, b, hw) of a Conv / ConvTranspose node: its input, 4-D weight, bias or None, and
+    the input's spatial size."""
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
     hw = _spatial(x, node)
     if w.ndim != 4:
         raise ValueError(f"{node.label()}: weight of shape {tuple(w.shape)} does not match the "
                          f"{x.ndim}-D input {tuple(x.shape)}")
+    return x, w, b, hw
+
+
+@register_op("Conv")
+@_one_d
+def conv(node, args, opset):
+    x, w, b, hw = _conv_operands(node, args)
     k, s, d = G.window(node.attrs, w.shape[2:])
     if tuple(k) != tuple(w.shape[2:]):
         raise ValueError(f"{node.label()}: kernel_shape {list(k)} does not match the weight "
@@ -143,12 +150,7 @@ def conv(node, args, opset):
 @register_op("ConvTranspose")
 @_one_d
 def conv_transpose(node, args, opset):
-    x, w = args[0], args[1]
-    b = args[2] if len(args) > 2 else None
-    hw = _spatial(x, node)
-    if w.ndim != 4:
-        raise ValueError(f"{node.label()}: weight of shape {tuple(w.shape)} does not match the "
-                         f"{x.ndim}-D input {tuple(x.shape)}")
+    x, w, b, hw = _conv_operands(node, args)
     k, s, d = G.window(node.attrs, w.shape[2:])
     pads, op, out = G.conv_transpose_geometry(node.attrs, hw, k, s, d)
     g = int(node.attrs.get("group", 1))

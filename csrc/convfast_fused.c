@@ -587,6 +587,12 @@ static void ir_head_rows(const nnl_ir_geom *g, const float *x, const float *wh, 
     }
 }
 
+/* the GEMM's bias kind for an optional bias vector (a conv without bias: none) */
+static int ir_bias(const float *b, int kind)
+{
+    return b != NULL ? kind : NNL_BIAS_NONE;
+}
+
 /* expand input rows [r0, r1) of image n, its channels [e0, e1), into ebuf from its row ``at``
  * (without expand: copy them there channels-last): the product x^T (pixels, C) @ W1^T (C, E),
  * so that each pixel's E channels come out contiguous; W1^T is the B operand, packed once
@@ -612,10 +618,11 @@ static int ir_expand(const nnl_ir_geom *g, const float *x, const float *w1, cons
     }
     if (g->layout & NNL_IR_X_NHWC)   /* x^T is the rows of a channels-last image itself */
         return nnl_sgemm_part((r1 - r0) * W, g->e, g->c, 1.0f, x + n * g->xsn + r0 * W * g->c,
-                              g->c, 1, w1, 1, g->c, 0.0f, dst, ep, 1, b1, NNL_BIAS_COL,
-                              NNL_ACT_RELU6, isa, NULL, w1pk, 0, (r1 - r0) * W, e0, e1);
+                              g->c, 1, w1, 1, g->c, 0.0f, dst, ep, 1, b1,
+                              ir_bias(b1, NNL_BIAS_COL), NNL_ACT_RELU6, isa, NULL, w1pk, 0,
+                              (r1 - r0) * W, e0, e1);
     return nnl_sgemm_part((r1 - r0) * W, g->e, g->c, 1.0f, xr, 1, HW, w1, 1, g->c, 0.0f, dst, ep,
-                          1, b1, NNL_BIAS_COL, NNL_ACT_RELU6, isa, NULL, w1pk, 0,
+                          1, b1, ir_bias(b1, NNL_BIAS_COL), NNL_ACT_RELU6, isa, NULL, w1pk, 0,
                           (r1 - r0) * W, e0, e1);
 }
 
@@ -742,7 +749,8 @@ static int ir_project(const nnl_ir_geom *g, const float *dbuf, const float *w3,
             for (nnl_idx q = q0; q < q1; q++)
                 memcpy(yp + q * g->f + f0, rp + q * g->f + f0, sizeof(float) * (size_t)(f1 - f0));
         return nnl_sgemm_part(np, g->f, E, 1.0f, dbuf, ep, 1, w3, 1, E, beta, yp, g->f, 1, b3,
-                              NNL_BIAS_COL, NNL_ACT_NONE, isa, NULL, w3pk, q0, q1, f0, f1);
+                              ir_bias(b3, NNL_BIAS_COL), NNL_ACT_NONE, isa, NULL, w3pk, q0, q1,
+                              f0, f1);
     }
     float *yb = y + n * g->ysn + p0;
     if (r != NULL) {
@@ -755,11 +763,12 @@ static int ir_project(const nnl_ir_geom *g, const float *dbuf, const float *w3,
         /* project pixel-major: y^T (pixels, F) = d (pixels, E) @ W3^T, C column-major (a
          * band of few pixels: F, not the pixel count, is cut into vector panels) */
         return nnl_sgemm_part(np, g->f, E, 1.0f, dbuf, ep, 1, w3, 1, E, beta, yb, 1, L, b3,
-                              NNL_BIAS_COL, NNL_ACT_NONE, isa, NULL, w3pk, q0, q1, f0, f1);
+                              ir_bias(b3, NNL_BIAS_COL), NNL_ACT_NONE, isa, NULL, w3pk, q0, q1,
+                              f0, f1);
     /* project: W3 @ d with d read transposed (pixel-major), the GEMM packing it with its
      * 8 x 8 transposes */
     return nnl_sgemm_part(g->f, np, E, 1.0f, w3, E, 1, dbuf, 1, ep, beta, yb, L, 1, b3,
-                          NNL_BIAS_ROW, NNL_ACT_NONE, isa, w3pk, NULL, f0, f1, q0, q1);
+                          ir_bias(b3, NNL_BIAS_ROW), NNL_ACT_NONE, isa, w3pk, NULL, f0, f1, q0, q1);
 }
 
 /* one band: output rows [i0, i1) of image n. The rows of the thread's previous band (``have``)

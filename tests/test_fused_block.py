@@ -1017,3 +1017,51 @@ def test_block_chains_pass_their_tensors_channels_last(side, first_residual, wan
         with kernel_threads(threads):
             for g, again in zip(got, fast.run_arrays(x)):
                 assert np.array_equal(g, again)
+
+
+@pytest.mark.parametrize("project_t", [False, True])
+@pytest.mark.parametrize("split", ["bands", "channels"])
+def test_blocks_without_expand_or_project_bias(project_t, split):
+    # a 1x1 conv without bias (no BatchNorm after it) as the expand or the project: b1 / b3
+    # None, the GEMM told there is no bias (it refused a bias kind with no vector: EINVAL);
+    # the same values as zero biases
+    from nnlite.kernels.gemm_ops import pack
+    cf = K._conv_cython._convfast
+    rng = np.random.default_rng(11)
+    w1, b1, wd, bd, w3, b3 = _weights(rng, 8, 24, 12)
+    x = rng.standard_normal((2, 8, 7, 9)).astype(np.float32)
+    p1 = pack(w1, "b", trans=True).data
+    p3 = pack(w3, "b", trans=True) if project_t else pack(w3, "a")
+    zeros = {"b1": np.zeros(24, np.float32), "b3": np.zeros(12, np.float32)}
+    for none in ("b1", "b3"):
+        ys = []
+        for biases in ({"b1": b1, "b3": b3, none: None}, {"b1": b1, "b3": b3, none: zeros[none]}):
+            y = np.full((2, 12, 63), np.nan, np.float32)
+            cf.inverted_residual(x, w1, p1, biases["b1"], wd, bd, w3, p3.data, biases["b3"], y,
+                                 1, None, 2, p3.isa, project_t, split)
+            ys.append(y)
+        assert np.array_equal(ys[0], ys[1]), none
+
+
+class _BiasFreeExpand(nn.Module):
+    """A 1x1 conv without bias and ReLU6 (no BatchNorm) feeding a block of expand ratio 1: the
+    plan fuses it as the block's expand, with no expand bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.ReLU6())
+        self.block = _block_model(16, 8, 1, 1, seed=4)
+
+    def forward(self, x):
+        return self.block(self.pw(x))
+
+
+def test_plan_fuses_a_bias_free_expand():
+    nnlite.manual_seed(0)
+    model = _BiasFreeExpand().eval()
+    x = np.random.default_rng(0).standard_normal((1, 8, 9, 9)).astype(np.float32)
+    fast = nnlite.optimize_for_inference(model)
+    assert _ops(_plan(fast, x)) == [IR]
+    with nnlite.no_grad():
+        want = model(nnlite.tensor(x)).data
+    np.testing.assert_allclose(_out(fast, x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

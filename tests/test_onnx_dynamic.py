@@ -350,11 +350,11 @@ class _threads:
 
 
 # ------------------------------------------------------------------- shape values as inputs
-def _graph(nodes, inputs, out_type=TP.FLOAT):
+def _graph(nodes, inputs, out_type=TP.FLOAT, opset=13):
     vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
            for n, a in inputs]
     g = oh.make_graph(nodes, "g", vis, [oh.make_tensor_value_info("y", out_type, None)])
-    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)])
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", opset)])
     m.ir_version = 7
     return m
 
@@ -371,6 +371,11 @@ SHAPE_VALUE_CASES = {
                                                         (_I(1), _I(4)), (_I(-2), _I(6))]),
     "TopK": ([oh.make_node("TopK", ["x", "k"], ["y", "i"], axis=0)], [("x", _X), ("k", _I(2))],
              [_I(2), _I(5), _I(1)]),
+    # opset 10's Resize takes its scales second (11+: after the roi)
+    "Resize-10 scales": ([oh.make_node("Resize", ["x", "sc"], ["y"], mode="nearest")],
+                         [("x", _X[None, None]), ("sc", np.ones(4, np.float32))],
+                         [np.array(v, np.float32) for v in
+                          ((1, 1, 1, 1), (1, 1, 2, 0.5), (1, 1, 0.5, 2))], 10),
     "Expand via Add": ([oh.make_node("Add", ["s", "one"], ["t"]),
                         oh.make_node("Expand", ["x", "t"], ["y"])],
                        [("x", _X[:1]), ("s", _I(1, 3)), ("one", _I(0, 1))],
@@ -383,13 +388,13 @@ def test_plans_follow_the_values_of_shape_inputs(case):
     # one input shape, several values of an input that decides the output's shape: each call
     # against ONNX Runtime (a plan keyed on shapes alone reused the first call's shapes)
     ort = pytest.importorskip("onnxruntime")
-    nodes, inputs, calls = SHAPE_VALUE_CASES[case]
-    model = _graph(nodes, inputs)
+    nodes, inputs, calls, *opset = SHAPE_VALUE_CASES[case]
+    model = _graph(nodes, inputs, opset=opset[0] if opset else 13)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     mod = nxo.load(model.SerializeToString())
     fast = nnlite.optimize_for_inference(mod)
     names = [n for n, _ in inputs]
-    assert fast._value_inputs == [i for i, (_, a) in enumerate(inputs) if a.dtype == np.int64]
+    assert fast._value_inputs == list(range(1, len(inputs)))
     for values in calls:
         values = values if isinstance(values, tuple) else (values,)
         arrays = [inputs[0][1], *values]

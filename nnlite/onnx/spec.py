@@ -112,7 +112,8 @@ _ARITY = {
 SHAPE_OPERANDS = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,),
     "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
-    "TopK": (1,), "Range": (0, 1, 2), "Resize": (2, 3), "Upsample": (1,), "MaxUnpool": (2,),
+    "TopK": (1,), "Range": (0, 1, 2), "Upsample": (1,), "MaxUnpool": (2,),
+    "Resize": (1, 2, 3),   # opset 10: (X, scales); 11+: (X, roi, scales, sizes)
     **{op: (1,) for op in SUPPORTED if op.startswith("Reduce")},
 }
 

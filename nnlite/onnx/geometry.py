@@ -53,8 +53,8 @@ def pool_geometry(attrs, hw):
                 for i in (0, 1))
     # ceil mode takes a window that hangs over the end (PyTorch's rule: out >= 1 whenever the
     # first window starts inside); floor mode needs a whole window inside the padded input
-    if min(out) < 1 or not ceil and any(hw[i] + pads[i] + pads[i + 2] < d[i] * (k[i] - 1) + 1
-                                        for i in (0, 1)):
+    if min(out) < 1 or (not ceil and any(hw[i] + pads[i] + pads[i + 2] < d[i] * (k[i] - 1) + 1
+                                         for i in (0, 1))):
         raise ValueError(f"pooling window {k} (dilation {d}) does not fit the padded input "
                          f"{hw} with pads {pads}")
     return k, s, d, pads, out

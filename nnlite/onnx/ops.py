@@ -573,8 +573,7 @@ def pad(node, args, opset):
         return [Tensor(np.pad(_arr(x), width, mode=np_mode, **kw))]
     if mode == "constant":
         return [F.pad(x, tp, mode="constant", value=float(value))]
-    from ..functional.padding import pad_trailing
-    return [pad_trailing(x, tp, mode)]
+    return [F.padding.pad_trailing(x, tp, mode)]
 
 
 # ------------------------------------------------------------------------------ detection

@@ -154,14 +154,17 @@ def parse_model(onnx, model, source="<model>"):
             problems.append(f"initializer {init.name!r} cannot be read: {exc}")
     if len(g.sparse_initializer):
         problems.append("sparse initializers are not supported")
-    inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in constants]
+    inputs = []
     for vi in g.input:
+        if vi.name in constants:
+            continue
+        inputs.append(_value_info(onnx, vi))
         elem = vi.type.tensor_type.elem_type
-        if vi.name not in constants and elem:
-            try:
-                onnx_dtype(elem)
-            except ValueError as exc:
-                problems.append(f"graph input {vi.name!r}: {exc}")
+        try:
+            if elem:
+                onnx_dtype(elem)   # a type nnlite computes, or a problem
+        except ValueError as exc:
+            problems.append(f"graph input {vi.name!r}: {exc}")
     nodes = []
     for i, n in enumerate(g.node):
         name = n.name or f"{n.op_type}_{i}"

@@ -543,3 +543,75 @@ def test_caller_work_memory_gives_the_same_bits_and_is_used(m, threads):
     np.testing.assert_allclose(own.reshape(2, 40, 13, 11),
                                np.maximum(ref.conv2d(x, wt, b, 1, 1, 1, 1), 0),
                                rtol=1e-4, atol=1e-4)
+
+
+def _nonfinite_input(rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 1, 9, 9] = np.nan
+    x[-1, 0, 3, 20] = np.inf
+    x[-1, 2, 17, 4] = -np.inf
+    return x
+
+
+def _assert_same_specials(got, want):
+    """NaN, +inf and -inf exactly where ``want`` has them; the finite rest within 1e-4."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4, atol=1e-4 * np.abs(want[ok]).max())
+
+
+@needs_ext
+def test_nan_and_inf_stay_in_their_neighbourhood():
+    # Winograd mixes every pixel of a tile into all of its outputs (and inf - inf into NaN):
+    # an input holding a NaN or inf runs by the exact sums, as the naive reference computes
+    rng = np.random.default_rng(7)
+    x = _nonfinite_input(rng, (2, 8, 24, 24))
+    w = (rng.standard_normal((16, 8, 3, 3)) / 8).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                      padding=1)
+    assert np.isnan(want).sum() < want.size // 8        # the specials stay local
+    with nnlite.conv_algorithm("winograd"):
+        got = F.conv2d(nnlite.tensor(x), nnlite.tensor(w), nnlite.tensor(b), padding=1).data
+    _assert_same_specials(got, want)
+
+
+class _ResidualConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(64, 64, 3, padding=1)
+
+    def forward(self, x):
+        y = nn.functional.relu(self.conv(x))
+        return nn.functional.relu(self.conv(y) + y)     # the residual fused into the conv
+
+
+@needs_ext
+@pytest.mark.parametrize("threads", [1, 2])
+def test_plan_runs_a_nan_or_inf_input_by_the_exact_sums(threads):
+    # default settings: 'auto' runs these convs by Winograd in the plan; a first call holding
+    # a NaN raised PlanMismatch, a later one returned whole tiles of NaN
+    torch = pytest.importorskip("torch")
+    nnlite.manual_seed(3)
+    model = _ResidualConv().eval()
+    t = torch.nn.Conv2d(64, 64, 3, padding=1)
+    t.weight.data = torch.tensor(np.asarray(model.conv.weight.data))
+    t.bias.data = torch.tensor(np.asarray(model.conv.bias.data))
+
+    def torch_model(a):
+        with torch.no_grad():
+            y = torch.relu(t(torch.tensor(a)))
+            return torch.relu(t(y) + y).numpy()
+    rng = np.random.default_rng(8)
+    x = _nonfinite_input(rng, (2, 64, 28, 28))
+    clean = rng.standard_normal(x.shape).astype(np.float32)
+    with kernel_threads(threads):
+        fast = nnlite.optimize_for_inference(model)
+        _assert_same_specials(fast.run_arrays(x)[0], torch_model(x))      # first call
+        plan = fast._plans[list(fast._plans)[0]][0]
+        assert [s.kernel.algorithm for s in plan.steps] == ["winograd"] * 2
+        np.testing.assert_allclose(fast.run_arrays(clean)[0], torch_model(clean), rtol=1e-4,
+                                   atol=1e-4 * np.abs(torch_model(clean)).max())
+        _assert_same_specials(fast.run_arrays(x)[0], torch_model(x))      # a later call

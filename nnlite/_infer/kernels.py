@@ -518,7 +518,7 @@ class ConvKernel(Kernel):
             raise ValueError(f"the residual operand ({tuple(r.shape)}, {r.dtype}) must have the "
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
-            return self._bind_convfast(x, y, r, work)
+            return self._bind_convfast(x, y, r, work, scratch)
         if self.maps and _unit_w(y):
             return self._bind_maps(x, y, r, self._bind_im2col(x, y, r, scratch))
         return self._bind_im2col(x, y, r, scratch)
@@ -679,7 +679,7 @@ class ConvKernel(Kernel):
             return out
         return mm
 
-    def _bind_convfast(self, x, y, r, work=None):
+    def _bind_convfast(self, x, y, r, work=None, scratch=None):
         """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) (F(2x2,
         3x3) for few tiles: ``_algorithms.winograd_tile``) on the weights transformed once and
         its work memory in ``work`` (None: its own per call), with bias, residual (beta = 1 on
@@ -691,9 +691,15 @@ class ConvKernel(Kernel):
         act, bias, w2, geom = _ACT_CODE[self.act], self.bias, self.w_flat, self.geom
         algo, args, packed = self.algorithm, self.fast_args, self.w_native
         if self.winograd is not None:
-            wino = self.winograd
+            wino, finite = self.winograd, _conv_cython.conv_winograd.finite
+            # an input holding a NaN or inf runs by im2col + GEMM: Winograd would spread it
+            # over whole output tiles (``conv_winograd.finite``), as F.conv2d does
+            exact = self._bind_im2col(x, y, r, scratch)
 
             def run_winograd():
+                if not finite(x):
+                    exact()
+                    return
                 if r3 is not None:
                     np.copyto(y, r3)
                 wino.run(x, y3, bias, act, beta, work=work)

@@ -434,7 +434,7 @@ def conv2d_forward(x, w, b, geom, general=False, algorithm=None, out=None, act=0
     if out is not None or act or beta:
         raise ValueError(f"conv2d_forward: an epilogue (out, act, beta) needs the 'direct' or "
                          f"'implicit' algorithm; this conv runs {algo!r}")
-    if algo == "winograd":
+    if algo == "winograd" and conv_winograd.finite(x):  # a NaN/inf: the exact sums below
         return conv_winograd.forward(x, w, b, geom)
     if not general and _rows_pay(geom):
         return _rows_forward(x, w, b, geom)

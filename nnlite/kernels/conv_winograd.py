@@ -32,6 +32,16 @@ def available():
     return _convfast is not None
 
 
+def finite(x):
+    """False when ``x`` holds a NaN or an infinity (its sum is not finite; a finite ``x`` whose
+    sum overflows also answers False). Winograd's transforms mix every pixel of an input tile
+    into every output of the tile (and inf - inf into NaN), so one NaN or inf pixel would make
+    whole output tiles NaN where the conv's sums (docs/semantics.md §1.3, PyTorch) give NaN or
+    inf only in its 3x3 neighbourhood: callers run such an input by the columns + GEMM."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.sum(x)))
+
+
 def unsupported_reason(geom):
     """None when Winograd F(m, 3) computes this conv, else why not (for the ValueError)."""
     if (geom.kh, geom.kw) != (3, 3):

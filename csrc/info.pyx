@@ -144,6 +144,85 @@ def copy_bytes(dst, src, int num_threads):
         nnl_parallel_for(nt, units, _copy_unit, &c)
 
 
+# ------------------------------------------------------------ a NaN/inf scan on the pool's threads
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* 1 when one of the n IEEE words holds a NaN or an infinity (every exponent bit set),
+     * else 0; one integer test per word, which the compiler vectorises (a float test would
+     * not: reordering a float reduction changes it) */
+    static int nnl_nonfinite32(const uint32_t *w, size_t n)
+    {
+        uint32_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad |= (uint32_t)((w[i] & 0x7f800000u) == 0x7f800000u);
+        return bad != 0;
+    }
+    static int nnl_nonfinite64(const uint64_t *w, size_t n)
+    {
+        uint64_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad |= (uint64_t)((w[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+        return bad != 0;
+    }
+    static void nnl_flag_set(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+    static int nnl_flag_get(int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+    """
+    int nnl_nonfinite32(const unsigned int* w, size_t n) noexcept nogil
+    int nnl_nonfinite64(const unsigned long long* w, size_t n) noexcept nogil
+    void nnl_flag_set(int* flag) noexcept nogil
+    int nnl_flag_get(int* flag) noexcept nogil
+
+
+cdef struct _Scan:
+    const char* src
+    size_t n
+    int wide       # 8-byte words (float64), else 4-byte (float32)
+    int found
+
+
+cdef void _scan_unit(void* ctx, Py_ssize_t u, int tid, int first) noexcept nogil:
+    cdef _Scan* c = <_Scan*>ctx
+    cdef size_t a = <size_t>u * _COPY_UNIT
+    cdef size_t b = a + _COPY_UNIT
+    cdef int bad
+    if nnl_flag_get(&c.found):    # another unit found one: nothing left to learn
+        return
+    if b > c.n:
+        b = c.n
+    if c.wide:
+        bad = nnl_nonfinite64(<const unsigned long long*>(c.src + a), (b - a) // 8)
+    else:
+        bad = nnl_nonfinite32(<const unsigned int*>(c.src + a), (b - a) // 4)
+    if bad:
+        nnl_flag_set(&c.found)
+
+
+def any_nonfinite(src, int itemsize, int num_threads):
+    """True when the C-contiguous buffer ``src`` of float32 (itemsize 4) or float64 (8) values
+    holds a NaN or an infinity: its bits read in 64 KB units over num_threads of the pool's
+    threads (a Winograd conv checks its input this way before the transforms would spread a
+    NaN or inf over whole output tiles: conv_winograd.finite)."""
+    cdef const unsigned char[::1] s
+    cdef _Scan c
+    if itemsize != 4 and itemsize != 8:
+        raise ValueError(f"any_nonfinite: itemsize must be 4 or 8, got {itemsize}")
+    view = memoryview(src)
+    if view.nbytes == 0:
+        return False
+    s = view.cast("B")
+    if s.shape[0] % itemsize:
+        raise ValueError(f"any_nonfinite: {s.shape[0]} bytes are not whole {itemsize}-byte "
+                         "values")
+    c.src, c.n, c.wide, c.found = <const char*>&s[0], <size_t>s.shape[0], itemsize == 8, 0
+    cdef Py_ssize_t units = <Py_ssize_t>((c.n + _COPY_UNIT - 1) // _COPY_UNIT)
+    cdef int nt = max(1, min(num_threads, units))
+    with nogil:
+        nnl_parallel_for(nt, units, _scan_unit, &c)
+    return c.found != 0
+
+
 # ------------------------------------------------------------ a check of the pool's protocol
 
 from libc.stdlib cimport calloc, free

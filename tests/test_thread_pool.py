@@ -191,6 +191,50 @@ def test_copy_bytes_copies_every_byte_once(nbytes, nt):
     assert (guard[:64] == 0xA5).all() and (guard[64 + nbytes:] == 0xA5).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 16384, 16385, 3 * 16384 + 5, 150528])
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_any_nonfinite_finds_one_nan_or_inf_anywhere(dtype, n, nt):
+    """``_info.any_nonfinite`` (a Winograd conv's input check) reads every value, whatever unit
+    and thread it falls to: one special at the first, a unit's last/first, or the last position
+    is found, and none in a finite array (with the largest finite values, subnormals, -0).
+    Oracle: ``np.isfinite``."""
+    rng = np.random.default_rng(n + nt)
+    x = rng.standard_normal(n).astype(dtype)
+    fin = np.finfo(dtype)
+    x[rng.integers(0, n, min(n, 3))] = [fin.max, -fin.max, fin.smallest_subnormal][:min(n, 3)]
+    if n > 1:
+        x[1] = -0.0
+    assert np.isfinite(x).all()
+    assert _info.any_nonfinite(x, x.itemsize, nt) is False
+    per_unit = 65536 // x.itemsize
+    spots = {0, n - 1, per_unit - 1, per_unit, n // 2} & set(range(n))
+    for i in sorted(spots):
+        for special in (np.nan, np.inf, -np.inf, -np.nan):
+            y = x.copy()
+            y[i] = special
+            assert _info.any_nonfinite(y, y.itemsize, nt) is True, (i, special)
+    # a signalling-NaN bit pattern and a NaN with a payload are found too
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for pattern in ((0x7F800001, 0xFFC12345) if dtype == np.float32
+                    else (0x7FF0000000000001, 0xFFF8000000ABCDEF)):
+        y = x.copy()
+        y.view(bits)[n - 1] = pattern
+        assert not np.isfinite(y[n - 1])
+        assert _info.any_nonfinite(y, y.itemsize, nt) is True
+
+
+def test_any_nonfinite_rejects_other_itemsizes_and_ragged_lengths():
+    assert _info.any_nonfinite(np.empty(0, np.float32), 4, 2) is False
+    assert _info.any_nonfinite(np.empty((0, 3, 5, 5), np.float32), 4, 2) is False
+    with pytest.raises(ValueError, match="itemsize must be 4 or 8, got 2"):
+        _info.any_nonfinite(np.zeros(4, np.float16), 2, 2)
+    with pytest.raises(ValueError, match="6 bytes are not whole 4-byte values"):
+        _info.any_nonfinite(np.zeros(6, np.uint8), 4, 2)
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        _info.any_nonfinite(np.zeros((4, 4), np.float32)[:, ::2], 4, 2)   # not contiguous
+
+
 def test_copy_bytes_takes_any_contiguous_buffers_and_rejects_other_lengths():
     x = np.arange(3 * 50 * 70, dtype=np.float32).reshape(3, 50, 70)
     y = np.empty((3, 50, 70), np.float32)

@@ -114,7 +114,8 @@ def extract_state_dict(obj, torch, key=None):
 
 
 def to_numpy(state_dict, torch):
-    """OrderedDict name -> ndarray; half/bfloat16 become float32 (nnlite computes in 32/64)."""
+    """OrderedDict name -> ndarray; floats narrower than 32 bits (half, bfloat16, the float8
+    kinds) become float32 (nnlite computes in 32/64); sparse tensors are made dense."""
     out = OrderedDict()
     prefix = "module."
     strip = len(state_dict) > 0 and all(k.startswith(prefix) for k in state_dict)
@@ -126,9 +127,19 @@ def to_numpy(state_dict, torch):
                                "(dequantize before saving)")
         if t.is_complex():
             raise ConvertError(f"{k!r} is complex ({t.dtype}); not supported")
-        if t.dtype in (torch.float16, torch.bfloat16):
+        if t.layout != torch.strided:
+            try:
+                t = t.to_dense()
+            except (RuntimeError, TypeError) as exc:
+                raise ConvertError(f"{k!r}: a {t.layout} tensor that cannot be made dense "
+                                   f"({exc})") from None
+        if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
             t = t.float()
-        out[name] = np.array(t.numpy(), copy=True)
+        try:
+            out[name] = np.array(t.numpy(), copy=True)
+        except (RuntimeError, TypeError) as exc:
+            raise ConvertError(f"{k!r}: dtype {t.dtype} has no NumPy equivalent ({exc})") \
+                from None
     return out
 
 

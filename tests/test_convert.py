@@ -120,6 +120,25 @@ def test_half_precision_becomes_float32(torch_model, tmp_path):
 
 
 @pytest.mark.torch
+def test_float8_and_sparse_tensors_convert(torch_model, tmp_path, capsys):
+    # float8 weights became float32 like half ones, and a sparse tensor dense; both raised a
+    # bare TypeError from Tensor.numpy() (a traceback, no key named)
+    torch, tm = torch_model
+    f8 = getattr(torch, "float8_e4m3fn", None)
+    if f8 is None:
+        pytest.skip("this torch has no float8")
+    sd = tm.state_dict()
+    ck = tmp_path / "f8.pt"
+    torch.save({"0.weight": sd["0.weight"].to(f8), "4.weight": sd["4.weight"].to_sparse(),
+                "0.bias": sd["0.bias"]}, ck)
+    assert convert.main([str(ck), str(tmp_path / "f8.npz")]) == 0, capsys.readouterr().err
+    arrays = nnlite.load(tmp_path / "f8.npz")
+    assert arrays["0.weight"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["0.weight"], sd["0.weight"].to(f8).float().numpy())
+    np.testing.assert_array_equal(arrays["4.weight"], sd["4.weight"].numpy())
+
+
+@pytest.mark.torch
 def test_model_check_reports_mismatch(torch_model, tmp_path, capsys):
     torch, tm = torch_model
     ck = tmp_path / "sd.pt"

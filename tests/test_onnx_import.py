@@ -617,3 +617,16 @@ def test_reshape_rejects_a_float_shape_tensor():
                    .SerializeToString())
     with pytest.raises(TypeError, match="shape input must be int64, got float32"):
         mod(x)
+
+
+def test_resize_nearest_sizes_reads_exact_rows():
+    # torch.onnx.export of F.interpolate(x, size=..., mode="nearest") with a dynamic size:
+    # Resize(asymmetric, floor) with sizes. 100 -> 224: output rows 56, 112, 168 map exactly
+    # to input rows 25, 50, 75; float64 row / (224 / 100) fell just below and read the row
+    # before (ONNX Runtime and torch read the exact row)
+    x = np.arange(100 * 3, dtype=np.float32).reshape(1, 1, 100, 3)
+    node = oh.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest",
+                        coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    model = build([node], [("x", x)], {"sizes": np.array([1, 1, 224, 3], np.int64)}, opset=13)
+    rows = np.arange(224) * 100 // 224
+    check(model, [("x", x)], expected=[x[:, :, rows]], rtol=0, atol=0)

@@ -2,6 +2,8 @@
 (nnlite/onnx/resize_reference.py), over random modes, coordinate modes, nearest modes,
 antialias, exclude_outside, cubic coefficients, scales/sizes, axes and rois. Needs neither
 onnx nor onnxruntime (those oracles run in test_onnx_ops.py and the onnx node suite)."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -49,11 +51,40 @@ def test_resize_matches_naive_reference(seed):
     if roi is not None:
         for i, a in enumerate(axes):
             full_roi[a] = (float(roi[i]), float(roi[len(axes) + i]))
+    if sizes is not None:   # the exact scale size/length (R.resize computes with it)
+        scale = [Fraction(*r) if r else 1.0 for r in (R.size_ratios(shape, sizes, axes).get(a)
+                                                      for a in range(3))]
     ref = resize_reference(x, out_shape, scale, kw["mode"], kw["coordinate_transformation_mode"],
                            kw["nearest_mode"], kw["cubic_coeff_a"], kw["exclude_outside"],
                            kw["extrapolation_value"], kw["antialias"], full_roi)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, err_msg=str(kw))
+
+
+@pytest.mark.parametrize("n_in,n_out", [(57, 126), (100, 224), (14, 18), (126, 57)])
+@pytest.mark.parametrize("ctm,nearest", [("asymmetric", "floor"), ("align_corners", "floor"),
+                                         ("half_pixel", "ceil"), ("asymmetric", "ceil")])
+def test_nearest_with_sizes_reads_the_exact_source_row(n_in, n_out, ctm, nearest):
+    # sizes 57 -> 126: output row 42 maps to 42 * 57 / 126 = 19 exactly (asymmetric), but
+    # float64 42 / (126 / 57) is 18.999999999999996 and 'floor' read row 18 (ONNX Runtime
+    # and F.interpolate read 19); align_corners' last row read the row before the last
+    x = np.arange(n_in, dtype=np.float32).reshape(1, 1, n_in, 1)
+    y = np.arange(n_out)
+    if ctm == "asymmetric":
+        num, den = y * n_in, n_out
+    elif ctm == "align_corners":
+        num, den = y * (n_in - 1), n_out - 1
+    else:   # (y + 0.5) * n_in / n_out - 0.5
+        num, den = (2 * y + 1) * n_in - n_out, 2 * n_out
+    want = -(-num // den) if nearest == "ceil" else num // den
+    want = np.clip(want, 0, n_in - 1)
+    sizes = [1, 1, n_out, 1]
+    got = R.resize(x, sizes=sizes, mode="nearest", coordinate_transformation_mode=ctm,
+                   nearest_mode=nearest)
+    np.testing.assert_array_equal(got.reshape(-1), want)
+    ref = resize_reference(x, (1, 1, n_out, 1), [1.0, 1.0, Fraction(n_out, n_in), 1.0],
+                           "nearest", ctm, nearest)
+    np.testing.assert_array_equal(ref.reshape(-1), want)
 
 
 def test_integer_data_rounds_and_saturates():

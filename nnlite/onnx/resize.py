@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-__all__ = ["resize", "source_coordinates", "axis_taps", "output_shape", "torch_equivalent",
+__all__ = ["resize", "source_coordinates", "size_ratios", "axis_taps", "output_shape",
+           "torch_equivalent",
            "COORDINATE_MODES", "NEAREST_MODES", "MODES", "ASPECT_POLICIES"]
 
 COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
@@ -68,8 +69,51 @@ def output_shape(in_shape, scales=None, sizes=None, axes=None, policy="stretch")
     return tuple(out), scale
 
 
-def source_coordinates(mode, n_out, n_in, scale, roi=(np.float64(0.0), np.float64(1.0))):
-    """Source coordinate of each output position (float64 array) for ``mode``."""
+def size_ratios(in_shape, sizes, axes, policy="stretch"):
+    """{axis: (num, den)}, the scale of each axis of a Resize given ``sizes`` as the exact
+    fraction num/den (``output_shape``'s float scale is its rounding); {} with scales."""
+    if sizes is None:
+        return {}
+    r = len(in_shape)
+    axes = list(range(r)) if axes is None else [int(a) % r for a in axes]
+    ratio = {a: (int(s), int(in_shape[a])) for a, s in zip(axes, sizes) if in_shape[a]}
+    if policy != "stretch" and len(ratio) == len(axes):
+        pick = min if policy == "not_larger" else max
+        chosen = pick(ratio.values(), key=lambda f: f[0] / f[1])
+        ratio = dict.fromkeys(axes, chosen)
+    return ratio
+
+
+def _exact_coordinates(mode, n_out, n_in, num, den):
+    """``source_coordinates`` for scale = num/den exactly (integers): each coordinate is one
+    integer quotient, rounded once, so one that is exactly an integer or a half comes out
+    exactly (42 / (126 / 57) is 18.999999999999996 in float64, 42 * 57 / 126 is 19, and a
+    nearest 'floor' must read input 19, as the formula and ONNX Runtime and PyTorch do)."""
+    y = np.arange(n_out, dtype=np.int64)
+    if mode == "align_corners":   # y * (n_in - 1) / (length - 1), length = num * n_in / den
+        d = num * n_in - den
+        return np.zeros(n_out) if d == 0 else y * ((n_in - 1) * den) / d
+    if mode == "asymmetric":
+        return y * den / num
+    if mode == "pytorch_half_pixel" and num * n_in == den:
+        return np.full(n_out, -0.5)
+    if mode in ("half_pixel", "pytorch_half_pixel"):   # (y + 0.5) / scale - 0.5
+        return ((2 * y + 1) * den - num) / (2 * num)
+    if mode == "half_pixel_symmetric":   # n_in/2 * (1 - n_out/length) + (y + 0.5)/scale - 0.5
+        return ((n_in - 1) * num + (2 * y + 1 - n_out) * den) / (2 * num)
+    if mode == "tf_half_pixel_for_nn":
+        return (2 * y + 1) * den / (2 * num)
+    return None
+
+
+def source_coordinates(mode, n_out, n_in, scale, roi=(np.float64(0.0), np.float64(1.0)),
+                       ratio=None):
+    """Source coordinate of each output position (float64 array) for ``mode``; ``ratio``
+    (num, den): the scale is exactly num/den (given by sizes), so computed exactly."""
+    if ratio is not None and ratio[0] > 0 and ratio[1] > 0:
+        x = _exact_coordinates(mode, n_out, n_in, int(ratio[0]), int(ratio[1]))
+        if x is not None:
+            return x
     y = np.arange(n_out, dtype=np.float64)
     length = scale * n_in            # the un-rounded output length
     if mode == "align_corners":
@@ -177,6 +221,7 @@ def resize(x, scales=None, sizes=None, axes=None, roi=None, mode="nearest",
     r = x.ndim
     axes_n = list(range(r)) if axes is None else [int(a) % r for a in axes]
     shape, scale = output_shape(x.shape, scales, sizes, axes_n, keep_aspect_ratio_policy)
+    ratio = size_ratios(x.shape, sizes, axes_n, keep_aspect_ratio_policy)
     from .ops_ext import check_alloc
 
     check_alloc(shape, np.float64, "Resize")
@@ -202,7 +247,8 @@ def resize(x, scales=None, sizes=None, axes=None, roi=None, mode="nearest",
             shp[a] = n_out
             out = np.zeros(shp)
             continue
-        xs = source_coordinates(coordinate_transformation_mode, n_out, n_in, s, a_roi)
+        xs = source_coordinates(coordinate_transformation_mode, n_out, n_in, s, a_roi,
+                                ratio.get(a))
         idx, w = axis_taps(xs, n_in, s, mode, nearest_mode, cubic_coeff_a, antialias,
                            exclude_outside)
         extrapolate = ((xs < 0) | (xs > n_in - 1)) if crop else None

@@ -6,6 +6,7 @@ combinations. Plain Python scalars throughout; use on small tensors only.
 """
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -13,20 +14,24 @@ __all__ = ["resize_reference"]
 
 
 def _source(mode, i, n_in, n_out, scale, lo, hi):
-    """Source coordinate of output index ``i`` (ONNX's coordinate_transformation_mode)."""
+    """Source coordinate of output index ``i`` (ONNX's coordinate_transformation_mode); exact
+    when ``scale`` is a ``fractions.Fraction`` (a Resize given sizes: size / input length)."""
+    half = 0.5
+    if isinstance(scale, Fraction) and mode != "tf_crop_and_resize":
+        i, half = Fraction(i), Fraction(1, 2)
     length = scale * n_in
     if mode == "half_pixel":
-        return (i + 0.5) / scale - 0.5
+        return (i + half) / scale - half
     if mode == "half_pixel_symmetric":
-        return n_in / 2 * (1 - n_out / length) + (i + 0.5) / scale - 0.5
+        return half * n_in * (1 - n_out / length) + (i + half) / scale - half
     if mode == "pytorch_half_pixel":
-        return -0.5 if length == 1 else (i + 0.5) / scale - 0.5
+        return -half if length == 1 else (i + half) / scale - half
     if mode == "align_corners":
         return 0.0 if length == 1 else i * (n_in - 1) / (length - 1)
     if mode == "asymmetric":
         return i / scale
     if mode == "tf_half_pixel_for_nn":
-        return (i + 0.5) / scale
+        return (i + half) / scale
     if mode == "tf_crop_and_resize":
         if length == 1:
             return (hi - lo) * (n_in - 1) / 2 + lo * (n_in - 1)

@@ -144,3 +144,36 @@ def test_inception_concat_residual_relu6_depthwise_block():
     with torch.no_grad():
         ref = net(torch.from_numpy(x)).numpy()
     compare(data, x, ref)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer_with_dynamic_batch(norm_first):
+    """nn.TransformerEncoderLayer (nn.MultiheadAttention inside) exports a Mod node (a head
+    size check folded from constants); nnlite refused the whole model for it."""
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 16)
+            self.enc = torch.nn.TransformerEncoderLayer(16, 4, dim_feedforward=32,
+                                                        batch_first=True, norm_first=norm_first)
+
+        def forward(self, x):
+            return self.enc(self.proj(x))
+
+    layer = Net().eval()
+    x = np.random.default_rng(2).standard_normal((2, 7, 16)).astype(np.float32)
+    data = export(layer, x, dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
+    assert "Mod" in {n.op_type for n in onnx.load_from_string(data).graph.node}
+    with torch.no_grad():
+        ref = layer(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ort_run(data, x), ref, rtol=1e-4, atol=1e-5)
+    mod = compare(data, x, ref)
+    fast = nnlite.optimize_for_inference(mod)
+    for n in (1, 3):
+        xn = np.random.default_rng(n).standard_normal((n, 7, 16)).astype(np.float32)
+        with torch.no_grad():
+            want = layer(torch.from_numpy(xn)).numpy()
+        np.testing.assert_allclose(fast(xn).data, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fast(xn).data, ort_run(data, xn), rtol=1e-4, atol=1e-5)

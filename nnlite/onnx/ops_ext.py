@@ -209,6 +209,23 @@ def power(node, args, opset):
     return [Tensor(np.asarray(out).astype(xa.dtype))]
 
 
+@register_op("Mod")
+def modulo(node, args, opset):
+    """fmod=0: A - floor(A / B) * B, the divisor's sign (Python's %; for floats defined since
+    opset 28); fmod=1: A - trunc(A / B) * B, the dividend's (C fmod). An integer remainder by
+    0 is 0 (ONNX leaves it undefined)."""
+    a, b = _arr(args[0]), _arr(args[1])
+    fmod = int(node.attrs.get("fmod", 0))
+    check_broadcast("Mod", a.dtype, a, b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"Mod: operand dtypes differ ({a.dtype} and {b.dtype})")
+    if fmod not in (0, 1):
+        raise ValueError(f"Mod: fmod must be 0 or 1, got {fmod}")
+    with np.errstate(all="ignore"):
+        y = np.fmod(a, b) if fmod else np.mod(a, b)
+    return [Tensor(np.asarray(y, dtype=a.dtype))]
+
+
 def _float_or_np(method, np_fn):
     def run(node, args, opset):
         x = args[0]

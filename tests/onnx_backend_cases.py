@@ -12,6 +12,7 @@ Mish Erf ThresholdedRelu
 Add Sub Mul Div Pow Mod Sqrt Reciprocal Neg Abs Exp Log Floor Ceil Round Sign Min Max Sum Mean
 Where Equal Greater GreaterOrEqual Less LessOrEqual Not And Or Clip Cast CastLike
 Shape Size Reshape Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather GatherElements
+GatherND
 Expand Tile ConstantOfShape Constant Range Identity Dropout ArgMax ArgMin TopK
 ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL2 ReduceL1 ReduceSumSquare
 ReduceLogSumExp

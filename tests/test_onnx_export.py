@@ -1,5 +1,6 @@
 """PyTorch-exported ONNX models (GoogLeNet, ResNet-50, MobileNetV2 and small graphs) imported by
 nnlite and compared with ONNX Runtime and PyTorch (skipped without torch/onnx/onnxruntime)."""
+import contextlib
 import io
 import warnings
 
@@ -177,3 +178,33 @@ def test_transformer_encoder_layer_with_dynamic_batch(norm_first):
             want = layer(torch.from_numpy(xn)).numpy()
         np.testing.assert_allclose(fast(xn).data, want, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(fast(xn).data, ort_run(data, xn), rtol=1e-4, atol=1e-5)
+
+
+def test_dynamo_export_adaptive_pool_and_indexing_use_gather_nd():
+    """The dynamo exporter (needs onnxscript) writes AdaptiveAvgPool2d to sizes that do not
+    divide the input, and x[:, :, rows], as GatherND; nnlite refused those models."""
+    pytest.importorskip("onnxscript")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+            self.pool = torch.nn.AdaptiveAvgPool2d((3, 4))
+
+        def forward(self, x):
+            y = self.pool(torch.relu(self.conv(x)))
+            return y[:, :, torch.tensor([2, 0, 2])] * 2
+
+    net = Net().eval()
+    x = np.random.default_rng(3).standard_normal((2, 3, 10, 11)).astype(np.float32)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.from_numpy(x),), buf, dynamo=True, opset_version=18,
+                          input_names=["input"], output_names=["output"])
+    data = buf.getvalue()
+    assert "GatherND" in {n.op_type for n in onnx.load_from_string(data).graph.node}
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ort_run(data, x), ref, rtol=1e-5, atol=1e-6)
+    compare(data, x, ref)

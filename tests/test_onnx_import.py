@@ -630,3 +630,23 @@ def test_resize_nearest_sizes_reads_exact_rows():
     model = build([node], [("x", x)], {"sizes": np.array([1, 1, 224, 3], np.int64)}, opset=13)
     rows = np.arange(224) * 100 // 224
     check(model, [("x", x)], expected=[x[:, :, rows]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("batch_dims", [0, 1])
+def test_gather_nd(batch_dims):
+    # torch.onnx's dynamo exporter writes advanced indexing (x[:, :, rows, cols], adaptive
+    # pools to sizes that do not divide the input, 1-D interpolate) as GatherND
+    x = rand(2, 3, 5, 4)
+    if batch_dims == 0:
+        idx = np.array([[[1, 2, -1], [0, 0, 3]], [[1, -3, 0], [0, 2, 2]]], np.int64)
+    else:
+        idx = np.array([[[2, 1], [-1, 0], [1, 3]], [[0, 0], [1, 2], [2, -4]]], np.int64)
+    node = oh.make_node("GatherND", ["x", "i"], ["y"], batch_dims=batch_dims)
+    model = build([node], [("x", x)], {"i": idx}, opset=13)
+    check(model, [("x", x)], ort=True)
+    model_in = build([node], [("x", x), ("i", idx)], opset=13)
+    check(model_in, [("x", x), ("i", idx)], ort=True)
+    bad = idx.copy()
+    bad[0, 0, 0] = 7
+    with pytest.raises(ValueError, match="out of range"):
+        nxo.load(model_in.SerializeToString())(x, bad)

@@ -452,6 +452,36 @@ def gather_elements(node, args, opset):
     return [Tensor(np.take_along_axis(x, idx.astype(np.int64), axis=axis))]
 
 
+@register_op("GatherND")
+def gather_nd(node, args, opset):
+    """out[b..., i...] = data[b..., *indices[b..., i..., :]]: the last axis of ``indices``
+    (length k) indexes data's k axes after the ``batch_dims`` leading ones that both share
+    (the form torch.onnx's dynamo exporter gives advanced indexing, x[:, :, rows, cols])."""
+    x, idx = _arr(args[0]), np.asarray(_arr(args[1]))
+    b = int(node.attrs.get("batch_dims", 0))
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{node.label()}: indices must be integers, got {idx.dtype}")
+    if idx.ndim < 1 or not 0 <= b < min(x.ndim, idx.ndim):
+        raise ValueError(f"{node.label()}: batch_dims={b} for data of rank {x.ndim} and "
+                         f"indices of rank {idx.ndim}")
+    k = idx.shape[-1]
+    if x.shape[:b] != idx.shape[:b] or not 1 <= k <= x.ndim - b:
+        raise ValueError(f"{node.label()}: indices of shape {idx.shape} do not fit data of shape "
+                         f"{x.shape} with batch_dims={b}")
+    dims = np.asarray(x.shape[b:b + k], np.int64)
+    idx = idx.astype(np.int64)
+    if idx.size and ((idx < -dims).any() or (idx >= dims).any()):
+        raise ValueError(f"{node.label()}: indices out of range for the axes of sizes "
+                         f"{tuple(int(d) for d in dims)}")
+    idx = np.where(idx < 0, idx + dims, idx)
+    lead = int(np.prod(x.shape[:b], dtype=np.int64))
+    flat = idx.reshape(lead, -1, k)
+    data = x.reshape((lead,) + x.shape[b:])
+    picked = data[(np.arange(lead)[:, None],) + tuple(flat[..., j] for j in range(k))]
+    return [Tensor(np.ascontiguousarray(
+        picked.reshape(x.shape[:b] + idx.shape[b:-1] + x.shape[b + k:])))]
+
+
 @register_op("Expand")
 def expand(node, args, opset):
     x = args[0]

@@ -65,7 +65,11 @@ def output_shape(in_shape, scales=None, sizes=None, axes=None, policy="stretch")
             raise ValueError(f"Resize: scales {scales} must be positive and finite")
         for a, s in zip(axes, scales):
             scale[a] = s
-            out[a] = int(s * in_shape[a])
+            # floor(length * scale) as ONNX Runtime computes it, in float32 (the scales'
+            # type): float32(3.3) * 10 rounds to 33, where the float64 product 32.9999995
+            # floors to 32, one row short of the shape torch.onnx.export declares for
+            # F.interpolate(scale_factor=3.3)
+            out[a] = int(np.float32(s) * np.float32(in_shape[a]))
     return tuple(out), scale
 
 

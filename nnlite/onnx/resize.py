@@ -295,5 +295,8 @@ def torch_equivalent(rank, axes, scales, sizes, roi, mode, ctm, nearest_mode, cu
         sf = tuple(float(v) for v in vals)
         if any(int(s * n) < 1 for s, n in zip(sf, in_shape[2:])):
             return None
+        if any(int(s * n) != int(np.float32(s) * np.float32(n))
+               for s, n in zip(sf, in_shape[2:])):
+            return None   # F.interpolate's float64 length would be one short: output_shape
         return dict(scale_factor=sf, mode=tmode, align_corners=False)
     return None

@@ -158,6 +158,8 @@ def test_plan_run_releases_the_hold(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not _config.cython_built()
                     or not _info.openmp_enabled() or len(os.sched_getaffinity(0)) < 2,
                     reason="steering workers is Linux's sched_setaffinity, on 2+ CPUs")
+@pytest.mark.skipif(os.environ.get("OMP_WAIT_POLICY", "")[:1] in ("p", "P"),
+                    reason="OMP_WAIT_POLICY=passive: the pool never holds or steers its workers")
 def test_a_held_run_keeps_workers_off_the_callers_cpu():
     # while held, the workers may run on every CPU of the caller's mask but the caller's own
     # (a woken thread would otherwise queue on the caller's CPU); after, the whole mask again

@@ -518,7 +518,7 @@ class ConvKernel(Kernel):
             raise ValueError(f"the residual operand ({tuple(r.shape)}, {r.dtype}) must have the "
                              f"conv output's shape and dtype ({tuple(y.shape)}, {y.dtype})")
         if self.algorithm != "im2col" and _unit_w(x, y):
-            return self._bind_convfast(x, y, r, work, scratch)
+            return self._bind_convfast(x, y, r, scratch, work)
         if self.maps and _unit_w(y):
             return self._bind_maps(x, y, r, self._bind_im2col(x, y, r, scratch))
         return self._bind_im2col(x, y, r, scratch)
@@ -679,7 +679,7 @@ class ConvKernel(Kernel):
             return out
         return mm
 
-    def _bind_convfast(self, x, y, r, work=None, scratch=None):
+    def _bind_convfast(self, x, y, r, scratch, work=None):
         """F.conv2d's direct depthwise kernel or implicit GEMM, or Winograd F(4x4, 3x3) (F(2x2,
         3x3) for few tiles: ``_algorithms.winograd_tile``) on the weights transformed once and
         its work memory in ``work`` (None: its own per call), with bias, residual (beta = 1 on

@@ -48,15 +48,10 @@ def output_shape(in_shape, scales=None, sizes=None, axes=None, policy="stretch")
             raise ValueError(f"Resize: sizes {sizes} must have {len(axes)} entries")
         if any(s < 0 for s in sizes):
             raise ValueError(f"Resize: sizes {sizes} must not be negative")
+        ratio = size_ratios(in_shape, sizes, axes, policy)
         for a, s in zip(axes, sizes):
-            scale[a] = s / in_shape[a] if in_shape[a] else 1.0
-            out[a] = s
-        if policy != "stretch":
-            pick = min if policy == "not_larger" else max
-            s = pick(scale[a] for a in axes)
-            for a in axes:
-                scale[a] = s
-                out[a] = int(s * in_shape[a] + 0.5)
+            scale[a] = ratio[a][0] / ratio[a][1]
+            out[a] = s if policy == "stretch" else int(scale[a] * in_shape[a] + 0.5)
     else:
         scales = [float(s) for s in scales]
         if len(scales) != len(axes):
@@ -75,16 +70,18 @@ def output_shape(in_shape, scales=None, sizes=None, axes=None, policy="stretch")
 
 def size_ratios(in_shape, sizes, axes, policy="stretch"):
     """{axis: (num, den)}, the scale of each axis of a Resize given ``sizes`` as the exact
-    fraction num/den (``output_shape``'s float scale is its rounding); {} with scales."""
+    fraction num/den, size/input (1/1 for an empty input axis), unified over ``axes`` by
+    ``policy`` ('not_larger' the smallest, 'not_smaller' the largest); ``output_shape``'s float
+    scale is its rounding. {} with scales."""
     if sizes is None:
         return {}
     r = len(in_shape)
     axes = list(range(r)) if axes is None else [int(a) % r for a in axes]
-    ratio = {a: (int(s), int(in_shape[a])) for a, s in zip(axes, sizes) if in_shape[a]}
-    if policy != "stretch" and len(ratio) == len(axes):
+    ratio = {a: (int(s), int(in_shape[a])) if in_shape[a] else (1, 1)
+             for a, s in zip(axes, sizes)}
+    if policy != "stretch":
         pick = min if policy == "not_larger" else max
-        chosen = pick(ratio.values(), key=lambda f: f[0] / f[1])
-        ratio = dict.fromkeys(axes, chosen)
+        ratio = dict.fromkeys(axes, pick(ratio.values(), key=lambda f: f[0] / f[1]))
     return ratio
 
 

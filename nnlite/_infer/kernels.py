@@ -1275,6 +1275,7 @@ class GemmKernel(Kernel):
 
     def __init__(self, attrs, c, act, n_inputs, b_const=False):
         self.alpha = float(attrs.get("alpha", 1.0))
+        self.act = attrs.get("activation")
         self.beta = float(attrs.get("beta", 1.0))
         self.ta, self.tb = bool(int(attrs.get("transA", 0))), bool(int(attrs.get("transB", 0)))
         self.act = act
@@ -1338,10 +1339,185 @@ class GemmKernel(Kernel):
         return run
 
 
+# a MatMul that reads its operands through views of other values and/or writes its output
+# through a transposed view, with a scale and a bias vector fused (``passes._fuse_matmuls``):
+# attrs "view_a", "view_b" (view steps, ``operand_view``), "out_perm" (the Transpose it writes
+# for), "alpha", "activation"; inputs (a, b[, bias])
+MATMUL_OP = "nnlite.MatMul"
+
+
+def view_layout(shape, steps):
+    """(shape, element strides) of ``operand_view`` applied to a C-contiguous array of
+    ``shape``, or None where a step would need a copy (a reshape across axes that no longer
+    follow on in memory). Steps: ("T", perm) a transpose, ("S", axis, start, stop) a slice,
+    ("R", shape) a reshape."""
+    shape = tuple(int(d) for d in shape)
+    strides = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    strides = tuple(strides)
+    for step in steps:
+        if step[0] == "T":
+            shape = tuple(shape[p] for p in step[1])
+            strides = tuple(strides[p] for p in step[1])
+        elif step[0] == "S":
+            axis, start, stop = step[1:]
+            shape = shape[:axis] + (stop - start,) + shape[axis + 1:]
+        else:
+            strides = _reshaped_strides(shape, strides, tuple(step[1]))
+            if strides is None:
+                return None
+            shape = tuple(step[1])
+    return shape, strides
+
+
+def _reshaped_strides(shape, strides, new):
+    """The strides of ``new`` over the same elements as (shape, strides) without a copy, or
+    None. Size-1 axes carry no stride; the others are matched in groups of equal products,
+    each group's old axes following on in memory."""
+    if int(np.prod(new, dtype=np.int64)) != int(np.prod(shape, dtype=np.int64)):
+        return None
+    if 0 in new:
+        return tuple(0 for _ in new)
+    old = [(d, s) for d, s in zip(shape, strides) if d != 1]
+    out, i = [], 0
+    dims = [d for d in new if d != 1]
+    j = 0
+    while j < len(dims):
+        # one group: old axes i..i2 and new axes j..j2 of the same product
+        po, pn, i2, j2 = old[i][0], dims[j], i + 1, j + 1
+        while po != pn:
+            if po < pn:
+                po *= old[i2][0]
+                i2 += 1
+            else:
+                pn *= dims[j2]
+                j2 += 1
+        for k in range(i, i2 - 1):
+            if old[k][1] != old[k + 1][1] * old[k + 1][0]:
+                return None
+        st = old[i2 - 1][1]
+        group = []
+        for d in reversed(dims[j:j2]):
+            group.append(st)
+            st *= d
+        out += group[::-1]
+        i, j = i2, j2
+    it = iter(out)
+    return tuple(0 if d == 1 else next(it) for d in new)
+
+
+def operand_view(a, steps):
+    """``a`` through the view steps of ``view_layout`` (transposes, slices, reshapes), a view
+    of it (a step that would copy raises RuntimeError: ``view_layout`` said it would not)."""
+    for step in steps:
+        if step[0] == "T":
+            a = a.transpose(step[1])
+        elif step[0] == "S":
+            axis, start, stop = step[1:]
+            a = a[(slice(None),) * axis + (slice(start, stop),)]
+        else:
+            a = _view(a, tuple(step[1]))
+    return a
+
+
+def _batch_rows(arr, lead):
+    """``arr`` (..., R, C) broadcast over the leading shape ``lead`` as a 3-D view (B, R, C)
+    with one batch stride (0 where it serves every item), or None where its leading axes do
+    not merge into one stride."""
+    full = lead + arr.shape[-2:]
+    if arr.shape != full:
+        arr = np.broadcast_to(arr, full)
+    st = [s for d, s in zip(lead, arr.strides) if d != 1]
+    dims = [d for d in lead if d != 1]
+    for k in range(len(dims) - 1):
+        if st[k] != st[k + 1] * dims[k + 1]:
+            return None
+    nb = int(np.prod(lead, dtype=np.int64))
+    bs = st[-1] if st else 0
+    return np.lib.stride_tricks.as_strided(arr, (nb,) + arr.shape[-2:],
+                                           (bs,) + arr.strides[-2:],
+                                           writeable=arr.flags.writeable)
+
+
 class MatMulKernel(Kernel):
+    """y = act(alpha * a @ b + bias) (ONNX MatMul; ``MATMUL_OP`` adds the fused views, scale,
+    bias vector along the last axis and activation) by nnlite's GEMM where the operands, as 3-D views with one
+    batch stride each (broadcast items stride 0), allow it, a constant 2-D ``b`` packed once;
+    else NumPy's matmul on the same views. Rank-1 operands and other dtypes: NumPy."""
+
+    def __init__(self, attrs=None, b_const=None, bias=None):
+        attrs = attrs or {}
+        self.view_a, self.view_b = attrs.get("view_a", ()), attrs.get("view_b", ())
+        self.out_perm = attrs.get("out_perm")
+        self.alpha = float(attrs.get("alpha", 1.0))
+        self.act = attrs.get("activation")
+        self.bias = None if bias is None else np.ascontiguousarray(bias).reshape(1, -1)
+        self.b_const, self._b_packed, self._pack_lock = b_const, None, threading.Lock()
+
+    def _packed_b(self, b):
+        with self._pack_lock:
+            if self._b_packed is None:
+                self._b_packed = _pack(np.ascontiguousarray(b), "b")
+            return self._b_packed
+
     def _bind(self, ins, outs, scratch):
-        a, b, y = ins[0], ins[1], outs[0]
-        return lambda: np.matmul(a, b, out=y)
+        a, b = operand_view(ins[0], self.view_a), operand_view(ins[1], self.view_b)
+        y = outs[0]
+        if self.out_perm is not None:
+            y = y.transpose(np.argsort(self.out_perm))
+        alpha, bias, act = self.alpha, self.bias, self.act
+        gemm = self._gemm_call(a, b, y)
+        if gemm is not None:
+            return gemm
+
+        def run():
+            np.matmul(a, b, out=y)
+            if alpha != 1.0:
+                np.multiply(y, y.dtype.type(alpha), out=y)
+            if bias is not None:
+                np.add(y, bias[0], out=y)
+            _activate(y, act)
+        return run
+
+    def _gemm_call(self, a, b, y):
+        """The bound GEMM call, or None where the views do not fit it."""
+        dt = y.dtype
+        if (_gemm_ext is None or dt not in _ITEM or a.dtype != dt or b.dtype != dt
+                or a.ndim < 2 or b.ndim < 2 or y.strides[-1] != dt.itemsize
+                or np.shares_memory(a, y) or np.shares_memory(b, y)):
+            return None
+        lead = y.shape[:-2]
+        if b.ndim == 2 and a.flags.c_contiguous and y.flags.c_contiguous:
+            # (..., M, K) @ (K, N): every row of every item in one product
+            rows = int(np.prod(y.shape[:-1], dtype=np.int64))
+            a3, b3 = a.reshape(1, rows, a.shape[-1]), b[None]
+            y3 = y.reshape(1, rows, y.shape[-1])
+        else:
+            a3, b3, y3 = _batch_rows(a, lead), _batch_rows(b, lead), _batch_rows(y, lead)
+            if a3 is None or b3 is None or y3 is None:
+                return None
+            if a3.strides[0] == 0 and a3.shape[0] > 1:
+                a3 = a3[:1]
+            if b3.strides[0] == 0 and b3.shape[0] > 1:
+                b3 = b3[:1]
+        fn = specialized(_gemm_ext.gemm_strided, dt)
+        alpha, bias, act = self.alpha, self.bias, _ACT_CODES[self.act]
+        kind = 0 if bias is None else 2
+        packed = None
+        if (self.b_const is not None and b.ndim == 2 and not self.view_b and y3.size
+                and a.shape[-1] and _gemm_ext.work_units(
+                    _family(), dt.itemsize, 1, y3.shape[1], y3.shape[2], a.shape[-1], 1)["mu"]):
+            # the weights of a linear layer, packed once (a product of a few rows reads them
+            # unpacked: work_units' mu = 0)
+            packed = self._packed_b(b)
+
+        def run():
+            family, bpk = _family(), None
+            if packed is not None and packed.isa == family:
+                bpk = packed.data
+            fn(a3, b3, y3, alpha, 0.0, bias, kind, act, get_num_threads(), family, None, bpk)
+        return run
 
 
 # ------------------------------------------------------------------------------ data movement
@@ -1564,9 +1740,10 @@ def _gemm_kernel(node, in_metas, consts, opset):
                       b_const=len(consts) > 1 and consts[1] is not None)
 
 
-@KERNELS.register("MatMul")
+@KERNELS.register("MatMul", MATMUL_OP)
 def _matmul_kernel(node, in_metas, consts, opset):
-    return MatMulKernel()
+    bias = consts[2] if len(consts) > 2 else None
+    return MatMulKernel(node.attrs, consts[1], bias)
 
 
 @KERNELS.register("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")

@@ -38,13 +38,13 @@ import numpy as np
 
 from .dryrun import Meta
 from ..onnx import geometry as G
-from .kernels import (CONV_POOL_OP, FUSABLE, IR_INPUTS, IR_OP, SPLIT_OP, ConvKernel,
-                      conv_inputs, conv_pool_fusable, inverted_residual_available,
-                      is_head_conv)
+from .kernels import (CONV_POOL_OP, FUSABLE, IR_INPUTS, IR_OP, MATMUL_OP, SPLIT_OP,
+                      ConvKernel, conv_inputs, conv_pool_fusable, inverted_residual_available,
+                      is_head_conv, view_layout)
 from .kernels import with_conv_inputs
 
 __all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS",
-           "FUSE_POOLS", "MERGE_SIBLINGS", "SPLIT_OP"]
+           "FUSE_POOLS", "FUSE_MATMULS", "MERGE_SIBLINGS", "SPLIT_OP"]
 
 # fuse MobileNetV2's inverted residuals into one kernel (False: the three convs run unfused,
 # for comparisons)
@@ -58,6 +58,9 @@ MERGE_SIBLINGS = True
 # run an image model's first conv and the max pool that alone reads its output as one kernel
 # (``_fuse_conv_pools``; False: two steps, for comparisons)
 FUSE_POOLS = True
+# fold scales, bias vectors, transposes and split outputs into MatMuls (``_fuse_matmuls``;
+# False: each runs as its own step, for comparisons)
+FUSE_MATMULS = True
 
 
 class Folded:
@@ -540,6 +543,178 @@ def _merge_siblings(nodes, outputs, consts, metas, folded):
     return out
 
 
+_MATMUL_VIEW_OPS = ("Transpose", "Split", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _view_step(p, v, metas):
+    """The view step (``kernels.view_layout``) that turns node ``p``'s input 0 into its output
+    ``v``."""
+    if p.op == "Transpose":
+        nd = len(metas[p.inputs[0]].shape)
+        return ("T", tuple(int(q) % nd for q in p.attrs.get("perm", range(nd)[::-1])))
+    if p.op == "Split":
+        nd = len(metas[p.inputs[0]].shape)
+        axis = int(p.attrs.get("axis", 0)) % nd
+        k = p.outputs.index(v)
+        start = sum(metas[o].shape[axis] for o in p.outputs[:k])
+        return ("S", axis, start, start + metas[v].shape[axis])
+    return ("R", tuple(metas[v].shape))
+
+
+def _operand_chain(v, prod, cons, outputs, metas):
+    """(source, steps): the longest chain of transposes, split outputs and reshapes ending in
+    MatMul operand ``v``, each value read by nothing else, that ``operand_view`` can replay
+    as a view of ``source``; (v, ()) when it holds no transpose or slice (reshapes alias
+    anyway)."""
+    chain = []
+    while (v in prod and prod[v].op in _MATMUL_VIEW_OPS and v not in outputs
+           and len(cons.get(v, ())) == 1 and prod[v].inputs[0]
+           and metas[prod[v].inputs[0]].dtype == metas[v].dtype):
+        chain.append((prod[v].inputs[0], _view_step(prod[v], v, metas)))
+        v = prod[v].inputs[0]
+    while chain:
+        src = chain[-1][0]
+        steps = tuple(step for _, step in reversed(chain))
+        if (any(step[0] != "R" for step in steps)
+                and view_layout(metas[src].shape, steps) is not None):
+            return src, steps
+        chain.pop()
+    return None, ()
+
+
+def _sole_reader(v, op, cons, outputs):
+    users = cons.get(v, ())
+    if v in outputs or len(users) != 1 or users[0].op != op:
+        return None
+    return users[0]
+
+
+def _fuse_matmuls(nodes, outputs, consts, metas):
+    """MatMul (float operands of rank >= 2) absorbs what its GEMM can do on the way
+    (``kernels.MATMUL_OP``): a scale (Mul by a constant scalar) and then a bias (Add of a
+    constant vector along the last axis, with the activation fused into that Add) after it; a Transpose after them that keeps the last
+    axis (the product writes the transposed buffer through a view); the transposes, split
+    outputs and reshapes its operands come through (read as views of their source). Each
+    absorbed value must be read by nothing else. An attention block exported from PyTorch
+    (q/k/v split out of one projection, k transposed, heads merged back) then runs without
+    copies."""
+    prod, cons = _producers(nodes), consumers(nodes)
+    out, absorbed = [], set()
+    for n in nodes:
+        if (n.op != "MatMul" or len(n.inputs) != 2
+                or any(len(metas[v].shape) < 2 or np.dtype(metas[v].dtype).kind != "f"
+                       for v in n.inputs)):
+            out.append(n)
+            continue
+        attrs, y = {}, n.outputs[0]
+        dt, ymeta = np.dtype(metas[y].dtype), metas[y]
+        bias_name = None
+        u = _sole_reader(y, "Mul", cons, outputs)
+        if u is not None:
+            c = _other_const(u, y, consts)
+            if (c is not None and c.size == 1 and c.dtype == dt and metas[u.outputs[0]] == ymeta
+                    and c.ndim <= len(ymeta.shape)):
+                attrs["alpha"], y = float(c.reshape(())), u.outputs[0]
+                absorbed.add(id(u))
+        u = _sole_reader(y, "Add", cons, outputs)
+        if u is not None:
+            c = _other_const(u, y, consts)
+            cols = ymeta.shape[-1]
+            if (c is not None and c.dtype == dt and metas[u.outputs[0]] == ymeta
+                    and c.ndim <= len(ymeta.shape) and c.size in (1, cols)
+                    and (c.size == 1 or c.shape[-1] == cols)):
+                bias_name = _fresh(consts, metas, f"{u.outputs[0]}:bias")
+                consts[bias_name] = np.broadcast_to(c.reshape(-1), (cols,)).copy()
+                metas[bias_name] = Meta((cols,), dt)
+                y = u.outputs[0]
+                absorbed.add(id(u))
+                if u.attrs.get("activation"):    # a ReLU fused into the Add before
+                    attrs["activation"] = u.attrs["activation"]
+        u = _sole_reader(y, "Transpose", cons, outputs)
+        if u is not None:
+            nd = len(ymeta.shape)
+            perm = tuple(int(q) % nd for q in u.attrs.get("perm", range(nd)[::-1]))
+            if perm[-1] == nd - 1:
+                attrs["out_perm"], y = perm, u.outputs[0]
+                absorbed.add(id(u))
+        ins = list(n.inputs)
+        for i, key in ((0, "view_a"), (1, "view_b")):
+            src, steps = _operand_chain(ins[i], prod, cons, outputs, metas)
+            if steps:
+                ins[i], attrs[key] = src, steps
+        if not attrs and bias_name is None:
+            out.append(n)
+            continue
+        if bias_name is not None:
+            ins.append(bias_name)
+        out.append(type(n)(MATMUL_OP, tuple(ins), (y,), attrs, n.name))
+        prod[y] = out[-1]      # a later operand chain stops here, not at an absorbed node
+    return [n for n in out if id(n) not in absorbed]
+
+
+def _const_near(u, v, consts, value):
+    """Node ``u`` combines ``v`` with a constant scalar within float32 rounding of ``value``."""
+    c = _other_const(u, v, consts)
+    return (c is not None and c.size == 1 and c.dtype.kind == "f"
+            and abs(float(c.reshape(())) - value) <= 1e-6 * abs(value))
+
+
+def _fuse_gelus(nodes, outputs, consts, metas):
+    """x * 0.5 * (1 + Erf(x / sqrt 2)) in any of the spellings exporters write (Div by sqrt 2
+    or Mul by 1/sqrt 2; the three products in any order) becomes one ``Gelu`` node (ONNX
+    opset 20's op, approximate 'none'): one pass instead of five, and Phi computed without the
+    cancellation of 1 + erf for x << 0. Every intermediate must be read by nothing else."""
+    prod, cons = _producers(nodes), consumers(nodes)
+    fused, drop = {}, set()
+    for n in nodes:
+        if n.op != "Erf" or n.inputs[0] not in prod:
+            continue
+        pre = prod[n.inputs[0]]
+        x = pre.inputs[0] if pre.inputs else None
+        if not (x and len(pre.inputs) == 2 and _sole_reader(pre.outputs[0], "Erf", cons, outputs)
+                and ((pre.op == "Div" and pre.inputs[0] == x
+                      and _const_near(pre, x, consts, 2 ** 0.5))
+                     or (pre.op == "Mul" and _const_near(pre, x, consts, 2 ** -0.5)))):
+            continue
+        x = pre.inputs[0] if pre.inputs[1] in consts else pre.inputs[1]
+        add = _sole_reader(n.outputs[0], "Add", cons, outputs)
+        if add is None or not _const_near(add, n.outputs[0], consts, 1.0):
+            continue
+        # the three factors x, (1 + erf) and 0.5 in two Muls: which pair comes first
+        first = _sole_reader(add.outputs[0], "Mul", cons, outputs)
+        chain = None
+        if first is not None and x in first.inputs:                   # (x * a) * 0.5
+            last = _sole_reader(first.outputs[0], "Mul", cons, outputs)
+            if last is not None and _const_near(last, first.outputs[0], consts, 0.5):
+                chain = (first, last)
+        elif first is not None and _const_near(first, add.outputs[0], consts, 0.5):
+            last = _sole_reader(first.outputs[0], "Mul", cons, outputs)   # x * (a * 0.5)
+            if last is not None and x in last.inputs:
+                chain = (first, last)
+        if chain is None:                                              # (x * 0.5) * a
+            half = [u for u in cons.get(x, ()) if u.op == "Mul"
+                    and _const_near(u, x, consts, 0.5) and u.outputs[0] not in outputs]
+            last = None if first is None or not half else first
+            if last is not None and half[0].outputs[0] in last.inputs and \
+                    len(cons.get(half[0].outputs[0], ())) == 1:
+                chain = (half[0], last)
+        if chain is None or metas[chain[1].outputs[0]] != metas[x] or \
+                np.dtype(metas[x].dtype).kind != "f":
+            continue
+        y = chain[1].outputs[0]
+        fused[id(chain[1])] = type(n)("Gelu", (x,), (y,), {"approximate": "none"}, n.name)
+        drop.update({id(pre), id(n), id(add), id(chain[0])})
+    return [fused.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
+def _other_const(u, v, consts):
+    """The constant array node ``u`` (two inputs) combines with value ``v``, or None."""
+    if len(u.inputs) != 2 or v not in u.inputs:
+        return None
+    other = u.inputs[1] if u.inputs[0] == v else u.inputs[0]
+    return np.asarray(consts[other]) if other in consts else None
+
+
 def canonicalize(nodes, outputs, consts, metas):
     """The rewrites that need shapes before ``simplify`` (see the module doc). The BatchNorm's
     new scale and bias are computed in float64, then cast to its parameters' dtype."""
@@ -615,4 +790,7 @@ def simplify(nodes, outputs, consts, metas, opset, folded):
         nodes = _fuse_conv_pools(nodes, outputs, consts, metas)
     if MERGE_SIBLINGS:
         nodes = _merge_siblings(nodes, outputs, consts, metas, folded)
+    if FUSE_MATMULS:
+        nodes = _fuse_matmuls(nodes, outputs, consts, metas)
+        nodes = _fuse_gelus(nodes, outputs, consts, metas)
     return _dce(nodes, outputs), outputs

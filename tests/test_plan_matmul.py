@@ -244,6 +244,29 @@ def test_values_read_elsewhere_are_not_absorbed():
     assert attrs == [{"alpha": 0.5}], attrs     # the Mul, read by nothing else, still joins
 
 
+@pytest.mark.parametrize("ia,ib", [(0, 1), (2, -1), (-3, 1)])
+def test_gathered_operands_are_views(ia, ib):
+    # nn.MultiheadAttention's export picks q, k, v out of one tensor by Gather(scalar index)
+    inits = {"ia": np.array(ia, np.int64), "ib": np.array(ib, np.int64),
+             "i2": np.array([0], np.int64)}
+    nodes = [oh.make_node("Gather", ["x", "ia"], ["a"], axis=0),
+             oh.make_node("Gather", ["x", "ib"], ["b0"], axis=0),
+             oh.make_node("Transpose", ["b0"], ["b"], perm=[0, 2, 1]),
+             oh.make_node("MatMul", ["a", "b"], ["y"]),
+             # a gather by an index array is no view: it stays
+             oh.make_node("Gather", ["x", "i2"], ["c"], axis=0),
+             oh.make_node("Transpose", ["c"], ["ct"], perm=[0, 1, 3, 2]),
+             oh.make_node("MatMul", ["ct", "c"], ["y2"])]
+    plan = run_all(make_model(nodes, [("x", (3, 4, 5, 6))], inits, outputs=("y", "y2")),
+                   [("x", rand(3, 4, 5, 6))])
+    a0 = ia % 3
+    b0 = ib % 3
+    attrs = matmul_attrs(plan)
+    assert attrs[0] == {"view_a": (("S", 0, a0, a0 + 1), ("R", (4, 5, 6))),
+                        "view_b": (("S", 0, b0, b0 + 1), ("R", (4, 5, 6)), ("T", (0, 2, 1)))}
+    assert ops(plan).count("Gather") == 1 and attrs[1] == {"view_a": (("T", (0, 1, 3, 2)),)}
+
+
 @pytest.mark.parametrize("a_shape,b_shape", [
     ((3, 4, 5, 6), (6, 7)),          # rows of every item in one product, constant b packed
     ((2, 1, 5, 6), (3, 6, 7)),       # a broadcast over b's items

@@ -543,12 +543,28 @@ def _merge_siblings(nodes, outputs, consts, metas, folded):
     return out
 
 
-_MATMUL_VIEW_OPS = ("Transpose", "Split", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+_MATMUL_VIEW_OPS = ("Transpose", "Split", "Gather", "Reshape", "Flatten", "Squeeze",
+                    "Unsqueeze")
+
+
+def _view_steps(p, v, metas, consts):
+    """The view steps (``kernels.view_layout``) that turn node ``p``'s input 0 into its output
+    ``v``, or None (a Gather of anything but one constant index)."""
+    if p.op == "Gather":
+        idx = consts.get(p.inputs[1]) if len(p.inputs) > 1 else None
+        if idx is None or np.ndim(idx) != 0 or np.asarray(idx).dtype.kind not in "iu":
+            return None
+        shape = metas[p.inputs[0]].shape
+        axis = int(p.attrs.get("axis", 0)) % len(shape)
+        i = int(idx)
+        if not -shape[axis] <= i < shape[axis]:
+            return None
+        i %= shape[axis]
+        return (("S", axis, i, i + 1), ("R", tuple(metas[v].shape)))
+    return (_view_step(p, v, metas),)
 
 
 def _view_step(p, v, metas):
-    """The view step (``kernels.view_layout``) that turns node ``p``'s input 0 into its output
-    ``v``."""
     if p.op == "Transpose":
         nd = len(metas[p.inputs[0]].shape)
         return ("T", tuple(int(q) % nd for q in p.attrs.get("perm", range(nd)[::-1])))
@@ -561,20 +577,23 @@ def _view_step(p, v, metas):
     return ("R", tuple(metas[v].shape))
 
 
-def _operand_chain(v, prod, cons, outputs, metas):
-    """(source, steps): the longest chain of transposes, split outputs and reshapes ending in
-    MatMul operand ``v``, each value read by nothing else, that ``operand_view`` can replay
-    as a view of ``source``; (v, ()) when it holds no transpose or slice (reshapes alias
-    anyway)."""
+def _operand_chain(v, prod, cons, outputs, metas, consts):
+    """(source, steps): the longest chain of transposes, split outputs, gathers of one constant
+    index and reshapes ending in MatMul operand ``v``, each value read by nothing else, that
+    ``operand_view`` can replay as a view of ``source``; (None, ()) when it holds no transpose
+    or slice (reshapes alias anyway)."""
     chain = []
     while (v in prod and prod[v].op in _MATMUL_VIEW_OPS and v not in outputs
            and len(cons.get(v, ())) == 1 and prod[v].inputs[0]
            and metas[prod[v].inputs[0]].dtype == metas[v].dtype):
-        chain.append((prod[v].inputs[0], _view_step(prod[v], v, metas)))
+        steps = _view_steps(prod[v], v, metas, consts)
+        if steps is None:
+            break
+        chain.append((prod[v].inputs[0], steps))
         v = prod[v].inputs[0]
     while chain:
         src = chain[-1][0]
-        steps = tuple(step for _, step in reversed(chain))
+        steps = tuple(step for _, group in reversed(chain) for step in group)
         if (any(step[0] != "R" for step in steps)
                 and view_layout(metas[src].shape, steps) is not None):
             return src, steps
@@ -591,13 +610,13 @@ def _sole_reader(v, op, cons, outputs):
 
 def _fuse_matmuls(nodes, outputs, consts, metas):
     """MatMul (float operands of rank >= 2) absorbs what its GEMM can do on the way
-    (``kernels.MATMUL_OP``): a scale (Mul by a constant scalar) and then a bias (Add of a
-    constant vector along the last axis, with the activation fused into that Add) after it; a Transpose after them that keeps the last
-    axis (the product writes the transposed buffer through a view); the transposes, split
-    outputs and reshapes its operands come through (read as views of their source). Each
-    absorbed value must be read by nothing else. An attention block exported from PyTorch
-    (q/k/v split out of one projection, k transposed, heads merged back) then runs without
-    copies."""
+    (``kernels.MATMUL_OP``): after it, a scale (Mul by a constant scalar), then a bias (Add
+    of a constant vector along the last axis, with the activation fused into that Add), then
+    a Transpose that keeps the last axis (the product writes the transposed buffer through a
+    view); before it, the transposes, split outputs, one-index gathers and reshapes its
+    operands come through (read as views of their source). Each absorbed value must be read
+    by nothing else. An attention block exported from PyTorch (q/k/v split out of one
+    projection, k transposed, heads merged back) then runs without copies."""
     prod, cons = _producers(nodes), consumers(nodes)
     out, absorbed = [], set()
     for n in nodes:
@@ -639,7 +658,7 @@ def _fuse_matmuls(nodes, outputs, consts, metas):
                 absorbed.add(id(u))
         ins = list(n.inputs)
         for i, key in ((0, "view_a"), (1, "view_b")):
-            src, steps = _operand_chain(ins[i], prod, cons, outputs, metas)
+            src, steps = _operand_chain(ins[i], prod, cons, outputs, metas, consts)
             if steps:
                 ins[i], attrs[key] = src, steps
         if not attrs and bias_name is None:

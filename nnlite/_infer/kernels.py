@@ -75,6 +75,11 @@ except ImportError:  # pragma: no cover - depends on the build
     _pool = None
     from .._config import get_num_threads
 
+try:
+    from ..kernels import rowops as _rowops
+except ImportError:  # pragma: no cover - depends on the checkout
+    _rowops = None
+
 _ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
 
 
@@ -1260,12 +1265,50 @@ class SoftmaxKernel(Kernel):
         else:
             y2 = y
 
+        if axis == x.ndim - 1 and _rowops is not None:
+            # the last axis: one pass per row (``rowops.softmax_lastaxis``; float32 natively)
+            return lambda: _rowops.softmax_lastaxis(x, out=y2)
+
         def run():
             # IEEE results without warnings (inf - inf is NaN), as run_node gives them
             with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
                 np.subtract(x, x.max(axis=axis, keepdims=True), out=y2)
                 np.exp(y2, out=y2)
                 np.divide(y2, y2.sum(axis=axis, keepdims=True), out=y2)
+        return run
+
+
+class RowKernel(Kernel):
+    """Erf, Gelu (``approximate`` 'none' or 'tanh') and LayerNormalization over the trailing
+    axes from ``axis`` on (scale and bias of those axes' shape, or None; its Mean and
+    InvStdDev outputs when read) by the kernels of ``nnlite.kernels.rowops``."""
+
+    def __init__(self, op, approximate="none", axis=-1, eps=1e-5, scale=None, bias=None):
+        self.op, self.approximate, self.axis, self.eps = op, approximate, axis, eps
+        self.scale = None if scale is None else np.ascontiguousarray(scale).reshape(-1)
+        self.bias = None if bias is None else np.ascontiguousarray(bias).reshape(-1)
+
+    def _bind(self, ins, outs, scratch):
+        x, y = ins[0], outs[0]
+        if self.op == "Erf":
+            return lambda: _rowops.erf(x, out=y)
+        if self.op == "Gelu":
+            approximate = self.approximate
+            return lambda: _rowops.gelu(x, approximate, out=y)
+        rows = int(np.prod(x.shape[:self.axis], dtype=np.int64))
+        n = int(np.prod(x.shape[self.axis:], dtype=np.int64))
+        x2, y2 = _view(x, (rows, n)), _view(y, (rows, n))
+        w, b, eps = self.scale, self.bias, self.eps
+        stats = [None if o is None else _view(o, (rows,)) for o in outs[1:3]]
+        stats += [None] * (2 - len(stats))
+        if stats == [None, None]:
+            return lambda: _rowops.layer_norm_lastaxis(x2, w, b, eps, out=y2)
+
+        def run():
+            _, mean, rstd = _rowops.layer_norm_lastaxis(x2, w, b, eps, out=y2, stats=True)
+            for dst, src in zip(stats, (mean, rstd)):
+                if dst is not None:
+                    np.copyto(dst, src)
         return run
 
 
@@ -1485,7 +1528,7 @@ class MatMulKernel(Kernel):
         dt = y.dtype
         if (_gemm_ext is None or dt not in _ITEM or a.dtype != dt or b.dtype != dt
                 or a.ndim < 2 or b.ndim < 2 or y.strides[-1] != dt.itemsize
-                or np.shares_memory(a, y) or np.shares_memory(b, y)):
+                or np.may_share_memory(a, y) or np.may_share_memory(b, y)):
             return None
         lead = y.shape[:-2]
         if b.ndim == 2 and a.flags.c_contiguous and y.flags.c_contiguous:
@@ -1729,6 +1772,37 @@ def _softmax_kernel(node, in_metas, consts, opset):
     ndim = len(in_metas[0].shape)
     axis = int(node.attrs.get("axis", -1 if opset >= 13 else 1)) % ndim
     return SoftmaxKernel(axis, ndim, opset)
+
+
+def _float32(meta):
+    return np.dtype(meta.dtype) == np.float32
+
+
+@KERNELS.register("Erf", "Gelu")
+def _elementwise_row_kernel(node, in_metas, consts, opset):
+    if _rowops is None or not _float32(in_metas[0]):
+        return None
+    return RowKernel(node.op, approximate=node.attrs.get("approximate", "none"))
+
+
+@KERNELS.register("LayerNormalization")
+def _layer_norm_kernel(node, in_metas, consts, opset):
+    """The last axes from ``axis`` on, float32, constant scale (and bias) of exactly those
+    axes' shape (other broadcasts: the executor's path)."""
+    shape = in_metas[0].shape
+    if _rowops is None or not _float32(in_metas[0]) or not shape:
+        return None
+    axis = int(node.attrs.get("axis", -1)) % len(shape)
+    if int(node.attrs.get("stash_type", 1)) != 1:
+        return None
+    params = [consts[i] if i < len(consts) and node.inputs[i] else None for i in (1, 2)]
+    for i, c in zip((1, 2), params):
+        if i < len(node.inputs) and node.inputs[i] and (
+                c is None or tuple(np.shape(c)) != tuple(shape[axis:])
+                or np.asarray(c).dtype != np.float32):
+            return None
+    return RowKernel("LayerNormalization", axis=axis, eps=float(node.attrs.get("epsilon", 1e-5)),
+                     scale=params[0], bias=params[1])
 
 
 @KERNELS.register("Gemm")

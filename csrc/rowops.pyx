@@ -78,10 +78,14 @@ def softmax_rows(const float[:, :] x, float[:, :] y, bint log_form, int num_thre
         nnl_softmax_rows_s(&x[0, 0], xrs, &y[0, 0], yrs, rows, n, log_form, num_threads)
 
 
-cdef inline int _vec_len(str name, Py_ssize_t got, Py_ssize_t want) except -1:
-    if got != want:
-        raise ValueError(f"layer_norm_rows: {name} has {got} values, expected {want}")
-    return 0
+cdef inline const float* _vec_ptr(str name, const float[::1] v,
+                                  Py_ssize_t want) except? NULL:
+    # the data of an optional vector of `want` values (NULL for None or no values)
+    if v is None:
+        return NULL
+    if v.shape[0] != want:
+        raise ValueError(f"layer_norm_rows: {name} has {v.shape[0]} values, expected {want}")
+    return &v[0] if want else NULL
 
 
 def layer_norm_rows(const float[:, :] x, float[:, :] y, const float[::1] w, const float[::1] b,
@@ -97,18 +101,10 @@ def layer_norm_rows(const float[:, :] x, float[:, :] y, const float[::1] w, cons
     if y.shape[0] != rows or y.shape[1] != n:
         raise ValueError(f"layer_norm_rows: output shape ({y.shape[0]}, {y.shape[1]}) for "
                          f"input ({rows}, {n})")
-    if w is not None:
-        _vec_len("w", w.shape[0], n)
-        wp = &w[0] if n else NULL
-    if b is not None:
-        _vec_len("b", b.shape[0], n)
-        bp = &b[0] if n else NULL
-    if mean is not None:
-        _vec_len("mean", mean.shape[0], rows)
-        mp = &mean[0] if rows else NULL
-    if rstd is not None:
-        _vec_len("rstd", rstd.shape[0], rows)
-        rp = &rstd[0] if rows else NULL
+    wp = _vec_ptr("w", w, n)
+    bp = _vec_ptr("b", b, n)
+    mp = <float*>_vec_ptr("mean", mean, rows)
+    rp = <float*>_vec_ptr("rstd", rstd, rows)
     if rows == 0:
         return
     if n == 0:      # the statistics of no values: 0 / 0

@@ -15,8 +15,8 @@ import numpy as np
 
 from .._ops import _sigmoid
 from ..autograd import Function, unbroadcast
+from ..kernels import rowops
 from ._checks import float_tensor, same_dtype
-from ._special import erf_array, erfc_array
 
 __all__ = ["leaky_relu", "elu", "selu", "celu", "gelu", "mish", "hardsigmoid", "hardswish",
            "softplus", "softsign", "silu", "prelu", "erf", "hardshrink", "softshrink",
@@ -25,7 +25,6 @@ __all__ = ["leaky_relu", "elu", "selu", "celu", "gelu", "mish", "hardsigmoid", "
 # SELU constants (Klambauer et al. 2017), as PyTorch spells them
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
-_SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_TANH_BETA = math.sqrt(2.0 / math.pi)
 _GELU_TANH_KAPPA = 0.044715
@@ -124,12 +123,13 @@ def celu(input, alpha=1.0, inplace=False):
 
 # ------------------------------------------------------------------------------ erf / gelu
 class ErfFn(Function):
-    """y = erf(x); dy/dx = 2/sqrt(pi) * exp(-x**2). Computed in float64, cast back."""
+    """y = erf(x); dy/dx = 2/sqrt(pi) * exp(-x**2). float32: the native kernel
+    (nnlite/kernels/rowops.py, within 0.51 ulp); float64: ``_special.py``."""
 
     def forward(self, x):
         if self.requires_grad:
             self.save_for_backward(x)
-        return erf_array(x).astype(x.dtype, copy=False)
+        return rowops.erf(x)
 
     def backward(self, gy):
         (x,) = self.saved_tensors
@@ -140,7 +140,8 @@ class ErfFn(Function):
 def erf(input):
     """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t**2) dt, elementwise
     (``torch.erf``; ONNX ``Erf``). Accurate to a few ulp in float64 (``_special.py``); float32
-    inputs are evaluated in float64 and rounded once.
+    inputs run the native kernel (double inside, rounded once; the NumPy float64 path without
+    the extension).
 
     Shape: any; output has the input's shape and dtype.
     """
@@ -151,34 +152,26 @@ class GeluFn(Function):
     """'none': y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (no cancellation for x << 0);
     dy/dx = Phi(x) + x * exp(-x**2 / 2) / sqrt(2 pi).
     'tanh': y = x/2 * (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) * (x + 0.044715 x**3).
+    forward: nnlite/kernels/rowops.py (float32 natively); backward recomputes Phi or the
+    sigmoid from x with the NumPy formula (rowops.gelu_formula) instead of keeping it.
     """
 
     def forward(self, x, approximate):
         self.approximate = approximate
-        if approximate == "tanh":
-            # (1 + tanh(u)) / 2 = sigmoid(2u): no cancellation where tanh(u) ~ -1
-            dt = x.dtype
-            inner = _c(_GELU_TANH_BETA, dt) * (x + _c(_GELU_TANH_KAPPA, dt) * x * x * x)
-            s = _sigmoid(inner + inner)
-            if self.requires_grad:
-                self.save_for_backward(x, s)
-            return x * s
-        x64 = x.astype(np.float64)
-        cdf = 0.5 * erfc_array(-x64 * _SQRT1_2)
         if self.requires_grad:
-            self.save_for_backward(x, cdf)
-        return (x64 * cdf).astype(x.dtype, copy=False)
+            self.save_for_backward(x)
+        return rowops.gelu(x, approximate)
 
     def backward(self, gy):
+        (x,) = self.saved_tensors
+        _, s = rowops.gelu_formula(x, self.approximate)
         if self.approximate == "tanh":
             # d/dx [x s] = s + x * u' * (1 - tanh(u)**2) / 2 = s + 2 x s (1 - s) u'
-            x, s = self.saved_tensors
             dt = x.dtype
             du = _c(_GELU_TANH_BETA, dt) * (_c(1.0, dt) + _c(3.0 * _GELU_TANH_KAPPA, dt) * x * x)
             return gy * (s + _c(2.0, dt) * x * s * (_c(1.0, dt) - s) * du)
-        x, cdf = self.saved_tensors
         x64 = x.astype(np.float64)
-        d = cdf + x64 * np.exp(-0.5 * x64 * x64) * _INV_SQRT_2PI
+        d = s + x64 * np.exp(-0.5 * x64 * x64) * _INV_SQRT_2PI
         return (gy * d).astype(gy.dtype, copy=False)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from .. import _ops
 from .._random import get_rng
 from ..autograd import Function, unbroadcast
+from ..kernels import rowops
 from ._checks import float_tensor, norm_dim, same_dtype
 from ..tensor import as_tensor
 from .loss import cross_entropy, mse_loss, nll_loss
@@ -85,7 +86,8 @@ def _softmax_dim(name, dim, ndim, stacklevel):
 
 
 class SoftmaxFn(Function):
-    """exp(x - max) / sum(exp(x - max)) along ``dim``; gx = y * (gy - sum(gy * y))."""
+    """exp(x - max) / sum(exp(x - max)) along ``dim``; gx = y * (gy - sum(gy * y)). Along
+    the last axis: nnlite/kernels/rowops.py (float32 natively)."""
 
     def forward(self, a, dim, dtype=None):
         if dtype is not None:
@@ -99,6 +101,8 @@ class SoftmaxFn(Function):
         self.dim = dim
         if a.size == 0:
             y = a.copy()
+        elif dim == a.ndim - 1:
+            y = rowops.softmax_lastaxis(a)
         else:
             e = np.exp(a - a.max(axis=dim, keepdims=True))
             y = e / e.sum(axis=dim, keepdims=True)
@@ -114,7 +118,8 @@ class SoftmaxFn(Function):
 
 
 class LogSoftmaxFn(Function):
-    """x - max - log(sum(exp(x - max))) along ``dim``; gx = gy - exp(y) * sum(gy)."""
+    """x - max - log(sum(exp(x - max))) along ``dim``; gx = gy - exp(y) * sum(gy). Along the
+    last axis: nnlite/kernels/rowops.py (float32 natively)."""
 
     def forward(self, a, dim, dtype=None):
         if dtype is not None:
@@ -126,6 +131,8 @@ class LogSoftmaxFn(Function):
         self.dim = dim
         if a.size == 0:
             y = a.copy()
+        elif dim == a.ndim - 1:
+            y = rowops.log_softmax_lastaxis(a)
         else:
             shifted = a - a.max(axis=dim, keepdims=True)
             y = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))

@@ -19,6 +19,7 @@ import numpy as np
 from .._config import backend as _active_backend
 from .._config import get_num_threads
 from ..autograd import Function, unbroadcast
+from ..kernels import rowops
 from ..tensor import Tensor
 from ._checks import float_tensor, norm_dim, same_dtype
 
@@ -331,7 +332,7 @@ class GroupStandardizeFn(Function):
     g = gy * w per group: gx = invstd * (g - mean(g) - xhat * mean(g * xhat)).
     """
 
-    def forward(self, x, *wb, rows, affine_shape, has_weight, has_bias, eps):
+    def forward(self, x, *wb, rows, affine_shape, has_weight, has_bias, eps, rowwise=False):
         w = wb[0] if has_weight else None
         b = wb[-1] if has_bias else None
         self.has_weight, self.has_bias = has_weight, has_bias
@@ -341,6 +342,8 @@ class GroupStandardizeFn(Function):
         k = x.size // rows if rows else 0
         self.k = k
         xr = x.reshape(rows, k)
+        if rowwise and k and rowops.native(x):
+            return self._rows_native(xr, w, b, eps, x.shape)
         if k == 0:
             mean = np.full(rows, np.nan, dtype=x.dtype)
             var = mean
@@ -357,6 +360,27 @@ class GroupStandardizeFn(Function):
             y += b.reshape(affine_shape)
         if self.requires_grad:
             self.save_for_backward(xhat, invstd, w)
+        return y, mean, var
+
+    def _rows_native(self, xr, w, b, eps, shape):
+        """The forward of a float32 layer norm (w and b, if any, one value per element of a
+        group: ``rowwise``) by the native row kernel: xhat and its statistics when a gradient
+        needs them (y = xhat * w + b as above), else y with w and b applied in the kernel.
+        The variance output is derived from rstd (layer_norm drops it)."""
+        wf = None if w is None else w.reshape(-1)
+        bf = None if b is None else b.reshape(-1)
+        if self.requires_grad:
+            xhat, mean, invstd = rowops.layer_norm_lastaxis(xr, eps=eps, stats=True)
+            xhat = xhat.reshape(shape)
+            y = xhat * w.reshape(self.affine_shape) if w is not None else xhat.copy()
+            if b is not None:
+                y += b.reshape(self.affine_shape)
+            self.save_for_backward(xhat, invstd, w)
+        else:
+            y, mean, invstd = rowops.layer_norm_lastaxis(xr, wf, bf, eps, stats=True)
+            y = y.reshape(shape)
+        one = np.float32(1.0)
+        var = one / (invstd * invstd) - np.float32(eps)
         return y, mean, var
 
     def backward(self, gy):
@@ -396,11 +420,11 @@ def _affine_args(op, x, weight, bias, shape, what):
     return named["weight"], named["bias"]
 
 
-def _standardize(x, rows, affine_shape, w, b, eps):
+def _standardize(x, rows, affine_shape, w, b, eps, rowwise=False):
     wb = tuple(t for t in (w, b) if t is not None)
     return GroupStandardizeFn.apply(x, *wb, rows=rows, affine_shape=tuple(affine_shape),
                                     has_weight=w is not None, has_bias=b is not None,
-                                    eps=float(eps))
+                                    eps=float(eps), rowwise=rowwise)
 
 
 def _int_arg(value, op, name):
@@ -436,7 +460,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
                          f"shape [*, {', '.join(str(v) for v in shape)}], but got input of size "
                          f"{list(x.shape)}")
     rows = int(np.prod(x.shape[:-k], dtype=np.int64))
-    y, _, _ = _standardize(x, rows, shape, w, b, eps)
+    y, _, _ = _standardize(x, rows, shape, w, b, eps, rowwise=True)
     return y
 
 

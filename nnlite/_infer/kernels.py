@@ -1301,7 +1301,7 @@ class RowKernel(Kernel):
         w, b, eps = self.scale, self.bias, self.eps
         stats = [None if o is None else _view(o, (rows,)) for o in outs[1:3]]
         stats += [None] * (2 - len(stats))
-        if stats == [None, None]:
+        if all(o is None for o in stats):
             return lambda: _rowops.layer_norm_lastaxis(x2, w, b, eps, out=y2)
 
         def run():

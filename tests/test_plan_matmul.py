@@ -190,7 +190,8 @@ def attention_model(L, E, H, out_transpose=True, scale_first=True, bias_first=Tr
 
 @pytest.mark.parametrize("L,E,H", [(7, 16, 2), (33, 24, 3), (1, 8, 1), (65, 64, 4)])
 @pytest.mark.parametrize("variant", ["torch", "scale on q", "bias second", "no out transpose"])
-def test_attention_runs_without_copies(L, E, H, variant):
+def test_attention_runs_without_copies(L, E, H, variant, monkeypatch):
+    monkeypatch.setattr(passes, "FUSE_ATTENTION", False)    # the products' views alone
     model = attention_model(L, E, H, out_transpose=variant != "no out transpose",
                             scale_first=variant != "scale on q",
                             bias_first=variant != "bias second")
@@ -439,3 +440,117 @@ def test_exported_encoder_layer_matches_torch():
     (plan, _), = fast._plans.values()
     steps = ops(plan)
     assert "Gelu" in steps and "Transpose" not in steps and "Erf" not in steps, steps
+
+
+# ------------------------------------------------------------------ fused attention
+def _plan_outputs(model, feeds, fuse, monkeypatch, threads=None):
+    monkeypatch.setattr(passes, "FUSE_ATTENTION", fuse)
+    fast = nnlite.optimize_for_inference(nxo.load(model.SerializeToString()))
+    saved = nnlite.get_num_threads()
+    try:
+        if threads:
+            nnlite.set_num_threads(threads)
+        out = fast(*feeds).data.copy()
+    finally:
+        nnlite.set_num_threads(saved)
+    (plan, _), = fast._plans.values()
+    return out, ops(plan)
+
+
+@pytest.mark.parametrize("L,E,H", [(7, 16, 2), (66, 32, 1), (70, 32, 1), (129, 64, 4),
+                                   (3, 8, 1), (5, 8, 1), (200, 16, 1)])
+def test_fused_attention_gives_the_unfused_bits(L, E, H, monkeypatch):
+    # query rows in blocks (a remainder of 1-4 rows joining the block before it, so that no
+    # block takes the GEMM's few-row path): the same bits as the three steps
+    model = attention_model(L, E, H)
+    x = rand(1, L, E)
+    ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    fused, steps = _plan_outputs(model, [x], True, monkeypatch)
+    plain, steps0 = _plan_outputs(model, [x], False, monkeypatch)
+    assert steps == [K.MATMUL_OP, K.ATTENTION_OP, K.MATMUL_OP], steps
+    assert K.ATTENTION_OP not in steps0 and "Softmax" in steps0
+    np.testing.assert_allclose(fused, ref, rtol=2e-5, atol=2e-5)
+    assert np.array_equal(fused, plain)
+    for t in (1, 3):
+        assert np.array_equal(_plan_outputs(model, [x], True, monkeypatch, t)[0], fused)
+
+
+def test_fused_attention_block_edges():
+    # the native call with explicit block sizes against NumPy in float64 and against the
+    # unfused GEMM / softmax / GEMM bits; operands strided, v and q shared by the items
+    from nnlite import _attention
+    from nnlite.kernels import rowops
+    gemm = K._gemm_ext.gemm_strided
+    fam = K._family()
+    B, D, Dv, L = 3, 5, 7, 19
+    for M, rb in [(13, 8), (12, 8), (9, 8), (4, 8), (1, 1), (30, 5), (16, 16)]:
+        qs = rand(1, D, M).transpose(0, 2, 1)                     # column-major rows
+        kt = rand(B, L, D).transpose(0, 2, 1)
+        v = rand(1, L, Dv)
+        q3 = np.broadcast_to(qs, (B, M, D))
+        v3 = np.broadcast_to(v, (B, L, Dv))
+        y = np.full((B, M, Dv), np.nan, np.float32)
+        per = _attention.scores_per_thread(M, L, rb)
+        for nt in (1, 2, 3):
+            scores = np.full(nt * per, np.nan, np.float32)
+            y[...] = np.nan
+            _attention.attention(q3, kt, v3, y, 0.3, rb, scores, fam, nt)
+            s = np.empty((B, M, L), np.float32)
+            gemm(qs, kt, s, 0.3, 0.0, None, 0, 0, 1, fam)
+            rowops.softmax_lastaxis(s, out=s)
+            want = np.empty_like(y)
+            gemm(s, v, want, 1.0, 0.0, None, 0, 0, 1, fam)
+            assert np.array_equal(y, want), (M, rb, nt)
+            s64 = 0.3 * np.matmul(q3.astype(np.float64), kt.astype(np.float64))
+            p = np.exp(s64 - s64.max(-1, keepdims=True))
+            ref = np.matmul(p / p.sum(-1, keepdims=True), v3.astype(np.float64))
+            np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_attention_checks_its_arguments():
+    from nnlite import _attention
+    q, kt, v = rand(2, 3, 4), rand(2, 4, 5), rand(2, 5, 6)
+    y = np.empty((2, 3, 6), np.float32)
+    small = np.empty(_attention.scores_per_thread(3, 5, 8) - 1, np.float32)
+    fam = K._family()
+    with pytest.raises(ValueError, match="scores holds"):
+        _attention.attention(q, kt, v, y, 1.0, 8, small, fam, 1)
+    ok = np.empty(_attention.scores_per_thread(3, 5, 8), np.float32)
+    with pytest.raises(ValueError, match="do not chain"):
+        _attention.attention(q, kt, rand(2, 4, 6), y, 1.0, 8, ok, fam, 1)
+    with pytest.raises(ValueError, match="unit stride"):
+        _attention.attention(q, kt, v, np.empty((2, 6, 3), np.float32).transpose(0, 2, 1),
+                             1.0, 8, ok, fam, 1)
+    with pytest.raises(ValueError, match="no keys"):
+        _attention.attention(q, rand(2, 4, 0), rand(2, 0, 6), y, 1.0, 8, ok, fam, 1)
+    with pytest.raises(ValueError, match="rb=0"):
+        _attention.scores_per_thread(3, 5, 0)
+
+
+def test_masked_or_shared_scores_stay_three_steps(monkeypatch):
+    # a mask added to the scores, or probabilities read by a second consumer: no fusion
+    inits = {"mask": np.triu(np.full((6, 6), -1e9, np.float32), 1)}
+    nodes = [oh.make_node("MatMul", ["q", "k"], ["s"]), oh.make_node("Add", ["s", "mask"], ["sm"]),
+             oh.make_node("Softmax", ["sm"], ["a"], axis=-1),
+             oh.make_node("MatMul", ["a", "v"], ["y"])]
+    feeds = [("q", rand(2, 6, 4)), ("k", rand(2, 4, 6)), ("v", rand(2, 6, 3))]
+    shapes = [(n, a.shape) for n, a in feeds]
+    plan = run_all(make_model(nodes, shapes, inits), feeds)
+    assert K.ATTENTION_OP not in ops(plan) and "Softmax" in ops(plan)
+    nodes = [oh.make_node("MatMul", ["q", "k"], ["s"]),
+             oh.make_node("Softmax", ["s"], ["a"], axis=-1),
+             oh.make_node("MatMul", ["a", "v"], ["y"])]
+    plan = run_all(make_model(nodes, shapes, {}, outputs=("y", "a")), feeds)
+    assert K.ATTENTION_OP not in ops(plan) and "Softmax" in ops(plan)
+    plan = run_all(make_model(nodes, shapes, {}), feeds)
+    assert ops(plan) == [K.ATTENTION_OP]
+
+
+def test_fused_attention_broadcasts_its_operands():
+    # k shared by the first axis, v by the second: the items' operands by stride 0
+    nodes = [oh.make_node("MatMul", ["q", "k"], ["s"]),
+             oh.make_node("Softmax", ["s"], ["a"], axis=-1),
+             oh.make_node("MatMul", ["a", "v"], ["y"])]
+    feeds = [("q", rand(2, 3, 9, 4)), ("k", rand(1, 3, 4, 11)), ("v", rand(2, 1, 11, 5))]
+    plan = run_all(make_model(nodes, [(n, a.shape) for n, a in feeds], {}), feeds)
+    assert ops(plan) == [K.ATTENTION_OP]

@@ -189,4 +189,4 @@ def test_every_plan_kernel_op_runs_in_the_executor():
     # the dry run needs every op there: the plan must never know an op the executor does not
     # (the ops the passes make, after the dry run, have builders that never decline)
     assert set(K.KERNELS) - {"nnlite.Affine", K.IR_OP, K.SPLIT_OP, K.CONV_POOL_OP,
-                             K.MATMUL_OP} <= set(OPS)
+                             K.MATMUL_OP, K.ATTENTION_OP} <= set(OPS)

@@ -80,6 +80,11 @@ try:
 except ImportError:  # pragma: no cover - depends on the checkout
     _rowops = None
 
+try:
+    from .. import _attention as _attention_ext
+except ImportError:  # pragma: no cover - depends on the build
+    _attention_ext = None
+
 _ACT_CODE = {None: 0, "relu": 1, "relu6": 2}
 
 
@@ -1483,6 +1488,77 @@ def _batch_rows(arr, lead):
                                            writeable=arr.flags.writeable)
 
 
+# softmax(alpha * q @ kt) @ v in one step (``passes._fuse_attention``): attrs "view_q",
+# "view_k", "view_v" (the two products' operand views), "alpha", "out_perm"; inputs (q, k, v)
+ATTENTION_OP = "nnlite.Attention"
+
+
+class AttentionKernel(Kernel):
+    """y = softmax(alpha * q @ kt) @ v along the last axis (two MatMuls and the Softmax between
+    them, the scores read by nothing else): ``nnlite._attention`` computes each block of query
+    rows' scores into a per-thread buffer of the scratch area (``scratch_bytes``), turns them
+    into probabilities there and multiplies them by v, so the (..., M, L) scores never go to
+    memory; every element gets the bits of the three unfused steps. Operand views as
+    ``MatMulKernel``'s; without the extension, or for views with no single batch stride, the
+    three steps run one after the other."""
+
+    def __init__(self, attrs, q_shape, k_shape):
+        self.view_q, self.view_k = attrs.get("view_q", ()), attrs.get("view_k", ())
+        self.view_v, self.out_perm = attrs.get("view_v", ()), attrs.get("out_perm")
+        self.alpha = float(attrs.get("alpha", 1.0))
+        m, length = int(q_shape[-2]), int(k_shape[-1])
+        items = int(np.prod(np.broadcast_shapes(q_shape[:-2], k_shape[:-2]), dtype=np.int64))
+        self.threads = max(1, get_num_threads())
+        self.rows = _attention_rows(m, length, items, self.threads)
+        if _attention_ext is not None and m and length:
+            per = _attention_ext.scores_per_thread(m, length, self.rows)
+            self.scratch_bytes = 4 * self.threads * per
+
+    def _bind(self, ins, outs, scratch):
+        q, kt = operand_view(ins[0], self.view_q), operand_view(ins[1], self.view_k)
+        v, y = operand_view(ins[2], self.view_v), outs[0]
+        if self.out_perm is not None:
+            y = y.transpose(np.argsort(self.out_perm))
+        alpha, lead = self.alpha, y.shape[:-2]
+        views = [_batch_rows(t, lead) for t in (q, kt, v, y)]
+        if (_attention_ext is not None and self.scratch_bytes and all(t is not None for t in views)
+                and y.dtype == np.float32 and y.strides[-1] == 4):
+            q3, k3, v3, y3 = views
+            scores = _scratch(scratch, (self.scratch_bytes // 4,), np.float32)
+            fn, rows, cap = _attention_ext.attention, self.rows, self.threads
+
+            def fused():
+                fn(q3, k3, v3, y3, alpha, rows, scores, _family(), min(get_num_threads(), cap))
+            return fused
+
+        def steps():
+            s = np.matmul(q, kt)
+            if alpha != 1.0:
+                np.multiply(s, s.dtype.type(alpha), out=s)
+            if _rowops is not None:
+                _rowops.softmax_lastaxis(s, out=s)
+            else:
+                with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                    np.subtract(s, s.max(axis=-1, keepdims=True), out=s)
+                    np.exp(s, out=s)
+                    np.divide(s, s.sum(axis=-1, keepdims=True), out=s)
+            np.matmul(s, v, out=y)
+        return steps
+
+
+def _attention_rows(m, length, items, threads):
+    """Query rows per block of ``AttentionKernel``: a block's scores (rows x length floats)
+    fill about a quarter of this CPU's L2 cache (read at import by the GEMM), in multiples of
+    8, 8 to 256; fewer where that leaves less than 4 blocks per thread."""
+    l2 = _gemm_ext.cache_sizes()["l2"] if _gemm_ext is not None else 1 << 20
+    rows = max(8, min(256, l2 // 4 // max(4 * length, 1) // 8 * 8))
+    per_item = -(-4 * threads // max(items, 1))            # blocks per item for 4 per thread
+    if per_item > 1:
+        block = -(-m // per_item)                            # ceil(m / per_item)
+        rows = min(rows, max(8, -(-block // 8) * 8))
+    return rows
+
+
 class MatMulKernel(Kernel):
     """y = act(alpha * a @ b + bias) (ONNX MatMul; ``MATMUL_OP`` adds the fused views, scale,
     bias vector along the last axis and activation) by nnlite's GEMM where the operands, as 3-D views with one
@@ -1812,6 +1888,13 @@ def _gemm_kernel(node, in_metas, consts, opset):
     return GemmKernel(node.attrs, consts[2] if len(consts) > 2 else None,
                       node.attrs.get("activation"), len(node.inputs),
                       b_const=len(consts) > 1 and consts[1] is not None)
+
+
+@KERNELS.register(ATTENTION_OP)
+def _attention_kernel(node, in_metas, consts, opset):
+    q = view_layout(in_metas[0].shape, node.attrs.get("view_q", ()))[0]
+    k = view_layout(in_metas[1].shape, node.attrs.get("view_k", ()))[0]
+    return AttentionKernel(node.attrs, q, k)
 
 
 @KERNELS.register("MatMul", MATMUL_OP)

@@ -38,13 +38,13 @@ import numpy as np
 
 from .dryrun import Meta
 from ..onnx import geometry as G
-from .kernels import (CONV_POOL_OP, FUSABLE, IR_INPUTS, IR_OP, MATMUL_OP, SPLIT_OP,
-                      ConvKernel, conv_inputs, conv_pool_fusable, inverted_residual_available,
-                      is_head_conv, view_layout)
+from .kernels import (ATTENTION_OP, CONV_POOL_OP, FUSABLE, IR_INPUTS, IR_OP, MATMUL_OP,
+                      SPLIT_OP, ConvKernel, conv_inputs, conv_pool_fusable,
+                      inverted_residual_available, is_head_conv, view_layout)
 from .kernels import with_conv_inputs
 
 __all__ = ["canonicalize", "simplify", "consumers", "Folded", "FUSE_BLOCKS", "FUSE_HEADS",
-           "FUSE_POOLS", "FUSE_MATMULS", "MERGE_SIBLINGS", "SPLIT_OP"]
+           "FUSE_POOLS", "FUSE_MATMULS", "FUSE_ATTENTION", "MERGE_SIBLINGS", "SPLIT_OP"]
 
 # fuse MobileNetV2's inverted residuals into one kernel (False: the three convs run unfused,
 # for comparisons)
@@ -61,6 +61,9 @@ FUSE_POOLS = True
 # fold scales, bias vectors, transposes and split outputs into MatMuls (``_fuse_matmuls``;
 # False: each runs as its own step, for comparisons)
 FUSE_MATMULS = True
+# run MatMul -> Softmax -> MatMul (attention) as one kernel whose scores stay in cache
+# (``_fuse_attention``; False: three steps, for comparisons)
+FUSE_ATTENTION = True
 
 
 class Folded:
@@ -726,6 +729,44 @@ def _fuse_gelus(nodes, outputs, consts, metas):
     return [fused.get(id(n), n) for n in nodes if id(n) not in drop]
 
 
+def _fuse_attention(nodes, outputs, consts, metas, opset):
+    """MatMul (scale) -> Softmax over the last axis -> MatMul, the scores and probabilities
+    read by nothing else, float32, becomes one ``kernels.ATTENTION_OP`` node (the scores then
+    never go to memory: ``kernels.AttentionKernel``). The first product may carry operand views
+    and a scale (``_fuse_matmuls``), the second a view of its right operand and an output
+    transpose; a bias, an activation or a mask added to the scores keeps the steps apart."""
+    prod, cons = _producers(nodes), consumers(nodes)
+    fused, drop = {}, set()
+    for sm in nodes:
+        if sm.op != "Softmax" or sm.inputs[0] not in prod:
+            continue
+        s, a = sm.inputs[0], sm.outputs[0]
+        shape = metas[s].shape
+        if len(shape) < 2 or np.dtype(metas[s].dtype) != np.float32 or 0 in shape[-2:]:
+            continue
+        if int(sm.attrs.get("axis", -1 if opset >= 13 else 1)) % len(shape) != len(shape) - 1:
+            continue
+        m1, m2 = prod[s], None
+        if _sole_reader(s, "Softmax", cons, outputs) is not None:
+            users = cons.get(a, ())
+            m2 = users[0] if len(users) == 1 and a not in outputs else None
+        if (m2 is None or m1.op not in ("MatMul", MATMUL_OP) or m2.op not in ("MatMul", MATMUL_OP)
+                or len(m1.inputs) != 2 or len(m2.inputs) != 2 or m2.inputs[0] != a
+                or m2.inputs[1] == a or set(m1.attrs) - {"view_a", "view_b", "alpha"}
+                or set(m2.attrs) - {"view_b", "out_perm"}
+                or any(len(metas[v].shape) < 2 or np.dtype(metas[v].dtype) != np.float32
+                       for v in (*m1.inputs, m2.inputs[1]))):
+            continue
+        attrs = {"view_q": m1.attrs.get("view_a", ()), "view_k": m1.attrs.get("view_b", ()),
+                 "view_v": m2.attrs.get("view_b", ()), "alpha": m1.attrs.get("alpha", 1.0)}
+        if "out_perm" in m2.attrs:
+            attrs["out_perm"] = m2.attrs["out_perm"]
+        fused[id(m2)] = type(m2)(ATTENTION_OP, (m1.inputs[0], m1.inputs[1], m2.inputs[1]),
+                                 m2.outputs, attrs, m2.name)
+        drop.update({id(m1), id(sm)})
+    return [fused.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
 def _other_const(u, v, consts):
     """The constant array node ``u`` (two inputs) combines with value ``v``, or None."""
     if len(u.inputs) != 2 or v not in u.inputs:
@@ -812,4 +853,6 @@ def simplify(nodes, outputs, consts, metas, opset, folded):
     if FUSE_MATMULS:
         nodes = _fuse_matmuls(nodes, outputs, consts, metas)
         nodes = _fuse_gelus(nodes, outputs, consts, metas)
+    if FUSE_ATTENTION:
+        nodes = _fuse_attention(nodes, outputs, consts, metas, opset)
     return _dce(nodes, outputs), outputs

@@ -22,39 +22,13 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import nnlite.onnx as nxo  # noqa: E402
 from nnlite._infer import kernels as K  # noqa: E402
+from plan_checks import make_model, run_all  # noqa: E402
 
 RNG = np.random.default_rng(19)
 
 
 def rand(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-def make_model(nodes, inputs, inits, outputs=("y",)):
-    vis = [oh.make_tensor_value_info(n, TP.FLOAT, list(s)) for n, s in inputs]
-    outs = [oh.make_tensor_value_info(o, TP.FLOAT, None) for o in outputs]
-    graph = oh.make_graph(nodes, "g", vis, outs, [onh.from_array(v, k) for k, v in inits.items()])
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 10)
-    return model
-
-
-def run_all(model, feeds, rtol=1e-5, atol=1e-5):
-    """(plan, plain outputs): the optimized and plain nnlite runs agree with each other and
-    with onnx's ReferenceEvaluator."""
-    mod = nxo.load(model.SerializeToString())
-    arrays = [a for _, a in feeds]
-    plain = mod(*arrays)
-    plain = plain if isinstance(plain, tuple) else (plain,)
-    fast = nnlite.optimize_for_inference(mod)
-    opt = fast(*arrays)
-    opt = opt if isinstance(opt, tuple) else (opt,)
-    ref = ReferenceEvaluator(model).run(None, dict(feeds))
-    for p, o, r in zip(plain, opt, ref):
-        np.testing.assert_allclose(p.data, r, rtol=rtol, atol=atol)
-        np.testing.assert_allclose(o.data, p.data, rtol=rtol, atol=atol)
-    (plan, _), = fast._plans.values()
-    return plan, plain
 
 
 def step_ops(plan):

@@ -26,6 +26,8 @@ from onnx import numpy_helper as onh  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import nnlite.onnx as nxo  # noqa: E402
+import plan_checks  # noqa: E402
+from plan_checks import make_model  # noqa: E402
 
 RNG = np.random.default_rng(37)
 
@@ -115,32 +117,8 @@ def test_view_layout_refuses_a_copying_reshape():
 
 
 # ------------------------------------------------------------------ whole graphs
-def make_model(nodes, inputs, inits, outputs=("y",), opset=17):
-    vis = [oh.make_tensor_value_info(n, TP.FLOAT, list(s)) for n, s in inputs]
-    outs = [oh.make_tensor_value_info(o, TP.FLOAT, None) for o in outputs]
-    graph = oh.make_graph(nodes, "g", vis, outs,
-                          [onh.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
-    model.ir_version = min(model.ir_version, 10)
-    return model
-
-
 def run_all(model, feeds, rtol=1e-5, atol=1e-5):
-    """The plan's steps; the optimized and plain nnlite runs agree with each other and with
-    onnx's ReferenceEvaluator."""
-    mod = nxo.load(model.SerializeToString())
-    arrays = [a for _, a in feeds]
-    plain = mod(*arrays)
-    plain = plain if isinstance(plain, tuple) else (plain,)
-    fast = nnlite.optimize_for_inference(mod)
-    opt = fast(*arrays)
-    opt = opt if isinstance(opt, tuple) else (opt,)
-    ref = ReferenceEvaluator(model).run(None, dict(feeds))
-    for p, o, r in zip(plain, opt, ref):
-        np.testing.assert_allclose(p.data, r, rtol=rtol, atol=atol)
-        np.testing.assert_allclose(o.data, r, rtol=rtol, atol=atol)
-    (plan, _), = fast._plans.values()
-    return plan
+    return plan_checks.run_all(model, feeds, rtol, atol)[0]
 
 
 def ops(plan):

@@ -67,7 +67,7 @@ def test_softmax_rows_with_specials():
 @pytest.mark.parametrize("bias", [True, False])
 def test_layer_norm(shape, axis, bias):
     x = (RNG.standard_normal(shape) * 3 + 100).astype(np.float32)   # an offset to survive
-    norm = shape[axis:] if axis >= 0 else shape[axis:]
+    norm = shape[axis:]
     inits = {"w": RNG.standard_normal(norm).astype(np.float32)}
     ins = ["x", "w"]
     if bias:

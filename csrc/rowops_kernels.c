@@ -6,19 +6,18 @@
  * target; only the contraction of a multiply and an add into one FMA differs between builds.
  *
  * Shared helpers, each written once:
- *   exp_nonpos16  float exp(x) for x <= 0: x = k ln2 + r with ln2 split into a 9-bit hi part
- *                 (k * hi exact) and a lo part, Cephes' degree-7 polynomial on |r| <= ln2/2,
- *                 2^k applied as 2^(k+32) * 2^-32 so that a subnormal result is rounded once;
- *                 0 from -104 down (where exp rounds to 0), exactly 1 at 0, NaN stays NaN
- *   exp_nonpos8   the same in double (degree-10 Taylor polynomial, relative error < 3e-13),
- *                 0 below -708
- *   erf_parts8    in double: erf(z) = z P(z^2) for |z| < 1 and erfc(|z|) = t Q(t) exp(-z^2),
- *                 t = 2 / (2 + |z|), for the rest; P and Q are Chebyshev fits (mpmath, 8 and
- *                 13 terms) with relative errors below 4e-11 and 6e-11, so a float result
- *                 computed from them is the correctly rounded one but for rare near-ties
- * erf and gelu run in double from the float inputs (for a float z, z^2 is exact in double,
- * so erfc keeps its relative accuracy far into the tail: gelu(x) = x Phi(x) for x << 0);
- * softmax and layer_norm run in float with double sums.
+ *   exp_nonpos_2p32  exp(x + lo) * 2^32 for x <= 0 in float (lo: the low part of a split
+ *                    argument), Cephes' reduction and degree-7 polynomial; exp_nonpos16 is
+ *                    it times 2^-32 (the softmax exp, unchanged bits)
+ *   square_split16   x^2 as h + l with h exact (x's top 12 significand bits squared)
+ *   erf_q16          erf(z) / z - 1 on |z| < 0.875 (float polynomial)
+ *   erfcx16          erfc(a) exp(a^2) on a in [0.5, 10.5], in double (a polynomial in
+ *                    t = 2 / (2 + a))
+ *   erfc_2p32        erfc(a) * 2^32 = erfcx16 * exp_nonpos_2p32(-h, -l): relative accuracy
+ *                    to the underflow (the exponent's argument is split exactly)
+ * erf and gelu run in float lanes but for erfcx16 and gelu_tanh's v (double); measured
+ * against float64 oracles over every 7th float: erf 0.89 ulp, gelu 3.03 ulp (x << 0
+ * included), gelu tanh 2.98 ulp. softmax and layer_norm run in float with double sums.
  */
 #include <math.h>
 #include <stdint.h>
@@ -164,17 +163,22 @@ static NNL_ALWAYS_INLINE void st16_part(float *p, ptrdiff_t n, v16f v)
 
 /* ------------------------------------------------------------------ exp */
 
-static NNL_ALWAYS_INLINE v16f exp_nonpos16(v16f x)
+/* exp(x + lo) * 2^32 for x <= 0 and |lo| <= 0.05 (lo: the low part of an argument that a
+ * float cannot hold; 0 for a plain float x): k = round((x + lo) / ln2), r = x - k ln2 + lo
+ * with ln2 split into a 9-bit hi part (k * hi exact: x - k hi is exact) and a lo part,
+ * Cephes' degree-7 polynomial on |r| <= ln2/2 + |lo|, 2^(k+32) a normal float for
+ * -158 <= k <= 0. Below -109 (also -inf) x counts as -109, where exp(x) * 2^32 is 2.1e-38
+ * (exp(x) times up to 11, as in gelu, rounds to 0 from -106.4 down); a NaN fails the
+ * compare and stays. */
+static NNL_ALWAYS_INLINE v16f exp_nonpos_2p32(v16f x, v16f lo)
 {
-    /* below -104 (also -inf) as at -104, where exp (6.8e-46 < 2^-150) rounds to 0; a NaN
-     * fails the compare and stays */
-    const v16f lim = splat16(-104.0f);
+    const v16f lim = splat16(-109.0f);
     x = sel16(lim > x, lim, x);
-    const float shift = 0x1.8p23f;     /* x * log2(e) + shift rounds to an integer k */
-    const v16f t = x * 0x1.715476p+0f + shift;
+    const float shift = 0x1.8p23f;     /* (x + lo) * log2(e) + shift rounds to an integer k */
+    const v16f t = (x + lo) * 0x1.715476p+0f + shift;
     const v16f k = t - shift;
     /* ln2 = 0x1.63p-1 - 0x1.bd0106p-13 (Cephes' C1, C2): k * C1 is exact for |k| < 2^15 */
-    const v16f r = (x - k * 0x1.63p-1f) + k * 2.12194440e-4f;
+    const v16f r = ((x - k * 0x1.63p-1f) + k * 2.12194440e-4f) + lo;
     v16f p = splat16(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -182,103 +186,147 @@ static NNL_ALWAYS_INLINE v16f exp_nonpos16(v16f x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    /* the low bits of t hold k + 0x400000; 2^(k+32) is a normal float for -150 <= k <= 95 */
+    /* the low bits of t hold k + 0x400000 */
     const v16u e = (((v16u)t - 0x4B400000u) + (127u + 32u)) << 23;
-    return p * (v16f)e * 0x1p-32f;
+    return p * (v16f)e;
 }
 
-static NNL_ALWAYS_INLINE v8d exp_nonpos8(v8d x)
+/* exp(x) for x <= 0, the result times 2^-32 in one rounding (a subnormal result is rounded
+ * once): 0 from -104 down (where exp rounds to 0), exactly 1 at 0, NaN stays NaN */
+static NNL_ALWAYS_INLINE v16f exp_nonpos16(v16f x)
 {
-    const double shift = 0x1.8p52;
-    const v8d t = x * 0x1.71547652b82fep+0 + shift;
-    const v8d k = t - shift;
-    /* fdlibm's ln2_hi (32 significant bits: k * hi is exact) and ln2_lo */
-    const v8d r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    v8d p = splat8(1.0 / 3628800.0);
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    const v8q e = (((v8q)t - 0x4338000000000000ull) + 1023u) << 52;
-    return sel8(x < -708.0, splat8(0.0), p * (v8d)e);
+    return exp_nonpos_2p32(x, splat16(0.0f)) * 0x1p-32f;
 }
 
 /* ------------------------------------------------------------------ erf */
 
-/* erf(sqrt s) / sqrt s on s in [0, 1], highest degree first */
-static const double ERF_P[8] = {
-    -9.667044571486996e-06, 0.00011265959025606609, -0.0008484080405535107,
-    0.005221031807858023, -0.026865430727670243, 0.11283782495236845, -0.3761263846802871,
-    1.1283791670615435,
-};
-
-/* erfc(a) exp(a^2) / t, a = 2 / t - 2, on t in [0, 2/3] (a >= 1), highest degree first */
-static const double ERFC_Q[13] = {
-    -0.007273640279542508, 0.11172634161233753, -0.36560756642893144, 0.49048386560887336,
-    -0.26073750816445873, 0.04119523264488968, -0.07963138853925558, -0.0007855425149110735,
-    0.08338385832848645, 0.17633071389003827, 0.24683228687205921, 0.2820947996154733,
-    0.2820947917583987,
-};
-
-/* *es = erf(z) for |z| < 1 and *ec = erfc(|z|) for |z| >= 1 (both computed for every lane);
- * returns the lanes with |z| < 1 (not NaN). erfc(|z|) is 0 from |z| ~ 26.6 on (exp(-z^2)
- * below -708), also for |z| = inf (t = 0). */
-static NNL_ALWAYS_INLINE v8l erf_parts8(v8d z, v8d *es, v8d *ec)
+static NNL_ALWAYS_INLINE v16f abs16(v16f v)
 {
-    const v8d s = z * z;
-    const v8d a = (v8d)((v8l)z & 0x7fffffffffffffffll);
-    v8d p = splat8(ERF_P[0]);
-    for (int i = 1; i < 8; i++)
-        p = p * s + ERF_P[i];
-    *es = z * p;
-    const v8d t = 2.0 / (2.0 + a);
-    v8d q = splat8(ERFC_Q[0]);
-    for (int i = 1; i < 13; i++)
-        q = q * t + ERFC_Q[i];
-    *ec = t * q * exp_nonpos8(-s);
-    return a < 1.0;
+    return (v16f)((v16u)v & 0x7fffffffu);
 }
 
-static NNL_ALWAYS_INLINE v8d copysign8(v8d mag, v8d sgn)
+/* erf(z) / z - 1 = Q(z^2) on z^2 in [0, 0.875^2] (erf(z) = z + z Q: the rounding of the
+ * leading 2 / sqrt(pi) stays out), highest degree first. A minimax fit (float64 Lawson
+ * iteration against mpmath, coefficients rounded to float32 from the top down, the lower
+ * ones refitted): |erf(z) - z (1 + Q)| <= 2^-25.9 erf(z) in exact arithmetic. */
+static const float ERF_Q[6] = {
+    -0x1.453aaap-11f, 0x1.49c9fep-8f, -0x1.b6f38ap-6f, 0x1.ce211ep-4f, -0x1.81270cp-2f,
+    0x1.06eba8p-3f,
+};
+
+static NNL_ALWAYS_INLINE v16f erf_q16(v16f s)
 {
-    const v8l sign = (v8l)splat8(-0.0);
-    return (v8d)(((v8l)mag & ~sign) | ((v8l)sgn & sign));
+    v16f q = splat16(ERF_Q[0]);
+    for (int i = 1; i < 6; i++)
+        q = q * s + ERF_Q[i];
+    return q;
+}
+
+/* erfc(a) exp(a^2) = G(t), t = 2 / (2 + a), on a in [0.5, 10.5] (t in [0.16, 0.8]), highest
+ * degree first: a minimax fit (float64 Lawson iteration against mpmath), relative error
+ * <= 2^-29.1. Evaluated in double: in float the two roundings of t (amplified up to twice
+ * by G's slope) and Horner's cancellation cost up to 5.8 x 2^-24 (a float rational in a:
+ * 8 x 2^-24). */
+static const double ERFCX_G[10] = {
+    -0.07368309871403829, 0.34816933760520535, -0.6053903911030454, 0.4006795617149962,
+    -0.10452416617437842, 0.2339741639582993, 0.2351950370083022, 0.28358361329500237,
+    0.2819855212003334, 3.4982388223414596e-06,
+};
+
+/* erfc(a) exp(a^2) for a = v * scale (the product in double) */
+static NNL_ALWAYS_INLINE v16f erfcx16(v16f v, double scale)
+{
+    v8d a0, a1;
+    widen16(v, &a0, &a1);
+    const v8d t0 = 2.0 / (2.0 + a0 * scale), t1 = 2.0 / (2.0 + a1 * scale);
+    v8d g0 = splat8(ERFCX_G[0]), g1 = g0;
+    for (int i = 1; i < 10; i++) {
+        g0 = g0 * t0 + ERFCX_G[i];
+        g1 = g1 * t1 + ERFCX_G[i];
+    }
+    return narrow16(g0, g1);
+}
+
+/* x^2 = h + l: h = xh^2 exact for xh = x with its 12 low significand bits cleared (12
+ * significant bits), l = (x + xh) (x - xh) rounded (relative error 2^-24 of l <= 2^-11 x^2):
+ * h + l carries x^2 to about 2^-35 relative, exp(-(h + l)) to about 2^-28 relative for
+ * x^2 <= 104. x finite (the caller clamps it). */
+static NNL_ALWAYS_INLINE void square_split16(v16f x, v16f *h, v16f *l)
+{
+    const v16f xh = (v16f)((v16u)x & 0xfffff000u);
+    *h = xh * xh;
+    *l = (x + xh) * (x - xh);
+}
+
+/* erfc(a) * 2^32 for a = v * scale >= 0.5 (v <= 16: the caller clamps it) from h + l = a^2;
+ * 0 where h > 104 (there erfc(a) * 16 < 2^-150: every result built from it rounds to 0) */
+static NNL_ALWAYS_INLINE v16f erfc_2p32(v16f v, double scale, v16f h, v16f l)
+{
+    const v16f e = erfcx16(v, scale) * exp_nonpos_2p32(-h, -l);
+    return sel16(h > 104.0f, splat16(0.0f), e);
 }
 
 /* ------------------------------------------------------------------ elementwise */
 
-static NNL_ALWAYS_INLINE v8d erf8(v8d x)
+/* erf(x): x + x Q(x^2) for |x| < 0.875, else +-(1 - erfc|x|) (erfc|x| <= 0.22, so the
+ * subtraction loses at most a quarter of erfc's relative error); erfc|x| < 2^-25 from
+ * |x| = 3.92 on, where erf rounds to +-1 */
+static NNL_ALWAYS_INLINE v16f erf16(v16f x)
 {
-    v8d es, ec;
-    const v8l small = erf_parts8(x, &es, &ec);
-    return sel8(small, es, copysign8(1.0 - ec, x));
+    const v16f a = abs16(x);
+    const v16f small = x + x * erf_q16(x * x);
+    const v16f ac = sel16(a > 16.0f, splat16(16.0f), a);     /* exp(-256) * 2^32 = 0 */
+    v16f h, l;
+    square_split16(ac, &h, &l);
+    const v16f ec = erfc_2p32(ac, 1.0, h, l) * 0x1p-32f;
+    const v16u sign = (v16u)x & 0x80000000u;
+    const v16f big = (v16f)((v16u)(1.0f - ec) | sign);
+    return sel16(a < 0.875f, small, big);
 }
 
-/* x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 */
-static NNL_ALWAYS_INLINE v8d gelu8(v8d x)
+/* x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, z = x / sqrt 2: for |z| < 0.5
+ * x (1/2 + (x c)(1 + Q(z^2))), c = 1 / (2 sqrt 2) (0.5 erf(z)); else from e = erfc|z|:
+ * x (1 - e / 2) for x > 0 and (x / 2) e for x < 0, where e is kept scaled by 2^32 until
+ * the last product (one rounding of a subnormal result) and |z|^2 = x^2 / 2 is split
+ * exactly, so e keeps its relative accuracy to the underflow. t = C / (C + |x|),
+ * C = float(2 sqrt 2), is 2 / (2 + |z|) up to the constant's rounding (2^-26). */
+static NNL_ALWAYS_INLINE v16f gelu16(v16f x)
 {
-    v8d es, ec;
-    const v8d z = x * -0.70710678118654752440;
-    const v8l small = erf_parts8(z, &es, &ec);
-    const v8d erfc = sel8(small, 1.0 - es, sel8(z < 0.0, 2.0 - ec, ec));
-    return (x * 0.5) * erfc;
+    const v16f a = abs16(x);
+    const v16f xc = x * 0x1.6a09e6p-2f;
+    const v16f small = x * (0.5f + (xc + xc * erf_q16((x * x) * 0.5f)));
+    const v16f ac = sel16(a > 16.0f, splat16(16.0f), a);     /* exp(-128) * 2^32 = 0 */
+    v16f h, l;
+    square_split16(ac, &h, &l);
+    const v16f e = erfc_2p32(ac, 0.70710678118654752440, h * 0.5f, l * 0.5f);
+    const v16f pos = x * (1.0f - e * 0x1p-33f);
+    const v16f neg = ((x * 0.5f) * e) * 0x1p-32f;
+    return sel16(a < 0x1.6a09e6p-1f, small, sel16(x > 0.0f, pos, neg));
 }
 
-/* x sigmoid(v), v = 2 sqrt(2/pi) (x + 0.044715 x^3): sigmoid from e = exp(-|v|) on both
- * sides (1 / (1 + e) or e / (1 + e)), so neither tail cancels or overflows */
-static NNL_ALWAYS_INLINE v8d gelu_tanh8(v8d x)
+/* x sigmoid(v), v = 2 sqrt(2/pi) (x + 0.044715 x^3): v in double (for v << 0 the result's
+ * relative error is v's absolute one) as vh + vl (two floats), clamped to [-120, 120];
+ * sigmoid from e = exp(-|v|) on both sides, x / (1 + e) or x e / (1 + e), e scaled by 2^32
+ * until the last product and 0 for v < -109 (so that x = -inf gives -inf * 0 = NaN, as the
+ * NumPy formula does) */
+static NNL_ALWAYS_INLINE v16f gelu_tanh16(v16f x)
 {
-    const v8d v = (2.0 * 0.79788456080286535588) * (x + 0.044715 * (x * x * x));
-    const v8d av = (v8d)((v8l)v & 0x7fffffffffffffffll);
-    const v8d e = exp_nonpos8(-av);
-    const v8d r = 1.0 / (1.0 + e);
-    return x * sel8(v >= 0.0, r, e * r);
+    v8d x0, x1;
+    widen16(x, &x0, &x1);
+    const double c1 = 2.0 * 0.79788456080286535588, c3 = c1 * 0.044715;
+    v8d v0 = x0 * (c1 + c3 * (x0 * x0)), v1 = x1 * (c1 + c3 * (x1 * x1));
+    v0 = sel8(v0 > 120.0, splat8(120.0), sel8(v0 < -120.0, splat8(-120.0), v0));
+    v1 = sel8(v1 > 120.0, splat8(120.0), sel8(v1 < -120.0, splat8(-120.0), v1));
+    const v16f vh = narrow16(v0, v1);
+    v8d h0, h1;
+    widen16(vh, &h0, &h1);
+    const v16f vl = narrow16(v0 - h0, v1 - h1);
+    /* -|v| = -|vh| - vl sign(vh) */
+    const v16u flip = ((v16u)vh & 0x80000000u) ^ 0x80000000u;
+    const v16f e = exp_nonpos_2p32((v16f)((v16u)vh | 0x80000000u), (v16f)((v16u)vl ^ flip));
+    const v16f d = 1.0f + e * 0x1p-32f;
+    const v16f en = sel16(vh < -109.0f, splat16(0.0f), e);
+    return sel16(vh >= 0.0f, x / d, ((x * en) / d) * 0x1p-32f);
 }
 
 #define EW_ERF 0
@@ -289,26 +337,23 @@ static NNL_ALWAYS_INLINE v8d gelu_tanh8(v8d x)
 #define EW_LOOP(FN)                                                                         \
     for (ptrdiff_t i = 0; i < n; i += 16) {                                                 \
         const ptrdiff_t m = n - i < 16 ? n - i : 16;                                        \
-        v8d lo, hi;                                                                         \
-        widen16(m == 16 ? ld16(x + i) : ld16_part(x + i, m, 0.0f), &lo, &hi);               \
-        const v16f v = narrow16(FN(lo), FN(hi));                                            \
         if (m == 16)                                                                        \
-            st16(y + i, v);                                                                 \
+            st16(y + i, FN(ld16(x + i)));                                                   \
         else                                                                                \
-            st16_part(y + i, m, v);                                                         \
+            st16_part(y + i, m, FN(ld16_part(x + i, m, 0.0f)));                             \
     }
 
 static void ew_values(const float *x, float *y, ptrdiff_t n, int op)
 {
     switch (op) {
     case EW_ERF:
-        EW_LOOP(erf8)
+        EW_LOOP(erf16)
         break;
     case EW_GELU:
-        EW_LOOP(gelu8)
+        EW_LOOP(gelu16)
         break;
     default:
-        EW_LOOP(gelu_tanh8)
+        EW_LOOP(gelu_tanh16)
         break;
     }
 }

@@ -20,6 +20,7 @@ native_only = pytest.mark.skipif(_rowops is None or nnlite.backend() != "cython"
 
 TINY = 2.0 ** -149        # the smallest float32 subnormal
 NORMAL = 2.0 ** -126      # the smallest normal float32
+GELU_ULPS = 3.5           # the float32 gelu kernels' bound (both forms)
 
 
 def _ulps(y, ref):
@@ -49,13 +50,13 @@ def _check_ulps(y, ref, bound, tiny=TINY):
 
 
 @native_only
-def test_erf_within_half_an_ulp_of_math_erf():
+def test_erf_within_one_ulp_of_math_erf():
     x = _grid(10.0, 4099)
     ref = np.array([math.erf(v) for v in x.astype(np.float64)])
     y = rowops.erf(x)
     assert y.dtype == np.float32
-    # double inside, rounded once: the rounding's half ulp and a trace of the fit's error
-    _check_ulps(y, ref, 0.51)
+    # float lanes, erfc's rational part in double: measured 0.89 ulp (every 7th float)
+    _check_ulps(y, ref, 1.0)
     # erf(x) = x * 2/sqrt(pi) rounds once in the subnormals: exact to the spacing
     assert np.array_equal(np.signbit(y), np.signbit(x))
 
@@ -79,12 +80,14 @@ def _gelu_tanh_ref(x):
 
 
 @native_only
-def test_gelu_within_half_an_ulp_of_float64():
+def test_gelu_within_few_ulps_of_float64():
     x = _grid(30.0, 16411)
     x = x[np.isfinite(x)]
     ref = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x.astype(np.float64)])
-    _check_ulps(rowops.gelu(x), ref, 0.51)
-    _check_ulps(rowops.gelu(x, "tanh"), _gelu_tanh_ref(x), 0.51)
+    # float lanes (exp, products) around a double erfc(a) exp(a^2) / a double v: measured
+    # 3.03 and 2.98 ulp (every 7th float); subnormal results within 1.7 spacings
+    _check_ulps(rowops.gelu(x), ref, GELU_ULPS, tiny=2 * TINY)
+    _check_ulps(rowops.gelu(x, "tanh"), _gelu_tanh_ref(x), GELU_ULPS, tiny=2 * TINY)
 
 
 @native_only
@@ -94,7 +97,7 @@ def test_gelu_keeps_relative_accuracy_far_left():
     ref = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x.astype(np.float64)])
     y = rowops.gelu(x)
     assert (y < 0).all()
-    _check_ulps(y, ref, 0.51)
+    _check_ulps(y, ref, GELU_ULPS, tiny=2 * TINY)
 
 
 @native_only

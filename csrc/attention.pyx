@@ -10,13 +10,15 @@ share_pool()
 
 cdef extern from "attention.h" nogil:
     Py_ssize_t nnl_attention_blocks(Py_ssize_t M, Py_ssize_t rb)
+    Py_ssize_t nnl_attention_packed(Py_ssize_t D, Py_ssize_t L, Py_ssize_t Dv, int isa)
     int nnl_attention_s(Py_ssize_t batch, Py_ssize_t M, Py_ssize_t L, Py_ssize_t D,
                         Py_ssize_t Dv, float alpha,
                         const float* q, Py_ssize_t bsq, Py_ssize_t rsq, Py_ssize_t csq,
                         const float* kt, Py_ssize_t bsk, Py_ssize_t rsk, Py_ssize_t csk,
                         const float* v, Py_ssize_t bsv, Py_ssize_t rsv, Py_ssize_t csv,
                         float* y, Py_ssize_t bsy, Py_ssize_t rsy, Py_ssize_t rb, float* scores,
-                        Py_ssize_t scores_len, int isa, int nt)
+                        Py_ssize_t scores_len, float* packs, Py_ssize_t packs_len, int isa,
+                        int nt)
     int NNL_ATT_SKINNY
 
 
@@ -28,13 +30,22 @@ def scores_per_thread(Py_ssize_t M, Py_ssize_t L, Py_ssize_t rb):
     return rows * L
 
 
+def packed_per_item(Py_ssize_t D, Py_ssize_t L, Py_ssize_t Dv, int isa):
+    """float32 values of one item's kt (D x L) and v (L x Dv) packed for GEMM family isa."""
+    n = nnl_attention_packed(D, L, Dv, isa)
+    if n < 0:
+        raise ValueError(f"packed_per_item: isa code {isa} is not a GEMM family of this CPU")
+    return n
+
+
 def attention(const float[:, :, :] q, const float[:, :, :] kt, const float[:, :, :] v,
               float[:, :, :] y, float alpha, Py_ssize_t rb, float[::1] scores, int isa,
-              int num_threads=1):
+              int num_threads=1, float[::1] packs=None):
     """y[b] = softmax(alpha * q[b] @ kt[b]) @ v[b]: q (B, M, D), kt (B, D, L), v (B, L, Dv),
     y (B, M, Dv) with unit stride along its last axis; any other strides (0 to share an
     operand among the items); scores: num_threads * scores_per_thread(M, L, rb) values; isa a
-    GEMM family code (``nnlite._gemm.isa_code``)."""
+    GEMM family code (``nnlite._gemm.isa_code``); packs: B * packed_per_item(D, L, Dv, isa)
+    values to pack kt and v once per item in (None, or fewer: every block packs its own)."""
     cdef Py_ssize_t B = y.shape[0], M = y.shape[1], Dv = y.shape[2]
     cdef Py_ssize_t D = q.shape[2], L = kt.shape[2], es = sizeof(float)
     if (q.shape[0] != B or kt.shape[0] != B or v.shape[0] != B or q.shape[1] != M
@@ -61,6 +72,10 @@ def attention(const float[:, :, :] q, const float[:, :, :] kt, const float[:, :,
         raise ValueError(f"attention: scores holds {scores.shape[0]} values, "
                          f"{num_threads} threads need {need}")
     cdef int rc
+    cdef float* pk = NULL
+    cdef Py_ssize_t pk_len = 0
+    if packs is not None and packs.shape[0] > 0:
+        pk, pk_len = &packs[0], packs.shape[0]
     with nogil:
         rc = nnl_attention_s(B, M, L, D, Dv, alpha,
                              &q[0, 0, 0], q.strides[0] // es, q.strides[1] // es,
@@ -70,5 +85,5 @@ def attention(const float[:, :, :] q, const float[:, :, :] kt, const float[:, :,
                              &v[0, 0, 0], v.strides[0] // es, v.strides[1] // es,
                              v.strides[2] // es,
                              &y[0, 0, 0], y.strides[0] // es, y.strides[1] // es, rb,
-                             &scores[0], scores.shape[0], isa, num_threads)
+                             &scores[0], scores.shape[0], pk, pk_len, isa, num_threads)
     check_status(rc, "attention")

@@ -455,7 +455,8 @@ def test_fused_attention_gives_the_unfused_bits(L, E, H, monkeypatch):
 
 def test_fused_attention_block_edges():
     # the native call with explicit block sizes against NumPy in float64 and against the
-    # unfused GEMM / softmax / GEMM bits; operands strided, v and q shared by the items
+    # unfused GEMM / softmax / GEMM bits; operands strided, v and q shared by the items; k^T
+    # and v packed once per item, or (no room, one value short) by each block
     from nnlite import _attention
     from nnlite.kernels import rowops
     gemm = K._gemm_ext.gemm_strided
@@ -469,10 +470,12 @@ def test_fused_attention_block_edges():
         v3 = np.broadcast_to(v, (B, L, Dv))
         y = np.full((B, M, Dv), np.nan, np.float32)
         per = _attention.scores_per_thread(M, L, rb)
-        for nt in (1, 2, 3):
+        packed = B * _attention.packed_per_item(D, L, Dv, fam)
+        for nt, packs in ((1, None), (2, packed), (3, packed), (2, packed - 1)):
             scores = np.full(nt * per, np.nan, np.float32)
             y[...] = np.nan
-            _attention.attention(q3, kt, v3, y, 0.3, rb, scores, fam, nt)
+            pk = None if packs is None else np.full(packs, np.nan, np.float32)
+            _attention.attention(q3, kt, v3, y, 0.3, rb, scores, fam, nt, pk)
             s = np.empty((B, M, L), np.float32)
             gemm(qs, kt, s, 0.3, 0.0, None, 0, 0, 1, fam)
             rowops.softmax_lastaxis(s, out=s)

@@ -1498,21 +1498,28 @@ class AttentionKernel(Kernel):
     them, the scores read by nothing else): ``nnlite._attention`` computes each block of query
     rows' scores into a per-thread buffer of the scratch area (``scratch_bytes``), turns them
     into probabilities there and multiplies them by v, so the (..., M, L) scores never go to
-    memory; every element gets the bits of the three unfused steps. Operand views as
+    memory (each item's k^T and v packed once, in the scratch area too); every element gets
+    the bits of the three unfused steps. Operand views as
     ``MatMulKernel``'s; without the extension, or for views with no single batch stride, the
     three steps run one after the other."""
 
-    def __init__(self, attrs, q_shape, k_shape):
+    def __init__(self, attrs, q_shape, k_shape, v_shape):
         self.view_q, self.view_k = attrs.get("view_q", ()), attrs.get("view_k", ())
         self.view_v, self.out_perm = attrs.get("view_v", ()), attrs.get("out_perm")
         self.alpha = float(attrs.get("alpha", 1.0))
         m, length = int(q_shape[-2]), int(k_shape[-1])
-        items = int(np.prod(np.broadcast_shapes(q_shape[:-2], k_shape[:-2]), dtype=np.int64))
+        items = int(np.prod(np.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2]),
+                            dtype=np.int64))
         self.threads = max(1, get_num_threads())
         self.rows = _attention_rows(m, length, items, self.threads)
+        self.scores = self.packs = 0      # float32 values of the two parts of the scratch
         if _attention_ext is not None and m and length:
-            per = _attention_ext.scores_per_thread(m, length, self.rows)
-            self.scratch_bytes = 4 * self.threads * per
+            self.scores = self.threads * _attention_ext.scores_per_thread(m, length, self.rows)
+            # each item's k^T and v packed once for the GEMM family in use at compile time
+            # (another family at run time: each block packs its own, the same bits)
+            self.packs = items * _attention_ext.packed_per_item(
+                int(q_shape[-1]), length, int(v_shape[-1]), _family())
+            self.scratch_bytes = 4 * (self.scores + self.packs)
 
     def _bind(self, ins, outs, scratch):
         q, kt = operand_view(ins[0], self.view_q), operand_view(ins[1], self.view_k)
@@ -1524,11 +1531,13 @@ class AttentionKernel(Kernel):
         if (_attention_ext is not None and self.scratch_bytes and all(t is not None for t in views)
                 and y.dtype == np.float32 and y.strides[-1] == 4):
             q3, k3, v3, y3 = views
-            scores = _scratch(scratch, (self.scratch_bytes // 4,), np.float32)
+            area = _scratch(scratch, (self.scores + self.packs,), np.float32)
+            scores, packs = area[:self.scores], area[self.scores:]
             fn, rows, cap = _attention_ext.attention, self.rows, self.threads
 
             def fused():
-                fn(q3, k3, v3, y3, alpha, rows, scores, _family(), min(get_num_threads(), cap))
+                fn(q3, k3, v3, y3, alpha, rows, scores, _family(), min(get_num_threads(), cap),
+                   packs)
             return fused
 
         def steps():
@@ -1894,7 +1903,8 @@ def _gemm_kernel(node, in_metas, consts, opset):
 def _attention_kernel(node, in_metas, consts, opset):
     q = view_layout(in_metas[0].shape, node.attrs.get("view_q", ()))[0]
     k = view_layout(in_metas[1].shape, node.attrs.get("view_k", ()))[0]
-    return AttentionKernel(node.attrs, q, k)
+    v = view_layout(in_metas[2].shape, node.attrs.get("view_v", ()))[0]
+    return AttentionKernel(node.attrs, q, k, v)
 
 
 @KERNELS.register("MatMul", MATMUL_OP)

@@ -235,9 +235,30 @@ def test_softmax_in_place_strided_and_nd(log_form):
     z = x.copy()
     assert fn(z, out=z) is z
     assert np.array_equal(z, y)
-    # a non-unit last stride takes the NumPy formula: the same values within rounding
+    # a non-unit last stride runs on a contiguous copy: the same bits
     xs = big[:, :, ::2]
     _check_softmax(fn(xs), xs, log_form)
+    assert np.array_equal(fn(xs), fn(np.ascontiguousarray(xs)))
+
+
+@native_only
+@pytest.mark.parametrize("log_form", [False, True])
+def test_softmax_reversed_broadcast_and_overlapping_rows(log_form):
+    # rows that run backwards (x[::-1], found by the loss fuzzer: a column of logits; the
+    # extension refused its row stride), repeat (a broadcast) or overlap (a sliding window)
+    # run on a contiguous copy: the same bits as the copy's
+    fn = rowops.log_softmax_lastaxis if log_form else rowops.softmax_lastaxis
+    rng = np.random.default_rng(11)
+    col = rng.standard_normal((7, 1)).astype(np.float32)
+    base = rng.standard_normal((9, 5)).astype(np.float32) * 3
+    flat = rng.standard_normal(40).astype(np.float32)
+    views = [col[::-1], base[::-1], base[::-2, 1:4],
+             np.broadcast_to(base[2], (4, 5)),
+             np.lib.stride_tricks.as_strided(flat, (30, 8), (4, 4), writeable=False)]
+    for x in views:
+        got = fn(x)
+        _check_softmax(got, np.ascontiguousarray(x), log_form)
+        assert np.array_equal(got, fn(np.ascontiguousarray(x)))
 
 
 @native_only
@@ -314,6 +335,18 @@ def test_layer_norm_special_rows_in_place_and_strided():
     inplace = view.copy()
     assert rowops.layer_norm_lastaxis(inplace, out=inplace) is inplace
     assert np.array_equal(inplace, want)
+
+
+@native_only
+def test_layer_norm_reversed_and_broadcast_rows():
+    rng = np.random.default_rng(12)
+    base = rng.standard_normal((9, 6)).astype(np.float32)
+    w = rng.standard_normal(6).astype(np.float32)
+    for x in (base[::-1], base[::-3, ::2][:, :2], np.broadcast_to(base[4], (3, 6))):
+        y, mean, rstd = rowops.layer_norm_lastaxis(x, w[:x.shape[-1]], None, 1e-5, stats=True)
+        _check_layer_norm(y, np.ascontiguousarray(x), w[:x.shape[-1]], None, 1e-5, mean, rstd)
+        got = rowops.layer_norm_lastaxis(np.ascontiguousarray(x), w[:x.shape[-1]])
+        assert np.array_equal(y, got)
 
 
 @native_only

@@ -5,6 +5,8 @@ float32 inputs run the native kernels of ``nnlite._rowops`` (csrc/rowops_kernels
 ``get_num_threads()`` threads of the kernels' pool when the extension is built and the
 'cython' backend is active; float64 inputs, the other backends and builds without the
 extension (NNLITE_NO_EXT) run the NumPy formulas below, which the eager ops used before.
+Rows the kernels cannot walk in place (strided, reversed, broadcast or overlapping) are
+copied into a contiguous array first: the result does not depend on the layout.
 
 Measured accuracy of the float32 kernels (tests/test_rowops.py checks it against float64
 oracles, every 7th float32): erf within 0.89 ulp of math.erf (tested: 1), gelu within 3.03
@@ -123,13 +125,33 @@ def gelu(x, approximate="none", out=None):
 
 
 def _rows_view(x):
-    """x as a (rows, n) view with unit stride along n (None when no such view exists)."""
+    """x as a (rows, n) view with unit stride along n and rows that follow each other forward
+    without overlapping (None when no such view exists: reversed, broadcast or overlapping
+    rows take the NumPy formula)."""
     n = x.shape[-1]
     if x.flags.c_contiguous:
         return x.reshape(math.prod(x.shape[:-1]), n)
-    if x.ndim == 2 and (x.strides[1] == x.itemsize or n <= 1):
+    if (x.ndim == 2 and (x.strides[1] == x.itemsize or n <= 1)
+            and (x.shape[0] <= 1 or (x.strides[0] % x.itemsize == 0
+                                     and x.strides[0] >= n * x.itemsize))):
         return x
     return None
+
+
+def _kernel_rows(x, y):
+    """(xr, yr, back): the (rows, n) arrays the row kernels read and write for x and y. A
+    layout with no such view (reversed, broadcast, overlapping or strided rows) is copied
+    into a contiguous array (x), or written to one that ``back`` (else None) then copies into
+    y, so that every layout gets the kernel's bits."""
+    n = x.shape[-1]
+    xr = _rows_view(x)
+    if xr is None:
+        xr = np.ascontiguousarray(x).reshape(-1, n)
+    yr = _rows_view(y)
+    if yr is not None:
+        return xr, yr, None
+    yr = np.empty(xr.shape, y.dtype)
+    return xr, yr, lambda: np.copyto(y, yr.reshape(y.shape))
 
 
 def _lastaxis(op, x, out):
@@ -143,10 +165,11 @@ def _softmax(op, x, out, log_form):
     x, y = _lastaxis(op, x, out)
     if x.size == 0:
         return y
-    xr = _rows_view(x) if native(x) else None
-    yr = _rows_view(y) if xr is not None else None
-    if yr is not None:
+    if native(x):
+        xr, yr, back = _kernel_rows(x, y)
         _rowops.softmax_rows(xr, yr, log_form, get_num_threads())
+        if back is not None:
+            back()
         return y
     shifted = x - x.max(axis=-1, keepdims=True)
     if log_form:
@@ -191,11 +214,12 @@ def layer_norm_lastaxis(x, w=None, b=None, eps=1e-5, out=None, stats=False):
     lead = x.shape[:-1]
     mean = np.empty(lead, x.dtype)
     rstd = np.empty(lead, x.dtype)
-    xr = _rows_view(x) if native(x) else None
-    yr = _rows_view(y) if xr is not None else None
-    if yr is not None:
+    if native(x) and x.size:
+        xr, yr, back = _kernel_rows(x, y)
         _rowops.layer_norm_rows(xr, yr, w, b, eps, mean.reshape(-1), rstd.reshape(-1),
                                 get_num_threads())
+        if back is not None:
+            back()
     elif not x.shape[-1]:
         mean.fill(np.nan)      # the statistics of no values: 0 / 0
         rstd.fill(np.nan)

@@ -346,6 +346,9 @@ def gelu_nodes(spelling, half=0.5, root=2 ** 0.5):
     if spelling.startswith("mul"):
         inits["c"] = np.array(1 / root, np.float32)
         nodes = [oh.make_node("Mul", ["x", "c"], ["d"])]
+    elif spelling.startswith("cmul"):   # the constant first
+        inits["c"] = np.array(1 / root, np.float32)
+        nodes = [oh.make_node("Mul", ["c", "x"], ["d"])]
     else:
         inits["c"] = np.array(root, np.float32)
         nodes = [oh.make_node("Div", ["x", "c"], ["d"])]
@@ -361,7 +364,7 @@ def gelu_nodes(spelling, half=0.5, root=2 ** 0.5):
 
 
 @pytest.mark.parametrize("spelling", ["div (xa)h", "div x(ah)", "div (xh)a", "mul (xa)h",
-                                      "mul (xh)a"])
+                                      "mul (xh)a", "cmul x(ah)"])
 def test_gelu_spellings_fuse(spelling):
     nodes, inits = gelu_nodes(spelling)
     x = np.concatenate([np.linspace(-12, 12, 601, dtype=np.float32), rand(399)])

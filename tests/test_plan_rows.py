@@ -19,7 +19,6 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 import nnlite.onnx as nxo  # noqa: E402
 
 RNG = np.random.default_rng(38)
-NATIVE = K._rowops is not None
 
 
 def run(nodes, x, inits=None, outputs=("y",), opset=17, rtol=3e-6, atol=1e-6):
@@ -75,7 +74,7 @@ def test_layer_norm(shape, axis, bias):
         ins.append("b")
     kinds = run([oh.make_node("LayerNormalization", ins, ["y"], axis=axis, epsilon=1e-3)], x,
                 inits, rtol=2e-5, atol=2e-5)
-    assert kinds == (["RowKernel"] if NATIVE else ["FallbackKernel"])
+    assert kinds == ["RowKernel"]
 
 
 def test_layer_norm_statistics_outputs():
@@ -83,7 +82,7 @@ def test_layer_norm_statistics_outputs():
     inits = {"w": RNG.standard_normal(8).astype(np.float32)}
     kinds = run([oh.make_node("LayerNormalization", ["x", "w"], ["y", "m", "r"], axis=-1)], x,
                 inits, outputs=("y", "m", "r"), rtol=2e-5, atol=2e-5)
-    assert kinds == (["RowKernel"] if NATIVE else ["FallbackKernel"])
+    assert kinds == ["RowKernel"]
 
 
 def test_layer_norm_with_broadcast_scale_takes_the_executor():
@@ -97,7 +96,7 @@ def test_layer_norm_with_broadcast_scale_takes_the_executor():
 def test_erf_and_gelu_forms():
     x = np.concatenate([np.linspace(-9, 9, 1001), RNG.standard_normal(999) * 3,
                         [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30]]).astype(np.float32)
-    want = "RowKernel" if NATIVE else "FallbackKernel"
+    want = "RowKernel"
     assert run([oh.make_node("Erf", ["x"], ["y"])], x) == [want]
     for form in ("none", "tanh"):
         kinds = run([oh.make_node("Gelu", ["x"], ["y"], approximate=form)], x, opset=20)

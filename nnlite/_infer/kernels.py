@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..kernels import _conv_gemm, specialized
+from ..kernels import rowops as _rowops
 from .._algorithms import direct_kernel, winograd_tile, winograd_tile_is_close
 from .._constants import POOL_SERIAL_WORK
 from ..autograd import no_grad
@@ -74,11 +75,6 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _pool = None
     from .._config import get_num_threads
-
-try:
-    from ..kernels import rowops as _rowops
-except ImportError:  # pragma: no cover - depends on the checkout
-    _rowops = None
 
 try:
     from .. import _attention as _attention_ext
@@ -1270,7 +1266,7 @@ class SoftmaxKernel(Kernel):
         else:
             y2 = y
 
-        if axis == x.ndim - 1 and _rowops is not None:
+        if axis == x.ndim - 1:
             # the last axis: one pass per row (``rowops.softmax_lastaxis``; float32 natively)
             return lambda: _rowops.softmax_lastaxis(x, out=y2)
 
@@ -1323,7 +1319,6 @@ class GemmKernel(Kernel):
 
     def __init__(self, attrs, c, act, n_inputs, b_const=False):
         self.alpha = float(attrs.get("alpha", 1.0))
-        self.act = attrs.get("activation")
         self.beta = float(attrs.get("beta", 1.0))
         self.ta, self.tb = bool(int(attrs.get("transA", 0))), bool(int(attrs.get("transB", 0)))
         self.act = act
@@ -1499,9 +1494,9 @@ class AttentionKernel(Kernel):
     rows' scores into a per-thread buffer of the scratch area (``scratch_bytes``), turns them
     into probabilities there and multiplies them by v, so the (..., M, L) scores never go to
     memory (each item's k^T and v packed once, in the scratch area too); every element gets
-    the bits of the three unfused steps. Operand views as
-    ``MatMulKernel``'s; without the extension, or for views with no single batch stride, the
-    three steps run one after the other."""
+    the bits of the three unfused steps. Operand views as ``MatMulKernel``'s; without the
+    extension, or for views with no single batch stride, the three steps run one after the
+    other."""
 
     def __init__(self, attrs, q_shape, k_shape, v_shape):
         self.view_q, self.view_k = attrs.get("view_q", ()), attrs.get("view_k", ())
@@ -1544,13 +1539,7 @@ class AttentionKernel(Kernel):
             s = np.matmul(q, kt)
             if alpha != 1.0:
                 np.multiply(s, s.dtype.type(alpha), out=s)
-            if _rowops is not None:
-                _rowops.softmax_lastaxis(s, out=s)
-            else:
-                with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                    np.subtract(s, s.max(axis=-1, keepdims=True), out=s)
-                    np.exp(s, out=s)
-                    np.divide(s, s.sum(axis=-1, keepdims=True), out=s)
+            _rowops.softmax_lastaxis(s, out=s)
             np.matmul(s, v, out=y)
         return steps
 
@@ -1570,9 +1559,10 @@ def _attention_rows(m, length, items, threads):
 
 class MatMulKernel(Kernel):
     """y = act(alpha * a @ b + bias) (ONNX MatMul; ``MATMUL_OP`` adds the fused views, scale,
-    bias vector along the last axis and activation) by nnlite's GEMM where the operands, as 3-D views with one
-    batch stride each (broadcast items stride 0), allow it, a constant 2-D ``b`` packed once;
-    else NumPy's matmul on the same views. Rank-1 operands and other dtypes: NumPy."""
+    bias vector along the last axis and activation) by nnlite's GEMM where the operands, as
+    3-D views with one batch stride each (broadcast items stride 0), allow it, a constant 2-D
+    ``b`` packed once; else NumPy's matmul on the same views. Rank-1 operands and other
+    dtypes: NumPy."""
 
     def __init__(self, attrs=None, b_const=None, bias=None):
         attrs = attrs or {}
@@ -1865,7 +1855,7 @@ def _float32(meta):
 
 @KERNELS.register("Erf", "Gelu")
 def _elementwise_row_kernel(node, in_metas, consts, opset):
-    if _rowops is None or not _float32(in_metas[0]):
+    if not _float32(in_metas[0]):
         return None
     return RowKernel(node.op, approximate=node.attrs.get("approximate", "none"))
 
@@ -1875,7 +1865,7 @@ def _layer_norm_kernel(node, in_metas, consts, opset):
     """The last axes from ``axis`` on, float32, constant scale (and bias) of exactly those
     axes' shape (other broadcasts: the executor's path)."""
     shape = in_metas[0].shape
-    if _rowops is None or not _float32(in_metas[0]) or not shape:
+    if not _float32(in_metas[0]) or not shape:
         return None
     axis = int(node.attrs.get("axis", -1)) % len(shape)
     if int(node.attrs.get("stash_type", 1)) != 1:

@@ -553,31 +553,25 @@ _MATMUL_VIEW_OPS = ("Transpose", "Split", "Gather", "Reshape", "Flatten", "Squee
 def _view_steps(p, v, metas, consts):
     """The view steps (``kernels.view_layout``) that turn node ``p``'s input 0 into its output
     ``v``, or None (a Gather of anything but one constant index)."""
+    shape = metas[p.inputs[0]].shape
+    if p.op == "Transpose":
+        nd = len(shape)
+        return (("T", tuple(int(q) % nd for q in p.attrs.get("perm", range(nd)[::-1]))),)
+    if p.op == "Split":
+        axis = int(p.attrs.get("axis", 0)) % len(shape)
+        start = sum(metas[o].shape[axis] for o in p.outputs[:p.outputs.index(v)])
+        return (("S", axis, start, start + metas[v].shape[axis]),)
     if p.op == "Gather":
         idx = consts.get(p.inputs[1]) if len(p.inputs) > 1 else None
         if idx is None or np.ndim(idx) != 0 or np.asarray(idx).dtype.kind not in "iu":
             return None
-        shape = metas[p.inputs[0]].shape
         axis = int(p.attrs.get("axis", 0)) % len(shape)
         i = int(idx)
         if not -shape[axis] <= i < shape[axis]:
             return None
         i %= shape[axis]
         return (("S", axis, i, i + 1), ("R", tuple(metas[v].shape)))
-    return (_view_step(p, v, metas),)
-
-
-def _view_step(p, v, metas):
-    if p.op == "Transpose":
-        nd = len(metas[p.inputs[0]].shape)
-        return ("T", tuple(int(q) % nd for q in p.attrs.get("perm", range(nd)[::-1])))
-    if p.op == "Split":
-        nd = len(metas[p.inputs[0]].shape)
-        axis = int(p.attrs.get("axis", 0)) % nd
-        k = p.outputs.index(v)
-        start = sum(metas[o].shape[axis] for o in p.outputs[:k])
-        return ("S", axis, start, start + metas[v].shape[axis])
-    return ("R", tuple(metas[v].shape))
+    return (("R", tuple(metas[v].shape)),)
 
 
 def _operand_chain(v, prod, cons, outputs, metas, consts):
@@ -692,13 +686,14 @@ def _fuse_gelus(nodes, outputs, consts, metas):
         if n.op != "Erf" or n.inputs[0] not in prod:
             continue
         pre = prod[n.inputs[0]]
-        x = pre.inputs[0] if pre.inputs else None
-        if not (x and len(pre.inputs) == 2 and _sole_reader(pre.outputs[0], "Erf", cons, outputs)
+        if len(pre.inputs) != 2:
+            continue
+        x = pre.inputs[1] if pre.inputs[0] in consts else pre.inputs[0]
+        if not (_sole_reader(pre.outputs[0], "Erf", cons, outputs)
                 and ((pre.op == "Div" and pre.inputs[0] == x
                       and _const_near(pre, x, consts, 2 ** 0.5))
                      or (pre.op == "Mul" and _const_near(pre, x, consts, 2 ** -0.5)))):
             continue
-        x = pre.inputs[0] if pre.inputs[1] in consts else pre.inputs[1]
         add = _sole_reader(n.outputs[0], "Add", cons, outputs)
         if add is None or not _const_near(add, n.outputs[0], consts, 1.0):
             continue
@@ -713,13 +708,12 @@ def _fuse_gelus(nodes, outputs, consts, metas):
             last = _sole_reader(first.outputs[0], "Mul", cons, outputs)   # x * (a * 0.5)
             if last is not None and x in last.inputs:
                 chain = (first, last)
-        if chain is None:                                              # (x * 0.5) * a
+        if chain is None and first is not None:                        # (x * 0.5) * a
             half = [u for u in cons.get(x, ()) if u.op == "Mul"
                     and _const_near(u, x, consts, 0.5) and u.outputs[0] not in outputs]
-            last = None if first is None or not half else first
-            if last is not None and half[0].outputs[0] in last.inputs and \
+            if half and half[0].outputs[0] in first.inputs and \
                     len(cons.get(half[0].outputs[0], ())) == 1:
-                chain = (half[0], last)
+                chain = (half[0], first)
         if chain is None or metas[chain[1].outputs[0]] != metas[x] or \
                 np.dtype(metas[x].dtype).kind != "f":
             continue

@@ -126,8 +126,7 @@ def gelu(x, approximate="none", out=None):
 
 def _rows_view(x):
     """x as a (rows, n) view with unit stride along n and rows that follow each other forward
-    without overlapping (None when no such view exists: reversed, broadcast or overlapping
-    rows take the NumPy formula)."""
+    without overlapping (None when no such view exists: ``_kernel_rows`` then copies)."""
     n = x.shape[-1]
     if x.flags.c_contiguous:
         return x.reshape(math.prod(x.shape[:-1]), n)

@@ -6,9 +6,9 @@ with ONNX Runtime on the same layer beside (``--ort``, when installed).
         [--repeat 15] [--layers 1x1 3x3] [--ort]
 
 Variants per layer:
-  1x1/2  'plan'   the plan's own route (``ConvKernel.maps``: one product per image reading
-                  every second pixel in place; a batch of narrow maps: ``ConvKernel.batch_cols``;
-                  else im2col + GEMM)
+  1x1/2  'plan'   the plan's own route (``ConvKernel.maps``: one image's product reading
+                  every second pixel in place; a batch: ``ConvKernel.batch_cols``, its pixels
+                  gathered, the products of all images in one call; else im2col + GEMM)
          'im2col' the same ConvKernel forced onto im2col + GEMM (the route before strided reads)
          'maps'   forced onto the in-place product
   3x3/2  'plan'   what 'auto' picks for the plan; 'implicit', 'im2col': forced

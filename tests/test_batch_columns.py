@@ -1,11 +1,14 @@
 """An inference plan's im2col conv over a batch whose per-image products would be narrow
-(ResNet's 3x3/2 conv onto its 7x7 map): the column buffer holds every image and ONE product
-runs over every (image, pixel) column (``ConvKernel.batch_cols``; strided 1x1 convs take it
-too, tested in test_strided_pointwise.py).
+(ResNet's 3x3/2 conv onto its 7x7 map): the column buffer holds every image, and the products
+of all images run in one call on the weights packed once (``ConvKernel.batch_cols``,
+``batch_packed``), or, where the GEMM family would run such a product transposed, ONE product
+over every (image, pixel) column; strided 1x1 convs of a batch take it too (tested in
+test_strided_pointwise.py).
 
 Oracles: the naive-loop reference ``nnlite.kernels.conv_reference`` in float64 (+ bias,
-residual, activation in NumPy), and the same layer run image by image (the route before),
-which reduces in the same K order: the same bits, for 1 and 2 threads.
+residual, activation in NumPy), the same layer run image by image (the route before batch
+columns) and through the one-product route, which reduce in the same K order: the same bits,
+for 1 and 2 threads.
 """
 import numpy as np
 import pytest
@@ -43,9 +46,17 @@ def test_batch_columns_match_per_image_and_reference(N, C, F, H, W, k, stride, p
             per_image = make()
             per_image.batch_cols = False          # the route before: one product per image
             before = run_conv_kernel(per_image, x, r)
+            one = make()
+            one.batch_packed = lambda: False      # one product over every (image, pixel)
+            split = run_conv_kernel(one, x, r)
         assert np.array_equal(got, before)
+        assert np.array_equal(got, split)
         assert_close(got, want, dtype, k=C * k[0] * k[1], scale=4)
-    assert kern.w_packed is None                  # no copy packed for one image's product
+    # the weights are packed once where the batch's products run per image on them
+    assert (kern.w_packed is not None) == kern.batch_packed()
+    assert kern.batch_packed() == (not K._narrow(F, kern.geom.oh * kern.geom.ow,
+                                                 np.dtype(dtype).itemsize))
+    assert one.w_packed is None                   # the one product packs them per unit
     assert per_image.w_packed is not None
 
 
@@ -63,8 +74,10 @@ def test_batch_columns_only_where_per_image_products_are_narrow():
     assert not kern(2, 32, 14).batch_cols                 # few filters: not transposed
     assert not kern(2, 64, 14, g=2).batch_cols            # groups
     assert kern(2, 64, 14, k=1).batch_cols                # strided 1x1 onto 7x7
-    assert not kern(2, 64, 60, k=1).batch_cols            # ... rows of 30: read in place
-    assert kern(2, 64, 60, k=1).maps
-    assert kern(2, 64, 40, k=1).batch_cols                # ... rows of 20: too short for that
+    assert kern(2, 64, 60, k=1).batch_cols                # ... any map, gathered for a batch
+    assert not kern(2, 64, 60, k=1).maps
+    assert kern(1, 64, 60, k=1).maps                      # one image's rows of 30: in place
+    assert not kern(1, 64, 60, k=1).batch_cols
+    assert kern(2, 64, 40, k=1).batch_cols                # ... rows of 20
     one, two = kern(1, 64, 14), kern(2, 64, 14)
     assert two.scratch_bytes >= 2 * one.scratch_bytes - 64

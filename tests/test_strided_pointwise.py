@@ -1,7 +1,7 @@
 """Strided pointwise convs in the inference plan (ResNet's 1x1/2 downsample): one product per
 image reading every s-th pixel in place (``ConvKernel.maps``, ``_gemm.gemm_maps`` over
-``nnl_sgemm_split_pk``), or, for a batch whose rows are too short for that, every image's pixels
-gathered by im2col into one buffer and ONE product over every (image, pixel) column
+``nnl_sgemm_split_pk``: one image with rows long enough), or, for a batch, every image's pixels
+gathered by im2col into one buffer and the products of all images in one call
 (``ConvKernel.batch_cols``). One image's im2col convs (strided 1x1 with short rows, and k x k
 convs on small maps) run the native im2col and one native GEMM call (``IM2COL_DIRECT``).
 
@@ -72,8 +72,8 @@ def test_strided_pointwise_matches_reference(N, C, F, H, W, stride, act, residua
     kern = make()
     oh, ow = kern.geom.oh, kern.geom.ow
     narrow = K._few_columns(F, oh * ow)
-    assert kern.maps == (not narrow and ow >= K._MAPS_MIN_OW)
-    assert kern.batch_cols == (N > 1 and not kern.maps)
+    assert kern.maps == (N == 1 and not narrow and ow >= K._MAPS_MIN_OW)
+    assert kern.batch_cols == (N > 1)
     expect = _expect(x, w, b, r, stride, act)
     routes = ["im2col", "maps"] + (["batch"] if N > 1 else [])
     for nt in (1, 2):
@@ -174,11 +174,11 @@ def test_strided_pointwise_maps_follow_the_microkernel_family():
     # bound kernel takes im2col + GEMM, with the same bits
     from nnlite.kernels import gemm_ops
     rng = np.random.default_rng(4)
-    x, w, b, r = _case(rng, 2, 20, 40, 11, 60, (2, 2), np.float32, False, True)
+    x, w, b, r = _case(rng, 1, 20, 40, 11, 60, (2, 2), np.float32, False, True)
     attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
              "activation": "relu"}
     kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
-    assert kern.maps
+    assert kern.maps                              # one image (a batch gathers its pixels)
     want = _expect(x, w, b, None, (2, 2), "relu")
     outs = []
     for isa in gemm_ops._gemm.available_isas():
@@ -203,24 +203,26 @@ def test_strided_pointwise_float64(N, H, W):
 
 
 @needs_gemm
-def test_strided_pointwise_reads_and_writes_views():
+@pytest.mark.parametrize("N", [1, 2])
+def test_strided_pointwise_reads_and_writes_views(N):
     # x a channel slice of a larger buffer and y a channel slice of a concat buffer: read and
-    # written in place; a y without unit stride along W takes the im2col path
+    # written in place (one image: by the in-place product; a batch: its pixels gathered); a
+    # y without unit stride along W takes the im2col path
     rng = np.random.default_rng(9)
-    big = rng.standard_normal((2, 50, 30, 50)).astype(np.float32)
+    big = rng.standard_normal((N, 50, 30, 50)).astype(np.float32)
     x = big[:, 5:37]
     w = (rng.standard_normal((80, 32, 1, 1)) / 6).astype(np.float32)
     b = rng.standard_normal(80).astype(np.float32)
     attrs = {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
              "activation": "relu"}
     kern = K.ConvKernel(x.shape, w, b, attrs, False, np.dtype(np.float32))
-    assert kern.maps
+    assert kern.maps == (N == 1) and kern.batch_cols == (N > 1)
     want = _expect(x, w, b, None, (2, 2), "relu")
-    concat = np.full((2, 100, 15, 25), np.nan, np.float32)
+    concat = np.full((N, 100, 15, 25), np.nan, np.float32)
     run_conv_kernel(kern, x, None, concat[:, 10:90])
     assert_close(concat[:, 10:90], want, np.float32, k=32, scale=4)
     assert np.isnan(concat[:, :10]).all() and np.isnan(concat[:, 90:]).all()
-    wide = np.full((2, 80, 15, 50), np.nan, np.float32)
+    wide = np.full((N, 80, 15, 50), np.nan, np.float32)
     run_conv_kernel(kern, x, None, wide[:, :, :, ::2])
     assert_close(wide[:, :, :, ::2], want, np.float32, k=32, scale=4)
     assert np.isnan(wide[:, :, :, 1::2]).all()

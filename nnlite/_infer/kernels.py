@@ -454,23 +454,38 @@ class ConvKernel(Kernel):
         strided_pw = ((kh, kw) == (1, 1) and s != (1, 1) and not any(pads) and g == 1
                       and self.algorithm == "im2col" and _gemm_ext is not None
                       and dtype in _ITEM)
-        self.maps = strided_pw and not _few_columns(F, oh * ow) and ow >= _MAPS_MIN_OW
+        self.maps = (strided_pw and N == 1 and not _few_columns(F, oh * ow)
+                     and ow >= _MAPS_MIN_OW)
         # An im2col conv of a batch whose per-image products would be narrow (a 7x7 map:
-        # ResNet's 3x3/2 and 1x1/2 convs onto it), or a strided 1x1 conv whose rows are too
-        # short to read in place, puts every image's columns in one buffer and runs ONE product
-        # over every (image, pixel) column (``_mm``'s split path), as split_batch: the weights
-        # read once per batch instead of once per image, the same K slices and order, so the
-        # same bits, and no copy of the weights packed for one image's product. Intel Emerald
-        # Rapids, 2 threads, batch 8: ResNet-50's 512->512 3x3/2 onto 7x7, that step in two
-        # plans interleaved (21 rounds), per image -> one product 14.26 -> 12.44 ms, the plan's
-        # prepared weights 161.7 -> 152.4 MB, its scratch area unchanged (24.9 MB). The strided
-        # 1x1 convs' pixels were gathered with a NumPy copy before: im2col's threaded gather
-        # takes 273 against 430 us (1024 channels @14), 421 against 659 us (512 @28).
+        # ResNet's 3x3/2 and 1x1/2 convs onto it), or a strided 1x1 conv of a batch, puts every
+        # image's columns in one buffer (im2col's threaded gather) and runs the products of
+        # all images in one call: each thread takes whole images on the weights packed once
+        # (``batch_packed``; the same K slices and order as one image's product, so the same
+        # bits). Before, ONE product over every (image, pixel) column on the weights as they
+        # are (``_mm``'s split path, which packs them per unit), and the strided 1x1 convs onto
+        # 28x28 maps read their pixels in place (``maps``, whose stride-2 B packing streams the
+        # whole image per product). AMD EPYC Zen 5, 2 threads, batch 8, interleaved medians,
+        # ResNet-50's downsample 1x1/2 convs, in place / gather + one product / gather +
+        # per-image products: 256->512 @56 7.09 / 6.68 / 5.88 ms, 512->1024 @28 7.80 / 6.35 /
+        # 5.74, 1024->2048 @14 6.93 / 6.15 / 5.39; the products alone, one product -> per
+        # image on packed weights, 512x4608x49 (the 3x3/2 onto 7x7) 293 -> 339 GFLOP/s (one
+        # thread 147 -> 162), 2048x1024x49-like shapes 5-13% faster. The packed copies add
+        # about 19 MB to ResNet-50's prepared weights at batch 8. (On Intel Emerald Rapids
+        # the one product had replaced one image's product at a time: 512->512 3x3/2 onto 7x7
+        # 14.26 -> 12.44 ms.)
         self.batch_cols = (self.algorithm == "im2col" and not self.pointwise and g == 1
                            and N > 1 and _gemm_ext is not None and dtype in _ITEM
-                           and (_few_columns(F, oh * ow) or (strided_pw and not self.maps)))
+                           and (_few_columns(F, oh * ow) or strided_pw))
         if self.batch_cols:
             self.scratch_bytes = _align(N * C * kh * kw * oh * ow * dtype.itemsize)
+
+    def batch_packed(self):
+        """True when ``batch_cols``'s products run per image on the weights packed once as
+        the left operand: the family in use computes a ragged last column panel in place
+        (``_narrow``: else a product with few columns runs transposed, and the batch takes the
+        one-product split path on the weights as they are)."""
+        g = self.geom
+        return self.batch_cols and not _narrow(g.f, g.oh * g.ow, self.dtype.itemsize)
 
     def winograd_bytes(self, m):
         """Bytes of this conv's transformed and packed F(m x m, 3x3) weights."""
@@ -489,7 +504,8 @@ class ConvKernel(Kernel):
                 self.winograd = _conv_cython.conv_winograd.WinogradWeights(
                     w, self.geom, self.dtype, m=self.wino_m)
             elif (self.g == 1 and self.algorithm == "im2col"
-                  and not (self.geom.n > 1 and (self.split_batch or self.batch_cols))):
+                  and not (self.geom.n > 1 and self.split_batch)
+                  and not (self.batch_cols and not self.batch_packed())):
                 # (a batch's pointwise conv on a narrow map runs as one product over every
                 # (image, pixel) column, ``_mm``'s split path, on the weights as they are: a
                 # copy packed for one image's product would never be read. Packing them once
@@ -540,7 +556,10 @@ class ConvKernel(Kernel):
         cols = (None if self.pointwise
                 else _scratch(scratch, (N,) + self.cols, self.dtype) if batch
                 else _scratch(scratch, self.cols, self.dtype)[None])
-        mm, geom = self._mm(batch or None), self.geom
+        # a batch's products per image on the weights packed once (``batch_packed``, as
+        # prepared), else ONE product over every (image, pixel) column
+        per_image = self.w_packed is not None and self.w_packed.side == "a"
+        mm, geom = self._mm((not per_image) if batch else None), self.geom
         w_flat, bias = self.w_flat, self.bias
         forward, accumulate = _conv_gemm.forward, r is not None
 

@@ -21,16 +21,22 @@ def make_model(nodes, inputs, inits, outputs=("y",), opset=17):
     return model
 
 
-def run_all(model, feeds, rtol=1e-5, atol=1e-5):
-    """(plan, plain outputs): the plain and optimized nnlite runs each agree with onnx's
-    ReferenceEvaluator, and with each other."""
+def plain_and_optimized(model, feeds):
+    """(plain outputs, optimized outputs, the optimized module) of ``model`` imported by
+    nnlite and run on ``feeds`` ((name, array) pairs), both as tuples."""
     mod = nxo.load(model.SerializeToString())
     arrays = [a for _, a in feeds]
     plain = mod(*arrays)
-    plain = plain if isinstance(plain, tuple) else (plain,)
     fast = nnlite.optimize_for_inference(mod)
     opt = fast(*arrays)
-    opt = opt if isinstance(opt, tuple) else (opt,)
+    return ((plain if isinstance(plain, tuple) else (plain,)),
+            (opt if isinstance(opt, tuple) else (opt,)), fast)
+
+
+def run_all(model, feeds, rtol=1e-5, atol=1e-5):
+    """(plan, plain outputs): the plain and optimized nnlite runs each agree with onnx's
+    ReferenceEvaluator, and with each other."""
+    plain, opt, fast = plain_and_optimized(model, feeds)
     ref = ReferenceEvaluator(model).run(None, dict(feeds))
     for p, o, r in zip(plain, opt, ref):
         np.testing.assert_allclose(p.data, r, rtol=rtol, atol=atol)

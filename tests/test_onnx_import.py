@@ -18,6 +18,7 @@ from onnx import numpy_helper as onh  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import nnlite.onnx as nxo  # noqa: E402
+from plan_checks import plain_and_optimized  # noqa: E402
 
 RNG = np.random.default_rng(1234)
 
@@ -63,13 +64,7 @@ def check(model, inputs, expected=None, rtol=1e-5, atol=1e-5, ort=False):
     """Plain and optimized nnlite outputs vs the reference (or ``expected``)."""
     if expected is None:
         expected = reference(model, inputs)
-    mod = nxo.load(model.SerializeToString())
-    arrays = [a for _, a in inputs]
-    plain = mod(*arrays)
-    plain = plain if isinstance(plain, tuple) else (plain,)
-    fast = nnlite.optimize_for_inference(mod)
-    opt = fast(*arrays)
-    opt = opt if isinstance(opt, tuple) else (opt,)
+    plain, opt, _ = plain_and_optimized(model, inputs)
     for got_p, got_o, ref in zip(plain, opt, expected):
         ref = np.asarray(ref)
         assert got_p.shape == ref.shape

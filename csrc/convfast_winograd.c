@@ -14,8 +14,12 @@
  *                        the tile inside OH x OW only (edges the tile does not divide)
  *
  * Transforms run L tiles at a time (16 floats / 8 doubles: one AVX-512 vector) with the
- * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas; the
- * patch gather is scalar (with a bounds-free fast path for tiles inside the image).
+ * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas. On
+ * AVX-512 (float32) the patches are gathered by masked row loads and register transposes, and
+ * the outputs written back by shuffles and masked stores (wino_gather16_s, wino_scatter16_s);
+ * otherwise element by element (with a bounds-free fast path for tiles inside the image).
+ * V and M are (alpha^2, rows, TB) with each xi's plane an odd number of cache lines long
+ * (wino_plane).
  * Chunks: the fewest that keep a chunk's V and M (alpha^2 (C + F) TB elements) in one core's
  * L2 (nnl_cache_sizes; at least one NR panel of tiles), or, when every thread can have whole
  * chunks of at least NNL_WINO_FUSED_MIN_TILES tiles, the next multiple of the team; TB is the
@@ -60,6 +64,8 @@ typedef struct {
     nnl_idx th, tw, tiles;          /* tile grid per image, tiles of all images */
     nnl_idx tb;                     /* tiles per chunk (= leading dimension of V and M) */
     nnl_idx cg, fg, per;            /* group sizes; packed elements of one U[xi][g] */
+    nnl_idx vxs, mxs;               /* elements from one xi's plane of V (C x tb) / M (F x
+                                     * tb) to the next: an odd number of cache lines */
     nnl_idx ncol;                   /* GEMM columns per phase-2 unit (a multiple of NR) */
     nnl_idx chunks;                 /* ceil(tiles / tb) */
     int fused;                      /* 1: each thread runs whole chunks (private V, M) */
@@ -79,6 +85,16 @@ static int wino_geom_ok(const nnl_conv_geom *g, int m)
 static nnl_idx wino_chunk_tiles(nnl_idx tiles, nnl_idx chunks, nnl_idx line)
 {
     return nnl_cdiv(nnl_cdiv(tiles, chunks), line) * line;
+}
+
+/* Elements of one xi's plane of V or M (`elems` of them) rounded up to an odd number of
+ * cache lines. A transform unit writes (phase 1) or reads (phase 3) one line in each of the
+ * alpha^2 planes; planes a multiple of 4 KB apart (64 channels x 48 tiles of float32: 12 KB)
+ * put all 36 of those lines in one set of the L1 cache, which holds 8 to 12 of them, so every
+ * access went to the L2. An odd line count spreads the planes over distinct sets. */
+static nnl_idx wino_plane(nnl_idx elems, nnl_idx line)
+{
+    return (nnl_cdiv(elems, line) | 1) * line;
 }
 
 static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, int nr, int nc,
@@ -119,6 +135,8 @@ static void wino_make_plan(const nnl_conv_geom *g, int m, int elsize, int mr, in
     if (tb > p->tiles)   /* one chunk: no more rows than tiles */
         tb = nnl_max(1, p->tiles);
     p->tb = tb;
+    p->vxs = wino_plane(g->c * tb, line);
+    p->mxs = wino_plane(g->f * tb, line);
     p->chunks = p->tiles > 0 ? nnl_cdiv(p->tiles, tb) : 0;
     /* GEMM columns per unit: an NC block, narrower (whole NR panels) until every thread has
      * NNL_WINO_UNITS_PER_THREAD units */
@@ -161,7 +179,7 @@ nnl_idx nnl_conv_winograd_workspace(const nnl_conv_geom *geom, int m, int elsize
         return -1;
     if (p.tiles == 0 || geom->f == 0)
         return 0;
-    nnl_idx elems = (nnl_idx)p.a2 * (geom->c + geom->f) * p.tb * (p.fused ? p.nt : 1);
+    nnl_idx elems = (nnl_idx)p.a2 * (p.vxs + p.mxs) * (p.fused ? p.nt : 1);
     if (!packed)
         elems += (nnl_idx)p.a2 * geom->g * p.per;
     return elems * elsize;
@@ -263,16 +281,22 @@ static inline void wino_t8x8(const __m256 *r, __m256 *o)
     }
 }
 
-/* d[(i*a + j)*16 + l] = src[l][i*rs[l] + j] for i, j < a (4 or 6), l < 16 */
+/* d[(i*a + j)*16 + l] = src[l][i*rs + j] for i, j < a (4 or 6), l < 16, where bit j of
+ * cm[l] and bit i of rb[l] are set, else 0: the tile's columns and rows inside the image. A
+ * masked-off element is never read (its address may lie outside the image), so tiles reaching
+ * into the padding load their rows like the others instead of through a zero-padded copy. */
 static inline __attribute__((always_inline)) void wino_gather16_s(const float *const *src,
-                                                                  const nnl_idx *rs, int a,
-                                                                  float *d)
+                                                                  nnl_idx rs,
+                                                                  const unsigned char *cm,
+                                                                  const unsigned char *rb,
+                                                                  int a, float *d)
 {
-    const __mmask8 m = (__mmask8)((1u << a) - 1u);
     for (int i = 0; i < a; i++) {
         __m256 r[16], lo[8], hi[8];
-        for (int l = 0; l < 16; l++)
-            r[l] = _mm256_maskz_loadu_ps(m, src[l] + i * rs[l]);
+        for (int l = 0; l < 16; l++) {
+            const __mmask8 m = (__mmask8)(cm[l] & -((rb[l] >> i) & 1));
+            r[l] = _mm256_maskz_loadu_ps(m, src[l] + i * rs);
+        }
         wino_t8x8(r, lo);
         wino_t8x8(r + 8, hi);
         for (int j = 0; j < a; j++)
@@ -281,6 +305,74 @@ static inline __attribute__((always_inline)) void wino_gather16_s(const float *c
     }
 }
 #define WINO_GATHER16 wino_gather16_s
+
+/* The tiles' outputs back into y, 16 tiles at a time: s[(i*m + j)*16 + l] is output (i, j) of
+ * lane l's tile; a run of lanes [lo/m, hi/m) holds consecutive tiles of one tile row, whose
+ * output row i is element e in [lo, hi) of the lanes' interleaved rows (tile e/m, column e%m;
+ * hi cuts the last tile at the image's right edge), stored at base + i*ow + e for i < mi. The
+ * m values of each tile's row are interleaved with shuffles (four 128-bit 4 x 4 transposes for
+ * m = 4, 64-bit pairs for m = 2) and written with masked stores: about 16 shuffles and 6 stores
+ * per output row of 16 tiles, where one element at a time took a load and a store each (a third
+ * of the output transform's time, Zen 4). */
+typedef struct {
+    float *base;
+    int mi, lo, hi;
+} wino_run;
+
+static inline __attribute__((always_inline)) void wino_scatter16_s(const float *s, int m,
+                                                                   const wino_run *runs,
+                                                                   int nruns, nnl_idx ow)
+{
+    const int nv = m;   /* 16-float vectors per output row of 16 tiles (16 m / 16) */
+    for (int i = 0; i < m; i++) {
+        __m512 o[4];
+        const float *si = s + i * m * 16;
+        if (m == 4) {
+            const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
+            const __m512 y2 = _mm512_loadu_ps(si + 32), y3 = _mm512_loadu_ps(si + 48);
+            const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
+            const __m512 c = _mm512_unpacklo_ps(y2, y3), d = _mm512_unpackhi_ps(y2, y3);
+            /* 128-bit lane q of t_r: the row of tile 4q + r */
+            const __m512 t0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a),
+                                                                  _mm512_castps_pd(c)));
+            const __m512 t1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a),
+                                                                  _mm512_castps_pd(c)));
+            const __m512 t2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b),
+                                                                  _mm512_castps_pd(d)));
+            const __m512 t3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b),
+                                                                  _mm512_castps_pd(d)));
+            const __m512 u0 = _mm512_shuffle_f32x4(t0, t1, 0x44);
+            const __m512 u1 = _mm512_shuffle_f32x4(t0, t1, 0xEE);
+            const __m512 u2 = _mm512_shuffle_f32x4(t2, t3, 0x44);
+            const __m512 u3 = _mm512_shuffle_f32x4(t2, t3, 0xEE);
+            o[0] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+            o[1] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+            o[2] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+            o[3] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+        } else {
+            const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
+            /* 128-bit lane q of a: tiles 4q, 4q + 1; of b: tiles 4q + 2, 4q + 3 */
+            const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
+            o[0] = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(a, b, 0x44),
+                                        _mm512_shuffle_f32x4(a, b, 0x44), 0xD8);
+            o[1] = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(a, b, 0xEE),
+                                        _mm512_shuffle_f32x4(a, b, 0xEE), 0xD8);
+            o[2] = o[3] = o[0];
+        }
+        for (int r = 0; r < nruns; r++) {
+            if (i >= runs[r].mi)
+                continue;
+            float *row = runs[r].base + i * ow;
+            const int lo = runs[r].lo, hi = runs[r].hi;
+            for (int k = lo >> 4; k < nv && (k << 4) < hi; k++) {
+                const int e0 = nnl_max(lo - (k << 4), 0), e1 = nnl_min(hi - (k << 4), 16);
+                const __mmask16 mk = (__mmask16)(((1u << e1) - 1u) & ~((1u << e0) - 1u));
+                _mm512_mask_storeu_ps(row + (k << 4), mk, o[k]);
+            }
+        }
+    }
+}
+#define WINO_SCATTER16 wino_scatter16_s
 #endif
 
 /* float32 */
@@ -304,6 +396,7 @@ static inline __attribute__((always_inline)) void wino_gather16_s(const float *c
 #undef WEIGHTS_NAME
 #undef WPACK_NAME
 #undef WINO_GATHER16
+#undef WINO_SCATTER16
 
 /* float64 */
 #define T double

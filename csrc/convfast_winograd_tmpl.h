@@ -50,31 +50,31 @@ static NNL_ALWAYS_INLINE void FN(wino_in)(const wino_plan *p, const nnl_conv_geo
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
 #ifdef WINO_GATHER16
-    /* each tile's rows from the image, or (a tile reaching into the padding, a lane past nl)
-     * from a zero-padded copy: one masked row load per tile and row */
+    /* each lane's first patch row (its address computed as an integer: it may lie before the
+     * image when the tile reaches into the top or left padding) and the masks of its rows and
+     * columns inside the image; lanes past nl read nothing */
     const T *srcs[L];
-    nnl_idx rss[L];
-    T pad[L][A * 8];
+    unsigned char cms[L], rbs[L];
+    const unsigned amask = (1u << a) - 1u;
     for (int l = 0; l < L; l++) {
-        const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
-        const T *src = xc + n * xsn;
-        if (l < nl && r0 >= 0 && r0 + a <= h && c0 >= 0 && c0 + a <= w) {
-            srcs[l] = src + r0 * xsr + c0, rss[l] = xsr;
-        } else {
-            for (int i = 0; i < a; i++) {
-                const nnl_idx r = r0 + i;
-                const int rok = l < nl && r >= 0 && r < h;
-                for (int j = 0; j < a; j++) {
-                    const nnl_idx c = c0 + j;
-                    pad[l][i * 8 + j] = (rok && c >= 0 && c < w) ? src[r * xsr + c] : (T)0;
-                }
-            }
-            srcs[l] = pad[l], rss[l] = 8;
+        if (l >= nl) {
+            srcs[l] = xc, cms[l] = rbs[l] = 0;
+            continue;
         }
-        if (l < nl)
-            FN(wino_next)(p, &n, &ti, &tj);
+        const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
+        srcs[l] = (const T *)(uintptr_t)((uintptr_t)(xc + n * xsn) +
+                                         (uintptr_t)(r0 * xsr + c0) * sizeof(T));
+        if (r0 >= 0 && r0 + a <= h && c0 >= 0 && c0 + a <= w) {
+            cms[l] = rbs[l] = (unsigned char)amask;
+        } else {
+            const nnl_idx jlo = nnl_max(0, -c0), jhi = nnl_min(a, w - c0);
+            const nnl_idx ilo = nnl_max(0, -r0), ihi = nnl_min(a, h - r0);
+            cms[l] = jhi > jlo ? (unsigned char)(amask >> (a - jhi) & ~((1u << jlo) - 1u)) : 0;
+            rbs[l] = ihi > ilo ? (unsigned char)(amask >> (a - ihi) & ~((1u << ilo) - 1u)) : 0;
+        }
+        FN(wino_next)(p, &n, &ti, &tj);
     }
-    WINO_GATHER16(srcs, rss, a, d);
+    WINO_GATHER16(srcs, xsr, cms, rbs, a, d);
 #else
     for (int l = 0; l < nl; l++) {
         const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
@@ -207,6 +207,32 @@ static NNL_ALWAYS_INLINE void FN(wino_out)(const wino_plan *p, const nnl_conv_ge
     const nnl_idx oh = g->oh, ow = g->ow, ysn = g->ysn;
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
+#ifdef WINO_SCATTER16
+    if (beta == 0) {
+        /* runs of lanes along one tile row each, the last tile of a row cut at ow */
+        wino_run runs[L];
+        int nr = 0;
+        for (int l = 0; l < nl; nr++) {
+            const int run = (int)nnl_min(nl - l, p->tw - tj);
+            const nnl_idx oi0 = ti * m, oj_last = (tj + run - 1) * m;
+            /* base + l*m is the tile's first output: base itself may lie before the image */
+            runs[nr].base = (T *)(uintptr_t)((uintptr_t)(yf + n * ysn + oi0 * ow + tj * m) -
+                                             (uintptr_t)l * m * sizeof(T));
+            runs[nr].mi = (int)nnl_min(m, oh - oi0);
+            runs[nr].lo = l * m;
+            runs[nr].hi = (l + run - 1) * m + (int)nnl_min(m, ow - oj_last);
+            l += run;
+            tj += run;
+            if (tj == p->tw) {
+                tj = 0;
+                if (++ti == p->th)
+                    ti = 0, ++n;
+            }
+        }
+        WINO_SCATTER16(s, m, runs, nr, ow);
+        return;
+    }
+#endif
     const nnl_idx tw_whole = ow / m;   /* tiles of a tile row inside the image */
     for (int l = 0; l < nl; l++) {
         const nnl_idx oi0 = ti * m, oj0 = tj * m;
@@ -358,7 +384,6 @@ static void FN(wino_in_units)(const wino_plan *p, const nnl_conv_geom *geom, con
                               nnl_idx ld, nnl_idx t0, nnl_idx tbc, nnl_idx u0, nnl_idx u1)
 {
     const nnl_idx groups = nnl_cdiv(tbc, L), gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
-    const nnl_idx C = geom->c;
     for (nnl_idx uu = u0; uu < u1; uu++) {
         const nnl_idx c = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
         const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
@@ -367,9 +392,9 @@ static void FN(wino_in_units)(const wino_plan *p, const nnl_conv_geom *geom, con
             const nnl_idx j = q * L;
             const int nl = (int)nnl_min(L, tbc - j);
             if (p->m == 4)
-                FN(wino_in)(p, geom, 4, xc, t0 + j, nl, V + c * ld + j, C * ld);
+                FN(wino_in)(p, geom, 4, xc, t0 + j, nl, V + c * ld + j, p->vxs);
             else
-                FN(wino_in)(p, geom, 2, xc, t0 + j, nl, V + c * ld + j, C * ld);
+                FN(wino_in)(p, geom, 2, xc, t0 + j, nl, V + c * ld + j, p->vxs);
         }
     }
 }
@@ -380,7 +405,7 @@ static int FN(wino_gemm_units)(const wino_plan *p, const nnl_conv_geom *geom, co
                                const T *pk, const T *V, T *M, nnl_idx ld, nnl_idx tbc,
                                nnl_idx ncol, int isa, nnl_idx u0, nnl_idx u1)
 {
-    const nnl_idx C = geom->c, F = geom->f, G = geom->g, ncb = nnl_cdiv(tbc, ncol);
+    const nnl_idx F = geom->f, G = geom->g, ncb = nnl_cdiv(tbc, ncol);
     int err = NNL_OK;
     for (nnl_idx uu = u0; uu < u1; uu++) {
         const nnl_idx xi = uu / (G * ncb), gi = (uu / ncb) % G, cb = uu % ncb;
@@ -392,9 +417,9 @@ static int FN(wino_gemm_units)(const wino_plan *p, const nnl_conv_geom *geom, co
          * least fg*cg elements, so A stays a valid address range either way */
         const T *a = u != NULL ? u + row * p->cg : pkq;
         const int rc = GEMM_PK(1, p->fg, nj, p->cg, (T)1, a, 0, p->cg, 1,
-                               V + (xi * C + gi * p->cg) * ld + j0, 0, ld, 1, (T)0,
-                               M + row * ld + j0, 0, ld, NULL, 0, NNL_BIAS_NONE, NNL_ACT_NONE,
-                               1, isa, pkq, NULL);
+                               V + xi * p->vxs + gi * p->cg * ld + j0, 0, ld, 1, (T)0,
+                               M + xi * p->mxs + gi * p->fg * ld + j0, 0, ld, NULL, 0,
+                               NNL_BIAS_NONE, NNL_ACT_NONE, 1, isa, pkq, NULL);
         if (rc != NNL_OK)
             err = rc;
     }
@@ -407,7 +432,6 @@ static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, co
                                T *y, int act, nnl_idx u0, nnl_idx u1)
 {
     const nnl_idx groups = nnl_cdiv(tbc, L), gper = nnl_cdiv(groups, NNL_WINO_LANE_GROUPS);
-    const nnl_idx F = geom->f;
     for (nnl_idx uu = u0; uu < u1; uu++) {
         const nnl_idx f = uu / gper, q0 = (uu % gper) * NNL_WINO_LANE_GROUPS;
         const nnl_idx q1 = nnl_min(groups, q0 + NNL_WINO_LANE_GROUPS);
@@ -417,9 +441,9 @@ static void FN(wino_out_units)(const wino_plan *p, const nnl_conv_geom *geom, co
             const nnl_idx j = q * L;
             const int nl = (int)nnl_min(L, tbc - j);
             if (p->m == 4)
-                FN(wino_out)(p, geom, 4, M + f * ld + j, F * ld, t0 + j, nl, yf, b, beta, act);
+                FN(wino_out)(p, geom, 4, M + f * ld + j, p->mxs, t0 + j, nl, yf, b, beta, act);
             else
-                FN(wino_out)(p, geom, 2, M + f * ld + j, F * ld, t0 + j, nl, yf, b, beta, act);
+                FN(wino_out)(p, geom, 2, M + f * ld + j, p->mxs, t0 + j, nl, yf, b, beta, act);
         }
     }
 }
@@ -505,7 +529,7 @@ int CONV_NAME(const nnl_conv_geom *geom, int m, const T *x, const T *u, const T 
     const nnl_idx C = geom->c, F = geom->f, G = geom->g, a2 = p.a2, tb = p.tb;
     const int nt = p.nt, fused = p.fused;
     /* V and M: one pair per thread (fused) or one shared pair */
-    const nnl_idx vsize = a2 * C * tb, msize = a2 * F * tb, pairs = fused ? nt : 1;
+    const nnl_idx vsize = a2 * p.vxs, msize = a2 * p.mxs, pairs = fused ? nt : 1;
     const nnl_idx psize = upk == NULL ? a2 * G * p.per : 0;
     const size_t vm_elems = nnl_round64((size_t)(vsize + msize), sizeof(T));
     const size_t ws_bytes = sizeof(T) * (vm_elems * (size_t)pairs + (size_t)psize);

@@ -97,6 +97,7 @@ CASES = [  # (n, c, h, w, f, groups, padding)
     (1, 6, 7, 7, 6, 6, 1),            # groups == channels
     (1, 37, 13, 17, 19, 1, (1, 2)),   # uneven channel counts, padding (1, 2)
     (2, 64, 23, 19, 48, 1, 1),        # several GEMM panels
+    (2, 3, 5, 6, 4, 1, 4),            # padding 4 > kernel: tiles wholly in the padding
 ]
 
 

@@ -14,8 +14,8 @@
  *                        the tile inside OH x OW only (edges the tile does not divide)
  *
  * Transforms run L tiles at a time (16 floats / 8 doubles: one AVX-512 vector) with the
- * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas. On
- * AVX-512 (float32) the patches are gathered by masked row loads and register transposes, and
+ * tile index innermost, so the compiler vectorises the fixed +-1, 2, 4, 5, 8 formulas. With
+ * AVX2 (float32) the patches are gathered by masked row loads and register transposes, and
  * the outputs written back by shuffles and masked stores (wino_gather16_s, wino_scatter16_s);
  * otherwise element by element (with a bounds-free fast path for tiles inside the image).
  * V and M are (alpha^2, rows, TB) with each xi's plane an odd number of cache lines long
@@ -252,13 +252,13 @@ static const double wino_g4[6][3] = {{1.0 / 4, 0, 0},
  * The input transform works lane-major: d[k*L + l] is element k of tile l. Gathering 16 tiles'
  * a x a elements into that layout one element at a time (a load and a store per element) took
  * about half of the input transform's time, and the input transform a third of a 64 -> 64 3x3
- * conv at 56x56 (Zen 4, perf). On AVX-512 each row of a tile is instead one masked load (its a
- * elements) and the 16 tiles' rows are turned into a vectors of 16 lanes by two 8 x 8 register
- * transposes: the same values, moved in vectors. AMD EPYC Zen 4, that conv alone 1.22 -> 1.01
+ * conv at 56x56 (Zen 4, perf). With AVX2 each row of a tile is instead one masked load (its
+ * a elements) and the 16 tiles' rows are turned into a vectors of 16 lanes by two 8 x 8
+ * register transposes: the same values, moved in vectors. AMD EPYC Zen 4, that conv alone 1.22 -> 1.01
  * ms on one thread, 0.70 -> 0.64 ms on two; whole plans, the two gathers alternated in one
  * process: ResNet-50 0.991 / 0.997 at batch 1 and 0.986 at batch 8, GoogLeNet 0.991 / 0.990
  * and 0.985; outputs bit for bit the same. */
-#if defined(__AVX512F__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 
 /* r[l][j] -> o[j][l] for an 8 x 8 block of floats */
@@ -281,6 +281,19 @@ static inline void wino_t8x8(const __m256 *r, __m256 *o)
     }
 }
 
+/* The elements of p whose bit is set in m (m < 256), zeros elsewhere; a masked-off element is
+ * never read. AVX2: vmaskmovps with the bits spread into lane masks. */
+static inline __attribute__((always_inline)) __m256 wino_load8(const float *p, unsigned m)
+{
+#if defined(__AVX512F__)
+    return _mm256_maskz_loadu_ps((__mmask8)m, p);
+#else
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i sel = _mm256_and_si256(_mm256_set1_epi32((int)m), bit);
+    return _mm256_maskload_ps(p, _mm256_cmpeq_epi32(sel, bit));
+#endif
+}
+
 /* d[(i*a + j)*16 + l] = src[l][i*rs + j] for i, j < a (4 or 6), l < 16, where bit j of
  * cm[l] and bit i of rb[l] are set, else 0: the tile's columns and rows inside the image. A
  * masked-off element is never read (its address may lie outside the image), so tiles reaching
@@ -293,15 +306,14 @@ static inline __attribute__((always_inline)) void wino_gather16_s(const float *c
 {
     for (int i = 0; i < a; i++) {
         __m256 r[16], lo[8], hi[8];
-        for (int l = 0; l < 16; l++) {
-            const __mmask8 m = (__mmask8)(cm[l] & -((rb[l] >> i) & 1));
-            r[l] = _mm256_maskz_loadu_ps(m, src[l] + i * rs);
-        }
+        for (int l = 0; l < 16; l++)
+            r[l] = wino_load8(src[l] + i * rs, cm[l] & -((rb[l] >> i) & 1u));
         wino_t8x8(r, lo);
         wino_t8x8(r + 8, hi);
-        for (int j = 0; j < a; j++)
-            _mm512_storeu_ps(d + (i * a + j) * 16,
-                             _mm512_insertf32x8(_mm512_castps256_ps512(lo[j]), hi[j], 1));
+        for (int j = 0; j < a; j++) {
+            _mm256_storeu_ps(d + (i * a + j) * 16, lo[j]);
+            _mm256_storeu_ps(d + (i * a + j) * 16 + 8, hi[j]);
+        }
     }
 }
 #define WINO_GATHER16 wino_gather16_s
@@ -310,64 +322,126 @@ static inline __attribute__((always_inline)) void wino_gather16_s(const float *c
  * lane l's tile; a run of lanes [lo/m, hi/m) holds consecutive tiles of one tile row, whose
  * output row i is element e in [lo, hi) of the lanes' interleaved rows (tile e/m, column e%m;
  * hi cuts the last tile at the image's right edge), stored at base + i*ow + e for i < mi. The
- * m values of each tile's row are interleaved with shuffles (four 128-bit 4 x 4 transposes for
- * m = 4, 64-bit pairs for m = 2) and written with masked stores: about 16 shuffles and 6 stores
- * per output row of 16 tiles, where one element at a time took a load and a store each (a third
- * of the output transform's time, Zen 4). */
+ * m values of each tile's row are interleaved with shuffles (128-bit 4 x 4 transposes for
+ * m = 4, 64-bit pairs for m = 2) into vectors of WINO_VW elements, each stored whole when the
+ * run covers it, else by a masked store (AVX-512) or element by element (AVX2, whose masked
+ * store is slow on AMD): about 2 shuffles and 1 store per 8 outputs, where one element at a
+ * time took a load and a store each (a third of the output transform's time, Zen 4). */
 typedef struct {
     float *base;
     int mi, lo, hi;
 } wino_run;
 
+#if defined(__AVX512F__)
+#define WINO_VW 16
+typedef __m512 wino_vec;
+/* o[k] (k < m): elements 16k .. 16k + 15 of one output row of the 16 tiles */
+static inline __attribute__((always_inline)) void wino_interleave(const float *si, int m,
+                                                                  wino_vec *o)
+{
+    if (m == 4) {
+        const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
+        const __m512 y2 = _mm512_loadu_ps(si + 32), y3 = _mm512_loadu_ps(si + 48);
+        const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
+        const __m512 c = _mm512_unpacklo_ps(y2, y3), d = _mm512_unpackhi_ps(y2, y3);
+        /* 128-bit lane q of t_r: the row of tile 4q + r */
+        const __m512 t0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a),
+                                                              _mm512_castps_pd(c)));
+        const __m512 t1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a),
+                                                              _mm512_castps_pd(c)));
+        const __m512 t2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b),
+                                                              _mm512_castps_pd(d)));
+        const __m512 t3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b),
+                                                              _mm512_castps_pd(d)));
+        const __m512 u0 = _mm512_shuffle_f32x4(t0, t1, 0x44);
+        const __m512 u1 = _mm512_shuffle_f32x4(t0, t1, 0xEE);
+        const __m512 u2 = _mm512_shuffle_f32x4(t2, t3, 0x44);
+        const __m512 u3 = _mm512_shuffle_f32x4(t2, t3, 0xEE);
+        o[0] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        o[1] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        o[2] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        o[3] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    } else {
+        const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
+        /* 128-bit lane q of a: tiles 4q, 4q + 1; of b: tiles 4q + 2, 4q + 3 */
+        const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
+        const __m512 lo = _mm512_shuffle_f32x4(a, b, 0x44), hi = _mm512_shuffle_f32x4(a, b, 0xEE);
+        o[0] = _mm512_shuffle_f32x4(lo, lo, 0xD8);
+        o[1] = _mm512_shuffle_f32x4(hi, hi, 0xD8);
+    }
+}
+
+/* elements [e0, e1) of v to p */
+static inline __attribute__((always_inline)) void wino_store_part(float *p, wino_vec v, int e0,
+                                                                  int e1)
+{
+    _mm512_mask_storeu_ps(p, (__mmask16)(((1u << e1) - 1u) & ~((1u << e0) - 1u)), v);
+}
+#else
+#define WINO_VW 8
+typedef __m256 wino_vec;
+/* o[k] (k < 2m): elements 8k .. 8k + 7 of one output row of the 16 tiles */
+static inline __attribute__((always_inline)) void wino_interleave(const float *si, int m,
+                                                                  wino_vec *o)
+{
+    for (int h = 0; h < 2; h++) {   /* tiles 8h .. 8h + 7 */
+        const float *sh = si + 8 * h;
+        if (m == 4) {
+            const __m256 y0 = _mm256_loadu_ps(sh), y1 = _mm256_loadu_ps(sh + 16);
+            const __m256 y2 = _mm256_loadu_ps(sh + 32), y3 = _mm256_loadu_ps(sh + 48);
+            const __m256 a = _mm256_unpacklo_ps(y0, y1), b = _mm256_unpackhi_ps(y0, y1);
+            const __m256 c = _mm256_unpacklo_ps(y2, y3), d = _mm256_unpackhi_ps(y2, y3);
+            const __m256 t0 = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a),
+                                                                  _mm256_castps_pd(c)));
+            const __m256 t1 = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a),
+                                                                  _mm256_castps_pd(c)));
+            const __m256 t2 = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(b),
+                                                                  _mm256_castps_pd(d)));
+            const __m256 t3 = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(b),
+                                                                  _mm256_castps_pd(d)));
+            o[4 * h + 0] = _mm256_permute2f128_ps(t0, t1, 0x20);
+            o[4 * h + 1] = _mm256_permute2f128_ps(t2, t3, 0x20);
+            o[4 * h + 2] = _mm256_permute2f128_ps(t0, t1, 0x31);
+            o[4 * h + 3] = _mm256_permute2f128_ps(t2, t3, 0x31);
+        } else {
+            const __m256 y0 = _mm256_loadu_ps(sh), y1 = _mm256_loadu_ps(sh + 16);
+            const __m256 a = _mm256_unpacklo_ps(y0, y1), b = _mm256_unpackhi_ps(y0, y1);
+            o[2 * h + 0] = _mm256_permute2f128_ps(a, b, 0x20);
+            o[2 * h + 1] = _mm256_permute2f128_ps(a, b, 0x31);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void wino_store_part(float *p, wino_vec v, int e0,
+                                                                  int e1)
+{
+    float t[8];
+    _mm256_storeu_ps(t, v);
+    for (int e = e0; e < e1; e++)
+        p[e] = t[e];
+}
+#endif
+
 static inline __attribute__((always_inline)) void wino_scatter16_s(const float *s, int m,
                                                                    const wino_run *runs,
                                                                    int nruns, nnl_idx ow)
 {
-    const int nv = m;   /* 16-float vectors per output row of 16 tiles (16 m / 16) */
+    const int nv = 16 * m / WINO_VW;   /* vectors per output row of 16 tiles */
     for (int i = 0; i < m; i++) {
-        __m512 o[4];
-        const float *si = s + i * m * 16;
-        if (m == 4) {
-            const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
-            const __m512 y2 = _mm512_loadu_ps(si + 32), y3 = _mm512_loadu_ps(si + 48);
-            const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
-            const __m512 c = _mm512_unpacklo_ps(y2, y3), d = _mm512_unpackhi_ps(y2, y3);
-            /* 128-bit lane q of t_r: the row of tile 4q + r */
-            const __m512 t0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a),
-                                                                  _mm512_castps_pd(c)));
-            const __m512 t1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a),
-                                                                  _mm512_castps_pd(c)));
-            const __m512 t2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b),
-                                                                  _mm512_castps_pd(d)));
-            const __m512 t3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b),
-                                                                  _mm512_castps_pd(d)));
-            const __m512 u0 = _mm512_shuffle_f32x4(t0, t1, 0x44);
-            const __m512 u1 = _mm512_shuffle_f32x4(t0, t1, 0xEE);
-            const __m512 u2 = _mm512_shuffle_f32x4(t2, t3, 0x44);
-            const __m512 u3 = _mm512_shuffle_f32x4(t2, t3, 0xEE);
-            o[0] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-            o[1] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
-            o[2] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-            o[3] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
-        } else {
-            const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
-            /* 128-bit lane q of a: tiles 4q, 4q + 1; of b: tiles 4q + 2, 4q + 3 */
-            const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
-            o[0] = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(a, b, 0x44),
-                                        _mm512_shuffle_f32x4(a, b, 0x44), 0xD8);
-            o[1] = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(a, b, 0xEE),
-                                        _mm512_shuffle_f32x4(a, b, 0xEE), 0xD8);
-            o[2] = o[3] = o[0];
-        }
+        wino_vec o[8];
+        wino_interleave(s + i * m * 16, m, o);
         for (int r = 0; r < nruns; r++) {
             if (i >= runs[r].mi)
                 continue;
             float *row = runs[r].base + i * ow;
             const int lo = runs[r].lo, hi = runs[r].hi;
-            for (int k = lo >> 4; k < nv && (k << 4) < hi; k++) {
-                const int e0 = nnl_max(lo - (k << 4), 0), e1 = nnl_min(hi - (k << 4), 16);
-                const __mmask16 mk = (__mmask16)(((1u << e1) - 1u) & ~((1u << e0) - 1u));
-                _mm512_mask_storeu_ps(row + (k << 4), mk, o[k]);
+            for (int k = lo / WINO_VW; k < nv && k * WINO_VW < hi; k++) {
+                const int e0 = nnl_max(lo - k * WINO_VW, 0);
+                const int e1 = nnl_min(hi - k * WINO_VW, WINO_VW);
+                if (e0 == 0 && e1 == WINO_VW)
+                    memcpy(row + k * WINO_VW, &o[k], sizeof(wino_vec));
+                else
+                    wino_store_part(row + k * WINO_VW, o[k], e0, e1);
             }
         }
     }

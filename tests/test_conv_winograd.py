@@ -425,19 +425,19 @@ def test_plan_tile_weighs_computed_columns_and_weight_reads():
     lam = _algorithms._WINOGRAD_WEIGHT_READ
     for n, c, hw, threads in [(1, 32, 7, 1), (2, 32, 7, 1), (2, 32, 7, 2), (3, 32, 7, 2),
                               (1, 32, 14, 1), (1, 256, 14, 2), (2, 256, 14, 2), (1, 32, 28, 2),
-                              (1, 32, 28, 8), (1, 32, 5, 1), (4, 32, 56, 4), (3, 512, 7, 2)]:
+                              (1, 32, 28, 8), (1, 32, 5, 1), (4, 32, 56, 4), (3, 512, 7, 2),
+                              (2, 512, 7, 2)]:
         geom = conv2d_geometry((n, c, hw, hw), (c, c, 3, 3), None, 1, 1, 1, 1)
         (c2, r2), (c4, r4) = _wino_terms(geom, 2, threads), _wino_terms(geom, 4, threads)
         want = 2 if 16 * (c2 + threads * lam * r2) < 36 * (c4 + threads * lam * r4) else 4
         assert winograd_tile(geom, threads) == want, (n, c, hw, threads)
     # the choices its docstring's figures stand for, on any GEMM family and L2: 14x14 maps at
     # batch 1 (F(2x2)'s 49 tiles cost a ragged panel or a second chunk) take F(4x4), 7x7 maps
-    # at batches 1-2 F(2x2), at batch 3 (512 channels) F(4x4)
+    # at batch 1 F(2x2), at batch 3 (512 channels) F(4x4). (Batch 2, measured a tie, is left
+    # to the terms above: F(2x2) with AVX-512's panels, F(4x4) with AVX2's.)
     for c, hw, want in [(256, 14, 4), (96, 14, 4), (512, 7, 2), (192, 7, 2), (128, 28, 4)]:
         geom = conv2d_geometry((1, c, hw, hw), (c, c, 3, 3), None, 1, 1, 1, 1)
         assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (want, want), (c, hw)
-    geom = conv2d_geometry((2, 512, 7, 7), (512, 512, 3, 3), None, 1, 1, 1, 1)
-    assert winograd_tile(geom, 2) == 2
     geom = conv2d_geometry((3, 512, 7, 7), (512, 512, 3, 3), None, 1, 1, 1, 1)
     assert (winograd_tile(geom, 1), winograd_tile(geom, 2)) == (4, 4)
 

@@ -294,20 +294,45 @@ static inline __attribute__((always_inline)) __m256 wino_load8(const float *p, u
 #endif
 }
 
-/* d[(i*a + j)*16 + l] = src[l][i*rs + j] for i, j < a (4 or 6), l < 16, where bit j of
- * cm[l] and bit i of rb[l] are set, else 0: the tile's columns and rows inside the image. A
- * masked-off element is never read (its address may lie outside the image), so tiles reaching
- * into the padding load their rows like the others instead of through a zero-padded copy. */
+/* v's elements moved up by s lanes (1 <= s < 8), the s lowest lanes zero */
+static inline __attribute__((always_inline)) __m256 wino_shift8(__m256 v, int s)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i idx = _mm256_sub_epi32(lane, _mm256_set1_epi32(s));
+#if defined(__AVX512F__)
+    return _mm256_maskz_permutexvar_ps((__mmask8)(0xFFu << s), idx, v);
+#else
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane,
+                                                               _mm256_set1_epi32(s - 1)));
+    return _mm256_and_ps(_mm256_permutevar8x32_ps(v, idx), keep);
+#endif
+}
+
+/* d[(i*a + j)*16 + l] = element j of row i of lane l's patch, i, j < a (4 or 6), l < 16: rows
+ * whose bit is clear in rb[l] are zero; the others are read from src[l] + i*rs, the first
+ * bits of cm[l] being the patch's columns inside the image, moved up by sh[l] lanes (the
+ * columns left of the image, zero). Every load starts at an element it reads (no masked-off
+ * lanes before the first, no all-zero mask: an earlier form that had both ran 3x slower on
+ * AMD Zen 5 and was never explained), so a tile reaching into the padding loads its rows
+ * like the others instead of through a zero-padded copy. */
 static inline __attribute__((always_inline)) void wino_gather16_s(const float *const *src,
                                                                   nnl_idx rs,
                                                                   const unsigned char *cm,
                                                                   const unsigned char *rb,
+                                                                  const unsigned char *sh,
                                                                   int a, float *d)
 {
     for (int i = 0; i < a; i++) {
         __m256 r[16], lo[8], hi[8];
-        for (int l = 0; l < 16; l++)
-            r[l] = wino_load8(src[l] + i * rs, cm[l] & -((rb[l] >> i) & 1u));
+        for (int l = 0; l < 16; l++) {
+            if ((rb[l] >> i) & 1u) {
+                r[l] = wino_load8(src[l] + i * rs, cm[l]);
+                if (sh[l])
+                    r[l] = wino_shift8(r[l], sh[l]);
+            } else {
+                r[l] = _mm256_setzero_ps();
+            }
+        }
         wino_t8x8(r, lo);
         wino_t8x8(r + 8, hi);
         for (int j = 0; j < a; j++) {

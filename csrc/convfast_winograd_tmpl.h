@@ -50,31 +50,34 @@ static NNL_ALWAYS_INLINE void FN(wino_in)(const wino_plan *p, const nnl_conv_geo
     nnl_idx n, ti, tj;
     FN(wino_tile)(p, t, &n, &ti, &tj);
 #ifdef WINO_GATHER16
-    /* each lane's first patch row (its address computed as an integer: it may lie before the
-     * image when the tile reaches into the top or left padding) and the masks of its rows and
-     * columns inside the image; lanes past nl read nothing */
+    /* each lane's first patch row at its first column inside the image (the address computed
+     * as an integer: the row may lie above the image, never read), the masks of its rows and
+     * columns inside the image and its columns left of it; lanes past nl read nothing */
     const T *srcs[L];
-    unsigned char cms[L], rbs[L];
+    unsigned char cms[L], rbs[L], shs[L];
     const unsigned amask = (1u << a) - 1u;
     for (int l = 0; l < L; l++) {
         if (l >= nl) {
-            srcs[l] = xc, cms[l] = rbs[l] = 0;
+            srcs[l] = xc, cms[l] = rbs[l] = shs[l] = 0;
             continue;
         }
         const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;
-        srcs[l] = (const T *)(uintptr_t)((uintptr_t)(xc + n * xsn) +
-                                         (uintptr_t)(r0 * xsr + c0) * sizeof(T));
         if (r0 >= 0 && r0 + a <= h && c0 >= 0 && c0 + a <= w) {
-            cms[l] = rbs[l] = (unsigned char)amask;
+            srcs[l] = xc + n * xsn + r0 * xsr + c0;
+            cms[l] = rbs[l] = (unsigned char)amask, shs[l] = 0;
         } else {
             const nnl_idx jlo = nnl_max(0, -c0), jhi = nnl_min(a, w - c0);
             const nnl_idx ilo = nnl_max(0, -r0), ihi = nnl_min(a, h - r0);
-            cms[l] = jhi > jlo ? (unsigned char)(amask >> (a - jhi) & ~((1u << jlo) - 1u)) : 0;
-            rbs[l] = ihi > ilo ? (unsigned char)(amask >> (a - ihi) & ~((1u << ilo) - 1u)) : 0;
+            srcs[l] = (const T *)(uintptr_t)((uintptr_t)(xc + n * xsn) +
+                                             (uintptr_t)(r0 * xsr + c0 + jlo) * sizeof(T));
+            cms[l] = jhi > jlo ? (unsigned char)((1u << (jhi - jlo)) - 1u) : 0;
+            rbs[l] = ihi > ilo && jhi > jlo
+                         ? (unsigned char)(amask >> (a - ihi) & ~((1u << ilo) - 1u)) : 0;
+            shs[l] = (unsigned char)jlo;
         }
         FN(wino_next)(p, &n, &ti, &tj);
     }
-    WINO_GATHER16(srcs, xsr, cms, rbs, a, d);
+    WINO_GATHER16(srcs, xsr, cms, rbs, shs, a, d);
 #else
     for (int l = 0; l < nl; l++) {
         const nnl_idx r0 = ti * m - pt, c0 = tj * m - pl;

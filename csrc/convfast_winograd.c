@@ -396,11 +396,16 @@ static inline __attribute__((always_inline)) void wino_interleave(const float *s
     }
 }
 
-/* elements [e0, e1) of v to p */
+/* elements [e0, e1) of v to p: moved down to lane 0 and stored from p + e0, so that only
+ * trailing lanes are masked off (as in the GEMM's edge tiles; see wino_gather16_s) */
 static inline __attribute__((always_inline)) void wino_store_part(float *p, wino_vec v, int e0,
                                                                   int e1)
 {
-    _mm512_mask_storeu_ps(p, (__mmask16)(((1u << e1) - 1u) & ~((1u << e0) - 1u)), v);
+    const __m512i idx = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                           11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(e0));
+    _mm512_mask_storeu_ps(p + e0, (__mmask16)((1u << (e1 - e0)) - 1u),
+                          _mm512_permutexvar_ps(idx, v));
 }
 #else
 #define WINO_VW 8
@@ -458,7 +463,7 @@ static inline __attribute__((always_inline)) void wino_scatter16_s(const float *
         for (int r = 0; r < nruns; r++) {
             if (i >= runs[r].mi)
                 continue;
-            float *row = runs[r].base + i * ow;
+            float *row = runs[r].base + i * ow;   /* row + e: only for e in [lo, hi) */
             const int lo = runs[r].lo, hi = runs[r].hi;
             for (int k = lo / WINO_VW; k < nv && k * WINO_VW < hi; k++) {
                 const int e0 = nnl_max(lo - k * WINO_VW, 0);

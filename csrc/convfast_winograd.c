@@ -254,10 +254,12 @@ static const double wino_g4[6][3] = {{1.0 / 4, 0, 0},
  * about half of the input transform's time, and the input transform a third of a 64 -> 64 3x3
  * conv at 56x56 (Zen 4, perf). With AVX2 each row of a tile is instead one masked load (its
  * a elements) and the 16 tiles' rows are turned into a vectors of 16 lanes by two 8 x 8
- * register transposes: the same values, moved in vectors. AMD EPYC Zen 4, that conv alone 1.22 -> 1.01
- * ms on one thread, 0.70 -> 0.64 ms on two; whole plans, the two gathers alternated in one
- * process: ResNet-50 0.991 / 0.997 at batch 1 and 0.986 at batch 8, GoogLeNet 0.991 / 0.990
- * and 0.985; outputs bit for bit the same. */
+ * register transposes: the same values, moved in vectors. AMD EPYC Zen 4, that conv alone
+ * 1.22 -> 1.01 ms on one thread, 0.70 -> 0.64 ms on two; whole plans, the two gathers
+ * alternated in one process: ResNet-50 0.991 / 0.997 at batch 1 and 0.986 at batch 8,
+ * GoogLeNet 0.991 / 0.990 and 0.985; outputs bit for bit the same. Tiles reaching into the
+ * padding were copied element by element until 2026-12-08 (wino_gather16_s now loads them
+ * too: 0.88-0.92 of that conv's time, with the output side's shuffles and wino_plane). */
 #if defined(__AVX2__)
 #include <immintrin.h>
 
@@ -357,6 +359,22 @@ typedef struct {
     int mi, lo, hi;
 } wino_run;
 
+/* 4 x 4 transposes inside each 128-bit lane of W-bit vectors (W = 256 or 512): lane q of
+ * t_r = (y0[4q + r], y1[4q + r], y2[4q + r], y3[4q + r]) */
+#define WINO_T4_LANES(W, y0, y1, y2, y3, t0, t1, t2, t3)                                       \
+    do {                                                                                       \
+        const __m##W a_ = _mm##W##_unpacklo_ps(y0, y1), b_ = _mm##W##_unpackhi_ps(y0, y1);    \
+        const __m##W c_ = _mm##W##_unpacklo_ps(y2, y3), d_ = _mm##W##_unpackhi_ps(y2, y3);    \
+        (t0) = _mm##W##_castpd_ps(_mm##W##_unpacklo_pd(_mm##W##_castps_pd(a_),                 \
+                                                       _mm##W##_castps_pd(c_)));               \
+        (t1) = _mm##W##_castpd_ps(_mm##W##_unpackhi_pd(_mm##W##_castps_pd(a_),                 \
+                                                       _mm##W##_castps_pd(c_)));               \
+        (t2) = _mm##W##_castpd_ps(_mm##W##_unpacklo_pd(_mm##W##_castps_pd(b_),                 \
+                                                       _mm##W##_castps_pd(d_)));               \
+        (t3) = _mm##W##_castpd_ps(_mm##W##_unpackhi_pd(_mm##W##_castps_pd(b_),                 \
+                                                       _mm##W##_castps_pd(d_)));               \
+    } while (0)
+
 #if defined(__AVX512F__)
 #define WINO_VW 16
 typedef __m512 wino_vec;
@@ -367,17 +385,8 @@ static inline __attribute__((always_inline)) void wino_interleave(const float *s
     if (m == 4) {
         const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
         const __m512 y2 = _mm512_loadu_ps(si + 32), y3 = _mm512_loadu_ps(si + 48);
-        const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
-        const __m512 c = _mm512_unpacklo_ps(y2, y3), d = _mm512_unpackhi_ps(y2, y3);
-        /* 128-bit lane q of t_r: the row of tile 4q + r */
-        const __m512 t0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a),
-                                                              _mm512_castps_pd(c)));
-        const __m512 t1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a),
-                                                              _mm512_castps_pd(c)));
-        const __m512 t2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b),
-                                                              _mm512_castps_pd(d)));
-        const __m512 t3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b),
-                                                              _mm512_castps_pd(d)));
+        __m512 t0, t1, t2, t3;   /* 128-bit lane q of t_r: the row of tile 4q + r */
+        WINO_T4_LANES(512, y0, y1, y2, y3, t0, t1, t2, t3);
         const __m512 u0 = _mm512_shuffle_f32x4(t0, t1, 0x44);
         const __m512 u1 = _mm512_shuffle_f32x4(t0, t1, 0xEE);
         const __m512 u2 = _mm512_shuffle_f32x4(t2, t3, 0x44);
@@ -390,7 +399,8 @@ static inline __attribute__((always_inline)) void wino_interleave(const float *s
         const __m512 y0 = _mm512_loadu_ps(si), y1 = _mm512_loadu_ps(si + 16);
         /* 128-bit lane q of a: tiles 4q, 4q + 1; of b: tiles 4q + 2, 4q + 3 */
         const __m512 a = _mm512_unpacklo_ps(y0, y1), b = _mm512_unpackhi_ps(y0, y1);
-        const __m512 lo = _mm512_shuffle_f32x4(a, b, 0x44), hi = _mm512_shuffle_f32x4(a, b, 0xEE);
+        const __m512 lo = _mm512_shuffle_f32x4(a, b, 0x44);
+        const __m512 hi = _mm512_shuffle_f32x4(a, b, 0xEE);
         o[0] = _mm512_shuffle_f32x4(lo, lo, 0xD8);
         o[1] = _mm512_shuffle_f32x4(hi, hi, 0xD8);
     }
@@ -419,16 +429,8 @@ static inline __attribute__((always_inline)) void wino_interleave(const float *s
         if (m == 4) {
             const __m256 y0 = _mm256_loadu_ps(sh), y1 = _mm256_loadu_ps(sh + 16);
             const __m256 y2 = _mm256_loadu_ps(sh + 32), y3 = _mm256_loadu_ps(sh + 48);
-            const __m256 a = _mm256_unpacklo_ps(y0, y1), b = _mm256_unpackhi_ps(y0, y1);
-            const __m256 c = _mm256_unpacklo_ps(y2, y3), d = _mm256_unpackhi_ps(y2, y3);
-            const __m256 t0 = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a),
-                                                                  _mm256_castps_pd(c)));
-            const __m256 t1 = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a),
-                                                                  _mm256_castps_pd(c)));
-            const __m256 t2 = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(b),
-                                                                  _mm256_castps_pd(d)));
-            const __m256 t3 = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(b),
-                                                                  _mm256_castps_pd(d)));
+            __m256 t0, t1, t2, t3;
+            WINO_T4_LANES(256, y0, y1, y2, y3, t0, t1, t2, t3);
             o[4 * h + 0] = _mm256_permute2f128_ps(t0, t1, 0x20);
             o[4 * h + 1] = _mm256_permute2f128_ps(t2, t3, 0x20);
             o[4 * h + 2] = _mm256_permute2f128_ps(t0, t1, 0x31);

@@ -420,7 +420,8 @@ def winograd_tile(geom, threads=None, itemsize=4):
     (default: nnlite's). Both come from the C plan of the call (``_convfast.winograd_cost``:
     its chunking, this CPU's L2 and GEMM family, elements of ``itemsize`` bytes).
     With few tiles the conv is bound by the weight reads and F(2x2) wins: 7x7 maps at batch 1
-    (batch 2 is a tie). ResNet-50's 512-channel 7x7 conv, 2 threads, interleaved medians (AMD EPYC Zen 4):
+    (batch 2 is a tie). ResNet-50's 512-channel 7x7 conv, 2 threads, interleaved medians (AMD
+    EPYC Zen 4):
     batch 1 (4 F(4x4) tiles) F(2x2) 1.9-3.4 ms vs F(4x4) 6.1-7.8 ms; batch 2 7.9 vs 7.9;
     batch 3 9.0 vs 8.1 (F(2x2)'s 48 tiles run as two chunks, each thread reading all 17 MB
     of weights); batch 8 28.0 vs 16.8.
